@@ -1,0 +1,164 @@
+//! The native front: `POST /v1/<operation>` with a JSON body and `Authorization: Bearer`.
+//! Authenticates, reads the body under the size limit, and hands both to the operation
+//! table. Every response carries `x-request-id`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use super::error_response;
+use crate::audit::AuditEvent;
+use crate::error::Error;
+use crate::ops::{self, audit_alone, RequestMeta};
+use crate::state::AppState;
+
+fn unknown_action(op: &str) -> String {
+    let clean: String = op
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(64)
+        .collect();
+    format!("unknown:{clean}")
+}
+
+/// `POST /v1/{operation}`.
+pub async fn handle(
+    State(state): State<Arc<AppState>>,
+    Path(operation): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let meta = RequestMeta {
+        request_id: uuid::Uuid::new_v4().to_string(),
+        source_ip: peer.ip(),
+        client_certificate: false,
+    };
+    let auth_header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let auth = state.tokens.authenticate(&state.db, auth_header).await;
+
+    let failure_event = |auth: &Result<_, Error>, action: String, outcome: &Error| AuditEvent {
+        request_id: meta.request_id.clone(),
+        principal: auth
+            .as_ref()
+            .map(|p: &crate::authn::Principal| format!("Keyplane::User::{:?}", p.id))
+            .unwrap_or_else(|_| "-".into()),
+        tenant: auth
+            .as_ref()
+            .map(|p| p.tenant_id.clone())
+            .unwrap_or_else(|_| "-".into()),
+        action,
+        resource: "-".into(),
+        decision: "not-evaluated",
+        policies: vec![],
+        outcome: outcome.code().into(),
+        source: meta.source_ip.to_string(),
+    };
+
+    let Some(handler) = ops::lookup(&operation) else {
+        let e = match &auth {
+            Err(Error::DatabaseUnavailable) => Error::DatabaseUnavailable,
+            Err(_) => Error::Unauthenticated,
+            Ok(_) => Error::UnknownOperation(
+                unknown_action(&operation)
+                    .trim_start_matches("unknown:")
+                    .to_string(),
+            ),
+        };
+        audit_alone(
+            &state,
+            &failure_event(&auth, unknown_action(&operation), &e),
+        )
+        .await;
+        return error_response(&e, &meta.request_id);
+    };
+
+    let limit = state.config.limits.max_body_bytes;
+    let bytes = match to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(_) => {
+            let e = Error::PayloadTooLarge { limit };
+            let action = ops::OPERATIONS
+                .iter()
+                .find(|(n, _, _)| *n == operation)
+                .map(|(_, a, _)| a.to_string())
+                .unwrap_or_default();
+            audit_alone(&state, &failure_event(&auth, action, &e)).await;
+            return error_response(&e, &meta.request_id);
+        }
+    };
+
+    match handler(&state, auth, &meta, &bytes).await {
+        Ok(value) => {
+            let mut resp = Json(value).into_response();
+            if let Ok(v) = meta.request_id.parse() {
+                resp.headers_mut().insert("x-request-id", v);
+            }
+            resp
+        }
+        Err(e) => error_response(&e, &meta.request_id),
+    }
+}
+
+/// Test hook (debug builds with `test-hooks` only): the plaintext material of an envelope
+/// key's primary version, for the operator, so tests can prove it is absent from storage.
+#[cfg(all(feature = "test-hooks", debug_assertions))]
+pub async fn debug_envelope_material(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Json(req): Json<serde_json::Value>,
+) -> Response {
+    use crate::store::keys;
+    let rid = "debug";
+    let auth_header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let principal = match state.tokens.authenticate(&state.db, auth_header).await {
+        Ok(p) if p.operator => p,
+        Ok(_) => {
+            return error_response(
+                &Error::AccessDenied {
+                    action: "debug".into(),
+                    resource: "-".into(),
+                },
+                rid,
+            )
+        }
+        Err(e) => return error_response(&e, rid),
+    };
+    let _ = principal;
+    let key_id = req
+        .get("key_id")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_string();
+    let result = async {
+        let key = keys::get(state.db.reader(), &key_id)
+            .await?
+            .ok_or(Error::NotFound {
+                kind: "key",
+                id: key_id.clone(),
+            })?;
+        let version = keys::version(state.db.reader(), &key_id, key.primary_version)
+            .await?
+            .ok_or(Error::Internal)?;
+        state
+            .keyring
+            .debug_envelope_material(&key.tenant_id, &version)
+            .await
+    }
+    .await;
+    match result {
+        Ok(m) => {
+            Json(serde_json::json!({ "material": crate::ops::Base64::new(m) })).into_response()
+        }
+        Err(e) => error_response(&e, rid),
+    }
+}

@@ -1,0 +1,196 @@
+//! The hash-chained audit log.
+//!
+//! Every request appends exactly one record, inside the same database transaction as the
+//! state change it describes (a failed change rolls back and a separate record of the failure
+//! is appended instead). Each record's `hash` is SHA-256 over the previous record's hash and
+//! the record's canonical JSON (fixed field order, `hash` excluded), so [`verify`] detects an
+//! edited, removed or reordered record. The chain head is read inside the write transaction;
+//! writes are serialised by the store's single writer connection, so two appends can never
+//! claim the same predecessor. Tail truncation is detected only with signed checkpoints (a
+//! later issue).
+
+use ring::digest;
+use serde::Serialize;
+use sqlx::{SqliteConnection, SqlitePool};
+
+use crate::error::Result;
+use crate::store::now_rfc3339;
+
+/// `prev_hash` of the first record.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// What the caller knows about a request when it is recorded.
+#[derive(Debug, Clone)]
+pub struct AuditEvent {
+    pub request_id: String,
+    pub principal: String,
+    pub tenant: String,
+    pub action: String,
+    pub resource: String,
+    /// `allow`, `deny`, or `not-evaluated` (the request failed before authorization).
+    pub decision: &'static str,
+    pub policies: Vec<String>,
+    /// `ok` or an error code.
+    pub outcome: String,
+    pub source: String,
+}
+
+/// A stored record, in the canonical field order that is hashed.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct AuditRecord {
+    pub seq: i64,
+    pub time: String,
+    pub request_id: String,
+    pub principal: String,
+    pub tenant: String,
+    pub action: String,
+    pub resource: String,
+    pub decision: String,
+    /// JSON array of policy ids.
+    pub policies: String,
+    pub outcome: String,
+    pub source: String,
+    pub prev_hash: String,
+    #[serde(skip)]
+    pub hash: String,
+}
+
+impl AuditRecord {
+    /// The hash this record must carry.
+    pub fn compute_hash(&self) -> String {
+        let body = serde_json::to_vec(self).unwrap_or_default();
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        ctx.update(self.prev_hash.as_bytes());
+        ctx.update(b"\n");
+        ctx.update(&body);
+        hex::encode(ctx.finish())
+    }
+}
+
+/// Append one record inside `conn`'s transaction. Returns its sequence number.
+pub async fn append(conn: &mut SqliteConnection, ev: &AuditEvent) -> Result<i64> {
+    let head: Option<(i64, String)> =
+        sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *conn)
+            .await?;
+    let (seq, prev_hash) = match head {
+        Some((s, h)) => (s + 1, h),
+        None => (1, GENESIS.to_string()),
+    };
+    let mut rec = AuditRecord {
+        seq,
+        time: now_rfc3339(),
+        request_id: ev.request_id.clone(),
+        principal: ev.principal.clone(),
+        tenant: ev.tenant.clone(),
+        action: ev.action.clone(),
+        resource: ev.resource.clone(),
+        decision: ev.decision.to_string(),
+        policies: serde_json::to_string(&ev.policies).unwrap_or_else(|_| "[]".into()),
+        outcome: ev.outcome.clone(),
+        source: ev.source.clone(),
+        prev_hash,
+        hash: String::new(),
+    };
+    rec.hash = rec.compute_hash();
+    sqlx::query(
+        "INSERT INTO audit_log (seq, time, request_id, principal, tenant, action, resource, \
+         decision, policies, outcome, source, prev_hash, hash) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(rec.seq)
+    .bind(&rec.time)
+    .bind(&rec.request_id)
+    .bind(&rec.principal)
+    .bind(&rec.tenant)
+    .bind(&rec.action)
+    .bind(&rec.resource)
+    .bind(&rec.decision)
+    .bind(&rec.policies)
+    .bind(&rec.outcome)
+    .bind(&rec.source)
+    .bind(&rec.prev_hash)
+    .bind(&rec.hash)
+    .execute(&mut *conn)
+    .await?;
+    Ok(seq)
+}
+
+/// The first problem found in the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChainFault {
+    /// A sequence number is missing (a record was removed) or out of order.
+    Gap { expected: i64, found: i64 },
+    /// The record does not link to its predecessor (removed or reordered records).
+    BrokenLink { seq: i64 },
+    /// The record's contents do not match its hash (edited).
+    BadHash { seq: i64 },
+}
+
+impl std::fmt::Display for ChainFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChainFault::Gap { expected, found } => write!(
+                f,
+                "record {found}: expected sequence {expected} (a record was removed or reordered)"
+            ),
+            ChainFault::BrokenLink { seq } => write!(
+                f,
+                "record {seq}: prev_hash does not match the previous record (removed or reordered)"
+            ),
+            ChainFault::BadHash { seq } => {
+                write!(f, "record {seq}: contents do not match its hash (edited)")
+            }
+        }
+    }
+}
+
+/// Result of a verification walk.
+#[derive(Debug)]
+pub struct VerifyReport {
+    pub records: i64,
+    pub head: String,
+    pub fault: Option<ChainFault>,
+}
+
+/// Walk the chain from the first record.
+pub async fn verify(pool: &SqlitePool) -> Result<VerifyReport> {
+    use futures_util::TryStreamExt;
+    let mut rows = sqlx::query_as::<_, AuditRecord>(
+        "SELECT seq, time, request_id, principal, tenant, action, resource, decision, policies, \
+         outcome, source, prev_hash, hash FROM audit_log ORDER BY seq",
+    )
+    .fetch(pool);
+    let mut expected_seq = 1;
+    let mut prev = GENESIS.to_string();
+    let mut count = 0;
+    while let Some(rec) = rows.try_next().await? {
+        let fault = if rec.seq != expected_seq {
+            Some(ChainFault::Gap {
+                expected: expected_seq,
+                found: rec.seq,
+            })
+        } else if rec.prev_hash != prev {
+            Some(ChainFault::BrokenLink { seq: rec.seq })
+        } else if rec.compute_hash() != rec.hash {
+            Some(ChainFault::BadHash { seq: rec.seq })
+        } else {
+            None
+        };
+        if fault.is_some() {
+            return Ok(VerifyReport {
+                records: count,
+                head: prev,
+                fault,
+            });
+        }
+        prev = rec.hash.clone();
+        expected_seq += 1;
+        count += 1;
+    }
+    Ok(VerifyReport {
+        records: count,
+        head: prev,
+        fault: None,
+    })
+}

@@ -1,0 +1,180 @@
+//! Building the Cedar request for one keyplane request: principal, action, resource,
+//! context and the entities they mention, from rows the operation already resolved.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use cedar_policy::{Context, Entity, EntityId, EntityTypeName, EntityUid, RestrictedExpression};
+
+use crate::authn::Principal;
+use crate::crypto::context::EncryptionContext;
+use crate::error::{Error, Result};
+use crate::store::keys::KeyRow;
+
+/// What a request is about.
+#[derive(Debug, Clone)]
+pub enum ResourceRef {
+    /// A tenant (creating things in it, listing, random bytes).
+    Tenant(String),
+    /// A key, with its grantees and tags.
+    Key {
+        row: Box<KeyRow>,
+        users: Vec<String>,
+        tags: BTreeMap<String, String>,
+    },
+}
+
+impl ResourceRef {
+    /// The Cedar uid as text, e.g. `Keyplane::Key::"k-…"` (for audit records).
+    pub fn display(&self) -> String {
+        match self {
+            ResourceRef::Tenant(t) => format!("Keyplane::Tenant::{t:?}"),
+            ResourceRef::Key { row, .. } => format!("Keyplane::Key::{:?}", row.id),
+        }
+    }
+
+    /// The tenant the resource belongs to.
+    pub fn tenant(&self) -> &str {
+        match self {
+            ResourceRef::Tenant(t) => t,
+            ResourceRef::Key { row, .. } => &row.tenant_id,
+        }
+    }
+}
+
+/// Everything the authorizer needs to know about a request.
+pub struct AuthzRequest<'a> {
+    pub principal: &'a Principal,
+    /// Cedar action name, e.g. `Encrypt`.
+    pub action: &'a str,
+    pub resource: &'a ResourceRef,
+    pub encryption_context: &'a EncryptionContext,
+    pub source_ip: IpAddr,
+    pub client_certificate: bool,
+    pub request_time: i64,
+}
+
+fn uid(ty: &str, id: &str) -> Result<EntityUid> {
+    let name = EntityTypeName::from_str(&format!("Keyplane::{ty}")).map_err(|_| Error::Internal)?;
+    Ok(EntityUid::from_type_name_and_id(name, EntityId::new(id)))
+}
+
+fn s(v: &str) -> RestrictedExpression {
+    RestrictedExpression::new_string(v.to_string())
+}
+
+fn entity_err(e: impl std::fmt::Display) -> Error {
+    tracing::error!(error = %e, "could not build a Cedar entity");
+    Error::Internal
+}
+
+/// The Cedar parts of a request.
+pub type Built = (EntityUid, EntityUid, EntityUid, Context, Vec<Entity>);
+
+/// Build principal, action, resource, context and entities.
+pub fn build(req: &AuthzRequest<'_>) -> Result<Built> {
+    let p = req.principal;
+    let tenant_uid = uid("Tenant", &p.tenant_id)?;
+    let principal_uid = uid("User", &p.id)?;
+    let mut entities = vec![Entity::new_no_attrs(tenant_uid.clone(), Default::default())];
+    entities.push(
+        Entity::new_with_tags(
+            principal_uid.clone(),
+            [
+                (
+                    "tenant".to_string(),
+                    RestrictedExpression::new_entity_uid(tenant_uid.clone()),
+                ),
+                ("name".to_string(), s(&p.name)),
+                ("kind".to_string(), s(&p.kind)),
+                ("role".to_string(), s(&p.role)),
+                (
+                    "operator".to_string(),
+                    RestrictedExpression::new_bool(p.operator),
+                ),
+            ],
+            [tenant_uid.clone()],
+            [],
+        )
+        .map_err(entity_err)?,
+    );
+
+    let resource_uid = match req.resource {
+        ResourceRef::Tenant(t) => {
+            let r = uid("Tenant", t)?;
+            if t != &p.tenant_id {
+                entities.push(Entity::new_no_attrs(r.clone(), Default::default()));
+            }
+            r
+        }
+        ResourceRef::Key { row, users, tags } => {
+            let key_tenant = uid("Tenant", &row.tenant_id)?;
+            if row.tenant_id != p.tenant_id {
+                entities.push(Entity::new_no_attrs(key_tenant.clone(), Default::default()));
+            }
+            let r = uid("Key", &row.id)?;
+            let users = users
+                .iter()
+                .map(|u| uid("User", u).map(RestrictedExpression::new_entity_uid))
+                .collect::<Result<Vec<_>>>()?;
+            entities.push(
+                Entity::new_with_tags(
+                    r.clone(),
+                    [
+                        (
+                            "tenant".to_string(),
+                            RestrictedExpression::new_entity_uid(key_tenant.clone()),
+                        ),
+                        ("spec".to_string(), s(&row.spec)),
+                        ("usage".to_string(), s(&row.usage)),
+                        ("protection".to_string(), s(&row.protection)),
+                        ("state".to_string(), s(&row.state)),
+                        ("users".to_string(), RestrictedExpression::new_set(users)),
+                    ],
+                    [key_tenant],
+                    tags.iter().map(|(k, v)| (k.clone(), s(v))),
+                )
+                .map_err(entity_err)?,
+            );
+            r
+        }
+    };
+
+    let ec_uid = uid("EncryptionContext", "request")?;
+    entities.push(
+        Entity::new_with_tags(
+            ec_uid.clone(),
+            [],
+            [],
+            req.encryption_context
+                .iter()
+                .map(|(k, v)| (k.clone(), s(v))),
+        )
+        .map_err(entity_err)?,
+    );
+    let context = Context::from_pairs([
+        (
+            "encryption_context".to_string(),
+            RestrictedExpression::new_entity_uid(ec_uid),
+        ),
+        (
+            "source_ip".to_string(),
+            RestrictedExpression::new_ip(req.source_ip.to_string()),
+        ),
+        (
+            "client_certificate".to_string(),
+            RestrictedExpression::new_bool(req.client_certificate),
+        ),
+        (
+            "request_time".to_string(),
+            RestrictedExpression::new_long(req.request_time),
+        ),
+    ])
+    .map_err(entity_err)?;
+    let action = EntityUid::from_type_name_and_id(
+        EntityTypeName::from_str("Keyplane::Action").map_err(|_| Error::Internal)?,
+        EntityId::new(req.action),
+    );
+    Ok((principal_uid, action, resource_uid, context, entities))
+}

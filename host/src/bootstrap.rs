@@ -1,0 +1,120 @@
+//! First start and every start: the data directory, the database, the keyring, the
+//! token-hash key, the policy set and, on an empty database, the `default` tenant with its
+//! bootstrap admin (an operator) whose token is written to `<data-dir>/admin.token` (0600)
+//! and printed once.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+
+use crate::audit::{self, AuditEvent};
+use crate::authn::TokenHasher;
+use crate::authz::{load_policies, Authz};
+use crate::config::Config;
+use crate::crypto::Keyring;
+use crate::hsm::token::write_secret_file;
+use crate::hsm::Hsm;
+use crate::state::AppState;
+use crate::store::principals::PrincipalRow;
+use crate::store::{now_rfc3339, principals, tenants, Db};
+
+/// The tenant created on first start.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// Create the data dir (0700) if missing.
+pub fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
+    if !dir.exists() {
+        std::fs::create_dir_all(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// Which policy directory to use: configured, `./policies`, or the embedded copy.
+pub fn policies_dir(config: &Config) -> Option<PathBuf> {
+    match &config.policies_dir {
+        Some(d) => Some(d.clone()),
+        None => Some(PathBuf::from("policies")).filter(|d| d.join("schema.cedarschema").exists()),
+    }
+}
+
+/// Bring up everything but the listener.
+pub async fn start(config: Config, hsm: Hsm) -> anyhow::Result<AppState> {
+    let loaded = load_policies(policies_dir(&config).as_deref())?;
+    tracing::info!(source = %loaded.source, hash = %loaded.hash, policies = loaded.descriptions.len(), "policy set loaded");
+    let db = Db::open(&config.database_url()).await?;
+    let keyring = Arc::new(Keyring::new(
+        Arc::new(hsm),
+        db.clone(),
+        config.envelope_cache.max_entries,
+        Duration::from_secs(config.envelope_cache.ttl_seconds),
+    ));
+    let tokens = TokenHasher::load_or_create(&db, &keyring).await?;
+    let state = AppState {
+        config,
+        db,
+        keyring,
+        authz: Authz::new(loaded),
+        tokens,
+    };
+    ensure_default_tenant(&state).await?;
+    Ok(state)
+}
+
+async fn ensure_default_tenant(state: &AppState) -> anyhow::Result<()> {
+    let mut tx = state.db.begin().await?;
+    if tenants::exists(&mut tx, DEFAULT_TENANT).await? {
+        return Ok(());
+    }
+    let kek_wrapped = state.keyring.create_tenant_kek(DEFAULT_TENANT).await?;
+    tenants::insert(
+        &mut tx,
+        &tenants::TenantRow {
+            id: DEFAULT_TENANT.into(),
+            created_at: now_rfc3339(),
+            kek_wrapped,
+        },
+    )
+    .await?;
+    let (token, hash) = state.tokens.issue()?;
+    let admin = PrincipalRow {
+        id: format!("p-{}", uuid::Uuid::new_v4().simple()),
+        tenant_id: DEFAULT_TENANT.into(),
+        name: "admin".into(),
+        kind: "user".into(),
+        role: "admin".into(),
+        operator: true,
+        created_at: now_rfc3339(),
+    };
+    principals::insert(&mut tx, &admin, &hash).await?;
+    audit::append(
+        &mut tx,
+        &AuditEvent {
+            request_id: "bootstrap".into(),
+            principal: "system".into(),
+            tenant: DEFAULT_TENANT.into(),
+            action: "Bootstrap".into(),
+            resource: format!("Keyplane::User::{:?}", admin.id),
+            decision: "not-evaluated",
+            policies: vec![],
+            outcome: "ok".into(),
+            source: "local".into(),
+        },
+    )
+    .await?;
+    let path = state.config.data_dir.join("admin.token");
+    let tmp = state.config.data_dir.join("admin.token.new");
+    let _ = std::fs::remove_file(&tmp);
+    write_secret_file(&tmp, token.expose_secret().as_bytes())?;
+    tx.commit().await?;
+    std::fs::rename(&tmp, &path)?;
+    println!(
+        "keyplane: bootstrap admin token (shown once; also in {}): {}",
+        path.display(),
+        token.expose_secret()
+    );
+    Ok(())
+}

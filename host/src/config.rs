@@ -1,0 +1,191 @@
+//! Configuration: defaults, then a TOML file, then `KEYPLANE_*` environment variables, then
+//! command-line flags (later wins). Owns nothing else; secrets (the HSM PIN) are not part of
+//! the configuration value, only where to find them.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// The default PKCS#11 module: Debian's SoftHSM2.
+pub const SOFTHSM2_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+/// The whole configuration of a keyplane node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the database, SoftHSM2 token, PIN, TLS material and admin token live.
+    pub data_dir: PathBuf,
+    /// Address to listen on (`127.0.0.1:0` picks a free port).
+    pub listen: SocketAddr,
+    /// Serve plain HTTP instead of TLS. Local debugging only.
+    pub insecure_http: bool,
+    pub tls: TlsConfig,
+    pub hsm: HsmConfig,
+    pub database: DatabaseConfig,
+    pub limits: LimitsConfig,
+    pub envelope_cache: EnvelopeCacheConfig,
+    /// Directory with `schema.cedarschema` and `*.cedar` policies.
+    pub policies_dir: Option<PathBuf>,
+}
+
+/// TLS material; when both are unset a self-signed certificate is generated in the data dir.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+/// Which PKCS#11 module and token to use.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HsmConfig {
+    pub module: PathBuf,
+    /// Label of the token keyplane uses (tokens are found by label, never by slot id).
+    pub token_label: String,
+    /// File holding the user PIN. `KEYPLANE_HSM_PIN` wins over it. When neither is set and
+    /// the token does not exist yet, a PIN is generated into `<data-dir>/hsm.pin` (0600).
+    pub pin_file: Option<PathBuf>,
+    /// Write a SoftHSM2 config and token directory into the data dir and point
+    /// `SOFTHSM2_CONF` at it. Only meaningful for the SoftHSM2 module.
+    pub embedded_softhsm: bool,
+    /// Upper bound of idle PKCS#11 sessions kept in the pool.
+    pub max_idle_sessions: usize,
+}
+
+/// Where metadata lives.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// sqlx URL; default `sqlite://<data-dir>/keyplane.db`.
+    pub url: Option<String>,
+}
+
+/// Request limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub max_body_bytes: usize,
+}
+
+/// The host-side cache of unwrapped envelope key material.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvelopeCacheConfig {
+    pub max_entries: usize,
+    pub ttl_seconds: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./keyplane-data"),
+            listen: "127.0.0.1:8443".parse().expect("static address"),
+            insecure_http: false,
+            tls: TlsConfig::default(),
+            hsm: HsmConfig {
+                module: PathBuf::from(SOFTHSM2_MODULE),
+                token_label: "keyplane".into(),
+                pin_file: None,
+                embedded_softhsm: true,
+                max_idle_sessions: 16,
+            },
+            database: DatabaseConfig::default(),
+            limits: LimitsConfig {
+                max_body_bytes: 64 * 1024,
+            },
+            envelope_cache: EnvelopeCacheConfig {
+                max_entries: 10_000,
+                ttl_seconds: 300,
+            },
+            policies_dir: None,
+        }
+    }
+}
+
+/// Values given on the command line; `None` means "not given".
+#[derive(Debug, Default, Serialize)]
+pub struct FlagOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub insecure_http: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policies_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// Layers defaults < TOML file < `KEYPLANE_*` env < flags.
+    pub fn load(file: Option<&Path>, flags: FlagOverrides) -> anyhow::Result<Self> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                anyhow::bail!("config file {} does not exist", file.display());
+            }
+            fig = fig.merge(Toml::file(file));
+        }
+        // `KEYPLANE_HSM__MODULE` sets hsm.module; the PIN and the config path are not settings.
+        fig = fig
+            .merge(
+                Env::prefixed("KEYPLANE_")
+                    .ignore(&["HSM_PIN", "CONFIG"])
+                    .split("__"),
+            )
+            .merge(Serialized::defaults(flags));
+        let config: Config = fig.extract()?;
+        Ok(config)
+    }
+
+    /// The database URL, defaulting to SQLite inside the data dir.
+    pub fn database_url(&self) -> String {
+        match &self.database.url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("keyplane.db").display()),
+        }
+    }
+
+    /// The policy directory, defaulting to `policies/` next to the working directory.
+    pub fn policies_dir(&self) -> PathBuf {
+        self.policies_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("policies"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file_and_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("k.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:9000\"\ndata_dir = \"/from-file\"\n[limits]\nmax_body_bytes = 10\n").unwrap();
+        let c = Config::load(Some(&file), FlagOverrides::default()).unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.limits.max_body_bytes, 10);
+        let c = Config::load(
+            Some(&file),
+            FlagOverrides {
+                listen: Some("127.0.0.1:9001".parse().unwrap()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 9001);
+        assert_eq!(c.data_dir, PathBuf::from("/from-file"));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("k.toml");
+        std::fs::write(&file, "lisen = \"127.0.0.1:9000\"\n").unwrap();
+        assert!(Config::load(Some(&file), FlagOverrides::default()).is_err());
+    }
+}

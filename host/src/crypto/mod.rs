@@ -1,0 +1,404 @@
+//! The keyring: turns stored key-version records into encryptions and decryptions.
+//!
+//! Owns the two protection levels and nothing about authorization or audit:
+//! - `hsm`: the version is a non-extractable AES-256 token object (found by `CKA_ID`);
+//!   sealing and opening run inside the token.
+//! - `envelope`: 32 bytes from the token's RNG, stored only as `IV ‖ AES-GCM(tenant KEK)`
+//!   with the tenant, key id and version bound as AAD; opened in the HSM on first use, then
+//!   kept in the bounded, time-limited [`EnvelopeCache`] and used through `ring`.
+//! Tenant KEKs are AES-256 keys wrapped by the root key (`CKM_AES_KEY_WRAP_PAD`) and live in
+//! the token as non-extractable session objects while the node runs.
+//! Data-plane nonces come from the OS CSPRNG (ring's `SystemRandom`); key material and IVs of
+//! wrapped material come from the token's RNG.
+
+pub mod ciphertext;
+pub mod context;
+pub mod envelope_cache;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cryptoki::object::ObjectHandle;
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+use ring::rand::{SecureRandom, SystemRandom};
+use zeroize::Zeroizing;
+
+use crate::error::{Error, Result};
+use crate::hsm::{Hsm, GCM_IV_LEN};
+use crate::store::keys::KeyVersionRow;
+use crate::store::{tenants, Db};
+use envelope_cache::EnvelopeCache;
+
+/// How a key's versions are protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protection {
+    Hsm,
+    Envelope,
+}
+
+impl Protection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protection::Hsm => "hsm",
+            Protection::Envelope => "envelope",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "hsm" => Some(Protection::Hsm),
+            "envelope" => Some(Protection::Envelope),
+            _ => None,
+        }
+    }
+}
+
+/// What a new key version stores, and how to undo its creation.
+pub struct NewVersion {
+    pub hsm_object_id: Option<Vec<u8>>,
+    pub wrapped_material: Option<Vec<u8>>,
+    /// Token object to destroy if the surrounding transaction fails.
+    pub created_object: Option<ObjectHandle>,
+}
+
+/// The keyring.
+pub struct Keyring {
+    hsm: Arc<Hsm>,
+    db: Db,
+    cache: EnvelopeCache,
+    keks: Mutex<HashMap<String, ObjectHandle>>,
+    hsm_objects: Mutex<HashMap<Vec<u8>, ObjectHandle>>,
+    rng: SystemRandom,
+}
+
+/// Run a blocking HSM call off the async executor.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| Error::Internal)?
+}
+
+fn envelope_aad(tenant: &str, key_id: &str, version: u32) -> Vec<u8> {
+    let mut aad = b"keyplane/envelope-material/v1\0".to_vec();
+    aad.extend_from_slice(tenant.as_bytes());
+    aad.push(0);
+    aad.extend_from_slice(key_id.as_bytes());
+    aad.push(0);
+    aad.extend_from_slice(&version.to_be_bytes());
+    aad
+}
+
+fn split_iv(blob: &[u8]) -> Result<([u8; GCM_IV_LEN], &[u8])> {
+    if blob.len() < GCM_IV_LEN + 16 {
+        tracing::error!("stored wrapped material is too short");
+        return Err(Error::Internal);
+    }
+    let mut iv = [0u8; GCM_IV_LEN];
+    iv.copy_from_slice(&blob[..GCM_IV_LEN]);
+    Ok((iv, &blob[GCM_IV_LEN..]))
+}
+
+impl Keyring {
+    pub fn new(hsm: Arc<Hsm>, db: Db, cache_entries: usize, cache_ttl: Duration) -> Self {
+        Keyring {
+            hsm,
+            db,
+            cache: EnvelopeCache::new(cache_entries, cache_ttl),
+            keks: Mutex::new(HashMap::new()),
+            hsm_objects: Mutex::new(HashMap::new()),
+            rng: SystemRandom::new(),
+        }
+    }
+
+    /// The HSM this keyring uses.
+    pub fn hsm(&self) -> &Arc<Hsm> {
+        &self.hsm
+    }
+
+    /// Random bytes from the token.
+    pub async fn random(&self, n: usize) -> Result<Zeroizing<Vec<u8>>> {
+        let hsm = self.hsm.clone();
+        blocking(move || hsm.random(n)).await
+    }
+
+    /// Seal `secret` under the root key (for node secrets such as the token-hash key).
+    pub async fn seal_with_root(&self, aad: &[u8], secret: &[u8]) -> Result<Vec<u8>> {
+        let hsm = self.hsm.clone();
+        let (aad, secret) = (aad.to_vec(), Zeroizing::new(secret.to_vec()));
+        blocking(move || {
+            let iv_bytes = hsm.random(GCM_IV_LEN)?;
+            let mut iv = [0u8; GCM_IV_LEN];
+            iv.copy_from_slice(&iv_bytes);
+            let sealed = hsm.gcm_encrypt(hsm.root_key(), &iv, &aad, &secret)?;
+            let mut out = iv.to_vec();
+            out.extend_from_slice(&sealed);
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Open a blob sealed by [`Keyring::seal_with_root`].
+    pub async fn open_with_root(&self, aad: &[u8], blob: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        let hsm = self.hsm.clone();
+        let (aad, blob) = (aad.to_vec(), blob.to_vec());
+        blocking(move || {
+            let (iv, sealed) = split_iv(&blob)?;
+            hsm.gcm_decrypt(hsm.root_key(), &iv, &aad, sealed)
+        })
+        .await
+    }
+
+    /// Create a tenant KEK; returns its root-wrapped form (to store) and caches its handle.
+    pub async fn create_tenant_kek(&self, tenant: &str) -> Result<Vec<u8>> {
+        let hsm = self.hsm.clone();
+        let (wrapped, handle) = blocking(move || hsm.generate_kek()).await?;
+        self.keks
+            .lock()
+            .map_err(|_| Error::Internal)?
+            .insert(tenant.to_string(), handle);
+        Ok(wrapped)
+    }
+
+    async fn tenant_kek(&self, tenant: &str) -> Result<ObjectHandle> {
+        if let Some(h) = self.keks.lock().map_err(|_| Error::Internal)?.get(tenant) {
+            return Ok(*h);
+        }
+        let row = tenants::get(self.db.reader(), tenant)
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                kind: "tenant",
+                id: tenant.to_string(),
+            })?;
+        let hsm = self.hsm.clone();
+        let handle = blocking(move || hsm.unwrap_kek(&row.kek_wrapped)).await?;
+        let mut keks = self.keks.lock().map_err(|_| Error::Internal)?;
+        // Another request may have unwrapped it meanwhile; keep one handle.
+        if let Some(existing) = keks.get(tenant) {
+            let (hsm, dup) = (self.hsm.clone(), handle);
+            tokio::task::spawn_blocking(move || hsm.destroy(dup));
+            return Ok(*existing);
+        }
+        keks.insert(tenant.to_string(), handle);
+        Ok(handle)
+    }
+
+    /// Generate material for a new version of an AES-256-GCM key.
+    pub async fn new_version(
+        &self,
+        tenant: &str,
+        key_id: &str,
+        version: u32,
+        protection: Protection,
+    ) -> Result<NewVersion> {
+        match protection {
+            Protection::Hsm => {
+                let object_id = format!("kp:{key_id}:{version}").into_bytes();
+                let (hsm, id) = (self.hsm.clone(), object_id.clone());
+                let handle = blocking(move || {
+                    hsm.generate_token_aes_key(&id, &String::from_utf8_lossy(&id))
+                })
+                .await?;
+                self.hsm_objects
+                    .lock()
+                    .map_err(|_| Error::Internal)?
+                    .insert(object_id.clone(), handle);
+                Ok(NewVersion {
+                    hsm_object_id: Some(object_id),
+                    wrapped_material: None,
+                    created_object: Some(handle),
+                })
+            }
+            Protection::Envelope => {
+                let kek = self.tenant_kek(tenant).await?;
+                let hsm = self.hsm.clone();
+                let aad = envelope_aad(tenant, key_id, version);
+                let wrapped = blocking(move || {
+                    let material = hsm.random(32)?;
+                    let iv_bytes = hsm.random(GCM_IV_LEN)?;
+                    let mut iv = [0u8; GCM_IV_LEN];
+                    iv.copy_from_slice(&iv_bytes);
+                    let sealed = hsm.gcm_encrypt(kek, &iv, &aad, &material)?;
+                    let mut out = iv.to_vec();
+                    out.extend_from_slice(&sealed);
+                    Ok(out)
+                })
+                .await?;
+                Ok(NewVersion {
+                    hsm_object_id: None,
+                    wrapped_material: Some(wrapped),
+                    created_object: None,
+                })
+            }
+        }
+    }
+
+    /// Undo [`Keyring::new_version`] after a failed transaction.
+    pub async fn discard(&self, created: NewVersion) {
+        if let (Some(handle), Some(id)) = (created.created_object, created.hsm_object_id) {
+            if let Ok(mut m) = self.hsm_objects.lock() {
+                m.remove(&id);
+            }
+            let hsm = self.hsm.clone();
+            if let Err(e) = blocking(move || hsm.destroy(handle)).await {
+                tracing::error!(error = %e, "could not destroy HSM object of a failed key creation");
+            }
+        }
+    }
+
+    async fn hsm_object(&self, object_id: &[u8]) -> Result<ObjectHandle> {
+        if let Some(h) = self
+            .hsm_objects
+            .lock()
+            .map_err(|_| Error::Internal)?
+            .get(object_id)
+        {
+            return Ok(*h);
+        }
+        let (hsm, id) = (self.hsm.clone(), object_id.to_vec());
+        let handle = blocking(move || hsm.find_secret_key(&id))
+            .await?
+            .ok_or_else(|| {
+                tracing::error!("HSM object of a key version is missing from the token");
+                Error::HsmUnavailable
+            })?;
+        self.hsm_objects
+            .lock()
+            .map_err(|_| Error::Internal)?
+            .insert(object_id.to_vec(), handle);
+        Ok(handle)
+    }
+
+    async fn envelope_material(
+        &self,
+        tenant: &str,
+        version: &KeyVersionRow,
+    ) -> Result<envelope_cache::Material> {
+        let v = version.version as u32;
+        if let Some(m) = self.cache.get(&version.key_id, v) {
+            return Ok(m);
+        }
+        let wrapped = version.wrapped_material.clone().ok_or_else(|| {
+            tracing::error!(key = %version.key_id, "envelope version without wrapped material");
+            Error::Internal
+        })?;
+        let kek = self.tenant_kek(tenant).await?;
+        let hsm = self.hsm.clone();
+        let aad = envelope_aad(tenant, &version.key_id, v);
+        let opened = blocking(move || {
+            let (iv, sealed) = split_iv(&wrapped)?;
+            hsm.gcm_decrypt(kek, &iv, &aad, sealed)
+        })
+        .await
+        .map_err(|e| match e {
+            Error::DecryptionFailed => {
+                tracing::error!(key = %version.key_id, "wrapped material does not authenticate");
+                Error::Internal
+            }
+            e => e,
+        })?;
+        let mut material = Zeroizing::new([0u8; 32]);
+        if opened.len() != 32 {
+            return Err(Error::Internal);
+        }
+        material.copy_from_slice(&opened);
+        let material = Arc::new(material);
+        self.cache.insert(&version.key_id, v, material.clone());
+        Ok(material)
+    }
+
+    /// A fresh 96-bit nonce from the OS CSPRNG.
+    pub fn nonce(&self) -> Result<[u8; 12]> {
+        let mut n = [0u8; 12];
+        self.rng.fill(&mut n).map_err(|_| Error::Internal)?;
+        Ok(n)
+    }
+
+    /// AES-256-GCM seal under `version`. Returns ciphertext ‖ tag.
+    pub async fn seal(
+        &self,
+        tenant: &str,
+        protection: Protection,
+        version: &KeyVersionRow,
+        nonce: [u8; 12],
+        aad: Vec<u8>,
+        plaintext: Zeroizing<Vec<u8>>,
+    ) -> Result<Vec<u8>> {
+        match protection {
+            Protection::Hsm => {
+                let handle = self.hsm_object(hsm_id(version)?).await?;
+                let hsm = self.hsm.clone();
+                blocking(move || hsm.gcm_encrypt(handle, &nonce, &aad, &plaintext)).await
+            }
+            Protection::Envelope => {
+                let material = self.envelope_material(tenant, version).await?;
+                let key = LessSafeKey::new(
+                    UnboundKey::new(&AES_256_GCM, material.as_ref().as_ref())
+                        .map_err(|_| Error::Internal)?,
+                );
+                let mut buf = plaintext.to_vec();
+                key.seal_in_place_append_tag(
+                    Nonce::assume_unique_for_key(nonce),
+                    Aad::from(aad),
+                    &mut buf,
+                )
+                .map_err(|_| Error::Internal)?;
+                Ok(buf)
+            }
+        }
+    }
+
+    /// AES-256-GCM open under `version`.
+    pub async fn open(
+        &self,
+        tenant: &str,
+        protection: Protection,
+        version: &KeyVersionRow,
+        nonce: [u8; 12],
+        aad: Vec<u8>,
+        sealed: Vec<u8>,
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        match protection {
+            Protection::Hsm => {
+                let handle = self.hsm_object(hsm_id(version)?).await?;
+                let hsm = self.hsm.clone();
+                blocking(move || hsm.gcm_decrypt(handle, &nonce, &aad, &sealed)).await
+            }
+            Protection::Envelope => {
+                let material = self.envelope_material(tenant, version).await?;
+                let key = LessSafeKey::new(
+                    UnboundKey::new(&AES_256_GCM, material.as_ref().as_ref())
+                        .map_err(|_| Error::Internal)?,
+                );
+                let mut buf = Zeroizing::new(sealed);
+                let n = key
+                    .open_in_place(
+                        Nonce::assume_unique_for_key(nonce),
+                        Aad::from(aad),
+                        &mut buf,
+                    )
+                    .map_err(|_| Error::DecryptionFailed)?
+                    .len();
+                buf.truncate(n);
+                Ok(buf)
+            }
+        }
+    }
+
+    /// Test hook: the plaintext material of an envelope version (debug builds with the
+    /// `test-hooks` feature only; used to prove the material is nowhere in storage).
+    #[cfg(all(feature = "test-hooks", debug_assertions))]
+    pub async fn debug_envelope_material(
+        &self,
+        tenant: &str,
+        version: &KeyVersionRow,
+    ) -> Result<Vec<u8>> {
+        Ok(self.envelope_material(tenant, version).await?.to_vec())
+    }
+}
+
+fn hsm_id(version: &KeyVersionRow) -> Result<&[u8]> {
+    version.hsm_object_id.as_deref().ok_or_else(|| {
+        tracing::error!(key = %version.key_id, "hsm version without object id");
+        Error::Internal
+    })
+}

@@ -1,0 +1,109 @@
+//! The one error type every operation returns.
+//!
+//! Each variant has a stable machine-readable `code` and an HTTP status. Fronts (the native
+//! JSON API now, AWS KMS and Vault Transit later) only translate a variant into their own wire
+//! shape; nothing else decides what a failure looks like. Messages never contain key bytes,
+//! plaintext, tokens or PINs.
+
+use axum::http::StatusCode;
+
+/// A failure of a request, typed so callers (and fronts) can match on it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request body is not well-formed JSON.
+    #[error("request body is not valid JSON: {0}")]
+    MalformedJson(String),
+    /// A field is missing, has the wrong type, or a value is out of range.
+    #[error("{0}")]
+    Validation(String),
+    /// The ciphertext blob does not parse as a keyplane ciphertext.
+    #[error("ciphertext is malformed: {0}")]
+    MalformedCiphertext(&'static str),
+    /// The ciphertext (or its encryption context) did not authenticate under its key.
+    #[error("ciphertext does not authenticate: it was altered, or the encryption context differs")]
+    DecryptionFailed,
+    /// No credential, or one keyplane does not know.
+    #[error("missing or invalid credentials")]
+    Unauthenticated,
+    /// Cedar denied the request.
+    #[error("access denied: not authorized to perform {action} on {resource}")]
+    AccessDenied { action: String, resource: String },
+    /// The named key, tenant or principal does not exist.
+    #[error("{kind} not found: {id}")]
+    NotFound { kind: &'static str, id: String },
+    /// `POST /v1/<operation>` with an operation keyplane does not have.
+    #[error("unknown operation: {0}")]
+    UnknownOperation(String),
+    /// The resource already exists.
+    #[error("{kind} already exists: {id}")]
+    AlreadyExists { kind: &'static str, id: String },
+    /// The key (or version) is in a state that does not allow this operation.
+    #[error("{0}")]
+    InvalidState(String),
+    /// The request body is larger than the configured limit.
+    #[error("request body exceeds {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    /// The HSM did not answer or failed.
+    #[error("the HSM is unavailable")]
+    HsmUnavailable,
+    /// The database did not answer or failed.
+    #[error("the database is unavailable")]
+    DatabaseUnavailable,
+    /// A bug in keyplane: logged with details server-side, reported without them.
+    #[error("internal error")]
+    Internal,
+}
+
+impl Error {
+    /// Stable error code put on the wire.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::MalformedJson(_) => "MalformedJson",
+            Error::Validation(_) => "ValidationError",
+            Error::MalformedCiphertext(_) => "InvalidCiphertext",
+            Error::DecryptionFailed => "InvalidCiphertext",
+            Error::Unauthenticated => "Unauthenticated",
+            Error::AccessDenied { .. } => "AccessDenied",
+            Error::NotFound { .. } => "NotFound",
+            Error::UnknownOperation(_) => "UnknownOperation",
+            Error::AlreadyExists { .. } => "AlreadyExists",
+            Error::InvalidState(_) => "InvalidState",
+            Error::PayloadTooLarge { .. } => "PayloadTooLarge",
+            Error::HsmUnavailable => "HsmUnavailable",
+            Error::DatabaseUnavailable => "DatabaseUnavailable",
+            Error::Internal => "InternalError",
+        }
+    }
+
+    /// HTTP status for the native front.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::MalformedJson(_)
+            | Error::Validation(_)
+            | Error::MalformedCiphertext(_)
+            | Error::DecryptionFailed => StatusCode::BAD_REQUEST,
+            Error::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Error::AccessDenied { .. } => StatusCode::FORBIDDEN,
+            Error::NotFound { .. } | Error::UnknownOperation(_) => StatusCode::NOT_FOUND,
+            Error::AlreadyExists { .. } | Error::InvalidState(_) => StatusCode::CONFLICT,
+            Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::HsmUnavailable | Error::DatabaseUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Shorthand for a validation error.
+    pub fn validation(msg: impl Into<String>) -> Self {
+        Error::Validation(msg.into())
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        tracing::error!(error = %e, "database error");
+        Error::DatabaseUnavailable
+    }
+}
+
+/// Result alias used throughout keyplane.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

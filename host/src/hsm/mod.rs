@@ -1,0 +1,234 @@
+//! The HSM: every PKCS#11 call keyplane makes goes through [`Hsm`].
+//!
+//! Owns the loaded module, the token (found by label), the login, the session pool and the
+//! handles of the objects keyplane keeps in the token: the root key (a non-extractable token
+//! object), tenant KEKs (unwrapped from their root-wrapped form into non-extractable session
+//! objects owned by the anchor session) and `hsm`-protected key versions (non-extractable
+//! token objects). Methods are blocking; async callers go through `tokio::task::spawn_blocking`.
+
+mod pool;
+pub mod token;
+
+use std::sync::Mutex;
+
+use cryptoki::context::Pkcs11;
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::aead::GcmParams;
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::Session;
+use cryptoki::slot::Slot;
+use zeroize::Zeroizing;
+
+use crate::error::{Error, Result};
+use pool::SessionPool;
+
+/// Label of the root key inside the token.
+pub const ROOT_KEY_LABEL: &str = "keyplane-root-v1";
+/// GCM tag length used everywhere.
+pub const GCM_TAG_BITS: u64 = 128;
+/// GCM IV length used everywhere.
+pub const GCM_IV_LEN: usize = 12;
+
+/// A logged-in PKCS#11 token.
+pub struct Hsm {
+    // Field order matters for drop: sessions close before the module is finalized.
+    pool: SessionPool,
+    /// Holds the process login and owns session objects (tenant KEKs).
+    anchor: Mutex<Session>,
+    root_key: ObjectHandle,
+    slot: Slot,
+    token_label: String,
+    _pkcs11: Pkcs11,
+}
+
+/// Map a PKCS#11 failure to the public error, logging the detail (never secrets).
+pub(crate) fn unavailable(context: &'static str) -> impl Fn(CkError) -> Error {
+    move |e| {
+        tracing::error!(error = %e, context, "PKCS#11 call failed");
+        Error::HsmUnavailable
+    }
+}
+
+impl Hsm {
+    pub(crate) fn from_parts(
+        pkcs11: Pkcs11,
+        slot: Slot,
+        anchor: Session,
+        root_key: ObjectHandle,
+        token_label: String,
+        max_idle: usize,
+    ) -> Self {
+        Hsm {
+            pool: SessionPool::new(pkcs11.clone(), slot, max_idle),
+            anchor: Mutex::new(anchor),
+            root_key,
+            slot,
+            token_label,
+            _pkcs11: pkcs11,
+        }
+    }
+
+    /// The token's label.
+    pub fn token_label(&self) -> &str {
+        &self.token_label
+    }
+
+    /// The slot the token currently sits in (informational; may change across restarts).
+    pub fn slot(&self) -> Slot {
+        self.slot
+    }
+
+    /// A liveness probe: the token answers a trivial call.
+    pub fn ping(&self) -> Result<()> {
+        self.pool.with(|s| {
+            s.get_session_info()
+                .map(|_| ())
+                .map_err(unavailable("ping"))
+        })
+    }
+
+    /// `n` random bytes from the token's RNG.
+    pub fn random(&self, n: usize) -> Result<Zeroizing<Vec<u8>>> {
+        let mut buf = Zeroizing::new(vec![0u8; n]);
+        self.pool.with(|s| {
+            s.generate_random_slice(&mut buf)
+                .map_err(unavailable("generate-random"))
+        })?;
+        Ok(buf)
+    }
+
+    /// AES-GCM encrypt `plaintext` under `key` inside the token. Returns ciphertext‖tag.
+    pub fn gcm_encrypt(
+        &self,
+        key: ObjectHandle,
+        iv: &[u8; GCM_IV_LEN],
+        aad: &[u8],
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>> {
+        let mut iv = *iv;
+        self.pool.with(|s| {
+            let params = GcmParams::new(&mut iv, aad, GCM_TAG_BITS.into())
+                .map_err(unavailable("gcm-params"))?;
+            s.encrypt(&Mechanism::AesGcm(params), key, plaintext)
+                .map_err(unavailable("aes-gcm encrypt"))
+        })
+    }
+
+    /// AES-GCM decrypt ciphertext‖tag under `key` inside the token. An authentication failure
+    /// is [`Error::DecryptionFailed`] (SoftHSM2 reports it as `CKR_GENERAL_ERROR`).
+    pub fn gcm_decrypt(
+        &self,
+        key: ObjectHandle,
+        iv: &[u8; GCM_IV_LEN],
+        aad: &[u8],
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        let mut iv = *iv;
+        self.pool.with(|s| {
+            let params = GcmParams::new(&mut iv, aad, GCM_TAG_BITS.into())
+                .map_err(unavailable("gcm-params"))?;
+            match s.decrypt(&Mechanism::AesGcm(params), key, sealed) {
+                Ok(pt) => Ok(Zeroizing::new(pt)),
+                Err(CkError::Pkcs11(
+                    RvError::GeneralError
+                    | RvError::EncryptedDataInvalid
+                    | RvError::EncryptedDataLenRange,
+                    _,
+                )) => Err(Error::DecryptionFailed),
+                Err(e) => Err(unavailable("aes-gcm decrypt")(e)),
+            }
+        })
+    }
+
+    /// The root key handle (wraps tenant KEKs and host secrets).
+    pub fn root_key(&self) -> ObjectHandle {
+        self.root_key
+    }
+
+    /// Generate a tenant KEK: returns its root-wrapped form and a non-extractable session
+    /// handle to use now. The extractable copy used for wrapping is destroyed before return.
+    pub fn generate_kek(&self) -> Result<(Vec<u8>, ObjectHandle)> {
+        let anchor = self.anchor.lock().map_err(|_| Error::Internal)?;
+        let template = [
+            Attribute::Token(false),
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::ValueLen(32.into()),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(true),
+            Attribute::Private(true),
+        ];
+        let temp = anchor
+            .generate_key(&Mechanism::AesKeyGen, &template)
+            .map_err(unavailable("generate kek"))?;
+        let wrapped = anchor.wrap_key(&Mechanism::AesKeyWrapPad, self.root_key, temp);
+        let _ = anchor.destroy_object(temp);
+        let wrapped = wrapped.map_err(unavailable("wrap kek"))?;
+        drop(anchor);
+        let handle = self.unwrap_kek(&wrapped)?;
+        Ok((wrapped, handle))
+    }
+
+    /// Unwrap a root-wrapped tenant KEK into a non-extractable session object.
+    pub fn unwrap_kek(&self, wrapped: &[u8]) -> Result<ObjectHandle> {
+        let anchor = self.anchor.lock().map_err(|_| Error::Internal)?;
+        let template = [
+            Attribute::Token(false),
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Private(true),
+            Attribute::Encrypt(true),
+            Attribute::Decrypt(true),
+        ];
+        anchor
+            .unwrap_key(&Mechanism::AesKeyWrapPad, self.root_key, wrapped, &template)
+            .map_err(unavailable("unwrap kek"))
+    }
+
+    /// Create a non-extractable AES-256 token object identified by `id`.
+    pub fn generate_token_aes_key(&self, id: &[u8], label: &str) -> Result<ObjectHandle> {
+        let template = [
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::ValueLen(32.into()),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Encrypt(true),
+            Attribute::Decrypt(true),
+            Attribute::Wrap(false),
+            Attribute::Unwrap(false),
+            Attribute::Id(id.to_vec()),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ];
+        self.pool.with(|s| {
+            s.generate_key(&Mechanism::AesKeyGen, &template)
+                .map_err(unavailable("generate token key"))
+        })
+    }
+
+    /// Find a secret-key token object by `CKA_ID`.
+    pub fn find_secret_key(&self, id: &[u8]) -> Result<Option<ObjectHandle>> {
+        let template = [
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::Id(id.to_vec()),
+        ];
+        self.pool.with(|s| {
+            s.find_objects(&template)
+                .map(|v| v.into_iter().next())
+                .map_err(unavailable("find object"))
+        })
+    }
+
+    /// Destroy an object (used to undo a failed creation and, later, for crypto-shredding).
+    pub fn destroy(&self, handle: ObjectHandle) -> Result<()> {
+        self.pool.with(|s| {
+            s.destroy_object(handle)
+                .map_err(unavailable("destroy object"))
+        })
+    }
+}

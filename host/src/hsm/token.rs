@@ -1,0 +1,214 @@
+//! Opening the token: SoftHSM2 config for the embedded default, the user PIN, first-start
+//! token initialisation (`C_InitToken`/`C_InitPIN`), login and the root key.
+//!
+//! PIN trade-off (embedded default only): when neither `KEYPLANE_HSM_PIN` nor a PIN file is
+//! configured, a random PIN is generated into `<data-dir>/hsm.pin` with mode 0600, next to
+//! the token it unlocks. Anyone who can read the data dir can then use the token, so this
+//! protects against nothing but other unprivileged users of the machine. Production setups
+//! pass the PIN through `KEYPLANE_HSM_PIN` or a PIN file on a separate secret mount.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, KeyType, ObjectClass};
+use cryptoki::session::UserType;
+use cryptoki::slot::Slot;
+use cryptoki::types::AuthPin;
+use secrecy::{ExposeSecret, SecretString};
+
+use super::{Hsm, ROOT_KEY_LABEL};
+use crate::config::Config;
+
+/// Environment variable holding the user PIN.
+pub const PIN_ENV: &str = "KEYPLANE_HSM_PIN";
+
+/// Write the embedded SoftHSM2 config (token dir inside the data dir) and return its path.
+/// The caller must export `SOFTHSM2_CONF` before any thread is started.
+pub fn prepare_embedded_softhsm(data_dir: &Path) -> anyhow::Result<PathBuf> {
+    let token_dir = data_dir.join("softhsm").join("tokens");
+    fs::create_dir_all(&token_dir)?;
+    fs::set_permissions(data_dir.join("softhsm"), fs::Permissions::from_mode(0o700))?;
+    let conf = data_dir.join("softhsm").join("softhsm2.conf");
+    let token_dir = fs::canonicalize(&token_dir)?;
+    let body = format!(
+        "# written by keyplane for the embedded SoftHSM2 token\n\
+         directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n",
+        token_dir.display()
+    );
+    if fs::read_to_string(&conf).ok().as_deref() != Some(body.as_str()) {
+        fs::write(&conf, body)?;
+    }
+    Ok(conf)
+}
+
+/// Write `contents` to a new file readable only by the owner.
+pub fn write_secret_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(contents)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+fn random_pin() -> anyhow::Result<SecretString> {
+    use ring::rand::SecureRandom;
+    let mut raw = zeroize::Zeroizing::new([0u8; 24]);
+    ring::rand::SystemRandom::new()
+        .fill(raw.as_mut())
+        .map_err(|_| anyhow::anyhow!("OS random generator failed"))?;
+    Ok(SecretString::from(hex::encode(raw.as_ref())))
+}
+
+fn read_pin_file(path: &Path) -> anyhow::Result<SecretString> {
+    let s = zeroize::Zeroizing::new(
+        fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read PIN file {}: {e}", path.display()))?,
+    );
+    Ok(SecretString::from(s.trim().to_string()))
+}
+
+/// Where the user PIN comes from: env, configured file, or the generated embedded file.
+/// Returns `None` when the embedded file does not exist yet (the token is new).
+fn configured_pin(config: &Config) -> anyhow::Result<Option<SecretString>> {
+    if let Ok(pin) = std::env::var(PIN_ENV) {
+        return Ok(Some(SecretString::from(pin)));
+    }
+    if let Some(file) = &config.hsm.pin_file {
+        return read_pin_file(file).map(Some);
+    }
+    let embedded = config.data_dir.join("hsm.pin");
+    if embedded.exists() {
+        return read_pin_file(&embedded).map(Some);
+    }
+    Ok(None)
+}
+
+fn find_token(pkcs11: &Pkcs11, label: &str) -> anyhow::Result<Option<Slot>> {
+    for slot in pkcs11.get_slots_with_initialized_token()? {
+        if pkcs11.get_token_info(slot)?.label() == label {
+            return Ok(Some(slot));
+        }
+    }
+    Ok(None)
+}
+
+/// Initialise a fresh token labelled `label` in the first free slot and set its user PIN.
+fn init_token(pkcs11: &Pkcs11, config: &Config, user_pin: &SecretString) -> anyhow::Result<Slot> {
+    let label = &config.hsm.token_label;
+    let free = pkcs11
+        .get_slots_with_token()?
+        .into_iter()
+        .find(|s| {
+            pkcs11
+                .get_token_info(*s)
+                .map(|i| !i.token_initialized())
+                .unwrap_or(false)
+        })
+        .ok_or_else(|| anyhow::anyhow!("no uninitialised token slot to create token {label:?}"))?;
+    let so_pin = random_pin()?;
+    pkcs11.init_token(free, &AuthPin::from(so_pin.expose_secret()), label)?;
+    // SoftHSM2 renumbers the slot after C_InitToken: look it up again by label.
+    let slot = find_token(pkcs11, label)?
+        .ok_or_else(|| anyhow::anyhow!("token {label:?} vanished after initialisation"))?;
+    let session = pkcs11.open_rw_session(slot)?;
+    session.login(UserType::So, Some(&AuthPin::from(so_pin.expose_secret())))?;
+    session.init_pin(&AuthPin::from(user_pin.expose_secret()))?;
+    session.logout()?;
+    drop(session);
+    let so_file = config.data_dir.join("hsm-so.pin");
+    if !so_file.exists() {
+        write_secret_file(&so_file, so_pin.expose_secret().as_bytes())?;
+    }
+    tracing::info!(token = %label, "initialised new HSM token");
+    Ok(slot)
+}
+
+impl Hsm {
+    /// Load the module, find (or on first start create) the token, log in, and find (or
+    /// create) the root key.
+    pub fn open(config: &Config) -> anyhow::Result<Hsm> {
+        let module = &config.hsm.module;
+        let pkcs11 = Pkcs11::new(module)
+            .map_err(|e| anyhow::anyhow!("cannot load PKCS#11 module {}: {e}", module.display()))?;
+        pkcs11
+            .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+            .map_err(|e| {
+                anyhow::anyhow!("C_Initialize failed (is the token directory there?): {e}")
+            })?;
+        let label = config.hsm.token_label.clone();
+        let (slot, pin) = match find_token(&pkcs11, &label)? {
+            Some(slot) => {
+                let pin = configured_pin(config)?.ok_or_else(|| {
+                    anyhow::anyhow!("token {label:?} exists but no PIN is configured (set {PIN_ENV} or hsm.pin_file)")
+                })?;
+                (slot, pin)
+            }
+            None => {
+                let pin = match configured_pin(config)? {
+                    Some(p) => p,
+                    None => {
+                        let pin = random_pin()?;
+                        write_secret_file(
+                            &config.data_dir.join("hsm.pin"),
+                            pin.expose_secret().as_bytes(),
+                        )?;
+                        pin
+                    }
+                };
+                (init_token(&pkcs11, config, &pin)?, pin)
+            }
+        };
+        let anchor = pkcs11.open_rw_session(slot)?;
+        match anchor.login(UserType::User, Some(&AuthPin::from(pin.expose_secret()))) {
+            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+            Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => {
+                anyhow::bail!("HSM login failed: the PIN for token {label:?} is incorrect")
+            }
+            Err(e) => anyhow::bail!("HSM login failed: {e}"),
+        }
+        drop(pin);
+        let root_template = [
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::Label(ROOT_KEY_LABEL.as_bytes().to_vec()),
+        ];
+        let root_key = match anchor.find_objects(&root_template)?.into_iter().next() {
+            Some(h) => h,
+            None => {
+                let template = [
+                    Attribute::Token(true),
+                    Attribute::Private(true),
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::KeyType(KeyType::AES),
+                    Attribute::ValueLen(32.into()),
+                    Attribute::Sensitive(true),
+                    Attribute::Extractable(false),
+                    Attribute::Wrap(true),
+                    Attribute::Unwrap(true),
+                    Attribute::Encrypt(true),
+                    Attribute::Decrypt(true),
+                    Attribute::Label(ROOT_KEY_LABEL.as_bytes().to_vec()),
+                    Attribute::Id(ROOT_KEY_LABEL.as_bytes().to_vec()),
+                ];
+                let h = anchor.generate_key(&Mechanism::AesKeyGen, &template)?;
+                tracing::info!("created root key in the HSM");
+                h
+            }
+        };
+        Ok(Hsm::from_parts(
+            pkcs11,
+            slot,
+            anchor,
+            root_key,
+            label,
+            config.hsm.max_idle_sessions,
+        ))
+    }
+}

@@ -1,0 +1,30 @@
+//! keyplane: a key management service. Every request is authenticated, authorized by Cedar
+//! policies (deny by default), executed against a PKCS#11 HSM, and recorded in a
+//! hash-chained audit log in the same transaction as the change it describes.
+//!
+//! # Layout
+//! - [`config`]: layered configuration (defaults < TOML < `KEYPLANE_*` env < flags).
+//! - [`server`]: `keyplane serve`; [`bootstrap`]: first-start set-up; [`tls`]: certificates.
+//! - [`api`]: HTTP fronts (native `POST /v1/<operation>`, health); they only translate.
+//! - [`authn`]: bearer tokens → principal; [`authz`]: Cedar policy set, entities, decisions.
+//! - [`ops`]: the operation table, one file per operation, and the request pipeline.
+//! - [`crypto`]: the keyring (`hsm` and `envelope` protection), ciphertext format, encryption
+//!   context encoding, envelope material cache.
+//! - [`hsm`]: every PKCS#11 call, the session pool, token set-up.
+//! - [`store`]: sqlx pools, migrations and queries; [`audit`]: the hash-chained log.
+//! - [`error`]: the one typed error enum, with code and HTTP status.
+
+pub mod api;
+pub mod audit;
+pub mod authn;
+pub mod authz;
+pub mod bootstrap;
+pub mod config;
+pub mod crypto;
+pub mod error;
+pub mod hsm;
+pub mod ops;
+pub mod server;
+pub mod state;
+pub mod store;
+pub mod tls;

@@ -1,0 +1,62 @@
+//! `create-tenant`: a new tenant with its own KEK (generated in the HSM, stored root-wrapped).
+//! Cedar: `CreateTenant` on `Tenant::"<new id>"`.
+
+use serde::{Deserialize, Serialize};
+
+use super::common::validate_name;
+use super::{OpContext, Operation, WriteScope};
+use crate::authz::ResourceRef;
+use crate::error::{Error, Result};
+use crate::store::{now_rfc3339, tenants};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenant {
+    pub tenant_id: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CreateTenantOutput {
+    pub tenant_id: String,
+    pub created_at: String,
+}
+
+impl Operation for CreateTenant {
+    const NAME: &'static str = "create-tenant";
+    const ACTION: &'static str = "CreateTenant";
+    type Output = CreateTenantOutput;
+
+    fn validate(&self) -> Result<()> {
+        validate_name("tenant_id", &self.tenant_id)
+    }
+
+    async fn resolve(&self, _ctx: &OpContext<'_>) -> Result<ResourceRef> {
+        Ok(ResourceRef::Tenant(self.tenant_id.clone()))
+    }
+
+    async fn execute(
+        self,
+        ctx: &OpContext<'_>,
+        _r: ResourceRef,
+        scope: &mut WriteScope,
+    ) -> Result<Self::Output> {
+        let conn = scope.conn(ctx.state).await?;
+        if tenants::exists(conn, &self.tenant_id).await? {
+            return Err(Error::AlreadyExists {
+                kind: "tenant",
+                id: self.tenant_id,
+            });
+        }
+        let kek_wrapped = ctx.state.keyring.create_tenant_kek(&self.tenant_id).await?;
+        let row = tenants::TenantRow {
+            id: self.tenant_id.clone(),
+            created_at: now_rfc3339(),
+            kek_wrapped,
+        };
+        tenants::insert(scope.conn(ctx.state).await?, &row).await?;
+        Ok(CreateTenantOutput {
+            tenant_id: row.id,
+            created_at: row.created_at,
+        })
+    }
+}

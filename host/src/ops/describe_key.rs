@@ -1,0 +1,43 @@
+//! `describe-key`: a key's metadata and versions. Cedar: `DescribeKey` on the key.
+
+use serde::Deserialize;
+
+use super::common::{key_row, resolve_key, validate_key_id, KeyMetadata};
+use super::{OpContext, Operation, WriteScope};
+use crate::authz::ResourceRef;
+use crate::error::{Error, Result};
+use crate::store::keys;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DescribeKey {
+    pub key_id: String,
+}
+
+impl Operation for DescribeKey {
+    const NAME: &'static str = "describe-key";
+    const ACTION: &'static str = "DescribeKey";
+    type Output = KeyMetadata;
+
+    fn validate(&self) -> Result<()> {
+        validate_key_id(&self.key_id)
+    }
+
+    async fn resolve(&self, ctx: &OpContext<'_>) -> Result<ResourceRef> {
+        resolve_key(ctx, &self.key_id).await
+    }
+
+    async fn execute(
+        self,
+        ctx: &OpContext<'_>,
+        resource: ResourceRef,
+        _s: &mut WriteScope,
+    ) -> Result<Self::Output> {
+        let row = key_row(&resource)?;
+        let versions = keys::versions(ctx.state.db.reader(), &row.id).await?;
+        let ResourceRef::Key { users, .. } = &resource else {
+            return Err(Error::Internal);
+        };
+        Ok(KeyMetadata::new(row, users.clone(), Some(&versions)))
+    }
+}

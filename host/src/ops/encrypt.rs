@@ -1,0 +1,70 @@
+//! `encrypt`: up to 4096 bytes under a key's primary version, with an optional encryption
+//! context bound as AAD. Cedar: `Encrypt` on the key (the context is visible to policies).
+
+use serde::{Deserialize, Serialize};
+
+use super::common::{key_row, resolve_key, seal_with_primary, validate_key_id};
+use super::{Base64, OpContext, Operation, WriteScope};
+use crate::authz::ResourceRef;
+use crate::crypto::context::EncryptionContext;
+use crate::error::{Error, Result};
+
+/// Largest plaintext `encrypt` accepts (as AWS KMS).
+pub const MAX_PLAINTEXT: usize = 4096;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Encrypt {
+    pub key_id: String,
+    pub plaintext: Base64,
+    #[serde(default)]
+    pub encryption_context: EncryptionContext,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EncryptOutput {
+    pub key_id: String,
+    pub key_version: u32,
+    pub ciphertext_blob: Base64,
+}
+
+impl Operation for Encrypt {
+    const NAME: &'static str = "encrypt";
+    const ACTION: &'static str = "Encrypt";
+    type Output = EncryptOutput;
+
+    fn validate(&self) -> Result<()> {
+        validate_key_id(&self.key_id)?;
+        if self.plaintext.is_empty() || self.plaintext.len() > MAX_PLAINTEXT {
+            return Err(Error::validation(format!(
+                "plaintext must be 1 to {MAX_PLAINTEXT} bytes (got {})",
+                self.plaintext.len()
+            )));
+        }
+        Ok(())
+    }
+
+    fn encryption_context(&self) -> Option<&EncryptionContext> {
+        Some(&self.encryption_context)
+    }
+
+    async fn resolve(&self, ctx: &OpContext<'_>) -> Result<ResourceRef> {
+        resolve_key(ctx, &self.key_id).await
+    }
+
+    async fn execute(
+        self,
+        ctx: &OpContext<'_>,
+        resource: ResourceRef,
+        _s: &mut WriteScope,
+    ) -> Result<Self::Output> {
+        let key = key_row(&resource)?;
+        let (key_version, blob) =
+            seal_with_primary(ctx, key, &self.encryption_context, self.plaintext.0).await?;
+        Ok(EncryptOutput {
+            key_id: key.id.clone(),
+            key_version,
+            ciphertext_blob: Base64::new(blob),
+        })
+    }
+}

@@ -1,0 +1,366 @@
+//! The operation table: every keyplane operation, whatever front it arrives through.
+//!
+//! One file per operation (its request and response types, its Cedar action, how it resolves
+//! its resource, what it does). [`run`] is the single pipeline every request goes through:
+//! authenticate → decode → validate → resolve the resource → authorize (Cedar, deny by
+//! default) → execute in a write scope → append the audit record in the same transaction →
+//! answer. A failure at any step rolls the scope back (destroying HSM objects it created) and
+//! appends an audit record of the failure instead.
+
+mod b64;
+mod common;
+pub mod create_key;
+pub mod create_principal;
+pub mod create_tenant;
+pub mod decrypt;
+pub mod describe_key;
+pub mod encrypt;
+pub mod generate_data_key;
+pub mod generate_random;
+pub mod list_keys;
+
+use std::future::Future;
+use std::net::IpAddr;
+
+use futures_util::future::BoxFuture;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sqlx::SqliteConnection;
+
+use crate::audit::{self, AuditEvent};
+use crate::authn::Principal;
+use crate::authz::{AuthzRequest, ResourceRef};
+use crate::crypto::context::EncryptionContext;
+use crate::crypto::NewVersion;
+use crate::error::{Error, Result};
+use crate::state::AppState;
+use crate::store::Tx;
+
+pub use b64::Base64;
+
+/// Facts about the request that are not in its body.
+#[derive(Debug, Clone)]
+pub struct RequestMeta {
+    pub request_id: String,
+    pub source_ip: IpAddr,
+    pub client_certificate: bool,
+}
+
+/// What an operation sees while it runs.
+pub struct OpContext<'a> {
+    pub state: &'a AppState,
+    pub principal: &'a Principal,
+    pub meta: &'a RequestMeta,
+}
+
+/// One keyplane operation.
+pub trait Operation: DeserializeOwned + Send + Sync + Sized + 'static {
+    /// Name in the native API (`POST /v1/<NAME>`).
+    const NAME: &'static str;
+    /// Cedar action (`Keyplane::Action::"<ACTION>"`).
+    const ACTION: &'static str;
+    /// The answer.
+    type Output: Serialize + Send + 'static;
+
+    /// Check values that need no database or HSM (sizes, ranges, formats).
+    fn validate(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// The encryption context the request carries (Cedar sees it as tags).
+    fn encryption_context(&self) -> Option<&EncryptionContext> {
+        None
+    }
+
+    /// Look up what the request is about.
+    fn resolve(&self, ctx: &OpContext<'_>) -> impl Future<Output = Result<ResourceRef>> + Send;
+
+    /// Do it. State changes go through `scope`, so they commit together with the audit record.
+    fn execute(
+        self,
+        ctx: &OpContext<'_>,
+        resource: ResourceRef,
+        scope: &mut WriteScope,
+    ) -> impl Future<Output = Result<Self::Output>> + Send;
+}
+
+/// The write transaction of one request, begun on first use, plus what to undo outside the
+/// database (HSM objects created) if it does not commit.
+pub struct WriteScope {
+    tx: Option<Tx>,
+    created: Vec<NewVersion>,
+}
+
+impl WriteScope {
+    fn new() -> Self {
+        WriteScope {
+            tx: None,
+            created: Vec::new(),
+        }
+    }
+
+    /// The transaction (begins it if needed).
+    pub async fn conn(&mut self, state: &AppState) -> Result<&mut SqliteConnection> {
+        if self.tx.is_none() {
+            self.tx = Some(state.db.begin().await?);
+        }
+        Ok(self.tx.as_mut().expect("just set"))
+    }
+
+    /// Register material created outside the database, destroyed if this scope rolls back.
+    pub fn created(&mut self, v: NewVersion) {
+        self.created.push(v);
+    }
+
+    async fn commit_with(mut self, state: &AppState, ev: &AuditEvent) -> Result<()> {
+        let result = async {
+            let conn = self.conn(state).await?;
+            audit::append(conn, ev).await?;
+            self.tx.take().expect("begun above").commit().await?;
+            Ok(())
+        }
+        .await;
+        if result.is_err() {
+            self.rollback(state).await;
+        }
+        result
+    }
+
+    async fn rollback(mut self, state: &AppState) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.rollback().await;
+        }
+        for v in self.created.drain(..) {
+            state.keyring.discard(v).await;
+        }
+    }
+}
+
+fn principal_display(p: &Principal) -> String {
+    format!("Keyplane::User::{:?}", p.id)
+}
+
+/// Append a record in a transaction of its own (denials and failures).
+pub async fn audit_alone(state: &AppState, ev: &AuditEvent) {
+    let res = async {
+        let mut tx = state.db.begin().await?;
+        audit::append(&mut tx, ev).await?;
+        tx.commit().await?;
+        Ok::<_, Error>(())
+    }
+    .await;
+    if let Err(e) = res {
+        tracing::error!(error = %e, request_id = %ev.request_id, "could not append audit record");
+    }
+}
+
+fn decode<O: Operation>(body: &[u8]) -> Result<O> {
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}".as_slice()
+    } else {
+        body
+    };
+    serde_json::from_slice(body).map_err(|e| {
+        use serde_json::error::Category;
+        match e.classify() {
+            Category::Syntax | Category::Eof | Category::Io => Error::MalformedJson(e.to_string()),
+            Category::Data => Error::Validation(e.to_string()),
+        }
+    })
+}
+
+/// The pipeline. `auth` is the outcome of authentication by the front.
+pub async fn run<O: Operation>(
+    state: &AppState,
+    auth: Result<Principal>,
+    meta: &RequestMeta,
+    body: &[u8],
+) -> Result<serde_json::Value> {
+    let mut ev = AuditEvent {
+        request_id: meta.request_id.clone(),
+        principal: "-".into(),
+        tenant: "-".into(),
+        action: O::ACTION.into(),
+        resource: "-".into(),
+        decision: "not-evaluated",
+        policies: Vec::new(),
+        outcome: "ok".into(),
+        source: meta.source_ip.to_string(),
+    };
+    let principal = match auth {
+        Ok(p) => p,
+        Err(e) => {
+            ev.outcome = e.code().into();
+            audit_alone(state, &ev).await;
+            return Err(e);
+        }
+    };
+    ev.principal = principal_display(&principal);
+    ev.tenant = principal.tenant_id.clone();
+    let ctx = OpContext {
+        state,
+        principal: &principal,
+        meta,
+    };
+
+    let prepared = async {
+        let req: O = decode(body)?;
+        req.validate()?;
+        if let Some(ec) = req.encryption_context() {
+            crate::crypto::context::validate(ec)?;
+        }
+        let resource = req.resolve(&ctx).await?;
+        Ok::<_, Error>((req, resource))
+    }
+    .await;
+    let (req, resource) = match prepared {
+        Ok(x) => x,
+        Err(e) => {
+            ev.outcome = e.code().into();
+            audit_alone(state, &ev).await;
+            return Err(e);
+        }
+    };
+    ev.resource = resource.display();
+
+    let empty = EncryptionContext::new();
+    let decision = state.authz.authorize(&AuthzRequest {
+        principal: &principal,
+        action: O::ACTION,
+        resource: &resource,
+        encryption_context: req.encryption_context().unwrap_or(&empty),
+        source_ip: meta.source_ip,
+        client_certificate: meta.client_certificate,
+        request_time: chrono::Utc::now().timestamp(),
+    });
+    let decision = match decision {
+        Ok(d) => d,
+        Err(e) => {
+            ev.outcome = e.code().into();
+            audit_alone(state, &ev).await;
+            return Err(e);
+        }
+    };
+    ev.policies = decision.policies.clone();
+    if !decision.errors.is_empty() {
+        tracing::warn!(request_id = %meta.request_id, errors = ?decision.errors, "policy evaluation errors");
+    }
+    if !decision.allowed {
+        ev.decision = "deny";
+        let e = Error::AccessDenied {
+            action: O::ACTION.into(),
+            resource: ev.resource.clone(),
+        };
+        ev.outcome = e.code().into();
+        audit_alone(state, &ev).await;
+        return Err(e);
+    }
+    ev.decision = "allow";
+
+    let mut scope = WriteScope::new();
+    match req.execute(&ctx, resource, &mut scope).await {
+        Ok(out) => {
+            let value = serde_json::to_value(&out).map_err(|_| Error::Internal);
+            let value = match value {
+                Ok(v) => v,
+                Err(e) => {
+                    scope.rollback(state).await;
+                    ev.outcome = e.code().into();
+                    audit_alone(state, &ev).await;
+                    return Err(e);
+                }
+            };
+            if let Err(e) = scope.commit_with(state, &ev).await {
+                ev.outcome = e.code().into();
+                audit_alone(state, &ev).await;
+                return Err(e);
+            }
+            Ok(value)
+        }
+        Err(e) => {
+            scope.rollback(state).await;
+            ev.outcome = e.code().into();
+            audit_alone(state, &ev).await;
+            Err(e)
+        }
+    }
+}
+
+/// A type-erased entry of the operation table.
+pub type Handler = for<'a> fn(
+    &'a AppState,
+    Result<Principal>,
+    &'a RequestMeta,
+    &'a [u8],
+) -> BoxFuture<'a, Result<serde_json::Value>>;
+
+fn handler<'a, O: Operation>(
+    state: &'a AppState,
+    auth: Result<Principal>,
+    meta: &'a RequestMeta,
+    body: &'a [u8],
+) -> BoxFuture<'a, Result<serde_json::Value>> {
+    Box::pin(run::<O>(state, auth, meta, body))
+}
+
+/// Every operation: (native name, Cedar action, handler).
+pub const OPERATIONS: &[(&str, &str, Handler)] = &[
+    (
+        create_tenant::CreateTenant::NAME,
+        create_tenant::CreateTenant::ACTION,
+        handler::<create_tenant::CreateTenant>,
+    ),
+    (
+        create_principal::CreatePrincipal::NAME,
+        create_principal::CreatePrincipal::ACTION,
+        handler::<create_principal::CreatePrincipal>,
+    ),
+    (
+        create_key::CreateKey::NAME,
+        create_key::CreateKey::ACTION,
+        handler::<create_key::CreateKey>,
+    ),
+    (
+        describe_key::DescribeKey::NAME,
+        describe_key::DescribeKey::ACTION,
+        handler::<describe_key::DescribeKey>,
+    ),
+    (
+        list_keys::ListKeys::NAME,
+        list_keys::ListKeys::ACTION,
+        handler::<list_keys::ListKeys>,
+    ),
+    (
+        encrypt::Encrypt::NAME,
+        encrypt::Encrypt::ACTION,
+        handler::<encrypt::Encrypt>,
+    ),
+    (
+        decrypt::Decrypt::NAME,
+        decrypt::Decrypt::ACTION,
+        handler::<decrypt::Decrypt>,
+    ),
+    (
+        generate_data_key::GenerateDataKey::NAME,
+        generate_data_key::GenerateDataKey::ACTION,
+        handler::<generate_data_key::GenerateDataKey>,
+    ),
+    (
+        generate_data_key::GenerateDataKeyWithoutPlaintext::NAME,
+        generate_data_key::GenerateDataKeyWithoutPlaintext::ACTION,
+        handler::<generate_data_key::GenerateDataKeyWithoutPlaintext>,
+    ),
+    (
+        generate_random::GenerateRandom::NAME,
+        generate_random::GenerateRandom::ACTION,
+        handler::<generate_random::GenerateRandom>,
+    ),
+];
+
+/// Find an operation by its native name.
+pub fn lookup(name: &str) -> Option<Handler> {
+    OPERATIONS
+        .iter()
+        .find(|(n, _, _)| *n == name)
+        .map(|(_, _, h)| *h)
+}

@@ -1,0 +1,18 @@
+//! The shared state of a running node, handed to every request.
+
+use std::sync::Arc;
+
+use crate::authn::TokenHasher;
+use crate::authz::Authz;
+use crate::config::Config;
+use crate::crypto::Keyring;
+use crate::store::Db;
+
+/// Everything a request may use.
+pub struct AppState {
+    pub config: Config,
+    pub db: Db,
+    pub keyring: Arc<Keyring>,
+    pub authz: Authz,
+    pub tokens: TokenHasher,
+}

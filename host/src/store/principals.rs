@@ -1,0 +1,119 @@
+//! The `principals` table. Tokens are stored only as their keyed hash.
+
+use sqlx::{SqliteConnection, SqlitePool};
+
+use crate::error::Result;
+
+/// A principal row (without its token hash).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PrincipalRow {
+    pub id: String,
+    pub tenant_id: String,
+    pub name: String,
+    pub kind: String,
+    pub role: String,
+    pub operator: bool,
+    pub created_at: String,
+}
+
+const COLUMNS: &str = "id, tenant_id, name, kind, role, operator, created_at";
+
+/// Look a principal up by the keyed hash of its token.
+pub async fn by_token_hash(
+    pool: &SqlitePool,
+    hash: &[u8],
+) -> Result<Option<(PrincipalRow, Vec<u8>)>> {
+    let row: Option<(
+        String,
+        String,
+        String,
+        String,
+        String,
+        bool,
+        String,
+        Vec<u8>,
+    )> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS}, token_hash FROM principals WHERE token_hash = ?"
+    ))
+    .bind(hash)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(
+        |(id, tenant_id, name, kind, role, operator, created_at, h)| {
+            (
+                PrincipalRow {
+                    id,
+                    tenant_id,
+                    name,
+                    kind,
+                    role,
+                    operator,
+                    created_at,
+                },
+                h,
+            )
+        },
+    ))
+}
+
+pub async fn get(pool: &SqlitePool, id: &str) -> Result<Option<PrincipalRow>> {
+    Ok(
+        sqlx::query_as(&format!("SELECT {COLUMNS} FROM principals WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(pool)
+            .await?,
+    )
+}
+
+pub async fn name_taken(conn: &mut SqliteConnection, tenant: &str, name: &str) -> Result<bool> {
+    let n: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM principals WHERE tenant_id = ? AND name = ?")
+            .bind(tenant)
+            .bind(name)
+            .fetch_one(conn)
+            .await?;
+    Ok(n > 0)
+}
+
+pub async fn insert(
+    conn: &mut SqliteConnection,
+    row: &PrincipalRow,
+    token_hash: &[u8],
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO principals (id, tenant_id, name, kind, role, operator, token_hash, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&row.id)
+    .bind(&row.tenant_id)
+    .bind(&row.name)
+    .bind(&row.kind)
+    .bind(&row.role)
+    .bind(row.operator)
+    .bind(token_hash)
+    .bind(&row.created_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Of `ids`, those that are principals of `tenant`.
+pub async fn existing_in_tenant(
+    conn: &mut SqliteConnection,
+    tenant: &str,
+    ids: &[String],
+) -> Result<Vec<String>> {
+    let mut found = Vec::new();
+    for id in ids {
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM principals WHERE id = ? AND tenant_id = ?")
+                .bind(id)
+                .bind(tenant)
+                .fetch_one(&mut *conn)
+                .await?;
+        if n > 0 {
+            found.push(id.clone());
+        }
+    }
+    Ok(found)
+}
