@@ -194,6 +194,9 @@ impl Hsm {
                     Attribute::Unwrap(true),
                     Attribute::Encrypt(true),
                     Attribute::Decrypt(true),
+                    Attribute::Sign(false),
+                    Attribute::Verify(false),
+                    Attribute::Derive(false),
                     Attribute::Label(ROOT_KEY_LABEL.as_bytes().to_vec()),
                     Attribute::Id(ROOT_KEY_LABEL.as_bytes().to_vec()),
                 ];

@@ -1,0 +1,498 @@
+//! End-to-end tests of the native API against the real binary, real SoftHSM2 token, real
+//! SQLite database and real TLS.
+
+mod common;
+
+use common::{b64, unb64, Server};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn round_trip_for_both_protection_levels() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path()).await;
+    for protection in ["envelope", "hsm"] {
+        let key = s.create_key(&s.admin, protection).await;
+        let d = s
+            .ok(&s.admin, "describe-key", json!({ "key_id": key }))
+            .await;
+        assert_eq!(d["protection"], protection);
+        assert_eq!(d["state"], "enabled");
+        for pt in [b"x".to_vec(), vec![0xA5; 4096]] {
+            let ctx = json!({ "purpose": "test", "tenant": "default" });
+            let ct = s.encrypt(&s.admin, &key, &pt, ctx.clone()).await;
+            assert!(
+                !ct.windows(pt.len().min(16))
+                    .any(|w| w == &pt[..pt.len().min(16)])
+                    || pt.len() == 1
+            );
+            let (status, v) = s.decrypt(&s.admin, &ct, ctx).await;
+            assert_eq!(status, 200, "{v}");
+            assert_eq!(unb64(&v["plaintext"]), pt);
+            assert_eq!(v["key_id"], key.as_str());
+            assert_eq!(v["key_version"], 1);
+        }
+        // generate-data-key: the plaintext decrypts from the wrapped copy.
+        let ctx = json!({ "object": "bucket/file" });
+        let dk = s
+            .ok(
+                &s.admin,
+                "generate-data-key",
+                json!({ "key_id": key, "encryption_context": ctx }),
+            )
+            .await;
+        let plain = unb64(&dk["plaintext"]);
+        assert_eq!(plain.len(), 32);
+        let (status, v) = s
+            .decrypt(&s.admin, &unb64(&dk["ciphertext_blob"]), ctx.clone())
+            .await;
+        assert_eq!(status, 200);
+        assert_eq!(unb64(&v["plaintext"]), plain);
+        let dk = s
+            .ok(
+                &s.admin,
+                "generate-data-key-without-plaintext",
+                json!({ "key_id": key, "key_spec": "AES_128", "encryption_context": ctx }),
+            )
+            .await;
+        assert!(dk.get("plaintext").is_none());
+        let (status, v) = s
+            .decrypt(&s.admin, &unb64(&dk["ciphertext_blob"]), ctx)
+            .await;
+        assert_eq!(status, 200);
+        assert_eq!(unb64(&v["plaintext"]).len(), 16);
+    }
+    let r = s
+        .ok(
+            &s.admin,
+            "generate-random",
+            json!({ "number_of_bytes": 64 }),
+        )
+        .await;
+    assert_eq!(unb64(&r["random"]).len(), 64);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tampering_fails_clearly_and_never_returns_plaintext() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path()).await;
+    let (_, other_admin) = s.tenant_with_admin("other").await;
+    let other_key = s.create_key(&other_admin, "envelope").await;
+    let other_ct = s
+        .encrypt(&other_admin, &other_key, b"theirs", json!({}))
+        .await;
+
+    for protection in ["envelope", "hsm"] {
+        let key = s.create_key(&s.admin, protection).await;
+        let ctx = json!({ "a": "1" });
+        let ct = s
+            .encrypt(&s.admin, &key, b"secret payload", ctx.clone())
+            .await;
+
+        let (status, v) = s.decrypt(&s.admin, &ct, json!({ "a": "2" })).await;
+        assert_eq!(
+            (status, v["error"]["code"].as_str()),
+            (400, Some("InvalidCiphertext")),
+            "{v}"
+        );
+        let (status, v) = s.decrypt(&s.admin, &ct, json!({})).await;
+        assert_eq!(status, 400, "{v}");
+        let (status, _) = s
+            .decrypt(&s.admin, &ct, json!({ "a": "1", "b": "2" }))
+            .await;
+        assert_eq!(status, 400);
+
+        // Flip every bit position class: header (version byte, algorithm, nonce), body, tag.
+        let header_len = 2 + 1 + 1 + 1 + key.len() + 4 + 1 + 12;
+        for idx in [
+            2,
+            3,
+            header_len - 13,
+            header_len - 1,
+            header_len,
+            ct.len() - 1,
+        ] {
+            let mut bad = ct.clone();
+            bad[idx] ^= 0x01;
+            let (status, v) = s.decrypt(&s.admin, &bad, ctx.clone()).await;
+            assert_eq!(status, 400, "flip at {idx}: {v}");
+            assert_eq!(v["error"]["code"], "InvalidCiphertext", "flip at {idx}");
+            assert!(v.get("plaintext").is_none());
+        }
+        // A flipped key-version byte names a version that does not exist.
+        let mut bad = ct.clone();
+        bad[5 + key.len() + 3] ^= 0x02;
+        let (status, v) = s.decrypt(&s.admin, &bad, ctx.clone()).await;
+        assert_eq!(
+            (status, v["error"]["code"].as_str()),
+            (400, Some("InvalidCiphertext")),
+            "{v}"
+        );
+        // A flipped key-id byte names a key that does not exist.
+        let mut bad = ct.clone();
+        bad[6] ^= 0x01;
+        let (status, v) = s.decrypt(&s.admin, &bad, ctx.clone()).await;
+        assert!(status == 404 || status == 400, "{status} {v}");
+        assert!(v.get("plaintext").is_none());
+
+        for n in [0, 1, 5, header_len, header_len + 15, ct.len() - 1] {
+            let (status, v) = s.decrypt(&s.admin, &ct[..n], ctx.clone()).await;
+            assert_eq!(status, 400, "truncated to {n}: {v}");
+            assert_eq!(v["error"]["code"], "InvalidCiphertext");
+        }
+    }
+    // Another tenant's ciphertext: denied, and the denial is audited.
+    let (status, v) = s.decrypt(&s.admin, &other_ct, json!({})).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (403, Some("AccessDenied")),
+        "{v}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn authentication_and_tenant_isolation() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path()).await;
+    let key = s.create_key(&s.admin, "envelope").await;
+    let body = json!({ "key_id": key, "plaintext": b64(b"hi") });
+
+    let (status, v) = s.call(None, "encrypt", body.clone()).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (401, Some("Unauthenticated"))
+    );
+    let (status, _) = s
+        .call(Some("kp_not-a-real-token"), "encrypt", body.clone())
+        .await;
+    assert_eq!(status, 401);
+    let mut forged = s.admin.clone();
+    forged.pop();
+    forged.push('A');
+    let (status, _) = s.call(Some(&forged), "encrypt", body.clone()).await;
+    assert_eq!(status, 401);
+
+    // Tenant A's admin on the default tenant's key: 403, audited as a denial.
+    let (a_admin_id, a_admin) = s.tenant_with_admin("tenant-a").await;
+    let (status, v) = s.call(Some(&a_admin), "encrypt", body.clone()).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (403, Some("AccessDenied")),
+        "{v}"
+    );
+    let (status, _) = s
+        .call(Some(&a_admin), "describe-key", json!({ "key_id": key }))
+        .await;
+    assert_eq!(status, 403);
+    let pool = s.sql().await;
+    let (decision, outcome, policies): (String, String, String) = sqlx::query_as(
+        "SELECT decision, outcome, policies FROM audit_log WHERE principal = ? AND action = 'Encrypt' ORDER BY seq DESC LIMIT 1",
+    )
+    .bind(format!("Keyplane::User::{a_admin_id:?}"))
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (decision.as_str(), outcome.as_str()),
+        ("deny", "AccessDenied")
+    );
+    assert!(policies.contains("tenant-isolation"), "{policies}");
+
+    // A tenant admin cannot create tenants, nor principals in another tenant.
+    let (status, _) = s
+        .call(Some(&a_admin), "create-tenant", json!({ "tenant_id": "x" }))
+        .await;
+    assert_eq!(status, 403);
+    let (status, _) = s
+        .call(
+            Some(&a_admin),
+            "create-principal",
+            json!({ "tenant_id": "default", "name": "mole" }),
+        )
+        .await;
+    assert_eq!(status, 403);
+
+    // A member without a grant cannot use a key of its own tenant; with a grant it can.
+    let m = s
+        .ok(
+            &a_admin,
+            "create-principal",
+            json!({ "name": "app", "kind": "service" }),
+        )
+        .await;
+    let member = m["token"].as_str().unwrap().to_string();
+    let member_id = m["principal_id"].as_str().unwrap().to_string();
+    let ungranted = s.create_key(&a_admin, "envelope").await;
+    let (status, _) = s
+        .call(
+            Some(&member),
+            "encrypt",
+            json!({ "key_id": ungranted, "plaintext": b64(b"x") }),
+        )
+        .await;
+    assert_eq!(status, 403);
+    let (status, _) = s.call(Some(&member), "create-key", json!({})).await;
+    assert_eq!(status, 403, "members do not manage keys");
+    let granted = s
+        .ok(&a_admin, "create-key", json!({ "grants": [member_id] }))
+        .await;
+    let granted = granted["key_id"].as_str().unwrap();
+    let ct = s.encrypt(&member, granted, b"x", json!({})).await;
+    let (status, _) = s.decrypt(&member, &ct, json!({})).await;
+    assert_eq!(status, 200);
+    // The key's admin was not granted it: managing is not using.
+    let (status, _) = s.decrypt(&a_admin, &ct, json!({})).await;
+    assert_eq!(status, 403);
+    // Grants may only name principals of the same tenant.
+    let (status, v) = s
+        .call(
+            Some(&s.admin),
+            "create-key",
+            json!({ "grants": [m["principal_id"]] }),
+        )
+        .await;
+    assert_eq!(status, 400, "{v}");
+
+    // list-keys is per tenant and paginated.
+    for _ in 0..3 {
+        s.create_key(&a_admin, "envelope").await;
+    }
+    let mut seen = Vec::new();
+    let mut next = None::<String>;
+    loop {
+        let mut req = json!({ "limit": 2 });
+        if let Some(t) = &next {
+            req["next_token"] = json!(t);
+        }
+        let page = s.ok(&a_admin, "list-keys", req).await;
+        for k in page["keys"].as_array().unwrap() {
+            assert_eq!(k["tenant_id"], "tenant-a");
+            seen.push(k["key_id"].as_str().unwrap().to_string());
+        }
+        match page.get("next_token").and_then(|t| t.as_str()) {
+            Some(t) => next = Some(t.to_string()),
+            None => break,
+        }
+    }
+    let before = seen.len();
+    seen.dedup();
+    assert_eq!((before, seen.len()), (5, 5));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_gets_typed_4xx() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path()).await;
+    let key = s.create_key(&s.admin, "envelope").await;
+    let t = Some(s.admin.as_str());
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        ("encrypt", b"{not json".to_vec(), 400, "MalformedJson"),
+        ("encrypt", br#"{"key_id": "#.to_vec(), 400, "MalformedJson"),
+        (
+            "encrypt",
+            json!({ "key_id": key, "plaintext": "%%%not base64" })
+                .to_string()
+                .into_bytes(),
+            400,
+            "ValidationError",
+        ),
+        (
+            "encrypt",
+            json!({ "key_id": key, "plaintext": "" })
+                .to_string()
+                .into_bytes(),
+            400,
+            "ValidationError",
+        ),
+        (
+            "encrypt",
+            json!({ "key_id": key, "plaintext": b64(&[7u8; 4097]) })
+                .to_string()
+                .into_bytes(),
+            400,
+            "ValidationError",
+        ),
+        (
+            "encrypt",
+            json!({ "key_id": key }).to_string().into_bytes(),
+            400,
+            "ValidationError",
+        ),
+        (
+            "encrypt",
+            json!({ "key_id": key, "plaintext": b64(b"x"), "surprise": 1 })
+                .to_string()
+                .into_bytes(),
+            400,
+            "ValidationError",
+        ),
+        (
+            "encrypt",
+            json!({ "key_id": 42, "plaintext": b64(b"x") })
+                .to_string()
+                .into_bytes(),
+            400,
+            "ValidationError",
+        ),
+        (
+            "encrypt",
+            json!({ "key_id": "k-doesnotexist", "plaintext": b64(b"x") })
+                .to_string()
+                .into_bytes(),
+            404,
+            "NotFound",
+        ),
+        (
+            "encrypt",
+            json!({ "key_id": "../../etc", "plaintext": b64(b"x") })
+                .to_string()
+                .into_bytes(),
+            400,
+            "ValidationError",
+        ),
+        (
+            "decrypt",
+            json!({ "ciphertext_blob": b64(b"garbage") })
+                .to_string()
+                .into_bytes(),
+            400,
+            "InvalidCiphertext",
+        ),
+        (
+            "create-key",
+            json!({ "protection": "paper" }).to_string().into_bytes(),
+            400,
+            "ValidationError",
+        ),
+        (
+            "create-tenant",
+            json!({ "tenant_id": "Bad Name!" }).to_string().into_bytes(),
+            400,
+            "ValidationError",
+        ),
+        (
+            "create-tenant",
+            json!({ "tenant_id": "default" }).to_string().into_bytes(),
+            409,
+            "AlreadyExists",
+        ),
+        (
+            "list-keys",
+            json!({ "limit": 0 }).to_string().into_bytes(),
+            400,
+            "ValidationError",
+        ),
+        (
+            "list-keys",
+            json!({ "next_token": "!!" }).to_string().into_bytes(),
+            400,
+            "ValidationError",
+        ),
+        (
+            "generate-random",
+            json!({ "number_of_bytes": 1_000_000 })
+                .to_string()
+                .into_bytes(),
+            400,
+            "ValidationError",
+        ),
+        (
+            "generate-random",
+            json!({ "number_of_bytes": -1 }).to_string().into_bytes(),
+            400,
+            "ValidationError",
+        ),
+        (
+            "generate-data-key",
+            json!({ "key_id": key, "key_spec": "AES_256", "number_of_bytes": 3 })
+                .to_string()
+                .into_bytes(),
+            400,
+            "ValidationError",
+        ),
+        ("encrypt", vec![b'{'; 70_000], 413, "PayloadTooLarge"),
+        ("no-such-operation", b"{}".to_vec(), 404, "UnknownOperation"),
+    ];
+    for (op, body, status, code) in cases {
+        let (got, v) = s.call_raw(t, op, body).await;
+        assert_eq!(
+            (got, v["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{op}: {v}"
+        );
+        assert!(v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
+    }
+    // 4096 bytes is the largest plaintext accepted.
+    s.encrypt(&s.admin, &key, &[1u8; 4096], json!({})).await;
+    // Routes that are not operations answer JSON 404s; health endpoints need no token.
+    let r = s
+        .client
+        .get(format!("{}/v2/whatever", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    let r = s
+        .client
+        .get(format!("{}/healthz", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let r: serde_json::Value = s
+        .client
+        .get(format!("{}/readyz", s.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (r["database"].as_str(), r["hsm"].as_str()),
+        (Some("ok"), Some("ok"))
+    );
+    // Every one of those requests was audited and the chain still verifies.
+    let out = s.audit_verify();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_hundred_concurrent_encrypts() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = std::sync::Arc::new(Server::start(dir.path()).await);
+    let keys = [
+        s.create_key(&s.admin, "envelope").await,
+        s.create_key(&s.admin, "hsm").await,
+    ];
+    let mut tasks = Vec::new();
+    for i in 0..200usize {
+        let s = s.clone();
+        let key = keys[i % 2].clone();
+        tasks.push(tokio::spawn(async move {
+            let pt = format!("message {i}").into_bytes();
+            let ctx = json!({ "n": i.to_string() });
+            let ct = s.encrypt(&s.admin, &key, &pt, ctx.clone()).await;
+            (pt, ct, ctx)
+        }));
+    }
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.expect("encrypt task"));
+    }
+    let nonces: std::collections::HashSet<Vec<u8>> =
+        results.iter().map(|(_, ct, _)| ct.clone()).collect();
+    assert_eq!(nonces.len(), 200, "ciphertexts must all differ");
+    for (pt, ct, ctx) in results {
+        let (status, v) = s.decrypt(&s.admin, &ct, ctx).await;
+        assert_eq!(status, 200);
+        assert_eq!(unb64(&v["plaintext"]), pt);
+    }
+    let out = s.audit_verify();
+    assert!(out.status.success());
+}

@@ -1,0 +1,227 @@
+//! Test harness: starts the real `keyplane` binary on an ephemeral port with a temporary data
+//! directory (its own SoftHSM2 token, SQLite database and self-signed certificate) and talks
+//! HTTPS to it, trusting only the generated certificate.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use serde_json::{json, Value};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_keyplane");
+
+pub fn policies_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies")
+}
+
+pub fn b64(bytes: &[u8]) -> String {
+    STANDARD.encode(bytes)
+}
+
+pub fn unb64(v: &Value) -> Vec<u8> {
+    STANDARD
+        .decode(v.as_str().expect("base64 string"))
+        .expect("valid base64")
+}
+
+/// A running keyplane.
+pub struct Server {
+    child: Option<Child>,
+    pub data_dir: PathBuf,
+    pub base: String,
+    pub client: reqwest::Client,
+    pub admin: String,
+    pub log: std::sync::Mutex<mpsc::Receiver<String>>,
+}
+
+impl Server {
+    /// Start on `data_dir` (created empty on first use).
+    pub async fn start(data_dir: &Path) -> Server {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .arg("--policies-dir")
+            .arg(policies_dir())
+            .env_remove("KEYPLANE_HSM_PIN")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start keyplane");
+        let (tx, rx) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let tx2 = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[keyplane] {line}");
+                let _ = tx2.send(format!("stderr: {line}"));
+            }
+        });
+        let mut addr = None;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while addr.is_none() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(a) = line.strip_prefix("keyplane: listening on https://") {
+                        addr = Some(a.to_string());
+                    }
+                }
+                Err(_) => panic!("keyplane did not start within 60 s"),
+            }
+        }
+        let port = addr.unwrap().rsplit(':').next().unwrap().to_string();
+        let cert = std::fs::read(data_dir.join("tls/cert.pem")).expect("generated certificate");
+        let client = reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&cert).unwrap())
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        let admin = std::fs::read_to_string(data_dir.join("admin.token")).expect("admin token");
+        Server {
+            child: Some(child),
+            data_dir: data_dir.to_path_buf(),
+            base: format!("https://localhost:{port}"),
+            client,
+            admin: admin.trim().to_string(),
+            log: std::sync::Mutex::new(rx),
+        }
+    }
+
+    /// `POST /v1/<op>` with a JSON body; returns status and JSON answer.
+    pub async fn call(&self, token: Option<&str>, op: &str, body: Value) -> (u16, Value) {
+        self.call_raw(token, op, body.to_string().into_bytes())
+            .await
+    }
+
+    /// `POST /v1/<op>` with raw bytes as the body.
+    pub async fn call_raw(&self, token: Option<&str>, op: &str, body: Vec<u8>) -> (u16, Value) {
+        let mut req = self
+            .client
+            .post(format!("{}/v1/{op}", self.base))
+            .body(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        let v = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("non-JSON answer {status}: {text}"));
+        (status, v)
+    }
+
+    /// Call and require 200.
+    pub async fn ok(&self, token: &str, op: &str, body: Value) -> Value {
+        let (s, v) = self.call(Some(token), op, body).await;
+        assert_eq!(s, 200, "{op} failed: {v}");
+        v
+    }
+
+    pub async fn create_key(&self, token: &str, protection: &str) -> String {
+        let v = self
+            .ok(token, "create-key", json!({ "protection": protection }))
+            .await;
+        v["key_id"].as_str().unwrap().to_string()
+    }
+
+    pub async fn encrypt(&self, token: &str, key: &str, pt: &[u8], ctx: Value) -> Vec<u8> {
+        let v = self
+            .ok(
+                token,
+                "encrypt",
+                json!({ "key_id": key, "plaintext": b64(pt), "encryption_context": ctx }),
+            )
+            .await;
+        unb64(&v["ciphertext_blob"])
+    }
+
+    pub async fn decrypt(&self, token: &str, ct: &[u8], ctx: Value) -> (u16, Value) {
+        self.call(
+            Some(token),
+            "decrypt",
+            json!({ "ciphertext_blob": b64(ct), "encryption_context": ctx }),
+        )
+        .await
+    }
+
+    /// A new tenant with an admin; returns the admin's token.
+    pub async fn tenant_with_admin(&self, tenant: &str) -> (String, String) {
+        self.ok(&self.admin, "create-tenant", json!({ "tenant_id": tenant }))
+            .await;
+        let p = self
+            .ok(
+                &self.admin,
+                "create-principal",
+                json!({ "tenant_id": tenant, "name": "admin", "role": "admin" }),
+            )
+            .await;
+        (
+            p["principal_id"].as_str().unwrap().into(),
+            p["token"].as_str().unwrap().into(),
+        )
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                match child.try_wait() {
+                    Ok(Some(status)) => {
+                        assert!(status.success(), "keyplane exited with {status}");
+                        break;
+                    }
+                    _ if std::time::Instant::now() > deadline => {
+                        let _ = child.kill();
+                        panic!("keyplane did not stop within 20 s");
+                    }
+                    _ => std::thread::sleep(Duration::from_millis(50)),
+                }
+            }
+        }
+    }
+
+    /// Run `keyplane audit verify` on this data dir.
+    pub fn audit_verify(&self) -> std::process::Output {
+        Command::new(BIN)
+            .args(["audit", "verify", "--data-dir"])
+            .arg(&self.data_dir)
+            .output()
+            .unwrap()
+    }
+
+    /// Read-only SQL against the node's database.
+    pub async fn sql(&self) -> sqlx::SqlitePool {
+        let url = format!(
+            "sqlite://{}?mode=ro",
+            self.data_dir.join("keyplane.db").display()
+        );
+        sqlx::SqlitePool::connect(&url).await.unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
