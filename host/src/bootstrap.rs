@@ -12,7 +12,7 @@ use secrecy::ExposeSecret;
 
 use crate::audit::{self, AuditEvent};
 use crate::authn::TokenHasher;
-use crate::authz::{load_policies, Authz};
+use crate::authz::{load_policies, Authz, LoadedPolicies};
 use crate::config::Config;
 use crate::crypto::Keyring;
 use crate::hsm::token::write_secret_file;
@@ -41,10 +41,15 @@ pub fn policies_dir(config: &Config) -> Option<PathBuf> {
     }
 }
 
-/// Bring up everything but the listener.
-pub async fn start(config: Config, hsm: Hsm) -> anyhow::Result<AppState> {
-    let loaded = load_policies(policies_dir(&config).as_deref())?;
+/// Load and strictly validate the policy set (before anything else is touched).
+pub fn policies(config: &Config) -> anyhow::Result<LoadedPolicies> {
+    let loaded = load_policies(policies_dir(config).as_deref())?;
     tracing::info!(source = %loaded.source, hash = %loaded.hash, policies = loaded.descriptions.len(), "policy set loaded");
+    Ok(loaded)
+}
+
+/// Bring up everything but the listener.
+pub async fn start(config: Config, hsm: Hsm, loaded: LoadedPolicies) -> anyhow::Result<AppState> {
     let db = Db::open(&config.database_url()).await?;
     let keyring = Arc::new(Keyring::new(
         Arc::new(hsm),

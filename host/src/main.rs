@@ -75,6 +75,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn serve(common: Common, flags: FlagOverrides) -> anyhow::Result<()> {
     let config = Config::load(common.config.as_deref(), flags)?;
+    let policies = bootstrap::policies(&config)?;
     bootstrap::prepare_data_dir(&config.data_dir)?;
     if config.hsm.embedded_softhsm {
         let conf = token::prepare_embedded_softhsm(&config.data_dir)?;
@@ -82,7 +83,7 @@ fn serve(common: Common, flags: FlagOverrides) -> anyhow::Result<()> {
         std::env::set_var("SOFTHSM2_CONF", conf);
     }
     let hsm = Hsm::open(&config)?;
-    runtime()?.block_on(server::serve(config, hsm))
+    runtime()?.block_on(server::serve(config, hsm, policies))
 }
 
 fn audit_verify(common: Common) -> anyhow::Result<bool> {

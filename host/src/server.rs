@@ -8,12 +8,13 @@ use std::time::Duration;
 use axum_server::tls_rustls::RustlsConfig;
 use axum_server::Handle;
 
+use crate::authz::LoadedPolicies;
 use crate::config::Config;
 use crate::hsm::Hsm;
 use crate::{api, bootstrap, tls};
 
 /// Serve until a shutdown signal arrives.
-pub async fn serve(config: Config, hsm: Hsm) -> anyhow::Result<()> {
+pub async fn serve(config: Config, hsm: Hsm, policies: LoadedPolicies) -> anyhow::Result<()> {
     let listen = config.listen;
     let insecure = config.insecure_http;
     let tls = if insecure {
@@ -21,7 +22,7 @@ pub async fn serve(config: Config, hsm: Hsm) -> anyhow::Result<()> {
     } else {
         Some(tls::load(&config)?)
     };
-    let state = Arc::new(bootstrap::start(config, hsm).await?);
+    let state = Arc::new(bootstrap::start(config, hsm, policies).await?);
     let app = api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
 
     let handle = Handle::new();

@@ -293,3 +293,101 @@ async fn hsm_keys_are_non_extractable_and_envelope_material_is_never_stored() {
     }
     assert!(scanned > 10_000, "scan covered too little: {scanned} bytes");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn configuration_layers_file_env_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let file = dir.path().join("keyplane.toml");
+    std::fs::write(
+        &file,
+        "listen = \"127.0.0.1:1\"\n[limits]\nmax_body_bytes = 100000\n",
+    )
+    .unwrap();
+    // File says 100000, env says 2000 (env wins); file and env say port 1, the flag says 0.
+    let mut child = Command::new(common::BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .arg("--config")
+        .arg(&file)
+        .arg("--policies-dir")
+        .arg(common::policies_dir())
+        .env("KEYPLANE_LISTEN", "127.0.0.1:2")
+        .env("KEYPLANE_LIMITS__MAX_BODY_BYTES", "2000")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::BufRead;
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut port = None;
+    for line in stdout.lines().map_while(Result::ok) {
+        if let Some(a) = line.strip_prefix("keyplane: listening on https://") {
+            port = a.rsplit(':').next().map(str::to_string);
+            break;
+        }
+    }
+    let port = port.expect("server started");
+    assert!(
+        port != "1" && port != "2",
+        "the --listen flag must win: {port}"
+    );
+    let cert = std::fs::read(data.join("tls/cert.pem")).unwrap();
+    let client = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&cert).unwrap())
+        .build()
+        .unwrap();
+    let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
+    let body = json!({ "key_id": "k-x", "plaintext": b64(&[0u8; 2000]) }).to_string();
+    let r = client
+        .post(format!("https://localhost:{port}/v1/encrypt"))
+        .bearer_auth(token.trim())
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status().as_u16(),
+        413,
+        "the env limit must beat the file's"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn invalid_policy_set_refuses_to_start_and_names_the_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    for entry in std::fs::read_dir(common::policies_dir()).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_file() {
+            std::fs::copy(&p, policies.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    std::fs::write(
+        policies.join("broken.cedar"),
+        "@id(\"typo-policy\")\n@description(\"refers to an action that does not exist\")\n\
+         permit (principal, action == Keyplane::Action::\"Encrypd\", resource);\n",
+    )
+    .unwrap();
+    let out = Command::new(common::BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .arg("--policies-dir")
+        .arg(&policies)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("broken.cedar:3") && err.contains("typo-policy"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("data").exists(),
+        "nothing was set up before the policies validated"
+    );
+}

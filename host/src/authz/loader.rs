@@ -85,7 +85,7 @@ fn read_dir(dir: &Path) -> Result<Vec<(String, String)>, PolicyLoadError> {
 
 /// Load from `dir`, or the embedded copy of the shipped policies when `dir` is `None`.
 pub fn load_policies(dir: Option<&Path>) -> Result<LoadedPolicies, PolicyLoadError> {
-    let (files, source) = match dir {
+    let (mut files, source) = match dir {
         Some(d) => (read_dir(d)?, d.display().to_string()),
         None => (
             EMBEDDED
@@ -95,6 +95,7 @@ pub fn load_policies(dir: Option<&Path>) -> Result<LoadedPolicies, PolicyLoadErr
             "embedded".to_string(),
         ),
     };
+    files.sort();
     let mut errors = Vec::new();
     let mut hasher = digest::Context::new(&digest::SHA256);
     for (name, text) in &files {

@@ -6,8 +6,10 @@
 //! - `envelope`: 32 bytes from the token's RNG, stored only as `IV ‖ AES-GCM(tenant KEK)`
 //!   with the tenant, key id and version bound as AAD; opened in the HSM on first use, then
 //!   kept in the bounded, time-limited [`EnvelopeCache`] and used through `ring`.
+//!
 //! Tenant KEKs are AES-256 keys wrapped by the root key (`CKM_AES_KEY_WRAP_PAD`) and live in
 //! the token as non-extractable session objects while the node runs.
+//!
 //! Data-plane nonces come from the OS CSPRNG (ring's `SystemRandom`); key material and IVs of
 //! wrapped material come from the token's RNG.
 

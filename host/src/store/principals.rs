@@ -23,37 +23,19 @@ pub async fn by_token_hash(
     pool: &SqlitePool,
     hash: &[u8],
 ) -> Result<Option<(PrincipalRow, Vec<u8>)>> {
-    let row: Option<(
-        String,
-        String,
-        String,
-        String,
-        String,
-        bool,
-        String,
-        Vec<u8>,
-    )> = sqlx::query_as(&format!(
+    #[derive(sqlx::FromRow)]
+    struct WithHash {
+        #[sqlx(flatten)]
+        row: PrincipalRow,
+        token_hash: Vec<u8>,
+    }
+    let found: Option<WithHash> = sqlx::query_as(&format!(
         "SELECT {COLUMNS}, token_hash FROM principals WHERE token_hash = ?"
     ))
     .bind(hash)
     .fetch_optional(pool)
     .await?;
-    Ok(row.map(
-        |(id, tenant_id, name, kind, role, operator, created_at, h)| {
-            (
-                PrincipalRow {
-                    id,
-                    tenant_id,
-                    name,
-                    kind,
-                    role,
-                    operator,
-                    created_at,
-                },
-                h,
-            )
-        },
-    ))
+    Ok(found.map(|f| (f.row, f.token_hash)))
 }
 
 pub async fn get(pool: &SqlitePool, id: &str) -> Result<Option<PrincipalRow>> {
