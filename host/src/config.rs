@@ -27,6 +27,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub limits: LimitsConfig,
     pub envelope_cache: EnvelopeCacheConfig,
+    pub telemetry: TelemetryConfig,
     /// Directory with `schema.cedarschema` and `*.cedar` policies.
     pub policies_dir: Option<PathBuf>,
 }
@@ -101,7 +102,49 @@ impl Default for Config {
                 max_entries: 10_000,
                 ttl_seconds: 300,
             },
+            telemetry: TelemetryConfig::default(),
             policies_dir: None,
+        }
+    }
+}
+
+/// Traces, metrics and logs. OTLP export is off unless an endpoint is configured here or in
+/// the standard `OTEL_EXPORTER_OTLP_ENDPOINT` environment variable.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// OTLP endpoint, e.g. `http://collector:4317` (gRPC) or `http://collector:4318` (HTTP).
+    pub otlp_endpoint: Option<String>,
+    /// `grpc` or `http/protobuf`; default from `OTEL_EXPORTER_OTLP_PROTOCOL`, else `grpc`.
+    pub otlp_protocol: Option<String>,
+    /// Fraction of new traces sampled (parent-based: a sampled caller is always followed).
+    pub sampling_ratio: f64,
+    /// Spans waiting for export beyond this are dropped (and counted), never blocking.
+    pub max_queue_size: usize,
+    /// How often queued spans are exported.
+    pub export_interval_ms: u64,
+    /// How often metrics are exported.
+    pub metrics_interval_ms: u64,
+    /// `json` (default) or `text` logs on stdout.
+    pub log_format: String,
+    /// Record encryption-context *keys* (never values) on operation spans.
+    pub record_context_keys: bool,
+    /// Label key-operation metrics with the key id (unbounded cardinality; off by default).
+    pub per_key_metrics: bool,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            otlp_endpoint: None,
+            otlp_protocol: None,
+            sampling_ratio: 1.0,
+            max_queue_size: 4096,
+            export_interval_ms: 1000,
+            metrics_interval_ms: 10_000,
+            log_format: "json".into(),
+            record_context_keys: false,
+            per_key_metrics: false,
         }
     }
 }

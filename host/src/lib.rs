@@ -13,6 +13,7 @@
 //! - [`hsm`]: every PKCS#11 call, the session pool, token set-up.
 //! - [`store`]: sqlx pools, migrations and queries; [`audit`]: the hash-chained log.
 //! - [`error`]: the one typed error enum, with code and HTTP status.
+//! - [`telemetry`]: OpenTelemetry traces and metrics (OTLP), JSON logs, span helpers.
 
 pub mod api;
 pub mod audit;
@@ -27,4 +28,5 @@ pub mod ops;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod telemetry;
 pub mod tls;

@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 use keyplane::config::{Config, FlagOverrides};
 use keyplane::hsm::{token, Hsm};
-use keyplane::{audit, bootstrap, server, store};
+use keyplane::{audit, bootstrap, server, store, telemetry};
 
 #[derive(Parser)]
 #[command(name = "keyplane", version, about = "keyplane key management service")]
@@ -79,11 +79,21 @@ fn serve(common: Common, flags: FlagOverrides) -> anyhow::Result<()> {
     bootstrap::prepare_data_dir(&config.data_dir)?;
     if config.hsm.embedded_softhsm {
         let conf = token::prepare_embedded_softhsm(&config.data_dir)?;
-        // Safe: no other thread exists yet (the runtime is built below).
+        // Sound: no other thread exists yet (the runtime is built below).
         std::env::set_var("SOFTHSM2_CONF", conf);
     }
-    let hsm = Hsm::open(&config)?;
-    runtime()?.block_on(server::serve(config, hsm, policies))
+    let rt = runtime()?;
+    let telemetry = {
+        let _inside = rt.enter();
+        telemetry::init(&config.telemetry)?
+    };
+    let result =
+        Hsm::open(&config).and_then(|hsm| rt.block_on(server::serve(config, hsm, policies)));
+    if let Err(e) = &result {
+        tracing::error!(error = %format!("{e:#}"), "keyplane stopped with an error");
+    }
+    telemetry.shutdown();
+    result
 }
 
 fn audit_verify(common: Common) -> anyhow::Result<bool> {
@@ -115,7 +125,6 @@ fn audit_verify(common: Common) -> anyhow::Result<bool> {
 }
 
 fn main() -> ExitCode {
-    init_logging();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve {
@@ -134,7 +143,10 @@ fn main() -> ExitCode {
         }
         Command::Audit {
             command: AuditCommand::Verify { common },
-        } => audit_verify(common),
+        } => {
+            init_logging();
+            audit_verify(common)
+        }
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -28,7 +28,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         "/debug/envelope-material",
         post(native::debug_envelope_material),
     );
-    router.fallback(not_found).with_state(state)
+    router
+        .route_layer(axum::middleware::from_fn(
+            crate::telemetry::http::trace_request,
+        ))
+        .fallback(not_found)
+        .with_state(state)
 }
 
 /// The native error body.

@@ -9,13 +9,16 @@ use axum::body::{to_bytes, Body};
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
+use tracing::Instrument;
 
 use super::error_response;
 use crate::audit::AuditEvent;
 use crate::error::Error;
 use crate::ops::{self, audit_alone, RequestMeta};
 use crate::state::AppState;
+use crate::telemetry::http::RequestId;
 
 fn unknown_action(op: &str) -> String {
     let clean: String = op
@@ -31,18 +34,39 @@ pub async fn handle(
     State(state): State<Arc<AppState>>,
     Path(operation): Path<String>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request_id: Option<Extension<RequestId>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let meta = RequestMeta {
-        request_id: uuid::Uuid::new_v4().to_string(),
+        request_id: request_id
+            .map(|Extension(RequestId(id))| id)
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
         source_ip: peer.ip(),
         client_certificate: false,
     };
     let auth_header = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let auth = state.tokens.authenticate(&state.db, auth_header).await;
+    let authn_span = tracing::info_span!(
+        "authenticate",
+        keyplane.principal = tracing::field::Empty,
+        keyplane.outcome = tracing::field::Empty
+    );
+    let auth = state
+        .tokens
+        .authenticate(&state.db, auth_header)
+        .instrument(authn_span.clone())
+        .await;
+    match &auth {
+        Ok(p) => {
+            authn_span.record("keyplane.principal", p.id.as_str());
+            authn_span.record("keyplane.outcome", "ok");
+        }
+        Err(e) => {
+            authn_span.record("keyplane.outcome", e.code());
+        }
+    }
 
     let failure_event = |auth: &Result<_, Error>, action: String, outcome: &Error| AuditEvent {
         request_id: meta.request_id.clone(),

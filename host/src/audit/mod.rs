@@ -15,6 +15,8 @@ use sqlx::{SqliteConnection, SqlitePool};
 
 use crate::error::Result;
 use crate::store::now_rfc3339;
+use crate::telemetry::spans;
+use tracing::Instrument;
 
 /// `prev_hash` of the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -69,10 +71,20 @@ impl AuditRecord {
 
 /// Append one record inside `conn`'s transaction. Returns its sequence number.
 pub async fn append(conn: &mut SqliteConnection, ev: &AuditEvent) -> Result<i64> {
-    let head: Option<(i64, String)> =
+    let span = tracing::info_span!("audit.append", keyplane.audit.seq = tracing::field::Empty);
+    let seq = append_record(conn, ev).instrument(span.clone()).await?;
+    span.record("keyplane.audit.seq", seq);
+    Ok(seq)
+}
+
+async fn append_record(conn: &mut SqliteConnection, ev: &AuditEvent) -> Result<i64> {
+    let head: Option<(i64, String)> = spans::db(
+        "SELECT",
+        "audit_log",
         sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut *conn)
-            .await?;
+            .fetch_optional(&mut *conn),
+    )
+    .await?;
     let (seq, prev_hash) = match head {
         Some((s, h)) => (s + 1, h),
         None => (1, GENESIS.to_string()),
@@ -93,7 +105,7 @@ pub async fn append(conn: &mut SqliteConnection, ev: &AuditEvent) -> Result<i64>
         hash: String::new(),
     };
     rec.hash = rec.compute_hash();
-    sqlx::query(
+    let insert = sqlx::query(
         "INSERT INTO audit_log (seq, time, request_id, principal, tenant, action, resource, \
          decision, policies, outcome, source, prev_hash, hash) \
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -111,8 +123,8 @@ pub async fn append(conn: &mut SqliteConnection, ev: &AuditEvent) -> Result<i64>
     .bind(&rec.source)
     .bind(&rec.prev_hash)
     .bind(&rec.hash)
-    .execute(&mut *conn)
-    .await?;
+    .execute(&mut *conn);
+    spans::db("INSERT", "audit_log", insert).await?;
     Ok(seq)
 }
 

@@ -75,7 +75,8 @@ pub struct Keyring {
 
 /// Run a blocking HSM call off the async executor.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(f))
         .await
         .map_err(|_| Error::Internal)?
 }

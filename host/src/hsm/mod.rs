@@ -21,6 +21,7 @@ use cryptoki::slot::Slot;
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
+use crate::telemetry::spans;
 use pool::SessionPool;
 
 /// Label of the root key inside the token.
@@ -81,7 +82,7 @@ impl Hsm {
 
     /// A liveness probe: the token answers a trivial call.
     pub fn ping(&self) -> Result<()> {
-        self.pool.with(|s| {
+        self.pool.with("C_GetSessionInfo", "none", |s| {
             s.get_session_info()
                 .map(|_| ())
                 .map_err(unavailable("ping"))
@@ -91,7 +92,7 @@ impl Hsm {
     /// `n` random bytes from the token's RNG.
     pub fn random(&self, n: usize) -> Result<Zeroizing<Vec<u8>>> {
         let mut buf = Zeroizing::new(vec![0u8; n]);
-        self.pool.with(|s| {
+        self.pool.with("C_GenerateRandom", "none", |s| {
             s.generate_random_slice(&mut buf)
                 .map_err(unavailable("generate-random"))
         })?;
@@ -107,7 +108,7 @@ impl Hsm {
         plaintext: &[u8],
     ) -> Result<Vec<u8>> {
         let mut iv = *iv;
-        self.pool.with(|s| {
+        self.pool.with("C_Encrypt", "CKM_AES_GCM", |s| {
             let params = GcmParams::new(&mut iv, aad, GCM_TAG_BITS.into())
                 .map_err(unavailable("gcm-params"))?;
             s.encrypt(&Mechanism::AesGcm(params), key, plaintext)
@@ -125,7 +126,7 @@ impl Hsm {
         sealed: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>> {
         let mut iv = *iv;
-        self.pool.with(|s| {
+        self.pool.with("C_Decrypt", "CKM_AES_GCM", |s| {
             let params = GcmParams::new(&mut iv, aad, GCM_TAG_BITS.into())
                 .map_err(unavailable("gcm-params"))?;
             match s.decrypt(&Mechanism::AesGcm(params), key, sealed) {
@@ -159,10 +160,13 @@ impl Hsm {
             Attribute::Extractable(true),
             Attribute::Private(true),
         ];
-        let temp = anchor
-            .generate_key(&Mechanism::AesKeyGen, &template)
-            .map_err(unavailable("generate kek"))?;
-        let wrapped = anchor.wrap_key(&Mechanism::AesKeyWrapPad, self.root_key, temp);
+        let temp = spans::hsm("C_GenerateKey", "CKM_AES_KEY_GEN", || {
+            anchor.generate_key(&Mechanism::AesKeyGen, &template)
+        })
+        .map_err(unavailable("generate kek"))?;
+        let wrapped = spans::hsm("C_WrapKey", "CKM_AES_KEY_WRAP_PAD", || {
+            anchor.wrap_key(&Mechanism::AesKeyWrapPad, self.root_key, temp)
+        });
         let _ = anchor.destroy_object(temp);
         let wrapped = wrapped.map_err(unavailable("wrap kek"))?;
         drop(anchor);
@@ -183,9 +187,10 @@ impl Hsm {
             Attribute::Encrypt(true),
             Attribute::Decrypt(true),
         ];
-        anchor
-            .unwrap_key(&Mechanism::AesKeyWrapPad, self.root_key, wrapped, &template)
-            .map_err(unavailable("unwrap kek"))
+        spans::hsm("C_UnwrapKey", "CKM_AES_KEY_WRAP_PAD", || {
+            anchor.unwrap_key(&Mechanism::AesKeyWrapPad, self.root_key, wrapped, &template)
+        })
+        .map_err(unavailable("unwrap kek"))
     }
 
     /// Create a non-extractable AES-256 token object identified by `id`.
@@ -208,7 +213,7 @@ impl Hsm {
             Attribute::Id(id.to_vec()),
             Attribute::Label(label.as_bytes().to_vec()),
         ];
-        self.pool.with(|s| {
+        self.pool.with("C_GenerateKey", "CKM_AES_KEY_GEN", |s| {
             s.generate_key(&Mechanism::AesKeyGen, &template)
                 .map_err(unavailable("generate token key"))
         })
@@ -220,7 +225,7 @@ impl Hsm {
             Attribute::Class(ObjectClass::SECRET_KEY),
             Attribute::Id(id.to_vec()),
         ];
-        self.pool.with(|s| {
+        self.pool.with("C_FindObjects", "none", |s| {
             s.find_objects(&template)
                 .map(|v| v.into_iter().next())
                 .map_err(unavailable("find object"))
@@ -229,7 +234,7 @@ impl Hsm {
 
     /// Destroy an object (used to undo a failed creation and, later, for crypto-shredding).
     pub fn destroy(&self, handle: ObjectHandle) -> Result<()> {
-        self.pool.with(|s| {
+        self.pool.with("C_DestroyObject", "none", |s| {
             s.destroy_object(handle)
                 .map_err(unavailable("destroy object"))
         })

@@ -46,7 +46,17 @@ impl SessionPool {
 
     /// Run `f` with an exclusive session. A session whose call failed with an HSM error is
     /// closed rather than returned, so a broken session does not poison the pool.
-    pub(super) fn with<T>(&self, f: impl FnOnce(&Session) -> Result<T>) -> Result<T> {
+    /// `function` and `mechanism` name the PKCS#11 call for its span and latency metric.
+    pub(super) fn with<T>(
+        &self,
+        function: &'static str,
+        mechanism: &'static str,
+        f: impl FnOnce(&Session) -> Result<T>,
+    ) -> Result<T> {
+        crate::telemetry::spans::hsm(function, mechanism, || self.with_session(f))
+    }
+
+    fn with_session<T>(&self, f: impl FnOnce(&Session) -> Result<T>) -> Result<T> {
         let session = self.take()?;
         let out = f(&session);
         match &out {

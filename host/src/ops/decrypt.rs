@@ -37,6 +37,7 @@ impl Decrypt {
 impl Operation for Decrypt {
     const NAME: &'static str = "decrypt";
     const ACTION: &'static str = "Decrypt";
+    const KEY_USE: bool = true;
     type Output = DecryptOutput;
 
     fn validate(&self) -> Result<()> {

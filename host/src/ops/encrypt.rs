@@ -31,6 +31,7 @@ pub struct EncryptOutput {
 impl Operation for Encrypt {
     const NAME: &'static str = "encrypt";
     const ACTION: &'static str = "Encrypt";
+    const KEY_USE: bool = true;
     type Output = EncryptOutput;
 
     fn validate(&self) -> Result<()> {

@@ -74,6 +74,7 @@ pub struct GenerateDataKeyOutput {
 impl Operation for GenerateDataKey {
     const NAME: &'static str = "generate-data-key";
     const ACTION: &'static str = "GenerateDataKey";
+    const KEY_USE: bool = true;
     type Output = GenerateDataKeyOutput;
 
     fn validate(&self) -> Result<()> {
@@ -115,6 +116,7 @@ pub struct GenerateDataKeyWithoutPlaintextOutput {
 impl Operation for GenerateDataKeyWithoutPlaintext {
     const NAME: &'static str = "generate-data-key-without-plaintext";
     const ACTION: &'static str = "GenerateDataKeyWithoutPlaintext";
+    const KEY_USE: bool = true;
     type Output = GenerateDataKeyWithoutPlaintextOutput;
 
     fn validate(&self) -> Result<()> {

@@ -35,6 +35,8 @@ use crate::crypto::NewVersion;
 use crate::error::{Error, Result};
 use crate::state::AppState;
 use crate::store::Tx;
+use crate::telemetry::metrics::metrics;
+use tracing::Instrument;
 
 pub use b64::Base64;
 
@@ -59,6 +61,8 @@ pub trait Operation: DeserializeOwned + Send + Sync + Sized + 'static {
     const NAME: &'static str;
     /// Cedar action (`Keyplane::Action::"<ACTION>"`).
     const ACTION: &'static str;
+    /// A cryptographic use of a key (counted in `keyplane.key.operations`).
+    const KEY_USE: bool = false;
     /// The answer.
     type Output: Serialize + Send + 'static;
 
@@ -116,7 +120,8 @@ impl WriteScope {
         let result = async {
             let conn = self.conn(state).await?;
             audit::append(conn, ev).await?;
-            self.tx.take().expect("begun above").commit().await?;
+            let tx = self.tx.take().expect("begun above");
+            crate::telemetry::spans::db("COMMIT", "transaction", tx.commit()).await?;
             Ok(())
         }
         .await;
@@ -169,8 +174,42 @@ fn decode<O: Operation>(body: &[u8]) -> Result<O> {
     })
 }
 
-/// The pipeline. `auth` is the outcome of authentication by the front.
+/// The pipeline, in an `operation` span, counted and timed. `auth` is the outcome of
+/// authentication by the front.
 pub async fn run<O: Operation>(
+    state: &AppState,
+    auth: Result<Principal>,
+    meta: &RequestMeta,
+    body: &[u8],
+) -> Result<serde_json::Value> {
+    let span = tracing::info_span!(
+        "operation",
+        otel.name = O::NAME,
+        keyplane.operation = O::NAME,
+        keyplane.action = O::ACTION,
+        keyplane.tenant = tracing::field::Empty,
+        keyplane.key_id = tracing::field::Empty,
+        keyplane.encryption_context.keys = tracing::field::Empty,
+        keyplane.outcome = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    let start = std::time::Instant::now();
+    let result = run_in_span::<O>(state, auth, meta, body)
+        .instrument(span.clone())
+        .await;
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(e) => e.code(),
+    };
+    span.record("keyplane.outcome", outcome);
+    if matches!(&result, Err(e) if e.status().is_server_error()) {
+        span.record("otel.status_code", "ERROR");
+    }
+    metrics().request(O::NAME, outcome, start.elapsed().as_secs_f64());
+    result
+}
+
+async fn run_in_span<O: Operation>(
     state: &AppState,
     auth: Result<Principal>,
     meta: &RequestMeta,
@@ -197,6 +236,8 @@ pub async fn run<O: Operation>(
     };
     ev.principal = principal_display(&principal);
     ev.tenant = principal.tenant_id.clone();
+    let span = tracing::Span::current();
+    span.record("keyplane.tenant", principal.tenant_id.as_str());
     let ctx = OpContext {
         state,
         principal: &principal,
@@ -222,8 +263,26 @@ pub async fn run<O: Operation>(
         }
     };
     ev.resource = resource.display();
+    if let ResourceRef::Key { row, .. } = &resource {
+        span.record("keyplane.key_id", row.id.as_str());
+    }
+    if state.config.telemetry.record_context_keys {
+        if let Some(ec) = req.encryption_context().filter(|ec| !ec.is_empty()) {
+            let keys: Vec<&str> = ec.keys().map(String::as_str).collect();
+            span.record("keyplane.encryption_context.keys", keys.join(",").as_str());
+        }
+    }
 
     let empty = EncryptionContext::new();
+    let policy_set = state.authz.current().hash.clone();
+    let authz_span = tracing::info_span!(
+        "authorize",
+        keyplane.authz.action = O::ACTION,
+        keyplane.authz.decision = tracing::field::Empty,
+        keyplane.authz.policy_count = tracing::field::Empty,
+        keyplane.authz.policy_set = %policy_set,
+    );
+    let entered = authz_span.enter();
     let decision = state.authz.authorize(&AuthzRequest {
         principal: &principal,
         action: O::ACTION,
@@ -233,6 +292,14 @@ pub async fn run<O: Operation>(
         client_certificate: meta.client_certificate,
         request_time: chrono::Utc::now().timestamp(),
     });
+    drop(entered);
+    if let Ok(d) = &decision {
+        authz_span.record(
+            "keyplane.authz.decision",
+            if d.allowed { "allow" } else { "deny" },
+        );
+        authz_span.record("keyplane.authz.policy_count", d.policies.len() as u64);
+    }
     let decision = match decision {
         Ok(d) => d,
         Err(e) => {
@@ -246,6 +313,7 @@ pub async fn run<O: Operation>(
         tracing::warn!(request_id = %meta.request_id, errors = ?decision.errors, "policy evaluation errors");
     }
     if !decision.allowed {
+        metrics().denial(O::ACTION);
         ev.decision = "deny";
         let e = Error::AccessDenied {
             action: O::ACTION.into(),
@@ -257,6 +325,10 @@ pub async fn run<O: Operation>(
     }
     ev.decision = "allow";
 
+    let key_id = match &resource {
+        ResourceRef::Key { row, .. } => Some(row.id.clone()),
+        ResourceRef::Tenant(_) => None,
+    };
     let mut scope = WriteScope::new();
     match req.execute(&ctx, resource, &mut scope).await {
         Ok(out) => {
@@ -274,6 +346,11 @@ pub async fn run<O: Operation>(
                 ev.outcome = e.code().into();
                 audit_alone(state, &ev).await;
                 return Err(e);
+            }
+            if O::KEY_USE {
+                if let Some(key_id) = key_id {
+                    metrics().key_operation(&principal.tenant_id, O::NAME, &key_id);
+                }
             }
             Ok(value)
         }

@@ -37,12 +37,15 @@ const KEY_COLUMNS: &str = "id, tenant_id, spec, usage, protection, state, descri
 const VERSION_COLUMNS: &str = "key_id, version, state, hsm_object_id, wrapped_material, created_at";
 
 pub async fn get(pool: &SqlitePool, id: &str) -> Result<Option<KeyRow>> {
-    Ok(
-        sqlx::query_as(&format!("SELECT {KEY_COLUMNS} FROM keys WHERE id = ?"))
-            .bind(id)
-            .fetch_optional(pool)
-            .await?,
-    )
+    crate::telemetry::spans::db("SELECT", "keys", async move {
+        Ok(
+            sqlx::query_as(&format!("SELECT {KEY_COLUMNS} FROM keys WHERE id = ?"))
+                .bind(id)
+                .fetch_optional(pool)
+                .await?,
+        )
+    })
+    .await
 }
 
 pub async fn version(
@@ -50,31 +53,40 @@ pub async fn version(
     key_id: &str,
     version: i64,
 ) -> Result<Option<KeyVersionRow>> {
-    Ok(sqlx::query_as(&format!(
-        "SELECT {VERSION_COLUMNS} FROM key_versions WHERE key_id = ? AND version = ?"
-    ))
-    .bind(key_id)
-    .bind(version)
-    .fetch_optional(pool)
-    .await?)
+    crate::telemetry::spans::db("SELECT", "keys", async move {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {VERSION_COLUMNS} FROM key_versions WHERE key_id = ? AND version = ?"
+        ))
+        .bind(key_id)
+        .bind(version)
+        .fetch_optional(pool)
+        .await?)
+    })
+    .await
 }
 
 pub async fn versions(pool: &SqlitePool, key_id: &str) -> Result<Vec<KeyVersionRow>> {
-    Ok(sqlx::query_as(&format!(
-        "SELECT {VERSION_COLUMNS} FROM key_versions WHERE key_id = ? ORDER BY version"
-    ))
-    .bind(key_id)
-    .fetch_all(pool)
-    .await?)
+    crate::telemetry::spans::db("SELECT", "keys", async move {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {VERSION_COLUMNS} FROM key_versions WHERE key_id = ? ORDER BY version"
+        ))
+        .bind(key_id)
+        .fetch_all(pool)
+        .await?)
+    })
+    .await
 }
 
 pub async fn grantees(pool: &SqlitePool, key_id: &str) -> Result<Vec<String>> {
-    Ok(sqlx::query_scalar(
-        "SELECT principal_id FROM key_grants WHERE key_id = ? ORDER BY principal_id",
-    )
-    .bind(key_id)
-    .fetch_all(pool)
-    .await?)
+    crate::telemetry::spans::db("SELECT", "keys", async move {
+        Ok(sqlx::query_scalar(
+            "SELECT principal_id FROM key_grants WHERE key_id = ? ORDER BY principal_id",
+        )
+        .bind(key_id)
+        .fetch_all(pool)
+        .await?)
+    })
+    .await
 }
 
 /// A page of a tenant's keys with ids strictly after `after`, ordered by id.
@@ -84,14 +96,17 @@ pub async fn list(
     after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<KeyRow>> {
-    Ok(sqlx::query_as(&format!(
-        "SELECT {KEY_COLUMNS} FROM keys WHERE tenant_id = ? AND id > ? ORDER BY id LIMIT ?"
-    ))
-    .bind(tenant)
-    .bind(after.unwrap_or(""))
-    .bind(limit)
-    .fetch_all(pool)
-    .await?)
+    crate::telemetry::spans::db("SELECT", "keys", async move {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {KEY_COLUMNS} FROM keys WHERE tenant_id = ? AND id > ? ORDER BY id LIMIT ?"
+        ))
+        .bind(tenant)
+        .bind(after.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(pool)
+        .await?)
+    })
+    .await
 }
 
 pub async fn insert(
@@ -100,39 +115,42 @@ pub async fn insert(
     version: &KeyVersionRow,
     grantees: &[String],
 ) -> Result<()> {
-    sqlx::query(&format!(
-        "INSERT INTO keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    ))
-    .bind(&key.id)
-    .bind(&key.tenant_id)
-    .bind(&key.spec)
-    .bind(&key.usage)
-    .bind(&key.protection)
-    .bind(&key.state)
-    .bind(&key.description)
-    .bind(&key.tags)
-    .bind(key.primary_version)
-    .bind(&key.created_at)
-    .bind(&key.created_by)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(&format!(
-        "INSERT INTO key_versions ({VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
-    ))
-    .bind(&version.key_id)
-    .bind(version.version)
-    .bind(&version.state)
-    .bind(&version.hsm_object_id)
-    .bind(&version.wrapped_material)
-    .bind(&version.created_at)
-    .execute(&mut *conn)
-    .await?;
-    for p in grantees {
-        sqlx::query("INSERT INTO key_grants (key_id, principal_id) VALUES (?, ?)")
-            .bind(&key.id)
-            .bind(p)
-            .execute(&mut *conn)
-            .await?;
-    }
-    Ok(())
+    crate::telemetry::spans::db("INSERT", "keys", async move {
+        sqlx::query(&format!(
+            "INSERT INTO keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ))
+        .bind(&key.id)
+        .bind(&key.tenant_id)
+        .bind(&key.spec)
+        .bind(&key.usage)
+        .bind(&key.protection)
+        .bind(&key.state)
+        .bind(&key.description)
+        .bind(&key.tags)
+        .bind(key.primary_version)
+        .bind(&key.created_at)
+        .bind(&key.created_by)
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query(&format!(
+            "INSERT INTO key_versions ({VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
+        ))
+        .bind(&version.key_id)
+        .bind(version.version)
+        .bind(&version.state)
+        .bind(&version.hsm_object_id)
+        .bind(&version.wrapped_material)
+        .bind(&version.created_at)
+        .execute(&mut *conn)
+        .await?;
+        for p in grantees {
+            sqlx::query("INSERT INTO key_grants (key_id, principal_id) VALUES (?, ?)")
+                .bind(&key.id)
+                .bind(p)
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
+    })
+    .await
 }

@@ -23,38 +23,47 @@ pub async fn by_token_hash(
     pool: &SqlitePool,
     hash: &[u8],
 ) -> Result<Option<(PrincipalRow, Vec<u8>)>> {
-    #[derive(sqlx::FromRow)]
-    struct WithHash {
-        #[sqlx(flatten)]
-        row: PrincipalRow,
-        token_hash: Vec<u8>,
-    }
-    let found: Option<WithHash> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS}, token_hash FROM principals WHERE token_hash = ?"
-    ))
-    .bind(hash)
-    .fetch_optional(pool)
-    .await?;
-    Ok(found.map(|f| (f.row, f.token_hash)))
+    crate::telemetry::spans::db("SELECT", "principals", async move {
+        #[derive(sqlx::FromRow)]
+        struct WithHash {
+            #[sqlx(flatten)]
+            row: PrincipalRow,
+            token_hash: Vec<u8>,
+        }
+        let found: Option<WithHash> = sqlx::query_as(&format!(
+            "SELECT {COLUMNS}, token_hash FROM principals WHERE token_hash = ?"
+        ))
+        .bind(hash)
+        .fetch_optional(pool)
+        .await?;
+        Ok(found.map(|f| (f.row, f.token_hash)))
+    })
+    .await
 }
 
 pub async fn get(pool: &SqlitePool, id: &str) -> Result<Option<PrincipalRow>> {
-    Ok(
-        sqlx::query_as(&format!("SELECT {COLUMNS} FROM principals WHERE id = ?"))
-            .bind(id)
-            .fetch_optional(pool)
-            .await?,
-    )
+    crate::telemetry::spans::db("SELECT", "principals", async move {
+        Ok(
+            sqlx::query_as(&format!("SELECT {COLUMNS} FROM principals WHERE id = ?"))
+                .bind(id)
+                .fetch_optional(pool)
+                .await?,
+        )
+    })
+    .await
 }
 
 pub async fn name_taken(conn: &mut SqliteConnection, tenant: &str, name: &str) -> Result<bool> {
-    let n: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM principals WHERE tenant_id = ? AND name = ?")
-            .bind(tenant)
-            .bind(name)
-            .fetch_one(conn)
-            .await?;
-    Ok(n > 0)
+    crate::telemetry::spans::db("SELECT", "principals", async move {
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM principals WHERE tenant_id = ? AND name = ?")
+                .bind(tenant)
+                .bind(name)
+                .fetch_one(conn)
+                .await?;
+        Ok(n > 0)
+    })
+    .await
 }
 
 pub async fn insert(
@@ -62,21 +71,24 @@ pub async fn insert(
     row: &PrincipalRow,
     token_hash: &[u8],
 ) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO principals (id, tenant_id, name, kind, role, operator, token_hash, created_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&row.id)
-    .bind(&row.tenant_id)
-    .bind(&row.name)
-    .bind(&row.kind)
-    .bind(&row.role)
-    .bind(row.operator)
-    .bind(token_hash)
-    .bind(&row.created_at)
-    .execute(conn)
-    .await?;
-    Ok(())
+    crate::telemetry::spans::db("INSERT", "principals", async move {
+        sqlx::query(
+            "INSERT INTO principals (id, tenant_id, name, kind, role, operator, token_hash, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&row.id)
+        .bind(&row.tenant_id)
+        .bind(&row.name)
+        .bind(&row.kind)
+        .bind(&row.role)
+        .bind(row.operator)
+        .bind(token_hash)
+        .bind(&row.created_at)
+        .execute(conn)
+        .await?;
+        Ok(())
+    })
+    .await
 }
 
 /// Of `ids`, those that are principals of `tenant`.
@@ -85,17 +97,21 @@ pub async fn existing_in_tenant(
     tenant: &str,
     ids: &[String],
 ) -> Result<Vec<String>> {
-    let mut found = Vec::new();
-    for id in ids {
-        let n: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM principals WHERE id = ? AND tenant_id = ?")
-                .bind(id)
-                .bind(tenant)
-                .fetch_one(&mut *conn)
-                .await?;
-        if n > 0 {
-            found.push(id.clone());
+    crate::telemetry::spans::db("SELECT", "principals", async move {
+        let mut found = Vec::new();
+        for id in ids {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM principals WHERE id = ? AND tenant_id = ?",
+            )
+            .bind(id)
+            .bind(tenant)
+            .fetch_one(&mut *conn)
+            .await?;
+            if n > 0 {
+                found.push(id.clone());
+            }
         }
-    }
-    Ok(found)
+        Ok(found)
+    })
+    .await
 }

@@ -13,28 +13,37 @@ pub struct TenantRow {
 }
 
 pub async fn get(pool: &SqlitePool, id: &str) -> Result<Option<TenantRow>> {
-    Ok(
-        sqlx::query_as("SELECT id, created_at, kek_wrapped FROM tenants WHERE id = ?")
-            .bind(id)
-            .fetch_optional(pool)
-            .await?,
-    )
+    crate::telemetry::spans::db("SELECT", "tenants", async move {
+        Ok(
+            sqlx::query_as("SELECT id, created_at, kek_wrapped FROM tenants WHERE id = ?")
+                .bind(id)
+                .fetch_optional(pool)
+                .await?,
+        )
+    })
+    .await
 }
 
 pub async fn exists(conn: &mut SqliteConnection, id: &str) -> Result<bool> {
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tenants WHERE id = ?")
-        .bind(id)
-        .fetch_one(conn)
-        .await?;
-    Ok(n > 0)
+    crate::telemetry::spans::db("SELECT", "tenants", async move {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tenants WHERE id = ?")
+            .bind(id)
+            .fetch_one(conn)
+            .await?;
+        Ok(n > 0)
+    })
+    .await
 }
 
 pub async fn insert(conn: &mut SqliteConnection, row: &TenantRow) -> Result<()> {
-    sqlx::query("INSERT INTO tenants (id, created_at, kek_wrapped) VALUES (?, ?, ?)")
-        .bind(&row.id)
-        .bind(&row.created_at)
-        .bind(&row.kek_wrapped)
-        .execute(conn)
-        .await?;
-    Ok(())
+    crate::telemetry::spans::db("INSERT", "tenants", async move {
+        sqlx::query("INSERT INTO tenants (id, created_at, kek_wrapped) VALUES (?, ?, ?)")
+            .bind(&row.id)
+            .bind(&row.created_at)
+            .bind(&row.kek_wrapped)
+            .execute(conn)
+            .await?;
+        Ok(())
+    })
+    .await
 }

@@ -1,0 +1,116 @@
+//! The metric instruments, created once from the global meter (a no-op meter when export is
+//! off). Labels are bounded: operation, outcome, action, mechanism, tenant — never a key id
+//! unless `telemetry.per_key_metrics` is set, never anything secret.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+use opentelemetry::metrics::{Counter, Histogram, ObservableCounter};
+use opentelemetry::KeyValue;
+
+/// Spans dropped because the export queue was full.
+pub static DROPPED_SPANS: AtomicU64 = AtomicU64::new(0);
+
+/// All instruments.
+pub struct Metrics {
+    requests: Counter<u64>,
+    request_duration: Histogram<f64>,
+    authz_denials: Counter<u64>,
+    hsm_duration: Histogram<f64>,
+    key_operations: Counter<u64>,
+    per_key: bool,
+    _dropped: ObservableCounter<u64>,
+}
+
+static METRICS: OnceLock<Metrics> = OnceLock::new();
+
+const LATENCY_BOUNDS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+fn build(per_key: bool) -> Metrics {
+    let meter = opentelemetry::global::meter("keyplane");
+    Metrics {
+        requests: meter
+            .u64_counter("keyplane.requests")
+            .with_description("Requests by operation and outcome")
+            .build(),
+        request_duration: meter
+            .f64_histogram("keyplane.request.duration")
+            .with_unit("s")
+            .with_boundaries(LATENCY_BOUNDS.to_vec())
+            .with_description("Request latency by operation and outcome")
+            .build(),
+        authz_denials: meter
+            .u64_counter("keyplane.authz.denials")
+            .with_description("Requests denied by Cedar, by action")
+            .build(),
+        hsm_duration: meter
+            .f64_histogram("keyplane.hsm.duration")
+            .with_unit("s")
+            .with_boundaries(LATENCY_BOUNDS.to_vec())
+            .with_description("PKCS#11 call latency by function and mechanism")
+            .build(),
+        key_operations: meter
+            .u64_counter("keyplane.key.operations")
+            .with_description("Cryptographic key operations by tenant and operation")
+            .build(),
+        per_key,
+        _dropped: meter
+            .u64_observable_counter("keyplane.telemetry.dropped_spans")
+            .with_description("Spans dropped because the export queue was full")
+            .with_callback(|o| o.observe(DROPPED_SPANS.load(Ordering::Relaxed), &[]))
+            .build(),
+    }
+}
+
+/// Create the instruments (after the meter provider is installed).
+pub fn init(per_key: bool) {
+    let _ = METRICS.set(build(per_key));
+}
+
+/// The instruments (no-op ones if [`init`] was not called).
+pub fn metrics() -> &'static Metrics {
+    METRICS.get_or_init(|| build(false))
+}
+
+impl Metrics {
+    /// One finished request.
+    pub fn request(&self, operation: &'static str, outcome: &str, seconds: f64) {
+        let labels = [
+            KeyValue::new("operation", operation),
+            KeyValue::new("outcome", outcome.to_string()),
+        ];
+        self.requests.add(1, &labels);
+        self.request_duration.record(seconds, &labels);
+    }
+
+    /// A Cedar denial.
+    pub fn denial(&self, action: &'static str) {
+        self.authz_denials
+            .add(1, &[KeyValue::new("action", action)]);
+    }
+
+    /// One PKCS#11 call.
+    pub fn hsm(&self, function: &'static str, mechanism: &'static str, seconds: f64) {
+        self.hsm_duration.record(
+            seconds,
+            &[
+                KeyValue::new("function", function),
+                KeyValue::new("mechanism", mechanism),
+            ],
+        );
+    }
+
+    /// One successful cryptographic operation with a key.
+    pub fn key_operation(&self, tenant: &str, operation: &'static str, key_id: &str) {
+        let mut labels = vec![
+            KeyValue::new("tenant", tenant.to_string()),
+            KeyValue::new("operation", operation),
+        ];
+        if self.per_key {
+            labels.push(KeyValue::new("key_id", key_id.to_string()));
+        }
+        self.key_operations.add(1, &labels);
+    }
+}
