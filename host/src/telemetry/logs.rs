@@ -60,7 +60,11 @@ where
         obj.insert("level".into(), meta.level().as_str().into());
         obj.insert("target".into(), meta.target().into());
         event.record(&mut Fields(&mut obj));
-        if let Some(span) = ctx.lookup_current() {
+        let span = event
+            .parent()
+            .and_then(|id| ctx.span(id))
+            .or_else(|| ctx.lookup_current());
+        if let Some(span) = span {
             if let Some(otel) = span.extensions().get::<OtelData>() {
                 if let Some(t) = otel.trace_id() {
                     obj.insert("trace_id".into(), t.to_string().into());

@@ -42,13 +42,21 @@ pub struct Server {
 impl Server {
     /// Start on `data_dir` (created empty on first use).
     pub async fn start(data_dir: &Path) -> Server {
-        let mut child = Command::new(BIN)
+        Self::start_with_env(data_dir, &[("RUST_LOG", "warn")]).await
+    }
+
+    /// Start with extra environment variables.
+    pub async fn start_with_env(data_dir: &Path, env: &[(&str, &str)]) -> Server {
+        let mut cmd = Command::new(BIN);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .arg("--policies-dir")
             .arg(policies_dir())
             .env_remove("KEYPLANE_HSM_PIN")
-            .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
