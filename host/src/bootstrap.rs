@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::crypto::Keyring;
 use crate::hsm::token::write_secret_file;
 use crate::hsm::Hsm;
+use crate::plugins::PluginRuntime;
 use crate::state::AppState;
 use crate::store::principals::PrincipalRow;
 use crate::store::{now_rfc3339, principals, tenants, Db};
@@ -58,12 +59,18 @@ pub async fn start(config: Config, hsm: Hsm, loaded: LoadedPolicies) -> anyhow::
         Duration::from_secs(config.envelope_cache.ttl_seconds),
     ));
     let tokens = TokenHasher::load_or_create(&db, &keyring).await?;
+    let plugins = Arc::new(PluginRuntime::new(
+        config.plugins.clone(),
+        config.data_dir.join("plugins"),
+        db.clone(),
+    )?);
     let state = AppState {
         config,
         db,
         keyring,
         authz: Authz::new(loaded),
         tokens,
+        plugins,
     };
     ensure_default_tenant(&state).await?;
     Ok(state)

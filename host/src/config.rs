@@ -28,6 +28,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub envelope_cache: EnvelopeCacheConfig,
     pub telemetry: TelemetryConfig,
+    pub plugins: PluginsConfig,
     /// Directory with `schema.cedarschema` and `*.cedar` policies.
     pub policies_dir: Option<PathBuf>,
 }
@@ -103,6 +104,7 @@ impl Default for Config {
                 ttl_seconds: 300,
             },
             telemetry: TelemetryConfig::default(),
+            plugins: PluginsConfig::default(),
             policies_dir: None,
         }
     }
@@ -145,6 +147,41 @@ impl Default for TelemetryConfig {
             log_format: "json".into(),
             record_context_keys: false,
             per_key_metrics: false,
+        }
+    }
+}
+
+/// Limits of the WebAssembly plugin runtime. Every invocation gets a fresh instance with
+/// these caps; exceeding one fails that call only.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginsConfig {
+    /// Largest component accepted by `upload-plugin`.
+    pub max_upload_bytes: usize,
+    /// Fuel (roughly: WebAssembly instructions) per invocation.
+    pub fuel: u64,
+    /// Wall-clock deadline per invocation.
+    pub deadline_ms: u64,
+    /// Linear memory cap per instance.
+    pub memory_bytes: usize,
+    /// Table elements cap per table.
+    pub table_elements: usize,
+    /// Largest string or list a plugin may return.
+    pub max_output_bytes: usize,
+    /// Concurrent plugin instances (pooling allocator slots).
+    pub max_instances: u32,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        PluginsConfig {
+            max_upload_bytes: 8 << 20,
+            fuel: 200_000_000,
+            deadline_ms: 1000,
+            memory_bytes: 64 << 20,
+            table_elements: 100_000,
+            max_output_bytes: 1 << 20,
+            max_instances: 64,
         }
     }
 }

@@ -43,6 +43,15 @@ pub enum Error {
     /// The request body is larger than the configured limit.
     #[error("request body exceeds {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    /// An uploaded plugin was refused (not a component, wrong world, ungranted import...).
+    #[error("plugin refused: {0}")]
+    InvalidPlugin(String),
+    /// A plugin trapped, ran out of memory or returned something unacceptable.
+    #[error("plugin {plugin} failed: {reason}")]
+    PluginFailed { plugin: String, reason: String },
+    /// A plugin ran past its deadline or fuel.
+    #[error("plugin {plugin} exceeded its time or fuel limit")]
+    PluginTimeout { plugin: String },
     /// The HSM did not answer or failed.
     #[error("the HSM is unavailable")]
     HsmUnavailable,
@@ -69,6 +78,9 @@ impl Error {
             Error::AlreadyExists { .. } => "AlreadyExists",
             Error::InvalidState(_) => "InvalidState",
             Error::PayloadTooLarge { .. } => "PayloadTooLarge",
+            Error::InvalidPlugin(_) => "InvalidPlugin",
+            Error::PluginFailed { .. } => "PluginFailed",
+            Error::PluginTimeout { .. } => "PluginTimeout",
             Error::HsmUnavailable => "HsmUnavailable",
             Error::DatabaseUnavailable => "DatabaseUnavailable",
             Error::Internal => "InternalError",
@@ -81,7 +93,10 @@ impl Error {
             Error::MalformedJson(_)
             | Error::Validation(_)
             | Error::MalformedCiphertext(_)
-            | Error::DecryptionFailed => StatusCode::BAD_REQUEST,
+            | Error::DecryptionFailed
+            | Error::InvalidPlugin(_) => StatusCode::BAD_REQUEST,
+            Error::PluginFailed { .. } => StatusCode::BAD_GATEWAY,
+            Error::PluginTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Error::Unauthenticated => StatusCode::UNAUTHORIZED,
             Error::AccessDenied { .. } => StatusCode::FORBIDDEN,
             Error::NotFound { .. } | Error::UnknownOperation(_) => StatusCode::NOT_FOUND,

@@ -10,6 +10,7 @@
 //! - [`ops`]: the operation table, one file per operation, and the request pipeline.
 //! - [`crypto`]: the keyring (`hsm` and `envelope` protection), ciphertext format, encryption
 //!   context encoding, envelope material cache.
+//! - [`plugins`]: the WebAssembly plugin runtime (storage backends, rotation schedules).
 //! - [`hsm`]: every PKCS#11 call, the session pool, token set-up.
 //! - [`store`]: sqlx pools, migrations and queries; [`audit`]: the hash-chained log.
 //! - [`error`]: the one typed error enum, with code and HTTP status.
@@ -25,6 +26,7 @@ pub mod crypto;
 pub mod error;
 pub mod hsm;
 pub mod ops;
+pub mod plugins;
 pub mod server;
 pub mod state;
 pub mod store;

@@ -6,6 +6,7 @@ use crate::authn::TokenHasher;
 use crate::authz::Authz;
 use crate::config::Config;
 use crate::crypto::Keyring;
+use crate::plugins::PluginRuntime;
 use crate::store::Db;
 
 /// Everything a request may use.
@@ -15,4 +16,5 @@ pub struct AppState {
     pub keyring: Arc<Keyring>,
     pub authz: Authz,
     pub tokens: TokenHasher,
+    pub plugins: Arc<PluginRuntime>,
 }

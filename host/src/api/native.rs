@@ -16,7 +16,7 @@ use tracing::Instrument;
 use super::error_response;
 use crate::audit::AuditEvent;
 use crate::error::Error;
-use crate::ops::{self, audit_alone, RequestMeta};
+use crate::ops::{self, audit_alone, Operation, RequestMeta};
 use crate::state::AppState;
 use crate::telemetry::http::RequestId;
 
@@ -104,7 +104,12 @@ pub async fn handle(
         return error_response(&e, &meta.request_id);
     };
 
-    let limit = state.config.limits.max_body_bytes;
+    let limit = if operation == crate::ops::upload_plugin::UploadPlugin::NAME {
+        // base64 of the largest component, plus the JSON around it
+        state.config.plugins.max_upload_bytes / 3 * 4 + 8192
+    } else {
+        state.config.limits.max_body_bytes
+    };
     let bytes = match to_bytes(body, limit).await {
         Ok(b) => b,
         Err(_) => {

@@ -17,6 +17,8 @@ use crate::store::keys::KeyRow;
 pub enum ResourceRef {
     /// A tenant (creating things in it, listing, random bytes).
     Tenant(String),
+    /// A tenant's plugin.
+    Plugin(Box<crate::store::plugins::PluginRow>),
     /// A key, with its grantees and tags.
     Key {
         row: Box<KeyRow>,
@@ -31,6 +33,7 @@ impl ResourceRef {
         match self {
             ResourceRef::Tenant(t) => format!("Keyplane::Tenant::{t:?}"),
             ResourceRef::Key { row, .. } => format!("Keyplane::Key::{:?}", row.id),
+            ResourceRef::Plugin(p) => format!("Keyplane::Plugin::{:?}", plugin_id(p)),
         }
     }
 
@@ -39,6 +42,7 @@ impl ResourceRef {
         match self {
             ResourceRef::Tenant(t) => t,
             ResourceRef::Key { row, .. } => &row.tenant_id,
+            ResourceRef::Plugin(p) => &p.tenant_id,
         }
     }
 }
@@ -53,6 +57,11 @@ pub struct AuthzRequest<'a> {
     pub source_ip: IpAddr,
     pub client_certificate: bool,
     pub request_time: i64,
+}
+
+/// A plugin's entity id: `<tenant>/<name>`.
+pub fn plugin_id(p: &crate::store::plugins::PluginRow) -> String {
+    format!("{}/{}", p.tenant_id, p.name)
 }
 
 fn uid(ty: &str, id: &str) -> Result<EntityUid> {
@@ -134,6 +143,33 @@ pub fn build(req: &AuthzRequest<'_>) -> Result<Built> {
                     ],
                     [key_tenant],
                     tags.iter().map(|(k, v)| (k.clone(), s(v))),
+                )
+                .map_err(entity_err)?,
+            );
+            r
+        }
+        ResourceRef::Plugin(p) => {
+            let plugin_tenant = uid("Tenant", &p.tenant_id)?;
+            if p.tenant_id != req.principal.tenant_id {
+                entities.push(Entity::new_no_attrs(
+                    plugin_tenant.clone(),
+                    Default::default(),
+                ));
+            }
+            let r = uid("Plugin", &plugin_id(p))?;
+            entities.push(
+                Entity::new_with_tags(
+                    r.clone(),
+                    [
+                        (
+                            "tenant".to_string(),
+                            RestrictedExpression::new_entity_uid(plugin_tenant.clone()),
+                        ),
+                        ("world".to_string(), s(&p.world)),
+                        ("sha256".to_string(), s(&p.sha256)),
+                    ],
+                    [plugin_tenant],
+                    [],
                 )
                 .map_err(entity_err)?,
             );

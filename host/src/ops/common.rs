@@ -53,7 +53,7 @@ pub async fn resolve_key(ctx: &OpContext<'_>, key_id: &str) -> Result<ResourceRe
 pub fn key_row(resource: &ResourceRef) -> Result<&KeyRow> {
     match resource {
         ResourceRef::Key { row, .. } => Ok(row),
-        ResourceRef::Tenant(_) => Err(Error::Internal),
+        _ => Err(Error::Internal),
     }
 }
 

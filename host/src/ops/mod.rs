@@ -18,6 +18,9 @@ pub mod encrypt;
 pub mod generate_data_key;
 pub mod generate_random;
 pub mod list_keys;
+pub mod plugin_ops;
+pub mod rotation_ops;
+pub mod upload_plugin;
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -74,6 +77,11 @@ pub trait Operation: DeserializeOwned + Send + Sync + Sized + 'static {
     /// The encryption context the request carries (Cedar sees it as tags).
     fn encryption_context(&self) -> Option<&EncryptionContext> {
         None
+    }
+
+    /// How the audit record names the resource (default: its Cedar uid).
+    fn audit_resource(&self, resource: &ResourceRef) -> String {
+        resource.display()
     }
 
     /// Look up what the request is about.
@@ -262,7 +270,7 @@ async fn run_in_span<O: Operation>(
             return Err(e);
         }
     };
-    ev.resource = resource.display();
+    ev.resource = req.audit_resource(&resource);
     if let ResourceRef::Key { row, .. } = &resource {
         span.record("keyplane.key_id", row.id.as_str());
     }
@@ -327,7 +335,7 @@ async fn run_in_span<O: Operation>(
 
     let key_id = match &resource {
         ResourceRef::Key { row, .. } => Some(row.id.clone()),
-        ResourceRef::Tenant(_) => None,
+        _ => None,
     };
     let mut scope = WriteScope::new();
     match req.execute(&ctx, resource, &mut scope).await {
@@ -431,6 +439,36 @@ pub const OPERATIONS: &[(&str, &str, Handler)] = &[
         generate_random::GenerateRandom::NAME,
         generate_random::GenerateRandom::ACTION,
         handler::<generate_random::GenerateRandom>,
+    ),
+    (
+        upload_plugin::UploadPlugin::NAME,
+        upload_plugin::UploadPlugin::ACTION,
+        handler::<upload_plugin::UploadPlugin>,
+    ),
+    (
+        plugin_ops::ListPlugins::NAME,
+        plugin_ops::ListPlugins::ACTION,
+        handler::<plugin_ops::ListPlugins>,
+    ),
+    (
+        plugin_ops::DescribePlugin::NAME,
+        plugin_ops::DescribePlugin::ACTION,
+        handler::<plugin_ops::DescribePlugin>,
+    ),
+    (
+        plugin_ops::DeletePlugin::NAME,
+        plugin_ops::DeletePlugin::ACTION,
+        handler::<plugin_ops::DeletePlugin>,
+    ),
+    (
+        rotation_ops::SetRotationSchedule::NAME,
+        rotation_ops::SetRotationSchedule::ACTION,
+        handler::<rotation_ops::SetRotationSchedule>,
+    ),
+    (
+        rotation_ops::PreviewRotation::NAME,
+        rotation_ops::PreviewRotation::ACTION,
+        handler::<rotation_ops::PreviewRotation>,
     ),
 ];
 

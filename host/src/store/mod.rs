@@ -7,6 +7,7 @@
 
 pub mod keys;
 pub mod meta;
+pub mod plugins;
 pub mod principals;
 pub mod tenants;
 

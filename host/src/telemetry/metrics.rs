@@ -18,6 +18,8 @@ pub struct Metrics {
     authz_denials: Counter<u64>,
     hsm_duration: Histogram<f64>,
     key_operations: Counter<u64>,
+    plugin_duration: Histogram<f64>,
+    plugin_failures: Counter<u64>,
     per_key: bool,
     _dropped: ObservableCounter<u64>,
 }
@@ -54,6 +56,16 @@ fn build(per_key: bool) -> Metrics {
         key_operations: meter
             .u64_counter("keyplane.key.operations")
             .with_description("Cryptographic key operations by tenant and operation")
+            .build(),
+        plugin_duration: meter
+            .f64_histogram("keyplane.plugin.duration")
+            .with_unit("s")
+            .with_boundaries(LATENCY_BOUNDS.to_vec())
+            .with_description("Plugin invocation latency by plugin, world and outcome")
+            .build(),
+        plugin_failures: meter
+            .u64_counter("keyplane.plugin.failures")
+            .with_description("Failed plugin invocations by plugin, world and outcome")
             .build(),
         per_key,
         _dropped: meter
@@ -100,6 +112,19 @@ impl Metrics {
                 KeyValue::new("mechanism", mechanism),
             ],
         );
+    }
+
+    /// One plugin invocation (`plugin` is a short content hash).
+    pub fn plugin(&self, plugin: &str, world: &'static str, outcome: &str, seconds: f64) {
+        let labels = [
+            KeyValue::new("plugin", plugin.to_string()),
+            KeyValue::new("world", world),
+            KeyValue::new("outcome", outcome.to_string()),
+        ];
+        self.plugin_duration.record(seconds, &labels);
+        if outcome != "ok" {
+            self.plugin_failures.add(1, &labels);
+        }
     }
 
     /// One successful cryptographic operation with a key.

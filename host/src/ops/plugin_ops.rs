@@ -1,0 +1,136 @@
+//! `list-plugins`, `describe-plugin` and `delete-plugin` (refused while a key's rotation
+//! schedule uses the plugin). Cedar: `ListPlugins` on the tenant, `DescribePlugin` /
+//! `DeletePlugin` on the plugin.
+
+use serde::{Deserialize, Serialize};
+
+use super::common::validate_name;
+use super::upload_plugin::PluginInfo;
+use super::{OpContext, Operation, WriteScope};
+use crate::authz::ResourceRef;
+use crate::error::{Error, Result};
+use crate::store::plugins;
+
+async fn resolve_plugin(ctx: &OpContext<'_>, name: &str) -> Result<ResourceRef> {
+    let tenant = &ctx.principal.tenant_id;
+    let row = plugins::get(ctx.state.db.reader(), tenant, name)
+        .await?
+        .ok_or_else(|| Error::NotFound {
+            kind: "plugin",
+            id: format!("{tenant}/{name}"),
+        })?;
+    Ok(ResourceRef::Plugin(Box::new(row)))
+}
+
+fn plugin_row(r: &ResourceRef) -> Result<&plugins::PluginRow> {
+    match r {
+        ResourceRef::Plugin(p) => Ok(p),
+        _ => Err(Error::Internal),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListPlugins {}
+
+#[derive(Debug, Serialize)]
+pub struct ListPluginsOutput {
+    pub plugins: Vec<PluginInfo>,
+}
+
+impl Operation for ListPlugins {
+    const NAME: &'static str = "list-plugins";
+    const ACTION: &'static str = "ListPlugins";
+    type Output = ListPluginsOutput;
+
+    async fn resolve(&self, ctx: &OpContext<'_>) -> Result<ResourceRef> {
+        Ok(ResourceRef::Tenant(ctx.principal.tenant_id.clone()))
+    }
+
+    async fn execute(
+        self,
+        ctx: &OpContext<'_>,
+        _r: ResourceRef,
+        _s: &mut WriteScope,
+    ) -> Result<Self::Output> {
+        let rows = plugins::list(ctx.state.db.reader(), &ctx.principal.tenant_id).await?;
+        Ok(ListPluginsOutput {
+            plugins: rows.iter().map(PluginInfo::from).collect(),
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DescribePlugin {
+    pub name: String,
+}
+
+impl Operation for DescribePlugin {
+    const NAME: &'static str = "describe-plugin";
+    const ACTION: &'static str = "DescribePlugin";
+    type Output = PluginInfo;
+
+    fn validate(&self) -> Result<()> {
+        validate_name("name", &self.name)
+    }
+
+    async fn resolve(&self, ctx: &OpContext<'_>) -> Result<ResourceRef> {
+        resolve_plugin(ctx, &self.name).await
+    }
+
+    async fn execute(
+        self,
+        _ctx: &OpContext<'_>,
+        r: ResourceRef,
+        _s: &mut WriteScope,
+    ) -> Result<Self::Output> {
+        Ok(PluginInfo::from(plugin_row(&r)?))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeletePlugin {
+    pub name: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DeletePluginOutput {
+    pub deleted: String,
+}
+
+impl Operation for DeletePlugin {
+    const NAME: &'static str = "delete-plugin";
+    const ACTION: &'static str = "DeletePlugin";
+    type Output = DeletePluginOutput;
+
+    fn validate(&self) -> Result<()> {
+        validate_name("name", &self.name)
+    }
+
+    async fn resolve(&self, ctx: &OpContext<'_>) -> Result<ResourceRef> {
+        resolve_plugin(ctx, &self.name).await
+    }
+
+    async fn execute(
+        self,
+        ctx: &OpContext<'_>,
+        r: ResourceRef,
+        scope: &mut WriteScope,
+    ) -> Result<Self::Output> {
+        let p = plugin_row(&r)?;
+        let conn = scope.conn(ctx.state).await?;
+        let attached = plugins::attached_keys(conn, &p.tenant_id, &p.name).await?;
+        if attached > 0 {
+            return Err(Error::InvalidState(format!(
+                "plugin {} is the rotation schedule of {attached} key(s); detach it first",
+                p.name
+            )));
+        }
+        plugins::delete(conn, &p.tenant_id, &p.name).await?;
+        Ok(DeletePluginOutput {
+            deleted: p.name.clone(),
+        })
+    }
+}

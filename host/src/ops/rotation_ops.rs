@@ -1,0 +1,232 @@
+//! `set-rotation-schedule` (attach a rotation-schedule plugin and its configuration to a key)
+//! and `preview-rotation` (invoke the plugin now and return its decision; the scheduler that
+//! acts on decisions comes with key lifecycle). Cedar: `SetRotationSchedule` /
+//! `PreviewRotation` on the key.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::common::{key_row, resolve_key, validate_key_id, validate_name};
+use super::{OpContext, Operation, WriteScope};
+use crate::authz::ResourceRef;
+use crate::error::{Error, Result};
+use crate::plugins::bindings::v0_1_0::rotation::keyplane::plugin::types::KeyInfo;
+use crate::store::plugins::{self, PluginRow, ScheduleRow};
+use crate::store::{keys, now_rfc3339};
+
+const MAX_CONFIG: usize = 64;
+
+fn check_config(config: &BTreeMap<String, String>) -> Result<()> {
+    if config.len() > MAX_CONFIG
+        || config
+            .iter()
+            .any(|(k, v)| k.is_empty() || k.len() > 128 || v.len() > 1024)
+    {
+        return Err(Error::validation(format!(
+            "config: at most {MAX_CONFIG} entries, keys 1-128 bytes, values up to 1024 bytes"
+        )));
+    }
+    Ok(())
+}
+
+async fn rotation_plugin(ctx: &OpContext<'_>, tenant: &str, name: &str) -> Result<PluginRow> {
+    let p = plugins::get(ctx.state.db.reader(), tenant, name)
+        .await?
+        .ok_or_else(|| Error::NotFound {
+            kind: "plugin",
+            id: format!("{tenant}/{name}"),
+        })?;
+    if p.world != "rotation-schedule" {
+        return Err(Error::validation(format!(
+            "plugin {name} is a {}, not a rotation-schedule",
+            p.world
+        )));
+    }
+    Ok(p)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetRotationSchedule {
+    pub key_id: String,
+    pub plugin: String,
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ScheduleOutput {
+    pub key_id: String,
+    pub plugin: String,
+    pub plugin_sha256: String,
+    pub config: BTreeMap<String, String>,
+}
+
+impl Operation for SetRotationSchedule {
+    const NAME: &'static str = "set-rotation-schedule";
+    const ACTION: &'static str = "SetRotationSchedule";
+    type Output = ScheduleOutput;
+
+    fn validate(&self) -> Result<()> {
+        validate_key_id(&self.key_id)?;
+        validate_name("plugin", &self.plugin)?;
+        check_config(&self.config)
+    }
+
+    async fn resolve(&self, ctx: &OpContext<'_>) -> Result<ResourceRef> {
+        resolve_key(ctx, &self.key_id).await
+    }
+
+    async fn execute(
+        self,
+        ctx: &OpContext<'_>,
+        r: ResourceRef,
+        scope: &mut WriteScope,
+    ) -> Result<Self::Output> {
+        let key = key_row(&r)?;
+        let p = rotation_plugin(ctx, &key.tenant_id, &self.plugin).await?;
+        let row = ScheduleRow {
+            key_id: key.id.clone(),
+            tenant_id: key.tenant_id.clone(),
+            plugin_name: p.name.clone(),
+            config: serde_json::to_string(&self.config).map_err(|_| Error::Internal)?,
+            updated_at: now_rfc3339(),
+        };
+        plugins::set_schedule(scope.conn(ctx.state).await?, &row).await?;
+        Ok(ScheduleOutput {
+            key_id: key.id.clone(),
+            plugin: p.name,
+            plugin_sha256: p.sha256,
+            config: self.config,
+        })
+    }
+}
+
+/// Overrides of what the plugin is told about the key (to try boundary cases).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyInfoOverride {
+    pub created_at: Option<i64>,
+    pub current_version: Option<u32>,
+    pub version_count: Option<u32>,
+    pub last_rotation: Option<i64>,
+    pub encryptions_since_rotation: Option<u64>,
+    pub decryptions_since_rotation: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreviewRotation {
+    pub key_id: String,
+    /// Plugin to ask (default: the key's schedule).
+    pub plugin: Option<String>,
+    /// Configuration (default: the key's schedule's, when `plugin` is not given).
+    pub config: Option<BTreeMap<String, String>>,
+    /// Evaluate as of this time (seconds since the epoch; default now).
+    pub now: Option<i64>,
+    #[serde(default)]
+    pub key_info: KeyInfoOverride,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PreviewOutput {
+    pub key_id: String,
+    pub plugin: String,
+    pub plugin_sha256: String,
+    pub now: i64,
+    /// When the key should rotate (seconds since the epoch), or null.
+    pub next_rotation: Option<i64>,
+    /// Whether that time has come.
+    pub due: bool,
+}
+
+fn rfc3339_secs(s: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|d| d.timestamp())
+        .unwrap_or(0)
+}
+
+impl Operation for PreviewRotation {
+    const NAME: &'static str = "preview-rotation";
+    const ACTION: &'static str = "PreviewRotation";
+    type Output = PreviewOutput;
+
+    fn validate(&self) -> Result<()> {
+        validate_key_id(&self.key_id)?;
+        if let Some(p) = &self.plugin {
+            validate_name("plugin", p)?;
+        }
+        if let Some(c) = &self.config {
+            check_config(c)?;
+        }
+        Ok(())
+    }
+
+    async fn resolve(&self, ctx: &OpContext<'_>) -> Result<ResourceRef> {
+        resolve_key(ctx, &self.key_id).await
+    }
+
+    async fn execute(
+        self,
+        ctx: &OpContext<'_>,
+        r: ResourceRef,
+        _s: &mut WriteScope,
+    ) -> Result<Self::Output> {
+        let key = key_row(&r)?;
+        let (plugin_name, config) = match self.plugin {
+            Some(p) => (p, self.config.unwrap_or_default()),
+            None => {
+                let s = plugins::schedule(ctx.state.db.reader(), &key.id)
+                    .await?
+                    .ok_or_else(|| {
+                        Error::InvalidState(format!(
+                            "key {} has no rotation schedule; name a plugin",
+                            key.id
+                        ))
+                    })?;
+                let config = match self.config {
+                    Some(c) => c,
+                    None => serde_json::from_str(&s.config).unwrap_or_default(),
+                };
+                (s.plugin_name, config)
+            }
+        };
+        let p = rotation_plugin(ctx, &key.tenant_id, &plugin_name).await?;
+        let versions = keys::versions(ctx.state.db.reader(), &key.id).await?;
+        let o = self.key_info;
+        let info = KeyInfo {
+            key_id: key.id.clone(),
+            key_spec: key.spec.clone(),
+            created_at: o
+                .created_at
+                .unwrap_or_else(|| rfc3339_secs(&key.created_at)),
+            current_version: o.current_version.unwrap_or(key.primary_version as u32),
+            version_count: o.version_count.unwrap_or(versions.len() as u32),
+            last_rotation: o.last_rotation.or_else(|| {
+                versions
+                    .iter()
+                    .filter(|v| v.version > 1)
+                    .map(|v| rfc3339_secs(&v.created_at))
+                    .max()
+            }),
+            encryptions_since_rotation: o.encryptions_since_rotation.unwrap_or(0),
+            decryptions_since_rotation: o.decryptions_since_rotation.unwrap_or(0),
+        };
+        let now = self.now.unwrap_or_else(|| chrono::Utc::now().timestamp());
+        let config: Vec<(String, String)> = config.into_iter().collect();
+        let next = ctx
+            .state
+            .plugins
+            .next_rotation(&p.sha256, &config, &info, now)
+            .await?;
+        Ok(PreviewOutput {
+            key_id: key.id.clone(),
+            plugin: p.name,
+            plugin_sha256: p.sha256,
+            now,
+            next_rotation: next,
+            due: next.is_some_and(|t| t <= now),
+        })
+    }
+}

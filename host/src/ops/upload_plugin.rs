@@ -1,0 +1,123 @@
+//! `upload-plugin`: a tenant uploads a WebAssembly component for a world. It is size-limited,
+//! compiled once, type-checked against the world with only the granted imports (refused with
+//! the reason otherwise), stored content-addressed with its precompiled artifact, and audited
+//! with its SHA-256. Cedar: `UploadPlugin` on the caller's tenant.
+
+use ring::digest;
+use serde::{Deserialize, Serialize};
+
+use super::common::validate_name;
+use super::{Base64, OpContext, Operation, WriteScope};
+use crate::authz::ResourceRef;
+use crate::error::{Error, Result};
+use crate::plugins::World;
+use crate::store::now_rfc3339;
+use crate::store::plugins::{self, PluginRow};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadPlugin {
+    pub name: String,
+    /// `rotation-schedule` or `storage-backend`.
+    pub world: String,
+    /// The component, base64.
+    pub component: Base64,
+}
+
+/// A plugin as answers show it.
+#[derive(Debug, Serialize)]
+pub struct PluginInfo {
+    pub name: String,
+    pub tenant_id: String,
+    pub world: String,
+    pub sha256: String,
+    pub size: i64,
+    pub imports: Vec<String>,
+    pub created_at: String,
+    pub created_by: String,
+}
+
+impl From<&PluginRow> for PluginInfo {
+    fn from(r: &PluginRow) -> Self {
+        PluginInfo {
+            name: r.name.clone(),
+            tenant_id: r.tenant_id.clone(),
+            world: r.world.clone(),
+            sha256: r.sha256.clone(),
+            size: r.size,
+            imports: serde_json::from_str(&r.imports).unwrap_or_default(),
+            created_at: r.created_at.clone(),
+            created_by: r.created_by.clone(),
+        }
+    }
+}
+
+impl Operation for UploadPlugin {
+    const NAME: &'static str = "upload-plugin";
+    const ACTION: &'static str = "UploadPlugin";
+    type Output = PluginInfo;
+
+    fn validate(&self) -> Result<()> {
+        validate_name("name", &self.name)?;
+        if World::parse(&self.world).is_none() {
+            return Err(Error::validation(
+                "world must be \"rotation-schedule\" or \"storage-backend\"",
+            ));
+        }
+        if self.component.is_empty() {
+            return Err(Error::validation("component is empty"));
+        }
+        Ok(())
+    }
+
+    fn audit_resource(&self, resource: &ResourceRef) -> String {
+        let sha = hex::encode(digest::digest(&digest::SHA256, &self.component.0));
+        format!(
+            "Keyplane::Plugin::\"{}/{}\" sha256:{sha}",
+            resource.tenant(),
+            self.name
+        )
+    }
+
+    async fn resolve(&self, ctx: &OpContext<'_>) -> Result<ResourceRef> {
+        Ok(ResourceRef::Tenant(ctx.principal.tenant_id.clone()))
+    }
+
+    async fn execute(
+        self,
+        ctx: &OpContext<'_>,
+        _r: ResourceRef,
+        scope: &mut WriteScope,
+    ) -> Result<Self::Output> {
+        let tenant = ctx.principal.tenant_id.clone();
+        if plugins::get(ctx.state.db.reader(), &tenant, &self.name)
+            .await?
+            .is_some()
+        {
+            return Err(Error::AlreadyExists {
+                kind: "plugin",
+                id: format!("{tenant}/{}", self.name),
+            });
+        }
+        let world = World::parse(&self.world).ok_or(Error::Internal)?;
+        let runtime = ctx.state.plugins.clone();
+        let bytes = self.component.0.clone();
+        let span = tracing::Span::current();
+        let inspected =
+            tokio::task::spawn_blocking(move || span.in_scope(|| runtime.install(&bytes, world)))
+                .await
+                .map_err(|_| Error::Internal)??;
+        let row = PluginRow {
+            tenant_id: tenant,
+            name: self.name,
+            sha256: inspected.sha256,
+            world: world.as_str().into(),
+            size: inspected.size as i64,
+            imports: serde_json::to_string(&inspected.imports).map_err(|_| Error::Internal)?,
+            created_at: now_rfc3339(),
+            created_by: ctx.principal.id.clone(),
+        };
+        plugins::insert(scope.conn(ctx.state).await?, &row).await?;
+        Ok(PluginInfo::from(&row))
+    }
+}

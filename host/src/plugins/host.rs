@@ -1,0 +1,156 @@
+//! What a plugin instance can reach: the per-invocation store data, its resource limits, and
+//! the host capabilities (`log`, and for storage backends the tenant-scoped `kv` table).
+//! WASI is provided with nothing granted: no environment, arguments, preopened directories
+//! or network; clocks and randomness only.
+
+use wasmtime::component::ResourceTable;
+use wasmtime::ResourceLimiter;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::bindings::v0_1_0::rotation::keyplane::plugin::log;
+use super::bindings::v0_1_0::rotation::keyplane::plugin::types::StorageError;
+use super::bindings::v0_1_0::storage::keyplane::plugin::kv;
+use super::kv_store::KvStore;
+
+/// Largest kv key and value a plugin may use.
+pub const MAX_KV_KEY: usize = 512;
+pub const MAX_KV_VALUE: usize = 1 << 20;
+const MAX_LOG_LINES: u32 = 100;
+const MAX_LOG_LINE: usize = 2048;
+
+/// Store data of one invocation.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    memory_cap: usize,
+    table_cap: usize,
+    /// Set when the plugin asked for more memory than its cap.
+    pub out_of_memory: bool,
+    log_lines: u32,
+    plugin: String,
+    kv: Option<KvStore>,
+}
+
+impl HostState {
+    pub fn new(plugin: String, memory_cap: usize, table_cap: usize, kv: Option<KvStore>) -> Self {
+        HostState {
+            wasi: WasiCtxBuilder::new().build(),
+            table: ResourceTable::new(),
+            memory_cap,
+            table_cap,
+            out_of_memory: false,
+            log_lines: 0,
+            plugin,
+            kv,
+        }
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl ResourceLimiter for HostState {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_cap {
+            self.out_of_memory = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= self.table_cap)
+    }
+}
+
+impl super::bindings::v0_1_0::rotation::keyplane::plugin::types::Host for HostState {}
+
+impl log::Host for HostState {
+    async fn log(&mut self, level: log::Level, message: String) {
+        self.log_lines += 1;
+        if self.log_lines > MAX_LOG_LINES {
+            return;
+        }
+        let message: String = message.chars().take(MAX_LOG_LINE).collect();
+        let plugin = self.plugin.as_str();
+        match level {
+            log::Level::Debug => tracing::debug!(plugin, message, "plugin log"),
+            log::Level::Info => tracing::info!(plugin, message, "plugin log"),
+            log::Level::Warn => tracing::warn!(plugin, message, "plugin log"),
+            log::Level::Error => tracing::error!(plugin, message, "plugin log"),
+        }
+    }
+}
+
+fn check_key(key: &str) -> Result<(), StorageError> {
+    if key.is_empty() || key.len() > MAX_KV_KEY {
+        return Err(StorageError::Invalid(format!(
+            "kv keys must be 1-{MAX_KV_KEY} bytes"
+        )));
+    }
+    Ok(())
+}
+
+impl kv::Host for HostState {
+    async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, StorageError> {
+        check_key(&key)?;
+        let kv = self
+            .kv
+            .as_ref()
+            .ok_or_else(|| StorageError::Unavailable("kv not granted".into()))?;
+        kv.get(&key).await
+    }
+
+    async fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), StorageError> {
+        check_key(&key)?;
+        if value.len() > MAX_KV_VALUE {
+            return Err(StorageError::Invalid(format!(
+                "kv values are at most {MAX_KV_VALUE} bytes"
+            )));
+        }
+        let kv = self
+            .kv
+            .as_ref()
+            .ok_or_else(|| StorageError::Unavailable("kv not granted".into()))?;
+        kv.set(&key, &value).await
+    }
+
+    async fn delete(&mut self, key: String) -> Result<bool, StorageError> {
+        check_key(&key)?;
+        let kv = self
+            .kv
+            .as_ref()
+            .ok_or_else(|| StorageError::Unavailable("kv not granted".into()))?;
+        kv.delete(&key).await
+    }
+
+    async fn list_keys(
+        &mut self,
+        prefix: String,
+        start_after: Option<String>,
+        limit: u32,
+    ) -> Result<Vec<String>, StorageError> {
+        let kv = self
+            .kv
+            .as_ref()
+            .ok_or_else(|| StorageError::Unavailable("kv not granted".into()))?;
+        kv.list(&prefix, start_after.as_deref(), limit.clamp(1, 1000))
+            .await
+    }
+}

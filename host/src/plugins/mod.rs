@@ -1,0 +1,413 @@
+//! Tenant plugins: WebAssembly components run by wasmtime, sandboxed per invocation.
+//!
+//! Owns the one [`wasmtime::Engine`] (component model, pooling allocator, fuel and epoch
+//! interruption), the content-addressed store of uploaded components and their precompiled
+//! artifacts (keyed by SHA-256 and the engine's compatibility hash, so a restart does not
+//! recompile), type-checking against a world at upload, and invocation: a fresh instance from
+//! a cached, type-checked `InstancePre` per call, with a fuel budget, a wall-clock deadline, a
+//! memory cap, a table cap and an output cap. A trap, deadline, fuel exhaustion or OOM becomes
+//! a typed [`Error`] for that call only; the host keeps serving.
+//!
+//! Worlds and their grants: `rotation-schedule` plugins get `log` (and WASI with nothing
+//! granted); `storage-backend` plugins also get the tenant-scoped `kv` table. A component that
+//! imports anything else is refused at upload.
+
+pub mod bindings;
+mod host;
+mod kv_store;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ring::digest;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+
+use crate::config::PluginsConfig;
+use crate::error::{Error, Result};
+use crate::store::Db;
+use bindings::v0_1_0::rotation::{keyplane::plugin::types::KeyInfo, RotationSchedulePre};
+use bindings::v0_1_0::storage::StorageBackendPre;
+pub use host::HostState;
+pub use kv_store::KvStore;
+
+/// The worlds a plugin can implement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum World {
+    RotationSchedule,
+    StorageBackend,
+}
+
+impl World {
+    pub fn parse(s: &str) -> Option<World> {
+        match s {
+            "rotation-schedule" => Some(World::RotationSchedule),
+            "storage-backend" => Some(World::StorageBackend),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            World::RotationSchedule => "rotation-schedule",
+            World::StorageBackend => "storage-backend",
+        }
+    }
+}
+
+/// A plugin as the host keeps it loaded.
+enum Loaded {
+    Rotation(RotationSchedulePre<HostState>),
+    // Type-checked at upload; invoked once tenants attach storage backends (not yet wired).
+    #[allow(dead_code)]
+    Storage(StorageBackendPre<HostState>),
+}
+
+/// What an upload found out about a component.
+#[derive(Debug, Clone)]
+pub struct Inspected {
+    pub sha256: String,
+    pub size: usize,
+    pub imports: Vec<String>,
+}
+
+/// The plugin runtime.
+pub struct PluginRuntime {
+    engine: Engine,
+    rotation_linker: Linker<HostState>,
+    storage_linker: Linker<HostState>,
+    dir: PathBuf,
+    compat: String,
+    limits: PluginsConfig,
+    loaded: Mutex<HashMap<(String, World), Arc<Loaded>>>,
+    db: Db,
+}
+
+fn engine(limits: &PluginsConfig) -> anyhow::Result<Engine> {
+    let mut pool = PoolingAllocationConfig::default();
+    let n = limits.max_instances.max(1);
+    pool.total_component_instances(n)
+        .total_core_instances(n * 16)
+        .total_memories(n * 4)
+        .total_tables(n * 16)
+        .total_stacks(n)
+        .max_core_instances_per_component(32)
+        .max_memories_per_component(4)
+        .max_tables_per_component(16)
+        .max_memory_size(limits.memory_bytes)
+        .table_elements(limits.table_elements);
+    let mut config = Config::new();
+    config
+        .consume_fuel(true)
+        .epoch_interruption(true)
+        .max_wasm_stack(512 << 10)
+        .async_stack_size(2 << 20)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Ok(Engine::new(&config)?)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(digest::digest(&digest::SHA256, bytes))
+}
+
+/// Turn a failed invocation into the public error, logging the detail.
+fn classify(plugin: &str, err: wasmtime::Error, out_of_memory: bool) -> Error {
+    let plugin = plugin.to_string();
+    if let Some(trap) = err.downcast_ref::<Trap>() {
+        match trap {
+            Trap::OutOfFuel | Trap::Interrupt => return Error::PluginTimeout { plugin },
+            Trap::StackOverflow => {
+                return Error::PluginFailed {
+                    plugin,
+                    reason: "stack overflow".into(),
+                }
+            }
+            _ => {}
+        }
+    }
+    if out_of_memory {
+        return Error::PluginFailed {
+            plugin,
+            reason: "memory limit exceeded".into(),
+        };
+    }
+    let detail = format!("{err:#}");
+    tracing::warn!(plugin = %plugin, error = %detail.chars().take(500).collect::<String>(), "plugin call failed");
+    let reason = match err.downcast_ref::<Trap>() {
+        Some(Trap::UnreachableCodeReached) => "trapped (panic or abort)".to_string(),
+        Some(t) => format!("trapped: {t}"),
+        None => "failed".to_string(),
+    };
+    Error::PluginFailed { plugin, reason }
+}
+
+impl PluginRuntime {
+    /// Build the engine and linkers; `dir` holds components and precompiled artifacts.
+    pub fn new(limits: PluginsConfig, dir: PathBuf, db: Db) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir.join("cache"))?;
+        let engine = engine(&limits)?;
+        let ticker = engine.clone();
+        std::thread::Builder::new()
+            .name("keyplane-wasm-epoch".into())
+            .spawn(move || loop {
+                std::thread::sleep(Duration::from_millis(10));
+                ticker.increment_epoch();
+            })?;
+        let mut rotation_linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut rotation_linker)?;
+        bindings::v0_1_0::rotation::RotationSchedule::add_to_linker::<_, HasSelf<HostState>>(
+            &mut rotation_linker,
+            |s| s,
+        )?;
+        let mut storage_linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut storage_linker)?;
+        bindings::v0_1_0::storage::StorageBackend::add_to_linker::<_, HasSelf<HostState>>(
+            &mut storage_linker,
+            |s| s,
+        )?;
+        let compat = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            engine.precompile_compatibility_hash().hash(&mut h);
+            format!("{:016x}", h.finish())
+        };
+        Ok(PluginRuntime {
+            engine,
+            rotation_linker,
+            storage_linker,
+            dir,
+            compat,
+            limits,
+            loaded: Mutex::new(HashMap::new()),
+            db,
+        })
+    }
+
+    /// Limits in force.
+    pub fn limits(&self) -> &PluginsConfig {
+        &self.limits
+    }
+
+    fn wasm_path(&self, sha: &str) -> PathBuf {
+        self.dir.join(format!("{sha}.wasm"))
+    }
+
+    fn artifact_path(&self, sha: &str) -> PathBuf {
+        self.dir
+            .join("cache")
+            .join(format!("{sha}-{}.cwasm", self.compat))
+    }
+
+    fn pre(&self, component: &Component, world: World) -> Result<Loaded> {
+        let refuse = |e: wasmtime::Error| Error::InvalidPlugin(format!("{e:#}"));
+        Ok(match world {
+            World::RotationSchedule => {
+                let ip = self
+                    .rotation_linker
+                    .instantiate_pre(component)
+                    .map_err(refuse)?;
+                Loaded::Rotation(RotationSchedulePre::new(ip).map_err(refuse)?)
+            }
+            World::StorageBackend => {
+                let ip = self
+                    .storage_linker
+                    .instantiate_pre(component)
+                    .map_err(refuse)?;
+                Loaded::Storage(StorageBackendPre::new(ip).map_err(refuse)?)
+            }
+        })
+    }
+
+    /// Validate an upload: a component, type-checked against `world` with only the granted
+    /// imports, then stored and precompiled. Blocking (compiles); run it off the executor.
+    pub fn install(&self, bytes: &[u8], world: World) -> Result<Inspected> {
+        if bytes.len() > self.limits.max_upload_bytes {
+            return Err(Error::InvalidPlugin(format!(
+                "component is larger than {} bytes",
+                self.limits.max_upload_bytes
+            )));
+        }
+        if bytes.len() < 8 || &bytes[..4] != b"\0asm" || bytes[4..8] != [0x0d, 0x00, 0x01, 0x00] {
+            return Err(Error::InvalidPlugin(
+                "not a WebAssembly component (core modules are not accepted)".into(),
+            ));
+        }
+        let component = Component::from_binary(&self.engine, bytes)
+            .map_err(|e| Error::InvalidPlugin(format!("does not compile: {e:#}")))?;
+        let imports: Vec<String> = component
+            .component_type()
+            .imports(&self.engine)
+            .map(|(name, _)| name.to_string())
+            .collect();
+        let loaded = self.pre(&component, world)?;
+        let sha256 = sha256_hex(bytes);
+        let store_err = |e: std::io::Error| {
+            tracing::error!(error = %e, "cannot store plugin");
+            Error::Internal
+        };
+        let wasm = self.wasm_path(&sha256);
+        if !wasm.exists() {
+            let tmp = wasm.with_extension("tmp");
+            std::fs::write(&tmp, bytes).map_err(store_err)?;
+            std::fs::rename(&tmp, &wasm).map_err(store_err)?;
+        }
+        let artifact = component.serialize().map_err(|e| {
+            tracing::error!(error = %e, "cannot serialize compiled plugin");
+            Error::Internal
+        })?;
+        let art = self.artifact_path(&sha256);
+        let tmp = art.with_extension("tmp");
+        std::fs::write(&tmp, artifact).map_err(store_err)?;
+        std::fs::rename(&tmp, &art).map_err(store_err)?;
+        self.loaded
+            .lock()
+            .map_err(|_| Error::Internal)?
+            .insert((sha256.clone(), world), Arc::new(loaded));
+        Ok(Inspected {
+            sha256,
+            size: bytes.len(),
+            imports,
+        })
+    }
+
+    /// The loaded plugin, from memory, the precompiled cache, or (cache miss) the component.
+    fn load(&self, sha256: &str, world: World) -> Result<Arc<Loaded>> {
+        if let Some(l) = self
+            .loaded
+            .lock()
+            .map_err(|_| Error::Internal)?
+            .get(&(sha256.to_string(), world))
+        {
+            return Ok(l.clone());
+        }
+        let art = self.artifact_path(sha256);
+        let component = if art.exists() {
+            // SAFETY: the artifact was written by this host's `Component::serialize` for an
+            // engine with the same compatibility hash (it is in the file name), in a directory
+            // only keyplane writes to.
+            unsafe { Component::deserialize_file(&self.engine, &art) }.map_err(|e| {
+                tracing::error!(error = %e, "cannot load precompiled plugin");
+                Error::Internal
+            })?
+        } else {
+            let bytes = std::fs::read(self.wasm_path(sha256)).map_err(|e| {
+                tracing::error!(error = %e, sha256, "plugin component missing");
+                Error::Internal
+            })?;
+            let c = Component::from_binary(&self.engine, &bytes).map_err(|_| Error::Internal)?;
+            if let Ok(a) = c.serialize() {
+                let _ = std::fs::write(&art, a);
+            }
+            c
+        };
+        let loaded = Arc::new(self.pre(&component, world)?);
+        self.loaded
+            .lock()
+            .map_err(|_| Error::Internal)?
+            .insert((sha256.to_string(), world), loaded.clone());
+        Ok(loaded)
+    }
+
+    fn store(&self, plugin: &str, kv: Option<KvStore>) -> Result<Store<HostState>> {
+        let mut store = Store::new(
+            &self.engine,
+            HostState::new(
+                plugin.to_string(),
+                self.limits.memory_bytes,
+                self.limits.table_elements,
+                kv,
+            ),
+        );
+        store.limiter(|s| s);
+        let setup = |store: &mut Store<HostState>| -> wasmtime::Result<()> {
+            store.set_fuel(self.limits.fuel)?;
+            store.fuel_async_yield_interval(Some(100_000))?;
+            store.set_epoch_deadline(self.limits.deadline_ms.div_ceil(10).max(1));
+            store.epoch_deadline_trap();
+            Ok(())
+        };
+        setup(&mut store).map_err(|_| Error::Internal)?;
+        Ok(store)
+    }
+
+    /// Ask a rotation-schedule plugin for its decision.
+    pub async fn next_rotation(
+        &self,
+        sha256: &str,
+        config: &[(String, String)],
+        info: &KeyInfo,
+        now: i64,
+    ) -> Result<Option<i64>> {
+        let short = &sha256[..12.min(sha256.len())];
+        let span = tracing::info_span!(
+            "plugin",
+            otel.name = "plugin next-rotation",
+            keyplane.plugin.sha256 = sha256,
+            keyplane.plugin.world = "rotation-schedule",
+            keyplane.plugin.fuel_used = tracing::field::Empty,
+            keyplane.plugin.outcome = tracing::field::Empty,
+        );
+        let start = Instant::now();
+        let result = async {
+            let Loaded::Rotation(pre) = &*self.load(sha256, World::RotationSchedule)? else {
+                return Err(Error::validation("plugin is not a rotation schedule"));
+            };
+            let mut store = self.store(short, None)?;
+            let call = async {
+                let bindings = pre.instantiate_async(&mut store).await?;
+                bindings
+                    .keyplane_plugin_schedule()
+                    .call_next_rotation(&mut store, &config.to_vec(), info, now)
+                    .await
+            }
+            .await;
+            let fuel_used = self
+                .limits
+                .fuel
+                .saturating_sub(store.get_fuel().unwrap_or(0));
+            tracing::Span::current().record("keyplane.plugin.fuel_used", fuel_used);
+            match call {
+                Ok(Ok(decision)) => Ok(decision),
+                Ok(Err(msg)) => {
+                    if msg.len() > self.limits.max_output_bytes {
+                        return Err(Error::PluginFailed {
+                            plugin: short.into(),
+                            reason: format!(
+                                "returned {} bytes, over the {}-byte output limit",
+                                msg.len(),
+                                self.limits.max_output_bytes
+                            ),
+                        });
+                    }
+                    Err(Error::PluginFailed {
+                        plugin: short.into(),
+                        reason: format!("declined: {}", msg.chars().take(200).collect::<String>()),
+                    })
+                }
+                Err(e) => Err(classify(short, e, store.data().out_of_memory)),
+            }
+        }
+        .instrument(span.clone())
+        .await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.code(),
+        };
+        span.record("keyplane.plugin.outcome", outcome);
+        crate::telemetry::metrics::metrics().plugin(
+            short,
+            "rotation-schedule",
+            outcome,
+            start.elapsed().as_secs_f64(),
+        );
+        result
+    }
+
+    /// The kv store of a tenant (for storage backends).
+    pub fn kv(&self, tenant: &str) -> KvStore {
+        KvStore::new(self.db.clone(), tenant.to_string())
+    }
+}
+
+use tracing::Instrument;

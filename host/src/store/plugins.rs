@@ -1,0 +1,133 @@
+//! The `plugins` and `rotation_schedules` tables.
+
+use sqlx::{SqliteConnection, SqlitePool};
+
+use crate::error::Result;
+
+/// An uploaded plugin.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PluginRow {
+    pub tenant_id: String,
+    pub name: String,
+    pub sha256: String,
+    pub world: String,
+    pub size: i64,
+    pub imports: String,
+    pub created_at: String,
+    pub created_by: String,
+}
+
+/// A key's rotation schedule.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ScheduleRow {
+    pub key_id: String,
+    pub tenant_id: String,
+    pub plugin_name: String,
+    pub config: String,
+    pub updated_at: String,
+}
+
+const COLUMNS: &str = "tenant_id, name, sha256, world, size, imports, created_at, created_by";
+
+pub async fn get(pool: &SqlitePool, tenant: &str, name: &str) -> Result<Option<PluginRow>> {
+    crate::telemetry::spans::db("SELECT", "plugins", async {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM plugins WHERE tenant_id = ? AND name = ?"
+        ))
+        .bind(tenant)
+        .bind(name)
+        .fetch_optional(pool)
+        .await?)
+    })
+    .await
+}
+
+pub async fn list(pool: &SqlitePool, tenant: &str) -> Result<Vec<PluginRow>> {
+    crate::telemetry::spans::db("SELECT", "plugins", async {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM plugins WHERE tenant_id = ? ORDER BY name"
+        ))
+        .bind(tenant)
+        .fetch_all(pool)
+        .await?)
+    })
+    .await
+}
+
+pub async fn insert(conn: &mut SqliteConnection, row: &PluginRow) -> Result<()> {
+    crate::telemetry::spans::db("INSERT", "plugins", async {
+        sqlx::query(&format!(
+            "INSERT INTO plugins ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        ))
+        .bind(&row.tenant_id)
+        .bind(&row.name)
+        .bind(&row.sha256)
+        .bind(&row.world)
+        .bind(row.size)
+        .bind(&row.imports)
+        .bind(&row.created_at)
+        .bind(&row.created_by)
+        .execute(conn)
+        .await?;
+        Ok(())
+    })
+    .await
+}
+
+pub async fn delete(conn: &mut SqliteConnection, tenant: &str, name: &str) -> Result<bool> {
+    crate::telemetry::spans::db("DELETE", "plugins", async {
+        let n = sqlx::query("DELETE FROM plugins WHERE tenant_id = ? AND name = ?")
+            .bind(tenant)
+            .bind(name)
+            .execute(conn)
+            .await?
+            .rows_affected();
+        Ok(n > 0)
+    })
+    .await
+}
+
+/// Keys whose rotation schedule uses the plugin.
+pub async fn attached_keys(conn: &mut SqliteConnection, tenant: &str, name: &str) -> Result<i64> {
+    crate::telemetry::spans::db("SELECT", "rotation_schedules", async {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM rotation_schedules WHERE tenant_id = ? AND plugin_name = ?",
+        )
+        .bind(tenant)
+        .bind(name)
+        .fetch_one(conn)
+        .await?)
+    })
+    .await
+}
+
+pub async fn schedule(pool: &SqlitePool, key_id: &str) -> Result<Option<ScheduleRow>> {
+    crate::telemetry::spans::db("SELECT", "rotation_schedules", async {
+        Ok(sqlx::query_as(
+            "SELECT key_id, tenant_id, plugin_name, config, updated_at FROM rotation_schedules WHERE key_id = ?",
+        )
+        .bind(key_id)
+        .fetch_optional(pool)
+        .await?)
+    })
+    .await
+}
+
+pub async fn set_schedule(conn: &mut SqliteConnection, row: &ScheduleRow) -> Result<()> {
+    crate::telemetry::spans::db("UPSERT", "rotation_schedules", async {
+        sqlx::query(
+            "INSERT INTO rotation_schedules (key_id, tenant_id, plugin_name, config, updated_at) VALUES (?, ?, ?, ?, ?) \
+             ON CONFLICT (key_id) DO UPDATE SET plugin_name = excluded.plugin_name, config = excluded.config, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(&row.key_id)
+        .bind(&row.tenant_id)
+        .bind(&row.plugin_name)
+        .bind(&row.config)
+        .bind(&row.updated_at)
+        .execute(conn)
+        .await?;
+        Ok(())
+    })
+    .await
+}

@@ -1,0 +1,479 @@
+//! Tenant plugins against the real binary: uploads over the HTTP API, rotation decisions,
+//! hostile components, and upload refusals. The components are built from `plugins/` by
+//! `scripts/test` (Debian's Rust for wasm32-wasip2).
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::{b64, Server};
+use serde_json::{json, Value};
+
+fn wasm(name: &str) -> Vec<u8> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins/target/wasm32-wasip2/release")
+        .join(format!("{}.wasm", name.replace('-', "_")));
+    std::fs::read(&p).unwrap_or_else(|e| {
+        panic!("{}: {e}; build the plugins first: (cd plugins && RUSTC_BOOTSTRAP=1 /usr/bin/cargo build --release)", p.display())
+    })
+}
+
+async fn upload(s: &Server, token: &str, name: &str, world: &str, file: &str) -> (u16, Value) {
+    s.call(
+        Some(token),
+        "upload-plugin",
+        json!({ "name": name, "world": world, "component": b64(&wasm(file)) }),
+    )
+    .await
+}
+
+async fn preview(
+    s: &Server,
+    key: &str,
+    plugin: &str,
+    config: Value,
+    now: i64,
+    info: Value,
+) -> (u16, Value) {
+    s.call(
+        Some(&s.admin),
+        "preview-rotation",
+        json!({ "key_id": key, "plugin": plugin, "config": config, "now": now, "key_info": info }),
+    )
+    .await
+}
+
+const DAY: i64 = 86_400;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rotation_plugins_decide_including_boundaries() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start(dir.path()).await;
+    for (name, file) in [
+        ("fixed", "rotation-fixed-interval"),
+        ("usage", "rotation-usage-limit"),
+        ("window", "rotation-maintenance-window"),
+    ] {
+        let (status, v) = upload(&s, &s.admin, name, "rotation-schedule", file).await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["world"], "rotation-schedule");
+        assert_eq!(v["sha256"].as_str().map(str::len), Some(64));
+        assert!(
+            v["imports"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|i| i == "keyplane:plugin/log@0.1.0"
+                    || i.as_str().unwrap().starts_with("wasi:")),
+            "{v}"
+        );
+    }
+    let key = s.create_key(&s.admin, "envelope").await;
+
+    // fixed-interval: due exactly `period` after creation or the last rotation.
+    let created = 1_000_000;
+    let cfg = json!({ "period": "30d" });
+    let (st, v) = preview(
+        &s,
+        &key,
+        "fixed",
+        cfg.clone(),
+        created + 30 * DAY - 1,
+        json!({ "created_at": created }),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        (v["next_rotation"].as_i64(), v["due"].as_bool()),
+        (Some(created + 30 * DAY), Some(false))
+    );
+    let (_, v) = preview(
+        &s,
+        &key,
+        "fixed",
+        cfg.clone(),
+        created + 30 * DAY,
+        json!({ "created_at": created }),
+    )
+    .await;
+    assert_eq!(v["due"], true);
+    let (_, v) = preview(
+        &s,
+        &key,
+        "fixed",
+        cfg.clone(),
+        0,
+        json!({ "created_at": created, "last_rotation": created + 5 }),
+    )
+    .await;
+    assert_eq!(v["next_rotation"].as_i64(), Some(created + 5 + 30 * DAY));
+    let (st, v) = preview(&s, &key, "fixed", json!({ "period": "soon" }), 0, json!({})).await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (502, Some("PluginFailed")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("period"),
+        "{v}"
+    );
+
+    // usage-limit: N-1 encryptions not due, N due; default limit 2^32.
+    let cfg = json!({ "max_encryptions": "10" });
+    let (_, v) = preview(
+        &s,
+        &key,
+        "usage",
+        cfg.clone(),
+        77,
+        json!({ "encryptions_since_rotation": 9 }),
+    )
+    .await;
+    assert_eq!(
+        (v["next_rotation"].clone(), v["due"].as_bool()),
+        (Value::Null, Some(false))
+    );
+    let (_, v) = preview(
+        &s,
+        &key,
+        "usage",
+        cfg.clone(),
+        77,
+        json!({ "encryptions_since_rotation": 10 }),
+    )
+    .await;
+    assert_eq!(
+        (v["next_rotation"].as_i64(), v["due"].as_bool()),
+        (Some(77), Some(true))
+    );
+    let (_, v) = preview(
+        &s,
+        &key,
+        "usage",
+        json!({}),
+        77,
+        json!({ "encryptions_since_rotation": (1u64 << 32) - 1 }),
+    )
+    .await;
+    assert_eq!(v["due"], false);
+    let (_, v) = preview(
+        &s,
+        &key,
+        "usage",
+        json!({}),
+        77,
+        json!({ "encryptions_since_rotation": 1u64 << 32 }),
+    )
+    .await;
+    assert_eq!(v["due"], true);
+
+    // maintenance-window: due Friday 2026-11-27 00:00 UTC, window Saturdays 02:00-04:00.
+    let thursday = 1_795_651_200; // 2026-11-26T00:00:00Z
+    let saturday_2am = thursday + 2 * DAY + 2 * 3600;
+    let cfg = json!({ "period": "1d", "days": "sat", "start_hour": "2", "end_hour": "4" });
+    let (st, v) = preview(
+        &s,
+        &key,
+        "window",
+        cfg.clone(),
+        thursday,
+        json!({ "created_at": thursday }),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["next_rotation"].as_i64(), Some(saturday_2am));
+    // Due inside the window: rotate at the due time itself.
+    let (_, v) = preview(
+        &s,
+        &key,
+        "window",
+        cfg.clone(),
+        0,
+        json!({ "created_at": saturday_2am + 5400 - DAY }),
+    )
+    .await;
+    assert_eq!(v["next_rotation"].as_i64(), Some(saturday_2am + 5400));
+    // Due exactly at the window's end (exclusive): the next Saturday.
+    let (_, v) = preview(
+        &s,
+        &key,
+        "window",
+        cfg.clone(),
+        0,
+        json!({ "created_at": saturday_2am + 7200 - DAY }),
+    )
+    .await;
+    assert_eq!(v["next_rotation"].as_i64(), Some(saturday_2am + 7 * DAY));
+
+    // The key's own schedule is used when no plugin is named; delete is refused while attached.
+    let v = s
+        .ok(
+            &s.admin,
+            "set-rotation-schedule",
+            json!({ "key_id": key, "plugin": "usage", "config": { "max_encryptions": "1" } }),
+        )
+        .await;
+    assert_eq!(v["plugin"], "usage");
+    let v = s
+        .ok(
+            &s.admin,
+            "preview-rotation",
+            json!({ "key_id": key, "key_info": { "encryptions_since_rotation": 1 } }),
+        )
+        .await;
+    assert_eq!(v["due"], true);
+    let (st, v) = s
+        .call(Some(&s.admin), "delete-plugin", json!({ "name": "usage" }))
+        .await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (409, Some("InvalidState")),
+        "{v}"
+    );
+    let (st, _) = s
+        .call(Some(&s.admin), "delete-plugin", json!({ "name": "window" }))
+        .await;
+    assert_eq!(st, 200);
+    let list = s.ok(&s.admin, "list-plugins", json!({})).await;
+    let names: Vec<&str> = list["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["fixed", "usage"]);
+    let d = s
+        .ok(&s.admin, "describe-plugin", json!({ "name": "fixed" }))
+        .await;
+    assert_eq!(
+        d["size"].as_u64(),
+        Some(wasm("rotation-fixed-interval").len() as u64)
+    );
+
+    // Restart: the precompiled artifact is reused and decisions still come.
+    s.stop();
+    let s = Server::start(dir.path()).await;
+    let (st, v) = preview(
+        &s,
+        &key,
+        "fixed",
+        json!({ "period": "1d" }),
+        0,
+        json!({ "created_at": 10 }),
+    )
+    .await;
+    assert_eq!(
+        (st, v["next_rotation"].as_i64()),
+        (200, Some(10 + DAY)),
+        "{v}"
+    );
+    let cached = std::fs::read_dir(dir.path().join("plugins/cache"))
+        .unwrap()
+        .count();
+    assert!(cached >= 3, "precompiled artifacts are cached: {cached}");
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_plugins_fail_typed_within_deadline_and_hurt_nobody_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = std::sync::Arc::new(Server::start(dir.path()).await);
+    let (_, other_admin) = s.tenant_with_admin("bystander").await;
+    let other_key = s.create_key(&other_admin, "envelope").await;
+    let key = s.create_key(&s.admin, "envelope").await;
+    let cases = [
+        ("spin", "hostile-spin", 504, "PluginTimeout", ""),
+        ("hog", "hostile-memory-hog", 502, "PluginFailed", "memory"),
+        (
+            "recurse",
+            "hostile-deep-recursion",
+            502,
+            "PluginFailed",
+            "trapped",
+        ),
+        ("panic", "hostile-panic", 502, "PluginFailed", "trapped"),
+        (
+            "huge",
+            "hostile-huge-output",
+            502,
+            "PluginFailed",
+            "output limit",
+        ),
+    ];
+    for (name, file, ..) in &cases {
+        let (st, v) = upload(&s, &s.admin, name, "rotation-schedule", file).await;
+        assert_eq!(st, 200, "{name}: {v}");
+    }
+    let pid = s.pid();
+    let rss_before = rss_kib(pid);
+    for (name, _, status, code, needle) in &cases {
+        // While the hostile plugin runs, another tenant keeps encrypting.
+        let bystander = {
+            let s = s.clone();
+            let (token, key) = (other_admin.clone(), other_key.clone());
+            tokio::spawn(async move {
+                let mut n = 0;
+                let until = Instant::now() + Duration::from_millis(600);
+                while Instant::now() < until {
+                    let ct = s.encrypt(&token, &key, b"still here", json!({})).await;
+                    assert!(!ct.is_empty());
+                    n += 1;
+                }
+                n
+            })
+        };
+        let started = Instant::now();
+        let (st, v) = preview(&s, &key, name, json!({}), 0, json!({})).await;
+        let took = started.elapsed();
+        assert_eq!(
+            (st, v["error"]["code"].as_str()),
+            (*status, Some(*code)),
+            "{name}: {v}"
+        );
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(needle),
+            "{name}: {v}"
+        );
+        assert!(took < Duration::from_secs(5), "{name} took {took:?}");
+        let encrypts = bystander.await.expect("bystander encrypts all succeeded");
+        assert!(encrypts >= 3, "{name}: only {encrypts} bystander encrypts");
+    }
+    // Several rounds at once: memory stays bounded (instances are capped and torn down).
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let s = s.clone();
+        let key = key.clone();
+        let name = ["hog", "huge", "spin", "recurse"][i % 4];
+        tasks.push(tokio::spawn(async move {
+            preview(&s, &key, name, json!({}), 0, json!({})).await.0
+        }));
+    }
+    for t in tasks {
+        assert!(matches!(t.await.unwrap(), 502 | 504));
+    }
+    let rss_after = rss_kib(pid);
+    assert!(
+        rss_after < rss_before + 512 * 1024,
+        "host RSS grew from {rss_before} KiB to {rss_after} KiB"
+    );
+    // Every failure was audited with its typed outcome.
+    let pool = s.sql().await;
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_log WHERE action = 'PreviewRotation' AND outcome IN ('PluginFailed', 'PluginTimeout')")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(n >= 13, "{n}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn uploads_are_refused_with_reasons() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_with_env(
+        dir.path(),
+        &[
+            ("RUST_LOG", "warn"),
+            ("KEYPLANE_PLUGINS__MAX_UPLOAD_BYTES", "150000"),
+        ],
+    )
+    .await;
+    let t = s.admin.clone();
+    let send = |name: &str, world: &str, bytes: Vec<u8>| {
+        let body = json!({ "name": name, "world": world, "component": b64(&bytes) });
+        let s = &s;
+        let t = t.clone();
+        async move { s.call(Some(&t), "upload-plugin", body).await }
+    };
+    // Not a component at all, and a core module.
+    let (st, v) = send("junk", "rotation-schedule", b"definitely not wasm".to_vec()).await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (400, Some("InvalidPlugin")),
+        "{v}"
+    );
+    let core_module = b"\0asm\x01\0\0\0".to_vec();
+    let (st, v) = send("core", "rotation-schedule", core_module).await;
+    assert_eq!(st, 400, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("component"),
+        "{v}"
+    );
+    // A truncated component.
+    let mut cut = wasm("rotation-fixed-interval");
+    cut.truncate(cut.len() / 2);
+    let (st, _) = send("cut", "rotation-schedule", cut).await;
+    assert_eq!(st, 400);
+    // Wrong world both ways.
+    let (st, v) = send("wrong1", "storage-backend", wasm("rotation-fixed-interval")).await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (400, Some("InvalidPlugin")),
+        "{v}"
+    );
+    let (st, v) = send("wrong2", "rotation-schedule", wasm("storage-kv")).await;
+    assert_eq!(st, 400, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("kv"),
+        "{v}"
+    );
+    // Ungranted import: a rotation schedule importing the kv capability.
+    let (st, v) = send("sneaky", "rotation-schedule", wasm("hostile-sneaky-import")).await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (400, Some("InvalidPlugin")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("keyplane:plugin/kv"),
+        "{v}"
+    );
+    // Over the size limit.
+    let mut big = wasm("rotation-fixed-interval");
+    big.resize(150_001, 0);
+    let (st, v) = send("big", "rotation-schedule", big).await;
+    assert_eq!(st, 400, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("larger than"),
+        "{v}"
+    );
+    // Unauthorized principal: a member may not upload; another tenant cannot see ours.
+    let m = s
+        .ok(&t, "create-principal", json!({ "name": "member" }))
+        .await;
+    let (st, _) = s
+        .call(Some(m["token"].as_str().unwrap()), "upload-plugin", json!({ "name": "m", "world": "rotation-schedule", "component": b64(&wasm("rotation-fixed-interval")) }))
+        .await;
+    assert_eq!(st, 403);
+    // Nothing refused was stored; the refusals were audited with their hashes.
+    let list = s.ok(&t, "list-plugins", json!({})).await;
+    assert_eq!(list["plugins"].as_array().unwrap().len(), 0);
+    let pool = s.sql().await;
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_log WHERE action = 'UploadPlugin' AND outcome = 'InvalidPlugin' AND resource LIKE '%sha256:%'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(n >= 7, "{n}");
+    // A valid upload still works, and the name is then taken.
+    let (st, _) = send("ok", "rotation-schedule", wasm("rotation-fixed-interval")).await;
+    assert_eq!(st, 200);
+    let (st, _) = send("ok", "rotation-schedule", wasm("rotation-fixed-interval")).await;
+    assert_eq!(st, 409);
+}
