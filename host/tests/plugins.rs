@@ -477,3 +477,176 @@ async fn uploads_are_refused_with_reasons() {
     let (st, _) = send("ok", "rotation-schedule", wasm("rotation-fixed-interval")).await;
     assert_eq!(st, 409);
 }
+
+async fn kv_rows(s: &Server, tenant: &str) -> Vec<(String, Vec<u8>)> {
+    let pool = s.sql().await;
+    sqlx::query_as("SELECT key, value FROM plugin_kv WHERE tenant_id = ? ORDER BY key")
+        .bind(tenant)
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn storage_backends_hold_only_wrapped_blobs_and_stay_in_their_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start(dir.path()).await;
+    let (_, victim) = s.tenant_with_admin("victim").await;
+    let (_, mallory) = s.tenant_with_admin("mallory").await;
+
+    // The victim keeps its blobs in the kv backend.
+    let (st, v) = upload(&s, &victim, "kv", "storage-backend", "storage-kv").await;
+    assert_eq!(st, 200, "{v}");
+    let (st, v) = s
+        .call(
+            Some(&victim),
+            "set-storage-backend",
+            json!({ "plugin": "kv" }),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    // A rotation plugin cannot be a storage backend.
+    upload(
+        &s,
+        &victim,
+        "fixed",
+        "rotation-schedule",
+        "rotation-fixed-interval",
+    )
+    .await;
+    let (st, _) = s
+        .call(
+            Some(&victim),
+            "set-storage-backend",
+            json!({ "plugin": "fixed" }),
+        )
+        .await;
+    assert_eq!(st, 400);
+    let key = s.create_key(&victim, "envelope").await;
+    let ctx = json!({ "app": "ledger" });
+    let ct = s.encrypt(&victim, &key, b"victim data", ctx.clone()).await;
+    let (st, v) = s.decrypt(&victim, &ct, ctx.clone()).await;
+    assert_eq!(st, 200, "{v}");
+
+    let pool = s.sql().await;
+    let (inline, store): (Option<Vec<u8>>, Option<String>) =
+        sqlx::query_as("SELECT wrapped_material, blob_store FROM key_versions WHERE key_id = ?")
+            .bind(&key)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((inline, store.as_deref()), (None, Some("kv")));
+    let victim_rows = kv_rows(&s, "victim").await;
+    assert_eq!(victim_rows.len(), 1);
+    assert_eq!(
+        victim_rows[0].0,
+        format!("tenants/victim/keys/{key}/1"),
+        "the host namespaces blob names by tenant"
+    );
+
+    // The blob is wrapped: the key material is nowhere in it (nor anywhere on disk).
+    let r = s
+        .client
+        .post(format!("{}/debug/envelope-material", s.base))
+        .bearer_auth(&s.admin)
+        .json(&json!({ "key_id": key }))
+        .send()
+        .await
+        .unwrap();
+    let material = common::unb64(&r.json::<Value>().await.unwrap()["material"]);
+    assert_eq!(material.len(), 32);
+    assert!(!victim_rows[0]
+        .1
+        .windows(32)
+        .any(|w| w == material.as_slice()));
+
+    // Mallory's backend tries every crafted name it can think of.
+    let (st, v) = upload(
+        &s,
+        &mallory,
+        "evil",
+        "storage-backend",
+        "hostile-cross-tenant",
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    s.ok(&mallory, "set-storage-backend", json!({ "plugin": "evil" }))
+        .await;
+    let k1 = s.create_key(&mallory, "envelope").await;
+    let k2 = s.create_key(&mallory, "envelope").await;
+    // k1's blob comes back as whatever the plugin found under its crafted names (k2's
+    // blob): it does not authenticate, so the request fails as a plugin failure.
+    let (st, v) = s
+        .call(
+            Some(&mallory),
+            "encrypt",
+            json!({ "key_id": k1, "plaintext": b64(b"x") }),
+        )
+        .await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (502, Some("PluginFailed")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not authenticate"),
+        "{v}"
+    );
+    let _ = s
+        .call(
+            Some(&mallory),
+            "encrypt",
+            json!({ "key_id": k2, "plaintext": b64(b"x") }),
+        )
+        .await;
+    // The victim's rows are untouched and none of them leaked into Mallory's.
+    assert_eq!(kv_rows(&s, "victim").await, victim_rows);
+    let mallory_rows = kv_rows(&s, "mallory").await;
+    assert!(!mallory_rows.is_empty());
+    for (name, value) in &mallory_rows {
+        assert!(
+            name.starts_with("tenants/mallory/") || !name.contains("victim/keys"),
+            "{name}"
+        );
+        assert_ne!(
+            value, &victim_rows[0].1,
+            "victim's blob reached mallory under {name}"
+        );
+    }
+
+    // After a restart (cold cache) the victim's key is read back through the plugin.
+    s.stop();
+    let s = Server::start(dir.path()).await;
+    let (st, v) = s.decrypt(&victim, &ct, ctx).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(common::unb64(&v["plaintext"]), b"victim data");
+    // A storage backend holding blobs cannot be deleted.
+    let (st, v) = s
+        .call(Some(&victim), "delete-plugin", json!({ "name": "kv" }))
+        .await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (409, Some("InvalidState")),
+        "{v}"
+    );
+    // Scan the whole data dir for the material.
+    let mut stack = vec![dir.path().to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let bytes = std::fs::read(&p).unwrap();
+                assert!(
+                    !bytes.windows(32).any(|w| w == material.as_slice()),
+                    "material in {}",
+                    p.display()
+                );
+            }
+        }
+    }
+}

@@ -175,9 +175,10 @@ pub async fn debug_envelope_material(
                 kind: "key",
                 id: key_id.clone(),
             })?;
-        let version = keys::version(state.db.reader(), &key_id, key.primary_version)
+        let mut version = keys::version(state.db.reader(), &key_id, key.primary_version)
             .await?
             .ok_or(Error::Internal)?;
+        crate::ops::load_blob(&state, &key, &mut version).await?;
         state
             .keyring
             .debug_envelope_material(&key.tenant_id, &version)

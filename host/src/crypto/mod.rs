@@ -292,12 +292,19 @@ impl Keyring {
             hsm.gcm_decrypt(kek, &iv, &aad, sealed)
         })
         .await
-        .map_err(|e| match e {
-            Error::DecryptionFailed => {
+        .map_err(|e| match (e, &version.blob_store) {
+            (Error::DecryptionFailed, Some(plugin)) => {
+                tracing::error!(key = %version.key_id, plugin = %plugin, "stored blob does not authenticate");
+                Error::PluginFailed {
+                    plugin: plugin.clone(),
+                    reason: "returned a key blob that does not authenticate (altered or swapped)".into(),
+                }
+            }
+            (Error::DecryptionFailed, None) => {
                 tracing::error!(key = %version.key_id, "wrapped material does not authenticate");
                 Error::Internal
             }
-            e => e,
+            (e, _) => e,
         })?;
         let mut material = Zeroizing::new([0u8; 32]);
         if opened.len() != 32 {
@@ -307,6 +314,11 @@ impl Keyring {
         let material = Arc::new(material);
         self.cache.insert(&version.key_id, v, material.clone());
         Ok(material)
+    }
+
+    /// Whether a version's material is in the cache (no need to fetch its blob).
+    pub fn has_cached(&self, key_id: &str, version: u32) -> bool {
+        self.cache.get(key_id, version).is_some()
     }
 
     /// A fresh 96-bit nonce from the OS CSPRNG.

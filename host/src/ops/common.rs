@@ -12,7 +12,10 @@ use crate::crypto::ciphertext::{self, Algorithm, MAX_KEY_ID_LEN};
 use crate::crypto::context::{canonical, EncryptionContext};
 use crate::crypto::Protection;
 use crate::error::{Error, Result};
+use crate::plugins::{StorageOp, StorageReply};
+use crate::state::AppState;
 use crate::store::keys::{self, KeyRow, KeyVersionRow};
+use crate::store::plugins;
 
 pub const KEY_SPEC_AES_256_GCM: &str = "AES_256_GCM";
 pub const USAGE_ENCRYPT_DECRYPT: &str = "encrypt-decrypt";
@@ -88,7 +91,79 @@ pub async fn usable_version(ctx: &OpContext<'_>, key: &KeyRow, v: i64) -> Result
             key.id, version.state
         )));
     }
+    let mut version = version;
+    load_blob(ctx.state, key, &mut version).await?;
     Ok(version)
+}
+
+/// The name of a version's wrapped blob in a storage backend (the host adds the tenant).
+pub fn blob_name(key_id: &str, version: i64) -> String {
+    format!("keys/{key_id}/{version}")
+}
+
+/// A tenant's attached storage backend: (plugin name, sha256, config).
+pub type Backend = (String, String, Vec<(String, String)>);
+
+/// A tenant's storage backend, if one is attached.
+pub async fn tenant_backend(state: &AppState, tenant: &str) -> Result<Option<Backend>> {
+    let pool = state.db.reader();
+    let Some(b) = plugins::storage_backend(pool, tenant).await? else {
+        return Ok(None);
+    };
+    let p = plugins::get(pool, tenant, &b.plugin_name)
+        .await?
+        .ok_or(Error::Internal)?;
+    let config: BTreeMap<String, String> = serde_json::from_str(&b.config).unwrap_or_default();
+    Ok(Some((p.name, p.sha256, config.into_iter().collect())))
+}
+
+/// Fetch a version's wrapped material from its storage backend unless it is inline or its
+/// unwrapped material is already cached.
+pub async fn load_blob(state: &AppState, key: &KeyRow, version: &mut KeyVersionRow) -> Result<()> {
+    let Some(store) = version.blob_store.clone() else {
+        return Ok(());
+    };
+    if version.wrapped_material.is_some()
+        || state.keyring.has_cached(&key.id, version.version as u32)
+    {
+        return Ok(());
+    }
+    let pool = state.db.reader();
+    let plugin = plugins::get(pool, &key.tenant_id, &store).await?.ok_or_else(|| {
+        tracing::error!(key = %key.id, plugin = %store, "storage plugin of a key version is gone");
+        Error::Internal
+    })?;
+    let config: Vec<(String, String)> = match plugins::storage_backend(pool, &key.tenant_id).await?
+    {
+        Some(b) if b.plugin_name == store => {
+            serde_json::from_str::<BTreeMap<String, String>>(&b.config)
+                .unwrap_or_default()
+                .into_iter()
+                .collect()
+        }
+        _ => Vec::new(),
+    };
+    let op = StorageOp::Get {
+        name: blob_name(&key.id, version.version),
+    };
+    match state
+        .plugins
+        .storage(&key.tenant_id, &plugin.sha256, &config, op)
+        .await?
+    {
+        StorageReply::Blob(Some(data)) => {
+            version.wrapped_material = Some(data);
+            Ok(())
+        }
+        StorageReply::Blob(None) => Err(Error::PluginFailed {
+            plugin: store,
+            reason: format!(
+                "has no blob for version {} of key {}",
+                version.version, key.id
+            ),
+        }),
+        _ => Err(Error::Internal),
+    }
 }
 
 /// The AAD of a ciphertext: its header followed by the canonical encryption context.

@@ -5,11 +5,15 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::common::{KeyMetadata, KEY_SPEC_AES_256_GCM, STATE_ENABLED, USAGE_ENCRYPT_DECRYPT};
+use super::common::{
+    blob_name, tenant_backend, KeyMetadata, KEY_SPEC_AES_256_GCM, STATE_ENABLED,
+    USAGE_ENCRYPT_DECRYPT,
+};
 use super::{OpContext, Operation, WriteScope};
 use crate::authz::ResourceRef;
 use crate::crypto::Protection;
 use crate::error::{Error, Result};
+use crate::plugins::StorageOp;
 use crate::store::keys::{self, KeyRow, KeyVersionRow};
 use crate::store::{now_rfc3339, principals};
 
@@ -105,8 +109,10 @@ impl Operation for CreateKey {
             .unwrap_or_else(|| vec![ctx.principal.id.clone()]);
         grants.sort();
         grants.dedup();
-        let found =
-            principals::existing_in_tenant(scope.conn(ctx.state).await?, &tenant, &grants).await?;
+        let found = {
+            let mut conn = ctx.state.db.reader().acquire().await?;
+            principals::existing_in_tenant(&mut conn, &tenant, &grants).await?
+        };
         if let Some(missing) = grants.iter().find(|g| !found.contains(g)) {
             return Err(Error::validation(format!(
                 "grant names {missing}, which is not a principal of tenant {tenant}"
@@ -120,15 +126,36 @@ impl Operation for CreateKey {
             .keyring
             .new_version(&tenant, &key_id, 1, protection)
             .await?;
-        let version = KeyVersionRow {
+        let mut version = KeyVersionRow {
             key_id: key_id.clone(),
             version: 1,
             state: STATE_ENABLED.into(),
             hsm_object_id: material.hsm_object_id.clone(),
             wrapped_material: material.wrapped_material.clone(),
             created_at: now.clone(),
+            blob_store: None,
         };
         scope.created(material);
+        // Envelope material goes to the tenant's storage backend, if it has one, before the
+        // transaction opens (a plugin's kv writes need the writer); undone if it fails.
+        if let (Some(wrapped), Some((plugin, sha, config))) = (
+            version.wrapped_material.clone(),
+            tenant_backend(ctx.state, &tenant).await?,
+        ) {
+            let name = blob_name(&key_id, 1);
+            let op = StorageOp::Put {
+                name: name.clone(),
+                data: wrapped,
+                expected_version: Some(0),
+            };
+            ctx.state
+                .plugins
+                .storage(&tenant, &sha, &config, op)
+                .await?;
+            scope.created_blob(&tenant, &sha, config, name);
+            version.wrapped_material = None;
+            version.blob_store = Some(plugin);
+        }
         let row = KeyRow {
             id: key_id,
             tenant_id: tenant,

@@ -20,6 +20,7 @@ pub mod generate_random;
 pub mod list_keys;
 pub mod plugin_ops;
 pub mod rotation_ops;
+pub mod set_storage_backend;
 pub mod upload_plugin;
 
 use std::future::Future;
@@ -42,6 +43,7 @@ use crate::telemetry::metrics::metrics;
 use tracing::Instrument;
 
 pub use b64::Base64;
+pub use common::load_blob;
 
 /// Facts about the request that are not in its body.
 #[derive(Debug, Clone)]
@@ -101,13 +103,18 @@ pub trait Operation: DeserializeOwned + Send + Sync + Sized + 'static {
 pub struct WriteScope {
     tx: Option<Tx>,
     created: Vec<NewVersion>,
+    blobs: Vec<WrittenBlob>,
 }
+
+/// A blob written to a storage backend during a request: (tenant, plugin sha256, config, name).
+type WrittenBlob = (String, String, Vec<(String, String)>, String);
 
 impl WriteScope {
     fn new() -> Self {
         WriteScope {
             tx: None,
             created: Vec::new(),
+            blobs: Vec::new(),
         }
     }
 
@@ -122,6 +129,18 @@ impl WriteScope {
     /// Register material created outside the database, destroyed if this scope rolls back.
     pub fn created(&mut self, v: NewVersion) {
         self.created.push(v);
+    }
+
+    /// Register a blob written to a storage backend, deleted if this scope rolls back.
+    pub fn created_blob(
+        &mut self,
+        tenant: &str,
+        sha256: &str,
+        config: Vec<(String, String)>,
+        name: String,
+    ) {
+        self.blobs
+            .push((tenant.to_string(), sha256.to_string(), config, name));
     }
 
     async fn commit_with(mut self, state: &AppState, ev: &AuditEvent) -> Result<()> {
@@ -145,6 +164,12 @@ impl WriteScope {
         }
         for v in self.created.drain(..) {
             state.keyring.discard(v).await;
+        }
+        for (tenant, sha, config, name) in self.blobs.drain(..) {
+            let op = crate::plugins::StorageOp::Delete { name };
+            if let Err(e) = state.plugins.storage(&tenant, &sha, &config, op).await {
+                tracing::error!(error = %e, "could not delete the blob of a failed key creation");
+            }
         }
     }
 }
@@ -439,6 +464,11 @@ pub const OPERATIONS: &[(&str, &str, Handler)] = &[
         generate_random::GenerateRandom::NAME,
         generate_random::GenerateRandom::ACTION,
         handler::<generate_random::GenerateRandom>,
+    ),
+    (
+        set_storage_backend::SetStorageBackend::NAME,
+        set_storage_backend::SetStorageBackend::ACTION,
+        handler::<set_storage_backend::SetStorageBackend>,
     ),
     (
         upload_plugin::UploadPlugin::NAME,

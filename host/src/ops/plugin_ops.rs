@@ -128,6 +128,12 @@ impl Operation for DeletePlugin {
                 p.name
             )));
         }
+        if plugins::holds_blobs(conn, &p.tenant_id, &p.name).await? {
+            return Err(Error::InvalidState(format!(
+                "plugin {} is a storage backend holding key blobs; it cannot be deleted",
+                p.name
+            )));
+        }
         plugins::delete(conn, &p.tenant_id, &p.name).await?;
         Ok(DeletePluginOutput {
             deleted: p.name.clone(),

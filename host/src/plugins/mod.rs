@@ -59,9 +59,53 @@ impl World {
 /// A plugin as the host keeps it loaded.
 enum Loaded {
     Rotation(RotationSchedulePre<HostState>),
-    // Type-checked at upload; invoked once tenants attach storage backends (not yet wired).
-    #[allow(dead_code)]
     Storage(StorageBackendPre<HostState>),
+}
+
+/// A storage-backend request (names are relative; the host adds the tenant prefix).
+#[derive(Debug)]
+pub enum StorageOp {
+    Get {
+        name: String,
+    },
+    Put {
+        name: String,
+        data: Vec<u8>,
+        expected_version: Option<u64>,
+    },
+    Delete {
+        name: String,
+    },
+}
+
+impl StorageOp {
+    fn name(&self) -> &'static str {
+        match self {
+            StorageOp::Get { .. } => "get",
+            StorageOp::Put { .. } => "put",
+            StorageOp::Delete { .. } => "delete",
+        }
+    }
+}
+
+/// A storage-backend answer.
+#[derive(Debug)]
+pub enum StorageReply {
+    Blob(Option<Vec<u8>>),
+    Version(u64),
+    Deleted(bool),
+}
+
+fn describe_storage_error(
+    e: &bindings::v0_1_0::rotation::keyplane::plugin::types::StorageError,
+) -> String {
+    use bindings::v0_1_0::rotation::keyplane::plugin::types::StorageError as E;
+    let clip = |s: &str| s.chars().take(200).collect::<String>();
+    match e {
+        E::Conflict(v) => format!("version conflict (current version {v})"),
+        E::Invalid(m) => format!("invalid: {}", clip(m)),
+        E::Unavailable(m) => format!("unavailable: {}", clip(m)),
+    }
 }
 
 /// What an upload found out about a component.
@@ -398,6 +442,103 @@ impl PluginRuntime {
         crate::telemetry::metrics::metrics().plugin(
             short,
             "rotation-schedule",
+            outcome,
+            start.elapsed().as_secs_f64(),
+        );
+        result
+    }
+
+    /// One storage-backend call for `tenant`. The host prefixes every blob name with the
+    /// tenant (`tenants/<tenant>/...`) and scopes the plugin's `kv` capability to the tenant,
+    /// so no name a plugin is given or crafts reaches another tenant's data.
+    pub async fn storage(
+        &self,
+        tenant: &str,
+        sha256: &str,
+        config: &[(String, String)],
+        op: StorageOp,
+    ) -> Result<StorageReply> {
+        let short = &sha256[..12.min(sha256.len())];
+        let op_name = op.name();
+        let span = tracing::info_span!(
+            "plugin",
+            otel.name = format!("plugin {op_name}"),
+            keyplane.plugin.sha256 = sha256,
+            keyplane.plugin.world = "storage-backend",
+            keyplane.plugin.fuel_used = tracing::field::Empty,
+            keyplane.plugin.outcome = tracing::field::Empty,
+        );
+        let start = Instant::now();
+        let max_out = self.limits.max_output_bytes;
+        let failed = |reason: String| Error::PluginFailed {
+            plugin: short.into(),
+            reason,
+        };
+        let result = async {
+            let Loaded::Storage(pre) = &*self.load(sha256, World::StorageBackend)? else {
+                return Err(Error::validation("plugin is not a storage backend"));
+            };
+            let mut store = self.store(short, Some(self.kv(tenant)))?;
+            let config = config.to_vec();
+            let call = async {
+                let b = pre.instantiate_async(&mut store).await?;
+                let s = b.keyplane_plugin_storage();
+                Ok::<_, wasmtime::Error>(match op {
+                    StorageOp::Get { name } => {
+                        let full = format!("tenants/{tenant}/{name}");
+                        s.call_get(&mut store, &config, &full)
+                            .await?
+                            .map(|b| StorageReply::Blob(b.map(|b| b.data)))
+                    }
+                    StorageOp::Put {
+                        name,
+                        data,
+                        expected_version,
+                    } => {
+                        let full = format!("tenants/{tenant}/{name}");
+                        s.call_put(&mut store, &config, &full, &data, expected_version)
+                            .await?
+                            .map(StorageReply::Version)
+                    }
+                    StorageOp::Delete { name } => {
+                        let full = format!("tenants/{tenant}/{name}");
+                        s.call_delete(&mut store, &config, &full, None)
+                            .await?
+                            .map(StorageReply::Deleted)
+                    }
+                })
+            }
+            .await;
+            let fuel_used = self
+                .limits
+                .fuel
+                .saturating_sub(store.get_fuel().unwrap_or(0));
+            tracing::Span::current().record("keyplane.plugin.fuel_used", fuel_used);
+            match call {
+                Ok(Ok(StorageReply::Blob(Some(data)))) if data.len() > max_out => {
+                    Err(failed(format!(
+                        "returned {} bytes, over the {max_out}-byte output limit",
+                        data.len()
+                    )))
+                }
+                Ok(Ok(reply)) => Ok(reply),
+                Ok(Err(e)) => Err(failed(format!(
+                    "storage error: {}",
+                    describe_storage_error(&e)
+                ))),
+                Err(e) => Err(classify(short, e, store.data().out_of_memory)),
+            }
+        }
+        .instrument(span.clone())
+        .await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.code(),
+        };
+        span.record("keyplane.plugin.outcome", outcome);
+        crate::telemetry::metrics::metrics().plugin(
+            short,
+            "storage-backend",
             outcome,
             start.elapsed().as_secs_f64(),
         );

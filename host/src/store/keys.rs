@@ -30,11 +30,14 @@ pub struct KeyVersionRow {
     pub hsm_object_id: Option<Vec<u8>>,
     pub wrapped_material: Option<Vec<u8>>,
     pub created_at: String,
+    /// Storage-backend plugin holding the wrapped material (None: inline).
+    pub blob_store: Option<String>,
 }
 
 const KEY_COLUMNS: &str = "id, tenant_id, spec, usage, protection, state, description, tags, \
                            primary_version, created_at, created_by";
-const VERSION_COLUMNS: &str = "key_id, version, state, hsm_object_id, wrapped_material, created_at";
+const VERSION_COLUMNS: &str =
+    "key_id, version, state, hsm_object_id, wrapped_material, created_at, blob_store";
 
 pub async fn get(pool: &SqlitePool, id: &str) -> Result<Option<KeyRow>> {
     crate::telemetry::spans::db("SELECT", "keys", async move {
@@ -133,7 +136,7 @@ pub async fn insert(
         .execute(&mut *conn)
         .await?;
         sqlx::query(&format!(
-            "INSERT INTO key_versions ({VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
+            "INSERT INTO key_versions ({VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
         ))
         .bind(&version.key_id)
         .bind(version.version)
@@ -141,6 +144,7 @@ pub async fn insert(
         .bind(&version.hsm_object_id)
         .bind(&version.wrapped_material)
         .bind(&version.created_at)
+        .bind(&version.blob_store)
         .execute(&mut *conn)
         .await?;
         for p in grantees {

@@ -17,6 +17,62 @@ pub struct PluginRow {
     pub created_by: String,
 }
 
+/// A tenant's storage backend.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct BackendRow {
+    pub tenant_id: String,
+    pub plugin_name: String,
+    pub config: String,
+    pub updated_at: String,
+}
+
+pub async fn storage_backend(pool: &SqlitePool, tenant: &str) -> Result<Option<BackendRow>> {
+    crate::telemetry::spans::db("SELECT", "storage_backends", async {
+        Ok(sqlx::query_as(
+            "SELECT tenant_id, plugin_name, config, updated_at FROM storage_backends WHERE tenant_id = ?",
+        )
+        .bind(tenant)
+        .fetch_optional(pool)
+        .await?)
+    })
+    .await
+}
+
+pub async fn set_storage_backend(conn: &mut SqliteConnection, row: &BackendRow) -> Result<()> {
+    crate::telemetry::spans::db("UPSERT", "storage_backends", async {
+        sqlx::query(
+            "INSERT INTO storage_backends (tenant_id, plugin_name, config, updated_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (tenant_id) DO UPDATE SET plugin_name = excluded.plugin_name, \
+             config = excluded.config, updated_at = excluded.updated_at",
+        )
+        .bind(&row.tenant_id)
+        .bind(&row.plugin_name)
+        .bind(&row.config)
+        .bind(&row.updated_at)
+        .execute(conn)
+        .await?;
+        Ok(())
+    })
+    .await
+}
+
+/// Whether any key version's blob, or the tenant's backend, uses the plugin.
+pub async fn holds_blobs(conn: &mut SqliteConnection, tenant: &str, name: &str) -> Result<bool> {
+    crate::telemetry::spans::db("SELECT", "key_versions", async {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT (SELECT COUNT(*) FROM storage_backends WHERE tenant_id = ?1 AND plugin_name = ?2) + \
+             (SELECT COUNT(*) FROM key_versions v JOIN keys k ON k.id = v.key_id \
+              WHERE k.tenant_id = ?1 AND v.blob_store = ?2)",
+        )
+        .bind(tenant)
+        .bind(name)
+        .fetch_one(conn)
+        .await?;
+        Ok(n > 0)
+    })
+    .await
+}
+
 /// A key's rotation schedule.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ScheduleRow {

@@ -67,6 +67,9 @@ impl Server {
         let tx2 = tx.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.contains("\"level\":\"ERROR\"") || line.contains("\"level\":\"WARN\"") {
+                    eprintln!("[keyplane] {line}");
+                }
                 let _ = tx.send(line);
             }
         });
