@@ -170,6 +170,9 @@ pub struct PluginsConfig {
     pub max_output_bytes: usize,
     /// Concurrent plugin instances (pooling allocator slots).
     pub max_instances: u32,
+    /// Whether tenants may grant storage backends the `filesystem` capability (a directory of
+    /// their own under `<data-dir>/plugins/fs/<tenant>/<plugin>`).
+    pub allow_filesystem: bool,
 }
 
 impl Default for PluginsConfig {
@@ -182,6 +185,7 @@ impl Default for PluginsConfig {
             table_elements: 100_000,
             max_output_bytes: 1 << 20,
             max_instances: 64,
+            allow_filesystem: true,
         }
     }
 }

@@ -650,3 +650,80 @@ async fn storage_backends_hold_only_wrapped_blobs_and_stay_in_their_tenant() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fs_backend_needs_the_filesystem_grant_and_keeps_only_wrapped_blobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start(dir.path()).await;
+    let (_, t) = s.tenant_with_admin("files").await;
+    // Without the grant the plugin has no directory: creating a key fails cleanly.
+    let (st, v) = upload(&s, &t, "nofs", "storage-backend", "storage-fs").await;
+    assert_eq!(st, 200, "{v}");
+    s.ok(&t, "set-storage-backend", json!({ "plugin": "nofs" }))
+        .await;
+    let (st, v) = s.call(Some(&t), "create-key", json!({})).await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (502, Some("PluginFailed")),
+        "{v}"
+    );
+    let keys = s.ok(&t, "list-keys", json!({})).await;
+    assert_eq!(
+        keys["keys"].as_array().unwrap().len(),
+        0,
+        "a failed creation leaves no key"
+    );
+    // Capabilities are for storage backends only, and only known ones.
+    let (st, _) = s
+        .call(Some(&t), "upload-plugin", json!({ "name": "x", "world": "rotation-schedule", "capabilities": ["filesystem"], "component": b64(&wasm("rotation-fixed-interval")) }))
+        .await;
+    assert_eq!(st, 400);
+    let (st, _) = s
+        .call(Some(&t), "upload-plugin", json!({ "name": "y", "world": "storage-backend", "capabilities": ["network"], "component": b64(&wasm("storage-fs")) }))
+        .await;
+    assert_eq!(st, 400);
+    // With the grant.
+    let (st, v) = s
+        .call(Some(&t), "upload-plugin", json!({ "name": "fs", "world": "storage-backend", "capabilities": ["filesystem"], "component": b64(&wasm("storage-fs")) }))
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["capabilities"], json!(["filesystem"]));
+    s.ok(&t, "set-storage-backend", json!({ "plugin": "fs" }))
+        .await;
+    let key = s.create_key(&t, "envelope").await;
+    let ct = s.encrypt(&t, &key, b"on disk, wrapped", json!({})).await;
+    let fs_dir = dir.path().join("plugins/fs/files/fs");
+    let files: Vec<PathBuf> = std::fs::read_dir(&fs_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let expected_name: String = format!("tenants/files/keys/{key}/1")
+        .bytes()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        files[0].file_name().unwrap().to_str().unwrap(),
+        expected_name
+    );
+    let r = s
+        .client
+        .post(format!("{}/debug/envelope-material", s.base))
+        .bearer_auth(&s.admin)
+        .json(&json!({ "key_id": key }))
+        .send()
+        .await
+        .unwrap();
+    let material = common::unb64(&r.json::<Value>().await.unwrap()["material"]);
+    let on_disk = std::fs::read(&files[0]).unwrap();
+    assert!(on_disk.len() > 40);
+    assert!(
+        !on_disk.windows(32).any(|w| w == material.as_slice()),
+        "material on disk"
+    );
+    s.stop();
+    let s = Server::start(dir.path()).await;
+    let (st, v) = s.decrypt(&t, &ct, json!({})).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(common::unb64(&v["plaintext"]), b"on disk, wrapped");
+}

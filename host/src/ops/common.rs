@@ -101,8 +101,8 @@ pub fn blob_name(key_id: &str, version: i64) -> String {
     format!("keys/{key_id}/{version}")
 }
 
-/// A tenant's attached storage backend: (plugin name, sha256, config).
-pub type Backend = (String, String, Vec<(String, String)>);
+/// A tenant's attached storage backend and its configuration.
+pub type Backend = (plugins::PluginRow, Vec<(String, String)>);
 
 /// A tenant's storage backend, if one is attached.
 pub async fn tenant_backend(state: &AppState, tenant: &str) -> Result<Option<Backend>> {
@@ -114,7 +114,7 @@ pub async fn tenant_backend(state: &AppState, tenant: &str) -> Result<Option<Bac
         .await?
         .ok_or(Error::Internal)?;
     let config: BTreeMap<String, String> = serde_json::from_str(&b.config).unwrap_or_default();
-    Ok(Some((p.name, p.sha256, config.into_iter().collect())))
+    Ok(Some((p, config.into_iter().collect())))
 }
 
 /// Fetch a version's wrapped material from its storage backend unless it is inline or its
@@ -146,11 +146,7 @@ pub async fn load_blob(state: &AppState, key: &KeyRow, version: &mut KeyVersionR
     let op = StorageOp::Get {
         name: blob_name(&key.id, version.version),
     };
-    match state
-        .plugins
-        .storage(&key.tenant_id, &plugin.sha256, &config, op)
-        .await?
-    {
+    match state.plugins.storage(&plugin, &config, op).await? {
         StorageReply::Blob(Some(data)) => {
             version.wrapped_material = Some(data);
             Ok(())

@@ -138,7 +138,7 @@ impl Operation for CreateKey {
         scope.created(material);
         // Envelope material goes to the tenant's storage backend, if it has one, before the
         // transaction opens (a plugin's kv writes need the writer); undone if it fails.
-        if let (Some(wrapped), Some((plugin, sha, config))) = (
+        if let (Some(wrapped), Some((plugin, config))) = (
             version.wrapped_material.clone(),
             tenant_backend(ctx.state, &tenant).await?,
         ) {
@@ -148,13 +148,10 @@ impl Operation for CreateKey {
                 data: wrapped,
                 expected_version: Some(0),
             };
-            ctx.state
-                .plugins
-                .storage(&tenant, &sha, &config, op)
-                .await?;
-            scope.created_blob(&tenant, &sha, config, name);
+            ctx.state.plugins.storage(&plugin, &config, op).await?;
             version.wrapped_material = None;
-            version.blob_store = Some(plugin);
+            version.blob_store = Some(plugin.name.clone());
+            scope.created_blob(plugin, config, name);
         }
         let row = KeyRow {
             id: key_id,

@@ -106,8 +106,12 @@ pub struct WriteScope {
     blobs: Vec<WrittenBlob>,
 }
 
-/// A blob written to a storage backend during a request: (tenant, plugin sha256, config, name).
-type WrittenBlob = (String, String, Vec<(String, String)>, String);
+/// A blob written to a storage backend during a request: (plugin, config, name).
+type WrittenBlob = (
+    crate::store::plugins::PluginRow,
+    Vec<(String, String)>,
+    String,
+);
 
 impl WriteScope {
     fn new() -> Self {
@@ -134,13 +138,11 @@ impl WriteScope {
     /// Register a blob written to a storage backend, deleted if this scope rolls back.
     pub fn created_blob(
         &mut self,
-        tenant: &str,
-        sha256: &str,
+        plugin: crate::store::plugins::PluginRow,
         config: Vec<(String, String)>,
         name: String,
     ) {
-        self.blobs
-            .push((tenant.to_string(), sha256.to_string(), config, name));
+        self.blobs.push((plugin, config, name));
     }
 
     async fn commit_with(mut self, state: &AppState, ev: &AuditEvent) -> Result<()> {
@@ -165,9 +167,9 @@ impl WriteScope {
         for v in self.created.drain(..) {
             state.keyring.discard(v).await;
         }
-        for (tenant, sha, config, name) in self.blobs.drain(..) {
+        for (plugin, config, name) in self.blobs.drain(..) {
             let op = crate::plugins::StorageOp::Delete { name };
-            if let Err(e) = state.plugins.storage(&tenant, &sha, &config, op).await {
+            if let Err(e) = state.plugins.storage(&plugin, &config, op).await {
                 tracing::error!(error = %e, "could not delete the blob of a failed key creation");
             }
         }

@@ -10,7 +10,7 @@ use super::common::validate_name;
 use super::{Base64, OpContext, Operation, WriteScope};
 use crate::authz::ResourceRef;
 use crate::error::{Error, Result};
-use crate::plugins::World;
+use crate::plugins::{World, CAP_FILESYSTEM};
 use crate::store::now_rfc3339;
 use crate::store::plugins::{self, PluginRow};
 
@@ -22,6 +22,10 @@ pub struct UploadPlugin {
     pub world: String,
     /// The component, base64.
     pub component: Base64,
+    /// Capabilities beyond the world's defaults: `filesystem` (storage backends only; a
+    /// directory of its own at `/data`, if the operator allows it).
+    #[serde(default)]
+    pub capabilities: Vec<String>,
 }
 
 /// A plugin as answers show it.
@@ -33,6 +37,7 @@ pub struct PluginInfo {
     pub sha256: String,
     pub size: i64,
     pub imports: Vec<String>,
+    pub capabilities: Vec<String>,
     pub created_at: String,
     pub created_by: String,
 }
@@ -46,6 +51,7 @@ impl From<&PluginRow> for PluginInfo {
             sha256: r.sha256.clone(),
             size: r.size,
             imports: serde_json::from_str(&r.imports).unwrap_or_default(),
+            capabilities: serde_json::from_str(&r.capabilities).unwrap_or_default(),
             created_at: r.created_at.clone(),
             created_by: r.created_by.clone(),
         }
@@ -63,6 +69,18 @@ impl Operation for UploadPlugin {
             return Err(Error::validation(
                 "world must be \"rotation-schedule\" or \"storage-backend\"",
             ));
+        }
+        for c in &self.capabilities {
+            if c != CAP_FILESYSTEM {
+                return Err(Error::validation(format!(
+                    "unknown capability {c:?} (known: filesystem)"
+                )));
+            }
+            if self.world != "storage-backend" {
+                return Err(Error::validation(
+                    "only storage backends can be granted filesystem",
+                ));
+            }
         }
         if self.component.is_empty() {
             return Err(Error::validation("component is empty"));
@@ -100,6 +118,13 @@ impl Operation for UploadPlugin {
             });
         }
         let world = World::parse(&self.world).ok_or(Error::Internal)?;
+        if self.capabilities.iter().any(|c| c == CAP_FILESYSTEM)
+            && !ctx.state.config.plugins.allow_filesystem
+        {
+            return Err(Error::InvalidPlugin(
+                "the operator does not allow the filesystem capability".into(),
+            ));
+        }
         let runtime = ctx.state.plugins.clone();
         let bytes = self.component.0.clone();
         let span = tracing::Span::current();
@@ -116,6 +141,7 @@ impl Operation for UploadPlugin {
             imports: serde_json::to_string(&inspected.imports).map_err(|_| Error::Internal)?,
             created_at: now_rfc3339(),
             created_by: ctx.principal.id.clone(),
+            capabilities: serde_json::to_string(&self.capabilities).map_err(|_| Error::Internal)?,
         };
         plugins::insert(scope.conn(ctx.state).await?, &row).await?;
         Ok(PluginInfo::from(&row))

@@ -32,9 +32,24 @@ pub struct HostState {
 }
 
 impl HostState {
-    pub fn new(plugin: String, memory_cap: usize, table_cap: usize, kv: Option<KvStore>) -> Self {
-        HostState {
-            wasi: WasiCtxBuilder::new().build(),
+    /// `fs_dir`: the directory preopened at `/data` (the `filesystem` capability), if granted.
+    pub fn new(
+        plugin: String,
+        memory_cap: usize,
+        table_cap: usize,
+        kv: Option<KvStore>,
+        fs_dir: Option<&std::path::Path>,
+    ) -> crate::error::Result<Self> {
+        let mut wasi = WasiCtxBuilder::new();
+        if let Some(dir) = fs_dir {
+            wasi.preopened_dir(dir, "/data", wasmtime_wasi::FsPerms::ReadWrite)
+                .map_err(|e| {
+                    tracing::error!(error = %e, "cannot preopen plugin directory");
+                    crate::error::Error::Internal
+                })?;
+        }
+        Ok(HostState {
+            wasi: wasi.build(),
             table: ResourceTable::new(),
             memory_cap,
             table_cap,
@@ -42,7 +57,7 @@ impl HostState {
             log_lines: 0,
             plugin,
             kv,
-        }
+        })
     }
 }
 

@@ -27,6 +27,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 use crate::config::PluginsConfig;
 use crate::error::{Error, Result};
+use crate::store::plugins::PluginRow;
 use crate::store::Db;
 use bindings::v0_1_0::rotation::{keyplane::plugin::types::KeyInfo, RotationSchedulePre};
 use bindings::v0_1_0::storage::StorageBackendPre;
@@ -61,6 +62,9 @@ enum Loaded {
     Rotation(RotationSchedulePre<HostState>),
     Storage(StorageBackendPre<HostState>),
 }
+
+/// The capability that preopens a directory for a storage backend (at `/data`).
+pub const CAP_FILESYSTEM: &str = "filesystem";
 
 /// A storage-backend request (names are relative; the host adds the tenant prefix).
 #[derive(Debug)]
@@ -353,7 +357,22 @@ impl PluginRuntime {
         Ok(loaded)
     }
 
-    fn store(&self, plugin: &str, kv: Option<KvStore>) -> Result<Store<HostState>> {
+    /// The directory preopened for a plugin granted `filesystem`: one per tenant and plugin.
+    fn fs_dir(&self, tenant: &str, plugin: &str) -> Result<PathBuf> {
+        let dir = self.dir.join("fs").join(tenant).join(plugin);
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            tracing::error!(error = %e, "cannot create plugin directory");
+            Error::Internal
+        })?;
+        Ok(dir)
+    }
+
+    fn store(
+        &self,
+        plugin: &str,
+        kv: Option<KvStore>,
+        fs_dir: Option<&std::path::Path>,
+    ) -> Result<Store<HostState>> {
         let mut store = Store::new(
             &self.engine,
             HostState::new(
@@ -361,7 +380,8 @@ impl PluginRuntime {
                 self.limits.memory_bytes,
                 self.limits.table_elements,
                 kv,
-            ),
+                fs_dir,
+            )?,
         );
         store.limiter(|s| s);
         let setup = |store: &mut Store<HostState>| -> wasmtime::Result<()> {
@@ -397,7 +417,7 @@ impl PluginRuntime {
             let Loaded::Rotation(pre) = &*self.load(sha256, World::RotationSchedule)? else {
                 return Err(Error::validation("plugin is not a rotation schedule"));
             };
-            let mut store = self.store(short, None)?;
+            let mut store = self.store(short, None, None)?;
             let call = async {
                 let bindings = pre.instantiate_async(&mut store).await?;
                 bindings
@@ -453,12 +473,17 @@ impl PluginRuntime {
     /// so no name a plugin is given or crafts reaches another tenant's data.
     pub async fn storage(
         &self,
-        tenant: &str,
-        sha256: &str,
+        plugin: &PluginRow,
         config: &[(String, String)],
         op: StorageOp,
     ) -> Result<StorageReply> {
+        let (tenant, sha256) = (plugin.tenant_id.as_str(), plugin.sha256.as_str());
         let short = &sha256[..12.min(sha256.len())];
+        let fs_dir = if plugin.granted(CAP_FILESYSTEM) {
+            Some(self.fs_dir(tenant, &plugin.name)?)
+        } else {
+            None
+        };
         let op_name = op.name();
         let span = tracing::info_span!(
             "plugin",
@@ -478,7 +503,7 @@ impl PluginRuntime {
             let Loaded::Storage(pre) = &*self.load(sha256, World::StorageBackend)? else {
                 return Err(Error::validation("plugin is not a storage backend"));
             };
-            let mut store = self.store(short, Some(self.kv(tenant)))?;
+            let mut store = self.store(short, Some(self.kv(tenant)), fs_dir.as_deref())?;
             let config = config.to_vec();
             let call = async {
                 let b = pre.instantiate_async(&mut store).await?;

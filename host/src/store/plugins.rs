@@ -15,6 +15,17 @@ pub struct PluginRow {
     pub imports: String,
     pub created_at: String,
     pub created_by: String,
+    /// JSON array of granted capabilities beyond the world's defaults (e.g. `filesystem`).
+    pub capabilities: String,
+}
+
+impl PluginRow {
+    /// Whether the plugin was granted `capability`.
+    pub fn granted(&self, capability: &str) -> bool {
+        serde_json::from_str::<Vec<String>>(&self.capabilities)
+            .map(|c| c.iter().any(|x| x == capability))
+            .unwrap_or(false)
+    }
 }
 
 /// A tenant's storage backend.
@@ -83,7 +94,8 @@ pub struct ScheduleRow {
     pub updated_at: String,
 }
 
-const COLUMNS: &str = "tenant_id, name, sha256, world, size, imports, created_at, created_by";
+const COLUMNS: &str =
+    "tenant_id, name, sha256, world, size, imports, created_at, created_by, capabilities";
 
 pub async fn get(pool: &SqlitePool, tenant: &str, name: &str) -> Result<Option<PluginRow>> {
     crate::telemetry::spans::db("SELECT", "plugins", async {
@@ -113,7 +125,7 @@ pub async fn list(pool: &SqlitePool, tenant: &str) -> Result<Vec<PluginRow>> {
 pub async fn insert(conn: &mut SqliteConnection, row: &PluginRow) -> Result<()> {
     crate::telemetry::spans::db("INSERT", "plugins", async {
         sqlx::query(&format!(
-            "INSERT INTO plugins ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            "INSERT INTO plugins ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
         ))
         .bind(&row.tenant_id)
         .bind(&row.name)
@@ -123,6 +135,7 @@ pub async fn insert(conn: &mut SqliteConnection, row: &PluginRow) -> Result<()> 
         .bind(&row.imports)
         .bind(&row.created_at)
         .bind(&row.created_by)
+        .bind(&row.capabilities)
         .execute(conn)
         .await?;
         Ok(())
