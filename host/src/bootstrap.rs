@@ -45,6 +45,22 @@ pub fn policies_dir(config: &Config) -> Option<PathBuf> {
 /// Load and strictly validate the policy set (before anything else is touched).
 pub fn policies(config: &Config) -> anyhow::Result<LoadedPolicies> {
     let loaded = load_policies(policies_dir(config).as_deref())?;
+    let declared: Vec<String> = loaded
+        .schema
+        .actions()
+        .map(|a| a.id().unescaped().to_string())
+        .collect();
+    let missing: Vec<&str> = crate::ops::OPERATIONS
+        .iter()
+        .map(|(_, action, _)| *action)
+        .filter(|a| !declared.iter().any(|d| d == a))
+        .collect();
+    if !missing.is_empty() {
+        anyhow::bail!(
+            "invalid policy set: schema.cedarschema does not declare the actions {}",
+            missing.join(", ")
+        );
+    }
     tracing::info!(source = %loaded.source, hash = %loaded.hash, policies = loaded.descriptions.len(), "policy set loaded");
     Ok(loaded)
 }
@@ -73,6 +89,15 @@ pub async fn start(config: Config, hsm: Hsm, loaded: LoadedPolicies) -> anyhow::
         plugins,
     };
     ensure_default_tenant(&state).await?;
+    let keyring = state.keyring.clone();
+    let every = Duration::from_secs((state.config.envelope_cache.ttl_seconds / 4).clamp(1, 60));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            keyring.sweep_cache();
+        }
+    });
     Ok(state)
 }
 
@@ -121,8 +146,10 @@ async fn ensure_default_tenant(state: &AppState) -> anyhow::Result<()> {
     let tmp = state.config.data_dir.join("admin.token.new");
     let _ = std::fs::remove_file(&tmp);
     write_secret_file(&tmp, token.expose_secret().as_bytes())?;
-    tx.commit().await?;
+    // In place before the commit: if the commit fails, the next start bootstraps again and
+    // replaces the file; the token is never valid without being on disk.
     std::fs::rename(&tmp, &path)?;
+    tx.commit().await?;
     println!(
         "keyplane: bootstrap admin token (shown once; also in {}): {}",
         path.display(),

@@ -20,7 +20,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Address to listen on (`127.0.0.1:0` picks a free port).
     pub listen: SocketAddr,
-    /// Serve plain HTTP instead of TLS. Local debugging only.
+    /// Serve plain HTTP instead of TLS. Local debugging only, and only from the
+    /// `--insecure-http` flag: a config file or environment variable cannot turn TLS off.
+    #[serde(skip)]
     pub insecure_http: bool,
     pub tls: TlsConfig,
     pub hsm: HsmConfig,
@@ -197,7 +199,7 @@ pub struct FlagOverrides {
     pub data_dir: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<SocketAddr>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip)]
     pub insecure_http: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policies_dir: Option<PathBuf>,
@@ -214,14 +216,38 @@ impl Config {
             fig = fig.merge(Toml::file(file));
         }
         // `KEYPLANE_HSM__MODULE` sets hsm.module; the PIN and the config path are not settings.
+        // Only variables naming a configuration key are read, so an unrelated `KEYPLANE_*`
+        // variable in the environment does not stop the service from starting.
+        const KEYS: &[&str] = &[
+            "data_dir",
+            "listen",
+            "tls",
+            "hsm",
+            "database",
+            "limits",
+            "envelope_cache",
+            "telemetry",
+            "plugins",
+            "policies_dir",
+        ];
+        let insecure_http = flags.insecure_http.unwrap_or(false);
         fig = fig
             .merge(
                 Env::prefixed("KEYPLANE_")
                     .ignore(&["HSM_PIN", "CONFIG"])
+                    .filter(|k| {
+                        let k = k.as_str().to_ascii_lowercase();
+                        KEYS.iter().any(|p| {
+                            k == *p
+                                || k.starts_with(&format!("{p}."))
+                                || k.starts_with(&format!("{p}__"))
+                        })
+                    })
                     .split("__"),
             )
             .merge(Serialized::defaults(flags));
-        let config: Config = fig.extract()?;
+        let mut config: Config = fig.extract()?;
+        config.insecure_http = insecure_http;
         Ok(config)
     }
 

@@ -25,11 +25,15 @@ fn generate_self_signed(dir: &Path) -> anyhow::Result<()> {
         "::1".to_string(),
     ];
     let certified = rcgen::generate_simple_self_signed(names)?;
-    write_secret_file(
-        &dir.join("key.pem"),
-        certified.key_pair.serialize_pem().as_bytes(),
-    )?;
-    std::fs::write(dir.join("cert.pem"), certified.cert.pem())?;
+    // Key first, certificate last, each through a temporary file: `cert.pem` exists only
+    // when both are complete, and a crash part-way is repaired by the next start.
+    let key_tmp = dir.join("key.pem.new");
+    let _ = std::fs::remove_file(&key_tmp);
+    write_secret_file(&key_tmp, certified.key_pair.serialize_pem().as_bytes())?;
+    std::fs::rename(&key_tmp, dir.join("key.pem"))?;
+    let cert_tmp = dir.join("cert.pem.new");
+    std::fs::write(&cert_tmp, certified.cert.pem())?;
+    std::fs::rename(&cert_tmp, dir.join("cert.pem"))?;
     Ok(())
 }
 

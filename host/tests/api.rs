@@ -423,6 +423,22 @@ async fn bad_input_gets_typed_4xx() {
             .as_str()
             .is_some_and(|m| !m.is_empty()));
     }
+    // Unauthenticated requests are refused before their body is read, whatever its size.
+    let (got, v) = s.call_raw(None, "encrypt", vec![b'{'; 70_000]).await;
+    assert_eq!(
+        (got, v["error"]["code"].as_str()),
+        (401, Some("Unauthenticated"))
+    );
+    // Wrong method: a JSON 405.
+    let r = s
+        .client
+        .get(format!("{}/v1/encrypt", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 405);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "MethodNotAllowed");
     // 4096 bytes is the largest plaintext accepted.
     s.encrypt(&s.admin, &key, &[1u8; 4096], json!({})).await;
     // Routes that are not operations answer JSON 404s; health endpoints need no token.

@@ -727,3 +727,71 @@ async fn fs_backend_needs_the_filesystem_grant_and_keeps_only_wrapped_blobs() {
     assert_eq!(st, 200, "{v}");
     assert_eq!(common::unb64(&v["plaintext"]), b"on disk, wrapped");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_python_rotation_plugin_built_with_componentize_py() {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plugins/target/weekday-rotation.wasm");
+    let component = std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}; run scripts/build-plugins", path.display()));
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_with_env(
+        dir.path(),
+        &[
+            ("RUST_LOG", "warn"),
+            ("KEYPLANE_PLUGINS__MAX_UPLOAD_BYTES", "33554432"),
+        ],
+    )
+    .await;
+    let (st, v) = s
+        .call(Some(&s.admin), "upload-plugin", json!({ "name": "weekday", "world": "rotation-schedule", "component": b64(&component) }))
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let key = s.create_key(&s.admin, "envelope").await;
+    let thursday = 1_795_651_200; // 2026-11-26T00:00:00Z
+                                  // Due Saturday 2026-12-26 00:00 (30 days on): moved to Monday 09:00.
+    let (st, v) = preview(
+        &s,
+        &key,
+        "weekday",
+        json!({}),
+        thursday,
+        json!({ "created_at": thursday }),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        v["next_rotation"].as_i64(),
+        Some(thursday + 30 * DAY + 2 * DAY + 9 * 3600)
+    );
+    // Due Tuesday 2026-11-24 10:00, after 09:00: Wednesday at 09:00.
+    let (_, v) = preview(
+        &s,
+        &key,
+        "weekday",
+        json!({ "period_days": "1", "hour": "9" }),
+        0,
+        json!({ "created_at": thursday - 2 * DAY + 10 * 3600 - DAY }),
+    )
+    .await;
+    assert_eq!(v["next_rotation"].as_i64(), Some(thursday - DAY + 9 * 3600));
+    // A Python exception with a message is the plugin declining, typed as such.
+    let (st, v) = preview(
+        &s,
+        &key,
+        "weekday",
+        json!({ "period_days": "soon" }),
+        0,
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (502, Some("PluginFailed")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("integers"),
+        "{v}"
+    );
+}

@@ -33,6 +33,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             crate::telemetry::http::trace_request,
         ))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
 
@@ -53,6 +54,14 @@ async fn not_found() -> Response {
     (
         StatusCode::NOT_FOUND,
         Json(json!({ "error": { "code": "NotFound", "message": "no such route; operations are POST /v1/<operation>" } })),
+    )
+        .into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        Json(json!({ "error": { "code": "MethodNotAllowed", "message": "operations are POST /v1/<operation>" } })),
     )
         .into_response()
 }

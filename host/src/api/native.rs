@@ -96,13 +96,35 @@ pub async fn handle(
                     .to_string(),
             ),
         };
-        audit_alone(
+        let e = match audit_alone(
             &state,
             &failure_event(&auth, unknown_action(&operation), &e),
         )
-        .await;
+        .await
+        {
+            Ok(()) => e,
+            Err(audit_error) => audit_error,
+        };
         return error_response(&e, &meta.request_id);
     };
+    let action = ops::OPERATIONS
+        .iter()
+        .find(|(n, _, _)| *n == operation)
+        .map(|(_, a, _)| a.to_string())
+        .unwrap_or_default();
+
+    // Unauthenticated requests are answered (and audited) before their body is read.
+    if let Err(e) = &auth {
+        let e = match e {
+            Error::DatabaseUnavailable => Error::DatabaseUnavailable,
+            _ => Error::Unauthenticated,
+        };
+        let e = match audit_alone(&state, &failure_event(&auth, action, &e)).await {
+            Ok(()) => e,
+            Err(audit_error) => audit_error,
+        };
+        return error_response(&e, &meta.request_id);
+    }
 
     let limit = if operation == crate::ops::upload_plugin::UploadPlugin::NAME {
         // base64 of the largest component, plus the JSON around it
@@ -114,17 +136,26 @@ pub async fn handle(
         Ok(b) => b,
         Err(_) => {
             let e = Error::PayloadTooLarge { limit };
-            let action = ops::OPERATIONS
-                .iter()
-                .find(|(n, _, _)| *n == operation)
-                .map(|(_, a, _)| a.to_string())
-                .unwrap_or_default();
-            audit_alone(&state, &failure_event(&auth, action, &e)).await;
+            let e = match audit_alone(&state, &failure_event(&auth, action, &e)).await {
+                Ok(()) => e,
+                Err(audit_error) => audit_error,
+            };
             return error_response(&e, &meta.request_id);
         }
     };
 
-    match handler(&state, auth, &meta, &bytes).await {
+    // The pipeline runs as its own task: a client that disconnects cannot cancel it half-way
+    // (after an HSM object or blob was created but before the rollback or audit record).
+    let task = {
+        let (state, meta) = (state.clone(), meta.clone());
+        let span = tracing::Span::current();
+        tokio::spawn(async move { handler(&state, auth, &meta, &bytes).await }.instrument(span))
+    };
+    let result = task.await.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "operation task failed");
+        Err(Error::Internal)
+    });
+    match result {
         Ok(value) => {
             let mut resp = Json(value).into_response();
             if let Ok(v) = meta.request_id.parse() {

@@ -196,7 +196,7 @@ pub fn build(req: &AuthzRequest<'_>) -> Result<Built> {
         ),
         (
             "source_ip".to_string(),
-            RestrictedExpression::new_ip(req.source_ip.to_string()),
+            RestrictedExpression::new_ip(req.source_ip.to_canonical().to_string()),
         ),
         (
             "client_certificate".to_string(),

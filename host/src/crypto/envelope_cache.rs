@@ -51,10 +51,8 @@ impl EnvelopeCache {
         let Ok(mut map) = self.entries.lock() else {
             return;
         };
-        if map.len() >= self.max_entries {
-            let ttl = self.ttl;
-            map.retain(|_, (_, at)| at.elapsed() < ttl);
-        }
+        let ttl = self.ttl;
+        map.retain(|_, (_, at)| at.elapsed() < ttl);
         while map.len() >= self.max_entries {
             let oldest = map
                 .iter()
@@ -68,6 +66,15 @@ impl EnvelopeCache {
             }
         }
         map.insert((key_id.to_string(), version), (material, Instant::now()));
+    }
+
+    /// Drop every expired entry (run periodically so material never outlives its TTL by
+    /// more than the sweep interval, even for keys no longer used).
+    pub fn sweep(&self) {
+        if let Ok(mut map) = self.entries.lock() {
+            let ttl = self.ttl;
+            map.retain(|_, (_, at)| at.elapsed() < ttl);
+        }
     }
 
     /// Drop one key's entries (used when a version is destroyed).

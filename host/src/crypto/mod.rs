@@ -316,6 +316,11 @@ impl Keyring {
         Ok(material)
     }
 
+    /// Drop expired cached material.
+    pub fn sweep_cache(&self) {
+        self.cache.sweep();
+    }
+
     /// Whether a version's material is in the cache (no need to fetch its blob).
     pub fn has_cached(&self, key_id: &str, version: u32) -> bool {
         self.cache.get(key_id, version).is_some()

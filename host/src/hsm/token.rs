@@ -101,7 +101,14 @@ fn find_token(pkcs11: &Pkcs11, label: &str) -> anyhow::Result<Option<Slot>> {
 }
 
 /// Initialise a fresh token labelled `label` in the first free slot and set its user PIN.
-fn init_token(pkcs11: &Pkcs11, config: &Config, user_pin: &SecretString) -> anyhow::Result<Slot> {
+/// `keep_so_pin`: write the SO PIN next to the generated user PIN (embedded mode only; with a
+/// PIN supplied from outside, the SO PIN is not kept anywhere keyplane writes).
+fn init_token(
+    pkcs11: &Pkcs11,
+    config: &Config,
+    user_pin: &SecretString,
+    keep_so_pin: bool,
+) -> anyhow::Result<Slot> {
     let label = &config.hsm.token_label;
     let free = pkcs11
         .get_slots_with_token()?
@@ -123,9 +130,12 @@ fn init_token(pkcs11: &Pkcs11, config: &Config, user_pin: &SecretString) -> anyh
     session.init_pin(&AuthPin::from(user_pin.expose_secret()))?;
     session.logout()?;
     drop(session);
-    let so_file = config.data_dir.join("hsm-so.pin");
-    if !so_file.exists() {
+    if keep_so_pin {
+        let so_file = config.data_dir.join("hsm-so.pin");
+        let _ = std::fs::remove_file(&so_file);
         write_secret_file(&so_file, so_pin.expose_secret().as_bytes())?;
+    } else {
+        tracing::warn!(token = %label, "the token's SO PIN was not kept: the user PIN was supplied from outside, so the token is managed outside keyplane");
     }
     tracing::info!(token = %label, "initialised new HSM token");
     Ok(slot)
@@ -152,18 +162,18 @@ impl Hsm {
                 (slot, pin)
             }
             None => {
-                let pin = match configured_pin(config)? {
-                    Some(p) => p,
+                let (pin, generated) = match configured_pin(config)? {
+                    Some(p) => (p, false),
                     None => {
                         let pin = random_pin()?;
                         write_secret_file(
                             &config.data_dir.join("hsm.pin"),
                             pin.expose_secret().as_bytes(),
                         )?;
-                        pin
+                        (pin, true)
                     }
                 };
-                (init_token(&pkcs11, config, &pin)?, pin)
+                (init_token(&pkcs11, config, &pin, generated)?, pin)
             }
         };
         let anchor = pkcs11.open_rw_session(slot)?;

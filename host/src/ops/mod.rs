@@ -180,8 +180,9 @@ fn principal_display(p: &Principal) -> String {
     format!("Keyplane::User::{:?}", p.id)
 }
 
-/// Append a record in a transaction of its own (denials and failures).
-pub async fn audit_alone(state: &AppState, ev: &AuditEvent) {
+/// Append a record in a transaction of its own (denials and failures). A request whose
+/// record cannot be written is answered as a database failure instead.
+pub async fn audit_alone(state: &AppState, ev: &AuditEvent) -> Result<()> {
     let res = async {
         let mut tx = state.db.begin().await?;
         audit::append(&mut tx, ev).await?;
@@ -189,8 +190,18 @@ pub async fn audit_alone(state: &AppState, ev: &AuditEvent) {
         Ok::<_, Error>(())
     }
     .await;
-    if let Err(e) = res {
+    if let Err(e) = &res {
         tracing::error!(error = %e, request_id = %ev.request_id, "could not append audit record");
+    }
+    res.map_err(|_| Error::DatabaseUnavailable)
+}
+
+/// Record a failed request and return the error to answer with.
+async fn fail(state: &AppState, ev: &mut AuditEvent, e: Error) -> Error {
+    ev.outcome = e.code().into();
+    match audit_alone(state, ev).await {
+        Ok(()) => e,
+        Err(audit_error) => audit_error,
     }
 }
 
@@ -264,9 +275,7 @@ async fn run_in_span<O: Operation>(
     let principal = match auth {
         Ok(p) => p,
         Err(e) => {
-            ev.outcome = e.code().into();
-            audit_alone(state, &ev).await;
-            return Err(e);
+            return Err(fail(state, &mut ev, e).await);
         }
     };
     ev.principal = principal_display(&principal);
@@ -292,9 +301,7 @@ async fn run_in_span<O: Operation>(
     let (req, resource) = match prepared {
         Ok(x) => x,
         Err(e) => {
-            ev.outcome = e.code().into();
-            audit_alone(state, &ev).await;
-            return Err(e);
+            return Err(fail(state, &mut ev, e).await);
         }
     };
     ev.resource = req.audit_resource(&resource);
@@ -338,14 +345,12 @@ async fn run_in_span<O: Operation>(
     let decision = match decision {
         Ok(d) => d,
         Err(e) => {
-            ev.outcome = e.code().into();
-            audit_alone(state, &ev).await;
-            return Err(e);
+            return Err(fail(state, &mut ev, e).await);
         }
     };
     ev.policies = decision.policies.clone();
     if !decision.errors.is_empty() {
-        tracing::warn!(request_id = %meta.request_id, errors = ?decision.errors, "policy evaluation errors");
+        tracing::warn!(request_id = %meta.request_id, errors = decision.errors.len(), "policy evaluation errors");
     }
     if !decision.allowed {
         metrics().denial(O::ACTION);
@@ -354,9 +359,7 @@ async fn run_in_span<O: Operation>(
             action: O::ACTION.into(),
             resource: ev.resource.clone(),
         };
-        ev.outcome = e.code().into();
-        audit_alone(state, &ev).await;
-        return Err(e);
+        return Err(fail(state, &mut ev, e).await);
     }
     ev.decision = "allow";
 
@@ -372,15 +375,11 @@ async fn run_in_span<O: Operation>(
                 Ok(v) => v,
                 Err(e) => {
                     scope.rollback(state).await;
-                    ev.outcome = e.code().into();
-                    audit_alone(state, &ev).await;
-                    return Err(e);
+                    return Err(fail(state, &mut ev, e).await);
                 }
             };
             if let Err(e) = scope.commit_with(state, &ev).await {
-                ev.outcome = e.code().into();
-                audit_alone(state, &ev).await;
-                return Err(e);
+                return Err(fail(state, &mut ev, e).await);
             }
             if O::KEY_USE {
                 if let Some(key_id) = key_id {
@@ -391,9 +390,7 @@ async fn run_in_span<O: Operation>(
         }
         Err(e) => {
             scope.rollback(state).await;
-            ev.outcome = e.code().into();
-            audit_alone(state, &ev).await;
-            Err(e)
+            Err(fail(state, &mut ev, e).await)
         }
     }
 }
