@@ -162,6 +162,18 @@ impl Keyring {
         Ok(wrapped)
     }
 
+    /// Undo [`Keyring::create_tenant_kek`] after a failed transaction: forget and destroy the
+    /// session object, so a later tenant of the same name unwraps its own stored KEK.
+    pub async fn discard_tenant_kek(&self, tenant: &str) {
+        let handle = self.keks.lock().ok().and_then(|mut m| m.remove(tenant));
+        if let Some(handle) = handle {
+            let hsm = self.hsm.clone();
+            if let Err(e) = blocking(move || hsm.destroy(handle)).await {
+                tracing::error!(error = %e, "could not destroy the KEK of a failed tenant creation");
+            }
+        }
+    }
+
     async fn tenant_kek(&self, tenant: &str) -> Result<ObjectHandle> {
         if let Some(h) = self.keks.lock().map_err(|_| Error::Internal)?.get(tenant) {
             return Ok(*h);

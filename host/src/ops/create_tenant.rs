@@ -40,20 +40,32 @@ impl Operation for CreateTenant {
         _r: ResourceRef,
         scope: &mut WriteScope,
     ) -> Result<Self::Output> {
-        let conn = scope.conn(ctx.state).await?;
-        if tenants::exists(conn, &self.tenant_id).await? {
+        // Checked (and the KEK made in the HSM) before the write transaction opens, so HSM
+        // latency never holds the writer; the insert below still fails on a duplicate.
+        if tenants::get(ctx.state.db.reader(), &self.tenant_id)
+            .await?
+            .is_some()
+        {
             return Err(Error::AlreadyExists {
                 kind: "tenant",
                 id: self.tenant_id,
             });
         }
         let kek_wrapped = ctx.state.keyring.create_tenant_kek(&self.tenant_id).await?;
+        scope.created_kek(&self.tenant_id);
         let row = tenants::TenantRow {
             id: self.tenant_id.clone(),
             created_at: now_rfc3339(),
             kek_wrapped,
         };
-        tenants::insert(scope.conn(ctx.state).await?, &row).await?;
+        let conn = scope.conn(ctx.state).await?;
+        if tenants::exists(conn, &row.id).await? {
+            return Err(Error::AlreadyExists {
+                kind: "tenant",
+                id: row.id,
+            });
+        }
+        tenants::insert(conn, &row).await?;
         Ok(CreateTenantOutput {
             tenant_id: row.id,
             created_at: row.created_at,

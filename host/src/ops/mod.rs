@@ -104,6 +104,8 @@ pub struct WriteScope {
     tx: Option<Tx>,
     created: Vec<NewVersion>,
     blobs: Vec<WrittenBlob>,
+    /// Tenants whose KEK was created in the HSM by this request.
+    keks: Vec<String>,
 }
 
 /// A blob written to a storage backend during a request: (plugin, config, name).
@@ -119,6 +121,7 @@ impl WriteScope {
             tx: None,
             created: Vec::new(),
             blobs: Vec::new(),
+            keks: Vec::new(),
         }
     }
 
@@ -133,6 +136,11 @@ impl WriteScope {
     /// Register material created outside the database, destroyed if this scope rolls back.
     pub fn created(&mut self, v: NewVersion) {
         self.created.push(v);
+    }
+
+    /// Register a tenant KEK created in the HSM, destroyed if this scope rolls back.
+    pub fn created_kek(&mut self, tenant: &str) {
+        self.keks.push(tenant.to_string());
     }
 
     /// Register a blob written to a storage backend, deleted if this scope rolls back.
@@ -166,6 +174,9 @@ impl WriteScope {
         }
         for v in self.created.drain(..) {
             state.keyring.discard(v).await;
+        }
+        for tenant in self.keks.drain(..) {
+            state.keyring.discard_tenant_kek(&tenant).await;
         }
         for (plugin, config, name) in self.blobs.drain(..) {
             let op = crate::plugins::StorageOp::Delete { name };
