@@ -16,7 +16,7 @@ use tracing::Instrument;
 use super::error_response;
 use crate::audit::AuditEvent;
 use crate::error::Error;
-use crate::ops::{self, audit_alone, Operation, RequestMeta};
+use crate::ops::{self, Operation, RequestMeta};
 use crate::state::AppState;
 use crate::telemetry::http::RequestId;
 
@@ -96,15 +96,12 @@ pub async fn handle(
                     .to_string(),
             ),
         };
-        let e = match audit_alone(
+        let e = ops::fail(
             &state,
-            &failure_event(&auth, unknown_action(&operation), &e),
+            &mut failure_event(&auth, unknown_action(&operation), &e),
+            e,
         )
-        .await
-        {
-            Ok(()) => e,
-            Err(audit_error) => audit_error,
-        };
+        .await;
         return error_response(&e, &meta.request_id);
     };
     let action = ops::OPERATIONS
@@ -119,10 +116,7 @@ pub async fn handle(
             Error::DatabaseUnavailable => Error::DatabaseUnavailable,
             _ => Error::Unauthenticated,
         };
-        let e = match audit_alone(&state, &failure_event(&auth, action, &e)).await {
-            Ok(()) => e,
-            Err(audit_error) => audit_error,
-        };
+        let e = ops::fail(&state, &mut failure_event(&auth, action, &e), e).await;
         return error_response(&e, &meta.request_id);
     }
 
@@ -136,10 +130,7 @@ pub async fn handle(
         Ok(b) => b,
         Err(_) => {
             let e = Error::PayloadTooLarge { limit };
-            let e = match audit_alone(&state, &failure_event(&auth, action, &e)).await {
-                Ok(()) => e,
-                Err(audit_error) => audit_error,
-            };
+            let e = ops::fail(&state, &mut failure_event(&auth, action, &e), e).await;
             return error_response(&e, &meta.request_id);
         }
     };

@@ -262,3 +262,18 @@ pub fn validate_name(field: &str, v: &str) -> Result<()> {
         )))
     }
 }
+
+/// Limits of a plugin configuration map (attached to a key or a tenant).
+pub fn check_plugin_config(config: &BTreeMap<String, String>) -> Result<()> {
+    const MAX_ENTRIES: usize = 64;
+    if config.len() > MAX_ENTRIES
+        || config
+            .iter()
+            .any(|(k, v)| k.is_empty() || k.len() > 128 || v.len() > 1024)
+    {
+        return Err(Error::validation(format!(
+            "config: at most {MAX_ENTRIES} entries, keys 1-128 bytes, values up to 1024 bytes"
+        )));
+    }
+    Ok(())
+}

@@ -207,8 +207,8 @@ pub async fn audit_alone(state: &AppState, ev: &AuditEvent) -> Result<()> {
     res.map_err(|_| Error::DatabaseUnavailable)
 }
 
-/// Record a failed request and return the error to answer with.
-async fn fail(state: &AppState, ev: &mut AuditEvent, e: Error) -> Error {
+/// Record a failed request and return the error to answer with (503 if it cannot be recorded).
+pub async fn fail(state: &AppState, ev: &mut AuditEvent, e: Error) -> Error {
     ev.outcome = e.code().into();
     match audit_alone(state, ev).await {
         Ok(()) => e,

@@ -7,28 +7,15 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::common::{key_row, resolve_key, validate_key_id, validate_name};
+use super::common::{
+    check_plugin_config as check_config, key_row, resolve_key, validate_key_id, validate_name,
+};
 use super::{OpContext, Operation, WriteScope};
 use crate::authz::ResourceRef;
 use crate::error::{Error, Result};
 use crate::plugins::bindings::v0_1_0::rotation::keyplane::plugin::types::KeyInfo;
 use crate::store::plugins::{self, PluginRow, ScheduleRow};
 use crate::store::{keys, now_rfc3339};
-
-const MAX_CONFIG: usize = 64;
-
-fn check_config(config: &BTreeMap<String, String>) -> Result<()> {
-    if config.len() > MAX_CONFIG
-        || config
-            .iter()
-            .any(|(k, v)| k.is_empty() || k.len() > 128 || v.len() > 1024)
-    {
-        return Err(Error::validation(format!(
-            "config: at most {MAX_CONFIG} entries, keys 1-128 bytes, values up to 1024 bytes"
-        )));
-    }
-    Ok(())
-}
 
 async fn rotation_plugin(ctx: &OpContext<'_>, tenant: &str, name: &str) -> Result<PluginRow> {
     let p = plugins::get(ctx.state.db.reader(), tenant, name)

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::common::validate_name;
+use super::common::{check_plugin_config, validate_name};
 use super::{OpContext, Operation, WriteScope};
 use crate::authz::ResourceRef;
 use crate::error::{Error, Result};
@@ -37,16 +37,7 @@ impl Operation for SetStorageBackend {
 
     fn validate(&self) -> Result<()> {
         validate_name("plugin", &self.plugin)?;
-        if self.config.len() > 64
-            || self
-                .config
-                .iter()
-                .any(|(k, v)| k.is_empty() || k.len() > 128 || v.len() > 1024)
-        {
-            return Err(Error::validation(
-                "config: at most 64 entries, keys 1-128 bytes, values up to 1024 bytes",
-            ));
-        }
+        check_plugin_config(&self.config)?;
         Ok(())
     }
 
