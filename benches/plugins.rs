@@ -16,7 +16,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use keyplane::config::PluginsConfig;
 use keyplane::plugins::bindings::v0_1_0::rotation::keyplane::plugin::types::KeyInfo;
 use keyplane::plugins::bindings::v0_1_0::rotation::{RotationSchedule, RotationSchedulePre};
-use keyplane::plugins::{HostState, PluginRuntime, StorageOp, World};
+use keyplane::plugins::{Grants, HostState, PluginRuntime, StorageOp, World};
 use keyplane::store::plugins::PluginRow;
 use keyplane::store::Db;
 use wasmtime::component::{Component, HasSelf, Linker};
@@ -90,7 +90,7 @@ fn bench(c: &mut Criterion) {
         b.to_async(&rt).iter(|| async {
             let mut store = Store::new(
                 &engine,
-                HostState::new("bare".into(), usize::MAX, usize::MAX, None, None).unwrap(),
+                HostState::new("bare".into(), usize::MAX, usize::MAX, Grants::default()).unwrap(),
             );
             let bindings = pre.instantiate_async(&mut store).await.unwrap();
             bindings

@@ -175,6 +175,10 @@ pub struct PluginsConfig {
     /// Whether tenants may grant storage backends the `filesystem` capability (a directory of
     /// their own under `<data-dir>/plugins/fs/<tenant>/<plugin>`).
     pub allow_filesystem: bool,
+    /// Destinations (`host:port`) that tenants may grant storage backends outbound HTTP to
+    /// (`http:<host>:<port>` capabilities). Empty: no plugin may make HTTP requests. Checked
+    /// at upload and again on every request.
+    pub http_hosts: Vec<String>,
 }
 
 impl Default for PluginsConfig {
@@ -188,6 +192,7 @@ impl Default for PluginsConfig {
             max_output_bytes: 1 << 20,
             max_instances: 64,
             allow_filesystem: true,
+            http_hosts: Vec::new(),
         }
     }
 }

@@ -188,17 +188,7 @@ async fn hsm_keys_are_non_extractable_and_envelope_material_is_never_stored() {
         .await;
 
     // The debug hook's material really is the key: it opens the ciphertext outside keyplane.
-    let r = s
-        .client
-        .post(format!("{}/debug/envelope-material", s.base))
-        .bearer_auth(&s.admin)
-        .json(&json!({ "key_id": env_key }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-    let material = unb64(&r.json::<serde_json::Value>().await.unwrap()["material"]);
-    assert_eq!(material.len(), 32);
+    let material = s.envelope_material(&env_key).await;
     {
         use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
         let header_len = 5 + env_key.len() + 4 + 1 + 12;

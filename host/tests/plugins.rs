@@ -545,16 +545,7 @@ async fn storage_backends_hold_only_wrapped_blobs_and_stay_in_their_tenant() {
     );
 
     // The blob is wrapped: the key material is nowhere in it (nor anywhere on disk).
-    let r = s
-        .client
-        .post(format!("{}/debug/envelope-material", s.base))
-        .bearer_auth(&s.admin)
-        .json(&json!({ "key_id": key }))
-        .send()
-        .await
-        .unwrap();
-    let material = common::unb64(&r.json::<Value>().await.unwrap()["material"]);
-    assert_eq!(material.len(), 32);
+    let material = s.envelope_material(&key).await;
     assert!(!victim_rows[0]
         .1
         .windows(32)
@@ -633,22 +624,7 @@ async fn storage_backends_hold_only_wrapped_blobs_and_stay_in_their_tenant() {
         "{v}"
     );
     // Scan the whole data dir for the material.
-    let mut stack = vec![dir.path().to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                let bytes = std::fs::read(&p).unwrap();
-                assert!(
-                    !bytes.windows(32).any(|w| w == material.as_slice()),
-                    "material in {}",
-                    p.display()
-                );
-            }
-        }
-    }
+    common::assert_absent_under(dir.path(), "key material", &material);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -706,15 +682,7 @@ async fn fs_backend_needs_the_filesystem_grant_and_keeps_only_wrapped_blobs() {
         files[0].file_name().unwrap().to_str().unwrap(),
         expected_name
     );
-    let r = s
-        .client
-        .post(format!("{}/debug/envelope-material", s.base))
-        .bearer_auth(&s.admin)
-        .json(&json!({ "key_id": key }))
-        .send()
-        .await
-        .unwrap();
-    let material = common::unb64(&r.json::<Value>().await.unwrap()["material"]);
+    let material = s.envelope_material(&key).await;
     let on_disk = std::fs::read(&files[0]).unwrap();
     assert!(on_disk.len() > 40);
     assert!(
@@ -794,4 +762,298 @@ async fn a_python_rotation_plugin_built_with_componentize_py() {
         v["error"]["message"].as_str().unwrap().contains("integers"),
         "{v}"
     );
+}
+
+/// A `moto_server` (PyPI `moto[server]`) on loopback that checks SigV4 signatures: the first
+/// few requests are unauthenticated and provision an IAM user, its access key and a bucket.
+struct Moto {
+    child: std::process::Child,
+    port: u16,
+    access_key: String,
+    secret_key: String,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn start_moto(bucket: &str) -> Moto {
+    let port = free_port();
+    let child = std::process::Command::new("moto_server")
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .env("INITIAL_NO_AUTH_ACTION_COUNT", "4")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("moto_server (pip install 'moto[server]'; scripts/setup does)");
+    let mut moto = Moto {
+        child,
+        port,
+        access_key: String::new(),
+        secret_key: String::new(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "moto_server did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let script = r#"
+import boto3, json, sys
+url, bucket = sys.argv[1], sys.argv[2]
+kw = dict(endpoint_url=url, aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap", region_name="us-east-1")
+iam = boto3.client("iam", **kw)
+iam.create_user(UserName="keyplane")
+iam.put_user_policy(UserName="keyplane", PolicyName="s3", PolicyDocument=json.dumps(
+    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+k = iam.create_access_key(UserName="keyplane")["AccessKey"]
+s3 = boto3.client("s3", endpoint_url=url, aws_access_key_id=k["AccessKeyId"], aws_secret_access_key=k["SecretAccessKey"], region_name="us-east-1")
+s3.create_bucket(Bucket=bucket)
+print(k["AccessKeyId"], k["SecretAccessKey"])
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, &format!("http://127.0.0.1:{port}"), bucket])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut parts = text.split_whitespace();
+    moto.access_key = parts.next().unwrap().to_string();
+    moto.secret_key = parts.next().unwrap().to_string();
+    moto
+}
+
+/// Object keys and bodies in `bucket`, read with boto3 (signed) so the test sees the store as
+/// any S3 client would.
+fn s3_objects(moto: &Moto, bucket: &str) -> Vec<(String, Vec<u8>, String)> {
+    let script = r#"
+import boto3, sys, base64
+url, bucket, ak, sk = sys.argv[1:5]
+s3 = boto3.client("s3", endpoint_url=url, aws_access_key_id=ak, aws_secret_access_key=sk, region_name="us-east-1")
+for o in s3.list_objects_v2(Bucket=bucket).get("Contents", []):
+    r = s3.get_object(Bucket=bucket, Key=o["Key"])
+    print(o["Key"], base64.b64encode(r["Body"].read()).decode(), r["Metadata"].get("kp-version", "-"))
+"#;
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            script,
+            &format!("http://127.0.0.1:{}", moto.port),
+            bucket,
+            &moto.access_key,
+            &moto.secret_key,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut p = l.split(' ');
+            let key = p.next().unwrap().to_string();
+            let body = common::unb64(&Value::String(p.next().unwrap().into()));
+            (key, body, p.next().unwrap().to_string())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_object_backend_on_s3_with_sigv4_and_a_host_allowlist() {
+    let moto = start_moto("kp-blobs").await;
+    let moto_dest = format!("127.0.0.1:{}", moto.port);
+    // A server that accepts connections and never answers: the deadline must still hold.
+    let stall = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stall_dest = stall.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((c, _)) = stall.accept().await {
+            held.push(c);
+        }
+    });
+    let operator_hosts = format!("[\"{moto_dest}\", \"{stall_dest}\"]");
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("RUST_LOG", "warn"),
+        ("KEYPLANE_PLUGINS__HTTP_HOSTS", operator_hosts.as_str()),
+    ];
+    let mut s = Server::start_with_env(dir.path(), &env).await;
+    let (_, t) = s.tenant_with_admin("objects").await;
+    let component = b64(&wasm("storage-http-object"));
+    let up = |name: &str, caps: Value| json!({ "name": name, "world": "storage-backend", "capabilities": caps, "component": component });
+
+    // Refusals: wasi:http imported without a grant; a destination the operator did not list;
+    // a malformed destination.
+    let answer = s
+        .call(Some(&t), "upload-plugin", up("nohttp", json!([])))
+        .await;
+    common::assert_error(&answer, 400, "InvalidPlugin", "wasi:http");
+    let answer = s
+        .call(
+            Some(&t),
+            "upload-plugin",
+            up("elsewhere", json!(["http:169.254.169.254:80"])),
+        )
+        .await;
+    common::assert_error(&answer, 400, "InvalidPlugin", "169.254.169.254:80");
+    let (st, _) = s
+        .call(
+            Some(&t),
+            "upload-plugin",
+            up("bad", json!(["http:no-port"])),
+        )
+        .await;
+    assert_eq!(st, 400);
+
+    let v = s
+        .ok(
+            &t,
+            "upload-plugin",
+            up("s3", json!([format!("http:{moto_dest}")])),
+        )
+        .await;
+    assert!(
+        v["imports"].as_array().unwrap().iter().any(|i| i
+            .as_str()
+            .unwrap()
+            .starts_with("wasi:http/outgoing-handler")),
+        "{v}"
+    );
+    let endpoint = format!("http://{moto_dest}");
+    let config = |secret: &str| {
+        json!({ "endpoint": endpoint, "bucket": "kp-blobs", "prefix": "keyplane/",
+                "access-key-id": moto.access_key, "secret-access-key": secret })
+    };
+
+    // A wrong secret: moto refuses the signature; the key is not created.
+    s.ok(
+        &t,
+        "set-storage-backend",
+        json!({ "plugin": "s3", "config": config("wrong") }),
+    )
+    .await;
+    let (st, v) = s.call(Some(&t), "create-key", json!({})).await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (502, Some("PluginFailed")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("HTTP 403"),
+        "{v}"
+    );
+    assert!(s3_objects(&moto, "kp-blobs").is_empty());
+
+    // The right secret: the blob lands in the bucket, wrapped, under the tenant's namespace.
+    let v = s
+        .ok(
+            &t,
+            "set-storage-backend",
+            json!({ "plugin": "s3", "config": config(&moto.secret_key) }),
+        )
+        .await;
+    assert_eq!(v["config"]["secret-access-key"], "<sealed>", "{v}");
+    assert_eq!(v["config"]["bucket"], "kp-blobs");
+    let key = s.create_key(&t, "envelope").await;
+    let ct = s.encrypt(&t, &key, b"kept in a bucket", json!({})).await;
+    let objects = s3_objects(&moto, "kp-blobs");
+    assert_eq!(objects.len(), 1, "{objects:?}");
+    assert_eq!(
+        objects[0].0,
+        format!("keyplane/tenants/objects/keys/{key}/1")
+    );
+    assert_eq!(
+        objects[0].2, "1",
+        "compare-and-swap version in the object metadata"
+    );
+    let material = s.envelope_material(&key).await;
+    assert!(objects[0].1.len() > 40);
+    assert!(
+        !objects[0].1.windows(32).any(|w| w == material.as_slice()),
+        "key material in the bucket"
+    );
+
+    // Reaching a destination the plugin was not granted (same port, other host name) is
+    // refused by the host before any connection.
+    let (_, t2) = s.tenant_with_admin("sneaky").await;
+    for (name, dest) in [("stall", &stall_dest), ("s3", &moto_dest)] {
+        s.ok(
+            &t2,
+            "upload-plugin",
+            up(name, json!([format!("http:{dest}")])),
+        )
+        .await;
+    }
+    s.ok(
+        &t2,
+        "set-storage-backend",
+        json!({ "plugin": "s3", "config": {
+        "endpoint": format!("http://localhost:{}", moto.port), "bucket": "kp-blobs",
+        "access-key-id": moto.access_key, "secret-access-key": moto.secret_key } }),
+    )
+    .await;
+    let answer = s.call(Some(&t2), "create-key", json!({})).await;
+    common::assert_error(&answer, 502, "PluginFailed", "not granted");
+
+    // A server that never answers: the call ends at the plugin deadline with a timeout, and
+    // the other tenant keeps working meanwhile.
+    s.ok(
+        &t2,
+        "set-storage-backend",
+        json!({ "plugin": "s3", "config": {
+        "endpoint": format!("http://{stall_dest}"), "bucket": "kp-blobs" } }),
+    )
+    .await;
+    let answer = s.call(Some(&t2), "create-key", json!({})).await;
+    common::assert_error(&answer, 502, "PluginFailed", "not granted");
+    s.ok(
+        &t2,
+        "set-storage-backend",
+        json!({ "plugin": "stall", "config": {
+        "endpoint": format!("http://{stall_dest}"), "bucket": "kp-blobs" } }),
+    )
+    .await;
+    let started = Instant::now();
+    let (stalled, other) = tokio::join!(
+        s.call(Some(&t2), "create-key", json!({})),
+        s.encrypt(&t, &key, b"meanwhile", json!({}))
+    );
+    common::assert_error(&stalled, 504, "PluginTimeout", "");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(!other.is_empty());
+
+    // After a restart (empty envelope cache) the blob is read back from the bucket. The S3
+    // secret is nowhere in the data directory in plaintext (it is sealed by the HSM root key).
+    s.stop();
+    common::assert_absent_under(dir.path(), "S3 secret", moto.secret_key.as_bytes());
+    let s = Server::start_with_env(dir.path(), &env).await;
+    let (st, v) = s.decrypt(&t, &ct, json!({})).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(common::unb64(&v["plaintext"]), b"kept in a bucket");
+    drop(moto);
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use zeroize::Zeroizing;
 
-use super::OpContext;
+use super::{plugin_config, OpContext};
 use crate::authz::ResourceRef;
 use crate::crypto::ciphertext::{self, Algorithm, MAX_KEY_ID_LEN};
 use crate::crypto::context::{canonical, EncryptionContext};
@@ -113,8 +113,8 @@ pub async fn tenant_backend(state: &AppState, tenant: &str) -> Result<Option<Bac
     let p = plugins::get(pool, tenant, &b.plugin_name)
         .await?
         .ok_or(Error::Internal)?;
-    let config: BTreeMap<String, String> = serde_json::from_str(&b.config).unwrap_or_default();
-    Ok(Some((p, config.into_iter().collect())))
+    let config = plugin_config::open(&state.keyring, tenant, &p.name, &b.config).await?;
+    Ok(Some((p, config)))
 }
 
 /// Fetch a version's wrapped material from its storage backend unless it is inline or its
@@ -136,10 +136,7 @@ pub async fn load_blob(state: &AppState, key: &KeyRow, version: &mut KeyVersionR
     let config: Vec<(String, String)> = match plugins::storage_backend(pool, &key.tenant_id).await?
     {
         Some(b) if b.plugin_name == store => {
-            serde_json::from_str::<BTreeMap<String, String>>(&b.config)
-                .unwrap_or_default()
-                .into_iter()
-                .collect()
+            plugin_config::open(&state.keyring, &key.tenant_id, &store, &b.config).await?
         }
         _ => Vec::new(),
     };
@@ -261,19 +258,4 @@ pub fn validate_name(field: &str, v: &str) -> Result<()> {
             "{field} must be 1-63 characters of a-z, 0-9 and '-', not starting with '-'"
         )))
     }
-}
-
-/// Limits of a plugin configuration map (attached to a key or a tenant).
-pub fn check_plugin_config(config: &BTreeMap<String, String>) -> Result<()> {
-    const MAX_ENTRIES: usize = 64;
-    if config.len() > MAX_ENTRIES
-        || config
-            .iter()
-            .any(|(k, v)| k.is_empty() || k.len() > 128 || v.len() > 1024)
-    {
-        return Err(Error::validation(format!(
-            "config: at most {MAX_ENTRIES} entries, keys 1-128 bytes, values up to 1024 bytes"
-        )));
-    }
-    Ok(())
 }

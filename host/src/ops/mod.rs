@@ -18,6 +18,7 @@ pub mod encrypt;
 pub mod generate_data_key;
 pub mod generate_random;
 pub mod list_keys;
+pub mod plugin_config;
 pub mod plugin_ops;
 pub mod rotation_ops;
 pub mod set_storage_backend;

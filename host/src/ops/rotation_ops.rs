@@ -7,9 +7,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::common::{
-    check_plugin_config as check_config, key_row, resolve_key, validate_key_id, validate_name,
-};
+use super::common::{key_row, resolve_key, validate_key_id, validate_name};
+use super::plugin_config;
 use super::{OpContext, Operation, WriteScope};
 use crate::authz::ResourceRef;
 use crate::error::{Error, Result};
@@ -58,7 +57,7 @@ impl Operation for SetRotationSchedule {
     fn validate(&self) -> Result<()> {
         validate_key_id(&self.key_id)?;
         validate_name("plugin", &self.plugin)?;
-        check_config(&self.config)
+        plugin_config::check(&self.config)
     }
 
     async fn resolve(&self, ctx: &OpContext<'_>) -> Result<ResourceRef> {
@@ -73,11 +72,13 @@ impl Operation for SetRotationSchedule {
     ) -> Result<Self::Output> {
         let key = key_row(&r)?;
         let p = rotation_plugin(ctx, &key.tenant_id, &self.plugin).await?;
+        let stored =
+            plugin_config::seal(&ctx.state.keyring, &key.tenant_id, &p.name, &self.config).await?;
         let row = ScheduleRow {
             key_id: key.id.clone(),
             tenant_id: key.tenant_id.clone(),
             plugin_name: p.name.clone(),
-            config: serde_json::to_string(&self.config).map_err(|_| Error::Internal)?,
+            config: stored,
             updated_at: now_rfc3339(),
         };
         plugins::set_schedule(scope.conn(ctx.state).await?, &row).await?;
@@ -85,7 +86,7 @@ impl Operation for SetRotationSchedule {
             key_id: key.id.clone(),
             plugin: p.name,
             plugin_sha256: p.sha256,
-            config: self.config,
+            config: plugin_config::redacted(&self.config),
         })
     }
 }
@@ -145,7 +146,7 @@ impl Operation for PreviewRotation {
             validate_name("plugin", p)?;
         }
         if let Some(c) = &self.config {
-            check_config(c)?;
+            plugin_config::check(c)?;
         }
         Ok(())
     }
@@ -161,8 +162,8 @@ impl Operation for PreviewRotation {
         _s: &mut WriteScope,
     ) -> Result<Self::Output> {
         let key = key_row(&r)?;
-        let (plugin_name, config) = match self.plugin {
-            Some(p) => (p, self.config.unwrap_or_default()),
+        let (plugin_name, config): (String, Vec<(String, String)>) = match self.plugin {
+            Some(p) => (p, self.config.unwrap_or_default().into_iter().collect()),
             None => {
                 let s = plugins::schedule(ctx.state.db.reader(), &key.id)
                     .await?
@@ -173,8 +174,16 @@ impl Operation for PreviewRotation {
                         ))
                     })?;
                 let config = match self.config {
-                    Some(c) => c,
-                    None => serde_json::from_str(&s.config).unwrap_or_default(),
+                    Some(c) => c.into_iter().collect(),
+                    None => {
+                        plugin_config::open(
+                            &ctx.state.keyring,
+                            &key.tenant_id,
+                            &s.plugin_name,
+                            &s.config,
+                        )
+                        .await?
+                    }
                 };
                 (s.plugin_name, config)
             }
@@ -201,7 +210,6 @@ impl Operation for PreviewRotation {
             decryptions_since_rotation: o.decryptions_since_rotation.unwrap_or(0),
         };
         let now = self.now.unwrap_or_else(|| chrono::Utc::now().timestamp());
-        let config: Vec<(String, String)> = config.into_iter().collect();
         let next = ctx
             .state
             .plugins

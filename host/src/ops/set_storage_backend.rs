@@ -1,20 +1,22 @@
 //! `set-storage-backend`: a tenant chooses the storage-backend plugin that holds the wrapped
 //! blobs of its new envelope key versions (without one they stay inline in the database).
-//! Existing versions keep the backend they were written to. Cedar: `SetStorageBackend` on
-//! the caller's tenant.
+//! Existing versions keep the backend they were written to. Secrets in the configuration
+//! (credentials) are sealed before they are stored and redacted in the answer (see
+//! [`super::plugin_config`]). Cedar: `SetStorageBackend` on the caller's tenant.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::common::{check_plugin_config, validate_name};
+use super::common::validate_name;
+use super::plugin_config;
 use super::{OpContext, Operation, WriteScope};
 use crate::authz::ResourceRef;
 use crate::error::{Error, Result};
 use crate::store::now_rfc3339;
 use crate::store::plugins::{self, BackendRow};
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SetStorageBackend {
     pub plugin: String,
@@ -30,6 +32,15 @@ pub struct SetStorageBackendOutput {
     pub config: BTreeMap<String, String>,
 }
 
+impl std::fmt::Debug for SetStorageBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SetStorageBackend")
+            .field("plugin", &self.plugin)
+            .field("config", &plugin_config::redacted(&self.config))
+            .finish()
+    }
+}
+
 impl Operation for SetStorageBackend {
     const NAME: &'static str = "set-storage-backend";
     const ACTION: &'static str = "SetStorageBackend";
@@ -37,7 +48,7 @@ impl Operation for SetStorageBackend {
 
     fn validate(&self) -> Result<()> {
         validate_name("plugin", &self.plugin)?;
-        check_plugin_config(&self.config)?;
+        plugin_config::check(&self.config)?;
         Ok(())
     }
 
@@ -64,10 +75,12 @@ impl Operation for SetStorageBackend {
                 p.name, p.world
             )));
         }
+        let stored =
+            plugin_config::seal(&ctx.state.keyring, &tenant, &p.name, &self.config).await?;
         let row = BackendRow {
             tenant_id: tenant.clone(),
             plugin_name: p.name.clone(),
-            config: serde_json::to_string(&self.config).map_err(|_| Error::Internal)?,
+            config: stored,
             updated_at: now_rfc3339(),
         };
         plugins::set_storage_backend(scope.conn(ctx.state).await?, &row).await?;
@@ -75,7 +88,7 @@ impl Operation for SetStorageBackend {
             tenant_id: tenant,
             plugin: p.name,
             plugin_sha256: p.sha256,
-            config: self.config,
+            config: plugin_config::redacted(&self.config),
         })
     }
 }

@@ -10,6 +10,7 @@ use super::common::validate_name;
 use super::{Base64, OpContext, Operation, WriteScope};
 use crate::authz::ResourceRef;
 use crate::error::{Error, Result};
+use crate::plugins::http_grant::{normalise_destination, CAP_HTTP_PREFIX};
 use crate::plugins::{World, CAP_FILESYSTEM};
 use crate::store::now_rfc3339;
 use crate::store::plugins::{self, PluginRow};
@@ -22,8 +23,9 @@ pub struct UploadPlugin {
     pub world: String,
     /// The component, base64.
     pub component: Base64,
-    /// Capabilities beyond the world's defaults: `filesystem` (storage backends only; a
-    /// directory of its own at `/data`, if the operator allows it).
+    /// Capabilities beyond the world's defaults (storage backends only): `filesystem` (a
+    /// directory of its own at `/data`, if the operator allows it) and `http:<host>:<port>`
+    /// (outbound HTTP to that destination, if the operator's `plugins.http_hosts` lists it).
     #[serde(default)]
     pub capabilities: Vec<String>,
 }
@@ -71,16 +73,25 @@ impl Operation for UploadPlugin {
             ));
         }
         for c in &self.capabilities {
-            if c != CAP_FILESYSTEM {
+            if let Some(dest) = c.strip_prefix(CAP_HTTP_PREFIX) {
+                if normalise_destination(dest).is_none() {
+                    return Err(Error::validation(format!(
+                        "capability {c:?}: expected http:<host>:<port>"
+                    )));
+                }
+            } else if c != CAP_FILESYSTEM {
                 return Err(Error::validation(format!(
-                    "unknown capability {c:?} (known: filesystem)"
+                    "unknown capability {c:?} (known: filesystem, http:<host>:<port>)"
                 )));
             }
             if self.world != "storage-backend" {
-                return Err(Error::validation(
-                    "only storage backends can be granted filesystem",
-                ));
+                return Err(Error::validation(format!(
+                    "only storage backends can be granted capabilities ({c:?})"
+                )));
             }
+        }
+        if self.capabilities.len() > 16 {
+            return Err(Error::validation("at most 16 capabilities"));
         }
         if self.component.is_empty() {
             return Err(Error::validation("component is empty"));
@@ -125,6 +136,33 @@ impl Operation for UploadPlugin {
                 "the operator does not allow the filesystem capability".into(),
             ));
         }
+        let operator_hosts: Vec<String> = ctx
+            .state
+            .config
+            .plugins
+            .http_hosts
+            .iter()
+            .filter_map(|h| normalise_destination(h))
+            .collect();
+        let mut capabilities = Vec::new();
+        for c in &self.capabilities {
+            let c = match c.strip_prefix(CAP_HTTP_PREFIX) {
+                Some(dest) => {
+                    let dest = normalise_destination(dest).ok_or(Error::Internal)?;
+                    if !operator_hosts.contains(&dest) {
+                        return Err(Error::InvalidPlugin(format!(
+                            "the operator does not allow outbound HTTP to {dest} \
+                             (plugins.http_hosts)"
+                        )));
+                    }
+                    format!("{CAP_HTTP_PREFIX}{dest}")
+                }
+                None => c.clone(),
+            };
+            if !capabilities.contains(&c) {
+                capabilities.push(c);
+            }
+        }
         let runtime = ctx.state.plugins.clone();
         let bytes = self.component.0.clone();
         let span = tracing::Span::current();
@@ -132,6 +170,17 @@ impl Operation for UploadPlugin {
             tokio::task::spawn_blocking(move || span.in_scope(|| runtime.install(&bytes, world)))
                 .await
                 .map_err(|_| Error::Internal)??;
+        let wants_http = inspected
+            .imports
+            .iter()
+            .any(|i| i.starts_with("wasi:http/"));
+        let granted_http = capabilities.iter().any(|c| c.starts_with(CAP_HTTP_PREFIX));
+        if wants_http && !granted_http {
+            return Err(Error::InvalidPlugin(
+                "the component imports wasi:http but no http:<host>:<port> capability was granted"
+                    .into(),
+            ));
+        }
         let row = PluginRow {
             tenant_id: tenant,
             name: self.name,
@@ -141,7 +190,7 @@ impl Operation for UploadPlugin {
             imports: serde_json::to_string(&inspected.imports).map_err(|_| Error::Internal)?,
             created_at: now_rfc3339(),
             created_by: ctx.principal.id.clone(),
-            capabilities: serde_json::to_string(&self.capabilities).map_err(|_| Error::Internal)?,
+            capabilities: serde_json::to_string(&capabilities).map_err(|_| Error::Internal)?,
         };
         plugins::insert(scope.conn(ctx.state).await?, &row).await?;
         Ok(PluginInfo::from(&row))

@@ -1,11 +1,15 @@
 //! What a plugin instance can reach: the per-invocation store data, its resource limits, and
 //! the host capabilities (`log`, and for storage backends the tenant-scoped `kv` table).
-//! WASI is provided with nothing granted: no environment, arguments, preopened directories
-//! or network; clocks and randomness only.
+//! WASI is provided with nothing granted: no environment, arguments or sockets; clocks and
+//! randomness; a preopened directory only with the `filesystem` capability; outbound HTTP
+//! (`wasi:http`, storage backends only) only to the destinations of its [`HttpGrant`].
 
 use wasmtime::component::ResourceTable;
 use wasmtime::ResourceLimiter;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use super::http_grant::HttpGrant;
 
 use super::bindings::v0_1_0::rotation::keyplane::plugin::log;
 use super::bindings::v0_1_0::rotation::keyplane::plugin::types::StorageError;
@@ -29,19 +33,31 @@ pub struct HostState {
     log_lines: u32,
     plugin: String,
     kv: Option<KvStore>,
+    http: WasiHttpCtx,
+    http_grant: HttpGrant,
+}
+
+/// The capabilities granted to one invocation.
+#[derive(Default)]
+pub struct Grants<'a> {
+    /// The tenant-scoped kv table (storage backends).
+    pub kv: Option<KvStore>,
+    /// The directory preopened at `/data` (the `filesystem` capability).
+    pub fs_dir: Option<&'a std::path::Path>,
+    /// Outbound HTTP destinations (none: every request is refused).
+    pub http: Option<HttpGrant>,
 }
 
 impl HostState {
-    /// `fs_dir`: the directory preopened at `/data` (the `filesystem` capability), if granted.
+    /// State for one invocation of `plugin` with `grants`.
     pub fn new(
         plugin: String,
         memory_cap: usize,
         table_cap: usize,
-        kv: Option<KvStore>,
-        fs_dir: Option<&std::path::Path>,
+        grants: Grants<'_>,
     ) -> crate::error::Result<Self> {
         let mut wasi = WasiCtxBuilder::new();
-        if let Some(dir) = fs_dir {
+        if let Some(dir) = grants.fs_dir {
             wasi.preopened_dir(dir, "/data", wasmtime_wasi::FsPerms::ReadWrite)
                 .map_err(|e| {
                     tracing::error!(error = %e, "cannot preopen plugin directory");
@@ -56,7 +72,9 @@ impl HostState {
             out_of_memory: false,
             log_lines: 0,
             plugin,
-            kv,
+            kv: grants.kv,
+            http: WasiHttpCtx::new(),
+            http_grant: grants.http.unwrap_or_else(HttpGrant::none),
         })
     }
 }
@@ -66,6 +84,16 @@ impl WasiView for HostState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_grant,
         }
     }
 }

@@ -9,11 +9,14 @@
 //! a typed [`Error`] for that call only; the host keeps serving.
 //!
 //! Worlds and their grants: `rotation-schedule` plugins get `log` (and WASI with nothing
-//! granted); `storage-backend` plugins also get the tenant-scoped `kv` table. A component that
-//! imports anything else is refused at upload.
+//! granted); `storage-backend` plugins also get the tenant-scoped `kv` table, and, per plugin,
+//! a preopened directory (`filesystem`) and outbound HTTP to granted destinations
+//! (`http:<host>:<port>`, see [`http_grant`]). A component that imports anything else is
+//! refused at upload.
 
 pub mod bindings;
 mod host;
+pub mod http_grant;
 mod kv_store;
 
 use std::collections::HashMap;
@@ -31,7 +34,8 @@ use crate::store::plugins::PluginRow;
 use crate::store::Db;
 use bindings::v0_1_0::rotation::{keyplane::plugin::types::KeyInfo, RotationSchedulePre};
 use bindings::v0_1_0::storage::StorageBackendPre;
-pub use host::HostState;
+pub use host::{Grants, HostState};
+use http_grant::HttpGrant;
 pub use kv_store::KvStore;
 
 /// The worlds a plugin can implement.
@@ -210,6 +214,7 @@ impl PluginRuntime {
         )?;
         let mut storage_linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut storage_linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut storage_linker)?;
         bindings::v0_1_0::storage::StorageBackend::add_to_linker::<_, HasSelf<HostState>>(
             &mut storage_linker,
             |s| s,
@@ -367,20 +372,14 @@ impl PluginRuntime {
         Ok(dir)
     }
 
-    fn store(
-        &self,
-        plugin: &str,
-        kv: Option<KvStore>,
-        fs_dir: Option<&std::path::Path>,
-    ) -> Result<Store<HostState>> {
+    fn store(&self, plugin: &str, grants: Grants<'_>) -> Result<Store<HostState>> {
         let mut store = Store::new(
             &self.engine,
             HostState::new(
                 plugin.to_string(),
                 self.limits.memory_bytes,
                 self.limits.table_elements,
-                kv,
-                fs_dir,
+                grants,
             )?,
         );
         store.limiter(|s| s);
@@ -393,6 +392,24 @@ impl PluginRuntime {
         };
         setup(&mut store).map_err(|_| Error::Internal)?;
         Ok(store)
+    }
+
+    /// The wall-clock budget of one invocation.
+    fn deadline(&self) -> Duration {
+        Duration::from_millis(self.limits.deadline_ms)
+    }
+
+    /// Run an invocation under the wall-clock deadline. The epoch deadline stops a plugin
+    /// that computes; this also stops one that waits on the host (an HTTP request, a kv read).
+    async fn bounded<T>(
+        &self,
+        call: impl std::future::Future<Output = wasmtime::Result<T>>,
+    ) -> wasmtime::Result<T> {
+        let grace = Duration::from_millis(50);
+        match tokio::time::timeout(self.deadline() + grace, call).await {
+            Ok(r) => r,
+            Err(_) => Err(Trap::Interrupt.into()),
+        }
     }
 
     /// Ask a rotation-schedule plugin for its decision.
@@ -417,15 +434,16 @@ impl PluginRuntime {
             let Loaded::Rotation(pre) = &*self.load(sha256, World::RotationSchedule)? else {
                 return Err(Error::validation("plugin is not a rotation schedule"));
             };
-            let mut store = self.store(short, None, None)?;
-            let call = async {
-                let bindings = pre.instantiate_async(&mut store).await?;
-                bindings
-                    .keyplane_plugin_schedule()
-                    .call_next_rotation(&mut store, &config.to_vec(), info, now)
-                    .await
-            }
-            .await;
+            let mut store = self.store(short, Grants::default())?;
+            let call = self
+                .bounded(async {
+                    let bindings = pre.instantiate_async(&mut store).await?;
+                    bindings
+                        .keyplane_plugin_schedule()
+                        .call_next_rotation(&mut store, &config.to_vec(), info, now)
+                        .await
+                })
+                .await;
             let fuel_used = self
                 .limits
                 .fuel
@@ -503,37 +521,50 @@ impl PluginRuntime {
             let Loaded::Storage(pre) = &*self.load(sha256, World::StorageBackend)? else {
                 return Err(Error::validation("plugin is not a storage backend"));
             };
-            let mut store = self.store(short, Some(self.kv(tenant)), fs_dir.as_deref())?;
+            let http = HttpGrant::new(
+                &http_grant::granted_destinations(&plugin.capabilities()),
+                &self.limits.http_hosts,
+                // A backstop: the invocation's own deadline ends the call first (as a
+                // timeout); this only bounds what the connection task may hold afterwards.
+                self.deadline() + Duration::from_secs(1),
+            );
+            let grants = Grants {
+                kv: Some(self.kv(tenant)),
+                fs_dir: fs_dir.as_deref(),
+                http: Some(http),
+            };
+            let mut store = self.store(short, grants)?;
             let config = config.to_vec();
-            let call = async {
-                let b = pre.instantiate_async(&mut store).await?;
-                let s = b.keyplane_plugin_storage();
-                Ok::<_, wasmtime::Error>(match op {
-                    StorageOp::Get { name } => {
-                        let full = format!("tenants/{tenant}/{name}");
-                        s.call_get(&mut store, &config, &full)
-                            .await?
-                            .map(|b| StorageReply::Blob(b.map(|b| b.data)))
-                    }
-                    StorageOp::Put {
-                        name,
-                        data,
-                        expected_version,
-                    } => {
-                        let full = format!("tenants/{tenant}/{name}");
-                        s.call_put(&mut store, &config, &full, &data, expected_version)
-                            .await?
-                            .map(StorageReply::Version)
-                    }
-                    StorageOp::Delete { name } => {
-                        let full = format!("tenants/{tenant}/{name}");
-                        s.call_delete(&mut store, &config, &full, None)
-                            .await?
-                            .map(StorageReply::Deleted)
-                    }
+            let call = self
+                .bounded(async {
+                    let b = pre.instantiate_async(&mut store).await?;
+                    let s = b.keyplane_plugin_storage();
+                    Ok::<_, wasmtime::Error>(match op {
+                        StorageOp::Get { name } => {
+                            let full = format!("tenants/{tenant}/{name}");
+                            s.call_get(&mut store, &config, &full)
+                                .await?
+                                .map(|b| StorageReply::Blob(b.map(|b| b.data)))
+                        }
+                        StorageOp::Put {
+                            name,
+                            data,
+                            expected_version,
+                        } => {
+                            let full = format!("tenants/{tenant}/{name}");
+                            s.call_put(&mut store, &config, &full, &data, expected_version)
+                                .await?
+                                .map(StorageReply::Version)
+                        }
+                        StorageOp::Delete { name } => {
+                            let full = format!("tenants/{tenant}/{name}");
+                            s.call_delete(&mut store, &config, &full, None)
+                                .await?
+                                .map(StorageReply::Deleted)
+                        }
+                    })
                 })
-            }
-            .await;
+                .await;
             let fuel_used = self
                 .limits
                 .fuel

@@ -22,9 +22,12 @@ pub struct PluginRow {
 impl PluginRow {
     /// Whether the plugin was granted `capability`.
     pub fn granted(&self, capability: &str) -> bool {
-        serde_json::from_str::<Vec<String>>(&self.capabilities)
-            .map(|c| c.iter().any(|x| x == capability))
-            .unwrap_or(false)
+        self.capabilities().iter().any(|x| x == capability)
+    }
+
+    /// The capabilities granted at upload.
+    pub fn capabilities(&self) -> Vec<String> {
+        serde_json::from_str(&self.capabilities).unwrap_or_default()
     }
 }
 

@@ -241,3 +241,63 @@ impl Drop for Server {
         }
     }
 }
+
+impl Server {
+    /// The unwrapped material of an envelope key's primary version, through the debug-only
+    /// hook (operator token).
+    pub async fn envelope_material(&self, key_id: &str) -> Vec<u8> {
+        let r = self
+            .client
+            .post(format!("{}/debug/envelope-material", self.base))
+            .bearer_auth(&self.admin)
+            .json(&json!({ "key_id": key_id }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let material = unb64(&r.json::<Value>().await.unwrap()["material"]);
+        assert_eq!(material.len(), 32);
+        material
+    }
+}
+
+/// Every file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                files.push(p);
+            }
+        }
+    }
+    files
+}
+
+/// Panic if `needle` (named `what`) occurs in any file under `dir`.
+pub fn assert_absent_under(dir: &Path, what: &str, needle: &[u8]) {
+    for p in files_under(dir) {
+        let bytes = std::fs::read(&p).unwrap();
+        assert!(
+            !bytes.windows(needle.len()).any(|w| w == needle),
+            "{what} found in {}",
+            p.display()
+        );
+    }
+}
+
+/// Assert an error answer: its status, its code and (if not empty) a part of its message.
+pub fn assert_error(answer: &(u16, Value), status: u16, code: &str, message_part: &str) {
+    let (st, v) = answer;
+    assert_eq!(
+        (*st, v["error"]["code"].as_str()),
+        (status, Some(code)),
+        "{v}"
+    );
+    let message = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains(message_part), "{v}");
+}

@@ -1,0 +1,142 @@
+//! Plugin configuration: the string map attached to a tenant's storage backend or a key's
+//! rotation schedule. Owns its limits and the protection of sensitive values: a value whose
+//! key names a secret (`secret`, `password`, `token`, `credential` anywhere in the key) is
+//! sealed under the HSM root key before it is stored (the AAD binds tenant, plugin and key, so
+//! a sealed value cannot be moved to another plugin or tenant), answers show it as
+//! [`REDACTED`], and it is opened only to call the plugin.
+
+use std::collections::BTreeMap;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+
+use crate::crypto::Keyring;
+use crate::error::{Error, Result};
+
+/// How answers show a sealed value.
+pub const REDACTED: &str = "<sealed>";
+const SEALED_PREFIX: &str = "kp-sealed:v1:";
+const MAX_ENTRIES: usize = 64;
+
+/// Whether the value of `key` is a secret.
+pub fn is_sensitive(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    ["secret", "password", "token", "credential"]
+        .iter()
+        .any(|s| k.contains(s))
+}
+
+/// Limits of a configuration map.
+pub fn check(config: &BTreeMap<String, String>) -> Result<()> {
+    if config.len() > MAX_ENTRIES
+        || config
+            .iter()
+            .any(|(k, v)| k.is_empty() || k.len() > 128 || v.len() > 1024)
+    {
+        return Err(Error::validation(format!(
+            "config: at most {MAX_ENTRIES} entries, keys 1-128 bytes, values up to 1024 bytes"
+        )));
+    }
+    if config.values().any(|v| v.starts_with(SEALED_PREFIX)) {
+        return Err(Error::validation("config values cannot be pre-sealed"));
+    }
+    Ok(())
+}
+
+/// The configuration as answers show it: sensitive values redacted.
+pub fn redacted(config: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    config
+        .iter()
+        .map(|(k, v)| {
+            let v = if is_sensitive(k) {
+                REDACTED.to_string()
+            } else {
+                v.clone()
+            };
+            (k.clone(), v)
+        })
+        .collect()
+}
+
+fn aad(tenant: &str, plugin: &str, key: &str) -> Vec<u8> {
+    format!("keyplane plugin-config\0{tenant}\0{plugin}\0{key}").into_bytes()
+}
+
+/// The JSON to store: sensitive values sealed.
+pub async fn seal(
+    keyring: &Keyring,
+    tenant: &str,
+    plugin: &str,
+    config: &BTreeMap<String, String>,
+) -> Result<String> {
+    let mut stored = BTreeMap::new();
+    for (k, v) in config {
+        let v = if is_sensitive(k) {
+            let sealed = keyring
+                .seal_with_root(&aad(tenant, plugin, k), v.as_bytes())
+                .await?;
+            format!("{SEALED_PREFIX}{}", STANDARD.encode(sealed))
+        } else {
+            v.clone()
+        };
+        stored.insert(k.clone(), v);
+    }
+    serde_json::to_string(&stored).map_err(|_| Error::Internal)
+}
+
+/// The stored JSON as the plugin gets it: sealed values opened.
+pub async fn open(
+    keyring: &Keyring,
+    tenant: &str,
+    plugin: &str,
+    stored: &str,
+) -> Result<Vec<(String, String)>> {
+    let stored: BTreeMap<String, String> = serde_json::from_str(stored).map_err(|e| {
+        tracing::error!(error = %e, "stored plugin configuration is not a string map");
+        Error::Internal
+    })?;
+    let mut out = Vec::with_capacity(stored.len());
+    for (k, v) in stored {
+        let v = match v.strip_prefix(SEALED_PREFIX) {
+            Some(b64) => {
+                let blob = STANDARD.decode(b64).map_err(|_| Error::Internal)?;
+                let plain = keyring
+                    .open_with_root(&aad(tenant, plugin, &k), &blob)
+                    .await
+                    .map_err(|_| {
+                        tracing::error!(tenant, plugin, key = %k, "sealed plugin configuration does not open");
+                        Error::Internal
+                    })?;
+                String::from_utf8(plain.to_vec()).map_err(|_| Error::Internal)?
+            }
+            None => v,
+        };
+        out.push((k, v));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sensitive_keys_are_redacted_and_presealed_values_refused() {
+        let c: BTreeMap<String, String> = [
+            ("secret-access-key", "s"),
+            ("Session-Token", "t"),
+            ("bucket", "b"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let r = redacted(&c);
+        assert_eq!(r["secret-access-key"], REDACTED);
+        assert_eq!(r["Session-Token"], REDACTED);
+        assert_eq!(r["bucket"], "b");
+        let mut bad = c.clone();
+        bad.insert("x".into(), format!("{SEALED_PREFIX}AAAA"));
+        assert!(check(&bad).is_err());
+        assert!(check(&c).is_ok());
+    }
+}
