@@ -424,93 +424,32 @@ fn handler<'a, O: Operation>(
     Box::pin(run::<O>(state, auth, meta, body))
 }
 
+/// One entry of the operation table.
+macro_rules! op {
+    ($op:ty) => {
+        (<$op>::NAME, <$op>::ACTION, handler::<$op>)
+    };
+}
+
 /// Every operation: (native name, Cedar action, handler).
 pub const OPERATIONS: &[(&str, &str, Handler)] = &[
-    (
-        create_tenant::CreateTenant::NAME,
-        create_tenant::CreateTenant::ACTION,
-        handler::<create_tenant::CreateTenant>,
-    ),
-    (
-        create_principal::CreatePrincipal::NAME,
-        create_principal::CreatePrincipal::ACTION,
-        handler::<create_principal::CreatePrincipal>,
-    ),
-    (
-        create_key::CreateKey::NAME,
-        create_key::CreateKey::ACTION,
-        handler::<create_key::CreateKey>,
-    ),
-    (
-        describe_key::DescribeKey::NAME,
-        describe_key::DescribeKey::ACTION,
-        handler::<describe_key::DescribeKey>,
-    ),
-    (
-        list_keys::ListKeys::NAME,
-        list_keys::ListKeys::ACTION,
-        handler::<list_keys::ListKeys>,
-    ),
-    (
-        encrypt::Encrypt::NAME,
-        encrypt::Encrypt::ACTION,
-        handler::<encrypt::Encrypt>,
-    ),
-    (
-        decrypt::Decrypt::NAME,
-        decrypt::Decrypt::ACTION,
-        handler::<decrypt::Decrypt>,
-    ),
-    (
-        generate_data_key::GenerateDataKey::NAME,
-        generate_data_key::GenerateDataKey::ACTION,
-        handler::<generate_data_key::GenerateDataKey>,
-    ),
-    (
-        generate_data_key::GenerateDataKeyWithoutPlaintext::NAME,
-        generate_data_key::GenerateDataKeyWithoutPlaintext::ACTION,
-        handler::<generate_data_key::GenerateDataKeyWithoutPlaintext>,
-    ),
-    (
-        generate_random::GenerateRandom::NAME,
-        generate_random::GenerateRandom::ACTION,
-        handler::<generate_random::GenerateRandom>,
-    ),
-    (
-        set_storage_backend::SetStorageBackend::NAME,
-        set_storage_backend::SetStorageBackend::ACTION,
-        handler::<set_storage_backend::SetStorageBackend>,
-    ),
-    (
-        upload_plugin::UploadPlugin::NAME,
-        upload_plugin::UploadPlugin::ACTION,
-        handler::<upload_plugin::UploadPlugin>,
-    ),
-    (
-        plugin_ops::ListPlugins::NAME,
-        plugin_ops::ListPlugins::ACTION,
-        handler::<plugin_ops::ListPlugins>,
-    ),
-    (
-        plugin_ops::DescribePlugin::NAME,
-        plugin_ops::DescribePlugin::ACTION,
-        handler::<plugin_ops::DescribePlugin>,
-    ),
-    (
-        plugin_ops::DeletePlugin::NAME,
-        plugin_ops::DeletePlugin::ACTION,
-        handler::<plugin_ops::DeletePlugin>,
-    ),
-    (
-        rotation_ops::SetRotationSchedule::NAME,
-        rotation_ops::SetRotationSchedule::ACTION,
-        handler::<rotation_ops::SetRotationSchedule>,
-    ),
-    (
-        rotation_ops::PreviewRotation::NAME,
-        rotation_ops::PreviewRotation::ACTION,
-        handler::<rotation_ops::PreviewRotation>,
-    ),
+    op!(create_tenant::CreateTenant),
+    op!(create_principal::CreatePrincipal),
+    op!(create_key::CreateKey),
+    op!(describe_key::DescribeKey),
+    op!(list_keys::ListKeys),
+    op!(encrypt::Encrypt),
+    op!(decrypt::Decrypt),
+    op!(generate_data_key::GenerateDataKey),
+    op!(generate_data_key::GenerateDataKeyWithoutPlaintext),
+    op!(generate_random::GenerateRandom),
+    op!(set_storage_backend::SetStorageBackend),
+    op!(upload_plugin::UploadPlugin),
+    op!(plugin_ops::ListPlugins),
+    op!(plugin_ops::DescribePlugin),
+    op!(plugin_ops::DeletePlugin),
+    op!(rotation_ops::SetRotationSchedule),
+    op!(rotation_ops::PreviewRotation),
 ];
 
 /// Find an operation by its native name.
