@@ -87,6 +87,8 @@ pub async fn start(config: Config, hsm: Hsm, loaded: LoadedPolicies) -> anyhow::
         authz: Authz::new(loaded),
         tokens,
         plugins,
+        clock: Arc::new(crate::clock::Clock::system()),
+        usage: Arc::new(crate::usage::Usage::default()),
     };
     ensure_default_tenant(&state).await?;
     let keyring = state.keyring.clone();
@@ -96,6 +98,16 @@ pub async fn start(config: Config, hsm: Hsm, loaded: LoadedPolicies) -> anyhow::
         loop {
             tick.tick().await;
             keyring.sweep_cache();
+        }
+    });
+    let (usage, db) = (state.usage.clone(), state.db.clone());
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            if let Err(e) = usage.flush(&db).await {
+                tracing::warn!(error = %e, "could not write usage counters; kept for the next try");
+            }
         }
     });
     Ok(state)

@@ -31,6 +31,7 @@ pub struct Config {
     pub envelope_cache: EnvelopeCacheConfig,
     pub telemetry: TelemetryConfig,
     pub plugins: PluginsConfig,
+    pub lifecycle: LifecycleConfig,
     /// Directory with `schema.cedarschema` and `*.cedar` policies.
     pub policies_dir: Option<PathBuf>,
 }
@@ -107,6 +108,7 @@ impl Default for Config {
             },
             telemetry: TelemetryConfig::default(),
             plugins: PluginsConfig::default(),
+            lifecycle: LifecycleConfig::default(),
             policies_dir: None,
         }
     }
@@ -193,6 +195,26 @@ impl Default for PluginsConfig {
             max_instances: 64,
             allow_filesystem: true,
             http_hosts: Vec::new(),
+        }
+    }
+}
+
+/// The lifecycle scheduler: rotations decided by schedule plugins, destruction of keys whose
+/// deletion window has passed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LifecycleConfig {
+    /// Seconds between scheduler passes (0: no background passes; `run-scheduler` still works).
+    pub scheduler_interval_seconds: u64,
+    /// Schedule plugins called at once during a pass.
+    pub scheduler_concurrency: usize,
+}
+
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        LifecycleConfig {
+            scheduler_interval_seconds: 60,
+            scheduler_concurrency: 4,
         }
     }
 }

@@ -40,6 +40,9 @@ pub enum Error {
     /// The key (or version) is in a state that does not allow this operation.
     #[error("{0}")]
     InvalidState(String),
+
+    #[error("{what} was destroyed: its key material no longer exists and what was encrypted under it cannot be decrypted")]
+    KeyDestroyed { what: String },
     /// The request body is larger than the configured limit.
     #[error("request body exceeds {limit} bytes")]
     PayloadTooLarge { limit: usize },
@@ -77,6 +80,7 @@ impl Error {
             Error::UnknownOperation(_) => "UnknownOperation",
             Error::AlreadyExists { .. } => "AlreadyExists",
             Error::InvalidState(_) => "InvalidState",
+            Error::KeyDestroyed { .. } => "KeyDestroyed",
             Error::PayloadTooLarge { .. } => "PayloadTooLarge",
             Error::InvalidPlugin(_) => "InvalidPlugin",
             Error::PluginFailed { .. } => "PluginFailed",
@@ -101,6 +105,7 @@ impl Error {
             Error::AccessDenied { .. } => StatusCode::FORBIDDEN,
             Error::NotFound { .. } | Error::UnknownOperation(_) => StatusCode::NOT_FOUND,
             Error::AlreadyExists { .. } | Error::InvalidState(_) => StatusCode::CONFLICT,
+            Error::KeyDestroyed { .. } => StatusCode::GONE,
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::HsmUnavailable | Error::DatabaseUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal => StatusCode::INTERNAL_SERVER_ERROR,

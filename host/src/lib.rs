@@ -7,7 +7,9 @@
 //! - [`server`]: `keyplane serve`; [`bootstrap`]: first-start set-up; [`tls`]: certificates.
 //! - [`api`]: HTTP fronts (native `POST /v1/<operation>`, health); they only translate.
 //! - [`authn`]: bearer tokens → principal; [`authz`]: Cedar policy set, entities, decisions.
-//! - [`ops`]: the operation table, one file per operation, and the request pipeline.
+//! - [`ops`]: the operation table, one file per operation, the request pipeline, and the
+//!   lifecycle scheduler (rotations by schedule plugins, destruction after deletion windows).
+//! - [`clock`]: the service clock; [`usage`]: per-version usage counters.
 //! - [`crypto`]: the keyring (`hsm` and `envelope` protection), ciphertext format, encryption
 //!   context encoding, envelope material cache.
 //! - [`plugins`]: the WebAssembly plugin runtime (storage backends, rotation schedules).
@@ -21,6 +23,7 @@ pub mod audit;
 pub mod authn;
 pub mod authz;
 pub mod bootstrap;
+pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod error;
@@ -32,3 +35,4 @@ pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
+pub mod usage;

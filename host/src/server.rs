@@ -23,6 +23,7 @@ pub async fn serve(config: Config, hsm: Hsm, policies: LoadedPolicies) -> anyhow
         Some(tls::load(&config)?)
     };
     let state = Arc::new(bootstrap::start(config, hsm, policies).await?);
+    crate::ops::scheduler::spawn(state.clone());
     let app = api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
 
     let handle = Handle::new();

@@ -4,10 +4,12 @@ use std::sync::Arc;
 
 use crate::authn::TokenHasher;
 use crate::authz::Authz;
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::crypto::Keyring;
 use crate::plugins::PluginRuntime;
 use crate::store::Db;
+use crate::usage::Usage;
 
 /// Everything a request may use.
 pub struct AppState {
@@ -17,4 +19,8 @@ pub struct AppState {
     pub authz: Authz,
     pub tokens: TokenHasher,
     pub plugins: Arc<PluginRuntime>,
+    /// The service clock (lifecycle decisions).
+    pub clock: Arc<Clock>,
+    /// Usage counters not yet written.
+    pub usage: Arc<Usage>,
 }

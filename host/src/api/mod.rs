@@ -24,10 +24,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/v1/{operation}", post(native::handle));
     #[cfg(all(feature = "test-hooks", debug_assertions))]
-    let router = router.route(
-        "/debug/envelope-material",
-        post(native::debug_envelope_material),
-    );
+    let router = router
+        .route(
+            "/debug/envelope-material",
+            post(native::debug_envelope_material),
+        )
+        .route("/debug/clock", post(native::debug_clock));
     router
         .route_layer(axum::middleware::from_fn(
             crate::telemetry::http::trace_request,

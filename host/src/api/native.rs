@@ -168,23 +168,9 @@ pub async fn debug_envelope_material(
 ) -> Response {
     use crate::store::keys;
     let rid = "debug";
-    let auth_header = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let principal = match state.tokens.authenticate(&state.db, auth_header).await {
-        Ok(p) if p.operator => p,
-        Ok(_) => {
-            return error_response(
-                &Error::AccessDenied {
-                    action: "debug".into(),
-                    resource: "-".into(),
-                },
-                rid,
-            )
-        }
-        Err(e) => return error_response(&e, rid),
-    };
-    let _ = principal;
+    if let Err(e) = debug_operator(&state, &headers).await {
+        return error_response(&e, rid);
+    }
     let key_id = req
         .get("key_id")
         .and_then(|v| v.as_str())
@@ -213,4 +199,39 @@ pub async fn debug_envelope_material(
         }
         Err(e) => error_response(&e, rid),
     }
+}
+
+/// Test hooks answer the operator only.
+#[cfg(all(feature = "test-hooks", debug_assertions))]
+async fn debug_operator(state: &AppState, headers: &HeaderMap) -> Result<(), Error> {
+    let auth_header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match state.tokens.authenticate(&state.db, auth_header).await {
+        Ok(p) if p.operator => Ok(()),
+        Ok(_) => Err(Error::AccessDenied {
+            action: "debug".into(),
+            resource: "-".into(),
+        }),
+        Err(e) => Err(e),
+    }
+}
+
+/// Test hook (debug builds with `test-hooks` only): move the service clock forward by
+/// `advance_seconds`, so tests pass deletion windows and rotation periods without waiting.
+#[cfg(all(feature = "test-hooks", debug_assertions))]
+pub async fn debug_clock(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Json(req): Json<serde_json::Value>,
+) -> Response {
+    if let Err(e) = debug_operator(&state, &headers).await {
+        return error_response(&e, "debug");
+    }
+    let secs = req
+        .get("advance_seconds")
+        .and_then(|v| v.as_i64())
+        .unwrap_or(0);
+    let now = state.clock.advance(secs);
+    Json(serde_json::json!({ "now": now })).into_response()
 }

@@ -260,6 +260,27 @@ impl Keyring {
         }
     }
 
+    /// Crypto-shred a version's material held by the HSM or the cache: destroy its token
+    /// object (an object already gone is fine, so this can be retried) and forget cached
+    /// envelope material. Wrapped copies in storage are the caller's to delete.
+    pub async fn shred_version(&self, key_id: &str, version: &KeyVersionRow) -> Result<()> {
+        self.cache.forget(key_id);
+        let Some(object_id) = version.hsm_object_id.clone() else {
+            return Ok(());
+        };
+        if let Ok(mut m) = self.hsm_objects.lock() {
+            m.remove(&object_id);
+        }
+        let hsm = self.hsm.clone();
+        blocking(move || {
+            while let Some(handle) = hsm.find_secret_key(&object_id)? {
+                hsm.destroy(handle)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn hsm_object(&self, object_id: &[u8]) -> Result<ObjectHandle> {
         if let Some(h) = self
             .hsm_objects

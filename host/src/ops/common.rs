@@ -19,23 +19,67 @@ use crate::store::plugins;
 
 pub const KEY_SPEC_AES_256_GCM: &str = "AES_256_GCM";
 pub const USAGE_ENCRYPT_DECRYPT: &str = "encrypt-decrypt";
-pub const STATE_ENABLED: &str = "enabled";
+pub use crate::store::keys::{
+    STATE_COMPROMISED, STATE_DESTROYED, STATE_DISABLED, STATE_ENABLED, STATE_PENDING_DELETION,
+};
 
-/// Check a key id's shape before touching the database.
+/// Prefix of alias names.
+pub const ALIAS_PREFIX: &str = "alias/";
+const MAX_ALIAS_LEN: usize = 256;
+
+/// Check an alias name's shape (`alias/` then letters, digits, `/`, `_`, `-`).
+pub fn validate_alias(name: &str) -> Result<()> {
+    let ok = name.len() <= MAX_ALIAS_LEN
+        && name.strip_prefix(ALIAS_PREFIX).is_some_and(|rest| {
+            !rest.is_empty()
+                && rest
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'/' || b == b'_' || b == b'-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::validation(format!(
+            "alias names are {ALIAS_PREFIX}<name> (letters, digits, '/', '_', '-'; at most {MAX_ALIAS_LEN} characters)"
+        )))
+    }
+}
+
+/// Check a key id's shape (or an alias name, which every key_id field accepts) before
+/// touching the database.
 pub fn validate_key_id(id: &str) -> Result<()> {
+    if id.starts_with(ALIAS_PREFIX) {
+        return validate_alias(id);
+    }
     if id.is_empty()
         || id.len() > MAX_KEY_ID_LEN
         || !id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     {
-        return Err(Error::validation("key_id is not a valid key id"));
+        return Err(Error::validation("key_id is not a valid key id or alias"));
     }
     Ok(())
 }
 
-/// Load a key and build its Cedar resource.
+/// The key id a key_id field names: itself, or the key an alias of the caller's tenant
+/// points to.
+pub async fn key_id_of(ctx: &OpContext<'_>, key_id: &str) -> Result<String> {
+    if !key_id.starts_with(ALIAS_PREFIX) {
+        return Ok(key_id.to_string());
+    }
+    let alias = crate::store::aliases::get(ctx.state.db.reader(), &ctx.principal.tenant_id, key_id)
+        .await?
+        .ok_or_else(|| Error::NotFound {
+            kind: "alias",
+            id: key_id.to_string(),
+        })?;
+    Ok(alias.key_id)
+}
+
+/// Load a key (by id or alias) and build its Cedar resource.
 pub async fn resolve_key(ctx: &OpContext<'_>, key_id: &str) -> Result<ResourceRef> {
+    let key_id = &key_id_of(ctx, key_id).await?;
     let pool = ctx.state.db.reader();
     let row = keys::get(pool, key_id)
         .await?
@@ -60,14 +104,28 @@ pub fn key_row(resource: &ResourceRef) -> Result<&KeyRow> {
     }
 }
 
+/// Refuse any use of a key that is not enabled, saying why.
+pub fn check_key_enabled(key: &KeyRow) -> Result<()> {
+    match key.state.as_str() {
+        STATE_ENABLED => Ok(()),
+        STATE_DESTROYED => Err(Error::KeyDestroyed {
+            what: format!("key {}", key.id),
+        }),
+        STATE_PENDING_DELETION => Err(Error::InvalidState(format!(
+            "key {} is pending deletion (destroyed at {}); cancel-key-deletion to keep it",
+            key.id,
+            key.deletion_date
+                .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_default()
+        ))),
+        other => Err(Error::InvalidState(format!("key {} is {other}", key.id))),
+    }
+}
+
 /// Refuse use of a key that is not enabled or not for encryption.
 pub fn check_usable_for_encryption(key: &KeyRow) -> Result<Protection> {
-    if key.state != STATE_ENABLED {
-        return Err(Error::InvalidState(format!(
-            "key {} is {}",
-            key.id, key.state
-        )));
-    }
+    check_key_enabled(key)?;
     if key.usage != USAGE_ENCRYPT_DECRYPT {
         return Err(Error::validation(format!(
             "key {} is not for encrypt-decrypt",
@@ -77,20 +135,71 @@ pub fn check_usable_for_encryption(key: &KeyRow) -> Result<Protection> {
     Protection::parse(&key.protection).ok_or(Error::Internal)
 }
 
-/// The enabled version `v` of `key`.
-pub async fn usable_version(ctx: &OpContext<'_>, key: &KeyRow, v: i64) -> Result<KeyVersionRow> {
+/// What a version is about to be used for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionUse {
+    /// New ciphertexts or signatures (the primary version).
+    Protect,
+    /// Decrypting or verifying.
+    Open,
+    /// Decrypting inside `rewrap` (also allowed for compromised versions).
+    Rewrap,
+}
+
+/// Refuse a version whose state does not allow `purpose`, saying why.
+pub fn check_version(key: &KeyRow, v: &KeyVersionRow, purpose: VersionUse) -> Result<()> {
+    let n = v.version;
+    match v.state.as_str() {
+        STATE_ENABLED => {}
+        STATE_DESTROYED => {
+            return Err(Error::KeyDestroyed {
+                what: format!("version {n} of key {}", key.id),
+            })
+        }
+        STATE_COMPROMISED if purpose == VersionUse::Rewrap => {}
+        STATE_COMPROMISED if purpose == VersionUse::Protect => {
+            return Err(Error::InvalidState(format!(
+                "the primary version {n} of key {} is compromised; rotate-key first",
+                key.id
+            )))
+        }
+        STATE_COMPROMISED => {
+            return Err(Error::InvalidState(format!(
+                "version {n} of key {} is compromised ({}); its ciphertexts can only be rewrapped",
+                key.id,
+                v.state_reason.as_deref().unwrap_or("revoked")
+            )))
+        }
+        other => {
+            return Err(Error::InvalidState(format!(
+                "version {n} of key {} is {other}",
+                key.id
+            )))
+        }
+    }
+    if purpose == VersionUse::Open && n < key.min_decryption_version {
+        return Err(Error::InvalidState(format!(
+            "version {n} of key {} is below its minimum decryption version {}",
+            key.id, key.min_decryption_version
+        )));
+    }
+    Ok(())
+}
+
+/// Version `v` of `key`, if its state allows `purpose`, with its blob loaded.
+pub async fn usable_version(
+    ctx: &OpContext<'_>,
+    key: &KeyRow,
+    v: i64,
+    purpose: VersionUse,
+) -> Result<KeyVersionRow> {
     let version = keys::version(ctx.state.db.reader(), &key.id, v)
         .await?
         .ok_or_else(|| Error::NotFound {
             kind: "key version",
             id: format!("{}/{v}", key.id),
         })?;
-    if version.state != STATE_ENABLED {
-        return Err(Error::InvalidState(format!(
-            "version {v} of key {} is {}",
-            key.id, version.state
-        )));
-    }
+    check_version(key, &version, purpose)?;
     let mut version = version;
     load_blob(ctx.state, key, &mut version).await?;
     Ok(version)
@@ -117,6 +226,23 @@ pub async fn tenant_backend(state: &AppState, tenant: &str) -> Result<Option<Bac
     Ok(Some((p, config)))
 }
 
+/// The storage plugin a version's blob was written to, with the configuration to reach it
+/// (the tenant's backend configuration while that plugin is still the backend).
+pub async fn version_store(state: &AppState, tenant: &str, store: &str) -> Result<Backend> {
+    let pool = state.db.reader();
+    let plugin = plugins::get(pool, tenant, store).await?.ok_or_else(|| {
+        tracing::error!(plugin = %store, "storage plugin of a key version is gone");
+        Error::Internal
+    })?;
+    let config = match plugins::storage_backend(pool, tenant).await? {
+        Some(b) if b.plugin_name == store => {
+            plugin_config::open(&state.keyring, tenant, store, &b.config).await?
+        }
+        _ => Vec::new(),
+    };
+    Ok((plugin, config))
+}
+
 /// Fetch a version's wrapped material from its storage backend unless it is inline or its
 /// unwrapped material is already cached.
 pub async fn load_blob(state: &AppState, key: &KeyRow, version: &mut KeyVersionRow) -> Result<()> {
@@ -128,18 +254,7 @@ pub async fn load_blob(state: &AppState, key: &KeyRow, version: &mut KeyVersionR
     {
         return Ok(());
     }
-    let pool = state.db.reader();
-    let plugin = plugins::get(pool, &key.tenant_id, &store).await?.ok_or_else(|| {
-        tracing::error!(key = %key.id, plugin = %store, "storage plugin of a key version is gone");
-        Error::Internal
-    })?;
-    let config: Vec<(String, String)> = match plugins::storage_backend(pool, &key.tenant_id).await?
-    {
-        Some(b) if b.plugin_name == store => {
-            plugin_config::open(&state.keyring, &key.tenant_id, &store, &b.config).await?
-        }
-        _ => Vec::new(),
-    };
+    let (plugin, config) = version_store(state, &key.tenant_id, &store).await?;
     let op = StorageOp::Get {
         name: blob_name(&key.id, version.version),
     };
@@ -174,7 +289,7 @@ pub async fn seal_with_primary(
     plaintext: Zeroizing<Vec<u8>>,
 ) -> Result<(u32, Vec<u8>)> {
     let protection = check_usable_for_encryption(key)?;
-    let version = usable_version(ctx, key, key.primary_version).await?;
+    let version = usable_version(ctx, key, key.primary_version, VersionUse::Protect).await?;
     let v = version.version as u32;
     let nonce = ctx.state.keyring.nonce()?;
     let header = ciphertext::header(Algorithm::Aes256Gcm, &key.id, v, &nonce);
@@ -186,7 +301,47 @@ pub async fn seal_with_primary(
         .await?;
     let mut blob = header;
     blob.extend_from_slice(&sealed);
+    ctx.state
+        .usage
+        .record(&key.id, version.version, crate::usage::UseKind::Encrypt);
     Ok((v, blob))
+}
+
+/// Decrypt a parsed ciphertext under `key` (the key its header names), if the key and the
+/// version allow `purpose`; counts the decryption.
+pub async fn open_ciphertext(
+    ctx: &OpContext<'_>,
+    key: &KeyRow,
+    ct: &ciphertext::Ciphertext,
+    ec: &EncryptionContext,
+    purpose: VersionUse,
+) -> Result<Zeroizing<Vec<u8>>> {
+    let protection = check_usable_for_encryption(key)?;
+    let version = usable_version(ctx, key, ct.key_version as i64, purpose)
+        .await
+        .map_err(|e| match e {
+            Error::NotFound { .. } => Error::DecryptionFailed,
+            e => e,
+        })?;
+    let mut nonce = [0u8; 12];
+    nonce.copy_from_slice(&ct.nonce);
+    let aad = aad(&ct.header(), ec);
+    let plaintext = ctx
+        .state
+        .keyring
+        .open(
+            &key.tenant_id,
+            protection,
+            &version,
+            nonce,
+            aad,
+            ct.sealed.clone(),
+        )
+        .await?;
+    ctx.state
+        .usage
+        .record(&key.id, version.version, crate::usage::UseKind::Decrypt);
+    Ok(plaintext)
 }
 
 /// A key version as answers show it.
@@ -195,6 +350,29 @@ pub struct VersionInfo {
     pub version: i64,
     pub state: String,
     pub created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_changed_at: Option<String>,
+    pub encryptions: i64,
+    pub decryptions: i64,
+    pub signatures: i64,
+}
+
+impl VersionInfo {
+    /// A version with its stored usage plus what is counted but not yet written.
+    pub fn new(v: &KeyVersionRow, pending: [i64; 3]) -> Self {
+        VersionInfo {
+            version: v.version,
+            state: v.state.clone(),
+            created_at: v.created_at.clone(),
+            state_reason: v.state_reason.clone(),
+            state_changed_at: v.state_changed_at.clone(),
+            encryptions: v.encryptions + pending[0],
+            decryptions: v.decryptions + pending[1],
+            signatures: v.signatures + pending[2],
+        }
+    }
 }
 
 /// Key metadata as answers show it.
@@ -212,11 +390,34 @@ pub struct KeyMetadata {
     pub created_at: String,
     pub created_by: String,
     pub grants: Vec<String>,
+    pub min_decryption_version: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deletion_date: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destroyed_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub versions: Option<Vec<VersionInfo>>,
 }
 
+/// Unix seconds as RFC 3339.
+pub fn rfc3339(t: i64) -> String {
+    chrono::DateTime::from_timestamp(t, 0)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default()
+}
+
 impl KeyMetadata {
+    /// Add the usage counted in memory but not yet written.
+    pub fn with_pending_usage(mut self, usage: &crate::usage::Usage) -> Self {
+        for v in self.versions.iter_mut().flatten() {
+            let p = usage.pending(&self.key_id, v.version);
+            v.encryptions += p[0];
+            v.decryptions += p[1];
+            v.signatures += p[2];
+        }
+        self
+    }
+
     pub fn new(row: &KeyRow, grants: Vec<String>, versions: Option<&[KeyVersionRow]>) -> Self {
         KeyMetadata {
             key_id: row.id.clone(),
@@ -231,15 +432,10 @@ impl KeyMetadata {
             created_at: row.created_at.clone(),
             created_by: row.created_by.clone(),
             grants,
-            versions: versions.map(|vs| {
-                vs.iter()
-                    .map(|v| VersionInfo {
-                        version: v.version,
-                        state: v.state.clone(),
-                        created_at: v.created_at.clone(),
-                    })
-                    .collect()
-            }),
+            min_decryption_version: row.min_decryption_version,
+            deletion_date: row.deletion_date.map(rfc3339),
+            destroyed_at: row.destroyed_at.map(rfc3339),
+            versions: versions.map(|vs| vs.iter().map(|v| VersionInfo::new(v, [0; 3])).collect()),
         }
     }
 }

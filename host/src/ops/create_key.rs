@@ -5,17 +5,14 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::common::{
-    blob_name, tenant_backend, KeyMetadata, KEY_SPEC_AES_256_GCM, STATE_ENABLED,
-    USAGE_ENCRYPT_DECRYPT,
-};
+use super::common::{KeyMetadata, KEY_SPEC_AES_256_GCM, STATE_ENABLED, USAGE_ENCRYPT_DECRYPT};
+use super::versions::make_version;
 use super::{OpContext, Operation, WriteScope};
 use crate::authz::ResourceRef;
 use crate::crypto::Protection;
 use crate::error::{Error, Result};
-use crate::plugins::StorageOp;
-use crate::store::keys::{self, KeyRow, KeyVersionRow};
-use crate::store::{now_rfc3339, principals};
+use crate::store::keys::{self, KeyRow};
+use crate::store::principals;
 
 const MAX_DESCRIPTION: usize = 8192;
 const MAX_TAGS: usize = 50;
@@ -120,39 +117,7 @@ impl Operation for CreateKey {
         }
         let protection = Protection::parse(&self.protection).ok_or(Error::Internal)?;
         let key_id = format!("k-{}", uuid::Uuid::new_v4().simple());
-        let now = now_rfc3339();
-        let material = ctx
-            .state
-            .keyring
-            .new_version(&tenant, &key_id, 1, protection)
-            .await?;
-        let mut version = KeyVersionRow {
-            key_id: key_id.clone(),
-            version: 1,
-            state: STATE_ENABLED.into(),
-            hsm_object_id: material.hsm_object_id.clone(),
-            wrapped_material: material.wrapped_material.clone(),
-            created_at: now.clone(),
-            blob_store: None,
-        };
-        scope.created(material);
-        // Envelope material goes to the tenant's storage backend, if it has one, before the
-        // transaction opens (a plugin's kv writes need the writer); undone if it fails.
-        if let (Some(wrapped), Some((plugin, config))) = (
-            version.wrapped_material.clone(),
-            tenant_backend(ctx.state, &tenant).await?,
-        ) {
-            let name = blob_name(&key_id, 1);
-            let op = StorageOp::Put {
-                name: name.clone(),
-                data: wrapped,
-                expected_version: Some(0),
-            };
-            ctx.state.plugins.storage(&plugin, &config, op).await?;
-            version.wrapped_material = None;
-            version.blob_store = Some(plugin.name.clone());
-            scope.created_blob(plugin, config, name);
-        }
+        let version = make_version(ctx.state, scope, &tenant, &key_id, 1, protection).await?;
         let row = KeyRow {
             id: key_id,
             tenant_id: tenant,
@@ -163,8 +128,11 @@ impl Operation for CreateKey {
             description: self.description,
             tags: serde_json::to_string(&self.tags).map_err(|_| Error::Internal)?,
             primary_version: 1,
-            created_at: now,
+            created_at: version.created_at.clone(),
             created_by: ctx.principal.id.clone(),
+            deletion_date: None,
+            min_decryption_version: 1,
+            destroyed_at: None,
         };
         keys::insert(scope.conn(ctx.state).await?, &row, &version, &grants).await?;
         Ok(KeyMetadata::new(

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    aad, check_usable_for_encryption, key_row, resolve_key, usable_version, validate_key_id,
+    key_id_of, key_row, open_ciphertext, resolve_key, validate_key_id, VersionUse, ALIAS_PREFIX,
 };
 use super::{Base64, OpContext, Operation, WriteScope};
 use crate::authz::ResourceRef;
@@ -44,7 +44,7 @@ impl Operation for Decrypt {
         let ct = self.parsed()?;
         if let Some(k) = &self.key_id {
             validate_key_id(k)?;
-            if *k != ct.key_id {
+            if !k.starts_with(ALIAS_PREFIX) && *k != ct.key_id {
                 return Err(Error::validation(
                     "the ciphertext was not encrypted under key_id",
                 ));
@@ -58,7 +58,15 @@ impl Operation for Decrypt {
     }
 
     async fn resolve(&self, ctx: &OpContext<'_>) -> Result<ResourceRef> {
-        resolve_key(ctx, &self.parsed()?.key_id).await
+        let named = self.parsed()?.key_id;
+        if let Some(k) = &self.key_id {
+            if key_id_of(ctx, k).await? != named {
+                return Err(Error::validation(
+                    "the ciphertext was not encrypted under key_id",
+                ));
+            }
+        }
+        resolve_key(ctx, &named).await
     }
 
     async fn execute(
@@ -68,22 +76,9 @@ impl Operation for Decrypt {
         _s: &mut WriteScope,
     ) -> Result<Self::Output> {
         let key = key_row(&resource)?;
-        let protection = check_usable_for_encryption(key)?;
         let ct = self.parsed()?;
-        let version = usable_version(ctx, key, ct.key_version as i64)
-            .await
-            .map_err(|e| match e {
-                Error::NotFound { .. } => Error::DecryptionFailed,
-                e => e,
-            })?;
-        let mut nonce = [0u8; 12];
-        nonce.copy_from_slice(&ct.nonce);
-        let aad = aad(&ct.header(), &self.encryption_context);
-        let plaintext = ctx
-            .state
-            .keyring
-            .open(&key.tenant_id, protection, &version, nonce, aad, ct.sealed)
-            .await?;
+        let plaintext =
+            open_ciphertext(ctx, key, &ct, &self.encryption_context, VersionUse::Open).await?;
         Ok(DecryptOutput {
             key_id: key.id.clone(),
             key_version: ct.key_version,

@@ -38,6 +38,7 @@ impl Operation for DescribeKey {
         let ResourceRef::Key { users, .. } = &resource else {
             return Err(Error::Internal);
         };
-        Ok(KeyMetadata::new(row, users.clone(), Some(&versions)))
+        Ok(KeyMetadata::new(row, users.clone(), Some(&versions))
+            .with_pending_usage(&ctx.state.usage))
     }
 }

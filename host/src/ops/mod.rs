@@ -7,6 +7,7 @@
 //! answer. A failure at any step rolls the scope back (destroying HSM objects it created) and
 //! appends an audit record of the failure instead.
 
+pub mod aliases;
 mod b64;
 mod common;
 pub mod create_key;
@@ -17,12 +18,18 @@ pub mod describe_key;
 pub mod encrypt;
 pub mod generate_data_key;
 pub mod generate_random;
+pub mod key_deletion;
+pub mod key_state;
 pub mod list_keys;
 pub mod plugin_config;
 pub mod plugin_ops;
+pub mod rewrap;
+pub mod rotate_key;
 pub mod rotation_ops;
+pub mod scheduler;
 pub mod set_storage_backend;
 pub mod upload_plugin;
+mod versions;
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -450,6 +457,22 @@ pub const OPERATIONS: &[(&str, &str, Handler)] = &[
     op!(plugin_ops::DeletePlugin),
     op!(rotation_ops::SetRotationSchedule),
     op!(rotation_ops::PreviewRotation),
+    op!(rotate_key::RotateKey),
+    op!(rotate_key::ListKeyVersions),
+    op!(key_state::EnableKey),
+    op!(key_state::DisableKey),
+    op!(key_state::EnableKeyVersion),
+    op!(key_state::DisableKeyVersion),
+    op!(key_state::RevokeKeyVersion),
+    op!(key_state::SetMinDecryptionVersion),
+    op!(key_deletion::ScheduleKeyDeletion),
+    op!(key_deletion::CancelKeyDeletion),
+    op!(rewrap::Rewrap),
+    op!(aliases::CreateAlias),
+    op!(aliases::UpdateAlias),
+    op!(aliases::DeleteAlias),
+    op!(aliases::ListAliases),
+    op!(scheduler::RunScheduler),
 ];
 
 /// Find an operation by its native name.

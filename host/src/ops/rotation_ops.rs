@@ -13,6 +13,7 @@ use super::{OpContext, Operation, WriteScope};
 use crate::authz::ResourceRef;
 use crate::error::{Error, Result};
 use crate::plugins::bindings::v0_1_0::rotation::keyplane::plugin::types::KeyInfo;
+use crate::store::keys::KeyRow;
 use crate::store::plugins::{self, PluginRow, ScheduleRow};
 use crate::store::{keys, now_rfc3339};
 
@@ -80,6 +81,7 @@ impl Operation for SetRotationSchedule {
             plugin_name: p.name.clone(),
             config: stored,
             updated_at: now_rfc3339(),
+            last_error: None,
         };
         plugins::set_schedule(scope.conn(ctx.state).await?, &row).await?;
         Ok(ScheduleOutput {
@@ -133,6 +135,33 @@ fn rfc3339_secs(s: &str) -> i64 {
     chrono::DateTime::parse_from_rfc3339(s)
         .map(|d| d.timestamp())
         .unwrap_or(0)
+}
+
+/// What a rotation schedule is told about a key: its age, versions, last rotation (the
+/// primary version's creation, on the service clock) and the usage of its primary version
+/// (counted since the last rotation), including counts not yet written.
+pub async fn key_info(state: &crate::state::AppState, key: &KeyRow) -> Result<KeyInfo> {
+    let versions = keys::versions(state.db.reader(), &key.id).await?;
+    let created = |v: &keys::KeyVersionRow| {
+        v.created_unix
+            .unwrap_or_else(|| rfc3339_secs(&v.created_at))
+    };
+    let primary = versions.iter().find(|v| v.version == key.primary_version);
+    let pending = state.usage.pending(&key.id, key.primary_version);
+    Ok(KeyInfo {
+        key_id: key.id.clone(),
+        key_spec: key.spec.clone(),
+        created_at: versions
+            .iter()
+            .find(|v| v.version == 1)
+            .map(created)
+            .unwrap_or_else(|| rfc3339_secs(&key.created_at)),
+        current_version: key.primary_version as u32,
+        version_count: versions.len() as u32,
+        last_rotation: primary.filter(|v| v.version > 1).map(created),
+        encryptions_since_rotation: primary.map_or(0, |v| v.encryptions + pending[0]).max(0) as u64,
+        decryptions_since_rotation: primary.map_or(0, |v| v.decryptions + pending[1]).max(0) as u64,
+    })
 }
 
 impl Operation for PreviewRotation {
@@ -189,27 +218,23 @@ impl Operation for PreviewRotation {
             }
         };
         let p = rotation_plugin(ctx, &key.tenant_id, &plugin_name).await?;
-        let versions = keys::versions(ctx.state.db.reader(), &key.id).await?;
+        let actual = key_info(ctx.state, key).await?;
         let o = self.key_info;
         let info = KeyInfo {
-            key_id: key.id.clone(),
-            key_spec: key.spec.clone(),
-            created_at: o
-                .created_at
-                .unwrap_or_else(|| rfc3339_secs(&key.created_at)),
-            current_version: o.current_version.unwrap_or(key.primary_version as u32),
-            version_count: o.version_count.unwrap_or(versions.len() as u32),
-            last_rotation: o.last_rotation.or_else(|| {
-                versions
-                    .iter()
-                    .filter(|v| v.version > 1)
-                    .map(|v| rfc3339_secs(&v.created_at))
-                    .max()
-            }),
-            encryptions_since_rotation: o.encryptions_since_rotation.unwrap_or(0),
-            decryptions_since_rotation: o.decryptions_since_rotation.unwrap_or(0),
+            key_id: actual.key_id,
+            key_spec: actual.key_spec,
+            created_at: o.created_at.unwrap_or(actual.created_at),
+            current_version: o.current_version.unwrap_or(actual.current_version),
+            version_count: o.version_count.unwrap_or(actual.version_count),
+            last_rotation: o.last_rotation.or(actual.last_rotation),
+            encryptions_since_rotation: o
+                .encryptions_since_rotation
+                .unwrap_or(actual.encryptions_since_rotation),
+            decryptions_since_rotation: o
+                .decryptions_since_rotation
+                .unwrap_or(actual.decryptions_since_rotation),
         };
-        let now = self.now.unwrap_or_else(|| chrono::Utc::now().timestamp());
+        let now = self.now.unwrap_or_else(|| ctx.state.clock.now());
         let next = ctx
             .state
             .plugins

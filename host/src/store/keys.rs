@@ -19,6 +19,11 @@ pub struct KeyRow {
     pub primary_version: i64,
     pub created_at: String,
     pub created_by: String,
+    /// While pending deletion: when destruction runs (Unix seconds).
+    pub deletion_date: Option<i64>,
+    /// Versions below this refuse to decrypt.
+    pub min_decryption_version: i64,
+    pub destroyed_at: Option<i64>,
 }
 
 /// A key version row.
@@ -32,12 +37,51 @@ pub struct KeyVersionRow {
     pub created_at: String,
     /// Storage-backend plugin holding the wrapped material (None: inline).
     pub blob_store: Option<String>,
+    /// Why the state last changed (e.g. the reason a version was revoked).
+    pub state_reason: Option<String>,
+    pub state_changed_at: Option<String>,
+    /// Creation time on the service clock (Unix seconds).
+    pub created_unix: Option<i64>,
+    pub encryptions: i64,
+    pub decryptions: i64,
+    pub signatures: i64,
 }
 
+impl KeyVersionRow {
+    /// A new, enabled version created now.
+    pub fn new(key_id: &str, version: i64, created_at: String, created_unix: i64) -> Self {
+        KeyVersionRow {
+            key_id: key_id.to_string(),
+            version,
+            state: STATE_ENABLED.into(),
+            hsm_object_id: None,
+            wrapped_material: None,
+            created_at,
+            blob_store: None,
+            state_reason: None,
+            state_changed_at: None,
+            created_unix: Some(created_unix),
+            encryptions: 0,
+            decryptions: 0,
+            signatures: 0,
+        }
+    }
+}
+
+/// Key and version states.
+pub const STATE_ENABLED: &str = "enabled";
+pub const STATE_DISABLED: &str = "disabled";
+pub const STATE_PENDING_DELETION: &str = "pending-deletion";
+pub const STATE_DESTROYED: &str = "destroyed";
+/// A revoked version: no new use; decryption only through `rewrap`.
+pub const STATE_COMPROMISED: &str = "compromised";
+
 const KEY_COLUMNS: &str = "id, tenant_id, spec, usage, protection, state, description, tags, \
-                           primary_version, created_at, created_by";
-const VERSION_COLUMNS: &str =
-    "key_id, version, state, hsm_object_id, wrapped_material, created_at, blob_store";
+                           primary_version, created_at, created_by, deletion_date, \
+                           min_decryption_version, destroyed_at";
+const VERSION_COLUMNS: &str = "key_id, version, state, hsm_object_id, wrapped_material, \
+                               created_at, blob_store, state_reason, state_changed_at, \
+                               created_unix, encryptions, decryptions, signatures";
 
 pub async fn get(pool: &SqlitePool, id: &str) -> Result<Option<KeyRow>> {
     crate::telemetry::spans::db("SELECT", "keys", async move {
@@ -118,9 +162,9 @@ pub async fn insert(
     version: &KeyVersionRow,
     grantees: &[String],
 ) -> Result<()> {
-    crate::telemetry::spans::db("INSERT", "keys", async move {
+    crate::telemetry::spans::db("INSERT", "keys", async {
         sqlx::query(&format!(
-            "INSERT INTO keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "INSERT INTO keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         ))
         .bind(&key.id)
         .bind(&key.tenant_id)
@@ -133,18 +177,9 @@ pub async fn insert(
         .bind(key.primary_version)
         .bind(&key.created_at)
         .bind(&key.created_by)
-        .execute(&mut *conn)
-        .await?;
-        sqlx::query(&format!(
-            "INSERT INTO key_versions ({VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
-        ))
-        .bind(&version.key_id)
-        .bind(version.version)
-        .bind(&version.state)
-        .bind(&version.hsm_object_id)
-        .bind(&version.wrapped_material)
-        .bind(&version.created_at)
-        .bind(&version.blob_store)
+        .bind(key.deletion_date)
+        .bind(key.min_decryption_version)
+        .bind(key.destroyed_at)
         .execute(&mut *conn)
         .await?;
         for p in grantees {
@@ -154,6 +189,187 @@ pub async fn insert(
                 .execute(&mut *conn)
                 .await?;
         }
+        Ok::<(), crate::error::Error>(())
+    })
+    .await?;
+    insert_version(conn, version).await
+}
+
+/// Add a version row.
+pub async fn insert_version(conn: &mut SqliteConnection, v: &KeyVersionRow) -> Result<()> {
+    crate::telemetry::spans::db("INSERT", "key_versions", async move {
+        sqlx::query(&format!(
+            "INSERT INTO key_versions ({VERSION_COLUMNS}) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ))
+        .bind(&v.key_id)
+        .bind(v.version)
+        .bind(&v.state)
+        .bind(&v.hsm_object_id)
+        .bind(&v.wrapped_material)
+        .bind(&v.created_at)
+        .bind(&v.blob_store)
+        .bind(&v.state_reason)
+        .bind(&v.state_changed_at)
+        .bind(v.created_unix)
+        .bind(v.encryptions)
+        .bind(v.decryptions)
+        .bind(v.signatures)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    })
+    .await
+}
+
+/// Make `new` the primary version if `expected` still is (compare-and-swap: two rotations
+/// racing, on one node or several, cannot both succeed).
+pub async fn swap_primary(
+    conn: &mut SqliteConnection,
+    key_id: &str,
+    expected: i64,
+    new: i64,
+) -> Result<bool> {
+    crate::telemetry::spans::db("UPDATE", "keys", async move {
+        let r =
+            sqlx::query("UPDATE keys SET primary_version = ? WHERE id = ? AND primary_version = ?")
+                .bind(new)
+                .bind(key_id)
+                .bind(expected)
+                .execute(&mut *conn)
+                .await?;
+        Ok(r.rows_affected() == 1)
+    })
+    .await
+}
+
+/// Set a key's state (and its deletion date, kept only while pending deletion).
+pub async fn set_state(
+    conn: &mut SqliteConnection,
+    key_id: &str,
+    state: &str,
+    deletion_date: Option<i64>,
+) -> Result<()> {
+    crate::telemetry::spans::db("UPDATE", "keys", async move {
+        sqlx::query("UPDATE keys SET state = ?, deletion_date = ? WHERE id = ?")
+            .bind(state)
+            .bind(deletion_date)
+            .bind(key_id)
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    })
+    .await
+}
+
+/// Set a version's state, with the reason and time of the change.
+pub async fn set_version_state(
+    conn: &mut SqliteConnection,
+    key_id: &str,
+    version: i64,
+    state: &str,
+    reason: Option<&str>,
+    now: &str,
+) -> Result<()> {
+    crate::telemetry::spans::db("UPDATE", "key_versions", async move {
+        sqlx::query(
+            "UPDATE key_versions SET state = ?, state_reason = ?, state_changed_at = ? \
+             WHERE key_id = ? AND version = ?",
+        )
+        .bind(state)
+        .bind(reason)
+        .bind(now)
+        .bind(key_id)
+        .bind(version)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    })
+    .await
+}
+
+pub async fn set_min_decryption_version(
+    conn: &mut SqliteConnection,
+    key_id: &str,
+    version: i64,
+) -> Result<()> {
+    crate::telemetry::spans::db("UPDATE", "keys", async move {
+        sqlx::query("UPDATE keys SET min_decryption_version = ? WHERE id = ?")
+            .bind(version)
+            .bind(key_id)
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    })
+    .await
+}
+
+/// Record a key's destruction: every version destroyed, inline wrapped material erased.
+pub async fn mark_destroyed(
+    conn: &mut SqliteConnection,
+    key_id: &str,
+    now_unix: i64,
+    now: &str,
+) -> Result<()> {
+    crate::telemetry::spans::db("UPDATE", "keys", async move {
+        sqlx::query(
+            "UPDATE keys SET state = ?, deletion_date = NULL, destroyed_at = ? WHERE id = ?",
+        )
+        .bind(STATE_DESTROYED)
+        .bind(now_unix)
+        .bind(key_id)
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query(
+            "UPDATE key_versions SET state = ?, wrapped_material = NULL, hsm_object_id = NULL, \
+             state_reason = 'key destroyed', state_changed_at = ? WHERE key_id = ?",
+        )
+        .bind(STATE_DESTROYED)
+        .bind(now)
+        .bind(key_id)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    })
+    .await
+}
+
+/// Keys whose deletion window has passed.
+pub async fn due_for_deletion(pool: &SqlitePool, now: i64, limit: i64) -> Result<Vec<KeyRow>> {
+    crate::telemetry::spans::db("SELECT", "keys", async move {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {KEY_COLUMNS} FROM keys WHERE state = ? AND deletion_date <= ? \
+             ORDER BY deletion_date LIMIT ?"
+        ))
+        .bind(STATE_PENDING_DELETION)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?)
+    })
+    .await
+}
+
+/// Usage accumulated in memory, added to the stored counters.
+pub async fn add_usage(
+    conn: &mut SqliteConnection,
+    key_id: &str,
+    version: i64,
+    counts: [i64; 3],
+) -> Result<()> {
+    crate::telemetry::spans::db("UPDATE", "key_versions", async move {
+        sqlx::query(
+            "UPDATE key_versions SET encryptions = encryptions + ?, \
+             decryptions = decryptions + ?, signatures = signatures + ? \
+             WHERE key_id = ? AND version = ?",
+        )
+        .bind(counts[0])
+        .bind(counts[1])
+        .bind(counts[2])
+        .bind(key_id)
+        .bind(version)
+        .execute(&mut *conn)
+        .await?;
         Ok(())
     })
     .await

@@ -5,7 +5,9 @@
 //! read its chain head inside the transaction that appends to it (see `audit`). Reads use a
 //! separate pool and see committed data (WAL mode). Submodules hold the queries per table.
 
+pub mod aliases;
 pub mod keys;
+pub mod leases;
 pub mod meta;
 pub mod plugins;
 pub mod principals;
@@ -37,6 +39,8 @@ impl Db {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
+            // Destroyed key versions: deleted content is overwritten, not left in free pages.
+            .pragma("secure_delete", "ON")
             .busy_timeout(Duration::from_secs(10));
         let writer = SqlitePoolOptions::new()
             .max_connections(1)

@@ -95,6 +95,9 @@ pub struct ScheduleRow {
     pub plugin_name: String,
     pub config: String,
     pub updated_at: String,
+    /// The last scheduler check's error, if it failed (only some queries read it).
+    #[sqlx(default)]
+    pub last_error: Option<String>,
 }
 
 const COLUMNS: &str =
@@ -199,6 +202,56 @@ pub async fn set_schedule(conn: &mut SqliteConnection, row: &ScheduleRow) -> Res
         .bind(&row.updated_at)
         .execute(conn)
         .await?;
+        Ok(())
+    })
+    .await
+}
+
+/// Every rotation schedule of an enabled key (what a scheduler pass looks at).
+pub async fn schedules_of_enabled_keys(pool: &SqlitePool) -> Result<Vec<ScheduleRow>> {
+    crate::telemetry::spans::db("SELECT", "rotation_schedules", async {
+        Ok(sqlx::query_as(
+            "SELECT s.key_id, s.tenant_id, s.plugin_name, s.config, s.updated_at, s.last_error \
+             FROM rotation_schedules s JOIN keys k ON k.id = s.key_id \
+             WHERE k.state = 'enabled' ORDER BY s.key_id",
+        )
+        .fetch_all(pool)
+        .await?)
+    })
+    .await
+}
+
+/// Remember the outcome of the last scheduler check of a key.
+pub async fn record_schedule_check(
+    conn: &mut SqliteConnection,
+    key_id: &str,
+    checked_at: i64,
+    next_rotation: Option<i64>,
+    error: Option<&str>,
+) -> Result<()> {
+    crate::telemetry::spans::db("UPDATE", "rotation_schedules", async {
+        sqlx::query(
+            "UPDATE rotation_schedules SET last_checked_at = ?, next_rotation = ?, last_error = ? \
+             WHERE key_id = ?",
+        )
+        .bind(checked_at)
+        .bind(next_rotation)
+        .bind(error)
+        .bind(key_id)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    })
+    .await
+}
+
+/// Drop a key's rotation schedule (the key is destroyed).
+pub async fn delete_schedule(conn: &mut SqliteConnection, key_id: &str) -> Result<()> {
+    crate::telemetry::spans::db("DELETE", "rotation_schedules", async {
+        sqlx::query("DELETE FROM rotation_schedules WHERE key_id = ?")
+            .bind(key_id)
+            .execute(&mut *conn)
+            .await?;
         Ok(())
     })
     .await

@@ -20,6 +20,8 @@ pub struct Metrics {
     key_operations: Counter<u64>,
     plugin_duration: Histogram<f64>,
     plugin_failures: Counter<u64>,
+    scheduler_actions: Counter<u64>,
+    scheduler_duration: Histogram<f64>,
     per_key: bool,
     _dropped: ObservableCounter<u64>,
 }
@@ -66,6 +68,16 @@ fn build(per_key: bool) -> Metrics {
         plugin_failures: meter
             .u64_counter("keyplane.plugin.failures")
             .with_description("Failed plugin invocations by plugin, world and outcome")
+            .build(),
+        scheduler_actions: meter
+            .u64_counter("keyplane.scheduler.actions")
+            .with_description("Scheduler checks, rotations and destructions by kind and outcome")
+            .build(),
+        scheduler_duration: meter
+            .f64_histogram("keyplane.scheduler.pass.duration")
+            .with_unit("s")
+            .with_boundaries(LATENCY_BOUNDS.to_vec())
+            .with_description("Duration of a lifecycle scheduler pass")
             .build(),
         per_key,
         _dropped: meter
@@ -125,6 +137,22 @@ impl Metrics {
         if outcome != "ok" {
             self.plugin_failures.add(1, &labels);
         }
+    }
+
+    /// One scheduler action (`check`, `rotate`, `destroy`) and its outcome.
+    pub fn scheduler_action(&self, kind: &'static str, outcome: &str) {
+        self.scheduler_actions.add(
+            1,
+            &[
+                KeyValue::new("kind", kind),
+                KeyValue::new("outcome", outcome.to_string()),
+            ],
+        );
+    }
+
+    /// One scheduler pass.
+    pub fn scheduler_pass(&self, seconds: f64) {
+        self.scheduler_duration.record(seconds, &[]);
     }
 
     /// One successful cryptographic operation with a key.

@@ -1,0 +1,233 @@
+//! Aliases: tenant-scoped names (`alias/...`) for keys, accepted wherever a key id is.
+//! `create-alias` and `update-alias` are authorized on the key the alias will name (Cedar:
+//! `CreateAlias` / `UpdateAlias`), `delete-alias` on the key it names now (`DeleteAlias`),
+//! `list-aliases` on the caller's tenant (`ListAliases`).
+
+use serde::{Deserialize, Serialize};
+
+use super::common::{
+    key_id_of, key_row, resolve_key, validate_alias, validate_key_id, ALIAS_PREFIX, STATE_DESTROYED,
+};
+use super::{OpContext, Operation, WriteScope};
+use crate::authz::ResourceRef;
+use crate::error::{Error, Result};
+use crate::store::aliases::{self, AliasRow};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AliasTarget {
+    pub alias_name: String,
+    pub target_key_id: String,
+}
+
+impl AliasTarget {
+    fn validate(&self) -> Result<()> {
+        validate_alias(&self.alias_name)?;
+        validate_key_id(&self.target_key_id)?;
+        if self.target_key_id.starts_with(ALIAS_PREFIX) {
+            return Err(Error::validation(
+                "target_key_id must be a key id, not an alias",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn live_target(r: &ResourceRef) -> Result<&crate::store::keys::KeyRow> {
+    let key = key_row(r)?;
+    if key.state == STATE_DESTROYED {
+        return Err(Error::KeyDestroyed {
+            what: format!("key {}", key.id),
+        });
+    }
+    Ok(key)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(transparent)]
+pub struct CreateAlias(AliasTarget);
+
+impl Operation for CreateAlias {
+    const NAME: &'static str = "create-alias";
+    const ACTION: &'static str = "CreateAlias";
+    type Output = AliasRow;
+
+    fn validate(&self) -> Result<()> {
+        self.0.validate()
+    }
+
+    async fn resolve(&self, ctx: &OpContext<'_>) -> Result<ResourceRef> {
+        resolve_key(ctx, &self.0.target_key_id).await
+    }
+
+    async fn execute(
+        self,
+        ctx: &OpContext<'_>,
+        r: ResourceRef,
+        scope: &mut WriteScope,
+    ) -> Result<Self::Output> {
+        let key = live_target(&r)?;
+        let now = ctx.state.clock.now_rfc3339();
+        let row = AliasRow {
+            tenant_id: key.tenant_id.clone(),
+            name: self.0.alias_name,
+            key_id: key.id.clone(),
+            created_at: now.clone(),
+            updated_at: now,
+        };
+        aliases::insert(scope.conn(ctx.state).await?, &row).await?;
+        Ok(row)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(transparent)]
+pub struct UpdateAlias(AliasTarget);
+
+impl Operation for UpdateAlias {
+    const NAME: &'static str = "update-alias";
+    const ACTION: &'static str = "UpdateAlias";
+    type Output = AliasRow;
+
+    fn validate(&self) -> Result<()> {
+        self.0.validate()
+    }
+
+    async fn resolve(&self, ctx: &OpContext<'_>) -> Result<ResourceRef> {
+        resolve_key(ctx, &self.0.target_key_id).await
+    }
+
+    async fn execute(
+        self,
+        ctx: &OpContext<'_>,
+        r: ResourceRef,
+        scope: &mut WriteScope,
+    ) -> Result<Self::Output> {
+        let key = live_target(&r)?;
+        let existing = aliases::get(ctx.state.db.reader(), &key.tenant_id, &self.0.alias_name)
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                kind: "alias",
+                id: self.0.alias_name.clone(),
+            })?;
+        let now = ctx.state.clock.now_rfc3339();
+        let conn = scope.conn(ctx.state).await?;
+        aliases::retarget(conn, &key.tenant_id, &existing.name, &key.id, &now).await?;
+        Ok(AliasRow {
+            key_id: key.id.clone(),
+            updated_at: now,
+            ..existing
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteAlias {
+    pub alias_name: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DeleteAliasOutput {
+    pub alias_name: String,
+    pub deleted: bool,
+}
+
+impl Operation for DeleteAlias {
+    const NAME: &'static str = "delete-alias";
+    const ACTION: &'static str = "DeleteAlias";
+    type Output = DeleteAliasOutput;
+
+    fn validate(&self) -> Result<()> {
+        validate_alias(&self.alias_name)
+    }
+
+    async fn resolve(&self, ctx: &OpContext<'_>) -> Result<ResourceRef> {
+        resolve_key(ctx, &self.alias_name).await
+    }
+
+    async fn execute(
+        self,
+        ctx: &OpContext<'_>,
+        r: ResourceRef,
+        scope: &mut WriteScope,
+    ) -> Result<Self::Output> {
+        let key = key_row(&r)?;
+        let conn = scope.conn(ctx.state).await?;
+        let deleted = aliases::delete(conn, &key.tenant_id, &self.alias_name).await?;
+        Ok(DeleteAliasOutput {
+            alias_name: self.alias_name,
+            deleted,
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListAliases {
+    /// Only the aliases of this key.
+    pub key_id: Option<String>,
+    pub limit: Option<i64>,
+    pub next_token: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ListAliasesOutput {
+    pub aliases: Vec<AliasRow>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_token: Option<String>,
+}
+
+impl Operation for ListAliases {
+    const NAME: &'static str = "list-aliases";
+    const ACTION: &'static str = "ListAliases";
+    type Output = ListAliasesOutput;
+
+    fn validate(&self) -> Result<()> {
+        if let Some(k) = &self.key_id {
+            validate_key_id(k)?;
+        }
+        if self.limit.is_some_and(|l| !(1..=1000).contains(&l)) {
+            return Err(Error::validation("limit must be 1 to 1000"));
+        }
+        if let Some(t) = &self.next_token {
+            validate_alias(t)?;
+        }
+        Ok(())
+    }
+
+    async fn resolve(&self, ctx: &OpContext<'_>) -> Result<ResourceRef> {
+        Ok(ResourceRef::Tenant(ctx.principal.tenant_id.clone()))
+    }
+
+    async fn execute(
+        self,
+        ctx: &OpContext<'_>,
+        _r: ResourceRef,
+        _s: &mut WriteScope,
+    ) -> Result<Self::Output> {
+        let limit = self.limit.unwrap_or(100);
+        let key_id = match &self.key_id {
+            Some(k) => Some(key_id_of(ctx, k).await?),
+            None => None,
+        };
+        let mut rows = aliases::list(
+            ctx.state.db.reader(),
+            &ctx.principal.tenant_id,
+            key_id.as_deref(),
+            self.next_token.as_deref(),
+            limit + 1,
+        )
+        .await?;
+        let next_token = if rows.len() as i64 > limit {
+            rows.truncate(limit as usize);
+            rows.last().map(|a| a.name.clone())
+        } else {
+            None
+        };
+        Ok(ListAliasesOutput {
+            aliases: rows,
+            next_token,
+        })
+    }
+}

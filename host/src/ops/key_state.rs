@@ -1,0 +1,278 @@
+//! Key and version states: `enable-key`, `disable-key` (every use refused while disabled),
+//! `enable-key-version`, `disable-key-version`, `revoke-key-version` (marks a version
+//! compromised, with a reason: no new ciphertexts under it, decryption only through
+//! `rewrap`) and `set-min-decryption-version`. Cedar: the action of the same name on the key.
+
+use serde::{Deserialize, Serialize};
+
+use super::common::{
+    key_row, resolve_key, validate_key_id, STATE_COMPROMISED, STATE_DESTROYED, STATE_DISABLED,
+    STATE_ENABLED, STATE_PENDING_DELETION,
+};
+use super::{OpContext, Operation, WriteScope};
+use crate::authz::ResourceRef;
+use crate::error::{Error, Result};
+use crate::store::keys::{self, KeyRow, KeyVersionRow};
+
+/// The answer of every state change.
+#[derive(Debug, Serialize)]
+pub struct StateOutput {
+    pub key_id: String,
+    pub state: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<i64>,
+}
+
+/// A request about a whole key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRef {
+    pub key_id: String,
+}
+
+fn refuse_if_gone(key: &KeyRow) -> Result<()> {
+    match key.state.as_str() {
+        STATE_DESTROYED => Err(Error::KeyDestroyed {
+            what: format!("key {}", key.id),
+        }),
+        STATE_PENDING_DELETION => Err(Error::InvalidState(format!(
+            "key {} is pending deletion; cancel-key-deletion first",
+            key.id
+        ))),
+        _ => Ok(()),
+    }
+}
+
+async fn set_key_state(
+    ctx: &OpContext<'_>,
+    r: &ResourceRef,
+    scope: &mut WriteScope,
+    state: &str,
+) -> Result<StateOutput> {
+    let key = key_row(r)?;
+    refuse_if_gone(key)?;
+    if key.state != state {
+        keys::set_state(scope.conn(ctx.state).await?, &key.id, state, None).await?;
+    }
+    Ok(StateOutput {
+        key_id: key.id.clone(),
+        state: state.into(),
+        version: None,
+    })
+}
+
+macro_rules! key_state_op {
+    ($ty:ident, $name:literal, $action:literal, $state:expr) => {
+        #[derive(Debug, Deserialize)]
+        #[serde(transparent)]
+        pub struct $ty(KeyRef);
+
+        impl Operation for $ty {
+            const NAME: &'static str = $name;
+            const ACTION: &'static str = $action;
+            type Output = StateOutput;
+
+            fn validate(&self) -> Result<()> {
+                validate_key_id(&self.0.key_id)
+            }
+
+            async fn resolve(&self, ctx: &OpContext<'_>) -> Result<ResourceRef> {
+                resolve_key(ctx, &self.0.key_id).await
+            }
+
+            async fn execute(
+                self,
+                ctx: &OpContext<'_>,
+                r: ResourceRef,
+                scope: &mut WriteScope,
+            ) -> Result<Self::Output> {
+                set_key_state(ctx, &r, scope, $state).await
+            }
+        }
+    };
+}
+
+key_state_op!(EnableKey, "enable-key", "EnableKey", STATE_ENABLED);
+key_state_op!(DisableKey, "disable-key", "DisableKey", STATE_DISABLED);
+
+/// A request about one version of a key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VersionRef {
+    pub key_id: String,
+    pub version: i64,
+    /// Why (required by `revoke-key-version`).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+impl VersionRef {
+    fn validate(&self) -> Result<()> {
+        validate_key_id(&self.key_id)?;
+        if self.version < 1 {
+            return Err(Error::validation("version must be 1 or more"));
+        }
+        if self.reason.as_ref().is_some_and(|r| r.len() > 512) {
+            return Err(Error::validation("reason is longer than 512 bytes"));
+        }
+        Ok(())
+    }
+}
+
+async fn version_of(ctx: &OpContext<'_>, key: &KeyRow, v: i64) -> Result<KeyVersionRow> {
+    keys::version(ctx.state.db.reader(), &key.id, v)
+        .await?
+        .ok_or_else(|| Error::NotFound {
+            kind: "key version",
+            id: format!("{}/{v}", key.id),
+        })
+}
+
+/// Change a version's state from one of `from` to `to`.
+async fn set_version_state(
+    ctx: &OpContext<'_>,
+    r: &ResourceRef,
+    scope: &mut WriteScope,
+    req: &VersionRef,
+    from: &[&str],
+    to: &str,
+) -> Result<StateOutput> {
+    let key = key_row(r)?;
+    refuse_if_gone(key)?;
+    let v = version_of(ctx, key, req.version).await?;
+    if v.state == STATE_DESTROYED {
+        return Err(Error::KeyDestroyed {
+            what: format!("version {} of key {}", v.version, key.id),
+        });
+    }
+    if to == STATE_DISABLED && v.version == key.primary_version {
+        return Err(Error::InvalidState(format!(
+            "version {} is the primary version of key {}; rotate-key first",
+            v.version, key.id
+        )));
+    }
+    if v.state != to {
+        if !from.contains(&v.state.as_str()) {
+            return Err(Error::InvalidState(format!(
+                "version {} of key {} is {} and cannot become {to}",
+                v.version, key.id, v.state
+            )));
+        }
+        let now = ctx.state.clock.now_rfc3339();
+        let conn = scope.conn(ctx.state).await?;
+        keys::set_version_state(conn, &key.id, v.version, to, req.reason.as_deref(), &now).await?;
+    }
+    Ok(StateOutput {
+        key_id: key.id.clone(),
+        state: to.into(),
+        version: Some(v.version),
+    })
+}
+
+macro_rules! version_state_op {
+    ($ty:ident, $name:literal, $action:literal, $from:expr, $to:expr, $needs_reason:expr) => {
+        #[derive(Debug, Deserialize)]
+        #[serde(transparent)]
+        pub struct $ty(VersionRef);
+
+        impl Operation for $ty {
+            const NAME: &'static str = $name;
+            const ACTION: &'static str = $action;
+            type Output = StateOutput;
+
+            fn validate(&self) -> Result<()> {
+                self.0.validate()?;
+                if $needs_reason && self.0.reason.as_deref().unwrap_or("").trim().is_empty() {
+                    return Err(Error::validation(concat!($name, " needs a reason")));
+                }
+                Ok(())
+            }
+
+            async fn resolve(&self, ctx: &OpContext<'_>) -> Result<ResourceRef> {
+                resolve_key(ctx, &self.0.key_id).await
+            }
+
+            async fn execute(
+                self,
+                ctx: &OpContext<'_>,
+                r: ResourceRef,
+                scope: &mut WriteScope,
+            ) -> Result<Self::Output> {
+                set_version_state(ctx, &r, scope, &self.0, $from, $to).await
+            }
+        }
+    };
+}
+
+version_state_op!(
+    EnableKeyVersion,
+    "enable-key-version",
+    "EnableKeyVersion",
+    &[STATE_DISABLED],
+    STATE_ENABLED,
+    false
+);
+version_state_op!(
+    DisableKeyVersion,
+    "disable-key-version",
+    "DisableKeyVersion",
+    &[STATE_ENABLED],
+    STATE_DISABLED,
+    false
+);
+version_state_op!(
+    RevokeKeyVersion,
+    "revoke-key-version",
+    "RevokeKeyVersion",
+    &[STATE_ENABLED, STATE_DISABLED],
+    STATE_COMPROMISED,
+    true
+);
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetMinDecryptionVersion {
+    pub key_id: String,
+    pub version: i64,
+}
+
+impl Operation for SetMinDecryptionVersion {
+    const NAME: &'static str = "set-min-decryption-version";
+    const ACTION: &'static str = "SetMinDecryptionVersion";
+    type Output = StateOutput;
+
+    fn validate(&self) -> Result<()> {
+        validate_key_id(&self.key_id)?;
+        if self.version < 1 {
+            return Err(Error::validation("version must be 1 or more"));
+        }
+        Ok(())
+    }
+
+    async fn resolve(&self, ctx: &OpContext<'_>) -> Result<ResourceRef> {
+        resolve_key(ctx, &self.key_id).await
+    }
+
+    async fn execute(
+        self,
+        ctx: &OpContext<'_>,
+        r: ResourceRef,
+        scope: &mut WriteScope,
+    ) -> Result<Self::Output> {
+        let key = key_row(&r)?;
+        refuse_if_gone(key)?;
+        if self.version > key.primary_version {
+            return Err(Error::validation(format!(
+                "version must be at most the primary version {}",
+                key.primary_version
+            )));
+        }
+        keys::set_min_decryption_version(scope.conn(ctx.state).await?, &key.id, self.version)
+            .await?;
+        Ok(StateOutput {
+            key_id: key.id.clone(),
+            state: key.state.clone(),
+            version: Some(self.version),
+        })
+    }
+}

@@ -1,0 +1,134 @@
+//! `rewrap`: re-encrypt a ciphertext under the primary version of its key, or of another key
+//! the caller may encrypt with, without the plaintext leaving keyplane. The only way to
+//! decrypt under a compromised (revoked) version. Cedar: `Rewrap` on the source key, and
+//! `Encrypt` on the destination key when it is another key (checked in the same request).
+
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::common::{
+    key_id_of, key_row, open_ciphertext, resolve_key, seal_with_primary, validate_key_id,
+    VersionUse,
+};
+use super::{Base64, OpContext, Operation, WriteScope};
+use crate::authz::{AuthzRequest, ResourceRef};
+use crate::crypto::ciphertext::Ciphertext;
+use crate::crypto::context::{self, EncryptionContext};
+use crate::error::{Error, Result};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rewrap {
+    pub ciphertext_blob: Base64,
+    #[serde(default)]
+    pub source_encryption_context: EncryptionContext,
+    /// Default: the source key (its primary version).
+    pub destination_key_id: Option<String>,
+    /// Default: the source encryption context.
+    pub destination_encryption_context: Option<EncryptionContext>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RewrapOutput {
+    pub key_id: String,
+    pub key_version: u32,
+    pub source_key_id: String,
+    pub source_key_version: u32,
+    pub ciphertext_blob: Base64,
+}
+
+impl Rewrap {
+    fn parsed(&self) -> Result<Ciphertext> {
+        Ciphertext::parse(&self.ciphertext_blob.0)
+    }
+}
+
+impl Operation for Rewrap {
+    const NAME: &'static str = "rewrap";
+    const ACTION: &'static str = "Rewrap";
+    const KEY_USE: bool = true;
+    type Output = RewrapOutput;
+
+    fn validate(&self) -> Result<()> {
+        self.parsed()?;
+        if let Some(k) = &self.destination_key_id {
+            validate_key_id(k)?;
+        }
+        if let Some(ec) = &self.destination_encryption_context {
+            context::validate(ec)?;
+        }
+        Ok(())
+    }
+
+    fn encryption_context(&self) -> Option<&EncryptionContext> {
+        Some(&self.source_encryption_context)
+    }
+
+    fn audit_resource(&self, resource: &ResourceRef) -> String {
+        match &self.destination_key_id {
+            Some(d) => format!("{} -> {d}", resource.display()),
+            None => resource.display(),
+        }
+    }
+
+    async fn resolve(&self, ctx: &OpContext<'_>) -> Result<ResourceRef> {
+        resolve_key(ctx, &self.parsed()?.key_id).await
+    }
+
+    async fn execute(
+        self,
+        ctx: &OpContext<'_>,
+        resource: ResourceRef,
+        _s: &mut WriteScope,
+    ) -> Result<Self::Output> {
+        let source = key_row(&resource)?;
+        let ct = self.parsed()?;
+        let dest_ec = self
+            .destination_encryption_context
+            .clone()
+            .unwrap_or_else(|| self.source_encryption_context.clone());
+        // The destination, authorized like an `encrypt` by the caller.
+        let dest_resource = match &self.destination_key_id {
+            Some(d) if key_id_of(ctx, d).await? != source.id => {
+                let r = resolve_key(ctx, d).await?;
+                let decision = ctx.state.authz.authorize(&AuthzRequest {
+                    principal: ctx.principal,
+                    action: "Encrypt",
+                    resource: &r,
+                    encryption_context: &dest_ec,
+                    source_ip: ctx.meta.source_ip,
+                    client_certificate: ctx.meta.client_certificate,
+                    request_time: ctx.state.clock.now(),
+                })?;
+                if !decision.allowed {
+                    return Err(Error::AccessDenied {
+                        action: "Encrypt".into(),
+                        resource: r.display(),
+                    });
+                }
+                Some(r)
+            }
+            _ => None,
+        };
+        let dest = match &dest_resource {
+            Some(r) => key_row(r)?,
+            None => source,
+        };
+        let plaintext: Zeroizing<Vec<u8>> = open_ciphertext(
+            ctx,
+            source,
+            &ct,
+            &self.source_encryption_context,
+            VersionUse::Rewrap,
+        )
+        .await?;
+        let (key_version, blob) = seal_with_primary(ctx, dest, &dest_ec, plaintext).await?;
+        Ok(RewrapOutput {
+            key_id: dest.id.clone(),
+            key_version,
+            source_key_id: source.id.clone(),
+            source_key_version: ct.key_version,
+            ciphertext_blob: Base64::new(blob),
+        })
+    }
+}

@@ -1,0 +1,100 @@
+//! `rotate-key` (a new primary version with new material from the HSM; older versions keep
+//! decrypting) and `list-key-versions` (every version with its state and usage).
+//! Cedar: `RotateKey` / `ListKeyVersions` on the key.
+
+use serde::{Deserialize, Serialize};
+
+use super::common::{key_row, resolve_key, validate_key_id, VersionInfo};
+use super::{versions, OpContext, Operation, WriteScope};
+use crate::authz::ResourceRef;
+use crate::error::Result;
+use crate::store::keys;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateKey {
+    pub key_id: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RotateKeyOutput {
+    pub key_id: String,
+    pub primary_version: i64,
+    pub previous_version: i64,
+}
+
+impl Operation for RotateKey {
+    const NAME: &'static str = "rotate-key";
+    const ACTION: &'static str = "RotateKey";
+    type Output = RotateKeyOutput;
+
+    fn validate(&self) -> Result<()> {
+        validate_key_id(&self.key_id)
+    }
+
+    async fn resolve(&self, ctx: &OpContext<'_>) -> Result<ResourceRef> {
+        resolve_key(ctx, &self.key_id).await
+    }
+
+    async fn execute(
+        self,
+        ctx: &OpContext<'_>,
+        r: ResourceRef,
+        scope: &mut WriteScope,
+    ) -> Result<Self::Output> {
+        let key = key_row(&r)?;
+        let primary_version = versions::rotate(ctx.state, scope, key).await?;
+        Ok(RotateKeyOutput {
+            key_id: key.id.clone(),
+            primary_version,
+            previous_version: key.primary_version,
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListKeyVersions {
+    pub key_id: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ListKeyVersionsOutput {
+    pub key_id: String,
+    pub primary_version: i64,
+    pub min_decryption_version: i64,
+    pub versions: Vec<VersionInfo>,
+}
+
+impl Operation for ListKeyVersions {
+    const NAME: &'static str = "list-key-versions";
+    const ACTION: &'static str = "ListKeyVersions";
+    type Output = ListKeyVersionsOutput;
+
+    fn validate(&self) -> Result<()> {
+        validate_key_id(&self.key_id)
+    }
+
+    async fn resolve(&self, ctx: &OpContext<'_>) -> Result<ResourceRef> {
+        resolve_key(ctx, &self.key_id).await
+    }
+
+    async fn execute(
+        self,
+        ctx: &OpContext<'_>,
+        r: ResourceRef,
+        _s: &mut WriteScope,
+    ) -> Result<Self::Output> {
+        let key = key_row(&r)?;
+        let versions = keys::versions(ctx.state.db.reader(), &key.id).await?;
+        Ok(ListKeyVersionsOutput {
+            key_id: key.id.clone(),
+            primary_version: key.primary_version,
+            min_decryption_version: key.min_decryption_version,
+            versions: versions
+                .iter()
+                .map(|v| VersionInfo::new(v, ctx.state.usage.pending(&key.id, v.version)))
+                .collect(),
+        })
+    }
+}

@@ -1,0 +1,352 @@
+//! The lifecycle scheduler: a background pass every `lifecycle.scheduler_interval_seconds`
+//! (and on demand through the operator's `run-scheduler` operation) that
+//! 1. writes pending usage counters, so schedules see current counts;
+//! 2. destroys keys whose deletion window has passed (see [`key_deletion::destroy`]);
+//! 3. asks each enabled key's rotation-schedule plugin for its decision and rotates the keys
+//!    that are due.
+//!
+//! One node runs a pass at a time (a database lease); a rotation is also a compare-and-swap
+//! on the key's primary version, so a due rotation happens once even if two passes race.
+//! Plugins are called a few at a time, each within its own deadline: a failing or slow plugin
+//! delays only its own keys; its error is kept on the schedule, logged, counted, and audited
+//! when it changes. Rotations and destructions are audited as the principal
+//! `keyplane:scheduler`, with the schedule plugin's SHA-256 in the record.
+
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{self, StreamExt};
+use serde::{Deserialize, Serialize};
+use tracing::Instrument;
+
+use super::rotation_ops::key_info;
+use super::{audit_alone, key_deletion, plugin_config, versions, OpContext, Operation, WriteScope};
+use crate::audit::AuditEvent;
+use crate::authz::ResourceRef;
+use crate::error::{Error, Result};
+use crate::state::AppState;
+use crate::store::{keys, leases, plugins};
+use crate::telemetry::metrics::metrics;
+
+const LEASE: &str = "lifecycle-scheduler";
+const SYSTEM_PRINCIPAL: &str = "keyplane:scheduler";
+
+/// One key's check: its id, the rotation (if any) or the error, and the failing stage.
+type CheckOutcome = (
+    String,
+    std::result::Result<Option<Rotated>, Error>,
+    &'static str,
+);
+
+/// What a pass did.
+#[derive(Debug, Default, Serialize)]
+pub struct PassReport {
+    /// Another node holds the lease: this pass did nothing.
+    pub skipped: bool,
+    pub now: i64,
+    pub checked: usize,
+    pub rotated: Vec<Rotated>,
+    pub destroyed: Vec<String>,
+    pub failed: Vec<Failed>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Rotated {
+    pub key_id: String,
+    pub version: i64,
+    pub plugin_sha256: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Failed {
+    pub key_id: String,
+    pub stage: &'static str,
+    pub code: &'static str,
+    pub message: String,
+}
+
+fn system_event(tenant: &str, action: &str, resource: String) -> AuditEvent {
+    AuditEvent {
+        request_id: format!("sched-{}", uuid::Uuid::new_v4().simple()),
+        principal: SYSTEM_PRINCIPAL.into(),
+        tenant: tenant.to_string(),
+        action: action.into(),
+        resource,
+        decision: "system",
+        policies: Vec::new(),
+        outcome: "ok".into(),
+        source: "-".into(),
+    }
+}
+
+fn key_uid(key_id: &str) -> String {
+    format!("Keyplane::Key::{key_id:?}")
+}
+
+/// Commit what `scope` holds with `ev` if `result` is a success, else roll it back; either
+/// way the outcome is audited. Returns the outcome.
+async fn settle<T>(
+    state: &AppState,
+    scope: WriteScope,
+    mut ev: AuditEvent,
+    result: Result<T>,
+) -> Result<T> {
+    match result {
+        Ok(v) => match scope.commit_with(state, &ev).await {
+            Ok(()) => Ok(v),
+            Err(e) => {
+                ev.outcome = e.code().into();
+                let _ = audit_alone(state, &ev).await;
+                Err(e)
+            }
+        },
+        Err(e) => {
+            scope.rollback(state).await;
+            ev.outcome = e.code().into();
+            let _ = audit_alone(state, &ev).await;
+            Err(e)
+        }
+    }
+}
+
+/// One pass. `holder` identifies this node for the lease.
+pub async fn run_pass(state: &AppState, holder: &str) -> Result<PassReport> {
+    let span = tracing::info_span!(
+        "scheduler.pass",
+        keyplane.scheduler.checked = tracing::field::Empty,
+        keyplane.scheduler.rotated = tracing::field::Empty,
+        keyplane.scheduler.destroyed = tracing::field::Empty,
+        keyplane.scheduler.failed = tracing::field::Empty,
+    );
+    let start = Instant::now();
+    let report = pass(state, holder).instrument(span.clone()).await;
+    if let Ok(r) = &report {
+        span.record("keyplane.scheduler.checked", r.checked as u64);
+        span.record("keyplane.scheduler.rotated", r.rotated.len() as u64);
+        span.record("keyplane.scheduler.destroyed", r.destroyed.len() as u64);
+        span.record("keyplane.scheduler.failed", r.failed.len() as u64);
+    }
+    metrics().scheduler_pass(start.elapsed().as_secs_f64());
+    report
+}
+
+async fn pass(state: &AppState, holder: &str) -> Result<PassReport> {
+    let now = state.clock.now();
+    let mut report = PassReport {
+        now,
+        ..PassReport::default()
+    };
+    let lease_secs = (state.config.lifecycle.scheduler_interval_seconds as i64).max(60) * 2;
+    {
+        let mut tx = state.db.begin().await?;
+        if !leases::acquire(&mut tx, LEASE, holder, now, now + lease_secs).await? {
+            report.skipped = true;
+            return Ok(report);
+        }
+        tx.commit().await?;
+    }
+    if let Err(e) = state.usage.flush(&state.db).await {
+        tracing::warn!(error = %e, "scheduler: usage counters not written; decisions use stored counts");
+    }
+
+    for key in keys::due_for_deletion(state.db.reader(), now, 100).await? {
+        let ev = system_event(&key.tenant_id, "DestroyKey", key_uid(&key.id));
+        let mut scope = WriteScope::new();
+        let result = key_deletion::destroy(state, &mut scope, &key).await;
+        let result = settle(state, scope, ev, result).await;
+        match result {
+            Ok(()) => {
+                metrics().scheduler_action("destroy", "ok");
+                tracing::info!(key = %key.id, "key destroyed after its deletion window");
+                report.destroyed.push(key.id.clone());
+            }
+            Err(e) => {
+                metrics().scheduler_action("destroy", e.code());
+                tracing::warn!(key = %key.id, error = %e, "key destruction failed; retried next pass");
+                report.failed.push(Failed {
+                    key_id: key.id.clone(),
+                    stage: "destroy",
+                    code: e.code(),
+                    message: e.to_string(),
+                });
+            }
+        }
+    }
+
+    let schedules = plugins::schedules_of_enabled_keys(state.db.reader()).await?;
+    report.checked = schedules.len();
+    let concurrency = state.config.lifecycle.scheduler_concurrency.max(1);
+    let outcomes: Vec<CheckOutcome> = stream::iter(schedules)
+        .map(|s| async move {
+            let key_id = s.key_id.clone();
+            let (result, stage) = check_one(state, &s, now).await;
+            (key_id, result, stage)
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    for (key_id, result, stage) in outcomes {
+        match result {
+            Ok(Some(r)) => report.rotated.push(r),
+            Ok(None) => {}
+            Err(e) => report.failed.push(Failed {
+                key_id,
+                stage,
+                code: e.code(),
+                message: e.to_string(),
+            }),
+        }
+    }
+    report.rotated.sort_by(|a, b| a.key_id.cmp(&b.key_id));
+    report.failed.sort_by(|a, b| a.key_id.cmp(&b.key_id));
+    Ok(report)
+}
+
+/// Ask one key's schedule and rotate it if due. Returns the rotation, if any, and on error
+/// the stage that failed.
+async fn check_one(
+    state: &AppState,
+    s: &plugins::ScheduleRow,
+    now: i64,
+) -> (std::result::Result<Option<Rotated>, Error>, &'static str) {
+    let decided = async {
+        let key = keys::get(state.db.reader(), &s.key_id)
+            .await?
+            .ok_or(Error::Internal)?;
+        let plugin = plugins::get(state.db.reader(), &s.tenant_id, &s.plugin_name)
+            .await?
+            .ok_or(Error::Internal)?;
+        let config =
+            plugin_config::open(&state.keyring, &s.tenant_id, &s.plugin_name, &s.config).await?;
+        let info = key_info(state, &key).await?;
+        let next = state
+            .plugins
+            .next_rotation(&plugin.sha256, &config, &info, now)
+            .await?;
+        Ok::<_, Error>((key, plugin, next))
+    }
+    .await;
+    let error = decided.as_ref().err().map(|e| e.to_string());
+    let next = decided.as_ref().ok().and_then(|(_, _, n)| *n);
+    let outcome = decided.as_ref().map_or_else(|e| e.code(), |_| "ok");
+    metrics().scheduler_action("check", outcome);
+    let recorded = async {
+        let mut tx = state.db.begin().await?;
+        plugins::record_schedule_check(&mut tx, &s.key_id, now, next, error.as_deref()).await?;
+        tx.commit().await?;
+        Ok::<_, Error>(())
+    }
+    .await;
+    if let Err(e) = recorded {
+        tracing::warn!(key = %s.key_id, error = %e, "could not record the schedule check");
+    }
+    let (key, plugin, next) = match decided {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(key = %s.key_id, plugin = %s.plugin_name, error = %e, "rotation schedule failed; this key is not rotated this pass");
+            if s.last_error.as_deref() != error.as_deref() {
+                let mut ev = system_event(
+                    &s.tenant_id,
+                    "PreviewRotation",
+                    format!("{} plugin:{}", key_uid(&s.key_id), s.plugin_name),
+                );
+                ev.outcome = e.code().into();
+                let _ = audit_alone(state, &ev).await;
+            }
+            return (Err(e), "schedule");
+        }
+    };
+    if next.is_none_or(|t| t > now) {
+        return (Ok(None), "schedule");
+    }
+    let ev = system_event(
+        &key.tenant_id,
+        "RotateKey",
+        format!("{} plugin-sha256:{}", key_uid(&key.id), plugin.sha256),
+    );
+    let mut scope = WriteScope::new();
+    let rotated = versions::rotate(state, &mut scope, &key).await;
+    let rotated = settle(state, scope, ev, rotated).await;
+    metrics().scheduler_action(
+        "rotate",
+        rotated.as_ref().map_or_else(|e| e.code(), |_| "ok"),
+    );
+    match rotated {
+        Ok(version) => {
+            tracing::info!(key = %key.id, version, plugin = %plugin.sha256, "key rotated by its schedule");
+            (
+                Ok(Some(Rotated {
+                    key_id: key.id.clone(),
+                    version,
+                    plugin_sha256: plugin.sha256,
+                })),
+                "rotate",
+            )
+        }
+        Err(e) => (Err(e), "rotate"),
+    }
+}
+
+/// Start the background passes (unless the interval is 0).
+pub fn spawn(state: std::sync::Arc<AppState>) {
+    let every = state.config.lifecycle.scheduler_interval_seconds;
+    if every == 0 {
+        return;
+    }
+    let holder = format!("node-{}", uuid::Uuid::new_v4().simple());
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(every));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match run_pass(&state, &holder).await {
+                Ok(r) if !r.failed.is_empty() => {
+                    tracing::warn!(
+                        failed = r.failed.len(),
+                        rotated = r.rotated.len(),
+                        "scheduler pass had failures"
+                    )
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "scheduler pass failed"),
+            }
+        }
+    });
+}
+
+/// `run-scheduler`: run a pass now and return its report (operator only). Cedar:
+/// `RunScheduler` on the caller's tenant.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunScheduler {}
+
+impl Operation for RunScheduler {
+    const NAME: &'static str = "run-scheduler";
+    const ACTION: &'static str = "RunScheduler";
+    type Output = PassReport;
+
+    async fn resolve(&self, ctx: &OpContext<'_>) -> Result<ResourceRef> {
+        Ok(ResourceRef::Tenant(ctx.principal.tenant_id.clone()))
+    }
+
+    async fn execute(
+        self,
+        ctx: &OpContext<'_>,
+        _r: ResourceRef,
+        _s: &mut WriteScope,
+    ) -> Result<Self::Output> {
+        // The same lease as background passes, held by this request only for its pass.
+        let holder = format!("request-{}", ctx.meta.request_id);
+        let report = run_pass(ctx.state, &holder).await;
+        let released = async {
+            let mut tx = ctx.state.db.begin().await?;
+            leases::release(&mut tx, LEASE, &holder).await?;
+            tx.commit().await?;
+            Ok::<_, Error>(())
+        }
+        .await;
+        if let Err(e) = released {
+            tracing::warn!(error = %e, "could not release the scheduler lease");
+        }
+        report
+    }
+}

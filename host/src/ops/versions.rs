@@ -1,0 +1,68 @@
+//! Making key versions: material from the HSM (an `hsm` token object, or `envelope` material
+//! sealed by the tenant KEK and written to the tenant's storage backend), registered with the
+//! write scope so a request that fails destroys what it made. Shared by `create-key`,
+//! `rotate-key` and the scheduler's rotations.
+
+use super::common::{blob_name, check_key_enabled, tenant_backend};
+use super::WriteScope;
+use crate::crypto::Protection;
+use crate::error::{Error, Result};
+use crate::plugins::StorageOp;
+use crate::state::AppState;
+use crate::store::keys::{self, KeyRow, KeyVersionRow};
+
+/// Material for version `v` of key `key_id`, stored where the tenant keeps blobs. The row is
+/// not inserted yet; the caller does that in `scope`'s transaction.
+pub async fn make_version(
+    state: &AppState,
+    scope: &mut WriteScope,
+    tenant: &str,
+    key_id: &str,
+    v: i64,
+    protection: Protection,
+) -> Result<KeyVersionRow> {
+    let material = state
+        .keyring
+        .new_version(tenant, key_id, v as u32, protection)
+        .await?;
+    let mut version = KeyVersionRow::new(key_id, v, state.clock.now_rfc3339(), state.clock.now());
+    version.hsm_object_id = material.hsm_object_id.clone();
+    version.wrapped_material = material.wrapped_material.clone();
+    scope.created(material);
+    // Envelope material goes to the tenant's storage backend, if it has one, before the
+    // transaction opens (a plugin's kv writes need the writer); undone if the request fails.
+    if let (Some(wrapped), Some((plugin, config))) = (
+        version.wrapped_material.clone(),
+        tenant_backend(state, tenant).await?,
+    ) {
+        let name = blob_name(key_id, v);
+        let op = StorageOp::Put {
+            name: name.clone(),
+            data: wrapped,
+            expected_version: Some(0),
+        };
+        state.plugins.storage(&plugin, &config, op).await?;
+        version.wrapped_material = None;
+        version.blob_store = Some(plugin.name.clone());
+        scope.created_blob(plugin, config, name);
+    }
+    Ok(version)
+}
+
+/// Add a new primary version to an enabled key. Fails with a conflict if the key was rotated
+/// meanwhile (by another request or node), so one due rotation never runs twice.
+pub async fn rotate(state: &AppState, scope: &mut WriteScope, key: &KeyRow) -> Result<i64> {
+    check_key_enabled(key)?;
+    let protection = Protection::parse(&key.protection).ok_or(Error::Internal)?;
+    let next = key.primary_version + 1;
+    let version = make_version(state, scope, &key.tenant_id, &key.id, next, protection).await?;
+    let conn = scope.conn(state).await?;
+    if !keys::swap_primary(conn, &key.id, key.primary_version, next).await? {
+        return Err(Error::InvalidState(format!(
+            "key {} was rotated concurrently; try again",
+            key.id
+        )));
+    }
+    keys::insert_version(conn, &version).await?;
+    Ok(next)
+}
