@@ -136,44 +136,6 @@ async fn restart_keeps_keys_and_audit_detects_tampering() {
     assert!(!ok, "{text}");
 }
 
-/// Parse `pkcs11-tool --list-objects` output into (label, access line) pairs.
-fn token_objects(data: &Path) -> Vec<(String, String)> {
-    let pin = std::fs::read_to_string(data.join("hsm.pin")).unwrap();
-    let out = Command::new("pkcs11-tool")
-        .env("SOFTHSM2_CONF", data.join("softhsm/softhsm2.conf"))
-        .args([
-            "--module",
-            "/usr/lib/softhsm/libsofthsm2.so",
-            "--token-label",
-            "keyplane",
-            "--login",
-            "--pin",
-        ])
-        .arg(pin.trim())
-        .args(["--list-objects", "--type", "secrkey"])
-        .output()
-        .expect("pkcs11-tool (opensc)");
-    assert!(
-        out.status.success(),
-        "pkcs11-tool: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let mut objects = Vec::new();
-    let mut label = None;
-    for line in text.lines() {
-        let line = line.trim();
-        if let Some(l) = line.strip_prefix("label:") {
-            label = Some(l.trim().to_string());
-        } else if let Some(a) = line.strip_prefix("Access:") {
-            if let Some(l) = label.take() {
-                objects.push((l, a.trim().to_string()));
-            }
-        }
-    }
-    objects
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn hsm_keys_are_non_extractable_and_envelope_material_is_never_stored() {
     let dir = tempfile::tempdir().unwrap();
@@ -228,7 +190,7 @@ async fn hsm_keys_are_non_extractable_and_envelope_material_is_never_stored() {
     s.stop();
 
     // Independent look into the token.
-    let objects = token_objects(&data);
+    let objects = common::token_objects(&data);
     let (_, access) = objects
         .iter()
         .find(|(l, _)| *l == format!("kp:{hsm_key}:1"))

@@ -7,17 +7,8 @@ mod common;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{b64, Server};
+use common::{b64, wasm, Server};
 use serde_json::{json, Value};
-
-fn wasm(name: &str) -> Vec<u8> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../plugins/target/wasm32-wasip2/release")
-        .join(format!("{}.wasm", name.replace('-', "_")));
-    std::fs::read(&p).unwrap_or_else(|e| {
-        panic!("{}: {e}; build the plugins first: (cd plugins && RUSTC_BOOTSTRAP=1 /usr/bin/cargo build --release)", p.display())
-    })
-}
 
 async fn upload(s: &Server, token: &str, name: &str, world: &str, file: &str) -> (u16, Value) {
     s.call(

@@ -301,3 +301,54 @@ pub fn assert_error(answer: &(u16, Value), status: u16, code: &str, message_part
     let message = v["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains(message_part), "{v}");
 }
+
+/// Parse `pkcs11-tool --list-objects` output into (label, access line) pairs.
+pub fn token_objects(data: &Path) -> Vec<(String, String)> {
+    let pin = std::fs::read_to_string(data.join("hsm.pin")).unwrap();
+    let out = std::process::Command::new("pkcs11-tool")
+        .env("SOFTHSM2_CONF", data.join("softhsm/softhsm2.conf"))
+        .args([
+            "--module",
+            "/usr/lib/softhsm/libsofthsm2.so",
+            "--token-label",
+            "keyplane",
+            "--login",
+            "--pin",
+        ])
+        .arg(pin.trim())
+        .args(["--list-objects", "--type", "secrkey"])
+        .output()
+        .expect("pkcs11-tool (opensc)");
+    assert!(
+        out.status.success(),
+        "pkcs11-tool: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut objects = Vec::new();
+    let mut label = None;
+    for line in text.lines() {
+        let line = line.trim();
+        if let Some(l) = line.strip_prefix("label:") {
+            label = Some(l.trim().to_string());
+        } else if let Some(a) = line.strip_prefix("Access:") {
+            if let Some(l) = label.take() {
+                objects.push((l, a.trim().to_string()));
+            }
+        }
+    }
+    objects
+}
+
+/// A plugin component built from `plugins/` (by `scripts/test` / `scripts/build-plugins`).
+pub fn wasm(name: &str) -> Vec<u8> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins/target/wasm32-wasip2/release")
+        .join(format!("{}.wasm", name.replace('-', "_")));
+    std::fs::read(&p).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; build the plugins first: scripts/build-plugins",
+            p.display()
+        )
+    })
+}
