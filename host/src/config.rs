@@ -12,6 +12,21 @@ use serde::{Deserialize, Serialize};
 /// The default PKCS#11 module: Debian's SoftHSM2.
 pub const SOFTHSM2_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 
+/// Top-level configuration keys that `KEYPLANE_*` environment variables may set.
+const ENV_KEYS: &[&str] = &[
+    "data_dir",
+    "listen",
+    "tls",
+    "hsm",
+    "database",
+    "limits",
+    "envelope_cache",
+    "telemetry",
+    "plugins",
+    "policies_dir",
+    "lifecycle",
+];
+
 /// The whole configuration of a keyplane node.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -245,18 +260,6 @@ impl Config {
         // `KEYPLANE_HSM__MODULE` sets hsm.module; the PIN and the config path are not settings.
         // Only variables naming a configuration key are read, so an unrelated `KEYPLANE_*`
         // variable in the environment does not stop the service from starting.
-        const KEYS: &[&str] = &[
-            "data_dir",
-            "listen",
-            "tls",
-            "hsm",
-            "database",
-            "limits",
-            "envelope_cache",
-            "telemetry",
-            "plugins",
-            "policies_dir",
-        ];
         let insecure_http = flags.insecure_http.unwrap_or(false);
         fig = fig
             .merge(
@@ -264,7 +267,7 @@ impl Config {
                     .ignore(&["HSM_PIN", "CONFIG"])
                     .filter(|k| {
                         let k = k.as_str().to_ascii_lowercase();
-                        KEYS.iter().any(|p| {
+                        ENV_KEYS.iter().any(|p| {
                             k == *p
                                 || k.starts_with(&format!("{p}."))
                                 || k.starts_with(&format!("{p}__"))
@@ -297,6 +300,17 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_setting_can_come_from_the_environment() {
+        let defaults = serde_json::to_value(Config::default()).unwrap();
+        for key in defaults.as_object().unwrap().keys() {
+            assert!(
+                ENV_KEYS.contains(&key.as_str()) || key == "insecure_http",
+                "{key} is missing from ENV_KEYS"
+            );
+        }
+    }
 
     #[test]
     fn flags_override_file_and_env() {

@@ -43,6 +43,12 @@ pub enum Error {
 
     #[error("{what} was destroyed: its key material no longer exists and what was encrypted under it cannot be decrypted")]
     KeyDestroyed { what: String },
+    /// Imported key material did not unwrap, or is not what the key expects.
+    #[error("incorrect key material: {0}")]
+    IncorrectKeyMaterial(String),
+    /// The import token is past its expiry (or was already used).
+    #[error("the import token {0} has expired or was already used; call get-parameters-for-import again")]
+    ExpiredImportToken(String),
     /// The request body is larger than the configured limit.
     #[error("request body exceeds {limit} bytes")]
     PayloadTooLarge { limit: usize },
@@ -81,6 +87,8 @@ impl Error {
             Error::AlreadyExists { .. } => "AlreadyExists",
             Error::InvalidState(_) => "InvalidState",
             Error::KeyDestroyed { .. } => "KeyDestroyed",
+            Error::IncorrectKeyMaterial(_) => "IncorrectKeyMaterial",
+            Error::ExpiredImportToken(_) => "ExpiredImportToken",
             Error::PayloadTooLarge { .. } => "PayloadTooLarge",
             Error::InvalidPlugin(_) => "InvalidPlugin",
             Error::PluginFailed { .. } => "PluginFailed",
@@ -98,7 +106,9 @@ impl Error {
             | Error::Validation(_)
             | Error::MalformedCiphertext(_)
             | Error::DecryptionFailed
-            | Error::InvalidPlugin(_) => StatusCode::BAD_REQUEST,
+            | Error::InvalidPlugin(_)
+            | Error::IncorrectKeyMaterial(_)
+            | Error::ExpiredImportToken(_) => StatusCode::BAD_REQUEST,
             Error::PluginFailed { .. } => StatusCode::BAD_GATEWAY,
             Error::PluginTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Error::Unauthenticated => StatusCode::UNAUTHORIZED,

@@ -16,6 +16,7 @@
 pub mod ciphertext;
 pub mod context;
 pub mod envelope_cache;
+pub mod transport;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -197,22 +198,22 @@ impl Keyring {
         Ok(handle)
     }
 
-    /// Generate material for a new version of an AES-256-GCM key.
+    /// Generate material for a new version of an AES-256-GCM key (`exportable`: an `hsm`
+    /// version the token may wrap for export).
     pub async fn new_version(
         &self,
         tenant: &str,
         key_id: &str,
         version: u32,
         protection: Protection,
+        exportable: bool,
     ) -> Result<NewVersion> {
         match protection {
             Protection::Hsm => {
                 let object_id = format!("kp:{key_id}:{version}").into_bytes();
                 let (hsm, id) = (self.hsm.clone(), object_id.clone());
-                let handle = blocking(move || {
-                    hsm.generate_token_aes_key(&id, &String::from_utf8_lossy(&id))
-                })
-                .await?;
+                let handle =
+                    blocking(move || hsm.generate_token_aes_key_with(&id, exportable)).await?;
                 self.hsm_objects
                     .lock()
                     .map_err(|_| Error::Internal)?

@@ -8,6 +8,7 @@
 
 mod pool;
 pub mod token;
+pub mod wrapping;
 
 use std::sync::Mutex;
 
@@ -193,26 +194,16 @@ impl Hsm {
         .map_err(unavailable("unwrap kek"))
     }
 
-    /// Create a non-extractable AES-256 token object identified by `id`.
-    pub fn generate_token_aes_key(&self, id: &[u8], label: &str) -> Result<ObjectHandle> {
-        let template = [
-            Attribute::Token(true),
-            Attribute::Private(true),
-            Attribute::Class(ObjectClass::SECRET_KEY),
-            Attribute::KeyType(KeyType::AES),
-            Attribute::ValueLen(32.into()),
-            Attribute::Sensitive(true),
-            Attribute::Extractable(false),
-            Attribute::Encrypt(true),
-            Attribute::Decrypt(true),
-            Attribute::Sign(false),
-            Attribute::Verify(false),
-            Attribute::Derive(false),
-            Attribute::Wrap(false),
-            Attribute::Unwrap(false),
-            Attribute::Id(id.to_vec()),
-            Attribute::Label(label.as_bytes().to_vec()),
-        ];
+    /// Create an AES-256 token object identified (and labelled) by `id`: sensitive, for
+    /// encrypt/decrypt; `extractable` only for keys created exportable (the token then wraps
+    /// it for export, never reveals it).
+    pub fn generate_token_aes_key_with(
+        &self,
+        id: &[u8],
+        extractable: bool,
+    ) -> Result<ObjectHandle> {
+        let mut template = wrapping::aes_version_template(id, extractable);
+        template.push(Attribute::ValueLen(32.into()));
         self.pool.with("C_GenerateKey", "CKM_AES_KEY_GEN", |s| {
             s.generate_key(&Mechanism::AesKeyGen, &template)
                 .map_err(unavailable("generate token key"))

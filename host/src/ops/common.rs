@@ -119,6 +119,10 @@ pub fn check_key_enabled(key: &KeyRow) -> Result<()> {
                 .map(|t| t.to_rfc3339())
                 .unwrap_or_default()
         ))),
+        crate::store::imports::STATE_PENDING_IMPORT => Err(Error::InvalidState(format!(
+            "key {} is pending import: it has no key material until import-key-material",
+            key.id
+        ))),
         other => Err(Error::InvalidState(format!("key {} is {other}", key.id))),
     }
 }
@@ -397,6 +401,14 @@ pub struct KeyMetadata {
     pub destroyed_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub versions: Option<Vec<VersionInfo>>,
+    /// `keyplane` or `external` (imported material).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exportable: Option<bool>,
+    /// When imported material expires (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub material_expires_at: Option<String>,
 }
 
 /// Unix seconds as RFC 3339.
@@ -436,6 +448,9 @@ impl KeyMetadata {
             deletion_date: row.deletion_date.map(rfc3339),
             destroyed_at: row.destroyed_at.map(rfc3339),
             versions: versions.map(|vs| vs.iter().map(|v| VersionInfo::new(v, [0; 3])).collect()),
+            origin: None,
+            exportable: None,
+            material_expires_at: None,
         }
     }
 }

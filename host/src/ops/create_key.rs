@@ -1,5 +1,6 @@
 //! `create-key`: an AES-256-GCM key of the caller's tenant, `envelope` (default) or `hsm`
-//! protected, with its first version. Cedar: `CreateKey` on the caller's tenant.
+//! protected, with its first version (or, for `origin: external`, waiting for imported
+//! material), exportable or not for life. Cedar: `CreateKey` on the caller's tenant.
 
 use std::collections::BTreeMap;
 
@@ -11,6 +12,7 @@ use super::{OpContext, Operation, WriteScope};
 use crate::authz::ResourceRef;
 use crate::crypto::Protection;
 use crate::error::{Error, Result};
+use crate::store::imports;
 use crate::store::keys::{self, KeyRow};
 use crate::store::principals;
 
@@ -36,6 +38,17 @@ pub struct CreateKey {
     pub key_usage: String,
     /// Principals (of this tenant) allowed to use the key. Default: the caller.
     pub grants: Option<Vec<String>>,
+    /// `keyplane` (default: the HSM makes the material) or `external` (the key waits in
+    /// `pending-import` for `import-key-material`).
+    #[serde(default = "keyplane_origin")]
+    pub origin: String,
+    /// Whether `export-key` may ever hand out this key's material (wrapped). Fixed here.
+    #[serde(default)]
+    pub exportable: bool,
+}
+
+fn keyplane_origin() -> String {
+    imports::ORIGIN_KEYPLANE.into()
 }
 
 fn envelope() -> String {
@@ -68,6 +81,11 @@ impl Operation for CreateKey {
             return Err(Error::validation(format!(
                 "key_usage must be {USAGE_ENCRYPT_DECRYPT}"
             )));
+        }
+        if self.origin != imports::ORIGIN_KEYPLANE && self.origin != imports::ORIGIN_EXTERNAL {
+            return Err(Error::validation(
+                "origin must be \"keyplane\" or \"external\"",
+            ));
         }
         if self.description.len() > MAX_DESCRIPTION {
             return Err(Error::validation(format!(
@@ -117,28 +135,56 @@ impl Operation for CreateKey {
         }
         let protection = Protection::parse(&self.protection).ok_or(Error::Internal)?;
         let key_id = format!("k-{}", uuid::Uuid::new_v4().simple());
-        let version = make_version(ctx.state, scope, &tenant, &key_id, 1, protection).await?;
+        let external = self.origin == imports::ORIGIN_EXTERNAL;
+        let version = if external {
+            None
+        } else {
+            Some(
+                make_version(
+                    ctx.state,
+                    scope,
+                    &tenant,
+                    &key_id,
+                    1,
+                    protection,
+                    self.exportable,
+                )
+                .await?,
+            )
+        };
+        let created_at = version
+            .as_ref()
+            .map(|v| v.created_at.clone())
+            .unwrap_or_else(|| ctx.state.clock.now_rfc3339());
         let row = KeyRow {
             id: key_id,
             tenant_id: tenant,
             spec: self.key_spec,
             usage: self.key_usage,
             protection: protection.as_str().into(),
-            state: STATE_ENABLED.into(),
+            state: if external {
+                imports::STATE_PENDING_IMPORT.into()
+            } else {
+                STATE_ENABLED.into()
+            },
             description: self.description,
             tags: serde_json::to_string(&self.tags).map_err(|_| Error::Internal)?,
             primary_version: 1,
-            created_at: version.created_at.clone(),
+            created_at,
             created_by: ctx.principal.id.clone(),
             deletion_date: None,
             min_decryption_version: 1,
             destroyed_at: None,
         };
-        keys::insert(scope.conn(ctx.state).await?, &row, &version, &grants).await?;
-        Ok(KeyMetadata::new(
-            &row,
-            grants,
-            Some(std::slice::from_ref(&version)),
-        ))
+        let conn = scope.conn(ctx.state).await?;
+        keys::insert_key(conn, &row, &grants).await?;
+        if let Some(v) = &version {
+            keys::insert_version(conn, v).await?;
+        }
+        imports::set_origin(conn, &row.id, &self.origin, self.exportable).await?;
+        let mut meta = KeyMetadata::new(&row, grants, Some(version.as_slice()));
+        meta.origin = Some(self.origin);
+        meta.exportable = Some(self.exportable);
+        Ok(meta)
     }
 }

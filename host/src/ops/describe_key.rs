@@ -2,11 +2,11 @@
 
 use serde::Deserialize;
 
-use super::common::{key_row, resolve_key, validate_key_id, KeyMetadata};
+use super::common::{key_row, resolve_key, rfc3339, validate_key_id, KeyMetadata};
 use super::{OpContext, Operation, WriteScope};
 use crate::authz::ResourceRef;
 use crate::error::{Error, Result};
-use crate::store::keys;
+use crate::store::{imports, keys};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -38,7 +38,13 @@ impl Operation for DescribeKey {
         let ResourceRef::Key { users, .. } = &resource else {
             return Err(Error::Internal);
         };
-        Ok(KeyMetadata::new(row, users.clone(), Some(&versions))
-            .with_pending_usage(&ctx.state.usage))
+        let mut meta = KeyMetadata::new(row, users.clone(), Some(&versions))
+            .with_pending_usage(&ctx.state.usage);
+        if let Some(m) = imports::material(ctx.state.db.reader(), &row.id).await? {
+            meta.origin = Some(m.origin);
+            meta.exportable = Some(m.exportable);
+            meta.material_expires_at = m.material_expires_at.map(rfc3339);
+        }
+        Ok(meta)
     }
 }

@@ -152,6 +152,18 @@ pub async fn destroy(state: &AppState, scope: &mut WriteScope, key: &KeyRow) -> 
             key.id, key.state
         )));
     }
+    shred_material(state, key).await?;
+    let (now, now_text) = (state.clock.now(), state.clock.now_rfc3339());
+    let conn = scope.conn(state).await?;
+    keys::mark_destroyed(conn, &key.id, now, &now_text).await?;
+    aliases::delete_for_key(conn, &key.id).await?;
+    plugins::delete_schedule(conn, &key.id).await?;
+    Ok(())
+}
+
+/// Delete every wrapped copy of a key's versions from its storage backend and destroy its HSM
+/// objects (crypto-shredding). Safe to repeat: what is already gone is skipped.
+pub async fn shred_material(state: &AppState, key: &KeyRow) -> Result<()> {
     let versions = keys::versions(state.db.reader(), &key.id).await?;
     for v in &versions {
         if let Some(store) = &v.blob_store {
@@ -166,10 +178,5 @@ pub async fn destroy(state: &AppState, scope: &mut WriteScope, key: &KeyRow) -> 
         }
         state.keyring.shred_version(&key.id, v).await?;
     }
-    let (now, now_text) = (state.clock.now(), state.clock.now_rfc3339());
-    let conn = scope.conn(state).await?;
-    keys::mark_destroyed(conn, &key.id, now, &now_text).await?;
-    aliases::delete_for_key(conn, &key.id).await?;
-    plugins::delete_schedule(conn, &key.id).await?;
     Ok(())
 }

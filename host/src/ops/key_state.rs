@@ -12,6 +12,7 @@ use super::common::{
 use super::{OpContext, Operation, WriteScope};
 use crate::authz::ResourceRef;
 use crate::error::{Error, Result};
+use crate::store::imports;
 use crate::store::keys::{self, KeyRow, KeyVersionRow};
 
 /// The answer of every state change.
@@ -37,6 +38,10 @@ fn refuse_if_gone(key: &KeyRow) -> Result<()> {
         }),
         STATE_PENDING_DELETION => Err(Error::InvalidState(format!(
             "key {} is pending deletion; cancel-key-deletion first",
+            key.id
+        ))),
+        imports::STATE_PENDING_IMPORT => Err(Error::InvalidState(format!(
+            "key {} is pending import: it has no key material; import-key-material first",
             key.id
         ))),
         _ => Ok(()),

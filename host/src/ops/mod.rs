@@ -16,10 +16,14 @@ pub mod create_tenant;
 pub mod decrypt;
 pub mod describe_key;
 pub mod encrypt;
+pub mod export_key;
 pub mod generate_data_key;
 pub mod generate_random;
+pub mod get_parameters_for_import;
+pub mod import_key_material;
 pub mod key_deletion;
 pub mod key_state;
+mod key_transport;
 pub mod list_keys;
 pub mod plugin_config;
 pub mod plugin_ops;
@@ -473,6 +477,9 @@ pub const OPERATIONS: &[(&str, &str, Handler)] = &[
     op!(aliases::DeleteAlias),
     op!(aliases::ListAliases),
     op!(scheduler::RunScheduler),
+    op!(get_parameters_for_import::GetParametersForImport),
+    op!(import_key_material::ImportKeyMaterial),
+    op!(export_key::ExportKey),
 ];
 
 /// Find an operation by its native name.

@@ -24,7 +24,7 @@ use crate::audit::AuditEvent;
 use crate::authz::ResourceRef;
 use crate::error::{Error, Result};
 use crate::state::AppState;
-use crate::store::{keys, leases, plugins};
+use crate::store::{imports, keys, leases, plugins};
 use crate::telemetry::metrics::metrics;
 
 const LEASE: &str = "lifecycle-scheduler";
@@ -46,6 +46,8 @@ pub struct PassReport {
     pub checked: usize,
     pub rotated: Vec<Rotated>,
     pub destroyed: Vec<String>,
+    /// External keys whose imported material expired and was deleted.
+    pub expired: Vec<String>,
     pub failed: Vec<Failed>,
 }
 
@@ -172,6 +174,8 @@ async fn pass(state: &AppState, holder: &str) -> Result<PassReport> {
         }
     }
 
+    expire_imports(state, now, &mut report).await?;
+
     let schedules = plugins::schedules_of_enabled_keys(state.db.reader()).await?;
     report.checked = schedules.len();
     let concurrency = state.config.lifecycle.scheduler_concurrency.max(1);
@@ -199,6 +203,54 @@ async fn pass(state: &AppState, holder: &str) -> Result<PassReport> {
     report.rotated.sort_by(|a, b| a.key_id.cmp(&b.key_id));
     report.failed.sort_by(|a, b| a.key_id.cmp(&b.key_id));
     Ok(report)
+}
+
+/// Destroy the wrapping keys of import tokens past their expiry, and delete imported material
+/// past its `valid_to` (the key returns to pending-import until the same material comes back).
+async fn expire_imports(state: &AppState, now: i64, report: &mut PassReport) -> Result<()> {
+    for t in imports::expired_tokens(state.db.reader(), now, 100).await? {
+        if let Err(e) = state
+            .keyring
+            .discard_import_key(t.hsm_object_id.clone())
+            .await
+        {
+            tracing::warn!(error = %e, "expired import wrapping key not destroyed; retried next pass");
+            continue;
+        }
+        let mut tx = state.db.begin().await?;
+        imports::delete_token(&mut tx, &t.id).await?;
+        tx.commit().await?;
+    }
+    for key_id in imports::expired_material(state.db.reader(), now, 100).await? {
+        let Some(key) = keys::get(state.db.reader(), &key_id).await? else {
+            continue;
+        };
+        let ev = system_event(&key.tenant_id, "ExpireKeyMaterial", key_uid(&key.id));
+        let mut scope = WriteScope::new();
+        let result = async {
+            key_deletion::shred_material(state, &key).await?;
+            let conn = scope.conn(state).await?;
+            imports::clear_material(conn, &key.id, &state.clock.now_rfc3339()).await
+        }
+        .await;
+        match settle(state, scope, ev, result).await {
+            Ok(()) => {
+                metrics().scheduler_action("expire", "ok");
+                tracing::info!(key = %key.id, "imported key material expired and was deleted");
+                report.expired.push(key.id.clone());
+            }
+            Err(e) => {
+                metrics().scheduler_action("expire", e.code());
+                report.failed.push(Failed {
+                    key_id: key.id.clone(),
+                    stage: "expire",
+                    code: e.code(),
+                    message: e.to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Ask one key's schedule and rotate it if due. Returns the rotation, if any, and on error

@@ -1,14 +1,15 @@
 //! Making key versions: material from the HSM (an `hsm` token object, or `envelope` material
 //! sealed by the tenant KEK and written to the tenant's storage backend), registered with the
 //! write scope so a request that fails destroys what it made. Shared by `create-key`,
-//! `rotate-key` and the scheduler's rotations.
+//! `rotate-key`, the scheduler's rotations and (placing imported material) `import-key-material`.
 
 use super::common::{blob_name, check_key_enabled, tenant_backend};
 use super::WriteScope;
-use crate::crypto::Protection;
+use crate::crypto::{NewVersion, Protection};
 use crate::error::{Error, Result};
 use crate::plugins::StorageOp;
 use crate::state::AppState;
+use crate::store::imports;
 use crate::store::keys::{self, KeyRow, KeyVersionRow};
 
 /// Material for version `v` of key `key_id`, stored where the tenant keeps blobs. The row is
@@ -20,11 +21,25 @@ pub async fn make_version(
     key_id: &str,
     v: i64,
     protection: Protection,
+    exportable: bool,
 ) -> Result<KeyVersionRow> {
     let material = state
         .keyring
-        .new_version(tenant, key_id, v as u32, protection)
+        .new_version(tenant, key_id, v as u32, protection, exportable)
         .await?;
+    place_version(state, scope, tenant, key_id, v, material).await
+}
+
+/// Register new `material` for version `v` with `scope` (undone if the request fails) and put
+/// envelope material in the tenant's storage backend, if it has one. Returns the row to insert.
+pub async fn place_version(
+    state: &AppState,
+    scope: &mut WriteScope,
+    tenant: &str,
+    key_id: &str,
+    v: i64,
+    material: NewVersion,
+) -> Result<KeyVersionRow> {
     let mut version = KeyVersionRow::new(key_id, v, state.clock.now_rfc3339(), state.clock.now());
     version.hsm_object_id = material.hsm_object_id.clone();
     version.wrapped_material = material.wrapped_material.clone();
@@ -55,7 +70,25 @@ pub async fn rotate(state: &AppState, scope: &mut WriteScope, key: &KeyRow) -> R
     check_key_enabled(key)?;
     let protection = Protection::parse(&key.protection).ok_or(Error::Internal)?;
     let next = key.primary_version + 1;
-    let version = make_version(state, scope, &key.tenant_id, &key.id, next, protection).await?;
+    let origin = imports::material(state.db.reader(), &key.id)
+        .await?
+        .ok_or(Error::Internal)?;
+    if origin.origin == imports::ORIGIN_EXTERNAL {
+        return Err(Error::InvalidState(format!(
+            "key {} holds imported material, which keyplane cannot renew; create a new key and import new material into it",
+            key.id
+        )));
+    }
+    let version = make_version(
+        state,
+        scope,
+        &key.tenant_id,
+        &key.id,
+        next,
+        protection,
+        origin.exportable,
+    )
+    .await?;
     let conn = scope.conn(state).await?;
     if !keys::swap_primary(conn, &key.id, key.primary_version, next).await? {
         return Err(Error::InvalidState(format!(

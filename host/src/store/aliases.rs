@@ -8,7 +8,9 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
 pub struct AliasRow {
     pub tenant_id: String,
+    #[serde(rename = "alias_name")]
     pub name: String,
+    #[serde(rename = "target_key_id")]
     pub key_id: String,
     pub created_at: String,
     pub updated_at: String,

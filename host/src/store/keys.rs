@@ -156,10 +156,10 @@ pub async fn list(
     .await
 }
 
-pub async fn insert(
+/// Add a key row and its grants (no version yet).
+pub async fn insert_key(
     conn: &mut SqliteConnection,
     key: &KeyRow,
-    version: &KeyVersionRow,
     grantees: &[String],
 ) -> Result<()> {
     crate::telemetry::spans::db("INSERT", "keys", async {
@@ -191,8 +191,28 @@ pub async fn insert(
         }
         Ok::<(), crate::error::Error>(())
     })
-    .await?;
-    insert_version(conn, version).await
+    .await
+}
+
+/// Give a version whose imported material expired its (same) material again.
+pub async fn restore_version(conn: &mut SqliteConnection, v: &KeyVersionRow) -> Result<()> {
+    crate::telemetry::spans::db("UPDATE", "key_versions", async move {
+        sqlx::query(
+            "UPDATE key_versions SET state = ?, hsm_object_id = ?, wrapped_material = ?, \
+             blob_store = ?, state_reason = NULL, state_changed_at = ? WHERE key_id = ? AND version = ?",
+        )
+        .bind(STATE_ENABLED)
+        .bind(&v.hsm_object_id)
+        .bind(&v.wrapped_material)
+        .bind(&v.blob_store)
+        .bind(&v.created_at)
+        .bind(&v.key_id)
+        .bind(v.version)
+        .execute(conn)
+        .await?;
+        Ok(())
+    })
+    .await
 }
 
 /// Add a version row.
@@ -321,7 +341,7 @@ pub async fn mark_destroyed(
         .execute(&mut *conn)
         .await?;
         sqlx::query(
-            "UPDATE key_versions SET state = ?, wrapped_material = NULL, hsm_object_id = NULL, \
+            "UPDATE key_versions SET state = ?, wrapped_material = NULL, hsm_object_id = NULL, blob_store = NULL, \
              state_reason = 'key destroyed', state_changed_at = ? WHERE key_id = ?",
         )
         .bind(STATE_DESTROYED)

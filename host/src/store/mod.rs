@@ -6,6 +6,7 @@
 //! separate pool and see committed data (WAL mode). Submodules hold the queries per table.
 
 pub mod aliases;
+pub mod imports;
 pub mod keys;
 pub mod leases;
 pub mod meta;

@@ -352,3 +352,31 @@ pub fn wasm(name: &str) -> Vec<u8> {
         )
     })
 }
+
+impl Server {
+    /// Start with the background scheduler off: passes run only through `run-scheduler`.
+    pub async fn start_quiet(dir: &Path) -> Server {
+        Self::start_with_env(
+            dir,
+            &[
+                ("RUST_LOG", "warn"),
+                ("KEYPLANE_LIFECYCLE__SCHEDULER_INTERVAL_SECONDS", "0"),
+            ],
+        )
+        .await
+    }
+
+    /// Move the service clock forward (`test-hooks` builds); returns the service's "now".
+    pub async fn advance_clock(&self, seconds: i64) -> i64 {
+        let r = self
+            .client
+            .post(format!("{}/debug/clock", self.base))
+            .bearer_auth(&self.admin)
+            .json(&json!({ "advance_seconds": seconds }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        r.json::<Value>().await.unwrap()["now"].as_i64().unwrap()
+    }
+}

@@ -1,0 +1,407 @@
+//! Key transport through the token: RSA wrapping key pairs for importing key material,
+//! unwrapping imported material (RSA-OAEP, or RSA-OAEP of an ephemeral AES key followed by AES
+//! key wrap with padding, the `CKM_RSA_AES_KEY_WRAP` layout), and wrapping exportable keys to a
+//! recipient's RSA public key the same two ways. Private halves of wrapping keys are
+//! non-extractable token objects; ephemeral keys are session objects destroyed before return.
+
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource};
+use cryptoki::mechanism::{Mechanism, MechanismType};
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::Session;
+use zeroize::Zeroizing;
+
+use super::{unavailable, Hsm};
+use crate::error::{Error, Result};
+
+/// The hash of RSA-OAEP (and its MGF1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OaepHash {
+    Sha1,
+    Sha256,
+}
+
+impl OaepHash {
+    fn mechanism(self) -> Mechanism<'static> {
+        let (hash, mgf) = match self {
+            OaepHash::Sha1 => (MechanismType::SHA1, PkcsMgfType::MGF1_SHA1),
+            OaepHash::Sha256 => (MechanismType::SHA256, PkcsMgfType::MGF1_SHA256),
+        };
+        Mechanism::RsaPkcsOaep(PkcsOaepParams::new(hash, mgf, PkcsOaepSource::empty()))
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            OaepHash::Sha1 => "CKM_RSA_PKCS_OAEP(SHA-1)",
+            OaepHash::Sha256 => "CKM_RSA_PKCS_OAEP(SHA-256)",
+        }
+    }
+}
+
+/// How key material travels: RSA-OAEP alone (material up to the OAEP limit), or RSA-OAEP of
+/// an ephemeral AES-256 key ‖ AES key wrap with padding (RFC 5649) of the material.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transport {
+    pub hash: OaepHash,
+    pub with_aes_key_wrap: bool,
+}
+
+/// Where unwrapped AES material goes.
+pub enum UnwrapInto<'a> {
+    /// A sensitive AES token object with this `CKA_ID` (the `hsm` protection level).
+    Token { id: &'a [u8], exportable: bool },
+    /// Host memory (the `envelope` protection level seals it under the tenant KEK next).
+    Host,
+}
+
+/// Unwrapped material.
+pub enum Unwrapped {
+    Object(ObjectHandle),
+    Material(Zeroizing<Vec<u8>>),
+}
+
+/// The AES template of an `hsm` key version made in, or unwrapped into, the token.
+pub(super) fn aes_version_template(id: &[u8], extractable: bool) -> Vec<Attribute> {
+    vec![
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::AES),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(extractable),
+        Attribute::Encrypt(true),
+        Attribute::Decrypt(true),
+        Attribute::Sign(false),
+        Attribute::Verify(false),
+        Attribute::Derive(false),
+        Attribute::Wrap(false),
+        Attribute::Unwrap(false),
+        Attribute::Id(id.to_vec()),
+        Attribute::Label(id.to_vec()),
+    ]
+}
+
+fn rejected(e: &CkError) -> bool {
+    matches!(
+        e,
+        CkError::Pkcs11(
+            RvError::EncryptedDataInvalid
+                | RvError::EncryptedDataLenRange
+                | RvError::WrappedKeyInvalid
+                | RvError::WrappedKeyLenRange
+                | RvError::GeneralError
+                | RvError::DataInvalid
+                | RvError::DataLenRange
+                | RvError::TemplateInconsistent
+                | RvError::KeySizeRange,
+            _
+        )
+    )
+}
+
+fn incorrect(what: &str) -> Error {
+    Error::IncorrectKeyMaterial(format!(
+        "{what}: the wrapped material does not unwrap with this import token's wrapping key and algorithm, or is not a 256-bit AES key"
+    ))
+}
+
+impl Hsm {
+    /// Generate an RSA wrapping key pair for an import: the private half a non-extractable
+    /// token object with `CKA_ID = id` that can only unwrap; returns the public modulus and
+    /// exponent (the public half is not kept) and the private handle.
+    pub fn generate_import_key_pair(
+        &self,
+        id: &[u8],
+        bits: u64,
+    ) -> Result<(ObjectHandle, Vec<u8>, Vec<u8>)> {
+        let public = [
+            Attribute::Token(false),
+            Attribute::ModulusBits(bits.into()),
+            Attribute::PublicExponent(vec![0x01, 0x00, 0x01]),
+            Attribute::Wrap(true),
+            Attribute::Encrypt(true),
+        ];
+        let private = [
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Unwrap(true),
+            Attribute::Decrypt(false),
+            Attribute::Sign(false),
+            Attribute::Id(id.to_vec()),
+            Attribute::Label(id.to_vec()),
+        ];
+        self.pool
+            .with("C_GenerateKeyPair", "CKM_RSA_PKCS_KEY_PAIR_GEN", |s| {
+                let (pub_h, priv_h) = s
+                    .generate_key_pair(&Mechanism::RsaPkcsKeyPairGen, &public, &private)
+                    .map_err(unavailable("generate import key pair"))?;
+                let attrs = s.get_attributes(
+                    pub_h,
+                    &[AttributeType::Modulus, AttributeType::PublicExponent],
+                );
+                let _ = s.destroy_object(pub_h);
+                let (mut n, mut e) = (None, None);
+                for a in attrs.unwrap_or_default() {
+                    match a {
+                        Attribute::Modulus(v) => n = Some(v),
+                        Attribute::PublicExponent(v) => e = Some(v),
+                        _ => {}
+                    }
+                }
+                match n.zip(e) {
+                    Some((n, e)) => Ok((priv_h, n, e)),
+                    None => {
+                        let _ = s.destroy_object(priv_h);
+                        Err(Error::HsmUnavailable)
+                    }
+                }
+            })
+    }
+
+    /// Find a private-key token object by `CKA_ID`.
+    pub fn find_private_key(&self, id: &[u8]) -> Result<Option<ObjectHandle>> {
+        let template = [
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Id(id.to_vec()),
+        ];
+        self.pool.with("C_FindObjects", "none", |s| {
+            s.find_objects(&template)
+                .map(|v| v.into_iter().next())
+                .map_err(unavailable("find object"))
+        })
+    }
+
+    /// Unwrap imported AES-256 material with the import key `private` (modulus length
+    /// `modulus_len` bytes). Tampered or malformed input is [`Error::IncorrectKeyMaterial`].
+    pub fn unwrap_import(
+        &self,
+        private: ObjectHandle,
+        modulus_len: usize,
+        transport: Transport,
+        wrapped: &[u8],
+        into: UnwrapInto<'_>,
+    ) -> Result<Unwrapped> {
+        // First into a transient session object: the token does not record the length of
+        // an unwrapped AES key (CKA_VALUE_LEN reads 0 and may not be set), so the length is
+        // checked before the material becomes a version (see `finish_unwrap`).
+        let template = [
+            Attribute::Token(false),
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::Sensitive(matches!(into, UnwrapInto::Token { .. })),
+            Attribute::Extractable(true),
+            Attribute::Private(true),
+        ];
+        let mechanism = if transport.with_aes_key_wrap {
+            "CKM_RSA_PKCS_OAEP+CKM_AES_KEY_WRAP_PAD"
+        } else {
+            transport.hash.name()
+        };
+        self.pool.with("C_UnwrapKey", mechanism, |s| {
+            let handle = if transport.with_aes_key_wrap {
+                if wrapped.len() <= modulus_len {
+                    return Err(incorrect("too short for RSA_AES_KEY_WRAP"));
+                }
+                let (head, tail) = wrapped.split_at(modulus_len);
+                let ephemeral = unwrap_ephemeral(s, private, transport.hash, head)?;
+                let out = s.unwrap_key(&Mechanism::AesKeyWrapPad, ephemeral, tail, &template);
+                let _ = s.destroy_object(ephemeral);
+                out
+            } else {
+                s.unwrap_key(&transport.hash.mechanism(), private, wrapped, &template)
+            };
+            let handle = match handle {
+                Ok(h) => h,
+                Err(e) if rejected(&e) => return Err(incorrect("rejected by the HSM")),
+                Err(e) => return Err(unavailable("unwrap imported material")(e)),
+            };
+            finish_unwrap(s, handle, into)
+        })
+    }
+
+    /// Wrap the AES key `key` (extractable) to a recipient's RSA public key.
+    pub fn wrap_for_recipient(
+        &self,
+        key: ObjectHandle,
+        modulus: &[u8],
+        exponent: &[u8],
+        transport: Transport,
+    ) -> Result<Vec<u8>> {
+        let mechanism = if transport.with_aes_key_wrap {
+            "CKM_RSA_PKCS_OAEP+CKM_AES_KEY_WRAP_PAD"
+        } else {
+            transport.hash.name()
+        };
+        self.pool.with("C_WrapKey", mechanism, |s| {
+            let recipient = s
+                .create_object(&[
+                    Attribute::Token(false),
+                    Attribute::Class(ObjectClass::PUBLIC_KEY),
+                    Attribute::KeyType(KeyType::RSA),
+                    Attribute::Modulus(modulus.to_vec()),
+                    Attribute::PublicExponent(exponent.to_vec()),
+                    Attribute::Wrap(true),
+                    Attribute::Encrypt(true),
+                ])
+                .map_err(unavailable("recipient public key"))?;
+            let out = if transport.with_aes_key_wrap {
+                wrap_with_ephemeral(s, recipient, key, transport.hash)
+            } else {
+                s.wrap_key(&transport.hash.mechanism(), recipient, key)
+                    .map_err(unavailable("wrap for recipient"))
+            };
+            let _ = s.destroy_object(recipient);
+            out
+        })
+    }
+
+    /// Run `f` with `material` as a transient, extractable AES session object (to export
+    /// `envelope` material through the token's wrapping mechanisms); destroyed afterwards.
+    pub fn with_transient_aes<T>(
+        &self,
+        material: &[u8],
+        f: impl FnOnce(&Hsm, ObjectHandle) -> Result<T>,
+    ) -> Result<T> {
+        let value = Zeroizing::new(material.to_vec());
+        let anchor = self.anchor.lock().map_err(|_| Error::Internal)?;
+        let handle = super::spans::hsm("C_CreateObject", "none", || {
+            anchor.create_object(&[
+                Attribute::Token(false),
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::AES),
+                Attribute::Value(value.to_vec()),
+                Attribute::Sensitive(true),
+                Attribute::Extractable(true),
+                Attribute::Private(true),
+            ])
+        })
+        .map_err(unavailable("transient key"))?;
+        drop(anchor);
+        let out = f(self, handle);
+        if let Ok(anchor) = self.anchor.lock() {
+            let _ = anchor.destroy_object(handle);
+        }
+        out
+    }
+}
+
+fn unwrap_ephemeral(
+    s: &Session,
+    private: ObjectHandle,
+    hash: OaepHash,
+    wrapped: &[u8],
+) -> Result<ObjectHandle> {
+    let template = [
+        Attribute::Token(false),
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::AES),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Unwrap(true),
+    ];
+    match s.unwrap_key(&hash.mechanism(), private, wrapped, &template) {
+        Ok(h) => Ok(h),
+        Err(e) if rejected(&e) => Err(incorrect("the RSA-OAEP part")),
+        Err(e) => Err(unavailable("unwrap ephemeral key")(e)),
+    }
+}
+
+fn wrap_with_ephemeral(
+    s: &Session,
+    recipient: ObjectHandle,
+    key: ObjectHandle,
+    hash: OaepHash,
+) -> Result<Vec<u8>> {
+    let ephemeral = s
+        .generate_key(
+            &Mechanism::AesKeyGen,
+            &[
+                Attribute::Token(false),
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::AES),
+                Attribute::ValueLen(32.into()),
+                Attribute::Sensitive(true),
+                Attribute::Extractable(true),
+                Attribute::Wrap(true),
+            ],
+        )
+        .map_err(unavailable("ephemeral key"))?;
+    let out = (|| {
+        let mut head = s
+            .wrap_key(&hash.mechanism(), recipient, ephemeral)
+            .map_err(unavailable("wrap ephemeral key"))?;
+        let tail = s
+            .wrap_key(&Mechanism::AesKeyWrapPad, ephemeral, key)
+            .map_err(unavailable("wrap key under ephemeral"))?;
+        head.extend_from_slice(&tail);
+        Ok(head)
+    })();
+    let _ = s.destroy_object(ephemeral);
+    out
+}
+
+/// Turn the transient unwrapped object into what was asked for, if it is a 256-bit AES key:
+/// for host delivery read its value; for the token, wrap it under an ephemeral AES key with
+/// `CKM_AES_KEY_WRAP` (RFC 3394: 40 bytes out exactly when 32 went in) and unwrap that into
+/// the version's token object, so the material never leaves the HSM. The transient object is
+/// destroyed either way.
+fn finish_unwrap(s: &Session, transient: ObjectHandle, into: UnwrapInto<'_>) -> Result<Unwrapped> {
+    let out = match into {
+        UnwrapInto::Host => {
+            let value = s
+                .get_attributes(transient, &[AttributeType::Value])
+                .map_err(unavailable("read unwrapped material"))?
+                .into_iter()
+                .find_map(|a| match a {
+                    Attribute::Value(v) => Some(Zeroizing::new(v)),
+                    _ => None,
+                });
+            match value {
+                Some(v) if v.len() == 32 => Ok(Unwrapped::Material(v)),
+                _ => Err(incorrect("wrong length")),
+            }
+        }
+        UnwrapInto::Token { id, exportable } => reseal_into_token(s, transient, id, exportable),
+    };
+    let _ = s.destroy_object(transient);
+    out
+}
+
+fn reseal_into_token(
+    s: &Session,
+    transient: ObjectHandle,
+    id: &[u8],
+    exportable: bool,
+) -> Result<Unwrapped> {
+    let ephemeral = s
+        .generate_key(
+            &Mechanism::AesKeyGen,
+            &[
+                Attribute::Token(false),
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::AES),
+                Attribute::ValueLen(32.into()),
+                Attribute::Sensitive(true),
+                Attribute::Extractable(false),
+                Attribute::Wrap(true),
+                Attribute::Unwrap(true),
+            ],
+        )
+        .map_err(unavailable("ephemeral key"))?;
+    let out = (|| {
+        let wrapped = match s.wrap_key(&Mechanism::AesKeyWrap, ephemeral, transient) {
+            Ok(w) if w.len() == 40 => Zeroizing::new(w),
+            Ok(_) => return Err(incorrect("wrong length")),
+            Err(e) if rejected(&e) => return Err(incorrect("wrong length")),
+            Err(e) => return Err(unavailable("measure unwrapped key")(e)),
+        };
+        let template = aes_version_template(id, exportable);
+        s.unwrap_key(&Mechanism::AesKeyWrap, ephemeral, &wrapped, &template)
+            .map(Unwrapped::Object)
+            .map_err(unavailable("store imported key"))
+    })();
+    let _ = s.destroy_object(ephemeral);
+    out
+}

@@ -1,0 +1,118 @@
+//! `export-key`: hand a version of a key created `exportable` to a recipient, wrapped to the
+//! recipient's RSA public key inside the HSM (RSA-OAEP, or RSA-OAEP + AES key wrap with
+//! padding); never as plaintext. Refused for keys not created exportable, for keys that are
+//! not enabled and for versions that may not decrypt (disabled, compromised, below the minimum
+//! decryption version). Cedar: `ExportKey` on the key.
+
+use serde::{Deserialize, Serialize};
+
+use super::common::{
+    check_key_enabled, key_row, resolve_key, usable_version, validate_key_id, VersionUse,
+};
+use super::key_transport::{recipient_key, transport};
+use super::{Base64, OpContext, Operation, WriteScope};
+use crate::authz::ResourceRef;
+use crate::crypto::Protection;
+use crate::error::{Error, Result};
+use crate::store::imports;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportKey {
+    pub key_id: String,
+    /// Default: the primary version.
+    #[serde(default)]
+    pub key_version: Option<i64>,
+    /// `RSAES_OAEP_SHA_1` or `RSA_AES_KEY_WRAP_SHA_1`.
+    pub wrapping_algorithm: String,
+    /// The recipient's RSA public key: SubjectPublicKeyInfo as PEM text or base64 DER.
+    pub public_key: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ExportOutput {
+    pub key_id: String,
+    pub key_version: i64,
+    pub key_spec: String,
+    pub wrapping_algorithm: String,
+    pub encrypted_key_material: Base64,
+}
+
+impl ExportKey {
+    fn recipient(&self) -> Result<(Vec<u8>, Vec<u8>)> {
+        use base64::Engine;
+        let text = self.public_key.trim();
+        if text.starts_with("-----BEGIN") {
+            return recipient_key(text.as_bytes());
+        }
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(|_| Error::validation("public_key is neither PEM nor base64 DER"))?;
+        recipient_key(&der)
+    }
+}
+
+impl Operation for ExportKey {
+    const NAME: &'static str = "export-key";
+    const ACTION: &'static str = "ExportKey";
+    type Output = ExportOutput;
+
+    fn validate(&self) -> Result<()> {
+        validate_key_id(&self.key_id)?;
+        transport(&self.wrapping_algorithm)?;
+        if self.key_version.is_some_and(|v| v < 1) {
+            return Err(Error::validation("key_version must be 1 or more"));
+        }
+        if self.public_key.len() > 16 * 1024 {
+            return Err(Error::validation("public_key is longer than 16 KiB"));
+        }
+        self.recipient()?;
+        Ok(())
+    }
+
+    async fn resolve(&self, ctx: &OpContext<'_>) -> Result<ResourceRef> {
+        resolve_key(ctx, &self.key_id).await
+    }
+
+    async fn execute(
+        self,
+        ctx: &OpContext<'_>,
+        r: ResourceRef,
+        _scope: &mut WriteScope,
+    ) -> Result<Self::Output> {
+        let key = key_row(&r)?;
+        check_key_enabled(key)?;
+        let material = imports::material(ctx.state.db.reader(), &key.id)
+            .await?
+            .ok_or(Error::Internal)?;
+        if !material.exportable {
+            return Err(Error::validation(format!(
+                "key {} was not created exportable; its material never leaves keyplane",
+                key.id
+            )));
+        }
+        let v = self.key_version.unwrap_or(key.primary_version);
+        let version = usable_version(ctx, key, v, VersionUse::Open).await?;
+        let (modulus, exponent) = self.recipient()?;
+        let protection = Protection::parse(&key.protection).ok_or(Error::Internal)?;
+        let wrapped = ctx
+            .state
+            .keyring
+            .export_version(
+                &key.tenant_id,
+                protection,
+                &version,
+                modulus,
+                exponent,
+                transport(&self.wrapping_algorithm)?,
+            )
+            .await?;
+        Ok(ExportOutput {
+            key_id: key.id.clone(),
+            key_version: v,
+            key_spec: key.spec.clone(),
+            wrapping_algorithm: self.wrapping_algorithm,
+            encrypted_key_material: Base64::new(wrapped),
+        })
+    }
+}

@@ -1,0 +1,100 @@
+//! `get-parameters-for-import`: an RSA wrapping public key and a one-use import token, valid
+//! for 24 hours, for importing material into an `external` key. The private half stays in
+//! the HSM (non-extractable, unwrap only) and is destroyed when the token is used or expires
+//! (or at once, if this request fails).
+//! Cedar: `GetParametersForImport` on the key.
+
+use serde::{Deserialize, Serialize};
+
+use super::common::{key_row, resolve_key, rfc3339, validate_key_id};
+use super::key_transport::{awaiting_import, public_key_spki, transport, wrapping_key_bits};
+use super::{Base64, OpContext, Operation, WriteScope};
+use crate::authz::ResourceRef;
+use crate::error::Result;
+use crate::store::imports::{self, ImportTokenRow};
+
+/// How long an import token (and its wrapping key) lives.
+pub const IMPORT_TOKEN_SECONDS: i64 = 24 * 3600;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GetParametersForImport {
+    pub key_id: String,
+    /// `RSAES_OAEP_SHA_1` or `RSA_AES_KEY_WRAP_SHA_1`.
+    pub wrapping_algorithm: String,
+    /// `RSA_2048`, `RSA_3072` (default) or `RSA_4096`.
+    #[serde(default = "rsa_3072")]
+    pub wrapping_key_spec: String,
+}
+
+fn rsa_3072() -> String {
+    "RSA_3072".into()
+}
+
+#[derive(Debug, Serialize)]
+pub struct ImportParameters {
+    pub key_id: String,
+    pub import_token: String,
+    /// SubjectPublicKeyInfo, DER (base64).
+    pub public_key: Base64,
+    pub public_key_pem: String,
+    pub wrapping_algorithm: String,
+    pub parameters_valid_to: String,
+}
+
+impl Operation for GetParametersForImport {
+    const NAME: &'static str = "get-parameters-for-import";
+    const ACTION: &'static str = "GetParametersForImport";
+    type Output = ImportParameters;
+
+    fn validate(&self) -> Result<()> {
+        validate_key_id(&self.key_id)?;
+        transport(&self.wrapping_algorithm)?;
+        wrapping_key_bits(&self.wrapping_key_spec)?;
+        Ok(())
+    }
+
+    async fn resolve(&self, ctx: &OpContext<'_>) -> Result<ResourceRef> {
+        resolve_key(ctx, &self.key_id).await
+    }
+
+    async fn execute(
+        self,
+        ctx: &OpContext<'_>,
+        r: ResourceRef,
+        scope: &mut WriteScope,
+    ) -> Result<Self::Output> {
+        let key = key_row(&r)?;
+        awaiting_import(ctx.state, key).await?;
+        let id = format!("imp-{}", hex::encode(ctx.state.keyring.random(16).await?));
+        let object_id = format!("kp-import:{id}").into_bytes();
+        let bits = wrapping_key_bits(&self.wrapping_key_spec)?;
+        let (created, n, e) = ctx
+            .state
+            .keyring
+            .new_import_key_pair(object_id.clone(), bits)
+            .await?;
+        scope.created(created);
+        let now = ctx.state.clock.now();
+        let row = ImportTokenRow {
+            id: id.clone(),
+            tenant_id: key.tenant_id.clone(),
+            key_id: key.id.clone(),
+            wrapping_algorithm: self.wrapping_algorithm.clone(),
+            wrapping_key_spec: self.wrapping_key_spec.clone(),
+            hsm_object_id: object_id.clone(),
+            created_at: now,
+            expires_at: now + IMPORT_TOKEN_SECONDS,
+        };
+        let (der, pem) = public_key_spki(&n, &e)?;
+        imports::insert_token(scope.conn(ctx.state).await?, &row).await?;
+        Ok(ImportParameters {
+            key_id: key.id.clone(),
+            import_token: id,
+            public_key: Base64::new(der),
+            public_key_pem: pem,
+            wrapping_algorithm: self.wrapping_algorithm,
+            parameters_valid_to: rfc3339(row.expires_at),
+        })
+    }
+}

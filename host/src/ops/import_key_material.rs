@@ -1,0 +1,166 @@
+//! `import-key-material`: bring your own key. Takes 256-bit AES material wrapped with the
+//! import token's RSA public key (RSA-OAEP, or RSA-OAEP + AES key wrap with padding), unwraps
+//! it inside the HSM into version 1 of an `external` key (a token object for `hsm` keys,
+//! sealed under the tenant KEK for `envelope` keys) and enables the key. Optional `valid_to`:
+//! the scheduler deletes the material then and the key waits for the same material again
+//! (checked against the key check value kept from the first import). Each token is used once.
+//! Cedar: `ImportKeyMaterial` on the key.
+
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+
+use super::common::{key_row, resolve_key, rfc3339, validate_key_id, STATE_ENABLED};
+use super::key_transport::{awaiting_import, transport, wrapping_key_bits};
+use super::versions::place_version;
+use super::{Base64, OpContext, Operation, WriteScope};
+use crate::authz::ResourceRef;
+use crate::crypto::Protection;
+use crate::error::{Error, Result};
+use crate::store::{imports, keys};
+
+/// Largest wrapped material accepted (RSA-4096 block + wrapped AES key, with room).
+const MAX_WRAPPED: usize = 4096;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportKeyMaterial {
+    pub key_id: String,
+    pub import_token: String,
+    pub encrypted_key_material: Base64,
+    /// RFC 3339; absent: the material does not expire.
+    #[serde(default)]
+    pub valid_to: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ImportOutput {
+    pub key_id: String,
+    pub key_version: i64,
+    pub state: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub material_expires_at: Option<String>,
+}
+
+impl ImportKeyMaterial {
+    fn valid_to(&self) -> Result<Option<i64>> {
+        self.valid_to
+            .as_deref()
+            .map(|t| {
+                chrono::DateTime::parse_from_rfc3339(t)
+                    .map(|t| t.timestamp())
+                    .map_err(|_| Error::validation("valid_to must be an RFC 3339 timestamp"))
+            })
+            .transpose()
+    }
+}
+
+impl Operation for ImportKeyMaterial {
+    const NAME: &'static str = "import-key-material";
+    const ACTION: &'static str = "ImportKeyMaterial";
+    type Output = ImportOutput;
+
+    fn validate(&self) -> Result<()> {
+        validate_key_id(&self.key_id)?;
+        let token_ok = self.import_token.len() == 36
+            && self.import_token.starts_with("imp-")
+            && self.import_token[4..]
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit());
+        if !token_ok {
+            return Err(Error::validation(
+                "import_token is not a token from get-parameters-for-import",
+            ));
+        }
+        if self.encrypted_key_material.is_empty() || self.encrypted_key_material.len() > MAX_WRAPPED
+        {
+            return Err(Error::validation(format!(
+                "encrypted_key_material must be 1 to {MAX_WRAPPED} bytes"
+            )));
+        }
+        self.valid_to()?;
+        Ok(())
+    }
+
+    async fn resolve(&self, ctx: &OpContext<'_>) -> Result<ResourceRef> {
+        resolve_key(ctx, &self.key_id).await
+    }
+
+    async fn execute(
+        self,
+        ctx: &OpContext<'_>,
+        r: ResourceRef,
+        scope: &mut WriteScope,
+    ) -> Result<Self::Output> {
+        let state = ctx.state;
+        let key = key_row(&r)?;
+        let material = awaiting_import(state, key).await?;
+        let token = imports::token(state.db.reader(), &self.import_token)
+            .await?
+            .filter(|t| t.tenant_id == key.tenant_id)
+            .ok_or_else(|| Error::ExpiredImportToken(self.import_token.clone()))?;
+        if token.key_id != key.id {
+            return Err(Error::validation(format!(
+                "import token {} was issued for another key",
+                token.id
+            )));
+        }
+        let now = state.clock.now();
+        if now >= token.expires_at {
+            return Err(Error::ExpiredImportToken(token.id));
+        }
+        let valid_to = self.valid_to()?;
+        if valid_to.is_some_and(|t| t <= now) {
+            return Err(Error::validation("valid_to must be in the future"));
+        }
+        let transport = transport(&token.wrapping_algorithm)?;
+        let modulus_len = (wrapping_key_bits(&token.wrapping_key_spec)? / 8) as usize;
+        let protection = Protection::parse(&key.protection).ok_or(Error::Internal)?;
+        let previous = keys::version(state.db.reader(), &key.id, 1).await?;
+
+        let imported = state
+            .keyring
+            .import_version(
+                &key.tenant_id,
+                &key.id,
+                1,
+                protection,
+                material.exportable,
+                token.hsm_object_id.clone(),
+                modulus_len,
+                transport,
+                self.encrypted_key_material.0.to_vec(),
+            )
+            .await?;
+        let check = imported.check_value.clone();
+        let version =
+            place_version(state, scope, &key.tenant_id, &key.id, 1, imported.version).await?;
+        if let Some(before) = &material.material_check {
+            if !bool::from(before.as_slice().ct_eq(check.as_slice())) {
+                return Err(Error::IncorrectKeyMaterial(format!(
+                    "this is not the material key {} held before; a key's imported material cannot change",
+                    key.id
+                )));
+            }
+        }
+        let conn = scope.conn(state).await?;
+        if !imports::delete_token(conn, &token.id).await? {
+            return Err(Error::ExpiredImportToken(token.id));
+        }
+        if previous.is_some() {
+            keys::restore_version(conn, &version).await?;
+        } else {
+            keys::insert_version(conn, &version).await?;
+        }
+        imports::set_imported(conn, &key.id, STATE_ENABLED, valid_to, &check).await?;
+        // The wrapping key has served its one use.
+        if let Err(e) = state.keyring.discard_import_key(token.hsm_object_id).await {
+            tracing::warn!(error = %e, "used import wrapping key could not be destroyed");
+        }
+        Ok(ImportOutput {
+            key_id: key.id.clone(),
+            key_version: 1,
+            state: STATE_ENABLED.into(),
+            material_expires_at: valid_to.map(rfc3339),
+        })
+    }
+}

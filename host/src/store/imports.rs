@@ -1,0 +1,190 @@
+//! Import and export bookkeeping: the `import_tokens` table and the origin, exportability and
+//! imported-material columns of `keys`.
+
+use sqlx::{SqliteConnection, SqlitePool};
+
+use crate::error::Result;
+
+/// Material made by keyplane's HSM.
+pub const ORIGIN_KEYPLANE: &str = "keyplane";
+/// Material imported by the tenant (bring your own key).
+pub const ORIGIN_EXTERNAL: &str = "external";
+/// Key state of an external key without (or whose material expired) material.
+pub const STATE_PENDING_IMPORT: &str = "pending-import";
+
+/// An import token row.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ImportTokenRow {
+    pub id: String,
+    pub tenant_id: String,
+    pub key_id: String,
+    pub wrapping_algorithm: String,
+    pub wrapping_key_spec: String,
+    pub hsm_object_id: Vec<u8>,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// Where a key's material came from and what may be done with it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct KeyMaterialRow {
+    pub origin: String,
+    pub exportable: bool,
+    pub material_expires_at: Option<i64>,
+    pub material_check: Option<Vec<u8>>,
+}
+
+pub async fn insert_token(conn: &mut SqliteConnection, t: &ImportTokenRow) -> Result<()> {
+    crate::telemetry::spans::db("INSERT", "import_tokens", async move {
+        sqlx::query(
+            "INSERT INTO import_tokens (id, tenant_id, key_id, wrapping_algorithm, \
+             wrapping_key_spec, hsm_object_id, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&t.id)
+        .bind(&t.tenant_id)
+        .bind(&t.key_id)
+        .bind(&t.wrapping_algorithm)
+        .bind(&t.wrapping_key_spec)
+        .bind(&t.hsm_object_id)
+        .bind(t.created_at)
+        .bind(t.expires_at)
+        .execute(conn)
+        .await?;
+        Ok(())
+    })
+    .await
+}
+
+pub async fn token(pool: &SqlitePool, id: &str) -> Result<Option<ImportTokenRow>> {
+    crate::telemetry::spans::db("SELECT", "import_tokens", async move {
+        Ok(sqlx::query_as("SELECT * FROM import_tokens WHERE id = ?")
+            .bind(id)
+            .fetch_optional(pool)
+            .await?)
+    })
+    .await
+}
+
+/// Remove a token; false if it was already gone (used concurrently).
+pub async fn delete_token(conn: &mut SqliteConnection, id: &str) -> Result<bool> {
+    crate::telemetry::spans::db("DELETE", "import_tokens", async move {
+        Ok(sqlx::query("DELETE FROM import_tokens WHERE id = ?")
+            .bind(id)
+            .execute(conn)
+            .await?
+            .rows_affected()
+            == 1)
+    })
+    .await
+}
+
+/// Tokens past their expiry (their HSM objects are to be destroyed).
+pub async fn expired_tokens(
+    pool: &SqlitePool,
+    now: i64,
+    limit: i64,
+) -> Result<Vec<ImportTokenRow>> {
+    crate::telemetry::spans::db("SELECT", "import_tokens", async move {
+        Ok(
+            sqlx::query_as("SELECT * FROM import_tokens WHERE expires_at <= ? LIMIT ?")
+                .bind(now)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?,
+        )
+    })
+    .await
+}
+
+pub async fn material(pool: &SqlitePool, key_id: &str) -> Result<Option<KeyMaterialRow>> {
+    crate::telemetry::spans::db("SELECT", "keys", async move {
+        Ok(sqlx::query_as(
+            "SELECT origin, exportable, material_expires_at, material_check FROM keys WHERE id = ?",
+        )
+        .bind(key_id)
+        .fetch_optional(pool)
+        .await?)
+    })
+    .await
+}
+
+/// Set a new key's origin and exportability (in its creation transaction).
+pub async fn set_origin(
+    conn: &mut SqliteConnection,
+    key_id: &str,
+    origin: &str,
+    exportable: bool,
+) -> Result<()> {
+    crate::telemetry::spans::db("UPDATE", "keys", async move {
+        sqlx::query("UPDATE keys SET origin = ?, exportable = ? WHERE id = ?")
+            .bind(origin)
+            .bind(exportable)
+            .bind(key_id)
+            .execute(conn)
+            .await?;
+        Ok(())
+    })
+    .await
+}
+
+/// Record imported material: the key becomes `state` with its check value and expiry.
+pub async fn set_imported(
+    conn: &mut SqliteConnection,
+    key_id: &str,
+    state: &str,
+    expires_at: Option<i64>,
+    check: &[u8],
+) -> Result<()> {
+    crate::telemetry::spans::db("UPDATE", "keys", async move {
+        sqlx::query(
+            "UPDATE keys SET state = ?, material_expires_at = ?, material_check = ? WHERE id = ?",
+        )
+        .bind(state)
+        .bind(expires_at)
+        .bind(check)
+        .bind(key_id)
+        .execute(conn)
+        .await?;
+        Ok(())
+    })
+    .await
+}
+
+/// External keys whose imported material has expired and still has to be deleted.
+pub async fn expired_material(pool: &SqlitePool, now: i64, limit: i64) -> Result<Vec<String>> {
+    crate::telemetry::spans::db("SELECT", "keys", async move {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM keys WHERE origin = 'external' AND material_expires_at <= ? \
+             AND state IN ('enabled', 'disabled') LIMIT ?",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?)
+    })
+    .await
+}
+
+/// After expiry: the key waits for the same material again; its version keeps its row but
+/// no material.
+pub async fn clear_material(conn: &mut SqliteConnection, key_id: &str, now: &str) -> Result<()> {
+    crate::telemetry::spans::db("UPDATE", "keys", async move {
+        sqlx::query("UPDATE keys SET state = ?, material_expires_at = NULL WHERE id = ?")
+            .bind(STATE_PENDING_IMPORT)
+            .bind(key_id)
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query(
+            "UPDATE key_versions SET state = ?, wrapped_material = NULL, hsm_object_id = NULL, \
+             blob_store = NULL, state_reason = 'imported material expired', state_changed_at = ? \
+             WHERE key_id = ?",
+        )
+        .bind(STATE_PENDING_IMPORT)
+        .bind(now)
+        .bind(key_id)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    })
+    .await
+}

@@ -1,0 +1,663 @@
+//! Bring your own key and key export against the real binary and SoftHSM2 token, with the
+//! `openssl` CLI on the other side of every wrapping: it wraps material for import and
+//! unwraps exported material, and the unwrapped material opens keyplane ciphertexts offline.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{assert_error, b64, unb64, Server};
+use keyplane::crypto::ciphertext::Ciphertext;
+use keyplane::crypto::context::{canonical, EncryptionContext};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+use serde_json::{json, Value};
+
+fn openssl(args: &[&str]) -> Vec<u8> {
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+/// RSA-OAEP (SHA-1) encryption of `data` to a PEM public key, by openssl.
+fn oaep_encrypt(dir: &Path, public_pem: &str, data: &[u8]) -> Vec<u8> {
+    let pk = write(dir, "wrap-pub.pem", public_pem.as_bytes());
+    let input = write(dir, "oaep-in.bin", data);
+    openssl(&[
+        "pkeyutl",
+        "-encrypt",
+        "-pubin",
+        "-inkey",
+        &pk,
+        "-pkeyopt",
+        "rsa_padding_mode:oaep",
+        "-pkeyopt",
+        "rsa_oaep_md:sha1",
+        "-in",
+        &input,
+    ])
+}
+
+/// `RSA_AES_KEY_WRAP_SHA_1`: OAEP(ephemeral AES key) ‖ AES-KWP(ephemeral, material).
+fn rsa_aes_wrap(dir: &Path, public_pem: &str, material: &[u8]) -> Vec<u8> {
+    let eph = openssl(&["rand", "32"]);
+    let mut out = oaep_encrypt(dir, public_pem, &eph);
+    let input = write(dir, "kwp-in.bin", material);
+    out.extend(openssl(&[
+        "enc",
+        "-id-aes256-wrap-pad",
+        "-K",
+        &hex(&eph),
+        "-iv",
+        "A65959A6",
+        "-in",
+        &input,
+    ]));
+    out
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Open a keyplane ciphertext with raw AES-256 material, outside keyplane.
+fn open_offline(material: &[u8], blob: &[u8], ctx: &EncryptionContext) -> Vec<u8> {
+    let ct = Ciphertext::parse(blob).unwrap();
+    let mut aad = ct.header();
+    aad.extend(canonical(ctx));
+    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, material).unwrap());
+    let mut nonce = [0u8; 12];
+    nonce.copy_from_slice(&ct.nonce);
+    let mut buf = ct.sealed.clone();
+    key.open_in_place(
+        Nonce::assume_unique_for_key(nonce),
+        Aad::from(aad),
+        &mut buf,
+    )
+    .expect("the exported material opens keyplane's ciphertext")
+    .to_vec()
+}
+
+async fn params(s: &Server, key: &str, algorithm: &str) -> Value {
+    s.ok(
+        &s.admin,
+        "get-parameters-for-import",
+        json!({ "key_id": key, "wrapping_algorithm": algorithm, "wrapping_key_spec": "RSA_2048" }),
+    )
+    .await
+}
+
+async fn import(
+    s: &Server,
+    key: &str,
+    token: &Value,
+    wrapped: &[u8],
+    extra: Value,
+) -> (u16, Value) {
+    let mut body = json!({
+        "key_id": key,
+        "import_token": token,
+        "encrypted_key_material": b64(wrapped),
+    });
+    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+        b.extend(e.clone());
+    }
+    s.call(Some(&s.admin), "import-key-material", body).await
+}
+
+/// Labels of the token's private-key objects.
+fn private_key_labels(data: &Path) -> Vec<String> {
+    let pin = std::fs::read_to_string(data.join("hsm.pin")).unwrap();
+    let out = Command::new("pkcs11-tool")
+        .env("SOFTHSM2_CONF", data.join("softhsm/softhsm2.conf"))
+        .args([
+            "--module",
+            "/usr/lib/softhsm/libsofthsm2.so",
+            "--token-label",
+            "keyplane",
+        ])
+        .args([
+            "--login",
+            "--pin",
+            pin.trim(),
+            "--list-objects",
+            "--type",
+            "privkey",
+        ])
+        .output()
+        .expect("pkcs11-tool");
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            l.trim()
+                .strip_prefix("label:")
+                .map(|l| l.trim().to_string())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn imported_material_is_the_key_and_every_refusal_is_typed() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let s = Server::start_quiet(dir.path()).await;
+    let ctx: EncryptionContext = [("app".to_string(), "byok".to_string())].into();
+    let ctx_json = json!({ "app": "byok" });
+
+    for (protection, algorithm) in [
+        ("hsm", "RSAES_OAEP_SHA_1"),
+        ("envelope", "RSA_AES_KEY_WRAP_SHA_1"),
+    ] {
+        let created = s
+            .ok(
+                &s.admin,
+                "create-key",
+                json!({ "protection": protection, "origin": "external" }),
+            )
+            .await;
+        let key = created["key_id"].as_str().unwrap().to_string();
+        assert_eq!(
+            (created["state"].as_str(), created["origin"].as_str()),
+            (Some("pending-import"), Some("external"))
+        );
+        assert_error(
+            &s.call(
+                Some(&s.admin),
+                "encrypt",
+                json!({ "key_id": key, "plaintext": b64(b"x") }),
+            )
+            .await,
+            409,
+            "InvalidState",
+            "pending import",
+        );
+        assert_error(
+            &s.call(Some(&s.admin), "enable-key", json!({ "key_id": key }))
+                .await,
+            409,
+            "InvalidState",
+            "import",
+        );
+
+        let p = params(&s, &key, algorithm).await;
+        let pem = p["public_key_pem"].as_str().unwrap().to_string();
+        assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----"), "{p}");
+        // The PEM and DER forms are the same key, and openssl reads it.
+        let der_from_pem = openssl(&[
+            "pkey",
+            "-pubin",
+            "-in",
+            &write(work.path(), "p.pem", pem.as_bytes()),
+            "-outform",
+            "DER",
+        ]);
+        assert_eq!(der_from_pem, unb64(&p["public_key"]));
+        let token = p["import_token"].clone();
+        assert!(private_key_labels(dir.path())
+            .iter()
+            .any(|l| l.contains(token.as_str().unwrap())));
+
+        let material = openssl(&["rand", "32"]);
+        let wrap = |m: &[u8]| {
+            if algorithm == "RSAES_OAEP_SHA_1" {
+                oaep_encrypt(work.path(), &pem, m)
+            } else {
+                rsa_aes_wrap(work.path(), &pem, m)
+            }
+        };
+        let wrapped = wrap(&material);
+
+        // Tampered material, a wrong-length key, a token of another key: refused; the token
+        // survives a failed attempt.
+        let mut tampered = wrapped.clone();
+        tampered[10] ^= 0x40;
+        assert_error(
+            &import(&s, &key, &token, &tampered, json!({})).await,
+            400,
+            "IncorrectKeyMaterial",
+            "",
+        );
+        assert_error(
+            &import(&s, &key, &token, &wrap(&material[..16]), json!({})).await,
+            400,
+            "IncorrectKeyMaterial",
+            "",
+        );
+        let other = s
+            .ok(&s.admin, "create-key", json!({ "origin": "external" }))
+            .await["key_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_error(
+            &import(&s, &other, &token, &wrapped, json!({})).await,
+            400,
+            "ValidationError",
+            "another key",
+        );
+        assert_error(
+            &import(&s, &key, &json!("imp-nope"), &wrapped, json!({})).await,
+            400,
+            "ValidationError",
+            "import_token",
+        );
+        assert_error(
+            &import(
+                &s,
+                &key,
+                &token,
+                &wrapped,
+                json!({ "valid_to": "2001-01-01T00:00:00Z" }),
+            )
+            .await,
+            400,
+            "ValidationError",
+            "future",
+        );
+
+        let r = import(&s, &key, &token, &wrapped, json!({})).await;
+        assert_eq!(r.0, 200, "{}", r.1);
+        assert_eq!(r.1["state"], "enabled");
+        // One use: the key has its material, and the token's wrapping key is gone from the
+        // token.
+        assert_error(
+            &import(&s, &key, &token, &wrapped, json!({})).await,
+            409,
+            "InvalidState",
+            "",
+        );
+        assert!(!private_key_labels(dir.path())
+            .iter()
+            .any(|l| l.contains(token.as_str().unwrap())));
+
+        // The key encrypts with exactly the imported material: openssl's bytes open it.
+        let ct = s
+            .encrypt(&s.admin, &key, b"bring your own key", ctx_json.clone())
+            .await;
+        assert_eq!(open_offline(&material, &ct, &ctx), b"bring your own key");
+        let (st, d) = s.decrypt(&s.admin, &ct, ctx_json.clone()).await;
+        assert_eq!(
+            (st, unb64(&d["plaintext"])),
+            (200, b"bring your own key".to_vec())
+        );
+        // Imported material cannot be renewed by keyplane.
+        assert_error(
+            &s.call(Some(&s.admin), "rotate-key", json!({ "key_id": key }))
+                .await,
+            409,
+            "InvalidState",
+            "imported",
+        );
+        // A keyplane-made key has no import parameters.
+        let native = s.create_key(&s.admin, protection).await;
+        assert_error(
+            &s.call(
+                Some(&s.admin),
+                "get-parameters-for-import",
+                json!({ "key_id": native, "wrapping_algorithm": algorithm }),
+            )
+            .await,
+            400,
+            "ValidationError",
+            "external",
+        );
+    }
+
+    // SHA-256 OAEP is refused with the reason (SoftHSM2 implements SHA-1 only).
+    let key = s
+        .ok(&s.admin, "create-key", json!({ "origin": "external" }))
+        .await["key_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_error(
+        &s.call(
+            Some(&s.admin),
+            "get-parameters-for-import",
+            json!({ "key_id": key, "wrapping_algorithm": "RSAES_OAEP_SHA_256" }),
+        )
+        .await,
+        400,
+        "ValidationError",
+        "SHA-1",
+    );
+
+    // An import token expires after 24 hours; the scheduler destroys its wrapping key.
+    let p = params(&s, &key, "RSAES_OAEP_SHA_1").await;
+    let material = openssl(&["rand", "32"]);
+    let wrapped = oaep_encrypt(
+        work.path(),
+        p["public_key_pem"].as_str().unwrap(),
+        &material,
+    );
+    s.advance_clock(24 * 3600 + 1).await;
+    assert_error(
+        &import(&s, &key, &p["import_token"], &wrapped, json!({})).await,
+        400,
+        "ExpiredImportToken",
+        "",
+    );
+    s.ok(&s.admin, "run-scheduler", json!({})).await;
+    let token = p["import_token"].as_str().unwrap();
+    assert!(!private_key_labels(dir.path())
+        .iter()
+        .any(|l| l.contains(token)));
+
+    // Material with an expiry: deleted when it passes; only the same material comes back.
+    let now = s.advance_clock(0).await;
+    let p = params(&s, &key, "RSAES_OAEP_SHA_1").await;
+    let pem = p["public_key_pem"].as_str().unwrap().to_string();
+    let valid_to = chrono::DateTime::from_timestamp(now + 3600, 0)
+        .unwrap()
+        .to_rfc3339();
+    let r = import(
+        &s,
+        &key,
+        &p["import_token"],
+        &oaep_encrypt(work.path(), &pem, &material),
+        json!({ "valid_to": valid_to }),
+    )
+    .await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    let ct = s
+        .encrypt(&s.admin, &key, b"until it expires", json!({}))
+        .await;
+    let d = s
+        .ok(&s.admin, "describe-key", json!({ "key_id": key }))
+        .await;
+    assert!(d["material_expires_at"].is_string(), "{d}");
+    s.advance_clock(3601).await;
+    let pass = s.ok(&s.admin, "run-scheduler", json!({})).await;
+    assert_eq!(pass["expired"], json!([key]), "{pass}");
+    assert_error(
+        &s.decrypt(&s.admin, &ct, json!({})).await,
+        409,
+        "InvalidState",
+        "pending import",
+    );
+    // The token used before is spent: it does not work again, even with the same material.
+    let spent = oaep_encrypt(work.path(), &pem, &material);
+    assert_error(
+        &import(&s, &key, &p["import_token"], &spent, json!({})).await,
+        400,
+        "ExpiredImportToken",
+        "",
+    );
+    let p = params(&s, &key, "RSAES_OAEP_SHA_1").await;
+    let pem = p["public_key_pem"].as_str().unwrap().to_string();
+    let different = openssl(&["rand", "32"]);
+    assert_error(
+        &import(
+            &s,
+            &key,
+            &p["import_token"],
+            &oaep_encrypt(work.path(), &pem, &different),
+            json!({}),
+        )
+        .await,
+        400,
+        "IncorrectKeyMaterial",
+        "not the material",
+    );
+    let r = import(
+        &s,
+        &key,
+        &p["import_token"],
+        &oaep_encrypt(work.path(), &pem, &material),
+        json!({}),
+    )
+    .await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    let (st, d) = s.decrypt(&s.admin, &ct, json!({})).await;
+    assert_eq!(
+        (st, unb64(&d["plaintext"])),
+        (200, b"until it expires".to_vec())
+    );
+
+    let out = s.audit_verify();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn export_hands_out_only_exportable_keys_and_only_wrapped() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let s = Server::start_quiet(dir.path()).await;
+    let w = work.path();
+    let private = w.join("recipient.pem").to_string_lossy().into_owned();
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+        "-out",
+        &private,
+    ]);
+    let public = String::from_utf8(openssl(&["pkey", "-in", &private, "-pubout"])).unwrap();
+    let public_der = openssl(&["pkey", "-in", &private, "-pubout", "-outform", "DER"]);
+    let oaep_decrypt = |wrapped: &[u8]| {
+        let input = write(w, "exported.bin", wrapped);
+        openssl(&[
+            "pkeyutl",
+            "-decrypt",
+            "-inkey",
+            &private,
+            "-pkeyopt",
+            "rsa_padding_mode:oaep",
+            "-pkeyopt",
+            "rsa_oaep_md:sha1",
+            "-in",
+            &input,
+        ])
+    };
+    let export = |key: &str, algorithm: &str, public_key: &str| {
+        let (s, key, algorithm, public_key) = (
+            &s,
+            key.to_string(),
+            algorithm.to_string(),
+            public_key.to_string(),
+        );
+        async move {
+            s.call(
+                Some(&s.admin),
+                "export-key",
+                json!({ "key_id": key, "wrapping_algorithm": algorithm, "public_key": public_key }),
+            )
+            .await
+        }
+    };
+
+    // Not created exportable: never.
+    let plain = s.create_key(&s.admin, "hsm").await;
+    assert_error(
+        &export(&plain, "RSAES_OAEP_SHA_1", &public).await,
+        400,
+        "ValidationError",
+        "not created exportable",
+    );
+
+    // An exportable hsm key, wrapped with RSA-OAEP (PEM recipient key).
+    let key = s
+        .ok(
+            &s.admin,
+            "create-key",
+            json!({ "protection": "hsm", "exportable": true }),
+        )
+        .await["key_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ctx: EncryptionContext = EncryptionContext::new();
+    let ct = s
+        .encrypt(&s.admin, &key, b"leaving with the recipient", json!({}))
+        .await;
+    let (st, r) = export(&key, "RSAES_OAEP_SHA_1", &public).await;
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["key_version"], 1);
+    let material = oaep_decrypt(&unb64(&r["encrypted_key_material"]));
+    assert_eq!(material.len(), 32);
+    assert_eq!(
+        open_offline(&material, &ct, &ctx),
+        b"leaving with the recipient"
+    );
+
+    // An exportable envelope key, RSA-OAEP + AES key wrap (DER recipient key), after a
+    // rotation: the primary version is exported unless a version is named.
+    let env = s
+        .ok(
+            &s.admin,
+            "create-key",
+            json!({ "protection": "envelope", "exportable": true }),
+        )
+        .await["key_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let old = s.encrypt(&s.admin, &env, b"version one", json!({})).await;
+    s.ok(&s.admin, "rotate-key", json!({ "key_id": env })).await;
+    let (st, r) = export(&env, "RSA_AES_KEY_WRAP_SHA_1", &b64(&public_der)).await;
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["key_version"], 2);
+    let wrapped = unb64(&r["encrypted_key_material"]);
+    let (head, tail) = wrapped.split_at(256);
+    let eph = oaep_decrypt(head);
+    let tail_file = write(w, "tail.bin", tail);
+    let material = openssl(&[
+        "enc",
+        "-d",
+        "-id-aes256-wrap-pad",
+        "-K",
+        &hex(&eph),
+        "-iv",
+        "A65959A6",
+        "-in",
+        &tail_file,
+    ]);
+    assert_eq!(material, s.envelope_material(&env).await);
+    let (st, r) = s
+        .call(
+            Some(&s.admin),
+            "export-key",
+            json!({ "key_id": env, "key_version": 1, "wrapping_algorithm": "RSAES_OAEP_SHA_1", "public_key": public }),
+        )
+        .await;
+    assert_eq!(st, 200, "{r}");
+    let v1 = oaep_decrypt(&unb64(&r["encrypted_key_material"]));
+    assert_eq!(open_offline(&v1, &old, &ctx), b"version one");
+
+    // Refusals: a weak or unreadable recipient key, a disabled key, a revoked version, a
+    // principal without the permission.
+    let weak = w.join("weak.pem").to_string_lossy().into_owned();
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:1024",
+        "-out",
+        &weak,
+    ]);
+    let weak_pub = String::from_utf8(openssl(&["pkey", "-in", &weak, "-pubout"])).unwrap();
+    assert_error(
+        &export(&key, "RSAES_OAEP_SHA_1", &weak_pub).await,
+        400,
+        "ValidationError",
+        "2048",
+    );
+    assert_error(
+        &export(&key, "RSAES_OAEP_SHA_1", "not a key").await,
+        400,
+        "ValidationError",
+        "public_key",
+    );
+    assert_error(
+        &export(&key, "AES_KEY_WRAP", &public).await,
+        400,
+        "ValidationError",
+        "wrapping_algorithm",
+    );
+    s.ok(
+        &s.admin,
+        "revoke-key-version",
+        json!({ "key_id": env, "version": 1, "reason": "test" }),
+    )
+    .await;
+    let (st, _) = s
+        .call(
+            Some(&s.admin),
+            "export-key",
+            json!({ "key_id": env, "key_version": 1, "wrapping_algorithm": "RSAES_OAEP_SHA_1", "public_key": public }),
+        )
+        .await;
+    assert_eq!(st, 409);
+    s.ok(&s.admin, "disable-key", json!({ "key_id": key }))
+        .await;
+    assert_error(
+        &export(&key, "RSAES_OAEP_SHA_1", &public).await,
+        409,
+        "InvalidState",
+        "disabled",
+    );
+    s.ok(&s.admin, "enable-key", json!({ "key_id": key })).await;
+    let (_, tenant_admin) = s.tenant_with_admin("acme").await;
+    let member = s
+        .ok(
+            &tenant_admin,
+            "create-principal",
+            json!({ "tenant_id": "acme", "name": "app", "role": "member" }),
+        )
+        .await;
+    let member_token = member["token"].as_str().unwrap();
+    let theirs = s
+        .ok(
+            &tenant_admin,
+            "create-key",
+            json!({ "exportable": true, "grants": [member["principal_id"]] }),
+        )
+        .await["key_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (st, _) = s
+        .call(
+            Some(member_token),
+            "export-key",
+            json!({ "key_id": theirs, "wrapping_algorithm": "RSAES_OAEP_SHA_1", "public_key": public }),
+        )
+        .await;
+    assert_eq!(st, 403, "a key user is not an exporter");
+    let (st, _) = s
+        .call(
+            Some(&tenant_admin),
+            "export-key",
+            json!({ "key_id": key, "wrapping_algorithm": "RSAES_OAEP_SHA_1", "public_key": public }),
+        )
+        .await;
+    assert!(matches!(st, 403 | 404), "another tenant's key: {st}");
+
+    let out = s.audit_verify();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
