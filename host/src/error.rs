@@ -37,6 +37,9 @@ pub enum Error {
     /// The resource already exists.
     #[error("{kind} already exists: {id}")]
     AlreadyExists { kind: &'static str, id: String },
+    /// The key's usage or spec (fixed at creation) does not allow this operation.
+    #[error("{0}")]
+    InvalidKeyUsage(String),
     /// The key (or version) is in a state that does not allow this operation.
     #[error("{0}")]
     InvalidState(String),
@@ -80,6 +83,7 @@ impl Error {
             Error::UnknownOperation(_) => "UnknownOperation",
             Error::AlreadyExists { .. } => "AlreadyExists",
             Error::InvalidState(_) => "InvalidState",
+            Error::InvalidKeyUsage(_) => "InvalidKeyUsage",
             Error::KeyDestroyed { .. } => "KeyDestroyed",
             Error::PayloadTooLarge { .. } => "PayloadTooLarge",
             Error::InvalidPlugin(_) => "InvalidPlugin",
@@ -98,6 +102,7 @@ impl Error {
             | Error::Validation(_)
             | Error::MalformedCiphertext(_)
             | Error::DecryptionFailed
+            | Error::InvalidKeyUsage(_)
             | Error::InvalidPlugin(_) => StatusCode::BAD_REQUEST,
             Error::PluginFailed { .. } => StatusCode::BAD_GATEWAY,
             Error::PluginTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
