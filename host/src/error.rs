@@ -37,6 +37,9 @@ pub enum Error {
     /// The resource already exists.
     #[error("{kind} already exists: {id}")]
     AlreadyExists { kind: &'static str, id: String },
+    /// The key's usage or spec (fixed at creation) does not allow this operation.
+    #[error("{0}")]
+    InvalidKeyUsage(String),
     /// The key (or version) is in a state that does not allow this operation.
     #[error("{0}")]
     InvalidState(String),
@@ -86,6 +89,7 @@ impl Error {
             Error::UnknownOperation(_) => "UnknownOperation",
             Error::AlreadyExists { .. } => "AlreadyExists",
             Error::InvalidState(_) => "InvalidState",
+            Error::InvalidKeyUsage(_) => "InvalidKeyUsage",
             Error::KeyDestroyed { .. } => "KeyDestroyed",
             Error::IncorrectKeyMaterial(_) => "IncorrectKeyMaterial",
             Error::ExpiredImportToken(_) => "ExpiredImportToken",
@@ -106,6 +110,7 @@ impl Error {
             | Error::Validation(_)
             | Error::MalformedCiphertext(_)
             | Error::DecryptionFailed
+            | Error::InvalidKeyUsage(_)
             | Error::InvalidPlugin(_)
             | Error::IncorrectKeyMaterial(_)
             | Error::ExpiredImportToken(_) => StatusCode::BAD_REQUEST,

@@ -10,19 +10,27 @@
 //! Tenant KEKs are AES-256 keys wrapped by the root key (`CKM_AES_KEY_WRAP_PAD`) and live in
 //! the token as non-extractable session objects while the node runs.
 //!
+//! Other key specs (HMAC, ECC, Ed25519, RSA; see [`spec`]) are `hsm` only: their versions
+//! are non-extractable token objects sharing the `CKA_ID` `kp:<key>:<version>` (a key pair's
+//! private and public objects both carry it); [`asym`] signs, verifies, MACs, encrypts with
+//! OAEP and derives with them, [`public_key`] encodes their public keys.
+//!
 //! Data-plane nonces come from the OS CSPRNG (ring's `SystemRandom`); key material and IVs of
 //! wrapped material come from the token's RNG.
 
+pub mod asym;
 pub mod ciphertext;
 pub mod context;
 pub mod envelope_cache;
+pub mod public_key;
+pub mod spec;
 pub mod transport;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cryptoki::object::ObjectHandle;
+use cryptoki::object::{ObjectClass, ObjectHandle};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroizing;
@@ -32,6 +40,7 @@ use crate::hsm::{Hsm, GCM_IV_LEN};
 use crate::store::keys::KeyVersionRow;
 use crate::store::{tenants, Db};
 use envelope_cache::EnvelopeCache;
+use spec::{KeySpec, KeyUsage};
 
 /// How a key's versions are protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,8 +69,27 @@ impl Protection {
 pub struct NewVersion {
     pub hsm_object_id: Option<Vec<u8>>,
     pub wrapped_material: Option<Vec<u8>>,
-    /// Token object to destroy if the surrounding transaction fails.
-    pub created_object: Option<ObjectHandle>,
+    /// Token objects to destroy if the surrounding transaction fails (the secret key, or
+    /// both halves of a key pair).
+    pub created_objects: Vec<ObjectHandle>,
+}
+
+/// Which token object of a version a cached handle is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum ObjKind {
+    Secret,
+    Private,
+    Public,
+}
+
+impl ObjKind {
+    fn class(self) -> ObjectClass {
+        match self {
+            ObjKind::Secret => ObjectClass::SECRET_KEY,
+            ObjKind::Private => ObjectClass::PRIVATE_KEY,
+            ObjKind::Public => ObjectClass::PUBLIC_KEY,
+        }
+    }
 }
 
 /// The keyring.
@@ -70,7 +98,7 @@ pub struct Keyring {
     db: Db,
     cache: EnvelopeCache,
     keks: Mutex<HashMap<String, ObjectHandle>>,
-    hsm_objects: Mutex<HashMap<Vec<u8>, ObjectHandle>>,
+    hsm_objects: Mutex<HashMap<(ObjKind, Vec<u8>), ObjectHandle>>,
     rng: SystemRandom,
 }
 
@@ -198,16 +226,33 @@ impl Keyring {
         Ok(handle)
     }
 
-    /// Generate material for a new version of an AES-256-GCM key (`exportable`: an `hsm`
-    /// version the token may wrap for export).
+    /// Generate material for a new version of a key of `spec` and `usage` (non-AES specs
+    /// are `hsm` only; create-key refuses other combinations before this). `exportable`: an
+    /// `hsm` AES version the token may wrap for export.
     pub async fn new_version(
         &self,
         tenant: &str,
         key_id: &str,
         version: u32,
-        protection: Protection,
+        (protection, spec, usage): (Protection, KeySpec, KeyUsage),
         exportable: bool,
     ) -> Result<NewVersion> {
+        if spec != KeySpec::Aes256Gcm {
+            if protection != Protection::Hsm {
+                return Err(Error::Internal);
+            }
+            let object_id = format!("kp:{key_id}:{version}").into_bytes();
+            let (hsm, id) = (self.hsm.clone(), object_id.clone());
+            let handles = blocking(move || {
+                hsm.generate_version_objects(&id, &String::from_utf8_lossy(&id), spec, usage)
+            })
+            .await?;
+            return Ok(NewVersion {
+                hsm_object_id: Some(object_id),
+                wrapped_material: None,
+                created_objects: handles,
+            });
+        }
         match protection {
             Protection::Hsm => {
                 let object_id = format!("kp:{key_id}:{version}").into_bytes();
@@ -217,11 +262,11 @@ impl Keyring {
                 self.hsm_objects
                     .lock()
                     .map_err(|_| Error::Internal)?
-                    .insert(object_id.clone(), handle);
+                    .insert((ObjKind::Secret, object_id.clone()), handle);
                 Ok(NewVersion {
                     hsm_object_id: Some(object_id),
                     wrapped_material: None,
-                    created_object: Some(handle),
+                    created_objects: vec![handle],
                 })
             }
             Protection::Envelope => {
@@ -242,7 +287,7 @@ impl Keyring {
                 Ok(NewVersion {
                     hsm_object_id: None,
                     wrapped_material: Some(wrapped),
-                    created_object: None,
+                    created_objects: Vec::new(),
                 })
             }
         }
@@ -250,10 +295,10 @@ impl Keyring {
 
     /// Undo [`Keyring::new_version`] after a failed transaction.
     pub async fn discard(&self, created: NewVersion) {
-        if let (Some(handle), Some(id)) = (created.created_object, created.hsm_object_id) {
-            if let Ok(mut m) = self.hsm_objects.lock() {
-                m.remove(&id);
-            }
+        if let Some(id) = &created.hsm_object_id {
+            self.forget_handles(id);
+        }
+        for handle in created.created_objects {
             let hsm = self.hsm.clone();
             if let Err(e) = blocking(move || hsm.destroy(handle)).await {
                 tracing::error!(error = %e, "could not destroy HSM object of a failed key creation");
@@ -261,38 +306,52 @@ impl Keyring {
         }
     }
 
+    fn forget_handles(&self, object_id: &[u8]) {
+        if let Ok(mut m) = self.hsm_objects.lock() {
+            m.retain(|(_, id), _| id != object_id);
+        }
+    }
+
     /// Crypto-shred a version's material held by the HSM or the cache: destroy its token
-    /// object (an object already gone is fine, so this can be retried) and forget cached
-    /// envelope material. Wrapped copies in storage are the caller's to delete.
+    /// objects, every object carrying its `CKA_ID` (both halves of a key pair; an object
+    /// already gone is fine, so this can be retried) and forget cached envelope material.
+    /// Wrapped copies in storage are the caller's to delete.
     pub async fn shred_version(&self, key_id: &str, version: &KeyVersionRow) -> Result<()> {
         self.cache.forget(key_id);
         let Some(object_id) = version.hsm_object_id.clone() else {
             return Ok(());
         };
-        if let Ok(mut m) = self.hsm_objects.lock() {
-            m.remove(&object_id);
-        }
+        self.forget_handles(&object_id);
         let hsm = self.hsm.clone();
-        blocking(move || {
-            while let Some(handle) = hsm.find_secret_key(&object_id)? {
+        blocking(move || loop {
+            let found = hsm.find_all(&object_id)?;
+            if found.is_empty() {
+                return Ok(());
+            }
+            for handle in found {
                 hsm.destroy(handle)?;
             }
-            Ok(())
         })
         .await
     }
 
     async fn hsm_object(&self, object_id: &[u8]) -> Result<ObjectHandle> {
+        self.hsm_handle(ObjKind::Secret, object_id).await
+    }
+
+    /// The handle of a version's token object of `kind` (found by `CKA_ID`, then cached).
+    pub(crate) async fn hsm_handle(&self, kind: ObjKind, object_id: &[u8]) -> Result<ObjectHandle> {
+        let cache_key = (kind, object_id.to_vec());
         if let Some(h) = self
             .hsm_objects
             .lock()
             .map_err(|_| Error::Internal)?
-            .get(object_id)
+            .get(&cache_key)
         {
             return Ok(*h);
         }
         let (hsm, id) = (self.hsm.clone(), object_id.to_vec());
-        let handle = blocking(move || hsm.find_secret_key(&id))
+        let handle = blocking(move || hsm.find_object(kind.class(), &id))
             .await?
             .ok_or_else(|| {
                 tracing::error!("HSM object of a key version is missing from the token");
@@ -301,7 +360,7 @@ impl Keyring {
         self.hsm_objects
             .lock()
             .map_err(|_| Error::Internal)?
-            .insert(object_id.to_vec(), handle);
+            .insert(cache_key, handle);
         Ok(handle)
     }
 

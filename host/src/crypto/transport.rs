@@ -3,6 +3,7 @@
 //! version wrapped to a recipient's RSA public key, and key check values that tell whether
 //! re-imported material is the same as before.
 
+use cryptoki::object::ObjectClass;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use zeroize::Zeroizing;
 
@@ -38,7 +39,7 @@ impl Keyring {
         let created = NewVersion {
             hsm_object_id: Some(object_id),
             wrapped_material: None,
-            created_object: Some(handle),
+            created_objects: vec![handle],
         };
         Ok((created, n, e))
     }
@@ -47,7 +48,7 @@ impl Keyring {
     pub async fn discard_import_key(&self, object_id: Vec<u8>) -> Result<()> {
         let hsm = self.hsm.clone();
         blocking(move || {
-            while let Some(h) = hsm.find_private_key(&object_id)? {
+            while let Some(h) = hsm.find_object(ObjectClass::PRIVATE_KEY, &object_id)? {
                 hsm.destroy(h)?;
             }
             Ok(())
@@ -73,7 +74,7 @@ impl Keyring {
         let hsm = self.hsm.clone();
         let private = {
             let hsm = hsm.clone();
-            blocking(move || hsm.find_private_key(&import_object_id)).await?
+            blocking(move || hsm.find_object(ObjectClass::PRIVATE_KEY, &import_object_id)).await?
         }
         .ok_or_else(|| Error::ExpiredImportToken("(its wrapping key is gone)".into()))?;
         match protection {
@@ -106,12 +107,12 @@ impl Keyring {
                 self.hsm_objects
                     .lock()
                     .map_err(|_| Error::Internal)?
-                    .insert(object_id.clone(), handle);
+                    .insert((super::ObjKind::Secret, object_id.clone()), handle);
                 Ok(ImportedVersion {
                     version: NewVersion {
                         hsm_object_id: Some(object_id),
                         wrapped_material: None,
-                        created_object: Some(handle),
+                        created_objects: vec![handle],
                     },
                     check_value,
                 })
@@ -138,7 +139,7 @@ impl Keyring {
                     version: NewVersion {
                         hsm_object_id: None,
                         wrapped_material: Some(wrapped),
-                        created_object: None,
+                        created_objects: Vec::new(),
                     },
                     check_value,
                 })

@@ -6,6 +6,8 @@
 //! objects owned by the anchor session) and `hsm`-protected key versions (non-extractable
 //! token objects). Methods are blocking; async callers go through `tokio::task::spawn_blocking`.
 
+pub mod asym;
+pub mod capabilities;
 mod pool;
 pub mod token;
 pub mod wrapping;
@@ -41,6 +43,7 @@ pub struct Hsm {
     root_key: ObjectHandle,
     slot: Slot,
     token_label: String,
+    caps: capabilities::Capabilities,
     _pkcs11: Pkcs11,
 }
 
@@ -67,8 +70,63 @@ impl Hsm {
             root_key,
             slot,
             token_label,
+            caps: capabilities::Capabilities::default(),
             _pkcs11: pkcs11,
         }
+    }
+
+    /// Detect the token's identity, the mechanisms keyplane uses that it lists, and the OAEP
+    /// hash it accepts (see [`capabilities`]). Called once at start.
+    pub(crate) fn detect_capabilities(&mut self) -> Result<()> {
+        let info = self
+            ._pkcs11
+            .get_token_info(self.slot)
+            .map_err(unavailable("token info"))?;
+        // C_GetMechanismInfo per mechanism keyplane uses, rather than C_GetMechanismList:
+        // cryptoki logs an error for every listed mechanism it has no name for (SoftHSM2
+        // lists several), which would put false errors in the log at every start. A
+        // mechanism the token does not support answers CKR_MECHANISM_INVALID.
+        let mechanisms = capabilities::USED_MECHANISMS
+            .iter()
+            .map(|(m, _)| *m)
+            .filter(|m| {
+                spans::hsm("C_GetMechanismInfo", "none", || {
+                    self._pkcs11.get_mechanism_info(self.slot, *m)
+                })
+                .is_ok()
+            })
+            .collect::<Vec<_>>();
+        let mut caps = capabilities::Capabilities {
+            manufacturer: info.manufacturer_id().trim().to_string(),
+            model: info.model().trim().to_string(),
+            serial_number: info.serial_number().trim().to_string(),
+            firmware_version: {
+                let v = info.firmware_version();
+                format!("{}.{}", v.major(), v.minor())
+            },
+            mechanisms,
+            oaep_hash: None,
+        };
+        if caps.has(cryptoki::mechanism::MechanismType::RSA_PKCS_OAEP)
+            && caps.has(cryptoki::mechanism::MechanismType::RSA_PKCS_KEY_PAIR_GEN)
+        {
+            let anchor = self.anchor.lock().map_err(|_| Error::Internal)?;
+            caps.oaep_hash = capabilities::probe_oaep(&anchor);
+        }
+        let (_, missing) = caps.mechanism_names();
+        tracing::info!(
+            model = %caps.model,
+            oaep_hash = ?caps.oaep_hash,
+            missing = ?missing,
+            "detected HSM capabilities"
+        );
+        self.caps = caps;
+        Ok(())
+    }
+
+    /// What the token can do (detected at start).
+    pub fn capabilities(&self) -> &capabilities::Capabilities {
+        &self.caps
     }
 
     /// The token's label.
@@ -207,19 +265,6 @@ impl Hsm {
         self.pool.with("C_GenerateKey", "CKM_AES_KEY_GEN", |s| {
             s.generate_key(&Mechanism::AesKeyGen, &template)
                 .map_err(unavailable("generate token key"))
-        })
-    }
-
-    /// Find a secret-key token object by `CKA_ID`.
-    pub fn find_secret_key(&self, id: &[u8]) -> Result<Option<ObjectHandle>> {
-        let template = [
-            Attribute::Class(ObjectClass::SECRET_KEY),
-            Attribute::Id(id.to_vec()),
-        ];
-        self.pool.with("C_FindObjects", "none", |s| {
-            s.find_objects(&template)
-                .map(|v| v.into_iter().next())
-                .map_err(unavailable("find object"))
         })
     }
 

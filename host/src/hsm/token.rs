@@ -215,13 +215,15 @@ impl Hsm {
                 h
             }
         };
-        Ok(Hsm::from_parts(
+        let mut hsm = Hsm::from_parts(
             pkcs11,
             slot,
             anchor,
             root_key,
             label,
             config.hsm.max_idle_sessions,
-        ))
+        );
+        hsm.detect_capabilities()?;
+        Ok(hsm)
     }
 }

@@ -160,19 +160,6 @@ impl Hsm {
             })
     }
 
-    /// Find a private-key token object by `CKA_ID`.
-    pub fn find_private_key(&self, id: &[u8]) -> Result<Option<ObjectHandle>> {
-        let template = [
-            Attribute::Class(ObjectClass::PRIVATE_KEY),
-            Attribute::Id(id.to_vec()),
-        ];
-        self.pool.with("C_FindObjects", "none", |s| {
-            s.find_objects(&template)
-                .map(|v| v.into_iter().next())
-                .map_err(unavailable("find object"))
-        })
-    }
-
     /// Unwrap imported AES-256 material with the import key `private` (modulus length
     /// `modulus_len` bytes). Tampered or malformed input is [`Error::IncorrectKeyMaterial`].
     pub fn unwrap_import(

@@ -10,6 +10,7 @@ use super::{plugin_config, OpContext};
 use crate::authz::ResourceRef;
 use crate::crypto::ciphertext::{self, Algorithm, MAX_KEY_ID_LEN};
 use crate::crypto::context::{canonical, EncryptionContext};
+use crate::crypto::spec::{KeySpec, KeyUsage};
 use crate::crypto::Protection;
 use crate::error::{Error, Result};
 use crate::plugins::{StorageOp, StorageReply};
@@ -18,7 +19,6 @@ use crate::store::keys::{self, KeyRow, KeyVersionRow};
 use crate::store::plugins;
 
 pub const KEY_SPEC_AES_256_GCM: &str = "AES_256_GCM";
-pub const USAGE_ENCRYPT_DECRYPT: &str = "encrypt-decrypt";
 pub use crate::store::keys::{
     STATE_COMPROMISED, STATE_DESTROYED, STATE_DISABLED, STATE_ENABLED, STATE_PENDING_DELETION,
 };
@@ -127,13 +127,39 @@ pub fn check_key_enabled(key: &KeyRow) -> Result<()> {
     }
 }
 
-/// Refuse use of a key that is not enabled or not for encryption.
-pub fn check_usable_for_encryption(key: &KeyRow) -> Result<Protection> {
+/// A stored key's spec.
+pub fn key_spec(key: &KeyRow) -> Result<KeySpec> {
+    KeySpec::parse(&key.spec).map_err(|_| {
+        tracing::error!(key = %key.id, "stored key has an unknown key spec");
+        Error::Internal
+    })
+}
+
+/// Refuse a key that is not enabled or whose usage is not `wanted`, naming the key's usage
+/// and what `operation` needs. Returns the key's spec.
+pub fn check_usage(key: &KeyRow, wanted: KeyUsage, operation: &str) -> Result<KeySpec> {
     check_key_enabled(key)?;
-    if key.usage != USAGE_ENCRYPT_DECRYPT {
-        return Err(Error::validation(format!(
-            "key {} is not for encrypt-decrypt",
-            key.id
+    let spec = key_spec(key)?;
+    if key.usage != wanted.as_str() {
+        return Err(Error::InvalidKeyUsage(format!(
+            "key {} has key_usage {} (key_spec {}); {operation} needs a key with key_usage {}",
+            key.id,
+            key.usage,
+            key.spec,
+            wanted.as_str()
+        )));
+    }
+    Ok(spec)
+}
+
+/// Refuse use of a key that is not enabled or not an AES encrypt-decrypt key (the keyplane
+/// ciphertext format is AES-256-GCM; RSA keys encrypt through `encryption_algorithm`).
+pub fn check_usable_for_encryption(key: &KeyRow) -> Result<Protection> {
+    let spec = check_usage(key, KeyUsage::EncryptDecrypt, "symmetric encryption")?;
+    if spec != KeySpec::Aes256Gcm {
+        return Err(Error::InvalidKeyUsage(format!(
+            "key {} is an {} key: symmetric encryption needs key_spec {KEY_SPEC_AES_256_GCM} (RSA keys encrypt and decrypt with encryption_algorithm RSAES_OAEP_*)",
+            key.id, key.spec
         )));
     }
     Protection::parse(&key.protection).ok_or(Error::Internal)
@@ -469,4 +495,28 @@ pub fn validate_name(field: &str, v: &str) -> Result<()> {
             "{field} must be 1-63 characters of a-z, 0-9 and '-', not starting with '-'"
         )))
     }
+}
+
+/// Largest message `sign`, `verify`, `generate-mac` and `verify-mac` accept (as AWS KMS).
+pub const MAX_MESSAGE: usize = 4096;
+
+/// Check a message field: 1 to [`MAX_MESSAGE`] bytes.
+pub fn validate_message(field: &str, len: usize) -> Result<()> {
+    if len == 0 || len > MAX_MESSAGE {
+        return Err(Error::validation(format!(
+            "{field} must be 1 to {MAX_MESSAGE} bytes (got {len})"
+        )));
+    }
+    Ok(())
+}
+
+/// The version a verifying or decrypting request names (default: the primary), if its state
+/// allows opening.
+pub async fn version_to_open(
+    ctx: &OpContext<'_>,
+    key: &KeyRow,
+    key_version: Option<u32>,
+) -> Result<KeyVersionRow> {
+    let v = key_version.map(i64::from).unwrap_or(key.primary_version);
+    usable_version(ctx, key, v, VersionUse::Open).await
 }

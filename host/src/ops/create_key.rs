@@ -1,15 +1,20 @@
-//! `create-key`: an AES-256-GCM key of the caller's tenant, `envelope` (default) or `hsm`
-//! protected, with its first version (or, for `origin: external`, waiting for imported
-//! material), exportable or not for life. Cedar: `CreateKey` on the caller's tenant.
+//! `create-key`: a key of the caller's tenant with its first version. `key_spec` (default
+//! `AES_256_GCM`) and `key_usage` (default: the spec's first usage) are fixed for the key's
+//! life; an invalid combination is a validation error. AES keys are `envelope` (default) or
+//! `hsm` protected; every other spec is `hsm` only (its private or secret key is a
+//! non-extractable token object). A spec whose mechanisms the token does not list is refused.
+//! AES keys may instead wait for imported material (`origin: external`) and may be created
+//! exportable (fixed for life). Cedar: `CreateKey` on the caller's tenant.
 
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::common::{KeyMetadata, KEY_SPEC_AES_256_GCM, STATE_ENABLED, USAGE_ENCRYPT_DECRYPT};
+use super::common::{KeyMetadata, KEY_SPEC_AES_256_GCM, STATE_ENABLED};
 use super::versions::make_version;
 use super::{OpContext, Operation, WriteScope};
 use crate::authz::ResourceRef;
+use crate::crypto::spec::{check_spec_usage, KeySpec, KeyUsage};
 use crate::crypto::Protection;
 use crate::error::{Error, Result};
 use crate::store::imports;
@@ -29,13 +34,12 @@ pub struct CreateKey {
     pub description: String,
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
-    /// `envelope` (default) or `hsm`.
-    #[serde(default = "envelope")]
-    pub protection: String,
+    /// `envelope` (default for AES) or `hsm` (default and only choice for other specs).
+    pub protection: Option<String>,
     #[serde(default = "aes")]
     pub key_spec: String,
-    #[serde(default = "encrypt_decrypt")]
-    pub key_usage: String,
+    /// Default: the spec's first usage (see [`KeySpec::usages`]).
+    pub key_usage: Option<String>,
     /// Principals (of this tenant) allowed to use the key. Default: the caller.
     pub grants: Option<Vec<String>>,
     /// `keyplane` (default: the HSM makes the material) or `external` (the key waits in
@@ -51,14 +55,33 @@ fn keyplane_origin() -> String {
     imports::ORIGIN_KEYPLANE.into()
 }
 
-fn envelope() -> String {
-    "envelope".into()
-}
 fn aes() -> String {
     KEY_SPEC_AES_256_GCM.into()
 }
-fn encrypt_decrypt() -> String {
-    USAGE_ENCRYPT_DECRYPT.into()
+
+impl CreateKey {
+    /// The spec, usage and protection asked for, checked against each other.
+    fn choices(&self) -> Result<(KeySpec, KeyUsage, Protection)> {
+        let spec = KeySpec::parse(&self.key_spec)?;
+        let usage = match &self.key_usage {
+            Some(u) => KeyUsage::parse(u)?,
+            None => spec.default_usage(),
+        };
+        check_spec_usage(spec, usage)?;
+        let protection = match self.protection.as_deref() {
+            None if spec == KeySpec::Aes256Gcm => Protection::Envelope,
+            None => Protection::Hsm,
+            Some(p) => Protection::parse(p)
+                .ok_or_else(|| Error::validation("protection must be \"hsm\" or \"envelope\""))?,
+        };
+        if spec != KeySpec::Aes256Gcm && protection != Protection::Hsm {
+            return Err(Error::validation(format!(
+                "key_spec {} is available with protection \"hsm\" only",
+                spec.as_str()
+            )));
+        }
+        Ok((spec, usage, protection))
+    }
 }
 
 impl Operation for CreateKey {
@@ -67,24 +90,17 @@ impl Operation for CreateKey {
     type Output = KeyMetadata;
 
     fn validate(&self) -> Result<()> {
-        if Protection::parse(&self.protection).is_none() {
-            return Err(Error::validation(
-                "protection must be \"hsm\" or \"envelope\"",
-            ));
-        }
-        if self.key_spec != KEY_SPEC_AES_256_GCM {
-            return Err(Error::validation(format!(
-                "key_spec must be {KEY_SPEC_AES_256_GCM}"
-            )));
-        }
-        if self.key_usage != USAGE_ENCRYPT_DECRYPT {
-            return Err(Error::validation(format!(
-                "key_usage must be {USAGE_ENCRYPT_DECRYPT}"
-            )));
-        }
+        let (spec, _, _) = self.choices()?;
         if self.origin != imports::ORIGIN_KEYPLANE && self.origin != imports::ORIGIN_EXTERNAL {
             return Err(Error::validation(
                 "origin must be \"keyplane\" or \"external\"",
+            ));
+        }
+        if spec != KeySpec::Aes256Gcm
+            && (self.exportable || self.origin == imports::ORIGIN_EXTERNAL)
+        {
+            return Err(Error::validation(
+                "import and export are available for AES_256_GCM keys only",
             ));
         }
         if self.description.len() > MAX_DESCRIPTION {
@@ -118,6 +134,7 @@ impl Operation for CreateKey {
         _r: ResourceRef,
         scope: &mut WriteScope,
     ) -> Result<Self::Output> {
+        let (spec, usage, protection) = self.choices()?;
         let tenant = ctx.principal.tenant_id.clone();
         let mut grants = self
             .grants
@@ -133,24 +150,27 @@ impl Operation for CreateKey {
                 "grant names {missing}, which is not a principal of tenant {tenant}"
             )));
         }
-        let protection = Protection::parse(&self.protection).ok_or(Error::Internal)?;
+        let missing = ctx
+            .state
+            .keyring
+            .hsm()
+            .capabilities()
+            .missing_for(spec, usage);
+        if !missing.is_empty() {
+            return Err(Error::validation(format!(
+                "the HSM does not support key_spec {} with key_usage {}: it lacks {}",
+                spec.as_str(),
+                usage.as_str(),
+                missing.join(", ")
+            )));
+        }
         let key_id = format!("k-{}", uuid::Uuid::new_v4().simple());
         let external = self.origin == imports::ORIGIN_EXTERNAL;
         let version = if external {
             None
         } else {
-            Some(
-                make_version(
-                    ctx.state,
-                    scope,
-                    &tenant,
-                    &key_id,
-                    1,
-                    protection,
-                    self.exportable,
-                )
-                .await?,
-            )
+            let kind = (protection, spec, usage);
+            Some(make_version(ctx.state, scope, &tenant, &key_id, 1, kind, self.exportable).await?)
         };
         let created_at = version
             .as_ref()
@@ -159,8 +179,8 @@ impl Operation for CreateKey {
         let row = KeyRow {
             id: key_id,
             tenant_id: tenant,
-            spec: self.key_spec,
-            usage: self.key_usage,
+            spec: spec.as_str().into(),
+            usage: usage.as_str().into(),
             protection: protection.as_str().into(),
             state: if external {
                 imports::STATE_PENDING_IMPORT.into()

@@ -1,11 +1,15 @@
 //! `decrypt`: a keyplane ciphertext back to plaintext. The key and version come from the
 //! ciphertext header (`key_id`, when given, must match). Cedar: `Decrypt` on that key.
+//! With `encryption_algorithm` `RSAES_OAEP_*` the blob is an RSA OAEP ciphertext instead:
+//! `key_id` is required and `key_version` picks the version (see [`super::rsa_oaep`]).
 
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    key_id_of, key_row, open_ciphertext, resolve_key, validate_key_id, VersionUse, ALIAS_PREFIX,
+    key_id_of, key_row, key_spec, open_ciphertext, resolve_key, validate_key_id, VersionUse,
+    ALIAS_PREFIX,
 };
+use super::rsa_oaep::{self, MAX_RSA_CIPHERTEXT};
 use super::{Base64, OpContext, Operation, WriteScope};
 use crate::authz::ResourceRef;
 use crate::crypto::ciphertext::Ciphertext;
@@ -19,6 +23,10 @@ pub struct Decrypt {
     #[serde(default)]
     pub encryption_context: EncryptionContext,
     pub key_id: Option<String>,
+    /// `SYMMETRIC_DEFAULT` (default: a keyplane ciphertext) or `RSAES_OAEP_SHA_256`/`_SHA_1`.
+    pub encryption_algorithm: Option<String>,
+    /// RSA OAEP only: the version that encrypted (default: the primary).
+    pub key_version: Option<u32>,
 }
 
 #[derive(Debug, Serialize)]
@@ -32,6 +40,16 @@ impl Decrypt {
     fn parsed(&self) -> Result<Ciphertext> {
         Ciphertext::parse(&self.ciphertext_blob.0)
     }
+
+    fn oaep(&self) -> Result<bool> {
+        rsa_oaep::is_oaep(self.encryption_algorithm.as_deref())
+    }
+
+    fn oaep_key_id(&self) -> Result<&str> {
+        self.key_id
+            .as_deref()
+            .ok_or_else(|| Error::validation("RSAES_OAEP decryption needs key_id"))
+    }
 }
 
 impl Operation for Decrypt {
@@ -41,6 +59,25 @@ impl Operation for Decrypt {
     type Output = DecryptOutput;
 
     fn validate(&self) -> Result<()> {
+        if self.oaep()? {
+            validate_key_id(self.oaep_key_id()?)?;
+            if self.ciphertext_blob.is_empty() || self.ciphertext_blob.len() > MAX_RSA_CIPHERTEXT {
+                return Err(Error::validation(format!(
+                    "an RSA ciphertext is 1 to {MAX_RSA_CIPHERTEXT} bytes"
+                )));
+            }
+            if !self.encryption_context.is_empty() {
+                return Err(Error::validation(
+                    "RSAES_OAEP decryption takes no encryption_context",
+                ));
+            }
+            return Ok(());
+        }
+        if self.key_version.is_some() {
+            return Err(Error::validation(
+                "key_version is for RSAES_OAEP ciphertexts; a keyplane ciphertext names its version",
+            ));
+        }
         let ct = self.parsed()?;
         if let Some(k) = &self.key_id {
             validate_key_id(k)?;
@@ -58,6 +95,9 @@ impl Operation for Decrypt {
     }
 
     async fn resolve(&self, ctx: &OpContext<'_>) -> Result<ResourceRef> {
+        if self.oaep()? {
+            return resolve_key(ctx, self.oaep_key_id()?).await;
+        }
         let named = self.parsed()?.key_id;
         if let Some(k) = &self.key_id {
             if key_id_of(ctx, k).await? != named {
@@ -76,6 +116,28 @@ impl Operation for Decrypt {
         _s: &mut WriteScope,
     ) -> Result<Self::Output> {
         let key = key_row(&resource)?;
+        if self.oaep()? {
+            if key_spec(key)?.rsa_bits().is_none() {
+                rsa_oaep::refuse_oaep_for_symmetric(
+                    key,
+                    self.encryption_algorithm.as_deref(),
+                    "decrypt",
+                )?;
+            }
+            let (v, plaintext) = rsa_oaep::decrypt(
+                ctx,
+                key,
+                self.encryption_algorithm.as_deref(),
+                self.key_version,
+                self.ciphertext_blob.0.to_vec(),
+            )
+            .await?;
+            return Ok(DecryptOutput {
+                key_id: key.id.clone(),
+                key_version: v as u32,
+                plaintext: Base64(plaintext),
+            });
+        }
         let ct = self.parsed()?;
         let plaintext =
             open_ciphertext(ctx, key, &ct, &self.encryption_context, VersionUse::Open).await?;

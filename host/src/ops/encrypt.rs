@@ -1,9 +1,13 @@
 //! `encrypt`: up to 4096 bytes under a key's primary version, with an optional encryption
 //! context bound as AAD. Cedar: `Encrypt` on the key (the context is visible to policies).
+//! AES keys (`SYMMETRIC_DEFAULT`) produce a keyplane ciphertext; RSA `encrypt-decrypt` keys
+//! produce an RSAES-OAEP ciphertext (see [`super::rsa_oaep`]). Other keys are refused with
+//! `InvalidKeyUsage`.
 
 use serde::{Deserialize, Serialize};
 
-use super::common::{key_row, resolve_key, seal_with_primary, validate_key_id};
+use super::common::{key_row, key_spec, resolve_key, seal_with_primary, validate_key_id};
+use super::rsa_oaep::{self, SYMMETRIC_DEFAULT};
 use super::{Base64, OpContext, Operation, WriteScope};
 use crate::authz::ResourceRef;
 use crate::crypto::context::EncryptionContext;
@@ -19,6 +23,8 @@ pub struct Encrypt {
     pub plaintext: Base64,
     #[serde(default)]
     pub encryption_context: EncryptionContext,
+    /// `SYMMETRIC_DEFAULT` (default) or, for RSA keys, `RSAES_OAEP_SHA_256`/`_SHA_1`.
+    pub encryption_algorithm: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -26,6 +32,7 @@ pub struct EncryptOutput {
     pub key_id: String,
     pub key_version: u32,
     pub ciphertext_blob: Base64,
+    pub encryption_algorithm: &'static str,
 }
 
 impl Operation for Encrypt {
@@ -41,6 +48,13 @@ impl Operation for Encrypt {
                 "plaintext must be 1 to {MAX_PLAINTEXT} bytes (got {})",
                 self.plaintext.len()
             )));
+        }
+        if rsa_oaep::is_oaep(self.encryption_algorithm.as_deref())?
+            && !self.encryption_context.is_empty()
+        {
+            return Err(Error::validation(
+                "RSAES_OAEP encryption takes no encryption_context",
+            ));
         }
         Ok(())
     }
@@ -60,12 +74,24 @@ impl Operation for Encrypt {
         _s: &mut WriteScope,
     ) -> Result<Self::Output> {
         let key = key_row(&resource)?;
+        let algorithm = self.encryption_algorithm.as_deref();
+        if key_spec(key)?.rsa_bits().is_some() {
+            let (v, ct, alg) = rsa_oaep::encrypt(ctx, key, algorithm, self.plaintext.0).await?;
+            return Ok(EncryptOutput {
+                key_id: key.id.clone(),
+                key_version: v as u32,
+                ciphertext_blob: Base64::new(ct),
+                encryption_algorithm: alg,
+            });
+        }
+        rsa_oaep::refuse_oaep_for_symmetric(key, algorithm, "encrypt")?;
         let (key_version, blob) =
             seal_with_primary(ctx, key, &self.encryption_context, self.plaintext.0).await?;
         Ok(EncryptOutput {
             key_id: key.id.clone(),
             key_version,
             ciphertext_blob: Base64::new(blob),
+            encryption_algorithm: SYMMETRIC_DEFAULT,
         })
     }
 }

@@ -14,24 +14,30 @@ pub mod create_key;
 pub mod create_principal;
 pub mod create_tenant;
 pub mod decrypt;
+pub mod derive_shared_secret;
+pub mod describe_hsm;
 pub mod describe_key;
 pub mod encrypt;
 pub mod export_key;
 pub mod generate_data_key;
 pub mod generate_random;
 pub mod get_parameters_for_import;
+pub mod get_public_key;
 pub mod import_key_material;
 pub mod key_deletion;
 pub mod key_state;
 mod key_transport;
 pub mod list_keys;
+pub mod mac;
 pub mod plugin_config;
 pub mod plugin_ops;
 pub mod rewrap;
 pub mod rotate_key;
 pub mod rotation_ops;
+mod rsa_oaep;
 pub mod scheduler;
 pub mod set_storage_backend;
+pub mod sign;
 pub mod upload_plugin;
 mod versions;
 
@@ -454,6 +460,13 @@ pub const OPERATIONS: &[(&str, &str, Handler)] = &[
     op!(generate_data_key::GenerateDataKey),
     op!(generate_data_key::GenerateDataKeyWithoutPlaintext),
     op!(generate_random::GenerateRandom),
+    op!(sign::Sign),
+    op!(sign::Verify),
+    op!(mac::GenerateMac),
+    op!(mac::VerifyMac),
+    op!(get_public_key::GetPublicKey),
+    op!(derive_shared_secret::DeriveSharedSecret),
+    op!(describe_hsm::DescribeHsm),
     op!(set_storage_backend::SetStorageBackend),
     op!(upload_plugin::UploadPlugin),
     op!(plugin_ops::ListPlugins),

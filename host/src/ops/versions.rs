@@ -3,8 +3,9 @@
 //! write scope so a request that fails destroys what it made. Shared by `create-key`,
 //! `rotate-key`, the scheduler's rotations and (placing imported material) `import-key-material`.
 
-use super::common::{blob_name, check_key_enabled, tenant_backend};
+use super::common::{blob_name, check_key_enabled, key_spec, tenant_backend};
 use super::WriteScope;
+use crate::crypto::spec::{KeySpec, KeyUsage};
 use crate::crypto::{NewVersion, Protection};
 use crate::error::{Error, Result};
 use crate::plugins::StorageOp;
@@ -12,20 +13,31 @@ use crate::state::AppState;
 use crate::store::imports;
 use crate::store::keys::{self, KeyRow, KeyVersionRow};
 
-/// Material for version `v` of key `key_id`, stored where the tenant keeps blobs. The row is
-/// not inserted yet; the caller does that in `scope`'s transaction.
+/// What a key's versions are: protection, spec and usage (fixed at creation).
+pub type VersionKind = (Protection, KeySpec, KeyUsage);
+
+/// The [`VersionKind`] of a stored key.
+pub fn version_kind(key: &KeyRow) -> Result<VersionKind> {
+    let protection = Protection::parse(&key.protection).ok_or(Error::Internal)?;
+    let usage = KeyUsage::parse(&key.usage).map_err(|_| Error::Internal)?;
+    Ok((protection, key_spec(key)?, usage))
+}
+
+/// Material for version `v` of key `key_id` (a new AES key, HMAC key or key pair as `kind`
+/// says), stored where the tenant keeps blobs. The row is not inserted yet; the caller does
+/// that in `scope`'s transaction.
 pub async fn make_version(
     state: &AppState,
     scope: &mut WriteScope,
     tenant: &str,
     key_id: &str,
     v: i64,
-    protection: Protection,
+    kind: VersionKind,
     exportable: bool,
 ) -> Result<KeyVersionRow> {
     let material = state
         .keyring
-        .new_version(tenant, key_id, v as u32, protection, exportable)
+        .new_version(tenant, key_id, v as u32, kind, exportable)
         .await?;
     place_version(state, scope, tenant, key_id, v, material).await
 }
@@ -68,7 +80,7 @@ pub async fn place_version(
 /// meanwhile (by another request or node), so one due rotation never runs twice.
 pub async fn rotate(state: &AppState, scope: &mut WriteScope, key: &KeyRow) -> Result<i64> {
     check_key_enabled(key)?;
-    let protection = Protection::parse(&key.protection).ok_or(Error::Internal)?;
+    let kind = version_kind(key)?;
     let next = key.primary_version + 1;
     let origin = imports::material(state.db.reader(), &key.id)
         .await?
@@ -85,7 +97,7 @@ pub async fn rotate(state: &AppState, scope: &mut WriteScope, key: &KeyRow) -> R
         &key.tenant_id,
         &key.id,
         next,
-        protection,
+        kind,
         origin.exportable,
     )
     .await?;

@@ -1,0 +1,211 @@
+//! The keyring's operations on non-AES key versions (all `hsm` protected): signatures,
+//! MACs, RSA OAEP, ECDH and public keys. Algorithm choices live here; PKCS#11 calls in
+//! [`crate::hsm::asym`].
+//!
+//! Messages are hashed on the host (ring) and the token signs the digest, so `RAW` and
+//! `DIGEST` requests take the same path: ECDSA (`CKM_ECDSA`, the raw `r ‖ s` converted to
+//! DER), RSASSA-PSS (`CKM_RSA_PKCS_PSS`, MGF1 with the message hash, salt length = digest
+//! length, as `openssl … -sigopt rsa_pss_saltlen:digest` and AWS KMS), RSASSA-PKCS1-v1_5
+//! (`CKM_RSA_PKCS` over the DigestInfo). Ed25519 (`CKM_EDDSA`, pure) signs the message itself
+//! and so takes `RAW` only. Verification runs in the token too (`C_Verify` with the public
+//! key object), so precomputed digests verify the same way as messages.
+
+use zeroize::Zeroizing;
+
+use super::public_key::{digest_info, ecdsa_der_to_raw, ecdsa_raw_to_der, jwk, spki_der};
+use super::spec::{Hash, KeySpec, SigningAlgorithm};
+use super::{blocking, hsm_id, Keyring, ObjKind};
+use crate::error::{Error, Result};
+use crate::hsm::asym::SignMechanism;
+use crate::store::keys::KeyVersionRow;
+
+/// Whether a signing request carries the message or its digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageType {
+    Raw,
+    Digest,
+}
+
+impl MessageType {
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "RAW" => Ok(MessageType::Raw),
+            "DIGEST" => Ok(MessageType::Digest),
+            _ => Err(Error::validation("message_type must be RAW or DIGEST")),
+        }
+    }
+}
+
+/// A version's public key in every format keyplane serves.
+pub struct PublicKey {
+    pub der: Vec<u8>,
+    pub pem: String,
+    pub jwk: serde_json::Value,
+}
+
+/// The mechanism and the bytes the token signs for `algorithm` over `message`.
+pub fn to_be_signed(
+    algorithm: SigningAlgorithm,
+    message_type: MessageType,
+    message: &[u8],
+) -> Result<(SignMechanism, Vec<u8>)> {
+    let Some(hash) = algorithm.hash() else {
+        if message_type == MessageType::Digest {
+            return Err(Error::validation(
+                "ED25519 signs the message itself: message_type must be RAW",
+            ));
+        }
+        return Ok((SignMechanism::Eddsa, message.to_vec()));
+    };
+    let digest = match message_type {
+        MessageType::Raw => hash.digest(message),
+        MessageType::Digest => {
+            if message.len() != hash.output_len() {
+                return Err(Error::validation(format!(
+                    "a {} digest is {} bytes (got {})",
+                    algorithm.as_str(),
+                    hash.output_len(),
+                    message.len()
+                )));
+            }
+            message.to_vec()
+        }
+    };
+    Ok(match algorithm {
+        SigningAlgorithm::EcdsaSha256 | SigningAlgorithm::EcdsaSha384 => {
+            (SignMechanism::Ecdsa, digest)
+        }
+        SigningAlgorithm::RsaPss(h) => (SignMechanism::RsaPss(h), digest),
+        SigningAlgorithm::RsaPkcs1(h) => (SignMechanism::RsaPkcs, digest_info(h, &digest)),
+        SigningAlgorithm::Ed25519 => return Err(Error::Internal),
+    })
+}
+
+impl Keyring {
+    async fn handle(
+        &self,
+        kind: ObjKind,
+        version: &KeyVersionRow,
+    ) -> Result<cryptoki::object::ObjectHandle> {
+        self.hsm_handle(kind, hsm_id(version)?).await
+    }
+
+    /// Sign with a version's private key. ECDSA signatures come back DER-encoded.
+    pub async fn sign(
+        &self,
+        version: &KeyVersionRow,
+        spec: KeySpec,
+        algorithm: SigningAlgorithm,
+        message_type: MessageType,
+        message: &[u8],
+    ) -> Result<Vec<u8>> {
+        let (mechanism, data) = to_be_signed(algorithm, message_type, message)?;
+        let key = self.handle(ObjKind::Private, version).await?;
+        let hsm = self.hsm.clone();
+        let signature = blocking(move || hsm.sign(key, mechanism, &data)).await?;
+        if mechanism == SignMechanism::Ecdsa {
+            ecdsa_raw_to_der(spec, &signature)
+        } else {
+            Ok(signature)
+        }
+    }
+
+    /// Verify a signature with a version's public key; `Ok(false)` if it does not match.
+    pub async fn verify(
+        &self,
+        version: &KeyVersionRow,
+        spec: KeySpec,
+        algorithm: SigningAlgorithm,
+        message_type: MessageType,
+        message: &[u8],
+        signature: &[u8],
+    ) -> Result<bool> {
+        let (mechanism, data) = to_be_signed(algorithm, message_type, message)?;
+        let signature = if mechanism == SignMechanism::Ecdsa {
+            match ecdsa_der_to_raw(spec, signature) {
+                Some(raw) => raw,
+                None => return Ok(false),
+            }
+        } else {
+            signature.to_vec()
+        };
+        let key = self.handle(ObjKind::Public, version).await?;
+        let hsm = self.hsm.clone();
+        blocking(move || hsm.verify(key, mechanism, &data, &signature)).await
+    }
+
+    /// HMAC of `message` with a version's secret key, in the token.
+    pub async fn mac(
+        &self,
+        version: &KeyVersionRow,
+        hash: Hash,
+        message: &[u8],
+    ) -> Result<Vec<u8>> {
+        let key = self.handle(ObjKind::Secret, version).await?;
+        let (hsm, message) = (self.hsm.clone(), message.to_vec());
+        blocking(move || hsm.sign(key, SignMechanism::Hmac(hash), &message)).await
+    }
+
+    /// Check an HMAC in the token (`C_Verify`, which compares in constant time).
+    pub async fn verify_mac(
+        &self,
+        version: &KeyVersionRow,
+        hash: Hash,
+        message: &[u8],
+        mac: &[u8],
+    ) -> Result<bool> {
+        let key = self.handle(ObjKind::Secret, version).await?;
+        let (hsm, message, mac) = (self.hsm.clone(), message.to_vec(), mac.to_vec());
+        blocking(move || hsm.verify(key, SignMechanism::Hmac(hash), &message, &mac)).await
+    }
+
+    /// RSA OAEP encryption with a version's public key.
+    pub async fn oaep_encrypt(
+        &self,
+        version: &KeyVersionRow,
+        hash: Hash,
+        plaintext: Zeroizing<Vec<u8>>,
+    ) -> Result<Vec<u8>> {
+        let key = self.handle(ObjKind::Public, version).await?;
+        let hsm = self.hsm.clone();
+        blocking(move || hsm.oaep_encrypt(key, hash, &plaintext)).await
+    }
+
+    /// RSA OAEP decryption with a version's private key.
+    pub async fn oaep_decrypt(
+        &self,
+        version: &KeyVersionRow,
+        hash: Hash,
+        ciphertext: Vec<u8>,
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        let key = self.handle(ObjKind::Private, version).await?;
+        let hsm = self.hsm.clone();
+        blocking(move || hsm.oaep_decrypt(key, hash, &ciphertext)).await
+    }
+
+    /// ECDH of a version's private key with a validated peer point.
+    pub async fn ecdh(
+        &self,
+        version: &KeyVersionRow,
+        spec: KeySpec,
+        peer_point: Vec<u8>,
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        let len = spec.ecdh_secret_len().ok_or(Error::Internal)?;
+        let key = self.handle(ObjKind::Private, version).await?;
+        let hsm = self.hsm.clone();
+        blocking(move || hsm.ecdh(key, &peer_point, len)).await
+    }
+
+    /// A version's public key (read from its public-key object).
+    pub async fn public_key(&self, version: &KeyVersionRow, spec: KeySpec) -> Result<PublicKey> {
+        let key = self.handle(ObjKind::Public, version).await?;
+        let hsm = self.hsm.clone();
+        let parts = blocking(move || hsm.public_parts(key, spec)).await?;
+        let der = spki_der(spec, &parts)?;
+        Ok(PublicKey {
+            pem: super::public_key::spki_pem(&der)?,
+            jwk: jwk(spec, &parts)?,
+            der,
+        })
+    }
+}

@@ -1,0 +1,286 @@
+//! Public keys and signature encodings, with the RustCrypto crates rather than hand-written
+//! ASN.1: SubjectPublicKeyInfo (`spki`, `pkcs1`, `p256`/`p384`) as DER, PEM and JWK; peer
+//! public keys for ECDH parsed and checked to lie on the key's curve; ECDSA signatures
+//! converted between PKCS#11's raw `r ‖ s` and the DER `ECDSA-Sig-Value` that openssl and
+//! X.509 expect; the PKCS#1 v1.5 DigestInfo prefixes.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use der::asn1::{AnyRef, BitStringRef, ObjectIdentifier, UintRef};
+use der::Encode;
+use p256::pkcs8::{DecodePublicKey, EncodePublicKey};
+use serde_json::json;
+use spki::{AlgorithmIdentifierRef, SubjectPublicKeyInfoRef};
+
+use super::spec::{Hash, KeySpec};
+use crate::error::{Error, Result};
+use crate::hsm::asym::PublicParts;
+
+/// secp256r1 (P-256).
+pub const OID_P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
+/// secp384r1 (P-384).
+pub const OID_P384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
+/// id-Ed25519 (RFC 8410).
+pub const OID_ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
+/// rsaEncryption (RFC 8017).
+pub const OID_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
+
+fn internal(what: &'static str) -> impl Fn(der::Error) -> Error {
+    move |e| {
+        tracing::error!(error = %e, what, "public key encoding failed");
+        Error::Internal
+    }
+}
+
+fn bad_token_key<E: std::fmt::Display>(e: E) -> Error {
+    tracing::error!(error = %e, "the token returned a public key that does not parse");
+    Error::Internal
+}
+
+/// The DER SubjectPublicKeyInfo of a key pair's public half.
+pub fn spki_der(spec: KeySpec, parts: &PublicParts) -> Result<Vec<u8>> {
+    match (spec, parts) {
+        (KeySpec::EccNistP256, PublicParts::Ec(point)) => {
+            Ok(p256::PublicKey::from_sec1_bytes(point)
+                .map_err(bad_token_key)?
+                .to_public_key_der()
+                .map_err(bad_token_key)?
+                .into_vec())
+        }
+        (KeySpec::EccNistP384, PublicParts::Ec(point)) => {
+            Ok(p384::PublicKey::from_sec1_bytes(point)
+                .map_err(bad_token_key)?
+                .to_public_key_der()
+                .map_err(bad_token_key)?
+                .into_vec())
+        }
+        (KeySpec::Ed25519, PublicParts::Ec(point)) => {
+            if point.len() != 32 {
+                return Err(bad_token_key("Ed25519 public key is not 32 bytes"));
+            }
+            SubjectPublicKeyInfoRef {
+                algorithm: AlgorithmIdentifierRef {
+                    oid: OID_ED25519,
+                    parameters: None,
+                },
+                subject_public_key: BitStringRef::from_bytes(point)
+                    .map_err(internal("bit string"))?,
+            }
+            .to_der()
+            .map_err(internal("ed25519 spki"))
+        }
+        (_, PublicParts::Rsa { modulus, exponent }) if spec.rsa_bits().is_some() => {
+            let key = pkcs1::RsaPublicKey {
+                modulus: UintRef::new(modulus).map_err(internal("modulus"))?,
+                public_exponent: UintRef::new(exponent).map_err(internal("exponent"))?,
+            }
+            .to_der()
+            .map_err(internal("rsa public key"))?;
+            SubjectPublicKeyInfoRef {
+                algorithm: AlgorithmIdentifierRef {
+                    oid: OID_RSA,
+                    parameters: Some(AnyRef::NULL),
+                },
+                subject_public_key: BitStringRef::from_bytes(&key)
+                    .map_err(internal("bit string"))?,
+            }
+            .to_der()
+            .map_err(internal("rsa spki"))
+        }
+        _ => Err(Error::Internal),
+    }
+}
+
+/// PEM (`-----BEGIN PUBLIC KEY-----`) of a DER SubjectPublicKeyInfo.
+pub fn spki_pem(der: &[u8]) -> Result<String> {
+    der::pem::encode_string("PUBLIC KEY", der::pem::LineEnding::LF, der)
+        .map_err(|e| internal("pem")(e.into()))
+}
+
+fn strip_zeros(b: &[u8]) -> &[u8] {
+    let i = b
+        .iter()
+        .position(|x| *x != 0)
+        .unwrap_or(b.len().saturating_sub(1));
+    &b[i..]
+}
+
+/// The public key as a JWK (RFC 7517/7518; RFC 8037 for Ed25519).
+pub fn jwk(spec: KeySpec, parts: &PublicParts) -> Result<serde_json::Value> {
+    let from_str =
+        |s: String| serde_json::from_str::<serde_json::Value>(&s).map_err(|_| Error::Internal);
+    match (spec, parts) {
+        (KeySpec::EccNistP256, PublicParts::Ec(point)) => from_str(
+            p256::PublicKey::from_sec1_bytes(point)
+                .map_err(bad_token_key)?
+                .to_jwk_string(),
+        ),
+        (KeySpec::EccNistP384, PublicParts::Ec(point)) => from_str(
+            p384::PublicKey::from_sec1_bytes(point)
+                .map_err(bad_token_key)?
+                .to_jwk_string(),
+        ),
+        (KeySpec::Ed25519, PublicParts::Ec(point)) => Ok(json!({
+            "kty": "OKP",
+            "crv": "Ed25519",
+            "x": URL_SAFE_NO_PAD.encode(point),
+        })),
+        (_, PublicParts::Rsa { modulus, exponent }) => Ok(json!({
+            "kty": "RSA",
+            "n": URL_SAFE_NO_PAD.encode(strip_zeros(modulus)),
+            "e": URL_SAFE_NO_PAD.encode(strip_zeros(exponent)),
+        })),
+        _ => Err(Error::Internal),
+    }
+}
+
+/// A peer's public key for ECDH on `spec`'s curve, given as PEM or base64 DER
+/// SubjectPublicKeyInfo: its uncompressed SEC1 point. A key of another curve or algorithm, a
+/// point not on the curve (or the identity) is a validation error.
+pub fn peer_point(spec: KeySpec, public_key: &str) -> Result<Vec<u8>> {
+    let text = public_key.trim();
+    let der = if text.starts_with("-----BEGIN") {
+        let (label, der) = der::pem::decode_vec(text.as_bytes())
+            .map_err(|_| Error::validation("peer_public_key is not valid PEM"))?;
+        if label != "PUBLIC KEY" {
+            return Err(Error::validation(
+                "peer_public_key must be a PEM \"PUBLIC KEY\" (SubjectPublicKeyInfo)",
+            ));
+        }
+        der
+    } else {
+        use base64::engine::general_purpose::STANDARD;
+        STANDARD.decode(text).map_err(|_| {
+            Error::validation("peer_public_key must be PEM or base64 of a DER SubjectPublicKeyInfo")
+        })?
+    };
+    let bad = |curve: &str| {
+        Error::validation(format!(
+            "peer_public_key is not a valid {curve} public key: it must be a SubjectPublicKeyInfo of an {curve} point on the curve"
+        ))
+    };
+    match spec {
+        KeySpec::EccNistP256 => {
+            use p256::elliptic_curve::sec1::ToEncodedPoint;
+            let k = p256::PublicKey::from_public_key_der(&der).map_err(|_| bad("P-256"))?;
+            Ok(k.to_encoded_point(false).as_bytes().to_vec())
+        }
+        KeySpec::EccNistP384 => {
+            use p384::elliptic_curve::sec1::ToEncodedPoint;
+            let k = p384::PublicKey::from_public_key_der(&der).map_err(|_| bad("P-384"))?;
+            Ok(k.to_encoded_point(false).as_bytes().to_vec())
+        }
+        _ => Err(Error::Internal),
+    }
+}
+
+/// Convert PKCS#11's raw ECDSA signature (`r ‖ s`) to DER.
+pub fn ecdsa_raw_to_der(spec: KeySpec, raw: &[u8]) -> Result<Vec<u8>> {
+    let bad = |_| {
+        tracing::error!("the token returned a malformed ECDSA signature");
+        Error::Internal
+    };
+    match spec {
+        KeySpec::EccNistP256 => Ok(p256::ecdsa::Signature::from_slice(raw)
+            .map_err(bad)?
+            .to_der()
+            .as_bytes()
+            .to_vec()),
+        KeySpec::EccNistP384 => Ok(p384::ecdsa::Signature::from_slice(raw)
+            .map_err(bad)?
+            .to_der()
+            .as_bytes()
+            .to_vec()),
+        _ => Err(Error::Internal),
+    }
+}
+
+/// Convert a DER ECDSA signature to raw `r ‖ s`; `None` if it does not parse (such a
+/// signature simply does not verify).
+pub fn ecdsa_der_to_raw(spec: KeySpec, der: &[u8]) -> Option<Vec<u8>> {
+    match spec {
+        KeySpec::EccNistP256 => p256::ecdsa::Signature::from_der(der)
+            .ok()
+            .map(|s| s.to_bytes().to_vec()),
+        KeySpec::EccNistP384 => p384::ecdsa::Signature::from_der(der)
+            .ok()
+            .map(|s| s.to_bytes().to_vec()),
+        _ => None,
+    }
+}
+
+/// The DER DigestInfo for PKCS#1 v1.5 signatures: the fixed prefixes of RFC 8017 §9.2,
+/// note 1, followed by the digest.
+pub fn digest_info(hash: Hash, digest: &[u8]) -> Vec<u8> {
+    const SHA1: &[u8] = &[
+        0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00, 0x04, 0x14,
+    ];
+    const SHA256: &[u8] = &[
+        0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01,
+        0x05, 0x00, 0x04, 0x20,
+    ];
+    const SHA384: &[u8] = &[
+        0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02,
+        0x05, 0x00, 0x04, 0x30,
+    ];
+    const SHA512: &[u8] = &[
+        0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03,
+        0x05, 0x00, 0x04, 0x40,
+    ];
+    let prefix = match hash {
+        Hash::Sha1 => SHA1,
+        Hash::Sha256 => SHA256,
+        Hash::Sha384 => SHA384,
+        Hash::Sha512 => SHA512,
+    };
+    let mut out = prefix.to_vec();
+    out.extend_from_slice(digest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ecdsa_der_round_trip() {
+        let mut raw = vec![0u8; 64];
+        raw[0] = 0x80; // high bit: DER needs a leading zero
+        raw[31] = 1;
+        raw[63] = 7;
+        let der = ecdsa_raw_to_der(KeySpec::EccNistP256, &raw).unwrap();
+        assert_eq!(der[0], 0x30);
+        assert_eq!(ecdsa_der_to_raw(KeySpec::EccNistP256, &der).unwrap(), raw);
+        assert!(ecdsa_der_to_raw(KeySpec::EccNistP256, b"junk").is_none());
+    }
+
+    #[test]
+    fn digest_info_lengths_match_the_prefix() {
+        for h in [Hash::Sha1, Hash::Sha256, Hash::Sha384, Hash::Sha512] {
+            let di = digest_info(h, &vec![0; h.output_len()]);
+            assert_eq!(di[1] as usize + 2, di.len());
+        }
+    }
+
+    #[test]
+    fn peer_keys_off_curve_are_refused() {
+        // An uncompressed point with coordinates (1, 1) is not on P-256.
+        let mut point = vec![4u8];
+        point.extend([0u8; 31]);
+        point.push(1);
+        point.extend([0u8; 31]);
+        point.push(1);
+        let spki = SubjectPublicKeyInfoRef {
+            algorithm: AlgorithmIdentifierRef {
+                oid: ObjectIdentifier::new_unwrap("1.2.840.10045.2.1"),
+                parameters: Some(AnyRef::from(&OID_P256)),
+            },
+            subject_public_key: BitStringRef::from_bytes(&point).unwrap(),
+        }
+        .to_der()
+        .unwrap();
+        use base64::engine::general_purpose::STANDARD;
+        let e = peer_point(KeySpec::EccNistP256, &STANDARD.encode(spki)).unwrap_err();
+        assert!(matches!(e, Error::Validation(_)));
+    }
+}

@@ -1,0 +1,174 @@
+//! What the token can do, detected once at start: its identity (label, manufacturer, model),
+//! which of the mechanisms keyplane uses it supports (`C_GetMechanismInfo` for each, which
+//! answers `CKR_MECHANISM_INVALID` for an unsupported one; see `Hsm::detect_capabilities` for
+//! why not `C_GetMechanismList`), and which OAEP hash it actually accepts.
+//!
+//! A mechanism list says nothing about OAEP parameters (SoftHSM2 lists `CKM_RSA_PKCS_OAEP`
+//! but accepts only SHA-1 with MGF1-SHA-1), so the OAEP hash is found by a probe: a
+//! 1024-bit session key pair (never a token object, destroyed at once) encrypts and decrypts
+//! a test value with SHA-256, then SHA-1. The first that round-trips is the hash keyplane
+//! uses for `RSAES_OAEP_*`; none means RSA encryption is unavailable.
+
+use cryptoki::mechanism::{Mechanism, MechanismType};
+use cryptoki::object::{Attribute, ObjectClass};
+use cryptoki::session::Session;
+
+use super::asym::{hash_mechanism, mgf};
+use crate::crypto::spec::{Hash, KeySpec, KeyUsage};
+
+/// The mechanisms keyplane uses, with their PKCS#11 names.
+pub const USED_MECHANISMS: &[(MechanismType, &str)] = &[
+    (MechanismType::AES_KEY_GEN, "CKM_AES_KEY_GEN"),
+    (MechanismType::AES_GCM, "CKM_AES_GCM"),
+    (MechanismType::AES_KEY_WRAP_PAD, "CKM_AES_KEY_WRAP_PAD"),
+    (
+        MechanismType::GENERIC_SECRET_KEY_GEN,
+        "CKM_GENERIC_SECRET_KEY_GEN",
+    ),
+    (MechanismType::SHA256_HMAC, "CKM_SHA256_HMAC"),
+    (MechanismType::SHA384_HMAC, "CKM_SHA384_HMAC"),
+    (MechanismType::SHA512_HMAC, "CKM_SHA512_HMAC"),
+    (MechanismType::ECC_KEY_PAIR_GEN, "CKM_EC_KEY_PAIR_GEN"),
+    (MechanismType::ECDSA, "CKM_ECDSA"),
+    (MechanismType::ECDH1_DERIVE, "CKM_ECDH1_DERIVE"),
+    (
+        MechanismType::ECC_EDWARDS_KEY_PAIR_GEN,
+        "CKM_EC_EDWARDS_KEY_PAIR_GEN",
+    ),
+    (MechanismType::EDDSA, "CKM_EDDSA"),
+    (
+        MechanismType::RSA_PKCS_KEY_PAIR_GEN,
+        "CKM_RSA_PKCS_KEY_PAIR_GEN",
+    ),
+    (MechanismType::RSA_PKCS, "CKM_RSA_PKCS"),
+    (MechanismType::RSA_PKCS_PSS, "CKM_RSA_PKCS_PSS"),
+    (MechanismType::RSA_PKCS_OAEP, "CKM_RSA_PKCS_OAEP"),
+];
+
+/// The token's identity and abilities.
+#[derive(Debug, Clone, Default)]
+pub struct Capabilities {
+    pub manufacturer: String,
+    pub model: String,
+    pub serial_number: String,
+    pub firmware_version: String,
+    /// Mechanisms of [`USED_MECHANISMS`] the token lists.
+    pub mechanisms: Vec<MechanismType>,
+    /// The OAEP hash (also MGF1's) the token accepts; `None`: no RSA encryption.
+    pub oaep_hash: Option<Hash>,
+}
+
+impl Capabilities {
+    /// Whether the token lists `m`.
+    pub fn has(&self, m: MechanismType) -> bool {
+        self.mechanisms.contains(&m)
+    }
+
+    /// Names of the used mechanisms the token lists, and of those it does not.
+    pub fn mechanism_names(&self) -> (Vec<&'static str>, Vec<&'static str>) {
+        let (mut listed, mut missing) = (Vec::new(), Vec::new());
+        for (m, n) in USED_MECHANISMS {
+            if self.has(*m) {
+                listed.push(*n);
+            } else {
+                missing.push(*n);
+            }
+        }
+        (listed, missing)
+    }
+
+    /// The mechanisms a key of `spec` with `usage` needs, that the token does not list.
+    pub fn missing_for(&self, spec: KeySpec, usage: KeyUsage) -> Vec<&'static str> {
+        use MechanismType as M;
+        let mut need: Vec<MechanismType> = match spec {
+            KeySpec::Aes256Gcm => vec![M::AES_KEY_GEN, M::AES_GCM],
+            KeySpec::HmacSha256 => vec![M::GENERIC_SECRET_KEY_GEN, M::SHA256_HMAC],
+            KeySpec::HmacSha384 => vec![M::GENERIC_SECRET_KEY_GEN, M::SHA384_HMAC],
+            KeySpec::HmacSha512 => vec![M::GENERIC_SECRET_KEY_GEN, M::SHA512_HMAC],
+            KeySpec::EccNistP256 | KeySpec::EccNistP384 => vec![M::ECC_KEY_PAIR_GEN],
+            KeySpec::Ed25519 => vec![M::ECC_EDWARDS_KEY_PAIR_GEN, M::EDDSA],
+            KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096 => {
+                vec![M::RSA_PKCS_KEY_PAIR_GEN]
+            }
+        };
+        match (spec, usage) {
+            (KeySpec::EccNistP256 | KeySpec::EccNistP384, KeyUsage::SignVerify) => {
+                need.push(M::ECDSA)
+            }
+            (KeySpec::EccNistP256 | KeySpec::EccNistP384, KeyUsage::KeyAgreement) => {
+                need.push(M::ECDH1_DERIVE)
+            }
+            (_, KeyUsage::SignVerify) if spec.rsa_bits().is_some() => {
+                need.extend([M::RSA_PKCS, M::RSA_PKCS_PSS])
+            }
+            (_, KeyUsage::EncryptDecrypt) if spec.rsa_bits().is_some() => {
+                need.push(M::RSA_PKCS_OAEP)
+            }
+            _ => {}
+        }
+        let mut missing: Vec<&'static str> = need
+            .into_iter()
+            .filter(|m| !self.has(*m))
+            .map(|m| {
+                USED_MECHANISMS
+                    .iter()
+                    .find(|(u, _)| *u == m)
+                    .map(|(_, n)| *n)
+                    .unwrap_or("?")
+            })
+            .collect();
+        if spec.rsa_bits().is_some()
+            && usage == KeyUsage::EncryptDecrypt
+            && self.oaep_hash.is_none()
+            && missing.is_empty()
+        {
+            missing.push("CKM_RSA_PKCS_OAEP (with SHA-1 or SHA-256)");
+        }
+        missing
+    }
+}
+
+/// Probe the OAEP hash the token accepts (see the module docs). Failures mean "not this
+/// hash"; nothing here is fatal.
+pub(super) fn probe_oaep(session: &Session) -> Option<Hash> {
+    let public = [
+        Attribute::Token(false),
+        Attribute::Class(ObjectClass::PUBLIC_KEY),
+        Attribute::ModulusBits(1024u64.into()),
+        Attribute::PublicExponent(vec![0x01, 0x00, 0x01]),
+        Attribute::Encrypt(true),
+    ];
+    let private = [
+        Attribute::Token(false),
+        Attribute::Class(ObjectClass::PRIVATE_KEY),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Decrypt(true),
+    ];
+    let (pubh, privh) =
+        crate::telemetry::spans::hsm("C_GenerateKeyPair", "CKM_RSA_PKCS_KEY_PAIR_GEN", || {
+            session.generate_key_pair(&Mechanism::RsaPkcsKeyPairGen, &public, &private)
+        })
+        .map_err(|e| tracing::warn!(error = %e, "OAEP probe: cannot generate an RSA key pair"))
+        .ok()?;
+    let probe = b"keyplane oaep probe";
+    let found = [Hash::Sha256, Hash::Sha1].into_iter().find(|h| {
+        let mech = Mechanism::RsaPkcsOaep(cryptoki::mechanism::rsa::PkcsOaepParams::new(
+            hash_mechanism(*h),
+            mgf(*h),
+            cryptoki::mechanism::rsa::PkcsOaepSource::empty(),
+        ));
+        let round_trip = crate::telemetry::spans::hsm("C_Encrypt", "CKM_RSA_PKCS_OAEP", || {
+            session.encrypt(&mech, pubh, probe)
+        })
+        .and_then(|ct| {
+            crate::telemetry::spans::hsm("C_Decrypt", "CKM_RSA_PKCS_OAEP", || {
+                session.decrypt(&mech, privh, &ct)
+            })
+        });
+        matches!(round_trip, Ok(pt) if pt == probe)
+    });
+    let _ = session.destroy_object(pubh);
+    let _ = session.destroy_object(privh);
+    found
+}

@@ -1,0 +1,113 @@
+//! `get-public-key`: the public key of an asymmetric key's version (default: the primary)
+//! as PEM, DER (SubjectPublicKeyInfo, base64) and JWK, with what the key may be used for —
+//! everything a client needs to verify signatures or encrypt outside keyplane.
+//! Cedar: `GetPublicKey` on the key (a Cryptographic action: key grantees may read it).
+
+use serde::{Deserialize, Serialize};
+
+use super::common::{
+    check_key_enabled, key_row, key_spec, resolve_key, validate_key_id, version_to_open,
+};
+use super::{Base64, OpContext, Operation, WriteScope};
+use crate::authz::ResourceRef;
+use crate::crypto::spec::{KeyUsage, OaepAlgorithm};
+use crate::error::{Error, Result};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GetPublicKey {
+    pub key_id: String,
+    /// Default: the primary version.
+    pub key_version: Option<u32>,
+    /// `PEM`, `DER` or `JWK`; default: all three.
+    pub format: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct GetPublicKeyOutput {
+    pub key_id: String,
+    pub key_version: i64,
+    pub key_spec: String,
+    pub key_usage: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pem: Option<String>,
+    /// DER SubjectPublicKeyInfo.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub der: Option<Base64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwk: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub signing_algorithms: Vec<&'static str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub encryption_algorithms: Vec<&'static str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub key_agreement_algorithms: Vec<&'static str>,
+}
+
+impl Operation for GetPublicKey {
+    const NAME: &'static str = "get-public-key";
+    const ACTION: &'static str = "GetPublicKey";
+    type Output = GetPublicKeyOutput;
+
+    fn validate(&self) -> Result<()> {
+        validate_key_id(&self.key_id)?;
+        match self.format.as_deref() {
+            None | Some("PEM" | "DER" | "JWK") => Ok(()),
+            Some(_) => Err(Error::validation("format must be PEM, DER or JWK")),
+        }
+    }
+
+    async fn resolve(&self, ctx: &OpContext<'_>) -> Result<ResourceRef> {
+        resolve_key(ctx, &self.key_id).await
+    }
+
+    async fn execute(
+        self,
+        ctx: &OpContext<'_>,
+        resource: ResourceRef,
+        _s: &mut WriteScope,
+    ) -> Result<Self::Output> {
+        let key = key_row(&resource)?;
+        check_key_enabled(key)?;
+        let spec = key_spec(key)?;
+        if !spec.is_asymmetric() {
+            return Err(Error::InvalidKeyUsage(format!(
+                "key {} is a symmetric {} key: it has no public key",
+                key.id, key.spec
+            )));
+        }
+        let usage = KeyUsage::parse(&key.usage).map_err(|_| Error::Internal)?;
+        let version = version_to_open(ctx, key, self.key_version).await?;
+        let public = ctx.state.keyring.public_key(&version, spec).await?;
+        let want = |f: &str| self.format.as_deref().is_none_or(|w| w == f);
+        let mut out = GetPublicKeyOutput {
+            key_id: key.id.clone(),
+            key_version: version.version,
+            key_spec: key.spec.clone(),
+            key_usage: key.usage.clone(),
+            pem: want("PEM").then(|| public.pem.clone()),
+            der: want("DER").then(|| Base64::new(public.der.clone())),
+            jwk: want("JWK").then(|| public.jwk.clone()),
+            signing_algorithms: Vec::new(),
+            encryption_algorithms: Vec::new(),
+            key_agreement_algorithms: Vec::new(),
+        };
+        match usage {
+            KeyUsage::SignVerify => {
+                out.signing_algorithms = spec
+                    .signing_algorithms()
+                    .iter()
+                    .map(|a| a.as_str())
+                    .collect()
+            }
+            KeyUsage::EncryptDecrypt => {
+                if let Some(h) = ctx.state.keyring.hsm().capabilities().oaep_hash {
+                    out.encryption_algorithms = vec![OaepAlgorithm(h).as_str()];
+                }
+            }
+            KeyUsage::KeyAgreement => out.key_agreement_algorithms = vec!["ECDH"],
+            KeyUsage::GenerateVerifyMac => {}
+        }
+        Ok(out)
+    }
+}
