@@ -436,31 +436,44 @@ async fn imported_material_is_the_key_and_every_refusal_is_typed() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn export_hands_out_only_exportable_keys_and_only_wrapped() {
-    let dir = tempfile::tempdir().unwrap();
-    let work = tempfile::tempdir().unwrap();
-    let s = Server::start_quiet(dir.path()).await;
-    let w = work.path();
-    let private = w.join("recipient.pem").to_string_lossy().into_owned();
-    openssl(&[
-        "genpkey",
-        "-algorithm",
-        "RSA",
-        "-pkeyopt",
-        "rsa_keygen_bits:2048",
-        "-out",
-        &private,
-    ]);
-    let public = String::from_utf8(openssl(&["pkey", "-in", &private, "-pubout"])).unwrap();
-    let public_der = openssl(&["pkey", "-in", &private, "-pubout", "-outform", "DER"]);
-    let oaep_decrypt = |wrapped: &[u8]| {
-        let input = write(w, "exported.bin", wrapped);
+/// A recipient of exported keys: an RSA-2048 key pair made by openssl in `dir`.
+struct Recipient {
+    dir: std::path::PathBuf,
+    private: String,
+    public: String,
+    public_der: Vec<u8>,
+}
+
+impl Recipient {
+    fn new(dir: &Path) -> Self {
+        let private = dir.join("recipient.pem").to_string_lossy().into_owned();
+        openssl(&[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+            &private,
+        ]);
+        let public = String::from_utf8(openssl(&["pkey", "-in", &private, "-pubout"])).unwrap();
+        let public_der = openssl(&["pkey", "-in", &private, "-pubout", "-outform", "DER"]);
+        Recipient {
+            dir: dir.to_path_buf(),
+            private,
+            public,
+            public_der,
+        }
+    }
+
+    /// Undo RSA-OAEP (SHA-1) with the private key.
+    fn oaep_decrypt(&self, wrapped: &[u8]) -> Vec<u8> {
+        let input = write(&self.dir, "exported.bin", wrapped);
         openssl(&[
             "pkeyutl",
             "-decrypt",
             "-inkey",
-            &private,
+            &self.private,
             "-pkeyopt",
             "rsa_padding_mode:oaep",
             "-pkeyopt",
@@ -468,7 +481,36 @@ async fn export_hands_out_only_exportable_keys_and_only_wrapped() {
             "-in",
             &input,
         ])
-    };
+    }
+
+    /// Undo `RSA_AES_KEY_WRAP_SHA_1`: OAEP for the ephemeral key, then AES-KWP.
+    fn rsa_aes_unwrap(&self, wrapped: &[u8]) -> Vec<u8> {
+        let (head, tail) = wrapped.split_at(256);
+        let eph = self.oaep_decrypt(head);
+        let tail_file = write(&self.dir, "tail.bin", tail);
+        openssl(&[
+            "enc",
+            "-d",
+            "-id-aes256-wrap-pad",
+            "-K",
+            &hex(&eph),
+            "-iv",
+            "A65959A6",
+            "-in",
+            &tail_file,
+        ])
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn export_hands_out_only_exportable_keys_and_only_wrapped() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let s = Server::start_quiet(dir.path()).await;
+    let w = work.path();
+    let r0 = Recipient::new(w);
+    let (public, public_der) = (r0.public.clone(), r0.public_der.clone());
+    let oaep_decrypt = |wrapped: &[u8]| r0.oaep_decrypt(wrapped);
     let export = |key: &str, algorithm: &str, public_key: &str| {
         let (s, key, algorithm, public_key) = (
             &s,
@@ -538,20 +580,7 @@ async fn export_hands_out_only_exportable_keys_and_only_wrapped() {
     assert_eq!(st, 200, "{r}");
     assert_eq!(r["key_version"], 2);
     let wrapped = unb64(&r["encrypted_key_material"]);
-    let (head, tail) = wrapped.split_at(256);
-    let eph = oaep_decrypt(head);
-    let tail_file = write(w, "tail.bin", tail);
-    let material = openssl(&[
-        "enc",
-        "-d",
-        "-id-aes256-wrap-pad",
-        "-K",
-        &hex(&eph),
-        "-iv",
-        "A65959A6",
-        "-in",
-        &tail_file,
-    ]);
+    let material = r0.rsa_aes_unwrap(&wrapped);
     assert_eq!(material, s.envelope_material(&env).await);
     let (st, r) = s
         .call(
@@ -654,6 +683,296 @@ async fn export_hands_out_only_exportable_keys_and_only_wrapped() {
         .await;
     assert!(matches!(st, 403 | 404), "another tenant's key: {st}");
 
+    let out = s.audit_verify();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn key_pairs_export_as_pkcs8_and_hmac_keys_as_raw_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let s = Server::start_quiet(dir.path()).await;
+    let w = work.path();
+    let r0 = Recipient::new(w);
+    let public = r0.public.clone();
+    let oaep_decrypt = |wrapped: &[u8]| r0.oaep_decrypt(wrapped);
+    let create = |spec: &str, usage: &str| {
+        let (s, spec, usage) = (&s, spec.to_string(), usage.to_string());
+        async move {
+            s.call(
+                Some(&s.admin),
+                "create-key",
+                json!({ "key_spec": spec, "key_usage": usage, "exportable": true }),
+            )
+            .await
+        }
+    };
+
+    for spec in ["ECC_NIST_P256", "ECC_NIST_P384", "RSA_2048"] {
+        let (st, k) = create(spec, "sign-verify").await;
+        assert_eq!(st, 200, "{k}");
+        let key = k["key_id"].as_str().unwrap().to_string();
+        // PKCS#8 does not fit in RSA-OAEP alone.
+        let (st, v) = s
+            .call(
+                Some(&s.admin),
+                "export-key",
+                json!({ "key_id": key, "wrapping_algorithm": "RSAES_OAEP_SHA_1", "public_key": public }),
+            )
+            .await;
+        assert_error(&(st, v), 400, "ValidationError", "PKCS#8");
+        let r = s
+            .ok(
+                &s.admin,
+                "export-key",
+                json!({ "key_id": key, "wrapping_algorithm": "RSA_AES_KEY_WRAP_SHA_1", "public_key": public }),
+            )
+            .await;
+        assert_eq!(r["key_material_format"], "PKCS8", "{r}");
+        let wrapped = unb64(&r["encrypted_key_material"]);
+        let pkcs8 = r0.rsa_aes_unwrap(&wrapped);
+        // openssl reads the PKCS#8 private key, and its public half is keyplane's public key.
+        let p8 = write(w, "key.p8", &pkcs8);
+        let derived = openssl(&[
+            "pkey", "-inform", "DER", "-in", &p8, "-pubout", "-outform", "DER",
+        ]);
+        let published = s
+            .ok(
+                &s.admin,
+                "get-public-key",
+                json!({ "key_id": key, "format": "DER" }),
+            )
+            .await;
+        assert_eq!(derived, unb64(&published["der"]), "{spec}");
+    }
+
+    // An HMAC key leaves as its raw bytes: openssl computes the same MAC with them.
+    let (st, k) = create("HMAC_SHA_256", "generate-verify-mac").await;
+    assert_eq!(st, 200, "{k}");
+    let key = k["key_id"].as_str().unwrap().to_string();
+    let r = s
+        .ok(
+            &s.admin,
+            "export-key",
+            json!({ "key_id": key, "wrapping_algorithm": "RSAES_OAEP_SHA_1", "public_key": public }),
+        )
+        .await;
+    assert_eq!(r["key_material_format"], "RAW");
+    let secret = oaep_decrypt(&unb64(&r["encrypted_key_material"]));
+    let mac = s
+        .ok(
+            &s.admin,
+            "generate-mac",
+            json!({ "key_id": key, "message": b64(b"authentic"), "mac_algorithm": "HMAC_SHA_256" }),
+        )
+        .await;
+    let msg = write(w, "msg.bin", b"authentic");
+    let theirs = openssl(&[
+        "dgst",
+        "-sha256",
+        "-mac",
+        "HMAC",
+        "-macopt",
+        &format!("hexkey:{}", hex(&secret)),
+        "-binary",
+        &msg,
+    ]);
+    assert_eq!(unb64(&mac["mac"]), theirs);
+
+    // Ed25519 keys cannot be made exportable (the token cannot wrap them); keys that were not
+    // created exportable are refused whatever their spec.
+    let (st, v) = create("ED25519", "sign-verify").await;
+    assert_error(&(st, v), 400, "ValidationError", "ED25519");
+    let fixed = s
+        .ok(
+            &s.admin,
+            "create-key",
+            json!({ "key_spec": "ECC_NIST_P256", "key_usage": "sign-verify" }),
+        )
+        .await;
+    let (st, v) = s
+        .call(
+            Some(&s.admin),
+            "export-key",
+            json!({ "key_id": fixed["key_id"], "wrapping_algorithm": "RSA_AES_KEY_WRAP_SHA_1", "public_key": public }),
+        )
+        .await;
+    assert_error(&(st, v), 400, "ValidationError", "not created exportable");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn key_pairs_import_as_pkcs8_and_sign_for_their_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let s = Server::start_quiet(dir.path()).await;
+    let w = work.path();
+    let cases = [
+        (
+            "RSA_2048",
+            "RSA",
+            "rsa_keygen_bits:2048",
+            "RSASSA_PKCS1_V1_5_SHA_256",
+        ),
+        (
+            "ECC_NIST_P256",
+            "EC",
+            "ec_paramgen_curve:P-256",
+            "ECDSA_SHA_256",
+        ),
+    ];
+    for (spec, algorithm, option, signing) in cases {
+        let key = s
+            .ok(
+                &s.admin,
+                "create-key",
+                json!({ "key_spec": spec, "key_usage": "sign-verify", "origin": "external" }),
+            )
+            .await["key_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        // The owner's key pair, made by openssl: PKCS#8 DER private key and PEM public key.
+        let pem = w.join(format!("{spec}.pem")).to_string_lossy().into_owned();
+        openssl(&[
+            "genpkey",
+            "-algorithm",
+            algorithm,
+            "-pkeyopt",
+            option,
+            "-out",
+            &pem,
+        ]);
+        let pkcs8 = openssl(&[
+            "pkcs8", "-topk8", "-nocrypt", "-in", &pem, "-outform", "DER",
+        ]);
+        let public = String::from_utf8(openssl(&["pkey", "-in", &pem, "-pubout"])).unwrap();
+        let p = params(&s, &key, "RSA_AES_KEY_WRAP_SHA_1").await;
+        let wrap_pem = p["public_key_pem"].as_str().unwrap().to_string();
+        let wrapped = rsa_aes_wrap(w, &wrap_pem, &pkcs8);
+        let with_public = json!({ "public_key": public });
+
+        // Refusals first (the token stays usable): OAEP alone, a tampered wrapping, and for
+        // EC a missing or foreign public key.
+        let p_oaep = params(&s, &key, "RSAES_OAEP_SHA_1").await;
+        let short = oaep_encrypt(w, p_oaep["public_key_pem"].as_str().unwrap(), &[7u8; 32]);
+        assert_error(
+            &import(
+                &s,
+                &key,
+                &p_oaep["import_token"],
+                &short,
+                with_public.clone(),
+            )
+            .await,
+            400,
+            "ValidationError",
+            "PKCS#8",
+        );
+        let mut tampered = wrapped.clone();
+        let last = tampered.len() - 5;
+        tampered[last] ^= 1;
+        assert_error(
+            &import(&s, &key, &p["import_token"], &tampered, with_public.clone()).await,
+            400,
+            "IncorrectKeyMaterial",
+            "",
+        );
+        if algorithm == "EC" {
+            assert_error(
+                &import(&s, &key, &p["import_token"], &wrapped, json!({})).await,
+                400,
+                "ValidationError",
+                "public_key",
+            );
+            let other = w.join("other.pem").to_string_lossy().into_owned();
+            openssl(&[
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                option,
+                "-out",
+                &other,
+            ]);
+            let foreign = String::from_utf8(openssl(&["pkey", "-in", &other, "-pubout"])).unwrap();
+            assert_error(
+                &import(
+                    &s,
+                    &key,
+                    &p["import_token"],
+                    &wrapped,
+                    json!({ "public_key": foreign }),
+                )
+                .await,
+                400,
+                "IncorrectKeyMaterial",
+                "does not belong",
+            );
+        } else {
+            // A key of another size is not this key's spec.
+            let big = w.join("big.pem").to_string_lossy().into_owned();
+            openssl(&[
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:3072",
+                "-out",
+                &big,
+            ]);
+            let big8 = openssl(&[
+                "pkcs8", "-topk8", "-nocrypt", "-in", &big, "-outform", "DER",
+            ]);
+            assert_error(
+                &import(
+                    &s,
+                    &key,
+                    &p["import_token"],
+                    &rsa_aes_wrap(w, &wrap_pem, &big8),
+                    json!({}),
+                )
+                .await,
+                400,
+                "IncorrectKeyMaterial",
+                "3072",
+            );
+        }
+
+        let r = import(&s, &key, &p["import_token"], &wrapped, with_public.clone()).await;
+        assert_eq!(r.0, 200, "{}", r.1);
+        // keyplane publishes the owner's public key and signs with the owner's private key.
+        let published = s
+            .ok(
+                &s.admin,
+                "get-public-key",
+                json!({ "key_id": key, "format": "PEM" }),
+            )
+            .await;
+        assert_eq!(published["pem"].as_str().unwrap().trim(), public.trim());
+        let sig = s
+            .ok(
+                &s.admin,
+                "sign",
+                json!({ "key_id": key, "message": b64(b"signed by the owner's key"), "signing_algorithm": signing }),
+            )
+            .await;
+        let msg = write(w, "msg.bin", b"signed by the owner's key");
+        let sig_file = write(w, "sig.bin", &unb64(&sig["signature"]));
+        let pub_file = write(w, "owner.pub", public.as_bytes());
+        openssl(&[
+            "dgst",
+            "-sha256",
+            "-verify",
+            &pub_file,
+            "-signature",
+            &sig_file,
+            &msg,
+        ]);
+    }
     let out = s.audit_verify();
     assert!(
         out.status.success(),

@@ -244,7 +244,12 @@ impl Keyring {
             let object_id = format!("kp:{key_id}:{version}").into_bytes();
             let (hsm, id) = (self.hsm.clone(), object_id.clone());
             let handles = blocking(move || {
-                hsm.generate_version_objects(&id, &String::from_utf8_lossy(&id), spec, usage)
+                hsm.generate_version_objects(
+                    &id,
+                    &String::from_utf8_lossy(&id),
+                    (spec, usage),
+                    exportable,
+                )
             })
             .await?;
             return Ok(NewVersion {

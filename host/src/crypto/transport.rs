@@ -7,14 +7,25 @@ use cryptoki::object::ObjectClass;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use zeroize::Zeroizing;
 
-use super::{blocking, envelope_aad, Keyring, NewVersion, Protection};
+use super::spec::{KeySpec, KeyUsage};
+use super::{blocking, envelope_aad, Keyring, NewVersion, ObjKind, Protection};
 use crate::error::{Error, Result};
+use crate::hsm::pair_import::PairTarget;
 use crate::hsm::wrapping::{Transport, UnwrapInto, Unwrapped};
 use crate::hsm::GCM_IV_LEN;
 use crate::store::keys::KeyVersionRow;
 
 /// Label bound as AAD of the key check value.
 const CHECK_LABEL: &[u8] = b"keyplane key check value v1";
+
+/// Wrapped material and how to unwrap it: the import token's wrapping key (its `CKA_ID`),
+/// that key's modulus length and the transport the token was issued for.
+pub struct Wrapped {
+    pub import_object_id: Vec<u8>,
+    pub modulus_len: usize,
+    pub transport: Transport,
+    pub bytes: Vec<u8>,
+}
 
 /// Imported material, made into a version.
 pub struct ImportedVersion {
@@ -56,21 +67,21 @@ impl Keyring {
         .await
     }
 
-    /// Unwrap imported AES-256 material with the import key `import_object_id` and make it
-    /// version `version` of `key_id`.
-    #[allow(clippy::too_many_arguments)]
+    /// Unwrap imported AES-256 material and make it version `version` of `key_id`.
     pub async fn import_version(
         &self,
         tenant: &str,
         key_id: &str,
         version: u32,
-        protection: Protection,
-        exportable: bool,
-        import_object_id: Vec<u8>,
-        modulus_len: usize,
-        transport: Transport,
-        wrapped: Vec<u8>,
+        (protection, exportable): (Protection, bool),
+        wrapped: Wrapped,
     ) -> Result<ImportedVersion> {
+        let Wrapped {
+            import_object_id,
+            modulus_len,
+            transport,
+            bytes: wrapped,
+        } = wrapped;
         let hsm = self.hsm.clone();
         let private = {
             let hsm = hsm.clone();
@@ -107,7 +118,7 @@ impl Keyring {
                 self.hsm_objects
                     .lock()
                     .map_err(|_| Error::Internal)?
-                    .insert((super::ObjKind::Secret, object_id.clone()), handle);
+                    .insert((ObjKind::Secret, object_id.clone()), handle);
                 Ok(ImportedVersion {
                     version: NewVersion {
                         hsm_object_id: Some(object_id),
@@ -147,6 +158,65 @@ impl Keyring {
         }
     }
 
+    /// Unwrap an imported key pair's private key (PKCS#8) into version `target.id` and
+    /// complete the pair (see [`crate::hsm::pair_import`]). The check value is the SHA-256 of
+    /// the pair's SubjectPublicKeyInfo.
+    pub async fn import_pair_version(
+        &self,
+        wrapped: Wrapped,
+        (spec, usage, exportable): (KeySpec, KeyUsage, bool),
+        object_id: Vec<u8>,
+        ec_point: Option<Vec<u8>>,
+    ) -> Result<ImportedVersion> {
+        let Wrapped {
+            import_object_id,
+            modulus_len,
+            transport,
+            bytes: wrapped,
+        } = wrapped;
+        let hash = transport.hash;
+        let hsm = self.hsm.clone();
+        let id = object_id.clone();
+        let (public, private) = blocking(move || {
+            let import_key = hsm
+                .find_object(ObjectClass::PRIVATE_KEY, &import_object_id)?
+                .ok_or_else(|| Error::ExpiredImportToken("(its wrapping key is gone)".into()))?;
+            let target = PairTarget {
+                id: &id,
+                spec,
+                usage,
+                exportable,
+            };
+            hsm.import_key_pair(import_key, modulus_len, hash, &wrapped, target, ec_point)
+        })
+        .await?;
+        let version = NewVersion {
+            hsm_object_id: Some(object_id),
+            wrapped_material: None,
+            created_objects: vec![public, private],
+        };
+        let hsm = self.hsm.clone();
+        let spki = blocking(move || {
+            let parts = hsm.public_parts(public, spec)?;
+            super::public_key::spki_der(spec, &parts)
+        })
+        .await;
+        let spki = match spki {
+            Ok(spki) => spki,
+            Err(e) => {
+                self.discard(version).await;
+                return Err(e);
+            }
+        };
+        let check_value = ring::digest::digest(&ring::digest::SHA256, &spki)
+            .as_ref()
+            .to_vec();
+        Ok(ImportedVersion {
+            version,
+            check_value,
+        })
+    }
+
     /// Seal `material` under the tenant KEK as the wrapped form of an envelope version.
     pub(super) async fn seal_envelope_material(
         &self,
@@ -170,11 +240,15 @@ impl Keyring {
         .await
     }
 
-    /// Version `version` (blob loaded) wrapped to the RSA public key (`modulus`, `exponent`).
+    /// Version `version` (blob loaded) of a key of `spec` wrapped to the RSA public key
+    /// (`modulus`, `exponent`): the secret key's bytes, or a key pair's private key as PKCS#8
+    /// (which only fits with the AES key wrap step; the caller checks that).
+    #[allow(clippy::too_many_arguments)]
     pub async fn export_version(
         &self,
         tenant: &str,
         protection: Protection,
+        spec: KeySpec,
         version: &KeyVersionRow,
         modulus: Vec<u8>,
         exponent: Vec<u8>,
@@ -182,7 +256,12 @@ impl Keyring {
     ) -> Result<Vec<u8>> {
         match protection {
             Protection::Hsm => {
-                let handle = self.hsm_object(super::hsm_id(version)?).await?;
+                let kind = if spec.is_asymmetric() {
+                    ObjKind::Private
+                } else {
+                    ObjKind::Secret
+                };
+                let handle = self.hsm_handle(kind, super::hsm_id(version)?).await?;
                 let hsm = self.hsm.clone();
                 blocking(move || hsm.wrap_for_recipient(handle, &modulus, &exponent, transport))
                     .await

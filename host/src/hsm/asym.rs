@@ -99,7 +99,7 @@ impl SignMechanism {
 }
 
 /// The DER `ECParameters` (a named-curve OID) of a NIST curve or of Ed25519.
-fn ec_params(spec: KeySpec) -> Result<Vec<u8>> {
+pub(crate) fn ec_params(spec: KeySpec) -> Result<Vec<u8>> {
     use der::Encode;
     let oid = match spec {
         KeySpec::EccNistP256 => crate::crypto::public_key::OID_P256,
@@ -111,15 +111,16 @@ fn ec_params(spec: KeySpec) -> Result<Vec<u8>> {
 }
 
 impl Hsm {
-    /// Generate the material of a non-AES `hsm` key version as non-extractable token
-    /// objects with `CKA_ID` `id`. Returns every handle created (the secret key, or the
-    /// public and private key of a pair). The key's usage is fixed in its attributes too.
+    /// Generate the material of a non-AES `hsm` key version as sensitive token objects with
+    /// `CKA_ID` `id`, extractable (wrappable for export, never readable) only if
+    /// `exportable`. Returns every handle created (the secret key, or the public and private
+    /// key of a pair). The key's usage is fixed in its attributes too.
     pub fn generate_version_objects(
         &self,
         id: &[u8],
         label: &str,
-        spec: KeySpec,
-        usage: KeyUsage,
+        (spec, usage): (KeySpec, KeyUsage),
+        exportable: bool,
     ) -> Result<Vec<ObjectHandle>> {
         let common = |class: ObjectClass, private: bool| {
             vec![
@@ -136,7 +137,7 @@ impl Hsm {
                 Attribute::KeyType(KeyType::GENERIC_SECRET),
                 Attribute::ValueLen((h.output_len() as u64).into()),
                 Attribute::Sensitive(true),
-                Attribute::Extractable(false),
+                Attribute::Extractable(exportable),
                 Attribute::Sign(true),
                 Attribute::Verify(true),
                 Attribute::Encrypt(false),
@@ -166,7 +167,7 @@ impl Hsm {
         let mut private = common(ObjectClass::PRIVATE_KEY, true);
         private.extend([
             Attribute::Sensitive(true),
-            Attribute::Extractable(false),
+            Attribute::Extractable(exportable),
             Attribute::Sign(sign),
             Attribute::Decrypt(decrypt),
             Attribute::Derive(derive),

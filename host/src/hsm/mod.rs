@@ -8,6 +8,7 @@
 
 pub mod asym;
 pub mod capabilities;
+pub mod pair_import;
 mod pool;
 pub mod token;
 pub mod wrapping;

@@ -81,7 +81,7 @@ pub(super) fn aes_version_template(id: &[u8], extractable: bool) -> Vec<Attribut
     ]
 }
 
-fn rejected(e: &CkError) -> bool {
+pub(super) fn rejected(e: &CkError) -> bool {
     matches!(
         e,
         CkError::Pkcs11(
@@ -99,7 +99,7 @@ fn rejected(e: &CkError) -> bool {
     )
 }
 
-fn incorrect(what: &str) -> Error {
+pub(super) fn incorrect(what: &str) -> Error {
     Error::IncorrectKeyMaterial(format!(
         "{what}: the wrapped material does not unwrap with this import token's wrapping key and algorithm, or is not a 256-bit AES key"
     ))
@@ -274,7 +274,7 @@ impl Hsm {
     }
 }
 
-fn unwrap_ephemeral(
+pub(super) fn unwrap_ephemeral(
     s: &Session,
     private: ObjectHandle,
     hash: OaepHash,

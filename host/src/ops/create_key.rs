@@ -90,17 +90,26 @@ impl Operation for CreateKey {
     type Output = KeyMetadata;
 
     fn validate(&self) -> Result<()> {
-        let (spec, _, _) = self.choices()?;
+        let (spec, usage, _) = self.choices()?;
         if self.origin != imports::ORIGIN_KEYPLANE && self.origin != imports::ORIGIN_EXTERNAL {
             return Err(Error::validation(
                 "origin must be \"keyplane\" or \"external\"",
             ));
         }
-        if spec != KeySpec::Aes256Gcm
-            && (self.exportable || self.origin == imports::ORIGIN_EXTERNAL)
-        {
+        let importable = spec == KeySpec::Aes256Gcm
+            || spec.rsa_bits().is_some()
+            || (matches!(spec, KeySpec::EccNistP256 | KeySpec::EccNistP384)
+                && usage == KeyUsage::SignVerify);
+        if self.origin == imports::ORIGIN_EXTERNAL && !importable {
+            return Err(Error::validation(format!(
+                "origin \"external\" is available for AES_256_GCM, RSA and sign-verify ECC_NIST keys, not {} {}",
+                spec.as_str(),
+                usage.as_str()
+            )));
+        }
+        if spec == KeySpec::Ed25519 && self.exportable {
             return Err(Error::validation(
-                "import and export are available for AES_256_GCM keys only",
+                "ED25519 keys cannot be exportable: the PKCS#11 module cannot wrap them",
             ));
         }
         if self.description.len() > MAX_DESCRIPTION {

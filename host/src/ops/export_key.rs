@@ -1,13 +1,14 @@
 //! `export-key`: hand a version of a key created `exportable` to a recipient, wrapped to the
 //! recipient's RSA public key inside the HSM (RSA-OAEP, or RSA-OAEP + AES key wrap with
-//! padding); never as plaintext. Refused for keys not created exportable, for keys that are
+//! padding); never as plaintext. Secret keys (AES, HMAC) travel as raw bytes; private keys of
+//! pairs as PKCS#8 inside the AES key wrap. Refused for keys not created exportable, for keys that are
 //! not enabled and for versions that may not decrypt (disabled, compromised, below the minimum
 //! decryption version). Cedar: `ExportKey` on the key.
 
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    check_key_enabled, key_row, resolve_key, usable_version, validate_key_id, VersionUse,
+    check_key_enabled, key_row, key_spec, resolve_key, usable_version, validate_key_id, VersionUse,
 };
 use super::key_transport::{recipient_key, transport};
 use super::{Base64, OpContext, Operation, WriteScope};
@@ -34,6 +35,8 @@ pub struct ExportOutput {
     pub key_id: String,
     pub key_version: i64,
     pub key_spec: String,
+    /// `RAW` (secret key bytes) or `PKCS8` (a key pair's private key, DER PrivateKeyInfo).
+    pub key_material_format: &'static str,
     pub wrapping_algorithm: String,
     pub encrypted_key_material: Base64,
 }
@@ -91,6 +94,14 @@ impl Operation for ExportKey {
                 key.id
             )));
         }
+        let spec = key_spec(key)?;
+        let transport = transport(&self.wrapping_algorithm)?;
+        if spec.is_asymmetric() && !transport.with_aes_key_wrap {
+            return Err(Error::validation(format!(
+                "a {} private key is exported as PKCS#8, which RSA-OAEP alone cannot carry; use RSA_AES_KEY_WRAP_SHA_1",
+                spec.as_str()
+            )));
+        }
         let v = self.key_version.unwrap_or(key.primary_version);
         let version = usable_version(ctx, key, v, VersionUse::Open).await?;
         let (modulus, exponent) = self.recipient()?;
@@ -101,16 +112,18 @@ impl Operation for ExportKey {
             .export_version(
                 &key.tenant_id,
                 protection,
+                spec,
                 &version,
                 modulus,
                 exponent,
-                transport(&self.wrapping_algorithm)?,
+                transport,
             )
             .await?;
         Ok(ExportOutput {
             key_id: key.id.clone(),
             key_version: v,
             key_spec: key.spec.clone(),
+            key_material_format: if spec.is_asymmetric() { "PKCS8" } else { "RAW" },
             wrapping_algorithm: self.wrapping_algorithm,
             encrypted_key_material: Base64::new(wrapped),
         })

@@ -1,7 +1,8 @@
-//! `import-key-material`: bring your own key. Takes 256-bit AES material wrapped with the
-//! import token's RSA public key (RSA-OAEP, or RSA-OAEP + AES key wrap with padding), unwraps
-//! it inside the HSM into version 1 of an `external` key (a token object for `hsm` keys,
-//! sealed under the tenant KEK for `envelope` keys) and enables the key. Optional `valid_to`:
+//! `import-key-material`: bring your own key. Takes 256-bit AES material (RSA-OAEP, or
+//! RSA-OAEP + AES key wrap with padding) or an RSA / EC private key as PKCS#8 (RSA-OAEP + AES
+//! key wrap with padding), wrapped with the import token's RSA public key, unwraps it inside
+//! the HSM into version 1 of an `external` key (a token object for `hsm` keys, sealed under
+//! the tenant KEK for `envelope` AES keys) and enables the key. Optional `valid_to`:
 //! the scheduler deletes the material then and the key waits for the same material again
 //! (checked against the key check value kept from the first import). Each token is used once.
 //! Cedar: `ImportKeyMaterial` on the key.
@@ -9,17 +10,20 @@
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
-use super::common::{key_row, resolve_key, rfc3339, validate_key_id, STATE_ENABLED};
+use super::common::{key_row, key_spec, resolve_key, rfc3339, validate_key_id, STATE_ENABLED};
 use super::key_transport::{awaiting_import, transport, wrapping_key_bits};
 use super::versions::place_version;
 use super::{Base64, OpContext, Operation, WriteScope};
 use crate::authz::ResourceRef;
+use crate::crypto::public_key::peer_point;
+use crate::crypto::spec::KeyUsage;
+use crate::crypto::transport::Wrapped;
 use crate::crypto::Protection;
 use crate::error::{Error, Result};
 use crate::store::{imports, keys};
 
 /// Largest wrapped material accepted (RSA-4096 block + wrapped AES key, with room).
-const MAX_WRAPPED: usize = 4096;
+const MAX_WRAPPED: usize = 8192;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,6 +34,10 @@ pub struct ImportKeyMaterial {
     /// RFC 3339; absent: the material does not expire.
     #[serde(default)]
     pub valid_to: Option<String>,
+    /// EC keys only: the pair's public key (SubjectPublicKeyInfo, PEM or base64 DER); the
+    /// HSM proves it belongs to the imported private key before accepting it.
+    #[serde(default)]
+    pub public_key: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -70,6 +78,13 @@ impl Operation for ImportKeyMaterial {
             return Err(Error::validation(
                 "import_token is not a token from get-parameters-for-import",
             ));
+        }
+        if self
+            .public_key
+            .as_ref()
+            .is_some_and(|k| k.len() > 16 * 1024)
+        {
+            return Err(Error::validation("public_key is longer than 16 KiB"));
         }
         if self.encrypted_key_material.is_empty() || self.encrypted_key_material.len() > MAX_WRAPPED
         {
@@ -117,20 +132,57 @@ impl Operation for ImportKeyMaterial {
         let protection = Protection::parse(&key.protection).ok_or(Error::Internal)?;
         let previous = keys::version(state.db.reader(), &key.id, 1).await?;
 
-        let imported = state
-            .keyring
-            .import_version(
-                &key.tenant_id,
-                &key.id,
-                1,
-                protection,
-                material.exportable,
-                token.hsm_object_id.clone(),
-                modulus_len,
-                transport,
-                self.encrypted_key_material.0.to_vec(),
-            )
-            .await?;
+        let spec = key_spec(key)?;
+        let wrapped = Wrapped {
+            import_object_id: token.hsm_object_id.clone(),
+            modulus_len,
+            transport,
+            bytes: self.encrypted_key_material.0.to_vec(),
+        };
+        let imported = if spec.is_asymmetric() {
+            if !transport.with_aes_key_wrap {
+                return Err(Error::validation(format!(
+                    "a {} private key is imported as PKCS#8, which RSA-OAEP alone cannot carry; use RSA_AES_KEY_WRAP_SHA_1",
+                    spec.as_str()
+                )));
+            }
+            let ec_point = match (spec.rsa_bits(), &self.public_key) {
+                (Some(_), _) => None,
+                (None, Some(pk)) => Some(peer_point(spec, pk).map_err(|_| {
+                    Error::validation(format!(
+                        "public_key must be the SubjectPublicKeyInfo (PEM or base64 DER) of a {} point",
+                        spec.as_str()
+                    ))
+                })?),
+                (None, None) => {
+                    return Err(Error::validation(format!(
+                        "importing a {} key needs its public_key too (the token cannot derive it)",
+                        spec.as_str()
+                    )))
+                }
+            };
+            let usage = KeyUsage::parse(&key.usage).map_err(|_| Error::Internal)?;
+            state
+                .keyring
+                .import_pair_version(
+                    wrapped,
+                    (spec, usage, material.exportable),
+                    format!("kp:{}:1", key.id).into_bytes(),
+                    ec_point,
+                )
+                .await?
+        } else {
+            state
+                .keyring
+                .import_version(
+                    &key.tenant_id,
+                    &key.id,
+                    1,
+                    (protection, material.exportable),
+                    wrapped,
+                )
+                .await?
+        };
         let check = imported.check_value.clone();
         let version =
             place_version(state, scope, &key.tenant_id, &key.id, 1, imported.version).await?;

@@ -1,0 +1,180 @@
+//! Importing a key pair's private key (PKCS#8 under RSA-OAEP + AES key wrap with padding)
+//! into the token, checking it is the key the key's spec says, and completing the pair with
+//! its public-key object: derived from the private key's public attributes for RSA, or, for
+//! EC (whose private-key object carries no point), from a public key the importer supplies and
+//! the HSM proves belongs to the private key by signing and verifying a fresh challenge.
+
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::Session;
+
+use super::asym::ec_params;
+use super::wrapping::{incorrect, rejected, unwrap_ephemeral, OaepHash};
+use super::{unavailable, Hsm};
+use crate::crypto::spec::{KeySpec, KeyUsage};
+use crate::error::{Error, Result};
+
+/// What is imported: the spec and usage of the key, its objects' `CKA_ID`, exportability.
+pub struct PairTarget<'a> {
+    pub id: &'a [u8],
+    pub spec: KeySpec,
+    pub usage: KeyUsage,
+    pub exportable: bool,
+}
+
+fn common(id: &[u8], class: ObjectClass, private: bool) -> Vec<Attribute> {
+    vec![
+        Attribute::Token(true),
+        Attribute::Private(private),
+        Attribute::Class(class),
+        Attribute::Id(id.to_vec()),
+        Attribute::Label(id.to_vec()),
+    ]
+}
+
+impl Hsm {
+    /// Unwrap `wrapped` (RSA-OAEP(ephemeral AES key) ‖ AES-KWP(PKCS#8)) with the import key
+    /// `import_key` into the private key of `target`, then create its public-key object.
+    /// `ec_point`: the supplied public point for EC specs. Returns (public, private) handles.
+    pub fn import_key_pair(
+        &self,
+        import_key: ObjectHandle,
+        modulus_len: usize,
+        hash: OaepHash,
+        wrapped: &[u8],
+        target: PairTarget<'_>,
+        ec_point: Option<Vec<u8>>,
+    ) -> Result<(ObjectHandle, ObjectHandle)> {
+        let (key_type, rsa) = match target.spec {
+            KeySpec::EccNistP256 | KeySpec::EccNistP384 => (KeyType::EC, false),
+            KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096 => (KeyType::RSA, true),
+            _ => return Err(Error::Internal),
+        };
+        let sign = target.usage == KeyUsage::SignVerify;
+        let decrypt = target.usage == KeyUsage::EncryptDecrypt;
+        let mut private = common(target.id, ObjectClass::PRIVATE_KEY, true);
+        private.extend([
+            Attribute::KeyType(key_type),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(target.exportable),
+            Attribute::Sign(sign),
+            Attribute::Decrypt(decrypt),
+            Attribute::Derive(false),
+            Attribute::Unwrap(false),
+        ]);
+        self.pool.with(
+            "C_UnwrapKey",
+            "CKM_RSA_PKCS_OAEP+CKM_AES_KEY_WRAP_PAD",
+            |s| {
+                if wrapped.len() <= modulus_len {
+                    return Err(incorrect("too short for RSA_AES_KEY_WRAP"));
+                }
+                let (head, tail) = wrapped.split_at(modulus_len);
+                let ephemeral = unwrap_ephemeral(s, import_key, hash, head)?;
+                let unwrapped = s.unwrap_key(&Mechanism::AesKeyWrapPad, ephemeral, tail, &private);
+                let _ = s.destroy_object(ephemeral);
+                let private = match unwrapped {
+                    Ok(h) => h,
+                    Err(e) if rejected(&e) => {
+                        return Err(incorrect("not a PKCS#8 private key of this key's type"))
+                    }
+                    Err(e) => return Err(unavailable("unwrap imported private key")(e)),
+                };
+                let public = if rsa {
+                    rsa_public(s, private, &target)
+                } else {
+                    ec_public(s, private, &target, ec_point.as_deref())
+                };
+                match public {
+                    Ok(public) => Ok((public, private)),
+                    Err(e) => {
+                        let _ = s.destroy_object(private);
+                        Err(e)
+                    }
+                }
+            },
+        )
+    }
+}
+
+fn attribute(s: &Session, h: ObjectHandle, t: AttributeType) -> Option<Vec<u8>> {
+    s.get_attributes(h, &[t])
+        .ok()?
+        .into_iter()
+        .find_map(|a| match a {
+            Attribute::Modulus(v) | Attribute::PublicExponent(v) | Attribute::EcParams(v) => {
+                Some(v)
+            }
+            _ => None,
+        })
+}
+
+fn rsa_public(s: &Session, private: ObjectHandle, t: &PairTarget<'_>) -> Result<ObjectHandle> {
+    let n = attribute(s, private, AttributeType::Modulus).ok_or(Error::HsmUnavailable)?;
+    let e = attribute(s, private, AttributeType::PublicExponent).ok_or(Error::HsmUnavailable)?;
+    let bits = n.iter().skip_while(|b| **b == 0).count() as u64 * 8;
+    if Some(bits) != t.spec.rsa_bits() {
+        return Err(incorrect(&format!(
+            "an RSA key of {bits} bits is not {}",
+            t.spec.as_str()
+        )));
+    }
+    let mut public = common(t.id, ObjectClass::PUBLIC_KEY, false);
+    public.extend([
+        Attribute::KeyType(KeyType::RSA),
+        Attribute::Modulus(n),
+        Attribute::PublicExponent(e),
+        Attribute::Verify(t.usage == KeyUsage::SignVerify),
+        Attribute::Encrypt(t.usage == KeyUsage::EncryptDecrypt),
+        Attribute::Wrap(false),
+    ]);
+    s.create_object(&public)
+        .map_err(unavailable("create public key"))
+}
+
+fn ec_public(
+    s: &Session,
+    private: ObjectHandle,
+    t: &PairTarget<'_>,
+    point: Option<&[u8]>,
+) -> Result<ObjectHandle> {
+    let params = ec_params(t.spec)?;
+    if attribute(s, private, AttributeType::EcParams).as_deref() != Some(params.as_slice()) {
+        return Err(incorrect(&format!(
+            "the private key is not on the curve of {}",
+            t.spec.as_str()
+        )));
+    }
+    let point = point.ok_or(Error::Internal)?;
+    let encoded = {
+        use der::Encode;
+        der::asn1::OctetString::new(point)
+            .and_then(|o| o.to_der())
+            .map_err(|_| Error::Internal)?
+    };
+    let mut public = common(t.id, ObjectClass::PUBLIC_KEY, false);
+    public.extend([
+        Attribute::KeyType(KeyType::EC),
+        Attribute::EcParams(params),
+        Attribute::EcPoint(encoded),
+        Attribute::Verify(true),
+        Attribute::Derive(false),
+        Attribute::Wrap(false),
+    ]);
+    let public = s
+        .create_object(&public)
+        .map_err(unavailable("create public key"))?;
+    // Proof of possession: the private key signs a fresh challenge the public key verifies.
+    let mut challenge = [0u8; 32];
+    let proved = s
+        .generate_random_slice(&mut challenge)
+        .and_then(|_| s.sign(&Mechanism::Ecdsa, private, &challenge))
+        .and_then(|sig| s.verify(&Mechanism::Ecdsa, public, &challenge, &sig));
+    if proved.is_err() {
+        let _ = s.destroy_object(public);
+        return Err(incorrect(
+            "public_key does not belong to the imported private key",
+        ));
+    }
+    Ok(public)
+}
