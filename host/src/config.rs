@@ -25,6 +25,7 @@ const ENV_KEYS: &[&str] = &[
     "plugins",
     "policies_dir",
     "lifecycle",
+    "audit",
 ];
 
 /// The whole configuration of a keyplane node.
@@ -47,6 +48,7 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     pub plugins: PluginsConfig,
     pub lifecycle: LifecycleConfig,
+    pub audit: AuditConfig,
     /// Directory with `schema.cedarschema` and `*.cedar` policies.
     pub policies_dir: Option<PathBuf>,
 }
@@ -124,6 +126,7 @@ impl Default for Config {
             telemetry: TelemetryConfig::default(),
             plugins: PluginsConfig::default(),
             lifecycle: LifecycleConfig::default(),
+            audit: AuditConfig::default(),
             policies_dir: None,
         }
     }
@@ -230,6 +233,25 @@ impl Default for LifecycleConfig {
         LifecycleConfig {
             scheduler_interval_seconds: 60,
             scheduler_concurrency: 4,
+        }
+    }
+}
+
+/// Signed checkpoints of the audit log: the chain head is signed by the HSM's audit key after
+/// `checkpoint_every_records` new records or `checkpoint_interval_seconds` (whichever first).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    pub checkpoint_every_records: u64,
+    /// 0: no time-based checkpoints.
+    pub checkpoint_interval_seconds: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            checkpoint_every_records: 1000,
+            checkpoint_interval_seconds: 60,
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The `keyplane` command line: `serve` and `audit verify`.
+//! The `keyplane` command line: `serve` and the auditor's `audit verify | public-key | export |
+//! search`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,11 +52,59 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Walk the hash chain; exit non-zero naming the first bad record.
+    /// Walk the hash chain, then check the signed checkpoints; exit non-zero naming the first
+    /// problem.
     Verify {
         #[command(flatten)]
         common: Common,
+        /// A trusted copy of the audit public key (default: the one in the data dir).
+        #[arg(long)]
+        public_key: Option<PathBuf>,
     },
+    /// Print the public key that verifies the checkpoints.
+    PublicKey {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Records of a time range as JSON lines (schema in docs/auditing.md).
+    Export {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        range: TimeRange,
+        /// Output format (only `jsonl`).
+        #[arg(long, default_value = "jsonl", value_parser = ["jsonl"])]
+        format: String,
+    },
+    /// Records matching every given filter, as JSON lines.
+    Search {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        range: TimeRange,
+        #[arg(long)]
+        principal: Option<String>,
+        /// A key id: records whose resource is that key.
+        #[arg(long)]
+        key: Option<String>,
+        #[arg(long)]
+        action: Option<String>,
+        /// `allow`, `deny`, `system` or `not-evaluated`.
+        #[arg(long)]
+        decision: Option<String>,
+        #[arg(long)]
+        limit: Option<i64>,
+    },
+}
+
+#[derive(Args, Clone)]
+struct TimeRange {
+    /// RFC 3339, inclusive.
+    #[arg(long, value_parser = audit::export::parse_time)]
+    since: Option<String>,
+    /// RFC 3339, inclusive.
+    #[arg(long, value_parser = audit::export::parse_time)]
+    until: Option<String>,
 }
 
 fn init_logging() {
@@ -96,7 +145,12 @@ fn serve(common: Common, flags: FlagOverrides) -> anyhow::Result<()> {
     result
 }
 
-fn audit_verify(common: Common) -> anyhow::Result<bool> {
+/// Run an offline audit tool against the data dir's database (read-only).
+fn audit_tool<F, Fut>(common: Common, f: F) -> anyhow::Result<bool>
+where
+    F: FnOnce(store::Db, PathBuf) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
     let flags = FlagOverrides {
         data_dir: common.data_dir,
         ..Default::default()
@@ -104,23 +158,7 @@ fn audit_verify(common: Common) -> anyhow::Result<bool> {
     let config = Config::load(common.config.as_deref(), flags)?;
     runtime()?.block_on(async {
         let db = store::Db::open_read_only(&config.database_url()).await?;
-        let report = audit::verify(db.reader()).await?;
-        match &report.fault {
-            None => {
-                println!(
-                    "audit chain OK: {} records, head {}",
-                    report.records, report.head
-                );
-                Ok(true)
-            }
-            Some(fault) => {
-                eprintln!(
-                    "audit chain BROKEN after {} good records: {fault}",
-                    report.records
-                );
-                Ok(false)
-            }
-        }
+        f(db, config.data_dir.clone()).await
     })
 }
 
@@ -141,11 +179,50 @@ fn main() -> ExitCode {
             };
             serve(common, flags).map(|_| true)
         }
-        Command::Audit {
-            command: AuditCommand::Verify { common },
-        } => {
+        Command::Audit { command } => {
             init_logging();
-            audit_verify(common)
+            match command {
+                AuditCommand::Verify { common, public_key } => {
+                    audit_tool(common, |db, dir| async move {
+                        audit::cli::verify(&db, &dir, public_key.as_deref()).await
+                    })
+                }
+                AuditCommand::PublicKey { common } => {
+                    audit_tool(common, |_, dir| async move { audit::cli::public_key(&dir) })
+                }
+                AuditCommand::Export { common, range, .. } => {
+                    let filter = audit::export::Filter {
+                        since: range.since,
+                        until: range.until,
+                        ..Default::default()
+                    };
+                    audit_tool(common, |db, _| async move {
+                        audit::cli::export(&db, &filter).await
+                    })
+                }
+                AuditCommand::Search {
+                    common,
+                    range,
+                    principal,
+                    key,
+                    action,
+                    decision,
+                    limit,
+                } => {
+                    let filter = audit::export::Filter {
+                        since: range.since,
+                        until: range.until,
+                        principal,
+                        key,
+                        action,
+                        decision,
+                        limit,
+                    };
+                    audit_tool(common, |db, _| async move {
+                        audit::cli::export(&db, &filter).await
+                    })
+                }
+            }
         }
     };
     match result {

@@ -24,6 +24,11 @@ pub async fn serve(config: Config, hsm: Hsm, policies: LoadedPolicies) -> anyhow
     };
     let state = Arc::new(bootstrap::start(config, hsm, policies).await?);
     crate::ops::scheduler::spawn(state.clone());
+    let checkpointer = Arc::new(crate::audit::checkpoint::Checkpointer::new(
+        state.keyring.hsm().clone(),
+        &state.config.data_dir,
+    )?);
+    crate::audit::checkpoint::spawn(checkpointer, state.db.clone(), state.config.audit.clone());
     let app = api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
 
     let handle = Handle::new();

@@ -6,21 +6,8 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{b64, unb64, Server};
+use common::{b64, sqlite, unb64, Server};
 use serde_json::json;
-
-fn sqlite(db: &Path, sql: &str) {
-    let out = Command::new("sqlite3")
-        .arg(db)
-        .arg(sql)
-        .output()
-        .expect("sqlite3 CLI");
-    assert!(
-        out.status.success(),
-        "sqlite3: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn copy_data_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();

@@ -6,8 +6,13 @@
 //! the record's canonical JSON (fixed field order, `hash` excluded), so [`verify`] detects an
 //! edited, removed or reordered record. The chain head is read inside the write transaction;
 //! writes are serialised by the store's single writer connection, so two appends can never
-//! claim the same predecessor. Tail truncation is detected only with signed checkpoints (a
-//! later issue).
+//! claim the same predecessor. Signed checkpoints ([`checkpoint`]) add detection of tail
+//! truncation and of a chain re-hashed by someone with database access; [`export`] reads
+//! records out in a stable JSON schema.
+
+pub mod checkpoint;
+pub mod cli;
+pub mod export;
 
 use ring::digest;
 use serde::Serialize;

@@ -7,6 +7,7 @@
 //! token objects). Methods are blocking; async callers go through `tokio::task::spawn_blocking`.
 
 pub mod asym;
+pub mod audit_key;
 pub mod capabilities;
 pub mod pair_import;
 mod pool;

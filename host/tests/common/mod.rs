@@ -380,3 +380,17 @@ impl Server {
         r.json::<Value>().await.unwrap()["now"].as_i64().unwrap()
     }
 }
+
+/// Run SQL with the `sqlite3` CLI on a database file (to tamper with it as an attacker would).
+pub fn sqlite(db: &Path, sql: &str) {
+    let out = Command::new("sqlite3")
+        .arg(db)
+        .arg(sql)
+        .output()
+        .expect("sqlite3 CLI");
+    assert!(
+        out.status.success(),
+        "sqlite3: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

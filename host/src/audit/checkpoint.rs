@@ -1,0 +1,333 @@
+//! Signed checkpoints of the audit log.
+//!
+//! After `audit.checkpoint_every_records` new records or `audit.checkpoint_interval_seconds`,
+//! the node signs the chain head (sequence, hash, time) with the HSM's audit key
+//! ([`crate::hsm::audit_key`]) and stores the checkpoint twice: in the `audit_checkpoints`
+//! table and appended to `<data-dir>/audit-checkpoints.jsonl` (ship that file to write-once
+//! storage). The public key is written to `<data-dir>/audit-signing-key.pem` and printed by
+//! `keyplane audit public-key`.
+//!
+//! What [`verify`] adds to the hash chain: a record changed and the chain re-hashed by someone
+//! with database access no longer matches the signed head hash; records removed from the tail
+//! after a checkpoint leave a checkpoint pointing past the end of the log; a checkpoint deleted
+//! from the database is still in the file (and the other way round); a forged checkpoint does
+//! not verify under the public key. Records after the last checkpoint are protected by the
+//! chain only, until the next checkpoint.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use cryptoki::object::ObjectHandle;
+use ring::digest;
+use serde::{Deserialize, Serialize};
+use sqlx::SqlitePool;
+
+use crate::config::AuditConfig;
+use crate::error::{Error, Result};
+use crate::hsm::Hsm;
+use crate::store::{now_rfc3339, Db};
+
+/// The public key file in the data dir.
+pub const PUBLIC_KEY_FILE: &str = "audit-signing-key.pem";
+/// The append-only copy of the checkpoints in the data dir.
+pub const CHECKPOINT_FILE: &str = "audit-checkpoints.jsonl";
+
+/// One signed checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct Checkpoint {
+    /// Sequence number of the record that was the chain head.
+    pub seq: i64,
+    pub head_hash: String,
+    pub time: String,
+    /// SHA-256 (hex) of the signing key's SubjectPublicKeyInfo.
+    pub key_fingerprint: String,
+    /// ECDSA P-256 SHA-256 signature, DER, base64.
+    pub signature: String,
+}
+
+/// The bytes a checkpoint signs.
+pub fn signed_message(seq: i64, head_hash: &str, time: &str) -> Vec<u8> {
+    format!("keyplane-audit-checkpoint-v1\n{seq}\n{head_hash}\n{time}\n").into_bytes()
+}
+
+/// SHA-256 hex of a public key (SubjectPublicKeyInfo DER).
+pub fn fingerprint(spki_der: &[u8]) -> String {
+    hex::encode(digest::digest(&digest::SHA256, spki_der))
+}
+
+/// The public key as PEM.
+pub fn public_key_pem(spki_der: &[u8]) -> String {
+    let b64 = STANDARD.encode(spki_der);
+    let mut pem = String::from("-----BEGIN PUBLIC KEY-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        pem.push_str(&String::from_utf8_lossy(chunk));
+        pem.push('\n');
+    }
+    pem.push_str("-----END PUBLIC KEY-----\n");
+    pem
+}
+
+/// Signs checkpoints for one node.
+pub struct Checkpointer {
+    hsm: Arc<Hsm>,
+    key: ObjectHandle,
+    fingerprint: String,
+    file: PathBuf,
+}
+
+impl Checkpointer {
+    /// Find or make the audit key and publish its public key in the data dir.
+    pub fn new(hsm: Arc<Hsm>, data_dir: &Path) -> anyhow::Result<Self> {
+        let (key, spki) = hsm.audit_signing_key()?;
+        let pem = public_key_pem(&spki);
+        let path = data_dir.join(PUBLIC_KEY_FILE);
+        if std::fs::read_to_string(&path).ok().as_deref() != Some(pem.as_str()) {
+            std::fs::write(&path, &pem)?;
+        }
+        Ok(Checkpointer {
+            hsm,
+            key,
+            fingerprint: fingerprint(&spki),
+            file: data_dir.join(CHECKPOINT_FILE),
+        })
+    }
+
+    /// Sign the current head if it moved since the last checkpoint and `due` says so.
+    pub async fn checkpoint_if(
+        &self,
+        db: &Db,
+        due: impl FnOnce(i64, Option<&Checkpoint>) -> bool,
+    ) -> Result<Option<Checkpoint>> {
+        let head: Option<(i64, String)> =
+            sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(db.reader())
+                .await?;
+        let Some((seq, head_hash)) = head else {
+            return Ok(None);
+        };
+        let last = last_checkpoint(db.reader()).await?;
+        if last.as_ref().is_some_and(|c| c.seq >= seq) || !due(seq, last.as_ref()) {
+            return Ok(None);
+        }
+        let time = now_rfc3339();
+        let message = signed_message(seq, &head_hash, &time);
+        let hash = digest::digest(&digest::SHA256, &message).as_ref().to_vec();
+        let (hsm, key) = (self.hsm.clone(), self.key);
+        let signature = tokio::task::spawn_blocking(move || hsm.audit_sign(key, &hash))
+            .await
+            .map_err(|_| Error::Internal)??;
+        let cp = Checkpoint {
+            seq,
+            head_hash,
+            time,
+            key_fingerprint: self.fingerprint.clone(),
+            signature: STANDARD.encode(signature),
+        };
+        let mut tx = db.begin().await?;
+        sqlx::query(
+            "INSERT INTO audit_checkpoints (seq, head_hash, time, key_fingerprint, signature) \
+             VALUES (?, ?, ?, ?, ?) ON CONFLICT (seq) DO NOTHING",
+        )
+        .bind(cp.seq)
+        .bind(&cp.head_hash)
+        .bind(&cp.time)
+        .bind(&cp.key_fingerprint)
+        .bind(&cp.signature)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.append_to_file(&cp).map_err(|e| {
+            tracing::error!(error = %e, file = %self.file.display(), "could not append the audit checkpoint to its file");
+            Error::Internal
+        })?;
+        Ok(Some(cp))
+    }
+
+    fn append_to_file(&self, cp: &Checkpoint) -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.file)?;
+        let mut line = serde_json::to_vec(cp).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        f.write_all(&line)?;
+        f.sync_data()
+    }
+}
+
+async fn last_checkpoint(pool: &SqlitePool) -> Result<Option<Checkpoint>> {
+    Ok(sqlx::query_as(
+        "SELECT seq, head_hash, time, key_fingerprint, signature FROM audit_checkpoints \
+         ORDER BY seq DESC LIMIT 1",
+    )
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// Check for due checkpoints every second (records) and on the interval (time); sign a last
+/// one when the node shuts down is left to the next start.
+pub fn spawn(checkpointer: Arc<Checkpointer>, db: Db, config: AuditConfig) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_signed = Instant::now();
+        loop {
+            tick.tick().await;
+            let every = config.checkpoint_every_records.max(1) as i64;
+            let interval = config.checkpoint_interval_seconds;
+            let timed = interval > 0 && last_signed.elapsed() >= Duration::from_secs(interval);
+            let due = |seq: i64, last: Option<&Checkpoint>| {
+                timed || seq - last.map_or(0, |c| c.seq) >= every
+            };
+            match checkpointer.checkpoint_if(&db, due).await {
+                Ok(Some(cp)) => {
+                    last_signed = Instant::now();
+                    tracing::info!(seq = cp.seq, "audit checkpoint signed");
+                }
+                Ok(None) if timed => last_signed = Instant::now(),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "audit checkpoint failed; retried"),
+            }
+        }
+    });
+}
+
+/// The first problem found with the checkpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckpointFault {
+    /// The signature does not verify under the public key (forged or altered).
+    BadSignature { seq: i64 },
+    /// The database and the checkpoint file disagree about a checkpoint, or one lacks it.
+    Mismatch { seq: i64, detail: &'static str },
+    /// The checkpointed record no longer has the signed hash (records rewritten).
+    Rewritten { seq: i64 },
+    /// The log ends before a checkpointed record (tail truncated).
+    Truncated { checkpoint: i64, last_record: i64 },
+}
+
+impl std::fmt::Display for CheckpointFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CheckpointFault::BadSignature { seq } => write!(
+                f,
+                "checkpoint at record {seq}: signature does not verify under the audit public key (forged or altered)"
+            ),
+            CheckpointFault::Mismatch { seq, detail } => {
+                write!(f, "checkpoint at record {seq}: {detail}")
+            }
+            CheckpointFault::Rewritten { seq } => write!(
+                f,
+                "record {seq} does not have the hash its signed checkpoint recorded (the log was rewritten)"
+            ),
+            CheckpointFault::Truncated {
+                checkpoint,
+                last_record,
+            } => write!(
+                f,
+                "a signed checkpoint covers record {checkpoint} but the log ends at record {last_record} (the tail was truncated)"
+            ),
+        }
+    }
+}
+
+/// What checkpoint verification found.
+#[derive(Debug)]
+pub struct CheckpointReport {
+    pub checkpoints: usize,
+    pub last_checkpoint: Option<i64>,
+    pub fault: Option<CheckpointFault>,
+}
+
+/// Check every checkpoint (database ∪ `file`) against the public key (PEM) and the records.
+pub async fn verify(
+    pool: &SqlitePool,
+    public_key_pem: &str,
+    file: Option<&Path>,
+) -> anyhow::Result<CheckpointReport> {
+    use p256::elliptic_curve::sec1::ToEncodedPoint;
+    use p256::pkcs8::DecodePublicKey;
+    let key = p256::PublicKey::from_public_key_pem(public_key_pem.trim())
+        .map_err(|_| anyhow::anyhow!("the audit public key is not a P-256 PEM public key"))?;
+    let point = key.to_encoded_point(false);
+    let verifier = ring::signature::UnparsedPublicKey::new(
+        &ring::signature::ECDSA_P256_SHA256_ASN1,
+        point.as_bytes(),
+    );
+
+    let in_db: Vec<Checkpoint> = sqlx::query_as(
+        "SELECT seq, head_hash, time, key_fingerprint, signature FROM audit_checkpoints ORDER BY seq",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut in_file: Vec<Checkpoint> = Vec::new();
+    if let Some(path) = file.filter(|p| p.exists()) {
+        for (n, line) in std::fs::read_to_string(path)?.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            in_file.push(serde_json::from_str(line).map_err(|e| {
+                anyhow::anyhow!("{} line {}: not a checkpoint: {e}", path.display(), n + 1)
+            })?);
+        }
+    }
+    let mut all = std::collections::BTreeMap::new();
+    let fault = |f| {
+        Ok(CheckpointReport {
+            checkpoints: in_db.len().max(in_file.len()),
+            last_checkpoint: None,
+            fault: Some(f),
+        })
+    };
+    for cp in &in_file {
+        match in_db.iter().find(|d| d.seq == cp.seq) {
+            Some(d) if d == cp => {}
+            Some(_) => {
+                return fault(CheckpointFault::Mismatch {
+                    seq: cp.seq,
+                    detail: "the database and the checkpoint file hold different checkpoints",
+                })
+            }
+            None => {
+                return fault(CheckpointFault::Mismatch {
+                    seq: cp.seq,
+                    detail: "in the checkpoint file but missing from the database (deleted)",
+                })
+            }
+        }
+    }
+    for cp in in_db.iter().chain(in_file.iter()) {
+        all.insert(cp.seq, cp.clone());
+    }
+    let last_record: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM audit_log")
+        .fetch_one(pool)
+        .await?;
+    for cp in all.values() {
+        let signature = STANDARD.decode(&cp.signature).unwrap_or_default();
+        let message = signed_message(cp.seq, &cp.head_hash, &cp.time);
+        if verifier.verify(&message, &signature).is_err() {
+            return fault(CheckpointFault::BadSignature { seq: cp.seq });
+        }
+        if cp.seq > last_record {
+            return fault(CheckpointFault::Truncated {
+                checkpoint: cp.seq,
+                last_record,
+            });
+        }
+        let hash: Option<String> = sqlx::query_scalar("SELECT hash FROM audit_log WHERE seq = ?")
+            .bind(cp.seq)
+            .fetch_optional(pool)
+            .await?;
+        if hash.as_deref() != Some(cp.head_hash.as_str()) {
+            return fault(CheckpointFault::Rewritten { seq: cp.seq });
+        }
+    }
+    Ok(CheckpointReport {
+        checkpoints: all.len(),
+        last_checkpoint: all.keys().next_back().copied(),
+        fault: None,
+    })
+}

@@ -1,0 +1,350 @@
+//! The auditor's `keyplane audit …` tools against a real server's data directory: signed
+//! checkpoints (verified here with the `openssl` CLI too), and every way of altering the log
+//! that `verify` must catch; `export` and `search` in their documented JSON schema.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::{b64, Server, BIN};
+use serde_json::{json, Value};
+
+fn audit(args: &[&str], data: &Path) -> Output {
+    Command::new(BIN)
+        .arg("audit")
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn sql(data: &Path, statement: &str) {
+    common::sqlite(&data.join("keyplane.db"), statement);
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+/// A stopped node's data dir with some history and at least two signed checkpoints, the
+/// last of them before the final records.
+async fn history(dir: &Path) -> Value {
+    let mut s = Server::start_with_env(
+        dir,
+        &[
+            ("RUST_LOG", "warn"),
+            ("KEYPLANE_AUDIT__CHECKPOINT_EVERY_RECORDS", "5"),
+            ("KEYPLANE_AUDIT__CHECKPOINT_INTERVAL_SECONDS", "0"),
+        ],
+    )
+    .await;
+    let pool = s.sql().await;
+    let wait_for = |want: i64| {
+        let pool = pool.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_checkpoints")
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+                if n >= want {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{n} checkpoints signed, not {want}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let key = s.create_key(&s.admin, "envelope").await;
+    for i in 0..6 {
+        s.encrypt(&s.admin, &key, format!("record {i}").as_bytes(), json!({}))
+            .await;
+    }
+    wait_for(1).await;
+    for i in 6..12 {
+        s.encrypt(&s.admin, &key, format!("record {i}").as_bytes(), json!({}))
+            .await;
+    }
+    let denied = s
+        .call(
+            Some("kp_not_a_token"),
+            "encrypt",
+            json!({ "key_id": key, "plaintext": b64(b"x") }),
+        )
+        .await;
+    assert_eq!(denied.0, 401);
+    let (_, other) = s.tenant_with_admin("other").await;
+    assert_eq!(
+        s.call(Some(&other), "describe-key", json!({ "key_id": key }))
+            .await
+            .0,
+        403
+    );
+    wait_for(2).await;
+    // A few records after the last checkpoint.
+    s.create_key(&s.admin, "hsm").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.stop();
+    json!({ "key": key })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_catches_edits_removals_reorders_truncation_and_rehashing() {
+    let base = tempfile::tempdir().unwrap();
+    let data = base.path().join("node");
+    history(&data).await;
+
+    let ok = audit(&["verify"], &data);
+    assert!(ok.status.success(), "{}", text(&ok));
+    assert!(text(&ok).contains("signed checkpoints"), "{}", text(&ok));
+
+    // The checkpoint signature verifies with openssl against the published key.
+    let pk = audit(&["public-key"], &data);
+    assert!(pk.status.success());
+    let pem = String::from_utf8_lossy(&pk.stdout).to_string();
+    assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----"));
+    let line = std::fs::read_to_string(data.join("audit-checkpoints.jsonl")).unwrap();
+    let cp: Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let w = |name: &str, bytes: &[u8]| {
+        let p = work.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p.to_string_lossy().into_owned()
+    };
+    let msg = format!(
+        "keyplane-audit-checkpoint-v1\n{}\n{}\n{}\n",
+        cp["seq"],
+        cp["head_hash"].as_str().unwrap(),
+        cp["time"].as_str().unwrap()
+    );
+    let sig = common::unb64(&cp["signature"]);
+    let out = Command::new("openssl")
+        .args([
+            "dgst",
+            "-sha256",
+            "-verify",
+            &w("pub.pem", pem.as_bytes()),
+            "-signature",
+            &w("sig.der", &sig),
+            &w("msg", msg.as_bytes()),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let (first_cp, last_cp): (i64, i64) = {
+        let cps: Vec<Value> = line
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        (
+            cps[0]["seq"].as_i64().unwrap(),
+            cps[cps.len() - 1]["seq"].as_i64().unwrap(),
+        )
+    };
+    let case = |name: &str| {
+        let d = base.path().join(name);
+        copy_dir(&data, &d);
+        d
+    };
+    let expect_fail = |d: &Path, needle: &str| {
+        let out = audit(&["verify"], d);
+        assert!(
+            !out.status.success(),
+            "verify passed on {}: {}",
+            d.display(),
+            text(&out)
+        );
+        assert!(
+            text(&out).contains(needle),
+            "{}: {}",
+            d.display(),
+            text(&out)
+        );
+    };
+
+    // A hand-edited record.
+    let d = case("edited");
+    sql(&d, "UPDATE audit_log SET outcome = 'ok' WHERE seq = 3");
+    sql(
+        &d,
+        "UPDATE audit_log SET principal = 'someone-else' WHERE seq = 4",
+    );
+    expect_fail(&d, "record 4");
+    // A deleted record.
+    let d = case("deleted");
+    sql(&d, "DELETE FROM audit_log WHERE seq = 6");
+    expect_fail(&d, "removed");
+    // Two records swapped.
+    let d = case("reordered");
+    sql(&d, "UPDATE audit_log SET seq = -1 WHERE seq = 7; UPDATE audit_log SET seq = 7 WHERE seq = 8; UPDATE audit_log SET seq = 8 WHERE seq = -1");
+    expect_fail(&d, "record 7");
+    // The tail cut off behind a checkpoint: the chain alone is fine, the checkpoint is not.
+    let d = case("truncated");
+    sql(&d, &format!("DELETE FROM audit_log WHERE seq >= {last_cp}"));
+    expect_fail(&d, "truncated");
+    // ... also when the checkpoint rows are deleted with it (the file still has them).
+    let d = case("truncated-and-hidden");
+    sql(&d, &format!("DELETE FROM audit_log WHERE seq >= {first_cp}; DELETE FROM audit_checkpoints WHERE seq >= {first_cp}"));
+    expect_fail(&d, "missing from the database");
+    // A record edited and every later hash recomputed by someone with database access.
+    let d = case("rehashed");
+    rehash_from(&d, 2).await;
+    let chain_only = audit(&["verify"], &d);
+    assert!(
+        text(&chain_only).contains("audit chain OK"),
+        "{}",
+        text(&chain_only)
+    );
+    expect_fail(&d, "rewritten");
+    // A forged checkpoint.
+    let d = case("forged");
+    sql(
+        &d,
+        &format!(
+            "UPDATE audit_checkpoints SET time = '2030-01-01T00:00:00.000Z' WHERE seq = {first_cp}"
+        ),
+    );
+    expect_fail(&d, &format!("checkpoint at record {first_cp}"));
+}
+
+/// Change record `from` and recompute the chain from there, as an attacker with the
+/// database (but not the HSM) could.
+async fn rehash_from(data: &Path, from: i64) {
+    let url = format!("sqlite://{}", data.join("keyplane.db").display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let mut rows: Vec<keyplane::audit::AuditRecord> =
+        sqlx::query_as("SELECT * FROM audit_log ORDER BY seq")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let mut prev = rows[(from - 2) as usize].hash.clone();
+    for r in rows.iter_mut().skip((from - 1) as usize) {
+        if r.seq == from {
+            r.outcome = "ok".into();
+            r.principal = "nobody".into();
+        }
+        r.prev_hash = prev.clone();
+        r.hash = r.compute_hash();
+        prev = r.hash.clone();
+        sqlx::query("UPDATE audit_log SET principal = ?, outcome = ?, prev_hash = ?, hash = ? WHERE seq = ?")
+            .bind(&r.principal)
+            .bind(&r.outcome)
+            .bind(&r.prev_hash)
+            .bind(&r.hash)
+            .bind(r.seq)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    pool.close().await;
+}
+
+fn jsonl(o: &Output) -> Vec<Value> {
+    assert!(o.status.success(), "{}", text(o));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn export_and_search_in_the_documented_schema() {
+    let base = tempfile::tempdir().unwrap();
+    let data = base.path().join("node");
+    let h = history(&data).await;
+    let key = h["key"].as_str().unwrap();
+
+    let all = jsonl(&audit(&["export", "--format", "jsonl"], &data));
+    assert!(all.len() > 15);
+    for (i, r) in all.iter().enumerate() {
+        assert_eq!(r["seq"].as_i64(), Some(i as i64 + 1));
+        for field in [
+            "schema_version",
+            "event_time",
+            "request_id",
+            "principal",
+            "tenant",
+            "action",
+            "resource",
+            "decision",
+            "policies",
+            "outcome",
+            "source_address",
+            "prev_hash",
+            "hash",
+        ] {
+            assert!(r.get(field).is_some(), "{field} missing in {r}");
+        }
+    }
+    // A time range: everything up to the 5th record's time.
+    let t5 = all[4]["event_time"].as_str().unwrap();
+    let early = jsonl(&audit(&["export", "--until", t5], &data));
+    assert!(early.len() >= 5 && early.len() < all.len());
+    assert!(early
+        .iter()
+        .all(|r| r["event_time"].as_str().unwrap() <= t5));
+    let late = jsonl(&audit(&["export", "--since", t5], &data));
+    assert!(late.iter().all(|r| r["event_time"].as_str().unwrap() >= t5));
+    assert_eq!(
+        early.len() + late.len() - early.iter().filter(|r| r["event_time"] == t5).count(),
+        all.len()
+    );
+    let bad = audit(&["export", "--since", "yesterday"], &data);
+    assert!(!bad.status.success());
+    assert!(text(&bad).contains("RFC 3339"), "{}", text(&bad));
+
+    // Search by key and action; by decision; by principal.
+    let encrypts = jsonl(&audit(
+        &["search", "--key", key, "--action", "Encrypt"],
+        &data,
+    ));
+    assert_eq!(encrypts.len(), 12);
+    assert!(encrypts
+        .iter()
+        .all(|r| r["decision"] == "allow" && r["outcome"] == "ok"));
+    let denied = jsonl(&audit(&["search", "--decision", "deny"], &data));
+    assert!(
+        denied
+            .iter()
+            .any(|r| r["action"] == "DescribeKey" && r["outcome"] == "AccessDenied"),
+        "{denied:?}"
+    );
+    let principal = encrypts[0]["principal"].as_str().unwrap();
+    let by_principal = jsonl(&audit(
+        &["search", "--principal", principal, "--limit", "3"],
+        &data,
+    ));
+    assert_eq!(by_principal.len(), 3);
+    assert!(by_principal.iter().all(|r| r["principal"] == principal));
+    let none = jsonl(&audit(&["search", "--key", "k-does-not-exist"], &data));
+    assert!(none.is_empty());
+}
