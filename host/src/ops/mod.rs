@@ -78,6 +78,26 @@ pub struct OpContext<'a> {
     pub meta: &'a RequestMeta,
 }
 
+/// Resolve a key (or alias) as an operation run by `principal` would (for tools and
+/// benchmarks that call Cedar directly).
+pub async fn resolve_key_for(
+    state: &AppState,
+    principal: &Principal,
+    key_id: &str,
+) -> Result<ResourceRef> {
+    let meta = RequestMeta {
+        request_id: "-".into(),
+        source_ip: IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        client_certificate: false,
+    };
+    let ctx = OpContext {
+        state,
+        principal,
+        meta: &meta,
+    };
+    common::resolve_key(&ctx, key_id).await
+}
+
 /// One keyplane operation.
 pub trait Operation: DeserializeOwned + Send + Sync + Sized + 'static {
     /// Name in the native API (`POST /v1/<NAME>`).

@@ -1,0 +1,257 @@
+//! The costs inside one request (criterion), measured in one run so they can be compared:
+//!
+//! - `cedar/authorize-encrypt`: Cedar authorization of a typical `Encrypt` on a granted key;
+//! - `ciphertext/encode`, `ciphertext/parse`: the envelope format;
+//! - `ring-aes-gcm/{seal,open}/{32,4096}`: the data plane of `envelope` keys;
+//! - `hsm/aes-gcm-encrypt-32`, `hsm/ecdsa-p256-sign`, `hsm/unwrap-kek`: SoftHSM2 through
+//!   PKCS#11, the data plane of `hsm` keys and the cost of opening a tenant KEK;
+//! - `audit/append`: one hash-chained audit record in its own transaction;
+//! - `encrypt/in-process/{envelope,hsm}`: the whole `encrypt` operation (authentication,
+//!   Cedar, key lookup, crypto, usage counting, audit append, commit) without HTTP.
+//!
+//! Starts an embedded SoftHSM2 token in a temporary data dir. Run:
+//! `cargo bench --bench core` (add `-- --quick` for a fast pass).
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use keyplane::audit::{self, AuditEvent};
+use keyplane::config::{Config, FlagOverrides};
+use keyplane::crypto::ciphertext::{self, Algorithm, Ciphertext};
+use keyplane::crypto::spec::{KeySpec, KeyUsage};
+use keyplane::hsm::{token, Hsm, GCM_IV_LEN};
+use keyplane::ops::{self, RequestMeta};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+use serde_json::json;
+
+fn ring_gcm(c: &mut Criterion) {
+    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &[7u8; 32]).unwrap());
+    let mut g = c.benchmark_group("ring-aes-gcm");
+    for size in [32usize, 4096] {
+        g.throughput(Throughput::Bytes(size as u64));
+        let data = vec![0x5a; size];
+        g.bench_with_input(BenchmarkId::new("seal", size), &data, |b, data| {
+            b.iter(|| {
+                let mut buf = data.clone();
+                key.seal_in_place_append_tag(
+                    Nonce::assume_unique_for_key([1; 12]),
+                    Aad::from(b"aad"),
+                    &mut buf,
+                )
+                .unwrap();
+                buf
+            })
+        });
+        let mut sealed = data.clone();
+        key.seal_in_place_append_tag(
+            Nonce::assume_unique_for_key([1; 12]),
+            Aad::from(b"aad"),
+            &mut sealed,
+        )
+        .unwrap();
+        g.bench_with_input(BenchmarkId::new("open", size), &sealed, |b, sealed| {
+            b.iter(|| {
+                let mut buf = sealed.clone();
+                key.open_in_place(
+                    Nonce::assume_unique_for_key([1; 12]),
+                    Aad::from(b"aad"),
+                    &mut buf,
+                )
+                .unwrap()
+                .len()
+            })
+        });
+    }
+    g.finish();
+}
+
+fn ciphertext_format(c: &mut Criterion) {
+    let mut blob = ciphertext::header(
+        Algorithm::Aes256Gcm,
+        "k-0123456789abcdef0123456789abcdef",
+        3,
+        &[9u8; 12],
+    );
+    blob.extend_from_slice(&[0xab; 48]);
+    let parsed = Ciphertext::parse(&blob).unwrap();
+    let mut g = c.benchmark_group("ciphertext");
+    g.bench_function("parse", |b| b.iter(|| Ciphertext::parse(&blob).unwrap()));
+    g.bench_function("encode", |b| b.iter(|| parsed.encode()));
+    g.finish();
+}
+
+/// A node on a fresh data dir: config, token and the admin token.
+struct Node {
+    _dir: tempfile::TempDir,
+    config: Config,
+}
+
+fn node() -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let flags = FlagOverrides {
+        data_dir: Some(dir.path().to_path_buf()),
+        policies_dir: Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies")),
+        ..Default::default()
+    };
+    let config = Config::load(None, flags).unwrap();
+    keyplane::bootstrap::prepare_data_dir(&config.data_dir).unwrap();
+    let conf = token::prepare_embedded_softhsm(&config.data_dir).unwrap();
+    // Sound: set before any thread of this benchmark touches the environment.
+    std::env::set_var("SOFTHSM2_CONF", conf);
+    Node { _dir: dir, config }
+}
+
+fn hsm_calls(c: &mut Criterion, hsm: &Hsm) {
+    let aes = hsm
+        .generate_token_aes_key_with(b"bench-aes", false)
+        .unwrap();
+    let pair = hsm
+        .generate_version_objects(
+            b"bench-ec",
+            "bench-ec",
+            (KeySpec::EccNistP256, KeyUsage::SignVerify),
+            false,
+        )
+        .unwrap();
+    let (wrapped_kek, _) = hsm.generate_kek().unwrap();
+    let digest = [3u8; 32];
+    let mut g = c.benchmark_group("hsm");
+    g.bench_function("aes-gcm-encrypt-32", |b| {
+        b.iter(|| {
+            hsm.gcm_encrypt(aes, &[1u8; GCM_IV_LEN], b"aad", &[0u8; 32])
+                .unwrap()
+        })
+    });
+    g.bench_function("ecdsa-p256-sign", |b| {
+        b.iter(|| {
+            hsm.sign(pair[1], keyplane::hsm::asym::SignMechanism::Ecdsa, &digest)
+                .unwrap()
+        })
+    });
+    g.bench_function("unwrap-kek", |b| {
+        b.iter(|| {
+            let h = hsm.unwrap_kek(&wrapped_kek).unwrap();
+            hsm.destroy(h).unwrap();
+        })
+    });
+    g.finish();
+}
+
+fn in_process(c: &mut Criterion) {
+    let node = node();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let policies = keyplane::bootstrap::policies(&node.config).unwrap();
+    let hsm = Hsm::open(&node.config).unwrap();
+    hsm_calls(c, &hsm);
+    let state = rt
+        .block_on(keyplane::bootstrap::start(
+            node.config.clone(),
+            hsm,
+            policies,
+        ))
+        .unwrap();
+    let admin = std::fs::read_to_string(node.config.data_dir.join("admin.token")).unwrap();
+    let header = format!("Bearer {}", admin.trim());
+    let meta = RequestMeta {
+        request_id: "bench".into(),
+        source_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        client_certificate: false,
+    };
+    let principal = || {
+        rt.block_on(state.tokens.authenticate(&state.db, Some(&header)))
+            .unwrap()
+    };
+
+    // Cedar alone, on a resolved key.
+    let key = |protection: &str| {
+        let body = json!({ "protection": protection }).to_string();
+        let v = rt
+            .block_on(ops::run::<ops::create_key::CreateKey>(
+                &state,
+                Ok(principal()),
+                &meta,
+                body.as_bytes(),
+            ))
+            .unwrap();
+        v["key_id"].as_str().unwrap().to_string()
+    };
+    let envelope_key = key("envelope");
+    let hsm_key = key("hsm");
+
+    let mut g = c.benchmark_group("audit");
+    g.bench_function("append", |b| {
+        let ev = AuditEvent {
+            request_id: "bench".into(),
+            principal: "Keyplane::User::\"bench\"".into(),
+            tenant: "default".into(),
+            action: "Encrypt".into(),
+            resource: "Keyplane::Key::\"k-bench\"".into(),
+            decision: "allow",
+            policies: vec!["key-grantees-use-key".into()],
+            outcome: "ok".into(),
+            source: "127.0.0.1".into(),
+        };
+        b.iter(|| {
+            rt.block_on(async {
+                let mut tx = state.db.begin().await.unwrap();
+                audit::append(&mut tx, &ev).await.unwrap();
+                tx.commit().await.unwrap();
+            })
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("encrypt");
+    g.measurement_time(Duration::from_secs(8));
+    for (name, key) in [("envelope", &envelope_key), ("hsm", &hsm_key)] {
+        let body =
+            json!({ "key_id": key, "plaintext": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=" })
+                .to_string();
+        g.bench_function(BenchmarkId::new("in-process", name), |b| {
+            b.iter(|| {
+                rt.block_on(async {
+                    let p = state
+                        .tokens
+                        .authenticate(&state.db, Some(&header))
+                        .await
+                        .unwrap();
+                    ops::run::<ops::encrypt::Encrypt>(&state, Ok(p), &meta, body.as_bytes())
+                        .await
+                        .unwrap()
+                })
+            })
+        });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("cedar");
+    let p = principal();
+    let resource = rt
+        .block_on(ops::resolve_key_for(&state, &p, &envelope_key))
+        .unwrap();
+    g.bench_function("authorize-encrypt", |b| {
+        b.iter(|| {
+            state
+                .authz
+                .authorize(&keyplane::authz::AuthzRequest {
+                    principal: &p,
+                    action: "Encrypt",
+                    resource: &resource,
+                    encryption_context: &Default::default(),
+                    source_ip: meta.source_ip,
+                    client_certificate: false,
+                    request_time: 1_800_000_000,
+                })
+                .unwrap()
+                .allowed
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, ring_gcm, ciphertext_format, in_process);
+criterion_main!(benches);
