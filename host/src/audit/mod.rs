@@ -8,6 +8,11 @@
 //! writes are serialised by the store's single writer connection, so two appends can never
 //! claim the same predecessor. Tail truncation is detected only with signed checkpoints (a
 //! later issue).
+//!
+//! `policy_hash` (the SHA-256 of the policy set that decided the request) was added after the
+//! first records were written: it is left out of the canonical JSON when it is NULL, so
+//! records written before it existed keep verifying, while every record that carries one has
+//! it covered by its hash (clearing it later breaks the chain).
 
 use ring::digest;
 use serde::Serialize;
@@ -35,6 +40,9 @@ pub struct AuditEvent {
     /// `ok` or an error code.
     pub outcome: String,
     pub source: String,
+    /// SHA-256 (hex) of the policy set that made the decision; `None` when no policy set
+    /// decided (the request failed before authorization, system records).
+    pub policy_hash: Option<String>,
 }
 
 /// A stored record, in the canonical field order that is hashed.
@@ -52,6 +60,9 @@ pub struct AuditRecord {
     pub policies: String,
     pub outcome: String,
     pub source: String,
+    /// SHA-256 of the deciding policy set (absent from the hashed JSON when NULL).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy_hash: Option<String>,
     pub prev_hash: String,
     #[serde(skip)]
     pub hash: String,
@@ -101,14 +112,15 @@ async fn append_record(conn: &mut SqliteConnection, ev: &AuditEvent) -> Result<i
         policies: serde_json::to_string(&ev.policies).unwrap_or_else(|_| "[]".into()),
         outcome: ev.outcome.clone(),
         source: ev.source.clone(),
+        policy_hash: ev.policy_hash.clone(),
         prev_hash,
         hash: String::new(),
     };
     rec.hash = rec.compute_hash();
     let insert = sqlx::query(
         "INSERT INTO audit_log (seq, time, request_id, principal, tenant, action, resource, \
-         decision, policies, outcome, source, prev_hash, hash) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         decision, policies, outcome, source, policy_hash, prev_hash, hash) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(rec.seq)
     .bind(&rec.time)
@@ -121,6 +133,7 @@ async fn append_record(conn: &mut SqliteConnection, ev: &AuditEvent) -> Result<i
     .bind(&rec.policies)
     .bind(&rec.outcome)
     .bind(&rec.source)
+    .bind(&rec.policy_hash)
     .bind(&rec.prev_hash)
     .bind(&rec.hash)
     .execute(&mut *conn);
@@ -165,12 +178,23 @@ pub struct VerifyReport {
     pub fault: Option<ChainFault>,
 }
 
+/// One record by sequence number.
+pub async fn get(pool: &SqlitePool, seq: i64) -> Result<Option<AuditRecord>> {
+    Ok(sqlx::query_as::<_, AuditRecord>(
+        "SELECT seq, time, request_id, principal, tenant, action, resource, decision, policies, \
+         outcome, source, policy_hash, prev_hash, hash FROM audit_log WHERE seq = ?",
+    )
+    .bind(seq)
+    .fetch_optional(pool)
+    .await?)
+}
+
 /// Walk the chain from the first record.
 pub async fn verify(pool: &SqlitePool) -> Result<VerifyReport> {
     use futures_util::TryStreamExt;
     let mut rows = sqlx::query_as::<_, AuditRecord>(
         "SELECT seq, time, request_id, principal, tenant, action, resource, decision, policies, \
-         outcome, source, prev_hash, hash FROM audit_log ORDER BY seq",
+         outcome, source, policy_hash, prev_hash, hash FROM audit_log ORDER BY seq",
     )
     .fetch(pool);
     let mut expected_seq = 1;
