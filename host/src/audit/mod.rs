@@ -230,3 +230,47 @@ pub async fn verify(pool: &SqlitePool) -> Result<VerifyReport> {
         fault: None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(policy_hash: Option<&str>) -> AuditRecord {
+        AuditRecord {
+            seq: 1,
+            time: "2026-01-01T00:00:00Z".into(),
+            request_id: "r".into(),
+            principal: "p".into(),
+            tenant: "t".into(),
+            action: "Encrypt".into(),
+            resource: "k".into(),
+            decision: "allow".into(),
+            policies: "[]".into(),
+            outcome: "ok".into(),
+            source: "127.0.0.1".into(),
+            policy_hash: policy_hash.map(str::to_string),
+            prev_hash: GENESIS.into(),
+            hash: String::new(),
+        }
+    }
+
+    #[test]
+    fn records_without_a_policy_hash_hash_as_before_the_column_existed() {
+        let old = record(None);
+        let json = serde_json::to_string(&old).unwrap();
+        assert!(!json.contains("policy_hash"), "{json}");
+        assert!(
+            json.ends_with(&format!("\"prev_hash\":\"{GENESIS}\"}}")),
+            "{json}"
+        );
+        let new = record(Some("ab"));
+        assert!(serde_json::to_string(&new)
+            .unwrap()
+            .contains("\"policy_hash\":\"ab\""));
+        assert_ne!(
+            old.compute_hash(),
+            new.compute_hash(),
+            "the hash covers policy_hash"
+        );
+    }
+}

@@ -352,13 +352,12 @@ async fn run_in_span<O: Operation>(
     }
 
     let empty = EncryptionContext::new();
-    let policy_set = state.authz.current().hash.clone();
     let authz_span = tracing::info_span!(
         "authorize",
         keyplane.authz.action = O::ACTION,
         keyplane.authz.decision = tracing::field::Empty,
         keyplane.authz.policy_count = tracing::field::Empty,
-        keyplane.authz.policy_set = %policy_set,
+        keyplane.authz.policy_set = tracing::field::Empty,
     );
     let entered = authz_span.enter();
     let decision = state.authz.authorize(&AuthzRequest {
@@ -379,6 +378,7 @@ async fn run_in_span<O: Operation>(
             if d.allowed { "allow" } else { "deny" },
         );
         authz_span.record("keyplane.authz.policy_count", d.policies.len() as u64);
+        authz_span.record("keyplane.authz.policy_set", d.policy_set.as_str());
     }
     let decision = match decision {
         Ok(d) => d,
