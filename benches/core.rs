@@ -160,6 +160,8 @@ fn in_process(c: &mut Criterion) {
         request_id: "bench".into(),
         source_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
         client_certificate: false,
+        mfa: false,
+        approver: None,
     };
     let principal = || {
         rt.block_on(state.tokens.authenticate(&state.db, Some(&header)))
@@ -194,6 +196,7 @@ fn in_process(c: &mut Criterion) {
             policies: vec!["key-grantees-use-key".into()],
             outcome: "ok".into(),
             source: "127.0.0.1".into(),
+            policy_hash: Some("0".repeat(64)),
         };
         b.iter(|| {
             rt.block_on(async {
@@ -245,6 +248,8 @@ fn in_process(c: &mut Criterion) {
                     source_ip: meta.source_ip,
                     client_certificate: false,
                     request_time: 1_800_000_000,
+                    mfa: false,
+                    approver: None,
                 })
                 .unwrap()
                 .allowed

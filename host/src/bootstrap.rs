@@ -12,7 +12,7 @@ use secrecy::ExposeSecret;
 
 use crate::audit::{self, AuditEvent};
 use crate::authn::TokenHasher;
-use crate::authz::{load_policies, Authz, LoadedPolicies};
+use crate::authz::{load_policies, Authz, LoadedPolicies, PolicyLoadError};
 use crate::config::Config;
 use crate::crypto::Keyring;
 use crate::hsm::token::write_secret_file;
@@ -42,9 +42,12 @@ pub fn policies_dir(config: &Config) -> Option<PathBuf> {
     }
 }
 
-/// Load and strictly validate the policy set (before anything else is touched).
-pub fn policies(config: &Config) -> anyhow::Result<LoadedPolicies> {
-    let loaded = load_policies(policies_dir(config).as_deref())?;
+/// Load and strictly validate a policy set from `dir` (the embedded copy when `None`), and
+/// check the schema declares the Cedar action of every operation. The one code path for the
+/// set the server starts with, every reload (`reload-policies`, SIGHUP) and
+/// `keyplane policy validate`.
+pub fn load_policy_set(dir: Option<&Path>) -> Result<LoadedPolicies, PolicyLoadError> {
+    let loaded = load_policies(dir)?;
     let declared: Vec<String> = loaded
         .schema
         .actions()
@@ -56,13 +59,35 @@ pub fn policies(config: &Config) -> anyhow::Result<LoadedPolicies> {
         .filter(|a| !declared.iter().any(|d| d == a))
         .collect();
     if !missing.is_empty() {
-        anyhow::bail!(
-            "invalid policy set: schema.cedarschema does not declare the actions {}",
+        return Err(PolicyLoadError(vec![format!(
+            "schema.cedarschema does not declare the actions {}",
             missing.join(", ")
-        );
+        )]));
     }
+    Ok(loaded)
+}
+
+/// Load and strictly validate the policy set (before anything else is touched).
+pub fn policies(config: &Config) -> anyhow::Result<LoadedPolicies> {
+    let loaded = load_policy_set(policies_dir(config).as_deref())?;
     tracing::info!(source = %loaded.source, hash = %loaded.hash, policies = loaded.descriptions.len(), "policy set loaded");
     Ok(loaded)
+}
+
+/// Reload the policy set from where the node took it at start and install it if it loads;
+/// an invalid set is refused and the one in force keeps serving. Returns (previous hash,
+/// new set).
+pub async fn reload_policies(
+    state: &AppState,
+) -> Result<(String, Arc<LoadedPolicies>), PolicyLoadError> {
+    let dir = policies_dir(&state.config);
+    let loaded = tokio::task::spawn_blocking(move || load_policy_set(dir.as_deref()))
+        .await
+        .map_err(|e| PolicyLoadError(vec![format!("policy loader failed: {e}")]))??;
+    let previous = state.authz.replace(loaded);
+    let current = state.authz.current();
+    tracing::info!(source = %current.source, previous = %previous, hash = %current.hash, policies = current.descriptions.len(), "policy set reloaded");
+    Ok((previous, current))
 }
 
 /// Bring up everything but the listener.
@@ -151,6 +176,7 @@ async fn ensure_default_tenant(state: &AppState) -> anyhow::Result<()> {
             policies: vec![],
             outcome: "ok".into(),
             source: "local".into(),
+            policy_hash: None,
         },
     )
     .await?;

@@ -64,6 +64,10 @@ pub enum Error {
     /// A plugin ran past its deadline or fuel.
     #[error("plugin {plugin} exceeded its time or fuel limit")]
     PluginTimeout { plugin: String },
+    /// A policy set that does not load (syntax, schema validation, missing annotations) was
+    /// refused; the set in force keeps serving.
+    #[error("{0}")]
+    InvalidPolicySet(String),
     /// The HSM did not answer or failed.
     #[error("the HSM is unavailable")]
     HsmUnavailable,
@@ -97,6 +101,7 @@ impl Error {
             Error::InvalidPlugin(_) => "InvalidPlugin",
             Error::PluginFailed { .. } => "PluginFailed",
             Error::PluginTimeout { .. } => "PluginTimeout",
+            Error::InvalidPolicySet(_) => "InvalidPolicySet",
             Error::HsmUnavailable => "HsmUnavailable",
             Error::DatabaseUnavailable => "DatabaseUnavailable",
             Error::Internal => "InternalError",
@@ -112,6 +117,7 @@ impl Error {
             | Error::DecryptionFailed
             | Error::InvalidKeyUsage(_)
             | Error::InvalidPlugin(_)
+            | Error::InvalidPolicySet(_)
             | Error::IncorrectKeyMaterial(_)
             | Error::ExpiredImportToken(_) => StatusCode::BAD_REQUEST,
             Error::PluginFailed { .. } => StatusCode::BAD_GATEWAY,

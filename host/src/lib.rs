@@ -15,6 +15,7 @@
 //! - [`plugins`]: the WebAssembly plugin runtime (storage backends, rotation schedules).
 //! - [`hsm`]: every PKCS#11 call, the session pool, token set-up.
 //! - [`store`]: sqlx pools, migrations and queries; [`audit`]: the hash-chained log.
+//! - [`policy_cli`]: `keyplane policy …` (validate, fmt, test, explain, who-can) for auditors.
 //! - [`error`]: the one typed error enum, with code and HTTP status.
 //! - [`telemetry`]: OpenTelemetry traces and metrics (OTLP), JSON logs, span helpers.
 
@@ -30,6 +31,7 @@ pub mod error;
 pub mod hsm;
 pub mod ops;
 pub mod plugins;
+pub mod policy_cli;
 pub mod server;
 pub mod state;
 pub mod store;

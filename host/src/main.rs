@@ -1,5 +1,5 @@
-//! The `keyplane` command line: `serve` and the auditor's `audit verify | public-key | export |
-//! search`.
+//! The `keyplane` command line: `serve`, the auditor's `audit verify | public-key | export |
+//! search`, and `policy …` (validate, fmt, test, explain, who-can; see `keyplane::policy_cli`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,6 +47,83 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Policy tools: validate, format, test, explain, who-can.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Validate the policy set as the server does at start; errors name file, line and id.
+    Validate {
+        /// Policy directory (default: ./policies, else the embedded copy).
+        #[arg(long)]
+        policies: Option<PathBuf>,
+    },
+    /// Format the *.cedar files canonically (cedar-policy's formatter).
+    Fmt {
+        /// Change nothing; exit non-zero listing the files that are not formatted.
+        #[arg(long)]
+        check: bool,
+        /// Policy directory.
+        #[arg(long, default_value = "policies")]
+        policies: PathBuf,
+    },
+    /// Run policy test files (TOML); non-zero exit if any case fails.
+    Test {
+        /// Test files or directories of *.toml files.
+        #[arg(default_value = "policies/tests")]
+        paths: Vec<PathBuf>,
+        /// Policy directory (default: ./policies, else the embedded copy).
+        #[arg(long)]
+        policies: Option<PathBuf>,
+    },
+    /// Explain the decision on a request: verdict, determining policies, evaluation errors.
+    Explain {
+        #[command(flatten)]
+        common: Common,
+        /// Principal: an id or uid (User::"p-…"); loaded from the database with --data-dir.
+        #[arg(long)]
+        principal: Option<String>,
+        /// Action name, e.g. Encrypt.
+        #[arg(long)]
+        action: Option<String>,
+        /// Resource uid, e.g. Key::"k-…" or Tenant::"acme".
+        #[arg(long)]
+        resource: Option<String>,
+        /// Context as JSON, e.g. '{"encryption_context":{"purpose":"backup"},"mfa":true}'.
+        #[arg(long)]
+        context: Option<String>,
+        /// A request file (JSON, or TOML by extension) in the test-case notation.
+        #[arg(long, conflicts_with_all = ["principal", "action", "resource", "context"])]
+        request: Option<PathBuf>,
+        /// Re-evaluate the request of this audit record against the current policies (needs
+        /// --data-dir or --config).
+        #[arg(long, conflicts_with_all = ["principal", "action", "resource", "context", "request"])]
+        audit_seq: Option<i64>,
+        /// Policy directory (default: ./policies, else the embedded copy).
+        #[arg(long)]
+        policies: Option<PathBuf>,
+    },
+    /// List the principals in the database allowed an action on a resource.
+    WhoCan {
+        #[command(flatten)]
+        common: Common,
+        /// Action name, e.g. Decrypt.
+        #[arg(long)]
+        action: String,
+        /// Resource uid, e.g. Key::"k-…".
+        #[arg(long)]
+        resource: String,
+        /// Encryption context of the request, as a JSON object of strings.
+        #[arg(long)]
+        encryption_context: Option<String>,
+        /// Policy directory (default: ./policies, else the embedded copy).
+        #[arg(long)]
+        policies: Option<PathBuf>,
     },
 }
 
@@ -162,6 +239,72 @@ where
     })
 }
 
+fn policy(command: PolicyCommand) -> anyhow::Result<bool> {
+    use keyplane::policy_cli::{self, cases, explain, format, validate, who_can};
+    match command {
+        PolicyCommand::Validate { policies } => Ok(validate::run(policies.as_deref())),
+        PolicyCommand::Fmt { check, policies } => {
+            let changed = format::run(&policies, check)?;
+            for f in &changed {
+                if check {
+                    eprintln!("not formatted: {}", f.display());
+                } else {
+                    println!("formatted: {}", f.display());
+                }
+            }
+            Ok(!check || changed.is_empty())
+        }
+        PolicyCommand::Test { paths, policies } => {
+            let loaded = policy_cli::load(policies.as_deref())?;
+            Ok(cases::run(&loaded, &paths)?)
+        }
+        PolicyCommand::Explain {
+            common,
+            principal,
+            action,
+            resource,
+            context,
+            request,
+            audit_seq,
+            policies,
+        } => {
+            let loaded = policy_cli::load(policies.as_deref())?;
+            let args = explain::ExplainArgs {
+                principal,
+                action,
+                resource,
+                context,
+                request,
+                audit_seq,
+                data_dir: common.data_dir,
+                config: common.config,
+            };
+            runtime()?.block_on(explain::run(&loaded, args))?;
+            Ok(true)
+        }
+        PolicyCommand::WhoCan {
+            common,
+            action,
+            resource,
+            encryption_context,
+            policies,
+        } => {
+            let loaded = policy_cli::load(policies.as_deref())?;
+            let ec = match encryption_context {
+                Some(j) => serde_json::from_str(&j)?,
+                None => Default::default(),
+            };
+            runtime()?.block_on(async {
+                let db = policy_cli::open_db(common.config.as_deref(), common.data_dir).await?;
+                let r = policy_cli::resource_from_db(&db, &resource).await?;
+                let allowed = who_can::evaluate(&loaded, &db, &action, &r, &ec).await?;
+                who_can::print(&action, &r, &allowed);
+                Ok(true)
+            })
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -224,6 +367,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Policy { command } => policy(command),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -1,5 +1,7 @@
 //! `keyplane serve`: bring the node up and serve HTTPS (or, with `--insecure-http`, plain
-//! HTTP) until SIGINT/SIGTERM, then shut down gracefully.
+//! HTTP) until SIGINT/SIGTERM, then shut down gracefully. SIGHUP reloads the policy set
+//! (as the `reload-policies` operation does; an invalid set is logged and refused, and the
+//! set in force keeps serving).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,6 +31,7 @@ pub async fn serve(config: Config, hsm: Hsm, policies: LoadedPolicies) -> anyhow
         &state.config.data_dir,
     )?);
     crate::audit::checkpoint::spawn(checkpointer, state.db.clone(), state.config.audit.clone());
+    spawn_sighup_reload(state.clone())?;
     let app = api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
 
     let handle = Handle::new();
@@ -64,6 +67,42 @@ pub async fn serve(config: Config, hsm: Hsm, policies: LoadedPolicies) -> anyhow
         None => axum_server::bind(listen).handle(handle).serve(app).await?,
     }
     state.db.close().await;
+    Ok(())
+}
+
+/// Reload the policy set on every SIGHUP. Each attempt is audited (principal
+/// `keyplane:sighup`, action `ReloadPolicies`, outcome `ok` or `InvalidPolicySet`) with the
+/// hash of the set in force afterwards.
+fn spawn_sighup_reload(state: Arc<crate::state::AppState>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            let outcome = match bootstrap::reload_policies(&state).await {
+                Ok(_) => "ok".to_string(),
+                Err(e) => {
+                    tracing::error!(error = %e, "SIGHUP: policy reload refused; the previous set keeps serving");
+                    crate::error::Error::InvalidPolicySet(String::new())
+                        .code()
+                        .to_string()
+                }
+            };
+            let current = state.authz.current();
+            let ev = crate::audit::AuditEvent {
+                request_id: format!("sighup-{}", uuid::Uuid::new_v4().simple()),
+                principal: "keyplane:sighup".into(),
+                tenant: "-".into(),
+                action: "ReloadPolicies".into(),
+                resource: format!("policies:{}", current.source),
+                decision: "system",
+                policies: Vec::new(),
+                outcome,
+                source: "local".into(),
+                policy_hash: Some(current.hash.clone()),
+            };
+            let _ = crate::ops::audit_alone(&state, &ev).await;
+        }
+    });
     Ok(())
 }
 

@@ -909,12 +909,15 @@ async fn destroying_a_key_pair_shreds_both_objects() {
             .count()
     };
     assert_eq!(mine(all_token_labels(dir.path())), 4);
-    s.ok(
-        &s.admin,
-        "schedule-key-deletion",
-        json!({ "key_id": key, "pending_window_days": 7 }),
-    )
-    .await;
+    let approver = s.second_admin("default").await;
+    let (status, v) = s
+        .schedule_deletion(
+            &s.admin,
+            &approver,
+            json!({ "key_id": key, "pending_window_days": 7 }),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
     let r = s
         .client
         .post(format!("{}/debug/clock", s.base))

@@ -626,6 +626,9 @@ async fn deletion_waits_for_its_window_then_shreds_every_copy() {
     let s = Server::start_quiet(dir.path()).await;
     // One tenant keeps envelope blobs in the kv plugin; the operator's tenant uses hsm keys.
     let (_, t) = s.tenant_with_admin("shred").await;
+    // The deletion guard wants a second admin's approval (or MFA).
+    let t2 = s.second_admin("shred").await;
+    let op2 = s.second_admin("default").await;
     upload(&s, &t, "kv", "storage-backend", "storage-kv").await;
     s.ok(&t, "set-storage-backend", json!({ "plugin": "kv" }))
         .await;
@@ -665,18 +668,30 @@ async fn deletion_waits_for_its_window_then_shreds_every_copy() {
     // The window is 7 to 30 days, 30 by default.
     for days in [0, 6, 31] {
         let answer = s
-            .call(
-                Some(&t),
-                "schedule-key-deletion",
+            .schedule_deletion(
+                &t,
+                &t2,
                 json!({ "key_id": env_key, "pending_window_days": days }),
             )
             .await;
         assert_error(&answer, 400, "ValidationError", "7");
     }
     let now = s.advance_clock(0).await;
-    let r = s
-        .ok(&t, "schedule-key-deletion", json!({ "key_id": env_key }))
+    assert_error(
+        &s.call(
+            Some(&t),
+            "schedule-key-deletion",
+            json!({ "key_id": env_key }),
+        )
+        .await,
+        403,
+        "AccessDenied",
+        "",
+    );
+    let (status, r) = s
+        .schedule_deletion(&t, &t2, json!({ "key_id": env_key }))
         .await;
+    assert_eq!(status, 200, "{r}");
     assert_eq!(r["state"], "pending-deletion");
     let date = chrono::DateTime::parse_from_rfc3339(r["deletion_date"].as_str().unwrap()).unwrap();
     assert!((date.timestamp() - (now + 30 * DAY)).abs() < 60, "{r}");
@@ -694,12 +709,8 @@ async fn deletion_waits_for_its_window_then_shreds_every_copy() {
         "pending deletion",
     );
     assert_error(
-        &s.call(
-            Some(&t),
-            "schedule-key-deletion",
-            json!({ "key_id": env_key }),
-        )
-        .await,
+        &s.schedule_deletion(&t, &t2, json!({ "key_id": env_key }))
+            .await,
         409,
         "InvalidState",
         "",
@@ -724,13 +735,15 @@ async fn deletion_waits_for_its_window_then_shreds_every_copy() {
     assert_eq!(s.decrypt(&t, &env_ct, json!({})).await.0, 200);
 
     // Schedule both for the shortest window; a day early nothing happens.
-    for (token, key) in [(&t, &env_key), (&s.admin, &hsm_key)] {
-        s.ok(
-            token,
-            "schedule-key-deletion",
-            json!({ "key_id": key, "pending_window_days": 7 }),
-        )
-        .await;
+    for (token, approver, key) in [(&t, &t2, &env_key), (&s.admin, &op2, &hsm_key)] {
+        let (status, v) = s
+            .schedule_deletion(
+                token,
+                approver,
+                json!({ "key_id": key, "pending_window_days": 7 }),
+            )
+            .await;
+        assert_eq!(status, 200, "{v}");
     }
     s.advance_clock(6 * DAY).await;
     let pass = s.ok(&s.admin, "run-scheduler", json!({})).await;

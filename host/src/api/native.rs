@@ -1,6 +1,17 @@
 //! The native front: `POST /v1/<operation>` with a JSON body and `Authorization: Bearer`.
 //! Authenticates, reads the body under the size limit, and hands both to the operation
 //! table. Every response carries `x-request-id`.
+//!
+//! Two optional headers feed the Cedar context of guard policies (e.g. the deletion guard in
+//! `policies/key-deletion-guard.cedar`):
+//! - `x-keyplane-approver: Bearer <token>`: a second principal approves this request by
+//!   authenticating in it. keyplane checks the token like any bearer token and hands the
+//!   approver to Cedar as `context.approver` (with its tenant and role); a bad token fails the
+//!   request as `Unauthenticated`. Policies, not this front, decide who may approve what.
+//! - `x-keyplane-mfa: true`: honoured only on a connection that presented a verified TLS
+//!   client certificate (bearer token + certificate = two factors); it sets `context.mfa`.
+//!   The native front does not request client certificates yet, so `context.mfa` is
+//!   currently always `false`; a header alone never sets it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,13 +49,19 @@ pub async fn handle(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let meta = RequestMeta {
+    let mut meta = RequestMeta {
         request_id: request_id
             .map(|Extension(RequestId(id))| id)
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
         source_ip: peer.ip(),
         client_certificate: false,
+        mfa: false,
+        approver: None,
     };
+    meta.mfa = meta.client_certificate
+        && headers
+            .get("x-keyplane-mfa")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
     let auth_header = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
@@ -53,11 +70,18 @@ pub async fn handle(
         keyplane.principal = tracing::field::Empty,
         keyplane.outcome = tracing::field::Empty
     );
-    let auth = state
-        .tokens
-        .authenticate(&state.db, auth_header)
-        .instrument(authn_span.clone())
-        .await;
+    let approver_header = headers
+        .get("x-keyplane-approver")
+        .map(|v| v.to_str().unwrap_or_default());
+    let auth = async {
+        let principal = state.tokens.authenticate(&state.db, auth_header).await?;
+        if let Some(h) = approver_header {
+            meta.approver = Some(state.tokens.authenticate(&state.db, Some(h)).await?);
+        }
+        Ok::<_, Error>(principal)
+    }
+    .instrument(authn_span.clone())
+    .await;
     match &auth {
         Ok(p) => {
             authn_span.record("keyplane.principal", p.id.as_str());
@@ -84,6 +108,7 @@ pub async fn handle(
         policies: vec![],
         outcome: outcome.code().into(),
         source: meta.source_ip.to_string(),
+        policy_hash: None,
     };
 
     let Some(handler) = ops::lookup(&operation) else {

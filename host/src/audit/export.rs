@@ -29,6 +29,9 @@ pub struct ExportedRecord {
     /// `ok` or the error code.
     pub outcome: String,
     pub source_address: String,
+    /// SHA-256 of the policy set that decided (absent before authorization and for system
+    /// records).
+    pub policy_hash: Option<String>,
     pub prev_hash: String,
     pub hash: String,
 }
@@ -48,6 +51,7 @@ impl From<AuditRecord> for ExportedRecord {
             decision: r.decision,
             outcome: r.outcome,
             source_address: r.source,
+            policy_hash: r.policy_hash,
             prev_hash: r.prev_hash,
             hash: r.hash,
         }

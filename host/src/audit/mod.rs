@@ -9,6 +9,11 @@
 //! claim the same predecessor. Signed checkpoints ([`checkpoint`]) add detection of tail
 //! truncation and of a chain re-hashed by someone with database access; [`export`] reads
 //! records out in a stable JSON schema.
+//!
+//! `policy_hash` (the SHA-256 of the policy set that decided the request) was added after the
+//! first records were written: it is left out of the canonical JSON when it is NULL, so
+//! records written before it existed keep verifying, while every record that carries one has
+//! it covered by its hash (clearing it later breaks the chain).
 
 pub mod checkpoint;
 pub mod cli;
@@ -40,6 +45,9 @@ pub struct AuditEvent {
     /// `ok` or an error code.
     pub outcome: String,
     pub source: String,
+    /// SHA-256 (hex) of the policy set that made the decision; `None` when no policy set
+    /// decided (the request failed before authorization, system records).
+    pub policy_hash: Option<String>,
 }
 
 /// A stored record, in the canonical field order that is hashed.
@@ -57,6 +65,9 @@ pub struct AuditRecord {
     pub policies: String,
     pub outcome: String,
     pub source: String,
+    /// SHA-256 of the deciding policy set (absent from the hashed JSON when NULL).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy_hash: Option<String>,
     pub prev_hash: String,
     #[serde(skip)]
     pub hash: String,
@@ -106,14 +117,15 @@ async fn append_record(conn: &mut SqliteConnection, ev: &AuditEvent) -> Result<i
         policies: serde_json::to_string(&ev.policies).unwrap_or_else(|_| "[]".into()),
         outcome: ev.outcome.clone(),
         source: ev.source.clone(),
+        policy_hash: ev.policy_hash.clone(),
         prev_hash,
         hash: String::new(),
     };
     rec.hash = rec.compute_hash();
     let insert = sqlx::query(
         "INSERT INTO audit_log (seq, time, request_id, principal, tenant, action, resource, \
-         decision, policies, outcome, source, prev_hash, hash) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         decision, policies, outcome, source, policy_hash, prev_hash, hash) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(rec.seq)
     .bind(&rec.time)
@@ -126,6 +138,7 @@ async fn append_record(conn: &mut SqliteConnection, ev: &AuditEvent) -> Result<i
     .bind(&rec.policies)
     .bind(&rec.outcome)
     .bind(&rec.source)
+    .bind(&rec.policy_hash)
     .bind(&rec.prev_hash)
     .bind(&rec.hash)
     .execute(&mut *conn);
@@ -170,12 +183,23 @@ pub struct VerifyReport {
     pub fault: Option<ChainFault>,
 }
 
+/// One record by sequence number.
+pub async fn get(pool: &SqlitePool, seq: i64) -> Result<Option<AuditRecord>> {
+    Ok(sqlx::query_as::<_, AuditRecord>(
+        "SELECT seq, time, request_id, principal, tenant, action, resource, decision, policies, \
+         outcome, source, policy_hash, prev_hash, hash FROM audit_log WHERE seq = ?",
+    )
+    .bind(seq)
+    .fetch_optional(pool)
+    .await?)
+}
+
 /// Walk the chain from the first record.
 pub async fn verify(pool: &SqlitePool) -> Result<VerifyReport> {
     use futures_util::TryStreamExt;
     let mut rows = sqlx::query_as::<_, AuditRecord>(
         "SELECT seq, time, request_id, principal, tenant, action, resource, decision, policies, \
-         outcome, source, prev_hash, hash FROM audit_log ORDER BY seq",
+         outcome, source, policy_hash, prev_hash, hash FROM audit_log ORDER BY seq",
     )
     .fetch(pool);
     let mut expected_seq = 1;
@@ -210,4 +234,48 @@ pub async fn verify(pool: &SqlitePool) -> Result<VerifyReport> {
         head: prev,
         fault: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(policy_hash: Option<&str>) -> AuditRecord {
+        AuditRecord {
+            seq: 1,
+            time: "2026-01-01T00:00:00Z".into(),
+            request_id: "r".into(),
+            principal: "p".into(),
+            tenant: "t".into(),
+            action: "Encrypt".into(),
+            resource: "k".into(),
+            decision: "allow".into(),
+            policies: "[]".into(),
+            outcome: "ok".into(),
+            source: "127.0.0.1".into(),
+            policy_hash: policy_hash.map(str::to_string),
+            prev_hash: GENESIS.into(),
+            hash: String::new(),
+        }
+    }
+
+    #[test]
+    fn records_without_a_policy_hash_hash_as_before_the_column_existed() {
+        let old = record(None);
+        let json = serde_json::to_string(&old).unwrap();
+        assert!(!json.contains("policy_hash"), "{json}");
+        assert!(
+            json.ends_with(&format!("\"prev_hash\":\"{GENESIS}\"}}")),
+            "{json}"
+        );
+        let new = record(Some("ab"));
+        assert!(serde_json::to_string(&new)
+            .unwrap()
+            .contains("\"policy_hash\":\"ab\""));
+        assert_ne!(
+            old.compute_hash(),
+            new.compute_hash(),
+            "the hash covers policy_hash"
+        );
+    }
 }

@@ -57,6 +57,11 @@ pub struct AuthzRequest<'a> {
     pub source_ip: IpAddr,
     pub client_certificate: bool,
     pub request_time: i64,
+    /// Multi-factor authentication was established for this request (`context.mfa`).
+    pub mfa: bool,
+    /// A second principal who approved this request by authenticating in the same request
+    /// (`context.approver`, with its attributes as an entity).
+    pub approver: Option<&'a Principal>,
 }
 
 /// A plugin's entity id: `<tenant>/<name>`.
@@ -81,33 +86,40 @@ fn entity_err(e: impl std::fmt::Display) -> Error {
 /// The Cedar parts of a request.
 pub type Built = (EntityUid, EntityUid, EntityUid, Context, Vec<Entity>);
 
-/// Build principal, action, resource, context and entities.
-pub fn build(req: &AuthzRequest<'_>) -> Result<Built> {
-    let p = req.principal;
+/// A principal as a `User` entity, and its tenant (no attributes).
+pub fn principal_entities(p: &Principal) -> Result<(EntityUid, [Entity; 2])> {
     let tenant_uid = uid("Tenant", &p.tenant_id)?;
     let principal_uid = uid("User", &p.id)?;
-    let mut entities = vec![Entity::new_no_attrs(tenant_uid.clone(), Default::default())];
-    entities.push(
-        Entity::new_with_tags(
-            principal_uid.clone(),
-            [
-                (
-                    "tenant".to_string(),
-                    RestrictedExpression::new_entity_uid(tenant_uid.clone()),
-                ),
-                ("name".to_string(), s(&p.name)),
-                ("kind".to_string(), s(&p.kind)),
-                ("role".to_string(), s(&p.role)),
-                (
-                    "operator".to_string(),
-                    RestrictedExpression::new_bool(p.operator),
-                ),
-            ],
-            [tenant_uid.clone()],
-            [],
-        )
-        .map_err(entity_err)?,
-    );
+    let user = Entity::new_with_tags(
+        principal_uid.clone(),
+        [
+            (
+                "tenant".to_string(),
+                RestrictedExpression::new_entity_uid(tenant_uid.clone()),
+            ),
+            ("name".to_string(), s(&p.name)),
+            ("kind".to_string(), s(&p.kind)),
+            ("role".to_string(), s(&p.role)),
+            (
+                "operator".to_string(),
+                RestrictedExpression::new_bool(p.operator),
+            ),
+        ],
+        [tenant_uid.clone()],
+        [],
+    )
+    .map_err(entity_err)?;
+    Ok((
+        principal_uid,
+        [Entity::new_no_attrs(tenant_uid, Default::default()), user],
+    ))
+}
+
+/// Build principal, action, resource, context and entities. Entities may repeat (the same
+/// tenant twice); [`super::check`] keeps each once.
+pub fn build(req: &AuthzRequest<'_>) -> Result<Built> {
+    let p = req.principal;
+    let (principal_uid, mut entities) = principal_entities(p).map(|(u, e)| (u, e.to_vec()))?;
 
     let resource_uid = match req.resource {
         ResourceRef::Tenant(t) => {
@@ -189,7 +201,7 @@ pub fn build(req: &AuthzRequest<'_>) -> Result<Built> {
         )
         .map_err(entity_err)?,
     );
-    let context = Context::from_pairs([
+    let mut pairs = vec![
         (
             "encryption_context".to_string(),
             RestrictedExpression::new_entity_uid(ec_uid),
@@ -206,8 +218,19 @@ pub fn build(req: &AuthzRequest<'_>) -> Result<Built> {
             "request_time".to_string(),
             RestrictedExpression::new_long(req.request_time),
         ),
-    ])
-    .map_err(entity_err)?;
+        ("mfa".to_string(), RestrictedExpression::new_bool(req.mfa)),
+    ];
+    if let Some(approver) = req.approver {
+        let (approver_uid, approver_entities) = principal_entities(approver)?;
+        if approver.id != p.id {
+            entities.extend(approver_entities);
+        }
+        pairs.push((
+            "approver".to_string(),
+            RestrictedExpression::new_entity_uid(approver_uid),
+        ));
+    }
+    let context = Context::from_pairs(pairs).map_err(entity_err)?;
     let action = EntityUid::from_type_name_and_id(
         EntityTypeName::from_str("Keyplane::Action").map_err(|_| Error::Internal)?,
         EntityId::new(req.action),

@@ -17,6 +17,14 @@ const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../../../policies/schema.cedarschema"),
     ),
     (
+        "key-context.cedar",
+        include_str!("../../../policies/key-context.cedar"),
+    ),
+    (
+        "key-deletion-guard.cedar",
+        include_str!("../../../policies/key-deletion-guard.cedar"),
+    ),
+    (
         "key-grants.cedar",
         include_str!("../../../policies/key-grants.cedar"),
     ),

@@ -80,7 +80,11 @@ pub async fn key_id_of(ctx: &OpContext<'_>, key_id: &str) -> Result<String> {
 /// Load a key (by id or alias) and build its Cedar resource.
 pub async fn resolve_key(ctx: &OpContext<'_>, key_id: &str) -> Result<ResourceRef> {
     let key_id = &key_id_of(ctx, key_id).await?;
-    let pool = ctx.state.db.reader();
+    key_resource(ctx.state.db.reader(), key_id).await
+}
+
+/// A key by id as a Cedar resource (row, grantees, tags), from the database.
+pub async fn key_resource(pool: &sqlx::SqlitePool, key_id: &str) -> Result<ResourceRef> {
     let row = keys::get(pool, key_id)
         .await?
         .ok_or_else(|| Error::NotFound {

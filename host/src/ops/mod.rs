@@ -31,6 +31,7 @@ pub mod list_keys;
 pub mod mac;
 pub mod plugin_config;
 pub mod plugin_ops;
+pub mod reload_policies;
 pub mod rewrap;
 pub mod rotate_key;
 pub mod rotation_ops;
@@ -61,7 +62,7 @@ use crate::telemetry::metrics::metrics;
 use tracing::Instrument;
 
 pub use b64::Base64;
-pub use common::load_blob;
+pub use common::{key_resource, load_blob};
 
 /// Facts about the request that are not in its body.
 #[derive(Debug, Clone)]
@@ -69,6 +70,11 @@ pub struct RequestMeta {
     pub request_id: String,
     pub source_ip: IpAddr,
     pub client_certificate: bool,
+    /// Multi-factor authentication established for this request (Cedar `context.mfa`).
+    pub mfa: bool,
+    /// A second principal who approved the request by authenticating in it (Cedar
+    /// `context.approver`), see the native front's `x-keyplane-approver` header.
+    pub approver: Option<Principal>,
 }
 
 /// What an operation sees while it runs.
@@ -89,6 +95,8 @@ pub async fn resolve_key_for(
         request_id: "-".into(),
         source_ip: IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
         client_certificate: false,
+        mfa: false,
+        approver: None,
     };
     let ctx = OpContext {
         state,
@@ -320,6 +328,7 @@ async fn run_in_span<O: Operation>(
         policies: Vec::new(),
         outcome: "ok".into(),
         source: meta.source_ip.to_string(),
+        policy_hash: None,
     };
     let principal = match auth {
         Ok(p) => p,
@@ -365,13 +374,12 @@ async fn run_in_span<O: Operation>(
     }
 
     let empty = EncryptionContext::new();
-    let policy_set = state.authz.current().hash.clone();
     let authz_span = tracing::info_span!(
         "authorize",
         keyplane.authz.action = O::ACTION,
         keyplane.authz.decision = tracing::field::Empty,
         keyplane.authz.policy_count = tracing::field::Empty,
-        keyplane.authz.policy_set = %policy_set,
+        keyplane.authz.policy_set = tracing::field::Empty,
     );
     let entered = authz_span.enter();
     let decision = state.authz.authorize(&AuthzRequest {
@@ -382,6 +390,8 @@ async fn run_in_span<O: Operation>(
         source_ip: meta.source_ip,
         client_certificate: meta.client_certificate,
         request_time: chrono::Utc::now().timestamp(),
+        mfa: meta.mfa,
+        approver: meta.approver.as_ref(),
     });
     drop(entered);
     if let Ok(d) = &decision {
@@ -390,6 +400,7 @@ async fn run_in_span<O: Operation>(
             if d.allowed { "allow" } else { "deny" },
         );
         authz_span.record("keyplane.authz.policy_count", d.policies.len() as u64);
+        authz_span.record("keyplane.authz.policy_set", d.policy_set.as_str());
     }
     let decision = match decision {
         Ok(d) => d,
@@ -398,6 +409,7 @@ async fn run_in_span<O: Operation>(
         }
     };
     ev.policies = decision.policies.clone();
+    ev.policy_hash = Some(decision.policy_set.clone());
     if !decision.errors.is_empty() {
         tracing::warn!(request_id = %meta.request_id, errors = decision.errors.len(), "policy evaluation errors");
     }
@@ -510,6 +522,7 @@ pub const OPERATIONS: &[(&str, &str, Handler)] = &[
     op!(aliases::DeleteAlias),
     op!(aliases::ListAliases),
     op!(scheduler::RunScheduler),
+    op!(reload_policies::ReloadPolicies),
     op!(get_parameters_for_import::GetParametersForImport),
     op!(import_key_material::ImportKeyMaterial),
     op!(export_key::ExportKey),

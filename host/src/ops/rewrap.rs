@@ -99,6 +99,8 @@ impl Operation for Rewrap {
                     source_ip: ctx.meta.source_ip,
                     client_certificate: ctx.meta.client_certificate,
                     request_time: ctx.state.clock.now(),
+                    mfa: ctx.meta.mfa,
+                    approver: ctx.meta.approver.as_ref(),
                 })?;
                 if !decision.allowed {
                     return Err(Error::AccessDenied {

@@ -77,6 +77,7 @@ fn system_event(tenant: &str, action: &str, resource: String) -> AuditEvent {
         policies: Vec::new(),
         outcome: "ok".into(),
         source: "-".into(),
+        policy_hash: None,
     }
 }
 

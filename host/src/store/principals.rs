@@ -115,3 +115,15 @@ pub async fn existing_in_tenant(
     })
     .await
 }
+
+/// Every principal of every tenant, by tenant then id (`keyplane policy who-can`).
+pub async fn all(pool: &SqlitePool) -> Result<Vec<PrincipalRow>> {
+    crate::telemetry::spans::db("SELECT", "principals", async move {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM principals ORDER BY tenant_id, id"
+        ))
+        .fetch_all(pool)
+        .await?)
+    })
+    .await
+}

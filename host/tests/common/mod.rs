@@ -47,6 +47,16 @@ impl Server {
 
     /// Start with extra environment variables.
     pub async fn start_with_env(data_dir: &Path, env: &[(&str, &str)]) -> Server {
+        Self::start_with(data_dir, &policies_dir(), env).await
+    }
+
+    /// Start with the policy set in `policies`.
+    pub async fn start_with_policies(data_dir: &Path, policies: &Path) -> Server {
+        Self::start_with(data_dir, policies, &[("RUST_LOG", "warn")]).await
+    }
+
+    /// Start with a policy directory and extra environment variables.
+    pub async fn start_with(data_dir: &Path, policies: &Path, env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(BIN);
         for (k, v) in env {
             cmd.env(k, v);
@@ -55,7 +65,7 @@ impl Server {
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .arg("--policies-dir")
-            .arg(policies_dir())
+            .arg(policies)
             .env_remove("KEYPLANE_HSM_PIN")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -132,6 +142,64 @@ impl Server {
         let v = serde_json::from_str(&text)
             .unwrap_or_else(|_| panic!("non-JSON answer {status}: {text}"));
         (status, v)
+    }
+
+    /// `POST /v1/<op>` with extra request headers.
+    pub async fn call_with_headers(
+        &self,
+        token: Option<&str>,
+        op: &str,
+        body: Value,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let mut req = self
+            .client
+            .post(format!("{}/v1/{op}", self.base))
+            .body(body.to_string());
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        let v = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("non-JSON answer {status}: {text}"));
+        (status, v)
+    }
+
+    /// A further admin of `tenant` (created by the operator); returns its token. Guard
+    /// policies accept it as a second approver (`x-keyplane-approver`).
+    pub async fn second_admin(&self, tenant: &str) -> String {
+        let name = format!("approver-{}", uuid_like());
+        let p = self
+            .ok(
+                &self.admin,
+                "create-principal",
+                json!({ "tenant_id": tenant, "name": name, "role": "admin" }),
+            )
+            .await;
+        p["token"].as_str().unwrap().to_string()
+    }
+
+    /// `schedule-key-deletion` approved by a second admin's token (the shipped deletion
+    /// guard requires MFA or an approver).
+    pub async fn schedule_deletion(
+        &self,
+        token: &str,
+        approver: &str,
+        body: Value,
+    ) -> (u16, Value) {
+        let approver = format!("Bearer {approver}");
+        self.call_with_headers(
+            Some(token),
+            "schedule-key-deletion",
+            body,
+            &[("x-keyplane-approver", approver.as_str())],
+        )
+        .await
     }
 
     /// Call and require 200.
@@ -259,6 +327,17 @@ impl Server {
         assert_eq!(material.len(), 32);
         material
     }
+}
+
+/// A short unique suffix for names.
+pub fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{t:x}{}", N.fetch_add(1, Ordering::Relaxed))
 }
 
 /// Every file under `dir`, recursively.
