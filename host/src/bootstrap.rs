@@ -105,6 +105,7 @@ pub async fn start(config: Config, hsm: Hsm, loaded: LoadedPolicies) -> anyhow::
         config.data_dir.join("plugins"),
         db.clone(),
     )?);
+    let audit = crate::audit::group_commit::GroupCommit::spawn(db.clone());
     let state = AppState {
         config,
         db,
@@ -114,6 +115,7 @@ pub async fn start(config: Config, hsm: Hsm, loaded: LoadedPolicies) -> anyhow::
         plugins,
         clock: Arc::new(crate::clock::Clock::system()),
         usage: Arc::new(crate::usage::Usage::default()),
+        audit,
     };
     ensure_default_tenant(&state).await?;
     let keyring = state.keyring.clone();

@@ -23,4 +23,6 @@ pub struct AppState {
     pub clock: Arc<Clock>,
     /// Usage counters not yet written.
     pub usage: Arc<Usage>,
+    /// Group commit of audit records that come with no other change.
+    pub audit: crate::audit::group_commit::GroupCommit,
 }

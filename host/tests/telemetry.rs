@@ -361,10 +361,21 @@ async fn grpc_export_span_tree_metrics_and_no_secrets() {
     assert_eq!(hsm.kind, 3, "SPAN_KIND_CLIENT");
     let db = child(&all, op, "SELECT keys");
     assert_eq!(attr(db, "db.system.name").as_deref(), Some("sqlite"));
+    // encrypt changes nothing but the log: its record goes through the group commit, whose
+    // `audit.group_commit` span (its own trace) links to the request's `audit.append` span
+    // and holds the INSERT and the COMMIT.
     let audit = child(&all, op, "audit.append");
     assert!(attr(audit, "keyplane.audit.seq").is_some());
-    child(&all, audit, "INSERT audit_log");
-    child(&all, op, "COMMIT transaction");
+    let batch = all
+        .iter()
+        .find(|s| {
+            s.name == "audit.group_commit" && s.links.iter().any(|l| l.span_id == audit.span_id)
+        })
+        .expect("the group commit span links to the request's audit.append");
+    assert!(attr(batch, "keyplane.audit.batch").is_some());
+    let appended = child(&all, batch, "audit.append");
+    child(&all, appended, "INSERT audit_log");
+    child(&all, batch, "COMMIT transaction");
     let in_trace = descendants(&all, http);
     assert!(in_trace.iter().all(|sp| hex(&sp.trace_id) == TRACE_ID));
 

@@ -18,6 +18,7 @@
 pub mod checkpoint;
 pub mod cli;
 pub mod export;
+pub mod group_commit;
 
 use ring::digest;
 use serde::Serialize;

@@ -200,6 +200,14 @@ impl WriteScope {
     }
 
     async fn commit_with(mut self, state: &AppState, ev: &AuditEvent) -> Result<()> {
+        let nothing_else = self.tx.is_none()
+            && self.created.is_empty()
+            && self.blobs.is_empty()
+            && self.keks.is_empty();
+        if nothing_else {
+            // No change to commit with it: the record joins the next group commit.
+            return state.audit.append(ev.clone()).await.map(|_| ());
+        }
         let result = async {
             let conn = self.conn(state).await?;
             audit::append(conn, ev).await?;
@@ -237,16 +245,10 @@ fn principal_display(p: &Principal) -> String {
     format!("Keyplane::User::{:?}", p.id)
 }
 
-/// Append a record in a transaction of its own (denials and failures). A request whose
-/// record cannot be written is answered as a database failure instead.
+/// Append a record that comes with no change (denials and failures) through the group commit.
+/// A request whose record cannot be written is answered as a database failure instead.
 pub async fn audit_alone(state: &AppState, ev: &AuditEvent) -> Result<()> {
-    let res = async {
-        let mut tx = state.db.begin().await?;
-        audit::append(&mut tx, ev).await?;
-        tx.commit().await?;
-        Ok::<_, Error>(())
-    }
-    .await;
+    let res = state.audit.append(ev.clone()).await.map(|_| ());
     if let Err(e) = &res {
         tracing::error!(error = %e, request_id = %ev.request_id, "could not append audit record");
     }
