@@ -162,6 +162,8 @@ fn in_process(c: &mut Criterion) {
         client_certificate: false,
         mfa: false,
         approver: None,
+        trace_id: None,
+        user_agent: None,
     };
     let principal = || {
         rt.block_on(state.tokens.authenticate(&state.db, Some(&header)))
@@ -197,6 +199,8 @@ fn in_process(c: &mut Criterion) {
             outcome: "ok".into(),
             source: "127.0.0.1".into(),
             policy_hash: Some("0".repeat(64)),
+            trace_id: None,
+            user_agent: None,
         };
         b.iter(|| {
             rt.block_on(async {

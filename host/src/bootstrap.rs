@@ -179,6 +179,8 @@ async fn ensure_default_tenant(state: &AppState) -> anyhow::Result<()> {
             outcome: "ok".into(),
             source: "local".into(),
             policy_hash: None,
+            trace_id: None,
+            user_agent: None,
         },
     )
     .await?;

@@ -99,6 +99,8 @@ fn spawn_sighup_reload(state: Arc<crate::state::AppState>) -> anyhow::Result<()>
                 outcome,
                 source: "local".into(),
                 policy_hash: Some(current.hash.clone()),
+                trace_id: None,
+                user_agent: None,
             };
             let _ = crate::ops::audit_alone(&state, &ev).await;
         }

@@ -46,13 +46,16 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+
 /// A stopped node's data dir with some history and at least two signed checkpoints, the
 /// last of them before the final records.
 async fn history(dir: &Path) -> Value {
     let mut s = Server::start_with_env(
         dir,
         &[
-            ("RUST_LOG", "warn"),
+            // info: request spans exist, so records carry the request's trace id.
+            ("RUST_LOG", "info"),
             ("KEYPLANE_AUDIT__CHECKPOINT_EVERY_RECORDS", "5"),
             ("KEYPLANE_AUDIT__CHECKPOINT_INTERVAL_SECONDS", "0"),
         ],
@@ -104,6 +107,18 @@ async fn history(dir: &Path) -> Value {
             .0,
         403
     );
+    // A client that names itself and continues a trace.
+    let r = s
+        .client
+        .post(format!("{}/v1/describe-key", s.base))
+        .bearer_auth(&s.admin)
+        .header("user-agent", "audit-test/1.0")
+        .header("traceparent", format!("00-{TRACE_ID}-00f067aa0ba902b7-01"))
+        .json(&json!({ "key_id": key }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
     wait_for(2).await;
     // A few records after the last checkpoint.
     s.create_key(&s.admin, "hsm").await;
@@ -299,6 +314,9 @@ async fn export_and_search_in_the_documented_schema() {
             "policies",
             "outcome",
             "source_address",
+            "policy_hash",
+            "trace_id",
+            "user_agent",
             "prev_hash",
             "hash",
         ] {
@@ -321,6 +339,19 @@ async fn export_and_search_in_the_documented_schema() {
     let bad = audit(&["export", "--since", "yesterday"], &data);
     assert!(!bad.status.success());
     assert!(text(&bad).contains("RFC 3339"), "{}", text(&bad));
+
+    // Who asked: user agent and trace id of the request that gave them.
+    let described: Vec<&Value> = all
+        .iter()
+        .filter(|r| r["user_agent"] == "audit-test/1.0")
+        .collect();
+    assert_eq!(described.len(), 1, "{all:?}");
+    assert_eq!(described[0]["action"], "DescribeKey");
+    assert_eq!(described[0]["trace_id"], TRACE_ID);
+    assert!(all
+        .iter()
+        .filter(|r| r["action"] == "Encrypt")
+        .all(|r| r["trace_id"].is_string()));
 
     // Search by key and action; by decision; by principal.
     let encrypts = jsonl(&audit(

@@ -40,6 +40,27 @@ fn unknown_action(op: &str) -> String {
     format!("unknown:{clean}")
 }
 
+/// Longest `User-Agent` kept in an audit record.
+const MAX_USER_AGENT: usize = 256;
+
+fn truncate(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+/// The trace id of the request's span (the caller's, from `traceparent`, or a new one), if
+/// tracing is on.
+fn current_trace_id() -> Option<String> {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let cx = tracing::Span::current().context();
+    let sc = cx.span().span_context().clone();
+    sc.is_valid().then(|| sc.trace_id().to_string())
+}
+
 /// `POST /v1/{operation}`.
 pub async fn handle(
     State(state): State<Arc<AppState>>,
@@ -57,6 +78,11 @@ pub async fn handle(
         client_certificate: false,
         mfa: false,
         approver: None,
+        trace_id: current_trace_id(),
+        user_agent: headers
+            .get(axum::http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|ua| truncate(ua, MAX_USER_AGENT)),
     };
     meta.mfa = meta.client_certificate
         && headers
@@ -109,6 +135,8 @@ pub async fn handle(
         outcome: outcome.code().into(),
         source: meta.source_ip.to_string(),
         policy_hash: None,
+        trace_id: meta.trace_id.clone(),
+        user_agent: meta.user_agent.clone(),
     };
 
     let Some(handler) = ops::lookup(&operation) else {

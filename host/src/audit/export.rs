@@ -32,6 +32,9 @@ pub struct ExportedRecord {
     /// SHA-256 of the policy set that decided (absent before authorization and for system
     /// records).
     pub policy_hash: Option<String>,
+    /// W3C trace id (when tracing was on).
+    pub trace_id: Option<String>,
+    pub user_agent: Option<String>,
     pub prev_hash: String,
     pub hash: String,
 }
@@ -52,6 +55,8 @@ impl From<AuditRecord> for ExportedRecord {
             outcome: r.outcome,
             source_address: r.source,
             policy_hash: r.policy_hash,
+            trace_id: r.trace_id,
+            user_agent: r.user_agent,
             prev_hash: r.prev_hash,
             hash: r.hash,
         }

@@ -49,6 +49,10 @@ pub struct AuditEvent {
     /// SHA-256 (hex) of the policy set that made the decision; `None` when no policy set
     /// decided (the request failed before authorization, system records).
     pub policy_hash: Option<String>,
+    /// W3C trace id of the request's trace, when tracing is on.
+    pub trace_id: Option<String>,
+    /// The client's `User-Agent` (at most 256 bytes).
+    pub user_agent: Option<String>,
 }
 
 /// A stored record, in the canonical field order that is hashed.
@@ -69,6 +73,11 @@ pub struct AuditRecord {
     /// SHA-256 of the deciding policy set (absent from the hashed JSON when NULL).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy_hash: Option<String>,
+    /// Added after `policy_hash`; left out of the hashed JSON when NULL, like it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
     pub prev_hash: String,
     #[serde(skip)]
     pub hash: String,
@@ -119,14 +128,16 @@ async fn append_record(conn: &mut SqliteConnection, ev: &AuditEvent) -> Result<i
         outcome: ev.outcome.clone(),
         source: ev.source.clone(),
         policy_hash: ev.policy_hash.clone(),
+        trace_id: ev.trace_id.clone(),
+        user_agent: ev.user_agent.clone(),
         prev_hash,
         hash: String::new(),
     };
     rec.hash = rec.compute_hash();
     let insert = sqlx::query(
         "INSERT INTO audit_log (seq, time, request_id, principal, tenant, action, resource, \
-         decision, policies, outcome, source, policy_hash, prev_hash, hash) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         decision, policies, outcome, source, policy_hash, trace_id, user_agent, prev_hash, hash) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(rec.seq)
     .bind(&rec.time)
@@ -140,6 +151,8 @@ async fn append_record(conn: &mut SqliteConnection, ev: &AuditEvent) -> Result<i
     .bind(&rec.outcome)
     .bind(&rec.source)
     .bind(&rec.policy_hash)
+    .bind(&rec.trace_id)
+    .bind(&rec.user_agent)
     .bind(&rec.prev_hash)
     .bind(&rec.hash)
     .execute(&mut *conn);
@@ -188,7 +201,7 @@ pub struct VerifyReport {
 pub async fn get(pool: &SqlitePool, seq: i64) -> Result<Option<AuditRecord>> {
     Ok(sqlx::query_as::<_, AuditRecord>(
         "SELECT seq, time, request_id, principal, tenant, action, resource, decision, policies, \
-         outcome, source, policy_hash, prev_hash, hash FROM audit_log WHERE seq = ?",
+         outcome, source, policy_hash, trace_id, user_agent, prev_hash, hash FROM audit_log WHERE seq = ?",
     )
     .bind(seq)
     .fetch_optional(pool)
@@ -200,7 +213,7 @@ pub async fn verify(pool: &SqlitePool) -> Result<VerifyReport> {
     use futures_util::TryStreamExt;
     let mut rows = sqlx::query_as::<_, AuditRecord>(
         "SELECT seq, time, request_id, principal, tenant, action, resource, decision, policies, \
-         outcome, source, policy_hash, prev_hash, hash FROM audit_log ORDER BY seq",
+         outcome, source, policy_hash, trace_id, user_agent, prev_hash, hash FROM audit_log ORDER BY seq",
     )
     .fetch(pool);
     let mut expected_seq = 1;
@@ -255,6 +268,8 @@ mod tests {
             outcome: "ok".into(),
             source: "127.0.0.1".into(),
             policy_hash: policy_hash.map(str::to_string),
+            trace_id: None,
+            user_agent: None,
             prev_hash: GENESIS.into(),
             hash: String::new(),
         }

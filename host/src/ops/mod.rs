@@ -75,6 +75,10 @@ pub struct RequestMeta {
     /// A second principal who approved the request by authenticating in it (Cedar
     /// `context.approver`), see the native front's `x-keyplane-approver` header.
     pub approver: Option<Principal>,
+    /// W3C trace id of the request (recorded in its audit record).
+    pub trace_id: Option<String>,
+    /// The client's `User-Agent`, truncated (recorded in its audit record).
+    pub user_agent: Option<String>,
 }
 
 /// What an operation sees while it runs.
@@ -97,6 +101,8 @@ pub async fn resolve_key_for(
         client_certificate: false,
         mfa: false,
         approver: None,
+        trace_id: None,
+        user_agent: None,
     };
     let ctx = OpContext {
         state,
@@ -331,6 +337,8 @@ async fn run_in_span<O: Operation>(
         outcome: "ok".into(),
         source: meta.source_ip.to_string(),
         policy_hash: None,
+        trace_id: meta.trace_id.clone(),
+        user_agent: meta.user_agent.clone(),
     };
     let principal = match auth {
         Ok(p) => p,

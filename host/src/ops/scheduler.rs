@@ -78,6 +78,8 @@ fn system_event(tenant: &str, action: &str, resource: String) -> AuditEvent {
         outcome: "ok".into(),
         source: "-".into(),
         policy_hash: None,
+        trace_id: None,
+        user_agent: None,
     }
 }
 
