@@ -59,18 +59,6 @@ pub fn fingerprint(spki_der: &[u8]) -> String {
     hex::encode(digest::digest(&digest::SHA256, spki_der))
 }
 
-/// The public key as PEM.
-pub fn public_key_pem(spki_der: &[u8]) -> String {
-    let b64 = STANDARD.encode(spki_der);
-    let mut pem = String::from("-----BEGIN PUBLIC KEY-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        pem.push_str(&String::from_utf8_lossy(chunk));
-        pem.push('\n');
-    }
-    pem.push_str("-----END PUBLIC KEY-----\n");
-    pem
-}
-
 /// Signs checkpoints for one node.
 pub struct Checkpointer {
     hsm: Arc<Hsm>,
@@ -83,7 +71,7 @@ impl Checkpointer {
     /// Find or make the audit key and publish its public key in the data dir.
     pub fn new(hsm: Arc<Hsm>, data_dir: &Path) -> anyhow::Result<Self> {
         let (key, spki) = hsm.audit_signing_key()?;
-        let pem = public_key_pem(&spki);
+        let pem = crate::crypto::public_key::spki_pem(&spki)?;
         let path = data_dir.join(PUBLIC_KEY_FILE);
         if std::fs::read_to_string(&path).ok().as_deref() != Some(pem.as_str()) {
             std::fs::write(&path, &pem)?;

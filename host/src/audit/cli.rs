@@ -60,19 +60,14 @@ pub fn public_key(data_dir: &Path) -> anyhow::Result<bool> {
     let path = data_dir.join(PUBLIC_KEY_FILE);
     let pem = std::fs::read_to_string(&path)
         .map_err(|e| anyhow::anyhow!("{}: {e} (the server writes it on start)", path.display()))?;
-    let der = pem_body(&pem)?;
+    let (_, der) = der::pem::decode_vec(pem.trim().as_bytes())
+        .map_err(|e| anyhow::anyhow!("{}: not PEM: {e}", path.display()))?;
     print!("{pem}");
     eprintln!(
         "fingerprint (SHA-256 of the DER public key): {}",
         checkpoint::fingerprint(&der)
     );
     Ok(true)
-}
-
-fn pem_body(pem: &str) -> anyhow::Result<Vec<u8>> {
-    use base64::Engine;
-    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    Ok(base64::engine::general_purpose::STANDARD.decode(body)?)
 }
 
 /// Write the selected records as JSON lines to stdout.

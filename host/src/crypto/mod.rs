@@ -275,20 +275,10 @@ impl Keyring {
                 })
             }
             Protection::Envelope => {
-                let kek = self.tenant_kek(tenant).await?;
-                let hsm = self.hsm.clone();
-                let aad = envelope_aad(tenant, key_id, version);
-                let wrapped = blocking(move || {
-                    let material = hsm.random(32)?;
-                    let iv_bytes = hsm.random(GCM_IV_LEN)?;
-                    let mut iv = [0u8; GCM_IV_LEN];
-                    iv.copy_from_slice(&iv_bytes);
-                    let sealed = hsm.gcm_encrypt(kek, &iv, &aad, &material)?;
-                    let mut out = iv.to_vec();
-                    out.extend_from_slice(&sealed);
-                    Ok(out)
-                })
-                .await?;
+                let material = self.random(32).await?;
+                let wrapped = self
+                    .seal_envelope_material(tenant, key_id, version, material)
+                    .await?;
                 Ok(NewVersion {
                     hsm_object_id: None,
                     wrapped_material: Some(wrapped),

@@ -134,26 +134,56 @@ pub fn jwk(spec: KeySpec, parts: &PublicParts) -> Result<serde_json::Value> {
     }
 }
 
+/// The DER SubjectPublicKeyInfo given in request field `field` as PEM ("PUBLIC KEY") or
+/// base64 DER.
+fn spki_input(field: &str, public_key: &str) -> Result<Vec<u8>> {
+    let text = public_key.trim();
+    if text.starts_with("-----BEGIN") {
+        let (label, der) = der::pem::decode_vec(text.as_bytes())
+            .map_err(|_| Error::validation(format!("{field} is not valid PEM")))?;
+        if label != "PUBLIC KEY" {
+            return Err(Error::validation(format!(
+                "{field} must be a PEM \"PUBLIC KEY\" (SubjectPublicKeyInfo)"
+            )));
+        }
+        Ok(der)
+    } else {
+        use base64::engine::general_purpose::STANDARD;
+        STANDARD.decode(text).map_err(|_| {
+            Error::validation(format!(
+                "{field} must be PEM or base64 of a DER SubjectPublicKeyInfo"
+            ))
+        })
+    }
+}
+
+/// An RSA public key given in request field `field` (SubjectPublicKeyInfo, PEM or base64
+/// DER): its modulus and public exponent, big-endian. At least `min_bits`.
+pub fn rsa_public_key(field: &str, public_key: &str, min_bits: u64) -> Result<(Vec<u8>, Vec<u8>)> {
+    use der::Decode;
+    let der = spki_input(field, public_key)?;
+    let bad = || Error::validation(format!("{field} is not an RSA SubjectPublicKeyInfo"));
+    let spki = SubjectPublicKeyInfoRef::from_der(&der).map_err(|_| bad())?;
+    if spki.algorithm.oid != OID_RSA {
+        return Err(bad());
+    }
+    let bits = spki.subject_public_key.as_bytes().ok_or_else(bad)?;
+    let key = pkcs1::RsaPublicKey::from_der(bits).map_err(|_| bad())?;
+    let modulus = strip_zeros(key.modulus.as_bytes()).to_vec();
+    let size = modulus.len() as u64 * 8;
+    if size < min_bits {
+        return Err(Error::validation(format!(
+            "{field} is an RSA key of {size} bits; at least {min_bits} are required"
+        )));
+    }
+    Ok((modulus, key.public_exponent.as_bytes().to_vec()))
+}
+
 /// A peer's public key for ECDH on `spec`'s curve, given as PEM or base64 DER
 /// SubjectPublicKeyInfo: its uncompressed SEC1 point. A key of another curve or algorithm, a
 /// point not on the curve (or the identity) is a validation error.
 pub fn peer_point(spec: KeySpec, public_key: &str) -> Result<Vec<u8>> {
-    let text = public_key.trim();
-    let der = if text.starts_with("-----BEGIN") {
-        let (label, der) = der::pem::decode_vec(text.as_bytes())
-            .map_err(|_| Error::validation("peer_public_key is not valid PEM"))?;
-        if label != "PUBLIC KEY" {
-            return Err(Error::validation(
-                "peer_public_key must be a PEM \"PUBLIC KEY\" (SubjectPublicKeyInfo)",
-            ));
-        }
-        der
-    } else {
-        use base64::engine::general_purpose::STANDARD;
-        STANDARD.decode(text).map_err(|_| {
-            Error::validation("peer_public_key must be PEM or base64 of a DER SubjectPublicKeyInfo")
-        })?
-    };
+    let der = spki_input("peer_public_key", public_key)?;
     let bad = |curve: &str| {
         Error::validation(format!(
             "peer_public_key is not a valid {curve} public key: it must be a SubjectPublicKeyInfo of an {curve} point on the curve"

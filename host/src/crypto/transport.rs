@@ -67,6 +67,14 @@ impl Keyring {
         .await
     }
 
+    /// The private half of an import token's wrapping key.
+    async fn import_key(&self, object_id: Vec<u8>) -> Result<cryptoki::object::ObjectHandle> {
+        let hsm = self.hsm.clone();
+        blocking(move || hsm.find_object(ObjectClass::PRIVATE_KEY, &object_id))
+            .await?
+            .ok_or_else(|| Error::ExpiredImportToken("(its wrapping key is gone)".into()))
+    }
+
     /// Unwrap imported AES-256 material and make it version `version` of `key_id`.
     pub async fn import_version(
         &self,
@@ -82,12 +90,8 @@ impl Keyring {
             transport,
             bytes: wrapped,
         } = wrapped;
+        let private = self.import_key(import_object_id).await?;
         let hsm = self.hsm.clone();
-        let private = {
-            let hsm = hsm.clone();
-            blocking(move || hsm.find_object(ObjectClass::PRIVATE_KEY, &import_object_id)).await?
-        }
-        .ok_or_else(|| Error::ExpiredImportToken("(its wrapping key is gone)".into()))?;
         match protection {
             Protection::Hsm => {
                 let object_id = format!("kp:{key_id}:{version}").into_bytes();
@@ -175,12 +179,10 @@ impl Keyring {
             bytes: wrapped,
         } = wrapped;
         let hash = transport.hash;
+        let import_key = self.import_key(import_object_id).await?;
         let hsm = self.hsm.clone();
         let id = object_id.clone();
         let (public, private) = blocking(move || {
-            let import_key = hsm
-                .find_object(ObjectClass::PRIVATE_KEY, &import_object_id)?
-                .ok_or_else(|| Error::ExpiredImportToken("(its wrapping key is gone)".into()))?;
             let target = PairTarget {
                 id: &id,
                 spec,

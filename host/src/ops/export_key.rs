@@ -10,9 +10,10 @@ use serde::{Deserialize, Serialize};
 use super::common::{
     check_key_enabled, key_row, key_spec, resolve_key, usable_version, validate_key_id, VersionUse,
 };
-use super::key_transport::{recipient_key, transport};
+use super::key_transport::transport;
 use super::{Base64, OpContext, Operation, WriteScope};
 use crate::authz::ResourceRef;
+use crate::crypto::public_key::rsa_public_key;
 use crate::crypto::Protection;
 use crate::error::{Error, Result};
 use crate::store::imports;
@@ -43,15 +44,7 @@ pub struct ExportOutput {
 
 impl ExportKey {
     fn recipient(&self) -> Result<(Vec<u8>, Vec<u8>)> {
-        use base64::Engine;
-        let text = self.public_key.trim();
-        if text.starts_with("-----BEGIN") {
-            return recipient_key(text.as_bytes());
-        }
-        let der = base64::engine::general_purpose::STANDARD
-            .decode(text)
-            .map_err(|_| Error::validation("public_key is neither PEM nor base64 DER"))?;
-        recipient_key(&der)
+        rsa_public_key("public_key", &self.public_key, 2048)
     }
 }
 

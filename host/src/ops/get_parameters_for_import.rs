@@ -7,10 +7,12 @@
 use serde::{Deserialize, Serialize};
 
 use super::common::{key_row, resolve_key, rfc3339, validate_key_id};
-use super::key_transport::{awaiting_import, public_key_spki, transport, wrapping_key_bits};
+use super::key_transport::{awaiting_import, transport, wrapping_key_spec};
 use super::{Base64, OpContext, Operation, WriteScope};
 use crate::authz::ResourceRef;
-use crate::error::Result;
+use crate::crypto::public_key::{spki_der, spki_pem};
+use crate::error::{Error, Result};
+use crate::hsm::asym::PublicParts;
 use crate::store::imports::{self, ImportTokenRow};
 
 /// How long an import token (and its wrapping key) lives.
@@ -50,7 +52,7 @@ impl Operation for GetParametersForImport {
     fn validate(&self) -> Result<()> {
         validate_key_id(&self.key_id)?;
         transport(&self.wrapping_algorithm)?;
-        wrapping_key_bits(&self.wrapping_key_spec)?;
+        wrapping_key_spec(&self.wrapping_key_spec)?;
         Ok(())
     }
 
@@ -68,7 +70,8 @@ impl Operation for GetParametersForImport {
         awaiting_import(ctx.state, key).await?;
         let id = format!("imp-{}", hex::encode(ctx.state.keyring.random(16).await?));
         let object_id = format!("kp-import:{id}").into_bytes();
-        let bits = wrapping_key_bits(&self.wrapping_key_spec)?;
+        let spec = wrapping_key_spec(&self.wrapping_key_spec)?;
+        let bits = spec.rsa_bits().ok_or(Error::Internal)?;
         let (created, n, e) = ctx
             .state
             .keyring
@@ -86,7 +89,14 @@ impl Operation for GetParametersForImport {
             created_at: now,
             expires_at: now + IMPORT_TOKEN_SECONDS,
         };
-        let (der, pem) = public_key_spki(&n, &e)?;
+        let der = spki_der(
+            spec,
+            &PublicParts::Rsa {
+                modulus: n,
+                exponent: e,
+            },
+        )?;
+        let pem = spki_pem(&der)?;
         imports::insert_token(scope.conn(ctx.state).await?, &row).await?;
         Ok(ImportParameters {
             key_id: key.id.clone(),

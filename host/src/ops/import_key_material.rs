@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 use super::common::{key_row, key_spec, resolve_key, rfc3339, validate_key_id, STATE_ENABLED};
-use super::key_transport::{awaiting_import, transport, wrapping_key_bits};
+use super::key_transport::{awaiting_import, transport, wrapping_key_spec};
 use super::versions::place_version;
 use super::{Base64, OpContext, Operation, WriteScope};
 use crate::authz::ResourceRef;
@@ -128,7 +128,10 @@ impl Operation for ImportKeyMaterial {
             return Err(Error::validation("valid_to must be in the future"));
         }
         let transport = transport(&token.wrapping_algorithm)?;
-        let modulus_len = (wrapping_key_bits(&token.wrapping_key_spec)? / 8) as usize;
+        let modulus_len = wrapping_key_spec(&token.wrapping_key_spec)?
+            .rsa_bits()
+            .ok_or(Error::Internal)? as usize
+            / 8;
         let protection = Protection::parse(&key.protection).ok_or(Error::Internal)?;
         let previous = keys::version(state.db.reader(), &key.id, 1).await?;
 

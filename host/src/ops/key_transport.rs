@@ -1,11 +1,8 @@
 //! What the import and export operations share: which keys await import, the wrapping
-//! algorithms keyplane accepts, and RSA public keys in and out (SubjectPublicKeyInfo, PEM or DER, parsed and built by the `rsa`
-//! crate, not by hand).
+//! algorithms keyplane accepts and the sizes of import wrapping keys. (RSA public keys in and
+//! out go through `crypto::public_key`.)
 
-use rsa::pkcs8::{DecodePublicKey, EncodePublicKey, LineEnding};
-use rsa::traits::PublicKeyParts;
-use rsa::{BigUint, RsaPublicKey};
-
+use crate::crypto::spec::KeySpec;
 use crate::error::{Error, Result};
 use crate::hsm::wrapping::{OaepHash, Transport};
 use crate::state::AppState;
@@ -58,51 +55,14 @@ pub fn transport(name: &str) -> Result<Transport> {
     }
 }
 
-/// Modulus sizes of import wrapping keys.
-pub fn wrapping_key_bits(spec: &str) -> Result<u64> {
-    match spec {
-        "RSA_2048" => Ok(2048),
-        "RSA_3072" => Ok(3072),
-        "RSA_4096" => Ok(4096),
-        other => Err(Error::validation(format!(
-            "wrapping_key_spec {other:?} is not RSA_2048, RSA_3072 or RSA_4096"
-        ))),
-    }
-}
-
-/// A public key as SubjectPublicKeyInfo DER and PEM.
-pub fn public_key_spki(modulus: &[u8], exponent: &[u8]) -> Result<(Vec<u8>, String)> {
-    let key = RsaPublicKey::new(
-        BigUint::from_bytes_be(modulus),
-        BigUint::from_bytes_be(exponent),
-    )
-    .map_err(|_| Error::Internal)?;
-    let der = key.to_public_key_der().map_err(|_| Error::Internal)?;
-    let pem = key
-        .to_public_key_pem(LineEnding::LF)
-        .map_err(|_| Error::Internal)?;
-    Ok((der.as_bytes().to_vec(), pem))
-}
-
-/// A recipient's RSA public key (SubjectPublicKeyInfo as PEM text or DER bytes): modulus and
-/// exponent. At least 2048 bits.
-pub fn recipient_key(bytes: &[u8]) -> Result<(Vec<u8>, Vec<u8>)> {
-    let parsed = match std::str::from_utf8(bytes) {
-        Ok(text) if text.trim_start().starts_with("-----BEGIN") => {
-            RsaPublicKey::from_public_key_pem(text.trim())
-        }
-        _ => RsaPublicKey::from_public_key_der(bytes),
-    }
-    .map_err(|_| {
-        Error::validation(
-            "public_key must be an RSA SubjectPublicKeyInfo (PEM \"BEGIN PUBLIC KEY\" or DER)",
-        )
-    })?;
-    if parsed.size() * 8 < 2048 {
-        return Err(Error::validation(format!(
-            "the recipient's RSA key has {} bits; at least 2048 are required",
-            parsed.size() * 8
-        )));
-    }
-    Ok((parsed.n().to_bytes_be(), parsed.e().to_bytes_be()))
+/// The spec of an import wrapping key (`RSA_2048`, `RSA_3072` or `RSA_4096`).
+pub fn wrapping_key_spec(spec: &str) -> Result<KeySpec> {
+    KeySpec::parse(spec)
+        .ok()
+        .filter(|s| s.rsa_bits().is_some())
+        .ok_or_else(|| {
+            Error::validation(format!(
+                "wrapping_key_spec {spec:?} is not RSA_2048, RSA_3072 or RSA_4096"
+            ))
+        })
 }
