@@ -166,7 +166,7 @@ fn in_process(c: &mut Criterion) {
         user_agent: None,
     };
     let principal = || {
-        rt.block_on(state.tokens.authenticate(&state.db, Some(&header)))
+        rt.block_on(state.tokens.authenticate(&state.rows, Some(&header)))
             .unwrap()
     };
 
@@ -223,7 +223,7 @@ fn in_process(c: &mut Criterion) {
                 rt.block_on(async {
                     let p = state
                         .tokens
-                        .authenticate(&state.db, Some(&header))
+                        .authenticate(&state.rows, Some(&header))
                         .await
                         .unwrap();
                     ops::run::<ops::encrypt::Encrypt>(&state, Ok(p), &meta, body.as_bytes())
@@ -240,25 +240,28 @@ fn in_process(c: &mut Criterion) {
     let resource = rt
         .block_on(ops::resolve_key_for(&state, &p, &envelope_key))
         .unwrap();
-    g.bench_function("authorize-encrypt", |b| {
-        b.iter(|| {
-            state
-                .authz
-                .authorize(&keyplane::authz::AuthzRequest {
-                    principal: &p,
-                    action: "Encrypt",
-                    resource: &resource,
-                    encryption_context: &Default::default(),
-                    source_ip: meta.source_ip,
-                    client_certificate: false,
-                    request_time: 1_800_000_000,
-                    mfa: false,
-                    approver: None,
-                })
-                .unwrap()
-                .allowed
-        })
-    });
+    // Evaluated every time (memo off) against the node's own, memoised, authorizer.
+    let evaluate =
+        keyplane::authz::Authz::new(keyplane::bootstrap::policies(&node.config).unwrap(), 0);
+    let request = keyplane::authz::AuthzRequest {
+        principal: &p,
+        action: "Encrypt",
+        resource: &resource,
+        encryption_context: &Default::default(),
+        source_ip: meta.source_ip,
+        client_certificate: false,
+        request_time: 1_800_000_000,
+        mfa: false,
+        approver: None,
+    };
+    for (name, authz) in [
+        ("authorize-encrypt", &evaluate),
+        ("authorize-encrypt-memoised", &state.authz),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| authz.authorize(&request).unwrap().allowed)
+        });
+    }
     g.finish();
 }
 

@@ -15,7 +15,8 @@ use zeroize::Zeroizing;
 
 use crate::crypto::Keyring;
 use crate::error::{Error, Result};
-use crate::store::principals::{self, PrincipalRow};
+use crate::store::cache::RowCache;
+use crate::store::principals::PrincipalRow;
 use crate::store::{meta, Db};
 
 const KEY_NAME: &str = "token-hash-key";
@@ -66,18 +67,20 @@ impl TokenHasher {
     }
 
     /// Resolve an `Authorization` header value to a principal.
-    pub async fn authenticate(&self, db: &Db, header: Option<&str>) -> Result<Principal> {
+    pub async fn authenticate(&self, rows: &RowCache, header: Option<&str>) -> Result<Principal> {
         let token = header
             .and_then(|h| h.strip_prefix("Bearer "))
             .map(str::trim)
             .filter(|t| t.starts_with(PREFIX) && t.len() < 256)
             .ok_or(Error::Unauthenticated)?;
         let hash = self.hash(token);
-        let (principal, stored) = principals::by_token_hash(db.reader(), &hash)
+        let found = rows
+            .principal_by_token_hash(&hash)
             .await?
             .ok_or(Error::Unauthenticated)?;
+        let (principal, stored) = &*found;
         if bool::from(stored.ct_eq(&hash)) {
-            Ok(principal)
+            Ok(principal.clone())
         } else {
             Err(Error::Unauthenticated)
         }

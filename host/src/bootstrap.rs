@@ -106,11 +106,14 @@ pub async fn start(config: Config, hsm: Hsm, loaded: LoadedPolicies) -> anyhow::
         db.clone(),
     )?);
     let audit = crate::audit::group_commit::GroupCommit::spawn(db.clone());
+    let rows = crate::store::cache::RowCache::new(db.clone(), &config.cache);
+    let max_decisions = config.cache.max_decisions;
     let state = AppState {
         config,
+        rows,
         db,
         keyring,
-        authz: Authz::new(loaded),
+        authz: Authz::new(loaded, max_decisions),
         tokens,
         plugins,
         clock: Arc::new(crate::clock::Clock::system()),

@@ -21,6 +21,7 @@ const ENV_KEYS: &[&str] = &[
     "database",
     "limits",
     "envelope_cache",
+    "cache",
     "telemetry",
     "plugins",
     "policies_dir",
@@ -45,6 +46,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub limits: LimitsConfig,
     pub envelope_cache: EnvelopeCacheConfig,
+    pub cache: CacheConfig,
     pub telemetry: TelemetryConfig,
     pub plugins: PluginsConfig,
     pub lifecycle: LifecycleConfig,
@@ -101,6 +103,21 @@ pub struct EnvelopeCacheConfig {
     pub ttl_seconds: u64,
 }
 
+/// Caches on the request path.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Hot database rows (see `store::cache`: principals by token, keys, key versions,
+    /// aliases), entries per cache; 0 turns them off. A change committed on this node is seen
+    /// at once.
+    pub max_rows: usize,
+    /// How long a change made by another node sharing the database (or by hand) can go unseen.
+    pub row_ttl_ms: u64,
+    /// Cedar decisions, keyed by a digest of everything the decision depends on (see
+    /// `authz::memo`); 0 turns it off.
+    pub max_decisions: usize,
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -122,6 +139,11 @@ impl Default for Config {
             envelope_cache: EnvelopeCacheConfig {
                 max_entries: 10_000,
                 ttl_seconds: 300,
+            },
+            cache: CacheConfig {
+                max_rows: 100_000,
+                row_ttl_ms: 1_000,
+                max_decisions: 65_536,
             },
             telemetry: TelemetryConfig::default(),
             plugins: PluginsConfig::default(),

@@ -6,7 +6,8 @@
 //! - [`config`]: layered configuration (defaults < TOML < `KEYPLANE_*` env < flags).
 //! - [`server`]: `keyplane serve`; [`bootstrap`]: first-start set-up; [`tls`]: certificates.
 //! - [`api`]: HTTP fronts (native `POST /v1/<operation>`, health); they only translate.
-//! - [`authn`]: bearer tokens → principal; [`authz`]: Cedar policy set, entities, decisions.
+//! - [`authn`]: bearer tokens → principal; [`authz`]: Cedar policy set, entities, decisions
+//!   (and the memo of recent decisions).
 //! - [`ops`]: the operation table, one file per operation, the request pipeline, and the
 //!   lifecycle scheduler (rotations by schedule plugins, destruction after deletion windows).
 //! - [`clock`]: the service clock; [`usage`]: per-version usage counters.
@@ -14,7 +15,8 @@
 //!   context encoding, envelope material cache.
 //! - [`plugins`]: the WebAssembly plugin runtime (storage backends, rotation schedules).
 //! - [`hsm`]: every PKCS#11 call, the session pool, token set-up.
-//! - [`store`]: sqlx pools, migrations and queries; [`audit`]: the hash-chained log.
+//! - [`store`]: sqlx pools, migrations, queries and the hot-row caches; [`audit`]: the
+//!   hash-chained log and its group commit.
 //! - [`policy_cli`]: `keyplane policy …` (validate, fmt, test, explain, who-can) for auditors.
 //! - [`error`]: the one typed error enum, with code and HTTP status.
 //! - [`telemetry`]: OpenTelemetry traces and metrics (OTLP), JSON logs, span helpers.

@@ -23,6 +23,8 @@ pub struct AppState {
     pub clock: Arc<Clock>,
     /// Usage counters not yet written.
     pub usage: Arc<Usage>,
+    /// Caches of the rows every cryptographic request reads.
+    pub rows: crate::store::cache::RowCache,
     /// Group commit of audit records that come with no other change.
     pub audit: crate::audit::group_commit::GroupCommit,
 }

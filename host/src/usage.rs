@@ -48,7 +48,7 @@ impl Usage {
             _ => return Ok(()),
         };
         let written = async {
-            let mut tx = db.begin().await?;
+            let mut tx = db.begin_bookkeeping().await?;
             for ((key, version), counts) in &batch {
                 keys::add_usage(&mut tx, key, *version, *counts).await?;
             }

@@ -100,9 +100,9 @@ pub async fn handle(
         .get("x-keyplane-approver")
         .map(|v| v.to_str().unwrap_or_default());
     let auth = async {
-        let principal = state.tokens.authenticate(&state.db, auth_header).await?;
+        let principal = state.tokens.authenticate(&state.rows, auth_header).await?;
         if let Some(h) = approver_header {
-            meta.approver = Some(state.tokens.authenticate(&state.db, Some(h)).await?);
+            meta.approver = Some(state.tokens.authenticate(&state.rows, Some(h)).await?);
         }
         Ok::<_, Error>(principal)
     }
@@ -260,7 +260,7 @@ async fn debug_operator(state: &AppState, headers: &HeaderMap) -> Result<(), Err
     let auth_header = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    match state.tokens.authenticate(&state.db, auth_header).await {
+    match state.tokens.authenticate(&state.rows, auth_header).await {
         Ok(p) if p.operator => Ok(()),
         Ok(_) => Err(Error::AccessDenied {
             action: "debug".into(),

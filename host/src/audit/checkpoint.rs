@@ -115,7 +115,7 @@ impl Checkpointer {
             key_fingerprint: self.fingerprint.clone(),
             signature: STANDARD.encode(signature),
         };
-        let mut tx = db.begin().await?;
+        let mut tx = db.begin_bookkeeping().await?;
         sqlx::query(
             "INSERT INTO audit_checkpoints (seq, head_hash, time, key_fingerprint, signature) \
              VALUES (?, ?, ?, ?, ?) ON CONFLICT (seq) DO NOTHING",

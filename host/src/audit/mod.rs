@@ -98,12 +98,29 @@ impl AuditRecord {
 /// Append one record inside `conn`'s transaction. Returns its sequence number.
 pub async fn append(conn: &mut SqliteConnection, ev: &AuditEvent) -> Result<i64> {
     let span = tracing::info_span!("audit.append", keyplane.audit.seq = tracing::field::Empty);
-    let seq = append_record(conn, ev).instrument(span.clone()).await?;
+    let seqs = append_records(conn, &[ev]).instrument(span.clone()).await?;
+    let seq = seqs.first().copied().unwrap_or_default();
     span.record("keyplane.audit.seq", seq);
     Ok(seq)
 }
 
-async fn append_record(conn: &mut SqliteConnection, ev: &AuditEvent) -> Result<i64> {
+/// Most records one `INSERT` carries (16 bound values each, under SQLite's 32766 limit).
+pub const MAX_ROWS_PER_INSERT: usize = 512;
+
+/// Append `events` in order inside `conn`'s transaction, chained one to the next: one read
+/// of the chain head, then one `INSERT` for all of them. Returns their sequence numbers.
+pub async fn append_records(
+    conn: &mut SqliteConnection,
+    events: &[&AuditEvent],
+) -> Result<Vec<i64>> {
+    let head = read_head(conn).await?;
+    let records = chain(head, events);
+    insert_records(conn, &records).await?;
+    Ok(records.iter().map(|r| r.seq).collect())
+}
+
+/// The last record's (seq, hash), or (0, genesis) for an empty log.
+pub async fn read_head(conn: &mut SqliteConnection) -> Result<(i64, String)> {
     let head: Option<(i64, String)> = spans::db(
         "SELECT",
         "audit_log",
@@ -111,53 +128,71 @@ async fn append_record(conn: &mut SqliteConnection, ev: &AuditEvent) -> Result<i
             .fetch_optional(&mut *conn),
     )
     .await?;
-    let (seq, prev_hash) = match head {
-        Some((s, h)) => (s + 1, h),
-        None => (1, GENESIS.to_string()),
-    };
-    let mut rec = AuditRecord {
-        seq,
-        time: now_rfc3339(),
-        request_id: ev.request_id.clone(),
-        principal: ev.principal.clone(),
-        tenant: ev.tenant.clone(),
-        action: ev.action.clone(),
-        resource: ev.resource.clone(),
-        decision: ev.decision.to_string(),
-        policies: serde_json::to_string(&ev.policies).unwrap_or_else(|_| "[]".into()),
-        outcome: ev.outcome.clone(),
-        source: ev.source.clone(),
-        policy_hash: ev.policy_hash.clone(),
-        trace_id: ev.trace_id.clone(),
-        user_agent: ev.user_agent.clone(),
-        prev_hash,
-        hash: String::new(),
-    };
-    rec.hash = rec.compute_hash();
-    let insert = sqlx::query(
-        "INSERT INTO audit_log (seq, time, request_id, principal, tenant, action, resource, \
-         decision, policies, outcome, source, policy_hash, trace_id, user_agent, prev_hash, hash) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(rec.seq)
-    .bind(&rec.time)
-    .bind(&rec.request_id)
-    .bind(&rec.principal)
-    .bind(&rec.tenant)
-    .bind(&rec.action)
-    .bind(&rec.resource)
-    .bind(&rec.decision)
-    .bind(&rec.policies)
-    .bind(&rec.outcome)
-    .bind(&rec.source)
-    .bind(&rec.policy_hash)
-    .bind(&rec.trace_id)
-    .bind(&rec.user_agent)
-    .bind(&rec.prev_hash)
-    .bind(&rec.hash)
-    .execute(&mut *conn);
-    spans::db("INSERT", "audit_log", insert).await?;
-    Ok(seq)
+    Ok(head.unwrap_or_else(|| (0, GENESIS.to_string())))
+}
+
+/// The records of `events`, chained after `head` (seq, hash).
+pub fn chain(head: (i64, String), events: &[&AuditEvent]) -> Vec<AuditRecord> {
+    let (mut seq, mut prev_hash) = head;
+    let time = now_rfc3339();
+    let mut records = Vec::with_capacity(events.len());
+    for ev in events {
+        seq += 1;
+        let mut rec = AuditRecord {
+            seq,
+            time: time.clone(),
+            request_id: ev.request_id.clone(),
+            principal: ev.principal.clone(),
+            tenant: ev.tenant.clone(),
+            action: ev.action.clone(),
+            resource: ev.resource.clone(),
+            decision: ev.decision.to_string(),
+            policies: serde_json::to_string(&ev.policies).unwrap_or_else(|_| "[]".into()),
+            outcome: ev.outcome.clone(),
+            source: ev.source.clone(),
+            policy_hash: ev.policy_hash.clone(),
+            trace_id: ev.trace_id.clone(),
+            user_agent: ev.user_agent.clone(),
+            prev_hash,
+            hash: String::new(),
+        };
+        rec.hash = rec.compute_hash();
+        prev_hash = rec.hash.clone();
+        records.push(rec);
+    }
+    records
+}
+
+/// Insert chained records, at most [`MAX_ROWS_PER_INSERT`] per statement. One statement is
+/// atomic on its own, so outside a transaction `records` up to that size land all or none; a
+/// record whose `seq` is taken (a stale head) fails the whole statement.
+pub async fn insert_records(conn: &mut SqliteConnection, records: &[AuditRecord]) -> Result<()> {
+    for chunk in records.chunks(MAX_ROWS_PER_INSERT) {
+        let mut insert = sqlx::QueryBuilder::new(
+            "INSERT INTO audit_log (seq, time, request_id, principal, tenant, action, resource, \
+             decision, policies, outcome, source, policy_hash, trace_id, user_agent, prev_hash, hash) ",
+        );
+        insert.push_values(chunk, |mut row, rec| {
+            row.push_bind(rec.seq)
+                .push_bind(&rec.time)
+                .push_bind(&rec.request_id)
+                .push_bind(&rec.principal)
+                .push_bind(&rec.tenant)
+                .push_bind(&rec.action)
+                .push_bind(&rec.resource)
+                .push_bind(&rec.decision)
+                .push_bind(&rec.policies)
+                .push_bind(&rec.outcome)
+                .push_bind(&rec.source)
+                .push_bind(&rec.policy_hash)
+                .push_bind(&rec.trace_id)
+                .push_bind(&rec.user_agent)
+                .push_bind(&rec.prev_hash)
+                .push_bind(&rec.hash);
+        });
+        spans::db("INSERT", "audit_log", insert.build().execute(&mut *conn)).await?;
+    }
+    Ok(())
 }
 
 /// The first problem found in the chain.

@@ -1,11 +1,14 @@
 //! Building the Cedar request for one keyplane request: principal, action, resource,
 //! context and the entities they mention, from rows the operation already resolved.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::str::FromStr;
+use std::sync::LazyLock;
 
-use cedar_policy::{Context, Entity, EntityId, EntityTypeName, EntityUid, RestrictedExpression};
+use cedar_policy::{
+    Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, RestrictedExpression, Schema,
+};
 
 use crate::authn::Principal;
 use crate::crypto::context::EncryptionContext;
@@ -69,8 +72,41 @@ pub fn plugin_id(p: &crate::store::plugins::PluginRow) -> String {
     format!("{}/{}", p.tenant_id, p.name)
 }
 
+/// The entity types keyplane builds, parsed once (parsing a name runs Cedar's parser).
+static TYPE_NAMES: LazyLock<HashMap<&'static str, EntityTypeName>> = LazyLock::new(|| {
+    [
+        "Tenant",
+        "User",
+        "Key",
+        "Plugin",
+        "EncryptionContext",
+        "Action",
+    ]
+    .into_iter()
+    .map(|ty| {
+        let name = EntityTypeName::from_str(&format!("Keyplane::{ty}"))
+            .expect("static entity type names parse");
+        (ty, name)
+    })
+    .collect()
+});
+
+/// `ip("<addr>")` for a source address. Building one parses the extension's name with Cedar's
+/// parser, so the expressions of recent addresses are kept.
+fn ip_expression(addr: IpAddr) -> RestrictedExpression {
+    static RECENT: LazyLock<quick_cache::sync::Cache<IpAddr, RestrictedExpression>> =
+        LazyLock::new(|| quick_cache::sync::Cache::new(4096));
+    let addr = addr.to_canonical();
+    if let Some(e) = RECENT.get(&addr) {
+        return e;
+    }
+    let e = RestrictedExpression::new_ip(addr.to_string());
+    RECENT.insert(addr, e.clone());
+    e
+}
+
 fn uid(ty: &str, id: &str) -> Result<EntityUid> {
-    let name = EntityTypeName::from_str(&format!("Keyplane::{ty}")).map_err(|_| Error::Internal)?;
+    let name = TYPE_NAMES.get(ty).ok_or(Error::Internal)?.clone();
     Ok(EntityUid::from_type_name_and_id(name, EntityId::new(id)))
 }
 
@@ -206,10 +242,7 @@ pub fn build(req: &AuthzRequest<'_>) -> Result<Built> {
             "encryption_context".to_string(),
             RestrictedExpression::new_entity_uid(ec_uid),
         ),
-        (
-            "source_ip".to_string(),
-            RestrictedExpression::new_ip(req.source_ip.to_canonical().to_string()),
-        ),
+        ("source_ip".to_string(), ip_expression(req.source_ip)),
         (
             "client_certificate".to_string(),
             RestrictedExpression::new_bool(req.client_certificate),
@@ -231,9 +264,80 @@ pub fn build(req: &AuthzRequest<'_>) -> Result<Built> {
         ));
     }
     let context = Context::from_pairs(pairs).map_err(entity_err)?;
-    let action = EntityUid::from_type_name_and_id(
-        EntityTypeName::from_str("Keyplane::Action").map_err(|_| Error::Internal)?,
-        EntityId::new(req.action),
-    );
+    let action = uid("Action", req.action)?;
     Ok((principal_uid, action, resource_uid, context, entities))
+}
+
+/// Check that the entities [`build`] makes conform to `schema`: every kind of resource, with
+/// tags, grantees, an encryption context and an approver. Run when a policy set loads,
+/// because requests skip per-request entity validation (their entities come from this same
+/// code, so one check of each shape covers them all).
+pub fn check_shapes(schema: &Schema) -> std::result::Result<(), String> {
+    let principal = Principal {
+        id: "p-probe".into(),
+        tenant_id: "t-probe".into(),
+        name: "probe".into(),
+        kind: "user".into(),
+        role: "admin".into(),
+        operator: false,
+        created_at: String::new(),
+    };
+    let approver = Principal {
+        id: "p-approver".into(),
+        ..principal.clone()
+    };
+    let key = KeyRow::sample("k-probe", "t-other");
+    let plugin = crate::store::plugins::PluginRow {
+        tenant_id: "t-other".into(),
+        name: "probe".into(),
+        sha256: "0".repeat(64),
+        world: "storage-backend".into(),
+        size: 0,
+        imports: String::new(),
+        created_at: String::new(),
+        created_by: String::new(),
+        capabilities: String::new(),
+    };
+    let resources = [
+        ResourceRef::Tenant("t-other".into()),
+        ResourceRef::Key {
+            row: Box::new(key),
+            users: vec!["p-probe".into()],
+            tags: [("team".to_string(), "probe".to_string())].into(),
+        },
+        ResourceRef::Plugin(Box::new(plugin)),
+    ];
+    let ec: EncryptionContext = [("purpose".to_string(), "probe".to_string())].into();
+    for resource in &resources {
+        let req = AuthzRequest {
+            principal: &principal,
+            action: "Encrypt",
+            resource,
+            encryption_context: &ec,
+            source_ip: IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            client_certificate: false,
+            request_time: 0,
+            mfa: false,
+            approver: Some(&approver),
+        };
+        let (.., entities) = build(&req).map_err(|e| e.to_string())?;
+        let mut seen = std::collections::HashSet::new();
+        let entities: Vec<Entity> = entities
+            .into_iter()
+            .filter(|e| seen.insert(e.uid()))
+            .collect();
+        Entities::from_entities(entities, Some(schema)).map_err(|e| {
+            let mut why = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                why = format!("{why}: {c}");
+                cause = c.source();
+            }
+            format!(
+                "the schema does not describe the entities keyplane builds for {}: {why}",
+                resource.display()
+            )
+        })?;
+    }
+    Ok(())
 }

@@ -2,11 +2,14 @@
 //! policy re-identified by its `@id` annotation, then strict validation against the schema.
 //! Errors name the file, the line and the policy id.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use cedar_policy::{PolicyId, PolicySet, Schema, ValidationMode, Validator};
+use cedar_policy::{
+    ActionConstraint, Entities, Entity, EntityUid, PolicyId, PolicySet, Schema, ValidationMode,
+    Validator,
+};
 use miette::Diagnostic;
 use ring::digest;
 
@@ -56,6 +59,52 @@ pub struct LoadedPolicies {
     pub descriptions: BTreeMap<String, String>,
     /// Where they came from ("embedded" or a directory).
     pub source: String,
+    /// Action entities from the schema (with their action groups), by action name.
+    pub actions: HashMap<String, Entity>,
+    /// Per action, the policies whose action scope can match it (see [`by_action`]).
+    pub per_action: HashMap<EntityUid, PolicySet>,
+}
+
+impl LoadedPolicies {
+    /// The policies that can apply to `action`: its prepared subset, or the whole set for an
+    /// action the schema does not know (such a request fails schema validation anyway).
+    pub fn for_action(&self, action: Option<&EntityUid>) -> &PolicySet {
+        action
+            .and_then(|a| self.per_action.get(a))
+            .unwrap_or(&self.policies)
+    }
+}
+
+/// Split `set` by action: for each action of the schema, the policies whose action scope
+/// matches it (`action` alone; `action == A`; `action in [..]` naming it or one of its action
+/// groups). A policy whose scope does not match a request is not applicable to it: Cedar
+/// neither evaluates its condition nor lets it decide, so evaluating only the subset gives
+/// the same decision, reasons and errors as the whole set, without re-evaluating every
+/// policy's scope (and its action lists) on every request.
+fn by_action(set: &PolicySet, actions: &Entities) -> HashMap<EntityUid, PolicySet> {
+    let mut per_action = HashMap::new();
+    for action in actions.iter() {
+        let uid = action.uid();
+        let groups: HashSet<&EntityUid> = actions
+            .ancestors(&uid)
+            .map(|a| a.collect())
+            .unwrap_or_default();
+        let applies = |scope: &EntityUid| *scope == uid || groups.contains(scope);
+        let mut subset = PolicySet::new();
+        for policy in set.policies() {
+            let matches = match policy.action_constraint() {
+                ActionConstraint::Any => true,
+                ActionConstraint::Eq(a) => applies(&a),
+                ActionConstraint::In(list) => list.iter().any(applies),
+            };
+            if matches {
+                // Ids are unique in `set`, so adding to a subset cannot clash.
+                let _ = subset.add(policy.clone());
+            }
+        }
+        per_action.insert(uid, subset);
+    }
+    per_action
 }
 
 /// Why a policy set was refused.
@@ -201,12 +250,23 @@ pub fn load_policies(dir: Option<&Path>) -> Result<LoadedPolicies, PolicyLoadErr
     if !errors.is_empty() {
         return Err(PolicyLoadError(errors));
     }
+    super::entities::check_shapes(&schema).map_err(|e| PolicyLoadError(vec![e]))?;
+    let action_entities = schema
+        .action_entities()
+        .map_err(|e| PolicyLoadError(vec![format!("schema actions: {e}")]))?;
+    let actions = action_entities
+        .iter()
+        .map(|e| (e.uid().id().unescaped().to_string(), e.clone()))
+        .collect();
+    let per_action = by_action(&set, &action_entities);
     Ok(LoadedPolicies {
         schema,
         policies: set,
         hash,
         descriptions,
         source,
+        actions,
+        per_action,
     })
 }
 
@@ -250,6 +310,26 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("bad.cedar:4"), "{msg}");
         assert!(msg.contains("bad-attr"), "{msg}");
+    }
+
+    #[test]
+    fn a_schema_that_does_not_describe_keyplane_entities_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for entry in std::fs::read_dir(shipped_dir()).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_file() {
+                std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
+            }
+        }
+        // `spec` is an attribute keyplane sets on keys and no shipped policy reads.
+        let schema = dir.path().join("schema.cedarschema");
+        let text = std::fs::read_to_string(&schema).unwrap();
+        let edited = text.replace("    spec: String,        // e.g. \"AES_256_GCM\"\n", "");
+        assert_ne!(text, edited);
+        std::fs::write(&schema, edited).unwrap();
+        let msg = load_policies(Some(dir.path())).err().unwrap().to_string();
+        assert!(msg.contains("does not describe the entities"), "{msg}");
+        assert!(msg.contains("spec"), "{msg}");
     }
 
     #[test]

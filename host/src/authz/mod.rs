@@ -11,11 +11,17 @@
 //!
 //! Policies carry `@id` (their id in decisions and audit records) and `@description`.
 //! Entities are built per request from the database rows the operation resolved
-//! (see [`entities`]).
+//! (see [`entities`]). Each request is checked against the schema (its principal, resource
+//! and context types); its entities are not re-validated per request, because they come from
+//! one builder whose every shape is checked against the schema when the set loads
+//! ([`entities::check_shapes`]), and validating them again costs more than the decision.
+//! The request's action entity (with its action groups) comes from the schema, prepared at
+//! load.
 
 pub mod entities;
 pub mod literal;
 mod loader;
+pub mod memo;
 
 use std::sync::{Arc, RwLock};
 
@@ -37,19 +43,25 @@ pub struct Decision {
     pub errors: Vec<String>,
     /// SHA-256 (hex) of the policy set that decided.
     pub policy_set: String,
+    /// Taken from the decision memo (an identical earlier request), not evaluated again.
+    pub memoised: bool,
 }
 
 /// The live policy set and its schema.
 pub struct Authz {
     current: RwLock<Arc<LoadedPolicies>>,
     authorizer: Authorizer,
+    /// Recent decisions (see [`memo`]); `None` when turned off.
+    memo: Option<memo::DecisionMemo>,
 }
 
 impl Authz {
-    pub fn new(loaded: LoadedPolicies) -> Self {
+    /// Decide with `loaded`, memoising up to `max_decisions` decisions (0: none).
+    pub fn new(loaded: LoadedPolicies, max_decisions: usize) -> Self {
         Authz {
             current: RwLock::new(Arc::new(loaded)),
             authorizer: Authorizer::new(),
+            memo: (max_decisions > 0).then(|| memo::DecisionMemo::new(max_decisions)),
         }
     }
 
@@ -68,11 +80,24 @@ impl Authz {
         std::mem::replace(&mut *guard, new).hash.clone()
     }
 
-    /// Decide a request.
+    /// Decide a request (or reuse the decision of an identical one).
     pub fn authorize(&self, req: &AuthzRequest<'_>) -> Result<Decision> {
         let loaded = self.current();
-        let (request, entities) = build(&loaded.schema, req)?;
-        Ok(decide(&self.authorizer, &loaded, &request, &entities))
+        let Some(memo) = &self.memo else {
+            let (request, entities) = build(&loaded, req)?;
+            return Ok(decide(&self.authorizer, &loaded, &request, &entities));
+        };
+        let key = memo::key(&loaded.hash, req);
+        if let Some(d) = memo.get(&key) {
+            return Ok(Decision {
+                memoised: true,
+                ..Decision::clone(&d)
+            });
+        }
+        let (request, entities) = build(&loaded, req)?;
+        let decision = decide(&self.authorizer, &loaded, &request, &entities);
+        memo.insert(key, Arc::new(decision.clone()));
+        Ok(decision)
     }
 }
 
@@ -84,7 +109,8 @@ pub fn decide(
     request: &Request,
     entities: &Entities,
 ) -> Decision {
-    let response = authorizer.is_authorized(request, &loaded.policies, entities);
+    let policies = loaded.for_action(request.action());
+    let response = authorizer.is_authorized(request, policies, entities);
     let errors: Vec<String> = response
         .diagnostics()
         .errors()
@@ -99,16 +125,33 @@ pub fn decide(
             .collect(),
         errors,
         policy_set: loaded.hash.clone(),
+        memoised: false,
     }
 }
 
-/// The Cedar request and entities of a keyplane request, checked against `schema`.
-pub fn build(schema: &Schema, req: &AuthzRequest<'_>) -> Result<(Request, Entities)> {
-    let (principal, action, resource, context, entities) = entities::build(req)?;
-    check(schema, principal, action, resource, context, entities).map_err(|e| {
-        tracing::error!(error = %e, "authorization request does not match the schema");
+/// The Cedar request (checked against the schema) and entities of a keyplane request.
+pub fn build(loaded: &LoadedPolicies, req: &AuthzRequest<'_>) -> Result<(Request, Entities)> {
+    let (principal, action, resource, context, mut entities) = entities::build(req)?;
+    let request = Request::new(principal, action, resource, context, Some(&loaded.schema))
+        .map_err(|e| {
+            tracing::error!(error = %e, "authorization request does not match the schema");
+            Error::Internal
+        })?;
+    entities.extend(loaded.actions.get(req.action).cloned());
+    let entities = Entities::from_entities(unique(entities), None).map_err(|e| {
+        tracing::error!(error = %e, "could not assemble the entities of a request");
         Error::Internal
-    })
+    })?;
+    Ok((request, entities))
+}
+
+/// Entities with each uid once (the first occurrence wins).
+fn unique(entities: Vec<Entity>) -> Vec<Entity> {
+    let mut seen = std::collections::HashSet::new();
+    entities
+        .into_iter()
+        .filter(|e| seen.insert(e.uid()))
+        .collect()
 }
 
 /// Check a request and its entities against `schema`. An entity given twice (e.g. a tenant
@@ -123,12 +166,161 @@ pub fn check(
 ) -> std::result::Result<(Request, Entities), String> {
     let request = Request::new(principal, action, resource, context, Some(schema))
         .map_err(|e| format!("the request does not match the schema: {e}"))?;
-    let mut seen = std::collections::HashSet::new();
-    let entities: Vec<Entity> = entities
-        .into_iter()
-        .filter(|e| seen.insert(e.uid()))
-        .collect();
-    let entities = Entities::from_entities(entities, Some(schema))
+    let entities = Entities::from_entities(unique(entities), Some(schema))
         .map_err(|e| format!("the entities do not match the schema: {e}"))?;
     Ok((request, entities))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::*;
+    use crate::store::keys::KeyRow;
+
+    fn principal(id: &str, tenant: &str, role: &str, operator: bool) -> crate::authn::Principal {
+        crate::authn::Principal {
+            id: id.into(),
+            tenant_id: tenant.into(),
+            name: id.into(),
+            kind: "user".into(),
+            role: role.into(),
+            operator,
+            created_at: String::new(),
+        }
+    }
+
+    fn key(id: &str, tenant: &str, user: &str, purpose: Option<&str>) -> ResourceRef {
+        ResourceRef::Key {
+            row: Box::new(KeyRow::sample(id, tenant)),
+            users: vec![user.into()],
+            tags: purpose
+                .map(|p| [("purpose".to_string(), p.to_string())].into())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The server's path (per-action policy subset, entities not re-validated) decides every
+    /// request exactly as the whole policy set with schema-validated entities does.
+    #[test]
+    fn per_action_subsets_decide_as_the_whole_set() {
+        let loaded = load_policies(None).unwrap();
+        let authorizer = Authorizer::new();
+        let principals = [
+            principal("p-admin", "t1", "admin", false),
+            principal("p-user", "t1", "user", false),
+            principal("p-operator", "t1", "user", true),
+            principal("p-stranger", "t2", "admin", false),
+        ];
+        let approvers = [None, Some(principal("p-admin2", "t1", "admin", false))];
+        let resources = [
+            ResourceRef::Tenant("t1".into()),
+            ResourceRef::Tenant("t2".into()),
+            key("k-1", "t1", "p-user", None),
+            key("k-2", "t1", "p-user", Some("billing")),
+            key("k-3", "t2", "p-user", None),
+        ];
+        let contexts: [EncryptionContextOf; 2] = [
+            Default::default(),
+            [("purpose".to_string(), "billing".to_string())].into(),
+        ];
+        let (mut compared, mut allowed) = (0, 0);
+        for action in loaded.actions.keys() {
+            for p in &principals {
+                for approver in &approvers {
+                    for resource in &resources {
+                        for ec in &contexts {
+                            let req = AuthzRequest {
+                                principal: p,
+                                action,
+                                resource,
+                                encryption_context: ec,
+                                source_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                                client_certificate: false,
+                                request_time: 1_800_000_000,
+                                mfa: false,
+                                approver: approver.as_ref(),
+                            };
+                            let (p_uid, a_uid, r_uid, ctx, entities) =
+                                entities::build(&req).unwrap();
+                            // Action and resource type that the schema does not pair.
+                            let Ok((full_req, full_entities)) =
+                                check(&loaded.schema, p_uid, a_uid, r_uid, ctx, entities)
+                            else {
+                                continue;
+                            };
+                            let full = authorizer.is_authorized(
+                                &full_req,
+                                &loaded.policies,
+                                &full_entities,
+                            );
+                            let (request, entities) = build(&loaded, &req).unwrap();
+                            let fast = decide(&authorizer, &loaded, &request, &entities);
+                            let full_errors = full.diagnostics().errors().count();
+                            assert_eq!(
+                                fast.allowed,
+                                full.decision() == CedarDecision::Allow && full_errors == 0,
+                                "{action} by {} on {}",
+                                p.id,
+                                resource.display()
+                            );
+                            let full_reasons: BTreeSet<String> =
+                                full.diagnostics().reason().map(|r| r.to_string()).collect();
+                            let fast_reasons: BTreeSet<String> =
+                                fast.policies.iter().cloned().collect();
+                            assert_eq!(fast_reasons, full_reasons, "{action} by {}", p.id);
+                            assert_eq!(fast.errors.len(), full_errors);
+                            compared += 1;
+                            allowed += usize::from(fast.allowed);
+                        }
+                    }
+                }
+            }
+        }
+        assert!(compared > 200, "{compared} requests compared");
+        assert!(
+            allowed > 20 && allowed < compared,
+            "{allowed} of {compared} allowed"
+        );
+    }
+
+    /// A memoised decision is the decision, marked as memoised; a reloaded set decides anew.
+    #[test]
+    fn memoised_decisions_match_and_reloads_are_not_served_stale() {
+        let authz = Authz::new(load_policies(None).unwrap(), 16);
+        let user = principal("p-user", "t1", "user", false);
+        let granted = key("k-1", "t1", "p-user", None);
+        let ec = EncryptionContextOf::new();
+        let req = AuthzRequest {
+            principal: &user,
+            action: "Encrypt",
+            resource: &granted,
+            encryption_context: &ec,
+            source_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            client_certificate: false,
+            request_time: 1_800_000_000,
+            mfa: false,
+            approver: None,
+        };
+        let first = authz.authorize(&req).unwrap();
+        let again = authz.authorize(&req).unwrap();
+        assert!(first.allowed && !first.memoised && again.memoised);
+        assert_eq!(first.policies, again.policies);
+        assert_eq!(first.policy_set, again.policy_set);
+        // A set without the grant policy: same request, fresh (denying) decision.
+        let dir = tempfile::tempdir().unwrap();
+        let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+        for entry in std::fs::read_dir(shipped).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_file() && !p.ends_with("key-grants.cedar") {
+                std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
+            }
+        }
+        authz.replace(load_policies(Some(dir.path())).unwrap());
+        let after = authz.authorize(&req).unwrap();
+        assert!(!after.allowed && !after.memoised);
+    }
+
+    type EncryptionContextOf = crate::crypto::context::EncryptionContext;
 }

@@ -68,36 +68,53 @@ pub async fn key_id_of(ctx: &OpContext<'_>, key_id: &str) -> Result<String> {
     if !key_id.starts_with(ALIAS_PREFIX) {
         return Ok(key_id.to_string());
     }
-    let alias = crate::store::aliases::get(ctx.state.db.reader(), &ctx.principal.tenant_id, key_id)
+    let target = ctx
+        .state
+        .rows
+        .alias_target(&ctx.principal.tenant_id, key_id)
         .await?
         .ok_or_else(|| Error::NotFound {
             kind: "alias",
             id: key_id.to_string(),
         })?;
-    Ok(alias.key_id)
+    Ok(target.to_string())
 }
 
-/// Load a key (by id or alias) and build its Cedar resource.
+/// Load a key (by id or alias, through the row cache) and build its Cedar resource.
 pub async fn resolve_key(ctx: &OpContext<'_>, key_id: &str) -> Result<ResourceRef> {
     let key_id = &key_id_of(ctx, key_id).await?;
-    key_resource(ctx.state.db.reader(), key_id).await
+    let key = ctx
+        .state
+        .rows
+        .key(key_id)
+        .await?
+        .ok_or_else(|| not_found(key_id))?;
+    Ok(resource_of(key.row.clone(), key.users.clone()))
 }
 
-/// A key by id as a Cedar resource (row, grantees, tags), from the database.
+/// A key by id as a Cedar resource (row, grantees, tags), read from the database.
 pub async fn key_resource(pool: &sqlx::SqlitePool, key_id: &str) -> Result<ResourceRef> {
     let row = keys::get(pool, key_id)
         .await?
-        .ok_or_else(|| Error::NotFound {
-            kind: "key",
-            id: key_id.to_string(),
-        })?;
+        .ok_or_else(|| not_found(key_id))?;
     let users = keys::grantees(pool, key_id).await?;
+    Ok(resource_of(row, users))
+}
+
+fn not_found(key_id: &str) -> Error {
+    Error::NotFound {
+        kind: "key",
+        id: key_id.to_string(),
+    }
+}
+
+fn resource_of(row: KeyRow, users: Vec<String>) -> ResourceRef {
     let tags: BTreeMap<String, String> = serde_json::from_str(&row.tags).unwrap_or_default();
-    Ok(ResourceRef::Key {
+    ResourceRef::Key {
         row: Box::new(row),
         users,
         tags,
-    })
+    }
 }
 
 /// The key row of a resolved key resource.
@@ -227,14 +244,17 @@ pub async fn usable_version(
     v: i64,
     purpose: VersionUse,
 ) -> Result<KeyVersionRow> {
-    let version = keys::version(ctx.state.db.reader(), &key.id, v)
+    let version = ctx
+        .state
+        .rows
+        .version(&key.id, v)
         .await?
         .ok_or_else(|| Error::NotFound {
             kind: "key version",
             id: format!("{}/{v}", key.id),
         })?;
     check_version(key, &version, purpose)?;
-    let mut version = version;
+    let mut version = KeyVersionRow::clone(&version);
     load_blob(ctx.state, key, &mut version).await?;
     Ok(version)
 }

@@ -390,6 +390,7 @@ async fn run_in_span<O: Operation>(
         keyplane.authz.decision = tracing::field::Empty,
         keyplane.authz.policy_count = tracing::field::Empty,
         keyplane.authz.policy_set = tracing::field::Empty,
+        keyplane.authz.memoised = tracing::field::Empty,
     );
     let entered = authz_span.enter();
     let decision = state.authz.authorize(&AuthzRequest {
@@ -411,6 +412,7 @@ async fn run_in_span<O: Operation>(
         );
         authz_span.record("keyplane.authz.policy_count", d.policies.len() as u64);
         authz_span.record("keyplane.authz.policy_set", d.policy_set.as_str());
+        authz_span.record("keyplane.authz.memoised", d.memoised);
     }
     let decision = match decision {
         Ok(d) => d,

@@ -26,6 +26,29 @@ pub struct KeyRow {
     pub destroyed_at: Option<i64>,
 }
 
+impl KeyRow {
+    /// An enabled AES-256-GCM envelope key with one version and nothing else set (schema
+    /// probes and tests).
+    pub fn sample(id: &str, tenant: &str) -> Self {
+        KeyRow {
+            id: id.into(),
+            tenant_id: tenant.into(),
+            spec: "AES_256_GCM".into(),
+            usage: "encrypt-decrypt".into(),
+            protection: "envelope".into(),
+            state: STATE_ENABLED.into(),
+            description: String::new(),
+            tags: String::new(),
+            primary_version: 1,
+            created_at: String::new(),
+            created_by: String::new(),
+            deletion_date: None,
+            min_decryption_version: 1,
+            destroyed_at: None,
+        }
+    }
+}
+
 /// A key version row.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct KeyVersionRow {

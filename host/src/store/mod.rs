@@ -4,8 +4,15 @@
 //! writer pool, so every write transaction is serialised; that is what lets the audit log
 //! read its chain head inside the transaction that appends to it (see `audit`). Reads use a
 //! separate pool and see committed data (WAL mode). Submodules hold the queries per table.
+//!
+//! The database also counts committed write transactions (its *generation*): [`cache`] keeps
+//! hot rows only while the generation they were read at is still current, so any committed
+//! change (a key disabled, a token's principal removed) is seen by the very next request.
+//! Transactions that change nothing a cache holds (audit records, usage counters) are begun
+//! with [`Db::begin_bookkeeping`] and leave the generation alone.
 
 pub mod aliases;
+pub mod cache;
 pub mod imports;
 pub mod keys;
 pub mod leases;
@@ -14,22 +21,61 @@ pub mod plugins;
 pub mod principals;
 pub mod tenants;
 
+use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqlitePool, Transaction};
+use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
 
 use crate::error::Result;
 
-/// A write transaction.
-pub type Tx = Transaction<'static, Sqlite>;
+/// A write transaction. Dereferences to the connection; committing it advances the database
+/// generation (unless it was begun as bookkeeping).
+pub struct Tx {
+    inner: Transaction<'static, Sqlite>,
+    generation: Option<Arc<AtomicU64>>,
+}
+
+impl Tx {
+    /// Commit, then advance the generation (also when the commit reports an error: whether it
+    /// took effect is then unknown, and a needless cache miss is harmless).
+    pub async fn commit(self) -> sqlx::Result<()> {
+        let result = self.inner.commit().await;
+        if let Some(g) = &self.generation {
+            g.fetch_add(1, Ordering::SeqCst);
+        }
+        result
+    }
+
+    /// Roll back (nothing changed, so the generation stays).
+    pub async fn rollback(self) -> sqlx::Result<()> {
+        self.inner.rollback().await
+    }
+}
+
+impl Deref for Tx {
+    type Target = SqliteConnection;
+    fn deref(&self) -> &SqliteConnection {
+        &self.inner
+    }
+}
+
+impl DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.inner
+    }
+}
 
 /// Handles to the database.
 #[derive(Clone)]
 pub struct Db {
     reader: SqlitePool,
     writer: SqlitePool,
+    /// Count of committed write transactions (see the module doc).
+    generation: Arc<AtomicU64>,
 }
 
 impl Db {
@@ -53,7 +99,11 @@ impl Db {
             .max_connections(8)
             .connect_with(opts.read_only(true))
             .await?;
-        Ok(Db { reader, writer })
+        Ok(Db {
+            reader,
+            writer,
+            generation: Arc::default(),
+        })
     }
 
     /// Pool for reads.
@@ -63,7 +113,30 @@ impl Db {
 
     /// Begin a write transaction (serialised with every other writer).
     pub async fn begin(&self) -> Result<Tx> {
-        Ok(self.writer.begin().await?)
+        Ok(Tx {
+            inner: self.writer.begin().await?,
+            generation: Some(self.generation.clone()),
+        })
+    }
+
+    /// Begin a write transaction that changes no row a [`cache`] holds (audit records and
+    /// checkpoints, usage counters), so committing it keeps cached rows valid.
+    pub async fn begin_bookkeeping(&self) -> Result<Tx> {
+        Ok(Tx {
+            inner: self.writer.begin().await?,
+            generation: None,
+        })
+    }
+
+    /// The writer connection, outside any transaction, for single statements (each atomic
+    /// on its own) that change no row a [`cache`] holds: the audit group commit.
+    pub async fn bookkeeping_connection(&self) -> Result<sqlx::pool::PoolConnection<Sqlite>> {
+        Ok(self.writer.acquire().await?)
+    }
+
+    /// Count of committed write transactions so far.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
     }
 
     /// Readiness probe.
@@ -95,6 +168,7 @@ impl Db {
         Ok(Db {
             writer: reader.clone(),
             reader,
+            generation: Arc::default(),
         })
     }
 }

@@ -1,0 +1,44 @@
+# Shared by benches/load/run and benches/load/profile (sourced, not run): start and stop a
+# release keyplane on loopback with the embedded defaults, call its API, drive it with wrk.
+# Expects BIN, WORK, OUT, THREADS, CONNECTIONS, DURATION to be set by the caller.
+
+# Start the server on a free port; sets PID, URL and TOKEN.
+start() {
+  KEYPLANE_LIFECYCLE__SCHEDULER_INTERVAL_SECONDS=0 RUST_LOG=${RUST_LOG:-warn} \
+    "$BIN" serve --data-dir "$WORK/data" --listen 127.0.0.1:0 --policies-dir policies >"$WORK/server.log" 2>&1 &
+  PID=$!
+  for _ in $(seq 1 600); do
+    URL=$(sed -n 's/^keyplane: listening on //p' "$WORK/server.log" | head -1)
+    [ -n "$URL" ] && break
+    sleep 0.1
+  done
+  [ -n "$URL" ] || { cat "$WORK/server.log"; exit 1; }
+  TOKEN=$(tr -d '\n' < "$WORK/data/admin.token")
+}
+
+stop() { kill -TERM "$PID"; wait "$PID" || true; }
+
+# api <operation> <json body>: one call with the admin token; prints the answer.
+api() { curl -sf --cacert "$WORK/data/tls/cert.pem" -H "Authorization: Bearer $TOKEN" \
+          -H 'Content-Type: application/json' -d "$2" "${URL/127.0.0.1/localhost}/v1/$1"; }
+
+# json_field <name>: one field of the JSON answer on stdin.
+json_field() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
+
+# One wrk run; appends "<name> <req/s> <p50 ms> <p99 ms> <non-2xx>" to $OUT.
+load() {
+  local name=$1 path=$2 body=${3:-}
+  local script=()
+  [ -n "$body" ] && script=(-s benches/load/post.lua)
+  local r
+  r=$(KP_BODY=$body KP_TOKEN=$TOKEN wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "${script[@]}" "$URL$path")
+  local rps p50 p99 errs
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$r")
+  p50=$(awk '$1=="50%" {print $2}' <<<"$r")
+  p99=$(awk '$1=="99%" {print $2}' <<<"$r")
+  errs=$(awk '/non_2xx/ {print $2}' <<<"$r"); errs=${errs:-0}
+  echo "$name $rps $(ms "$p50") $(ms "$p99") $errs" | tee -a "$OUT"
+}
+
+# ms <wrk duration>: the duration in milliseconds.
+ms() { python3 -c "import re,sys; v=sys.argv[1]; n=float(re.match(r'[0-9.]+',v).group()); u=v[len(re.match(r'[0-9.]+',v).group()):]; print(round(n*{'us':0.001,'ms':1,'s':1000}[u],3))" "$1"; }

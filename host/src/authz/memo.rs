@@ -1,0 +1,316 @@
+//! Memoised Cedar decisions. A decision is a pure function of the policy set (with its
+//! schema) and of the request's principal, action, resource, context and entities, which
+//! [`super::entities::build`] derives from an [`AuthzRequest`] alone. So a decision is kept
+//! under a SHA-256 digest of the policy-set hash and *every* field of the `AuthzRequest`
+//! (including the request time, to the second, and the source address), and reused only for a
+//! request identical in all of them: the same answer Cedar would give, without building
+//! entities and evaluating policies again. A reloaded set has another hash, so it never sees
+//! the old set's decisions.
+//!
+//! The digest encodes each field with its length, so no two different requests share an
+//! encoding. The functions below destructure the request and the rows exhaustively: a field
+//! added to any of them does not compile until it is part of the digest.
+
+use std::sync::Arc;
+
+use quick_cache::sync::Cache;
+use ring::digest;
+
+use super::entities::{AuthzRequest, ResourceRef};
+use super::Decision;
+use crate::authn::Principal;
+use crate::store::keys::KeyRow;
+use crate::store::plugins::PluginRow;
+
+/// Recent decisions by digest of their inputs.
+pub struct DecisionMemo {
+    decisions: Cache<[u8; 32], Arc<Decision>>,
+}
+
+impl DecisionMemo {
+    pub fn new(entries: usize) -> Self {
+        DecisionMemo {
+            decisions: Cache::new(entries.max(1)),
+        }
+    }
+
+    pub fn get(&self, key: &[u8; 32]) -> Option<Arc<Decision>> {
+        self.decisions.get(key)
+    }
+
+    pub fn insert(&self, key: [u8; 32], decision: Arc<Decision>) {
+        self.decisions.insert(key, decision);
+    }
+}
+
+/// The digest of everything a decision depends on.
+pub fn key(policy_set: &str, req: &AuthzRequest<'_>) -> [u8; 32] {
+    let AuthzRequest {
+        principal,
+        action,
+        resource,
+        encryption_context,
+        source_ip,
+        client_certificate,
+        request_time,
+        mfa,
+        approver,
+    } = req;
+    let mut d = Digest(digest::Context::new(&digest::SHA256));
+    d.str("keyplane/decision/v1");
+    d.str(policy_set);
+    d.str(action);
+    add_principal(&mut d, principal);
+    match approver {
+        Some(a) => {
+            d.str("approver");
+            add_principal(&mut d, a);
+        }
+        None => d.str("no-approver"),
+    }
+    add_resource(&mut d, resource);
+    d.num(encryption_context.len() as u64);
+    for (k, v) in encryption_context.iter() {
+        d.str(k);
+        d.str(v);
+    }
+    d.str(&source_ip.to_canonical().to_string());
+    d.num(u64::from(*client_certificate));
+    d.num(*request_time as u64);
+    d.num(u64::from(*mfa));
+    let out = d.0.finish();
+    let mut key = [0u8; 32];
+    key.copy_from_slice(out.as_ref());
+    key
+}
+
+struct Digest(digest::Context);
+
+impl Digest {
+    fn str(&mut self, s: &str) {
+        self.num(s.len() as u64);
+        self.0.update(s.as_bytes());
+    }
+    fn num(&mut self, n: u64) {
+        self.0.update(&n.to_be_bytes());
+    }
+}
+
+fn add_principal(d: &mut Digest, p: &Principal) {
+    let Principal {
+        id,
+        tenant_id,
+        name,
+        kind,
+        role,
+        operator,
+        created_at,
+    } = p;
+    for s in [id, tenant_id, name, kind, role, created_at] {
+        d.str(s);
+    }
+    d.num(u64::from(*operator));
+}
+
+fn add_resource(d: &mut Digest, resource: &ResourceRef) {
+    match resource {
+        ResourceRef::Tenant(t) => {
+            d.str("tenant");
+            d.str(t);
+        }
+        ResourceRef::Key { row, users, tags } => {
+            d.str("key");
+            add_key(d, row);
+            d.num(users.len() as u64);
+            for u in users {
+                d.str(u);
+            }
+            d.num(tags.len() as u64);
+            for (k, v) in tags {
+                d.str(k);
+                d.str(v);
+            }
+        }
+        ResourceRef::Plugin(p) => {
+            d.str("plugin");
+            let PluginRow {
+                tenant_id,
+                name,
+                sha256,
+                world,
+                size,
+                imports,
+                created_at,
+                created_by,
+                capabilities,
+            } = &**p;
+            for s in [
+                tenant_id,
+                name,
+                sha256,
+                world,
+                imports,
+                created_at,
+                created_by,
+                capabilities,
+            ] {
+                d.str(s);
+            }
+            d.num(*size as u64);
+        }
+    }
+}
+
+fn add_key(d: &mut Digest, row: &KeyRow) {
+    let KeyRow {
+        id,
+        tenant_id,
+        spec,
+        usage,
+        protection,
+        state,
+        description,
+        tags,
+        primary_version,
+        created_at,
+        created_by,
+        deletion_date,
+        min_decryption_version,
+        destroyed_at,
+    } = row;
+    for s in [
+        id,
+        tenant_id,
+        spec,
+        usage,
+        protection,
+        state,
+        description,
+        tags,
+        created_at,
+        created_by,
+    ] {
+        d.str(s);
+    }
+    d.num(*primary_version as u64);
+    d.num(*min_decryption_version as u64);
+    for t in [deletion_date, destroyed_at] {
+        match t {
+            Some(t) => {
+                d.num(1);
+                d.num(*t as u64);
+            }
+            None => d.num(0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, HashSet};
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::*;
+    use crate::crypto::context::EncryptionContext;
+
+    fn principal(role: &str) -> Principal {
+        Principal {
+            id: "p-1".into(),
+            tenant_id: "t-1".into(),
+            name: "alice".into(),
+            kind: "user".into(),
+            role: role.into(),
+            operator: false,
+            created_at: "now".into(),
+        }
+    }
+
+    fn key_row(state: &str) -> KeyRow {
+        KeyRow {
+            state: state.into(),
+            ..KeyRow::sample("k-1", "t-1")
+        }
+    }
+
+    fn key_resource(state: &str, users: &[&str], tags: &[(&str, &str)]) -> ResourceRef {
+        ResourceRef::Key {
+            row: Box::new(key_row(state)),
+            users: users.iter().map(|u| u.to_string()).collect(),
+            tags: tags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+        }
+    }
+
+    /// Every input a decision depends on changes the digest; the same inputs give the same one.
+    #[test]
+    fn every_input_changes_the_key() {
+        let (user, admin) = (principal("user"), principal("admin"));
+        let granted = key_resource("enabled", &["p-1"], &[]);
+        let variants = [
+            key_resource("disabled", &["p-1"], &[]),
+            key_resource("enabled", &[], &[]),
+            key_resource("enabled", &["p-1"], &[("purpose", "x")]),
+            key_resource("enabled", &["p-1", "p-2"], &[]),
+            ResourceRef::Tenant("t-1".into()),
+        ];
+        let (empty, ec) = (
+            EncryptionContext::new(),
+            EncryptionContext::from([("purpose".to_string(), "x".to_string())]),
+        );
+        let base = AuthzRequest {
+            principal: &user,
+            action: "Encrypt",
+            resource: &granted,
+            encryption_context: &empty,
+            source_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            client_certificate: false,
+            request_time: 1_800_000_000,
+            mfa: false,
+            approver: None,
+        };
+        let same = AuthzRequest { ..base };
+        assert_eq!(key("set", &base), key("set", &same));
+        let mut keys = vec![key("set", &base), key("other-set", &base)];
+        let changed = [
+            AuthzRequest {
+                principal: &admin,
+                ..base
+            },
+            AuthzRequest {
+                action: "Decrypt",
+                ..base
+            },
+            AuthzRequest {
+                encryption_context: &ec,
+                ..base
+            },
+            AuthzRequest {
+                source_ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+                ..base
+            },
+            AuthzRequest {
+                client_certificate: true,
+                ..base
+            },
+            AuthzRequest {
+                request_time: 1_800_000_001,
+                ..base
+            },
+            AuthzRequest { mfa: true, ..base },
+            AuthzRequest {
+                approver: Some(&admin),
+                ..base
+            },
+        ];
+        keys.extend(changed.iter().map(|r| key("set", r)));
+        keys.extend(
+            variants
+                .iter()
+                .map(|resource| key("set", &AuthzRequest { resource, ..base })),
+        );
+        let distinct: HashSet<_> = keys.iter().collect();
+        assert_eq!(distinct.len(), keys.len());
+    }
+}
