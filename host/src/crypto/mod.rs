@@ -100,6 +100,8 @@ pub struct Keyring {
     keks: Mutex<HashMap<String, ObjectHandle>>,
     hsm_objects: Mutex<HashMap<(ObjKind, Vec<u8>), ObjectHandle>>,
     rng: SystemRandom,
+    /// The PKCS#11 module computes in this process (SoftHSM2): see [`Keyring::data_plane`].
+    in_process_token: bool,
 }
 
 /// Run a blocking HSM call off the async executor.
@@ -132,7 +134,9 @@ fn split_iv(blob: &[u8]) -> Result<([u8; GCM_IV_LEN], &[u8])> {
 
 impl Keyring {
     pub fn new(hsm: Arc<Hsm>, db: Db, cache_entries: usize, cache_ttl: Duration) -> Self {
+        let in_process_token = hsm.capabilities().computes_in_process();
         Keyring {
+            in_process_token,
             hsm,
             db,
             cache: EnvelopeCache::new(cache_entries, cache_ttl),
@@ -421,6 +425,21 @@ impl Keyring {
         Ok(n)
     }
 
+    /// Run one data-plane HSM call (AES-GCM on a small message): on the calling worker when
+    /// the token computes in this process (SoftHSM2, tens of microseconds of CPU, no I/O), so
+    /// a request costs no hand-off to the blocking pool; through the pool for any other module,
+    /// whose calls may wait on a device or the network.
+    async fn data_plane<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        if self.in_process_token {
+            f()
+        } else {
+            blocking(f).await
+        }
+    }
+
     /// AES-256-GCM seal under `version`. Returns ciphertext ‖ tag.
     pub async fn seal(
         &self,
@@ -435,7 +454,8 @@ impl Keyring {
             Protection::Hsm => {
                 let handle = self.hsm_object(hsm_id(version)?).await?;
                 let hsm = self.hsm.clone();
-                blocking(move || hsm.gcm_encrypt(handle, &nonce, &aad, &plaintext)).await
+                self.data_plane(move || hsm.gcm_encrypt(handle, &nonce, &aad, &plaintext))
+                    .await
             }
             Protection::Envelope => {
                 let material = self.envelope_material(tenant, version).await?;
@@ -469,7 +489,8 @@ impl Keyring {
             Protection::Hsm => {
                 let handle = self.hsm_object(hsm_id(version)?).await?;
                 let hsm = self.hsm.clone();
-                blocking(move || hsm.gcm_decrypt(handle, &nonce, &aad, &sealed)).await
+                self.data_plane(move || hsm.gcm_decrypt(handle, &nonce, &aad, &sealed))
+                    .await
             }
             Protection::Envelope => {
                 let material = self.envelope_material(tenant, version).await?;

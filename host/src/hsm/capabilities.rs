@@ -59,6 +59,12 @@ pub struct Capabilities {
 }
 
 impl Capabilities {
+    /// The token is software computing inside this process (SoftHSM2): its calls are CPU
+    /// work with no device or network to wait on.
+    pub fn computes_in_process(&self) -> bool {
+        self.manufacturer == "SoftHSM project"
+    }
+
     /// Whether the token lists `m`.
     pub fn has(&self, m: MechanismType) -> bool {
         self.mechanisms.contains(&m)
