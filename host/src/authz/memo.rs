@@ -7,8 +7,9 @@
 //! entities and evaluating policies again. A reloaded set has another hash, so it never sees
 //! the old set's decisions.
 //!
-//! The digest encodes each field with its length, so no two different requests share an
-//! encoding. The functions below destructure the request and the rows exhaustively: a field
+//! The digest encodes each field with its length (maps such as the encryption context and
+//! tags through [`canonical`], the encoding bound into ciphertexts), so no two different
+//! requests share an encoding. The functions below destructure the request and the rows exhaustively: a field
 //! added to any of them does not compile until it is part of the digest.
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use ring::digest;
 use super::entities::{AuthzRequest, ResourceRef};
 use super::Decision;
 use crate::authn::Principal;
+use crate::crypto::context::canonical;
 use crate::store::keys::KeyRow;
 use crate::store::plugins::PluginRow;
 
@@ -69,11 +71,7 @@ pub fn key(policy_set: &str, req: &AuthzRequest<'_>) -> [u8; 32] {
         None => d.str("no-approver"),
     }
     add_resource(&mut d, resource);
-    d.num(encryption_context.len() as u64);
-    for (k, v) in encryption_context.iter() {
-        d.str(k);
-        d.str(v);
-    }
+    d.bytes(&canonical(encryption_context));
     d.str(&source_ip.to_canonical().to_string());
     d.num(u64::from(*client_certificate));
     d.num(*request_time as u64);
@@ -88,8 +86,11 @@ struct Digest(digest::Context);
 
 impl Digest {
     fn str(&mut self, s: &str) {
-        self.num(s.len() as u64);
-        self.0.update(s.as_bytes());
+        self.bytes(s.as_bytes());
+    }
+    fn bytes(&mut self, b: &[u8]) {
+        self.num(b.len() as u64);
+        self.0.update(b);
     }
     fn num(&mut self, n: u64) {
         self.0.update(&n.to_be_bytes());
@@ -125,11 +126,7 @@ fn add_resource(d: &mut Digest, resource: &ResourceRef) {
             for u in users {
                 d.str(u);
             }
-            d.num(tags.len() as u64);
-            for (k, v) in tags {
-                d.str(k);
-                d.str(v);
-            }
+            d.bytes(&canonical(tags));
         }
         ResourceRef::Plugin(p) => {
             d.str("plugin");

@@ -83,12 +83,11 @@ impl Authz {
     /// Decide a request (or reuse the decision of an identical one).
     pub fn authorize(&self, req: &AuthzRequest<'_>) -> Result<Decision> {
         let loaded = self.current();
-        let Some(memo) = &self.memo else {
-            let (request, entities) = build(&loaded, req)?;
-            return Ok(decide(&self.authorizer, &loaded, &request, &entities));
-        };
-        let key = memo::key(&loaded.hash, req);
-        if let Some(d) = memo.get(&key) {
+        let memo = self
+            .memo
+            .as_ref()
+            .map(|m| (m, memo::key(&loaded.hash, req)));
+        if let Some(d) = memo.as_ref().and_then(|(m, key)| m.get(key)) {
             return Ok(Decision {
                 memoised: true,
                 ..Decision::clone(&d)
@@ -96,7 +95,9 @@ impl Authz {
         }
         let (request, entities) = build(&loaded, req)?;
         let decision = decide(&self.authorizer, &loaded, &request, &entities);
-        memo.insert(key, Arc::new(decision.clone()));
+        if let Some((m, key)) = memo {
+            m.insert(key, Arc::new(decision.clone()));
+        }
         Ok(decision)
     }
 }
