@@ -10,6 +10,12 @@ use keyplane::config::{Config, FlagOverrides};
 use keyplane::hsm::{token, Hsm};
 use keyplane::{audit, bootstrap, server, store, telemetry};
 
+/// mimalloc instead of glibc malloc: a request allocates and frees many small buffers (HTTP,
+/// JSON, TLS records, audit records) across two worker threads, and under load glibc's
+/// `malloc`/`free` took about 12% of the server's samples (see docs/performance.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "keyplane", version, about = "keyplane key management service")]
 struct Cli {

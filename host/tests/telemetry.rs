@@ -468,6 +468,9 @@ async fn grpc_export_span_tree_metrics_and_no_secrets() {
             &[("tenant", "default"), ("operation", "generate-data-key")]
         ) >= 1
     );
+    // The encrypt, decrypt and the denial change nothing else: their records went through
+    // the group commit, which counts its batches.
+    assert!(counter(&received, "keyplane.audit.batch_size", &[]) >= 1);
 
     // No secret anywhere in what was exported, nor in the logs.
     let raw = received.raw.lock().unwrap().clone();

@@ -89,14 +89,19 @@ impl Db {
             // Destroyed key versions: deleted content is overwritten, not left in free pages.
             .pragma("secure_delete", "ON")
             .busy_timeout(Duration::from_secs(10));
+        // A connection to a local file cannot go stale the way a socket can, so the pools do
+        // not ping it before handing it out (a round trip to sqlx's worker thread each time:
+        // on the audit group commit that was one extra thread hand-off per batch).
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(opts.clone())
             .await?;
         sqlx::migrate!("../migrations").run(&writer).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(8)
+            .test_before_acquire(false)
             .connect_with(opts.read_only(true))
             .await?;
         Ok(Db {

@@ -22,6 +22,7 @@ pub struct Metrics {
     plugin_failures: Counter<u64>,
     scheduler_actions: Counter<u64>,
     scheduler_duration: Histogram<f64>,
+    audit_batch: Histogram<u64>,
     per_key: bool,
     _dropped: ObservableCounter<u64>,
 }
@@ -78,6 +79,11 @@ fn build(per_key: bool) -> Metrics {
             .with_unit("s")
             .with_boundaries(LATENCY_BOUNDS.to_vec())
             .with_description("Duration of a lifecycle scheduler pass")
+            .build(),
+        audit_batch: meter
+            .u64_histogram("keyplane.audit.batch_size")
+            .with_boundaries(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0])
+            .with_description("Audit records committed together by one group commit")
             .build(),
         per_key,
         _dropped: meter
@@ -153,6 +159,11 @@ impl Metrics {
     /// One scheduler pass.
     pub fn scheduler_pass(&self, seconds: f64) {
         self.scheduler_duration.record(seconds, &[]);
+    }
+
+    /// One audit group commit of `records` records.
+    pub fn audit_batch(&self, records: usize) {
+        self.audit_batch.record(records as u64, &[]);
     }
 
     /// One successful cryptographic operation with a key.
