@@ -282,6 +282,18 @@ mod tests {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies")
     }
 
+    /// A temporary directory holding a copy of the shipped policy files, to alter in a test.
+    fn copy_of_shipped() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for entry in std::fs::read_dir(shipped_dir()).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_file() {
+                std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
+            }
+        }
+        dir
+    }
+
     #[test]
     fn shipped_policies_validate_and_match_embedded() {
         let disk = load_policies(Some(&shipped_dir())).unwrap();
@@ -292,13 +304,7 @@ mod tests {
 
     #[test]
     fn invalid_policy_is_refused_with_file_line_and_id() {
-        let dir = tempfile::tempdir().unwrap();
-        for entry in std::fs::read_dir(shipped_dir()).unwrap() {
-            let p = entry.unwrap().path();
-            if p.is_file() {
-                std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
-            }
-        }
+        let dir = copy_of_shipped();
         std::fs::write(
             dir.path().join("bad.cedar"),
             "@id(\"bad-attr\")\n@description(\"uses an attribute that does not exist\")\npermit (principal, action == Keyplane::Action::\"Encrypt\", resource)\nwhen { resource.colour == \"red\" };\n",
@@ -314,13 +320,7 @@ mod tests {
 
     #[test]
     fn a_schema_that_does_not_describe_keyplane_entities_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        for entry in std::fs::read_dir(shipped_dir()).unwrap() {
-            let p = entry.unwrap().path();
-            if p.is_file() {
-                std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
-            }
-        }
+        let dir = copy_of_shipped();
         // `spec` is an attribute keyplane sets on keys and no shipped policy reads.
         let schema = dir.path().join("schema.cedarschema");
         let text = std::fs::read_to_string(&schema).unwrap();
