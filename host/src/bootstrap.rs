@@ -105,7 +105,7 @@ pub async fn start(config: Config, hsm: Hsm, loaded: LoadedPolicies) -> anyhow::
         config.data_dir.join("plugins"),
         db.clone(),
     )?);
-    let audit = crate::audit::group_commit::GroupCommit::spawn(db.clone());
+    let audit = crate::audit::group_commit::GroupCommit::start(db.clone()).await?;
     let rows = crate::store::cache::RowCache::new(db.clone(), &config.cache);
     let max_decisions = config.cache.max_decisions;
     let state = AppState {

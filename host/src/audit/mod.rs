@@ -4,9 +4,9 @@
 //! state change it describes (a failed change rolls back and a separate record of the failure
 //! is appended instead). Each record's `hash` is SHA-256 over the previous record's hash and
 //! the record's canonical JSON (fixed field order, `hash` excluded), so [`verify`] detects an
-//! edited, removed or reordered record. The chain head is read inside the write transaction;
-//! writes are serialised by the store's single writer connection, so two appends can never
-//! claim the same predecessor. Signed checkpoints ([`checkpoint`]) add detection of tail
+//! edited, removed or reordered record. The chain head is read inside a write transaction that
+//! holds the database's write lock from its start (`BEGIN IMMEDIATE`, see `store`), and `seq`
+//! is the primary key, so two appends can never claim the same predecessor. Signed checkpoints ([`checkpoint`]) add detection of tail
 //! truncation and of a chain re-hashed by someone with database access; [`export`] reads
 //! records out in a stable JSON schema.
 //!
@@ -119,15 +119,27 @@ pub async fn append_records(
     Ok(records.iter().map(|r| r.seq).collect())
 }
 
+/// The chain head: the last record's (seq, hash).
+const HEAD_SQL: &str = "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1";
+
 /// The last record's (seq, hash), or (0, genesis) for an empty log.
 pub async fn read_head(conn: &mut SqliteConnection) -> Result<(i64, String)> {
     let head: Option<(i64, String)> = spans::db(
         "SELECT",
         "audit_log",
-        sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut *conn),
+        sqlx::query_as(HEAD_SQL).fetch_optional(&mut *conn),
     )
     .await?;
+    Ok(head.unwrap_or_else(|| (0, GENESIS.to_string())))
+}
+
+/// [`read_head`] on an [`crate::store::inline`] connection.
+pub fn read_head_inline(conn: &rusqlite::Connection) -> rusqlite::Result<(i64, String)> {
+    use rusqlite::OptionalExtension;
+    let head = conn
+        .prepare_cached(HEAD_SQL)?
+        .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
     Ok(head.unwrap_or_else(|| (0, GENESIS.to_string())))
 }
 
@@ -163,34 +175,88 @@ pub fn chain(head: (i64, String), events: &[&AuditEvent]) -> Vec<AuditRecord> {
     records
 }
 
+/// `INSERT` of `rows` records, their values bound in [`AuditRecord::values`] order.
+fn insert_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO audit_log (seq, time, request_id, principal, tenant, action, resource, \
+         decision, policies, outcome, source, policy_hash, trace_id, user_agent, prev_hash, hash) \
+         VALUES ",
+    );
+    for row in 0..rows {
+        if row > 0 {
+            sql.push(',');
+        }
+        sql.push_str("(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+    }
+    sql
+}
+
+/// A column value of a record, bound by either driver.
+enum Value<'a> {
+    Int(i64),
+    Text(&'a str),
+    MaybeText(Option<&'a str>),
+}
+
+impl AuditRecord {
+    /// The values of one row of [`insert_sql`], in column order.
+    fn values(&self) -> [Value<'_>; 16] {
+        use Value::{Int, MaybeText, Text};
+        [
+            Int(self.seq),
+            Text(&self.time),
+            Text(&self.request_id),
+            Text(&self.principal),
+            Text(&self.tenant),
+            Text(&self.action),
+            Text(&self.resource),
+            Text(&self.decision),
+            Text(&self.policies),
+            Text(&self.outcome),
+            Text(&self.source),
+            MaybeText(self.policy_hash.as_deref()),
+            MaybeText(self.trace_id.as_deref()),
+            MaybeText(self.user_agent.as_deref()),
+            Text(&self.prev_hash),
+            Text(&self.hash),
+        ]
+    }
+}
+
 /// Insert chained records, at most [`MAX_ROWS_PER_INSERT`] per statement. One statement is
 /// atomic on its own, so outside a transaction `records` up to that size land all or none; a
 /// record whose `seq` is taken (a stale head) fails the whole statement.
 pub async fn insert_records(conn: &mut SqliteConnection, records: &[AuditRecord]) -> Result<()> {
     for chunk in records.chunks(MAX_ROWS_PER_INSERT) {
-        let mut insert = sqlx::QueryBuilder::new(
-            "INSERT INTO audit_log (seq, time, request_id, principal, tenant, action, resource, \
-             decision, policies, outcome, source, policy_hash, trace_id, user_agent, prev_hash, hash) ",
-        );
-        insert.push_values(chunk, |mut row, rec| {
-            row.push_bind(rec.seq)
-                .push_bind(&rec.time)
-                .push_bind(&rec.request_id)
-                .push_bind(&rec.principal)
-                .push_bind(&rec.tenant)
-                .push_bind(&rec.action)
-                .push_bind(&rec.resource)
-                .push_bind(&rec.decision)
-                .push_bind(&rec.policies)
-                .push_bind(&rec.outcome)
-                .push_bind(&rec.source)
-                .push_bind(&rec.policy_hash)
-                .push_bind(&rec.trace_id)
-                .push_bind(&rec.user_agent)
-                .push_bind(&rec.prev_hash)
-                .push_bind(&rec.hash);
-        });
-        spans::db("INSERT", "audit_log", insert.build().execute(&mut *conn)).await?;
+        let sql = insert_sql(chunk.len());
+        let mut insert = sqlx::query(&sql);
+        for value in chunk.iter().flat_map(AuditRecord::values) {
+            insert = match value {
+                Value::Int(v) => insert.bind(v),
+                Value::Text(v) => insert.bind(v),
+                Value::MaybeText(v) => insert.bind(v),
+            };
+        }
+        spans::db("INSERT", "audit_log", insert.execute(&mut *conn)).await?;
+    }
+    Ok(())
+}
+
+/// [`insert_records`] on an [`crate::store::inline`] connection.
+pub fn insert_records_inline(
+    conn: &rusqlite::Connection,
+    records: &[AuditRecord],
+) -> rusqlite::Result<()> {
+    for chunk in records.chunks(MAX_ROWS_PER_INSERT) {
+        let mut insert = conn.prepare_cached(&insert_sql(chunk.len()))?;
+        for (i, value) in chunk.iter().flat_map(AuditRecord::values).enumerate() {
+            match value {
+                Value::Int(v) => insert.raw_bind_parameter(i + 1, v)?,
+                Value::Text(v) => insert.raw_bind_parameter(i + 1, v)?,
+                Value::MaybeText(v) => insert.raw_bind_parameter(i + 1, v)?,
+            }
+        }
+        insert.raw_execute()?;
     }
     Ok(())
 }

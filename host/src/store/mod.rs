@@ -1,9 +1,12 @@
 //! Metadata storage through sqlx (SQLite by default).
 //!
 //! Owns the connection pools and the migrations. Writes go through a single-connection
-//! writer pool, so every write transaction is serialised; that is what lets the audit log
-//! read its chain head inside the transaction that appends to it (see `audit`). Reads use a
-//! separate pool and see committed data (WAL mode). Submodules hold the queries per table.
+//! writer pool, and the audit group commit has one more writer connection of its own, driven
+//! in place ([`inline`]). Every transaction of the writer pool begins with `BEGIN IMMEDIATE`:
+//! it holds the write lock from its first statement, so its reads cannot go stale before it
+//! writes, and the audit log can read its chain head inside the transaction that appends to
+//! it (see `audit`). Reads use a separate pool and see committed data (WAL mode). Submodules
+//! hold the queries per table.
 //!
 //! The database also counts committed write transactions (its *generation*): [`cache`] keeps
 //! hot rows only while the generation they were read at is still current, so any committed
@@ -14,6 +17,7 @@
 pub mod aliases;
 pub mod cache;
 pub mod imports;
+pub mod inline;
 pub mod keys;
 pub mod leases;
 pub mod meta;
@@ -31,6 +35,11 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
 
 use crate::error::Result;
+
+/// How the writer pool begins a transaction: with the write lock, since the [`inline`]
+/// connection also writes (a deferred transaction that read before that connection committed
+/// would fail with `SQLITE_BUSY_SNAPSHOT` at its first write, which no busy timeout retries).
+const BEGIN: &str = "BEGIN IMMEDIATE";
 
 /// A write transaction. Dereferences to the connection; committing it advances the database
 /// generation (unless it was begun as bookkeeping).
@@ -119,7 +128,7 @@ impl Db {
     /// Begin a write transaction (serialised with every other writer).
     pub async fn begin(&self) -> Result<Tx> {
         Ok(Tx {
-            inner: self.writer.begin().await?,
+            inner: self.writer.begin_with(BEGIN).await?,
             generation: Some(self.generation.clone()),
         })
     }
@@ -128,15 +137,28 @@ impl Db {
     /// checkpoints, usage counters), so committing it keeps cached rows valid.
     pub async fn begin_bookkeeping(&self) -> Result<Tx> {
         Ok(Tx {
-            inner: self.writer.begin().await?,
+            inner: self.writer.begin_with(BEGIN).await?,
             generation: None,
         })
     }
 
-    /// The writer connection, outside any transaction, for single statements (each atomic
-    /// on its own) that change no row a [`cache`] holds: the audit group commit.
-    pub async fn bookkeeping_connection(&self) -> Result<sqlx::pool::PoolConnection<Sqlite>> {
-        Ok(self.writer.acquire().await?)
+    /// A writer connection outside the pools, opened with the writer's options, for
+    /// statements that change no row a [`cache`] holds: the audit group commit drives it in
+    /// place ([`inline::Inline`]).
+    pub async fn separate_writer(&self) -> Result<SqliteConnection> {
+        use sqlx::Connection;
+        Ok(SqliteConnection::connect_with(&self.writer.connect_options()).await?)
+    }
+
+    /// Copy committed WAL frames back into the database file without waiting for readers or
+    /// writers (`PASSIVE`), through the writer pool, on sqlx's thread. The [`inline`]
+    /// connection leaves checkpoints to this; the writer pool's own commits still checkpoint
+    /// automatically.
+    pub async fn checkpoint_wal(&self) -> Result<()> {
+        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&self.writer)
+            .await?;
+        Ok(())
     }
 
     /// Count of committed write transactions so far.
@@ -148,6 +170,11 @@ impl Db {
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.reader).await?;
         Ok(())
+    }
+
+    /// Whether [`Db::close`] has been called.
+    pub fn is_closed(&self) -> bool {
+        self.writer.is_closed()
     }
 
     /// Close both pools (flushes WAL on the last connection).

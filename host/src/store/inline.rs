@@ -1,0 +1,95 @@
+//! A SQLite connection driven on the caller's own thread, for the audit group commit.
+//!
+//! sqlx runs every SQLite connection on a thread of its own, so each statement is a hand-off
+//! to that thread and back: two thread switches, which on the machines we measured cost more
+//! than SQLite's work for a small `INSERT`. The audit group commit runs one statement per
+//! batch under every cryptographic request, so it drives a connection of its own in place:
+//! sqlx opens it (same options and pragmas as the writer pool), [`Inline::take`] takes it from
+//! sqlx's worker for good (`lock_handle`, sqlx's own way to reach the raw handle), and
+//! `rusqlite` runs the statements on the calling tokio worker, as SoftHSM2 calls already are.
+//!
+//! Nothing may block that worker on another connection, so this connection never waits for
+//! a lock: its busy timeout is zero and [`Inline::run`] retries a busy statement after an
+//! asynchronous sleep. For the same reason it never checkpoints the WAL itself (a checkpoint
+//! syncs files to disk); [`crate::store::Db::checkpoint_wal`] does that through the writer pool,
+//! on sqlx's thread. It is the database's second writer, which is why the writer pool begins
+//! its transactions with `BEGIN IMMEDIATE` (see the parent module).
+
+use std::time::{Duration, Instant};
+
+use sqlx::sqlite::LockedSqliteHandle;
+use sqlx::SqliteConnection;
+
+use crate::error::{Error, Result};
+
+/// How long [`Inline::run`] keeps retrying while another connection holds the write lock
+/// (the writer pool's busy timeout).
+pub const BUSY_WAIT: Duration = Duration::from_secs(10);
+/// Prepared statements kept (sqlx's default; the group commit's `INSERT` differs per batch size).
+const STATEMENT_CACHE: usize = 100;
+/// Pause between retries of a busy statement.
+const BUSY_RETRY: Duration = Duration::from_millis(1);
+
+/// A connection taken from sqlx's worker thread and driven in place.
+pub struct Inline<'conn> {
+    // Field order matters: `conn` must be dropped (finalizing its cached statements) while
+    // `_locked` still keeps sqlx's worker away from the handle.
+    conn: rusqlite::Connection,
+    _locked: LockedSqliteHandle<'conn>,
+}
+
+impl<'conn> Inline<'conn> {
+    /// Take `conn` from its sqlx worker (parked until this value is dropped) and prepare it:
+    /// no busy waiting, no automatic checkpoints.
+    pub async fn take(conn: &'conn mut SqliteConnection) -> Result<Inline<'conn>> {
+        let mut locked = conn.lock_handle().await?;
+        let raw = locked.as_raw_handle().as_ptr();
+        // SAFETY: `raw` is the open handle of `conn`. The lock guard stored next to the new
+        // `rusqlite::Connection` keeps sqlx's worker from touching the handle for as long as
+        // it lives, and is dropped only after it (field order above); the borrow of `conn`
+        // keeps the handle from being closed meanwhile; `from_handle` never closes it.
+        let conn = unsafe { rusqlite::Connection::from_handle(raw) }.map_err(database)?;
+        conn.busy_timeout(Duration::ZERO).map_err(database)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(database)?;
+        Ok(Inline {
+            conn,
+            _locked: locked,
+        })
+    }
+
+    /// Run `statements` on this thread. While another connection holds the write lock
+    /// (`SQLITE_BUSY`) it is run again after an asynchronous pause, for up to [`BUSY_WAIT`];
+    /// `statements` must therefore leave nothing half done when it fails busy.
+    pub async fn run<T>(
+        &mut self,
+        mut statements: impl FnMut(&rusqlite::Connection) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        let started = Instant::now();
+        loop {
+            match statements(&self.conn) {
+                Err(e) if is_busy(&e) && started.elapsed() < BUSY_WAIT => {
+                    tokio::time::sleep(BUSY_RETRY).await;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// Whether `e` is SQLite's "another connection holds the lock".
+pub fn is_busy(e: &rusqlite::Error) -> bool {
+    e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+}
+
+/// Whether `e` is a constraint violation (for the audit log: a `seq` already taken).
+pub fn is_constraint(e: &rusqlite::Error) -> bool {
+    e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation)
+}
+
+/// Log a driver error and report the database as unavailable (as for sqlx errors).
+pub fn database(e: rusqlite::Error) -> Error {
+    tracing::error!(error = %e, "database error");
+    Error::DatabaseUnavailable
+}
