@@ -5,7 +5,9 @@
 //! - `ring-aes-gcm/{seal,open}/{32,4096}`: the data plane of `envelope` keys;
 //! - `hsm/aes-gcm-encrypt-32`, `hsm/ecdsa-p256-sign`, `hsm/unwrap-kek`: SoftHSM2 through
 //!   PKCS#11, the data plane of `hsm` keys and the cost of opening a tenant KEK;
-//! - `audit/append`: one hash-chained audit record in its own transaction;
+//! - `audit/append`: one hash-chained audit record in its own transaction (how a state
+//!   change records itself); `audit/group-commit/{1,16}`: records of cryptographic uses through
+//!   the group commit, one at a time and 16 at once (the time is per call of 1 or 16);
 //! - `encrypt/in-process/{envelope,hsm}`: the whole `encrypt` operation (authentication,
 //!   Cedar, key lookup, crypto, usage counting, audit append, commit) without HTTP.
 //!
@@ -187,21 +189,21 @@ fn in_process(c: &mut Criterion) {
     let hsm_key = key("hsm");
 
     let mut g = c.benchmark_group("audit");
+    let ev = AuditEvent {
+        request_id: "bench".into(),
+        principal: "Keyplane::User::\"bench\"".into(),
+        tenant: "default".into(),
+        action: "Encrypt".into(),
+        resource: "Keyplane::Key::\"k-bench\"".into(),
+        decision: "allow",
+        policies: vec!["key-grantees-use-key".into()],
+        outcome: "ok".into(),
+        source: "127.0.0.1".into(),
+        policy_hash: Some("0".repeat(64)),
+        trace_id: None,
+        user_agent: None,
+    };
     g.bench_function("append", |b| {
-        let ev = AuditEvent {
-            request_id: "bench".into(),
-            principal: "Keyplane::User::\"bench\"".into(),
-            tenant: "default".into(),
-            action: "Encrypt".into(),
-            resource: "Keyplane::Key::\"k-bench\"".into(),
-            decision: "allow",
-            policies: vec!["key-grantees-use-key".into()],
-            outcome: "ok".into(),
-            source: "127.0.0.1".into(),
-            policy_hash: Some("0".repeat(64)),
-            trace_id: None,
-            user_agent: None,
-        };
         b.iter(|| {
             rt.block_on(async {
                 let mut tx = state.db.begin().await.unwrap();
@@ -210,6 +212,16 @@ fn in_process(c: &mut Criterion) {
             })
         })
     });
+    for together in [1usize, 16] {
+        g.throughput(Throughput::Elements(together as u64));
+        g.bench_function(BenchmarkId::new("group-commit", together), |b| {
+            b.iter(|| {
+                let appends = (0..together).map(|_| state.audit.append(ev.clone()));
+                rt.block_on(futures_util::future::try_join_all(appends))
+                    .unwrap()
+            })
+        });
+    }
     g.finish();
 
     let mut g = c.benchmark_group("encrypt");
