@@ -66,6 +66,8 @@ pub async fn serve(config: Config, hsm: Hsm, policies: LoadedPolicies) -> anyhow
         }
         None => axum_server::bind(listen).handle(handle).serve(app).await?,
     }
+    // Records first: the pools close last, so the WAL is checkpointed into the file.
+    state.audit.close().await;
     state.db.close().await;
     Ok(())
 }

@@ -10,12 +10,14 @@
 //! The task writes through a connection of its own, driven in place on its tokio worker
 //! ([`crate::store::inline`]): sqlx would hand every statement to the connection's own thread
 //! and back, and that hand-off cost more than the `INSERT`. That connection leaves WAL
-//! checkpoints to the writer pool, so the task also checkpoints every
-//! [`WAL_CHECKPOINT_EVERY`] while it runs.
+//! checkpoints to a second task, which checkpoints every [`WAL_CHECKPOINT_EVERY`] on a
+//! connection of its own. [`GroupCommit::close`] stops both at shutdown.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::{
@@ -23,7 +25,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::store::inline::{is_constraint, Inline};
-use crate::store::Db;
+use crate::store::{checkpoint_wal, Db};
 use crate::telemetry::spans;
 
 /// Most records committed together (one `INSERT`, so one atomic statement).
@@ -44,19 +46,46 @@ type Job = (AuditEvent, oneshot::Sender<Result<i64>>, tracing::Span);
 #[derive(Clone)]
 pub struct GroupCommit {
     jobs: mpsc::Sender<Job>,
+    /// Set by [`GroupCommit::close`].
+    stop: Arc<watch::Sender<bool>>,
+    /// The task and the checkpoints, awaited by the first [`GroupCommit::close`].
+    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
 impl GroupCommit {
-    /// Open the task's connection, then start the task (on the current tokio runtime) and
-    /// the WAL checkpoints.
+    /// Open the task's connection and the checkpoints' one, then start both tasks (on the
+    /// current tokio runtime).
     pub async fn start(db: Db) -> Result<Self> {
         let conn = db.separate_writer().await?;
+        let checkpoints = db.separate_writer().await?;
         let (jobs, rx) = mpsc::channel::<Job>(4 * MAX_BATCH);
         let (ready, started) = oneshot::channel();
-        tokio::spawn(run(conn, rx, ready));
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(run(conn, rx, stopped.clone(), ready));
         started.await.map_err(|_| Error::DatabaseUnavailable)??;
-        spawn_wal_checkpoints(db, jobs.downgrade());
-        Ok(GroupCommit { jobs })
+        let checkpointer = tokio::spawn(checkpoint_wal_until_stopped(checkpoints, stopped));
+        Ok(GroupCommit {
+            jobs,
+            stop: Arc::new(stop),
+            tasks: Arc::new(Mutex::new(vec![task, checkpointer])),
+        })
+    }
+
+    /// Stop taking records, commit those already handed over, and close the connection (at
+    /// shutdown, before the pools close: the last connection to close checkpoints the WAL
+    /// into the database file and removes it, so a stopped node's file holds every record).
+    /// Appends after this fail with [`Error::DatabaseUnavailable`].
+    pub async fn close(&self) {
+        self.stop.send_replace(true);
+        let tasks = std::mem::take(
+            &mut *self
+                .tasks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for task in tasks {
+            let _ = task.await;
+        }
     }
 
     /// Append `ev` and wait until the transaction holding it has committed (an
@@ -80,10 +109,12 @@ impl GroupCommit {
 }
 
 /// The task: take the connection from sqlx's worker, report whether that worked, then commit
-/// batches until every [`GroupCommit`] is dropped.
+/// batches until every [`GroupCommit`] is dropped or [`GroupCommit::close`] is called (then
+/// what was already handed over is still committed), and close the connection.
 async fn run(
     mut conn: sqlx::SqliteConnection,
     mut rx: mpsc::Receiver<Job>,
+    mut stop: watch::Receiver<bool>,
     ready: oneshot::Sender<Result<()>>,
 ) {
     let mut inline = match Inline::take(&mut conn).await {
@@ -96,7 +127,20 @@ async fn run(
     let _ = ready.send(Ok(()));
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut head = None;
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    let mut closing = false;
+    loop {
+        let received = tokio::select! {
+            received = rx.recv_many(&mut batch, MAX_BATCH) => received,
+            _ = stop.wait_for(|stop| *stop), if !closing => {
+                // Refuse new records; the buffered ones are still received, then `0`.
+                rx.close();
+                closing = true;
+                continue;
+            }
+        };
+        if received == 0 {
+            break;
+        }
         linger(&mut rx, &mut batch).await;
         crate::telemetry::metrics::metrics().audit_batch(batch.len());
         let span = tracing::info_span!(
@@ -131,23 +175,34 @@ async fn run(
             let _ = reply.send(result);
         }
     }
+    drop(inline);
+    if let Err(e) = sqlx::Connection::close(conn).await {
+        tracing::warn!(error = %e, "could not close the audit group commit's connection");
+    }
 }
 
-/// Checkpoint the WAL every [`WAL_CHECKPOINT_EVERY`] until the group commit is dropped (its
-/// connection leaves checkpoints to the writer pool, see [`crate::store::inline`]).
-fn spawn_wal_checkpoints(db: Db, group: mpsc::WeakSender<Job>) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(WAL_CHECKPOINT_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            if group.upgrade().is_none() || db.is_closed() {
-                return;
+/// Checkpoint the WAL every [`WAL_CHECKPOINT_EVERY`] on `conn` (the group commit's own
+/// connection leaves checkpoints to this, see [`crate::store::inline`]), until
+/// [`GroupCommit::close`] or until every [`GroupCommit`] is dropped; then close `conn`.
+async fn checkpoint_wal_until_stopped(
+    mut conn: sqlx::SqliteConnection,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(WAL_CHECKPOINT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                // A failure is logged where it is converted; the next tick tries again.
+                let _ = checkpoint_wal(&mut conn).await;
             }
-            // A failure is logged where it is converted; the next tick tries again.
-            let _ = db.checkpoint_wal().await;
+            // (The guard `wait_for` returns is not `Send`: dropped inside.)
+            _ = async { drop(stop.wait_for(|stop| *stop).await) } => break,
         }
-    });
+    }
+    if let Err(e) = sqlx::Connection::close(conn).await {
+        tracing::warn!(error = %e, "could not close the WAL checkpoints' connection");
+    }
 }
 
 /// Let requests that are ready to run reach their audit append before the batch is written:
@@ -354,5 +409,38 @@ mod tests {
         );
         tokio::time::sleep(3 * WAL_CHECKPOINT_EVERY).await;
         assert_eq!(in_file(), 50);
+    }
+
+    /// Closing commits the records already handed over, then refuses more; once the pools are
+    /// closed too, the database file alone holds every record (no WAL left behind).
+    #[tokio::test]
+    async fn close_commits_what_was_handed_over_and_leaves_no_wal() {
+        let (dir, db) = temp_db().await;
+        let group = GroupCommit::start(db.clone()).await.unwrap();
+        let handed: Vec<_> = (0..20)
+            .map(|n| {
+                tokio::spawn({
+                    let group = group.clone();
+                    async move { group.append(event(n)).await }
+                })
+            })
+            .collect();
+        // On this one-thread runtime the spawned appends run now, up to waiting for replies.
+        tokio::task::yield_now().await;
+        group.close().await;
+        for append in handed {
+            append.await.unwrap().unwrap();
+        }
+        assert!(matches!(
+            group.append(event(21)).await,
+            Err(Error::DatabaseUnavailable)
+        ));
+        db.close().await;
+        assert!(!dir.path().join(format!("{DB_FILE}-wal")).exists());
+        let db = Db::open(&format!("sqlite://{}", dir.path().join(DB_FILE).display()))
+            .await
+            .unwrap();
+        let report = super::super::verify(db.reader()).await.unwrap();
+        assert_eq!((report.fault, report.records), (None, 20));
     }
 }

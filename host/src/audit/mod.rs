@@ -242,22 +242,28 @@ pub async fn insert_records(conn: &mut SqliteConnection, records: &[AuditRecord]
     Ok(())
 }
 
-/// [`insert_records`] on an [`crate::store::inline`] connection.
+/// [`insert_records`] on an [`crate::store::inline`] connection, as one statement (all or
+/// none: a busy retry can never record a record twice), so for at most
+/// [`MAX_ROWS_PER_INSERT`] records.
 pub fn insert_records_inline(
     conn: &rusqlite::Connection,
     records: &[AuditRecord],
 ) -> rusqlite::Result<()> {
-    for chunk in records.chunks(MAX_ROWS_PER_INSERT) {
-        let mut insert = conn.prepare_cached(&insert_sql(chunk.len()))?;
-        for (i, value) in chunk.iter().flat_map(AuditRecord::values).enumerate() {
-            match value {
-                Value::Int(v) => insert.raw_bind_parameter(i + 1, v)?,
-                Value::Text(v) => insert.raw_bind_parameter(i + 1, v)?,
-                Value::MaybeText(v) => insert.raw_bind_parameter(i + 1, v)?,
-            }
-        }
-        insert.raw_execute()?;
+    if records.len() > MAX_ROWS_PER_INSERT {
+        return Err(rusqlite::Error::InvalidParameterCount(
+            records.len(),
+            MAX_ROWS_PER_INSERT,
+        ));
     }
+    let mut insert = conn.prepare_cached(&insert_sql(records.len()))?;
+    for (i, value) in records.iter().flat_map(AuditRecord::values).enumerate() {
+        match value {
+            Value::Int(v) => insert.raw_bind_parameter(i + 1, v)?,
+            Value::Text(v) => insert.raw_bind_parameter(i + 1, v)?,
+            Value::MaybeText(v) => insert.raw_bind_parameter(i + 1, v)?,
+        }
+    }
+    insert.raw_execute()?;
     Ok(())
 }
 

@@ -143,22 +143,11 @@ impl Db {
     }
 
     /// A writer connection outside the pools, opened with the writer's options, for
-    /// statements that change no row a [`cache`] holds: the audit group commit drives it in
-    /// place ([`inline::Inline`]).
+    /// statements that change no row a [`cache`] holds: the audit group commit drives one in
+    /// place ([`inline::Inline`]) and checkpoints the WAL on another ([`checkpoint_wal`]).
     pub async fn separate_writer(&self) -> Result<SqliteConnection> {
         use sqlx::Connection;
         Ok(SqliteConnection::connect_with(&self.writer.connect_options()).await?)
-    }
-
-    /// Copy committed WAL frames back into the database file without waiting for readers or
-    /// writers (`PASSIVE`), through the writer pool, on sqlx's thread. The [`inline`]
-    /// connection leaves checkpoints to this; the writer pool's own commits still checkpoint
-    /// automatically.
-    pub async fn checkpoint_wal(&self) -> Result<()> {
-        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&self.writer)
-            .await?;
-        Ok(())
     }
 
     /// Count of committed write transactions so far.
@@ -172,16 +161,22 @@ impl Db {
         Ok(())
     }
 
-    /// Whether [`Db::close`] has been called.
-    pub fn is_closed(&self) -> bool {
-        self.writer.is_closed()
-    }
-
     /// Close both pools (flushes WAL on the last connection).
     pub async fn close(&self) {
         self.reader.close().await;
         self.writer.close().await;
     }
+}
+
+/// Copy committed WAL frames back into the database file without waiting for readers or
+/// writers (`PASSIVE`), on `conn` (a [`Db::separate_writer`], so state changes never wait
+/// behind the sync of the database file that follows). The [`inline`] connection leaves
+/// checkpoints to this; the writer pool's own commits still checkpoint automatically.
+pub async fn checkpoint_wal(conn: &mut SqliteConnection) -> Result<()> {
+    sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// Current time as RFC 3339 with milliseconds, UTC.
