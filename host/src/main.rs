@@ -311,6 +311,19 @@ fn policy(command: PolicyCommand) -> anyhow::Result<bool> {
     }
 }
 
+/// The offline tools (`audit`, `policy`) print to whatever reads them, often a pipe that
+/// stops early (`keyplane audit export | head`). Rust ignores SIGPIPE, so a write to a closed
+/// pipe failed, and `println!` panicked on it; with the signal's default disposition the tool
+/// ends quietly, as other Unix tools do. Not for `serve`: its sockets must never raise it, and
+/// these tools open none.
+fn quiet_on_closed_pipe() {
+    // SAFETY: `signal` with a valid signal number and `SIG_DFL` only changes the process's
+    // disposition; it runs before any thread of this command exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -329,6 +342,7 @@ fn main() -> ExitCode {
             serve(common, flags).map(|_| true)
         }
         Command::Audit { command } => {
+            quiet_on_closed_pipe();
             init_logging();
             match command {
                 AuditCommand::Verify { common, public_key } => {
@@ -373,7 +387,10 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Policy { command } => policy(command),
+        Command::Policy { command } => {
+            quiet_on_closed_pipe();
+            policy(command)
+        }
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
