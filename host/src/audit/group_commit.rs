@@ -71,8 +71,8 @@ impl GroupCommit {
         })
     }
 
-    /// Stop taking records, commit those already handed over, and close the connection (at
-    /// shutdown, before the pools close: the last connection to close checkpoints the WAL
+    /// Stop taking records, commit those already handed over, and close both connections
+    /// (at shutdown, before the pools close: the last connection to close checkpoints the WAL
     /// into the database file and removes it, so a stopped node's file holds every record).
     /// Appends after this fail with [`Error::DatabaseUnavailable`].
     pub async fn close(&self) {

@@ -91,7 +91,7 @@ impl<'conn> Inline<'conn> {
 }
 
 /// Whether `e` is SQLite's "another connection holds the lock".
-pub fn is_busy(e: &rusqlite::Error) -> bool {
+fn is_busy(e: &rusqlite::Error) -> bool {
     e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
 }
 
@@ -101,7 +101,7 @@ pub fn is_constraint(e: &rusqlite::Error) -> bool {
 }
 
 /// Log a driver error and report the database as unavailable (as for sqlx errors).
-pub fn database(e: rusqlite::Error) -> Error {
+fn database(e: rusqlite::Error) -> Error {
     tracing::error!(error = %e, "database error");
     Error::DatabaseUnavailable
 }
