@@ -313,8 +313,8 @@ fn policy(command: PolicyCommand) -> anyhow::Result<bool> {
 
 /// The offline tools (`audit`, `policy`) print to whatever reads them, often a pipe that
 /// stops early (`keyplane audit export | head`). Rust ignores SIGPIPE, so a write to a closed
-/// pipe failed, and `println!` panicked on it; with the signal's default disposition the tool
-/// ends quietly, as other Unix tools do. Not for `serve`: its sockets must never raise it, and
+/// pipe fails and `println!` panics on it; with the signal's default disposition the tool ends
+/// quietly, as other Unix tools do. Not for `serve`: its sockets must never raise it, and
 /// these tools open none.
 fn quiet_on_closed_pipe() {
     // SAFETY: `signal` with a valid signal number and `SIG_DFL` only changes the process's
