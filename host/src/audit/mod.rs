@@ -6,9 +6,9 @@
 //! the record's canonical JSON (fixed field order, `hash` excluded), so [`verify`] detects an
 //! edited, removed or reordered record. The chain head is read inside a write transaction that
 //! holds the database's write lock from its start (`BEGIN IMMEDIATE`, see `store`), and `seq`
-//! is the primary key, so two appends can never claim the same predecessor. Signed checkpoints ([`checkpoint`]) add detection of tail
-//! truncation and of a chain re-hashed by someone with database access; [`export`] reads
-//! records out in a stable JSON schema.
+//! is the primary key, so two appends can never claim the same predecessor. Signed
+//! checkpoints ([`checkpoint`]) add detection of tail truncation and of a chain re-hashed by
+//! someone with database access; [`export`] reads records out in a stable JSON schema.
 //!
 //! `policy_hash` (the SHA-256 of the policy set that decided the request) was added after the
 //! first records were written: it is left out of the canonical JSON when it is NULL, so
@@ -105,14 +105,11 @@ pub async fn append(conn: &mut SqliteConnection, ev: &AuditEvent) -> Result<i64>
 }
 
 /// Most records one `INSERT` carries (16 bound values each, under SQLite's 32766 limit).
-pub const MAX_ROWS_PER_INSERT: usize = 512;
+const MAX_ROWS_PER_INSERT: usize = 512;
 
 /// Append `events` in order inside `conn`'s transaction, chained one to the next: one read
 /// of the chain head, then one `INSERT` for all of them. Returns their sequence numbers.
-pub async fn append_records(
-    conn: &mut SqliteConnection,
-    events: &[&AuditEvent],
-) -> Result<Vec<i64>> {
+async fn append_records(conn: &mut SqliteConnection, events: &[&AuditEvent]) -> Result<Vec<i64>> {
     let head = read_head(conn).await?;
     let records = chain(head, events);
     insert_records(conn, &records).await?;
@@ -123,7 +120,7 @@ pub async fn append_records(
 const HEAD_SQL: &str = "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1";
 
 /// The last record's (seq, hash), or (0, genesis) for an empty log.
-pub async fn read_head(conn: &mut SqliteConnection) -> Result<(i64, String)> {
+async fn read_head(conn: &mut SqliteConnection) -> Result<(i64, String)> {
     let head: Option<(i64, String)> = spans::db(
         "SELECT",
         "audit_log",
@@ -134,7 +131,7 @@ pub async fn read_head(conn: &mut SqliteConnection) -> Result<(i64, String)> {
 }
 
 /// [`read_head`] on an [`crate::store::inline`] connection.
-pub fn read_head_inline(conn: &rusqlite::Connection) -> rusqlite::Result<(i64, String)> {
+fn read_head_inline(conn: &rusqlite::Connection) -> rusqlite::Result<(i64, String)> {
     use rusqlite::OptionalExtension;
     let head = conn
         .prepare_cached(HEAD_SQL)?
@@ -226,7 +223,7 @@ impl AuditRecord {
 /// Insert chained records, at most [`MAX_ROWS_PER_INSERT`] per statement. One statement is
 /// atomic on its own, so outside a transaction `records` up to that size land all or none; a
 /// record whose `seq` is taken (a stale head) fails the whole statement.
-pub async fn insert_records(conn: &mut SqliteConnection, records: &[AuditRecord]) -> Result<()> {
+async fn insert_records(conn: &mut SqliteConnection, records: &[AuditRecord]) -> Result<()> {
     for chunk in records.chunks(MAX_ROWS_PER_INSERT) {
         let sql = insert_sql(chunk.len());
         let mut insert = sqlx::query(&sql);
@@ -245,7 +242,7 @@ pub async fn insert_records(conn: &mut SqliteConnection, records: &[AuditRecord]
 /// [`insert_records`] on an [`crate::store::inline`] connection, as one statement (all or
 /// none: a busy retry can never record a record twice), so for at most
 /// [`MAX_ROWS_PER_INSERT`] records.
-pub fn insert_records_inline(
+fn insert_records_inline(
     conn: &rusqlite::Connection,
     records: &[AuditRecord],
 ) -> rusqlite::Result<()> {

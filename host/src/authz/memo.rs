@@ -9,8 +9,8 @@
 //!
 //! The digest encodes each field with its length (maps such as the encryption context and
 //! tags through [`canonical`], the encoding bound into ciphertexts), so no two different
-//! requests share an encoding. The functions below destructure the request and the rows exhaustively: a field
-//! added to any of them does not compile until it is part of the digest.
+//! requests share an encoding. The functions below destructure the request and the rows
+//! exhaustively: a field added to any of them does not compile until it is part of the digest.
 
 use std::sync::Arc;
 
