@@ -128,23 +128,29 @@ impl Checkpointer {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        self.append_to_file(&cp).map_err(|e| {
-            tracing::error!(error = %e, file = %self.file.display(), "could not append the audit checkpoint to its file");
-            Error::Internal
-        })?;
+        // The file is synced: off the tokio worker.
+        let (file, signed) = (self.file.clone(), cp.clone());
+        tokio::task::spawn_blocking(move || append_to_file(&file, &signed))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+            .map_err(|e| {
+                tracing::error!(error = %e, file = %self.file.display(), "could not append the audit checkpoint to its file");
+                Error::Internal
+            })?;
         Ok(Some(cp))
     }
+}
 
-    fn append_to_file(&self, cp: &Checkpoint) -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.file)?;
-        let mut line = serde_json::to_vec(cp).map_err(std::io::Error::other)?;
-        line.push(b'\n');
-        f.write_all(&line)?;
-        f.sync_data()
-    }
+/// Append `cp` to the checkpoint file as one JSON line, and sync it.
+fn append_to_file(file: &Path, cp: &Checkpoint) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(file)?;
+    let mut line = serde_json::to_vec(cp).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    f.write_all(&line)?;
+    f.sync_data()
 }
 
 async fn last_checkpoint(pool: &SqlitePool) -> Result<Option<Checkpoint>> {

@@ -13,9 +13,11 @@
 //! asynchronous sleep. For the same reason it never checkpoints the WAL itself (a checkpoint
 //! syncs the database file: 7 ms median on our machines); [`crate::store::checkpoint_wal`]
 //! does that on a connection of its own, on sqlx's thread. One sync remains possible here:
-//! when this connection is the first writer after a checkpoint emptied the WAL, SQLite
-//! restarts the WAL and syncs its new header (measured under `encrypt` load: 9 syncs in 6 s,
-//! 0.3 ms median, 1.5 ms at most, on a tokio worker).
+//! when this connection is the first writer after a checkpoint copied back the whole WAL,
+//! SQLite starts the WAL over and syncs its new header (0.3 ms median, 1.5 ms at most, on a
+//! tokio worker). Under sustained writes that never happens by itself, and the checkpoint
+//! task's [`crate::store::restart_wal`] takes that sync on its own connection; it remains
+//! for a node whose writes pause long enough for a `PASSIVE` checkpoint to catch up.
 //!
 //! It is the database's second writer, which is why the writer pool begins its transactions
 //! with `BEGIN IMMEDIATE` (see the parent module). Such a transaction that meets a batch
