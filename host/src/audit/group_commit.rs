@@ -83,7 +83,7 @@ impl GroupCommit {
 
     async fn start_with(db: Db, wal: WalCheckpoints) -> Result<Self> {
         let conn = db.separate_writer().await?;
-        let checkpoints = db.separate_writer().await?;
+        let checkpoints = db.checkpoint_connection().await?;
         let (jobs, rx) = mpsc::channel::<Job>(4 * MAX_BATCH);
         let (ready, started) = oneshot::channel();
         let (stop, stopped) = watch::channel(false);

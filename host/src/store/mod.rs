@@ -144,10 +144,23 @@ impl Db {
 
     /// A writer connection outside the pools, opened with the writer's options, for
     /// statements that change no row a [`cache`] holds: the audit group commit drives one in
-    /// place ([`inline::Inline`]) and checkpoints the WAL on another ([`checkpoint_wal`]).
+    /// place ([`inline::Inline`]).
     pub async fn separate_writer(&self) -> Result<SqliteConnection> {
         use sqlx::Connection;
         Ok(SqliteConnection::connect_with(&self.writer.connect_options()).await?)
+    }
+
+    /// A writer connection for WAL checkpoints ([`checkpoint_wal`], [`restart_wal`]), whose busy
+    /// handler gives up after [`RESTART_BUSY_WAIT`]. A restart holds every writer off while it
+    /// waits for the readers of the WAL, and one can read for seconds (an export, or
+    /// `keyplane audit verify` run against a live node's file), so it must not wait for them
+    /// long: it gives up, and the next checkpoint tries again.
+    pub async fn checkpoint_connection(&self) -> Result<SqliteConnection> {
+        use sqlx::Connection;
+        let opts = (*self.writer.connect_options())
+            .clone()
+            .busy_timeout(RESTART_BUSY_WAIT);
+        Ok(SqliteConnection::connect_with(&opts).await?)
     }
 
     /// Count of committed write transactions so far.
@@ -167,6 +180,9 @@ impl Db {
         self.writer.close().await;
     }
 }
+
+/// Longest a [`restart_wal`] waits for another writer or for readers of the WAL.
+pub const RESTART_BUSY_WAIT: Duration = Duration::from_millis(25);
 
 /// Copy committed WAL frames back into the database file without waiting for readers or
 /// writers (`PASSIVE`), on `conn` (a [`Db::separate_writer`], so state changes never wait
@@ -188,19 +204,25 @@ pub async fn checkpoint_wal(conn: &mut SqliteConnection) -> Result<i64> {
 /// commit every few hundred µs some always arrive while the checkpoint syncs. In a 4 s
 /// `encrypt` load the WAL grew to 137 MB, and every frame went to a new page of the file.
 /// Writers wait for this one: its caller runs it when few frames are left to copy, and keeps
-/// its own writers off until it returns.
+/// its own writers off until it returns. On a [`Db::checkpoint_connection`] it waits at most
+/// [`RESTART_BUSY_WAIT`] for other writers and for readers; returns whether the WAL was
+/// copied back whole (if not, it was copied as far as the readers allow, as by
+/// [`checkpoint_wal`]).
 ///
 /// The first commit into a WAL started over also syncs the new WAL header. So that this sync
 /// never falls to the [`inline`] connection (on a tokio worker), this one commits first: it
 /// counts the restart in `wal_restarts`.
-pub async fn restart_wal(conn: &mut SqliteConnection) -> Result<()> {
-    sqlx::query("PRAGMA wal_checkpoint(RESTART)")
-        .execute(&mut *conn)
+pub async fn restart_wal(conn: &mut SqliteConnection) -> Result<bool> {
+    let (busy, _, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(RESTART)")
+        .fetch_one(&mut *conn)
         .await?;
+    if busy != 0 {
+        return Ok(false);
+    }
     sqlx::query("UPDATE wal_restarts SET count = count + 1")
         .execute(conn)
         .await?;
-    Ok(())
+    Ok(true)
 }
 
 /// Current time as RFC 3339 with milliseconds, UTC.
@@ -229,39 +251,75 @@ mod tests {
     use super::*;
     use std::io::Read;
 
+    const DB_FILE: &str = "t.db";
+
+    /// A fresh database in a directory kept while the guard lives.
+    async fn temp_db() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join(DB_FILE).display());
+        (dir, Db::open(&url).await.unwrap())
+    }
+
+    /// Commit one write through the writer pool (one more WAL frame).
+    async fn write(db: &Db) {
+        let mut tx = db.begin_bookkeeping().await.unwrap();
+        sqlx::query("UPDATE wal_restarts SET count = count")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+
     /// A restart leaves the WAL holding only its own counting commit, so the next writer
     /// appends to the WAL instead of starting it over (and syncing its header) itself.
     #[tokio::test]
     async fn restart_wal_starts_the_wal_over_with_its_own_commit() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        let db = Db::open(&format!("sqlite://{}", path.display()))
-            .await
-            .unwrap();
-        let wal_restarts = |path: &std::path::Path| {
+        let (dir, db) = temp_db().await;
+        let wal_restarts = || {
             let mut header = [0; 16];
-            let mut wal = std::fs::File::open(path.with_extension("db-wal")).unwrap();
+            let mut wal = std::fs::File::open(dir.path().join(format!("{DB_FILE}-wal"))).unwrap();
             wal.read_exact(&mut header).unwrap();
             u32::from_be_bytes(header[12..16].try_into().unwrap())
         };
-        let mut conn = db.separate_writer().await.unwrap();
+        let mut conn = db.checkpoint_connection().await.unwrap();
         for _ in 0..20 {
-            let mut tx = db.begin_bookkeeping().await.unwrap();
-            sqlx::query("UPDATE wal_restarts SET count = count")
-                .execute(&mut *tx)
-                .await
-                .unwrap();
-            tx.commit().await.unwrap();
+            write(&db).await;
         }
-        let before = wal_restarts(&path);
+        let before = wal_restarts();
         assert!(checkpoint_wal(&mut conn).await.unwrap() >= 20);
-        restart_wal(&mut conn).await.unwrap();
-        assert_eq!(wal_restarts(&path), before + 1);
+        assert!(restart_wal(&mut conn).await.unwrap());
+        assert_eq!(wal_restarts(), before + 1);
         assert_eq!(checkpoint_wal(&mut conn).await.unwrap(), 1);
         let count: i64 = sqlx::query_scalar("SELECT count FROM wal_restarts")
             .fetch_one(db.reader())
             .await
             .unwrap();
         assert_eq!(count, 1);
+    }
+
+    /// A reader of the WAL holds a restart off (and every writer with it) for at most
+    /// [`RESTART_BUSY_WAIT`] and some sleeping, not for the pools' busy timeout.
+    #[tokio::test]
+    async fn restart_wal_gives_up_soon_on_a_reader_of_the_wal() {
+        let (_dir, db) = temp_db().await;
+        write(&db).await;
+        let mut reader = db.reader().acquire().await.unwrap();
+        sqlx::query("BEGIN").execute(&mut *reader).await.unwrap();
+        sqlx::query("SELECT count FROM wal_restarts")
+            .fetch_one(&mut *reader)
+            .await
+            .unwrap();
+        write(&db).await;
+        let mut conn = db.checkpoint_connection().await.unwrap();
+        let started = std::time::Instant::now();
+        assert!(!restart_wal(&mut conn).await.unwrap());
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "writers were held off for {:?}",
+            started.elapsed()
+        );
+        write(&db).await;
+        sqlx::query("COMMIT").execute(&mut *reader).await.unwrap();
+        assert!(restart_wal(&mut conn).await.unwrap());
     }
 }
