@@ -185,8 +185,9 @@ impl Db {
 pub const RESTART_BUSY_WAIT: Duration = Duration::from_millis(25);
 
 /// Copy committed WAL frames back into the database file without waiting for readers or
-/// writers (`PASSIVE`), on `conn` (a [`Db::separate_writer`], so state changes never wait
-/// behind the sync of the database file that follows). Returns how many frames the WAL holds.
+/// writers (`PASSIVE`), on `conn` (a [`Db::checkpoint_connection`], so state changes never
+/// wait behind the sync of the database file that follows). Returns how many frames the WAL
+/// holds.
 /// The [`inline`] connection leaves checkpoints to this; the writer pool's own commits still
 /// checkpoint automatically.
 pub async fn checkpoint_wal(conn: &mut SqliteConnection) -> Result<i64> {
