@@ -120,8 +120,8 @@ mod tests {
         (dir, db.separate_writer().await.unwrap())
     }
 
-    /// The connection taken over keeps the writer's durability (WAL, `synchronous = NORMAL`),
-    /// never waits for a lock and never checkpoints by itself.
+    /// The connection taken over keeps the writer's durability (WAL, `synchronous = NORMAL`)
+    /// and WAL size limit, never waits for a lock and never checkpoints by itself.
     #[tokio::test]
     async fn taken_connection_neither_waits_nor_checkpoints() {
         let (_dir, mut conn) = separate_writer().await;
@@ -135,6 +135,7 @@ mod tests {
         assert_eq!(pragma("busy_timeout"), 0);
         assert_eq!(pragma("wal_autocheckpoint"), 0);
         assert_eq!(pragma("synchronous"), 1);
+        assert_eq!(pragma("journal_size_limit"), 64 << 20);
         let journal: String = inline
             .run(|c| c.query_row("PRAGMA journal_mode", [], |r| r.get(0)))
             .await
