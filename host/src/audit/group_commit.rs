@@ -259,13 +259,17 @@ async fn checkpoint_wal_until_stopped(
 /// Spacing of WAL restarts that keep failing. Each attempt holds writers off for up to
 /// [`crate::store::RESTART_BUSY_WAIT`], and while a long reader holds the WAL (an export, an
 /// offline verify) every attempt fails: after each failure the next attempts wait twice as
-/// many checkpoints, up to [`MAX_RESTART_BACKOFF`].
+/// many checkpoints, up to [`MAX_RESTART_BACKOFF`]. A single failure is routine (a state
+/// change's own checkpoint or transaction was in the way); restarts failing until the spacing
+/// reaches its maximum (about 7 s) are worth a warning, as the WAL keeps growing meanwhile.
 #[derive(Default)]
 struct RestartBackoff {
     /// Checkpoints to let pass before the next attempt.
     skip: u32,
     /// What `skip` becomes after the next failure.
     next: u32,
+    /// Whether this run of failures was reported.
+    warned: bool,
 }
 
 /// Most checkpoints let pass between two failing restarts (6.4 s at 200 ms).
@@ -281,21 +285,24 @@ impl RestartBackoff {
         false
     }
 
-    /// Record an attempt: reset on success; on failure, wait longer (warning once per run of
-    /// failures, as the WAL keeps growing meanwhile).
+    /// Record an attempt: reset on success; on failure, wait longer.
     fn after(&mut self, restarted: bool, frames: i64) {
         if restarted {
             *self = RestartBackoff::default();
             return;
         }
-        if self.next == 0 {
-            tracing::warn!(
-                wal_frames = frames,
-                "could not start the WAL over (readers or writers held it); retrying less often"
-            );
-        }
         self.skip = self.next.max(1);
         self.next = (self.skip * 2).min(MAX_RESTART_BACKOFF);
+        tracing::debug!(wal_frames = frames, "could not start the WAL over");
+        if self.skip == MAX_RESTART_BACKOFF && !self.warned {
+            self.warned = true;
+            tracing::warn!(
+                wal_frames = frames,
+                "the WAL could not be started over for seconds (a long reader or writer holds \
+                 it) and keeps growing; retrying every {} checkpoints",
+                MAX_RESTART_BACKOFF + 1
+            );
+        }
     }
 }
 
@@ -574,6 +581,17 @@ mod tests {
         // After the first success (at 102), every checkpoint attempts again.
         assert!(attempts.ends_with(&[197, 198, 199]));
         assert_eq!(attempts.iter().filter(|&&c| c >= 102).count(), 98);
+
+        // Five failures in a row are routine; the sixth (the spacing at its maximum) warns.
+        let mut backoff = RestartBackoff::default();
+        for _ in 0..5 {
+            backoff.after(false, 0);
+        }
+        assert!(!backoff.warned);
+        backoff.after(false, 0);
+        assert!(backoff.warned);
+        backoff.after(true, 0);
+        assert!(!backoff.warned);
     }
 
     /// Closing commits the records already handed over, then refuses more; once the pools are
