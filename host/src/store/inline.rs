@@ -135,7 +135,7 @@ mod tests {
         assert_eq!(pragma("busy_timeout"), 0);
         assert_eq!(pragma("wal_autocheckpoint"), 0);
         assert_eq!(pragma("synchronous"), 1);
-        assert_eq!(pragma("journal_size_limit"), 64 << 20);
+        assert_eq!(pragma("journal_size_limit"), crate::store::WAL_SIZE_LIMIT);
         let journal: String = inline
             .run(|c| c.query_row("PRAGMA journal_mode", [], |r| r.get(0)))
             .await

@@ -190,20 +190,24 @@ pub const RESTART_BUSY_WAIT: Duration = Duration::from_millis(25);
 
 /// Size in bytes down to which a WAL is cut when it starts over (`journal_size_limit`): twice
 /// what the audit group commit's restarts let it reach under full load.
-const WAL_SIZE_LIMIT: i64 = 64 << 20;
+pub const WAL_SIZE_LIMIT: i64 = 64 << 20;
 
 /// Copy committed WAL frames back into the database file without waiting for readers or
 /// writers (`PASSIVE`), on `conn` (a [`Db::checkpoint_connection`], so state changes never
 /// wait behind the sync of the database file that follows). Returns how many frames the WAL
 /// holds, or -1 when another connection was checkpointing (the writer pool's automatic
-/// checkpoints): then nothing was copied.
-/// The [`inline`] connection leaves checkpoints to this; the writer pool's own commits still
-/// checkpoint automatically.
+/// checkpoints): then nothing was copied. The [`inline`] connection leaves checkpoints to
+/// this; the writer pool's own commits still checkpoint automatically.
 pub async fn checkpoint_wal(conn: &mut SqliteConnection) -> Result<i64> {
-    let (_, frames, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
-        .fetch_one(conn)
-        .await?;
+    let (_, frames) = wal_checkpoint(conn, "PRAGMA wal_checkpoint(PASSIVE)").await?;
     Ok(frames)
+}
+
+/// Run one `wal_checkpoint` pragma; returns whether it was blocked from completing, and how
+/// many frames the WAL holds.
+async fn wal_checkpoint(conn: &mut SqliteConnection, pragma: &'static str) -> Result<(bool, i64)> {
+    let (busy, frames, _): (i64, i64, i64) = sqlx::query_as(pragma).fetch_one(conn).await?;
+    Ok((busy != 0, frames))
 }
 
 /// Copy every WAL frame back, waiting for writers and for readers of the WAL (`RESTART`), so
@@ -224,10 +228,8 @@ pub async fn checkpoint_wal(conn: &mut SqliteConnection) -> Result<i64> {
 /// counts the restart in `wal_restarts`. Should another writer get in first, that writer
 /// starts the WAL over instead, as any writer would.
 pub async fn restart_wal(conn: &mut SqliteConnection) -> Result<bool> {
-    let (busy, _, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(RESTART)")
-        .fetch_one(&mut *conn)
-        .await?;
-    if busy != 0 {
+    let (busy, _) = wal_checkpoint(conn, "PRAGMA wal_checkpoint(RESTART)").await?;
+    if busy {
         return Ok(false);
     }
     match sqlx::query("UPDATE wal_restarts SET count = count + 1")
