@@ -1,15 +1,20 @@
 //! The raw SoftHSM2 rate: AES-256-GCM encryptions of 32 bytes per second through keyplane's
-//! PKCS#11 layer (session pool, token key), from `--threads` threads for `--seconds`, with
-//! nothing else around it. The load harness (`benches/load/run`) compares `encrypt` with an
-//! `hsm` key against this number measured in the same run.
+//! PKCS#11 layer (session pool), from `--threads` threads for `--seconds` each, with nothing
+//! else around it, under two handles of one token key:
+//! - its session copy, which is what keyplane's data plane uses on SoftHSM2 (see
+//!   `Keyring::data_plane_handle`); the load harness (`benches/load/run`) compares `encrypt`
+//!   with an `hsm` key against this rate, measured in the same run;
+//! - the token object itself, which SoftHSM2 rereads from disk at every use.
 //!
-//! Run: `cargo bench --bench hsm_rate -- --threads 16 --seconds 10`. Prints one line:
-//! `hsm_raw_aes_gcm_32_ops_per_sec <rate>`.
+//! Run: `cargo bench --bench hsm_rate -- --threads 16 --seconds 10`. Prints two lines:
+//! `hsm_raw_aes_gcm_32_ops_per_sec <rate>` (session copy) and
+//! `hsm_raw_token_object_aes_gcm_32_ops_per_sec <rate>`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cryptoki::object::ObjectHandle;
 use keyplane::config::{Config, FlagOverrides};
 use keyplane::hsm::{token, Hsm, GCM_IV_LEN};
 
@@ -41,6 +46,16 @@ fn main() {
     std::env::set_var("SOFTHSM2_CONF", conf);
     let hsm = Arc::new(Hsm::open(&config).unwrap());
     let key = hsm.generate_token_aes_key_with(b"rate", false).unwrap();
+    let copy = hsm.session_copy(key).unwrap();
+    // The session copy first: it is what keyplane's data plane uses on an in-process token.
+    let rate = ops_per_sec(&hsm, copy, threads, seconds);
+    println!("hsm_raw_aes_gcm_32_ops_per_sec {rate:.0}");
+    let rate = ops_per_sec(&hsm, key, threads, seconds);
+    println!("hsm_raw_token_object_aes_gcm_32_ops_per_sec {rate:.0}");
+}
+
+/// AES-GCM encryptions of 32 bytes per second under `key` from `threads` threads.
+fn ops_per_sec(hsm: &Arc<Hsm>, key: ObjectHandle, threads: u64, seconds: u64) -> f64 {
     let done = Arc::new(AtomicU64::new(0));
     let until = Instant::now() + Duration::from_secs(seconds);
     let workers: Vec<_> = (0..threads)
@@ -60,6 +75,5 @@ fn main() {
     for w in workers {
         w.join().unwrap();
     }
-    let rate = done.load(Ordering::Relaxed) as f64 / seconds as f64;
-    println!("hsm_raw_aes_gcm_32_ops_per_sec {rate:.0}");
+    done.load(Ordering::Relaxed) as f64 / seconds as f64
 }

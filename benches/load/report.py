@@ -1,4 +1,5 @@
-"""Turn one load-harness run into benches/results/load-<date>.md and .png, with the ratios
+"""Turn one load-harness run into benches/results/load-<date>.md and .png (load-<date>-2… when
+that day already has a run, so no result file is overwritten), with the ratios
 the benchmarks issue asks for (all from the same run)."""
 import datetime
 import pathlib
@@ -47,6 +48,10 @@ if len(scales) >= 2:
 date = datetime.date.today().isoformat()
 out = pathlib.Path(__file__).resolve().parents[1] / "results"
 out.mkdir(exist_ok=True)
+name, n = f"load-{date}", 1
+while (out / f"{name}.md").exists():
+    n += 1
+    name = f"load-{date}-{n}"
 md = [
     f"# Load run {date}",
     "",
@@ -62,7 +67,7 @@ for name, r in rows.items():
 md += ["", "| ratio | measured | target |", "| --- | ---: | --- |"]
 for label, value, target in ratios:
     md.append(f"| {label} | {'-' if value is None else f'{value:.2f}'} | {target} |")
-(out / f"load-{date}.md").write_text("\n".join(md) + "\n")
+(out / f"{name}.md").write_text("\n".join(md) + "\n")
 
 fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.5))
 named = [(n, r["rps"]) for n, r in rows.items() if r["rps"] and not n.startswith("encrypt-at-")]
@@ -79,5 +84,5 @@ if scales:
     b.set_title("encrypt latency vs key count")
     b.legend()
 fig.tight_layout()
-fig.savefig(out / f"load-{date}.png", dpi=110)
-print((out / f"load-{date}.md").read_text())
+fig.savefig(out / f"{name}.png", dpi=110)
+print((out / f"{name}.md").read_text())

@@ -909,25 +909,7 @@ async fn destroying_a_key_pair_shreds_both_objects() {
             .count()
     };
     assert_eq!(mine(all_token_labels(dir.path())), 4);
-    let approver = s.second_admin("default").await;
-    let (status, v) = s
-        .schedule_deletion(
-            &s.admin,
-            &approver,
-            json!({ "key_id": key, "pending_window_days": 7 }),
-        )
-        .await;
-    assert_eq!(status, 200, "{v}");
-    let r = s
-        .client
-        .post(format!("{}/debug/clock", s.base))
-        .bearer_auth(&s.admin)
-        .json(&json!({ "advance_seconds": 8 * 86400 }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-    s.ok(&s.admin, "run-scheduler", json!({})).await;
+    destroy(&s, &[&key]).await;
     assert_eq!(mine(all_token_labels(dir.path())), 0);
     let r = s
         .call(
@@ -937,4 +919,84 @@ async fn destroying_a_key_pair_shreds_both_objects() {
         )
         .await;
     assert_error(&r, 410, "KeyDestroyed", "");
+}
+
+/// Schedule the deletion of `keys` (the shortest window, approved by a second admin), pass the
+/// window and run the scheduler, which destroys them.
+#[cfg(feature = "test-hooks")]
+async fn destroy(s: &Server, keys: &[&str]) {
+    let approver = s.second_admin("default").await;
+    for key in keys {
+        let (status, v) = s
+            .schedule_deletion(
+                &s.admin,
+                &approver,
+                json!({ "key_id": key, "pending_window_days": 7 }),
+            )
+            .await;
+        assert_eq!(status, 200, "{v}");
+    }
+    s.advance_clock(8 * 86400).await;
+    s.ok(&s.admin, "run-scheduler", json!({})).await;
+}
+
+/// Objects carrying `key`'s version-1 `CKA_ID` that the node's HSM session sees: (all of them,
+/// session objects among them).
+#[cfg(feature = "test-hooks")]
+async fn hsm_objects(s: &Server, key: &str) -> (u64, u64) {
+    let r = s
+        .client
+        .post(format!("{}/debug/hsm-objects", s.base))
+        .bearer_auth(&s.admin)
+        .json(&json!({ "key_id": key, "version": 1 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let v: Value = r.json().await.unwrap();
+    (
+        v["objects"].as_u64().unwrap(),
+        v["session_objects"].as_u64().unwrap(),
+    )
+}
+
+/// On SoftHSM2 the data plane uses session copies of a version's token objects (SoftHSM2
+/// rereads its token's files whenever a token object is used): one copy per object, made at
+/// first use and reused after. Crypto-shredding destroys the copies with the token objects.
+#[cfg(feature = "test-hooks")]
+#[tokio::test(flavor = "multi_thread")]
+async fn data_plane_session_copies_are_shredded_with_their_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path()).await;
+    let aes = s.create_key(&s.admin, "hsm").await;
+    let ec = create(&s, "ECC_NIST_P256", "sign-verify").await;
+    assert_eq!(hsm_objects(&s, &aes).await, (1, 0));
+    assert_eq!(hsm_objects(&s, &ec).await, (2, 0));
+
+    let ct = s.encrypt(&s.admin, &aes, b"hsm secret", json!({})).await;
+    s.encrypt(&s.admin, &aes, b"again", json!({})).await;
+    assert_eq!(hsm_objects(&s, &aes).await, (2, 1));
+    let (status, v) = s.decrypt(&s.admin, &ct, json!({})).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(unb64(&v["plaintext"]), b"hsm secret");
+    assert_eq!(hsm_objects(&s, &aes).await, (2, 1));
+    let (_, sig) = sign(&s, &ec, "ECDSA_SHA_256", b"m", "RAW").await;
+    assert!(verify(&s, &ec, "ECDSA_SHA_256", b"m", &sig, None).await);
+    let (all, copies) = hsm_objects(&s, &ec).await;
+    assert!(copies >= 1, "the private key's copy");
+    assert_eq!(all, 2 + copies);
+
+    destroy(&s, &[&aes, &ec]).await;
+    for key in [&aes, &ec] {
+        assert_eq!(hsm_objects(&s, key).await, (0, 0), "{key}");
+        assert!(!all_token_labels(dir.path())
+            .iter()
+            .any(|l| l.starts_with(&format!("kp:{key}:"))));
+    }
+    assert_error(
+        &s.decrypt(&s.admin, &ct, json!({})).await,
+        410,
+        "KeyDestroyed",
+        "",
+    );
 }

@@ -29,7 +29,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/debug/envelope-material",
             post(native::debug_envelope_material),
         )
-        .route("/debug/clock", post(native::debug_clock));
+        .route("/debug/clock", post(native::debug_clock))
+        .route("/debug/hsm-objects", post(native::debug_hsm_objects));
     router
         .route_layer(axum::middleware::from_fn(
             crate::telemetry::http::trace_request,

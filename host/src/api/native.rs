@@ -254,6 +254,39 @@ pub async fn debug_envelope_material(
     }
 }
 
+/// Test hook: how many objects carrying a key version's `CKA_ID` this node's HSM session sees,
+/// and how many of them are session objects (the data plane's copies).
+#[cfg(all(feature = "test-hooks", debug_assertions))]
+pub async fn debug_hsm_objects(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Json(req): Json<serde_json::Value>,
+) -> Response {
+    if let Err(e) = debug_operator(&state, &headers).await {
+        return error_response(&e, "debug");
+    }
+    let key_id = req.get("key_id").and_then(|v| v.as_str()).unwrap_or("");
+    let version = req.get("version").and_then(|v| v.as_u64()).unwrap_or(1);
+    let id = format!("kp:{key_id}:{version}").into_bytes();
+    let hsm = state.keyring.hsm().clone();
+    let counted = tokio::task::spawn_blocking(move || {
+        Ok::<_, Error>((
+            hsm.find_all(&id)?.len(),
+            hsm.find_session_objects(&id)?.len(),
+        ))
+    })
+    .await
+    .map_err(|_| Error::Internal)
+    .and_then(|r| r);
+    match counted {
+        Ok((objects, session)) => {
+            Json(serde_json::json!({ "objects": objects, "session_objects": session }))
+                .into_response()
+        }
+        Err(e) => error_response(&e, "debug"),
+    }
+}
+
 /// Test hooks answer the operator only.
 #[cfg(all(feature = "test-hooks", debug_assertions))]
 async fn debug_operator(state: &AppState, headers: &HeaderMap) -> Result<(), Error> {

@@ -87,7 +87,7 @@ impl Keyring {
         kind: ObjKind,
         version: &KeyVersionRow,
     ) -> Result<cryptoki::object::ObjectHandle> {
-        self.hsm_handle(kind, hsm_id(version)?).await
+        self.data_plane_handle(kind, hsm_id(version)?).await
     }
 
     /// Sign with a version's private key. ECDSA signatures come back DER-encoded.

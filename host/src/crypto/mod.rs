@@ -10,6 +10,10 @@
 //! Tenant KEKs are AES-256 keys wrapped by the root key (`CKM_AES_KEY_WRAP_PAD`) and live in
 //! the token as non-extractable session objects while the node runs.
 //!
+//! On a token that computes in this process (SoftHSM2), data-plane calls use a session copy
+//! of a version's token object (see [`Keyring::data_plane_handle`]): SoftHSM2 rereads its
+//! token's files whenever a token object is used.
+//!
 //! Other key specs (HMAC, ECC, Ed25519, RSA; see [`spec`]) are `hsm` only: their versions
 //! are non-extractable token objects sharing the `CKA_ID` `kp:<key>:<version>` (a key pair's
 //! private and public objects both carry it); [`asym`] signs, verifies, MACs, encrypts with
@@ -92,13 +96,21 @@ impl ObjKind {
     }
 }
 
+/// A version's object: its kind and `CKA_ID`.
+type ObjectKey = (ObjKind, Vec<u8>);
+
 /// The keyring.
 pub struct Keyring {
     hsm: Arc<Hsm>,
     db: Db,
     cache: EnvelopeCache,
     keks: Mutex<HashMap<String, ObjectHandle>>,
-    hsm_objects: Mutex<HashMap<(ObjKind, Vec<u8>), ObjectHandle>>,
+    hsm_objects: Mutex<HashMap<ObjectKey, ObjectHandle>>,
+    /// Session copies of versions' token objects, for the data plane (in-process tokens);
+    /// `None` where the token refused the copy (the token object is used).
+    session_copies: Mutex<HashMap<ObjectKey, Option<ObjectHandle>>>,
+    /// Most entries of `session_copies` (the envelope cache's size; 0: no copies).
+    max_session_copies: usize,
     rng: SystemRandom,
     /// The PKCS#11 module computes in this process (SoftHSM2): see [`Keyring::data_plane`].
     in_process_token: bool,
@@ -142,6 +154,8 @@ impl Keyring {
             cache: EnvelopeCache::new(cache_entries, cache_ttl),
             keks: Mutex::new(HashMap::new()),
             hsm_objects: Mutex::new(HashMap::new()),
+            session_copies: Mutex::new(HashMap::new()),
+            max_session_copies: cache_entries,
             rng: SystemRandom::new(),
         }
     }
@@ -294,10 +308,11 @@ impl Keyring {
 
     /// Undo [`Keyring::new_version`] after a failed transaction.
     pub async fn discard(&self, created: NewVersion) {
-        if let Some(id) = &created.hsm_object_id {
-            self.forget_handles(id);
-        }
-        for handle in created.created_objects {
+        let copies = match &created.hsm_object_id {
+            Some(id) => self.forget_handles(id),
+            None => Vec::new(),
+        };
+        for handle in copies.into_iter().chain(created.created_objects) {
             let hsm = self.hsm.clone();
             if let Err(e) = blocking(move || hsm.destroy(handle)).await {
                 tracing::error!(error = %e, "could not destroy HSM object of a failed key creation");
@@ -305,24 +320,42 @@ impl Keyring {
         }
     }
 
-    fn forget_handles(&self, object_id: &[u8]) {
+    /// Forget the cached handles of a version's objects; returns its session copies, for the
+    /// caller to destroy.
+    fn forget_handles(&self, object_id: &[u8]) -> Vec<ObjectHandle> {
         if let Ok(mut m) = self.hsm_objects.lock() {
             m.retain(|(_, id), _| id != object_id);
         }
+        let mut copies = Vec::new();
+        if let Ok(mut m) = self.session_copies.lock() {
+            m.retain(|(_, id), copy| {
+                let keep = id != object_id;
+                if !keep {
+                    copies.extend(*copy);
+                }
+                keep
+            });
+        }
+        copies
     }
 
     /// Crypto-shred a version's material held by the HSM or the cache: destroy its token
-    /// objects, every object carrying its `CKA_ID` (both halves of a key pair; an object
-    /// already gone is fine, so this can be retried) and forget cached envelope material.
-    /// Wrapped copies in storage are the caller's to delete.
+    /// objects and their session copies, every object carrying its `CKA_ID` (both halves of
+    /// a key pair; an object already gone is fine, so this can be retried) and forget cached
+    /// envelope material. Wrapped copies in storage are the caller's to delete.
     pub async fn shred_version(&self, key_id: &str, version: &KeyVersionRow) -> Result<()> {
         self.cache.forget(key_id);
         let Some(object_id) = version.hsm_object_id.clone() else {
             return Ok(());
         };
-        self.forget_handles(&object_id);
+        let copies = self.forget_handles(&object_id);
         let hsm = self.hsm.clone();
         blocking(move || loop {
+            // The copies carry the same `CKA_ID`, so the search below finds any left; these
+            // are destroyed by handle first, found or not.
+            for copy in &copies {
+                let _ = hsm.destroy(*copy);
+            }
             let found = hsm.find_all(&object_id)?;
             if found.is_empty() {
                 return Ok(());
@@ -334,8 +367,50 @@ impl Keyring {
         .await
     }
 
-    async fn hsm_object(&self, object_id: &[u8]) -> Result<ObjectHandle> {
-        self.hsm_handle(ObjKind::Secret, object_id).await
+    /// The handle the data plane uses for a version's object of `kind`.
+    ///
+    /// On a token that computes in this process (SoftHSM2) that is a session copy of the
+    /// token object ([`Hsm::session_copy`]: non-extractable and sensitive like the original),
+    /// made at first use. SoftHSM2 checks whether its token changed on disk each time a token
+    /// object's attribute is read (it opens, locks, reads and closes the token's generation
+    /// file), several times per `C_EncryptInit`; a session object lives in memory only.
+    /// Measured with `benches/hsm_rate.rs`: 110k AES-GCM calls a second with the copy against
+    /// 66k with the token object. The copy holds nothing the process did not hold already
+    /// (SoftHSM2 keeps token objects in memory too) and dies with the process; it is
+    /// destroyed with its version ([`Keyring::shred_version`]), which happens only after the
+    /// pending-deletion window, when no request can be using the version. At most
+    /// `max_session_copies` are made; versions past that use the token object. Any other
+    /// module gets the token object: a session copy in a shared HSM would outlive the version
+    /// on nodes that did not shred it.
+    async fn data_plane_handle(&self, kind: ObjKind, object_id: &[u8]) -> Result<ObjectHandle> {
+        let object = self.hsm_handle(kind, object_id).await?;
+        if !self.in_process_token {
+            return Ok(object);
+        }
+        let cache_key = (kind, object_id.to_vec());
+        {
+            let copies = self.session_copies.lock().map_err(|_| Error::Internal)?;
+            if let Some(copy) = copies.get(&cache_key) {
+                return Ok(copy.unwrap_or(object));
+            }
+            if copies.len() >= self.max_session_copies {
+                return Ok(object);
+            }
+        }
+        let hsm = self.hsm.clone();
+        // A refusal is logged once and remembered: the token object works, only slower.
+        let copy = blocking(move || hsm.session_copy(object)).await.ok();
+        let mut copies = self.session_copies.lock().map_err(|_| Error::Internal)?;
+        // Another request may have copied it meanwhile; keep one copy.
+        if let Some(existing) = copies.get(&cache_key) {
+            if let Some(dup) = copy {
+                let hsm = self.hsm.clone();
+                tokio::task::spawn_blocking(move || hsm.destroy(dup));
+            }
+            return Ok(existing.unwrap_or(object));
+        }
+        copies.insert(cache_key, copy);
+        Ok(copy.unwrap_or(object))
     }
 
     /// The handle of a version's token object of `kind` (found by `CKA_ID`, then cached).
@@ -452,7 +527,9 @@ impl Keyring {
     ) -> Result<Vec<u8>> {
         match protection {
             Protection::Hsm => {
-                let handle = self.hsm_object(hsm_id(version)?).await?;
+                let handle = self
+                    .data_plane_handle(ObjKind::Secret, hsm_id(version)?)
+                    .await?;
                 let hsm = self.hsm.clone();
                 self.data_plane(move || hsm.gcm_encrypt(handle, &nonce, &aad, &plaintext))
                     .await
@@ -487,7 +564,9 @@ impl Keyring {
     ) -> Result<Zeroizing<Vec<u8>>> {
         match protection {
             Protection::Hsm => {
-                let handle = self.hsm_object(hsm_id(version)?).await?;
+                let handle = self
+                    .data_plane_handle(ObjKind::Secret, hsm_id(version)?)
+                    .await?;
                 let hsm = self.hsm.clone();
                 self.data_plane(move || hsm.gcm_decrypt(handle, &nonce, &aad, &sealed))
                     .await

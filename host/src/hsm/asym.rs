@@ -200,9 +200,13 @@ impl Hsm {
         Ok(vec![pubh, privh])
     }
 
-    /// Find a token object of `class` by `CKA_ID`.
+    /// Find a token object of `class` by `CKA_ID` (never a session copy of it).
     pub fn find_object(&self, class: ObjectClass, id: &[u8]) -> Result<Option<ObjectHandle>> {
-        let template = [Attribute::Class(class), Attribute::Id(id.to_vec())];
+        let template = [
+            Attribute::Token(true),
+            Attribute::Class(class),
+            Attribute::Id(id.to_vec()),
+        ];
         self.pool.with("C_FindObjects", "none", |s| {
             s.find_objects(&template)
                 .map(|v| v.into_iter().next())
@@ -213,6 +217,16 @@ impl Hsm {
     /// Every object with `CKA_ID` `id`, whatever its class (for crypto-shredding).
     pub fn find_all(&self, id: &[u8]) -> Result<Vec<ObjectHandle>> {
         let template = [Attribute::Id(id.to_vec())];
+        self.pool.with("C_FindObjects", "none", |s| {
+            s.find_objects(&template)
+                .map_err(unavailable("find objects"))
+        })
+    }
+
+    /// Every session object with `CKA_ID` `id` (test hook: the data plane's copies).
+    #[cfg(all(feature = "test-hooks", debug_assertions))]
+    pub fn find_session_objects(&self, id: &[u8]) -> Result<Vec<ObjectHandle>> {
+        let template = [Attribute::Token(false), Attribute::Id(id.to_vec())];
         self.pool.with("C_FindObjects", "none", |s| {
             s.find_objects(&template)
                 .map_err(unavailable("find objects"))

@@ -270,6 +270,20 @@ impl Hsm {
         })
     }
 
+    /// Copy a token object into a session object of the anchor session (`C_CopyObject` with
+    /// `CKA_TOKEN` false; every other attribute, non-extractable and sensitive included, is
+    /// kept). It lives until destroyed or until this process closes the anchor session.
+    pub fn session_copy(&self, object: ObjectHandle) -> Result<ObjectHandle> {
+        let anchor = self.anchor.lock().map_err(|_| Error::Internal)?;
+        spans::hsm("C_CopyObject", "none", || {
+            anchor.copy_object(object, &[Attribute::Token(false)])
+        })
+        .map_err(|e| {
+            tracing::warn!(error = %e, "the token refused a session copy of a key object; using the token object");
+            Error::HsmUnavailable
+        })
+    }
+
     /// Destroy an object (used to undo a failed creation and, later, for crypto-shredding).
     pub fn destroy(&self, handle: ObjectHandle) -> Result<()> {
         self.pool.with("C_DestroyObject", "none", |s| {
