@@ -48,10 +48,10 @@ if len(scales) >= 2:
 date = datetime.date.today().isoformat()
 out = pathlib.Path(__file__).resolve().parents[1] / "results"
 out.mkdir(exist_ok=True)
-name, n = f"load-{date}", 1
-while (out / f"{name}.md").exists():
+stem, n = f"load-{date}", 1
+while (out / f"{stem}.md").exists():
     n += 1
-    name = f"load-{date}-{n}"
+    stem = f"load-{date}-{n}"
 md = [
     f"# Load run {date}",
     "",
@@ -67,7 +67,7 @@ for name, r in rows.items():
 md += ["", "| ratio | measured | target |", "| --- | ---: | --- |"]
 for label, value, target in ratios:
     md.append(f"| {label} | {'-' if value is None else f'{value:.2f}'} | {target} |")
-(out / f"{name}.md").write_text("\n".join(md) + "\n")
+(out / f"{stem}.md").write_text("\n".join(md) + "\n")
 
 fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.5))
 named = [(n, r["rps"]) for n, r in rows.items() if r["rps"] and not n.startswith("encrypt-at-")]
@@ -84,5 +84,5 @@ if scales:
     b.set_title("encrypt latency vs key count")
     b.legend()
 fig.tight_layout()
-fig.savefig(out / f"{name}.png", dpi=110)
-print((out / f"{name}.md").read_text())
+fig.savefig(out / f"{stem}.png", dpi=110)
+print((out / f"{stem}.md").read_text())

@@ -93,12 +93,20 @@ pub async fn reload_policies(
 /// Bring up everything but the listener.
 pub async fn start(config: Config, hsm: Hsm, loaded: LoadedPolicies) -> anyhow::Result<AppState> {
     let db = Db::open(&config.database_url()).await?;
-    let keyring = Arc::new(Keyring::new(
-        Arc::new(hsm),
-        db.clone(),
-        config.envelope_cache.max_entries,
-        Duration::from_secs(config.envelope_cache.ttl_seconds),
-    ));
+    let copies = if config.hsm.embedded_softhsm {
+        config.envelope_cache.max_entries
+    } else {
+        0
+    };
+    let keyring = Arc::new(
+        Keyring::new(
+            Arc::new(hsm),
+            db.clone(),
+            config.envelope_cache.max_entries,
+            Duration::from_secs(config.envelope_cache.ttl_seconds),
+        )
+        .with_session_copies(copies),
+    );
     let tokens = TokenHasher::load_or_create(&db, &keyring).await?;
     let plugins = Arc::new(PluginRuntime::new(
         config.plugins.clone(),

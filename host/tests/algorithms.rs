@@ -987,6 +987,11 @@ async fn data_plane_session_copies_are_shredded_with_their_version() {
     assert_eq!(all, 2 + copies);
 
     destroy(&s, &[&aes, &ec]).await;
+    let logs: Vec<String> = s.log.lock().unwrap().try_iter().collect();
+    assert!(
+        !logs.iter().any(|l| l.contains("\"level\":\"ERROR\"")),
+        "{logs:?}"
+    );
     for key in [&aes, &ec] {
         assert_eq!(hsm_objects(&s, key).await, (0, 0), "{key}");
         assert!(!all_token_labels(dir.path())

@@ -198,7 +198,7 @@ impl Keyring {
 
     /// A version's public key (read from its public-key object).
     pub async fn public_key(&self, version: &KeyVersionRow, spec: KeySpec) -> Result<PublicKey> {
-        let key = self.handle(ObjKind::Public, version).await?;
+        let key = self.hsm_handle(ObjKind::Public, hsm_id(version)?).await?;
         let hsm = self.hsm.clone();
         let parts = blocking(move || hsm.public_parts(key, spec)).await?;
         let der = spki_der(spec, &parts)?;

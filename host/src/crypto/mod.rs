@@ -10,9 +10,9 @@
 //! Tenant KEKs are AES-256 keys wrapped by the root key (`CKM_AES_KEY_WRAP_PAD`) and live in
 //! the token as non-extractable session objects while the node runs.
 //!
-//! On a token that computes in this process (SoftHSM2), data-plane calls use a session copy
-//! of a version's token object (see [`Keyring::data_plane_handle`]): SoftHSM2 rereads its
-//! token's files whenever a token object is used.
+//! With the embedded SoftHSM2 token, data-plane calls use a session copy of a version's token
+//! object (see [`Keyring::data_plane_handle`]): SoftHSM2 rereads its token's files whenever a
+//! token object is used.
 //!
 //! Other key specs (HMAC, ECC, Ed25519, RSA; see [`spec`]) are `hsm` only: their versions
 //! are non-extractable token objects sharing the `CKA_ID` `kp:<key>:<version>` (a key pair's
@@ -99,6 +99,15 @@ impl ObjKind {
 /// A version's object: its kind and `CKA_ID`.
 type ObjectKey = (ObjKind, Vec<u8>);
 
+/// Session copies of versions' token objects (see `Keyring::data_plane_handle`).
+#[derive(Default)]
+struct SessionCopies {
+    /// `None` where the token refused the copy (the token object is used).
+    made: HashMap<ObjectKey, Option<ObjectHandle>>,
+    /// Advanced whenever handles are forgotten: a copy made across that is not kept.
+    epoch: u64,
+}
+
 /// The keyring.
 pub struct Keyring {
     hsm: Arc<Hsm>,
@@ -106,10 +115,9 @@ pub struct Keyring {
     cache: EnvelopeCache,
     keks: Mutex<HashMap<String, ObjectHandle>>,
     hsm_objects: Mutex<HashMap<ObjectKey, ObjectHandle>>,
-    /// Session copies of versions' token objects, for the data plane (in-process tokens);
-    /// `None` where the token refused the copy (the token object is used).
-    session_copies: Mutex<HashMap<ObjectKey, Option<ObjectHandle>>>,
-    /// Most entries of `session_copies` (the envelope cache's size; 0: no copies).
+    /// Session copies of versions' token objects, for the data plane.
+    session_copies: Mutex<SessionCopies>,
+    /// Most session copies kept; 0 (the default): none.
     max_session_copies: usize,
     rng: SystemRandom,
     /// The PKCS#11 module computes in this process (SoftHSM2): see [`Keyring::data_plane`].
@@ -154,10 +162,21 @@ impl Keyring {
             cache: EnvelopeCache::new(cache_entries, cache_ttl),
             keks: Mutex::new(HashMap::new()),
             hsm_objects: Mutex::new(HashMap::new()),
-            session_copies: Mutex::new(HashMap::new()),
-            max_session_copies: cache_entries,
+            session_copies: Mutex::default(),
+            max_session_copies: 0,
             rng: SystemRandom::new(),
         }
+    }
+
+    /// Let the data plane use up to `max` session copies of versions' token objects (see
+    /// `data_plane_handle`), on a token that computes in this process (SoftHSM2) and that no
+    /// other process uses (the embedded one). A copy in a token shared with other nodes would
+    /// outlive its version on the nodes that did not shred it.
+    pub fn with_session_copies(mut self, max: usize) -> Self {
+        if self.in_process_token {
+            self.max_session_copies = max;
+        }
+        self
     }
 
     /// The HSM this keyring uses.
@@ -308,35 +327,50 @@ impl Keyring {
 
     /// Undo [`Keyring::new_version`] after a failed transaction.
     pub async fn discard(&self, created: NewVersion) {
-        let copies = match &created.hsm_object_id {
-            Some(id) => self.forget_handles(id),
-            None => Vec::new(),
-        };
-        for handle in copies.into_iter().chain(created.created_objects) {
+        let id = created.hsm_object_id.clone();
+        if let Some(id) = &id {
+            self.destroy_copies(self.forget_handles(id)).await;
+        }
+        for handle in created.created_objects {
             let hsm = self.hsm.clone();
             if let Err(e) = blocking(move || hsm.destroy(handle)).await {
                 tracing::error!(error = %e, "could not destroy HSM object of a failed key creation");
             }
         }
+        // Copies a request made before the objects were gone (see `data_plane_handle`).
+        if let Some(id) = &id {
+            self.destroy_copies(self.forget_handles(id)).await;
+        }
     }
 
     /// Forget the cached handles of a version's objects; returns its session copies, for the
-    /// caller to destroy.
+    /// caller to destroy. A copy being made meanwhile is not kept (see `data_plane_handle`).
     fn forget_handles(&self, object_id: &[u8]) -> Vec<ObjectHandle> {
         if let Ok(mut m) = self.hsm_objects.lock() {
             m.retain(|(_, id), _| id != object_id);
         }
-        let mut copies = Vec::new();
-        if let Ok(mut m) = self.session_copies.lock() {
-            m.retain(|(_, id), copy| {
+        let mut forgotten = Vec::new();
+        if let Ok(mut copies) = self.session_copies.lock() {
+            copies.epoch += 1;
+            copies.made.retain(|(_, id), copy| {
                 let keep = id != object_id;
                 if !keep {
-                    copies.extend(*copy);
+                    forgotten.extend(*copy);
                 }
                 keep
             });
         }
-        copies
+        forgotten
+    }
+
+    /// Destroy session copies (a copy already gone is fine).
+    async fn destroy_copies(&self, copies: Vec<ObjectHandle>) {
+        for copy in copies {
+            let hsm = self.hsm.clone();
+            if let Err(e) = blocking(move || hsm.destroy_copy(copy)).await {
+                tracing::error!(error = %e, "could not destroy the session copy of a key object");
+            }
+        }
     }
 
     /// Crypto-shred a version's material held by the HSM or the cache: destroy its token
@@ -348,15 +382,11 @@ impl Keyring {
         let Some(object_id) = version.hsm_object_id.clone() else {
             return Ok(());
         };
-        let copies = self.forget_handles(&object_id);
-        let hsm = self.hsm.clone();
+        self.destroy_copies(self.forget_handles(&object_id)).await;
+        let (hsm, id) = (self.hsm.clone(), object_id.clone());
+        // Copies carry the same `CKA_ID`: this finds any made since.
         blocking(move || loop {
-            // The copies carry the same `CKA_ID`, so the search below finds any left; these
-            // are destroyed by handle first, found or not.
-            for copy in &copies {
-                let _ = hsm.destroy(*copy);
-            }
-            let found = hsm.find_all(&object_id)?;
+            let found = hsm.find_all(&id)?;
             if found.is_empty() {
                 return Ok(());
             }
@@ -364,53 +394,66 @@ impl Keyring {
                 hsm.destroy(handle)?;
             }
         })
-        .await
+        .await?;
+        // A request that copied the object before it was destroyed and has not yet cached the
+        // copy finds the cache changed and destroys its copy itself; one cached meanwhile is
+        // forgotten (and was destroyed above).
+        self.forget_handles(&object_id);
+        Ok(())
     }
 
     /// The handle the data plane uses for a version's object of `kind`.
     ///
-    /// On a token that computes in this process (SoftHSM2) that is a session copy of the
-    /// token object ([`Hsm::session_copy`]: non-extractable and sensitive like the original),
-    /// made at first use. SoftHSM2 checks whether its token changed on disk each time a token
-    /// object's attribute is read (it opens, locks, reads and closes the token's generation
-    /// file), several times per `C_EncryptInit`; a session object lives in memory only.
-    /// Measured with `benches/hsm_rate.rs`: 110k AES-GCM calls a second with the copy against
-    /// 66k with the token object. The copy holds nothing the process did not hold already
-    /// (SoftHSM2 keeps token objects in memory too) and dies with the process; it is
-    /// destroyed with its version ([`Keyring::shred_version`]), which happens only after the
-    /// pending-deletion window, when no request can be using the version. At most
-    /// `max_session_copies` are made; versions past that use the token object. Any other
-    /// module gets the token object: a session copy in a shared HSM would outlive the version
-    /// on nodes that did not shred it.
+    /// With [`Keyring::with_session_copies`] (an embedded SoftHSM2 token) that is a session
+    /// copy of the token object ([`Hsm::session_copy`]: sensitive and non-extractable like
+    /// the original, unless the version was created exportable; export always wraps the
+    /// token object), made at first use. SoftHSM2 checks whether its token changed on disk
+    /// each time a token object's attribute is read (it opens, locks, reads and closes the
+    /// token's generation file), several times per `C_EncryptInit`; a session object lives in
+    /// memory only. Measured with `benches/hsm_rate.rs`: 110k AES-GCM calls a second with the
+    /// copy against 66k with the token object. The copy holds nothing the process did not
+    /// hold already (SoftHSM2 keeps token objects in memory too) and dies with the process.
+    /// It is destroyed with its version ([`Keyring::shred_version`]) or with a failed
+    /// creation ([`Keyring::discard`]). Both forget the version's handles, which advances
+    /// `epoch`, so a copy made while its object was being destroyed is destroyed, not cached.
+    /// At most `max_session_copies` are kept, for the process's life; versions past that use
+    /// the token object. A copy the token refuses is remembered as `None`, and that version
+    /// uses the token object too.
     async fn data_plane_handle(&self, kind: ObjKind, object_id: &[u8]) -> Result<ObjectHandle> {
-        let object = self.hsm_handle(kind, object_id).await?;
-        if !self.in_process_token {
-            return Ok(object);
-        }
         let cache_key = (kind, object_id.to_vec());
-        {
+        let epoch = {
             let copies = self.session_copies.lock().map_err(|_| Error::Internal)?;
-            if let Some(copy) = copies.get(&cache_key) {
+            match copies.made.get(&cache_key) {
+                Some(Some(copy)) => return Ok(*copy),
+                Some(None) => None,
+                None if copies.made.len() >= self.max_session_copies => None,
+                None => Some(copies.epoch),
+            }
+        };
+        let object = self.hsm_handle(kind, object_id).await?;
+        let Some(epoch) = epoch else {
+            return Ok(object);
+        };
+        let hsm = self.hsm.clone();
+        let copy = blocking(move || hsm.session_copy(object)).await.ok();
+        let existing = {
+            let mut copies = self.session_copies.lock().map_err(|_| Error::Internal)?;
+            let existing = copies.made.get(&cache_key).copied();
+            if existing.is_none()
+                && copies.epoch == epoch
+                && copies.made.len() < self.max_session_copies
+            {
+                copies.made.insert(cache_key, copy);
                 return Ok(copy.unwrap_or(object));
             }
-            if copies.len() >= self.max_session_copies {
-                return Ok(object);
-            }
+            existing
+        };
+        // Another request copied it first, handles were forgotten meanwhile, or the budget
+        // ran out: this copy is not kept.
+        if let Some(copy) = copy {
+            self.destroy_copies(vec![copy]).await;
         }
-        let hsm = self.hsm.clone();
-        // A refusal is logged once and remembered: the token object works, only slower.
-        let copy = blocking(move || hsm.session_copy(object)).await.ok();
-        let mut copies = self.session_copies.lock().map_err(|_| Error::Internal)?;
-        // Another request may have copied it meanwhile; keep one copy.
-        if let Some(existing) = copies.get(&cache_key) {
-            if let Some(dup) = copy {
-                let hsm = self.hsm.clone();
-                tokio::task::spawn_blocking(move || hsm.destroy(dup));
-            }
-            return Ok(existing.unwrap_or(object));
-        }
-        copies.insert(cache_key, copy);
-        Ok(copy.unwrap_or(object))
+        Ok(existing.flatten().unwrap_or(object))
     }
 
     /// The handle of a version's token object of `kind` (found by `CKA_ID`, then cached).

@@ -271,8 +271,10 @@ impl Hsm {
     }
 
     /// Copy a token object into a session object of the anchor session (`C_CopyObject` with
-    /// `CKA_TOKEN` false; every other attribute, non-extractable and sensitive included, is
-    /// kept). It lives until destroyed or until this process closes the anchor session.
+    /// `CKA_TOKEN` false). The copy keeps every other attribute: sensitive, and extractable
+    /// only where the original is (SoftHSM2 refuses any other attribute in the template, and
+    /// keyplane's key objects are not modifiable). It lives until destroyed or until this
+    /// process closes the anchor session.
     pub fn session_copy(&self, object: ObjectHandle) -> Result<ObjectHandle> {
         let anchor = self.anchor.lock().map_err(|_| Error::Internal)?;
         spans::hsm("C_CopyObject", "none", || {
@@ -281,6 +283,16 @@ impl Hsm {
         .map_err(|e| {
             tracing::warn!(error = %e, "the token refused a session copy of a key object; using the token object");
             Error::HsmUnavailable
+        })
+    }
+
+    /// Destroy a session copy made by [`Hsm::session_copy`]; one already gone is fine.
+    pub fn destroy_copy(&self, copy: ObjectHandle) -> Result<()> {
+        self.pool.with("C_DestroyObject", "none", |s| {
+            match s.destroy_object(copy) {
+                Ok(()) | Err(CkError::Pkcs11(RvError::ObjectHandleInvalid, _)) => Ok(()),
+                Err(e) => Err(unavailable("destroy session copy")(e)),
+            }
         })
     }
 
