@@ -940,24 +940,36 @@ async fn destroy(s: &Server, keys: &[&str]) {
     s.ok(&s.admin, "run-scheduler", json!({})).await;
 }
 
-/// Objects carrying `key`'s version-1 `CKA_ID` that the node's HSM session sees: (all of them,
-/// session objects among them).
+/// Objects carrying a `CKA_ID` that the node's HSM session sees: (all of them, session
+/// objects among them). `which` names it: `{"key_id", "version"}` or `{"object_id"}`.
 #[cfg(feature = "test-hooks")]
-async fn hsm_objects(s: &Server, key: &str) -> (u64, u64) {
-    let r = s
-        .client
-        .post(format!("{}/debug/hsm-objects", s.base))
-        .bearer_auth(&s.admin)
-        .json(&json!({ "key_id": key, "version": 1 }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-    let v: Value = r.json().await.unwrap();
+async fn hsm_objects_of(s: &Server, which: Value) -> (u64, u64) {
+    let v = hsm_object_answer(s, which).await;
     (
         v["objects"].as_u64().unwrap(),
         v["session_objects"].as_u64().unwrap(),
     )
+}
+
+/// The `/debug/hsm-objects` answer for `which`.
+#[cfg(feature = "test-hooks")]
+async fn hsm_object_answer(s: &Server, which: Value) -> Value {
+    let r = s
+        .client
+        .post(format!("{}/debug/hsm-objects", s.base))
+        .bearer_auth(&s.admin)
+        .json(&which)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    r.json().await.unwrap()
+}
+
+/// [`hsm_objects_of`] version 1 of `key`.
+#[cfg(feature = "test-hooks")]
+async fn hsm_objects(s: &Server, key: &str) -> (u64, u64) {
+    hsm_objects_of(s, json!({ "key_id": key, "version": 1 })).await
 }
 
 /// On SoftHSM2 the data plane uses session copies of a version's token objects (SoftHSM2
@@ -986,14 +998,23 @@ async fn data_plane_session_copies_are_shredded_with_their_version() {
     assert!(copies >= 1, "the private key's copy");
     assert_eq!(all, 2 + copies);
 
+    let mut ids = Vec::new();
+    for key in [&aes, &ec] {
+        let v = hsm_object_answer(&s, json!({ "key_id": key, "version": 1 })).await;
+        ids.push(v["object_id"].as_str().unwrap().to_string());
+    }
     destroy(&s, &[&aes, &ec]).await;
     let logs: Vec<String> = s.log.lock().unwrap().try_iter().collect();
     assert!(
         !logs.iter().any(|l| l.contains("\"level\":\"ERROR\"")),
         "{logs:?}"
     );
-    for key in [&aes, &ec] {
-        assert_eq!(hsm_objects(&s, key).await, (0, 0), "{key}");
+    for (key, id) in [&aes, &ec].into_iter().zip(&ids) {
+        assert_eq!(
+            hsm_objects_of(&s, json!({ "object_id": id })).await,
+            (0, 0),
+            "{key}"
+        );
         assert!(!all_token_labels(dir.path())
             .iter()
             .any(|l| l.starts_with(&format!("kp:{key}:"))));

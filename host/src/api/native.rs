@@ -255,7 +255,8 @@ pub async fn debug_envelope_material(
 }
 
 /// Test hook: how many objects carrying a key version's `CKA_ID` this node's HSM session sees,
-/// and how many of them are session objects (the data plane's copies).
+/// and how many of them are session objects (the data plane's copies). The version is named
+/// by `key_id` and `version`, or by its `object_id` (a destroyed version's row keeps none).
 #[cfg(all(feature = "test-hooks", debug_assertions))]
 pub async fn debug_hsm_objects(
     State(state): State<Arc<AppState>>,
@@ -266,23 +267,39 @@ pub async fn debug_hsm_objects(
         return error_response(&e, "debug");
     }
     let key_id = req.get("key_id").and_then(|v| v.as_str()).unwrap_or("");
-    let version = req.get("version").and_then(|v| v.as_u64()).unwrap_or(1);
-    let id = format!("kp:{key_id}:{version}").into_bytes();
-    let hsm = state.keyring.hsm().clone();
-    let counted = tokio::task::spawn_blocking(move || {
-        Ok::<_, Error>((
-            hsm.find_all(&id)?.len(),
-            hsm.find_session_objects(&id)?.len(),
-        ))
-    })
-    .await
-    .map_err(|_| Error::Internal)
-    .and_then(|r| r);
+    let version = req.get("version").and_then(|v| v.as_i64()).unwrap_or(1);
+    let named = req.get("object_id").and_then(|v| v.as_str());
+    let counted = async {
+        let id = match named {
+            Some(id) => id.as_bytes().to_vec(),
+            None => crate::store::keys::version(state.db.reader(), key_id, version)
+                .await?
+                .and_then(|v| v.hsm_object_id)
+                .ok_or(Error::NotFound {
+                    kind: "key version",
+                    id: format!("{key_id}/{version}"),
+                })?,
+        };
+        let hsm = state.keyring.hsm().clone();
+        let found = id.clone();
+        let (all, session) = tokio::task::spawn_blocking(move || {
+            Ok::<_, Error>((
+                hsm.find_all(&found)?.len(),
+                hsm.find_session_objects(&found)?.len(),
+            ))
+        })
+        .await
+        .map_err(|_| Error::Internal)??;
+        Ok::<_, Error>((String::from_utf8_lossy(&id).into_owned(), all, session))
+    }
+    .await;
     match counted {
-        Ok((objects, session)) => {
-            Json(serde_json::json!({ "objects": objects, "session_objects": session }))
-                .into_response()
-        }
+        Ok((id, objects, session)) => Json(serde_json::json!({
+            "object_id": id,
+            "objects": objects,
+            "session_objects": session,
+        }))
+        .into_response(),
         Err(e) => error_response(&e, "debug"),
     }
 }

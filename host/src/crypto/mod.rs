@@ -11,12 +11,12 @@
 //! the token as non-extractable session objects while the node runs.
 //!
 //! With the embedded SoftHSM2 token, data-plane calls use a session copy of a version's token
-//! object (see [`Keyring::data_plane_handle`]): SoftHSM2 rereads its token's files whenever a
+//! object (see `Keyring::data_plane_handle`): SoftHSM2 rereads its token's files whenever a
 //! token object is used.
 //!
 //! Other key specs (HMAC, ECC, Ed25519, RSA; see [`spec`]) are `hsm` only: their versions
-//! are non-extractable token objects sharing the `CKA_ID` `kp:<key>:<version>` (a key pair's
-//! private and public objects both carry it); [`asym`] signs, verifies, MACs, encrypts with
+//! are non-extractable token objects sharing one `CKA_ID` ([`crate::hsm::version_object_id`];
+//! a key pair's private and public objects both carry it); [`asym`] signs, verifies, MACs, encrypts with
 //! OAEP and derives with them, [`public_key`] encodes their public keys.
 //!
 //! Data-plane nonces come from the OS CSPRNG (ring's `SystemRandom`); key material and IVs of
@@ -278,12 +278,12 @@ impl Keyring {
             if protection != Protection::Hsm {
                 return Err(Error::Internal);
             }
-            let object_id = format!("kp:{key_id}:{version}").into_bytes();
+            let object_id = crate::hsm::version_object_id(key_id, version);
             let (hsm, id) = (self.hsm.clone(), object_id.clone());
             let handles = blocking(move || {
                 hsm.generate_version_objects(
                     &id,
-                    &String::from_utf8_lossy(&id),
+                    &String::from_utf8_lossy(&crate::hsm::version_label(&id)),
                     (spec, usage),
                     exportable,
                 )
@@ -297,7 +297,7 @@ impl Keyring {
         }
         match protection {
             Protection::Hsm => {
-                let object_id = format!("kp:{key_id}:{version}").into_bytes();
+                let object_id = crate::hsm::version_object_id(key_id, version);
                 let (hsm, id) = (self.hsm.clone(), object_id.clone());
                 let handle =
                     blocking(move || hsm.generate_token_aes_key_with(&id, exportable)).await?;

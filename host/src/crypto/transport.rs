@@ -94,7 +94,7 @@ impl Keyring {
         let hsm = self.hsm.clone();
         match protection {
             Protection::Hsm => {
-                let object_id = format!("kp:{key_id}:{version}").into_bytes();
+                let object_id = crate::hsm::version_object_id(key_id, version);
                 let id = object_id.clone();
                 let handle = blocking(move || {
                     let into = UnwrapInto::Token {

@@ -2,9 +2,10 @@
 //! non-extractable token objects, signing and verifying (ECDSA, EdDSA, RSA PKCS#1 v1.5 and
 //! PSS, HMAC), RSA OAEP, ECDH and reading public keys.
 //!
-//! Every version's objects share one `CKA_ID` (and label) `kp:<key>:<version>`: a pair's
-//! private and public objects carry the same id, as PKCS#11 convention has it, so
-//! `pkcs11-tool --list-objects` shows them together and shredding finds both.
+//! Every version's objects share one `CKA_ID` ([`super::version_object_id`]) and label
+//! `kp:<key>:<version>`: a pair's private and public objects carry the same id, as PKCS#11
+//! convention has it, so `pkcs11-tool --list-objects` shows them together and shredding finds
+//! both.
 //!
 //! Callers hash messages on the host: the token signs digests (`CKM_ECDSA`, `CKM_RSA_PKCS`
 //! over a DigestInfo, `CKM_RSA_PKCS_PSS`), except Ed25519 which signs the message itself.

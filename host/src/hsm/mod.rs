@@ -36,6 +36,28 @@ pub const GCM_TAG_BITS: u64 = 128;
 /// GCM IV length used everywhere.
 pub const GCM_IV_LEN: usize = 12;
 
+/// The `CKA_ID` of a new key version's objects: `kp:<key>:<version>:<nonce>`. The nonce
+/// makes each creation attempt's objects distinct: two requests that race to create the same
+/// version (two rotations, two imports) each make their own objects, and the one whose
+/// transaction fails destroys its own. The version's row stores the id, so lookups name the
+/// objects the committed row was created with, never the loser's. Versions created before
+/// the nonce have ids `kp:<key>:<version>`.
+pub fn version_object_id(key_id: &str, version: u32) -> Vec<u8> {
+    format!("kp:{key_id}:{version}:{}", uuid::Uuid::new_v4().simple()).into_bytes()
+}
+
+/// The label of a version's objects: its `CKA_ID` without the creation nonce
+/// (`kp:<key>:<version>`), what an operator listing the token sees.
+pub fn version_label(id: &[u8]) -> Vec<u8> {
+    let nonce = id.iter().rposition(|b| *b == b':').map(|i| &id[i + 1..]);
+    match nonce {
+        Some(n) if n.len() == 32 && n.iter().all(u8::is_ascii_hexdigit) => {
+            id[..id.len() - 33].to_vec()
+        }
+        _ => id.to_vec(),
+    }
+}
+
 /// A logged-in PKCS#11 token.
 pub struct Hsm {
     // Field order matters for drop: sessions close before the module is finalized.
@@ -302,5 +324,23 @@ impl Hsm {
             s.destroy_object(handle)
                 .map_err(unavailable("destroy object"))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each creation attempt of a version gets its own id; all share the label.
+    #[test]
+    fn version_ids_differ_per_attempt_and_share_the_label() {
+        let (a, b) = (version_object_id("k-1", 2), version_object_id("k-1", 2));
+        assert_ne!(a, b);
+        assert!(a.starts_with(b"kp:k-1:2:"));
+        assert_eq!(version_label(&a), b"kp:k-1:2");
+        assert_eq!(version_label(&b), b"kp:k-1:2");
+        // Ids from before the nonce are their own labels.
+        assert_eq!(version_label(b"kp:k-1:2"), b"kp:k-1:2");
+        assert_eq!(version_label(b"kp:k-1:22"), b"kp:k-1:22");
     }
 }

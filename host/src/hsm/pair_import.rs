@@ -28,7 +28,7 @@ fn common(id: &[u8], class: ObjectClass, private: bool) -> Vec<Attribute> {
         Attribute::Private(private),
         Attribute::Class(class),
         Attribute::Id(id.to_vec()),
-        Attribute::Label(id.to_vec()),
+        Attribute::Label(super::version_label(id)),
     ]
 }
 

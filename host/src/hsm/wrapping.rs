@@ -77,7 +77,7 @@ pub(super) fn aes_version_template(id: &[u8], extractable: bool) -> Vec<Attribut
         Attribute::Wrap(false),
         Attribute::Unwrap(false),
         Attribute::Id(id.to_vec()),
-        Attribute::Label(id.to_vec()),
+        Attribute::Label(super::version_label(id)),
     ]
 }
 

@@ -170,7 +170,7 @@ impl Operation for ImportKeyMaterial {
                 .import_pair_version(
                     wrapped,
                     (spec, usage, material.exportable),
-                    format!("kp:{}:1", key.id).into_bytes(),
+                    crate::hsm::version_object_id(&key.id, 1),
                     ec_point,
                 )
                 .await?
