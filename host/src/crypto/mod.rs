@@ -367,7 +367,7 @@ impl Keyring {
     async fn destroy_copies(&self, copies: Vec<ObjectHandle>) {
         for copy in copies {
             let hsm = self.hsm.clone();
-            if let Err(e) = blocking(move || hsm.destroy_copy(copy)).await {
+            if let Err(e) = blocking(move || hsm.destroy_if_present(copy)).await {
                 tracing::error!(error = %e, "could not destroy the session copy of a key object");
             }
         }
@@ -384,14 +384,20 @@ impl Keyring {
         };
         self.destroy_copies(self.forget_handles(&object_id)).await;
         let (hsm, id) = (self.hsm.clone(), object_id.clone());
-        // Copies carry the same `CKA_ID`: this finds any made since.
+        // Copies carry the same `CKA_ID`: this finds any made since. The label finds objects
+        // of the same version that no row names: another creation attempt's, left by a crash
+        // between creating them and undoing that attempt.
+        let label = crate::hsm::version_label(&object_id);
         blocking(move || loop {
-            let found = hsm.find_all(&id)?;
+            let mut found = hsm.find_all(&id)?;
+            found.extend(hsm.find_labelled(&label)?);
+            found.sort_unstable_by_key(|h| h.handle());
+            found.dedup();
             if found.is_empty() {
                 return Ok(());
             }
             for handle in found {
-                hsm.destroy(handle)?;
+                hsm.destroy_if_present(handle)?;
             }
         })
         .await?;

@@ -224,6 +224,16 @@ impl Hsm {
         })
     }
 
+    /// Every object labelled `label` (for crypto-shredding: every creation attempt's objects
+    /// of a version carry its label).
+    pub fn find_labelled(&self, label: &[u8]) -> Result<Vec<ObjectHandle>> {
+        let template = [Attribute::Label(label.to_vec())];
+        self.pool.with("C_FindObjects", "none", |s| {
+            s.find_objects(&template)
+                .map_err(unavailable("find objects"))
+        })
+    }
+
     /// Every session object with `CKA_ID` `id` (test hook: the data plane's copies).
     #[cfg(all(feature = "test-hooks", debug_assertions))]
     pub fn find_session_objects(&self, id: &[u8]) -> Result<Vec<ObjectHandle>> {

@@ -294,9 +294,9 @@ impl Hsm {
 
     /// Copy a token object into a session object of the anchor session (`C_CopyObject` with
     /// `CKA_TOKEN` false). The copy keeps every other attribute: sensitive, and extractable
-    /// only where the original is (SoftHSM2 refuses any other attribute in the template, and
-    /// keyplane's key objects are not modifiable). It lives until destroyed or until this
-    /// process closes the anchor session.
+    /// only where the original is (SoftHSM2 refused `CKA_EXTRACTABLE` false, and `CKA_COPYABLE`
+    /// false, both in the copy's template and set on the copy afterwards). It lives until
+    /// destroyed or until this process closes the anchor session.
     pub fn session_copy(&self, object: ObjectHandle) -> Result<ObjectHandle> {
         let anchor = self.anchor.lock().map_err(|_| Error::Internal)?;
         spans::hsm("C_CopyObject", "none", || {
@@ -308,12 +308,12 @@ impl Hsm {
         })
     }
 
-    /// Destroy a session copy made by [`Hsm::session_copy`]; one already gone is fine.
-    pub fn destroy_copy(&self, copy: ObjectHandle) -> Result<()> {
+    /// Destroy an object; one already gone (destroyed meanwhile by another request) is fine.
+    pub fn destroy_if_present(&self, object: ObjectHandle) -> Result<()> {
         self.pool.with("C_DestroyObject", "none", |s| {
-            match s.destroy_object(copy) {
+            match s.destroy_object(object) {
                 Ok(()) | Err(CkError::Pkcs11(RvError::ObjectHandleInvalid, _)) => Ok(()),
-                Err(e) => Err(unavailable("destroy session copy")(e)),
+                Err(e) => Err(unavailable("destroy object")(e)),
             }
         })
     }

@@ -202,7 +202,15 @@ impl Operation for ImportKeyMaterial {
             return Err(Error::ExpiredImportToken(token.id));
         }
         if previous.is_some() {
-            keys::restore_version(conn, &version).await?;
+            // Two imports of the same material may both get here; the second must fail (and
+            // its objects be destroyed), or its objects would replace the first's in the row
+            // and the first's would outlive crypto-shredding.
+            if !keys::restore_version(conn, &version).await? {
+                return Err(Error::InvalidState(format!(
+                    "key {} received its material from another import meanwhile",
+                    key.id
+                )));
+            }
         } else {
             keys::insert_version(conn, &version).await?;
         }

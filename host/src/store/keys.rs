@@ -217,12 +217,14 @@ pub async fn insert_key(
     .await
 }
 
-/// Give a version whose imported material expired its (same) material again.
-pub async fn restore_version(conn: &mut SqliteConnection, v: &KeyVersionRow) -> Result<()> {
+/// Give a version whose imported material expired its (same) material again. Returns false
+/// when the version holds material already (another import restored it first).
+pub async fn restore_version(conn: &mut SqliteConnection, v: &KeyVersionRow) -> Result<bool> {
     crate::telemetry::spans::db("UPDATE", "key_versions", async move {
-        sqlx::query(
+        let done = sqlx::query(
             "UPDATE key_versions SET state = ?, hsm_object_id = ?, wrapped_material = ?, \
-             blob_store = ?, state_reason = NULL, state_changed_at = ? WHERE key_id = ? AND version = ?",
+             blob_store = ?, state_reason = NULL, state_changed_at = ? WHERE key_id = ? AND version = ? \
+             AND hsm_object_id IS NULL AND wrapped_material IS NULL AND blob_store IS NULL",
         )
         .bind(STATE_ENABLED)
         .bind(&v.hsm_object_id)
@@ -233,7 +235,7 @@ pub async fn restore_version(conn: &mut SqliteConnection, v: &KeyVersionRow) -> 
         .bind(v.version)
         .execute(conn)
         .await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     })
     .await
 }
