@@ -16,8 +16,8 @@
 //!
 //! Other key specs (HMAC, ECC, Ed25519, RSA; see [`spec`]) are `hsm` only: their versions
 //! are non-extractable token objects sharing one `CKA_ID` ([`crate::hsm::version_object_id`];
-//! a key pair's private and public objects both carry it); [`asym`] signs, verifies, MACs, encrypts with
-//! OAEP and derives with them, [`public_key`] encodes their public keys.
+//! a key pair's private and public objects both carry it); [`asym`] signs, verifies, MACs,
+//! encrypts with OAEP and derives with them, [`public_key`] encodes their public keys.
 //!
 //! Data-plane nonces come from the OS CSPRNG (ring's `SystemRandom`); key material and IVs of
 //! wrapped material come from the token's RNG.
@@ -426,6 +426,9 @@ impl Keyring {
     /// the token object. A copy the token refuses is remembered as `None`, and that version
     /// uses the token object too.
     async fn data_plane_handle(&self, kind: ObjKind, object_id: &[u8]) -> Result<ObjectHandle> {
+        if self.max_session_copies == 0 {
+            return self.hsm_handle(kind, object_id).await;
+        }
         let cache_key = (kind, object_id.to_vec());
         let epoch = {
             let copies = self.session_copies.lock().map_err(|_| Error::Internal)?;
