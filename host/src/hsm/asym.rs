@@ -201,6 +201,14 @@ impl Hsm {
         Ok(vec![pubh, privh])
     }
 
+    /// Every object matching `template` (one `C_FindObjects` search).
+    fn find(&self, template: &[Attribute]) -> Result<Vec<ObjectHandle>> {
+        self.pool.with("C_FindObjects", "none", |s| {
+            s.find_objects(template)
+                .map_err(unavailable("find objects"))
+        })
+    }
+
     /// Find a token object of `class` by `CKA_ID` (never a session copy of it).
     pub fn find_object(&self, class: ObjectClass, id: &[u8]) -> Result<Option<ObjectHandle>> {
         let template = [
@@ -208,40 +216,24 @@ impl Hsm {
             Attribute::Class(class),
             Attribute::Id(id.to_vec()),
         ];
-        self.pool.with("C_FindObjects", "none", |s| {
-            s.find_objects(&template)
-                .map(|v| v.into_iter().next())
-                .map_err(unavailable("find object"))
-        })
+        Ok(self.find(&template)?.into_iter().next())
     }
 
     /// Every object with `CKA_ID` `id`, whatever its class (for crypto-shredding).
     pub fn find_all(&self, id: &[u8]) -> Result<Vec<ObjectHandle>> {
-        let template = [Attribute::Id(id.to_vec())];
-        self.pool.with("C_FindObjects", "none", |s| {
-            s.find_objects(&template)
-                .map_err(unavailable("find objects"))
-        })
+        self.find(&[Attribute::Id(id.to_vec())])
     }
 
     /// Every object labelled `label` (for crypto-shredding: every creation attempt's objects
     /// of a version carry its label).
     pub fn find_labelled(&self, label: &[u8]) -> Result<Vec<ObjectHandle>> {
-        let template = [Attribute::Label(label.to_vec())];
-        self.pool.with("C_FindObjects", "none", |s| {
-            s.find_objects(&template)
-                .map_err(unavailable("find objects"))
-        })
+        self.find(&[Attribute::Label(label.to_vec())])
     }
 
     /// Every session object with `CKA_ID` `id` (test hook: the data plane's copies).
     #[cfg(all(feature = "test-hooks", debug_assertions))]
     pub fn find_session_objects(&self, id: &[u8]) -> Result<Vec<ObjectHandle>> {
-        let template = [Attribute::Token(false), Attribute::Id(id.to_vec())];
-        self.pool.with("C_FindObjects", "none", |s| {
-            s.find_objects(&template)
-                .map_err(unavailable("find objects"))
-        })
+        self.find(&[Attribute::Token(false), Attribute::Id(id.to_vec())])
     }
 
     /// Sign `data` (a digest, a DigestInfo, or the message for EdDSA and HMAC).
