@@ -1,6 +1,7 @@
 """Turn one load-harness run into benches/results/load-<date>.md and .png (load-<date>-2… when
 that day already has a run, so no result file is overwritten), with the ratios
-the benchmarks issue asks for (all from the same run)."""
+the benchmarks issue asks for and keyplane beside its peer, OpenBao Transit (all from the
+same run)."""
 import datetime
 import pathlib
 import sys
@@ -45,6 +46,20 @@ if len(scales) >= 2:
         )
     )
 
+# keyplane's row and OpenBao Transit's row for the same operation on the same load.
+PEER_ROWS = [
+    ("no-op ceiling", "healthz", "openbao-health"),
+    ("encrypt 32 B", "encrypt-envelope", "openbao-encrypt"),
+    ("decrypt", "decrypt", "openbao-decrypt"),
+    ("generate data key", "generate-data-key", "openbao-generate-data-key"),
+    ("sign ECDSA P-256", "sign-ecdsa-p256", "openbao-sign-ecdsa-p256"),
+]
+side_by_side = [
+    (label, ours, theirs)
+    for label, ours, theirs in PEER_ROWS
+    if ours in rows and theirs in rows and rows[ours]["rps"] and rows[theirs]["rps"]
+]
+
 date = datetime.date.today().isoformat()
 out = pathlib.Path(__file__).resolve().parents[1] / "results"
 out.mkdir(exist_ok=True)
@@ -67,14 +82,56 @@ for name, r in rows.items():
 md += ["", "| ratio | measured | target |", "| --- | ---: | --- |"]
 for label, value, target in ratios:
     md.append(f"| {label} | {'-' if value is None else f'{value:.2f}'} | {target} |")
+if side_by_side:
+    md += [
+        "",
+        "Beside the peer: OpenBao Transit, same machine, same wrk load, its file audit device on"
+        " (keyplane's `encrypt` row uses an envelope key; its sign key is in SoftHSM2, OpenBao's"
+        " in its own process).",
+        "",
+        "| operation | keyplane req/s | OpenBao req/s | keyplane / OpenBao | keyplane p99 ms"
+        " | OpenBao p99 ms |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for label, ours, theirs in side_by_side:
+        o, t = rows[ours], rows[theirs]
+        md.append(
+            f"| {label} | {o['rps']:,.0f} | {t['rps']:,.0f} | {o['rps'] / t['rps']:.2f}"
+            f" | {o['p99']} | {t['p99']} |"
+        )
+    peer_ratio = ratio("openbao-encrypt", "openbao-health")
+    if peer_ratio is not None:
+        md += [
+            "",
+            f"OpenBao's own encrypt / no-op ceiling: {peer_ratio:.2f}"
+            f" (keyplane's: {'-' if ratios[0][1] is None else f'{ratios[0][1]:.2f}'}).",
+        ]
 (out / f"{stem}.md").write_text("\n".join(md) + "\n")
 
-fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.5))
-named = [(n, r["rps"]) for n, r in rows.items() if r["rps"] and not n.startswith("encrypt-at-")]
+fig, (a, c, b) = plt.subplots(1, 3, figsize=(18, 4.5))
+named = [
+    (n, r["rps"])
+    for n, r in rows.items()
+    if r["rps"] and not n.startswith(("encrypt-at-", "openbao-"))
+]
 a.barh([n for n, _ in named], [v for _, v in named], color="#4477aa")
 a.set_xlabel("requests/s (higher is better)")
 a.set_title(f"throughput, {connections} connections, {cores} cores")
 a.invert_yaxis()
+if side_by_side:
+    ys = range(len(side_by_side))
+    h = 0.4
+    c.barh([y - h / 2 for y in ys], [rows[o]["rps"] for _, o, _ in side_by_side], h,
+           label="keyplane", color="#4477aa")
+    c.barh([y + h / 2 for y in ys], [rows[t]["rps"] for _, _, t in side_by_side], h,
+           label="OpenBao Transit", color="#cc6677")
+    c.set_yticks(list(ys), [label for label, _, _ in side_by_side])
+    c.set_xlabel("requests/s (higher is better)")
+    c.set_title("beside the peer, same run")
+    c.invert_yaxis()
+    c.legend()
+else:
+    c.set_axis_off()
 if scales:
     b.plot([s for s, _ in scales], [rows[n]["p50"] for _, n in scales], "o-", label="p50")
     b.plot([s for s, _ in scales], [rows[n]["p99"] for _, n in scales], "o-", label="p99")
