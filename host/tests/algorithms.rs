@@ -974,7 +974,8 @@ async fn hsm_objects(s: &Server, key: &str) -> (u64, u64) {
 
 /// On SoftHSM2 the data plane uses session copies of a version's token objects (SoftHSM2
 /// rereads its token's files whenever a token object is used): one copy per object, made at
-/// first use and reused after. Crypto-shredding destroys the copies with the token objects.
+/// first use and reused after. Crypto-shredding destroys the copies with the token objects:
+/// the copies' handles, kept from before the shred, name no object after it.
 #[cfg(feature = "test-hooks")]
 #[tokio::test(flavor = "multi_thread")]
 async fn data_plane_session_copies_are_shredded_with_their_version() {
@@ -1002,6 +1003,9 @@ async fn data_plane_session_copies_are_shredded_with_their_version() {
     for key in [&aes, &ec] {
         let v = hsm_object_answer(&s, json!({ "key_id": key, "version": 1 })).await;
         ids.push(v["object_id"].as_str().unwrap().to_string());
+        // the hook keeps the copies' handles from here on
+        assert_eq!(v["seen_session_objects"], v["session_objects"], "{v}");
+        assert_eq!(v["seen_session_objects_live"], v["session_objects"], "{v}");
     }
     destroy(&s, &[&aes, &ec]).await;
     let logs: Vec<String> = s.log.lock().unwrap().try_iter().collect();
@@ -1010,11 +1014,16 @@ async fn data_plane_session_copies_are_shredded_with_their_version() {
         "{logs:?}"
     );
     for (key, id) in [&aes, &ec].into_iter().zip(&ids) {
+        let v = hsm_object_answer(&s, json!({ "object_id": id })).await;
         assert_eq!(
-            hsm_objects_of(&s, json!({ "object_id": id })).await,
-            (0, 0),
+            (&v["objects"], &v["session_objects"]),
+            (&json!(0), &json!(0)),
             "{key}"
         );
+        // The copies used before the shred, checked by handle rather than found by a search
+        // (the search is what shredding itself relies on): none exists any more.
+        assert!(v["seen_session_objects"].as_u64().unwrap() >= 1, "{v}");
+        assert_eq!(v["seen_session_objects_live"], 0, "{key}: {v}");
         assert!(!all_token_labels(dir.path())
             .iter()
             .any(|l| l.starts_with(&format!("kp:{key}:"))));

@@ -254,9 +254,20 @@ pub async fn debug_envelope_material(
     }
 }
 
+/// Session objects (the data plane's copies) that `/debug/hsm-objects` has seen, by the
+/// `CKA_ID` they carried: their handles outlive the search that found them, so a later call
+/// can say whether each still exists without searching again.
+#[cfg(all(feature = "test-hooks", debug_assertions))]
+static SEEN_SESSION_OBJECTS: std::sync::Mutex<
+    std::collections::BTreeMap<Vec<u8>, Vec<cryptoki::object::ObjectHandle>>,
+> = std::sync::Mutex::new(std::collections::BTreeMap::new());
+
 /// Test hook: how many objects carrying a key version's `CKA_ID` this node's HSM session sees,
 /// and how many of them are session objects (the data plane's copies). The version is named
 /// by `key_id` and `version`, or by its `object_id` (a destroyed version's row keeps none).
+/// It also answers how many of the session objects ever seen with that id are still live,
+/// checked by handle (`C_GetAttributeValue`), not by another search: after crypto-shredding
+/// that must be none, whatever a search would find.
 #[cfg(all(feature = "test-hooks", debug_assertions))]
 pub async fn debug_hsm_objects(
     State(state): State<Arc<AppState>>,
@@ -282,22 +293,37 @@ pub async fn debug_hsm_objects(
         };
         let hsm = state.keyring.hsm().clone();
         let found = id.clone();
-        let (all, session) = tokio::task::spawn_blocking(move || {
-            Ok::<_, Error>((
-                hsm.find_all(&found)?.len(),
-                hsm.find_session_objects(&found)?.len(),
-            ))
+        let counts = tokio::task::spawn_blocking(move || {
+            let all = hsm.find_all(&found)?.len();
+            let session = hsm.find_session_objects(&found)?;
+            let seen = {
+                let mut seen_by_id = SEEN_SESSION_OBJECTS.lock().map_err(|_| Error::Internal)?;
+                let seen = seen_by_id.entry(found).or_default();
+                for h in &session {
+                    if !seen.contains(h) {
+                        seen.push(*h);
+                    }
+                }
+                seen.clone()
+            };
+            let mut live = 0;
+            for h in &seen {
+                live += usize::from(hsm.is_live(*h)?);
+            }
+            Ok::<_, Error>((all, session.len(), seen.len(), live))
         })
         .await
         .map_err(|_| Error::Internal)??;
-        Ok::<_, Error>((String::from_utf8_lossy(&id).into_owned(), all, session))
+        Ok::<_, Error>((String::from_utf8_lossy(&id).into_owned(), counts))
     }
     .await;
     match counted {
-        Ok((id, objects, session)) => Json(serde_json::json!({
+        Ok((id, (objects, session, seen, live))) => Json(serde_json::json!({
             "object_id": id,
             "objects": objects,
             "session_objects": session,
+            "seen_session_objects": seen,
+            "seen_session_objects_live": live,
         }))
         .into_response(),
         Err(e) => error_response(&e, "debug"),

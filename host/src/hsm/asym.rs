@@ -236,6 +236,19 @@ impl Hsm {
         self.find(&[Attribute::Token(false), Attribute::Id(id.to_vec())])
     }
 
+    /// Whether `object` still exists (test hook: a destroyed object's handle is invalid, and
+    /// SoftHSM2 never hands the same handle out again within a process).
+    #[cfg(all(feature = "test-hooks", debug_assertions))]
+    pub fn is_live(&self, object: ObjectHandle) -> Result<bool> {
+        self.pool.with("C_GetAttributeValue", "none", |s| {
+            match s.get_attributes(object, &[AttributeType::Class]) {
+                Ok(_) => Ok(true),
+                Err(CkError::Pkcs11(RvError::ObjectHandleInvalid, _)) => Ok(false),
+                Err(e) => Err(unavailable("read an attribute")(e)),
+            }
+        })
+    }
+
     /// Sign `data` (a digest, a DigestInfo, or the message for EdDSA and HMAC).
     pub fn sign(&self, key: ObjectHandle, m: SignMechanism, data: &[u8]) -> Result<Vec<u8>> {
         self.pool.with("C_Sign", m.name(), |s| {
