@@ -10,7 +10,8 @@
 //!   (and the memo of recent decisions).
 //! - [`ops`]: the operation table, one file per operation, the request pipeline, and the
 //!   lifecycle scheduler (rotations by schedule plugins, destruction after deletion windows).
-//! - [`clock`]: the service clock; [`usage`]: per-version usage counters.
+//! - [`clock`]: the service clock; [`usage`]: per-version usage counters; [`pause`]: pause
+//!   points for tests that interleave requests (test builds only).
 //! - [`crypto`]: the keyring (`hsm` and `envelope` protection), ciphertext format, encryption
 //!   context encoding, envelope material cache.
 //! - [`plugins`]: the WebAssembly plugin runtime (storage backends, rotation schedules).
@@ -32,6 +33,7 @@ pub mod crypto;
 pub mod error;
 pub mod hsm;
 pub mod ops;
+pub mod pause;
 pub mod plugins;
 pub mod policy_cli;
 pub mod server;

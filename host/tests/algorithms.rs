@@ -909,7 +909,7 @@ async fn destroying_a_key_pair_shreds_both_objects() {
             .count()
     };
     assert_eq!(mine(all_token_labels(dir.path())), 4);
-    destroy(&s, &[&key]).await;
+    s.destroy_keys(&[&key]).await;
     assert_eq!(mine(all_token_labels(dir.path())), 0);
     let r = s
         .call(
@@ -919,25 +919,6 @@ async fn destroying_a_key_pair_shreds_both_objects() {
         )
         .await;
     assert_error(&r, 410, "KeyDestroyed", "");
-}
-
-/// Schedule the deletion of `keys` (the shortest window, approved by a second admin), pass the
-/// window and run the scheduler, which destroys them.
-#[cfg(feature = "test-hooks")]
-async fn destroy(s: &Server, keys: &[&str]) {
-    let approver = s.second_admin("default").await;
-    for key in keys {
-        let (status, v) = s
-            .schedule_deletion(
-                &s.admin,
-                &approver,
-                json!({ "key_id": key, "pending_window_days": 7 }),
-            )
-            .await;
-        assert_eq!(status, 200, "{v}");
-    }
-    s.advance_clock(8 * 86400).await;
-    s.ok(&s.admin, "run-scheduler", json!({})).await;
 }
 
 /// Objects carrying a `CKA_ID` that the node's HSM session sees: (all of them, session
@@ -1007,7 +988,7 @@ async fn data_plane_session_copies_are_shredded_with_their_version() {
         assert_eq!(v["seen_session_objects"], v["session_objects"], "{v}");
         assert_eq!(v["seen_session_objects_live"], v["session_objects"], "{v}");
     }
-    destroy(&s, &[&aes, &ec]).await;
+    s.destroy_keys(&[&aes, &ec]).await;
     let logs: Vec<String> = s.log.lock().unwrap().try_iter().collect();
     assert!(
         !logs.iter().any(|l| l.contains("\"level\":\"ERROR\"")),

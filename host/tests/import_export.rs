@@ -980,3 +980,90 @@ async fn key_pairs_import_as_pkcs8_and_sign_for_their_owner() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Two imports of a key's expired material race, each with its own import token. Both unwrap
+/// the material into new HSM objects before either commits; the second to commit must fail
+/// (and its objects be destroyed) rather than put its objects in the version's row in place
+/// of the first's, which would then outlive crypto-shredding.
+#[cfg(feature = "test-hooks")]
+#[tokio::test(flavor = "multi_thread")]
+async fn an_import_that_loses_a_race_leaves_one_set_of_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let s = Server::start_quiet(dir.path()).await;
+    let created = s
+        .ok(
+            &s.admin,
+            "create-key",
+            json!({ "protection": "hsm", "origin": "external" }),
+        )
+        .await;
+    let key = created["key_id"].as_str().unwrap().to_string();
+    let material = openssl(&["rand", "32"]);
+    let now = s.advance_clock(0).await;
+    let valid_to = chrono::DateTime::from_timestamp(now + 3600, 0)
+        .unwrap()
+        .to_rfc3339();
+    let p = params(&s, &key, "RSAES_OAEP_SHA_1").await;
+    let pem = p["public_key_pem"].as_str().unwrap().to_string();
+    let wrapped = oaep_encrypt(work.path(), &pem, &material);
+    let r = import(
+        &s,
+        &key,
+        &p["import_token"],
+        &wrapped,
+        json!({ "valid_to": valid_to }),
+    )
+    .await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    let ct = s.encrypt(&s.admin, &key, b"before expiry", json!({})).await;
+    s.advance_clock(3601).await;
+    let pass = s.ok(&s.admin, "run-scheduler", json!({})).await;
+    assert_eq!(pass["expired"], json!([key]), "{pass}");
+
+    let mut wrapped = Vec::new();
+    for _ in 0..2 {
+        let p = params(&s, &key, "RSAES_OAEP_SHA_1").await;
+        let pem = p["public_key_pem"].as_str().unwrap().to_string();
+        wrapped.push((
+            p["import_token"].clone(),
+            oaep_encrypt(work.path(), &pem, &material),
+        ));
+    }
+    let point = "import:material-made";
+    s.pause(point, &key, "arm").await;
+    let loser = import(&s, &key, &wrapped[0].0, &wrapped[0].1, json!({}));
+    let rest = async {
+        assert_eq!(s.pause(point, &key, "wait").await["reached"], true);
+        let won = import(&s, &key, &wrapped[1].0, &wrapped[1].1, json!({})).await;
+        assert_eq!(won.0, 200, "{}", won.1);
+        s.pause(point, &key, "release").await;
+    };
+    let (lost, ()) = tokio::join!(loser, rest);
+    assert_error(&lost, 409, "InvalidState", "another import meanwhile");
+
+    let (status, v) = s.decrypt(&s.admin, &ct, json!({})).await;
+    assert_eq!(
+        (status, unb64(&v["plaintext"])),
+        (200, b"before expiry".to_vec()),
+        "{v}"
+    );
+    let version_1 = format!("kp:{key}:1");
+    let labelled = || {
+        common::token_objects(dir.path())
+            .into_iter()
+            .filter(|(label, _)| *label == version_1)
+            .count()
+    };
+    assert_eq!(labelled(), 1, "only the winner's object is left");
+
+    // Crypto-shredding then leaves nothing of the version.
+    s.destroy_keys(&[&key]).await;
+    assert_eq!(labelled(), 0);
+    assert_error(
+        &s.decrypt(&s.admin, &ct, json!({})).await,
+        410,
+        "KeyDestroyed",
+        "",
+    );
+}

@@ -1020,3 +1020,65 @@ async fn the_background_scheduler_runs_on_its_interval() {
         .await;
     assert_eq!(d["primary_version"], 2, "{d}");
 }
+
+/// Two rotations of one `hsm` key race. The loser read the key row before the winner
+/// committed, so it makes an HSM object for the same version number and only then finds the
+/// key rotated. Its object must never serve the winner's version: a ciphertext made while the
+/// loser is paused between the two steps decrypts after the loser has failed and been undone,
+/// and only the winner's object is left for that version.
+#[cfg(feature = "test-hooks")]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotation_that_loses_a_race_leaves_the_winners_version_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path()).await;
+    let key = s.create_key(&s.admin, "hsm").await;
+    s.pause("rotate:start", &key, "arm").await;
+
+    let loser = s.call(Some(&s.admin), "rotate-key", json!({ "key_id": key }));
+    let rest = async {
+        assert_eq!(s.pause("rotate:start", &key, "wait").await["reached"], true);
+        let won = s.ok(&s.admin, "rotate-key", json!({ "key_id": key })).await;
+        assert_eq!(won["primary_version"], 2);
+        s.pause("rotate:version-made", &key, "arm").await;
+        assert_eq!(
+            s.pause("rotate:start", &key, "release").await["released"],
+            true
+        );
+        let reached = s.pause("rotate:version-made", &key, "wait").await;
+        assert_eq!(
+            reached["reached"], true,
+            "the loser made its version 2 object"
+        );
+        let ct = s
+            .encrypt(&s.admin, &key, b"written during the race", json!({}))
+            .await;
+        s.pause("rotate:version-made", &key, "release").await;
+        ct
+    };
+    let (lost, ct) = tokio::join!(loser, rest);
+    assert_error(&lost, 409, "InvalidState", "rotated concurrently");
+
+    let (status, v) = s.decrypt(&s.admin, &ct, json!({})).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(unb64(&v["plaintext"]), b"written during the race");
+    let ct2 = s.encrypt(&s.admin, &key, b"after", json!({})).await;
+    let (status, v) = s.decrypt(&s.admin, &ct2, json!({})).await;
+    assert_eq!(
+        (status, unb64(&v["plaintext"])),
+        (200, b"after".to_vec()),
+        "{v}"
+    );
+    let listed = versions(&s, &key).await;
+    assert_eq!(listed["primary_version"], 2);
+    assert_eq!(listed["versions"].as_array().unwrap().len(), 2, "{listed}");
+    let version_2 = format!("kp:{key}:2");
+    let objects = token_objects(dir.path());
+    assert_eq!(
+        objects
+            .iter()
+            .filter(|(label, _)| *label == version_2)
+            .count(),
+        1,
+        "only the winner's object is left: {objects:?}"
+    );
+}

@@ -2,7 +2,10 @@
 //! and encodes its result or error; none makes decisions of its own.
 //! - `native`: `POST /v1/<operation>`, JSON, bearer token.
 //! - health: `GET /healthz` (liveness) and `GET /readyz` (database and HSM answer).
+//! - `debug`: test hooks under `/debug/` (debug builds with `test-hooks` only).
 
+#[cfg(all(feature = "test-hooks", debug_assertions))]
+pub mod debug;
 pub mod native;
 
 use std::sync::Arc;
@@ -25,12 +28,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/{operation}", post(native::handle));
     #[cfg(all(feature = "test-hooks", debug_assertions))]
     let router = router
-        .route(
-            "/debug/envelope-material",
-            post(native::debug_envelope_material),
-        )
-        .route("/debug/clock", post(native::debug_clock))
-        .route("/debug/hsm-objects", post(native::debug_hsm_objects));
+        .route("/debug/envelope-material", post(debug::envelope_material))
+        .route("/debug/clock", post(debug::clock))
+        .route("/debug/hsm-objects", post(debug::hsm_objects))
+        .route("/debug/pause", post(debug::pause));
     router
         .route_layer(axum::middleware::from_fn(
             crate::telemetry::http::trace_request,

@@ -189,6 +189,7 @@ impl Operation for ImportKeyMaterial {
         let check = imported.check_value.clone();
         let version =
             place_version(state, scope, &key.tenant_id, &key.id, 1, imported.version).await?;
+        crate::pause::point("import:material-made", &key.id).await;
         if let Some(before) = &material.material_check {
             if !bool::from(before.as_slice().ct_eq(check.as_slice())) {
                 return Err(Error::IncorrectKeyMaterial(format!(

@@ -79,6 +79,7 @@ pub async fn place_version(
 /// Add a new primary version to an enabled key. Fails with a conflict if the key was rotated
 /// meanwhile (by another request or node), so one due rotation never runs twice.
 pub async fn rotate(state: &AppState, scope: &mut WriteScope, key: &KeyRow) -> Result<i64> {
+    crate::pause::point("rotate:start", &key.id).await;
     check_key_enabled(key)?;
     let kind = version_kind(key)?;
     let next = key.primary_version + 1;
@@ -101,6 +102,7 @@ pub async fn rotate(state: &AppState, scope: &mut WriteScope, key: &KeyRow) -> R
         origin.exportable,
     )
     .await?;
+    crate::pause::point("rotate:version-made", &key.id).await;
     let conn = scope.conn(state).await?;
     if !keys::swap_primary(conn, &key.id, key.primary_version, next).await? {
         return Err(Error::InvalidState(format!(

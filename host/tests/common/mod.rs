@@ -458,6 +458,39 @@ impl Server {
         assert_eq!(r.status().as_u16(), 200);
         r.json::<Value>().await.unwrap()["now"].as_i64().unwrap()
     }
+
+    /// Schedule the deletion of `keys` (the shortest window, approved by a second admin), pass
+    /// the window (`test-hooks` builds) and run the scheduler, which destroys them.
+    pub async fn destroy_keys(&self, keys: &[&str]) {
+        let approver = self.second_admin("default").await;
+        for key in keys {
+            let (status, v) = self
+                .schedule_deletion(
+                    &self.admin,
+                    &approver,
+                    json!({ "key_id": key, "pending_window_days": 7 }),
+                )
+                .await;
+            assert_eq!(status, 200, "{v}");
+        }
+        self.advance_clock(8 * 86400).await;
+        self.ok(&self.admin, "run-scheduler", json!({})).await;
+    }
+
+    /// One `/debug/pause` call (`keyplane::pause`, `test-hooks` builds) for `point` of `key`:
+    /// `action` is `arm`, `wait` or `release`; returns the answer.
+    pub async fn pause(&self, point: &str, key: &str, action: &str) -> Value {
+        let r = self
+            .client
+            .post(format!("{}/debug/pause", self.base))
+            .bearer_auth(&self.admin)
+            .json(&json!({ "point": point, "key_id": key, "action": action }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        r.json().await.unwrap()
+    }
 }
 
 /// Run SQL with the `sqlite3` CLI on a database file (to tamper with it as an attacker would).

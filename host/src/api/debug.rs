@@ -1,0 +1,196 @@
+//! Test hooks: endpoints under `/debug/` that only debug builds with the `test-hooks` feature
+//! have (the router adds them in no other build), and only the operator may call. Tests use
+//! them to see what the API must never show (an envelope key's plaintext material, the HSM
+//! objects of a version), to move the service clock, and to pause a request at a chosen step.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{FromRequestParts, State};
+use axum::http::header;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use cryptoki::object::ObjectHandle;
+
+use super::error_response;
+use crate::error::Error;
+use crate::state::AppState;
+
+/// The caller of a test hook, authenticated as the operator; anyone else is refused.
+pub struct Operator;
+
+impl FromRequestParts<Arc<AppState>> for Operator {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let auth_header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        match state.tokens.authenticate(&state.rows, auth_header).await {
+            Ok(p) if p.operator => Ok(Operator),
+            Ok(_) => Err(error_response(
+                &Error::AccessDenied {
+                    action: "debug".into(),
+                    resource: "-".into(),
+                },
+                "debug",
+            )),
+            Err(e) => Err(error_response(&e, "debug")),
+        }
+    }
+}
+
+/// The plaintext material of an envelope key's primary version, so tests can prove it is
+/// absent from storage.
+pub async fn envelope_material(
+    State(state): State<Arc<AppState>>,
+    _: Operator,
+    Json(req): Json<serde_json::Value>,
+) -> Response {
+    use crate::store::keys;
+    let rid = "debug";
+    let key_id = req
+        .get("key_id")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_string();
+    let result = async {
+        let key = keys::get(state.db.reader(), &key_id)
+            .await?
+            .ok_or(Error::NotFound {
+                kind: "key",
+                id: key_id.clone(),
+            })?;
+        let mut version = keys::version(state.db.reader(), &key_id, key.primary_version)
+            .await?
+            .ok_or(Error::Internal)?;
+        crate::ops::load_blob(&state, &key, &mut version).await?;
+        state
+            .keyring
+            .debug_envelope_material(&key.tenant_id, &version)
+            .await
+    }
+    .await;
+    match result {
+        Ok(m) => {
+            Json(serde_json::json!({ "material": crate::ops::Base64::new(m) })).into_response()
+        }
+        Err(e) => error_response(&e, rid),
+    }
+}
+
+/// Session objects (the data plane's copies) that `/debug/hsm-objects` has seen, by the
+/// `CKA_ID` they carried: their handles outlive the search that found them, so a later call
+/// can say whether each still exists without searching again.
+static SEEN_SESSION_OBJECTS: Mutex<BTreeMap<Vec<u8>, Vec<ObjectHandle>>> =
+    Mutex::new(BTreeMap::new());
+
+/// How many objects carrying a key version's `CKA_ID` this node's HSM session sees, and
+/// how many of them are session objects (the data plane's copies). The version is named
+/// by `key_id` and `version`, or by its `object_id` (a destroyed version's row keeps none).
+/// It also answers how many of the session objects ever seen with that id are still live,
+/// checked by handle (`C_GetAttributeValue`), not by another search: after crypto-shredding
+/// that must be none, whatever a search would find.
+pub async fn hsm_objects(
+    State(state): State<Arc<AppState>>,
+    _: Operator,
+    Json(req): Json<serde_json::Value>,
+) -> Response {
+    let key_id = req.get("key_id").and_then(|v| v.as_str()).unwrap_or("");
+    let version = req.get("version").and_then(|v| v.as_i64()).unwrap_or(1);
+    let named = req.get("object_id").and_then(|v| v.as_str());
+    let counted = async {
+        let id = match named {
+            Some(id) => id.as_bytes().to_vec(),
+            None => crate::store::keys::version(state.db.reader(), key_id, version)
+                .await?
+                .and_then(|v| v.hsm_object_id)
+                .ok_or(Error::NotFound {
+                    kind: "key version",
+                    id: format!("{key_id}/{version}"),
+                })?,
+        };
+        let hsm = state.keyring.hsm().clone();
+        let found = id.clone();
+        let counts = tokio::task::spawn_blocking(move || {
+            let all = hsm.find_all(&found)?.len();
+            let session = hsm.find_session_objects(&found)?;
+            let seen = {
+                let mut seen_by_id = SEEN_SESSION_OBJECTS.lock().map_err(|_| Error::Internal)?;
+                let seen = seen_by_id.entry(found).or_default();
+                for h in &session {
+                    if !seen.contains(h) {
+                        seen.push(*h);
+                    }
+                }
+                seen.clone()
+            };
+            let mut live = 0;
+            for h in &seen {
+                live += usize::from(hsm.is_live(*h)?);
+            }
+            Ok::<_, Error>((all, session.len(), seen.len(), live))
+        })
+        .await
+        .map_err(|_| Error::Internal)??;
+        Ok::<_, Error>((String::from_utf8_lossy(&id).into_owned(), counts))
+    }
+    .await;
+    match counted {
+        Ok((id, (objects, session, seen, live))) => Json(serde_json::json!({
+            "object_id": id,
+            "objects": objects,
+            "session_objects": session,
+            "seen_session_objects": seen,
+            "seen_session_objects_live": live,
+        }))
+        .into_response(),
+        Err(e) => error_response(&e, "debug"),
+    }
+}
+
+/// Pause points ([`crate::pause`]): `{"point", "key_id", "action"}` with action `arm`,
+/// `wait` (until a request is paused there, at most 10 s: `{"reached": bool}`) or `release`.
+pub async fn pause(_: Operator, Json(req): Json<serde_json::Value>) -> Response {
+    let field = |name: &str| req.get(name).and_then(|v| v.as_str()).unwrap_or_default();
+    let (point, key_id) = (field("point"), field("key_id"));
+    let answer = match field("action") {
+        "arm" => {
+            crate::pause::arm(point, key_id);
+            serde_json::json!({ "armed": true })
+        }
+        "wait" => {
+            let timeout = std::time::Duration::from_secs(10);
+            let reached = crate::pause::wait_reached(point, key_id, timeout).await;
+            serde_json::json!({ "reached": reached })
+        }
+        "release" => serde_json::json!({ "released": crate::pause::release(point, key_id) }),
+        other => {
+            return error_response(
+                &Error::validation(format!("unknown action {other:?}")),
+                "debug",
+            )
+        }
+    };
+    Json(answer).into_response()
+}
+
+/// Move the service clock forward by `advance_seconds`, so tests pass deletion windows and
+/// rotation periods without waiting.
+pub async fn clock(
+    State(state): State<Arc<AppState>>,
+    _: Operator,
+    Json(req): Json<serde_json::Value>,
+) -> Response {
+    let secs = req
+        .get("advance_seconds")
+        .and_then(|v| v.as_i64())
+        .unwrap_or(0);
+    let now = state.clock.advance(secs);
+    Json(serde_json::json!({ "now": now })).into_response()
+}
