@@ -1,7 +1,8 @@
 //! Pause points, so that a test can interleave two requests at the exact step a race needs.
 //! A test arms a point for one key (`/debug/pause`); the next request that reaches that
-//! point for that key waits there until the test releases it. Only debug builds with the
-//! `test-hooks` feature have them: elsewhere [`point`] does nothing.
+//! point for that key waits there until the test releases it, or for at most 60 s. Arming a
+//! point again while a request waits there lets that request go on. Only debug builds with
+//! the `test-hooks` feature have them: elsewhere [`point`] does nothing.
 
 /// Wait here if a test armed `name` for `key_id`.
 #[cfg(not(all(feature = "test-hooks", debug_assertions)))]

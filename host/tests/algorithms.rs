@@ -956,7 +956,7 @@ async fn hsm_objects(s: &Server, key: &str) -> (u64, u64) {
 /// On SoftHSM2 the data plane uses session copies of a version's token objects (SoftHSM2
 /// rereads its token's files whenever a token object is used): one copy per object, made at
 /// first use and reused after. Crypto-shredding destroys the copies with the token objects:
-/// the copies' handles, kept from before the shred, name no object after it.
+/// the handles of the copies, recorded as they were made, name no object after it.
 #[cfg(feature = "test-hooks")]
 #[tokio::test(flavor = "multi_thread")]
 async fn data_plane_session_copies_are_shredded_with_their_version() {
@@ -984,9 +984,9 @@ async fn data_plane_session_copies_are_shredded_with_their_version() {
     for key in [&aes, &ec] {
         let v = hsm_object_answer(&s, json!({ "key_id": key, "version": 1 })).await;
         ids.push(v["object_id"].as_str().unwrap().to_string());
-        // the hook keeps the copies' handles from here on
-        assert_eq!(v["seen_session_objects"], v["session_objects"], "{v}");
-        assert_eq!(v["seen_session_objects_live"], v["session_objects"], "{v}");
+        // every copy made is the one the search finds, and is live
+        assert_eq!(v["session_copies_made"], v["session_objects"], "{v}");
+        assert_eq!(v["session_copies_made_live"], v["session_objects"], "{v}");
     }
     s.destroy_keys(&[&aes, &ec]).await;
     let logs: Vec<String> = s.log.lock().unwrap().try_iter().collect();
@@ -1001,10 +1001,11 @@ async fn data_plane_session_copies_are_shredded_with_their_version() {
             (&json!(0), &json!(0)),
             "{key}"
         );
-        // The copies used before the shred, checked by handle rather than found by a search
-        // (the search is what shredding itself relies on): none exists any more.
-        assert!(v["seen_session_objects"].as_u64().unwrap() >= 1, "{v}");
-        assert_eq!(v["seen_session_objects_live"], 0, "{key}: {v}");
+        // Every copy the data plane made, recorded as it was made and checked by handle
+        // rather than found by a search (the search is what shredding itself relies on):
+        // none exists any more.
+        assert!(v["session_copies_made"].as_u64().unwrap() >= 1, "{v}");
+        assert_eq!(v["session_copies_made_live"], 0, "{key}: {v}");
         assert!(!all_token_labels(dir.path())
             .iter()
             .any(|l| l.starts_with(&format!("kp:{key}:"))));

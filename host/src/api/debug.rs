@@ -3,15 +3,13 @@
 //! them to see what the API must never show (an envelope key's plaintext material, the HSM
 //! objects of a version), to move the service clock, and to pause a request at a chosen step.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, State};
 use axum::http::header;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use cryptoki::object::ObjectHandle;
 
 use super::error_response;
 use crate::error::Error;
@@ -84,18 +82,13 @@ pub async fn envelope_material(
     }
 }
 
-/// Session objects (the data plane's copies) that `/debug/hsm-objects` has seen, by the
-/// `CKA_ID` they carried: their handles outlive the search that found them, so a later call
-/// can say whether each still exists without searching again.
-static SEEN_SESSION_OBJECTS: Mutex<BTreeMap<Vec<u8>, Vec<ObjectHandle>>> =
-    Mutex::new(BTreeMap::new());
-
 /// How many objects carrying a key version's `CKA_ID` this node's HSM session sees, and
 /// how many of them are session objects (the data plane's copies). The version is named
 /// by `key_id` and `version`, or by its `object_id` (a destroyed version's row keeps none).
-/// It also answers how many of the session objects ever seen with that id are still live,
-/// checked by handle (`C_GetAttributeValue`), not by another search: after crypto-shredding
-/// that must be none, whatever a search would find.
+/// It also answers how many session copies of that object the data plane has made
+/// ([`crate::crypto::SESSION_COPIES_MADE`], recorded as each is made) and how many of those
+/// are still live, checked by handle (`C_GetAttributeValue`), not by another search: after
+/// crypto-shredding that must be none, whatever a search would find.
 pub async fn hsm_objects(
     State(state): State<Arc<AppState>>,
     _: Operator,
@@ -119,22 +112,18 @@ pub async fn hsm_objects(
         let found = id.clone();
         let counts = tokio::task::spawn_blocking(move || {
             let all = hsm.find_all(&found)?.len();
-            let session = hsm.find_session_objects(&found)?;
-            let seen = {
-                let mut seen_by_id = SEEN_SESSION_OBJECTS.lock().map_err(|_| Error::Internal)?;
-                let seen = seen_by_id.entry(found).or_default();
-                for h in &session {
-                    if !seen.contains(h) {
-                        seen.push(*h);
-                    }
-                }
-                seen.clone()
-            };
+            let session = hsm.find_session_objects(&found)?.len();
+            let made = crate::crypto::SESSION_COPIES_MADE
+                .lock()
+                .map_err(|_| Error::Internal)?
+                .get(&found)
+                .cloned()
+                .unwrap_or_default();
             let mut live = 0;
-            for h in &seen {
+            for h in &made {
                 live += usize::from(hsm.is_live(*h)?);
             }
-            Ok::<_, Error>((all, session.len(), seen.len(), live))
+            Ok::<_, Error>((all, session, made.len(), live))
         })
         .await
         .map_err(|_| Error::Internal)??;
@@ -142,12 +131,12 @@ pub async fn hsm_objects(
     }
     .await;
     match counted {
-        Ok((id, (objects, session, seen, live))) => Json(serde_json::json!({
+        Ok((id, (objects, session, made, live))) => Json(serde_json::json!({
             "object_id": id,
             "objects": objects,
             "session_objects": session,
-            "seen_session_objects": seen,
-            "seen_session_objects_live": live,
+            "session_copies_made": made,
+            "session_copies_made_live": live,
         }))
         .into_response(),
         Err(e) => error_response(&e, "debug"),

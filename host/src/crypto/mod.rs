@@ -108,6 +108,13 @@ struct SessionCopies {
     epoch: u64,
 }
 
+/// Every session copy this process made, by the `CKA_ID` of the object copied, whether it
+/// was kept or not (test builds only: `/debug/hsm-objects` checks by handle that none of a
+/// shredded version's copies exists any more, without relying on a search).
+#[cfg(all(feature = "test-hooks", debug_assertions))]
+pub static SESSION_COPIES_MADE: Mutex<std::collections::BTreeMap<Vec<u8>, Vec<ObjectHandle>>> =
+    Mutex::new(std::collections::BTreeMap::new());
+
 /// The keyring.
 pub struct Keyring {
     hsm: Arc<Hsm>,
@@ -445,6 +452,10 @@ impl Keyring {
         };
         let hsm = self.hsm.clone();
         let copy = blocking(move || hsm.session_copy(object)).await.ok();
+        #[cfg(all(feature = "test-hooks", debug_assertions))]
+        if let (Some(copy), Ok(mut made)) = (copy, SESSION_COPIES_MADE.lock()) {
+            made.entry(object_id.to_vec()).or_default().push(copy);
+        }
         let existing = {
             let mut copies = self.session_copies.lock().map_err(|_| Error::Internal)?;
             let existing = copies.made.get(&cache_key).copied();
