@@ -512,3 +512,45 @@ async fn two_hundred_concurrent_encrypts() {
     let out = s.audit_verify();
     assert!(out.status.success());
 }
+
+/// The test hooks under `/debug/` (test builds only) answer the operator alone: a tenant's
+/// admin is refused and a caller without a token is not authenticated, before any hook runs.
+#[cfg(all(feature = "test-hooks", debug_assertions))]
+#[tokio::test(flavor = "multi_thread")]
+async fn test_hooks_answer_the_operator_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path()).await;
+    let (_, tenant_admin) = s.tenant_with_admin("acme").await;
+    let before = s.advance_clock(0).await;
+    for (token, status, code) in [
+        (Some(tenant_admin.as_str()), 403, "AccessDenied"),
+        (None, 401, "Unauthenticated"),
+    ] {
+        for (hook, body) in [
+            ("clock", json!({ "advance_seconds": 86_400 })),
+            (
+                "pause",
+                json!({ "point": "rotate:start", "key_id": "k", "action": "arm" }),
+            ),
+            ("hsm-objects", json!({ "object_id": "kp:k:1:0" })),
+            ("envelope-material", json!({ "key_id": "k" })),
+        ] {
+            let mut req = s
+                .client
+                .post(format!("{}/debug/{hook}", s.base))
+                .json(&body);
+            if let Some(t) = token {
+                req = req.bearer_auth(t);
+            }
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status().as_u16(), status, "{hook}");
+            let v: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(v["error"]["code"], code, "{hook}: {v}");
+        }
+    }
+    let after = s.advance_clock(0).await;
+    assert!(
+        after - before < 60,
+        "the clock did not move a day: {before} → {after}"
+    );
+}
