@@ -163,7 +163,6 @@ fn in_process(c: &mut Criterion) {
         source_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
         client_certificate: false,
         mfa: false,
-        approver: None,
         trace_id: None,
         user_agent: None,
     };
@@ -183,6 +182,7 @@ fn in_process(c: &mut Criterion) {
                 body.as_bytes(),
             ))
             .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&v).unwrap();
         v["key_id"].as_str().unwrap().to_string()
     };
     let envelope_key = key("envelope");

@@ -14,8 +14,8 @@ use std::path::PathBuf;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use keyplane::config::PluginsConfig;
-use keyplane::plugins::bindings::v0_1_0::rotation::keyplane::plugin::types::KeyInfo;
-use keyplane::plugins::bindings::v0_1_0::rotation::{RotationSchedule, RotationSchedulePre};
+use keyplane::plugins::bindings::v0_1::rotation::keyplane::plugin::types::KeyInfo;
+use keyplane::plugins::bindings::v0_1::rotation::{RotationSchedule, RotationSchedulePre};
 use keyplane::plugins::{Grants, HostState, PluginRuntime, StorageOp, World};
 use keyplane::store::plugins::PluginRow;
 use keyplane::store::Db;

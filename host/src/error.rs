@@ -140,11 +140,58 @@ impl Error {
 }
 
 impl From<sqlx::Error> for Error {
+    /// A unique constraint that refuses a row is a conflict with what exists (two requests
+    /// creating the same alias, plugin or principal, the second after the first committed),
+    /// never an outage; anything else the database reports is.
     fn from(e: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &e {
+            if db.is_unique_violation() {
+                let (kind, id) = unique_violation(db.message());
+                tracing::info!(kind, "refused by a unique constraint");
+                return Error::AlreadyExists { kind, id };
+            }
+        }
         tracing::error!(error = %e, "database error");
         Error::DatabaseUnavailable
     }
 }
 
+/// What a unique-constraint message (`UNIQUE constraint failed: plugins.tenant_id,
+/// plugins.name`) says already exists, as a kind and the columns that collided.
+fn unique_violation(message: &str) -> (&'static str, String) {
+    let columns = message.rsplit(": ").next().unwrap_or_default();
+    let table = columns.split('.').next().unwrap_or_default();
+    let kind = match table {
+        "tenants" => "tenant",
+        "principals" => "principal",
+        "keys" => "key",
+        "key_versions" => "key version",
+        "aliases" => "alias",
+        "plugins" => "plugin",
+        "import_tokens" => "import token",
+        "deletion_approvals" => "deletion approval",
+        _ => "resource",
+    };
+    let columns: Vec<&str> = columns
+        .split(", ")
+        .filter_map(|c| c.split('.').nth(1))
+        .collect();
+    (kind, format!("with the same {}", columns.join(", ")))
+}
+
 /// Result alias used throughout keyplane.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_unique_violation_names_what_exists() {
+        let (kind, id) =
+            unique_violation("UNIQUE constraint failed: plugins.tenant_id, plugins.name");
+        assert_eq!(kind, "plugin");
+        assert_eq!(id, "with the same tenant_id, name");
+        assert_eq!(unique_violation("something else").0, "resource");
+    }
+}

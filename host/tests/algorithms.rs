@@ -892,7 +892,8 @@ async fn rotated_keys_keep_verifying_old_signatures_and_states_are_enforced() {
             json!({ "key_id": key, "message": b64(msg), "signing_algorithm": alg }),
         )
         .await;
-    assert_error(&r, 403, "AccessDenied", "Sign");
+    // A caller who may not even describe the key is told it does not exist.
+    assert_error(&r, 404, "NotFound", "key not found");
 }
 
 #[cfg(feature = "test-hooks")]

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{b64, unb64, Server};
-use serde_json::json;
+use serde_json::{json, Value};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn round_trip_for_both_protection_levels() {
@@ -140,11 +140,12 @@ async fn tampering_fails_clearly_and_never_returns_plaintext() {
             assert_eq!(v["error"]["code"], "InvalidCiphertext");
         }
     }
-    // Another tenant's ciphertext: denied, and the denial is audited.
+    // Another tenant's ciphertext: denied as if its key did not exist (its id cannot be
+    // probed), and the denial is audited.
     let (status, v) = s.decrypt(&s.admin, &other_ct, json!({})).await;
     assert_eq!(
         (status, v["error"]["code"].as_str()),
-        (403, Some("AccessDenied")),
+        (404, Some("NotFound")),
         "{v}"
     );
 }
@@ -171,30 +172,48 @@ async fn authentication_and_tenant_isolation() {
     let (status, _) = s.call(Some(&forged), "encrypt", body.clone()).await;
     assert_eq!(status, 401);
 
-    // Tenant A's admin on the default tenant's key: 403, audited as a denial.
+    // Tenant A's admin on the default tenant's key: the same answer as for a key that does
+    // not exist (so another tenant's key ids cannot be probed), audited as a denial.
     let (a_admin_id, a_admin) = s.tenant_with_admin("tenant-a").await;
     let (status, v) = s.call(Some(&a_admin), "encrypt", body.clone()).await;
     assert_eq!(
         (status, v["error"]["code"].as_str()),
-        (403, Some("AccessDenied")),
+        (404, Some("NotFound")),
         "{v}"
+    );
+    let missing = format!("k-{}", "0".repeat(32));
+    let (_, absent) = s
+        .call(
+            Some(&a_admin),
+            "encrypt",
+            json!({ "key_id": missing, "plaintext": b64(b"hi") }),
+        )
+        .await;
+    assert_eq!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .replace(&key, "<id>"),
+        absent["error"]["message"]
+            .as_str()
+            .unwrap()
+            .replace(&missing, "<id>")
     );
     let (status, _) = s
         .call(Some(&a_admin), "describe-key", json!({ "key_id": key }))
         .await;
-    assert_eq!(status, 403);
+    assert_eq!(status, 404);
     let pool = s.sql().await;
     let (decision, outcome, policies): (String, String, String) = sqlx::query_as(
-        "SELECT decision, outcome, policies FROM audit_log WHERE principal = ? AND action = 'Encrypt' ORDER BY seq DESC LIMIT 1",
+        "SELECT decision, outcome, policies FROM audit_log WHERE principal = ? AND action = 'Encrypt' \
+         AND resource = ? ORDER BY seq DESC LIMIT 1",
     )
     .bind(format!("Keyplane::User::{a_admin_id:?}"))
+    .bind(format!("Keyplane::Key::{key:?}"))
     .fetch_one(&pool)
     .await
     .unwrap();
-    assert_eq!(
-        (decision.as_str(), outcome.as_str()),
-        ("deny", "AccessDenied")
-    );
+    assert_eq!((decision.as_str(), outcome.as_str()), ("deny", "NotFound"));
     assert!(policies.contains("tenant-isolation"), "{policies}");
 
     // A tenant admin cannot create tenants, nor principals in another tenant.
@@ -211,7 +230,8 @@ async fn authentication_and_tenant_isolation() {
         .await;
     assert_eq!(status, 403);
 
-    // A member without a grant cannot use a key of its own tenant; with a grant it can.
+    // A member without a grant cannot use a key of its own tenant, nor see that it exists;
+    // with a grant it can. An admin who may describe a key but not use it is told so.
     let m = s
         .ok(
             &a_admin,
@@ -229,7 +249,7 @@ async fn authentication_and_tenant_isolation() {
             json!({ "key_id": ungranted, "plaintext": b64(b"x") }),
         )
         .await;
-    assert_eq!(status, 403);
+    assert_eq!(status, 404);
     let (status, _) = s.call(Some(&member), "create-key", json!({})).await;
     assert_eq!(status, 403, "members do not manage keys");
     let granted = s
@@ -552,5 +572,122 @@ async fn test_hooks_answer_the_operator_only() {
     assert!(
         after - before < 60,
         "the clock did not move a day: {before} → {after}"
+    );
+}
+
+/// Every answer reaches an HTTP/2 client intact, whatever its status: curl (HTTP/2 over TLS by
+/// default, as Go clients such as sops and the vault CLI) got "Stream error in the HTTP/2
+/// framing layer" instead of most unauthenticated answers, because they were sent before
+/// the request body was read.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_answer_reaches_http2_clients_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path()).await;
+    let cert = dir.path().join("tls/cert.pem");
+    let port = s.base.rsplit(':').next().unwrap().to_string();
+    for _ in 0..20 {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--http2", "--cacert"])
+            .arg(&cert)
+            .args([
+                "--resolve",
+                &format!("localhost:{port}:127.0.0.1"),
+                "-X",
+                "POST",
+                &format!("{}/v1/list-keys", s.base),
+                "-d",
+                "{}",
+                "-w",
+                "\n%{http_code} %{http_version}",
+            ])
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "curl: {} {text}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (body, status) = text.rsplit_once('\n').unwrap();
+        assert_eq!(status, "401 2", "{text}");
+        let v: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["error"]["code"], "Unauthenticated");
+    }
+
+    // The same over reqwest's HTTP/2, for each kind of answer.
+    let pem = std::fs::read(&cert).unwrap();
+    let h2 = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let key = s.create_key(&s.admin, "envelope").await;
+    let big = vec![b'a'; 200 * 1024];
+    let cases: Vec<(Option<&str>, &str, Vec<u8>, u16)> = vec![
+        (None, "encrypt", b"{}".to_vec(), 401),
+        (Some(&s.admin), "no-such-operation", b"{}".to_vec(), 404),
+        (Some(&s.admin), "encrypt", b"{not json".to_vec(), 400),
+        (Some(&s.admin), "encrypt", big.clone(), 413),
+        (None, "encrypt", big, 401),
+        (
+            Some(&s.admin),
+            "encrypt",
+            json!({ "key_id": key, "plaintext": b64(b"h2") })
+                .to_string()
+                .into_bytes(),
+            200,
+        ),
+    ];
+    for (token, op, body, expected) in cases {
+        let mut req = h2.post(format!("{}/v1/{op}", s.base)).body(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.expect("an HTTP/2 answer");
+        assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+        assert_eq!(resp.status().as_u16(), expected, "{op}");
+        let v: Value = resp.json().await.expect("a whole JSON body");
+        assert!(v.is_object(), "{v}");
+    }
+}
+
+/// A client that writes its whole body before it reads the answer (Python's `http.client`,
+/// so `requests` and boto3) reads the `413` of a body over the limit, and the `401` of an
+/// unauthenticated one, instead of a connection reset (10 MiB: within what keyplane drains,
+/// and more than the socket buffers absorb when nobody reads).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_writes_its_whole_body_first_reads_the_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path()).await;
+    let port = s.base.rsplit(':').next().unwrap().to_string();
+    let script = r#"
+import http.client, json, ssl, sys
+cert, port, token = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+ctx = ssl.create_default_context(cafile=cert)
+for auth in (token, None):
+    c = http.client.HTTPSConnection("localhost", port, context=ctx, timeout=30)
+    headers = {"Content-Type": "application/json"}
+    if auth:
+        headers["Authorization"] = "Bearer " + auth
+    body = b'{"plaintext": "' + b"A" * (10 << 20) + b'"}'
+    c.request("POST", "/v1/encrypt", body=body, headers=headers)
+    r = c.getresponse()
+    print(r.status, json.loads(r.read())["error"]["code"])
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(dir.path().join("tls/cert.pem"))
+        .args([&port, &s.admin])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "413 PayloadTooLarge\n401 Unauthenticated\n"
     );
 }

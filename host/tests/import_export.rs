@@ -1067,3 +1067,102 @@ async fn an_import_that_loses_a_race_leaves_one_set_of_objects() {
         "",
     );
 }
+
+/// Imported material that expires and comes back keeps what was decided about its key and
+/// version: a revoked (compromised) version stays compromised, and a disabled key comes back
+/// disabled. Before, expiry reset every version to pending-import and re-import enabled them
+/// all, so a compromised version encrypted again.
+#[cfg(all(feature = "test-hooks", debug_assertions))]
+#[tokio::test(flavor = "multi_thread")]
+async fn expiry_and_reimport_never_revive_a_revoked_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let s = Server::start_quiet(dir.path()).await;
+    let material = openssl(&["rand", "32"]);
+    let import_expiring = |key: String| {
+        let (s, work, material) = (&s, &work, &material);
+        async move {
+            let now = s.advance_clock(0).await;
+            let valid_to = chrono::DateTime::from_timestamp(now + 3600, 0)
+                .unwrap()
+                .to_rfc3339();
+            let p = params(s, &key, "RSAES_OAEP_SHA_1").await;
+            let pem = p["public_key_pem"].as_str().unwrap().to_string();
+            let r = import(
+                s,
+                &key,
+                &p["import_token"],
+                &oaep_encrypt(work.path(), &pem, material),
+                json!({ "valid_to": valid_to }),
+            )
+            .await;
+            assert_eq!(r.0, 200, "{}", r.1);
+            r.1
+        }
+    };
+    let mut keys = Vec::new();
+    for _ in 0..2 {
+        let created = s
+            .ok(&s.admin, "create-key", json!({ "origin": "external" }))
+            .await;
+        keys.push(created["key_id"].as_str().unwrap().to_string());
+    }
+    let (revoked, disabled) = (keys[0].clone(), keys[1].clone());
+    import_expiring(revoked.clone()).await;
+    import_expiring(disabled.clone()).await;
+    let ct = s.encrypt(&s.admin, &revoked, b"before", json!({})).await;
+    s.ok(
+        &s.admin,
+        "revoke-key-version",
+        json!({ "key_id": revoked, "version": 1, "reason": "material leaked" }),
+    )
+    .await;
+    s.ok(&s.admin, "disable-key", json!({ "key_id": disabled }))
+        .await;
+
+    s.advance_clock(3601).await;
+    let pass = s.ok(&s.admin, "run-scheduler", json!({})).await;
+    let mut expired: Vec<String> = serde_json::from_value(pass["expired"].clone()).unwrap();
+    expired.sort();
+    let mut both = vec![revoked.clone(), disabled.clone()];
+    both.sort();
+    assert_eq!(expired, both, "{pass}");
+    let listed = s
+        .ok(&s.admin, "list-key-versions", json!({ "key_id": revoked }))
+        .await;
+    assert_eq!(listed["versions"][0]["state"], "compromised", "{listed}");
+
+    let back = import_expiring(revoked.clone()).await;
+    assert_eq!(back["state"], "enabled");
+    let listed = s
+        .ok(&s.admin, "list-key-versions", json!({ "key_id": revoked }))
+        .await;
+    assert_eq!(listed["versions"][0]["state"], "compromised", "{listed}");
+    assert_error(
+        &s.call(
+            Some(&s.admin),
+            "encrypt",
+            json!({ "key_id": revoked, "plaintext": b64(b"again") }),
+        )
+        .await,
+        409,
+        "InvalidState",
+        "compromised",
+    );
+    // Its ciphertexts still open through rewrap into another key, as for any revoked version.
+    let elsewhere = s.create_key(&s.admin, "envelope").await;
+    let r = s
+        .ok(
+            &s.admin,
+            "rewrap",
+            json!({ "ciphertext_blob": b64(&ct), "destination_key_id": elsewhere }),
+        )
+        .await;
+    let (st, v) = s
+        .decrypt(&s.admin, &unb64(&r["ciphertext_blob"]), json!({}))
+        .await;
+    assert_eq!((st, unb64(&v["plaintext"])), (200, b"before".to_vec()));
+
+    let back = import_expiring(disabled.clone()).await;
+    assert_eq!(back["state"], "disabled", "{back}");
+}

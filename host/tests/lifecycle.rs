@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{assert_error, b64, token_objects, unb64, wasm, Server};
+use common::{assert_attempt_name, assert_error, b64, token_objects, unb64, wasm, Server};
 use serde_json::{json, Value};
 
 const DAY: i64 = 86_400;
@@ -215,13 +215,56 @@ async fn rewrap_to_another_key_needs_encrypt_on_it() {
             json!({ "ciphertext_blob": b64(&ct), "destination_key_id": foreign }),
         )
         .await;
-    assert_error(&denied, 403, "AccessDenied", "");
+    // The member may not even describe that key: it is answered as if it did not exist,
+    // and audited as a denial.
+    assert_error(&denied, 404, "NotFound", &foreign);
     let rows = audit_rows(&s, "Rewrap").await;
     assert!(
-        rows.iter().any(|(p, r, _, o)| p.contains(&member_id)
+        rows.iter().any(|(p, r, d, o)| p.contains(&member_id)
             && r.contains(&source)
-            && o == "AccessDenied"),
-        "the refused rewrap is audited: {rows:?}"
+            && d == "deny"
+            && o == "NotFound"),
+        "the refused rewrap is audited as a deny: {rows:?}"
+    );
+
+    // The same key under a new encryption context is a new destination too: a key tagged
+    // purpose=backup encrypts only under purpose=backup, and rewrap cannot get around it.
+    let tagged = s
+        .ok(
+            &tenant_admin,
+            "create-key",
+            json!({ "grants": [member_id], "tags": { "purpose": "backup" } }),
+        )
+        .await["key_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let backup = json!({ "purpose": "backup" });
+    let tagged_ct = s
+        .encrypt(&member_token, &tagged, b"payload", backup.clone())
+        .await;
+    let rewrap = |dest: Value| {
+        json!({
+            "ciphertext_blob": b64(&tagged_ct),
+            "source_encryption_context": backup,
+            "destination_encryption_context": dest,
+        })
+    };
+    s.ok(&member_token, "rewrap", rewrap(backup.clone())).await;
+    let refused = s
+        .call(
+            Some(&member_token),
+            "rewrap",
+            rewrap(json!({ "purpose": "other" })),
+        )
+        .await;
+    assert_error(&refused, 403, "AccessDenied", "Encrypt");
+    let rows = audit_rows(&s, "Rewrap").await;
+    let last = rows.last().unwrap();
+    assert_eq!(
+        (last.2.as_str(), last.3.as_str()),
+        ("deny", "AccessDenied"),
+        "{rows:?}"
     );
     // Another tenant's key is not even visible as a destination.
     let other = s.create_key(&s.admin, "envelope").await;
@@ -647,13 +690,12 @@ async fn deletion_waits_for_its_window_then_shreds_every_copy() {
     let hsm_ct = s
         .encrypt(&s.admin, &hsm_key, b"hsm secret", json!({}))
         .await;
-    assert_eq!(
-        kv_blob_names(&s, "shred").await,
-        vec![
-            format!("tenants/shred/keys/{env_key}/1"),
-            format!("tenants/shred/keys/{env_key}/2")
-        ]
-    );
+    // Each version's blob has a name of its own creation attempt: keys/<key>/<version>/<uuid>.
+    let names = kv_blob_names(&s, "shred").await;
+    assert_eq!(names.len(), 2, "{names:?}");
+    for (v, name) in (1..=2).zip(&names) {
+        assert_attempt_name(name, &format!("tenants/shred/keys/{env_key}/{v}"));
+    }
     let labels = |data: &Path| {
         token_objects(data)
             .into_iter()
@@ -668,9 +710,9 @@ async fn deletion_waits_for_its_window_then_shreds_every_copy() {
     // The window is 7 to 30 days, 30 by default.
     for days in [0, 6, 31] {
         let answer = s
-            .schedule_deletion(
-                &t,
-                &t2,
+            .call(
+                Some(&t),
+                "schedule-key-deletion",
                 json!({ "key_id": env_key, "pending_window_days": days }),
             )
             .await;

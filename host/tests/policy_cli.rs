@@ -4,11 +4,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::{assert_error, policies_dir, Server, BIN};
+use common::{assert_error, copy_of_shipped_policies, policies_dir, Server, BIN};
 use serde_json::json;
 
 fn keyplane(args: &[&str]) -> Output {
@@ -28,17 +28,6 @@ fn s(p: &Path) -> &str {
 }
 
 /// A copy of the shipped policies (schema and *.cedar, not the tests).
-fn copy_policies(to: &Path) -> PathBuf {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(policies_dir()).unwrap() {
-        let p = entry.unwrap().path();
-        if p.is_file() {
-            std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
-        }
-    }
-    to.to_path_buf()
-}
-
 #[test]
 fn validate_accepts_the_shipped_set_and_names_file_line_and_id() {
     let ok = keyplane(&["policy", "validate", "--policies", s(&policies_dir())]);
@@ -46,7 +35,7 @@ fn validate_accepts_the_shipped_set_and_names_file_line_and_id() {
     assert!(text(&ok).contains("policy set OK"), "{}", text(&ok));
 
     let dir = tempfile::tempdir().unwrap();
-    let copy = copy_policies(&dir.path().join("p"));
+    let copy = copy_of_shipped_policies(&dir.path().join("p"));
     std::fs::write(
         copy.join("bad.cedar"),
         "@id(\"uses-colour\")\n@description(\"an attribute keys do not have\")\npermit (principal, action == Keyplane::Action::\"Encrypt\", resource)\nwhen { resource.colour == \"red\" };\n",
@@ -76,7 +65,7 @@ fn fmt_check_passes_on_the_shipped_set_and_lists_unformatted_files() {
     assert!(ok.status.success(), "{}", text(&ok));
 
     let dir = tempfile::tempdir().unwrap();
-    let copy = copy_policies(&dir.path().join("p"));
+    let copy = copy_of_shipped_policies(&dir.path().join("p"));
     let f = copy.join("random.cedar");
     let ugly = std::fs::read_to_string(&f)
         .unwrap()
@@ -283,6 +272,8 @@ async fn who_can_matches_direct_calls_and_explain_reevaluates_audit_records() {
             match status {
                 200 => direct.push(id.clone()),
                 403 => assert_eq!(v["error"]["code"], "AccessDenied"),
+                // A caller who may not describe the key is told it does not exist.
+                404 => assert_eq!(v["error"]["code"], "NotFound"),
                 other => panic!("{op} as {id}: {other} {v}"),
             }
         }
@@ -374,7 +365,8 @@ async fn who_can_matches_direct_calls_and_explain_reevaluates_audit_records() {
     ]));
     assert!(out.contains("decision: ALLOW"), "{out}");
 
-    // The deletion guard: an approver is a different admin of the tenant, authenticated.
+    // The deletion guard: an approver is a different admin of the tenant, who approved under
+    // their own credentials (approve-key-deletion).
     let acme_admin = &admins[0];
     let body = json!({ "key_id": key });
     assert_error(
@@ -387,22 +379,24 @@ async fn who_can_matches_direct_calls_and_explain_reevaluates_audit_records() {
     assert_error(
         &srv.schedule_deletion(acme_admin, acme_admin, body.clone())
             .await,
-        403,
-        "AccessDenied",
-        "",
+        400,
+        "ValidationError",
+        "its own",
     );
+    // A member granted the key sees it, but may not approve.
     assert_error(
         &srv.schedule_deletion(acme_admin, &members[0].1 .1, body.clone())
             .await,
         403,
         "AccessDenied",
-        "",
+        "ApproveKeyDeletion",
     );
+    // Another tenant's admin does not even see it.
     assert_error(
         &srv.schedule_deletion(acme_admin, &admins[1], body.clone())
             .await,
-        403,
-        "AccessDenied",
+        404,
+        "NotFound",
         "",
     );
     assert_error(
@@ -456,7 +450,7 @@ async fn policy_set(srv: &Server) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn reload_refuses_an_invalid_set_and_installs_a_valid_one() {
     let dir = tempfile::tempdir().unwrap();
-    let policies = copy_policies(&dir.path().join("policies"));
+    let policies = copy_of_shipped_policies(&dir.path().join("policies"));
     let data = dir.path().join("data");
     let srv = Server::start_with_policies(&data, &policies).await;
     let (_, admin) = srv.tenant_with_admin("acme").await;

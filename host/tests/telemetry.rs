@@ -301,7 +301,8 @@ async fn grpc_export_span_tree_metrics_and_no_secrets() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status().as_u16(), 403);
+    // Another tenant's key is answered as if it did not exist.
+    assert_eq!(resp.status().as_u16(), 404);
     let denied_trace = resp.headers()["x-trace-id"].to_str().unwrap().to_string();
     assert_eq!(denied_trace.len(), 32);
 
@@ -384,7 +385,7 @@ async fn grpc_export_span_tree_metrics_and_no_secrets() {
         .unwrap();
     assert_eq!(
         attr(denied_op, "keyplane.outcome").as_deref(),
-        Some("AccessDenied")
+        Some("NotFound")
     );
     let denied_authz = child(&all, denied_op, "authorize");
     assert_eq!(
@@ -403,7 +404,7 @@ async fn grpc_export_span_tree_metrics_and_no_secrets() {
         .unwrap();
     assert_eq!(
         attr(denied_http, "http.response.status_code").as_deref(),
-        Some("403")
+        Some("404")
     );
 
     // Resource attributes.
@@ -430,7 +431,7 @@ async fn grpc_export_span_tree_metrics_and_no_secrets() {
         counter(
             &received,
             "keyplane.requests",
-            &[("operation", "encrypt"), ("outcome", "AccessDenied")]
+            &[("operation", "encrypt"), ("outcome", "NotFound")]
         ) >= 1
     );
     assert!(

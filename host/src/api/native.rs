@@ -2,29 +2,24 @@
 //! Authenticates, reads the body under the size limit, and hands both to the operation
 //! table. Every response carries `x-request-id`.
 //!
-//! Two optional headers feed the Cedar context of guard policies (e.g. the deletion guard in
-//! `policies/key-deletion-guard.cedar`):
-//! - `x-keyplane-approver: Bearer <token>`: a second principal approves this request by
-//!   authenticating in it. keyplane checks the token like any bearer token and hands the
-//!   approver to Cedar as `context.approver` (with its tenant and role); a bad token fails the
-//!   request as `Unauthenticated`. Policies, not this front, decide who may approve what.
-//! - `x-keyplane-mfa: true`: honoured only on a connection that presented a verified TLS
-//!   client certificate (bearer token + certificate = two factors); it sets `context.mfa`.
-//!   The native front does not request client certificates yet, so `context.mfa` is
-//!   currently always `false`; a header alone never sets it.
+//! One optional header feeds the Cedar context of guard policies: `x-keyplane-mfa: true`,
+//! honoured only on a connection that presented a verified TLS client certificate (bearer
+//! token + certificate = two factors); it sets `context.mfa`. The native front does not
+//! request client certificates yet, so `context.mfa` is currently always `false`; a header
+//! alone never sets it. No request carries another principal's credential: a second admin
+//! approves a key's deletion with `approve-key-deletion`, under their own token.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::body::{to_bytes, Body};
+use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::Extension;
-use axum::Json;
 use tracing::Instrument;
 
-use super::error_response;
+use super::{error_response, json_reply, read_body};
 use crate::audit::AuditEvent;
 use crate::error::Error;
 use crate::ops::{self, Operation, RequestMeta};
@@ -77,7 +72,6 @@ pub async fn handle(
         source_ip: peer.ip(),
         client_certificate: false,
         mfa: false,
-        approver: None,
         trace_id: current_trace_id(),
         user_agent: headers
             .get(axum::http::header::USER_AGENT)
@@ -96,18 +90,11 @@ pub async fn handle(
         keyplane.principal = tracing::field::Empty,
         keyplane.outcome = tracing::field::Empty
     );
-    let approver_header = headers
-        .get("x-keyplane-approver")
-        .map(|v| v.to_str().unwrap_or_default());
-    let auth = async {
-        let principal = state.tokens.authenticate(&state.rows, auth_header).await?;
-        if let Some(h) = approver_header {
-            meta.approver = Some(state.tokens.authenticate(&state.rows, Some(h)).await?);
-        }
-        Ok::<_, Error>(principal)
-    }
-    .instrument(authn_span.clone())
-    .await;
+    let auth = state
+        .tokens
+        .authenticate(&state.rows, auth_header)
+        .instrument(authn_span.clone())
+        .await;
     match &auth {
         Ok(p) => {
             authn_span.record("keyplane.principal", p.id.as_str());
@@ -139,6 +126,19 @@ pub async fn handle(
         user_agent: meta.user_agent.clone(),
     };
 
+    // The body is read before any answer, whatever it is: an answer sent while the client
+    // is still sending breaks an HTTP/2 stream (curl: "Stream error in the HTTP/2 framing
+    // layer") and, over HTTP/1.1, resets a client that writes its whole body before reading.
+    // Unauthenticated callers get the ordinary limit, never the upload limit.
+    let limit = match &auth {
+        Ok(_) if operation == crate::ops::upload_plugin::UploadPlugin::NAME => {
+            // base64 of the largest component, plus the JSON around it
+            state.config.plugins.max_upload_bytes / 3 * 4 + 8192
+        }
+        _ => state.config.limits.max_body_bytes,
+    };
+    let read = read_body(body, limit).await;
+
     let Some(handler) = ops::lookup(&operation) else {
         let e = match &auth {
             Err(Error::DatabaseUnavailable) => Error::DatabaseUnavailable,
@@ -163,7 +163,6 @@ pub async fn handle(
         .map(|(_, a, _)| a.to_string())
         .unwrap_or_default();
 
-    // Unauthenticated requests are answered (and audited) before their body is read.
     if let Err(e) = &auth {
         let e = match e {
             Error::DatabaseUnavailable => Error::DatabaseUnavailable,
@@ -172,17 +171,9 @@ pub async fn handle(
         let e = ops::fail(&state, &mut failure_event(&auth, action, &e), e).await;
         return error_response(&e, &meta.request_id);
     }
-
-    let limit = if operation == crate::ops::upload_plugin::UploadPlugin::NAME {
-        // base64 of the largest component, plus the JSON around it
-        state.config.plugins.max_upload_bytes / 3 * 4 + 8192
-    } else {
-        state.config.limits.max_body_bytes
-    };
-    let bytes = match to_bytes(body, limit).await {
+    let bytes = match read {
         Ok(b) => b,
-        Err(_) => {
-            let e = Error::PayloadTooLarge { limit };
+        Err(e) => {
             let e = ops::fail(&state, &mut failure_event(&auth, action, &e), e).await;
             return error_response(&e, &meta.request_id);
         }
@@ -200,8 +191,8 @@ pub async fn handle(
         Err(Error::Internal)
     });
     match result {
-        Ok(value) => {
-            let mut resp = Json(value).into_response();
+        Ok(reply) => {
+            let mut resp = json_reply(reply);
             if let Ok(v) = meta.request_id.parse() {
                 resp.headers_mut().insert("x-request-id", v);
             }

@@ -1,7 +1,9 @@
 //! Aliases: tenant-scoped names (`alias/...`) for keys, accepted wherever a key id is.
-//! `create-alias` and `update-alias` are authorized on the key the alias will name (Cedar:
-//! `CreateAlias` / `UpdateAlias`), `delete-alias` on the key it names now (`DeleteAlias`),
-//! `list-aliases` on the caller's tenant (`ListAliases`).
+//! `create-alias` is authorized on the key the alias will name (Cedar: `CreateAlias`),
+//! `update-alias` on that key and on the key it names now (`UpdateAlias` on both: moving an
+//! alias away from a key changes what that key's users reach through it), `delete-alias` on
+//! the key it names now (`DeleteAlias`), `list-aliases` on the caller's tenant
+//! (`ListAliases`).
 
 use serde::{Deserialize, Serialize};
 
@@ -10,6 +12,7 @@ use super::common::{
 };
 use super::{OpContext, Operation, WriteScope};
 use crate::authz::ResourceRef;
+use crate::crypto::context::EncryptionContext;
 use crate::error::{Error, Result};
 use crate::store::aliases::{self, AliasRow};
 
@@ -110,9 +113,28 @@ impl Operation for UpdateAlias {
                 kind: "alias",
                 id: self.0.alias_name.clone(),
             })?;
+        if existing.key_id != key.id {
+            let current = resolve_key(ctx, &existing.key_id).await?;
+            ctx.authorize(Self::ACTION, &current, &EncryptionContext::new())?;
+        }
         let now = ctx.state.clock.now_rfc3339();
         let conn = scope.conn(ctx.state).await?;
-        aliases::retarget(conn, &key.tenant_id, &existing.name, &key.id, &now).await?;
+        // Only if it still names the key authorized above.
+        if !aliases::retarget(
+            conn,
+            &key.tenant_id,
+            &existing.name,
+            &existing.key_id,
+            &key.id,
+            &now,
+        )
+        .await?
+        {
+            return Err(Error::InvalidState(format!(
+                "alias {} changed while this request ran; read it again and retry",
+                existing.name
+            )));
+        }
         Ok(AliasRow {
             key_id: key.id.clone(),
             updated_at: now,

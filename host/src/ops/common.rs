@@ -20,8 +20,17 @@ use crate::store::plugins;
 
 pub const KEY_SPEC_AES_256_GCM: &str = "AES_256_GCM";
 pub use crate::store::keys::{
-    STATE_COMPROMISED, STATE_DESTROYED, STATE_DISABLED, STATE_ENABLED, STATE_PENDING_DELETION,
+    STATE_COMPROMISED, STATE_DESTROYED, STATE_DESTROYING, STATE_DISABLED, STATE_ENABLED,
+    STATE_PENDING_DELETION,
 };
+
+/// The answer to a compare-and-set that found `what` (a key, a version of a key) no longer in
+/// the state `was` the request was checked against: another request changed it meanwhile.
+pub fn changed_meanwhile(what: &str, key_id: &str, was: &str) -> Error {
+    Error::InvalidState(format!(
+        "{what} {key_id} changed while this request ran (it was {was}); read it again and retry"
+    ))
+}
 
 /// Prefix of alias names.
 pub const ALIAS_PREFIX: &str = "alias/";
@@ -144,6 +153,10 @@ pub fn check_key_enabled(key: &KeyRow) -> Result<()> {
             "key {} is pending import: it has no key material until import-key-material",
             key.id
         ))),
+        STATE_DESTROYING => Err(Error::InvalidState(format!(
+            "key {} is being destroyed: its deletion window has passed and its material is being shredded",
+            key.id
+        ))),
         other => Err(Error::InvalidState(format!("key {} is {other}", key.id))),
     }
 }
@@ -193,7 +206,8 @@ pub enum VersionUse {
     Protect,
     /// Decrypting or verifying.
     Open,
-    /// Decrypting inside `rewrap` (also allowed for compromised versions).
+    /// Decrypting inside `rewrap` (also allowed for compromised versions; the minimum
+    /// decryption version holds as for `Open`).
     Rewrap,
 }
 
@@ -228,7 +242,7 @@ pub fn check_version(key: &KeyRow, v: &KeyVersionRow, purpose: VersionUse) -> Re
             )))
         }
     }
-    if purpose == VersionUse::Open && n < key.min_decryption_version {
+    if purpose != VersionUse::Protect && n < key.min_decryption_version {
         return Err(Error::InvalidState(format!(
             "version {n} of key {} is below its minimum decryption version {}",
             key.id, key.min_decryption_version
@@ -259,12 +273,16 @@ pub async fn usable_version(
     Ok(version)
 }
 
-/// The name of a version's wrapped blob in a storage backend (the host adds the tenant).
-pub fn blob_name(key_id: &str, version: i64) -> String {
-    format!("keys/{key_id}/{version}")
+/// The name a new creation attempt of version `version` gives its blob in a storage backend
+/// (the host adds the tenant): `keys/<key>/<version>/<uuid v7>`. Each attempt writes its own
+/// name, so an attempt that loses a race (two rotations, two imports) deletes only its own
+/// blob; the version row stores the winner's. The UUID v7 carries the attempt's creation time,
+/// which garbage collection reads to leave young blobs alone.
+pub fn new_blob_name(key_id: &str, version: i64) -> String {
+    format!("keys/{key_id}/{version}/{}", uuid::Uuid::now_v7().simple())
 }
 
-/// A tenant's attached storage backend and its configuration.
+/// A tenant's storage backend and its configuration.
 pub type Backend = (plugins::PluginRow, Vec<(String, String)>);
 
 /// A tenant's storage backend, if one is attached.
@@ -280,20 +298,21 @@ pub async fn tenant_backend(state: &AppState, tenant: &str) -> Result<Option<Bac
     Ok(Some((p, config)))
 }
 
-/// The storage plugin a version's blob was written to, with the configuration to reach it
-/// (the tenant's backend configuration while that plugin is still the backend).
+/// The storage plugin a version's blob was written to, with the configuration to reach it:
+/// the latest the tenant gave that plugin, whether or not it is still the tenant's backend.
 pub async fn version_store(state: &AppState, tenant: &str, store: &str) -> Result<Backend> {
     let pool = state.db.reader();
     let plugin = plugins::get(pool, tenant, store).await?.ok_or_else(|| {
         tracing::error!(plugin = %store, "storage plugin of a key version is gone");
         Error::Internal
     })?;
-    let config = match plugins::storage_backend(pool, tenant).await? {
-        Some(b) if b.plugin_name == store => {
-            plugin_config::open(&state.keyring, tenant, store, &b.config).await?
-        }
-        _ => Vec::new(),
-    };
+    let sealed = plugins::backend_config(pool, tenant, store)
+        .await?
+        .ok_or_else(|| {
+            tracing::error!(plugin = %store, "no configuration kept for the storage plugin of a key version");
+            Error::Internal
+        })?;
+    let config = plugin_config::open(&state.keyring, tenant, store, &sealed).await?;
     Ok((plugin, config))
 }
 
@@ -310,7 +329,7 @@ pub async fn load_blob(state: &AppState, key: &KeyRow, version: &mut KeyVersionR
     }
     let (plugin, config) = version_store(state, &key.tenant_id, &store).await?;
     let op = StorageOp::Get {
-        name: blob_name(&key.id, version.version),
+        name: version.blob(),
     };
     match state.plugins.storage(&plugin, &config, op).await? {
         StorageReply::Blob(Some(data)) => {

@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
-use super::common::{key_row, key_spec, resolve_key, rfc3339, validate_key_id, STATE_ENABLED};
+use super::common::{key_row, key_spec, resolve_key, rfc3339, validate_key_id};
 use super::key_transport::{awaiting_import, transport, wrapping_key_spec};
 use super::versions::place_version;
 use super::{Base64, OpContext, Operation, WriteScope};
@@ -215,7 +215,12 @@ impl Operation for ImportKeyMaterial {
         } else {
             keys::insert_version(conn, &version).await?;
         }
-        imports::set_imported(conn, &key.id, STATE_ENABLED, valid_to, &check).await?;
+        let Some(state_now) = imports::set_imported(conn, &key.id, valid_to, &check).await? else {
+            return Err(Error::InvalidState(format!(
+                "key {} left pending-import while this request ran",
+                key.id
+            )));
+        };
         // The wrapping key has served its one use.
         if let Err(e) = state.keyring.discard_import_key(token.hsm_object_id).await {
             tracing::warn!(error = %e, "used import wrapping key could not be destroyed");
@@ -223,7 +228,7 @@ impl Operation for ImportKeyMaterial {
         Ok(ImportOutput {
             key_id: key.id.clone(),
             key_version: 1,
-            state: STATE_ENABLED.into(),
+            state: state_now,
             material_expires_at: valid_to.map(rfc3339),
         })
     }

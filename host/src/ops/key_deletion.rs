@@ -1,23 +1,148 @@
-//! Deleting keys: `schedule-key-deletion` (a pending window of 7-30 days, default 30, during
-//! which every use is refused), `cancel-key-deletion` (back to disabled), and [`destroy`],
-//! which the scheduler runs once the window has passed: crypto-shredding of every version's
-//! HSM object and every wrapped copy in the storage backend, then the key is recorded as
-//! destroyed (its ciphertexts fail with `KeyDestroyed` from then on). Cedar:
-//! `ScheduleKeyDeletion` / `CancelKeyDeletion` on the key.
+//! Deleting keys: `approve-key-deletion` (a second admin, under their own credentials,
+//! approves the deletion of one key by one requesting principal, for a short window, once),
+//! `schedule-key-deletion` (a pending window of 7-30 days, default 30, during which every use
+//! is refused; the shipped guard policy wants MFA or a recorded approval, which Cedar sees as
+//! `context.approver` and this request uses up), `cancel-key-deletion` (back to disabled),
+//! and, once the
+//! window has passed, [`begin_destroy`] and [`destroy`], which the scheduler runs:
+//! crypto-shredding of every version's HSM object and every wrapped copy in the storage
+//! backend, then the key is recorded as destroyed (its ciphertexts fail with `KeyDestroyed`
+//! from then on). Cedar: `ScheduleKeyDeletion` / `CancelKeyDeletion` on the key.
+//!
+//! Shredding goes through a committed `destroying` state: pending-deletion → destroying is a
+//! compare-and-set committed (and audited) before any material is touched, so a cancel that
+//! got in first wins, one that comes later is refused (`409`), and a crash during shredding
+//! leaves a key that the next pass finishes destroying, never one that claims to be usable.
 
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    blob_name, key_row, resolve_key, rfc3339, validate_key_id, version_store, STATE_DESTROYED,
-    STATE_DISABLED, STATE_PENDING_DELETION,
+    changed_meanwhile, key_row, resolve_key, rfc3339, validate_key_id, version_store,
+    STATE_DESTROYED, STATE_DESTROYING, STATE_DISABLED, STATE_PENDING_DELETION,
 };
 use super::{OpContext, Operation, WriteScope};
+use crate::audit::{self, AuditEvent};
+use crate::authn::Principal;
 use crate::authz::ResourceRef;
 use crate::error::{Error, Result};
 use crate::plugins::{StorageOp, StorageReply};
 use crate::state::AppState;
 use crate::store::keys::{self, KeyRow};
-use crate::store::{aliases, plugins};
+use crate::store::{aliases, approvals, plugins, principals};
+
+/// Default and longest time an approval waits to be used, in seconds.
+pub const DEFAULT_APPROVAL_SECONDS: i64 = 3600;
+pub const MAX_APPROVAL_SECONDS: i64 = 86_400;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveKeyDeletion {
+    pub key_id: String,
+    /// The principal id that will ask for the deletion.
+    pub requester: String,
+    /// How long the approval waits to be used (60 to 86400 seconds, default 3600).
+    pub window_seconds: Option<i64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ApprovalOutput {
+    pub approval_id: String,
+    pub key_id: String,
+    pub requester: String,
+    pub approver: String,
+    pub expires_at: String,
+}
+
+impl Operation for ApproveKeyDeletion {
+    const NAME: &'static str = "approve-key-deletion";
+    const ACTION: &'static str = "ApproveKeyDeletion";
+    type Output = ApprovalOutput;
+
+    fn validate(&self) -> Result<()> {
+        validate_key_id(&self.key_id)?;
+        validate_principal_id(&self.requester)?;
+        let window = self.window_seconds.unwrap_or(DEFAULT_APPROVAL_SECONDS);
+        if !(60..=MAX_APPROVAL_SECONDS).contains(&window) {
+            return Err(Error::validation(format!(
+                "window_seconds must be 60 to {MAX_APPROVAL_SECONDS}"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn resolve(&self, ctx: &OpContext<'_>) -> Result<ResourceRef> {
+        resolve_key(ctx, &self.key_id).await
+    }
+
+    async fn execute(
+        self,
+        ctx: &OpContext<'_>,
+        r: ResourceRef,
+        scope: &mut WriteScope,
+    ) -> Result<Self::Output> {
+        let key = key_row(&r)?;
+        if self.requester == ctx.principal.id {
+            return Err(Error::validation(
+                "a principal cannot approve its own deletion request; another admin approves it",
+            ));
+        }
+        let requester = principals::get(ctx.state.db.reader(), &self.requester)
+            .await?
+            .filter(|p| p.tenant_id == key.tenant_id)
+            .ok_or_else(|| Error::NotFound {
+                kind: "principal",
+                id: self.requester.clone(),
+            })?;
+        match key.state.as_str() {
+            STATE_DESTROYED => {
+                return Err(Error::KeyDestroyed {
+                    what: format!("key {}", key.id),
+                })
+            }
+            STATE_PENDING_DELETION | STATE_DESTROYING => {
+                return Err(Error::InvalidState(format!(
+                    "key {} is already {}",
+                    key.id, key.state
+                )))
+            }
+            _ => {}
+        }
+        let now = ctx.state.clock.now();
+        let row = approvals::ApprovalRow {
+            id: format!("apr-{}", uuid::Uuid::new_v4().simple()),
+            tenant_id: key.tenant_id.clone(),
+            key_id: key.id.clone(),
+            requester_id: requester.id,
+            approver_id: ctx.principal.id.clone(),
+            created_at: now,
+            expires_at: now + self.window_seconds.unwrap_or(DEFAULT_APPROVAL_SECONDS),
+            used_at: None,
+        };
+        approvals::insert(scope.conn(ctx.state).await?, &row).await?;
+        Ok(ApprovalOutput {
+            approval_id: row.id,
+            key_id: row.key_id,
+            requester: row.requester_id,
+            approver: row.approver_id,
+            expires_at: rfc3339(row.expires_at),
+        })
+    }
+}
+
+/// Principal ids: `p-` and hex.
+fn validate_principal_id(id: &str) -> Result<()> {
+    let ok = id.len() <= 64
+        && id
+            .strip_prefix("p-")
+            .is_some_and(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric()));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::validation(
+            "requester must be a principal id (p-...)",
+        ))
+    }
+}
 
 /// Shortest, longest and default pending window, in days.
 pub const MIN_WINDOW_DAYS: u32 = 7;
@@ -29,6 +154,10 @@ pub const DEFAULT_WINDOW_DAYS: u32 = 30;
 pub struct ScheduleKeyDeletion {
     pub key_id: String,
     pub pending_window_days: Option<u32>,
+    /// The approval Cedar was shown as `context.approver` (see [`Operation::approver`]),
+    /// used up if the deletion is scheduled.
+    #[serde(skip)]
+    approval: std::sync::OnceLock<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -59,6 +188,21 @@ impl Operation for ScheduleKeyDeletion {
         resolve_key(ctx, &self.key_id).await
     }
 
+    /// The admin who approved this deletion for this caller, if an approval waits unused.
+    async fn approver(&self, ctx: &OpContext<'_>, r: &ResourceRef) -> Result<Option<Principal>> {
+        let key = key_row(r)?;
+        let pool = ctx.state.db.reader();
+        let now = ctx.state.clock.now();
+        let Some(a) = approvals::valid(pool, &key.id, &ctx.principal.id, now).await? else {
+            return Ok(None);
+        };
+        let approver = principals::get(pool, &a.approver_id).await?;
+        if approver.is_some() {
+            let _ = self.approval.set(a.id);
+        }
+        Ok(approver)
+    }
+
     async fn execute(
         self,
         ctx: &OpContext<'_>,
@@ -72,18 +216,47 @@ impl Operation for ScheduleKeyDeletion {
                     what: format!("key {}", key.id),
                 })
             }
-            STATE_PENDING_DELETION => {
+            STATE_PENDING_DELETION | STATE_DESTROYING => {
                 return Err(Error::InvalidState(format!(
-                    "key {} is already pending deletion",
+                    "key {} is already {}",
+                    key.id,
+                    if key.state == STATE_DESTROYING {
+                        "being destroyed"
+                    } else {
+                        "pending deletion"
+                    }
+                )))
+            }
+            crate::store::imports::STATE_EXPIRING => {
+                return Err(Error::InvalidState(format!(
+                    "key {} is expiring: its imported material is being deleted; schedule its deletion once it is pending import",
                     key.id
                 )))
             }
             _ => {}
         }
         let days = self.pending_window_days.unwrap_or(DEFAULT_WINDOW_DAYS);
-        let when = ctx.state.clock.now() + i64::from(days) * 86_400;
+        let now = ctx.state.clock.now();
+        let when = now + i64::from(days) * 86_400;
         let conn = scope.conn(ctx.state).await?;
-        keys::set_state(conn, &key.id, STATE_PENDING_DELETION, Some(when)).await?;
+        if let Some(id) = self.approval.get() {
+            if !approvals::consume(conn, id, now).await? {
+                return Err(Error::InvalidState(format!(
+                    "the approval {id} was used or expired while this request ran; ask for another"
+                )));
+            }
+        }
+        if !keys::set_state(
+            conn,
+            &key.id,
+            &key.state,
+            STATE_PENDING_DELETION,
+            Some(when),
+        )
+        .await?
+        {
+            return Err(changed_meanwhile("key", &key.id, &key.state));
+        }
         Ok(DeletionOutput {
             key_id: key.id.clone(),
             state: STATE_PENDING_DELETION.into(),
@@ -125,6 +298,12 @@ impl Operation for CancelKeyDeletion {
                     what: format!("key {}", key.id),
                 })
             }
+            STATE_DESTROYING => {
+                return Err(Error::InvalidState(format!(
+                    "key {} is being destroyed: its deletion window has passed and its material is being shredded; it can no longer be cancelled",
+                    key.id
+                )))
+            }
             other => {
                 return Err(Error::InvalidState(format!(
                     "key {} is {other}, not pending deletion",
@@ -132,7 +311,18 @@ impl Operation for CancelKeyDeletion {
                 )))
             }
         }
-        keys::set_state(scope.conn(ctx.state).await?, &key.id, STATE_DISABLED, None).await?;
+        let conn = scope.conn(ctx.state).await?;
+        if !keys::set_state(conn, &key.id, STATE_PENDING_DELETION, STATE_DISABLED, None).await? {
+            // Most likely the scheduler began destroying it meanwhile.
+            let now = keys::get(ctx.state.db.reader(), &key.id).await?;
+            return Err(match now.as_ref().map(|k| k.state.as_str()) {
+                Some(STATE_DESTROYING) | Some(STATE_DESTROYED) => Error::InvalidState(format!(
+                    "key {} is being destroyed: its deletion window passed while this request ran; it can no longer be cancelled",
+                    key.id
+                )),
+                _ => changed_meanwhile("key", &key.id, STATE_PENDING_DELETION),
+            });
+        }
         Ok(DeletionOutput {
             key_id: key.id.clone(),
             state: STATE_DISABLED.into(),
@@ -141,21 +331,38 @@ impl Operation for CancelKeyDeletion {
     }
 }
 
-/// Crypto-shred a key whose deletion window has passed: delete every wrapped copy from its
-/// storage backend, destroy every HSM object, then (in `scope`) record the key and all its
-/// versions as destroyed and drop its aliases and schedule. Each step can be retried: a
-/// failure leaves the key pending deletion for the next scheduler pass.
+/// Begin destroying a key whose deletion window has passed: pending-deletion → destroying,
+/// committed with `ev` (its audit record) before anything is shredded. Fails with a conflict
+/// if the key left pending-deletion meanwhile (a cancel got in first).
+pub async fn begin_destroy(state: &AppState, key: &KeyRow, ev: &AuditEvent) -> Result<()> {
+    let mut tx = state.db.begin().await?;
+    if !keys::begin_destroying(&mut tx, &key.id, state.clock.now()).await? {
+        return Err(changed_meanwhile("key", &key.id, &key.state));
+    }
+    audit::append(&mut tx, ev).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Crypto-shred a key that is being destroyed (see [`begin_destroy`]): delete every wrapped
+/// copy from its storage backend, destroy every HSM object, then (in `scope`) record the key
+/// and all its versions as destroyed and drop its aliases and schedule. Each step can be
+/// retried: a failure (or a crash) leaves the key destroying, and the next scheduler pass
+/// runs this again.
 pub async fn destroy(state: &AppState, scope: &mut WriteScope, key: &KeyRow) -> Result<()> {
-    if key.state != STATE_PENDING_DELETION {
+    if key.state != STATE_DESTROYING {
         return Err(Error::InvalidState(format!(
-            "key {} is {}, not pending deletion",
+            "key {} is {}, not being destroyed",
             key.id, key.state
         )));
     }
+    crate::pause::point("destroy:shredding", &key.id).await;
     shred_material(state, key).await?;
     let (now, now_text) = (state.clock.now(), state.clock.now_rfc3339());
     let conn = scope.conn(state).await?;
-    keys::mark_destroyed(conn, &key.id, now, &now_text).await?;
+    if !keys::mark_destroyed(conn, &key.id, now, &now_text).await? {
+        return Err(changed_meanwhile("key", &key.id, STATE_DESTROYING));
+    }
     aliases::delete_for_key(conn, &key.id).await?;
     plugins::delete_schedule(conn, &key.id).await?;
     Ok(())
@@ -168,9 +375,7 @@ pub async fn shred_material(state: &AppState, key: &KeyRow) -> Result<()> {
     for v in &versions {
         if let Some(store) = &v.blob_store {
             let (plugin, config) = version_store(state, &key.tenant_id, store).await?;
-            let op = StorageOp::Delete {
-                name: blob_name(&key.id, v.version),
-            };
+            let op = StorageOp::Delete { name: v.blob() };
             match state.plugins.storage(&plugin, &config, op).await? {
                 StorageReply::Deleted(_) => {}
                 _ => return Err(Error::Internal),

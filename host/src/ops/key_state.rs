@@ -2,12 +2,17 @@
 //! `enable-key-version`, `disable-key-version`, `revoke-key-version` (marks a version
 //! compromised, with a reason: no new ciphertexts under it, decryption only through
 //! `rewrap`) and `set-min-decryption-version`. Cedar: the action of the same name on the key.
+//!
+//! Every change is a compare-and-set against the state the request was authorized and
+//! checked for: if another request changed the key or version meanwhile (a revocation racing
+//! a disable, a deletion scheduled while a key is enabled), nothing is written and the answer
+//! is `409 InvalidState`. So a compromised version never goes back to disabled or enabled.
 
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    key_row, resolve_key, validate_key_id, STATE_COMPROMISED, STATE_DESTROYED, STATE_DISABLED,
-    STATE_ENABLED, STATE_PENDING_DELETION,
+    changed_meanwhile, key_row, resolve_key, validate_key_id, STATE_COMPROMISED, STATE_DESTROYED,
+    STATE_DESTROYING, STATE_DISABLED, STATE_ENABLED, STATE_PENDING_DELETION,
 };
 use super::{OpContext, Operation, WriteScope};
 use crate::authz::ResourceRef;
@@ -40,6 +45,14 @@ fn refuse_if_gone(key: &KeyRow) -> Result<()> {
             "key {} is pending deletion; cancel-key-deletion first",
             key.id
         ))),
+        STATE_DESTROYING => Err(Error::InvalidState(format!(
+            "key {} is being destroyed (its deletion window has passed)",
+            key.id
+        ))),
+        imports::STATE_EXPIRING => Err(Error::InvalidState(format!(
+            "key {} is expiring: its imported material is being deleted",
+            key.id
+        ))),
         imports::STATE_PENDING_IMPORT => Err(Error::InvalidState(format!(
             "key {} is pending import: it has no key material; import-key-material first",
             key.id
@@ -57,7 +70,10 @@ async fn set_key_state(
     let key = key_row(r)?;
     refuse_if_gone(key)?;
     if key.state != state {
-        keys::set_state(scope.conn(ctx.state).await?, &key.id, state, None).await?;
+        let conn = scope.conn(ctx.state).await?;
+        if !keys::set_state(conn, &key.id, &key.state, state, None).await? {
+            return Err(changed_meanwhile("key", &key.id, &key.state));
+        }
     }
     Ok(StateOutput {
         key_id: key.id.clone(),
@@ -145,6 +161,7 @@ async fn set_version_state(
     let key = key_row(r)?;
     refuse_if_gone(key)?;
     let v = version_of(ctx, key, req.version).await?;
+    crate::pause::point("version-state:read", &key.id).await;
     if v.state == STATE_DESTROYED {
         return Err(Error::KeyDestroyed {
             what: format!("version {} of key {}", v.version, key.id),
@@ -165,7 +182,11 @@ async fn set_version_state(
         }
         let now = ctx.state.clock.now_rfc3339();
         let conn = scope.conn(ctx.state).await?;
-        keys::set_version_state(conn, &key.id, v.version, to, req.reason.as_deref(), &now).await?;
+        let (from, reason) = ((v.state.as_str(), to), req.reason.as_deref());
+        if !keys::set_version_state(conn, &key.id, v.version, from, reason, &now).await? {
+            let what = format!("version {} of key", v.version);
+            return Err(changed_meanwhile(&what, &key.id, &v.state));
+        }
     }
     Ok(StateOutput {
         key_id: key.id.clone(),
@@ -272,8 +293,10 @@ impl Operation for SetMinDecryptionVersion {
                 key.primary_version
             )));
         }
-        keys::set_min_decryption_version(scope.conn(ctx.state).await?, &key.id, self.version)
-            .await?;
+        let conn = scope.conn(ctx.state).await?;
+        if !keys::set_min_decryption_version(conn, &key.id, &key.state, self.version).await? {
+            return Err(changed_meanwhile("key", &key.id, &key.state));
+        }
         Ok(StateOutput {
             key_id: key.id.clone(),
             state: key.state.clone(),

@@ -6,6 +6,12 @@
 //! default) → execute in a write scope → append the audit record in the same transaction →
 //! answer. A failure at any step rolls the scope back (destroying HSM objects it created) and
 //! appends an audit record of the failure instead.
+//!
+//! A request refused on a key its caller may not even see (Cedar denies it `DescribeKey` on
+//! the key, as for every key of another tenant) is answered as if the key did not exist
+//! (`404`, the same message), so key ids cannot be probed across tenants; its audit record
+//! still says `deny`. The answer's JSON is written straight from the operation's output into
+//! a buffer that is zeroized when the response has been sent (plaintexts, data keys).
 
 pub mod aliases;
 mod b64;
@@ -21,6 +27,7 @@ pub mod encrypt;
 pub mod export_key;
 pub mod generate_data_key;
 pub mod generate_random;
+pub mod get_caller_identity;
 pub mod get_parameters_for_import;
 pub mod get_public_key;
 pub mod import_key_material;
@@ -52,7 +59,7 @@ use sqlx::SqliteConnection;
 
 use crate::audit::{self, AuditEvent};
 use crate::authn::Principal;
-use crate::authz::{AuthzRequest, ResourceRef};
+use crate::authz::{AuthzRequest, Decision, ResourceRef};
 use crate::crypto::context::EncryptionContext;
 use crate::crypto::NewVersion;
 use crate::error::{Error, Result};
@@ -60,6 +67,11 @@ use crate::state::AppState;
 use crate::store::Tx;
 use crate::telemetry::metrics::metrics;
 use tracing::Instrument;
+use zeroize::Zeroizing;
+
+/// The JSON of a successful answer, zeroized when dropped (it may hold plaintext or a data
+/// key).
+pub type Reply = Zeroizing<Vec<u8>>;
 
 pub use b64::Base64;
 pub use common::{key_resource, load_blob};
@@ -72,9 +84,6 @@ pub struct RequestMeta {
     pub client_certificate: bool,
     /// Multi-factor authentication established for this request (Cedar `context.mfa`).
     pub mfa: bool,
-    /// A second principal who approved the request by authenticating in it (Cedar
-    /// `context.approver`), see the native front's `x-keyplane-approver` header.
-    pub approver: Option<Principal>,
     /// W3C trace id of the request (recorded in its audit record).
     pub trace_id: Option<String>,
     /// The client's `User-Agent`, truncated (recorded in its audit record).
@@ -86,6 +95,83 @@ pub struct OpContext<'a> {
     pub state: &'a AppState,
     pub principal: &'a Principal,
     pub meta: &'a RequestMeta,
+    /// The determining policies of a denial by [`OpContext::authorize`] (the audit record
+    /// then says `deny`).
+    denied: std::sync::Mutex<Option<Vec<String>>>,
+}
+
+impl<'a> OpContext<'a> {
+    fn new(state: &'a AppState, principal: &'a Principal, meta: &'a RequestMeta) -> Self {
+        OpContext {
+            state,
+            principal,
+            meta,
+            denied: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Cedar's decision on `action` on `resource` by this request's principal.
+    fn decide(
+        &self,
+        action: &str,
+        resource: &ResourceRef,
+        ec: &EncryptionContext,
+        approver: Option<&Principal>,
+    ) -> Result<Decision> {
+        self.state.authz.authorize(&AuthzRequest {
+            principal: self.principal,
+            action,
+            resource,
+            encryption_context: ec,
+            source_ip: self.meta.source_ip,
+            client_certificate: self.meta.client_certificate,
+            request_time: chrono::Utc::now().timestamp(),
+            mfa: self.meta.mfa,
+            approver,
+        })
+    }
+
+    /// Authorize a second resource of the same request (rewrap's destination key, the key an
+    /// alias points to before `update-alias`). A denial fails the request, is audited as
+    /// `deny` with its determining policies, and is answered as for the pipeline's own check.
+    pub fn authorize(
+        &self,
+        action: &'static str,
+        resource: &ResourceRef,
+        ec: &EncryptionContext,
+    ) -> Result<()> {
+        let decision = self.decide(action, resource, ec, None)?;
+        if decision.allowed {
+            return Ok(());
+        }
+        metrics().denial(action);
+        if let Ok(mut d) = self.denied.lock() {
+            *d = Some(decision.policies);
+        }
+        Err(self.refusal(action, resource))
+    }
+
+    /// The answer to a denial of `action` on `resource`: `NotFound` if the resource is a key
+    /// the principal may not even describe (so that its existence is not revealed), else
+    /// `AccessDenied`.
+    fn refusal(&self, action: &str, resource: &ResourceRef) -> Error {
+        if let ResourceRef::Key { row, .. } = resource {
+            let empty = EncryptionContext::new();
+            let visible = self
+                .decide("DescribeKey", resource, &empty, None)
+                .is_ok_and(|d| d.allowed);
+            if !visible {
+                return Error::NotFound {
+                    kind: "key",
+                    id: row.id.clone(),
+                };
+            }
+        }
+        Error::AccessDenied {
+            action: action.into(),
+            resource: resource.display(),
+        }
+    }
 }
 
 /// Resolve a key (or alias) as an operation run by `principal` would (for tools and
@@ -100,15 +186,10 @@ pub async fn resolve_key_for(
         source_ip: IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
         client_certificate: false,
         mfa: false,
-        approver: None,
         trace_id: None,
         user_agent: None,
     };
-    let ctx = OpContext {
-        state,
-        principal,
-        meta: &meta,
-    };
+    let ctx = OpContext::new(state, principal, &meta);
     common::resolve_key(&ctx, key_id).await
 }
 
@@ -140,6 +221,17 @@ pub trait Operation: DeserializeOwned + Send + Sync + Sized + 'static {
 
     /// Look up what the request is about.
     fn resolve(&self, ctx: &OpContext<'_>) -> impl Future<Output = Result<ResourceRef>> + Send;
+
+    /// A second principal who approved this request beforehand (Cedar `context.approver`),
+    /// looked up once the resource is known (`schedule-key-deletion`: a recorded
+    /// `approve-key-deletion`).
+    fn approver(
+        &self,
+        _ctx: &OpContext<'_>,
+        _resource: &ResourceRef,
+    ) -> impl Future<Output = Result<Option<Principal>>> + Send {
+        std::future::ready(Ok(None))
+    }
 
     /// Do it. State changes go through `scope`, so they commit together with the audit record.
     fn execute(
@@ -292,7 +384,7 @@ pub async fn run<O: Operation>(
     auth: Result<Principal>,
     meta: &RequestMeta,
     body: &[u8],
-) -> Result<serde_json::Value> {
+) -> Result<Reply> {
     let span = tracing::info_span!(
         "operation",
         otel.name = O::NAME,
@@ -325,7 +417,7 @@ async fn run_in_span<O: Operation>(
     auth: Result<Principal>,
     meta: &RequestMeta,
     body: &[u8],
-) -> Result<serde_json::Value> {
+) -> Result<Reply> {
     let mut ev = AuditEvent {
         request_id: meta.request_id.clone(),
         principal: "-".into(),
@@ -350,11 +442,7 @@ async fn run_in_span<O: Operation>(
     ev.tenant = principal.tenant_id.clone();
     let span = tracing::Span::current();
     span.record("keyplane.tenant", principal.tenant_id.as_str());
-    let ctx = OpContext {
-        state,
-        principal: &principal,
-        meta,
-    };
+    let ctx = OpContext::new(state, &principal, meta);
 
     let prepared = async {
         let req: O = decode(body)?;
@@ -363,10 +451,11 @@ async fn run_in_span<O: Operation>(
             crate::crypto::context::validate(ec)?;
         }
         let resource = req.resolve(&ctx).await?;
-        Ok::<_, Error>((req, resource))
+        let approver = req.approver(&ctx, &resource).await?;
+        Ok::<_, Error>((req, resource, approver))
     }
     .await;
-    let (req, resource) = match prepared {
+    let (req, resource, approver) = match prepared {
         Ok(x) => x,
         Err(e) => {
             return Err(fail(state, &mut ev, e).await);
@@ -393,17 +482,8 @@ async fn run_in_span<O: Operation>(
         keyplane.authz.memoised = tracing::field::Empty,
     );
     let entered = authz_span.enter();
-    let decision = state.authz.authorize(&AuthzRequest {
-        principal: &principal,
-        action: O::ACTION,
-        resource: &resource,
-        encryption_context: req.encryption_context().unwrap_or(&empty),
-        source_ip: meta.source_ip,
-        client_certificate: meta.client_certificate,
-        request_time: chrono::Utc::now().timestamp(),
-        mfa: meta.mfa,
-        approver: meta.approver.as_ref(),
-    });
+    let ec = req.encryption_context().unwrap_or(&empty);
+    let decision = ctx.decide(O::ACTION, &resource, ec, approver.as_ref());
     drop(entered);
     if let Ok(d) = &decision {
         authz_span.record(
@@ -428,10 +508,7 @@ async fn run_in_span<O: Operation>(
     if !decision.allowed {
         metrics().denial(O::ACTION);
         ev.decision = "deny";
-        let e = Error::AccessDenied {
-            action: O::ACTION.into(),
-            resource: ev.resource.clone(),
-        };
+        let e = ctx.refusal(O::ACTION, &resource);
         return Err(fail(state, &mut ev, e).await);
     }
     ev.decision = "allow";
@@ -441,16 +518,19 @@ async fn run_in_span<O: Operation>(
         _ => None,
     };
     let mut scope = WriteScope::new();
-    match req.execute(&ctx, resource, &mut scope).await {
+    let executed = req.execute(&ctx, resource, &mut scope).await;
+    if let Some(policies) = ctx.denied.lock().ok().and_then(|mut d| d.take()) {
+        ev.decision = "deny";
+        ev.policies = policies;
+    }
+    match executed {
         Ok(out) => {
-            let value = serde_json::to_value(&out).map_err(|_| Error::Internal);
-            let value = match value {
-                Ok(v) => v,
-                Err(e) => {
-                    scope.rollback(state).await;
-                    return Err(fail(state, &mut ev, e).await);
-                }
-            };
+            let mut reply = Reply::default();
+            if serde_json::to_writer(&mut *reply, &out).is_err() {
+                scope.rollback(state).await;
+                return Err(fail(state, &mut ev, Error::Internal).await);
+            }
+            drop(out);
             if let Err(e) = scope.commit_with(state, &ev).await {
                 return Err(fail(state, &mut ev, e).await);
             }
@@ -459,7 +539,7 @@ async fn run_in_span<O: Operation>(
                     metrics().key_operation(&principal.tenant_id, O::NAME, &key_id);
                 }
             }
-            Ok(value)
+            Ok(reply)
         }
         Err(e) => {
             scope.rollback(state).await;
@@ -474,14 +554,14 @@ pub type Handler = for<'a> fn(
     Result<Principal>,
     &'a RequestMeta,
     &'a [u8],
-) -> BoxFuture<'a, Result<serde_json::Value>>;
+) -> BoxFuture<'a, Result<Reply>>;
 
 fn handler<'a, O: Operation>(
     state: &'a AppState,
     auth: Result<Principal>,
     meta: &'a RequestMeta,
     body: &'a [u8],
-) -> BoxFuture<'a, Result<serde_json::Value>> {
+) -> BoxFuture<'a, Result<Reply>> {
     Box::pin(run::<O>(state, auth, meta, body))
 }
 
@@ -504,6 +584,7 @@ pub const OPERATIONS: &[(&str, &str, Handler)] = &[
     op!(generate_data_key::GenerateDataKey),
     op!(generate_data_key::GenerateDataKeyWithoutPlaintext),
     op!(generate_random::GenerateRandom),
+    op!(get_caller_identity::GetCallerIdentity),
     op!(sign::Sign),
     op!(sign::Verify),
     op!(mac::GenerateMac),
@@ -526,6 +607,7 @@ pub const OPERATIONS: &[(&str, &str, Handler)] = &[
     op!(key_state::DisableKeyVersion),
     op!(key_state::RevokeKeyVersion),
     op!(key_state::SetMinDecryptionVersion),
+    op!(key_deletion::ApproveKeyDeletion),
     op!(key_deletion::ScheduleKeyDeletion),
     op!(key_deletion::CancelKeyDeletion),
     op!(rewrap::Rewrap),

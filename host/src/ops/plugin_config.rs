@@ -1,9 +1,11 @@
 //! Plugin configuration: the string map attached to a tenant's storage backend or a key's
-//! rotation schedule. Owns its limits and the protection of sensitive values: a value whose
-//! key names a secret (`secret`, `password`, `token`, `credential` anywhere in the key) is
-//! sealed under the HSM root key before it is stored (the AAD binds tenant, plugin and key, so
-//! a sealed value cannot be moved to another plugin or tenant), answers show it as
-//! [`REDACTED`], and it is opened only to call the plugin.
+//! rotation schedule. Owns its limits and the protection of its values: every value is sealed
+//! under the HSM root key before it is stored (the AAD binds tenant, plugin and key, so a
+//! sealed value cannot be moved to another plugin or tenant), answers show it as
+//! [`REDACTED`], and it is opened only to call the plugin, unless its key is one of the short
+//! list of [`PLAIN_KEYS`] that name where or when, never a secret (`bucket`, `region`,
+//! `period_days`...). Sealing by default, rather than recognising secrets by their names, is
+//! what keeps `api_key`, `private_key` or `passphrase` out of the database in the clear.
 
 use std::collections::BTreeMap;
 
@@ -18,12 +20,51 @@ pub const REDACTED: &str = "<sealed>";
 const SEALED_PREFIX: &str = "kp-sealed:v1:";
 const MAX_ENTRIES: usize = 64;
 
-/// Whether the value of `key` is a secret.
+/// Configuration keys whose values are stored and shown in the clear: locations, periods
+/// and limits of the shipped plugins and their like (compared case-insensitively, `-` and `_`
+/// alike). Every other value is sealed.
+pub const PLAIN_KEYS: &[&str] = &[
+    "bucket",
+    "region",
+    "endpoint",
+    "prefix",
+    "dir",
+    "path",
+    "host",
+    "port",
+    "url",
+    "period",
+    "period_days",
+    "days",
+    "hour",
+    "start_hour",
+    "end_hour",
+    "weekday",
+    "weekdays",
+    "timezone",
+    "interval",
+    "max_age",
+    "max_encryptions",
+    "max_decryptions",
+];
+
+/// Whether the value of `key` is sealed (everything but [`PLAIN_KEYS`]).
 pub fn is_sensitive(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
-    ["secret", "password", "token", "credential"]
-        .iter()
-        .any(|s| k.contains(s))
+    let k = key.to_ascii_lowercase().replace('-', "_");
+    !PLAIN_KEYS.contains(&k.as_str())
+}
+
+/// The entries stored in the clear, from a stored (sealed) configuration: what says where a
+/// storage backend keeps its blobs.
+pub fn plain_entries(stored: &str) -> Result<BTreeMap<String, String>> {
+    let stored: BTreeMap<String, String> = serde_json::from_str(stored).map_err(|e| {
+        tracing::error!(error = %e, "stored plugin configuration is not a string map");
+        Error::Internal
+    })?;
+    Ok(stored
+        .into_iter()
+        .filter(|(k, v)| !is_sensitive(k) && !v.starts_with(SEALED_PREFIX))
+        .collect())
 }
 
 /// Limits of a configuration map.
@@ -121,19 +162,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sensitive_keys_are_redacted_and_presealed_values_refused() {
+    fn values_are_sealed_unless_plain_and_presealed_values_refused() {
         let c: BTreeMap<String, String> = [
             ("secret-access-key", "s"),
             ("Session-Token", "t"),
+            ("api_key", "k"),
+            ("private_key", "p"),
+            ("passphrase", "x"),
             ("bucket", "b"),
+            ("Period-Days", "30"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
         let r = redacted(&c);
-        assert_eq!(r["secret-access-key"], REDACTED);
-        assert_eq!(r["Session-Token"], REDACTED);
+        for secret in [
+            "secret-access-key",
+            "Session-Token",
+            "api_key",
+            "private_key",
+            "passphrase",
+        ] {
+            assert_eq!(r[secret], REDACTED, "{secret}");
+        }
         assert_eq!(r["bucket"], "b");
+        assert_eq!(r["Period-Days"], "30");
         let mut bad = c.clone();
         bad.insert("x".into(), format!("{SEALED_PREFIX}AAAA"));
         assert!(check(&bad).is_err());

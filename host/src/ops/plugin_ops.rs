@@ -1,5 +1,6 @@
 //! `list-plugins`, `describe-plugin` and `delete-plugin` (refused while a key's rotation
-//! schedule uses the plugin). Cedar: `ListPlugins` on the tenant, `DescribePlugin` /
+//! schedule uses the plugin, while it is the tenant's storage backend, and while it holds the
+//! blob of any key version: deleting it would lose those keys). Cedar: `ListPlugins` on the tenant, `DescribePlugin` /
 //! `DeletePlugin` on the plugin.
 
 use serde::{Deserialize, Serialize};
@@ -128,9 +129,17 @@ impl Operation for DeletePlugin {
                 p.name
             )));
         }
-        if plugins::holds_blobs(conn, &p.tenant_id, &p.name).await? {
+        if plugins::is_backend(conn, &p.tenant_id, &p.name).await? {
             return Err(Error::InvalidState(format!(
-                "plugin {} is a storage backend holding key blobs; it cannot be deleted",
+                "plugin {} is the tenant's storage backend; set-storage-backend to another plugin first",
+                p.name
+            )));
+        }
+        let blobs = plugins::blob_count(conn, &p.tenant_id, &p.name).await?;
+        if blobs > 0 {
+            return Err(Error::InvalidState(format!(
+                "plugin {} still holds the blobs of {blobs} key version(s); it can be deleted once \
+                 those keys are destroyed (their material lives only there)",
                 p.name
             )));
         }

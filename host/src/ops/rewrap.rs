@@ -1,7 +1,10 @@
 //! `rewrap`: re-encrypt a ciphertext under the primary version of its key, or of another key
 //! the caller may encrypt with, without the plaintext leaving keyplane. The only way to
-//! decrypt under a compromised (revoked) version. Cedar: `Rewrap` on the source key, and
-//! `Encrypt` on the destination key when it is another key (checked in the same request).
+//! decrypt under a compromised (revoked) version; versions below the key's minimum
+//! decryption version stay closed, as for `decrypt`. Cedar: `Rewrap` on the source key (with
+//! the source encryption context), and `Encrypt` on the destination (with the destination
+//! context) whenever the destination differs: another key, or a new encryption context
+//! (checked in the same request; a refusal is audited as a `deny`).
 
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -11,10 +14,10 @@ use super::common::{
     VersionUse,
 };
 use super::{Base64, OpContext, Operation, WriteScope};
-use crate::authz::{AuthzRequest, ResourceRef};
+use crate::authz::ResourceRef;
 use crate::crypto::ciphertext::Ciphertext;
 use crate::crypto::context::{self, EncryptionContext};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -87,31 +90,19 @@ impl Operation for Rewrap {
             .destination_encryption_context
             .clone()
             .unwrap_or_else(|| self.source_encryption_context.clone());
-        // The destination, authorized like an `encrypt` by the caller.
+        // The destination, authorized like an `encrypt` by the caller: another key, or the
+        // same key under another encryption context (which policies may restrict).
         let dest_resource = match &self.destination_key_id {
-            Some(d) if key_id_of(ctx, d).await? != source.id => {
-                let r = resolve_key(ctx, d).await?;
-                let decision = ctx.state.authz.authorize(&AuthzRequest {
-                    principal: ctx.principal,
-                    action: "Encrypt",
-                    resource: &r,
-                    encryption_context: &dest_ec,
-                    source_ip: ctx.meta.source_ip,
-                    client_certificate: ctx.meta.client_certificate,
-                    request_time: ctx.state.clock.now(),
-                    mfa: ctx.meta.mfa,
-                    approver: ctx.meta.approver.as_ref(),
-                })?;
-                if !decision.allowed {
-                    return Err(Error::AccessDenied {
-                        action: "Encrypt".into(),
-                        resource: r.display(),
-                    });
-                }
-                Some(r)
-            }
+            Some(d) if key_id_of(ctx, d).await? != source.id => Some(resolve_key(ctx, d).await?),
             _ => None,
         };
+        if dest_resource.is_some() || dest_ec != self.source_encryption_context {
+            ctx.authorize(
+                "Encrypt",
+                dest_resource.as_ref().unwrap_or(&resource),
+                &dest_ec,
+            )?;
+        }
         let dest = match &dest_resource {
             Some(r) => key_row(r)?,
             None => source,

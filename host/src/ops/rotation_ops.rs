@@ -12,7 +12,7 @@ use super::plugin_config;
 use super::{OpContext, Operation, WriteScope};
 use crate::authz::ResourceRef;
 use crate::error::{Error, Result};
-use crate::plugins::bindings::v0_1_0::rotation::keyplane::plugin::types::KeyInfo;
+use crate::plugins::bindings::v0_1::rotation::keyplane::plugin::types::KeyInfo;
 use crate::store::keys::KeyRow;
 use crate::store::plugins::{self, PluginRow, ScheduleRow};
 use crate::store::{keys, now_rfc3339};

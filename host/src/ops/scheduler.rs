@@ -1,12 +1,15 @@
 //! The lifecycle scheduler: a background pass every `lifecycle.scheduler_interval_seconds`
 //! (and on demand through the operator's `run-scheduler` operation) that
 //! 1. writes pending usage counters, so schedules see current counts;
-//! 2. destroys keys whose deletion window has passed (see [`key_deletion::destroy`]);
+//! 2. destroys keys whose deletion window has passed (see [`key_deletion::destroy`]), and
+//!    finishes destructions and material expiries that a crash interrupted;
 //! 3. asks each enabled key's rotation-schedule plugin for its decision and rotates the keys
 //!    that are due.
 //!
-//! One node runs a pass at a time (a database lease); a rotation is also a compare-and-swap
-//! on the key's primary version, so a due rotation happens once even if two passes race.
+//! One node runs a pass at a time (a database lease, held for the pass only, so an operator's
+//! `run-scheduler` waits for a background pass instead of being turned away); a rotation is
+//! also a compare-and-swap on the key's primary version, so a due rotation happens once even
+//! if two passes race.
 //! Plugins are called a few at a time, each within its own deadline: a failing or slow plugin
 //! delays only its own keys; its error is kept on the schedule, logged, counted, and audited
 //! when it changes. Rotations and destructions are audited as the principal
@@ -124,6 +127,9 @@ pub async fn run_pass(state: &AppState, holder: &str) -> Result<PassReport> {
     );
     let start = Instant::now();
     let report = pass(state, holder).instrument(span.clone()).await;
+    if !matches!(&report, Ok(r) if r.skipped) {
+        release_lease(state, holder).await;
+    }
     if let Ok(r) = &report {
         span.record("keyplane.scheduler.checked", r.checked as u64);
         span.record("keyplane.scheduler.rotated", r.rotated.len() as u64);
@@ -153,7 +159,16 @@ async fn pass(state: &AppState, holder: &str) -> Result<PassReport> {
         tracing::warn!(error = %e, "scheduler: usage counters not written; decisions use stored counts");
     }
 
-    for key in keys::due_for_deletion(state.db.reader(), now, 100).await? {
+    for mut key in keys::due_for_deletion(state.db.reader(), now, 100).await? {
+        if key.state == keys::STATE_PENDING_DELETION {
+            let begin = system_event(&key.tenant_id, "BeginDestroyKey", key_uid(&key.id));
+            if let Err(e) = key_deletion::begin_destroy(state, &key, &begin).await {
+                // Cancelled meanwhile, or the database failed: nothing was shredded.
+                tracing::info!(key = %key.id, error = %e, "key destruction not begun");
+                continue;
+            }
+            key.state = keys::STATE_DESTROYING.into();
+        }
         let ev = system_event(&key.tenant_id, "DestroyKey", key_uid(&key.id));
         let mut scope = WriteScope::new();
         let result = key_deletion::destroy(state, &mut scope, &key).await;
@@ -228,12 +243,42 @@ async fn expire_imports(state: &AppState, now: i64, report: &mut PassReport) -> 
         let Some(key) = keys::get(state.db.reader(), &key_id).await? else {
             continue;
         };
+        // Committed (and audited) before the material is deleted, as a destruction is: a crash
+        // in between leaves an expiring key, finished by the next pass, never a usable key
+        // whose material is gone.
+        let begun = async {
+            let mut tx = state.db.begin().await?;
+            if !imports::begin_expiry(&mut tx, &key.id, now).await? {
+                return Ok(false);
+            }
+            if key.state != imports::STATE_EXPIRING {
+                let ev = system_event(&key.tenant_id, "BeginExpireKeyMaterial", key_uid(&key.id));
+                crate::audit::append(&mut tx, &ev).await?;
+            }
+            tx.commit().await?;
+            Ok::<_, Error>(true)
+        }
+        .await;
+        match begun {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                tracing::warn!(key = %key.id, error = %e, "expiry of imported material not begun");
+                continue;
+            }
+        }
         let ev = system_event(&key.tenant_id, "ExpireKeyMaterial", key_uid(&key.id));
         let mut scope = WriteScope::new();
         let result = async {
             key_deletion::shred_material(state, &key).await?;
             let conn = scope.conn(state).await?;
-            imports::clear_material(conn, &key.id, &state.clock.now_rfc3339()).await
+            if !imports::clear_material(conn, &key.id, &state.clock.now_rfc3339()).await? {
+                return Err(Error::InvalidState(format!(
+                    "key {} stopped expiring while its material was deleted",
+                    key.id
+                )));
+            }
+            Ok(())
         }
         .await;
         match settle(state, scope, ev, result).await {
@@ -341,6 +386,24 @@ async fn check_one(
     }
 }
 
+/// Give the pass lease up (a pass holds it only while it runs).
+async fn release_lease(state: &AppState, holder: &str) {
+    let released = async {
+        let mut tx = state.db.begin().await?;
+        leases::release(&mut tx, LEASE, holder).await?;
+        tx.commit().await?;
+        Ok::<_, Error>(())
+    }
+    .await;
+    if let Err(e) = released {
+        tracing::warn!(error = %e, "could not release the scheduler lease; it expires on its own");
+    }
+}
+
+/// How long `run-scheduler` waits for a pass that holds the lease (another node's, or this
+/// node's background pass) before it answers `skipped`.
+const RUN_WAIT: Duration = Duration::from_secs(30);
+
 /// Start the background passes (unless the interval is 0).
 pub fn spawn(state: std::sync::Arc<AppState>) {
     let every = state.config.lifecycle.scheduler_interval_seconds;
@@ -389,19 +452,16 @@ impl Operation for RunScheduler {
         _r: ResourceRef,
         _s: &mut WriteScope,
     ) -> Result<Self::Output> {
-        // The same lease as background passes, held by this request only for its pass.
+        // The same lease as background passes, held by this request only for its pass; a
+        // pass running elsewhere is waited for, then this one runs.
         let holder = format!("request-{}", ctx.meta.request_id);
-        let report = run_pass(ctx.state, &holder).await;
-        let released = async {
-            let mut tx = ctx.state.db.begin().await?;
-            leases::release(&mut tx, LEASE, &holder).await?;
-            tx.commit().await?;
-            Ok::<_, Error>(())
+        let deadline = Instant::now() + RUN_WAIT;
+        loop {
+            let report = run_pass(ctx.state, &holder).await?;
+            if !report.skipped || Instant::now() >= deadline {
+                return Ok(report);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        .await;
-        if let Err(e) = released {
-            tracing::warn!(error = %e, "could not release the scheduler lease");
-        }
-        report
     }
 }

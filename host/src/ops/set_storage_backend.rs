@@ -1,7 +1,11 @@
 //! `set-storage-backend`: a tenant chooses the storage-backend plugin that holds the wrapped
 //! blobs of its new envelope key versions (without one they stay inline in the database).
-//! Existing versions keep the backend they were written to. Secrets in the configuration
-//! (credentials) are sealed before they are stored and redacted in the answer (see
+//! Existing versions keep the backend they were written to, reached with the configuration
+//! last given to that plugin (kept per plugin, see `store::plugins::backend_config`). So
+//! that it keeps reaching them, a plugin that holds blobs may get new secrets (rotated
+//! credentials) but not a new location: a change of its plain values (`bucket`, `dir`...) is
+//! refused; upload the component under another name to write elsewhere. Every value but a
+//! short list of plain ones is sealed before it is stored and redacted in the answer (see
 //! [`super::plugin_config`]). Cedar: `SetStorageBackend` on the caller's tenant.
 
 use std::collections::BTreeMap;
@@ -77,13 +81,31 @@ impl Operation for SetStorageBackend {
         }
         let stored =
             plugin_config::seal(&ctx.state.keyring, &tenant, &p.name, &self.config).await?;
+        let conn = scope.conn(ctx.state).await?;
+        let blobs = plugins::blob_count(conn, &tenant, &p.name).await?;
+        if blobs > 0 {
+            let kept = plugins::backend_config(ctx.state.db.reader(), &tenant, &p.name).await?;
+            let before = kept
+                .as_deref()
+                .map(plugin_config::plain_entries)
+                .transpose()?
+                .unwrap_or_default();
+            if before != plugin_config::plain_entries(&stored)? {
+                return Err(Error::InvalidState(format!(
+                    "plugin {} holds the blobs of {blobs} key version(s), written with its current \
+                     location settings; only its secret values may change (upload the component \
+                     under another name to store new blobs elsewhere)",
+                    p.name
+                )));
+            }
+        }
         let row = BackendRow {
             tenant_id: tenant.clone(),
             plugin_name: p.name.clone(),
             config: stored,
             updated_at: now_rfc3339(),
         };
-        plugins::set_storage_backend(scope.conn(ctx.state).await?, &row).await?;
+        plugins::set_storage_backend(conn, &row).await?;
         Ok(SetStorageBackendOutput {
             tenant_id: tenant,
             plugin: p.name,

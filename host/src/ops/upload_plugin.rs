@@ -170,6 +170,7 @@ impl Operation for UploadPlugin {
             tokio::task::spawn_blocking(move || span.in_scope(|| runtime.install(&bytes, world)))
                 .await
                 .map_err(|_| Error::Internal)??;
+        crate::pause::point("upload:installed", &self.name).await;
         let wants_http = inspected
             .imports
             .iter()

@@ -3,7 +3,7 @@
 //! write scope so a request that fails destroys what it made. Shared by `create-key`,
 //! `rotate-key`, the scheduler's rotations and (placing imported material) `import-key-material`.
 
-use super::common::{blob_name, check_key_enabled, key_spec, tenant_backend};
+use super::common::{check_key_enabled, key_spec, new_blob_name, tenant_backend};
 use super::WriteScope;
 use crate::crypto::spec::{KeySpec, KeyUsage};
 use crate::crypto::{NewVersion, Protection};
@@ -62,7 +62,7 @@ pub async fn place_version(
         version.wrapped_material.clone(),
         tenant_backend(state, tenant).await?,
     ) {
-        let name = blob_name(key_id, v);
+        let name = new_blob_name(key_id, v);
         let op = StorageOp::Put {
             name: name.clone(),
             data: wrapped,
@@ -71,6 +71,7 @@ pub async fn place_version(
         state.plugins.storage(&plugin, &config, op).await?;
         version.wrapped_material = None;
         version.blob_store = Some(plugin.name.clone());
+        version.blob_name = Some(name.clone());
         scope.created_blob(plugin, config, name);
     }
     Ok(version)

@@ -1,9 +1,10 @@
-//! Host bindings of the WIT package, one module per package version. Serving a new version
-//! means adding a module here (and a linker for it); plugins built against `@0.1.0` keep
-//! using `v0_1_0`.
+//! Host bindings of the WIT package, one module per semver-incompatible package version.
+//! `v0_1` is generated from the newest 0.1 release (`@0.1.1`) and serves every `@0.1.x`
+//! plugin: wasmtime matches imports and exports semver-compatibly, and a 0.1.x release only
+//! adds to 0.1.0. A `@0.2.0` would get a module (and linkers) of its own beside this one.
 
-/// `keyplane:plugin@0.1.0`.
-pub mod v0_1_0 {
+/// `keyplane:plugin@0.1.x` (generated from `@0.1.1`).
+pub mod v0_1 {
     /// The `rotation-schedule` world.
     pub mod rotation {
         wasmtime::component::bindgen!({

@@ -11,9 +11,9 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::http_grant::HttpGrant;
 
-use super::bindings::v0_1_0::rotation::keyplane::plugin::log;
-use super::bindings::v0_1_0::rotation::keyplane::plugin::types::StorageError;
-use super::bindings::v0_1_0::storage::keyplane::plugin::kv;
+use super::bindings::v0_1::rotation::keyplane::plugin::log;
+use super::bindings::v0_1::rotation::keyplane::plugin::types::StorageError;
+use super::bindings::v0_1::storage::keyplane::plugin::kv;
 use super::kv_store::KvStore;
 
 /// Largest kv key and value a plugin may use.
@@ -122,7 +122,7 @@ impl ResourceLimiter for HostState {
     }
 }
 
-impl super::bindings::v0_1_0::rotation::keyplane::plugin::types::Host for HostState {}
+impl super::bindings::v0_1::rotation::keyplane::plugin::types::Host for HostState {}
 
 impl log::Host for HostState {
     async fn log(&mut self, level: log::Level, message: String) {
@@ -172,6 +172,34 @@ impl kv::Host for HostState {
             .as_ref()
             .ok_or_else(|| StorageError::Unavailable("kv not granted".into()))?;
         kv.set(&key, &value).await
+    }
+
+    async fn set_if(
+        &mut self,
+        key: String,
+        expected: Option<Vec<u8>>,
+        value: Vec<u8>,
+    ) -> Result<bool, StorageError> {
+        check_key(&key)?;
+        if value.len() > MAX_KV_VALUE {
+            return Err(StorageError::Invalid(format!(
+                "kv values are at most {MAX_KV_VALUE} bytes"
+            )));
+        }
+        let kv = self
+            .kv
+            .as_ref()
+            .ok_or_else(|| StorageError::Unavailable("kv not granted".into()))?;
+        kv.set_if(&key, expected.as_deref(), &value).await
+    }
+
+    async fn delete_if(&mut self, key: String, expected: Vec<u8>) -> Result<bool, StorageError> {
+        check_key(&key)?;
+        let kv = self
+            .kv
+            .as_ref()
+            .ok_or_else(|| StorageError::Unavailable("kv not granted".into()))?;
+        kv.delete_if(&key, &expected).await
     }
 
     async fn delete(&mut self, key: String) -> Result<bool, StorageError> {

@@ -32,8 +32,8 @@ use crate::config::PluginsConfig;
 use crate::error::{Error, Result};
 use crate::store::plugins::PluginRow;
 use crate::store::Db;
-use bindings::v0_1_0::rotation::{keyplane::plugin::types::KeyInfo, RotationSchedulePre};
-use bindings::v0_1_0::storage::StorageBackendPre;
+use bindings::v0_1::rotation::{keyplane::plugin::types::KeyInfo, RotationSchedulePre};
+use bindings::v0_1::storage::StorageBackendPre;
 pub use host::{Grants, HostState};
 use http_grant::HttpGrant;
 pub use kv_store::KvStore;
@@ -105,9 +105,9 @@ pub enum StorageReply {
 }
 
 fn describe_storage_error(
-    e: &bindings::v0_1_0::rotation::keyplane::plugin::types::StorageError,
+    e: &bindings::v0_1::rotation::keyplane::plugin::types::StorageError,
 ) -> String {
-    use bindings::v0_1_0::rotation::keyplane::plugin::types::StorageError as E;
+    use bindings::v0_1::rotation::keyplane::plugin::types::StorageError as E;
     let clip = |s: &str| s.chars().take(200).collect::<String>();
     match e {
         E::Conflict(v) => format!("version conflict (current version {v})"),
@@ -208,14 +208,14 @@ impl PluginRuntime {
             })?;
         let mut rotation_linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut rotation_linker)?;
-        bindings::v0_1_0::rotation::RotationSchedule::add_to_linker::<_, HasSelf<HostState>>(
+        bindings::v0_1::rotation::RotationSchedule::add_to_linker::<_, HasSelf<HostState>>(
             &mut rotation_linker,
             |s| s,
         )?;
         let mut storage_linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut storage_linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut storage_linker)?;
-        bindings::v0_1_0::storage::StorageBackend::add_to_linker::<_, HasSelf<HostState>>(
+        bindings::v0_1::storage::StorageBackend::add_to_linker::<_, HasSelf<HostState>>(
             &mut storage_linker,
             |s| s,
         )?;

@@ -78,22 +78,26 @@ pub async fn insert(conn: &mut SqliteConnection, a: &AliasRow) -> Result<()> {
     .await
 }
 
-/// Point an existing alias at another key.
+/// Point an existing alias that still names `from` at `to` (compare-and-set: false if it
+/// names another key now, or is gone).
 pub async fn retarget(
     conn: &mut SqliteConnection,
     tenant: &str,
     name: &str,
-    key_id: &str,
+    from: &str,
+    to: &str,
     now: &str,
 ) -> Result<bool> {
     crate::telemetry::spans::db("UPDATE", "aliases", async move {
         let r = sqlx::query(
-            "UPDATE aliases SET key_id = ?, updated_at = ? WHERE tenant_id = ? AND name = ?",
+            "UPDATE aliases SET key_id = ?, updated_at = ? WHERE tenant_id = ? AND name = ? \
+             AND key_id = ?",
         )
-        .bind(key_id)
+        .bind(to)
         .bind(now)
         .bind(tenant)
         .bind(name)
+        .bind(from)
         .execute(&mut *conn)
         .await?;
         Ok(r.rows_affected() == 1)

@@ -11,6 +11,10 @@ pub const ORIGIN_KEYPLANE: &str = "keyplane";
 pub const ORIGIN_EXTERNAL: &str = "external";
 /// Key state of an external key without (or whose material expired) material.
 pub const STATE_PENDING_IMPORT: &str = "pending-import";
+/// Key state of an external key whose imported material is past its `valid_to` and being
+/// deleted (committed before deletion starts; the scheduler finishes it, then the key is
+/// pending-import).
+pub const STATE_EXPIRING: &str = "expiring";
 
 /// An import token row.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -127,36 +131,40 @@ pub async fn set_origin(
     .await
 }
 
-/// Record imported material: the key becomes `state` with its check value and expiry.
+/// Record imported material: a key pending import becomes enabled, or disabled again if it was
+/// disabled when its previous material expired. Returns the state it is now in, or `None` if
+/// it was no longer pending import (compare-and-set).
 pub async fn set_imported(
     conn: &mut SqliteConnection,
     key_id: &str,
-    state: &str,
     expires_at: Option<i64>,
     check: &[u8],
-) -> Result<()> {
+) -> Result<Option<String>> {
     crate::telemetry::spans::db("UPDATE", "keys", async move {
-        sqlx::query(
-            "UPDATE keys SET state = ?, material_expires_at = ?, material_check = ? WHERE id = ?",
+        Ok(sqlx::query_scalar(
+            "UPDATE keys SET state = CASE WHEN state_before_expiry = 'disabled' THEN 'disabled' \
+             ELSE 'enabled' END, state_before_expiry = NULL, material_expires_at = ?, \
+             material_check = ? WHERE id = ? AND state = ? RETURNING state",
         )
-        .bind(state)
         .bind(expires_at)
         .bind(check)
         .bind(key_id)
-        .execute(conn)
-        .await?;
-        Ok(())
+        .bind(STATE_PENDING_IMPORT)
+        .fetch_optional(conn)
+        .await?)
     })
     .await
 }
 
-/// External keys whose imported material has expired and still has to be deleted.
+/// External keys whose imported material has expired and still has to be deleted, and keys
+/// whose expiry a crash interrupted.
 pub async fn expired_material(pool: &SqlitePool, now: i64, limit: i64) -> Result<Vec<String>> {
     crate::telemetry::spans::db("SELECT", "keys", async move {
         Ok(sqlx::query_scalar(
-            "SELECT id FROM keys WHERE origin = 'external' AND material_expires_at <= ? \
-             AND state IN ('enabled', 'disabled') LIMIT ?",
+            "SELECT id FROM keys WHERE origin = 'external' AND (state = ? OR \
+             (material_expires_at <= ? AND state IN ('enabled', 'disabled'))) LIMIT ?",
         )
+        .bind(STATE_EXPIRING)
         .bind(now)
         .bind(limit)
         .fetch_all(pool)
@@ -165,26 +173,62 @@ pub async fn expired_material(pool: &SqlitePool, now: i64, limit: i64) -> Result
     .await
 }
 
-/// After expiry: the key waits for the same material again; its version keeps its row but
-/// no material.
-pub async fn clear_material(conn: &mut SqliteConnection, key_id: &str, now: &str) -> Result<()> {
+/// Start deleting a key's expired material: enabled or disabled to [`STATE_EXPIRING`]
+/// (remembering which), committed before the material is deleted. True also when the key is
+/// expiring already (a crash interrupted the last attempt); false if it is in no state to
+/// expire (cancelled, scheduled for deletion, ...).
+pub async fn begin_expiry(conn: &mut SqliteConnection, key_id: &str, now: i64) -> Result<bool> {
     crate::telemetry::spans::db("UPDATE", "keys", async move {
-        sqlx::query("UPDATE keys SET state = ?, material_expires_at = NULL WHERE id = ?")
-            .bind(STATE_PENDING_IMPORT)
+        let r = sqlx::query(
+            "UPDATE keys SET state_before_expiry = state, state = ? WHERE id = ? \
+             AND origin = 'external' AND material_expires_at <= ? AND state IN ('enabled', 'disabled')",
+        )
+        .bind(STATE_EXPIRING)
+        .bind(key_id)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+        if r.rows_affected() == 1 {
+            return Ok(true);
+        }
+        let state: Option<String> = sqlx::query_scalar("SELECT state FROM keys WHERE id = ?")
             .bind(key_id)
-            .execute(&mut *conn)
+            .fetch_optional(&mut *conn)
             .await?;
-        sqlx::query(
-            "UPDATE key_versions SET state = ?, wrapped_material = NULL, hsm_object_id = NULL, \
-             blob_store = NULL, state_reason = 'imported material expired', state_changed_at = ? \
-             WHERE key_id = ?",
+        Ok(state.as_deref() == Some(STATE_EXPIRING))
+    })
+    .await
+}
+
+/// After expiry (material deleted): the key waits for the same material again; its version
+/// keeps its row but no material. A version revoked before stays compromised. Only from
+/// [`STATE_EXPIRING`] (false otherwise).
+pub async fn clear_material(conn: &mut SqliteConnection, key_id: &str, now: &str) -> Result<bool> {
+    crate::telemetry::spans::db("UPDATE", "keys", async move {
+        let r = sqlx::query(
+            "UPDATE keys SET state = ?, material_expires_at = NULL WHERE id = ? AND state = ?",
         )
         .bind(STATE_PENDING_IMPORT)
+        .bind(key_id)
+        .bind(STATE_EXPIRING)
+        .execute(&mut *conn)
+        .await?;
+        if r.rows_affected() != 1 {
+            return Ok(false);
+        }
+        sqlx::query(
+            "UPDATE key_versions SET wrapped_material = NULL, hsm_object_id = NULL, \
+             blob_store = NULL, blob_name = NULL, state_changed_at = ?, \
+             state = CASE WHEN state = 'compromised' THEN state ELSE ? END, \
+             state_reason = CASE WHEN state = 'compromised' THEN state_reason \
+             ELSE 'imported material expired' END WHERE key_id = ?",
+        )
         .bind(now)
+        .bind(STATE_PENDING_IMPORT)
         .bind(key_id)
         .execute(&mut *conn)
         .await?;
-        Ok(())
+        Ok(true)
     })
     .await
 }

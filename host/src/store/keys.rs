@@ -60,6 +60,9 @@ pub struct KeyVersionRow {
     pub created_at: String,
     /// Storage-backend plugin holding the wrapped material (None: inline).
     pub blob_store: Option<String>,
+    /// The blob's name in that backend (None: written before per-attempt names, see
+    /// [`KeyVersionRow::blob`]).
+    pub blob_name: Option<String>,
     /// Why the state last changed (e.g. the reason a version was revoked).
     pub state_reason: Option<String>,
     pub state_changed_at: Option<String>,
@@ -71,6 +74,15 @@ pub struct KeyVersionRow {
 }
 
 impl KeyVersionRow {
+    /// The name of this version's blob in its storage backend (the host adds the tenant):
+    /// the name its creation attempt chose, or `keys/<key>/<version>` for versions written
+    /// before each attempt chose its own.
+    pub fn blob(&self) -> String {
+        self.blob_name
+            .clone()
+            .unwrap_or_else(|| format!("keys/{}/{}", self.key_id, self.version))
+    }
+
     /// A new, enabled version created now.
     pub fn new(key_id: &str, version: i64, created_at: String, created_unix: i64) -> Self {
         KeyVersionRow {
@@ -81,6 +93,7 @@ impl KeyVersionRow {
             wrapped_material: None,
             created_at,
             blob_store: None,
+            blob_name: None,
             state_reason: None,
             state_changed_at: None,
             created_unix: Some(created_unix),
@@ -98,13 +111,17 @@ pub const STATE_PENDING_DELETION: &str = "pending-deletion";
 pub const STATE_DESTROYED: &str = "destroyed";
 /// A revoked version: no new use; decryption only through `rewrap`.
 pub const STATE_COMPROMISED: &str = "compromised";
+/// A key whose deletion window has passed and whose material is being shredded: committed
+/// before shredding starts, so nothing can cancel it or use the key meanwhile, and a pass
+/// interrupted by a crash is finished by the next one.
+pub const STATE_DESTROYING: &str = "destroying";
 
 const KEY_COLUMNS: &str = "id, tenant_id, spec, usage, protection, state, description, tags, \
                            primary_version, created_at, created_by, deletion_date, \
                            min_decryption_version, destroyed_at";
 const VERSION_COLUMNS: &str = "key_id, version, state, hsm_object_id, wrapped_material, \
                                created_at, blob_store, state_reason, state_changed_at, \
-                               created_unix, encryptions, decryptions, signatures";
+                               created_unix, encryptions, decryptions, signatures, blob_name";
 
 pub async fn get(pool: &SqlitePool, id: &str) -> Result<Option<KeyRow>> {
     crate::telemetry::spans::db("SELECT", "keys", async move {
@@ -217,19 +234,27 @@ pub async fn insert_key(
     .await
 }
 
-/// Give a version whose imported material expired its (same) material again. Returns false
-/// when the version holds material already (another import restored it first).
+/// Give a version whose imported material expired its (same) material again. A version that
+/// waited for it becomes enabled again; one revoked meanwhile stays compromised (a compromised
+/// version never becomes usable for encryption again). Returns false when the version holds
+/// material already (another import restored it first).
 pub async fn restore_version(conn: &mut SqliteConnection, v: &KeyVersionRow) -> Result<bool> {
     crate::telemetry::spans::db("UPDATE", "key_versions", async move {
         let done = sqlx::query(
-            "UPDATE key_versions SET state = ?, hsm_object_id = ?, wrapped_material = ?, \
-             blob_store = ?, state_reason = NULL, state_changed_at = ? WHERE key_id = ? AND version = ? \
+            "UPDATE key_versions SET \
+             state = CASE WHEN state = ? THEN state ELSE ? END, \
+             state_reason = CASE WHEN state = ? THEN state_reason ELSE NULL END, \
+             hsm_object_id = ?, wrapped_material = ?, blob_store = ?, blob_name = ?, \
+             state_changed_at = ? WHERE key_id = ? AND version = ? \
              AND hsm_object_id IS NULL AND wrapped_material IS NULL AND blob_store IS NULL",
         )
+        .bind(STATE_COMPROMISED)
         .bind(STATE_ENABLED)
+        .bind(STATE_COMPROMISED)
         .bind(&v.hsm_object_id)
         .bind(&v.wrapped_material)
         .bind(&v.blob_store)
+        .bind(&v.blob_name)
         .bind(&v.created_at)
         .bind(&v.key_id)
         .bind(v.version)
@@ -245,7 +270,7 @@ pub async fn insert_version(conn: &mut SqliteConnection, v: &KeyVersionRow) -> R
     crate::telemetry::spans::db("INSERT", "key_versions", async move {
         sqlx::query(&format!(
             "INSERT INTO key_versions ({VERSION_COLUMNS}) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         ))
         .bind(&v.key_id)
         .bind(v.version)
@@ -260,6 +285,7 @@ pub async fn insert_version(conn: &mut SqliteConnection, v: &KeyVersionRow) -> R
         .bind(v.encryptions)
         .bind(v.decryptions)
         .bind(v.signatures)
+        .bind(&v.blob_name)
         .execute(&mut *conn)
         .await?;
         Ok(())
@@ -288,104 +314,146 @@ pub async fn swap_primary(
     .await
 }
 
-/// Set a key's state (and its deletion date, kept only while pending deletion).
+/// Move a key from state `from` (the state the change was decided on) to `to`, with its
+/// deletion date (kept only while pending deletion). A compare-and-set: returns false, and
+/// changes nothing, if the key is no longer in `from` (another request changed it meanwhile).
 pub async fn set_state(
     conn: &mut SqliteConnection,
     key_id: &str,
-    state: &str,
+    from: &str,
+    to: &str,
     deletion_date: Option<i64>,
-) -> Result<()> {
+) -> Result<bool> {
     crate::telemetry::spans::db("UPDATE", "keys", async move {
-        sqlx::query("UPDATE keys SET state = ?, deletion_date = ? WHERE id = ?")
-            .bind(state)
-            .bind(deletion_date)
-            .bind(key_id)
-            .execute(&mut *conn)
-            .await?;
-        Ok(())
+        let r =
+            sqlx::query("UPDATE keys SET state = ?, deletion_date = ? WHERE id = ? AND state = ?")
+                .bind(to)
+                .bind(deletion_date)
+                .bind(key_id)
+                .bind(from)
+                .execute(&mut *conn)
+                .await?;
+        Ok(r.rows_affected() == 1)
     })
     .await
 }
 
-/// Set a version's state, with the reason and time of the change.
+/// Move a version from state `from` to `to`, with the reason and time of the change. A
+/// compare-and-set, as [`set_state`]: false if the version is no longer in `from`.
 pub async fn set_version_state(
     conn: &mut SqliteConnection,
     key_id: &str,
     version: i64,
-    state: &str,
+    (from, to): (&str, &str),
     reason: Option<&str>,
     now: &str,
-) -> Result<()> {
+) -> Result<bool> {
     crate::telemetry::spans::db("UPDATE", "key_versions", async move {
-        sqlx::query(
+        let r = sqlx::query(
             "UPDATE key_versions SET state = ?, state_reason = ?, state_changed_at = ? \
-             WHERE key_id = ? AND version = ?",
+             WHERE key_id = ? AND version = ? AND state = ?",
         )
-        .bind(state)
+        .bind(to)
         .bind(reason)
         .bind(now)
         .bind(key_id)
         .bind(version)
+        .bind(from)
         .execute(&mut *conn)
         .await?;
-        Ok(())
+        Ok(r.rows_affected() == 1)
     })
     .await
 }
 
+/// Set a key's minimum decryption version, if the key is still in `state` and `version` is
+/// still at most its primary version (compare-and-set: false otherwise).
 pub async fn set_min_decryption_version(
     conn: &mut SqliteConnection,
     key_id: &str,
+    state: &str,
     version: i64,
-) -> Result<()> {
+) -> Result<bool> {
     crate::telemetry::spans::db("UPDATE", "keys", async move {
-        sqlx::query("UPDATE keys SET min_decryption_version = ? WHERE id = ?")
-            .bind(version)
-            .bind(key_id)
-            .execute(&mut *conn)
-            .await?;
-        Ok(())
+        let r = sqlx::query(
+            "UPDATE keys SET min_decryption_version = ? WHERE id = ? AND state = ? \
+             AND primary_version >= ?",
+        )
+        .bind(version)
+        .bind(key_id)
+        .bind(state)
+        .bind(version)
+        .execute(&mut *conn)
+        .await?;
+        Ok(r.rows_affected() == 1)
     })
     .await
 }
 
-/// Record a key's destruction: every version destroyed, inline wrapped material erased.
+/// Start destroying a key whose deletion window has passed by `now`: pending-deletion to
+/// [`STATE_DESTROYING`], committed before any material is shredded. False if the key is no
+/// longer pending deletion or its window has not passed (it was cancelled meanwhile).
+pub async fn begin_destroying(conn: &mut SqliteConnection, key_id: &str, now: i64) -> Result<bool> {
+    crate::telemetry::spans::db("UPDATE", "keys", async move {
+        let r = sqlx::query(
+            "UPDATE keys SET state = ? WHERE id = ? AND state = ? AND deletion_date <= ?",
+        )
+        .bind(STATE_DESTROYING)
+        .bind(key_id)
+        .bind(STATE_PENDING_DELETION)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    })
+    .await
+}
+
+/// Record a key's destruction once its material is shredded: every version destroyed and
+/// its references to material erased. Only from [`STATE_DESTROYING`] (false otherwise).
 pub async fn mark_destroyed(
     conn: &mut SqliteConnection,
     key_id: &str,
     now_unix: i64,
     now: &str,
-) -> Result<()> {
+) -> Result<bool> {
     crate::telemetry::spans::db("UPDATE", "keys", async move {
-        sqlx::query(
-            "UPDATE keys SET state = ?, deletion_date = NULL, destroyed_at = ? WHERE id = ?",
+        let r = sqlx::query(
+            "UPDATE keys SET state = ?, deletion_date = NULL, destroyed_at = ? WHERE id = ? \
+             AND state = ?",
         )
         .bind(STATE_DESTROYED)
         .bind(now_unix)
         .bind(key_id)
+        .bind(STATE_DESTROYING)
         .execute(&mut *conn)
         .await?;
+        if r.rows_affected() != 1 {
+            return Ok(false);
+        }
         sqlx::query(
-            "UPDATE key_versions SET state = ?, wrapped_material = NULL, hsm_object_id = NULL, blob_store = NULL, \
-             state_reason = 'key destroyed', state_changed_at = ? WHERE key_id = ?",
+            "UPDATE key_versions SET state = ?, wrapped_material = NULL, hsm_object_id = NULL, \
+             blob_store = NULL, blob_name = NULL, state_reason = 'key destroyed', \
+             state_changed_at = ? WHERE key_id = ?",
         )
         .bind(STATE_DESTROYED)
         .bind(now)
         .bind(key_id)
         .execute(&mut *conn)
         .await?;
-        Ok(())
+        Ok(true)
     })
     .await
 }
 
-/// Keys whose deletion window has passed.
+/// Keys whose deletion window has passed, and keys whose destruction a crash interrupted.
 pub async fn due_for_deletion(pool: &SqlitePool, now: i64, limit: i64) -> Result<Vec<KeyRow>> {
     crate::telemetry::spans::db("SELECT", "keys", async move {
         Ok(sqlx::query_as(&format!(
-            "SELECT {KEY_COLUMNS} FROM keys WHERE state = ? AND deletion_date <= ? \
-             ORDER BY deletion_date LIMIT ?"
+            "SELECT {KEY_COLUMNS} FROM keys WHERE state = ? \
+             OR (state = ? AND deletion_date <= ?) ORDER BY deletion_date LIMIT ?"
         ))
+        .bind(STATE_DESTROYING)
         .bind(STATE_PENDING_DELETION)
         .bind(now)
         .bind(limit)

@@ -15,6 +15,7 @@
 //! with [`Db::begin_bookkeeping`] and leave the generation alone.
 
 pub mod aliases;
+pub mod approvals;
 pub mod cache;
 pub mod imports;
 pub mod inline;

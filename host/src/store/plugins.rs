@@ -52,31 +52,86 @@ pub async fn storage_backend(pool: &SqlitePool, tenant: &str) -> Result<Option<B
     .await
 }
 
+/// Make `row` the tenant's storage backend, and keep its configuration as the one that
+/// reaches the plugin's blobs (also once another plugin is the backend).
 pub async fn set_storage_backend(conn: &mut SqliteConnection, row: &BackendRow) -> Result<()> {
     crate::telemetry::spans::db("UPSERT", "storage_backends", async {
-        sqlx::query(
-            "INSERT INTO storage_backends (tenant_id, plugin_name, config, updated_at) VALUES (?, ?, ?, ?) \
-             ON CONFLICT (tenant_id) DO UPDATE SET plugin_name = excluded.plugin_name, \
-             config = excluded.config, updated_at = excluded.updated_at",
-        )
-        .bind(&row.tenant_id)
-        .bind(&row.plugin_name)
-        .bind(&row.config)
-        .bind(&row.updated_at)
-        .execute(conn)
-        .await?;
+        for table in ["storage_backends", "storage_backend_configs"] {
+            let conflict = if table == "storage_backends" {
+                "tenant_id"
+            } else {
+                "tenant_id, plugin_name"
+            };
+            sqlx::query(&format!(
+                "INSERT INTO {table} (tenant_id, plugin_name, config, updated_at) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT ({conflict}) DO UPDATE SET plugin_name = excluded.plugin_name, \
+                 config = excluded.config, updated_at = excluded.updated_at"
+            ))
+            .bind(&row.tenant_id)
+            .bind(&row.plugin_name)
+            .bind(&row.config)
+            .bind(&row.updated_at)
+            .execute(&mut *conn)
+            .await?;
+        }
         Ok(())
     })
     .await
 }
 
-/// Whether any key version's blob, or the tenant's backend, uses the plugin.
-pub async fn holds_blobs(conn: &mut SqliteConnection, tenant: &str, name: &str) -> Result<bool> {
+/// The (sealed) configuration last given to a storage-backend plugin of `tenant`, whether or
+/// not it is the tenant's backend now: the one that reaches the blobs it holds.
+pub async fn backend_config(
+    pool: &SqlitePool,
+    tenant: &str,
+    plugin: &str,
+) -> Result<Option<String>> {
+    crate::telemetry::spans::db("SELECT", "storage_backend_configs", async {
+        Ok(sqlx::query_scalar(
+            "SELECT config FROM storage_backend_configs WHERE tenant_id = ? AND plugin_name = ?",
+        )
+        .bind(tenant)
+        .bind(plugin)
+        .fetch_optional(pool)
+        .await?)
+    })
+    .await
+}
+
+/// Every storage-backend plugin a tenant has configured, with its (sealed) configuration:
+/// where garbage collection looks for blobs.
+pub async fn backend_configs(pool: &SqlitePool) -> Result<Vec<BackendRow>> {
+    crate::telemetry::spans::db("SELECT", "storage_backend_configs", async {
+        Ok(sqlx::query_as(
+            "SELECT tenant_id, plugin_name, config, updated_at FROM storage_backend_configs \
+             ORDER BY tenant_id, plugin_name",
+        )
+        .fetch_all(pool)
+        .await?)
+    })
+    .await
+}
+
+/// How many key versions hold a blob in the plugin (the blobs that keep it from being deleted).
+pub async fn blob_count(conn: &mut SqliteConnection, tenant: &str, name: &str) -> Result<i64> {
     crate::telemetry::spans::db("SELECT", "key_versions", async {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM key_versions v JOIN keys k ON k.id = v.key_id \
+             WHERE k.tenant_id = ? AND v.blob_store = ?",
+        )
+        .bind(tenant)
+        .bind(name)
+        .fetch_one(conn)
+        .await?)
+    })
+    .await
+}
+
+/// Whether the plugin is the tenant's storage backend now.
+pub async fn is_backend(conn: &mut SqliteConnection, tenant: &str, name: &str) -> Result<bool> {
+    crate::telemetry::spans::db("SELECT", "storage_backends", async {
         let n: i64 = sqlx::query_scalar(
-            "SELECT (SELECT COUNT(*) FROM storage_backends WHERE tenant_id = ?1 AND plugin_name = ?2) + \
-             (SELECT COUNT(*) FROM key_versions v JOIN keys k ON k.id = v.key_id \
-              WHERE k.tenant_id = ?1 AND v.blob_store = ?2)",
+            "SELECT COUNT(*) FROM storage_backends WHERE tenant_id = ? AND plugin_name = ?",
         )
         .bind(tenant)
         .bind(name)
@@ -149,8 +204,14 @@ pub async fn insert(conn: &mut SqliteConnection, row: &PluginRow) -> Result<()> 
     .await
 }
 
+/// Delete a plugin row (and the backend configuration kept for it).
 pub async fn delete(conn: &mut SqliteConnection, tenant: &str, name: &str) -> Result<bool> {
     crate::telemetry::spans::db("DELETE", "plugins", async {
+        sqlx::query("DELETE FROM storage_backend_configs WHERE tenant_id = ? AND plugin_name = ?")
+            .bind(tenant)
+            .bind(name)
+            .execute(&mut *conn)
+            .await?;
         let n = sqlx::query("DELETE FROM plugins WHERE tenant_id = ? AND name = ?")
             .bind(tenant)
             .bind(name)

@@ -19,6 +19,18 @@ pub fn policies_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies")
 }
 
+/// A copy of the shipped policy set (its files, not its tests) in `to`, to change in a test.
+pub fn copy_of_shipped_policies(to: &Path) -> PathBuf {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(policies_dir()).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_file() {
+            std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    to.to_path_buf()
+}
+
 pub fn b64(bytes: &[u8]) -> String {
     STANDARD.encode(bytes)
 }
@@ -171,7 +183,7 @@ impl Server {
     }
 
     /// A further admin of `tenant` (created by the operator); returns its token. Guard
-    /// policies accept it as a second approver (`x-keyplane-approver`).
+    /// policies accept it as a second approver (`approve-key-deletion`).
     pub async fn second_admin(&self, tenant: &str) -> String {
         let name = format!("approver-{}", uuid_like());
         let p = self
@@ -184,22 +196,38 @@ impl Server {
         p["token"].as_str().unwrap().to_string()
     }
 
-    /// `schedule-key-deletion` approved by a second admin's token (the shipped deletion
-    /// guard requires MFA or an approver).
+    /// The principal id of the holder of `token` (`get-caller-identity`).
+    pub async fn principal_id(&self, token: &str) -> String {
+        let v = self.ok(token, "get-caller-identity", json!({})).await;
+        v["principal_id"].as_str().unwrap().to_string()
+    }
+
+    /// `schedule-key-deletion` by the holder of `token`, approved first by the holder of
+    /// `approver` with `approve-key-deletion` (the shipped deletion guard requires MFA or an
+    /// approval). A refused approval is returned as the answer.
     pub async fn schedule_deletion(
         &self,
         token: &str,
         approver: &str,
         body: Value,
     ) -> (u16, Value) {
-        let approver = format!("Bearer {approver}");
-        self.call_with_headers(
-            Some(token),
-            "schedule-key-deletion",
-            body,
-            &[("x-keyplane-approver", approver.as_str())],
-        )
-        .await
+        let (status, who) = self
+            .call(Some(token), "get-caller-identity", json!({}))
+            .await;
+        if status != 200 {
+            return (status, who);
+        }
+        let approval = self
+            .call(
+                Some(approver),
+                "approve-key-deletion",
+                json!({ "key_id": body["key_id"], "requester": who["principal_id"] }),
+            )
+            .await;
+        if approval.0 != 200 {
+            return approval;
+        }
+        self.call(Some(token), "schedule-key-deletion", body).await
     }
 
     /// Call and require 200.
@@ -504,5 +532,18 @@ pub fn sqlite(db: &Path, sql: &str) {
         out.status.success(),
         "sqlite3: {}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Assert that `name` is the blob name of one creation attempt of a version:
+/// `<version_prefix>/<32 hex digits>` (e.g. `tenants/t/keys/<key>/1/<uuid>`).
+pub fn assert_attempt_name(name: &str, version_prefix: &str) {
+    let attempt = name
+        .strip_prefix(version_prefix)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .unwrap_or_else(|| panic!("{name} is not a blob of {version_prefix}"));
+    assert!(
+        attempt.len() == 32 && attempt.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{name}"
     );
 }

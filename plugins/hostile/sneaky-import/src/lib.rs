@@ -5,8 +5,8 @@ wit_bindgen::generate!({
     inline: "
         package test:hostile;
         world sneaky {
-            import keyplane:plugin/kv@0.1.0;
-            export keyplane:plugin/schedule@0.1.0;
+            import keyplane:plugin/kv@0.1.1;
+            export keyplane:plugin/schedule@0.1.1;
         }
     ",
     path: "../../../wit",

@@ -1,0 +1,466 @@
+//! Data safety: races between requests (interleaved through pause points), the key and
+//! version state machine (every change a compare-and-set), two-person deletion, the scheduler
+//! lease, and conflicts answered as conflicts. Each test fails on the code before its fix.
+//! They need the test hooks (pause points, the service clock), so they exist only in builds
+//! that have them.
+#![cfg(all(feature = "test-hooks", debug_assertions))]
+
+mod common;
+
+use serde_json::{json, Value};
+
+use common::{assert_error, b64, copy_of_shipped_policies, unb64, wasm, Server};
+
+const DAY: i64 = 86_400;
+
+async fn versions(s: &Server, token: &str, key: &str) -> Value {
+    s.ok(token, "list-key-versions", json!({ "key_id": key }))
+        .await
+}
+
+fn version_state(listed: &Value, v: i64) -> String {
+    listed["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["version"] == v)
+        .unwrap()["state"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+async fn kv_blobs(s: &Server, tenant: &str, prefix: &str) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT key FROM plugin_kv WHERE tenant_id = ? AND substr(key, 1, length(?)) = ? ORDER BY key",
+    )
+    .bind(tenant)
+    .bind(prefix)
+    .bind(prefix)
+    .fetch_all(&s.sql().await)
+    .await
+    .unwrap()
+}
+
+/// Two rotations of an envelope key whose blobs live in a storage plugin race to create
+/// version 2. Each attempt writes a blob of its own name, so the winner's blob is never the
+/// one the loser deletes, and the winner's version still opens once the material cache is
+/// gone (here: after a restart). Before, both wrote `keys/<key>/2`: the second put failed and
+/// its rollback deleted the first's blob by name.
+#[tokio::test(flavor = "multi_thread")]
+async fn racing_rotations_never_delete_the_winners_blob() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start_quiet(dir.path()).await;
+    let (_, t) = s.tenant_with_admin("blobs").await;
+    s.ok(
+        &t,
+        "upload-plugin",
+        json!({ "name": "kv", "world": "storage-backend", "component": b64(&wasm("storage-kv")) }),
+    )
+    .await;
+    s.ok(&t, "set-storage-backend", json!({ "plugin": "kv" }))
+        .await;
+    let key = s.create_key(&t, "envelope").await;
+
+    s.pause("rotate:version-made", &key, "arm").await;
+    let loser = s.call(Some(&t), "rotate-key", json!({ "key_id": key }));
+    let rest = async {
+        let reached = s.pause("rotate:version-made", &key, "wait").await;
+        assert_eq!(reached["reached"], true, "the loser wrote its blob");
+        let won = s.ok(&t, "rotate-key", json!({ "key_id": key })).await;
+        assert_eq!(won["primary_version"], 2);
+        let ct = s.encrypt(&t, &key, b"under the winner", json!({})).await;
+        s.pause("rotate:version-made", &key, "release").await;
+        ct
+    };
+    let (lost, ct) = tokio::join!(loser, rest);
+    assert_error(&lost, 409, "InvalidState", "rotated concurrently");
+    let v2 = kv_blobs(&s, "blobs", &format!("tenants/blobs/keys/{key}/2/")).await;
+    assert_eq!(v2.len(), 1, "only the winner's blob is left: {v2:?}");
+
+    // The winner's material is read from its blob again.
+    s.stop();
+    let s = Server::start_quiet(dir.path()).await;
+    let (status, v) = s.decrypt(&t, &ct, json!({})).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(unb64(&v["plaintext"]), b"under the winner");
+}
+
+/// A cancel that arrives while the scheduler shreds a key whose window has passed is refused:
+/// shredding goes through a committed `destroying` state. Before, the cancel answered 200
+/// `disabled` for a key whose material was gone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancel_during_shredding_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_quiet(dir.path()).await;
+    let key = s.create_key(&s.admin, "hsm").await;
+    let ct = s.encrypt(&s.admin, &key, b"doomed", json!({})).await;
+    let approver = s.second_admin("default").await;
+    let (status, v) = s
+        .schedule_deletion(
+            &s.admin,
+            &approver,
+            json!({ "key_id": key, "pending_window_days": 7 }),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    s.advance_clock(8 * DAY).await;
+
+    s.pause("destroy:shredding", &key, "arm").await;
+    let pass = s.call(Some(&s.admin), "run-scheduler", json!({}));
+    let rest = async {
+        let reached = s.pause("destroy:shredding", &key, "wait").await;
+        assert_eq!(reached["reached"], true);
+        let described = s
+            .ok(&s.admin, "describe-key", json!({ "key_id": key }))
+            .await;
+        assert_eq!(described["state"], "destroying");
+        let cancel = s
+            .call(
+                Some(&s.admin),
+                "cancel-key-deletion",
+                json!({ "key_id": key }),
+            )
+            .await;
+        s.pause("destroy:shredding", &key, "release").await;
+        cancel
+    };
+    let ((status, report), cancel) = tokio::join!(pass, rest);
+    assert_error(&cancel, 409, "InvalidState", "being destroyed");
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["destroyed"], json!([key]), "{report}");
+    let described = s
+        .ok(&s.admin, "describe-key", json!({ "key_id": key }))
+        .await;
+    assert_eq!(described["state"], "destroyed");
+    assert_error(
+        &s.decrypt(&s.admin, &ct, json!({})).await,
+        410,
+        "KeyDestroyed",
+        "",
+    );
+    let destructions: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM audit_log WHERE action IN ('BeginDestroyKey', 'DestroyKey') AND outcome = 'ok'",
+    )
+    .fetch_one(&s.sql().await)
+    .await
+    .unwrap();
+    assert_eq!(destructions, 2, "both steps are audited");
+}
+
+/// `disable-key-version` that read the version before a revocation committed cannot turn the
+/// compromised version back into disabled (and from there into enabled): version state
+/// changes are compare-and-sets.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revoked_version_is_never_usable_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_quiet(dir.path()).await;
+    let key = s.create_key(&s.admin, "envelope").await;
+    let ct = s.encrypt(&s.admin, &key, b"v1", json!({})).await;
+    s.ok(&s.admin, "rotate-key", json!({ "key_id": key })).await;
+
+    s.pause("version-state:read", &key, "arm").await;
+    let disable = s.call(
+        Some(&s.admin),
+        "disable-key-version",
+        json!({ "key_id": key, "version": 1 }),
+    );
+    let rest = async {
+        let reached = s.pause("version-state:read", &key, "wait").await;
+        assert_eq!(reached["reached"], true);
+        let revoked = s
+            .ok(
+                &s.admin,
+                "revoke-key-version",
+                json!({ "key_id": key, "version": 1, "reason": "leaked" }),
+            )
+            .await;
+        assert_eq!(revoked["state"], "compromised");
+        s.pause("version-state:read", &key, "release").await;
+    };
+    let (disabled, ()) = tokio::join!(disable, rest);
+    assert_error(
+        &disabled,
+        409,
+        "InvalidState",
+        "changed while this request ran",
+    );
+    assert_eq!(
+        version_state(&versions(&s, &s.admin, &key).await, 1),
+        "compromised"
+    );
+    assert_error(
+        &s.call(
+            Some(&s.admin),
+            "enable-key-version",
+            json!({ "key_id": key, "version": 1 }),
+        )
+        .await,
+        409,
+        "InvalidState",
+        "compromised",
+    );
+    assert_error(
+        &s.decrypt(&s.admin, &ct, json!({})).await,
+        409,
+        "InvalidState",
+        "compromised",
+    );
+}
+
+/// `rewrap` opens nothing below the key's minimum decryption version, as `decrypt` (before,
+/// it opened every version).
+#[tokio::test(flavor = "multi_thread")]
+async fn rewrap_respects_the_minimum_decryption_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_quiet(dir.path()).await;
+    let key = s.create_key(&s.admin, "envelope").await;
+    let old = s.encrypt(&s.admin, &key, b"old", json!({})).await;
+    s.ok(&s.admin, "rotate-key", json!({ "key_id": key })).await;
+    s.ok(
+        &s.admin,
+        "set-min-decryption-version",
+        json!({ "key_id": key, "version": 2 }),
+    )
+    .await;
+    assert_error(
+        &s.decrypt(&s.admin, &old, json!({})).await,
+        409,
+        "InvalidState",
+        "minimum decryption version",
+    );
+    assert_error(
+        &s.call(
+            Some(&s.admin),
+            "rewrap",
+            json!({ "ciphertext_blob": b64(&old) }),
+        )
+        .await,
+        409,
+        "InvalidState",
+        "minimum decryption version",
+    );
+}
+
+/// Two-person deletion: the second admin approves with `approve-key-deletion` under their
+/// own token; the approval is bound to one key and one requester, used once, and expires.
+/// No request carries another principal's token any more (the old `x-keyplane-approver`
+/// header is ignored).
+#[tokio::test(flavor = "multi_thread")]
+async fn deletion_approvals_are_single_use_and_bound_to_key_and_requester() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_quiet(dir.path()).await;
+    let (a1_id, a1) = s.tenant_with_admin("pair").await;
+    let a2 = s.second_admin("pair").await;
+    let a3 = s.second_admin("pair").await;
+    let key = s.create_key(&a1, "envelope").await;
+    let other = s.create_key(&a1, "envelope").await;
+    let schedule = |token: &str, key: &str| {
+        let (token, key) = (token.to_string(), key.to_string());
+        let s = &s;
+        async move {
+            s.call(
+                Some(&token),
+                "schedule-key-deletion",
+                json!({ "key_id": key, "pending_window_days": 7 }),
+            )
+            .await
+        }
+    };
+    let approve = |key: &str, window: Option<i64>| {
+        let mut body = json!({ "key_id": key, "requester": a1_id });
+        if let Some(w) = window {
+            body["window_seconds"] = json!(w);
+        }
+        let (s, a2) = (&s, a2.clone());
+        async move { s.call(Some(&a2), "approve-key-deletion", body).await }
+    };
+
+    assert_error(&schedule(&a1, &key).await, 403, "AccessDenied", "");
+    // A second admin's token in a header approves nothing.
+    let header = format!("Bearer {a2}");
+    assert_error(
+        &s.call_with_headers(
+            Some(&a1),
+            "schedule-key-deletion",
+            json!({ "key_id": key }),
+            &[("x-keyplane-approver", header.as_str())],
+        )
+        .await,
+        403,
+        "AccessDenied",
+        "",
+    );
+    // Nobody approves their own request.
+    assert_error(
+        &s.call(
+            Some(&a1),
+            "approve-key-deletion",
+            json!({ "key_id": key, "requester": a1_id }),
+        )
+        .await,
+        400,
+        "ValidationError",
+        "its own",
+    );
+
+    let (status, approval) = approve(&key, None).await;
+    assert_eq!(status, 200, "{approval}");
+    // Bound to its requester and its key.
+    assert_error(&schedule(&a3, &key).await, 403, "AccessDenied", "");
+    assert_error(&schedule(&a1, &other).await, 403, "AccessDenied", "");
+    let (status, v) = schedule(&a1, &key).await;
+    assert_eq!(
+        (status, v["state"].as_str()),
+        (200, Some("pending-deletion"))
+    );
+    // Used once.
+    s.ok(&a1, "cancel-key-deletion", json!({ "key_id": key }))
+        .await;
+    assert_error(&schedule(&a1, &key).await, 403, "AccessDenied", "");
+    // And only within its window.
+    assert_eq!(approve(&key, Some(60)).await.0, 200);
+    s.advance_clock(61).await;
+    assert_error(&schedule(&a1, &key).await, 403, "AccessDenied", "");
+
+    let pool = s.sql().await;
+    let (principal, resource): (String, String) = sqlx::query_as(
+        "SELECT principal, resource FROM audit_log WHERE action = 'ApproveKeyDeletion' AND outcome = 'ok' LIMIT 1",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(resource.contains(&key), "{resource}");
+    assert!(
+        !principal.contains(&a1_id),
+        "the approver is audited: {principal}"
+    );
+    assert_eq!(approval["requester"], a1_id);
+}
+
+/// A background pass holds the scheduler lease only while it runs, and `run-scheduler` waits
+/// for one that is running: an operator's pass is never turned away as `skipped` (before,
+/// the background pass kept the lease for twice its interval).
+#[tokio::test(flavor = "multi_thread")]
+async fn run_scheduler_is_not_skipped_beside_the_background_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_with_env(
+        dir.path(),
+        &[
+            ("RUST_LOG", "warn"),
+            ("KEYPLANE_LIFECYCLE__SCHEDULER_INTERVAL_SECONDS", "1"),
+        ],
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    for _ in 0..3 {
+        let pass = s.ok(&s.admin, "run-scheduler", json!({})).await;
+        assert_eq!(pass["skipped"], false, "{pass}");
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    }
+}
+
+/// Two uploads of one plugin name race past the existence check; the unique constraint that
+/// refuses the second is a conflict (`409 AlreadyExists`), not an outage (it was `503`).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_unique_constraint_is_a_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_quiet(dir.path()).await;
+    let upload = || {
+        s.call(
+            Some(&s.admin),
+            "upload-plugin",
+            json!({ "name": "dup", "world": "storage-backend", "component": b64(&wasm("storage-kv")) }),
+        )
+    };
+    s.pause("upload:installed", "dup", "arm").await;
+    let first = upload();
+    let rest = async {
+        assert_eq!(
+            s.pause("upload:installed", "dup", "wait").await["reached"],
+            true
+        );
+        let second = upload().await;
+        s.pause("upload:installed", "dup", "release").await;
+        second
+    };
+    let (first, second) = tokio::join!(first, rest);
+    assert_eq!(second.0, 200, "{second:?}");
+    assert_error(&first, 409, "AlreadyExists", "plugin");
+}
+
+/// `update-alias` is authorized on the key the alias names now, not only on its new target:
+/// a policy that forbids moving aliases off locked keys holds.
+#[tokio::test(flavor = "multi_thread")]
+async fn update_alias_is_authorized_on_its_current_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = copy_of_shipped_policies(&dir.path().join("policies"));
+    std::fs::write(
+        policies.join("locked-aliases.cedar"),
+        r#"@id("locked-keys-keep-their-aliases")
+@description("Aliases of keys tagged locked are not moved or deleted.")
+forbid (
+  principal,
+  action in [Keyplane::Action::"UpdateAlias", Keyplane::Action::"DeleteAlias"],
+  resource
+)
+when { resource.hasTag("locked") };
+"#,
+    )
+    .unwrap();
+    let s = Server::start_with_policies(&dir.path().join("data"), &policies).await;
+    let create = |tags: Value| {
+        let s = &s;
+        async move {
+            s.ok(&s.admin, "create-key", json!({ "tags": tags })).await["key_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let locked = create(json!({ "locked": "yes" })).await;
+    let free = create(json!({})).await;
+    let other = create(json!({})).await;
+    s.ok(
+        &s.admin,
+        "create-alias",
+        json!({ "alias_name": "alias/prod", "target_key_id": locked }),
+    )
+    .await;
+    let moved = s
+        .call(
+            Some(&s.admin),
+            "update-alias",
+            json!({ "alias_name": "alias/prod", "target_key_id": free }),
+        )
+        .await;
+    assert_error(&moved, 403, "AccessDenied", "UpdateAlias");
+    let described = s
+        .ok(&s.admin, "describe-key", json!({ "key_id": "alias/prod" }))
+        .await;
+    assert_eq!(described["key_id"], locked.as_str());
+    // Between two unlocked keys it moves.
+    s.ok(
+        &s.admin,
+        "create-alias",
+        json!({ "alias_name": "alias/dev", "target_key_id": free }),
+    )
+    .await;
+    s.ok(
+        &s.admin,
+        "update-alias",
+        json!({ "alias_name": "alias/dev", "target_key_id": other }),
+    )
+    .await;
+    let (decision, policies): (String, String) = sqlx::query_as(
+        "SELECT decision, policies FROM audit_log WHERE action = 'UpdateAlias' ORDER BY seq LIMIT 1",
+    )
+    .fetch_one(&s.sql().await)
+    .await
+    .unwrap();
+    assert_eq!(decision, "deny");
+    assert!(
+        policies.contains("locked-keys-keep-their-aliases"),
+        "{policies}"
+    );
+}
