@@ -1,7 +1,8 @@
 //! First start and every start: the data directory, the database, the keyring, the
 //! token-hash key, the policy set and, on an empty database, the `default` tenant with its
 //! bootstrap admin (an operator) whose token is written to `<data-dir>/admin.token` (0600)
-//! and printed once.
+//! and printed once, to a terminal only: standard output that goes to a file, a pipe or a log
+//! collector is told where the file is instead, so the token never lands in a log.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -24,6 +25,32 @@ use crate::store::{now_rfc3339, principals, tenants, Db};
 
 /// The tenant created on first start.
 pub const DEFAULT_TENANT: &str = "default";
+
+/// An exclusive lock on a data directory, held while a process uses its token and database
+/// (released when dropped, or by the kernel when the process dies).
+pub struct DataDirLock(#[allow(dead_code)] std::fs::File);
+
+/// Take the data directory's lock (`<data-dir>/keyplane.lock`), or fail at once if another
+/// process holds it: two processes must never share one SoftHSM2 token directory, and
+/// `keyplane gc` must not run beside the node that serves the directory.
+pub fn lock_data_dir(dir: &Path) -> anyhow::Result<DataDirLock> {
+    use std::os::unix::io::AsRawFd;
+    let path = dir.join("keyplane.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)?;
+    // SAFETY: flock on a descriptor this function owns; no memory is involved.
+    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+    if !locked {
+        anyhow::bail!(
+            "another keyplane process uses {} (a running node, or keyplane gc); its token and database are used by one process at a time",
+            dir.display()
+        );
+    }
+    Ok(DataDirLock(file))
+}
 
 /// Create the data dir (0700) if missing.
 pub fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
@@ -203,10 +230,18 @@ async fn ensure_default_tenant(state: &AppState) -> anyhow::Result<()> {
     // replaces the file; the token is never valid without being on disk.
     std::fs::rename(&tmp, &path)?;
     tx.commit().await?;
-    println!(
-        "keyplane: bootstrap admin token (shown once; also in {}): {}",
-        path.display(),
-        token.expose_secret()
-    );
+    use std::io::IsTerminal;
+    if std::io::stdout().is_terminal() {
+        println!(
+            "keyplane: bootstrap admin token (shown once; also in {}): {}",
+            path.display(),
+            token.expose_secret()
+        );
+    } else {
+        println!(
+            "keyplane: bootstrap admin token written to {} (printed only to a terminal)",
+            path.display()
+        );
+    }
     Ok(())
 }

@@ -248,6 +248,12 @@ pub struct LifecycleConfig {
     pub scheduler_interval_seconds: u64,
     /// Schedule plugins called at once during a pass.
     pub scheduler_concurrency: usize,
+    /// Seconds between garbage collections, run by the scheduler pass that finds one due
+    /// (0: never in the background; `keyplane gc` still works). See `ops::gc`.
+    pub gc_interval_seconds: u64,
+    /// How old an unreferenced HSM object or blob must be before garbage collection removes
+    /// it: longer than any request that creates material takes.
+    pub gc_grace_seconds: u64,
 }
 
 impl Default for LifecycleConfig {
@@ -255,6 +261,8 @@ impl Default for LifecycleConfig {
         LifecycleConfig {
             scheduler_interval_seconds: 60,
             scheduler_concurrency: 4,
+            gc_interval_seconds: 3600,
+            gc_grace_seconds: 3600,
         }
     }
 }

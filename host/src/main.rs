@@ -1,5 +1,6 @@
 //! The `keyplane` command line: `serve`, the auditor's `audit verify | public-key | export |
-//! search`, and `policy …` (validate, fmt, test, explain, who-can; see `keyplane::policy_cli`).
+//! search`, `policy …` (validate, fmt, test, explain, who-can; see `keyplane::policy_cli`) and
+//! the operator's `gc` (see `keyplane::ops::gc`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,6 +59,24 @@ enum Command {
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
+    },
+    /// Find HSM objects and storage blobs that no key version or import token references and
+    /// that are older than the grace period (material left by a crash between its creation
+    /// and the commit); remove them with --apply (each removal audited). Offline: the node
+    /// serving the data directory must be stopped (it collects on its own, every
+    /// lifecycle.gc_interval_seconds).
+    Gc {
+        #[command(flatten)]
+        common: Common,
+        /// Remove what is found (default: a dry run that only lists it).
+        #[arg(long, conflicts_with = "dry_run")]
+        apply: bool,
+        /// List only (the default).
+        #[arg(long)]
+        dry_run: bool,
+        /// Leave alone what is younger than this (default: lifecycle.gc_grace_seconds).
+        #[arg(long)]
+        grace_seconds: Option<u64>,
     },
 }
 
@@ -209,6 +228,7 @@ fn serve(common: Common, flags: FlagOverrides) -> anyhow::Result<()> {
     let config = Config::load(common.config.as_deref(), flags)?;
     let policies = bootstrap::policies(&config)?;
     bootstrap::prepare_data_dir(&config.data_dir)?;
+    let _lock = bootstrap::lock_data_dir(&config.data_dir)?;
     if config.hsm.embedded_softhsm {
         let conf = token::prepare_embedded_softhsm(&config.data_dir)?;
         // Sound: no other thread exists yet (the runtime is built below).
@@ -226,6 +246,73 @@ fn serve(common: Common, flags: FlagOverrides) -> anyhow::Result<()> {
     }
     telemetry.shutdown();
     result
+}
+
+/// `keyplane gc`: open the data directory as the node would (token, database, plugins), run
+/// one collection, print what it found or removed.
+fn gc(common: Common, apply: bool, grace_seconds: Option<u64>) -> anyhow::Result<bool> {
+    let flags = FlagOverrides {
+        data_dir: common.data_dir,
+        ..Default::default()
+    };
+    let config = Config::load(common.config.as_deref(), flags)?;
+    let db_file = config.data_dir.join("keyplane.db");
+    if config.database.url.is_none() && !db_file.exists() {
+        anyhow::bail!("no keyplane database in {}", config.data_dir.display());
+    }
+    let _lock = bootstrap::lock_data_dir(&config.data_dir)?;
+    let policies = bootstrap::policies(&config)?;
+    if config.hsm.embedded_softhsm {
+        let conf = token::prepare_embedded_softhsm(&config.data_dir)?;
+        // Sound: no other thread exists yet (the runtime is built below).
+        std::env::set_var("SOFTHSM2_CONF", conf);
+    }
+    let grace =
+        std::time::Duration::from_secs(grace_seconds.unwrap_or(config.lifecycle.gc_grace_seconds));
+    let hsm = Hsm::open(&config)?;
+    runtime()?.block_on(async {
+        let state = bootstrap::start(config, hsm, policies).await?;
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {pos} objects and blobs examined")
+                .expect("static template"),
+        );
+        struct Bar(indicatif::ProgressBar);
+        impl keyplane::ops::gc::Progress for Bar {
+            fn item(&self) {
+                self.0.inc(1);
+            }
+        }
+        let report = keyplane::ops::gc::collect(&state, grace, apply, &Bar(bar.clone())).await;
+        bar.finish_and_clear();
+        state.audit.close().await;
+        state.db.close().await;
+        let report = report?;
+        let verb = if apply { "removed" } else { "would remove" };
+        for id in &report.hsm_objects {
+            println!("{verb} HSM object {id}");
+        }
+        for blob in &report.blobs {
+            println!("{verb} blob {blob}");
+        }
+        for failed in &report.failed {
+            println!("could not remove {failed}");
+        }
+        println!(
+            "{} {} HSM object(s) and {} blob(s); {} younger than {} s kept{}",
+            verb,
+            report.hsm_objects.len(),
+            report.blobs.len(),
+            report.young,
+            grace.as_secs(),
+            if apply {
+                ""
+            } else {
+                " (dry run: run with --apply to remove)"
+            }
+        );
+        Ok(report.failed.is_empty())
+    })
 }
 
 /// Run an offline audit tool against the data dir's database (read-only).
@@ -390,6 +477,16 @@ fn main() -> ExitCode {
         Command::Policy { command } => {
             quiet_on_closed_pipe();
             policy(command)
+        }
+        Command::Gc {
+            common,
+            apply,
+            dry_run: _,
+            grace_seconds,
+        } => {
+            quiet_on_closed_pipe();
+            init_logging();
+            gc(common, apply, grace_seconds)
         }
     };
     match result {

@@ -896,7 +896,7 @@ async fn rotated_keys_keep_verifying_old_signatures_and_states_are_enforced() {
     assert_error(&r, 404, "NotFound", "key not found");
 }
 
-#[cfg(feature = "test-hooks")]
+#[cfg(all(feature = "test-hooks", debug_assertions))]
 #[tokio::test(flavor = "multi_thread")]
 async fn destroying_a_key_pair_shreds_both_objects() {
     let dir = tempfile::tempdir().unwrap();
@@ -924,7 +924,7 @@ async fn destroying_a_key_pair_shreds_both_objects() {
 
 /// Objects carrying a `CKA_ID` that the node's HSM session sees: (all of them, session
 /// objects among them). `which` names it: `{"key_id", "version"}` or `{"object_id"}`.
-#[cfg(feature = "test-hooks")]
+#[cfg(all(feature = "test-hooks", debug_assertions))]
 async fn hsm_objects_of(s: &Server, which: Value) -> (u64, u64) {
     let v = hsm_object_answer(s, which).await;
     (
@@ -934,7 +934,7 @@ async fn hsm_objects_of(s: &Server, which: Value) -> (u64, u64) {
 }
 
 /// The `/debug/hsm-objects` answer for `which`.
-#[cfg(feature = "test-hooks")]
+#[cfg(all(feature = "test-hooks", debug_assertions))]
 async fn hsm_object_answer(s: &Server, which: Value) -> Value {
     let r = s
         .client
@@ -949,7 +949,7 @@ async fn hsm_object_answer(s: &Server, which: Value) -> Value {
 }
 
 /// [`hsm_objects_of`] version 1 of `key`.
-#[cfg(feature = "test-hooks")]
+#[cfg(all(feature = "test-hooks", debug_assertions))]
 async fn hsm_objects(s: &Server, key: &str) -> (u64, u64) {
     hsm_objects_of(s, json!({ "key_id": key, "version": 1 })).await
 }
@@ -958,7 +958,7 @@ async fn hsm_objects(s: &Server, key: &str) -> (u64, u64) {
 /// rereads its token's files whenever a token object is used): one copy per object, made at
 /// first use and reused after. Crypto-shredding destroys the copies with the token objects:
 /// the handles of the copies, recorded as they were made, name no object after it.
-#[cfg(feature = "test-hooks")]
+#[cfg(all(feature = "test-hooks", debug_assertions))]
 #[tokio::test(flavor = "multi_thread")]
 async fn data_plane_session_copies_are_shredded_with_their_version() {
     let dir = tempfile::tempdir().unwrap();

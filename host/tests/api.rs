@@ -498,6 +498,7 @@ async fn bad_input_gets_typed_4xx() {
     );
 }
 
+#[cfg(all(feature = "test-hooks", debug_assertions))]
 #[tokio::test(flavor = "multi_thread")]
 async fn two_hundred_concurrent_encrypts() {
     let dir = tempfile::tempdir().unwrap();
@@ -690,4 +691,28 @@ for auth in (token, None):
         String::from_utf8_lossy(&out.stdout),
         "413 PayloadTooLarge\n401 Unauthenticated\n"
     );
+}
+
+/// The bootstrap admin token is printed only to a terminal: a service's standard output goes
+/// to a pipe or a log collector, where a token must never land. The file (0600) keeps it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_bootstrap_token_never_goes_to_a_pipe() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path()).await;
+    let printed: Vec<String> = s.log.lock().unwrap().try_iter().collect();
+    assert!(
+        printed.iter().any(|l| l.contains("admin.token")),
+        "{printed:?}"
+    );
+    assert!(
+        !printed.iter().any(|l| l.contains(&s.admin)),
+        "the token was printed to a pipe"
+    );
+    let mode = std::fs::metadata(dir.path().join("admin.token"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    s.ok(&s.admin, "list-keys", json!({})).await;
 }

@@ -52,14 +52,7 @@ async fn racing_rotations_never_delete_the_winners_blob() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = Server::start_quiet(dir.path()).await;
     let (_, t) = s.tenant_with_admin("blobs").await;
-    s.ok(
-        &t,
-        "upload-plugin",
-        json!({ "name": "kv", "world": "storage-backend", "component": b64(&wasm("storage-kv")) }),
-    )
-    .await;
-    s.ok(&t, "set-storage-backend", json!({ "plugin": "kv" }))
-        .await;
+    s.kv_backend(&t).await;
     let key = s.create_key(&t, "envelope").await;
 
     s.pause("rotate:version-made", &key, "arm").await;
@@ -462,5 +455,145 @@ when { resource.hasTag("locked") };
     assert!(
         policies.contains("locked-keys-keep-their-aliases"),
         "{policies}"
+    );
+}
+
+/// Rotate `keys` until each has made its new version's material, then SIGKILL the node.
+async fn crash_mid_rotation(s: &mut Server, token: &str, keys: &[&str]) {
+    for k in keys {
+        s.pause("rotate:version-made", k, "arm").await;
+    }
+    let pending: Vec<_> = keys
+        .iter()
+        .map(|k| s.spawn_call(token, "rotate-key", json!({ "key_id": k })))
+        .collect();
+    for k in keys {
+        let reached = s.pause("rotate:version-made", k, "wait").await;
+        assert_eq!(reached["reached"], true);
+    }
+    s.kill();
+    for p in pending {
+        assert!(p.await.unwrap().is_none(), "no answer from a killed node");
+    }
+}
+
+fn labelled(data: &std::path::Path, label: &str) -> usize {
+    common::token_objects(data)
+        .into_iter()
+        .filter(|(l, _)| l == label)
+        .count()
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{} {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A crash between making a version's material and committing its row leaves an HSM object
+/// and a blob that nothing names. They block nothing (the next rotation makes its own), and
+/// garbage collection removes them once older than the grace period, never before: offline
+/// with `keyplane gc` and from the scheduler, auditing each removal.
+#[tokio::test(flavor = "multi_thread")]
+async fn material_left_by_a_crash_is_collected() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start_quiet(dir.path()).await;
+    let (_, t) = s.tenant_with_admin("gc").await;
+    s.kv_backend(&t).await;
+    let env_key = s.create_key(&t, "envelope").await;
+    let hsm_key = s.create_key(&t, "hsm").await;
+    let env_ct = s.encrypt(&t, &env_key, b"envelope", json!({})).await;
+    let hsm_ct = s.encrypt(&t, &hsm_key, b"hsm", json!({})).await;
+
+    // Both rotations stop after making their version-2 material; then the node crashes.
+    crash_mid_rotation(&mut s, &t, &[&env_key, &hsm_key]).await;
+    let v2_blobs = format!("tenants/gc/keys/{env_key}/2/");
+    let orphan_blobs = || kv_blobs(&s, "gc", &v2_blobs);
+    let version_2 = format!("kp:{hsm_key}:2");
+    assert_eq!(orphan_blobs().await.len(), 1);
+    assert_eq!(labelled(dir.path(), &version_2), 1);
+
+    // Young: left alone. Past the grace period: listed by a dry run, removed by --apply.
+    let out = stdout(&s.tool(&["gc"]));
+    assert!(
+        out.contains("would remove 0 HSM object(s) and 0 blob(s); 2 younger"),
+        "{out}"
+    );
+    let out = stdout(&s.tool(&["gc", "--grace-seconds", "0"]));
+    assert!(
+        out.contains(&format!("would remove HSM object {version_2}:")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("would remove blob gc/kv/keys/{env_key}/2/")),
+        "{out}"
+    );
+    assert_eq!(labelled(dir.path(), &version_2), 1);
+    let out = stdout(&s.tool(&["gc", "--apply", "--grace-seconds", "0"]));
+    assert!(
+        out.contains("removed 1 HSM object(s) and 1 blob(s)"),
+        "{out}"
+    );
+    assert_eq!(labelled(dir.path(), &version_2), 0);
+    assert!(orphan_blobs().await.is_empty());
+
+    // Nothing that a row names went, and the keys rotate again.
+    let mut s = Server::start_quiet(dir.path()).await;
+    for (key, ct, pt) in [
+        (&env_key, &env_ct, b"envelope".as_slice()),
+        (&hsm_key, &hsm_ct, b"hsm".as_slice()),
+    ] {
+        let (status, v) = s.decrypt(&t, ct, json!({})).await;
+        assert_eq!((status, unb64(&v["plaintext"])), (200, pt.to_vec()), "{v}");
+        let r = s.ok(&t, "rotate-key", json!({ "key_id": key })).await;
+        assert_eq!(r["primary_version"], 2);
+    }
+    let removals: Vec<(String, String)> = sqlx::query_as(
+        "SELECT resource, outcome FROM audit_log WHERE action = 'CollectGarbage' ORDER BY seq",
+    )
+    .fetch_all(&s.sql().await)
+    .await
+    .unwrap();
+    assert_eq!(removals.len(), 2, "{removals:?}");
+    assert!(removals.iter().all(|(_, o)| o == "ok"), "{removals:?}");
+
+    // The scheduler collects too, once its interval is due and the grace period has passed.
+    crash_mid_rotation(&mut s, &t, &[&env_key, &hsm_key]).await;
+    let s = Server::start_with_env(
+        dir.path(),
+        &[
+            ("RUST_LOG", "warn"),
+            ("KEYPLANE_LIFECYCLE__SCHEDULER_INTERVAL_SECONDS", "0"),
+            ("KEYPLANE_LIFECYCLE__GC_INTERVAL_SECONDS", "3600"),
+            ("KEYPLANE_LIFECYCLE__GC_GRACE_SECONDS", "1"),
+        ],
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let pass = s.ok(&s.admin, "run-scheduler", json!({})).await;
+    let collected = &pass["collected"];
+    assert_eq!(
+        collected["hsm_objects"].as_array().unwrap().len(),
+        1,
+        "{pass}"
+    );
+    assert_eq!(collected["blobs"].as_array().unwrap().len(), 1, "{pass}");
+    let version_3 = format!("kp:{hsm_key}:3");
+    assert_eq!(labelled(dir.path(), &version_3), 0);
+    assert!(kv_blobs(&s, "gc", &format!("tenants/gc/keys/{env_key}/3/"))
+        .await
+        .is_empty());
+    // Not again within the interval.
+    let pass = s.ok(&s.admin, "run-scheduler", json!({})).await;
+    assert!(pass.get("collected").is_none(), "{pass}");
+    let out = s.audit_verify();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }

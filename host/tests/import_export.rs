@@ -2,6 +2,12 @@
 //! `openssl` CLI on the other side of every wrapping: it wraps material for import and
 //! unwraps exported material, and the unwrapped material opens keyplane ciphertexts offline.
 
+// Without the test hooks the tests that need them are left out, and some helpers with them.
+#![cfg_attr(
+    not(all(feature = "test-hooks", debug_assertions)),
+    allow(dead_code, unused_imports)
+)]
+
 mod common;
 
 use std::path::Path;
@@ -74,6 +80,7 @@ fn hex(b: &[u8]) -> String {
 }
 
 /// Open a keyplane ciphertext with raw AES-256 material, outside keyplane.
+#[cfg(all(feature = "test-hooks", debug_assertions))]
 fn open_offline(material: &[u8], blob: &[u8], ctx: &EncryptionContext) -> Vec<u8> {
     let ct = Ciphertext::parse(blob).unwrap();
     let mut aad = ct.header();
@@ -119,6 +126,7 @@ async fn import(
 }
 
 /// Labels of the token's private-key objects.
+#[cfg(all(feature = "test-hooks", debug_assertions))]
 fn private_key_labels(data: &Path) -> Vec<String> {
     let pin = std::fs::read_to_string(data.join("hsm.pin")).unwrap();
     let out = Command::new("pkcs11-tool")
@@ -150,6 +158,7 @@ fn private_key_labels(data: &Path) -> Vec<String> {
         .collect()
 }
 
+#[cfg(all(feature = "test-hooks", debug_assertions))]
 #[tokio::test(flavor = "multi_thread")]
 async fn imported_material_is_the_key_and_every_refusal_is_typed() {
     let dir = tempfile::tempdir().unwrap();
@@ -502,6 +511,7 @@ impl Recipient {
     }
 }
 
+#[cfg(all(feature = "test-hooks", debug_assertions))]
 #[tokio::test(flavor = "multi_thread")]
 async fn export_hands_out_only_exportable_keys_and_only_wrapped() {
     let dir = tempfile::tempdir().unwrap();
@@ -985,7 +995,7 @@ async fn key_pairs_import_as_pkcs8_and_sign_for_their_owner() {
 /// the material into new HSM objects before either commits; the second to commit must fail
 /// (and its objects be destroyed) rather than put its objects in the version's row in place
 /// of the first's, which would then outlive crypto-shredding.
-#[cfg(feature = "test-hooks")]
+#[cfg(all(feature = "test-hooks", debug_assertions))]
 #[tokio::test(flavor = "multi_thread")]
 async fn an_import_that_loses_a_race_leaves_one_set_of_objects() {
     let dir = tempfile::tempdir().unwrap();

@@ -3,6 +3,12 @@
 //! and the rotation scheduler driven by tenants' schedule plugins. Time moves through the
 //! service's injectable clock (`/debug/clock`, a `test-hooks` build only), never by sleeping.
 
+// Without the test hooks the tests that need them are left out, and some helpers with them.
+#![cfg_attr(
+    not(all(feature = "test-hooks", debug_assertions)),
+    allow(dead_code, unused_imports)
+)]
+
 mod common;
 
 use std::path::Path;
@@ -663,6 +669,7 @@ async fn kv_blob_names(s: &Server, tenant: &str) -> Vec<String> {
         .unwrap()
 }
 
+#[cfg(all(feature = "test-hooks", debug_assertions))]
 #[tokio::test(flavor = "multi_thread")]
 async fn deletion_waits_for_its_window_then_shreds_every_copy() {
     let dir = tempfile::tempdir().unwrap();
@@ -866,6 +873,7 @@ async fn deletion_waits_for_its_window_then_shreds_every_copy() {
     assert_verified(&s);
 }
 
+#[cfg(all(feature = "test-hooks", debug_assertions))]
 #[tokio::test(flavor = "multi_thread")]
 async fn scheduler_rotates_due_keys_once_and_a_hostile_schedule_hurts_only_its_key() {
     let dir = tempfile::tempdir().unwrap();
@@ -1017,6 +1025,7 @@ async fn scheduler_rotates_due_keys_once_and_a_hostile_schedule_hurts_only_its_k
     assert_verified(&s);
 }
 
+#[cfg(all(feature = "test-hooks", debug_assertions))]
 #[tokio::test(flavor = "multi_thread")]
 async fn the_background_scheduler_runs_on_its_interval() {
     let dir = tempfile::tempdir().unwrap();
@@ -1068,7 +1077,7 @@ async fn the_background_scheduler_runs_on_its_interval() {
 /// key rotated. Its object must never serve the winner's version: a ciphertext made while the
 /// loser is paused between the two steps decrypts after the loser has failed and been undone,
 /// and only the winner's object is left for that version.
-#[cfg(feature = "test-hooks")]
+#[cfg(all(feature = "test-hooks", debug_assertions))]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rotation_that_loses_a_race_leaves_the_winners_version_intact() {
     let dir = tempfile::tempdir().unwrap();

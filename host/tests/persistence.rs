@@ -123,6 +123,7 @@ async fn restart_keeps_keys_and_audit_detects_tampering() {
     assert!(!ok, "{text}");
 }
 
+#[cfg(all(feature = "test-hooks", debug_assertions))]
 #[tokio::test(flavor = "multi_thread")]
 async fn hsm_keys_are_non_extractable_and_envelope_material_is_never_stored() {
     let dir = tempfile::tempdir().unwrap();

@@ -7,7 +7,9 @@ mod common;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{assert_attempt_name, b64, wasm, Server};
+#[cfg(all(feature = "test-hooks", debug_assertions))]
+use common::assert_attempt_name;
+use common::{b64, wasm, Server};
 use serde_json::{json, Value};
 
 async fn upload(s: &Server, token: &str, name: &str, world: &str, file: &str) -> (u16, Value) {
@@ -469,6 +471,7 @@ async fn uploads_are_refused_with_reasons() {
     assert_eq!(st, 409);
 }
 
+#[cfg(all(feature = "test-hooks", debug_assertions))]
 async fn kv_rows(s: &Server, tenant: &str) -> Vec<(String, Vec<u8>)> {
     let pool = s.sql().await;
     sqlx::query_as("SELECT key, value FROM plugin_kv WHERE tenant_id = ? ORDER BY key")
@@ -478,6 +481,7 @@ async fn kv_rows(s: &Server, tenant: &str) -> Vec<(String, Vec<u8>)> {
         .unwrap()
 }
 
+#[cfg(all(feature = "test-hooks", debug_assertions))]
 #[tokio::test(flavor = "multi_thread")]
 async fn storage_backends_hold_only_wrapped_blobs_and_stay_in_their_tenant() {
     let dir = tempfile::tempdir().unwrap();
@@ -615,6 +619,7 @@ async fn storage_backends_hold_only_wrapped_blobs_and_stay_in_their_tenant() {
     common::assert_absent_under(dir.path(), "key material", &material);
 }
 
+#[cfg(all(feature = "test-hooks", debug_assertions))]
 #[tokio::test(flavor = "multi_thread")]
 async fn fs_backend_needs_the_filesystem_grant_and_keeps_only_wrapped_blobs() {
     let dir = tempfile::tempdir().unwrap();
@@ -755,6 +760,7 @@ async fn a_python_rotation_plugin_built_with_componentize_py() {
 
 /// A `moto_server` (PyPI `moto[server]`) on loopback that checks SigV4 signatures: the first
 /// few requests are unauthenticated and provision an IAM user, its access key and a bucket.
+#[cfg(all(feature = "test-hooks", debug_assertions))]
 struct Moto {
     child: std::process::Child,
     port: u16,
@@ -762,6 +768,8 @@ struct Moto {
     secret_key: String,
 }
 
+#[cfg(all(feature = "test-hooks", debug_assertions))]
+#[cfg(all(feature = "test-hooks", debug_assertions))]
 impl Drop for Moto {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -769,6 +777,7 @@ impl Drop for Moto {
     }
 }
 
+#[cfg(all(feature = "test-hooks", debug_assertions))]
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -777,6 +786,7 @@ fn free_port() -> u16 {
         .port()
 }
 
+#[cfg(all(feature = "test-hooks", debug_assertions))]
 async fn start_moto(bucket: &str) -> Moto {
     let port = free_port();
     let child = std::process::Command::new("moto_server")
@@ -831,6 +841,7 @@ print(k["AccessKeyId"], k["SecretAccessKey"])
 
 /// Object keys and bodies in `bucket`, read with boto3 (signed) so the test sees the store as
 /// any S3 client would.
+#[cfg(all(feature = "test-hooks", debug_assertions))]
 fn s3_objects(moto: &Moto, bucket: &str) -> Vec<(String, Vec<u8>, String)> {
     let script = r#"
 import boto3, sys, base64
@@ -868,6 +879,7 @@ for o in s3.list_objects_v2(Bucket=bucket).get("Contents", []):
         .collect()
 }
 
+#[cfg(all(feature = "test-hooks", debug_assertions))]
 #[tokio::test(flavor = "multi_thread")]
 async fn http_object_backend_on_s3_with_sigv4_and_a_host_allowlist() {
     let moto = start_moto("kp-blobs").await;
@@ -1090,14 +1102,7 @@ async fn a_blob_keeps_the_backend_it_was_written_to() {
     assert_eq!(s3_objects(&moto, "kp-old").len(), 1);
 
     // New versions go to the kv plugin from now on.
-    s.ok(
-        &t,
-        "upload-plugin",
-        json!({ "name": "kv", "world": "storage-backend", "component": b64(&wasm("storage-kv")) }),
-    )
-    .await;
-    s.ok(&t, "set-storage-backend", json!({ "plugin": "kv" }))
-        .await;
+    s.kv_backend(&t).await;
     let new_key = s.create_key(&t, "envelope").await;
     let new_ct = s.encrypt(&t, &new_key, b"in the kv table", json!({})).await;
 

@@ -40,10 +40,12 @@ pub const GCM_IV_LEN: usize = 12;
 /// makes each creation attempt's objects distinct: two requests that race to create the same
 /// version (two rotations, two imports) each make their own objects, and the one whose
 /// transaction fails destroys its own. The version's row stores the id, so lookups name the
-/// objects the committed row was created with, never the loser's. Versions created before
-/// the nonce have ids `kp:<key>:<version>`.
+/// objects the committed row was created with, never the loser's. The nonce is a UUID v7,
+/// whose first 48 bits are the creation time: garbage collection leaves objects younger than
+/// its grace period alone (see `ops::gc`). Versions created before the nonce have ids
+/// `kp:<key>:<version>`.
 pub fn version_object_id(key_id: &str, version: u32) -> Vec<u8> {
-    format!("kp:{key_id}:{version}:{}", uuid::Uuid::new_v4().simple()).into_bytes()
+    format!("kp:{key_id}:{version}:{}", uuid::Uuid::now_v7().simple()).into_bytes()
 }
 
 /// The label of a version's objects: its `CKA_ID` without the creation nonce
@@ -305,6 +307,34 @@ impl Hsm {
         .map_err(|e| {
             tracing::warn!(error = %e, "the token refused a session copy of a key object; using the token object");
             Error::HsmUnavailable
+        })
+    }
+
+    /// Every token object keyplane made for a key version or an import token (`CKA_ID`
+    /// starting `kp:` or `kp-import:`), with its `CKA_ID`: what garbage collection compares
+    /// with the database. Never the root key, the audit key or session objects.
+    pub fn keyplane_objects(&self) -> Result<Vec<(Vec<u8>, ObjectHandle)>> {
+        self.pool.with("C_FindObjects", "none", |s| {
+            let handles = s
+                .find_objects(&[Attribute::Token(true)])
+                .map_err(unavailable("find objects"))?;
+            let mut found = Vec::new();
+            for h in handles {
+                let attrs = match s.get_attributes(h, &[cryptoki::object::AttributeType::Id]) {
+                    Ok(attrs) => attrs,
+                    // Destroyed meanwhile.
+                    Err(CkError::Pkcs11(RvError::ObjectHandleInvalid, _)) => continue,
+                    Err(e) => return Err(unavailable("read an object's id")(e)),
+                };
+                for a in attrs {
+                    if let Attribute::Id(id) = a {
+                        if id.starts_with(b"kp:") || id.starts_with(b"kp-import:") {
+                            found.push((id, h));
+                        }
+                    }
+                }
+            }
+            Ok(found)
         })
     }
 

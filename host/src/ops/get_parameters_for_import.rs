@@ -68,7 +68,9 @@ impl Operation for GetParametersForImport {
     ) -> Result<Self::Output> {
         let key = key_row(&r)?;
         awaiting_import(ctx.state, key).await?;
-        let id = format!("imp-{}", hex::encode(ctx.state.keyring.random(16).await?));
+        // A UUID v7: an id (the wrapping key's secret half stays in the HSM), carrying its
+        // creation time for garbage collection.
+        let id = format!("imp-{}", uuid::Uuid::now_v7().simple());
         let object_id = format!("kp-import:{id}").into_bytes();
         let spec = wrapping_key_spec(&self.wrapping_key_spec)?;
         let bits = spec.rsa_bits().ok_or(Error::Internal)?;

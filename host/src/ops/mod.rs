@@ -25,6 +25,7 @@ pub mod describe_hsm;
 pub mod describe_key;
 pub mod encrypt;
 pub mod export_key;
+pub mod gc;
 pub mod generate_data_key;
 pub mod generate_random;
 pub mod get_caller_identity;

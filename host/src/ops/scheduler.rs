@@ -4,7 +4,9 @@
 //! 2. destroys keys whose deletion window has passed (see [`key_deletion::destroy`]), and
 //!    finishes destructions and material expiries that a crash interrupted;
 //! 3. asks each enabled key's rotation-schedule plugin for its decision and rotates the keys
-//!    that are due.
+//!    that are due;
+//! 4. every `lifecycle.gc_interval_seconds` (claimed in the database, so once per interval
+//!    across nodes), collects unreferenced HSM objects and blobs (see [`super::gc`]).
 //!
 //! One node runs a pass at a time (a database lease, held for the pass only, so an operator's
 //! `run-scheduler` waits for a background pass instead of being turned away); a rotation is
@@ -31,6 +33,8 @@ use crate::store::{imports, keys, leases, plugins};
 use crate::telemetry::metrics::metrics;
 
 const LEASE: &str = "lifecycle-scheduler";
+/// Claimed for `lifecycle.gc_interval_seconds` by the pass that runs a garbage collection.
+const GC_LEASE: &str = "garbage-collection";
 const SYSTEM_PRINCIPAL: &str = "keyplane:scheduler";
 
 /// One key's check: its id, the rotation (if any) or the error, and the failing stage.
@@ -52,6 +56,9 @@ pub struct PassReport {
     /// External keys whose imported material expired and was deleted.
     pub expired: Vec<String>,
     pub failed: Vec<Failed>,
+    /// The garbage collection this pass ran, if one was due.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub collected: Option<super::gc::GcReport>,
 }
 
 #[derive(Debug, Serialize)]
@@ -220,7 +227,42 @@ async fn pass(state: &AppState, holder: &str) -> Result<PassReport> {
     }
     report.rotated.sort_by(|a, b| a.key_id.cmp(&b.key_id));
     report.failed.sort_by(|a, b| a.key_id.cmp(&b.key_id));
+    report.collected = collect_if_due(state, now).await;
     Ok(report)
+}
+
+/// Run a garbage collection if none ran in the last `lifecycle.gc_interval_seconds` on any
+/// node: the interval is claimed as a lease nobody renews, so it is free again only once it
+/// has passed.
+async fn collect_if_due(state: &AppState, now: i64) -> Option<super::gc::GcReport> {
+    let lifecycle = &state.config.lifecycle;
+    if lifecycle.gc_interval_seconds == 0 {
+        return None;
+    }
+    let claimed = async {
+        let mut tx = state.db.begin().await?;
+        let holder = format!("gc-{}", uuid::Uuid::new_v4().simple());
+        let until = now + lifecycle.gc_interval_seconds as i64;
+        let claimed = leases::acquire(&mut tx, GC_LEASE, &holder, now, until).await?;
+        tx.commit().await?;
+        Ok::<_, Error>(claimed)
+    }
+    .await;
+    if !matches!(claimed, Ok(true)) {
+        return None;
+    }
+    let grace = Duration::from_secs(lifecycle.gc_grace_seconds);
+    match super::gc::collect(state, grace, true, &()).await {
+        Ok(r) => {
+            metrics().scheduler_action("gc", "ok");
+            Some(r)
+        }
+        Err(e) => {
+            metrics().scheduler_action("gc", e.code());
+            tracing::warn!(error = %e, "garbage collection failed; retried next interval");
+            None
+        }
+    }
 }
 
 /// Destroy the wrapping keys of import tokens past their expiry, and delete imported material

@@ -84,6 +84,11 @@ pub enum StorageOp {
     Delete {
         name: String,
     },
+    /// A page of the names under `prefix`, after `cursor`.
+    List {
+        prefix: String,
+        cursor: Option<String>,
+    },
 }
 
 impl StorageOp {
@@ -92,6 +97,7 @@ impl StorageOp {
             StorageOp::Get { .. } => "get",
             StorageOp::Put { .. } => "put",
             StorageOp::Delete { .. } => "delete",
+            StorageOp::List { .. } => "list-blobs",
         }
     }
 }
@@ -102,7 +108,12 @@ pub enum StorageReply {
     Blob(Option<Vec<u8>>),
     Version(u64),
     Deleted(bool),
+    /// Names (relative, as keyplane gave them) and the cursor of the next page.
+    Page(Vec<String>, Option<String>),
 }
+
+/// Names asked for per `list-blobs` call.
+const LIST_PAGE: u32 = 1000;
 
 fn describe_storage_error(
     e: &bindings::v0_1::rotation::keyplane::plugin::types::StorageError,
@@ -561,6 +572,31 @@ impl PluginRuntime {
                             s.call_delete(&mut store, &config, &full, None)
                                 .await?
                                 .map(StorageReply::Deleted)
+                        }
+                        StorageOp::List { prefix, cursor } => {
+                            // Names come back without the tenant's prefix; a name outside it
+                            // (a plugin listing what it was not asked for) is dropped.
+                            let ns = format!("tenants/{tenant}/");
+                            let full = format!("{ns}{prefix}");
+                            let cursor = cursor.map(|c| format!("{ns}{c}"));
+                            s.call_list_blobs(
+                                &mut store,
+                                &config,
+                                &full,
+                                cursor.as_deref(),
+                                LIST_PAGE,
+                            )
+                            .await?
+                            .map(|page| {
+                                let strip = |n: String| n.strip_prefix(&ns).map(str::to_string);
+                                let names = page
+                                    .names
+                                    .into_iter()
+                                    .filter(|n| n.starts_with(&full))
+                                    .filter_map(strip)
+                                    .collect();
+                                StorageReply::Page(names, page.next_cursor.and_then(strip))
+                            })
                         }
                     })
                 })

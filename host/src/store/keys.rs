@@ -487,3 +487,45 @@ pub async fn add_usage(
     })
     .await
 }
+
+/// Every `CKA_ID` a committed row names: key versions' objects and import tokens' wrapping
+/// keys (what garbage collection keeps).
+pub async fn referenced_object_ids(
+    pool: &SqlitePool,
+) -> Result<std::collections::HashSet<Vec<u8>>> {
+    crate::telemetry::spans::db("SELECT", "key_versions", async move {
+        let ids: Vec<Vec<u8>> = sqlx::query_scalar(
+            "SELECT hsm_object_id FROM key_versions WHERE hsm_object_id IS NOT NULL \
+             UNION SELECT hsm_object_id FROM import_tokens",
+        )
+        .fetch_all(pool)
+        .await?;
+        Ok(ids.into_iter().collect())
+    })
+    .await
+}
+
+/// The names of the blobs that `tenant`'s key versions keep in storage plugin `plugin`.
+pub async fn referenced_blobs(
+    pool: &SqlitePool,
+    tenant: &str,
+    plugin: &str,
+) -> Result<std::collections::HashSet<String>> {
+    crate::telemetry::spans::db("SELECT", "key_versions", async move {
+        let rows: Vec<KeyVersionRow> = sqlx::query_as(&format!(
+            "SELECT {} FROM key_versions v JOIN keys k ON k.id = v.key_id \
+             WHERE k.tenant_id = ? AND v.blob_store = ?",
+            VERSION_COLUMNS
+                .split(", ")
+                .map(|c| format!("v.{}", c.trim()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+        .bind(tenant)
+        .bind(plugin)
+        .fetch_all(pool)
+        .await?;
+        Ok(rows.iter().map(KeyVersionRow::blob).collect())
+    })
+    .await
+}

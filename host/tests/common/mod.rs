@@ -196,7 +196,21 @@ impl Server {
         p["token"].as_str().unwrap().to_string()
     }
 
-    /// The principal id of the holder of `token` (`get-caller-identity`).
+    /// Upload the `kv` storage plugin (as `kv`) for the admin holding `token`, and make it its
+    /// tenant's storage backend.
+    pub async fn kv_backend(&self, token: &str) {
+        let component = b64(&wasm("storage-kv"));
+        self.ok(
+            token,
+            "upload-plugin",
+            json!({ "name": "kv", "world": "storage-backend", "component": component }),
+        )
+        .await;
+        self.ok(token, "set-storage-backend", json!({ "plugin": "kv" }))
+            .await;
+    }
+
+    /// The principal id of the holder of `token`.
     pub async fn principal_id(&self, token: &str) -> String {
         let v = self.ok(token, "get-caller-identity", json!({})).await;
         v["principal_id"].as_str().unwrap().to_string()
@@ -286,6 +300,34 @@ impl Server {
         self.child.as_ref().expect("running").id()
     }
 
+    /// `POST /v1/<op>` on a task of its own, so the caller can kill the server meanwhile:
+    /// `None` if no answer came (the connection died).
+    pub fn spawn_call(
+        &self,
+        token: &str,
+        op: &str,
+        body: Value,
+    ) -> tokio::task::JoinHandle<Option<(u16, Value)>> {
+        let req = self
+            .client
+            .post(format!("{}/v1/{op}", self.base))
+            .bearer_auth(token)
+            .body(body.to_string());
+        tokio::spawn(async move {
+            let resp = req.send().await.ok()?;
+            let status = resp.status().as_u16();
+            Some((status, resp.json().await.ok()?))
+        })
+    }
+
+    /// SIGKILL (a crash) and wait for the process to be gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// SIGTERM and wait for a clean exit.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -308,6 +350,17 @@ impl Server {
                 }
             }
         }
+    }
+
+    /// Run `keyplane <args> --data-dir <this data dir>` (an offline tool).
+    pub fn tool(&self, args: &[&str]) -> std::process::Output {
+        Command::new(BIN)
+            .args(args)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
     }
 
     /// Run `keyplane audit verify` on this data dir.

@@ -1,0 +1,250 @@
+//! Garbage collection: HSM objects and storage-backend blobs that no committed row references.
+//!
+//! A request that creates key material makes it (a token object, a blob) before its
+//! transaction commits, and undoes it if the transaction fails. A crash in between leaves the
+//! material behind with nothing pointing at it: harmless (each creation attempt has names of
+//! its own, so nothing later collides with it) but never used and never shredded. This finds
+//! and removes it:
+//! - token objects whose `CKA_ID` is keyplane's (`kp:` key versions, `kp-import:` import
+//!   wrapping keys) and that neither a key version nor an import token names;
+//! - blobs under `keys/` in every storage backend a tenant has configured that no key version
+//!   of that tenant names (with that backend).
+//!
+//! Only what is older than the grace period is removed: the creation time is read from the
+//! UUID v7 at the end of the name (`kp:<key>:<v>:<uuid>`, `keys/<key>/<v>/<uuid>`,
+//! `kp-import:imp-<uuid>`), so material of a request still in flight (on this node or
+//! another) is never touched. Names from before those UUIDs carry no time and count as old;
+//! only a crash of an older release can have left them unreferenced.
+//!
+//! Every removal is audited (principal `keyplane:gc`, action `CollectGarbage`, the object id
+//! or blob name as the resource). The scheduler runs a collection every
+//! `lifecycle.gc_interval_seconds`; `keyplane gc` runs one offline, as a dry run unless told
+//! to apply it.
+
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use super::audit_alone;
+use super::common::version_store;
+use crate::audit::AuditEvent;
+use crate::error::{Error, Result};
+use crate::plugins::{StorageOp, StorageReply};
+use crate::state::AppState;
+use crate::store::{keys, plugins};
+
+/// What a collection found and did.
+#[derive(Debug, Default, Serialize)]
+pub struct GcReport {
+    /// Whether the candidates were removed (false: a dry run).
+    pub applied: bool,
+    /// Unreferenced token objects older than the grace period (their `CKA_ID`s).
+    pub hsm_objects: Vec<String>,
+    /// Unreferenced blobs older than the grace period (`<tenant>/<plugin>/<name>`).
+    pub blobs: Vec<String>,
+    /// Unreferenced material younger than the grace period, left alone.
+    pub young: usize,
+    /// Candidates that could not be removed (retried by the next collection).
+    pub failed: Vec<String>,
+}
+
+/// Something a collection looks at (for a progress display).
+pub trait Progress: Send + Sync {
+    fn item(&self) {}
+}
+
+impl Progress for () {}
+
+/// The creation time (Unix seconds) in the UUID v7 that ends `name` (after its last `:` or
+/// `/`, or after `imp-`), if it has one.
+pub fn created_at(name: &str) -> Option<u64> {
+    let last = name.rsplit([':', '/']).next()?;
+    let last = last.strip_prefix("imp-").unwrap_or(last);
+    let uuid = uuid::Uuid::try_parse(last).ok()?;
+    if uuid.get_version_num() != 7 {
+        return None;
+    }
+    let (secs, _) = uuid.get_timestamp()?.to_unix();
+    Some(secs)
+}
+
+/// Whether material named `name` is past the grace period (names without a time count as old).
+fn is_old(name: &str, grace: Duration) -> bool {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    created_at(name).is_none_or(|t| now.saturating_sub(t) >= grace.as_secs())
+}
+
+fn event(tenant: &str, resource: String, outcome: &str) -> AuditEvent {
+    AuditEvent {
+        request_id: format!("gc-{}", uuid::Uuid::new_v4().simple()),
+        principal: "keyplane:gc".into(),
+        tenant: tenant.into(),
+        action: "CollectGarbage".into(),
+        resource,
+        decision: "system",
+        policies: Vec::new(),
+        outcome: outcome.into(),
+        source: "-".into(),
+        policy_hash: None,
+        trace_id: None,
+        user_agent: None,
+    }
+}
+
+/// Find (and with `apply`, remove and audit) unreferenced material older than `grace`.
+pub async fn collect(
+    state: &AppState,
+    grace: Duration,
+    apply: bool,
+    progress: &dyn Progress,
+) -> Result<GcReport> {
+    let mut report = GcReport {
+        applied: apply,
+        ..GcReport::default()
+    };
+    collect_objects(state, grace, &mut report, progress).await?;
+    collect_blobs(state, grace, &mut report, progress).await?;
+    Ok(report)
+}
+
+async fn collect_objects(
+    state: &AppState,
+    grace: Duration,
+    report: &mut GcReport,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let hsm = state.keyring.hsm().clone();
+    // Objects first, references second: an object created and committed between the two
+    // reads is referenced by then, and one created after the listing is not in it.
+    let objects = tokio::task::spawn_blocking(move || hsm.keyplane_objects())
+        .await
+        .map_err(|_| Error::Internal)??;
+    let referenced: HashSet<Vec<u8>> = keys::referenced_object_ids(state.db.reader()).await?;
+    for (id, handle) in objects {
+        progress.item();
+        if referenced.contains(&id) {
+            continue;
+        }
+        let name = String::from_utf8_lossy(&id).into_owned();
+        if !is_old(&name, grace) {
+            report.young += 1;
+            continue;
+        }
+        if report.applied {
+            let hsm = state.keyring.hsm().clone();
+            let removed = tokio::task::spawn_blocking(move || hsm.destroy_if_present(handle))
+                .await
+                .map_err(|_| Error::Internal)?;
+            let outcome = removed.as_ref().map_or_else(|e| e.code(), |_| "ok");
+            audit_alone(state, &event("-", format!("hsm-object:{name}"), outcome)).await?;
+            if removed.is_err() {
+                report.failed.push(name);
+                continue;
+            }
+            tracing::info!(object = %name, "garbage collection destroyed an unreferenced HSM object");
+        }
+        report.hsm_objects.push(name);
+    }
+    Ok(())
+}
+
+async fn collect_blobs(
+    state: &AppState,
+    grace: Duration,
+    report: &mut GcReport,
+    progress: &dyn Progress,
+) -> Result<()> {
+    for backend in plugins::backend_configs(state.db.reader()).await? {
+        let (tenant, plugin_name) = (backend.tenant_id.as_str(), backend.plugin_name.as_str());
+        let (plugin, config) = match version_store(state, tenant, plugin_name).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(tenant, plugin = plugin_name, error = %e, "garbage collection skipped a storage backend");
+                report.failed.push(format!("{tenant}/{plugin_name}"));
+                continue;
+            }
+        };
+        let mut cursor = None;
+        loop {
+            let op = StorageOp::List {
+                prefix: "keys/".into(),
+                cursor: cursor.clone(),
+            };
+            let (names, next) = match state.plugins.storage(&plugin, &config, op).await {
+                Ok(StorageReply::Page(names, next)) => (names, next),
+                Ok(_) => return Err(Error::Internal),
+                Err(e) => {
+                    tracing::warn!(tenant, plugin = plugin_name, error = %e, "garbage collection could not list a storage backend");
+                    report.failed.push(format!("{tenant}/{plugin_name}"));
+                    break;
+                }
+            };
+            // Read after the page: a blob committed meanwhile is referenced by now.
+            let referenced = keys::referenced_blobs(state.db.reader(), tenant, plugin_name).await?;
+            for name in names {
+                progress.item();
+                if referenced.contains(&name) {
+                    continue;
+                }
+                if !is_old(&name, grace) {
+                    report.young += 1;
+                    continue;
+                }
+                let shown = format!("{tenant}/{plugin_name}/{name}");
+                if report.applied {
+                    let op = StorageOp::Delete { name: name.clone() };
+                    let removed = state.plugins.storage(&plugin, &config, op).await;
+                    let outcome = removed.as_ref().map_or_else(|e| e.code(), |_| "ok");
+                    let resource = format!("blob:{plugin_name}:{name}");
+                    audit_alone(state, &event(tenant, resource, outcome)).await?;
+                    if removed.is_err() {
+                        report.failed.push(shown);
+                        continue;
+                    }
+                    tracing::info!(tenant, plugin = plugin_name, blob = %name, "garbage collection deleted an unreferenced blob");
+                }
+                report.blobs.push(shown);
+            }
+            match next {
+                Some(c) if Some(&c) != cursor.as_ref() => cursor = Some(c),
+                _ => break,
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn creation_times_come_from_uuid_v7_names() {
+        let id = String::from_utf8(crate::hsm::version_object_id("k-1", 3)).unwrap();
+        let blob = super::super::common::new_blob_name("k-1", 3);
+        let import = format!("kp-import:imp-{}", uuid::Uuid::now_v7().simple());
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        for name in [&id, &blob, &import] {
+            let t = created_at(name).unwrap_or_else(|| panic!("{name}"));
+            assert!(now.abs_diff(t) <= 2, "{name}");
+            assert!(!is_old(name, Duration::from_secs(3600)), "{name}");
+            assert!(is_old(name, Duration::ZERO), "{name}");
+        }
+        // Older names and v4 nonces carry no time: they count as old.
+        for name in [
+            "kp:k-1:3".to_string(),
+            "keys/k-1/3".to_string(),
+            format!("kp:k-1:3:{}", uuid::Uuid::new_v4().simple()),
+        ] {
+            assert_eq!(created_at(&name), None, "{name}");
+            assert!(is_old(&name, Duration::from_secs(3600)), "{name}");
+        }
+    }
+}
