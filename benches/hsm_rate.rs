@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cryptoki::object::ObjectHandle;
 use keyplane::config::{Config, FlagOverrides};
+use keyplane::hsm::Obj;
 use keyplane::hsm::{token, Hsm, GCM_IV_LEN};
 
 fn arg(name: &str, default: u64) -> u64 {
@@ -55,7 +55,7 @@ fn main() {
 }
 
 /// AES-GCM encryptions of 32 bytes per second under `key` from `threads` threads.
-fn ops_per_sec(hsm: &Arc<Hsm>, key: ObjectHandle, threads: u64, seconds: u64) -> f64 {
+fn ops_per_sec(hsm: &Arc<Hsm>, key: Obj, threads: u64, seconds: u64) -> f64 {
     let done = Arc::new(AtomicU64::new(0));
     let until = Instant::now() + Duration::from_secs(seconds);
     let workers: Vec<_> = (0..threads)

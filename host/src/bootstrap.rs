@@ -119,7 +119,8 @@ pub async fn reload_policies(
 
 /// Bring up everything but the listener.
 pub async fn start(config: Config, hsm: Hsm, loaded: LoadedPolicies) -> anyhow::Result<AppState> {
-    let db = Db::open(&config.database_url()).await?;
+    let busy_wait = Duration::from_millis(config.database.busy_timeout_ms);
+    let db = Db::open_with(&config.database_url(), busy_wait).await?;
     let copies = if config.hsm.embedded_softhsm {
         config.envelope_cache.max_entries
     } else {

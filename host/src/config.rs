@@ -81,11 +81,23 @@ pub struct HsmConfig {
 }
 
 /// Where metadata lives.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
     /// sqlx URL; default `sqlite://<data-dir>/keyplane.db`.
     pub url: Option<String>,
+    /// How long a write waits for a lock another writer (or process) holds before the
+    /// request fails with `503 DatabaseUnavailable`.
+    pub busy_timeout_ms: u64,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: None,
+            busy_timeout_ms: crate::store::DEFAULT_BUSY_WAIT.as_millis() as u64,
+        }
+    }
 }
 
 /// Request limits.

@@ -700,7 +700,8 @@ async fn the_bootstrap_token_never_goes_to_a_pipe() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path()).await;
-    let printed: Vec<String> = s.log.lock().unwrap().try_iter().collect();
+    let mut printed = s.startup.clone();
+    printed.extend(s.log.lock().unwrap().try_iter());
     assert!(
         printed.iter().any(|l| l.contains("admin.token")),
         "{printed:?}"

@@ -475,7 +475,8 @@ async fn grpc_export_span_tree_metrics_and_no_secrets() {
 
     // No secret anywhere in what was exported, nor in the logs.
     let raw = received.raw.lock().unwrap().clone();
-    let logs: Vec<String> = s.log.lock().unwrap().try_iter().collect();
+    let mut logs: Vec<String> = s.startup.clone();
+    logs.extend(s.log.lock().unwrap().try_iter());
     // The bootstrap token line included: standard output here is a pipe, so it never holds
     // the token.
     let log_bytes: Vec<u8> = logs

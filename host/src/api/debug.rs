@@ -183,3 +183,30 @@ pub async fn clock(
     let now = state.clock.advance(secs);
     Json(serde_json::json!({ "now": now })).into_response()
 }
+
+/// Faults of the HSM (`{"action": "close-sessions"}`): every session of the token closed and
+/// its login ended through a second handle to the module ([`crate::hsm::Hsm::check`] must
+/// notice and log in again).
+pub async fn hsm_fault(
+    State(state): State<Arc<AppState>>,
+    _: Operator,
+    Json(req): Json<serde_json::Value>,
+) -> Response {
+    match req.get("action").and_then(|v| v.as_str()) {
+        Some("close-sessions") => {
+            let hsm = state.keyring.hsm().clone();
+            let done = tokio::task::spawn_blocking(move || hsm.close_all_sessions_elsewhere())
+                .await
+                .map_err(|_| Error::Internal)
+                .and_then(|r| r);
+            match done {
+                Ok(()) => Json(serde_json::json!({ "closed": true })).into_response(),
+                Err(e) => error_response(&e, "debug"),
+            }
+        }
+        other => error_response(
+            &Error::validation(format!("unknown action {other:?}")),
+            "debug",
+        ),
+    }
+}

@@ -39,7 +39,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/debug/envelope-material", post(debug::envelope_material))
         .route("/debug/clock", post(debug::clock))
         .route("/debug/hsm-objects", post(debug::hsm_objects))
-        .route("/debug/pause", post(debug::pause));
+        .route("/debug/pause", post(debug::pause))
+        .route("/debug/hsm-fault", post(debug::hsm_fault));
     router
         .route_layer(axum::middleware::from_fn(
             crate::telemetry::http::trace_request,
@@ -138,9 +139,8 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let db = state.db.ping().await.is_ok();
     let hsm = {
         let hsm = state.keyring.hsm().clone();
-        tokio::task::spawn_blocking(move || hsm.ping())
+        tokio::task::spawn_blocking(move || hsm.ready())
             .await
-            .map(|r| r.is_ok())
             .unwrap_or(false)
     };
     let status = if db && hsm {

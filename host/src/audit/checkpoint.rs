@@ -21,14 +21,13 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use cryptoki::object::ObjectHandle;
 use ring::digest;
 use serde::{Deserialize, Serialize};
 use sqlx::SqlitePool;
 
 use crate::config::AuditConfig;
 use crate::error::{Error, Result};
-use crate::hsm::Hsm;
+use crate::hsm::{Hsm, Obj};
 use crate::store::{now_rfc3339, Db};
 
 /// The public key file in the data dir.
@@ -62,7 +61,8 @@ pub fn fingerprint(spki_der: &[u8]) -> String {
 /// Signs checkpoints for one node.
 pub struct Checkpointer {
     hsm: Arc<Hsm>,
-    key: ObjectHandle,
+    /// The audit key's private handle, found again when the HSM starts over.
+    key: std::sync::Mutex<Obj>,
     fingerprint: String,
     file: PathBuf,
 }
@@ -78,10 +78,32 @@ impl Checkpointer {
         }
         Ok(Checkpointer {
             hsm,
-            key,
+            key: std::sync::Mutex::new(key),
             fingerprint: fingerprint(&spki),
             file: data_dir.join(CHECKPOINT_FILE),
         })
+    }
+
+    /// Sign a digest with the audit key; after the HSM started over, with the key's handle
+    /// found again.
+    async fn sign(&self, hash: Vec<u8>) -> Result<Vec<u8>> {
+        let key = *self.key.lock().map_err(|_| Error::Internal)?;
+        let (hsm, digest) = (self.hsm.clone(), hash.clone());
+        let first = tokio::task::spawn_blocking(move || hsm.audit_sign(key, &digest))
+            .await
+            .map_err(|_| Error::Internal)?;
+        if !matches!(first, Err(Error::HsmUnavailable)) || key.epoch() == self.hsm.epoch() {
+            return first;
+        }
+        let hsm = self.hsm.clone();
+        let signed = tokio::task::spawn_blocking(move || {
+            let (key, _) = hsm.audit_signing_key()?;
+            Ok::<_, Error>((key, hsm.audit_sign(key, &hash)?))
+        })
+        .await
+        .map_err(|_| Error::Internal)??;
+        *self.key.lock().map_err(|_| Error::Internal)? = signed.0;
+        Ok(signed.1)
     }
 
     /// Sign the current head if it moved since the last checkpoint and `due` says so.
@@ -104,10 +126,7 @@ impl Checkpointer {
         let time = now_rfc3339();
         let message = signed_message(seq, &head_hash, &time);
         let hash = digest::digest(&digest::SHA256, &message).as_ref().to_vec();
-        let (hsm, key) = (self.hsm.clone(), self.key);
-        let signature = tokio::task::spawn_blocking(move || hsm.audit_sign(key, &hash))
-            .await
-            .map_err(|_| Error::Internal)??;
+        let signature = self.sign(hash).await?;
         let cp = Checkpoint {
             seq,
             head_hash,

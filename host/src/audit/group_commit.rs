@@ -88,7 +88,15 @@ impl GroupCommit {
         let (ready, started) = oneshot::channel();
         let (stop, stopped) = watch::channel(false);
         let gate = WriteGate::default();
-        let task = tokio::spawn(run(conn, rx, gate.clone(), stopped.clone(), ready));
+        let busy_wait = db.busy_wait();
+        let task = tokio::spawn(run(
+            conn,
+            busy_wait,
+            rx,
+            gate.clone(),
+            stopped.clone(),
+            ready,
+        ));
         started.await.map_err(|_| Error::DatabaseUnavailable)??;
         let checkpointer = tokio::spawn(checkpoint_wal_until_stopped(
             checkpoints,
@@ -145,12 +153,13 @@ impl GroupCommit {
 /// what was already handed over is still committed), and close the connection.
 async fn run(
     mut conn: sqlx::SqliteConnection,
+    busy_wait: Duration,
     mut rx: mpsc::Receiver<Job>,
     gate: WriteGate,
     mut stop: watch::Receiver<bool>,
     ready: oneshot::Sender<Result<()>>,
 ) {
-    let mut inline = match Inline::take(&mut conn).await {
+    let mut inline = match Inline::take(&mut conn, busy_wait).await {
         Ok(inline) => inline,
         Err(e) => {
             let _ = ready.send(Err(e));

@@ -17,6 +17,7 @@ use super::spec::{Hash, KeySpec, SigningAlgorithm};
 use super::{blocking, hsm_id, Keyring, ObjKind};
 use crate::error::{Error, Result};
 use crate::hsm::asym::SignMechanism;
+use crate::hsm::{Hsm, Obj};
 use crate::store::keys::KeyVersionRow;
 
 /// Whether a signing request carries the message or its digest.
@@ -82,12 +83,21 @@ pub fn to_be_signed(
 }
 
 impl Keyring {
-    async fn handle(
+    /// Run `f` with the handle of a version's object of `kind`, repeated once if the HSM had
+    /// to start over (see the module docs of [`super`]).
+    async fn with_object<T: Send + 'static>(
         &self,
         kind: ObjKind,
         version: &KeyVersionRow,
-    ) -> Result<cryptoki::object::ObjectHandle> {
-        self.data_plane_handle(kind, hsm_id(version)?).await
+        f: impl Fn(&Hsm, Obj) -> Result<T> + Send + Sync + Clone + 'static,
+    ) -> Result<T> {
+        let id = hsm_id(version)?;
+        self.retrying(true, || async {
+            let key = self.data_plane_handle(kind, id).await?;
+            let (hsm, f) = (self.hsm.clone(), f.clone());
+            blocking(move || f(&hsm, key)).await
+        })
+        .await
     }
 
     /// Sign with a version's private key. ECDSA signatures come back DER-encoded.
@@ -100,9 +110,12 @@ impl Keyring {
         message: &[u8],
     ) -> Result<Vec<u8>> {
         let (mechanism, data) = to_be_signed(algorithm, message_type, message)?;
-        let key = self.handle(ObjKind::Private, version).await?;
-        let hsm = self.hsm.clone();
-        let signature = blocking(move || hsm.sign(key, mechanism, &data)).await?;
+        let data = std::sync::Arc::new(data);
+        let signature = self
+            .with_object(ObjKind::Private, version, move |hsm, key| {
+                hsm.sign(key, mechanism, &data)
+            })
+            .await?;
         if mechanism == SignMechanism::Ecdsa {
             ecdsa_raw_to_der(spec, &signature)
         } else {
@@ -129,9 +142,11 @@ impl Keyring {
         } else {
             signature.to_vec()
         };
-        let key = self.handle(ObjKind::Public, version).await?;
-        let hsm = self.hsm.clone();
-        blocking(move || hsm.verify(key, mechanism, &data, &signature)).await
+        let both = std::sync::Arc::new((data, signature));
+        self.with_object(ObjKind::Public, version, move |hsm, key| {
+            hsm.verify(key, mechanism, &both.0, &both.1)
+        })
+        .await
     }
 
     /// HMAC of `message` with a version's secret key, in the token.
@@ -141,9 +156,11 @@ impl Keyring {
         hash: Hash,
         message: &[u8],
     ) -> Result<Vec<u8>> {
-        let key = self.handle(ObjKind::Secret, version).await?;
-        let (hsm, message) = (self.hsm.clone(), message.to_vec());
-        blocking(move || hsm.sign(key, SignMechanism::Hmac(hash), &message)).await
+        let message = std::sync::Arc::new(message.to_vec());
+        self.with_object(ObjKind::Secret, version, move |hsm, key| {
+            hsm.sign(key, SignMechanism::Hmac(hash), &message)
+        })
+        .await
     }
 
     /// Check an HMAC in the token (`C_Verify`, which compares in constant time).
@@ -154,9 +171,11 @@ impl Keyring {
         message: &[u8],
         mac: &[u8],
     ) -> Result<bool> {
-        let key = self.handle(ObjKind::Secret, version).await?;
-        let (hsm, message, mac) = (self.hsm.clone(), message.to_vec(), mac.to_vec());
-        blocking(move || hsm.verify(key, SignMechanism::Hmac(hash), &message, &mac)).await
+        let both = std::sync::Arc::new((message.to_vec(), mac.to_vec()));
+        self.with_object(ObjKind::Secret, version, move |hsm, key| {
+            hsm.verify(key, SignMechanism::Hmac(hash), &both.0, &both.1)
+        })
+        .await
     }
 
     /// RSA OAEP encryption with a version's public key.
@@ -166,9 +185,11 @@ impl Keyring {
         hash: Hash,
         plaintext: Zeroizing<Vec<u8>>,
     ) -> Result<Vec<u8>> {
-        let key = self.handle(ObjKind::Public, version).await?;
-        let hsm = self.hsm.clone();
-        blocking(move || hsm.oaep_encrypt(key, hash, &plaintext)).await
+        let plaintext = std::sync::Arc::new(plaintext);
+        self.with_object(ObjKind::Public, version, move |hsm, key| {
+            hsm.oaep_encrypt(key, hash, &plaintext)
+        })
+        .await
     }
 
     /// RSA OAEP decryption with a version's private key.
@@ -178,9 +199,11 @@ impl Keyring {
         hash: Hash,
         ciphertext: Vec<u8>,
     ) -> Result<Zeroizing<Vec<u8>>> {
-        let key = self.handle(ObjKind::Private, version).await?;
-        let hsm = self.hsm.clone();
-        blocking(move || hsm.oaep_decrypt(key, hash, &ciphertext)).await
+        let ciphertext = std::sync::Arc::new(ciphertext);
+        self.with_object(ObjKind::Private, version, move |hsm, key| {
+            hsm.oaep_decrypt(key, hash, &ciphertext)
+        })
+        .await
     }
 
     /// ECDH of a version's private key with a validated peer point.
@@ -191,16 +214,23 @@ impl Keyring {
         peer_point: Vec<u8>,
     ) -> Result<Zeroizing<Vec<u8>>> {
         let len = spec.ecdh_secret_len().ok_or(Error::Internal)?;
-        let key = self.handle(ObjKind::Private, version).await?;
-        let hsm = self.hsm.clone();
-        blocking(move || hsm.ecdh(key, &peer_point, len)).await
+        let peer_point = std::sync::Arc::new(peer_point);
+        self.with_object(ObjKind::Private, version, move |hsm, key| {
+            hsm.ecdh(key, &peer_point, len)
+        })
+        .await
     }
 
     /// A version's public key (read from its public-key object).
     pub async fn public_key(&self, version: &KeyVersionRow, spec: KeySpec) -> Result<PublicKey> {
-        let key = self.hsm_handle(ObjKind::Public, hsm_id(version)?).await?;
-        let hsm = self.hsm.clone();
-        let parts = blocking(move || hsm.public_parts(key, spec)).await?;
+        let id = hsm_id(version)?;
+        let parts = self
+            .retrying(true, || async {
+                let key = self.hsm_handle(ObjKind::Public, id).await?;
+                let hsm = self.hsm.clone();
+                blocking(move || hsm.public_parts(key, spec)).await
+            })
+            .await?;
         let der = spki_der(spec, &parts)?;
         Ok(PublicKey {
             pem: super::public_key::spki_pem(&der)?,

@@ -21,6 +21,12 @@
 //!
 //! Data-plane nonces come from the OS CSPRNG (ring's `SystemRandom`); key material and IVs of
 //! wrapped material come from the token's RNG.
+//!
+//! Every HSM call goes through `Keyring::retrying`: when one fails with `HsmUnavailable`, the
+//! HSM checks its login ([`crate::hsm::Hsm::check`]) and starts over if it was lost; a call
+//! that can be repeated (everything but making new material) then runs once more. The
+//! handles this keyring caches (tenant KEKs, version objects, session copies) belong to one
+//! login (epoch) and are resolved again after a recovery, never reused.
 
 pub mod asym;
 pub mod ciphertext;
@@ -34,13 +40,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cryptoki::object::{ObjectClass, ObjectHandle};
+use cryptoki::object::ObjectClass;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
-use crate::hsm::{Hsm, GCM_IV_LEN};
+use crate::hsm::{Health, Hsm, Obj, GCM_IV_LEN};
 use crate::store::keys::KeyVersionRow;
 use crate::store::{tenants, Db};
 use envelope_cache::EnvelopeCache;
@@ -75,7 +81,7 @@ pub struct NewVersion {
     pub wrapped_material: Option<Vec<u8>>,
     /// Token objects to destroy if the surrounding transaction fails (the secret key, or
     /// both halves of a key pair).
-    pub created_objects: Vec<ObjectHandle>,
+    pub created_objects: Vec<Obj>,
 }
 
 /// Which token object of a version a cached handle is.
@@ -103,16 +109,18 @@ type ObjectKey = (ObjKind, Vec<u8>);
 #[derive(Default)]
 struct SessionCopies {
     /// `None` where the token refused the copy (the token object is used).
-    made: HashMap<ObjectKey, Option<ObjectHandle>>,
+    made: HashMap<ObjectKey, Option<Obj>>,
     /// Advanced whenever handles are forgotten: a copy made across that is not kept.
-    epoch: u64,
+    generation: u64,
+    /// The HSM login the copies belong to: they end with it.
+    hsm_epoch: u64,
 }
 
 /// Every session copy this process made, by the `CKA_ID` of the object copied, whether it
 /// was kept or not (test builds only: `/debug/hsm-objects` checks by handle that none of a
 /// shredded version's copies exists any more, without relying on a search).
 #[cfg(all(feature = "test-hooks", debug_assertions))]
-pub static SESSION_COPIES_MADE: Mutex<std::collections::BTreeMap<Vec<u8>, Vec<ObjectHandle>>> =
+pub static SESSION_COPIES_MADE: Mutex<std::collections::BTreeMap<Vec<u8>, Vec<Obj>>> =
     Mutex::new(std::collections::BTreeMap::new());
 
 /// The keyring.
@@ -120,8 +128,8 @@ pub struct Keyring {
     hsm: Arc<Hsm>,
     db: Db,
     cache: EnvelopeCache,
-    keks: Mutex<HashMap<String, ObjectHandle>>,
-    hsm_objects: Mutex<HashMap<ObjectKey, ObjectHandle>>,
+    keks: Mutex<HashMap<String, Obj>>,
+    hsm_objects: Mutex<HashMap<ObjectKey, Obj>>,
     /// Session copies of versions' token objects, for the data plane.
     session_copies: Mutex<SessionCopies>,
     /// Most session copies kept; 0 (the default): none.
@@ -191,43 +199,79 @@ impl Keyring {
         &self.hsm
     }
 
+    /// Run an HSM operation (see the module docs): if it fails with `HsmUnavailable` and the
+    /// HSM had to start over, run it once more when it is `repeatable`.
+    async fn retrying<T, F, Fut>(&self, repeatable: bool, mut op: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let epoch = self.hsm.epoch();
+        match op().await {
+            Err(Error::HsmUnavailable) => {
+                let hsm = self.hsm.clone();
+                match blocking(move || Ok(hsm.check(epoch))).await? {
+                    Health::Recovered if repeatable => op().await,
+                    _ => Err(Error::HsmUnavailable),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// `obj` if it belongs to the HSM's current login.
+    fn current(&self, obj: Option<Obj>) -> Option<Obj> {
+        obj.filter(|o| o.epoch() == self.hsm.epoch())
+    }
+
     /// Random bytes from the token.
     pub async fn random(&self, n: usize) -> Result<Zeroizing<Vec<u8>>> {
-        let hsm = self.hsm.clone();
-        blocking(move || hsm.random(n)).await
+        self.retrying(true, || {
+            let hsm = self.hsm.clone();
+            blocking(move || hsm.random(n))
+        })
+        .await
     }
 
     /// Seal `secret` under the root key (for node secrets such as the token-hash key).
     pub async fn seal_with_root(&self, aad: &[u8], secret: &[u8]) -> Result<Vec<u8>> {
-        let hsm = self.hsm.clone();
-        let (aad, secret) = (aad.to_vec(), Zeroizing::new(secret.to_vec()));
-        blocking(move || {
-            let iv_bytes = hsm.random(GCM_IV_LEN)?;
-            let mut iv = [0u8; GCM_IV_LEN];
-            iv.copy_from_slice(&iv_bytes);
-            let sealed = hsm.gcm_encrypt(hsm.root_key(), &iv, &aad, &secret)?;
-            let mut out = iv.to_vec();
-            out.extend_from_slice(&sealed);
-            Ok(out)
+        self.retrying(true, || {
+            let hsm = self.hsm.clone();
+            let (aad, secret) = (aad.to_vec(), Zeroizing::new(secret.to_vec()));
+            blocking(move || {
+                let iv_bytes = hsm.random(GCM_IV_LEN)?;
+                let mut iv = [0u8; GCM_IV_LEN];
+                iv.copy_from_slice(&iv_bytes);
+                let sealed = hsm.root_encrypt(&iv, &aad, &secret)?;
+                let mut out = iv.to_vec();
+                out.extend_from_slice(&sealed);
+                Ok(out)
+            })
         })
         .await
     }
 
     /// Open a blob sealed by [`Keyring::seal_with_root`].
     pub async fn open_with_root(&self, aad: &[u8], blob: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
-        let hsm = self.hsm.clone();
-        let (aad, blob) = (aad.to_vec(), blob.to_vec());
-        blocking(move || {
-            let (iv, sealed) = split_iv(&blob)?;
-            hsm.gcm_decrypt(hsm.root_key(), &iv, &aad, sealed)
+        self.retrying(true, || {
+            let hsm = self.hsm.clone();
+            let (aad, blob) = (aad.to_vec(), blob.to_vec());
+            blocking(move || {
+                let (iv, sealed) = split_iv(&blob)?;
+                hsm.root_decrypt(&iv, &aad, sealed)
+            })
         })
         .await
     }
 
-    /// Create a tenant KEK; returns its root-wrapped form (to store) and caches its handle.
+    /// Create a tenant KEK; returns its root-wrapped form and caches its handle.
     pub async fn create_tenant_kek(&self, tenant: &str) -> Result<Vec<u8>> {
-        let hsm = self.hsm.clone();
-        let (wrapped, handle) = blocking(move || hsm.generate_kek()).await?;
+        let (wrapped, handle) = self
+            .retrying(true, || {
+                let hsm = self.hsm.clone();
+                blocking(move || hsm.generate_kek())
+            })
+            .await?;
         self.keks
             .lock()
             .map_err(|_| Error::Internal)?
@@ -239,7 +283,8 @@ impl Keyring {
     /// session object, so a later tenant of the same name unwraps its own stored KEK.
     pub async fn discard_tenant_kek(&self, tenant: &str) {
         let handle = self.keks.lock().ok().and_then(|mut m| m.remove(tenant));
-        if let Some(handle) = handle {
+        // One of an earlier login ended with it.
+        if let Some(handle) = self.current(handle) {
             let hsm = self.hsm.clone();
             if let Err(e) = blocking(move || hsm.destroy(handle)).await {
                 tracing::error!(error = %e, "could not destroy the KEK of a failed tenant creation");
@@ -247,9 +292,15 @@ impl Keyring {
         }
     }
 
-    async fn tenant_kek(&self, tenant: &str) -> Result<ObjectHandle> {
-        if let Some(h) = self.keks.lock().map_err(|_| Error::Internal)?.get(tenant) {
-            return Ok(*h);
+    async fn tenant_kek(&self, tenant: &str) -> Result<Obj> {
+        let cached = self
+            .keks
+            .lock()
+            .map_err(|_| Error::Internal)?
+            .get(tenant)
+            .copied();
+        if let Some(h) = self.current(cached) {
+            return Ok(h);
         }
         let row = tenants::get(self.db.reader(), tenant)
             .await?
@@ -261,10 +312,10 @@ impl Keyring {
         let handle = blocking(move || hsm.unwrap_kek(&row.kek_wrapped)).await?;
         let mut keks = self.keks.lock().map_err(|_| Error::Internal)?;
         // Another request may have unwrapped it meanwhile; keep one handle.
-        if let Some(existing) = keks.get(tenant) {
+        if let Some(existing) = self.current(keks.get(tenant).copied()) {
             let (hsm, dup) = (self.hsm.clone(), handle);
             tokio::task::spawn_blocking(move || hsm.destroy(dup));
-            return Ok(*existing);
+            return Ok(existing);
         }
         keks.insert(tenant.to_string(), handle);
         Ok(handle)
@@ -272,8 +323,23 @@ impl Keyring {
 
     /// Generate material for a new version of a key of `spec` and `usage` (non-AES specs
     /// are `hsm` only; create-key refuses other combinations before this). `exportable`: an
-    /// `hsm` AES version the token may wrap for export.
+    /// `hsm` AES version the token may wrap for export. Not repeated after a failure (the
+    /// first attempt may have made objects); garbage collection removes what it left.
     pub async fn new_version(
+        &self,
+        tenant: &str,
+        key_id: &str,
+        version: u32,
+        kind: (Protection, KeySpec, KeyUsage),
+        exportable: bool,
+    ) -> Result<NewVersion> {
+        self.retrying(false, || {
+            self.make_version(tenant, key_id, version, kind, exportable)
+        })
+        .await
+    }
+
+    async fn make_version(
         &self,
         tenant: &str,
         key_id: &str,
@@ -332,13 +398,18 @@ impl Keyring {
         }
     }
 
-    /// Undo [`Keyring::new_version`] after a failed transaction.
+    /// Undo [`Keyring::new_version`] after a failed transaction. Objects of an earlier HSM
+    /// login cannot be named any more; garbage collection removes them.
     pub async fn discard(&self, created: NewVersion) {
         let id = created.hsm_object_id.clone();
         if let Some(id) = &id {
             self.destroy_copies(self.forget_handles(id)).await;
         }
         for handle in created.created_objects {
+            if self.current(Some(handle)).is_none() {
+                tracing::warn!("an HSM object of a failed key creation outlived its login; garbage collection will remove it");
+                continue;
+            }
             let hsm = self.hsm.clone();
             if let Err(e) = blocking(move || hsm.destroy(handle)).await {
                 tracing::error!(error = %e, "could not destroy HSM object of a failed key creation");
@@ -352,13 +423,13 @@ impl Keyring {
 
     /// Forget the cached handles of a version's objects; returns its session copies, for the
     /// caller to destroy. A copy being made meanwhile is not kept (see `data_plane_handle`).
-    fn forget_handles(&self, object_id: &[u8]) -> Vec<ObjectHandle> {
+    fn forget_handles(&self, object_id: &[u8]) -> Vec<Obj> {
         if let Ok(mut m) = self.hsm_objects.lock() {
             m.retain(|(_, id), _| id != object_id);
         }
         let mut forgotten = Vec::new();
         if let Ok(mut copies) = self.session_copies.lock() {
-            copies.epoch += 1;
+            copies.generation += 1;
             copies.made.retain(|(_, id), copy| {
                 let keep = id != object_id;
                 if !keep {
@@ -370,9 +441,12 @@ impl Keyring {
         forgotten
     }
 
-    /// Destroy session copies (a copy already gone is fine).
-    async fn destroy_copies(&self, copies: Vec<ObjectHandle>) {
+    /// Destroy session copies (a copy already gone, or gone with its login, is fine).
+    async fn destroy_copies(&self, copies: Vec<Obj>) {
         for copy in copies {
+            if self.current(Some(copy)).is_none() {
+                continue;
+            }
             let hsm = self.hsm.clone();
             if let Err(e) = blocking(move || hsm.destroy_if_present(copy)).await {
                 tracing::error!(error = %e, "could not destroy the session copy of a key object");
@@ -390,22 +464,24 @@ impl Keyring {
             return Ok(());
         };
         self.destroy_copies(self.forget_handles(&object_id)).await;
-        let (hsm, id) = (self.hsm.clone(), object_id.clone());
         // Copies carry the same `CKA_ID`: this finds any made since. The label finds objects
         // of the same version that no row names: another creation attempt's, left by a crash
         // between creating them and undoing that attempt.
         let label = crate::hsm::version_label(&object_id);
-        blocking(move || loop {
-            let mut found = hsm.find_all(&id)?;
-            found.extend(hsm.find_labelled(&label)?);
-            found.sort_unstable_by_key(|h| h.handle());
-            found.dedup();
-            if found.is_empty() {
-                return Ok(());
-            }
-            for handle in found {
-                hsm.destroy_if_present(handle)?;
-            }
+        self.retrying(true, || {
+            let (hsm, id, label) = (self.hsm.clone(), object_id.clone(), label.clone());
+            blocking(move || loop {
+                let mut found = hsm.find_all(&id)?;
+                found.extend(hsm.find_labelled(&label)?);
+                found.sort_unstable();
+                found.dedup();
+                if found.is_empty() {
+                    return Ok(());
+                }
+                for handle in found {
+                    hsm.destroy_if_present(handle)?;
+                }
+            })
         })
         .await?;
         // A request that copied the object before it was destroyed and has not yet cached the
@@ -425,29 +501,36 @@ impl Keyring {
     /// token's generation file), several times per `C_EncryptInit`; a session object lives in
     /// memory only. Measured with `benches/hsm_rate.rs`: 110k AES-GCM calls a second with the
     /// copy against 66k with the token object. The copy holds nothing the process did not
-    /// hold already (SoftHSM2 keeps token objects in memory too) and dies with the process.
+    /// hold already (SoftHSM2 keeps token objects in memory too) and dies with the process
+    /// (or with the HSM login, when the HSM starts over).
     /// It is destroyed with its version ([`Keyring::shred_version`]) or with a failed
     /// creation ([`Keyring::discard`]). Both forget the version's handles, which advances
-    /// `epoch`, so a copy made while its object was being destroyed is destroyed, not cached.
-    /// At most `max_session_copies` are kept, for the process's life; versions past that use
-    /// the token object. A copy the token refuses is remembered as `None`, and that version
-    /// uses the token object too.
-    async fn data_plane_handle(&self, kind: ObjKind, object_id: &[u8]) -> Result<ObjectHandle> {
+    /// `generation`, so a copy made while its object was being destroyed is destroyed, not
+    /// cached. At most `max_session_copies` are kept; versions past that use the token object.
+    /// A copy the token refuses is remembered as `None`, and that version uses the token
+    /// object too.
+    async fn data_plane_handle(&self, kind: ObjKind, object_id: &[u8]) -> Result<Obj> {
         if self.max_session_copies == 0 {
             return self.hsm_handle(kind, object_id).await;
         }
         let cache_key = (kind, object_id.to_vec());
-        let epoch = {
-            let copies = self.session_copies.lock().map_err(|_| Error::Internal)?;
+        let hsm_epoch = self.hsm.epoch();
+        let generation = {
+            let mut copies = self.session_copies.lock().map_err(|_| Error::Internal)?;
+            if copies.hsm_epoch != hsm_epoch {
+                // The copies ended with the login they were made in.
+                copies.made.clear();
+                copies.hsm_epoch = hsm_epoch;
+            }
             match copies.made.get(&cache_key) {
                 Some(Some(copy)) => return Ok(*copy),
                 Some(None) => None,
                 None if copies.made.len() >= self.max_session_copies => None,
-                None => Some(copies.epoch),
+                None => Some(copies.generation),
             }
         };
         let object = self.hsm_handle(kind, object_id).await?;
-        let Some(epoch) = epoch else {
+        let Some(generation) = generation else {
             return Ok(object);
         };
         let hsm = self.hsm.clone();
@@ -460,7 +543,8 @@ impl Keyring {
             let mut copies = self.session_copies.lock().map_err(|_| Error::Internal)?;
             let existing = copies.made.get(&cache_key).copied();
             if existing.is_none()
-                && copies.epoch == epoch
+                && copies.generation == generation
+                && copies.hsm_epoch == hsm_epoch
                 && copies.made.len() < self.max_session_copies
             {
                 copies.made.insert(cache_key, copy);
@@ -477,15 +561,16 @@ impl Keyring {
     }
 
     /// The handle of a version's token object of `kind` (found by `CKA_ID`, then cached).
-    pub(crate) async fn hsm_handle(&self, kind: ObjKind, object_id: &[u8]) -> Result<ObjectHandle> {
+    pub(crate) async fn hsm_handle(&self, kind: ObjKind, object_id: &[u8]) -> Result<Obj> {
         let cache_key = (kind, object_id.to_vec());
-        if let Some(h) = self
+        let cached = self
             .hsm_objects
             .lock()
             .map_err(|_| Error::Internal)?
             .get(&cache_key)
-        {
-            return Ok(*h);
+            .copied();
+        if let Some(h) = self.current(cached) {
+            return Ok(h);
         }
         let (hsm, id) = (self.hsm.clone(), object_id.to_vec());
         let handle = blocking(move || hsm.find_object(kind.class(), &id))
@@ -514,28 +599,32 @@ impl Keyring {
             tracing::error!(key = %version.key_id, "envelope version without wrapped material");
             Error::Internal
         })?;
-        let kek = self.tenant_kek(tenant).await?;
-        let hsm = self.hsm.clone();
         let aad = envelope_aad(tenant, &version.key_id, v);
-        let opened = blocking(move || {
-            let (iv, sealed) = split_iv(&wrapped)?;
-            hsm.gcm_decrypt(kek, &iv, &aad, sealed)
-        })
-        .await
-        .map_err(|e| match (e, &version.blob_store) {
-            (Error::DecryptionFailed, Some(plugin)) => {
-                tracing::error!(key = %version.key_id, plugin = %plugin, "stored blob does not authenticate");
-                Error::PluginFailed {
-                    plugin: plugin.clone(),
-                    reason: "returned a key blob that does not authenticate (altered or swapped)".into(),
+        let opened = self
+            .retrying(true, || async {
+                let kek = self.tenant_kek(tenant).await?;
+                let (hsm, wrapped, aad) = (self.hsm.clone(), wrapped.clone(), aad.clone());
+                blocking(move || {
+                    let (iv, sealed) = split_iv(&wrapped)?;
+                    hsm.gcm_decrypt(kek, &iv, &aad, sealed)
+                })
+                .await
+            })
+            .await
+            .map_err(|e| match (e, &version.blob_store) {
+                (Error::DecryptionFailed, Some(plugin)) => {
+                    tracing::error!(key = %version.key_id, plugin = %plugin, "stored blob does not authenticate");
+                    Error::PluginFailed {
+                        plugin: plugin.clone(),
+                        reason: "returned a key blob that does not authenticate (altered or swapped)".into(),
+                    }
                 }
-            }
-            (Error::DecryptionFailed, None) => {
-                tracing::error!(key = %version.key_id, "wrapped material does not authenticate");
-                Error::Internal
-            }
-            (e, _) => e,
-        })?;
+                (Error::DecryptionFailed, None) => {
+                    tracing::error!(key = %version.key_id, "wrapped material does not authenticate");
+                    Error::Internal
+                }
+                (e, _) => e,
+            })?;
         let mut material = Zeroizing::new([0u8; 32]);
         if opened.len() != 32 {
             return Err(Error::Internal);
@@ -590,12 +679,14 @@ impl Keyring {
     ) -> Result<Vec<u8>> {
         match protection {
             Protection::Hsm => {
-                let handle = self
-                    .data_plane_handle(ObjKind::Secret, hsm_id(version)?)
-                    .await?;
-                let hsm = self.hsm.clone();
-                self.data_plane(move || hsm.gcm_encrypt(handle, &nonce, &aad, &plaintext))
-                    .await
+                let id = hsm_id(version)?;
+                self.retrying(true, || async {
+                    let handle = self.data_plane_handle(ObjKind::Secret, id).await?;
+                    let (hsm, aad, plaintext) = (self.hsm.clone(), aad.clone(), plaintext.clone());
+                    self.data_plane(move || hsm.gcm_encrypt(handle, &nonce, &aad, &plaintext))
+                        .await
+                })
+                .await
             }
             Protection::Envelope => {
                 let material = self.envelope_material(tenant, version).await?;
@@ -627,12 +718,14 @@ impl Keyring {
     ) -> Result<Zeroizing<Vec<u8>>> {
         match protection {
             Protection::Hsm => {
-                let handle = self
-                    .data_plane_handle(ObjKind::Secret, hsm_id(version)?)
-                    .await?;
-                let hsm = self.hsm.clone();
-                self.data_plane(move || hsm.gcm_decrypt(handle, &nonce, &aad, &sealed))
-                    .await
+                let id = hsm_id(version)?;
+                self.retrying(true, || async {
+                    let handle = self.data_plane_handle(ObjKind::Secret, id).await?;
+                    let (hsm, aad, sealed) = (self.hsm.clone(), aad.clone(), sealed.clone());
+                    self.data_plane(move || hsm.gcm_decrypt(handle, &nonce, &aad, &sealed))
+                        .await
+                })
+                .await
             }
             Protection::Envelope => {
                 let material = self.envelope_material(tenant, version).await?;

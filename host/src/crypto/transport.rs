@@ -12,7 +12,7 @@ use super::{blocking, envelope_aad, Keyring, NewVersion, ObjKind, Protection};
 use crate::error::{Error, Result};
 use crate::hsm::pair_import::PairTarget;
 use crate::hsm::wrapping::{Transport, UnwrapInto, Unwrapped};
-use crate::hsm::GCM_IV_LEN;
+use crate::hsm::{Obj, GCM_IV_LEN};
 use crate::store::keys::KeyVersionRow;
 
 /// Label bound as AAD of the key check value.
@@ -45,8 +45,12 @@ impl Keyring {
         object_id: Vec<u8>,
         bits: u64,
     ) -> Result<(NewVersion, Vec<u8>, Vec<u8>)> {
-        let (hsm, id) = (self.hsm.clone(), object_id.clone());
-        let (handle, n, e) = blocking(move || hsm.generate_import_key_pair(&id, bits)).await?;
+        let (handle, n, e) = self
+            .retrying(false, || {
+                let (hsm, id) = (self.hsm.clone(), object_id.clone());
+                blocking(move || hsm.generate_import_key_pair(&id, bits))
+            })
+            .await?;
         let created = NewVersion {
             hsm_object_id: Some(object_id),
             wrapped_material: None,
@@ -57,26 +61,49 @@ impl Keyring {
 
     /// Destroy an import wrapping key (used, expired or abandoned); gone already is fine.
     pub async fn discard_import_key(&self, object_id: Vec<u8>) -> Result<()> {
-        let hsm = self.hsm.clone();
-        blocking(move || {
-            while let Some(h) = hsm.find_object(ObjectClass::PRIVATE_KEY, &object_id)? {
-                hsm.destroy(h)?;
-            }
-            Ok(())
+        self.retrying(true, || {
+            let (hsm, object_id) = (self.hsm.clone(), object_id.clone());
+            blocking(move || {
+                while let Some(h) = hsm.find_object(ObjectClass::PRIVATE_KEY, &object_id)? {
+                    hsm.destroy(h)?;
+                }
+                Ok(())
+            })
         })
         .await
     }
 
     /// The private half of an import token's wrapping key.
-    async fn import_key(&self, object_id: Vec<u8>) -> Result<cryptoki::object::ObjectHandle> {
+    async fn import_key(&self, object_id: Vec<u8>) -> Result<Obj> {
         let hsm = self.hsm.clone();
         blocking(move || hsm.find_object(ObjectClass::PRIVATE_KEY, &object_id))
             .await?
             .ok_or_else(|| Error::ExpiredImportToken("(its wrapping key is gone)".into()))
     }
 
-    /// Unwrap imported AES-256 material and make it version `version` of `key_id`.
+    /// Unwrap imported AES-256 material and make it version `version` of `key_id`. Not
+    /// repeated after a failure: the material may have become an object already.
     pub async fn import_version(
+        &self,
+        tenant: &str,
+        key_id: &str,
+        version: u32,
+        kind: (Protection, bool),
+        wrapped: Wrapped,
+    ) -> Result<ImportedVersion> {
+        let mut wrapped = Some(wrapped);
+        self.retrying(false, || {
+            let wrapped = wrapped.take();
+            async move {
+                let wrapped = wrapped.ok_or(Error::Internal)?;
+                self.unwrap_version(tenant, key_id, version, kind, wrapped)
+                    .await
+            }
+        })
+        .await
+    }
+
+    async fn unwrap_version(
         &self,
         tenant: &str,
         key_id: &str,
@@ -164,8 +191,28 @@ impl Keyring {
 
     /// Unwrap an imported key pair's private key (PKCS#8) into version `target.id` and
     /// complete the pair (see [`crate::hsm::pair_import`]). The check value is the SHA-256 of
-    /// the pair's SubjectPublicKeyInfo.
+    /// the pair's SubjectPublicKeyInfo. Not repeated after a failure.
     pub async fn import_pair_version(
+        &self,
+        wrapped: Wrapped,
+        kind: (KeySpec, KeyUsage, bool),
+        object_id: Vec<u8>,
+        ec_point: Option<Vec<u8>>,
+    ) -> Result<ImportedVersion> {
+        let mut args = Some((wrapped, ec_point));
+        self.retrying(false, || {
+            let args = args.take();
+            let object_id = object_id.clone();
+            async move {
+                let (wrapped, ec_point) = args.ok_or(Error::Internal)?;
+                self.unwrap_pair_version(wrapped, kind, object_id, ec_point)
+                    .await
+            }
+        })
+        .await
+    }
+
+    async fn unwrap_pair_version(
         &self,
         wrapped: Wrapped,
         (spec, usage, exportable): (KeySpec, KeyUsage, bool),
@@ -227,17 +274,20 @@ impl Keyring {
         version: u32,
         material: Zeroizing<Vec<u8>>,
     ) -> Result<Vec<u8>> {
-        let kek = self.tenant_kek(tenant).await?;
-        let hsm = self.hsm.clone();
         let aad = envelope_aad(tenant, key_id, version);
-        blocking(move || {
-            let iv_bytes = hsm.random(GCM_IV_LEN)?;
-            let mut iv = [0u8; GCM_IV_LEN];
-            iv.copy_from_slice(&iv_bytes);
-            let sealed = hsm.gcm_encrypt(kek, &iv, &aad, &material)?;
-            let mut out = iv.to_vec();
-            out.extend_from_slice(&sealed);
-            Ok(out)
+        self.retrying(true, || async {
+            let kek = self.tenant_kek(tenant).await?;
+            let (hsm, aad, material) = (self.hsm.clone(), aad.clone(), material.clone());
+            blocking(move || {
+                let iv_bytes = hsm.random(GCM_IV_LEN)?;
+                let mut iv = [0u8; GCM_IV_LEN];
+                iv.copy_from_slice(&iv_bytes);
+                let sealed = hsm.gcm_encrypt(kek, &iv, &aad, &material)?;
+                let mut out = iv.to_vec();
+                out.extend_from_slice(&sealed);
+                Ok(out)
+            })
+            .await
         })
         .await
     }
@@ -263,17 +313,25 @@ impl Keyring {
                 } else {
                     ObjKind::Secret
                 };
-                let handle = self.hsm_handle(kind, super::hsm_id(version)?).await?;
-                let hsm = self.hsm.clone();
-                blocking(move || hsm.wrap_for_recipient(handle, &modulus, &exponent, transport))
-                    .await
+                let id = super::hsm_id(version)?;
+                self.retrying(true, || async {
+                    let handle = self.hsm_handle(kind, id).await?;
+                    let (hsm, modulus, exponent) =
+                        (self.hsm.clone(), modulus.clone(), exponent.clone());
+                    blocking(move || hsm.wrap_for_recipient(handle, &modulus, &exponent, transport))
+                        .await
+                })
+                .await
             }
             Protection::Envelope => {
                 let material = self.envelope_material(tenant, version).await?;
-                let hsm = self.hsm.clone();
-                blocking(move || {
-                    hsm.with_transient_aes(material.as_ref().as_ref(), |hsm, handle| {
-                        hsm.wrap_for_recipient(handle, &modulus, &exponent, transport)
+                self.retrying(true, || {
+                    let (hsm, material) = (self.hsm.clone(), material.clone());
+                    let (modulus, exponent) = (modulus.clone(), exponent.clone());
+                    blocking(move || {
+                        hsm.with_transient_aes(material.as_ref().as_ref(), |hsm, handle| {
+                            hsm.wrap_for_recipient(handle, &modulus, &exponent, transport)
+                        })
                     })
                 })
                 .await

@@ -14,10 +14,10 @@ use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::elliptic_curve::{EcKdf, Ecdh1DeriveParams};
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource, PkcsPssParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
-use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass};
 use zeroize::Zeroizing;
 
-use super::{unavailable, Hsm};
+use super::{unavailable, Hsm, Obj};
 use crate::crypto::spec::{Hash, KeySpec, KeyUsage};
 use crate::error::{Error, Result};
 
@@ -122,7 +122,7 @@ impl Hsm {
         label: &str,
         (spec, usage): (KeySpec, KeyUsage),
         exportable: bool,
-    ) -> Result<Vec<ObjectHandle>> {
+    ) -> Result<Vec<Obj>> {
         let common = |class: ObjectClass, private: bool| {
             vec![
                 Attribute::Token(true),
@@ -147,12 +147,11 @@ impl Hsm {
                 Attribute::Wrap(false),
                 Attribute::Unwrap(false),
             ]);
-            let handle = self
-                .pool
-                .with("C_GenerateKey", "CKM_GENERIC_SECRET_KEY_GEN", |s| {
-                    s.generate_key(&Mechanism::GenericSecretKeyGen, &t)
-                        .map_err(unavailable("generate hmac key"))
-                })?;
+            let handle = self.call("C_GenerateKey", "CKM_GENERIC_SECRET_KEY_GEN", |s, live| {
+                s.generate_key(&Mechanism::GenericSecretKeyGen, &t)
+                    .map(|h| live.obj(h))
+                    .map_err(unavailable("generate hmac key"))
+            })?;
             return Ok(vec![handle]);
         }
         let sign = usage == KeyUsage::SignVerify;
@@ -194,23 +193,26 @@ impl Hsm {
             }
             _ => return Err(Error::Internal),
         };
-        let (pubh, privh) = self.pool.with("C_GenerateKeyPair", name, |s| {
-            s.generate_key_pair(&mechanism, &public, &private)
-                .map_err(unavailable("generate key pair"))
-        })?;
-        Ok(vec![pubh, privh])
+        self.call("C_GenerateKeyPair", name, |s, live| {
+            let (pubh, privh) = s
+                .generate_key_pair(&mechanism, &public, &private)
+                .map_err(unavailable("generate key pair"))?;
+            Ok(vec![live.obj(pubh), live.obj(privh)])
+        })
     }
 
     /// Every object matching `template` (one `C_FindObjects` search).
-    fn find(&self, template: &[Attribute]) -> Result<Vec<ObjectHandle>> {
-        self.pool.with("C_FindObjects", "none", |s| {
-            s.find_objects(template)
-                .map_err(unavailable("find objects"))
+    fn find(&self, template: &[Attribute]) -> Result<Vec<Obj>> {
+        self.call("C_FindObjects", "none", |s, live| {
+            let found = s
+                .find_objects(template)
+                .map_err(unavailable("find objects"))?;
+            Ok(found.into_iter().map(|h| live.obj(h)).collect())
         })
     }
 
     /// Find a token object of `class` by `CKA_ID` (never a session copy of it).
-    pub fn find_object(&self, class: ObjectClass, id: &[u8]) -> Result<Option<ObjectHandle>> {
+    pub fn find_object(&self, class: ObjectClass, id: &[u8]) -> Result<Option<Obj>> {
         let template = [
             Attribute::Token(true),
             Attribute::Class(class),
@@ -220,28 +222,32 @@ impl Hsm {
     }
 
     /// Every object with `CKA_ID` `id`, whatever its class (for crypto-shredding).
-    pub fn find_all(&self, id: &[u8]) -> Result<Vec<ObjectHandle>> {
+    pub fn find_all(&self, id: &[u8]) -> Result<Vec<Obj>> {
         self.find(&[Attribute::Id(id.to_vec())])
     }
 
     /// Every object labelled `label` (for crypto-shredding: every creation attempt's objects
     /// of a version carry its label).
-    pub fn find_labelled(&self, label: &[u8]) -> Result<Vec<ObjectHandle>> {
+    pub fn find_labelled(&self, label: &[u8]) -> Result<Vec<Obj>> {
         self.find(&[Attribute::Label(label.to_vec())])
     }
 
     /// Every session object with `CKA_ID` `id` (test hook: the data plane's copies).
     #[cfg(all(feature = "test-hooks", debug_assertions))]
-    pub fn find_session_objects(&self, id: &[u8]) -> Result<Vec<ObjectHandle>> {
+    pub fn find_session_objects(&self, id: &[u8]) -> Result<Vec<Obj>> {
         self.find(&[Attribute::Token(false), Attribute::Id(id.to_vec())])
     }
 
     /// Whether `object` still exists (test hook: a destroyed object's handle is invalid, and
     /// SoftHSM2 never hands the same handle out again within a process).
     #[cfg(all(feature = "test-hooks", debug_assertions))]
-    pub fn is_live(&self, object: ObjectHandle) -> Result<bool> {
-        self.pool.with("C_GetAttributeValue", "none", |s| {
-            match s.get_attributes(object, &[AttributeType::Class]) {
+    pub fn is_live(&self, object: Obj) -> Result<bool> {
+        if object.epoch() != self.epoch() {
+            // Its login ended, and every session object with it.
+            return Ok(false);
+        }
+        self.call("C_GetAttributeValue", "none", |s, live| {
+            match s.get_attributes(live.handle(object)?, &[AttributeType::Class]) {
                 Ok(_) => Ok(true),
                 Err(CkError::Pkcs11(RvError::ObjectHandleInvalid, _)) => Ok(false),
                 Err(e) => Err(unavailable("read an attribute")(e)),
@@ -250,9 +256,9 @@ impl Hsm {
     }
 
     /// Sign `data` (a digest, a DigestInfo, or the message for EdDSA and HMAC).
-    pub fn sign(&self, key: ObjectHandle, m: SignMechanism, data: &[u8]) -> Result<Vec<u8>> {
-        self.pool.with("C_Sign", m.name(), |s| {
-            s.sign(&m.mechanism(), key, data)
+    pub fn sign(&self, key: Obj, m: SignMechanism, data: &[u8]) -> Result<Vec<u8>> {
+        self.call("C_Sign", m.name(), |s, live| {
+            s.sign(&m.mechanism(), live.handle(key)?, data)
                 .map_err(unavailable("sign"))
         })
     }
@@ -260,13 +266,13 @@ impl Hsm {
     /// Verify a signature or MAC. A signature that does not match is `Ok(false)`.
     pub fn verify(
         &self,
-        key: ObjectHandle,
+        key: Obj,
         m: SignMechanism,
         data: &[u8],
         signature: &[u8],
     ) -> Result<bool> {
-        self.pool.with("C_Verify", m.name(), |s| {
-            match s.verify(&m.mechanism(), key, data, signature) {
+        self.call("C_Verify", m.name(), |s, live| {
+            match s.verify(&m.mechanism(), live.handle(key)?, data, signature) {
                 Ok(()) => Ok(Ok(true)),
                 Err(CkError::Pkcs11(RvError::SignatureInvalid | RvError::SignatureLenRange, _)) => {
                     Ok(Ok(false))
@@ -289,9 +295,9 @@ impl Hsm {
     }
 
     /// RSA OAEP encryption with `hash` (also MGF1's hash), no label.
-    pub fn oaep_encrypt(&self, key: ObjectHandle, hash: Hash, plaintext: &[u8]) -> Result<Vec<u8>> {
-        self.pool.with("C_Encrypt", "CKM_RSA_PKCS_OAEP", |s| {
-            s.encrypt(&Self::oaep(hash), key, plaintext)
+    pub fn oaep_encrypt(&self, key: Obj, hash: Hash, plaintext: &[u8]) -> Result<Vec<u8>> {
+        self.call("C_Encrypt", "CKM_RSA_PKCS_OAEP", |s, live| {
+            s.encrypt(&Self::oaep(hash), live.handle(key)?, plaintext)
                 .map_err(unavailable("rsa-oaep encrypt"))
         })
     }
@@ -299,12 +305,12 @@ impl Hsm {
     /// RSA OAEP decryption. A ciphertext that does not decrypt is [`Error::DecryptionFailed`].
     pub fn oaep_decrypt(
         &self,
-        key: ObjectHandle,
+        key: Obj,
         hash: Hash,
         ciphertext: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>> {
-        self.pool.with("C_Decrypt", "CKM_RSA_PKCS_OAEP", |s| {
-            match s.decrypt(&Self::oaep(hash), key, ciphertext) {
+        self.call("C_Decrypt", "CKM_RSA_PKCS_OAEP", |s, live| {
+            match s.decrypt(&Self::oaep(hash), live.handle(key)?, ciphertext) {
                 Ok(pt) => Ok(Ok(Zeroizing::new(pt))),
                 Err(CkError::Pkcs11(
                     RvError::GeneralError
@@ -320,12 +326,7 @@ impl Hsm {
     /// ECDH (`CKM_ECDH1_DERIVE`, null KDF) of the private key with an uncompressed peer
     /// point: the shared secret (x coordinate), `len` bytes. The derived value exists in the
     /// token only as a short-lived session object, destroyed before return.
-    pub fn ecdh(
-        &self,
-        private: ObjectHandle,
-        peer_point: &[u8],
-        len: usize,
-    ) -> Result<Zeroizing<Vec<u8>>> {
+    pub fn ecdh(&self, private: Obj, peer_point: &[u8], len: usize) -> Result<Zeroizing<Vec<u8>>> {
         let template = [
             Attribute::Token(false),
             Attribute::Class(ObjectClass::SECRET_KEY),
@@ -334,10 +335,14 @@ impl Hsm {
             Attribute::Sensitive(false),
             Attribute::Extractable(true),
         ];
-        self.pool.with("C_DeriveKey", "CKM_ECDH1_DERIVE", |s| {
+        self.call("C_DeriveKey", "CKM_ECDH1_DERIVE", |s, live| {
             let params = Ecdh1DeriveParams::new(EcKdf::null(), peer_point);
             let derived = s
-                .derive_key(&Mechanism::Ecdh1Derive(params), private, &template)
+                .derive_key(
+                    &Mechanism::Ecdh1Derive(params),
+                    live.handle(private)?,
+                    &template,
+                )
                 .map_err(unavailable("ecdh derive"))?;
             let value = s.get_attributes(derived, &[AttributeType::Value]);
             let _ = s.destroy_object(derived);
@@ -350,15 +355,15 @@ impl Hsm {
     }
 
     /// The public half of a key pair, from its public-key object.
-    pub fn public_parts(&self, public: ObjectHandle, spec: KeySpec) -> Result<PublicParts> {
+    pub fn public_parts(&self, public: Obj, spec: KeySpec) -> Result<PublicParts> {
         let rsa = spec.rsa_bits().is_some();
         let wanted: &[AttributeType] = if rsa {
             &[AttributeType::Modulus, AttributeType::PublicExponent]
         } else {
             &[AttributeType::EcPoint]
         };
-        let attrs = self.pool.with("C_GetAttributeValue", "none", |s| {
-            s.get_attributes(public, wanted)
+        let attrs = self.call("C_GetAttributeValue", "none", |s, live| {
+            s.get_attributes(live.handle(public)?, wanted)
                 .map_err(unavailable("read public key"))
         })?;
         let (mut modulus, mut exponent, mut point) = (None, None, None);

@@ -2,10 +2,10 @@
 //! `keyplane-audit-signing-v1`, private half non-extractable), made on first use. It signs the
 //! audit log's checkpoints; its public key is published so anyone can check them.
 
-use cryptoki::object::{ObjectClass, ObjectHandle};
+use cryptoki::object::ObjectClass;
 
 use super::asym::SignMechanism;
-use super::Hsm;
+use super::{Hsm, Obj};
 use crate::crypto::public_key::{ecdsa_raw_to_der, spki_der};
 use crate::crypto::spec::{KeySpec, KeyUsage};
 use crate::error::Result;
@@ -16,7 +16,7 @@ pub const AUDIT_KEY_ID: &[u8] = b"keyplane-audit-signing-v1";
 impl Hsm {
     /// The audit signing key's private handle and public key (SubjectPublicKeyInfo DER),
     /// created in the token if it is not there yet.
-    pub fn audit_signing_key(&self) -> Result<(ObjectHandle, Vec<u8>)> {
+    pub fn audit_signing_key(&self) -> Result<(Obj, Vec<u8>)> {
         let spec = KeySpec::EccNistP256;
         let private = self.find_object(ObjectClass::PRIVATE_KEY, AUDIT_KEY_ID)?;
         let public = self.find_object(ObjectClass::PUBLIC_KEY, AUDIT_KEY_ID)?;
@@ -28,12 +28,21 @@ impl Hsm {
                     self.destroy(h)?;
                 }
                 let label = String::from_utf8_lossy(AUDIT_KEY_ID).into_owned();
-                let made = self.generate_version_objects(
-                    AUDIT_KEY_ID,
-                    &label,
-                    (spec, KeyUsage::SignVerify),
-                    false,
-                )?;
+                let generate = || {
+                    self.generate_version_objects(
+                        AUDIT_KEY_ID,
+                        &label,
+                        (spec, KeyUsage::SignVerify),
+                        false,
+                    )
+                };
+                // Made once per token, at the node's first start, which a failure would end:
+                // SoftHSM2 has been seen (rarely, under heavy load) to fail a key-pair
+                // generation with CKR_GENERAL_ERROR that succeeds when asked again.
+                let made = generate().or_else(|_| {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    generate()
+                })?;
                 tracing::info!("created the audit signing key in the HSM");
                 (made[0], made[1])
             }
@@ -43,7 +52,7 @@ impl Hsm {
     }
 
     /// ECDSA P-256 signature (DER) of a SHA-256 `digest` with the audit key.
-    pub fn audit_sign(&self, key: ObjectHandle, digest: &[u8]) -> Result<Vec<u8>> {
+    pub fn audit_sign(&self, key: Obj, digest: &[u8]) -> Result<Vec<u8>> {
         let raw = self.sign(key, SignMechanism::Ecdsa, digest)?;
         ecdsa_raw_to_der(KeySpec::EccNistP256, &raw)
     }

@@ -5,6 +5,23 @@
 //! object), tenant KEKs (unwrapped from their root-wrapped form into non-extractable session
 //! objects owned by the anchor session) and `hsm`-protected key versions (non-extractable
 //! token objects). Methods are blocking; async callers go through `tokio::task::spawn_blocking`.
+//!
+//! # When the token goes away
+//! Everything that depends on one login of one loaded module (the sessions, the anchor that
+//! holds the login, the root key's handle) is a [`Live`], numbered by an *epoch*. A module
+//! can lose it: a session closed or logged out under keyplane, a token removed (SoftHSM2 marks
+//! a token whose directory disappeared invalid for the life of the loaded module, even after
+//! the directory returns). [`Hsm::check`] tells, after a failed call, whether the login still
+//! works (a session answers and the root key encrypts); if not it starts over with a new
+//! `Live`: `C_Finalize`, `C_Initialize`, find the token by label, log in, find the root key
+//! (never create one: a missing root key is an error, not a new beginning). While that fails
+//! the HSM is *down*: every call fails at once with `HsmUnavailable`, and a new attempt is
+//! made at most every [`RETRY_EVERY`], so a returning token serves again within that.
+//!
+//! Object handles are valid for one epoch only (a module started over hands out the same
+//! numbers again for other objects), so they leave this module as [`Obj`]s, which carry the
+//! epoch, and every call checks it: a handle from an older epoch is refused, never used.
+//! Callers cache `Obj`s and resolve them again after a recovery (see `crypto::Keyring`).
 
 pub mod asym;
 pub mod audit_key;
@@ -14,7 +31,9 @@ mod pool;
 pub mod token;
 pub mod wrapping;
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
 
 use cryptoki::context::Pkcs11;
 use cryptoki::error::{Error as CkError, RvError};
@@ -35,6 +54,8 @@ pub const ROOT_KEY_LABEL: &str = "keyplane-root-v1";
 pub const GCM_TAG_BITS: u64 = 128;
 /// GCM IV length used everywhere.
 pub const GCM_IV_LEN: usize = 12;
+/// How often a down HSM is tried again (a returning token serves within this).
+pub const RETRY_EVERY: Duration = Duration::from_millis(100);
 
 /// The `CKA_ID` of a new key version's objects: `kp:<key>:<version>:<nonce>`. The nonce
 /// makes each creation attempt's objects distinct: two requests that race to create the same
@@ -60,17 +81,169 @@ pub fn version_label(id: &[u8]) -> Vec<u8> {
     }
 }
 
-/// A logged-in PKCS#11 token.
-pub struct Hsm {
+/// A handle to an object in the token, valid in the epoch it was obtained in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Obj {
+    handle: ObjectHandle,
+    epoch: u64,
+}
+
+impl Obj {
+    /// The epoch of the login the handle belongs to.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    fn key(&self) -> (u64, u64) {
+        (self.epoch, self.handle.handle())
+    }
+}
+
+impl PartialOrd for Obj {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Obj {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
+    }
+}
+
+/// What [`Hsm::check`] found after a failed call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// The login works: the failure was the call's own.
+    Healthy,
+    /// The HSM started over (now, or since the failed call): every `Obj` from before is
+    /// stale; a call that can be repeated may be, with handles resolved again.
+    Recovered,
+    /// The token cannot be reached; calls fail at once until it can.
+    Down,
+}
+
+/// What opening the token again needs.
+pub(crate) struct Opener {
+    pub(crate) module: std::path::PathBuf,
+    pub(crate) label: String,
+    pub(crate) pin: secrecy::SecretString,
+    pub(crate) max_idle: usize,
+}
+
+/// One login of one loaded module: its sessions and the handles that belong to it.
+pub(crate) struct Live {
     // Field order matters for drop: sessions close before the module is finalized.
     pool: SessionPool,
-    /// Holds the process login and owns session objects (tenant KEKs).
+    /// Holds the login and owns session objects (tenant KEKs, session copies).
     anchor: Mutex<Session>,
     root_key: ObjectHandle,
     slot: Slot,
-    token_label: String,
+    epoch: u64,
+    pkcs11: Pkcs11,
+}
+
+impl Live {
+    pub(crate) fn new(
+        pkcs11: Pkcs11,
+        slot: Slot,
+        anchor: Session,
+        root_key: ObjectHandle,
+        max_idle: usize,
+        epoch: u64,
+    ) -> Self {
+        Live {
+            pool: SessionPool::new(pkcs11.clone(), slot, max_idle),
+            anchor: Mutex::new(anchor),
+            root_key,
+            slot,
+            epoch,
+            pkcs11,
+        }
+    }
+
+    /// An [`Obj`] of this epoch.
+    fn obj(&self, handle: ObjectHandle) -> Obj {
+        Obj {
+            handle,
+            epoch: self.epoch,
+        }
+    }
+
+    /// The handle of `o`, if it belongs to this epoch. One from an older epoch may name
+    /// another object now: it is refused (the caller resolves it again).
+    fn handle(&self, o: Obj) -> Result<ObjectHandle> {
+        if o.epoch == self.epoch {
+            Ok(o.handle)
+        } else {
+            tracing::debug!(
+                epoch = self.epoch,
+                stale = o.epoch,
+                "refused a handle of an earlier HSM login"
+            );
+            Err(Error::HsmUnavailable)
+        }
+    }
+
+    fn anchor(&self) -> Result<std::sync::MutexGuard<'_, Session>> {
+        self.anchor.lock().map_err(|_| Error::Internal)
+    }
+
+    /// Whether the login works: the anchor session answers and the root key encrypts.
+    fn healthy(&self) -> bool {
+        let anchor = match self.anchor() {
+            Ok(a) => a,
+            Err(_) => return false,
+        };
+        let mut iv = [0u8; GCM_IV_LEN];
+        spans::hsm("C_Encrypt", "CKM_AES_GCM", || {
+            anchor.generate_random_slice(&mut iv)?;
+            let params = GcmParams::new(&mut iv, b"keyplane health probe", GCM_TAG_BITS.into())?;
+            anchor.encrypt(&Mechanism::AesGcm(params), self.root_key, &[])
+        })
+        .is_ok()
+    }
+
+    /// End this login without closing its sessions one by one: `C_Finalize` closes them all,
+    /// and a session handle closed after the module starts over could name a new session.
+    fn retire(self) {
+        let Live {
+            pool,
+            anchor,
+            pkcs11,
+            ..
+        } = self;
+        pool.forget_all();
+        if let Ok(anchor) = anchor.into_inner() {
+            std::mem::forget(anchor);
+        }
+        if let Err(e) = pkcs11.finalize() {
+            tracing::warn!(error = %e, "C_Finalize of the lost HSM login failed");
+        }
+    }
+}
+
+/// A read lock on the live login (never held while another one is taken on this thread:
+/// a waiting recovery would block the second).
+struct LiveGuard<'a>(RwLockReadGuard<'a, Option<Live>>);
+
+impl std::ops::Deref for LiveGuard<'_> {
+    type Target = Live;
+    fn deref(&self) -> &Live {
+        self.0.as_ref().expect("checked when the guard was made")
+    }
+}
+
+/// A logged-in PKCS#11 token.
+pub struct Hsm {
+    /// `None` while the HSM is down.
+    live: RwLock<Option<Live>>,
+    /// The epoch of the current (or last) login.
+    epoch: AtomicU64,
+    /// Held by the recovery in progress; when the last attempt failed.
+    recovery: Mutex<Option<Instant>>,
+    opener: Opener,
     caps: capabilities::Capabilities,
-    _pkcs11: Pkcs11,
 }
 
 /// Map a PKCS#11 failure to the public error, logging the detail (never secrets).
@@ -82,63 +255,166 @@ pub(crate) fn unavailable(context: &'static str) -> impl Fn(CkError) -> Error {
 }
 
 impl Hsm {
-    pub(crate) fn from_parts(
-        pkcs11: Pkcs11,
-        slot: Slot,
-        anchor: Session,
-        root_key: ObjectHandle,
-        token_label: String,
-        max_idle: usize,
-    ) -> Self {
+    pub(crate) fn from_parts(live: Live, opener: Opener) -> Self {
         Hsm {
-            pool: SessionPool::new(pkcs11.clone(), slot, max_idle),
-            anchor: Mutex::new(anchor),
-            root_key,
-            slot,
-            token_label,
+            epoch: AtomicU64::new(live.epoch),
+            live: RwLock::new(Some(live)),
+            recovery: Mutex::new(None),
+            opener,
             caps: capabilities::Capabilities::default(),
-            _pkcs11: pkcs11,
+        }
+    }
+
+    /// The epoch of the current login (see the module docs).
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// The live login, if there is one; while down, a recovery is tried if one is due.
+    fn live(&self) -> Result<LiveGuard<'_>> {
+        {
+            let guard = self.live.read().map_err(|_| Error::Internal)?;
+            if guard.is_some() {
+                return Ok(LiveGuard(guard));
+            }
+        }
+        self.recover(self.epoch())?;
+        let guard = self.live.read().map_err(|_| Error::Internal)?;
+        if guard.is_some() {
+            Ok(LiveGuard(guard))
+        } else {
+            Err(Error::HsmUnavailable)
+        }
+    }
+
+    /// Run `f` with a pooled session of the live login. `function` and `mechanism` name the
+    /// PKCS#11 call for its span and latency metric.
+    fn call<T>(
+        &self,
+        function: &'static str,
+        mechanism: &'static str,
+        f: impl FnOnce(&Session, &Live) -> Result<T>,
+    ) -> Result<T> {
+        let live = self.live()?;
+        live.pool.with(function, mechanism, |s| f(s, &live))
+    }
+
+    /// Run `f` with the anchor session (session objects live there).
+    fn call_anchor<T>(
+        &self,
+        function: &'static str,
+        mechanism: &'static str,
+        f: impl FnOnce(&Session, &Live) -> Result<T>,
+    ) -> Result<T> {
+        let live = self.live()?;
+        let anchor = live.anchor()?;
+        spans::hsm(function, mechanism, || f(&anchor, &live))
+    }
+
+    /// After a call failed with `HsmUnavailable` in epoch `seen`: whether the login still
+    /// works, and if it does not, start over (see the module docs).
+    pub fn check(&self, seen: u64) -> Health {
+        if self.epoch() != seen {
+            return Health::Recovered;
+        }
+        if let Ok(guard) = self.live.read() {
+            if guard.as_ref().is_some_and(Live::healthy) {
+                return Health::Healthy;
+            }
+        }
+        match self.recover(seen) {
+            Ok(()) => Health::Recovered,
+            Err(_) => Health::Down,
+        }
+    }
+
+    /// Whether the HSM is up and its root key works (readiness).
+    pub fn ready(&self) -> bool {
+        let seen = self.epoch();
+        let healthy = self
+            .live
+            .read()
+            .is_ok_and(|g| g.as_ref().is_some_and(Live::healthy));
+        healthy || self.check(seen) == Health::Recovered
+    }
+
+    /// Start over from epoch `seen`: retire its login (if any is left) and open the token
+    /// again. Serialised; a recovery that another caller finished meanwhile counts; after a
+    /// failed attempt the next waits [`RETRY_EVERY`] (callers fail at once meanwhile).
+    fn recover(&self, seen: u64) -> Result<()> {
+        let mut last_failed = self.recovery.lock().map_err(|_| Error::Internal)?;
+        if self.epoch() != seen {
+            return Ok(());
+        }
+        if last_failed.is_some_and(|t| t.elapsed() < RETRY_EVERY) {
+            return Err(Error::HsmUnavailable);
+        }
+        let mut live = self.live.write().map_err(|_| Error::Internal)?;
+        if let Some(old) = live.take() {
+            tracing::warn!(epoch = old.epoch, "the HSM login was lost; starting over");
+            old.retire();
+        }
+        let epoch = seen + 1;
+        match token::reopen(&self.opener, epoch) {
+            Ok(new) => {
+                *live = Some(new);
+                self.epoch.store(epoch, Ordering::SeqCst);
+                *last_failed = None;
+                tracing::warn!(epoch, "the HSM is back: logged in again");
+                Ok(())
+            }
+            Err(e) => {
+                if last_failed.is_none() {
+                    tracing::error!(error = %format!("{e:#}"), "the HSM cannot be reached; requests that need it fail until it can");
+                }
+                *last_failed = Some(Instant::now());
+                Err(Error::HsmUnavailable)
+            }
         }
     }
 
     /// Detect the token's identity, the mechanisms keyplane uses that it lists, and the OAEP
     /// hash it accepts (see [`capabilities`]). Called once at start.
     pub(crate) fn detect_capabilities(&mut self) -> Result<()> {
-        let info = self
-            ._pkcs11
-            .get_token_info(self.slot)
-            .map_err(unavailable("token info"))?;
-        // C_GetMechanismInfo per mechanism keyplane uses, rather than C_GetMechanismList:
-        // cryptoki logs an error for every listed mechanism it has no name for (SoftHSM2
-        // lists several), which would put false errors in the log at every start. A
-        // mechanism the token does not support answers CKR_MECHANISM_INVALID.
-        let mechanisms = capabilities::USED_MECHANISMS
-            .iter()
-            .map(|(m, _)| *m)
-            .filter(|m| {
-                spans::hsm("C_GetMechanismInfo", "none", || {
-                    self._pkcs11.get_mechanism_info(self.slot, *m)
+        let caps = {
+            let live = self.live()?;
+            let info = live
+                .pkcs11
+                .get_token_info(live.slot)
+                .map_err(unavailable("token info"))?;
+            // C_GetMechanismInfo per mechanism keyplane uses, rather than C_GetMechanismList:
+            // cryptoki logs an error for every listed mechanism it has no name for (SoftHSM2
+            // lists several), which would put false errors in the log at every start. A
+            // mechanism the token does not support answers CKR_MECHANISM_INVALID.
+            let mechanisms = capabilities::USED_MECHANISMS
+                .iter()
+                .map(|(m, _)| *m)
+                .filter(|m| {
+                    spans::hsm("C_GetMechanismInfo", "none", || {
+                        live.pkcs11.get_mechanism_info(live.slot, *m)
+                    })
+                    .is_ok()
                 })
-                .is_ok()
-            })
-            .collect::<Vec<_>>();
-        let mut caps = capabilities::Capabilities {
-            manufacturer: info.manufacturer_id().trim().to_string(),
-            model: info.model().trim().to_string(),
-            serial_number: info.serial_number().trim().to_string(),
-            firmware_version: {
-                let v = info.firmware_version();
-                format!("{}.{}", v.major(), v.minor())
-            },
-            mechanisms,
-            oaep_hash: None,
+                .collect::<Vec<_>>();
+            let mut caps = capabilities::Capabilities {
+                manufacturer: info.manufacturer_id().trim().to_string(),
+                model: info.model().trim().to_string(),
+                serial_number: info.serial_number().trim().to_string(),
+                firmware_version: {
+                    let v = info.firmware_version();
+                    format!("{}.{}", v.major(), v.minor())
+                },
+                mechanisms,
+                oaep_hash: None,
+            };
+            if caps.has(cryptoki::mechanism::MechanismType::RSA_PKCS_OAEP)
+                && caps.has(cryptoki::mechanism::MechanismType::RSA_PKCS_KEY_PAIR_GEN)
+            {
+                let anchor = live.anchor()?;
+                caps.oaep_hash = capabilities::probe_oaep(&anchor);
+            }
+            caps
         };
-        if caps.has(cryptoki::mechanism::MechanismType::RSA_PKCS_OAEP)
-            && caps.has(cryptoki::mechanism::MechanismType::RSA_PKCS_KEY_PAIR_GEN)
-        {
-            let anchor = self.anchor.lock().map_err(|_| Error::Internal)?;
-            caps.oaep_hash = capabilities::probe_oaep(&anchor);
-        }
         let (_, missing) = caps.mechanism_names();
         tracing::info!(
             model = %caps.model,
@@ -157,27 +433,23 @@ impl Hsm {
 
     /// The token's label.
     pub fn token_label(&self) -> &str {
-        &self.token_label
+        &self.opener.label
     }
 
-    /// The slot the token currently sits in (informational; may change across restarts).
-    pub fn slot(&self) -> Slot {
-        self.slot
+    /// The PKCS#11 module's path.
+    pub fn module(&self) -> &std::path::Path {
+        &self.opener.module
     }
 
-    /// A liveness probe: the token answers a trivial call.
-    pub fn ping(&self) -> Result<()> {
-        self.pool.with("C_GetSessionInfo", "none", |s| {
-            s.get_session_info()
-                .map(|_| ())
-                .map_err(unavailable("ping"))
-        })
+    /// The slot the token sits in now (informational; may change when the HSM starts over).
+    pub fn slot(&self) -> Result<Slot> {
+        Ok(self.live()?.slot)
     }
 
     /// `n` random bytes from the token's RNG.
     pub fn random(&self, n: usize) -> Result<Zeroizing<Vec<u8>>> {
         let mut buf = Zeroizing::new(vec![0u8; n]);
-        self.pool.with("C_GenerateRandom", "none", |s| {
+        self.call("C_GenerateRandom", "none", |s, _| {
             s.generate_random_slice(&mut buf)
                 .map_err(unavailable("generate-random"))
         })?;
@@ -187,17 +459,13 @@ impl Hsm {
     /// AES-GCM encrypt `plaintext` under `key` inside the token. Returns ciphertext‖tag.
     pub fn gcm_encrypt(
         &self,
-        key: ObjectHandle,
+        key: Obj,
         iv: &[u8; GCM_IV_LEN],
         aad: &[u8],
         plaintext: &[u8],
     ) -> Result<Vec<u8>> {
-        let mut iv = *iv;
-        self.pool.with("C_Encrypt", "CKM_AES_GCM", |s| {
-            let params = GcmParams::new(&mut iv, aad, GCM_TAG_BITS.into())
-                .map_err(unavailable("gcm-params"))?;
-            s.encrypt(&Mechanism::AesGcm(params), key, plaintext)
-                .map_err(unavailable("aes-gcm encrypt"))
+        self.call("C_Encrypt", "CKM_AES_GCM", |s, live| {
+            gcm_encrypt(s, live.handle(key)?, iv, aad, plaintext)
         })
     }
 
@@ -205,91 +473,82 @@ impl Hsm {
     /// is [`Error::DecryptionFailed`] (SoftHSM2 reports it as `CKR_GENERAL_ERROR`).
     pub fn gcm_decrypt(
         &self,
-        key: ObjectHandle,
+        key: Obj,
         iv: &[u8; GCM_IV_LEN],
         aad: &[u8],
         sealed: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>> {
-        let mut iv = *iv;
-        self.pool.with("C_Decrypt", "CKM_AES_GCM", |s| {
-            let params = GcmParams::new(&mut iv, aad, GCM_TAG_BITS.into())
-                .map_err(unavailable("gcm-params"))?;
-            match s.decrypt(&Mechanism::AesGcm(params), key, sealed) {
-                Ok(pt) => Ok(Zeroizing::new(pt)),
-                Err(CkError::Pkcs11(
-                    RvError::GeneralError
-                    | RvError::EncryptedDataInvalid
-                    | RvError::EncryptedDataLenRange,
-                    _,
-                )) => Err(Error::DecryptionFailed),
-                Err(e) => Err(unavailable("aes-gcm decrypt")(e)),
-            }
+        self.call("C_Decrypt", "CKM_AES_GCM", |s, live| {
+            gcm_decrypt(s, live.handle(key)?, iv, aad, sealed)
         })
     }
 
-    /// The root key handle (wraps tenant KEKs and host secrets).
-    pub fn root_key(&self) -> ObjectHandle {
-        self.root_key
+    /// AES-GCM encrypt under the root key (node secrets such as the token-hash key).
+    pub fn root_encrypt(
+        &self,
+        iv: &[u8; GCM_IV_LEN],
+        aad: &[u8],
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>> {
+        self.call("C_Encrypt", "CKM_AES_GCM", |s, live| {
+            gcm_encrypt(s, live.root_key, iv, aad, plaintext)
+        })
+    }
+
+    /// AES-GCM decrypt under the root key.
+    pub fn root_decrypt(
+        &self,
+        iv: &[u8; GCM_IV_LEN],
+        aad: &[u8],
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        self.call("C_Decrypt", "CKM_AES_GCM", |s, live| {
+            gcm_decrypt(s, live.root_key, iv, aad, sealed)
+        })
     }
 
     /// Generate a tenant KEK: returns its root-wrapped form and a non-extractable session
     /// handle to use now. The extractable copy used for wrapping is destroyed before return.
-    pub fn generate_kek(&self) -> Result<(Vec<u8>, ObjectHandle)> {
-        let anchor = self.anchor.lock().map_err(|_| Error::Internal)?;
-        let template = [
-            Attribute::Token(false),
-            Attribute::Class(ObjectClass::SECRET_KEY),
-            Attribute::KeyType(KeyType::AES),
-            Attribute::ValueLen(32.into()),
-            Attribute::Sensitive(true),
-            Attribute::Extractable(true),
-            Attribute::Private(true),
-        ];
-        let temp = spans::hsm("C_GenerateKey", "CKM_AES_KEY_GEN", || {
-            anchor.generate_key(&Mechanism::AesKeyGen, &template)
+    pub fn generate_kek(&self) -> Result<(Vec<u8>, Obj)> {
+        self.call_anchor("C_GenerateKey", "CKM_AES_KEY_GEN", |anchor, live| {
+            let template = [
+                Attribute::Token(false),
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::AES),
+                Attribute::ValueLen(32.into()),
+                Attribute::Sensitive(true),
+                Attribute::Extractable(true),
+                Attribute::Private(true),
+            ];
+            let temp = anchor
+                .generate_key(&Mechanism::AesKeyGen, &template)
+                .map_err(unavailable("generate kek"))?;
+            let wrapped = spans::hsm("C_WrapKey", "CKM_AES_KEY_WRAP_PAD", || {
+                anchor.wrap_key(&Mechanism::AesKeyWrapPad, live.root_key, temp)
+            });
+            let _ = anchor.destroy_object(temp);
+            let wrapped = wrapped.map_err(unavailable("wrap kek"))?;
+            let handle = unwrap_kek(anchor, live.root_key, &wrapped)?;
+            Ok((wrapped, live.obj(handle)))
         })
-        .map_err(unavailable("generate kek"))?;
-        let wrapped = spans::hsm("C_WrapKey", "CKM_AES_KEY_WRAP_PAD", || {
-            anchor.wrap_key(&Mechanism::AesKeyWrapPad, self.root_key, temp)
-        });
-        let _ = anchor.destroy_object(temp);
-        let wrapped = wrapped.map_err(unavailable("wrap kek"))?;
-        drop(anchor);
-        let handle = self.unwrap_kek(&wrapped)?;
-        Ok((wrapped, handle))
     }
 
     /// Unwrap a root-wrapped tenant KEK into a non-extractable session object.
-    pub fn unwrap_kek(&self, wrapped: &[u8]) -> Result<ObjectHandle> {
-        let anchor = self.anchor.lock().map_err(|_| Error::Internal)?;
-        let template = [
-            Attribute::Token(false),
-            Attribute::Class(ObjectClass::SECRET_KEY),
-            Attribute::KeyType(KeyType::AES),
-            Attribute::Sensitive(true),
-            Attribute::Extractable(false),
-            Attribute::Private(true),
-            Attribute::Encrypt(true),
-            Attribute::Decrypt(true),
-        ];
-        spans::hsm("C_UnwrapKey", "CKM_AES_KEY_WRAP_PAD", || {
-            anchor.unwrap_key(&Mechanism::AesKeyWrapPad, self.root_key, wrapped, &template)
+    pub fn unwrap_kek(&self, wrapped: &[u8]) -> Result<Obj> {
+        self.call_anchor("C_UnwrapKey", "CKM_AES_KEY_WRAP_PAD", |anchor, live| {
+            Ok(live.obj(unwrap_kek(anchor, live.root_key, wrapped)?))
         })
-        .map_err(unavailable("unwrap kek"))
     }
 
     /// Create an AES-256 token object identified (and labelled) by `id`: sensitive, for
     /// encrypt/decrypt; `extractable` only for keys created exportable (the token then wraps
     /// it for export, never reveals it).
-    pub fn generate_token_aes_key_with(
-        &self,
-        id: &[u8],
-        extractable: bool,
-    ) -> Result<ObjectHandle> {
+    pub fn generate_token_aes_key_with(&self, id: &[u8], extractable: bool) -> Result<Obj> {
         let mut template = wrapping::aes_version_template(id, extractable);
         template.push(Attribute::ValueLen(32.into()));
-        self.pool.with("C_GenerateKey", "CKM_AES_KEY_GEN", |s| {
+        self.call("C_GenerateKey", "CKM_AES_KEY_GEN", |s, live| {
             s.generate_key(&Mechanism::AesKeyGen, &template)
+                .map(|h| live.obj(h))
                 .map_err(unavailable("generate token key"))
         })
     }
@@ -298,23 +557,24 @@ impl Hsm {
     /// `CKA_TOKEN` false). The copy keeps every other attribute: sensitive, and extractable
     /// only where the original is (SoftHSM2 refused `CKA_EXTRACTABLE` false, and `CKA_COPYABLE`
     /// false, both in the copy's template and set on the copy afterwards). It lives until
-    /// destroyed or until this process closes the anchor session.
-    pub fn session_copy(&self, object: ObjectHandle) -> Result<ObjectHandle> {
-        let anchor = self.anchor.lock().map_err(|_| Error::Internal)?;
-        spans::hsm("C_CopyObject", "none", || {
-            anchor.copy_object(object, &[Attribute::Token(false)])
-        })
-        .map_err(|e| {
-            tracing::warn!(error = %e, "the token refused a session copy of a key object; using the token object");
-            Error::HsmUnavailable
+    /// destroyed or until the anchor session ends (this process, or the HSM starting over).
+    pub fn session_copy(&self, object: Obj) -> Result<Obj> {
+        self.call_anchor("C_CopyObject", "none", |anchor, live| {
+            let copy = anchor
+                .copy_object(live.handle(object)?, &[Attribute::Token(false)])
+                .map_err(|e| {
+                    tracing::warn!(error = %e, "the token refused a session copy of a key object; using the token object");
+                    Error::HsmUnavailable
+                })?;
+            Ok(live.obj(copy))
         })
     }
 
     /// Every token object keyplane made for a key version or an import token (`CKA_ID`
     /// starting `kp:` or `kp-import:`), with its `CKA_ID`: what garbage collection compares
     /// with the database. Never the root key, the audit key or session objects.
-    pub fn keyplane_objects(&self) -> Result<Vec<(Vec<u8>, ObjectHandle)>> {
-        self.pool.with("C_FindObjects", "none", |s| {
+    pub fn keyplane_objects(&self) -> Result<Vec<(Vec<u8>, Obj)>> {
+        self.call("C_FindObjects", "none", |s, live| {
             let handles = s
                 .find_objects(&[Attribute::Token(true)])
                 .map_err(unavailable("find objects"))?;
@@ -329,7 +589,7 @@ impl Hsm {
                 for a in attrs {
                     if let Attribute::Id(id) = a {
                         if id.starts_with(b"kp:") || id.starts_with(b"kp-import:") {
-                            found.push((id, h));
+                            found.push((id, live.obj(h)));
                         }
                     }
                 }
@@ -339,22 +599,99 @@ impl Hsm {
     }
 
     /// Destroy an object; one already gone (destroyed meanwhile by another request) is fine.
-    pub fn destroy_if_present(&self, object: ObjectHandle) -> Result<()> {
-        self.pool.with("C_DestroyObject", "none", |s| {
-            match s.destroy_object(object) {
+    pub fn destroy_if_present(&self, object: Obj) -> Result<()> {
+        self.call("C_DestroyObject", "none", |s, live| {
+            match s.destroy_object(live.handle(object)?) {
                 Ok(()) | Err(CkError::Pkcs11(RvError::ObjectHandleInvalid, _)) => Ok(()),
                 Err(e) => Err(unavailable("destroy object")(e)),
             }
         })
     }
 
-    /// Destroy an object (used to undo a failed creation and, later, for crypto-shredding).
-    pub fn destroy(&self, handle: ObjectHandle) -> Result<()> {
-        self.pool.with("C_DestroyObject", "none", |s| {
-            s.destroy_object(handle)
+    /// Destroy an object (used to undo a failed creation).
+    pub fn destroy(&self, object: Obj) -> Result<()> {
+        self.call("C_DestroyObject", "none", |s, live| {
+            s.destroy_object(live.handle(object)?)
                 .map_err(unavailable("destroy object"))
         })
     }
+
+    /// Test hook: end every session of the token and its login through a second handle to
+    /// the module, as another application or the module itself could (`C_Logout`, then
+    /// `C_CloseAllSessions`). The next call finds its session gone.
+    #[cfg(all(feature = "test-hooks", debug_assertions))]
+    pub fn close_all_sessions_elsewhere(&self) -> Result<()> {
+        let slot = self.slot()?;
+        // SAFETY: loads the module this process already loaded (the same library instance)
+        // and calls three of its functions with a slot id it reported and a session it opens.
+        unsafe {
+            let raw = cryptoki_sys::Pkcs11::new(self.module()).map_err(|_| Error::Internal)?;
+            let (open, logout, close_all) = (
+                raw.C_OpenSession.as_ref().map_err(|_| Error::Internal)?,
+                raw.C_Logout.as_ref().map_err(|_| Error::Internal)?,
+                raw.C_CloseAllSessions
+                    .as_ref()
+                    .map_err(|_| Error::Internal)?,
+            );
+            let mut session = 0;
+            let flags = cryptoki_sys::CKF_SERIAL_SESSION | cryptoki_sys::CKF_RW_SESSION;
+            if open(slot.id(), flags, std::ptr::null_mut(), None, &mut session) == 0 {
+                logout(session);
+            }
+            close_all(slot.id());
+        }
+        Ok(())
+    }
+}
+
+fn gcm_encrypt(
+    s: &Session,
+    key: ObjectHandle,
+    iv: &[u8; GCM_IV_LEN],
+    aad: &[u8],
+    plaintext: &[u8],
+) -> Result<Vec<u8>> {
+    let mut iv = *iv;
+    let params =
+        GcmParams::new(&mut iv, aad, GCM_TAG_BITS.into()).map_err(unavailable("gcm-params"))?;
+    s.encrypt(&Mechanism::AesGcm(params), key, plaintext)
+        .map_err(unavailable("aes-gcm encrypt"))
+}
+
+fn gcm_decrypt(
+    s: &Session,
+    key: ObjectHandle,
+    iv: &[u8; GCM_IV_LEN],
+    aad: &[u8],
+    sealed: &[u8],
+) -> Result<Zeroizing<Vec<u8>>> {
+    let mut iv = *iv;
+    let params =
+        GcmParams::new(&mut iv, aad, GCM_TAG_BITS.into()).map_err(unavailable("gcm-params"))?;
+    match s.decrypt(&Mechanism::AesGcm(params), key, sealed) {
+        Ok(pt) => Ok(Zeroizing::new(pt)),
+        Err(CkError::Pkcs11(
+            RvError::GeneralError | RvError::EncryptedDataInvalid | RvError::EncryptedDataLenRange,
+            _,
+        )) => Err(Error::DecryptionFailed),
+        Err(e) => Err(unavailable("aes-gcm decrypt")(e)),
+    }
+}
+
+fn unwrap_kek(anchor: &Session, root_key: ObjectHandle, wrapped: &[u8]) -> Result<ObjectHandle> {
+    let template = [
+        Attribute::Token(false),
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::AES),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Private(true),
+        Attribute::Encrypt(true),
+        Attribute::Decrypt(true),
+    ];
+    anchor
+        .unwrap_key(&Mechanism::AesKeyWrapPad, root_key, wrapped, &template)
+        .map_err(unavailable("unwrap kek"))
 }
 
 #[cfg(test)]

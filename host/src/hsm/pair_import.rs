@@ -10,7 +10,7 @@ use cryptoki::session::Session;
 
 use super::asym::ec_params;
 use super::wrapping::{incorrect, rejected, unwrap_ephemeral, OaepHash};
-use super::{unavailable, Hsm};
+use super::{unavailable, Hsm, Obj};
 use crate::crypto::spec::{KeySpec, KeyUsage};
 use crate::error::{Error, Result};
 
@@ -38,13 +38,13 @@ impl Hsm {
     /// `ec_point`: the supplied public point for EC specs. Returns (public, private) handles.
     pub fn import_key_pair(
         &self,
-        import_key: ObjectHandle,
+        import_key: Obj,
         modulus_len: usize,
         hash: OaepHash,
         wrapped: &[u8],
         target: PairTarget<'_>,
         ec_point: Option<Vec<u8>>,
-    ) -> Result<(ObjectHandle, ObjectHandle)> {
+    ) -> Result<(Obj, Obj)> {
         let (key_type, rsa) = match target.spec {
             KeySpec::EccNistP256 | KeySpec::EccNistP384 => (KeyType::EC, false),
             KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096 => (KeyType::RSA, true),
@@ -62,10 +62,11 @@ impl Hsm {
             Attribute::Derive(false),
             Attribute::Unwrap(false),
         ]);
-        self.pool.with(
+        self.call(
             "C_UnwrapKey",
             "CKM_RSA_PKCS_OAEP+CKM_AES_KEY_WRAP_PAD",
-            |s| {
+            |s, live| {
+                let import_key = live.handle(import_key)?;
                 if wrapped.len() <= modulus_len {
                     return Err(incorrect("too short for RSA_AES_KEY_WRAP"));
                 }
@@ -86,7 +87,7 @@ impl Hsm {
                     ec_public(s, private, &target, ec_point.as_deref())
                 };
                 match public {
-                    Ok(public) => Ok((public, private)),
+                    Ok(public) => Ok((live.obj(public), live.obj(private))),
                     Err(e) => {
                         let _ = s.destroy_object(private);
                         Err(e)

@@ -44,6 +44,16 @@ impl SessionPool {
         }
     }
 
+    /// Drop every idle session without closing it: the module is about to be finalized,
+    /// which closes them all (see `Live::retire`).
+    pub(super) fn forget_all(&self) {
+        if let Ok(mut idle) = self.idle.lock() {
+            for session in idle.drain(..) {
+                std::mem::forget(session);
+            }
+        }
+    }
+
     /// Run `f` with an exclusive session. A session whose call failed with an HSM error is
     /// closed rather than returned, so a broken session does not poison the pool.
     /// `function` and `mechanism` name the PKCS#11 call for its span and latency metric.

@@ -21,7 +21,7 @@ use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{Hsm, ROOT_KEY_LABEL};
+use super::{Hsm, Live, Opener, ROOT_KEY_LABEL};
 use crate::config::Config;
 
 /// Environment variable holding the user PIN.
@@ -108,7 +108,7 @@ fn init_token(
     config: &Config,
     user_pin: &SecretString,
     keep_so_pin: bool,
-) -> anyhow::Result<Slot> {
+) -> anyhow::Result<()> {
     let label = &config.hsm.token_label;
     let free = pkcs11
         .get_slots_with_token()?
@@ -138,7 +138,7 @@ fn init_token(
         tracing::warn!(token = %label, "the token's SO PIN was not kept: the user PIN was supplied from outside, so the token is managed outside keyplane");
     }
     tracing::info!(token = %label, "initialised new HSM token");
-    Ok(slot)
+    Ok(())
 }
 
 impl Hsm {
@@ -146,21 +146,12 @@ impl Hsm {
     /// create) the root key.
     pub fn open(config: &Config) -> anyhow::Result<Hsm> {
         let module = &config.hsm.module;
-        let pkcs11 = Pkcs11::new(module)
-            .map_err(|e| anyhow::anyhow!("cannot load PKCS#11 module {}: {e}", module.display()))?;
-        pkcs11
-            .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-            .map_err(|e| {
-                anyhow::anyhow!("C_Initialize failed (is the token directory there?): {e}")
-            })?;
+        let pkcs11 = load(module)?;
         let label = config.hsm.token_label.clone();
-        let (slot, pin) = match find_token(&pkcs11, &label)? {
-            Some(slot) => {
-                let pin = configured_pin(config)?.ok_or_else(|| {
-                    anyhow::anyhow!("token {label:?} exists but no PIN is configured (set {PIN_ENV} or hsm.pin_file)")
-                })?;
-                (slot, pin)
-            }
+        let pin = match find_token(&pkcs11, &label)? {
+            Some(_) => configured_pin(config)?.ok_or_else(|| {
+                anyhow::anyhow!("token {label:?} exists but no PIN is configured (set {PIN_ENV} or hsm.pin_file)")
+            })?,
             None => {
                 let (pin, generated) = match configured_pin(config)? {
                     Some(p) => (p, false),
@@ -173,57 +164,112 @@ impl Hsm {
                         (pin, true)
                     }
                 };
-                (init_token(&pkcs11, config, &pin, generated)?, pin)
+                init_token(&pkcs11, config, &pin, generated)?;
+                pin
             }
         };
-        let anchor = pkcs11.open_rw_session(slot)?;
-        match anchor.login(UserType::User, Some(&AuthPin::from(pin.expose_secret()))) {
-            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
-            Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => {
-                anyhow::bail!("HSM login failed: the PIN for token {label:?} is incorrect")
-            }
-            Err(e) => anyhow::bail!("HSM login failed: {e}"),
-        }
-        drop(pin);
-        let root_template = [
-            Attribute::Class(ObjectClass::SECRET_KEY),
-            Attribute::Label(ROOT_KEY_LABEL.as_bytes().to_vec()),
-        ];
-        let root_key = match anchor.find_objects(&root_template)?.into_iter().next() {
-            Some(h) => h,
-            None => {
-                let template = [
-                    Attribute::Token(true),
-                    Attribute::Private(true),
-                    Attribute::Class(ObjectClass::SECRET_KEY),
-                    Attribute::KeyType(KeyType::AES),
-                    Attribute::ValueLen(32.into()),
-                    Attribute::Sensitive(true),
-                    Attribute::Extractable(false),
-                    Attribute::Wrap(true),
-                    Attribute::Unwrap(true),
-                    Attribute::Encrypt(true),
-                    Attribute::Decrypt(true),
-                    Attribute::Sign(false),
-                    Attribute::Verify(false),
-                    Attribute::Derive(false),
-                    Attribute::Label(ROOT_KEY_LABEL.as_bytes().to_vec()),
-                    Attribute::Id(ROOT_KEY_LABEL.as_bytes().to_vec()),
-                ];
-                let h = anchor.generate_key(&Mechanism::AesKeyGen, &template)?;
-                tracing::info!("created root key in the HSM");
-                h
-            }
-        };
-        let mut hsm = Hsm::from_parts(
-            pkcs11,
-            slot,
-            anchor,
-            root_key,
+        let opener = Opener {
+            module: module.clone(),
             label,
-            config.hsm.max_idle_sessions,
-        );
+            pin,
+            max_idle: config.hsm.max_idle_sessions,
+        };
+        let live = log_in(pkcs11, &opener, 1, true)?;
+        let mut hsm = Hsm::from_parts(live, opener);
         hsm.detect_capabilities()?;
         Ok(hsm)
     }
+}
+
+/// Load and initialise the module. One this process left initialised (an attempt to open it
+/// that failed half-way) is finalised and initialised again: nothing of it is in use.
+fn load(module: &Path) -> anyhow::Result<Pkcs11> {
+    let args = || CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK);
+    let new = || {
+        Pkcs11::new(module)
+            .map_err(|e| anyhow::anyhow!("cannot load PKCS#11 module {}: {e}", module.display()))
+    };
+    let pkcs11 = new()?;
+    match pkcs11.initialize(args()) {
+        Ok(()) => Ok(pkcs11),
+        Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {
+            let _ = pkcs11.finalize();
+            let pkcs11 = new()?;
+            pkcs11.initialize(args())?;
+            Ok(pkcs11)
+        }
+        Err(e) => Err(anyhow::anyhow!(
+            "C_Initialize failed (is the token directory there?): {e}"
+        )),
+    }
+}
+
+/// Open the token again after its login was lost (see `Hsm::check`): load the module, find
+/// the token by label, log in, find the root key. The root key is never created here. A
+/// failed attempt finalises the module again, so the next starts from nothing.
+pub(crate) fn reopen(opener: &Opener, epoch: u64) -> anyhow::Result<Live> {
+    let pkcs11 = load(&opener.module)?;
+    log_in(pkcs11.clone(), opener, epoch, false).inspect_err(|_| {
+        let _ = pkcs11.finalize();
+    })
+}
+
+/// Log in to the token labelled `opener.label` and find (or, on first start, create) the
+/// root key.
+fn log_in(pkcs11: Pkcs11, opener: &Opener, epoch: u64, create_root: bool) -> anyhow::Result<Live> {
+    let label = &opener.label;
+    let slot = find_token(&pkcs11, label)?
+        .ok_or_else(|| anyhow::anyhow!("no token labelled {label:?}"))?;
+    let anchor = pkcs11.open_rw_session(slot)?;
+    match anchor.login(
+        UserType::User,
+        Some(&AuthPin::from(opener.pin.expose_secret())),
+    ) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+        Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => {
+            anyhow::bail!("HSM login failed: the PIN for token {label:?} is incorrect")
+        }
+        Err(e) => anyhow::bail!("HSM login failed: {e}"),
+    }
+    let root_template = [
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::Label(ROOT_KEY_LABEL.as_bytes().to_vec()),
+    ];
+    let root_key = match anchor.find_objects(&root_template)?.into_iter().next() {
+        Some(h) => h,
+        None if create_root => {
+            let template = [
+                Attribute::Token(true),
+                Attribute::Private(true),
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::AES),
+                Attribute::ValueLen(32.into()),
+                Attribute::Sensitive(true),
+                Attribute::Extractable(false),
+                Attribute::Wrap(true),
+                Attribute::Unwrap(true),
+                Attribute::Encrypt(true),
+                Attribute::Decrypt(true),
+                Attribute::Sign(false),
+                Attribute::Verify(false),
+                Attribute::Derive(false),
+                Attribute::Label(ROOT_KEY_LABEL.as_bytes().to_vec()),
+                Attribute::Id(ROOT_KEY_LABEL.as_bytes().to_vec()),
+            ];
+            let h = anchor.generate_key(&Mechanism::AesKeyGen, &template)?;
+            tracing::info!("created root key in the HSM");
+            h
+        }
+        // Everything keyplane stores is wrapped by the root key: a token without it is not
+        // this node's token, and a new root key would strand every wrapped key.
+        None => anyhow::bail!("token {label:?} has no root key {ROOT_KEY_LABEL:?}"),
+    };
+    Ok(Live::new(
+        pkcs11,
+        slot,
+        anchor,
+        root_key,
+        opener.max_idle,
+        epoch,
+    ))
 }

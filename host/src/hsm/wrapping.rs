@@ -11,7 +11,7 @@ use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHan
 use cryptoki::session::Session;
 use zeroize::Zeroizing;
 
-use super::{unavailable, Hsm};
+use super::{unavailable, Hsm, Obj};
 use crate::error::{Error, Result};
 
 /// The hash of RSA-OAEP (and its MGF1).
@@ -56,6 +56,12 @@ pub enum UnwrapInto<'a> {
 
 /// Unwrapped material.
 pub enum Unwrapped {
+    Object(Obj),
+    Material(Zeroizing<Vec<u8>>),
+}
+
+/// What `finish_unwrap` makes (a handle of the session's epoch, or material).
+enum Finished {
     Object(ObjectHandle),
     Material(Zeroizing<Vec<u8>>),
 }
@@ -113,7 +119,7 @@ impl Hsm {
         &self,
         id: &[u8],
         bits: u64,
-    ) -> Result<(ObjectHandle, Vec<u8>, Vec<u8>)> {
+    ) -> Result<(Obj, Vec<u8>, Vec<u8>)> {
         let public = [
             Attribute::Token(false),
             Attribute::ModulusBits(bits.into()),
@@ -132,8 +138,10 @@ impl Hsm {
             Attribute::Id(id.to_vec()),
             Attribute::Label(id.to_vec()),
         ];
-        self.pool
-            .with("C_GenerateKeyPair", "CKM_RSA_PKCS_KEY_PAIR_GEN", |s| {
+        self.call(
+            "C_GenerateKeyPair",
+            "CKM_RSA_PKCS_KEY_PAIR_GEN",
+            |s, live| {
                 let (pub_h, priv_h) = s
                     .generate_key_pair(&Mechanism::RsaPkcsKeyPairGen, &public, &private)
                     .map_err(unavailable("generate import key pair"))?;
@@ -151,20 +159,21 @@ impl Hsm {
                     }
                 }
                 match n.zip(e) {
-                    Some((n, e)) => Ok((priv_h, n, e)),
+                    Some((n, e)) => Ok((live.obj(priv_h), n, e)),
                     None => {
                         let _ = s.destroy_object(priv_h);
                         Err(Error::HsmUnavailable)
                     }
                 }
-            })
+            },
+        )
     }
 
     /// Unwrap imported AES-256 material with the import key `private` (modulus length
     /// `modulus_len` bytes). Tampered or malformed input is [`Error::IncorrectKeyMaterial`].
     pub fn unwrap_import(
         &self,
-        private: ObjectHandle,
+        private: Obj,
         modulus_len: usize,
         transport: Transport,
         wrapped: &[u8],
@@ -186,7 +195,8 @@ impl Hsm {
         } else {
             transport.hash.name()
         };
-        self.pool.with("C_UnwrapKey", mechanism, |s| {
+        self.call("C_UnwrapKey", mechanism, |s, live| {
+            let private = live.handle(private)?;
             let handle = if transport.with_aes_key_wrap {
                 if wrapped.len() <= modulus_len {
                     return Err(incorrect("too short for RSA_AES_KEY_WRAP"));
@@ -204,14 +214,17 @@ impl Hsm {
                 Err(e) if rejected(&e) => return Err(incorrect("rejected by the HSM")),
                 Err(e) => return Err(unavailable("unwrap imported material")(e)),
             };
-            finish_unwrap(s, handle, into)
+            Ok(match finish_unwrap(s, handle, into)? {
+                Finished::Object(h) => Unwrapped::Object(live.obj(h)),
+                Finished::Material(m) => Unwrapped::Material(m),
+            })
         })
     }
 
     /// Wrap the AES key `key` (extractable) to a recipient's RSA public key.
     pub fn wrap_for_recipient(
         &self,
-        key: ObjectHandle,
+        key: Obj,
         modulus: &[u8],
         exponent: &[u8],
         transport: Transport,
@@ -221,7 +234,8 @@ impl Hsm {
         } else {
             transport.hash.name()
         };
-        self.pool.with("C_WrapKey", mechanism, |s| {
+        self.call("C_WrapKey", mechanism, |s, live| {
+            let key = live.handle(key)?;
             let recipient = s
                 .create_object(&[
                     Attribute::Token(false),
@@ -249,27 +263,25 @@ impl Hsm {
     pub fn with_transient_aes<T>(
         &self,
         material: &[u8],
-        f: impl FnOnce(&Hsm, ObjectHandle) -> Result<T>,
+        f: impl FnOnce(&Hsm, Obj) -> Result<T>,
     ) -> Result<T> {
         let value = Zeroizing::new(material.to_vec());
-        let anchor = self.anchor.lock().map_err(|_| Error::Internal)?;
-        let handle = super::spans::hsm("C_CreateObject", "none", || {
-            anchor.create_object(&[
-                Attribute::Token(false),
-                Attribute::Class(ObjectClass::SECRET_KEY),
-                Attribute::KeyType(KeyType::AES),
-                Attribute::Value(value.to_vec()),
-                Attribute::Sensitive(true),
-                Attribute::Extractable(true),
-                Attribute::Private(true),
-            ])
-        })
-        .map_err(unavailable("transient key"))?;
-        drop(anchor);
+        let handle = self.call_anchor("C_CreateObject", "none", |anchor, live| {
+            anchor
+                .create_object(&[
+                    Attribute::Token(false),
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::KeyType(KeyType::AES),
+                    Attribute::Value(value.to_vec()),
+                    Attribute::Sensitive(true),
+                    Attribute::Extractable(true),
+                    Attribute::Private(true),
+                ])
+                .map(|h| live.obj(h))
+                .map_err(unavailable("transient key"))
+        })?;
         let out = f(self, handle);
-        if let Ok(anchor) = self.anchor.lock() {
-            let _ = anchor.destroy_object(handle);
-        }
+        let _ = self.destroy_if_present(handle);
         out
     }
 }
@@ -334,7 +346,7 @@ fn wrap_with_ephemeral(
 /// `CKM_AES_KEY_WRAP` (RFC 3394: 40 bytes out exactly when 32 went in) and unwrap that into
 /// the version's token object, so the material never leaves the HSM. The transient object is
 /// destroyed either way.
-fn finish_unwrap(s: &Session, transient: ObjectHandle, into: UnwrapInto<'_>) -> Result<Unwrapped> {
+fn finish_unwrap(s: &Session, transient: ObjectHandle, into: UnwrapInto<'_>) -> Result<Finished> {
     let out = match into {
         UnwrapInto::Host => {
             let value = s
@@ -346,7 +358,7 @@ fn finish_unwrap(s: &Session, transient: ObjectHandle, into: UnwrapInto<'_>) -> 
                     _ => None,
                 });
             match value {
-                Some(v) if v.len() == 32 => Ok(Unwrapped::Material(v)),
+                Some(v) if v.len() == 32 => Ok(Finished::Material(v)),
                 _ => Err(incorrect("wrong length")),
             }
         }
@@ -361,7 +373,7 @@ fn reseal_into_token(
     transient: ObjectHandle,
     id: &[u8],
     exportable: bool,
-) -> Result<Unwrapped> {
+) -> Result<Finished> {
     let ephemeral = s
         .generate_key(
             &Mechanism::AesKeyGen,
@@ -386,7 +398,7 @@ fn reseal_into_token(
         };
         let template = aes_version_template(id, exportable);
         s.unwrap_key(&Mechanism::AesKeyWrap, ephemeral, &wrapped, &template)
-            .map(Unwrapped::Object)
+            .map(Finished::Object)
             .map_err(unavailable("store imported key"))
     })();
     let _ = s.destroy_object(ephemeral);

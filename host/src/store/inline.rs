@@ -30,9 +30,6 @@ use sqlx::SqliteConnection;
 
 use crate::error::{Error, Result};
 
-/// How long [`Inline::run`] keeps retrying while another connection holds the write lock
-/// (the writer pool's busy timeout).
-pub const BUSY_WAIT: Duration = Duration::from_secs(10);
 /// Prepared statements kept (sqlx's default; the group commit's `INSERT` differs per batch size).
 const STATEMENT_CACHE: usize = 100;
 /// Pause between retries of a busy statement.
@@ -44,12 +41,18 @@ pub struct Inline<'conn> {
     // `_locked` still keeps sqlx's worker away from the handle.
     conn: rusqlite::Connection,
     _locked: LockedSqliteHandle<'conn>,
+    /// How long [`Inline::run`] keeps retrying while another connection holds the write lock
+    /// (the writer pool's busy timeout, [`crate::store::Db::busy_wait`]).
+    busy_wait: Duration,
 }
 
 impl<'conn> Inline<'conn> {
     /// Take `conn` from its sqlx worker (parked until this value is dropped) and prepare it:
     /// no busy waiting, no automatic checkpoints.
-    pub async fn take(conn: &'conn mut SqliteConnection) -> Result<Inline<'conn>> {
+    pub async fn take(
+        conn: &'conn mut SqliteConnection,
+        busy_wait: Duration,
+    ) -> Result<Inline<'conn>> {
         let mut locked = conn.lock_handle().await?;
         let raw = locked.as_raw_handle().as_ptr();
         // SAFETY: `raw` is the open handle of `conn`. The lock guard stored next to the new
@@ -64,11 +67,12 @@ impl<'conn> Inline<'conn> {
         Ok(Inline {
             conn,
             _locked: locked,
+            busy_wait,
         })
     }
 
     /// Run `statements` on this thread. While another connection holds the write lock
-    /// (`SQLITE_BUSY`) it is run again after an asynchronous pause, for up to [`BUSY_WAIT`];
+    /// (`SQLITE_BUSY`) it is run again after an asynchronous pause, for up to its busy wait;
     /// `statements` must therefore leave nothing half done when it fails busy, and no
     /// transaction open. One left open anyway (a `ROLLBACK` that failed) is rolled back first,
     /// and if that fails too nothing runs: a statement inside it would never commit.
@@ -83,7 +87,7 @@ impl<'conn> Inline<'conn> {
         let started = Instant::now();
         loop {
             match statements(&self.conn) {
-                Err(e) if is_busy(&e) && started.elapsed() < BUSY_WAIT => {
+                Err(e) if is_busy(&e) && started.elapsed() < self.busy_wait => {
                     tokio::time::sleep(BUSY_RETRY).await;
                 }
                 other => return other,
@@ -125,7 +129,9 @@ mod tests {
     #[tokio::test]
     async fn taken_connection_neither_waits_nor_checkpoints() {
         let (_dir, mut conn) = separate_writer().await;
-        let mut inline = Inline::take(&mut conn).await.unwrap();
+        let mut inline = Inline::take(&mut conn, Duration::from_secs(10))
+            .await
+            .unwrap();
         let pragma = |name: &str| {
             inline
                 .conn
@@ -148,7 +154,9 @@ mod tests {
     #[tokio::test]
     async fn run_never_starts_inside_a_transaction_left_open() {
         let (_dir, mut conn) = separate_writer().await;
-        let mut inline = Inline::take(&mut conn).await.unwrap();
+        let mut inline = Inline::take(&mut conn, Duration::from_secs(10))
+            .await
+            .unwrap();
         inline.conn.execute_batch("BEGIN").unwrap();
         let autocommit = inline.run(|c| Ok(c.is_autocommit())).await.unwrap();
         assert!(autocommit);

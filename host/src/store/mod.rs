@@ -84,13 +84,22 @@ impl DerefMut for Tx {
 pub struct Db {
     reader: SqlitePool,
     writer: SqlitePool,
+    /// How long a writer waits for another holding the lock (then `503`).
+    busy_wait: Duration,
     /// Count of committed write transactions (see the module doc).
     generation: Arc<AtomicU64>,
 }
 
 impl Db {
-    /// Open (creating if needed) the database and run the migrations in `migrations/`.
+    /// Open (creating if needed) the database and run the migrations in `migrations/`, with
+    /// the default busy wait.
     pub async fn open(url: &str) -> anyhow::Result<Db> {
+        Self::open_with(url, DEFAULT_BUSY_WAIT).await
+    }
+
+    /// [`Db::open`], waiting up to `busy_wait` for a lock another writer holds (another
+    /// process included) before a write fails.
+    pub async fn open_with(url: &str, busy_wait: Duration) -> anyhow::Result<Db> {
         let opts = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -101,7 +110,7 @@ impl Db {
             // A WAL that grew while a long reader held restarts off is cut back to this
             // size when it next starts over (it otherwise keeps its largest size on disk).
             .pragma("journal_size_limit", WAL_SIZE_LIMIT.to_string())
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(busy_wait);
         // A connection to a local file cannot go stale the way a socket can, so the pools do
         // not ping it before handing it out (a round trip to sqlx's worker thread each time:
         // on the audit group commit that was one extra thread hand-off per batch).
@@ -120,8 +129,14 @@ impl Db {
         Ok(Db {
             reader,
             writer,
+            busy_wait,
             generation: Arc::default(),
         })
+    }
+
+    /// How long a writer waits for a lock another holds.
+    pub fn busy_wait(&self) -> Duration {
+        self.busy_wait
     }
 
     /// Pool for reads.
@@ -132,7 +147,7 @@ impl Db {
     /// Begin a write transaction (serialised with every other writer).
     pub async fn begin(&self) -> Result<Tx> {
         Ok(Tx {
-            inner: self.writer.begin_with(BEGIN).await?,
+            inner: self.begin_writer().await?,
             generation: Some(self.generation.clone()),
         })
     }
@@ -141,9 +156,25 @@ impl Db {
     /// checkpoints, usage counters), so committing it keeps cached rows valid.
     pub async fn begin_bookkeeping(&self) -> Result<Tx> {
         Ok(Tx {
-            inner: self.writer.begin_with(BEGIN).await?,
+            inner: self.begin_writer().await?,
             generation: None,
         })
+    }
+
+    /// `BEGIN IMMEDIATE` on the writer connection. A transaction whose `COMMIT` failed and
+    /// whose `ROLLBACK` failed too (SQLite rolls back by itself on a full disk, and then
+    /// refuses the `ROLLBACK`) leaves sqlx counting the connection as inside a transaction,
+    /// which makes every later `BEGIN` fail: such a connection is closed and replaced, so the
+    /// node writes again once the fault is gone, without a restart.
+    async fn begin_writer(&self) -> sqlx::Result<Transaction<'static, Sqlite>> {
+        use sqlx::Connection;
+        let mut conn = self.writer.acquire().await?;
+        if conn.is_in_transaction() {
+            tracing::warn!("replacing a writer connection left inside a failed transaction");
+            conn.close().await?;
+            conn = self.writer.acquire().await?;
+        }
+        Transaction::begin(conn, Some(BEGIN.into())).await
     }
 
     /// A writer connection outside the pools, opened with the writer's options, for
@@ -184,6 +215,9 @@ impl Db {
         self.writer.close().await;
     }
 }
+
+/// How long a writer waits by default for a lock another writer holds.
+pub const DEFAULT_BUSY_WAIT: Duration = Duration::from_secs(10);
 
 /// How long the busy handler of a [`Db::checkpoint_connection`] waits for another writer or
 /// for readers of the WAL (in [`restart_wal`]: once for the restart, once for its commit).
@@ -269,6 +303,7 @@ impl Db {
         Ok(Db {
             writer: reader.clone(),
             reader,
+            busy_wait: DEFAULT_BUSY_WAIT,
             generation: Arc::default(),
         })
     }

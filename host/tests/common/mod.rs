@@ -49,6 +49,8 @@ pub struct Server {
     pub client: reqwest::Client,
     pub admin: String,
     pub log: std::sync::Mutex<mpsc::Receiver<String>>,
+    /// What the process printed before it listened.
+    pub startup: Vec<String>,
 }
 
 impl Server {
@@ -102,6 +104,7 @@ impl Server {
             }
         });
         let mut addr = None;
+        let mut startup = Vec::new();
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         while addr.is_none() {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
@@ -110,8 +113,9 @@ impl Server {
                     if let Some(a) = line.strip_prefix("keyplane: listening on https://") {
                         addr = Some(a.to_string());
                     }
+                    startup.push(line);
                 }
-                Err(_) => panic!("keyplane did not start within 60 s"),
+                Err(_) => panic!("keyplane did not start within 60 s: {startup:#?}"),
             }
         }
         let port = addr.unwrap().rsplit(':').next().unwrap().to_string();
@@ -130,6 +134,7 @@ impl Server {
             client,
             admin: admin.trim().to_string(),
             log: std::sync::Mutex::new(rx),
+            startup,
         }
     }
 
@@ -370,6 +375,17 @@ impl Server {
             .arg(&self.data_dir)
             .output()
             .unwrap()
+    }
+
+    /// `keyplane audit verify` on this data dir must pass.
+    pub fn assert_audit_verifies(&self) {
+        let out = self.audit_verify();
+        assert!(
+            out.status.success(),
+            "audit verify: {} {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Read-only SQL against the node's database.

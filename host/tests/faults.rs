@@ -1,0 +1,479 @@
+//! Faults of what keyplane depends on, injected into the real parts: the SoftHSM2 token (its
+//! sessions and login ended under keyplane; the token gone for a while) and the SQLite
+//! database (a full filesystem; a lock held by another process). While a part is gone every
+//! request that needs it fails fast with a typed `503`, none hangs or answers `500`; once it
+//! is back, requests succeed without a restart; nothing acknowledged is lost, nothing half
+//! made is left, and the audit log still verifies.
+#![cfg(all(feature = "test-hooks", debug_assertions))]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use common::{b64, unb64, Server};
+
+/// A request and its answer, timed from the client (a connection already open).
+async fn timed(s: &Server, op: &str, body: Value) -> (u16, Value, Duration) {
+    let started = Instant::now();
+    let (status, v) = s.call(Some(&s.admin), op, body).await;
+    (status, v, started.elapsed())
+}
+
+async fn readyz(s: &Server) -> (u16, Value, Duration) {
+    let started = Instant::now();
+    let r = s
+        .client
+        .get(format!("{}/readyz", s.base))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap(), started.elapsed())
+}
+
+async fn hsm_fault(s: &Server, action: &str) -> Value {
+    let r = s
+        .client
+        .post(format!("{}/debug/hsm-fault", s.base))
+        .bearer_auth(&s.admin)
+        .json(&json!({ "action": action }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    r.json().await.unwrap()
+}
+
+/// Keys of each kind the HSM serves, and a ciphertext or signature made with each before
+/// the fault.
+struct Before {
+    hsm_key: String,
+    envelope_key: String,
+    signing_key: String,
+    hsm_ct: Vec<u8>,
+    envelope_ct: Vec<u8>,
+    signature: String,
+}
+
+async fn before(s: &Server) -> Before {
+    let hsm_key = s.create_key(&s.admin, "hsm").await;
+    let envelope_key = s.create_key(&s.admin, "envelope").await;
+    let signing_key = s
+        .ok(
+            &s.admin,
+            "create-key",
+            json!({ "key_spec": "ECC_NIST_P256", "key_usage": "sign-verify" }),
+        )
+        .await["key_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let signed = s
+        .ok(
+            &s.admin,
+            "sign",
+            json!({ "key_id": signing_key, "message": b64(b"before"), "signing_algorithm": "ECDSA_SHA_256" }),
+        )
+        .await;
+    Before {
+        hsm_ct: s
+            .encrypt(&s.admin, &hsm_key, b"hsm before", json!({}))
+            .await,
+        envelope_ct: s
+            .encrypt(&s.admin, &envelope_key, b"envelope before", json!({}))
+            .await,
+        signature: signed["signature"].as_str().unwrap().to_string(),
+        hsm_key,
+        envelope_key,
+        signing_key,
+    }
+}
+
+/// Everything made before still works, and new material can be made.
+async fn nothing_lost(s: &Server, b: &Before) {
+    for (ct, pt) in [
+        (&b.hsm_ct, b"hsm before".as_slice()),
+        (&b.envelope_ct, b"envelope before".as_slice()),
+    ] {
+        let (status, v) = s.decrypt(&s.admin, ct, json!({})).await;
+        assert_eq!((status, unb64(&v["plaintext"])), (200, pt.to_vec()), "{v}");
+    }
+    let v = s
+        .ok(
+            &s.admin,
+            "verify",
+            json!({ "key_id": b.signing_key, "message": b64(b"before"), "signature": b.signature,
+                    "signing_algorithm": "ECDSA_SHA_256" }),
+        )
+        .await;
+    assert_eq!(v["signature_valid"], true);
+    for key in [&b.hsm_key, &b.envelope_key] {
+        let ct = s.encrypt(&s.admin, key, b"after", json!({})).await;
+        assert_eq!(s.decrypt(&s.admin, &ct, json!({})).await.0, 200);
+    }
+    s.create_key(&s.admin, "hsm").await;
+}
+
+/// Every session of the token is closed and its login ended by a second handle to the module
+/// (as another application, or the module itself, could). keyplane notices at the next call,
+/// logs in again and answers that very request: nothing fails, nothing is lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_hsm_login_comes_back_after_its_sessions_are_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_quiet(dir.path()).await;
+    let b = before(&s).await;
+    assert_eq!(hsm_fault(&s, "close-sessions").await["closed"], true);
+    let (status, v, _) = timed(
+        &s,
+        "encrypt",
+        json!({ "key_id": b.hsm_key, "plaintext": b64(b"x") }),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    nothing_lost(&s, &b).await;
+    assert_eq!(readyz(&s).await.0, 200);
+    // Twice more: each loss is noticed and repaired.
+    for _ in 0..2 {
+        hsm_fault(&s, "close-sessions").await;
+        nothing_lost(&s, &b).await;
+    }
+    let log: Vec<String> = s.log.lock().unwrap().try_iter().collect();
+    assert!(
+        log.iter()
+            .filter(|l| l.contains("the HSM is back: logged in again"))
+            .count()
+            >= 3,
+        "{log:?}"
+    );
+    s.assert_audit_verifies();
+}
+
+/// The token's directory.
+fn token_dir(data: &Path) -> PathBuf {
+    std::fs::read_dir(data.join("softhsm/tokens"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_dir())
+        .expect("the token's directory")
+}
+
+/// The token goes away for a while (its directory moved away and back, which SoftHSM2 sees
+/// as a removed token). Meanwhile every request that needs the HSM fails within 100 ms with
+/// `503 HsmUnavailable` (none hangs, none answers 500) and `/readyz` is 503; within a second
+/// of its return requests succeed again, without a restart, and nothing is lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_fail_fast_while_the_token_is_gone_and_succeed_once_it_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_quiet(dir.path()).await;
+    let b = before(&s).await;
+    let token = token_dir(dir.path());
+    let away = dir.path().join("token-away");
+    std::fs::rename(&token, &away).unwrap();
+
+    let requests = || {
+        vec![
+            (
+                "encrypt",
+                json!({ "key_id": b.hsm_key, "plaintext": b64(b"x") }),
+            ),
+            ("decrypt", json!({ "ciphertext_blob": b64(&b.hsm_ct) })),
+            (
+                "sign",
+                json!({ "key_id": b.signing_key, "message": b64(b"x"), "signing_algorithm": "ECDSA_SHA_256" }),
+            ),
+            ("create-key", json!({ "protection": "hsm" })),
+            ("create-key", json!({ "protection": "envelope" })),
+            ("generate-random", json!({ "number_of_bytes": 16 })),
+        ]
+    };
+    let mut slowest = Duration::ZERO;
+    for _ in 0..3 {
+        let (status, v, took) = readyz(&s).await;
+        assert_eq!(
+            (status, v["hsm"].as_str()),
+            (503, Some("unavailable")),
+            "{v}"
+        );
+        slowest = slowest.max(took);
+        for (op, body) in requests() {
+            let (status, v, took) = timed(&s, op, body).await;
+            assert_eq!(
+                (status, v["error"]["code"].as_str()),
+                (503, Some("HsmUnavailable")),
+                "{op}: {v}"
+            );
+            slowest = slowest.max(took);
+        }
+    }
+    assert!(
+        slowest < Duration::from_millis(100),
+        "a request took {slowest:?} to fail"
+    );
+    let keys_while_gone: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM keys")
+        .fetch_one(&s.sql().await)
+        .await
+        .unwrap();
+    assert_eq!(keys_while_gone, 3, "no key was half made");
+
+    std::fs::rename(&away, &token).unwrap();
+    let back = Instant::now();
+    loop {
+        let (status, v, _) = timed(
+            &s,
+            "encrypt",
+            json!({ "key_id": b.hsm_key, "plaintext": b64(b"x") }),
+        )
+        .await;
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503, "{v}");
+        assert!(
+            back.elapsed() < Duration::from_secs(1),
+            "not back within a second"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("served again {:?} after the token returned", back.elapsed());
+    assert_eq!(readyz(&s).await.0, 200);
+    for (op, body) in requests() {
+        let (status, v, _) = timed(&s, op, body).await;
+        assert_eq!(status, 200, "{op}: {v}");
+    }
+    nothing_lost(&s, &b).await;
+    s.assert_audit_verifies();
+}
+
+/// A filesystem of its own, small enough to fill (a tmpfs: mounting needs root, as the test
+/// set-up has), unmounted when dropped.
+struct SmallFilesystem {
+    dir: tempfile::TempDir,
+}
+
+impl SmallFilesystem {
+    fn mount(mib: u32) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .expect("mount");
+        assert!(
+            out.status.success(),
+            "mounting a tmpfs (this test needs root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallFilesystem { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Write a filler file until the filesystem is full.
+    fn fill(&self) -> PathBuf {
+        use std::io::Write;
+        let path = self.path().join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.write_all(&[0u8; 512]);
+        let _ = f.sync_all();
+        path
+    }
+}
+
+impl Drop for SmallFilesystem {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// Keys in the database, and how many `CreateKey` records say a key was created.
+async fn keys_and_records(s: &Server) -> (Vec<String>, usize) {
+    let pool = s.sql().await;
+    let keys = sqlx::query_scalar("SELECT id FROM keys ORDER BY id")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    let recorded: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM audit_log WHERE action = 'CreateKey' AND outcome = 'ok'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    (keys, recorded as usize)
+}
+
+/// The filesystem under the database (and the token) fills up. Writes fail with typed
+/// `503`s, never `500`; a failed request leaves no key, version or audit record behind; once
+/// space returns, requests succeed again without a restart; every acknowledged key is there
+/// with its record and the audit log verifies.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_filesystem_fails_writes_cleanly_until_space_returns() {
+    let fs = SmallFilesystem::mount(24);
+    let data = fs.path().join("data");
+    let s = Server::start_quiet(&data).await;
+    let b = before(&s).await;
+    let filler = fs.fill();
+
+    let description = "x".repeat(8000);
+    let mut acknowledged = Vec::new();
+    let mut refused = std::collections::BTreeMap::<String, usize>::new();
+    for i in 0..300 {
+        let protection = if i % 4 == 0 { "hsm" } else { "envelope" };
+        let (status, v) = s
+            .call(
+                Some(&s.admin),
+                "create-key",
+                json!({ "protection": protection, "description": description }),
+            )
+            .await;
+        match status {
+            200 => acknowledged.push(v["key_id"].as_str().unwrap().to_string()),
+            503 => {
+                *refused
+                    .entry(v["error"]["code"].as_str().unwrap().to_string())
+                    .or_default() += 1
+            }
+            other => panic!("create-key on a full filesystem answered {other}: {v}"),
+        }
+        if refused.get("DatabaseUnavailable").copied().unwrap_or(0) >= 5 {
+            break;
+        }
+    }
+    assert!(
+        refused.contains_key("DatabaseUnavailable"),
+        "the database never filled: {refused:?}"
+    );
+    // Other writes meanwhile: typed too.
+    for (op, body) in [
+        (
+            "encrypt",
+            json!({ "key_id": b.envelope_key, "plaintext": b64(b"x") }),
+        ),
+        ("rotate-key", json!({ "key_id": b.hsm_key })),
+    ] {
+        let (status, v) = s.call(Some(&s.admin), op, body).await;
+        assert!(
+            status == 200 || status == 503,
+            "{op} on a full filesystem answered {status}: {v}"
+        );
+    }
+    eprintln!(
+        "full filesystem: {} create-key acknowledged, refused {refused:?}",
+        acknowledged.len()
+    );
+
+    std::fs::remove_file(filler).unwrap();
+    let key = s.create_key(&s.admin, "envelope").await;
+    acknowledged.push(key);
+    nothing_lost(&s, &b).await;
+    let (keys, recorded) = keys_and_records(&s).await;
+    for k in &acknowledged {
+        assert!(keys.contains(k), "acknowledged key {k} is missing");
+    }
+    // One record per key: a refused creation left neither a key nor a record of success.
+    assert_eq!(
+        keys.len(),
+        recorded,
+        "every key has its record, and no record a missing key"
+    );
+    let versionless: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM keys k WHERE NOT EXISTS (SELECT 1 FROM key_versions v WHERE v.key_id = k.id)",
+    )
+    .fetch_one(&s.sql().await)
+    .await
+    .unwrap();
+    assert_eq!(versionless, 0);
+    let mut s = s;
+    s.stop();
+    s.assert_audit_verifies();
+}
+
+/// Another process holds the database's write lock. Writes wait for it up to the busy
+/// timeout (`database.busy_timeout_ms`, 500 ms here) and then fail with `503
+/// DatabaseUnavailable`; so do reads, whose audit record cannot be written (no request goes
+/// unrecorded); once the lock is released, everything succeeds again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_locked_by_another_process_fails_writes_then_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_with_env(
+        dir.path(),
+        &[
+            ("RUST_LOG", "warn"),
+            ("KEYPLANE_LIFECYCLE__SCHEDULER_INTERVAL_SECONDS", "0"),
+            ("KEYPLANE_DATABASE__BUSY_TIMEOUT_MS", "500"),
+        ],
+    )
+    .await;
+    let b = before(&s).await;
+    let db = dir.path().join("keyplane.db");
+    let mut locker = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3, sys, time\n\
+             c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)\n\
+             c.execute('BEGIN IMMEDIATE')\n\
+             print('locked', flush=True)\n\
+             sys.stdin.read()\n\
+             c.execute('ROLLBACK')\n",
+        ])
+        .arg(&db)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(locker.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "locked");
+    }
+    let (keys_before, _) = keys_and_records(&s).await;
+    for (op, body) in [
+        ("create-key", json!({})),
+        (
+            "encrypt",
+            json!({ "key_id": b.envelope_key, "plaintext": b64(b"x") }),
+        ),
+        ("disable-key", json!({ "key_id": b.envelope_key })),
+        ("describe-key", json!({ "key_id": b.envelope_key })),
+    ] {
+        let (status, v, took) = timed(&s, op, body).await;
+        assert_eq!(
+            (status, v["error"]["code"].as_str()),
+            (503, Some("DatabaseUnavailable")),
+            "{op}: {v}"
+        );
+        assert!(took < Duration::from_secs(5), "{op} took {took:?}");
+    }
+    drop(locker.stdin.take());
+    locker.wait().unwrap();
+    let described = s
+        .ok(
+            &s.admin,
+            "describe-key",
+            json!({ "key_id": b.envelope_key }),
+        )
+        .await;
+    assert_eq!(
+        described["state"], "enabled",
+        "the refused disable changed nothing"
+    );
+
+    let (keys_after, _) = keys_and_records(&s).await;
+    assert_eq!(keys_before, keys_after, "the refused creation left no key");
+    nothing_lost(&s, &b).await;
+    let mut s = s;
+    s.stop();
+    s.assert_audit_verifies();
+}
