@@ -597,3 +597,26 @@ async fn material_left_by_a_crash_is_collected() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A rotation that checked its key enabled before a `disable-key` committed does not rotate
+/// the disabled key: the primary-version swap is also a compare-and-set on the key's state.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_disabled_during_a_rotation_is_not_rotated() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_quiet(dir.path()).await;
+    let key = s.create_key(&s.admin, "hsm").await;
+    s.pause("rotate:version-made", &key, "arm").await;
+    let rotation = s.call(Some(&s.admin), "rotate-key", json!({ "key_id": key }));
+    let rest = async {
+        let reached = s.pause("rotate:version-made", &key, "wait").await;
+        assert_eq!(reached["reached"], true);
+        s.ok(&s.admin, "disable-key", json!({ "key_id": key }))
+            .await;
+        s.pause("rotate:version-made", &key, "release").await;
+    };
+    let (rotated, ()) = tokio::join!(rotation, rest);
+    assert_error(&rotated, 409, "InvalidState", "changed state");
+    let listed = versions(&s, &s.admin, &key).await;
+    assert_eq!(listed["primary_version"], 1, "{listed}");
+    assert_eq!(listed["versions"].as_array().unwrap().len(), 1, "{listed}");
+}

@@ -107,7 +107,7 @@ pub async fn rotate(state: &AppState, scope: &mut WriteScope, key: &KeyRow) -> R
     let conn = scope.conn(state).await?;
     if !keys::swap_primary(conn, &key.id, key.primary_version, next).await? {
         return Err(Error::InvalidState(format!(
-            "key {} was rotated concurrently; try again",
+            "key {} was rotated concurrently, or changed state, while this request ran; read it again and retry",
             key.id
         )));
     }

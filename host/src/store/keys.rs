@@ -293,8 +293,9 @@ pub async fn insert_version(conn: &mut SqliteConnection, v: &KeyVersionRow) -> R
     .await
 }
 
-/// Make `new` the primary version if `expected` still is (compare-and-swap: two rotations
-/// racing, on one node or several, cannot both succeed).
+/// Make `new` the primary version if `expected` still is and the key is still enabled
+/// (compare-and-swap: two rotations racing, on one node or several, cannot both succeed, and
+/// a key disabled or scheduled for deletion meanwhile is not rotated).
 pub async fn swap_primary(
     conn: &mut SqliteConnection,
     key_id: &str,
@@ -302,13 +303,15 @@ pub async fn swap_primary(
     new: i64,
 ) -> Result<bool> {
     crate::telemetry::spans::db("UPDATE", "keys", async move {
-        let r =
-            sqlx::query("UPDATE keys SET primary_version = ? WHERE id = ? AND primary_version = ?")
-                .bind(new)
-                .bind(key_id)
-                .bind(expected)
-                .execute(&mut *conn)
-                .await?;
+        let r = sqlx::query(
+            "UPDATE keys SET primary_version = ? WHERE id = ? AND primary_version = ? AND state = ?",
+        )
+        .bind(new)
+        .bind(key_id)
+        .bind(expected)
+        .bind(STATE_ENABLED)
+        .execute(&mut *conn)
+        .await?;
         Ok(r.rows_affected() == 1)
     })
     .await
