@@ -19,6 +19,16 @@ CREATE TABLE storage_backend_configs (
 );
 INSERT INTO storage_backend_configs (tenant_id, plugin_name, config, updated_at)
     SELECT tenant_id, plugin_name, config, updated_at FROM storage_backends;
+-- Plugins that hold blobs but are no longer a tenant's backend: their configuration was not
+-- kept before this table existed (they were reached with an empty one); keep that, so their
+-- blobs stay reachable (and collectable), and so the tenant can give them one again.
+INSERT INTO storage_backend_configs (tenant_id, plugin_name, config, updated_at)
+    SELECT DISTINCT k.tenant_id, v.blob_store, '{}', strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+    FROM key_versions v JOIN keys k ON k.id = v.key_id
+    JOIN plugins p ON p.tenant_id = k.tenant_id AND p.name = v.blob_store
+    WHERE v.blob_store IS NOT NULL
+    AND NOT EXISTS (SELECT 1 FROM storage_backend_configs c
+                    WHERE c.tenant_id = k.tenant_id AND c.plugin_name = v.blob_store);
 
 -- Key states added: 'destroying' (committed before crypto-shredding starts: no cancel, no use;
 -- the scheduler finishes it) and 'expiring' (imported material past its valid_to, being

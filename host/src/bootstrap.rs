@@ -157,6 +157,7 @@ pub async fn start(config: Config, hsm: Hsm, loaded: LoadedPolicies) -> anyhow::
         audit,
     };
     ensure_default_tenant(&state).await?;
+    crate::ops::plugin_config::seal_stored(&state.keyring, &state.db).await?;
     let keyring = state.keyring.clone();
     let every = Duration::from_secs((state.config.envelope_cache.ttl_seconds / 4).clamp(1, 60));
     tokio::spawn(async move {

@@ -55,6 +55,9 @@ pub enum Error {
     /// The request body is larger than the configured limit.
     #[error("request body exceeds {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    /// The request body did not arrive in time.
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
     /// An uploaded plugin was refused (not a component, wrong world, ungranted import...).
     #[error("plugin refused: {0}")]
     InvalidPlugin(String),
@@ -98,6 +101,7 @@ impl Error {
             Error::IncorrectKeyMaterial(_) => "IncorrectKeyMaterial",
             Error::ExpiredImportToken(_) => "ExpiredImportToken",
             Error::PayloadTooLarge { .. } => "PayloadTooLarge",
+            Error::RequestTimeout => "RequestTimeout",
             Error::InvalidPlugin(_) => "InvalidPlugin",
             Error::PluginFailed { .. } => "PluginFailed",
             Error::PluginTimeout { .. } => "PluginTimeout",
@@ -128,6 +132,7 @@ impl Error {
             Error::AlreadyExists { .. } | Error::InvalidState(_) => StatusCode::CONFLICT,
             Error::KeyDestroyed { .. } => StatusCode::GONE,
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Error::HsmUnavailable | Error::DatabaseUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -74,9 +74,14 @@ enum Command {
         /// List only (the default).
         #[arg(long)]
         dry_run: bool,
-        /// Leave alone what is younger than this (default: lifecycle.gc_grace_seconds).
+        /// Leave alone what is younger than this (default: lifecycle.gc_grace_seconds). Below
+        /// 60 s only with --all-nodes-stopped: material of a request still running on another
+        /// node sharing the database and HSM would look like garbage.
         #[arg(long)]
         grace_seconds: Option<u64>,
+        /// No node uses this database or HSM now (allows any grace period).
+        #[arg(long)]
+        all_nodes_stopped: bool,
     },
 }
 
@@ -250,7 +255,20 @@ fn serve(common: Common, flags: FlagOverrides) -> anyhow::Result<()> {
 
 /// `keyplane gc`: open the data directory as the node would (token, database, plugins), run
 /// one collection, print what it found or removed.
-fn gc(common: Common, apply: bool, grace_seconds: Option<u64>) -> anyhow::Result<bool> {
+/// The shortest grace period `keyplane gc` accepts while other nodes may be running.
+const MIN_GC_GRACE_SECONDS: u64 = 60;
+
+fn gc(
+    common: Common,
+    apply: bool,
+    grace_seconds: Option<u64>,
+    all_nodes_stopped: bool,
+) -> anyhow::Result<bool> {
+    if grace_seconds.is_some_and(|g| g < MIN_GC_GRACE_SECONDS) && !all_nodes_stopped {
+        anyhow::bail!(
+            "--grace-seconds below {MIN_GC_GRACE_SECONDS} needs --all-nodes-stopped: a request still running elsewhere has material no row names yet"
+        );
+    }
     let flags = FlagOverrides {
         data_dir: common.data_dir,
         ..Default::default()
@@ -483,10 +501,11 @@ fn main() -> ExitCode {
             apply,
             dry_run: _,
             grace_seconds,
+            all_nodes_stopped,
         } => {
             quiet_on_closed_pipe();
             init_logging();
-            gc(common, apply, grace_seconds)
+            gc(common, apply, grace_seconds, all_nodes_stopped)
         }
     };
     match result {

@@ -654,9 +654,9 @@ async fn every_answer_reaches_http2_clients_intact() {
 }
 
 /// A client that writes its whole body before it reads the answer (Python's `http.client`,
-/// so `requests` and boto3) reads the `413` of a body over the limit, and the `401` of an
-/// unauthenticated one, instead of a connection reset (10 MiB: within what keyplane drains,
-/// and more than the socket buffers absorb when nobody reads).
+/// so `requests` and boto3) reads the `413` of a body over the limit (10 MiB), and the `401`
+/// of an unauthenticated one (3 MiB), instead of a connection reset: within what keyplane
+/// drains for each, and more than the socket buffers absorb when nobody reads.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_writes_its_whole_body_first_reads_the_answer() {
     let dir = tempfile::tempdir().unwrap();
@@ -666,12 +666,12 @@ async fn a_client_that_writes_its_whole_body_first_reads_the_answer() {
 import http.client, json, ssl, sys
 cert, port, token = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 ctx = ssl.create_default_context(cafile=cert)
-for auth in (token, None):
+for auth, size in ((token, 10 << 20), (None, 3 << 20)):
     c = http.client.HTTPSConnection("localhost", port, context=ctx, timeout=30)
     headers = {"Content-Type": "application/json"}
     if auth:
         headers["Authorization"] = "Bearer " + auth
-    body = b'{"plaintext": "' + b"A" * (10 << 20) + b'"}'
+    body = b'{"plaintext": "' + b"A" * size + b'"}'
     c.request("POST", "/v1/encrypt", body=body, headers=headers)
     r = c.getresponse()
     print(r.status, json.loads(r.read())["error"]["code"])

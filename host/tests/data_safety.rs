@@ -523,7 +523,7 @@ async fn material_left_by_a_crash_is_collected() {
         out.contains("would remove 0 HSM object(s) and 0 blob(s); 2 younger"),
         "{out}"
     );
-    let out = stdout(&s.tool(&["gc", "--grace-seconds", "0"]));
+    let out = stdout(&s.tool(&["gc", "--grace-seconds", "0", "--all-nodes-stopped"]));
     assert!(
         out.contains(&format!("would remove HSM object {version_2}:")),
         "{out}"
@@ -533,7 +533,13 @@ async fn material_left_by_a_crash_is_collected() {
         "{out}"
     );
     assert_eq!(labelled(dir.path(), &version_2), 1);
-    let out = stdout(&s.tool(&["gc", "--apply", "--grace-seconds", "0"]));
+    let out = stdout(&s.tool(&[
+        "gc",
+        "--apply",
+        "--grace-seconds",
+        "0",
+        "--all-nodes-stopped",
+    ]));
     assert!(
         out.contains("removed 1 HSM object(s) and 1 blob(s)"),
         "{out}"
@@ -619,4 +625,180 @@ async fn a_key_disabled_during_a_rotation_is_not_rotated() {
     let listed = versions(&s, &s.admin, &key).await;
     assert_eq!(listed["primary_version"], 1, "{listed}");
     assert_eq!(listed["versions"].as_array().unwrap().len(), 1, "{listed}");
+}
+
+/// Two storage plugins of one tenant built on the `kv` capability share one namespace, so
+/// each lists the other's blobs: garbage collection keeps every blob any version of the tenant
+/// names, whichever plugin it lives in (it deleted the other plugin's blobs). And a plugin
+/// whose configuration was never kept (a database from before configurations were kept per
+/// plugin) is still reached, with an empty one.
+#[tokio::test(flavor = "multi_thread")]
+async fn blobs_of_two_backends_sharing_a_namespace_survive_collection() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start_quiet(dir.path()).await;
+    let (_, t) = s.tenant_with_admin("twokv").await;
+    s.kv_backend(&t).await;
+    let first = s.create_key(&t, "envelope").await;
+    let first_ct = s.encrypt(&t, &first, b"in kv", json!({})).await;
+    s.ok(
+        &t,
+        "upload-plugin",
+        json!({ "name": "kv2", "world": "storage-backend", "component": b64(&wasm("storage-kv")) }),
+    )
+    .await;
+    s.ok(&t, "set-storage-backend", json!({ "plugin": "kv2" }))
+        .await;
+    let second = s.create_key(&t, "envelope").await;
+    let second_ct = s.encrypt(&t, &second, b"in kv2", json!({})).await;
+    s.stop();
+
+    let out = stdout(&s.tool(&[
+        "gc",
+        "--apply",
+        "--grace-seconds",
+        "0",
+        "--all-nodes-stopped",
+    ]));
+    assert!(
+        out.contains("removed 0 HSM object(s) and 0 blob(s)"),
+        "{out}"
+    );
+    // As a database from before this release would be: no configuration kept for `kv`.
+    common::sqlite(
+        &dir.path().join("keyplane.db"),
+        "DELETE FROM storage_backend_configs WHERE plugin_name = 'kv'",
+    );
+    let s = Server::start_quiet(dir.path()).await;
+    for (ct, pt) in [
+        (&first_ct, b"in kv".as_slice()),
+        (&second_ct, b"in kv2".as_slice()),
+    ] {
+        let (status, v) = s.decrypt(&t, ct, json!({})).await;
+        assert_eq!((status, unb64(&v["plaintext"])), (200, pt.to_vec()), "{v}");
+    }
+}
+
+/// After the HSM started over, audit checkpoints are signed with the same audit key, found
+/// again (never a new one, which would not match the published public key), so the log's
+/// checkpoints still verify.
+#[tokio::test(flavor = "multi_thread")]
+async fn checkpoints_after_a_recovery_use_the_same_audit_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start_with_env(
+        dir.path(),
+        &[
+            ("RUST_LOG", "warn"),
+            ("KEYPLANE_LIFECYCLE__SCHEDULER_INTERVAL_SECONDS", "0"),
+            ("KEYPLANE_AUDIT__CHECKPOINT_EVERY_RECORDS", "1"),
+            ("KEYPLANE_AUDIT__CHECKPOINT_INTERVAL_SECONDS", "1"),
+        ],
+    )
+    .await;
+    let public_key = std::fs::read(dir.path().join("audit-signing-key.pem")).unwrap();
+    let r = s
+        .client
+        .post(format!("{}/debug/hsm-fault", s.base))
+        .bearer_auth(&s.admin)
+        .json(&json!({ "action": "close-sessions" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let key = s.create_key(&s.admin, "hsm").await;
+    let count = || async {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM audit_checkpoints")
+            .fetch_one(&s.sql().await)
+            .await
+            .unwrap()
+    };
+    let before = count().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while count().await <= before + 1 {
+        s.encrypt(&s.admin, &key, b"x", json!({})).await;
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint signed after the recovery"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    s.stop();
+    assert_eq!(
+        std::fs::read(dir.path().join("audit-signing-key.pem")).unwrap(),
+        public_key
+    );
+    s.assert_audit_verifies();
+}
+
+/// Keys created while others are shredded and the token's objects are listed and looked up:
+/// SoftHSM2 fails some of those calls with `CKR_GENERAL_ERROR` (even
+/// `CKR_TEMPLATE_INCONSISTENT`) when they run at once in one process, so keyplane makes them
+/// take turns (`Hsm::call_on_objects`). Every request must succeed.
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_are_created_while_others_are_shredded_and_looked_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start_quiet(dir.path()).await;
+    let approver = s.second_admin("default").await;
+    let me = s.principal_id(&s.admin).await;
+    let (mut doomed, mut kept) = (Vec::new(), Vec::new());
+    for i in 0..48 {
+        let key = s.create_key(&s.admin, "hsm").await;
+        if i % 2 == 0 {
+            s.ok(
+                &approver,
+                "approve-key-deletion",
+                json!({ "key_id": key, "requester": me }),
+            )
+            .await;
+            s.ok(
+                &s.admin,
+                "schedule-key-deletion",
+                json!({ "key_id": key, "pending_window_days": 7 }),
+            )
+            .await;
+            doomed.push(key);
+        } else {
+            kept.push(key);
+        }
+    }
+    // A fresh node: every first use of a kept key looks its object up.
+    s.stop();
+    let s = Server::start_with_env(
+        dir.path(),
+        &[
+            ("RUST_LOG", "warn"),
+            ("KEYPLANE_LIFECYCLE__SCHEDULER_INTERVAL_SECONDS", "0"),
+            ("KEYPLANE_LIFECYCLE__GC_INTERVAL_SECONDS", "1"),
+        ],
+    )
+    .await;
+    s.advance_clock(8 * DAY).await;
+    let mut calls = Vec::new();
+    calls.push(s.call(Some(&s.admin), "run-scheduler", json!({})));
+    for (i, key) in kept.iter().enumerate() {
+        calls.push(s.call(
+            Some(&s.admin),
+            "encrypt",
+            json!({ "key_id": key, "plaintext": b64(b"x") }),
+        ));
+        let spec = ["AES_256_GCM", "ECC_NIST_P256", "HMAC_SHA_256"][i % 3];
+        for _ in 0..3 {
+            calls.push(s.call(
+                Some(&s.admin),
+                "create-key",
+                json!({ "protection": "hsm", "key_spec": spec }),
+            ));
+        }
+    }
+    let answers = futures::future::join_all(calls).await;
+    let failed: Vec<_> = answers.iter().filter(|(st, _)| *st != 200).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed: {failed:?}",
+        failed.len(),
+        answers.len()
+    );
+    assert_eq!(
+        answers[0].1["destroyed"].as_array().unwrap().len(),
+        doomed.len()
+    );
 }

@@ -1123,7 +1123,7 @@ async fn a_blob_keeps_the_backend_it_was_written_to() {
         .await,
         409,
         "InvalidState",
-        "only its secret values may change",
+        "does not reach the blob",
     );
     // Secrets may change (rotated credentials); they are sealed, as is any value whose name
     // is not on the plain list.

@@ -50,44 +50,83 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Most bytes of a body over its limit that are read and thrown away before the answer, and
-/// how long that may take. A client that writes its whole body before reading (Python's
-/// `http.client`, so `requests` and boto3) then reads the `413` instead of a connection reset,
-/// and an HTTP/2 stream ends cleanly. A client sending more, or slower, is answered anyway.
-pub const DRAIN_BYTES: usize = 16 << 20;
-pub const DRAIN_TIME: Duration = Duration::from_secs(5);
+/// How much of a request body is read, for how long, and how much past its limit is read and
+/// thrown away before the answer. Draining lets a client that writes its whole body before
+/// reading (Python's `http.client`, so `requests` and boto3) read a `413` instead of a
+/// connection reset, and an HTTP/2 stream end cleanly; a client sending more, or slower, is
+/// answered anyway.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    pub max_bytes: usize,
+    /// The whole body must have arrived by then (`408` otherwise).
+    pub deadline: Duration,
+    pub drain_bytes: usize,
+    pub drain_time: Duration,
+}
 
-/// Read a request body of at most `limit` bytes into a buffer that is zeroized when dropped
-/// (bodies carry plaintext). Over the limit: `PayloadTooLarge`, after draining what is left
-/// of the body within [`DRAIN_BYTES`] and [`DRAIN_TIME`].
-pub async fn read_body(body: Body, limit: usize) -> Result<Zeroizing<Vec<u8>>, Error> {
-    use futures_util::StreamExt;
-    let mut stream = body.into_data_stream();
-    let mut buf = Zeroizing::new(Vec::new());
-    loop {
-        match stream.next().await {
-            None => return Ok(buf),
-            Some(Err(e)) => {
-                return Err(Error::validation(format!(
-                    "the request body could not be read: {e}"
-                )))
-            }
-            Some(Ok(chunk)) if buf.len() + chunk.len() <= limit => buf.extend_from_slice(&chunk),
-            Some(Ok(chunk)) => {
-                let mut drained = chunk.len();
-                let drain = async {
-                    while let Some(Ok(c)) = stream.next().await {
-                        drained += c.len();
-                        if drained > DRAIN_BYTES {
-                            break;
-                        }
-                    }
-                };
-                let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
-                return Err(Error::PayloadTooLarge { limit });
-            }
+impl BodyLimits {
+    /// An authenticated request's body.
+    pub fn authenticated(max_bytes: usize) -> Self {
+        BodyLimits {
+            max_bytes,
+            deadline: Duration::from_secs(30),
+            drain_bytes: 16 << 20,
+            drain_time: Duration::from_secs(5),
         }
     }
+
+    /// The body of a request that will be refused whatever it holds (no credentials, no
+    /// route): read briefly, only so that the answer reaches the client.
+    pub fn refused(max_bytes: usize) -> Self {
+        BodyLimits {
+            max_bytes,
+            deadline: Duration::from_secs(5),
+            drain_bytes: 4 << 20,
+            drain_time: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Read a request body within `limits` into a buffer that is zeroized when dropped (bodies
+/// carry plaintext). Over `max_bytes`: `PayloadTooLarge`, after draining what is left within
+/// the drain limits; not all there by the deadline: `RequestTimeout`.
+pub async fn read_body(body: Body, limits: BodyLimits) -> Result<Zeroizing<Vec<u8>>, Error> {
+    use futures_util::StreamExt;
+    let mut stream = body.into_data_stream();
+    let read = async {
+        let mut buf = Zeroizing::new(Vec::new());
+        loop {
+            match stream.next().await {
+                None => return Ok(buf),
+                Some(Err(e)) => {
+                    return Err(Error::validation(format!(
+                        "the request body could not be read: {e}"
+                    )))
+                }
+                Some(Ok(chunk)) if buf.len() + chunk.len() <= limits.max_bytes => {
+                    buf.extend_from_slice(&chunk)
+                }
+                Some(Ok(chunk)) => {
+                    let mut drained = chunk.len();
+                    let drain = async {
+                        while let Some(Ok(c)) = stream.next().await {
+                            drained += c.len();
+                            if drained > limits.drain_bytes {
+                                break;
+                            }
+                        }
+                    };
+                    let _ = tokio::time::timeout(limits.drain_time, drain).await;
+                    return Err(Error::PayloadTooLarge {
+                        limit: limits.max_bytes,
+                    });
+                }
+            }
+        }
+    };
+    tokio::time::timeout(limits.deadline, read)
+        .await
+        .unwrap_or(Err(Error::RequestTimeout))
 }
 
 /// A `200` whose body is `reply` (JSON), zeroized once the body has been sent.
@@ -114,7 +153,7 @@ pub fn error_response(e: &Error, request_id: &str) -> Response {
 }
 
 async fn not_found(body: Body) -> Response {
-    let _ = read_body(body, 0).await;
+    let _ = read_body(body, BodyLimits::refused(0)).await;
     (
         StatusCode::NOT_FOUND,
         Json(json!({ "error": { "code": "NotFound", "message": "no such route; operations are POST /v1/<operation>" } })),
@@ -123,7 +162,7 @@ async fn not_found(body: Body) -> Response {
 }
 
 async fn method_not_allowed(body: Body) -> Response {
-    let _ = read_body(body, 0).await;
+    let _ = read_body(body, BodyLimits::refused(0)).await;
     (
         StatusCode::METHOD_NOT_ALLOWED,
         Json(json!({ "error": { "code": "MethodNotAllowed", "message": "operations are POST /v1/<operation>" } })),

@@ -19,7 +19,7 @@ use axum::response::Response;
 use axum::Extension;
 use tracing::Instrument;
 
-use super::{error_response, json_reply, read_body};
+use super::{error_response, json_reply, read_body, BodyLimits};
 use crate::audit::AuditEvent;
 use crate::error::Error;
 use crate::ops::{self, Operation, RequestMeta};
@@ -130,14 +130,16 @@ pub async fn handle(
     // is still sending breaks an HTTP/2 stream (curl: "Stream error in the HTTP/2 framing
     // layer") and, over HTTP/1.1, resets a client that writes its whole body before reading.
     // Unauthenticated callers get the ordinary limit, never the upload limit.
-    let limit = match &auth {
+    let max_body = state.config.limits.max_body_bytes;
+    let limits = match &auth {
         Ok(_) if operation == crate::ops::upload_plugin::UploadPlugin::NAME => {
             // base64 of the largest component, plus the JSON around it
-            state.config.plugins.max_upload_bytes / 3 * 4 + 8192
+            BodyLimits::authenticated(state.config.plugins.max_upload_bytes / 3 * 4 + 8192)
         }
-        _ => state.config.limits.max_body_bytes,
+        Ok(_) if ops::lookup(&operation).is_some() => BodyLimits::authenticated(max_body),
+        _ => BodyLimits::refused(max_body),
     };
-    let read = read_body(body, limit).await;
+    let read = read_body(body, limits).await;
 
     let Some(handler) = ops::lookup(&operation) else {
         let e = match &auth {

@@ -97,7 +97,7 @@ impl Checkpointer {
         }
         let hsm = self.hsm.clone();
         let signed = tokio::task::spawn_blocking(move || {
-            let (key, _) = hsm.audit_signing_key()?;
+            let key = hsm.existing_audit_signing_key()?;
             Ok::<_, Error>((key, hsm.audit_sign(key, &hash)?))
         })
         .await

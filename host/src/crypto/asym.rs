@@ -92,7 +92,7 @@ impl Keyring {
         f: impl Fn(&Hsm, Obj) -> Result<T> + Send + Sync + Clone + 'static,
     ) -> Result<T> {
         let id = hsm_id(version)?;
-        self.retrying(true, || async {
+        self.retrying(|| async {
             let key = self.data_plane_handle(kind, id).await?;
             let (hsm, f) = (self.hsm.clone(), f.clone());
             blocking(move || f(&hsm, key)).await
@@ -225,7 +225,7 @@ impl Keyring {
     pub async fn public_key(&self, version: &KeyVersionRow, spec: KeySpec) -> Result<PublicKey> {
         let id = hsm_id(version)?;
         let parts = self
-            .retrying(true, || async {
+            .retrying(|| async {
                 let key = self.hsm_handle(ObjKind::Public, id).await?;
                 let hsm = self.hsm.clone();
                 blocking(move || hsm.public_parts(key, spec)).await

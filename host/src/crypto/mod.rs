@@ -23,10 +23,12 @@
 //! wrapped material come from the token's RNG.
 //!
 //! Every HSM call goes through `Keyring::retrying`: when one fails with `HsmUnavailable`, the
-//! HSM checks its login ([`crate::hsm::Hsm::check`]) and starts over if it was lost; a call
-//! that can be repeated (everything but making new material) then runs once more. The
-//! handles this keyring caches (tenant KEKs, version objects, session copies) belong to one
-//! login (epoch) and are resolved again after a recovery, never reused.
+//! HSM checks its login ([`crate::hsm::Hsm::check`]) and starts over if it was lost; the call
+//! then runs once more. That is safe for calls that make material too: a first attempt that
+//! made an object before the failure left one that no row will name (each attempt names its
+//! objects itself), which garbage collection removes. The handles this keyring caches (tenant
+//! KEKs, version objects, session copies) belong to one login (epoch) and are resolved again
+//! after a recovery, never reused.
 
 pub mod asym;
 pub mod ciphertext;
@@ -200,8 +202,8 @@ impl Keyring {
     }
 
     /// Run an HSM operation (see the module docs): if it fails with `HsmUnavailable` and the
-    /// HSM had to start over, run it once more when it is `repeatable`.
-    async fn retrying<T, F, Fut>(&self, repeatable: bool, mut op: F) -> Result<T>
+    /// HSM had to start over, run it once more.
+    async fn retrying<T, F, Fut>(&self, mut op: F) -> Result<T>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
@@ -211,7 +213,7 @@ impl Keyring {
             Err(Error::HsmUnavailable) => {
                 let hsm = self.hsm.clone();
                 match blocking(move || Ok(hsm.check(epoch))).await? {
-                    Health::Recovered if repeatable => op().await,
+                    Health::Recovered => op().await,
                     _ => Err(Error::HsmUnavailable),
                 }
             }
@@ -226,7 +228,7 @@ impl Keyring {
 
     /// Random bytes from the token.
     pub async fn random(&self, n: usize) -> Result<Zeroizing<Vec<u8>>> {
-        self.retrying(true, || {
+        self.retrying(|| {
             let hsm = self.hsm.clone();
             blocking(move || hsm.random(n))
         })
@@ -235,7 +237,7 @@ impl Keyring {
 
     /// Seal `secret` under the root key (for node secrets such as the token-hash key).
     pub async fn seal_with_root(&self, aad: &[u8], secret: &[u8]) -> Result<Vec<u8>> {
-        self.retrying(true, || {
+        self.retrying(|| {
             let hsm = self.hsm.clone();
             let (aad, secret) = (aad.to_vec(), Zeroizing::new(secret.to_vec()));
             blocking(move || {
@@ -253,7 +255,7 @@ impl Keyring {
 
     /// Open a blob sealed by [`Keyring::seal_with_root`].
     pub async fn open_with_root(&self, aad: &[u8], blob: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
-        self.retrying(true, || {
+        self.retrying(|| {
             let hsm = self.hsm.clone();
             let (aad, blob) = (aad.to_vec(), blob.to_vec());
             blocking(move || {
@@ -267,7 +269,7 @@ impl Keyring {
     /// Create a tenant KEK; returns its root-wrapped form and caches its handle.
     pub async fn create_tenant_kek(&self, tenant: &str) -> Result<Vec<u8>> {
         let (wrapped, handle) = self
-            .retrying(true, || {
+            .retrying(|| {
                 let hsm = self.hsm.clone();
                 blocking(move || hsm.generate_kek())
             })
@@ -323,8 +325,7 @@ impl Keyring {
 
     /// Generate material for a new version of a key of `spec` and `usage` (non-AES specs
     /// are `hsm` only; create-key refuses other combinations before this). `exportable`: an
-    /// `hsm` AES version the token may wrap for export. Not repeated after a failure (the
-    /// first attempt may have made objects); garbage collection removes what it left.
+    /// `hsm` AES version the token may wrap for export.
     pub async fn new_version(
         &self,
         tenant: &str,
@@ -333,10 +334,8 @@ impl Keyring {
         kind: (Protection, KeySpec, KeyUsage),
         exportable: bool,
     ) -> Result<NewVersion> {
-        self.retrying(false, || {
-            self.make_version(tenant, key_id, version, kind, exportable)
-        })
-        .await
+        self.retrying(|| self.make_version(tenant, key_id, version, kind, exportable))
+            .await
     }
 
     async fn make_version(
@@ -468,7 +467,7 @@ impl Keyring {
         // of the same version that no row names: another creation attempt's, left by a crash
         // between creating them and undoing that attempt.
         let label = crate::hsm::version_label(&object_id);
-        self.retrying(true, || {
+        self.retrying(|| {
             let (hsm, id, label) = (self.hsm.clone(), object_id.clone(), label.clone());
             blocking(move || loop {
                 let mut found = hsm.find_all(&id)?;
@@ -601,7 +600,7 @@ impl Keyring {
         })?;
         let aad = envelope_aad(tenant, &version.key_id, v);
         let opened = self
-            .retrying(true, || async {
+            .retrying(|| async {
                 let kek = self.tenant_kek(tenant).await?;
                 let (hsm, wrapped, aad) = (self.hsm.clone(), wrapped.clone(), aad.clone());
                 blocking(move || {
@@ -680,7 +679,7 @@ impl Keyring {
         match protection {
             Protection::Hsm => {
                 let id = hsm_id(version)?;
-                self.retrying(true, || async {
+                self.retrying(|| async {
                     let handle = self.data_plane_handle(ObjKind::Secret, id).await?;
                     let (hsm, aad, plaintext) = (self.hsm.clone(), aad.clone(), plaintext.clone());
                     self.data_plane(move || hsm.gcm_encrypt(handle, &nonce, &aad, &plaintext))
@@ -719,7 +718,7 @@ impl Keyring {
         match protection {
             Protection::Hsm => {
                 let id = hsm_id(version)?;
-                self.retrying(true, || async {
+                self.retrying(|| async {
                     let handle = self.data_plane_handle(ObjKind::Secret, id).await?;
                     let (hsm, aad, sealed) = (self.hsm.clone(), aad.clone(), sealed.clone());
                     self.data_plane(move || hsm.gcm_decrypt(handle, &nonce, &aad, &sealed))

@@ -20,6 +20,7 @@ const CHECK_LABEL: &[u8] = b"keyplane key check value v1";
 
 /// Wrapped material and how to unwrap it: the import token's wrapping key (its `CKA_ID`),
 /// that key's modulus length and the transport the token was issued for.
+#[derive(Clone)]
 pub struct Wrapped {
     pub import_object_id: Vec<u8>,
     pub modulus_len: usize,
@@ -46,7 +47,7 @@ impl Keyring {
         bits: u64,
     ) -> Result<(NewVersion, Vec<u8>, Vec<u8>)> {
         let (handle, n, e) = self
-            .retrying(false, || {
+            .retrying(|| {
                 let (hsm, id) = (self.hsm.clone(), object_id.clone());
                 blocking(move || hsm.generate_import_key_pair(&id, bits))
             })
@@ -61,7 +62,7 @@ impl Keyring {
 
     /// Destroy an import wrapping key (used, expired or abandoned); gone already is fine.
     pub async fn discard_import_key(&self, object_id: Vec<u8>) -> Result<()> {
-        self.retrying(true, || {
+        self.retrying(|| {
             let (hsm, object_id) = (self.hsm.clone(), object_id.clone());
             blocking(move || {
                 while let Some(h) = hsm.find_object(ObjectClass::PRIVATE_KEY, &object_id)? {
@@ -81,8 +82,7 @@ impl Keyring {
             .ok_or_else(|| Error::ExpiredImportToken("(its wrapping key is gone)".into()))
     }
 
-    /// Unwrap imported AES-256 material and make it version `version` of `key_id`. Not
-    /// repeated after a failure: the material may have become an object already.
+    /// Unwrap imported AES-256 material and make it version `version` of `key_id`.
     pub async fn import_version(
         &self,
         tenant: &str,
@@ -91,16 +91,8 @@ impl Keyring {
         kind: (Protection, bool),
         wrapped: Wrapped,
     ) -> Result<ImportedVersion> {
-        let mut wrapped = Some(wrapped);
-        self.retrying(false, || {
-            let wrapped = wrapped.take();
-            async move {
-                let wrapped = wrapped.ok_or(Error::Internal)?;
-                self.unwrap_version(tenant, key_id, version, kind, wrapped)
-                    .await
-            }
-        })
-        .await
+        self.retrying(|| self.unwrap_version(tenant, key_id, version, kind, wrapped.clone()))
+            .await
     }
 
     async fn unwrap_version(
@@ -191,7 +183,7 @@ impl Keyring {
 
     /// Unwrap an imported key pair's private key (PKCS#8) into version `target.id` and
     /// complete the pair (see [`crate::hsm::pair_import`]). The check value is the SHA-256 of
-    /// the pair's SubjectPublicKeyInfo. Not repeated after a failure.
+    /// the pair's SubjectPublicKeyInfo.
     pub async fn import_pair_version(
         &self,
         wrapped: Wrapped,
@@ -199,15 +191,8 @@ impl Keyring {
         object_id: Vec<u8>,
         ec_point: Option<Vec<u8>>,
     ) -> Result<ImportedVersion> {
-        let mut args = Some((wrapped, ec_point));
-        self.retrying(false, || {
-            let args = args.take();
-            let object_id = object_id.clone();
-            async move {
-                let (wrapped, ec_point) = args.ok_or(Error::Internal)?;
-                self.unwrap_pair_version(wrapped, kind, object_id, ec_point)
-                    .await
-            }
+        self.retrying(|| {
+            self.unwrap_pair_version(wrapped.clone(), kind, object_id.clone(), ec_point.clone())
         })
         .await
     }
@@ -275,7 +260,7 @@ impl Keyring {
         material: Zeroizing<Vec<u8>>,
     ) -> Result<Vec<u8>> {
         let aad = envelope_aad(tenant, key_id, version);
-        self.retrying(true, || async {
+        self.retrying(|| async {
             let kek = self.tenant_kek(tenant).await?;
             let (hsm, aad, material) = (self.hsm.clone(), aad.clone(), material.clone());
             blocking(move || {
@@ -314,7 +299,7 @@ impl Keyring {
                     ObjKind::Secret
                 };
                 let id = super::hsm_id(version)?;
-                self.retrying(true, || async {
+                self.retrying(|| async {
                     let handle = self.hsm_handle(kind, id).await?;
                     let (hsm, modulus, exponent) =
                         (self.hsm.clone(), modulus.clone(), exponent.clone());
@@ -325,7 +310,7 @@ impl Keyring {
             }
             Protection::Envelope => {
                 let material = self.envelope_material(tenant, version).await?;
-                self.retrying(true, || {
+                self.retrying(|| {
                     let (hsm, material) = (self.hsm.clone(), material.clone());
                     let (modulus, exponent) = (modulus.clone(), exponent.clone());
                     blocking(move || {

@@ -147,11 +147,12 @@ impl Hsm {
                 Attribute::Wrap(false),
                 Attribute::Unwrap(false),
             ]);
-            let handle = self.call("C_GenerateKey", "CKM_GENERIC_SECRET_KEY_GEN", |s, live| {
-                s.generate_key(&Mechanism::GenericSecretKeyGen, &t)
-                    .map(|h| live.obj(h))
-                    .map_err(unavailable("generate hmac key"))
-            })?;
+            let handle =
+                self.call_on_objects("C_GenerateKey", "CKM_GENERIC_SECRET_KEY_GEN", |s, live| {
+                    s.generate_key(&Mechanism::GenericSecretKeyGen, &t)
+                        .map(|h| live.obj(h))
+                        .map_err(unavailable("generate hmac key"))
+                })?;
             return Ok(vec![handle]);
         }
         let sign = usage == KeyUsage::SignVerify;
@@ -193,7 +194,7 @@ impl Hsm {
             }
             _ => return Err(Error::Internal),
         };
-        self.call("C_GenerateKeyPair", name, |s, live| {
+        self.call_on_objects("C_GenerateKeyPair", name, |s, live| {
             let (pubh, privh) = s
                 .generate_key_pair(&mechanism, &public, &private)
                 .map_err(unavailable("generate key pair"))?;
@@ -203,7 +204,7 @@ impl Hsm {
 
     /// Every object matching `template` (one `C_FindObjects` search).
     fn find(&self, template: &[Attribute]) -> Result<Vec<Obj>> {
-        self.call("C_FindObjects", "none", |s, live| {
+        self.call_on_objects("C_FindObjects", "none", |s, live| {
             let found = s
                 .find_objects(template)
                 .map_err(unavailable("find objects"))?;

@@ -28,27 +28,33 @@ impl Hsm {
                     self.destroy(h)?;
                 }
                 let label = String::from_utf8_lossy(AUDIT_KEY_ID).into_owned();
-                let generate = || {
-                    self.generate_version_objects(
-                        AUDIT_KEY_ID,
-                        &label,
-                        (spec, KeyUsage::SignVerify),
-                        false,
-                    )
-                };
-                // Made once per token, at the node's first start, which a failure would end:
-                // SoftHSM2 has been seen (rarely, under heavy load) to fail a key-pair
-                // generation with CKR_GENERAL_ERROR that succeeds when asked again.
-                let made = generate().or_else(|_| {
-                    std::thread::sleep(std::time::Duration::from_millis(100));
-                    generate()
-                })?;
+                let made = self.generate_version_objects(
+                    AUDIT_KEY_ID,
+                    &label,
+                    (spec, KeyUsage::SignVerify),
+                    false,
+                )?;
                 tracing::info!("created the audit signing key in the HSM");
                 (made[0], made[1])
             }
         };
         let parts = self.public_parts(public, spec)?;
         Ok((private, spki_der(spec, &parts)?))
+    }
+
+    /// The audit signing key's private handle, found again (after the HSM started over). It
+    /// is never made here: a half that cannot be found is an error, not a reason for a new
+    /// key, which would not match the public key published for verifiers.
+    pub fn existing_audit_signing_key(&self) -> Result<Obj> {
+        let private = self.find_object(ObjectClass::PRIVATE_KEY, AUDIT_KEY_ID)?;
+        let public = self.find_object(ObjectClass::PUBLIC_KEY, AUDIT_KEY_ID)?;
+        match (private, public) {
+            (Some(private), Some(_)) => Ok(private),
+            _ => {
+                tracing::error!("the audit signing key is not in the token");
+                Err(crate::error::Error::HsmUnavailable)
+            }
+        }
     }
 
     /// ECDSA P-256 signature (DER) of a SHA-256 `digest` with the audit key.

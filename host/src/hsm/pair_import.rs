@@ -62,7 +62,7 @@ impl Hsm {
             Attribute::Derive(false),
             Attribute::Unwrap(false),
         ]);
-        self.call(
+        self.call_on_objects(
             "C_UnwrapKey",
             "CKM_RSA_PKCS_OAEP+CKM_AES_KEY_WRAP_PAD",
             |s, live| {

@@ -138,7 +138,7 @@ impl Hsm {
             Attribute::Id(id.to_vec()),
             Attribute::Label(id.to_vec()),
         ];
-        self.call(
+        self.call_on_objects(
             "C_GenerateKeyPair",
             "CKM_RSA_PKCS_KEY_PAIR_GEN",
             |s, live| {
@@ -195,7 +195,7 @@ impl Hsm {
         } else {
             transport.hash.name()
         };
-        self.call("C_UnwrapKey", mechanism, |s, live| {
+        self.call_on_objects("C_UnwrapKey", mechanism, |s, live| {
             let private = live.handle(private)?;
             let handle = if transport.with_aes_key_wrap {
                 if wrapped.len() <= modulus_len {

@@ -8,7 +8,8 @@
 //! - token objects whose `CKA_ID` is keyplane's (`kp:` key versions, `kp-import:` import
 //!   wrapping keys) and that neither a key version nor an import token names;
 //! - blobs under `keys/` in every storage backend a tenant has configured that no key version
-//!   of that tenant names (with that backend).
+//!   of that tenant names (in any backend: two of a tenant's plugins may share a namespace,
+//!   such as two built on the `kv` capability).
 //!
 //! Only what is older than the grace period is removed: the creation time is read from the
 //! UUID v7 at the end of the name (`kp:<key>:<v>:<uuid>`, `keys/<key>/<v>/<uuid>`,
@@ -135,10 +136,14 @@ async fn collect_objects(
             continue;
         }
         if report.applied {
-            let hsm = state.keyring.hsm().clone();
-            let removed = tokio::task::spawn_blocking(move || hsm.destroy_if_present(handle))
+            let (hsm, id) = (state.keyring.hsm().clone(), id.clone());
+            let removed = tokio::task::spawn_blocking(move || hsm.destroy_if_id(handle, &id))
                 .await
                 .map_err(|_| Error::Internal)?;
+            if matches!(removed, Ok(false)) {
+                // Gone meanwhile: nothing to remove.
+                continue;
+            }
             let outcome = removed.as_ref().map_or_else(|e| e.code(), |_| "ok");
             audit_alone(state, &event("-", format!("hsm-object:{name}"), outcome)).await?;
             if removed.is_err() {
@@ -184,7 +189,7 @@ async fn collect_blobs(
                 }
             };
             // Read after the page: a blob committed meanwhile is referenced by now.
-            let referenced = keys::referenced_blobs(state.db.reader(), tenant, plugin_name).await?;
+            let referenced = keys::referenced_blobs(state.db.reader(), tenant).await?;
             for name in names {
                 progress.item();
                 if referenced.contains(&name) {

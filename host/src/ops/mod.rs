@@ -11,7 +11,8 @@
 //! the key, as for every key of another tenant) is answered as if the key did not exist
 //! (`404`, the same message), so key ids cannot be probed across tenants; its audit record
 //! still says `deny`. The answer's JSON is written straight from the operation's output into
-//! a buffer that is zeroized when the response has been sent (plaintexts, data keys).
+//! a buffer that is zeroized when the response has been sent (plaintexts, data keys); the
+//! copies the HTTP and TLS libraries make on the way out are theirs, not zeroized.
 
 pub mod aliases;
 mod b64;
@@ -307,18 +308,28 @@ impl WriteScope {
             // No change to commit with it: the record joins the next group commit.
             return state.audit.append(ev.clone()).await.map(|_| ());
         }
-        let result = async {
+        let prepared = async {
             let conn = self.conn(state).await?;
-            audit::append(conn, ev).await?;
-            let tx = self.tx.take().expect("begun above");
-            crate::telemetry::spans::db("COMMIT", "transaction", tx.commit()).await?;
-            Ok(())
+            audit::append(conn, ev).await
         }
         .await;
-        if result.is_err() {
+        if let Err(e) = prepared {
             self.rollback(state).await;
+            return Err(e);
         }
-        result
+        let tx = self.tx.take().expect("begun above");
+        let committed = crate::telemetry::spans::db("COMMIT", "transaction", tx.commit()).await;
+        if let Err(e) = committed {
+            // Whether a failed COMMIT took effect is not known for sure (SQLite may have
+            // written it before the error), and if it did, its rows name the material made
+            // for it: none is destroyed. Garbage collection removes it if no row names it.
+            tracing::warn!(error = %e, "a commit failed; the material it made is left to garbage collection");
+            self.created.clear();
+            self.blobs.clear();
+            self.rollback(state).await;
+            return Err(e.into());
+        }
+        Ok(())
     }
 
     async fn rollback(mut self, state: &AppState) {

@@ -54,19 +54,6 @@ pub fn is_sensitive(key: &str) -> bool {
     !PLAIN_KEYS.contains(&k.as_str())
 }
 
-/// The entries stored in the clear, from a stored (sealed) configuration: what says where a
-/// storage backend keeps its blobs.
-pub fn plain_entries(stored: &str) -> Result<BTreeMap<String, String>> {
-    let stored: BTreeMap<String, String> = serde_json::from_str(stored).map_err(|e| {
-        tracing::error!(error = %e, "stored plugin configuration is not a string map");
-        Error::Internal
-    })?;
-    Ok(stored
-        .into_iter()
-        .filter(|(k, v)| !is_sensitive(k) && !v.starts_with(SEALED_PREFIX))
-        .collect())
-}
-
 /// Limits of a configuration map.
 pub fn check(config: &BTreeMap<String, String>) -> Result<()> {
     if config.len() > MAX_ENTRIES
@@ -123,6 +110,48 @@ pub async fn seal(
         stored.insert(k.clone(), v);
     }
     serde_json::to_string(&stored).map_err(|_| Error::Internal)
+}
+
+/// Seal the values that an older release stored in the clear (it sealed only values whose key
+/// named a secret); run at every start, changing nothing once all is sealed. Returns how many
+/// configurations it sealed.
+pub async fn seal_stored(keyring: &Keyring, db: &crate::store::Db) -> Result<usize> {
+    let mut sealed = 0;
+    for c in crate::store::plugins::stored_configs(db.reader()).await? {
+        let stored: BTreeMap<String, String> =
+            serde_json::from_str(&c.config).map_err(|_| Error::Internal)?;
+        if !stored
+            .iter()
+            .any(|(k, v)| is_sensitive(k) && !v.starts_with(SEALED_PREFIX))
+        {
+            continue;
+        }
+        let mut out = BTreeMap::new();
+        for (k, v) in stored {
+            let v = if is_sensitive(&k) && !v.starts_with(SEALED_PREFIX) {
+                let blob = keyring
+                    .seal_with_root(&aad(&c.tenant_id, &c.plugin_name, &k), v.as_bytes())
+                    .await?;
+                format!("{SEALED_PREFIX}{}", STANDARD.encode(blob))
+            } else {
+                v
+            };
+            out.insert(k, v);
+        }
+        let new = serde_json::to_string(&out).map_err(|_| Error::Internal)?;
+        let mut tx = db.begin().await?;
+        if crate::store::plugins::replace_config(&mut tx, &c, &new).await? {
+            sealed += 1;
+        }
+        tx.commit().await?;
+    }
+    if sealed > 0 {
+        tracing::warn!(
+            configurations = sealed,
+            "sealed plugin configuration values stored in the clear by an older release"
+        );
+    }
+    Ok(sealed)
 }
 
 /// The stored JSON as the plugin gets it: sealed values opened.

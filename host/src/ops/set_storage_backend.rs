@@ -2,11 +2,13 @@
 //! blobs of its new envelope key versions (without one they stay inline in the database).
 //! Existing versions keep the backend they were written to, reached with the configuration
 //! last given to that plugin (kept per plugin, see `store::plugins::backend_config`). So
-//! that it keeps reaching them, a plugin that holds blobs may get new secrets (rotated
-//! credentials) but not a new location: a change of its plain values (`bucket`, `dir`...) is
-//! refused; upload the component under another name to write elsewhere. Every value but a
-//! short list of plain ones is sealed before it is stored and redacted in the answer (see
-//! [`super::plugin_config`]). Cedar: `SetStorageBackend` on the caller's tenant.
+//! that it keeps reaching them, a new configuration of a plugin that holds blobs must reach
+//! them: a few of them are read with it first, and if one is not found (a new bucket, a new
+//! directory, whatever the plugin calls its location) or cannot be read, the change is
+//! refused (rotated credentials that reach the same place pass). Upload the component under
+//! another name to store new blobs elsewhere. Every value but a short list of plain ones is
+//! sealed before it is stored and redacted in the answer (see [`super::plugin_config`]).
+//! Cedar: `SetStorageBackend` on the caller's tenant.
 
 use std::collections::BTreeMap;
 
@@ -17,6 +19,8 @@ use super::plugin_config;
 use super::{OpContext, Operation, WriteScope};
 use crate::authz::ResourceRef;
 use crate::error::{Error, Result};
+use crate::plugins::{StorageOp, StorageReply};
+use crate::store::keys;
 use crate::store::now_rfc3339;
 use crate::store::plugins::{self, BackendRow};
 
@@ -81,24 +85,27 @@ impl Operation for SetStorageBackend {
         }
         let stored =
             plugin_config::seal(&ctx.state.keyring, &tenant, &p.name, &self.config).await?;
-        let conn = scope.conn(ctx.state).await?;
-        let blobs = plugins::blob_count(conn, &tenant, &p.name).await?;
-        if blobs > 0 {
-            let kept = plugins::backend_config(ctx.state.db.reader(), &tenant, &p.name).await?;
-            let before = kept
-                .as_deref()
-                .map(plugin_config::plain_entries)
-                .transpose()?
-                .unwrap_or_default();
-            if before != plugin_config::plain_entries(&stored)? {
+        // Before the transaction opens: plugin calls may need the writer (the kv capability).
+        let config: Vec<(String, String)> = self.config.clone().into_iter().collect();
+        let held = keys::sample_blobs(ctx.state.db.reader(), &tenant, &p.name, 3).await?;
+        for v in &held {
+            let op = StorageOp::Get { name: v.blob() };
+            let reached = match ctx.state.plugins.storage(&p, &config, op).await {
+                Ok(StorageReply::Blob(Some(_))) => Ok(()),
+                Ok(_) => Err("it finds no blob there".to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(why) = reached {
                 return Err(Error::InvalidState(format!(
-                    "plugin {} holds the blobs of {blobs} key version(s), written with its current \
-                     location settings; only its secret values may change (upload the component \
-                     under another name to store new blobs elsewhere)",
-                    p.name
+                    "plugin {} holds the blobs of existing key versions, and the new configuration \
+                     does not reach the blob of version {} of key {} ({why}); only a configuration \
+                     that reaches them may replace the current one (upload the component under \
+                     another name to store new blobs elsewhere)",
+                    p.name, v.version, v.key_id
                 )));
             }
         }
+        let conn = scope.conn(ctx.state).await?;
         let row = BackendRow {
             tenant_id: tenant.clone(),
             plugin_name: p.name.clone(),

@@ -123,6 +123,15 @@ const VERSION_COLUMNS: &str = "key_id, version, state, hsm_object_id, wrapped_ma
                                created_at, blob_store, state_reason, state_changed_at, \
                                created_unix, encryptions, decryptions, signatures, blob_name";
 
+/// [`VERSION_COLUMNS`] of the table aliased `alias` in a join.
+fn version_columns_of(alias: &str) -> String {
+    VERSION_COLUMNS
+        .split(", ")
+        .map(|c| format!("{alias}.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 pub async fn get(pool: &SqlitePool, id: &str) -> Result<Option<KeyRow>> {
     crate::telemetry::spans::db("SELECT", "keys", async move {
         Ok(
@@ -239,6 +248,7 @@ pub async fn insert_key(
 /// version never becomes usable for encryption again). Returns false when the version holds
 /// material already (another import restored it first).
 pub async fn restore_version(conn: &mut SqliteConnection, v: &KeyVersionRow) -> Result<bool> {
+    check_blob_store(conn, v).await?;
     crate::telemetry::spans::db("UPDATE", "key_versions", async move {
         let done = sqlx::query(
             "UPDATE key_versions SET \
@@ -265,8 +275,53 @@ pub async fn restore_version(conn: &mut SqliteConnection, v: &KeyVersionRow) -> 
     .await
 }
 
+/// Refuse a version whose blob went to a storage plugin that no longer exists (deleted while
+/// the request that wrote the blob ran): committed, it could never be read.
+async fn check_blob_store(conn: &mut SqliteConnection, v: &KeyVersionRow) -> Result<()> {
+    let Some(store) = &v.blob_store else {
+        return Ok(());
+    };
+    let present: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM plugins p JOIN keys k ON k.tenant_id = p.tenant_id \
+         WHERE k.id = ? AND p.name = ?",
+    )
+    .bind(&v.key_id)
+    .bind(store)
+    .fetch_one(&mut *conn)
+    .await?;
+    if present == 0 {
+        return Err(crate::error::Error::InvalidState(format!(
+            "storage plugin {store} was deleted while this request ran; try again"
+        )));
+    }
+    Ok(())
+}
+
+/// A few of the versions whose blobs `tenant` keeps in storage plugin `plugin`.
+pub async fn sample_blobs(
+    pool: &SqlitePool,
+    tenant: &str,
+    plugin: &str,
+    limit: i64,
+) -> Result<Vec<KeyVersionRow>> {
+    crate::telemetry::spans::db("SELECT", "key_versions", async move {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {} FROM key_versions v JOIN keys k ON k.id = v.key_id \
+             WHERE k.tenant_id = ? AND v.blob_store = ? ORDER BY random() LIMIT ?",
+            version_columns_of("v")
+        ))
+        .bind(tenant)
+        .bind(plugin)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?)
+    })
+    .await
+}
+
 /// Add a version row.
 pub async fn insert_version(conn: &mut SqliteConnection, v: &KeyVersionRow) -> Result<()> {
+    check_blob_store(conn, v).await?;
     crate::telemetry::spans::db("INSERT", "key_versions", async move {
         sqlx::query(&format!(
             "INSERT INTO key_versions ({VERSION_COLUMNS}) \
@@ -508,24 +563,21 @@ pub async fn referenced_object_ids(
     .await
 }
 
-/// The names of the blobs that `tenant`'s key versions keep in storage plugin `plugin`.
+/// The names of the blobs that `tenant`'s key versions keep, in whichever storage plugin:
+/// two plugins of one tenant may share a namespace (two built on the `kv` capability, two
+/// pointed at one bucket), so a name is kept if any version names it. Names are unique per
+/// creation attempt, so this keeps no more than it should.
 pub async fn referenced_blobs(
     pool: &SqlitePool,
     tenant: &str,
-    plugin: &str,
 ) -> Result<std::collections::HashSet<String>> {
     crate::telemetry::spans::db("SELECT", "key_versions", async move {
         let rows: Vec<KeyVersionRow> = sqlx::query_as(&format!(
             "SELECT {} FROM key_versions v JOIN keys k ON k.id = v.key_id \
-             WHERE k.tenant_id = ? AND v.blob_store = ?",
-            VERSION_COLUMNS
-                .split(", ")
-                .map(|c| format!("v.{}", c.trim()))
-                .collect::<Vec<_>>()
-                .join(", ")
+             WHERE k.tenant_id = ? AND v.blob_store IS NOT NULL",
+            version_columns_of("v")
         ))
         .bind(tenant)
-        .bind(plugin)
         .fetch_all(pool)
         .await?;
         Ok(rows.iter().map(KeyVersionRow::blob).collect())

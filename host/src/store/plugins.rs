@@ -317,3 +317,86 @@ pub async fn delete_schedule(conn: &mut SqliteConnection, key_id: &str) -> Resul
     })
     .await
 }
+
+/// A stored plugin configuration, wherever it is kept.
+#[derive(Debug, Clone)]
+pub struct StoredConfig {
+    /// `storage_backends`, `storage_backend_configs` or `rotation_schedules`.
+    pub table: &'static str,
+    pub tenant_id: String,
+    pub plugin_name: String,
+    /// The key, for a rotation schedule.
+    pub key_id: Option<String>,
+    pub config: String,
+}
+
+/// Every stored plugin configuration (to seal what an older release left in the clear).
+pub async fn stored_configs(pool: &SqlitePool) -> Result<Vec<StoredConfig>> {
+    crate::telemetry::spans::db("SELECT", "storage_backend_configs", async {
+        let mut out = Vec::new();
+        for table in ["storage_backends", "storage_backend_configs"] {
+            let rows: Vec<(String, String, String)> = sqlx::query_as(&format!(
+                "SELECT tenant_id, plugin_name, config FROM {table}"
+            ))
+            .fetch_all(pool)
+            .await?;
+            out.extend(
+                rows.into_iter()
+                    .map(|(tenant_id, plugin_name, config)| StoredConfig {
+                        table,
+                        tenant_id,
+                        plugin_name,
+                        key_id: None,
+                        config,
+                    }),
+            );
+        }
+        let rows: Vec<(String, String, String, String)> =
+            sqlx::query_as("SELECT key_id, tenant_id, plugin_name, config FROM rotation_schedules")
+                .fetch_all(pool)
+                .await?;
+        out.extend(
+            rows.into_iter()
+                .map(|(key_id, tenant_id, plugin_name, config)| StoredConfig {
+                    table: "rotation_schedules",
+                    tenant_id,
+                    plugin_name,
+                    key_id: Some(key_id),
+                    config,
+                }),
+        );
+        Ok(out)
+    })
+    .await
+}
+
+/// Replace a stored configuration if it is still `c.config` (compare-and-set).
+pub async fn replace_config(
+    conn: &mut SqliteConnection,
+    c: &StoredConfig,
+    new: &str,
+) -> Result<bool> {
+    crate::telemetry::spans::db("UPDATE", c.table, async {
+        let r = match &c.key_id {
+            Some(key) => sqlx::query(
+                "UPDATE rotation_schedules SET config = ? WHERE key_id = ? AND config = ?",
+            )
+            .bind(new)
+            .bind(key)
+            .bind(&c.config),
+            None => sqlx::query(if c.table == "storage_backends" {
+                "UPDATE storage_backends SET config = ? WHERE tenant_id = ? AND plugin_name = ? AND config = ?"
+            } else {
+                "UPDATE storage_backend_configs SET config = ? WHERE tenant_id = ? AND plugin_name = ? AND config = ?"
+            })
+            .bind(new)
+            .bind(&c.tenant_id)
+            .bind(&c.plugin_name)
+            .bind(&c.config),
+        }
+        .execute(conn)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    })
+    .await
+}
