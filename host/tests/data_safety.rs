@@ -802,3 +802,70 @@ async fn keys_are_created_while_others_are_shredded_and_looked_up() {
         doomed.len()
     );
 }
+
+/// An older release sealed only configuration values whose name said "secret", "password",
+/// "token" or "credential"; an `api_key` it stored stays in the clear until the node starts
+/// with this release, which seals it (the value still reaches the plugin).
+#[tokio::test(flavor = "multi_thread")]
+async fn configuration_values_stored_in_the_clear_are_sealed_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start_quiet(dir.path()).await;
+    let (_, t) = s.tenant_with_admin("legacy").await;
+    s.kv_backend(&t).await;
+    let key = s.create_key(&t, "envelope").await;
+    let ct = s.encrypt(&t, &key, b"kept", json!({})).await;
+    s.stop();
+    // What the older release left: the value in the clear, in both places it is kept.
+    let secret = "ak-LEGACY-PLAINTEXT-4f2b9e";
+    for table in ["storage_backends", "storage_backend_configs"] {
+        common::sqlite(
+            &dir.path().join("keyplane.db"),
+            &format!("UPDATE {table} SET config = '{{\"api_key\":\"{secret}\"}}' WHERE tenant_id = 'legacy'"),
+        );
+    }
+    let mut s = Server::start_quiet(dir.path()).await;
+    let (status, v) = s.decrypt(&t, &ct, json!({})).await;
+    assert_eq!(status, 200, "{v}");
+    s.stop();
+    common::assert_absent_under(dir.path(), "a configuration secret", secret.as_bytes());
+}
+
+/// A storage plugin deleted while a request that wrote a blob to it was still running: the
+/// request fails instead of committing a version whose blob nobody could read again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_version_is_not_committed_into_a_deleted_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_quiet(dir.path()).await;
+    let (_, t) = s.tenant_with_admin("moving").await;
+    // Version 1 inline; version 2's blob goes to `old`, then the tenant moves on.
+    let key = s.create_key(&t, "envelope").await;
+    s.ok(
+        &t,
+        "upload-plugin",
+        json!({ "name": "old", "world": "storage-backend", "component": b64(&wasm("storage-kv")) }),
+    )
+    .await;
+    s.ok(&t, "set-storage-backend", json!({ "plugin": "old" }))
+        .await;
+    s.pause("rotate:version-made", &key, "arm").await;
+    let rotation = s.call(Some(&t), "rotate-key", json!({ "key_id": key }));
+    let rest = async {
+        assert_eq!(
+            s.pause("rotate:version-made", &key, "wait").await["reached"],
+            true
+        );
+        s.kv_backend(&t).await;
+        // No committed version keeps a blob in `old`, and it is no longer the backend.
+        s.ok(&t, "delete-plugin", json!({ "name": "old" })).await;
+        s.pause("rotate:version-made", &key, "release").await;
+    };
+    let (rotated, ()) = tokio::join!(rotation, rest);
+    assert_error(
+        &rotated,
+        409,
+        "InvalidState",
+        "was deleted while this request ran",
+    );
+    let listed = versions(&s, &t, &key).await;
+    assert_eq!(listed["primary_version"], 1, "{listed}");
+}
