@@ -14,14 +14,13 @@
 //! Starts an embedded SoftHSM2 token in a temporary data dir. Run:
 //! `cargo bench --bench core` (add `-- --quick` for a fast pass).
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use keyplane::algorithms::{KeySpec, KeyUsage};
 use keyplane::audit::{self, AuditEvent};
 use keyplane::config::{Config, FlagOverrides};
 use keyplane::crypto::ciphertext::{self, Algorithm, Ciphertext};
-use keyplane::crypto::spec::{KeySpec, KeyUsage};
 use keyplane::hsm::{token, Hsm, GCM_IV_LEN};
 use keyplane::ops::{self, RequestMeta};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
@@ -146,7 +145,7 @@ fn in_process(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let policies = keyplane::bootstrap::policies(&node.config).unwrap();
+    let policies = keyplane::ops::reload_policies::load_at_start(&node.config).unwrap();
     let hsm = Hsm::open(&node.config).unwrap();
     hsm_calls(c, &hsm);
     let state = rt
@@ -158,14 +157,7 @@ fn in_process(c: &mut Criterion) {
         .unwrap();
     let admin = std::fs::read_to_string(node.config.data_dir.join("admin.token")).unwrap();
     let header = format!("Bearer {}", admin.trim());
-    let meta = RequestMeta {
-        request_id: "bench".into(),
-        source_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        client_certificate: false,
-        mfa: false,
-        trace_id: None,
-        user_agent: None,
-    };
+    let meta = RequestMeta::in_process("bench");
     let principal = || {
         rt.block_on(state.tokens.authenticate(&state.rows, Some(&header)))
             .unwrap()
@@ -173,17 +165,15 @@ fn in_process(c: &mut Criterion) {
 
     // Cedar alone, on a resolved key.
     let key = |protection: &str| {
-        let body = json!({ "protection": protection }).to_string();
+        let op: ops::create_key::CreateKey =
+            serde_json::from_value(json!({ "protection": protection })).unwrap();
         let v = rt
-            .block_on(ops::run::<ops::create_key::CreateKey>(
-                &state,
-                Ok(principal()),
-                &meta,
-                body.as_bytes(),
-            ))
+            .block_on(ops::execute(&state, &principal(), &meta, op))
             .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&v).unwrap();
-        v["key_id"].as_str().unwrap().to_string()
+        serde_json::to_value(&v).unwrap()["key_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
     };
     let envelope_key = key("envelope");
     let hsm_key = key("hsm");
@@ -202,6 +192,7 @@ fn in_process(c: &mut Criterion) {
         policy_hash: Some("0".repeat(64)),
         trace_id: None,
         user_agent: None,
+        front: None,
     };
     g.bench_function("append", |b| {
         b.iter(|| {
@@ -238,9 +229,10 @@ fn in_process(c: &mut Criterion) {
                         .authenticate(&state.rows, Some(&header))
                         .await
                         .unwrap();
-                    ops::run::<ops::encrypt::Encrypt>(&state, Ok(p), &meta, body.as_bytes())
-                        .await
-                        .unwrap()
+                    // decode, execute and encode, as the native front does
+                    let op: ops::encrypt::Encrypt = serde_json::from_str(&body).unwrap();
+                    let out = ops::execute(&state, &p, &meta, op).await.unwrap();
+                    serde_json::to_vec(&out).unwrap()
                 })
             })
         });
@@ -253,8 +245,10 @@ fn in_process(c: &mut Criterion) {
         .block_on(ops::resolve_key_for(&state, &p, &envelope_key))
         .unwrap();
     // Evaluated every time (memo off) against the node's own, memoised, authorizer.
-    let evaluate =
-        keyplane::authz::Authz::new(keyplane::bootstrap::policies(&node.config).unwrap(), 0);
+    let evaluate = keyplane::authz::Authz::new(
+        keyplane::ops::reload_policies::load_at_start(&node.config).unwrap(),
+        0,
+    );
     let request = keyplane::authz::AuthzRequest {
         principal: &p,
         action: "Encrypt",

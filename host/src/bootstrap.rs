@@ -5,7 +5,7 @@
 //! collector is told where the file is instead, so the token never lands in a log.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use secrecy::ExposeSecret;
 
 use crate::audit::{self, AuditEvent};
 use crate::authn::TokenHasher;
-use crate::authz::{load_policies, Authz, LoadedPolicies, PolicyLoadError};
+use crate::authz::{Authz, LoadedPolicies};
 use crate::config::Config;
 use crate::crypto::Keyring;
 use crate::hsm::token::write_secret_file;
@@ -59,62 +59,6 @@ pub fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
     }
     Ok(())
-}
-
-/// Which policy directory to use: configured, `./policies`, or the embedded copy.
-pub fn policies_dir(config: &Config) -> Option<PathBuf> {
-    match &config.policies_dir {
-        Some(d) => Some(d.clone()),
-        None => Some(PathBuf::from("policies")).filter(|d| d.join("schema.cedarschema").exists()),
-    }
-}
-
-/// Load and strictly validate a policy set from `dir` (the embedded copy when `None`), and
-/// check the schema declares the Cedar action of every operation. The one code path for the
-/// set the server starts with, every reload (`reload-policies`, SIGHUP) and
-/// `keyplane policy validate`.
-pub fn load_policy_set(dir: Option<&Path>) -> Result<LoadedPolicies, PolicyLoadError> {
-    let loaded = load_policies(dir)?;
-    let declared: Vec<String> = loaded
-        .schema
-        .actions()
-        .map(|a| a.id().unescaped().to_string())
-        .collect();
-    let missing: Vec<&str> = crate::ops::OPERATIONS
-        .iter()
-        .map(|(_, action, _)| *action)
-        .filter(|a| !declared.iter().any(|d| d == a))
-        .collect();
-    if !missing.is_empty() {
-        return Err(PolicyLoadError(vec![format!(
-            "schema.cedarschema does not declare the actions {}",
-            missing.join(", ")
-        )]));
-    }
-    Ok(loaded)
-}
-
-/// Load and strictly validate the policy set (before anything else is touched).
-pub fn policies(config: &Config) -> anyhow::Result<LoadedPolicies> {
-    let loaded = load_policy_set(policies_dir(config).as_deref())?;
-    tracing::info!(source = %loaded.source, hash = %loaded.hash, policies = loaded.descriptions.len(), "policy set loaded");
-    Ok(loaded)
-}
-
-/// Reload the policy set from where the node took it at start and install it if it loads;
-/// an invalid set is refused and the one in force keeps serving. Returns (previous hash,
-/// new set).
-pub async fn reload_policies(
-    state: &AppState,
-) -> Result<(String, Arc<LoadedPolicies>), PolicyLoadError> {
-    let dir = policies_dir(&state.config);
-    let loaded = tokio::task::spawn_blocking(move || load_policy_set(dir.as_deref()))
-        .await
-        .map_err(|e| PolicyLoadError(vec![format!("policy loader failed: {e}")]))??;
-    let previous = state.authz.replace(loaded);
-    let current = state.authz.current();
-    tracing::info!(source = %current.source, previous = %previous, hash = %current.hash, policies = current.descriptions.len(), "policy set reloaded");
-    Ok((previous, current))
 }
 
 /// Bring up everything but the listener.
@@ -221,6 +165,7 @@ async fn ensure_default_tenant(state: &AppState) -> anyhow::Result<()> {
             policy_hash: None,
             trace_id: None,
             user_agent: None,
+            front: None,
         },
     )
     .await?;

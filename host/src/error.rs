@@ -1,11 +1,9 @@
 //! The one error type every operation returns.
 //!
-//! Each variant has a stable machine-readable `code` and an HTTP status. Fronts (the native
-//! JSON API now, AWS KMS and Vault Transit later) only translate a variant into their own wire
-//! shape; nothing else decides what a failure looks like. Messages never contain key bytes,
-//! plaintext, tokens or PINs.
-
-use axum::http::StatusCode;
+//! Each variant has a stable machine-readable `code` (recorded as the audit outcome) and no
+//! transport in it: each front maps a variant to its own wire shape and status in one place
+//! (`api::native`), and nothing else decides what a failure looks like. Messages never
+//! contain key bytes, plaintext, tokens or PINs.
 
 /// A failure of a request, typed so callers (and fronts) can match on it.
 #[derive(Debug, thiserror::Error)]
@@ -112,30 +110,17 @@ impl Error {
         }
     }
 
-    /// HTTP status for the native front.
-    pub fn status(&self) -> StatusCode {
-        match self {
-            Error::MalformedJson(_)
-            | Error::Validation(_)
-            | Error::MalformedCiphertext(_)
-            | Error::DecryptionFailed
-            | Error::InvalidKeyUsage(_)
-            | Error::InvalidPlugin(_)
-            | Error::InvalidPolicySet(_)
-            | Error::IncorrectKeyMaterial(_)
-            | Error::ExpiredImportToken(_) => StatusCode::BAD_REQUEST,
-            Error::PluginFailed { .. } => StatusCode::BAD_GATEWAY,
-            Error::PluginTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            Error::Unauthenticated => StatusCode::UNAUTHORIZED,
-            Error::AccessDenied { .. } => StatusCode::FORBIDDEN,
-            Error::NotFound { .. } | Error::UnknownOperation(_) => StatusCode::NOT_FOUND,
-            Error::AlreadyExists { .. } | Error::InvalidState(_) => StatusCode::CONFLICT,
-            Error::KeyDestroyed { .. } => StatusCode::GONE,
-            Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Error::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            Error::HsmUnavailable | Error::DatabaseUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Error::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        }
+    /// A failure of keyplane or what it depends on (the HSM, the database, a plugin), not of
+    /// the request: a retry may succeed, and traces mark it as an error.
+    pub fn is_server_fault(&self) -> bool {
+        matches!(
+            self,
+            Error::HsmUnavailable
+                | Error::DatabaseUnavailable
+                | Error::Internal
+                | Error::PluginFailed { .. }
+                | Error::PluginTimeout { .. }
+        )
     }
 
     /// Shorthand for a validation error.

@@ -6,25 +6,30 @@
 //! - [`config`]: layered configuration (defaults < TOML < `KEYPLANE_*` env < flags).
 //! - [`server`]: `keyplane serve`; [`bootstrap`]: first-start set-up and the data
 //!   directory's lock; [`tls`]: certificates.
-//! - [`api`]: HTTP fronts (native `POST /v1/<operation>`, health); they only translate.
+//! - [`api`]: HTTP fronts (native `POST /v1/<operation>`, health); they only translate, around
+//!   one shared gate (authentication, body limits, audit of refused requests, telemetry).
 //! - [`authn`]: bearer tokens → principal; [`authz`]: Cedar policy set, entities, decisions
 //!   (and the memo of recent decisions).
-//! - [`ops`]: the operation table, one file per operation, the request pipeline, the
+//! - [`ops`]: the typed operation core (no wire format), one file per operation, the pipeline
+//!   `ops::execute`, the
 //!   lifecycle scheduler (rotations by schedule plugins, destruction after deletion windows)
 //!   and garbage collection of material no row references (`ops::gc`).
 //! - [`clock`]: the service clock; [`usage`]: per-version usage counters; [`pause`]: pause
 //!   points for tests that interleave requests (test builds only).
 //! - [`crypto`]: the keyring (`hsm` and `envelope` protection), ciphertext format, encryption
 //!   context encoding, envelope material cache.
+//! - [`algorithms`]: key specs, usages, algorithm names, public-key and signature encodings
+//!   (a leaf: `hsm` and `crypto` both use it).
 //! - [`plugins`]: the WebAssembly plugin runtime (storage backends, rotation schedules).
 //! - [`hsm`]: every PKCS#11 call, the session pool, token set-up, and starting over when the
 //!   module loses the login or the token (object handles carry the login's epoch).
 //! - [`store`]: sqlx pools, migrations, queries and the hot-row caches; [`audit`]: the
 //!   hash-chained log and its group commit.
 //! - [`policy_cli`]: `keyplane policy …` (validate, fmt, test, explain, who-can) for auditors.
-//! - [`error`]: the one typed error enum, with code and HTTP status.
+//! - [`error`]: the one typed error enum, with a stable code; each front maps it to its wire.
 //! - [`telemetry`]: OpenTelemetry traces and metrics (OTLP), JSON logs, span helpers.
 
+pub mod algorithms;
 pub mod api;
 pub mod audit;
 pub mod authn;

@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use keyplane::config::{Config, FlagOverrides};
 use keyplane::hsm::{token, Hsm};
-use keyplane::{audit, bootstrap, server, store, telemetry};
+use keyplane::{audit, bootstrap, ops, server, store, telemetry};
 
 /// mimalloc instead of glibc malloc: a request allocates and frees many small buffers (HTTP,
 /// JSON, TLS records, audit records) across two worker threads, and under load glibc's
@@ -231,7 +231,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn serve(common: Common, flags: FlagOverrides) -> anyhow::Result<()> {
     let config = Config::load(common.config.as_deref(), flags)?;
-    let policies = bootstrap::policies(&config)?;
+    let policies = ops::reload_policies::load_at_start(&config)?;
     bootstrap::prepare_data_dir(&config.data_dir)?;
     let _lock = bootstrap::lock_data_dir(&config.data_dir)?;
     if config.hsm.embedded_softhsm {
@@ -279,7 +279,7 @@ fn gc(
         anyhow::bail!("no keyplane database in {}", config.data_dir.display());
     }
     let _lock = bootstrap::lock_data_dir(&config.data_dir)?;
-    let policies = bootstrap::policies(&config)?;
+    let policies = ops::reload_policies::load_at_start(&config)?;
     if config.hsm.embedded_softhsm {
         let conf = token::prepare_embedded_softhsm(&config.data_dir)?;
         // Sound: no other thread exists yet (the runtime is built below).

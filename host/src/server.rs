@@ -80,7 +80,7 @@ fn spawn_sighup_reload(state: Arc<crate::state::AppState>) -> anyhow::Result<()>
     let mut hup = signal(SignalKind::hangup())?;
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
-            let outcome = match bootstrap::reload_policies(&state).await {
+            let outcome = match crate::ops::reload_policies::reload(&state).await {
                 Ok(_) => "ok".to_string(),
                 Err(e) => {
                     tracing::error!(error = %e, "SIGHUP: policy reload refused; the previous set keeps serving");
@@ -103,6 +103,7 @@ fn spawn_sighup_reload(state: Arc<crate::state::AppState>) -> anyhow::Result<()>
                 policy_hash: Some(current.hash.clone()),
                 trace_id: None,
                 user_agent: None,
+                front: None,
             };
             let _ = crate::ops::audit_alone(&state, &ev).await;
         }

@@ -317,6 +317,7 @@ async fn export_and_search_in_the_documented_schema() {
             "policy_hash",
             "trace_id",
             "user_agent",
+            "front",
             "prev_hash",
             "hash",
         ] {
@@ -371,6 +372,20 @@ async fn export_and_search_in_the_documented_schema() {
         .iter()
         .filter(|r| r["action"] == "Encrypt")
         .all(|r| r["trace_id"].is_string()));
+    // Through which front: every request here came through the native API (denied and
+    // failed ones too); records of the node's own doings (first start) name none.
+    for r in &all {
+        let request = r["source_address"] != "local" && r["decision"] != "system";
+        let front = if request {
+            "native".into()
+        } else {
+            Value::Null
+        };
+        assert_eq!(r["front"], front, "{r}");
+    }
+    assert!(all
+        .iter()
+        .any(|r| r["decision"] == "deny" || r["outcome"] != "ok"));
 
     // Search by key and action; by decision; by principal.
     let encrypts = jsonl(&audit(

@@ -11,7 +11,7 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use super::error_response;
+use super::native::error_response;
 use crate::error::Error;
 use crate::state::AppState;
 
@@ -31,14 +31,11 @@ impl FromRequestParts<Arc<AppState>> for Operator {
             .and_then(|v| v.to_str().ok());
         match state.tokens.authenticate(&state.rows, auth_header).await {
             Ok(p) if p.operator => Ok(Operator),
-            Ok(_) => Err(error_response(
-                &Error::AccessDenied {
-                    action: "debug".into(),
-                    resource: "-".into(),
-                },
-                "debug",
-            )),
-            Err(e) => Err(error_response(&e, "debug")),
+            Ok(_) => Err(error_response(&Error::AccessDenied {
+                action: "debug".into(),
+                resource: "-".into(),
+            })),
+            Err(e) => Err(error_response(&e)),
         }
     }
 }
@@ -51,7 +48,6 @@ pub async fn envelope_material(
     Json(req): Json<serde_json::Value>,
 ) -> Response {
     use crate::store::keys;
-    let rid = "debug";
     let key_id = req
         .get("key_id")
         .and_then(|v| v.as_str())
@@ -78,7 +74,7 @@ pub async fn envelope_material(
         Ok(m) => {
             Json(serde_json::json!({ "material": crate::ops::Base64::new(m) })).into_response()
         }
-        Err(e) => error_response(&e, rid),
+        Err(e) => error_response(&e),
     }
 }
 
@@ -139,7 +135,7 @@ pub async fn hsm_objects(
             "session_copies_made_live": live,
         }))
         .into_response(),
-        Err(e) => error_response(&e, "debug"),
+        Err(e) => error_response(&e),
     }
 }
 
@@ -159,12 +155,7 @@ pub async fn pause(_: Operator, Json(req): Json<serde_json::Value>) -> Response 
             serde_json::json!({ "reached": reached })
         }
         "release" => serde_json::json!({ "released": crate::pause::release(point, key_id) }),
-        other => {
-            return error_response(
-                &Error::validation(format!("unknown action {other:?}")),
-                "debug",
-            )
-        }
+        other => return error_response(&Error::validation(format!("unknown action {other:?}"))),
     };
     Json(answer).into_response()
 }
@@ -201,12 +192,9 @@ pub async fn hsm_fault(
                 .and_then(|r| r);
             match done {
                 Ok(()) => Json(serde_json::json!({ "closed": true })).into_response(),
-                Err(e) => error_response(&e, "debug"),
+                Err(e) => error_response(&e),
             }
         }
-        other => error_response(
-            &Error::validation(format!("unknown action {other:?}")),
-            "debug",
-        ),
+        other => error_response(&Error::validation(format!("unknown action {other:?}"))),
     }
 }

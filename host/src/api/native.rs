@@ -1,31 +1,61 @@
 //! The native front: `POST /v1/<operation>` with a JSON body and `Authorization: Bearer`.
-//! Authenticates, reads the body under the size limit, and hands both to the operation
-//! table. Every response carries `x-request-id`.
+//! Decodes the body into the operation of that name (every operation of
+//! [`crate::ops::operations!`], in the JSON shape of its type), runs it through the [`Gate`],
+//! and encodes the output as JSON or the error as `{"error": {"code", "message"}}` with the
+//! status [`status`] maps it to.
 //!
-//! One optional header feeds the Cedar context of guard policies: `x-keyplane-mfa: true`,
-//! honoured only on a connection that presented a verified TLS client certificate (bearer
-//! token + certificate = two factors); it sets `context.mfa`. The native front does not
-//! request client certificates yet, so `context.mfa` is currently always `false`; a header
-//! alone never sets it. No request carries another principal's credential: a second admin
-//! approves a key's deletion with `approve-key-deletion`, under their own token.
+//! No request carries another principal's credential: a second admin approves a key's
+//! deletion with `approve-key-deletion`, under their own token. `context.mfa` is `false`
+//! until a front requests client certificates (bearer token + certificate = two factors).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{header, HeaderMap};
-use axum::response::Response;
-use axum::Extension;
-use tracing::Instrument;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use futures_util::future::BoxFuture;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::json;
+use zeroize::Zeroizing;
 
-use super::{error_response, json_reply, read_body, BodyLimits};
-use crate::audit::AuditEvent;
-use crate::error::Error;
-use crate::ops::{self, Operation, RequestMeta};
+use super::gate::{BodyLimits, Gate};
+use crate::authn::Principal;
+use crate::error::{Error, Result};
+use crate::ops::{Front, Operation};
 use crate::state::AppState;
 use crate::telemetry::http::RequestId;
 
+/// Decode, run and encode one operation.
+type Handler = for<'a> fn(&'a Gate, Principal, &'a [u8]) -> BoxFuture<'a, Response>;
+
+fn handler<'a, O>(gate: &'a Gate, principal: Principal, body: &'a [u8]) -> BoxFuture<'a, Response>
+where
+    O: Operation + DeserializeOwned,
+    O::Output: Serialize,
+{
+    Box::pin(async move {
+        let op = decode::<O>(body);
+        match gate.run(principal, op).await {
+            Ok(output) => json_reply(&output),
+            Err(e) => error_response(&e),
+        }
+    })
+}
+
+macro_rules! native_table {
+    ($($op:ty),* $(,)?) => {
+        &[$( (<$op>::NAME, <$op>::ACTION, handler::<$op> as Handler) ),*]
+    };
+}
+
+/// Every operation: (name, Cedar action, handler).
+const OPERATIONS: &[(&str, &str, Handler)] = crate::ops::operations!(native_table);
+
+/// The action an unknown operation is audited under.
 fn unknown_action(op: &str) -> String {
     let clean: String = op
         .chars()
@@ -33,27 +63,6 @@ fn unknown_action(op: &str) -> String {
         .take(64)
         .collect();
     format!("unknown:{clean}")
-}
-
-/// Longest `User-Agent` kept in an audit record.
-const MAX_USER_AGENT: usize = 256;
-
-fn truncate(s: &str, max: usize) -> String {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_string()
-}
-
-/// The trace id of the request's span (the caller's, from `traceparent`, or a new one), if
-/// tracing is on.
-fn current_trace_id() -> Option<String> {
-    use opentelemetry::trace::TraceContextExt;
-    use tracing_opentelemetry::OpenTelemetrySpanExt;
-    let cx = tracing::Span::current().context();
-    let sc = cx.span().span_context().clone();
-    sc.is_valid().then(|| sc.trace_id().to_string())
 }
 
 /// `POST /v1/{operation}`.
@@ -65,141 +74,108 @@ pub async fn handle(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let mut meta = RequestMeta {
-        request_id: request_id
-            .map(|Extension(RequestId(id))| id)
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
-        source_ip: peer.ip(),
-        client_certificate: false,
-        mfa: false,
-        trace_id: current_trace_id(),
-        user_agent: headers
-            .get(axum::http::header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(|ua| truncate(ua, MAX_USER_AGENT)),
-    };
-    meta.mfa = meta.client_certificate
-        && headers
-            .get("x-keyplane-mfa")
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
-    let auth_header = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let authn_span = tracing::info_span!(
-        "authenticate",
-        keyplane.principal = tracing::field::Empty,
-        keyplane.outcome = tracing::field::Empty
-    );
-    let auth = state
-        .tokens
-        .authenticate(&state.rows, auth_header)
-        .instrument(authn_span.clone())
-        .await;
-    match &auth {
-        Ok(p) => {
-            authn_span.record("keyplane.principal", p.id.as_str());
-            authn_span.record("keyplane.outcome", "ok");
-        }
-        Err(e) => {
-            authn_span.record("keyplane.outcome", e.code());
-        }
-    }
+    let request_id = request_id.map(|Extension(RequestId(id))| id);
+    let gate = Gate::new(state, Front::Native, peer, request_id, &headers);
+    let auth = gate.bearer(&headers).await;
+    let entry = OPERATIONS.iter().find(|(name, _, _)| *name == operation);
 
-    let failure_event = |auth: &Result<_, Error>, action: String, outcome: &Error| AuditEvent {
-        request_id: meta.request_id.clone(),
-        principal: auth
-            .as_ref()
-            .map(|p: &crate::authn::Principal| format!("Keyplane::User::{:?}", p.id))
-            .unwrap_or_else(|_| "-".into()),
-        tenant: auth
-            .as_ref()
-            .map(|p| p.tenant_id.clone())
-            .unwrap_or_else(|_| "-".into()),
-        action,
-        resource: "-".into(),
-        decision: "not-evaluated",
-        policies: vec![],
-        outcome: outcome.code().into(),
-        source: meta.source_ip.to_string(),
-        policy_hash: None,
-        trace_id: meta.trace_id.clone(),
-        user_agent: meta.user_agent.clone(),
-    };
-
-    // The body is read before any answer, whatever it is: an answer sent while the client
-    // is still sending breaks an HTTP/2 stream (curl: "Stream error in the HTTP/2 framing
-    // layer") and, over HTTP/1.1, resets a client that writes its whole body before reading.
-    // Unauthenticated callers get the ordinary limit, never the upload limit.
-    let max_body = state.config.limits.max_body_bytes;
-    let limits = match &auth {
-        Ok(_) if operation == crate::ops::upload_plugin::UploadPlugin::NAME => {
+    let max_body = gate.state.config.limits.max_body_bytes;
+    let limits = match (&auth, entry) {
+        (Ok(_), Some((name, _, _))) if *name == crate::ops::upload_plugin::UploadPlugin::NAME => {
             // base64 of the largest component, plus the JSON around it
-            BodyLimits::authenticated(state.config.plugins.max_upload_bytes / 3 * 4 + 8192)
+            let max_upload = gate.state.config.plugins.max_upload_bytes;
+            BodyLimits::authenticated(max_upload / 3 * 4 + 8192)
         }
-        Ok(_) if ops::lookup(&operation).is_some() => BodyLimits::authenticated(max_body),
+        (Ok(_), Some(_)) => BodyLimits::authenticated(max_body),
         _ => BodyLimits::refused(max_body),
     };
-    let read = read_body(body, limits).await;
+    let read = gate.read_body(body, limits).await;
 
-    let Some(handler) = ops::lookup(&operation) else {
-        let e = match &auth {
-            Err(Error::DatabaseUnavailable) => Error::DatabaseUnavailable,
-            Err(_) => Error::Unauthenticated,
-            Ok(_) => Error::UnknownOperation(
-                unknown_action(&operation)
-                    .trim_start_matches("unknown:")
-                    .to_string(),
-            ),
-        };
-        let e = ops::fail(
-            &state,
-            &mut failure_event(&auth, unknown_action(&operation), &e),
-            e,
-        )
-        .await;
-        return error_response(&e, &meta.request_id);
-    };
-    let action = ops::OPERATIONS
-        .iter()
-        .find(|(n, _, _)| *n == operation)
-        .map(|(_, a, _)| a.to_string())
-        .unwrap_or_default();
-
-    if let Err(e) = &auth {
-        let e = match e {
-            Error::DatabaseUnavailable => Error::DatabaseUnavailable,
-            _ => Error::Unauthenticated,
-        };
-        let e = ops::fail(&state, &mut failure_event(&auth, action, &e), e).await;
-        return error_response(&e, &meta.request_id);
-    }
-    let bytes = match read {
-        Ok(b) => b,
-        Err(e) => {
-            let e = ops::fail(&state, &mut failure_event(&auth, action, &e), e).await;
-            return error_response(&e, &meta.request_id);
-        }
-    };
-
-    // The pipeline runs as its own task: a client that disconnects cannot cancel it half-way
-    // (after an HSM object or blob was created but before the rollback or audit record).
-    let task = {
-        let (state, meta) = (state.clone(), meta.clone());
-        let span = tracing::Span::current();
-        tokio::spawn(async move { handler(&state, auth, &meta, &bytes).await }.instrument(span))
-    };
-    let result = task.await.unwrap_or_else(|e| {
-        tracing::error!(error = %e, "operation task failed");
-        Err(Error::Internal)
-    });
-    match result {
-        Ok(reply) => {
-            let mut resp = json_reply(reply);
-            if let Ok(v) = meta.request_id.parse() {
-                resp.headers_mut().insert("x-request-id", v);
+    let Some((_, action, handler)) = entry else {
+        let action = unknown_action(&operation);
+        let (principal, e) = match auth {
+            Ok(p) => {
+                let name = action.trim_start_matches("unknown:").to_string();
+                (Some(p), Error::UnknownOperation(name))
             }
-            resp
+            Err(e) => (None, e),
+        };
+        return error_response(&gate.refuse(principal.as_ref(), &action, e).await);
+    };
+    let principal = match auth {
+        Ok(p) => p,
+        Err(e) => return error_response(&gate.refuse(None, action, e).await),
+    };
+    let body = match read {
+        Ok(b) => b,
+        Err(e) => return error_response(&gate.refuse(Some(&principal), action, e).await),
+    };
+    handler(&gate, principal, &body).await
+}
+
+fn decode<O: DeserializeOwned>(body: &[u8]) -> Result<O> {
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}".as_slice()
+    } else {
+        body
+    };
+    serde_json::from_slice(body).map_err(|e| {
+        use serde_json::error::Category;
+        match e.classify() {
+            Category::Syntax | Category::Eof | Category::Io => Error::MalformedJson(e.to_string()),
+            Category::Data => Error::Validation(e.to_string()),
         }
-        Err(e) => error_response(&e, &meta.request_id),
+    })
+}
+
+/// A `200` whose body is `output` as JSON, written into a buffer that is zeroized once the
+/// body has been sent (outputs may hold plaintext or a data key; the copies the HTTP and TLS
+/// libraries make on the way out are theirs, not zeroized).
+fn json_reply<T: Serialize>(output: &T) -> Response {
+    let mut reply = Zeroizing::new(Vec::new());
+    if let Err(e) = serde_json::to_writer(&mut *reply, output) {
+        tracing::error!(error = %e, "an output could not be encoded");
+        return error_response(&Error::Internal);
+    }
+    let mut resp = Response::new(Body::from(bytes::Bytes::from_owner(reply)));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// The native error body, with the status of [`status`].
+pub fn error_response(e: &Error) -> Response {
+    (
+        status(e),
+        Json(json!({ "error": { "code": e.code(), "message": e.to_string() } })),
+    )
+        .into_response()
+}
+
+/// The native front's status for each error.
+pub fn status(e: &Error) -> StatusCode {
+    match e {
+        Error::MalformedJson(_)
+        | Error::Validation(_)
+        | Error::MalformedCiphertext(_)
+        | Error::DecryptionFailed
+        | Error::InvalidKeyUsage(_)
+        | Error::InvalidPlugin(_)
+        | Error::InvalidPolicySet(_)
+        | Error::IncorrectKeyMaterial(_)
+        | Error::ExpiredImportToken(_) => StatusCode::BAD_REQUEST,
+        Error::PluginFailed { .. } => StatusCode::BAD_GATEWAY,
+        Error::PluginTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        Error::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Error::AccessDenied { .. } => StatusCode::FORBIDDEN,
+        Error::NotFound { .. } | Error::UnknownOperation(_) => StatusCode::NOT_FOUND,
+        Error::AlreadyExists { .. } | Error::InvalidState(_) => StatusCode::CONFLICT,
+        Error::KeyDestroyed { .. } => StatusCode::GONE,
+        Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        Error::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+        Error::HsmUnavailable | Error::DatabaseUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Error::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

@@ -71,7 +71,7 @@ impl Checkpointer {
     /// Find or make the audit key and publish its public key in the data dir.
     pub fn new(hsm: Arc<Hsm>, data_dir: &Path) -> anyhow::Result<Self> {
         let (key, spki) = hsm.audit_signing_key()?;
-        let pem = crate::crypto::public_key::spki_pem(&spki)?;
+        let pem = crate::algorithms::public_key::spki_pem(&spki)?;
         let path = data_dir.join(PUBLIC_KEY_FILE);
         if std::fs::read_to_string(&path).ok().as_deref() != Some(pem.as_str()) {
             std::fs::write(&path, &pem)?;

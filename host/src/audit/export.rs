@@ -35,6 +35,9 @@ pub struct ExportedRecord {
     /// W3C trace id (when tracing was on).
     pub trace_id: Option<String>,
     pub user_agent: Option<String>,
+    /// The front the request came through (`native`, `aws-kms`); absent for system records
+    /// and records written before fronts were recorded.
+    pub front: Option<String>,
     pub prev_hash: String,
     pub hash: String,
 }
@@ -57,6 +60,7 @@ impl From<AuditRecord> for ExportedRecord {
             policy_hash: r.policy_hash,
             trace_id: r.trace_id,
             user_agent: r.user_agent,
+            front: r.front,
             prev_hash: r.prev_hash,
             hash: r.hash,
         }

@@ -399,6 +399,7 @@ mod tests {
             policy_hash: None,
             trace_id: None,
             user_agent: None,
+            front: None,
         }
     }
 

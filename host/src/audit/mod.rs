@@ -13,7 +13,8 @@
 //! `policy_hash` (the SHA-256 of the policy set that decided the request) was added after the
 //! first records were written: it is left out of the canonical JSON when it is NULL, so
 //! records written before it existed keep verifying, while every record that carries one has
-//! it covered by its hash (clearing it later breaks the chain).
+//! it covered by its hash (clearing it later breaks the chain). `trace_id`, `user_agent` and `front` (which front a
+//! request came through) were added the same way.
 
 pub mod checkpoint;
 pub mod cli;
@@ -53,6 +54,8 @@ pub struct AuditEvent {
     pub trace_id: Option<String>,
     /// The client's `User-Agent` (at most 256 bytes).
     pub user_agent: Option<String>,
+    /// The front the request came through (`native`, `aws-kms`); `None` for system records.
+    pub front: Option<&'static str>,
 }
 
 /// A stored record, in the canonical field order that is hashed.
@@ -78,6 +81,9 @@ pub struct AuditRecord {
     pub trace_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_agent: Option<String>,
+    /// Added after `user_agent`; left out of the hashed JSON when NULL, like it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub front: Option<String>,
     pub prev_hash: String,
     #[serde(skip)]
     pub hash: String,
@@ -104,7 +110,7 @@ pub async fn append(conn: &mut SqliteConnection, ev: &AuditEvent) -> Result<i64>
     Ok(seq)
 }
 
-/// Most records one `INSERT` carries (16 bound values each, under SQLite's 32766 limit).
+/// Most records one `INSERT` carries (17 bound values each, under SQLite's 32766 limit).
 const MAX_ROWS_PER_INSERT: usize = 512;
 
 /// Append `events` in order inside `conn`'s transaction, chained one to the next: one read
@@ -162,6 +168,7 @@ pub fn chain(head: (i64, String), events: &[&AuditEvent]) -> Vec<AuditRecord> {
             policy_hash: ev.policy_hash.clone(),
             trace_id: ev.trace_id.clone(),
             user_agent: ev.user_agent.clone(),
+            front: ev.front.map(str::to_string),
             prev_hash,
             hash: String::new(),
         };
@@ -176,14 +183,14 @@ pub fn chain(head: (i64, String), events: &[&AuditEvent]) -> Vec<AuditRecord> {
 fn insert_sql(rows: usize) -> String {
     let mut sql = String::from(
         "INSERT INTO audit_log (seq, time, request_id, principal, tenant, action, resource, \
-         decision, policies, outcome, source, policy_hash, trace_id, user_agent, prev_hash, hash) \
-         VALUES ",
+         decision, policies, outcome, source, policy_hash, trace_id, user_agent, front, prev_hash, \
+         hash) VALUES ",
     );
     for row in 0..rows {
         if row > 0 {
             sql.push(',');
         }
-        sql.push_str("(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+        sql.push_str("(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
     }
     sql
 }
@@ -197,7 +204,7 @@ enum Value<'a> {
 
 impl AuditRecord {
     /// The values of one row of [`insert_sql`], in column order.
-    fn values(&self) -> [Value<'_>; 16] {
+    fn values(&self) -> [Value<'_>; 17] {
         use Value::{Int, MaybeText, Text};
         [
             Int(self.seq),
@@ -214,6 +221,7 @@ impl AuditRecord {
             MaybeText(self.policy_hash.as_deref()),
             MaybeText(self.trace_id.as_deref()),
             MaybeText(self.user_agent.as_deref()),
+            MaybeText(self.front.as_deref()),
             Text(&self.prev_hash),
             Text(&self.hash),
         ]
@@ -305,7 +313,7 @@ pub struct VerifyReport {
 pub async fn get(pool: &SqlitePool, seq: i64) -> Result<Option<AuditRecord>> {
     Ok(sqlx::query_as::<_, AuditRecord>(
         "SELECT seq, time, request_id, principal, tenant, action, resource, decision, policies, \
-         outcome, source, policy_hash, trace_id, user_agent, prev_hash, hash FROM audit_log WHERE seq = ?",
+         outcome, source, policy_hash, trace_id, user_agent, front, prev_hash, hash FROM audit_log WHERE seq = ?",
     )
     .bind(seq)
     .fetch_optional(pool)
@@ -317,7 +325,7 @@ pub async fn verify(pool: &SqlitePool) -> Result<VerifyReport> {
     use futures_util::TryStreamExt;
     let mut rows = sqlx::query_as::<_, AuditRecord>(
         "SELECT seq, time, request_id, principal, tenant, action, resource, decision, policies, \
-         outcome, source, policy_hash, trace_id, user_agent, prev_hash, hash FROM audit_log ORDER BY seq",
+         outcome, source, policy_hash, trace_id, user_agent, front, prev_hash, hash FROM audit_log ORDER BY seq",
     )
     .fetch(pool);
     let mut expected_seq = 1;
@@ -374,6 +382,7 @@ mod tests {
             policy_hash: policy_hash.map(str::to_string),
             trace_id: None,
             user_agent: None,
+            front: None,
             prev_hash: GENESIS.into(),
             hash: String::new(),
         }
@@ -397,5 +406,18 @@ mod tests {
             new.compute_hash(),
             "the hash covers policy_hash"
         );
+    }
+
+    #[test]
+    fn the_front_is_hashed_when_set_and_absent_when_not() {
+        let old = record(Some("ab"));
+        let json = serde_json::to_string(&old).unwrap();
+        assert!(!json.contains("front"), "{json}");
+        let mut new = old.clone();
+        new.front = Some("native".into());
+        assert!(serde_json::to_string(&new)
+            .unwrap()
+            .contains("\"front\":\"native\""));
+        assert_ne!(old.compute_hash(), new.compute_hash());
     }
 }

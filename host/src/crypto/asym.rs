@@ -12,9 +12,11 @@
 
 use zeroize::Zeroizing;
 
-use super::public_key::{digest_info, ecdsa_der_to_raw, ecdsa_raw_to_der, jwk, spki_der};
-use super::spec::{Hash, KeySpec, SigningAlgorithm};
 use super::{blocking, hsm_id, Keyring, ObjKind};
+use crate::algorithms::public_key::{
+    digest_info, ecdsa_der_to_raw, ecdsa_raw_to_der, jwk, spki_der,
+};
+use crate::algorithms::{Hash, KeySpec, SigningAlgorithm};
 use crate::error::{Error, Result};
 use crate::hsm::asym::SignMechanism;
 use crate::hsm::{Hsm, Obj};
@@ -233,7 +235,7 @@ impl Keyring {
             .await?;
         let der = spki_der(spec, &parts)?;
         Ok(PublicKey {
-            pem: super::public_key::spki_pem(&der)?,
+            pem: crate::algorithms::public_key::spki_pem(&der)?,
             jwk: jwk(spec, &parts)?,
             der,
         })

@@ -34,8 +34,6 @@ pub mod asym;
 pub mod ciphertext;
 pub mod context;
 pub mod envelope_cache;
-pub mod public_key;
-pub mod spec;
 pub mod transport;
 
 use std::collections::HashMap;
@@ -47,12 +45,12 @@ use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroizing;
 
+use crate::algorithms::{KeySpec, KeyUsage};
 use crate::error::{Error, Result};
 use crate::hsm::{Health, Hsm, Obj, GCM_IV_LEN};
 use crate::store::keys::KeyVersionRow;
 use crate::store::{tenants, Db};
 use envelope_cache::EnvelopeCache;
-use spec::{KeySpec, KeyUsage};
 
 /// How a key's versions are protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

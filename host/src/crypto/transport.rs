@@ -7,8 +7,8 @@ use cryptoki::object::ObjectClass;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use zeroize::Zeroizing;
 
-use super::spec::{KeySpec, KeyUsage};
 use super::{blocking, envelope_aad, Keyring, NewVersion, ObjKind, Protection};
+use crate::algorithms::{KeySpec, KeyUsage};
 use crate::error::{Error, Result};
 use crate::hsm::pair_import::PairTarget;
 use crate::hsm::wrapping::{Transport, UnwrapInto, Unwrapped};
@@ -232,7 +232,7 @@ impl Keyring {
         let hsm = self.hsm.clone();
         let spki = blocking(move || {
             let parts = hsm.public_parts(public, spec)?;
-            super::public_key::spki_der(spec, &parts)
+            crate::algorithms::public_key::spki_der(spec, &parts)
         })
         .await;
         let spki = match spki {

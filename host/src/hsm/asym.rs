@@ -18,7 +18,8 @@ use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass};
 use zeroize::Zeroizing;
 
 use super::{unavailable, Hsm, Obj};
-use crate::crypto::spec::{Hash, KeySpec, KeyUsage};
+use crate::algorithms::public_key::PublicParts;
+use crate::algorithms::{Hash, KeySpec, KeyUsage};
 use crate::error::{Error, Result};
 
 /// A signing or MAC mechanism as keyplane uses it (the input is a digest except for EdDSA
@@ -35,15 +36,6 @@ pub enum SignMechanism {
     RsaPss(Hash),
     /// `CKM_SHA*_HMAC` over the message.
     Hmac(Hash),
-}
-
-/// The public half of a key pair, as the token holds it.
-pub enum PublicParts {
-    /// `CKA_EC_POINT` content: an uncompressed SEC1 point (NIST curves) or the 32-byte
-    /// Ed25519 key.
-    Ec(Vec<u8>),
-    /// Big-endian modulus and public exponent.
-    Rsa { modulus: Vec<u8>, exponent: Vec<u8> },
 }
 
 pub(crate) fn hash_mechanism(h: Hash) -> MechanismType {
@@ -103,9 +95,9 @@ impl SignMechanism {
 pub(crate) fn ec_params(spec: KeySpec) -> Result<Vec<u8>> {
     use der::Encode;
     let oid = match spec {
-        KeySpec::EccNistP256 => crate::crypto::public_key::OID_P256,
-        KeySpec::EccNistP384 => crate::crypto::public_key::OID_P384,
-        KeySpec::Ed25519 => crate::crypto::public_key::OID_ED25519,
+        KeySpec::EccNistP256 => crate::algorithms::public_key::OID_P256,
+        KeySpec::EccNistP384 => crate::algorithms::public_key::OID_P384,
+        KeySpec::Ed25519 => crate::algorithms::public_key::OID_ED25519,
         _ => return Err(Error::Internal),
     };
     oid.to_der().map_err(|_| Error::Internal)

@@ -6,8 +6,8 @@ use cryptoki::object::ObjectClass;
 
 use super::asym::SignMechanism;
 use super::{Hsm, Obj};
-use crate::crypto::public_key::{ecdsa_raw_to_der, spki_der};
-use crate::crypto::spec::{KeySpec, KeyUsage};
+use crate::algorithms::public_key::{ecdsa_raw_to_der, spki_der};
+use crate::algorithms::{KeySpec, KeyUsage};
 use crate::error::Result;
 
 /// `CKA_ID` and label of the audit signing key pair.

@@ -14,7 +14,7 @@ use cryptoki::object::{Attribute, ObjectClass};
 use cryptoki::session::Session;
 
 use super::asym::{hash_mechanism, mgf};
-use crate::crypto::spec::{Hash, KeySpec, KeyUsage};
+use crate::algorithms::{Hash, KeySpec, KeyUsage};
 
 /// The mechanisms keyplane uses, with their PKCS#11 names.
 pub const USED_MECHANISMS: &[(MechanismType, &str)] = &[

@@ -11,7 +11,7 @@ use cryptoki::session::Session;
 use super::asym::ec_params;
 use super::wrapping::{incorrect, rejected, unwrap_ephemeral, OaepHash};
 use super::{unavailable, Hsm, Obj};
-use crate::crypto::spec::{KeySpec, KeyUsage};
+use crate::algorithms::{KeySpec, KeyUsage};
 use crate::error::{Error, Result};
 
 /// What is imported: the spec and usage of the key, its objects' `CKA_ID`, exportability.

@@ -7,9 +7,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::common::{
-    key_id_of, key_row, resolve_key, validate_alias, validate_key_id, ALIAS_PREFIX, STATE_DESTROYED,
-};
+use super::checks::STATE_DESTROYED;
+use super::resolve::{key_id_of, key_row, resolve_key};
+use super::validate::{validate_alias, validate_key_id, ALIAS_PREFIX};
 use super::{OpContext, Operation, WriteScope};
 use crate::authz::ResourceRef;
 use crate::crypto::context::EncryptionContext;

@@ -10,11 +10,13 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::common::{KeyMetadata, KEY_SPEC_AES_256_GCM, STATE_ENABLED};
+use super::checks::STATE_ENABLED;
+use super::validate::KEY_SPEC_AES_256_GCM;
 use super::versions::make_version;
+use super::views::KeyMetadata;
 use super::{OpContext, Operation, WriteScope};
+use crate::algorithms::{check_spec_usage, KeySpec, KeyUsage};
 use crate::authz::ResourceRef;
-use crate::crypto::spec::{check_spec_usage, KeySpec, KeyUsage};
 use crate::crypto::Protection;
 use crate::error::{Error, Result};
 use crate::store::imports;

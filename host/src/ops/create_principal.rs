@@ -4,7 +4,7 @@
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
-use super::common::validate_name;
+use super::validate::validate_name;
 use super::{OpContext, Operation, WriteScope};
 use crate::authz::ResourceRef;
 use crate::error::{Error, Result};

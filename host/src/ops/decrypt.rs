@@ -5,11 +5,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::common::{
-    key_id_of, key_row, key_spec, open_ciphertext, resolve_key, validate_key_id, VersionUse,
-    ALIAS_PREFIX,
-};
+use super::checks::{key_spec, VersionUse};
+use super::resolve::{key_id_of, key_row, resolve_key};
 use super::rsa_oaep::{self, MAX_RSA_CIPHERTEXT};
+use super::sealing::open_ciphertext;
+use super::validate::{validate_key_id, ALIAS_PREFIX};
 use super::{Base64, OpContext, Operation, WriteScope};
 use crate::authz::ResourceRef;
 use crate::crypto::ciphertext::Ciphertext;

@@ -7,13 +7,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::common::{
-    check_usage, key_row, resolve_key, usable_version, validate_key_id, VersionUse,
-};
+use super::checks::{check_usage, usable_version, VersionUse};
+use super::resolve::{key_row, resolve_key};
+use super::validate::validate_key_id;
 use super::{Base64, OpContext, Operation, WriteScope};
+use crate::algorithms::public_key::peer_point;
+use crate::algorithms::KeyUsage;
 use crate::authz::ResourceRef;
-use crate::crypto::public_key::peer_point;
-use crate::crypto::spec::KeyUsage;
 use crate::error::{Error, Result};
 
 /// Largest peer key text accepted (a P-384 SPKI PEM is under 300 bytes).

@@ -10,8 +10,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::{OpContext, Operation, WriteScope};
+use crate::algorithms::{KeySpec, OaepAlgorithm};
 use crate::authz::ResourceRef;
-use crate::crypto::spec::{KeySpec, OaepAlgorithm};
 use crate::error::Result;
 
 #[derive(Debug, Deserialize)]

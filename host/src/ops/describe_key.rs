@@ -2,7 +2,9 @@
 
 use serde::Deserialize;
 
-use super::common::{key_row, resolve_key, rfc3339, validate_key_id, KeyMetadata};
+use super::resolve::{key_row, resolve_key};
+use super::validate::validate_key_id;
+use super::views::{rfc3339, KeyMetadata};
 use super::{OpContext, Operation, WriteScope};
 use crate::authz::ResourceRef;
 use crate::error::{Error, Result};

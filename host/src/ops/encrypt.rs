@@ -6,8 +6,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::common::{key_row, key_spec, resolve_key, seal_with_primary, validate_key_id};
+use super::checks::key_spec;
+use super::resolve::{key_row, resolve_key};
 use super::rsa_oaep::{self, SYMMETRIC_DEFAULT};
+use super::sealing::seal_with_primary;
+use super::validate::validate_key_id;
 use super::{Base64, OpContext, Operation, WriteScope};
 use crate::authz::ResourceRef;
 use crate::crypto::context::EncryptionContext;

@@ -7,13 +7,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::common::{
-    check_key_enabled, key_row, key_spec, resolve_key, usable_version, validate_key_id, VersionUse,
-};
+use super::checks::{check_key_enabled, key_spec, usable_version, VersionUse};
 use super::key_transport::transport;
+use super::resolve::{key_row, resolve_key};
+use super::validate::validate_key_id;
 use super::{Base64, OpContext, Operation, WriteScope};
+use crate::algorithms::public_key::rsa_public_key;
 use crate::authz::ResourceRef;
-use crate::crypto::public_key::rsa_public_key;
 use crate::crypto::Protection;
 use crate::error::{Error, Result};
 use crate::store::imports;

@@ -28,7 +28,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use super::audit_alone;
-use super::common::version_store;
+use super::storage::version_store;
 use crate::audit::AuditEvent;
 use crate::error::{Error, Result};
 use crate::plugins::{StorageOp, StorageReply};
@@ -93,6 +93,7 @@ fn event(tenant: &str, resource: String, outcome: &str) -> AuditEvent {
         policy_hash: None,
         trace_id: None,
         user_agent: None,
+        front: None,
     }
 }
 
@@ -230,7 +231,7 @@ mod tests {
     #[test]
     fn creation_times_come_from_uuid_v7_names() {
         let id = String::from_utf8(crate::hsm::version_object_id("k-1", 3)).unwrap();
-        let blob = super::super::common::new_blob_name("k-1", 3);
+        let blob = super::super::storage::new_blob_name("k-1", 3);
         let import = format!("kp-import:imp-{}", uuid::Uuid::now_v7().simple());
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)

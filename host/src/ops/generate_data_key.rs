@@ -4,7 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::common::{key_row, resolve_key, seal_with_primary, validate_key_id};
+use super::resolve::{key_row, resolve_key};
+use super::sealing::seal_with_primary;
+use super::validate::validate_key_id;
 use super::{Base64, OpContext, Operation, WriteScope};
 use crate::authz::ResourceRef;
 use crate::crypto::context::EncryptionContext;

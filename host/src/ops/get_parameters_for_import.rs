@@ -6,13 +6,15 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::common::{key_row, resolve_key, rfc3339, validate_key_id};
 use super::key_transport::{awaiting_import, transport, wrapping_key_spec};
+use super::resolve::{key_row, resolve_key};
+use super::validate::validate_key_id;
+use super::views::rfc3339;
 use super::{Base64, OpContext, Operation, WriteScope};
+use crate::algorithms::public_key::PublicParts;
+use crate::algorithms::public_key::{spki_der, spki_pem};
 use crate::authz::ResourceRef;
-use crate::crypto::public_key::{spki_der, spki_pem};
 use crate::error::{Error, Result};
-use crate::hsm::asym::PublicParts;
 use crate::store::imports::{self, ImportTokenRow};
 
 /// How long an import token (and its wrapping key) lives.

@@ -5,12 +5,12 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::common::{
-    check_key_enabled, key_row, key_spec, resolve_key, validate_key_id, version_to_open,
-};
+use super::checks::{check_key_enabled, key_spec, version_to_open};
+use super::resolve::{key_row, resolve_key};
+use super::validate::validate_key_id;
 use super::{Base64, OpContext, Operation, WriteScope};
+use crate::algorithms::{KeyUsage, OaepAlgorithm};
 use crate::authz::ResourceRef;
-use crate::crypto::spec::{KeyUsage, OaepAlgorithm};
 use crate::error::{Error, Result};
 
 #[derive(Debug, Deserialize)]

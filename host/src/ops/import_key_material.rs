@@ -10,13 +10,16 @@
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
-use super::common::{key_row, key_spec, resolve_key, rfc3339, validate_key_id};
+use super::checks::key_spec;
 use super::key_transport::{awaiting_import, transport, wrapping_key_spec};
+use super::resolve::{key_row, resolve_key};
+use super::validate::validate_key_id;
 use super::versions::place_version;
+use super::views::rfc3339;
 use super::{Base64, OpContext, Operation, WriteScope};
+use crate::algorithms::public_key::peer_point;
+use crate::algorithms::KeyUsage;
 use crate::authz::ResourceRef;
-use crate::crypto::public_key::peer_point;
-use crate::crypto::spec::KeyUsage;
 use crate::crypto::transport::Wrapped;
 use crate::crypto::Protection;
 use crate::error::{Error, Result};

@@ -16,10 +16,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::common::{
-    changed_meanwhile, key_row, resolve_key, rfc3339, validate_key_id, version_store,
-    STATE_DESTROYED, STATE_DESTROYING, STATE_DISABLED, STATE_PENDING_DELETION,
+use super::checks::{
+    changed_meanwhile, STATE_DESTROYED, STATE_DESTROYING, STATE_DISABLED, STATE_PENDING_DELETION,
 };
+use super::resolve::{key_row, resolve_key};
+use super::storage::version_store;
+use super::validate::validate_key_id;
+use super::views::rfc3339;
 use super::{OpContext, Operation, WriteScope};
 use crate::audit::{self, AuditEvent};
 use crate::authn::Principal;

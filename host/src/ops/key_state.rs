@@ -10,10 +10,12 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::common::{
-    changed_meanwhile, key_row, resolve_key, validate_key_id, STATE_COMPROMISED, STATE_DESTROYED,
-    STATE_DESTROYING, STATE_DISABLED, STATE_ENABLED, STATE_PENDING_DELETION,
+use super::checks::{
+    changed_meanwhile, STATE_COMPROMISED, STATE_DESTROYED, STATE_DESTROYING, STATE_DISABLED,
+    STATE_ENABLED, STATE_PENDING_DELETION,
 };
+use super::resolve::{key_row, resolve_key};
+use super::validate::validate_key_id;
 use super::{OpContext, Operation, WriteScope};
 use crate::authz::ResourceRef;
 use crate::error::{Error, Result};

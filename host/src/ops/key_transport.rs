@@ -1,8 +1,8 @@
 //! What the import and export operations share: which keys await import, the wrapping
 //! algorithms keyplane accepts and the sizes of import wrapping keys. (RSA public keys in and
-//! out go through `crypto::public_key`.)
+//! out go through `algorithms::public_key`.)
 
-use crate::crypto::spec::KeySpec;
+use crate::algorithms::KeySpec;
 use crate::error::{Error, Result};
 use crate::hsm::wrapping::{OaepHash, Transport};
 use crate::state::AppState;

@@ -1,22 +1,27 @@
-//! The operation table: every keyplane operation, whatever front it arrives through.
+//! The typed operation core: every keyplane operation, whatever front it arrives through.
 //!
-//! One file per operation (its request and response types, its Cedar action, how it resolves
-//! its resource, what it does). [`run`] is the single pipeline every request goes through:
-//! authenticate → decode → validate → resolve the resource → authorize (Cedar, deny by
-//! default) → execute in a write scope → append the audit record in the same transaction →
-//! answer. A failure at any step rolls the scope back (destroying HSM objects it created) and
-//! appends an audit record of the failure instead.
+//! One file per operation: its request and output types, its Cedar action, how it resolves
+//! its resource, what it does. [`execute`] is the single pipeline every request goes
+//! through: validate → resolve the resource → authorize (Cedar, deny by default) → execute in
+//! a write scope → append the audit record in the same transaction. A failure at any step
+//! rolls the scope back (destroying HSM objects it created) and appends an audit record of
+//! the failure instead.
+//!
+//! Nothing here knows a wire format: no JSON, no HTTP status, no header. A front (`api`)
+//! authenticates, decodes its request into an operation value, calls [`execute`] and encodes
+//! the output or the [`Error`] its own way. The operation types derive serde because the
+//! native front's JSON is their own shape (the native front is where they are decoded and
+//! encoded); other fronts translate their wire types into them. [`operations!`] lists every
+//! operation, so a front's table is built from one list.
 //!
 //! A request refused on a key its caller may not even see (Cedar denies it `DescribeKey` on
-//! the key, as for every key of another tenant) is answered as if the key did not exist
-//! (`404`, the same message), so key ids cannot be probed across tenants; its audit record
-//! still says `deny`. The answer's JSON is written straight from the operation's output into
-//! a buffer that is zeroized when the response has been sent (plaintexts, data keys); the
-//! copies the HTTP and TLS libraries make on the way out are theirs, not zeroized.
+//! the key, as for every key of another tenant) fails as if the key did not exist
+//! ([`Error::NotFound`], the same message), so key ids cannot be probed across tenants; its
+//! audit record still says `deny`.
 
 pub mod aliases;
 mod b64;
-mod common;
+mod checks;
 pub mod create_key;
 pub mod create_principal;
 pub mod create_tenant;
@@ -41,22 +46,24 @@ pub mod mac;
 pub mod plugin_config;
 pub mod plugin_ops;
 pub mod reload_policies;
+mod resolve;
 pub mod rewrap;
 pub mod rotate_key;
 pub mod rotation_ops;
 mod rsa_oaep;
 pub mod scheduler;
+mod sealing;
 pub mod set_storage_backend;
 pub mod sign;
+mod storage;
 pub mod upload_plugin;
+mod validate;
 mod versions;
+mod views;
 
 use std::future::Future;
 use std::net::IpAddr;
 
-use futures_util::future::BoxFuture;
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 use sqlx::SqliteConnection;
 
 use crate::audit::{self, AuditEvent};
@@ -68,19 +75,34 @@ use crate::error::{Error, Result};
 use crate::state::AppState;
 use crate::store::Tx;
 use crate::telemetry::metrics::metrics;
-use tracing::Instrument;
-use zeroize::Zeroizing;
-
-/// The JSON of a successful answer, zeroized when dropped (it may hold plaintext or a data
-/// key).
-pub type Reply = Zeroizing<Vec<u8>>;
 
 pub use b64::Base64;
-pub use common::{key_resource, load_blob};
+pub use resolve::key_resource;
+pub use storage::load_blob;
+
+/// The front a request came through, recorded in its audit record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Front {
+    /// `POST /v1/<operation>`.
+    Native,
+    /// A caller inside the process (command-line tools, benchmarks).
+    InProcess,
+}
+
+impl Front {
+    /// The name in audit records.
+    pub fn name(self) -> &'static str {
+        match self {
+            Front::Native => "native",
+            Front::InProcess => "in-process",
+        }
+    }
+}
 
 /// Facts about the request that are not in its body.
 #[derive(Debug, Clone)]
 pub struct RequestMeta {
+    pub front: Front,
     pub request_id: String,
     pub source_ip: IpAddr,
     pub client_certificate: bool,
@@ -90,6 +112,21 @@ pub struct RequestMeta {
     pub trace_id: Option<String>,
     /// The client's `User-Agent`, truncated (recorded in its audit record).
     pub user_agent: Option<String>,
+}
+
+impl RequestMeta {
+    /// A request made inside the process (tools, benchmarks), from the loopback address.
+    pub fn in_process(request_id: &str) -> Self {
+        RequestMeta {
+            front: Front::InProcess,
+            request_id: request_id.into(),
+            source_ip: IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            client_certificate: false,
+            mfa: false,
+            trace_id: None,
+            user_agent: None,
+        }
+    }
 }
 
 /// What an operation sees while it runs.
@@ -183,28 +220,21 @@ pub async fn resolve_key_for(
     principal: &Principal,
     key_id: &str,
 ) -> Result<ResourceRef> {
-    let meta = RequestMeta {
-        request_id: "-".into(),
-        source_ip: IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
-        client_certificate: false,
-        mfa: false,
-        trace_id: None,
-        user_agent: None,
-    };
+    let meta = RequestMeta::in_process("-");
     let ctx = OpContext::new(state, principal, &meta);
-    common::resolve_key(&ctx, key_id).await
+    resolve::resolve_key(&ctx, key_id).await
 }
 
 /// One keyplane operation.
-pub trait Operation: DeserializeOwned + Send + Sync + Sized + 'static {
-    /// Name in the native API (`POST /v1/<NAME>`).
+pub trait Operation: Send + Sync + Sized + 'static {
+    /// The operation's name: in the native API (`POST /v1/<NAME>`), metrics and traces.
     const NAME: &'static str;
     /// Cedar action (`Keyplane::Action::"<ACTION>"`).
     const ACTION: &'static str;
     /// A cryptographic use of a key (counted in `keyplane.key.operations`).
     const KEY_USE: bool = false;
     /// The answer.
-    type Output: Serialize + Send + 'static;
+    type Output: Send + 'static;
 
     /// Check values that need no database or HSM (sizes, ranges, formats).
     fn validate(&self) -> Result<()> {
@@ -365,8 +395,9 @@ pub async fn audit_alone(state: &AppState, ev: &AuditEvent) -> Result<()> {
     res.map_err(|_| Error::DatabaseUnavailable)
 }
 
-/// Record a failed request and return the error to answer with (503 if it cannot be recorded).
-pub async fn fail(state: &AppState, ev: &mut AuditEvent, e: Error) -> Error {
+/// Record a failed request and return the error to answer with (`DatabaseUnavailable` if it
+/// cannot be recorded).
+async fn fail(state: &AppState, ev: &mut AuditEvent, e: Error) -> Error {
     ev.outcome = e.code().into();
     match audit_alone(state, ev).await {
         Ok(()) => e,
@@ -374,67 +405,13 @@ pub async fn fail(state: &AppState, ev: &mut AuditEvent, e: Error) -> Error {
     }
 }
 
-fn decode<O: Operation>(body: &[u8]) -> Result<O> {
-    let body = if body.iter().all(u8::is_ascii_whitespace) {
-        b"{}".as_slice()
-    } else {
-        body
-    };
-    serde_json::from_slice(body).map_err(|e| {
-        use serde_json::error::Category;
-        match e.classify() {
-            Category::Syntax | Category::Eof | Category::Io => Error::MalformedJson(e.to_string()),
-            Category::Data => Error::Validation(e.to_string()),
-        }
-    })
-}
-
-/// The pipeline, in an `operation` span, counted and timed. `auth` is the outcome of
-/// authentication by the front.
-pub async fn run<O: Operation>(
-    state: &AppState,
-    auth: Result<Principal>,
-    meta: &RequestMeta,
-    body: &[u8],
-) -> Result<Reply> {
-    let span = tracing::info_span!(
-        "operation",
-        otel.name = O::NAME,
-        keyplane.operation = O::NAME,
-        keyplane.action = O::ACTION,
-        keyplane.tenant = tracing::field::Empty,
-        keyplane.key_id = tracing::field::Empty,
-        keyplane.encryption_context.keys = tracing::field::Empty,
-        keyplane.outcome = tracing::field::Empty,
-        otel.status_code = tracing::field::Empty,
-    );
-    let start = std::time::Instant::now();
-    let result = run_in_span::<O>(state, auth, meta, body)
-        .instrument(span.clone())
-        .await;
-    let outcome = match &result {
-        Ok(_) => "ok",
-        Err(e) => e.code(),
-    };
-    span.record("keyplane.outcome", outcome);
-    if matches!(&result, Err(e) if e.status().is_server_error()) {
-        span.record("otel.status_code", "ERROR");
-    }
-    metrics().request(O::NAME, outcome, start.elapsed().as_secs_f64());
-    result
-}
-
-async fn run_in_span<O: Operation>(
-    state: &AppState,
-    auth: Result<Principal>,
-    meta: &RequestMeta,
-    body: &[u8],
-) -> Result<Reply> {
-    let mut ev = AuditEvent {
+/// The audit record of a request by `principal` (if known) for `action`, before it is decided.
+fn event(meta: &RequestMeta, principal: Option<&Principal>, action: &str) -> AuditEvent {
+    AuditEvent {
         request_id: meta.request_id.clone(),
-        principal: "-".into(),
-        tenant: "-".into(),
-        action: O::ACTION.into(),
+        principal: principal.map_or_else(|| "-".into(), principal_display),
+        tenant: principal.map_or_else(|| "-".into(), |p| p.tenant_id.clone()),
+        action: action.into(),
         resource: "-".into(),
         decision: "not-evaluated",
         policies: Vec::new(),
@@ -443,42 +420,66 @@ async fn run_in_span<O: Operation>(
         policy_hash: None,
         trace_id: meta.trace_id.clone(),
         user_agent: meta.user_agent.clone(),
-    };
-    let principal = match auth {
-        Ok(p) => p,
-        Err(e) => {
-            return Err(fail(state, &mut ev, e).await);
-        }
-    };
-    ev.principal = principal_display(&principal);
-    ev.tenant = principal.tenant_id.clone();
+        front: Some(meta.front.name()),
+    }
+}
+
+/// Record a request that never reached an operation (no credentials, an unknown operation, a
+/// body that is too large, late, or does not decode into the operation) and return the error
+/// to answer with (`DatabaseUnavailable` if it cannot be recorded). `action` is the Cedar
+/// action it asked for, or what the front calls an unknown one.
+pub async fn refuse(
+    state: &AppState,
+    meta: &RequestMeta,
+    principal: Option<&Principal>,
+    action: &str,
+    e: Error,
+) -> Error {
+    fail(state, &mut event(meta, principal, action), e).await
+}
+
+/// Run `op` for `principal`: validate → resolve the resource → authorize (Cedar, deny by
+/// default) → execute in a write scope → append the audit record in the same transaction.
+/// A failure at any step rolls the scope back (destroying HSM objects and blobs it created)
+/// and appends an audit record of the failure instead. The output is returned once its
+/// record is committed.
+///
+/// Knows nothing of wire formats: a front decodes its request into `op` and encodes what
+/// this returns (see `api`). Cancelling the future half-way can leave material for garbage
+/// collection; fronts run it as its own task.
+pub async fn execute<O: Operation>(
+    state: &AppState,
+    principal: &Principal,
+    meta: &RequestMeta,
+    op: O,
+) -> Result<O::Output> {
+    let mut ev = event(meta, Some(principal), O::ACTION);
     let span = tracing::Span::current();
     span.record("keyplane.tenant", principal.tenant_id.as_str());
-    let ctx = OpContext::new(state, &principal, meta);
+    let ctx = OpContext::new(state, principal, meta);
 
     let prepared = async {
-        let req: O = decode(body)?;
-        req.validate()?;
-        if let Some(ec) = req.encryption_context() {
+        op.validate()?;
+        if let Some(ec) = op.encryption_context() {
             crate::crypto::context::validate(ec)?;
         }
-        let resource = req.resolve(&ctx).await?;
-        let approver = req.approver(&ctx, &resource).await?;
-        Ok::<_, Error>((req, resource, approver))
+        let resource = op.resolve(&ctx).await?;
+        let approver = op.approver(&ctx, &resource).await?;
+        Ok::<_, Error>((resource, approver))
     }
     .await;
-    let (req, resource, approver) = match prepared {
+    let (resource, approver) = match prepared {
         Ok(x) => x,
         Err(e) => {
             return Err(fail(state, &mut ev, e).await);
         }
     };
-    ev.resource = req.audit_resource(&resource);
+    ev.resource = op.audit_resource(&resource);
     if let ResourceRef::Key { row, .. } = &resource {
         span.record("keyplane.key_id", row.id.as_str());
     }
     if state.config.telemetry.record_context_keys {
-        if let Some(ec) = req.encryption_context().filter(|ec| !ec.is_empty()) {
+        if let Some(ec) = op.encryption_context().filter(|ec| !ec.is_empty()) {
             let keys: Vec<&str> = ec.keys().map(String::as_str).collect();
             span.record("keyplane.encryption_context.keys", keys.join(",").as_str());
         }
@@ -494,7 +495,7 @@ async fn run_in_span<O: Operation>(
         keyplane.authz.memoised = tracing::field::Empty,
     );
     let entered = authz_span.enter();
-    let ec = req.encryption_context().unwrap_or(&empty);
+    let ec = op.encryption_context().unwrap_or(&empty);
     let decision = ctx.decide(O::ACTION, &resource, ec, approver.as_ref());
     drop(entered);
     if let Ok(d) = &decision {
@@ -530,19 +531,13 @@ async fn run_in_span<O: Operation>(
         _ => None,
     };
     let mut scope = WriteScope::new();
-    let executed = req.execute(&ctx, resource, &mut scope).await;
+    let executed = op.execute(&ctx, resource, &mut scope).await;
     if let Some(policies) = ctx.denied.lock().ok().and_then(|mut d| d.take()) {
         ev.decision = "deny";
         ev.policies = policies;
     }
     match executed {
         Ok(out) => {
-            let mut reply = Reply::default();
-            if serde_json::to_writer(&mut *reply, &out).is_err() {
-                scope.rollback(state).await;
-                return Err(fail(state, &mut ev, Error::Internal).await);
-            }
-            drop(out);
             if let Err(e) = scope.commit_with(state, &ev).await {
                 return Err(fail(state, &mut ev, e).await);
             }
@@ -551,7 +546,7 @@ async fn run_in_span<O: Operation>(
                     metrics().key_operation(&principal.tenant_id, O::NAME, &key_id);
                 }
             }
-            Ok(reply)
+            Ok(out)
         }
         Err(e) => {
             scope.rollback(state).await;
@@ -560,84 +555,68 @@ async fn run_in_span<O: Operation>(
     }
 }
 
-/// A type-erased entry of the operation table.
-pub type Handler = for<'a> fn(
-    &'a AppState,
-    Result<Principal>,
-    &'a RequestMeta,
-    &'a [u8],
-) -> BoxFuture<'a, Result<Reply>>;
-
-fn handler<'a, O: Operation>(
-    state: &'a AppState,
-    auth: Result<Principal>,
-    meta: &'a RequestMeta,
-    body: &'a [u8],
-) -> BoxFuture<'a, Result<Reply>> {
-    Box::pin(run::<O>(state, auth, meta, body))
+/// Calls the macro `$callback` with the type of every operation, in the order the native API
+/// documents them: a front builds its table from this list (mapping each operation it
+/// speaks), so an operation written once appears in every front that maps it.
+macro_rules! operations {
+    ($callback:ident) => {
+        $callback! {
+            $crate::ops::create_tenant::CreateTenant,
+            $crate::ops::create_principal::CreatePrincipal,
+            $crate::ops::create_key::CreateKey,
+            $crate::ops::describe_key::DescribeKey,
+            $crate::ops::list_keys::ListKeys,
+            $crate::ops::encrypt::Encrypt,
+            $crate::ops::decrypt::Decrypt,
+            $crate::ops::generate_data_key::GenerateDataKey,
+            $crate::ops::generate_data_key::GenerateDataKeyWithoutPlaintext,
+            $crate::ops::generate_random::GenerateRandom,
+            $crate::ops::get_caller_identity::GetCallerIdentity,
+            $crate::ops::sign::Sign,
+            $crate::ops::sign::Verify,
+            $crate::ops::mac::GenerateMac,
+            $crate::ops::mac::VerifyMac,
+            $crate::ops::get_public_key::GetPublicKey,
+            $crate::ops::derive_shared_secret::DeriveSharedSecret,
+            $crate::ops::describe_hsm::DescribeHsm,
+            $crate::ops::set_storage_backend::SetStorageBackend,
+            $crate::ops::upload_plugin::UploadPlugin,
+            $crate::ops::plugin_ops::ListPlugins,
+            $crate::ops::plugin_ops::DescribePlugin,
+            $crate::ops::plugin_ops::DeletePlugin,
+            $crate::ops::rotation_ops::SetRotationSchedule,
+            $crate::ops::rotation_ops::PreviewRotation,
+            $crate::ops::rotate_key::RotateKey,
+            $crate::ops::rotate_key::ListKeyVersions,
+            $crate::ops::key_state::EnableKey,
+            $crate::ops::key_state::DisableKey,
+            $crate::ops::key_state::EnableKeyVersion,
+            $crate::ops::key_state::DisableKeyVersion,
+            $crate::ops::key_state::RevokeKeyVersion,
+            $crate::ops::key_state::SetMinDecryptionVersion,
+            $crate::ops::key_deletion::ApproveKeyDeletion,
+            $crate::ops::key_deletion::ScheduleKeyDeletion,
+            $crate::ops::key_deletion::CancelKeyDeletion,
+            $crate::ops::rewrap::Rewrap,
+            $crate::ops::aliases::CreateAlias,
+            $crate::ops::aliases::UpdateAlias,
+            $crate::ops::aliases::DeleteAlias,
+            $crate::ops::aliases::ListAliases,
+            $crate::ops::scheduler::RunScheduler,
+            $crate::ops::reload_policies::ReloadPolicies,
+            $crate::ops::get_parameters_for_import::GetParametersForImport,
+            $crate::ops::import_key_material::ImportKeyMaterial,
+            $crate::ops::export_key::ExportKey,
+        }
+    };
 }
+pub(crate) use operations;
 
-/// One entry of the operation table.
-macro_rules! op {
-    ($op:ty) => {
-        (<$op>::NAME, <$op>::ACTION, handler::<$op>)
+macro_rules! actions_of {
+    ($($op:ty),* $(,)?) => {
+        &[$(<$op>::ACTION),*]
     };
 }
 
-/// Every operation: (native name, Cedar action, handler).
-pub const OPERATIONS: &[(&str, &str, Handler)] = &[
-    op!(create_tenant::CreateTenant),
-    op!(create_principal::CreatePrincipal),
-    op!(create_key::CreateKey),
-    op!(describe_key::DescribeKey),
-    op!(list_keys::ListKeys),
-    op!(encrypt::Encrypt),
-    op!(decrypt::Decrypt),
-    op!(generate_data_key::GenerateDataKey),
-    op!(generate_data_key::GenerateDataKeyWithoutPlaintext),
-    op!(generate_random::GenerateRandom),
-    op!(get_caller_identity::GetCallerIdentity),
-    op!(sign::Sign),
-    op!(sign::Verify),
-    op!(mac::GenerateMac),
-    op!(mac::VerifyMac),
-    op!(get_public_key::GetPublicKey),
-    op!(derive_shared_secret::DeriveSharedSecret),
-    op!(describe_hsm::DescribeHsm),
-    op!(set_storage_backend::SetStorageBackend),
-    op!(upload_plugin::UploadPlugin),
-    op!(plugin_ops::ListPlugins),
-    op!(plugin_ops::DescribePlugin),
-    op!(plugin_ops::DeletePlugin),
-    op!(rotation_ops::SetRotationSchedule),
-    op!(rotation_ops::PreviewRotation),
-    op!(rotate_key::RotateKey),
-    op!(rotate_key::ListKeyVersions),
-    op!(key_state::EnableKey),
-    op!(key_state::DisableKey),
-    op!(key_state::EnableKeyVersion),
-    op!(key_state::DisableKeyVersion),
-    op!(key_state::RevokeKeyVersion),
-    op!(key_state::SetMinDecryptionVersion),
-    op!(key_deletion::ApproveKeyDeletion),
-    op!(key_deletion::ScheduleKeyDeletion),
-    op!(key_deletion::CancelKeyDeletion),
-    op!(rewrap::Rewrap),
-    op!(aliases::CreateAlias),
-    op!(aliases::UpdateAlias),
-    op!(aliases::DeleteAlias),
-    op!(aliases::ListAliases),
-    op!(scheduler::RunScheduler),
-    op!(reload_policies::ReloadPolicies),
-    op!(get_parameters_for_import::GetParametersForImport),
-    op!(import_key_material::ImportKeyMaterial),
-    op!(export_key::ExportKey),
-];
-
-/// Find an operation by its native name.
-pub fn lookup(name: &str) -> Option<Handler> {
-    OPERATIONS
-        .iter()
-        .find(|(n, _, _)| *n == name)
-        .map(|(_, _, h)| *h)
-}
+/// The Cedar action of every operation (the policy schema must declare each).
+pub const ACTIONS: &[&str] = operations!(actions_of);

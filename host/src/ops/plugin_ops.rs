@@ -5,8 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::common::validate_name;
 use super::upload_plugin::PluginInfo;
+use super::validate::validate_name;
 use super::{OpContext, Operation, WriteScope};
 use crate::authz::ResourceRef;
 use crate::error::{Error, Result};

@@ -6,12 +6,74 @@
 //!
 //! The audit record of a reload carries the hash of the set that authorized it (the old one);
 //! the answer names both.
+//!
+//! Loading a policy set lives here, for start, reload and `keyplane policy validate` alike,
+//! because a set is only valid if its schema declares the action of every operation.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use super::{OpContext, Operation, WriteScope};
-use crate::authz::ResourceRef;
+use crate::authz::{load_policies, LoadedPolicies, PolicyLoadError, ResourceRef};
+use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::state::AppState;
+
+/// Which policy directory to use: configured, `./policies`, or the embedded copy.
+pub fn policies_dir(config: &Config) -> Option<PathBuf> {
+    match &config.policies_dir {
+        Some(d) => Some(d.clone()),
+        None => Some(PathBuf::from("policies")).filter(|d| d.join("schema.cedarschema").exists()),
+    }
+}
+
+/// Load and strictly validate a policy set from `dir` (the embedded copy when `None`), and
+/// check the schema declares the Cedar action of every operation. The one code path for the
+/// set the server starts with, every reload (`reload-policies`, SIGHUP) and
+/// `keyplane policy validate`.
+pub fn load_policy_set(dir: Option<&Path>) -> Result<LoadedPolicies, PolicyLoadError> {
+    let loaded = load_policies(dir)?;
+    let declared: Vec<String> = loaded
+        .schema
+        .actions()
+        .map(|a| a.id().unescaped().to_string())
+        .collect();
+    let missing: Vec<&str> = super::ACTIONS
+        .iter()
+        .copied()
+        .filter(|a| !declared.iter().any(|d| d == a))
+        .collect();
+    if !missing.is_empty() {
+        return Err(PolicyLoadError(vec![format!(
+            "schema.cedarschema does not declare the actions {}",
+            missing.join(", ")
+        )]));
+    }
+    Ok(loaded)
+}
+
+/// Load and strictly validate the policy set (before anything else is touched).
+pub fn load_at_start(config: &Config) -> anyhow::Result<LoadedPolicies> {
+    let loaded = load_policy_set(policies_dir(config).as_deref())?;
+    tracing::info!(source = %loaded.source, hash = %loaded.hash, policies = loaded.descriptions.len(), "policy set loaded");
+    Ok(loaded)
+}
+
+/// Reload the policy set from where the node took it at start and install it if it loads;
+/// an invalid set is refused and the one in force keeps serving. Returns (previous hash,
+/// new set).
+pub async fn reload(state: &AppState) -> Result<(String, Arc<LoadedPolicies>), PolicyLoadError> {
+    let dir = policies_dir(&state.config);
+    let loaded = tokio::task::spawn_blocking(move || load_policy_set(dir.as_deref()))
+        .await
+        .map_err(|e| PolicyLoadError(vec![format!("policy loader failed: {e}")]))??;
+    let previous = state.authz.replace(loaded);
+    let current = state.authz.current();
+    tracing::info!(source = %current.source, previous = %previous, hash = %current.hash, policies = current.descriptions.len(), "policy set reloaded");
+    Ok((previous, current))
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -44,7 +106,7 @@ impl Operation for ReloadPolicies {
         _r: ResourceRef,
         _s: &mut WriteScope,
     ) -> Result<Self::Output> {
-        match crate::bootstrap::reload_policies(ctx.state).await {
+        match reload(ctx.state).await {
             Ok((previous, current)) => Ok(ReloadOutput {
                 previous_policy_set: previous,
                 policy_set: current.hash.clone(),

@@ -9,10 +9,10 @@
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::common::{
-    key_id_of, key_row, open_ciphertext, resolve_key, seal_with_primary, validate_key_id,
-    VersionUse,
-};
+use super::checks::VersionUse;
+use super::resolve::{key_id_of, key_row, resolve_key};
+use super::sealing::{open_ciphertext, seal_with_primary};
+use super::validate::validate_key_id;
 use super::{Base64, OpContext, Operation, WriteScope};
 use crate::authz::ResourceRef;
 use crate::crypto::ciphertext::Ciphertext;

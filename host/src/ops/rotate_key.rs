@@ -4,7 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::common::{key_row, resolve_key, validate_key_id, VersionInfo};
+use super::resolve::{key_row, resolve_key};
+use super::validate::validate_key_id;
+use super::views::VersionInfo;
 use super::{versions, OpContext, Operation, WriteScope};
 use crate::authz::ResourceRef;
 use crate::error::Result;

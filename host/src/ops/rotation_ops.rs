@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::common::{key_row, resolve_key, validate_key_id, validate_name};
 use super::plugin_config;
+use super::resolve::{key_row, resolve_key};
+use super::validate::{validate_key_id, validate_name};
 use super::{OpContext, Operation, WriteScope};
 use crate::authz::ResourceRef;
 use crate::error::{Error, Result};

@@ -8,9 +8,9 @@
 
 use zeroize::Zeroizing;
 
-use super::common::{check_usage, usable_version, version_to_open, VersionUse};
+use super::checks::{check_usage, usable_version, version_to_open, VersionUse};
 use super::OpContext;
-use crate::crypto::spec::{KeySpec, KeyUsage, OaepAlgorithm};
+use crate::algorithms::{KeySpec, KeyUsage, OaepAlgorithm};
 use crate::error::{Error, Result};
 use crate::store::keys::KeyRow;
 use crate::usage::UseKind;

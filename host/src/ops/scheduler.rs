@@ -90,6 +90,7 @@ fn system_event(tenant: &str, action: &str, resource: String) -> AuditEvent {
         policy_hash: None,
         trace_id: None,
         user_agent: None,
+        front: None,
     }
 }
 

@@ -8,14 +8,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::common::{
-    check_usage, key_row, resolve_key, usable_version, validate_key_id, validate_message,
-    version_to_open, VersionUse,
-};
+use super::checks::{check_usage, usable_version, version_to_open, VersionUse};
+use super::resolve::{key_row, resolve_key};
+use super::validate::{validate_key_id, validate_message};
 use super::{Base64, OpContext, Operation, WriteScope};
+use crate::algorithms::{check_signing, KeyUsage, SigningAlgorithm};
 use crate::authz::ResourceRef;
 use crate::crypto::asym::MessageType;
-use crate::crypto::spec::{check_signing, KeyUsage, SigningAlgorithm};
 use crate::error::{Error, Result};
 use crate::usage::UseKind;
 

@@ -6,7 +6,7 @@
 use ring::digest;
 use serde::{Deserialize, Serialize};
 
-use super::common::validate_name;
+use super::validate::validate_name;
 use super::{Base64, OpContext, Operation, WriteScope};
 use crate::authz::ResourceRef;
 use crate::error::{Error, Result};

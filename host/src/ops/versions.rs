@@ -3,9 +3,10 @@
 //! write scope so a request that fails destroys what it made. Shared by `create-key`,
 //! `rotate-key`, the scheduler's rotations and (placing imported material) `import-key-material`.
 
-use super::common::{check_key_enabled, key_spec, new_blob_name, tenant_backend};
+use super::checks::{check_key_enabled, key_spec};
+use super::storage::{new_blob_name, tenant_backend};
 use super::WriteScope;
-use crate::crypto::spec::{KeySpec, KeyUsage};
+use crate::algorithms::{KeySpec, KeyUsage};
 use crate::crypto::{NewVersion, Protection};
 use crate::error::{Error, Result};
 use crate::plugins::StorageOp;

@@ -37,7 +37,7 @@ pub fn policy_dir(arg: Option<&Path>) -> Option<PathBuf> {
 
 /// Load the policy set the way the server does; a refusal is an error with every reason.
 pub fn load(dir: Option<&Path>) -> anyhow::Result<LoadedPolicies> {
-    Ok(crate::bootstrap::load_policy_set(
+    Ok(crate::ops::reload_policies::load_policy_set(
         policy_dir(dir).as_deref(),
     )?)
 }

@@ -12,9 +12,18 @@ use p256::pkcs8::{DecodePublicKey, EncodePublicKey};
 use serde_json::json;
 use spki::{AlgorithmIdentifierRef, SubjectPublicKeyInfoRef};
 
-use super::spec::{Hash, KeySpec};
+use super::{Hash, KeySpec};
 use crate::error::{Error, Result};
-use crate::hsm::asym::PublicParts;
+
+/// The public half of a key pair, as a PKCS#11 token holds it (`CKA_EC_POINT`,
+/// `CKA_MODULUS` and `CKA_PUBLIC_EXPONENT`).
+pub enum PublicParts {
+    /// `CKA_EC_POINT` content: an uncompressed SEC1 point (NIST curves) or the 32-byte
+    /// Ed25519 key.
+    Ec(Vec<u8>),
+    /// Big-endian modulus and public exponent.
+    Rsa { modulus: Vec<u8>, exponent: Vec<u8> },
+}
 
 /// secp256r1 (P-256).
 pub const OID_P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");

@@ -1,5 +1,7 @@
 //! Key specs, key usages and the algorithms each allows: the fixed vocabulary of what a key
-//! is (set at creation, never changed) and what it may be used for. Pure data; no HSM here.
+//! is (set at creation, never changed) and what it may be used for, and (in [`public_key`])
+//! the encodings of public keys and signatures. Pure data, a leaf of the module graph: both
+//! `hsm` and `crypto` use it, and it uses neither.
 //!
 //! | spec | usages | algorithms |
 //! | --- | --- | --- |
@@ -9,6 +11,8 @@
 //! | `ECC_NIST_P384` | sign-verify, key-agreement | `ECDSA_SHA_384`, `ECDH` |
 //! | `ED25519` | sign-verify | `ED25519` |
 //! | `RSA_2048/3072/4096` | sign-verify, encrypt-decrypt | `RSASSA_PSS_SHA_*`, `RSASSA_PKCS1_V1_5_SHA_*`, `RSAES_OAEP_SHA_*` |
+
+pub mod public_key;
 
 use crate::error::{Error, Result};
 

@@ -1,0 +1,259 @@
+//! What every front does around an operation, in one place: the request's facts
+//! ([`RequestMeta`]), authentication, reading the body within limits, auditing a request that
+//! never reaches an operation, and running the operation as its own task inside an
+//! `operation` span, counted and timed. A front only maps its wire request to an operation
+//! and the output or error back.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::HeaderMap;
+use tracing::Instrument;
+use zeroize::Zeroizing;
+
+use crate::authn::Principal;
+use crate::error::{Error, Result};
+use crate::ops::{self, Front, Operation, RequestMeta};
+use crate::state::AppState;
+use crate::telemetry::metrics::metrics;
+
+/// Longest `User-Agent` kept in an audit record.
+const MAX_USER_AGENT: usize = 256;
+
+/// One request on its way to an operation.
+pub struct Gate {
+    pub state: Arc<AppState>,
+    pub meta: RequestMeta,
+}
+
+impl Gate {
+    /// The request's facts from its connection and headers. `request_id` is the one the HTTP
+    /// middleware gave it (see `telemetry::http`).
+    pub fn new(
+        state: Arc<AppState>,
+        front: Front,
+        peer: SocketAddr,
+        request_id: Option<String>,
+        headers: &HeaderMap,
+    ) -> Self {
+        let meta = RequestMeta {
+            front,
+            request_id: request_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            source_ip: peer.ip(),
+            // No front requests client certificates yet; `context.mfa` therefore stays false.
+            client_certificate: false,
+            mfa: false,
+            trace_id: current_trace_id(),
+            user_agent: headers
+                .get(axum::http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(|ua| truncate(ua, MAX_USER_AGENT)),
+        };
+        Gate { state, meta }
+    }
+
+    /// Authenticate an `Authorization: Bearer` header, in an `authenticate` span.
+    pub async fn bearer(&self, headers: &HeaderMap) -> Result<Principal> {
+        let header = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let state = &self.state;
+        authenticated(state.tokens.authenticate(&state.rows, header)).await
+    }
+
+    /// Read the body within `limits` (see [`read_body`]).
+    pub async fn read_body(&self, body: Body, limits: BodyLimits) -> Result<Zeroizing<Vec<u8>>> {
+        read_body(body, limits).await
+    }
+
+    /// Record a request that never reached an operation and return the error to answer with
+    /// (see [`ops::refuse`]). A failed authentication is answered as `Unauthenticated`
+    /// whatever made it fail, but a database that could not be asked stays an outage.
+    pub async fn refuse(&self, principal: Option<&Principal>, action: &str, e: Error) -> Error {
+        let e = match e {
+            Error::Unauthenticated | Error::DatabaseUnavailable => e,
+            e if principal.is_none() => {
+                tracing::debug!(error = %e, "unauthenticated request refused");
+                Error::Unauthenticated
+            }
+            e => e,
+        };
+        ops::refuse(&self.state, &self.meta, principal, action, e).await
+    }
+
+    /// Run an operation decoded by a front (or the error decoding it) for `principal`, in an
+    /// `operation` span, counted and timed. It runs as its own task: a client that
+    /// disconnects cannot cancel it half-way (after an HSM object or blob was created but
+    /// before the rollback or audit record).
+    pub async fn run<O: Operation>(
+        &self,
+        principal: Principal,
+        op: Result<O>,
+    ) -> Result<O::Output> {
+        let span = tracing::info_span!(
+            "operation",
+            otel.name = O::NAME,
+            keyplane.operation = O::NAME,
+            keyplane.action = O::ACTION,
+            keyplane.front = self.meta.front.name(),
+            keyplane.tenant = tracing::field::Empty,
+            keyplane.key_id = tracing::field::Empty,
+            keyplane.encryption_context.keys = tracing::field::Empty,
+            keyplane.outcome = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        let start = std::time::Instant::now();
+        let task = {
+            let (state, meta) = (self.state.clone(), self.meta.clone());
+            tokio::spawn(
+                async move {
+                    match op {
+                        Ok(op) => ops::execute(&state, &principal, &meta, op).await,
+                        Err(e) => {
+                            Err(ops::refuse(&state, &meta, Some(&principal), O::ACTION, e).await)
+                        }
+                    }
+                }
+                .instrument(span.clone()),
+            )
+        };
+        let result = task.await.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "operation task failed");
+            Err(Error::Internal)
+        });
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.code(),
+        };
+        span.record("keyplane.outcome", outcome);
+        if matches!(&result, Err(e) if e.is_server_fault()) {
+            span.record("otel.status_code", "ERROR");
+        }
+        metrics().request(O::NAME, outcome, start.elapsed().as_secs_f64());
+        result
+    }
+}
+
+/// `authenticate`, in an `authenticate` span that records its outcome.
+async fn authenticated(
+    authenticate: impl std::future::Future<Output = Result<Principal>>,
+) -> Result<Principal> {
+    let span = tracing::info_span!(
+        "authenticate",
+        keyplane.principal = tracing::field::Empty,
+        keyplane.outcome = tracing::field::Empty
+    );
+    let auth = authenticate.instrument(span.clone()).await;
+    match &auth {
+        Ok(p) => {
+            span.record("keyplane.principal", p.id.as_str());
+            span.record("keyplane.outcome", "ok");
+        }
+        Err(e) => {
+            span.record("keyplane.outcome", e.code());
+        }
+    }
+    auth
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+/// The trace id of the request's span (the caller's, from `traceparent`, or a new one), if
+/// tracing is on.
+fn current_trace_id() -> Option<String> {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let cx = tracing::Span::current().context();
+    let sc = cx.span().span_context().clone();
+    sc.is_valid().then(|| sc.trace_id().to_string())
+}
+
+/// How much of a request body is read, for how long, and how much past its limit is read and
+/// thrown away before the answer. Every answer is sent only once the body has been read (an
+/// answer sent while the client is still sending breaks an HTTP/2 stream, curl: "Stream
+/// error in the HTTP/2 framing layer", and resets an HTTP/1.1 client that writes its whole
+/// body before reading, as Python's `http.client`, so `requests` and boto3, do). Draining
+/// lets such a client read a `413` instead of a connection reset; a client sending more, or
+/// slower, is answered anyway.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    pub max_bytes: usize,
+    /// The whole body must have arrived by then (`RequestTimeout` otherwise).
+    pub deadline: Duration,
+    pub drain_bytes: usize,
+    pub drain_time: Duration,
+}
+
+impl BodyLimits {
+    /// An authenticated request's body.
+    pub fn authenticated(max_bytes: usize) -> Self {
+        BodyLimits {
+            max_bytes,
+            deadline: Duration::from_secs(30),
+            drain_bytes: 16 << 20,
+            drain_time: Duration::from_secs(5),
+        }
+    }
+
+    /// The body of a request that will be refused whatever it holds (no credentials, no
+    /// route): read briefly, only so that the answer reaches the client. Never the upload
+    /// limit.
+    pub fn refused(max_bytes: usize) -> Self {
+        BodyLimits {
+            max_bytes,
+            deadline: Duration::from_secs(5),
+            drain_bytes: 4 << 20,
+            drain_time: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Read a request body within `limits` into a buffer that is zeroized when dropped (bodies
+/// carry plaintext). Over `max_bytes`: `PayloadTooLarge`, after draining what is left within
+/// the drain limits; not all there by the deadline: `RequestTimeout`.
+pub async fn read_body(body: Body, limits: BodyLimits) -> Result<Zeroizing<Vec<u8>>> {
+    use futures_util::StreamExt;
+    let mut stream = body.into_data_stream();
+    let read = async {
+        let mut buf = Zeroizing::new(Vec::new());
+        loop {
+            match stream.next().await {
+                None => return Ok(buf),
+                Some(Err(e)) => {
+                    return Err(Error::validation(format!(
+                        "the request body could not be read: {e}"
+                    )))
+                }
+                Some(Ok(chunk)) if buf.len() + chunk.len() <= limits.max_bytes => {
+                    buf.extend_from_slice(&chunk)
+                }
+                Some(Ok(chunk)) => {
+                    let mut drained = chunk.len();
+                    let drain = async {
+                        while let Some(Ok(c)) = stream.next().await {
+                            drained += c.len();
+                            if drained > limits.drain_bytes {
+                                break;
+                            }
+                        }
+                    };
+                    let _ = tokio::time::timeout(limits.drain_time, drain).await;
+                    return Err(Error::PayloadTooLarge {
+                        limit: limits.max_bytes,
+                    });
+                }
+            }
+        }
+    };
+    tokio::time::timeout(limits.deadline, read)
+        .await
+        .unwrap_or(Err(Error::RequestTimeout))
+}

@@ -1,0 +1,173 @@
+//! State checks: whether a key and a version may be used for what a request wants, each
+//! refusal saying why, and the answer to a compare-and-set that lost to another request.
+
+use super::storage::load_blob;
+use super::validate::KEY_SPEC_AES_256_GCM;
+use super::OpContext;
+use crate::algorithms::{KeySpec, KeyUsage};
+use crate::crypto::Protection;
+use crate::error::{Error, Result};
+use crate::store::keys::{KeyRow, KeyVersionRow};
+
+pub use crate::store::keys::{
+    STATE_COMPROMISED, STATE_DESTROYED, STATE_DESTROYING, STATE_DISABLED, STATE_ENABLED,
+    STATE_PENDING_DELETION,
+};
+
+/// The answer to a compare-and-set that found `what` (a key, a version of a key) no longer in
+/// the state `was` the request was checked against: another request changed it meanwhile.
+pub fn changed_meanwhile(what: &str, key_id: &str, was: &str) -> Error {
+    Error::InvalidState(format!(
+        "{what} {key_id} changed while this request ran (it was {was}); read it again and retry"
+    ))
+}
+
+/// Refuse any use of a key that is not enabled, saying why.
+pub fn check_key_enabled(key: &KeyRow) -> Result<()> {
+    match key.state.as_str() {
+        STATE_ENABLED => Ok(()),
+        STATE_DESTROYED => Err(Error::KeyDestroyed {
+            what: format!("key {}", key.id),
+        }),
+        STATE_PENDING_DELETION => Err(Error::InvalidState(format!(
+            "key {} is pending deletion (destroyed at {}); cancel-key-deletion to keep it",
+            key.id,
+            key.deletion_date
+                .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_default()
+        ))),
+        crate::store::imports::STATE_PENDING_IMPORT => Err(Error::InvalidState(format!(
+            "key {} is pending import: it has no key material until import-key-material",
+            key.id
+        ))),
+        STATE_DESTROYING => Err(Error::InvalidState(format!(
+            "key {} is being destroyed: its deletion window has passed and its material is being shredded",
+            key.id
+        ))),
+        other => Err(Error::InvalidState(format!("key {} is {other}", key.id))),
+    }
+}
+
+/// A stored key's spec.
+pub fn key_spec(key: &KeyRow) -> Result<KeySpec> {
+    KeySpec::parse(&key.spec).map_err(|_| {
+        tracing::error!(key = %key.id, "stored key has an unknown key spec");
+        Error::Internal
+    })
+}
+
+/// Refuse a key that is not enabled or whose usage is not `wanted`, naming the key's usage
+/// and what `operation` needs. Returns the key's spec.
+pub fn check_usage(key: &KeyRow, wanted: KeyUsage, operation: &str) -> Result<KeySpec> {
+    check_key_enabled(key)?;
+    let spec = key_spec(key)?;
+    if key.usage != wanted.as_str() {
+        return Err(Error::InvalidKeyUsage(format!(
+            "key {} has key_usage {} (key_spec {}); {operation} needs a key with key_usage {}",
+            key.id,
+            key.usage,
+            key.spec,
+            wanted.as_str()
+        )));
+    }
+    Ok(spec)
+}
+
+/// Refuse use of a key that is not enabled or not an AES encrypt-decrypt key (the keyplane
+/// ciphertext format is AES-256-GCM; RSA keys encrypt through `encryption_algorithm`).
+pub fn check_usable_for_encryption(key: &KeyRow) -> Result<Protection> {
+    let spec = check_usage(key, KeyUsage::EncryptDecrypt, "symmetric encryption")?;
+    if spec != KeySpec::Aes256Gcm {
+        return Err(Error::InvalidKeyUsage(format!(
+            "key {} is an {} key: symmetric encryption needs key_spec {KEY_SPEC_AES_256_GCM} (RSA keys encrypt and decrypt with encryption_algorithm RSAES_OAEP_*)",
+            key.id, key.spec
+        )));
+    }
+    Protection::parse(&key.protection).ok_or(Error::Internal)
+}
+
+/// What a version is about to be used for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionUse {
+    /// New ciphertexts or signatures (the primary version).
+    Protect,
+    /// Decrypting or verifying.
+    Open,
+    /// Decrypting inside `rewrap` (also allowed for compromised versions; the minimum
+    /// decryption version holds as for `Open`).
+    Rewrap,
+}
+
+/// Refuse a version whose state does not allow `purpose`, saying why.
+pub fn check_version(key: &KeyRow, v: &KeyVersionRow, purpose: VersionUse) -> Result<()> {
+    let n = v.version;
+    match v.state.as_str() {
+        STATE_ENABLED => {}
+        STATE_DESTROYED => {
+            return Err(Error::KeyDestroyed {
+                what: format!("version {n} of key {}", key.id),
+            })
+        }
+        STATE_COMPROMISED if purpose == VersionUse::Rewrap => {}
+        STATE_COMPROMISED if purpose == VersionUse::Protect => {
+            return Err(Error::InvalidState(format!(
+                "the primary version {n} of key {} is compromised; rotate-key first",
+                key.id
+            )))
+        }
+        STATE_COMPROMISED => {
+            return Err(Error::InvalidState(format!(
+                "version {n} of key {} is compromised ({}); its ciphertexts can only be rewrapped",
+                key.id,
+                v.state_reason.as_deref().unwrap_or("revoked")
+            )))
+        }
+        other => {
+            return Err(Error::InvalidState(format!(
+                "version {n} of key {} is {other}",
+                key.id
+            )))
+        }
+    }
+    if purpose != VersionUse::Protect && n < key.min_decryption_version {
+        return Err(Error::InvalidState(format!(
+            "version {n} of key {} is below its minimum decryption version {}",
+            key.id, key.min_decryption_version
+        )));
+    }
+    Ok(())
+}
+
+/// Version `v` of `key`, if its state allows `purpose`, with its blob loaded.
+pub async fn usable_version(
+    ctx: &OpContext<'_>,
+    key: &KeyRow,
+    v: i64,
+    purpose: VersionUse,
+) -> Result<KeyVersionRow> {
+    let version = ctx
+        .state
+        .rows
+        .version(&key.id, v)
+        .await?
+        .ok_or_else(|| Error::NotFound {
+            kind: "key version",
+            id: format!("{}/{v}", key.id),
+        })?;
+    check_version(key, &version, purpose)?;
+    let mut version = KeyVersionRow::clone(&version);
+    load_blob(ctx.state, key, &mut version).await?;
+    Ok(version)
+}
+
+/// The version a verifying or decrypting request names (default: the primary), if its state
+/// allows opening.
+pub async fn version_to_open(
+    ctx: &OpContext<'_>,
+    key: &KeyRow,
+    key_version: Option<u32>,
+) -> Result<KeyVersionRow> {
+    let v = key_version.map(i64::from).unwrap_or(key.primary_version);
+    usable_version(ctx, key, v, VersionUse::Open).await
+}

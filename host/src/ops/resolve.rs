@@ -1,0 +1,73 @@
+//! Resolving what a request names into its Cedar resource: a key id or an alias of the
+//! caller's tenant (through the row cache), or a key read from the database for tools.
+
+use std::collections::BTreeMap;
+
+use super::validate::ALIAS_PREFIX;
+use super::OpContext;
+use crate::authz::ResourceRef;
+use crate::error::{Error, Result};
+use crate::store::keys::{self, KeyRow};
+
+/// The key id a key_id field names: itself, or the key an alias of the caller's tenant
+/// points to.
+pub async fn key_id_of(ctx: &OpContext<'_>, key_id: &str) -> Result<String> {
+    if !key_id.starts_with(ALIAS_PREFIX) {
+        return Ok(key_id.to_string());
+    }
+    let target = ctx
+        .state
+        .rows
+        .alias_target(&ctx.principal.tenant_id, key_id)
+        .await?
+        .ok_or_else(|| Error::NotFound {
+            kind: "alias",
+            id: key_id.to_string(),
+        })?;
+    Ok(target.to_string())
+}
+
+/// Load a key (by id or alias, through the row cache) and build its Cedar resource.
+pub async fn resolve_key(ctx: &OpContext<'_>, key_id: &str) -> Result<ResourceRef> {
+    let key_id = &key_id_of(ctx, key_id).await?;
+    let key = ctx
+        .state
+        .rows
+        .key(key_id)
+        .await?
+        .ok_or_else(|| not_found(key_id))?;
+    Ok(resource_of(key.row.clone(), key.users.clone()))
+}
+
+/// A key by id as a Cedar resource (row, grantees, tags), read from the database.
+pub async fn key_resource(pool: &sqlx::SqlitePool, key_id: &str) -> Result<ResourceRef> {
+    let row = keys::get(pool, key_id)
+        .await?
+        .ok_or_else(|| not_found(key_id))?;
+    let users = keys::grantees(pool, key_id).await?;
+    Ok(resource_of(row, users))
+}
+
+fn not_found(key_id: &str) -> Error {
+    Error::NotFound {
+        kind: "key",
+        id: key_id.to_string(),
+    }
+}
+
+fn resource_of(row: KeyRow, users: Vec<String>) -> ResourceRef {
+    let tags: BTreeMap<String, String> = serde_json::from_str(&row.tags).unwrap_or_default();
+    ResourceRef::Key {
+        row: Box::new(row),
+        users,
+        tags,
+    }
+}
+
+/// The key row of a resolved key resource.
+pub fn key_row(resource: &ResourceRef) -> Result<&KeyRow> {
+    match resource {
+        ResourceRef::Key { row, .. } => Ok(row),
+        _ => Err(Error::Internal),
+    }
+}

@@ -1,0 +1,81 @@
+//! Sealing under a key's primary version and opening a keyplane ciphertext: the header and
+//! the canonical encryption context are the AAD; each use is counted.
+
+use zeroize::Zeroizing;
+
+use super::checks::{check_usable_for_encryption, usable_version, VersionUse};
+use super::OpContext;
+use crate::crypto::ciphertext::{self, Algorithm};
+use crate::crypto::context::{canonical, EncryptionContext};
+use crate::error::{Error, Result};
+use crate::store::keys::KeyRow;
+
+/// The AAD of a ciphertext: its header followed by the canonical encryption context.
+pub fn aad(header: &[u8], ec: &EncryptionContext) -> Vec<u8> {
+    let mut aad = header.to_vec();
+    aad.extend_from_slice(&canonical(ec));
+    aad
+}
+
+/// Encrypt under the key's primary version; returns (version, ciphertext blob).
+pub async fn seal_with_primary(
+    ctx: &OpContext<'_>,
+    key: &KeyRow,
+    ec: &EncryptionContext,
+    plaintext: Zeroizing<Vec<u8>>,
+) -> Result<(u32, Vec<u8>)> {
+    let protection = check_usable_for_encryption(key)?;
+    let version = usable_version(ctx, key, key.primary_version, VersionUse::Protect).await?;
+    let v = version.version as u32;
+    let nonce = ctx.state.keyring.nonce()?;
+    let header = ciphertext::header(Algorithm::Aes256Gcm, &key.id, v, &nonce);
+    let aad = aad(&header, ec);
+    let sealed = ctx
+        .state
+        .keyring
+        .seal(&key.tenant_id, protection, &version, nonce, aad, plaintext)
+        .await?;
+    let mut blob = header;
+    blob.extend_from_slice(&sealed);
+    ctx.state
+        .usage
+        .record(&key.id, version.version, crate::usage::UseKind::Encrypt);
+    Ok((v, blob))
+}
+
+/// Decrypt a parsed ciphertext under `key` (the key its header names), if the key and the
+/// version allow `purpose`; counts the decryption.
+pub async fn open_ciphertext(
+    ctx: &OpContext<'_>,
+    key: &KeyRow,
+    ct: &ciphertext::Ciphertext,
+    ec: &EncryptionContext,
+    purpose: VersionUse,
+) -> Result<Zeroizing<Vec<u8>>> {
+    let protection = check_usable_for_encryption(key)?;
+    let version = usable_version(ctx, key, ct.key_version as i64, purpose)
+        .await
+        .map_err(|e| match e {
+            Error::NotFound { .. } => Error::DecryptionFailed,
+            e => e,
+        })?;
+    let mut nonce = [0u8; 12];
+    nonce.copy_from_slice(&ct.nonce);
+    let aad = aad(&ct.header(), ec);
+    let plaintext = ctx
+        .state
+        .keyring
+        .open(
+            &key.tenant_id,
+            protection,
+            &version,
+            nonce,
+            aad,
+            ct.sealed.clone(),
+        )
+        .await?;
+    ctx.state
+        .usage
+        .record(&key.id, version.version, crate::usage::UseKind::Decrypt);
+    Ok(plaintext)
+}

@@ -1,0 +1,76 @@
+//! Checks of request values that need no database or HSM: the shapes of key ids, alias
+//! names, tenant and principal names, and message sizes.
+
+use crate::crypto::ciphertext::MAX_KEY_ID_LEN;
+use crate::error::{Error, Result};
+
+pub const KEY_SPEC_AES_256_GCM: &str = "AES_256_GCM";
+
+/// Prefix of alias names.
+pub const ALIAS_PREFIX: &str = "alias/";
+
+const MAX_ALIAS_LEN: usize = 256;
+
+/// Check an alias name's shape (`alias/` then letters, digits, `/`, `_`, `-`).
+pub fn validate_alias(name: &str) -> Result<()> {
+    let ok = name.len() <= MAX_ALIAS_LEN
+        && name.strip_prefix(ALIAS_PREFIX).is_some_and(|rest| {
+            !rest.is_empty()
+                && rest
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'/' || b == b'_' || b == b'-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::validation(format!(
+            "alias names are {ALIAS_PREFIX}<name> (letters, digits, '/', '_', '-'; at most {MAX_ALIAS_LEN} characters)"
+        )))
+    }
+}
+
+/// Check a key id's shape (or an alias name, which every key_id field accepts) before
+/// touching the database.
+pub fn validate_key_id(id: &str) -> Result<()> {
+    if id.starts_with(ALIAS_PREFIX) {
+        return validate_alias(id);
+    }
+    if id.is_empty()
+        || id.len() > MAX_KEY_ID_LEN
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(Error::validation("key_id is not a valid key id or alias"));
+    }
+    Ok(())
+}
+
+/// Tenant and principal ids: lowercase letters, digits and dashes, 1–63 characters.
+pub fn validate_name(field: &str, v: &str) -> Result<()> {
+    let ok = !v.is_empty()
+        && v.len() <= 63
+        && v.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !v.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::validation(format!(
+            "{field} must be 1-63 characters of a-z, 0-9 and '-', not starting with '-'"
+        )))
+    }
+}
+
+/// Largest message `sign`, `verify`, `generate-mac` and `verify-mac` accept (as AWS KMS).
+pub const MAX_MESSAGE: usize = 4096;
+
+/// Check a message field: 1 to [`MAX_MESSAGE`] bytes.
+pub fn validate_message(field: &str, len: usize) -> Result<()> {
+    if len == 0 || len > MAX_MESSAGE {
+        return Err(Error::validation(format!(
+            "{field} must be 1 to {MAX_MESSAGE} bytes (got {len})"
+        )));
+    }
+    Ok(())
+}
