@@ -95,6 +95,7 @@ pub async fn start(config: Config, hsm: Hsm, loaded: LoadedPolicies) -> anyhow::
         keyring,
         authz: Authz::new(loaded, max_decisions),
         tokens,
+        sigv4: Default::default(),
         plugins,
         clock: Arc::new(crate::clock::Clock::system()),
         usage: Arc::new(crate::usage::Usage::default()),
@@ -130,12 +131,14 @@ async fn ensure_default_tenant(state: &AppState) -> anyhow::Result<()> {
         return Ok(());
     }
     let kek_wrapped = state.keyring.create_tenant_kek(DEFAULT_TENANT).await?;
+    let account_id = tenants::account_id_from(&state.keyring.random(8).await?);
     tenants::insert(
         &mut tx,
         &tenants::TenantRow {
             id: DEFAULT_TENANT.into(),
             created_at: now_rfc3339(),
             kek_wrapped,
+            account_id,
         },
     )
     .await?;

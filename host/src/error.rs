@@ -20,9 +20,9 @@ pub enum Error {
     /// The ciphertext (or its encryption context) did not authenticate under its key.
     #[error("ciphertext does not authenticate: it was altered, or the encryption context differs")]
     DecryptionFailed,
-    /// No credential, or one keyplane does not know.
-    #[error("missing or invalid credentials")]
-    Unauthenticated,
+    /// No credential, or one keyplane does not accept.
+    #[error("{0}")]
+    Unauthenticated(AuthFailure),
     /// Cedar denied the request.
     #[error("access denied: not authorized to perform {action} on {resource}")]
     AccessDenied { action: String, resource: String },
@@ -41,6 +41,18 @@ pub enum Error {
     /// The key (or version) is in a state that does not allow this operation.
     #[error("{0}")]
     InvalidState(String),
+    /// The key is disabled (a state of its own: clients tell it apart from the others).
+    #[error("{0}")]
+    KeyDisabled(String),
+    /// The request names a key that is not the one the ciphertext was made under.
+    #[error("{0}")]
+    IncorrectKey(String),
+    /// An alias name that is not `alias/<name>` of the allowed characters, or is reserved.
+    #[error("{0}")]
+    InvalidAliasName(String),
+    /// A pagination token that is not one this operation returned.
+    #[error("{0}")]
+    InvalidMarker(String),
 
     #[error("{what} was destroyed: its key material no longer exists and what was encrypted under it cannot be decrypted")]
     KeyDestroyed { what: String },
@@ -88,12 +100,15 @@ impl Error {
             Error::Validation(_) => "ValidationError",
             Error::MalformedCiphertext(_) => "InvalidCiphertext",
             Error::DecryptionFailed => "InvalidCiphertext",
-            Error::Unauthenticated => "Unauthenticated",
+            Error::Unauthenticated(_) => "Unauthenticated",
             Error::AccessDenied { .. } => "AccessDenied",
             Error::NotFound { .. } => "NotFound",
             Error::UnknownOperation(_) => "UnknownOperation",
             Error::AlreadyExists { .. } => "AlreadyExists",
-            Error::InvalidState(_) => "InvalidState",
+            Error::InvalidState(_) | Error::KeyDisabled(_) => "InvalidState",
+            Error::IncorrectKey(_) | Error::InvalidAliasName(_) | Error::InvalidMarker(_) => {
+                "ValidationError"
+            }
             Error::InvalidKeyUsage(_) => "InvalidKeyUsage",
             Error::KeyDestroyed { .. } => "KeyDestroyed",
             Error::IncorrectKeyMaterial(_) => "IncorrectKeyMaterial",
@@ -167,6 +182,25 @@ fn unique_violation(message: &str) -> (&'static str, String) {
         .filter_map(|c| c.split('.').nth(1))
         .collect();
     (kind, format!("with the same {}", columns.join(", ")))
+}
+
+/// Why a request was not authenticated. The native front answers all of them alike (`401`,
+/// one message); the AWS fronts name each as AWS does.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthFailure {
+    /// No credential at all.
+    #[error("missing credentials")]
+    Missing,
+    /// A credential keyplane does not know: a bearer token, or an access key id.
+    #[error("invalid credentials")]
+    Unknown,
+    /// A signature that does not follow the signing scheme (its header is malformed).
+    #[error("{0}")]
+    IncompleteSignature(String),
+    /// A signature that does not verify, is outside its time window, or is scoped to another
+    /// service or day.
+    #[error("{0}")]
+    InvalidSignature(String),
 }
 
 /// Result alias used throughout keyplane.

@@ -18,6 +18,8 @@ pub struct AppState {
     pub keyring: Arc<Keyring>,
     pub authz: Authz,
     pub tokens: TokenHasher,
+    /// Signature Version 4 checks, with the signing keys derived so far.
+    pub sigv4: crate::authn::access_keys::SigV4Auth,
     pub plugins: Arc<PluginRuntime>,
     /// The service clock (lifecycle decisions).
     pub clock: Arc<Clock>,

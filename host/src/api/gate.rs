@@ -13,7 +13,7 @@ use axum::http::HeaderMap;
 use tracing::Instrument;
 use zeroize::Zeroizing;
 
-use crate::authn::Principal;
+use crate::authn::{sigv4, Principal};
 use crate::error::{Error, Result};
 use crate::ops::{self, Front, Operation, RequestMeta};
 use crate::state::AppState;
@@ -21,6 +21,14 @@ use crate::telemetry::metrics::metrics;
 
 /// Longest `User-Agent` kept in an audit record.
 const MAX_USER_AGENT: usize = 256;
+
+/// Who signed a request with Signature Version 4, and the region it was signed for.
+pub struct Signed {
+    pub principal: Principal,
+    /// The principal's tenant's account id.
+    pub account_id: String,
+    pub region: String,
+}
 
 /// One request on its way to an operation.
 pub struct Gate {
@@ -60,7 +68,10 @@ impl Gate {
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
         let state = &self.state;
-        authenticated(state.tokens.authenticate(&state.rows, header)).await
+        authenticated(state.tokens.authenticate(&state.rows, header), |p| {
+            Some(p.id.as_str())
+        })
+        .await
     }
 
     /// Read the body within `limits` (see [`read_body`]).
@@ -69,18 +80,49 @@ impl Gate {
     }
 
     /// Record a request that never reached an operation and return the error to answer with
-    /// (see [`ops::refuse`]). A failed authentication is answered as `Unauthenticated`
-    /// whatever made it fail, but a database that could not be asked stays an outage.
+    /// (see [`ops::refuse`]). `principal` is `None` when the caller is not (yet) proven.
     pub async fn refuse(&self, principal: Option<&Principal>, action: &str, e: Error) -> Error {
-        let e = match e {
-            Error::Unauthenticated | Error::DatabaseUnavailable => e,
-            e if principal.is_none() => {
-                tracing::debug!(error = %e, "unauthenticated request refused");
-                Error::Unauthenticated
-            }
-            e => e,
-        };
         ops::refuse(&self.state, &self.meta, principal, action, e).await
+    }
+
+    /// Authenticate a request signed with Signature Version 4 for `service` and read its
+    /// body: the signature is parsed and its access key found first (a request that fails
+    /// there gets only the refused limits), then the body is read within `max_body`, then the
+    /// signature is checked over the whole request. The signature's time is checked against
+    /// the wall clock, not the service clock (which tests move forward).
+    pub async fn sigv4(
+        &self,
+        parts: &axum::http::request::Parts,
+        body: Body,
+        service: &str,
+        max_body: usize,
+    ) -> Result<(Signed, Zeroizing<Vec<u8>>)> {
+        let now = chrono::Utc::now().timestamp();
+        let state = &self.state;
+        let head = sigv4::Request::from_parts(parts, &[]);
+        let claim = authenticated(state.sigv4.claim(&state.rows, &head, service, now), |_| {
+            None
+        })
+        .await;
+        let limits = match &claim {
+            Ok(_) => BodyLimits::authenticated(max_body),
+            Err(_) => BodyLimits::refused(max_body),
+        };
+        let read = read_body(body, limits).await;
+        let pending = claim?;
+        let body = read?;
+        let region = pending.region().to_string();
+        let whole = sigv4::Request::from_parts(parts, &body);
+        let verify = state.sigv4.verify(&state.keyring, pending, &whole, now);
+        let signed = authenticated(verify, |v| Some(v.principal.id.as_str())).await?;
+        Ok((
+            Signed {
+                principal: signed.principal,
+                account_id: signed.account_id,
+                region,
+            },
+            body,
+        ))
     }
 
     /// Run an operation decoded by a front (or the error decoding it) for `principal`, in an
@@ -92,6 +134,22 @@ impl Gate {
         principal: Principal,
         op: Result<O>,
     ) -> Result<O::Output> {
+        self.run_as(principal, op, false)
+            .await?
+            .ok_or(Error::Internal)
+    }
+
+    /// As [`Gate::run`], but only decide (see [`ops::dry_run`]): `Ok` if it would be allowed.
+    pub async fn dry_run<O: Operation>(&self, principal: Principal, op: Result<O>) -> Result<()> {
+        self.run_as(principal, op, true).await.map(|_| ())
+    }
+
+    async fn run_as<O: Operation>(
+        &self,
+        principal: Principal,
+        op: Result<O>,
+        dry_run: bool,
+    ) -> Result<Option<O::Output>> {
         let span = tracing::info_span!(
             "operation",
             otel.name = O::NAME,
@@ -110,7 +168,10 @@ impl Gate {
             tokio::spawn(
                 async move {
                     match op {
-                        Ok(op) => ops::execute(&state, &principal, &meta, op).await,
+                        Ok(op) if dry_run => ops::dry_run(&state, &principal, &meta, op)
+                            .await
+                            .map(|()| None),
+                        Ok(op) => ops::execute(&state, &principal, &meta, op).await.map(Some),
                         Err(e) => {
                             Err(ops::refuse(&state, &meta, Some(&principal), O::ACTION, e).await)
                         }
@@ -136,10 +197,12 @@ impl Gate {
     }
 }
 
-/// `authenticate`, in an `authenticate` span that records its outcome.
-async fn authenticated(
-    authenticate: impl std::future::Future<Output = Result<Principal>>,
-) -> Result<Principal> {
+/// `authenticate`, in an `authenticate` span that records its outcome and, once proven, the
+/// principal (`principal_of`).
+async fn authenticated<T>(
+    authenticate: impl std::future::Future<Output = Result<T>>,
+    principal_of: fn(&T) -> Option<&str>,
+) -> Result<T> {
     let span = tracing::info_span!(
         "authenticate",
         keyplane.principal = tracing::field::Empty,
@@ -147,8 +210,10 @@ async fn authenticated(
     );
     let auth = authenticate.instrument(span.clone()).await;
     match &auth {
-        Ok(p) => {
-            span.record("keyplane.principal", p.id.as_str());
+        Ok(t) => {
+            if let Some(p) = principal_of(t) {
+                span.record("keyplane.principal", p);
+            }
             span.record("keyplane.outcome", "ok");
         }
         Err(e) => {

@@ -3,6 +3,8 @@
 //! - `gate`: what every front does around an operation (authentication, body limits,
 //!   auditing of requests that never reach an operation, telemetry, running it as a task).
 //! - `native`: `POST /v1/<operation>`, JSON, bearer token.
+//! - `aws`: `POST /`, AWS KMS (JSON 1.1) and STS `GetCallerIdentity` (query protocol), signed
+//!   with Signature Version 4.
 //! - health: `GET /healthz` (liveness) and `GET /readyz` (the database answers and the HSM's
 //!   root key works).
 //! - `debug`: test hooks under `/debug/` (debug builds with `test-hooks` only).
@@ -10,6 +12,7 @@
 //! Every answer, the router's own included, is sent only once the request's body has been
 //! read (up to a bound, see [`gate::read_body`]).
 
+mod aws;
 #[cfg(all(feature = "test-hooks", debug_assertions))]
 mod debug;
 mod gate;
@@ -33,6 +36,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/", post(aws::handle))
         .route("/v1/{operation}", post(native::handle));
     #[cfg(all(feature = "test-hooks", debug_assertions))]
     let router = router

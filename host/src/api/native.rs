@@ -147,9 +147,14 @@ fn json_reply<T: Serialize>(output: &T) -> Response {
 
 /// The native error body, with the status of [`status`].
 pub fn error_response(e: &Error) -> Response {
+    // One message for every failed authentication: which part was wrong is not told.
+    let message = match e {
+        Error::Unauthenticated(_) => "missing or invalid credentials".to_string(),
+        e => e.to_string(),
+    };
     (
         status(e),
-        Json(json!({ "error": { "code": e.code(), "message": e.to_string() } })),
+        Json(json!({ "error": { "code": e.code(), "message": message } })),
     )
         .into_response()
 }
@@ -159,6 +164,9 @@ pub fn status(e: &Error) -> StatusCode {
     match e {
         Error::MalformedJson(_)
         | Error::Validation(_)
+        | Error::IncorrectKey(_)
+        | Error::InvalidAliasName(_)
+        | Error::InvalidMarker(_)
         | Error::MalformedCiphertext(_)
         | Error::DecryptionFailed
         | Error::InvalidKeyUsage(_)
@@ -168,10 +176,12 @@ pub fn status(e: &Error) -> StatusCode {
         | Error::ExpiredImportToken(_) => StatusCode::BAD_REQUEST,
         Error::PluginFailed { .. } => StatusCode::BAD_GATEWAY,
         Error::PluginTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-        Error::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
         Error::AccessDenied { .. } => StatusCode::FORBIDDEN,
         Error::NotFound { .. } | Error::UnknownOperation(_) => StatusCode::NOT_FOUND,
-        Error::AlreadyExists { .. } | Error::InvalidState(_) => StatusCode::CONFLICT,
+        Error::AlreadyExists { .. } | Error::InvalidState(_) | Error::KeyDisabled(_) => {
+            StatusCode::CONFLICT
+        }
         Error::KeyDestroyed { .. } => StatusCode::GONE,
         Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         Error::RequestTimeout => StatusCode::REQUEST_TIMEOUT,

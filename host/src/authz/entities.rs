@@ -22,6 +22,8 @@ pub enum ResourceRef {
     Tenant(String),
     /// A tenant's plugin.
     Plugin(Box<crate::store::plugins::PluginRow>),
+    /// A principal (its access keys).
+    User(Box<Principal>),
     /// A key, with its grantees and tags.
     Key {
         row: Box<KeyRow>,
@@ -37,6 +39,7 @@ impl ResourceRef {
             ResourceRef::Tenant(t) => format!("Keyplane::Tenant::{t:?}"),
             ResourceRef::Key { row, .. } => format!("Keyplane::Key::{:?}", row.id),
             ResourceRef::Plugin(p) => format!("Keyplane::Plugin::{:?}", plugin_id(p)),
+            ResourceRef::User(p) => format!("Keyplane::User::{:?}", p.id),
         }
     }
 
@@ -46,6 +49,7 @@ impl ResourceRef {
             ResourceRef::Tenant(t) => t,
             ResourceRef::Key { row, .. } => &row.tenant_id,
             ResourceRef::Plugin(p) => &p.tenant_id,
+            ResourceRef::User(p) => &p.tenant_id,
         }
     }
 }
@@ -196,6 +200,13 @@ pub fn build(req: &AuthzRequest<'_>) -> Result<Built> {
             );
             r
         }
+        ResourceRef::User(user) => {
+            let (r, user_entities) = principal_entities(user)?;
+            if user.id != p.id {
+                entities.extend(user_entities);
+            }
+            r
+        }
         ResourceRef::Plugin(p) => {
             let plugin_tenant = uid("Tenant", &p.tenant_id)?;
             if p.tenant_id != req.principal.tenant_id {
@@ -306,6 +317,11 @@ pub fn check_shapes(schema: &Schema) -> std::result::Result<(), String> {
             tags: [("team".to_string(), "probe".to_string())].into(),
         },
         ResourceRef::Plugin(Box::new(plugin)),
+        ResourceRef::User(Box::new(Principal {
+            id: "p-other".into(),
+            tenant_id: "t-other".into(),
+            ..principal.clone()
+        })),
     ];
     let ec: EncryptionContext = [("purpose".to_string(), "probe".to_string())].into();
     for resource in &resources {

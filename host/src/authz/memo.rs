@@ -128,6 +128,10 @@ fn add_resource(d: &mut Digest, resource: &ResourceRef) {
             }
             d.bytes(&canonical(tags));
         }
+        ResourceRef::User(p) => {
+            d.str("user");
+            add_principal(d, p);
+        }
         ResourceRef::Plugin(p) => {
             d.str("plugin");
             let PluginRow {

@@ -48,7 +48,7 @@ fn live_target(r: &ResourceRef) -> Result<&crate::store::keys::KeyRow> {
 
 #[derive(Debug, Deserialize)]
 #[serde(transparent)]
-pub struct CreateAlias(AliasTarget);
+pub struct CreateAlias(pub AliasTarget);
 
 impl Operation for CreateAlias {
     const NAME: &'static str = "create-alias";
@@ -85,7 +85,7 @@ impl Operation for CreateAlias {
 
 #[derive(Debug, Deserialize)]
 #[serde(transparent)]
-pub struct UpdateAlias(AliasTarget);
+pub struct UpdateAlias(pub AliasTarget);
 
 impl Operation for UpdateAlias {
     const NAME: &'static str = "update-alias";
@@ -213,7 +213,9 @@ impl Operation for ListAliases {
             return Err(Error::validation("limit must be 1 to 1000"));
         }
         if let Some(t) = &self.next_token {
-            validate_alias(t)?;
+            validate_alias(t).map_err(|_| {
+                Error::InvalidMarker("next_token is not a token this operation returned".into())
+            })?;
         }
         Ok(())
     }

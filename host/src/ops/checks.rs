@@ -45,6 +45,7 @@ pub fn check_key_enabled(key: &KeyRow) -> Result<()> {
             "key {} is being destroyed: its deletion window has passed and its material is being shredded",
             key.id
         ))),
+        STATE_DISABLED => Err(Error::KeyDisabled(format!("key {} is disabled", key.id))),
         other => Err(Error::InvalidState(format!("key {} is {other}", key.id))),
     }
 }

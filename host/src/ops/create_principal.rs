@@ -5,6 +5,7 @@ use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
 use super::validate::validate_name;
+use super::SecretText;
 use super::{OpContext, Operation, WriteScope};
 use crate::authz::ResourceRef;
 use crate::error::{Error, Result};
@@ -40,7 +41,7 @@ pub struct CreatePrincipalOutput {
     pub role: String,
     pub kind: String,
     /// The bearer token. Shown only in this answer.
-    pub token: String,
+    pub token: SecretText,
 }
 
 impl Operation for CreatePrincipal {
@@ -107,7 +108,7 @@ impl Operation for CreatePrincipal {
             name: row.name,
             role: row.role,
             kind: row.kind,
-            token: token.expose_secret().to_string(),
+            token: SecretText::new(token.expose_secret().to_string()),
         })
     }
 }

@@ -1,5 +1,6 @@
-//! `create-tenant`: a new tenant with its own KEK (generated in the HSM, stored root-wrapped).
-//! Cedar: `CreateTenant` on `Tenant::"<new id>"`.
+//! `create-tenant`: a new tenant with its own KEK (generated in the HSM, stored root-wrapped)
+//! and its 12-digit account id (the caller's choice, or random), which AWS-style ARNs name it
+//! by. Cedar: `CreateTenant` on `Tenant::"<new id>"`.
 
 use serde::{Deserialize, Serialize};
 
@@ -13,11 +14,14 @@ use crate::store::{now_rfc3339, tenants};
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
     pub tenant_id: String,
+    /// 12 decimal digits, unique; default: random.
+    pub account_id: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
 pub struct CreateTenantOutput {
     pub tenant_id: String,
+    pub account_id: String,
     pub created_at: String,
 }
 
@@ -27,7 +31,13 @@ impl Operation for CreateTenant {
     type Output = CreateTenantOutput;
 
     fn validate(&self) -> Result<()> {
-        validate_name("tenant_id", &self.tenant_id)
+        validate_name("tenant_id", &self.tenant_id)?;
+        match &self.account_id {
+            Some(a) if !tenants::is_account_id(a) => {
+                Err(Error::validation("account_id must be 12 decimal digits"))
+            }
+            _ => Ok(()),
+        }
     }
 
     async fn resolve(&self, _ctx: &OpContext<'_>) -> Result<ResourceRef> {
@@ -51,12 +61,17 @@ impl Operation for CreateTenant {
                 id: self.tenant_id,
             });
         }
+        let account_id = match self.account_id {
+            Some(a) => a,
+            None => tenants::account_id_from(&ctx.state.keyring.random(8).await?),
+        };
         let kek_wrapped = ctx.state.keyring.create_tenant_kek(&self.tenant_id).await?;
         scope.created_kek(&self.tenant_id);
         let row = tenants::TenantRow {
             id: self.tenant_id.clone(),
             created_at: now_rfc3339(),
             kek_wrapped,
+            account_id,
         };
         let conn = scope.conn(ctx.state).await?;
         if tenants::exists(conn, &row.id).await? {
@@ -68,6 +83,7 @@ impl Operation for CreateTenant {
         tenants::insert(conn, &row).await?;
         Ok(CreateTenantOutput {
             tenant_id: row.id,
+            account_id: row.account_id,
             created_at: row.created_at,
         })
     }

@@ -11,6 +11,7 @@ use super::rsa_oaep::{self, MAX_RSA_CIPHERTEXT};
 use super::sealing::open_ciphertext;
 use super::validate::{validate_key_id, ALIAS_PREFIX};
 use super::{Base64, OpContext, Operation, WriteScope};
+use crate::algorithms::OaepAlgorithm;
 use crate::authz::ResourceRef;
 use crate::crypto::ciphertext::Ciphertext;
 use crate::crypto::context::EncryptionContext;
@@ -34,6 +35,7 @@ pub struct DecryptOutput {
     pub key_id: String,
     pub key_version: u32,
     pub plaintext: Base64,
+    pub encryption_algorithm: &'static str,
 }
 
 impl Decrypt {
@@ -82,8 +84,8 @@ impl Operation for Decrypt {
         if let Some(k) = &self.key_id {
             validate_key_id(k)?;
             if !k.starts_with(ALIAS_PREFIX) && *k != ct.key_id {
-                return Err(Error::validation(
-                    "the ciphertext was not encrypted under key_id",
+                return Err(Error::IncorrectKey(
+                    "the ciphertext was not encrypted under key_id".into(),
                 ));
             }
         }
@@ -101,8 +103,8 @@ impl Operation for Decrypt {
         let named = self.parsed()?.key_id;
         if let Some(k) = &self.key_id {
             if key_id_of(ctx, k).await? != named {
-                return Err(Error::validation(
-                    "the ciphertext was not encrypted under key_id",
+                return Err(Error::IncorrectKey(
+                    "the ciphertext was not encrypted under key_id".into(),
                 ));
             }
         }
@@ -132,10 +134,17 @@ impl Operation for Decrypt {
                 self.ciphertext_blob.0.to_vec(),
             )
             .await?;
+            let algorithm = self
+                .encryption_algorithm
+                .as_deref()
+                .and_then(OaepAlgorithm::parse)
+                .map(OaepAlgorithm::as_str)
+                .ok_or(Error::Internal)?;
             return Ok(DecryptOutput {
                 key_id: key.id.clone(),
                 key_version: v as u32,
                 plaintext: Base64(plaintext),
+                encryption_algorithm: algorithm,
             });
         }
         let ct = self.parsed()?;
@@ -145,6 +154,7 @@ impl Operation for Decrypt {
             key_id: key.id.clone(),
             key_version: ct.key_version,
             plaintext: Base64(plaintext),
+            encryption_algorithm: rsa_oaep::SYMMETRIC_DEFAULT,
         })
     }
 }

@@ -169,6 +169,18 @@ pub struct DeletionOutput {
     pub state: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deletion_date: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_window_days: Option<u32>,
+}
+
+impl ScheduleKeyDeletion {
+    pub fn new(key_id: String, pending_window_days: Option<u32>) -> Self {
+        ScheduleKeyDeletion {
+            key_id,
+            pending_window_days,
+            approval: Default::default(),
+        }
+    }
 }
 
 impl Operation for ScheduleKeyDeletion {
@@ -264,6 +276,7 @@ impl Operation for ScheduleKeyDeletion {
             key_id: key.id.clone(),
             state: STATE_PENDING_DELETION.into(),
             deletion_date: Some(rfc3339(when)),
+            pending_window_days: Some(days),
         })
     }
 }
@@ -330,6 +343,7 @@ impl Operation for CancelKeyDeletion {
             key_id: key.id.clone(),
             state: STATE_DISABLED.into(),
             deletion_date: None,
+            pending_window_days: None,
         })
     }
 }

@@ -88,7 +88,7 @@ macro_rules! key_state_op {
     ($ty:ident, $name:literal, $action:literal, $state:expr) => {
         #[derive(Debug, Deserialize)]
         #[serde(transparent)]
-        pub struct $ty(KeyRef);
+        pub struct $ty(pub KeyRef);
 
         impl Operation for $ty {
             const NAME: &'static str = $name;

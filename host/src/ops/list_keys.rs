@@ -34,7 +34,7 @@ pub struct ListKeysOutput {
 }
 
 fn decode_token(t: &str) -> Result<String> {
-    let bad = || Error::validation("next_token is not a token this operation returned");
+    let bad = || Error::InvalidMarker("next_token is not a token this operation returned".into());
     let raw = URL_SAFE_NO_PAD.decode(t).map_err(|_| bad())?;
     let id = String::from_utf8(raw).map_err(|_| bad())?;
     validate_key_id(&id).map_err(|_| bad())?;

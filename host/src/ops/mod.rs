@@ -19,6 +19,7 @@
 //! ([`Error::NotFound`], the same message), so key ids cannot be probed across tenants; its
 //! audit record still says `deny`.
 
+pub mod access_keys;
 pub mod aliases;
 mod b64;
 mod checks;
@@ -53,6 +54,7 @@ pub mod rotation_ops;
 mod rsa_oaep;
 pub mod scheduler;
 mod sealing;
+mod secret_text;
 pub mod set_storage_backend;
 pub mod sign;
 mod storage;
@@ -78,13 +80,19 @@ use crate::telemetry::metrics::metrics;
 
 pub use b64::Base64;
 pub use resolve::key_resource;
+pub use secret_text::SecretText;
 pub use storage::load_blob;
+pub use views::{rfc3339, KeyMetadata, VersionInfo};
 
 /// The front a request came through, recorded in its audit record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Front {
     /// `POST /v1/<operation>`.
     Native,
+    /// AWS KMS (JSON 1.1 on `POST /`).
+    AwsKms,
+    /// AWS STS (the query protocol on `POST /`).
+    AwsSts,
     /// A caller inside the process (command-line tools, benchmarks).
     InProcess,
 }
@@ -94,6 +102,8 @@ impl Front {
     pub fn name(self) -> &'static str {
         match self {
             Front::Native => "native",
+            Front::AwsKms => "aws-kms",
+            Front::AwsSts => "aws-sts",
             Front::InProcess => "in-process",
         }
     }
@@ -453,6 +463,30 @@ pub async fn execute<O: Operation>(
     meta: &RequestMeta,
     op: O,
 ) -> Result<O::Output> {
+    run(state, principal, meta, op, false)
+        .await?
+        .ok_or(Error::Internal)
+}
+
+/// What [`execute`] would decide, without doing it: validate, resolve and authorize `op`,
+/// and record the request (outcome `dry-run`). `Ok` means it would have been allowed.
+pub async fn dry_run<O: Operation>(
+    state: &AppState,
+    principal: &Principal,
+    meta: &RequestMeta,
+    op: O,
+) -> Result<()> {
+    run(state, principal, meta, op, true).await.map(|_| ())
+}
+
+/// The pipeline; a dry run stops after authorization (`None`).
+async fn run<O: Operation>(
+    state: &AppState,
+    principal: &Principal,
+    meta: &RequestMeta,
+    op: O,
+    dry_run: bool,
+) -> Result<Option<O::Output>> {
     let mut ev = event(meta, Some(principal), O::ACTION);
     let span = tracing::Span::current();
     span.record("keyplane.tenant", principal.tenant_id.as_str());
@@ -525,6 +559,11 @@ pub async fn execute<O: Operation>(
         return Err(fail(state, &mut ev, e).await);
     }
     ev.decision = "allow";
+    if dry_run {
+        ev.outcome = "dry-run".into();
+        audit_alone(state, &ev).await?;
+        return Ok(None);
+    }
 
     let key_id = match &resource {
         ResourceRef::Key { row, .. } => Some(row.id.clone()),
@@ -546,7 +585,7 @@ pub async fn execute<O: Operation>(
                     metrics().key_operation(&principal.tenant_id, O::NAME, &key_id);
                 }
             }
-            Ok(out)
+            Ok(Some(out))
         }
         Err(e) => {
             scope.rollback(state).await;
@@ -572,6 +611,9 @@ macro_rules! operations {
             $crate::ops::generate_data_key::GenerateDataKeyWithoutPlaintext,
             $crate::ops::generate_random::GenerateRandom,
             $crate::ops::get_caller_identity::GetCallerIdentity,
+            $crate::ops::access_keys::CreateAccessKey,
+            $crate::ops::access_keys::ListAccessKeys,
+            $crate::ops::access_keys::DeleteAccessKey,
             $crate::ops::sign::Sign,
             $crate::ops::sign::Verify,
             $crate::ops::mac::GenerateMac,

@@ -17,7 +17,7 @@ use super::{Base64, OpContext, Operation, WriteScope};
 use crate::authz::ResourceRef;
 use crate::crypto::ciphertext::Ciphertext;
 use crate::crypto::context::{self, EncryptionContext};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -25,6 +25,9 @@ pub struct Rewrap {
     pub ciphertext_blob: Base64,
     #[serde(default)]
     pub source_encryption_context: EncryptionContext,
+    /// The key the ciphertext must have been made under (refused with `IncorrectKey`
+    /// otherwise); default: whichever its header names.
+    pub source_key_id: Option<String>,
     /// Default: the source key (its primary version).
     pub destination_key_id: Option<String>,
     /// Default: the source encryption context.
@@ -54,6 +57,9 @@ impl Operation for Rewrap {
 
     fn validate(&self) -> Result<()> {
         self.parsed()?;
+        if let Some(k) = &self.source_key_id {
+            validate_key_id(k)?;
+        }
         if let Some(k) = &self.destination_key_id {
             validate_key_id(k)?;
         }
@@ -75,7 +81,15 @@ impl Operation for Rewrap {
     }
 
     async fn resolve(&self, ctx: &OpContext<'_>) -> Result<ResourceRef> {
-        resolve_key(ctx, &self.parsed()?.key_id).await
+        let named = self.parsed()?.key_id;
+        if let Some(k) = &self.source_key_id {
+            if key_id_of(ctx, k).await? != named {
+                return Err(Error::IncorrectKey(
+                    "the ciphertext was not encrypted under source_key_id".into(),
+                ));
+            }
+        }
+        resolve_key(ctx, &named).await
     }
 
     async fn execute(

@@ -9,7 +9,7 @@ use super::validate::validate_key_id;
 use super::views::VersionInfo;
 use super::{versions, OpContext, Operation, WriteScope};
 use crate::authz::ResourceRef;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::store::keys;
 
 #[derive(Debug, Deserialize)]
@@ -58,6 +58,10 @@ impl Operation for RotateKey {
 #[serde(deny_unknown_fields)]
 pub struct ListKeyVersions {
     pub key_id: String,
+    /// Versions after this one only (a page token: the last version of the previous page).
+    pub after_version: Option<i64>,
+    /// At most this many (1 to 1000; default: all).
+    pub limit: Option<i64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -66,6 +70,8 @@ pub struct ListKeyVersionsOutput {
     pub primary_version: i64,
     pub min_decryption_version: i64,
     pub versions: Vec<VersionInfo>,
+    /// More versions follow: ask again with `after_version` = the last one listed.
+    pub truncated: bool,
 }
 
 impl Operation for ListKeyVersions {
@@ -74,7 +80,16 @@ impl Operation for ListKeyVersions {
     type Output = ListKeyVersionsOutput;
 
     fn validate(&self) -> Result<()> {
-        validate_key_id(&self.key_id)
+        validate_key_id(&self.key_id)?;
+        if self.limit.is_some_and(|l| !(1..=1000).contains(&l)) {
+            return Err(Error::validation("limit must be 1 to 1000"));
+        }
+        if self.after_version.is_some_and(|v| v < 0) {
+            return Err(Error::InvalidMarker(
+                "after_version is not a version this operation returned".into(),
+            ));
+        }
+        Ok(())
     }
 
     async fn resolve(&self, ctx: &OpContext<'_>) -> Result<ResourceRef> {
@@ -89,14 +104,21 @@ impl Operation for ListKeyVersions {
     ) -> Result<Self::Output> {
         let key = key_row(&r)?;
         let versions = keys::versions(ctx.state.db.reader(), &key.id).await?;
+        let after = self.after_version.unwrap_or(0);
+        let limit = self.limit.unwrap_or(i64::MAX) as usize;
+        let listed: Vec<VersionInfo> = versions
+            .iter()
+            .filter(|v| v.version > after)
+            .take(limit)
+            .map(|v| VersionInfo::new(v, ctx.state.usage.pending(&key.id, v.version)))
+            .collect();
+        let last = listed.last().map_or(after, |v| v.version);
         Ok(ListKeyVersionsOutput {
             key_id: key.id.clone(),
             primary_version: key.primary_version,
             min_decryption_version: key.min_decryption_version,
-            versions: versions
-                .iter()
-                .map(|v| VersionInfo::new(v, ctx.state.usage.pending(&key.id, v.version)))
-                .collect(),
+            truncated: versions.iter().any(|v| v.version > last),
+            versions: listed,
         })
     }
 }

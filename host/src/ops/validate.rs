@@ -23,7 +23,7 @@ pub fn validate_alias(name: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::validation(format!(
+        Err(Error::InvalidAliasName(format!(
             "alias names are {ALIAS_PREFIX}<name> (letters, digits, '/', '_', '-'; at most {MAX_ALIAS_LEN} characters)"
         )))
     }
@@ -73,4 +73,15 @@ pub fn validate_message(field: &str, len: usize) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// An access key id's shape (as AWS: 16 to 128 letters and digits).
+pub fn validate_access_key_id(id: &str) -> Result<()> {
+    if (16..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        Ok(())
+    } else {
+        Err(Error::validation(
+            "access_key_id must be 16 to 128 letters and digits",
+        ))
+    }
 }

@@ -1,5 +1,5 @@
 //! Read-through caches of the rows every cryptographic request reads: the principal of a
-//! token hash, a key with its grantees, a key version, an alias. Without them an `encrypt`
+//! token hash or of an access key, a key with its grantees, a key version, an alias. Without them an `encrypt`
 //! makes four database round trips before any crypto (each a hop to an sqlx worker thread);
 //! with them a steady stream of requests makes none.
 //!
@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use quick_cache::sync::Cache;
 
+use super::access_keys::{self, AccessKeyOwner};
 use super::aliases;
 use super::keys::{self, KeyRow, KeyVersionRow};
 use super::principals::{self, PrincipalRow};
@@ -53,6 +54,7 @@ pub struct RowCache {
     ttl: Duration,
     enabled: bool,
     principals: Cache<Vec<u8>, Entry<TokenPrincipal>>,
+    access_keys: Cache<String, Entry<Arc<AccessKeyOwner>>>,
     keys: Cache<String, Entry<Arc<CachedKey>>>,
     versions: Cache<(String, i64), Entry<Arc<KeyVersionRow>>>,
     aliases: Cache<(String, String), Entry<Arc<str>>>,
@@ -66,6 +68,7 @@ impl RowCache {
             ttl: Duration::from_millis(config.row_ttl_ms),
             enabled: config.max_rows > 0 && config.row_ttl_ms > 0,
             principals: Cache::new(capacity),
+            access_keys: Cache::new(capacity),
             keys: Cache::new(capacity),
             versions: Cache::new(capacity),
             aliases: Cache::new(capacity),
@@ -77,6 +80,15 @@ impl RowCache {
         let pool = self.db.reader();
         self.read_through(&self.principals, hash.to_vec(), async {
             Ok(principals::by_token_hash(pool, hash).await?.map(Arc::new))
+        })
+        .await
+    }
+
+    /// An access key with its principal and account (the secret still sealed).
+    pub async fn access_key(&self, id: &str) -> Result<Option<Arc<AccessKeyOwner>>> {
+        let pool = self.db.reader();
+        self.read_through(&self.access_keys, id.to_string(), async {
+            Ok(access_keys::owner(pool, id).await?.map(Arc::new))
         })
         .await
     }
@@ -162,10 +174,13 @@ mod tests {
         let url = format!("sqlite://{}/t.db", dir.path().display());
         let db = Db::open(&url).await.unwrap();
         let mut tx = db.begin().await.unwrap();
-        sqlx::query("INSERT INTO tenants (id, created_at, kek_wrapped) VALUES ('t', 'now', x'00')")
-            .execute(&mut *tx)
-            .await
-            .unwrap();
+        sqlx::query(
+            "INSERT INTO tenants (id, created_at, kek_wrapped, account_id) \
+             VALUES ('t', 'now', x'00', '111122223333')",
+        )
+        .execute(&mut *tx)
+        .await
+        .unwrap();
         sqlx::query(
             "INSERT INTO keys (id, tenant_id, spec, usage, protection, state, description, tags, \
              primary_version, created_at, created_by) \

@@ -14,6 +14,7 @@
 //! Transactions that change nothing a cache holds (audit records, usage counters) are begun
 //! with [`Db::begin_bookkeeping`] and leave the generation alone.
 
+pub mod access_keys;
 pub mod aliases;
 pub mod approvals;
 pub mod cache;

@@ -10,12 +10,16 @@ pub struct TenantRow {
     pub id: String,
     pub created_at: String,
     pub kek_wrapped: Vec<u8>,
+    /// The 12-digit account id AWS-style ARNs name the tenant by.
+    pub account_id: String,
 }
+
+const COLUMNS: &str = "id, created_at, kek_wrapped, account_id";
 
 pub async fn get(pool: &SqlitePool, id: &str) -> Result<Option<TenantRow>> {
     crate::telemetry::spans::db("SELECT", "tenants", async move {
         Ok(
-            sqlx::query_as("SELECT id, created_at, kek_wrapped FROM tenants WHERE id = ?")
+            sqlx::query_as(&format!("SELECT {COLUMNS} FROM tenants WHERE id = ?"))
                 .bind(id)
                 .fetch_optional(pool)
                 .await?,
@@ -37,13 +41,43 @@ pub async fn exists(conn: &mut SqliteConnection, id: &str) -> Result<bool> {
 
 pub async fn insert(conn: &mut SqliteConnection, row: &TenantRow) -> Result<()> {
     crate::telemetry::spans::db("INSERT", "tenants", async move {
-        sqlx::query("INSERT INTO tenants (id, created_at, kek_wrapped) VALUES (?, ?, ?)")
-            .bind(&row.id)
-            .bind(&row.created_at)
-            .bind(&row.kek_wrapped)
-            .execute(conn)
-            .await?;
+        sqlx::query(&format!(
+            "INSERT INTO tenants ({COLUMNS}) VALUES (?, ?, ?, ?)"
+        ))
+        .bind(&row.id)
+        .bind(&row.created_at)
+        .bind(&row.kek_wrapped)
+        .bind(&row.account_id)
+        .execute(conn)
+        .await?;
         Ok(())
     })
     .await
+}
+
+/// The tenant whose account id is `account`.
+pub async fn by_account(pool: &SqlitePool, account: &str) -> Result<Option<TenantRow>> {
+    crate::telemetry::spans::db("SELECT", "tenants", async move {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM tenants WHERE account_id = ?"
+        ))
+        .bind(account)
+        .fetch_optional(pool)
+        .await?)
+    })
+    .await
+}
+
+/// An account id from 8 random bytes: 12 decimal digits, not starting with 0 (some tools
+/// read account ids as numbers).
+pub fn account_id_from(random: &[u8]) -> String {
+    let mut b = [0u8; 8];
+    let n = random.len().min(8);
+    b[..n].copy_from_slice(&random[..n]);
+    (u64::from_le_bytes(b) % 900_000_000_000 + 100_000_000_000).to_string()
+}
+
+/// Whether `s` is an account id: 12 decimal digits.
+pub fn is_account_id(s: &str) -> bool {
+    s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())
 }

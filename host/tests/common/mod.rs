@@ -3,6 +3,8 @@
 //! HTTPS to it, trusting only the generated certificate.
 #![allow(dead_code)]
 
+pub mod aws;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -1,9 +1,13 @@
-//! Authentication: bearer tokens.
+//! Authentication: bearer tokens (here) and AWS Signature Version 4 ([`sigv4`], checked with
+//! access keys by [`access_keys`]).
 //!
 //! A token is `kp_` followed by 32 random bytes (base64url). The database keeps only
 //! HMAC-SHA256(token-hash key, token); the token-hash key is 32 bytes from the HSM's RNG,
 //! stored sealed by the root key and held in memory only while the node runs. A lookup is by
 //! that keyed hash, and the stored hash is compared again in constant time.
+
+pub mod access_keys;
+pub mod sigv4;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -14,7 +18,7 @@ use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use crate::crypto::Keyring;
-use crate::error::{Error, Result};
+use crate::error::{AuthFailure, Error, Result};
 use crate::store::cache::RowCache;
 use crate::store::principals::PrincipalRow;
 use crate::store::{meta, Db};
@@ -72,17 +76,20 @@ impl TokenHasher {
             .and_then(|h| h.strip_prefix("Bearer "))
             .map(str::trim)
             .filter(|t| t.starts_with(PREFIX) && t.len() < 256)
-            .ok_or(Error::Unauthenticated)?;
+            .ok_or(Error::Unauthenticated(match header {
+                None => AuthFailure::Missing,
+                Some(_) => AuthFailure::Unknown,
+            }))?;
         let hash = self.hash(token);
         let found = rows
             .principal_by_token_hash(&hash)
             .await?
-            .ok_or(Error::Unauthenticated)?;
+            .ok_or(Error::Unauthenticated(AuthFailure::Unknown))?;
         let (principal, stored) = &*found;
         if bool::from(stored.ct_eq(&hash)) {
             Ok(principal.clone())
         } else {
-            Err(Error::Unauthenticated)
+            Err(Error::Unauthenticated(AuthFailure::Unknown))
         }
     }
 }

@@ -1,0 +1,116 @@
+//! `CreateKey` → `create-key`.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::metadata::{aws_specs, aws_usages, spec_from_aws, usage_from_aws, KeyMetadata};
+use super::KmsAction;
+use crate::api::aws::error::KmsError;
+use crate::api::aws::ids::{length, one_of, Cx};
+use crate::error::{Error, Result};
+use crate::ops::create_key as op;
+use crate::ops::Operation;
+use crate::store::imports::{ORIGIN_EXTERNAL, ORIGIN_KEYPLANE};
+
+/// A tag as AWS sends it.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Tag {
+    pub tag_key: Option<String>,
+    pub tag_value: Option<String>,
+}
+
+/// Tags as the core keeps them (a map), checked as AWS checks them.
+pub fn tags(list: Vec<Tag>) -> Result<BTreeMap<String, String>> {
+    let mut map = BTreeMap::new();
+    for t in list {
+        let key = super::required("tagKey", t.tag_key)?;
+        let value = super::required("tagValue", t.tag_value)?;
+        length("tagKey", &key, 1, 128)?;
+        length("tagValue", &value, 0, 256)?;
+        if map.insert(key.clone(), value).is_some() {
+            return Err(Error::validation(format!("Duplicate tag keys: {key}")));
+        }
+    }
+    Ok(map)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CreateKey {
+    description: Option<String>,
+    key_usage: Option<String>,
+    customer_master_key_spec: Option<String>,
+    key_spec: Option<String>,
+    origin: Option<String>,
+    custom_key_store_id: Option<String>,
+    #[serde(default)]
+    tags: Vec<Tag>,
+    multi_region: Option<bool>,
+}
+
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CreateKeyResponse {
+    key_metadata: KeyMetadata,
+}
+
+impl KmsAction for CreateKey {
+    type Op = op::CreateKey;
+    type Response = CreateKeyResponse;
+
+    fn into_op(self, _cx: &Cx) -> Result<Self::Op> {
+        let description = self.description.unwrap_or_default();
+        length("description", &description, 0, 8192)?;
+        if self.multi_region == Some(true) || self.custom_key_store_id.is_some() {
+            return Err(Error::UnknownOperation(
+                "multi-Region keys and custom key stores".into(),
+            ));
+        }
+        let spec_name = self
+            .key_spec
+            .or(self.customer_master_key_spec)
+            .unwrap_or_else(|| "SYMMETRIC_DEFAULT".into());
+        let specs = aws_specs();
+        one_of("keySpec", &spec_name, &specs)?;
+        let spec = spec_from_aws(&spec_name).ok_or(Error::Internal)?;
+        let usage = match self.key_usage {
+            None => None,
+            Some(u) => {
+                one_of("keyUsage", &u, &aws_usages())?;
+                Some(usage_from_aws(&u).ok_or(Error::Internal)?)
+            }
+        };
+        let origin = match self.origin.as_deref() {
+            None | Some("AWS_KMS") => ORIGIN_KEYPLANE,
+            Some("EXTERNAL") => ORIGIN_EXTERNAL,
+            Some(o @ ("AWS_CLOUDHSM" | "EXTERNAL_KEY_STORE")) => {
+                return Err(Error::UnknownOperation(format!("origin {o}")))
+            }
+            Some(o) => {
+                one_of("origin", o, &["AWS_KMS", "EXTERNAL"])?;
+                ORIGIN_KEYPLANE
+            }
+        };
+        Ok(op::CreateKey {
+            description,
+            tags: tags(self.tags)?,
+            protection: None,
+            key_spec: spec.as_str().into(),
+            key_usage: usage.map(|u| u.as_str().into()),
+            grants: None,
+            origin: origin.into(),
+            exportable: false,
+        })
+    }
+
+    fn response(
+        out: <Self::Op as Operation>::Output,
+        cx: &Cx,
+    ) -> std::result::Result<Self::Response, KmsError> {
+        Ok(CreateKeyResponse {
+            key_metadata: KeyMetadata::new(&out, cx).map_err(|e| KmsError::from(&e))?,
+        })
+    }
+}

@@ -1,0 +1,173 @@
+//! keyplane's key vocabulary as AWS KMS spells it: key specs, usages, states, origins, and the
+//! `KeyMetadata` structure every key-describing action returns.
+
+use serde::Serialize;
+
+use super::epoch;
+use crate::algorithms::{KeySpec, KeyUsage, MacAlgorithm};
+use crate::api::aws::ids::Cx;
+use crate::error::{Error, Result};
+use crate::ops::KeyMetadata as Native;
+use crate::store::imports::ORIGIN_EXTERNAL;
+
+/// (keyplane key spec, AWS key spec).
+const SPECS: &[(KeySpec, &str)] = &[
+    (KeySpec::Aes256Gcm, "SYMMETRIC_DEFAULT"),
+    (KeySpec::HmacSha256, "HMAC_256"),
+    (KeySpec::HmacSha384, "HMAC_384"),
+    (KeySpec::HmacSha512, "HMAC_512"),
+    (KeySpec::EccNistP256, "ECC_NIST_P256"),
+    (KeySpec::EccNistP384, "ECC_NIST_P384"),
+    (KeySpec::Ed25519, "ECC_NIST_EDWARDS25519"),
+    (KeySpec::Rsa2048, "RSA_2048"),
+    (KeySpec::Rsa3072, "RSA_3072"),
+    (KeySpec::Rsa4096, "RSA_4096"),
+];
+
+/// (keyplane key usage, AWS key usage).
+const USAGES: &[(KeyUsage, &str)] = &[
+    (KeyUsage::EncryptDecrypt, "ENCRYPT_DECRYPT"),
+    (KeyUsage::SignVerify, "SIGN_VERIFY"),
+    (KeyUsage::GenerateVerifyMac, "GENERATE_VERIFY_MAC"),
+    (KeyUsage::KeyAgreement, "KEY_AGREEMENT"),
+];
+
+/// AWS key specs keyplane has.
+pub fn aws_specs() -> Vec<&'static str> {
+    SPECS.iter().map(|(_, n)| *n).collect()
+}
+
+/// AWS key usages.
+pub fn aws_usages() -> Vec<&'static str> {
+    USAGES.iter().map(|(_, n)| *n).collect()
+}
+
+/// A keyplane key spec named by AWS.
+pub fn spec_from_aws(name: &str) -> Option<KeySpec> {
+    SPECS.iter().find(|(_, n)| *n == name).map(|(s, _)| *s)
+}
+
+/// A keyplane key usage named by AWS.
+pub fn usage_from_aws(name: &str) -> Option<KeyUsage> {
+    USAGES.iter().find(|(_, n)| *n == name).map(|(u, _)| *u)
+}
+
+/// The AWS name of a stored key spec.
+pub fn aws_spec(native: &str) -> Result<&'static str> {
+    let spec = KeySpec::parse(native).map_err(|_| Error::Internal)?;
+    Ok(SPECS
+        .iter()
+        .find(|(s, _)| *s == spec)
+        .map(|(_, n)| *n)
+        .unwrap_or("SYMMETRIC_DEFAULT"))
+}
+
+/// The AWS name of a stored key usage.
+pub fn aws_usage(native: &str) -> Result<&'static str> {
+    let usage = KeyUsage::parse(native).map_err(|_| Error::Internal)?;
+    Ok(USAGES
+        .iter()
+        .find(|(u, _)| *u == usage)
+        .map(|(_, n)| *n)
+        .unwrap_or("ENCRYPT_DECRYPT"))
+}
+
+/// The AWS `KeyState` of a keyplane key state. A destroyed key (its material shredded, its
+/// record kept for the audit trail) is `Unavailable`: AWS would have forgotten it.
+pub fn aws_state(native: &str) -> &'static str {
+    match native {
+        "enabled" => "Enabled",
+        "disabled" => "Disabled",
+        "pending-deletion" | "destroying" => "PendingDeletion",
+        "pending-import" => "PendingImport",
+        _ => "Unavailable",
+    }
+}
+
+/// `KeyMetadata` as AWS KMS returns it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct KeyMetadata {
+    #[serde(rename = "AWSAccountId")]
+    pub aws_account_id: String,
+    pub key_id: String,
+    pub arn: String,
+    pub creation_date: i64,
+    pub enabled: bool,
+    pub description: String,
+    pub key_usage: &'static str,
+    pub key_state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deletion_date: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub valid_to: Option<i64>,
+    pub origin: &'static str,
+    pub key_manager: &'static str,
+    pub customer_master_key_spec: &'static str,
+    pub key_spec: &'static str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub encryption_algorithms: Vec<&'static str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub signing_algorithms: Vec<&'static str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub key_agreement_algorithms: Vec<&'static str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mac_algorithms: Vec<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expiration_model: Option<&'static str>,
+    pub multi_region: bool,
+}
+
+impl KeyMetadata {
+    pub fn new(m: &Native, cx: &Cx) -> Result<Self> {
+        let spec = KeySpec::parse(&m.key_spec).map_err(|_| Error::Internal)?;
+        let usage = KeyUsage::parse(&m.key_usage).map_err(|_| Error::Internal)?;
+        let aws_spec = aws_spec(&m.key_spec)?;
+        let external = m.origin.as_deref() == Some(ORIGIN_EXTERNAL) || m.state == "pending-import";
+        let (mut encryption, mut signing, mut agreement, mut mac) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        match usage {
+            KeyUsage::EncryptDecrypt if spec == KeySpec::Aes256Gcm => {
+                encryption.push("SYMMETRIC_DEFAULT")
+            }
+            KeyUsage::EncryptDecrypt => {
+                encryption.extend(["RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256"])
+            }
+            KeyUsage::SignVerify => {
+                signing.extend(spec.signing_algorithms().into_iter().map(|a| a.as_str()))
+            }
+            KeyUsage::KeyAgreement => agreement.push("ECDH"),
+            KeyUsage::GenerateVerifyMac => {
+                if let Some(h) = spec.hmac_hash() {
+                    mac.push(MacAlgorithm(h).as_str())
+                }
+            }
+        }
+        Ok(KeyMetadata {
+            aws_account_id: cx.account_id.clone(),
+            key_id: m.key_id.clone(),
+            arn: cx.key_arn(&m.key_id),
+            creation_date: epoch(&m.created_at).unwrap_or_default(),
+            enabled: m.state == "enabled",
+            description: m.description.clone(),
+            key_usage: aws_usage(&m.key_usage)?,
+            key_state: aws_state(&m.state),
+            deletion_date: m.deletion_date.as_deref().and_then(epoch),
+            valid_to: m.material_expires_at.as_deref().and_then(epoch),
+            origin: if external { "EXTERNAL" } else { "AWS_KMS" },
+            key_manager: "CUSTOMER",
+            customer_master_key_spec: aws_spec,
+            key_spec: aws_spec,
+            encryption_algorithms: encryption,
+            signing_algorithms: signing,
+            key_agreement_algorithms: agreement,
+            mac_algorithms: mac,
+            expiration_model: external.then_some(if m.material_expires_at.is_some() {
+                "KEY_MATERIAL_EXPIRES"
+            } else {
+                "KEY_MATERIAL_DOES_NOT_EXPIRE"
+            }),
+            multi_region: false,
+        })
+    }
+}

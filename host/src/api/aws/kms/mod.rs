@@ -1,0 +1,203 @@
+//! The AWS KMS actions: one [`KmsAction`] per action, translating its wire request (JSON 1.1,
+//! PascalCase, blobs in base64, timestamps in epoch seconds) into an operation of `ops` and
+//! the operation's output into its wire response. Files follow `ops`: the actions that
+//! become the operations of one `ops` file live in the file of the same name.
+//!
+//! A request's shape is checked against AWS's model here (required members, lengths, enums),
+//! with AWS's wording, before it becomes an operation; what the operation checks is checked
+//! there, once, whichever front the request came through. Members the model has and
+//! keyplane ignores (`GrantTokens`) are accepted; unknown members are ignored, as AWS does.
+
+mod aliases;
+mod create_key;
+mod decrypt;
+mod derive_shared_secret;
+mod describe_key;
+mod encrypt;
+mod generate_data_key;
+mod generate_random;
+mod get_public_key;
+mod import;
+mod key_deletion;
+mod key_state;
+mod list_keys;
+mod mac;
+mod metadata;
+mod re_encrypt;
+mod rotation;
+mod sign;
+
+use axum::body::Body;
+use axum::http::{header, HeaderValue};
+use axum::response::Response;
+use futures_util::future::BoxFuture;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use zeroize::Zeroizing;
+
+use super::error::KmsError;
+use super::ids::Cx;
+use crate::api::gate::Gate;
+use crate::authn::Principal;
+use crate::error::{Error, Result};
+use crate::ops::Operation;
+
+/// The content type of the KMS JSON protocol.
+pub const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
+
+/// One AWS KMS action.
+pub trait KmsAction: DeserializeOwned + Send + 'static {
+    /// The operation it becomes.
+    type Op: Operation;
+    /// Its wire response.
+    type Response: Serialize;
+
+    /// `DryRun`: decide, do not do.
+    fn dry_run(&self) -> bool {
+        false
+    }
+
+    /// The operation this request asks for (checking the request against the model).
+    fn into_op(self, cx: &Cx) -> Result<Self::Op>;
+
+    /// The wire response of the operation's output (or the front's own error, e.g. a
+    /// signature that does not verify).
+    fn response(
+        out: <Self::Op as Operation>::Output,
+        cx: &Cx,
+    ) -> std::result::Result<Self::Response, KmsError>;
+}
+
+/// Decode, run and encode one action.
+type Handler = for<'a> fn(&'a Gate, Principal, &'a Cx, &'a [u8]) -> BoxFuture<'a, Response>;
+
+fn handler<'a, A: KmsAction>(
+    gate: &'a Gate,
+    principal: Principal,
+    cx: &'a Cx,
+    body: &'a [u8],
+) -> BoxFuture<'a, Response> {
+    Box::pin(async move {
+        let request = decode::<A>(body);
+        let dry_run = request.as_ref().is_ok_and(A::dry_run);
+        let op = request.and_then(|r| r.into_op(cx));
+        if dry_run {
+            return match gate.dry_run(principal, op).await {
+                Ok(()) => error_response(&KmsError::new(
+                    "DryRunOperationException",
+                    "The request would have succeeded, but the DryRun option is set.",
+                )),
+                Err(e) => error_response(&KmsError::from(&e)),
+            };
+        }
+        match gate.run(principal, op).await {
+            Ok(out) => match A::response(out, cx) {
+                Ok(response) => json_response(&response),
+                Err(e) => error_response(&e),
+            },
+            Err(e) => error_response(&KmsError::from(&e)),
+        }
+    })
+}
+
+macro_rules! actions {
+    ($($target:literal => $action:ty),* $(,)?) => {
+        &[$(
+            (
+                $target,
+                <<$action as KmsAction>::Op as Operation>::ACTION,
+                handler::<$action> as Handler,
+            )
+        ),*]
+    };
+}
+
+/// Every action keyplane serves: (target, Cedar action, handler).
+const ACTIONS: &[(&str, &str, Handler)] = actions! {
+    "CreateKey" => create_key::CreateKey,
+    "DescribeKey" => describe_key::DescribeKey,
+    "ListKeys" => list_keys::ListKeys,
+    "EnableKey" => key_state::EnableKey,
+    "DisableKey" => key_state::DisableKey,
+    "ScheduleKeyDeletion" => key_deletion::ScheduleKeyDeletion,
+    "CancelKeyDeletion" => key_deletion::CancelKeyDeletion,
+    "CreateAlias" => aliases::CreateAlias,
+    "UpdateAlias" => aliases::UpdateAlias,
+    "DeleteAlias" => aliases::DeleteAlias,
+    "ListAliases" => aliases::ListAliases,
+    "Encrypt" => encrypt::Encrypt,
+    "Decrypt" => decrypt::Decrypt,
+    "ReEncrypt" => re_encrypt::ReEncrypt,
+    "GenerateDataKey" => generate_data_key::GenerateDataKey,
+    "GenerateDataKeyWithoutPlaintext" => generate_data_key::GenerateDataKeyWithoutPlaintext,
+    "GenerateRandom" => generate_random::GenerateRandom,
+    "Sign" => sign::Sign,
+    "Verify" => sign::Verify,
+    "GenerateMac" => mac::GenerateMac,
+    "VerifyMac" => mac::VerifyMac,
+    "GetPublicKey" => get_public_key::GetPublicKey,
+    "DeriveSharedSecret" => derive_shared_secret::DeriveSharedSecret,
+    "RotateKeyOnDemand" => rotation::RotateKeyOnDemand,
+    "ListKeyRotations" => rotation::ListKeyRotations,
+    "GetParametersForImport" => import::GetParametersForImport,
+    "ImportKeyMaterial" => import::ImportKeyMaterial,
+};
+
+/// The action of a target (`Encrypt` of `TrentService.Encrypt`): (Cedar action, handler).
+pub fn lookup(target: &str) -> Option<(&'static str, Handler)> {
+    ACTIONS
+        .iter()
+        .find(|(t, _, _)| *t == target)
+        .map(|(_, action, h)| (*action, *h))
+}
+
+fn decode<A: DeserializeOwned>(body: &[u8]) -> Result<A> {
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}".as_slice()
+    } else {
+        body
+    };
+    // AWS answers a body that does not parse, or a member of the wrong type, with a
+    // SerializationException; missing members are checked by each action (AWS's wording).
+    serde_json::from_slice(body).map_err(|e| Error::MalformedJson(e.to_string()))
+}
+
+/// A `200` with `response` as JSON, written into a buffer zeroized once sent (responses may
+/// hold plaintext or a data key).
+fn json_response<T: Serialize>(response: &T) -> Response {
+    let mut body = Zeroizing::new(Vec::new());
+    if let Err(e) = serde_json::to_writer(&mut *body, response) {
+        tracing::error!(error = %e, "a response could not be encoded");
+        return error_response(&KmsError::from(&Error::Internal));
+    }
+    let mut resp = Response::new(Body::from(bytes::Bytes::from_owner(body)));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+    resp
+}
+
+/// An error as the KMS JSON protocol sends it: `{"__type": ..., "message": ...}`.
+pub fn error_response(e: &KmsError) -> Response {
+    let body = serde_json::json!({ "__type": e.name, "message": e.message });
+    let mut resp = Response::new(Body::from(body.to_string()));
+    *resp.status_mut() = e.status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+    resp
+}
+
+/// `Some` member, or AWS's "must not be null" (`field` in lowerCamelCase).
+pub fn required<T>(field: &str, v: Option<T>) -> Result<T> {
+    v.ok_or_else(|| {
+        Error::validation(format!(
+            "1 validation error detected: Value null at '{field}' failed to satisfy constraint: Member must not be null"
+        ))
+    })
+}
+
+/// Seconds since the Unix epoch of an RFC 3339 time, as AWS timestamps are sent.
+pub fn epoch(rfc3339: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .ok()
+        .map(|t| t.timestamp())
+}

@@ -1,0 +1,143 @@
+//! The `access_keys` table: AWS-style access keys of principals. The secret is stored sealed by
+//! the HSM's root key (see the migration); rows never hold it in the clear.
+
+use sqlx::{SqliteConnection, SqlitePool};
+
+use super::principals::PrincipalRow;
+use crate::error::Result;
+
+/// An access key row (with the sealed secret).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AccessKeyRow {
+    pub id: String,
+    pub principal_id: String,
+    pub secret_sealed: Vec<u8>,
+    pub created_at: String,
+    pub created_by: String,
+}
+
+/// The AAD an access key's secret is sealed with (under the HSM's root key).
+pub fn secret_aad(access_key_id: &str) -> Vec<u8> {
+    format!("keyplane/access-key/v1/{access_key_id}").into_bytes()
+}
+
+const COLUMNS: &str = "id, principal_id, secret_sealed, created_at, created_by";
+
+/// An access key with its principal and the principal's tenant's account id: what checking a
+/// signature needs.
+#[derive(Debug, Clone)]
+pub struct AccessKeyOwner {
+    pub key: AccessKeyRow,
+    pub principal: PrincipalRow,
+    pub account_id: String,
+}
+
+pub async fn insert(conn: &mut SqliteConnection, row: &AccessKeyRow) -> Result<()> {
+    crate::telemetry::spans::db("INSERT", "access_keys", async move {
+        sqlx::query(&format!(
+            "INSERT INTO access_keys ({COLUMNS}) VALUES (?, ?, ?, ?, ?)"
+        ))
+        .bind(&row.id)
+        .bind(&row.principal_id)
+        .bind(&row.secret_sealed)
+        .bind(&row.created_at)
+        .bind(&row.created_by)
+        .execute(conn)
+        .await?;
+        Ok(())
+    })
+    .await
+}
+
+pub async fn get(pool: &SqlitePool, id: &str) -> Result<Option<AccessKeyRow>> {
+    crate::telemetry::spans::db("SELECT", "access_keys", async move {
+        Ok(
+            sqlx::query_as(&format!("SELECT {COLUMNS} FROM access_keys WHERE id = ?"))
+                .bind(id)
+                .fetch_optional(pool)
+                .await?,
+        )
+    })
+    .await
+}
+
+/// An access key with its owner, for authentication.
+pub async fn owner(pool: &SqlitePool, id: &str) -> Result<Option<AccessKeyOwner>> {
+    crate::telemetry::spans::db("SELECT", "access_keys", async move {
+        #[derive(sqlx::FromRow)]
+        struct Joined {
+            #[sqlx(flatten)]
+            key: AccessKeyRow,
+            p_id: String,
+            tenant_id: String,
+            name: String,
+            kind: String,
+            role: String,
+            operator: bool,
+            p_created_at: String,
+            account_id: String,
+        }
+        let row: Option<Joined> = sqlx::query_as(
+            "SELECT a.id, a.principal_id, a.secret_sealed, a.created_at, a.created_by, \
+             p.id AS p_id, p.tenant_id, p.name, p.kind, p.role, p.operator, \
+             p.created_at AS p_created_at, t.account_id \
+             FROM access_keys a JOIN principals p ON p.id = a.principal_id \
+             JOIN tenants t ON t.id = p.tenant_id WHERE a.id = ?",
+        )
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+        Ok(row.map(|j| AccessKeyOwner {
+            key: j.key,
+            principal: PrincipalRow {
+                id: j.p_id,
+                tenant_id: j.tenant_id,
+                name: j.name,
+                kind: j.kind,
+                role: j.role,
+                operator: j.operator,
+                created_at: j.p_created_at,
+            },
+            account_id: j.account_id,
+        }))
+    })
+    .await
+}
+
+/// A principal's access keys, oldest first.
+pub async fn of_principal(pool: &SqlitePool, principal: &str) -> Result<Vec<AccessKeyRow>> {
+    crate::telemetry::spans::db("SELECT", "access_keys", async move {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM access_keys WHERE principal_id = ? ORDER BY created_at, id"
+        ))
+        .bind(principal)
+        .fetch_all(pool)
+        .await?)
+    })
+    .await
+}
+
+/// How many access keys a principal has (inside the transaction that adds one).
+pub async fn count(conn: &mut SqliteConnection, principal: &str) -> Result<i64> {
+    crate::telemetry::spans::db("SELECT", "access_keys", async move {
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM access_keys WHERE principal_id = ?")
+                .bind(principal)
+                .fetch_one(conn)
+                .await?,
+        )
+    })
+    .await
+}
+
+/// Delete an access key; whether it existed.
+pub async fn delete(conn: &mut SqliteConnection, id: &str) -> Result<bool> {
+    crate::telemetry::spans::db("DELETE", "access_keys", async move {
+        let r = sqlx::query("DELETE FROM access_keys WHERE id = ?")
+            .bind(id)
+            .execute(conn)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    })
+    .await
+}

@@ -1,0 +1,289 @@
+"""boto3 against keyplane's AWS KMS front: every action keyplane serves, and each error AWS
+clients name, from a real trigger. Run by host/tests/aws_kms.rs with the environment of
+tests/common/aws.rs (credentials of a tenant admin, the endpoint, the CA bundle) and:
+
+  ACCOUNT         the tenant's account id
+  MEMBER_KEY      "<id>:<secret>" of an access key of a member of the tenant (no grants)
+  APPROVER_TOKEN  a bearer token of a second admin (approves deletions on the native API)
+
+Prints one line per check; any failure raises (non-zero exit)."""
+
+import base64
+import datetime
+import json
+import os
+import ssl
+import urllib.request
+
+import boto3
+import botocore
+import botocore.auth
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+ENDPOINT = os.environ["KEYPLANE_ENDPOINT"]
+CA = os.environ["AWS_CA_BUNDLE"]
+ACCOUNT = os.environ["ACCOUNT"]
+REGION = os.environ["AWS_DEFAULT_REGION"]
+
+# No retries: an error must come back as it was answered, once.
+NO_RETRY = Config(retries={"max_attempts": 1, "mode": "standard"})
+kms = boto3.client("kms", config=NO_RETRY)
+raw = boto3.client(
+    "kms", config=Config(parameter_validation=False, retries={"max_attempts": 1})
+)
+
+
+def check(name, cond, detail=""):
+    if not cond:
+        raise AssertionError(f"{name}: {detail}")
+    print(f"ok {name}")
+
+
+def error_of(call, *args, **kwargs):
+    try:
+        call(*args, **kwargs)
+    except ClientError as e:
+        return e.response["Error"]["Code"], e.response["Error"].get("Message", ""), e
+    raise AssertionError(f"{call.__name__} did not fail")
+
+
+def expect_error(name, code, call, *args, **kwargs):
+    got, message, e = error_of(call, *args, **kwargs)
+    check(name, got == code, f"expected {code}, got {got}: {message}")
+    status = e.response["ResponseMetadata"]["HTTPStatusCode"]
+    check(f"{name} (status)", status == 400, f"status {status}")
+    return message
+
+
+def native(op, token, body):
+    ctx = ssl.create_default_context(cafile=CA)
+    req = urllib.request.Request(
+        f"{ENDPOINT}/v1/{op}",
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, context=ctx) as r:
+        return json.loads(r.read())
+
+
+def arn(key_id):
+    return f"arn:aws:kms:{REGION}:{ACCOUNT}:key/{key_id}"
+
+
+# --- identity -----------------------------------------------------------------------------
+me = boto3.client("sts", config=NO_RETRY).get_caller_identity()
+check("sts get-caller-identity account", me["Account"] == ACCOUNT, me)
+check("sts get-caller-identity arn", me["Arn"].startswith(f"arn:aws:iam::{ACCOUNT}:user/"), me)
+
+# --- keys ---------------------------------------------------------------------------------
+created = kms.create_key(Description="boto3 key", Tags=[{"TagKey": "team", "TagValue": "a"}])
+meta = created["KeyMetadata"]
+key = meta["KeyId"]
+check("create-key arn", meta["Arn"] == arn(key), meta)
+check("create-key account", meta["AWSAccountId"] == ACCOUNT, meta)
+check("create-key spec", meta["KeySpec"] == "SYMMETRIC_DEFAULT" and meta["KeyUsage"] == "ENCRYPT_DECRYPT", meta)
+check("create-key state", meta["KeyState"] == "Enabled" and meta["Enabled"] is True, meta)
+check("create-key creation date", isinstance(meta["CreationDate"], datetime.datetime), meta)
+
+for key_id in [key, arn(key)]:
+    d = kms.describe_key(KeyId=key_id)["KeyMetadata"]
+    check(f"describe-key by {key_id[:4]}", d["KeyId"] == key and d["Description"] == "boto3 key", d)
+
+listed = []
+pages = kms.get_paginator("list_keys").paginate(PaginationConfig={"PageSize": 1})
+for page in pages:
+    listed += [k["KeyId"] for k in page["Keys"]]
+check("list-keys pages", key in listed and len(listed) == len(set(listed)), listed)
+
+kms.disable_key(KeyId=key)
+check("disable-key", kms.describe_key(KeyId=key)["KeyMetadata"]["KeyState"] == "Disabled")
+expect_error("encrypt with a disabled key", "DisabledException", kms.encrypt, KeyId=key, Plaintext=b"x")
+kms.enable_key(KeyId=key)
+check("enable-key", kms.describe_key(KeyId=key)["KeyMetadata"]["Enabled"] is True)
+
+# --- aliases ------------------------------------------------------------------------------
+kms.create_alias(AliasName="alias/boto3", TargetKeyId=key)
+expect_error("create an alias twice", "AlreadyExistsException",
+             kms.create_alias, AliasName="alias/boto3", TargetKeyId=key)
+expect_error("an alias name without alias/", "InvalidAliasNameException",
+             kms.create_alias, AliasName="boto3-alias", TargetKeyId=key)
+aliases = kms.list_aliases(KeyId=key)["Aliases"]
+check("list-aliases", [a["AliasName"] for a in aliases] == ["alias/boto3"], aliases)
+check("list-aliases arn", aliases[0]["AliasArn"] == f"arn:aws:kms:{REGION}:{ACCOUNT}:alias/boto3", aliases)
+other = kms.create_key()["KeyMetadata"]["KeyId"]
+kms.update_alias(AliasName="alias/boto3", TargetKeyId=arn(other))
+check("update-alias", kms.describe_key(KeyId="alias/boto3")["KeyMetadata"]["KeyId"] == other)
+alias_arn = f"arn:aws:kms:{REGION}:{ACCOUNT}:alias/boto3"
+check("describe-key by alias ARN", kms.describe_key(KeyId=alias_arn)["KeyMetadata"]["KeyId"] == other)
+kms.delete_alias(AliasName="alias/boto3")
+expect_error("a deleted alias", "NotFoundException", kms.describe_key, KeyId="alias/boto3")
+expect_error("list-aliases with a marker it did not give", "InvalidMarkerException",
+             kms.list_aliases, Marker="not a marker")
+expect_error("list-keys with a marker it did not give", "InvalidMarkerException",
+             kms.list_keys, Marker="!!!")
+
+# --- encryption ---------------------------------------------------------------------------
+ec = {"purpose": "boto3", "tenant": "acme"}
+enc = kms.encrypt(KeyId=key, Plaintext=b"attack at dawn", EncryptionContext=ec)
+check("encrypt names the key by ARN", enc["KeyId"] == arn(key), enc["KeyId"])
+check("encrypt algorithm", enc["EncryptionAlgorithm"] == "SYMMETRIC_DEFAULT")
+blob = enc["CiphertextBlob"]
+dec = kms.decrypt(CiphertextBlob=blob, EncryptionContext=ec)
+check("decrypt", dec["Plaintext"] == b"attack at dawn" and dec["KeyId"] == arn(key), dec)
+dec = kms.decrypt(CiphertextBlob=blob, EncryptionContext=ec, KeyId=arn(key))
+check("decrypt with its KeyId", dec["Plaintext"] == b"attack at dawn")
+expect_error("decrypt naming another key", "IncorrectKeyException",
+             kms.decrypt, CiphertextBlob=blob, EncryptionContext=ec, KeyId=other)
+expect_error("decrypt with another encryption context", "InvalidCiphertextException",
+             kms.decrypt, CiphertextBlob=blob, EncryptionContext={"purpose": "other"})
+altered = bytearray(blob)
+altered[-1] ^= 1
+expect_error("decrypt an altered ciphertext", "InvalidCiphertextException",
+             kms.decrypt, CiphertextBlob=bytes(altered), EncryptionContext=ec)
+expect_error("decrypt garbage", "InvalidCiphertextException",
+             kms.decrypt, CiphertextBlob=b"not a ciphertext")
+expect_error("encrypt under an unknown key", "NotFoundException",
+             kms.encrypt, KeyId="k-00000000000000000000000000000000", Plaintext=b"x")
+expect_error("encrypt under a key ARN of another account", "NotFoundException",
+             kms.encrypt, KeyId=f"arn:aws:kms:{REGION}:999999999999:key/{key}", Plaintext=b"x")
+msg = expect_error("encrypt 4097 bytes", "ValidationException",
+                   kms.encrypt, KeyId=key, Plaintext=b"x" * 4097)
+check("the validation message is AWS's",
+      msg == "1 validation error detected: Value at 'plaintext' failed to satisfy constraint: "
+             "Member must have length less than or equal to 4096", msg)
+msg = expect_error("encrypt an empty plaintext", "ValidationException",
+                   kms.encrypt, KeyId=key, Plaintext=b"")
+check("the empty-plaintext message is AWS's", "greater than or equal to 1" in msg, msg)
+expect_error("encrypt without a KeyId (client checks off)", "ValidationException",
+             raw.encrypt, Plaintext=b"x")
+expect_error("dry run", "DryRunOperationException",
+             kms.encrypt, KeyId=key, Plaintext=b"x", DryRun=True)
+
+re = kms.re_encrypt(CiphertextBlob=blob, SourceEncryptionContext=ec, DestinationKeyId=other)
+check("re-encrypt", re["KeyId"] == arn(other) and re["SourceKeyId"] == arn(key), re)
+check("re-encrypted decrypts", kms.decrypt(CiphertextBlob=re["CiphertextBlob"])["Plaintext"] == b"attack at dawn")
+expect_error("re-encrypt naming another source key", "IncorrectKeyException",
+             kms.re_encrypt, CiphertextBlob=blob, SourceEncryptionContext=ec,
+             SourceKeyId=other, DestinationKeyId=other)
+
+dk = kms.generate_data_key(KeyId=key, KeySpec="AES_256", EncryptionContext=ec)
+check("generate-data-key", len(dk["Plaintext"]) == 32 and dk["KeyId"] == arn(key))
+check("its data key decrypts",
+      kms.decrypt(CiphertextBlob=dk["CiphertextBlob"], EncryptionContext=ec)["Plaintext"] == dk["Plaintext"])
+dk = kms.generate_data_key(KeyId=key, NumberOfBytes=64)
+check("generate-data-key NumberOfBytes", len(dk["Plaintext"]) == 64)
+dk = kms.generate_data_key_without_plaintext(KeyId=key, KeySpec="AES_128")
+check("generate-data-key-without-plaintext", "Plaintext" not in dk)
+check("and it decrypts to 16 bytes", len(kms.decrypt(CiphertextBlob=dk["CiphertextBlob"])["Plaintext"]) == 16)
+check("generate-random", len(kms.generate_random(NumberOfBytes=48)["Plaintext"]) == 48)
+
+# --- asymmetric keys and MACs -------------------------------------------------------------
+signer = kms.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"]
+check("an ECC key", signer["SigningAlgorithms"] == ["ECDSA_SHA_256"], signer)
+signer = signer["KeyId"]
+expect_error("encrypt with a signing key", "InvalidKeyUsageException",
+             kms.encrypt, KeyId=signer, Plaintext=b"x")
+sig = kms.sign(KeyId=signer, Message=b"contract", SigningAlgorithm="ECDSA_SHA_256")
+check("sign", sig["KeyId"] == arn(signer) and len(sig["Signature"]) > 60)
+ok = kms.verify(KeyId=signer, Message=b"contract", Signature=sig["Signature"],
+                SigningAlgorithm="ECDSA_SHA_256")
+check("verify", ok["SignatureValid"] is True)
+expect_error("verify a wrong signature", "KMSInvalidSignatureException",
+             kms.verify, KeyId=signer, Message=b"contract!", Signature=sig["Signature"],
+             SigningAlgorithm="ECDSA_SHA_256")
+pub = kms.get_public_key(KeyId=signer)
+check("get-public-key", pub["KeySpec"] == "ECC_NIST_P256" and pub["PublicKey"][:2] == b"\x30\x59", pub)
+
+rsa = kms.create_key(KeySpec="RSA_2048", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["KeyId"]
+sig = kms.sign(KeyId=rsa, Message=b"m", SigningAlgorithm="RSASSA_PSS_SHA_256")
+check("RSA PSS", kms.verify(KeyId=rsa, Message=b"m", Signature=sig["Signature"],
+                            SigningAlgorithm="RSASSA_PSS_SHA_256")["SignatureValid"])
+
+mac_key = kms.create_key(KeySpec="HMAC_256", KeyUsage="GENERATE_VERIFY_MAC")["KeyMetadata"]
+check("an HMAC key", mac_key["MacAlgorithms"] == ["HMAC_SHA_256"], mac_key)
+mac = kms.generate_mac(KeyId=mac_key["KeyId"], Message=b"msg", MacAlgorithm="HMAC_SHA_256")
+check("generate-mac", len(mac["Mac"]) == 32)
+check("verify-mac", kms.verify_mac(KeyId=mac_key["KeyId"], Message=b"msg", Mac=mac["Mac"],
+                                   MacAlgorithm="HMAC_SHA_256")["MacValid"])
+expect_error("verify a wrong MAC", "KMSInvalidMacException",
+             kms.verify_mac, KeyId=mac_key["KeyId"], Message=b"msg!", Mac=mac["Mac"],
+             MacAlgorithm="HMAC_SHA_256")
+
+agree = kms.create_key(KeySpec="ECC_NIST_P256", KeyUsage="KEY_AGREEMENT")["KeyMetadata"]["KeyId"]
+peer = kms.create_key(KeySpec="ECC_NIST_P256", KeyUsage="KEY_AGREEMENT")["KeyMetadata"]["KeyId"]
+a = kms.derive_shared_secret(KeyId=agree, KeyAgreementAlgorithm="ECDH",
+                             PublicKey=kms.get_public_key(KeyId=peer)["PublicKey"])
+b = kms.derive_shared_secret(KeyId=peer, KeyAgreementAlgorithm="ECDH",
+                             PublicKey=kms.get_public_key(KeyId=agree)["PublicKey"])
+check("derive-shared-secret agrees", a["SharedSecret"] == b["SharedSecret"] and len(a["SharedSecret"]) == 32)
+
+# --- rotation -----------------------------------------------------------------------------
+kms.rotate_key_on_demand(KeyId=key)
+rotations = kms.list_key_rotations(KeyId=key)["Rotations"]
+check("list-key-rotations", len(rotations) == 1 and rotations[0]["KeyId"] == arn(key), rotations)
+check("an old ciphertext still decrypts after rotation",
+      kms.decrypt(CiphertextBlob=blob, EncryptionContext=ec)["Plaintext"] == b"attack at dawn")
+
+# --- imported key material ----------------------------------------------------------------
+ext = kms.create_key(Origin="EXTERNAL")["KeyMetadata"]
+check("an EXTERNAL key waits for its material", ext["KeyState"] == "PendingImport" and ext["Origin"] == "EXTERNAL", ext)
+params = kms.get_parameters_for_import(KeyId=ext["KeyId"], WrappingAlgorithm="RSAES_OAEP_SHA_1",
+                                       WrappingKeySpec="RSA_2048")
+check("get-parameters-for-import", params["KeyId"] == arn(ext["KeyId"]) and len(params["ImportToken"]) > 0)
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding
+wrapping = serialization.load_der_public_key(params["PublicKey"])
+material = os.urandom(32)
+wrapped = wrapping.encrypt(material, padding.OAEP(mgf=padding.MGF1(hashes.SHA1()),
+                                                  algorithm=hashes.SHA1(), label=None))
+kms.import_key_material(KeyId=ext["KeyId"], ImportToken=params["ImportToken"],
+                        EncryptedKeyMaterial=wrapped,
+                        ExpirationModel="KEY_MATERIAL_DOES_NOT_EXPIRE")
+check("import-key-material", kms.describe_key(KeyId=ext["KeyId"])["KeyMetadata"]["KeyState"] == "Enabled")
+ct = kms.encrypt(KeyId=ext["KeyId"], Plaintext=b"imported")["CiphertextBlob"]
+check("the imported key encrypts and decrypts", kms.decrypt(CiphertextBlob=ct)["Plaintext"] == b"imported")
+
+# --- deletion (guarded: a second admin approves first, on the native API) ------------------
+expect_error("schedule-key-deletion without an approval", "AccessDeniedException",
+             kms.schedule_key_deletion, KeyId=other, PendingWindowInDays=7)
+native("approve-key-deletion", os.environ["APPROVER_TOKEN"], {"key_id": other, "requester": me["UserId"]})
+sched = kms.schedule_key_deletion(KeyId=other, PendingWindowInDays=7)
+check("schedule-key-deletion", sched["KeyState"] == "PendingDeletion" and sched["PendingWindowInDays"] == 7, sched)
+check("its deletion date", isinstance(sched["DeletionDate"], datetime.datetime), sched)
+expect_error("encrypt with a key pending deletion", "KMSInvalidStateException",
+             kms.encrypt, KeyId=other, Plaintext=b"x")
+check("cancel-key-deletion", kms.cancel_key_deletion(KeyId=other)["KeyId"] == arn(other))
+check("a cancelled key is disabled", kms.describe_key(KeyId=other)["KeyMetadata"]["KeyState"] == "Disabled")
+
+# --- who may do what: Cedar decides, as for the native API ----------------------------------
+member_id, member_secret = os.environ["MEMBER_KEY"].split(":", 1)
+member = boto3.client("kms", aws_access_key_id=member_id, aws_secret_access_key=member_secret,
+                      config=NO_RETRY)
+expect_error("a member creates no key", "AccessDeniedException", member.create_key)
+# A key its caller may not even describe is answered as if it did not exist.
+expect_error("a member without a grant does not see the key", "NotFoundException",
+             member.encrypt, KeyId=key, Plaintext=b"x")
+
+# --- signatures ---------------------------------------------------------------------------
+wrong = boto3.client("kms", aws_access_key_id=os.environ["AWS_ACCESS_KEY_ID"],
+                     aws_secret_access_key="x" * 40, config=NO_RETRY)
+expect_error("a wrong secret", "InvalidSignatureException", wrong.list_keys)
+unknown = boto3.client("kms", aws_access_key_id="AKIAAAAAAAAAAAAAAAAA",
+                       aws_secret_access_key="x" * 40, config=NO_RETRY)
+expect_error("an unknown access key", "UnrecognizedClientException", unknown.list_keys)
+unsigned = boto3.client("kms", config=Config(signature_version=botocore.UNSIGNED,
+                                             retries={"max_attempts": 1}))
+expect_error("no signature", "MissingAuthenticationTokenException", unsigned.list_keys)
+
+real_now = botocore.auth.get_current_datetime
+try:
+    botocore.auth.get_current_datetime = lambda: real_now() - datetime.timedelta(minutes=10)
+    msg = expect_error("an X-Amz-Date 10 minutes old", "InvalidSignatureException", kms.list_keys)
+    check("the expiry message is AWS's", msg.startswith("Signature expired:") and msg.endswith("- 5 min.)"), msg)
+finally:
+    botocore.auth.get_current_datetime = real_now
+
+expect_error("an action keyplane does not have", "UnsupportedOperationException",
+             kms.describe_custom_key_stores)
+print("all boto3 checks passed")
