@@ -259,6 +259,7 @@ fn in_process(c: &mut Criterion) {
         request_time: 1_800_000_000,
         mfa: false,
         approver: None,
+        granted: &[],
     };
     for (name, authz) in [
         ("authorize-encrypt", &evaluate),

@@ -32,6 +32,10 @@ pub enum Error {
     /// `POST /v1/<operation>` with an operation keyplane does not have.
     #[error("unknown operation: {0}")]
     UnknownOperation(String),
+    /// A feature keyplane does not offer (for this key, or at all: multi-Region keys,
+    /// custom key stores, enclave attestation).
+    #[error("not supported: {0}")]
+    Unsupported(String),
     /// The resource already exists.
     #[error("{kind} already exists: {id}")]
     AlreadyExists { kind: &'static str, id: String },
@@ -53,6 +57,9 @@ pub enum Error {
     /// A pagination token that is not one this operation returned.
     #[error("{0}")]
     InvalidMarker(String),
+    /// A key policy document that is not a JSON object.
+    #[error("{0}")]
+    MalformedPolicyDocument(String),
 
     #[error("{what} was destroyed: its key material no longer exists and what was encrypted under it cannot be decrypted")]
     KeyDestroyed { what: String },
@@ -104,11 +111,13 @@ impl Error {
             Error::AccessDenied { .. } => "AccessDenied",
             Error::NotFound { .. } => "NotFound",
             Error::UnknownOperation(_) => "UnknownOperation",
+            Error::Unsupported(_) => "Unsupported",
             Error::AlreadyExists { .. } => "AlreadyExists",
             Error::InvalidState(_) | Error::KeyDisabled(_) => "InvalidState",
-            Error::IncorrectKey(_) | Error::InvalidAliasName(_) | Error::InvalidMarker(_) => {
-                "ValidationError"
-            }
+            Error::IncorrectKey(_)
+            | Error::InvalidAliasName(_)
+            | Error::InvalidMarker(_)
+            | Error::MalformedPolicyDocument(_) => "ValidationError",
             Error::InvalidKeyUsage(_) => "InvalidKeyUsage",
             Error::KeyDestroyed { .. } => "KeyDestroyed",
             Error::IncorrectKeyMaterial(_) => "IncorrectKeyMaterial",

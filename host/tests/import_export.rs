@@ -1176,3 +1176,108 @@ async fn expiry_and_reimport_never_revive_a_revoked_version() {
     let back = import_expiring(disabled.clone()).await;
     assert_eq!(back["state"], "disabled", "{back}");
 }
+
+#[cfg(all(feature = "test-hooks", debug_assertions))]
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_imported_material_leaves_the_key_waiting_for_the_same_material() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let s = Server::start_quiet(dir.path()).await;
+    let key = s
+        .ok(
+            &s.admin,
+            "create-key",
+            json!({ "origin": "external", "protection": "hsm" }),
+        )
+        .await["key_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let material = openssl(&["rand", "32"]);
+    let p = params(&s, &key, "RSAES_OAEP_SHA_1").await;
+    let pem = p["public_key_pem"].as_str().unwrap().to_string();
+    let r = import(
+        &s,
+        &key,
+        &p["import_token"],
+        &oaep_encrypt(work.path(), &pem, &material),
+        json!({}),
+    )
+    .await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    let ct = s.encrypt(&s.admin, &key, b"kept", json!({})).await;
+    let object = s
+        .ok(&s.admin, "list-key-versions", json!({ "key_id": key }))
+        .await;
+    assert_eq!(object["versions"][0]["state"], "enabled");
+    let before = private_key_labels(dir.path()).len();
+    let objects_before = common::token_objects(dir.path()).len();
+
+    let gone = s
+        .ok(
+            &s.admin,
+            "delete-imported-key-material",
+            json!({ "key_id": key }),
+        )
+        .await;
+    assert_eq!(gone["state"], "pending-import", "{gone}");
+    assert_error(
+        &s.decrypt(&s.admin, &ct, json!({})).await,
+        409,
+        "InvalidState",
+        "pending import",
+    );
+    // The material left the token (its version object is destroyed).
+    assert!(common::token_objects(dir.path()).len() < objects_before);
+    assert_eq!(private_key_labels(dir.path()).len(), before);
+    let versions = s
+        .ok(&s.admin, "list-key-versions", json!({ "key_id": key }))
+        .await;
+    assert_eq!(
+        versions["versions"][0]["state_reason"], "imported material deleted",
+        "{versions}"
+    );
+    // Nothing left to delete now; keys made by keyplane hold no imported material.
+    assert_error(
+        &s.call(
+            Some(&s.admin),
+            "delete-imported-key-material",
+            json!({ "key_id": key }),
+        )
+        .await,
+        409,
+        "InvalidState",
+        "pending-import",
+    );
+    let own = s.create_key(&s.admin, "hsm").await;
+    assert_error(
+        &s.call(
+            Some(&s.admin),
+            "delete-imported-key-material",
+            json!({ "key_id": own }),
+        )
+        .await,
+        400,
+        "Unsupported",
+        "made by keyplane",
+    );
+
+    // The same material again opens what it sealed.
+    let p = params(&s, &key, "RSAES_OAEP_SHA_1").await;
+    let pem = p["public_key_pem"].as_str().unwrap().to_string();
+    let r = import(
+        &s,
+        &key,
+        &p["import_token"],
+        &oaep_encrypt(work.path(), &pem, &material),
+        json!({}),
+    )
+    .await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    let (status, d) = s.decrypt(&s.admin, &ct, json!({})).await;
+    assert_eq!((status, unb64(&d["plaintext"])), (200, b"kept".to_vec()));
+    let records = s.tool(&["audit", "export"]);
+    let text = String::from_utf8_lossy(&records.stdout);
+    assert!(text.contains("BeginDeleteImportedKeyMaterial"));
+    s.assert_audit_verifies();
+}

@@ -167,7 +167,7 @@ async fn rotation_keeps_old_versions_and_rewrap_moves_ciphertexts_forward() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn rewrap_to_another_key_needs_encrypt_on_it() {
+async fn rewrap_to_another_key_needs_rewrap_to_on_it() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start_quiet(dir.path()).await;
     let (_, tenant_admin) = s.tenant_with_admin("acme").await;
@@ -264,7 +264,7 @@ async fn rewrap_to_another_key_needs_encrypt_on_it() {
             rewrap(json!({ "purpose": "other" })),
         )
         .await;
-    assert_error(&refused, 403, "AccessDenied", "Encrypt");
+    assert_error(&refused, 403, "AccessDenied", "RewrapTo");
     let rows = audit_rows(&s, "Rewrap").await;
     let last = rows.last().unwrap();
     assert_eq!(

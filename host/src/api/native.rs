@@ -165,8 +165,10 @@ pub fn status(e: &Error) -> StatusCode {
         Error::MalformedJson(_)
         | Error::Validation(_)
         | Error::IncorrectKey(_)
+        | Error::Unsupported(_)
         | Error::InvalidAliasName(_)
         | Error::InvalidMarker(_)
+        | Error::MalformedPolicyDocument(_)
         | Error::MalformedCiphertext(_)
         | Error::DecryptionFailed
         | Error::InvalidKeyUsage(_)

@@ -24,11 +24,12 @@ pub enum ResourceRef {
     Plugin(Box<crate::store::plugins::PluginRow>),
     /// A principal (its access keys).
     User(Box<Principal>),
-    /// A key, with its grantees and tags.
+    /// A key, with its grantees, tags and grants.
     Key {
         row: Box<KeyRow>,
         users: Vec<String>,
         tags: BTreeMap<String, String>,
+        grants: std::sync::Arc<[crate::store::grants::Grant]>,
     },
 }
 
@@ -41,6 +42,23 @@ impl ResourceRef {
             ResourceRef::Plugin(p) => format!("Keyplane::Plugin::{:?}", plugin_id(p)),
             ResourceRef::User(p) => format!("Keyplane::User::{:?}", p.id),
         }
+    }
+
+    /// The actions the grants on this resource (a key's) give `principal` for a request with
+    /// encryption context `ec`, each once: what Cedar sees as `context.granted`.
+    /// `RetireGrant` is left out: a grant naming it allows the retirement of that grant only,
+    /// which `retire-grant` adds itself.
+    pub fn granted(&self, principal: &str, ec: &EncryptionContext) -> Vec<&str> {
+        let ResourceRef::Key { grants, .. } = self else {
+            return Vec::new();
+        };
+        let set: std::collections::BTreeSet<&str> = grants
+            .iter()
+            .filter(|g| g.grantee == principal && g.constraint_holds(ec))
+            .flat_map(|g| g.operations.iter().map(String::as_str))
+            .filter(|a| *a != "RetireGrant")
+            .collect();
+        set.into_iter().collect()
     }
 
     /// The tenant the resource belongs to.
@@ -69,6 +87,9 @@ pub struct AuthzRequest<'a> {
     /// A second principal who approved this request by authenticating in the same request
     /// (`context.approver`, with its attributes as an entity).
     pub approver: Option<&'a Principal>,
+    /// The actions the principal's grants on the resource allow for this request
+    /// (`context.granted`, a set of actions).
+    pub granted: &'a [&'a str],
 }
 
 /// A plugin's entity id: `<tenant>/<name>`.
@@ -169,7 +190,9 @@ pub fn build(req: &AuthzRequest<'_>) -> Result<Built> {
             }
             r
         }
-        ResourceRef::Key { row, users, tags } => {
+        ResourceRef::Key {
+            row, users, tags, ..
+        } => {
             let key_tenant = uid("Tenant", &row.tenant_id)?;
             if row.tenant_id != p.tenant_id {
                 entities.push(Entity::new_no_attrs(key_tenant.clone(), Default::default()));
@@ -263,6 +286,15 @@ pub fn build(req: &AuthzRequest<'_>) -> Result<Built> {
             RestrictedExpression::new_long(req.request_time),
         ),
         ("mfa".to_string(), RestrictedExpression::new_bool(req.mfa)),
+        (
+            "granted".to_string(),
+            RestrictedExpression::new_set(
+                req.granted
+                    .iter()
+                    .map(|a| uid("Action", a).map(RestrictedExpression::new_entity_uid))
+                    .collect::<Result<Vec<_>>>()?,
+            ),
+        ),
     ];
     if let Some(approver) = req.approver {
         let (approver_uid, approver_entities) = principal_entities(approver)?;
@@ -315,6 +347,7 @@ pub fn check_shapes(schema: &Schema) -> std::result::Result<(), String> {
             row: Box::new(key),
             users: vec!["p-probe".into()],
             tags: [("team".to_string(), "probe".to_string())].into(),
+            grants: Default::default(),
         },
         ResourceRef::Plugin(Box::new(plugin)),
         ResourceRef::User(Box::new(Principal {
@@ -335,6 +368,7 @@ pub fn check_shapes(schema: &Schema) -> std::result::Result<(), String> {
             request_time: 0,
             mfa: false,
             approver: Some(&approver),
+            granted: &["Decrypt"],
         };
         let (.., entities) = build(&req).map_err(|e| e.to_string())?;
         let mut seen = std::collections::HashSet::new();

@@ -135,7 +135,21 @@ pub fn context(table: &serde_json::Map<String, Value>) -> Result<(Context, Entit
             }
             continue;
         }
-        let parsed = if k == "source_ip" {
+        let parsed = if k == "granted" {
+            // Action names (`["Decrypt"]`), as keyplane fills it from the caller's grants.
+            let Value::Array(actions) = v else {
+                return Err("granted must be a list of action names".into());
+            };
+            let uids = actions
+                .iter()
+                .map(|a| match a {
+                    Value::String(a) => parse_uid(&format!("Action::{a:?}"))
+                        .map(RestrictedExpression::new_entity_uid),
+                    _ => Err("granted must be a list of action names".into()),
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            RestrictedExpression::new_set(uids)
+        } else if k == "source_ip" {
             match v {
                 Value::String(s) if !s.starts_with("ip(") => {
                     RestrictedExpression::new_ip(s.clone())
@@ -165,6 +179,9 @@ pub fn context(table: &serde_json::Map<String, Value>) -> Result<(Context, Entit
     pairs
         .entry("mfa".into())
         .or_insert_with(|| RestrictedExpression::new_bool(false));
+    pairs
+        .entry("granted".into())
+        .or_insert_with(|| RestrictedExpression::new_set([]));
     let context = Context::from_pairs(pairs).map_err(|e| e.to_string())?;
     Ok((context, ec))
 }

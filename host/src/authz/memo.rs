@@ -57,6 +57,7 @@ pub fn key(policy_set: &str, req: &AuthzRequest<'_>) -> [u8; 32] {
         request_time,
         mfa,
         approver,
+        granted,
     } = req;
     let mut d = Digest(digest::Context::new(&digest::SHA256));
     d.str("keyplane/decision/v1");
@@ -76,6 +77,10 @@ pub fn key(policy_set: &str, req: &AuthzRequest<'_>) -> [u8; 32] {
     d.num(u64::from(*client_certificate));
     d.num(*request_time as u64);
     d.num(u64::from(*mfa));
+    d.num(granted.len() as u64);
+    for g in granted.iter() {
+        d.str(g);
+    }
     let out = d.0.finish();
     let mut key = [0u8; 32];
     key.copy_from_slice(out.as_ref());
@@ -119,7 +124,9 @@ fn add_resource(d: &mut Digest, resource: &ResourceRef) {
             d.str("tenant");
             d.str(t);
         }
-        ResourceRef::Key { row, users, tags } => {
+        ResourceRef::Key {
+            row, users, tags, ..
+        } => {
             d.str("key");
             add_key(d, row);
             d.num(users.len() as u64);
@@ -178,6 +185,8 @@ fn add_key(d: &mut Digest, row: &KeyRow) {
         deletion_date,
         min_decryption_version,
         destroyed_at,
+        rotation_period_days,
+        next_rotation_at,
     } = row;
     for s in [
         id,
@@ -195,7 +204,12 @@ fn add_key(d: &mut Digest, row: &KeyRow) {
     }
     d.num(*primary_version as u64);
     d.num(*min_decryption_version as u64);
-    for t in [deletion_date, destroyed_at] {
+    for t in [
+        deletion_date,
+        destroyed_at,
+        rotation_period_days,
+        next_rotation_at,
+    ] {
         match t {
             Some(t) => {
                 d.num(1);
@@ -241,6 +255,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect::<BTreeMap<_, _>>(),
+            grants: Default::default(),
         }
     }
 
@@ -270,6 +285,7 @@ mod tests {
             request_time: 1_800_000_000,
             mfa: false,
             approver: None,
+            granted: &[],
         };
         let same = AuthzRequest { ..base };
         assert_eq!(key("set", &base), key("set", &same));
@@ -302,6 +318,10 @@ mod tests {
             AuthzRequest { mfa: true, ..base },
             AuthzRequest {
                 approver: Some(&admin),
+                ..base
+            },
+            AuthzRequest {
+                granted: &["Encrypt"],
                 ..base
             },
         ];

@@ -199,6 +199,7 @@ mod tests {
             tags: purpose
                 .map(|p| [("purpose".to_string(), p.to_string())].into())
                 .unwrap_or_default(),
+            grants: Default::default(),
         }
     }
 
@@ -242,6 +243,7 @@ mod tests {
                                 request_time: 1_800_000_000,
                                 mfa: false,
                                 approver: approver.as_ref(),
+                                granted: &[],
                             };
                             let (p_uid, a_uid, r_uid, ctx, entities) =
                                 entities::build(&req).unwrap();
@@ -303,6 +305,7 @@ mod tests {
             request_time: 1_800_000_000,
             mfa: false,
             approver: None,
+            granted: &[],
         };
         let first = authz.authorize(&req).unwrap();
         let again = authz.authorize(&req).unwrap();

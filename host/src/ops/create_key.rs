@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::checks::STATE_ENABLED;
-use super::validate::KEY_SPEC_AES_256_GCM;
+use super::key_policies::{validate_document, DEFAULT_NAME};
+use super::validate::{validate_description, validate_tags, KEY_SPEC_AES_256_GCM};
 use super::versions::make_version;
 use super::views::KeyMetadata;
 use super::{OpContext, Operation, WriteScope};
@@ -19,14 +20,10 @@ use crate::algorithms::{check_spec_usage, KeySpec, KeyUsage};
 use crate::authz::ResourceRef;
 use crate::crypto::Protection;
 use crate::error::{Error, Result};
-use crate::store::imports;
 use crate::store::keys::{self, KeyRow};
 use crate::store::principals;
+use crate::store::{imports, key_policies};
 
-const MAX_DESCRIPTION: usize = 8192;
-const MAX_TAGS: usize = 50;
-const MAX_TAG_KEY: usize = 128;
-const MAX_TAG_VALUE: usize = 256;
 const MAX_GRANTS: usize = 100;
 
 #[derive(Debug, Deserialize)]
@@ -51,6 +48,9 @@ pub struct CreateKey {
     /// Whether `export-key` may ever hand out this key's material (wrapped). Fixed here.
     #[serde(default)]
     pub exportable: bool,
+    /// The key policy document (stored, not evaluated; see `key_policies`). Default: AWS's
+    /// default for the tenant's account.
+    pub policy: Option<String>,
 }
 
 fn keyplane_origin() -> String {
@@ -114,20 +114,10 @@ impl Operation for CreateKey {
                 "ED25519 keys cannot be exportable: the PKCS#11 module cannot wrap them",
             ));
         }
-        if self.description.len() > MAX_DESCRIPTION {
-            return Err(Error::validation(format!(
-                "description is longer than {MAX_DESCRIPTION} bytes"
-            )));
-        }
-        if self.tags.len() > MAX_TAGS {
-            return Err(Error::validation(format!("at most {MAX_TAGS} tags")));
-        }
-        for (k, v) in &self.tags {
-            if k.is_empty() || k.len() > MAX_TAG_KEY || v.len() > MAX_TAG_VALUE {
-                return Err(Error::validation(format!(
-                    "tag keys must be 1-{MAX_TAG_KEY} bytes and values at most {MAX_TAG_VALUE} bytes"
-                )));
-            }
+        validate_description(&self.description)?;
+        validate_tags(&self.tags)?;
+        if let Some(p) = &self.policy {
+            validate_document(p)?;
         }
         if self.grants.as_ref().is_some_and(|g| g.len() > MAX_GRANTS) {
             return Err(Error::validation(format!("at most {MAX_GRANTS} grants")));
@@ -206,6 +196,8 @@ impl Operation for CreateKey {
             deletion_date: None,
             min_decryption_version: 1,
             destroyed_at: None,
+            rotation_period_days: None,
+            next_rotation_at: None,
         };
         let conn = scope.conn(ctx.state).await?;
         keys::insert_key(conn, &row, &grants).await?;
@@ -213,6 +205,17 @@ impl Operation for CreateKey {
             keys::insert_version(conn, v).await?;
         }
         imports::set_origin(conn, &row.id, &self.origin, self.exportable).await?;
+        if let Some(policy) = &self.policy {
+            let now = ctx.state.clock.now_rfc3339();
+            key_policies::put(
+                conn,
+                &row.id,
+                DEFAULT_NAME,
+                policy,
+                (&now, &ctx.principal.id),
+            )
+            .await?;
+        }
         let mut meta = KeyMetadata::new(&row, grants, Some(version.as_slice()));
         meta.origin = Some(self.origin);
         meta.exportable = Some(self.exportable);

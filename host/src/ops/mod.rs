@@ -21,12 +21,14 @@
 
 pub mod access_keys;
 pub mod aliases;
+pub mod automatic_rotation;
 mod b64;
 mod checks;
 pub mod create_key;
 pub mod create_principal;
 pub mod create_tenant;
 pub mod decrypt;
+pub mod delete_imported_key_material;
 pub mod derive_shared_secret;
 pub mod describe_hsm;
 pub mod describe_key;
@@ -38,9 +40,12 @@ pub mod generate_random;
 pub mod get_caller_identity;
 pub mod get_parameters_for_import;
 pub mod get_public_key;
+pub mod grants;
 pub mod import_key_material;
 pub mod key_deletion;
+pub mod key_policies;
 pub mod key_state;
+pub mod key_tags;
 mod key_transport;
 pub mod list_keys;
 pub mod mac;
@@ -58,6 +63,7 @@ mod secret_text;
 pub mod set_storage_backend;
 pub mod sign;
 mod storage;
+pub mod update_key_description;
 pub mod upload_plugin;
 mod validate;
 mod versions;
@@ -159,14 +165,20 @@ impl<'a> OpContext<'a> {
         }
     }
 
-    /// Cedar's decision on `action` on `resource` by this request's principal.
+    /// Cedar's decision on `action` on `resource` by this request's principal. `context.granted`
+    /// holds the actions the principal's grants on the resource allow for this request, and
+    /// `self_granted` (what the request's own subject grants, see
+    /// [`Operation::self_granted`]).
     fn decide(
         &self,
         action: &str,
         resource: &ResourceRef,
         ec: &EncryptionContext,
         approver: Option<&Principal>,
+        self_granted: Option<&str>,
     ) -> Result<Decision> {
+        let mut granted = resource.granted(&self.principal.id, ec);
+        granted.extend(self_granted);
         self.state.authz.authorize(&AuthzRequest {
             principal: self.principal,
             action,
@@ -177,6 +189,7 @@ impl<'a> OpContext<'a> {
             request_time: chrono::Utc::now().timestamp(),
             mfa: self.meta.mfa,
             approver,
+            granted: &granted,
         })
     }
 
@@ -189,7 +202,7 @@ impl<'a> OpContext<'a> {
         resource: &ResourceRef,
         ec: &EncryptionContext,
     ) -> Result<()> {
-        let decision = self.decide(action, resource, ec, None)?;
+        let decision = self.decide(action, resource, ec, None, None)?;
         if decision.allowed {
             return Ok(());
         }
@@ -207,7 +220,7 @@ impl<'a> OpContext<'a> {
         if let ResourceRef::Key { row, .. } = resource {
             let empty = EncryptionContext::new();
             let visible = self
-                .decide("DescribeKey", resource, &empty, None)
+                .decide("DescribeKey", resource, &empty, None, None)
                 .is_ok_and(|d| d.allowed);
             if !visible {
                 return Error::NotFound {
@@ -273,6 +286,12 @@ pub trait Operation: Send + Sync + Sized + 'static {
         _resource: &ResourceRef,
     ) -> impl Future<Output = Result<Option<Principal>>> + Send {
         std::future::ready(Ok(None))
+    }
+
+    /// An action the request's own subject grants the caller, added to Cedar's
+    /// `context.granted` (`retire-grant`: the grant being retired, to its retiring principal).
+    fn self_granted(&self, _ctx: &OpContext<'_>, _resource: &ResourceRef) -> Option<&'static str> {
+        None
     }
 
     /// Do it. State changes go through `scope`, so they commit together with the audit record.
@@ -530,7 +549,8 @@ async fn run<O: Operation>(
     );
     let entered = authz_span.enter();
     let ec = op.encryption_context().unwrap_or(&empty);
-    let decision = ctx.decide(O::ACTION, &resource, ec, approver.as_ref());
+    let self_granted = op.self_granted(&ctx, &resource);
+    let decision = ctx.decide(O::ACTION, &resource, ec, approver.as_ref(), self_granted);
     drop(entered);
     if let Ok(d) = &decision {
         authz_span.record(
@@ -649,6 +669,22 @@ macro_rules! operations {
             $crate::ops::get_parameters_for_import::GetParametersForImport,
             $crate::ops::import_key_material::ImportKeyMaterial,
             $crate::ops::export_key::ExportKey,
+            $crate::ops::delete_imported_key_material::DeleteImportedKeyMaterial,
+            $crate::ops::update_key_description::UpdateKeyDescription,
+            $crate::ops::key_tags::TagKey,
+            $crate::ops::key_tags::UntagKey,
+            $crate::ops::key_tags::ListKeyTags,
+            $crate::ops::automatic_rotation::EnableKeyRotation,
+            $crate::ops::automatic_rotation::DisableKeyRotation,
+            $crate::ops::automatic_rotation::GetKeyRotationStatus,
+            $crate::ops::key_policies::GetKeyPolicy,
+            $crate::ops::key_policies::PutKeyPolicy,
+            $crate::ops::key_policies::ListKeyPolicies,
+            $crate::ops::grants::CreateGrant,
+            $crate::ops::grants::ListGrants,
+            $crate::ops::grants::RevokeGrant,
+            $crate::ops::grants::RetireGrant,
+            $crate::ops::grants::ListRetirableGrants,
         }
     };
 }

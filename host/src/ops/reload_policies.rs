@@ -30,7 +30,8 @@ pub fn policies_dir(config: &Config) -> Option<PathBuf> {
 }
 
 /// Load and strictly validate a policy set from `dir` (the embedded copy when `None`), and
-/// check the schema declares the Cedar action of every operation. The one code path for the
+/// check the schema declares the Cedar action of every operation and puts every action a
+/// grant may name (`grants::GRANTABLE`) in the `Grantable` group. The one code path for the
 /// set the server starts with, every reload (`reload-policies`, SIGHUP) and
 /// `keyplane policy validate`.
 pub fn load_policy_set(dir: Option<&Path>) -> Result<LoadedPolicies, PolicyLoadError> {
@@ -51,7 +52,38 @@ pub fn load_policy_set(dir: Option<&Path>) -> Result<LoadedPolicies, PolicyLoadE
             missing.join(", ")
         )]));
     }
+    let not_grantable = not_in_group(&loaded, "Grantable", super::grants::GRANTABLE)?;
+    if !not_grantable.is_empty() {
+        return Err(PolicyLoadError(vec![format!(
+            "schema.cedarschema does not put the grantable actions {} in the Grantable group",
+            not_grantable.join(", ")
+        )]));
+    }
     Ok(loaded)
+}
+
+/// The `actions` the schema of `loaded` does not put in action group `group`.
+fn not_in_group<'a>(
+    loaded: &LoadedPolicies,
+    group: &str,
+    actions: &[&'a str],
+) -> Result<Vec<&'a str>, PolicyLoadError> {
+    let entities = loaded
+        .schema
+        .action_entities()
+        .map_err(|e| PolicyLoadError(vec![format!("the schema's actions: {e}")]))?;
+    let uid = |a: &str| {
+        crate::authz::literal::parse_uid(&format!("Action::{a:?}"))
+            .map_err(|e| PolicyLoadError(vec![e]))
+    };
+    let group = uid(group)?;
+    let mut missing = Vec::new();
+    for a in actions {
+        if !entities.is_ancestor_of(&group, &uid(a)?) {
+            missing.push(*a);
+        }
+    }
+    Ok(missing)
 }
 
 /// Load and strictly validate the policy set (before anything else is touched).

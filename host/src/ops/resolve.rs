@@ -36,16 +36,21 @@ pub async fn resolve_key(ctx: &OpContext<'_>, key_id: &str) -> Result<ResourceRe
         .key(key_id)
         .await?
         .ok_or_else(|| not_found(key_id))?;
-    Ok(resource_of(key.row.clone(), key.users.clone()))
+    Ok(resource_of(
+        key.row.clone(),
+        key.users.clone(),
+        key.grants.clone(),
+    ))
 }
 
-/// A key by id as a Cedar resource (row, grantees, tags), read from the database.
+/// A key by id as a Cedar resource (row, grantees, tags, grants), read from the database.
 pub async fn key_resource(pool: &sqlx::SqlitePool, key_id: &str) -> Result<ResourceRef> {
     let row = keys::get(pool, key_id)
         .await?
         .ok_or_else(|| not_found(key_id))?;
     let users = keys::grantees(pool, key_id).await?;
-    Ok(resource_of(row, users))
+    let grants = crate::store::grants::of_key(pool, key_id).await?;
+    Ok(resource_of(row, users, grants.into()))
 }
 
 fn not_found(key_id: &str) -> Error {
@@ -55,12 +60,17 @@ fn not_found(key_id: &str) -> Error {
     }
 }
 
-fn resource_of(row: KeyRow, users: Vec<String>) -> ResourceRef {
+fn resource_of(
+    row: KeyRow,
+    users: Vec<String>,
+    grants: std::sync::Arc<[crate::store::grants::Grant]>,
+) -> ResourceRef {
     let tags: BTreeMap<String, String> = serde_json::from_str(&row.tags).unwrap_or_default();
     ResourceRef::Key {
         row: Box::new(row),
         users,
         tags,
+        grants,
     }
 }
 

@@ -2,9 +2,11 @@
 //! the caller may encrypt with, without the plaintext leaving keyplane. The only way to
 //! decrypt under a compromised (revoked) version; versions below the key's minimum
 //! decryption version stay closed, as for `decrypt`. Cedar: `Rewrap` on the source key (with
-//! the source encryption context), and `Encrypt` on the destination (with the destination
+//! the source encryption context), and `RewrapTo` on the destination (with the destination
 //! context) whenever the destination differs: another key, or a new encryption context
-//! (checked in the same request; a refusal is audited as a `deny`).
+//! (checked in the same request; a refusal is audited as a `deny`). `RewrapTo` is an action
+//! of its own so that a grant can allow re-encryption to a key without allowing encryption
+//! under it (AWS's `ReEncryptTo`).
 
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -104,15 +106,15 @@ impl Operation for Rewrap {
             .destination_encryption_context
             .clone()
             .unwrap_or_else(|| self.source_encryption_context.clone());
-        // The destination, authorized like an `encrypt` by the caller: another key, or the
-        // same key under another encryption context (which policies may restrict).
+        // The destination, authorized as `RewrapTo` for the caller: another key, or the same
+        // key under another encryption context (which policies may restrict).
         let dest_resource = match &self.destination_key_id {
             Some(d) if key_id_of(ctx, d).await? != source.id => Some(resolve_key(ctx, d).await?),
             _ => None,
         };
         if dest_resource.is_some() || dest_ec != self.source_encryption_context {
             ctx.authorize(
-                "Encrypt",
+                "RewrapTo",
                 dest_resource.as_ref().unwrap_or(&resource),
                 &dest_ec,
             )?;

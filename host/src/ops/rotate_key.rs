@@ -45,7 +45,8 @@ impl Operation for RotateKey {
         scope: &mut WriteScope,
     ) -> Result<Self::Output> {
         let key = key_row(&r)?;
-        let primary_version = versions::rotate(ctx.state, scope, key).await?;
+        let primary_version =
+            versions::rotate(ctx.state, scope, key, keys::ROTATION_ON_DEMAND).await?;
         Ok(RotateKeyOutput {
             key_id: key.id.clone(),
             primary_version,

@@ -3,8 +3,9 @@
 //! 1. writes pending usage counters, so schedules see current counts;
 //! 2. destroys keys whose deletion window has passed (see [`key_deletion::destroy`]), and
 //!    finishes destructions and material expiries that a crash interrupted;
-//! 3. asks each enabled key's rotation-schedule plugin for its decision and rotates the keys
-//!    that are due;
+//! 3. rotates the keys whose automatic rotation period (`enable-key-rotation`) has come,
+//!    then asks each enabled key's rotation-schedule plugin for its decision and rotates the
+//!    keys that are due;
 //! 4. every `lifecycle.gc_interval_seconds` (claimed in the database, so once per interval
 //!    across nodes), collects unreferenced HSM objects and blobs (see [`super::gc`]).
 //!
@@ -65,7 +66,12 @@ pub struct PassReport {
 pub struct Rotated {
     pub key_id: String,
     pub version: i64,
-    pub plugin_sha256: String,
+    /// The schedule plugin that decided (a plugin schedule).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plugin_sha256: Option<String>,
+    /// The period that came (automatic rotation by period).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub period_days: Option<i64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -201,6 +207,7 @@ async fn pass(state: &AppState, holder: &str) -> Result<PassReport> {
     }
 
     expire_imports(state, now, &mut report).await?;
+    rotate_by_period(state, now, &mut report).await?;
 
     let schedules = plugins::schedules_of_enabled_keys(state.db.reader()).await?;
     report.checked = schedules.len();
@@ -230,6 +237,59 @@ async fn pass(state: &AppState, holder: &str) -> Result<PassReport> {
     report.failed.sort_by(|a, b| a.key_id.cmp(&b.key_id));
     report.collected = collect_if_due(state, now).await;
     Ok(report)
+}
+
+/// Rotate the keys whose automatic rotation period has come, each with its next rotation moved
+/// one period on in the same transaction (a compare-and-set: a pass that raced with another,
+/// or a rotation turned off meanwhile, rotates nothing).
+async fn rotate_by_period(state: &AppState, now: i64, report: &mut PassReport) -> Result<()> {
+    for key in keys::due_for_rotation(state.db.reader(), now, 100).await? {
+        let (Some(days), Some(due)) = (key.rotation_period_days, key.next_rotation_at) else {
+            continue;
+        };
+        let ev = system_event(
+            &key.tenant_id,
+            "RotateKey",
+            format!("{} period-days:{days}", key_uid(&key.id)),
+        );
+        let mut scope = WriteScope::new();
+        let rotated = async {
+            let version =
+                versions::rotate(state, &mut scope, &key, keys::ROTATION_AUTOMATIC).await?;
+            let conn = scope.conn(state).await?;
+            if !keys::advance_rotation(conn, &key.id, due, now + days * 86_400).await? {
+                return Err(Error::InvalidState(format!(
+                    "the automatic rotation of key {} changed while it was rotated",
+                    key.id
+                )));
+            }
+            Ok(version)
+        }
+        .await;
+        let rotated = settle(state, scope, ev, rotated).await;
+        metrics().scheduler_action(
+            "rotate",
+            rotated.as_ref().map_or_else(|e| e.code(), |_| "ok"),
+        );
+        match rotated {
+            Ok(version) => {
+                tracing::info!(key = %key.id, version, days, "key rotated by its period");
+                report.rotated.push(Rotated {
+                    key_id: key.id.clone(),
+                    version,
+                    plugin_sha256: None,
+                    period_days: Some(days),
+                });
+            }
+            Err(e) => report.failed.push(Failed {
+                key_id: key.id.clone(),
+                stage: "rotate",
+                code: e.code(),
+                message: e.to_string(),
+            }),
+        }
+    }
+    Ok(())
 }
 
 /// Run a garbage collection if none ran in the last `lifecycle.gc_interval_seconds` on any
@@ -315,7 +375,14 @@ async fn expire_imports(state: &AppState, now: i64, report: &mut PassReport) -> 
         let result = async {
             key_deletion::shred_material(state, &key).await?;
             let conn = scope.conn(state).await?;
-            if !imports::clear_material(conn, &key.id, &state.clock.now_rfc3339()).await? {
+            if !imports::clear_material(
+                conn,
+                &key.id,
+                &state.clock.now_rfc3339(),
+                "imported material expired",
+            )
+            .await?
+            {
                 return Err(Error::InvalidState(format!(
                     "key {} stopped expiring while its material was deleted",
                     key.id
@@ -407,7 +474,7 @@ async fn check_one(
         format!("{} plugin-sha256:{}", key_uid(&key.id), plugin.sha256),
     );
     let mut scope = WriteScope::new();
-    let rotated = versions::rotate(state, &mut scope, &key).await;
+    let rotated = versions::rotate(state, &mut scope, &key, keys::ROTATION_AUTOMATIC).await;
     let rotated = settle(state, scope, ev, rotated).await;
     metrics().scheduler_action(
         "rotate",
@@ -420,7 +487,8 @@ async fn check_one(
                 Ok(Some(Rotated {
                     key_id: key.id.clone(),
                     version,
-                    plugin_sha256: plugin.sha256,
+                    plugin_sha256: Some(plugin.sha256),
+                    period_days: None,
                 })),
                 "rotate",
             )

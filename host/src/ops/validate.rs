@@ -85,3 +85,35 @@ pub fn validate_access_key_id(id: &str) -> Result<()> {
         ))
     }
 }
+
+/// Longest key description (as AWS).
+pub const MAX_DESCRIPTION: usize = 8192;
+/// Most tags on one key (as AWS).
+pub const MAX_TAGS: usize = 50;
+const MAX_TAG_KEY: usize = 128;
+const MAX_TAG_VALUE: usize = 256;
+
+/// A key description: at most [`MAX_DESCRIPTION`] bytes.
+pub fn validate_description(d: &str) -> Result<()> {
+    if d.len() > MAX_DESCRIPTION {
+        return Err(Error::validation(format!(
+            "description is longer than {MAX_DESCRIPTION} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// A key's tags: at most [`MAX_TAGS`], keys of 1 to 128 bytes, values of at most 256.
+pub fn validate_tags(tags: &std::collections::BTreeMap<String, String>) -> Result<()> {
+    if tags.len() > MAX_TAGS {
+        return Err(Error::validation(format!("at most {MAX_TAGS} tags")));
+    }
+    for (k, v) in tags {
+        if k.is_empty() || k.len() > MAX_TAG_KEY || v.len() > MAX_TAG_VALUE {
+            return Err(Error::validation(format!(
+                "tag keys must be 1-{MAX_TAG_KEY} bytes and values at most {MAX_TAG_VALUE} bytes"
+            )));
+        }
+    }
+    Ok(())
+}

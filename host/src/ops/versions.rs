@@ -78,9 +78,15 @@ pub async fn place_version(
     Ok(version)
 }
 
-/// Add a new primary version to an enabled key. Fails with a conflict if the key was rotated
-/// meanwhile (by another request or node), so one due rotation never runs twice.
-pub async fn rotate(state: &AppState, scope: &mut WriteScope, key: &KeyRow) -> Result<i64> {
+/// Add a new primary version to an enabled key, recording how (`rotation`: automatic or on
+/// demand). Fails with a conflict if the key was rotated meanwhile (by another request or
+/// node), so one due rotation never runs twice.
+pub async fn rotate(
+    state: &AppState,
+    scope: &mut WriteScope,
+    key: &KeyRow,
+    rotation: &'static str,
+) -> Result<i64> {
     crate::pause::point("rotate:start", &key.id).await;
     check_key_enabled(key)?;
     let kind = version_kind(key)?;
@@ -94,7 +100,7 @@ pub async fn rotate(state: &AppState, scope: &mut WriteScope, key: &KeyRow) -> R
             key.id
         )));
     }
-    let version = make_version(
+    let mut version = make_version(
         state,
         scope,
         &key.tenant_id,
@@ -104,6 +110,7 @@ pub async fn rotate(state: &AppState, scope: &mut WriteScope, key: &KeyRow) -> R
         origin.exportable,
     )
     .await?;
+    version.rotation = Some(rotation.into());
     crate::pause::point("rotate:version-made", &key.id).await;
     let conn = scope.conn(state).await?;
     if !keys::swap_primary(conn, &key.id, key.primary_version, next).await? {

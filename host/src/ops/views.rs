@@ -20,6 +20,10 @@ pub struct VersionInfo {
     pub encryptions: i64,
     pub decryptions: i64,
     pub signatures: i64,
+    /// How the version came to be: `automatic` or `on-demand` rotation (absent for the
+    /// key's first version).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<String>,
 }
 
 impl VersionInfo {
@@ -34,6 +38,7 @@ impl VersionInfo {
             encryptions: v.encryptions + pending[0],
             decryptions: v.decryptions + pending[1],
             signatures: v.signatures + pending[2],
+            rotation: v.rotation.clone(),
         }
     }
 }

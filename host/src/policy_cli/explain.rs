@@ -137,6 +137,7 @@ async fn from_db(
             .unwrap_or_else(|| chrono::Utc::now().timestamp()),
         mfa: ctx.mfa,
         approver: approver.as_ref(),
+        granted: &resource.granted(&principal.id, &ctx.encryption_context),
     };
     decide_db(loaded, &req)
 }

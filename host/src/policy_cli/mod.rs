@@ -71,7 +71,12 @@ pub async fn resource_from_db(db: &Db, uid: &str) -> anyhow::Result<ResourceRef>
                 .ok_or_else(|| anyhow::anyhow!("plugin {id} not found"))?;
             Ok(ResourceRef::Plugin(Box::new(row)))
         }
-        other => anyhow::bail!("resources are Tenant, Key or Plugin entities, not {other}"),
+        "User" => Ok(ResourceRef::User(Box::new(
+            crate::store::principals::get(db.reader(), &id)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("principal {id} not found"))?,
+        ))),
+        other => anyhow::bail!("resources are Tenant, Key, Plugin or User entities, not {other}"),
     }
 }
 

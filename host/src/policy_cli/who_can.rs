@@ -42,6 +42,7 @@ pub async fn evaluate(
             request_time: now,
             mfa: false,
             approver: None,
+            granted: &resource.granted(&p.id, ec),
         };
         let d = super::explain::decide_db(loaded, &req)?;
         if d.allowed {

@@ -1,5 +1,6 @@
 //! Read-through caches of the rows every cryptographic request reads: the principal of a
-//! token hash or of an access key, a key with its grantees, a key version, an alias. Without them an `encrypt`
+//! token hash or of an access key, a key with its grantees and grants, a key version, an
+//! alias. Without them an `encrypt`
 //! makes four database round trips before any crypto (each a hop to an sqlx worker thread);
 //! with them a steady stream of requests makes none.
 //!
@@ -24,6 +25,7 @@ use quick_cache::sync::Cache;
 
 use super::access_keys::{self, AccessKeyOwner};
 use super::aliases;
+use super::grants::{self, Grant};
 use super::keys::{self, KeyRow, KeyVersionRow};
 use super::principals::{self, PrincipalRow};
 use super::Db;
@@ -36,6 +38,8 @@ pub struct CachedKey {
     pub row: KeyRow,
     /// Principals the key is granted to.
     pub users: Vec<String>,
+    /// The key's grants (`create-grant`).
+    pub grants: Arc<[Grant]>,
 }
 
 /// A principal with the keyed hash stored for its token.
@@ -101,7 +105,8 @@ impl RowCache {
                 return Ok(None);
             };
             let users = keys::grantees(pool, key_id).await?;
-            Ok(Some(Arc::new(CachedKey { row, users })))
+            let grants = grants::of_key(pool, key_id).await?.into();
+            Ok(Some(Arc::new(CachedKey { row, users, grants })))
         })
         .await
     }

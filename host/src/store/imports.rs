@@ -173,6 +173,32 @@ pub async fn expired_material(pool: &SqlitePool, now: i64, limit: i64) -> Result
     .await
 }
 
+/// Start deleting a key's imported material on request (`delete-imported-key-material`):
+/// enabled or disabled to [`STATE_EXPIRING`] (remembering which), committed before the
+/// material is deleted; the scheduler finishes it if a crash interrupts. True also when the
+/// key is expiring already; false if it holds no imported material to delete.
+pub async fn begin_deletion(conn: &mut SqliteConnection, key_id: &str) -> Result<bool> {
+    crate::telemetry::spans::db("UPDATE", "keys", async move {
+        let r = sqlx::query(
+            "UPDATE keys SET state_before_expiry = state, state = ? WHERE id = ? \
+             AND origin = 'external' AND state IN ('enabled', 'disabled')",
+        )
+        .bind(STATE_EXPIRING)
+        .bind(key_id)
+        .execute(&mut *conn)
+        .await?;
+        if r.rows_affected() == 1 {
+            return Ok(true);
+        }
+        let state: Option<String> = sqlx::query_scalar("SELECT state FROM keys WHERE id = ?")
+            .bind(key_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+        Ok(state.as_deref() == Some(STATE_EXPIRING))
+    })
+    .await
+}
+
 /// Start deleting a key's expired material: enabled or disabled to [`STATE_EXPIRING`]
 /// (remembering which), committed before the material is deleted. True also when the key is
 /// expiring already (a crash interrupted the last attempt); false if it is in no state to
@@ -200,10 +226,15 @@ pub async fn begin_expiry(conn: &mut SqliteConnection, key_id: &str, now: i64) -
     .await
 }
 
-/// After expiry (material deleted): the key waits for the same material again; its version
-/// keeps its row but no material. A version revoked before stays compromised. Only from
-/// [`STATE_EXPIRING`] (false otherwise).
-pub async fn clear_material(conn: &mut SqliteConnection, key_id: &str, now: &str) -> Result<bool> {
+/// After expiry or deletion (material deleted): the key waits for the same material again;
+/// its version keeps its row but no material, and `reason` as its state's reason. A version
+/// revoked before stays compromised. Only from [`STATE_EXPIRING`] (false otherwise).
+pub async fn clear_material(
+    conn: &mut SqliteConnection,
+    key_id: &str,
+    now: &str,
+    reason: &str,
+) -> Result<bool> {
     crate::telemetry::spans::db("UPDATE", "keys", async move {
         let r = sqlx::query(
             "UPDATE keys SET state = ?, material_expires_at = NULL WHERE id = ? AND state = ?",
@@ -221,10 +252,11 @@ pub async fn clear_material(conn: &mut SqliteConnection, key_id: &str, now: &str
              blob_store = NULL, blob_name = NULL, state_changed_at = ?, \
              state = CASE WHEN state = 'compromised' THEN state ELSE ? END, \
              state_reason = CASE WHEN state = 'compromised' THEN state_reason \
-             ELSE 'imported material expired' END WHERE key_id = ?",
+             ELSE ? END WHERE key_id = ?",
         )
         .bind(now)
         .bind(STATE_PENDING_IMPORT)
+        .bind(reason)
         .bind(key_id)
         .execute(&mut *conn)
         .await?;

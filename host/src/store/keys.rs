@@ -24,6 +24,10 @@ pub struct KeyRow {
     /// Versions below this refuse to decrypt.
     pub min_decryption_version: i64,
     pub destroyed_at: Option<i64>,
+    /// Automatic rotation every this many days (None: off).
+    pub rotation_period_days: Option<i64>,
+    /// When automatic rotation rotates next (Unix seconds, service clock).
+    pub next_rotation_at: Option<i64>,
 }
 
 impl KeyRow {
@@ -45,6 +49,8 @@ impl KeyRow {
             deletion_date: None,
             min_decryption_version: 1,
             destroyed_at: None,
+            rotation_period_days: None,
+            next_rotation_at: None,
         }
     }
 }
@@ -71,7 +77,15 @@ pub struct KeyVersionRow {
     pub encryptions: i64,
     pub decryptions: i64,
     pub signatures: i64,
+    /// How the version came to be: [`ROTATION_AUTOMATIC`], [`ROTATION_ON_DEMAND`], or None
+    /// (the key's first version).
+    pub rotation: Option<String>,
 }
+
+/// A version made by a rotation schedule (a period or a plugin).
+pub const ROTATION_AUTOMATIC: &str = "automatic";
+/// A version made by `rotate-key`.
+pub const ROTATION_ON_DEMAND: &str = "on-demand";
 
 impl KeyVersionRow {
     /// The name of this version's blob in its storage backend (the host adds the tenant):
@@ -100,6 +114,7 @@ impl KeyVersionRow {
             encryptions: 0,
             decryptions: 0,
             signatures: 0,
+            rotation: None,
         }
     }
 }
@@ -118,10 +133,12 @@ pub const STATE_DESTROYING: &str = "destroying";
 
 const KEY_COLUMNS: &str = "id, tenant_id, spec, usage, protection, state, description, tags, \
                            primary_version, created_at, created_by, deletion_date, \
-                           min_decryption_version, destroyed_at";
+                           min_decryption_version, destroyed_at, rotation_period_days, \
+                           next_rotation_at";
 const VERSION_COLUMNS: &str = "key_id, version, state, hsm_object_id, wrapped_material, \
                                created_at, blob_store, state_reason, state_changed_at, \
-                               created_unix, encryptions, decryptions, signatures, blob_name";
+                               created_unix, encryptions, decryptions, signatures, blob_name, \
+                               rotation";
 
 /// [`VERSION_COLUMNS`] of the table aliased `alias` in a join.
 fn version_columns_of(alias: &str) -> String {
@@ -213,7 +230,8 @@ pub async fn insert_key(
 ) -> Result<()> {
     crate::telemetry::spans::db("INSERT", "keys", async {
         sqlx::query(&format!(
-            "INSERT INTO keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "INSERT INTO keys ({KEY_COLUMNS}) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         ))
         .bind(&key.id)
         .bind(&key.tenant_id)
@@ -229,6 +247,8 @@ pub async fn insert_key(
         .bind(key.deletion_date)
         .bind(key.min_decryption_version)
         .bind(key.destroyed_at)
+        .bind(key.rotation_period_days)
+        .bind(key.next_rotation_at)
         .execute(&mut *conn)
         .await?;
         for p in grantees {
@@ -325,7 +345,7 @@ pub async fn insert_version(conn: &mut SqliteConnection, v: &KeyVersionRow) -> R
     crate::telemetry::spans::db("INSERT", "key_versions", async move {
         sqlx::query(&format!(
             "INSERT INTO key_versions ({VERSION_COLUMNS}) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         ))
         .bind(&v.key_id)
         .bind(v.version)
@@ -341,6 +361,7 @@ pub async fn insert_version(conn: &mut SqliteConnection, v: &KeyVersionRow) -> R
         .bind(v.decryptions)
         .bind(v.signatures)
         .bind(&v.blob_name)
+        .bind(&v.rotation)
         .execute(&mut *conn)
         .await?;
         Ok(())
@@ -581,6 +602,99 @@ pub async fn referenced_blobs(
         .fetch_all(pool)
         .await?;
         Ok(rows.iter().map(KeyVersionRow::blob).collect())
+    })
+    .await
+}
+
+/// Set a key's description.
+pub async fn set_description(
+    conn: &mut SqliteConnection,
+    key_id: &str,
+    description: &str,
+) -> Result<()> {
+    crate::telemetry::spans::db("UPDATE", "keys", async move {
+        sqlx::query("UPDATE keys SET description = ? WHERE id = ?")
+            .bind(description)
+            .bind(key_id)
+            .execute(conn)
+            .await?;
+        Ok(())
+    })
+    .await
+}
+
+/// Replace a key's tags (JSON) if they are still `from`: a compare-and-set, so two requests
+/// tagging one key at once cannot lose each other's tags. False if they changed meanwhile.
+pub async fn set_tags(
+    conn: &mut SqliteConnection,
+    key_id: &str,
+    from: &str,
+    to: &str,
+) -> Result<bool> {
+    crate::telemetry::spans::db("UPDATE", "keys", async move {
+        let r = sqlx::query("UPDATE keys SET tags = ? WHERE id = ? AND tags = ?")
+            .bind(to)
+            .bind(key_id)
+            .bind(from)
+            .execute(conn)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    })
+    .await
+}
+
+/// Turn a key's automatic rotation on (every `period_days`, next at `next`) or off (`None`).
+pub async fn set_rotation(
+    conn: &mut SqliteConnection,
+    key_id: &str,
+    period: Option<(i64, i64)>,
+) -> Result<()> {
+    crate::telemetry::spans::db("UPDATE", "keys", async move {
+        sqlx::query("UPDATE keys SET rotation_period_days = ?, next_rotation_at = ? WHERE id = ?")
+            .bind(period.map(|(days, _)| days))
+            .bind(period.map(|(_, next)| next))
+            .bind(key_id)
+            .execute(conn)
+            .await?;
+        Ok(())
+    })
+    .await
+}
+
+/// Enabled keys whose automatic rotation is due at `now`, oldest due first.
+pub async fn due_for_rotation(pool: &SqlitePool, now: i64, limit: i64) -> Result<Vec<KeyRow>> {
+    crate::telemetry::spans::db("SELECT", "keys", async move {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {KEY_COLUMNS} FROM keys WHERE next_rotation_at <= ? AND state = ? \
+             ORDER BY next_rotation_at LIMIT ?"
+        ))
+        .bind(now)
+        .bind(STATE_ENABLED)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?)
+    })
+    .await
+}
+
+/// Move a key's next automatic rotation from `from` to `to` (a compare-and-set: false if it
+/// changed meanwhile, e.g. rotation was turned off or another pass rotated it).
+pub async fn advance_rotation(
+    conn: &mut SqliteConnection,
+    key_id: &str,
+    from: i64,
+    to: i64,
+) -> Result<bool> {
+    crate::telemetry::spans::db("UPDATE", "keys", async move {
+        let r = sqlx::query(
+            "UPDATE keys SET next_rotation_at = ? WHERE id = ? AND next_rotation_at = ?",
+        )
+        .bind(to)
+        .bind(key_id)
+        .bind(from)
+        .execute(conn)
+        .await?;
+        Ok(r.rows_affected() == 1)
     })
     .await
 }

@@ -53,6 +53,20 @@ pub async fn get(pool: &SqlitePool, id: &str) -> Result<Option<PrincipalRow>> {
     .await
 }
 
+/// A principal of `tenant` by name.
+pub async fn by_name(pool: &SqlitePool, tenant: &str, name: &str) -> Result<Option<PrincipalRow>> {
+    crate::telemetry::spans::db("SELECT", "principals", async move {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM principals WHERE tenant_id = ? AND name = ?"
+        ))
+        .bind(tenant)
+        .bind(name)
+        .fetch_optional(pool)
+        .await?)
+    })
+    .await
+}
+
 pub async fn name_taken(conn: &mut SqliteConnection, tenant: &str, name: &str) -> Result<bool> {
     crate::telemetry::spans::db("SELECT", "principals", async move {
         let n: i64 =

@@ -20,6 +20,8 @@ import botocore
 import botocore.auth
 from botocore.config import Config
 from botocore.exceptions import ClientError
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding
 
 ENDPOINT = os.environ["KEYPLANE_ENDPOINT"]
 CA = os.environ["AWS_CA_BUNDLE"]
@@ -231,8 +233,6 @@ check("an EXTERNAL key waits for its material", ext["KeyState"] == "PendingImpor
 params = kms.get_parameters_for_import(KeyId=ext["KeyId"], WrappingAlgorithm="RSAES_OAEP_SHA_1",
                                        WrappingKeySpec="RSA_2048")
 check("get-parameters-for-import", params["KeyId"] == arn(ext["KeyId"]) and len(params["ImportToken"]) > 0)
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding
 wrapping = serialization.load_der_public_key(params["PublicKey"])
 material = os.urandom(32)
 wrapped = wrapping.encrypt(material, padding.OAEP(mgf=padding.MGF1(hashes.SHA1()),
@@ -243,6 +243,102 @@ kms.import_key_material(KeyId=ext["KeyId"], ImportToken=params["ImportToken"],
 check("import-key-material", kms.describe_key(KeyId=ext["KeyId"])["KeyMetadata"]["KeyState"] == "Enabled")
 ct = kms.encrypt(KeyId=ext["KeyId"], Plaintext=b"imported")["CiphertextBlob"]
 check("the imported key encrypts and decrypts", kms.decrypt(CiphertextBlob=ct)["Plaintext"] == b"imported")
+kms.delete_imported_key_material(KeyId=ext["KeyId"])
+check("delete-imported-key-material", kms.describe_key(KeyId=ext["KeyId"])["KeyMetadata"]["KeyState"] == "PendingImport")
+expect_error("decrypt while the material is gone", "KMSInvalidStateException",
+             kms.decrypt, CiphertextBlob=ct)
+params = kms.get_parameters_for_import(KeyId=ext["KeyId"], WrappingAlgorithm="RSAES_OAEP_SHA_1",
+                                       WrappingKeySpec="RSA_2048")
+wrapping = serialization.load_der_public_key(params["PublicKey"])
+kms.import_key_material(KeyId=ext["KeyId"], ImportToken=params["ImportToken"],
+                        EncryptedKeyMaterial=wrapping.encrypt(material, padding.OAEP(
+                            mgf=padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(), label=None)),
+                        ExpirationModel="KEY_MATERIAL_DOES_NOT_EXPIRE")
+check("the same material again opens what it sealed", kms.decrypt(CiphertextBlob=ct)["Plaintext"] == b"imported")
+
+# --- description, tags, automatic rotation, key policy ------------------------------------
+kms.update_key_description(KeyId=key, Description="renamed")
+check("update-key-description", kms.describe_key(KeyId=key)["KeyMetadata"]["Description"] == "renamed")
+kms.tag_resource(KeyId=key, Tags=[{"TagKey": "env", "TagValue": "test"}, {"TagKey": "team", "TagValue": "b"}])
+kms.untag_resource(KeyId=key, TagKeys=["env"])
+tags = []
+for page in kms.get_paginator("list_resource_tags").paginate(KeyId=key, PaginationConfig={"PageSize": 1}):
+    tags += page["Tags"]
+check("tag-resource, untag-resource, list-resource-tags", tags == [{"TagKey": "team", "TagValue": "b"}], tags)
+
+check("rotation is off at first", kms.get_key_rotation_status(KeyId=key)["KeyRotationEnabled"] is False)
+kms.enable_key_rotation(KeyId=key, RotationPeriodInDays=180)
+status = kms.get_key_rotation_status(KeyId=key)
+check("enable-key-rotation", status["KeyRotationEnabled"] and status["RotationPeriodInDays"] == 180, status)
+check("its next rotation", (status["NextRotationDate"] - datetime.datetime.now(datetime.timezone.utc)).days in (179, 180), status)
+expect_error("a rotation period out of range", "ValidationException",
+             raw.enable_key_rotation, KeyId=key, RotationPeriodInDays=30)
+kms.disable_key_rotation(KeyId=key)
+check("disable-key-rotation", kms.get_key_rotation_status(KeyId=key)["KeyRotationEnabled"] is False)
+
+policy = json.loads(kms.get_key_policy(KeyId=key, PolicyName="default")["Policy"])
+check("the default key policy names the account",
+      policy["Statement"][0]["Principal"]["AWS"] == f"arn:aws:iam::{ACCOUNT}:root", policy)
+mine = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"},
+                                                           "Action": "kms:Decrypt", "Resource": "*"}]})
+kms.put_key_policy(KeyId=key, PolicyName="default", Policy=mine)
+check("put-key-policy then get-key-policy", kms.get_key_policy(KeyId=key)["Policy"] == mine)
+check("list-key-policies", kms.list_key_policies(KeyId=key)["PolicyNames"] == ["default"])
+expect_error("a key policy that is not JSON", "MalformedPolicyDocumentException",
+             kms.put_key_policy, KeyId=key, PolicyName="default", Policy="{not json")
+with_policy = kms.create_key(Policy=mine)["KeyMetadata"]["KeyId"]
+check("create-key with a policy", kms.get_key_policy(KeyId=with_policy)["Policy"] == mine)
+
+# --- grants: Cedar honours them (context.granted), within their constraints ----------------
+member_id, member_secret = os.environ["MEMBER_KEY"].split(":", 1)
+member = boto3.client("kms", aws_access_key_id=member_id, aws_secret_access_key=member_secret,
+                      config=NO_RETRY)
+member_arn = boto3.client("sts", aws_access_key_id=member_id, aws_secret_access_key=member_secret,
+                          config=NO_RETRY).get_caller_identity()["Arn"]
+expect_error("no grant: the member does not see the key", "NotFoundException",
+             member.encrypt, KeyId=key, Plaintext=b"x", EncryptionContext={"app": "billing"})
+grant = kms.create_grant(KeyId=key, GranteePrincipal=member_arn, Operations=["Encrypt", "Decrypt"],
+                         RetiringPrincipal=me["Arn"],
+                         Constraints={"EncryptionContextSubset": {"app": "billing"}}, Name="billing")
+again = kms.create_grant(KeyId=key, GranteePrincipal=member_arn, Operations=["Encrypt", "Decrypt"],
+                         RetiringPrincipal=me["Arn"],
+                         Constraints={"EncryptionContextSubset": {"app": "billing"}}, Name="billing")
+check("create-grant with a name is idempotent", again["GrantId"] == grant["GrantId"])
+granted = member.encrypt(KeyId=key, Plaintext=b"for billing", EncryptionContext={"app": "billing", "x": "1"})
+check("the grantee encrypts within the constraint",
+      member.decrypt(CiphertextBlob=granted["CiphertextBlob"],
+                     EncryptionContext={"app": "billing", "x": "1"})["Plaintext"] == b"for billing")
+expect_error("the grantee outside the constraint", "NotFoundException",
+             member.encrypt, KeyId=key, Plaintext=b"x", EncryptionContext={"app": "payroll"})
+code, _, _ = error_of(member.sign, KeyId=signer, Message=b"m", SigningAlgorithm="ECDSA_SHA_256")
+check("a grant on one key gives nothing on another", code == "NotFoundException", code)
+listed = kms.list_grants(KeyId=key)["Grants"]
+check("list-grants", [g["GrantId"] for g in listed] == [grant["GrantId"]] and
+      listed[0]["GranteePrincipal"] == member_arn and
+      sorted(listed[0]["Operations"]) == ["Decrypt", "Encrypt"] and
+      listed[0]["Constraints"] == {"EncryptionContextSubset": {"app": "billing"}}, listed)
+retirable = kms.list_retirable_grants(RetiringPrincipal=me["Arn"])["Grants"]
+check("list-retirable-grants", grant["GrantId"] in [g["GrantId"] for g in retirable], retirable)
+# (and it may not describe the key either: refused as if the key did not exist)
+expect_error("the grantee may not retire a grant that does not let it", "NotFoundException",
+             member.retire_grant, GrantToken=grant["GrantToken"])
+kms.retire_grant(GrantToken=grant["GrantToken"])
+check("retire-grant by its retiring principal", kms.list_grants(KeyId=key)["Grants"] == [])
+expect_error("a retired grant gives nothing", "NotFoundException",
+             member.encrypt, KeyId=key, Plaintext=b"x", EncryptionContext={"app": "billing"})
+second = kms.create_grant(KeyId=key, GranteePrincipal=member_arn, Operations=["DescribeKey"])
+check("a DescribeKey grant", member.describe_key(KeyId=key)["KeyMetadata"]["KeyId"] == key)
+expect_error("...lets it describe, not encrypt", "AccessDeniedException",
+             member.encrypt, KeyId=key, Plaintext=b"x")
+kms.revoke_grant(KeyId=key, GrantId=second["GrantId"])
+expect_error("revoke-grant", "NotFoundException", member.describe_key, KeyId=key)
+expect_error("an operation that cannot be granted", "ValidationException",
+             kms.create_grant, KeyId=key, GranteePrincipal=member_arn, Operations=["ScheduleKeyDeletion"])
+expect_error("a grantee of another account", "NotFoundException",
+             kms.create_grant, KeyId=key, GranteePrincipal="arn:aws:iam::999999999999:user/x",
+             Operations=["Decrypt"])
+expect_error("a dry-run grant", "DryRunOperationException",
+             kms.create_grant, KeyId=key, GranteePrincipal=member_arn, Operations=["Decrypt"], DryRun=True)
 
 # --- deletion (guarded: a second admin approves first, on the native API) ------------------
 expect_error("schedule-key-deletion without an approval", "AccessDeniedException",
@@ -257,9 +353,6 @@ check("cancel-key-deletion", kms.cancel_key_deletion(KeyId=other)["KeyId"] == ar
 check("a cancelled key is disabled", kms.describe_key(KeyId=other)["KeyMetadata"]["KeyState"] == "Disabled")
 
 # --- who may do what: Cedar decides, as for the native API ----------------------------------
-member_id, member_secret = os.environ["MEMBER_KEY"].split(":", 1)
-member = boto3.client("kms", aws_access_key_id=member_id, aws_secret_access_key=member_secret,
-                      config=NO_RETRY)
 expect_error("a member creates no key", "AccessDeniedException", member.create_key)
 # A key its caller may not even describe is answered as if it did not exist.
 expect_error("a member without a grant does not see the key", "NotFoundException",

@@ -53,7 +53,9 @@ impl From<&Error> for KmsError {
             },
             Error::AccessDenied { .. } => ("AccessDeniedException", S::BAD_REQUEST),
             Error::NotFound { .. } => ("NotFoundException", S::BAD_REQUEST),
-            Error::UnknownOperation(_) => ("UnsupportedOperationException", S::BAD_REQUEST),
+            Error::UnknownOperation(_) | Error::Unsupported(_) => {
+                ("UnsupportedOperationException", S::BAD_REQUEST)
+            }
             Error::AlreadyExists { .. } => ("AlreadyExistsException", S::BAD_REQUEST),
             Error::InvalidKeyUsage(_) => ("InvalidKeyUsageException", S::BAD_REQUEST),
             Error::KeyDisabled(_) => ("DisabledException", S::BAD_REQUEST),
@@ -63,6 +65,9 @@ impl From<&Error> for KmsError {
             Error::IncorrectKey(_) => ("IncorrectKeyException", S::BAD_REQUEST),
             Error::InvalidAliasName(_) => ("InvalidAliasNameException", S::BAD_REQUEST),
             Error::InvalidMarker(_) => ("InvalidMarkerException", S::BAD_REQUEST),
+            Error::MalformedPolicyDocument(_) => {
+                ("MalformedPolicyDocumentException", S::BAD_REQUEST)
+            }
             Error::IncorrectKeyMaterial(_) => ("IncorrectKeyMaterialException", S::BAD_REQUEST),
             Error::ExpiredImportToken(_) => ("ExpiredImportTokenException", S::BAD_REQUEST),
             Error::PluginTimeout { .. } | Error::DatabaseUnavailable => {
@@ -111,6 +116,7 @@ pub fn sts_code(e: &Error) -> (&'static str, StatusCode) {
         },
         Error::AccessDenied { .. } => ("AccessDenied", S::FORBIDDEN),
         Error::UnknownOperation(_) => ("InvalidAction", S::BAD_REQUEST),
+        Error::Unsupported(_) => ("UnsupportedOperation", S::BAD_REQUEST),
         e if e.is_server_fault() => ("ServiceUnavailable", S::SERVICE_UNAVAILABLE),
         _ => ("ValidationError", S::BAD_REQUEST),
     }

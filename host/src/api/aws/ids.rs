@@ -36,7 +36,45 @@ impl Cx {
 
     /// The ARN of a principal of the caller's account.
     pub fn principal_arn(&self, p: &Principal) -> String {
-        format!("arn:aws:iam::{}:user/{}", self.account_id, p.name)
+        self.user_arn(&p.name)
+    }
+
+    /// The ARN of the principal named `name` of the caller's account.
+    pub fn user_arn(&self, name: &str) -> String {
+        format!("arn:aws:iam::{}:user/{name}", self.account_id)
+    }
+
+    /// A principal member (`GranteePrincipal`, `RetiringPrincipal`): a user or role ARN of
+    /// the caller's account, or a principal's id or name, as the core names a principal (id
+    /// or name of the caller's tenant).
+    pub fn principal(&self, field: &str, v: &str) -> Result<String> {
+        length(field, v, 1, 256)?;
+        let Some(rest) = v.strip_prefix("arn:") else {
+            return Ok(v.to_string());
+        };
+        let parts: Vec<&str> = rest.splitn(5, ':').collect();
+        let [_partition, "iam", "", account, resource] = parts[..] else {
+            return Err(Error::validation(format!(
+                "{v} is not a principal: use arn:aws:iam::<account>:user/<name>"
+            )));
+        };
+        if account != self.account_id {
+            return Err(Error::NotFound {
+                kind: "principal",
+                id: v.to_string(),
+            });
+        }
+        match resource
+            .strip_prefix("user/")
+            .or_else(|| resource.strip_prefix("role/"))
+        {
+            Some(name) if !name.is_empty() => {
+                Ok(name.rsplit('/').next().unwrap_or(name).to_string())
+            }
+            _ => Err(Error::Unsupported(format!(
+                "{v} as a principal: keyplane grants to its own principals (user/<name>)"
+            ))),
+        }
     }
 
     /// A `KeyId` field (`field` names it in errors) as the core names a key: its id or

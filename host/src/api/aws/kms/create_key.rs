@@ -39,6 +39,7 @@ pub fn tags(list: Vec<Tag>) -> Result<BTreeMap<String, String>> {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct CreateKey {
+    policy: Option<String>,
     description: Option<String>,
     key_usage: Option<String>,
     customer_master_key_spec: Option<String>,
@@ -63,8 +64,11 @@ impl KmsAction for CreateKey {
     fn into_op(self, _cx: &Cx) -> Result<Self::Op> {
         let description = self.description.unwrap_or_default();
         length("description", &description, 0, 8192)?;
+        if let Some(p) = &self.policy {
+            length("policy", p, 1, 131_072)?;
+        }
         if self.multi_region == Some(true) || self.custom_key_store_id.is_some() {
-            return Err(Error::UnknownOperation(
+            return Err(Error::Unsupported(
                 "multi-Region keys and custom key stores".into(),
             ));
         }
@@ -86,7 +90,7 @@ impl KmsAction for CreateKey {
             None | Some("AWS_KMS") => ORIGIN_KEYPLANE,
             Some("EXTERNAL") => ORIGIN_EXTERNAL,
             Some(o @ ("AWS_CLOUDHSM" | "EXTERNAL_KEY_STORE")) => {
-                return Err(Error::UnknownOperation(format!("origin {o}")))
+                return Err(Error::Unsupported(format!("origin {o}")))
             }
             Some(o) => {
                 one_of("origin", o, &["AWS_KMS", "EXTERNAL"])?;
@@ -102,6 +106,7 @@ impl KmsAction for CreateKey {
             grants: None,
             origin: origin.into(),
             exportable: false,
+            policy: self.policy,
         })
     }
 

@@ -42,7 +42,7 @@ impl KmsAction for DeriveSharedSecret {
 
     fn into_op(self, cx: &Cx) -> Result<Self::Op> {
         if self.recipient.is_some() {
-            return Err(Error::UnknownOperation(
+            return Err(Error::Unsupported(
                 "Recipient (Nitro Enclaves attestation)".into(),
             ));
         }

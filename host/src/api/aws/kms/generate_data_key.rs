@@ -28,7 +28,7 @@ impl DataKey {
     fn request(self, cx: &Cx) -> Result<DataKeyRequest> {
         let key_id = cx.key_id("keyId", &required("keyId", self.key_id)?)?;
         if self.recipient.is_some() {
-            return Err(Error::UnknownOperation(
+            return Err(Error::Unsupported(
                 "Recipient (Nitro Enclaves attestation)".into(),
             ));
         }

@@ -29,7 +29,7 @@ impl KmsAction for GenerateRandom {
 
     fn into_op(self, _cx: &Cx) -> Result<Self::Op> {
         if self.custom_key_store_id.is_some() || self.recipient.is_some() {
-            return Err(Error::UnknownOperation(
+            return Err(Error::Unsupported(
                 "custom key stores and Nitro Enclaves recipients".into(),
             ));
         }

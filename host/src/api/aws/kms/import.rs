@@ -1,14 +1,18 @@
 //! `GetParametersForImport` → `get-parameters-for-import`, `ImportKeyMaterial` →
-//! `import-key-material`. The import token travels as a blob (the bytes of keyplane's token).
+//! `import-key-material`, `DeleteImportedKeyMaterial` → `delete-imported-key-material`. The import token travels as a blob (the bytes of keyplane's token).
 
 use serde::{Deserialize, Serialize};
 
+use super::key_state::Empty;
 use super::{epoch, required, KmsAction};
 use crate::api::aws::error::KmsError;
 use crate::api::aws::ids::{length_of, one_of, Cx};
 use crate::error::{Error, Result};
 use crate::ops::rfc3339;
-use crate::ops::{get_parameters_for_import as params, import_key_material as import};
+use crate::ops::{
+    delete_imported_key_material as delete, get_parameters_for_import as params,
+    import_key_material as import,
+};
 use crate::ops::{Base64, Operation};
 
 #[derive(Debug, Deserialize)]
@@ -137,5 +141,29 @@ impl KmsAction for ImportKeyMaterial {
         Ok(ImportKeyMaterialResponse {
             key_id: cx.key_arn(&out.key_id),
         })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DeleteImportedKeyMaterial {
+    key_id: Option<String>,
+}
+
+impl KmsAction for DeleteImportedKeyMaterial {
+    type Op = delete::DeleteImportedKeyMaterial;
+    type Response = Empty;
+
+    fn into_op(self, cx: &Cx) -> Result<Self::Op> {
+        Ok(delete::DeleteImportedKeyMaterial {
+            key_id: cx.key_id("keyId", &required("keyId", self.key_id)?)?,
+        })
+    }
+
+    fn response(
+        _out: <Self::Op as Operation>::Output,
+        _cx: &Cx,
+    ) -> std::result::Result<Self::Response, KmsError> {
+        Ok(Empty {})
     }
 }

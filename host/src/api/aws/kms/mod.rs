@@ -9,6 +9,7 @@
 //! keyplane ignores (`GrantTokens`) are accepted; unknown members are ignored, as AWS does.
 
 mod aliases;
+mod automatic_rotation;
 mod create_key;
 mod decrypt;
 mod derive_shared_secret;
@@ -17,15 +18,19 @@ mod encrypt;
 mod generate_data_key;
 mod generate_random;
 mod get_public_key;
+mod grants;
 mod import;
 mod key_deletion;
+mod key_policies;
 mod key_state;
+mod key_tags;
 mod list_keys;
 mod mac;
 mod metadata;
 mod re_encrypt;
 mod rotation;
 mod sign;
+mod update_key_description;
 
 use axum::body::Body;
 use axum::http::{header, HeaderValue};
@@ -141,6 +146,22 @@ const ACTIONS: &[(&str, &str, Handler)] = actions! {
     "ListKeyRotations" => rotation::ListKeyRotations,
     "GetParametersForImport" => import::GetParametersForImport,
     "ImportKeyMaterial" => import::ImportKeyMaterial,
+    "DeleteImportedKeyMaterial" => import::DeleteImportedKeyMaterial,
+    "UpdateKeyDescription" => update_key_description::UpdateKeyDescription,
+    "TagResource" => key_tags::TagResource,
+    "UntagResource" => key_tags::UntagResource,
+    "ListResourceTags" => key_tags::ListResourceTags,
+    "EnableKeyRotation" => automatic_rotation::EnableKeyRotation,
+    "DisableKeyRotation" => automatic_rotation::DisableKeyRotation,
+    "GetKeyRotationStatus" => automatic_rotation::GetKeyRotationStatus,
+    "GetKeyPolicy" => key_policies::GetKeyPolicy,
+    "PutKeyPolicy" => key_policies::PutKeyPolicy,
+    "ListKeyPolicies" => key_policies::ListKeyPolicies,
+    "CreateGrant" => grants::CreateGrant,
+    "ListGrants" => grants::ListGrants,
+    "RevokeGrant" => grants::RevokeGrant,
+    "RetireGrant" => grants::RetireGrant,
+    "ListRetirableGrants" => grants::ListRetirableGrants,
 };
 
 /// The action of a target (`Encrypt` of `TrentService.Encrypt`): (Cedar action, handler).

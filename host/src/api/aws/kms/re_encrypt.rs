@@ -50,7 +50,7 @@ fn symmetric(field: &str, v: Option<String>) -> Result<()> {
             ],
         )?;
         if a != "SYMMETRIC_DEFAULT" {
-            return Err(Error::UnknownOperation(format!("ReEncrypt with {a}")));
+            return Err(Error::Unsupported(format!("ReEncrypt with {a}")));
         }
     }
     Ok(())

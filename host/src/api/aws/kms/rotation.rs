@@ -9,6 +9,7 @@ use crate::api::aws::ids::{range, Cx};
 use crate::error::{Error, Result};
 use crate::ops::rotate_key as op;
 use crate::ops::Operation;
+use crate::store::keys::ROTATION_AUTOMATIC;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -107,7 +108,10 @@ impl KmsAction for ListKeyRotations {
                 .map(|v| Rotation {
                     key_id: arn.clone(),
                     rotation_date: epoch(&v.created_at),
-                    rotation_type: "ON_DEMAND",
+                    rotation_type: match v.rotation.as_deref() {
+                        Some(ROTATION_AUTOMATIC) => "AUTOMATIC",
+                        _ => "ON_DEMAND",
+                    },
                 })
                 .collect(),
         })

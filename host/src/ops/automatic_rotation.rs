@@ -1,0 +1,159 @@
+//! `enable-key-rotation`, `disable-key-rotation` and `get-key-rotation-status`: rotation of a
+//! key every `rotation_period_days` (90 to 2560, default 365, as AWS), done by the lifecycle
+//! scheduler (`scheduler`) when `next_rotation_at` comes; each such version is marked
+//! `automatic`. Cedar: `EnableKeyRotation`, `DisableKeyRotation`, `GetKeyRotationStatus` on
+//! the key.
+//!
+//! This is the built-in schedule AWS clients turn on; a rotation-schedule plugin
+//! (`set-rotation-schedule`) may decide on top of it, and a key rotates when either is due.
+//! Imported material cannot be renewed by keyplane, so keys of origin `external` have none.
+
+use serde::{Deserialize, Serialize};
+
+use super::checks::check_key_enabled;
+use super::key_tags::refuse_if_destroyed;
+use super::resolve::{key_row, resolve_key};
+use super::validate::validate_key_id;
+use super::views::rfc3339;
+use super::{OpContext, Operation, WriteScope};
+use crate::authz::ResourceRef;
+use crate::error::{Error, Result};
+use crate::store::imports;
+use crate::store::keys::{self, KeyRow};
+
+pub const MIN_PERIOD_DAYS: i64 = 90;
+pub const MAX_PERIOD_DAYS: i64 = 2560;
+pub const DEFAULT_PERIOD_DAYS: i64 = 365;
+
+/// A key's automatic rotation.
+#[derive(Debug, Serialize)]
+pub struct RotationStatus {
+    pub key_id: String,
+    pub rotation_enabled: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rotation_period_days: Option<i64>,
+    /// RFC 3339.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_rotation_at: Option<String>,
+}
+
+fn status(key: &KeyRow, period: Option<(i64, i64)>) -> RotationStatus {
+    RotationStatus {
+        key_id: key.id.clone(),
+        rotation_enabled: period.is_some(),
+        rotation_period_days: period.map(|(days, _)| days),
+        next_rotation_at: period.map(|(_, next)| rfc3339(next)),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnableKeyRotation {
+    pub key_id: String,
+    pub rotation_period_days: Option<i64>,
+}
+
+impl Operation for EnableKeyRotation {
+    const NAME: &'static str = "enable-key-rotation";
+    const ACTION: &'static str = "EnableKeyRotation";
+    type Output = RotationStatus;
+
+    fn validate(&self) -> Result<()> {
+        validate_key_id(&self.key_id)?;
+        let days = self.rotation_period_days.unwrap_or(DEFAULT_PERIOD_DAYS);
+        if !(MIN_PERIOD_DAYS..=MAX_PERIOD_DAYS).contains(&days) {
+            return Err(Error::validation(format!(
+                "rotation_period_days must be {MIN_PERIOD_DAYS} to {MAX_PERIOD_DAYS}"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn resolve(&self, ctx: &OpContext<'_>) -> Result<ResourceRef> {
+        resolve_key(ctx, &self.key_id).await
+    }
+
+    async fn execute(
+        self,
+        ctx: &OpContext<'_>,
+        r: ResourceRef,
+        scope: &mut WriteScope,
+    ) -> Result<Self::Output> {
+        let key = key_row(&r)?;
+        check_key_enabled(key)?;
+        let material = imports::material(ctx.state.db.reader(), &key.id).await?;
+        if material.is_some_and(|m| m.origin == imports::ORIGIN_EXTERNAL) {
+            return Err(Error::Unsupported(format!(
+                "automatic rotation of key {}: it holds imported material, which keyplane cannot renew",
+                key.id
+            )));
+        }
+        let days = self.rotation_period_days.unwrap_or(DEFAULT_PERIOD_DAYS);
+        let next = ctx.state.clock.now() + days * 86_400;
+        keys::set_rotation(scope.conn(ctx.state).await?, &key.id, Some((days, next))).await?;
+        Ok(status(key, Some((days, next))))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DisableKeyRotation {
+    pub key_id: String,
+}
+
+impl Operation for DisableKeyRotation {
+    const NAME: &'static str = "disable-key-rotation";
+    const ACTION: &'static str = "DisableKeyRotation";
+    type Output = RotationStatus;
+
+    fn validate(&self) -> Result<()> {
+        validate_key_id(&self.key_id)
+    }
+
+    async fn resolve(&self, ctx: &OpContext<'_>) -> Result<ResourceRef> {
+        resolve_key(ctx, &self.key_id).await
+    }
+
+    async fn execute(
+        self,
+        ctx: &OpContext<'_>,
+        r: ResourceRef,
+        scope: &mut WriteScope,
+    ) -> Result<Self::Output> {
+        let key = key_row(&r)?;
+        refuse_if_destroyed(key)?;
+        keys::set_rotation(scope.conn(ctx.state).await?, &key.id, None).await?;
+        Ok(status(key, None))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GetKeyRotationStatus {
+    pub key_id: String,
+}
+
+impl Operation for GetKeyRotationStatus {
+    const NAME: &'static str = "get-key-rotation-status";
+    const ACTION: &'static str = "GetKeyRotationStatus";
+    type Output = RotationStatus;
+
+    fn validate(&self) -> Result<()> {
+        validate_key_id(&self.key_id)
+    }
+
+    async fn resolve(&self, ctx: &OpContext<'_>) -> Result<ResourceRef> {
+        resolve_key(ctx, &self.key_id).await
+    }
+
+    async fn execute(
+        self,
+        _ctx: &OpContext<'_>,
+        r: ResourceRef,
+        _scope: &mut WriteScope,
+    ) -> Result<Self::Output> {
+        let key = key_row(&r)?;
+        let period = key.rotation_period_days.zip(key.next_rotation_at);
+        Ok(status(key, period))
+    }
+}

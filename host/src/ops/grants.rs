@@ -1,0 +1,612 @@
+//! Grants on a key (AWS's grants): `create-grant`, `list-grants`, `revoke-grant`,
+//! `retire-grant` and `list-retirable-grants`. A grant lets its grantee (a principal of the
+//! key's tenant) perform the actions it names on the key, optionally only when the request's
+//! encryption context contains (`encryption_context_subset`) or is
+//! (`encryption_context_equals`) given pairs.
+//!
+//! Grants do not decide anything themselves: for each request on a key, keyplane computes
+//! the actions the caller's grants allow for that request (their constraints checked against
+//! its encryption context) and gives them to Cedar as `context.granted`; the shipped policy
+//! `key-grants-honoured` permits a `Grantable` action that is in it, in the key's own tenant,
+//! and every forbid (tenant isolation, the `purpose` guard) still applies. `RetireGrant` is
+//! never granted by other grants: only a grant's retiring principal, or its grantee when the
+//! grant names `RetireGrant`, is granted the retirement of *that* grant
+//! ([`Operation::self_granted`]).
+//!
+//! Cedar: `CreateGrant`, `ListGrants`, `RevokeGrant`, `RetireGrant` on the key;
+//! `ListRetirableGrants` on the retiring principal.
+
+use std::sync::OnceLock;
+
+use serde::{Deserialize, Serialize};
+
+use super::key_tags::refuse_if_destroyed;
+use super::resolve::{key_row, resolve_key};
+use super::validate::validate_key_id;
+use super::{OpContext, Operation, WriteScope};
+use crate::authn::Principal;
+use crate::authz::ResourceRef;
+use crate::crypto::context::{self, EncryptionContext};
+use crate::error::{Error, Result};
+use crate::store::grants::{self, Grant, GrantNames};
+use crate::store::principals;
+
+/// The actions a grant may name (the schema's `Grantable` group; checked when a policy set
+/// loads).
+pub const GRANTABLE: &[&str] = &[
+    "Encrypt",
+    "Decrypt",
+    "GenerateDataKey",
+    "GenerateDataKeyWithoutPlaintext",
+    "Rewrap",
+    "RewrapTo",
+    "Sign",
+    "Verify",
+    "GenerateMac",
+    "VerifyMac",
+    "GetPublicKey",
+    "DeriveSharedSecret",
+    "DescribeKey",
+    "CreateGrant",
+    "RetireGrant",
+];
+
+/// The grantable actions that take an encryption context (the only ones a constrained grant
+/// may name, as AWS).
+const WITH_CONTEXT: &[&str] = &[
+    "Encrypt",
+    "Decrypt",
+    "GenerateDataKey",
+    "GenerateDataKeyWithoutPlaintext",
+    "Rewrap",
+    "RewrapTo",
+];
+
+/// Most grants on one key: each request on a key reads them all (through the row cache).
+pub const MAX_PER_KEY: usize = 500;
+
+/// A grant's encryption-context constraint.
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Constraints {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encryption_context_subset: Option<EncryptionContext>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encryption_context_equals: Option<EncryptionContext>,
+}
+
+/// A grant as outputs show it.
+#[derive(Debug, Serialize)]
+pub struct GrantInfo {
+    pub grant_id: String,
+    pub key_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The grantee's principal id.
+    pub grantee_principal: String,
+    pub grantee_name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retiring_principal: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retiring_name: Option<String>,
+    pub operations: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub constraints: Option<Constraints>,
+    pub created_at: String,
+    /// The principal that created it.
+    pub issuing_principal: String,
+}
+
+impl From<&Grant> for GrantInfo {
+    fn from(g: &Grant) -> Self {
+        let constrained = g.context_subset.is_some() || g.context_equals.is_some();
+        GrantInfo {
+            grant_id: g.id.clone(),
+            key_id: g.key_id.clone(),
+            name: g.name.clone(),
+            grantee_principal: g.grantee.clone(),
+            grantee_name: g.names.grantee.clone(),
+            retiring_principal: g.retiring_principal.clone(),
+            retiring_name: g.names.retiring_principal.clone(),
+            operations: g.operations.clone(),
+            constraints: constrained.then(|| Constraints {
+                encryption_context_subset: g.context_subset.clone(),
+                encryption_context_equals: g.context_equals.clone(),
+            }),
+            created_at: g.created_at.clone(),
+            issuing_principal: g.created_by.clone(),
+        }
+    }
+}
+
+fn grants_of(r: &ResourceRef) -> Result<&[Grant]> {
+    match r {
+        ResourceRef::Key { grants, .. } => Ok(grants),
+        _ => Err(Error::Internal),
+    }
+}
+
+/// A principal of `tenant` (a grantee or retiring principal) named by its id or, failing
+/// that, by its name.
+async fn principal_of_tenant(
+    ctx: &OpContext<'_>,
+    id_or_name: &str,
+    tenant: &str,
+) -> Result<Principal> {
+    let pool = ctx.state.db.reader();
+    if let Some(p) = principals::get(pool, id_or_name)
+        .await?
+        .filter(|p| p.tenant_id == tenant)
+    {
+        return Ok(p);
+    }
+    principals::by_name(pool, tenant, id_or_name)
+        .await?
+        .ok_or_else(|| Error::NotFound {
+            kind: "principal",
+            id: id_or_name.to_string(),
+        })
+}
+
+fn validate_grant_id(id: &str) -> Result<()> {
+    if id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err(Error::validation("a grant id is 64 hexadecimal characters"))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateGrant {
+    pub key_id: String,
+    /// A principal of the key's tenant: its id, or its name.
+    pub grantee_principal: String,
+    /// Actions of [`GRANTABLE`].
+    pub operations: Vec<String>,
+    /// A principal of the key's tenant (id or name) that may retire the grant.
+    pub retiring_principal: Option<String>,
+    pub constraints: Option<Constraints>,
+    /// Makes the call idempotent: a grant of the same name and parameters is answered again.
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CreateGrantOutput {
+    pub grant_id: String,
+    /// What `retire-grant` takes instead of the id (keyplane's grants take effect at once, so
+    /// the token is only that).
+    pub grant_token: String,
+}
+
+impl CreateGrant {
+    /// The operations, each once, in [`GRANTABLE`] order.
+    fn operations(&self) -> Vec<String> {
+        GRANTABLE
+            .iter()
+            .filter(|a| self.operations.iter().any(|o| o == *a))
+            .map(|a| a.to_string())
+            .collect()
+    }
+
+    /// Whether `g` is this request's grant made before: same name, principals (as resolved)
+    /// and parameters.
+    fn same_as(&self, g: &Grant, grantee: &str, retiring: Option<&str>) -> bool {
+        let c = self.constraints.clone().unwrap_or_default();
+        g.name == self.name
+            && g.grantee == grantee
+            && g.retiring_principal.as_deref() == retiring
+            && g.operations == self.operations()
+            && g.context_subset == c.encryption_context_subset
+            && g.context_equals == c.encryption_context_equals
+    }
+}
+
+impl Operation for CreateGrant {
+    const NAME: &'static str = "create-grant";
+    const ACTION: &'static str = "CreateGrant";
+    type Output = CreateGrantOutput;
+
+    fn validate(&self) -> Result<()> {
+        validate_key_id(&self.key_id)?;
+        if self.operations.is_empty() || self.operations.len() > GRANTABLE.len() {
+            return Err(Error::validation(
+                "operations must name 1 or more grantable actions",
+            ));
+        }
+        if let Some(bad) = self
+            .operations
+            .iter()
+            .find(|o| !GRANTABLE.contains(&o.as_str()))
+        {
+            return Err(Error::validation(format!(
+                "{bad} cannot be granted; grantable: {}",
+                GRANTABLE.join(", ")
+            )));
+        }
+        if let Some(n) = &self.name {
+            let ok = (1..=256).contains(&n.len())
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b":/_-".contains(&b));
+            if !ok {
+                return Err(Error::validation(
+                    "a grant name is 1 to 256 letters, digits, ':', '/', '_' or '-'",
+                ));
+            }
+        }
+        if let Some(c) = &self.constraints {
+            match (&c.encryption_context_subset, &c.encryption_context_equals) {
+                (Some(_), Some(_)) | (None, None) => {
+                    return Err(Error::validation(
+                        "constraints take encryption_context_subset or encryption_context_equals",
+                    ))
+                }
+                (Some(ec), None) | (None, Some(ec)) => context::validate(ec)?,
+            }
+            if let Some(o) = self
+                .operations
+                .iter()
+                .find(|o| !WITH_CONTEXT.contains(&o.as_str()))
+            {
+                return Err(Error::validation(format!(
+                    "a grant with an encryption-context constraint can only name operations that take one; {o} does not"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    async fn resolve(&self, ctx: &OpContext<'_>) -> Result<ResourceRef> {
+        resolve_key(ctx, &self.key_id).await
+    }
+
+    async fn execute(
+        self,
+        ctx: &OpContext<'_>,
+        r: ResourceRef,
+        scope: &mut WriteScope,
+    ) -> Result<Self::Output> {
+        let key = key_row(&r)?;
+        refuse_if_destroyed(key)?;
+        let grantee = principal_of_tenant(ctx, &self.grantee_principal, &key.tenant_id).await?;
+        let retiring = match &self.retiring_principal {
+            Some(p) => Some(principal_of_tenant(ctx, p, &key.tenant_id).await?),
+            None => None,
+        };
+        let retiring_id = retiring.as_ref().map(|p| p.id.as_str());
+        let existing = grants_of(&r)?;
+        if self.name.is_some() {
+            if let Some(g) = existing
+                .iter()
+                .find(|g| self.same_as(g, &grantee.id, retiring_id))
+            {
+                return Ok(CreateGrantOutput {
+                    grant_id: g.id.clone(),
+                    grant_token: g.id.clone(),
+                });
+            }
+        }
+        if existing.len() >= MAX_PER_KEY {
+            return Err(Error::InvalidState(format!(
+                "key {} has {MAX_PER_KEY} grants; retire or revoke some first",
+                key.id
+            )));
+        }
+        let id = hex::encode(ctx.state.keyring.random(32).await?.as_slice());
+        let c = self.constraints.clone().unwrap_or_default();
+        let grant = Grant {
+            id: id.clone(),
+            key_id: key.id.clone(),
+            operations: self.operations(),
+            name: self.name,
+            grantee: grantee.id.clone(),
+            retiring_principal: retiring.as_ref().map(|p| p.id.clone()),
+            names: GrantNames {
+                grantee: grantee.name,
+                retiring_principal: retiring.map(|p| p.name),
+                created_by: ctx.principal.name.clone(),
+            },
+            context_subset: c.encryption_context_subset,
+            context_equals: c.encryption_context_equals,
+            created_at: ctx.state.clock.now_rfc3339(),
+            created_by: ctx.principal.id.clone(),
+        };
+        grants::insert(scope.conn(ctx.state).await?, &grant).await?;
+        Ok(CreateGrantOutput {
+            grant_id: id.clone(),
+            grant_token: id,
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListGrants {
+    pub key_id: String,
+    pub grant_id: Option<String>,
+    pub grantee_principal: Option<String>,
+    /// 1 to 100 (default 50).
+    pub limit: Option<i64>,
+    /// Grants after this grant id (the last of the previous page).
+    pub next_token: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ListGrantsOutput {
+    pub grants: Vec<GrantInfo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_token: Option<String>,
+}
+
+/// One page of `grants` (in id order) after `after`.
+fn page<'g>(
+    grants: impl Iterator<Item = &'g Grant>,
+    after: Option<&str>,
+    limit: i64,
+) -> ListGrantsOutput {
+    let limit = limit as usize;
+    let mut listed: Vec<GrantInfo> = grants
+        .filter(|g| after.is_none_or(|a| g.id.as_str() > a))
+        .take(limit + 1)
+        .map(GrantInfo::from)
+        .collect();
+    let more = listed.len() > limit;
+    listed.truncate(limit);
+    ListGrantsOutput {
+        next_token: more
+            .then(|| listed.last().map(|g| g.grant_id.clone()))
+            .flatten(),
+        grants: listed,
+    }
+}
+
+fn validate_page(limit: Option<i64>, next_token: Option<&str>) -> Result<()> {
+    if limit.is_some_and(|l| !(1..=100).contains(&l)) {
+        return Err(Error::validation("limit must be 1 to 100"));
+    }
+    if let Some(t) = next_token {
+        validate_grant_id(t).map_err(|_| {
+            Error::InvalidMarker("next_token is not a token this operation returned".into())
+        })?;
+    }
+    Ok(())
+}
+
+impl Operation for ListGrants {
+    const NAME: &'static str = "list-grants";
+    const ACTION: &'static str = "ListGrants";
+    type Output = ListGrantsOutput;
+
+    fn validate(&self) -> Result<()> {
+        validate_key_id(&self.key_id)?;
+        if let Some(g) = &self.grant_id {
+            validate_grant_id(g)?;
+        }
+        validate_page(self.limit, self.next_token.as_deref())
+    }
+
+    async fn resolve(&self, ctx: &OpContext<'_>) -> Result<ResourceRef> {
+        resolve_key(ctx, &self.key_id).await
+    }
+
+    async fn execute(
+        self,
+        _ctx: &OpContext<'_>,
+        r: ResourceRef,
+        _scope: &mut WriteScope,
+    ) -> Result<Self::Output> {
+        let all = grants_of(&r)?;
+        let selected = all.iter().filter(|g| {
+            self.grant_id.as_ref().is_none_or(|id| g.id == *id)
+                && self
+                    .grantee_principal
+                    .as_ref()
+                    .is_none_or(|p| g.grantee == *p)
+        });
+        Ok(page(
+            selected,
+            self.next_token.as_deref(),
+            self.limit.unwrap_or(50),
+        ))
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct GrantGoneOutput {
+    pub grant_id: String,
+    pub key_id: String,
+}
+
+/// Delete `grant` (checked to be on the resolved key) in `scope`.
+async fn delete(
+    ctx: &OpContext<'_>,
+    scope: &mut WriteScope,
+    r: &ResourceRef,
+    grant_id: &str,
+) -> Result<GrantGoneOutput> {
+    let key = key_row(r)?;
+    if !grants::delete(scope.conn(ctx.state).await?, grant_id).await? {
+        return Err(Error::NotFound {
+            kind: "grant",
+            id: grant_id.to_string(),
+        });
+    }
+    Ok(GrantGoneOutput {
+        grant_id: grant_id.to_string(),
+        key_id: key.id.clone(),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeGrant {
+    pub key_id: String,
+    pub grant_id: String,
+}
+
+impl Operation for RevokeGrant {
+    const NAME: &'static str = "revoke-grant";
+    const ACTION: &'static str = "RevokeGrant";
+    type Output = GrantGoneOutput;
+
+    fn validate(&self) -> Result<()> {
+        validate_key_id(&self.key_id)?;
+        validate_grant_id(&self.grant_id)
+    }
+
+    async fn resolve(&self, ctx: &OpContext<'_>) -> Result<ResourceRef> {
+        resolve_key(ctx, &self.key_id).await
+    }
+
+    async fn execute(
+        self,
+        ctx: &OpContext<'_>,
+        r: ResourceRef,
+        scope: &mut WriteScope,
+    ) -> Result<Self::Output> {
+        if !grants_of(&r)?.iter().any(|g| g.id == self.grant_id) {
+            return Err(Error::NotFound {
+                kind: "grant",
+                id: self.grant_id,
+            });
+        }
+        delete(ctx, scope, &r, &self.grant_id).await
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetireGrant {
+    /// The grant's id, or its token (`grant_token`).
+    pub grant_id: Option<String>,
+    pub grant_token: Option<String>,
+    /// Checked against the grant's key when given.
+    pub key_id: Option<String>,
+    /// The grant, once resolved.
+    #[serde(skip)]
+    grant: OnceLock<Grant>,
+}
+
+impl RetireGrant {
+    pub fn new(
+        grant_id: Option<String>,
+        grant_token: Option<String>,
+        key_id: Option<String>,
+    ) -> Self {
+        RetireGrant {
+            grant_id,
+            grant_token,
+            key_id,
+            grant: OnceLock::new(),
+        }
+    }
+
+    fn id(&self) -> Result<&str> {
+        self.grant_id
+            .as_deref()
+            .or(self.grant_token.as_deref())
+            .ok_or_else(|| Error::validation("retire-grant takes grant_id or grant_token"))
+    }
+}
+
+impl Operation for RetireGrant {
+    const NAME: &'static str = "retire-grant";
+    const ACTION: &'static str = "RetireGrant";
+    type Output = GrantGoneOutput;
+
+    fn validate(&self) -> Result<()> {
+        validate_grant_id(self.id()?)?;
+        if let (Some(id), Some(token)) = (&self.grant_id, &self.grant_token) {
+            if id != token {
+                return Err(Error::validation(
+                    "grant_id and grant_token name different grants",
+                ));
+            }
+        }
+        if let Some(k) = &self.key_id {
+            validate_key_id(k)?;
+        }
+        Ok(())
+    }
+
+    async fn resolve(&self, ctx: &OpContext<'_>) -> Result<ResourceRef> {
+        let id = self.id()?;
+        let not_found = || Error::NotFound {
+            kind: "grant",
+            id: id.to_string(),
+        };
+        let grant = grants::get(ctx.state.db.reader(), id)
+            .await?
+            .ok_or_else(not_found)?;
+        let r = resolve_key(ctx, &grant.key_id).await?;
+        if let Some(k) = &self.key_id {
+            if super::resolve::key_id_of(ctx, k).await? != grant.key_id {
+                return Err(not_found());
+            }
+        }
+        let _ = self.grant.set(grant);
+        Ok(r)
+    }
+
+    /// The grant's retiring principal, or its grantee when it names `RetireGrant`, is
+    /// granted its retirement.
+    fn self_granted(&self, ctx: &OpContext<'_>, _r: &ResourceRef) -> Option<&'static str> {
+        let g = self.grant.get()?;
+        let me = &ctx.principal.id;
+        let retiring = g.retiring_principal.as_ref() == Some(me);
+        let grantee = g.grantee == *me && g.operations.iter().any(|o| o == "RetireGrant");
+        (retiring || grantee).then_some("RetireGrant")
+    }
+
+    async fn execute(
+        self,
+        ctx: &OpContext<'_>,
+        r: ResourceRef,
+        scope: &mut WriteScope,
+    ) -> Result<Self::Output> {
+        let id = self.id()?.to_string();
+        delete(ctx, scope, &r, &id).await
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListRetirableGrants {
+    /// A principal of the caller's tenant (id or name); default: the caller.
+    pub retiring_principal: Option<String>,
+    pub limit: Option<i64>,
+    pub next_token: Option<String>,
+}
+
+impl Operation for ListRetirableGrants {
+    const NAME: &'static str = "list-retirable-grants";
+    const ACTION: &'static str = "ListRetirableGrants";
+    type Output = ListGrantsOutput;
+
+    fn validate(&self) -> Result<()> {
+        validate_page(self.limit, self.next_token.as_deref())
+    }
+
+    async fn resolve(&self, ctx: &OpContext<'_>) -> Result<ResourceRef> {
+        let p = match &self.retiring_principal {
+            None => ctx.principal.clone(),
+            Some(p) => principal_of_tenant(ctx, p, &ctx.principal.tenant_id).await?,
+        };
+        Ok(ResourceRef::User(Box::new(p)))
+    }
+
+    async fn execute(
+        self,
+        ctx: &OpContext<'_>,
+        r: ResourceRef,
+        _scope: &mut WriteScope,
+    ) -> Result<Self::Output> {
+        let ResourceRef::User(p) = &r else {
+            return Err(Error::Internal);
+        };
+        let limit = self.limit.unwrap_or(50);
+        let after = self.next_token.unwrap_or_default();
+        let rows = grants::retirable_by(ctx.state.db.reader(), &p.id, &after, limit + 1).await?;
+        Ok(page(rows.iter(), None, limit))
+    }
+}

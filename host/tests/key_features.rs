@@ -1,0 +1,537 @@
+//! What a key has beside its material, on the native API: automatic rotation by period (the
+//! scheduler rotates when it comes), tags (Cedar attributes: changing them changes
+//! decisions), the stored key policy document (returned, never evaluated), and grants, which
+//! Cedar honours through `context.granted` within their constraints until they are retired
+//! or revoked.
+#![cfg(all(feature = "test-hooks", debug_assertions))]
+
+mod common;
+
+use common::{assert_error, b64, unb64, Server};
+use serde_json::{json, Value};
+
+/// A tenant `acme` with an admin and two members: (admin, member, other member) tokens.
+async fn acme(s: &Server) -> (String, String, String) {
+    let (_, admin) = s.tenant_with_admin("acme").await;
+    let mut members = Vec::new();
+    for name in ["app", "ops"] {
+        let p = s
+            .ok(
+                &admin,
+                "create-principal",
+                json!({ "tenant_id": "acme", "name": name }),
+            )
+            .await;
+        members.push(p["token"].as_str().unwrap().to_string());
+    }
+    (admin, members[0].clone(), members[1].clone())
+}
+
+fn audit(s: &Server) -> Vec<Value> {
+    let out = s.tool(&["audit", "export"]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn automatic_rotation_rotates_when_its_period_comes_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_quiet(dir.path()).await;
+    let key = s.create_key(&s.admin, "envelope").await;
+    let status = s
+        .ok(
+            &s.admin,
+            "get-key-rotation-status",
+            json!({ "key_id": key }),
+        )
+        .await;
+    assert_eq!(status["rotation_enabled"], false, "{status}");
+    assert_error(
+        &s.call(
+            Some(&s.admin),
+            "enable-key-rotation",
+            json!({ "key_id": key, "rotation_period_days": 30 }),
+        )
+        .await,
+        400,
+        "ValidationError",
+        "90 to 2560",
+    );
+    let status = s
+        .ok(
+            &s.admin,
+            "enable-key-rotation",
+            json!({ "key_id": key, "rotation_period_days": 90 }),
+        )
+        .await;
+    assert_eq!(status["rotation_period_days"], 90);
+    let ct = s.encrypt(&s.admin, &key, b"before", json!({})).await;
+
+    // Not yet: nothing rotates.
+    s.advance_clock(89 * 86_400).await;
+    let pass = s.ok(&s.admin, "run-scheduler", json!({})).await;
+    assert_eq!(pass["rotated"], json!([]), "{pass}");
+    // Its period came: one rotation, marked automatic, and the next one period on.
+    let now = s.advance_clock(2 * 86_400).await;
+    let pass = s.ok(&s.admin, "run-scheduler", json!({})).await;
+    assert_eq!(pass["rotated"][0]["key_id"], key.as_str(), "{pass}");
+    assert_eq!(pass["rotated"][0]["period_days"], 90);
+    let versions = s
+        .ok(&s.admin, "list-key-versions", json!({ "key_id": key }))
+        .await;
+    assert_eq!(versions["primary_version"], 2, "{versions}");
+    assert!(versions["versions"][0].get("rotation").is_none());
+    assert_eq!(versions["versions"][1]["rotation"], "automatic");
+    let status = s
+        .ok(
+            &s.admin,
+            "get-key-rotation-status",
+            json!({ "key_id": key }),
+        )
+        .await;
+    let next = chrono::DateTime::parse_from_rfc3339(status["next_rotation_at"].as_str().unwrap())
+        .unwrap()
+        .timestamp();
+    assert_eq!(next, now + 90 * 86_400, "{status}");
+    let pass = s.ok(&s.admin, "run-scheduler", json!({})).await;
+    assert_eq!(pass["rotated"], json!([]), "once per period: {pass}");
+    let (st, d) = s.decrypt(&s.admin, &ct, json!({})).await;
+    assert_eq!((st, unb64(&d["plaintext"])), (200, b"before".to_vec()));
+
+    // On demand is told apart; turned off, the period no longer rotates.
+    s.ok(&s.admin, "rotate-key", json!({ "key_id": key })).await;
+    s.ok(&s.admin, "disable-key-rotation", json!({ "key_id": key }))
+        .await;
+    s.advance_clock(400 * 86_400).await;
+    let pass = s.ok(&s.admin, "run-scheduler", json!({})).await;
+    assert_eq!(pass["rotated"], json!([]), "{pass}");
+    let versions = s
+        .ok(&s.admin, "list-key-versions", json!({ "key_id": key }))
+        .await;
+    assert_eq!(
+        versions["versions"][2]["rotation"], "on-demand",
+        "{versions}"
+    );
+    assert_eq!(versions["versions"].as_array().unwrap().len(), 3);
+
+    // Imported material cannot be renewed by keyplane.
+    let external = s
+        .ok(&s.admin, "create-key", json!({ "origin": "external" }))
+        .await["key_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_error(
+        &s.call(
+            Some(&s.admin),
+            "enable-key-rotation",
+            json!({ "key_id": external }),
+        )
+        .await,
+        409,
+        "InvalidState",
+        "pending import",
+    );
+    assert!(audit(&s)
+        .iter()
+        .any(|r| r["principal"] == "keyplane:scheduler"
+            && r["action"] == "RotateKey"
+            && r["resource"].as_str().unwrap().contains("period-days:90")));
+    s.assert_audit_verifies();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tags_are_cedar_attributes_and_only_admins_change_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_quiet(dir.path()).await;
+    let (admin, member, _) = acme(&s).await;
+    let member_id = s.principal_id(&member).await;
+    let key = s
+        .ok(&admin, "create-key", json!({ "grants": [member_id] }))
+        .await["key_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.encrypt(&member, &key, b"x", json!({})).await;
+
+    // Tagged purpose=backup, the shipped guard now wants that purpose in the context.
+    s.ok(
+        &admin,
+        "tag-key",
+        json!({ "key_id": key, "tags": { "purpose": "backup", "team": "a", "env": "x" } }),
+    )
+    .await;
+    let plain = json!({ "key_id": key, "plaintext": b64(b"x") });
+    assert_error(
+        &s.call(Some(&member), "encrypt", plain.clone()).await,
+        403,
+        "AccessDenied",
+        "",
+    );
+    s.encrypt(&member, &key, b"x", json!({ "purpose": "backup" }))
+        .await;
+    // A key user does not untag its way around it.
+    assert_error(
+        &s.call(
+            Some(&member),
+            "untag-key",
+            json!({ "key_id": key, "tag_keys": ["purpose"] }),
+        )
+        .await,
+        403,
+        "AccessDenied",
+        "",
+    );
+    let listed = s
+        .ok(
+            &admin,
+            "list-key-tags",
+            json!({ "key_id": key, "limit": 2 }),
+        )
+        .await;
+    assert_eq!(
+        listed["tags"],
+        json!([{ "tag_key": "env", "tag_value": "x" }, { "tag_key": "purpose", "tag_value": "backup" }])
+    );
+    let rest = s
+        .ok(
+            &admin,
+            "list-key-tags",
+            json!({ "key_id": key, "next_token": listed["next_token"] }),
+        )
+        .await;
+    assert_eq!(
+        rest["tags"],
+        json!([{ "tag_key": "team", "tag_value": "a" }])
+    );
+    assert!(rest.get("next_token").is_none());
+    s.ok(
+        &admin,
+        "untag-key",
+        json!({ "key_id": key, "tag_keys": ["purpose"] }),
+    )
+    .await;
+    let (status, v) = s.call(Some(&member), "encrypt", plain).await;
+    assert_eq!(status, 200, "untagged, the guard no longer applies: {v}");
+    let described = s.ok(&admin, "describe-key", json!({ "key_id": key })).await;
+    assert_eq!(described["tags"], json!({ "env": "x", "team": "a" }));
+
+    s.ok(
+        &admin,
+        "update-key-description",
+        json!({ "key_id": key, "description": "payments" }),
+    )
+    .await;
+    let described = s.ok(&admin, "describe-key", json!({ "key_id": key })).await;
+    assert_eq!(described["description"], "payments");
+    let many: serde_json::Map<String, Value> =
+        (0..51).map(|i| (format!("t{i}"), json!("v"))).collect();
+    assert_error(
+        &s.call(
+            Some(&admin),
+            "tag-key",
+            json!({ "key_id": key, "tags": many }),
+        )
+        .await,
+        400,
+        "ValidationError",
+        "at most 50",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_policy_document_is_stored_and_returned_but_cedar_decides() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_quiet(dir.path()).await;
+    let (admin, _, _) = acme(&s).await;
+    let key = s.create_key(&admin, "envelope").await;
+    let account = s
+        .ok(&s.admin, "create-tenant", json!({ "tenant_id": "probe" }))
+        .await["account_id"]
+        .as_str()
+        .unwrap()
+        .len();
+    assert_eq!(account, 12);
+    let policy = s
+        .ok(&admin, "get-key-policy", json!({ "key_id": key }))
+        .await;
+    let doc: Value = serde_json::from_str(policy["policy"].as_str().unwrap()).unwrap();
+    assert_eq!(doc["Statement"][0]["Action"], "kms:*", "{doc}");
+    assert!(doc["Statement"][0]["Principal"]["AWS"]
+        .as_str()
+        .unwrap()
+        .ends_with(":root"));
+    assert_error(
+        &s.call(
+            Some(&admin),
+            "put-key-policy",
+            json!({ "key_id": key, "policy": "[1, 2]" }),
+        )
+        .await,
+        400,
+        "ValidationError",
+        "JSON object",
+    );
+    assert_error(
+        &s.call(
+            Some(&admin),
+            "get-key-policy",
+            json!({ "key_id": key, "policy_name": "other" }),
+        )
+        .await,
+        404,
+        "NotFound",
+        "other",
+    );
+    let deny_all = json!({ "Version": "2012-10-17", "Statement": [
+        { "Effect": "Deny", "Principal": "*", "Action": "kms:*", "Resource": "*" } ] })
+    .to_string();
+    s.ok(
+        &admin,
+        "put-key-policy",
+        json!({ "key_id": key, "policy": deny_all }),
+    )
+    .await;
+    let back = s
+        .ok(&admin, "get-key-policy", json!({ "key_id": key }))
+        .await;
+    assert_eq!(back["policy"], deny_all.as_str());
+    // The document is not evaluated: the Cedar policies still allow the key's user.
+    s.encrypt(&admin, &key, b"still allowed", json!({})).await;
+    let names = s
+        .ok(&admin, "list-key-policies", json!({ "key_id": key }))
+        .await;
+    assert_eq!(names["policy_names"], json!(["default"]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn grants_are_honoured_by_cedar_within_their_constraints_until_retired_or_revoked() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_quiet(dir.path()).await;
+    let (admin, app, ops) = acme(&s).await;
+    let (app_id, ops_id) = (s.principal_id(&app).await, s.principal_id(&ops).await);
+    let key = s.create_key(&admin, "envelope").await;
+    let other = s.create_key(&admin, "envelope").await;
+    let enc =
+        |ec: Value| json!({ "key_id": key, "plaintext": b64(b"x"), "encryption_context": ec });
+
+    // No grant: the key is not even visible to app.
+    assert_error(
+        &s.call(Some(&app), "encrypt", enc(json!({}))).await,
+        404,
+        "NotFound",
+        &key,
+    );
+    // A grant by name, with an exact encryption context.
+    let g = s
+        .ok(
+            &admin,
+            "create-grant",
+            json!({ "key_id": key, "grantee_principal": "app", "operations": ["Encrypt", "Decrypt"],
+                    "constraints": { "encryption_context_equals": { "app": "billing" } },
+                    "retiring_principal": ops_id }),
+        )
+        .await;
+    let grant_id = g["grant_id"].as_str().unwrap().to_string();
+    let ct = s
+        .encrypt(&app, &key, b"bill", json!({ "app": "billing" }))
+        .await;
+    let (st, d) = s.decrypt(&app, &ct, json!({ "app": "billing" })).await;
+    assert_eq!((st, unb64(&d["plaintext"])), (200, b"bill".to_vec()));
+    for ec in [json!({}), json!({ "app": "billing", "more": "x" })] {
+        let (status, v) = s.call(Some(&app), "encrypt", enc(ec)).await;
+        assert_eq!(status, 404, "outside the constraint: {v}");
+    }
+    // The decision names the policy that allowed it.
+    let records = audit(&s);
+    let allowed = records
+        .iter()
+        .find(|r| {
+            r["action"] == "Encrypt"
+                && r["decision"] == "allow"
+                && r["principal"].as_str().unwrap().contains(&app_id)
+        })
+        .unwrap();
+    assert_eq!(
+        allowed["policies"],
+        json!(["key-grants-honoured"]),
+        "{allowed}"
+    );
+    // Nothing else on this key, nothing on another.
+    assert_error(
+        &s.call(
+            Some(&app),
+            "generate-data-key",
+            json!({ "key_id": key, "encryption_context": { "app": "billing" } }),
+        )
+        .await,
+        404,
+        "NotFound",
+        "",
+    );
+    let (status, _) = s
+        .call(
+            Some(&app),
+            "encrypt",
+            json!({ "key_id": other, "plaintext": b64(b"x"), "encryption_context": { "app": "billing" } }),
+        )
+        .await;
+    assert_eq!(status, 404);
+
+    // ops is the retiring principal: it may retire this grant (and nothing else about it).
+    let listed = s.ok(&ops, "list-retirable-grants", json!({})).await;
+    assert_eq!(listed["grants"][0]["grant_id"], grant_id.as_str());
+    assert_eq!(listed["grants"][0]["grantee_name"], "app");
+    assert_error(
+        &s.call(Some(&app), "retire-grant", json!({ "grant_id": grant_id }))
+            .await,
+        404,
+        "NotFound",
+        "",
+    );
+    s.ok(&ops, "retire-grant", json!({ "grant_token": grant_id }))
+        .await;
+    // Gone at once (the row cache sees the commit).
+    let (status, _) = s
+        .call(Some(&app), "encrypt", enc(json!({ "app": "billing" })))
+        .await;
+    assert_eq!(status, 404);
+
+    // A grantee granted CreateGrant passes grants on; a grant naming RetireGrant lets its
+    // grantee retire it.
+    s.ok(
+        &admin,
+        "create-grant",
+        json!({ "key_id": key, "grantee_principal": app_id,
+                "operations": ["CreateGrant", "DescribeKey", "RetireGrant"] }),
+    )
+    .await;
+    let passed = s
+        .ok(
+            &app,
+            "create-grant",
+            json!({ "key_id": key, "grantee_principal": "ops", "operations": ["Encrypt"] }),
+        )
+        .await;
+    s.encrypt(&ops, &key, b"x", json!({})).await;
+    // Listing grants is an admin's action (app may describe the key: a plain refusal).
+    assert_error(
+        &s.call(Some(&app), "list-grants", json!({ "key_id": key }))
+            .await,
+        403,
+        "AccessDenied",
+        "",
+    );
+    let all = s
+        .ok(&admin, "list-grants", json!({ "key_id": key, "limit": 1 }))
+        .await;
+    assert!(all["next_token"].is_string(), "{all}");
+    let own = s
+        .ok(
+            &admin,
+            "list-grants",
+            json!({ "key_id": key, "grantee_principal": app_id }),
+        )
+        .await;
+    let own_id = own["grants"][0]["grant_id"].as_str().unwrap().to_string();
+    s.ok(&app, "retire-grant", json!({ "grant_id": own_id }))
+        .await;
+    // An admin revokes what app passed on.
+    s.ok(
+        &admin,
+        "revoke-grant",
+        json!({ "key_id": key, "grant_id": passed["grant_id"] }),
+    )
+    .await;
+    let (status, _) = s
+        .call(
+            Some(&ops),
+            "encrypt",
+            json!({ "key_id": key, "plaintext": b64(b"x") }),
+        )
+        .await;
+    assert_eq!(status, 404);
+
+    // Grants stay in their tenant; only grantable actions; constraints only on operations
+    // that take an encryption context; a name makes creation idempotent.
+    let (_, globex) = s.tenant_with_admin("globex").await;
+    let outsider = s.principal_id(&globex).await;
+    assert_error(
+        &s.call(
+            Some(&admin),
+            "create-grant",
+            json!({ "key_id": key, "grantee_principal": outsider, "operations": ["Decrypt"] }),
+        )
+        .await,
+        404,
+        "NotFound",
+        &outsider,
+    );
+    assert_error(
+        &s.call(
+            Some(&admin),
+            "create-grant",
+            json!({ "key_id": key, "grantee_principal": "app", "operations": ["ScheduleKeyDeletion"] }),
+        )
+        .await,
+        400,
+        "ValidationError",
+        "cannot be granted",
+    );
+    assert_error(
+        &s.call(
+            Some(&admin),
+            "create-grant",
+            json!({ "key_id": key, "grantee_principal": "app", "operations": ["Sign"],
+                    "constraints": { "encryption_context_subset": { "a": "b" } } }),
+        )
+        .await,
+        400,
+        "ValidationError",
+        "Sign does not",
+    );
+    let named = json!({ "key_id": key, "grantee_principal": "app", "operations": ["Decrypt"], "name": "n1" });
+    let first = s.ok(&admin, "create-grant", named.clone()).await;
+    let second = s.ok(&admin, "create-grant", named).await;
+    assert_eq!(first["grant_id"], second["grant_id"]);
+    s.assert_audit_verifies();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rewrap_to_grant_allows_re_encryption_to_a_key_but_not_encryption_under_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_quiet(dir.path()).await;
+    let (admin, app, _) = acme(&s).await;
+    let app_id = s.principal_id(&app).await;
+    let source = s
+        .ok(&admin, "create-key", json!({ "grants": [app_id] }))
+        .await["key_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let dest = s.create_key(&admin, "envelope").await;
+    let ct = s.encrypt(&app, &source, b"moved", json!({})).await;
+    let rewrap = json!({ "ciphertext_blob": b64(&ct), "destination_key_id": dest });
+    assert_eq!(s.call(Some(&app), "rewrap", rewrap.clone()).await.0, 404);
+    s.ok(
+        &admin,
+        "create-grant",
+        json!({ "key_id": dest, "grantee_principal": app_id, "operations": ["RewrapTo", "DescribeKey"] }),
+    )
+    .await;
+    let moved = s.ok(&app, "rewrap", rewrap).await;
+    assert_eq!(moved["key_id"], dest.as_str());
+    assert_error(
+        &s.call(
+            Some(&app),
+            "encrypt",
+            json!({ "key_id": dest, "plaintext": b64(b"x") }),
+        )
+        .await,
+        403,
+        "AccessDenied",
+        "",
+    );
+}
