@@ -1,6 +1,7 @@
 //! The keyring's operations on non-AES key versions (all `hsm` protected): signatures,
-//! MACs, RSA OAEP, ECDH and public keys. Algorithm choices live here; PKCS#11 calls in
-//! [`crate::hsm::asym`].
+//! MACs, RSA OAEP, ECDH and public keys; and data key pairs, which belong to no key version
+//! (made by the HSM, read out, encoded as PKCS#8 and SPKI, kept nowhere). Algorithm choices
+//! live here; PKCS#11 calls in [`crate::hsm::asym`].
 //!
 //! Messages are hashed on the host (ring) and the token signs the digest, so `RAW` and
 //! `DIGEST` requests take the same path: ECDSA (`CKM_ECDSA`, the raw `r ‖ s` converted to
@@ -13,6 +14,7 @@
 use zeroize::Zeroizing;
 
 use super::{blocking, hsm_id, Keyring, ObjKind};
+use crate::algorithms::private_key::pkcs8_der;
 use crate::algorithms::public_key::{
     digest_info, ecdsa_der_to_raw, ecdsa_raw_to_der, jwk, spki_der,
 };
@@ -44,6 +46,13 @@ pub struct PublicKey {
     pub der: Vec<u8>,
     pub pem: String,
     pub jwk: serde_json::Value,
+}
+
+/// A data key pair: the private key as PKCS#8 DER (zeroized), the public key as DER
+/// SubjectPublicKeyInfo.
+pub struct DataKeyPair {
+    pub private_key: Zeroizing<Vec<u8>>,
+    pub public_key: Vec<u8>,
 }
 
 /// The mechanism and the bytes the token signs for `algorithm` over `message`.
@@ -219,6 +228,24 @@ impl Keyring {
         let peer_point = std::sync::Arc::new(peer_point);
         self.with_object(ObjKind::Private, version, move |hsm, key| {
             hsm.ecdh(key, &peer_point, len)
+        })
+        .await
+    }
+
+    /// A key pair of `spec` (RSA or a NIST curve) made by the HSM and read out of it
+    /// ([`Hsm::generate_data_key_pair`]: nothing of it stays in the token), encoded. Made
+    /// again once if the HSM had to start over (the first attempt's objects went with its
+    /// session).
+    pub async fn data_key_pair(&self, spec: KeySpec) -> Result<DataKeyPair> {
+        self.retrying(|| {
+            let hsm = self.hsm.clone();
+            blocking(move || {
+                let parts = hsm.generate_data_key_pair(spec)?;
+                Ok(DataKeyPair {
+                    private_key: pkcs8_der(spec, &parts)?,
+                    public_key: spki_der(spec, &parts.public)?,
+                })
+            })
         })
         .await
     }

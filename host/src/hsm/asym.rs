@@ -1,6 +1,8 @@
 //! PKCS#11 calls for the non-AES key specs: generating HMAC keys and key pairs as
 //! non-extractable token objects, signing and verifying (ECDSA, EdDSA, RSA PKCS#1 v1.5 and
-//! PSS, HMAC), RSA OAEP, ECDH and reading public keys.
+//! PSS, HMAC), RSA OAEP, ECDH and reading public keys; and generating data key pairs, the one
+//! kind of key pair whose private half is read out of the token
+//! ([`Hsm::generate_data_key_pair`]).
 //!
 //! Every version's objects share one `CKA_ID` ([`super::version_object_id`]) and label
 //! `kp:<key>:<version>`: a pair's private and public objects carry the same id, as PKCS#11
@@ -18,6 +20,7 @@ use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass};
 use zeroize::Zeroizing;
 
 use super::{unavailable, Hsm, Obj};
+use crate::algorithms::private_key::{KeyPairParts, PrivateParts, RsaPrivateParts};
 use crate::algorithms::public_key::PublicParts;
 use crate::algorithms::{Hash, KeySpec, KeyUsage};
 use crate::error::{Error, Result};
@@ -89,6 +92,113 @@ impl SignMechanism {
             SignMechanism::Hmac(Hash::Sha512) => Mechanism::Sha512Hmac,
         }
     }
+}
+
+/// `CKA_ID` and `CKA_LABEL` of the session objects of a data key pair while it is read out
+/// (test builds count the objects that carry it: none may outlive its call). Garbage
+/// collection looks only at token objects.
+pub const DATA_KEY_PAIR_ID: &[u8] = b"kp-data-key-pair";
+
+/// Read both halves of a data key pair (see [`Hsm::generate_data_key_pair`]).
+fn read_pair(
+    s: &cryptoki::session::Session,
+    spec: KeySpec,
+    public: cryptoki::object::ObjectHandle,
+    private: cryptoki::object::ObjectHandle,
+) -> Result<KeyPairParts> {
+    let missing = |what: &'static str| {
+        tracing::error!(
+            what,
+            "the token did not reveal a part of a data key pair (is its private key sensitive?)"
+        );
+        Error::HsmUnavailable
+    };
+    if let Some(bits) = spec.rsa_bits() {
+        let attrs = s
+            .get_attributes(
+                private,
+                &[
+                    AttributeType::Modulus,
+                    AttributeType::PublicExponent,
+                    AttributeType::PrivateExponent,
+                    AttributeType::Prime1,
+                    AttributeType::Prime2,
+                    AttributeType::Exponent1,
+                    AttributeType::Exponent2,
+                    AttributeType::Coefficient,
+                ],
+            )
+            .map_err(unavailable("read data key pair"))?;
+        let (mut n, mut e) = (None, None);
+        let (mut d, mut p, mut q) = (None, None, None);
+        let (mut dp, mut dq, mut qinv) = (None, None, None);
+        // Every value is moved (not copied) into its place: the secret ones into zeroized
+        // buffers.
+        for a in attrs {
+            match a {
+                Attribute::Modulus(v) => n = Some(v),
+                Attribute::PublicExponent(v) => e = Some(v),
+                Attribute::PrivateExponent(v) => d = Some(Zeroizing::new(v)),
+                Attribute::Prime1(v) => p = Some(Zeroizing::new(v)),
+                Attribute::Prime2(v) => q = Some(Zeroizing::new(v)),
+                Attribute::Exponent1(v) => dp = Some(Zeroizing::new(v)),
+                Attribute::Exponent2(v) => dq = Some(Zeroizing::new(v)),
+                Attribute::Coefficient(v) => qinv = Some(Zeroizing::new(v)),
+                _ => {}
+            }
+        }
+        let modulus = n.ok_or_else(|| missing("modulus"))?;
+        let size = modulus.iter().skip_while(|b| **b == 0).count() as u64 * 8;
+        if size != bits {
+            tracing::error!(size, bits, "the token generated an RSA key of another size");
+            return Err(Error::Internal);
+        }
+        Ok(KeyPairParts {
+            public: PublicParts::Rsa {
+                modulus,
+                exponent: e.ok_or_else(|| missing("public exponent"))?,
+            },
+            private: PrivateParts::Rsa(RsaPrivateParts {
+                private_exponent: d.ok_or_else(|| missing("private exponent"))?,
+                prime1: p.ok_or_else(|| missing("prime 1"))?,
+                prime2: q.ok_or_else(|| missing("prime 2"))?,
+                exponent1: dp.ok_or_else(|| missing("exponent 1"))?,
+                exponent2: dq.ok_or_else(|| missing("exponent 2"))?,
+                coefficient: qinv.ok_or_else(|| missing("coefficient"))?,
+            }),
+        })
+    } else {
+        let value = s
+            .get_attributes(private, &[AttributeType::Value])
+            .map_err(unavailable("read data key pair"))?
+            .into_iter()
+            .find_map(|a| match a {
+                Attribute::Value(v) => Some(Zeroizing::new(v)),
+                _ => None,
+            })
+            .ok_or_else(|| missing("private value"))?;
+        let point = s
+            .get_attributes(public, &[AttributeType::EcPoint])
+            .map_err(unavailable("read data key pair"))?
+            .into_iter()
+            .find_map(|a| match a {
+                Attribute::EcPoint(v) => Some(v),
+                _ => None,
+            })
+            .ok_or_else(|| missing("public point"))?;
+        Ok(KeyPairParts {
+            public: PublicParts::Ec(ec_point_content(point)),
+            private: PrivateParts::Ec(value),
+        })
+    }
+}
+
+/// The point in a `CKA_EC_POINT`: a DER OCTET STRING (PKCS#11 2.40); some tokens give it bare.
+fn ec_point_content(point: Vec<u8>) -> Vec<u8> {
+    use der::Decode;
+    der::asn1::OctetString::from_der(&point)
+        .map(|o| o.into_bytes())
+        .unwrap_or(point)
 }
 
 /// The DER `ECParameters` (a named-curve OID) of a NIST curve or of Ed25519.
@@ -191,6 +301,82 @@ impl Hsm {
                 .generate_key_pair(&mechanism, &public, &private)
                 .map_err(unavailable("generate key pair"))?;
             Ok(vec![live.obj(pubh), live.obj(privh)])
+        })
+    }
+
+    /// Generate a data key pair of `spec` (RSA or a NIST curve) for `generate-data-key-pair`
+    /// and read both halves out: the caller gets the key pair, keyplane keeps nothing.
+    ///
+    /// The pair is made by the token's generator, as every key keyplane makes, as two
+    /// *session* objects (`CKA_TOKEN` false) of the pooled session running the call, with no
+    /// use allowed (they sign, decrypt or derive nothing) and the private half made readable
+    /// for this purpose only: `CKA_SENSITIVE` false and `CKA_EXTRACTABLE` true. SoftHSM2
+    /// (2.6.1) accepts that template for a generated private key and reveals its values
+    /// (`C_GetAttributeValue` of `CKA_PRIVATE_EXPONENT`, `CKA_PRIME_1`..., `CKA_VALUE`) only when
+    /// both hold: with `CKA_SENSITIVE` true, or with `CKA_EXTRACTABLE` false, each private value
+    /// answers `CKR_ATTRIBUTE_SENSITIVE` (which `cryptoki` turns into a missing attribute, so a
+    /// missing one is an error here, never an empty value). Both objects are destroyed in the
+    /// same call, before it returns, whether reading worked or not; if destroying fails, the
+    /// call fails with `HsmUnavailable`, the pool closes the session, and closing a session
+    /// destroys its session objects. No handle leaves this function, so no epoch is involved.
+    ///
+    /// Creating and destroying objects takes turns on SoftHSM2 (see `call_on_objects`), for
+    /// the whole call, as `generate_version_objects` does: an RSA-4096 generation holds the
+    /// turn for as long as it takes (seconds on SoftHSM2).
+    ///
+    /// The private values come back in zeroized buffers. `cryptoki` reads attributes through
+    /// buffers of its own that it frees without zeroizing them; nothing here can reach those.
+    pub fn generate_data_key_pair(&self, spec: KeySpec) -> Result<KeyPairParts> {
+        let common = |class: ObjectClass, private: bool| {
+            vec![
+                Attribute::Token(false),
+                Attribute::Private(private),
+                Attribute::Class(class),
+                Attribute::Id(DATA_KEY_PAIR_ID.to_vec()),
+                Attribute::Label(DATA_KEY_PAIR_ID.to_vec()),
+            ]
+        };
+        let mut public = common(ObjectClass::PUBLIC_KEY, false);
+        public.extend([
+            Attribute::Verify(false),
+            Attribute::Encrypt(false),
+            Attribute::Wrap(false),
+            Attribute::Derive(false),
+        ]);
+        let mut private = common(ObjectClass::PRIVATE_KEY, true);
+        private.extend([
+            Attribute::Sensitive(false),
+            Attribute::Extractable(true),
+            Attribute::Sign(false),
+            Attribute::Decrypt(false),
+            Attribute::Derive(false),
+            Attribute::Unwrap(false),
+        ]);
+        let (mechanism, name) = match spec {
+            KeySpec::EccNistP256 | KeySpec::EccNistP384 => {
+                public.push(Attribute::EcParams(ec_params(spec)?));
+                (Mechanism::EccKeyPairGen, "CKM_EC_KEY_PAIR_GEN")
+            }
+            KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096 => {
+                let bits = spec.rsa_bits().ok_or(Error::Internal)?;
+                public.push(Attribute::ModulusBits(bits.into()));
+                public.push(Attribute::PublicExponent(vec![0x01, 0x00, 0x01]));
+                (Mechanism::RsaPkcsKeyPairGen, "CKM_RSA_PKCS_KEY_PAIR_GEN")
+            }
+            _ => return Err(Error::Internal),
+        };
+        self.call_on_objects("C_GenerateKeyPair", name, |s, _live| {
+            let (pubh, privh) = s
+                .generate_key_pair(&mechanism, &public, &private)
+                .map_err(unavailable("generate data key pair"))?;
+            let read = read_pair(s, spec, pubh, privh);
+            // Both destroyed, whatever the first answers; the parts read (zeroized on drop)
+            // are not returned unless both are gone.
+            let destroyed = [privh, pubh].map(|h| s.destroy_object(h));
+            for done in destroyed {
+                done.map_err(unavailable("destroy data key pair"))?;
+            }
+            read
         })
     }
 
@@ -375,12 +561,7 @@ impl Hsm {
             }
         } else {
             let point = point.ok_or(Error::Internal)?;
-            // CKA_EC_POINT is a DER OCTET STRING (PKCS#11 2.40); some tokens give it bare.
-            use der::Decode;
-            let inner = der::asn1::OctetString::from_der(&point)
-                .map(|o| o.into_bytes())
-                .unwrap_or(point);
-            Ok(PublicParts::Ec(inner))
+            Ok(PublicParts::Ec(ec_point_content(point)))
         }
     }
 }

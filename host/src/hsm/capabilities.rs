@@ -132,6 +132,21 @@ impl Capabilities {
         }
         missing
     }
+
+    /// The mechanism generating a data key pair of `spec` needs, if the token does not list
+    /// it (the pair is generated and read out, never used in the token).
+    pub fn missing_for_data_key_pair(&self, spec: KeySpec) -> Option<&'static str> {
+        let (m, name) = match spec {
+            KeySpec::EccNistP256 | KeySpec::EccNistP384 => {
+                (MechanismType::ECC_KEY_PAIR_GEN, "CKM_EC_KEY_PAIR_GEN")
+            }
+            _ => (
+                MechanismType::RSA_PKCS_KEY_PAIR_GEN,
+                "CKM_RSA_PKCS_KEY_PAIR_GEN",
+            ),
+        };
+        (!self.has(m)).then_some(name)
+    }
 }
 
 /// Probe the OAEP hash the token accepts (see the module docs). Failures mean "not this

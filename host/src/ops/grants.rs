@@ -38,6 +38,8 @@ pub const GRANTABLE: &[&str] = &[
     "Decrypt",
     "GenerateDataKey",
     "GenerateDataKeyWithoutPlaintext",
+    "GenerateDataKeyPair",
+    "GenerateDataKeyPairWithoutPlaintext",
     "Rewrap",
     "RewrapTo",
     "Sign",
@@ -58,6 +60,8 @@ const WITH_CONTEXT: &[&str] = &[
     "Decrypt",
     "GenerateDataKey",
     "GenerateDataKeyWithoutPlaintext",
+    "GenerateDataKeyPair",
+    "GenerateDataKeyPairWithoutPlaintext",
     "Rewrap",
     "RewrapTo",
 ];

@@ -36,6 +36,7 @@ pub mod encrypt;
 pub mod export_key;
 pub mod gc;
 pub mod generate_data_key;
+pub mod generate_data_key_pair;
 pub mod generate_random;
 pub mod get_caller_identity;
 pub mod get_parameters_for_import;
@@ -629,6 +630,8 @@ macro_rules! operations {
             $crate::ops::decrypt::Decrypt,
             $crate::ops::generate_data_key::GenerateDataKey,
             $crate::ops::generate_data_key::GenerateDataKeyWithoutPlaintext,
+            $crate::ops::generate_data_key_pair::GenerateDataKeyPair,
+            $crate::ops::generate_data_key_pair::GenerateDataKeyPairWithoutPlaintext,
             $crate::ops::generate_random::GenerateRandom,
             $crate::ops::get_caller_identity::GetCallerIdentity,
             $crate::ops::access_keys::CreateAccessKey,

@@ -16,6 +16,7 @@ mod derive_shared_secret;
 mod describe_key;
 mod encrypt;
 mod generate_data_key;
+mod generate_data_key_pair;
 mod generate_random;
 mod get_public_key;
 mod grants;
@@ -135,6 +136,8 @@ const ACTIONS: &[(&str, &str, Handler)] = actions! {
     "ReEncrypt" => re_encrypt::ReEncrypt,
     "GenerateDataKey" => generate_data_key::GenerateDataKey,
     "GenerateDataKeyWithoutPlaintext" => generate_data_key::GenerateDataKeyWithoutPlaintext,
+    "GenerateDataKeyPair" => generate_data_key_pair::GenerateDataKeyPair,
+    "GenerateDataKeyPairWithoutPlaintext" => generate_data_key_pair::GenerateDataKeyPairWithoutPlaintext,
     "GenerateRandom" => generate_random::GenerateRandom,
     "Sign" => sign::Sign,
     "Verify" => sign::Verify,
