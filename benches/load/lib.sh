@@ -30,8 +30,24 @@ load() {
   local name=$1 path=$2 body=${3:-}
   local script=()
   [ -n "$body" ] && script=(-s benches/load/post.lua)
+  wrk_row "$name" "$URL$path" "$body" "${script[@]}"
+}
+
+# load_aws <name> <body> <target>: one wrk run of an AWS KMS request, signed once with the
+# access key AWS_KEY_ID/AWS_SECRET (benches/load/sign-aws.py).
+load_aws() {
+  local name=$1 body=$2 target=$3
+  local headers
+  headers=$(.venv/bin/python benches/load/sign-aws.py "$URL/" "$target" "$body" "$AWS_KEY_ID" "$AWS_SECRET")
+  KP_HEADERS=$headers wrk_row "$name" "$URL/" "$body" -s benches/load/aws.lua
+}
+
+# wrk_row <name> <url> <body> [wrk script args]: run wrk, append its row to $OUT.
+wrk_row() {
+  local name=$1 url=$2 body=$3
+  shift 3
   local r
-  r=$(KP_BODY=$body KP_TOKEN=$TOKEN wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "${script[@]}" "$URL$path")
+  r=$(KP_BODY=$body KP_TOKEN=$TOKEN wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$@" "$url")
   local rps p50 p99 errs
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$r")
   p50=$(awk '$1=="50%" {print $2}' <<<"$r")

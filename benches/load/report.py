@@ -34,16 +34,26 @@ def ratio(a, b, key="rps"):
 scales = sorted(
     (int(n.split("-")[2]), n) for n in rows if n.startswith("encrypt-at-")
 )
+# The targets keyplane is held to (issue 18). "encrypt (hsm) >= 0.70 of raw SoftHSM2" is
+# retired: raw SoftHSM2 on a session object outruns the HTTPS ceiling, so the hsm row is held
+# to the envelope row instead.
 ratios = [
-    ("encrypt (envelope) / no-op ceiling", ratio("encrypt-envelope", "healthz"), ">= 0.60"),
-    ("encrypt (hsm) / raw SoftHSM2 AES-GCM", ratio("encrypt-hsm", "hsm-raw"), ">= 0.70"),
+    ("encrypt (envelope) / no-op ceiling", ratio("encrypt-envelope", "healthz"), ">=", 0.60),
+    ("encrypt (hsm) / encrypt (envelope)", ratio("encrypt-hsm", "encrypt-envelope"), ">=", 0.80),
+    (
+        "AWS front encrypt (SigV4) / native encrypt",
+        ratio("aws-encrypt-envelope", "encrypt-envelope"),
+        ">=",
+        0.90,
+    ),
 ]
 if len(scales) >= 2:
     ratios.append(
         (
             f"p99 at {scales[-1][0]} keys / p99 at {scales[0][0]} keys",
             ratio(scales[-1][1], scales[0][1], "p99"),
-            "<= 1.5",
+            "<=",
+            1.5,
         )
     )
 
@@ -80,9 +90,18 @@ md = [
 for name, r in rows.items():
     fmt = lambda v: "-" if v is None else f"{v:,.0f}" if v > 100 else f"{v}"  # noqa: E731
     md.append(f"| {name} | {fmt(r['rps'])} | {fmt(r['p50'])} | {fmt(r['p99'])} | {r['errors']} |")
-md += ["", "| ratio | measured | target |", "| --- | ---: | --- |"]
-for label, value, target in ratios:
-    md.append(f"| {label} | {'-' if value is None else f'{value:.2f}'} | {target} |")
+md += ["", "| ratio | measured | target | held |", "| --- | ---: | --- | --- |"]
+for label, value, op, target in ratios:
+    held = "-" if value is None else ("yes" if (value >= target if op == ">=" else value <= target) else "**no**")
+    shown = "-" if value is None else f"{value:.2f}"
+    md.append(f"| {label} | {shown} | {op} {target:.2f} | {held} |")
+md += [
+    "",
+    "Targets: envelope encrypt >= 0.60 of the same server's `/healthz`; `hsm` encrypt >= 0.80 of"
+    " envelope encrypt (the old >= 0.70 of raw SoftHSM2 is retired: raw SoftHSM2 on a session"
+    " object outruns the HTTPS ceiling); the AWS front's encrypt, signature checked, >= 0.90 of"
+    " the native encrypt; p99 at 1M keys <= 1.5x p99 at 1k.",
+]
 if side_by_side:
     version = os.environ.get("OPENBAO_VERSION_RUN", "OpenBao")
     md += [

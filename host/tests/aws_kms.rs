@@ -324,3 +324,71 @@ for k, v in req.headers.items():
         assert_eq!(version, if http == "--http2" { "2" } else { "1.1" });
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refusals_before_an_action_are_named_as_aws_names_them_and_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = acme(dir.path()).await;
+    let post = |headers: Vec<(&'static str, String)>, body: &'static str| {
+        let mut req = a.server.client.post(format!("{}/", a.server.base));
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        async move {
+            let resp = req.body(body).send().await.unwrap();
+            let status = resp.status().as_u16();
+            let ct = resp
+                .headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_default();
+            (status, ct, resp.text().await.unwrap())
+        }
+    };
+    let kms = |auth: Option<&str>| {
+        let mut h = vec![
+            ("x-amz-target", "TrentService.ListKeys".to_string()),
+            ("content-type", "application/x-amz-json-1.1".to_string()),
+        ];
+        if let Some(v) = auth {
+            h.push(("authorization", v.to_string()));
+        }
+        h
+    };
+    for (auth, name) in [
+        (None, "MissingAuthenticationTokenException"),
+        (
+            Some("AWS4-HMAC-SHA256 garbage"),
+            "IncompleteSignatureException",
+        ),
+        (Some("Bearer kp_not_aws"), "IncompleteSignatureException"),
+    ] {
+        let (status, ct, body) = post(kms(auth), "{}").await;
+        let v: Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("{body}"));
+        assert_eq!((status, v["__type"].as_str()), (400, Some(name)), "{body}");
+        assert_eq!(ct, "application/x-amz-json-1.1");
+    }
+    // STS answers in its own protocol: XML, its own codes.
+    let (status, ct, body) = post(
+        vec![(
+            "content-type",
+            "application/x-www-form-urlencoded".to_string(),
+        )],
+        "Action=GetCallerIdentity&Version=2011-06-15",
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(ct, "text/xml");
+    assert!(
+        body.contains("<Code>MissingAuthenticationToken</Code>"),
+        "{body}"
+    );
+    let refused: Vec<Value> = audit_records(&a.server)
+        .into_iter()
+        .filter(|r| r["outcome"] == "Unauthenticated")
+        .collect();
+    assert_eq!(refused.len(), 4, "{refused:?}");
+    assert!(refused
+        .iter()
+        .all(|r| r["principal"] == "-" && r["front"].as_str().unwrap().starts_with("aws-")));
+}
