@@ -51,6 +51,7 @@ pub struct Config {
     pub plugins: PluginsConfig,
     pub lifecycle: LifecycleConfig,
     pub audit: AuditConfig,
+    pub transit: TransitConfig,
     /// Directory with `schema.cedarschema` and `*.cedar` policies.
     pub policies_dir: Option<PathBuf>,
 }
@@ -96,6 +97,22 @@ impl Default for DatabaseConfig {
         DatabaseConfig {
             url: None,
             busy_timeout_ms: crate::store::DEFAULT_BUSY_WAIT.as_millis() as u64,
+        }
+    }
+}
+
+/// The Vault Transit front.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransitConfig {
+    /// Its paths are `/v1/<mount>/…` (Vault's default mount name, `transit`).
+    pub mount: String,
+}
+
+impl Default for TransitConfig {
+    fn default() -> Self {
+        TransitConfig {
+            mount: "transit".into(),
         }
     }
 }
@@ -161,6 +178,7 @@ impl Default for Config {
             plugins: PluginsConfig::default(),
             lifecycle: LifecycleConfig::default(),
             audit: AuditConfig::default(),
+            transit: TransitConfig::default(),
             policies_dir: None,
         }
     }

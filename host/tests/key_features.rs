@@ -52,12 +52,12 @@ async fn automatic_rotation_rotates_when_its_period_comes_and_says_so() {
         &s.call(
             Some(&s.admin),
             "enable-key-rotation",
-            json!({ "key_id": key, "rotation_period_days": 30 }),
+            json!({ "key_id": key, "rotation_period_days": 0 }),
         )
         .await,
         400,
         "ValidationError",
-        "90 to 2560",
+        "1 to 2560",
     );
     let status = s
         .ok(
@@ -534,4 +534,185 @@ async fn a_rewrap_to_grant_allows_re_encryption_to_a_key_but_not_encryption_unde
         "AccessDenied",
         "",
     );
+}
+
+/// What Vault Transit keys rely on, as native features: an alias made with the key in one
+/// transaction (authorized as `CreateAlias` too; a taken name makes no key), deletion
+/// protection refusing `schedule-key-deletion` until turned off, a key that requires an
+/// encryption context, and `hash`.
+#[tokio::test(flavor = "multi_thread")]
+async fn alias_at_creation_deletion_protection_required_context_and_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_quiet(dir.path()).await;
+    let (admin, member, _) = acme(&s).await;
+    let created = s
+        .ok(
+            &admin,
+            "create-key",
+            json!({ "alias": "alias/orders", "deletion_protection": true,
+                    "require_encryption_context": true }),
+        )
+        .await;
+    let key = created["key_id"].as_str().unwrap().to_string();
+    assert_eq!(created["deletion_protection"], true, "{created}");
+    assert_eq!(created["require_encryption_context"], true, "{created}");
+    let described = s
+        .ok(&admin, "describe-key", json!({ "key_id": "alias/orders" }))
+        .await;
+    assert_eq!(described["key_id"], key.as_str());
+
+    // The name is taken: no second key is made.
+    let before = s.ok(&admin, "list-keys", json!({})).await["keys"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_error(
+        &s.call(
+            Some(&admin),
+            "create-key",
+            json!({ "alias": "alias/orders" }),
+        )
+        .await,
+        409,
+        "AlreadyExists",
+        "alias/orders",
+    );
+    assert_error(
+        &s.call(Some(&admin), "create-key", json!({ "alias": "orders" }))
+            .await,
+        400,
+        "ValidationError",
+        "alias names are alias/<name>",
+    );
+    let after = s.ok(&admin, "list-keys", json!({})).await["keys"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(before, after);
+    // A member may not create keys, with or without an alias.
+    assert_error(
+        &s.call(
+            Some(&member),
+            "create-key",
+            json!({ "alias": "alias/mine" }),
+        )
+        .await,
+        403,
+        "AccessDenied",
+        "CreateKey",
+    );
+
+    // An encryption context is required on every use.
+    let pt = b64(b"line item");
+    assert_error(
+        &s.call(
+            Some(&admin),
+            "encrypt",
+            json!({ "key_id": key, "plaintext": pt }),
+        )
+        .await,
+        400,
+        "ValidationError",
+        "requires an encryption context",
+    );
+    let ct = s
+        .ok(
+            &admin,
+            "encrypt",
+            json!({ "key_id": key, "plaintext": pt, "encryption_context": { "order": "7" } }),
+        )
+        .await["ciphertext_blob"]
+        .clone();
+    assert_error(
+        &s.call(Some(&admin), "decrypt", json!({ "ciphertext_blob": ct }))
+            .await,
+        400,
+        "ValidationError",
+        "requires an encryption context",
+    );
+    let opened = s
+        .ok(
+            &admin,
+            "decrypt",
+            json!({ "ciphertext_blob": ct, "encryption_context": { "order": "7" } }),
+        )
+        .await;
+    assert_eq!(unb64(&opened["plaintext"]), b"line item");
+    assert_error(
+        &s.call(
+            Some(&admin),
+            "create-key",
+            json!({ "key_spec": "ECC_NIST_P256", "require_encryption_context": true }),
+        )
+        .await,
+        400,
+        "ValidationError",
+        "symmetric encrypt-decrypt keys only",
+    );
+
+    // Deletion protection: refused until turned off, then the usual rules.
+    let approver = s.second_admin("acme").await;
+    let body = json!({ "key_id": key, "pending_window_days": 7 });
+    assert_error(
+        &s.schedule_deletion(&admin, &approver, body.clone()).await,
+        409,
+        "InvalidState",
+        "deletion protection",
+    );
+    assert_error(
+        &s.call(
+            Some(&member),
+            "set-deletion-protection",
+            json!({ "key_id": key, "enabled": false }),
+        )
+        .await,
+        404,
+        "NotFound",
+        &key,
+    );
+    let off = s
+        .ok(
+            &admin,
+            "set-deletion-protection",
+            json!({ "key_id": "alias/orders", "enabled": false }),
+        )
+        .await;
+    assert_eq!(off["deletion_protection"], false, "{off}");
+    let scheduled = s.schedule_deletion(&admin, &approver, body).await;
+    assert_eq!(scheduled.0, 200, "{scheduled:?}");
+
+    // hash: known answers, any member, audited.
+    let digest = s.ok(&member, "hash", json!({ "input": b64(b"abc") })).await;
+    assert_eq!(
+        hex::encode(unb64(&digest["digest"])),
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+    let digest = s
+        .ok(
+            &member,
+            "hash",
+            json!({ "input": b64(b"abc"), "algorithm": "SHA3_512" }),
+        )
+        .await;
+    assert_eq!(digest["algorithm"], "SHA3_512");
+    assert_eq!(unb64(&digest["digest"]).len(), 64);
+    assert_error(
+        &s.call(
+            Some(&member),
+            "hash",
+            json!({ "input": b64(b"abc"), "algorithm": "MD5" }),
+        )
+        .await,
+        400,
+        "ValidationError",
+        "SHA_256",
+    );
+    let records = audit(&s);
+    assert!(records
+        .iter()
+        .any(|r| r["action"] == "Hash" && r["outcome"] == "ok"));
+    assert!(records
+        .iter()
+        .any(|r| r["action"] == "SetDeletionProtection" && r["decision"] == "deny"));
+    s.assert_audit_verifies();
 }

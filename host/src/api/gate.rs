@@ -67,6 +67,12 @@ impl Gate {
         let header = headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
+        self.bearer_value(header).await
+    }
+
+    /// Authenticate the value of an `Authorization` header (`Bearer <token>`), however the
+    /// front received the token (Vault clients send it in `X-Vault-Token`).
+    pub async fn bearer_value(&self, header: Option<&str>) -> Result<Principal> {
         let state = &self.state;
         authenticated(state.tokens.authenticate(&state.rows, header), |p| {
             Some(p.id.as_str())

@@ -5,6 +5,8 @@
 //! - `native`: `POST /v1/<operation>`, JSON, bearer token.
 //! - `aws`: `POST /`, AWS KMS (JSON 1.1) and STS `GetCallerIdentity` (query protocol), signed
 //!   with Signature Version 4.
+//! - `transit`: Vault's Transit engine under `/v1/<transit.mount>/`, with `sys/health` and
+//!   `auth/token/lookup-self`, bearer token in `X-Vault-Token`.
 //! - health: `GET /healthz` (liveness) and `GET /readyz` (the database answers and the HSM's
 //!   root key works).
 //! - `debug`: test hooks under `/debug/` (debug builds with `test-hooks` only).
@@ -17,6 +19,7 @@ mod aws;
 mod debug;
 mod gate;
 mod native;
+mod transit;
 
 use std::sync::Arc;
 
@@ -24,7 +27,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
@@ -33,11 +36,15 @@ use gate::{read_body, BodyLimits};
 
 /// The whole router.
 pub fn router(state: Arc<AppState>) -> Router {
+    let transit = format!("/v1/{}/{{*path}}", state.config.transit.mount);
     let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/", post(aws::handle))
-        .route("/v1/{operation}", post(native::handle));
+        .route("/v1/{operation}", post(native::handle))
+        .route(&transit, any(transit::handle))
+        .route("/v1/sys/health", get(transit::health).head(transit::health))
+        .route("/v1/auth/token/lookup-self", any(transit::lookup_self));
     #[cfg(all(feature = "test-hooks", debug_assertions))]
     let router = router
         .route("/debug/envelope-material", post(debug::envelope_material))
@@ -76,7 +83,13 @@ async fn healthz() -> Response {
     Json(json!({ "status": "ok" })).into_response()
 }
 
-async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+/// Whether the database answers and the HSM's root key works.
+pub(crate) async fn ready(state: &AppState) -> bool {
+    let (db, hsm) = readiness(state).await;
+    db && hsm
+}
+
+async fn readiness(state: &AppState) -> (bool, bool) {
     let db = state.db.ping().await.is_ok();
     let hsm = {
         let hsm = state.keyring.hsm().clone();
@@ -84,6 +97,11 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
             .await
             .unwrap_or(false)
     };
+    (db, hsm)
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let (db, hsm) = readiness(&state).await;
     let status = if db && hsm {
         StatusCode::OK
     } else {

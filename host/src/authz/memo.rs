@@ -187,6 +187,8 @@ fn add_key(d: &mut Digest, row: &KeyRow) {
         destroyed_at,
         rotation_period_days,
         next_rotation_at,
+        deletion_protection,
+        require_encryption_context,
     } = row;
     for s in [
         id,
@@ -204,6 +206,8 @@ fn add_key(d: &mut Digest, row: &KeyRow) {
     }
     d.num(*primary_version as u64);
     d.num(*min_decryption_version as u64);
+    d.num(u64::from(*deletion_protection));
+    d.num(u64::from(*require_encryption_context));
     for t in [
         deletion_date,
         destroyed_at,

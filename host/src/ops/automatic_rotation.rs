@@ -1,5 +1,6 @@
 //! `enable-key-rotation`, `disable-key-rotation` and `get-key-rotation-status`: rotation of a
-//! key every `rotation_period_days` (90 to 2560, default 365, as AWS), done by the lifecycle
+//! key every `rotation_period_days` (1 to 2560, default 365; the AWS front keeps AWS's
+//! minimum of 90), done by the lifecycle
 //! scheduler (`scheduler`) when `next_rotation_at` comes; each such version is marked
 //! `automatic`. Cedar: `EnableKeyRotation`, `DisableKeyRotation`, `GetKeyRotationStatus` on
 //! the key.
@@ -21,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::store::imports;
 use crate::store::keys::{self, KeyRow};
 
-pub const MIN_PERIOD_DAYS: i64 = 90;
+pub const MIN_PERIOD_DAYS: i64 = 1;
 pub const MAX_PERIOD_DAYS: i64 = 2560;
 pub const DEFAULT_PERIOD_DAYS: i64 = 365;
 

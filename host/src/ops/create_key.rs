@@ -10,16 +10,19 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use super::aliases::CreateAlias;
 use super::checks::STATE_ENABLED;
 use super::key_policies::{validate_document, DEFAULT_NAME};
-use super::validate::{validate_description, validate_tags, KEY_SPEC_AES_256_GCM};
+use super::validate::{validate_alias, validate_description, validate_tags, KEY_SPEC_AES_256_GCM};
 use super::versions::make_version;
 use super::views::KeyMetadata;
 use super::{OpContext, Operation, WriteScope};
 use crate::algorithms::{check_spec_usage, KeySpec, KeyUsage};
 use crate::authz::ResourceRef;
+use crate::crypto::context::EncryptionContext;
 use crate::crypto::Protection;
 use crate::error::{Error, Result};
+use crate::store::aliases::{self, AliasRow};
 use crate::store::keys::{self, KeyRow};
 use crate::store::principals;
 use crate::store::{imports, key_policies};
@@ -51,6 +54,16 @@ pub struct CreateKey {
     /// The key policy document (stored, not evaluated; see `key_policies`). Default: AWS's
     /// default for the tenant's account.
     pub policy: Option<String>,
+    /// An alias created with the key, in the same transaction (also authorized as
+    /// `CreateAlias` on the new key): a key named at birth is never left without its name.
+    pub alias: Option<String>,
+    /// Refuse `schedule-key-deletion` until `set-deletion-protection` turns this off.
+    #[serde(default)]
+    pub deletion_protection: bool,
+    /// Every encryption and decryption under the key must carry an encryption context
+    /// (symmetric encrypt-decrypt keys only; fixed for life).
+    #[serde(default)]
+    pub require_encryption_context: bool,
 }
 
 fn keyplane_origin() -> String {
@@ -119,6 +132,15 @@ impl Operation for CreateKey {
         if let Some(p) = &self.policy {
             validate_document(p)?;
         }
+        if let Some(alias) = &self.alias {
+            validate_alias(alias)?;
+        }
+        let symmetric = usage == KeyUsage::EncryptDecrypt && spec.rsa_bits().is_none();
+        if self.require_encryption_context && !symmetric {
+            return Err(Error::validation(
+                "require_encryption_context is for symmetric encrypt-decrypt keys only",
+            ));
+        }
         if self.grants.as_ref().is_some_and(|g| g.len() > MAX_GRANTS) {
             return Err(Error::validation(format!("at most {MAX_GRANTS} grants")));
         }
@@ -165,6 +187,19 @@ impl Operation for CreateKey {
                 missing.join(", ")
             )));
         }
+        if let Some(alias) = &self.alias {
+            // A name already taken is answered before any material is made (the insert
+            // below still decides a race).
+            if aliases::get(ctx.state.db.reader(), &tenant, alias)
+                .await?
+                .is_some()
+            {
+                return Err(Error::AlreadyExists {
+                    kind: "alias",
+                    id: alias.clone(),
+                });
+            }
+        }
         let key_id = format!("k-{}", uuid::Uuid::new_v4().simple());
         let external = self.origin == imports::ORIGIN_EXTERNAL;
         let version = if external {
@@ -198,9 +233,35 @@ impl Operation for CreateKey {
             destroyed_at: None,
             rotation_period_days: None,
             next_rotation_at: None,
+            deletion_protection: self.deletion_protection,
+            require_encryption_context: self.require_encryption_context,
         };
+        if self.alias.is_some() {
+            // The new key is authorized as the alias's target before anything is written.
+            let resource = ResourceRef::Key {
+                row: Box::new(row.clone()),
+                users: grants.clone(),
+                tags: self.tags.clone(),
+                grants: Default::default(),
+            };
+            ctx.authorize(CreateAlias::ACTION, &resource, &EncryptionContext::new())?;
+        }
         let conn = scope.conn(ctx.state).await?;
         keys::insert_key(conn, &row, &grants).await?;
+        if let Some(alias) = &self.alias {
+            let now = ctx.state.clock.now_rfc3339();
+            aliases::insert(
+                conn,
+                &AliasRow {
+                    tenant_id: row.tenant_id.clone(),
+                    name: alias.clone(),
+                    key_id: row.id.clone(),
+                    created_at: now.clone(),
+                    updated_at: now,
+                },
+            )
+            .await?;
+        }
         if let Some(v) = &version {
             keys::insert_version(conn, v).await?;
         }

@@ -250,6 +250,12 @@ impl Operation for ScheduleKeyDeletion {
             }
             _ => {}
         }
+        if key.deletion_protection {
+            return Err(Error::InvalidState(format!(
+                "key {} has deletion protection on; set-deletion-protection with enabled false first",
+                key.id
+            )));
+        }
         let days = self.pending_window_days.unwrap_or(DEFAULT_WINDOW_DAYS);
         let now = ctx.state.clock.now();
         let when = now + i64::from(days) * 86_400;
@@ -401,4 +407,57 @@ pub async fn shred_material(state: &AppState, key: &KeyRow) -> Result<()> {
         state.keyring.shred_version(&key.id, v).await?;
     }
     Ok(())
+}
+
+/// `set-deletion-protection`: turn a key's deletion protection on or off (while on,
+/// `schedule-key-deletion` is refused). Vault Transit's `deletion_allowed` is its negation.
+/// A compare-and-set against the setting read when the request was authorized.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetDeletionProtection {
+    pub key_id: String,
+    pub enabled: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DeletionProtectionOutput {
+    pub key_id: String,
+    pub deletion_protection: bool,
+}
+
+impl Operation for SetDeletionProtection {
+    const NAME: &'static str = "set-deletion-protection";
+    const ACTION: &'static str = "SetDeletionProtection";
+    type Output = DeletionProtectionOutput;
+
+    fn validate(&self) -> Result<()> {
+        validate_key_id(&self.key_id)
+    }
+
+    async fn resolve(&self, ctx: &OpContext<'_>) -> Result<ResourceRef> {
+        resolve_key(ctx, &self.key_id).await
+    }
+
+    async fn execute(
+        self,
+        ctx: &OpContext<'_>,
+        r: ResourceRef,
+        scope: &mut WriteScope,
+    ) -> Result<Self::Output> {
+        let key = key_row(&r)?;
+        super::key_tags::refuse_if_destroyed(key)?;
+        let conn = scope.conn(ctx.state).await?;
+        let was = key.deletion_protection;
+        if !keys::set_deletion_protection(conn, &key.id, was, self.enabled).await? {
+            return Err(changed_meanwhile(
+                "key",
+                &key.id,
+                &format!("deletion_protection {was}"),
+            ));
+        }
+        Ok(DeletionProtectionOutput {
+            key_id: key.id.clone(),
+            deletion_protection: self.enabled,
+        })
+    }
 }

@@ -42,6 +42,7 @@ pub mod get_caller_identity;
 pub mod get_parameters_for_import;
 pub mod get_public_key;
 pub mod grants;
+pub mod hash;
 pub mod import_key_material;
 pub mod key_deletion;
 pub mod key_policies;
@@ -89,6 +90,7 @@ pub use b64::Base64;
 pub use resolve::key_resource;
 pub use secret_text::SecretText;
 pub use storage::load_blob;
+pub use validate::{validate_alias, ALIAS_PREFIX};
 pub use views::{rfc3339, KeyMetadata, VersionInfo};
 
 /// The front a request came through, recorded in its audit record.
@@ -100,6 +102,8 @@ pub enum Front {
     AwsKms,
     /// AWS STS (the query protocol on `POST /`).
     AwsSts,
+    /// Vault Transit (`/v1/<mount>/…`).
+    VaultTransit,
     /// A caller inside the process (command-line tools, benchmarks).
     InProcess,
 }
@@ -111,6 +115,7 @@ impl Front {
             Front::Native => "native",
             Front::AwsKms => "aws-kms",
             Front::AwsSts => "aws-sts",
+            Front::VaultTransit => "vault-transit",
             Front::InProcess => "in-process",
         }
     }
@@ -633,6 +638,7 @@ macro_rules! operations {
             $crate::ops::generate_data_key_pair::GenerateDataKeyPair,
             $crate::ops::generate_data_key_pair::GenerateDataKeyPairWithoutPlaintext,
             $crate::ops::generate_random::GenerateRandom,
+            $crate::ops::hash::Hash,
             $crate::ops::get_caller_identity::GetCallerIdentity,
             $crate::ops::access_keys::CreateAccessKey,
             $crate::ops::access_keys::ListAccessKeys,
@@ -662,6 +668,7 @@ macro_rules! operations {
             $crate::ops::key_deletion::ApproveKeyDeletion,
             $crate::ops::key_deletion::ScheduleKeyDeletion,
             $crate::ops::key_deletion::CancelKeyDeletion,
+            $crate::ops::key_deletion::SetDeletionProtection,
             $crate::ops::rewrap::Rewrap,
             $crate::ops::aliases::CreateAlias,
             $crate::ops::aliases::UpdateAlias,

@@ -17,6 +17,17 @@ pub fn aad(header: &[u8], ec: &EncryptionContext) -> Vec<u8> {
     aad
 }
 
+/// Refuse an empty encryption context for a key created with `require_encryption_context`.
+fn check_context_given(key: &KeyRow, ec: &EncryptionContext) -> Result<()> {
+    if key.require_encryption_context && ec.is_empty() {
+        return Err(Error::validation(format!(
+            "key {} requires an encryption context (it was created with require_encryption_context)",
+            key.id
+        )));
+    }
+    Ok(())
+}
+
 /// Encrypt under the key's primary version; returns (version, ciphertext blob).
 pub async fn seal_with_primary(
     ctx: &OpContext<'_>,
@@ -24,6 +35,7 @@ pub async fn seal_with_primary(
     ec: &EncryptionContext,
     plaintext: Zeroizing<Vec<u8>>,
 ) -> Result<(u32, Vec<u8>)> {
+    check_context_given(key, ec)?;
     let protection = check_usable_for_encryption(key)?;
     let version = usable_version(ctx, key, key.primary_version, VersionUse::Protect).await?;
     let v = version.version as u32;
@@ -52,6 +64,7 @@ pub async fn open_ciphertext(
     ec: &EncryptionContext,
     purpose: VersionUse,
 ) -> Result<Zeroizing<Vec<u8>>> {
+    check_context_given(key, ec)?;
     let protection = check_usable_for_encryption(key)?;
     let version = usable_version(ctx, key, ct.key_version as i64, purpose)
         .await

@@ -59,6 +59,13 @@ pub struct KeyMetadata {
     pub created_by: String,
     pub grants: Vec<String>,
     pub min_decryption_version: i64,
+    /// `schedule-key-deletion` is refused while set (`set-deletion-protection`).
+    pub deletion_protection: bool,
+    /// Every encryption and decryption under the key must carry an encryption context.
+    pub require_encryption_context: bool,
+    /// Automatic rotation every this many days (absent: off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rotation_period_days: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deletion_date: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -109,6 +116,9 @@ impl KeyMetadata {
             created_by: row.created_by.clone(),
             grants,
             min_decryption_version: row.min_decryption_version,
+            deletion_protection: row.deletion_protection,
+            require_encryption_context: row.require_encryption_context,
+            rotation_period_days: row.rotation_period_days,
             deletion_date: row.deletion_date.map(rfc3339),
             destroyed_at: row.destroyed_at.map(rfc3339),
             versions: versions.map(|vs| vs.iter().map(|v| VersionInfo::new(v, [0; 3])).collect()),

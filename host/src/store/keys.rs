@@ -28,6 +28,10 @@ pub struct KeyRow {
     pub rotation_period_days: Option<i64>,
     /// When automatic rotation rotates next (Unix seconds, service clock).
     pub next_rotation_at: Option<i64>,
+    /// `schedule-key-deletion` is refused while set.
+    pub deletion_protection: bool,
+    /// Every use that seals or opens a ciphertext must carry an encryption context.
+    pub require_encryption_context: bool,
 }
 
 impl KeyRow {
@@ -51,6 +55,8 @@ impl KeyRow {
             destroyed_at: None,
             rotation_period_days: None,
             next_rotation_at: None,
+            deletion_protection: false,
+            require_encryption_context: false,
         }
     }
 }
@@ -134,7 +140,8 @@ pub const STATE_DESTROYING: &str = "destroying";
 const KEY_COLUMNS: &str = "id, tenant_id, spec, usage, protection, state, description, tags, \
                            primary_version, created_at, created_by, deletion_date, \
                            min_decryption_version, destroyed_at, rotation_period_days, \
-                           next_rotation_at";
+                           next_rotation_at, deletion_protection, \
+                           require_encryption_context";
 const VERSION_COLUMNS: &str = "key_id, version, state, hsm_object_id, wrapped_material, \
                                created_at, blob_store, state_reason, state_changed_at, \
                                created_unix, encryptions, decryptions, signatures, blob_name, \
@@ -231,7 +238,7 @@ pub async fn insert_key(
     crate::telemetry::spans::db("INSERT", "keys", async {
         sqlx::query(&format!(
             "INSERT INTO keys ({KEY_COLUMNS}) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         ))
         .bind(&key.id)
         .bind(&key.tenant_id)
@@ -249,6 +256,8 @@ pub async fn insert_key(
         .bind(key.destroyed_at)
         .bind(key.rotation_period_days)
         .bind(key.next_rotation_at)
+        .bind(key.deletion_protection)
+        .bind(key.require_encryption_context)
         .execute(&mut *conn)
         .await?;
         for p in grantees {
@@ -638,6 +647,27 @@ pub async fn set_tags(
             .bind(from)
             .execute(conn)
             .await?;
+        Ok(r.rows_affected() == 1)
+    })
+    .await
+}
+
+/// Set a key's deletion protection to `to` if it is still `from`.
+pub async fn set_deletion_protection(
+    conn: &mut SqliteConnection,
+    key_id: &str,
+    from: bool,
+    to: bool,
+) -> Result<bool> {
+    crate::telemetry::spans::db("UPDATE", "keys", async move {
+        let r = sqlx::query(
+            "UPDATE keys SET deletion_protection = ? WHERE id = ? AND deletion_protection = ?",
+        )
+        .bind(to)
+        .bind(key_id)
+        .bind(from)
+        .execute(conn)
+        .await?;
         Ok(r.rows_affected() == 1)
     })
     .await

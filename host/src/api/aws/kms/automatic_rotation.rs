@@ -8,7 +8,11 @@ use super::{epoch, required, KmsAction};
 use crate::api::aws::error::KmsError;
 use crate::api::aws::ids::{range, Cx};
 use crate::error::Result;
-use crate::ops::automatic_rotation::{self as op, MAX_PERIOD_DAYS, MIN_PERIOD_DAYS};
+use crate::ops::automatic_rotation::{self as op, MAX_PERIOD_DAYS};
+
+/// AWS's shortest rotation period (keyplane's own is a day: Vault Transit users rotate more
+/// often than AWS allows).
+const AWS_MIN_PERIOD_DAYS: i64 = 90;
 use crate::ops::Operation;
 
 #[derive(Debug, Deserialize)]
@@ -24,7 +28,12 @@ impl KmsAction for EnableKeyRotation {
 
     fn into_op(self, cx: &Cx) -> Result<Self::Op> {
         if let Some(d) = self.rotation_period_in_days {
-            range("rotationPeriodInDays", d, MIN_PERIOD_DAYS, MAX_PERIOD_DAYS)?;
+            range(
+                "rotationPeriodInDays",
+                d,
+                AWS_MIN_PERIOD_DAYS,
+                MAX_PERIOD_DAYS,
+            )?;
         }
         Ok(op::EnableKeyRotation {
             key_id: cx.key_id("keyId", &required("keyId", self.key_id)?)?,

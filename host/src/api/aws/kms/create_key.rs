@@ -107,6 +107,9 @@ impl KmsAction for CreateKey {
             origin: origin.into(),
             exportable: false,
             policy: self.policy,
+            alias: None,
+            deletion_protection: false,
+            require_encryption_context: false,
         })
     }
 

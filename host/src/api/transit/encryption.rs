@@ -1,0 +1,416 @@
+//! Transit's `encrypt`, `decrypt`, `rewrap` and `datakey/{plaintext,wrapped}` on keyplane's
+//! `encrypt`, `decrypt`, `rewrap` and `generate-data-key(-without-plaintext)`, with
+//! `batch_input` as one batch of operations. A ciphertext is `vault:v<N>:` and the base64 of
+//! keyplane's own ciphertext (which names the key and version N), so the same bytes decrypt
+//! through the native API and the AWS front. `context` and `associated_data` are the
+//! encryption context (`vault:context`, `vault:associated_data`).
+//!
+//! Encrypting under a name that has no key creates it first (Transit's upsert), as
+//! `create-key` authorizes it; keyplane encrypts with the latest version only.
+
+use serde::{Deserialize, Serialize};
+
+use super::error::TransitError;
+use super::wire::{encryption_context, parse_versioned, versioned, B64};
+use super::{key_of, Call, Reply};
+use crate::crypto::ciphertext::Ciphertext;
+use crate::error::{Error, Result};
+use crate::ops::{self, Base64};
+
+type Answer = std::result::Result<Reply, TransitError>;
+
+fn err(e: Error) -> TransitError {
+    TransitError::from(&e)
+}
+
+/// One item of a request, or the request itself when it has no `batch_input`.
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct Item {
+    plaintext: Option<B64>,
+    ciphertext: Option<String>,
+    context: Option<B64>,
+    associated_data: Option<B64>,
+    key_version: Option<u32>,
+    nonce: Option<String>,
+    reference: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Request {
+    #[serde(flatten)]
+    item: Item,
+    batch_input: Option<Vec<Item>>,
+    partial_failure_response_code: Option<u16>,
+    /// Encrypt: the type of the key created when the name has none.
+    #[serde(rename = "type")]
+    key_type: Option<String>,
+    /// Data keys: 128, 256 (default) or 512.
+    bits: Option<u32>,
+}
+
+fn refuse_nonce(item: &Item) -> Result<()> {
+    if item.nonce.as_deref().is_some_and(|n| !n.is_empty()) {
+        return Err(Error::Unsupported(
+            "nonce is not supported: keyplane never reuses a nonce (no convergent encryption)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+fn latest_only(key_version: Option<u32>) -> Result<()> {
+    if key_version.is_some_and(|v| v != 0) {
+        return Err(Error::Unsupported(
+            "key_version is not supported here: keyplane encrypts with the latest version".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The keyplane ciphertext of a Transit one, checked against its `vault:v<N>:` prefix.
+fn ciphertext_of(value: Option<&str>) -> Result<Base64> {
+    let value = value.ok_or_else(|| Error::validation("missing ciphertext"))?;
+    let (version, blob) = parse_versioned("ciphertext", value, false)?;
+    let parsed = Ciphertext::parse(&blob)?;
+    if parsed.key_version != version {
+        return Err(Error::MalformedCiphertext(
+            "the ciphertext's vault:v<N> prefix does not name the version that made it",
+        ));
+    }
+    Ok(Base64::new(blob))
+}
+
+#[derive(Serialize)]
+struct Sealed {
+    ciphertext: String,
+    key_version: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reference: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Opened {
+    plaintext: Base64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reference: Option<String>,
+}
+
+/// One result of a batch: the item's answer or its error, with its reference.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum BatchResult<T> {
+    Ok(T),
+    Err {
+        error: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reference: Option<String>,
+    },
+}
+
+#[derive(Serialize)]
+pub struct BatchData<T> {
+    pub batch_results: Vec<BatchResult<T>>,
+}
+
+/// A batch's answer: `200` if every item succeeded; otherwise `400`, or
+/// `partial_failure_response_code` when some (not all) succeeded, as Transit does.
+pub fn batch_reply<T: Serialize>(
+    results: Vec<BatchResult<T>>,
+    partial_failure_code: Option<u16>,
+) -> Answer {
+    let failed = results
+        .iter()
+        .filter(|r| matches!(r, BatchResult::Err { .. }))
+        .count();
+    let total = results.len();
+    let mut reply = Reply::data(&BatchData {
+        batch_results: results,
+    })?;
+    if failed > 0 {
+        reply.status = match partial_failure_code {
+            Some(code) if failed < total => axum::http::StatusCode::from_u16(code)
+                .unwrap_or(axum::http::StatusCode::BAD_REQUEST),
+            _ => axum::http::StatusCode::BAD_REQUEST,
+        };
+    }
+    Ok(reply)
+}
+
+/// Run `items` (each already translated, or the error translating it) as one batch and
+/// answer each with `encode`.
+pub async fn run_batch<O, T>(
+    call: &Call<'_>,
+    items: Vec<(Result<O>, Option<String>)>,
+    partial_failure_code: Option<u16>,
+    encode: impl Fn(O::Output, Option<String>) -> Result<T>,
+) -> Answer
+where
+    O: ops::Operation,
+    T: Serialize,
+{
+    let (ops, references): (Vec<_>, Vec<_>) = items.into_iter().unzip();
+    let outputs = call.run_many(ops).await.map_err(err)?;
+    let results = outputs
+        .into_iter()
+        .zip(references)
+        .map(
+            |(out, reference)| match out.and_then(|o| encode(o, reference.clone())) {
+                Ok(t) => BatchResult::Ok(t),
+                Err(e) => BatchResult::Err {
+                    error: TransitError::from(&e).message,
+                    reference,
+                },
+            },
+        )
+        .collect();
+    batch_reply(results, partial_failure_code)
+}
+
+/// Answer a request that is one item or, with `batch_input`, many: each becomes an
+/// operation (`op`), and its output an answer (`encode`), with the item's `reference`.
+pub async fn one_or_many<I, O, T>(
+    call: &Call<'_>,
+    single: I,
+    batch: Option<Vec<I>>,
+    partial_failure_code: Option<u16>,
+    reference: impl Fn(&I) -> Option<String>,
+    op: impl Fn(I) -> Result<O>,
+    encode: impl Fn(O::Output, Option<String>) -> Result<T>,
+) -> Answer
+where
+    O: ops::Operation,
+    T: Serialize,
+{
+    match batch {
+        Some(items) => {
+            let items = items
+                .into_iter()
+                .map(|i| {
+                    let r = reference(&i);
+                    (op(i), r)
+                })
+                .collect();
+            run_batch(call, items, partial_failure_code, encode).await
+        }
+        None => {
+            let out = call.run(op(single)).await.map_err(err)?;
+            Reply::data(&encode(out, None).map_err(err)?)
+        }
+    }
+}
+
+fn reference(i: &Item) -> Option<String> {
+    i.reference.clone()
+}
+
+fn encrypt_op(alias: &str, item: Item) -> Result<ops::encrypt::Encrypt> {
+    refuse_nonce(&item)?;
+    latest_only(item.key_version)?;
+    let plaintext = item
+        .plaintext
+        .ok_or_else(|| Error::validation("missing plaintext to encrypt"))?;
+    Ok(ops::encrypt::Encrypt {
+        key_id: alias.to_string(),
+        plaintext: Base64(plaintext.0),
+        encryption_context: encryption_context(
+            item.context.as_ref(),
+            item.associated_data.as_ref(),
+        ),
+        encryption_algorithm: None,
+    })
+}
+
+fn sealed(out: ops::encrypt::EncryptOutput, reference: Option<String>) -> Result<Sealed> {
+    Ok(Sealed {
+        ciphertext: versioned(out.key_version, &out.ciphertext_blob.0),
+        key_version: out.key_version,
+        reference,
+    })
+}
+
+/// `POST encrypt/<name>`.
+pub async fn encrypt(call: &Call<'_>, name: &str) -> Answer {
+    let alias = key_of(name).map_err(err)?;
+    let req: Request = call.decode().map_err(err)?;
+    let key_type = req.key_type.as_deref();
+    match req.batch_input {
+        Some(items) => {
+            let created = upsert(call, name, &alias, key_type).await?;
+            let op = |i| encrypt_op(&alias, i);
+            let code = req.partial_failure_response_code;
+            let reply =
+                one_or_many(call, req.item, Some(items), code, reference, op, sealed).await?;
+            Ok(created.into_iter().fold(reply, Reply::warn))
+        }
+        None => {
+            // The key is looked up only when the encryption does not find it: the common
+            // case costs one operation.
+            let first = call.run(encrypt_op(&alias, req.item.clone())).await;
+            let (out, created) = match first {
+                Err(Error::NotFound { .. }) => {
+                    let created = upsert(call, name, &alias, key_type).await?;
+                    let out = call.run(encrypt_op(&alias, req.item)).await.map_err(err)?;
+                    (out, created)
+                }
+                other => (other.map_err(err)?, None),
+            };
+            let reply = Reply::data(&sealed(out, None).map_err(err)?)?;
+            Ok(created.into_iter().fold(reply, Reply::warn))
+        }
+    }
+}
+
+/// Transit's upsert: a name without a key gets one (`type`, default aes256-gcm96) before the
+/// encryption, authorized and audited as `create-key`. Returns a warning saying so.
+async fn upsert(
+    call: &Call<'_>,
+    name: &str,
+    alias: &str,
+    key_type: Option<&str>,
+) -> std::result::Result<Option<String>, TransitError> {
+    let describe = ops::describe_key::DescribeKey {
+        key_id: alias.to_string(),
+    };
+    match call.run(Ok(describe)).await {
+        Ok(_) => return Ok(None),
+        Err(Error::NotFound { .. }) => {}
+        Err(e) => return Err(err(e)),
+    }
+    let body = serde_json::json!({ "type": key_type.unwrap_or("aes256-gcm96") }).to_string();
+    let inner = Call {
+        gate: call.gate,
+        principal: call.principal.clone(),
+        body: body.as_bytes(),
+    };
+    match super::keys::create(&inner, name).await {
+        Ok(_) => Ok(Some(format!(
+            "key {name} did not exist and was created ({})",
+            key_type.unwrap_or("aes256-gcm96")
+        ))),
+        // A key the caller may not see exists under the name: as if there were none.
+        Err(e) if e.status == axum::http::StatusCode::FORBIDDEN => Err(err(Error::NotFound {
+            kind: "key",
+            id: alias.to_string(),
+        })),
+        Err(e) => Err(e),
+    }
+}
+
+fn decrypt_op(alias: &str, item: Item) -> Result<ops::decrypt::Decrypt> {
+    refuse_nonce(&item)?;
+    Ok(ops::decrypt::Decrypt {
+        ciphertext_blob: ciphertext_of(item.ciphertext.as_deref())?,
+        encryption_context: encryption_context(
+            item.context.as_ref(),
+            item.associated_data.as_ref(),
+        ),
+        key_id: Some(alias.to_string()),
+        encryption_algorithm: None,
+        key_version: None,
+    })
+}
+
+fn opened(out: ops::decrypt::DecryptOutput, reference: Option<String>) -> Result<Opened> {
+    Ok(Opened {
+        plaintext: out.plaintext,
+        reference,
+    })
+}
+
+/// `POST decrypt/<name>`.
+pub async fn decrypt(call: &Call<'_>, name: &str) -> Answer {
+    let alias = key_of(name).map_err(err)?;
+    let req: Request = call.decode().map_err(err)?;
+    let op = |i| decrypt_op(&alias, i);
+    let code = req.partial_failure_response_code;
+    one_or_many(call, req.item, req.batch_input, code, reference, op, opened).await
+}
+
+fn rewrap_op(alias: &str, item: Item) -> Result<ops::rewrap::Rewrap> {
+    refuse_nonce(&item)?;
+    latest_only(item.key_version)?;
+    Ok(ops::rewrap::Rewrap {
+        ciphertext_blob: ciphertext_of(item.ciphertext.as_deref())?,
+        source_encryption_context: encryption_context(
+            item.context.as_ref(),
+            item.associated_data.as_ref(),
+        ),
+        source_key_id: Some(alias.to_string()),
+        destination_key_id: None,
+        destination_encryption_context: None,
+    })
+}
+
+fn rewrapped(out: ops::rewrap::RewrapOutput, reference: Option<String>) -> Result<Sealed> {
+    Ok(Sealed {
+        ciphertext: versioned(out.key_version, &out.ciphertext_blob.0),
+        key_version: out.key_version,
+        reference,
+    })
+}
+
+/// `POST rewrap/<name>`: the ciphertext re-encrypted under the key's latest version.
+pub async fn rewrap(call: &Call<'_>, name: &str) -> Answer {
+    let alias = key_of(name).map_err(err)?;
+    let req: Request = call.decode().map_err(err)?;
+    let op = |i| rewrap_op(&alias, i);
+    let code = req.partial_failure_response_code;
+    one_or_many(
+        call,
+        req.item,
+        req.batch_input,
+        code,
+        reference,
+        op,
+        rewrapped,
+    )
+    .await
+}
+
+#[derive(Serialize)]
+struct DataKey {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plaintext: Option<Base64>,
+    ciphertext: String,
+    key_version: u32,
+}
+
+/// `POST datakey/plaintext/<name>` and `datakey/wrapped/<name>`: a new data key of `bits`
+/// (128, 256 or 512) sealed under the key, with (`plaintext`) or without it.
+pub async fn data_key(call: &Call<'_>, name: &str, with_plaintext: bool) -> Answer {
+    let alias = key_of(name).map_err(err)?;
+    let req: Request = call.decode().map_err(err)?;
+    refuse_nonce(&req.item).map_err(err)?;
+    latest_only(req.item.key_version).map_err(err)?;
+    let bits = req.bits.unwrap_or(256);
+    if !matches!(bits, 128 | 256 | 512) {
+        return Err(err(Error::validation("bits must be 128, 256 or 512")));
+    }
+    let request = ops::generate_data_key::DataKeyRequest {
+        key_id: alias,
+        key_spec: None,
+        number_of_bytes: Some(bits as usize / 8),
+        encryption_context: encryption_context(
+            req.item.context.as_ref(),
+            req.item.associated_data.as_ref(),
+        ),
+    };
+    let data = if with_plaintext {
+        let op = ops::generate_data_key::GenerateDataKey(request);
+        let out = call.run(Ok(op)).await.map_err(err)?;
+        DataKey {
+            plaintext: Some(out.plaintext),
+            ciphertext: versioned(out.key_version, &out.ciphertext_blob.0),
+            key_version: out.key_version,
+        }
+    } else {
+        let op = ops::generate_data_key::GenerateDataKeyWithoutPlaintext(request);
+        let out = call.run(Ok(op)).await.map_err(err)?;
+        DataKey {
+            plaintext: None,
+            ciphertext: versioned(out.key_version, &out.ciphertext_blob.0),
+            key_version: out.key_version,
+        }
+    };
+    Reply::data(&data)
+}

@@ -1,0 +1,67 @@
+//! keyplane's errors as Vault answers them, in one place: `{"errors": ["…"]}` with Vault's
+//! status codes. hvac raises `InvalidRequest` (400), `Forbidden` (403), `InvalidPath` (404),
+//! `RateLimitExceeded` (429), `InternalServerError` (500) and `VaultDown` (503) from them;
+//! it parses the body only when its content type is exactly `application/json`.
+
+use axum::http::StatusCode;
+
+use crate::error::Error;
+
+/// One error as the Transit front answers it.
+#[derive(Debug, Clone)]
+pub struct TransitError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl TransitError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        TransitError {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<&Error> for TransitError {
+    fn from(e: &Error) -> Self {
+        let status = match e {
+            // Vault answers a missing, unknown or expired token with 403 "permission denied".
+            Error::Unauthenticated(_) | Error::AccessDenied { .. } => StatusCode::FORBIDDEN,
+            Error::NotFound { .. } | Error::UnknownOperation(_) => StatusCode::NOT_FOUND,
+            Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::HsmUnavailable | Error::DatabaseUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Internal | Error::PluginFailed { .. } | Error::PluginTimeout { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+            // Vault reports every refusal of the request's content, including a key in the
+            // wrong state, a destroyed version or an existing name, as a bad request.
+            Error::MalformedJson(_)
+            | Error::Validation(_)
+            | Error::IncorrectKey(_)
+            | Error::Unsupported(_)
+            | Error::InvalidAliasName(_)
+            | Error::InvalidMarker(_)
+            | Error::MalformedPolicyDocument(_)
+            | Error::MalformedCiphertext(_)
+            | Error::DecryptionFailed
+            | Error::InvalidKeyUsage(_)
+            | Error::InvalidPlugin(_)
+            | Error::InvalidPolicySet(_)
+            | Error::IncorrectKeyMaterial(_)
+            | Error::ExpiredImportToken(_)
+            | Error::AlreadyExists { .. }
+            | Error::InvalidState(_)
+            | Error::KeyDisabled(_)
+            | Error::KeyDestroyed { .. }
+            | Error::RequestTimeout => StatusCode::BAD_REQUEST,
+        };
+        let message = match e {
+            // Which part of a credential was wrong is not told, as on every front.
+            Error::Unauthenticated(_) => "permission denied".to_string(),
+            Error::AccessDenied { .. } => format!("permission denied: {e}"),
+            e => e.to_string(),
+        };
+        TransitError { status, message }
+    }
+}

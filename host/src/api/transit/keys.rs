@@ -1,0 +1,467 @@
+//! Transit's key endpoints: `keys/<name>` (create with POST/PUT, read with GET, delete with
+//! DELETE), `keys` (LIST), `keys/<name>/config`, `keys/<name>/rotate`, `keys/<name>/trim`.
+//! A Transit key is the keyplane key named by the alias `alias/<name>`; creating one creates
+//! the key and its alias in one transaction (`create-key` with `alias`).
+//!
+//! Settings map onto keyplane's: `derived` onto `require_encryption_context` (the context is
+//! bound to each ciphertext as AAD rather than used to derive a key: the same guarantee, a
+//! ciphertext opens only with its context), `deletion_allowed` onto the negation of
+//! `deletion_protection` (Transit keys are created protected, as in Vault),
+//! `auto_rotate_period` onto automatic rotation (whole days), `min_decryption_version` onto
+//! `set-min-decryption-version`. Deleting schedules keyplane's deletion (the shortest pending
+//! window, 7 days, during which `cancel-key-deletion` restores the key) and frees the name.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+use super::error::TransitError;
+use super::wire::{spec_of_type, type_of_spec};
+use super::{key_of, Call, Reply};
+use crate::error::{Error, Result};
+use crate::ops::{self, KeyMetadata};
+
+type Answer = std::result::Result<Reply, TransitError>;
+
+fn err(e: Error) -> TransitError {
+    TransitError::from(&e)
+}
+
+#[derive(Debug, Deserialize)]
+struct CreateRequest {
+    #[serde(rename = "type", default = "default_type")]
+    key_type: String,
+    #[serde(default)]
+    exportable: bool,
+    #[serde(default)]
+    derived: bool,
+    #[serde(default)]
+    convergent_encryption: bool,
+    #[serde(default)]
+    allow_plaintext_backup: bool,
+    auto_rotate_period: Option<serde_json::Value>,
+    key_size: Option<u32>,
+    /// keyplane's own: `envelope` (default for symmetric types) or `hsm`.
+    protection: Option<String>,
+}
+
+fn default_type() -> String {
+    "aes256-gcm96".into()
+}
+
+/// `POST keys/<name>`: create the key (with its alias), or answer the existing one.
+pub async fn create(call: &Call<'_>, name: &str) -> Answer {
+    let alias = key_of(name).map_err(err)?;
+    let req: CreateRequest = call.decode().map_err(err)?;
+    let op = create_op(&req, alias.clone());
+    let created = call.run(op).await;
+    let mut warnings = Vec::new();
+    match created {
+        Ok(_) => {}
+        // Vault answers a create of an existing key with the key as it is.
+        Err(Error::AlreadyExists { kind: "alias", .. }) => {
+            warnings.push(format!("key {name} already exists; nothing was changed"))
+        }
+        Err(e) => return Err(err(e)),
+    }
+    if let Some(period) = &req.auto_rotate_period {
+        if warnings.is_empty() {
+            set_rotation(call, &alias, period).await?;
+        }
+    }
+    let mut reply = read(call, name).await?;
+    reply.warnings.extend(warnings);
+    Ok(reply)
+}
+
+fn create_op(req: &CreateRequest, alias: String) -> Result<ops::create_key::CreateKey> {
+    let (spec, usage) = spec_of_type(&req.key_type, req.key_size)?;
+    if req.convergent_encryption {
+        return Err(Error::Unsupported(
+            "convergent_encryption is not supported: keyplane never reuses a nonce".into(),
+        ));
+    }
+    if req.allow_plaintext_backup {
+        return Err(Error::Unsupported(
+            "allow_plaintext_backup is not supported: keyplane never hands out key material in plaintext".into(),
+        ));
+    }
+    Ok(ops::create_key::CreateKey {
+        description: String::new(),
+        tags: BTreeMap::new(),
+        protection: req.protection.clone(),
+        key_spec: spec.as_str().into(),
+        key_usage: Some(usage.into()),
+        grants: None,
+        origin: "keyplane".into(),
+        exportable: req.exportable,
+        policy: None,
+        alias: Some(alias),
+        deletion_protection: true,
+        require_encryption_context: req.derived,
+    })
+}
+
+/// A Transit duration (`auto_rotate_period`): seconds as a number, or a number followed by
+/// `s`, `m`, `h` or `d`; keyplane rotates by whole days (0 turns rotation off).
+fn period_days(v: &serde_json::Value) -> Result<i64> {
+    let bad = || {
+        Error::validation(
+            "auto_rotate_period must be 0 (off) or a whole number of days, e.g. 720h, 30d or 2592000",
+        )
+    };
+    let seconds = match v {
+        serde_json::Value::Number(n) => n.as_i64().ok_or_else(bad)?,
+        serde_json::Value::String(s) => {
+            let s = s.trim();
+            let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+            let n: i64 = num.parse().map_err(|_| bad())?;
+            let unit = match unit {
+                "" | "s" => 1,
+                "m" => 60,
+                "h" => 3600,
+                "d" => 86_400,
+                _ => return Err(bad()),
+            };
+            n.checked_mul(unit).ok_or_else(bad)?
+        }
+        _ => return Err(bad()),
+    };
+    if seconds < 0 || seconds % 86_400 != 0 {
+        return Err(bad());
+    }
+    Ok(seconds / 86_400)
+}
+
+async fn set_rotation(
+    call: &Call<'_>,
+    alias: &str,
+    period: &serde_json::Value,
+) -> Result<(), TransitError> {
+    let days = period_days(period).map_err(err)?;
+    if days == 0 {
+        let op = ops::automatic_rotation::DisableKeyRotation {
+            key_id: alias.into(),
+        };
+        call.run(Ok(op)).await.map_err(err)?;
+    } else {
+        let op = ops::automatic_rotation::EnableKeyRotation {
+            key_id: alias.into(),
+            rotation_period_days: Some(days),
+        };
+        call.run(Ok(op)).await.map_err(err)?;
+    }
+    Ok(())
+}
+
+/// One version in `keys`: its creation time (symmetric keys: Unix seconds, as Vault), and
+/// for asymmetric keys the public key.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum VersionEntry {
+    Symmetric(i64),
+    Asymmetric {
+        creation_time: String,
+        name: String,
+        public_key: String,
+    },
+}
+
+#[derive(Serialize)]
+struct KeyData {
+    name: String,
+    #[serde(rename = "type")]
+    key_type: String,
+    keys: BTreeMap<String, VersionEntry>,
+    latest_version: i64,
+    min_available_version: i64,
+    min_decryption_version: i64,
+    min_encryption_version: i64,
+    deletion_allowed: bool,
+    derived: bool,
+    exportable: bool,
+    allow_plaintext_backup: bool,
+    convergent_encryption: bool,
+    imported_key: bool,
+    supports_encryption: bool,
+    supports_decryption: bool,
+    supports_derivation: bool,
+    supports_signing: bool,
+    auto_rotate_period: i64,
+    /// keyplane's view of the same key (usable through the native API and the AWS front).
+    keyplane: Keyplane,
+}
+
+#[derive(Serialize)]
+struct Keyplane {
+    key_id: String,
+    alias: String,
+    key_spec: String,
+    protection: String,
+    state: String,
+}
+
+/// `GET keys/<name>`.
+pub async fn read(call: &Call<'_>, name: &str) -> Answer {
+    let alias = key_of(name).map_err(err)?;
+    let meta = describe(call, &alias).await?;
+    let versions = call
+        .run(Ok(ops::rotate_key::ListKeyVersions {
+            key_id: alias.clone(),
+            after_version: None,
+            limit: Some(1000),
+        }))
+        .await
+        .map_err(err)?;
+    let usage = meta.key_usage.as_str();
+    let asymmetric = usage == "sign-verify";
+    let mut keys = BTreeMap::new();
+    for v in versions.versions.iter().filter(|v| v.state != "destroyed") {
+        let entry = if asymmetric {
+            let public = call
+                .run(Ok(ops::get_public_key::GetPublicKey {
+                    key_id: meta.key_id.clone(),
+                    key_version: u32::try_from(v.version).ok(),
+                    format: Some("PEM".into()),
+                }))
+                .await
+                .map_err(err)?;
+            VersionEntry::Asymmetric {
+                creation_time: v.created_at.clone(),
+                name: curve_name(&meta.key_spec),
+                public_key: public.pem.unwrap_or_default(),
+            }
+        } else {
+            let t = chrono::DateTime::parse_from_rfc3339(&v.created_at)
+                .map(|t| t.timestamp())
+                .unwrap_or_default();
+            VersionEntry::Symmetric(t)
+        };
+        keys.insert(v.version.to_string(), entry);
+    }
+    let encrypts = usage == "encrypt-decrypt";
+    let data = KeyData {
+        name: name.to_string(),
+        key_type: type_of_spec(&meta.key_spec),
+        keys,
+        latest_version: meta.primary_version,
+        min_available_version: 0,
+        min_decryption_version: meta.min_decryption_version,
+        min_encryption_version: 0,
+        deletion_allowed: !meta.deletion_protection,
+        derived: meta.require_encryption_context,
+        exportable: meta.exportable.unwrap_or(false),
+        allow_plaintext_backup: false,
+        convergent_encryption: false,
+        imported_key: meta.origin.as_deref() == Some("external"),
+        supports_encryption: encrypts,
+        supports_decryption: encrypts,
+        supports_derivation: encrypts,
+        supports_signing: asymmetric,
+        auto_rotate_period: meta.rotation_period_days.unwrap_or(0) * 86_400,
+        keyplane: Keyplane {
+            key_id: meta.key_id.clone(),
+            alias,
+            key_spec: meta.key_spec.clone(),
+            protection: meta.protection.clone(),
+            state: meta.state.clone(),
+        },
+    };
+    Reply::data(&data)
+}
+
+fn curve_name(spec: &str) -> String {
+    match spec {
+        "ECC_NIST_P256" => "P-256",
+        "ECC_NIST_P384" => "P-384",
+        "ED25519" => "ed25519",
+        "RSA_2048" => "rsa-2048",
+        "RSA_3072" => "rsa-3072",
+        "RSA_4096" => "rsa-4096",
+        other => other,
+    }
+    .to_string()
+}
+
+async fn describe(call: &Call<'_>, alias: &str) -> Result<KeyMetadata, TransitError> {
+    call.run(Ok(ops::describe_key::DescribeKey {
+        key_id: alias.into(),
+    }))
+    .await
+    .map_err(err)
+}
+
+#[derive(Serialize)]
+struct ListData {
+    keys: Vec<String>,
+}
+
+/// `LIST keys`: the tenant's aliases, as Transit names. No keys: `404`, as Vault answers.
+pub async fn list(call: &Call<'_>) -> Answer {
+    let mut names = Vec::new();
+    let mut next_token = None;
+    loop {
+        let page = call
+            .run(Ok(ops::aliases::ListAliases {
+                key_id: None,
+                limit: Some(1000),
+                next_token: next_token.take(),
+            }))
+            .await
+            .map_err(err)?;
+        names.extend(page.aliases.into_iter().filter_map(|a| {
+            a.name
+                .strip_prefix(crate::ops::ALIAS_PREFIX)
+                .map(str::to_string)
+        }));
+        match page.next_token {
+            Some(t) => next_token = Some(t),
+            None => break,
+        }
+    }
+    if names.is_empty() {
+        return Err(TransitError::new(axum::http::StatusCode::NOT_FOUND, ""));
+    }
+    Reply::data(&ListData { keys: names })
+}
+
+#[derive(Serialize)]
+struct DeleteData {
+    key_id: String,
+    state: String,
+    deletion_date: Option<String>,
+}
+
+/// `DELETE keys/<name>`: keyplane's deletion (a pending window, then crypto-shredding), only
+/// when `deletion_allowed`; the name is freed at once.
+pub async fn delete(call: &Call<'_>, name: &str) -> Answer {
+    let alias = key_of(name).map_err(err)?;
+    let meta = describe(call, &alias).await?;
+    if meta.deletion_protection {
+        return Err(TransitError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "deletion is not allowed for this key: set deletion_allowed with keys/<name>/config first",
+        ));
+    }
+    let op = ops::key_deletion::ScheduleKeyDeletion::new(
+        meta.key_id.clone(),
+        Some(ops::key_deletion::MIN_WINDOW_DAYS),
+    );
+    let scheduled = call.run(Ok(op)).await.map_err(|e| {
+        let mut t = err(e);
+        if t.status == axum::http::StatusCode::FORBIDDEN {
+            t.message.push_str(
+                " (under the shipped policies, deleting a key needs multi-factor authentication or a second admin's approve-key-deletion for this caller)",
+            );
+        }
+        t
+    })?;
+    call.run(Ok(ops::aliases::DeleteAlias {
+        alias_name: alias.clone(),
+    }))
+    .await
+    .map_err(err)?;
+    let when = scheduled.deletion_date.clone().unwrap_or_default();
+    Ok(Reply::data(&DeleteData {
+        key_id: scheduled.key_id.clone(),
+        state: scheduled.state,
+        deletion_date: scheduled.deletion_date,
+    })?
+    .warn(format!(
+        "keyplane deletes a key after a pending window: key {} is pending deletion and its material is destroyed at {when}; until then cancel-key-deletion (native API) restores it. The name {name} is free again.",
+        scheduled.key_id
+    )))
+}
+
+#[derive(Debug, Deserialize)]
+struct ConfigRequest {
+    min_decryption_version: Option<i64>,
+    min_encryption_version: Option<i64>,
+    deletion_allowed: Option<bool>,
+    exportable: Option<bool>,
+    allow_plaintext_backup: Option<bool>,
+    auto_rotate_period: Option<serde_json::Value>,
+}
+
+/// `POST keys/<name>/config`: each setting given becomes its keyplane operation.
+pub async fn config(call: &Call<'_>, name: &str) -> Answer {
+    let alias = key_of(name).map_err(err)?;
+    let req: ConfigRequest = call.decode().map_err(err)?;
+    let meta = describe(call, &alias).await?;
+    let refuse = |m: &str| Err(err(Error::Unsupported(m.to_string())));
+    if req.min_encryption_version.is_some_and(|v| v != 0) {
+        return refuse("min_encryption_version is not supported: keyplane always encrypts with the latest version (0)");
+    }
+    if req.allow_plaintext_backup == Some(true) {
+        return refuse("allow_plaintext_backup is not supported: keyplane never hands out key material in plaintext");
+    }
+    if req
+        .exportable
+        .is_some_and(|e| e != meta.exportable.unwrap_or(false))
+    {
+        return refuse("exportable is fixed when a keyplane key is created");
+    }
+    if let Some(v) = req.min_decryption_version {
+        if v != meta.min_decryption_version && v > 0 {
+            let op = ops::key_state::SetMinDecryptionVersion {
+                key_id: meta.key_id.clone(),
+                version: v,
+            };
+            call.run(Ok(op)).await.map_err(err)?;
+        }
+    }
+    if let Some(allowed) = req.deletion_allowed {
+        if allowed == meta.deletion_protection {
+            let op = ops::key_deletion::SetDeletionProtection {
+                key_id: meta.key_id.clone(),
+                enabled: !allowed,
+            };
+            call.run(Ok(op)).await.map_err(err)?;
+        }
+    }
+    if let Some(period) = &req.auto_rotate_period {
+        set_rotation(call, &meta.key_id, period).await?;
+    }
+    read(call, name).await
+}
+
+/// `POST keys/<name>/rotate`: a new primary version; answers the key.
+pub async fn rotate(call: &Call<'_>, name: &str) -> Answer {
+    let alias = key_of(name).map_err(err)?;
+    call.run(Ok(ops::rotate_key::RotateKey { key_id: alias }))
+        .await
+        .map_err(err)?;
+    read(call, name).await
+}
+
+/// `POST keys/<name>/trim`: refused; keyplane destroys versions only by crypto-shredding the
+/// whole key, and `min_decryption_version` already stops old versions decrypting.
+pub async fn trim(call: &Call<'_>, name: &str) -> Answer {
+    key_of(name).map_err(err)?;
+    let _ = call;
+    Err(err(Error::Unsupported(
+        "trim is not supported: keyplane destroys key material only through key deletion (crypto-shredding); set min_decryption_version to stop old versions decrypting".into(),
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotation_periods_are_whole_days() {
+        use serde_json::json;
+        assert_eq!(period_days(&json!("720h")).unwrap(), 30);
+        assert_eq!(period_days(&json!("30d")).unwrap(), 30);
+        assert_eq!(period_days(&json!(86400)).unwrap(), 1);
+        assert_eq!(period_days(&json!("0")).unwrap(), 0);
+        for bad in [
+            json!("1h"),
+            json!("1.5d"),
+            json!("-1d"),
+            json!(true),
+            json!("5w"),
+        ] {
+            assert!(period_days(&bad).is_err(), "{bad}");
+        }
+    }
+}

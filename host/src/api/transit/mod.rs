@@ -1,0 +1,388 @@
+//! The Vault Transit front: the paths of Vault's (and OpenBao's) Transit secrets engine
+//! under `/v1/<mount>/` (`transit.mount`, default `transit`), for the clients people already
+//! have (hvac, the vault CLI, sops `--hc-vault-transit`, Vault's Go client).
+//!
+//! - A keyplane bearer token in `X-Vault-Token` (or `Authorization: Bearer`); `X-Vault-Request`
+//!   and `X-Vault-Namespace` are accepted and change nothing. `POST` and `PUT` are the same
+//!   (the Go client writes with `PUT`); lists answer `LIST` and `GET ?list=true`.
+//! - A Transit key is the keyplane key its tenant's alias `alias/<name>` names, so one key
+//!   is reachable from every front: a key made here is a keyplane key, and a key made
+//!   natively or through the AWS front is a Transit key once it has an alias.
+//! - Every endpoint becomes one or more operations of `ops` through the [`Gate`] (the same
+//!   Cedar decision and audit record as the native API; the record says `vault-transit`);
+//!   `batch_input` becomes one `ops::execute_many` call. Files: [`keys`] (create, read, list,
+//!   delete, config, rotate, trim), [`encryption`] (encrypt, decrypt, rewrap, data keys),
+//!   [`signing`] (sign, verify, hmac), [`utility`] (random, hash), [`sys`] (`sys/health`,
+//!   `auth/token/lookup-self`); [`wire`] holds the `vault:v<N>:` values and the envelope,
+//!   [`error`] the one mapping of keyplane's errors to Vault's.
+//!
+//! Where Transit and keyplane differ, the request is refused with a message that says so
+//! (docs/vault-transit.md lists each difference), never silently changed.
+
+mod encryption;
+mod error;
+mod keys;
+mod signing;
+mod sys;
+mod utility;
+mod wire;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::Response;
+use axum::Extension;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use zeroize::Zeroizing;
+
+use crate::api::gate::{BodyLimits, Gate};
+use crate::authn::Principal;
+use crate::error::{Error, Result};
+use crate::ops::{Front, Operation};
+use crate::state::AppState;
+use crate::telemetry::http::RequestId;
+pub use error::TransitError;
+pub use sys::{health, lookup_self};
+
+/// What a Transit endpoint answers: data, warnings, and its status.
+pub struct Reply {
+    pub status: StatusCode,
+    pub data: Option<Zeroizing<Vec<u8>>>,
+    pub warnings: Vec<String>,
+}
+
+impl Reply {
+    /// `200` with `data`, serialized into a buffer zeroized once sent (data may hold
+    /// plaintext or a data key).
+    pub fn data<T: Serialize>(data: &T) -> std::result::Result<Self, TransitError> {
+        let mut buf = Zeroizing::new(Vec::new());
+        serde_json::to_writer(&mut *buf, data).map_err(|e| {
+            tracing::error!(error = %e, "a Transit answer could not be encoded");
+            TransitError::from(&Error::Internal)
+        })?;
+        Ok(Reply {
+            status: StatusCode::OK,
+            data: Some(buf),
+            warnings: Vec::new(),
+        })
+    }
+
+    pub fn warn(mut self, w: impl Into<String>) -> Self {
+        self.warnings.push(w.into());
+        self
+    }
+}
+
+/// One request on its way through the front: the gate, the caller, the body.
+pub struct Call<'a> {
+    pub gate: &'a Gate,
+    pub principal: Principal,
+    pub body: &'a [u8],
+}
+
+impl Call<'_> {
+    /// The body as `T` (an empty body is `{}`).
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T> {
+        let body = if self.body.iter().all(u8::is_ascii_whitespace) {
+            b"{}".as_slice()
+        } else {
+            self.body
+        };
+        serde_json::from_slice(body).map_err(|e| Error::validation(format!("invalid request: {e}")))
+    }
+
+    /// Run one operation.
+    pub async fn run<O: Operation>(&self, op: Result<O>) -> Result<O::Output> {
+        self.gate.run(self.principal.clone(), op).await
+    }
+
+    /// Run a batch of operations (`batch_input`).
+    pub async fn run_many<O: Operation>(
+        &self,
+        ops: Vec<Result<O>>,
+    ) -> Result<Vec<Result<O::Output>>> {
+        let mut out = Vec::with_capacity(ops.len());
+        for op in ops {
+            out.push(self.gate.run(self.principal.clone(), op).await);
+        }
+        Ok(out)
+    }
+}
+
+/// `/v1/<mount>/<path>`, any method.
+pub async fn handle(
+    State(state): State<Arc<AppState>>,
+    Path(path): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request_id: Option<Extension<RequestId>>,
+    request: Request,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let request_id = request_id.map(|Extension(RequestId(id))| id);
+    let gate = Gate::new(state, Front::VaultTransit, peer, request_id, &parts.headers);
+    let auth = authenticate(&gate, &parts.headers).await;
+    let list = parts.method.as_str() == "LIST"
+        || (parts.method == Method::GET
+            && parts
+                .uri
+                .query()
+                .is_some_and(|q| q.split('&').any(|kv| kv == "list=true" || kv == "list=1")));
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let endpoint = Endpoint::route(&parts.method, list, &segments);
+    let max_body = gate.state.config.limits.max_body_bytes;
+    let limits = match (&auth, &endpoint) {
+        (Ok(_), Ok(_)) => BodyLimits::authenticated(max_body),
+        _ => BodyLimits::refused(max_body),
+    };
+    let read = gate.read_body(body, limits).await;
+    let audited_as = match &endpoint {
+        Ok(e) => e.action().to_string(),
+        Err(_) => unknown_action(&path),
+    };
+    let principal = match auth {
+        Ok(p) => p,
+        Err(e) => return error_response(&gate, &(&gate.refuse(None, &audited_as, e).await).into()),
+    };
+    let endpoint = match endpoint {
+        Ok(e) => e,
+        Err(e) => {
+            let e = gate.refuse(Some(&principal), &audited_as, e).await;
+            return error_response(&gate, &(&e).into());
+        }
+    };
+    let body = match read {
+        Ok(b) => b,
+        Err(e) => {
+            let e = gate.refuse(Some(&principal), &audited_as, e).await;
+            return error_response(&gate, &(&e).into());
+        }
+    };
+    let call = Call {
+        gate: &gate,
+        principal,
+        body: &body,
+    };
+    match endpoint.serve(&call).await {
+        Ok(reply) => reply_response(&gate, reply),
+        Err(e) => error_response(&gate, &e),
+    }
+}
+
+/// The caller's principal, from `X-Vault-Token` or `Authorization: Bearer`.
+async fn authenticate(gate: &Gate, headers: &HeaderMap) -> Result<Principal> {
+    match headers.get("x-vault-token").and_then(|v| v.to_str().ok()) {
+        Some(token) => {
+            let header = Zeroizing::new(format!("Bearer {}", token.trim()));
+            gate.bearer_value(Some(header.as_str())).await
+        }
+        None => gate.bearer(headers).await,
+    }
+}
+
+/// The action an unknown path is audited under.
+fn unknown_action(path: &str) -> String {
+    let clean: String = path
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '/' | '_'))
+        .take(64)
+        .collect();
+    format!("unknown:transit/{clean}")
+}
+
+/// Every Transit endpoint keyplane serves.
+enum Endpoint {
+    ListKeys,
+    CreateKey(String),
+    ReadKey(String),
+    DeleteKey(String),
+    ConfigKey(String),
+    RotateKey(String),
+    TrimKey(String),
+    Encrypt(String),
+    Decrypt(String),
+    Rewrap(String),
+    DataKey {
+        plaintext: bool,
+        name: String,
+    },
+    Sign {
+        name: String,
+        hash: Option<String>,
+    },
+    Verify {
+        name: String,
+        hash: Option<String>,
+    },
+    Hmac {
+        name: String,
+        algorithm: Option<String>,
+    },
+    Random {
+        bytes: Option<String>,
+    },
+    Hash {
+        algorithm: Option<String>,
+    },
+}
+
+impl Endpoint {
+    fn route(method: &Method, list: bool, path: &[&str]) -> Result<Endpoint> {
+        let write = *method == Method::POST || *method == Method::PUT;
+        let read = *method == Method::GET;
+        let name = |s: &str| s.to_string();
+        let e = match path {
+            ["keys"] | ["keys", ""] if list => Endpoint::ListKeys,
+            ["keys", n] if write => Endpoint::CreateKey(name(n)),
+            ["keys", n] if read && !list => Endpoint::ReadKey(name(n)),
+            ["keys", n] if *method == Method::DELETE => Endpoint::DeleteKey(name(n)),
+            ["keys", n, "config"] if write => Endpoint::ConfigKey(name(n)),
+            ["keys", n, "rotate"] if write => Endpoint::RotateKey(name(n)),
+            ["keys", n, "trim"] if write => Endpoint::TrimKey(name(n)),
+            ["encrypt", n] if write => Endpoint::Encrypt(name(n)),
+            ["decrypt", n] if write => Endpoint::Decrypt(name(n)),
+            ["rewrap", n] if write => Endpoint::Rewrap(name(n)),
+            ["datakey", kind @ ("plaintext" | "wrapped"), n] if write => Endpoint::DataKey {
+                plaintext: *kind == "plaintext",
+                name: name(n),
+            },
+            ["sign", n] if write => Endpoint::Sign {
+                name: name(n),
+                hash: None,
+            },
+            ["sign", n, h] if write => Endpoint::Sign {
+                name: name(n),
+                hash: Some(name(h)),
+            },
+            ["verify", n] if write => Endpoint::Verify {
+                name: name(n),
+                hash: None,
+            },
+            ["verify", n, h] if write => Endpoint::Verify {
+                name: name(n),
+                hash: Some(name(h)),
+            },
+            ["hmac", n] if write => Endpoint::Hmac {
+                name: name(n),
+                algorithm: None,
+            },
+            ["hmac", n, a] if write => Endpoint::Hmac {
+                name: name(n),
+                algorithm: Some(name(a)),
+            },
+            ["random"] if write => Endpoint::Random { bytes: None },
+            // `random/<source>`, `random/<bytes>`, `random/<source>/<bytes>`: keyplane's only
+            // source is the HSM, whichever is named.
+            ["random", b] if write && b.bytes().all(|c| c.is_ascii_digit()) => Endpoint::Random {
+                bytes: Some(name(b)),
+            },
+            ["random", _source] if write => Endpoint::Random { bytes: None },
+            ["random", _source, b] if write => Endpoint::Random {
+                bytes: Some(name(b)),
+            },
+            ["hash"] if write => Endpoint::Hash { algorithm: None },
+            ["hash", a] if write => Endpoint::Hash {
+                algorithm: Some(name(a)),
+            },
+            _ => {
+                return Err(Error::UnknownOperation(format!(
+                    "unsupported path: {} {}",
+                    method,
+                    path.join("/")
+                )))
+            }
+        };
+        Ok(e)
+    }
+
+    /// The Cedar action of the endpoint's (first) operation, for auditing a request refused
+    /// before it reaches one.
+    fn action(&self) -> &'static str {
+        use crate::ops;
+        match self {
+            Endpoint::ListKeys => ops::aliases::ListAliases::ACTION,
+            Endpoint::CreateKey(_) => ops::create_key::CreateKey::ACTION,
+            Endpoint::ReadKey(_) => ops::describe_key::DescribeKey::ACTION,
+            Endpoint::DeleteKey(_) => ops::key_deletion::ScheduleKeyDeletion::ACTION,
+            Endpoint::ConfigKey(_) => ops::describe_key::DescribeKey::ACTION,
+            Endpoint::RotateKey(_) | Endpoint::TrimKey(_) => ops::rotate_key::RotateKey::ACTION,
+            Endpoint::Encrypt(_) => ops::encrypt::Encrypt::ACTION,
+            Endpoint::Decrypt(_) => ops::decrypt::Decrypt::ACTION,
+            Endpoint::Rewrap(_) => ops::rewrap::Rewrap::ACTION,
+            Endpoint::DataKey {
+                plaintext: true, ..
+            } => ops::generate_data_key::GenerateDataKey::ACTION,
+            Endpoint::DataKey { .. } => {
+                ops::generate_data_key::GenerateDataKeyWithoutPlaintext::ACTION
+            }
+            Endpoint::Sign { .. } => ops::sign::Sign::ACTION,
+            Endpoint::Verify { .. } => ops::sign::Verify::ACTION,
+            Endpoint::Hmac { .. } => ops::mac::GenerateMac::ACTION,
+            Endpoint::Random { .. } => ops::generate_random::GenerateRandom::ACTION,
+            Endpoint::Hash { .. } => ops::hash::Hash::ACTION,
+        }
+    }
+
+    async fn serve(self, call: &Call<'_>) -> std::result::Result<Reply, TransitError> {
+        match self {
+            Endpoint::ListKeys => keys::list(call).await,
+            Endpoint::CreateKey(n) => keys::create(call, &n).await,
+            Endpoint::ReadKey(n) => keys::read(call, &n).await,
+            Endpoint::DeleteKey(n) => keys::delete(call, &n).await,
+            Endpoint::ConfigKey(n) => keys::config(call, &n).await,
+            Endpoint::RotateKey(n) => keys::rotate(call, &n).await,
+            Endpoint::TrimKey(n) => keys::trim(call, &n).await,
+            Endpoint::Encrypt(n) => encryption::encrypt(call, &n).await,
+            Endpoint::Decrypt(n) => encryption::decrypt(call, &n).await,
+            Endpoint::Rewrap(n) => encryption::rewrap(call, &n).await,
+            Endpoint::DataKey { plaintext, name } => {
+                encryption::data_key(call, &name, plaintext).await
+            }
+            Endpoint::Sign { name, hash } => signing::sign(call, &name, hash).await,
+            Endpoint::Verify { name, hash } => signing::verify(call, &name, hash).await,
+            Endpoint::Hmac { name, algorithm } => signing::hmac(call, &name, algorithm).await,
+            Endpoint::Random { bytes } => utility::random(call, bytes).await,
+            Endpoint::Hash { algorithm } => utility::hash(call, algorithm).await,
+        }
+    }
+}
+
+/// The keyplane key id (an alias) of a Transit key name.
+pub fn key_of(name: &str) -> Result<String> {
+    let alias = format!("{}{name}", crate::ops::ALIAS_PREFIX);
+    crate::ops::validate_alias(&alias).map_err(|_| {
+        Error::validation(format!(
+            "key name {name:?} is not supported: keyplane names Transit keys by alias, so a name is letters, digits, '/', '_' and '-'"
+        ))
+    })?;
+    Ok(alias)
+}
+
+/// The answer: the envelope around the reply's data, `Content-Type: application/json`.
+fn reply_response(gate: &Gate, reply: Reply) -> Response {
+    let body = wire::envelope(
+        &gate.meta.request_id,
+        reply.data.as_deref().map(Vec::as_slice),
+        &reply.warnings,
+    );
+    json(reply.status, Body::from(bytes::Bytes::from_owner(body)))
+}
+
+/// An error as Vault sends it: `{"errors": ["…"]}`.
+pub fn error_response(_gate: &Gate, e: &TransitError) -> Response {
+    let body = serde_json::json!({ "errors": [e.message] });
+    json(e.status, Body::from(body.to_string()))
+}
+
+fn json(status: StatusCode, body: Body) -> Response {
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}

@@ -1,0 +1,360 @@
+//! Transit's `sign/<name>`, `verify/<name>` and `hmac/<name>` on keyplane's `sign`, `verify`,
+//! `generate-mac` and `verify-mac`, with `batch_input` as one batch of operations.
+//!
+//! Transit names a hash (`hash_algorithm`, default sha2-256), a padding for RSA
+//! (`signature_algorithm`: pss, the default, or pkcs1v15) and an encoding for ECDSA
+//! (`marshaling_algorithm`: asn1, the default, or jws, the raw r‖s in URL-safe base64);
+//! keyplane names one signing algorithm per key spec and hash, so the key's spec is read
+//! first (`describe-key`) and the pair is mapped, or refused where keyplane has no such
+//! algorithm (P-256 signs with SHA-256, P-384 with SHA-384). Signatures and HMACs are
+//! `vault:v<N>:<base64>`; verification uses the version N names.
+
+use serde::{Deserialize, Serialize};
+
+use super::encryption::one_or_many;
+use super::error::TransitError;
+use super::wire::{hash_name, parse_versioned, versioned, versioned_jws, B64};
+use super::{key_of, Call, Reply};
+use crate::error::{Error, Result};
+use crate::ops::{self, Base64};
+
+type Answer = std::result::Result<Reply, TransitError>;
+
+fn err(e: Error) -> TransitError {
+    TransitError::from(&e)
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+struct Item {
+    input: Option<B64>,
+    signature: Option<String>,
+    hmac: Option<String>,
+    context: Option<B64>,
+    reference: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Request {
+    #[serde(flatten)]
+    item: Item,
+    batch_input: Option<Vec<Item>>,
+    partial_failure_response_code: Option<u16>,
+    hash_algorithm: Option<String>,
+    algorithm: Option<String>,
+    #[serde(default)]
+    prehashed: bool,
+    signature_algorithm: Option<String>,
+    marshaling_algorithm: Option<String>,
+    key_version: Option<u32>,
+}
+
+/// How a request signs: keyplane's algorithm, the message type, the encoding.
+struct Scheme {
+    algorithm: &'static str,
+    message_type: &'static str,
+    /// ECDSA signatures as JWS (raw r‖s) rather than ASN.1 DER.
+    jws: Option<&'static str>,
+}
+
+fn scheme(spec: &str, req: &Request, path_hash: Option<&str>) -> Result<Scheme> {
+    let hash = req
+        .hash_algorithm
+        .as_deref()
+        .or(path_hash)
+        .unwrap_or("sha2-256");
+    let hash = hash_name(hash)?;
+    let padding = req.signature_algorithm.as_deref().unwrap_or("pss");
+    let jws = match req.marshaling_algorithm.as_deref().unwrap_or("asn1") {
+        "asn1" => false,
+        "jws" => true,
+        other => {
+            return Err(Error::validation(format!(
+                "marshaling_algorithm {other:?} is not supported: asn1 or jws"
+            )))
+        }
+    };
+    let unsupported = || {
+        Error::Unsupported(format!(
+            "keyplane does not sign with key type {} and hash {hash}{}",
+            super::wire::type_of_spec(spec),
+            if spec.starts_with("ECC_NIST_P384") {
+                " (ecdsa-p384 keys sign with sha2-384)"
+            } else if spec.starts_with("ECC_NIST_P256") {
+                " (ecdsa-p256 keys sign with sha2-256)"
+            } else {
+                ""
+            }
+        ))
+    };
+    let algorithm = match (spec, hash) {
+        ("ED25519", _) => {
+            if req.prehashed {
+                return Err(Error::Unsupported(
+                    "ed25519 keys sign the input itself; prehashed is not supported".into(),
+                ));
+            }
+            "ED25519"
+        }
+        ("ECC_NIST_P256", "SHA_256") => "ECDSA_SHA_256",
+        ("ECC_NIST_P384", "SHA_384") => "ECDSA_SHA_384",
+        (s, h) if s.starts_with("RSA_") => match (padding, h) {
+            ("pss", "SHA_256") => "RSASSA_PSS_SHA_256",
+            ("pss", "SHA_384") => "RSASSA_PSS_SHA_384",
+            ("pss", "SHA_512") => "RSASSA_PSS_SHA_512",
+            ("pkcs1v15", "SHA_256") => "RSASSA_PKCS1_V1_5_SHA_256",
+            ("pkcs1v15", "SHA_384") => "RSASSA_PKCS1_V1_5_SHA_384",
+            ("pkcs1v15", "SHA_512") => "RSASSA_PKCS1_V1_5_SHA_512",
+            ("pss" | "pkcs1v15", _) => return Err(unsupported()),
+            (p, _) => {
+                return Err(Error::validation(format!(
+                    "signature_algorithm {p:?} is not supported: pss or pkcs1v15"
+                )))
+            }
+        },
+        _ => return Err(unsupported()),
+    };
+    let jws = match (jws, spec) {
+        (false, _) => None,
+        (true, "ECC_NIST_P256") => Some("P-256"),
+        (true, "ECC_NIST_P384") => Some("P-384"),
+        (true, _) => {
+            return Err(Error::validation(
+                "marshaling_algorithm jws is for ecdsa keys only",
+            ))
+        }
+    };
+    Ok(Scheme {
+        algorithm,
+        message_type: if req.prehashed { "DIGEST" } else { "RAW" },
+        jws,
+    })
+}
+
+/// ASN.1 DER ECDSA signature → JWS (raw r‖s), and back.
+fn der_to_jws(curve: &str, der: &[u8]) -> Result<Vec<u8>> {
+    let bad = |_| Error::Internal;
+    Ok(match curve {
+        "P-256" => p256::ecdsa::Signature::from_der(der).map_err(bad)?.to_vec(),
+        _ => p384::ecdsa::Signature::from_der(der).map_err(bad)?.to_vec(),
+    })
+}
+
+fn jws_to_der(curve: &str, raw: &[u8]) -> Result<Vec<u8>> {
+    let bad = |_| Error::validation("signature is not a JWS ECDSA signature of this key's curve");
+    Ok(match curve {
+        "P-256" => p256::ecdsa::Signature::from_slice(raw)
+            .map_err(bad)?
+            .to_der()
+            .as_bytes()
+            .to_vec(),
+        _ => p384::ecdsa::Signature::from_slice(raw)
+            .map_err(bad)?
+            .to_der()
+            .as_bytes()
+            .to_vec(),
+    })
+}
+
+async fn key_spec(call: &Call<'_>, alias: &str) -> std::result::Result<String, TransitError> {
+    let meta = call
+        .run(Ok(ops::describe_key::DescribeKey {
+            key_id: alias.into(),
+        }))
+        .await
+        .map_err(err)?;
+    Ok(meta.key_spec)
+}
+
+fn input(item: &Item) -> Result<Base64> {
+    if item.context.as_ref().is_some_and(|c| !c.0.is_empty()) {
+        return Err(Error::Unsupported(
+            "context is not supported for signing: keyplane has no derived signing keys".into(),
+        ));
+    }
+    item.input
+        .clone()
+        .map(|b| Base64(b.0))
+        .ok_or_else(|| Error::validation("missing input"))
+}
+
+fn reference(i: &Item) -> Option<String> {
+    i.reference.clone()
+}
+
+fn latest_only(key_version: Option<u32>) -> Result<()> {
+    if key_version.is_some_and(|v| v != 0) {
+        return Err(Error::Unsupported(
+            "key_version is not supported here: keyplane signs with the latest version".into(),
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct Signed {
+    signature: String,
+    key_version: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reference: Option<String>,
+}
+
+/// `POST sign/<name>(/<hash_algorithm>)`.
+pub async fn sign(call: &Call<'_>, name: &str, path_hash: Option<String>) -> Answer {
+    let alias = key_of(name).map_err(err)?;
+    let req: Request = call.decode().map_err(err)?;
+    latest_only(req.key_version).map_err(err)?;
+    let spec = key_spec(call, &alias).await?;
+    let scheme = scheme(&spec, &req, path_hash.as_deref()).map_err(err)?;
+    let op = |item: &Item| {
+        Ok(ops::sign::Sign {
+            key_id: alias.clone(),
+            message: input(item)?,
+            message_type: scheme.message_type.into(),
+            signing_algorithm: scheme.algorithm.into(),
+        })
+    };
+    let encode = |out: ops::sign::SignOutput, reference: Option<String>| {
+        let version = u32::try_from(out.key_version).map_err(|_| Error::Internal)?;
+        let signature = match scheme.jws {
+            Some(curve) => versioned_jws(version, &der_to_jws(curve, &out.signature.0)?),
+            None => versioned(version, &out.signature.0),
+        };
+        Ok(Signed {
+            signature,
+            key_version: out.key_version,
+            reference,
+        })
+    };
+    let code = req.partial_failure_response_code;
+    let (single, batch) = (req.item.clone(), req.batch_input.clone());
+    one_or_many(call, single, batch, code, reference, |i| op(&i), encode).await
+}
+
+#[derive(Serialize)]
+struct Verified {
+    valid: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reference: Option<String>,
+}
+
+/// `POST verify/<name>(/<hash_algorithm>)`: a signature, or an HMAC (`hmac`).
+pub async fn verify(call: &Call<'_>, name: &str, path_hash: Option<String>) -> Answer {
+    let alias = key_of(name).map_err(err)?;
+    let req: Request = call.decode().map_err(err)?;
+    let first = req
+        .batch_input
+        .as_ref()
+        .and_then(|b| b.first())
+        .unwrap_or(&req.item);
+    if first.hmac.is_some() {
+        return verify_hmac(call, &alias, &req, path_hash).await;
+    }
+    let spec = key_spec(call, &alias).await?;
+    let scheme = scheme(&spec, &req, path_hash.as_deref()).map_err(err)?;
+    let op = |item: &Item| {
+        let value = item
+            .signature
+            .as_deref()
+            .ok_or_else(|| Error::validation("missing signature (or hmac) to verify"))?;
+        let (version, sig) = parse_versioned("signature", value, scheme.jws.is_some())?;
+        let signature = match scheme.jws {
+            Some(curve) => jws_to_der(curve, &sig)?,
+            None => sig,
+        };
+        Ok(ops::sign::Verify {
+            key_id: alias.clone(),
+            message: input(item)?,
+            message_type: scheme.message_type.into(),
+            signing_algorithm: scheme.algorithm.into(),
+            signature: Base64::new(signature),
+            key_version: Some(version),
+        })
+    };
+    let encode = |out: ops::sign::VerifyOutput, reference| {
+        Ok(Verified {
+            valid: out.signature_valid,
+            reference,
+        })
+    };
+    let code = req.partial_failure_response_code;
+    let (single, batch) = (req.item.clone(), req.batch_input.clone());
+    one_or_many(call, single, batch, code, reference, |i| op(&i), encode).await
+}
+
+/// Transit's HMAC algorithm (`sha2-256`) as keyplane's (`HMAC_SHA_256`); the key's spec
+/// must match (keyplane's HMAC keys are made for one hash).
+fn mac_algorithm(req: &Request, path: Option<&str>) -> Result<String> {
+    let name = req
+        .algorithm
+        .as_deref()
+        .or(req.hash_algorithm.as_deref())
+        .or(path)
+        .unwrap_or("sha2-256");
+    match hash_name(name)? {
+        h @ ("SHA_256" | "SHA_384" | "SHA_512") => Ok(format!("HMAC_{h}")),
+        _ => Err(Error::Unsupported(format!(
+            "keyplane's HMAC keys use sha2-256, sha2-384 or sha2-512, not {name}"
+        ))),
+    }
+}
+
+async fn verify_hmac(call: &Call<'_>, alias: &str, req: &Request, path: Option<String>) -> Answer {
+    let algorithm = mac_algorithm(req, path.as_deref()).map_err(err)?;
+    let op = |item: &Item| {
+        let value = item
+            .hmac
+            .as_deref()
+            .ok_or_else(|| Error::validation("missing hmac to verify"))?;
+        let (version, mac) = parse_versioned("hmac", value, false)?;
+        Ok(ops::mac::VerifyMac {
+            key_id: alias.to_string(),
+            message: input(item)?,
+            mac_algorithm: algorithm.clone(),
+            mac: Base64::new(mac),
+            key_version: Some(version),
+        })
+    };
+    let encode = |out: ops::mac::VerifyMacOutput, reference| {
+        Ok(Verified {
+            valid: out.mac_valid,
+            reference,
+        })
+    };
+    let code = req.partial_failure_response_code;
+    let (single, batch) = (req.item.clone(), req.batch_input.clone());
+    one_or_many(call, single, batch, code, reference, |i| op(&i), encode).await
+}
+
+#[derive(Serialize)]
+struct Mac {
+    hmac: String,
+    key_version: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reference: Option<String>,
+}
+
+/// `POST hmac/<name>(/<algorithm>)`.
+pub async fn hmac(call: &Call<'_>, name: &str, path_algorithm: Option<String>) -> Answer {
+    let alias = key_of(name).map_err(err)?;
+    let req: Request = call.decode().map_err(err)?;
+    latest_only(req.key_version).map_err(err)?;
+    let algorithm = mac_algorithm(&req, path_algorithm.as_deref()).map_err(err)?;
+    let op = |item: &Item| {
+        Ok(ops::mac::GenerateMac {
+            key_id: alias.clone(),
+            message: input(item)?,
+            mac_algorithm: algorithm.clone(),
+        })
+    };
+    let encode = |out: ops::mac::GenerateMacOutput, reference| {
+        let version = u32::try_from(out.key_version).map_err(|_| Error::Internal)?;
+        Ok(Mac {
+            hmac: versioned(version, &out.mac.0),
+            key_version: out.key_version,
+            reference,
+        })
+    };
+    let code = req.partial_failure_response_code;
+    let (single, batch) = (req.item.clone(), req.batch_input.clone());
+    one_or_many(call, single, batch, code, reference, |i| op(&i), encode).await
+}

@@ -1,0 +1,101 @@
+//! Transit's `random(/<source>)(/<bytes>)` and `hash(/<algorithm>)` on keyplane's
+//! `generate-random` (the HSM's generator, whichever source is named) and `hash`.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::error::TransitError;
+use super::wire::{hash_name, B64};
+use super::{Call, Reply};
+use crate::error::Error;
+use crate::ops;
+
+type Answer = std::result::Result<Reply, TransitError>;
+
+fn err(e: Error) -> TransitError {
+    TransitError::from(&e)
+}
+
+/// `hex` or `base64` output.
+fn encode(
+    format: Option<&str>,
+    default_hex: bool,
+    bytes: &[u8],
+) -> Result<Zeroizing<String>, Error> {
+    match format {
+        Some("hex") => Ok(Zeroizing::new(hex::encode(bytes))),
+        Some("base64") => Ok(Zeroizing::new(STANDARD.encode(bytes))),
+        None if default_hex => Ok(Zeroizing::new(hex::encode(bytes))),
+        None => Ok(Zeroizing::new(STANDARD.encode(bytes))),
+        Some(other) => Err(Error::validation(format!(
+            "unsupported encoding format {other:?}; must be \"hex\" or \"base64\""
+        ))),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct RandomRequest {
+    bytes: Option<serde_json::Value>,
+    format: Option<String>,
+}
+
+#[derive(Serialize)]
+struct RandomData<'a> {
+    random_bytes: &'a str,
+}
+
+/// `POST random`: `bytes` (default 32) from the HSM.
+pub async fn random(call: &Call<'_>, path_bytes: Option<String>) -> Answer {
+    let req: RandomRequest = call.decode().map_err(err)?;
+    let bytes = match (&req.bytes, path_bytes) {
+        (Some(serde_json::Value::Number(n)), _) => n.as_u64(),
+        (Some(serde_json::Value::String(s)), _) => s.parse().ok(),
+        (Some(_), _) => None,
+        (None, Some(p)) => p.parse().ok(),
+        (None, None) => Some(32),
+    }
+    .ok_or_else(|| err(Error::validation("bytes must be a positive number")))?;
+    let op = ops::generate_random::GenerateRandom {
+        number_of_bytes: usize::try_from(bytes).unwrap_or(usize::MAX),
+    };
+    let out = call.run(Ok(op)).await.map_err(err)?;
+    let text = encode(req.format.as_deref(), false, &out.random.0).map_err(err)?;
+    Reply::data(&RandomData {
+        random_bytes: &text,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct HashRequest {
+    input: Option<B64>,
+    algorithm: Option<String>,
+    format: Option<String>,
+}
+
+#[derive(Serialize)]
+struct HashData<'a> {
+    sum: &'a str,
+}
+
+/// `POST hash`: the digest of `input` (base64), hex by default.
+pub async fn hash(call: &Call<'_>, path_algorithm: Option<String>) -> Answer {
+    let req: HashRequest = call.decode().map_err(err)?;
+    let algorithm = req
+        .algorithm
+        .as_deref()
+        .or(path_algorithm.as_deref())
+        .unwrap_or("sha2-256");
+    let algorithm = hash_name(algorithm).map_err(err)?;
+    let input = req
+        .input
+        .ok_or_else(|| err(Error::validation("missing input to hash")))?;
+    let op = ops::hash::Hash {
+        input: ops::Base64(input.0),
+        algorithm: Some(algorithm.into()),
+    };
+    let out = call.run(Ok(op)).await.map_err(err)?;
+    let text = encode(req.format.as_deref(), true, &out.digest.0).map_err(err)?;
+    Reply::data(&HashData { sum: &text })
+}

@@ -1,0 +1,259 @@
+//! Transit's wire values: `vault:v<N>:<base64>` ciphertexts, signatures and HMACs; base64
+//! inputs; `context` and `associated_data` as keyplane encryption context; key types as
+//! keyplane key specs; the response envelope.
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
+use serde::{Deserialize, Deserializer};
+use zeroize::Zeroizing;
+
+use crate::algorithms::KeySpec;
+use crate::crypto::context::EncryptionContext;
+use crate::error::{Error, Result};
+
+/// The encryption-context entry a request's `context` (base64, as sent) becomes: Transit
+/// binds it to the ciphertext (derived keys), keyplane binds the context as AAD.
+pub const CONTEXT_ENTRY: &str = "vault:context";
+/// The entry a request's `associated_data` (base64) becomes.
+pub const ASSOCIATED_DATA_ENTRY: &str = "vault:associated_data";
+
+/// `vault:v<N>:` then `payload` in standard base64.
+pub fn versioned(version: u32, payload: &[u8]) -> String {
+    format!("vault:v{version}:{}", STANDARD.encode(payload))
+}
+
+/// `vault:v<N>:` then `payload` in unpadded URL-safe base64 (JWS marshaling of signatures).
+pub fn versioned_jws(version: u32, payload: &[u8]) -> String {
+    format!("vault:v{version}:{}", URL_SAFE_NO_PAD.encode(payload))
+}
+
+/// The version and payload of a `vault:v<N>:<base64>` value (`jws`: the payload is unpadded
+/// URL-safe base64). `field` names it in the error.
+pub fn parse_versioned(field: &str, value: &str, jws: bool) -> Result<(u32, Vec<u8>)> {
+    let bad = || {
+        Error::validation(format!(
+            "{field} is not a Transit value (vault:v<version>:<base64>)"
+        ))
+    };
+    let rest = value.strip_prefix("vault:v").ok_or_else(bad)?;
+    let (n, payload) = rest.split_once(':').ok_or_else(bad)?;
+    if n.is_empty() || n.len() > 9 || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let version: u32 = n.parse().map_err(|_| bad())?;
+    if version == 0 {
+        return Err(bad());
+    }
+    let bytes = if jws {
+        URL_SAFE_NO_PAD.decode(payload)
+    } else {
+        STANDARD.decode(payload)
+    }
+    .map_err(|_| bad())?;
+    Ok((version, bytes))
+}
+
+/// Base64 input (`plaintext`, `input`, `context`, …), decoded into a zeroized buffer.
+#[derive(Debug, Default, Clone)]
+pub struct B64(pub Zeroizing<Vec<u8>>);
+
+impl<'de> Deserialize<'de> for B64 {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = Zeroizing::new(String::deserialize(d)?);
+        STANDARD
+            .decode(text.trim().as_bytes())
+            .map(|b| B64(Zeroizing::new(b)))
+            .map_err(|_| serde::de::Error::custom("a value is not valid base64"))
+    }
+}
+
+/// The encryption context of a request's `context` and `associated_data`.
+pub fn encryption_context(context: Option<&B64>, ad: Option<&B64>) -> EncryptionContext {
+    let mut ec = EncryptionContext::new();
+    for (entry, v) in [(CONTEXT_ENTRY, context), (ASSOCIATED_DATA_ENTRY, ad)] {
+        if let Some(v) = v.filter(|v| !v.0.is_empty()) {
+            // Re-encoded: one spelling per value, whatever padding the client sent.
+            ec.insert(entry.to_string(), STANDARD.encode(v.0.as_slice()));
+        }
+    }
+    ec
+}
+
+/// A Transit key type as a keyplane key spec, with the key usage it implies.
+pub fn spec_of_type(key_type: &str, key_size: Option<u32>) -> Result<(KeySpec, &'static str)> {
+    let spec = match key_type {
+        "aes256-gcm96" => return Ok((KeySpec::Aes256Gcm, "encrypt-decrypt")),
+        "aes128-gcm96" => "AES_128_GCM",
+        "chacha20-poly1305" => "CHACHA20_POLY1305",
+        "ed25519" => return Ok((KeySpec::Ed25519, "sign-verify")),
+        "ecdsa-p256" => return Ok((KeySpec::EccNistP256, "sign-verify")),
+        "ecdsa-p384" => return Ok((KeySpec::EccNistP384, "sign-verify")),
+        "rsa-2048" => return Ok((KeySpec::Rsa2048, "sign-verify")),
+        "rsa-3072" => return Ok((KeySpec::Rsa3072, "sign-verify")),
+        "rsa-4096" => return Ok((KeySpec::Rsa4096, "sign-verify")),
+        // Transit's key_size is the HMAC key's length in bytes; keyplane's HMAC keys are
+        // sized by their hash, so the size picks the hash.
+        "hmac" => {
+            let spec = match key_size.unwrap_or(32) {
+                32 => KeySpec::HmacSha256,
+                48 => KeySpec::HmacSha384,
+                64 => KeySpec::HmacSha512,
+                n => {
+                    return Err(Error::validation(format!(
+                        "key_size {n} is not supported for hmac keys: 32 (HMAC-SHA-256), 48 (HMAC-SHA-384) or 64 (HMAC-SHA-512)"
+                    )))
+                }
+            };
+            return Ok((spec, "generate-verify-mac"));
+        }
+        other => {
+            return Err(Error::validation(format!(
+                "key type {other:?} is not supported; keyplane serves aes256-gcm96, aes128-gcm96, chacha20-poly1305, ed25519, ecdsa-p256, ecdsa-p384, rsa-2048, rsa-3072, rsa-4096 and hmac"
+            )))
+        }
+    };
+    Ok((KeySpec::parse(spec)?, "encrypt-decrypt"))
+}
+
+/// The Transit key type of a keyplane key spec (as `describe-key` spells it).
+pub fn type_of_spec(spec: &str) -> String {
+    match spec {
+        "AES_256_GCM" => "aes256-gcm96",
+        "AES_128_GCM" => "aes128-gcm96",
+        "CHACHA20_POLY1305" => "chacha20-poly1305",
+        "ED25519" => "ed25519",
+        "ECC_NIST_P256" => "ecdsa-p256",
+        "ECC_NIST_P384" => "ecdsa-p384",
+        "RSA_2048" => "rsa-2048",
+        "RSA_3072" => "rsa-3072",
+        "RSA_4096" => "rsa-4096",
+        "HMAC_SHA_256" | "HMAC_SHA_384" | "HMAC_SHA_512" => "hmac",
+        other => return other.to_ascii_lowercase(),
+    }
+    .to_string()
+}
+
+/// Transit's hash names (`sha2-256`) as keyplane's (`SHA_256`).
+pub fn hash_name(transit: &str) -> Result<&'static str> {
+    Ok(match transit {
+        "sha2-224" => "SHA_224",
+        "sha2-256" => "SHA_256",
+        "sha2-384" => "SHA_384",
+        "sha2-512" => "SHA_512",
+        "sha3-224" => "SHA3_224",
+        "sha3-256" => "SHA3_256",
+        "sha3-384" => "SHA3_384",
+        "sha3-512" => "SHA3_512",
+        other => {
+            return Err(Error::validation(format!(
+                "unsupported hash algorithm {other:?}: sha2-224, sha2-256, sha2-384, sha2-512, sha3-224, sha3-256, sha3-384 or sha3-512"
+            )))
+        }
+    })
+}
+
+/// The response envelope every Vault answer has (`request_id`, `lease_id`, `renewable`,
+/// `lease_duration`, `data`, `wrap_info`, `warnings`, `auth`), around `data` (JSON already
+/// encoded), written into a buffer zeroized once sent: `data` may hold plaintext or a data
+/// key, so it is copied in as bytes, never through an intermediate string.
+pub fn envelope(request_id: &str, data: Option<&[u8]>, warnings: &[String]) -> Zeroizing<Vec<u8>> {
+    let mut body = Zeroizing::new(Vec::with_capacity(data.map_or(0, <[u8]>::len) + 256));
+    let text = |v: &dyn erased::Json| v.json();
+    body.extend_from_slice(b"{\"request_id\":");
+    body.extend_from_slice(text(&request_id).as_bytes());
+    body.extend_from_slice(
+        b",\"lease_id\":\"\",\"renewable\":false,\"lease_duration\":0,\"data\":",
+    );
+    body.extend_from_slice(data.unwrap_or(b"null"));
+    body.extend_from_slice(b",\"wrap_info\":null,\"warnings\":");
+    if warnings.is_empty() {
+        body.extend_from_slice(b"null");
+    } else {
+        body.extend_from_slice(text(&warnings).as_bytes());
+    }
+    body.extend_from_slice(b",\"auth\":null,\"mount_type\":\"transit\"}");
+    body
+}
+
+mod erased {
+    /// A value that encodes as JSON text (strings and lists of strings cannot fail).
+    pub trait Json {
+        fn json(&self) -> String;
+    }
+    impl<T: serde::Serialize> Json for T {
+        fn json(&self) -> String {
+            serde_json::to_string(self).unwrap_or_else(|_| "null".into())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versioned_values_round_trip_and_bad_ones_are_refused() {
+        let v = versioned(12, b"\x00\x01binary");
+        assert!(v.starts_with("vault:v12:"));
+        assert_eq!(
+            parse_versioned("ciphertext", &v, false).unwrap(),
+            (12, b"\x00\x01binary".to_vec())
+        );
+        let j = versioned_jws(3, &[0xfb, 0xff]);
+        assert_eq!(j, "vault:v3:-_8");
+        assert_eq!(
+            parse_versioned("signature", &j, true).unwrap(),
+            (3, vec![0xfb, 0xff])
+        );
+        for bad in [
+            "",
+            "vault:",
+            "vault:v:AAAA",
+            "vault:v0:AAAA",
+            "vault:v-1:AAAA",
+            "vault:v1AAAA",
+            "vault:v1:!!",
+            "vault:v99999999999:AAAA",
+            "VAULT:v1:AAAA",
+        ] {
+            assert!(parse_versioned("ciphertext", bad, false).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn context_and_associated_data_become_one_canonical_context() {
+        let ctx = B64(Zeroizing::new(b"tenant-7".to_vec()));
+        let ec = encryption_context(Some(&ctx), None);
+        assert_eq!(ec.get(CONTEXT_ENTRY).unwrap(), "dGVuYW50LTc=");
+        assert!(encryption_context(None, Some(&B64::default())).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod envelope_tests {
+    use super::*;
+
+    #[test]
+    fn the_envelope_is_json_with_every_member() {
+        let body = envelope(
+            "r-1",
+            Some(br#"{"ciphertext":"vault:v1:AA=="}"#),
+            &["w \"x\"".into()],
+        );
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["request_id"], "r-1");
+        assert_eq!(v["data"]["ciphertext"], "vault:v1:AA==");
+        assert_eq!(v["warnings"][0], "w \"x\"");
+        for k in [
+            "lease_id",
+            "renewable",
+            "lease_duration",
+            "wrap_info",
+            "auth",
+        ] {
+            assert!(v.get(k).is_some(), "{k}");
+        }
+        let v: serde_json::Value = serde_json::from_slice(&envelope("r", None, &[])).unwrap();
+        assert!(v["data"].is_null() && v["warnings"].is_null());
+    }
+}
