@@ -27,6 +27,7 @@ const ENV_KEYS: &[&str] = &[
     "policies_dir",
     "lifecycle",
     "audit",
+    "transit",
 ];
 
 /// The whole configuration of a keyplane node.
@@ -107,6 +108,22 @@ impl Default for DatabaseConfig {
 pub struct TransitConfig {
     /// Its paths are `/v1/<mount>/…` (Vault's default mount name, `transit`).
     pub mount: String,
+}
+
+impl TransitConfig {
+    /// The mount is one path segment that is not one of Vault's own (`sys`, `auth`).
+    fn check(&self) -> anyhow::Result<()> {
+        let m = self.mount.as_str();
+        let segment = !m.is_empty()
+            && m.len() <= 64
+            && m.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !segment || m == "sys" || m == "auth" {
+            anyhow::bail!(
+                "transit.mount must be one path segment of letters, digits, '-' and '_', not sys or auth (got {m:?})"
+            );
+        }
+        Ok(())
+    }
 }
 
 impl Default for TransitConfig {
@@ -360,6 +377,7 @@ impl Config {
             .merge(Serialized::defaults(flags));
         let mut config: Config = fig.extract()?;
         config.insecure_http = insecure_http;
+        config.transit.check()?;
         Ok(config)
     }
 
