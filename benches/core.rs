@@ -105,7 +105,7 @@ fn node() -> Node {
 
 fn hsm_calls(c: &mut Criterion, hsm: &Hsm) {
     let aes = hsm
-        .generate_token_aes_key_with(b"bench-aes", false)
+        .generate_token_aes_key_with(b"bench-aes", 32, false)
         .unwrap();
     let pair = hsm
         .generate_version_objects(

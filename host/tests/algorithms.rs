@@ -778,7 +778,7 @@ async fn invalid_spec_and_usage_combinations_are_refused() {
             "{hsm}"
         );
     }
-    assert_eq!(hsm["key_specs"].as_array().unwrap().len(), 10, "{hsm}");
+    assert_eq!(hsm["key_specs"].as_array().unwrap().len(), 12, "{hsm}");
     // A member of another tenant may read it too.
     let (_, other) = s.tenant_with_admin("other").await;
     s.ok(&other, "describe-hsm", json!({})).await;

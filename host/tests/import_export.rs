@@ -14,9 +14,11 @@ use std::path::Path;
 use std::process::Command;
 
 use common::{assert_error, b64, unb64, Server};
-use keyplane::crypto::ciphertext::Ciphertext;
+use keyplane::crypto::ciphertext::{Algorithm, Ciphertext};
 use keyplane::crypto::context::{canonical, EncryptionContext};
-use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+use ring::aead::{
+    Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM, AES_256_GCM, CHACHA20_POLY1305,
+};
 use serde_json::{json, Value};
 
 fn openssl(args: &[&str]) -> Vec<u8> {
@@ -79,13 +81,19 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// Open a keyplane ciphertext with raw AES-256 material, outside keyplane.
+/// Open a keyplane ciphertext outside keyplane with its key's raw material, by the algorithm
+/// its header names.
 #[cfg(all(feature = "test-hooks", debug_assertions))]
 fn open_offline(material: &[u8], blob: &[u8], ctx: &EncryptionContext) -> Vec<u8> {
     let ct = Ciphertext::parse(blob).unwrap();
     let mut aad = ct.header();
     aad.extend(canonical(ctx));
-    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, material).unwrap());
+    let algorithm = match ct.algorithm {
+        Algorithm::Aes256Gcm => &AES_256_GCM,
+        Algorithm::Aes128Gcm => &AES_128_GCM,
+        Algorithm::ChaCha20Poly1305 => &CHACHA20_POLY1305,
+    };
+    let key = LessSafeKey::new(UnboundKey::new(algorithm, material).unwrap());
     let mut nonce = [0u8; 12];
     nonce.copy_from_slice(&ct.nonce);
     let mut buf = ct.sealed.clone();
@@ -508,6 +516,77 @@ impl Recipient {
             "-in",
             &tail_file,
         ])
+    }
+}
+
+/// `AES_128_GCM` and `CHACHA20_POLY1305` keys import and export raw material of their own
+/// length (16 and 32 bytes), under either protection level they have.
+#[cfg(all(feature = "test-hooks", debug_assertions))]
+#[tokio::test(flavor = "multi_thread")]
+async fn aes_128_and_chacha20_material_imports_and_exports_at_its_own_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let s = Server::start_quiet(dir.path()).await;
+    let w = work.path();
+    let recipient = Recipient::new(w);
+    let ctx: EncryptionContext = [("app".to_string(), "byok".to_string())].into();
+    let ctx_json = json!({ "app": "byok" });
+    for (spec, protection, len, algorithm) in [
+        ("AES_128_GCM", "hsm", 16, "RSAES_OAEP_SHA_1"),
+        ("AES_128_GCM", "envelope", 16, "RSA_AES_KEY_WRAP_SHA_1"),
+        ("CHACHA20_POLY1305", "envelope", 32, "RSAES_OAEP_SHA_1"),
+    ] {
+        let created = s
+            .ok(
+                &s.admin,
+                "create-key",
+                json!({ "key_spec": spec, "protection": protection, "origin": "external",
+                        "exportable": true }),
+            )
+            .await;
+        let key = created["key_id"].as_str().unwrap().to_string();
+        let p = params(&s, &key, algorithm).await;
+        let (pem, token) = (p["public_key_pem"].as_str().unwrap(), &p["import_token"]);
+        let wrap = |m: &[u8]| {
+            if algorithm == "RSAES_OAEP_SHA_1" {
+                oaep_encrypt(w, pem, m)
+            } else {
+                rsa_aes_wrap(w, pem, m)
+            }
+        };
+        // Material of the other length is refused, saying which length the spec takes.
+        let other = openssl(&["rand", if len == 16 { "32" } else { "16" }]);
+        assert_error(
+            &import(&s, &key, token, &wrap(&other), json!({})).await,
+            400,
+            "IncorrectKeyMaterial",
+            "16 for AES_128_GCM",
+        );
+        let material = openssl(&["rand", &len.to_string()]);
+        let r = import(&s, &key, token, &wrap(&material), json!({})).await;
+        assert_eq!((r.0, &r.1["state"]), (200, &json!("enabled")), "{}", r.1);
+        let ct = s
+            .encrypt(&s.admin, &key, b"bring your own key", ctx_json.clone())
+            .await;
+        assert_eq!(open_offline(&material, &ct, &ctx), b"bring your own key");
+        if protection == "envelope" {
+            assert_eq!(s.envelope_material(&key).await, material);
+        }
+        // Exported, the same bytes come back to the recipient.
+        let r = s
+            .ok(
+                &s.admin,
+                "export-key",
+                json!({ "key_id": key, "wrapping_algorithm": "RSAES_OAEP_SHA_1",
+                        "public_key": recipient.public }),
+            )
+            .await;
+        assert_eq!(
+            (&r["key_spec"], &r["key_material_format"]),
+            (&json!(spec), &json!("RAW"))
+        );
+        let exported = recipient.oaep_decrypt(&unb64(&r["encrypted_key_material"]));
+        assert_eq!(exported, material, "{spec} {protection}");
     }
 }
 

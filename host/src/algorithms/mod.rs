@@ -6,7 +6,7 @@
 //!
 //! | spec | usages | algorithms |
 //! | --- | --- | --- |
-//! | `AES_256_GCM` | encrypt-decrypt | `SYMMETRIC_DEFAULT` |
+//! | `AES_256_GCM`, `AES_128_GCM`, `CHACHA20_POLY1305` | encrypt-decrypt | `SYMMETRIC_DEFAULT` |
 //! | `HMAC_SHA_256/384/512` | generate-verify-mac | `HMAC_SHA_256/384/512` |
 //! | `ECC_NIST_P256` | sign-verify, key-agreement | `ECDSA_SHA_256`, `ECDH` |
 //! | `ECC_NIST_P384` | sign-verify, key-agreement | `ECDSA_SHA_384`, `ECDH` |
@@ -22,6 +22,8 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeySpec {
     Aes256Gcm,
+    Aes128Gcm,
+    ChaCha20Poly1305,
     HmacSha256,
     HmacSha384,
     HmacSha512,
@@ -94,6 +96,8 @@ pub struct MacAlgorithm(pub Hash);
 
 const SPECS: &[(KeySpec, &str)] = &[
     (KeySpec::Aes256Gcm, "AES_256_GCM"),
+    (KeySpec::Aes128Gcm, "AES_128_GCM"),
+    (KeySpec::ChaCha20Poly1305, "CHACHA20_POLY1305"),
     (KeySpec::HmacSha256, "HMAC_SHA_256"),
     (KeySpec::HmacSha384, "HMAC_SHA_384"),
     (KeySpec::HmacSha512, "HMAC_SHA_512"),
@@ -170,11 +174,47 @@ impl KeySpec {
         name_of(SPECS, self)
     }
 
+    /// Every spec, in the order of [`KeySpec::parse`]'s list.
+    pub fn all() -> impl Iterator<Item = KeySpec> {
+        SPECS.iter().map(|(s, _)| *s)
+    }
+
+    /// Bytes of the key of a symmetric encryption spec (the specs whose keys make keyplane
+    /// ciphertexts); `None` for every other spec.
+    pub fn symmetric_key_len(self) -> Option<usize> {
+        match self {
+            KeySpec::Aes256Gcm | KeySpec::ChaCha20Poly1305 => Some(32),
+            KeySpec::Aes128Gcm => Some(16),
+            _ => None,
+        }
+    }
+
+    /// Whether keys of this spec make and open keyplane ciphertexts (`SYMMETRIC_DEFAULT`).
+    pub fn is_symmetric_encryption(self) -> bool {
+        self.symmetric_key_len().is_some()
+    }
+
+    /// Whether keys of this spec may be `envelope` protected (material on the host, sealed by
+    /// the tenant KEK): the symmetric encryption specs, whose algorithms `ring` runs.
+    pub fn allows_envelope(self) -> bool {
+        self.is_symmetric_encryption()
+    }
+
+    /// Whether keys of this spec may be `hsm` protected (the key a token object, used in the
+    /// token): every spec but `CHACHA20_POLY1305`. PKCS#11 3.0 has `CKM_CHACHA20_POLY1305`,
+    /// but SoftHSM2 (2.6) does not list it and the `cryptoki` binding keyplane uses has no
+    /// such mechanism or its parameters, so keyplane could not use such a token object.
+    pub fn allows_hsm(self) -> bool {
+        self != KeySpec::ChaCha20Poly1305
+    }
+
     /// The usages a key of this spec may be created with.
     pub fn usages(self) -> &'static [KeyUsage] {
         use KeyUsage::*;
         match self {
-            KeySpec::Aes256Gcm => &[EncryptDecrypt],
+            KeySpec::Aes256Gcm | KeySpec::Aes128Gcm | KeySpec::ChaCha20Poly1305 => {
+                &[EncryptDecrypt]
+            }
             KeySpec::HmacSha256 | KeySpec::HmacSha384 | KeySpec::HmacSha512 => &[GenerateVerifyMac],
             KeySpec::EccNistP256 | KeySpec::EccNistP384 => &[SignVerify, KeyAgreement],
             KeySpec::Ed25519 => &[SignVerify],
@@ -354,6 +394,24 @@ mod tests {
         for (a, n) in SIGNING {
             assert_eq!(SigningAlgorithm::parse(n).unwrap(), *a);
         }
+    }
+
+    #[test]
+    fn symmetric_specs() {
+        let lens: Vec<_> = KeySpec::all()
+            .filter_map(|s| Some((s.as_str(), s.symmetric_key_len()?)))
+            .collect();
+        assert_eq!(
+            lens,
+            [
+                ("AES_256_GCM", 32),
+                ("AES_128_GCM", 16),
+                ("CHACHA20_POLY1305", 32)
+            ]
+        );
+        assert!(KeySpec::all().all(|s| s.allows_hsm() || s.allows_envelope()));
+        assert!(!KeySpec::ChaCha20Poly1305.allows_hsm());
+        assert!(!KeySpec::HmacSha256.allows_envelope());
     }
 
     #[test]

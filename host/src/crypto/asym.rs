@@ -1,7 +1,7 @@
-//! The keyring's operations on non-AES key versions (all `hsm` protected): signatures,
-//! MACs, RSA OAEP, ECDH and public keys; and data key pairs, which belong to no key version
-//! (made by the HSM, read out, encoded as PKCS#8 and SPKI, kept nowhere). Algorithm choices
-//! live here; PKCS#11 calls in [`crate::hsm::asym`].
+//! The keyring's operations on HMAC, ECC, Ed25519 and RSA key versions (all `hsm` protected):
+//! signatures, MACs, RSA OAEP, ECDH and public keys; and data key pairs, which belong to no
+//! key version (made by the HSM, read out, encoded as PKCS#8 and SPKI, kept nowhere).
+//! Algorithm choices live here; PKCS#11 calls in [`crate::hsm::asym`].
 //!
 //! Messages are hashed on the host (ring) and the token signs the digest, so `RAW` and
 //! `DIGEST` requests take the same path: ECDSA (`CKM_ECDSA`, the raw `r ‖ s` converted to

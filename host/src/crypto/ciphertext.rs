@@ -4,24 +4,27 @@
 //! offset  size  field
 //! 0       2     magic "KP"
 //! 2       1     format version (1)
-//! 3       1     algorithm (1 = AES-256-GCM)
+//! 3       1     algorithm (1 = AES-256-GCM, 2 = AES-128-GCM, 3 = ChaCha20-Poly1305)
 //! 4       1     key id length L (1..=64, ASCII)
 //! 5       L     key id
 //! 5+L     4     key version (u32, big endian)
-//! 9+L     1     nonce length N (12 for AES-GCM)
+//! 9+L     1     nonce length N (12 for each algorithm)
 //! 10+L    N     nonce
 //! 10+L+N  ..    sealed data ‖ 16-byte tag
 //! ```
 //! Everything before the sealed data is the *header*; the AAD is the header followed by the
-//! canonical encryption context, so changing either fails authentication. [`Ciphertext::parse`]
-//! is total: any byte string yields a value or a typed error, never a panic.
+//! canonical encryption context, so changing either fails authentication. The algorithm is
+//! the key's spec's (one per symmetric spec, see [`Algorithm::of`]); decryption refuses a
+//! header whose algorithm is not the key's. [`Ciphertext::parse`] is total: any byte string
+//! yields a value or a typed error, never a panic.
 
+use crate::algorithms::KeySpec;
 use crate::error::{Error, Result};
 
 const MAGIC: &[u8; 2] = b"KP";
 /// The only format version so far.
 pub const FORMAT_V1: u8 = 1;
-/// GCM tag length in bytes.
+/// Tag length in bytes (AES-GCM's and Poly1305's).
 pub const TAG_LEN: usize = 16;
 /// Longest key id the format carries.
 pub const MAX_KEY_ID_LEN: usize = 64;
@@ -30,24 +33,40 @@ pub const MAX_KEY_ID_LEN: usize = 64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Algorithm {
     Aes256Gcm,
+    Aes128Gcm,
+    ChaCha20Poly1305,
 }
 
 impl Algorithm {
     fn to_byte(self) -> u8 {
         match self {
             Algorithm::Aes256Gcm => 1,
+            Algorithm::Aes128Gcm => 2,
+            Algorithm::ChaCha20Poly1305 => 3,
         }
     }
     fn from_byte(b: u8) -> Option<Self> {
         match b {
             1 => Some(Algorithm::Aes256Gcm),
+            2 => Some(Algorithm::Aes128Gcm),
+            3 => Some(Algorithm::ChaCha20Poly1305),
             _ => None,
         }
     }
-    /// Nonce length this algorithm needs.
+    /// Nonce length this algorithm needs (96 bits for AES-GCM and for RFC 8439's
+    /// ChaCha20-Poly1305).
     pub fn nonce_len(self) -> usize {
         match self {
-            Algorithm::Aes256Gcm => 12,
+            Algorithm::Aes256Gcm | Algorithm::Aes128Gcm | Algorithm::ChaCha20Poly1305 => 12,
+        }
+    }
+    /// The algorithm of keys of `spec`; `None` for specs that make no keyplane ciphertext.
+    pub fn of(spec: KeySpec) -> Option<Self> {
+        match spec {
+            KeySpec::Aes256Gcm => Some(Algorithm::Aes256Gcm),
+            KeySpec::Aes128Gcm => Some(Algorithm::Aes128Gcm),
+            KeySpec::ChaCha20Poly1305 => Some(Algorithm::ChaCha20Poly1305),
+            _ => None,
         }
     }
 }
@@ -172,6 +191,45 @@ mod tests {
     fn round_trips() {
         let c = sample();
         assert_eq!(Ciphertext::parse(&c.encode()).unwrap(), c);
+    }
+
+    #[test]
+    fn each_algorithm_has_its_own_byte() {
+        for (algorithm, byte) in [
+            (Algorithm::Aes256Gcm, 1u8),
+            (Algorithm::Aes128Gcm, 2),
+            (Algorithm::ChaCha20Poly1305, 3),
+        ] {
+            let c = Ciphertext {
+                algorithm,
+                ..sample()
+            };
+            let blob = c.encode();
+            assert_eq!(blob[3], byte);
+            assert_eq!(Ciphertext::parse(&blob).unwrap(), c);
+        }
+        let mut blob = sample().encode();
+        blob[3] = 4;
+        assert!(matches!(
+            Ciphertext::parse(&blob),
+            Err(Error::MalformedCiphertext("unknown algorithm"))
+        ));
+        // Every symmetric spec has an algorithm, and no two share one.
+        let algorithms: Vec<_> = KeySpec::all().filter_map(Algorithm::of).collect();
+        assert_eq!(
+            algorithms.len(),
+            KeySpec::all()
+                .filter(|s| s.is_symmetric_encryption())
+                .count()
+        );
+        assert_eq!(
+            algorithms
+                .iter()
+                .map(|a| a.to_byte())
+                .collect::<std::collections::BTreeSet<_>>()
+                .len(),
+            algorithms.len()
+        );
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! A bounded, time-limited cache of unwrapped `envelope` key material.
 //!
-//! Entries hold the 32 material bytes in `Zeroizing` memory; they are wiped when evicted,
-//! expired or dropped. ring's AES key schedule is built per operation from these bytes and
-//! lives only on the stack of that operation.
+//! Entries hold the material bytes (16 or 32, by the key's spec) in `Zeroizing` memory; they
+//! are wiped when evicted, expired or dropped. ring's key (AES key schedule, ChaCha20 key) is
+//! built per operation from these bytes and lives only on the stack of that operation.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
 /// Unwrapped material of one key version.
-pub type Material = Arc<Zeroizing<[u8; 32]>>;
+pub type Material = Arc<Zeroizing<Vec<u8>>>;
 
 /// Cache keyed by (key id, version).
 pub struct EnvelopeCache {
@@ -99,7 +99,7 @@ mod tests {
     use super::*;
 
     fn m(b: u8) -> Material {
-        Arc::new(Zeroizing::new([b; 32]))
+        Arc::new(Zeroizing::new(vec![b; 32]))
     }
 
     #[test]

@@ -1,11 +1,14 @@
 //! The keyring: turns stored key-version records into encryptions and decryptions.
 //!
 //! Owns the two protection levels and nothing about authorization or audit:
-//! - `hsm`: the version is a non-extractable AES-256 token object (found by `CKA_ID`);
-//!   sealing and opening run inside the token.
-//! - `envelope`: 32 bytes from the token's RNG, stored only as `IV ‖ AES-GCM(tenant KEK)`
-//!   with the tenant, key id and version bound as AAD; opened in the HSM on first use, then
-//!   kept in the bounded, time-limited [`EnvelopeCache`] and used through `ring`.
+//! - `hsm`: the version is a non-extractable AES token object (found by `CKA_ID`; 32 bytes
+//!   for `AES_256_GCM`, 16 for `AES_128_GCM`); sealing and opening run inside the token
+//!   (`CKM_AES_GCM`).
+//! - `envelope`: the spec's key length (32 bytes, 16 for `AES_128_GCM`) from the token's RNG,
+//!   stored only as `IV ‖ AES-GCM(tenant KEK)` with the tenant, key id and version bound as
+//!   AAD; opened in the HSM on first use, then kept in the bounded, time-limited
+//!   [`EnvelopeCache`] and used through `ring` with the spec's algorithm (AES-256-GCM,
+//!   AES-128-GCM or ChaCha20-Poly1305; `CHACHA20_POLY1305` keys are `envelope` only).
 //!
 //! Tenant KEKs are AES-256 keys wrapped by the root key (`CKM_AES_KEY_WRAP_PAD`) and live in
 //! the token as non-extractable session objects while the node runs.
@@ -41,7 +44,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cryptoki::object::ObjectClass;
-use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroizing;
 
@@ -155,6 +158,28 @@ fn envelope_aad(tenant: &str, key_id: &str, version: u32) -> Vec<u8> {
     aad.push(0);
     aad.extend_from_slice(&version.to_be_bytes());
     aad
+}
+
+/// ring's algorithm for envelope keys of `spec` (a symmetric encryption spec).
+fn envelope_algorithm(spec: KeySpec) -> Result<&'static ring::aead::Algorithm> {
+    match spec {
+        KeySpec::Aes256Gcm => Ok(&ring::aead::AES_256_GCM),
+        KeySpec::Aes128Gcm => Ok(&ring::aead::AES_128_GCM),
+        KeySpec::ChaCha20Poly1305 => Ok(&ring::aead::CHACHA20_POLY1305),
+        _ => Err(Error::Internal),
+    }
+}
+
+/// `material` as a ring key of `spec`'s algorithm (refused if its length is not the spec's).
+fn envelope_key(spec: KeySpec, material: &[u8]) -> Result<LessSafeKey> {
+    let key = UnboundKey::new(envelope_algorithm(spec)?, material).map_err(|_| {
+        tracing::error!(
+            spec = spec.as_str(),
+            "envelope material of the wrong length"
+        );
+        Error::Internal
+    })?;
+    Ok(LessSafeKey::new(key))
 }
 
 fn split_iv(blob: &[u8]) -> Result<([u8; GCM_IV_LEN], &[u8])> {
@@ -321,9 +346,10 @@ impl Keyring {
         Ok(handle)
     }
 
-    /// Generate material for a new version of a key of `spec` and `usage` (non-AES specs
-    /// are `hsm` only; create-key refuses other combinations before this). `exportable`: an
-    /// `hsm` AES version the token may wrap for export.
+    /// Generate material for a new version of a key of `spec` and `usage` (specs other than
+    /// the symmetric encryption ones are `hsm` only, `CHACHA20_POLY1305` is `envelope` only;
+    /// create-key refuses other combinations before this). `exportable`: an `hsm` version the
+    /// token may wrap for export.
     pub async fn new_version(
         &self,
         tenant: &str,
@@ -344,7 +370,7 @@ impl Keyring {
         (protection, spec, usage): (Protection, KeySpec, KeyUsage),
         exportable: bool,
     ) -> Result<NewVersion> {
-        if spec != KeySpec::Aes256Gcm {
+        let Some(key_len) = spec.symmetric_key_len() else {
             if protection != Protection::Hsm {
                 return Err(Error::Internal);
             }
@@ -364,13 +390,17 @@ impl Keyring {
                 wrapped_material: None,
                 created_objects: handles,
             });
-        }
+        };
         match protection {
             Protection::Hsm => {
+                if !spec.allows_hsm() {
+                    return Err(Error::Internal);
+                }
                 let object_id = crate::hsm::version_object_id(key_id, version);
                 let (hsm, id) = (self.hsm.clone(), object_id.clone());
                 let handle =
-                    blocking(move || hsm.generate_token_aes_key_with(&id, exportable)).await?;
+                    blocking(move || hsm.generate_token_aes_key_with(&id, key_len, exportable))
+                        .await?;
                 self.hsm_objects
                     .lock()
                     .map_err(|_| Error::Internal)?
@@ -382,7 +412,7 @@ impl Keyring {
                 })
             }
             Protection::Envelope => {
-                let material = self.random(32).await?;
+                let material = self.random(key_len).await?;
                 let wrapped = self
                     .seal_envelope_material(tenant, key_id, version, material)
                     .await?;
@@ -583,9 +613,12 @@ impl Keyring {
         Ok(handle)
     }
 
+    /// The material of an envelope version of a key of `spec` (cached, or opened with the
+    /// tenant KEK).
     async fn envelope_material(
         &self,
         tenant: &str,
+        spec: KeySpec,
         version: &KeyVersionRow,
     ) -> Result<envelope_cache::Material> {
         let v = version.version as u32;
@@ -622,12 +655,11 @@ impl Keyring {
                 }
                 (e, _) => e,
             })?;
-        let mut material = Zeroizing::new([0u8; 32]);
-        if opened.len() != 32 {
+        if Some(opened.len()) != spec.symmetric_key_len() {
+            tracing::error!(key = %version.key_id, "envelope material of a wrong length");
             return Err(Error::Internal);
         }
-        material.copy_from_slice(&opened);
-        let material = Arc::new(material);
+        let material = Arc::new(opened);
         self.cache.insert(&version.key_id, v, material.clone());
         Ok(material)
     }
@@ -664,11 +696,12 @@ impl Keyring {
         }
     }
 
-    /// AES-256-GCM seal under `version`. Returns ciphertext ‖ tag.
+    /// Seal under `version` of a key of `spec` with the spec's algorithm. Returns
+    /// ciphertext ‖ tag.
     pub async fn seal(
         &self,
         tenant: &str,
-        protection: Protection,
+        (protection, spec): (Protection, KeySpec),
         version: &KeyVersionRow,
         nonce: [u8; 12],
         aad: Vec<u8>,
@@ -686,11 +719,8 @@ impl Keyring {
                 .await
             }
             Protection::Envelope => {
-                let material = self.envelope_material(tenant, version).await?;
-                let key = LessSafeKey::new(
-                    UnboundKey::new(&AES_256_GCM, material.as_ref().as_ref())
-                        .map_err(|_| Error::Internal)?,
-                );
+                let key =
+                    envelope_key(spec, &self.envelope_material(tenant, spec, version).await?)?;
                 let mut buf = plaintext.to_vec();
                 key.seal_in_place_append_tag(
                     Nonce::assume_unique_for_key(nonce),
@@ -703,11 +733,11 @@ impl Keyring {
         }
     }
 
-    /// AES-256-GCM open under `version`.
+    /// Open under `version` of a key of `spec` with the spec's algorithm.
     pub async fn open(
         &self,
         tenant: &str,
-        protection: Protection,
+        (protection, spec): (Protection, KeySpec),
         version: &KeyVersionRow,
         nonce: [u8; 12],
         aad: Vec<u8>,
@@ -725,11 +755,8 @@ impl Keyring {
                 .await
             }
             Protection::Envelope => {
-                let material = self.envelope_material(tenant, version).await?;
-                let key = LessSafeKey::new(
-                    UnboundKey::new(&AES_256_GCM, material.as_ref().as_ref())
-                        .map_err(|_| Error::Internal)?,
-                );
+                let key =
+                    envelope_key(spec, &self.envelope_material(tenant, spec, version).await?)?;
                 let mut buf = Zeroizing::new(sealed);
                 let n = key
                     .open_in_place(
@@ -751,9 +778,13 @@ impl Keyring {
     pub async fn debug_envelope_material(
         &self,
         tenant: &str,
+        spec: KeySpec,
         version: &KeyVersionRow,
     ) -> Result<Vec<u8>> {
-        Ok(self.envelope_material(tenant, version).await?.to_vec())
+        Ok(self
+            .envelope_material(tenant, spec, version)
+            .await?
+            .to_vec())
     }
 }
 

@@ -4,10 +4,10 @@
 //! re-imported material is the same as before.
 
 use cryptoki::object::ObjectClass;
-use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+use ring::aead::{Aad, Nonce};
 use zeroize::Zeroizing;
 
-use super::{blocking, envelope_aad, Keyring, NewVersion, ObjKind, Protection};
+use super::{blocking, envelope_aad, envelope_key, Keyring, NewVersion, ObjKind, Protection};
 use crate::algorithms::{KeySpec, KeyUsage};
 use crate::error::{Error, Result};
 use crate::hsm::pair_import::PairTarget;
@@ -31,8 +31,9 @@ pub struct Wrapped {
 /// Imported material, made into a version.
 pub struct ImportedVersion {
     pub version: NewVersion,
-    /// Key check value: the AES-GCM tag of an empty message under a zero nonce and
-    /// [`CHECK_LABEL`]; identifies the material without revealing it.
+    /// Key check value: the tag of an empty message under a zero nonce and [`CHECK_LABEL`]
+    /// with the key's own algorithm (AES-GCM, or ChaCha20-Poly1305 for `CHACHA20_POLY1305`);
+    /// identifies the material without revealing it.
     pub check_value: Vec<u8>,
 }
 
@@ -82,13 +83,14 @@ impl Keyring {
             .ok_or_else(|| Error::ExpiredImportToken("(its wrapping key is gone)".into()))
     }
 
-    /// Unwrap imported AES-256 material and make it version `version` of `key_id`.
+    /// Unwrap imported material of a symmetric encryption spec (its key length: 32 bytes, 16
+    /// for `AES_128_GCM`) and make it version `version` of `key_id`.
     pub async fn import_version(
         &self,
         tenant: &str,
         key_id: &str,
         version: u32,
-        kind: (Protection, bool),
+        kind: (Protection, KeySpec, bool),
         wrapped: Wrapped,
     ) -> Result<ImportedVersion> {
         self.retrying(|| self.unwrap_version(tenant, key_id, version, kind, wrapped.clone()))
@@ -100,9 +102,10 @@ impl Keyring {
         tenant: &str,
         key_id: &str,
         version: u32,
-        (protection, exportable): (Protection, bool),
+        (protection, spec, exportable): (Protection, KeySpec, bool),
         wrapped: Wrapped,
     ) -> Result<ImportedVersion> {
+        let len = spec.symmetric_key_len().ok_or(Error::Internal)?;
         let Wrapped {
             import_object_id,
             modulus_len,
@@ -112,12 +115,15 @@ impl Keyring {
         let private = self.import_key(import_object_id).await?;
         let hsm = self.hsm.clone();
         match protection {
+            // create-key refuses `hsm` for the specs the token cannot hold.
+            Protection::Hsm if !spec.allows_hsm() => Err(Error::Internal),
             Protection::Hsm => {
                 let object_id = crate::hsm::version_object_id(key_id, version);
                 let id = object_id.clone();
                 let handle = blocking(move || {
                     let into = UnwrapInto::Token {
                         id: &id,
+                        len,
                         exportable,
                     };
                     match hsm.unwrap_import(private, modulus_len, transport, &wrapped, into)? {
@@ -158,14 +164,14 @@ impl Keyring {
                         modulus_len,
                         transport,
                         &wrapped,
-                        UnwrapInto::Host,
+                        UnwrapInto::Host { len },
                     )? {
                         Unwrapped::Material(m) => Ok(m),
                         Unwrapped::Object(_) => Err(Error::Internal),
                     }
                 })
                 .await?;
-                let check_value = host_check_value(&material)?;
+                let check_value = host_check_value(spec, &material)?;
                 let wrapped = self
                     .seal_envelope_material(tenant, key_id, version, material)
                     .await?;
@@ -309,12 +315,12 @@ impl Keyring {
                 .await
             }
             Protection::Envelope => {
-                let material = self.envelope_material(tenant, version).await?;
+                let material = self.envelope_material(tenant, spec, version).await?;
                 self.retrying(|| {
                     let (hsm, material) = (self.hsm.clone(), material.clone());
                     let (modulus, exponent) = (modulus.clone(), exponent.clone());
                     blocking(move || {
-                        hsm.with_transient_aes(material.as_ref().as_ref(), |hsm, handle| {
+                        hsm.with_transient_aes(&material, |hsm, handle| {
                             hsm.wrap_for_recipient(handle, &modulus, &exponent, transport)
                         })
                     })
@@ -325,9 +331,8 @@ impl Keyring {
     }
 }
 
-fn host_check_value(material: &[u8]) -> Result<Vec<u8>> {
-    let key =
-        LessSafeKey::new(UnboundKey::new(&AES_256_GCM, material).map_err(|_| Error::Internal)?);
+fn host_check_value(spec: KeySpec, material: &[u8]) -> Result<Vec<u8>> {
+    let key = envelope_key(spec, material)?;
     let tag = key
         .seal_in_place_separate_tag(
             Nonce::assume_unique_for_key([0u8; 12]),

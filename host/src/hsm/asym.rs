@@ -1,7 +1,7 @@
-//! PKCS#11 calls for the non-AES key specs: generating HMAC keys and key pairs as
-//! non-extractable token objects, signing and verifying (ECDSA, EdDSA, RSA PKCS#1 v1.5 and
-//! PSS, HMAC), RSA OAEP, ECDH and reading public keys; and generating data key pairs, the one
-//! kind of key pair whose private half is read out of the token
+//! PKCS#11 calls for the HMAC, ECC, Ed25519 and RSA key specs: generating HMAC keys and key
+//! pairs as non-extractable token objects, signing and verifying (ECDSA, EdDSA, RSA PKCS#1
+//! v1.5 and PSS, HMAC), RSA OAEP, ECDH and reading public keys; and generating data key pairs,
+//! the one kind of key pair whose private half is read out of the token
 //! ([`Hsm::generate_data_key_pair`]).
 //!
 //! Every version's objects share one `CKA_ID` ([`super::version_object_id`]) and label
@@ -214,10 +214,10 @@ pub(crate) fn ec_params(spec: KeySpec) -> Result<Vec<u8>> {
 }
 
 impl Hsm {
-    /// Generate the material of a non-AES `hsm` key version as sensitive token objects with
-    /// `CKA_ID` `id`, extractable (wrappable for export, never readable) only if
-    /// `exportable`. Returns every handle created (the secret key, or the public and private
-    /// key of a pair). The key's usage is fixed in its attributes too.
+    /// Generate the material of an HMAC, ECC, Ed25519 or RSA `hsm` key version as sensitive
+    /// token objects with `CKA_ID` `id`, extractable (wrappable for export, never readable)
+    /// only if `exportable`. Returns every handle created (the secret key, or the public and
+    /// private key of a pair). The key's usage is fixed in its attributes too.
     pub fn generate_version_objects(
         &self,
         id: &[u8],

@@ -87,7 +87,10 @@ impl Capabilities {
     pub fn missing_for(&self, spec: KeySpec, usage: KeyUsage) -> Vec<&'static str> {
         use MechanismType as M;
         let mut need: Vec<MechanismType> = match spec {
-            KeySpec::Aes256Gcm => vec![M::AES_KEY_GEN, M::AES_GCM],
+            KeySpec::Aes256Gcm | KeySpec::Aes128Gcm => vec![M::AES_KEY_GEN, M::AES_GCM],
+            // Envelope only: the token makes the material (C_GenerateRandom) and the tenant
+            // KEK seals it; ring runs the algorithm.
+            KeySpec::ChaCha20Poly1305 => vec![M::AES_GCM],
             KeySpec::HmacSha256 => vec![M::GENERIC_SECRET_KEY_GEN, M::SHA256_HMAC],
             KeySpec::HmacSha384 => vec![M::GENERIC_SECRET_KEY_GEN, M::SHA384_HMAC],
             KeySpec::HmacSha512 => vec![M::GENERIC_SECRET_KEY_GEN, M::SHA512_HMAC],

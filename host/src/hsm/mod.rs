@@ -562,12 +562,17 @@ impl Hsm {
         })
     }
 
-    /// Create an AES-256 token object identified (and labelled) by `id`: sensitive, for
-    /// encrypt/decrypt; `extractable` only for keys created exportable (the token then wraps
-    /// it for export, never reveals it).
-    pub fn generate_token_aes_key_with(&self, id: &[u8], extractable: bool) -> Result<Obj> {
+    /// Create an AES token object of `len` bytes (32 or 16) identified (and labelled) by
+    /// `id`: sensitive, for encrypt/decrypt; `extractable` only for keys created exportable
+    /// (the token then wraps it for export, never reveals it).
+    pub fn generate_token_aes_key_with(
+        &self,
+        id: &[u8],
+        len: usize,
+        extractable: bool,
+    ) -> Result<Obj> {
         let mut template = wrapping::aes_version_template(id, extractable);
-        template.push(Attribute::ValueLen(32.into()));
+        template.push(Attribute::ValueLen((len as u64).into()));
         self.call_on_objects("C_GenerateKey", "CKM_AES_KEY_GEN", |s, live| {
             s.generate_key(&Mechanism::AesKeyGen, &template)
                 .map(|h| live.obj(h))

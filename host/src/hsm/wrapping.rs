@@ -46,12 +46,17 @@ pub struct Transport {
     pub with_aes_key_wrap: bool,
 }
 
-/// Where unwrapped AES material goes.
+/// Where unwrapped symmetric material goes, and its length in bytes (the key spec's: other
+/// lengths are refused as [`Error::IncorrectKeyMaterial`]).
 pub enum UnwrapInto<'a> {
     /// A sensitive AES token object with this `CKA_ID` (the `hsm` protection level).
-    Token { id: &'a [u8], exportable: bool },
+    Token {
+        id: &'a [u8],
+        len: usize,
+        exportable: bool,
+    },
     /// Host memory (the `envelope` protection level seals it under the tenant KEK next).
-    Host,
+    Host { len: usize },
 }
 
 /// Unwrapped material.
@@ -107,7 +112,7 @@ pub(super) fn rejected(e: &CkError) -> bool {
 
 pub(super) fn incorrect(what: &str) -> Error {
     Error::IncorrectKeyMaterial(format!(
-        "{what}: the wrapped material does not unwrap with this import token's wrapping key and algorithm, or is not a 256-bit AES key"
+        "{what}: the wrapped material does not unwrap with this import token's wrapping key and algorithm, or is not a key of the key spec's length (32 bytes; 16 for AES_128_GCM)"
     ))
 }
 
@@ -169,8 +174,9 @@ impl Hsm {
         )
     }
 
-    /// Unwrap imported AES-256 material with the import key `private` (modulus length
-    /// `modulus_len` bytes). Tampered or malformed input is [`Error::IncorrectKeyMaterial`].
+    /// Unwrap imported symmetric material with the import key `private` (modulus length
+    /// `modulus_len` bytes). Tampered or malformed input, or material not of `into`'s length,
+    /// is [`Error::IncorrectKeyMaterial`].
     pub fn unwrap_import(
         &self,
         private: Obj,
@@ -181,7 +187,9 @@ impl Hsm {
     ) -> Result<Unwrapped> {
         // First into a transient session object: the token does not record the length of
         // an unwrapped AES key (CKA_VALUE_LEN reads 0 and may not be set), so the length is
-        // checked before the material becomes a version (see `finish_unwrap`).
+        // checked before the material becomes a version (see `finish_unwrap`). The object is
+        // CKK_AES whatever the spec: for `CHACHA20_POLY1305` material (envelope only, read
+        // out at once) it is just the container the unwrap mechanism fills.
         let template = [
             Attribute::Token(false),
             Attribute::Class(ObjectClass::SECRET_KEY),
@@ -259,7 +267,8 @@ impl Hsm {
     }
 
     /// Run `f` with `material` as a transient, extractable AES session object (to export
-    /// `envelope` material through the token's wrapping mechanisms); destroyed afterwards.
+    /// `envelope` material through the token's wrapping mechanisms, which wrap its value as
+    /// it is: ChaCha20 key bytes too); destroyed afterwards.
     pub fn with_transient_aes<T>(
         &self,
         material: &[u8],
@@ -341,14 +350,14 @@ fn wrap_with_ephemeral(
     out
 }
 
-/// Turn the transient unwrapped object into what was asked for, if it is a 256-bit AES key:
-/// for host delivery read its value; for the token, wrap it under an ephemeral AES key with
-/// `CKM_AES_KEY_WRAP` (RFC 3394: 40 bytes out exactly when 32 went in) and unwrap that into
-/// the version's token object, so the material never leaves the HSM. The transient object is
-/// destroyed either way.
+/// Turn the transient unwrapped object into what was asked for, if it has the length asked
+/// for: for host delivery read its value; for the token, wrap it under an ephemeral AES key
+/// with `CKM_AES_KEY_WRAP` (RFC 3394: `len + 8` bytes out exactly when `len` went in) and
+/// unwrap that into the version's token object, so the material never leaves the HSM. The
+/// transient object is destroyed either way.
 fn finish_unwrap(s: &Session, transient: ObjectHandle, into: UnwrapInto<'_>) -> Result<Finished> {
     let out = match into {
-        UnwrapInto::Host => {
+        UnwrapInto::Host { len } => {
             let value = s
                 .get_attributes(transient, &[AttributeType::Value])
                 .map_err(unavailable("read unwrapped material"))?
@@ -358,11 +367,15 @@ fn finish_unwrap(s: &Session, transient: ObjectHandle, into: UnwrapInto<'_>) -> 
                     _ => None,
                 });
             match value {
-                Some(v) if v.len() == 32 => Ok(Finished::Material(v)),
+                Some(v) if v.len() == len => Ok(Finished::Material(v)),
                 _ => Err(incorrect("wrong length")),
             }
         }
-        UnwrapInto::Token { id, exportable } => reseal_into_token(s, transient, id, exportable),
+        UnwrapInto::Token {
+            id,
+            len,
+            exportable,
+        } => reseal_into_token(s, transient, id, len, exportable),
     };
     let _ = s.destroy_object(transient);
     out
@@ -372,6 +385,7 @@ fn reseal_into_token(
     s: &Session,
     transient: ObjectHandle,
     id: &[u8],
+    len: usize,
     exportable: bool,
 ) -> Result<Finished> {
     let ephemeral = s
@@ -391,7 +405,7 @@ fn reseal_into_token(
         .map_err(unavailable("ephemeral key"))?;
     let out = (|| {
         let wrapped = match s.wrap_key(&Mechanism::AesKeyWrap, ephemeral, transient) {
-            Ok(w) if w.len() == 40 => Zeroizing::new(w),
+            Ok(w) if w.len() == len + 8 => Zeroizing::new(w),
             Ok(_) => return Err(incorrect("wrong length")),
             Err(e) if rejected(&e) => return Err(incorrect("wrong length")),
             Err(e) => return Err(unavailable("measure unwrapped key")(e)),

@@ -2,7 +2,6 @@
 //! refusal saying why, and the answer to a compare-and-set that lost to another request.
 
 use super::storage::load_blob;
-use super::validate::KEY_SPEC_AES_256_GCM;
 use super::OpContext;
 use crate::algorithms::{KeySpec, KeyUsage};
 use crate::crypto::Protection;
@@ -75,17 +74,25 @@ pub fn check_usage(key: &KeyRow, wanted: KeyUsage, operation: &str) -> Result<Ke
     Ok(spec)
 }
 
-/// Refuse use of a key that is not enabled or not an AES encrypt-decrypt key (the keyplane
-/// ciphertext format is AES-256-GCM; RSA keys encrypt through `encryption_algorithm`).
-pub fn check_usable_for_encryption(key: &KeyRow) -> Result<Protection> {
+/// Refuse use of a key that is not enabled or not a symmetric encrypt-decrypt key (keyplane
+/// ciphertexts are made with `AES_256_GCM`, `AES_128_GCM` and `CHACHA20_POLY1305` keys; RSA
+/// keys encrypt through `encryption_algorithm`). Returns the key's protection and spec.
+pub fn check_usable_for_encryption(key: &KeyRow) -> Result<(Protection, KeySpec)> {
     let spec = check_usage(key, KeyUsage::EncryptDecrypt, "symmetric encryption")?;
-    if spec != KeySpec::Aes256Gcm {
+    if !spec.is_symmetric_encryption() {
+        let symmetric: Vec<&str> = KeySpec::all()
+            .filter(|s| s.is_symmetric_encryption())
+            .map(KeySpec::as_str)
+            .collect();
         return Err(Error::InvalidKeyUsage(format!(
-            "key {} is an {} key: symmetric encryption needs key_spec {KEY_SPEC_AES_256_GCM} (RSA keys encrypt and decrypt with encryption_algorithm RSAES_OAEP_*)",
-            key.id, key.spec
+            "key {} is an {} key: symmetric encryption needs key_spec {} (RSA keys encrypt and decrypt with encryption_algorithm RSAES_OAEP_*)",
+            key.id,
+            key.spec,
+            symmetric.join(", ")
         )));
     }
-    Protection::parse(&key.protection).ok_or(Error::Internal)
+    let protection = Protection::parse(&key.protection).ok_or(Error::Internal)?;
+    Ok((protection, spec))
 }
 
 /// What a version is about to be used for.

@@ -1,9 +1,10 @@
 //! `create-key`: a key of the caller's tenant with its first version. `key_spec` (default
 //! `AES_256_GCM`) and `key_usage` (default: the spec's first usage) are fixed for the key's
 //! life; an invalid combination is a validation error. AES keys are `envelope` (default) or
-//! `hsm` protected; every other spec is `hsm` only (its private or secret key is a
+//! `hsm` protected, `CHACHA20_POLY1305` keys `envelope` only (see [`KeySpec::allows_hsm`]);
+//! every other spec is `hsm` only (its private or secret key is a
 //! non-extractable token object). A spec whose mechanisms the token does not list is refused.
-//! AES keys may instead wait for imported material (`origin: external`) and may be created
+//! Symmetric keys may instead wait for imported material (`origin: external`) and may be created
 //! exportable (fixed for life). Cedar: `CreateKey` on the caller's tenant.
 
 use std::collections::BTreeMap;
@@ -36,7 +37,7 @@ pub struct CreateKey {
     pub description: String,
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
-    /// `envelope` (default for AES) or `hsm` (default and only choice for other specs).
+    /// `envelope` (default for symmetric specs) or `hsm` (default and only choice for others).
     pub protection: Option<String>,
     #[serde(default = "aes")]
     pub key_spec: String,
@@ -84,14 +85,20 @@ impl CreateKey {
         };
         check_spec_usage(spec, usage)?;
         let protection = match self.protection.as_deref() {
-            None if spec == KeySpec::Aes256Gcm => Protection::Envelope,
+            None if spec.allows_envelope() => Protection::Envelope,
             None => Protection::Hsm,
             Some(p) => Protection::parse(p)
                 .ok_or_else(|| Error::validation("protection must be \"hsm\" or \"envelope\""))?,
         };
-        if spec != KeySpec::Aes256Gcm && protection != Protection::Hsm {
+        if protection == Protection::Envelope && !spec.allows_envelope() {
             return Err(Error::validation(format!(
                 "key_spec {} is available with protection \"hsm\" only",
+                spec.as_str()
+            )));
+        }
+        if protection == Protection::Hsm && !spec.allows_hsm() {
+            return Err(Error::validation(format!(
+                "key_spec {} is available with protection \"envelope\" only: keyplane has no HSM mechanism for it (PKCS#11's CKM_CHACHA20_POLY1305 is in neither SoftHSM2 nor the PKCS#11 binding keyplane uses)",
                 spec.as_str()
             )));
         }
@@ -111,13 +118,13 @@ impl Operation for CreateKey {
                 "origin must be \"keyplane\" or \"external\"",
             ));
         }
-        let importable = spec == KeySpec::Aes256Gcm
+        let importable = spec.is_symmetric_encryption()
             || spec.rsa_bits().is_some()
             || (matches!(spec, KeySpec::EccNistP256 | KeySpec::EccNistP384)
                 && usage == KeyUsage::SignVerify);
         if self.origin == imports::ORIGIN_EXTERNAL && !importable {
             return Err(Error::validation(format!(
-                "origin \"external\" is available for AES_256_GCM, RSA and sign-verify ECC_NIST keys, not {} {}",
+                "origin \"external\" is available for AES_256_GCM, AES_128_GCM, CHACHA20_POLY1305, RSA and sign-verify ECC_NIST keys, not {} {}",
                 spec.as_str(),
                 usage.as_str()
             )));

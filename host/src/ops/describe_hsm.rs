@@ -32,19 +32,6 @@ pub struct DescribeHsmOutput {
     pub key_specs: Vec<&'static str>,
 }
 
-const ALL_SPECS: &[&str] = &[
-    "AES_256_GCM",
-    "HMAC_SHA_256",
-    "HMAC_SHA_384",
-    "HMAC_SHA_512",
-    "ECC_NIST_P256",
-    "ECC_NIST_P384",
-    "ED25519",
-    "RSA_2048",
-    "RSA_3072",
-    "RSA_4096",
-];
-
 impl Operation for DescribeHsm {
     const NAME: &'static str = "describe-hsm";
     const ACTION: &'static str = "DescribeHsm";
@@ -63,16 +50,13 @@ impl Operation for DescribeHsm {
         let hsm = ctx.state.keyring.hsm();
         let caps = hsm.capabilities();
         let (mechanisms, missing_mechanisms) = caps.mechanism_names();
-        let key_specs = ALL_SPECS
-            .iter()
-            .copied()
-            .filter(|s| {
-                KeySpec::parse(s).is_ok_and(|spec| {
-                    spec.usages()
-                        .iter()
-                        .any(|u| caps.missing_for(spec, *u).is_empty())
-                })
+        let key_specs = KeySpec::all()
+            .filter(|spec| {
+                spec.usages()
+                    .iter()
+                    .any(|u| caps.missing_for(*spec, *u).is_empty())
             })
+            .map(KeySpec::as_str)
             .collect();
         Ok(DescribeHsmOutput {
             token_label: hsm.token_label().to_string(),

@@ -1,6 +1,7 @@
 //! `encrypt`: up to 4096 bytes under a key's primary version, with an optional encryption
 //! context bound as AAD. Cedar: `Encrypt` on the key (the context is visible to policies).
-//! AES keys (`SYMMETRIC_DEFAULT`) produce a keyplane ciphertext; RSA `encrypt-decrypt` keys
+//! Symmetric keys (`AES_256_GCM`, `AES_128_GCM`, `CHACHA20_POLY1305`; `SYMMETRIC_DEFAULT`)
+//! produce a keyplane ciphertext; RSA `encrypt-decrypt` keys
 //! produce an RSAES-OAEP ciphertext (see [`super::rsa_oaep`]). Other keys are refused with
 //! `InvalidKeyUsage`.
 

@@ -1,9 +1,9 @@
 //! `export-key`: hand a version of a key created `exportable` to a recipient, wrapped to the
 //! recipient's RSA public key inside the HSM (RSA-OAEP, or RSA-OAEP + AES key wrap with
-//! padding); never as plaintext. Secret keys (AES, HMAC) travel as raw bytes; private keys of
-//! pairs as PKCS#8 inside the AES key wrap. Refused for keys not created exportable, for keys that are
-//! not enabled and for versions that may not decrypt (disabled, compromised, below the minimum
-//! decryption version). Cedar: `ExportKey` on the key.
+//! padding); never as plaintext. Secret keys (AES, ChaCha20, HMAC) travel as raw bytes;
+//! private keys of pairs as PKCS#8 inside the AES key wrap. Refused for keys not created
+//! exportable, for keys that are not enabled and for versions that may not decrypt (disabled,
+//! compromised, below the minimum decryption version). Cedar: `ExportKey` on the key.
 
 use serde::{Deserialize, Serialize};
 

@@ -8,8 +8,8 @@
 //! `ECC_NIST_P384`; the private key is PKCS#8 DER, the public key a DER SubjectPublicKeyInfo,
 //! and `private_key_ciphertext_blob` is an ordinary keyplane ciphertext of the PKCS#8 under the
 //! key's primary version, bound to the encryption context, which `decrypt` opens. The key must
-//! be an enabled AES encrypt-decrypt key; that is checked before the pair is made (an RSA-4096
-//! pair takes the HSM seconds), and again when sealing.
+//! be an enabled symmetric encrypt-decrypt key; that is checked before the pair is made (an
+//! RSA-4096 pair takes the HSM seconds), and again when sealing.
 //!
 //! The pair comes from the HSM's generator like every key keyplane makes, and the HSM keeps no
 //! copy ([`crate::hsm::Hsm::generate_data_key_pair`]); the host encodes it

@@ -1,8 +1,9 @@
-//! `import-key-material`: bring your own key. Takes 256-bit AES material (RSA-OAEP, or
+//! `import-key-material`: bring your own key. Takes raw symmetric material of the key's spec
+//! (32 bytes for `AES_256_GCM` and `CHACHA20_POLY1305`, 16 for `AES_128_GCM`; RSA-OAEP, or
 //! RSA-OAEP + AES key wrap with padding) or an RSA / EC private key as PKCS#8 (RSA-OAEP + AES
 //! key wrap with padding), wrapped with the import token's RSA public key, unwraps it inside
 //! the HSM into version 1 of an `external` key (a token object for `hsm` keys, sealed under
-//! the tenant KEK for `envelope` AES keys) and enables the key. Optional `valid_to`:
+//! the tenant KEK for `envelope` keys) and enables the key. Optional `valid_to`:
 //! the scheduler deletes the material then and the key waits for the same material again
 //! (checked against the key check value kept from the first import). Each token is used once.
 //! Cedar: `ImportKeyMaterial` on the key.
@@ -184,7 +185,7 @@ impl Operation for ImportKeyMaterial {
                     &key.tenant_id,
                     &key.id,
                     1,
-                    (protection, material.exportable),
+                    (protection, spec, material.exportable),
                     wrapped,
                 )
                 .await?

@@ -1,5 +1,6 @@
-//! Sealing under a key's primary version and opening a keyplane ciphertext: the header and
-//! the canonical encryption context are the AAD; each use is counted.
+//! Sealing under a key's primary version and opening a keyplane ciphertext: the header (which
+//! names the key spec's algorithm) and the canonical encryption context are the AAD; each use
+//! is counted. A ciphertext whose algorithm is not its key's is refused as invalid.
 
 use zeroize::Zeroizing;
 
@@ -36,16 +37,17 @@ pub async fn seal_with_primary(
     plaintext: Zeroizing<Vec<u8>>,
 ) -> Result<(u32, Vec<u8>)> {
     check_context_given(key, ec)?;
-    let protection = check_usable_for_encryption(key)?;
+    let kind = check_usable_for_encryption(key)?;
+    let algorithm = Algorithm::of(kind.1).ok_or(Error::Internal)?;
     let version = usable_version(ctx, key, key.primary_version, VersionUse::Protect).await?;
     let v = version.version as u32;
     let nonce = ctx.state.keyring.nonce()?;
-    let header = ciphertext::header(Algorithm::Aes256Gcm, &key.id, v, &nonce);
+    let header = ciphertext::header(algorithm, &key.id, v, &nonce);
     let aad = aad(&header, ec);
     let sealed = ctx
         .state
         .keyring
-        .seal(&key.tenant_id, protection, &version, nonce, aad, plaintext)
+        .seal(&key.tenant_id, kind, &version, nonce, aad, plaintext)
         .await?;
     let mut blob = header;
     blob.extend_from_slice(&sealed);
@@ -65,7 +67,14 @@ pub async fn open_ciphertext(
     purpose: VersionUse,
 ) -> Result<Zeroizing<Vec<u8>>> {
     check_context_given(key, ec)?;
-    let protection = check_usable_for_encryption(key)?;
+    let kind = check_usable_for_encryption(key)?;
+    // Every version of a key has the key's spec: a header naming another algorithm was not
+    // made by this key (and its nonce or key length may not fit the key's algorithm).
+    if Algorithm::of(kind.1) != Some(ct.algorithm) {
+        return Err(Error::MalformedCiphertext(
+            "the algorithm in its header is not its key's",
+        ));
+    }
     let version = usable_version(ctx, key, ct.key_version as i64, purpose)
         .await
         .map_err(|e| match e {
@@ -80,7 +89,7 @@ pub async fn open_ciphertext(
         .keyring
         .open(
             &key.tenant_id,
-            protection,
+            kind,
             &version,
             nonce,
             aad,

@@ -24,9 +24,9 @@ pub fn version_kind(key: &KeyRow) -> Result<VersionKind> {
     Ok((protection, key_spec(key)?, usage))
 }
 
-/// Material for version `v` of key `key_id` (a new AES key, HMAC key or key pair as `kind`
-/// says), stored where the tenant keeps blobs. The row is not inserted yet; the caller does
-/// that in `scope`'s transaction.
+/// Material for version `v` of key `key_id` (a new AES or ChaCha20 key, HMAC key or key pair
+/// as `kind` says), stored where the tenant keeps blobs. The row is not inserted yet; the
+/// caller does that in `scope`'s transaction.
 pub async fn make_version(
     state: &AppState,
     scope: &mut WriteScope,

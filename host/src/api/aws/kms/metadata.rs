@@ -10,7 +10,10 @@ use crate::error::{Error, Result};
 use crate::ops::KeyMetadata as Native;
 use crate::store::imports::ORIGIN_EXTERNAL;
 
-/// (keyplane key spec, AWS key spec).
+/// (keyplane key spec, AWS key spec). AWS has no `AES_128_GCM` or `CHACHA20_POLY1305`:
+/// such keys are reported as AWS reports symmetric keys (`SYMMETRIC_DEFAULT`, see
+/// [`aws_spec`]), so AWS clients use them as any symmetric key; `SYMMETRIC_DEFAULT` in
+/// `CreateKey` makes an `AES_256_GCM` key (the first entry).
 const SPECS: &[(KeySpec, &str)] = &[
     (KeySpec::Aes256Gcm, "SYMMETRIC_DEFAULT"),
     (KeySpec::HmacSha256, "HMAC_256"),
@@ -52,14 +55,18 @@ pub fn usage_from_aws(name: &str) -> Option<KeyUsage> {
     USAGES.iter().find(|(_, n)| *n == name).map(|(u, _)| *u)
 }
 
-/// The AWS name of a stored key spec.
+/// The AWS name of a stored key spec (`SYMMETRIC_DEFAULT` for the symmetric specs AWS does
+/// not name).
 pub fn aws_spec(native: &str) -> Result<&'static str> {
     let spec = KeySpec::parse(native).map_err(|_| Error::Internal)?;
-    Ok(SPECS
+    if spec.is_symmetric_encryption() {
+        return Ok("SYMMETRIC_DEFAULT");
+    }
+    SPECS
         .iter()
         .find(|(s, _)| *s == spec)
         .map(|(_, n)| *n)
-        .unwrap_or("SYMMETRIC_DEFAULT"))
+        .ok_or(Error::Internal)
 }
 
 /// The AWS name of a stored key usage.
@@ -127,7 +134,7 @@ impl KeyMetadata {
         let (mut encryption, mut signing, mut agreement, mut mac) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         match usage {
-            KeyUsage::EncryptDecrypt if spec == KeySpec::Aes256Gcm => {
+            KeyUsage::EncryptDecrypt if spec.is_symmetric_encryption() => {
                 encryption.push("SYMMETRIC_DEFAULT")
             }
             KeyUsage::EncryptDecrypt => {
