@@ -7,8 +7,9 @@
 //! - [`server`]: `keyplane serve`; [`bootstrap`]: first-start set-up and the data
 //!   directory's lock; [`tls`]: certificates.
 //! - [`api`]: HTTP fronts (native `POST /v1/<operation>`; AWS KMS JSON 1.1 and STS
-//!   `GetCallerIdentity` on `POST /`; health); they only translate, around one shared gate
-//!   (authentication, body limits, audit of refused requests, telemetry).
+//!   `GetCallerIdentity` on `POST /`; Vault Transit under `/v1/transit/`; health); they only
+//!   translate, around one shared gate (authentication, body limits, audit of refused
+//!   requests, telemetry).
 //! - [`authn`]: bearer tokens and AWS Signature Version 4 (access keys) → principal;
 //!   [`authz`]: Cedar policy set, entities, decisions (and the memo of recent decisions).
 //! - [`ops`]: the typed operation core (no wire format), one file per operation, the pipeline
