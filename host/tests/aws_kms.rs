@@ -24,24 +24,13 @@ struct Acme {
 
 async fn acme(dir: &std::path::Path) -> Acme {
     let server = Server::start(dir).await;
-    server
-        .ok(
-            &server.admin,
-            "create-tenant",
-            json!({ "tenant_id": "acme", "account_id": ACCOUNT }),
+    let tokens = server
+        .tenant_with(
+            "acme",
+            ACCOUNT,
+            &[("alice", "admin"), ("bob", "member"), ("adam", "admin")],
         )
         .await;
-    let mut tokens = Vec::new();
-    for (name, role) in [("alice", "admin"), ("bob", "member"), ("adam", "admin")] {
-        let p = server
-            .ok(
-                &server.admin,
-                "create-principal",
-                json!({ "tenant_id": "acme", "name": name, "role": role }),
-            )
-            .await;
-        tokens.push(p["token"].as_str().unwrap().to_string());
-    }
     let admin_key = access_key(&server, &tokens[0]).await;
     let member_key = access_key(&server, &tokens[1]).await;
     Acme {
@@ -52,16 +41,6 @@ async fn acme(dir: &std::path::Path) -> Acme {
         member_key,
         server,
     }
-}
-
-/// Audit records as `keyplane audit export` writes them.
-fn audit_records(server: &Server) -> Vec<Value> {
-    let out = server.tool(&["audit", "export"]);
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -80,7 +59,7 @@ async fn boto3_runs_every_action_and_meets_every_error() {
     assert!(out.contains("all boto3 checks passed"), "{out}");
 
     // Cedar decided each AWS request and the log recorded it, naming the front.
-    let records = audit_records(&a.server);
+    let records = a.server.audit_records();
     let aws: Vec<&Value> = records.iter().filter(|r| r["front"] == "aws-kms").collect();
     for action in [
         "CreateKey",
@@ -207,7 +186,7 @@ async fn sops_encrypts_and_decrypts_a_yaml_file_with_a_keyplane_key() {
         .arg(&sealed));
     assert!(decrypted.contains("password: hunter2"), "{decrypted}");
     // sops (Go) speaks HTTP/2: its requests were answered and recorded.
-    let records = audit_records(&a.server);
+    let records = a.server.audit_records();
     assert!(records
         .iter()
         .any(|r| r["front"] == "aws-kms" && r["action"] == "Decrypt" && r["outcome"] == "ok"));
@@ -383,7 +362,9 @@ async fn refusals_before_an_action_are_named_as_aws_names_them_and_audited() {
         body.contains("<Code>MissingAuthenticationToken</Code>"),
         "{body}"
     );
-    let refused: Vec<Value> = audit_records(&a.server)
+    let refused: Vec<Value> = a
+        .server
+        .audit_records()
         .into_iter()
         .filter(|r| r["outcome"] == "Unauthenticated")
         .collect();

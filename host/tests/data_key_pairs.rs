@@ -271,16 +271,6 @@ async fn every_spec_makes_a_pair_that_works_outside_keyplane() {
     }
 }
 
-/// Audit records as `keyplane audit export` writes them.
-fn audit_records(server: &Server) -> Vec<Value> {
-    let out = server.tool(&["audit", "export"]);
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 /// A key that is not an enabled AES encrypt-decrypt key, a spec keyplane does not make, a
 /// caller without a grant: each refused, saying why, and audited.
 #[tokio::test(flavor = "multi_thread")]
@@ -376,7 +366,7 @@ async fn refusals_are_clear_and_audited() {
         .await;
     assert_eq!(v["key_pair_spec"], "ECC_NIST_P256");
 
-    let records = audit_records(&s);
+    let records = s.audit_records();
     let of = |action: &str| -> Vec<&Value> {
         records.iter().filter(|r| r["action"] == action).collect()
     };
@@ -558,7 +548,7 @@ async fn boto3_generates_data_key_pairs_and_meets_their_errors() {
         "{out}"
     );
 
-    let records = audit_records(&a.server);
+    let records = a.server.audit_records();
     let aws: Vec<&Value> = records.iter().filter(|r| r["front"] == "aws-kms").collect();
     for action in ["GenerateDataKeyPair", "GenerateDataKeyPairWithoutPlaintext"] {
         assert!(

@@ -285,6 +285,44 @@ impl Server {
         .await
     }
 
+    /// A new tenant `tenant` of AWS account `account` with the `principals` (name, role);
+    /// returns their tokens in order.
+    pub async fn tenant_with(
+        &self,
+        tenant: &str,
+        account: &str,
+        principals: &[(&str, &str)],
+    ) -> Vec<String> {
+        self.ok(
+            &self.admin,
+            "create-tenant",
+            json!({ "tenant_id": tenant, "account_id": account }),
+        )
+        .await;
+        let mut tokens = Vec::new();
+        for (name, role) in principals {
+            let p = self
+                .ok(
+                    &self.admin,
+                    "create-principal",
+                    json!({ "tenant_id": tenant, "name": name, "role": role }),
+                )
+                .await;
+            tokens.push(p["token"].as_str().unwrap().to_string());
+        }
+        tokens
+    }
+
+    /// Audit records as `keyplane audit export` writes them.
+    pub fn audit_records(&self) -> Vec<Value> {
+        let out = self.tool(&["audit", "export"]);
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
     /// A new tenant with an admin; returns the admin's token.
     pub async fn tenant_with_admin(&self, tenant: &str) -> (String, String) {
         self.ok(&self.admin, "create-tenant", json!({ "tenant_id": tenant }))

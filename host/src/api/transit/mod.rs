@@ -130,7 +130,7 @@ pub async fn handle(
             && parts
                 .uri
                 .query()
-                .is_some_and(|q| q.split('&').any(|kv| kv == "list=true" || kv == "list=1")));
+                .is_some_and(|q| q.split('&').any(list_param)));
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let endpoint = Endpoint::route(&parts.method, list, &segments);
     let max_body = gate.state.config.limits.max_body_bytes;
@@ -170,6 +170,13 @@ pub async fn handle(
         Ok(reply) => reply_response(&gate, reply),
         Err(e) => error_response(&gate, &e),
     }
+}
+
+/// `list=<true>` in a query, with Vault's spellings of true (Go's `strconv.ParseBool`):
+/// hvac's `Client.list` sends `list=True`.
+fn list_param(kv: &str) -> bool {
+    kv.strip_prefix("list=")
+        .is_some_and(|v| matches!(v, "1" | "t" | "T" | "true" | "True" | "TRUE"))
 }
 
 /// The caller's principal, from `X-Vault-Token` or `Authorization: Bearer`.

@@ -1,0 +1,518 @@
+//! The Vault Transit front, proven with clients nobody here wrote: hvac (every endpoint and
+//! each exception it names) and sops `--hc-vault-transit` (Go's Vault client, HTTP/2, PUT),
+//! from the venv `scripts/setup` makes; keys shared with the native API and the AWS front;
+//! the wire details Vault clients rely on (envelope, content type, LIST, statuses) over
+//! HTTP/1.1 and HTTP/2. Each request is checked by Cedar and audited with its front.
+#![cfg(all(feature = "test-hooks", debug_assertions))]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use common::aws::{access_key, client, run, venv_bin};
+use common::Server;
+use serde_json::{json, Value};
+
+const ACCOUNT: &str = "111122223333";
+
+/// A node with a tenant `acme`: its admin's token, a member's (no grants), a second admin's
+/// (approves deletions).
+struct Acme {
+    server: Server,
+    admin: String,
+    member: String,
+    approver: String,
+}
+
+async fn acme(dir: &Path) -> Acme {
+    let server = Server::start(dir).await;
+    let tokens = server
+        .tenant_with(
+            "acme",
+            ACCOUNT,
+            &[("alice", "admin"), ("bob", "member"), ("adam", "admin")],
+        )
+        .await;
+    Acme {
+        admin: tokens[0].clone(),
+        member: tokens[1].clone(),
+        approver: tokens[2].clone(),
+        server,
+    }
+}
+
+fn cert(server: &Server) -> PathBuf {
+    server.data_dir.join("tls/cert.pem")
+}
+
+/// A command for a Vault client holding `token` against `server`, and nothing else: the
+/// server's certificate the only one trusted, no proxies, no configuration.
+fn vault_client(program: &Path, server: &Server, token: &str) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", server.data_dir.join("client-home"))
+        .env("VAULT_ADDR", &server.base)
+        .env("VAULT_TOKEN", token)
+        .env("VAULT_CACERT", cert(server))
+        .env("SSL_CERT_FILE", cert(server));
+    cmd
+}
+
+/// A Transit request: (status, Content-Type, JSON answer).
+async fn transit(
+    s: &Server,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, String, Value) {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut req = s.client.request(method, format!("{}/v1/{path}", s.base));
+    if let Some(t) = token {
+        req = req.header("X-Vault-Token", t);
+    }
+    if let Some(b) = body {
+        req = req.body(b.to_string());
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status().as_u16();
+    let ctype = resp
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let text = resp.text().await.unwrap();
+    let v = serde_json::from_str(&text)
+        .unwrap_or_else(|_| panic!("non-JSON answer {status} to {path}: {text:?}"));
+    (status, ctype, v)
+}
+
+/// A request and the status it must get: (method, path, token, body, status).
+type Case<'a> = (&'a str, &'a str, Option<&'a str>, Option<Value>, u16);
+
+/// The keyplane ciphertext inside a `vault:v<N>:` value.
+fn blob_of(transit_ciphertext: &str) -> String {
+    let rest = transit_ciphertext.strip_prefix("vault:v").unwrap();
+    rest.split_once(':').unwrap().1.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hvac_runs_every_transit_endpoint_and_meets_every_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = acme(dir.path()).await;
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/transit/hvac_transit.py");
+    let out = run(vault_client(&venv_bin("python"), &a.server, &a.admin)
+        .arg(script)
+        .env("MEMBER_TOKEN", &a.member)
+        .env("APPROVER_TOKEN", &a.approver));
+    assert!(out.contains("all hvac checks passed"), "{out}");
+
+    // Cedar decided each Transit request and the log recorded it, naming the front.
+    let records = a.server.audit_records();
+    let vt: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["front"] == "vault-transit")
+        .collect();
+    for action in [
+        "CreateKey",
+        "DescribeKey",
+        "Encrypt",
+        "Decrypt",
+        "RotateKey",
+        "Rewrap",
+        "GenerateDataKey",
+        "Sign",
+        "Verify",
+        "GenerateMac",
+        "VerifyMac",
+        "GenerateRandom",
+        "Hash",
+        "ScheduleKeyDeletion",
+        "DeleteAlias",
+        "GetCallerIdentity",
+    ] {
+        assert!(
+            vt.iter()
+                .any(|r| r["action"] == action && r["decision"] == "allow" && r["outcome"] == "ok"),
+            "no allowed {action} through the Transit front"
+        );
+    }
+    assert!(
+        vt.iter()
+            .any(|r| r["action"] == "Encrypt" && r["decision"] == "deny"),
+        "the member's denied encrypt is recorded"
+    );
+    assert!(
+        vt.iter()
+            .any(|r| r["action"] == "ScheduleKeyDeletion" && r["decision"] == "deny"),
+        "the unapproved deletion is recorded as denied"
+    );
+    assert!(
+        vt.iter().any(|r| r["outcome"] == "Unauthenticated"),
+        "the invalid token is recorded"
+    );
+    a.server.assert_audit_verifies();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sops_and_every_front_share_transit_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = acme(dir.path()).await;
+    let s = &a.server;
+
+    // sops (Go's Vault client: HTTP/2, PUT) encrypts and decrypts a YAML file.
+    let (status, _, _) = transit(
+        s,
+        "POST",
+        "transit/keys/sops",
+        Some(&a.admin),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let plain = dir.path().join("secrets.yaml");
+    let original = "db:\n    user: app\n    password: hunter2\n";
+    std::fs::write(&plain, original).unwrap();
+    let sops = venv_bin("sops");
+    let uri = format!("{}/v1/transit/keys/sops", s.base);
+    let encrypted = run(vault_client(&sops, s, &a.admin)
+        .args([
+            "--disable-version-check",
+            "encrypt",
+            "--hc-vault-transit",
+            &uri,
+        ])
+        .arg(&plain));
+    assert!(!encrypted.contains("hunter2"), "{encrypted}");
+    assert!(encrypted.contains("vault:v1:"), "{encrypted}");
+    let sealed = dir.path().join("secrets.enc.yaml");
+    std::fs::write(&sealed, &encrypted).unwrap();
+    let decrypted = run(vault_client(&sops, s, &a.admin)
+        .args(["--disable-version-check", "decrypt"])
+        .arg(&sealed));
+    assert_eq!(decrypted, original);
+
+    // A Transit ciphertext is keyplane's: the native API decrypts it, with the context as
+    // the encryption context entry vault:context.
+    let ctx = STANDARD.encode("tenant-7");
+    let (status, _, enc) = transit(
+        s,
+        "PUT",
+        "transit/encrypt/sops",
+        Some(&a.admin),
+        Some(json!({ "plaintext": STANDARD.encode("cross-front"), "context": ctx })),
+    )
+    .await;
+    assert_eq!(status, 200, "{enc}");
+    let blob = blob_of(enc["data"]["ciphertext"].as_str().unwrap());
+    let (status, v) = s
+        .call(
+            Some(&a.admin),
+            "decrypt",
+            json!({ "ciphertext_blob": blob, "encryption_context": { "vault:context": ctx } }),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(common::unb64(&v["plaintext"]), b"cross-front");
+    let (status, v) = s
+        .call(
+            Some(&a.admin),
+            "decrypt",
+            json!({ "ciphertext_blob": blob }),
+        )
+        .await;
+    assert_ne!(status, 200, "the context is bound: {v}");
+
+    // A key made natively, with an alias, is a Transit key by the alias's name.
+    let native = s
+        .ok(
+            &a.admin,
+            "create-key",
+            json!({ "alias": "alias/native-made" }),
+        )
+        .await;
+    let native_id = native["key_id"].as_str().unwrap();
+    let (status, _, read) =
+        transit(s, "GET", "transit/keys/native-made", Some(&a.admin), None).await;
+    assert_eq!(status, 200, "{read}");
+    assert_eq!(read["data"]["type"], "aes256-gcm96");
+    assert_eq!(read["data"]["keyplane"]["key_id"], native_id);
+    let (status, _, enc) = transit(
+        s,
+        "POST",
+        "transit/encrypt/native-made",
+        Some(&a.admin),
+        Some(json!({ "plaintext": STANDARD.encode("made natively") })),
+    )
+    .await;
+    assert_eq!(status, 200, "{enc}");
+    let ct = enc["data"]["ciphertext"].as_str().unwrap().to_string();
+    let (status, v) = s
+        .call(
+            Some(&a.admin),
+            "decrypt",
+            json!({ "ciphertext_blob": blob_of(&ct) }),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(common::unb64(&v["plaintext"]), b"made natively");
+
+    // A key made through the AWS front (boto3) is one too.
+    let key = access_key(s, &a.admin).await;
+    let out = run(client(&venv_bin("python"), s, &key).args([
+        "-c",
+        "import boto3\n\
+         kms = boto3.client('kms')\n\
+         k = kms.create_key(Description='from boto3')['KeyMetadata']['KeyId']\n\
+         kms.create_alias(AliasName='alias/aws-made', TargetKeyId=k)\n\
+         print(k)\n",
+    ]));
+    let aws_id = out.trim();
+    let (status, _, enc) = transit(
+        s,
+        "POST",
+        "transit/encrypt/aws-made",
+        Some(&a.admin),
+        Some(json!({ "plaintext": STANDARD.encode("made by boto3") })),
+    )
+    .await;
+    assert_eq!(status, 200, "{enc}");
+    let ct = enc["data"]["ciphertext"].as_str().unwrap();
+    assert!(ct.starts_with("vault:v1:"), "{ct}");
+    let (status, _, dec) = transit(
+        s,
+        "POST",
+        "transit/decrypt/aws-made",
+        Some(&a.admin),
+        Some(json!({ "ciphertext": ct })),
+    )
+    .await;
+    assert_eq!(status, 200, "{dec}");
+    assert_eq!(common::unb64(&dec["data"]["plaintext"]), b"made by boto3");
+    let (_, _, read) = transit(s, "GET", "transit/keys/aws-made", Some(&a.admin), None).await;
+    assert_eq!(read["data"]["keyplane"]["key_id"], aws_id, "{read}");
+
+    // Every Transit request was decided and recorded, naming the front; sops' too.
+    let records = s.audit_records();
+    let vt = |action: &str| {
+        records
+            .iter()
+            .any(|r| r["front"] == "vault-transit" && r["action"] == action && r["outcome"] == "ok")
+    };
+    for action in ["CreateKey", "Encrypt", "Decrypt", "DescribeKey"] {
+        assert!(vt(action), "no {action} through the Transit front");
+    }
+    assert!(records
+        .iter()
+        .any(|r| r["front"] == "aws-kms" && r["action"] == "CreateAlias"));
+    s.assert_audit_verifies();
+}
+
+/// curl's answer to a Transit request over `version` (`--http1.1` or `--http2`): (status,
+/// HTTP version, Content-Type, body).
+fn curl(s: &Server, version: &str, args: &[&str]) -> (String, String, String, Value) {
+    let port = s.base.rsplit(':').next().unwrap().to_string();
+    let out = Command::new("curl")
+        .args(["-sS", version, "--cacert"])
+        .arg(cert(s))
+        .args(["--resolve", &format!("localhost:{port}:127.0.0.1")])
+        .args(args)
+        .args(["-w", "\n%{http_code} %{http_version} %{content_type}"])
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "curl: {} {text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (body, meta) = text.rsplit_once('\n').unwrap();
+    let mut meta = meta.splitn(3, ' ');
+    let status = meta.next().unwrap().to_string();
+    let version = meta.next().unwrap().to_string();
+    let ctype = meta.next().unwrap_or_default().to_string();
+    let v = serde_json::from_str(body).unwrap_or_else(|_| panic!("non-JSON body: {text}"));
+    (status, version, ctype, v)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transit_answers_as_vault_does_over_http1_and_http2() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = acme(dir.path()).await;
+    let s = &a.server;
+    let t = Some(a.admin.as_str());
+
+    // No keys yet: LIST answers 404 with no errors named, as Vault does.
+    let (status, ctype, v) = transit(s, "LIST", "transit/keys", t, None).await;
+    assert_eq!((status, ctype.as_str()), (404, "application/json"), "{v}");
+    assert!(v["errors"].is_array(), "{v}");
+
+    // PUT works as POST; the envelope has every member.
+    let (status, ctype, v) = transit(s, "PUT", "transit/keys/wire", t, Some(json!({}))).await;
+    assert_eq!((status, ctype.as_str()), (200, "application/json"), "{v}");
+    for k in [
+        "request_id",
+        "lease_id",
+        "renewable",
+        "lease_duration",
+        "data",
+        "wrap_info",
+        "warnings",
+        "auth",
+    ] {
+        assert!(v.get(k).is_some(), "{k} missing: {v}");
+    }
+    assert!(!v["request_id"].as_str().unwrap().is_empty(), "{v}");
+    assert_eq!(v["data"]["name"], "wire");
+    let (status, _, _) = transit(s, "POST", "transit/keys/wire2", t, Some(json!({}))).await;
+    assert_eq!(status, 200);
+
+    // LIST and GET ?list=true both list; hvac's Client.list sends list=True (Vault reads the
+    // value as Go's ParseBool does).
+    for (method, path) in [
+        ("LIST", "transit/keys"),
+        ("GET", "transit/keys?list=true"),
+        ("GET", "transit/keys?list=True"),
+    ] {
+        let (status, ctype, v) = transit(s, method, path, t, None).await;
+        assert_eq!((status, ctype.as_str()), (200, "application/json"), "{v}");
+        let mut keys: Vec<&str> = v["data"]["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k.as_str().unwrap())
+            .collect();
+        keys.sort();
+        assert_eq!(keys, ["wire", "wire2"], "{method} {path}");
+    }
+    // A GET without list=true is a read, not a list.
+    let (status, _, v) = transit(s, "GET", "transit/keys", t, None).await;
+    assert_eq!(status, 404, "{v}");
+
+    // Errors: {"errors": [...]} with Vault's statuses, application/json.
+    let cases: [Case; 6] = [
+        (
+            "POST",
+            "transit/encrypt/wire",
+            None,
+            Some(json!({ "plaintext": "aGk=" })),
+            403,
+        ),
+        (
+            "POST",
+            "transit/encrypt/wire",
+            Some("bogus"),
+            Some(json!({ "plaintext": "aGk=" })),
+            403,
+        ),
+        (
+            "POST",
+            "transit/encrypt/wire",
+            t,
+            Some(json!({ "plaintext": "!!" })),
+            400,
+        ),
+        ("GET", "transit/keys/absent", t, None, 404),
+        (
+            "POST",
+            "transit/no-such-endpoint/wire",
+            t,
+            Some(json!({})),
+            404,
+        ),
+        (
+            "POST",
+            "transit/export/encryption-key/wire",
+            t,
+            Some(json!({})),
+            404,
+        ),
+    ];
+    for (method, path, token, body, want) in cases {
+        let (status, ctype, v) = transit(s, method, path, token, body).await;
+        assert_eq!(status, want, "{method} {path}: {v}");
+        assert_eq!(ctype, "application/json", "{method} {path}");
+        let errors = v["errors"].as_array().unwrap_or_else(|| panic!("{v}"));
+        assert!(errors.iter().all(Value::is_string), "{method} {path}: {v}");
+    }
+
+    // sys/health needs no token; lookup-self names the caller.
+    let (status, ctype, v) = transit(s, "GET", "sys/health", None, None).await;
+    assert_eq!((status, ctype.as_str()), (200, "application/json"), "{v}");
+    assert_eq!(v["sealed"], false);
+    assert_eq!(v["initialized"], true);
+    let (status, _, v) = transit(s, "GET", "auth/token/lookup-self", t, None).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["data"]["meta"]["tenant"], "acme");
+    assert_eq!(v["data"]["meta"]["role"], "admin");
+    assert_eq!(v["data"]["display_name"], "token-alice");
+    let (status, _, v) = transit(s, "GET", "auth/token/lookup-self", None, None).await;
+    assert_eq!(status, 403, "{v}");
+
+    // Intact over HTTP/1.1 and HTTP/2 (Go clients), for answers and errors alike.
+    let token = format!("X-Vault-Token: {}", a.admin);
+    let encrypt = format!("{}/v1/transit/encrypt/wire", s.base);
+    for (version, want) in [("--http1.1", "1.1"), ("--http2", "2")] {
+        let (status, got, ctype, v) = curl(
+            s,
+            version,
+            &[
+                "-X",
+                "PUT",
+                "-H",
+                &token,
+                &encrypt,
+                "-d",
+                r#"{"plaintext":"aGVsbG8="}"#,
+            ],
+        );
+        assert_eq!((status.as_str(), got.as_str()), ("200", want), "{v}");
+        assert_eq!(ctype, "application/json");
+        let ct = v["data"]["ciphertext"].as_str().unwrap().to_string();
+        let (status, _, _, v) = curl(
+            s,
+            version,
+            &[
+                "-X",
+                "POST",
+                "-H",
+                &token,
+                &format!("{}/v1/transit/decrypt/wire", s.base),
+                "-d",
+                &json!({ "ciphertext": ct }).to_string(),
+            ],
+        );
+        assert_eq!(status, "200", "{v}");
+        assert_eq!(v["data"]["plaintext"], "aGVsbG8=");
+        let (status, got, ctype, v) = curl(
+            s,
+            version,
+            &[
+                "-X",
+                "LIST",
+                "-H",
+                &token,
+                &format!("{}/v1/transit/keys", s.base),
+            ],
+        );
+        assert_eq!((status.as_str(), got.as_str()), ("200", want), "{v}");
+        assert_eq!(ctype, "application/json");
+        assert_eq!(v["data"]["keys"].as_array().unwrap().len(), 2);
+        // Refused before the body is read: still answered whole.
+        let (status, got, ctype, v) = curl(
+            s,
+            version,
+            &["-X", "POST", &encrypt, "-d", r#"{"plaintext":"aGk="}"#],
+        );
+        assert_eq!((status.as_str(), got.as_str()), ("403", want), "{v}");
+        assert_eq!(ctype, "application/json");
+        assert!(v["errors"].is_array(), "{v}");
+        let (status, _, _, v) = curl(s, version, &[&format!("{}/v1/sys/health", s.base)]);
+        assert_eq!(status, "200");
+        assert_eq!(v["sealed"], false);
+    }
+}
