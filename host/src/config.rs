@@ -116,7 +116,8 @@ impl TransitConfig {
         let m = self.mount.as_str();
         let segment = !m.is_empty()
             && m.len() <= 64
-            && m.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            && m.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if !segment || m == "sys" || m == "auth" {
             anyhow::bail!(
                 "transit.mount must be one path segment of letters, digits, '-' and '_', not sys or auth (got {m:?})"

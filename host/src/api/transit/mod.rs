@@ -100,7 +100,7 @@ impl Call<'_> {
         self.gate.run(self.principal.clone(), op).await
     }
 
-    /// Run a batch of operations (`batch_input`).
+    /// Run a batch of operations (`batch_input`): each item decided and audited on its own.
     pub async fn run_many<O: Operation>(
         &self,
         ops: Vec<Result<O>>,

@@ -46,6 +46,9 @@ struct Request {
     signature_algorithm: Option<String>,
     marshaling_algorithm: Option<String>,
     key_version: Option<u32>,
+    /// RSA-PSS salt length: keyplane's (and AWS's) is the hash's length, which Transit calls
+    /// `hash`; `auto` (Transit's default) verifies any salt in Vault, so it is accepted too.
+    salt_length: Option<serde_json::Value>,
 }
 
 /// How a request signs: keyplane's algorithm, the message type, the encoding.
@@ -64,6 +67,15 @@ fn scheme(spec: &str, req: &Request, path_hash: Option<&str>) -> Result<Scheme> 
         .unwrap_or("sha2-256");
     let hash = hash_name(hash)?;
     let padding = req.signature_algorithm.as_deref().unwrap_or("pss");
+    match &req.salt_length {
+        None => {}
+        Some(serde_json::Value::String(s)) if s == "auto" || s == "hash" => {}
+        Some(other) => {
+            return Err(Error::Unsupported(format!(
+                "salt_length {other} is not supported: keyplane's RSA-PSS salt is the hash's length (\"hash\")"
+            )))
+        }
+    }
     let jws = match req.marshaling_algorithm.as_deref().unwrap_or("asn1") {
         "asn1" => false,
         "jws" => true,
