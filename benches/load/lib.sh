@@ -33,6 +33,16 @@ load() {
   wrk_row "$name" "$URL$path" "$body" "${script[@]}"
 }
 
+# load_batch <name> <path> <body>: one wrk run of a batch (benches/load/batch.lua: an answer
+# holding an item's error counts as non-2xx). The row's name ends in its item count
+# (batch-encrypt-100), which report.py multiplies requests/s by.
+load_batch() {
+  wrk_row "$1" "$URL$2" "$3" -s benches/load/batch.lua
+}
+
+# batch_items <count> <json item>: a JSON array of <count> copies of the item.
+batch_items() { python3 -c 'import sys; print("[" + ",".join([sys.argv[2]] * int(sys.argv[1])) + "]")' "$1" "$2"; }
+
 # load_aws <name> <body> <target>: one wrk run of an AWS KMS request, signed once with the
 # access key AWS_KEY_ID/AWS_SECRET (benches/load/sign-aws.py).
 load_aws() {

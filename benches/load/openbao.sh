@@ -129,13 +129,16 @@ bao_stop() {
 
 # bao_rows <base64 plaintext>: the peer's rows, the same operations and plaintext as
 # keyplane's rows: its health endpoint (/v1/sys/health, the nearest it has to keyplane's
-# /healthz, though it reads the node's state), then Transit encrypt, decrypt, data key and
-# sign. Fails if the audit device wrote nothing.
+# /healthz, though it reads the node's state), then Transit encrypt (alone and in a
+# batch_input of 100, as keyplane's batch row), decrypt, data key and sign. Fails if the audit
+# device wrote nothing.
 bao_rows() {
   local pt=$1 ct
   ct=$(bao_api POST /v1/transit/encrypt/bench "{\"plaintext\":\"$pt\"}" | json_at '["data"]["ciphertext"]')
   load openbao-health /v1/sys/health
   load openbao-encrypt /v1/transit/encrypt/bench "{\"plaintext\":\"$pt\"}"
+  load_batch openbao-batch-encrypt-100 /v1/transit/encrypt/bench \
+    "{\"batch_input\":$(batch_items 100 "{\"plaintext\":\"$pt\"}")}"
   load openbao-decrypt /v1/transit/decrypt/bench "{\"ciphertext\":\"$ct\"}"
   load openbao-generate-data-key /v1/transit/datakey/plaintext/bench '{"bits":256}'
   load openbao-sign-ecdsa-p256 /v1/transit/sign/sign/sha2-256 "{\"input\":\"$pt\"}"

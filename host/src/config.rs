@@ -140,6 +140,10 @@ impl Default for TransitConfig {
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
     pub max_body_bytes: usize,
+    /// The body of a batch (`POST /v1/batch`): room for [`crate::ops::MAX_BATCH_ITEMS`] items
+    /// of the largest `encrypt` (4096 bytes of plaintext, 5464 as base64, with a key id and an
+    /// encryption context around it).
+    pub max_batch_body_bytes: usize,
 }
 
 /// The host-side cache of unwrapped envelope key material.
@@ -182,6 +186,7 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             limits: LimitsConfig {
                 max_body_bytes: 64 * 1024,
+                max_batch_body_bytes: 8 << 20,
             },
             envelope_cache: EnvelopeCacheConfig {
                 max_entries: 10_000,

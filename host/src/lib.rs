@@ -6,14 +6,14 @@
 //! - [`config`]: layered configuration (defaults < TOML < `KEYPLANE_*` env < flags).
 //! - [`server`]: `keyplane serve`; [`bootstrap`]: first-start set-up and the data
 //!   directory's lock; [`tls`]: certificates.
-//! - [`api`]: HTTP fronts (native `POST /v1/<operation>`; AWS KMS JSON 1.1 and STS
-//!   `GetCallerIdentity` on `POST /`; Vault Transit under `/v1/transit/`; health); they only
-//!   translate, around one shared gate (authentication, body limits, audit of refused
-//!   requests, telemetry).
+//! - [`api`]: HTTP fronts (native `POST /v1/<operation>` and `POST /v1/batch`; AWS KMS JSON
+//!   1.1 and STS `GetCallerIdentity` on `POST /`; Vault Transit under `/v1/transit/`; health);
+//!   they only translate, around one shared gate (authentication, body limits, audit of
+//!   refused requests, telemetry).
 //! - [`authn`]: bearer tokens and AWS Signature Version 4 (access keys) → principal;
 //!   [`authz`]: Cedar policy set, entities, decisions (and the memo of recent decisions).
 //! - [`ops`]: the typed operation core (no wire format), one file per operation, the pipeline
-//!   `ops::execute`, the
+//!   `ops::execute` (and `ops::execute_many`: a batch, each item through it), the
 //!   lifecycle scheduler (rotations by schedule plugins, destruction after deletion windows)
 //!   and garbage collection of material no row references (`ops::gc`).
 //! - [`clock`]: the service clock; [`usage`]: per-version usage counters; [`pause`]: pause

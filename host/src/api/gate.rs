@@ -156,12 +156,49 @@ impl Gate {
         op: Result<O>,
         dry_run: bool,
     ) -> Result<Option<O::Output>> {
+        let (state, meta) = (self.state.clone(), self.meta.clone());
+        let task = async move {
+            match op {
+                Ok(op) if dry_run => ops::dry_run(&state, &principal, &meta, op)
+                    .await
+                    .map(|()| None),
+                Ok(op) => ops::execute(&state, &principal, &meta, op).await.map(Some),
+                Err(e) => Err(ops::refuse(&state, &meta, Some(&principal), O::ACTION, e).await),
+            }
+        };
+        self.spawned::<O, _>(None, task).await
+    }
+
+    /// Run a batch of one operation's requests (or the errors decoding them) for `principal`
+    /// (see [`ops::execute_many`]), as [`Gate::run`] runs one: its own task, one `operation`
+    /// span named after `O` (with `keyplane.batch.items`), counted once with the label
+    /// `batch`. `Err` only when the batch as a whole is refused (audited once); each item's
+    /// failure is in its own result.
+    pub async fn run_many<O: Operation>(
+        &self,
+        principal: Principal,
+        items: Vec<Result<O>>,
+    ) -> Result<Vec<Result<O::Output>>> {
+        let (state, meta) = (self.state.clone(), self.meta.clone());
+        let count = items.len();
+        let task = async move { ops::execute_many(&state, &principal, &meta, items).await };
+        self.spawned::<O, _>(Some(count), task).await
+    }
+
+    /// Run `task` (one request of `O`, or a batch of `batch` items) as its own task inside an
+    /// `operation` span, and count and time it.
+    async fn spawned<O: Operation, T: Send + 'static>(
+        &self,
+        batch: Option<usize>,
+        task: impl std::future::Future<Output = Result<T>> + Send + 'static,
+    ) -> Result<T> {
         let span = tracing::info_span!(
             "operation",
             otel.name = O::NAME,
             keyplane.operation = O::NAME,
             keyplane.action = O::ACTION,
             keyplane.front = self.meta.front.name(),
+            keyplane.batch.items = batch,
             keyplane.tenant = tracing::field::Empty,
             keyplane.key_id = tracing::field::Empty,
             keyplane.encryption_context.keys = tracing::field::Empty,
@@ -169,27 +206,12 @@ impl Gate {
             otel.status_code = tracing::field::Empty,
         );
         let start = std::time::Instant::now();
-        let task = {
-            let (state, meta) = (self.state.clone(), self.meta.clone());
-            tokio::spawn(
-                async move {
-                    match op {
-                        Ok(op) if dry_run => ops::dry_run(&state, &principal, &meta, op)
-                            .await
-                            .map(|()| None),
-                        Ok(op) => ops::execute(&state, &principal, &meta, op).await.map(Some),
-                        Err(e) => {
-                            Err(ops::refuse(&state, &meta, Some(&principal), O::ACTION, e).await)
-                        }
-                    }
-                }
-                .instrument(span.clone()),
-            )
-        };
-        let result = task.await.unwrap_or_else(|e| {
-            tracing::error!(error = %e, "operation task failed");
-            Err(Error::Internal)
-        });
+        let result = tokio::spawn(task.instrument(span.clone()))
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "operation task failed");
+                Err(Error::Internal)
+            });
         let outcome = match &result {
             Ok(_) => "ok",
             Err(e) => e.code(),
@@ -198,7 +220,12 @@ impl Gate {
         if matches!(&result, Err(e) if e.is_server_fault()) {
             span.record("otel.status_code", "ERROR");
         }
-        metrics().request(O::NAME, outcome, start.elapsed().as_secs_f64());
+        metrics().request(
+            O::NAME,
+            outcome,
+            batch.is_some(),
+            start.elapsed().as_secs_f64(),
+        );
         result
     }
 }

@@ -2,7 +2,8 @@
 //! output or error; none makes decisions of its own.
 //! - `gate`: what every front does around an operation (authentication, body limits,
 //!   auditing of requests that never reach an operation, telemetry, running it as a task).
-//! - `native`: `POST /v1/<operation>`, JSON, bearer token.
+//! - `native`: `POST /v1/<operation>`, JSON, bearer token; `POST /v1/batch`, many requests of
+//!   one operation (`ops::execute_many`).
 //! - `aws`: `POST /`, AWS KMS (JSON 1.1) and STS `GetCallerIdentity` (query protocol), signed
 //!   with Signature Version 4.
 //! - `transit`: Vault's Transit engine under `/v1/<transit.mount>/`, with `sys/health` and

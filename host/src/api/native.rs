@@ -4,6 +4,14 @@
 //! and encodes the output as JSON or the error as `{"error": {"code", "message"}}` with the
 //! status [`status`] maps it to.
 //!
+//! `POST /v1/batch` carries `{"operation": <name>, "items": [<that operation's body>, …]}`
+//! for the operations of [`BATCHABLE`]: each item is decoded on its own, the batch runs
+//! through [`Gate::run_many`], and the answer is `200 {"results": [{"output": …} |
+//! {"error": {"code", "message"}}, …], "failed": <n>}` in item order. A batch refused as a
+//! whole (no credentials, too large, not JSON, an operation that is unknown or cannot be
+//! batched, no items or too many) gets the error alone, with its status; one refused before
+//! its operation is known is audited under the action `batch`.
+//!
 //! No request carries another principal's credential: a second admin approves a key's
 //! deletion with `approve-key-deletion`, under their own token. `context.mfa` is `false`
 //! until a front requests client certificates (bearer token + certificate = two factors).
@@ -18,14 +26,15 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use futures_util::future::BoxFuture;
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
+use serde_json::value::RawValue;
 use zeroize::Zeroizing;
 
 use super::gate::{BodyLimits, Gate};
 use crate::authn::Principal;
 use crate::error::{Error, Result};
-use crate::ops::{Front, Operation};
+use crate::ops::{Front, Operation, MAX_BATCH_ITEMS};
 use crate::state::AppState;
 use crate::telemetry::http::RequestId;
 
@@ -55,17 +64,146 @@ macro_rules! native_table {
 /// Every operation: (name, Cedar action, handler).
 const OPERATIONS: &[(&str, &str, Handler)] = crate::ops::operations!(native_table);
 
-/// The action an unknown operation is audited under.
-fn unknown_action(op: &str) -> String {
+/// Decode each item of a batch, run them, and encode each result.
+type BatchHandler = for<'a> fn(&'a Gate, Principal, Vec<&'a RawValue>) -> BoxFuture<'a, Response>;
+
+fn batch_handler<'a, O>(
+    gate: &'a Gate,
+    principal: Principal,
+    items: Vec<&'a RawValue>,
+) -> BoxFuture<'a, Response>
+where
+    O: Operation + DeserializeOwned,
+    O::Output: Serialize,
+{
+    Box::pin(async move {
+        // Decoding stops one item past the limit: such a batch is refused whatever its
+        // length, and a huge one is not decoded first.
+        let items = items
+            .into_iter()
+            .take(MAX_BATCH_ITEMS + 1)
+            .map(|item| decode::<O>(item.get().as_bytes()))
+            .collect();
+        match gate.run_many(principal, items).await {
+            Ok(results) => json_reply(&BatchReply::of(&results)),
+            Err(e) => error_response(&e),
+        }
+    })
+}
+
+macro_rules! batch_table {
+    ($($op:ty),* $(,)?) => {
+        &[$( (<$op>::NAME, batch_handler::<$op> as BatchHandler) ),*]
+    };
+}
+
+/// The operations a batch may hold: uses of a key that change nothing (each item's audit
+/// record then goes through the group commit with the others'). `(name, handler)`.
+pub const BATCHABLE: &[(&str, BatchHandler)] = batch_table!(
+    crate::ops::encrypt::Encrypt,
+    crate::ops::decrypt::Decrypt,
+    crate::ops::generate_data_key::GenerateDataKey,
+    crate::ops::generate_data_key::GenerateDataKeyWithoutPlaintext,
+    crate::ops::sign::Sign,
+    crate::ops::sign::Verify,
+    crate::ops::mac::GenerateMac,
+    crate::ops::mac::VerifyMac,
+    crate::ops::rewrap::Rewrap,
+);
+
+/// The path of batches, `POST /v1/batch` (no operation has this name).
+const BATCH: &str = "batch";
+
+/// A batch's body. The items stay raw JSON (borrowed from the body, which is zeroized) until
+/// each is decoded as its operation.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchRequest<'a> {
+    operation: String,
+    #[serde(borrow)]
+    items: Vec<&'a RawValue>,
+}
+
+/// A batch's answer.
+#[derive(Serialize)]
+struct BatchReply<'a, T> {
+    results: Vec<ItemReply<'a, T>>,
+    failed: usize,
+}
+
+/// One item's answer: `{"output": …}` or `{"error": {"code", "message"}}`.
+#[derive(Serialize)]
+#[serde(rename_all = "lowercase")]
+enum ItemReply<'a, T> {
+    Output(&'a T),
+    Error(ErrorBody),
+}
+
+impl<'a, T> BatchReply<'a, T> {
+    fn of(results: &'a [Result<T>]) -> Self {
+        let results: Vec<_> = results
+            .iter()
+            .map(|r| match r {
+                Ok(output) => ItemReply::Output(output),
+                Err(e) => ItemReply::Error(ErrorBody::of(e)),
+            })
+            .collect();
+        let failed = results
+            .iter()
+            .filter(|r| matches!(r, ItemReply::Error(_)))
+            .count();
+        BatchReply { results, failed }
+    }
+}
+
+/// `POST /v1/batch`, once its caller is known (or not) and its body read (or not).
+async fn batch(gate: &Gate, auth: Result<Principal>, read: Result<Zeroizing<Vec<u8>>>) -> Response {
+    let principal = match auth {
+        Ok(p) => p,
+        Err(e) => return refused(gate, None, BATCH, e).await,
+    };
+    let body = match read {
+        Ok(b) => b,
+        Err(e) => return refused(gate, Some(&principal), BATCH, e).await,
+    };
+    let request = match decode::<BatchRequest>(&body) {
+        Ok(r) => r,
+        Err(e) => return refused(gate, Some(&principal), BATCH, e).await,
+    };
+    let operation = request.operation.as_str();
+    let Some((_, handler)) = BATCHABLE.iter().find(|(name, _)| *name == operation) else {
+        let (action, e) = match OPERATIONS.iter().find(|(name, _, _)| *name == operation) {
+            Some((name, action, _)) => {
+                let batchable: Vec<&str> = BATCHABLE.iter().map(|(name, _)| *name).collect();
+                let message = format!(
+                    "{name} cannot be batched; a batch holds one of: {}",
+                    batchable.join(", ")
+                );
+                (action.to_string(), Error::Unsupported(message))
+            }
+            None => unknown(operation),
+        };
+        return refused(gate, Some(&principal), &action, e).await;
+    };
+    handler(gate, principal, request.items).await
+}
+
+/// Record a request that never reached an operation, and answer it.
+async fn refused(gate: &Gate, principal: Option<&Principal>, action: &str, e: Error) -> Response {
+    error_response(&gate.refuse(principal, action, e).await)
+}
+
+/// The action an unknown operation is audited under, and its error.
+fn unknown(op: &str) -> (String, Error) {
     let clean: String = op
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
         .take(64)
         .collect();
-    format!("unknown:{clean}")
+    (format!("unknown:{clean}"), Error::UnknownOperation(clean))
 }
 
-/// `POST /v1/{operation}`.
+/// `POST /v1/{operation}` (and `POST /v1/batch`).
 pub async fn handle(
     State(state): State<Arc<AppState>>,
     Path(operation): Path<String>,
@@ -79,41 +217,43 @@ pub async fn handle(
     let auth = gate.bearer(&headers).await;
     let entry = OPERATIONS.iter().find(|(name, _, _)| *name == operation);
 
-    let max_body = gate.state.config.limits.max_body_bytes;
+    let limits = &gate.state.config.limits;
     let limits = match (&auth, entry) {
         (Ok(_), Some((name, _, _))) if *name == crate::ops::upload_plugin::UploadPlugin::NAME => {
             // base64 of the largest component, plus the JSON around it
             let max_upload = gate.state.config.plugins.max_upload_bytes;
             BodyLimits::authenticated(max_upload / 3 * 4 + 8192)
         }
-        (Ok(_), Some(_)) => BodyLimits::authenticated(max_body),
-        _ => BodyLimits::refused(max_body),
+        (Ok(_), Some(_)) => BodyLimits::authenticated(limits.max_body_bytes),
+        (Ok(_), None) if operation == BATCH => {
+            BodyLimits::authenticated(limits.max_batch_body_bytes)
+        }
+        _ => BodyLimits::refused(limits.max_body_bytes),
     };
     let read = gate.read_body(body, limits).await;
 
     let Some((_, action, handler)) = entry else {
-        let action = unknown_action(&operation);
-        let (principal, e) = match auth {
-            Ok(p) => {
-                let name = action.trim_start_matches("unknown:").to_string();
-                (Some(p), Error::UnknownOperation(name))
-            }
-            Err(e) => (None, e),
+        if operation == BATCH {
+            return batch(&gate, auth, read).await;
+        }
+        let (action, e) = unknown(&operation);
+        return match auth {
+            Ok(p) => refused(&gate, Some(&p), &action, e).await,
+            Err(e) => refused(&gate, None, &action, e).await,
         };
-        return error_response(&gate.refuse(principal.as_ref(), &action, e).await);
     };
     let principal = match auth {
         Ok(p) => p,
-        Err(e) => return error_response(&gate.refuse(None, action, e).await),
+        Err(e) => return refused(&gate, None, action, e).await,
     };
     let body = match read {
         Ok(b) => b,
-        Err(e) => return error_response(&gate.refuse(Some(&principal), action, e).await),
+        Err(e) => return refused(&gate, Some(&principal), action, e).await,
     };
     handler(&gate, principal, &body).await
 }
 
-fn decode<O: DeserializeOwned>(body: &[u8]) -> Result<O> {
+fn decode<'de, O: Deserialize<'de>>(body: &'de [u8]) -> Result<O> {
     let body = if body.iter().all(u8::is_ascii_whitespace) {
         b"{}".as_slice()
     } else {
@@ -147,16 +287,28 @@ fn json_reply<T: Serialize>(output: &T) -> Response {
 
 /// The native error body, with the status of [`status`].
 pub fn error_response(e: &Error) -> Response {
-    // One message for every failed authentication: which part was wrong is not told.
-    let message = match e {
-        Error::Unauthenticated(_) => "missing or invalid credentials".to_string(),
-        e => e.to_string(),
-    };
-    (
-        status(e),
-        Json(json!({ "error": { "code": e.code(), "message": message } })),
-    )
-        .into_response()
+    (status(e), Json(json!({ "error": ErrorBody::of(e) }))).into_response()
+}
+
+/// The native error's `{"code", "message"}`.
+#[derive(Serialize)]
+struct ErrorBody {
+    code: &'static str,
+    message: String,
+}
+
+impl ErrorBody {
+    fn of(e: &Error) -> Self {
+        // One message for every failed authentication: which part was wrong is not told.
+        let message = match e {
+            Error::Unauthenticated(_) => "missing or invalid credentials".to_string(),
+            e => e.to_string(),
+        };
+        ErrorBody {
+            code: e.code(),
+            message,
+        }
+    }
 }
 
 /// The native front's status for each error.

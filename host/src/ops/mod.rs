@@ -12,7 +12,8 @@
 //! the output or the [`Error`] its own way. The operation types derive serde because the
 //! native front's JSON is their own shape (the native front is where they are decoded and
 //! encoded); other fronts translate their wire types into them. [`operations!`] lists every
-//! operation, so a front's table is built from one list.
+//! operation, so a front's table is built from one list. [`execute_many`] runs a batch of
+//! one operation's requests, each item through [`execute`] (see [`batch`]).
 //!
 //! A request refused on a key its caller may not even see (Cedar denies it `DescribeKey` on
 //! the key, as for every key of another tenant) fails as if the key did not exist
@@ -23,6 +24,7 @@ pub mod access_keys;
 pub mod aliases;
 pub mod automatic_rotation;
 mod b64;
+pub mod batch;
 mod checks;
 pub mod create_key;
 pub mod create_principal;
@@ -87,6 +89,7 @@ use crate::store::Tx;
 use crate::telemetry::metrics::metrics;
 
 pub use b64::Base64;
+pub use batch::{execute_many, MAX_BATCH_ITEMS};
 pub use resolve::key_resource;
 pub use secret_text::SecretText;
 pub use storage::load_blob;

@@ -105,11 +105,13 @@ pub fn metrics() -> &'static Metrics {
 }
 
 impl Metrics {
-    /// One finished request.
-    pub fn request(&self, operation: &'static str, outcome: &str, seconds: f64) {
+    /// One finished request, or one batch of `operation` requests (`batch`: labelled so, as
+    /// its duration is that of all its items).
+    pub fn request(&self, operation: &'static str, outcome: &str, batch: bool, seconds: f64) {
         let labels = [
             KeyValue::new("operation", operation),
             KeyValue::new("outcome", outcome.to_string()),
+            KeyValue::new("batch", batch),
         ];
         self.requests.add(1, &labels);
         self.request_duration.record(seconds, &labels);

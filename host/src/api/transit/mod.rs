@@ -100,16 +100,13 @@ impl Call<'_> {
         self.gate.run(self.principal.clone(), op).await
     }
 
-    /// Run a batch of operations (`batch_input`): each item decided and audited on its own.
+    /// Run a batch of operations (`batch_input`), as the native `batch` does: each item
+    /// decided and audited on its own, the batch as one task.
     pub async fn run_many<O: Operation>(
         &self,
         ops: Vec<Result<O>>,
     ) -> Result<Vec<Result<O::Output>>> {
-        let mut out = Vec::with_capacity(ops.len());
-        for op in ops {
-            out.push(self.gate.run(self.principal.clone(), op).await);
-        }
-        Ok(out)
+        self.gate.run_many(self.principal.clone(), ops).await
     }
 }
 
@@ -135,6 +132,10 @@ pub async fn handle(
     let endpoint = Endpoint::route(&parts.method, list, &segments);
     let max_body = gate.state.config.limits.max_body_bytes;
     let limits = match (&auth, &endpoint) {
+        // `batch_input` of up to 1,000 items: the batch limit, as for the native `batch`.
+        (Ok(_), Ok(e)) if e.batches() => {
+            BodyLimits::authenticated(gate.state.config.limits.max_batch_body_bytes)
+        }
         (Ok(_), Ok(_)) => BodyLimits::authenticated(max_body),
         _ => BodyLimits::refused(max_body),
     };
@@ -303,6 +304,19 @@ impl Endpoint {
             }
         };
         Ok(e)
+    }
+
+    /// Whether the endpoint takes `batch_input`.
+    fn batches(&self) -> bool {
+        matches!(
+            self,
+            Endpoint::Encrypt(_)
+                | Endpoint::Decrypt(_)
+                | Endpoint::Rewrap(_)
+                | Endpoint::Sign { .. }
+                | Endpoint::Verify { .. }
+                | Endpoint::Hmac { .. }
+        )
     }
 
     /// The Cedar action of the endpoint's (first) operation, for auditing a request refused
