@@ -322,12 +322,28 @@ impl Default for LifecycleConfig {
 
 /// Signed checkpoints of the audit log: the chain head is signed by the HSM's audit key after
 /// `checkpoint_every_records` new records or `checkpoint_interval_seconds` (whichever first).
+/// The records up to a checkpoint are archived to files and, under a retention limit, pruned
+/// from the database (see `audit::archive`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditConfig {
     pub checkpoint_every_records: u64,
     /// 0: no time-based checkpoints.
     pub checkpoint_interval_seconds: u64,
+    /// Where archived segments are written; default `<data-dir>/audit-archive`.
+    pub archive_dir: Option<PathBuf>,
+    /// How often the scheduler archives sealed segments and prunes (claimed in the database,
+    /// so once per interval across nodes). 0: only `keyplane audit archive` does.
+    pub archive_interval_seconds: u64,
+    /// Most records in one archive file (a segment ends at a checkpoint, so one checkpoint's
+    /// worth of records may exceed it).
+    pub archive_segment_records: u64,
+    /// Archived records whose segment ended longer ago than this are deleted from the
+    /// database. 0 (with `retention_records` 0): keep everything.
+    pub retention_seconds: u64,
+    /// Archived records more than this many records behind the newest are deleted from the
+    /// database. When both limits are set, a segment is pruned only once both allow it.
+    pub retention_records: u64,
 }
 
 impl Default for AuditConfig {
@@ -335,7 +351,22 @@ impl Default for AuditConfig {
         AuditConfig {
             checkpoint_every_records: 1000,
             checkpoint_interval_seconds: 60,
+            archive_dir: None,
+            archive_interval_seconds: 3600,
+            archive_segment_records: 1_000_000,
+            retention_seconds: 0,
+            retention_records: 0,
         }
+    }
+}
+
+impl Config {
+    /// The directory of archived audit segments.
+    pub fn audit_archive_dir(&self) -> PathBuf {
+        self.audit
+            .archive_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("audit-archive"))
     }
 }
 

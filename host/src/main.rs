@@ -1,5 +1,5 @@
 //! The `keyplane` command line: `serve`, the auditor's `audit verify | public-key | export |
-//! search`, `policy …` (validate, fmt, test, explain, who-can; see `keyplane::policy_cli`) and
+//! search` (and the operator's `audit archive`), `policy …` (validate, fmt, test, explain, who-can; see `keyplane::policy_cli`) and
 //! the operator's `gc` (see `keyplane::ops::gc`).
 
 use std::path::PathBuf;
@@ -159,14 +159,25 @@ enum PolicyCommand {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Walk the hash chain, then check the signed checkpoints; exit non-zero naming the first
-    /// problem.
+    /// Walk the hash chain (archived segments, then the database), then check the signed
+    /// checkpoints; exit non-zero naming the first problem.
     Verify {
         #[command(flatten)]
         common: Common,
         /// A trusted copy of the audit public key (default: the one in the data dir).
         #[arg(long)]
         public_key: Option<PathBuf>,
+    },
+    /// Write the sealed segments (records up to a signed checkpoint) not yet archived to
+    /// audit.archive_dir, one gzip JSON-lines file each, then delete from the database the
+    /// archived records that audit.retention_seconds / retention_records let go. The scheduler
+    /// does the same every audit.archive_interval_seconds.
+    Archive {
+        #[command(flatten)]
+        common: Common,
+        /// List what would be archived and pruned; change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Print the public key that verifies the checkpoints.
     PublicKey {
@@ -336,7 +347,7 @@ fn gc(
 /// Run an offline audit tool against the data dir's database (read-only).
 fn audit_tool<F, Fut>(common: Common, f: F) -> anyhow::Result<bool>
 where
-    F: FnOnce(store::Db, PathBuf) -> Fut,
+    F: FnOnce(store::Db, Config) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<bool>>,
 {
     let flags = FlagOverrides {
@@ -346,7 +357,27 @@ where
     let config = Config::load(common.config.as_deref(), flags)?;
     runtime()?.block_on(async {
         let db = store::Db::open_read_only(&config.database_url()).await?;
-        f(db, config.data_dir.clone()).await
+        f(db, config).await
+    })
+}
+
+/// `keyplane audit archive`: archive and prune on the data dir's database, beside a running
+/// node or not (two archivers write the same files and record each segment once).
+fn audit_archive(common: Common, dry_run: bool) -> anyhow::Result<bool> {
+    let flags = FlagOverrides {
+        data_dir: common.data_dir,
+        ..Default::default()
+    };
+    let config = Config::load(common.config.as_deref(), flags)?;
+    let db_file = config.data_dir.join("keyplane.db");
+    if config.database.url.is_none() && !db_file.exists() {
+        anyhow::bail!("no keyplane database in {}", config.data_dir.display());
+    }
+    runtime()?.block_on(async {
+        let db = store::Db::open(&config.database_url()).await?;
+        let ok = audit::cli::archive(&db, &config, dry_run).await;
+        db.close().await;
+        ok
     })
 }
 
@@ -451,21 +482,22 @@ fn main() -> ExitCode {
             init_logging();
             match command {
                 AuditCommand::Verify { common, public_key } => {
-                    audit_tool(common, |db, dir| async move {
-                        audit::cli::verify(&db, &dir, public_key.as_deref()).await
+                    audit_tool(common, |db, config| async move {
+                        audit::cli::verify(&db, &config, public_key.as_deref()).await
                     })
                 }
-                AuditCommand::PublicKey { common } => {
-                    audit_tool(common, |_, dir| async move { audit::cli::public_key(&dir) })
-                }
+                AuditCommand::PublicKey { common } => audit_tool(common, |_, config| async move {
+                    audit::cli::public_key(&config.data_dir)
+                }),
+                AuditCommand::Archive { common, dry_run } => audit_archive(common, dry_run),
                 AuditCommand::Export { common, range, .. } => {
                     let filter = audit::export::Filter {
                         since: range.since,
                         until: range.until,
                         ..Default::default()
                     };
-                    audit_tool(common, |db, _| async move {
-                        audit::cli::export(&db, &filter).await
+                    audit_tool(common, |db, config| async move {
+                        audit::cli::export(&db, &config, &filter).await
                     })
                 }
                 AuditCommand::Search {
@@ -486,8 +518,8 @@ fn main() -> ExitCode {
                         decision,
                         limit,
                     };
-                    audit_tool(common, |db, _| async move {
-                        audit::cli::export(&db, &filter).await
+                    audit_tool(common, |db, config| async move {
+                        audit::cli::export(&db, &config, &filter).await
                     })
                 }
             }

@@ -413,3 +413,213 @@ async fn export_and_search_in_the_documented_schema() {
     let none = jsonl(&audit(&["search", "--key", "k-does-not-exist"], &data));
     assert!(none.is_empty());
 }
+
+/// `n` encrypt requests, a few dozen at a time (one audit record each).
+async fn encrypts(s: &Server, key: &str, n: usize) {
+    for chunk in (0..n).collect::<Vec<_>>().chunks(50) {
+        let calls = chunk.iter().map(|i| {
+            s.call(
+                Some(&s.admin),
+                "encrypt",
+                json!({ "key_id": key, "plaintext": b64(format!("r{i}").as_bytes()) }),
+            )
+        });
+        for (status, v) in futures::future::join_all(calls).await {
+            assert_eq!(status, 200, "{v}");
+        }
+    }
+}
+
+/// `n` encrypts, then wait for the checkpoint that covers them (one segment boundary).
+async fn round(s: &Server, pool: &sqlx::SqlitePool, key: &str, n: usize) {
+    encrypts(s, key, n).await;
+    let head: i64 = sqlx::query_scalar("SELECT MAX(seq) FROM audit_log")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    checkpointed(pool, head).await;
+}
+
+/// Wait until a signed checkpoint covers record `seq` or later.
+async fn checkpointed(pool: &sqlx::SqlitePool, seq: i64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM audit_checkpoints")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        if last >= seq {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint at {seq} (last {last})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// (live records, lowest live seq, archived segments) of a data dir's database.
+async fn live_and_segments(pool: &sqlx::SqlitePool) -> (i64, i64, i64) {
+    sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM audit_log), (SELECT MIN(seq) FROM audit_log), \
+         (SELECT COUNT(*) FROM audit_segments)",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// The node's archive settings (the archive command reads the same configuration).
+const RETENTION: &[(&str, &str)] = &[
+    ("KEYPLANE_AUDIT__CHECKPOINT_EVERY_RECORDS", "200"),
+    ("KEYPLANE_AUDIT__CHECKPOINT_INTERVAL_SECONDS", "0"),
+    ("KEYPLANE_AUDIT__ARCHIVE_SEGMENT_RECORDS", "500"),
+    ("KEYPLANE_AUDIT__ARCHIVE_INTERVAL_SECONDS", "1"),
+    ("KEYPLANE_AUDIT__RETENTION_RECORDS", "300"),
+];
+
+/// `keyplane audit archive <args>` with [`RETENTION`].
+fn archive_cmd(args: &[&str], data: &Path) -> Output {
+    Command::new(BIN)
+        .args(["audit", "archive"])
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .envs(RETENTION.iter().copied())
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn archive_and_retention_keep_the_chain_verifiable() {
+    let base = tempfile::tempdir().unwrap();
+    let data = base.path().join("node");
+    let mut env = vec![
+        ("RUST_LOG", "warn"),
+        // Passes only on demand (run-scheduler).
+        ("KEYPLANE_LIFECYCLE__SCHEDULER_INTERVAL_SECONDS", "0"),
+    ];
+    env.extend_from_slice(RETENTION);
+    let mut s = Server::start_with_env(&data, &env).await;
+    let pool = s.sql().await;
+    let key = s.create_key(&s.admin, "envelope").await;
+    // Checkpoints at about 300, 600, 900 and 1200: segments of one checkpoint each (two
+    // would exceed 500 records).
+    for _ in 0..4 {
+        round(&s, &pool, &key, 300).await;
+    }
+
+    // The command, beside the running node: a dry run changes nothing.
+    let dry = archive_cmd(&["--dry-run"], &data);
+    assert!(dry.status.success(), "{}", text(&dry));
+    assert!(text(&dry).contains("would archive"), "{}", text(&dry));
+    assert_eq!(live_and_segments(&pool).await.2, 0);
+    assert!(!data.join("audit-archive").exists());
+
+    let (live_before, _, _) = live_and_segments(&pool).await;
+    let out = archive_cmd(&[], &data);
+    assert!(out.status.success(), "{}", text(&out));
+    let (live, first_live, segments) = live_and_segments(&pool).await;
+    assert_eq!(segments, 4, "{}", text(&out));
+    // The last three segments are within 300 records of the head: only the first leaves.
+    assert!(
+        live < live_before - 800,
+        "{live} of {live_before} left: {}",
+        text(&out)
+    );
+    assert!(first_live > 900, "first live record {first_live}");
+    let mut files: Vec<String> = std::fs::read_dir(data.join("audit-archive"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(files.len() as i64, segments, "{files:?}");
+    let (first_file, first_end): (String, i64) =
+        sqlx::query_as("SELECT file_name, last_seq FROM audit_segments WHERE first_seq = 1")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(first_file, format!("segment-1-{first_end}.jsonl.gz"));
+    assert!(files.contains(&first_file), "{files:?}");
+    // Checkpoints stay in the database.
+    let cps: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_checkpoints")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(cps, 4);
+
+    // The scheduler pass does the same for what came since.
+    round(&s, &pool, &key, 300).await;
+    round(&s, &pool, &key, 300).await;
+    let head: i64 = sqlx::query_scalar("SELECT MAX(seq) FROM audit_log")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let pass = s.ok(&s.admin, "run-scheduler", json!({})).await;
+    let archived = &pass["audit_archive"];
+    assert!(
+        !archived["archived"].as_array().unwrap().is_empty(),
+        "{pass}"
+    );
+    assert!(archived["pruned_records"].as_u64().unwrap() > 0, "{pass}");
+    let (_, first_after, segments_after) = live_and_segments(&pool).await;
+    assert!(first_after > first_live && segments_after > segments);
+    s.stop();
+
+    let ok = audit(&["verify"], &data);
+    assert!(ok.status.success(), "{}", text(&ok));
+    assert!(text(&ok).contains("archived segments"), "{}", text(&ok));
+    // Export reads the archived records, then the live ones: the whole log, in order.
+    let exported = jsonl(&audit(&["export"], &data));
+    let seqs: Vec<i64> = exported
+        .iter()
+        .map(|r| r["seq"].as_i64().unwrap())
+        .collect();
+    assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>());
+    assert!(seqs.len() as i64 > head);
+    let pruned = &exported[..first_after as usize - 1];
+    assert!(pruned.iter().any(|r| r["action"] == "Encrypt"));
+    assert!(pruned.iter().all(|r| r["schema_version"] == 1));
+    let searched = jsonl(&audit(&["search", "--key", &key, "--limit", "5"], &data));
+    assert_eq!(searched.len(), 5);
+    assert!(searched[0]["seq"].as_i64().unwrap() < first_live);
+
+    let case = |name: &str| {
+        let d = base.path().join(name);
+        copy_dir(&data, &d);
+        d
+    };
+    let expect_fail = |d: &Path, needle: &str| {
+        let out = audit(&["verify"], d);
+        assert!(!out.status.success(), "verify passed: {}", text(&out));
+        assert!(text(&out).contains(needle), "{needle}: {}", text(&out));
+    };
+    // A byte of an archive file changed.
+    let d = case("altered");
+    let file = d.join("audit-archive").join(&first_file);
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    std::fs::write(&file, bytes).unwrap();
+    expect_fail(&d, &format!("archive file {first_file}: SHA-256 differs"));
+    // An archive file deleted.
+    let d = case("deleted");
+    std::fs::remove_file(d.join("audit-archive").join(&first_file)).unwrap();
+    expect_fail(&d, &format!("archive file {first_file} is missing"));
+    // The first live record (where the archive ends) removed.
+    let d = case("boundary");
+    sql(
+        &d,
+        &format!("DELETE FROM audit_log WHERE seq = {first_after}"),
+    );
+    expect_fail(&d, &format!("record {first_after}: archived but missing"));
+    // A checkpoint over an archived record is still checked: one removed from the database is
+    // found in the checkpoint file.
+    let d = case("checkpoint");
+    sql(
+        &d,
+        &format!("DELETE FROM audit_checkpoints WHERE seq = {first_end}"),
+    );
+    expect_fail(&d, &format!("checkpoint at record {first_end}"));
+}

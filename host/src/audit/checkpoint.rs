@@ -256,10 +256,13 @@ pub struct CheckpointReport {
 }
 
 /// Check every checkpoint (database ∪ `file`) against the public key (PEM) and the records.
+/// `archived`: the hashes of checkpointed records as their verified archive files hold them,
+/// for the records pruned from the database (see [`super::archive`]).
 pub async fn verify(
     pool: &SqlitePool,
     public_key_pem: &str,
     file: Option<&Path>,
+    archived: &std::collections::BTreeMap<i64, String>,
 ) -> anyhow::Result<CheckpointReport> {
     use p256::elliptic_curve::sec1::ToEncodedPoint;
     use p256::pkcs8::DecodePublicKey;
@@ -334,6 +337,7 @@ pub async fn verify(
             .bind(cp.seq)
             .fetch_optional(pool)
             .await?;
+        let hash = hash.or_else(|| archived.get(&cp.seq).cloned());
         if hash.as_deref() != Some(cp.head_hash.as_str()) {
             return fault(CheckpointFault::Rewritten { seq: cp.seq });
         }

@@ -1,17 +1,34 @@
 //! `keyplane audit …`: what an auditor runs against a data directory (read-only): `verify` (the
-//! hash chain, then the signed checkpoints), `public-key`, `export` and `search`.
+//! hash chain through the archive files and the database, then the signed checkpoints),
+//! `public-key`, `export` and `search` (archived records included); and the operator's
+//! `archive`, which archives sealed segments and prunes under the retention limits.
 
 use std::io::Write;
 use std::path::Path;
 
+use super::archive;
 use super::checkpoint::{self, CHECKPOINT_FILE, PUBLIC_KEY_FILE};
 use super::export::{self, Filter};
+use crate::config::Config;
 use crate::store::Db;
 
-/// Verify the chain and the checkpoints. `public_key`: a trusted copy of the audit public key
-/// (default: the one published in the data dir). Returns whether everything holds.
-pub async fn verify(db: &Db, data_dir: &Path, public_key: Option<&Path>) -> anyhow::Result<bool> {
-    let report = super::verify(db.reader()).await?;
+/// Verify the chain (archive files, then the live table) and the checkpoints. `public_key`: a
+/// trusted copy of the audit public key (default: the one published in the data dir). Shows
+/// a progress bar on a terminal (none in scripts). Returns whether everything holds.
+pub async fn verify(db: &Db, config: &Config, public_key: Option<&Path>) -> anyhow::Result<bool> {
+    let data_dir = &config.data_dir;
+    let total: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM audit_log")
+        .fetch_one(db.reader())
+        .await?;
+    // Hidden when stderr is not a terminal.
+    let bar = indicatif::ProgressBar::new(total.max(0) as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} records verified")
+            .expect("static template"),
+    );
+    let report = archive::verify(db.reader(), &config.audit_archive_dir(), &|n| bar.inc(n)).await;
+    bar.finish_and_clear();
+    let report = report?;
     if let Some(fault) = &report.fault {
         eprintln!(
             "audit chain BROKEN after {} good records: {fault}",
@@ -20,8 +37,8 @@ pub async fn verify(db: &Db, data_dir: &Path, public_key: Option<&Path>) -> anyh
         return Ok(false);
     }
     println!(
-        "audit chain OK: {} records, head {}",
-        report.records, report.head
+        "audit chain OK: {} records ({} from {} archived segments), head {}",
+        report.records, report.archived, report.segments, report.head
     );
     let key_path = public_key
         .map(Path::to_path_buf)
@@ -34,7 +51,7 @@ pub async fn verify(db: &Db, data_dir: &Path, public_key: Option<&Path>) -> anyh
         return Ok(false);
     };
     let file = data_dir.join(CHECKPOINT_FILE);
-    let cps = checkpoint::verify(db.reader(), &pem, Some(&file)).await?;
+    let cps = checkpoint::verify(db.reader(), &pem, Some(&file), &report.checkpointed).await?;
     match (&cps.fault, cps.last_checkpoint) {
         (Some(fault), _) => {
             eprintln!("audit checkpoints FAILED: {fault}");
@@ -55,6 +72,41 @@ pub async fn verify(db: &Db, data_dir: &Path, public_key: Option<&Path>) -> anyh
     }
 }
 
+/// Archive the sealed segments not yet archived and prune under the retention limits (or, in
+/// a dry run, list what would be done).
+pub async fn archive(db: &Db, config: &Config, dry_run: bool) -> anyhow::Result<bool> {
+    let dir = config.audit_archive_dir();
+    let now = chrono::Utc::now().timestamp();
+    let report = archive::run(db, &config.audit, &dir, now, dry_run)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e} (details in the log above)"))?;
+    let (archive_verb, prune_verb) = if dry_run {
+        ("would archive", "would prune")
+    } else {
+        ("archived", "pruned")
+    };
+    for s in &report.archived {
+        println!(
+            "{archive_verb} records {}..={} to {}",
+            s.first_seq,
+            s.last_seq,
+            dir.join(&s.file_name).display()
+        );
+    }
+    for (first, last) in &report.pruned_segments {
+        println!("{prune_verb} records {first}..={last} from the database");
+    }
+    println!(
+        "{} {} segment(s); {} {} record(s){}",
+        archive_verb,
+        report.archived.len(),
+        prune_verb,
+        report.pruned_records,
+        if dry_run { " (dry run)" } else { "" }
+    );
+    Ok(true)
+}
+
 /// Print the published audit public key and its fingerprint.
 pub fn public_key(data_dir: &Path) -> anyhow::Result<bool> {
     let path = data_dir.join(PUBLIC_KEY_FILE);
@@ -70,9 +122,10 @@ pub fn public_key(data_dir: &Path) -> anyhow::Result<bool> {
     Ok(true)
 }
 
-/// Write the selected records as JSON lines to stdout.
-pub async fn export(db: &Db, filter: &Filter) -> anyhow::Result<bool> {
-    let rows = export::select(db.reader(), filter).await?;
+/// Write the selected records (archived ones included) as JSON lines to stdout.
+pub async fn export(db: &Db, config: &Config, filter: &Filter) -> anyhow::Result<bool> {
+    let rows =
+        export::select_with_archive(db.reader(), &config.audit_archive_dir(), filter).await?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     for r in &rows {

@@ -1,9 +1,13 @@
 //! Reading the audit log out: `keyplane audit export` (a time range) and `keyplane audit
 //! search` (by principal, key, action, decision and time), both as JSON lines in one stable,
 //! documented schema ([`ExportedRecord`], described in `docs/auditing.md`). Field names follow
-//! CloudTrail where one exists.
+//! CloudTrail where one exists. Archived segments are written in the same schema, and a
+//! selection that reaches records pruned from the database reads them from there
+//! ([`select_with_archive`]).
 
-use serde::Serialize;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
 use sqlx::SqlitePool;
 
 use super::AuditRecord;
@@ -12,7 +16,7 @@ use super::AuditRecord;
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// One record as exported.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct ExportedRecord {
     pub schema_version: u32,
     pub seq: i64,
@@ -67,6 +71,32 @@ impl From<AuditRecord> for ExportedRecord {
     }
 }
 
+impl From<ExportedRecord> for AuditRecord {
+    /// The stored record back, as it was hashed (`policies` is written by [`super::chain`] as
+    /// compact JSON, which is what serialising the list again gives).
+    fn from(r: ExportedRecord) -> Self {
+        AuditRecord {
+            seq: r.seq,
+            time: r.event_time,
+            request_id: r.request_id,
+            principal: r.principal,
+            tenant: r.tenant,
+            action: r.action,
+            resource: r.resource,
+            decision: r.decision,
+            policies: serde_json::to_string(&r.policies).unwrap_or_else(|_| "[]".into()),
+            outcome: r.outcome,
+            source: r.source_address,
+            policy_hash: r.policy_hash,
+            trace_id: r.trace_id,
+            user_agent: r.user_agent,
+            front: r.front,
+            prev_hash: r.prev_hash,
+            hash: r.hash,
+        }
+    }
+}
+
 /// What to select. Times are RFC 3339 (compared as the log stores them, UTC).
 #[derive(Debug, Default, Clone)]
 pub struct Filter {
@@ -80,7 +110,69 @@ pub struct Filter {
     pub limit: Option<i64>,
 }
 
-/// Records matching `f`, oldest first.
+impl Filter {
+    /// Whether `r` matches, as the query of [`select`] decides.
+    fn matches(&self, r: &ExportedRecord) -> bool {
+        let since = self.since.as_deref().map(normalise);
+        let until = self.until.as_deref().map(normalise);
+        since.is_none_or(|t| r.event_time >= t)
+            && until.is_none_or(|t| r.event_time <= t)
+            && self.principal.as_ref().is_none_or(|p| &r.principal == p)
+            && self
+                .key
+                .as_ref()
+                .is_none_or(|k| r.resource.contains(&format!("\"{}\"", k.replace('"', ""))))
+            && self.action.as_ref().is_none_or(|a| &r.action == a)
+            && self.decision.as_ref().is_none_or(|d| &r.decision == d)
+    }
+}
+
+/// Records matching `f`, oldest first: those pruned from the database from their archived
+/// segments in `archive_dir` (only segments whose time span the range reaches are read),
+/// then the live ones.
+pub async fn select_with_archive(
+    pool: &SqlitePool,
+    archive_dir: &Path,
+    f: &Filter,
+) -> anyhow::Result<Vec<ExportedRecord>> {
+    let first_live: Option<i64> = sqlx::query_scalar("SELECT MIN(seq) FROM audit_log")
+        .fetch_one(pool)
+        .await?;
+    let since = f.since.as_deref().map(normalise);
+    let until = f.until.as_deref().map(normalise);
+    let mut out = Vec::new();
+    let limit = f.limit.filter(|l| *l >= 0).map(|l| l as usize);
+    for seg in super::archive::segments(pool).await? {
+        if first_live.is_some_and(|live| seg.first_seq >= live)
+            || since.as_ref().is_some_and(|t| &seg.last_time < t)
+            || until.as_ref().is_some_and(|t| &seg.first_time > t)
+        {
+            continue;
+        }
+        for line in super::archive::read_segment(&archive_dir.join(&seg.file_name))? {
+            let super::archive::Line::Record(r) = line? else {
+                continue;
+            };
+            if first_live.is_some_and(|live| r.seq >= live) {
+                break;
+            }
+            if f.matches(&r) {
+                out.push(*r);
+                if limit.is_some_and(|l| out.len() >= l) {
+                    return Ok(out);
+                }
+            }
+        }
+    }
+    let rest = Filter {
+        limit: limit.map(|l| (l - out.len()) as i64),
+        ..f.clone()
+    };
+    out.extend(select(pool, &rest).await?);
+    Ok(out)
+}
+
+/// Records in the database matching `f`, oldest first.
 pub async fn select(pool: &SqlitePool, f: &Filter) -> sqlx::Result<Vec<ExportedRecord>> {
     let since = f.since.as_deref().map(normalise);
     let until = f.until.as_deref().map(normalise);

@@ -8,7 +8,9 @@
 //! holds the database's write lock from its start (`BEGIN IMMEDIATE`, see `store`), and `seq`
 //! is the primary key, so two appends can never claim the same predecessor. Signed
 //! checkpoints ([`checkpoint`]) add detection of tail truncation and of a chain re-hashed by
-//! someone with database access; [`export`] reads records out in a stable JSON schema.
+//! someone with database access; [`export`] reads records out in a stable JSON schema;
+//! [`archive`] moves sealed segments out to files and, under a retention limit, out of the
+//! database, and verifies the archive files and the live table as one chain.
 //!
 //! `policy_hash` (the SHA-256 of the policy set that decided the request) was added after the
 //! first records were written: it is left out of the canonical JSON when it is NULL, so
@@ -16,6 +18,7 @@
 //! it covered by its hash (clearing it later breaks the chain). `trace_id`, `user_agent` and `front` (which front a
 //! request came through) were added the same way.
 
+pub mod archive;
 pub mod checkpoint;
 pub mod cli;
 pub mod export;

@@ -7,7 +7,10 @@
 //!    then asks each enabled key's rotation-schedule plugin for its decision and rotates the
 //!    keys that are due;
 //! 4. every `lifecycle.gc_interval_seconds` (claimed in the database, so once per interval
-//!    across nodes), collects unreferenced HSM objects and blobs (see [`super::gc`]).
+//!    across nodes), collects unreferenced HSM objects and blobs (see [`super::gc`]);
+//! 5. every `audit.archive_interval_seconds` (claimed the same way), archives the sealed
+//!    audit segments and prunes the archived records the retention limits let go (see
+//!    [`crate::audit::archive`]).
 //!
 //! One node runs a pass at a time (a database lease, held for the pass only, so an operator's
 //! `run-scheduler` waits for a background pass instead of being turned away); a rotation is
@@ -36,6 +39,8 @@ use crate::telemetry::metrics::metrics;
 const LEASE: &str = "lifecycle-scheduler";
 /// Claimed for `lifecycle.gc_interval_seconds` by the pass that runs a garbage collection.
 const GC_LEASE: &str = "garbage-collection";
+/// Claimed for `audit.archive_interval_seconds` by the pass that archives the audit log.
+const ARCHIVE_LEASE: &str = "audit-archive";
 const SYSTEM_PRINCIPAL: &str = "keyplane:scheduler";
 
 /// One key's check: its id, the rotation (if any) or the error, and the failing stage.
@@ -60,6 +65,9 @@ pub struct PassReport {
     /// The garbage collection this pass ran, if one was due.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub collected: Option<super::gc::GcReport>,
+    /// The audit archiving (and pruning) this pass ran, if one was due.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit_archive: Option<crate::audit::archive::ArchiveReport>,
 }
 
 #[derive(Debug, Serialize)]
@@ -236,6 +244,7 @@ async fn pass(state: &AppState, holder: &str) -> Result<PassReport> {
     report.rotated.sort_by(|a, b| a.key_id.cmp(&b.key_id));
     report.failed.sort_by(|a, b| a.key_id.cmp(&b.key_id));
     report.collected = collect_if_due(state, now).await;
+    report.audit_archive = archive_if_due(state, now).await;
     Ok(report)
 }
 
@@ -321,6 +330,42 @@ async fn collect_if_due(state: &AppState, now: i64) -> Option<super::gc::GcRepor
         Err(e) => {
             metrics().scheduler_action("gc", e.code());
             tracing::warn!(error = %e, "garbage collection failed; retried next interval");
+            None
+        }
+    }
+}
+
+/// Archive the sealed audit segments and prune under retention if no node did in the last
+/// `audit.archive_interval_seconds` (a lease nobody renews, as for garbage collection).
+async fn archive_if_due(
+    state: &AppState,
+    now: i64,
+) -> Option<crate::audit::archive::ArchiveReport> {
+    let every = state.config.audit.archive_interval_seconds;
+    if every == 0 {
+        return None;
+    }
+    let claimed = async {
+        let mut tx = state.db.begin().await?;
+        let holder = format!("archive-{}", uuid::Uuid::new_v4().simple());
+        let claimed =
+            leases::acquire(&mut tx, ARCHIVE_LEASE, &holder, now, now + every as i64).await?;
+        tx.commit().await?;
+        Ok::<_, Error>(claimed)
+    }
+    .await;
+    if !matches!(claimed, Ok(true)) {
+        return None;
+    }
+    let dir = state.config.audit_archive_dir();
+    match crate::audit::archive::run(&state.db, &state.config.audit, &dir, now, false).await {
+        Ok(r) => {
+            metrics().scheduler_action("audit-archive", "ok");
+            Some(r)
+        }
+        Err(e) => {
+            metrics().scheduler_action("audit-archive", e.code());
+            tracing::warn!(error = %e, "audit archiving failed; retried next interval");
             None
         }
     }

@@ -1,0 +1,696 @@
+//! Archived segments of the audit log, and retention.
+//!
+//! The log only grows (about 520 bytes a record, so a busy node adds gigabytes a day). A signed
+//! checkpoint seals the records up to it: the archiver ([`archive`]) writes each sealed segment
+//! not yet archived — the records after the previous segment up to a checkpoint, several
+//! checkpoints' worth up to `audit.archive_segment_records` — to one file in the archive
+//! directory, `segment-<first seq>-<last seq>.jsonl.gz`: gzip of JSON lines, each record in the
+//! export schema ([`super::export::ExportedRecord`]), then one line `{"checkpoint": {…}}` with
+//! the checkpoint that seals it. Before writing, it checks the segment's chain (links, hashes,
+//! the checkpoint's head hash), so only a verifiable segment is ever archived. The file is
+//! written atomically (a temporary file, synced, renamed, the directory synced), then recorded
+//! in `audit_segments` with the SHA-256 of its bytes.
+//!
+//! Under `audit.retention_seconds` / `audit.retention_records` (both 0 by default: everything
+//! stays), [`prune`] deletes archived segments' records from `audit_log`: the segments are
+//! marked first, then their records leave in batches of [`PRUNE_BATCH`], each batch its own
+//! short transaction, so a prune never holds the write lock for long and an interrupted one
+//! finishes on the next run. The record at the chain head is never deleted (appends read the
+//! head from the table). `audit_segments` and `audit_checkpoints` keep their rows, so
+//! [`verify`] walks the archive files and then the live table as one chain.
+//!
+//! The scheduler archives and prunes every `audit.archive_interval_seconds` (claimed in the
+//! database, so once per interval across nodes); `keyplane audit archive` does it on demand.
+//! Two archivers racing write the same bytes to the same name, and the row is inserted once.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+
+use ring::digest;
+use serde::{Deserialize, Serialize};
+use sqlx::SqlitePool;
+
+use super::checkpoint::Checkpoint;
+use super::export::ExportedRecord;
+use super::{AuditRecord, ChainFault, GENESIS};
+use crate::config::AuditConfig;
+use crate::error::{Error, Result};
+use crate::store::{now_rfc3339, Db};
+
+/// Records deleted by one prune statement (one short write transaction).
+pub const PRUNE_BATCH: i64 = 1000;
+/// Records read from the database at a time while archiving.
+const READ_BATCH: i64 = 1000;
+
+/// One archived segment (a row of `audit_segments`).
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Segment {
+    pub first_seq: i64,
+    pub last_seq: i64,
+    pub records: i64,
+    pub head_hash: String,
+    pub first_time: String,
+    pub last_time: String,
+    pub file_name: String,
+    pub file_sha256: String,
+    pub archived_at: String,
+    pub pruned_at: Option<String>,
+}
+
+/// A line of an archive file.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Line {
+    /// The sealing checkpoint (the last line).
+    Checkpoint {
+        checkpoint: Checkpoint,
+    },
+    Record(Box<ExportedRecord>),
+}
+
+/// The file name of the segment from `first` to `last`.
+pub fn file_name(first: i64, last: i64) -> String {
+    format!("segment-{first}-{last}.jsonl.gz")
+}
+
+/// Every archived segment, oldest first.
+pub async fn segments(pool: &SqlitePool) -> sqlx::Result<Vec<Segment>> {
+    sqlx::query_as("SELECT * FROM audit_segments ORDER BY first_seq")
+        .fetch_all(pool)
+        .await
+}
+
+/// The lines of an archive file, decompressed (blocking reads).
+pub fn read_segment(
+    path: &Path,
+) -> std::io::Result<impl Iterator<Item = std::io::Result<Line>> + use<>> {
+    let file = std::fs::File::open(path)?;
+    let lines = BufReader::new(flate2::read::GzDecoder::new(BufReader::new(file))).lines();
+    Ok(lines.map(|line| {
+        let line = line?;
+        serde_json::from_str(&line).map_err(std::io::Error::other)
+    }))
+}
+
+/// Hex SHA-256 of a file's bytes.
+pub fn file_sha256(path: &Path) -> std::io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hex::encode(ctx.finish()));
+        }
+        ctx.update(&buf[..n]);
+    }
+}
+
+/// A writer that hashes what passes through it.
+struct Hashing<W> {
+    inner: W,
+    ctx: digest::Context,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.ctx.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+type SegmentWriter = flate2::write::GzEncoder<Hashing<std::io::BufWriter<std::fs::File>>>;
+
+/// What [`run`] did (or, in a dry run, would do).
+#[derive(Debug, Default, Serialize)]
+pub struct ArchiveReport {
+    pub dry_run: bool,
+    /// Segments archived by this run.
+    pub archived: Vec<Segment>,
+    /// Segments whose records were (or are being) pruned by this run: (first, last) seq.
+    pub pruned_segments: Vec<(i64, i64)>,
+    /// Records deleted from the database.
+    pub pruned_records: u64,
+}
+
+/// Archive every sealed segment not yet archived, then prune under the retention limits.
+/// `now`: Unix seconds (the node's clock).
+pub async fn run(
+    db: &Db,
+    config: &AuditConfig,
+    dir: &Path,
+    now: i64,
+    dry_run: bool,
+) -> Result<ArchiveReport> {
+    let archived = archive(db, dir, config.archive_segment_records, dry_run).await?;
+    let mut report = prune(db, config, now, dry_run).await?;
+    report.archived = archived;
+    Ok(report)
+}
+
+/// The planned next segment: its range and the checkpoint that seals it.
+async fn next_segment(
+    pool: &SqlitePool,
+    after: Option<&(i64, String)>,
+    max_records: u64,
+) -> Result<Option<(i64, Checkpoint)>> {
+    let first = after.map_or(1, |(last, _)| last + 1);
+    let checkpoints: Vec<Checkpoint> = sqlx::query_as(
+        "SELECT seq, head_hash, time, key_fingerprint, signature FROM audit_checkpoints \
+         WHERE seq >= ? ORDER BY seq",
+    )
+    .bind(first)
+    .fetch_all(pool)
+    .await?;
+    let max = max_records.max(1) as i64;
+    let mut end = None;
+    for cp in checkpoints {
+        if end.is_some() && cp.seq - first + 1 > max {
+            break;
+        }
+        end = Some(cp);
+    }
+    Ok(end.map(|cp| (first, cp)))
+}
+
+/// Write each sealed segment not yet archived to `dir` and record it. Returns the segments
+/// (in a dry run, those that would be written, with no file hash).
+pub async fn archive(db: &Db, dir: &Path, max_records: u64, dry_run: bool) -> Result<Vec<Segment>> {
+    let mut last: Option<(i64, String)> = sqlx::query_as(
+        "SELECT last_seq, head_hash FROM audit_segments ORDER BY last_seq DESC LIMIT 1",
+    )
+    .fetch_optional(db.reader())
+    .await?;
+    let mut done = Vec::new();
+    while let Some((first, cp)) = next_segment(db.reader(), last.as_ref(), max_records).await? {
+        let prev = last
+            .as_ref()
+            .map_or(GENESIS.to_string(), |(_, h)| h.clone());
+        let segment = if dry_run {
+            Segment {
+                first_seq: first,
+                last_seq: cp.seq,
+                records: cp.seq - first + 1,
+                head_hash: cp.head_hash.clone(),
+                first_time: String::new(),
+                last_time: String::new(),
+                file_name: file_name(first, cp.seq),
+                file_sha256: String::new(),
+                archived_at: String::new(),
+                pruned_at: None,
+            }
+        } else {
+            let segment = write_segment(db.reader(), dir, first, prev, &cp).await?;
+            let mut tx = db.begin_bookkeeping().await?;
+            sqlx::query(
+                "INSERT INTO audit_segments (first_seq, last_seq, records, head_hash, first_time, \
+                 last_time, file_name, file_sha256, archived_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (first_seq) DO NOTHING",
+            )
+            .bind(segment.first_seq)
+            .bind(segment.last_seq)
+            .bind(segment.records)
+            .bind(&segment.head_hash)
+            .bind(&segment.first_time)
+            .bind(&segment.last_time)
+            .bind(&segment.file_name)
+            .bind(&segment.file_sha256)
+            .bind(&segment.archived_at)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            tracing::info!(
+                first = segment.first_seq,
+                last = segment.last_seq,
+                file = %segment.file_name,
+                "audit segment archived"
+            );
+            segment
+        };
+        last = Some((segment.last_seq, segment.head_hash.clone()));
+        done.push(segment);
+    }
+    Ok(done)
+}
+
+/// An I/O failure of the archiver, logged with the file it concerns.
+fn io_error(path: &Path, e: std::io::Error) -> Error {
+    tracing::error!(error = %e, file = %path.display(), "could not write an audit archive file");
+    Error::Internal
+}
+
+/// Write the segment `first ..= cp.seq` (whose first record links to `prev`) to its file, its
+/// chain checked on the way; the file is in place and synced when this returns.
+async fn write_segment(
+    pool: &SqlitePool,
+    dir: &Path,
+    first: i64,
+    prev: String,
+    cp: &Checkpoint,
+) -> Result<Segment> {
+    let name = file_name(first, cp.seq);
+    let path = dir.join(&name);
+    let tmp = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
+    let opened = {
+        let (dir, tmp) = (dir.to_path_buf(), tmp.clone());
+        tokio::task::spawn_blocking(move || -> std::io::Result<SegmentWriter> {
+            std::fs::create_dir_all(&dir)?;
+            let file = std::fs::File::create(&tmp)?;
+            let hashing = Hashing {
+                inner: std::io::BufWriter::new(file),
+                ctx: digest::Context::new(&digest::SHA256),
+            };
+            Ok(flate2::write::GzEncoder::new(
+                hashing,
+                flate2::Compression::default(),
+            ))
+        })
+    };
+    let mut out = opened
+        .await
+        .map_err(|_| Error::Internal)?
+        .map_err(|e| io_error(&tmp, e))?;
+    let written = async {
+        let (mut next, mut prev) = (first, prev);
+        let (mut first_time, mut last_time) = (None, String::new());
+        while next <= cp.seq {
+            let rows: Vec<AuditRecord> = sqlx::query_as(
+                "SELECT seq, time, request_id, principal, tenant, action, resource, decision, \
+                 policies, outcome, source, policy_hash, trace_id, user_agent, front, prev_hash, \
+                 hash FROM audit_log WHERE seq >= ? AND seq <= ? ORDER BY seq LIMIT ?",
+            )
+            .bind(next)
+            .bind(cp.seq)
+            .bind(READ_BATCH)
+            .fetch_all(pool)
+            .await?;
+            if rows.is_empty() {
+                return Err(broken(ChainFault::Gap {
+                    expected: next,
+                    found: cp.seq + 1,
+                }));
+            }
+            let mut lines = Vec::with_capacity(rows.len() * 600);
+            for rec in rows {
+                if let Some(fault) = check_link(&rec, next, &prev) {
+                    return Err(broken(fault));
+                }
+                prev = rec.hash.clone();
+                next += 1;
+                first_time.get_or_insert_with(|| rec.time.clone());
+                last_time = rec.time.clone();
+                serde_json::to_writer(&mut lines, &ExportedRecord::from(rec))
+                    .map_err(|_| Error::Internal)?;
+                lines.push(b'\n');
+            }
+            out = write_blocking(out, lines)
+                .await
+                .map_err(|e| io_error(&tmp, e))?;
+        }
+        if prev != cp.head_hash {
+            return Err(broken(ChainFault::BadHash { seq: cp.seq }));
+        }
+        let mut line = serde_json::to_vec(&serde_json::json!({ "checkpoint": cp }))
+            .map_err(|_| Error::Internal)?;
+        line.push(b'\n');
+        out = write_blocking(out, line)
+            .await
+            .map_err(|e| io_error(&tmp, e))?;
+        Ok((out, first_time.unwrap_or_default(), last_time))
+    }
+    .await;
+    let (out, first_time, last_time) = match written {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    let placed = {
+        let (dir, tmp, path) = (dir.to_path_buf(), tmp.clone(), path.clone());
+        tokio::task::spawn_blocking(move || -> std::io::Result<String> {
+            let hashing = out.finish()?;
+            let sha = hex::encode(hashing.ctx.finish());
+            let file = hashing.inner.into_inner().map_err(|e| e.into_error())?;
+            file.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            std::fs::File::open(&dir)?.sync_all()?;
+            Ok(sha)
+        })
+    };
+    let sha = match placed.await.map_err(|_| Error::Internal)? {
+        Ok(sha) => sha,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(io_error(&path, e));
+        }
+    };
+    Ok(Segment {
+        first_seq: first,
+        last_seq: cp.seq,
+        records: cp.seq - first + 1,
+        head_hash: cp.head_hash.clone(),
+        first_time,
+        last_time,
+        file_name: name,
+        file_sha256: sha,
+        archived_at: now_rfc3339(),
+        pruned_at: None,
+    })
+}
+
+/// Compress and write `bytes` off the async workers.
+async fn write_blocking(mut out: SegmentWriter, bytes: Vec<u8>) -> std::io::Result<SegmentWriter> {
+    tokio::task::spawn_blocking(move || out.write_all(&bytes).map(|()| out))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+}
+
+/// A segment that does not verify is not archived (nor, then, ever pruned).
+fn broken(fault: ChainFault) -> Error {
+    tracing::error!(%fault, "audit chain broken: segment not archived");
+    Error::Internal
+}
+
+/// Whether `rec` is record `expected` and links to `prev` with a hash that matches.
+fn check_link(rec: &AuditRecord, expected: i64, prev: &str) -> Option<ChainFault> {
+    if rec.seq != expected {
+        Some(ChainFault::Gap {
+            expected,
+            found: rec.seq,
+        })
+    } else if rec.prev_hash != prev {
+        Some(ChainFault::BrokenLink { seq: rec.seq })
+    } else if rec.compute_hash() != rec.hash {
+        Some(ChainFault::BadHash { seq: rec.seq })
+    } else {
+        None
+    }
+}
+
+/// Delete from `audit_log` the records of archived segments that the retention limits let go
+/// (none when both are 0), in batches; the newest record always stays.
+pub async fn prune(
+    db: &Db,
+    config: &AuditConfig,
+    now: i64,
+    dry_run: bool,
+) -> Result<ArchiveReport> {
+    let mut report = ArchiveReport {
+        dry_run,
+        ..ArchiveReport::default()
+    };
+    if config.retention_seconds == 0 && config.retention_records == 0 {
+        return Ok(report);
+    }
+    let head: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM audit_log")
+        .fetch_one(db.reader())
+        .await?;
+    let cutoff = chrono::DateTime::from_timestamp(now - config.retention_seconds as i64, 0)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let due: Vec<(i64, i64)> = segments(db.reader())
+        .await?
+        .into_iter()
+        .filter(|s| {
+            s.pruned_at.is_none()
+                && s.last_seq < head
+                && (config.retention_seconds == 0 || s.last_time < cutoff)
+                && (config.retention_records == 0
+                    || head - s.last_seq >= config.retention_records as i64)
+        })
+        .map(|s| (s.first_seq, s.last_seq))
+        .collect();
+    let first_live: Option<i64> = sqlx::query_scalar("SELECT MIN(seq) FROM audit_log")
+        .fetch_one(db.reader())
+        .await?;
+    report.pruned_segments = due.clone();
+    if dry_run {
+        report.pruned_records = due
+            .iter()
+            .map(|(f, l)| (l - f.max(&first_live.unwrap_or(*f)) + 1).max(0) as u64)
+            .sum();
+        return Ok(report);
+    }
+    if !due.is_empty() {
+        let mut tx = db.begin_bookkeeping().await?;
+        let at = now_rfc3339();
+        for (first, _) in &due {
+            sqlx::query(
+                "UPDATE audit_segments SET pruned_at = ? WHERE first_seq = ? AND pruned_at IS NULL",
+            )
+            .bind(&at)
+            .bind(first)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+    }
+    // Everything up to the last marked segment goes (this run's, and what an interrupted run
+    // left), lowest first.
+    let upto: Option<i64> =
+        sqlx::query_scalar("SELECT MAX(last_seq) FROM audit_segments WHERE pruned_at IS NOT NULL")
+            .fetch_one(db.reader())
+            .await?;
+    let (Some(mut from), Some(upto)) = (first_live, upto) else {
+        return Ok(report);
+    };
+    while from <= upto {
+        let to = (from + PRUNE_BATCH - 1).min(upto);
+        let mut tx = db.begin_bookkeeping().await?;
+        let deleted = sqlx::query(
+            "DELETE FROM audit_log WHERE seq >= ? AND seq <= ? \
+             AND seq < (SELECT MAX(seq) FROM audit_log)",
+        )
+        .bind(from)
+        .bind(to)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        report.pruned_records += deleted;
+        from = to + 1;
+    }
+    if report.pruned_records > 0 {
+        tracing::info!(
+            records = report.pruned_records,
+            upto,
+            "archived audit records pruned from the database"
+        );
+    }
+    Ok(report)
+}
+
+/// The first problem [`verify`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WalkFault {
+    /// A record breaks the chain (in an archive file or in the database).
+    Chain(ChainFault),
+    /// An archived segment's file is gone.
+    Missing { file: String },
+    /// An archived segment's file is not the one archived (its SHA-256 differs).
+    Altered { file: String },
+    /// The file's content does not match its row (range, head, sealing checkpoint, syntax).
+    Inconsistent { file: String, detail: String },
+    /// A record still in the database differs from its archived copy.
+    LiveDiffers { seq: i64 },
+    /// A record of a segment not pruned is missing from the database.
+    LiveMissing { seq: i64 },
+}
+
+impl std::fmt::Display for WalkFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WalkFault::Chain(c) => c.fmt(f),
+            WalkFault::Missing { file } => write!(f, "archive file {file} is missing"),
+            WalkFault::Altered { file } => write!(
+                f,
+                "archive file {file}: SHA-256 differs from the one recorded when it was archived (altered)"
+            ),
+            WalkFault::Inconsistent { file, detail } => {
+                write!(f, "archive file {file}: {detail}")
+            }
+            WalkFault::LiveDiffers { seq } => write!(
+                f,
+                "record {seq}: the database copy differs from the archived one (edited)"
+            ),
+            WalkFault::LiveMissing { seq } => write!(
+                f,
+                "record {seq}: archived but missing from the database although its segment was not pruned (removed)"
+            ),
+        }
+    }
+}
+
+/// What [`verify`] found.
+#[derive(Debug, Default)]
+pub struct WalkReport {
+    /// Records verified, archived and live.
+    pub records: i64,
+    /// Of which read from archive files.
+    pub archived: i64,
+    pub segments: usize,
+    pub head: String,
+    pub fault: Option<WalkFault>,
+    /// The archived hash of each record that has a checkpoint (for checkpoints over records
+    /// no longer in the database).
+    pub checkpointed: BTreeMap<i64, String>,
+}
+
+/// The chain as it is walked.
+struct Walk {
+    expected: i64,
+    prev: String,
+    report: WalkReport,
+}
+
+impl Walk {
+    fn step(&self, rec: &AuditRecord) -> Option<WalkFault> {
+        check_link(rec, self.expected, &self.prev).map(WalkFault::Chain)
+    }
+    fn advance(&mut self, rec: &AuditRecord) {
+        self.prev = rec.hash.clone();
+        self.expected += 1;
+        self.report.records += 1;
+    }
+    fn fail(mut self, fault: WalkFault) -> WalkReport {
+        self.report.head = self.prev;
+        self.report.fault = Some(fault);
+        self.report
+    }
+}
+
+/// Walk the whole chain: each archive file (its SHA-256 against its row, its records, its
+/// sealing checkpoint), across into the records still in the database, which must match their
+/// archived copies, then the rest of the live table. `progress` is told each record walked.
+/// The archive files are read with blocking I/O (for the offline tools).
+pub async fn verify(
+    pool: &SqlitePool,
+    dir: &Path,
+    progress: &(dyn Fn(u64) + Sync),
+) -> anyhow::Result<WalkReport> {
+    use futures_util::TryStreamExt;
+    // One read transaction: the segments, checkpoints and live records of one moment.
+    let mut tx = pool.begin().await?;
+    let segs: Vec<Segment> = sqlx::query_as("SELECT * FROM audit_segments ORDER BY first_seq")
+        .fetch_all(&mut *tx)
+        .await?;
+    let checkpoints: BTreeMap<i64, Checkpoint> = sqlx::query_as::<_, Checkpoint>(
+        "SELECT seq, head_hash, time, key_fingerprint, signature FROM audit_checkpoints",
+    )
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .map(|c| (c.seq, c))
+    .collect();
+    let mut live = sqlx::query_as::<_, AuditRecord>(
+        "SELECT seq, time, request_id, principal, tenant, action, resource, decision, policies, \
+         outcome, source, policy_hash, trace_id, user_agent, front, prev_hash, hash FROM audit_log ORDER BY seq",
+    )
+    .fetch(&mut *tx);
+    let mut pending = live.try_next().await?;
+    let mut walk = Walk {
+        expected: 1,
+        prev: GENESIS.to_string(),
+        report: WalkReport {
+            segments: segs.len(),
+            ..WalkReport::default()
+        },
+    };
+    for seg in &segs {
+        let file = seg.file_name.clone();
+        let path: PathBuf = dir.join(&seg.file_name);
+        if !path.exists() {
+            return Ok(walk.fail(WalkFault::Missing { file }));
+        }
+        if file_sha256(&path)? != seg.file_sha256 {
+            return Ok(walk.fail(WalkFault::Altered { file }));
+        }
+        if seg.first_seq != walk.expected {
+            let detail = format!(
+                "its row starts at record {} where record {} was expected",
+                seg.first_seq, walk.expected
+            );
+            return Ok(walk.fail(WalkFault::Inconsistent { file, detail }));
+        }
+        let inconsistent = |detail: String| WalkFault::Inconsistent {
+            file: seg.file_name.clone(),
+            detail,
+        };
+        let mut sealed = None;
+        for line in read_segment(&path)? {
+            let rec: AuditRecord = match line {
+                Err(e) => return Ok(walk.fail(inconsistent(format!("unreadable: {e}")))),
+                Ok(Line::Checkpoint { checkpoint }) => {
+                    sealed = Some(checkpoint);
+                    continue;
+                }
+                Ok(Line::Record(r)) => (*r).into(),
+            };
+            if sealed.is_some() || rec.seq > seg.last_seq {
+                return Ok(walk.fail(inconsistent(format!(
+                    "record {} lies beyond the segment's end",
+                    rec.seq
+                ))));
+            }
+            if let Some(fault) = walk.step(&rec) {
+                return Ok(walk.fail(fault));
+            }
+            match pending.take() {
+                Some(l) if l.seq == rec.seq => {
+                    if l.hash != rec.hash
+                        || l.prev_hash != rec.prev_hash
+                        || l.compute_hash() != l.hash
+                    {
+                        return Ok(walk.fail(WalkFault::LiveDiffers { seq: l.seq }));
+                    }
+                    pending = live.try_next().await?;
+                }
+                Some(l) if l.seq < rec.seq => {
+                    return Ok(walk.fail(WalkFault::LiveDiffers { seq: l.seq }))
+                }
+                other => {
+                    if seg.pruned_at.is_none() {
+                        return Ok(walk.fail(WalkFault::LiveMissing { seq: rec.seq }));
+                    }
+                    pending = other;
+                }
+            }
+            if checkpoints.contains_key(&rec.seq) {
+                walk.report.checkpointed.insert(rec.seq, rec.hash.clone());
+            }
+            walk.advance(&rec);
+            walk.report.archived += 1;
+            progress(1);
+        }
+        if walk.expected != seg.last_seq + 1 || walk.prev != seg.head_hash {
+            let detail = format!(
+                "ends at record {} where its row says {}",
+                walk.expected - 1,
+                seg.last_seq
+            );
+            return Ok(walk.fail(inconsistent(detail)));
+        }
+        if sealed.as_ref() != checkpoints.get(&seg.last_seq) {
+            return Ok(walk.fail(inconsistent(format!(
+                "its sealing checkpoint is not the database's checkpoint at record {}",
+                seg.last_seq
+            ))));
+        }
+    }
+    while let Some(rec) = pending {
+        if let Some(fault) = walk.step(&rec) {
+            return Ok(walk.fail(fault));
+        }
+        walk.advance(&rec);
+        progress(1);
+        pending = live.try_next().await?;
+    }
+    walk.report.head = walk.prev;
+    Ok(walk.report)
+}
