@@ -102,6 +102,13 @@ pub async fn start(config: Config, hsm: Hsm, loaded: LoadedPolicies) -> anyhow::
         audit,
     };
     ensure_default_tenant(&state).await?;
+    let imported = state.plugins.adopt_local_files().await?;
+    if imported > 0 {
+        tracing::info!(
+            imported,
+            "plugin components of the data directory imported into the database"
+        );
+    }
     crate::ops::plugin_config::seal_stored(&state.keyring, &state.db).await?;
     let keyring = state.keyring.clone();
     let every = Duration::from_secs((state.config.envelope_cache.ttl_seconds / 4).clamp(1, 60));

@@ -84,6 +84,11 @@ pub enum Error {
     /// A plugin ran past its deadline or fuel.
     #[error("plugin {plugin} exceeded its time or fuel limit")]
     PluginTimeout { plugin: String },
+    /// A plugin's component in the database cannot be used: its bytes do not hash to the
+    /// SHA-256 the plugin names (altered or damaged in the database), or they are missing. The
+    /// node compiles nothing from such bytes; uploading the plugin again repairs it.
+    #[error("the component of plugin {plugin} is unusable: {reason}; upload the plugin again")]
+    PluginComponentCorrupt { plugin: String, reason: String },
     /// A policy set that does not load (syntax, schema validation, missing annotations) was
     /// refused; the set in force keeps serving.
     #[error("{0}")]
@@ -127,6 +132,7 @@ impl Error {
             Error::InvalidPlugin(_) => "InvalidPlugin",
             Error::PluginFailed { .. } => "PluginFailed",
             Error::PluginTimeout { .. } => "PluginTimeout",
+            Error::PluginComponentCorrupt { .. } => "PluginComponentCorrupt",
             Error::InvalidPolicySet(_) => "InvalidPolicySet",
             Error::HsmUnavailable => "HsmUnavailable",
             Error::DatabaseUnavailable => "DatabaseUnavailable",
@@ -144,6 +150,7 @@ impl Error {
                 | Error::Internal
                 | Error::PluginFailed { .. }
                 | Error::PluginTimeout { .. }
+                | Error::PluginComponentCorrupt { .. }
         )
     }
 

@@ -324,6 +324,9 @@ fn gc(
         for blob in &report.blobs {
             println!("{verb} blob {blob}");
         }
+        for sha in &report.components {
+            println!("{verb} plugin component {sha}");
+        }
         for failed in &report.failed {
             println!("could not remove {failed}");
         }

@@ -264,7 +264,8 @@ async fn rotation_plugins_decide_including_boundaries() {
     let cached = std::fs::read_dir(dir.path().join("plugins/cache"))
         .unwrap()
         .count();
-    assert!(cached >= 3, "precompiled artifacts are cached: {cached}");
+    // Those of `fixed` and `usage`; `window`'s went with its component (dropped at start).
+    assert_eq!(cached, 2, "precompiled artifacts are cached");
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -1170,4 +1171,307 @@ async fn a_blob_keeps_the_backend_it_was_written_to() {
     assert!(s3_objects(&moto, "kp-old").is_empty());
     s.ok(&t, "delete-plugin", json!({ "name": "s3" })).await;
     drop(moto);
+}
+
+/// `(sha256, bytes)` of every component row in the database of `s`.
+async fn component_rows(s: &Server) -> Vec<(String, Vec<u8>)> {
+    sqlx::query_as("SELECT sha256, bytes FROM plugin_components ORDER BY sha256")
+        .fetch_all(&s.sql().await)
+        .await
+        .unwrap()
+}
+
+/// The files of a node's plugin cache.
+fn cached_artifacts(data: &std::path::Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(data.join("plugins/cache"))
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+/// A second node's data directory: a copy of `from`'s database and of what its HSM needs (the
+/// token, holding the same root key, and its PIN), nothing of its plugin directory.
+fn second_node_dir(from: &std::path::Path, to: &std::path::Path) {
+    fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                copy_tree(&e.path(), &to.join(e.file_name()));
+            } else {
+                std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+            }
+        }
+    }
+    for e in std::fs::read_dir(from).unwrap() {
+        let name = e.unwrap().file_name().into_string().unwrap();
+        if name.starts_with("keyplane.db") || name == "hsm.pin" || name == "admin.token" {
+            std::fs::copy(from.join(&name), to.join(&name)).unwrap();
+        }
+    }
+    copy_tree(&from.join("softhsm"), &to.join("softhsm"));
+    assert!(!to.join("plugins").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn components_live_in_the_database_and_each_node_compiles_its_own_cache() {
+    let (dir1, dir2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut s1 = Server::start(dir1.path()).await;
+    s1.kv_backend(&s1.admin).await;
+    let (st, v) = upload(
+        &s1,
+        &s1.admin,
+        "fixed",
+        "rotation-schedule",
+        "rotation-fixed-interval",
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    let fixed_sha = v["sha256"].as_str().unwrap().to_string();
+    let kv_sha = s1
+        .ok(&s1.admin, "describe-plugin", json!({ "name": "kv" }))
+        .await["sha256"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let key = s1.create_key(&s1.admin, "envelope").await;
+    let ctx = json!({ "app": "nodes" });
+    let ct = s1
+        .encrypt(&s1.admin, &key, b"written on node 1", ctx.clone())
+        .await;
+
+    // The bytes are in the database, keyed by their SHA-256; the node keeps only artifacts.
+    let mut expected = vec![
+        (fixed_sha.clone(), wasm("rotation-fixed-interval")),
+        (kv_sha.clone(), wasm("storage-kv")),
+    ];
+    expected.sort();
+    assert_eq!(component_rows(&s1).await, expected);
+    let plugin_dir = common::files_under(&dir1.path().join("plugins"));
+    assert!(
+        plugin_dir
+            .iter()
+            .all(|p| p.extension().is_some_and(|e| e == "cwasm")),
+        "{plugin_dir:?}"
+    );
+    assert_eq!(cached_artifacts(dir1.path()).len(), 2);
+
+    // Plugins with the same bytes share one row, deleted with the last of them.
+    let (st, _) = upload(
+        &s1,
+        &s1.admin,
+        "fixed-too",
+        "rotation-schedule",
+        "rotation-fixed-interval",
+    )
+    .await;
+    assert_eq!(st, 200);
+    let (st, v) = upload(
+        &s1,
+        &s1.admin,
+        "window",
+        "rotation-schedule",
+        "rotation-maintenance-window",
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(component_rows(&s1).await.len(), 3);
+    for name in ["fixed-too", "window"] {
+        s1.ok(&s1.admin, "delete-plugin", json!({ "name": name }))
+            .await;
+    }
+    assert_eq!(component_rows(&s1).await, expected);
+    // An upload refused after compiling (an HTTP client granted no destination) stores nothing.
+    let (st, v) = upload(
+        &s1,
+        &s1.admin,
+        "http",
+        "storage-backend",
+        "storage-http-object",
+    )
+    .await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (400, Some("InvalidPlugin"))
+    );
+    assert_eq!(component_rows(&s1).await, expected);
+    s1.stop();
+
+    // A second node on a copy of the database, with no plugin directory at all: it reads the
+    // components from the database, compiles them and caches its own artifacts.
+    second_node_dir(dir1.path(), dir2.path());
+    let mut s2 = Server::start(dir2.path()).await;
+    assert!(cached_artifacts(dir2.path()).is_empty());
+    let (st, v) = s2.decrypt(&s2.admin, &ct, ctx.clone()).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(common::unb64(&v["plaintext"]), b"written on node 1");
+    let (st, v) = preview(
+        &s2,
+        &key,
+        "fixed",
+        json!({ "period": "1d" }),
+        0,
+        json!({ "created_at": 10 }),
+    )
+    .await;
+    assert_eq!(
+        (st, v["next_rotation"].as_i64()),
+        (200, Some(10 + DAY)),
+        "{v}"
+    );
+    let cached = cached_artifacts(dir2.path());
+    assert_eq!(cached.len(), 2, "{cached:?}");
+    for sha in [&fixed_sha, &kv_sha] {
+        assert!(
+            cached.iter().any(|p| p
+                .file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with(sha.as_str())),
+            "{sha} {cached:?}"
+        );
+    }
+    s2.stop();
+
+    // A damaged cached artifact is compiled again from the database; a component whose bytes
+    // were altered in the database is refused with a typed error, never compiled.
+    let artifact = |sha: &str| {
+        cached_artifacts(dir2.path())
+            .into_iter()
+            .find(|p| p.file_name().unwrap().to_str().unwrap().starts_with(sha))
+            .unwrap()
+    };
+    let fixed_art = artifact(&fixed_sha);
+    let whole = std::fs::read(&fixed_art).unwrap();
+    std::fs::write(&fixed_art, &whole[..whole.len() / 2]).unwrap();
+    std::fs::remove_file(artifact(&kv_sha)).unwrap();
+    common::sqlite(
+        &dir2.path().join("keyplane.db"),
+        &format!(
+            "UPDATE plugin_components SET bytes = CAST(bytes || X'00' AS BLOB) \
+             WHERE sha256 = '{kv_sha}'"
+        ),
+    );
+    let s2 = Server::start(dir2.path()).await;
+    let (st, v) = preview(
+        &s2,
+        &key,
+        "fixed",
+        json!({ "period": "1d" }),
+        0,
+        json!({ "created_at": 10 }),
+    )
+    .await;
+    assert_eq!(
+        (st, v["next_rotation"].as_i64()),
+        (200, Some(10 + DAY)),
+        "{v}"
+    );
+    assert_eq!(std::fs::read(&fixed_art).unwrap().len(), whole.len());
+    for _ in 0..2 {
+        let answer = s2.decrypt(&s2.admin, &ct, ctx.clone()).await;
+        common::assert_error(&answer, 500, "PluginComponentCorrupt", "SHA-256 mismatch");
+    }
+    assert!(!cached_artifacts(dir2.path()).iter().any(|p| p
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .starts_with(kv_sha.as_str())));
+    s2.ok(&s2.admin, "get-caller-identity", json!({})).await;
+
+    // Node 1 never saw any of it: its own cache and database still serve.
+    let s1 = Server::start(dir1.path()).await;
+    let (st, v) = s1.decrypt(&s1.admin, &ct, ctx).await;
+    assert_eq!(st, 200, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn components_of_an_older_data_dir_are_imported_and_unreferenced_ones_collected() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start_quiet(dir.path()).await;
+    let key = s.create_key(&s.admin, "envelope").await;
+    let (st, v) = upload(
+        &s,
+        &s.admin,
+        "fixed",
+        "rotation-schedule",
+        "rotation-fixed-interval",
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    let sha = v["sha256"].as_str().unwrap().to_string();
+    s.stop();
+
+    // The layout of an older release: the component beside the cache, not in the database
+    // (and an artifact in the old format).
+    let plugins = dir.path().join("plugins");
+    let db = dir.path().join("keyplane.db");
+    std::fs::write(
+        plugins.join(format!("{sha}.wasm")),
+        wasm("rotation-fixed-interval"),
+    )
+    .unwrap();
+    common::sqlite(&db, "DELETE FROM plugin_components");
+    for art in cached_artifacts(dir.path()) {
+        std::fs::write(art, b"an artifact of an older release").unwrap();
+    }
+    // And a component nothing names.
+    let orphan = "ab".repeat(32);
+    common::sqlite(
+        &db,
+        &format!(
+            "INSERT INTO plugin_components (sha256, bytes, size, created_at) \
+             VALUES ('{orphan}', X'0061736d', 4, '2026-01-01T00:00:00Z')"
+        ),
+    );
+
+    let mut s = Server::start_quiet(dir.path()).await;
+    let (st, v) = preview(
+        &s,
+        &key,
+        "fixed",
+        json!({ "period": "1d" }),
+        0,
+        json!({ "created_at": 10 }),
+    )
+    .await;
+    assert_eq!(
+        (st, v["next_rotation"].as_i64()),
+        (200, Some(10 + DAY)),
+        "{v}"
+    );
+    let rows = component_rows(&s).await;
+    assert_eq!(
+        rows.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(),
+        [orphan.as_str(), sha.as_str()]
+    );
+    assert_eq!(rows[1].1, wasm("rotation-fixed-interval"));
+    assert!(!plugins.join(format!("{sha}.wasm")).exists());
+    s.stop();
+
+    // Garbage collection removes the component no plugin names, and audits it.
+    let out = s.tool(&[
+        "gc",
+        "--apply",
+        "--grace-seconds",
+        "0",
+        "--all-nodes-stopped",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("removed plugin component {orphan}")),
+        "{text}"
+    );
+    let s = Server::start_quiet(dir.path()).await;
+    let rows = component_rows(&s).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].0, sha);
+    assert!(s
+        .audit_records()
+        .iter()
+        .any(|r| r["resource"] == format!("plugin-component:{orphan}")));
 }

@@ -340,6 +340,6 @@ pub fn status(e: &Error) -> StatusCode {
         Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         Error::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         Error::HsmUnavailable | Error::DatabaseUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-        Error::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        Error::Internal | Error::PluginComponentCorrupt { .. } => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

@@ -1,4 +1,5 @@
-//! Garbage collection: HSM objects and storage-backend blobs that no committed row references.
+//! Garbage collection: HSM objects, storage-backend blobs and plugin components that no
+//! committed row references.
 //!
 //! A request that creates key material makes it (a token object, a blob) before its
 //! transaction commits, and undoes it if the transaction fails. A crash in between leaves the
@@ -9,7 +10,11 @@
 //!   wrapping keys) and that neither a key version nor an import token names;
 //! - blobs under `keys/` in every storage backend a tenant has configured that no key version
 //!   of that tenant names (in any backend: two of a tenant's plugins may share a namespace,
-//!   such as two built on the `kv` capability).
+//!   such as two built on the `kv` capability);
+//! - plugin components (`plugin_components` rows) that no plugin row names. Upload and
+//!   delete-plugin write and delete them in the transaction of the plugin row, so with one
+//!   database writer none is ever left; this is the backstop for a database whose writers do
+//!   not serialize (removal re-checks, in its statement, that nothing names the component).
 //!
 //! Only what is older than the grace period is removed: the creation time is read from the
 //! UUID v7 at the end of the name (`kp:<key>:<v>:<uuid>`, `keys/<key>/<v>/<uuid>`,
@@ -44,6 +49,8 @@ pub struct GcReport {
     pub hsm_objects: Vec<String>,
     /// Unreferenced blobs older than the grace period (`<tenant>/<plugin>/<name>`).
     pub blobs: Vec<String>,
+    /// Plugin components (their SHA-256) that no plugin names.
+    pub components: Vec<String>,
     /// Unreferenced material younger than the grace period, left alone.
     pub young: usize,
     /// Candidates that could not be removed (retried by the next collection).
@@ -110,7 +117,44 @@ pub async fn collect(
     };
     collect_objects(state, grace, &mut report, progress).await?;
     collect_blobs(state, grace, &mut report, progress).await?;
+    collect_components(state, &mut report, progress).await?;
     Ok(report)
+}
+
+async fn collect_components(
+    state: &AppState,
+    report: &mut GcReport,
+    progress: &dyn Progress,
+) -> Result<()> {
+    for sha in plugins::unreferenced_components(state.db.reader()).await? {
+        progress.item();
+        if report.applied {
+            let removed = async {
+                let mut tx = state.db.begin().await?;
+                let removed = plugins::delete_component_if_unreferenced(&mut tx, &sha).await?;
+                tx.commit().await?;
+                Ok::<_, Error>(removed)
+            }
+            .await;
+            if matches!(removed, Ok(false)) {
+                // Named again meanwhile (an upload of the same bytes): kept.
+                continue;
+            }
+            let outcome = removed.as_ref().map_or_else(|e| e.code(), |_| "ok");
+            audit_alone(
+                state,
+                &event("-", format!("plugin-component:{sha}"), outcome),
+            )
+            .await?;
+            if removed.is_err() {
+                report.failed.push(format!("plugin-component:{sha}"));
+                continue;
+            }
+            tracing::info!(sha256 = %sha, "garbage collection deleted an unreferenced plugin component");
+        }
+        report.components.push(sha);
+    }
+    Ok(())
 }
 
 async fn collect_objects(

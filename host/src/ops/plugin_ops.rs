@@ -1,7 +1,9 @@
 //! `list-plugins`, `describe-plugin` and `delete-plugin` (refused while a key's rotation
 //! schedule uses the plugin, while it is the tenant's storage backend, and while it holds the
-//! blob of any key version: deleting it would lose those keys). Cedar: `ListPlugins` on the tenant, `DescribePlugin` /
-//! `DeletePlugin` on the plugin.
+//! blob of any key version: deleting it would lose those keys). Deleting the last plugin that
+//! names a component deletes the component's bytes from the database in the same transaction
+//! (nodes' cached artifacts of it are dropped at their next start). Cedar: `ListPlugins` on the
+//! tenant, `DescribePlugin` / `DeletePlugin` on the plugin.
 
 use serde::{Deserialize, Serialize};
 
@@ -144,6 +146,7 @@ impl Operation for DeletePlugin {
             )));
         }
         plugins::delete(conn, &p.tenant_id, &p.name).await?;
+        plugins::delete_component_if_unreferenced(conn, &p.sha256).await?;
         Ok(DeletePluginOutput {
             deleted: p.name.clone(),
         })

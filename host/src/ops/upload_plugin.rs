@@ -1,7 +1,11 @@
 //! `upload-plugin`: a tenant uploads a WebAssembly component for a world. It is size-limited,
 //! compiled once, type-checked against the world with only the granted imports (refused with
-//! the reason otherwise), stored content-addressed with its precompiled artifact, and audited
-//! with its SHA-256. Cedar: `UploadPlugin` on the caller's tenant.
+//! the reason otherwise), and audited with its SHA-256. The component's bytes go to the
+//! database (`plugin_components`, keyed by SHA-256, shared by plugins with the same bytes) in
+//! the transaction that inserts the plugin row, so an upload that fails leaves neither, and
+//! every node sharing the database can run the plugin; the node that takes the upload also
+//! caches the precompiled artifact (see `crate::plugins`). Cedar: `UploadPlugin` on the
+//! caller's tenant.
 
 use ring::digest;
 use serde::{Deserialize, Serialize};
@@ -164,12 +168,14 @@ impl Operation for UploadPlugin {
             }
         }
         let runtime = ctx.state.plugins.clone();
-        let bytes = self.component.0.clone();
+        let bytes = std::sync::Arc::new(self.component.0);
         let span = tracing::Span::current();
-        let inspected =
-            tokio::task::spawn_blocking(move || span.in_scope(|| runtime.install(&bytes, world)))
-                .await
-                .map_err(|_| Error::Internal)??;
+        let component = bytes.clone();
+        let inspected = tokio::task::spawn_blocking(move || {
+            span.in_scope(|| runtime.install(&component, world))
+        })
+        .await
+        .map_err(|_| Error::Internal)??;
         crate::pause::point("upload:installed", &self.name).await;
         let wants_http = inspected
             .imports
@@ -193,7 +199,9 @@ impl Operation for UploadPlugin {
             created_by: ctx.principal.id.clone(),
             capabilities: serde_json::to_string(&capabilities).map_err(|_| Error::Internal)?,
         };
-        plugins::insert(scope.conn(ctx.state).await?, &row).await?;
+        let conn = scope.conn(ctx.state).await?;
+        plugins::insert_component(conn, &row.sha256, &bytes, &row.created_at).await?;
+        plugins::insert(conn, &row).await?;
         Ok(PluginInfo::from(&row))
     }
 }

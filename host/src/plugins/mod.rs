@@ -1,12 +1,28 @@
 //! Tenant plugins: WebAssembly components run by wasmtime, sandboxed per invocation.
 //!
 //! Owns the one [`wasmtime::Engine`] (component model, pooling allocator, fuel and epoch
-//! interruption), the content-addressed store of uploaded components and their precompiled
-//! artifacts (keyed by SHA-256 and the engine's compatibility hash, so a restart does not
-//! recompile), type-checking against a world at upload, and invocation: a fresh instance from
-//! a cached, type-checked `InstancePre` per call, with a fuel budget, a wall-clock deadline, a
-//! memory cap, a table cap and an output cap. A trap, deadline, fuel exhaustion or OOM becomes
-//! a typed [`Error`] for that call only; the host keeps serving.
+//! interruption), type-checking against a world at upload, the node's cache of precompiled
+//! components, and invocation: a fresh instance from a cached, type-checked `InstancePre` per
+//! call, with a fuel budget, a wall-clock deadline, a memory cap, a table cap and an output cap.
+//! A trap, deadline, fuel exhaustion or OOM becomes a typed [`Error`] for that call only; the
+//! host keeps serving.
+//!
+//! Where components live: the uploaded bytes are in the database (`plugin_components`, keyed by
+//! SHA-256, written in the upload's transaction by `ops::upload_plugin`), so every node sharing
+//! the database can run every plugin. Each node keeps only a cache, in
+//! `<data-dir>/plugins/cache/<sha256>-<compat>.cwasm`, where `<compat>` hashes the engine's
+//! compatibility hash (wasmtime version and engine configuration): on first use of a plugin the
+//! node takes the artifact from the cache or, if it is missing, reads the component from the
+//! database, checks that it hashes to its SHA-256 (bytes altered in the database are refused
+//! with [`Error::PluginComponentCorrupt`] and never compiled), compiles it and writes the
+//! artifact (temporary file, then rename, so no reader sees half a file). A cached file starts
+//! with a magic and the SHA-256 of the serialized artifact after it; one that is torn, damaged,
+//! or built by another engine configuration (wasmtime refuses those) is removed and compiled
+//! again from the database. Only a file whose digest matches is handed to wasmtime to
+//! deserialize (which maps it as machine code), so a damaged file never runs. At start
+//! ([`PluginRuntime::adopt_local_files`]) a node imports the components an older release kept
+//! as `<data-dir>/plugins/<sha256>.wasm` into the database and drops cached artifacts of another
+//! engine configuration or of components the database no longer holds.
 //!
 //! Worlds and their grants: `rotation-schedule` plugins get `log` (and WASI with nothing
 //! granted); `storage-backend` plugins also get the tenant-scoped `kv` table, and, per plugin,
@@ -19,8 +35,8 @@ mod host;
 pub mod http_grant;
 mod kv_store;
 
-use std::collections::HashMap;
-use std::path::PathBuf;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,8 +46,8 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 use crate::config::PluginsConfig;
 use crate::error::{Error, Result};
-use crate::store::plugins::PluginRow;
-use crate::store::Db;
+use crate::store::plugins::{self as plugin_rows, PluginRow};
+use crate::store::{now_rfc3339, Db};
 use bindings::v0_1::rotation::{keyplane::plugin::types::KeyInfo, RotationSchedulePre};
 use bindings::v0_1::storage::StorageBackendPre;
 pub use host::{Grants, HostState};
@@ -174,6 +190,86 @@ fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(digest::digest(&digest::SHA256, bytes))
 }
 
+/// The first bytes of a cached artifact (then the SHA-256 of the serialized artifact, then it).
+const ARTIFACT_MAGIC: &[u8; 8] = b"kpcwasm1";
+const ARTIFACT_HEADER: usize = ARTIFACT_MAGIC.len() + 32;
+
+/// Whether `name` is a lowercase hex SHA-256.
+fn is_digest(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Write a serialized artifact to `path` with its header, atomically: a temporary file of this
+/// writer's own in the same directory, then a rename over `path` (two nodes or two requests
+/// compiling the same component at once each rename a whole file).
+fn write_artifact(path: &Path, serialized: &[u8]) -> std::io::Result<()> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("artifact");
+    let tmp = path.with_file_name(format!(
+        ".{name}.{}.{}.tmp",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    ));
+    let mut out = Vec::with_capacity(ARTIFACT_HEADER + serialized.len());
+    out.extend_from_slice(ARTIFACT_MAGIC);
+    out.extend_from_slice(digest::digest(&digest::SHA256, serialized).as_ref());
+    out.extend_from_slice(serialized);
+    let written = std::fs::write(&tmp, &out).and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// Write the precompiled artifact of `component` to the cache at `path`. A failure costs only a
+/// compilation at the next start, so it is logged, not returned.
+fn cache_artifact(component: &Component, path: &Path) {
+    let written = component
+        .serialize()
+        .map_err(|e| format!("{e:#}"))
+        .and_then(|a| write_artifact(path, &a).map_err(|e| e.to_string()));
+    if let Err(e) = written {
+        tracing::warn!(path = %path.display(), error = %e, "cannot cache a precompiled plugin; it is compiled again at the next start");
+    }
+}
+
+/// The component cached at `path`, if there is a usable one. A file that is not whole (wrong
+/// magic, digest mismatch) or that wasmtime refuses (another engine configuration or version)
+/// is removed, so the caller compiles it again; neither is an error.
+fn read_artifact(engine: &Engine, path: &Path) -> Option<Component> {
+    let file = match std::fs::read(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot read a cached plugin artifact; compiling again");
+            return None;
+        }
+    };
+    let whole = file.len() >= ARTIFACT_HEADER
+        && &file[..ARTIFACT_MAGIC.len()] == ARTIFACT_MAGIC
+        && digest::digest(&digest::SHA256, &file[ARTIFACT_HEADER..]).as_ref()
+            == &file[ARTIFACT_MAGIC.len()..ARTIFACT_HEADER];
+    let refuse = |why: &str| {
+        tracing::warn!(path = %path.display(), reason = why, "discarding a cached plugin artifact; compiling again");
+        let _ = std::fs::remove_file(path);
+        None
+    };
+    if !whole {
+        return refuse("damaged or not written by keyplane (digest mismatch)");
+    }
+    // SAFETY: wasmtime runs a deserialized artifact as machine code, so it must be what
+    // `Component::serialize` produced. The bytes hash to the digest written before them by
+    // `write_artifact` (so no torn write or damaged file gets here), in a directory only
+    // keyplane writes to; wasmtime itself refuses an artifact of another engine configuration
+    // or version.
+    match unsafe { Component::deserialize(engine, &file[ARTIFACT_HEADER..]) } {
+        Ok(c) => Some(c),
+        Err(e) => refuse(&format!("{e:#}")),
+    }
+}
+
 /// Turn a failed invocation into the public error, logging the detail.
 fn classify(plugin: &str, err: wasmtime::Error, out_of_memory: bool) -> Error {
     let plugin = plugin.to_string();
@@ -206,7 +302,8 @@ fn classify(plugin: &str, err: wasmtime::Error, out_of_memory: bool) -> Error {
 }
 
 impl PluginRuntime {
-    /// Build the engine and linkers; `dir` holds components and precompiled artifacts.
+    /// Build the engine and linkers; `dir` holds the cache of precompiled artifacts (and the
+    /// directories of storage backends granted `filesystem`).
     pub fn new(limits: PluginsConfig, dir: PathBuf, db: Db) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir.join("cache"))?;
         let engine = engine(&limits)?;
@@ -253,10 +350,6 @@ impl PluginRuntime {
         &self.limits
     }
 
-    fn wasm_path(&self, sha: &str) -> PathBuf {
-        self.dir.join(format!("{sha}.wasm"))
-    }
-
     fn artifact_path(&self, sha: &str) -> PathBuf {
         self.dir
             .join("cache")
@@ -284,7 +377,9 @@ impl PluginRuntime {
     }
 
     /// Validate an upload: a component, type-checked against `world` with only the granted
-    /// imports, then stored and precompiled. Blocking (compiles); run it off the executor.
+    /// imports, then precompiled into this node's cache. Storing the bytes is the caller's,
+    /// in its transaction (`plugins::insert_component`). Blocking (compiles); run it off the
+    /// executor.
     pub fn install(&self, bytes: &[u8], world: World) -> Result<Inspected> {
         if bytes.len() > self.limits.max_upload_bytes {
             return Err(Error::InvalidPlugin(format!(
@@ -306,24 +401,7 @@ impl PluginRuntime {
             .collect();
         let loaded = self.pre(&component, world)?;
         let sha256 = sha256_hex(bytes);
-        let store_err = |e: std::io::Error| {
-            tracing::error!(error = %e, "cannot store plugin");
-            Error::Internal
-        };
-        let wasm = self.wasm_path(&sha256);
-        if !wasm.exists() {
-            let tmp = wasm.with_extension("tmp");
-            std::fs::write(&tmp, bytes).map_err(store_err)?;
-            std::fs::rename(&tmp, &wasm).map_err(store_err)?;
-        }
-        let artifact = component.serialize().map_err(|e| {
-            tracing::error!(error = %e, "cannot serialize compiled plugin");
-            Error::Internal
-        })?;
-        let art = self.artifact_path(&sha256);
-        let tmp = art.with_extension("tmp");
-        std::fs::write(&tmp, artifact).map_err(store_err)?;
-        std::fs::rename(&tmp, &art).map_err(store_err)?;
+        cache_artifact(&component, &self.artifact_path(&sha256));
         self.loaded
             .lock()
             .map_err(|_| Error::Internal)?
@@ -335,8 +413,10 @@ impl PluginRuntime {
         })
     }
 
-    /// The loaded plugin, from memory, the precompiled cache, or (cache miss) the component.
-    fn load(&self, sha256: &str, world: World) -> Result<Arc<Loaded>> {
+    /// The loaded plugin: from memory, else from this node's cache of precompiled artifacts,
+    /// else compiled from the component in the database (checked against its SHA-256) and
+    /// cached. Deserializing and compiling run off the executor.
+    async fn load(&self, sha256: &str, world: World) -> Result<Arc<Loaded>> {
         if let Some(l) = self
             .loaded
             .lock()
@@ -345,25 +425,44 @@ impl PluginRuntime {
         {
             return Ok(l.clone());
         }
-        let art = self.artifact_path(sha256);
-        let component = if art.exists() {
-            // SAFETY: the artifact was written by this host's `Component::serialize` for an
-            // engine with the same compatibility hash (it is in the file name), in a directory
-            // only keyplane writes to.
-            unsafe { Component::deserialize_file(&self.engine, &art) }.map_err(|e| {
-                tracing::error!(error = %e, "cannot load precompiled plugin");
-                Error::Internal
-            })?
-        } else {
-            let bytes = std::fs::read(self.wasm_path(sha256)).map_err(|e| {
-                tracing::error!(error = %e, sha256, "plugin component missing");
-                Error::Internal
-            })?;
-            let c = Component::from_binary(&self.engine, &bytes).map_err(|_| Error::Internal)?;
-            if let Ok(a) = c.serialize() {
-                let _ = std::fs::write(&art, a);
+        let short = &sha256[..12.min(sha256.len())];
+        let (engine, art) = (self.engine.clone(), self.artifact_path(sha256));
+        let cached = tokio::task::spawn_blocking(move || read_artifact(&engine, &art))
+            .await
+            .map_err(|_| Error::Internal)?;
+        let component = match cached {
+            Some(c) => c,
+            None => {
+                let corrupt = |reason: String| Error::PluginComponentCorrupt {
+                    plugin: short.to_string(),
+                    reason,
+                };
+                let bytes = plugin_rows::component(self.db.reader(), sha256)
+                    .await?
+                    .ok_or_else(|| corrupt("its component is not in the database".into()))?;
+                let found = sha256_hex(&bytes);
+                if found != sha256 {
+                    tracing::error!(sha256, found = %found, "a plugin component in the database does not match its SHA-256; refusing it");
+                    return Err(corrupt(format!(
+                        "SHA-256 mismatch: the stored component hashes to {found}"
+                    )));
+                }
+                let (engine, art) = (self.engine.clone(), self.artifact_path(sha256));
+                tokio::task::spawn_blocking(move || {
+                    let c = Component::from_binary(&engine, &bytes)?;
+                    cache_artifact(&c, &art);
+                    Ok::<_, wasmtime::Error>(c)
+                })
+                .await
+                .map_err(|_| Error::Internal)?
+                .map_err(|e| {
+                    tracing::error!(sha256, error = %format!("{e:#}"), "a stored plugin component does not compile");
+                    Error::PluginFailed {
+                        plugin: short.to_string(),
+                        reason: "its component does not compile with this keyplane".into(),
+                    }
+                })?
             }
-            c
         };
         let loaded = Arc::new(self.pre(&component, world)?);
         self.loaded
@@ -371,6 +470,65 @@ impl PluginRuntime {
             .map_err(|_| Error::Internal)?
             .insert((sha256.to_string(), world), loaded.clone());
         Ok(loaded)
+    }
+
+    /// Bring the data directory in line with the database, at start: import the components an
+    /// older release kept as `<dir>/<sha256>.wasm` (those a plugin row names and the database
+    /// lacks; checked against their name's digest), then remove those files once the database
+    /// holds them or nothing names them; and drop cached artifacts of another engine
+    /// configuration, of components the database no longer holds, and temporary files a
+    /// crashed writer left. Returns how many components were imported.
+    pub async fn adopt_local_files(&self) -> Result<usize> {
+        let io = |e: std::io::Error| {
+            tracing::error!(error = %e, "cannot read the plugin directory");
+            Error::Internal
+        };
+        let mut imported = 0;
+        for entry in std::fs::read_dir(&self.dir).map_err(io)? {
+            let path = entry.map_err(io)?.path();
+            let Some(sha) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".wasm"))
+                .filter(|n| is_digest(n))
+                .map(str::to_string)
+            else {
+                continue;
+            };
+            let reader = self.db.reader();
+            let referenced = plugin_rows::component_referenced(reader, &sha).await?;
+            if referenced && !plugin_rows::has_component(reader, &sha).await? {
+                let bytes = std::fs::read(&path).map_err(io)?;
+                if sha256_hex(&bytes) != sha {
+                    tracing::warn!(path = %path.display(), "a stored plugin component does not match its name's SHA-256; left in place, not imported");
+                    continue;
+                }
+                let mut tx = self.db.begin().await?;
+                plugin_rows::insert_component(&mut tx, &sha, &bytes, &now_rfc3339()).await?;
+                tx.commit().await?;
+                imported += 1;
+                tracing::info!(sha256 = %sha, "imported a plugin component from the data directory into the database");
+            }
+            if let Err(e) = std::fs::remove_file(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove an imported plugin component");
+            }
+        }
+        let held: HashSet<String> = plugin_rows::component_digests(self.db.reader())
+            .await?
+            .into_iter()
+            .collect();
+        let suffix = format!("-{}.cwasm", self.compat);
+        for entry in std::fs::read_dir(self.dir.join("cache")).map_err(io)? {
+            let path = entry.map_err(io)?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            let current = name
+                .strip_suffix(&suffix)
+                .is_some_and(|sha| held.contains(sha));
+            if !current {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+        Ok(imported)
     }
 
     /// The directory preopened for a plugin granted `filesystem`: one per tenant and plugin.
@@ -442,7 +600,7 @@ impl PluginRuntime {
         );
         let start = Instant::now();
         let result = async {
-            let Loaded::Rotation(pre) = &*self.load(sha256, World::RotationSchedule)? else {
+            let Loaded::Rotation(pre) = &*self.load(sha256, World::RotationSchedule).await? else {
                 return Err(Error::validation("plugin is not a rotation schedule"));
             };
             let mut store = self.store(short, Grants::default())?;
@@ -529,7 +687,7 @@ impl PluginRuntime {
             reason,
         };
         let result = async {
-            let Loaded::Storage(pre) = &*self.load(sha256, World::StorageBackend)? else {
+            let Loaded::Storage(pre) = &*self.load(sha256, World::StorageBackend).await? else {
                 return Err(Error::validation("plugin is not a storage backend"));
             };
             let http = HttpGrant::new(

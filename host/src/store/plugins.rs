@@ -1,4 +1,8 @@
-//! The `plugins` and `rotation_schedules` tables.
+//! The `plugins`, `plugin_components` and `rotation_schedules` tables.
+//!
+//! A plugin row names its component by SHA-256; the component's bytes are a row of
+//! `plugin_components`, shared by every plugin (of any tenant) with the same bytes, written in
+//! the upload's transaction and deleted with the last plugin row that names it.
 
 use sqlx::{SqliteConnection, SqlitePool};
 
@@ -219,6 +223,109 @@ pub async fn delete(conn: &mut SqliteConnection, tenant: &str, name: &str) -> Re
             .await?
             .rows_affected();
         Ok(n > 0)
+    })
+    .await
+}
+
+/// Store a component's bytes under their SHA-256 (nothing if the row is there already: the
+/// same bytes, by construction of the key).
+pub async fn insert_component(
+    conn: &mut SqliteConnection,
+    sha256: &str,
+    bytes: &[u8],
+    created_at: &str,
+) -> Result<()> {
+    crate::telemetry::spans::db("INSERT", "plugin_components", async {
+        sqlx::query(
+            "INSERT INTO plugin_components (sha256, bytes, size, created_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (sha256) DO NOTHING",
+        )
+        .bind(sha256)
+        .bind(bytes)
+        .bind(bytes.len() as i64)
+        .bind(created_at)
+        .execute(conn)
+        .await?;
+        Ok(())
+    })
+    .await
+}
+
+/// The bytes stored under `sha256`, as stored (the caller checks them against the digest).
+pub async fn component(pool: &SqlitePool, sha256: &str) -> Result<Option<Vec<u8>>> {
+    crate::telemetry::spans::db("SELECT", "plugin_components", async {
+        Ok(
+            sqlx::query_scalar("SELECT bytes FROM plugin_components WHERE sha256 = ?")
+                .bind(sha256)
+                .fetch_optional(pool)
+                .await?,
+        )
+    })
+    .await
+}
+
+/// Whether the database holds the component `sha256`.
+pub async fn has_component(pool: &SqlitePool, sha256: &str) -> Result<bool> {
+    crate::telemetry::spans::db("SELECT", "plugin_components", async {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM plugin_components WHERE sha256 = ?")
+            .bind(sha256)
+            .fetch_one(pool)
+            .await?;
+        Ok(n > 0)
+    })
+    .await
+}
+
+/// Whether any plugin row names the component `sha256`.
+pub async fn component_referenced(pool: &SqlitePool, sha256: &str) -> Result<bool> {
+    crate::telemetry::spans::db("SELECT", "plugins", async {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM plugins WHERE sha256 = ?")
+            .bind(sha256)
+            .fetch_one(pool)
+            .await?;
+        Ok(n > 0)
+    })
+    .await
+}
+
+/// Delete the component `sha256` if no plugin row names it (any more); whether it was deleted.
+pub async fn delete_component_if_unreferenced(
+    conn: &mut SqliteConnection,
+    sha256: &str,
+) -> Result<bool> {
+    crate::telemetry::spans::db("DELETE", "plugin_components", async {
+        let n = sqlx::query(
+            "DELETE FROM plugin_components WHERE sha256 = ? \
+             AND NOT EXISTS (SELECT 1 FROM plugins WHERE plugins.sha256 = plugin_components.sha256)",
+        )
+        .bind(sha256)
+        .execute(conn)
+        .await?
+        .rows_affected();
+        Ok(n > 0)
+    })
+    .await
+}
+
+/// The components no plugin row names (what garbage collection removes).
+pub async fn unreferenced_components(pool: &SqlitePool) -> Result<Vec<String>> {
+    crate::telemetry::spans::db("SELECT", "plugin_components", async {
+        Ok(sqlx::query_scalar(
+            "SELECT c.sha256 FROM plugin_components c \
+             WHERE NOT EXISTS (SELECT 1 FROM plugins p WHERE p.sha256 = c.sha256) ORDER BY c.sha256",
+        )
+        .fetch_all(pool)
+        .await?)
+    })
+    .await
+}
+
+/// The SHA-256 of every component the database holds.
+pub async fn component_digests(pool: &SqlitePool) -> Result<Vec<String>> {
+    crate::telemetry::spans::db("SELECT", "plugin_components", async {
+        Ok(sqlx::query_scalar("SELECT sha256 FROM plugin_components")
+            .fetch_all(pool)
+            .await?)
     })
     .await
 }

@@ -74,7 +74,7 @@ impl From<&Error> for KmsError {
                 ("DependencyTimeoutException", S::SERVICE_UNAVAILABLE)
             }
             Error::HsmUnavailable => ("KeyUnavailableException", S::INTERNAL_SERVER_ERROR),
-            Error::PluginFailed { .. } | Error::Internal => {
+            Error::PluginFailed { .. } | Error::PluginComponentCorrupt { .. } | Error::Internal => {
                 ("KMSInternalException", S::INTERNAL_SERVER_ERROR)
             }
         };

@@ -31,9 +31,10 @@ impl From<&Error> for TransitError {
             Error::NotFound { .. } | Error::UnknownOperation(_) => StatusCode::NOT_FOUND,
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::HsmUnavailable | Error::DatabaseUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Error::Internal | Error::PluginFailed { .. } | Error::PluginTimeout { .. } => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            Error::Internal
+            | Error::PluginFailed { .. }
+            | Error::PluginTimeout { .. }
+            | Error::PluginComponentCorrupt { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             // Vault reports every refusal of the request's content, including a key in the
             // wrong state, a destroyed version or an existing name, as a bad request.
             Error::MalformedJson(_)
