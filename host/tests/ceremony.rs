@@ -326,7 +326,8 @@ async fn a_joining_node_gets_the_root_key_by_ceremony_and_opens_what_the_first_s
 }
 
 /// A data dir whose root key was made non-extractable (before the ceremony existed) keeps
-/// serving, and export-root says why it cannot seed another node.
+/// serving, export-root says why it cannot seed another node, and import-root never
+/// replaces a root key.
 #[tokio::test]
 async fn a_non_extractable_root_key_keeps_working_and_export_says_why_not() {
     let tmp = tempfile::tempdir().unwrap();
@@ -430,4 +431,31 @@ async fn a_non_extractable_root_key_keeps_working_and_export_says_why_not() {
         ),
         "non-extractable",
     );
+    // An import into a token that has a root key of its own is refused before anything else.
+    let other = json!({
+        "format": "keyplane-root-key-export-v1",
+        "wrapping": "CKM_RSA_PKCS_OAEP",
+        "oaep_hash": "SHA-1",
+        "transport_key_fingerprint": "00".repeat(32),
+        "root_key_check_value": "00".repeat(16),
+        "wrapped_root_key": STANDARD.encode([0u8; 384]),
+    });
+    let other_path = tmp.path().join("other.json");
+    std::fs::write(&other_path, other.to_string()).unwrap();
+    refused(
+        hsm(
+            &data,
+            &["import-root", "--from", other_path.to_str().unwrap()],
+        ),
+        "already holds a different root key",
+    );
+    assert_eq!(
+        ceremony_records(&data).await,
+        vec![
+            ("ExportRootKey".to_string(), "Refused".to_string()),
+            ("ImportRootKey".to_string(), "Refused".to_string())
+        ]
+    );
+    let node = Server::start(&data).await;
+    assert_eq!(node.decrypt(&admin, &ct, json!({})).await.0, 200);
 }
