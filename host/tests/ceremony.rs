@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use common::{assert_absent_under, token_objects, Server, BIN};
+use common::{assert_absent_under, token_labels, token_objects, Server, BIN};
 use serde_json::{json, Value};
 
 const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
@@ -57,26 +57,6 @@ fn copy_database(from: &Path, to: &Path) {
             std::fs::copy(from.join(name), to.join(name)).unwrap();
         }
     }
-}
-
-/// The labels of every object in the data dir's token (`pkcs11-tool --list-objects`).
-fn object_labels(data: &Path) -> Vec<String> {
-    let pin = std::fs::read_to_string(data.join("hsm.pin")).unwrap();
-    let out = Command::new("pkcs11-tool")
-        .env("SOFTHSM2_CONF", data.join("softhsm/softhsm2.conf"))
-        .args(["--module", MODULE, "--token-label", "keyplane", "--login"])
-        .args(["--pin", pin.trim(), "--list-objects"])
-        .output()
-        .expect("pkcs11-tool (opensc)");
-    assert!(out.status.success(), "{}", text(&out));
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            l.trim()
-                .strip_prefix("label:")
-                .map(|l| l.trim().to_string())
-        })
-        .collect()
 }
 
 /// The ceremony's audit records in the data dir's database: (action, outcome).
@@ -167,13 +147,15 @@ async fn a_joining_node_gets_the_root_key_by_ceremony_and_opens_what_the_first_s
     let pem = work.join("transport.pem");
     let printed = ok(hsm(&b, &["transport-key", "--out", pem.to_str().unwrap()]));
     assert!(printed.contains("-----BEGIN PUBLIC KEY-----"), "{printed}");
-    assert!(object_labels(&b)
+    assert!(token_labels(&b, None)
         .iter()
         .any(|l| l == "keyplane-transport-v1"));
     refused(hsm(&b, &["transport-key"]), "already holds a transport key");
     // A token waiting for its root key never makes one of its own.
     assert!(serve_fails(&b).contains("keyplane hsm import-root"));
-    assert!(!object_labels(&b).iter().any(|l| l == "keyplane-root-v1"));
+    assert!(!token_labels(&b, None)
+        .iter()
+        .any(|l| l == "keyplane-root-v1"));
 
     // A wraps its root key to B's transport key.
     let export_path = work.join("root.json");
@@ -226,7 +208,7 @@ async fn a_joining_node_gets_the_root_key_by_ceremony_and_opens_what_the_first_s
             part,
         );
     }
-    let labels = object_labels(&b);
+    let labels = token_labels(&b, None);
     assert!(
         labels.iter().all(|l| !l.starts_with("keyplane-root")),
         "{labels:?}"
@@ -244,7 +226,7 @@ async fn a_joining_node_gets_the_root_key_by_ceremony_and_opens_what_the_first_s
         ),
         "already holds this root key",
     );
-    let labels = object_labels(&b);
+    let labels = token_labels(&b, None);
     assert!(
         !labels.iter().any(|l| l.starts_with("keyplane-transport")),
         "{labels:?}"
