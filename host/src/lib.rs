@@ -25,6 +25,8 @@
 //! - [`plugins`]: the WebAssembly plugin runtime (storage backends, rotation schedules).
 //! - [`hsm`]: every PKCS#11 call, the session pool, token set-up, and starting over when the
 //!   module loses the login or the token (object handles carry the login's epoch).
+//! - [`ceremony`]: `keyplane hsm transport-key | export-root | import-root`, the audited key
+//!   ceremony that gives a joining node's token the same root key (docs/deployment.md).
 //! - [`store`]: sqlx pools, migrations, queries and the hot-row caches; [`audit`]: the
 //!   hash-chained log and its group commit.
 //! - [`policy_cli`]: `keyplane policy …` (validate, fmt, test, explain, who-can) for auditors.
@@ -37,6 +39,7 @@ pub mod audit;
 pub mod authn;
 pub mod authz;
 pub mod bootstrap;
+pub mod ceremony;
 pub mod clock;
 pub mod config;
 pub mod crypto;

@@ -1,6 +1,7 @@
 //! The `keyplane` command line: `serve`, the auditor's `audit verify | public-key | export |
-//! search` (and the operator's `audit archive`), `policy …` (validate, fmt, test, explain, who-can; see `keyplane::policy_cli`) and
-//! the operator's `gc` (see `keyplane::ops::gc`).
+//! search` (and the operator's `audit archive`), `policy …` (validate, fmt, test, explain,
+//! who-can; see `keyplane::policy_cli`), the operator's `gc` (see `keyplane::ops::gc`) and
+//! `hsm transport-key | export-root | import-root`, the key ceremony (see `keyplane::ceremony`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -82,6 +83,57 @@ enum Command {
         /// No node uses this database or HSM now (allows any grace period).
         #[arg(long)]
         all_nodes_stopped: bool,
+    },
+    /// The key ceremony that gives a joining node's token the root key of the nodes it joins
+    /// (docs/deployment.md). Offline: the node of the data directory must be stopped.
+    Hsm {
+        #[command(subcommand)]
+        command: HsmCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum HsmCommand {
+    /// On the joining node: make its token (if the data directory has none; no root key) and
+    /// an RSA transport key pair in it; print the public key (PEM) and its fingerprint.
+    TransportKey {
+        #[command(flatten)]
+        common: Common,
+        /// RSA modulus size: 3072 or 4096.
+        #[arg(long, default_value_t = 3072)]
+        bits: u64,
+        /// Also write the public key (PEM) to this file.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// On an existing node: wrap its root key to a transport public key inside the HSM (needs
+    /// the token's SO PIN: KEYPLANE_HSM_SO_PIN or <data-dir>/hsm-so.pin) and write the export.
+    ExportRoot {
+        #[command(flatten)]
+        common: Common,
+        /// The joining node's transport public key (PEM).
+        #[arg(long)]
+        to: PathBuf,
+        /// Where to write the export (a new file; it holds no secret).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// On the joining node: unwrap the exported root key into its token, check it, and
+    /// destroy the transport key.
+    ImportRoot {
+        #[command(flatten)]
+        common: Common,
+        /// The export written by export-root.
+        #[arg(long)]
+        from: PathBuf,
+    },
+    /// Test hook: try to get the root key out with the user PIN alone; print the token's
+    /// answers as JSON.
+    #[cfg(all(feature = "test-hooks", debug_assertions))]
+    #[command(hide = true)]
+    ProbeExtraction {
+        #[command(flatten)]
+        common: Common,
     },
 }
 
@@ -347,6 +399,69 @@ fn gc(
     })
 }
 
+/// Load the configuration of an offline HSM tool, take the data directory's lock and point
+/// the embedded SoftHSM2 at its token (before any thread exists).
+fn offline_hsm(common: Common) -> anyhow::Result<(Config, bootstrap::DataDirLock)> {
+    let flags = FlagOverrides {
+        data_dir: common.data_dir,
+        ..Default::default()
+    };
+    let config = Config::load(common.config.as_deref(), flags)?;
+    bootstrap::prepare_data_dir(&config.data_dir)?;
+    let lock = bootstrap::lock_data_dir(&config.data_dir)?;
+    if config.hsm.embedded_softhsm {
+        let conf = token::prepare_embedded_softhsm(&config.data_dir)?;
+        // Sound: no other thread exists yet.
+        std::env::set_var("SOFTHSM2_CONF", conf);
+    }
+    Ok((config, lock))
+}
+
+fn hsm_ceremony(command: HsmCommand) -> anyhow::Result<bool> {
+    use keyplane::ceremony;
+    match command {
+        HsmCommand::TransportKey { common, bits, out } => {
+            let (config, _lock) = offline_hsm(common)?;
+            let public = ceremony::transport_key(&config, bits)?;
+            let pem = public.pem()?;
+            if let Some(out) = out {
+                std::fs::write(&out, &pem)?;
+            }
+            print!("{pem}");
+            println!(
+                "fingerprint (SHA-256 of the public key): {}",
+                public.fingerprint
+            );
+        }
+        HsmCommand::ExportRoot { common, to, out } => {
+            let (config, _lock) = offline_hsm(common)?;
+            let file = ceremony::export_root(&config, &to, &out)?;
+            println!(
+                "root key (check value {}) wrapped to transport key {}; written to {}",
+                file.root_key_check_value,
+                file.transport_key_fingerprint,
+                out.display()
+            );
+        }
+        HsmCommand::ImportRoot { common, from } => {
+            let (config, _lock) = offline_hsm(common)?;
+            let check = ceremony::import_root(&config, &from)?;
+            println!("root key (check value {check}) imported; the transport key is destroyed");
+        }
+        #[cfg(all(feature = "test-hooks", debug_assertions))]
+        HsmCommand::ProbeExtraction { common } => {
+            let (config, _lock) = offline_hsm(common)?;
+            let found = ceremony::probe_extraction(&config)?;
+            let map: serde_json::Map<String, serde_json::Value> = found
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), serde_json::Value::String(v)))
+                .collect();
+            println!("{}", serde_json::Value::Object(map));
+        }
+    }
+    Ok(true)
+}
+
 /// Run an offline audit tool against the data dir's database (read-only).
 fn audit_tool<F, Fut>(common: Common, f: F) -> anyhow::Result<bool>
 where
@@ -541,6 +656,11 @@ fn main() -> ExitCode {
             quiet_on_closed_pipe();
             init_logging();
             gc(common, apply, grace_seconds, all_nodes_stopped)
+        }
+        Command::Hsm { command } => {
+            quiet_on_closed_pipe();
+            init_logging();
+            hsm_ceremony(command)
         }
     };
     match result {

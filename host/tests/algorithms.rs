@@ -784,34 +784,6 @@ async fn invalid_spec_and_usage_combinations_are_refused() {
     s.ok(&other, "describe-hsm", json!({})).await;
 }
 
-/// Labels of every token object (all classes) through `pkcs11-tool`.
-fn all_token_labels(data: &Path) -> Vec<String> {
-    let pin = std::fs::read_to_string(data.join("hsm.pin")).unwrap();
-    let out = Command::new("pkcs11-tool")
-        .env("SOFTHSM2_CONF", data.join("softhsm/softhsm2.conf"))
-        .args([
-            "--module",
-            "/usr/lib/softhsm/libsofthsm2.so",
-            "--token-label",
-            "keyplane",
-            "--login",
-            "--pin",
-        ])
-        .arg(pin.trim())
-        .arg("--list-objects")
-        .output()
-        .expect("pkcs11-tool");
-    assert!(out.status.success());
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            l.trim()
-                .strip_prefix("label:")
-                .map(|l| l.trim().to_string())
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn rotated_keys_keep_verifying_old_signatures_and_states_are_enforced() {
     let dir = tempfile::tempdir().unwrap();
@@ -821,7 +793,7 @@ async fn rotated_keys_keep_verifying_old_signatures_and_states_are_enforced() {
     let alg = "ECDSA_SHA_256";
     let key = create(&s, "ECC_NIST_P256", "sign-verify").await;
     let label = format!("kp:{key}:1");
-    let labels = all_token_labels(dir.path());
+    let labels = common::token_labels(dir.path(), None);
     assert_eq!(
         labels.iter().filter(|l| **l == label).count(),
         2,
@@ -853,7 +825,7 @@ async fn rotated_keys_keep_verifying_old_signatures_and_states_are_enforced() {
         .await;
     assert_eq!(d["versions"][0]["signatures"], 1, "{d}");
     assert_eq!(d["versions"][1]["signatures"], 1, "{d}");
-    assert!(all_token_labels(dir.path()).contains(&format!("kp:{key}:2")));
+    assert!(common::token_labels(dir.path(), None).contains(&format!("kp:{key}:2")));
 
     // A disabled key refuses to sign (and verify) with a state error.
     s.ok(&s.admin, "disable-key", json!({ "key_id": key }))
@@ -909,9 +881,9 @@ async fn destroying_a_key_pair_shreds_both_objects() {
             .filter(|l| l.starts_with(&format!("kp:{key}:")))
             .count()
     };
-    assert_eq!(mine(all_token_labels(dir.path())), 4);
+    assert_eq!(mine(common::token_labels(dir.path(), None)), 4);
     s.destroy_keys(&[&key]).await;
-    assert_eq!(mine(all_token_labels(dir.path())), 0);
+    assert_eq!(mine(common::token_labels(dir.path(), None)), 0);
     let r = s
         .call(
             Some(&s.admin),
@@ -1007,7 +979,7 @@ async fn data_plane_session_copies_are_shredded_with_their_version() {
         // none exists any more.
         assert!(v["session_copies_made"].as_u64().unwrap() >= 1, "{v}");
         assert_eq!(v["session_copies_made_live"], 0, "{key}: {v}");
-        assert!(!all_token_labels(dir.path())
+        assert!(!common::token_labels(dir.path(), None)
             .iter()
             .any(|l| l.starts_with(&format!("kp:{key}:"))));
     }

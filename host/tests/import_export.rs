@@ -133,39 +133,6 @@ async fn import(
     s.call(Some(&s.admin), "import-key-material", body).await
 }
 
-/// Labels of the token's private-key objects.
-#[cfg(all(feature = "test-hooks", debug_assertions))]
-fn private_key_labels(data: &Path) -> Vec<String> {
-    let pin = std::fs::read_to_string(data.join("hsm.pin")).unwrap();
-    let out = Command::new("pkcs11-tool")
-        .env("SOFTHSM2_CONF", data.join("softhsm/softhsm2.conf"))
-        .args([
-            "--module",
-            "/usr/lib/softhsm/libsofthsm2.so",
-            "--token-label",
-            "keyplane",
-        ])
-        .args([
-            "--login",
-            "--pin",
-            pin.trim(),
-            "--list-objects",
-            "--type",
-            "privkey",
-        ])
-        .output()
-        .expect("pkcs11-tool");
-    assert!(out.status.success());
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            l.trim()
-                .strip_prefix("label:")
-                .map(|l| l.trim().to_string())
-        })
-        .collect()
-}
-
 #[cfg(all(feature = "test-hooks", debug_assertions))]
 #[tokio::test(flavor = "multi_thread")]
 async fn imported_material_is_the_key_and_every_refusal_is_typed() {
@@ -224,7 +191,7 @@ async fn imported_material_is_the_key_and_every_refusal_is_typed() {
         ]);
         assert_eq!(der_from_pem, unb64(&p["public_key"]));
         let token = p["import_token"].clone();
-        assert!(private_key_labels(dir.path())
+        assert!(common::token_labels(dir.path(), Some("privkey"))
             .iter()
             .any(|l| l.contains(token.as_str().unwrap())));
 
@@ -297,7 +264,7 @@ async fn imported_material_is_the_key_and_every_refusal_is_typed() {
             "InvalidState",
             "",
         );
-        assert!(!private_key_labels(dir.path())
+        assert!(!common::token_labels(dir.path(), Some("privkey"))
             .iter()
             .any(|l| l.contains(token.as_str().unwrap())));
 
@@ -370,7 +337,7 @@ async fn imported_material_is_the_key_and_every_refusal_is_typed() {
     );
     s.ok(&s.admin, "run-scheduler", json!({})).await;
     let token = p["import_token"].as_str().unwrap();
-    assert!(!private_key_labels(dir.path())
+    assert!(!common::token_labels(dir.path(), Some("privkey"))
         .iter()
         .any(|l| l.contains(token)));
 
@@ -1289,7 +1256,7 @@ async fn deleting_imported_material_leaves_the_key_waiting_for_the_same_material
         .ok(&s.admin, "list-key-versions", json!({ "key_id": key }))
         .await;
     assert_eq!(object["versions"][0]["state"], "enabled");
-    let before = private_key_labels(dir.path()).len();
+    let before = common::token_labels(dir.path(), Some("privkey")).len();
     let objects_before = common::token_objects(dir.path()).len();
 
     let gone = s
@@ -1308,7 +1275,10 @@ async fn deleting_imported_material_leaves_the_key_waiting_for_the_same_material
     );
     // The material left the token (its version object is destroyed).
     assert!(common::token_objects(dir.path()).len() < objects_before);
-    assert_eq!(private_key_labels(dir.path()).len(), before);
+    assert_eq!(
+        common::token_labels(dir.path(), Some("privkey")).len(),
+        before
+    );
     let versions = s
         .ok(&s.admin, "list-key-versions", json!({ "key_id": key }))
         .await;

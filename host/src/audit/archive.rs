@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::SqlitePool;
 
 use super::checkpoint::Checkpoint;
-use super::export::ExportedRecord;
+use super::export::{normalise, ExportedRecord, Filter};
 use super::{AuditRecord, ChainFault, GENESIS};
 use crate::config::AuditConfig;
 use crate::error::{Error, Result};
@@ -693,4 +693,49 @@ pub async fn verify(
     }
     walk.report.head = walk.prev;
     Ok(walk.report)
+}
+
+/// Records matching `f`, oldest first: those pruned from the database from their archived
+/// segments in `archive_dir` (only segments whose time span the range reaches are read),
+/// then the live ones.
+pub async fn select_with_archive(
+    pool: &SqlitePool,
+    archive_dir: &Path,
+    f: &Filter,
+) -> anyhow::Result<Vec<ExportedRecord>> {
+    let first_live: Option<i64> = sqlx::query_scalar("SELECT MIN(seq) FROM audit_log")
+        .fetch_one(pool)
+        .await?;
+    let since = f.since.as_deref().map(normalise);
+    let until = f.until.as_deref().map(normalise);
+    let mut out = Vec::new();
+    let limit = f.limit.filter(|l| *l >= 0).map(|l| l as usize);
+    for seg in segments(pool).await? {
+        if first_live.is_some_and(|live| seg.first_seq >= live)
+            || since.as_ref().is_some_and(|t| &seg.last_time < t)
+            || until.as_ref().is_some_and(|t| &seg.first_time > t)
+        {
+            continue;
+        }
+        for line in read_segment(&archive_dir.join(&seg.file_name))? {
+            let Line::Record(r) = line? else {
+                continue;
+            };
+            if first_live.is_some_and(|live| r.seq >= live) {
+                break;
+            }
+            if f.matches(&r) {
+                out.push(*r);
+                if limit.is_some_and(|l| out.len() >= l) {
+                    return Ok(out);
+                }
+            }
+        }
+    }
+    let rest = Filter {
+        limit: limit.map(|l| (l - out.len()) as i64),
+        ..f.clone()
+    };
+    out.extend(super::export::select(pool, &rest).await?);
+    Ok(out)
 }

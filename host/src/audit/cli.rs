@@ -8,7 +8,7 @@ use std::path::Path;
 
 use super::archive;
 use super::checkpoint::{self, CHECKPOINT_FILE, PUBLIC_KEY_FILE};
-use super::export::{self, Filter};
+use super::export::Filter;
 use crate::config::Config;
 use crate::store::Db;
 
@@ -125,7 +125,8 @@ pub fn public_key(data_dir: &Path) -> anyhow::Result<bool> {
 /// Write the selected records (archived ones included) as JSON lines to stdout.
 pub async fn export(db: &Db, config: &Config, filter: &Filter) -> anyhow::Result<bool> {
     let rows =
-        export::select_with_archive(db.reader(), &config.audit_archive_dir(), filter).await?;
+        super::archive::select_with_archive(db.reader(), &config.audit_archive_dir(), filter)
+            .await?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     for r in &rows {

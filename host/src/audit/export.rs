@@ -3,9 +3,7 @@
 //! documented schema ([`ExportedRecord`], described in `docs/auditing.md`). Field names follow
 //! CloudTrail where one exists. Archived segments are written in the same schema, and a
 //! selection that reaches records pruned from the database reads them from there
-//! ([`select_with_archive`]).
-
-use std::path::Path;
+//! (`archive::select_with_archive`).
 
 use serde::{Deserialize, Serialize};
 use sqlx::SqlitePool;
@@ -112,7 +110,7 @@ pub struct Filter {
 
 impl Filter {
     /// Whether `r` matches, as the query of [`select`] decides.
-    fn matches(&self, r: &ExportedRecord) -> bool {
+    pub(super) fn matches(&self, r: &ExportedRecord) -> bool {
         let since = self.since.as_deref().map(normalise);
         let until = self.until.as_deref().map(normalise);
         since.is_none_or(|t| r.event_time >= t)
@@ -125,51 +123,6 @@ impl Filter {
             && self.action.as_ref().is_none_or(|a| &r.action == a)
             && self.decision.as_ref().is_none_or(|d| &r.decision == d)
     }
-}
-
-/// Records matching `f`, oldest first: those pruned from the database from their archived
-/// segments in `archive_dir` (only segments whose time span the range reaches are read),
-/// then the live ones.
-pub async fn select_with_archive(
-    pool: &SqlitePool,
-    archive_dir: &Path,
-    f: &Filter,
-) -> anyhow::Result<Vec<ExportedRecord>> {
-    let first_live: Option<i64> = sqlx::query_scalar("SELECT MIN(seq) FROM audit_log")
-        .fetch_one(pool)
-        .await?;
-    let since = f.since.as_deref().map(normalise);
-    let until = f.until.as_deref().map(normalise);
-    let mut out = Vec::new();
-    let limit = f.limit.filter(|l| *l >= 0).map(|l| l as usize);
-    for seg in super::archive::segments(pool).await? {
-        if first_live.is_some_and(|live| seg.first_seq >= live)
-            || since.as_ref().is_some_and(|t| &seg.last_time < t)
-            || until.as_ref().is_some_and(|t| &seg.first_time > t)
-        {
-            continue;
-        }
-        for line in super::archive::read_segment(&archive_dir.join(&seg.file_name))? {
-            let super::archive::Line::Record(r) = line? else {
-                continue;
-            };
-            if first_live.is_some_and(|live| r.seq >= live) {
-                break;
-            }
-            if f.matches(&r) {
-                out.push(*r);
-                if limit.is_some_and(|l| out.len() >= l) {
-                    return Ok(out);
-                }
-            }
-        }
-    }
-    let rest = Filter {
-        limit: limit.map(|l| (l - out.len()) as i64),
-        ..f.clone()
-    };
-    out.extend(select(pool, &rest).await?);
-    Ok(out)
 }
 
 /// Records in the database matching `f`, oldest first.
@@ -205,7 +158,7 @@ pub async fn select(pool: &SqlitePool, f: &Filter) -> sqlx::Result<Vec<ExportedR
 
 /// The log stores `YYYY-MM-DDTHH:MM:SS.mmmZ`; accept any RFC 3339 time and rewrite it so that
 /// string comparison is time comparison.
-fn normalise(t: &str) -> String {
+pub(super) fn normalise(t: &str) -> String {
     chrono::DateTime::parse_from_rfc3339(t)
         .map(|d| {
             d.with_timezone(&chrono::Utc)

@@ -61,6 +61,35 @@ pub struct AuditEvent {
     pub front: Option<&'static str>,
 }
 
+impl AuditEvent {
+    /// A record of something keyplane did on its own (decision `system`, no front, source
+    /// `-`): `principal` names the part of keyplane that did it, `request_id` is a new id
+    /// starting `<prefix>-`.
+    pub fn system(
+        prefix: &str,
+        principal: &str,
+        tenant: &str,
+        action: &str,
+        resource: String,
+    ) -> Self {
+        AuditEvent {
+            request_id: format!("{prefix}-{}", uuid::Uuid::new_v4().simple()),
+            principal: principal.into(),
+            tenant: tenant.into(),
+            action: action.into(),
+            resource,
+            decision: "system",
+            policies: Vec::new(),
+            outcome: "ok".into(),
+            source: "-".into(),
+            policy_hash: None,
+            trace_id: None,
+            user_agent: None,
+            front: None,
+        }
+    }
+}
+
 /// A stored record, in the canonical field order that is hashed.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct AuditRecord {

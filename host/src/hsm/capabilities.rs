@@ -8,6 +8,15 @@
 //! 1024-bit session key pair (never a token object, destroyed at once) encrypts and decrypts
 //! a test value with SHA-256, then SHA-1. The first that round-trips is the hash keyplane
 //! uses for `RSAES_OAEP_*`; none means RSA encryption is unavailable.
+//!
+//! The key ceremony (`hsm::ceremony`) wraps the root key to a transport key with the same
+//! probed hash ([`ceremony_oaep`]): SHA-256 where the token takes it, SHA-1 on SoftHSM2. The
+//! root key (AES-256, 32 bytes) fits one RSA-OAEP block of a 3072-bit key with either hash, so
+//! `CKM_RSA_AES_KEY_WRAP` (which SoftHSM2 2.6 does not list) is not needed. The ceremony also
+//! relies on the token enforcing `CKA_WRAP_WITH_TRUSTED` and letting only the SO set
+//! `CKA_TRUSTED`: SoftHSM2 2.6 does (the `keyplane hsm probe-extraction` test hook checks it
+//! against the real token in tests/ceremony.rs); a module that does not would let anyone
+//! with the user PIN wrap the root key out.
 
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, ObjectClass};
@@ -149,6 +158,15 @@ impl Capabilities {
             ),
         };
         (!self.has(m)).then_some(name)
+    }
+}
+
+/// The RSA-OAEP hash the key ceremony wraps the root key with (see the module docs).
+pub(super) fn ceremony_oaep(session: &Session) -> Option<super::wrapping::OaepHash> {
+    match probe_oaep(session)? {
+        Hash::Sha256 => Some(super::wrapping::OaepHash::Sha256),
+        Hash::Sha1 => Some(super::wrapping::OaepHash::Sha1),
+        _ => None,
     }
 }
 

@@ -1,10 +1,10 @@
 //! The HSM: every PKCS#11 call keyplane makes goes through [`Hsm`].
 //!
 //! Owns the loaded module, the token (found by label), the login, the session pool and the
-//! handles of the objects keyplane keeps in the token: the root key (a non-extractable token
-//! object), tenant KEKs (unwrapped from their root-wrapped form into non-extractable session
-//! objects owned by the anchor session) and `hsm`-protected key versions (non-extractable
-//! token objects). Methods are blocking; async callers go through `tokio::task::spawn_blocking`.
+//! handles of the objects keyplane keeps in the token: the root key (a sensitive token
+//! object, wrappable only by a key the SO marked trusted: see [`ceremony`]), tenant KEKs
+//! (unwrapped from their root-wrapped form into non-extractable session objects owned by the
+//! anchor session) and `hsm`-protected key versions (non-extractable token objects). Methods are blocking; async callers go through `tokio::task::spawn_blocking`.
 //!
 //! # When the token goes away
 //! Everything that depends on one login of one loaded module (the sessions, the anchor that
@@ -26,6 +26,7 @@
 pub mod asym;
 pub mod audit_key;
 pub mod capabilities;
+pub mod ceremony;
 pub mod pair_import;
 mod pool;
 pub mod token;

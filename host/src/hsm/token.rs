@@ -16,7 +16,7 @@ use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, KeyType, ObjectClass};
-use cryptoki::session::UserType;
+use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 use secrecy::{ExposeSecret, SecretString};
@@ -147,30 +147,10 @@ impl Hsm {
     pub fn open(config: &Config) -> anyhow::Result<Hsm> {
         let module = &config.hsm.module;
         let pkcs11 = load(module)?;
-        let label = config.hsm.token_label.clone();
-        let pin = match find_token(&pkcs11, &label)? {
-            Some(_) => configured_pin(config)?.ok_or_else(|| {
-                anyhow::anyhow!("token {label:?} exists but no PIN is configured (set {PIN_ENV} or hsm.pin_file)")
-            })?,
-            None => {
-                let (pin, generated) = match configured_pin(config)? {
-                    Some(p) => (p, false),
-                    None => {
-                        let pin = random_pin()?;
-                        write_secret_file(
-                            &config.data_dir.join("hsm.pin"),
-                            pin.expose_secret().as_bytes(),
-                        )?;
-                        (pin, true)
-                    }
-                };
-                init_token(&pkcs11, config, &pin, generated)?;
-                pin
-            }
-        };
+        let (pin, _) = token_and_pin(&pkcs11, config, true)?;
         let opener = Opener {
             module: module.clone(),
-            label,
+            label: config.hsm.token_label.clone(),
             pin,
             max_idle: config.hsm.max_idle_sessions,
         };
@@ -179,6 +159,90 @@ impl Hsm {
         hsm.detect_capabilities()?;
         Ok(hsm)
     }
+}
+
+/// The user PIN of the configured token; with `create`, a token that does not exist yet is
+/// initialised first (see [`init_token`]). Returns whether it was created.
+fn token_and_pin(
+    pkcs11: &Pkcs11,
+    config: &Config,
+    create: bool,
+) -> anyhow::Result<(SecretString, bool)> {
+    let label = &config.hsm.token_label;
+    if find_token(pkcs11, label)?.is_some() {
+        let pin = configured_pin(config)?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "token {label:?} exists but no PIN is configured (set {PIN_ENV} or hsm.pin_file)"
+            )
+        })?;
+        return Ok((pin, false));
+    }
+    if !create {
+        anyhow::bail!("no token labelled {label:?} (is the data directory or hsm.module right?)");
+    }
+    let (pin, generated) = match configured_pin(config)? {
+        Some(p) => (p, false),
+        None => {
+            let pin = random_pin()?;
+            write_secret_file(
+                &config.data_dir.join("hsm.pin"),
+                pin.expose_secret().as_bytes(),
+            )?;
+            (pin, true)
+        }
+    };
+    init_token(pkcs11, config, &pin, generated)?;
+    Ok((pin, true))
+}
+
+/// A read-write session on the configured token for the offline key ceremony
+/// (`hsm::ceremony`), not logged in. With `create`, a missing token is initialised as a
+/// new node's would be, but no root key is made (the ceremony brings it). Returns the module,
+/// the session, the user PIN and whether the token was created.
+pub(crate) fn ceremony_session(
+    config: &Config,
+    create: bool,
+) -> anyhow::Result<(Pkcs11, cryptoki::session::Session, SecretString, bool)> {
+    let pkcs11 = load(&config.hsm.module)?;
+    let (pin, created) = token_and_pin(&pkcs11, config, create)?;
+    let label = &config.hsm.token_label;
+    let slot = find_token(&pkcs11, label)?
+        .ok_or_else(|| anyhow::anyhow!("no token labelled {label:?}"))?;
+    let session = pkcs11.open_rw_session(slot)?;
+    Ok((pkcs11, session, pin, created))
+}
+
+/// Log `session` in as the user with `pin`.
+pub(crate) fn user_login(
+    session: &cryptoki::session::Session,
+    pin: &SecretString,
+) -> anyhow::Result<()> {
+    match session.login(UserType::User, Some(&AuthPin::from(pin.expose_secret()))) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
+        Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => {
+            anyhow::bail!("HSM login failed: the user PIN is incorrect")
+        }
+        Err(e) => anyhow::bail!("HSM login failed: {e}"),
+    }
+}
+
+/// Environment variable holding the security officer's PIN (for the key ceremony).
+pub const SO_PIN_ENV: &str = "KEYPLANE_HSM_SO_PIN";
+
+/// The token's SO PIN: `KEYPLANE_HSM_SO_PIN`, else `<data-dir>/hsm-so.pin` (kept there only
+/// for a token keyplane initialised with a generated PIN).
+pub(crate) fn so_pin(config: &Config) -> anyhow::Result<SecretString> {
+    if let Ok(pin) = std::env::var(SO_PIN_ENV) {
+        return Ok(SecretString::from(pin));
+    }
+    let file = config.data_dir.join("hsm-so.pin");
+    if file.exists() {
+        return read_pin_file(&file);
+    }
+    anyhow::bail!(
+        "the token's SO PIN is needed to mark the transport key trusted: set {SO_PIN_ENV} (no {} here)",
+        file.display()
+    )
 }
 
 /// Load and initialise the module. One this process left initialised (an attempt to open it
@@ -238,24 +302,15 @@ fn log_in(pkcs11: Pkcs11, opener: &Opener, epoch: u64, create_root: bool) -> any
     let root_key = match anchor.find_objects(&root_template)?.into_iter().next() {
         Some(h) => h,
         None if create_root => {
-            let template = [
-                Attribute::Token(true),
-                Attribute::Private(true),
-                Attribute::Class(ObjectClass::SECRET_KEY),
-                Attribute::KeyType(KeyType::AES),
-                Attribute::ValueLen(32.into()),
-                Attribute::Sensitive(true),
-                Attribute::Extractable(false),
-                Attribute::Wrap(true),
-                Attribute::Unwrap(true),
-                Attribute::Encrypt(true),
-                Attribute::Decrypt(true),
-                Attribute::Sign(false),
-                Attribute::Verify(false),
-                Attribute::Derive(false),
-                Attribute::Label(ROOT_KEY_LABEL.as_bytes().to_vec()),
-                Attribute::Id(ROOT_KEY_LABEL.as_bytes().to_vec()),
-            ];
+            // A token prepared to join (it holds a transport key) waits for the root key of
+            // the nodes it joins: a new one here would make it a node of its own.
+            if has_transport_key(&anchor)? {
+                anyhow::bail!(
+                    "token {label:?} is waiting for the root key of the nodes it joins (a transport key is in it): finish the key ceremony with `keyplane hsm import-root`"
+                );
+            }
+            let mut template = root_key_template(ROOT_KEY_LABEL);
+            template.push(Attribute::ValueLen(32.into()));
             let h = anchor.generate_key(&Mechanism::AesKeyGen, &template)?;
             tracing::info!("created root key in the HSM");
             h
@@ -272,4 +327,42 @@ fn log_in(pkcs11: Pkcs11, opener: &Opener, epoch: u64, create_root: bool) -> any
         opener.max_idle,
         epoch,
     ))
+}
+
+/// Label (and `CKA_ID`) of the transport key pair of a joining node (see `hsm::ceremony`).
+pub const TRANSPORT_KEY_LABEL: &str = "keyplane-transport-v1";
+
+/// The template of a root key labelled (and identified by) `label`: sensitive, extractable
+/// only by a trusted wrapping key (see the module docs), for AES-GCM and AES key wrap. A
+/// new root key is made with it (plus its length), an imported one unwrapped into it.
+pub(crate) fn root_key_template(label: &str) -> Vec<Attribute> {
+    vec![
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::AES),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(true),
+        Attribute::WrapWithTrusted(true),
+        Attribute::Wrap(true),
+        Attribute::Unwrap(true),
+        Attribute::Encrypt(true),
+        Attribute::Decrypt(true),
+        Attribute::Sign(false),
+        Attribute::Verify(false),
+        Attribute::Derive(false),
+        Attribute::Label(label.as_bytes().to_vec()),
+        Attribute::Id(label.as_bytes().to_vec()),
+    ]
+}
+
+/// Whether the token holds a transport key (a node waiting to join).
+pub(crate) fn has_transport_key(s: &Session) -> anyhow::Result<bool> {
+    let found = s
+        .find_objects(&[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Label(TRANSPORT_KEY_LABEL.as_bytes().to_vec()),
+        ])
+        .map_err(|e| anyhow::anyhow!("find the transport key: {e}"))?;
+    Ok(!found.is_empty())
 }

@@ -22,7 +22,7 @@ pub enum OaepHash {
 }
 
 impl OaepHash {
-    fn mechanism(self) -> Mechanism<'static> {
+    pub(super) fn mechanism(self) -> Mechanism<'static> {
         let (hash, mgf) = match self {
             OaepHash::Sha1 => (MechanismType::SHA1, PkcsMgfType::MGF1_SHA1),
             OaepHash::Sha256 => (MechanismType::SHA256, PkcsMgfType::MGF1_SHA256),
@@ -30,7 +30,7 @@ impl OaepHash {
         Mechanism::RsaPkcsOaep(PkcsOaepParams::new(hash, mgf, PkcsOaepSource::empty()))
     }
 
-    fn name(self) -> &'static str {
+    pub(super) fn name(self) -> &'static str {
         match self {
             OaepHash::Sha1 => "CKM_RSA_PKCS_OAEP(SHA-1)",
             OaepHash::Sha256 => "CKM_RSA_PKCS_OAEP(SHA-256)",

@@ -88,19 +88,8 @@ fn is_old(name: &str, grace: Duration) -> bool {
 
 fn event(tenant: &str, resource: String, outcome: &str) -> AuditEvent {
     AuditEvent {
-        request_id: format!("gc-{}", uuid::Uuid::new_v4().simple()),
-        principal: "keyplane:gc".into(),
-        tenant: tenant.into(),
-        action: "CollectGarbage".into(),
-        resource,
-        decision: "system",
-        policies: Vec::new(),
         outcome: outcome.into(),
-        source: "-".into(),
-        policy_hash: None,
-        trace_id: None,
-        user_agent: None,
-        front: None,
+        ..AuditEvent::system("gc", "keyplane:gc", tenant, "CollectGarbage", resource)
     }
 }
 

@@ -91,21 +91,7 @@ pub struct Failed {
 }
 
 fn system_event(tenant: &str, action: &str, resource: String) -> AuditEvent {
-    AuditEvent {
-        request_id: format!("sched-{}", uuid::Uuid::new_v4().simple()),
-        principal: SYSTEM_PRINCIPAL.into(),
-        tenant: tenant.to_string(),
-        action: action.into(),
-        resource,
-        decision: "system",
-        policies: Vec::new(),
-        outcome: "ok".into(),
-        source: "-".into(),
-        policy_hash: None,
-        trace_id: None,
-        user_agent: None,
-        front: None,
-    }
+    AuditEvent::system("sched", SYSTEM_PRINCIPAL, tenant, action, resource)
 }
 
 fn key_uid(key_id: &str) -> String {

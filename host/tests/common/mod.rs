@@ -519,6 +519,34 @@ pub fn assert_error(answer: &(u16, Value), status: u16, code: &str, message_part
     assert!(message.contains(message_part), "{v}");
 }
 
+/// Labels of the node's token objects through `pkcs11-tool --list-objects`: every class, or
+/// those of `class` (`privkey`, `pubkey`, `secrkey`, `data`).
+pub fn token_labels(data: &Path, class: Option<&str>) -> Vec<String> {
+    let pin = std::fs::read_to_string(data.join("hsm.pin")).unwrap();
+    let mut cmd = std::process::Command::new("pkcs11-tool");
+    cmd.env("SOFTHSM2_CONF", data.join("softhsm/softhsm2.conf"))
+        .args(["--module", "/usr/lib/softhsm/libsofthsm2.so"])
+        .args(["--token-label", "keyplane", "--login", "--pin", pin.trim()])
+        .arg("--list-objects");
+    if let Some(class) = class {
+        cmd.args(["--type", class]);
+    }
+    let out = cmd.output().expect("pkcs11-tool (opensc)");
+    assert!(
+        out.status.success(),
+        "pkcs11-tool: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            l.trim()
+                .strip_prefix("label:")
+                .map(|l| l.trim().to_string())
+        })
+        .collect()
+}
+
 /// Parse `pkcs11-tool --list-objects` output into (label, access line) pairs.
 pub fn token_objects(data: &Path) -> Vec<(String, String)> {
     listed_secret_keys(data)
