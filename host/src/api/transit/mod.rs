@@ -146,20 +146,20 @@ pub async fn handle(
     };
     let principal = match auth {
         Ok(p) => p,
-        Err(e) => return error_response(&gate, &(&gate.refuse(None, &audited_as, e).await).into()),
+        Err(e) => return error_response(&(&gate.refuse(None, &audited_as, e).await).into()),
     };
     let endpoint = match endpoint {
         Ok(e) => e,
         Err(e) => {
             let e = gate.refuse(Some(&principal), &audited_as, e).await;
-            return error_response(&gate, &(&e).into());
+            return error_response(&(&e).into());
         }
     };
     let body = match read {
         Ok(b) => b,
         Err(e) => {
             let e = gate.refuse(Some(&principal), &audited_as, e).await;
-            return error_response(&gate, &(&e).into());
+            return error_response(&(&e).into());
         }
     };
     let call = Call {
@@ -169,7 +169,7 @@ pub async fn handle(
     };
     match endpoint.serve(&call).await {
         Ok(reply) => reply_response(&gate, reply),
-        Err(e) => error_response(&gate, &e),
+        Err(e) => error_response(&e),
     }
 }
 
@@ -392,9 +392,15 @@ fn reply_response(gate: &Gate, reply: Reply) -> Response {
     json(reply.status, Body::from(bytes::Bytes::from_owner(body)))
 }
 
-/// An error as Vault sends it: `{"errors": ["…"]}`.
-pub fn error_response(_gate: &Gate, e: &TransitError) -> Response {
-    let body = serde_json::json!({ "errors": [e.message] });
+/// An error as Vault sends it: `{"errors": ["…"]}` (`[]` when there is nothing to say, as
+/// Vault answers a list with no keys).
+pub fn error_response(e: &TransitError) -> Response {
+    let errors: &[&str] = if e.message.is_empty() {
+        &[]
+    } else {
+        &[e.message.as_str()]
+    };
+    let body = serde_json::json!({ "errors": errors });
     json(e.status, Body::from(body.to_string()))
 }
 

@@ -106,13 +106,13 @@ pub async fn lookup_self(
         Ok(p) => p,
         Err(e) => {
             let e = gate.refuse(None, action, e).await;
-            return error_response(&gate, &TransitError::from(&e));
+            return error_response(&TransitError::from(&e));
         }
     };
     let op = ops::get_caller_identity::GetCallerIdentity {};
     let who = match gate.run(principal, Ok(op)).await {
         Ok(w) => w,
-        Err(e) => return error_response(&gate, &TransitError::from(&e)),
+        Err(e) => return error_response(&TransitError::from(&e)),
     };
     let data = TokenData {
         id: "",
@@ -136,6 +136,6 @@ pub async fn lookup_self(
     };
     match Reply::data(&data) {
         Ok(reply) => reply_response(&gate, reply),
-        Err(e) => error_response(&gate, &e),
+        Err(e) => error_response(&e),
     }
 }
