@@ -102,6 +102,31 @@ fn existing_database(config: &Config) -> anyhow::Result<String> {
     Ok(config.database_url())
 }
 
+/// The database's token-hash key, sealed by the cluster's root key (IV then ciphertext): what
+/// an imported root key must open. Without it an export could carry any key its sender chose
+/// (the transport key is public, and the check value travels in the same file), and the new
+/// node would seal everything to that key.
+fn sealed_by_root(config: &Config) -> anyhow::Result<Vec<u8>> {
+    let url = existing_database(config)?;
+    let sealed = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(async {
+            let busy = std::time::Duration::from_millis(config.database.busy_timeout_ms);
+            let db = Db::open_with(&url, busy).await?;
+            let mut tx = db.begin_bookkeeping().await?;
+            let sealed = crate::store::meta::get(&mut tx, crate::authn::KEY_NAME).await?;
+            drop(tx);
+            db.close().await;
+            Ok::<_, anyhow::Error>(sealed)
+        })?;
+    sealed.ok_or_else(|| {
+        anyhow::anyhow!(
+            "the database holds no token-hash key sealed by the root key, so an imported root key cannot be checked against it: import into a node that has the cluster's database"
+        )
+    })
+}
+
 /// Append one ceremony record and commit it.
 fn record(config: &Config, action: &str, resource: String, outcome: &str) -> anyhow::Result<()> {
     let url = existing_database(config)?;
@@ -225,7 +250,9 @@ pub fn import_root(config: &Config, from: &Path) -> anyhow::Result<String> {
                 // No transport key: import_root says why.
                 None => {}
             }
-            token_side::import_root(&s, &export)
+            let anchor = sealed_by_root(config)?;
+            let exportable = config.hsm.root_key_exportable;
+            token_side::import_root(&s, &export, exportable, (crate::authn::KEY_AAD, &anchor))
         })();
         let _ = s.logout();
         imported.map(|()| file.root_key_check_value.clone())

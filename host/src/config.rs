@@ -80,6 +80,12 @@ pub struct HsmConfig {
     pub embedded_softhsm: bool,
     /// Upper bound of idle PKCS#11 sessions kept in the pool.
     pub max_idle_sessions: usize,
+    /// Create the root key (on first start, or by `hsm import-root`) so that the key ceremony
+    /// can pass it to another node: extractable only wrapped by a key the token's security
+    /// officer marked trusted. Off (the default), the root key never leaves the token, not
+    /// even to the SO; a node that may have to seed others sets it before its first start.
+    #[serde(default)]
+    pub root_key_exportable: bool,
 }
 
 /// Where metadata lives.
@@ -182,6 +188,7 @@ impl Default for Config {
                 pin_file: None,
                 embedded_softhsm: true,
                 max_idle_sessions: 16,
+                root_key_exportable: false,
             },
             database: DatabaseConfig::default(),
             limits: LimitsConfig {

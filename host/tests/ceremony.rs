@@ -17,6 +17,8 @@ use common::{assert_absent_under, token_labels, token_objects, Server, BIN};
 use serde_json::{json, Value};
 
 const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+/// Nodes that take part in the ceremony make (and import) their root key exportable.
+const EXPORTABLE: (&str, &str) = ("KEYPLANE_HSM__ROOT_KEY_EXPORTABLE", "true");
 
 /// `keyplane hsm <args> --data-dir <dir>`.
 fn hsm(dir: &Path, args: &[&str]) -> Output {
@@ -26,6 +28,7 @@ fn hsm(dir: &Path, args: &[&str]) -> Output {
         .arg("--data-dir")
         .arg(dir)
         .env("RUST_LOG", "warn")
+        .env(EXPORTABLE.0, EXPORTABLE.1)
         .env_remove("KEYPLANE_HSM_PIN")
         .env_remove("KEYPLANE_HSM_SO_PIN")
         .output()
@@ -131,7 +134,7 @@ async fn a_joining_node_gets_the_root_key_by_ceremony_and_opens_what_the_first_s
     std::fs::create_dir_all(&work).unwrap();
 
     // Node A: a key, a ciphertext, then stopped.
-    let mut node_a = Server::start(&a).await;
+    let mut node_a = Server::start_with_env(&a, &[EXPORTABLE]).await;
     let admin = node_a.admin.clone();
     let key = node_a.create_key(&admin, "envelope").await;
     let ctx = json!({ "purpose": "ceremony" });
@@ -208,6 +211,50 @@ async fn a_joining_node_gets_the_root_key_by_ceremony_and_opens_what_the_first_s
             part,
         );
     }
+    // A forged export: a key of the sender's choosing, wrapped to B's (public) transport key
+    // with a check value of its own. It unwraps and its check value matches, but it does not
+    // open what A's database holds sealed by A's root key: refused.
+    let chosen = [7u8; 32];
+    let chosen_path = work.join("chosen.key");
+    std::fs::write(&chosen_path, chosen).unwrap();
+    assert_eq!(export["oaep_hash"], "SHA-1", "{export}");
+    let forged_wrap = Command::new("openssl")
+        .args(["pkeyutl", "-encrypt", "-pubin", "-inkey"])
+        .arg(&pem)
+        .args([
+            "-pkeyopt",
+            "rsa_padding_mode:oaep",
+            "-pkeyopt",
+            "rsa_oaep_md:sha1",
+        ])
+        .arg("-in")
+        .arg(&chosen_path)
+        .output()
+        .unwrap();
+    assert!(forged_wrap.status.success(), "{forged_wrap:?}");
+    let check = {
+        use aes_gcm::aead::{Aead, KeyInit, Payload};
+        let cipher = aes_gcm::Aes256Gcm::new_from_slice(&chosen).unwrap();
+        let tag = cipher
+            .encrypt(
+                &[0u8; 12].into(),
+                Payload {
+                    msg: b"",
+                    aad: b"keyplane root key check value v1",
+                },
+            )
+            .unwrap();
+        hex::encode(tag)
+    };
+    let mut forged = export.clone();
+    forged["wrapped_root_key"] = json!(STANDARD.encode(&forged_wrap.stdout));
+    forged["root_key_check_value"] = json!(check);
+    let path = work.join("forged.json");
+    std::fs::write(&path, forged.to_string()).unwrap();
+    refused(
+        hsm(&b, &["import-root", "--from", path.to_str().unwrap()]),
+        "not of this cluster's root key",
+    );
     let labels = token_labels(&b, None);
     assert!(
         labels.iter().all(|l| !l.starts_with("keyplane-root")),
@@ -273,6 +320,7 @@ async fn a_joining_node_gets_the_root_key_by_ceremony_and_opens_what_the_first_s
         ("ImportRootKey", "Refused"),
         ("ImportRootKey", "Refused"),
         ("ImportRootKey", "Refused"),
+        ("ImportRootKey", "Refused"), // the forged export
         ("ImportRootKey", "ok"),
         ("ImportRootKey", "Refused"),
     ];

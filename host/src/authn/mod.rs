@@ -23,8 +23,10 @@ use crate::store::cache::RowCache;
 use crate::store::principals::PrincipalRow;
 use crate::store::{meta, Db};
 
-const KEY_NAME: &str = "token-hash-key";
-const KEY_AAD: &[u8] = b"keyplane/token-hash-key/v1";
+/// The `meta` row of the token-hash key, sealed by the root key (the key ceremony checks an
+/// imported root key against it).
+pub(crate) const KEY_NAME: &str = "token-hash-key";
+pub(crate) const KEY_AAD: &[u8] = b"keyplane/token-hash-key/v1";
 const PREFIX: &str = "kp_";
 
 /// An authenticated caller.

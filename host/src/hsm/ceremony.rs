@@ -279,7 +279,7 @@ fn exportable_root(s: &Session) -> anyhow::Result<ObjectHandle> {
         .any(|a| matches!(a, Attribute::WrapWithTrusted(true)));
     if !extractable {
         anyhow::bail!(
-            "this data dir's root key was created non-extractable (by a keyplane from before the key ceremony): it can never leave this token, so this node cannot give its root key to another. It keeps working as it is; for several nodes, start them from a node set up by this version, or use one network HSM for every node (docs/deployment.md)"
+            "this data dir's root key was created non-extractable (hsm.root_key_exportable was off when it was made, the default, or by a keyplane from before the key ceremony): it can never leave this token, so this node cannot give its root key to another. It keeps working as it is; for several nodes, seed them from a node first started with hsm.root_key_exportable = true, or use one network HSM for every node (docs/deployment.md)"
         );
     }
     if !trusted_only {
@@ -291,10 +291,17 @@ fn exportable_root(s: &Session) -> anyhow::Result<ObjectHandle> {
 }
 
 /// Unwrap an exported root key with the transport private key into this token's root key
-/// (logged in as the user), verify its check value, destroy the transport key pair. Refused
-/// when the token already has a root key (the same one: imported before; another: this
-/// token belongs to other nodes).
-pub fn import_root(s: &Session, export: &RootExport) -> anyhow::Result<()> {
+/// (logged in as the user; exportable again only with `exportable`), verify its check value
+/// and that it opens `anchor` (AAD, then IV and ciphertext: a secret of the shared database
+/// sealed by the cluster's root key; the check value alone proves nothing, as it travels in
+/// the export), destroy the transport key pair. Refused when the token already has a root
+/// key (the same one: imported before; another: this token belongs to other nodes).
+pub fn import_root(
+    s: &Session,
+    export: &RootExport,
+    exportable: bool,
+    anchor: (&[u8], &[u8]),
+) -> anyhow::Result<()> {
     if let Some(existing) = root_key(s)? {
         if check_value(s, existing)? == export.check_value {
             anyhow::bail!(
@@ -315,7 +322,7 @@ pub fn import_root(s: &Session, export: &RootExport) -> anyhow::Result<()> {
         .ok_or_else(|| {
             anyhow::anyhow!("this token holds no transport key: run `keyplane hsm transport-key` first (an import uses it up)")
         })?;
-    let template = root_key_template(UNVERIFIED_ROOT_LABEL);
+    let template = root_key_template(UNVERIFIED_ROOT_LABEL, exportable);
     let root = match s.unwrap_key(&export.oaep.mechanism(), private, &export.wrapped, &template) {
         Ok(h) => h,
         Err(e) if super::wrapping::rejected(&e) => anyhow::bail!(
@@ -329,6 +336,12 @@ pub fn import_root(s: &Session, export: &RootExport) -> anyhow::Result<()> {
         verified?;
         anyhow::bail!(
             "the unwrapped key's check value differs from the export's: the export was altered; nothing imported"
+        );
+    }
+    if !opens(s, root, anchor) {
+        let _ = s.destroy_object(root);
+        anyhow::bail!(
+            "the unwrapped key does not open what the database holds sealed by the cluster's root key: the export is not of this cluster's root key; nothing imported"
         );
     }
     s.update_attributes(
@@ -346,6 +359,21 @@ pub fn import_root(s: &Session, export: &RootExport) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether `key` opens `(aad, iv ‖ AES-GCM ciphertext)`.
+fn opens(s: &Session, key: ObjectHandle, (aad, blob): (&[u8], &[u8])) -> bool {
+    let Some((iv, sealed)) = blob.split_at_checked(GCM_IV_LEN) else {
+        return false;
+    };
+    let mut iv = iv.to_vec();
+    let Ok(params) = GcmParams::new(&mut iv, aad, GCM_TAG_BITS.into()) else {
+        return false;
+    };
+    // The plaintext (the token-hash key) is dropped at once, zeroized.
+    s.decrypt(&Mechanism::AesGcm(params), key, sealed)
+        .map(zeroize::Zeroizing::new)
+        .is_ok()
 }
 
 /// Test hook: what the token answers to the ways of getting the root key out with only the

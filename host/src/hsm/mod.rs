@@ -130,6 +130,8 @@ pub(crate) struct Opener {
     pub(crate) label: String,
     pub(crate) pin: secrecy::SecretString,
     pub(crate) max_idle: usize,
+    /// A root key created by this opener may be passed on by the key ceremony.
+    pub(crate) root_key_exportable: bool,
 }
 
 /// One login of one loaded module: its sessions and the handles that belong to it.

@@ -153,6 +153,7 @@ impl Hsm {
             label: config.hsm.token_label.clone(),
             pin,
             max_idle: config.hsm.max_idle_sessions,
+            root_key_exportable: config.hsm.root_key_exportable,
         };
         let live = log_in(pkcs11, &opener, 1, true)?;
         let mut hsm = Hsm::from_parts(live, opener);
@@ -309,7 +310,7 @@ fn log_in(pkcs11: Pkcs11, opener: &Opener, epoch: u64, create_root: bool) -> any
                     "token {label:?} is waiting for the root key of the nodes it joins (a transport key is in it): finish the key ceremony with `keyplane hsm import-root`"
                 );
             }
-            let mut template = root_key_template(ROOT_KEY_LABEL);
+            let mut template = root_key_template(ROOT_KEY_LABEL, opener.root_key_exportable);
             template.push(Attribute::ValueLen(32.into()));
             let h = anchor.generate_key(&Mechanism::AesKeyGen, &template)?;
             tracing::info!("created root key in the HSM");
@@ -332,18 +333,19 @@ fn log_in(pkcs11: Pkcs11, opener: &Opener, epoch: u64, create_root: bool) -> any
 /// Label (and `CKA_ID`) of the transport key pair of a joining node (see `hsm::ceremony`).
 pub const TRANSPORT_KEY_LABEL: &str = "keyplane-transport-v1";
 
-/// The template of a root key labelled (and identified by) `label`: sensitive, extractable
-/// only by a trusted wrapping key (see the module docs), for AES-GCM and AES key wrap. A
-/// new root key is made with it (plus its length), an imported one unwrapped into it.
-pub(crate) fn root_key_template(label: &str) -> Vec<Attribute> {
-    vec![
+/// The template of a root key labelled (and identified by) `label`, for AES-GCM and AES key
+/// wrap, always sensitive. `exportable` (`hsm.root_key_exportable`): extractable only by a
+/// trusted wrapping key (see `hsm::ceremony`), so the key ceremony can pass it to another
+/// node; otherwise it never leaves the token. A new root key is made with it (plus its
+/// length), an imported one unwrapped into it.
+pub(crate) fn root_key_template(label: &str, exportable: bool) -> Vec<Attribute> {
+    let mut template = vec![
         Attribute::Token(true),
         Attribute::Private(true),
         Attribute::Class(ObjectClass::SECRET_KEY),
         Attribute::KeyType(KeyType::AES),
         Attribute::Sensitive(true),
-        Attribute::Extractable(true),
-        Attribute::WrapWithTrusted(true),
+        Attribute::Extractable(exportable),
         Attribute::Wrap(true),
         Attribute::Unwrap(true),
         Attribute::Encrypt(true),
@@ -353,7 +355,11 @@ pub(crate) fn root_key_template(label: &str) -> Vec<Attribute> {
         Attribute::Derive(false),
         Attribute::Label(label.as_bytes().to_vec()),
         Attribute::Id(label.as_bytes().to_vec()),
-    ]
+    ];
+    if exportable {
+        template.push(Attribute::WrapWithTrusted(true));
+    }
+    template
 }
 
 /// Whether the token holds a transport key (a node waiting to join).
