@@ -622,4 +622,46 @@ async fn archive_and_retention_keep_the_chain_verifiable() {
         &format!("DELETE FROM audit_checkpoints WHERE seq = {first_end}"),
     );
     expect_fail(&d, &format!("checkpoint at record {first_end}"));
+    // Prune lets a segment go only with its file there and whole: with every segment due
+    // (a retention of one record), the first segment still in the database without its file,
+    // its records and every later segment's stay.
+    let d = case("prune-missing-file");
+    let query = |d: &Path, q: &str| {
+        let out = Command::new("sqlite3")
+            .arg(d.join("keyplane.db"))
+            .arg(q)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let kept = query(
+        &d,
+        "SELECT first_seq || ' ' || file_name FROM audit_segments WHERE pruned_at IS NULL ORDER BY first_seq LIMIT 1",
+    );
+    let (kept_first, kept_file) = kept.split_once(' ').unwrap();
+    std::fs::remove_file(d.join("audit-archive").join(kept_file)).unwrap();
+    let out = Command::new(BIN)
+        .args(["audit", "archive", "--data-dir"])
+        .arg(&d)
+        .envs(RETENTION.iter().copied())
+        .env("KEYPLANE_AUDIT__RETENTION_RECORDS", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let first_live: i64 = query(&d, "SELECT MIN(seq) FROM audit_log").parse().unwrap();
+    assert_eq!(
+        first_live,
+        kept_first.parse::<i64>().unwrap(),
+        "{}",
+        text(&out)
+    );
+    // The segment without its file is not marked pruned (later ones may be: their records
+    // stay all the same, behind it).
+    assert_eq!(
+        query(
+            &d,
+            &format!("SELECT pruned_at IS NULL FROM audit_segments WHERE first_seq = {kept_first}")
+        ),
+        "1"
+    );
 }

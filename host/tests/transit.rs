@@ -371,6 +371,41 @@ async fn transit_answers_as_vault_does_over_http1_and_http2() {
     let (status, _, _) = transit(s, "POST", "transit/keys/wire2", t, Some(json!({}))).await;
     assert_eq!(status, 200);
 
+    // A batch_input far past the limit is refused whole (400), after decoding one item past
+    // the limit only; a partial_failure_response_code that cannot carry a body is refused
+    // before any item runs.
+    let many: Vec<Value> = (0..20_000).map(|_| json!({})).collect();
+    let (status, _, v) = transit(
+        s,
+        "POST",
+        "transit/encrypt/wire",
+        t,
+        Some(json!({ "batch_input": many })),
+    )
+    .await;
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["errors"][0].as_str().unwrap().contains("1 to 1000"),
+        "{v}"
+    );
+    for code in [101, 204, 600] {
+        let (status, _, v) = transit(
+            s,
+            "POST",
+            "transit/encrypt/wire",
+            t,
+            Some(json!({ "batch_input": [{ "plaintext": "AA==" }], "partial_failure_response_code": code })),
+        )
+        .await;
+        assert_eq!(status, 400, "{code}: {v}");
+        assert!(
+            v["errors"][0]
+                .as_str()
+                .unwrap()
+                .contains("partial_failure_response_code"),
+            "{v}"
+        );
+    }
     // LIST and GET ?list=true both list; hvac's Client.list sends list=True (Vault reads the
     // value as Go's ParseBool does).
     for (method, path) in [

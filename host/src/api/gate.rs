@@ -321,10 +321,11 @@ pub async fn read_body(body: Body, limits: BodyLimits) -> Result<Zeroizing<Vec<u
     use futures_util::StreamExt;
     let mut stream = body.into_data_stream();
     let read = async {
-        let mut buf = Zeroizing::new(Vec::new());
+        // Grows without leaving copies of what it held (bodies carry plaintext).
+        let mut buf = super::secret_buf::SecretBuf::default();
         loop {
             match stream.next().await {
-                None => return Ok(buf),
+                None => return Ok(buf.into_inner()),
                 Some(Err(e)) => {
                     return Err(Error::validation(format!(
                         "the request body could not be read: {e}"

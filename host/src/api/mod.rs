@@ -16,10 +16,12 @@
 //! read (up to a bound, see [`gate::read_body`]).
 
 mod aws;
+mod bounded;
 #[cfg(all(feature = "test-hooks", debug_assertions))]
 mod debug;
 mod gate;
 mod native;
+mod secret_buf;
 mod transit;
 
 use std::sync::Arc;

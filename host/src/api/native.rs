@@ -31,7 +31,9 @@ use serde_json::json;
 use serde_json::value::RawValue;
 use zeroize::Zeroizing;
 
+use super::bounded::AtMost;
 use super::gate::{BodyLimits, Gate};
+use super::secret_buf::SecretBuf;
 use crate::authn::Principal;
 use crate::error::{Error, Result};
 use crate::ops::{Front, Operation, MAX_BATCH_ITEMS};
@@ -77,11 +79,10 @@ where
     O::Output: Serialize,
 {
     Box::pin(async move {
-        // Decoding stops one item past the limit: such a batch is refused whatever its
-        // length, and a huge one is not decoded first.
+        // At most one item past the limit reaches here (`BatchRequest::items`): such a batch
+        // is refused whatever its length.
         let items = items
             .into_iter()
-            .take(MAX_BATCH_ITEMS + 1)
             .map(|item| decode::<O>(item.get().as_bytes()))
             .collect();
         match gate.run_many(principal, items).await {
@@ -120,8 +121,9 @@ const BATCH: &str = "batch";
 #[serde(deny_unknown_fields)]
 struct BatchRequest<'a> {
     operation: String,
+    /// One past the limit at most: more is refused as too many (see `api::bounded`).
     #[serde(borrow)]
-    items: Vec<&'a RawValue>,
+    items: AtMost<&'a RawValue, { MAX_BATCH_ITEMS + 1 }>,
 }
 
 /// A batch's answer.
@@ -185,7 +187,7 @@ async fn batch(gate: &Gate, auth: Result<Principal>, read: Result<Zeroizing<Vec<
         };
         return refused(gate, Some(&principal), &action, e).await;
     };
-    handler(gate, principal, request.items).await
+    handler(gate, principal, request.items.items).await
 }
 
 /// Record a request that never reached an operation, and answer it.
@@ -272,12 +274,12 @@ fn decode<'de, O: Deserialize<'de>>(body: &'de [u8]) -> Result<O> {
 /// body has been sent (outputs may hold plaintext or a data key; the copies the HTTP and TLS
 /// libraries make on the way out are theirs, not zeroized).
 fn json_reply<T: Serialize>(output: &T) -> Response {
-    let mut reply = Zeroizing::new(Vec::new());
-    if let Err(e) = serde_json::to_writer(&mut *reply, output) {
+    let mut reply = SecretBuf::default();
+    if let Err(e) = serde_json::to_writer(&mut reply, output) {
         tracing::error!(error = %e, "an output could not be encoded");
         return error_response(&Error::Internal);
     }
-    let mut resp = Response::new(Body::from(bytes::Bytes::from_owner(reply)));
+    let mut resp = Response::new(Body::from(bytes::Bytes::from_owner(reply.into_inner())));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

@@ -21,7 +21,11 @@
 //!
 //! The scheduler archives and prunes every `audit.archive_interval_seconds` (claimed in the
 //! database, so once per interval across nodes); `keyplane audit archive` does it on demand.
-//! Two archivers racing write the same bytes to the same name, and the row is inserted once.
+//! Two archivers racing may end a segment from the same record at different checkpoints: the
+//! first row recorded is the archive, the other archiver removes its own file and carries on
+//! after that row (an overlap stops it). Prune lets a segment go only if its file is there,
+//! whole (its SHA-256 as recorded), and deletes only the records of marked segments that
+//! follow each other without a gap from the oldest live record.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -148,7 +152,7 @@ pub async fn run(
     dry_run: bool,
 ) -> Result<ArchiveReport> {
     let archived = archive(db, dir, config.archive_segment_records, dry_run).await?;
-    let mut report = prune(db, config, now, dry_run).await?;
+    let mut report = prune(db, config, dir, now, dry_run).await?;
     report.archived = archived;
     Ok(report)
 }
@@ -207,10 +211,10 @@ pub async fn archive(db: &Db, dir: &Path, max_records: u64, dry_run: bool) -> Re
         } else {
             let segment = write_segment(db.reader(), dir, first, prev, &cp).await?;
             let mut tx = db.begin_bookkeeping().await?;
-            sqlx::query(
+            let inserted = sqlx::query(
                 "INSERT INTO audit_segments (first_seq, last_seq, records, head_hash, first_time, \
                  last_time, file_name, file_sha256, archived_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
-                 ON CONFLICT (first_seq) DO NOTHING",
+                 ON CONFLICT DO NOTHING",
             )
             .bind(segment.first_seq)
             .bind(segment.last_seq)
@@ -222,8 +226,37 @@ pub async fn archive(db: &Db, dir: &Path, max_records: u64, dry_run: bool) -> Re
             .bind(&segment.file_sha256)
             .bind(&segment.archived_at)
             .execute(&mut *tx)
-            .await?;
+            .await?
+            .rows_affected();
             tx.commit().await?;
+            if inserted == 0 {
+                // Another archiver (the scheduler of another pass, or the command) recorded a
+                // segment from the same record first, perhaps ending at another checkpoint:
+                // its row is the archive; this pass's file goes unless it is that row's, and
+                // the pass carries on after the recorded segment (or stops, on an overlap).
+                let recorded = segments(db.reader())
+                    .await?
+                    .into_iter()
+                    .find(|s| s.first_seq == segment.first_seq);
+                match recorded {
+                    Some(r) => {
+                        if r.file_name != segment.file_name {
+                            let _ = std::fs::remove_file(dir.join(&segment.file_name));
+                        }
+                        last = Some((r.last_seq, r.head_hash.clone()));
+                        done.push(r);
+                        continue;
+                    }
+                    None => {
+                        let _ = std::fs::remove_file(dir.join(&segment.file_name));
+                        tracing::error!(
+                            first = segment.first_seq,
+                            "an audit segment overlaps one another archiver recorded; archiving stops"
+                        );
+                        return Err(Error::Internal);
+                    }
+                }
+            }
             tracing::info!(
                 first = segment.first_seq,
                 last = segment.last_seq,
@@ -398,6 +431,7 @@ fn check_link(rec: &AuditRecord, expected: i64, prev: &str) -> Option<ChainFault
 pub async fn prune(
     db: &Db,
     config: &AuditConfig,
+    dir: &Path,
     now: i64,
     dry_run: bool,
 ) -> Result<ArchiveReport> {
@@ -414,15 +448,25 @@ pub async fn prune(
     let cutoff = chrono::DateTime::from_timestamp(now - config.retention_seconds as i64, 0)
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let due: Vec<(i64, i64)> = segments(db.reader())
-        .await?
-        .into_iter()
+    let all = segments(db.reader()).await?;
+    let due: Vec<(i64, i64)> = all
+        .iter()
         .filter(|s| {
             s.pruned_at.is_none()
                 && s.last_seq < head
                 && (config.retention_seconds == 0 || s.last_time < cutoff)
                 && (config.retention_records == 0
                     || head - s.last_seq >= config.retention_records as i64)
+        })
+        // Only a segment whose file is there, whole, is let go: the row alone is not the
+        // archive (the directory may have been lost, or be another node's).
+        .filter(|s| {
+            let path = dir.join(&s.file_name);
+            let whole = file_sha256(&path).is_ok_and(|h| h == s.file_sha256);
+            if !whole {
+                tracing::error!(file = %path.display(), "an archived audit segment's file is missing or altered: its records are kept in the database");
+            }
+            whole
         })
         .map(|s| (s.first_seq, s.last_seq))
         .collect();
@@ -451,13 +495,24 @@ pub async fn prune(
         }
         tx.commit().await?;
     }
-    // Everything up to the last marked segment goes (this run's, and what an interrupted run
-    // left), lowest first.
-    let upto: Option<i64> =
-        sqlx::query_scalar("SELECT MAX(last_seq) FROM audit_segments WHERE pruned_at IS NOT NULL")
-            .fetch_one(db.reader())
-            .await?;
-    let (Some(mut from), Some(upto)) = (first_live, upto) else {
+    // What goes: the marked segments (this run's, and what an interrupted run left) that
+    // follow each other without a gap from the oldest live record, lowest first. A record no
+    // marked segment holds is never deleted.
+    let Some(mut from) = first_live else {
+        return Ok(report);
+    };
+    let (mut upto, mut next) = (None, from);
+    for s in segments(db.reader()).await? {
+        if s.last_seq < next {
+            continue; // wholly before the live records: pruned before
+        }
+        if s.first_seq > next || s.pruned_at.is_none() {
+            break; // a gap, or a segment whose records stay
+        }
+        upto = Some(s.last_seq);
+        next = s.last_seq + 1;
+    }
+    let Some(upto) = upto else {
         return Ok(report);
     };
     while from <= upto {

@@ -278,6 +278,15 @@ impl Operation for ScheduleKeyDeletion {
         {
             return Err(changed_meanwhile("key", &key.id, &key.state));
         }
+        // Protection turned on after this request read the key: the write lock this
+        // transaction now holds makes the re-read final.
+        if keys::deletion_protected(conn, &key.id).await? {
+            return Err(changed_meanwhile(
+                "key",
+                &key.id,
+                "deletion_protection false",
+            ));
+        }
         Ok(DeletionOutput {
             key_id: key.id.clone(),
             state: STATE_PENDING_DELETION.into(),

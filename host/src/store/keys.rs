@@ -652,6 +652,19 @@ pub async fn set_tags(
     .await
 }
 
+/// Whether a key's deletion protection is on (read inside the caller's transaction).
+pub async fn deletion_protected(conn: &mut SqliteConnection, key_id: &str) -> Result<bool> {
+    crate::telemetry::spans::db("SELECT", "keys", async move {
+        let on: Option<bool> =
+            sqlx::query_scalar("SELECT deletion_protection FROM keys WHERE id = ?")
+                .bind(key_id)
+                .fetch_optional(conn)
+                .await?;
+        Ok(on.unwrap_or(false))
+    })
+    .await
+}
+
 /// Set a key's deletion protection to `to` if it is still `from`.
 pub async fn set_deletion_protection(
     conn: &mut SqliteConnection,

@@ -13,8 +13,10 @@ use serde::{Deserialize, Serialize};
 use super::error::TransitError;
 use super::wire::{encryption_context, parse_versioned, versioned, B64};
 use super::{key_of, Call, Reply};
+use crate::api::bounded::AtMost;
 use crate::crypto::ciphertext::Ciphertext;
 use crate::error::{Error, Result};
+use crate::ops::MAX_BATCH_ITEMS;
 use crate::ops::{self, Base64};
 
 type Answer = std::result::Result<Reply, TransitError>;
@@ -39,7 +41,8 @@ pub struct Item {
 pub struct Request {
     #[serde(flatten)]
     item: Item,
-    batch_input: Option<Vec<Item>>,
+    /// One past the limit at most (see `api::bounded`): more is refused as too many.
+    batch_input: Option<AtMost<Item, { MAX_BATCH_ITEMS + 1 }>>,
     partial_failure_response_code: Option<u16>,
     /// Encrypt: the type of the key created when the name has none.
     #[serde(rename = "type")]
@@ -112,12 +115,16 @@ pub struct BatchData<T> {
     pub batch_results: Vec<BatchResult<T>>,
 }
 
-/// A batch's answer: `200` if every item succeeded; otherwise `400`, or
-/// `partial_failure_response_code` when some (not all) succeeded, as Transit does.
-pub fn batch_reply<T: Serialize>(
+/// A batch's answer: `200` if every item succeeded; `500` if an item failed on the server's
+/// side (HSM or database away: the client should retry, and hvac raises `InvalidRequest` for
+/// a 400); otherwise `400`, or `partial_failure_response_code` when some (not all)
+/// succeeded, as Transit does.
+fn batch_reply<T: Serialize>(
     results: Vec<BatchResult<T>>,
+    server_fault: bool,
     partial_failure_code: Option<u16>,
 ) -> Answer {
+    use axum::http::StatusCode;
     let failed = results
         .iter()
         .filter(|r| matches!(r, BatchResult::Err { .. }))
@@ -126,14 +133,28 @@ pub fn batch_reply<T: Serialize>(
     let mut reply = Reply::data(&BatchData {
         batch_results: results,
     })?;
-    if failed > 0 {
-        reply.status = match partial_failure_code {
-            Some(code) if failed < total => axum::http::StatusCode::from_u16(code)
-                .unwrap_or(axum::http::StatusCode::BAD_REQUEST),
-            _ => axum::http::StatusCode::BAD_REQUEST,
-        };
-    }
+    reply.status = match partial_failure_code {
+        _ if failed == 0 => StatusCode::OK,
+        _ if server_fault => StatusCode::INTERNAL_SERVER_ERROR,
+        Some(code) if failed < total => {
+            StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST)
+        }
+        _ => StatusCode::BAD_REQUEST,
+    };
     Ok(reply)
+}
+
+/// Refuse a `partial_failure_response_code` that is not a status a body can be answered
+/// with (before any item runs, rather than answering another status than asked).
+fn check_partial_code(code: Option<u16>) -> Result<()> {
+    match code {
+        Some(c) if !(200..=599).contains(&c) || c == 204 || c == 304 => {
+            Err(Error::validation(format!(
+                "partial_failure_response_code {c} is not supported: a status from 200 to 599 that carries a body"
+            )))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Run `items` (each already translated, or the error translating it) as one batch and
@@ -148,8 +169,12 @@ where
     O: ops::Operation,
     T: Serialize,
 {
+    check_partial_code(partial_failure_code).map_err(err)?;
     let (ops, references): (Vec<_>, Vec<_>) = items.into_iter().unzip();
     let outputs = call.run_many(ops).await.map_err(err)?;
+    let server_fault = outputs
+        .iter()
+        .any(|o| matches!(o, Err(e) if e.is_server_fault()));
     let results = outputs
         .into_iter()
         .zip(references)
@@ -163,7 +188,7 @@ where
             },
         )
         .collect();
-    batch_reply(results, partial_failure_code)
+    batch_reply(results, server_fault, partial_failure_code)
 }
 
 /// Answer a request that is one item or, with `batch_input`, many: each becomes an
@@ -197,6 +222,11 @@ where
             Reply::data(&encode(out, None).map_err(err)?)
         }
     }
+}
+
+/// The items of a `batch_input` (one past the limit at most: `execute_many` refuses that).
+pub fn batch<I>(input: Option<AtMost<I, { MAX_BATCH_ITEMS + 1 }>>) -> Option<Vec<I>> {
+    input.map(|b| b.items)
 }
 
 fn reference(i: &Item) -> Option<String> {
@@ -235,11 +265,25 @@ pub async fn encrypt(call: &Call<'_>, name: &str) -> Answer {
     let key_type = req.key_type.as_deref();
     match req.batch_input {
         Some(items) => {
-            let created = upsert(call, name, &alias, key_type).await?;
+            // A batch refused for its length creates nothing.
+            let derived = items.items.first().is_some_and(|i| i.context.is_some());
+            let created = if items.items.len() <= MAX_BATCH_ITEMS {
+                upsert(call, name, &alias, key_type, derived).await?
+            } else {
+                None
+            };
             let op = |i| encrypt_op(&alias, i);
             let code = req.partial_failure_response_code;
-            let reply =
-                one_or_many(call, req.item, Some(items), code, reference, op, sealed).await?;
+            let reply = one_or_many(
+                call,
+                req.item,
+                Some(items.items),
+                code,
+                reference,
+                op,
+                sealed,
+            )
+            .await?;
             Ok(created.into_iter().fold(reply, Reply::warn))
         }
         None => {
@@ -248,7 +292,8 @@ pub async fn encrypt(call: &Call<'_>, name: &str) -> Answer {
             let first = call.run(encrypt_op(&alias, req.item.clone())).await;
             let (out, created) = match first {
                 Err(Error::NotFound { .. }) => {
-                    let created = upsert(call, name, &alias, key_type).await?;
+                    let derived = req.item.context.is_some();
+                    let created = upsert(call, name, &alias, key_type, derived).await?;
                     let out = call.run(encrypt_op(&alias, req.item)).await.map_err(err)?;
                     (out, created)
                 }
@@ -260,13 +305,15 @@ pub async fn encrypt(call: &Call<'_>, name: &str) -> Answer {
     }
 }
 
-/// Transit's upsert: a name without a key gets one (`type`, default aes256-gcm96) before the
+/// Transit's upsert: a name without a key gets one (`type`, default aes256-gcm96; derived if
+/// the request has a context) before the
 /// encryption, authorized and audited as `create-key`. Returns a warning saying so.
 async fn upsert(
     call: &Call<'_>,
     name: &str,
     alias: &str,
     key_type: Option<&str>,
+    derived: bool,
 ) -> std::result::Result<Option<String>, TransitError> {
     let describe = ops::describe_key::DescribeKey {
         key_id: alias.to_string(),
@@ -276,7 +323,11 @@ async fn upsert(
         Err(Error::NotFound { .. }) => {}
         Err(e) => return Err(err(e)),
     }
-    let body = serde_json::json!({ "type": key_type.unwrap_or("aes256-gcm96") }).to_string();
+    // As Transit: a key made for a request with a context is a derived one (here: one that
+    // requires a context).
+    let body =
+        serde_json::json!({ "type": key_type.unwrap_or("aes256-gcm96"), "derived": derived })
+            .to_string();
     let inner = Call {
         gate: call.gate,
         principal: call.principal.clone(),
@@ -323,7 +374,16 @@ pub async fn decrypt(call: &Call<'_>, name: &str) -> Answer {
     let req: Request = call.decode().map_err(err)?;
     let op = |i| decrypt_op(&alias, i);
     let code = req.partial_failure_response_code;
-    one_or_many(call, req.item, req.batch_input, code, reference, op, opened).await
+    one_or_many(
+        call,
+        req.item,
+        batch(req.batch_input),
+        code,
+        reference,
+        op,
+        opened,
+    )
+    .await
 }
 
 fn rewrap_op(alias: &str, item: Item) -> Result<ops::rewrap::Rewrap> {
@@ -358,7 +418,7 @@ pub async fn rewrap(call: &Call<'_>, name: &str) -> Answer {
     one_or_many(
         call,
         req.item,
-        req.batch_input,
+        batch(req.batch_input),
         code,
         reference,
         op,

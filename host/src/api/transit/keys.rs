@@ -52,6 +52,10 @@ fn default_type() -> String {
 pub async fn create(call: &Call<'_>, name: &str) -> Answer {
     let alias = key_of(name).map_err(err)?;
     let req: CreateRequest = call.decode().map_err(err)?;
+    // Checked before anything is made: a bad period must not leave a key behind.
+    if let Some(period) = &req.auto_rotate_period {
+        period_days(period).map_err(err)?;
+    }
     let op = create_op(&req, alias.clone());
     let created = call.run(op).await;
     let mut warnings = Vec::new();

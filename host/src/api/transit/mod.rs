@@ -40,6 +40,7 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 use crate::api::gate::{BodyLimits, Gate};
+use crate::api::secret_buf::SecretBuf;
 use crate::authn::Principal;
 use crate::error::{Error, Result};
 use crate::ops::{Front, Operation};
@@ -59,14 +60,14 @@ impl Reply {
     /// `200` with `data`, serialized into a buffer zeroized once sent (data may hold
     /// plaintext or a data key).
     pub fn data<T: Serialize>(data: &T) -> std::result::Result<Self, TransitError> {
-        let mut buf = Zeroizing::new(Vec::new());
-        serde_json::to_writer(&mut *buf, data).map_err(|e| {
+        let mut buf = SecretBuf::default();
+        serde_json::to_writer(&mut buf, data).map_err(|e| {
             tracing::error!(error = %e, "a Transit answer could not be encoded");
             TransitError::from(&Error::Internal)
         })?;
         Ok(Reply {
             status: StatusCode::OK,
-            data: Some(buf),
+            data: Some(buf.into_inner()),
             warnings: Vec::new(),
         })
     }

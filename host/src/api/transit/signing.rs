@@ -11,11 +11,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::encryption::one_or_many;
+use super::encryption::{batch, one_or_many};
 use super::error::TransitError;
 use super::wire::{hash_name, parse_versioned, versioned, versioned_jws, B64};
 use super::{key_of, Call, Reply};
+use crate::api::bounded::AtMost;
 use crate::error::{Error, Result};
+use crate::ops::MAX_BATCH_ITEMS;
 use crate::ops::{self, Base64};
 
 type Answer = std::result::Result<Reply, TransitError>;
@@ -37,7 +39,8 @@ struct Item {
 struct Request {
     #[serde(flatten)]
     item: Item,
-    batch_input: Option<Vec<Item>>,
+    /// One past the limit at most (see `api::bounded`): more is refused as too many.
+    batch_input: Option<AtMost<Item, { MAX_BATCH_ITEMS + 1 }>>,
     partial_failure_response_code: Option<u16>,
     hash_algorithm: Option<String>,
     algorithm: Option<String>,
@@ -238,7 +241,7 @@ pub async fn sign(call: &Call<'_>, name: &str, path_hash: Option<String>) -> Ans
         })
     };
     let code = req.partial_failure_response_code;
-    let (single, batch) = (req.item.clone(), req.batch_input.clone());
+    let (single, batch) = (req.item, batch(req.batch_input));
     one_or_many(call, single, batch, code, reference, |i| op(&i), encode).await
 }
 
@@ -256,10 +259,10 @@ pub async fn verify(call: &Call<'_>, name: &str, path_hash: Option<String>) -> A
     let first = req
         .batch_input
         .as_ref()
-        .and_then(|b| b.first())
+        .and_then(|b| b.items.first())
         .unwrap_or(&req.item);
     if first.hmac.is_some() {
-        return verify_hmac(call, &alias, &req, path_hash).await;
+        return verify_hmac(call, &alias, req, path_hash).await;
     }
     let spec = key_spec(call, &alias).await?;
     let scheme = scheme(&spec, &req, path_hash.as_deref()).map_err(err)?;
@@ -289,7 +292,7 @@ pub async fn verify(call: &Call<'_>, name: &str, path_hash: Option<String>) -> A
         })
     };
     let code = req.partial_failure_response_code;
-    let (single, batch) = (req.item.clone(), req.batch_input.clone());
+    let (single, batch) = (req.item, batch(req.batch_input));
     one_or_many(call, single, batch, code, reference, |i| op(&i), encode).await
 }
 
@@ -310,8 +313,8 @@ fn mac_algorithm(req: &Request, path: Option<&str>) -> Result<String> {
     }
 }
 
-async fn verify_hmac(call: &Call<'_>, alias: &str, req: &Request, path: Option<String>) -> Answer {
-    let algorithm = mac_algorithm(req, path.as_deref()).map_err(err)?;
+async fn verify_hmac(call: &Call<'_>, alias: &str, req: Request, path: Option<String>) -> Answer {
+    let algorithm = mac_algorithm(&req, path.as_deref()).map_err(err)?;
     let op = |item: &Item| {
         let value = item
             .hmac
@@ -333,7 +336,7 @@ async fn verify_hmac(call: &Call<'_>, alias: &str, req: &Request, path: Option<S
         })
     };
     let code = req.partial_failure_response_code;
-    let (single, batch) = (req.item.clone(), req.batch_input.clone());
+    let (single, batch) = (req.item, batch(req.batch_input));
     one_or_many(call, single, batch, code, reference, |i| op(&i), encode).await
 }
 
@@ -367,6 +370,6 @@ pub async fn hmac(call: &Call<'_>, name: &str, path_algorithm: Option<String>) -
         })
     };
     let code = req.partial_failure_response_code;
-    let (single, batch) = (req.item.clone(), req.batch_input.clone());
+    let (single, batch) = (req.item, batch(req.batch_input));
     one_or_many(call, single, batch, code, reference, |i| op(&i), encode).await
 }

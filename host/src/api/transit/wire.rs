@@ -8,6 +8,7 @@ use serde::{Deserialize, Deserializer};
 use zeroize::Zeroizing;
 
 use crate::algorithms::KeySpec;
+use crate::api::secret_buf::SecretBuf;
 use crate::crypto::context::EncryptionContext;
 use crate::error::{Error, Result};
 
@@ -54,8 +55,14 @@ pub fn parse_versioned(field: &str, value: &str, jws: bool) -> Result<(u32, Vec<
 }
 
 /// Base64 input (`plaintext`, `input`, `context`, …), decoded into a zeroized buffer.
-#[derive(Debug, Default, Clone)]
+#[derive(Default, Clone)]
 pub struct B64(pub Zeroizing<Vec<u8>>);
+
+impl std::fmt::Debug for B64 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "B64(<{} bytes>)", self.0.len())
+    }
+}
 
 impl<'de> Deserialize<'de> for B64 {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
@@ -157,7 +164,7 @@ pub fn hash_name(transit: &str) -> Result<&'static str> {
 /// encoded), written into a buffer zeroized once sent: `data` may hold plaintext or a data
 /// key, so it is copied in as bytes, never through an intermediate string.
 pub fn envelope(request_id: &str, data: Option<&[u8]>, warnings: &[String]) -> Zeroizing<Vec<u8>> {
-    let mut body = Zeroizing::new(Vec::with_capacity(data.map_or(0, <[u8]>::len) + 256));
+    let mut body = SecretBuf::with_capacity(data.map_or(0, <[u8]>::len) + 256);
     let text = |v: &dyn erased::Json| v.json();
     body.extend_from_slice(b"{\"request_id\":");
     body.extend_from_slice(text(&request_id).as_bytes());
@@ -172,7 +179,7 @@ pub fn envelope(request_id: &str, data: Option<&[u8]>, warnings: &[String]) -> Z
         body.extend_from_slice(text(&warnings).as_bytes());
     }
     body.extend_from_slice(b",\"auth\":null,\"mount_type\":\"transit\"}");
-    body
+    body.into_inner()
 }
 
 mod erased {

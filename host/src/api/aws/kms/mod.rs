@@ -39,11 +39,11 @@ use axum::response::Response;
 use futures_util::future::BoxFuture;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use zeroize::Zeroizing;
 
 use super::error::KmsError;
 use super::ids::Cx;
 use crate::api::gate::Gate;
+use crate::api::secret_buf::SecretBuf;
 use crate::authn::Principal;
 use crate::error::{Error, Result};
 use crate::ops::Operation;
@@ -189,12 +189,12 @@ fn decode<A: DeserializeOwned>(body: &[u8]) -> Result<A> {
 /// A `200` with `response` as JSON, written into a buffer zeroized once sent (responses may
 /// hold plaintext or a data key).
 fn json_response<T: Serialize>(response: &T) -> Response {
-    let mut body = Zeroizing::new(Vec::new());
-    if let Err(e) = serde_json::to_writer(&mut *body, response) {
+    let mut body = SecretBuf::default();
+    if let Err(e) = serde_json::to_writer(&mut body, response) {
         tracing::error!(error = %e, "a response could not be encoded");
         return error_response(&KmsError::from(&Error::Internal));
     }
-    let mut resp = Response::new(Body::from(bytes::Bytes::from_owner(body)));
+    let mut resp = Response::new(Body::from(bytes::Bytes::from_owner(body.into_inner())));
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
     resp
