@@ -155,6 +155,19 @@ async fn hvac_runs_every_transit_endpoint_and_meets_every_error() {
         vt.iter().any(|r| r["outcome"] == "Unauthenticated"),
         "the invalid token is recorded"
     );
+    // Requests the front refuses before any operation (a body that does not decode, a
+    // setting keyplane does not have) are recorded too, under the endpoint's action.
+    assert!(
+        vt.iter().any(|r| r["action"] == "Encrypt"
+            && r["decision"] == "not-evaluated"
+            && r["outcome"] == "ValidationError"),
+        "the non-base64 plaintext is recorded"
+    );
+    assert!(
+        vt.iter()
+            .any(|r| r["action"] == "RotateKey" && r["outcome"] == "Unsupported"),
+        "the refused trim is recorded"
+    );
     a.server.assert_audit_verifies();
 }
 

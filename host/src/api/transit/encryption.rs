@@ -12,18 +12,14 @@ use serde::{Deserialize, Serialize};
 
 use super::error::TransitError;
 use super::wire::{encryption_context, parse_versioned, versioned, B64};
-use super::{key_of, Call, Reply};
+use super::{done, err, key_of, Call, Failure, Reply};
 use crate::api::bounded::AtMost;
 use crate::crypto::ciphertext::Ciphertext;
 use crate::error::{Error, Result};
 use crate::ops::MAX_BATCH_ITEMS;
 use crate::ops::{self, Base64};
 
-type Answer = std::result::Result<Reply, TransitError>;
-
-fn err(e: Error) -> TransitError {
-    TransitError::from(&e)
-}
+type Answer = std::result::Result<Reply, Failure>;
 
 /// One item of a request, or the request itself when it has no `batch_input`.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -171,7 +167,7 @@ where
 {
     check_partial_code(partial_failure_code).map_err(err)?;
     let (ops, references): (Vec<_>, Vec<_>) = items.into_iter().unzip();
-    let outputs = call.run_many(ops).await.map_err(err)?;
+    let outputs = call.run_many(ops).await.map_err(done)?;
     let server_fault = outputs
         .iter()
         .any(|o| matches!(o, Err(e) if e.is_server_fault()));
@@ -218,8 +214,8 @@ where
             run_batch(call, items, partial_failure_code, encode).await
         }
         None => {
-            let out = call.run(op(single)).await.map_err(err)?;
-            Reply::data(&encode(out, None).map_err(err)?)
+            let out = call.run(op(single)).await.map_err(done)?;
+            Reply::data(&encode(out, None).map_err(done)?)
         }
     }
 }
@@ -294,12 +290,12 @@ pub async fn encrypt(call: &Call<'_>, name: &str) -> Answer {
                 Err(Error::NotFound { .. }) => {
                     let derived = req.item.context.is_some();
                     let created = upsert(call, name, &alias, key_type, derived).await?;
-                    let out = call.run(encrypt_op(&alias, req.item)).await.map_err(err)?;
+                    let out = call.run(encrypt_op(&alias, req.item)).await.map_err(done)?;
                     (out, created)
                 }
                 other => (other.map_err(err)?, None),
             };
-            let reply = Reply::data(&sealed(out, None).map_err(err)?)?;
+            let reply = Reply::data(&sealed(out, None).map_err(done)?)?;
             Ok(created.into_iter().fold(reply, Reply::warn))
         }
     }
@@ -314,14 +310,14 @@ async fn upsert(
     alias: &str,
     key_type: Option<&str>,
     derived: bool,
-) -> std::result::Result<Option<String>, TransitError> {
+) -> std::result::Result<Option<String>, Failure> {
     let describe = ops::describe_key::DescribeKey {
         key_id: alias.to_string(),
     };
     match call.run(Ok(describe)).await {
         Ok(_) => return Ok(None),
         Err(Error::NotFound { .. }) => {}
-        Err(e) => return Err(err(e)),
+        Err(e) => return Err(done(e)),
     }
     // As Transit: a key made for a request with a context is a derived one (here: one that
     // requires a context).
@@ -339,10 +335,12 @@ async fn upsert(
             key_type.unwrap_or("aes256-gcm96")
         ))),
         // A key the caller may not see exists under the name: as if there were none.
-        Err(e) if e.status == axum::http::StatusCode::FORBIDDEN => Err(err(Error::NotFound {
-            kind: "key",
-            id: alias.to_string(),
-        })),
+        Err(Failure::Done(e)) if e.status == axum::http::StatusCode::FORBIDDEN => {
+            Err(done(Error::NotFound {
+                kind: "key",
+                id: alias.to_string(),
+            }))
+        }
         Err(e) => Err(e),
     }
 }
@@ -457,7 +455,7 @@ pub async fn data_key(call: &Call<'_>, name: &str, with_plaintext: bool) -> Answ
     };
     let data = if with_plaintext {
         let op = ops::generate_data_key::GenerateDataKey(request);
-        let out = call.run(Ok(op)).await.map_err(err)?;
+        let out = call.run(Ok(op)).await.map_err(done)?;
         DataKey {
             plaintext: Some(out.plaintext),
             ciphertext: versioned(out.key_version, &out.ciphertext_blob.0),
@@ -465,7 +463,7 @@ pub async fn data_key(call: &Call<'_>, name: &str, with_plaintext: bool) -> Answ
         }
     } else {
         let op = ops::generate_data_key::GenerateDataKeyWithoutPlaintext(request);
-        let out = call.run(Ok(op)).await.map_err(err)?;
+        let out = call.run(Ok(op)).await.map_err(done)?;
         DataKey {
             plaintext: None,
             ciphertext: versioned(out.key_version, &out.ciphertext_blob.0),

@@ -16,15 +16,11 @@ use std::collections::BTreeMap;
 
 use super::error::TransitError;
 use super::wire::{spec_of_type, type_of_spec};
-use super::{key_of, Call, Reply};
+use super::{done, err, key_of, Call, Failure, Reply};
 use crate::error::{Error, Result};
 use crate::ops::{self, KeyMetadata};
 
-type Answer = std::result::Result<Reply, TransitError>;
-
-fn err(e: Error) -> TransitError {
-    TransitError::from(&e)
-}
+type Answer = std::result::Result<Reply, Failure>;
 
 #[derive(Debug, Deserialize)]
 struct CreateRequest {
@@ -65,7 +61,7 @@ pub async fn create(call: &Call<'_>, name: &str) -> Answer {
         Err(Error::AlreadyExists { kind: "alias", .. }) => {
             warnings.push(format!("key {name} already exists; nothing was changed"))
         }
-        Err(e) => return Err(err(e)),
+        Err(e) => return Err(done(e)),
     }
     if let Some(period) = &req.auto_rotate_period {
         if warnings.is_empty() {
@@ -140,19 +136,19 @@ async fn set_rotation(
     call: &Call<'_>,
     alias: &str,
     period: &serde_json::Value,
-) -> Result<(), TransitError> {
+) -> Result<(), Failure> {
     let days = period_days(period).map_err(err)?;
     if days == 0 {
         let op = ops::automatic_rotation::DisableKeyRotation {
             key_id: alias.into(),
         };
-        call.run(Ok(op)).await.map_err(err)?;
+        call.run(Ok(op)).await.map_err(done)?;
     } else {
         let op = ops::automatic_rotation::EnableKeyRotation {
             key_id: alias.into(),
             rotation_period_days: Some(days),
         };
-        call.run(Ok(op)).await.map_err(err)?;
+        call.run(Ok(op)).await.map_err(done)?;
     }
     Ok(())
 }
@@ -215,7 +211,7 @@ pub async fn read(call: &Call<'_>, name: &str) -> Answer {
             limit: Some(1000),
         }))
         .await
-        .map_err(err)?;
+        .map_err(done)?;
     let usage = meta.key_usage.as_str();
     let asymmetric = usage == "sign-verify";
     let mut keys = BTreeMap::new();
@@ -228,7 +224,7 @@ pub async fn read(call: &Call<'_>, name: &str) -> Answer {
                     format: Some("PEM".into()),
                 }))
                 .await
-                .map_err(err)?;
+                .map_err(done)?;
             VersionEntry::Asymmetric {
                 creation_time: v.created_at.clone(),
                 name: curve_name(&meta.key_spec),
@@ -286,12 +282,12 @@ fn curve_name(spec: &str) -> String {
     .to_string()
 }
 
-async fn describe(call: &Call<'_>, alias: &str) -> Result<KeyMetadata, TransitError> {
+async fn describe(call: &Call<'_>, alias: &str) -> Result<KeyMetadata, Failure> {
     call.run(Ok(ops::describe_key::DescribeKey {
         key_id: alias.into(),
     }))
     .await
-    .map_err(err)
+    .map_err(done)
 }
 
 #[derive(Serialize)]
@@ -311,7 +307,7 @@ pub async fn list(call: &Call<'_>) -> Answer {
                 next_token: next_token.take(),
             }))
             .await
-            .map_err(err)?;
+            .map_err(done)?;
         names.extend(page.aliases.into_iter().filter_map(|a| {
             a.name
                 .strip_prefix(crate::ops::ALIAS_PREFIX)
@@ -323,7 +319,10 @@ pub async fn list(call: &Call<'_>) -> Answer {
         }
     }
     if names.is_empty() {
-        return Err(TransitError::new(axum::http::StatusCode::NOT_FOUND, ""));
+        return Err(Failure::Done(TransitError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            "",
+        )));
     }
     Reply::data(&ListData { keys: names })
 }
@@ -341,29 +340,29 @@ pub async fn delete(call: &Call<'_>, name: &str) -> Answer {
     let alias = key_of(name).map_err(err)?;
     let meta = describe(call, &alias).await?;
     if meta.deletion_protection {
-        return Err(TransitError::new(
-            axum::http::StatusCode::BAD_REQUEST,
-            "deletion is not allowed for this key: set deletion_allowed with keys/<name>/config first",
-        ));
+        return Err(err(Error::InvalidState(
+            "deletion is not allowed for this key: set deletion_allowed with keys/<name>/config first"
+                .into(),
+        )));
     }
     let op = ops::key_deletion::ScheduleKeyDeletion::new(
         meta.key_id.clone(),
         Some(ops::key_deletion::MIN_WINDOW_DAYS),
     );
     let scheduled = call.run(Ok(op)).await.map_err(|e| {
-        let mut t = err(e);
+        let mut t = TransitError::from(&e);
         if t.status == axum::http::StatusCode::FORBIDDEN {
             t.message.push_str(
                 " (under the shipped policies, deleting a key needs multi-factor authentication or a second admin's approve-key-deletion for this caller)",
             );
         }
-        t
+        Failure::Done(t)
     })?;
     call.run(Ok(ops::aliases::DeleteAlias {
         alias_name: alias.clone(),
     }))
     .await
-    .map_err(err)?;
+    .map_err(done)?;
     let when = scheduled.deletion_date.clone().unwrap_or_default();
     Ok(Reply::data(&DeleteData {
         key_id: scheduled.key_id.clone(),
@@ -410,7 +409,7 @@ pub async fn config(call: &Call<'_>, name: &str) -> Answer {
                 key_id: meta.key_id.clone(),
                 version: v,
             };
-            call.run(Ok(op)).await.map_err(err)?;
+            call.run(Ok(op)).await.map_err(done)?;
         }
     }
     if let Some(allowed) = req.deletion_allowed {
@@ -419,7 +418,7 @@ pub async fn config(call: &Call<'_>, name: &str) -> Answer {
                 key_id: meta.key_id.clone(),
                 enabled: !allowed,
             };
-            call.run(Ok(op)).await.map_err(err)?;
+            call.run(Ok(op)).await.map_err(done)?;
         }
     }
     if let Some(period) = &req.auto_rotate_period {
@@ -433,7 +432,7 @@ pub async fn rotate(call: &Call<'_>, name: &str) -> Answer {
     let alias = key_of(name).map_err(err)?;
     call.run(Ok(ops::rotate_key::RotateKey { key_id: alias }))
         .await
-        .map_err(err)?;
+        .map_err(done)?;
     read(call, name).await
 }
 

@@ -10,7 +10,8 @@
 //!   natively or through the AWS front is a Transit key once it has an alias.
 //! - Every endpoint becomes one or more operations of `ops` through the [`Gate`] (the same
 //!   Cedar decision and audit record as the native API; the record says `vault-transit`);
-//!   `batch_input` becomes one `ops::execute_many` call. Files: [`keys`] (create, read, list,
+//!   `batch_input` becomes one `ops::execute_many` call; a request the front refuses before
+//!   any operation runs (see [`Failure`]) is recorded as a refusal of the endpoint's action. Files: [`keys`] (create, read, list,
 //!   delete, config, rotate, trim), [`encryption`] (encrypt, decrypt, rewrap, data keys),
 //!   [`signing`] (sign, verify, hmac), [`utility`] (random, hash), [`sys`] (`sys/health`,
 //!   `auth/token/lookup-self`); [`wire`] holds the `vault:v<N>:` values and the envelope,
@@ -59,11 +60,11 @@ pub struct Reply {
 impl Reply {
     /// `200` with `data`, serialized into a buffer zeroized once sent (data may hold
     /// plaintext or a data key).
-    pub fn data<T: Serialize>(data: &T) -> std::result::Result<Self, TransitError> {
+    pub fn data<T: Serialize>(data: &T) -> std::result::Result<Self, Failure> {
         let mut buf = SecretBuf::default();
         serde_json::to_writer(&mut buf, data).map_err(|e| {
             tracing::error!(error = %e, "a Transit answer could not be encoded");
-            TransitError::from(&Error::Internal)
+            done(Error::Internal)
         })?;
         Ok(Reply {
             status: StatusCode::OK,
@@ -76,6 +77,31 @@ impl Reply {
         self.warnings.push(w.into());
         self
     }
+}
+
+/// Why an endpoint failed: an operation failed (the pipeline audited it), or the front
+/// refused the request before any operation ran (a body that does not decode, a name that is
+/// not one, a setting keyplane does not have): [`handle`] audits that as a refusal of the
+/// endpoint's action, as the native front does.
+pub enum Failure {
+    Done(TransitError),
+    Refused(Error),
+}
+
+impl From<TransitError> for Failure {
+    fn from(e: TransitError) -> Self {
+        Failure::Done(e)
+    }
+}
+
+/// The front's own refusal (audited by [`handle`]).
+pub fn err(e: Error) -> Failure {
+    Failure::Refused(e)
+}
+
+/// An operation's error (audited by the pipeline).
+pub fn done(e: Error) -> Failure {
+    Failure::Done(TransitError::from(&e))
 }
 
 /// One request on its way through the front: the gate, the caller, the body.
@@ -168,9 +194,14 @@ pub async fn handle(
         principal,
         body: &body,
     };
+    let action = endpoint.action();
     match endpoint.serve(&call).await {
         Ok(reply) => reply_response(&gate, reply),
-        Err(e) => error_response(&e),
+        Err(Failure::Done(e)) => error_response(&e),
+        Err(Failure::Refused(e)) => {
+            let e = gate.refuse(Some(&call.principal), action, e).await;
+            error_response(&TransitError::from(&e))
+        }
     }
 }
 
@@ -348,7 +379,7 @@ impl Endpoint {
         }
     }
 
-    async fn serve(self, call: &Call<'_>) -> std::result::Result<Reply, TransitError> {
+    async fn serve(self, call: &Call<'_>) -> std::result::Result<Reply, Failure> {
         match self {
             Endpoint::ListKeys => keys::list(call).await,
             Endpoint::CreateKey(n) => keys::create(call, &n).await,

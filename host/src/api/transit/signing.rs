@@ -12,19 +12,14 @@
 use serde::{Deserialize, Serialize};
 
 use super::encryption::{batch, one_or_many};
-use super::error::TransitError;
 use super::wire::{hash_name, parse_versioned, versioned, versioned_jws, B64};
-use super::{key_of, Call, Reply};
+use super::{done, err, key_of, Call, Failure, Reply};
 use crate::api::bounded::AtMost;
 use crate::error::{Error, Result};
 use crate::ops::MAX_BATCH_ITEMS;
 use crate::ops::{self, Base64};
 
-type Answer = std::result::Result<Reply, TransitError>;
-
-fn err(e: Error) -> TransitError {
-    TransitError::from(&e)
-}
+type Answer = std::result::Result<Reply, Failure>;
 
 #[derive(Debug, Default, Clone, Deserialize)]
 struct Item {
@@ -170,13 +165,13 @@ fn jws_to_der(curve: &str, raw: &[u8]) -> Result<Vec<u8>> {
     })
 }
 
-async fn key_spec(call: &Call<'_>, alias: &str) -> std::result::Result<String, TransitError> {
+async fn key_spec(call: &Call<'_>, alias: &str) -> std::result::Result<String, Failure> {
     let meta = call
         .run(Ok(ops::describe_key::DescribeKey {
             key_id: alias.into(),
         }))
         .await
-        .map_err(err)?;
+        .map_err(done)?;
     Ok(meta.key_spec)
 }
 

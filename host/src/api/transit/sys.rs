@@ -137,6 +137,6 @@ pub async fn lookup_self(
     };
     match Reply::data(&data) {
         Ok(reply) => reply_response(&gate, reply),
-        Err(e) => error_response(&e),
+        Err(_) => error_response(&TransitError::from(&crate::error::Error::Internal)),
     }
 }

@@ -6,17 +6,12 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::error::TransitError;
 use super::wire::{hash_name, B64};
-use super::{Call, Reply};
+use super::{done, err, Call, Failure, Reply};
 use crate::error::Error;
 use crate::ops;
 
-type Answer = std::result::Result<Reply, TransitError>;
-
-fn err(e: Error) -> TransitError {
-    TransitError::from(&e)
-}
+type Answer = std::result::Result<Reply, Failure>;
 
 /// `hex` or `base64` output.
 fn encode(
@@ -57,11 +52,13 @@ pub async fn random(call: &Call<'_>, path_bytes: Option<String>) -> Answer {
         (None, None) => Some(32),
     }
     .ok_or_else(|| err(Error::validation("bytes must be a positive number")))?;
+    // The format is checked before any random bytes are drawn.
+    encode(req.format.as_deref(), false, &[]).map_err(err)?;
     let op = ops::generate_random::GenerateRandom {
         number_of_bytes: usize::try_from(bytes).unwrap_or(usize::MAX),
     };
-    let out = call.run(Ok(op)).await.map_err(err)?;
-    let text = encode(req.format.as_deref(), false, &out.random.0).map_err(err)?;
+    let out = call.run(Ok(op)).await.map_err(done)?;
+    let text = encode(req.format.as_deref(), false, &out.random.0).map_err(done)?;
     Reply::data(&RandomData {
         random_bytes: &text,
     })
@@ -91,11 +88,12 @@ pub async fn hash(call: &Call<'_>, path_algorithm: Option<String>) -> Answer {
     let input = req
         .input
         .ok_or_else(|| err(Error::validation("missing input to hash")))?;
+    encode(req.format.as_deref(), true, &[]).map_err(err)?;
     let op = ops::hash::Hash {
         input: ops::Base64(input.0),
         algorithm: Some(algorithm.into()),
     };
-    let out = call.run(Ok(op)).await.map_err(err)?;
-    let text = encode(req.format.as_deref(), true, &out.digest.0).map_err(err)?;
+    let out = call.run(Ok(op)).await.map_err(done)?;
+    let text = encode(req.format.as_deref(), true, &out.digest.0).map_err(done)?;
     Reply::data(&HashData { sum: &text })
 }
