@@ -224,7 +224,13 @@ pub fn export_root(config: &Config, to: &Path, out: &Path) -> anyhow::Result<Exp
     .map(|e| ExportFile::new(&e, &recipient.fingerprint))?;
     let mut body = serde_json::to_string_pretty(&file)?;
     body.push('\n');
-    token::write_secret_file(out, body.as_bytes())?;
+    // The record above says the token wrapped the key; a file that could not be written is
+    // recorded too, so the log never claims an export that nobody received.
+    if let Err(e) = token::write_secret_file(out, body.as_bytes()) {
+        let resource = format!("Keyplane::ExportFile::{:?}", out.display().to_string());
+        record(config, "ExportRootKey", resource, "WriteFailed")?;
+        return Err(e);
+    }
     Ok(file)
 }
 

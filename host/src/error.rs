@@ -87,7 +87,7 @@ pub enum Error {
     /// A plugin's component in the database cannot be used: its bytes do not hash to the
     /// SHA-256 the plugin names (altered or damaged in the database), or they are missing. The
     /// node compiles nothing from such bytes; uploading the plugin again repairs it.
-    #[error("the component of plugin {plugin} is unusable: {reason}; upload the plugin again")]
+    #[error("the component of plugin {plugin} is unusable: {reason}; upload the same component again (under any name) to repair it")]
     PluginComponentCorrupt { plugin: String, reason: String },
     /// A policy set that does not load (syntax, schema validation, missing annotations) was
     /// refused; the set in force keeps serving.

@@ -1381,6 +1381,22 @@ async fn components_live_in_the_database_and_each_node_compiles_its_own_cache() 
         .unwrap()
         .starts_with(kv_sha.as_str())));
     s2.ok(&s2.admin, "get-caller-identity", json!({})).await;
+    // Uploading the same component again (under another name) puts the stored bytes right,
+    // and the plugin that could not load works again.
+    let (st, v) = upload(&s2, &s2.admin, "kv-again", "storage-backend", "storage-kv").await;
+    assert_eq!(st, 200, "{v}");
+    let stored: Vec<u8> =
+        sqlx::query_scalar("SELECT bytes FROM plugin_components WHERE sha256 = ?")
+            .bind(&kv_sha)
+            .fetch_one(&s2.sql().await)
+            .await
+            .unwrap();
+    assert!(
+        stored == wasm("storage-kv"),
+        "the stored bytes were not put right"
+    );
+    let (st, v) = s2.decrypt(&s2.admin, &ct, ctx.clone()).await;
+    assert_eq!(st, 200, "{v}");
 
     // Node 1 never saw any of it: its own cache and database still serve.
     let s1 = Server::start(dir1.path()).await;

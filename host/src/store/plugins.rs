@@ -227,8 +227,9 @@ pub async fn delete(conn: &mut SqliteConnection, tenant: &str, name: &str) -> Re
     .await
 }
 
-/// Store a component's bytes under their SHA-256 (nothing if the row is there already: the
-/// same bytes, by construction of the key).
+/// Store a component's bytes under their SHA-256. A row already there holds the same bytes,
+/// by construction of the key, unless they were altered in the database: then the upload
+/// (whose bytes the caller hashed) puts them right.
 pub async fn insert_component(
     conn: &mut SqliteConnection,
     sha256: &str,
@@ -238,7 +239,8 @@ pub async fn insert_component(
     crate::telemetry::spans::db("INSERT", "plugin_components", async {
         sqlx::query(
             "INSERT INTO plugin_components (sha256, bytes, size, created_at) VALUES (?, ?, ?, ?) \
-             ON CONFLICT (sha256) DO NOTHING",
+             ON CONFLICT (sha256) DO UPDATE SET bytes = excluded.bytes, size = excluded.size \
+             WHERE plugin_components.bytes <> excluded.bytes",
         )
         .bind(sha256)
         .bind(bytes)

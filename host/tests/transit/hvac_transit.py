@@ -344,6 +344,10 @@ expect("delete while deletion_allowed is false", exceptions.InvalidRequest, tran
 transit.update_key_configuration(D, deletion_allowed=True)
 d = transit.read_key(D)["data"]
 check("config deletion_allowed", d["deletion_allowed"] is True, d)
+# A second name for the same key: deleting one Transit name would delete the key under both.
+native("create-alias", TOKEN, {"alias_name": "alias/k-ed25519-too", "target_key_id": d["keyplane"]["key_id"]})
+expect("delete while another name reaches the key", exceptions.InvalidRequest, transit.delete_key, D)
+native("delete-alias", TOKEN, {"alias_name": "alias/k-ed25519-too"})
 expect("delete without a second admin's approval", exceptions.Forbidden, transit.delete_key, D)
 me = native("get-caller-identity", TOKEN, {})
 native("approve-key-deletion", os.environ["APPROVER_TOKEN"],

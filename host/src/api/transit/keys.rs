@@ -345,6 +345,28 @@ pub async fn delete(call: &Call<'_>, name: &str) -> Answer {
                 .into(),
         )));
     }
+    // The key goes with every name it has: refused while another name still reaches it.
+    let names = call
+        .run(Ok(ops::aliases::ListAliases {
+            key_id: Some(meta.key_id.clone()),
+            limit: Some(100),
+            next_token: None,
+        }))
+        .await
+        .map_err(done)?;
+    let others: Vec<String> = names
+        .aliases
+        .into_iter()
+        .map(|a| a.name)
+        .filter(|n| *n != alias)
+        .collect();
+    if !others.is_empty() {
+        return Err(err(Error::InvalidState(format!(
+            "key {} is also named {}: delete those aliases first (deleting a Transit key deletes the keyplane key under every name)",
+            meta.key_id,
+            others.join(", ")
+        ))));
+    }
     let op = ops::key_deletion::ScheduleKeyDeletion::new(
         meta.key_id.clone(),
         Some(ops::key_deletion::MIN_WINDOW_DAYS),
