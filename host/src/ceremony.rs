@@ -107,19 +107,14 @@ fn existing_database(config: &Config) -> anyhow::Result<String> {
 /// (the transport key is public, and the check value travels in the same file), and the new
 /// node would seal everything to that key.
 fn sealed_by_root(config: &Config) -> anyhow::Result<Vec<u8>> {
-    let url = existing_database(config)?;
-    let sealed = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(async {
-            let busy = std::time::Duration::from_millis(config.database.busy_timeout_ms);
-            let db = Db::open_with(&url, busy).await?;
-            let mut tx = db.begin_bookkeeping().await?;
-            let sealed = crate::store::meta::get(&mut tx, crate::authn::KEY_NAME).await?;
-            drop(tx);
-            db.close().await;
-            Ok::<_, anyhow::Error>(sealed)
-        })?;
+    let (runtime, db) = open_database(config)?;
+    let sealed = runtime.block_on(async {
+        let mut conn = db.reader().acquire().await?;
+        let sealed = crate::store::meta::get(&mut conn, crate::authn::KEY_NAME).await;
+        drop(conn);
+        db.close().await;
+        sealed
+    })?;
     sealed.ok_or_else(|| {
         anyhow::anyhow!(
             "the database holds no token-hash key sealed by the root key, so an imported root key cannot be checked against it: import into a node that has the cluster's database"
@@ -127,25 +122,31 @@ fn sealed_by_root(config: &Config) -> anyhow::Result<Vec<u8>> {
     })
 }
 
+/// The node's (existing) database, and a runtime to use it from these offline commands.
+fn open_database(config: &Config) -> anyhow::Result<(tokio::runtime::Runtime, Db)> {
+    let url = existing_database(config)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let busy = std::time::Duration::from_millis(config.database.busy_timeout_ms);
+    let db = runtime.block_on(Db::open_with(&url, busy))?;
+    Ok((runtime, db))
+}
+
 /// Append one ceremony record and commit it.
 fn record(config: &Config, action: &str, resource: String, outcome: &str) -> anyhow::Result<()> {
-    let url = existing_database(config)?;
     let ev = AuditEvent {
         outcome: outcome.into(),
         ..AuditEvent::system("ceremony", PRINCIPAL, "-", action, resource)
     };
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(async {
-            let busy = std::time::Duration::from_millis(config.database.busy_timeout_ms);
-            let db = Db::open_with(&url, busy).await?;
-            let mut tx = db.begin_bookkeeping().await?;
-            audit::append(&mut tx, &ev).await?;
-            tx.commit().await?;
-            db.close().await;
-            Ok(())
-        })
+    let (runtime, db) = open_database(config)?;
+    runtime.block_on(async {
+        let mut tx = db.begin_bookkeeping().await?;
+        audit::append(&mut tx, &ev).await?;
+        tx.commit().await?;
+        db.close().await;
+        Ok(())
+    })
 }
 
 /// Record a step's result (`ok`, or `Refused` for an error, whose message is returned as it

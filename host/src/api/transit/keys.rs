@@ -460,9 +460,8 @@ pub async fn rotate(call: &Call<'_>, name: &str) -> Answer {
 
 /// `POST keys/<name>/trim`: refused; keyplane destroys versions only by crypto-shredding the
 /// whole key, and `min_decryption_version` already stops old versions decrypting.
-pub async fn trim(call: &Call<'_>, name: &str) -> Answer {
+pub fn trim(name: &str) -> Answer {
     key_of(name).map_err(err)?;
-    let _ = call;
     Err(err(Error::Unsupported(
         "trim is not supported: keyplane destroys key material only through key deletion (crypto-shredding); set min_decryption_version to stop old versions decrypting".into(),
     )))

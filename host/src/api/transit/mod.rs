@@ -387,7 +387,7 @@ impl Endpoint {
             Endpoint::DeleteKey(n) => keys::delete(call, &n).await,
             Endpoint::ConfigKey(n) => keys::config(call, &n).await,
             Endpoint::RotateKey(n) => keys::rotate(call, &n).await,
-            Endpoint::TrimKey(n) => keys::trim(call, &n).await,
+            Endpoint::TrimKey(n) => keys::trim(&n),
             Endpoint::Encrypt(n) => encryption::encrypt(call, &n).await,
             Endpoint::Decrypt(n) => encryption::decrypt(call, &n).await,
             Endpoint::Rewrap(n) => encryption::rewrap(call, &n).await,

@@ -164,10 +164,11 @@ pub fn hash_name(transit: &str) -> Result<&'static str> {
 /// encoded), written into a buffer zeroized once sent: `data` may hold plaintext or a data
 /// key, so it is copied in as bytes, never through an intermediate string.
 pub fn envelope(request_id: &str, data: Option<&[u8]>, warnings: &[String]) -> Zeroizing<Vec<u8>> {
+    use std::io::Write;
     let mut body = SecretBuf::with_capacity(data.map_or(0, <[u8]>::len) + 256);
-    let text = |v: &dyn erased::Json| v.json();
-    body.extend_from_slice(b"{\"request_id\":");
-    body.extend_from_slice(text(&request_id).as_bytes());
+    // Writing strings and lists of strings as JSON into memory cannot fail.
+    let _ = write!(body, "{{\"request_id\":");
+    let _ = serde_json::to_writer(&mut body, request_id);
     body.extend_from_slice(
         b",\"lease_id\":\"\",\"renewable\":false,\"lease_duration\":0,\"data\":",
     );
@@ -176,22 +177,10 @@ pub fn envelope(request_id: &str, data: Option<&[u8]>, warnings: &[String]) -> Z
     if warnings.is_empty() {
         body.extend_from_slice(b"null");
     } else {
-        body.extend_from_slice(text(&warnings).as_bytes());
+        let _ = serde_json::to_writer(&mut body, warnings);
     }
     body.extend_from_slice(b",\"auth\":null,\"mount_type\":\"transit\"}");
     body.into_inner()
-}
-
-mod erased {
-    /// A value that encodes as JSON text (strings and lists of strings cannot fail).
-    pub trait Json {
-        fn json(&self) -> String;
-    }
-    impl<T: serde::Serialize> Json for T {
-        fn json(&self) -> String {
-            serde_json::to_string(self).unwrap_or_else(|_| "null".into())
-        }
-    }
 }
 
 #[cfg(test)]
