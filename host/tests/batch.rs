@@ -57,10 +57,10 @@ struct Record {
 
 /// The records of request `id` and of its items (`id/<index>`), in chain order.
 async fn records(s: &Server, id: &str) -> Vec<Record> {
-    let pool = s.sql().await;
+    let pool = s.sql_any().await;
     let rows: Vec<(String, String, String, String, String)> = sqlx::query_as(
         "SELECT request_id, action, resource, decision, outcome FROM audit_log \
-         WHERE request_id = ?1 OR request_id LIKE ?1 || '/%' ORDER BY seq",
+         WHERE request_id = $1 OR request_id LIKE $1 || '/%' ORDER BY seq",
     )
     .bind(id)
     .fetch_all(&pool)

@@ -54,13 +54,13 @@ pub async fn envelope_material(
         .unwrap_or_default()
         .to_string();
     let result = async {
-        let key = keys::get(state.db.reader(), &key_id)
+        let key = keys::get(&state.db, &key_id)
             .await?
             .ok_or(Error::NotFound {
                 kind: "key",
                 id: key_id.clone(),
             })?;
-        let mut version = keys::version(state.db.reader(), &key_id, key.primary_version)
+        let mut version = keys::version(&state.db, &key_id, key.primary_version)
             .await?
             .ok_or(Error::Internal)?;
         crate::ops::load_blob(&state, &key, &mut version).await?;
@@ -97,7 +97,7 @@ pub async fn hsm_objects(
     let counted = async {
         let id = match named {
             Some(id) => id.as_bytes().to_vec(),
-            None => crate::store::keys::version(state.db.reader(), key_id, version)
+            None => crate::store::keys::version(&state.db, key_id, version)
                 .await?
                 .and_then(|v| v.hsm_object_id)
                 .ok_or(Error::NotFound {

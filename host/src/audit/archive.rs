@@ -33,14 +33,13 @@ use std::path::{Path, PathBuf};
 
 use ring::digest;
 use serde::{Deserialize, Serialize};
-use sqlx::SqlitePool;
 
 use super::checkpoint::Checkpoint;
 use super::export::{normalise, ExportedRecord, Filter};
 use super::{AuditRecord, ChainFault, GENESIS};
 use crate::config::AuditConfig;
 use crate::error::{Error, Result};
-use crate::store::{now_rfc3339, Db};
+use crate::store::{now_rfc3339, on, Db};
 
 /// Records deleted by one prune statement (one short write transaction).
 pub const PRUNE_BATCH: i64 = 1000;
@@ -79,10 +78,10 @@ pub fn file_name(first: i64, last: i64) -> String {
 }
 
 /// Every archived segment, oldest first.
-pub async fn segments(pool: &SqlitePool) -> sqlx::Result<Vec<Segment>> {
-    sqlx::query_as("SELECT * FROM audit_segments ORDER BY first_seq")
-        .fetch_all(pool)
-        .await
+pub async fn segments(db: &Db) -> sqlx::Result<Vec<Segment>> {
+    on!(db => |c| sqlx::query_as("SELECT * FROM audit_segments ORDER BY first_seq")
+        .fetch_all(c)
+        .await)
 }
 
 /// The lines of an archive file, decompressed (blocking reads).
@@ -159,18 +158,18 @@ pub async fn run(
 
 /// The planned next segment: its range and the checkpoint that seals it.
 async fn next_segment(
-    pool: &SqlitePool,
+    db: &Db,
     after: Option<&(i64, String)>,
     max_records: u64,
 ) -> Result<Option<(i64, Checkpoint)>> {
     let first = after.map_or(1, |(last, _)| last + 1);
-    let checkpoints: Vec<Checkpoint> = sqlx::query_as(
+    let checkpoints: Vec<Checkpoint> = on!(db => |c| sqlx::query_as(
         "SELECT seq, head_hash, time, key_fingerprint, signature FROM audit_checkpoints \
-         WHERE seq >= ? ORDER BY seq",
+         WHERE seq >= $1 ORDER BY seq",
     )
     .bind(first)
-    .fetch_all(pool)
-    .await?;
+    .fetch_all(c)
+    .await?);
     let max = max_records.max(1) as i64;
     let mut end = None;
     for cp in checkpoints {
@@ -185,13 +184,13 @@ async fn next_segment(
 /// Write each sealed segment not yet archived to `dir` and record it. Returns the segments
 /// (in a dry run, those that would be written, with no file hash).
 pub async fn archive(db: &Db, dir: &Path, max_records: u64, dry_run: bool) -> Result<Vec<Segment>> {
-    let mut last: Option<(i64, String)> = sqlx::query_as(
+    let mut last: Option<(i64, String)> = on!(db => |c| sqlx::query_as(
         "SELECT last_seq, head_hash FROM audit_segments ORDER BY last_seq DESC LIMIT 1",
     )
-    .fetch_optional(db.reader())
-    .await?;
+    .fetch_optional(c)
+    .await?);
     let mut done = Vec::new();
-    while let Some((first, cp)) = next_segment(db.reader(), last.as_ref(), max_records).await? {
+    while let Some((first, cp)) = next_segment(db, last.as_ref(), max_records).await? {
         let prev = last
             .as_ref()
             .map_or(GENESIS.to_string(), |(_, h)| h.clone());
@@ -209,11 +208,11 @@ pub async fn archive(db: &Db, dir: &Path, max_records: u64, dry_run: bool) -> Re
                 pruned_at: None,
             }
         } else {
-            let segment = write_segment(db.reader(), dir, first, prev, &cp).await?;
+            let segment = write_segment(db, dir, first, prev, &cp).await?;
             let mut tx = db.begin_bookkeeping().await?;
-            let inserted = sqlx::query(
+            let inserted = on!(&mut tx => |c| sqlx::query(
                 "INSERT INTO audit_segments (first_seq, last_seq, records, head_hash, first_time, \
-                 last_time, file_name, file_sha256, archived_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 last_time, file_name, file_sha256, archived_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
                  ON CONFLICT DO NOTHING",
             )
             .bind(segment.first_seq)
@@ -225,16 +224,16 @@ pub async fn archive(db: &Db, dir: &Path, max_records: u64, dry_run: bool) -> Re
             .bind(&segment.file_name)
             .bind(&segment.file_sha256)
             .bind(&segment.archived_at)
-            .execute(&mut *tx)
+            .execute(c)
             .await?
-            .rows_affected();
+            .rows_affected());
             tx.commit().await?;
             if inserted == 0 {
                 // Another archiver (the scheduler of another pass, or the command) recorded a
                 // segment from the same record first, perhaps ending at another checkpoint:
                 // its row is the archive; this pass's file goes unless it is that row's, and
                 // the pass carries on after the recorded segment (or stops, on an overlap).
-                let recorded = segments(db.reader())
+                let recorded = segments(db)
                     .await?
                     .into_iter()
                     .find(|s| s.first_seq == segment.first_seq);
@@ -280,7 +279,7 @@ fn io_error(path: &Path, e: std::io::Error) -> Error {
 /// Write the segment `first ..= cp.seq` (whose first record links to `prev`) to its file, its
 /// chain checked on the way; the file is in place and synced when this returns.
 async fn write_segment(
-    pool: &SqlitePool,
+    db: &Db,
     dir: &Path,
     first: i64,
     prev: String,
@@ -312,16 +311,16 @@ async fn write_segment(
         let (mut next, mut prev) = (first, prev);
         let (mut first_time, mut last_time) = (None, String::new());
         while next <= cp.seq {
-            let rows: Vec<AuditRecord> = sqlx::query_as(
+            let rows: Vec<AuditRecord> = on!(db => |c| sqlx::query_as(
                 "SELECT seq, time, request_id, principal, tenant, action, resource, decision, \
                  policies, outcome, source, policy_hash, trace_id, user_agent, front, prev_hash, \
-                 hash FROM audit_log WHERE seq >= ? AND seq <= ? ORDER BY seq LIMIT ?",
+                 hash FROM audit_log WHERE seq >= $1 AND seq <= $2 ORDER BY seq LIMIT $3",
             )
             .bind(next)
             .bind(cp.seq)
             .bind(READ_BATCH)
-            .fetch_all(pool)
-            .await?;
+            .fetch_all(c)
+            .await?);
             if rows.is_empty() {
                 return Err(broken(ChainFault::Gap {
                     expected: next,
@@ -442,13 +441,13 @@ pub async fn prune(
     if config.retention_seconds == 0 && config.retention_records == 0 {
         return Ok(report);
     }
-    let head: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM audit_log")
-        .fetch_one(db.reader())
-        .await?;
+    let head: i64 = on!(db => |c| sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM audit_log")
+        .fetch_one(c)
+        .await?);
     let cutoff = chrono::DateTime::from_timestamp(now - config.retention_seconds as i64, 0)
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let all = segments(db.reader()).await?;
+    let all = segments(db).await?;
     let due: Vec<(i64, i64)> = all
         .iter()
         .filter(|s| {
@@ -470,9 +469,9 @@ pub async fn prune(
         })
         .map(|s| (s.first_seq, s.last_seq))
         .collect();
-    let first_live: Option<i64> = sqlx::query_scalar("SELECT MIN(seq) FROM audit_log")
-        .fetch_one(db.reader())
-        .await?;
+    let first_live: Option<i64> = on!(db => |c| sqlx::query_scalar("SELECT MIN(seq) FROM audit_log")
+        .fetch_one(c)
+        .await?);
     report.pruned_segments = due.clone();
     if dry_run {
         report.pruned_records = due
@@ -485,13 +484,14 @@ pub async fn prune(
         let mut tx = db.begin_bookkeeping().await?;
         let at = now_rfc3339();
         for (first, _) in &due {
-            sqlx::query(
-                "UPDATE audit_segments SET pruned_at = ? WHERE first_seq = ? AND pruned_at IS NULL",
+            on!(&mut tx => |c| sqlx::query(
+                "UPDATE audit_segments SET pruned_at = $1 WHERE first_seq = $2 AND pruned_at IS NULL",
             )
             .bind(&at)
             .bind(first)
-            .execute(&mut *tx)
-            .await?;
+            .execute(c)
+            .await?
+            .rows_affected());
         }
         tx.commit().await?;
     }
@@ -502,7 +502,7 @@ pub async fn prune(
         return Ok(report);
     };
     let (mut upto, mut next) = (None, from);
-    for s in segments(db.reader()).await? {
+    for s in segments(db).await? {
         if s.last_seq < next {
             continue; // wholly before the live records: pruned before
         }
@@ -518,15 +518,15 @@ pub async fn prune(
     while from <= upto {
         let to = (from + PRUNE_BATCH - 1).min(upto);
         let mut tx = db.begin_bookkeeping().await?;
-        let deleted = sqlx::query(
-            "DELETE FROM audit_log WHERE seq >= ? AND seq <= ? \
+        let deleted = on!(&mut tx => |c| sqlx::query(
+            "DELETE FROM audit_log WHERE seq >= $1 AND seq <= $2 \
              AND seq < (SELECT MAX(seq) FROM audit_log)",
         )
         .bind(from)
         .bind(to)
-        .execute(&mut *tx)
+        .execute(c)
         .await?
-        .rows_affected();
+        .rows_affected());
         tx.commit().await?;
         report.pruned_records += deleted;
         from = to + 1;
@@ -625,147 +625,151 @@ impl Walk {
 /// archived copies, then the rest of the live table. `progress` is told each record walked.
 /// The archive files are read with blocking I/O (for the offline tools).
 pub async fn verify(
-    pool: &SqlitePool,
+    db: &Db,
     dir: &Path,
     progress: &(dyn Fn(u64) + Sync),
 ) -> anyhow::Result<WalkReport> {
     use futures_util::TryStreamExt;
     // One read transaction: the segments, checkpoints and live records of one moment.
-    let mut tx = pool.begin().await?;
-    let segs: Vec<Segment> = sqlx::query_as("SELECT * FROM audit_segments ORDER BY first_seq")
-        .fetch_all(&mut *tx)
-        .await?;
-    let checkpoints: BTreeMap<i64, Checkpoint> = sqlx::query_as::<_, Checkpoint>(
+    let mut tx = db.snapshot().await?;
+    let segs: Vec<Segment> = on!(&mut tx => |c| sqlx::query_as("SELECT * FROM audit_segments ORDER BY first_seq")
+        .fetch_all(c)
+        .await?);
+    let checkpoints: BTreeMap<i64, Checkpoint> =
+        on!(&mut tx => |c| sqlx::query_as::<_, Checkpoint>(
         "SELECT seq, head_hash, time, key_fingerprint, signature FROM audit_checkpoints",
     )
-    .fetch_all(&mut *tx)
-    .await?
-    .into_iter()
-    .map(|c| (c.seq, c))
-    .collect();
-    let mut live = sqlx::query_as::<_, AuditRecord>(
+    .fetch_all(c)
+    .await?)
+        .into_iter()
+        .map(|c| (c.seq, c))
+        .collect();
+    let tx = &mut tx;
+    on!(tx, {
+        let mut live = sqlx::query_as::<_, AuditRecord>(
         "SELECT seq, time, request_id, principal, tenant, action, resource, decision, policies, \
          outcome, source, policy_hash, trace_id, user_agent, front, prev_hash, hash FROM audit_log ORDER BY seq",
     )
-    .fetch(&mut *tx);
-    let mut pending = live.try_next().await?;
-    let mut walk = Walk {
-        expected: 1,
-        prev: GENESIS.to_string(),
-        report: WalkReport {
-            segments: segs.len(),
-            ..WalkReport::default()
-        },
-    };
-    for seg in &segs {
-        let file = seg.file_name.clone();
-        let path: PathBuf = dir.join(&seg.file_name);
-        if !path.exists() {
-            return Ok(walk.fail(WalkFault::Missing { file }));
-        }
-        if file_sha256(&path)? != seg.file_sha256 {
-            return Ok(walk.fail(WalkFault::Altered { file }));
-        }
-        if seg.first_seq != walk.expected {
-            let detail = format!(
-                "its row starts at record {} where record {} was expected",
-                seg.first_seq, walk.expected
-            );
-            return Ok(walk.fail(WalkFault::Inconsistent { file, detail }));
-        }
-        let inconsistent = |detail: String| WalkFault::Inconsistent {
-            file: seg.file_name.clone(),
-            detail,
+    .fetch(tx);
+        let mut pending = live.try_next().await?;
+        let mut walk = Walk {
+            expected: 1,
+            prev: GENESIS.to_string(),
+            report: WalkReport {
+                segments: segs.len(),
+                ..WalkReport::default()
+            },
         };
-        let mut sealed = None;
-        for line in read_segment(&path)? {
-            let rec: AuditRecord = match line {
-                Err(e) => return Ok(walk.fail(inconsistent(format!("unreadable: {e}")))),
-                Ok(Line::Checkpoint { checkpoint }) => {
-                    sealed = Some(checkpoint);
-                    continue;
-                }
-                Ok(Line::Record(r)) => (*r).into(),
+        for seg in &segs {
+            let file = seg.file_name.clone();
+            let path: PathBuf = dir.join(&seg.file_name);
+            if !path.exists() {
+                return Ok(walk.fail(WalkFault::Missing { file }));
+            }
+            if file_sha256(&path)? != seg.file_sha256 {
+                return Ok(walk.fail(WalkFault::Altered { file }));
+            }
+            if seg.first_seq != walk.expected {
+                let detail = format!(
+                    "its row starts at record {} where record {} was expected",
+                    seg.first_seq, walk.expected
+                );
+                return Ok(walk.fail(WalkFault::Inconsistent { file, detail }));
+            }
+            let inconsistent = |detail: String| WalkFault::Inconsistent {
+                file: seg.file_name.clone(),
+                detail,
             };
-            if sealed.is_some() || rec.seq > seg.last_seq {
+            let mut sealed = None;
+            for line in read_segment(&path)? {
+                let rec: AuditRecord = match line {
+                    Err(e) => return Ok(walk.fail(inconsistent(format!("unreadable: {e}")))),
+                    Ok(Line::Checkpoint { checkpoint }) => {
+                        sealed = Some(checkpoint);
+                        continue;
+                    }
+                    Ok(Line::Record(r)) => (*r).into(),
+                };
+                if sealed.is_some() || rec.seq > seg.last_seq {
+                    return Ok(walk.fail(inconsistent(format!(
+                        "record {} lies beyond the segment's end",
+                        rec.seq
+                    ))));
+                }
+                if let Some(fault) = walk.step(&rec) {
+                    return Ok(walk.fail(fault));
+                }
+                match pending.take() {
+                    Some(l) if l.seq == rec.seq => {
+                        if l.hash != rec.hash
+                            || l.prev_hash != rec.prev_hash
+                            || l.compute_hash() != l.hash
+                        {
+                            return Ok(walk.fail(WalkFault::LiveDiffers { seq: l.seq }));
+                        }
+                        pending = live.try_next().await?;
+                    }
+                    Some(l) if l.seq < rec.seq => {
+                        return Ok(walk.fail(WalkFault::LiveDiffers { seq: l.seq }))
+                    }
+                    other => {
+                        if seg.pruned_at.is_none() {
+                            return Ok(walk.fail(WalkFault::LiveMissing { seq: rec.seq }));
+                        }
+                        pending = other;
+                    }
+                }
+                if checkpoints.contains_key(&rec.seq) {
+                    walk.report.checkpointed.insert(rec.seq, rec.hash.clone());
+                }
+                walk.advance(&rec);
+                walk.report.archived += 1;
+                progress(1);
+            }
+            if walk.expected != seg.last_seq + 1 || walk.prev != seg.head_hash {
+                let detail = format!(
+                    "ends at record {} where its row says {}",
+                    walk.expected - 1,
+                    seg.last_seq
+                );
+                return Ok(walk.fail(inconsistent(detail)));
+            }
+            if sealed.as_ref() != checkpoints.get(&seg.last_seq) {
                 return Ok(walk.fail(inconsistent(format!(
-                    "record {} lies beyond the segment's end",
-                    rec.seq
+                    "its sealing checkpoint is not the database's checkpoint at record {}",
+                    seg.last_seq
                 ))));
             }
+        }
+        while let Some(rec) = pending {
             if let Some(fault) = walk.step(&rec) {
                 return Ok(walk.fail(fault));
             }
-            match pending.take() {
-                Some(l) if l.seq == rec.seq => {
-                    if l.hash != rec.hash
-                        || l.prev_hash != rec.prev_hash
-                        || l.compute_hash() != l.hash
-                    {
-                        return Ok(walk.fail(WalkFault::LiveDiffers { seq: l.seq }));
-                    }
-                    pending = live.try_next().await?;
-                }
-                Some(l) if l.seq < rec.seq => {
-                    return Ok(walk.fail(WalkFault::LiveDiffers { seq: l.seq }))
-                }
-                other => {
-                    if seg.pruned_at.is_none() {
-                        return Ok(walk.fail(WalkFault::LiveMissing { seq: rec.seq }));
-                    }
-                    pending = other;
-                }
-            }
-            if checkpoints.contains_key(&rec.seq) {
-                walk.report.checkpointed.insert(rec.seq, rec.hash.clone());
-            }
             walk.advance(&rec);
-            walk.report.archived += 1;
             progress(1);
+            pending = live.try_next().await?;
         }
-        if walk.expected != seg.last_seq + 1 || walk.prev != seg.head_hash {
-            let detail = format!(
-                "ends at record {} where its row says {}",
-                walk.expected - 1,
-                seg.last_seq
-            );
-            return Ok(walk.fail(inconsistent(detail)));
-        }
-        if sealed.as_ref() != checkpoints.get(&seg.last_seq) {
-            return Ok(walk.fail(inconsistent(format!(
-                "its sealing checkpoint is not the database's checkpoint at record {}",
-                seg.last_seq
-            ))));
-        }
-    }
-    while let Some(rec) = pending {
-        if let Some(fault) = walk.step(&rec) {
-            return Ok(walk.fail(fault));
-        }
-        walk.advance(&rec);
-        progress(1);
-        pending = live.try_next().await?;
-    }
-    walk.report.head = walk.prev;
-    Ok(walk.report)
+        walk.report.head = walk.prev;
+        Ok(walk.report)
+    })
 }
 
 /// Records matching `f`, oldest first: those pruned from the database from their archived
 /// segments in `archive_dir` (only segments whose time span the range reaches are read),
 /// then the live ones.
 pub async fn select_with_archive(
-    pool: &SqlitePool,
+    db: &Db,
     archive_dir: &Path,
     f: &Filter,
 ) -> anyhow::Result<Vec<ExportedRecord>> {
-    let first_live: Option<i64> = sqlx::query_scalar("SELECT MIN(seq) FROM audit_log")
-        .fetch_one(pool)
-        .await?;
+    let first_live: Option<i64> = on!(db => |c| sqlx::query_scalar("SELECT MIN(seq) FROM audit_log")
+        .fetch_one(c)
+        .await?);
     let since = f.since.as_deref().map(normalise);
     let until = f.until.as_deref().map(normalise);
     let mut out = Vec::new();
     let limit = f.limit.filter(|l| *l >= 0).map(|l| l as usize);
-    for seg in segments(pool).await? {
+    for seg in segments(db).await? {
         if first_live.is_some_and(|live| seg.first_seq >= live)
             || since.as_ref().is_some_and(|t| &seg.last_time < t)
             || until.as_ref().is_some_and(|t| &seg.first_time > t)
@@ -791,6 +795,6 @@ pub async fn select_with_archive(
         limit: limit.map(|l| (l - out.len()) as i64),
         ..f.clone()
     };
-    out.extend(super::export::select(pool, &rest).await?);
+    out.extend(super::export::select(db, &rest).await?);
     Ok(out)
 }

@@ -19,11 +19,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::store::{on, Conn};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use ring::digest;
 use serde::{Deserialize, Serialize};
-use sqlx::SqlitePool;
 
 use crate::config::AuditConfig;
 use crate::error::{Error, Result};
@@ -112,14 +112,15 @@ impl Checkpointer {
         db: &Db,
         due: impl FnOnce(i64, Option<&Checkpoint>) -> bool,
     ) -> Result<Option<Checkpoint>> {
-        let head: Option<(i64, String)> =
-            sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-                .fetch_optional(db.reader())
-                .await?;
+        let head: Option<(i64, String)> = on!(db => |c| sqlx::query_as(
+            "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1"
+        )
+        .fetch_optional(c)
+        .await?);
         let Some((seq, head_hash)) = head else {
             return Ok(None);
         };
-        let last = last_checkpoint(db.reader()).await?;
+        let last = last_checkpoint(db).await?;
         if last.as_ref().is_some_and(|c| c.seq >= seq) || !due(seq, last.as_ref()) {
             return Ok(None);
         }
@@ -135,17 +136,18 @@ impl Checkpointer {
             signature: STANDARD.encode(signature),
         };
         let mut tx = db.begin_bookkeeping().await?;
-        sqlx::query(
+        on!(&mut tx => |c| sqlx::query(
             "INSERT INTO audit_checkpoints (seq, head_hash, time, key_fingerprint, signature) \
-             VALUES (?, ?, ?, ?, ?) ON CONFLICT (seq) DO NOTHING",
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (seq) DO NOTHING",
         )
         .bind(cp.seq)
         .bind(&cp.head_hash)
         .bind(&cp.time)
         .bind(&cp.key_fingerprint)
         .bind(&cp.signature)
-        .execute(&mut *tx)
-        .await?;
+        .execute(c)
+        .await?
+        .rows_affected());
         tx.commit().await?;
         // The file is synced: off the tokio worker.
         let (file, signed) = (self.file.clone(), cp.clone());
@@ -172,13 +174,15 @@ fn append_to_file(file: &Path, cp: &Checkpoint) -> std::io::Result<()> {
     f.sync_data()
 }
 
-async fn last_checkpoint(pool: &SqlitePool) -> Result<Option<Checkpoint>> {
-    Ok(sqlx::query_as(
-        "SELECT seq, head_hash, time, key_fingerprint, signature FROM audit_checkpoints \
+async fn last_checkpoint(pool: impl Into<Conn<'_>>) -> Result<Option<Checkpoint>> {
+    on!(pool, {
+        Ok(sqlx::query_as(
+            "SELECT seq, head_hash, time, key_fingerprint, signature FROM audit_checkpoints \
          ORDER BY seq DESC LIMIT 1",
-    )
-    .fetch_optional(pool)
-    .await?)
+        )
+        .fetch_optional(&mut *pool)
+        .await?)
+    })
 }
 
 /// Check for due checkpoints every second (records) and on the interval (time); sign a last
@@ -259,92 +263,95 @@ pub struct CheckpointReport {
 /// `archived`: the hashes of checkpointed records as their verified archive files hold them,
 /// for the records pruned from the database (see [`super::archive`]).
 pub async fn verify(
-    pool: &SqlitePool,
+    pool: impl Into<Conn<'_>>,
     public_key_pem: &str,
     file: Option<&Path>,
     archived: &std::collections::BTreeMap<i64, String>,
 ) -> anyhow::Result<CheckpointReport> {
-    use p256::elliptic_curve::sec1::ToEncodedPoint;
-    use p256::pkcs8::DecodePublicKey;
-    let key = p256::PublicKey::from_public_key_pem(public_key_pem.trim())
-        .map_err(|_| anyhow::anyhow!("the audit public key is not a P-256 PEM public key"))?;
-    let point = key.to_encoded_point(false);
-    let verifier = ring::signature::UnparsedPublicKey::new(
-        &ring::signature::ECDSA_P256_SHA256_ASN1,
-        point.as_bytes(),
-    );
+    on!(pool, {
+        use p256::elliptic_curve::sec1::ToEncodedPoint;
+        use p256::pkcs8::DecodePublicKey;
+        let key = p256::PublicKey::from_public_key_pem(public_key_pem.trim())
+            .map_err(|_| anyhow::anyhow!("the audit public key is not a P-256 PEM public key"))?;
+        let point = key.to_encoded_point(false);
+        let verifier = ring::signature::UnparsedPublicKey::new(
+            &ring::signature::ECDSA_P256_SHA256_ASN1,
+            point.as_bytes(),
+        );
 
-    let in_db: Vec<Checkpoint> = sqlx::query_as(
+        let in_db: Vec<Checkpoint> = sqlx::query_as(
         "SELECT seq, head_hash, time, key_fingerprint, signature FROM audit_checkpoints ORDER BY seq",
     )
-    .fetch_all(pool)
+    .fetch_all(&mut *pool)
     .await?;
-    let mut in_file: Vec<Checkpoint> = Vec::new();
-    if let Some(path) = file.filter(|p| p.exists()) {
-        for (n, line) in std::fs::read_to_string(path)?.lines().enumerate() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            in_file.push(serde_json::from_str(line).map_err(|e| {
-                anyhow::anyhow!("{} line {}: not a checkpoint: {e}", path.display(), n + 1)
-            })?);
-        }
-    }
-    let mut all = std::collections::BTreeMap::new();
-    let fault = |f| {
-        Ok(CheckpointReport {
-            checkpoints: in_db.len().max(in_file.len()),
-            last_checkpoint: None,
-            fault: Some(f),
-        })
-    };
-    for cp in &in_file {
-        match in_db.iter().find(|d| d.seq == cp.seq) {
-            Some(d) if d == cp => {}
-            Some(_) => {
-                return fault(CheckpointFault::Mismatch {
-                    seq: cp.seq,
-                    detail: "the database and the checkpoint file hold different checkpoints",
-                })
-            }
-            None => {
-                return fault(CheckpointFault::Mismatch {
-                    seq: cp.seq,
-                    detail: "in the checkpoint file but missing from the database (deleted)",
-                })
+        let mut in_file: Vec<Checkpoint> = Vec::new();
+        if let Some(path) = file.filter(|p| p.exists()) {
+            for (n, line) in std::fs::read_to_string(path)?.lines().enumerate() {
+                if line.trim().is_empty() {
+                    continue;
+                }
+                in_file.push(serde_json::from_str(line).map_err(|e| {
+                    anyhow::anyhow!("{} line {}: not a checkpoint: {e}", path.display(), n + 1)
+                })?);
             }
         }
-    }
-    for cp in in_db.iter().chain(in_file.iter()) {
-        all.insert(cp.seq, cp.clone());
-    }
-    let last_record: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM audit_log")
-        .fetch_one(pool)
-        .await?;
-    for cp in all.values() {
-        let signature = STANDARD.decode(&cp.signature).unwrap_or_default();
-        let message = signed_message(cp.seq, &cp.head_hash, &cp.time);
-        if verifier.verify(&message, &signature).is_err() {
-            return fault(CheckpointFault::BadSignature { seq: cp.seq });
+        let mut all = std::collections::BTreeMap::new();
+        let fault = |f| {
+            Ok(CheckpointReport {
+                checkpoints: in_db.len().max(in_file.len()),
+                last_checkpoint: None,
+                fault: Some(f),
+            })
+        };
+        for cp in &in_file {
+            match in_db.iter().find(|d| d.seq == cp.seq) {
+                Some(d) if d == cp => {}
+                Some(_) => {
+                    return fault(CheckpointFault::Mismatch {
+                        seq: cp.seq,
+                        detail: "the database and the checkpoint file hold different checkpoints",
+                    })
+                }
+                None => {
+                    return fault(CheckpointFault::Mismatch {
+                        seq: cp.seq,
+                        detail: "in the checkpoint file but missing from the database (deleted)",
+                    })
+                }
+            }
         }
-        if cp.seq > last_record {
-            return fault(CheckpointFault::Truncated {
-                checkpoint: cp.seq,
-                last_record,
-            });
+        for cp in in_db.iter().chain(in_file.iter()) {
+            all.insert(cp.seq, cp.clone());
         }
-        let hash: Option<String> = sqlx::query_scalar("SELECT hash FROM audit_log WHERE seq = ?")
-            .bind(cp.seq)
-            .fetch_optional(pool)
+        let last_record: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM audit_log")
+            .fetch_one(&mut *pool)
             .await?;
-        let hash = hash.or_else(|| archived.get(&cp.seq).cloned());
-        if hash.as_deref() != Some(cp.head_hash.as_str()) {
-            return fault(CheckpointFault::Rewritten { seq: cp.seq });
+        for cp in all.values() {
+            let signature = STANDARD.decode(&cp.signature).unwrap_or_default();
+            let message = signed_message(cp.seq, &cp.head_hash, &cp.time);
+            if verifier.verify(&message, &signature).is_err() {
+                return fault(CheckpointFault::BadSignature { seq: cp.seq });
+            }
+            if cp.seq > last_record {
+                return fault(CheckpointFault::Truncated {
+                    checkpoint: cp.seq,
+                    last_record,
+                });
+            }
+            let hash: Option<String> =
+                sqlx::query_scalar("SELECT hash FROM audit_log WHERE seq = $1")
+                    .bind(cp.seq)
+                    .fetch_optional(&mut *pool)
+                    .await?;
+            let hash = hash.or_else(|| archived.get(&cp.seq).cloned());
+            if hash.as_deref() != Some(cp.head_hash.as_str()) {
+                return fault(CheckpointFault::Rewritten { seq: cp.seq });
+            }
         }
-    }
-    Ok(CheckpointReport {
-        checkpoints: all.len(),
-        last_checkpoint: all.keys().next_back().copied(),
-        fault: None,
+        Ok(CheckpointReport {
+            checkpoints: all.len(),
+            last_checkpoint: all.keys().next_back().copied(),
+            fault: None,
+        })
     })
 }

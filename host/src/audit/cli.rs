@@ -17,16 +17,18 @@ use crate::store::Db;
 /// a progress bar on a terminal (none in scripts). Returns whether everything holds.
 pub async fn verify(db: &Db, config: &Config, public_key: Option<&Path>) -> anyhow::Result<bool> {
     let data_dir = &config.data_dir;
-    let total: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM audit_log")
-        .fetch_one(db.reader())
-        .await?;
+    let total: i64 = crate::store::on!(db => |c| sqlx::query_scalar(
+        "SELECT COALESCE(MAX(seq), 0) FROM audit_log"
+    )
+    .fetch_one(c)
+    .await?);
     // Hidden when stderr is not a terminal.
     let bar = indicatif::ProgressBar::new(total.max(0) as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} records verified")
             .expect("static template"),
     );
-    let report = archive::verify(db.reader(), &config.audit_archive_dir(), &|n| bar.inc(n)).await;
+    let report = archive::verify(db, &config.audit_archive_dir(), &|n| bar.inc(n)).await;
     bar.finish_and_clear();
     let report = report?;
     if let Some(fault) = &report.fault {
@@ -51,7 +53,7 @@ pub async fn verify(db: &Db, config: &Config, public_key: Option<&Path>) -> anyh
         return Ok(false);
     };
     let file = data_dir.join(CHECKPOINT_FILE);
-    let cps = checkpoint::verify(db.reader(), &pem, Some(&file), &report.checkpointed).await?;
+    let cps = checkpoint::verify(db, &pem, Some(&file), &report.checkpointed).await?;
     match (&cps.fault, cps.last_checkpoint) {
         (Some(fault), _) => {
             eprintln!("audit checkpoints FAILED: {fault}");
@@ -124,9 +126,7 @@ pub fn public_key(data_dir: &Path) -> anyhow::Result<bool> {
 
 /// Write the selected records (archived ones included) as JSON lines to stdout.
 pub async fn export(db: &Db, config: &Config, filter: &Filter) -> anyhow::Result<bool> {
-    let rows =
-        super::archive::select_with_archive(db.reader(), &config.audit_archive_dir(), filter)
-            .await?;
+    let rows = super::archive::select_with_archive(db, &config.audit_archive_dir(), filter).await?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     for r in &rows {

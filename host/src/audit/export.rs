@@ -5,8 +5,8 @@
 //! selection that reaches records pruned from the database reads them from there
 //! (`archive::select_with_archive`).
 
+use crate::store::{on, Conn};
 use serde::{Deserialize, Serialize};
-use sqlx::SqlitePool;
 
 use super::AuditRecord;
 
@@ -126,17 +126,18 @@ impl Filter {
 }
 
 /// Records in the database matching `f`, oldest first.
-pub async fn select(pool: &SqlitePool, f: &Filter) -> sqlx::Result<Vec<ExportedRecord>> {
-    let since = f.since.as_deref().map(normalise);
-    let until = f.until.as_deref().map(normalise);
-    let key = f
-        .key
-        .as_ref()
-        .map(|k| format!("%\"{}\"%", k.replace('"', "")));
-    let rows: Vec<AuditRecord> = sqlx::query_as(
-        "SELECT * FROM audit_log WHERE (? IS NULL OR time >= ?) AND (? IS NULL OR time <= ?) \
-         AND (? IS NULL OR principal = ?) AND (? IS NULL OR resource LIKE ?) \
-         AND (? IS NULL OR action = ?) AND (? IS NULL OR decision = ?) ORDER BY seq LIMIT ?",
+pub async fn select(pool: impl Into<Conn<'_>>, f: &Filter) -> sqlx::Result<Vec<ExportedRecord>> {
+    on!(pool, {
+        let since = f.since.as_deref().map(normalise);
+        let until = f.until.as_deref().map(normalise);
+        let key = f
+            .key
+            .as_ref()
+            .map(|k| format!("%\"{}\"%", k.replace('"', "")));
+        let rows: Vec<AuditRecord> = sqlx::query_as(
+        "SELECT * FROM audit_log WHERE ($1 IS NULL OR time >= $2) AND ($3 IS NULL OR time <= $4) \
+         AND ($5 IS NULL OR principal = $6) AND ($7 IS NULL OR resource LIKE $8) \
+         AND ($9 IS NULL OR action = $10) AND ($11 IS NULL OR decision = $12) ORDER BY seq LIMIT $13",
     )
     .bind(&since)
     .bind(&since)
@@ -150,10 +151,11 @@ pub async fn select(pool: &SqlitePool, f: &Filter) -> sqlx::Result<Vec<ExportedR
     .bind(&f.action)
     .bind(&f.decision)
     .bind(&f.decision)
-    .bind(f.limit.unwrap_or(-1))
-    .fetch_all(pool)
+    .bind(f.limit.filter(|l| *l >= 0).unwrap_or(i64::MAX))
+    .fetch_all(&mut *pool)
     .await?;
-    Ok(rows.into_iter().map(ExportedRecord::from).collect())
+        Ok(rows.into_iter().map(ExportedRecord::from).collect())
+    })
 }
 
 /// The log stores `YYYY-MM-DDTHH:MM:SS.mmmZ`; accept any RFC 3339 time and rewrite it so that

@@ -26,11 +26,13 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::{
-    chain, insert_records_inline, read_head_inline, AuditEvent, AuditRecord, MAX_ROWS_PER_INSERT,
+    append_records, chain, insert_records_inline, read_head_inline, AuditEvent, AuditRecord,
+    MAX_ROWS_PER_INSERT,
 };
 use crate::error::{Error, Result};
-use crate::store::inline::{is_constraint, Inline};
-use crate::store::{checkpoint_wal, restart_wal, Db};
+use crate::store::sqlite::inline::{is_constraint, Inline};
+use crate::store::sqlite::{checkpoint_wal, restart_wal};
+use crate::store::Db;
 use crate::telemetry::spans;
 
 /// Most records committed together (one `INSERT`, so one atomic statement).
@@ -82,32 +84,33 @@ impl GroupCommit {
     }
 
     async fn start_with(db: Db, wal: WalCheckpoints) -> Result<Self> {
-        let conn = db.separate_writer().await?;
-        let checkpoints = db.checkpoint_connection().await?;
+        let sqlite = match db.sqlite() {
+            Some(pools) => Some((
+                pools.separate_writer().await?,
+                pools.checkpoint_connection().await?,
+            )),
+            None => None,
+        };
+        let (conn, checkpoints) = sqlite.unzip();
         let (jobs, rx) = mpsc::channel::<Job>(4 * MAX_BATCH);
         let (ready, started) = oneshot::channel();
         let (stop, stopped) = watch::channel(false);
         let gate = WriteGate::default();
-        let busy_wait = db.busy_wait();
-        let task = tokio::spawn(run(
-            conn,
-            busy_wait,
-            rx,
-            gate.clone(),
-            stopped.clone(),
-            ready,
-        ));
+        let task = tokio::spawn(run(db, conn, rx, gate.clone(), stopped.clone(), ready));
         started.await.map_err(|_| Error::DatabaseUnavailable)??;
-        let checkpointer = tokio::spawn(checkpoint_wal_until_stopped(
-            checkpoints,
-            wal,
-            gate,
-            stopped,
-        ));
+        let mut tasks = vec![task];
+        if let Some(checkpoints) = checkpoints {
+            tasks.push(tokio::spawn(checkpoint_wal_until_stopped(
+                checkpoints,
+                wal,
+                gate,
+                stopped,
+            )));
+        }
         Ok(GroupCommit {
             jobs,
             stop: Arc::new(stop),
-            tasks: Arc::new(Mutex::new(vec![task, checkpointer])),
+            tasks: Arc::new(Mutex::new(tasks)),
         })
     }
 
@@ -148,23 +151,60 @@ impl GroupCommit {
     }
 }
 
-/// The task: take the connection from sqlx's worker, report whether that worked, then commit
-/// batches until every [`GroupCommit`] is dropped or [`GroupCommit::close`] is called (then
-/// what was already handed over is still committed), and close the connection.
+/// Where the task writes its batches.
+enum Writer<'c> {
+    /// SQLite: a connection of its own, driven in place.
+    Sqlite(Inline<'c>),
+    /// PostgreSQL: a transaction from the pool per batch (a connection there is a socket, not
+    /// a thread hand-off, and the chain's lock is taken per transaction, see `read_head`).
+    Postgres(Db),
+}
+
+impl Writer<'_> {
+    /// Append `events` as one batch; `known` is the head after this task's last batch.
+    async fn append(
+        &mut self,
+        known: Option<(i64, String)>,
+        events: &[&AuditEvent],
+    ) -> std::result::Result<Vec<AuditRecord>, String> {
+        match self {
+            Writer::Sqlite(inline) => append(inline, known, events)
+                .await
+                .map_err(|e| e.to_string()),
+            Writer::Postgres(db) => {
+                let written = async {
+                    let mut tx = db.begin_bookkeeping().await?;
+                    let records = append_records(&mut tx, events).await?;
+                    tx.commit().await?;
+                    Ok::<_, Error>(records)
+                };
+                written.await.map_err(|e| e.to_string())
+            }
+        }
+    }
+}
+
+/// The task: on SQLite take `conn` from sqlx's worker; report whether that worked, then
+/// commit batches until every [`GroupCommit`] is dropped or [`GroupCommit::close`] is called
+/// (then what was already handed over is still committed), and close the connection.
 async fn run(
-    mut conn: sqlx::SqliteConnection,
-    busy_wait: Duration,
+    db: Db,
+    mut conn: Option<sqlx::SqliteConnection>,
     mut rx: mpsc::Receiver<Job>,
     gate: WriteGate,
     mut stop: watch::Receiver<bool>,
     ready: oneshot::Sender<Result<()>>,
 ) {
-    let mut inline = match Inline::take(&mut conn, busy_wait).await {
-        Ok(inline) => inline,
-        Err(e) => {
-            let _ = ready.send(Err(e));
-            return;
-        }
+    let busy_wait = db.busy_wait();
+    let mut writer = match conn.as_mut() {
+        Some(conn) => match Inline::take(conn, busy_wait).await {
+            Ok(inline) => Writer::Sqlite(inline),
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return;
+            }
+        },
+        None => Writer::Postgres(db),
     };
     let _ = ready.send(Ok(()));
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -196,9 +236,7 @@ async fn run(
         let events: Vec<&AuditEvent> = batch.iter().map(|(ev, _, _)| ev).collect();
         let written = {
             let _writing = gate.lock().await;
-            append(&mut inline, head.take(), &events)
-                .instrument(span)
-                .await
+            writer.append(head.take(), &events).instrument(span).await
         };
         let seqs: Vec<Result<i64>> = match written {
             Ok(records) => {
@@ -220,9 +258,11 @@ async fn run(
             let _ = reply.send(result);
         }
     }
-    drop(inline);
-    if let Err(e) = sqlx::Connection::close(conn).await {
-        tracing::warn!(error = %e, "could not close the audit group commit's connection");
+    drop(writer);
+    if let Some(conn) = conn {
+        if let Err(e) = sqlx::Connection::close(conn).await {
+            tracing::warn!(error = %e, "could not close the audit group commit's connection");
+        }
     }
 }
 
@@ -456,11 +496,11 @@ mod tests {
             super::super::append(&mut tx, &event(n)).await.unwrap();
             tx.commit().await.unwrap();
         }
-        let report = super::super::verify(db.reader()).await.unwrap();
+        let report = super::super::verify(&db).await.unwrap();
         assert_eq!(report.fault, None);
         assert_eq!(report.records, n as i64);
         let ids: Vec<String> = sqlx::query_scalar("SELECT request_id FROM audit_log ORDER BY seq")
-            .fetch_all(db.reader())
+            .fetch_all(db.sqlite().unwrap().reader())
             .await
             .unwrap();
         let unique: std::collections::HashSet<_> = ids.iter().collect();
@@ -491,7 +531,7 @@ mod tests {
         tx.commit().await.unwrap();
         let seq = waiting.await.unwrap().unwrap();
         assert_eq!(seq, in_tx + 1);
-        let report = super::super::verify(db.reader()).await.unwrap();
+        let report = super::super::verify(&db).await.unwrap();
         assert_eq!((report.fault, report.records), (None, 3));
     }
 
@@ -559,7 +599,7 @@ mod tests {
         }
         group.close().await;
         let restarted: i64 = sqlx::query_scalar("SELECT count FROM wal_restarts")
-            .fetch_one(db.reader())
+            .fetch_one(db.sqlite().unwrap().reader())
             .await
             .unwrap();
         let records = std::fs::metadata(dir.path().join(DB_FILE)).unwrap().len();
@@ -569,7 +609,7 @@ mod tests {
             2 * largest < records,
             "the WAL reached {largest} bytes for {records} bytes of records"
         );
-        let report = super::super::verify(db.reader()).await.unwrap();
+        let report = super::super::verify(&db).await.unwrap();
         assert_eq!((report.fault, report.records), (None, appended));
     }
 
@@ -633,7 +673,7 @@ mod tests {
         let db = Db::open(&format!("sqlite://{}", dir.path().join(DB_FILE).display()))
             .await
             .unwrap();
-        let report = super::super::verify(db.reader()).await.unwrap();
+        let report = super::super::verify(&db).await.unwrap();
         assert_eq!((report.fault, report.records), (None, 20));
     }
 }

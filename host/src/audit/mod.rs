@@ -24,9 +24,9 @@ pub mod cli;
 pub mod export;
 pub mod group_commit;
 
+use crate::store::{on, Conn, Dialect, Tx};
 use ring::digest;
 use serde::Serialize;
-use sqlx::{SqliteConnection, SqlitePool};
 
 use crate::error::Result;
 use crate::store::now_rfc3339;
@@ -134,10 +134,10 @@ impl AuditRecord {
 }
 
 /// Append one record inside `conn`'s transaction. Returns its sequence number.
-pub async fn append(conn: &mut SqliteConnection, ev: &AuditEvent) -> Result<i64> {
+pub async fn append(conn: &mut Tx, ev: &AuditEvent) -> Result<i64> {
     let span = tracing::info_span!("audit.append", keyplane.audit.seq = tracing::field::Empty);
-    let seqs = append_records(conn, &[ev]).instrument(span.clone()).await?;
-    let seq = seqs.first().copied().unwrap_or_default();
+    let records = append_records(conn, &[ev]).instrument(span.clone()).await?;
+    let seq = records.first().map_or(0, |r| r.seq);
     span.record("keyplane.audit.seq", seq);
     Ok(seq)
 }
@@ -146,26 +146,45 @@ pub async fn append(conn: &mut SqliteConnection, ev: &AuditEvent) -> Result<i64>
 const MAX_ROWS_PER_INSERT: usize = 512;
 
 /// Append `events` in order inside `conn`'s transaction, chained one to the next: one read
-/// of the chain head, then one `INSERT` for all of them. Returns their sequence numbers.
-async fn append_records(conn: &mut SqliteConnection, events: &[&AuditEvent]) -> Result<Vec<i64>> {
+/// of the chain head, then one `INSERT` for all of them. Returns their records.
+async fn append_records(conn: &mut Tx, events: &[&AuditEvent]) -> Result<Vec<AuditRecord>> {
     let head = read_head(conn).await?;
     let records = chain(head, events);
     insert_records(conn, &records).await?;
-    Ok(records.iter().map(|r| r.seq).collect())
+    Ok(records)
 }
 
 /// The chain head: the last record's (seq, hash).
 const HEAD_SQL: &str = "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1";
 
-/// The last record's (seq, hash), or (0, genesis) for an empty log.
-async fn read_head(conn: &mut SqliteConnection) -> Result<(i64, String)> {
-    let head: Option<(i64, String)> = spans::db(
-        "SELECT",
-        "audit_log",
-        sqlx::query_as(HEAD_SQL).fetch_optional(&mut *conn),
-    )
-    .await?;
-    Ok(head.unwrap_or_else(|| (0, GENESIS.to_string())))
+/// Key of the PostgreSQL advisory lock that serialises appends to the chain (SQLite's
+/// `BEGIN IMMEDIATE` already holds the database's one write lock).
+const CHAIN_LOCK: i64 = 0x6b65_7970_6c61_6e65; // "keyplane"
+
+/// The last record's (seq, hash), or (0, genesis) for an empty log. On PostgreSQL it first
+/// takes the chain's lock for the rest of the transaction, so no other node or connection
+/// can chain a record after the same head.
+async fn read_head(conn: &mut Tx) -> Result<(i64, String)> {
+    if conn.dialect() == Dialect::Postgres {
+        spans::db("SELECT", "pg_advisory_xact_lock", async {
+            on!(&mut *conn => |c| sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(CHAIN_LOCK)
+                    .execute(c)
+                    .await?
+                    .rows_affected());
+            Ok::<_, crate::error::Error>(())
+        })
+        .await?;
+    }
+    on!(conn, {
+        let head: Option<(i64, String)> = spans::db(
+            "SELECT",
+            "audit_log",
+            sqlx::query_as(HEAD_SQL).fetch_optional(&mut *conn),
+        )
+        .await?;
+        Ok(head.unwrap_or_else(|| (0, GENESIS.to_string())))
+    })
 }
 
 /// [`read_head`] on an [`crate::store::inline`] connection.
@@ -211,7 +230,11 @@ pub fn chain(head: (i64, String), events: &[&AuditEvent]) -> Vec<AuditRecord> {
     records
 }
 
-/// `INSERT` of `rows` records, their values bound in [`AuditRecord::values`] order.
+/// Values one record binds.
+const COLUMNS: usize = 17;
+
+/// `INSERT` of `rows` records, their values bound in [`AuditRecord::values`] order (numbered
+/// placeholders, which both backends accept).
 fn insert_sql(rows: usize) -> String {
     let mut sql = String::from(
         "INSERT INTO audit_log (seq, time, request_id, principal, tenant, action, resource, \
@@ -222,7 +245,14 @@ fn insert_sql(rows: usize) -> String {
         if row > 0 {
             sql.push(',');
         }
-        sql.push_str("(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+        sql.push('(');
+        for column in 1..=COLUMNS {
+            if column > 1 {
+                sql.push(',');
+            }
+            sql.push_str(&format!("${}", row * COLUMNS + column));
+        }
+        sql.push(')');
     }
     sql
 }
@@ -236,7 +266,7 @@ enum Value<'a> {
 
 impl AuditRecord {
     /// The values of one row of [`insert_sql`], in column order.
-    fn values(&self) -> [Value<'_>; 17] {
+    fn values(&self) -> [Value<'_>; COLUMNS] {
         use Value::{Int, MaybeText, Text};
         [
             Int(self.seq),
@@ -263,20 +293,22 @@ impl AuditRecord {
 /// Insert chained records, at most [`MAX_ROWS_PER_INSERT`] per statement. One statement is
 /// atomic on its own, so outside a transaction `records` up to that size land all or none; a
 /// record whose `seq` is taken (a stale head) fails the whole statement.
-async fn insert_records(conn: &mut SqliteConnection, records: &[AuditRecord]) -> Result<()> {
-    for chunk in records.chunks(MAX_ROWS_PER_INSERT) {
-        let sql = insert_sql(chunk.len());
-        let mut insert = sqlx::query(&sql);
-        for value in chunk.iter().flat_map(AuditRecord::values) {
-            insert = match value {
-                Value::Int(v) => insert.bind(v),
-                Value::Text(v) => insert.bind(v),
-                Value::MaybeText(v) => insert.bind(v),
-            };
+async fn insert_records(conn: &mut Tx, records: &[AuditRecord]) -> Result<()> {
+    on!(conn, {
+        for chunk in records.chunks(MAX_ROWS_PER_INSERT) {
+            let sql = insert_sql(chunk.len());
+            let mut insert = sqlx::query(&sql);
+            for value in chunk.iter().flat_map(AuditRecord::values) {
+                insert = match value {
+                    Value::Int(v) => insert.bind(v),
+                    Value::Text(v) => insert.bind(v),
+                    Value::MaybeText(v) => insert.bind(v),
+                };
+            }
+            spans::db("INSERT", "audit_log", insert.execute(&mut *conn)).await?;
         }
-        spans::db("INSERT", "audit_log", insert.execute(&mut *conn)).await?;
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// [`insert_records`] on an [`crate::store::inline`] connection, as one statement (all or
@@ -342,55 +374,59 @@ pub struct VerifyReport {
 }
 
 /// One record by sequence number.
-pub async fn get(pool: &SqlitePool, seq: i64) -> Result<Option<AuditRecord>> {
-    Ok(sqlx::query_as::<_, AuditRecord>(
+pub async fn get(pool: impl Into<Conn<'_>>, seq: i64) -> Result<Option<AuditRecord>> {
+    on!(pool, {
+        Ok(sqlx::query_as::<_, AuditRecord>(
         "SELECT seq, time, request_id, principal, tenant, action, resource, decision, policies, \
-         outcome, source, policy_hash, trace_id, user_agent, front, prev_hash, hash FROM audit_log WHERE seq = ?",
+         outcome, source, policy_hash, trace_id, user_agent, front, prev_hash, hash FROM audit_log WHERE seq = $1",
     )
     .bind(seq)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *pool)
     .await?)
+    })
 }
 
 /// Walk the chain from the first record.
-pub async fn verify(pool: &SqlitePool) -> Result<VerifyReport> {
-    use futures_util::TryStreamExt;
-    let mut rows = sqlx::query_as::<_, AuditRecord>(
+pub async fn verify(pool: impl Into<Conn<'_>>) -> Result<VerifyReport> {
+    on!(pool, {
+        use futures_util::TryStreamExt;
+        let mut rows = sqlx::query_as::<_, AuditRecord>(
         "SELECT seq, time, request_id, principal, tenant, action, resource, decision, policies, \
          outcome, source, policy_hash, trace_id, user_agent, front, prev_hash, hash FROM audit_log ORDER BY seq",
     )
-    .fetch(pool);
-    let mut expected_seq = 1;
-    let mut prev = GENESIS.to_string();
-    let mut count = 0;
-    while let Some(rec) = rows.try_next().await? {
-        let fault = if rec.seq != expected_seq {
-            Some(ChainFault::Gap {
-                expected: expected_seq,
-                found: rec.seq,
-            })
-        } else if rec.prev_hash != prev {
-            Some(ChainFault::BrokenLink { seq: rec.seq })
-        } else if rec.compute_hash() != rec.hash {
-            Some(ChainFault::BadHash { seq: rec.seq })
-        } else {
-            None
-        };
-        if fault.is_some() {
-            return Ok(VerifyReport {
-                records: count,
-                head: prev,
-                fault,
-            });
+    .fetch(&mut *pool);
+        let mut expected_seq = 1;
+        let mut prev = GENESIS.to_string();
+        let mut count = 0;
+        while let Some(rec) = rows.try_next().await? {
+            let fault = if rec.seq != expected_seq {
+                Some(ChainFault::Gap {
+                    expected: expected_seq,
+                    found: rec.seq,
+                })
+            } else if rec.prev_hash != prev {
+                Some(ChainFault::BrokenLink { seq: rec.seq })
+            } else if rec.compute_hash() != rec.hash {
+                Some(ChainFault::BadHash { seq: rec.seq })
+            } else {
+                None
+            };
+            if fault.is_some() {
+                return Ok(VerifyReport {
+                    records: count,
+                    head: prev,
+                    fault,
+                });
+            }
+            prev = rec.hash.clone();
+            expected_seq += 1;
+            count += 1;
         }
-        prev = rec.hash.clone();
-        expected_seq += 1;
-        count += 1;
-    }
-    Ok(VerifyReport {
-        records: count,
-        head: prev,
-        fault: None,
+        Ok(VerifyReport {
+            records: count,
+            head: prev,
+            fault: None,
+        })
     })
 }
 

@@ -327,7 +327,7 @@ impl Keyring {
         if let Some(h) = self.current(cached) {
             return Ok(h);
         }
-        let row = tenants::get(self.db.reader(), tenant)
+        let row = tenants::get(&self.db, tenant)
             .await?
             .ok_or_else(|| Error::NotFound {
                 kind: "tenant",

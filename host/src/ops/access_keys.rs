@@ -29,7 +29,7 @@ pub const MAX_PER_PRINCIPAL: i64 = 2;
 async fn principal_named(ctx: &OpContext<'_>, principal_id: Option<&str>) -> Result<ResourceRef> {
     let p = match principal_id {
         None => ctx.principal.clone(),
-        Some(id) => principals::get(ctx.state.db.reader(), id)
+        Some(id) => principals::get(&ctx.state.db, id)
             .await?
             .ok_or_else(|| Error::NotFound {
                 kind: "principal",
@@ -161,7 +161,7 @@ impl Operation for ListAccessKeys {
         _scope: &mut WriteScope,
     ) -> Result<Self::Output> {
         let principal = owner(&resource)?;
-        let rows = access_keys::of_principal(ctx.state.db.reader(), &principal.id).await?;
+        let rows = access_keys::of_principal(&ctx.state.db, &principal.id).await?;
         Ok(ListAccessKeysOutput {
             access_keys: rows
                 .into_iter()
@@ -202,7 +202,7 @@ impl Operation for DeleteAccessKey {
             kind: "access key",
             id: self.access_key_id.clone(),
         };
-        let pool = ctx.state.db.reader();
+        let pool = &ctx.state.db;
         let key = access_keys::get(pool, &self.access_key_id)
             .await?
             .ok_or_else(not_found)?;

@@ -107,7 +107,7 @@ impl Operation for UpdateAlias {
         scope: &mut WriteScope,
     ) -> Result<Self::Output> {
         let key = live_target(&r)?;
-        let existing = aliases::get(ctx.state.db.reader(), &key.tenant_id, &self.0.alias_name)
+        let existing = aliases::get(&ctx.state.db, &key.tenant_id, &self.0.alias_name)
             .await?
             .ok_or_else(|| Error::NotFound {
                 kind: "alias",
@@ -236,7 +236,7 @@ impl Operation for ListAliases {
             None => None,
         };
         let mut rows = aliases::list(
-            ctx.state.db.reader(),
+            &ctx.state.db,
             &ctx.principal.tenant_id,
             key_id.as_deref(),
             self.next_token.as_deref(),

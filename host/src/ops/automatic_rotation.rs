@@ -82,7 +82,7 @@ impl Operation for EnableKeyRotation {
     ) -> Result<Self::Output> {
         let key = key_row(&r)?;
         check_key_enabled(key)?;
-        let material = imports::material(ctx.state.db.reader(), &key.id).await?;
+        let material = imports::material(&ctx.state.db, &key.id).await?;
         if material.is_some_and(|m| m.origin == imports::ORIGIN_EXTERNAL) {
             return Err(Error::Unsupported(format!(
                 "automatic rotation of key {}: it holds imported material, which keyplane cannot renew",

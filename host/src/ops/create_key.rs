@@ -171,10 +171,7 @@ impl Operation for CreateKey {
             .unwrap_or_else(|| vec![ctx.principal.id.clone()]);
         grants.sort();
         grants.dedup();
-        let found = {
-            let mut conn = ctx.state.db.reader().acquire().await?;
-            principals::existing_in_tenant(&mut conn, &tenant, &grants).await?
-        };
+        let found = principals::existing_in_tenant(&ctx.state.db, &tenant, &grants).await?;
         if let Some(missing) = grants.iter().find(|g| !found.contains(g)) {
             return Err(Error::validation(format!(
                 "grant names {missing}, which is not a principal of tenant {tenant}"
@@ -197,10 +194,7 @@ impl Operation for CreateKey {
         if let Some(alias) = &self.alias {
             // A name already taken is answered before any material is made (the insert
             // below still decides a race).
-            if aliases::get(ctx.state.db.reader(), &tenant, alias)
-                .await?
-                .is_some()
-            {
+            if aliases::get(&ctx.state.db, &tenant, alias).await?.is_some() {
                 return Err(Error::AlreadyExists {
                     kind: "alias",
                     id: alias.clone(),

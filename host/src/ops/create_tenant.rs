@@ -52,7 +52,7 @@ impl Operation for CreateTenant {
     ) -> Result<Self::Output> {
         // Checked (and the KEK made in the HSM) before the write transaction opens, so HSM
         // latency never holds the writer; the insert below still fails on a duplicate.
-        if tenants::get(ctx.state.db.reader(), &self.tenant_id)
+        if tenants::get(&ctx.state.db, &self.tenant_id)
             .await?
             .is_some()
         {

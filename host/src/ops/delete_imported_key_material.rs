@@ -49,7 +49,7 @@ impl Operation for DeleteImportedKeyMaterial {
         scope: &mut WriteScope,
     ) -> Result<Self::Output> {
         let key = key_row(&r)?;
-        let material = imports::material(ctx.state.db.reader(), &key.id).await?;
+        let material = imports::material(&ctx.state.db, &key.id).await?;
         if material.is_none_or(|m| m.origin != imports::ORIGIN_EXTERNAL) {
             return Err(Error::Unsupported(format!(
                 "key {} holds no imported material: its material was made by keyplane",

@@ -36,13 +36,13 @@ impl Operation for DescribeKey {
         _s: &mut WriteScope,
     ) -> Result<Self::Output> {
         let row = key_row(&resource)?;
-        let versions = keys::versions(ctx.state.db.reader(), &row.id).await?;
+        let versions = keys::versions(&ctx.state.db, &row.id).await?;
         let ResourceRef::Key { users, .. } = &resource else {
             return Err(Error::Internal);
         };
         let mut meta = KeyMetadata::new(row, users.clone(), Some(&versions))
             .with_pending_usage(&ctx.state.usage);
-        if let Some(m) = imports::material(ctx.state.db.reader(), &row.id).await? {
+        if let Some(m) = imports::material(&ctx.state.db, &row.id).await? {
             meta.origin = Some(m.origin);
             meta.exportable = Some(m.exportable);
             meta.material_expires_at = m.material_expires_at.map(rfc3339);

@@ -78,7 +78,7 @@ impl Operation for ExportKey {
     ) -> Result<Self::Output> {
         let key = key_row(&r)?;
         check_key_enabled(key)?;
-        let material = imports::material(ctx.state.db.reader(), &key.id)
+        let material = imports::material(&ctx.state.db, &key.id)
             .await?
             .ok_or(Error::Internal)?;
         if !material.exportable {

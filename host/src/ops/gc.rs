@@ -115,7 +115,7 @@ async fn collect_components(
     report: &mut GcReport,
     progress: &dyn Progress,
 ) -> Result<()> {
-    for sha in plugins::unreferenced_components(state.db.reader()).await? {
+    for sha in plugins::unreferenced_components(&state.db).await? {
         progress.item();
         if report.applied {
             let removed = async {
@@ -158,7 +158,7 @@ async fn collect_objects(
     let objects = tokio::task::spawn_blocking(move || hsm.keyplane_objects())
         .await
         .map_err(|_| Error::Internal)??;
-    let referenced: HashSet<Vec<u8>> = keys::referenced_object_ids(state.db.reader()).await?;
+    let referenced: HashSet<Vec<u8>> = keys::referenced_object_ids(&state.db).await?;
     for (id, handle) in objects {
         progress.item();
         if referenced.contains(&id) {
@@ -197,7 +197,7 @@ async fn collect_blobs(
     report: &mut GcReport,
     progress: &dyn Progress,
 ) -> Result<()> {
-    for backend in plugins::backend_configs(state.db.reader()).await? {
+    for backend in plugins::backend_configs(&state.db).await? {
         let (tenant, plugin_name) = (backend.tenant_id.as_str(), backend.plugin_name.as_str());
         let (plugin, config) = match version_store(state, tenant, plugin_name).await {
             Ok(b) => b,
@@ -223,7 +223,7 @@ async fn collect_blobs(
                 }
             };
             // Read after the page: a blob committed meanwhile is referenced by now.
-            let referenced = keys::referenced_blobs(state.db.reader(), tenant).await?;
+            let referenced = keys::referenced_blobs(&state.db, tenant).await?;
             for name in names {
                 progress.item();
                 if referenced.contains(&name) {

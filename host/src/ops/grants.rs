@@ -137,7 +137,7 @@ async fn principal_of_tenant(
     id_or_name: &str,
     tenant: &str,
 ) -> Result<Principal> {
-    let pool = ctx.state.db.reader();
+    let pool = &ctx.state.db;
     if let Some(p) = principals::get(pool, id_or_name)
         .await?
         .filter(|p| p.tenant_id == tenant)
@@ -539,7 +539,7 @@ impl Operation for RetireGrant {
             kind: "grant",
             id: id.to_string(),
         };
-        let grant = grants::get(ctx.state.db.reader(), id)
+        let grant = grants::get(&ctx.state.db, id)
             .await?
             .ok_or_else(not_found)?;
         let r = resolve_key(ctx, &grant.key_id).await?;
@@ -610,7 +610,7 @@ impl Operation for ListRetirableGrants {
         };
         let limit = self.limit.unwrap_or(50);
         let after = self.next_token.unwrap_or_default();
-        let rows = grants::retirable_by(ctx.state.db.reader(), &p.id, &after, limit + 1).await?;
+        let rows = grants::retirable_by(&ctx.state.db, &p.id, &after, limit + 1).await?;
         Ok(page(rows.iter(), None, limit))
     }
 }

@@ -113,7 +113,7 @@ impl Operation for ImportKeyMaterial {
         let state = ctx.state;
         let key = key_row(&r)?;
         let material = awaiting_import(state, key).await?;
-        let token = imports::token(state.db.reader(), &self.import_token)
+        let token = imports::token(&state.db, &self.import_token)
             .await?
             .filter(|t| t.tenant_id == key.tenant_id)
             .ok_or_else(|| Error::ExpiredImportToken(self.import_token.clone()))?;
@@ -137,7 +137,7 @@ impl Operation for ImportKeyMaterial {
             .ok_or(Error::Internal)? as usize
             / 8;
         let protection = Protection::parse(&key.protection).ok_or(Error::Internal)?;
-        let previous = keys::version(state.db.reader(), &key.id, 1).await?;
+        let previous = keys::version(&state.db, &key.id, 1).await?;
 
         let spec = key_spec(key)?;
         let wrapped = Wrapped {

@@ -89,7 +89,7 @@ impl Operation for ApproveKeyDeletion {
                 "a principal cannot approve its own deletion request; another admin approves it",
             ));
         }
-        let requester = principals::get(ctx.state.db.reader(), &self.requester)
+        let requester = principals::get(&ctx.state.db, &self.requester)
             .await?
             .filter(|p| p.tenant_id == key.tenant_id)
             .ok_or_else(|| Error::NotFound {
@@ -206,7 +206,7 @@ impl Operation for ScheduleKeyDeletion {
     /// The admin who approved this deletion for this caller, if an approval waits unused.
     async fn approver(&self, ctx: &OpContext<'_>, r: &ResourceRef) -> Result<Option<Principal>> {
         let key = key_row(r)?;
-        let pool = ctx.state.db.reader();
+        let pool = &ctx.state.db;
         let now = ctx.state.clock.now();
         let Some(a) = approvals::valid(pool, &key.id, &ctx.principal.id, now).await? else {
             return Ok(None);
@@ -345,7 +345,7 @@ impl Operation for CancelKeyDeletion {
         let conn = scope.conn(ctx.state).await?;
         if !keys::set_state(conn, &key.id, STATE_PENDING_DELETION, STATE_DISABLED, None).await? {
             // Most likely the scheduler began destroying it meanwhile.
-            let now = keys::get(ctx.state.db.reader(), &key.id).await?;
+            let now = keys::get(&ctx.state.db, &key.id).await?;
             return Err(match now.as_ref().map(|k| k.state.as_str()) {
                 Some(STATE_DESTROYING) | Some(STATE_DESTROYED) => Error::InvalidState(format!(
                     "key {} is being destroyed: its deletion window passed while this request ran; it can no longer be cancelled",
@@ -403,7 +403,7 @@ pub async fn destroy(state: &AppState, scope: &mut WriteScope, key: &KeyRow) -> 
 /// Delete every wrapped copy of a key's versions from its storage backend and destroy its HSM
 /// objects (crypto-shredding). Safe to repeat: what is already gone is skipped.
 pub async fn shred_material(state: &AppState, key: &KeyRow) -> Result<()> {
-    let versions = keys::versions(state.db.reader(), &key.id).await?;
+    let versions = keys::versions(&state.db, &key.id).await?;
     for v in &versions {
         if let Some(store) = &v.blob_store {
             let (plugin, config) = version_store(state, &key.tenant_id, store).await?;

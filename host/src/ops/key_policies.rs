@@ -65,7 +65,7 @@ fn validate_name(name: &str) -> Result<()> {
 
 /// The document of `key` (stored, or the default).
 async fn document(ctx: &OpContext<'_>, key: &KeyRow) -> Result<String> {
-    let pool = ctx.state.db.reader();
+    let pool = &ctx.state.db;
     if let Some(d) = key_policies::get(pool, &key.id, DEFAULT_NAME).await? {
         return Ok(d);
     }

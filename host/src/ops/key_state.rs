@@ -143,7 +143,7 @@ impl VersionRef {
 }
 
 async fn version_of(ctx: &OpContext<'_>, key: &KeyRow, v: i64) -> Result<KeyVersionRow> {
-    keys::version(ctx.state.db.reader(), &key.id, v)
+    keys::version(&ctx.state.db, &key.id, v)
         .await?
         .ok_or_else(|| Error::NotFound {
             kind: "key version",

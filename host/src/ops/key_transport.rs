@@ -11,7 +11,7 @@ use crate::store::keys::KeyRow;
 
 /// Refuse an import into a key that was not created `external` or already has material.
 pub async fn awaiting_import(state: &AppState, key: &KeyRow) -> Result<KeyMaterialRow> {
-    let material = imports::material(state.db.reader(), &key.id)
+    let material = imports::material(&state.db, &key.id)
         .await?
         .ok_or(Error::Internal)?;
     if material.origin != imports::ORIGIN_EXTERNAL {

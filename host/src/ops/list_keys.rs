@@ -69,7 +69,7 @@ impl Operation for ListKeys {
         _s: &mut WriteScope,
     ) -> Result<Self::Output> {
         let after = self.next_token.as_deref().map(decode_token).transpose()?;
-        let pool = ctx.state.db.reader();
+        let pool = &ctx.state.db;
         let rows = keys::list(
             pool,
             &ctx.principal.tenant_id,

@@ -76,8 +76,6 @@ mod views;
 use std::future::Future;
 use std::net::IpAddr;
 
-use sqlx::SqliteConnection;
-
 use crate::audit::{self, AuditEvent};
 use crate::authn::Principal;
 use crate::authz::{AuthzRequest, Decision, ResourceRef};
@@ -340,7 +338,7 @@ impl WriteScope {
     }
 
     /// The transaction (begins it if needed).
-    pub async fn conn(&mut self, state: &AppState) -> Result<&mut SqliteConnection> {
+    pub async fn conn(&mut self, state: &AppState) -> Result<&mut Tx> {
         if self.tx.is_none() {
             self.tx = Some(state.db.begin().await?);
         }
@@ -395,7 +393,7 @@ impl WriteScope {
             self.created.clear();
             self.blobs.clear();
             self.rollback(state).await;
-            return Err(e.into());
+            return Err(e);
         }
         Ok(())
     }

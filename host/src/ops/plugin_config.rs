@@ -117,7 +117,7 @@ pub async fn seal(
 /// configurations it sealed.
 pub async fn seal_stored(keyring: &Keyring, db: &crate::store::Db) -> Result<usize> {
     let mut sealed = 0;
-    for c in crate::store::plugins::stored_configs(db.reader()).await? {
+    for c in crate::store::plugins::stored_configs(db).await? {
         let stored: BTreeMap<String, String> =
             serde_json::from_str(&c.config).map_err(|_| Error::Internal)?;
         if !stored

@@ -16,7 +16,7 @@ use crate::store::plugins;
 
 async fn resolve_plugin(ctx: &OpContext<'_>, name: &str) -> Result<ResourceRef> {
     let tenant = &ctx.principal.tenant_id;
-    let row = plugins::get(ctx.state.db.reader(), tenant, name)
+    let row = plugins::get(&ctx.state.db, tenant, name)
         .await?
         .ok_or_else(|| Error::NotFound {
             kind: "plugin",
@@ -56,7 +56,7 @@ impl Operation for ListPlugins {
         _r: ResourceRef,
         _s: &mut WriteScope,
     ) -> Result<Self::Output> {
-        let rows = plugins::list(ctx.state.db.reader(), &ctx.principal.tenant_id).await?;
+        let rows = plugins::list(&ctx.state.db, &ctx.principal.tenant_id).await?;
         Ok(ListPluginsOutput {
             plugins: rows.iter().map(PluginInfo::from).collect(),
         })

@@ -44,12 +44,12 @@ pub async fn resolve_key(ctx: &OpContext<'_>, key_id: &str) -> Result<ResourceRe
 }
 
 /// A key by id as a Cedar resource (row, grantees, tags, grants), read from the database.
-pub async fn key_resource(pool: &sqlx::SqlitePool, key_id: &str) -> Result<ResourceRef> {
-    let row = keys::get(pool, key_id)
+pub async fn key_resource(db: &crate::store::Db, key_id: &str) -> Result<ResourceRef> {
+    let row = keys::get(db, key_id)
         .await?
         .ok_or_else(|| not_found(key_id))?;
-    let users = keys::grantees(pool, key_id).await?;
-    let grants = crate::store::grants::of_key(pool, key_id).await?;
+    let users = keys::grantees(db, key_id).await?;
+    let grants = crate::store::grants::of_key(db, key_id).await?;
     Ok(resource_of(row, users, grants.into()))
 }
 

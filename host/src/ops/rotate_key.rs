@@ -104,7 +104,7 @@ impl Operation for ListKeyVersions {
         _s: &mut WriteScope,
     ) -> Result<Self::Output> {
         let key = key_row(&r)?;
-        let versions = keys::versions(ctx.state.db.reader(), &key.id).await?;
+        let versions = keys::versions(&ctx.state.db, &key.id).await?;
         let after = self.after_version.unwrap_or(0);
         let limit = self.limit.unwrap_or(i64::MAX) as usize;
         let listed: Vec<VersionInfo> = versions

@@ -19,7 +19,7 @@ use crate::store::plugins::{self, PluginRow, ScheduleRow};
 use crate::store::{keys, now_rfc3339};
 
 async fn rotation_plugin(ctx: &OpContext<'_>, tenant: &str, name: &str) -> Result<PluginRow> {
-    let p = plugins::get(ctx.state.db.reader(), tenant, name)
+    let p = plugins::get(&ctx.state.db, tenant, name)
         .await?
         .ok_or_else(|| Error::NotFound {
             kind: "plugin",
@@ -142,7 +142,7 @@ fn rfc3339_secs(s: &str) -> i64 {
 /// primary version's creation, on the service clock) and the usage of its primary version
 /// (counted since the last rotation), including counts not yet written.
 pub async fn key_info(state: &crate::state::AppState, key: &KeyRow) -> Result<KeyInfo> {
-    let versions = keys::versions(state.db.reader(), &key.id).await?;
+    let versions = keys::versions(&state.db, &key.id).await?;
     let created = |v: &keys::KeyVersionRow| {
         v.created_unix
             .unwrap_or_else(|| rfc3339_secs(&v.created_at))
@@ -195,7 +195,7 @@ impl Operation for PreviewRotation {
         let (plugin_name, config): (String, Vec<(String, String)>) = match self.plugin {
             Some(p) => (p, self.config.unwrap_or_default().into_iter().collect()),
             None => {
-                let s = plugins::schedule(ctx.state.db.reader(), &key.id)
+                let s = plugins::schedule(&ctx.state.db, &key.id)
                     .await?
                     .ok_or_else(|| {
                         Error::InvalidState(format!(

@@ -167,7 +167,7 @@ async fn pass(state: &AppState, holder: &str) -> Result<PassReport> {
         tracing::warn!(error = %e, "scheduler: usage counters not written; decisions use stored counts");
     }
 
-    for mut key in keys::due_for_deletion(state.db.reader(), now, 100).await? {
+    for mut key in keys::due_for_deletion(&state.db, now, 100).await? {
         if key.state == keys::STATE_PENDING_DELETION {
             let begin = system_event(&key.tenant_id, "BeginDestroyKey", key_uid(&key.id));
             if let Err(e) = key_deletion::begin_destroy(state, &key, &begin).await {
@@ -203,7 +203,7 @@ async fn pass(state: &AppState, holder: &str) -> Result<PassReport> {
     expire_imports(state, now, &mut report).await?;
     rotate_by_period(state, now, &mut report).await?;
 
-    let schedules = plugins::schedules_of_enabled_keys(state.db.reader()).await?;
+    let schedules = plugins::schedules_of_enabled_keys(&state.db).await?;
     report.checked = schedules.len();
     let concurrency = state.config.lifecycle.scheduler_concurrency.max(1);
     let outcomes: Vec<CheckOutcome> = stream::iter(schedules)
@@ -238,7 +238,7 @@ async fn pass(state: &AppState, holder: &str) -> Result<PassReport> {
 /// one period on in the same transaction (a compare-and-set: a pass that raced with another,
 /// or a rotation turned off meanwhile, rotates nothing).
 async fn rotate_by_period(state: &AppState, now: i64, report: &mut PassReport) -> Result<()> {
-    for key in keys::due_for_rotation(state.db.reader(), now, 100).await? {
+    for key in keys::due_for_rotation(&state.db, now, 100).await? {
         let (Some(days), Some(due)) = (key.rotation_period_days, key.next_rotation_at) else {
             continue;
         };
@@ -360,7 +360,7 @@ async fn archive_if_due(
 /// Destroy the wrapping keys of import tokens past their expiry, and delete imported material
 /// past its `valid_to` (the key returns to pending-import until the same material comes back).
 async fn expire_imports(state: &AppState, now: i64, report: &mut PassReport) -> Result<()> {
-    for t in imports::expired_tokens(state.db.reader(), now, 100).await? {
+    for t in imports::expired_tokens(&state.db, now, 100).await? {
         if let Err(e) = state
             .keyring
             .discard_import_key(t.hsm_object_id.clone())
@@ -373,8 +373,8 @@ async fn expire_imports(state: &AppState, now: i64, report: &mut PassReport) -> 
         imports::delete_token(&mut tx, &t.id).await?;
         tx.commit().await?;
     }
-    for key_id in imports::expired_material(state.db.reader(), now, 100).await? {
-        let Some(key) = keys::get(state.db.reader(), &key_id).await? else {
+    for key_id in imports::expired_material(&state.db, now, 100).await? {
+        let Some(key) = keys::get(&state.db, &key_id).await? else {
             continue;
         };
         // Committed (and audited) before the material is deleted, as a destruction is: a crash
@@ -450,10 +450,10 @@ async fn check_one(
     now: i64,
 ) -> (std::result::Result<Option<Rotated>, Error>, &'static str) {
     let decided = async {
-        let key = keys::get(state.db.reader(), &s.key_id)
+        let key = keys::get(&state.db, &s.key_id)
             .await?
             .ok_or(Error::Internal)?;
-        let plugin = plugins::get(state.db.reader(), &s.tenant_id, &s.plugin_name)
+        let plugin = plugins::get(&state.db, &s.tenant_id, &s.plugin_name)
             .await?
             .ok_or(Error::Internal)?;
         let config =

@@ -71,7 +71,7 @@ impl Operation for SetStorageBackend {
         scope: &mut WriteScope,
     ) -> Result<Self::Output> {
         let tenant = ctx.principal.tenant_id.clone();
-        let p = plugins::get(ctx.state.db.reader(), &tenant, &self.plugin)
+        let p = plugins::get(&ctx.state.db, &tenant, &self.plugin)
             .await?
             .ok_or_else(|| Error::NotFound {
                 kind: "plugin",
@@ -87,7 +87,7 @@ impl Operation for SetStorageBackend {
             plugin_config::seal(&ctx.state.keyring, &tenant, &p.name, &self.config).await?;
         // Before the transaction opens: plugin calls may need the writer (the kv capability).
         let config: Vec<(String, String)> = self.config.clone().into_iter().collect();
-        let held = keys::sample_blobs(ctx.state.db.reader(), &tenant, &p.name, 3).await?;
+        let held = keys::sample_blobs(&ctx.state.db, &tenant, &p.name, 3).await?;
         for v in &held {
             let op = StorageOp::Get { name: v.blob() };
             let reached = match ctx.state.plugins.storage(&p, &config, op).await {

@@ -22,7 +22,7 @@ pub type Backend = (plugins::PluginRow, Vec<(String, String)>);
 
 /// A tenant's storage backend, if one is attached.
 pub async fn tenant_backend(state: &AppState, tenant: &str) -> Result<Option<Backend>> {
-    let pool = state.db.reader();
+    let pool = &state.db;
     let Some(b) = plugins::storage_backend(pool, tenant).await? else {
         return Ok(None);
     };
@@ -36,7 +36,7 @@ pub async fn tenant_backend(state: &AppState, tenant: &str) -> Result<Option<Bac
 /// The storage plugin a version's blob was written to, with the configuration to reach it:
 /// the latest the tenant gave that plugin, whether or not it is still the tenant's backend.
 pub async fn version_store(state: &AppState, tenant: &str, store: &str) -> Result<Backend> {
-    let pool = state.db.reader();
+    let pool = &state.db;
     let plugin = plugins::get(pool, tenant, store).await?.ok_or_else(|| {
         tracing::error!(plugin = %store, "storage plugin of a key version is gone");
         Error::Internal

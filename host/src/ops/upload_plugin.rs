@@ -123,7 +123,7 @@ impl Operation for UploadPlugin {
         scope: &mut WriteScope,
     ) -> Result<Self::Output> {
         let tenant = ctx.principal.tenant_id.clone();
-        if plugins::get(ctx.state.db.reader(), &tenant, &self.name)
+        if plugins::get(&ctx.state.db, &tenant, &self.name)
             .await?
             .is_some()
         {

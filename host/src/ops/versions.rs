@@ -91,7 +91,7 @@ pub async fn rotate(
     check_key_enabled(key)?;
     let kind = version_kind(key)?;
     let next = key.primary_version + 1;
-    let origin = imports::material(state.db.reader(), &key.id)
+    let origin = imports::material(&state.db, &key.id)
         .await?
         .ok_or(Error::Internal)?;
     if origin.origin == imports::ORIGIN_EXTERNAL {

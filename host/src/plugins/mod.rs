@@ -437,7 +437,7 @@ impl PluginRuntime {
                     plugin: short.to_string(),
                     reason,
                 };
-                let bytes = plugin_rows::component(self.db.reader(), sha256)
+                let bytes = plugin_rows::component(&self.db, sha256)
                     .await?
                     .ok_or_else(|| corrupt("its component is not in the database".into()))?;
                 let found = sha256_hex(&bytes);
@@ -495,7 +495,7 @@ impl PluginRuntime {
             else {
                 continue;
             };
-            let reader = self.db.reader();
+            let reader = &self.db;
             let referenced = plugin_rows::component_referenced(reader, &sha).await?;
             if referenced && !plugin_rows::has_component(reader, &sha).await? {
                 let bytes = std::fs::read(&path).map_err(io)?;
@@ -513,7 +513,7 @@ impl PluginRuntime {
                 tracing::warn!(path = %path.display(), error = %e, "cannot remove an imported plugin component");
             }
         }
-        let held: HashSet<String> = plugin_rows::component_digests(self.db.reader())
+        let held: HashSet<String> = plugin_rows::component_digests(&self.db)
             .await?
             .into_iter()
             .collect();

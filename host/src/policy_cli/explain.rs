@@ -161,7 +161,7 @@ async fn from_audit(
     args: &ExplainArgs,
 ) -> anyhow::Result<Decision> {
     let db = super::open_db(args.config.as_deref(), args.data_dir.clone()).await?;
-    let rec = crate::audit::get(db.reader(), seq)
+    let rec = crate::audit::get(&db, seq)
         .await?
         .ok_or_else(|| anyhow::anyhow!("no audit record {seq}"))?;
     println!(

@@ -61,18 +61,18 @@ pub async fn resource_from_db(db: &Db, uid: &str) -> anyhow::Result<ResourceRef>
     let id = uid.id().unescaped().to_string();
     match ty.as_str() {
         "Tenant" => Ok(ResourceRef::Tenant(id)),
-        "Key" => Ok(crate::ops::key_resource(db.reader(), &id).await?),
+        "Key" => Ok(crate::ops::key_resource(db, &id).await?),
         "Plugin" => {
             let (tenant, name) = id
                 .split_once('/')
                 .ok_or_else(|| anyhow::anyhow!("a plugin is Plugin::\"<tenant>/<name>\""))?;
-            let row = crate::store::plugins::get(db.reader(), tenant, name)
+            let row = crate::store::plugins::get(db, tenant, name)
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("plugin {id} not found"))?;
             Ok(ResourceRef::Plugin(Box::new(row)))
         }
         "User" => Ok(ResourceRef::User(Box::new(
-            crate::store::principals::get(db.reader(), &id)
+            crate::store::principals::get(db, &id)
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("principal {id} not found"))?,
         ))),
@@ -94,7 +94,7 @@ pub async fn principal_from_db(
     } else {
         text.to_string()
     };
-    crate::store::principals::get(db.reader(), &id)
+    crate::store::principals::get(db, &id)
         .await?
         .ok_or_else(|| anyhow::anyhow!("principal {id} not found"))
 }

@@ -31,7 +31,7 @@ pub async fn evaluate(
 ) -> anyhow::Result<Vec<Allowed>> {
     let now = chrono::Utc::now().timestamp();
     let mut allowed = Vec::new();
-    for p in crate::store::principals::all(db.reader()).await? {
+    for p in crate::store::principals::all(db).await? {
         let req = AuthzRequest {
             principal: &p,
             action,

@@ -1,7 +1,7 @@
 //! The `access_keys` table: AWS-style access keys of principals. The secret is stored sealed by
 //! the HSM's root key (see the migration); rows never hold it in the clear.
 
-use sqlx::{SqliteConnection, SqlitePool};
+use super::{on, Conn, Tx};
 
 use super::principals::PrincipalRow;
 use crate::error::Result;
@@ -32,112 +32,124 @@ pub struct AccessKeyOwner {
     pub account_id: String,
 }
 
-pub async fn insert(conn: &mut SqliteConnection, row: &AccessKeyRow) -> Result<()> {
-    crate::telemetry::spans::db("INSERT", "access_keys", async move {
-        sqlx::query(&format!(
-            "INSERT INTO access_keys ({COLUMNS}) VALUES (?, ?, ?, ?, ?)"
-        ))
-        .bind(&row.id)
-        .bind(&row.principal_id)
-        .bind(&row.secret_sealed)
-        .bind(&row.created_at)
-        .bind(&row.created_by)
-        .execute(conn)
-        .await?;
-        Ok(())
+pub async fn insert(conn: &mut Tx, row: &AccessKeyRow) -> Result<()> {
+    on!(conn, {
+        crate::telemetry::spans::db("INSERT", "access_keys", async move {
+            sqlx::query(&format!(
+                "INSERT INTO access_keys ({COLUMNS}) VALUES ($1, $2, $3, $4, $5)"
+            ))
+            .bind(&row.id)
+            .bind(&row.principal_id)
+            .bind(&row.secret_sealed)
+            .bind(&row.created_at)
+            .bind(&row.created_by)
+            .execute(conn)
+            .await?;
+            Ok(())
+        })
+        .await
     })
-    .await
 }
 
-pub async fn get(pool: &SqlitePool, id: &str) -> Result<Option<AccessKeyRow>> {
-    crate::telemetry::spans::db("SELECT", "access_keys", async move {
-        Ok(
-            sqlx::query_as(&format!("SELECT {COLUMNS} FROM access_keys WHERE id = ?"))
-                .bind(id)
-                .fetch_optional(pool)
-                .await?,
-        )
+pub async fn get(pool: impl Into<Conn<'_>>, id: &str) -> Result<Option<AccessKeyRow>> {
+    on!(pool, {
+        crate::telemetry::spans::db("SELECT", "access_keys", async move {
+            Ok(
+                sqlx::query_as(&format!("SELECT {COLUMNS} FROM access_keys WHERE id = $1"))
+                    .bind(id)
+                    .fetch_optional(&mut *pool)
+                    .await?,
+            )
+        })
+        .await
     })
-    .await
 }
 
 /// An access key with its owner, for authentication.
-pub async fn owner(pool: &SqlitePool, id: &str) -> Result<Option<AccessKeyOwner>> {
-    crate::telemetry::spans::db("SELECT", "access_keys", async move {
-        #[derive(sqlx::FromRow)]
-        struct Joined {
-            #[sqlx(flatten)]
-            key: AccessKeyRow,
-            p_id: String,
-            tenant_id: String,
-            name: String,
-            kind: String,
-            role: String,
-            operator: bool,
-            p_created_at: String,
-            account_id: String,
-        }
-        let row: Option<Joined> = sqlx::query_as(
-            "SELECT a.id, a.principal_id, a.secret_sealed, a.created_at, a.created_by, \
+pub async fn owner(pool: impl Into<Conn<'_>>, id: &str) -> Result<Option<AccessKeyOwner>> {
+    on!(pool, {
+        crate::telemetry::spans::db("SELECT", "access_keys", async move {
+            #[derive(sqlx::FromRow)]
+            struct Joined {
+                #[sqlx(flatten)]
+                key: AccessKeyRow,
+                p_id: String,
+                tenant_id: String,
+                name: String,
+                kind: String,
+                role: String,
+                operator: bool,
+                p_created_at: String,
+                account_id: String,
+            }
+            let row: Option<Joined> = sqlx::query_as(
+                "SELECT a.id, a.principal_id, a.secret_sealed, a.created_at, a.created_by, \
              p.id AS p_id, p.tenant_id, p.name, p.kind, p.role, p.operator, \
              p.created_at AS p_created_at, t.account_id \
              FROM access_keys a JOIN principals p ON p.id = a.principal_id \
-             JOIN tenants t ON t.id = p.tenant_id WHERE a.id = ?",
-        )
-        .bind(id)
-        .fetch_optional(pool)
-        .await?;
-        Ok(row.map(|j| AccessKeyOwner {
-            key: j.key,
-            principal: PrincipalRow {
-                id: j.p_id,
-                tenant_id: j.tenant_id,
-                name: j.name,
-                kind: j.kind,
-                role: j.role,
-                operator: j.operator,
-                created_at: j.p_created_at,
-            },
-            account_id: j.account_id,
-        }))
+             JOIN tenants t ON t.id = p.tenant_id WHERE a.id = $1",
+            )
+            .bind(id)
+            .fetch_optional(&mut *pool)
+            .await?;
+            Ok(row.map(|j| AccessKeyOwner {
+                key: j.key,
+                principal: PrincipalRow {
+                    id: j.p_id,
+                    tenant_id: j.tenant_id,
+                    name: j.name,
+                    kind: j.kind,
+                    role: j.role,
+                    operator: j.operator,
+                    created_at: j.p_created_at,
+                },
+                account_id: j.account_id,
+            }))
+        })
+        .await
     })
-    .await
 }
 
 /// A principal's access keys, oldest first.
-pub async fn of_principal(pool: &SqlitePool, principal: &str) -> Result<Vec<AccessKeyRow>> {
-    crate::telemetry::spans::db("SELECT", "access_keys", async move {
-        Ok(sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM access_keys WHERE principal_id = ? ORDER BY created_at, id"
-        ))
-        .bind(principal)
-        .fetch_all(pool)
-        .await?)
+pub async fn of_principal(pool: impl Into<Conn<'_>>, principal: &str) -> Result<Vec<AccessKeyRow>> {
+    on!(pool, {
+        crate::telemetry::spans::db("SELECT", "access_keys", async move {
+            Ok(sqlx::query_as(&format!(
+                "SELECT {COLUMNS} FROM access_keys WHERE principal_id = $1 ORDER BY created_at, id"
+            ))
+            .bind(principal)
+            .fetch_all(&mut *pool)
+            .await?)
+        })
+        .await
     })
-    .await
 }
 
 /// How many access keys a principal has (inside the transaction that adds one).
-pub async fn count(conn: &mut SqliteConnection, principal: &str) -> Result<i64> {
-    crate::telemetry::spans::db("SELECT", "access_keys", async move {
-        Ok(
-            sqlx::query_scalar("SELECT COUNT(*) FROM access_keys WHERE principal_id = ?")
-                .bind(principal)
-                .fetch_one(conn)
-                .await?,
-        )
+pub async fn count(conn: &mut Tx, principal: &str) -> Result<i64> {
+    on!(conn, {
+        crate::telemetry::spans::db("SELECT", "access_keys", async move {
+            Ok(
+                sqlx::query_scalar("SELECT COUNT(*) FROM access_keys WHERE principal_id = $1")
+                    .bind(principal)
+                    .fetch_one(conn)
+                    .await?,
+            )
+        })
+        .await
     })
-    .await
 }
 
 /// Delete an access key; whether it existed.
-pub async fn delete(conn: &mut SqliteConnection, id: &str) -> Result<bool> {
-    crate::telemetry::spans::db("DELETE", "access_keys", async move {
-        let r = sqlx::query("DELETE FROM access_keys WHERE id = ?")
-            .bind(id)
-            .execute(conn)
-            .await?;
-        Ok(r.rows_affected() > 0)
+pub async fn delete(conn: &mut Tx, id: &str) -> Result<bool> {
+    on!(conn, {
+        crate::telemetry::spans::db("DELETE", "access_keys", async move {
+            let r = sqlx::query("DELETE FROM access_keys WHERE id = $1")
+                .bind(id)
+                .execute(conn)
+                .await?;
+            Ok(r.rows_affected() > 0)
+        })
+        .await
     })
-    .await
 }

@@ -81,7 +81,7 @@ impl RowCache {
 
     /// The principal whose token has keyed hash `hash`, with the stored hash.
     pub async fn principal_by_token_hash(&self, hash: &[u8]) -> Result<Option<TokenPrincipal>> {
-        let pool = self.db.reader();
+        let pool = &self.db;
         self.read_through(&self.principals, hash.to_vec(), async {
             Ok(principals::by_token_hash(pool, hash).await?.map(Arc::new))
         })
@@ -90,7 +90,7 @@ impl RowCache {
 
     /// An access key with its principal and account (the secret still sealed).
     pub async fn access_key(&self, id: &str) -> Result<Option<Arc<AccessKeyOwner>>> {
-        let pool = self.db.reader();
+        let pool = &self.db;
         self.read_through(&self.access_keys, id.to_string(), async {
             Ok(access_keys::owner(pool, id).await?.map(Arc::new))
         })
@@ -99,7 +99,7 @@ impl RowCache {
 
     /// A key and its grantees.
     pub async fn key(&self, key_id: &str) -> Result<Option<Arc<CachedKey>>> {
-        let pool = self.db.reader();
+        let pool = &self.db;
         self.read_through(&self.keys, key_id.to_string(), async {
             let Some(row) = keys::get(pool, key_id).await? else {
                 return Ok(None);
@@ -113,7 +113,7 @@ impl RowCache {
 
     /// Version `version` of a key.
     pub async fn version(&self, key_id: &str, version: i64) -> Result<Option<Arc<KeyVersionRow>>> {
-        let pool = self.db.reader();
+        let pool = &self.db;
         self.read_through(&self.versions, (key_id.to_string(), version), async {
             Ok(keys::version(pool, key_id, version).await?.map(Arc::new))
         })
@@ -122,7 +122,7 @@ impl RowCache {
 
     /// The key id an alias of `tenant` points to.
     pub async fn alias_target(&self, tenant: &str, name: &str) -> Result<Option<Arc<str>>> {
-        let pool = self.db.reader();
+        let pool = &self.db;
         self.read_through(
             &self.aliases,
             (tenant.to_string(), name.to_string()),
@@ -179,21 +179,15 @@ mod tests {
         let url = format!("sqlite://{}/t.db", dir.path().display());
         let db = Db::open(&url).await.unwrap();
         let mut tx = db.begin().await.unwrap();
-        sqlx::query(
+        crate::store::testing::execute(
+            &mut tx,
             "INSERT INTO tenants (id, created_at, kek_wrapped, account_id) \
              VALUES ('t', 'now', x'00', '111122223333')",
         )
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-        sqlx::query(
-            "INSERT INTO keys (id, tenant_id, spec, usage, protection, state, description, tags, \
+        .await;
+        crate::store::testing::execute(&mut tx, "INSERT INTO keys (id, tenant_id, spec, usage, protection, state, description, tags, \
              primary_version, created_at, created_by) \
-             VALUES ('k1', 't', 'AES_256_GCM', 'encrypt-decrypt', 'envelope', 'enabled', '', '{}', 1, 'now', 'p')",
-        )
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+             VALUES ('k1', 't', 'AES_256_GCM', 'encrypt-decrypt', 'envelope', 'enabled', '', '{}', 1, 'now', 'p')").await;
         tx.commit().await.unwrap();
         (dir, db)
     }
@@ -205,11 +199,8 @@ mod tests {
         } else {
             db.begin().await.unwrap()
         };
-        sqlx::query("UPDATE keys SET state = ? WHERE id = 'k1'")
-            .bind(state)
-            .execute(&mut *tx)
-            .await
-            .unwrap();
+        let sql = format!("UPDATE keys SET state = '{state}' WHERE id = 'k1'");
+        crate::store::testing::execute(&mut tx, &sql).await;
         tx.commit().await.unwrap();
     }
 
@@ -266,13 +257,12 @@ mod tests {
         let cache = RowCache::new(db.clone(), &config(60_000));
         assert!(cache.alias_target("t", "alias/a").await.unwrap().is_none());
         let mut tx = db.begin_bookkeeping().await.unwrap();
-        sqlx::query(
+        crate::store::testing::execute(
+            &mut tx,
             "INSERT INTO aliases (tenant_id, name, key_id, created_at, updated_at) \
              VALUES ('t', 'alias/a', 'k1', 'now', 'now')",
         )
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+        .await;
         tx.commit().await.unwrap();
         assert_eq!(
             &*cache.alias_target("t", "alias/a").await.unwrap().unwrap(),

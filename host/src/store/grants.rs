@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use sqlx::{SqliteConnection, SqlitePool};
+use super::{on, Conn, Tx};
 
 use crate::error::{Error, Result};
 
@@ -117,95 +117,105 @@ fn decode(rows: Vec<Row>) -> Result<Vec<Grant>> {
     rows.into_iter().map(Grant::try_from).collect()
 }
 
-pub async fn insert(conn: &mut SqliteConnection, g: &Grant) -> Result<()> {
-    let json = |m: &Option<BTreeMap<String, String>>| -> Result<Option<String>> {
-        m.as_ref()
-            .map(|m| serde_json::to_string(m).map_err(|_| Error::Internal))
-            .transpose()
-    };
-    let operations = serde_json::to_string(&g.operations).map_err(|_| Error::Internal)?;
-    let (subset, equals) = (json(&g.context_subset)?, json(&g.context_equals)?);
-    crate::telemetry::spans::db("INSERT", "grants", async move {
-        sqlx::query(&format!(
-            "INSERT INTO grants ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        ))
-        .bind(&g.id)
-        .bind(&g.key_id)
-        .bind(&g.name)
-        .bind(&g.grantee)
-        .bind(&g.retiring_principal)
-        .bind(operations)
-        .bind(subset)
-        .bind(equals)
-        .bind(&g.created_at)
-        .bind(&g.created_by)
-        .execute(conn)
-        .await?;
-        Ok(())
+pub async fn insert(conn: &mut Tx, g: &Grant) -> Result<()> {
+    on!(conn, {
+        let json = |m: &Option<BTreeMap<String, String>>| -> Result<Option<String>> {
+            m.as_ref()
+                .map(|m| serde_json::to_string(m).map_err(|_| Error::Internal))
+                .transpose()
+        };
+        let operations = serde_json::to_string(&g.operations).map_err(|_| Error::Internal)?;
+        let (subset, equals) = (json(&g.context_subset)?, json(&g.context_equals)?);
+        crate::telemetry::spans::db("INSERT", "grants", async move {
+            sqlx::query(&format!(
+                "INSERT INTO grants ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            ))
+            .bind(&g.id)
+            .bind(&g.key_id)
+            .bind(&g.name)
+            .bind(&g.grantee)
+            .bind(&g.retiring_principal)
+            .bind(operations)
+            .bind(subset)
+            .bind(equals)
+            .bind(&g.created_at)
+            .bind(&g.created_by)
+            .execute(conn)
+            .await?;
+            Ok(())
+        })
+        .await
     })
-    .await
 }
 
-pub async fn get(pool: &SqlitePool, id: &str) -> Result<Option<Grant>> {
-    let row: Option<Row> = crate::telemetry::spans::db("SELECT", "grants", async move {
-        Ok::<_, Error>(
-            sqlx::query_as(&select("WHERE g.id = ?"))
-                .bind(id)
-                .fetch_optional(pool)
-                .await?,
-        )
+pub async fn get(pool: impl Into<Conn<'_>>, id: &str) -> Result<Option<Grant>> {
+    on!(pool, {
+        let row: Option<Row> = crate::telemetry::spans::db("SELECT", "grants", async move {
+            Ok::<_, Error>(
+                sqlx::query_as(&select("WHERE g.id = $1"))
+                    .bind(id)
+                    .fetch_optional(&mut *pool)
+                    .await?,
+            )
+        })
+        .await?;
+        row.map(Grant::try_from).transpose()
     })
-    .await?;
-    row.map(Grant::try_from).transpose()
 }
 
 /// Every grant of a key (what Cedar's `context.granted` is computed from).
-pub async fn of_key(pool: &SqlitePool, key_id: &str) -> Result<Vec<Grant>> {
-    let rows: Vec<Row> = crate::telemetry::spans::db("SELECT", "grants", async move {
-        Ok::<_, Error>(
-            sqlx::query_as(&select("WHERE g.key_id = ? ORDER BY g.id"))
-                .bind(key_id)
-                .fetch_all(pool)
-                .await?,
-        )
+pub async fn of_key(pool: impl Into<Conn<'_>>, key_id: &str) -> Result<Vec<Grant>> {
+    on!(pool, {
+        let rows: Vec<Row> = crate::telemetry::spans::db("SELECT", "grants", async move {
+            Ok::<_, Error>(
+                sqlx::query_as(&select("WHERE g.key_id = $1 ORDER BY g.id"))
+                    .bind(key_id)
+                    .fetch_all(&mut *pool)
+                    .await?,
+            )
+        })
+        .await?;
+        decode(rows)
     })
-    .await?;
-    decode(rows)
 }
 
 /// A page of the grants a principal may retire, after grant id `after`.
 pub async fn retirable_by(
-    pool: &SqlitePool,
+    pool: impl Into<Conn<'_>>,
     principal: &str,
     after: &str,
     limit: i64,
 ) -> Result<Vec<Grant>> {
-    let rows: Vec<Row> = crate::telemetry::spans::db("SELECT", "grants", async move {
-        Ok::<_, Error>(
-            sqlx::query_as(&select(
-                "WHERE g.retiring_principal = ? AND g.id > ? ORDER BY g.id LIMIT ?",
-            ))
-            .bind(principal)
-            .bind(after)
-            .bind(limit)
-            .fetch_all(pool)
-            .await?,
-        )
+    on!(pool, {
+        let rows: Vec<Row> = crate::telemetry::spans::db("SELECT", "grants", async move {
+            Ok::<_, Error>(
+                sqlx::query_as(&select(
+                    "WHERE g.retiring_principal = $1 AND g.id > $2 ORDER BY g.id LIMIT $3",
+                ))
+                .bind(principal)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&mut *pool)
+                .await?,
+            )
+        })
+        .await?;
+        decode(rows)
     })
-    .await?;
-    decode(rows)
 }
 
 /// Delete a grant; whether it existed.
-pub async fn delete(conn: &mut SqliteConnection, id: &str) -> Result<bool> {
-    crate::telemetry::spans::db("DELETE", "grants", async move {
-        let r = sqlx::query("DELETE FROM grants WHERE id = ?")
-            .bind(id)
-            .execute(conn)
-            .await?;
-        Ok(r.rows_affected() > 0)
+pub async fn delete(conn: &mut Tx, id: &str) -> Result<bool> {
+    on!(conn, {
+        crate::telemetry::spans::db("DELETE", "grants", async move {
+            let r = sqlx::query("DELETE FROM grants WHERE id = $1")
+                .bind(id)
+                .execute(conn)
+                .await?;
+            Ok(r.rows_affected() > 0)
+        })
+        .await
     })
-    .await
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! The `keys`, `key_versions` and `key_grants` tables.
 
-use sqlx::{SqliteConnection, SqlitePool};
+use super::{on, Conn, Tx};
 
 use crate::error::Result;
 
@@ -156,89 +156,96 @@ fn version_columns_of(alias: &str) -> String {
         .join(", ")
 }
 
-pub async fn get(pool: &SqlitePool, id: &str) -> Result<Option<KeyRow>> {
-    crate::telemetry::spans::db("SELECT", "keys", async move {
-        Ok(
-            sqlx::query_as(&format!("SELECT {KEY_COLUMNS} FROM keys WHERE id = ?"))
-                .bind(id)
-                .fetch_optional(pool)
-                .await?,
-        )
+pub async fn get(pool: impl Into<Conn<'_>>, id: &str) -> Result<Option<KeyRow>> {
+    on!(pool, {
+        crate::telemetry::spans::db("SELECT", "keys", async move {
+            Ok(
+                sqlx::query_as(&format!("SELECT {KEY_COLUMNS} FROM keys WHERE id = $1"))
+                    .bind(id)
+                    .fetch_optional(&mut *pool)
+                    .await?,
+            )
+        })
+        .await
     })
-    .await
 }
 
 pub async fn version(
-    pool: &SqlitePool,
+    pool: impl Into<Conn<'_>>,
     key_id: &str,
     version: i64,
 ) -> Result<Option<KeyVersionRow>> {
-    crate::telemetry::spans::db("SELECT", "keys", async move {
-        Ok(sqlx::query_as(&format!(
-            "SELECT {VERSION_COLUMNS} FROM key_versions WHERE key_id = ? AND version = ?"
-        ))
-        .bind(key_id)
-        .bind(version)
-        .fetch_optional(pool)
-        .await?)
+    on!(pool, {
+        crate::telemetry::spans::db("SELECT", "keys", async move {
+            Ok(sqlx::query_as(&format!(
+                "SELECT {VERSION_COLUMNS} FROM key_versions WHERE key_id = $1 AND version = $2"
+            ))
+            .bind(key_id)
+            .bind(version)
+            .fetch_optional(&mut *pool)
+            .await?)
+        })
+        .await
     })
-    .await
 }
 
-pub async fn versions(pool: &SqlitePool, key_id: &str) -> Result<Vec<KeyVersionRow>> {
-    crate::telemetry::spans::db("SELECT", "keys", async move {
-        Ok(sqlx::query_as(&format!(
-            "SELECT {VERSION_COLUMNS} FROM key_versions WHERE key_id = ? ORDER BY version"
-        ))
-        .bind(key_id)
-        .fetch_all(pool)
-        .await?)
+pub async fn versions(pool: impl Into<Conn<'_>>, key_id: &str) -> Result<Vec<KeyVersionRow>> {
+    on!(pool, {
+        crate::telemetry::spans::db("SELECT", "keys", async move {
+            Ok(sqlx::query_as(&format!(
+                "SELECT {VERSION_COLUMNS} FROM key_versions WHERE key_id = $1 ORDER BY version"
+            ))
+            .bind(key_id)
+            .fetch_all(&mut *pool)
+            .await?)
+        })
+        .await
     })
-    .await
 }
 
-pub async fn grantees(pool: &SqlitePool, key_id: &str) -> Result<Vec<String>> {
-    crate::telemetry::spans::db("SELECT", "keys", async move {
-        Ok(sqlx::query_scalar(
-            "SELECT principal_id FROM key_grants WHERE key_id = ? ORDER BY principal_id",
-        )
-        .bind(key_id)
-        .fetch_all(pool)
-        .await?)
+pub async fn grantees(pool: impl Into<Conn<'_>>, key_id: &str) -> Result<Vec<String>> {
+    on!(pool, {
+        crate::telemetry::spans::db("SELECT", "keys", async move {
+            Ok(sqlx::query_scalar(
+                "SELECT principal_id FROM key_grants WHERE key_id = $1 ORDER BY principal_id",
+            )
+            .bind(key_id)
+            .fetch_all(&mut *pool)
+            .await?)
+        })
+        .await
     })
-    .await
 }
 
 /// A page of a tenant's keys with ids strictly after `after`, ordered by id.
 pub async fn list(
-    pool: &SqlitePool,
+    pool: impl Into<Conn<'_>>,
     tenant: &str,
     after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<KeyRow>> {
-    crate::telemetry::spans::db("SELECT", "keys", async move {
-        Ok(sqlx::query_as(&format!(
-            "SELECT {KEY_COLUMNS} FROM keys WHERE tenant_id = ? AND id > ? ORDER BY id LIMIT ?"
+    on!(pool, {
+        crate::telemetry::spans::db("SELECT", "keys", async move {
+            Ok(sqlx::query_as(&format!(
+            "SELECT {KEY_COLUMNS} FROM keys WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3"
         ))
-        .bind(tenant)
-        .bind(after.unwrap_or(""))
-        .bind(limit)
-        .fetch_all(pool)
-        .await?)
+            .bind(tenant)
+            .bind(after.unwrap_or(""))
+            .bind(limit)
+            .fetch_all(&mut *pool)
+            .await?)
+        })
+        .await
     })
-    .await
 }
 
 /// Add a key row and its grants (no version yet).
-pub async fn insert_key(
-    conn: &mut SqliteConnection,
-    key: &KeyRow,
-    grantees: &[String],
-) -> Result<()> {
-    crate::telemetry::spans::db("INSERT", "keys", async {
+pub async fn insert_key(conn: &mut Tx, key: &KeyRow, grantees: &[String]) -> Result<()> {
+    on!(conn, {
+        crate::telemetry::spans::db("INSERT", "keys", async {
         sqlx::query(&format!(
             "INSERT INTO keys ({KEY_COLUMNS}) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
         ))
         .bind(&key.id)
         .bind(&key.tenant_id)
@@ -261,7 +268,7 @@ pub async fn insert_key(
         .execute(&mut *conn)
         .await?;
         for p in grantees {
-            sqlx::query("INSERT INTO key_grants (key_id, principal_id) VALUES (?, ?)")
+            sqlx::query("INSERT INTO key_grants (key_id, principal_id) VALUES ($1, $2)")
                 .bind(&key.id)
                 .bind(p)
                 .execute(&mut *conn)
@@ -270,126 +277,131 @@ pub async fn insert_key(
         Ok::<(), crate::error::Error>(())
     })
     .await
+    })
 }
 
 /// Give a version whose imported material expired its (same) material again. A version that
 /// waited for it becomes enabled again; one revoked meanwhile stays compromised (a compromised
 /// version never becomes usable for encryption again). Returns false when the version holds
 /// material already (another import restored it first).
-pub async fn restore_version(conn: &mut SqliteConnection, v: &KeyVersionRow) -> Result<bool> {
+pub async fn restore_version(conn: &mut Tx, v: &KeyVersionRow) -> Result<bool> {
     check_blob_store(conn, v).await?;
-    crate::telemetry::spans::db("UPDATE", "key_versions", async move {
-        let done = sqlx::query(
-            "UPDATE key_versions SET \
-             state = CASE WHEN state = ? THEN state ELSE ? END, \
-             state_reason = CASE WHEN state = ? THEN state_reason ELSE NULL END, \
-             hsm_object_id = ?, wrapped_material = ?, blob_store = ?, blob_name = ?, \
-             state_changed_at = ? WHERE key_id = ? AND version = ? \
+    on!(conn, {
+        crate::telemetry::spans::db("UPDATE", "key_versions", async move {
+            let done = sqlx::query(
+                "UPDATE key_versions SET \
+             state = CASE WHEN state = $1 THEN state ELSE $2 END, \
+             state_reason = CASE WHEN state = $3 THEN state_reason ELSE NULL END, \
+             hsm_object_id = $4, wrapped_material = $5, blob_store = $6, blob_name = $7, \
+             state_changed_at = $8 WHERE key_id = $9 AND version = $10 \
              AND hsm_object_id IS NULL AND wrapped_material IS NULL AND blob_store IS NULL",
-        )
-        .bind(STATE_COMPROMISED)
-        .bind(STATE_ENABLED)
-        .bind(STATE_COMPROMISED)
-        .bind(&v.hsm_object_id)
-        .bind(&v.wrapped_material)
-        .bind(&v.blob_store)
-        .bind(&v.blob_name)
-        .bind(&v.created_at)
-        .bind(&v.key_id)
-        .bind(v.version)
-        .execute(conn)
-        .await?;
-        Ok(done.rows_affected() == 1)
+            )
+            .bind(STATE_COMPROMISED)
+            .bind(STATE_ENABLED)
+            .bind(STATE_COMPROMISED)
+            .bind(&v.hsm_object_id)
+            .bind(&v.wrapped_material)
+            .bind(&v.blob_store)
+            .bind(&v.blob_name)
+            .bind(&v.created_at)
+            .bind(&v.key_id)
+            .bind(v.version)
+            .execute(conn)
+            .await?;
+            Ok(done.rows_affected() == 1)
+        })
+        .await
     })
-    .await
 }
 
 /// Refuse a version whose blob went to a storage plugin that no longer exists (deleted while
 /// the request that wrote the blob ran): committed, it could never be read.
-async fn check_blob_store(conn: &mut SqliteConnection, v: &KeyVersionRow) -> Result<()> {
-    let Some(store) = &v.blob_store else {
-        return Ok(());
-    };
-    let present: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM plugins p JOIN keys k ON k.tenant_id = p.tenant_id \
-         WHERE k.id = ? AND p.name = ?",
-    )
-    .bind(&v.key_id)
-    .bind(store)
-    .fetch_one(&mut *conn)
-    .await?;
-    if present == 0 {
-        return Err(crate::error::Error::InvalidState(format!(
-            "storage plugin {store} was deleted while this request ran; try again"
-        )));
-    }
-    Ok(())
+async fn check_blob_store(conn: &mut Tx, v: &KeyVersionRow) -> Result<()> {
+    on!(conn, {
+        let Some(store) = &v.blob_store else {
+            return Ok(());
+        };
+        let present: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM plugins p JOIN keys k ON k.tenant_id = p.tenant_id \
+         WHERE k.id = $1 AND p.name = $2",
+        )
+        .bind(&v.key_id)
+        .bind(store)
+        .fetch_one(&mut *conn)
+        .await?;
+        if present == 0 {
+            return Err(crate::error::Error::InvalidState(format!(
+                "storage plugin {store} was deleted while this request ran; try again"
+            )));
+        }
+        Ok(())
+    })
 }
 
 /// A few of the versions whose blobs `tenant` keeps in storage plugin `plugin`.
 pub async fn sample_blobs(
-    pool: &SqlitePool,
+    pool: impl Into<Conn<'_>>,
     tenant: &str,
     plugin: &str,
     limit: i64,
 ) -> Result<Vec<KeyVersionRow>> {
-    crate::telemetry::spans::db("SELECT", "key_versions", async move {
-        Ok(sqlx::query_as(&format!(
-            "SELECT {} FROM key_versions v JOIN keys k ON k.id = v.key_id \
-             WHERE k.tenant_id = ? AND v.blob_store = ? ORDER BY random() LIMIT ?",
-            version_columns_of("v")
-        ))
-        .bind(tenant)
-        .bind(plugin)
-        .bind(limit)
-        .fetch_all(pool)
-        .await?)
+    on!(pool, {
+        crate::telemetry::spans::db("SELECT", "key_versions", async move {
+            Ok(sqlx::query_as(&format!(
+                "SELECT {} FROM key_versions v JOIN keys k ON k.id = v.key_id \
+             WHERE k.tenant_id = $1 AND v.blob_store = $2 ORDER BY random() LIMIT $3",
+                version_columns_of("v")
+            ))
+            .bind(tenant)
+            .bind(plugin)
+            .bind(limit)
+            .fetch_all(&mut *pool)
+            .await?)
+        })
+        .await
     })
-    .await
 }
 
 /// Add a version row.
-pub async fn insert_version(conn: &mut SqliteConnection, v: &KeyVersionRow) -> Result<()> {
+pub async fn insert_version(conn: &mut Tx, v: &KeyVersionRow) -> Result<()> {
     check_blob_store(conn, v).await?;
-    crate::telemetry::spans::db("INSERT", "key_versions", async move {
-        sqlx::query(&format!(
-            "INSERT INTO key_versions ({VERSION_COLUMNS}) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        ))
-        .bind(&v.key_id)
-        .bind(v.version)
-        .bind(&v.state)
-        .bind(&v.hsm_object_id)
-        .bind(&v.wrapped_material)
-        .bind(&v.created_at)
-        .bind(&v.blob_store)
-        .bind(&v.state_reason)
-        .bind(&v.state_changed_at)
-        .bind(v.created_unix)
-        .bind(v.encryptions)
-        .bind(v.decryptions)
-        .bind(v.signatures)
-        .bind(&v.blob_name)
-        .bind(&v.rotation)
-        .execute(&mut *conn)
-        .await?;
-        Ok(())
+    on!(conn, {
+        crate::telemetry::spans::db("INSERT", "key_versions", async move {
+            sqlx::query(&format!(
+                "INSERT INTO key_versions ({VERSION_COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+            ))
+            .bind(&v.key_id)
+            .bind(v.version)
+            .bind(&v.state)
+            .bind(&v.hsm_object_id)
+            .bind(&v.wrapped_material)
+            .bind(&v.created_at)
+            .bind(&v.blob_store)
+            .bind(&v.state_reason)
+            .bind(&v.state_changed_at)
+            .bind(v.created_unix)
+            .bind(v.encryptions)
+            .bind(v.decryptions)
+            .bind(v.signatures)
+            .bind(&v.blob_name)
+            .bind(&v.rotation)
+            .execute(&mut *conn)
+            .await?;
+            Ok(())
+        })
+        .await
     })
-    .await
 }
 
 /// Make `new` the primary version if `expected` still is and the key is still enabled
 /// (compare-and-swap: two rotations racing, on one node or several, cannot both succeed, and
 /// a key disabled or scheduled for deletion meanwhile is not rotated).
-pub async fn swap_primary(
-    conn: &mut SqliteConnection,
-    key_id: &str,
-    expected: i64,
-    new: i64,
-) -> Result<bool> {
-    crate::telemetry::spans::db("UPDATE", "keys", async move {
+pub async fn swap_primary(conn: &mut Tx, key_id: &str, expected: i64, new: i64) -> Result<bool> {
+    on!(conn, {
+        crate::telemetry::spans::db("UPDATE", "keys", async move {
         let r = sqlx::query(
-            "UPDATE keys SET primary_version = ? WHERE id = ? AND primary_version = ? AND state = ?",
+            "UPDATE keys SET primary_version = $1 WHERE id = $2 AND primary_version = $3 AND state = $4",
         )
         .bind(new)
         .bind(key_id)
@@ -400,115 +412,121 @@ pub async fn swap_primary(
         Ok(r.rows_affected() == 1)
     })
     .await
+    })
 }
 
 /// Move a key from state `from` (the state the change was decided on) to `to`, with its
 /// deletion date (kept only while pending deletion). A compare-and-set: returns false, and
 /// changes nothing, if the key is no longer in `from` (another request changed it meanwhile).
 pub async fn set_state(
-    conn: &mut SqliteConnection,
+    conn: &mut Tx,
     key_id: &str,
     from: &str,
     to: &str,
     deletion_date: Option<i64>,
 ) -> Result<bool> {
-    crate::telemetry::spans::db("UPDATE", "keys", async move {
-        let r =
-            sqlx::query("UPDATE keys SET state = ?, deletion_date = ? WHERE id = ? AND state = ?")
-                .bind(to)
-                .bind(deletion_date)
-                .bind(key_id)
-                .bind(from)
-                .execute(&mut *conn)
-                .await?;
-        Ok(r.rows_affected() == 1)
+    on!(conn, {
+        crate::telemetry::spans::db("UPDATE", "keys", async move {
+            let r = sqlx::query(
+                "UPDATE keys SET state = $1, deletion_date = $2 WHERE id = $3 AND state = $4",
+            )
+            .bind(to)
+            .bind(deletion_date)
+            .bind(key_id)
+            .bind(from)
+            .execute(&mut *conn)
+            .await?;
+            Ok(r.rows_affected() == 1)
+        })
+        .await
     })
-    .await
 }
 
 /// Move a version from state `from` to `to`, with the reason and time of the change. A
 /// compare-and-set, as [`set_state`]: false if the version is no longer in `from`.
 pub async fn set_version_state(
-    conn: &mut SqliteConnection,
+    conn: &mut Tx,
     key_id: &str,
     version: i64,
     (from, to): (&str, &str),
     reason: Option<&str>,
     now: &str,
 ) -> Result<bool> {
-    crate::telemetry::spans::db("UPDATE", "key_versions", async move {
-        let r = sqlx::query(
-            "UPDATE key_versions SET state = ?, state_reason = ?, state_changed_at = ? \
-             WHERE key_id = ? AND version = ? AND state = ?",
-        )
-        .bind(to)
-        .bind(reason)
-        .bind(now)
-        .bind(key_id)
-        .bind(version)
-        .bind(from)
-        .execute(&mut *conn)
-        .await?;
-        Ok(r.rows_affected() == 1)
+    on!(conn, {
+        crate::telemetry::spans::db("UPDATE", "key_versions", async move {
+            let r = sqlx::query(
+                "UPDATE key_versions SET state = $1, state_reason = $2, state_changed_at = $3 \
+             WHERE key_id = $4 AND version = $5 AND state = $6",
+            )
+            .bind(to)
+            .bind(reason)
+            .bind(now)
+            .bind(key_id)
+            .bind(version)
+            .bind(from)
+            .execute(&mut *conn)
+            .await?;
+            Ok(r.rows_affected() == 1)
+        })
+        .await
     })
-    .await
 }
 
 /// Set a key's minimum decryption version, if the key is still in `state` and `version` is
 /// still at most its primary version (compare-and-set: false otherwise).
 pub async fn set_min_decryption_version(
-    conn: &mut SqliteConnection,
+    conn: &mut Tx,
     key_id: &str,
     state: &str,
     version: i64,
 ) -> Result<bool> {
-    crate::telemetry::spans::db("UPDATE", "keys", async move {
-        let r = sqlx::query(
-            "UPDATE keys SET min_decryption_version = ? WHERE id = ? AND state = ? \
-             AND primary_version >= ?",
-        )
-        .bind(version)
-        .bind(key_id)
-        .bind(state)
-        .bind(version)
-        .execute(&mut *conn)
-        .await?;
-        Ok(r.rows_affected() == 1)
+    on!(conn, {
+        crate::telemetry::spans::db("UPDATE", "keys", async move {
+            let r = sqlx::query(
+                "UPDATE keys SET min_decryption_version = $1 WHERE id = $2 AND state = $3 \
+             AND primary_version >= $4",
+            )
+            .bind(version)
+            .bind(key_id)
+            .bind(state)
+            .bind(version)
+            .execute(&mut *conn)
+            .await?;
+            Ok(r.rows_affected() == 1)
+        })
+        .await
     })
-    .await
 }
 
 /// Start destroying a key whose deletion window has passed by `now`: pending-deletion to
 /// [`STATE_DESTROYING`], committed before any material is shredded. False if the key is no
 /// longer pending deletion or its window has not passed (it was cancelled meanwhile).
-pub async fn begin_destroying(conn: &mut SqliteConnection, key_id: &str, now: i64) -> Result<bool> {
-    crate::telemetry::spans::db("UPDATE", "keys", async move {
-        let r = sqlx::query(
-            "UPDATE keys SET state = ? WHERE id = ? AND state = ? AND deletion_date <= ?",
-        )
-        .bind(STATE_DESTROYING)
-        .bind(key_id)
-        .bind(STATE_PENDING_DELETION)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
-        Ok(r.rows_affected() == 1)
+pub async fn begin_destroying(conn: &mut Tx, key_id: &str, now: i64) -> Result<bool> {
+    on!(conn, {
+        crate::telemetry::spans::db("UPDATE", "keys", async move {
+            let r = sqlx::query(
+                "UPDATE keys SET state = $1 WHERE id = $2 AND state = $3 AND deletion_date <= $4",
+            )
+            .bind(STATE_DESTROYING)
+            .bind(key_id)
+            .bind(STATE_PENDING_DELETION)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+            Ok(r.rows_affected() == 1)
+        })
+        .await
     })
-    .await
 }
 
 /// Record a key's destruction once its material is shredded: every version destroyed and
 /// its references to material erased. Only from [`STATE_DESTROYING`] (false otherwise).
-pub async fn mark_destroyed(
-    conn: &mut SqliteConnection,
-    key_id: &str,
-    now_unix: i64,
-    now: &str,
-) -> Result<bool> {
-    crate::telemetry::spans::db("UPDATE", "keys", async move {
-        let r = sqlx::query(
-            "UPDATE keys SET state = ?, deletion_date = NULL, destroyed_at = ? WHERE id = ? \
-             AND state = ?",
+pub async fn mark_destroyed(conn: &mut Tx, key_id: &str, now_unix: i64, now: &str) -> Result<bool> {
+    on!(conn, {
+        crate::telemetry::spans::db("UPDATE", "keys", async move {
+            let r = sqlx::query(
+            "UPDATE keys SET state = $1, deletion_date = NULL, destroyed_at = $2 WHERE id = $3 \
+             AND state = $4",
         )
         .bind(STATE_DESTROYED)
         .bind(now_unix)
@@ -516,81 +534,87 @@ pub async fn mark_destroyed(
         .bind(STATE_DESTROYING)
         .execute(&mut *conn)
         .await?;
-        if r.rows_affected() != 1 {
-            return Ok(false);
-        }
-        sqlx::query(
-            "UPDATE key_versions SET state = ?, wrapped_material = NULL, hsm_object_id = NULL, \
+            if r.rows_affected() != 1 {
+                return Ok(false);
+            }
+            sqlx::query(
+            "UPDATE key_versions SET state = $1, wrapped_material = NULL, hsm_object_id = NULL, \
              blob_store = NULL, blob_name = NULL, state_reason = 'key destroyed', \
-             state_changed_at = ? WHERE key_id = ?",
+             state_changed_at = $2 WHERE key_id = $3",
         )
         .bind(STATE_DESTROYED)
         .bind(now)
         .bind(key_id)
         .execute(&mut *conn)
         .await?;
-        Ok(true)
+            Ok(true)
+        })
+        .await
     })
-    .await
 }
 
 /// Keys whose deletion window has passed, and keys whose destruction a crash interrupted.
-pub async fn due_for_deletion(pool: &SqlitePool, now: i64, limit: i64) -> Result<Vec<KeyRow>> {
-    crate::telemetry::spans::db("SELECT", "keys", async move {
-        Ok(sqlx::query_as(&format!(
-            "SELECT {KEY_COLUMNS} FROM keys WHERE state = ? \
-             OR (state = ? AND deletion_date <= ?) ORDER BY deletion_date LIMIT ?"
-        ))
-        .bind(STATE_DESTROYING)
-        .bind(STATE_PENDING_DELETION)
-        .bind(now)
-        .bind(limit)
-        .fetch_all(pool)
-        .await?)
+pub async fn due_for_deletion(
+    pool: impl Into<Conn<'_>>,
+    now: i64,
+    limit: i64,
+) -> Result<Vec<KeyRow>> {
+    on!(pool, {
+        crate::telemetry::spans::db("SELECT", "keys", async move {
+            Ok(sqlx::query_as(&format!(
+                "SELECT {KEY_COLUMNS} FROM keys WHERE state = $1 \
+             OR (state = $2 AND deletion_date <= $3) ORDER BY deletion_date LIMIT $4"
+            ))
+            .bind(STATE_DESTROYING)
+            .bind(STATE_PENDING_DELETION)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&mut *pool)
+            .await?)
+        })
+        .await
     })
-    .await
 }
 
 /// Usage accumulated in memory, added to the stored counters.
-pub async fn add_usage(
-    conn: &mut SqliteConnection,
-    key_id: &str,
-    version: i64,
-    counts: [i64; 3],
-) -> Result<()> {
-    crate::telemetry::spans::db("UPDATE", "key_versions", async move {
-        sqlx::query(
-            "UPDATE key_versions SET encryptions = encryptions + ?, \
-             decryptions = decryptions + ?, signatures = signatures + ? \
-             WHERE key_id = ? AND version = ?",
-        )
-        .bind(counts[0])
-        .bind(counts[1])
-        .bind(counts[2])
-        .bind(key_id)
-        .bind(version)
-        .execute(&mut *conn)
-        .await?;
-        Ok(())
+pub async fn add_usage(conn: &mut Tx, key_id: &str, version: i64, counts: [i64; 3]) -> Result<()> {
+    on!(conn, {
+        crate::telemetry::spans::db("UPDATE", "key_versions", async move {
+            sqlx::query(
+                "UPDATE key_versions SET encryptions = encryptions + $1, \
+             decryptions = decryptions + $2, signatures = signatures + $3 \
+             WHERE key_id = $4 AND version = $5",
+            )
+            .bind(counts[0])
+            .bind(counts[1])
+            .bind(counts[2])
+            .bind(key_id)
+            .bind(version)
+            .execute(&mut *conn)
+            .await?;
+            Ok(())
+        })
+        .await
     })
-    .await
 }
 
 /// Every `CKA_ID` a committed row names: key versions' objects and import tokens' wrapping
 /// keys (what garbage collection keeps).
 pub async fn referenced_object_ids(
-    pool: &SqlitePool,
+    pool: impl Into<Conn<'_>>,
 ) -> Result<std::collections::HashSet<Vec<u8>>> {
-    crate::telemetry::spans::db("SELECT", "key_versions", async move {
-        let ids: Vec<Vec<u8>> = sqlx::query_scalar(
-            "SELECT hsm_object_id FROM key_versions WHERE hsm_object_id IS NOT NULL \
+    on!(pool, {
+        crate::telemetry::spans::db("SELECT", "key_versions", async move {
+            let ids: Vec<Vec<u8>> = sqlx::query_scalar(
+                "SELECT hsm_object_id FROM key_versions WHERE hsm_object_id IS NOT NULL \
              UNION SELECT hsm_object_id FROM import_tokens",
-        )
-        .fetch_all(pool)
-        .await?;
-        Ok(ids.into_iter().collect())
+            )
+            .fetch_all(&mut *pool)
+            .await?;
+            Ok(ids.into_iter().collect())
+        })
+        .await
     })
-    .await
 }
 
 /// The names of the blobs that `tenant`'s key versions keep, in whichever storage plugin:
@@ -598,146 +622,150 @@ pub async fn referenced_object_ids(
 /// pointed at one bucket), so a name is kept if any version names it. Names are unique per
 /// creation attempt, so this keeps no more than it should.
 pub async fn referenced_blobs(
-    pool: &SqlitePool,
+    pool: impl Into<Conn<'_>>,
     tenant: &str,
 ) -> Result<std::collections::HashSet<String>> {
-    crate::telemetry::spans::db("SELECT", "key_versions", async move {
-        let rows: Vec<KeyVersionRow> = sqlx::query_as(&format!(
-            "SELECT {} FROM key_versions v JOIN keys k ON k.id = v.key_id \
-             WHERE k.tenant_id = ? AND v.blob_store IS NOT NULL",
-            version_columns_of("v")
-        ))
-        .bind(tenant)
-        .fetch_all(pool)
-        .await?;
-        Ok(rows.iter().map(KeyVersionRow::blob).collect())
+    on!(pool, {
+        crate::telemetry::spans::db("SELECT", "key_versions", async move {
+            let rows: Vec<KeyVersionRow> = sqlx::query_as(&format!(
+                "SELECT {} FROM key_versions v JOIN keys k ON k.id = v.key_id \
+             WHERE k.tenant_id = $1 AND v.blob_store IS NOT NULL",
+                version_columns_of("v")
+            ))
+            .bind(tenant)
+            .fetch_all(&mut *pool)
+            .await?;
+            Ok(rows.iter().map(KeyVersionRow::blob).collect())
+        })
+        .await
     })
-    .await
 }
 
 /// Set a key's description.
-pub async fn set_description(
-    conn: &mut SqliteConnection,
-    key_id: &str,
-    description: &str,
-) -> Result<()> {
-    crate::telemetry::spans::db("UPDATE", "keys", async move {
-        sqlx::query("UPDATE keys SET description = ? WHERE id = ?")
-            .bind(description)
-            .bind(key_id)
-            .execute(conn)
-            .await?;
-        Ok(())
+pub async fn set_description(conn: &mut Tx, key_id: &str, description: &str) -> Result<()> {
+    on!(conn, {
+        crate::telemetry::spans::db("UPDATE", "keys", async move {
+            sqlx::query("UPDATE keys SET description = $1 WHERE id = $2")
+                .bind(description)
+                .bind(key_id)
+                .execute(conn)
+                .await?;
+            Ok(())
+        })
+        .await
     })
-    .await
 }
 
 /// Replace a key's tags (JSON) if they are still `from`: a compare-and-set, so two requests
 /// tagging one key at once cannot lose each other's tags. False if they changed meanwhile.
-pub async fn set_tags(
-    conn: &mut SqliteConnection,
-    key_id: &str,
-    from: &str,
-    to: &str,
-) -> Result<bool> {
-    crate::telemetry::spans::db("UPDATE", "keys", async move {
-        let r = sqlx::query("UPDATE keys SET tags = ? WHERE id = ? AND tags = ?")
-            .bind(to)
-            .bind(key_id)
-            .bind(from)
-            .execute(conn)
-            .await?;
-        Ok(r.rows_affected() == 1)
+pub async fn set_tags(conn: &mut Tx, key_id: &str, from: &str, to: &str) -> Result<bool> {
+    on!(conn, {
+        crate::telemetry::spans::db("UPDATE", "keys", async move {
+            let r = sqlx::query("UPDATE keys SET tags = $1 WHERE id = $2 AND tags = $3")
+                .bind(to)
+                .bind(key_id)
+                .bind(from)
+                .execute(conn)
+                .await?;
+            Ok(r.rows_affected() == 1)
+        })
+        .await
     })
-    .await
 }
 
 /// Whether a key's deletion protection is on (read inside the caller's transaction).
-pub async fn deletion_protected(conn: &mut SqliteConnection, key_id: &str) -> Result<bool> {
-    crate::telemetry::spans::db("SELECT", "keys", async move {
-        let on: Option<bool> =
-            sqlx::query_scalar("SELECT deletion_protection FROM keys WHERE id = ?")
-                .bind(key_id)
-                .fetch_optional(conn)
-                .await?;
-        Ok(on.unwrap_or(false))
+pub async fn deletion_protected(conn: &mut Tx, key_id: &str) -> Result<bool> {
+    on!(conn, {
+        crate::telemetry::spans::db("SELECT", "keys", async move {
+            let on: Option<bool> =
+                sqlx::query_scalar("SELECT deletion_protection FROM keys WHERE id = $1")
+                    .bind(key_id)
+                    .fetch_optional(conn)
+                    .await?;
+            Ok(on.unwrap_or(false))
+        })
+        .await
     })
-    .await
 }
 
 /// Set a key's deletion protection to `to` if it is still `from`.
 pub async fn set_deletion_protection(
-    conn: &mut SqliteConnection,
+    conn: &mut Tx,
     key_id: &str,
     from: bool,
     to: bool,
 ) -> Result<bool> {
-    crate::telemetry::spans::db("UPDATE", "keys", async move {
-        let r = sqlx::query(
-            "UPDATE keys SET deletion_protection = ? WHERE id = ? AND deletion_protection = ?",
+    on!(conn, {
+        crate::telemetry::spans::db("UPDATE", "keys", async move {
+            let r = sqlx::query(
+            "UPDATE keys SET deletion_protection = $1 WHERE id = $2 AND deletion_protection = $3",
         )
         .bind(to)
         .bind(key_id)
         .bind(from)
         .execute(conn)
         .await?;
-        Ok(r.rows_affected() == 1)
+            Ok(r.rows_affected() == 1)
+        })
+        .await
     })
-    .await
 }
 
 /// Turn a key's automatic rotation on (every `period_days`, next at `next`) or off (`None`).
-pub async fn set_rotation(
-    conn: &mut SqliteConnection,
-    key_id: &str,
-    period: Option<(i64, i64)>,
-) -> Result<()> {
-    crate::telemetry::spans::db("UPDATE", "keys", async move {
-        sqlx::query("UPDATE keys SET rotation_period_days = ?, next_rotation_at = ? WHERE id = ?")
+pub async fn set_rotation(conn: &mut Tx, key_id: &str, period: Option<(i64, i64)>) -> Result<()> {
+    on!(conn, {
+        crate::telemetry::spans::db("UPDATE", "keys", async move {
+            sqlx::query(
+                "UPDATE keys SET rotation_period_days = $1, next_rotation_at = $2 WHERE id = $3",
+            )
             .bind(period.map(|(days, _)| days))
             .bind(period.map(|(_, next)| next))
             .bind(key_id)
             .execute(conn)
             .await?;
-        Ok(())
+            Ok(())
+        })
+        .await
     })
-    .await
 }
 
 /// Enabled keys whose automatic rotation is due at `now`, oldest due first.
-pub async fn due_for_rotation(pool: &SqlitePool, now: i64, limit: i64) -> Result<Vec<KeyRow>> {
-    crate::telemetry::spans::db("SELECT", "keys", async move {
-        Ok(sqlx::query_as(&format!(
-            "SELECT {KEY_COLUMNS} FROM keys WHERE next_rotation_at <= ? AND state = ? \
-             ORDER BY next_rotation_at LIMIT ?"
-        ))
-        .bind(now)
-        .bind(STATE_ENABLED)
-        .bind(limit)
-        .fetch_all(pool)
-        .await?)
+pub async fn due_for_rotation(
+    pool: impl Into<Conn<'_>>,
+    now: i64,
+    limit: i64,
+) -> Result<Vec<KeyRow>> {
+    on!(pool, {
+        crate::telemetry::spans::db("SELECT", "keys", async move {
+            Ok(sqlx::query_as(&format!(
+                "SELECT {KEY_COLUMNS} FROM keys WHERE next_rotation_at <= $1 AND state = $2 \
+             ORDER BY next_rotation_at LIMIT $3"
+            ))
+            .bind(now)
+            .bind(STATE_ENABLED)
+            .bind(limit)
+            .fetch_all(&mut *pool)
+            .await?)
+        })
+        .await
     })
-    .await
 }
 
 /// Move a key's next automatic rotation from `from` to `to` (a compare-and-set: false if it
 /// changed meanwhile, e.g. rotation was turned off or another pass rotated it).
-pub async fn advance_rotation(
-    conn: &mut SqliteConnection,
-    key_id: &str,
-    from: i64,
-    to: i64,
-) -> Result<bool> {
-    crate::telemetry::spans::db("UPDATE", "keys", async move {
-        let r = sqlx::query(
-            "UPDATE keys SET next_rotation_at = ? WHERE id = ? AND next_rotation_at = ?",
-        )
-        .bind(to)
-        .bind(key_id)
-        .bind(from)
-        .execute(conn)
-        .await?;
-        Ok(r.rows_affected() == 1)
+pub async fn advance_rotation(conn: &mut Tx, key_id: &str, from: i64, to: i64) -> Result<bool> {
+    on!(conn, {
+        crate::telemetry::spans::db("UPDATE", "keys", async move {
+            let r = sqlx::query(
+                "UPDATE keys SET next_rotation_at = $1 WHERE id = $2 AND next_rotation_at = $3",
+            )
+            .bind(to)
+            .bind(key_id)
+            .bind(from)
+            .execute(conn)
+            .await?;
+            Ok(r.rows_affected() == 1)
+        })
+        .await
     })
-    .await
 }

@@ -1,12 +1,20 @@
-//! Metadata storage through sqlx (SQLite by default).
+//! Metadata storage: keyplane's one interface to its database.
 //!
-//! Owns the connection pools and the migrations. Writes go through a single-connection
-//! writer pool, and the audit group commit has one more writer connection of its own, driven
-//! in place ([`inline`]). Every transaction of the writer pool begins with `BEGIN IMMEDIATE`:
-//! it holds the write lock from its first statement, so its reads cannot go stale before it
-//! writes, and the audit log can read its chain head inside the transaction that appends to
-//! it (see `audit`). Reads use a separate pool and see committed data (WAL mode). Submodules
-//! hold the queries per table.
+//! Everything keyplane keeps (tenants, principals, keys and versions, aliases, grants,
+//! plugins, leases, the audit log) is read and written through the functions of the
+//! submodules, one per table, which take a [`Db`] (reads on committed data) or a [`Tx`] (an
+//! open write transaction, for reads that must see it and for every write). No driver type
+//! leaves this module: callers name only [`Db`], [`Tx`] and the row types.
+//!
+//! Two backends implement it, chosen by the URL given to [`Db::open`]:
+//! - [`sqlite`] (`sqlite://…`, the embedded default): one writer connection, a read pool, WAL;
+//! - [`postgres`] (`postgres://…`, several nodes on one database).
+//!
+//! The queries are written once, in the SQL both dialects accept (`$1` placeholders, `TRUE`
+//! and `FALSE`, `ON CONFLICT`, `RETURNING`); [`on!`] runs a function's body on whichever
+//! backend holds the connection, so each body is compiled once per backend with that driver's
+//! types, and no query pays for dynamic dispatch. Each backend has its own migrations
+//! (`migrations/sqlite`, `migrations/postgres`) that give the same tables and columns.
 //!
 //! The database also counts committed write transactions (its *generation*): [`cache`] keeps
 //! hot rows only while the generation they were read at is still current, so any committed
@@ -20,121 +28,135 @@ pub mod approvals;
 pub mod cache;
 pub mod grants;
 pub mod imports;
-pub mod inline;
 pub mod key_policies;
 pub mod keys;
 pub mod leases;
 pub mod meta;
+pub mod plugin_kv;
 pub mod plugins;
+pub mod postgres;
 pub mod principals;
+pub mod sqlite;
 pub mod tenants;
+#[cfg(test)]
+pub mod testing;
+#[cfg(test)]
+mod tests;
 
-use std::ops::{Deref, DerefMut};
-use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
+use sqlx::pool::PoolConnection;
+use sqlx::{PgConnection, Postgres, Sqlite, SqliteConnection, Transaction};
 
 use crate::error::Result;
 
-/// How the writer pool begins a transaction: with the write lock, since the [`inline`]
-/// connection also writes (a deferred transaction that read before that connection committed
-/// would fail with `SQLITE_BUSY_SNAPSHOT` at its first write, which no busy timeout retries).
-const BEGIN: &str = "BEGIN IMMEDIATE";
-
-/// A write transaction. Dereferences to the connection; committing it advances the database
-/// generation (unless it was begun as bookkeeping).
-pub struct Tx {
-    inner: Transaction<'static, Sqlite>,
-    generation: Option<Arc<AtomicU64>>,
-}
-
-impl Tx {
-    /// Commit, then advance the generation (also when the commit reports an error: whether it
-    /// took effect is then unknown, and a needless cache miss is harmless).
-    pub async fn commit(self) -> sqlx::Result<()> {
-        let result = self.inner.commit().await;
-        if let Some(g) = &self.generation {
-            g.fetch_add(1, Ordering::SeqCst);
+/// Run `$body` with `$conn` rebound from a [`Conn`] (anything `Into<Conn>`: `&Db`, `&mut Tx`)
+/// to the backend's own connection: the body is compiled once per backend. The second form,
+/// `on!(expr => |c| body)`, binds the backend's connection to `c` for one expression.
+macro_rules! on {
+    ($conn:expr => |$c:ident| $body:expr) => {{
+        let conn: $crate::store::Conn<'_> = ($conn).into();
+        let mut guard = conn.acquire().await?;
+        match guard.exec() {
+            $crate::store::Exec::Sqlite($c) => $body,
+            $crate::store::Exec::Postgres($c) => $body,
         }
-        result
-    }
-
-    /// Roll back (nothing changed, so the generation stays).
-    pub async fn rollback(self) -> sqlx::Result<()> {
-        self.inner.rollback().await
-    }
+    }};
+    ($conn:ident, $body:block) => {{
+        let conn: $crate::store::Conn<'_> = $conn.into();
+        let mut guard = conn.acquire().await?;
+        match guard.exec() {
+            $crate::store::Exec::Sqlite($conn) => $body,
+            $crate::store::Exec::Postgres($conn) => $body,
+        }
+    }};
 }
-
-impl Deref for Tx {
-    type Target = SqliteConnection;
-    fn deref(&self) -> &SqliteConnection {
-        &self.inner
-    }
-}
-
-impl DerefMut for Tx {
-    fn deref_mut(&mut self) -> &mut SqliteConnection {
-        &mut self.inner
-    }
-}
+pub(crate) use on;
 
 /// Handles to the database.
 #[derive(Clone)]
 pub struct Db {
-    reader: SqlitePool,
-    writer: SqlitePool,
+    backend: Backend,
     /// How long a writer waits for another holding the lock (then `503`).
     busy_wait: Duration,
     /// Count of committed write transactions (see the module doc).
     generation: Arc<AtomicU64>,
 }
 
+#[derive(Clone)]
+enum Backend {
+    Sqlite(sqlite::Pools),
+    Postgres(postgres::Pools),
+}
+
+/// Which backend a [`Db`] runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
 impl Db {
-    /// Open (creating if needed) the database and run the migrations in `migrations/`, with
+    /// Open (creating if needed) the database at `url` and run its backend's migrations, with
     /// the default busy wait.
     pub async fn open(url: &str) -> anyhow::Result<Db> {
         Self::open_with(url, DEFAULT_BUSY_WAIT).await
     }
 
     /// [`Db::open`], waiting up to `busy_wait` for a lock another writer holds (another
-    /// process included) before a write fails.
+    /// process or node included) before a write fails.
     pub async fn open_with(url: &str, busy_wait: Duration) -> anyhow::Result<Db> {
-        let opts = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            // Destroyed key versions: deleted content is overwritten, not left in free pages.
-            .pragma("secure_delete", "ON")
-            // A WAL that grew while a long reader held restarts off is cut back to this
-            // size when it next starts over (it otherwise keeps its largest size on disk).
-            .pragma("journal_size_limit", WAL_SIZE_LIMIT.to_string())
-            .busy_timeout(busy_wait);
-        // A connection to a local file cannot go stale the way a socket can, so the pools do
-        // not ping it before handing it out (a round trip to sqlx's worker thread each time:
-        // on the audit group commit that was one extra thread hand-off per batch).
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .test_before_acquire(false)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_with(opts.clone())
-            .await?;
-        sqlx::migrate!("../migrations").run(&writer).await?;
-        let reader = SqlitePoolOptions::new()
-            .max_connections(8)
-            .test_before_acquire(false)
-            .connect_with(opts.read_only(true))
-            .await?;
+        let backend = if postgres::is_url(url) {
+            Backend::Postgres(postgres::Pools::open(url, busy_wait).await?)
+        } else {
+            Backend::Sqlite(sqlite::Pools::open(url, busy_wait).await?)
+        };
         Ok(Db {
-            reader,
-            writer,
+            backend,
             busy_wait,
             generation: Arc::default(),
         })
+    }
+
+    /// Open an existing database without migrating or writing (for offline tools).
+    pub async fn open_read_only(url: &str) -> anyhow::Result<Db> {
+        let backend = if postgres::is_url(url) {
+            Backend::Postgres(postgres::Pools::open_read_only(url).await?)
+        } else {
+            Backend::Sqlite(sqlite::Pools::open_read_only(url).await?)
+        };
+        Ok(Db {
+            backend,
+            busy_wait: DEFAULT_BUSY_WAIT,
+            generation: Arc::default(),
+        })
+    }
+
+    /// The backend.
+    pub fn dialect(&self) -> Dialect {
+        match &self.backend {
+            Backend::Sqlite(_) => Dialect::Sqlite,
+            Backend::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
+    /// The SQLite pools, when this database is SQLite (the audit group commit drives a
+    /// connection of its own there).
+    pub fn sqlite(&self) -> Option<&sqlite::Pools> {
+        match &self.backend {
+            Backend::Sqlite(p) => Some(p),
+            Backend::Postgres(_) => None,
+        }
+    }
+
+    /// The PostgreSQL pools, when this database is PostgreSQL.
+    pub fn postgres(&self) -> Option<&postgres::Pools> {
+        match &self.backend {
+            Backend::Postgres(p) => Some(p),
+            Backend::Sqlite(_) => None,
+        }
     }
 
     /// How long a writer waits for a lock another holds.
@@ -142,15 +164,10 @@ impl Db {
         self.busy_wait
     }
 
-    /// Pool for reads.
-    pub fn reader(&self) -> &SqlitePool {
-        &self.reader
-    }
-
-    /// Begin a write transaction (serialised with every other writer).
+    /// Begin a write transaction.
     pub async fn begin(&self) -> Result<Tx> {
         Ok(Tx {
-            inner: self.begin_writer().await?,
+            inner: self.begin_inner().await?,
             generation: Some(self.generation.clone()),
         })
     }
@@ -159,46 +176,29 @@ impl Db {
     /// checkpoints, usage counters), so committing it keeps cached rows valid.
     pub async fn begin_bookkeeping(&self) -> Result<Tx> {
         Ok(Tx {
-            inner: self.begin_writer().await?,
+            inner: self.begin_inner().await?,
             generation: None,
         })
     }
 
-    /// `BEGIN IMMEDIATE` on the writer connection. A transaction whose `COMMIT` failed and
-    /// whose `ROLLBACK` failed too (SQLite rolls back by itself on a full disk, and then
-    /// refuses the `ROLLBACK`) leaves sqlx counting the connection as inside a transaction,
-    /// which makes every later `BEGIN` fail: such a connection is closed and replaced, so the
-    /// node writes again once the fault is gone, without a restart.
-    async fn begin_writer(&self) -> sqlx::Result<Transaction<'static, Sqlite>> {
-        use sqlx::Connection;
-        let mut conn = self.writer.acquire().await?;
-        if conn.is_in_transaction() {
-            tracing::warn!("replacing a writer connection left inside a failed transaction");
-            conn.close().await?;
-            conn = self.writer.acquire().await?;
-        }
-        Transaction::begin(conn, Some(BEGIN.into())).await
+    /// Begin a read-only transaction: every read in it sees the database of one moment (the
+    /// audit walks). It writes nothing, so it holds no write lock.
+    pub async fn snapshot(&self) -> Result<Tx> {
+        let inner = match &self.backend {
+            Backend::Sqlite(p) => TxInner::Sqlite(p.reader().begin().await?),
+            Backend::Postgres(p) => TxInner::Postgres(p.snapshot().await?),
+        };
+        Ok(Tx {
+            inner,
+            generation: None,
+        })
     }
 
-    /// A writer connection outside the pools, opened with the writer's options, for
-    /// statements that change no row a [`cache`] holds: the audit group commit drives one in
-    /// place ([`inline::Inline`]).
-    pub async fn separate_writer(&self) -> Result<SqliteConnection> {
-        use sqlx::Connection;
-        Ok(SqliteConnection::connect_with(&self.writer.connect_options()).await?)
-    }
-
-    /// A writer connection for WAL checkpoints ([`checkpoint_wal`], [`restart_wal`]), whose busy
-    /// handler gives up after [`RESTART_BUSY_WAIT`]. A restart holds every writer off while it
-    /// waits for the readers of the WAL, and one can read for seconds (an export, or
-    /// `keyplane audit verify` run against a live node's file), so it must not wait for them
-    /// long: it gives up, and the next checkpoint tries again.
-    pub async fn checkpoint_connection(&self) -> Result<SqliteConnection> {
-        use sqlx::Connection;
-        let opts = (*self.writer.connect_options())
-            .clone()
-            .busy_timeout(RESTART_BUSY_WAIT);
-        Ok(SqliteConnection::connect_with(&opts).await?)
+    async fn begin_inner(&self) -> sqlx::Result<TxInner> {
+        Ok(match &self.backend {
+            Backend::Sqlite(p) => TxInner::Sqlite(p.begin().await?),
+            Backend::Postgres(p) => TxInner::Postgres(p.begin().await?),
+        })
     }
 
     /// Count of committed write transactions so far.
@@ -206,178 +206,157 @@ impl Db {
         self.generation.load(Ordering::SeqCst)
     }
 
-    /// Readiness probe.
-    pub async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.reader).await?;
-        Ok(())
+    /// Count a change committed elsewhere (another node), so cached rows are read again.
+    pub fn invalidate(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// Close both pools (flushes WAL on the last connection).
+    /// Readiness probe.
+    pub async fn ping(&self) -> Result<()> {
+        let db = self;
+        on!(db, {
+            sqlx::query("SELECT 1").execute(db).await?;
+            Ok(())
+        })
+    }
+
+    /// Close the pools (SQLite: flushes the WAL on the last connection).
     pub async fn close(&self) {
-        self.reader.close().await;
-        self.writer.close().await;
+        match &self.backend {
+            Backend::Sqlite(p) => p.close().await,
+            Backend::Postgres(p) => p.close().await,
+        }
     }
 }
 
 /// How long a writer waits by default for a lock another writer holds.
 pub const DEFAULT_BUSY_WAIT: Duration = Duration::from_secs(10);
 
-/// How long the busy handler of a [`Db::checkpoint_connection`] waits for another writer or
-/// for readers of the WAL (in [`restart_wal`]: once for the restart, once for its commit).
-pub const RESTART_BUSY_WAIT: Duration = Duration::from_millis(25);
-
-/// Size in bytes down to which a WAL is cut when it starts over (`journal_size_limit`): twice
-/// what the audit group commit's restarts let it reach under full load.
-pub const WAL_SIZE_LIMIT: i64 = 64 << 20;
-
-/// Copy committed WAL frames back into the database file without waiting for readers or
-/// writers (`PASSIVE`), on `conn` (a [`Db::checkpoint_connection`], so state changes never
-/// wait behind the sync of the database file that follows). Returns how many frames the WAL
-/// holds, or -1 when another connection was checkpointing (the writer pool's automatic
-/// checkpoints): then nothing was copied. The [`inline`] connection leaves checkpoints to
-/// this; the writer pool's own commits still checkpoint automatically.
-pub async fn checkpoint_wal(conn: &mut SqliteConnection) -> Result<i64> {
-    let (_, frames) = wal_checkpoint(conn, "PRAGMA wal_checkpoint(PASSIVE)").await?;
-    Ok(frames)
+/// A write transaction. Committing it advances the database generation (unless it was begun
+/// as bookkeeping).
+pub struct Tx {
+    inner: TxInner,
+    generation: Option<Arc<AtomicU64>>,
 }
 
-/// Run one `wal_checkpoint` pragma; returns whether it was blocked from completing, and how
-/// many frames the WAL holds.
-async fn wal_checkpoint(conn: &mut SqliteConnection, pragma: &'static str) -> Result<(bool, i64)> {
-    let (busy, frames, _): (i64, i64, i64) = sqlx::query_as(pragma).fetch_one(conn).await?;
-    Ok((busy != 0, frames))
+enum TxInner {
+    Sqlite(Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
 }
 
-/// Copy every WAL frame back, waiting for writers and for readers of the WAL (`RESTART`), so
-/// that the next commit writes the WAL from its start again.
-///
-/// [`checkpoint_wal`] alone does not bound the WAL under sustained writes: SQLite starts the
-/// WAL over only when a writer begins while every frame has been copied back, and with a
-/// commit every few hundred µs some always arrive while the checkpoint syncs. In a 4 s
-/// `encrypt` load the WAL grew to 137 MB, and every frame went to a new page of the file.
-/// Writers wait for this one: its caller runs it when few frames are left to copy, and keeps
-/// its own writers off until it returns. On a [`Db::checkpoint_connection`] it waits at most
-/// [`RESTART_BUSY_WAIT`] for other writers and for readers. Returns whether the WAL was
-/// copied back whole; if not (a reader of the WAL, another writer or checkpoint), it was
-/// copied as far as the readers allow, as by [`checkpoint_wal`].
-///
-/// The first commit into a WAL started over also syncs the new WAL header. So that this sync
-/// never falls to the [`inline`] connection (on a tokio worker), this one commits first: it
-/// counts the restart in `wal_restarts`. Should another writer get in first, that writer
-/// starts the WAL over instead, as any writer would.
-pub async fn restart_wal(conn: &mut SqliteConnection) -> Result<bool> {
-    let (busy, _) = wal_checkpoint(conn, "PRAGMA wal_checkpoint(RESTART)").await?;
-    if busy {
-        return Ok(false);
+impl Tx {
+    /// Commit, then advance the generation (also when the commit reports an error: whether it
+    /// took effect is then unknown, and a needless cache miss is harmless).
+    pub async fn commit(self) -> Result<()> {
+        let result = match self.inner {
+            TxInner::Sqlite(t) => t.commit().await,
+            TxInner::Postgres(t) => t.commit().await,
+        };
+        if let Some(g) = &self.generation {
+            g.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(result?)
     }
-    match sqlx::query("UPDATE wal_restarts SET count = count + 1")
-        .execute(conn)
-        .await
-    {
-        Err(sqlx::Error::Database(e)) if is_busy(e.as_ref()) => {}
-        other => {
-            other?;
+
+    /// Roll back (nothing changed, so the generation stays).
+    pub async fn rollback(self) -> Result<()> {
+        match self.inner {
+            TxInner::Sqlite(t) => t.rollback().await?,
+            TxInner::Postgres(t) => t.rollback().await?,
+        }
+        Ok(())
+    }
+
+    /// The backend it runs on.
+    pub fn dialect(&self) -> Dialect {
+        match self.inner {
+            TxInner::Sqlite(_) => Dialect::Sqlite,
+            TxInner::Postgres(_) => Dialect::Postgres,
         }
     }
-    Ok(true)
+
+    /// Whether this transaction changes rows the caches hold.
+    pub fn invalidates(&self) -> bool {
+        self.generation.is_some()
+    }
 }
 
-/// Whether `e` is SQLite's `SQLITE_BUSY` (any of its extended codes).
-fn is_busy(e: &dyn sqlx::error::DatabaseError) -> bool {
-    const SQLITE_BUSY: i32 = 5;
-    e.code()
-        .and_then(|code| code.parse::<i32>().ok())
-        .is_some_and(|code| code & 0xff == SQLITE_BUSY)
+/// Where a store function runs its statements: on the read side of a [`Db`] (committed
+/// data), or inside an open [`Tx`].
+pub enum Conn<'a> {
+    Db(&'a Db),
+    Tx(&'a mut Tx),
+}
+
+impl<'a> From<&'a Db> for Conn<'a> {
+    fn from(db: &'a Db) -> Self {
+        Conn::Db(db)
+    }
+}
+
+impl<'a, 'b> From<&'a mut &'b mut Tx> for Conn<'a> {
+    fn from(tx: &'a mut &'b mut Tx) -> Self {
+        Conn::Tx(tx)
+    }
+}
+
+impl<'a> From<&'a mut Tx> for Conn<'a> {
+    fn from(tx: &'a mut Tx) -> Self {
+        Conn::Tx(tx)
+    }
+}
+
+impl<'a, 'b> From<&'a mut Conn<'b>> for Conn<'a> {
+    fn from(c: &'a mut Conn<'b>) -> Self {
+        match c {
+            Conn::Db(db) => Conn::Db(db),
+            Conn::Tx(tx) => Conn::Tx(tx),
+        }
+    }
+}
+
+impl<'a> Conn<'a> {
+    /// A connection to run statements on: one from the read pool, or the transaction's.
+    pub(crate) async fn acquire(self) -> sqlx::Result<Guard<'a>> {
+        Ok(match self {
+            Conn::Db(db) => match &db.backend {
+                Backend::Sqlite(p) => Guard::SqlitePooled(p.reader().acquire().await?),
+                Backend::Postgres(p) => Guard::PostgresPooled(p.pool().acquire().await?),
+            },
+            Conn::Tx(tx) => match &mut tx.inner {
+                TxInner::Sqlite(t) => Guard::SqliteBorrowed(t),
+                TxInner::Postgres(t) => Guard::PostgresBorrowed(t),
+            },
+        })
+    }
+}
+
+/// A connection held for the statements of one store function.
+pub(crate) enum Guard<'a> {
+    SqlitePooled(PoolConnection<Sqlite>),
+    SqliteBorrowed(&'a mut SqliteConnection),
+    PostgresPooled(PoolConnection<Postgres>),
+    PostgresBorrowed(&'a mut PgConnection),
+}
+
+/// The backend's own connection, for [`on!`].
+pub(crate) enum Exec<'g> {
+    Sqlite(&'g mut SqliteConnection),
+    Postgres(&'g mut PgConnection),
+}
+
+impl Guard<'_> {
+    pub(crate) fn exec(&mut self) -> Exec<'_> {
+        match self {
+            Guard::SqlitePooled(c) => Exec::Sqlite(c),
+            Guard::SqliteBorrowed(c) => Exec::Sqlite(c),
+            Guard::PostgresPooled(c) => Exec::Postgres(c),
+            Guard::PostgresBorrowed(c) => Exec::Postgres(c),
+        }
+    }
 }
 
 /// Current time as RFC 3339 with milliseconds, UTC.
 pub fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-impl Db {
-    /// Open an existing database without migrating or writing (for offline tools).
-    pub async fn open_read_only(url: &str) -> anyhow::Result<Db> {
-        let opts = SqliteConnectOptions::from_str(url)?.read_only(true);
-        let reader = SqlitePoolOptions::new()
-            .max_connections(2)
-            .connect_with(opts)
-            .await?;
-        Ok(Db {
-            writer: reader.clone(),
-            reader,
-            busy_wait: DEFAULT_BUSY_WAIT,
-            generation: Arc::default(),
-        })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const DB_FILE: &str = "t.db";
-
-    /// A fresh database in a directory kept while the guard lives.
-    async fn temp_db() -> (tempfile::TempDir, Db) {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join(DB_FILE).display());
-        (dir, Db::open(&url).await.unwrap())
-    }
-
-    /// Commit one write through the writer pool (one more WAL frame).
-    async fn write(db: &Db) {
-        let mut tx = db.begin_bookkeeping().await.unwrap();
-        sqlx::query("UPDATE wal_restarts SET count = count")
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
-    }
-
-    /// A restart leaves the WAL holding only its own counting commit (so it started the WAL
-    /// over), and the next writer appends to the WAL instead of starting it over (and syncing
-    /// its header) itself.
-    #[tokio::test]
-    async fn restart_wal_starts_the_wal_over_with_its_own_commit() {
-        let (_dir, db) = temp_db().await;
-        let mut conn = db.checkpoint_connection().await.unwrap();
-        for _ in 0..20 {
-            write(&db).await;
-        }
-        assert!(checkpoint_wal(&mut conn).await.unwrap() >= 20);
-        assert!(restart_wal(&mut conn).await.unwrap());
-        assert_eq!(checkpoint_wal(&mut conn).await.unwrap(), 1);
-        let count: i64 = sqlx::query_scalar("SELECT count FROM wal_restarts")
-            .fetch_one(db.reader())
-            .await
-            .unwrap();
-        assert_eq!(count, 1);
-    }
-
-    /// A reader of the WAL holds a restart off (and every writer with it) for at most
-    /// [`RESTART_BUSY_WAIT`] and some sleeping, not for the pools' busy timeout.
-    #[tokio::test]
-    async fn restart_wal_gives_up_soon_on_a_reader_of_the_wal() {
-        let (_dir, db) = temp_db().await;
-        write(&db).await;
-        let mut reader = db.reader().acquire().await.unwrap();
-        sqlx::query("BEGIN").execute(&mut *reader).await.unwrap();
-        sqlx::query("SELECT count FROM wal_restarts")
-            .fetch_one(&mut *reader)
-            .await
-            .unwrap();
-        write(&db).await;
-        let mut conn = db.checkpoint_connection().await.unwrap();
-        let started = std::time::Instant::now();
-        assert!(!restart_wal(&mut conn).await.unwrap());
-        assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "writers were held off for {:?}",
-            started.elapsed()
-        );
-        write(&db).await;
-        sqlx::query("COMMIT").execute(&mut *reader).await.unwrap();
-        assert!(restart_wal(&mut conn).await.unwrap());
-    }
 }

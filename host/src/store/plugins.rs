@@ -4,7 +4,7 @@
 //! `plugin_components`, shared by every plugin (of any tenant) with the same bytes, written in
 //! the upload's transaction and deleted with the last plugin row that names it.
 
-use sqlx::{SqliteConnection, SqlitePool};
+use super::{on, Conn, Tx};
 
 use crate::error::Result;
 
@@ -44,22 +44,28 @@ pub struct BackendRow {
     pub updated_at: String,
 }
 
-pub async fn storage_backend(pool: &SqlitePool, tenant: &str) -> Result<Option<BackendRow>> {
-    crate::telemetry::spans::db("SELECT", "storage_backends", async {
+pub async fn storage_backend(
+    pool: impl Into<Conn<'_>>,
+    tenant: &str,
+) -> Result<Option<BackendRow>> {
+    on!(pool, {
+        crate::telemetry::spans::db("SELECT", "storage_backends", async {
         Ok(sqlx::query_as(
-            "SELECT tenant_id, plugin_name, config, updated_at FROM storage_backends WHERE tenant_id = ?",
+            "SELECT tenant_id, plugin_name, config, updated_at FROM storage_backends WHERE tenant_id = $1",
         )
         .bind(tenant)
-        .fetch_optional(pool)
+        .fetch_optional(&mut *pool)
         .await?)
     })
     .await
+    })
 }
 
 /// Make `row` the tenant's storage backend, and keep its configuration as the one that
 /// reaches the plugin's blobs (also once another plugin is the backend).
-pub async fn set_storage_backend(conn: &mut SqliteConnection, row: &BackendRow) -> Result<()> {
-    crate::telemetry::spans::db("UPSERT", "storage_backends", async {
+pub async fn set_storage_backend(conn: &mut Tx, row: &BackendRow) -> Result<()> {
+    on!(conn, {
+        crate::telemetry::spans::db("UPSERT", "storage_backends", async {
         for table in ["storage_backends", "storage_backend_configs"] {
             let conflict = if table == "storage_backends" {
                 "tenant_id"
@@ -67,7 +73,7 @@ pub async fn set_storage_backend(conn: &mut SqliteConnection, row: &BackendRow) 
                 "tenant_id, plugin_name"
             };
             sqlx::query(&format!(
-                "INSERT INTO {table} (tenant_id, plugin_name, config, updated_at) VALUES (?, ?, ?, ?) \
+                "INSERT INTO {table} (tenant_id, plugin_name, config, updated_at) VALUES ($1, $2, $3, $4) \
                  ON CONFLICT ({conflict}) DO UPDATE SET plugin_name = excluded.plugin_name, \
                  config = excluded.config, updated_at = excluded.updated_at"
             ))
@@ -81,69 +87,78 @@ pub async fn set_storage_backend(conn: &mut SqliteConnection, row: &BackendRow) 
         Ok(())
     })
     .await
+    })
 }
 
 /// The (sealed) configuration last given to a storage-backend plugin of `tenant`, whether or
 /// not it is the tenant's backend now: the one that reaches the blobs it holds.
 pub async fn backend_config(
-    pool: &SqlitePool,
+    pool: impl Into<Conn<'_>>,
     tenant: &str,
     plugin: &str,
 ) -> Result<Option<String>> {
-    crate::telemetry::spans::db("SELECT", "storage_backend_configs", async {
-        Ok(sqlx::query_scalar(
-            "SELECT config FROM storage_backend_configs WHERE tenant_id = ? AND plugin_name = ?",
+    on!(pool, {
+        crate::telemetry::spans::db("SELECT", "storage_backend_configs", async {
+            Ok(sqlx::query_scalar(
+            "SELECT config FROM storage_backend_configs WHERE tenant_id = $1 AND plugin_name = $2",
         )
         .bind(tenant)
         .bind(plugin)
-        .fetch_optional(pool)
+        .fetch_optional(&mut *pool)
         .await?)
+        })
+        .await
     })
-    .await
 }
 
 /// Every storage-backend plugin a tenant has configured, with its (sealed) configuration:
 /// where garbage collection looks for blobs.
-pub async fn backend_configs(pool: &SqlitePool) -> Result<Vec<BackendRow>> {
-    crate::telemetry::spans::db("SELECT", "storage_backend_configs", async {
-        Ok(sqlx::query_as(
-            "SELECT tenant_id, plugin_name, config, updated_at FROM storage_backend_configs \
+pub async fn backend_configs(pool: impl Into<Conn<'_>>) -> Result<Vec<BackendRow>> {
+    on!(pool, {
+        crate::telemetry::spans::db("SELECT", "storage_backend_configs", async {
+            Ok(sqlx::query_as(
+                "SELECT tenant_id, plugin_name, config, updated_at FROM storage_backend_configs \
              ORDER BY tenant_id, plugin_name",
-        )
-        .fetch_all(pool)
-        .await?)
+            )
+            .fetch_all(&mut *pool)
+            .await?)
+        })
+        .await
     })
-    .await
 }
 
 /// How many key versions hold a blob in the plugin (the blobs that keep it from being deleted).
-pub async fn blob_count(conn: &mut SqliteConnection, tenant: &str, name: &str) -> Result<i64> {
-    crate::telemetry::spans::db("SELECT", "key_versions", async {
-        Ok(sqlx::query_scalar(
-            "SELECT COUNT(*) FROM key_versions v JOIN keys k ON k.id = v.key_id \
-             WHERE k.tenant_id = ? AND v.blob_store = ?",
-        )
-        .bind(tenant)
-        .bind(name)
-        .fetch_one(conn)
-        .await?)
+pub async fn blob_count(conn: &mut Tx, tenant: &str, name: &str) -> Result<i64> {
+    on!(conn, {
+        crate::telemetry::spans::db("SELECT", "key_versions", async {
+            Ok(sqlx::query_scalar(
+                "SELECT COUNT(*) FROM key_versions v JOIN keys k ON k.id = v.key_id \
+             WHERE k.tenant_id = $1 AND v.blob_store = $2",
+            )
+            .bind(tenant)
+            .bind(name)
+            .fetch_one(conn)
+            .await?)
+        })
+        .await
     })
-    .await
 }
 
 /// Whether the plugin is the tenant's storage backend now.
-pub async fn is_backend(conn: &mut SqliteConnection, tenant: &str, name: &str) -> Result<bool> {
-    crate::telemetry::spans::db("SELECT", "storage_backends", async {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM storage_backends WHERE tenant_id = ? AND plugin_name = ?",
-        )
-        .bind(tenant)
-        .bind(name)
-        .fetch_one(conn)
-        .await?;
-        Ok(n > 0)
+pub async fn is_backend(conn: &mut Tx, tenant: &str, name: &str) -> Result<bool> {
+    on!(conn, {
+        crate::telemetry::spans::db("SELECT", "storage_backends", async {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM storage_backends WHERE tenant_id = $1 AND plugin_name = $2",
+            )
+            .bind(tenant)
+            .bind(name)
+            .fetch_one(conn)
+            .await?;
+            Ok(n > 0)
+        })
+        .await
     })
-    .await
 }
 
 /// A key's rotation schedule.
@@ -162,83 +177,94 @@ pub struct ScheduleRow {
 const COLUMNS: &str =
     "tenant_id, name, sha256, world, size, imports, created_at, created_by, capabilities";
 
-pub async fn get(pool: &SqlitePool, tenant: &str, name: &str) -> Result<Option<PluginRow>> {
-    crate::telemetry::spans::db("SELECT", "plugins", async {
-        Ok(sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM plugins WHERE tenant_id = ? AND name = ?"
-        ))
-        .bind(tenant)
-        .bind(name)
-        .fetch_optional(pool)
-        .await?)
+pub async fn get(pool: impl Into<Conn<'_>>, tenant: &str, name: &str) -> Result<Option<PluginRow>> {
+    on!(pool, {
+        crate::telemetry::spans::db("SELECT", "plugins", async {
+            Ok(sqlx::query_as(&format!(
+                "SELECT {COLUMNS} FROM plugins WHERE tenant_id = $1 AND name = $2"
+            ))
+            .bind(tenant)
+            .bind(name)
+            .fetch_optional(&mut *pool)
+            .await?)
+        })
+        .await
     })
-    .await
 }
 
-pub async fn list(pool: &SqlitePool, tenant: &str) -> Result<Vec<PluginRow>> {
-    crate::telemetry::spans::db("SELECT", "plugins", async {
-        Ok(sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM plugins WHERE tenant_id = ? ORDER BY name"
-        ))
-        .bind(tenant)
-        .fetch_all(pool)
-        .await?)
+pub async fn list(pool: impl Into<Conn<'_>>, tenant: &str) -> Result<Vec<PluginRow>> {
+    on!(pool, {
+        crate::telemetry::spans::db("SELECT", "plugins", async {
+            Ok(sqlx::query_as(&format!(
+                "SELECT {COLUMNS} FROM plugins WHERE tenant_id = $1 ORDER BY name"
+            ))
+            .bind(tenant)
+            .fetch_all(&mut *pool)
+            .await?)
+        })
+        .await
     })
-    .await
 }
 
-pub async fn insert(conn: &mut SqliteConnection, row: &PluginRow) -> Result<()> {
-    crate::telemetry::spans::db("INSERT", "plugins", async {
-        sqlx::query(&format!(
-            "INSERT INTO plugins ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        ))
-        .bind(&row.tenant_id)
-        .bind(&row.name)
-        .bind(&row.sha256)
-        .bind(&row.world)
-        .bind(row.size)
-        .bind(&row.imports)
-        .bind(&row.created_at)
-        .bind(&row.created_by)
-        .bind(&row.capabilities)
-        .execute(conn)
-        .await?;
-        Ok(())
+pub async fn insert(conn: &mut Tx, row: &PluginRow) -> Result<()> {
+    on!(conn, {
+        crate::telemetry::spans::db("INSERT", "plugins", async {
+            sqlx::query(&format!(
+                "INSERT INTO plugins ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            ))
+            .bind(&row.tenant_id)
+            .bind(&row.name)
+            .bind(&row.sha256)
+            .bind(&row.world)
+            .bind(row.size)
+            .bind(&row.imports)
+            .bind(&row.created_at)
+            .bind(&row.created_by)
+            .bind(&row.capabilities)
+            .execute(conn)
+            .await?;
+            Ok(())
+        })
+        .await
     })
-    .await
 }
 
 /// Delete a plugin row (and the backend configuration kept for it).
-pub async fn delete(conn: &mut SqliteConnection, tenant: &str, name: &str) -> Result<bool> {
-    crate::telemetry::spans::db("DELETE", "plugins", async {
-        sqlx::query("DELETE FROM storage_backend_configs WHERE tenant_id = ? AND plugin_name = ?")
+pub async fn delete(conn: &mut Tx, tenant: &str, name: &str) -> Result<bool> {
+    on!(conn, {
+        crate::telemetry::spans::db("DELETE", "plugins", async {
+            sqlx::query(
+                "DELETE FROM storage_backend_configs WHERE tenant_id = $1 AND plugin_name = $2",
+            )
             .bind(tenant)
             .bind(name)
             .execute(&mut *conn)
             .await?;
-        let n = sqlx::query("DELETE FROM plugins WHERE tenant_id = ? AND name = ?")
-            .bind(tenant)
-            .bind(name)
-            .execute(conn)
-            .await?
-            .rows_affected();
-        Ok(n > 0)
+            let n = sqlx::query("DELETE FROM plugins WHERE tenant_id = $1 AND name = $2")
+                .bind(tenant)
+                .bind(name)
+                .execute(conn)
+                .await?
+                .rows_affected();
+            Ok(n > 0)
+        })
+        .await
     })
-    .await
 }
 
 /// Store a component's bytes under their SHA-256. A row already there holds the same bytes,
 /// by construction of the key, unless they were altered in the database: then the upload
 /// (whose bytes the caller hashed) puts them right.
 pub async fn insert_component(
-    conn: &mut SqliteConnection,
+    conn: &mut Tx,
     sha256: &str,
     bytes: &[u8],
     created_at: &str,
 ) -> Result<()> {
-    crate::telemetry::spans::db("INSERT", "plugin_components", async {
+    on!(conn, {
+        crate::telemetry::spans::db("INSERT", "plugin_components", async {
         sqlx::query(
-            "INSERT INTO plugin_components (sha256, bytes, size, created_at) VALUES (?, ?, ?, ?) \
+            "INSERT INTO plugin_components (sha256, bytes, size, created_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (sha256) DO UPDATE SET bytes = excluded.bytes, size = excluded.size \
              WHERE plugin_components.bytes <> excluded.bytes",
         )
@@ -251,53 +277,59 @@ pub async fn insert_component(
         Ok(())
     })
     .await
+    })
 }
 
 /// The bytes stored under `sha256`, as stored (the caller checks them against the digest).
-pub async fn component(pool: &SqlitePool, sha256: &str) -> Result<Option<Vec<u8>>> {
-    crate::telemetry::spans::db("SELECT", "plugin_components", async {
-        Ok(
-            sqlx::query_scalar("SELECT bytes FROM plugin_components WHERE sha256 = ?")
-                .bind(sha256)
-                .fetch_optional(pool)
-                .await?,
-        )
+pub async fn component(pool: impl Into<Conn<'_>>, sha256: &str) -> Result<Option<Vec<u8>>> {
+    on!(pool, {
+        crate::telemetry::spans::db("SELECT", "plugin_components", async {
+            Ok(
+                sqlx::query_scalar("SELECT bytes FROM plugin_components WHERE sha256 = $1")
+                    .bind(sha256)
+                    .fetch_optional(&mut *pool)
+                    .await?,
+            )
+        })
+        .await
     })
-    .await
 }
 
 /// Whether the database holds the component `sha256`.
-pub async fn has_component(pool: &SqlitePool, sha256: &str) -> Result<bool> {
-    crate::telemetry::spans::db("SELECT", "plugin_components", async {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM plugin_components WHERE sha256 = ?")
-            .bind(sha256)
-            .fetch_one(pool)
-            .await?;
-        Ok(n > 0)
+pub async fn has_component(pool: impl Into<Conn<'_>>, sha256: &str) -> Result<bool> {
+    on!(pool, {
+        crate::telemetry::spans::db("SELECT", "plugin_components", async {
+            let n: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM plugin_components WHERE sha256 = $1")
+                    .bind(sha256)
+                    .fetch_one(&mut *pool)
+                    .await?;
+            Ok(n > 0)
+        })
+        .await
     })
-    .await
 }
 
 /// Whether any plugin row names the component `sha256`.
-pub async fn component_referenced(pool: &SqlitePool, sha256: &str) -> Result<bool> {
-    crate::telemetry::spans::db("SELECT", "plugins", async {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM plugins WHERE sha256 = ?")
-            .bind(sha256)
-            .fetch_one(pool)
-            .await?;
-        Ok(n > 0)
+pub async fn component_referenced(pool: impl Into<Conn<'_>>, sha256: &str) -> Result<bool> {
+    on!(pool, {
+        crate::telemetry::spans::db("SELECT", "plugins", async {
+            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM plugins WHERE sha256 = $1")
+                .bind(sha256)
+                .fetch_one(&mut *pool)
+                .await?;
+            Ok(n > 0)
+        })
+        .await
     })
-    .await
 }
 
 /// Delete the component `sha256` if no plugin row names it (any more); whether it was deleted.
-pub async fn delete_component_if_unreferenced(
-    conn: &mut SqliteConnection,
-    sha256: &str,
-) -> Result<bool> {
-    crate::telemetry::spans::db("DELETE", "plugin_components", async {
+pub async fn delete_component_if_unreferenced(conn: &mut Tx, sha256: &str) -> Result<bool> {
+    on!(conn, {
+        crate::telemetry::spans::db("DELETE", "plugin_components", async {
         let n = sqlx::query(
-            "DELETE FROM plugin_components WHERE sha256 = ? \
+            "DELETE FROM plugin_components WHERE sha256 = $1 \
              AND NOT EXISTS (SELECT 1 FROM plugins WHERE plugins.sha256 = plugin_components.sha256)",
         )
         .bind(sha256)
@@ -307,61 +339,71 @@ pub async fn delete_component_if_unreferenced(
         Ok(n > 0)
     })
     .await
+    })
 }
 
 /// The components no plugin row names (what garbage collection removes).
-pub async fn unreferenced_components(pool: &SqlitePool) -> Result<Vec<String>> {
-    crate::telemetry::spans::db("SELECT", "plugin_components", async {
+pub async fn unreferenced_components(pool: impl Into<Conn<'_>>) -> Result<Vec<String>> {
+    on!(pool, {
+        crate::telemetry::spans::db("SELECT", "plugin_components", async {
         Ok(sqlx::query_scalar(
             "SELECT c.sha256 FROM plugin_components c \
              WHERE NOT EXISTS (SELECT 1 FROM plugins p WHERE p.sha256 = c.sha256) ORDER BY c.sha256",
         )
-        .fetch_all(pool)
+        .fetch_all(&mut *pool)
         .await?)
     })
     .await
+    })
 }
 
 /// The SHA-256 of every component the database holds.
-pub async fn component_digests(pool: &SqlitePool) -> Result<Vec<String>> {
-    crate::telemetry::spans::db("SELECT", "plugin_components", async {
-        Ok(sqlx::query_scalar("SELECT sha256 FROM plugin_components")
-            .fetch_all(pool)
-            .await?)
+pub async fn component_digests(pool: impl Into<Conn<'_>>) -> Result<Vec<String>> {
+    on!(pool, {
+        crate::telemetry::spans::db("SELECT", "plugin_components", async {
+            Ok(sqlx::query_scalar("SELECT sha256 FROM plugin_components")
+                .fetch_all(&mut *pool)
+                .await?)
+        })
+        .await
     })
-    .await
 }
 
 /// Keys whose rotation schedule uses the plugin.
-pub async fn attached_keys(conn: &mut SqliteConnection, tenant: &str, name: &str) -> Result<i64> {
-    crate::telemetry::spans::db("SELECT", "rotation_schedules", async {
-        Ok(sqlx::query_scalar(
-            "SELECT COUNT(*) FROM rotation_schedules WHERE tenant_id = ? AND plugin_name = ?",
-        )
-        .bind(tenant)
-        .bind(name)
-        .fetch_one(conn)
-        .await?)
+pub async fn attached_keys(conn: &mut Tx, tenant: &str, name: &str) -> Result<i64> {
+    on!(conn, {
+        crate::telemetry::spans::db("SELECT", "rotation_schedules", async {
+            Ok(sqlx::query_scalar(
+                "SELECT COUNT(*) FROM rotation_schedules WHERE tenant_id = $1 AND plugin_name = $2",
+            )
+            .bind(tenant)
+            .bind(name)
+            .fetch_one(conn)
+            .await?)
+        })
+        .await
     })
-    .await
 }
 
-pub async fn schedule(pool: &SqlitePool, key_id: &str) -> Result<Option<ScheduleRow>> {
-    crate::telemetry::spans::db("SELECT", "rotation_schedules", async {
+pub async fn schedule(pool: impl Into<Conn<'_>>, key_id: &str) -> Result<Option<ScheduleRow>> {
+    on!(pool, {
+        crate::telemetry::spans::db("SELECT", "rotation_schedules", async {
         Ok(sqlx::query_as(
-            "SELECT key_id, tenant_id, plugin_name, config, updated_at FROM rotation_schedules WHERE key_id = ?",
+            "SELECT key_id, tenant_id, plugin_name, config, updated_at FROM rotation_schedules WHERE key_id = $1",
         )
         .bind(key_id)
-        .fetch_optional(pool)
+        .fetch_optional(&mut *pool)
         .await?)
     })
     .await
+    })
 }
 
-pub async fn set_schedule(conn: &mut SqliteConnection, row: &ScheduleRow) -> Result<()> {
-    crate::telemetry::spans::db("UPSERT", "rotation_schedules", async {
+pub async fn set_schedule(conn: &mut Tx, row: &ScheduleRow) -> Result<()> {
+    on!(conn, {
+        crate::telemetry::spans::db("UPSERT", "rotation_schedules", async {
         sqlx::query(
-            "INSERT INTO rotation_schedules (key_id, tenant_id, plugin_name, config, updated_at) VALUES (?, ?, ?, ?, ?) \
+            "INSERT INTO rotation_schedules (key_id, tenant_id, plugin_name, config, updated_at) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (key_id) DO UPDATE SET plugin_name = excluded.plugin_name, config = excluded.config, \
              updated_at = excluded.updated_at",
         )
@@ -375,34 +417,38 @@ pub async fn set_schedule(conn: &mut SqliteConnection, row: &ScheduleRow) -> Res
         Ok(())
     })
     .await
+    })
 }
 
 /// Every rotation schedule of an enabled key (what a scheduler pass looks at).
-pub async fn schedules_of_enabled_keys(pool: &SqlitePool) -> Result<Vec<ScheduleRow>> {
-    crate::telemetry::spans::db("SELECT", "rotation_schedules", async {
-        Ok(sqlx::query_as(
+pub async fn schedules_of_enabled_keys(pool: impl Into<Conn<'_>>) -> Result<Vec<ScheduleRow>> {
+    on!(pool, {
+        crate::telemetry::spans::db("SELECT", "rotation_schedules", async {
+            Ok(sqlx::query_as(
             "SELECT s.key_id, s.tenant_id, s.plugin_name, s.config, s.updated_at, s.last_error \
              FROM rotation_schedules s JOIN keys k ON k.id = s.key_id \
              WHERE k.state = 'enabled' ORDER BY s.key_id",
         )
-        .fetch_all(pool)
+        .fetch_all(&mut *pool)
         .await?)
+        })
+        .await
     })
-    .await
 }
 
 /// Remember the outcome of the last scheduler check of a key.
 pub async fn record_schedule_check(
-    conn: &mut SqliteConnection,
+    conn: &mut Tx,
     key_id: &str,
     checked_at: i64,
     next_rotation: Option<i64>,
     error: Option<&str>,
 ) -> Result<()> {
-    crate::telemetry::spans::db("UPDATE", "rotation_schedules", async {
+    on!(conn, {
+        crate::telemetry::spans::db("UPDATE", "rotation_schedules", async {
         sqlx::query(
-            "UPDATE rotation_schedules SET last_checked_at = ?, next_rotation = ?, last_error = ? \
-             WHERE key_id = ?",
+            "UPDATE rotation_schedules SET last_checked_at = $1, next_rotation = $2, last_error = $3 \
+             WHERE key_id = $4",
         )
         .bind(checked_at)
         .bind(next_rotation)
@@ -413,18 +459,21 @@ pub async fn record_schedule_check(
         Ok(())
     })
     .await
+    })
 }
 
 /// Drop a key's rotation schedule (the key is destroyed).
-pub async fn delete_schedule(conn: &mut SqliteConnection, key_id: &str) -> Result<()> {
-    crate::telemetry::spans::db("DELETE", "rotation_schedules", async {
-        sqlx::query("DELETE FROM rotation_schedules WHERE key_id = ?")
-            .bind(key_id)
-            .execute(&mut *conn)
-            .await?;
-        Ok(())
+pub async fn delete_schedule(conn: &mut Tx, key_id: &str) -> Result<()> {
+    on!(conn, {
+        crate::telemetry::spans::db("DELETE", "rotation_schedules", async {
+            sqlx::query("DELETE FROM rotation_schedules WHERE key_id = $1")
+                .bind(key_id)
+                .execute(&mut *conn)
+                .await?;
+            Ok(())
+        })
+        .await
     })
-    .await
 }
 
 /// A stored plugin configuration, wherever it is kept.
@@ -440,63 +489,63 @@ pub struct StoredConfig {
 }
 
 /// Every stored plugin configuration (to seal what an older release left in the clear).
-pub async fn stored_configs(pool: &SqlitePool) -> Result<Vec<StoredConfig>> {
-    crate::telemetry::spans::db("SELECT", "storage_backend_configs", async {
-        let mut out = Vec::new();
-        for table in ["storage_backends", "storage_backend_configs"] {
-            let rows: Vec<(String, String, String)> = sqlx::query_as(&format!(
-                "SELECT tenant_id, plugin_name, config FROM {table}"
-            ))
-            .fetch_all(pool)
+pub async fn stored_configs(pool: impl Into<Conn<'_>>) -> Result<Vec<StoredConfig>> {
+    on!(pool, {
+        crate::telemetry::spans::db("SELECT", "storage_backend_configs", async {
+            let mut out = Vec::new();
+            for table in ["storage_backends", "storage_backend_configs"] {
+                let rows: Vec<(String, String, String)> = sqlx::query_as(&format!(
+                    "SELECT tenant_id, plugin_name, config FROM {table}"
+                ))
+                .fetch_all(&mut *pool)
+                .await?;
+                out.extend(
+                    rows.into_iter()
+                        .map(|(tenant_id, plugin_name, config)| StoredConfig {
+                            table,
+                            tenant_id,
+                            plugin_name,
+                            key_id: None,
+                            config,
+                        }),
+                );
+            }
+            let rows: Vec<(String, String, String, String)> = sqlx::query_as(
+                "SELECT key_id, tenant_id, plugin_name, config FROM rotation_schedules",
+            )
+            .fetch_all(&mut *pool)
             .await?;
             out.extend(
                 rows.into_iter()
-                    .map(|(tenant_id, plugin_name, config)| StoredConfig {
-                        table,
+                    .map(|(key_id, tenant_id, plugin_name, config)| StoredConfig {
+                        table: "rotation_schedules",
                         tenant_id,
                         plugin_name,
-                        key_id: None,
+                        key_id: Some(key_id),
                         config,
                     }),
             );
-        }
-        let rows: Vec<(String, String, String, String)> =
-            sqlx::query_as("SELECT key_id, tenant_id, plugin_name, config FROM rotation_schedules")
-                .fetch_all(pool)
-                .await?;
-        out.extend(
-            rows.into_iter()
-                .map(|(key_id, tenant_id, plugin_name, config)| StoredConfig {
-                    table: "rotation_schedules",
-                    tenant_id,
-                    plugin_name,
-                    key_id: Some(key_id),
-                    config,
-                }),
-        );
-        Ok(out)
+            Ok(out)
+        })
+        .await
     })
-    .await
 }
 
 /// Replace a stored configuration if it is still `c.config` (compare-and-set).
-pub async fn replace_config(
-    conn: &mut SqliteConnection,
-    c: &StoredConfig,
-    new: &str,
-) -> Result<bool> {
-    crate::telemetry::spans::db("UPDATE", c.table, async {
+pub async fn replace_config(conn: &mut Tx, c: &StoredConfig, new: &str) -> Result<bool> {
+    on!(conn, {
+        crate::telemetry::spans::db("UPDATE", c.table, async {
         let r = match &c.key_id {
             Some(key) => sqlx::query(
-                "UPDATE rotation_schedules SET config = ? WHERE key_id = ? AND config = ?",
+                "UPDATE rotation_schedules SET config = $1 WHERE key_id = $2 AND config = $3",
             )
             .bind(new)
             .bind(key)
             .bind(&c.config),
             None => sqlx::query(if c.table == "storage_backends" {
-                "UPDATE storage_backends SET config = ? WHERE tenant_id = ? AND plugin_name = ? AND config = ?"
+                "UPDATE storage_backends SET config = $1 WHERE tenant_id = $2 AND plugin_name = $3 AND config = $4"
             } else {
-                "UPDATE storage_backend_configs SET config = ? WHERE tenant_id = ? AND plugin_name = ? AND config = ?"
+                "UPDATE storage_backend_configs SET config = $1 WHERE tenant_id = $2 AND plugin_name = $3 AND config = $4"
             })
             .bind(new)
             .bind(&c.tenant_id)
@@ -508,4 +557,5 @@ pub async fn replace_config(
         Ok(r.rows_affected() == 1)
     })
     .await
+    })
 }

@@ -1,6 +1,6 @@
 //! The `principals` table. Tokens are stored only as their keyed hash.
 
-use sqlx::{SqliteConnection, SqlitePool};
+use super::{on, Conn, Tx};
 
 use crate::error::Result;
 
@@ -20,75 +20,85 @@ const COLUMNS: &str = "id, tenant_id, name, kind, role, operator, created_at";
 
 /// Look a principal up by the keyed hash of its token.
 pub async fn by_token_hash(
-    pool: &SqlitePool,
+    pool: impl Into<Conn<'_>>,
     hash: &[u8],
 ) -> Result<Option<(PrincipalRow, Vec<u8>)>> {
-    crate::telemetry::spans::db("SELECT", "principals", async move {
-        #[derive(sqlx::FromRow)]
-        struct WithHash {
-            #[sqlx(flatten)]
-            row: PrincipalRow,
-            token_hash: Vec<u8>,
-        }
-        let found: Option<WithHash> = sqlx::query_as(&format!(
-            "SELECT {COLUMNS}, token_hash FROM principals WHERE token_hash = ?"
-        ))
-        .bind(hash)
-        .fetch_optional(pool)
-        .await?;
-        Ok(found.map(|f| (f.row, f.token_hash)))
+    on!(pool, {
+        crate::telemetry::spans::db("SELECT", "principals", async move {
+            #[derive(sqlx::FromRow)]
+            struct WithHash {
+                #[sqlx(flatten)]
+                row: PrincipalRow,
+                token_hash: Vec<u8>,
+            }
+            let found: Option<WithHash> = sqlx::query_as(&format!(
+                "SELECT {COLUMNS}, token_hash FROM principals WHERE token_hash = $1"
+            ))
+            .bind(hash)
+            .fetch_optional(&mut *pool)
+            .await?;
+            Ok(found.map(|f| (f.row, f.token_hash)))
+        })
+        .await
     })
-    .await
 }
 
-pub async fn get(pool: &SqlitePool, id: &str) -> Result<Option<PrincipalRow>> {
-    crate::telemetry::spans::db("SELECT", "principals", async move {
-        Ok(
-            sqlx::query_as(&format!("SELECT {COLUMNS} FROM principals WHERE id = ?"))
-                .bind(id)
-                .fetch_optional(pool)
-                .await?,
-        )
+pub async fn get(pool: impl Into<Conn<'_>>, id: &str) -> Result<Option<PrincipalRow>> {
+    on!(pool, {
+        crate::telemetry::spans::db("SELECT", "principals", async move {
+            Ok(
+                sqlx::query_as(&format!("SELECT {COLUMNS} FROM principals WHERE id = $1"))
+                    .bind(id)
+                    .fetch_optional(&mut *pool)
+                    .await?,
+            )
+        })
+        .await
     })
-    .await
 }
 
 /// A principal of `tenant` by name.
-pub async fn by_name(pool: &SqlitePool, tenant: &str, name: &str) -> Result<Option<PrincipalRow>> {
-    crate::telemetry::spans::db("SELECT", "principals", async move {
-        Ok(sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM principals WHERE tenant_id = ? AND name = ?"
-        ))
-        .bind(tenant)
-        .bind(name)
-        .fetch_optional(pool)
-        .await?)
+pub async fn by_name(
+    pool: impl Into<Conn<'_>>,
+    tenant: &str,
+    name: &str,
+) -> Result<Option<PrincipalRow>> {
+    on!(pool, {
+        crate::telemetry::spans::db("SELECT", "principals", async move {
+            Ok(sqlx::query_as(&format!(
+                "SELECT {COLUMNS} FROM principals WHERE tenant_id = $1 AND name = $2"
+            ))
+            .bind(tenant)
+            .bind(name)
+            .fetch_optional(&mut *pool)
+            .await?)
+        })
+        .await
     })
-    .await
 }
 
-pub async fn name_taken(conn: &mut SqliteConnection, tenant: &str, name: &str) -> Result<bool> {
-    crate::telemetry::spans::db("SELECT", "principals", async move {
-        let n: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM principals WHERE tenant_id = ? AND name = ?")
-                .bind(tenant)
-                .bind(name)
-                .fetch_one(conn)
-                .await?;
-        Ok(n > 0)
+pub async fn name_taken(conn: &mut Tx, tenant: &str, name: &str) -> Result<bool> {
+    on!(conn, {
+        crate::telemetry::spans::db("SELECT", "principals", async move {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM principals WHERE tenant_id = $1 AND name = $2",
+            )
+            .bind(tenant)
+            .bind(name)
+            .fetch_one(conn)
+            .await?;
+            Ok(n > 0)
+        })
+        .await
     })
-    .await
 }
 
-pub async fn insert(
-    conn: &mut SqliteConnection,
-    row: &PrincipalRow,
-    token_hash: &[u8],
-) -> Result<()> {
-    crate::telemetry::spans::db("INSERT", "principals", async move {
+pub async fn insert(conn: &mut Tx, row: &PrincipalRow, token_hash: &[u8]) -> Result<()> {
+    on!(conn, {
+        crate::telemetry::spans::db("INSERT", "principals", async move {
         sqlx::query(
             "INSERT INTO principals (id, tenant_id, name, kind, role, operator, token_hash, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&row.id)
         .bind(&row.tenant_id)
@@ -103,41 +113,46 @@ pub async fn insert(
         Ok(())
     })
     .await
+    })
 }
 
 /// Of `ids`, those that are principals of `tenant`.
 pub async fn existing_in_tenant(
-    conn: &mut SqliteConnection,
+    conn: impl Into<Conn<'_>>,
     tenant: &str,
     ids: &[String],
 ) -> Result<Vec<String>> {
-    crate::telemetry::spans::db("SELECT", "principals", async move {
-        let mut found = Vec::new();
-        for id in ids {
-            let n: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM principals WHERE id = ? AND tenant_id = ?",
-            )
-            .bind(id)
-            .bind(tenant)
-            .fetch_one(&mut *conn)
-            .await?;
-            if n > 0 {
-                found.push(id.clone());
+    on!(conn, {
+        crate::telemetry::spans::db("SELECT", "principals", async move {
+            let mut found = Vec::new();
+            for id in ids {
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM principals WHERE id = $1 AND tenant_id = $2",
+                )
+                .bind(id)
+                .bind(tenant)
+                .fetch_one(&mut *conn)
+                .await?;
+                if n > 0 {
+                    found.push(id.clone());
+                }
             }
-        }
-        Ok(found)
+            Ok(found)
+        })
+        .await
     })
-    .await
 }
 
 /// Every principal of every tenant, by tenant then id (`keyplane policy who-can`).
-pub async fn all(pool: &SqlitePool) -> Result<Vec<PrincipalRow>> {
-    crate::telemetry::spans::db("SELECT", "principals", async move {
-        Ok(sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM principals ORDER BY tenant_id, id"
-        ))
-        .fetch_all(pool)
-        .await?)
+pub async fn all(pool: impl Into<Conn<'_>>) -> Result<Vec<PrincipalRow>> {
+    on!(pool, {
+        crate::telemetry::spans::db("SELECT", "principals", async move {
+            Ok(sqlx::query_as(&format!(
+                "SELECT {COLUMNS} FROM principals ORDER BY tenant_id, id"
+            ))
+            .fetch_all(&mut *pool)
+            .await?)
+        })
+        .await
     })
-    .await
 }

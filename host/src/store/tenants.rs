@@ -1,6 +1,6 @@
 //! The `tenants` table.
 
-use sqlx::{SqliteConnection, SqlitePool};
+use super::{on, Conn, Tx};
 
 use crate::error::Result;
 
@@ -16,56 +16,64 @@ pub struct TenantRow {
 
 const COLUMNS: &str = "id, created_at, kek_wrapped, account_id";
 
-pub async fn get(pool: &SqlitePool, id: &str) -> Result<Option<TenantRow>> {
-    crate::telemetry::spans::db("SELECT", "tenants", async move {
-        Ok(
-            sqlx::query_as(&format!("SELECT {COLUMNS} FROM tenants WHERE id = ?"))
+pub async fn get(pool: impl Into<Conn<'_>>, id: &str) -> Result<Option<TenantRow>> {
+    on!(pool, {
+        crate::telemetry::spans::db("SELECT", "tenants", async move {
+            Ok(
+                sqlx::query_as(&format!("SELECT {COLUMNS} FROM tenants WHERE id = $1"))
+                    .bind(id)
+                    .fetch_optional(&mut *pool)
+                    .await?,
+            )
+        })
+        .await
+    })
+}
+
+pub async fn exists(conn: &mut Tx, id: &str) -> Result<bool> {
+    on!(conn, {
+        crate::telemetry::spans::db("SELECT", "tenants", async move {
+            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tenants WHERE id = $1")
                 .bind(id)
-                .fetch_optional(pool)
-                .await?,
-        )
+                .fetch_one(conn)
+                .await?;
+            Ok(n > 0)
+        })
+        .await
     })
-    .await
 }
 
-pub async fn exists(conn: &mut SqliteConnection, id: &str) -> Result<bool> {
-    crate::telemetry::spans::db("SELECT", "tenants", async move {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tenants WHERE id = ?")
-            .bind(id)
-            .fetch_one(conn)
+pub async fn insert(conn: &mut Tx, row: &TenantRow) -> Result<()> {
+    on!(conn, {
+        crate::telemetry::spans::db("INSERT", "tenants", async move {
+            sqlx::query(&format!(
+                "INSERT INTO tenants ({COLUMNS}) VALUES ($1, $2, $3, $4)"
+            ))
+            .bind(&row.id)
+            .bind(&row.created_at)
+            .bind(&row.kek_wrapped)
+            .bind(&row.account_id)
+            .execute(conn)
             .await?;
-        Ok(n > 0)
+            Ok(())
+        })
+        .await
     })
-    .await
-}
-
-pub async fn insert(conn: &mut SqliteConnection, row: &TenantRow) -> Result<()> {
-    crate::telemetry::spans::db("INSERT", "tenants", async move {
-        sqlx::query(&format!(
-            "INSERT INTO tenants ({COLUMNS}) VALUES (?, ?, ?, ?)"
-        ))
-        .bind(&row.id)
-        .bind(&row.created_at)
-        .bind(&row.kek_wrapped)
-        .bind(&row.account_id)
-        .execute(conn)
-        .await?;
-        Ok(())
-    })
-    .await
 }
 
 /// The tenant whose account id is `account`.
-pub async fn by_account(pool: &SqlitePool, account: &str) -> Result<Option<TenantRow>> {
-    crate::telemetry::spans::db("SELECT", "tenants", async move {
-        Ok(sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM tenants WHERE account_id = ?"
-        ))
-        .bind(account)
-        .fetch_optional(pool)
-        .await?)
+pub async fn by_account(pool: impl Into<Conn<'_>>, account: &str) -> Result<Option<TenantRow>> {
+    on!(pool, {
+        crate::telemetry::spans::db("SELECT", "tenants", async move {
+            Ok(sqlx::query_as(&format!(
+                "SELECT {COLUMNS} FROM tenants WHERE account_id = $1"
+            ))
+            .bind(account)
+            .fetch_optional(&mut *pool)
+            .await?)
+        })
+        .await
     })
-    .await
 }
 
 /// An account id from 8 random bytes: 12 decimal digits, not starting with 0 (some tools

@@ -33,6 +33,61 @@ pub fn copy_of_shipped_policies(to: &Path) -> PathBuf {
     to.to_path_buf()
 }
 
+/// The database URL of a node on `data_dir` when the tests run against PostgreSQL
+/// (`KEYPLANE_TEST_DATABASE=postgres`, with `KEYPLANE_TEST_POSTGRES` the URL of the test run's
+/// throwaway cluster, see `scripts/test`): each data dir gets a database of its own there,
+/// named after the directory and created on first use, so a restarted node finds its rows.
+/// `None`: SQLite in the data dir.
+pub fn database_url(data_dir: &Path) -> Option<String> {
+    if std::env::var("KEYPLANE_TEST_DATABASE").as_deref() != Ok("postgres") {
+        return None;
+    }
+    let admin = std::env::var("KEYPLANE_TEST_POSTGRES")
+        .expect("KEYPLANE_TEST_DATABASE=postgres needs KEYPLANE_TEST_POSTGRES (a cluster URL)");
+    let digest = ring::digest::digest(&ring::digest::SHA256, data_dir.to_string_lossy().as_bytes());
+    let name = format!("kp_{}", &hex::encode(digest)[..24]);
+    let exists = Command::new("psql")
+        .args([&admin, "-tAc"])
+        .arg(format!(
+            "SELECT 1 FROM pg_database WHERE datname = '{name}'"
+        ))
+        .output()
+        .expect("psql");
+    assert!(exists.status.success(), "psql: {exists:?}");
+    if String::from_utf8_lossy(&exists.stdout).trim() != "1" {
+        let created = Command::new("psql")
+            .args([&admin, "-qc"])
+            .arg(format!("CREATE DATABASE {name}"))
+            .output()
+            .expect("psql");
+        assert!(created.status.success(), "create database: {created:?}");
+    }
+    Some(postgres_url_of(&admin, &name))
+}
+
+/// `admin` (a PostgreSQL URL) naming database `name` instead.
+pub fn postgres_url_of(admin: &str, name: &str) -> String {
+    let (base, query) = admin.split_once('?').unwrap_or((admin, ""));
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let path = base[scheme_end..]
+        .find('/')
+        .map_or(base.len(), |i| scheme_end + i);
+    let mut url = format!("{}/{name}", &base[..path]);
+    if !query.is_empty() {
+        url = format!("{url}?{query}");
+    }
+    url
+}
+
+/// The `keyplane` binary for a command on `data_dir` (its database too, see [`database_url`]).
+pub fn keyplane(data_dir: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    if let Some(url) = database_url(data_dir) {
+        cmd.env("KEYPLANE_DATABASE__URL", url);
+    }
+    cmd
+}
+
 pub fn b64(bytes: &[u8]) -> String {
     STANDARD.encode(bytes)
 }
@@ -73,7 +128,7 @@ impl Server {
 
     /// Start with a policy directory and extra environment variables.
     pub async fn start_with(data_dir: &Path, policies: &Path, env: &[(&str, &str)]) -> Server {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = keyplane(data_dir);
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -399,7 +454,7 @@ impl Server {
 
     /// Run `keyplane <args> --data-dir <this data dir>` (an offline tool).
     pub fn tool(&self, args: &[&str]) -> std::process::Output {
-        Command::new(BIN)
+        keyplane(&self.data_dir)
             .args(args)
             .arg("--data-dir")
             .arg(&self.data_dir)
@@ -410,7 +465,7 @@ impl Server {
 
     /// Run `keyplane audit verify` on this data dir.
     pub fn audit_verify(&self) -> std::process::Output {
-        Command::new(BIN)
+        keyplane(&self.data_dir)
             .args(["audit", "verify", "--data-dir"])
             .arg(&self.data_dir)
             .output()
@@ -428,13 +483,26 @@ impl Server {
         );
     }
 
-    /// Read-only SQL against the node's database.
+    /// Read-only SQL against the node's database (SQLite only: see [`Server::sql_any`]).
     pub async fn sql(&self) -> sqlx::SqlitePool {
         let url = format!(
             "sqlite://{}?mode=ro",
             self.data_dir.join("keyplane.db").display()
         );
         sqlx::SqlitePool::connect(&url).await.unwrap()
+    }
+
+    /// SQL against the node's database on either backend (queries in the SQL both accept,
+    /// `$1` placeholders).
+    pub async fn sql_any(&self) -> sqlx::AnyPool {
+        sqlx::any::install_default_drivers();
+        let url = database_url(&self.data_dir).unwrap_or_else(|| {
+            format!(
+                "sqlite://{}?mode=ro",
+                self.data_dir.join("keyplane.db").display()
+            )
+        });
+        sqlx::AnyPool::connect(&url).await.unwrap()
     }
 }
 

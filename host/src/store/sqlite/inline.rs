@@ -121,7 +121,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}/t.db", dir.path().display());
         let db = crate::store::Db::open(&url).await.unwrap();
-        (dir, db.separate_writer().await.unwrap())
+        (dir, db.sqlite().unwrap().separate_writer().await.unwrap())
     }
 
     /// The connection taken over keeps the writer's durability (WAL, `synchronous = NORMAL`)
@@ -141,7 +141,10 @@ mod tests {
         assert_eq!(pragma("busy_timeout"), 0);
         assert_eq!(pragma("wal_autocheckpoint"), 0);
         assert_eq!(pragma("synchronous"), 1);
-        assert_eq!(pragma("journal_size_limit"), crate::store::WAL_SIZE_LIMIT);
+        assert_eq!(
+            pragma("journal_size_limit"),
+            crate::store::sqlite::WAL_SIZE_LIMIT
+        );
         let journal: String = inline
             .run(|c| c.query_row("PRAGMA journal_mode", [], |r| r.get(0)))
             .await
