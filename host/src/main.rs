@@ -216,9 +216,10 @@ enum AuditCommand {
     Verify {
         #[command(flatten)]
         common: Common,
-        /// A trusted copy of the audit public key (default: the one in the data dir).
+        /// A trusted copy of an audit public key (default: the one in the data dir). Give one
+        /// per node of a cluster: each node's HSM signs the checkpoints it makes.
         #[arg(long)]
-        public_key: Option<PathBuf>,
+        public_key: Vec<PathBuf>,
     },
     /// Write the sealed segments (records up to a signed checkpoint) not yet archived to
     /// audit.archive_dir, one gzip JSON-lines file each, then delete from the database the
@@ -601,7 +602,7 @@ fn main() -> ExitCode {
             match command {
                 AuditCommand::Verify { common, public_key } => {
                     audit_tool(common, |db, config| async move {
-                        audit::cli::verify(&db, &config, public_key.as_deref()).await
+                        audit::cli::verify(&db, &config, &public_key).await
                     })
                 }
                 AuditCommand::PublicKey { common } => audit_tool(common, |_, config| async move {

@@ -32,6 +32,7 @@ pub async fn serve(config: Config, hsm: Hsm, policies: LoadedPolicies) -> anyhow
     )?);
     crate::audit::checkpoint::spawn(checkpointer, state.db.clone(), state.config.audit.clone());
     spawn_sighup_reload(state.clone())?;
+    spawn_notice_handler(state.clone());
     let app = api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
 
     let handle = Handle::new();
@@ -70,6 +71,30 @@ pub async fn serve(config: Config, hsm: Hsm, policies: LoadedPolicies) -> anyhow
     state.audit.close().await;
     state.db.close().await;
     Ok(())
+}
+
+/// Act on what other nodes sharing the database announce (see `store::Notice`): a policy set
+/// reloaded there is reloaded here (from this node's own policy directory, which the operator
+/// keeps the same on every node), and after notices may have been missed the set is reloaded
+/// too. Row changes need nothing here: the store advances its generation itself.
+fn spawn_notice_handler(state: Arc<crate::state::AppState>) {
+    use crate::store::Notice;
+    use tokio::sync::broadcast::error::RecvError;
+    let mut notices = state.db.subscribe();
+    tokio::spawn(async move {
+        loop {
+            let reload = match notices.recv().await {
+                Ok(Notice::PoliciesReloaded | Notice::Resync) | Err(RecvError::Lagged(_)) => true,
+                Ok(Notice::Changed | Notice::VersionsDestroyed { .. }) => false,
+                Err(RecvError::Closed) => return,
+            };
+            if reload {
+                if let Err(e) = crate::ops::reload_policies::reload(&state).await {
+                    tracing::error!(error = %e, "another node reloaded its policy set, but this node's does not load; the set in force keeps serving");
+                }
+            }
+        }
+    });
 }
 
 /// Reload the policy set on every SIGHUP. Each attempt is audited (principal

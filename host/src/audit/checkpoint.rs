@@ -259,25 +259,36 @@ pub struct CheckpointReport {
     pub fault: Option<CheckpointFault>,
 }
 
-/// Check every checkpoint (database ∪ `file`) against the public key (PEM) and the records.
+/// Check every checkpoint (database ∪ `file`) against the trusted public keys (PEM; each
+/// node of a cluster signs with its own HSM's key, so a checkpoint must verify under one of
+/// them) and the records.
 /// `archived`: the hashes of checkpointed records as their verified archive files hold them,
 /// for the records pruned from the database (see [`super::archive`]).
 pub async fn verify(
     pool: impl Into<Conn<'_>>,
-    public_key_pem: &str,
+    public_key_pems: &[String],
     file: Option<&Path>,
     archived: &std::collections::BTreeMap<i64, String>,
 ) -> anyhow::Result<CheckpointReport> {
     on!(pool, {
         use p256::elliptic_curve::sec1::ToEncodedPoint;
         use p256::pkcs8::DecodePublicKey;
-        let key = p256::PublicKey::from_public_key_pem(public_key_pem.trim())
-            .map_err(|_| anyhow::anyhow!("the audit public key is not a P-256 PEM public key"))?;
-        let point = key.to_encoded_point(false);
-        let verifier = ring::signature::UnparsedPublicKey::new(
-            &ring::signature::ECDSA_P256_SHA256_ASN1,
-            point.as_bytes(),
-        );
+        let mut points = Vec::with_capacity(public_key_pems.len());
+        for pem in public_key_pems {
+            let key = p256::PublicKey::from_public_key_pem(pem.trim()).map_err(|_| {
+                anyhow::anyhow!("an audit public key is not a P-256 PEM public key")
+            })?;
+            points.push(key.to_encoded_point(false));
+        }
+        let verifiers: Vec<_> = points
+            .iter()
+            .map(|point| {
+                ring::signature::UnparsedPublicKey::new(
+                    &ring::signature::ECDSA_P256_SHA256_ASN1,
+                    point.as_bytes(),
+                )
+            })
+            .collect();
 
         let in_db: Vec<Checkpoint> = sqlx::query_as(
         "SELECT seq, head_hash, time, key_fingerprint, signature FROM audit_checkpoints ORDER BY seq",
@@ -329,7 +340,10 @@ pub async fn verify(
         for cp in all.values() {
             let signature = STANDARD.decode(&cp.signature).unwrap_or_default();
             let message = signed_message(cp.seq, &cp.head_hash, &cp.time);
-            if verifier.verify(&message, &signature).is_err() {
+            if !verifiers
+                .iter()
+                .any(|v| v.verify(&message, &signature).is_ok())
+            {
                 return fault(CheckpointFault::BadSignature { seq: cp.seq });
             }
             if cp.seq > last_record {

@@ -4,7 +4,7 @@
 //! `archive`, which archives sealed segments and prunes under the retention limits.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::archive;
 use super::checkpoint::{self, CHECKPOINT_FILE, PUBLIC_KEY_FILE};
@@ -12,10 +12,11 @@ use super::export::Filter;
 use crate::config::Config;
 use crate::store::Db;
 
-/// Verify the chain (archive files, then the live table) and the checkpoints. `public_key`: a
-/// trusted copy of the audit public key (default: the one published in the data dir). Shows
-/// a progress bar on a terminal (none in scripts). Returns whether everything holds.
-pub async fn verify(db: &Db, config: &Config, public_key: Option<&Path>) -> anyhow::Result<bool> {
+/// Verify the chain (archive files, then the live table) and the checkpoints. `public_keys`:
+/// trusted copies of the audit public keys, one per node of a cluster (default: the one
+/// published in the data dir). Shows a progress bar on a terminal (none in scripts). Returns
+/// whether everything holds.
+pub async fn verify(db: &Db, config: &Config, public_keys: &[PathBuf]) -> anyhow::Result<bool> {
     let data_dir = &config.data_dir;
     let total: i64 = crate::store::on!(db => |c| sqlx::query_scalar(
         "SELECT COALESCE(MAX(seq), 0) FROM audit_log"
@@ -42,18 +43,24 @@ pub async fn verify(db: &Db, config: &Config, public_key: Option<&Path>) -> anyh
         "audit chain OK: {} records ({} from {} archived segments), head {}",
         report.records, report.archived, report.segments, report.head
     );
-    let key_path = public_key
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| data_dir.join(PUBLIC_KEY_FILE));
-    let Ok(pem) = std::fs::read_to_string(&key_path) else {
-        eprintln!(
-            "no audit public key at {}: checkpoints not verified (tail truncation and re-hashing are not detected)",
-            key_path.display()
-        );
-        return Ok(false);
+    let key_paths = if public_keys.is_empty() {
+        vec![data_dir.join(PUBLIC_KEY_FILE)]
+    } else {
+        public_keys.to_vec()
     };
+    let mut pems = Vec::with_capacity(key_paths.len());
+    for key_path in &key_paths {
+        let Ok(pem) = std::fs::read_to_string(key_path) else {
+            eprintln!(
+                "no audit public key at {}: checkpoints not verified (tail truncation and re-hashing are not detected)",
+                key_path.display()
+            );
+            return Ok(false);
+        };
+        pems.push(pem);
+    }
     let file = data_dir.join(CHECKPOINT_FILE);
-    let cps = checkpoint::verify(db, &pem, Some(&file), &report.checkpointed).await?;
+    let cps = checkpoint::verify(db, &pems, Some(&file), &report.checkpointed).await?;
     match (&cps.fault, cps.last_checkpoint) {
         (Some(fault), _) => {
             eprintln!("audit checkpoints FAILED: {fault}");

@@ -20,6 +20,7 @@ use crate::authz::{load_policies, LoadedPolicies, PolicyLoadError, ResourceRef};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::state::AppState;
+use crate::store::Notice;
 
 /// Which policy directory to use: configured, `./policies`, or the embedded copy.
 pub fn policies_dir(config: &Config) -> Option<PathBuf> {
@@ -139,12 +140,18 @@ impl Operation for ReloadPolicies {
         _s: &mut WriteScope,
     ) -> Result<Self::Output> {
         match reload(ctx.state).await {
-            Ok((previous, current)) => Ok(ReloadOutput {
-                previous_policy_set: previous,
-                policy_set: current.hash.clone(),
-                source: current.source.clone(),
-                policies: current.descriptions.keys().cloned().collect(),
-            }),
+            Ok((previous, current)) => {
+                // Every node sharing the database reloads too (see `server`).
+                if let Err(e) = ctx.state.db.announce(&Notice::PoliciesReloaded).await {
+                    tracing::warn!(error = %e, "could not tell the other nodes to reload their policy sets");
+                }
+                Ok(ReloadOutput {
+                    previous_policy_set: previous,
+                    policy_set: current.hash.clone(),
+                    source: current.source.clone(),
+                    policies: current.descriptions.keys().cloned().collect(),
+                })
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "policy reload refused; the previous set keeps serving");
                 Err(Error::InvalidPolicySet(format!(

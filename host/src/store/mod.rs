@@ -49,6 +49,7 @@ use std::time::Duration;
 
 use sqlx::pool::PoolConnection;
 use sqlx::{PgConnection, Postgres, Sqlite, SqliteConnection, Transaction};
+use tokio::sync::broadcast;
 
 use crate::error::Result;
 
@@ -83,6 +84,49 @@ pub struct Db {
     busy_wait: Duration,
     /// Count of committed write transactions (see the module doc).
     generation: Arc<AtomicU64>,
+    /// Other nodes' notices (see [`Notice`]).
+    notices: broadcast::Sender<Notice>,
+}
+
+/// What one node tells the others sharing its database (PostgreSQL `NOTIFY`; a SQLite
+/// database has one node, and none are sent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// Rows the caches hold changed (the generation advances; sent by every commit of a
+    /// [`Db::begin`] transaction).
+    Changed,
+    /// The policy set was reloaded: reload it here too.
+    PoliciesReloaded,
+    /// A key's versions were shredded: drop anything derived from them.
+    VersionsDestroyed { key_id: String },
+    /// Notices may have been missed (the listener reconnected): resynchronise what notices
+    /// would have said.
+    Resync,
+}
+
+impl Notice {
+    fn encode(&self) -> String {
+        match self {
+            Notice::Changed => "changed".into(),
+            Notice::PoliciesReloaded => "policies".into(),
+            Notice::VersionsDestroyed { key_id } => format!("destroyed|{key_id}"),
+            Notice::Resync => "resync".into(),
+        }
+    }
+
+    fn decode(s: &str) -> Option<Notice> {
+        Some(match s.split_once('|') {
+            Some(("destroyed", key_id)) => Notice::VersionsDestroyed {
+                key_id: key_id.to_string(),
+            },
+            _ => match s {
+                "changed" => Notice::Changed,
+                "policies" => Notice::PoliciesReloaded,
+                "resync" => Notice::Resync,
+                _ => return None,
+            },
+        })
+    }
 }
 
 #[derive(Clone)]
@@ -108,16 +152,34 @@ impl Db {
     /// [`Db::open`], waiting up to `busy_wait` for a lock another writer holds (another
     /// process or node included) before a write fails.
     pub async fn open_with(url: &str, busy_wait: Duration) -> anyhow::Result<Db> {
+        let generation = Arc::<AtomicU64>::default();
+        let (notices, _) = broadcast::channel(NOTICES);
         let backend = if postgres::is_url(url) {
-            Backend::Postgres(postgres::Pools::open(url, busy_wait).await?)
+            Backend::Postgres(
+                postgres::Pools::open(url, busy_wait, generation.clone(), notices.clone()).await?,
+            )
         } else {
             Backend::Sqlite(sqlite::Pools::open(url, busy_wait).await?)
         };
         Ok(Db {
             backend,
             busy_wait,
-            generation: Arc::default(),
+            generation,
+            notices,
         })
+    }
+
+    /// Other nodes' notices from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Notice> {
+        self.notices.subscribe()
+    }
+
+    /// Tell the other nodes about `notice` (nothing on SQLite).
+    pub async fn announce(&self, notice: &Notice) -> Result<()> {
+        if let Backend::Postgres(p) = &self.backend {
+            p.notify(&mut *p.acquire().await?, notice).await?;
+        }
+        Ok(())
     }
 
     /// Open an existing database without migrating or writing (for offline tools).
@@ -131,6 +193,7 @@ impl Db {
             backend,
             busy_wait: DEFAULT_BUSY_WAIT,
             generation: Arc::default(),
+            notices: broadcast::channel(NOTICES).0,
         })
     }
 
@@ -186,7 +249,7 @@ impl Db {
     pub async fn snapshot(&self) -> Result<Tx> {
         let inner = match &self.backend {
             Backend::Sqlite(p) => TxInner::Sqlite(p.reader().begin().await?),
-            Backend::Postgres(p) => TxInner::Postgres(p.snapshot().await?),
+            Backend::Postgres(p) => TxInner::Postgres(p.snapshot().await?, p.clone()),
         };
         Ok(Tx {
             inner,
@@ -197,7 +260,7 @@ impl Db {
     async fn begin_inner(&self) -> sqlx::Result<TxInner> {
         Ok(match &self.backend {
             Backend::Sqlite(p) => TxInner::Sqlite(p.begin().await?),
-            Backend::Postgres(p) => TxInner::Postgres(p.begin().await?),
+            Backend::Postgres(p) => TxInner::Postgres(p.begin().await?, p.clone()),
         })
     }
 
@@ -229,6 +292,9 @@ impl Db {
     }
 }
 
+/// Notices a slow subscriber may fall behind by (it then sees `Lagged` and resynchronises).
+const NOTICES: usize = 256;
+
 /// How long a writer waits by default for a lock another writer holds.
 pub const DEFAULT_BUSY_WAIT: Duration = Duration::from_secs(10);
 
@@ -241,16 +307,23 @@ pub struct Tx {
 
 enum TxInner {
     Sqlite(Transaction<'static, Sqlite>),
-    Postgres(Transaction<'static, Postgres>),
+    /// With the pools, to notify other nodes at commit.
+    Postgres(Transaction<'static, Postgres>, postgres::Pools),
 }
 
 impl Tx {
     /// Commit, then advance the generation (also when the commit reports an error: whether it
     /// took effect is then unknown, and a needless cache miss is harmless).
+    /// On PostgreSQL such a transaction also notifies the other nodes ([`Notice::Changed`]).
     pub async fn commit(self) -> Result<()> {
         let result = match self.inner {
             TxInner::Sqlite(t) => t.commit().await,
-            TxInner::Postgres(t) => t.commit().await,
+            TxInner::Postgres(mut t, pools) => {
+                if self.generation.is_some() {
+                    pools.notify(&mut t, &Notice::Changed).await?;
+                }
+                t.commit().await
+            }
         };
         if let Some(g) = &self.generation {
             g.fetch_add(1, Ordering::SeqCst);
@@ -262,7 +335,7 @@ impl Tx {
     pub async fn rollback(self) -> Result<()> {
         match self.inner {
             TxInner::Sqlite(t) => t.rollback().await?,
-            TxInner::Postgres(t) => t.rollback().await?,
+            TxInner::Postgres(t, _) => t.rollback().await?,
         }
         Ok(())
     }
@@ -271,7 +344,7 @@ impl Tx {
     pub fn dialect(&self) -> Dialect {
         match self.inner {
             TxInner::Sqlite(_) => Dialect::Sqlite,
-            TxInner::Postgres(_) => Dialect::Postgres,
+            TxInner::Postgres(..) => Dialect::Postgres,
         }
     }
 
@@ -325,7 +398,7 @@ impl<'a> Conn<'a> {
             },
             Conn::Tx(tx) => match &mut tx.inner {
                 TxInner::Sqlite(t) => Guard::SqliteBorrowed(t),
-                TxInner::Postgres(t) => Guard::PostgresBorrowed(t),
+                TxInner::Postgres(t, _) => Guard::PostgresBorrowed(t),
             },
         })
     }

@@ -6,12 +6,31 @@
 //! row version once a concurrent writer commits), and rows that must be unique are unique in
 //! the schema, so no transaction relies on a lock held from its start as the SQLite backend's
 //! `BEGIN IMMEDIATE` gives.
+//!
+//! Nodes tell each other about changes through `LISTEN`/`NOTIFY` on one channel: every
+//! committed transaction that changes rows the caches hold notifies `changed` inside the
+//! transaction (PostgreSQL delivers it only if it commits, and right after), and each node's
+//! listener (one connection of its own) advances the database generation when another node's
+//! notice arrives, so its row caches read again at their next use: a change made on one node
+//! is honoured by every other within the notice's delivery (milliseconds). While the listener
+//! is disconnected notices may be lost; it advances the generation when it reconnects, and
+//! the caches' TTL (1 s by default) bounds what goes unseen meanwhile. Other notices name
+//! events that are not row changes (a policy set reloaded, key versions shredded), handed to
+//! subscribers of [`super::Db::subscribe`].
 
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use tokio::sync::broadcast;
+
+use super::Notice;
+
+/// The channel every node listens on.
+const CHANNEL: &str = "keyplane";
 
 /// Whether `url` names a PostgreSQL database.
 pub fn is_url(url: &str) -> bool {
@@ -25,22 +44,49 @@ const MAX_CONNECTIONS: u32 = 16;
 #[derive(Clone)]
 pub struct Pools {
     pool: PgPool,
+    /// This node's name in its notices (its own are not acted on twice).
+    node: Arc<str>,
 }
 
 impl Pools {
     /// Connect and run the migrations in `migrations/postgres` (PostgreSQL's advisory lock
     /// keeps nodes starting together from running them twice).
-    pub(super) async fn open(url: &str, busy_wait: Duration) -> anyhow::Result<Pools> {
+    pub(super) async fn open(
+        url: &str,
+        busy_wait: Duration,
+        generation: Arc<AtomicU64>,
+        notices: broadcast::Sender<Notice>,
+    ) -> anyhow::Result<Pools> {
         let pool = Self::connect(url, busy_wait).await?;
         sqlx::migrate!("../migrations/postgres").run(&pool).await?;
-        Ok(Pools { pool })
+        let node: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
+        let mut listener = PgListener::connect_with(&pool).await?;
+        listener.listen(CHANNEL).await?;
+        tokio::spawn(listen(listener, node.clone(), generation, notices));
+        Ok(Pools { pool, node })
     }
 
-    /// Connect without migrating (for offline tools; they only read).
+    /// Connect without migrating or listening (for offline tools; they only read).
     pub(super) async fn open_read_only(url: &str) -> anyhow::Result<Pools> {
         Ok(Pools {
             pool: Self::connect(url, super::DEFAULT_BUSY_WAIT).await?,
+            node: "offline".into(),
         })
+    }
+
+    /// Tell every node (this one too) about `notice` inside `conn`'s transaction (delivered
+    /// when it commits) or at once outside one.
+    pub(super) async fn notify(
+        &self,
+        conn: &mut PgConnection,
+        notice: &Notice,
+    ) -> sqlx::Result<()> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(format!("{}|{}", self.node, notice.encode()))
+            .execute(conn)
+            .await?;
+        Ok(())
     }
 
     async fn connect(url: &str, busy_wait: Duration) -> anyhow::Result<PgPool> {
@@ -75,7 +121,56 @@ impl Pools {
         .await
     }
 
+    /// A connection from the pool (for [`Pools::notify`] outside a transaction).
+    pub(super) async fn acquire(&self) -> sqlx::Result<sqlx::pool::PoolConnection<Postgres>> {
+        self.pool.acquire().await
+    }
+
     pub(super) async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// The listener task: act on other nodes' notices until the pool closes. A notice of a row
+/// change advances `generation`; every notice goes to the subscribers. A lost connection is
+/// reconnected by [`PgListener`]; since notices may have been lost meanwhile, the generation
+/// advances and [`Notice::Resync`] goes out.
+async fn listen(
+    mut listener: PgListener,
+    node: Arc<str>,
+    generation: Arc<AtomicU64>,
+    notices: broadcast::Sender<Notice>,
+) {
+    loop {
+        match listener.try_recv().await {
+            Ok(Some(n)) => {
+                let Some((from, body)) = n.payload().split_once('|') else {
+                    continue;
+                };
+                if from == &*node {
+                    continue;
+                }
+                let Some(notice) = Notice::decode(body) else {
+                    tracing::debug!(payload = n.payload(), "unknown notice ignored");
+                    continue;
+                };
+                if matches!(notice, Notice::Changed) {
+                    generation.fetch_add(1, Ordering::SeqCst);
+                }
+                let _ = notices.send(notice);
+            }
+            Ok(None) => {
+                tracing::warn!("lost the notice connection to PostgreSQL; reconnecting");
+                generation.fetch_add(1, Ordering::SeqCst);
+                let _ = notices.send(Notice::Resync);
+            }
+            Err(sqlx::Error::PoolClosed) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "PostgreSQL notices unavailable; retrying");
+                generation.fetch_add(1, Ordering::SeqCst);
+                let _ = notices.send(Notice::Resync);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
     }
 }

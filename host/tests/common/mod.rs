@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod aws;
+pub mod cluster;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -108,6 +109,8 @@ pub struct Server {
     pub log: std::sync::Mutex<mpsc::Receiver<String>>,
     /// What the process printed before it listened.
     pub startup: Vec<String>,
+    /// The environment it was started with (offline tools on its data dir get it too).
+    pub env: Vec<(String, String)>,
 }
 
 impl Server {
@@ -183,7 +186,8 @@ impl Server {
             .timeout(Duration::from_secs(60))
             .build()
             .unwrap();
-        let admin = std::fs::read_to_string(data_dir.join("admin.token")).expect("admin token");
+        // Only the node that bootstrapped the database has one (others joined it).
+        let admin = std::fs::read_to_string(data_dir.join("admin.token")).unwrap_or_default();
         Server {
             child: Some(child),
             data_dir: data_dir.to_path_buf(),
@@ -192,6 +196,10 @@ impl Server {
             admin: admin.trim().to_string(),
             log: std::sync::Mutex::new(rx),
             startup,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         }
     }
 
@@ -455,6 +463,7 @@ impl Server {
     /// Run `keyplane <args> --data-dir <this data dir>` (an offline tool).
     pub fn tool(&self, args: &[&str]) -> std::process::Output {
         keyplane(&self.data_dir)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .args(args)
             .arg("--data-dir")
             .arg(&self.data_dir)
@@ -466,6 +475,7 @@ impl Server {
     /// Run `keyplane audit verify` on this data dir.
     pub fn audit_verify(&self) -> std::process::Output {
         keyplane(&self.data_dir)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .args(["audit", "verify", "--data-dir"])
             .arg(&self.data_dir)
             .output()
