@@ -186,7 +186,7 @@ async fn a_node_killed_under_load_loses_no_acknowledged_operation() {
                 let mut n = 0u32;
                 while !stop.load(Ordering::Relaxed) {
                     n += 1;
-                    let answer = if n % 3 == 0 {
+                    let answer = if n.is_multiple_of(3) {
                         call("create-key", json!({ "protection": "envelope" })).await
                     } else {
                         let pt = format!("node {i} op {n}");
@@ -204,7 +204,7 @@ async fn a_node_killed_under_load_loses_no_acknowledged_operation() {
                     let Ok(v) = r.json::<Value>().await else {
                         break;
                     };
-                    if n % 3 == 0 {
+                    if n.is_multiple_of(3) {
                         keys.push(v["key_id"].as_str().unwrap().to_string());
                     } else {
                         cts.push((
