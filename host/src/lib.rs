@@ -45,6 +45,7 @@ pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod hsm;
+pub mod model;
 pub mod ops;
 pub mod pause;
 pub mod plugins;

@@ -305,3 +305,64 @@ async fn postgres_restarted_under_load_the_nodes_recover_on_their_own() {
     }
     assert_verifies(&c, 1);
 }
+
+/// A load on three nodes with a short retention: sealed segments are archived (to the one
+/// archive directory every node is pointed at) and pruned from the database by whichever node
+/// holds the archive lease, while `audit verify` over archive and live records passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_short_retention_archives_and_prunes_under_load_and_verify_passes() {
+    let archive = tempfile::tempdir().unwrap();
+    let dir = archive.path().to_str().unwrap().to_string();
+    let c = Cluster::start(
+        3,
+        &[
+            QUIET,
+            ("KEYPLANE_AUDIT__ARCHIVE_DIR", &dir),
+            ("KEYPLANE_AUDIT__CHECKPOINT_EVERY_RECORDS", "40"),
+            ("KEYPLANE_AUDIT__ARCHIVE_INTERVAL_SECONDS", "1"),
+            ("KEYPLANE_AUDIT__ARCHIVE_SEGMENT_RECORDS", "40"),
+            ("KEYPLANE_AUDIT__RETENTION_RECORDS", "80"),
+        ],
+    )
+    .await;
+    let admin = c.nodes[0].admin.clone();
+    let key = c.nodes[0].create_key(&admin, "envelope").await;
+    for round in 0..6 {
+        let answers = futures_util::future::join_all(
+            (0..60).map(|i| encrypt(&c.nodes[i % 3], &admin, &key, b"retained")),
+        )
+        .await;
+        assert!(answers.iter().all(|(status, _)| *status == 200));
+        // Checkpoints are signed on a 1 s tick; the archive interval is 1 s.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        c.nodes[round % 3]
+            .ok(&admin, "run-scheduler", json!({}))
+            .await;
+    }
+    let pool = sqlx::PgPool::connect(&c.url).await.unwrap();
+    let (segments, pruned): (i64, i64) =
+        sqlx::query_as("SELECT COUNT(*), COUNT(pruned_at) FROM audit_segments")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let first_live: i64 = sqlx::query_scalar("SELECT MIN(seq) FROM audit_log")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    println!(
+        "{segments} segments archived, {pruned} pruned; the live log starts at record {first_live}"
+    );
+    assert!(
+        segments >= 2 && pruned >= 1,
+        "{segments} archived, {pruned} pruned"
+    );
+    assert!(
+        first_live > 1,
+        "archived records were pruned from the database"
+    );
+    assert!(std::fs::read_dir(&dir).unwrap().count() as i64 >= segments);
+    for i in 0..3 {
+        assert_verifies(&c, i);
+    }
+}

@@ -290,6 +290,18 @@ impl KeySpec {
     }
 }
 
+impl std::fmt::Display for KeySpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Display for KeyUsage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl KeyUsage {
     pub fn parse(s: &str) -> Result<Self> {
         parse_in(USAGES, s)

@@ -64,7 +64,7 @@ pub async fn envelope_material(
             .await?
             .ok_or(Error::Internal)?;
         crate::ops::load_blob(&state, &key, &mut version).await?;
-        let spec = crate::algorithms::KeySpec::parse(&key.spec).map_err(|_| Error::Internal)?;
+        let spec = key.spec;
         state
             .keyring
             .debug_envelope_material(&key.tenant_id, spec, &version)

@@ -191,12 +191,12 @@ fn add_key(d: &mut Digest, row: &KeyRow) {
         require_encryption_context,
     } = row;
     for s in [
-        id,
+        id.as_str(),
         tenant_id,
-        spec,
-        usage,
-        protection,
-        state,
+        spec.as_str(),
+        usage.as_str(),
+        protection.as_str(),
+        state.as_str(),
         description,
         tags,
         created_at,
@@ -246,7 +246,7 @@ mod tests {
 
     fn key_row(state: &str) -> KeyRow {
         KeyRow {
-            state: state.into(),
+            state: crate::model::KeyState::parse(state).unwrap(),
             ..KeyRow::sample("k-1", "t-1")
         }
     }

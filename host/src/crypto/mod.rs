@@ -51,32 +51,10 @@ use zeroize::Zeroizing;
 use crate::algorithms::{KeySpec, KeyUsage};
 use crate::error::{Error, Result};
 use crate::hsm::{Health, Hsm, Obj, GCM_IV_LEN};
+use crate::model::Protection;
 use crate::store::keys::KeyVersionRow;
 use crate::store::{tenants, Db};
 use envelope_cache::EnvelopeCache;
-
-/// How a key's versions are protected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protection {
-    Hsm,
-    Envelope,
-}
-
-impl Protection {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protection::Hsm => "hsm",
-            Protection::Envelope => "envelope",
-        }
-    }
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "hsm" => Some(Protection::Hsm),
-            "envelope" => Some(Protection::Envelope),
-            _ => None,
-        }
-    }
-}
 
 /// What a new key version stores, and how to undo its creation.
 pub struct NewVersion {

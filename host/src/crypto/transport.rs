@@ -7,12 +7,13 @@ use cryptoki::object::ObjectClass;
 use ring::aead::{Aad, Nonce};
 use zeroize::Zeroizing;
 
-use super::{blocking, envelope_aad, envelope_key, Keyring, NewVersion, ObjKind, Protection};
+use super::{blocking, envelope_aad, envelope_key, Keyring, NewVersion, ObjKind};
 use crate::algorithms::{KeySpec, KeyUsage};
 use crate::error::{Error, Result};
 use crate::hsm::pair_import::PairTarget;
 use crate::hsm::wrapping::{Transport, UnwrapInto, Unwrapped};
 use crate::hsm::{Obj, GCM_IV_LEN};
+use crate::model::Protection;
 use crate::store::keys::KeyVersionRow;
 
 /// Label bound as AAD of the key check value.

@@ -5,9 +5,9 @@
 //! the key it names now (`DeleteAlias`), `list-aliases` on the caller's tenant
 //! (`ListAliases`).
 
+use crate::model::KeyState;
 use serde::{Deserialize, Serialize};
 
-use super::checks::STATE_DESTROYED;
 use super::resolve::{key_id_of, key_row, resolve_key};
 use super::validate::{validate_alias, validate_key_id, ALIAS_PREFIX};
 use super::{OpContext, Operation, WriteScope};
@@ -38,7 +38,7 @@ impl AliasTarget {
 
 fn live_target(r: &ResourceRef) -> Result<&crate::store::keys::KeyRow> {
     let key = key_row(r)?;
-    if key.state == STATE_DESTROYED {
+    if key.state == KeyState::Destroyed {
         return Err(Error::KeyDestroyed {
             what: format!("key {}", key.id),
         });

@@ -4,18 +4,14 @@
 use super::storage::load_blob;
 use super::OpContext;
 use crate::algorithms::{KeySpec, KeyUsage};
-use crate::crypto::Protection;
 use crate::error::{Error, Result};
+use crate::model::KeyState;
+use crate::model::Protection;
 use crate::store::keys::{KeyRow, KeyVersionRow};
-
-pub use crate::store::keys::{
-    STATE_COMPROMISED, STATE_DESTROYED, STATE_DESTROYING, STATE_DISABLED, STATE_ENABLED,
-    STATE_PENDING_DELETION,
-};
 
 /// The answer to a compare-and-set that found `what` (a key, a version of a key) no longer in
 /// the state `was` the request was checked against: another request changed it meanwhile.
-pub fn changed_meanwhile(what: &str, key_id: &str, was: &str) -> Error {
+pub fn changed_meanwhile(what: &str, key_id: &str, was: impl std::fmt::Display) -> Error {
     Error::InvalidState(format!(
         "{what} {key_id} changed while this request ran (it was {was}); read it again and retry"
     ))
@@ -23,12 +19,12 @@ pub fn changed_meanwhile(what: &str, key_id: &str, was: &str) -> Error {
 
 /// Refuse any use of a key that is not enabled, saying why.
 pub fn check_key_enabled(key: &KeyRow) -> Result<()> {
-    match key.state.as_str() {
-        STATE_ENABLED => Ok(()),
-        STATE_DESTROYED => Err(Error::KeyDestroyed {
+    match key.state {
+        KeyState::Enabled => Ok(()),
+        KeyState::Destroyed => Err(Error::KeyDestroyed {
             what: format!("key {}", key.id),
         }),
-        STATE_PENDING_DELETION => Err(Error::InvalidState(format!(
+        KeyState::PendingDeletion => Err(Error::InvalidState(format!(
             "key {} is pending deletion (destroyed at {}); cancel-key-deletion to keep it",
             key.id,
             key.deletion_date
@@ -36,33 +32,25 @@ pub fn check_key_enabled(key: &KeyRow) -> Result<()> {
                 .map(|t| t.to_rfc3339())
                 .unwrap_or_default()
         ))),
-        crate::store::imports::STATE_PENDING_IMPORT => Err(Error::InvalidState(format!(
+        KeyState::PendingImport => Err(Error::InvalidState(format!(
             "key {} is pending import: it has no key material until import-key-material",
             key.id
         ))),
-        STATE_DESTROYING => Err(Error::InvalidState(format!(
+        KeyState::Destroying => Err(Error::InvalidState(format!(
             "key {} is being destroyed: its deletion window has passed and its material is being shredded",
             key.id
         ))),
-        STATE_DISABLED => Err(Error::KeyDisabled(format!("key {} is disabled", key.id))),
+        KeyState::Disabled => Err(Error::KeyDisabled(format!("key {} is disabled", key.id))),
         other => Err(Error::InvalidState(format!("key {} is {other}", key.id))),
     }
-}
-
-/// A stored key's spec.
-pub fn key_spec(key: &KeyRow) -> Result<KeySpec> {
-    KeySpec::parse(&key.spec).map_err(|_| {
-        tracing::error!(key = %key.id, "stored key has an unknown key spec");
-        Error::Internal
-    })
 }
 
 /// Refuse a key that is not enabled or whose usage is not `wanted`, naming the key's usage
 /// and what `operation` needs. Returns the key's spec.
 pub fn check_usage(key: &KeyRow, wanted: KeyUsage, operation: &str) -> Result<KeySpec> {
     check_key_enabled(key)?;
-    let spec = key_spec(key)?;
-    if key.usage != wanted.as_str() {
+    let spec = key.spec;
+    if key.usage != wanted {
         return Err(Error::InvalidKeyUsage(format!(
             "key {} has key_usage {} (key_spec {}); {operation} needs a key with key_usage {}",
             key.id,
@@ -91,7 +79,7 @@ pub fn check_usable_for_encryption(key: &KeyRow) -> Result<(Protection, KeySpec)
             symmetric.join(", ")
         )));
     }
-    let protection = Protection::parse(&key.protection).ok_or(Error::Internal)?;
+    let protection = key.protection;
     Ok((protection, spec))
 }
 
@@ -110,21 +98,21 @@ pub enum VersionUse {
 /// Refuse a version whose state does not allow `purpose`, saying why.
 pub fn check_version(key: &KeyRow, v: &KeyVersionRow, purpose: VersionUse) -> Result<()> {
     let n = v.version;
-    match v.state.as_str() {
-        STATE_ENABLED => {}
-        STATE_DESTROYED => {
+    match v.state {
+        KeyState::Enabled => {}
+        KeyState::Destroyed => {
             return Err(Error::KeyDestroyed {
                 what: format!("version {n} of key {}", key.id),
             })
         }
-        STATE_COMPROMISED if purpose == VersionUse::Rewrap => {}
-        STATE_COMPROMISED if purpose == VersionUse::Protect => {
+        KeyState::Compromised if purpose == VersionUse::Rewrap => {}
+        KeyState::Compromised if purpose == VersionUse::Protect => {
             return Err(Error::InvalidState(format!(
                 "the primary version {n} of key {} is compromised; rotate-key first",
                 key.id
             )))
         }
-        STATE_COMPROMISED => {
+        KeyState::Compromised => {
             return Err(Error::InvalidState(format!(
                 "version {n} of key {} is compromised ({}); its ciphertexts can only be rewrapped",
                 key.id,

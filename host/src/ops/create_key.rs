@@ -7,12 +7,12 @@
 //! Symmetric keys may instead wait for imported material (`origin: external`) and may be created
 //! exportable (fixed for life). Cedar: `CreateKey` on the caller's tenant.
 
+use crate::model::KeyState;
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
 use super::aliases::CreateAlias;
-use super::checks::STATE_ENABLED;
 use super::key_policies::{validate_document, DEFAULT_NAME};
 use super::validate::{validate_alias, validate_description, validate_tags, KEY_SPEC_AES_256_GCM};
 use super::versions::make_version;
@@ -21,8 +21,8 @@ use super::{OpContext, Operation, WriteScope};
 use crate::algorithms::{check_spec_usage, KeySpec, KeyUsage};
 use crate::authz::ResourceRef;
 use crate::crypto::context::EncryptionContext;
-use crate::crypto::Protection;
 use crate::error::{Error, Result};
+use crate::model::Protection;
 use crate::store::aliases::{self, AliasRow};
 use crate::store::keys::{self, KeyRow};
 use crate::store::principals;
@@ -216,13 +216,13 @@ impl Operation for CreateKey {
         let row = KeyRow {
             id: key_id,
             tenant_id: tenant,
-            spec: spec.as_str().into(),
-            usage: usage.as_str().into(),
-            protection: protection.as_str().into(),
+            spec,
+            usage,
+            protection,
             state: if external {
-                imports::STATE_PENDING_IMPORT.into()
+                KeyState::PendingImport
             } else {
-                STATE_ENABLED.into()
+                KeyState::Enabled
             },
             description: self.description,
             tags: serde_json::to_string(&self.tags).map_err(|_| Error::Internal)?,

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::checks::{key_spec, VersionUse};
+use super::checks::VersionUse;
 use super::resolve::{key_id_of, key_row, resolve_key};
 use super::rsa_oaep::{self, MAX_RSA_CIPHERTEXT};
 use super::sealing::open_ciphertext;
@@ -119,7 +119,7 @@ impl Operation for Decrypt {
     ) -> Result<Self::Output> {
         let key = key_row(&resource)?;
         if self.oaep()? {
-            if key_spec(key)?.rsa_bits().is_none() {
+            if key.spec.rsa_bits().is_none() {
                 rsa_oaep::refuse_oaep_for_symmetric(
                     key,
                     self.encryption_algorithm.as_deref(),

@@ -7,6 +7,7 @@
 //! any material is deleted, so a crash in between leaves an expiring key that the scheduler
 //! finishes, never a usable key whose material is gone.
 
+use crate::model::KeyState;
 use serde::{Deserialize, Serialize};
 
 use super::key_deletion::shred_material;
@@ -26,7 +27,7 @@ pub struct DeleteImportedKeyMaterial {
 #[derive(Debug, Serialize)]
 pub struct DeleteImportedKeyMaterialOutput {
     pub key_id: String,
-    pub state: &'static str,
+    pub state: KeyState,
 }
 
 impl Operation for DeleteImportedKeyMaterial {
@@ -91,7 +92,7 @@ impl Operation for DeleteImportedKeyMaterial {
         }
         Ok(DeleteImportedKeyMaterialOutput {
             key_id: key.id.clone(),
-            state: imports::STATE_PENDING_IMPORT,
+            state: KeyState::PendingImport,
         })
     }
 }

@@ -7,7 +7,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::checks::key_spec;
 use super::resolve::{key_row, resolve_key};
 use super::rsa_oaep::{self, SYMMETRIC_DEFAULT};
 use super::sealing::seal_with_primary;
@@ -79,7 +78,7 @@ impl Operation for Encrypt {
     ) -> Result<Self::Output> {
         let key = key_row(&resource)?;
         let algorithm = self.encryption_algorithm.as_deref();
-        if key_spec(key)?.rsa_bits().is_some() {
+        if key.spec.rsa_bits().is_some() {
             let (v, ct, alg) = rsa_oaep::encrypt(ctx, key, algorithm, self.plaintext.0).await?;
             return Ok(EncryptOutput {
                 key_id: key.id.clone(),

@@ -7,14 +7,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::checks::{check_key_enabled, key_spec, usable_version, VersionUse};
+use super::checks::{check_key_enabled, usable_version, VersionUse};
 use super::key_transport::transport;
 use super::resolve::{key_row, resolve_key};
 use super::validate::validate_key_id;
 use super::{Base64, OpContext, Operation, WriteScope};
 use crate::algorithms::public_key::rsa_public_key;
 use crate::authz::ResourceRef;
-use crate::crypto::Protection;
 use crate::error::{Error, Result};
 use crate::store::imports;
 
@@ -87,7 +86,7 @@ impl Operation for ExportKey {
                 key.id
             )));
         }
-        let spec = key_spec(key)?;
+        let spec = key.spec;
         let transport = transport(&self.wrapping_algorithm)?;
         if spec.is_asymmetric() && !transport.with_aes_key_wrap {
             return Err(Error::validation(format!(
@@ -98,7 +97,7 @@ impl Operation for ExportKey {
         let v = self.key_version.unwrap_or(key.primary_version);
         let version = usable_version(ctx, key, v, VersionUse::Open).await?;
         let (modulus, exponent) = self.recipient()?;
-        let protection = Protection::parse(&key.protection).ok_or(Error::Internal)?;
+        let protection = key.protection;
         let wrapped = ctx
             .state
             .keyring
@@ -115,7 +114,7 @@ impl Operation for ExportKey {
         Ok(ExportOutput {
             key_id: key.id.clone(),
             key_version: v,
-            key_spec: key.spec.clone(),
+            key_spec: key.spec.to_string(),
             key_material_format: if spec.is_asymmetric() { "PKCS8" } else { "RAW" },
             wrapping_algorithm: self.wrapping_algorithm,
             encrypted_key_material: Base64::new(wrapped),

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::checks::{check_key_enabled, key_spec, version_to_open};
+use super::checks::{check_key_enabled, version_to_open};
 use super::resolve::{key_row, resolve_key};
 use super::validate::validate_key_id;
 use super::{Base64, OpContext, Operation, WriteScope};
@@ -69,22 +69,22 @@ impl Operation for GetPublicKey {
     ) -> Result<Self::Output> {
         let key = key_row(&resource)?;
         check_key_enabled(key)?;
-        let spec = key_spec(key)?;
+        let spec = key.spec;
         if !spec.is_asymmetric() {
             return Err(Error::InvalidKeyUsage(format!(
                 "key {} is a symmetric {} key: it has no public key",
                 key.id, key.spec
             )));
         }
-        let usage = KeyUsage::parse(&key.usage).map_err(|_| Error::Internal)?;
+        let usage = key.usage;
         let version = version_to_open(ctx, key, self.key_version).await?;
         let public = ctx.state.keyring.public_key(&version, spec).await?;
         let want = |f: &str| self.format.as_deref().is_none_or(|w| w == f);
         let mut out = GetPublicKeyOutput {
             key_id: key.id.clone(),
             key_version: version.version,
-            key_spec: key.spec.clone(),
-            key_usage: key.usage.clone(),
+            key_spec: key.spec.to_string(),
+            key_usage: key.usage.to_string(),
             pem: want("PEM").then(|| public.pem.clone()),
             der: want("DER").then(|| Base64::new(public.der.clone())),
             jwk: want("JWK").then(|| public.jwk.clone()),

@@ -11,7 +11,6 @@
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
-use super::checks::key_spec;
 use super::key_transport::{awaiting_import, transport, wrapping_key_spec};
 use super::resolve::{key_row, resolve_key};
 use super::validate::validate_key_id;
@@ -19,10 +18,8 @@ use super::versions::place_version;
 use super::views::rfc3339;
 use super::{Base64, OpContext, Operation, WriteScope};
 use crate::algorithms::public_key::peer_point;
-use crate::algorithms::KeyUsage;
 use crate::authz::ResourceRef;
 use crate::crypto::transport::Wrapped;
-use crate::crypto::Protection;
 use crate::error::{Error, Result};
 use crate::store::{imports, keys};
 
@@ -136,10 +133,10 @@ impl Operation for ImportKeyMaterial {
             .rsa_bits()
             .ok_or(Error::Internal)? as usize
             / 8;
-        let protection = Protection::parse(&key.protection).ok_or(Error::Internal)?;
+        let protection = key.protection;
         let previous = keys::version(&state.db, &key.id, 1).await?;
 
-        let spec = key_spec(key)?;
+        let spec = key.spec;
         let wrapped = Wrapped {
             import_object_id: token.hsm_object_id.clone(),
             modulus_len,
@@ -168,7 +165,7 @@ impl Operation for ImportKeyMaterial {
                     )))
                 }
             };
-            let usage = KeyUsage::parse(&key.usage).map_err(|_| Error::Internal)?;
+            let usage = key.usage;
             state
                 .keyring
                 .import_pair_version(

@@ -14,11 +14,10 @@
 //! got in first wins, one that comes later is refused (`409`), and a crash during shredding
 //! leaves a key that the next pass finishes destroying, never one that claims to be usable.
 
+use crate::model::KeyState;
 use serde::{Deserialize, Serialize};
 
-use super::checks::{
-    changed_meanwhile, STATE_DESTROYED, STATE_DESTROYING, STATE_DISABLED, STATE_PENDING_DELETION,
-};
+use super::checks::changed_meanwhile;
 use super::resolve::{key_row, resolve_key};
 use super::storage::version_store;
 use super::validate::validate_key_id;
@@ -96,13 +95,13 @@ impl Operation for ApproveKeyDeletion {
                 kind: "principal",
                 id: self.requester.clone(),
             })?;
-        match key.state.as_str() {
-            STATE_DESTROYED => {
+        match key.state {
+            KeyState::Destroyed => {
                 return Err(Error::KeyDestroyed {
                     what: format!("key {}", key.id),
                 })
             }
-            STATE_PENDING_DELETION | STATE_DESTROYING => {
+            KeyState::PendingDeletion | KeyState::Destroying => {
                 return Err(Error::InvalidState(format!(
                     "key {} is already {}",
                     key.id, key.state
@@ -166,7 +165,7 @@ pub struct ScheduleKeyDeletion {
 #[derive(Debug, Serialize)]
 pub struct DeletionOutput {
     pub key_id: String,
-    pub state: String,
+    pub state: KeyState,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deletion_date: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -225,24 +224,24 @@ impl Operation for ScheduleKeyDeletion {
         scope: &mut WriteScope,
     ) -> Result<Self::Output> {
         let key = key_row(&r)?;
-        match key.state.as_str() {
-            STATE_DESTROYED => {
+        match key.state {
+            KeyState::Destroyed => {
                 return Err(Error::KeyDestroyed {
                     what: format!("key {}", key.id),
                 })
             }
-            STATE_PENDING_DELETION | STATE_DESTROYING => {
+            KeyState::PendingDeletion | KeyState::Destroying => {
                 return Err(Error::InvalidState(format!(
                     "key {} is already {}",
                     key.id,
-                    if key.state == STATE_DESTROYING {
+                    if key.state == KeyState::Destroying {
                         "being destroyed"
                     } else {
                         "pending deletion"
                     }
                 )))
             }
-            crate::store::imports::STATE_EXPIRING => {
+            KeyState::Expiring => {
                 return Err(Error::InvalidState(format!(
                     "key {} is expiring: its imported material is being deleted; schedule its deletion once it is pending import",
                     key.id
@@ -270,13 +269,13 @@ impl Operation for ScheduleKeyDeletion {
         if !keys::set_state(
             conn,
             &key.id,
-            &key.state,
-            STATE_PENDING_DELETION,
+            key.state,
+            KeyState::PendingDeletion,
             Some(when),
         )
         .await?
         {
-            return Err(changed_meanwhile("key", &key.id, &key.state));
+            return Err(changed_meanwhile("key", &key.id, key.state));
         }
         // Protection turned on after this request read the key: the write lock this
         // transaction now holds makes the re-read final.
@@ -289,7 +288,7 @@ impl Operation for ScheduleKeyDeletion {
         }
         Ok(DeletionOutput {
             key_id: key.id.clone(),
-            state: STATE_PENDING_DELETION.into(),
+            state: KeyState::PendingDeletion,
             deletion_date: Some(rfc3339(when)),
             pending_window_days: Some(days),
         })
@@ -322,14 +321,14 @@ impl Operation for CancelKeyDeletion {
         scope: &mut WriteScope,
     ) -> Result<Self::Output> {
         let key = key_row(&r)?;
-        match key.state.as_str() {
-            STATE_PENDING_DELETION => {}
-            STATE_DESTROYED => {
+        match key.state {
+            KeyState::PendingDeletion => {}
+            KeyState::Destroyed => {
                 return Err(Error::KeyDestroyed {
                     what: format!("key {}", key.id),
                 })
             }
-            STATE_DESTROYING => {
+            KeyState::Destroying => {
                 return Err(Error::InvalidState(format!(
                     "key {} is being destroyed: its deletion window has passed and its material is being shredded; it can no longer be cancelled",
                     key.id
@@ -343,20 +342,28 @@ impl Operation for CancelKeyDeletion {
             }
         }
         let conn = scope.conn(ctx.state).await?;
-        if !keys::set_state(conn, &key.id, STATE_PENDING_DELETION, STATE_DISABLED, None).await? {
+        if !keys::set_state(
+            conn,
+            &key.id,
+            KeyState::PendingDeletion,
+            KeyState::Disabled,
+            None,
+        )
+        .await?
+        {
             // Most likely the scheduler began destroying it meanwhile.
             let now = keys::get(&ctx.state.db, &key.id).await?;
-            return Err(match now.as_ref().map(|k| k.state.as_str()) {
-                Some(STATE_DESTROYING) | Some(STATE_DESTROYED) => Error::InvalidState(format!(
+            return Err(match now.as_ref().map(|k| k.state) {
+                Some(KeyState::Destroying) | Some(KeyState::Destroyed) => Error::InvalidState(format!(
                     "key {} is being destroyed: its deletion window passed while this request ran; it can no longer be cancelled",
                     key.id
                 )),
-                _ => changed_meanwhile("key", &key.id, STATE_PENDING_DELETION),
+                _ => changed_meanwhile("key", &key.id, KeyState::PendingDeletion),
             });
         }
         Ok(DeletionOutput {
             key_id: key.id.clone(),
-            state: STATE_DISABLED.into(),
+            state: KeyState::Disabled,
             deletion_date: None,
             pending_window_days: None,
         })
@@ -369,7 +376,7 @@ impl Operation for CancelKeyDeletion {
 pub async fn begin_destroy(state: &AppState, key: &KeyRow, ev: &AuditEvent) -> Result<()> {
     let mut tx = state.db.begin().await?;
     if !keys::begin_destroying(&mut tx, &key.id, state.clock.now()).await? {
-        return Err(changed_meanwhile("key", &key.id, &key.state));
+        return Err(changed_meanwhile("key", &key.id, key.state));
     }
     audit::append(&mut tx, ev).await?;
     tx.commit().await?;
@@ -382,7 +389,7 @@ pub async fn begin_destroy(state: &AppState, key: &KeyRow, ev: &AuditEvent) -> R
 /// retried: a failure (or a crash) leaves the key destroying, and the next scheduler pass
 /// runs this again.
 pub async fn destroy(state: &AppState, scope: &mut WriteScope, key: &KeyRow) -> Result<()> {
-    if key.state != STATE_DESTROYING {
+    if key.state != KeyState::Destroying {
         return Err(Error::InvalidState(format!(
             "key {} is {}, not being destroyed",
             key.id, key.state
@@ -393,7 +400,7 @@ pub async fn destroy(state: &AppState, scope: &mut WriteScope, key: &KeyRow) -> 
     let (now, now_text) = (state.clock.now(), state.clock.now_rfc3339());
     let conn = scope.conn(state).await?;
     if !keys::mark_destroyed(conn, &key.id, now, &now_text).await? {
-        return Err(changed_meanwhile("key", &key.id, STATE_DESTROYING));
+        return Err(changed_meanwhile("key", &key.id, KeyState::Destroying));
     }
     aliases::delete_for_key(conn, &key.id).await?;
     plugins::delete_schedule(conn, &key.id).await?;
@@ -461,7 +468,7 @@ impl Operation for SetDeletionProtection {
             return Err(changed_meanwhile(
                 "key",
                 &key.id,
-                &format!("deletion_protection {was}"),
+                format!("deletion_protection {was}"),
             ));
         }
         Ok(DeletionProtectionOutput {

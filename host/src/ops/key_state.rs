@@ -8,25 +8,22 @@
 //! a disable, a deletion scheduled while a key is enabled), nothing is written and the answer
 //! is `409 InvalidState`. So a compromised version never goes back to disabled or enabled.
 
+use crate::model::KeyState;
 use serde::{Deserialize, Serialize};
 
-use super::checks::{
-    changed_meanwhile, STATE_COMPROMISED, STATE_DESTROYED, STATE_DESTROYING, STATE_DISABLED,
-    STATE_ENABLED, STATE_PENDING_DELETION,
-};
+use super::checks::changed_meanwhile;
 use super::resolve::{key_row, resolve_key};
 use super::validate::validate_key_id;
 use super::{OpContext, Operation, WriteScope};
 use crate::authz::ResourceRef;
 use crate::error::{Error, Result};
-use crate::store::imports;
 use crate::store::keys::{self, KeyRow, KeyVersionRow};
 
 /// The answer of every state change.
 #[derive(Debug, Serialize)]
 pub struct StateOutput {
     pub key_id: String,
-    pub state: String,
+    pub state: KeyState,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<i64>,
 }
@@ -39,23 +36,23 @@ pub struct KeyRef {
 }
 
 fn refuse_if_gone(key: &KeyRow) -> Result<()> {
-    match key.state.as_str() {
-        STATE_DESTROYED => Err(Error::KeyDestroyed {
+    match key.state {
+        KeyState::Destroyed => Err(Error::KeyDestroyed {
             what: format!("key {}", key.id),
         }),
-        STATE_PENDING_DELETION => Err(Error::InvalidState(format!(
+        KeyState::PendingDeletion => Err(Error::InvalidState(format!(
             "key {} is pending deletion; cancel-key-deletion first",
             key.id
         ))),
-        STATE_DESTROYING => Err(Error::InvalidState(format!(
+        KeyState::Destroying => Err(Error::InvalidState(format!(
             "key {} is being destroyed (its deletion window has passed)",
             key.id
         ))),
-        imports::STATE_EXPIRING => Err(Error::InvalidState(format!(
+        KeyState::Expiring => Err(Error::InvalidState(format!(
             "key {} is expiring: its imported material is being deleted",
             key.id
         ))),
-        imports::STATE_PENDING_IMPORT => Err(Error::InvalidState(format!(
+        KeyState::PendingImport => Err(Error::InvalidState(format!(
             "key {} is pending import: it has no key material; import-key-material first",
             key.id
         ))),
@@ -67,19 +64,19 @@ async fn set_key_state(
     ctx: &OpContext<'_>,
     r: &ResourceRef,
     scope: &mut WriteScope,
-    state: &str,
+    state: KeyState,
 ) -> Result<StateOutput> {
     let key = key_row(r)?;
     refuse_if_gone(key)?;
     if key.state != state {
         let conn = scope.conn(ctx.state).await?;
-        if !keys::set_state(conn, &key.id, &key.state, state, None).await? {
-            return Err(changed_meanwhile("key", &key.id, &key.state));
+        if !keys::set_state(conn, &key.id, key.state, state, None).await? {
+            return Err(changed_meanwhile("key", &key.id, key.state));
         }
     }
     Ok(StateOutput {
         key_id: key.id.clone(),
-        state: state.into(),
+        state,
         version: None,
     })
 }
@@ -115,8 +112,8 @@ macro_rules! key_state_op {
     };
 }
 
-key_state_op!(EnableKey, "enable-key", "EnableKey", STATE_ENABLED);
-key_state_op!(DisableKey, "disable-key", "DisableKey", STATE_DISABLED);
+key_state_op!(EnableKey, "enable-key", "EnableKey", KeyState::Enabled);
+key_state_op!(DisableKey, "disable-key", "DisableKey", KeyState::Disabled);
 
 /// A request about one version of a key.
 #[derive(Debug, Deserialize)]
@@ -157,26 +154,26 @@ async fn set_version_state(
     r: &ResourceRef,
     scope: &mut WriteScope,
     req: &VersionRef,
-    from: &[&str],
-    to: &str,
+    from: &[KeyState],
+    to: KeyState,
 ) -> Result<StateOutput> {
     let key = key_row(r)?;
     refuse_if_gone(key)?;
     let v = version_of(ctx, key, req.version).await?;
     crate::pause::point("version-state:read", &key.id).await;
-    if v.state == STATE_DESTROYED {
+    if v.state == KeyState::Destroyed {
         return Err(Error::KeyDestroyed {
             what: format!("version {} of key {}", v.version, key.id),
         });
     }
-    if to == STATE_DISABLED && v.version == key.primary_version {
+    if to == KeyState::Disabled && v.version == key.primary_version {
         return Err(Error::InvalidState(format!(
             "version {} is the primary version of key {}; rotate-key first",
             v.version, key.id
         )));
     }
     if v.state != to {
-        if !from.contains(&v.state.as_str()) {
+        if !from.contains(&v.state) {
             return Err(Error::InvalidState(format!(
                 "version {} of key {} is {} and cannot become {to}",
                 v.version, key.id, v.state
@@ -184,15 +181,15 @@ async fn set_version_state(
         }
         let now = ctx.state.clock.now_rfc3339();
         let conn = scope.conn(ctx.state).await?;
-        let (from, reason) = ((v.state.as_str(), to), req.reason.as_deref());
+        let (from, reason) = ((v.state, to), req.reason.as_deref());
         if !keys::set_version_state(conn, &key.id, v.version, from, reason, &now).await? {
             let what = format!("version {} of key", v.version);
-            return Err(changed_meanwhile(&what, &key.id, &v.state));
+            return Err(changed_meanwhile(&what, &key.id, v.state));
         }
     }
     Ok(StateOutput {
         key_id: key.id.clone(),
-        state: to.into(),
+        state: to,
         version: Some(v.version),
     })
 }
@@ -236,24 +233,24 @@ version_state_op!(
     EnableKeyVersion,
     "enable-key-version",
     "EnableKeyVersion",
-    &[STATE_DISABLED],
-    STATE_ENABLED,
+    &[KeyState::Disabled],
+    KeyState::Enabled,
     false
 );
 version_state_op!(
     DisableKeyVersion,
     "disable-key-version",
     "DisableKeyVersion",
-    &[STATE_ENABLED],
-    STATE_DISABLED,
+    &[KeyState::Enabled],
+    KeyState::Disabled,
     false
 );
 version_state_op!(
     RevokeKeyVersion,
     "revoke-key-version",
     "RevokeKeyVersion",
-    &[STATE_ENABLED, STATE_DISABLED],
-    STATE_COMPROMISED,
+    &[KeyState::Enabled, KeyState::Disabled],
+    KeyState::Compromised,
     true
 );
 
@@ -296,12 +293,12 @@ impl Operation for SetMinDecryptionVersion {
             )));
         }
         let conn = scope.conn(ctx.state).await?;
-        if !keys::set_min_decryption_version(conn, &key.id, &key.state, self.version).await? {
-            return Err(changed_meanwhile("key", &key.id, &key.state));
+        if !keys::set_min_decryption_version(conn, &key.id, key.state, self.version).await? {
+            return Err(changed_meanwhile("key", &key.id, key.state));
         }
         Ok(StateOutput {
             key_id: key.id.clone(),
-            state: key.state.clone(),
+            state: key.state,
             version: Some(self.version),
         })
     }

@@ -6,11 +6,11 @@
 //! the tenant's admins do it. Each change is a compare-and-set on the tags it read, so two
 //! requests tagging one key at once cannot lose either's tags.
 
+use crate::model::KeyState;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::checks::STATE_DESTROYED;
 use super::resolve::{key_row, resolve_key};
 use super::validate::{validate_key_id, validate_tags, MAX_TAGS};
 use super::{OpContext, Operation, WriteScope};
@@ -20,7 +20,7 @@ use crate::store::keys::{self, KeyRow};
 
 /// A destroyed key keeps its record, but nothing about it changes any more.
 pub fn refuse_if_destroyed(key: &KeyRow) -> Result<()> {
-    if key.state == STATE_DESTROYED {
+    if key.state == KeyState::Destroyed {
         return Err(Error::KeyDestroyed {
             what: format!("key {}", key.id),
         });

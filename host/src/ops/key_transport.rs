@@ -5,6 +5,7 @@
 use crate::algorithms::KeySpec;
 use crate::error::{Error, Result};
 use crate::hsm::wrapping::{OaepHash, Transport};
+use crate::model::KeyState;
 use crate::state::AppState;
 use crate::store::imports::{self, KeyMaterialRow};
 use crate::store::keys::KeyRow;
@@ -20,7 +21,7 @@ pub async fn awaiting_import(state: &AppState, key: &KeyRow) -> Result<KeyMateri
             key.id
         )));
     }
-    if key.state != imports::STATE_PENDING_IMPORT {
+    if key.state != KeyState::PendingImport {
         return Err(Error::InvalidState(format!(
             "key {} is {}; material can be imported only while it is pending-import",
             key.id, key.state

@@ -151,7 +151,7 @@ pub async fn key_info(state: &crate::state::AppState, key: &KeyRow) -> Result<Ke
     let pending = state.usage.pending(&key.id, key.primary_version);
     Ok(KeyInfo {
         key_id: key.id.clone(),
-        key_spec: key.spec.clone(),
+        key_spec: key.spec.to_string(),
         created_at: versions
             .iter()
             .find(|v| v.version == 1)

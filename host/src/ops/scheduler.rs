@@ -21,6 +21,7 @@
 //! when it changes. Rotations and destructions are audited as the principal
 //! `keyplane:scheduler`, with the schedule plugin's SHA-256 in the record.
 
+use crate::model::KeyState;
 use std::time::{Duration, Instant};
 
 use futures_util::stream::{self, StreamExt};
@@ -168,14 +169,14 @@ async fn pass(state: &AppState, holder: &str) -> Result<PassReport> {
     }
 
     for mut key in keys::due_for_deletion(&state.db, now, 100).await? {
-        if key.state == keys::STATE_PENDING_DELETION {
+        if key.state == KeyState::PendingDeletion {
             let begin = system_event(&key.tenant_id, "BeginDestroyKey", key_uid(&key.id));
             if let Err(e) = key_deletion::begin_destroy(state, &key, &begin).await {
                 // Cancelled meanwhile, or the database failed: nothing was shredded.
                 tracing::info!(key = %key.id, error = %e, "key destruction not begun");
                 continue;
             }
-            key.state = keys::STATE_DESTROYING.into();
+            key.state = KeyState::Destroying;
         }
         let ev = system_event(&key.tenant_id, "DestroyKey", key_uid(&key.id));
         let mut scope = WriteScope::new();
@@ -385,7 +386,7 @@ async fn expire_imports(state: &AppState, now: i64, report: &mut PassReport) -> 
             if !imports::begin_expiry(&mut tx, &key.id, now).await? {
                 return Ok(false);
             }
-            if key.state != imports::STATE_EXPIRING {
+            if key.state != KeyState::Expiring {
                 let ev = system_event(&key.tenant_id, "BeginExpireKeyMaterial", key_uid(&key.id));
                 crate::audit::append(&mut tx, &ev).await?;
             }

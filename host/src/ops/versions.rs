@@ -3,12 +3,13 @@
 //! write scope so a request that fails destroys what it made. Shared by `create-key`,
 //! `rotate-key`, the scheduler's rotations and (placing imported material) `import-key-material`.
 
-use super::checks::{check_key_enabled, key_spec};
+use super::checks::check_key_enabled;
 use super::storage::{new_blob_name, tenant_backend};
 use super::WriteScope;
 use crate::algorithms::{KeySpec, KeyUsage};
-use crate::crypto::{NewVersion, Protection};
+use crate::crypto::NewVersion;
 use crate::error::{Error, Result};
+use crate::model::Protection;
 use crate::plugins::StorageOp;
 use crate::state::AppState;
 use crate::store::imports;
@@ -19,9 +20,9 @@ pub type VersionKind = (Protection, KeySpec, KeyUsage);
 
 /// The [`VersionKind`] of a stored key.
 pub fn version_kind(key: &KeyRow) -> Result<VersionKind> {
-    let protection = Protection::parse(&key.protection).ok_or(Error::Internal)?;
-    let usage = KeyUsage::parse(&key.usage).map_err(|_| Error::Internal)?;
-    Ok((protection, key_spec(key)?, usage))
+    let protection = key.protection;
+    let usage = key.usage;
+    Ok((protection, key.spec, usage))
 }
 
 /// Material for version `v` of key `key_id` (a new AES or ChaCha20 key, HMAC key or key pair

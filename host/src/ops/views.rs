@@ -31,7 +31,7 @@ impl VersionInfo {
     pub fn new(v: &KeyVersionRow, pending: [i64; 3]) -> Self {
         VersionInfo {
             version: v.version,
-            state: v.state.clone(),
+            state: v.state.to_string(),
             created_at: v.created_at.clone(),
             state_reason: v.state_reason.clone(),
             state_changed_at: v.state_changed_at.clone(),
@@ -105,10 +105,10 @@ impl KeyMetadata {
         KeyMetadata {
             key_id: row.id.clone(),
             tenant_id: row.tenant_id.clone(),
-            key_spec: row.spec.clone(),
-            key_usage: row.usage.clone(),
-            protection: row.protection.clone(),
-            state: row.state.clone(),
+            key_spec: row.spec.to_string(),
+            key_usage: row.usage.to_string(),
+            protection: row.protection.to_string(),
+            state: row.state.to_string(),
             description: row.description.clone(),
             tags: serde_json::from_str(&row.tags).unwrap_or_default(),
             primary_version: row.primary_version,

@@ -205,7 +205,14 @@ mod tests {
     }
 
     async fn state(cache: &RowCache) -> String {
-        cache.key("k1").await.unwrap().unwrap().row.state.clone()
+        cache
+            .key("k1")
+            .await
+            .unwrap()
+            .unwrap()
+            .row
+            .state
+            .to_string()
     }
 
     fn config(ttl_ms: u64) -> CacheConfig {

@@ -2,6 +2,7 @@
 //! imported-material columns of `keys`.
 
 use super::{on, Conn, Tx};
+use crate::model::KeyState;
 
 use crate::error::Result;
 
@@ -9,12 +10,6 @@ use crate::error::Result;
 pub const ORIGIN_KEYPLANE: &str = "keyplane";
 /// Material imported by the tenant (bring your own key).
 pub const ORIGIN_EXTERNAL: &str = "external";
-/// Key state of an external key without (or whose material expired) material.
-pub const STATE_PENDING_IMPORT: &str = "pending-import";
-/// Key state of an external key whose imported material is past its `valid_to` and being
-/// deleted (committed before deletion starts; the scheduler finishes it, then the key is
-/// pending-import).
-pub const STATE_EXPIRING: &str = "expiring";
 
 /// An import token row.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -157,7 +152,7 @@ pub async fn set_imported(
         .bind(expires_at)
         .bind(check)
         .bind(key_id)
-        .bind(STATE_PENDING_IMPORT)
+        .bind(KeyState::PendingImport)
         .fetch_optional(conn)
         .await?)
         })
@@ -178,7 +173,7 @@ pub async fn expired_material(
                 "SELECT id FROM keys WHERE origin = 'external' AND (state = $1 OR \
              (material_expires_at <= $2 AND state IN ('enabled', 'disabled'))) LIMIT $3",
             )
-            .bind(STATE_EXPIRING)
+            .bind(KeyState::Expiring)
             .bind(now)
             .bind(limit)
             .fetch_all(&mut *pool)
@@ -189,7 +184,7 @@ pub async fn expired_material(
 }
 
 /// Start deleting a key's imported material on request (`delete-imported-key-material`):
-/// enabled or disabled to [`STATE_EXPIRING`] (remembering which), committed before the
+/// enabled or disabled to [`KeyState::Expiring`] (remembering which), committed before the
 /// material is deleted; the scheduler finishes it if a crash interrupts. True also when the
 /// key is expiring already; false if it holds no imported material to delete.
 pub async fn begin_deletion(conn: &mut Tx, key_id: &str) -> Result<bool> {
@@ -199,24 +194,25 @@ pub async fn begin_deletion(conn: &mut Tx, key_id: &str) -> Result<bool> {
                 "UPDATE keys SET state_before_expiry = state, state = $1 WHERE id = $2 \
              AND origin = 'external' AND state IN ('enabled', 'disabled')",
             )
-            .bind(STATE_EXPIRING)
+            .bind(KeyState::Expiring)
             .bind(key_id)
             .execute(&mut *conn)
             .await?;
             if r.rows_affected() == 1 {
                 return Ok(true);
             }
-            let state: Option<String> = sqlx::query_scalar("SELECT state FROM keys WHERE id = $1")
-                .bind(key_id)
-                .fetch_optional(&mut *conn)
-                .await?;
-            Ok(state.as_deref() == Some(STATE_EXPIRING))
+            let state: Option<KeyState> =
+                sqlx::query_scalar("SELECT state FROM keys WHERE id = $1")
+                    .bind(key_id)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            Ok(state == Some(KeyState::Expiring))
         })
         .await
     })
 }
 
-/// Start deleting a key's expired material: enabled or disabled to [`STATE_EXPIRING`]
+/// Start deleting a key's expired material: enabled or disabled to [`KeyState::Expiring`]
 /// (remembering which), committed before the material is deleted. True also when the key is
 /// expiring already (a crash interrupted the last attempt); false if it is in no state to
 /// expire (cancelled, scheduled for deletion, ...).
@@ -227,7 +223,7 @@ pub async fn begin_expiry(conn: &mut Tx, key_id: &str, now: i64) -> Result<bool>
             "UPDATE keys SET state_before_expiry = state, state = $1 WHERE id = $2 \
              AND origin = 'external' AND material_expires_at <= $3 AND state IN ('enabled', 'disabled')",
         )
-        .bind(STATE_EXPIRING)
+        .bind(KeyState::Expiring)
         .bind(key_id)
         .bind(now)
         .execute(&mut *conn)
@@ -235,11 +231,11 @@ pub async fn begin_expiry(conn: &mut Tx, key_id: &str, now: i64) -> Result<bool>
         if r.rows_affected() == 1 {
             return Ok(true);
         }
-        let state: Option<String> = sqlx::query_scalar("SELECT state FROM keys WHERE id = $1")
+        let state: Option<KeyState> = sqlx::query_scalar("SELECT state FROM keys WHERE id = $1")
             .bind(key_id)
             .fetch_optional(&mut *conn)
             .await?;
-        Ok(state.as_deref() == Some(STATE_EXPIRING))
+        Ok(state == Some(KeyState::Expiring))
     })
     .await
     })
@@ -247,16 +243,16 @@ pub async fn begin_expiry(conn: &mut Tx, key_id: &str, now: i64) -> Result<bool>
 
 /// After expiry or deletion (material deleted): the key waits for the same material again;
 /// its version keeps its row but no material, and `reason` as its state's reason. A version
-/// revoked before stays compromised. Only from [`STATE_EXPIRING`] (false otherwise).
+/// revoked before stays compromised. Only from [`KeyState::Expiring`] (false otherwise).
 pub async fn clear_material(conn: &mut Tx, key_id: &str, now: &str, reason: &str) -> Result<bool> {
     on!(conn, {
         crate::telemetry::spans::db("UPDATE", "keys", async move {
             let r = sqlx::query(
             "UPDATE keys SET state = $1, material_expires_at = NULL WHERE id = $2 AND state = $3",
         )
-        .bind(STATE_PENDING_IMPORT)
+        .bind(KeyState::PendingImport)
         .bind(key_id)
-        .bind(STATE_EXPIRING)
+        .bind(KeyState::Expiring)
         .execute(&mut *conn)
         .await?;
             if r.rows_affected() != 1 {
@@ -270,7 +266,7 @@ pub async fn clear_material(conn: &mut Tx, key_id: &str, now: &str, reason: &str
              ELSE $3 END WHERE key_id = $4",
             )
             .bind(now)
-            .bind(STATE_PENDING_IMPORT)
+            .bind(KeyState::PendingImport)
             .bind(reason)
             .bind(key_id)
             .execute(&mut *conn)

@@ -1,6 +1,8 @@
 //! The `keys`, `key_versions` and `key_grants` tables.
 
 use super::{on, Conn, Tx};
+use crate::algorithms::{KeySpec, KeyUsage};
+use crate::model::{KeyState, Protection};
 
 use crate::error::Result;
 
@@ -9,10 +11,10 @@ use crate::error::Result;
 pub struct KeyRow {
     pub id: String,
     pub tenant_id: String,
-    pub spec: String,
-    pub usage: String,
-    pub protection: String,
-    pub state: String,
+    pub spec: KeySpec,
+    pub usage: KeyUsage,
+    pub protection: Protection,
+    pub state: KeyState,
     pub description: String,
     /// JSON object of string -> string.
     pub tags: String,
@@ -41,10 +43,10 @@ impl KeyRow {
         KeyRow {
             id: id.into(),
             tenant_id: tenant.into(),
-            spec: "AES_256_GCM".into(),
-            usage: "encrypt-decrypt".into(),
-            protection: "envelope".into(),
-            state: STATE_ENABLED.into(),
+            spec: KeySpec::Aes256Gcm,
+            usage: KeyUsage::EncryptDecrypt,
+            protection: Protection::Envelope,
+            state: KeyState::Enabled,
             description: String::new(),
             tags: String::new(),
             primary_version: 1,
@@ -66,7 +68,7 @@ impl KeyRow {
 pub struct KeyVersionRow {
     pub key_id: String,
     pub version: i64,
-    pub state: String,
+    pub state: KeyState,
     pub hsm_object_id: Option<Vec<u8>>,
     pub wrapped_material: Option<Vec<u8>>,
     pub created_at: String,
@@ -108,7 +110,7 @@ impl KeyVersionRow {
         KeyVersionRow {
             key_id: key_id.to_string(),
             version,
-            state: STATE_ENABLED.into(),
+            state: KeyState::Enabled,
             hsm_object_id: None,
             wrapped_material: None,
             created_at,
@@ -124,18 +126,6 @@ impl KeyVersionRow {
         }
     }
 }
-
-/// Key and version states.
-pub const STATE_ENABLED: &str = "enabled";
-pub const STATE_DISABLED: &str = "disabled";
-pub const STATE_PENDING_DELETION: &str = "pending-deletion";
-pub const STATE_DESTROYED: &str = "destroyed";
-/// A revoked version: no new use; decryption only through `rewrap`.
-pub const STATE_COMPROMISED: &str = "compromised";
-/// A key whose deletion window has passed and whose material is being shredded: committed
-/// before shredding starts, so nothing can cancel it or use the key meanwhile, and a pass
-/// interrupted by a crash is finished by the next one.
-pub const STATE_DESTROYING: &str = "destroying";
 
 const KEY_COLUMNS: &str = "id, tenant_id, spec, usage, protection, state, description, tags, \
                            primary_version, created_at, created_by, deletion_date, \
@@ -249,10 +239,10 @@ pub async fn insert_key(conn: &mut Tx, key: &KeyRow, grantees: &[String]) -> Res
         ))
         .bind(&key.id)
         .bind(&key.tenant_id)
-        .bind(&key.spec)
-        .bind(&key.usage)
-        .bind(&key.protection)
-        .bind(&key.state)
+        .bind(key.spec)
+        .bind(key.usage)
+        .bind(key.protection)
+        .bind(key.state)
         .bind(&key.description)
         .bind(&key.tags)
         .bind(key.primary_version)
@@ -296,9 +286,9 @@ pub async fn restore_version(conn: &mut Tx, v: &KeyVersionRow) -> Result<bool> {
              state_changed_at = $8 WHERE key_id = $9 AND version = $10 \
              AND hsm_object_id IS NULL AND wrapped_material IS NULL AND blob_store IS NULL",
             )
-            .bind(STATE_COMPROMISED)
-            .bind(STATE_ENABLED)
-            .bind(STATE_COMPROMISED)
+            .bind(KeyState::Compromised)
+            .bind(KeyState::Enabled)
+            .bind(KeyState::Compromised)
             .bind(&v.hsm_object_id)
             .bind(&v.wrapped_material)
             .bind(&v.blob_store)
@@ -373,7 +363,7 @@ pub async fn insert_version(conn: &mut Tx, v: &KeyVersionRow) -> Result<()> {
             ))
             .bind(&v.key_id)
             .bind(v.version)
-            .bind(&v.state)
+            .bind(v.state)
             .bind(&v.hsm_object_id)
             .bind(&v.wrapped_material)
             .bind(&v.created_at)
@@ -406,7 +396,7 @@ pub async fn swap_primary(conn: &mut Tx, key_id: &str, expected: i64, new: i64) 
         .bind(new)
         .bind(key_id)
         .bind(expected)
-        .bind(STATE_ENABLED)
+        .bind(KeyState::Enabled)
         .execute(&mut *conn)
         .await?;
         Ok(r.rows_affected() == 1)
@@ -421,8 +411,8 @@ pub async fn swap_primary(conn: &mut Tx, key_id: &str, expected: i64, new: i64) 
 pub async fn set_state(
     conn: &mut Tx,
     key_id: &str,
-    from: &str,
-    to: &str,
+    from: KeyState,
+    to: KeyState,
     deletion_date: Option<i64>,
 ) -> Result<bool> {
     on!(conn, {
@@ -448,7 +438,7 @@ pub async fn set_version_state(
     conn: &mut Tx,
     key_id: &str,
     version: i64,
-    (from, to): (&str, &str),
+    (from, to): (KeyState, KeyState),
     reason: Option<&str>,
     now: &str,
 ) -> Result<bool> {
@@ -477,7 +467,7 @@ pub async fn set_version_state(
 pub async fn set_min_decryption_version(
     conn: &mut Tx,
     key_id: &str,
-    state: &str,
+    state: KeyState,
     version: i64,
 ) -> Result<bool> {
     on!(conn, {
@@ -499,7 +489,7 @@ pub async fn set_min_decryption_version(
 }
 
 /// Start destroying a key whose deletion window has passed by `now`: pending-deletion to
-/// [`STATE_DESTROYING`], committed before any material is shredded. False if the key is no
+/// [`KeyState::Destroying`], committed before any material is shredded. False if the key is no
 /// longer pending deletion or its window has not passed (it was cancelled meanwhile).
 pub async fn begin_destroying(conn: &mut Tx, key_id: &str, now: i64) -> Result<bool> {
     on!(conn, {
@@ -507,9 +497,9 @@ pub async fn begin_destroying(conn: &mut Tx, key_id: &str, now: i64) -> Result<b
             let r = sqlx::query(
                 "UPDATE keys SET state = $1 WHERE id = $2 AND state = $3 AND deletion_date <= $4",
             )
-            .bind(STATE_DESTROYING)
+            .bind(KeyState::Destroying)
             .bind(key_id)
-            .bind(STATE_PENDING_DELETION)
+            .bind(KeyState::PendingDeletion)
             .bind(now)
             .execute(&mut *conn)
             .await?;
@@ -520,7 +510,7 @@ pub async fn begin_destroying(conn: &mut Tx, key_id: &str, now: i64) -> Result<b
 }
 
 /// Record a key's destruction once its material is shredded: every version destroyed and
-/// its references to material erased. Only from [`STATE_DESTROYING`] (false otherwise).
+/// its references to material erased. Only from [`KeyState::Destroying`] (false otherwise).
 pub async fn mark_destroyed(conn: &mut Tx, key_id: &str, now_unix: i64, now: &str) -> Result<bool> {
     on!(conn, {
         crate::telemetry::spans::db("UPDATE", "keys", async move {
@@ -528,10 +518,10 @@ pub async fn mark_destroyed(conn: &mut Tx, key_id: &str, now_unix: i64, now: &st
             "UPDATE keys SET state = $1, deletion_date = NULL, destroyed_at = $2 WHERE id = $3 \
              AND state = $4",
         )
-        .bind(STATE_DESTROYED)
+        .bind(KeyState::Destroyed)
         .bind(now_unix)
         .bind(key_id)
-        .bind(STATE_DESTROYING)
+        .bind(KeyState::Destroying)
         .execute(&mut *conn)
         .await?;
             if r.rows_affected() != 1 {
@@ -542,7 +532,7 @@ pub async fn mark_destroyed(conn: &mut Tx, key_id: &str, now_unix: i64, now: &st
              blob_store = NULL, blob_name = NULL, state_reason = 'key destroyed', \
              state_changed_at = $2 WHERE key_id = $3",
         )
-        .bind(STATE_DESTROYED)
+        .bind(KeyState::Destroyed)
         .bind(now)
         .bind(key_id)
         .execute(&mut *conn)
@@ -565,8 +555,8 @@ pub async fn due_for_deletion(
                 "SELECT {KEY_COLUMNS} FROM keys WHERE state = $1 \
              OR (state = $2 AND deletion_date <= $3) ORDER BY deletion_date LIMIT $4"
             ))
-            .bind(STATE_DESTROYING)
-            .bind(STATE_PENDING_DELETION)
+            .bind(KeyState::Destroying)
+            .bind(KeyState::PendingDeletion)
             .bind(now)
             .bind(limit)
             .fetch_all(&mut *pool)
@@ -742,7 +732,7 @@ pub async fn due_for_rotation(
              ORDER BY next_rotation_at LIMIT $3"
             ))
             .bind(now)
-            .bind(STATE_ENABLED)
+            .bind(KeyState::Enabled)
             .bind(limit)
             .fetch_all(&mut *pool)
             .await?)

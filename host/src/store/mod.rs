@@ -429,6 +429,57 @@ impl Guard<'_> {
     }
 }
 
+/// Domain enums stored as text columns: encoded by their name, decoded by parsing it (a name
+/// no variant has is a decode error, which the query reports as a database error), on either
+/// backend.
+macro_rules! text_column {
+    ($($ty:ty => $parse:expr),* $(,)?) => {$(
+        impl<DB: sqlx::Database> sqlx::Type<DB> for $ty
+        where
+            str: sqlx::Type<DB>,
+        {
+            fn type_info() -> DB::TypeInfo {
+                <str as sqlx::Type<DB>>::type_info()
+            }
+            fn compatible(ty: &DB::TypeInfo) -> bool {
+                <str as sqlx::Type<DB>>::compatible(ty)
+            }
+        }
+
+        impl<'q, DB: sqlx::Database> sqlx::Encode<'q, DB> for $ty
+        where
+            &'q str: sqlx::Encode<'q, DB>,
+        {
+            fn encode_by_ref(
+                &self,
+                buf: &mut <DB as sqlx::Database>::ArgumentBuffer<'q>,
+            ) -> std::result::Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+                <&'q str as sqlx::Encode<'q, DB>>::encode(self.as_str(), buf)
+            }
+        }
+
+        impl<'r, DB: sqlx::Database> sqlx::Decode<'r, DB> for $ty
+        where
+            &'r str: sqlx::Decode<'r, DB>,
+        {
+            fn decode(
+                value: <DB as sqlx::Database>::ValueRef<'r>,
+            ) -> std::result::Result<Self, sqlx::error::BoxDynError> {
+                let s = <&'r str as sqlx::Decode<'r, DB>>::decode(value)?;
+                let parse: fn(&str) -> Option<$ty> = $parse;
+                parse(s).ok_or_else(|| format!("unknown {} {s:?}", stringify!($ty)).into())
+            }
+        }
+    )*};
+}
+
+text_column! {
+    crate::model::KeyState => crate::model::KeyState::parse,
+    crate::model::Protection => crate::model::Protection::parse,
+    crate::algorithms::KeySpec => |s| crate::algorithms::KeySpec::parse(s).ok(),
+    crate::algorithms::KeyUsage => |s| crate::algorithms::KeyUsage::parse(s).ok(),
+}
+
 /// Current time as RFC 3339 with milliseconds, UTC.
 pub fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)

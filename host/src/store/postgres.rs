@@ -132,16 +132,42 @@ impl Pools {
 }
 
 /// The listener task: act on other nodes' notices until the pool closes. A notice of a row
-/// change advances `generation`; every notice goes to the subscribers. A lost connection is
-/// reconnected by [`PgListener`]; since notices may have been lost meanwhile, the generation
-/// advances and [`Notice::Resync`] goes out.
+/// change advances `generation`; every notice goes to the subscribers. While the connection is
+/// lost (PostgreSQL away) the generation advances at every failed attempt and attempts back
+/// off up to [`MAX_LISTEN_BACKOFF`]; once it is back (the [`PgListener`] reconnects and listens
+/// again by itself), notices may have been missed meanwhile, so [`Notice::Resync`] goes out
+/// once.
 async fn listen(
     mut listener: PgListener,
     node: Arc<str>,
     generation: Arc<AtomicU64>,
     notices: broadcast::Sender<Notice>,
 ) {
+    let resync = || {
+        generation.fetch_add(1, Ordering::SeqCst);
+        let _ = notices.send(Notice::Resync);
+    };
+    let mut backoff = MIN_LISTEN_BACKOFF;
+    let mut down = false;
     loop {
+        if down {
+            // Reconnect (and listen again) before waiting for notices, to say when it is back.
+            match sqlx::Executor::execute(&mut listener, "SELECT 1").await {
+                Ok(_) => {
+                    tracing::info!("PostgreSQL notices are back");
+                    down = false;
+                    backoff = MIN_LISTEN_BACKOFF;
+                    resync();
+                }
+                Err(sqlx::Error::PoolClosed) => return,
+                Err(_) => {
+                    generation.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_LISTEN_BACKOFF);
+                    continue;
+                }
+            }
+        }
         match listener.try_recv().await {
             Ok(Some(n)) => {
                 let Some((from, body)) = n.payload().split_once('|') else {
@@ -159,18 +185,22 @@ async fn listen(
                 }
                 let _ = notices.send(notice);
             }
+            // Lost, and reconnected at once.
             Ok(None) => {
-                tracing::warn!("lost the notice connection to PostgreSQL; reconnecting");
-                generation.fetch_add(1, Ordering::SeqCst);
-                let _ = notices.send(Notice::Resync);
+                tracing::warn!("lost the notice connection to PostgreSQL; reconnected");
+                resync();
             }
             Err(sqlx::Error::PoolClosed) => return,
             Err(e) => {
                 tracing::warn!(error = %e, "PostgreSQL notices unavailable; retrying");
                 generation.fetch_add(1, Ordering::SeqCst);
-                let _ = notices.send(Notice::Resync);
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                down = true;
             }
         }
     }
 }
+
+/// First pause between attempts to reach PostgreSQL for notices.
+const MIN_LISTEN_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest pause between them (the row TTL bounds what goes unseen meanwhile anyway).
+const MAX_LISTEN_BACKOFF: Duration = Duration::from_secs(2);

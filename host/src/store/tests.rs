@@ -4,6 +4,7 @@
 use super::testing::{both, insert_tenant};
 use super::{keys, leases, plugin_kv, Db};
 use crate::error::Error;
+use crate::model::KeyState;
 
 fn key(id: &str) -> keys::KeyRow {
     keys::KeyRow::sample(id, "t")
@@ -53,7 +54,7 @@ async fn keys_round_trip_and_state_changes_compare_and_set() {
         insert_tenant(&db, "t").await;
         with_key(&db, "k1").await;
         let row = keys::get(&db, "k1").await.unwrap().unwrap();
-        assert_eq!(row.state, keys::STATE_ENABLED);
+        assert_eq!(row.state, KeyState::Enabled);
         assert!(!row.deletion_protection);
         assert_eq!(row.next_rotation_at, None);
         assert!(keys::grantees(&db, "k1").await.unwrap().is_empty());
@@ -61,30 +62,20 @@ async fn keys_round_trip_and_state_changes_compare_and_set() {
         assert!(keys::set_deletion_protection(&mut tx, "k1", false, true)
             .await
             .unwrap());
-        assert!(keys::set_state(
-            &mut tx,
-            "k1",
-            keys::STATE_ENABLED,
-            keys::STATE_DISABLED,
-            None
-        )
-        .await
-        .unwrap());
         assert!(
-            !keys::set_state(
-                &mut tx,
-                "k1",
-                keys::STATE_ENABLED,
-                keys::STATE_DISABLED,
-                None
-            )
-            .await
-            .unwrap(),
+            keys::set_state(&mut tx, "k1", KeyState::Enabled, KeyState::Disabled, None)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !keys::set_state(&mut tx, "k1", KeyState::Enabled, KeyState::Disabled, None)
+                .await
+                .unwrap(),
             "a second change from the old state changes nothing"
         );
         tx.commit().await.unwrap();
         let row = keys::get(&db, "k1").await.unwrap().unwrap();
-        assert_eq!(row.state, keys::STATE_DISABLED);
+        assert_eq!(row.state, KeyState::Disabled);
         assert!(row.deletion_protection);
         let versions = keys::versions(&db, "k1").await.unwrap();
         assert_eq!(versions.len(), 1);
@@ -105,15 +96,10 @@ async fn racing_compare_and_sets_have_one_winner() {
             let db = db.clone();
             async move {
                 let mut tx = db.begin().await.unwrap();
-                let won = keys::set_state(
-                    &mut tx,
-                    "k1",
-                    keys::STATE_ENABLED,
-                    keys::STATE_DISABLED,
-                    None,
-                )
-                .await
-                .unwrap();
+                let won =
+                    keys::set_state(&mut tx, "k1", KeyState::Enabled, KeyState::Disabled, None)
+                        .await
+                        .unwrap();
                 tx.commit().await.unwrap();
                 won
             }

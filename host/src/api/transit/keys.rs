@@ -388,7 +388,7 @@ pub async fn delete(call: &Call<'_>, name: &str) -> Answer {
     let when = scheduled.deletion_date.clone().unwrap_or_default();
     Ok(Reply::data(&DeleteData {
         key_id: scheduled.key_id.clone(),
-        state: scheduled.state,
+        state: scheduled.state.to_string(),
         deletion_date: scheduled.deletion_date,
     })?
     .warn(format!(
