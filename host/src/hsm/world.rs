@@ -52,11 +52,13 @@
 //! Rejected alternatives:
 //! - `CKA_EXTRACTABLE` true for good, with `CKA_WRAP_WITH_TRUSTED` true so that only a key
 //!   marked `CKA_TRUSTED` could wrap it. The root key cannot be made `CKA_TRUSTED`: only the
-//!   security officer can set it, and SoftHSM2 (2.6.1, checked against the real token) does
-//!   not let the SO see private objects (the root key is `CKA_PRIVATE`), while the user
-//!   setting it answers `CKR_ATTRIBUTE_READ_ONLY`; wrapping a wrap-with-trusted key with the
-//!   (untrusted) root key answers `CKR_KEY_NOT_WRAPPABLE`. A separate trusted wrapping key
-//!   would have to be a public object (the SO can only make those), usable without a login.
+//!   security officer can set it, and SoftHSM2 (2.6.1) does not let the SO see private
+//!   objects (the root key is `CKA_PRIVATE`: an SO session finds no root key), while the
+//!   user setting it answers `CKR_ATTRIBUTE_READ_ONLY`; wrapping a wrap-with-trusted key with
+//!   the (untrusted) root key answers `CKR_KEY_NOT_WRAPPABLE` (both checked against the real
+//!   token by the `probe-extraction` test hook, tests/ceremony.rs). A separate trusted
+//!   wrapping key would have to be a public object (the SO can make only those), usable
+//!   without a login.
 //!   And without `CKA_WRAP_WITH_TRUSTED`, an object left extractable could be wrapped by
 //!   anyone holding the user PIN with a key of a value they chose, for as long as it exists.
 //! - Generating a transient session key, wrapping it, and unwrapping the world copy into the
