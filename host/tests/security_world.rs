@@ -212,6 +212,17 @@ async fn world_copies(db: &sqlx::PgPool, key: &str) -> Vec<Option<Vec<u8>>> {
         .unwrap()
 }
 
+/// `openssl <args>` in `dir`; its standard output.
+fn openssl(dir: &Path, args: &[&str]) -> Vec<u8> {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    out.stdout
+}
+
 fn labels_of(labels: &[String], key: &str) -> usize {
     labels
         .iter()
@@ -334,6 +345,62 @@ async fn hsm_keys_made_on_one_node_are_used_on_another_and_shredded_on_both() {
         );
         object_ids.push(on_b["object_id"].as_str().unwrap().to_string());
     }
+
+    // An exportable key made on A is exported by B too (its session object on B is
+    // extractable, as A's token object is): the same material reaches the recipient.
+    let recipient = work.join("recipient.pem");
+    openssl(
+        &work,
+        &[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+            "recipient.pem",
+        ],
+    );
+    let public_pem = openssl(&work, &["pkey", "-in", "recipient.pem", "-pubout"]);
+    let exportable = node_a
+        .ok(
+            &node_a.admin,
+            "create-key",
+            json!({ "protection": "hsm", "exportable": true }),
+        )
+        .await["key_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut exported = Vec::new();
+    for s in [&node_a, &node_b] {
+        let r = s
+            .ok(
+                &s.admin,
+                "export-key",
+                json!({ "key_id": exportable, "wrapping_algorithm": "RSAES_OAEP_SHA_1",
+                        "public_key": String::from_utf8(public_pem.clone()).unwrap() }),
+            )
+            .await;
+        std::fs::write(work.join("exported"), unb64(&r["encrypted_key_material"])).unwrap();
+        exported.push(openssl(
+            &work,
+            &[
+                "pkeyutl",
+                "-decrypt",
+                "-inkey",
+                recipient.to_str().unwrap(),
+                "-pkeyopt",
+                "rsa_padding_mode:oaep",
+                "-pkeyopt",
+                "rsa_oaep_md:sha1",
+                "-in",
+                "exported",
+            ],
+        ));
+    }
+    assert_eq!(exported[0].len(), 32);
+    assert_eq!(exported[0], exported[1]);
 
     // A version without a world copy (as one made before this model) stays on A's node.
     let legacy = node_a.create_key(&node_a.admin, "hsm").await;
