@@ -30,10 +30,15 @@
 //!   of the private key as the token encodes it for wrapping (PKCS#8 `PrivateKeyInfo`).
 //!
 //! Crypto-shredding a version destroys its token object and every session object of it on
-//! the node that shreds, sets `hsm_wrapped` to NULL in the transaction that marks the version
-//! destroyed (or, for imported material deleted or expired, that clears its material), and
-//! the other nodes drop their session objects when told (`Keyring::forget_version`) or, as a
-//! backstop, at their next scheduler pass (`Keyring::sweep_session_objects`).
+//! the node that shreds, and sets `hsm_wrapped` to NULL in the transaction that marks the
+//! version destroyed (or, for imported material deleted or expired, that clears its
+//! material). The other nodes drop their session objects, and once the key is being
+//! destroyed or is destroyed also the token objects of it their own tokens hold (the version
+//! was made there but destroyed by another node's scheduler), when told
+//! (`Keyring::forget_version`, `Keyring::forget_key`: cross-node invalidation) or, for the
+//! versions they used since they started, at their next scheduler pass
+//! (`Keyring::sweep_session_objects`). Until then no node uses them: every use reads the
+//! version's row first, and a destroyed row names no object and holds no world copy.
 //!
 //! # Attributes, and why
 //! A key that can be wrapped once must be extractable at that moment, and PKCS#11 lets
