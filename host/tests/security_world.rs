@@ -7,7 +7,8 @@
 //! token never holds a token object of them. Destroying the keys on A shreds A's token
 //! objects and the world copies in the same step; both nodes refuse the versions; B's
 //! session objects go at its next scheduler pass (the backstop of cross-node invalidation).
-//! A version without a world copy (made before this model) stays usable on A only.
+//! Material imported into an `hsm` key and exportable keys work on both nodes too; a version
+//! without a world copy (made before this model) stays usable on A only.
 
 mod common;
 
@@ -401,6 +402,60 @@ async fn hsm_keys_made_on_one_node_are_used_on_another_and_shredded_on_both() {
     }
     assert_eq!(exported[0].len(), 32);
     assert_eq!(exported[0], exported[1]);
+
+    // Material imported into an hsm key on A works on B too (its world copy is wrapped from
+    // the imported material inside A's token).
+    let imported = node_a
+        .ok(
+            &node_a.admin,
+            "create-key",
+            json!({ "protection": "hsm", "origin": "external" }),
+        )
+        .await["key_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let p = node_a
+        .ok(
+            &node_a.admin,
+            "get-parameters-for-import",
+            json!({ "key_id": imported, "wrapping_algorithm": "RSAES_OAEP_SHA_1",
+                    "wrapping_key_spec": "RSA_2048" }),
+        )
+        .await;
+    std::fs::write(
+        work.join("import.pem"),
+        p["public_key_pem"].as_str().unwrap(),
+    )
+    .unwrap();
+    openssl(&work, &["rand", "-out", "material", "32"]);
+    let wrapped = openssl(
+        &work,
+        &[
+            "pkeyutl",
+            "-encrypt",
+            "-pubin",
+            "-inkey",
+            "import.pem",
+            "-pkeyopt",
+            "rsa_padding_mode:oaep",
+            "-pkeyopt",
+            "rsa_oaep_md:sha1",
+            "-in",
+            "material",
+        ],
+    );
+    node_a
+        .ok(
+            &node_a.admin,
+            "import-key-material",
+            json!({ "key_id": imported, "import_token": p["import_token"],
+                    "encrypted_key_material": b64(&wrapped) }),
+        )
+        .await;
+    across(&node_a, &node_b, &imported, Use::Aes, "imported, A to B").await;
+    across(&node_b, &node_a, &imported, Use::Aes, "imported, B to A").await;
+    assert!(world_copies(&db, &imported).await[0].is_some());
 
     // A version without a world copy (as one made before this model) stays on A's node.
     let legacy = node_a.create_key(&node_a.admin, "hsm").await;
