@@ -9,6 +9,8 @@
 //! session objects go at its next scheduler pass (the backstop of cross-node invalidation).
 //! Material imported into an `hsm` key and exportable keys work on both nodes too; a version
 //! without a world copy (made before this model) stays usable on A only.
+// The test hooks (the service clock, `/debug/hsm-objects`) exist in debug builds only.
+#![cfg(all(feature = "test-hooks", debug_assertions))]
 
 mod common;
 
@@ -231,7 +233,6 @@ fn labels_of(labels: &[String], key: &str) -> usize {
         .count()
 }
 
-#[cfg(all(feature = "test-hooks", debug_assertions))]
 #[tokio::test(flavor = "multi_thread")]
 async fn hsm_keys_made_on_one_node_are_used_on_another_and_shredded_on_both() {
     let started = Instant::now();
