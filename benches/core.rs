@@ -104,10 +104,10 @@ fn node() -> Node {
 }
 
 fn hsm_calls(c: &mut Criterion, hsm: &Hsm) {
-    let aes = hsm
+    let (aes, _) = hsm
         .generate_token_aes_key_with(b"bench-aes", 32, false)
         .unwrap();
-    let pair = hsm
+    let (pair, _) = hsm
         .generate_version_objects(
             b"bench-ec",
             "bench-ec",

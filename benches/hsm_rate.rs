@@ -45,7 +45,7 @@ fn main() {
     // Sound: no other thread exists yet.
     std::env::set_var("SOFTHSM2_CONF", conf);
     let hsm = Arc::new(Hsm::open(&config).unwrap());
-    let key = hsm.generate_token_aes_key_with(b"rate", 32, false).unwrap();
+    let (key, _) = hsm.generate_token_aes_key_with(b"rate", 32, false).unwrap();
     let copy = hsm.session_copy(key).unwrap();
     // The session copy first: it is what keyplane's data plane uses on an in-process token.
     let rate = ops_per_sec(&hsm, copy, threads, seconds);

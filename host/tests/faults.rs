@@ -504,7 +504,7 @@ fn object_calls_made_at_once_on_softhsm2_all_succeed() {
                 for i in 0..150 {
                     let id = keyplane::hsm::version_object_id(&format!("k-{t}"), i);
                     let round = (|| {
-                        let key = hsm.generate_token_aes_key_with(&id, 32, false)?;
+                        let (key, _) = hsm.generate_token_aes_key_with(&id, 32, false)?;
                         hsm.find_all(&id)?;
                         hsm.keyplane_objects()?;
                         hsm.destroy(key)

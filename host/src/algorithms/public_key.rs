@@ -100,6 +100,51 @@ pub fn spki_der(spec: KeySpec, parts: &PublicParts) -> Result<Vec<u8>> {
     }
 }
 
+/// id-ecPublicKey (RFC 5480).
+const OID_EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
+
+/// The public parts of a SubjectPublicKeyInfo [`spki_der`] wrote (RSA, a NIST curve or
+/// Ed25519), and for EC keys the DER `ECParameters` (the curve's OID, as `CKA_EC_PARAMS`
+/// holds it). Anything else is [`Error::Internal`]: only keyplane's own stored public keys
+/// come here.
+pub fn parts_from_spki(der: &[u8]) -> Result<(Option<Vec<u8>>, PublicParts)> {
+    use der::Decode;
+    let spki = SubjectPublicKeyInfoRef::from_der(der).map_err(bad_token_key)?;
+    let key = spki
+        .subject_public_key
+        .as_bytes()
+        .ok_or_else(|| bad_token_key("public key with unused bits"))?;
+    let oid = spki.algorithm.oid;
+    if oid == OID_RSA {
+        let rsa = pkcs1::RsaPublicKey::from_der(key).map_err(bad_token_key)?;
+        return Ok((
+            None,
+            PublicParts::Rsa {
+                modulus: strip_zeros(rsa.modulus.as_bytes()).to_vec(),
+                exponent: rsa.public_exponent.as_bytes().to_vec(),
+            },
+        ));
+    }
+    let curve = if oid == OID_ED25519 {
+        OID_ED25519
+    } else if oid == OID_EC_PUBLIC_KEY {
+        let curve = spki
+            .algorithm
+            .parameters_oid()
+            .map_err(|e| bad_token_key(e.to_string()))?;
+        if curve != OID_P256 && curve != OID_P384 {
+            return Err(bad_token_key("a curve keyplane does not use"));
+        }
+        curve
+    } else {
+        return Err(bad_token_key("an algorithm keyplane does not use"));
+    };
+    Ok((
+        Some(curve.to_der().map_err(internal("curve"))?),
+        PublicParts::Ec(key.to_vec()),
+    ))
+}
+
 /// PEM (`-----BEGIN PUBLIC KEY-----`) of a DER SubjectPublicKeyInfo.
 pub fn spki_pem(der: &[u8]) -> Result<String> {
     der::pem::encode_string("PUBLIC KEY", der::pem::LineEnding::LF, der)
@@ -299,6 +344,39 @@ mod tests {
             let di = digest_info(h, &vec![0; h.output_len()]);
             assert_eq!(di[1] as usize + 2, di.len());
         }
+    }
+
+    #[test]
+    fn stored_public_keys_parse_back_into_their_parts() {
+        use p256::elliptic_curve::sec1::ToEncodedPoint;
+        let secret = p256::SecretKey::from_slice(&[7u8; 32]).unwrap();
+        let point = secret
+            .public_key()
+            .to_encoded_point(false)
+            .as_bytes()
+            .to_vec();
+        let der = spki_der(KeySpec::EccNistP256, &PublicParts::Ec(point.clone())).unwrap();
+        let (params, parts) = parts_from_spki(&der).unwrap();
+        assert_eq!(params.unwrap(), OID_P256.to_der().unwrap());
+        assert!(matches!(parts, PublicParts::Ec(p) if p == point));
+
+        let modulus = [0xc3u8; 256].to_vec();
+        let rsa = PublicParts::Rsa {
+            modulus: modulus.clone(),
+            exponent: vec![1, 0, 1],
+        };
+        let der = spki_der(KeySpec::Rsa2048, &rsa).unwrap();
+        let (params, parts) = parts_from_spki(&der).unwrap();
+        assert!(params.is_none());
+        assert!(
+            matches!(parts, PublicParts::Rsa { modulus: m, exponent: e } if m == modulus && e == [1, 0, 1])
+        );
+
+        let ed = spki_der(KeySpec::Ed25519, &PublicParts::Ec(vec![5u8; 32])).unwrap();
+        let (params, _) = parts_from_spki(&ed).unwrap();
+        assert_eq!(params.unwrap(), OID_ED25519.to_der().unwrap());
+        assert!(parts_from_spki(&ed[..ed.len() - 1]).is_err());
+        assert!(parts_from_spki(b"not der").is_err());
     }
 
     #[test]

@@ -13,7 +13,7 @@
 
 use zeroize::Zeroizing;
 
-use super::{blocking, hsm_id, Keyring, ObjKind};
+use super::{blocking, Keyring, ObjKind};
 use crate::algorithms::private_key::pkcs8_der;
 use crate::algorithms::public_key::{
     digest_info, ecdsa_der_to_raw, ecdsa_raw_to_der, jwk, spki_der,
@@ -102,9 +102,8 @@ impl Keyring {
         version: &KeyVersionRow,
         f: impl Fn(&Hsm, Obj) -> Result<T> + Send + Sync + Clone + 'static,
     ) -> Result<T> {
-        let id = hsm_id(version)?;
         self.retrying(|| async {
-            let key = self.data_plane_handle(kind, id).await?;
+            let key = self.data_plane_handle(kind, version).await?;
             let (hsm, f) = (self.hsm.clone(), f.clone());
             blocking(move || f(&hsm, key)).await
         })
@@ -252,10 +251,9 @@ impl Keyring {
 
     /// A version's public key (read from its public-key object).
     pub async fn public_key(&self, version: &KeyVersionRow, spec: KeySpec) -> Result<PublicKey> {
-        let id = hsm_id(version)?;
         let parts = self
             .retrying(|| async {
-                let key = self.hsm_handle(ObjKind::Public, id).await?;
+                let key = self.hsm_handle(ObjKind::Public, version).await?;
                 let hsm = self.hsm.clone();
                 blocking(move || hsm.public_parts(key, spec)).await
             })

@@ -13,6 +13,18 @@
 //! Tenant KEKs are AES-256 keys wrapped by the root key (`CKM_AES_KEY_WRAP_PAD`) and live in
 //! the token as non-extractable session objects while the node runs.
 //!
+//! `hsm` versions are usable on every node sharing the database (the security world, see
+//! [`crate::hsm::world`]): each version's row keeps a world copy of its secret or private key
+//! wrapped by the root key (`hsm_wrapped`), and a node whose token does not hold the version's
+//! token object makes the object from that copy inside its own HSM, as a non-extractable
+//! session object, at first use (`Keyring::resolve`), and caches its handle for the HSM
+//! login. Those objects go with the version: [`Keyring::shred_version`] on the node that
+//! shreds, [`Keyring::forget_version`] / [`Keyring::forget_key`] on the others (called by
+//! cross-node invalidation), and [`Keyring::sweep_session_objects`] at every scheduler pass
+//! as the backstop. Every use still reads the version's row first (the operations check its
+//! state, through the row caches), so a destroyed version is refused on every node within the
+//! row caches' TTL, whether or not its session objects are gone yet.
+//!
 //! With the embedded SoftHSM2 token, data-plane calls use a session copy of a version's token
 //! object (see `Keyring::data_plane_handle`): SoftHSM2 rereads its token's files whenever a
 //! token object is used.
@@ -60,6 +72,8 @@ use envelope_cache::EnvelopeCache;
 pub struct NewVersion {
     pub hsm_object_id: Option<Vec<u8>>,
     pub wrapped_material: Option<Vec<u8>>,
+    /// An `hsm` version's world copy (see [`crate::hsm::world`]).
+    pub hsm_wrapped: Option<Vec<u8>>,
     /// Token objects to destroy if the surrounding transaction fails (the secret key, or
     /// both halves of a key pair).
     pub created_objects: Vec<Obj>,
@@ -86,15 +100,30 @@ impl ObjKind {
 /// A version's object: its kind and `CKA_ID`.
 type ObjectKey = (ObjKind, Vec<u8>);
 
-/// Session copies of versions' token objects (see `Keyring::data_plane_handle`).
+/// Session objects of versions: copies of this node's token objects (see
+/// `Keyring::data_plane_handle`), and objects made from the world copies of versions whose
+/// token objects are in other nodes' tokens (see `Keyring::resolve`).
 #[derive(Default)]
 struct SessionCopies {
     /// `None` where the token refused the copy (the token object is used).
     made: HashMap<ObjectKey, Option<Obj>>,
+    /// Made from world copies (no budget: without them the version cannot be used here).
+    unwrapped: HashMap<ObjectKey, Obj>,
     /// Advanced whenever handles are forgotten: a copy made across that is not kept.
     generation: u64,
     /// The HSM login the copies belong to: they end with it.
     hsm_epoch: u64,
+}
+
+impl SessionCopies {
+    /// Forget the objects of an earlier login (they ended with it).
+    fn renew(&mut self, hsm_epoch: u64) {
+        if self.hsm_epoch != hsm_epoch {
+            self.made.clear();
+            self.unwrapped.clear();
+            self.hsm_epoch = hsm_epoch;
+        }
+    }
 }
 
 /// Every session copy this process made, by the `CKA_ID` of the object copied, whether it
@@ -354,7 +383,7 @@ impl Keyring {
             }
             let object_id = crate::hsm::version_object_id(key_id, version);
             let (hsm, id) = (self.hsm.clone(), object_id.clone());
-            let handles = blocking(move || {
+            let (handles, hsm_wrapped) = blocking(move || {
                 hsm.generate_version_objects(
                     &id,
                     &String::from_utf8_lossy(&crate::hsm::version_label(&id)),
@@ -366,6 +395,7 @@ impl Keyring {
             return Ok(NewVersion {
                 hsm_object_id: Some(object_id),
                 wrapped_material: None,
+                hsm_wrapped,
                 created_objects: handles,
             });
         };
@@ -376,7 +406,7 @@ impl Keyring {
                 }
                 let object_id = crate::hsm::version_object_id(key_id, version);
                 let (hsm, id) = (self.hsm.clone(), object_id.clone());
-                let handle =
+                let (handle, hsm_wrapped) =
                     blocking(move || hsm.generate_token_aes_key_with(&id, key_len, exportable))
                         .await?;
                 self.hsm_objects
@@ -386,6 +416,7 @@ impl Keyring {
                 Ok(NewVersion {
                     hsm_object_id: Some(object_id),
                     wrapped_material: None,
+                    hsm_wrapped,
                     created_objects: vec![handle],
                 })
             }
@@ -397,6 +428,7 @@ impl Keyring {
                 Ok(NewVersion {
                     hsm_object_id: None,
                     wrapped_material: Some(wrapped),
+                    hsm_wrapped: None,
                     created_objects: Vec::new(),
                 })
             }
@@ -426,19 +458,32 @@ impl Keyring {
         }
     }
 
-    /// Forget the cached handles of a version's objects; returns its session copies, for the
-    /// caller to destroy. A copy being made meanwhile is not kept (see `data_plane_handle`).
+    /// Forget the cached handles of a version's objects; returns its session objects (copies
+    /// and objects made from its world copy), for the caller to destroy. One being made
+    /// meanwhile is not kept (see `data_plane_handle` and `resolve`).
     fn forget_handles(&self, object_id: &[u8]) -> Vec<Obj> {
+        self.forget_matching(|id| id == object_id)
+    }
+
+    /// [`Keyring::forget_handles`] of every object whose `CKA_ID` `matches`.
+    fn forget_matching(&self, matches: impl Fn(&[u8]) -> bool) -> Vec<Obj> {
         if let Ok(mut m) = self.hsm_objects.lock() {
-            m.retain(|(_, id), _| id != object_id);
+            m.retain(|(_, id), _| !matches(id));
         }
         let mut forgotten = Vec::new();
         if let Ok(mut copies) = self.session_copies.lock() {
             copies.generation += 1;
             copies.made.retain(|(_, id), copy| {
-                let keep = id != object_id;
+                let keep = !matches(id);
                 if !keep {
                     forgotten.extend(*copy);
+                }
+                keep
+            });
+            copies.unwrapped.retain(|(_, id), object| {
+                let keep = !matches(id);
+                if !keep {
+                    forgotten.push(*object);
                 }
                 keep
             });
@@ -459,10 +504,12 @@ impl Keyring {
         }
     }
 
-    /// Crypto-shred a version's material held by the HSM or the cache: destroy its token
+    /// Crypto-shred a version's material held by this node's HSM or cache: destroy its token
     /// objects and their session copies, every object carrying its `CKA_ID` (both halves of
-    /// a key pair; an object already gone is fine, so this can be retried) and forget cached
-    /// envelope material. Wrapped copies in storage are the caller's to delete.
+    /// a key pair, objects made from its world copy; an object already gone is fine, so this
+    /// can be retried) and forget cached envelope material. Wrapped copies in storage are the
+    /// caller's to delete (the world copy in the version's row too: set to NULL with the
+    /// row's change); other nodes drop theirs in [`Keyring::forget_version`].
     pub async fn shred_version(&self, key_id: &str, version: &KeyVersionRow) -> Result<()> {
         self.cache.forget(key_id);
         let Some(object_id) = version.hsm_object_id.clone() else {
@@ -473,10 +520,25 @@ impl Keyring {
         // of the same version that no row names: another creation attempt's, left by a crash
         // between creating them and undoing that attempt.
         let label = crate::hsm::version_label(&object_id);
+        self.destroy_labelled(Some(object_id.clone()), label)
+            .await?;
+        // A request that copied the object before it was destroyed and has not yet cached the
+        // copy finds the cache changed and destroys its copy itself; one cached meanwhile is
+        // forgotten (and was destroyed above).
+        self.forget_handles(&object_id);
+        Ok(())
+    }
+
+    /// Destroy every object of this node's HSM carrying `CKA_ID` `id` or label `label`,
+    /// until none is found.
+    async fn destroy_labelled(&self, id: Option<Vec<u8>>, label: Vec<u8>) -> Result<()> {
         self.retrying(|| {
-            let (hsm, id, label) = (self.hsm.clone(), object_id.clone(), label.clone());
+            let (hsm, id, label) = (self.hsm.clone(), id.clone(), label.clone());
             blocking(move || loop {
-                let mut found = hsm.find_all(&id)?;
+                let mut found = match &id {
+                    Some(id) => hsm.find_all(id)?,
+                    None => Vec::new(),
+                };
                 found.extend(hsm.find_labelled(&label)?);
                 found.sort_unstable();
                 found.dedup();
@@ -488,12 +550,95 @@ impl Keyring {
                 }
             })
         })
-        .await?;
-        // A request that copied the object before it was destroyed and has not yet cached the
-        // copy finds the cache changed and destroys its copy itself; one cached meanwhile is
-        // forgotten (and was destroyed above).
-        self.forget_handles(&object_id);
+        .await
+    }
+
+    /// Forget version `version` of key `key_id` on this node: destroy the session objects
+    /// this node holds of it (data-plane copies, objects made from its world copy), drop its
+    /// cached handles and the key's cached envelope material. Then, if the key is being
+    /// destroyed or is destroyed (read from the database now), also destroy every object of
+    /// the version in this node's token: the node that crypto-shredded it reached only its
+    /// own token. Safe to call at any time, for any version (what is cached is made again
+    /// from the row at the next use); for cross-node cache invalidation, when another node
+    /// changed the version or its key, and by [`Keyring::sweep_session_objects`].
+    pub async fn forget_version(&self, key_id: &str, version: u32) -> Result<()> {
+        self.forget(key_id, Some(version)).await
+    }
+
+    /// [`Keyring::forget_version`] for every version of key `key_id`.
+    pub async fn forget_key(&self, key_id: &str) -> Result<()> {
+        self.forget(key_id, None).await
+    }
+
+    async fn forget(&self, key_id: &str, only: Option<u32>) -> Result<()> {
+        self.cache.forget(key_id);
+        let matches = |id: &[u8]| {
+            version_of(id).is_some_and(|(k, v)| k == key_id && only.is_none_or(|o| o == v))
+        };
+        self.destroy_copies(self.forget_matching(matches)).await;
+        let Some(key) = crate::store::keys::get(&self.db, key_id).await? else {
+            // No such key (or not yet committed: its objects may be in the making).
+            return Ok(());
+        };
+        use crate::store::keys::{STATE_DESTROYED, STATE_DESTROYING};
+        if key.state != STATE_DESTROYING && key.state != STATE_DESTROYED {
+            return Ok(());
+        }
+        // Nothing can make objects for a key being destroyed: every one left is shredded.
+        let numbers: Vec<u32> = match only {
+            Some(v) => vec![v],
+            None => crate::store::keys::versions(&self.db, key_id)
+                .await?
+                .iter()
+                .map(|v| v.version as u32)
+                .collect(),
+        };
+        for v in numbers {
+            let label = format!("kp:{key_id}:{v}").into_bytes();
+            self.destroy_labelled(None, label).await?;
+        }
+        self.forget_matching(matches);
         Ok(())
+    }
+
+    /// Drop the session objects (and cached handles) of versions that no committed row names
+    /// any more, as [`Keyring::forget_version`] does: the backstop of cross-node
+    /// invalidation, run by every node at each scheduler pass. A version destroyed, or whose
+    /// imported material was deleted, on another node leaves its session objects here until
+    /// then at the latest. Returns how many versions it forgot.
+    pub async fn sweep_session_objects(&self) -> Result<usize> {
+        let mut ids: Vec<Vec<u8>> = {
+            let mut ids: Vec<Vec<u8>> = self
+                .hsm_objects
+                .lock()
+                .map_err(|_| Error::Internal)?
+                .keys()
+                .map(|(_, id)| id.clone())
+                .collect();
+            let copies = self.session_copies.lock().map_err(|_| Error::Internal)?;
+            ids.extend(copies.made.keys().map(|(_, id)| id.clone()));
+            ids.extend(copies.unwrapped.keys().map(|(_, id)| id.clone()));
+            ids
+        };
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let named = crate::store::keys::named_object_ids(&self.db, &ids).await?;
+        let mut gone: Vec<(String, u32)> = ids
+            .iter()
+            .filter(|id| !named.contains(*id))
+            .filter_map(|id| version_of(id))
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        gone.sort_unstable();
+        gone.dedup();
+        for (key_id, version) in &gone {
+            tracing::info!(key = %key_id, version, "forgetting the HSM objects of a key version no row names any more");
+            self.forget_version(key_id, *version).await?;
+        }
+        Ok(gone.len())
     }
 
     /// The handle the data plane uses for a version's object of `kind`.
@@ -513,20 +658,18 @@ impl Keyring {
     /// `generation`, so a copy made while its object was being destroyed is destroyed, not
     /// cached. At most `max_session_copies` are kept; versions past that use the token object.
     /// A copy the token refuses is remembered as `None`, and that version uses the token
-    /// object too.
-    async fn data_plane_handle(&self, kind: ObjKind, object_id: &[u8]) -> Result<Obj> {
+    /// object too. A version whose object this node made from its world copy (see
+    /// [`Keyring::resolve`]) uses that session object as it is.
+    async fn data_plane_handle(&self, kind: ObjKind, version: &KeyVersionRow) -> Result<Obj> {
         if self.max_session_copies == 0 {
-            return self.hsm_handle(kind, object_id).await;
+            return Ok(self.resolve(kind, version).await?.0);
         }
+        let object_id = hsm_id(version)?;
         let cache_key = (kind, object_id.to_vec());
         let hsm_epoch = self.hsm.epoch();
         let generation = {
             let mut copies = self.session_copies.lock().map_err(|_| Error::Internal)?;
-            if copies.hsm_epoch != hsm_epoch {
-                // The copies ended with the login they were made in.
-                copies.made.clear();
-                copies.hsm_epoch = hsm_epoch;
-            }
+            copies.renew(hsm_epoch);
             match copies.made.get(&cache_key) {
                 Some(Some(copy)) => return Ok(*copy),
                 Some(None) => None,
@@ -534,8 +677,8 @@ impl Keyring {
                 None => Some(copies.generation),
             }
         };
-        let object = self.hsm_handle(kind, object_id).await?;
-        let Some(generation) = generation else {
+        let (object, session) = self.resolve(kind, version).await?;
+        let Some(generation) = generation.filter(|_| !session) else {
             return Ok(object);
         };
         let hsm = self.hsm.clone();
@@ -565,8 +708,24 @@ impl Keyring {
         Ok(existing.flatten().unwrap_or(object))
     }
 
-    /// The handle of a version's token object of `kind` (found by `CKA_ID`, then cached).
-    pub(crate) async fn hsm_handle(&self, kind: ObjKind, object_id: &[u8]) -> Result<Obj> {
+    /// The handle of a version's object of `kind` in this node's HSM.
+    pub(crate) async fn hsm_handle(&self, kind: ObjKind, version: &KeyVersionRow) -> Result<Obj> {
+        Ok(self.resolve(kind, version).await?.0)
+    }
+
+    /// The handle of a version's object of `kind` in this node's HSM, and whether it is a
+    /// session object made from the version's world copy: its token object if this node's
+    /// token holds it (found by `CKA_ID`, then cached), else an object made from the world
+    /// copy in the row ([`Hsm::unwrap_world_copy`]: a session object of the anchor session,
+    /// sensitive, non-extractable unless the key is exportable, with the same `CKA_ID`, label
+    /// and usage), made at first use and cached for the HSM login. One made while the
+    /// version's handles were forgotten (it is being shredded, or changed on another node)
+    /// is destroyed at once and the call fails with `HsmUnavailable`; the request can be
+    /// repeated (and reads the rows again). A version without a world copy whose token object
+    /// is in another node's token cannot be used here (`HsmUnavailable`, and a log line that
+    /// says why).
+    async fn resolve(&self, kind: ObjKind, version: &KeyVersionRow) -> Result<(Obj, bool)> {
+        let object_id = hsm_id(version)?;
         let cache_key = (kind, object_id.to_vec());
         let cached = self
             .hsm_objects
@@ -575,20 +734,68 @@ impl Keyring {
             .get(&cache_key)
             .copied();
         if let Some(h) = self.current(cached) {
-            return Ok(h);
+            return Ok((h, false));
         }
+        let hsm_epoch = self.hsm.epoch();
+        let generation = {
+            let mut copies = self.session_copies.lock().map_err(|_| Error::Internal)?;
+            copies.renew(hsm_epoch);
+            if let Some(made) = copies.unwrapped.get(&cache_key) {
+                return Ok((*made, true));
+            }
+            copies.generation
+        };
         let (hsm, id) = (self.hsm.clone(), object_id.to_vec());
-        let handle = blocking(move || hsm.find_object(kind.class(), &id))
-            .await?
-            .ok_or_else(|| {
-                tracing::error!("HSM object of a key version is missing from the token");
-                Error::HsmUnavailable
-            })?;
-        self.hsm_objects
-            .lock()
-            .map_err(|_| Error::Internal)?
-            .insert(cache_key, handle);
-        Ok(handle)
+        if let Some(handle) = blocking(move || hsm.find_object(kind.class(), &id)).await? {
+            self.hsm_objects
+                .lock()
+                .map_err(|_| Error::Internal)?
+                .insert(cache_key, handle);
+            return Ok((handle, false));
+        }
+        let Some(copy) = version.hsm_wrapped.clone() else {
+            tracing::error!(
+                key = %version.key_id,
+                version = version.version,
+                "the HSM object of this key version is not in this node's token, and the version has no world copy (made before key versions were usable on every node, or of a kind the HSM cannot wrap): only the node whose token holds it can use it"
+            );
+            return Err(Error::HsmUnavailable);
+        };
+        let (hsm, id) = (self.hsm.clone(), object_id.to_vec());
+        let made = blocking(move || hsm.unwrap_world_copy(&id, kind.class(), &copy)).await?;
+        #[cfg(all(feature = "test-hooks", debug_assertions))]
+        if let Ok(mut all) = SESSION_COPIES_MADE.lock() {
+            all.entry(object_id.to_vec()).or_default().push(made);
+        }
+        enum Kept {
+            Ours,
+            Theirs(Obj),
+            Forgotten,
+        }
+        let kept = {
+            let mut copies = self.session_copies.lock().map_err(|_| Error::Internal)?;
+            if copies.generation != generation || copies.hsm_epoch != hsm_epoch {
+                Kept::Forgotten
+            } else if let Some(existing) = copies.unwrapped.get(&cache_key) {
+                Kept::Theirs(*existing)
+            } else {
+                copies.unwrapped.insert(cache_key, made);
+                Kept::Ours
+            }
+        };
+        match kept {
+            Kept::Ours => Ok((made, true)),
+            // Another request made it first: use that one.
+            Kept::Theirs(existing) => {
+                self.destroy_copies(vec![made]).await;
+                Ok((existing, true))
+            }
+            Kept::Forgotten => {
+                self.destroy_copies(vec![made]).await;
+                tracing::info!(key = %version.key_id, version = version.version, "a key version was forgotten while this node made its object from the world copy; not used");
+                Err(Error::HsmUnavailable)
+            }
+        }
     }
 
     /// The material of an envelope version of a key of `spec` (cached, or opened with the
@@ -687,9 +894,8 @@ impl Keyring {
     ) -> Result<Vec<u8>> {
         match protection {
             Protection::Hsm => {
-                let id = hsm_id(version)?;
                 self.retrying(|| async {
-                    let handle = self.data_plane_handle(ObjKind::Secret, id).await?;
+                    let handle = self.data_plane_handle(ObjKind::Secret, version).await?;
                     let (hsm, aad, plaintext) = (self.hsm.clone(), aad.clone(), plaintext.clone());
                     self.data_plane(move || hsm.gcm_encrypt(handle, &nonce, &aad, &plaintext))
                         .await
@@ -723,9 +929,8 @@ impl Keyring {
     ) -> Result<Zeroizing<Vec<u8>>> {
         match protection {
             Protection::Hsm => {
-                let id = hsm_id(version)?;
                 self.retrying(|| async {
-                    let handle = self.data_plane_handle(ObjKind::Secret, id).await?;
+                    let handle = self.data_plane_handle(ObjKind::Secret, version).await?;
                     let (hsm, aad, sealed) = (self.hsm.clone(), aad.clone(), sealed.clone());
                     self.data_plane(move || hsm.gcm_decrypt(handle, &nonce, &aad, &sealed))
                         .await
@@ -766,9 +971,51 @@ impl Keyring {
     }
 }
 
+/// The key id and version number in a version object's `CKA_ID` (`kp:<key>:<version>`, with
+/// or without its creation nonce), if it is one.
+fn version_of(id: &[u8]) -> Option<(&str, u32)> {
+    let label = id.get(..crate::hsm::version_label(id).len())?;
+    let label = std::str::from_utf8(label).ok()?.strip_prefix("kp:")?;
+    let (key, version) = label.rsplit_once(':')?;
+    if key.is_empty() || version.is_empty() || !version.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((key, version.parse().ok()?))
+}
+
 fn hsm_id(version: &KeyVersionRow) -> Result<&[u8]> {
     version.hsm_object_id.as_deref().ok_or_else(|| {
         tracing::error!(key = %version.key_id, "hsm version without object id");
         Error::Internal
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::version_of;
+
+    #[test]
+    fn version_objects_name_their_key_and_version() {
+        let id = crate::hsm::version_object_id("k-1", 12);
+        assert_eq!(version_of(&id), Some(("k-1", 12)));
+        // Ids from before the creation nonce, and keys whose ids hold a colon.
+        assert_eq!(version_of(b"kp:k-1:3"), Some(("k-1", 3)));
+        assert_eq!(version_of(b"kp:a:b:4"), Some(("a:b", 4)));
+        for other in [
+            &b"kp-import:imp-1"[..],
+            b"keyplane-audit-signing-v1",
+            b"kp::1",
+            b"kp:k-1:",
+            b"kp:k-1:x",
+            b"kp:k-1:99999999999",
+            b"",
+        ] {
+            assert_eq!(
+                version_of(other),
+                None,
+                "{}",
+                String::from_utf8_lossy(other)
+            );
+        }
+    }
 }

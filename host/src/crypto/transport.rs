@@ -57,6 +57,7 @@ impl Keyring {
         let created = NewVersion {
             hsm_object_id: Some(object_id),
             wrapped_material: None,
+            hsm_wrapped: None,
             created_objects: vec![handle],
         };
         Ok((created, n, e))
@@ -121,14 +122,14 @@ impl Keyring {
             Protection::Hsm => {
                 let object_id = crate::hsm::version_object_id(key_id, version);
                 let id = object_id.clone();
-                let handle = blocking(move || {
+                let (handle, hsm_wrapped) = blocking(move || {
                     let into = UnwrapInto::Token {
                         id: &id,
                         len,
                         exportable,
                     };
                     match hsm.unwrap_import(private, modulus_len, transport, &wrapped, into)? {
-                        Unwrapped::Object(h) => Ok(h),
+                        Unwrapped::Object(h, copy) => Ok((h, copy)),
                         Unwrapped::Material(_) => Err(Error::Internal),
                     }
                 })
@@ -153,6 +154,7 @@ impl Keyring {
                     version: NewVersion {
                         hsm_object_id: Some(object_id),
                         wrapped_material: None,
+                        hsm_wrapped,
                         created_objects: vec![handle],
                     },
                     check_value,
@@ -168,7 +170,7 @@ impl Keyring {
                         UnwrapInto::Host { len },
                     )? {
                         Unwrapped::Material(m) => Ok(m),
-                        Unwrapped::Object(_) => Err(Error::Internal),
+                        Unwrapped::Object(..) => Err(Error::Internal),
                     }
                 })
                 .await?;
@@ -180,6 +182,7 @@ impl Keyring {
                     version: NewVersion {
                         hsm_object_id: None,
                         wrapped_material: Some(wrapped),
+                        hsm_wrapped: None,
                         created_objects: Vec::new(),
                     },
                     check_value,
@@ -221,7 +224,7 @@ impl Keyring {
         let import_key = self.import_key(import_object_id).await?;
         let hsm = self.hsm.clone();
         let id = object_id.clone();
-        let (public, private) = blocking(move || {
+        let (public, private, hsm_wrapped) = blocking(move || {
             let target = PairTarget {
                 id: &id,
                 spec,
@@ -234,6 +237,7 @@ impl Keyring {
         let version = NewVersion {
             hsm_object_id: Some(object_id),
             wrapped_material: None,
+            hsm_wrapped,
             created_objects: vec![public, private],
         };
         let hsm = self.hsm.clone();
@@ -305,9 +309,8 @@ impl Keyring {
                 } else {
                     ObjKind::Secret
                 };
-                let id = super::hsm_id(version)?;
                 self.retrying(|| async {
-                    let handle = self.hsm_handle(kind, id).await?;
+                    let handle = self.hsm_handle(kind, version).await?;
                     let (hsm, modulus, exponent) =
                         (self.hsm.clone(), modulus.clone(), exponent.clone());
                     blocking(move || hsm.wrap_for_recipient(handle, &modulus, &exponent, transport))

@@ -19,7 +19,7 @@ use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass};
 use zeroize::Zeroizing;
 
-use super::{unavailable, Hsm, Obj};
+use super::{unavailable, world, Hsm, Obj};
 use crate::algorithms::private_key::{KeyPairParts, PrivateParts, RsaPrivateParts};
 use crate::algorithms::public_key::PublicParts;
 use crate::algorithms::{Hash, KeySpec, KeyUsage};
@@ -217,14 +217,32 @@ impl Hsm {
     /// Generate the material of an HMAC, ECC, Ed25519 or RSA `hsm` key version as sensitive
     /// token objects with `CKA_ID` `id`, extractable (wrappable for export, never readable)
     /// only if `exportable`. Returns every handle created (the secret key, or the public and
-    /// private key of a pair). The key's usage is fixed in its attributes too.
+    /// private key of a pair), and the version's world copy: the secret or private key
+    /// wrapped by the root key in the same call, before it is made non-extractable, with a
+    /// pair's public key (see [`super::world`]); `None` for `ED25519` (SoftHSM2 cannot wrap
+    /// an Ed25519 private key) and where the module declines. The key's usage is fixed in its
+    /// attributes too.
     pub fn generate_version_objects(
+        &self,
+        id: &[u8],
+        label: &str,
+        kind: (KeySpec, KeyUsage),
+        exportable: bool,
+    ) -> Result<(Vec<Obj>, Option<Vec<u8>>)> {
+        self.generate_objects(id, label, kind, exportable, true)
+    }
+
+    /// [`Hsm::generate_version_objects`]; with `world_copy` false, no world copy is made and
+    /// the secret or private key is never extractable unless `exportable` (the audit signing
+    /// key: one per node, never leaves its token).
+    pub(super) fn generate_objects(
         &self,
         id: &[u8],
         label: &str,
         (spec, usage): (KeySpec, KeyUsage),
         exportable: bool,
-    ) -> Result<Vec<Obj>> {
+        world_copy: bool,
+    ) -> Result<(Vec<Obj>, Option<Vec<u8>>)> {
         let common = |class: ObjectClass, private: bool| {
             vec![
                 Attribute::Token(true),
@@ -240,7 +258,7 @@ impl Hsm {
                 Attribute::KeyType(KeyType::GENERIC_SECRET),
                 Attribute::ValueLen((h.output_len() as u64).into()),
                 Attribute::Sensitive(true),
-                Attribute::Extractable(exportable),
+                Attribute::Extractable(world_copy || exportable),
                 Attribute::Sign(true),
                 Attribute::Verify(true),
                 Attribute::Encrypt(false),
@@ -249,13 +267,31 @@ impl Hsm {
                 Attribute::Wrap(false),
                 Attribute::Unwrap(false),
             ]);
-            let handle =
-                self.call_on_objects("C_GenerateKey", "CKM_GENERIC_SECRET_KEY_GEN", |s, live| {
-                    s.generate_key(&Mechanism::GenericSecretKeyGen, &t)
-                        .map(|h| live.obj(h))
-                        .map_err(unavailable("generate hmac key"))
-                })?;
-            return Ok(vec![handle]);
+            let usage = world::Usage {
+                sign: true,
+                extractable: exportable,
+                ..world::Usage::default()
+            };
+            return self.call_on_objects(
+                "C_GenerateKey",
+                "CKM_GENERIC_SECRET_KEY_GEN",
+                |s, live| {
+                    let h = s
+                        .generate_key(&Mechanism::GenericSecretKeyGen, &t)
+                        .map_err(unavailable("generate hmac key"))?;
+                    if !world_copy {
+                        return Ok((vec![live.obj(h)], None));
+                    }
+                    let kind = (world::CopyKind::GenericSecret, usage);
+                    match world::seal(s, live.root_key, h, kind, &[]) {
+                        Ok(copy) => Ok((vec![live.obj(h)], copy)),
+                        Err(e) => {
+                            let _ = s.destroy_object(h);
+                            Err(e)
+                        }
+                    }
+                },
+            );
         }
         let sign = usage == KeyUsage::SignVerify;
         let decrypt = usage == KeyUsage::EncryptDecrypt;
@@ -267,15 +303,29 @@ impl Hsm {
             Attribute::Wrap(false),
             Attribute::Derive(false),
         ]);
+        // Ed25519 private keys cannot be wrapped (no world copy): never extractable (nor the
+        // audit key's). Others are extractable until sealed (see `world::seal`).
+        let copy_kind = match spec {
+            _ if !world_copy => None,
+            KeySpec::EccNistP256 | KeySpec::EccNistP384 => Some(world::CopyKind::Ec),
+            KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096 => Some(world::CopyKind::Rsa),
+            _ => None,
+        };
         let mut private = common(ObjectClass::PRIVATE_KEY, true);
         private.extend([
             Attribute::Sensitive(true),
-            Attribute::Extractable(exportable),
+            Attribute::Extractable(copy_kind.is_some() || exportable),
             Attribute::Sign(sign),
             Attribute::Decrypt(decrypt),
             Attribute::Derive(derive),
             Attribute::Unwrap(false),
         ]);
+        let copy_usage = world::Usage {
+            encrypt: decrypt,
+            sign,
+            derive,
+            extractable: exportable,
+        };
         let (mechanism, name) = match spec {
             KeySpec::EccNistP256 | KeySpec::EccNistP384 => {
                 public.push(Attribute::EcParams(ec_params(spec)?));
@@ -300,7 +350,21 @@ impl Hsm {
             let (pubh, privh) = s
                 .generate_key_pair(&mechanism, &public, &private)
                 .map_err(unavailable("generate key pair"))?;
-            Ok(vec![live.obj(pubh), live.obj(privh)])
+            let handles = vec![live.obj(pubh), live.obj(privh)];
+            let Some(kind) = copy_kind else {
+                return Ok((handles, None));
+            };
+            let sealed = read_public_parts(s, pubh, spec)
+                .and_then(|parts| crate::algorithms::public_key::spki_der(spec, &parts))
+                .and_then(|spki| world::seal(s, live.root_key, privh, (kind, copy_usage), &spki));
+            match sealed {
+                Ok(copy) => Ok((handles, copy)),
+                Err(e) => {
+                    let _ = s.destroy_object(privh);
+                    let _ = s.destroy_object(pubh);
+                    Err(e)
+                }
+            }
         })
     }
 
@@ -535,33 +599,43 @@ impl Hsm {
 
     /// The public half of a key pair, from its public-key object.
     pub fn public_parts(&self, public: Obj, spec: KeySpec) -> Result<PublicParts> {
-        let rsa = spec.rsa_bits().is_some();
-        let wanted: &[AttributeType] = if rsa {
-            &[AttributeType::Modulus, AttributeType::PublicExponent]
-        } else {
-            &[AttributeType::EcPoint]
-        };
-        let attrs = self.call("C_GetAttributeValue", "none", |s, live| {
-            s.get_attributes(live.handle(public)?, wanted)
-                .map_err(unavailable("read public key"))
-        })?;
-        let (mut modulus, mut exponent, mut point) = (None, None, None);
-        for a in attrs {
-            match a {
-                Attribute::Modulus(v) => modulus = Some(v),
-                Attribute::PublicExponent(v) => exponent = Some(v),
-                Attribute::EcPoint(v) => point = Some(v),
-                _ => {}
-            }
+        self.call("C_GetAttributeValue", "none", |s, live| {
+            read_public_parts(s, live.handle(public)?, spec)
+        })
+    }
+}
+
+/// The public half of a key pair of `spec`, read from its public-key object in `s`.
+pub(super) fn read_public_parts(
+    s: &cryptoki::session::Session,
+    public: cryptoki::object::ObjectHandle,
+    spec: KeySpec,
+) -> Result<PublicParts> {
+    let rsa = spec.rsa_bits().is_some();
+    let wanted: &[AttributeType] = if rsa {
+        &[AttributeType::Modulus, AttributeType::PublicExponent]
+    } else {
+        &[AttributeType::EcPoint]
+    };
+    let attrs = s
+        .get_attributes(public, wanted)
+        .map_err(unavailable("read public key"))?;
+    let (mut modulus, mut exponent, mut point) = (None, None, None);
+    for a in attrs {
+        match a {
+            Attribute::Modulus(v) => modulus = Some(v),
+            Attribute::PublicExponent(v) => exponent = Some(v),
+            Attribute::EcPoint(v) => point = Some(v),
+            _ => {}
         }
-        if rsa {
-            match (modulus, exponent) {
-                (Some(modulus), Some(exponent)) => Ok(PublicParts::Rsa { modulus, exponent }),
-                _ => Err(Error::Internal),
-            }
-        } else {
-            let point = point.ok_or(Error::Internal)?;
-            Ok(PublicParts::Ec(ec_point_content(point)))
+    }
+    if rsa {
+        match (modulus, exponent) {
+            (Some(modulus), Some(exponent)) => Ok(PublicParts::Rsa { modulus, exponent }),
+            _ => Err(Error::Internal),
         }
+    } else {
+        let point = point.ok_or(Error::Internal)?;
+        Ok(PublicParts::Ec(ec_point_content(point)))
     }
 }

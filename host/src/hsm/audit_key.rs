@@ -28,10 +28,12 @@ impl Hsm {
                     self.destroy(h)?;
                 }
                 let label = String::from_utf8_lossy(AUDIT_KEY_ID).into_owned();
-                let made = self.generate_version_objects(
+                // No world copy: each node has its own audit key, which never leaves it.
+                let (made, _) = self.generate_objects(
                     AUDIT_KEY_ID,
                     &label,
                     (spec, KeyUsage::SignVerify),
+                    false,
                     false,
                 )?;
                 tracing::info!("created the audit signing key in the HSM");

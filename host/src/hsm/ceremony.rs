@@ -425,6 +425,34 @@ pub fn probe_extraction(s: &Session) -> anyhow::Result<Vec<(&'static str, String
             answer(s.wrap_key(&Mechanism::AesKeyWrapPad, known, root)),
         ));
     }
+    // Why key versions' world copies cannot rest on CKA_WRAP_WITH_TRUSTED (see `hsm::world`):
+    // the root key is not trusted, and the user cannot make it so.
+    let trusted_only = s.generate_key(
+        &Mechanism::AesKeyGen,
+        &[
+            Attribute::Token(false),
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::ValueLen(32u64.into()),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(true),
+            Attribute::WrapWithTrusted(true),
+        ],
+    );
+    if let Ok(key) = trusted_only {
+        found.push((
+            "wrap a wrap-with-trusted key with the root key",
+            answer(s.wrap_key(&Mechanism::AesKeyWrapPad, root, key)),
+        ));
+        let _ = s.destroy_object(key);
+    }
+    found.push((
+        "mark the root key trusted as the user",
+        match s.update_attributes(root, &[Attribute::Trusted(true)]) {
+            Ok(()) => "SET".into(),
+            Err(e) => e.to_string(),
+        },
+    ));
     found.push((
         "clear CKA_WRAP_WITH_TRUSTED",
         match s.update_attributes(root, &[Attribute::WrapWithTrusted(false)]) {

@@ -4,7 +4,10 @@
 //! handles of the objects keyplane keeps in the token: the root key (a sensitive token
 //! object, wrappable only by a key the SO marked trusted: see [`ceremony`]), tenant KEKs
 //! (unwrapped from their root-wrapped form into non-extractable session objects owned by the
-//! anchor session) and `hsm`-protected key versions (non-extractable token objects). Methods are blocking; async callers go through `tokio::task::spawn_blocking`.
+//! anchor session) and `hsm`-protected key versions (non-extractable token objects, each also
+//! kept wrapped by the root key in the database, and unwrapped on the other nodes into
+//! session objects of their own anchor session: see [`world`]). Methods are blocking; async
+//! callers go through `tokio::task::spawn_blocking`.
 //!
 //! # When the token goes away
 //! Everything that depends on one login of one loaded module (the sessions, the anchor that
@@ -30,6 +33,7 @@ pub mod ceremony;
 pub mod pair_import;
 mod pool;
 pub mod token;
+pub mod world;
 pub mod wrapping;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -324,6 +328,21 @@ impl Hsm {
         self.call(function, mechanism, f)
     }
 
+    /// [`Hsm::call_anchor`] for a call that creates objects, taking the turn on object calls
+    /// as [`Hsm::call_on_objects`] does.
+    fn call_anchor_on_objects<T>(
+        &self,
+        function: &'static str,
+        mechanism: &'static str,
+        f: impl FnOnce(&Session, &Live) -> Result<T>,
+    ) -> Result<T> {
+        if !self.caps.computes_in_process() {
+            return self.call_anchor(function, mechanism, f);
+        }
+        let _turn = self.object_calls.lock().map_err(|_| Error::Internal)?;
+        self.call_anchor(function, mechanism, f)
+    }
+
     /// Run `f` with the anchor session (session objects live there).
     fn call_anchor<T>(
         &self,
@@ -566,20 +585,34 @@ impl Hsm {
     }
 
     /// Create an AES token object of `len` bytes (32 or 16) identified (and labelled) by
-    /// `id`: sensitive, for encrypt/decrypt; `extractable` only for keys created exportable
-    /// (the token then wraps it for export, never reveals it).
+    /// `id`: sensitive, for encrypt/decrypt; extractable only for keys created `exportable`
+    /// (the token then wraps it for export, never reveals it). Returns it with its world copy
+    /// (wrapped by the root key in the same call before the object is made non-extractable:
+    /// see [`world`]), or `None` where the module declines to wrap it.
     pub fn generate_token_aes_key_with(
         &self,
         id: &[u8],
         len: usize,
-        extractable: bool,
-    ) -> Result<Obj> {
-        let mut template = wrapping::aes_version_template(id, extractable);
+        exportable: bool,
+    ) -> Result<(Obj, Option<Vec<u8>>)> {
+        let mut template = wrapping::aes_version_template(id, true);
         template.push(Attribute::ValueLen((len as u64).into()));
+        let usage = world::Usage {
+            encrypt: true,
+            extractable: exportable,
+            ..world::Usage::default()
+        };
         self.call_on_objects("C_GenerateKey", "CKM_AES_KEY_GEN", |s, live| {
-            s.generate_key(&Mechanism::AesKeyGen, &template)
-                .map(|h| live.obj(h))
-                .map_err(unavailable("generate token key"))
+            let h = s
+                .generate_key(&Mechanism::AesKeyGen, &template)
+                .map_err(unavailable("generate token key"))?;
+            match world::seal(s, live.root_key, h, (world::CopyKind::Aes, usage), &[]) {
+                Ok(copy) => Ok((live.obj(h), copy)),
+                Err(e) => {
+                    let _ = s.destroy_object(h);
+                    Err(e)
+                }
+            }
         })
     }
 

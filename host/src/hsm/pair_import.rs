@@ -8,9 +8,9 @@ use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 
-use super::asym::ec_params;
+use super::asym::{ec_params, read_public_parts};
 use super::wrapping::{incorrect, rejected, unwrap_ephemeral, OaepHash};
-use super::{unavailable, Hsm, Obj};
+use super::{unavailable, world, Hsm, Obj};
 use crate::algorithms::{KeySpec, KeyUsage};
 use crate::error::{Error, Result};
 
@@ -35,7 +35,9 @@ fn common(id: &[u8], class: ObjectClass, private: bool) -> Vec<Attribute> {
 impl Hsm {
     /// Unwrap `wrapped` (RSA-OAEP(ephemeral AES key) ‖ AES-KWP(PKCS#8)) with the import key
     /// `import_key` into the private key of `target`, then create its public-key object.
-    /// `ec_point`: the supplied public point for EC specs. Returns (public, private) handles.
+    /// `ec_point`: the supplied public point for EC specs. Returns (public, private) handles
+    /// and the version's world copy (the private key wrapped by the root key before it is
+    /// made non-extractable, see [`super::world`]; `None` where the module declines).
     pub fn import_key_pair(
         &self,
         import_key: Obj,
@@ -44,7 +46,7 @@ impl Hsm {
         wrapped: &[u8],
         target: PairTarget<'_>,
         ec_point: Option<Vec<u8>>,
-    ) -> Result<(Obj, Obj)> {
+    ) -> Result<(Obj, Obj, Option<Vec<u8>>)> {
         let (key_type, rsa) = match target.spec {
             KeySpec::EccNistP256 | KeySpec::EccNistP384 => (KeyType::EC, false),
             KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096 => (KeyType::RSA, true),
@@ -56,7 +58,8 @@ impl Hsm {
         private.extend([
             Attribute::KeyType(key_type),
             Attribute::Sensitive(true),
-            Attribute::Extractable(target.exportable),
+            // Until sealed (see `world::seal`).
+            Attribute::Extractable(true),
             Attribute::Sign(sign),
             Attribute::Decrypt(decrypt),
             Attribute::Derive(false),
@@ -86,10 +89,34 @@ impl Hsm {
                 } else {
                     ec_public(s, private, &target, ec_point.as_deref())
                 };
-                match public {
-                    Ok(public) => Ok((live.obj(public), live.obj(private))),
+                let public = match public {
+                    Ok(public) => public,
                     Err(e) => {
                         let _ = s.destroy_object(private);
+                        return Err(e);
+                    }
+                };
+                let (kind, usage) = (
+                    if rsa {
+                        world::CopyKind::Rsa
+                    } else {
+                        world::CopyKind::Ec
+                    },
+                    world::Usage {
+                        encrypt: decrypt,
+                        sign,
+                        derive: false,
+                        extractable: target.exportable,
+                    },
+                );
+                let sealed = read_public_parts(s, public, target.spec)
+                    .and_then(|parts| crate::algorithms::public_key::spki_der(target.spec, &parts))
+                    .and_then(|spki| world::seal(s, live.root_key, private, (kind, usage), &spki));
+                match sealed {
+                    Ok(copy) => Ok((live.obj(public), live.obj(private), copy)),
+                    Err(e) => {
+                        let _ = s.destroy_object(private);
+                        let _ = s.destroy_object(public);
                         Err(e)
                     }
                 }

@@ -61,13 +61,16 @@ pub enum UnwrapInto<'a> {
 
 /// Unwrapped material.
 pub enum Unwrapped {
-    Object(Obj),
+    /// A token object, with its world copy (wrapped by the root key: see [`super::world`];
+    /// `None` where the module declines to wrap it).
+    Object(Obj, Option<Vec<u8>>),
     Material(Zeroizing<Vec<u8>>),
 }
 
-/// What `finish_unwrap` makes (a handle of the session's epoch, or material).
+/// What `finish_unwrap` makes (a handle of the session's epoch with its world copy, or
+/// material).
 enum Finished {
-    Object(ObjectHandle),
+    Object(ObjectHandle, Option<Vec<u8>>),
     Material(Zeroizing<Vec<u8>>),
 }
 
@@ -222,8 +225,8 @@ impl Hsm {
                 Err(e) if rejected(&e) => return Err(incorrect("rejected by the HSM")),
                 Err(e) => return Err(unavailable("unwrap imported material")(e)),
             };
-            Ok(match finish_unwrap(s, handle, into)? {
-                Finished::Object(h) => Unwrapped::Object(live.obj(h)),
+            Ok(match finish_unwrap(s, live.root_key, handle, into)? {
+                Finished::Object(h, copy) => Unwrapped::Object(live.obj(h), copy),
                 Finished::Material(m) => Unwrapped::Material(m),
             })
         })
@@ -353,9 +356,15 @@ fn wrap_with_ephemeral(
 /// Turn the transient unwrapped object into what was asked for, if it has the length asked
 /// for: for host delivery read its value; for the token, wrap it under an ephemeral AES key
 /// with `CKM_AES_KEY_WRAP` (RFC 3394: `len + 8` bytes out exactly when `len` went in) and
-/// unwrap that into the version's token object, so the material never leaves the HSM. The
-/// transient object is destroyed either way.
-fn finish_unwrap(s: &Session, transient: ObjectHandle, into: UnwrapInto<'_>) -> Result<Finished> {
+/// unwrap that into the version's token object, so the material never leaves the HSM, and
+/// wrap it with the root key (`root`) into the version's world copy. The transient object is
+/// destroyed either way.
+fn finish_unwrap(
+    s: &Session,
+    root: ObjectHandle,
+    transient: ObjectHandle,
+    into: UnwrapInto<'_>,
+) -> Result<Finished> {
     let out = match into {
         UnwrapInto::Host { len } => {
             let value = s
@@ -375,7 +384,21 @@ fn finish_unwrap(s: &Session, transient: ObjectHandle, into: UnwrapInto<'_>) -> 
             id,
             len,
             exportable,
-        } => reseal_into_token(s, transient, id, len, exportable),
+        } => reseal_into_token(s, transient, id, len, exportable).and_then(|h| {
+            let usage = super::world::Usage {
+                encrypt: true,
+                extractable: exportable,
+                ..super::world::Usage::default()
+            };
+            let kind = (super::world::CopyKind::Aes, usage);
+            match super::world::wrap_transient(s, root, transient, kind) {
+                Ok(copy) => Ok(Finished::Object(h, copy)),
+                Err(e) => {
+                    let _ = s.destroy_object(h);
+                    Err(e)
+                }
+            }
+        }),
     };
     let _ = s.destroy_object(transient);
     out
@@ -387,7 +410,7 @@ fn reseal_into_token(
     id: &[u8],
     len: usize,
     exportable: bool,
-) -> Result<Finished> {
+) -> Result<ObjectHandle> {
     let ephemeral = s
         .generate_key(
             &Mechanism::AesKeyGen,
@@ -412,7 +435,6 @@ fn reseal_into_token(
         };
         let template = aes_version_template(id, exportable);
         s.unwrap_key(&Mechanism::AesKeyWrap, ephemeral, &wrapped, &template)
-            .map(Finished::Object)
             .map_err(unavailable("store imported key"))
     })();
     let _ = s.destroy_object(ephemeral);

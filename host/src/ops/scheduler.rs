@@ -12,6 +12,10 @@
 //!    audit segments and prunes the archived records the retention limits let go (see
 //!    [`crate::audit::archive`]).
 //!
+//! Before each pass, whether or not it gets the lease, a node drops the HSM session objects
+//! of key versions that no row names any more (`Keyring::sweep_session_objects`: the backstop
+//! of cross-node invalidation for versions shredded on another node).
+//!
 //! One node runs a pass at a time (a database lease, held for the pass only, so an operator's
 //! `run-scheduler` waits for a background pass instead of being turned away); a rotation is
 //! also a compare-and-swap on the key's primary version, so a due rotation happens once even
@@ -69,6 +73,15 @@ pub struct PassReport {
     /// The audit archiving (and pruning) this pass ran, if one was due.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audit_archive: Option<crate::audit::archive::ArchiveReport>,
+    /// Key versions whose HSM objects this node dropped because no row names them any more
+    /// (destroyed, or imported material deleted, on another node; see
+    /// `Keyring::sweep_session_objects`). Run on every node, whoever holds the lease.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub forgotten_versions: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Serialize)]
@@ -135,9 +148,17 @@ pub async fn run_pass(state: &AppState, holder: &str) -> Result<PassReport> {
         keyplane.scheduler.failed = tracing::field::Empty,
     );
     let start = Instant::now();
-    let report = pass(state, holder).instrument(span.clone()).await;
+    // This node's own HSM, so not under the lease: every node sweeps its session objects.
+    let forgotten = state.keyring.sweep_session_objects().await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "scheduler: session objects of key versions not swept; next pass");
+        0
+    });
+    let mut report = pass(state, holder).instrument(span.clone()).await;
     if !matches!(&report, Ok(r) if r.skipped) {
         release_lease(state, holder).await;
+    }
+    if let Ok(r) = &mut report {
+        r.forgotten_versions = forgotten;
     }
     if let Ok(r) = &report {
         span.record("keyplane.scheduler.checked", r.checked as u64);

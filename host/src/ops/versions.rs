@@ -57,6 +57,7 @@ pub async fn place_version(
     let mut version = KeyVersionRow::new(key_id, v, state.clock.now_rfc3339(), state.clock.now());
     version.hsm_object_id = material.hsm_object_id.clone();
     version.wrapped_material = material.wrapped_material.clone();
+    version.hsm_wrapped = material.hsm_wrapped.clone();
     scope.created(material);
     // Envelope material goes to the tenant's storage backend, if it has one, before the
     // transaction opens (a plugin's kv writes need the writer); undone if the request fails.

@@ -24,6 +24,10 @@ pub struct VersionInfo {
     /// key's first version).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rotation: Option<String>,
+    /// Whether every node sharing the database can use the version (see
+    /// [`KeyVersionRow::cluster_wide`]); absent for a version without material.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_wide: Option<bool>,
 }
 
 impl VersionInfo {
@@ -39,6 +43,7 @@ impl VersionInfo {
             decryptions: v.decryptions + pending[1],
             signatures: v.signatures + pending[2],
             rotation: v.rotation.clone(),
+            cluster_wide: v.cluster_wide(),
         }
     }
 }

@@ -260,7 +260,7 @@ pub async fn clear_material(conn: &mut Tx, key_id: &str, now: &str, reason: &str
             }
             sqlx::query(
                 "UPDATE key_versions SET wrapped_material = NULL, hsm_object_id = NULL, \
-             blob_store = NULL, blob_name = NULL, state_changed_at = $1, \
+             hsm_wrapped = NULL, blob_store = NULL, blob_name = NULL, state_changed_at = $1, \
              state = CASE WHEN state = 'compromised' THEN state ELSE $2 END, \
              state_reason = CASE WHEN state = 'compromised' THEN state_reason \
              ELSE $3 END WHERE key_id = $4",

@@ -88,6 +88,11 @@ pub struct KeyVersionRow {
     /// How the version came to be: [`ROTATION_AUTOMATIC`], [`ROTATION_ON_DEMAND`], or None
     /// (the key's first version).
     pub rotation: Option<String>,
+    /// `hsm` versions: the secret or private key wrapped by the root key, with a pair's public
+    /// key (the world copy, see `hsm::world`), from which every node can make the version's
+    /// objects in its own HSM. None: versions from before it (usable only on the node whose
+    /// token holds them), `ED25519`, `envelope` versions, and destroyed versions.
+    pub hsm_wrapped: Option<Vec<u8>>,
 }
 
 /// A version made by a rotation schedule (a period or a plugin).
@@ -123,6 +128,21 @@ impl KeyVersionRow {
             decryptions: 0,
             signatures: 0,
             rotation: None,
+            hsm_wrapped: None,
+        }
+    }
+
+    /// Whether every node sharing the database can use this version: `envelope` material
+    /// (sealed by the tenant KEK, wrapped by the root key) and `hsm` versions with a world
+    /// copy; `None` for a version without material (destroyed, or imported material
+    /// deleted).
+    pub fn cluster_wide(&self) -> Option<bool> {
+        if self.hsm_object_id.is_some() {
+            Some(self.hsm_wrapped.is_some())
+        } else if self.wrapped_material.is_some() || self.blob_store.is_some() {
+            Some(true)
+        } else {
+            None
         }
     }
 }
@@ -135,7 +155,7 @@ const KEY_COLUMNS: &str = "id, tenant_id, spec, usage, protection, state, descri
 const VERSION_COLUMNS: &str = "key_id, version, state, hsm_object_id, wrapped_material, \
                                created_at, blob_store, state_reason, state_changed_at, \
                                created_unix, encryptions, decryptions, signatures, blob_name, \
-                               rotation";
+                               rotation, hsm_wrapped";
 
 /// [`VERSION_COLUMNS`] of the table aliased `alias` in a join.
 fn version_columns_of(alias: &str) -> String {
@@ -283,7 +303,7 @@ pub async fn restore_version(conn: &mut Tx, v: &KeyVersionRow) -> Result<bool> {
              state = CASE WHEN state = $1 THEN state ELSE $2 END, \
              state_reason = CASE WHEN state = $3 THEN state_reason ELSE NULL END, \
              hsm_object_id = $4, wrapped_material = $5, blob_store = $6, blob_name = $7, \
-             state_changed_at = $8 WHERE key_id = $9 AND version = $10 \
+             state_changed_at = $8, hsm_wrapped = $11 WHERE key_id = $9 AND version = $10 \
              AND hsm_object_id IS NULL AND wrapped_material IS NULL AND blob_store IS NULL",
             )
             .bind(KeyState::Compromised)
@@ -296,6 +316,7 @@ pub async fn restore_version(conn: &mut Tx, v: &KeyVersionRow) -> Result<bool> {
             .bind(&v.created_at)
             .bind(&v.key_id)
             .bind(v.version)
+            .bind(&v.hsm_wrapped)
             .execute(conn)
             .await?;
             Ok(done.rows_affected() == 1)
@@ -359,7 +380,7 @@ pub async fn insert_version(conn: &mut Tx, v: &KeyVersionRow) -> Result<()> {
         crate::telemetry::spans::db("INSERT", "key_versions", async move {
             sqlx::query(&format!(
                 "INSERT INTO key_versions ({VERSION_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
             ))
             .bind(&v.key_id)
             .bind(v.version)
@@ -376,6 +397,7 @@ pub async fn insert_version(conn: &mut Tx, v: &KeyVersionRow) -> Result<()> {
             .bind(v.signatures)
             .bind(&v.blob_name)
             .bind(&v.rotation)
+            .bind(&v.hsm_wrapped)
             .execute(&mut *conn)
             .await?;
             Ok(())
@@ -529,8 +551,8 @@ pub async fn mark_destroyed(conn: &mut Tx, key_id: &str, now_unix: i64, now: &st
             }
             sqlx::query(
             "UPDATE key_versions SET state = $1, wrapped_material = NULL, hsm_object_id = NULL, \
-             blob_store = NULL, blob_name = NULL, state_reason = 'key destroyed', \
-             state_changed_at = $2 WHERE key_id = $3",
+             hsm_wrapped = NULL, blob_store = NULL, blob_name = NULL, \
+             state_reason = 'key destroyed', state_changed_at = $2 WHERE key_id = $3",
         )
         .bind(KeyState::Destroyed)
         .bind(now)
@@ -605,6 +627,38 @@ pub async fn referenced_object_ids(
         })
         .await
     })
+}
+
+/// Which of `ids` (`CKA_ID`s of key versions' objects) a committed version row still names
+/// (what a node's cached session objects are checked against, see
+/// `Keyring::sweep_session_objects`).
+pub async fn named_object_ids(
+    pool: impl Into<Conn<'_>>,
+    ids: &[Vec<u8>],
+) -> Result<std::collections::HashSet<Vec<u8>>> {
+    let mut pool: Conn<'_> = pool.into();
+    let mut named = std::collections::HashSet::new();
+    for chunk in ids.chunks(500) {
+        let placeholders = (1..=chunk.len())
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT hsm_object_id FROM key_versions WHERE hsm_object_id IN ({placeholders})"
+        );
+        let found: Vec<Vec<u8>> = on!(&mut pool => |c| {
+            crate::telemetry::spans::db("SELECT", "key_versions", async {
+                let mut q = sqlx::query_scalar(&sql);
+                for id in chunk {
+                    q = q.bind(id);
+                }
+                Ok::<_, crate::error::Error>(q.fetch_all(&mut *c).await?)
+            })
+            .await?
+        });
+        named.extend(found);
+    }
+    Ok(named)
 }
 
 /// The names of the blobs that `tenant`'s key versions keep, in whichever storage plugin:
