@@ -75,22 +75,37 @@ pub async fn serve(config: Config, hsm: Hsm, policies: LoadedPolicies) -> anyhow
 
 /// Act on what other nodes sharing the database announce (see `store::Notice`): a policy set
 /// reloaded there is reloaded here (from this node's own policy directory, which the operator
-/// keeps the same on every node), and after notices may have been missed the set is reloaded
-/// too. Row changes need nothing here: the store advances its generation itself.
+/// keeps the same on every node); a key's material shredded there has every copy this node
+/// derived from it destroyed (`Keyring::forget_key`); after notices may have been missed, the
+/// policy set is reloaded and session objects no row names any more are swept. Row changes
+/// need nothing here: the store advances its generation itself.
 fn spawn_notice_handler(state: Arc<crate::state::AppState>) {
     use crate::store::Notice;
     use tokio::sync::broadcast::error::RecvError;
     let mut notices = state.db.subscribe();
     tokio::spawn(async move {
         loop {
-            let reload = match notices.recv().await {
-                Ok(Notice::PoliciesReloaded | Notice::Resync) | Err(RecvError::Lagged(_)) => true,
-                Ok(Notice::Changed | Notice::VersionsDestroyed { .. }) => false,
+            let notice = match notices.recv().await {
+                Ok(notice) => notice,
+                Err(RecvError::Lagged(_)) => Notice::Resync,
                 Err(RecvError::Closed) => return,
             };
-            if reload {
-                if let Err(e) = crate::ops::reload_policies::reload(&state).await {
-                    tracing::error!(error = %e, "another node reloaded its policy set, but this node's does not load; the set in force keeps serving");
+            match notice {
+                Notice::Changed => {}
+                Notice::MaterialShredded { key_id } => {
+                    if let Err(e) = state.keyring.forget_key(&key_id).await {
+                        tracing::error!(key = %key_id, error = %e, "could not destroy this node's copies of a key shredded on another node; the scheduler's sweep retries");
+                    }
+                }
+                Notice::PoliciesReloaded | Notice::Resync => {
+                    if let Err(e) = crate::ops::reload_policies::reload(&state).await {
+                        tracing::error!(error = %e, "another node reloaded its policy set, but this node's does not load; the set in force keeps serving");
+                    }
+                    if notice == Notice::Resync {
+                        if let Err(e) = state.keyring.sweep_session_objects().await {
+                            tracing::warn!(error = %e, "could not sweep session objects after a resync");
+                        }
+                    }
                 }
             }
         }

@@ -1,5 +1,6 @@
 //! Three keyplane nodes on one PostgreSQL database, each with its own SoftHSM2 token holding
-//! the root key the ceremony gave it (`common::cluster`): one key space served by every node,
+//! the root key the ceremony gave it (`common::cluster`): one key space served by every node
+//! (envelope keys, and hsm keys through their root-wrapped copies),
 //! changes honoured everywhere within the bound (PostgreSQL `LISTEN/NOTIFY`, the row TTL as
 //! the backstop), due work done exactly once among the nodes, a node killed under load and
 //! PostgreSQL restarted under load without an acknowledged operation lost, and the audit log
@@ -66,6 +67,17 @@ async fn three_nodes_serve_one_key_space_and_honour_each_others_changes() {
         let (status, pt) = decrypt(node, &admin, &ct).await;
         assert_eq!(status, 200, "{pt}");
         assert_eq!(unb64(&pt["plaintext"]), b"one key space");
+    }
+    // An hsm key too: its version is a token object on node 1 only; nodes 2 and 3 unwrap its
+    // root-wrapped copy into a session object of their own HSM (the security world).
+    let hsm_key = n1.create_key(&admin, "hsm").await;
+    let (status, hct) = encrypt(n1, &admin, &hsm_key, b"sealed in node 1's HSM").await;
+    assert_eq!(status, 200, "{hct}");
+    let hct = hct["ciphertext_blob"].as_str().unwrap().to_string();
+    for node in [n2, n3] {
+        let (status, pt) = decrypt(node, &admin, &hct).await;
+        assert_eq!(status, 200, "{pt}");
+        assert_eq!(unb64(&pt["plaintext"]), b"sealed in node 1's HSM");
     }
     // Every node has the key's rows cached now; disabled on node 2, node 3 refuses within 1 s.
     for node in [n1, n3] {

@@ -6,7 +6,8 @@
 //! the database) unwrapped into session objects of B's HSM, and the other way round. B's
 //! token never holds a token object of them. Destroying the keys on A shreds A's token
 //! objects and the world copies in the same step; both nodes refuse the versions; B's
-//! session objects go at its next scheduler pass (the backstop of cross-node invalidation).
+//! session objects go as soon as A announces the shredding (PostgreSQL NOTIFY; B's sweep
+//! before each scheduler pass is the backstop).
 //! Material imported into an `hsm` key and exportable keys work on both nodes too; a version
 //! without a world copy (made before this model) stays usable on A only.
 // The test hooks (the service clock, `/debug/hsm-objects`) exist in debug builds only.
@@ -503,27 +504,28 @@ async fn hsm_keys_made_on_one_node_are_used_on_another_and_shredded_on_both() {
         assert_eq!(world_copies(&db, key).await, vec![None], "{key}");
         refused(&node_a, key, *how, made).await;
     }
-    // B sees the destroyed rows within the row caches' TTL and refuses every version,
-    // though it still holds their session objects until it drops them.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    for ((key, how), made) in keys.iter().zip(&made) {
-        refused(&node_b, key, *how, made).await;
-    }
-    let still = hsm_objects(&node_b, json!({ "object_id": object_ids[0] })).await;
-    assert!(still["session_objects"].as_u64().unwrap() >= 1, "{still}");
-    // B's next scheduler pass drops them: none of the session objects B made is live.
-    let pass = node_b.ok(&node_b.admin, "run-scheduler", json!({})).await;
-    assert!(pass["forgotten_versions"].as_u64().unwrap() >= 4, "{pass}");
+    // A announces the shredding (PostgreSQL NOTIFY): B destroys the session objects it
+    // unwrapped at once, with no scheduler pass of its own, and refuses every version.
+    let notified = std::time::Instant::now();
     for id in &object_ids {
-        let v = hsm_objects(&node_b, json!({ "object_id": id })).await;
-        assert_eq!(
-            (&v["objects"], &v["session_objects"]),
-            (&json!(0), &json!(0)),
-            "{v}"
-        );
-        assert!(v["session_copies_made"].as_u64().unwrap() >= 1, "{v}");
-        assert_eq!(v["session_copies_made_live"], 0, "{v}");
+        loop {
+            let v = hsm_objects(&node_b, json!({ "object_id": id })).await;
+            if (&v["objects"], &v["session_objects"]) == (&json!(0), &json!(0)) {
+                assert!(v["session_copies_made"].as_u64().unwrap() >= 1, "{v}");
+                assert_eq!(v["session_copies_made_live"], 0, "{v}");
+                break;
+            }
+            assert!(
+                notified.elapsed() < Duration::from_secs(1),
+                "B still holds copies of a shredded key 1 s after A shredded it: {v}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
+    eprintln!(
+        "B destroyed its copies of the shredded keys {:?} after A's destruction",
+        notified.elapsed()
+    );
     for ((key, how), made) in keys.iter().zip(&made) {
         refused(&node_b, key, *how, made).await;
     }

@@ -580,8 +580,8 @@ impl Keyring {
             // No such key (or not yet committed: its objects may be in the making).
             return Ok(());
         };
-        use crate::store::keys::{STATE_DESTROYED, STATE_DESTROYING};
-        if key.state != STATE_DESTROYING && key.state != STATE_DESTROYED {
+        use crate::model::KeyState;
+        if key.state != KeyState::Destroying && key.state != KeyState::Destroyed {
             return Ok(());
         }
         // Nothing can make objects for a key being destroyed: every one left is shredded.

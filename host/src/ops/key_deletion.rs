@@ -422,6 +422,14 @@ pub async fn shred_material(state: &AppState, key: &KeyRow) -> Result<()> {
         }
         state.keyring.shred_version(&key.id, v).await?;
     }
+    // The other nodes destroy the HSM copies they unwrapped (their sweep before each scheduler
+    // pass is the backstop should this notice be lost).
+    let notice = crate::store::Notice::MaterialShredded {
+        key_id: key.id.clone(),
+    };
+    if let Err(e) = state.db.announce(&notice).await {
+        tracing::warn!(key = %key.id, error = %e, "could not tell the other nodes a key's material was shredded");
+    }
     Ok(())
 }
 

@@ -97,8 +97,10 @@ pub enum Notice {
     Changed,
     /// The policy set was reloaded: reload it here too.
     PoliciesReloaded,
-    /// A key's versions were shredded: drop anything derived from them.
-    VersionsDestroyed { key_id: String },
+    /// A key's material was shredded (destroyed, or imported material deleted or expired):
+    /// drop every copy derived from it (the HSM session objects unwrapped from its stored
+    /// copies, and, for a key being destroyed, any token object of it this node holds).
+    MaterialShredded { key_id: String },
     /// Notices may have been missed (the listener reconnected): resynchronise what notices
     /// would have said.
     Resync,
@@ -109,14 +111,14 @@ impl Notice {
         match self {
             Notice::Changed => "changed".into(),
             Notice::PoliciesReloaded => "policies".into(),
-            Notice::VersionsDestroyed { key_id } => format!("destroyed|{key_id}"),
+            Notice::MaterialShredded { key_id } => format!("shredded|{key_id}"),
             Notice::Resync => "resync".into(),
         }
     }
 
     fn decode(s: &str) -> Option<Notice> {
         Some(match s.split_once('|') {
-            Some(("destroyed", key_id)) => Notice::VersionsDestroyed {
+            Some(("shredded", key_id)) => Notice::MaterialShredded {
                 key_id: key_id.to_string(),
             },
             _ => match s {
