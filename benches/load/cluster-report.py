@@ -128,7 +128,29 @@ for name in order:
     md.append(
         f"| {setup(prefix)} | {op} | {r['rps']:,.0f} | {r['p50']} | {r['p99']} | {r['errors']} |"
     )
+retried = []
+for name in order:
+    d = root / "runs" / name
+    kept = (d / "row").read_text()
+    tries = sorted(d.glob("try*"))
+    if len(tries) > 1:
+        parts = []
+        for t in tries:
+            rps = float((t / "row").read_text().split()[1])
+            rest = json.loads((t / "cpu.json").read_text())["rest"]
+            mark = " (kept)" if (t / "row").read_text() == kept else ""
+            parts.append(f"{rps:,.0f} req/s with {rest:.2f} cores outside the run{mark}")
+        retried.append(f"{name}: " + ", ".join(parts))
 md.append("")
+if retried:
+    md.append(
+        "This machine was shared with other work (builds) during the run. A row during which "
+        "processes outside the run took more than 0.25 cores was tried again (at most "
+        "TRIES times), and the least disturbed try is kept:"
+    )
+    md.append("")
+    md += [f"- {r}" for r in retried]
+    md.append("")
 
 md += ["## Ratios", ""]
 md.append("| ratio | encrypt | create-key |")
@@ -163,13 +185,15 @@ md += ["## Where the CPU went", ""]
 md.append(
     "Cores busy (CPU-seconds per second, from /proc/<pid>/stat utime + stime, all threads) "
     "during the sampled window; the machine has "
-    f"{(cpu(order[0]) or {}).get('cpus', '?')}. `other` is every process outside the run "
-    "(named when busy), `unattributed` is the machine's busy time that no process's counters "
-    "hold (mostly interrupts). CPU µs per request: the group's cores divided by requests/s."
+    f"{(cpu(order[0]) or {}).get('cpus', '?')}. `interrupts`: the machine's irq and softirq "
+    "time (mostly loopback networking), which no process's counters hold. `outside`: the "
+    "machine's user and system time less the nodes', PostgreSQL's and wrk's: other processes "
+    "(the samplers take about 0.03), those that ended within the window too. CPU µs per "
+    "request: the group's cores divided by requests/s."
 )
 md.append("")
 md.append(
-    "| setup | operation | keyplane (each node) | PostgreSQL | wrk | other | unattributed | idle | "
+    "| setup | operation | keyplane (each node) | PostgreSQL | wrk | interrupts | outside | idle | "
     "keyplane µs/req | PostgreSQL µs/req |"
 )
 md.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
@@ -183,23 +207,25 @@ for name in order:
     m = c["machine"]
     nodes_c = node_cores(c)
     each = [f"{v:.2f}" for k, v in sorted(g.items()) if k.startswith("node")]
-    busy = m["user"] + m["system"] + m["irq"] + m["steal"]
-    attributed = sum(g.values())
     rps = rows[name]["rps"]
     detail = f" ({' + '.join(each)})" if len(each) > 1 else ""
     md.append(
         f"| {setup(prefix)} | {op} | {nodes_c:.2f}{detail} | {g['postgres']:.2f} | "
-        f"{g['wrk']:.2f} | {g['other']:.2f} | {max(busy - attributed, 0):.2f} | {m['idle']:.2f} | "
+        f"{g['wrk']:.2f} | {m['irq']:.2f} | {c['rest']:.2f} | {m['idle']:.2f} | "
         f"{nodes_c * 1e6 / rps:.0f} | {g['postgres'] * 1e6 / rps:.0f} |"
     )
-    others[name] = c["other_top"]
+    if c["rest"] > 0.1:
+        others[name] = c
 md.append("")
-busy_others = {k: v for k, v in others.items() if any(c > 0.05 for _, c in v)}
-if busy_others:
-    md.append("Busiest processes outside the run (cores):")
+if others:
+    md.append("Rows with more than 0.1 cores outside the run, and the busiest processes there:")
     md.append("")
-    for name, top in busy_others.items():
-        md.append(f"- {name}: " + ", ".join(f"{p} {c:.2f}" for p, c in top))
+    for name, c in others.items():
+        md.append(
+            f"- {name}: {c['rest']:.2f} ("
+            + ", ".join(f"{p} {v:.2f}" for p, v in c["other_top"] if v >= 0.01)
+            + ")"
+        )
     md.append("")
 
 pgs = {name: pg(name) for name in order}

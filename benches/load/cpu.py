@@ -8,7 +8,16 @@ cores, from utime + stime of /proc/<pid>/stat (all of a process's threads):
   - `wrk`: every process named wrk;
   - `other`: every other process, with the busiest few named.
 
+`rest` is the machine's user and system time less the nodes', PostgreSQL's and wrk's: every
+other process, those that ended within the window too (a build's compilers). Interrupts
+(`irq`, mostly loopback networking in softirq) are counted apart, not in any process.
+
 usage: cpu.py DELAY WINDOW [label=pid[,pid]...]
+       cpu.py --idle                     exit 0 if the machine was under 0.15 cores busy for 1 s
+       cpu.py --disturbed FILE           exit 0 if the run of FILE (this script's JSON) had a
+                                         `rest` over 0.25 cores
+       cpu.py --least-disturbed FILE...  the directory name of the FILE with the least `rest`
+       cpu.py --others FILE              `rest` and the busiest other processes of FILE
 """
 import json
 import os
@@ -50,7 +59,33 @@ def machine():
     }
 
 
+def busy(m):
+    """Cores the machine was busy (not idle, not stolen by the hypervisor)."""
+    return m["user"] + m["system"] + m["irq"]
+
+
+def rest(path):
+    with open(path) as f:
+        return json.load(f)["rest"]
+
+
 def main():
+    if sys.argv[1] == "--idle":
+        m0, t0 = machine(), time.monotonic()
+        time.sleep(1)
+        m1, t1 = machine(), time.monotonic()
+        sys.exit(0 if busy({k: m1[k] - m0[k] for k in m0}) / HZ / (t1 - t0) < 0.15 else 1)
+    if sys.argv[1] == "--disturbed":
+        sys.exit(0 if rest(sys.argv[2]) > 0.25 else 1)
+    if sys.argv[1] == "--least-disturbed":
+        print(os.path.basename(os.path.dirname(min(sys.argv[2:], key=rest))))
+        return
+    if sys.argv[1] == "--others":
+        with open(sys.argv[2]) as f:
+            r = json.load(f)
+        names = ", ".join(f"{n} {c:.2f}" for n, c in r["other_top"])
+        print(f"{r['rest']:.2f} cores outside the run ({names})")
+        return
     delay, window = float(sys.argv[1]), float(sys.argv[2])
     labels = {}
     for arg in sys.argv[3:]:
@@ -78,12 +113,15 @@ def main():
             group = "other"
             others[name] = others.get(name, 0) + spent
         groups[group] += spent
+    used = {k: cores(m1[k] - m0[k]) for k in m0}
+    ours = sum(v for k, v in groups.items() if k != "other")
     print(
         json.dumps(
             {
                 "seconds": round(seconds, 3),
                 "cpus": os.cpu_count(),
-                "machine": {k: round(cores(m1[k] - m0[k]), 3) for k in m0},
+                "machine": {k: round(v, 3) for k, v in used.items()},
+                "rest": round(max(used["user"] + used["system"] - cores(ours), 0), 3),
                 "groups": {k: round(cores(v), 3) for k, v in groups.items()},
                 "other_top": [
                     [name, round(cores(v), 3)]
