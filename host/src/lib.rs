@@ -21,14 +21,16 @@
 //! - [`crypto`]: the keyring (`hsm` and `envelope` protection), ciphertext format, encryption
 //!   context encoding, envelope material cache.
 //! - [`algorithms`]: key specs, usages, algorithm names, public-key and signature encodings
-//!   (a leaf: `hsm` and `crypto` both use it).
+//!   (a leaf: `hsm` and `crypto` both use it); [`model`]: key protection and key/version
+//!   state (a leaf too: the store's rows carry them).
 //! - [`plugins`]: the WebAssembly plugin runtime (storage backends, rotation schedules).
 //! - [`hsm`]: every PKCS#11 call, the session pool, token set-up, and starting over when the
 //!   module loses the login or the token (object handles carry the login's epoch).
 //! - [`ceremony`]: `keyplane hsm transport-key | export-root | import-root`, the audited key
 //!   ceremony that gives a joining node's token the same root key (docs/deployment.md).
-//! - [`store`]: sqlx pools, migrations, queries and the hot-row caches; [`audit`]: the
-//!   hash-chained log and its group commit.
+//! - [`store`]: keyplane's one interface to its database (SQLite embedded, or PostgreSQL for
+//!   several nodes, chosen by `database.url`), the hot-row caches and the notices nodes send
+//!   each other; [`audit`]: the hash-chained log and its group commit.
 //! - [`policy_cli`]: `keyplane policy …` (validate, fmt, test, explain, who-can) for auditors.
 //! - [`error`]: the one typed error enum, with a stable code; each front maps it to its wire.
 //! - [`telemetry`]: OpenTelemetry traces and metrics (OTLP), JSON logs, span helpers.

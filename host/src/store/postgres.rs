@@ -74,8 +74,8 @@ impl Pools {
         })
     }
 
-    /// Tell every node (this one too) about `notice` inside `conn`'s transaction (delivered
-    /// when it commits) or at once outside one.
+    /// Tell the other nodes about `notice` inside `conn`'s transaction (delivered when it
+    /// commits) or at once outside one (this node's listener skips its own notices).
     pub(super) async fn notify(
         &self,
         conn: &mut PgConnection,
