@@ -16,53 +16,12 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{assert_error, b64, token_labels, unb64, Server, BIN};
+use common::cluster::Cluster;
+use common::{assert_error, b64, token_labels, unb64, Server};
 use serde_json::{json, Value};
-
-/// `keyplane hsm <args> --data-dir <dir>` on the shared database.
-fn hsm(dir: &Path, url: &str, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .arg("hsm")
-        .args(args)
-        .arg("--data-dir")
-        .arg(dir)
-        .env("RUST_LOG", "warn")
-        .env("KEYPLANE_DATABASE__URL", url)
-        .env("KEYPLANE_HSM__ROOT_KEY_EXPORTABLE", "true")
-        .env_remove("KEYPLANE_HSM_PIN")
-        .env_remove("KEYPLANE_HSM_SO_PIN")
-        .output()
-        .unwrap()
-}
-
-fn ok(out: Output) -> String {
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{text}");
-    text
-}
-
-/// A node on `dir` using the database at `url`, scheduler passes only on demand, and (node B)
-/// a garbage collection at every pass.
-async fn node(dir: &Path, url: &str, collect: bool) -> Server {
-    let mut env = vec![
-        ("RUST_LOG", "warn"),
-        ("KEYPLANE_DATABASE__URL", url),
-        ("KEYPLANE_HSM__ROOT_KEY_EXPORTABLE", "true"),
-        ("KEYPLANE_LIFECYCLE__SCHEDULER_INTERVAL_SECONDS", "0"),
-    ];
-    if collect {
-        env.push(("KEYPLANE_LIFECYCLE__GC_INTERVAL_SECONDS", "1"));
-        env.push(("KEYPLANE_LIFECYCLE__GC_GRACE_SECONDS", "0"));
-    }
-    Server::start_with_env(dir, &env).await
-}
 
 async fn create(s: &Server, spec: &str, usage: &str) -> String {
     let v = s
@@ -237,70 +196,49 @@ fn labels_of(labels: &[String], key: &str) -> usize {
 #[tokio::test(flavor = "multi_thread")]
 async fn hsm_keys_made_on_one_node_are_used_on_another_and_shredded_on_both() {
     let started = Instant::now();
-    let cluster = pgtest::Cluster::start().expect("PostgreSQL");
-    let url = cluster.create_database("security_world").unwrap();
-    let tmp = tempfile::tempdir().unwrap();
-    let (a, b, work) = (
-        tmp.path().join("a"),
-        tmp.path().join("b"),
-        tmp.path().join("ceremony"),
-    );
-    std::fs::create_dir_all(&b).unwrap();
-    std::fs::create_dir_all(&work).unwrap();
-
     // Node A first, on the empty database: it makes the root key (exportable, for the
-    // ceremony), the token-hash key and the default tenant. Stopped for the ceremony (each
-    // command takes the data directory's lock).
-    let mut node_a = node(&a, &url, false).await;
-    node_a.stop();
-    let pem = work.join("transport.pem");
-    ok(hsm(
-        &b,
-        &url,
-        &["transport-key", "--out", pem.to_str().unwrap()],
-    ));
-    let export = work.join("root.json");
-    ok(hsm(
-        &a,
-        &url,
+    // ceremony), the token-hash key and the default tenant; the ceremony gives B's token the
+    // same root key (`common::cluster`). Scheduler passes only on demand; B also collects
+    // garbage at every pass.
+    let cluster = Cluster::start_each(
+        2,
+        &[("KEYPLANE_LIFECYCLE__SCHEDULER_INTERVAL_SECONDS", "0")],
         &[
-            "export-root",
-            "--to",
-            pem.to_str().unwrap(),
-            "--out",
-            export.to_str().unwrap(),
+            &[],
+            &[
+                ("KEYPLANE_LIFECYCLE__GC_INTERVAL_SECONDS", "1"),
+                ("KEYPLANE_LIFECYCLE__GC_GRACE_SECONDS", "0"),
+            ],
         ],
-    ));
-    ok(hsm(
-        &b,
-        &url,
-        &["import-root", "--from", export.to_str().unwrap()],
-    ));
-    std::fs::copy(a.join("admin.token"), b.join("admin.token")).unwrap(); // the harness reads it
-    let node_a = node(&a, &url, false).await;
-    let node_b = node(&b, &url, true).await;
-    let db = sqlx::PgPool::connect(&url).await.unwrap();
+    )
+    .await;
+    let (node_a, node_b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let (a, b, url) = (&cluster.dirs[0], &cluster.dirs[1], &cluster.url);
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let db = sqlx::PgPool::connect(url).await.unwrap();
 
     // Keys made on A, each used on A and accepted on B, and the other way round.
     let keys = [
         (node_a.create_key(&node_a.admin, "hsm").await, Use::Aes),
         (
-            create(&node_a, "HMAC_SHA_256", "generate-verify-mac").await,
+            create(node_a, "HMAC_SHA_256", "generate-verify-mac").await,
             Use::Hmac,
         ),
         (
-            create(&node_a, "ECC_NIST_P256", "sign-verify").await,
+            create(node_a, "ECC_NIST_P256", "sign-verify").await,
             Use::Ecdsa,
         ),
         (
-            create(&node_a, "RSA_2048", "encrypt-decrypt").await,
+            create(node_a, "RSA_2048", "encrypt-decrypt").await,
             Use::RsaOaep,
         ),
     ];
     let mut made = Vec::new();
     for (key, how) in &keys {
-        let on_a = across(&node_a, &node_b, key, *how, "A to B").await;
-        across(&node_b, &node_a, key, *how, "B to A").await;
+        let on_a = across(node_a, node_b, key, *how, "A to B").await;
+        across(node_b, node_a, key, *how, "B to A").await;
         made.push(on_a);
         // The world copy is in the version's row, and the version says so.
         let copies = world_copies(&db, key).await;
@@ -324,8 +262,8 @@ async fn hsm_keys_made_on_one_node_are_used_on_another_and_shredded_on_both() {
 
     // B's token holds no token object of them, only its session objects (every object B's
     // HSM has of a version is a session object); A's holds the token objects.
-    let labels_b = token_labels(&b, None);
-    let labels_a = token_labels(&a, None);
+    let labels_b = token_labels(b, None);
+    let labels_a = token_labels(a, None);
     let mut object_ids = Vec::new();
     for (key, how) in &keys {
         assert_eq!(
@@ -339,7 +277,7 @@ async fn hsm_keys_made_on_one_node_are_used_on_another_and_shredded_on_both() {
             if pair { 2 } else { 1 },
             "{labels_a:?}"
         );
-        let on_b = hsm_objects(&node_b, json!({ "key_id": key, "version": 1 })).await;
+        let on_b = hsm_objects(node_b, json!({ "key_id": key, "version": 1 })).await;
         assert!(on_b["objects"].as_u64().unwrap() >= 1, "{on_b}");
         assert_eq!(on_b["objects"], on_b["session_objects"], "{key}: {on_b}");
         assert_eq!(
@@ -455,8 +393,8 @@ async fn hsm_keys_made_on_one_node_are_used_on_another_and_shredded_on_both() {
                     "encrypted_key_material": b64(&wrapped) }),
         )
         .await;
-    across(&node_a, &node_b, &imported, Use::Aes, "imported, A to B").await;
-    across(&node_b, &node_a, &imported, Use::Aes, "imported, B to A").await;
+    across(node_a, node_b, &imported, Use::Aes, "imported, A to B").await;
+    across(node_b, node_a, &imported, Use::Aes, "imported, B to A").await;
     assert!(world_copies(&db, &imported).await[0].is_some());
 
     // A version without a world copy (as one made before this model) stays on A's node.
@@ -489,12 +427,12 @@ async fn hsm_keys_made_on_one_node_are_used_on_another_and_shredded_on_both() {
     // Garbage collection on B (its token) leaves B's session objects alone, and they work.
     let pass = node_b.ok(&node_b.admin, "run-scheduler", json!({})).await;
     assert_eq!(pass["collected"]["hsm_objects"], json!([]), "{pass}");
-    across(&node_a, &node_b, &keys[0].0, Use::Aes, "after gc").await;
+    across(node_a, node_b, &keys[0].0, Use::Aes, "after gc").await;
 
     // Destroyed on A (its clock passes the deletion window; its scheduler destroys them).
     let ids: Vec<&str> = keys.iter().map(|(k, _)| k.as_str()).collect();
     node_a.destroy_keys(&ids).await;
-    let labels_a = token_labels(&a, None);
+    let labels_a = token_labels(a, None);
     for ((key, how), made) in keys.iter().zip(&made) {
         assert_eq!(
             labels_of(&labels_a, key),
@@ -502,14 +440,14 @@ async fn hsm_keys_made_on_one_node_are_used_on_another_and_shredded_on_both() {
             "{key} left in A's token: {labels_a:?}"
         );
         assert_eq!(world_copies(&db, key).await, vec![None], "{key}");
-        refused(&node_a, key, *how, made).await;
+        refused(node_a, key, *how, made).await;
     }
     // A announces the shredding (PostgreSQL NOTIFY): B destroys the session objects it
     // unwrapped at once, with no scheduler pass of its own, and refuses every version.
     let notified = std::time::Instant::now();
     for id in &object_ids {
         loop {
-            let v = hsm_objects(&node_b, json!({ "object_id": id })).await;
+            let v = hsm_objects(node_b, json!({ "object_id": id })).await;
             if (&v["objects"], &v["session_objects"]) == (&json!(0), &json!(0)) {
                 assert!(v["session_copies_made"].as_u64().unwrap() >= 1, "{v}");
                 assert_eq!(v["session_copies_made_live"], 0, "{v}");
@@ -527,11 +465,11 @@ async fn hsm_keys_made_on_one_node_are_used_on_another_and_shredded_on_both() {
         notified.elapsed()
     );
     for ((key, how), made) in keys.iter().zip(&made) {
-        refused(&node_b, key, *how, made).await;
+        refused(node_b, key, *how, made).await;
     }
     // Nothing else broke on either node.
     let k = node_b.create_key(&node_b.admin, "hsm").await;
-    across(&node_b, &node_a, &k, Use::Aes, "a new key").await;
+    across(node_b, node_a, &k, Use::Aes, "a new key").await;
     db.close().await;
     eprintln!("security world test took {:?}", started.elapsed());
 }

@@ -216,14 +216,6 @@ impl Db {
         }
     }
 
-    /// The PostgreSQL pools, when this database is PostgreSQL.
-    pub fn postgres(&self) -> Option<&postgres::Pools> {
-        match &self.backend {
-            Backend::Postgres(p) => Some(p),
-            Backend::Sqlite(_) => None,
-        }
-    }
-
     /// How long a writer waits for a lock another holds.
     pub fn busy_wait(&self) -> Duration {
         self.busy_wait
@@ -269,11 +261,6 @@ impl Db {
     /// Count of committed write transactions so far.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::SeqCst)
-    }
-
-    /// Count a change committed elsewhere (another node), so cached rows are read again.
-    pub fn invalidate(&self) {
-        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Readiness probe.
@@ -348,11 +335,6 @@ impl Tx {
             TxInner::Sqlite(_) => Dialect::Sqlite,
             TxInner::Postgres(..) => Dialect::Postgres,
         }
-    }
-
-    /// Whether this transaction changes rows the caches hold.
-    pub fn invalidates(&self) -> bool {
-        self.generation.is_some()
     }
 }
 

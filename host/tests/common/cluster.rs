@@ -20,6 +20,8 @@ pub struct Cluster {
     pub dirs: Vec<PathBuf>,
     /// The environment every node runs with.
     pub env: Vec<(String, String)>,
+    /// What one node runs with besides (by node index).
+    node_env: Vec<Vec<(String, String)>>,
     _tmp: tempfile::TempDir,
 }
 
@@ -36,6 +38,15 @@ fn ok(out: Output) -> String {
 impl Cluster {
     /// `n` nodes with `extra` environment (e.g. the scheduler off), all serving.
     pub async fn start(n: usize, extra: &[(&str, &str)]) -> Cluster {
+        Self::start_each(n, extra, &[]).await
+    }
+
+    /// [`Cluster::start`], node `i` also with `per_node[i]` (if given).
+    pub async fn start_each(
+        n: usize,
+        extra: &[(&str, &str)],
+        per_node: &[&[(&str, &str)]],
+    ) -> Cluster {
         let pg = pgtest::Cluster::start().expect("a throwaway PostgreSQL cluster");
         let url = pg.create_database("keyplane").unwrap();
         let tmp = tempfile::tempdir().unwrap();
@@ -52,6 +63,14 @@ impl Cluster {
             nodes: Vec::new(),
             dirs,
             env,
+            node_env: per_node
+                .iter()
+                .map(|e| {
+                    e.iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect()
+                })
+                .collect(),
             _tmp: tmp,
         };
         // The first node makes the root key and the default tenant, then stops: its token is
@@ -77,11 +96,19 @@ impl Cluster {
             .collect()
     }
 
+    fn node_env_refs(&self, i: usize) -> Vec<(&str, &str)> {
+        let mut env = self.env_refs();
+        if let Some(own) = self.node_env.get(i) {
+            env.extend(own.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        }
+        env
+    }
+
     /// Start node `i` (0-based) on its data dir.
     /// Start node `i` (0-based) on its data dir; its `admin` is the bootstrap admin's token
     /// (written by node 0, which bootstrapped the database).
     pub async fn start_node(&self, i: usize) -> Server {
-        let mut node = Server::start_with_env(&self.dirs[i], &self.env_refs()).await;
+        let mut node = Server::start_with_env(&self.dirs[i], &self.node_env_refs(i)).await;
         node.admin = std::fs::read_to_string(self.dirs[0].join("admin.token"))
             .expect("node 0's admin token")
             .trim()
