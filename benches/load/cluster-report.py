@@ -1,7 +1,7 @@
 """Turn one run of benches/load/cluster into benches/results/cluster-<date>.md
 (cluster-<date>-2… when that day already has one): the wrk rows, the ratios issue 20 asks
 for, the CPU per process group, and on PostgreSQL what keyplane's connections did and how
-long they waited for the audit chain's advisory lock.
+long they waited for the audit chains' advisory locks.
 
 usage: cluster-report.py ROOT CONNECTIONS THREADS DURATION NODES SAMPLE_DELAY WINDOW
 """
@@ -231,11 +231,13 @@ if others:
 pgs = {name: pg(name) for name in order}
 pgs = {k: v for k, v in pgs.items() if v}
 if pgs:
-    md += ["## PostgreSQL: the audit chain's advisory lock", ""]
+    md += ["## PostgreSQL: the audit chains' advisory locks", ""]
     md.append(
-        "Every audit append on PostgreSQL takes `pg_advisory_xact_lock(CHAIN_LOCK)` (held to "
-        "its transaction's end, so through the commit) before it reads the chain head: the "
-        "group commit's batch of `encrypt` records, and each `create-key`'s own transaction. "
+        "Each node writes audit chains of its own (host/src/audit/chains.rs): its group-commit "
+        "writers append a batch of `encrypt` records with one `INSERT` and no lock; each "
+        "`create-key`'s own transaction takes its node's chain lock, "
+        "`pg_advisory_xact_lock(CHAIN_LOCK + chain)`, held to the transaction's end, before it "
+        "reads that chain's head (no node waits for another's). "
         "Sampled every ~10 ms in pg_stat_activity and pg_locks: the share of samples with the "
         "lock held, the mean count of connections waiting for it, and (Little's law) the mean "
         "wait per write transaction = mean waiters / write transactions per second. "

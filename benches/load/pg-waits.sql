@@ -1,19 +1,21 @@
 -- What keyplane's PostgreSQL connections do during a load run (benches/load/cluster), run
 -- with psql in the keyplane database for :window seconds, in the middle of a wrk run:
 --   - every ~10 ms, the state and wait event of each keyplane connection (pg_stat_activity,
---     application_name 'keyplane'), and who holds or waits for the audit chain's advisory
---     lock (host/src/audit/mod.rs CHAIN_LOCK = 0x6b657970_6c616e65: classid 1801812336,
---     objid 1818324581), with the holder's state;
+--     application_name 'keyplane'), and who holds or waits for an audit chain's advisory
+--     lock (host/src/audit/mod.rs: chain c's is CHAIN_LOCK + c, CHAIN_LOCK = 0x6b657970_6c616e65:
+--     classid 1801812336, objid 1818324581 + c), with the holder's state;
 --   - pg_stat_statements over the same window (reset at its start): calls and time per
 --     statement, so the lock's wait is also read as the execution time of
 --     `SELECT pg_advisory_xact_lock($1)`;
---   - audit records appended and transaction ids assigned (write transactions) meanwhile.
+--   - audit records appended (each chain's head less its origin, host/src/audit/chains.rs,
+--     summed) and transaction ids assigned (write transactions) meanwhile.
 -- Prints tab-separated rows: `<kind> <fields...>` (read by benches/load/cluster-report.py).
 \set ON_ERROR_STOP 1
 \o /dev/null
 SELECT set_config('kp.window', :'window', false);
 CREATE TEMP TABLE kp_start AS
-  SELECT (SELECT coalesce(max(seq), 0) FROM audit_log) AS seq,
+  SELECT (SELECT coalesce(sum(head - (chain << 40)), 0)
+            FROM (SELECT seq >> 40 AS chain, max(seq) AS head FROM audit_log GROUP BY 1) h) AS seq,
          pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xid,
          clock_timestamp() AS t;
 SELECT pg_stat_statements_reset();
@@ -35,10 +37,10 @@ BEGIN
     INSERT INTO kp_lock
       SELECT i,
         (SELECT count(*) FROM pg_locks
-          WHERE locktype = 'advisory' AND classid = 1801812336 AND objid = 1818324581 AND NOT granted),
+          WHERE locktype = 'advisory' AND classid = 1801812336 AND objid >= 1818324581 AND NOT granted),
         (SELECT a.state || ' ' || coalesce(a.wait_event_type || ':' || a.wait_event, 'running')
           FROM pg_locks l JOIN pg_stat_activity a USING (pid)
-          WHERE l.locktype = 'advisory' AND l.classid = 1801812336 AND l.objid = 1818324581 AND l.granted
+          WHERE l.locktype = 'advisory' AND l.classid = 1801812336 AND l.objid >= 1818324581 AND l.granted
           LIMIT 1);
     PERFORM pg_sleep(0.01);
   END LOOP;
@@ -46,7 +48,8 @@ END $$;
 \o
 SELECT 'window', extract(epoch FROM clock_timestamp() - t)::numeric(10, 3),
        (SELECT max(i) FROM kp_lock),
-       (SELECT coalesce(max(seq), 0) FROM audit_log) - seq,
+       (SELECT coalesce(sum(head - (chain << 40)), 0)
+          FROM (SELECT seq >> 40 AS chain, max(seq) AS head FROM audit_log GROUP BY 1) h) - seq,
        pg_snapshot_xmax(pg_current_snapshot())::text::bigint - xid
   FROM kp_start;
 -- Mean count of keyplane connections in each state over the samples.

@@ -85,6 +85,8 @@ pub async fn start(config: Config, hsm: Hsm, loaded: LoadedPolicies) -> anyhow::
         config.data_dir.join("plugins"),
         db.clone(),
     )?);
+    // On PostgreSQL this node's records go to audit chains of its own (see audit::chains).
+    crate::audit::chains::take_for_transactions(&db).await?;
     let audit = crate::audit::group_commit::GroupCommit::start(db.clone()).await?;
     let rows = crate::store::cache::RowCache::new(db.clone(), &config.cache);
     let max_decisions = config.cache.max_decisions;

@@ -30,7 +30,7 @@
 //!   ceremony that gives a joining node's token the same root key (docs/deployment.md).
 //! - [`store`]: keyplane's one interface to its database (SQLite embedded, or PostgreSQL for
 //!   several nodes, chosen by `database.url`), the hot-row caches and the notices nodes send
-//!   each other; [`audit`]: the hash-chained log and its group commit.
+//!   each other; [`audit`]: the hash-chained log (one chain per writer) and its group commit.
 //! - [`policy_cli`]: `keyplane policy …` (validate, fmt, test, explain, who-can) for auditors.
 //! - [`error`]: the one typed error enum, with a stable code; each front maps it to its wire.
 //! - [`telemetry`]: OpenTelemetry traces and metrics (OTLP), JSON logs, span helpers.

@@ -30,7 +30,11 @@ pub async fn serve(config: Config, hsm: Hsm, policies: LoadedPolicies) -> anyhow
         state.keyring.hsm().clone(),
         &state.config.data_dir,
     )?);
-    crate::audit::checkpoint::spawn(checkpointer, state.db.clone(), state.config.audit.clone());
+    crate::audit::checkpoint::spawn(
+        checkpointer.clone(),
+        state.db.clone(),
+        state.config.audit.clone(),
+    );
     spawn_sighup_reload(state.clone())?;
     spawn_notice_handler(state.clone());
     let app = api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
@@ -69,6 +73,16 @@ pub async fn serve(config: Config, hsm: Hsm, policies: LoadedPolicies) -> anyhow
     }
     // Records first: the pools close last, so the WAL is checkpointed into the file.
     state.audit.close().await;
+    // This node's own audit chains end here: sign their heads (the shared chain's tail is
+    // signed by the next node to run).
+    match checkpointer.seal_own_chains(&state.db).await {
+        Ok(signed) => {
+            for cp in signed {
+                tracing::info!(seq = cp.seq, "audit chain sealed by a checkpoint");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not sign the audit chains' last checkpoints"),
+    }
     state.db.close().await;
     Ok(())
 }

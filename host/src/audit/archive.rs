@@ -34,9 +34,10 @@ use std::path::{Path, PathBuf};
 use ring::digest;
 use serde::{Deserialize, Serialize};
 
+use super::chains::{self, Table};
 use super::checkpoint::Checkpoint;
 use super::export::{normalise, ExportedRecord, Filter};
-use super::{AuditRecord, ChainFault, GENESIS};
+use super::{AuditRecord, ChainFault, ChainWalk, GENESIS};
 use crate::config::AuditConfig;
 use crate::error::{Error, Result};
 use crate::store::{now_rfc3339, on, Db};
@@ -156,18 +157,20 @@ pub async fn run(
     Ok(report)
 }
 
-/// The planned next segment: its range and the checkpoint that seals it.
+/// The planned next segment of `chain`: its range and the checkpoint that seals it.
 async fn next_segment(
     db: &Db,
+    chain: i64,
     after: Option<&(i64, String)>,
     max_records: u64,
 ) -> Result<Option<(i64, Checkpoint)>> {
-    let first = after.map_or(1, |(last, _)| last + 1);
+    let first = after.map_or(chains::origin(chain) + 1, |(last, _)| last + 1);
     let checkpoints: Vec<Checkpoint> = on!(db => |c| sqlx::query_as(
         "SELECT seq, head_hash, time, key_fingerprint, signature FROM audit_checkpoints \
-         WHERE seq >= $1 ORDER BY seq",
+         WHERE seq >= $1 AND seq <= $2 ORDER BY seq",
     )
     .bind(first)
+    .bind(chains::last(chain))
     .fetch_all(c)
     .await?);
     let max = max_records.max(1) as i64;
@@ -181,16 +184,34 @@ async fn next_segment(
     Ok(end.map(|cp| (first, cp)))
 }
 
-/// Write each sealed segment not yet archived to `dir` and record it. Returns the segments
-/// (in a dry run, those that would be written, with no file hash).
+/// Write each sealed segment not yet archived to `dir` and record it, chain by chain. Returns
+/// the segments (in a dry run, those that would be written, with no file hash).
 pub async fn archive(db: &Db, dir: &Path, max_records: u64, dry_run: bool) -> Result<Vec<Segment>> {
+    let mut done = Vec::new();
+    for chain in chains::present(db, Table::Checkpoints).await? {
+        archive_chain(db, dir, chain, max_records, dry_run, &mut done).await?;
+    }
+    Ok(done)
+}
+
+/// [`archive`] for one chain: its segments, each after the last one archived, onto `done`.
+async fn archive_chain(
+    db: &Db,
+    dir: &Path,
+    chain: i64,
+    max_records: u64,
+    dry_run: bool,
+    done: &mut Vec<Segment>,
+) -> Result<()> {
     let mut last: Option<(i64, String)> = on!(db => |c| sqlx::query_as(
-        "SELECT last_seq, head_hash FROM audit_segments ORDER BY last_seq DESC LIMIT 1",
+        "SELECT last_seq, head_hash FROM audit_segments WHERE last_seq > $1 AND last_seq <= $2 \
+         ORDER BY last_seq DESC LIMIT 1",
     )
+    .bind(chains::origin(chain))
+    .bind(chains::last(chain))
     .fetch_optional(c)
     .await?);
-    let mut done = Vec::new();
-    while let Some((first, cp)) = next_segment(db, last.as_ref(), max_records).await? {
+    while let Some((first, cp)) = next_segment(db, chain, last.as_ref(), max_records).await? {
         let prev = last
             .as_ref()
             .map_or(GENESIS.to_string(), |(_, h)| h.clone());
@@ -267,7 +288,7 @@ pub async fn archive(db: &Db, dir: &Path, max_records: u64, dry_run: bool) -> Re
         last = Some((segment.last_seq, segment.head_hash.clone()));
         done.push(segment);
     }
-    Ok(done)
+    Ok(())
 }
 
 /// An I/O failure of the archiver, logged with the file it concerns.
@@ -426,7 +447,8 @@ fn check_link(rec: &AuditRecord, expected: i64, prev: &str) -> Option<ChainFault
 }
 
 /// Delete from `audit_log` the records of archived segments that the retention limits let go
-/// (none when both are 0), in batches; the newest record always stays.
+/// (none when both are 0), in batches, chain by chain; the newest record of each chain always
+/// stays (its writer reads its head from the table). `retention_records` counts within a chain.
 pub async fn prune(
     db: &Db,
     config: &AuditConfig,
@@ -441,16 +463,30 @@ pub async fn prune(
     if config.retention_seconds == 0 && config.retention_records == 0 {
         return Ok(report);
     }
-    let head: i64 = on!(db => |c| sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM audit_log")
+    let all = segments(db).await?;
+    // Each archived chain's head and oldest live record.
+    let mut live: BTreeMap<i64, (i64, Option<i64>)> = BTreeMap::new();
+    for chain in all.iter().map(|s| chains::of(s.first_seq)) {
+        if live.contains_key(&chain) {
+            continue;
+        }
+        let (origin, last) = (chains::origin(chain), chains::last(chain));
+        let (head, first): (Option<i64>, Option<i64>) = on!(db => |c| sqlx::query_as(
+            "SELECT MAX(seq), MIN(seq) FROM audit_log WHERE seq > $1 AND seq <= $2",
+        )
+        .bind(origin)
+        .bind(last)
         .fetch_one(c)
         .await?);
+        live.insert(chain, (head.unwrap_or(origin), first));
+    }
     let cutoff = chrono::DateTime::from_timestamp(now - config.retention_seconds as i64, 0)
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let all = segments(db).await?;
     let due: Vec<(i64, i64)> = all
         .iter()
         .filter(|s| {
+            let head = live.get(&chains::of(s.first_seq)).map_or(0, |l| l.0);
             s.pruned_at.is_none()
                 && s.last_seq < head
                 && (config.retention_seconds == 0 || s.last_time < cutoff)
@@ -469,14 +505,14 @@ pub async fn prune(
         })
         .map(|s| (s.first_seq, s.last_seq))
         .collect();
-    let first_live: Option<i64> = on!(db => |c| sqlx::query_scalar("SELECT MIN(seq) FROM audit_log")
-        .fetch_one(c)
-        .await?);
     report.pruned_segments = due.clone();
     if dry_run {
         report.pruned_records = due
             .iter()
-            .map(|(f, l)| (l - f.max(&first_live.unwrap_or(*f)) + 1).max(0) as u64)
+            .map(|(f, l)| {
+                let first_live = live.get(&chains::of(*f)).and_then(|l| l.1);
+                (l - f.max(&first_live.unwrap_or(*f)) + 1).max(0) as u64
+            })
             .sum();
         return Ok(report);
     }
@@ -495,48 +531,54 @@ pub async fn prune(
         }
         tx.commit().await?;
     }
-    // What goes: the marked segments (this run's, and what an interrupted run left) that
-    // follow each other without a gap from the oldest live record, lowest first. A record no
-    // marked segment holds is never deleted.
-    let Some(mut from) = first_live else {
-        return Ok(report);
-    };
-    let (mut upto, mut next) = (None, from);
-    for s in segments(db).await? {
-        if s.last_seq < next {
-            continue; // wholly before the live records: pruned before
+    let marked = segments(db).await?;
+    for (&chain, &(_, first_live)) in &live {
+        // What goes: the chain's marked segments (this run's, and what an interrupted run
+        // left) that follow each other without a gap from its oldest live record, lowest
+        // first. A record no marked segment holds is never deleted.
+        let Some(mut from) = first_live else {
+            continue;
+        };
+        let (mut upto, mut next) = (None, from);
+        for s in marked.iter().filter(|s| chains::of(s.first_seq) == chain) {
+            if s.last_seq < next {
+                continue; // wholly before the live records: pruned before
+            }
+            if s.first_seq > next || s.pruned_at.is_none() {
+                break; // a gap, or a segment whose records stay
+            }
+            upto = Some(s.last_seq);
+            next = s.last_seq + 1;
         }
-        if s.first_seq > next || s.pruned_at.is_none() {
-            break; // a gap, or a segment whose records stay
+        let Some(upto) = upto else {
+            continue;
+        };
+        let mut deleted_here = 0;
+        while from <= upto {
+            let to = (from + PRUNE_BATCH - 1).min(upto);
+            let mut tx = db.begin_bookkeeping().await?;
+            let deleted = on!(&mut tx => |c| sqlx::query(
+                "DELETE FROM audit_log WHERE seq >= $1 AND seq <= $2 \
+                 AND seq < (SELECT MAX(seq) FROM audit_log WHERE seq <= $3)",
+            )
+            .bind(from)
+            .bind(to)
+            .bind(chains::last(chain))
+            .execute(c)
+            .await?
+            .rows_affected());
+            tx.commit().await?;
+            deleted_here += deleted;
+            from = to + 1;
         }
-        upto = Some(s.last_seq);
-        next = s.last_seq + 1;
-    }
-    let Some(upto) = upto else {
-        return Ok(report);
-    };
-    while from <= upto {
-        let to = (from + PRUNE_BATCH - 1).min(upto);
-        let mut tx = db.begin_bookkeeping().await?;
-        let deleted = on!(&mut tx => |c| sqlx::query(
-            "DELETE FROM audit_log WHERE seq >= $1 AND seq <= $2 \
-             AND seq < (SELECT MAX(seq) FROM audit_log)",
-        )
-        .bind(from)
-        .bind(to)
-        .execute(c)
-        .await?
-        .rows_affected());
-        tx.commit().await?;
-        report.pruned_records += deleted;
-        from = to + 1;
-    }
-    if report.pruned_records > 0 {
-        tracing::info!(
-            records = report.pruned_records,
-            upto,
-            "archived audit records pruned from the database"
-        );
+        report.pruned_records += deleted_here;
+        if deleted_here > 0 {
+            tracing::info!(
+                records = deleted_here,
+                upto,
+                "archived audit records pruned from the database"
+            );
+        }
     }
     Ok(report)
 }
@@ -587,6 +629,8 @@ impl std::fmt::Display for WalkFault {
 pub struct WalkReport {
     /// Records verified, archived and live.
     pub records: i64,
+    /// Chains walked.
+    pub chains: usize,
     /// Of which read from archive files.
     pub archived: i64,
     pub segments: usize,
@@ -597,32 +641,33 @@ pub struct WalkReport {
     pub checkpointed: BTreeMap<i64, String>,
 }
 
-/// The chain as it is walked.
+/// The chains as they are walked.
 struct Walk {
-    expected: i64,
-    prev: String,
+    chain: ChainWalk,
     report: WalkReport,
 }
 
 impl Walk {
-    fn step(&self, rec: &AuditRecord) -> Option<WalkFault> {
-        check_link(rec, self.expected, &self.prev).map(WalkFault::Chain)
+    fn step(&mut self, rec: &AuditRecord) -> Option<WalkFault> {
+        self.chain.check(rec).map(WalkFault::Chain)
     }
     fn advance(&mut self, rec: &AuditRecord) {
-        self.prev = rec.hash.clone();
-        self.expected += 1;
+        self.chain.advance(rec);
         self.report.records += 1;
     }
     fn fail(mut self, fault: WalkFault) -> WalkReport {
-        self.report.head = self.prev;
+        self.report.chains = self.chain.chains;
+        self.report.head = self.chain.prev().to_string();
         self.report.fault = Some(fault);
         self.report
     }
 }
 
-/// Walk the whole chain: each archive file (its SHA-256 against its row, its records, its
+/// Walk every chain: each archive file (its SHA-256 against its row, its records, its
 /// sealing checkpoint), across into the records still in the database, which must match their
-/// archived copies, then the rest of the live table. `progress` is told each record walked.
+/// archived copies, then the rest of the live table. Segments and live records are both taken
+/// in `seq` order, so chains come one after another: the live records of a chain are walked
+/// before the next chain's first segment. `progress` is told each record walked.
 /// The archive files are read with blocking I/O (for the offline tools).
 pub async fn verify(
     db: &Db,
@@ -644,6 +689,7 @@ pub async fn verify(
         .into_iter()
         .map(|c| (c.seq, c))
         .collect();
+    let taken = chains::taken(&mut tx).await?;
     let tx = &mut tx;
     on!(tx, {
         let mut live = sqlx::query_as::<_, AuditRecord>(
@@ -653,14 +699,22 @@ pub async fn verify(
     .fetch(tx);
         let mut pending = live.try_next().await?;
         let mut walk = Walk {
-            expected: 1,
-            prev: GENESIS.to_string(),
+            chain: ChainWalk::new(taken),
             report: WalkReport {
                 segments: segs.len(),
                 ..WalkReport::default()
             },
         };
         for seg in &segs {
+            // The live records before this segment: the rest of the chains before its chain.
+            while let Some(rec) = pending.take_if(|r| r.seq < seg.first_seq) {
+                if let Some(fault) = walk.step(&rec) {
+                    return Ok(walk.fail(fault));
+                }
+                walk.advance(&rec);
+                progress(1);
+                pending = live.try_next().await?;
+            }
             let file = seg.file_name.clone();
             let path: PathBuf = dir.join(&seg.file_name);
             if !path.exists() {
@@ -669,10 +723,17 @@ pub async fn verify(
             if file_sha256(&path)? != seg.file_sha256 {
                 return Ok(walk.fail(WalkFault::Altered { file }));
             }
-            if seg.first_seq != walk.expected {
+            if let Some(fault) = walk.chain.enter(seg.first_seq) {
+                return Ok(walk.fail(WalkFault::Chain(fault)));
+            }
+            if seg.first_seq != walk.chain.expected()
+                || chains::of(seg.last_seq) != chains::of(seg.first_seq)
+            {
                 let detail = format!(
-                    "its row starts at record {} where record {} was expected",
-                    seg.first_seq, walk.expected
+                    "its row runs from record {} to {} where record {} was expected first",
+                    seg.first_seq,
+                    seg.last_seq,
+                    walk.chain.expected()
                 );
                 return Ok(walk.fail(WalkFault::Inconsistent { file, detail }));
             }
@@ -726,10 +787,10 @@ pub async fn verify(
                 walk.report.archived += 1;
                 progress(1);
             }
-            if walk.expected != seg.last_seq + 1 || walk.prev != seg.head_hash {
+            if walk.chain.expected() != seg.last_seq + 1 || walk.chain.prev() != seg.head_hash {
                 let detail = format!(
                     "ends at record {} where its row says {}",
-                    walk.expected - 1,
+                    walk.chain.expected() - 1,
                     seg.last_seq
                 );
                 return Ok(walk.fail(inconsistent(detail)));
@@ -749,28 +810,39 @@ pub async fn verify(
             progress(1);
             pending = live.try_next().await?;
         }
-        walk.report.head = walk.prev;
+        walk.report.chains = walk.chain.chains;
+        walk.report.head = walk.chain.prev().to_string();
         Ok(walk.report)
     })
 }
 
-/// Records matching `f`, oldest first: those pruned from the database from their archived
-/// segments in `archive_dir` (only segments whose time span the range reaches are read),
-/// then the live ones.
+/// Records matching `f`: those pruned from the database from their archived segments in
+/// `archive_dir` (only segments whose time span the range reaches are read), chain by chain,
+/// then the live ones in `seq` order (chain by chain too).
 pub async fn select_with_archive(
     db: &Db,
     archive_dir: &Path,
     f: &Filter,
 ) -> anyhow::Result<Vec<ExportedRecord>> {
-    let first_live: Option<i64> = on!(db => |c| sqlx::query_scalar("SELECT MIN(seq) FROM audit_log")
+    // Each chain's oldest live record: its archived records from there on are read live.
+    let mut first_live: BTreeMap<i64, i64> = BTreeMap::new();
+    for chain in chains::present(db, Table::Log).await? {
+        let first: Option<i64> = on!(db => |c| sqlx::query_scalar(
+            "SELECT MIN(seq) FROM audit_log WHERE seq > $1 AND seq <= $2",
+        )
+        .bind(chains::origin(chain))
+        .bind(chains::last(chain))
         .fetch_one(c)
         .await?);
+        first_live.extend(first.map(|f| (chain, f)));
+    }
+    let first_live = |seq: i64| first_live.get(&chains::of(seq)).copied();
     let since = f.since.as_deref().map(normalise);
     let until = f.until.as_deref().map(normalise);
     let mut out = Vec::new();
     let limit = f.limit.filter(|l| *l >= 0).map(|l| l as usize);
     for seg in segments(db).await? {
-        if first_live.is_some_and(|live| seg.first_seq >= live)
+        if first_live(seg.first_seq).is_some_and(|live| seg.first_seq >= live)
             || since.as_ref().is_some_and(|t| &seg.last_time < t)
             || until.as_ref().is_some_and(|t| &seg.first_time > t)
         {
@@ -780,7 +852,7 @@ pub async fn select_with_archive(
             let Line::Record(r) = line? else {
                 continue;
             };
-            if first_live.is_some_and(|live| r.seq >= live) {
+            if first_live(r.seq).is_some_and(|live| r.seq >= live) {
                 break;
             }
             if f.matches(&r) {

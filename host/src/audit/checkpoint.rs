@@ -1,7 +1,8 @@
 //! Signed checkpoints of the audit log.
 //!
-//! After `audit.checkpoint_every_records` new records or `audit.checkpoint_interval_seconds`,
-//! the node signs the chain head (sequence, hash, time) with the HSM's audit key
+//! After `audit.checkpoint_every_records` new records of a chain or
+//! `audit.checkpoint_interval_seconds`, the node signs the chain's head (sequence, hash,
+//! time) with the HSM's audit key
 //! ([`crate::hsm::audit_key`]) and stores the checkpoint twice: in the `audit_checkpoints`
 //! table and appended to `<data-dir>/audit-checkpoints.jsonl` (ship that file to write-once
 //! storage). The public key is written to `<data-dir>/audit-signing-key.pem` and printed by
@@ -13,6 +14,12 @@
 //! from the database is still in the file (and the other way round); a forged checkpoint does
 //! not verify under the public key. Records after the last checkpoint are protected by the
 //! chain only, until the next checkpoint.
+//!
+//! The log is several chains ([`super::chains`]): a node signs the shared chain (whichever
+//! node gets there first) and the chains it took itself, and at shutdown it signs the heads of
+//! its own chains, which no process writes again; the shared chain's tail is signed by the next
+//! node to run. A cluster's checkpoints are thus signed by several keys, one per node's HSM,
+//! and verified against all of them.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -106,22 +113,49 @@ impl Checkpointer {
         Ok(signed.1)
     }
 
-    /// Sign the current head if it moved since the last checkpoint and `due` says so.
+    /// Sign the head of each chain this node signs (the shared one and its own) that moved
+    /// since the chain's last checkpoint, where `due` (given the records since then) says so.
     pub async fn checkpoint_if(
         &self,
         db: &Db,
-        due: impl FnOnce(i64, Option<&Checkpoint>) -> bool,
+        due: impl Fn(i64) -> bool,
+    ) -> Result<Vec<Checkpoint>> {
+        let mut signed = Vec::new();
+        for chain in std::iter::once(0).chain(db.audit_chains().owned()) {
+            if let Some(cp) = self.checkpoint_chain(db, chain, &due).await? {
+                signed.push(cp);
+            }
+        }
+        Ok(signed)
+    }
+
+    /// At shutdown, after the last record: sign the heads of the chains this node took (no
+    /// process writes them again) that moved since their last checkpoint.
+    pub async fn seal_own_chains(&self, db: &Db) -> Result<Vec<Checkpoint>> {
+        let mut signed = Vec::new();
+        for chain in db.audit_chains().owned() {
+            if let Some(cp) = self.checkpoint_chain(db, chain, &|_| true).await? {
+                signed.push(cp);
+            }
+        }
+        Ok(signed)
+    }
+
+    async fn checkpoint_chain(
+        &self,
+        db: &Db,
+        chain: i64,
+        due: &impl Fn(i64) -> bool,
     ) -> Result<Option<Checkpoint>> {
-        let head: Option<(i64, String)> = on!(db => |c| sqlx::query_as(
-            "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1"
-        )
-        .fetch_optional(c)
-        .await?);
-        let Some((seq, head_hash)) = head else {
+        let Some((seq, head_hash)) = super::chains::head(db, chain).await? else {
             return Ok(None);
         };
-        let last = last_checkpoint(db).await?;
-        if last.as_ref().is_some_and(|c| c.seq >= seq) || !due(seq, last.as_ref()) {
+        let last = last_checkpoint(db, chain).await?;
+        let since = seq
+            - last
+                .as_ref()
+                .map_or(super::chains::origin(chain), |c| c.seq);
+        if since <= 0 || !due(since) {
             return Ok(None);
         }
         let time = now_rfc3339();
@@ -136,7 +170,7 @@ impl Checkpointer {
             signature: STANDARD.encode(signature),
         };
         let mut tx = db.begin_bookkeeping().await?;
-        on!(&mut tx => |c| sqlx::query(
+        let inserted = on!(&mut tx => |c| sqlx::query(
             "INSERT INTO audit_checkpoints (seq, head_hash, time, key_fingerprint, signature) \
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT (seq) DO NOTHING",
         )
@@ -149,6 +183,10 @@ impl Checkpointer {
         .await?
         .rows_affected());
         tx.commit().await?;
+        if inserted == 0 {
+            // Another node signed the shared chain's head first: its checkpoint stands.
+            return Ok(None);
+        }
         // The file is synced: off the tokio worker.
         let (file, signed) = (self.file.clone(), cp.clone());
         tokio::task::spawn_blocking(move || append_to_file(&file, &signed))
@@ -174,19 +212,22 @@ fn append_to_file(file: &Path, cp: &Checkpoint) -> std::io::Result<()> {
     f.sync_data()
 }
 
-async fn last_checkpoint(pool: impl Into<Conn<'_>>) -> Result<Option<Checkpoint>> {
+/// The last checkpoint of `chain`.
+async fn last_checkpoint(pool: impl Into<Conn<'_>>, chain: i64) -> Result<Option<Checkpoint>> {
     on!(pool, {
         Ok(sqlx::query_as(
             "SELECT seq, head_hash, time, key_fingerprint, signature FROM audit_checkpoints \
-         ORDER BY seq DESC LIMIT 1",
+             WHERE seq > $1 AND seq <= $2 ORDER BY seq DESC LIMIT 1",
         )
+        .bind(super::chains::origin(chain))
+        .bind(super::chains::last(chain))
         .fetch_optional(&mut *pool)
         .await?)
     })
 }
 
-/// Check for due checkpoints every second (records) and on the interval (time); sign a last
-/// one when the node shuts down is left to the next start.
+/// Check for due checkpoints every second (records) and on the interval (time). The last
+/// ones, at shutdown, are [`Checkpointer::seal_own_chains`]'s.
 pub fn spawn(checkpointer: Arc<Checkpointer>, db: Db, config: AuditConfig) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -197,16 +238,16 @@ pub fn spawn(checkpointer: Arc<Checkpointer>, db: Db, config: AuditConfig) {
             let every = config.checkpoint_every_records.max(1) as i64;
             let interval = config.checkpoint_interval_seconds;
             let timed = interval > 0 && last_signed.elapsed() >= Duration::from_secs(interval);
-            let due = |seq: i64, last: Option<&Checkpoint>| {
-                timed || seq - last.map_or(0, |c| c.seq) >= every
-            };
+            let due = |since: i64| timed || since >= every;
             match checkpointer.checkpoint_if(&db, due).await {
-                Ok(Some(cp)) => {
-                    last_signed = Instant::now();
-                    tracing::info!(seq = cp.seq, "audit checkpoint signed");
+                Ok(signed) => {
+                    for cp in &signed {
+                        tracing::info!(seq = cp.seq, "audit checkpoint signed");
+                    }
+                    if timed || !signed.is_empty() {
+                        last_signed = Instant::now();
+                    }
                 }
-                Ok(None) if timed => last_signed = Instant::now(),
-                Ok(None) => {}
                 Err(e) => tracing::warn!(error = %e, "audit checkpoint failed; retried"),
             }
         }
@@ -222,7 +263,7 @@ pub enum CheckpointFault {
     Mismatch { seq: i64, detail: &'static str },
     /// The checkpointed record no longer has the signed hash (records rewritten).
     Rewritten { seq: i64 },
-    /// The log ends before a checkpointed record (tail truncated).
+    /// The checkpointed record's chain ends before it (tail truncated).
     Truncated { checkpoint: i64, last_record: i64 },
 }
 
@@ -245,7 +286,7 @@ impl std::fmt::Display for CheckpointFault {
                 last_record,
             } => write!(
                 f,
-                "a signed checkpoint covers record {checkpoint} but the log ends at record {last_record} (the tail was truncated)"
+                "a signed checkpoint covers record {checkpoint} but its chain ends at record {last_record} (the tail was truncated)"
             ),
         }
     }
@@ -256,6 +297,8 @@ impl std::fmt::Display for CheckpointFault {
 pub struct CheckpointReport {
     pub checkpoints: usize,
     pub last_checkpoint: Option<i64>,
+    /// Records after the last checkpoint of their chain (protected by the chain only).
+    pub unsigned: i64,
     pub fault: Option<CheckpointFault>,
 }
 
@@ -311,6 +354,7 @@ pub async fn verify(
             Ok(CheckpointReport {
                 checkpoints: in_db.len().max(in_file.len()),
                 last_checkpoint: None,
+                unsigned: 0,
                 fault: Some(f),
             })
         };
@@ -334,10 +378,24 @@ pub async fn verify(
         for cp in in_db.iter().chain(in_file.iter()) {
             all.insert(cp.seq, cp.clone());
         }
-        let last_record: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM audit_log")
-            .fetch_one(&mut *pool)
-            .await?;
+        // The last record of each chain a checkpoint names.
+        let mut last_records = std::collections::BTreeMap::new();
         for cp in all.values() {
+            let chain = super::chains::of(cp.seq);
+            let last_record = match last_records.get(&chain) {
+                Some(last) => *last,
+                None => {
+                    let last: i64 = sqlx::query_scalar(
+                        "SELECT COALESCE(MAX(seq), $1) FROM audit_log WHERE seq > $1 AND seq <= $2",
+                    )
+                    .bind(super::chains::origin(chain))
+                    .bind(super::chains::last(chain))
+                    .fetch_one(&mut *pool)
+                    .await?;
+                    last_records.insert(chain, last);
+                    last
+                }
+            };
             let signature = STANDARD.decode(&cp.signature).unwrap_or_default();
             let message = signed_message(cp.seq, &cp.head_hash, &cp.time);
             if !verifiers
@@ -362,9 +420,32 @@ pub async fn verify(
                 return fault(CheckpointFault::Rewritten { seq: cp.seq });
             }
         }
+        // Each chain's records after its last checkpoint.
+        let mut unsigned = 0;
+        let mut after = 0;
+        loop {
+            let next: Option<i64> =
+                sqlx::query_scalar("SELECT MIN(seq) FROM audit_log WHERE seq > $1")
+                    .bind(after)
+                    .fetch_one(&mut *pool)
+                    .await?;
+            let Some(first) = next else { break };
+            let chain = super::chains::of(first);
+            let head: i64 = sqlx::query_scalar("SELECT MAX(seq) FROM audit_log WHERE seq <= $1")
+                .bind(super::chains::last(chain))
+                .fetch_one(&mut *pool)
+                .await?;
+            let signed = all
+                .range(super::chains::origin(chain) + 1..=head)
+                .next_back()
+                .map_or(first - 1, |(seq, _)| *seq);
+            unsigned += head - signed;
+            after = super::chains::last(chain);
+        }
         Ok(CheckpointReport {
             checkpoints: all.len(),
             last_checkpoint: all.keys().next_back().copied(),
+            unsigned,
             fault: None,
         })
     })

@@ -17,6 +17,12 @@
 //! and is woken as soon as the restart is done (it would otherwise meet `SQLITE_BUSY` and
 //! poll, and the restart's busy handler would sleep while a batch holds the lock).
 //! [`GroupCommit::close`] stops both at shutdown.
+//!
+//! On PostgreSQL there is no thread hand-off to save and no WAL to tend, but every statement
+//! is a network round trip, during which one writer would leave the others' records waiting:
+//! [`POSTGRES_WRITERS`] tasks take batches from the one queue in turn, each writing an audit
+//! chain of its own ([`super::chains`]) whose head it alone moves, so a batch is one `INSERT`
+//! committed on its own, with no lock and no read of the head.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,8 +31,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+use super::chains::{self, Purpose};
 use super::{
-    append_records, chain, insert_records_inline, read_head_inline, AuditEvent, AuditRecord,
+    chain, fits, insert_records, insert_records_inline, read_head_inline, AuditEvent, AuditRecord,
     MAX_ROWS_PER_INSERT,
 };
 use crate::error::{Error, Result};
@@ -41,6 +48,10 @@ const MAX_BATCH: usize = 256;
 /// still brings more records (see [`linger`]).
 const MAX_LINGER_YIELDS: usize = 4;
 const _: () = assert!(MAX_BATCH <= MAX_ROWS_PER_INSERT);
+/// Group-commit writers on PostgreSQL, each with a chain of its own: while one waits for its
+/// `INSERT` to commit, the next collects the records that arrived meanwhile. Four keep the
+/// database busy from one node on this machine's two cores (see `docs/performance.md`).
+pub const POSTGRES_WRITERS: usize = 4;
 /// How often the WAL is checkpointed while the task runs.
 pub const WAL_CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 /// WAL frames (pages of 4 KiB) past which a checkpoint also starts the WAL over, holding
@@ -84,28 +95,38 @@ impl GroupCommit {
     }
 
     async fn start_with(db: Db, wal: WalCheckpoints) -> Result<Self> {
-        let sqlite = match db.sqlite() {
-            Some(pools) => Some((
-                pools.separate_writer().await?,
-                pools.checkpoint_connection().await?,
-            )),
-            None => None,
-        };
-        let (conn, checkpoints) = sqlite.unzip();
         let (jobs, rx) = mpsc::channel::<Job>(4 * MAX_BATCH);
-        let (ready, started) = oneshot::channel();
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
         let (stop, stopped) = watch::channel(false);
         let gate = WriteGate::default();
-        let task = tokio::spawn(run(db, conn, rx, gate.clone(), stopped.clone(), ready));
-        started.await.map_err(|_| Error::DatabaseUnavailable)??;
-        let mut tasks = vec![task];
-        if let Some(checkpoints) = checkpoints {
-            tasks.push(tokio::spawn(checkpoint_wal_until_stopped(
-                checkpoints,
-                wal,
-                gate,
-                stopped,
-            )));
+        let mut tasks = Vec::new();
+        match db.sqlite() {
+            Some(pools) => {
+                let conn = pools.separate_writer().await?;
+                let checkpoints = pools.checkpoint_connection().await?;
+                let (ready, started) = oneshot::channel();
+                let target = Target::Sqlite(conn, gate.clone(), ready);
+                tasks.push(tokio::spawn(run(db.clone(), target, rx, stopped.clone())));
+                started.await.map_err(|_| Error::DatabaseUnavailable)??;
+                tasks.push(tokio::spawn(checkpoint_wal_until_stopped(
+                    checkpoints,
+                    wal,
+                    gate,
+                    stopped,
+                )));
+            }
+            None => {
+                for _ in 0..POSTGRES_WRITERS {
+                    let chain = chains::take(&db, Purpose::GroupCommit).await?;
+                    let target = Target::Postgres(chain);
+                    tasks.push(tokio::spawn(run(
+                        db.clone(),
+                        target,
+                        rx.clone(),
+                        stopped.clone(),
+                    )));
+                }
+            }
         }
         Ok(GroupCommit {
             jobs,
@@ -151,13 +172,28 @@ impl GroupCommit {
     }
 }
 
-/// Where the task writes its batches.
+/// The queue the writers take their batches from, in turn.
+type Queue = Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>;
+
+/// What a writer task writes to.
+enum Target {
+    /// SQLite: the group commit's own connection, the write gate it holds while it writes a
+    /// batch, and where to say whether taking the connection from sqlx's worker worked.
+    Sqlite(
+        sqlx::SqliteConnection,
+        WriteGate,
+        oneshot::Sender<Result<()>>,
+    ),
+    /// PostgreSQL: the chain this writer took.
+    Postgres(i64),
+}
+
+/// Where a writer task writes its batches.
 enum Writer<'c> {
-    /// SQLite: a connection of its own, driven in place.
+    /// SQLite: a connection of its own, driven in place, on the shared chain.
     Sqlite(Inline<'c>),
-    /// PostgreSQL: a transaction from the pool per batch (a connection there is a socket, not
-    /// a thread hand-off, and the chain's lock is taken per transaction, see `read_head`).
-    Postgres(Db),
+    /// PostgreSQL: a chain of its own, one pooled connection per batch.
+    Postgres(Db, i64),
 }
 
 impl Writer<'_> {
@@ -171,59 +207,84 @@ impl Writer<'_> {
             Writer::Sqlite(inline) => append(inline, known, events)
                 .await
                 .map_err(|e| e.to_string()),
-            Writer::Postgres(db) => {
-                let written = async {
-                    let mut tx = db.begin_bookkeeping().await?;
-                    let records = append_records(&mut tx, events).await?;
-                    tx.commit().await?;
-                    Ok::<_, Error>(records)
-                };
-                written.await.map_err(|e| e.to_string())
-            }
+            Writer::Postgres(db, chain) => append_to_own_chain(db, chain, known, events)
+                .await
+                .map_err(|e| e.to_string()),
         }
     }
 }
 
-/// The task: on SQLite take `conn` from sqlx's worker; report whether that worked, then
-/// commit batches until every [`GroupCommit`] is dropped or [`GroupCommit::close`] is called
-/// (then what was already handed over is still committed), and close the connection.
-async fn run(
-    db: Db,
-    mut conn: Option<sqlx::SqliteConnection>,
-    mut rx: mpsc::Receiver<Job>,
-    gate: WriteGate,
-    mut stop: watch::Receiver<bool>,
-    ready: oneshot::Sender<Result<()>>,
-) {
-    let busy_wait = db.busy_wait();
+/// Append `events` to `chain`, which this task alone writes: after `known`, the head as of its
+/// last batch, or after a failed batch (which may have committed all the same) after the head
+/// read again. One `INSERT`, committed on its own. A full chain is swapped for a new one.
+async fn append_to_own_chain(
+    db: &Db,
+    chain_id: &mut i64,
+    known: Option<(i64, String)>,
+    events: &[&AuditEvent],
+) -> Result<Vec<AuditRecord>> {
+    let mut head = match known {
+        Some(head) => head,
+        None => chains::head(db, *chain_id)
+            .await?
+            .unwrap_or_else(|| chains::empty_head(*chain_id)),
+    };
+    if !fits(&head, events.len()) {
+        *chain_id = chains::take(db, Purpose::GroupCommit).await?;
+        head = chains::empty_head(*chain_id);
+    }
+    let records = chain(head, events);
+    spans::db("INSERT", "audit_log", insert_records(db, &records)).await?;
+    Ok(records)
+}
+
+/// A writer task: on SQLite take the connection from sqlx's worker and report whether that
+/// worked; then take batches from `queue` (in turn with the other writers) and commit them,
+/// until every [`GroupCommit`] is dropped or [`GroupCommit::close`] is called (then what was
+/// already handed over is still committed), and close the connection.
+async fn run(db: Db, target: Target, queue: Queue, mut stop: watch::Receiver<bool>) {
+    let (mut conn, ready, gate, chain_id) = match target {
+        Target::Sqlite(conn, gate, ready) => (Some(conn), Some(ready), Some(gate), 0),
+        Target::Postgres(chain) => (None, None, None, chain),
+    };
     let mut writer = match conn.as_mut() {
-        Some(conn) => match Inline::take(conn, busy_wait).await {
+        Some(conn) => match Inline::take(conn, db.busy_wait()).await {
             Ok(inline) => Writer::Sqlite(inline),
             Err(e) => {
-                let _ = ready.send(Err(e));
+                if let Some(ready) = ready {
+                    let _ = ready.send(Err(e));
+                }
                 return;
             }
         },
-        None => Writer::Postgres(db),
+        None => Writer::Postgres(db, chain_id),
     };
-    let _ = ready.send(Ok(()));
+    if let Some(ready) = ready {
+        let _ = ready.send(Ok(()));
+    }
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut head = None;
     let mut closing = false;
     loop {
-        let received = tokio::select! {
-            received = rx.recv_many(&mut batch, MAX_BATCH) => received,
-            _ = stop.wait_for(|stop| *stop), if !closing => {
-                // Refuse new records; the buffered ones are still received, then `0`.
-                rx.close();
-                closing = true;
-                continue;
+        let received = {
+            let mut rx = queue.lock().await;
+            let received = tokio::select! {
+                received = rx.recv_many(&mut batch, MAX_BATCH) => received,
+                _ = stop.wait_for(|stop| *stop), if !closing => {
+                    // Refuse new records; the buffered ones are still received, then `0`.
+                    rx.close();
+                    closing = true;
+                    continue;
+                }
+            };
+            if received > 0 {
+                linger(&mut rx, &mut batch).await;
             }
+            received
         };
         if received == 0 {
             break;
         }
-        linger(&mut rx, &mut batch).await;
         crate::telemetry::metrics::metrics().audit_batch(batch.len());
         let span = tracing::info_span!(
             parent: None,
@@ -235,7 +296,10 @@ async fn run(
         }
         let events: Vec<&AuditEvent> = batch.iter().map(|(ev, _, _)| ev).collect();
         let written = {
-            let _writing = gate.lock().await;
+            let _writing = match &gate {
+                Some(gate) => Some(gate.lock().await),
+                None => None,
+            };
             writer.append(head.take(), &events).instrument(span).await
         };
         let seqs: Vec<Result<i64>> = match written {

@@ -4,21 +4,24 @@
 //! state change it describes (a failed change rolls back and a separate record of the failure
 //! is appended instead). Each record's `hash` is SHA-256 over the previous record's hash and
 //! the record's canonical JSON (fixed field order, `hash` excluded), so [`verify`] detects an
-//! edited, removed or reordered record. The chain head is read inside a write transaction that
-//! holds the database's write lock from its start (`BEGIN IMMEDIATE`, see `store`), and `seq`
-//! is the primary key, so two appends can never claim the same predecessor. Signed
+//! edited, removed or reordered record. The log is one such chain per writer ([`chains`]: one
+//! on SQLite, several per node on PostgreSQL), each a range of `seq`. A chain's head is read
+//! inside a write transaction that holds the chain's lock (SQLite: the database's write lock,
+//! `BEGIN IMMEDIATE`, see `store`; PostgreSQL: the chain's advisory lock) until it commits, and
+//! `seq` is the primary key, so two appends can never claim the same predecessor. Signed
 //! checkpoints ([`checkpoint`]) add detection of tail truncation and of a chain re-hashed by
 //! someone with database access; [`export`] reads records out in a stable JSON schema;
 //! [`archive`] moves sealed segments out to files and, under a retention limit, out of the
-//! database, and verifies the archive files and the live table as one chain.
+//! database, and verifies the archive files and the live table as one log.
 //!
 //! `policy_hash` (the SHA-256 of the policy set that decided the request) was added after the
 //! first records were written: it is left out of the canonical JSON when it is NULL, so
 //! records written before it existed keep verifying, while every record that carries one has
-//! it covered by its hash (clearing it later breaks the chain). `trace_id`, `user_agent` and `front` (which front a
-//! request came through) were added the same way.
+//! it covered by its hash (clearing it later breaks the chain). `trace_id`, `user_agent` and
+//! `front` (which front a request came through) were added the same way.
 
 pub mod archive;
+pub mod chains;
 pub mod checkpoint;
 pub mod cli;
 pub mod export;
@@ -149,26 +152,30 @@ const MAX_ROWS_PER_INSERT: usize = 512;
 /// of the chain head, then one `INSERT` for all of them. Returns their records.
 async fn append_records(conn: &mut Tx, events: &[&AuditEvent]) -> Result<Vec<AuditRecord>> {
     let head = read_head(conn).await?;
+    if !fits(&head, events.len()) {
+        tracing::error!(chain = conn.audit_chain(), "the audit chain is full");
+        return Err(crate::error::Error::Internal);
+    }
     let records = chain(head, events);
     insert_records(conn, &records).await?;
     Ok(records)
 }
 
-/// The chain head: the last record's (seq, hash).
-const HEAD_SQL: &str = "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1";
-
-/// Key of the PostgreSQL advisory lock that serialises appends to the chain (SQLite's
-/// `BEGIN IMMEDIATE` already holds the database's one write lock).
+/// Key of the PostgreSQL advisory lock that orders the appends to chain 0, the shared chain;
+/// chain `c`'s is this plus `c` (SQLite's `BEGIN IMMEDIATE` already holds the database's one
+/// write lock). Only the writers of one chain ever meet on its lock (see [`chains`]).
 const CHAIN_LOCK: i64 = 0x6b65_7970_6c61_6e65; // "keyplane"
 
-/// The last record's (seq, hash), or (0, genesis) for an empty log. On PostgreSQL it first
-/// takes the chain's lock for the rest of the transaction, so no other node or connection
-/// can chain a record after the same head.
+/// The head of the chain `conn`'s records join (its last record's (seq, hash), or the chain's
+/// origin and genesis while it is empty). On PostgreSQL it first takes that chain's lock for
+/// the rest of the transaction, so no other transaction of the chain's writer can chain a
+/// record after the same head.
 async fn read_head(conn: &mut Tx) -> Result<(i64, String)> {
+    let chain = conn.audit_chain();
     if conn.dialect() == Dialect::Postgres {
         spans::db("SELECT", "pg_advisory_xact_lock", async {
             on!(&mut *conn => |c| sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                    .bind(CHAIN_LOCK)
+                    .bind(CHAIN_LOCK.wrapping_add(chain))
                     .execute(c)
                     .await?
                     .rows_affected());
@@ -176,25 +183,25 @@ async fn read_head(conn: &mut Tx) -> Result<(i64, String)> {
         })
         .await?;
     }
-    on!(conn, {
-        let head: Option<(i64, String)> = spans::db(
-            "SELECT",
-            "audit_log",
-            sqlx::query_as(HEAD_SQL).fetch_optional(&mut *conn),
-        )
-        .await?;
-        Ok(head.unwrap_or_else(|| (0, GENESIS.to_string())))
-    })
+    let head = spans::db("SELECT", "audit_log", chains::head(&mut *conn, chain)).await?;
+    Ok(head.unwrap_or_else(|| chains::empty_head(chain)))
 }
 
-/// [`read_head`] on an [`crate::store::inline`] connection.
+/// [`read_head`] on an [`crate::store::inline`] connection (SQLite: the shared chain).
 fn read_head_inline(conn: &rusqlite::Connection) -> rusqlite::Result<(i64, String)> {
     use rusqlite::OptionalExtension;
     let head = conn
-        .prepare_cached(HEAD_SQL)?
-        .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .prepare_cached(chains::HEAD_SQL)?
+        .query_row([chains::origin(0), chains::last(0)], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
         .optional()?;
-    Ok(head.unwrap_or_else(|| (0, GENESIS.to_string())))
+    Ok(head.unwrap_or_else(|| chains::empty_head(0)))
+}
+
+/// Whether `records` more records fit in the chain whose head is `head`.
+fn fits(head: &(i64, String), records: usize) -> bool {
+    chains::last(chains::of(head.0)) - head.0 >= records as i64
 }
 
 /// The records of `events`, chained after `head` (seq, hash).
@@ -293,7 +300,7 @@ impl AuditRecord {
 /// Insert chained records, at most [`MAX_ROWS_PER_INSERT`] per statement. One statement is
 /// atomic on its own, so outside a transaction `records` up to that size land all or none; a
 /// record whose `seq` is taken (a stale head) fails the whole statement.
-async fn insert_records(conn: &mut Tx, records: &[AuditRecord]) -> Result<()> {
+async fn insert_records(conn: impl Into<Conn<'_>>, records: &[AuditRecord]) -> Result<()> {
     on!(conn, {
         for chunk in records.chunks(MAX_ROWS_PER_INSERT) {
             let sql = insert_sql(chunk.len());
@@ -345,6 +352,8 @@ pub enum ChainFault {
     BrokenLink { seq: i64 },
     /// The record's contents do not match its hash (edited).
     BadHash { seq: i64 },
+    /// The record lies in a chain no process ever took (inserted).
+    UnknownChain { seq: i64 },
 }
 
 impl std::fmt::Display for ChainFault {
@@ -361,6 +370,11 @@ impl std::fmt::Display for ChainFault {
             ChainFault::BadHash { seq } => {
                 write!(f, "record {seq}: contents do not match its hash (edited)")
             }
+            ChainFault::UnknownChain { seq } => write!(
+                f,
+                "record {seq}: its chain ({}) was never taken by a node (inserted)",
+                chains::of(*seq)
+            ),
         }
     }
 }
@@ -369,6 +383,9 @@ impl std::fmt::Display for ChainFault {
 #[derive(Debug)]
 pub struct VerifyReport {
     pub records: i64,
+    /// Chains walked (see [`chains`]).
+    pub chains: usize,
+    /// The hash of the last record walked.
     pub head: String,
     pub fault: Option<ChainFault>,
 }
@@ -386,8 +403,87 @@ pub async fn get(pool: impl Into<Conn<'_>>, seq: i64) -> Result<Option<AuditReco
     })
 }
 
-/// Walk the chain from the first record.
+/// Where a walk over the chains is: the record it expects next and that record's `prev_hash`.
+#[derive(Debug)]
+pub struct ChainWalk {
+    /// The chains taken (rows of `audit_chains`); chain 0 is always known.
+    taken: std::collections::BTreeSet<i64>,
+    chain: Option<i64>,
+    expected: i64,
+    prev: String,
+    /// Chains entered so far.
+    pub chains: usize,
+}
+
+impl ChainWalk {
+    /// A walk from the start, over records of chain 0 and of the chains in `taken`.
+    pub fn new(taken: std::collections::BTreeSet<i64>) -> Self {
+        ChainWalk {
+            taken,
+            chain: None,
+            expected: 1,
+            prev: GENESIS.to_string(),
+            chains: 0,
+        }
+    }
+
+    /// Move to the chain of `seq` if the walk is not in it yet (records are walked in `seq`
+    /// order, so a chain is entered once, at its first record). A chain nobody took is a fault.
+    pub fn enter(&mut self, seq: i64) -> Option<ChainFault> {
+        let chain = chains::of(seq);
+        if self.chain != Some(chain) {
+            if chain != 0 && !self.taken.contains(&chain) {
+                return Some(ChainFault::UnknownChain { seq });
+            }
+            self.chain = Some(chain);
+            self.expected = chains::origin(chain) + 1;
+            self.prev = GENESIS.to_string();
+            self.chains += 1;
+        }
+        None
+    }
+
+    /// The sequence number the walk expects next.
+    pub fn expected(&self) -> i64 {
+        self.expected
+    }
+
+    /// The hash the next record must link to.
+    pub fn prev(&self) -> &str {
+        &self.prev
+    }
+
+    /// Check `rec` (after entering its chain): the number expected, a link to its
+    /// predecessor, a hash that matches its contents.
+    pub fn check(&mut self, rec: &AuditRecord) -> Option<ChainFault> {
+        if let Some(fault) = self.enter(rec.seq) {
+            return Some(fault);
+        }
+        if rec.seq != self.expected {
+            Some(ChainFault::Gap {
+                expected: self.expected,
+                found: rec.seq,
+            })
+        } else if rec.prev_hash != self.prev {
+            Some(ChainFault::BrokenLink { seq: rec.seq })
+        } else if rec.compute_hash() != rec.hash {
+            Some(ChainFault::BadHash { seq: rec.seq })
+        } else {
+            None
+        }
+    }
+
+    /// Move past `rec` (which [`ChainWalk::check`] passed).
+    pub fn advance(&mut self, rec: &AuditRecord) {
+        self.prev = rec.hash.clone();
+        self.expected += 1;
+    }
+}
+
+/// Walk every chain from its first record.
 pub async fn verify(pool: impl Into<Conn<'_>>) -> Result<VerifyReport> {
+    let mut pool: Conn<'_> = pool.into();
+    let taken = chains::taken(&mut pool).await?;
     on!(pool, {
         use futures_util::TryStreamExt;
         let mut rows = sqlx::query_as::<_, AuditRecord>(
@@ -395,36 +491,24 @@ pub async fn verify(pool: impl Into<Conn<'_>>) -> Result<VerifyReport> {
          outcome, source, policy_hash, trace_id, user_agent, front, prev_hash, hash FROM audit_log ORDER BY seq",
     )
     .fetch(&mut *pool);
-        let mut expected_seq = 1;
-        let mut prev = GENESIS.to_string();
+        let mut walk = ChainWalk::new(taken);
         let mut count = 0;
         while let Some(rec) = rows.try_next().await? {
-            let fault = if rec.seq != expected_seq {
-                Some(ChainFault::Gap {
-                    expected: expected_seq,
-                    found: rec.seq,
-                })
-            } else if rec.prev_hash != prev {
-                Some(ChainFault::BrokenLink { seq: rec.seq })
-            } else if rec.compute_hash() != rec.hash {
-                Some(ChainFault::BadHash { seq: rec.seq })
-            } else {
-                None
-            };
-            if fault.is_some() {
+            if let Some(fault) = walk.check(&rec) {
                 return Ok(VerifyReport {
                     records: count,
-                    head: prev,
-                    fault,
+                    chains: walk.chains,
+                    head: walk.prev,
+                    fault: Some(fault),
                 });
             }
-            prev = rec.hash.clone();
-            expected_seq += 1;
+            walk.advance(&rec);
             count += 1;
         }
         Ok(VerifyReport {
             records: count,
-            head: prev,
+            chains: walk.chains,
+            head: walk.prev,
             fault: None,
         })
     })

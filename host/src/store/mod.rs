@@ -43,8 +43,8 @@ pub mod testing;
 #[cfg(test)]
 mod tests;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::pool::PoolConnection;
@@ -86,6 +86,50 @@ pub struct Db {
     generation: Arc<AtomicU64>,
     /// Other nodes' notices (see [`Notice`]).
     notices: broadcast::Sender<Notice>,
+    /// The audit chains this handle writes.
+    audit_chains: Arc<AuditChains>,
+}
+
+/// The audit chains a [`Db`] handle writes (`crate::audit::chains` says what a chain is and
+/// takes them): the chain that records appended inside its transactions join, and every chain
+/// this process owns (whose heads its checkpoints sign). Kept here, with the handle, because
+/// every [`Tx`] needs the first.
+#[derive(Debug, Default)]
+pub struct AuditChains {
+    /// The chain of records appended inside transactions: 0 (the shared chain) until the
+    /// process takes one of its own.
+    transactions: AtomicI64,
+    /// The chains this process took (the shared chain is nobody's).
+    owned: Mutex<Vec<i64>>,
+}
+
+impl AuditChains {
+    /// The chain records appended inside transactions join.
+    pub fn transactions(&self) -> i64 {
+        self.transactions.load(Ordering::Relaxed)
+    }
+
+    /// Make `chain` (which this process took) the one records appended inside transactions
+    /// join.
+    pub fn set_transactions(&self, chain: i64) {
+        self.transactions.store(chain, Ordering::Relaxed);
+    }
+
+    /// Note that this process took `chain`.
+    pub fn add_owned(&self, chain: i64) {
+        self.owned
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(chain);
+    }
+
+    /// The chains this process took, oldest first.
+    pub fn owned(&self) -> Vec<i64> {
+        self.owned
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
 }
 
 /// What one node tells the others sharing its database (PostgreSQL `NOTIFY`; a SQLite
@@ -168,6 +212,7 @@ impl Db {
             busy_wait,
             generation,
             notices,
+            audit_chains: Arc::default(),
         })
     }
 
@@ -196,6 +241,7 @@ impl Db {
             busy_wait: DEFAULT_BUSY_WAIT,
             generation: Arc::default(),
             notices: broadcast::channel(NOTICES).0,
+            audit_chains: Arc::default(),
         })
     }
 
@@ -221,11 +267,17 @@ impl Db {
         self.busy_wait
     }
 
+    /// The audit chains this handle (and every clone of it) writes.
+    pub fn audit_chains(&self) -> &AuditChains {
+        &self.audit_chains
+    }
+
     /// Begin a write transaction.
     pub async fn begin(&self) -> Result<Tx> {
         Ok(Tx {
             inner: self.begin_inner().await?,
             generation: Some(self.generation.clone()),
+            audit_chain: self.audit_chains.transactions(),
         })
     }
 
@@ -235,6 +287,7 @@ impl Db {
         Ok(Tx {
             inner: self.begin_inner().await?,
             generation: None,
+            audit_chain: self.audit_chains.transactions(),
         })
     }
 
@@ -248,6 +301,7 @@ impl Db {
         Ok(Tx {
             inner,
             generation: None,
+            audit_chain: self.audit_chains.transactions(),
         })
     }
 
@@ -292,6 +346,8 @@ pub const DEFAULT_BUSY_WAIT: Duration = Duration::from_secs(10);
 pub struct Tx {
     inner: TxInner,
     generation: Option<Arc<AtomicU64>>,
+    /// The audit chain records appended in it join ([`AuditChains::transactions`]).
+    audit_chain: i64,
 }
 
 enum TxInner {
@@ -327,6 +383,11 @@ impl Tx {
             TxInner::Postgres(t, _) => t.rollback().await?,
         }
         Ok(())
+    }
+
+    /// The audit chain records appended in it join.
+    pub fn audit_chain(&self) -> i64 {
+        self.audit_chain
     }
 
     /// The backend it runs on.
@@ -373,6 +434,14 @@ impl<'a, 'b> From<&'a mut Conn<'b>> for Conn<'a> {
 }
 
 impl<'a> Conn<'a> {
+    /// The backend it runs on.
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Conn::Db(db) => db.dialect(),
+            Conn::Tx(tx) => tx.dialect(),
+        }
+    }
+
     /// A connection to run statements on: one from the read pool, or the transaction's.
     pub(crate) async fn acquire(self) -> sqlx::Result<Guard<'a>> {
         Ok(match self {

@@ -24,6 +24,14 @@ pub async fn sqlite() -> (Guard, Db) {
 
 /// A fresh, migrated PostgreSQL database.
 pub async fn postgres() -> (Guard, Db) {
+    let (guard, url) = postgres_database().await;
+    let db = Db::open(&url).await.unwrap();
+    (guard, db)
+}
+
+/// A fresh PostgreSQL database and its URL (for tests that open it more than once, as the
+/// nodes of a cluster do).
+pub async fn postgres_database() -> (Guard, String) {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let (cluster, admin_url) = match std::env::var("KEYPLANE_TEST_POSTGRES") {
         Ok(url) => (None, url),
@@ -55,8 +63,7 @@ pub async fn postgres() -> (Guard, Db) {
     .await;
     created.unwrap();
     admin.close().await;
-    let url = with_database(&admin_url, &name);
-    (Guard::Cluster(cluster), Db::open(&url).await.unwrap())
+    (Guard::Cluster(cluster), with_database(&admin_url, &name))
 }
 
 /// Both backends, each with a fresh database.

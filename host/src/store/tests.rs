@@ -203,3 +203,112 @@ async fn concurrent_audit_appends_form_one_verifiable_chain() {
         );
     }
 }
+
+/// Two nodes on one PostgreSQL database write audit chains of their own: a node never waits
+/// for another's transaction (with one cluster-wide chain, the second append below waited for
+/// the first transaction to commit), the records of both nodes' transactions and group
+/// commits verify as one log, and an edited, removed or inserted record of any chain is found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_write_audit_chains_of_their_own_and_never_wait_for_each_other() {
+    use crate::audit::{self, chains, group_commit::GroupCommit, AuditEvent, ChainFault};
+    let (_guard, url) = super::testing::postgres_database().await;
+    let nodes = [Db::open(&url).await.unwrap(), Db::open(&url).await.unwrap()];
+    for db in &nodes {
+        chains::take_for_transactions(db).await.unwrap();
+    }
+    let event = |i: usize| AuditEvent::system("t", "test", "t", "Test", format!("{i}"));
+
+    // Node 0 holds its chain's lock in an open transaction; node 1 appends meanwhile.
+    let mut held = nodes[0].begin().await.unwrap();
+    audit::append(&mut held, &event(0)).await.unwrap();
+    let mut tx = nodes[1].begin().await.unwrap();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        audit::append(&mut tx, &event(1)),
+    )
+    .await
+    .expect("an append waited for another node's transaction")
+    .unwrap();
+    tx.commit().await.unwrap();
+    held.commit().await.unwrap();
+
+    // Both nodes' group commits and transactions, all at once.
+    let groups = [
+        GroupCommit::start(nodes[0].clone()).await.unwrap(),
+        GroupCommit::start(nodes[1].clone()).await.unwrap(),
+    ];
+    let batched =
+        futures_util::future::try_join_all((0..400).map(|i| groups[i % 2].append(event(100 + i))));
+    let transactions = futures_util::future::join_all((0..20).map(|i| {
+        let db = nodes[i % 2].clone();
+        async move {
+            let mut tx = db.begin().await.unwrap();
+            audit::append(&mut tx, &event(1000 + i)).await.unwrap();
+            tx.commit().await.unwrap();
+        }
+    }));
+    let (seqs, _) = futures_util::future::join(batched, transactions).await;
+    let seqs = seqs.unwrap();
+    let used: std::collections::BTreeSet<i64> = seqs.iter().map(|s| chains::of(*s)).collect();
+    assert!(used.len() >= 2, "the group commits wrote {used:?}");
+    for group in &groups {
+        group.close().await;
+    }
+    let report = audit::verify(&nodes[0]).await.unwrap();
+    assert_eq!(report.fault, None);
+    assert_eq!(report.records, 2 + 400 + 20);
+    println!("{} records in {} chains", report.records, report.chains);
+    // Each node's transactions chain and at least one group-commit chain each.
+    assert!(report.chains >= 2 + 2, "{} chains", report.chains);
+
+    // Tampering with any chain is found: here the group-commit chain with the most records.
+    let mut counts = std::collections::BTreeMap::<i64, usize>::new();
+    for seq in &seqs {
+        *counts.entry(chains::of(*seq)).or_default() += 1;
+    }
+    let (&busiest, &records) = counts.iter().max_by_key(|(_, n)| **n).unwrap();
+    assert!(records >= 3, "{counts:?}");
+    let in_chain = |n: i64| chains::origin(busiest) + n;
+    let tamper = |sql: String| {
+        let db = nodes[1].clone();
+        async move {
+            let mut tx = db.begin().await.unwrap();
+            super::testing::execute(&mut tx, &sql).await;
+            tx.commit().await.unwrap();
+            audit::verify(&db).await.unwrap().fault
+        }
+    };
+    // A record copied into a chain no node took (even with its hash recomputed it would link).
+    let forged = chains::origin(chains::taken(&nodes[0]).await.unwrap().last().unwrap() + 1) + 1;
+    assert_eq!(
+        tamper(format!(
+            "INSERT INTO audit_log SELECT {forged}, time, request_id, principal, tenant, action, \
+             resource, decision, policies, outcome, source, '{}', hash, policy_hash, trace_id, \
+             user_agent, front FROM audit_log WHERE seq = {}",
+            audit::GENESIS,
+            in_chain(1)
+        ))
+        .await,
+        Some(ChainFault::UnknownChain { seq: forged })
+    );
+    assert_eq!(
+        tamper(format!("DELETE FROM audit_log WHERE seq = {forged}")).await,
+        None
+    );
+    let edited = in_chain(3);
+    assert_eq!(
+        tamper(format!(
+            "UPDATE audit_log SET outcome = 'x' WHERE seq = {edited}"
+        ))
+        .await,
+        Some(ChainFault::BadHash { seq: edited })
+    );
+    let removed = in_chain(2);
+    assert_eq!(
+        tamper(format!("DELETE FROM audit_log WHERE seq = {removed}")).await,
+        Some(ChainFault::Gap {
+            expected: removed,
+            found: removed + 1
+        })
+    );
+}

@@ -51,10 +51,17 @@ impl Cluster {
         let url = pg.create_database("keyplane").unwrap();
         let tmp = tempfile::tempdir().unwrap();
         let dirs: Vec<PathBuf> = (1..=n).map(|i| tmp.path().join(format!("n{i}"))).collect();
+        // One archive directory for every node, as docs/deployment.md asks: whichever node
+        // holds the archive lease writes the next segment, and every node's verify reads them.
+        let archive = tmp.path().join("audit-archive");
         let mut env: Vec<(String, String)> = vec![
             ("RUST_LOG".into(), "warn".into()),
             ("KEYPLANE_DATABASE__URL".into(), url.clone()),
             (EXPORTABLE.0.into(), EXPORTABLE.1.into()),
+            (
+                "KEYPLANE_AUDIT__ARCHIVE_DIR".into(),
+                archive.to_string_lossy().into_owned(),
+            ),
         ];
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let mut cluster = Cluster {
