@@ -27,6 +27,7 @@ pub mod cli;
 pub mod export;
 pub mod group_commit;
 
+use crate::store::bulk::{self, Value};
 use crate::store::{on, Conn, Dialect, Tx};
 use ring::digest;
 use serde::Serialize;
@@ -240,39 +241,32 @@ pub fn chain(head: (i64, String), events: &[&AuditEvent]) -> Vec<AuditRecord> {
 /// Values one record binds.
 const COLUMNS: usize = 17;
 
-/// `INSERT` of `rows` records, their values bound in [`AuditRecord::values`] order (numbered
-/// placeholders, which both backends accept).
-fn insert_sql(rows: usize) -> String {
-    let mut sql = String::from(
-        "INSERT INTO audit_log (seq, time, request_id, principal, tenant, action, resource, \
-         decision, policies, outcome, source, policy_hash, trace_id, user_agent, front, prev_hash, \
-         hash) VALUES ",
-    );
-    for row in 0..rows {
-        if row > 0 {
-            sql.push(',');
-        }
-        sql.push('(');
-        for column in 1..=COLUMNS {
-            if column > 1 {
-                sql.push(',');
-            }
-            sql.push_str(&format!("${}", row * COLUMNS + column));
-        }
-        sql.push(')');
-    }
-    sql
-}
-
-/// A column value of a record, bound by either driver.
-enum Value<'a> {
-    Int(i64),
-    Text(&'a str),
-    MaybeText(Option<&'a str>),
-}
+/// The columns [`AuditRecord::values`] fills, in its order.
+const AUDIT_LOG: bulk::Table = bulk::Table {
+    name: "audit_log",
+    columns: &[
+        "seq",
+        "time",
+        "request_id",
+        "principal",
+        "tenant",
+        "action",
+        "resource",
+        "decision",
+        "policies",
+        "outcome",
+        "source",
+        "policy_hash",
+        "trace_id",
+        "user_agent",
+        "front",
+        "prev_hash",
+        "hash",
+    ],
+};
 
 impl AuditRecord {
-    /// The values of one row of [`insert_sql`], in column order.
+    /// The values of one row of [`AUDIT_LOG`], in column order.
     fn values(&self) -> [Value<'_>; COLUMNS] {
         use Value::{Int, MaybeText, Text};
         [
@@ -301,21 +295,17 @@ impl AuditRecord {
 /// atomic on its own, so outside a transaction `records` up to that size land all or none; a
 /// record whose `seq` is taken (a stale head) fails the whole statement.
 async fn insert_records(conn: impl Into<Conn<'_>>, records: &[AuditRecord]) -> Result<()> {
-    on!(conn, {
-        for chunk in records.chunks(MAX_ROWS_PER_INSERT) {
-            let sql = insert_sql(chunk.len());
-            let mut insert = sqlx::query(&sql);
-            for value in chunk.iter().flat_map(AuditRecord::values) {
-                insert = match value {
-                    Value::Int(v) => insert.bind(v),
-                    Value::Text(v) => insert.bind(v),
-                    Value::MaybeText(v) => insert.bind(v),
-                };
-            }
-            spans::db("INSERT", "audit_log", insert.execute(&mut *conn)).await?;
-        }
-        Ok(())
-    })
+    let mut conn: Conn<'_> = conn.into();
+    for chunk in records.chunks(MAX_ROWS_PER_INSERT) {
+        let rows: Vec<_> = chunk.iter().map(AuditRecord::values).collect();
+        spans::db(
+            "INSERT",
+            "audit_log",
+            bulk::insert(&mut conn, &AUDIT_LOG, &rows),
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// [`insert_records`] on an [`crate::store::inline`] connection, as one statement (all or
@@ -331,7 +321,7 @@ fn insert_records_inline(
             MAX_ROWS_PER_INSERT,
         ));
     }
-    let mut insert = conn.prepare_cached(&insert_sql(records.len()))?;
+    let mut insert = conn.prepare_cached(&bulk::values_sql(&AUDIT_LOG, records.len()))?;
     for (i, value) in records.iter().flat_map(AuditRecord::values).enumerate() {
         match value {
             Value::Int(v) => insert.raw_bind_parameter(i + 1, v)?,

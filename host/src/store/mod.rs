@@ -25,6 +25,7 @@
 pub mod access_keys;
 pub mod aliases;
 pub mod approvals;
+pub mod bulk;
 pub mod cache;
 pub mod grants;
 pub mod imports;
@@ -43,7 +44,7 @@ pub mod testing;
 #[cfg(test)]
 mod tests;
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -96,23 +97,36 @@ pub struct Db {
 /// every [`Tx`] needs the first.
 #[derive(Debug, Default)]
 pub struct AuditChains {
-    /// The chain of records appended inside transactions: 0 (the shared chain) until the
-    /// process takes one of its own.
-    transactions: AtomicI64,
+    /// The chains of records appended inside transactions, taken in turn: none (so the shared
+    /// chain 0) until the process takes chains of its own.
+    transactions: std::sync::RwLock<Vec<i64>>,
+    /// Which of them the next transaction joins.
+    turn: AtomicU64,
     /// The chains this process took (the shared chain is nobody's).
     owned: Mutex<Vec<i64>>,
 }
 
 impl AuditChains {
-    /// The chain records appended inside transactions join.
+    /// The chain the records appended inside the next transaction join.
     pub fn transactions(&self) -> i64 {
-        self.transactions.load(Ordering::Relaxed)
+        let chains = self
+            .transactions
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if chains.is_empty() {
+            return 0;
+        }
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed) as usize;
+        chains[turn % chains.len()]
     }
 
-    /// Make `chain` (which this process took) the one records appended inside transactions
+    /// Add `chain` (which this process took) to those records appended inside transactions
     /// join.
-    pub fn set_transactions(&self, chain: i64) {
-        self.transactions.store(chain, Ordering::Relaxed);
+    pub fn add_transactions(&self, chain: i64) {
+        self.transactions
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(chain);
     }
 
     /// Note that this process took `chain`.
