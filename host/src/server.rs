@@ -41,8 +41,12 @@ pub async fn serve(config: Config, hsm: Hsm, policies: LoadedPolicies) -> anyhow
 
     let handle = Handle::new();
     let shutdown = handle.clone();
+    // Installed here, before the listener exists: installed inside the task, a SIGTERM that
+    // came before the task first ran (a node stopped as soon as it listens, on a busy
+    // machine) found no handler and killed the process uncleanly.
+    let signals = ShutdownSignals::install()?;
     tokio::spawn(async move {
-        shutdown_signal().await;
+        signals.wait().await;
         tracing::info!("shutting down");
         shutdown.graceful_shutdown(Some(Duration::from_secs(10)));
     });
@@ -165,17 +169,26 @@ fn spawn_sighup_reload(state: Arc<crate::state::AppState>) -> anyhow::Result<()>
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = ctrl_c.await;
-            return;
+/// The signals that stop the server (SIGINT, SIGTERM), installed as soon as this exists.
+struct ShutdownSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(ShutdownSignals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    /// Until either signal arrives.
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {},
+            _ = self.terminate.recv() => {},
         }
-    };
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term.recv() => {},
     }
 }

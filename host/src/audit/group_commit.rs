@@ -1,44 +1,33 @@
 //! Group commit for audit records that accompany no other change (reads and cryptographic
-//! uses, denials, failures): requests hand their record to one task, which appends every
-//! record waiting at that moment with one multi-row `INSERT` (atomic on its own, see
-//! [`append`]); each request is answered only after the statement holding its record has
-//! committed. The chain and the one-record-per-request rule are unchanged; records of requests
-//! that change state still go into their own transaction, with the change (`ops::WriteScope`).
-//! `seq` is the table's primary key, so the two paths can never claim the same predecessor: a
-//! batch chained after a stale head fails whole and is chained again.
+//! uses, denials, failures): requests hand their record to a queue; a writer takes every record
+//! waiting at that moment and appends them with one multi-row `INSERT` (atomic on its own);
+//! each request is answered only after the statement holding its record has committed. The
+//! chain and the one-record-per-request rule are unchanged; records of requests that change
+//! state still go into their own transaction, with the change (`ops::WriteScope`).
 //!
-//! The task writes through a connection of its own, driven in place on its tokio worker
-//! ([`crate::store::inline`]): sqlx would hand every statement to the connection's own thread
-//! and back, and that hand-off cost more than the `INSERT`. That connection leaves WAL
-//! checkpoints to a second task, which checkpoints every [`WAL_CHECKPOINT_EVERY`] on a
-//! connection of its own. Once the WAL holds [`WAL_RESTART_AFTER`] frames, that task also
-//! starts it over ([`restart_wal`]), which holds writers off: it first takes the *write gate*
-//! that the group commit holds while it writes a batch, so the batch waits for it on the gate
-//! and is woken as soon as the restart is done (it would otherwise meet `SQLITE_BUSY` and
-//! poll, and the restart's busy handler would sleep while a batch holds the lock).
-//! [`GroupCommit::close`] stops both at shutdown.
+//! SQLite: one writer, on the shared chain, through a connection of its own driven in place,
+//! with the WAL checkpoints beside it (`store::sqlite::chain_writer`, which says why). `seq`
+//! is the table's primary key, so a batch and a state change's transaction can never claim the
+//! same predecessor: a batch chained after a stale head fails whole and is chained again.
 //!
-//! On PostgreSQL there is no thread hand-off to save and no WAL to tend, but every statement
-//! is a network round trip, during which one writer would leave the others' records waiting:
+//! PostgreSQL: there is no thread hand-off to save and no WAL to tend, but every statement is
+//! a network round trip, during which one writer would leave the others' records waiting:
 //! [`POSTGRES_WRITERS`] tasks take batches from the one queue in turn, each writing an audit
 //! chain of its own ([`super::chains`]) whose head it alone moves, so a batch is one `INSERT`
 //! committed on its own, with no lock and no read of the head.
+//!
+//! [`GroupCommit::close`] stops the writers (and the WAL checkpoints) at shutdown.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::chains::{self, Purpose};
-use super::{
-    chain, fits, insert_records, insert_records_inline, read_head_inline, AuditEvent, AuditRecord,
-    MAX_ROWS_PER_INSERT,
-};
+use super::{chain, fits, insert_records, AuditEvent, AuditRecord, AUDIT_LOG, MAX_ROWS_PER_INSERT};
 use crate::error::{Error, Result};
-use crate::store::sqlite::inline::{is_constraint, Inline};
-use crate::store::sqlite::{checkpoint_wal, restart_wal};
+use crate::store::sqlite::chain_writer::{Appender, ChainWriter, HeadQuery, WalCheckpoints};
 use crate::store::Db;
 use crate::telemetry::spans;
 
@@ -52,68 +41,42 @@ const _: () = assert!(MAX_BATCH <= MAX_ROWS_PER_INSERT);
 /// `INSERT` to commit, the next collects the records that arrived meanwhile. Four keep the
 /// database busy from one node on this machine's two cores (see `docs/performance.md`).
 pub const POSTGRES_WRITERS: usize = 4;
-/// How often the WAL is checkpointed while the task runs.
-pub const WAL_CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
-/// WAL frames (pages of 4 KiB) past which a checkpoint also starts the WAL over, holding
-/// writers off meanwhile (5–9 ms here, most of it three syncs). At 25k `encrypt`s a second
-/// the WAL grows by about 1600 frames between checkpoints: it then starts over about every
-/// half second, records wait for that about 1.5% of the time, and the WAL stays under about
-/// 32 MB (without restarts it grew by about 40 MB a second).
-pub const WAL_RESTART_AFTER: i64 = 4096;
-
-/// When the checkpoint task runs and when it starts the WAL over.
-#[derive(Clone, Copy)]
-struct WalCheckpoints {
-    every: Duration,
-    restart_after: i64,
-}
-
-const WAL_CHECKPOINTS: WalCheckpoints = WalCheckpoints {
-    every: WAL_CHECKPOINT_EVERY,
-    restart_after: WAL_RESTART_AFTER,
-};
-
 /// A record, where to answer, and the requester's `audit.append` span (the batch's
 /// `audit.group_commit` span links to it, so a trace shows which commit held its record).
 type Job = (AuditEvent, oneshot::Sender<Result<i64>>, tracing::Span);
 
-/// Handle to the group-commit task.
+/// Handle to the group-commit writers.
 #[derive(Clone)]
 pub struct GroupCommit {
     jobs: mpsc::Sender<Job>,
     /// Set by [`GroupCommit::close`].
     stop: Arc<watch::Sender<bool>>,
-    /// The task and the checkpoints, awaited by the first [`GroupCommit::close`].
+    /// The writers and the WAL checkpoints, awaited by the first [`GroupCommit::close`].
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
 impl GroupCommit {
-    /// Open the task's connection and the checkpoints' one, then start both tasks (on the
-    /// current tokio runtime).
+    /// Start the writers (on the current tokio runtime): on SQLite one, with the WAL
+    /// checkpoints beside it; on PostgreSQL [`POSTGRES_WRITERS`], each on a chain it takes.
     pub async fn start(db: Db) -> Result<Self> {
-        Self::start_with(db, WAL_CHECKPOINTS).await
+        Self::start_with(db, crate::store::sqlite::chain_writer::WAL_CHECKPOINTS).await
     }
 
     async fn start_with(db: Db, wal: WalCheckpoints) -> Result<Self> {
         let (jobs, rx) = mpsc::channel::<Job>(4 * MAX_BATCH);
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         let (stop, stopped) = watch::channel(false);
-        let gate = WriteGate::default();
         let mut tasks = Vec::new();
         match db.sqlite() {
             Some(pools) => {
-                let conn = pools.separate_writer().await?;
-                let checkpoints = pools.checkpoint_connection().await?;
+                let (writer, checkpoints) = pools
+                    .chain_writer(db.busy_wait(), wal, stopped.clone())
+                    .await?;
                 let (ready, started) = oneshot::channel();
-                let target = Target::Sqlite(conn, gate.clone(), ready);
-                tasks.push(tokio::spawn(run(db.clone(), target, rx, stopped.clone())));
+                let target = Target::Sqlite(writer, ready);
+                tasks.push(tokio::spawn(run(db.clone(), target, rx, stopped)));
                 started.await.map_err(|_| Error::DatabaseUnavailable)??;
-                tasks.push(tokio::spawn(checkpoint_wal_until_stopped(
-                    checkpoints,
-                    wal,
-                    gate,
-                    stopped,
-                )));
+                tasks.push(checkpoints);
             }
             None => {
                 for _ in 0..POSTGRES_WRITERS {
@@ -135,9 +98,10 @@ impl GroupCommit {
         })
     }
 
-    /// Stop taking records, commit those already handed over, and close both connections
-    /// (at shutdown, before the pools close: the last connection to close checkpoints the WAL
-    /// into the database file and removes it, so a stopped node's file holds every record).
+    /// Stop taking records, commit those already handed over, and stop the writers (at
+    /// shutdown, before the pools close: on SQLite the last connection to close checkpoints
+    /// the WAL into the database file and removes it, so a stopped node's file holds every
+    /// record).
     /// Appends after this fail with [`Error::DatabaseUnavailable`].
     pub async fn close(&self) {
         self.stop.send_replace(true);
@@ -177,23 +141,28 @@ type Queue = Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>;
 
 /// What a writer task writes to.
 enum Target {
-    /// SQLite: the group commit's own connection, the write gate it holds while it writes a
-    /// batch, and where to say whether taking the connection from sqlx's worker worked.
-    Sqlite(
-        sqlx::SqliteConnection,
-        WriteGate,
-        oneshot::Sender<Result<()>>,
-    ),
+    /// SQLite: the shared chain's writer, and where to say whether taking its connection from
+    /// sqlx's worker worked.
+    Sqlite(ChainWriter, oneshot::Sender<Result<()>>),
     /// PostgreSQL: the chain this writer took.
     Postgres(i64),
 }
 
 /// Where a writer task writes its batches.
 enum Writer<'c> {
-    /// SQLite: a connection of its own, driven in place, on the shared chain.
-    Sqlite(Inline<'c>),
+    /// SQLite: the shared chain, through a connection driven in place.
+    Sqlite(Appender<'c>),
     /// PostgreSQL: a chain of its own, one pooled connection per batch.
     Postgres(Db, i64),
+}
+
+/// The head of SQLite's one chain, the shared chain 0.
+fn shared_head() -> HeadQuery {
+    HeadQuery {
+        sql: chains::HEAD_SQL,
+        bounds: [chains::origin(0), chains::last(0)],
+        empty: chains::empty_head(0),
+    }
 }
 
 impl Writer<'_> {
@@ -202,14 +171,20 @@ impl Writer<'_> {
         &mut self,
         known: Option<(i64, String)>,
         events: &[&AuditEvent],
-    ) -> std::result::Result<Vec<AuditRecord>, String> {
+    ) -> Result<Vec<AuditRecord>> {
         match self {
-            Writer::Sqlite(inline) => append(inline, known, events)
-                .await
-                .map_err(|e| e.to_string()),
-            Writer::Postgres(db, chain) => append_to_own_chain(db, chain, known, events)
-                .await
-                .map_err(|e| e.to_string()),
+            Writer::Sqlite(appender) => {
+                appender
+                    .append(
+                        known,
+                        &shared_head(),
+                        &AUDIT_LOG,
+                        |head| chain(head, events),
+                        AuditRecord::values,
+                    )
+                    .await
+            }
+            Writer::Postgres(db, chain) => append_to_own_chain(db, chain, known, events).await,
         }
     }
 }
@@ -243,13 +218,13 @@ async fn append_to_own_chain(
 /// until every [`GroupCommit`] is dropped or [`GroupCommit::close`] is called (then what was
 /// already handed over is still committed), and close the connection.
 async fn run(db: Db, target: Target, queue: Queue, mut stop: watch::Receiver<bool>) {
-    let (mut conn, ready, gate, chain_id) = match target {
-        Target::Sqlite(conn, gate, ready) => (Some(conn), Some(ready), Some(gate), 0),
-        Target::Postgres(chain) => (None, None, None, chain),
+    let (mut sqlite, ready, chain_id) = match target {
+        Target::Sqlite(writer, ready) => (Some(writer), Some(ready), 0),
+        Target::Postgres(chain) => (None, None, chain),
     };
-    let mut writer = match conn.as_mut() {
-        Some(conn) => match Inline::take(conn, db.busy_wait()).await {
-            Ok(inline) => Writer::Sqlite(inline),
+    let mut writer = match sqlite.as_mut() {
+        Some(sqlite) => match sqlite.take().await {
+            Ok(appender) => Writer::Sqlite(appender),
             Err(e) => {
                 if let Some(ready) = ready {
                     let _ = ready.send(Err(e));
@@ -295,13 +270,7 @@ async fn run(db: Db, target: Target, queue: Queue, mut stop: watch::Receiver<boo
             span.follows_from(requester);
         }
         let events: Vec<&AuditEvent> = batch.iter().map(|(ev, _, _)| ev).collect();
-        let written = {
-            let _writing = match &gate {
-                Some(gate) => Some(gate.lock().await),
-                None => None,
-            };
-            writer.append(head.take(), &events).instrument(span).await
-        };
+        let written = writer.append(head.take(), &events).instrument(span).await;
         let seqs: Vec<Result<i64>> = match written {
             Ok(records) => {
                 head = records.last().map(|r| (r.seq, r.hash.clone()));
@@ -323,99 +292,8 @@ async fn run(db: Db, target: Target, queue: Queue, mut stop: watch::Receiver<boo
         }
     }
     drop(writer);
-    if let Some(conn) = conn {
-        if let Err(e) = sqlx::Connection::close(conn).await {
-            tracing::warn!(error = %e, "could not close the audit group commit's connection");
-        }
-    }
-}
-
-/// Held by the group commit while it writes a batch, and by the checkpoint task while it
-/// restarts the WAL.
-type WriteGate = Arc<tokio::sync::Mutex<()>>;
-
-/// Checkpoint the WAL as `wal` says on `conn` (the group commit's own connection leaves
-/// checkpoints to this, see [`crate::store::inline`]), until [`GroupCommit::close`] or until
-/// every [`GroupCommit`] is dropped; then close `conn`. A restart follows a `PASSIVE` pass,
-/// so it has only the frames committed during that pass left to copy.
-async fn checkpoint_wal_until_stopped(
-    mut conn: sqlx::SqliteConnection,
-    wal: WalCheckpoints,
-    gate: WriteGate,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut tick = tokio::time::interval(wal.every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut backoff = RestartBackoff::default();
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {
-                // A failure is logged where it is converted; the next tick tries again.
-                let frames = checkpoint_wal(&mut conn).await.unwrap_or(-1);
-                if frames > wal.restart_after && backoff.due() {
-                    let restarted = {
-                        let _writers_held_off = gate.lock().await;
-                        restart_wal(&mut conn).await.unwrap_or(false)
-                    };
-                    backoff.after(restarted, frames);
-                }
-            }
-            // (The guard `wait_for` returns is not `Send`: dropped inside.)
-            _ = async { drop(stop.wait_for(|stop| *stop).await) } => break,
-        }
-    }
-    if let Err(e) = sqlx::Connection::close(conn).await {
-        tracing::warn!(error = %e, "could not close the WAL checkpoints' connection");
-    }
-}
-
-/// Spacing of WAL restarts that keep failing. Each attempt holds writers off for up to
-/// [`crate::store::RESTART_BUSY_WAIT`], and while a long reader holds the WAL (an export, an
-/// offline verify) every attempt fails: after each failure the next attempts wait twice as
-/// many checkpoints, up to [`MAX_RESTART_BACKOFF`]. A single failure is routine (a state
-/// change's own checkpoint or transaction was in the way); restarts failing until the spacing
-/// reaches its maximum (about 7 s) are worth a warning, as the WAL keeps growing meanwhile.
-#[derive(Default)]
-struct RestartBackoff {
-    /// Checkpoints to let pass before the next attempt.
-    skip: u32,
-    /// What `skip` becomes after the next failure.
-    next: u32,
-    /// Whether this run of failures was reported.
-    warned: bool,
-}
-
-/// Most checkpoints let pass between two failing restarts (6.4 s at 200 ms).
-const MAX_RESTART_BACKOFF: u32 = 32;
-
-impl RestartBackoff {
-    /// Whether to attempt a restart at this checkpoint.
-    fn due(&mut self) -> bool {
-        if self.skip == 0 {
-            return true;
-        }
-        self.skip -= 1;
-        false
-    }
-
-    /// Record an attempt: reset on success; on failure, wait longer.
-    fn after(&mut self, restarted: bool, frames: i64) {
-        if restarted {
-            *self = RestartBackoff::default();
-            return;
-        }
-        self.skip = self.next.max(1);
-        self.next = (self.skip * 2).min(MAX_RESTART_BACKOFF);
-        tracing::debug!(wal_frames = frames, "could not start the WAL over");
-        if self.skip == MAX_RESTART_BACKOFF && !self.warned {
-            self.warned = true;
-            tracing::warn!(
-                wal_frames = frames,
-                "the WAL could not be started over for seconds (a long reader or writer holds \
-                 it) and keeps growing; retrying every {} checkpoints",
-                MAX_RESTART_BACKOFF + 1
-            );
-        }
+    if let Some(sqlite) = sqlite {
+        sqlite.close().await;
     }
 }
 
@@ -423,8 +301,8 @@ impl RestartBackoff {
 /// yield to the scheduler and take what arrived, again while a yield brings more (at most
 /// [`MAX_LINGER_YIELDS`] times). An idle node loses nothing (with no other task ready, a
 /// yield returns at once); a loaded one writes fewer, larger batches, and every batch costs
-/// two thread hand-offs to sqlx's SQLite worker and one WAL commit whatever its size (on
-/// `encrypt` under load, from about 6 records a batch to about 10). PostgreSQL's
+/// one commit whatever its size (SQLite: a WAL commit; PostgreSQL: a round trip), so on
+/// `encrypt` under load batches grew from about 6 records to about 10. PostgreSQL's
 /// `commit_delay` does the same with a sleep; a yield never waits on an idle CPU.
 async fn linger(rx: &mut mpsc::Receiver<Job>, batch: &mut Vec<Job>) {
     for _ in 0..MAX_LINGER_YIELDS {
@@ -445,49 +323,11 @@ async fn linger(rx: &mut mpsc::Receiver<Job>, batch: &mut Vec<Job>) {
     }
 }
 
-/// Append `events` as one batch and return their records. With `known`, the chain head as of
-/// this task's last write, that is one `INSERT`. Records of requests that change state are
-/// appended in their own transactions, so `known` can be stale: then the first `seq` is taken,
-/// the statement fails as a whole, and the batch is chained again after the head read inside a
-/// transaction that holds the write lock (`None` goes there directly).
-async fn append(
-    conn: &mut Inline<'_>,
-    known: Option<(i64, String)>,
-    events: &[&AuditEvent],
-) -> rusqlite::Result<Vec<AuditRecord>> {
-    if let Some(after) = known {
-        let records = chain(after, events);
-        let insert = conn.run(|c| insert_records_inline(c, &records));
-        match spans::db("INSERT", "audit_log", insert).await {
-            Ok(()) => return Ok(records),
-            Err(e) if is_constraint(&e) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    let transaction = conn.run(|c| append_after_head(c, events));
-    spans::db("INSERT", "audit_log", transaction).await
-}
-
-/// Read the head and append `events` after it, in one `BEGIN IMMEDIATE` transaction; rolled
-/// back on any failure, so a busy retry starts afresh.
-fn append_after_head(
-    c: &rusqlite::Connection,
-    events: &[&AuditEvent],
-) -> rusqlite::Result<Vec<AuditRecord>> {
-    c.execute_batch("BEGIN IMMEDIATE")?;
-    let written = read_head_inline(c)
-        .map(|head| chain(head, events))
-        .and_then(|records| insert_records_inline(c, &records).map(|()| records))
-        .and_then(|records| c.execute_batch("COMMIT").map(|()| records));
-    if written.is_err() {
-        let _ = c.execute_batch("ROLLBACK");
-    }
-    written
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::sqlite::chain_writer::WAL_CHECKPOINT_EVERY;
+    use std::time::Duration;
 
     fn event(n: usize) -> AuditEvent {
         AuditEvent {
@@ -675,37 +515,6 @@ mod tests {
         );
         let report = super::super::verify(&db).await.unwrap();
         assert_eq!((report.fault, report.records), (None, appended));
-    }
-
-    /// Failing restarts are tried at widening intervals, and the next success resets them.
-    #[test]
-    fn failing_restarts_back_off_and_a_success_resets() {
-        let mut backoff = RestartBackoff::default();
-        let mut attempts = Vec::new();
-        for checkpoint in 0..200 {
-            if backoff.due() {
-                attempts.push(checkpoint);
-                backoff.after(checkpoint >= 100, 0);
-            }
-        }
-        let failing: Vec<_> = attempts.iter().copied().filter(|&c| c < 100).collect();
-        assert_eq!(failing, [0, 2, 5, 10, 19, 36, 69]);
-        let gaps: Vec<_> = attempts.windows(2).map(|w| w[1] - w[0]).collect();
-        assert!(gaps.iter().all(|&g| g <= MAX_RESTART_BACKOFF as usize + 1));
-        // After the first success (at 102), every checkpoint attempts again.
-        assert!(attempts.ends_with(&[197, 198, 199]));
-        assert_eq!(attempts.iter().filter(|&&c| c >= 102).count(), 98);
-
-        // Five failures in a row are routine; the sixth (the spacing at its maximum) warns.
-        let mut backoff = RestartBackoff::default();
-        for _ in 0..5 {
-            backoff.after(false, 0);
-        }
-        assert!(!backoff.warned);
-        backoff.after(false, 0);
-        assert!(backoff.warned);
-        backoff.after(true, 0);
-        assert!(!backoff.warned);
     }
 
     /// Closing commits the records already handed over, then refuses more; once the pools are

@@ -188,18 +188,6 @@ async fn read_head(conn: &mut Tx) -> Result<(i64, String)> {
     Ok(head.unwrap_or_else(|| chains::empty_head(chain)))
 }
 
-/// [`read_head`] on an [`crate::store::inline`] connection (SQLite: the shared chain).
-fn read_head_inline(conn: &rusqlite::Connection) -> rusqlite::Result<(i64, String)> {
-    use rusqlite::OptionalExtension;
-    let head = conn
-        .prepare_cached(chains::HEAD_SQL)?
-        .query_row([chains::origin(0), chains::last(0)], |row| {
-            Ok((row.get(0)?, row.get(1)?))
-        })
-        .optional()?;
-    Ok(head.unwrap_or_else(|| chains::empty_head(0)))
-}
-
 /// Whether `records` more records fit in the chain whose head is `head`.
 fn fits(head: &(i64, String), records: usize) -> bool {
     chains::last(chains::of(head.0)) - head.0 >= records as i64
@@ -305,31 +293,6 @@ async fn insert_records(conn: impl Into<Conn<'_>>, records: &[AuditRecord]) -> R
         )
         .await?;
     }
-    Ok(())
-}
-
-/// [`insert_records`] on an [`crate::store::inline`] connection, as one statement (all or
-/// none: a busy retry can never record a record twice), so for at most
-/// [`MAX_ROWS_PER_INSERT`] records.
-fn insert_records_inline(
-    conn: &rusqlite::Connection,
-    records: &[AuditRecord],
-) -> rusqlite::Result<()> {
-    if records.len() > MAX_ROWS_PER_INSERT {
-        return Err(rusqlite::Error::InvalidParameterCount(
-            records.len(),
-            MAX_ROWS_PER_INSERT,
-        ));
-    }
-    let mut insert = conn.prepare_cached(&bulk::values_sql(&AUDIT_LOG, records.len()))?;
-    for (i, value) in records.iter().flat_map(AuditRecord::values).enumerate() {
-        match value {
-            Value::Int(v) => insert.raw_bind_parameter(i + 1, v)?,
-            Value::Text(v) => insert.raw_bind_parameter(i + 1, v)?,
-            Value::MaybeText(v) => insert.raw_bind_parameter(i + 1, v)?,
-        }
-    }
-    insert.raw_execute()?;
     Ok(())
 }
 

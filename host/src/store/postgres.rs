@@ -96,8 +96,14 @@ impl Pools {
         let opts = PgConnectOptions::from_str(url)?
             .application_name("keyplane")
             .options([("lock_timeout", lock_timeout.as_str())]);
+        // No ping before each acquire (sqlx's default): it is a round trip before every
+        // statement outside a transaction and every transaction, the audit group commit's
+        // batches included. A connection that died meanwhile (PostgreSQL restarted) fails its
+        // first statement instead, is dropped from the pool, and that request answers 503, as
+        // it would have while PostgreSQL was away.
         Ok(PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
+            .test_before_acquire(false)
             .acquire_timeout(busy_wait)
             .connect_with(opts)
             .await?)

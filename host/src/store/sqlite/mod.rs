@@ -1,12 +1,13 @@
 //! The SQLite backend (the embedded default).
 //!
 //! Writes go through a single-connection writer pool, and the audit group commit has one more
-//! writer connection of its own, driven in place ([`inline`]). Every transaction of the writer
+//! writer connection of its own, driven in place ([`inline`], [`chain_writer`]). Every transaction of the writer
 //! pool begins with `BEGIN IMMEDIATE`: it holds the write lock from its first statement, so its
 //! reads cannot go stale before it writes, and the audit log can read its chain head inside
 //! the transaction that appends to it (see `audit`). Reads use a separate pool and see
 //! committed data (WAL mode).
 
+pub mod chain_writer;
 pub mod inline;
 
 use std::str::FromStr;
