@@ -90,6 +90,7 @@ pub async fn start(config: Config, hsm: Hsm, loaded: LoadedPolicies) -> anyhow::
     let audit = crate::audit::group_commit::GroupCommit::start(db.clone()).await?;
     let rows = crate::store::cache::RowCache::new(db.clone(), &config.cache);
     let max_decisions = config.cache.max_decisions;
+    let quotas = Arc::new(crate::quotas::Quotas::new(&config.quotas));
     let state = AppState {
         config,
         rows,
@@ -102,6 +103,7 @@ pub async fn start(config: Config, hsm: Hsm, loaded: LoadedPolicies) -> anyhow::
         clock: Arc::new(crate::clock::Clock::system()),
         usage: Arc::new(crate::usage::Usage::default()),
         audit,
+        quotas,
     };
     ensure_default_tenant(&state).await?;
     let imported = state.plugins.adopt_local_files().await?;

@@ -28,6 +28,7 @@ const ENV_KEYS: &[&str] = &[
     "lifecycle",
     "audit",
     "transit",
+    "quotas",
 ];
 
 /// The whole configuration of a keyplane node.
@@ -53,8 +54,39 @@ pub struct Config {
     pub lifecycle: LifecycleConfig,
     pub audit: AuditConfig,
     pub transit: TransitConfig,
+    pub quotas: QuotasConfig,
     /// Directory with `schema.cedarschema` and `*.cedar` policies.
     pub policies_dir: Option<PathBuf>,
+    /// The file this was loaded from (read again by [`Config::reload_quotas`]).
+    #[serde(skip)]
+    pub config_file: Option<PathBuf>,
+}
+
+/// Request quotas (see `quotas`): a token bucket per tenant (all its principals together) and
+/// one per principal, refilled at `*_per_second` and holding up to `*_burst` requests (0: one
+/// second's worth). A rate of 0 is no quota. SIGHUP reloads this section from the config file
+/// and the environment, with full buckets.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotasConfig {
+    pub tenant_per_second: u32,
+    pub tenant_burst: u32,
+    pub principal_per_second: u32,
+    pub principal_burst: u32,
+    /// Tenants with a rate of their own instead of `tenant_per_second`/`tenant_burst`, by
+    /// tenant id (`[quotas.tenants.<id>]`).
+    pub tenants: std::collections::BTreeMap<String, QuotaRate>,
+    /// Requests refused by a quota are audited together: one record per principal and window
+    /// of this many seconds, with their count (0: 10 s).
+    pub audit_window_seconds: u64,
+}
+
+/// One bucket's rate and size.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotaRate {
+    pub per_second: u32,
+    pub burst: u32,
 }
 
 /// TLS material; when both are unset a self-signed certificate is generated in the data dir.
@@ -209,7 +241,9 @@ impl Default for Config {
             lifecycle: LifecycleConfig::default(),
             audit: AuditConfig::default(),
             transit: TransitConfig::default(),
+            quotas: QuotasConfig::default(),
             policies_dir: None,
+            config_file: None,
         }
     }
 }
@@ -393,6 +427,18 @@ pub struct FlagOverrides {
 impl Config {
     /// Layers defaults < TOML file < `KEYPLANE_*` env < flags.
     pub fn load(file: Option<&Path>, flags: FlagOverrides) -> anyhow::Result<Self> {
+        let mut fig = Self::file_and_env(file)?;
+        let insecure_http = flags.insecure_http.unwrap_or(false);
+        fig = fig.merge(Serialized::defaults(flags));
+        let mut config: Config = fig.extract()?;
+        config.insecure_http = insecure_http;
+        config.config_file = file.map(Path::to_path_buf);
+        config.transit.check()?;
+        Ok(config)
+    }
+
+    /// Defaults < TOML file < `KEYPLANE_*` env.
+    fn file_and_env(file: Option<&Path>) -> anyhow::Result<Figment> {
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
         if let Some(file) = file {
             if !file.exists() {
@@ -403,26 +449,24 @@ impl Config {
         // `KEYPLANE_HSM__MODULE` sets hsm.module; the PIN and the config path are not settings.
         // Only variables naming a configuration key are read, so an unrelated `KEYPLANE_*`
         // variable in the environment does not stop the service from starting.
-        let insecure_http = flags.insecure_http.unwrap_or(false);
-        fig = fig
-            .merge(
-                Env::prefixed("KEYPLANE_")
-                    .ignore(&["HSM_PIN", "CONFIG"])
-                    .filter(|k| {
-                        let k = k.as_str().to_ascii_lowercase();
-                        ENV_KEYS.iter().any(|p| {
-                            k == *p
-                                || k.starts_with(&format!("{p}."))
-                                || k.starts_with(&format!("{p}__"))
-                        })
+        Ok(fig.merge(
+            Env::prefixed("KEYPLANE_")
+                .ignore(&["HSM_PIN", "CONFIG"])
+                .filter(|k| {
+                    let k = k.as_str().to_ascii_lowercase();
+                    ENV_KEYS.iter().any(|p| {
+                        k == *p
+                            || k.starts_with(&format!("{p}."))
+                            || k.starts_with(&format!("{p}__"))
                     })
-                    .split("__"),
-            )
-            .merge(Serialized::defaults(flags));
-        let mut config: Config = fig.extract()?;
-        config.insecure_http = insecure_http;
-        config.transit.check()?;
-        Ok(config)
+                })
+                .split("__"),
+        ))
+    }
+
+    /// The `quotas` section as the config file and the environment say now (SIGHUP).
+    pub fn reload_quotas(&self) -> anyhow::Result<QuotasConfig> {
+        Ok(Self::file_and_env(self.config_file.as_deref())?.extract_inner("quotas")?)
     }
 
     /// The database URL, defaulting to SQLite inside the data dir.

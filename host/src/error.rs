@@ -99,6 +99,9 @@ pub enum Error {
     /// The database did not answer or failed.
     #[error("the database is unavailable")]
     DatabaseUnavailable,
+    /// A request quota (the principal's or its tenant's) is used up: retry after the wait.
+    #[error("request quota exceeded; retry in {retry_after_secs} s")]
+    Throttled { retry_after_secs: u64 },
     /// A bug in keyplane: logged with details server-side, reported without them.
     #[error("internal error")]
     Internal,
@@ -136,6 +139,7 @@ impl Error {
             Error::InvalidPolicySet(_) => "InvalidPolicySet",
             Error::HsmUnavailable => "HsmUnavailable",
             Error::DatabaseUnavailable => "DatabaseUnavailable",
+            Error::Throttled { .. } => "Throttled",
             Error::Internal => "InternalError",
         }
     }
@@ -152,6 +156,22 @@ impl Error {
                 | Error::PluginTimeout { .. }
                 | Error::PluginComponentCorrupt { .. }
         )
+    }
+
+    /// The error for a quota that frees up after `wait` (whole seconds, at least 1, as
+    /// `Retry-After` carries them).
+    pub fn throttled(wait: std::time::Duration) -> Self {
+        Error::Throttled {
+            retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+        }
+    }
+
+    /// How long a client should wait before trying again, for the errors that say.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            Error::Throttled { retry_after_secs } => Some(*retry_after_secs),
+            _ => None,
+        }
     }
 
     /// Shorthand for a validation error.

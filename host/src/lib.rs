@@ -16,6 +16,8 @@
 //!   `ops::execute` (and `ops::execute_many`: a batch, each item through it), the
 //!   lifecycle scheduler (rotations by schedule plugins, destruction after deletion windows)
 //!   and garbage collection of material no row references (`ops::gc`).
+//! - [`quotas`]: request quotas per tenant and per principal (token buckets), taken in the
+//!   gate before an operation runs.
 //! - [`clock`]: the service clock; [`usage`]: per-version usage counters; [`pause`]: pause
 //!   points for tests that interleave requests (test builds only).
 //! - [`crypto`]: the keyring (`hsm` and `envelope` protection), ciphertext format, encryption
@@ -52,6 +54,7 @@ pub mod ops;
 pub mod pause;
 pub mod plugins;
 pub mod policy_cli;
+pub mod quotas;
 pub mod server;
 pub mod state;
 pub mod store;

@@ -36,6 +36,7 @@ pub async fn serve(config: Config, hsm: Hsm, policies: LoadedPolicies) -> anyhow
         state.config.audit.clone(),
     );
     spawn_sighup_reload(state.clone())?;
+    crate::quotas::spawn_audit(state.clone());
     spawn_notice_handler(state.clone());
     let app = api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
 
@@ -130,7 +131,8 @@ fn spawn_notice_handler(state: Arc<crate::state::AppState>) {
     });
 }
 
-/// Reload the policy set on every SIGHUP. Each attempt is audited (principal
+/// Reload the request quotas and the policy set on every SIGHUP. Quotas that changed are
+/// audited (action `ReloadQuotas`); each policy reload attempt is audited (principal
 /// `keyplane:sighup`, action `ReloadPolicies`, outcome `ok` or `InvalidPolicySet`) with the
 /// hash of the set in force afterwards.
 fn spawn_sighup_reload(state: Arc<crate::state::AppState>) -> anyhow::Result<()> {
@@ -138,6 +140,25 @@ fn spawn_sighup_reload(state: Arc<crate::state::AppState>) -> anyhow::Result<()>
     let mut hup = signal(SignalKind::hangup())?;
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
+            match state.config.reload_quotas() {
+                Ok(quotas) => {
+                    if state.quotas.reload(&quotas) {
+                        tracing::info!(?quotas, "SIGHUP: request quotas reloaded");
+                        let ev = crate::audit::AuditEvent::system(
+                            "sighup",
+                            "keyplane:sighup",
+                            "-",
+                            "ReloadQuotas",
+                            "quotas".into(),
+                        );
+                        let _ = crate::ops::audit_alone(&state, &ev).await;
+                    }
+                }
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "SIGHUP: request quotas not reloaded; the previous ones stay in force"
+                ),
+            }
             let outcome = match crate::ops::reload_policies::reload(&state).await {
                 Ok(_) => "ok".to_string(),
                 Err(e) => {

@@ -29,4 +29,6 @@ pub struct AppState {
     pub rows: crate::store::cache::RowCache,
     /// Group commit of audit records that come with no other change.
     pub audit: crate::audit::group_commit::GroupCommit,
+    /// Request quotas per tenant and per principal.
+    pub quotas: Arc<crate::quotas::Quotas>,
 }

@@ -156,6 +156,7 @@ impl Gate {
         op: Result<O>,
         dry_run: bool,
     ) -> Result<Option<O::Output>> {
+        self.take_quota(&principal, 1)?;
         let (state, meta) = (self.state.clone(), self.meta.clone());
         let task = async move {
             match op {
@@ -179,10 +180,28 @@ impl Gate {
         principal: Principal,
         items: Vec<Result<O>>,
     ) -> Result<Vec<Result<O::Output>>> {
-        let (state, meta) = (self.state.clone(), self.meta.clone());
         let count = items.len();
+        self.take_quota(&principal, u32::try_from(count).unwrap_or(u32::MAX))?;
+        let (state, meta) = (self.state.clone(), self.meta.clone());
         let task = async move { ops::execute_many(&state, &principal, &meta, items).await };
         self.spawned::<O, _>(Some(count), task).await
+    }
+
+    /// Take `cost` requests from the principal's and its tenant's quotas (`crate::quotas`):
+    /// a refusal is counted for the quotas' aggregated audit record, not audited on its own.
+    fn take_quota(&self, principal: &Principal, cost: u32) -> Result<()> {
+        self.state
+            .quotas
+            .check(
+                &principal.tenant_id,
+                &principal.id,
+                &ops::principal_display(principal),
+                cost,
+            )
+            .map_err(|wait| {
+                metrics().throttled(self.meta.front.name());
+                Error::throttled(wait)
+            })
     }
 
     /// Run `task` (one request of `O`, or a batch of `batch` items) as its own task inside an

@@ -289,7 +289,12 @@ fn json_reply<T: Serialize>(output: &T) -> Response {
 
 /// The native error body, with the status of [`status`].
 pub fn error_response(e: &Error) -> Response {
-    (status(e), Json(json!({ "error": ErrorBody::of(e) }))).into_response()
+    let mut resp = (status(e), Json(json!({ "error": ErrorBody::of(e) }))).into_response();
+    if let Some(secs) = e.retry_after_secs() {
+        resp.headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    resp
 }
 
 /// The native error's `{"code", "message"}`.
@@ -341,6 +346,7 @@ pub fn status(e: &Error) -> StatusCode {
         Error::KeyDestroyed { .. } => StatusCode::GONE,
         Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         Error::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+        Error::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
         Error::HsmUnavailable | Error::DatabaseUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         Error::Internal | Error::PluginComponentCorrupt { .. } => StatusCode::INTERNAL_SERVER_ERROR,
     }

@@ -417,7 +417,7 @@ impl WriteScope {
     }
 }
 
-fn principal_display(p: &Principal) -> String {
+pub fn principal_display(p: &Principal) -> String {
     format!("Keyplane::User::{:?}", p.id)
 }
 

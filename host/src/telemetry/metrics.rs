@@ -23,6 +23,7 @@ pub struct Metrics {
     scheduler_actions: Counter<u64>,
     scheduler_duration: Histogram<f64>,
     audit_batch: Histogram<u64>,
+    throttled: Counter<u64>,
     per_key: bool,
     _dropped: ObservableCounter<u64>,
 }
@@ -84,6 +85,10 @@ fn build(per_key: bool) -> Metrics {
             .u64_histogram("keyplane.audit.batch_size")
             .with_boundaries(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0])
             .with_description("Audit records committed together by one group commit")
+            .build(),
+        throttled: meter
+            .u64_counter("keyplane.quota.throttled")
+            .with_description("Requests refused by a request quota, by front")
             .build(),
         per_key,
         _dropped: meter
@@ -161,6 +166,11 @@ impl Metrics {
     /// One scheduler pass.
     pub fn scheduler_pass(&self, seconds: f64) {
         self.scheduler_duration.record(seconds, &[]);
+    }
+
+    /// One request refused by a quota.
+    pub fn throttled(&self, front: &'static str) {
+        self.throttled.add(1, &[KeyValue::new("front", front)]);
     }
 
     /// One audit group commit of `records` records.

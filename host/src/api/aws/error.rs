@@ -17,6 +17,8 @@ pub struct KmsError {
     pub name: &'static str,
     pub message: String,
     pub status: StatusCode,
+    /// Seconds for a `Retry-After` header (throttling).
+    pub retry_after_secs: Option<u64>,
 }
 
 impl KmsError {
@@ -26,6 +28,7 @@ impl KmsError {
             name,
             message: message.into(),
             status: StatusCode::BAD_REQUEST,
+            retry_after_secs: None,
         }
     }
 }
@@ -70,6 +73,8 @@ impl From<&Error> for KmsError {
             }
             Error::IncorrectKeyMaterial(_) => ("IncorrectKeyMaterialException", S::BAD_REQUEST),
             Error::ExpiredImportToken(_) => ("ExpiredImportTokenException", S::BAD_REQUEST),
+            // AWS KMS's throttling answer, which the SDKs retry with backoff.
+            Error::Throttled { .. } => ("ThrottlingException", S::BAD_REQUEST),
             Error::PluginTimeout { .. } | Error::DatabaseUnavailable => {
                 ("DependencyTimeoutException", S::SERVICE_UNAVAILABLE)
             }
@@ -82,6 +87,7 @@ impl From<&Error> for KmsError {
             name,
             message: message(e),
             status,
+            retry_after_secs: e.retry_after_secs(),
         }
     }
 }

@@ -12,6 +12,8 @@ use crate::error::Error;
 pub struct TransitError {
     pub status: StatusCode,
     pub message: String,
+    /// Seconds for a `Retry-After` header (throttling).
+    pub retry_after_secs: Option<u64>,
 }
 
 impl TransitError {
@@ -19,6 +21,7 @@ impl TransitError {
         TransitError {
             status,
             message: message.into(),
+            retry_after_secs: None,
         }
     }
 }
@@ -30,6 +33,7 @@ impl From<&Error> for TransitError {
             Error::Unauthenticated(_) | Error::AccessDenied { .. } => StatusCode::FORBIDDEN,
             Error::NotFound { .. } | Error::UnknownOperation(_) => StatusCode::NOT_FOUND,
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::HsmUnavailable | Error::DatabaseUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal
             | Error::PluginFailed { .. }
@@ -63,6 +67,10 @@ impl From<&Error> for TransitError {
             Error::AccessDenied { .. } => format!("permission denied: {e}"),
             e => e.to_string(),
         };
-        TransitError { status, message }
+        TransitError {
+            status,
+            message,
+            retry_after_secs: e.retry_after_secs(),
+        }
     }
 }

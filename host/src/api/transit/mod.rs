@@ -433,7 +433,12 @@ pub fn error_response(e: &TransitError) -> Response {
         &[e.message.as_str()]
     };
     let body = serde_json::json!({ "errors": errors });
-    json(e.status, Body::from(body.to_string()))
+    let mut resp = json(e.status, Body::from(body.to_string()));
+    if let Some(secs) = e.retry_after_secs {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    resp
 }
 
 fn json(status: StatusCode, body: Body) -> Response {

@@ -207,6 +207,10 @@ pub fn error_response(e: &KmsError) -> Response {
     *resp.status_mut() = e.status;
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+    if let Some(secs) = e.retry_after_secs {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
     resp
 }
 

@@ -1,0 +1,324 @@
+//! Request quotas: a token bucket per tenant and one per principal (GCRA, `governor`), taken
+//! by every authenticated request of every front before its operation runs (`api::gate`).
+//!
+//! A request refused by a quota costs no operation, no HSM call and no audit record of its
+//! own: a tenant sending ten times its quota would otherwise still fill the audit log and the
+//! group commit that every tenant shares. The refusals are counted instead, and
+//! [`spawn_audit`] writes one record per principal and window with their count. A front
+//! answers `Error::Throttled` with its wire's throttling answer (`429` and `Retry-After`
+//! natively and on the Transit front, `ThrottlingException` on the AWS front, which the SDKs
+//! retry with backoff).
+//!
+//! The buckets live in this node's memory: with several nodes, each enforces the quota for
+//! what reaches it (a quota of `r` a second is `n × r` across `n` nodes behind a balancer that
+//! spreads evenly). SIGHUP reloads the limits ([`Quotas::reload`]) with full buckets.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
+
+use crate::config::{QuotaRate, QuotasConfig};
+
+/// A bucket with the quota it was made with (its burst caps what one request may take).
+struct Bucket<L> {
+    limiter: L,
+    burst: NonZeroU32,
+}
+
+/// The buckets of one configuration.
+struct Limits {
+    config: QuotasConfig,
+    tenants: Option<Bucket<DefaultKeyedRateLimiter<String>>>,
+    principals: Option<Bucket<DefaultKeyedRateLimiter<String>>>,
+    /// Tenants with a rate of their own (`None`: no quota for that tenant).
+    own: HashMap<String, Option<Bucket<DefaultDirectRateLimiter>>>,
+}
+
+/// A rate of 0 is no quota; a burst of 0 is one second's worth.
+fn quota(rate: QuotaRate) -> Option<(Quota, NonZeroU32)> {
+    let per_second = NonZeroU32::new(rate.per_second)?;
+    let burst = NonZeroU32::new(rate.burst).unwrap_or(per_second);
+    Some((Quota::per_second(per_second).allow_burst(burst), burst))
+}
+
+impl Limits {
+    fn new(config: &QuotasConfig) -> Self {
+        let keyed = |rate| {
+            quota(rate).map(|(q, burst)| Bucket {
+                limiter: governor::RateLimiter::keyed(q),
+                burst,
+            })
+        };
+        Limits {
+            config: config.clone(),
+            tenants: keyed(QuotaRate {
+                per_second: config.tenant_per_second,
+                burst: config.tenant_burst,
+            }),
+            principals: keyed(QuotaRate {
+                per_second: config.principal_per_second,
+                burst: config.principal_burst,
+            }),
+            own: config
+                .tenants
+                .iter()
+                .map(|(tenant, rate)| {
+                    let bucket = quota(*rate).map(|(q, burst)| Bucket {
+                        limiter: governor::RateLimiter::direct(q),
+                        burst,
+                    });
+                    (tenant.clone(), bucket)
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The node's quotas and the refusals not yet audited.
+pub struct Quotas {
+    limits: RwLock<Arc<Limits>>,
+    clock: DefaultClock,
+    /// Requests refused since the last audit, by (tenant, principal as audited).
+    refused: Mutex<HashMap<(String, String), u64>>,
+}
+
+impl Quotas {
+    pub fn new(config: &QuotasConfig) -> Self {
+        Quotas {
+            limits: RwLock::new(Arc::new(Limits::new(config))),
+            clock: DefaultClock::default(),
+            refused: Mutex::default(),
+        }
+    }
+
+    /// Apply `config` (SIGHUP) with full buckets; an unchanged configuration keeps its
+    /// buckets. Returns whether anything changed.
+    pub fn reload(&self, config: &QuotasConfig) -> bool {
+        let mut limits = self
+            .limits
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if limits.config == *config {
+            return false;
+        }
+        *limits = Arc::new(Limits::new(config));
+        true
+    }
+
+    /// The limits in force.
+    pub fn config(&self) -> QuotasConfig {
+        self.current().config.clone()
+    }
+
+    fn current(&self) -> Arc<Limits> {
+        self.limits
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Take `cost` requests (a batch's items; at most a bucket's burst) from `principal`'s
+    /// bucket and then its tenant's. `Err` with how long to wait when either is empty; the
+    /// refusal is counted for the audit under `audited_as` (the principal as audit records
+    /// name it).
+    pub fn check(
+        &self,
+        tenant: &str,
+        principal: &str,
+        audited_as: &str,
+        cost: u32,
+    ) -> Result<(), Duration> {
+        let limits = self.current();
+        let now = self.clock.now();
+        let cost = |burst: NonZeroU32| NonZeroU32::new(cost.clamp(1, burst.get())).unwrap_or(burst);
+        let mut refused = None;
+        if let Some(b) = &limits.principals {
+            if let Ok(Err(not_until)) = b.limiter.check_key_n(&principal.to_string(), cost(b.burst))
+            {
+                refused = Some(not_until.wait_time_from(now));
+            }
+        }
+        if refused.is_none() {
+            let taken = match limits.own.get(tenant) {
+                Some(Some(b)) => b.limiter.check_n(cost(b.burst)),
+                Some(None) => Ok(Ok(())),
+                None => match &limits.tenants {
+                    Some(b) => b.limiter.check_key_n(&tenant.to_string(), cost(b.burst)),
+                    None => Ok(Ok(())),
+                },
+            };
+            if let Ok(Err(not_until)) = taken {
+                refused = Some(not_until.wait_time_from(now));
+            }
+        }
+        match refused {
+            None => Ok(()),
+            Some(wait) => {
+                *self
+                    .refused
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .entry((tenant.to_string(), audited_as.to_string()))
+                    .or_default() += 1;
+                Err(wait)
+            }
+        }
+    }
+
+    /// The refusals counted since the last call: (tenant, principal, count).
+    pub fn take_refused(&self) -> Vec<(String, String, u64)> {
+        std::mem::take(
+            &mut *self
+                .refused
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+        .into_iter()
+        .map(|((tenant, principal), n)| (tenant, principal, n))
+        .collect()
+    }
+
+    /// How often refusals are audited.
+    pub fn audit_window(&self) -> Duration {
+        match self.current().config.audit_window_seconds {
+            0 => Duration::from_secs(10),
+            s => Duration::from_secs(s),
+        }
+    }
+
+    /// Forget buckets idle long enough to be full again (their keys would otherwise stay for
+    /// every principal ever seen).
+    fn shrink(&self) {
+        let limits = self.current();
+        for b in [&limits.tenants, &limits.principals].into_iter().flatten() {
+            b.limiter.retain_recent();
+            b.limiter.shrink_to_fit();
+        }
+    }
+}
+
+/// Every audit window: one audit record per principal with requests refused by a quota
+/// (action `Throttled`, outcome `Throttled`, the count in the resource), and forget idle
+/// buckets.
+pub fn spawn_audit(state: Arc<crate::state::AppState>) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(state.quotas.audit_window()).await;
+            state.quotas.shrink();
+            for (tenant, principal, count) in state.quotas.take_refused() {
+                let ev = crate::audit::AuditEvent {
+                    request_id: format!("quota-{}", uuid::Uuid::new_v4().simple()),
+                    principal,
+                    tenant,
+                    action: "Throttled".into(),
+                    resource: format!("quota:{count} requests refused"),
+                    decision: "deny",
+                    policies: Vec::new(),
+                    outcome: crate::error::Error::Throttled {
+                        retry_after_secs: 0,
+                    }
+                    .code()
+                    .into(),
+                    source: "-".into(),
+                    policy_hash: None,
+                    trace_id: None,
+                    user_agent: None,
+                    front: None,
+                };
+                if crate::ops::audit_alone(&state, &ev).await.is_err() {
+                    tracing::warn!(count, "could not audit requests refused by a quota");
+                }
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(tenant: u32, principal: u32) -> QuotasConfig {
+        QuotasConfig {
+            tenant_per_second: tenant,
+            principal_per_second: principal,
+            ..QuotasConfig::default()
+        }
+    }
+
+    #[test]
+    fn no_quota_by_default() {
+        let q = Quotas::new(&QuotasConfig::default());
+        for _ in 0..10_000 {
+            assert!(q.check("t", "p", "p", 1).is_ok());
+        }
+        assert!(q.take_refused().is_empty());
+    }
+
+    #[test]
+    fn a_principal_past_its_burst_waits_and_others_do_not() {
+        let q = Quotas::new(&config(0, 5));
+        for _ in 0..5 {
+            assert!(q.check("t", "a", "a", 1).is_ok());
+        }
+        let wait = q.check("t", "a", "a", 1).unwrap_err();
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_millis(200),
+            "{wait:?}"
+        );
+        assert!(q.check("t", "b", "b", 1).is_ok(), "another principal");
+        assert_eq!(q.take_refused(), [("t".into(), "a".into(), 1)]);
+        assert!(q.take_refused().is_empty());
+    }
+
+    #[test]
+    fn a_tenant_quota_covers_all_its_principals_and_an_own_rate_replaces_it() {
+        let mut c = config(3, 0);
+        c.tenants.insert(
+            "big".into(),
+            QuotaRate {
+                per_second: 100,
+                burst: 0,
+            },
+        );
+        c.tenants.insert("free".into(), QuotaRate::default());
+        let q = Quotas::new(&c);
+        for p in ["a", "b", "c"] {
+            assert!(q.check("t", p, p, 1).is_ok());
+        }
+        assert!(
+            q.check("t", "d", "d", 1).is_err(),
+            "the tenant's bucket is empty"
+        );
+        for _ in 0..100 {
+            assert!(q.check("big", "a", "a", 1).is_ok());
+        }
+        assert!(q.check("big", "a", "a", 1).is_err());
+        for _ in 0..1000 {
+            assert!(q.check("free", "a", "a", 1).is_ok());
+        }
+    }
+
+    #[test]
+    fn a_batch_takes_its_items_up_to_the_burst() {
+        let q = Quotas::new(&config(0, 10));
+        assert!(q.check("t", "a", "a", 1000).is_ok(), "capped at the burst");
+        assert!(q.check("t", "a", "a", 1).is_err());
+    }
+
+    #[test]
+    fn reload_applies_new_limits_with_full_buckets() {
+        let q = Quotas::new(&config(0, 1));
+        assert!(q.check("t", "a", "a", 1).is_ok());
+        assert!(q.check("t", "a", "a", 1).is_err());
+        assert!(!q.reload(&config(0, 1)), "unchanged");
+        assert!(q.check("t", "a", "a", 1).is_err());
+        assert!(q.reload(&config(0, 0)));
+        for _ in 0..100 {
+            assert!(q.check("t", "a", "a", 1).is_ok());
+        }
+    }
+}

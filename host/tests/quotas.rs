@@ -1,0 +1,253 @@
+//! Request quotas (`host/src/quotas.rs`): a tenant or principal past its token bucket is
+//! refused on every front with that front's throttling answer (native and Transit `429` with
+//! `Retry-After`, over HTTP/2 and HTTP/1.1; AWS `ThrottlingException` as boto3 reads it),
+//! other tenants are not, the refusals are audited as one record per principal and window, and
+//! SIGHUP changes the quotas of a running node.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{aws, Server};
+use serde_json::{json, Value};
+
+/// `curl` over `http` (`--http2` or `--http1.1`): status, `Retry-After` and body.
+fn curl(
+    server: &Server,
+    http: &str,
+    path: &str,
+    headers: &[String],
+    body: &str,
+) -> (u16, Option<u64>, Value) {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", http, "-D", "-", "--cacert"])
+        .arg(server.data_dir.join("tls/cert.pem"))
+        .args(["-X", "POST", "--data-binary", body])
+        .args(headers.iter().flat_map(|h| ["-H", h.as_str()]))
+        .arg(format!("{}{path}", server.base))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("{text}"));
+    let mut lines = head.lines();
+    let status_line = lines.next().unwrap();
+    let expected = if http == "--http2" {
+        "HTTP/2 "
+    } else {
+        "HTTP/1.1 "
+    };
+    assert!(status_line.starts_with(expected), "{status_line}");
+    let status = status_line.split(' ').nth(1).unwrap().parse().unwrap();
+    let retry_after = lines
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.eq_ignore_ascii_case("retry-after"))
+        .map(|(_, v)| v.trim().parse().unwrap());
+    let v = serde_json::from_str(body).unwrap_or_else(|_| panic!("{text}"));
+    (status, retry_after, v)
+}
+
+/// Send requests until one is refused (at most `n`): the answers.
+fn until_refused(
+    n: usize,
+    mut send: impl FnMut() -> (u16, Option<u64>, Value),
+) -> Vec<(u16, Option<u64>, Value)> {
+    let mut answers = Vec::new();
+    for _ in 0..n {
+        let answer = send();
+        let refused = answer.0 == 429;
+        answers.push(answer);
+        if refused {
+            break;
+        }
+    }
+    answers
+}
+
+/// Tenant `noisy` may make 2 requests a second; everyone else has no quota.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_past_its_quota_is_throttled_on_every_front_and_no_one_else_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_with_env(
+        dir.path(),
+        &[
+            ("RUST_LOG", "warn"),
+            ("KEYPLANE_QUOTAS__TENANTS__NOISY__PER_SECOND", "2"),
+            ("KEYPLANE_QUOTAS__AUDIT_WINDOW_SECONDS", "1"),
+        ],
+    )
+    .await;
+    let (noisy_id, noisy) = s.tenant_with_admin("noisy").await;
+    let key = aws::access_key(&s, &noisy).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut refused = 0;
+
+    // Native, both HTTP versions: the bucket's two, then 429 with Retry-After.
+    let bearer = format!("Authorization: Bearer {noisy}");
+    for http in ["--http2", "--http1.1"] {
+        let answers = until_refused(10, || {
+            curl(
+                &s,
+                http,
+                "/v1/generate-random",
+                std::slice::from_ref(&bearer),
+                r#"{"number_of_bytes": 8}"#,
+            )
+        });
+        let (status, retry_after, body) = answers.last().unwrap();
+        assert_eq!(*status, 429, "{http}: {answers:?}");
+        assert!(
+            answers.len() >= 2,
+            "{http}: the burst was served first: {answers:?}"
+        );
+        assert_eq!(body["error"]["code"], "Throttled", "{http}");
+        assert_eq!(*retry_after, Some(1), "{http}");
+        refused += 1;
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+
+    // Vault Transit, both HTTP versions.
+    let vault = format!("X-Vault-Token: {noisy}");
+    for http in ["--http2", "--http1.1"] {
+        let answers = until_refused(10, || {
+            curl(
+                &s,
+                http,
+                "/v1/transit/random/8",
+                std::slice::from_ref(&vault),
+                "{}",
+            )
+        });
+        let (status, retry_after, body) = answers.last().unwrap();
+        assert_eq!(*status, 429, "{http}: {answers:?}");
+        assert!(
+            body["errors"][0].as_str().unwrap().contains("quota"),
+            "{body}"
+        );
+        assert_eq!(*retry_after, Some(1), "{http}");
+        refused += 1;
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+
+    // AWS KMS through boto3 (its retries off): ThrottlingException, as the SDKs name it.
+    let script = r#"
+import boto3, botocore.config, botocore.exceptions
+kms = boto3.client("kms", config=botocore.config.Config(retries={"mode": "standard", "total_max_attempts": 1}))
+for _ in range(10):
+    try:
+        kms.generate_random(NumberOfBytes=8)
+    except botocore.exceptions.ClientError as e:
+        r = e.response
+        print(r["Error"]["Code"], r["ResponseMetadata"]["HTTPStatusCode"],
+              r["ResponseMetadata"]["HTTPHeaders"].get("retry-after"))
+        break
+else:
+    print("never throttled")
+"#;
+    let python = aws::venv_bin("python");
+    let out = aws::run(aws::client(&python, &s, &key).args(["-c", script]));
+    assert_eq!(out.trim(), "ThrottlingException 400 1", "{out}");
+    refused += 1;
+
+    // Another tenant, meanwhile, has no quota: 30 requests at once, all served.
+    let answers = futures_util::future::join_all((0..30).map(|_| {
+        s.call(
+            Some(&s.admin),
+            "generate-random",
+            json!({"number_of_bytes": 8}),
+        )
+    }))
+    .await;
+    assert!(answers.iter().all(|(status, _)| *status == 200));
+
+    // The refusals: no record each, one record per principal and window with their count.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let records = s.audit_records();
+    let throttled: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["action"] == "Throttled")
+        .collect();
+    let counted: u64 = throttled
+        .iter()
+        .map(|r| {
+            assert_eq!(r["tenant"], "noisy");
+            assert!(r["principal"].as_str().unwrap().contains(&noisy_id), "{r}");
+            assert_eq!(r["decision"], "deny");
+            let resource = r["resource"].as_str().unwrap();
+            resource
+                .strip_prefix("quota:")
+                .and_then(|r| r.split(' ').next())
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(counted, refused, "{throttled:#?}");
+    assert!(
+        !records
+            .iter()
+            .any(|r| r["outcome"] == "Throttled" && r["action"] != "Throttled"),
+        "a refused request was audited on its own"
+    );
+    s.assert_audit_verifies();
+}
+
+/// SIGHUP applies the config file's quotas to a running node (and audits the change).
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_changes_the_quotas_of_a_running_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("keyplane.toml");
+    std::fs::write(&config, "[quotas]\n").unwrap();
+    let data = dir.path().join("data");
+    let s = Server::start_with_env(
+        &data,
+        &[
+            ("RUST_LOG", "warn"),
+            ("KEYPLANE_CONFIG", config.to_str().unwrap()),
+        ],
+    )
+    .await;
+    let burst = |n: usize| {
+        futures_util::future::join_all((0..n).map(|_| {
+            s.call(
+                Some(&s.admin),
+                "generate-random",
+                json!({"number_of_bytes": 8}),
+            )
+        }))
+    };
+    let statuses = |answers: Vec<(u16, Value)>| answers.iter().map(|a| a.0).collect::<Vec<_>>();
+    assert!(statuses(burst(20).await).iter().all(|s| *s == 200));
+
+    let hup = |s: &Server| {
+        let ok = std::process::Command::new("kill")
+            .args(["-HUP", &s.pid().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    };
+    std::fs::write(
+        &config,
+        "[quotas]\nprincipal_per_second = 2\nprincipal_burst = 5\n",
+    )
+    .unwrap();
+    hup(&s);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = statuses(burst(20).await);
+    let served = after.iter().filter(|s| **s == 200).count();
+    assert!((5..=7).contains(&served), "{after:?}");
+    assert!(after.iter().all(|s| *s == 200 || *s == 429), "{after:?}");
+
+    std::fs::write(&config, "[quotas]\n").unwrap();
+    hup(&s);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(statuses(burst(20).await).iter().all(|s| *s == 200));
+    let reloads = s
+        .audit_records()
+        .iter()
+        .filter(|r| r["action"] == "ReloadQuotas")
+        .count();
+    assert_eq!(reloads, 2);
+}
