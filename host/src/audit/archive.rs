@@ -15,9 +15,11 @@
 //! stays), [`prune`] deletes archived segments' records from `audit_log`: the segments are
 //! marked first, then their records leave in batches of [`PRUNE_BATCH`], each batch its own
 //! short transaction, so a prune never holds the write lock for long and an interrupted one
-//! finishes on the next run. The record at the chain head is never deleted (appends read the
-//! head from the table). `audit_segments` and `audit_checkpoints` keep their rows, so
-//! [`verify`] walks the archive files and then the live table as one chain.
+//! finishes on the next run. The record at each chain's head is never deleted (appends read
+//! the head from the table). `audit_segments` and `audit_checkpoints` keep their rows, so
+//! [`verify`] walks the archive files and then the live table, chain by chain (the log is one
+//! chain per writer, `super::chains`: a segment lies within one chain, and each chain is
+//! archived and pruned on its own).
 //!
 //! The scheduler archives and prunes every `audit.archive_interval_seconds` (claimed in the
 //! database, so once per interval across nodes); `keyplane audit archive` does it on demand.
@@ -25,7 +27,7 @@
 //! first row recorded is the archive, the other archiver removes its own file and carries on
 //! after that row (an overlap stops it). Prune lets a segment go only if its file is there,
 //! whole (its SHA-256 as recorded), and deletes only the records of marked segments that
-//! follow each other without a gap from the oldest live record.
+//! follow each other without a gap from their chain's oldest live record.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};

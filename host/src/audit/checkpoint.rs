@@ -10,7 +10,7 @@
 //!
 //! What [`verify`] adds to the hash chain: a record changed and the chain re-hashed by someone
 //! with database access no longer matches the signed head hash; records removed from the tail
-//! after a checkpoint leave a checkpoint pointing past the end of the log; a checkpoint deleted
+//! after a checkpoint leave a checkpoint pointing past the end of its chain; a checkpoint deleted
 //! from the database is still in the file (and the other way round); a forged checkpoint does
 //! not verify under the public key. Records after the last checkpoint are protected by the
 //! chain only, until the next checkpoint.
