@@ -3,8 +3,8 @@
 //!
 //! A request refused by a quota costs no operation, no HSM call and no audit record of its
 //! own: a tenant sending ten times its quota would otherwise still fill the audit log and the
-//! group commit that every tenant shares. The refusals are counted instead, and
-//! [`spawn_audit`] writes one record per principal and window with their count. A front
+//! group commit that every tenant shares. The refusals are counted instead ([`Quotas::take_refused`]),
+//! and the server writes one record per principal and window with their count. A front
 //! answers `Error::Throttled` with its wire's throttling answer (`429` and `Retry-After`
 //! natively and on the Transit front, `ThrottlingException` on the AWS front, which the SDKs
 //! retry with backoff).
@@ -192,49 +192,13 @@ impl Quotas {
 
     /// Forget buckets idle long enough to be full again (their keys would otherwise stay for
     /// every principal ever seen).
-    fn shrink(&self) {
+    pub fn shrink(&self) {
         let limits = self.current();
         for b in [&limits.tenants, &limits.principals].into_iter().flatten() {
             b.limiter.retain_recent();
             b.limiter.shrink_to_fit();
         }
     }
-}
-
-/// Every audit window: one audit record per principal with requests refused by a quota
-/// (action `Throttled`, outcome `Throttled`, the count in the resource), and forget idle
-/// buckets.
-pub fn spawn_audit(state: Arc<crate::state::AppState>) {
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(state.quotas.audit_window()).await;
-            state.quotas.shrink();
-            for (tenant, principal, count) in state.quotas.take_refused() {
-                let ev = crate::audit::AuditEvent {
-                    request_id: format!("quota-{}", uuid::Uuid::new_v4().simple()),
-                    principal,
-                    tenant,
-                    action: "Throttled".into(),
-                    resource: format!("quota:{count} requests refused"),
-                    decision: "deny",
-                    policies: Vec::new(),
-                    outcome: crate::error::Error::Throttled {
-                        retry_after_secs: 0,
-                    }
-                    .code()
-                    .into(),
-                    source: "-".into(),
-                    policy_hash: None,
-                    trace_id: None,
-                    user_agent: None,
-                    front: None,
-                };
-                if crate::ops::audit_alone(&state, &ev).await.is_err() {
-                    tracing::warn!(count, "could not audit requests refused by a quota");
-                }
-            }
-        }
-    });
 }
 
 #[cfg(test)]

@@ -36,7 +36,7 @@ pub async fn serve(config: Config, hsm: Hsm, policies: LoadedPolicies) -> anyhow
         state.config.audit.clone(),
     );
     spawn_sighup_reload(state.clone())?;
-    crate::quotas::spawn_audit(state.clone());
+    spawn_quota_audit(state.clone());
     spawn_notice_handler(state.clone());
     let app = api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
 
@@ -188,6 +188,42 @@ fn spawn_sighup_reload(state: Arc<crate::state::AppState>) -> anyhow::Result<()>
         }
     });
     Ok(())
+}
+
+/// Every audit window of the quotas: one audit record per principal whose requests a quota
+/// refused (action `Throttled`, outcome `Throttled`, the count in the resource), and idle
+/// buckets forgotten.
+fn spawn_quota_audit(state: Arc<crate::state::AppState>) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(state.quotas.audit_window()).await;
+            state.quotas.shrink();
+            for (tenant, principal, count) in state.quotas.take_refused() {
+                let ev = crate::audit::AuditEvent {
+                    request_id: format!("quota-{}", uuid::Uuid::new_v4().simple()),
+                    principal,
+                    tenant,
+                    action: "Throttled".into(),
+                    resource: format!("quota:{count} requests refused"),
+                    decision: "deny",
+                    policies: Vec::new(),
+                    outcome: crate::error::Error::Throttled {
+                        retry_after_secs: 0,
+                    }
+                    .code()
+                    .into(),
+                    source: "-".into(),
+                    policy_hash: None,
+                    trace_id: None,
+                    user_agent: None,
+                    front: None,
+                };
+                if crate::ops::audit_alone(&state, &ev).await.is_err() {
+                    tracing::warn!(count, "could not audit requests refused by a quota");
+                }
+            }
+        }
+    });
 }
 
 /// The signals that stop the server (SIGINT, SIGTERM), installed as soon as this exists.
