@@ -123,13 +123,13 @@ impl Quotas {
 
     /// Take `cost` requests (a batch's items; at most a bucket's burst) from `principal`'s
     /// bucket and then its tenant's. `Err` with how long to wait when either is empty; the
-    /// refusal is counted for the audit under `audited_as` (the principal as audit records
-    /// name it).
+    /// refusal is counted for the audit under `audited_as()` (the principal as audit records
+    /// name it; made only for a refusal).
     pub fn check(
         &self,
         tenant: &str,
         principal: &str,
-        audited_as: &str,
+        audited_as: impl FnOnce() -> String,
         cost: u32,
     ) -> Result<(), Duration> {
         let limits = self.current();
@@ -162,7 +162,7 @@ impl Quotas {
                     .refused
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .entry((tenant.to_string(), audited_as.to_string()))
+                    .entry((tenant.to_string(), audited_as()))
                     .or_default() += 1;
                 Err(wait)
             }
@@ -217,7 +217,7 @@ mod tests {
     fn no_quota_by_default() {
         let q = Quotas::new(&QuotasConfig::default());
         for _ in 0..10_000 {
-            assert!(q.check("t", "p", "p", 1).is_ok());
+            assert!(q.check("t", "p", || "p".into(), 1).is_ok());
         }
         assert!(q.take_refused().is_empty());
     }
@@ -226,14 +226,17 @@ mod tests {
     fn a_principal_past_its_burst_waits_and_others_do_not() {
         let q = Quotas::new(&config(0, 5));
         for _ in 0..5 {
-            assert!(q.check("t", "a", "a", 1).is_ok());
+            assert!(q.check("t", "a", || "a".into(), 1).is_ok());
         }
-        let wait = q.check("t", "a", "a", 1).unwrap_err();
+        let wait = q.check("t", "a", || "a".into(), 1).unwrap_err();
         assert!(
             wait > Duration::ZERO && wait <= Duration::from_millis(200),
             "{wait:?}"
         );
-        assert!(q.check("t", "b", "b", 1).is_ok(), "another principal");
+        assert!(
+            q.check("t", "b", || "b".into(), 1).is_ok(),
+            "another principal"
+        );
         assert_eq!(q.take_refused(), [("t".into(), "a".into(), 1)]);
         assert!(q.take_refused().is_empty());
     }
@@ -251,38 +254,41 @@ mod tests {
         c.tenants.insert("free".into(), QuotaRate::default());
         let q = Quotas::new(&c);
         for p in ["a", "b", "c"] {
-            assert!(q.check("t", p, p, 1).is_ok());
+            assert!(q.check("t", p, || p.to_string(), 1).is_ok());
         }
         assert!(
-            q.check("t", "d", "d", 1).is_err(),
+            q.check("t", "d", || "d".into(), 1).is_err(),
             "the tenant's bucket is empty"
         );
         for _ in 0..100 {
-            assert!(q.check("big", "a", "a", 1).is_ok());
+            assert!(q.check("big", "a", || "a".into(), 1).is_ok());
         }
-        assert!(q.check("big", "a", "a", 1).is_err());
+        assert!(q.check("big", "a", || "a".into(), 1).is_err());
         for _ in 0..1000 {
-            assert!(q.check("free", "a", "a", 1).is_ok());
+            assert!(q.check("free", "a", || "a".into(), 1).is_ok());
         }
     }
 
     #[test]
     fn a_batch_takes_its_items_up_to_the_burst() {
         let q = Quotas::new(&config(0, 10));
-        assert!(q.check("t", "a", "a", 1000).is_ok(), "capped at the burst");
-        assert!(q.check("t", "a", "a", 1).is_err());
+        assert!(
+            q.check("t", "a", || "a".into(), 1000).is_ok(),
+            "capped at the burst"
+        );
+        assert!(q.check("t", "a", || "a".into(), 1).is_err());
     }
 
     #[test]
     fn reload_applies_new_limits_with_full_buckets() {
         let q = Quotas::new(&config(0, 1));
-        assert!(q.check("t", "a", "a", 1).is_ok());
-        assert!(q.check("t", "a", "a", 1).is_err());
+        assert!(q.check("t", "a", || "a".into(), 1).is_ok());
+        assert!(q.check("t", "a", || "a".into(), 1).is_err());
         assert!(!q.reload(&config(0, 1)), "unchanged");
-        assert!(q.check("t", "a", "a", 1).is_err());
+        assert!(q.check("t", "a", || "a".into(), 1).is_err());
         assert!(q.reload(&config(0, 0)));
         for _ in 0..100 {
-            assert!(q.check("t", "a", "a", 1).is_ok());
+            assert!(q.check("t", "a", || "a".into(), 1).is_ok());
         }
     }
 }

@@ -195,7 +195,7 @@ impl Gate {
             .check(
                 &principal.tenant_id,
                 &principal.id,
-                &ops::principal_display(principal),
+                || ops::principal_display(principal),
                 cost,
             )
             .map_err(|wait| {
