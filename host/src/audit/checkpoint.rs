@@ -226,26 +226,54 @@ async fn last_checkpoint(pool: impl Into<Conn<'_>>, chain: i64) -> Result<Option
     })
 }
 
+/// When the timed checkpoints are due: every interval, whatever was signed meanwhile for its
+/// record count (one busy chain signed for its count must not put off the timed checkpoint of
+/// a quiet one).
+struct Timed {
+    every: Option<Duration>,
+    last: Instant,
+}
+
+impl Timed {
+    fn new(seconds: u64, now: Instant) -> Self {
+        Timed {
+            every: (seconds > 0).then(|| Duration::from_secs(seconds)),
+            last: now,
+        }
+    }
+
+    /// Whether a timed pass is due at `now`.
+    fn due(&self, now: Instant) -> bool {
+        self.every
+            .is_some_and(|every| now.saturating_duration_since(self.last) >= every)
+    }
+
+    /// A timed pass ran at `now`.
+    fn ran(&mut self, now: Instant) {
+        self.last = now;
+    }
+}
+
 /// Check for due checkpoints every second (records) and on the interval (time). The last
 /// ones, at shutdown, are [`Checkpointer::seal_own_chains`]'s.
 pub fn spawn(checkpointer: Arc<Checkpointer>, db: Db, config: AuditConfig) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_signed = Instant::now();
+        let mut interval = Timed::new(config.checkpoint_interval_seconds, Instant::now());
         loop {
             tick.tick().await;
             let every = config.checkpoint_every_records.max(1) as i64;
-            let interval = config.checkpoint_interval_seconds;
-            let timed = interval > 0 && last_signed.elapsed() >= Duration::from_secs(interval);
+            let now = Instant::now();
+            let timed = interval.due(now);
             let due = |since: i64| timed || since >= every;
             match checkpointer.checkpoint_if(&db, due).await {
                 Ok(signed) => {
                     for cp in &signed {
                         tracing::info!(seq = cp.seq, "audit checkpoint signed");
                     }
-                    if timed || !signed.is_empty() {
-                        last_signed = Instant::now();
+                    if timed {
+                        interval.ran(now);
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "audit checkpoint failed; retried"),
@@ -449,4 +477,33 @@ pub async fn verify(
             fault: None,
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The timed checkpoints come every interval however many were signed for their record
+    /// counts in between (they used to restart the interval, so a quiet chain beside a busy
+    /// one was never signed for time).
+    #[test]
+    fn timed_checkpoints_keep_their_interval_whatever_is_signed_in_between() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut timed = Timed::new(60, start);
+        let mut passes = Vec::new();
+        // One pass a second for five minutes, each signing some chain for its count.
+        for s in 1..=300 {
+            let now = at(s * 1000);
+            if timed.due(now) {
+                passes.push(s);
+                timed.ran(now);
+            }
+        }
+        assert_eq!(passes, [60, 120, 180, 240, 300]);
+        assert!(
+            !Timed::new(0, start).due(at(1_000_000)),
+            "0: no timed checkpoints"
+        );
+    }
 }
