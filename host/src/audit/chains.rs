@@ -8,8 +8,8 @@
 //!
 //! - chain 0, the *shared* chain: every record of a SQLite database (one process writes it, and
 //!   the database's write lock orders its transactions), and on PostgreSQL the records of
-//!   processes that took no chain of their own (the command-line tools: the key ceremony,
-//!   `gc --apply`), under an advisory lock that only they take;
+//!   processes that took no chain of their own (the key ceremony's commands), under an
+//!   advisory lock that only they take;
 //! - on PostgreSQL, chains a node takes when it starts ([`take`], a row of `audit_chains`):
 //!   [`TRANSACTION_CHAINS`] for the records appended inside its transactions, joined in turn (a
 //!   per-chain advisory lock orders the transactions that join one; no other node ever waits
