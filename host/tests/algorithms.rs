@@ -898,26 +898,11 @@ async fn destroying_a_key_pair_shreds_both_objects() {
 /// objects among them). `which` names it: `{"key_id", "version"}` or `{"object_id"}`.
 #[cfg(all(feature = "test-hooks", debug_assertions))]
 async fn hsm_objects_of(s: &Server, which: Value) -> (u64, u64) {
-    let v = hsm_object_answer(s, which).await;
+    let v = s.hsm_objects(which).await;
     (
         v["objects"].as_u64().unwrap(),
         v["session_objects"].as_u64().unwrap(),
     )
-}
-
-/// The `/debug/hsm-objects` answer for `which`.
-#[cfg(all(feature = "test-hooks", debug_assertions))]
-async fn hsm_object_answer(s: &Server, which: Value) -> Value {
-    let r = s
-        .client
-        .post(format!("{}/debug/hsm-objects", s.base))
-        .bearer_auth(&s.admin)
-        .json(&which)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-    r.json().await.unwrap()
 }
 
 /// [`hsm_objects_of`] version 1 of `key`.
@@ -955,7 +940,7 @@ async fn data_plane_session_copies_are_shredded_with_their_version() {
 
     let mut ids = Vec::new();
     for key in [&aes, &ec] {
-        let v = hsm_object_answer(&s, json!({ "key_id": key, "version": 1 })).await;
+        let v = s.hsm_objects(json!({ "key_id": key, "version": 1 })).await;
         ids.push(v["object_id"].as_str().unwrap().to_string());
         // every copy made is the one the search finds, and is live
         assert_eq!(v["session_copies_made"], v["session_objects"], "{v}");
@@ -968,7 +953,7 @@ async fn data_plane_session_copies_are_shredded_with_their_version() {
         "{logs:?}"
     );
     for (key, id) in [&aes, &ec].into_iter().zip(&ids) {
-        let v = hsm_object_answer(&s, json!({ "object_id": id })).await;
+        let v = s.hsm_objects(json!({ "object_id": id })).await;
         assert_eq!(
             (&v["objects"], &v["session_objects"]),
             (&json!(0), &json!(0)),

@@ -425,16 +425,9 @@ fn token_listing(data: &Path) -> String {
 /// they are read out: (all, session objects).
 #[cfg(all(feature = "test-hooks", debug_assertions))]
 async fn pair_objects(s: &Server) -> (u64, u64) {
-    let r = s
-        .client
-        .post(format!("{}/debug/hsm-objects", s.base))
-        .bearer_auth(&s.admin)
-        .json(&json!({ "object_id": "kp-data-key-pair" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-    let v: Value = r.json().await.unwrap();
+    let v = s
+        .hsm_objects(json!({ "object_id": "kp-data-key-pair" }))
+        .await;
     (
         v["objects"].as_u64().unwrap(),
         v["session_objects"].as_u64().unwrap(),

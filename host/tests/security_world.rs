@@ -35,20 +35,6 @@ async fn create(s: &Server, spec: &str, usage: &str) -> String {
     v["key_id"].as_str().unwrap().to_string()
 }
 
-/// What `/debug/hsm-objects` answers for `which` on `s`.
-async fn hsm_objects(s: &Server, which: Value) -> Value {
-    let r = s
-        .client
-        .post(format!("{}/debug/hsm-objects", s.base))
-        .bearer_auth(&s.admin)
-        .json(&which)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-    r.json().await.unwrap()
-}
-
 /// The keys under test and how each is used.
 #[derive(Clone, Copy)]
 enum Use {
@@ -277,7 +263,9 @@ async fn hsm_keys_made_on_one_node_are_used_on_another_and_shredded_on_both() {
             if pair { 2 } else { 1 },
             "{labels_a:?}"
         );
-        let on_b = hsm_objects(node_b, json!({ "key_id": key, "version": 1 })).await;
+        let on_b = node_b
+            .hsm_objects(json!({ "key_id": key, "version": 1 }))
+            .await;
         assert!(on_b["objects"].as_u64().unwrap() >= 1, "{on_b}");
         assert_eq!(on_b["objects"], on_b["session_objects"], "{key}: {on_b}");
         assert_eq!(
@@ -447,7 +435,7 @@ async fn hsm_keys_made_on_one_node_are_used_on_another_and_shredded_on_both() {
     let notified = std::time::Instant::now();
     for id in &object_ids {
         loop {
-            let v = hsm_objects(node_b, json!({ "object_id": id })).await;
+            let v = node_b.hsm_objects(json!({ "object_id": id })).await;
             if (&v["objects"], &v["session_objects"]) == (&json!(0), &json!(0)) {
                 assert!(v["session_copies_made"].as_u64().unwrap() >= 1, "{v}");
                 assert_eq!(v["session_copies_made_live"], 0, "{v}");

@@ -341,6 +341,8 @@ pub async fn verify(
     file: Option<&Path>,
     archived: &std::collections::BTreeMap<i64, String>,
 ) -> anyhow::Result<CheckpointReport> {
+    let mut pool: Conn<'_> = pool.into();
+    let chains = super::chains::present(&mut pool, super::chains::Table::Log).await?;
     on!(pool, {
         use p256::elliptic_curve::sec1::ToEncodedPoint;
         use p256::pkcs8::DecodePublicKey;
@@ -450,25 +452,22 @@ pub async fn verify(
         }
         // Each chain's records after its last checkpoint.
         let mut unsigned = 0;
-        let mut after = 0;
-        loop {
-            let next: Option<i64> =
-                sqlx::query_scalar("SELECT MIN(seq) FROM audit_log WHERE seq > $1")
-                    .bind(after)
-                    .fetch_one(&mut *pool)
-                    .await?;
-            let Some(first) = next else { break };
-            let chain = super::chains::of(first);
-            let head: i64 = sqlx::query_scalar("SELECT MAX(seq) FROM audit_log WHERE seq <= $1")
-                .bind(super::chains::last(chain))
-                .fetch_one(&mut *pool)
-                .await?;
+        for chain in chains {
+            let (first, head): (Option<i64>, Option<i64>) = sqlx::query_as(
+                "SELECT MIN(seq), MAX(seq) FROM audit_log WHERE seq > $1 AND seq <= $2",
+            )
+            .bind(super::chains::origin(chain))
+            .bind(super::chains::last(chain))
+            .fetch_one(&mut *pool)
+            .await?;
+            let (Some(first), Some(head)) = (first, head) else {
+                continue; // its records left since the chains were listed
+            };
             let signed = all
                 .range(super::chains::origin(chain) + 1..=head)
                 .next_back()
                 .map_or(first - 1, |(seq, _)| *seq);
             unsigned += head - signed;
-            after = super::chains::last(chain);
         }
         Ok(CheckpointReport {
             checkpoints: all.len(),

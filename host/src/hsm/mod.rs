@@ -321,11 +321,7 @@ impl Hsm {
         mechanism: &'static str,
         f: impl FnOnce(&Session, &Live) -> Result<T>,
     ) -> Result<T> {
-        if !self.caps.computes_in_process() {
-            return self.call(function, mechanism, f);
-        }
-        let _turn = self.object_calls.lock().map_err(|_| Error::Internal)?;
-        self.call(function, mechanism, f)
+        self.in_turn_on_objects(|| self.call(function, mechanism, f))
     }
 
     /// [`Hsm::call_anchor`] for a call that creates objects, taking the turn on object calls
@@ -336,11 +332,17 @@ impl Hsm {
         mechanism: &'static str,
         f: impl FnOnce(&Session, &Live) -> Result<T>,
     ) -> Result<T> {
+        self.in_turn_on_objects(|| self.call_anchor(function, mechanism, f))
+    }
+
+    /// Run `call` holding the turn on object calls, on a token that computes in this process
+    /// (see [`Hsm::call_on_objects`]); at once on any other.
+    fn in_turn_on_objects<T>(&self, call: impl FnOnce() -> Result<T>) -> Result<T> {
         if !self.caps.computes_in_process() {
-            return self.call_anchor(function, mechanism, f);
+            return call();
         }
         let _turn = self.object_calls.lock().map_err(|_| Error::Internal)?;
-        self.call_anchor(function, mechanism, f)
+        call()
     }
 
     /// Run `f` with the anchor session (session objects live there).

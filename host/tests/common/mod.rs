@@ -543,6 +543,21 @@ impl Server {
         assert!(matches!(material.len(), 16 | 32), "{}", material.len());
         material
     }
+
+    /// What the debug-only `/debug/hsm-objects` hook answers for `which` (`{"key_id",
+    /// "version"}` or `{"object_id"}`): the objects this node's HSM session sees.
+    pub async fn hsm_objects(&self, which: Value) -> Value {
+        let r = self
+            .client
+            .post(format!("{}/debug/hsm-objects", self.base))
+            .bearer_auth(&self.admin)
+            .json(&which)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        r.json().await.unwrap()
+    }
 }
 
 /// A short unique suffix for names.
