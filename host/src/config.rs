@@ -77,8 +77,35 @@ pub struct QuotasConfig {
     /// tenant id (`[quotas.tenants.<id>]`).
     pub tenants: std::collections::BTreeMap<String, QuotaRate>,
     /// Requests refused by a quota are audited together: one record per principal and window
-    /// of this many seconds, with their count (0: 10 s).
+    /// of this many seconds, with their count (0: 10 s). Unauthenticated requests past
+    /// `unauthenticated.audited_in_full` likewise, per source.
     pub audit_window_seconds: u64,
+    pub unauthenticated: UnauthenticatedConfig,
+}
+
+/// Requests whose credentials fail, per source address (an IPv4 address or an IPv6 /64; see
+/// `quotas::sources`): a bucket of `burst` failures refilled at `per_second` (a rate of 0 is
+/// no limit); a source whose bucket is empty is refused (`Throttled`) before authentication
+/// until it refills. The first `audited_in_full` refused requests of a source in an audit
+/// window are audited one by one, the rest in one record per source and window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UnauthenticatedConfig {
+    pub per_second: u32,
+    pub burst: u32,
+    pub audited_in_full: u32,
+}
+
+impl Default for UnauthenticatedConfig {
+    /// Generous enough for a client with a stale token retrying, or a test suite; a
+    /// credential-guessing or junk flood is slowed to 20 a second per source.
+    fn default() -> Self {
+        UnauthenticatedConfig {
+            per_second: 20,
+            burst: 200,
+            audited_in_full: 10,
+        }
+    }
 }
 
 /// One bucket's rate and size.

@@ -17,7 +17,7 @@
 //!   lifecycle scheduler (rotations by schedule plugins, destruction after deletion windows)
 //!   and garbage collection of material no row references (`ops::gc`).
 //! - [`quotas`]: request quotas per tenant and per principal (token buckets), taken in the
-//!   gate before an operation runs.
+//!   gate before an operation runs, and a limit per source on failed authentication.
 //! - [`clock`]: the service clock; [`usage`]: per-version usage counters; [`pause`]: pause
 //!   points for tests that interleave requests (test builds only).
 //! - [`crypto`]: the keyring (`hsm` and `envelope` protection), ciphertext format, encryption

@@ -191,39 +191,87 @@ fn spawn_sighup_reload(state: Arc<crate::state::AppState>) -> anyhow::Result<()>
 }
 
 /// Every audit window of the quotas: one audit record per principal whose requests a quota
-/// refused (action `Throttled`, outcome `Throttled`, the count in the resource), and idle
-/// buckets forgotten.
+/// refused (action `Throttled`, outcome `Throttled`, the count in the resource), one per
+/// source whose unauthenticated requests were counted rather than audited one by one (action
+/// `UnauthenticatedRequests`, outcome the most frequent refusal, the counts by refusal in the
+/// resource), and idle buckets forgotten.
 fn spawn_quota_audit(state: Arc<crate::state::AppState>) {
+    let throttled = crate::error::Error::Throttled {
+        retry_after_secs: 0,
+    }
+    .code();
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(state.quotas.audit_window()).await;
             state.quotas.shrink();
+            let mut events = Vec::new();
             for (tenant, principal, count) in state.quotas.take_refused() {
-                let ev = crate::audit::AuditEvent {
-                    request_id: format!("quota-{}", uuid::Uuid::new_v4().simple()),
-                    principal,
-                    tenant,
-                    action: "Throttled".into(),
-                    resource: format!("quota:{count} requests refused"),
-                    decision: "deny",
-                    policies: Vec::new(),
-                    outcome: crate::error::Error::Throttled {
-                        retry_after_secs: 0,
-                    }
-                    .code()
-                    .into(),
-                    source: "-".into(),
-                    policy_hash: None,
-                    trace_id: None,
-                    user_agent: None,
-                    front: None,
-                };
+                let resource = format!("quota:{count} requests refused");
+                events.push(refusals(
+                    (principal, tenant),
+                    "Throttled",
+                    resource,
+                    throttled,
+                    "-".into(),
+                ));
+            }
+            for refused in state.quotas.take_refused_sources() {
+                let total: u64 = refused.by_code.values().sum();
+                let by_code = refused
+                    .by_code
+                    .iter()
+                    .map(|(code, n)| format!("{code}={n}"))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let most = refused
+                    .by_code
+                    .iter()
+                    .max_by_key(|(_, n)| **n)
+                    .map_or("Unauthenticated", |(code, _)| code);
+                let resource = format!(
+                    "source:{} {total} requests refused: {by_code}",
+                    refused.source
+                );
+                events.push(refusals(
+                    ("-".into(), "-".into()),
+                    "UnauthenticatedRequests",
+                    resource,
+                    most,
+                    refused.source,
+                ));
+            }
+            for ev in events {
                 if crate::ops::audit_alone(&state, &ev).await.is_err() {
-                    tracing::warn!(count, "could not audit requests refused by a quota");
+                    tracing::warn!(resource = %ev.resource, "could not audit refused requests");
                 }
             }
         }
     });
+}
+
+/// The record of requests refused together in an audit window, by (principal, tenant).
+fn refusals(
+    (principal, tenant): (String, String),
+    action: &str,
+    resource: String,
+    outcome: &str,
+    source: String,
+) -> crate::audit::AuditEvent {
+    crate::audit::AuditEvent {
+        request_id: format!("quota-{}", uuid::Uuid::new_v4().simple()),
+        principal,
+        tenant,
+        action: action.into(),
+        resource,
+        decision: "deny",
+        policies: Vec::new(),
+        outcome: outcome.into(),
+        source,
+        policy_hash: None,
+        trace_id: None,
+        user_agent: None,
+        front: None,
+    }
 }
 
 /// The signals that stop the server (SIGINT, SIGTERM), installed as soon as this exists.

@@ -251,3 +251,110 @@ async fn sighup_changes_the_quotas_of_a_running_node() {
         .count();
     assert_eq!(reloads, 2);
 }
+
+/// A source whose credentials keep failing is refused before authentication (429 with
+/// `Retry-After`, on every front, even with a good token) while another source is served, and
+/// its refused requests are audited in full only for the first few of a window, the rest as
+/// one record per source and window that counts them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_source_failing_to_authenticate_is_slowed_and_audited_in_aggregate() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_with_env(
+        dir.path(),
+        &[
+            ("RUST_LOG", "warn"),
+            ("KEYPLANE_QUOTAS__UNAUTHENTICATED__PER_SECOND", "1"),
+            ("KEYPLANE_QUOTAS__UNAUTHENTICATED__BURST", "5"),
+            ("KEYPLANE_QUOTAS__UNAUTHENTICATED__AUDITED_IN_FULL", "3"),
+            ("KEYPLANE_QUOTAS__AUDIT_WINDOW_SECONDS", "2"),
+        ],
+    )
+    .await;
+    let random = json!({"number_of_bytes": 8});
+    // From 127.0.0.1: 40 requests with a token nobody was given.
+    let mut statuses = Vec::new();
+    for _ in 0..40 {
+        let (status, v) = s
+            .call(Some("kp_guessed-token"), "generate-random", random.clone())
+            .await;
+        if status == 429 {
+            assert_eq!(v["error"]["code"], "Throttled", "{v}");
+        }
+        statuses.push(status);
+    }
+    let unauthenticated = statuses.iter().filter(|s| **s == 401).count();
+    assert!(
+        (6..=9).contains(&unauthenticated),
+        "the bucket's five failures (and the one that emptied it) were answered: {statuses:?}"
+    );
+    assert!(
+        statuses[unauthenticated..].iter().all(|s| *s == 429),
+        "{statuses:?}"
+    );
+
+    // The source is refused whatever it sends, on every front: a good token, Transit.
+    let (status, v) = s
+        .call(Some(&s.admin), "generate-random", random.clone())
+        .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (429, Some("Throttled"))
+    );
+    let (status, retry_after, v) = curl(
+        &s,
+        "--http2",
+        "/v1/transit/random/8",
+        &[format!("X-Vault-Token: {}", s.admin)],
+        "{}",
+    );
+    assert_eq!(status, 429, "{v}");
+    assert!(retry_after.is_some());
+
+    // Another source is served at once.
+    let cert = std::fs::read(s.data_dir.join("tls/cert.pem")).unwrap();
+    let other = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&cert).unwrap())
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let answer = other
+        .post(format!("{}/v1/generate-random", s.base))
+        .bearer_auth(&s.admin)
+        .json(&random)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+
+    // 42 refused requests: a few records in full, the rest counted in aggregated records.
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let records = s.audit_records();
+    let in_full = records
+        .iter()
+        .filter(|r| r["principal"] == "-" && r["action"] != "UnauthenticatedRequests")
+        .count();
+    let aggregated: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["action"] == "UnauthenticatedRequests")
+        .collect();
+    let counted: u64 = aggregated
+        .iter()
+        .map(|r| {
+            assert_eq!(r["source_address"], "127.0.0.1", "{r}");
+            assert_eq!(r["decision"], "deny");
+            let resource = r["resource"].as_str().unwrap();
+            let rest = resource.strip_prefix("source:127.0.0.1 ").unwrap();
+            rest.split(' ').next().unwrap().parse::<u64>().unwrap()
+        })
+        .sum();
+    assert!(
+        (3..=6).contains(&in_full) && !aggregated.is_empty() && aggregated.len() <= 3,
+        "{in_full} in full, {aggregated:#?}"
+    );
+    assert_eq!(in_full as u64 + counted, 42, "{aggregated:#?}");
+    assert!(aggregated
+        .iter()
+        .any(|r| r["resource"].as_str().unwrap().contains("Throttled=")));
+    s.assert_audit_verifies();
+}

@@ -74,10 +74,32 @@ impl Gate {
     /// front received the token (Vault clients send it in `X-Vault-Token`).
     pub async fn bearer_value(&self, header: Option<&str>) -> Result<Principal> {
         let state = &self.state;
-        authenticated(state.tokens.authenticate(&state.rows, header), |p| {
+        self.admit_source()?;
+        let auth = authenticated(state.tokens.authenticate(&state.rows, header), |p| {
             Some(p.id.as_str())
         })
-        .await
+        .await;
+        self.count_failure(auth)
+    }
+
+    /// Before authenticating: refuse a source that failed to authenticate too often (see
+    /// `quotas::sources`), without the work of checking its credentials.
+    fn admit_source(&self) -> Result<()> {
+        self.state
+            .quotas
+            .admit_source(self.meta.source_ip)
+            .map_err(|wait| {
+                metrics().throttled(self.meta.front.name());
+                Error::throttled(wait)
+            })
+    }
+
+    /// Count a failed authentication against the request's source.
+    fn count_failure<T>(&self, auth: Result<T>) -> Result<T> {
+        if matches!(&auth, Err(e) if !e.is_server_fault()) {
+            self.state.quotas.source_failed(self.meta.source_ip);
+        }
+        auth
     }
 
     /// Read the body within `limits` (see [`read_body`]).
@@ -86,8 +108,18 @@ impl Gate {
     }
 
     /// Record a request that never reached an operation and return the error to answer with
-    /// (see [`ops::refuse`]). `principal` is `None` when the caller is not (yet) proven.
+    /// (see [`ops::refuse`]). `principal` is `None` when the caller is not (yet) proven: past
+    /// the first few of its source in an audit window, such a request is only counted for
+    /// its source's aggregated record (see `quotas::sources`).
     pub async fn refuse(&self, principal: Option<&Principal>, action: &str, e: Error) -> Error {
+        if principal.is_none()
+            && !self
+                .state
+                .quotas
+                .audit_unauthenticated(self.meta.source_ip, e.code())
+        {
+            return e;
+        }
         ops::refuse(&self.state, &self.meta, principal, action, e).await
     }
 
@@ -105,11 +137,18 @@ impl Gate {
     ) -> Result<(Signed, Zeroizing<Vec<u8>>)> {
         let now = chrono::Utc::now().timestamp();
         let state = &self.state;
+        let admitted = self.admit_source();
         let head = sigv4::Request::from_parts(parts, &[]);
-        let claim = authenticated(state.sigv4.claim(&state.rows, &head, service, now), |_| {
-            None
-        })
-        .await;
+        let claim = match admitted {
+            Ok(()) => {
+                let claim =
+                    authenticated(state.sigv4.claim(&state.rows, &head, service, now), |_| {
+                        None
+                    });
+                self.count_failure(claim.await)
+            }
+            Err(e) => Err(e),
+        };
         let limits = match &claim {
             Ok(_) => BodyLimits::authenticated(max_body),
             Err(_) => BodyLimits::refused(max_body),
@@ -120,7 +159,8 @@ impl Gate {
         let region = pending.region().to_string();
         let whole = sigv4::Request::from_parts(parts, &body);
         let verify = state.sigv4.verify(&state.keyring, pending, &whole, now);
-        let signed = authenticated(verify, |v| Some(v.principal.id.as_str())).await?;
+        let signed =
+            self.count_failure(authenticated(verify, |v| Some(v.principal.id.as_str())).await)?;
         Ok((
             Signed {
                 principal: signed.principal,

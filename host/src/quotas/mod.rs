@@ -12,6 +12,13 @@
 //! The buckets live in this node's memory: with several nodes, each enforces the quota for
 //! what reaches it (a quota of `r` a second is `n × r` across `n` nodes behind a balancer that
 //! spreads evenly). SIGHUP reloads the limits ([`Quotas::reload`]) with full buckets.
+//!
+//! Requests that fail to authenticate have a limit of their own, per source address, and are
+//! audited in aggregate past the first few (`sources`).
+
+mod sources;
+
+pub use sources::Refused as SourceRefused;
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -84,6 +91,8 @@ pub struct Quotas {
     clock: DefaultClock,
     /// Requests refused since the last audit, by (tenant, principal as audited).
     refused: Mutex<HashMap<(String, String), u64>>,
+    /// Requests that failed to authenticate, by source.
+    sources: sources::Sources,
 }
 
 impl Quotas {
@@ -92,6 +101,7 @@ impl Quotas {
             limits: RwLock::new(Arc::new(Limits::new(config))),
             clock: DefaultClock::default(),
             refused: Mutex::default(),
+            sources: sources::Sources::new(&config.unauthenticated),
         }
     }
 
@@ -105,6 +115,7 @@ impl Quotas {
         if limits.config == *config {
             return false;
         }
+        self.sources.reload(&config.unauthenticated);
         *limits = Arc::new(Limits::new(config));
         true
     }
@@ -169,6 +180,28 @@ impl Quotas {
         }
     }
 
+    /// Before authenticating a request from `ip`: `Err` with how long to wait while that
+    /// source has failed too often.
+    pub fn admit_source(&self, ip: std::net::IpAddr) -> Result<(), Duration> {
+        self.sources.admit(ip)
+    }
+
+    /// A request from `ip` failed to authenticate.
+    pub fn source_failed(&self, ip: std::net::IpAddr) {
+        self.sources.failed(ip)
+    }
+
+    /// Whether a request from `ip` refused before anyone was proven (error `code`) is audited
+    /// on its own; if not, it is counted for its source's aggregated record.
+    pub fn audit_unauthenticated(&self, ip: std::net::IpAddr, code: &'static str) -> bool {
+        self.sources.audit_in_full(ip, code)
+    }
+
+    /// The unauthenticated refusals counted, not audited, since the last call, by source.
+    pub fn take_refused_sources(&self) -> Vec<SourceRefused> {
+        self.sources.take_refused()
+    }
+
     /// The refusals counted since the last call: (tenant, principal, count).
     pub fn take_refused(&self) -> Vec<(String, String, u64)> {
         std::mem::take(
@@ -198,6 +231,7 @@ impl Quotas {
             b.limiter.retain_recent();
             b.limiter.shrink_to_fit();
         }
+        self.sources.shrink();
     }
 }
 
