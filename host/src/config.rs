@@ -209,6 +209,20 @@ pub struct LimitsConfig {
     /// of the largest `encrypt` (4096 bytes of plaintext, 5464 as base64, with a key id and an
     /// encryption context around it).
     pub max_batch_body_bytes: usize,
+    /// Connections held at once (see `connections`); one past it is closed on arrival.
+    pub max_connections: usize,
+    /// Connections held at once from one source address (an IPv6 /64); 0: no limit. Behind a
+    /// load balancer that connects from one address, raise it to `max_connections`.
+    pub max_connections_per_source: u32,
+    /// The TLS handshake must be done within this.
+    pub handshake_timeout_seconds: u64,
+    /// An HTTP/1.1 request's head must have arrived within this (and a kept-alive connection
+    /// sees its next request within this).
+    pub header_read_timeout_seconds: u64,
+    /// A connection on which no byte moved either way for this long is closed.
+    pub idle_timeout_seconds: u64,
+    /// Requests in flight at once on one HTTP/2 connection.
+    pub http2_max_concurrent_streams: u32,
 }
 
 /// The host-side cache of unwrapped envelope key material.
@@ -253,6 +267,12 @@ impl Default for Config {
             limits: LimitsConfig {
                 max_body_bytes: 64 * 1024,
                 max_batch_body_bytes: 8 << 20,
+                max_connections: 8192,
+                max_connections_per_source: 512,
+                handshake_timeout_seconds: 10,
+                header_read_timeout_seconds: 20,
+                idle_timeout_seconds: 60,
+                http2_max_concurrent_streams: 128,
             },
             envelope_cache: EnvelopeCacheConfig {
                 max_entries: 10_000,

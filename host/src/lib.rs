@@ -5,7 +5,8 @@
 //! # Layout
 //! - [`config`]: layered configuration (defaults < TOML < `KEYPLANE_*` env < flags).
 //! - [`server`]: `keyplane serve`; [`bootstrap`]: first-start set-up and the data
-//!   directory's lock; [`tls`]: certificates.
+//!   directory's lock; [`tls`]: certificates; [`connections`]: how many connections the
+//!   listener holds, from whom, for how long.
 //! - [`api`]: HTTP fronts (native `POST /v1/<operation>` and `POST /v1/batch`; AWS KMS JSON
 //!   1.1 and STS `GetCallerIdentity` on `POST /`; Vault Transit under `/v1/transit/`; health);
 //!   they only translate, around one shared gate (authentication, body limits, audit of
@@ -46,6 +47,7 @@ pub mod bootstrap;
 pub mod ceremony;
 pub mod clock;
 pub mod config;
+pub mod connections;
 pub mod crypto;
 pub mod error;
 pub mod hsm;

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum_server::tls_rustls::RustlsConfig;
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use axum_server::Handle;
 
 use crate::authz::LoadedPolicies;
@@ -67,14 +67,24 @@ pub async fn serve(config: Config, hsm: Hsm, policies: LoadedPolicies) -> anyhow
             println!("keyplane: listening on {scheme}://{addr}");
         }
     });
+    let limits = state.config.limits.clone();
+    let connections = crate::connections::Limiter::new(&limits);
     match tls {
         Some(t) => {
-            axum_server::bind_rustls(listen, RustlsConfig::from_config(t.server_config))
-                .handle(handle)
-                .serve(app)
-                .await?
+            let acceptor = RustlsAcceptor::new(RustlsConfig::from_config(t.server_config))
+                .handshake_timeout(Duration::from_secs(limits.handshake_timeout_seconds.max(1)))
+                .acceptor(connections);
+            let mut server = axum_server::bind(listen).acceptor(acceptor).handle(handle);
+            crate::connections::configure_http(server.http_builder(), &limits);
+            server.serve(app).await?
         }
-        None => axum_server::bind(listen).handle(handle).serve(app).await?,
+        None => {
+            let mut server = axum_server::bind(listen)
+                .acceptor(connections)
+                .handle(handle);
+            crate::connections::configure_http(server.http_builder(), &limits);
+            server.serve(app).await?
+        }
     }
     // Records first: the pools close last, so the WAL is checkpointed into the file.
     state.audit.close().await;

@@ -18,7 +18,7 @@
 
 mod sources;
 
-pub use sources::Refused as SourceRefused;
+pub use sources::{Refused as SourceRefused, Source};
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;

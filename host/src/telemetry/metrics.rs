@@ -24,6 +24,8 @@ pub struct Metrics {
     scheduler_duration: Histogram<f64>,
     audit_batch: Histogram<u64>,
     throttled: Counter<u64>,
+    connections_refused: Counter<u64>,
+    connections_idle_closed: Counter<u64>,
     per_key: bool,
     _dropped: ObservableCounter<u64>,
 }
@@ -89,6 +91,14 @@ fn build(per_key: bool) -> Metrics {
         throttled: meter
             .u64_counter("keyplane.quota.throttled")
             .with_description("Requests refused by a request quota, by front")
+            .build(),
+        connections_refused: meter
+            .u64_counter("keyplane.connections.refused")
+            .with_description("Connections closed on arrival, by the limit they met")
+            .build(),
+        connections_idle_closed: meter
+            .u64_counter("keyplane.connections.idle_closed")
+            .with_description("Connections closed after their idle timeout")
             .build(),
         per_key,
         _dropped: meter
@@ -171,6 +181,18 @@ impl Metrics {
     /// One request refused by a quota.
     pub fn throttled(&self, front: &'static str) {
         self.throttled.add(1, &[KeyValue::new("front", front)]);
+    }
+
+    /// A connection closed on arrival by `limit` (`max_connections` or
+    /// `max_connections_per_source`).
+    pub fn connection_refused(&self, limit: &'static str) {
+        self.connections_refused
+            .add(1, &[KeyValue::new("limit", limit)]);
+    }
+
+    /// A connection closed after its idle timeout.
+    pub fn connection_idle_closed(&self) {
+        self.connections_idle_closed.add(1, &[]);
     }
 
     /// One audit group commit of `records` records.
