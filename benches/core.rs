@@ -255,7 +255,7 @@ fn in_process(c: &mut Criterion) {
         resource: &resource,
         encryption_context: &Default::default(),
         source_ip: meta.source_ip,
-        client_certificate: false,
+        client_certificate: None,
         request_time: 1_800_000_000,
         mfa: false,
         approver: None,

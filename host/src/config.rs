@@ -117,11 +117,20 @@ pub struct QuotaRate {
 }
 
 /// TLS material; when both are unset a self-signed certificate is generated in the data dir.
+/// SIGHUP reads the files again.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
+    /// PEM certificates of the CAs whose client certificates are accepted (mutual TLS); the
+    /// client certificate's subject and fingerprint are then in Cedar's context. Unset: no
+    /// client certificate is asked for.
+    pub client_ca: Option<PathBuf>,
+    /// With `client_ca`: refuse a handshake without a client certificate (otherwise one is
+    /// optional, and policies decide what its absence means).
+    #[serde(default)]
+    pub require_client_certificate: bool,
 }
 
 /// Which PKCS#11 module and token to use.

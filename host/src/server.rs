@@ -24,6 +24,10 @@ pub async fn serve(config: Config, hsm: Hsm, policies: LoadedPolicies) -> anyhow
     } else {
         Some(tls::load(&config)?)
     };
+    // Shared with the acceptor: SIGHUP puts new material in it for new connections.
+    let rustls = tls
+        .as_ref()
+        .map(|t| RustlsConfig::from_config(t.server_config.clone()));
     let state = Arc::new(bootstrap::start(config, hsm, policies).await?);
     crate::ops::scheduler::spawn(state.clone());
     let checkpointer = Arc::new(crate::audit::checkpoint::Checkpointer::new(
@@ -35,7 +39,7 @@ pub async fn serve(config: Config, hsm: Hsm, policies: LoadedPolicies) -> anyhow
         state.db.clone(),
         state.config.audit.clone(),
     );
-    spawn_sighup_reload(state.clone())?;
+    spawn_sighup_reload(state.clone(), rustls.clone())?;
     spawn_quota_audit(state.clone());
     spawn_notice_handler(state.clone());
     let app = api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
@@ -69,11 +73,12 @@ pub async fn serve(config: Config, hsm: Hsm, policies: LoadedPolicies) -> anyhow
     });
     let limits = state.config.limits.clone();
     let connections = crate::connections::Limiter::new(&limits);
-    match tls {
-        Some(t) => {
-            let acceptor = RustlsAcceptor::new(RustlsConfig::from_config(t.server_config))
+    match rustls {
+        Some(rustls) => {
+            let acceptor = RustlsAcceptor::new(rustls)
                 .handshake_timeout(Duration::from_secs(limits.handshake_timeout_seconds.max(1)))
                 .acceptor(connections);
+            let acceptor = tls::ClientCertificates(acceptor);
             let mut server = axum_server::bind(listen).acceptor(acceptor).handle(handle);
             crate::connections::configure_http(server.http_builder(), &limits);
             server.serve(app).await?
@@ -141,15 +146,42 @@ fn spawn_notice_handler(state: Arc<crate::state::AppState>) {
     });
 }
 
-/// Reload the request quotas and the policy set on every SIGHUP. Quotas that changed are
-/// audited (action `ReloadQuotas`); each policy reload attempt is audited (principal
-/// `keyplane:sighup`, action `ReloadPolicies`, outcome `ok` or `InvalidPolicySet`) with the
-/// hash of the set in force afterwards.
-fn spawn_sighup_reload(state: Arc<crate::state::AppState>) -> anyhow::Result<()> {
+/// Reload the TLS material, the request quotas and the policy set on every SIGHUP. New TLS
+/// material serves new connections (open ones keep theirs) and is audited (action
+/// `ReloadTls`, the certificate's fingerprint in the resource); material that does not load
+/// is logged and the old stays. Quotas that changed are audited (action `ReloadQuotas`); each
+/// policy reload attempt is audited (principal `keyplane:sighup`, action `ReloadPolicies`,
+/// outcome `ok` or `InvalidPolicySet`) with the hash of the set in force afterwards.
+fn spawn_sighup_reload(
+    state: Arc<crate::state::AppState>,
+    rustls: Option<RustlsConfig>,
+) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hup = signal(SignalKind::hangup())?;
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
+            if let Some(rustls) = &rustls {
+                let (resource, outcome) = match tls::load(&state.config) {
+                    Ok(material) => {
+                        rustls.reload_from_config(material.server_config);
+                        tracing::info!(fingerprint = %material.fingerprint, "SIGHUP: TLS material reloaded");
+                        (format!("tls:{}", material.fingerprint), "ok")
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "SIGHUP: TLS material not reloaded; the previous stays in force");
+                        ("tls".to_string(), "InvalidTlsMaterial")
+                    }
+                };
+                let mut ev = crate::audit::AuditEvent::system(
+                    "sighup",
+                    "keyplane:sighup",
+                    "-",
+                    "ReloadTls",
+                    resource,
+                );
+                ev.outcome = outcome.into();
+                let _ = crate::ops::audit_alone(&state, &ev).await;
+            }
             match state.config.reload_quotas() {
                 Ok(quotas) => {
                     if state.quotas.reload(&quotas) {

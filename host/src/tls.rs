@@ -1,12 +1,25 @@
 //! TLS for the listener: the configured certificate and key, or a self-signed certificate for
-//! localhost generated into `<data-dir>/tls/` on first start. rustls with the ring provider.
+//! localhost generated into `<data-dir>/tls/` on first start. rustls with the ring provider:
+//! TLS 1.2 and 1.3 only, with rustls's suites (AEAD ciphers and forward-secret key exchange
+//! only; nothing older is offered).
+//!
+//! With `tls.client_ca`, clients may (or, with `tls.require_client_certificate`, must) present
+//! a certificate issued by one of those CAs; [`ClientCertificates`] hands its subject and
+//! fingerprint to every request of the connection, for Cedar. [`load`] is called again on
+//! SIGHUP: the new material serves new connections, and open ones keep theirs.
 
+use std::future::Future;
+use std::io;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 
+use axum_server::accept::Accept;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::ServerConfig;
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
 
+use crate::authz::ClientCertificate;
 use crate::config::Config;
 use crate::hsm::token::write_secret_file;
 
@@ -60,10 +73,7 @@ pub fn load(config: &Config) -> anyhow::Result<TlsMaterial> {
         }
         _ => anyhow::bail!("tls.cert and tls.key must be given together"),
     };
-    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut std::io::BufReader::new(
-        std::fs::File::open(&cert_path)?,
-    ))
-    .collect::<Result<_, _>>()?;
+    let certs = read_certificates(&cert_path)?;
     let leaf = certs
         .first()
         .ok_or_else(|| anyhow::anyhow!("{} holds no certificate", cert_path.display()))?;
@@ -73,14 +83,87 @@ pub fn load(config: &Config) -> anyhow::Result<TlsMaterial> {
     ))?
     .ok_or_else(|| anyhow::anyhow!("{} holds no private key", key_path.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut server_config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let builder = match &config.tls.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            for cert in read_certificates(ca)? {
+                roots.add(cert)?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            let verifier = if config.tls.require_client_certificate {
+                verifier
+            } else {
+                verifier.allow_unauthenticated()
+            };
+            builder.with_client_cert_verifier(verifier.build()?)
+        }
+    };
+    let mut server_config = builder.with_single_cert(certs, key)?;
     server_config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsMaterial {
         server_config: Arc::new(server_config),
         fingerprint,
         cert_path,
     })
+}
+
+/// The certificates of a PEM file (at least one).
+fn read_certificates(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let certs: Vec<CertificateDer<'static>> =
+        rustls_pemfile::certs(&mut std::io::BufReader::new(std::fs::File::open(path)?))
+            .collect::<Result<_, _>>()?;
+    anyhow::ensure!(!certs.is_empty(), "{} holds no certificate", path.display());
+    Ok(certs)
+}
+
+/// The subject and fingerprint of a (verified) client certificate. `None` if its DER does
+/// not parse as X.509 (rustls verified it, so it does).
+pub fn client_certificate(der: &[u8]) -> Option<ClientCertificate> {
+    use x509_cert::der::Decode;
+    let cert = x509_cert::Certificate::from_der(der).ok()?;
+    Some(ClientCertificate {
+        subject: cert.tbs_certificate.subject.to_string(),
+        fingerprint: fingerprint(der),
+    })
+}
+
+/// An acceptor around the TLS one: every request of a connection carries the client's
+/// certificate, if it presented one, as an extension (`Option<Arc<ClientCertificate>>`; the
+/// gate puts it in the request's facts).
+#[derive(Clone)]
+pub struct ClientCertificates<A>(pub A);
+
+/// What a connection's requests carry: the client certificate of its handshake.
+#[derive(Clone)]
+pub struct Presented(pub Option<Arc<ClientCertificate>>);
+
+impl<A, I, S, T> Accept<I, S> for ClientCertificates<A>
+where
+    A: Accept<I, S, Stream = tokio_rustls::server::TlsStream<T>>,
+    A::Future: Send + 'static,
+{
+    type Stream = tokio_rustls::server::TlsStream<T>;
+    type Service = axum::middleware::AddExtension<A::Service, Presented>;
+    type Future =
+        Pin<Box<dyn Future<Output = io::Result<(Self::Stream, Self::Service)>> + Send + 'static>>;
+
+    fn accept(&self, stream: I, service: S) -> Self::Future {
+        let handshake = self.0.accept(stream, service);
+        Box::pin(async move {
+            let (stream, service) = handshake.await?;
+            let presented = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(|leaf| client_certificate(leaf.as_ref()))
+                .map(Arc::new);
+            let service =
+                tower_layer::Layer::layer(&axum::Extension(Presented(presented)), service);
+            Ok((stream, service))
+        })
+    }
 }

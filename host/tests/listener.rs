@@ -1,7 +1,9 @@
 //! The listener against hostile clients (`host/src/connections.rs`): a slowloris client with
 //! many connections sending a byte a second does not stop another client being served; a
 //! request head sent too slowly, a TLS handshake never finished and an idle connection are
-//! each closed within their timeouts.
+//! each closed within their timeouts. And its TLS (`host/src/tls.rs`): 1.2 and 1.3 only;
+//! client certificates from `tls.client_ca` reach Cedar; new certificate material on SIGHUP
+//! serves new connections while open ones go on.
 
 mod common;
 
@@ -26,30 +28,40 @@ async fn connect_from(s: &Server, from: [u8; 4]) -> TcpStream {
     socket.connect(addr(s)).await.unwrap()
 }
 
-/// A TLS connection to the node from `from`, the handshake done (ALPN `alpn`).
+/// A TLS connection to the node from `from`, the handshake done (ALPN `alpn`), trusting the
+/// node's own certificate.
 async fn tls_from(
     s: &Server,
     from: [u8; 4],
     alpn: &[u8],
 ) -> tokio_rustls::client::TlsStream<TcpStream> {
     let pem = std::fs::read(s.data_dir.join("tls/cert.pem")).unwrap();
-    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-        roots.add(cert.unwrap()).unwrap();
+    tls_trusting(s, from, alpn, &[pem]).await.unwrap()
+}
+
+/// A TLS connection to the node from `from` trusting the certificates in `roots` (PEM).
+async fn tls_trusting(
+    s: &Server,
+    from: [u8; 4],
+    alpn: &[u8],
+    roots: &[Vec<u8>],
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let mut store = tokio_rustls::rustls::RootCertStore::empty();
+    for pem in roots {
+        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            store.add(cert.unwrap()).unwrap();
+        }
     }
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
     let mut config = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
-        .with_root_certificates(roots)
+        .with_root_certificates(store)
         .with_no_client_auth();
     config.alpn_protocols = vec![alpn.to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let name = tokio_rustls::rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    connector
-        .connect(name, connect_from(s, from).await)
-        .await
-        .unwrap()
+    connector.connect(name, connect_from(s, from).await).await
 }
 
 /// Send `bytes` one at a time, `every` apart, until the node closes the connection (or
@@ -227,4 +239,290 @@ async fn slow_heads_and_idle_connections_are_closed() {
         )
         .await;
     assert_eq!(status, 200);
+}
+
+/// `POST /v1/generate-random` on an open HTTP/1.1 connection, kept alive: the status.
+async fn generate_random_on<S>(conn: &mut S, token: &str) -> u16
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let body = r#"{"number_of_bytes": 8}"#;
+    let request = format!(
+        "POST /v1/generate-random HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = conn.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&answer).to_string();
+        if let Some((head, rest)) = text.split_once("\r\n\r\n") {
+            let length: usize = head
+                .lines()
+                .filter_map(|l| l.split_once(':'))
+                .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                .map(|(_, v)| v.trim().parse().unwrap())
+                .unwrap();
+            if rest.len() >= length {
+                return head.split(' ').nth(1).unwrap().parse().unwrap();
+            }
+        }
+    }
+}
+
+/// `openssl s_client` with `args`: whether a handshake completed, and what it printed.
+fn s_client(s: &Server, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &addr(s).to_string(),
+            "-servername",
+            "localhost",
+        ])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done = out.status.success() && !text.contains("Cipher is (NONE)");
+    (done, text)
+}
+
+/// TLS 1.3 and 1.2 (with a forward-secret AEAD suite) are served; 1.1, 1.0 and 1.2 suites
+/// without forward secrecy or with CBC are refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn only_tls_1_2_and_1_3_with_modern_suites() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path()).await;
+    let (ok, text) = s_client(&s, &["-tls1_3"]);
+    assert!(ok && text.contains("TLSv1.3"), "{text}");
+    let (ok, text) = s_client(&s, &["-tls1_2"]);
+    assert!(ok && text.contains("ECDHE"), "{text}");
+    // SECLEVEL=0 makes the client offer what the server must refuse.
+    for args in [
+        &["-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0"][..],
+        &["-tls1", "-cipher", "DEFAULT@SECLEVEL=0"],
+        &[
+            "-tls1_2",
+            "-cipher",
+            "AES128-SHA:AES256-GCM-SHA384:@SECLEVEL=0",
+        ],
+        &[
+            "-tls1_2",
+            "-cipher",
+            "ECDHE-RSA-AES128-SHA:ECDHE-ECDSA-AES128-SHA:@SECLEVEL=0",
+        ],
+    ] {
+        let (ok, text) = s_client(&s, args);
+        assert!(!ok, "{args:?} was served: {text}");
+    }
+}
+
+/// A CA, and a client certificate with subject `CN=<name>` that it issued: (CA PEM, client
+/// certificate PEM, client key PEM).
+fn ca_and_client(name: &str) -> (String, String, String) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
+        IsCa, KeyPair,
+    };
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name = DistinguishedName::new();
+    ca.distinguished_name
+        .push(DnType::CommonName, format!("{name} CA"));
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut client = CertificateParams::new(Vec::<String>::new()).unwrap();
+    client.distinguished_name = DistinguishedName::new();
+    client.distinguished_name.push(DnType::CommonName, name);
+    client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = client.signed_by(&key, &ca, &ca_key).unwrap();
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+/// With `tls.client_ca`, a policy can ask for a client certificate's subject: no certificate
+/// is denied, alice's certificate is allowed over HTTP/2 (reqwest) and HTTP/1.1 (curl), and a
+/// certificate from another CA does not complete the handshake.
+#[tokio::test(flavor = "multi_thread")]
+async fn client_certificates_reach_cedar() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, alice, alice_key) = ca_and_client("alice");
+    let (_, mallory, mallory_key) = ca_and_client("mallory");
+    let ca_file = dir.path().join("clients-ca.pem");
+    std::fs::write(&ca_file, &ca).unwrap();
+    let policies = common::copy_of_shipped_policies(&dir.path().join("policies"));
+    std::fs::write(
+        policies.join("client-certificate.cedar"),
+        r#"@id("random-needs-alice")
+@description("Random bytes only for a client with alice's certificate")
+forbid (principal, action == Keyplane::Action::"GenerateRandom", resource)
+unless {
+  context.client_certificate &&
+  context has client_certificate_subject &&
+  context.client_certificate_subject == "CN=alice" &&
+  context.mfa
+};
+"#,
+    )
+    .unwrap();
+    let s = Server::start_with(
+        &dir.path().join("data"),
+        &policies,
+        &[
+            ("RUST_LOG", "warn"),
+            ("KEYPLANE_TLS__CLIENT_CA", ca_file.to_str().unwrap()),
+        ],
+    )
+    .await;
+    let random = serde_json::json!({"number_of_bytes": 8});
+    let (status, v) = s
+        .call(Some(&s.admin), "generate-random", random.clone())
+        .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (403, Some("AccessDenied")),
+        "{v}"
+    );
+
+    let server_pem = std::fs::read(s.data_dir.join("tls/cert.pem")).unwrap();
+    let with = |cert: &str, key: &str| {
+        reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&server_pem).unwrap())
+            .identity(reqwest::Identity::from_pem(format!("{cert}{key}").as_bytes()).unwrap())
+            .build()
+            .unwrap()
+    };
+    let answer = with(&alice, &alice_key)
+        .post(format!("{}/v1/generate-random", s.base))
+        .bearer_auth(&s.admin)
+        .json(&random)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.version(), reqwest::Version::HTTP_2);
+    assert_eq!(answer.status(), 200);
+    let refused = with(&mallory, &mallory_key)
+        .post(format!("{}/v1/generate-random", s.base))
+        .bearer_auth(&s.admin)
+        .json(&random)
+        .send()
+        .await;
+    assert!(
+        refused.is_err(),
+        "a certificate from another CA: {refused:?}"
+    );
+
+    let cert_file = dir.path().join("alice.pem");
+    let key_file = dir.path().join("alice.key");
+    std::fs::write(&cert_file, &alice).unwrap();
+    std::fs::write(&key_file, &alice_key).unwrap();
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "--http1.1",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--cacert",
+        ])
+        .arg(s.data_dir.join("tls/cert.pem"))
+        .arg("--cert")
+        .arg(&cert_file)
+        .arg("--key")
+        .arg(&key_file)
+        .args(["-H", &format!("Authorization: Bearer {}", s.admin)])
+        .args(["--data-binary", &random.to_string()])
+        .arg(format!("{}/v1/generate-random", s.base))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "{out:?}");
+}
+
+/// New certificate material on SIGHUP: a connection opened before goes on being served, a new
+/// one is given the new certificate, and the reload is audited.
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_reloads_the_certificate_while_clients_stay_connected() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = dir.path().join("tls");
+    std::fs::create_dir_all(&tls).unwrap();
+    let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    let first = rcgen::generate_simple_self_signed(names.clone()).unwrap();
+    std::fs::write(tls.join("cert.pem"), first.cert.pem()).unwrap();
+    std::fs::write(tls.join("key.pem"), first.key_pair.serialize_pem()).unwrap();
+    let s = Server::start(dir.path()).await;
+    let first_pem = first.cert.pem().into_bytes();
+
+    let mut open = tls_trusting(
+        &s,
+        [127, 0, 0, 1],
+        b"http/1.1",
+        std::slice::from_ref(&first_pem),
+    )
+    .await
+    .unwrap();
+    assert_eq!(generate_random_on(&mut open, &s.admin).await, 200);
+
+    let second = rcgen::generate_simple_self_signed(names).unwrap();
+    for (name, pem) in [
+        ("key.pem", second.key_pair.serialize_pem()),
+        ("cert.pem", second.cert.pem()),
+    ] {
+        std::fs::write(tls.join(format!("{name}.new")), pem).unwrap();
+        std::fs::rename(tls.join(format!("{name}.new")), tls.join(name)).unwrap();
+    }
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &s.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let second_fingerprint = keyplane::tls::fingerprint(second.cert.der());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let reloaded = s.audit_records().into_iter().any(|r| {
+            r["action"] == "ReloadTls"
+                && r["outcome"] == "ok"
+                && r["resource"] == format!("tls:{second_fingerprint}")
+        });
+        if reloaded {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no ReloadTls record");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    assert_eq!(
+        generate_random_on(&mut open, &s.admin).await,
+        200,
+        "the connection opened before the reload is still served"
+    );
+    let new = tls_trusting(
+        &s,
+        [127, 0, 0, 1],
+        b"http/1.1",
+        &[first_pem.clone(), second.cert.pem().into_bytes()],
+    )
+    .await
+    .unwrap();
+    let presented = new.get_ref().1.peer_certificates().unwrap()[0].clone();
+    assert_eq!(
+        keyplane::tls::fingerprint(presented.as_ref()),
+        second_fingerprint
+    );
+    assert!(
+        tls_trusting(&s, [127, 0, 0, 1], b"http/1.1", &[first_pem])
+            .await
+            .is_err(),
+        "a client trusting only the old certificate no longer connects"
+    );
 }

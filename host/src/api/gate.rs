@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use tracing::Instrument;
 use zeroize::Zeroizing;
@@ -17,6 +18,7 @@ use crate::authn::{sigv4, Principal};
 use crate::error::{Error, Result};
 use crate::ops::{self, Front, Operation, RequestMeta};
 use crate::state::AppState;
+use crate::telemetry::http::RequestId;
 use crate::telemetry::metrics::metrics;
 
 /// Longest `User-Agent` kept in an audit record.
@@ -37,22 +39,25 @@ pub struct Gate {
 }
 
 impl Gate {
-    /// The request's facts from its connection and headers. `request_id` is the one the HTTP
-    /// middleware gave it (see `telemetry::http`).
-    pub fn new(
-        state: Arc<AppState>,
-        front: Front,
-        peer: SocketAddr,
-        request_id: Option<String>,
-        headers: &HeaderMap,
-    ) -> Self {
+    /// The request's facts from its connection, headers and extensions (the request id the
+    /// HTTP middleware gave it, see `telemetry::http`; the client certificate of its
+    /// connection, see `tls::ClientCertificates`).
+    pub fn new(state: Arc<AppState>, front: Front, peer: SocketAddr, request: &Parts) -> Self {
+        let (headers, extensions) = (&request.headers, &request.extensions);
+        let client_certificate = extensions
+            .get::<crate::tls::Presented>()
+            .and_then(|p| p.0.clone());
         let meta = RequestMeta {
             front,
-            request_id: request_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            request_id: extensions
+                .get::<RequestId>()
+                .map(|RequestId(id)| id.clone())
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
             source_ip: peer.ip(),
-            // No front requests client certificates yet; `context.mfa` therefore stays false.
-            client_certificate: false,
-            mfa: false,
+            // A client certificate issued by a CA of `tls.client_ca` is a second factor
+            // beside the token or signature every request carries.
+            mfa: client_certificate.is_some(),
+            client_certificate,
             trace_id: current_trace_id(),
             user_agent: headers
                 .get(axum::http::header::USER_AGENT)

@@ -21,9 +21,9 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::Json;
 use futures_util::future::BoxFuture;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -38,7 +38,6 @@ use crate::authn::Principal;
 use crate::error::{Error, Result};
 use crate::ops::{Front, Operation, MAX_BATCH_ITEMS};
 use crate::state::AppState;
-use crate::telemetry::http::RequestId;
 
 /// Decode, run and encode one operation.
 type Handler = for<'a> fn(&'a Gate, Principal, &'a [u8]) -> BoxFuture<'a, Response>;
@@ -210,12 +209,11 @@ pub async fn handle(
     State(state): State<Arc<AppState>>,
     Path(operation): Path<String>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    request_id: Option<Extension<RequestId>>,
-    headers: HeaderMap,
-    body: Body,
+    request: axum::extract::Request,
 ) -> Response {
-    let request_id = request_id.map(|Extension(RequestId(id))| id);
-    let gate = Gate::new(state, Front::Native, peer, request_id, &headers);
+    let (parts, body) = request.into_parts();
+    let gate = Gate::new(state, Front::Native, peer, &parts);
+    let headers = parts.headers;
     let auth = gate.bearer(&headers).await;
     let entry = OPERATIONS.iter().find(|(name, _, _)| *name == operation);
 

@@ -72,6 +72,18 @@ impl ResourceRef {
     }
 }
 
+/// The certificate a client presented in the TLS handshake, verified against
+/// `tls.client_ca` (Cedar `context.client_certificate_subject` and
+/// `context.client_certificate_fingerprint`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCertificate {
+    /// The subject's distinguished name as RFC 4514 writes it (`CN=alice,O=Example`).
+    pub subject: String,
+    /// SHA-256 of the DER certificate, colon-separated upper-case hex.
+    pub fingerprint: String,
+}
+
 /// Everything the authorizer needs to know about a request.
 pub struct AuthzRequest<'a> {
     pub principal: &'a Principal,
@@ -80,7 +92,7 @@ pub struct AuthzRequest<'a> {
     pub resource: &'a ResourceRef,
     pub encryption_context: &'a EncryptionContext,
     pub source_ip: IpAddr,
-    pub client_certificate: bool,
+    pub client_certificate: Option<&'a ClientCertificate>,
     pub request_time: i64,
     /// Multi-factor authentication was established for this request (`context.mfa`).
     pub mfa: bool,
@@ -279,7 +291,7 @@ pub fn build(req: &AuthzRequest<'_>) -> Result<Built> {
         ("source_ip".to_string(), ip_expression(req.source_ip)),
         (
             "client_certificate".to_string(),
-            RestrictedExpression::new_bool(req.client_certificate),
+            RestrictedExpression::new_bool(req.client_certificate.is_some()),
         ),
         (
             "request_time".to_string(),
@@ -296,6 +308,16 @@ pub fn build(req: &AuthzRequest<'_>) -> Result<Built> {
             ),
         ),
     ];
+    if let Some(cert) = req.client_certificate {
+        pairs.push((
+            "client_certificate_subject".to_string(),
+            RestrictedExpression::new_string(cert.subject.clone()),
+        ));
+        pairs.push((
+            "client_certificate_fingerprint".to_string(),
+            RestrictedExpression::new_string(cert.fingerprint.clone()),
+        ));
+    }
     if let Some(approver) = req.approver {
         let (approver_uid, approver_entities) = principal_entities(approver)?;
         if approver.id != p.id {
@@ -364,7 +386,7 @@ pub fn check_shapes(schema: &Schema) -> std::result::Result<(), String> {
             resource,
             encryption_context: &ec,
             source_ip: IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
-            client_certificate: false,
+            client_certificate: None,
             request_time: 0,
             mfa: false,
             approver: Some(&approver),

@@ -74,7 +74,14 @@ pub fn key(policy_set: &str, req: &AuthzRequest<'_>) -> [u8; 32] {
     add_resource(&mut d, resource);
     d.bytes(&canonical(encryption_context));
     d.str(&source_ip.to_canonical().to_string());
-    d.num(u64::from(*client_certificate));
+    match client_certificate {
+        Some(cert) => {
+            d.str("client-certificate");
+            d.str(&cert.subject);
+            d.str(&cert.fingerprint);
+        }
+        None => d.str("no-client-certificate"),
+    }
     d.num(*request_time as u64);
     d.num(u64::from(*mfa));
     d.num(granted.len() as u64);
@@ -279,13 +286,21 @@ mod tests {
             EncryptionContext::new(),
             EncryptionContext::from([("purpose".to_string(), "x".to_string())]),
         );
+        let cert = crate::authz::ClientCertificate {
+            subject: "CN=a".into(),
+            fingerprint: "AA".into(),
+        };
+        let other_cert = crate::authz::ClientCertificate {
+            subject: "CN=b".into(),
+            ..cert.clone()
+        };
         let base = AuthzRequest {
             principal: &user,
             action: "Encrypt",
             resource: &granted,
             encryption_context: &empty,
             source_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            client_certificate: false,
+            client_certificate: None,
             request_time: 1_800_000_000,
             mfa: false,
             approver: None,
@@ -312,7 +327,11 @@ mod tests {
                 ..base
             },
             AuthzRequest {
-                client_certificate: true,
+                client_certificate: Some(&cert),
+                ..base
+            },
+            AuthzRequest {
+                client_certificate: Some(&other_cert),
                 ..base
             },
             AuthzRequest {

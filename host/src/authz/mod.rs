@@ -30,7 +30,7 @@ use cedar_policy::{
 };
 
 use crate::error::{Error, Result};
-pub use entities::{AuthzRequest, ResourceRef};
+pub use entities::{AuthzRequest, ClientCertificate, ResourceRef};
 pub use loader::{load_policies, LoadedPolicies, PolicyLoadError};
 
 /// The outcome of an authorization check.
@@ -239,7 +239,7 @@ mod tests {
                                 resource,
                                 encryption_context: ec,
                                 source_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-                                client_certificate: false,
+                                client_certificate: None,
                                 request_time: 1_800_000_000,
                                 mfa: false,
                                 approver: approver.as_ref(),
@@ -301,7 +301,7 @@ mod tests {
             resource: &granted,
             encryption_context: &ec,
             source_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            client_certificate: false,
+            client_certificate: None,
             request_time: 1_800_000_000,
             mfa: false,
             approver: None,

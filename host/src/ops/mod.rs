@@ -128,7 +128,8 @@ pub struct RequestMeta {
     pub front: Front,
     pub request_id: String,
     pub source_ip: IpAddr,
-    pub client_certificate: bool,
+    /// The certificate the client presented, verified against `tls.client_ca`.
+    pub client_certificate: Option<std::sync::Arc<crate::authz::ClientCertificate>>,
     /// Multi-factor authentication established for this request (Cedar `context.mfa`).
     pub mfa: bool,
     /// W3C trace id of the request (recorded in its audit record).
@@ -144,7 +145,7 @@ impl RequestMeta {
             front: Front::InProcess,
             request_id: request_id.into(),
             source_ip: IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
-            client_certificate: false,
+            client_certificate: None,
             mfa: false,
             trace_id: None,
             user_agent: None,
@@ -192,7 +193,7 @@ impl<'a> OpContext<'a> {
             resource,
             encryption_context: ec,
             source_ip: self.meta.source_ip,
-            client_certificate: self.meta.client_certificate,
+            client_certificate: self.meta.client_certificate.as_deref(),
             request_time: chrono::Utc::now().timestamp(),
             mfa: self.meta.mfa,
             approver,

@@ -41,8 +41,8 @@ struct DbContext {
     #[serde(default)]
     encryption_context: EncryptionContext,
     source_ip: Option<IpAddr>,
-    #[serde(default)]
-    client_certificate: bool,
+    /// `{"subject": …, "fingerprint": …}`: the request came with this client certificate.
+    client_certificate: Option<crate::authz::ClientCertificate>,
     request_time: Option<i64>,
     #[serde(default)]
     mfa: bool,
@@ -131,7 +131,7 @@ async fn from_db(
         source_ip: ctx
             .source_ip
             .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
-        client_certificate: ctx.client_certificate,
+        client_certificate: ctx.client_certificate.as_ref(),
         request_time: ctx
             .request_time
             .unwrap_or_else(|| chrono::Utc::now().timestamp()),

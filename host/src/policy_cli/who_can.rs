@@ -38,7 +38,7 @@ pub async fn evaluate(
             resource,
             encryption_context: ec,
             source_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            client_certificate: false,
+            client_certificate: None,
             request_time: now,
             mfa: false,
             approver: None,

@@ -24,13 +24,11 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header;
 use axum::response::Response;
-use axum::Extension;
 
 use crate::api::gate::Gate;
 use crate::error::Error;
 use crate::ops::Front;
 use crate::state::AppState;
-use crate::telemetry::http::RequestId;
 use error::KmsError;
 use ids::Cx;
 
@@ -51,11 +49,9 @@ fn unknown_action(target: &str) -> String {
 pub async fn handle(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    request_id: Option<Extension<RequestId>>,
     request: Request,
 ) -> Response {
     let (parts, body) = request.into_parts();
-    let request_id = request_id.map(|Extension(RequestId(id))| id);
     let target = parts
         .headers
         .get("x-amz-target")
@@ -68,7 +64,7 @@ pub async fn handle(
         .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
     let sts = target.is_none() && form;
     let front = if sts { Front::AwsSts } else { Front::AwsKms };
-    let gate = Gate::new(state, front, peer, request_id, &parts.headers);
+    let gate = Gate::new(state, front, peer, &parts);
     let mut response = if sts {
         sts::handle(&gate, &parts, body).await
     } else {

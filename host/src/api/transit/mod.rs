@@ -35,7 +35,6 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::Response;
-use axum::Extension;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use zeroize::Zeroizing;
@@ -46,7 +45,6 @@ use crate::authn::Principal;
 use crate::error::{Error, Result};
 use crate::ops::{Front, Operation};
 use crate::state::AppState;
-use crate::telemetry::http::RequestId;
 pub use error::TransitError;
 pub use sys::{health, lookup_self};
 
@@ -142,12 +140,10 @@ pub async fn handle(
     State(state): State<Arc<AppState>>,
     Path(path): Path<String>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    request_id: Option<Extension<RequestId>>,
     request: Request,
 ) -> Response {
     let (parts, body) = request.into_parts();
-    let request_id = request_id.map(|Extension(RequestId(id))| id);
-    let gate = Gate::new(state, Front::VaultTransit, peer, request_id, &parts.headers);
+    let gate = Gate::new(state, Front::VaultTransit, peer, &parts);
     let auth = authenticate(&gate, &parts.headers).await;
     let list = parts.method.as_str() == "LIST"
         || (parts.method == Method::GET

@@ -10,14 +10,12 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::Extension;
 use serde::Serialize;
 
 use super::{authenticate, error_response, reply_response, Reply, TransitError};
 use crate::api::gate::{BodyLimits, Gate};
 use crate::ops::{self, Front, Operation};
 use crate::state::AppState;
-use crate::telemetry::http::RequestId;
 
 #[derive(Serialize)]
 struct Health {
@@ -94,12 +92,10 @@ struct TokenMeta {
 pub async fn lookup_self(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    request_id: Option<Extension<RequestId>>,
     request: Request,
 ) -> Response {
     let (parts, body) = request.into_parts();
-    let request_id = request_id.map(|Extension(RequestId(id))| id);
-    let gate = Gate::new(state, Front::VaultTransit, peer, request_id, &parts.headers);
+    let gate = Gate::new(state, Front::VaultTransit, peer, &parts);
     let auth = authenticate(&gate, &parts.headers).await;
     let _ = gate.read_body(body, BodyLimits::refused(4096)).await;
     let action = ops::get_caller_identity::GetCallerIdentity::ACTION;
