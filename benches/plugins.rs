@@ -55,12 +55,14 @@ fn bench(c: &mut Criterion) {
         )))
         .unwrap();
     let runtime = rt.block_on(async {
-        PluginRuntime::new(
-            PluginsConfig::default(),
-            dir.path().join("plugins"),
-            db.clone(),
+        std::sync::Arc::new(
+            PluginRuntime::new(
+                PluginsConfig::default(),
+                dir.path().join("plugins"),
+                db.clone(),
+            )
+            .unwrap(),
         )
-        .unwrap()
     });
     let rotation = wasm("rotation_fixed_interval.wasm");
     let sha = runtime
@@ -74,7 +76,7 @@ fn bench(c: &mut Criterion) {
     group.bench_function("keyplane", |b| {
         b.to_async(&rt).iter(|| async {
             runtime
-                .next_rotation(&sha, &config, &info, 0)
+                .next_rotation("bench", &sha, &config, &info, 0)
                 .await
                 .unwrap()
         })

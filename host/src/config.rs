@@ -364,6 +364,17 @@ pub struct PluginsConfig {
     pub max_output_bytes: usize,
     /// Concurrent plugin instances (pooling allocator slots).
     pub max_instances: u32,
+    /// Threads that run plugin invocations, apart from the request workers (`plugins::fairness`).
+    pub workers: usize,
+    /// Invocations one tenant runs at once; one more waits `tenant_queue_ms` for a slot, then
+    /// is refused (`Throttled`).
+    pub tenant_concurrency: usize,
+    pub tenant_queue_ms: u64,
+    /// Each tenant's budget of fuel (CPU work; a call may use `fuel`): refilled at this rate and
+    /// holding up to `tenant_fuel_burst`; spent, the tenant's plugin work is refused until it
+    /// refills. A rate of 0 is no budget.
+    pub tenant_fuel_per_second: u64,
+    pub tenant_fuel_burst: u64,
     /// Whether tenants may grant storage backends the `filesystem` capability (a directory of
     /// their own under `<data-dir>/plugins/fs/<tenant>/<plugin>`).
     pub allow_filesystem: bool,
@@ -383,6 +394,13 @@ impl Default for PluginsConfig {
             table_elements: 100_000,
             max_output_bytes: 1 << 20,
             max_instances: 64,
+            workers: 1,
+            tenant_concurrency: 4,
+            tenant_queue_ms: 1000,
+            // A spinning call (all its 200M fuel) takes about 40 ms: a tenant gets about a fifth
+            // of a core on average, and a second's worth at once.
+            tenant_fuel_per_second: 1_000_000_000,
+            tenant_fuel_burst: 5_000_000_000,
             allow_filesystem: true,
             http_hosts: Vec::new(),
         }

@@ -99,9 +99,14 @@ pub enum Error {
     /// The database did not answer or failed.
     #[error("the database is unavailable")]
     DatabaseUnavailable,
-    /// A request quota (the principal's or its tenant's) is used up: retry after the wait.
-    #[error("request quota exceeded; retry in {retry_after_secs} s")]
-    Throttled { retry_after_secs: u64 },
+    /// A request quota (the principal's, its tenant's, its source's) or the tenant's plugin
+    /// budget is used up: retry after the wait.
+    #[error("{what} exceeded; retry in {retry_after_secs} s")]
+    Throttled {
+        retry_after_secs: u64,
+        /// Which limit (`request quota`, `plugin budget`).
+        what: &'static str,
+    },
     /// A bug in keyplane: logged with details server-side, reported without them.
     #[error("internal error")]
     Internal,
@@ -163,13 +168,25 @@ impl Error {
     pub fn throttled(wait: std::time::Duration) -> Self {
         Error::Throttled {
             retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+            what: "request quota",
+        }
+    }
+
+    /// The error for a tenant's plugin work past its share (`plugins::fairness`), free again
+    /// after `wait`.
+    pub fn plugin_throttled(wait: std::time::Duration) -> Self {
+        Error::Throttled {
+            retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+            what: "the tenant's plugin budget (concurrent calls or CPU time)",
         }
     }
 
     /// How long a client should wait before trying again, for the errors that say.
     pub fn retry_after_secs(&self) -> Option<u64> {
         match self {
-            Error::Throttled { retry_after_secs } => Some(*retry_after_secs),
+            Error::Throttled {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
             _ => None,
         }
     }

@@ -238,10 +238,7 @@ fn spawn_sighup_reload(
 /// `UnauthenticatedRequests`, outcome the most frequent refusal, the counts by refusal in the
 /// resource), and idle buckets forgotten.
 fn spawn_quota_audit(state: Arc<crate::state::AppState>) {
-    let throttled = crate::error::Error::Throttled {
-        retry_after_secs: 0,
-    }
-    .code();
+    let throttled = crate::error::Error::throttled(Duration::ZERO).code();
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(state.quotas.audit_window()).await;

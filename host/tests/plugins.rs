@@ -369,6 +369,94 @@ async fn hostile_plugins_fail_typed_within_deadline_and_hurt_nobody_else() {
     assert!(n >= 13, "{n}");
 }
 
+/// A tenant whose plugins burn their fuel spends its budget of plugin CPU and is then
+/// refused (429 with `Retry-After`, audited) until it refills, while another tenant's plugin
+/// calls and encryptions go on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_past_its_plugin_budget_is_throttled_and_others_are_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_with_env(
+        dir.path(),
+        &[
+            ("RUST_LOG", "warn"),
+            // A spinning call uses its whole 200M fuel: the budget holds two of them.
+            ("KEYPLANE_PLUGINS__TENANT_FUEL_PER_SECOND", "50000000"),
+            ("KEYPLANE_PLUGINS__TENANT_FUEL_BURST", "400000000"),
+        ],
+    )
+    .await;
+    let (_, other_admin) = s.tenant_with_admin("bystander").await;
+    let other_key = s.create_key(&other_admin, "envelope").await;
+    let key = s.create_key(&s.admin, "envelope").await;
+    let (st, v) = upload(&s, &s.admin, "spin", "rotation-schedule", "hostile-spin").await;
+    assert_eq!(st, 200, "{v}");
+    let (st, v) = upload(
+        &s,
+        &other_admin,
+        "fixed",
+        "rotation-schedule",
+        "rotation-fixed-interval",
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+
+    let mut answers = Vec::new();
+    for _ in 0..6 {
+        let (st, v) = preview(&s, &key, "spin", json!({}), 0, json!({})).await;
+        answers.push((st, v["error"]["code"].as_str().unwrap_or("").to_string()));
+        if st == 429 {
+            assert!(
+                v["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("plugin budget"),
+                "{v}"
+            );
+            break;
+        }
+    }
+    let spent = answers.iter().filter(|(st, _)| *st == 504).count();
+    assert!(
+        (2..=3).contains(&spent) && answers.last().unwrap().0 == 429,
+        "the budget's calls ran, then the tenant was refused: {answers:?}"
+    );
+    let retry_after = s
+        .client
+        .post(format!("{}/v1/preview-rotation", s.base))
+        .bearer_auth(&s.admin)
+        .json(&json!({ "key_id": key, "plugin": "spin", "config": {}, "now": 0, "key_info": {} }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(retry_after.status(), 429);
+    let wait: u64 = retry_after.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=5).contains(&wait), "{wait}");
+
+    // The other tenant's plugin and keys are untouched.
+    let (st, v) = s
+        .call(
+            Some(&other_admin),
+            "preview-rotation",
+            json!({ "key_id": other_key, "plugin": "fixed", "config": { "period": "1d" }, "now": 0, "key_info": { "created_at": 0 } }),
+        )
+        .await;
+    assert_eq!((st, v["next_rotation"].as_i64()), (200, Some(DAY)), "{v}");
+    assert!(!s
+        .encrypt(&other_admin, &other_key, b"still here", json!({}))
+        .await
+        .is_empty());
+    let refused = s
+        .audit_records()
+        .into_iter()
+        .filter(|r| r["action"] == "PreviewRotation" && r["outcome"] == "Throttled")
+        .count();
+    assert_eq!(refused, 2, "each refused call is audited");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn uploads_are_refused_with_reasons() {
     let dir = tempfile::tempdir().unwrap();

@@ -239,7 +239,7 @@ impl Operation for PreviewRotation {
         let next = ctx
             .state
             .plugins
-            .next_rotation(&p.sha256, &config, &info, now)
+            .next_rotation(&p.tenant_id, &p.sha256, &config, &info, now)
             .await?;
         Ok(PreviewOutput {
             key_id: key.id.clone(),

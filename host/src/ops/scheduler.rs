@@ -483,7 +483,7 @@ async fn check_one(
         let info = key_info(state, &key).await?;
         let next = state
             .plugins
-            .next_rotation(&plugin.sha256, &config, &info, now)
+            .next_rotation(&plugin.tenant_id, &plugin.sha256, &config, &info, now)
             .await?;
         Ok::<_, Error>((key, plugin, next))
     }

@@ -31,6 +31,7 @@
 //! refused at upload.
 
 pub mod bindings;
+mod fairness;
 mod host;
 pub mod http_grant;
 mod kv_store;
@@ -161,6 +162,8 @@ pub struct PluginRuntime {
     limits: PluginsConfig,
     loaded: Mutex<HashMap<(String, World), Arc<Loaded>>>,
     db: Db,
+    /// Where invocations run, and each tenant's share of them.
+    fairness: fairness::Fairness,
 }
 
 fn engine(limits: &PluginsConfig) -> anyhow::Result<Engine> {
@@ -339,9 +342,10 @@ impl PluginRuntime {
             storage_linker,
             dir,
             compat,
-            limits,
             loaded: Mutex::new(HashMap::new()),
             db,
+            fairness: fairness::Fairness::new(&limits)?,
+            limits,
         })
     }
 
@@ -581,14 +585,35 @@ impl PluginRuntime {
         }
     }
 
-    /// Ask a rotation-schedule plugin for its decision.
+    /// Ask a rotation-schedule plugin of `tenant` for its decision: on the plugin workers,
+    /// within the tenant's share of them (see [`fairness`]).
     pub async fn next_rotation(
-        &self,
+        self: &Arc<Self>,
+        tenant: &str,
         sha256: &str,
         config: &[(String, String)],
         info: &KeyInfo,
         now: i64,
     ) -> Result<Option<i64>> {
+        let this = self.clone();
+        let (sha256, config, info) = (sha256.to_string(), config.to_vec(), info.clone());
+        self.fairness
+            .run(tenant, async move {
+                this.invoke_next_rotation(&sha256, &config, &info, now)
+                    .await
+            })
+            .await
+    }
+
+    /// One rotation-schedule call, here: its result and the fuel it used.
+    async fn invoke_next_rotation(
+        &self,
+        sha256: &str,
+        config: &[(String, String)],
+        info: &KeyInfo,
+        now: i64,
+    ) -> (Result<Option<i64>>, u64) {
+        let mut used = 0;
         let short = &sha256[..12.min(sha256.len())];
         let span = tracing::info_span!(
             "plugin",
@@ -618,6 +643,7 @@ impl PluginRuntime {
                 .fuel
                 .saturating_sub(store.get_fuel().unwrap_or(0));
             tracing::Span::current().record("keyplane.plugin.fuel_used", fuel_used);
+            used = fuel_used;
             match call {
                 Ok(Ok(decision)) => Ok(decision),
                 Ok(Err(msg)) => {
@@ -652,22 +678,43 @@ impl PluginRuntime {
             outcome,
             start.elapsed().as_secs_f64(),
         );
-        result
+        (result, used)
     }
 
-    /// One storage-backend call for `tenant`. The host prefixes every blob name with the
-    /// tenant (`tenants/<tenant>/...`) and scopes the plugin's `kv` capability to the tenant,
-    /// so no name a plugin is given or crafts reaches another tenant's data.
+    /// One storage-backend call for the plugin's tenant. The host prefixes every blob name
+    /// with the tenant (`tenants/<tenant>/...`) and scopes the plugin's `kv` capability to the
+    /// tenant, so no name a plugin is given or crafts reaches another tenant's data. It runs on
+    /// the plugin workers, within the tenant's share of them (see [`fairness`]).
     pub async fn storage(
-        &self,
+        self: &Arc<Self>,
         plugin: &PluginRow,
         config: &[(String, String)],
         op: StorageOp,
     ) -> Result<StorageReply> {
+        let this = self.clone();
+        let (row, config) = (plugin.clone(), config.to_vec());
+        self.fairness
+            .run(&plugin.tenant_id, async move {
+                this.invoke_storage(&row, &config, op).await
+            })
+            .await
+    }
+
+    /// One storage-backend call, here: its result and the fuel it used.
+    async fn invoke_storage(
+        &self,
+        plugin: &PluginRow,
+        config: &[(String, String)],
+        op: StorageOp,
+    ) -> (Result<StorageReply>, u64) {
+        let mut used = 0;
         let (tenant, sha256) = (plugin.tenant_id.as_str(), plugin.sha256.as_str());
         let short = &sha256[..12.min(sha256.len())];
         let fs_dir = if plugin.granted(CAP_FILESYSTEM) {
-            Some(self.fs_dir(tenant, &plugin.name)?)
+            match self.fs_dir(tenant, &plugin.name) {
+                Ok(dir) => Some(dir),
+                Err(e) => return (Err(e), 0),
+            }
         } else {
             None
         };
@@ -764,6 +811,7 @@ impl PluginRuntime {
                 .fuel
                 .saturating_sub(store.get_fuel().unwrap_or(0));
             tracing::Span::current().record("keyplane.plugin.fuel_used", fuel_used);
+            used = fuel_used;
             match call {
                 Ok(Ok(StorageReply::Blob(Some(data)))) if data.len() > max_out => {
                     Err(failed(format!(
@@ -792,7 +840,7 @@ impl PluginRuntime {
             outcome,
             start.elapsed().as_secs_f64(),
         );
-        result
+        (result, used)
     }
 
     /// The kv store of a tenant (for storage backends).
