@@ -617,6 +617,15 @@ async fn run<O: Operation>(
         }
         Err(e) => {
             scope.rollback(state).await;
+            if let Error::Throttled { .. } = e {
+                // Refused by the tenant's plugin budget before any plugin ran: counted for the
+                // principal's aggregated record, as a request quota's refusals are (a tenant
+                // flooding plugin work must not fill the audit log instead).
+                state
+                    .quotas
+                    .count_refused(&principal.tenant_id, || principal_display(principal));
+                return Err(e);
+            }
             Err(fail(state, &mut ev, e).await)
         }
     }

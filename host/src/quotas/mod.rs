@@ -169,15 +169,22 @@ impl Quotas {
         match refused {
             None => Ok(()),
             Some(wait) => {
-                *self
-                    .refused
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .entry((tenant.to_string(), audited_as()))
-                    .or_default() += 1;
+                self.count_refused(tenant, audited_as);
                 Err(wait)
             }
         }
+    }
+
+    /// Count a request of `tenant`'s principal (as audit records name it: `audited_as()`)
+    /// refused by a quota, for the aggregated audit record of the window (a quota here, or the
+    /// tenant's plugin budget, see `plugins`).
+    pub fn count_refused(&self, tenant: &str, audited_as: impl FnOnce() -> String) {
+        *self
+            .refused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry((tenant.to_string(), audited_as()))
+            .or_default() += 1;
     }
 
     /// Before authenticating a request from `ip`: `Err` with how long to wait while that
