@@ -50,6 +50,8 @@ pub mod config;
 pub mod connections;
 pub mod crypto;
 pub mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod hsm;
 pub mod model;
 pub mod ops;

@@ -37,6 +37,14 @@ use serde_json::json;
 use crate::state::AppState;
 use gate::{read_body, BodyLimits};
 
+/// The fronts' decoding, for the fuzz targets (`crate::fuzzing`).
+#[cfg(feature = "fuzzing")]
+pub(crate) mod fuzz {
+    pub(crate) use super::aws::kms_fuzz_decode as aws;
+    pub(crate) use super::native::fuzz_decode as native;
+    pub(crate) use super::transit::fuzz_decode as transit;
+}
+
 /// The whole router.
 pub fn router(state: Arc<AppState>) -> Router {
     let transit = format!("/v1/{}/{{*path}}", state.config.transit.mount);

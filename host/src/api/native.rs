@@ -62,6 +62,24 @@ macro_rules! native_table {
     };
 }
 
+/// Decode `body` as the operation numbered `selector` (modulo their number) and validate it:
+/// the native front's decoding, for the fuzz targets (`crate::fuzzing`).
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_decode(selector: usize, body: &[u8]) {
+    macro_rules! decoders {
+        ($($op:ty),* $(,)?) => {
+            &[$(|body: &[u8]| {
+                if let Ok(op) = decode::<$op>(body) {
+                    let _ = op.validate();
+                }
+            }),*]
+        };
+    }
+    const DECODERS: &[fn(&[u8])] = crate::ops::operations!(decoders);
+    DECODERS[selector % DECODERS.len()](body);
+    let _ = serde_json::from_slice::<BatchRequest>(body);
+}
+
 /// Every operation: (name, Cedar action, handler).
 const OPERATIONS: &[(&str, &str, Handler)] = crate::ops::operations!(native_table);
 

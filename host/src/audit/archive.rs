@@ -91,12 +91,16 @@ pub async fn segments(db: &Db) -> sqlx::Result<Vec<Segment>> {
 pub fn read_segment(
     path: &Path,
 ) -> std::io::Result<impl Iterator<Item = std::io::Result<Line>> + use<>> {
-    let file = std::fs::File::open(path)?;
-    let lines = BufReader::new(flate2::read::GzDecoder::new(BufReader::new(file))).lines();
-    Ok(lines.map(|line| {
+    Ok(lines_of(std::fs::File::open(path)?))
+}
+
+/// The lines of an archive (gzip of one JSON record a line) read from `archive`.
+pub fn lines_of<R: Read>(archive: R) -> impl Iterator<Item = std::io::Result<Line>> + use<R> {
+    let lines = BufReader::new(flate2::read::GzDecoder::new(BufReader::new(archive))).lines();
+    lines.map(|line| {
         let line = line?;
         serde_json::from_str(&line).map_err(std::io::Error::other)
-    }))
+    })
 }
 
 /// Hex SHA-256 of a file's bytes.

@@ -154,13 +154,18 @@ fn check_case(loaded: &LoadedPolicies, case: &Case, shared: &[EntitySpec]) -> Re
     }
 }
 
+/// A test file's text as its entities and cases.
+pub fn parse_file(text: &str) -> Result<CaseFile, String> {
+    toml::from_str(text).map_err(|e| e.to_string())
+}
+
 /// Run one file's cases, printing a line per case.
 pub fn run_file(loaded: &LoadedPolicies, path: &Path) -> Tally {
     let mut tally = Tally::default();
     let name = path.display();
-    let file: CaseFile = match std::fs::read_to_string(path)
+    let file = match std::fs::read_to_string(path)
         .map_err(|e| e.to_string())
-        .and_then(|t| toml::from_str(&t).map_err(|e| e.to_string()))
+        .and_then(|t| parse_file(&t))
     {
         Ok(f) => f,
         Err(e) => {

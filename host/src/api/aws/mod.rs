@@ -17,6 +17,9 @@ mod ids;
 mod kms;
 mod sts;
 
+#[cfg(feature = "fuzzing")]
+pub(crate) use kms::fuzz_decode as kms_fuzz_decode;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 

@@ -135,6 +135,23 @@ impl Call<'_> {
     }
 }
 
+/// Route `<METHOD> <path>` (the first line of `input`) to its endpoint and read the rest as a
+/// Transit value (`vault:v<N>:<base64>`, both encodings): the Transit front's parsing, for the
+/// fuzz targets (`crate::fuzzing`).
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_decode(input: &str) {
+    let (head, value) = input.split_once('\n').unwrap_or((input, ""));
+    let (method, path) = head.split_once(' ').unwrap_or(("POST", head));
+    if let Ok(method) = Method::from_bytes(method.as_bytes()) {
+        let (path, query) = path.split_once('?').unwrap_or((path, ""));
+        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        let list = query.split('&').any(list_param);
+        let _ = Endpoint::route(&method, list, &segments);
+    }
+    let _ = wire::parse_versioned("ciphertext", value, false);
+    let _ = wire::parse_versioned("signature", value, true);
+}
+
 /// `/v1/<mount>/<path>`, any method.
 pub async fn handle(
     State(state): State<Arc<AppState>>,

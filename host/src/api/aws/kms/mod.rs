@@ -118,54 +118,84 @@ macro_rules! actions {
     };
 }
 
+/// Calls `$callback` with every action keyplane serves (`target => type`).
+macro_rules! every_action {
+    ($callback:ident) => {
+        $callback! {
+            "CreateKey" => create_key::CreateKey,
+            "DescribeKey" => describe_key::DescribeKey,
+            "ListKeys" => list_keys::ListKeys,
+            "EnableKey" => key_state::EnableKey,
+            "DisableKey" => key_state::DisableKey,
+            "ScheduleKeyDeletion" => key_deletion::ScheduleKeyDeletion,
+            "CancelKeyDeletion" => key_deletion::CancelKeyDeletion,
+            "CreateAlias" => aliases::CreateAlias,
+            "UpdateAlias" => aliases::UpdateAlias,
+            "DeleteAlias" => aliases::DeleteAlias,
+            "ListAliases" => aliases::ListAliases,
+            "Encrypt" => encrypt::Encrypt,
+            "Decrypt" => decrypt::Decrypt,
+            "ReEncrypt" => re_encrypt::ReEncrypt,
+            "GenerateDataKey" => generate_data_key::GenerateDataKey,
+            "GenerateDataKeyWithoutPlaintext" => generate_data_key::GenerateDataKeyWithoutPlaintext,
+            "GenerateDataKeyPair" => generate_data_key_pair::GenerateDataKeyPair,
+            "GenerateDataKeyPairWithoutPlaintext" => generate_data_key_pair::GenerateDataKeyPairWithoutPlaintext,
+            "GenerateRandom" => generate_random::GenerateRandom,
+            "Sign" => sign::Sign,
+            "Verify" => sign::Verify,
+            "GenerateMac" => mac::GenerateMac,
+            "VerifyMac" => mac::VerifyMac,
+            "GetPublicKey" => get_public_key::GetPublicKey,
+            "DeriveSharedSecret" => derive_shared_secret::DeriveSharedSecret,
+            "RotateKeyOnDemand" => rotation::RotateKeyOnDemand,
+            "ListKeyRotations" => rotation::ListKeyRotations,
+            "GetParametersForImport" => import::GetParametersForImport,
+            "ImportKeyMaterial" => import::ImportKeyMaterial,
+            "DeleteImportedKeyMaterial" => import::DeleteImportedKeyMaterial,
+            "UpdateKeyDescription" => update_key_description::UpdateKeyDescription,
+            "TagResource" => key_tags::TagResource,
+            "UntagResource" => key_tags::UntagResource,
+            "ListResourceTags" => key_tags::ListResourceTags,
+            "EnableKeyRotation" => automatic_rotation::EnableKeyRotation,
+            "DisableKeyRotation" => automatic_rotation::DisableKeyRotation,
+            "GetKeyRotationStatus" => automatic_rotation::GetKeyRotationStatus,
+            "GetKeyPolicy" => key_policies::GetKeyPolicy,
+            "PutKeyPolicy" => key_policies::PutKeyPolicy,
+            "ListKeyPolicies" => key_policies::ListKeyPolicies,
+            "CreateGrant" => grants::CreateGrant,
+            "ListGrants" => grants::ListGrants,
+            "RevokeGrant" => grants::RevokeGrant,
+            "RetireGrant" => grants::RetireGrant,
+            "ListRetirableGrants" => grants::ListRetirableGrants,
+        }
+    };
+}
+
 /// Every action keyplane serves: (target, Cedar action, handler).
-const ACTIONS: &[(&str, &str, Handler)] = actions! {
-    "CreateKey" => create_key::CreateKey,
-    "DescribeKey" => describe_key::DescribeKey,
-    "ListKeys" => list_keys::ListKeys,
-    "EnableKey" => key_state::EnableKey,
-    "DisableKey" => key_state::DisableKey,
-    "ScheduleKeyDeletion" => key_deletion::ScheduleKeyDeletion,
-    "CancelKeyDeletion" => key_deletion::CancelKeyDeletion,
-    "CreateAlias" => aliases::CreateAlias,
-    "UpdateAlias" => aliases::UpdateAlias,
-    "DeleteAlias" => aliases::DeleteAlias,
-    "ListAliases" => aliases::ListAliases,
-    "Encrypt" => encrypt::Encrypt,
-    "Decrypt" => decrypt::Decrypt,
-    "ReEncrypt" => re_encrypt::ReEncrypt,
-    "GenerateDataKey" => generate_data_key::GenerateDataKey,
-    "GenerateDataKeyWithoutPlaintext" => generate_data_key::GenerateDataKeyWithoutPlaintext,
-    "GenerateDataKeyPair" => generate_data_key_pair::GenerateDataKeyPair,
-    "GenerateDataKeyPairWithoutPlaintext" => generate_data_key_pair::GenerateDataKeyPairWithoutPlaintext,
-    "GenerateRandom" => generate_random::GenerateRandom,
-    "Sign" => sign::Sign,
-    "Verify" => sign::Verify,
-    "GenerateMac" => mac::GenerateMac,
-    "VerifyMac" => mac::VerifyMac,
-    "GetPublicKey" => get_public_key::GetPublicKey,
-    "DeriveSharedSecret" => derive_shared_secret::DeriveSharedSecret,
-    "RotateKeyOnDemand" => rotation::RotateKeyOnDemand,
-    "ListKeyRotations" => rotation::ListKeyRotations,
-    "GetParametersForImport" => import::GetParametersForImport,
-    "ImportKeyMaterial" => import::ImportKeyMaterial,
-    "DeleteImportedKeyMaterial" => import::DeleteImportedKeyMaterial,
-    "UpdateKeyDescription" => update_key_description::UpdateKeyDescription,
-    "TagResource" => key_tags::TagResource,
-    "UntagResource" => key_tags::UntagResource,
-    "ListResourceTags" => key_tags::ListResourceTags,
-    "EnableKeyRotation" => automatic_rotation::EnableKeyRotation,
-    "DisableKeyRotation" => automatic_rotation::DisableKeyRotation,
-    "GetKeyRotationStatus" => automatic_rotation::GetKeyRotationStatus,
-    "GetKeyPolicy" => key_policies::GetKeyPolicy,
-    "PutKeyPolicy" => key_policies::PutKeyPolicy,
-    "ListKeyPolicies" => key_policies::ListKeyPolicies,
-    "CreateGrant" => grants::CreateGrant,
-    "ListGrants" => grants::ListGrants,
-    "RevokeGrant" => grants::RevokeGrant,
-    "RetireGrant" => grants::RetireGrant,
-    "ListRetirableGrants" => grants::ListRetirableGrants,
-};
+const ACTIONS: &[(&str, &str, Handler)] = every_action!(actions);
+
+/// Decode `body` as the action numbered `selector` (modulo their number) and translate it to
+/// its operation, validated: the AWS front's decoding, for the fuzz targets (`crate::fuzzing`).
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_decode(selector: usize, body: &[u8]) {
+    macro_rules! decoders {
+        ($($target:literal => $action:ty),* $(,)?) => {
+            &[$(|body: &[u8], cx: &Cx| {
+                if let Ok(a) = decode::<$action>(body) {
+                    if let Ok(op) = a.into_op(cx) {
+                        let _ = op.validate();
+                    }
+                }
+            }),*]
+        };
+    }
+    const DECODERS: &[fn(&[u8], &Cx)] = every_action!(decoders);
+    let cx = Cx {
+        account_id: "111122223333".into(),
+        region: "eu-west-1".into(),
+    };
+    DECODERS[selector % DECODERS.len()](body, &cx);
+}
 
 /// The action of a target (`Encrypt` of `TrentService.Encrypt`): (Cedar action, handler).
 pub fn lookup(target: &str) -> Option<(&'static str, Handler)> {
