@@ -1,7 +1,9 @@
 //! `keyplane serve`: bring the node up and serve HTTPS (or, with `--insecure-http`, plain
-//! HTTP) until SIGINT/SIGTERM, then shut down gracefully. SIGHUP reloads the policy set
-//! (as the `reload-policies` operation does; an invalid set is logged and refused, and the
-//! set in force keeps serving).
+//! HTTP) until SIGINT/SIGTERM, then shut down gracefully. The listener admits connections
+//! through `connections` (limits and timeouts) and, with TLS, `tls::ClientCertificates`.
+//! SIGHUP reloads the TLS certificate and key, the request quotas and the policy set (as the
+//! `reload-policies` operation does; an invalid set is logged and refused, and the set in
+//! force keeps serving).
 
 use std::net::SocketAddr;
 use std::sync::Arc;

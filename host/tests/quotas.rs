@@ -273,6 +273,7 @@ async fn a_source_failing_to_authenticate_is_slowed_and_audited_in_aggregate() {
     let random = json!({"number_of_bytes": 8});
     // From 127.0.0.1: 40 requests with a token nobody was given.
     let mut statuses = Vec::new();
+    let started = std::time::Instant::now();
     for _ in 0..40 {
         let (status, v) = s
             .call(Some("kp_guessed-token"), "generate-random", random.clone())
@@ -282,14 +283,15 @@ async fn a_source_failing_to_authenticate_is_slowed_and_audited_in_aggregate() {
         }
         statuses.push(status);
     }
+    // The bucket's five failures and the one that emptied it are answered, then the source
+    // is refused; it earns one more try a second (a slow machine's run lasts longer).
+    let took = started.elapsed().as_secs() as usize;
     let unauthenticated = statuses.iter().filter(|s| **s == 401).count();
     assert!(
-        (6..=9).contains(&unauthenticated),
-        "the bucket's five failures (and the one that emptied it) were answered: {statuses:?}"
-    );
-    assert!(
-        statuses[unauthenticated..].iter().all(|s| *s == 429),
-        "{statuses:?}"
+        statuses[..6].iter().all(|s| *s == 401)
+            && statuses.contains(&429)
+            && unauthenticated <= 6 + took + 1,
+        "in {took} s: {statuses:?}"
     );
 
     // The source is refused whatever it sends, on every front: a good token, Transit.
@@ -328,6 +330,7 @@ async fn a_source_failing_to_authenticate_is_slowed_and_audited_in_aggregate() {
     assert_eq!(answer.status(), 200);
 
     // 42 refused requests: a few records in full, the rest counted in aggregated records.
+    let windows_spanned = started.elapsed().as_secs();
     tokio::time::sleep(Duration::from_millis(4500)).await;
     let records = s.audit_records();
     let in_full = records
@@ -348,8 +351,11 @@ async fn a_source_failing_to_authenticate_is_slowed_and_audited_in_aggregate() {
             rest.split(' ').next().unwrap().parse::<u64>().unwrap()
         })
         .sum();
+    // At most three in full and one aggregated record per audit window (2 s) the requests
+    // spanned.
+    let windows = windows_spanned as usize / 2 + 2;
     assert!(
-        (3..=6).contains(&in_full) && !aggregated.is_empty() && aggregated.len() <= 3,
+        in_full >= 3 && in_full <= 3 * windows && (1..=windows).contains(&aggregated.len()),
         "{in_full} in full, {aggregated:#?}"
     );
     assert_eq!(in_full as u64 + counted, 42, "{aggregated:#?}");

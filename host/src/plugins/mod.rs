@@ -5,7 +5,9 @@
 //! components, and invocation: a fresh instance from a cached, type-checked `InstancePre` per
 //! call, with a fuel budget, a wall-clock deadline, a memory cap, a table cap and an output cap.
 //! A trap, deadline, fuel exhaustion or OOM becomes a typed [`Error`] for that call only; the
-//! host keeps serving.
+//! host keeps serving. Invocations run on threads of their own, within each tenant's share of
+//! concurrent calls and fuel ([`fairness`]), so one tenant's plugins cannot starve the others
+//! or the request workers.
 //!
 //! Where components live: the uploaded bytes are in the database (`plugin_components`, keyed by
 //! SHA-256, written in the upload's transaction by `ops::upload_plugin`), so every node sharing
