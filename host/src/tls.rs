@@ -86,6 +86,11 @@ pub fn load(config: &Config) -> anyhow::Result<TlsMaterial> {
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?;
     let builder = match &config.tls.client_ca {
+        // An operator who asked for client certificates must not get a listener that takes
+        // none because the CAs were left out.
+        None if config.tls.require_client_certificate => anyhow::bail!(
+            "tls.require_client_certificate needs tls.client_ca (the CAs that issue them)"
+        ),
         None => builder.with_no_client_auth(),
         Some(ca) => {
             let mut roots = RootCertStore::empty();
@@ -165,5 +170,23 @@ where
                 tower_layer::Layer::layer(&axum::Extension(Presented(presented)), service);
             Ok((stream, service))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requiring_client_certificates_without_their_cas_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        assert!(load(&config).is_ok());
+        config.tls.require_client_certificate = true;
+        let err = load(&config).err().expect("refused").to_string();
+        assert!(err.contains("tls.client_ca"), "{err}");
     }
 }

@@ -20,6 +20,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -88,6 +89,9 @@ pub struct Sources {
     limits: RwLock<Arc<Limits>>,
     clock: DefaultClock,
     blocked: Mutex<HashMap<Source, Instant>>,
+    /// Whether `blocked` holds anyone: every authenticated request asks [`Sources::admit`], and
+    /// while no source is refused (nearly always) it answers without taking the lock.
+    any_blocked: AtomicBool,
     /// `None` is every source past [`MAX_COUNTED_SOURCES`].
     counted: Mutex<HashMap<Option<Source>, Counted>>,
 }
@@ -107,6 +111,7 @@ impl Sources {
             limits: RwLock::new(Arc::new(Limits::new(config))),
             clock: DefaultClock::default(),
             blocked: Mutex::default(),
+            any_blocked: AtomicBool::new(false),
             counted: Mutex::default(),
         }
     }
@@ -120,7 +125,9 @@ impl Sources {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if limits.config != *config {
             *limits = Arc::new(Limits::new(config));
-            lock(&self.blocked).clear();
+            let mut blocked = lock(&self.blocked);
+            blocked.clear();
+            self.any_blocked.store(false, Ordering::Release);
         }
     }
 
@@ -134,6 +141,9 @@ impl Sources {
     /// Before authenticating a request from `ip`: `Err` with how long to wait while its
     /// source is refused.
     pub fn admit(&self, ip: IpAddr) -> Result<(), Duration> {
+        if !self.any_blocked.load(Ordering::Acquire) {
+            return Ok(());
+        }
         let source = Source::of(ip);
         let mut blocked = lock(&self.blocked);
         match blocked.get(&source) {
@@ -141,6 +151,8 @@ impl Sources {
                 Some(wait) if !wait.is_zero() => Err(wait),
                 _ => {
                     blocked.remove(&source);
+                    self.any_blocked
+                        .store(!blocked.is_empty(), Ordering::Release);
                     Ok(())
                 }
             },
@@ -158,7 +170,9 @@ impl Sources {
         let source = Source::of(ip);
         if let Err(not_until) = buckets.check_key(&source) {
             let wait = not_until.wait_time_from(self.clock.now());
-            lock(&self.blocked).insert(source, Instant::now() + wait);
+            let mut blocked = lock(&self.blocked);
+            blocked.insert(source, Instant::now() + wait);
+            self.any_blocked.store(true, Ordering::Release);
         }
     }
 
@@ -205,7 +219,10 @@ impl Sources {
             b.shrink_to_fit();
         }
         let now = Instant::now();
-        lock(&self.blocked).retain(|_, until| *until > now);
+        let mut blocked = lock(&self.blocked);
+        blocked.retain(|_, until| *until > now);
+        self.any_blocked
+            .store(!blocked.is_empty(), Ordering::Release);
     }
 }
 
