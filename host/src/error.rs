@@ -29,6 +29,12 @@ pub enum Error {
     /// The named key, tenant or principal does not exist.
     #[error("{kind} not found: {id}")]
     NotFound { kind: &'static str, id: String },
+    /// The request names another tenant's object in a form a front checks itself (an ARN of
+    /// another AWS account). Recorded as a deny and answered exactly as [`Error::NotFound`]
+    /// (`ops` turns it into one before any front sees it), so that other tenants' objects
+    /// cannot be probed.
+    #[error("{kind} not found: {id}")]
+    OtherTenant { kind: &'static str, id: String },
     /// `POST /v1/<operation>` with an operation keyplane does not have.
     #[error("unknown operation: {0}")]
     UnknownOperation(String),
@@ -122,7 +128,7 @@ impl Error {
             Error::DecryptionFailed => "InvalidCiphertext",
             Error::Unauthenticated(_) => "Unauthenticated",
             Error::AccessDenied { .. } => "AccessDenied",
-            Error::NotFound { .. } => "NotFound",
+            Error::NotFound { .. } | Error::OtherTenant { .. } => "NotFound",
             Error::UnknownOperation(_) => "UnknownOperation",
             Error::Unsupported(_) => "Unsupported",
             Error::AlreadyExists { .. } => "AlreadyExists",

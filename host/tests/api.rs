@@ -216,7 +216,8 @@ async fn authentication_and_tenant_isolation() {
     assert_eq!((decision.as_str(), outcome.as_str()), ("deny", "NotFound"));
     assert!(policies.contains("tenant-isolation"), "{policies}");
 
-    // A tenant admin cannot create tenants, nor principals in another tenant.
+    // A tenant admin cannot create tenants, nor principals in another tenant (which it is
+    // not even told exists).
     let (status, _) = s
         .call(Some(&a_admin), "create-tenant", json!({ "tenant_id": "x" }))
         .await;
@@ -228,7 +229,7 @@ async fn authentication_and_tenant_isolation() {
             json!({ "tenant_id": "default", "name": "mole" }),
         )
         .await;
-    assert_eq!(status, 403);
+    assert_eq!(status, 404);
 
     // A member without a grant cannot use a key of its own tenant, nor see that it exists;
     // with a grant it can. An admin who may describe a key but not use it is told so.

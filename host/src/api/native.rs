@@ -355,7 +355,9 @@ pub fn status(e: &Error) -> StatusCode {
         Error::PluginTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
         Error::AccessDenied { .. } => StatusCode::FORBIDDEN,
-        Error::NotFound { .. } | Error::UnknownOperation(_) => StatusCode::NOT_FOUND,
+        Error::NotFound { .. } | Error::OtherTenant { .. } | Error::UnknownOperation(_) => {
+            StatusCode::NOT_FOUND
+        }
         Error::AlreadyExists { .. } | Error::InvalidState(_) | Error::KeyDisabled(_) => {
             StatusCode::CONFLICT
         }

@@ -197,6 +197,13 @@ impl Operation for DeleteAccessKey {
         validate_access_key_id(&self.access_key_id)
     }
 
+    fn unseen(&self) -> Option<Error> {
+        Some(Error::NotFound {
+            kind: "access key",
+            id: self.access_key_id.clone(),
+        })
+    }
+
     async fn resolve(&self, ctx: &OpContext<'_>) -> Result<ResourceRef> {
         let not_found = || Error::NotFound {
             kind: "access key",

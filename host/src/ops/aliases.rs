@@ -8,7 +8,7 @@
 use crate::model::KeyState;
 use serde::{Deserialize, Serialize};
 
-use super::resolve::{key_id_of, key_row, resolve_key};
+use super::resolve::{key_row, resolve_key};
 use super::validate::{validate_alias, validate_key_id, ALIAS_PREFIX};
 use super::{OpContext, Operation, WriteScope};
 use crate::authz::ResourceRef;
@@ -231,8 +231,14 @@ impl Operation for ListAliases {
         _s: &mut WriteScope,
     ) -> Result<Self::Output> {
         let limit = self.limit.unwrap_or(100);
+        // A key the caller may not see is a key that does not exist (AWS answers
+        // NotFoundException for a KeyId that names nothing), not an empty list.
         let key_id = match &self.key_id {
-            Some(k) => Some(key_id_of(ctx, k).await?),
+            Some(k) => {
+                let key = resolve_key(ctx, k).await?;
+                ctx.authorize("DescribeKey", &key, &EncryptionContext::new())?;
+                Some(key_row(&key)?.id.clone())
+            }
             None => None,
         };
         let mut rows = aliases::list(

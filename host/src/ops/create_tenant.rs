@@ -30,6 +30,14 @@ impl Operation for CreateTenant {
     const ACTION: &'static str = "CreateTenant";
     type Output = CreateTenantOutput;
 
+    /// The tenant it names is one to be made, not one to hide: a refusal says so.
+    fn unseen(&self) -> Option<Error> {
+        Some(Error::AccessDenied {
+            action: Self::ACTION.into(),
+            resource: format!("Keyplane::Tenant::{:?}", self.tenant_id),
+        })
+    }
+
     fn validate(&self) -> Result<()> {
         validate_name("tenant_id", &self.tenant_id)?;
         match &self.account_id {

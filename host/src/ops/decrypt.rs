@@ -9,7 +9,7 @@ use super::checks::VersionUse;
 use super::resolve::{key_id_of, key_row, resolve_key};
 use super::rsa_oaep::{self, MAX_RSA_CIPHERTEXT};
 use super::sealing::open_ciphertext;
-use super::validate::{validate_key_id, ALIAS_PREFIX};
+use super::validate::validate_key_id;
 use super::{Base64, OpContext, Operation, WriteScope};
 use crate::algorithms::OaepAlgorithm;
 use crate::authz::ResourceRef;
@@ -80,14 +80,12 @@ impl Operation for Decrypt {
                 "key_version is for RSAES_OAEP ciphertexts; a keyplane ciphertext names its version",
             ));
         }
-        let ct = self.parsed()?;
+        self.parsed()?;
         if let Some(k) = &self.key_id {
+            // Whether it names the ciphertext's key is decided in `resolve`, where the keys
+            // are looked up: a key_id naming a key the caller may not see is refused as one
+            // that does not exist, and audited as a deny.
             validate_key_id(k)?;
-            if !k.starts_with(ALIAS_PREFIX) && *k != ct.key_id {
-                return Err(Error::IncorrectKey(
-                    "the ciphertext was not encrypted under key_id".into(),
-                ));
-            }
         }
         Ok(())
     }
@@ -102,7 +100,15 @@ impl Operation for Decrypt {
         }
         let named = self.parsed()?.key_id;
         if let Some(k) = &self.key_id {
-            if key_id_of(ctx, k).await? != named {
+            let given = key_id_of(ctx, k).await?;
+            if given != named {
+                // Saying which key is not the other would reveal keys the caller may not
+                // see: either one it may not describe (another tenant's) is refused as a key
+                // that does not exist, and audited as a deny.
+                for id in [&named, &given] {
+                    let key = resolve_key(ctx, id).await?;
+                    ctx.authorize("DescribeKey", &key, &EncryptionContext::new())?;
+                }
                 return Err(Error::IncorrectKey(
                     "the ciphertext was not encrypted under key_id".into(),
                 ));

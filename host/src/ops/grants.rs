@@ -533,6 +533,15 @@ impl Operation for RetireGrant {
         Ok(())
     }
 
+    /// A grant on a key the caller may not see is a grant that does not exist (the key's id
+    /// is not revealed either).
+    fn unseen(&self) -> Option<Error> {
+        Some(Error::NotFound {
+            kind: "grant",
+            id: self.id().ok()?.to_string(),
+        })
+    }
+
     async fn resolve(&self, ctx: &OpContext<'_>) -> Result<ResourceRef> {
         let id = self.id()?;
         let not_found = || Error::NotFound {

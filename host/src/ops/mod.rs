@@ -221,25 +221,37 @@ impl<'a> OpContext<'a> {
         Err(self.refusal(action, resource))
     }
 
-    /// The answer to a denial of `action` on `resource`: `NotFound` if the resource is a key
-    /// the principal may not even describe (so that its existence is not revealed), else
-    /// `AccessDenied`.
+    /// The answer to a denial of `action` on `resource`: `NotFound` if the caller may not
+    /// even see the resource (a key it may not describe; another tenant's principal, plugin
+    /// or the tenant itself), the answer a request naming nothing gets, so that other
+    /// tenants' objects cannot be probed; else `AccessDenied`.
     fn refusal(&self, action: &str, resource: &ResourceRef) -> Error {
-        if let ResourceRef::Key { row, .. } = resource {
-            let empty = EncryptionContext::new();
-            let visible = self
-                .decide("DescribeKey", resource, &empty, None, None)
-                .is_ok_and(|d| d.allowed);
-            if !visible {
-                return Error::NotFound {
-                    kind: "key",
-                    id: row.id.clone(),
-                };
+        let own = |tenant: &str| tenant == self.principal.tenant_id;
+        let (visible, kind, id) = match resource {
+            ResourceRef::Key { row, .. } => {
+                let empty = EncryptionContext::new();
+                let visible = self
+                    .decide("DescribeKey", resource, &empty, None, None)
+                    .is_ok_and(|d| d.allowed);
+                (visible, "key", &row.id)
             }
+            ResourceRef::User(p) => (
+                own(&p.tenant_id) || self.principal.operator,
+                "principal",
+                &p.id,
+            ),
+            ResourceRef::Plugin(p) => (own(&p.tenant_id), "plugin", &p.name),
+            ResourceRef::Tenant(t) => (own(t) || self.principal.operator, "tenant", t),
+        };
+        if visible {
+            return Error::AccessDenied {
+                action: action.into(),
+                resource: resource.display(),
+            };
         }
-        Error::AccessDenied {
-            action: action.into(),
-            resource: resource.display(),
+        Error::NotFound {
+            kind,
+            id: id.clone(),
         }
     }
 }
@@ -280,6 +292,13 @@ pub trait Operation: Send + Sync + Sized + 'static {
     /// How the audit record names the resource (default: its Cedar uid).
     fn audit_resource(&self, resource: &ResourceRef) -> String {
         resource.display()
+    }
+
+    /// What to answer instead of `NotFound` for the resource when the caller may not even
+    /// see it, for an operation that names it by something else (an access key, a grant):
+    /// the answer a request naming nothing would get. `None`: the resource's own `NotFound`.
+    fn unseen(&self) -> Option<Error> {
+        None
     }
 
     /// Look up what the request is about.
@@ -435,6 +454,13 @@ pub async fn audit_alone(state: &AppState, ev: &AuditEvent) -> Result<()> {
 /// Record a failed request and return the error to answer with (`DatabaseUnavailable` if it
 /// cannot be recorded).
 async fn fail(state: &AppState, ev: &mut AuditEvent, e: Error) -> Error {
+    let e = match e {
+        Error::OtherTenant { kind, id } => {
+            ev.decision = "deny";
+            Error::NotFound { kind, id }
+        }
+        e => e,
+    };
     ev.outcome = e.code().into();
     match audit_alone(state, ev).await {
         Ok(()) => e,
@@ -532,6 +558,11 @@ async fn run<O: Operation>(
     let (resource, approver) = match prepared {
         Ok(x) => x,
         Err(e) => {
+            // Refused by an authorization the resolution needed (a second key it names).
+            if let Some(policies) = ctx.denied.lock().ok().and_then(|mut d| d.take()) {
+                ev.decision = "deny";
+                ev.policies = policies;
+            }
             return Err(fail(state, &mut ev, e).await);
         }
     };
@@ -583,7 +614,10 @@ async fn run<O: Operation>(
     if !decision.allowed {
         metrics().denial(O::ACTION);
         ev.decision = "deny";
-        let e = ctx.refusal(O::ACTION, &resource);
+        let mut e = ctx.refusal(O::ACTION, &resource);
+        if let (Error::NotFound { .. }, Some(unseen)) = (&e, op.unseen()) {
+            e = unseen;
+        }
         return Err(fail(state, &mut ev, e).await);
     }
     ev.decision = "allow";

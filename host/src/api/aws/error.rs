@@ -55,7 +55,9 @@ impl From<&Error> for KmsError {
                 AuthFailure::InvalidSignature(_) => ("InvalidSignatureException", S::BAD_REQUEST),
             },
             Error::AccessDenied { .. } => ("AccessDeniedException", S::BAD_REQUEST),
-            Error::NotFound { .. } => ("NotFoundException", S::BAD_REQUEST),
+            Error::NotFound { .. } | Error::OtherTenant { .. } => {
+                ("NotFoundException", S::BAD_REQUEST)
+            }
             Error::UnknownOperation(_) | Error::Unsupported(_) => {
                 ("UnsupportedOperationException", S::BAD_REQUEST)
             }

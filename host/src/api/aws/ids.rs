@@ -59,7 +59,7 @@ impl Cx {
             )));
         };
         if account != self.account_id {
-            return Err(Error::NotFound {
+            return Err(Error::OtherTenant {
                 kind: "principal",
                 id: v.to_string(),
             });
@@ -100,7 +100,7 @@ impl Cx {
             return Err(invalid_arn(v));
         };
         if account != self.account_id {
-            return Err(Error::NotFound {
+            return Err(Error::OtherTenant {
                 kind: "key",
                 id: v.to_string(),
             });
@@ -222,7 +222,7 @@ mod tests {
         }
         assert!(matches!(
             cx.key_id("keyId", "arn:aws:kms:eu-west-1:999988887777:key/k-1"),
-            Err(Error::NotFound { .. })
+            Err(Error::OtherTenant { .. })
         ));
         for bad in [
             "arn:aws:s3:eu-west-1:111122223333:key/k-1",

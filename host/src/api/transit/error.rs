@@ -31,7 +31,9 @@ impl From<&Error> for TransitError {
         let status = match e {
             // Vault answers a missing, unknown or expired token with 403 "permission denied".
             Error::Unauthenticated(_) | Error::AccessDenied { .. } => StatusCode::FORBIDDEN,
-            Error::NotFound { .. } | Error::UnknownOperation(_) => StatusCode::NOT_FOUND,
+            Error::NotFound { .. } | Error::OtherTenant { .. } | Error::UnknownOperation(_) => {
+                StatusCode::NOT_FOUND
+            }
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::HsmUnavailable | Error::DatabaseUnavailable => StatusCode::SERVICE_UNAVAILABLE,
