@@ -5,8 +5,9 @@
 
 pub mod aws;
 pub mod cluster;
+pub mod secrets;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -111,6 +112,8 @@ pub struct Server {
     pub startup: Vec<String>,
     /// The environment it was started with (offline tools on its data dir get it too).
     pub env: Vec<(String, String)>,
+    /// Where its output and data directory are kept for the secrets scan ([`secrets`]).
+    artifacts: Option<PathBuf>,
 }
 
 impl Server {
@@ -149,10 +152,22 @@ impl Server {
         let stdout = child.stdout.take().unwrap();
         let stderr = child.stderr.take().unwrap();
         let tx2 = tx.clone();
+        let artifacts = secrets::node_dir();
+        let log = |name: &str| {
+            artifacts.as_ref().and_then(|d| {
+                std::fs::File::create(d.join(name))
+                    .ok()
+                    .map(std::io::LineWriter::new)
+            })
+        };
+        let (mut out_log, mut err_log) = (log("stdout.log"), log("stderr.log"));
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if line.contains("\"level\":\"ERROR\"") || line.contains("\"level\":\"WARN\"") {
                     eprintln!("[keyplane] {line}");
+                }
+                if let Some(f) = out_log.as_mut() {
+                    let _ = writeln!(f, "{line}");
                 }
                 let _ = tx.send(line);
             }
@@ -160,6 +175,9 @@ impl Server {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 eprintln!("[keyplane] {line}");
+                if let Some(f) = err_log.as_mut() {
+                    let _ = writeln!(f, "{line}");
+                }
                 let _ = tx2.send(format!("stderr: {line}"));
             }
         });
@@ -200,6 +218,7 @@ impl Server {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            artifacts,
         }
     }
 
@@ -214,7 +233,7 @@ impl Server {
         let mut req = self
             .client
             .post(format!("{}/v1/{op}", self.base))
-            .body(body);
+            .body(body.clone());
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
@@ -223,6 +242,7 @@ impl Server {
         let text = resp.text().await.unwrap();
         let v = serde_json::from_str(&text)
             .unwrap_or_else(|_| panic!("non-JSON answer {status}: {text}"));
+        secrets::record_exchange(&body, &v);
         (status, v)
     }
 
@@ -249,6 +269,7 @@ impl Server {
         let text = resp.text().await.unwrap();
         let v = serde_json::from_str(&text)
             .unwrap_or_else(|_| panic!("non-JSON answer {status}: {text}"));
+        secrets::record_exchange(body.to_string().as_bytes(), &v);
         (status, v)
     }
 
@@ -521,6 +542,9 @@ impl Drop for Server {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        if let Some(dir) = &self.artifacts {
+            secrets::keep(&self.data_dir, dir);
         }
     }
 }
