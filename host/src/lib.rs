@@ -8,9 +8,10 @@
 //!   directory's lock; [`tls`]: certificates; [`connections`]: how many connections the
 //!   listener holds, from whom, for how long.
 //! - [`api`]: HTTP fronts (native `POST /v1/<operation>` and `POST /v1/batch`; AWS KMS JSON
-//!   1.1 and STS `GetCallerIdentity` on `POST /`; Vault Transit under `/v1/transit/`; health);
-//!   they only translate, around one shared gate (authentication, body limits, audit of
-//!   refused requests, telemetry).
+//!   1.1 and STS `GetCallerIdentity` on `POST /`; Vault Transit under `/v1/transit/`; health;
+//!   the native API's OpenAPI document, generated from the operation types, at
+//!   `GET /v1/openapi.json`); they only translate, around one shared gate (authentication,
+//!   body limits, audit of refused requests, telemetry).
 //! - [`authn`]: bearer tokens and AWS Signature Version 4 (access keys) → principal;
 //!   [`authz`]: Cedar policy set, entities, decisions (and the memo of recent decisions).
 //! - [`ops`]: the typed operation core (no wire format), one file per operation, the pipeline

@@ -90,6 +90,9 @@ enum Command {
         #[command(subcommand)]
         command: HsmCommand,
     },
+    /// Print the OpenAPI 3.1 document of the native API (as GET /v1/openapi.json serves it;
+    /// docs/openapi.json is this output).
+    Openapi,
 }
 
 #[derive(Subcommand)]
@@ -669,6 +672,16 @@ fn main() -> ExitCode {
             quiet_on_closed_pipe();
             init_logging();
             hsm_ceremony(command)
+        }
+        Command::Openapi => {
+            quiet_on_closed_pipe();
+            let document = keyplane::api::openapi_document();
+            serde_json::to_string_pretty(&document)
+                .map(|text| {
+                    println!("{text}");
+                    true
+                })
+                .map_err(Into::into)
         }
     };
     match result {

@@ -98,6 +98,31 @@ impl serde::Serialize for KeyState {
     }
 }
 
+impl KeyState {
+    const ALL: [KeyState; 8] = [
+        KeyState::Enabled,
+        KeyState::Disabled,
+        KeyState::PendingDeletion,
+        KeyState::Destroying,
+        KeyState::Destroyed,
+        KeyState::Compromised,
+        KeyState::PendingImport,
+        KeyState::Expiring,
+    ];
+}
+
+/// Its names, as it serializes (the OpenAPI document, `api::openapi`).
+impl schemars::JsonSchema for KeyState {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "KeyState".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let names: Vec<&str> = KeyState::ALL.iter().map(|s| s.as_str()).collect();
+        schemars::json_schema!({ "type": "string", "enum": names })
+    }
+}
+
 impl fmt::Display for Protection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -107,5 +132,15 @@ impl fmt::Display for Protection {
 impl serde::Serialize for Protection {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.as_str())
+    }
+}
+
+impl schemars::JsonSchema for Protection {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Protection".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": "string", "enum": ["hsm", "envelope"] })
     }
 }

@@ -4,6 +4,8 @@
 //!   auditing of requests that never reach an operation, telemetry, running it as a task).
 //! - `native`: `POST /v1/<operation>`, JSON, bearer token; `POST /v1/batch`, many requests of
 //!   one operation (`ops::execute_many`).
+//! - `openapi`: the native API's OpenAPI 3.1 document, generated from the operation types,
+//!   at `GET /v1/openapi.json`.
 //! - `aws`: `POST /`, AWS KMS (JSON 1.1) and STS `GetCallerIdentity` (query protocol), signed
 //!   with Signature Version 4.
 //! - `transit`: Vault's Transit engine under `/v1/<transit.mount>/`, with `sys/health` and
@@ -21,6 +23,7 @@ mod bounded;
 mod debug;
 mod gate;
 mod native;
+mod openapi;
 mod secret_buf;
 mod transit;
 
@@ -37,6 +40,8 @@ use serde_json::json;
 use crate::state::AppState;
 use gate::{read_body, BodyLimits};
 
+pub use openapi::document as openapi_document;
+
 /// The fronts' decoding, for the fuzz targets (`crate::fuzzing`).
 #[cfg(feature = "fuzzing")]
 pub(crate) mod fuzz {
@@ -48,8 +53,19 @@ pub(crate) mod fuzz {
 /// The whole router.
 pub fn router(state: Arc<AppState>) -> Router {
     let transit = format!("/v1/{}/{{*path}}", state.config.transit.mount);
+    // Made once: the document depends on the code only.
+    let openapi = bytes::Bytes::from(serde_json::to_vec(&openapi::document()).unwrap_or_default());
     let router = Router::new()
         .route("/healthz", get(healthz))
+        .route(
+            "/v1/openapi.json",
+            get(move || async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    openapi,
+                )
+            }),
+        )
         .route("/readyz", get(readyz))
         .route("/", post(aws::handle))
         .route("/v1/{operation}", post(native::handle))

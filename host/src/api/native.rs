@@ -314,8 +314,8 @@ pub fn error_response(e: &Error) -> Response {
 }
 
 /// The native error's `{"code", "message"}`.
-#[derive(Serialize)]
-struct ErrorBody {
+#[derive(Serialize, schemars::JsonSchema)]
+pub(super) struct ErrorBody {
     code: &'static str,
     message: String,
 }

@@ -50,7 +50,7 @@ pub const PRUNE_BATCH: i64 = 1000;
 const READ_BATCH: i64 = 1000;
 
 /// One archived segment (a row of `audit_segments`).
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 pub struct Segment {
     pub first_seq: i64,
     pub last_seq: i64,
@@ -137,7 +137,7 @@ impl<W: Write> Write for Hashing<W> {
 type SegmentWriter = flate2::write::GzEncoder<Hashing<std::io::BufWriter<std::fs::File>>>;
 
 /// What [`run`] did (or, in a dry run, would do).
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, schemars::JsonSchema)]
 pub struct ArchiveReport {
     pub dry_run: bool,
     /// Segments archived by this run.

@@ -11,6 +11,7 @@
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
@@ -46,14 +47,14 @@ fn owner(resource: &ResourceRef) -> Result<&Principal> {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAccessKey {
     /// Whose key (default: the caller).
     pub principal_id: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct CreateAccessKeyOutput {
     pub access_key_id: String,
     /// Shown only in this answer.
@@ -124,7 +125,7 @@ impl Operation for CreateAccessKey {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListAccessKeys {
     /// Whose keys (default: the caller's).
@@ -132,7 +133,7 @@ pub struct ListAccessKeys {
 }
 
 /// An access key as outputs show it (never its secret).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct AccessKeyInfo {
     pub access_key_id: String,
     pub principal_id: String,
@@ -140,7 +141,7 @@ pub struct AccessKeyInfo {
     pub created_by: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct ListAccessKeysOutput {
     pub access_keys: Vec<AccessKeyInfo>,
 }
@@ -176,13 +177,13 @@ impl Operation for ListAccessKeys {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteAccessKey {
     pub access_key_id: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct DeleteAccessKeyOutput {
     pub access_key_id: String,
     pub deleted: bool,

@@ -6,6 +6,7 @@
 //! (`ListAliases`).
 
 use crate::model::KeyState;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::resolve::{key_row, resolve_key};
@@ -16,7 +17,7 @@ use crate::crypto::context::EncryptionContext;
 use crate::error::{Error, Result};
 use crate::store::aliases::{self, AliasRow};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AliasTarget {
     pub alias_name: String,
@@ -46,7 +47,7 @@ fn live_target(r: &ResourceRef) -> Result<&crate::store::keys::KeyRow> {
     Ok(key)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(transparent)]
 pub struct CreateAlias(pub AliasTarget);
 
@@ -83,7 +84,7 @@ impl Operation for CreateAlias {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(transparent)]
 pub struct UpdateAlias(pub AliasTarget);
 
@@ -143,13 +144,13 @@ impl Operation for UpdateAlias {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteAlias {
     pub alias_name: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct DeleteAliasOutput {
     pub alias_name: String,
     pub deleted: bool,
@@ -184,7 +185,7 @@ impl Operation for DeleteAlias {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListAliases {
     /// Only the aliases of this key.
@@ -193,7 +194,7 @@ pub struct ListAliases {
     pub next_token: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct ListAliasesOutput {
     pub aliases: Vec<AliasRow>,
     #[serde(skip_serializing_if = "Option::is_none")]

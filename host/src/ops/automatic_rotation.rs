@@ -9,6 +9,7 @@
 //! (`set-rotation-schedule`) may decide on top of it, and a key rotates when either is due.
 //! Imported material cannot be renewed by keyplane, so keys of origin `external` have none.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::checks::check_key_enabled;
@@ -27,7 +28,7 @@ pub const MAX_PERIOD_DAYS: i64 = 2560;
 pub const DEFAULT_PERIOD_DAYS: i64 = 365;
 
 /// A key's automatic rotation.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct RotationStatus {
     pub key_id: String,
     pub rotation_enabled: bool,
@@ -47,7 +48,7 @@ fn status(key: &KeyRow, period: Option<(i64, i64)>) -> RotationStatus {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnableKeyRotation {
     pub key_id: String,
@@ -96,7 +97,7 @@ impl Operation for EnableKeyRotation {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DisableKeyRotation {
     pub key_id: String,
@@ -128,7 +129,7 @@ impl Operation for DisableKeyRotation {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GetKeyRotationStatus {
     pub key_id: String,

@@ -44,3 +44,18 @@ impl<'de> Deserialize<'de> for Base64 {
             .map_err(|_| serde::de::Error::custom("field is not valid base64"))
     }
 }
+
+/// Standard base64 text (the OpenAPI document, `api::openapi`).
+impl schemars::JsonSchema for Base64 {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Base64".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "contentEncoding": "base64",
+            "pattern": "^[A-Za-z0-9+/]*={0,2}$",
+        })
+    }
+}

@@ -10,6 +10,7 @@
 use crate::model::KeyState;
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::aliases::CreateAlias;
@@ -30,7 +31,7 @@ use crate::store::{imports, key_policies};
 
 const MAX_GRANTS: usize = 100;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
     #[serde(default)]

@@ -1,6 +1,7 @@
 //! `create-principal`: a user or service of a tenant, with a new bearer token returned once
 //! (only its keyed hash is stored). Cedar: `CreatePrincipal` on the tenant.
 
+use schemars::JsonSchema;
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
@@ -12,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::store::principals::{self, PrincipalRow};
 use crate::store::{now_rfc3339, tenants};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreatePrincipal {
     /// Defaults to the caller's tenant.
@@ -33,7 +34,7 @@ fn user() -> String {
     "user".into()
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 pub struct CreatePrincipalOutput {
     pub principal_id: String,
     pub tenant_id: String,

@@ -2,6 +2,7 @@
 //! and its 12-digit account id (the caller's choice, or random), which AWS-style ARNs name it
 //! by. Cedar: `CreateTenant` on `Tenant::"<new id>"`.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::validate::validate_name;
@@ -10,7 +11,7 @@ use crate::authz::ResourceRef;
 use crate::error::{Error, Result};
 use crate::store::{now_rfc3339, tenants};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
     pub tenant_id: String,
@@ -18,7 +19,7 @@ pub struct CreateTenant {
     pub account_id: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct CreateTenantOutput {
     pub tenant_id: String,
     pub account_id: String,

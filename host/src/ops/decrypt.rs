@@ -3,6 +3,7 @@
 //! With `encryption_algorithm` `RSAES_OAEP_*` the blob is an RSA OAEP ciphertext instead:
 //! `key_id` is required and `key_version` picks the version (see [`super::rsa_oaep`]).
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::checks::VersionUse;
@@ -17,7 +18,7 @@ use crate::crypto::ciphertext::Ciphertext;
 use crate::crypto::context::EncryptionContext;
 use crate::error::{Error, Result};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Decrypt {
     pub ciphertext_blob: Base64,
@@ -30,7 +31,7 @@ pub struct Decrypt {
     pub key_version: Option<u32>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct DecryptOutput {
     pub key_id: String,
     pub key_version: u32,

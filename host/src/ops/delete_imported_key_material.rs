@@ -8,6 +8,7 @@
 //! finishes, never a usable key whose material is gone.
 
 use crate::model::KeyState;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::key_deletion::shred_material;
@@ -18,13 +19,13 @@ use crate::authz::ResourceRef;
 use crate::error::{Error, Result};
 use crate::store::imports;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteImportedKeyMaterial {
     pub key_id: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct DeleteImportedKeyMaterialOutput {
     pub key_id: String,
     pub state: KeyState,

@@ -5,6 +5,7 @@
 //! KMS `DeriveSharedSecret` does — the caller feeds it to its own KDF. Cedar:
 //! `DeriveSharedSecret` on the key.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::checks::{check_usage, usable_version, VersionUse};
@@ -23,7 +24,7 @@ fn ecdh() -> String {
     "ECDH".into()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeriveSharedSecret {
     pub key_id: String,
@@ -34,7 +35,7 @@ pub struct DeriveSharedSecret {
     pub key_agreement_algorithm: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct DeriveSharedSecretOutput {
     pub key_id: String,
     pub key_version: i64,

@@ -7,6 +7,7 @@
 //! tenant, policy `tenant-members-describe-hsm`): clients need the OAEP hash to encrypt
 //! for RSA keys, and the answer holds no secret and nothing about other tenants.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{OpContext, Operation, WriteScope};
@@ -14,11 +15,11 @@ use crate::algorithms::{KeySpec, OaepAlgorithm};
 use crate::authz::ResourceRef;
 use crate::error::Result;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DescribeHsm {}
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct DescribeHsmOutput {
     pub token_label: String,
     pub manufacturer: String,

@@ -1,5 +1,6 @@
 //! `describe-key`: a key's metadata and versions. Cedar: `DescribeKey` on the key.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::resolve::{key_row, resolve_key};
@@ -10,7 +11,7 @@ use crate::authz::ResourceRef;
 use crate::error::{Error, Result};
 use crate::store::{imports, keys};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DescribeKey {
     pub key_id: String,

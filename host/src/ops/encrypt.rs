@@ -5,6 +5,7 @@
 //! produce an RSAES-OAEP ciphertext (see [`super::rsa_oaep`]). Other keys are refused with
 //! `InvalidKeyUsage`.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::resolve::{key_row, resolve_key};
@@ -19,7 +20,7 @@ use crate::error::{Error, Result};
 /// Largest plaintext `encrypt` accepts (as AWS KMS).
 pub const MAX_PLAINTEXT: usize = 4096;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Encrypt {
     pub key_id: String,
@@ -30,7 +31,7 @@ pub struct Encrypt {
     pub encryption_algorithm: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct EncryptOutput {
     pub key_id: String,
     pub key_version: u32,

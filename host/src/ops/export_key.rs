@@ -5,6 +5,7 @@
 //! exportable, for keys that are not enabled and for versions that may not decrypt (disabled,
 //! compromised, below the minimum decryption version). Cedar: `ExportKey` on the key.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::checks::{check_key_enabled, usable_version, VersionUse};
@@ -17,7 +18,7 @@ use crate::authz::ResourceRef;
 use crate::error::{Error, Result};
 use crate::store::imports;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExportKey {
     pub key_id: String,
@@ -30,7 +31,7 @@ pub struct ExportKey {
     pub public_key: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct ExportOutput {
     pub key_id: String,
     pub key_version: i64,

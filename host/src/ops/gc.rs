@@ -30,6 +30,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use super::audit_alone;
@@ -41,7 +42,7 @@ use crate::state::AppState;
 use crate::store::{keys, plugins};
 
 /// What a collection found and did.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, JsonSchema)]
 pub struct GcReport {
     /// Whether the candidates were removed (false: a dry run).
     pub applied: bool,

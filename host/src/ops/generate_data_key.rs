@@ -2,6 +2,7 @@
 //! RNG, returned encrypted under the key (and, for the first, also in plaintext, once).
 //! Cedar: `GenerateDataKey` / `GenerateDataKeyWithoutPlaintext` on the key.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::resolve::{key_row, resolve_key};
@@ -15,7 +16,7 @@ use crate::error::{Error, Result};
 const MAX_BYTES: usize = 1024;
 
 /// The request both operations take.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DataKeyRequest {
     pub key_id: String,
@@ -61,11 +62,11 @@ impl DataKeyRequest {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(transparent)]
 pub struct GenerateDataKey(pub DataKeyRequest);
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct GenerateDataKeyOutput {
     pub key_id: String,
     pub key_version: u32,
@@ -104,11 +105,11 @@ impl Operation for GenerateDataKey {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(transparent)]
 pub struct GenerateDataKeyWithoutPlaintext(pub DataKeyRequest);
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct GenerateDataKeyWithoutPlaintextOutput {
     pub key_id: String,
     pub key_version: u32,

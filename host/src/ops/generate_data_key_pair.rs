@@ -17,6 +17,7 @@
 //! copy. The without-plaintext variant still holds the plaintext briefly (to seal it), in
 //! zeroized memory only.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::checks::check_usable_for_encryption;
@@ -40,7 +41,7 @@ pub const KEY_PAIR_SPECS: &[KeySpec] = &[
 ];
 
 /// The request both operations take.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DataKeyPairRequest {
     /// The symmetric key the private key is encrypted under.
@@ -108,11 +109,11 @@ impl DataKeyPairRequest {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(transparent)]
 pub struct GenerateDataKeyPair(pub DataKeyPairRequest);
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct GenerateDataKeyPairOutput {
     pub key_id: String,
     pub key_version: u32,
@@ -158,11 +159,11 @@ impl Operation for GenerateDataKeyPair {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(transparent)]
 pub struct GenerateDataKeyPairWithoutPlaintext(pub DataKeyPairRequest);
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct GenerateDataKeyPairWithoutPlaintextOutput {
     pub key_id: String,
     pub key_version: u32,

@@ -1,5 +1,6 @@
 //! `generate-random`: bytes from the HSM's RNG. Cedar: `GenerateRandom` on the caller's tenant.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{Base64, OpContext, Operation, WriteScope};
@@ -8,13 +9,13 @@ use crate::error::{Error, Result};
 
 const MAX_BYTES: usize = 1024;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GenerateRandom {
     pub number_of_bytes: usize,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct GenerateRandomOutput {
     pub random: Base64,
 }

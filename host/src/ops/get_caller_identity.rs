@@ -3,17 +3,18 @@
 //! deletion request (`approve-key-deletion` names the requester). Cedar: `GetCallerIdentity`
 //! on the caller's tenant.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{OpContext, Operation, WriteScope};
 use crate::authz::ResourceRef;
 use crate::error::Result;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GetCallerIdentity {}
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct CallerIdentity {
     pub principal_id: String,
     pub tenant_id: String,

@@ -4,6 +4,7 @@
 //! (or at once, if this request fails).
 //! Cedar: `GetParametersForImport` on the key.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::key_transport::{awaiting_import, transport, wrapping_key_spec};
@@ -20,7 +21,7 @@ use crate::store::imports::{self, ImportTokenRow};
 /// How long an import token (and its wrapping key) lives.
 pub const IMPORT_TOKEN_SECONDS: i64 = 24 * 3600;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GetParametersForImport {
     pub key_id: String,
@@ -35,7 +36,7 @@ fn rsa_3072() -> String {
     "RSA_3072".into()
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct ImportParameters {
     pub key_id: String,
     pub import_token: String,

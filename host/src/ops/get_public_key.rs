@@ -3,6 +3,7 @@
 //! everything a client needs to verify signatures or encrypt outside keyplane.
 //! Cedar: `GetPublicKey` on the key (a Cryptographic action: key grantees may read it).
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::checks::{check_key_enabled, version_to_open};
@@ -13,7 +14,7 @@ use crate::algorithms::{KeyUsage, OaepAlgorithm};
 use crate::authz::ResourceRef;
 use crate::error::{Error, Result};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GetPublicKey {
     pub key_id: String,
@@ -23,7 +24,7 @@ pub struct GetPublicKey {
     pub format: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct GetPublicKeyOutput {
     pub key_id: String,
     pub key_version: i64,

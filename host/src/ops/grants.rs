@@ -18,6 +18,7 @@
 
 use std::sync::OnceLock;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::key_tags::refuse_if_destroyed;
@@ -70,7 +71,7 @@ const WITH_CONTEXT: &[&str] = &[
 pub const MAX_PER_KEY: usize = 500;
 
 /// A grant's encryption-context constraint.
-#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[derive(Debug, Default, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Constraints {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -80,7 +81,7 @@ pub struct Constraints {
 }
 
 /// A grant as outputs show it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct GrantInfo {
     pub grant_id: String,
     pub key_id: String,
@@ -160,7 +161,7 @@ fn validate_grant_id(id: &str) -> Result<()> {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateGrant {
     pub key_id: String,
@@ -175,7 +176,7 @@ pub struct CreateGrant {
     pub name: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct CreateGrantOutput {
     pub grant_id: String,
     /// What `retire-grant` takes instead of the id (keyplane's grants take effect at once, so
@@ -323,7 +324,7 @@ impl Operation for CreateGrant {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListGrants {
     pub key_id: String,
@@ -335,7 +336,7 @@ pub struct ListGrants {
     pub next_token: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct ListGrantsOutput {
     pub grants: Vec<GrantInfo>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -415,7 +416,7 @@ impl Operation for ListGrants {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct GrantGoneOutput {
     pub grant_id: String,
     pub key_id: String,
@@ -441,7 +442,7 @@ async fn delete(
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RevokeGrant {
     pub key_id: String,
@@ -478,7 +479,7 @@ impl Operation for RevokeGrant {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetireGrant {
     /// The grant's id, or its token (`grant_token`).
@@ -582,7 +583,7 @@ impl Operation for RetireGrant {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListRetirableGrants {
     /// A principal of the caller's tenant (id or name); default: the caller.

@@ -3,6 +3,7 @@
 //! log records it. SHA-2 (224, 256, 384, 512) and SHA-3 (224, 256, 384, 512). Cedar: `Hash` on
 //! the caller's tenant.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{Base64, OpContext, Operation, WriteScope};
@@ -77,7 +78,7 @@ impl HashAlgorithm {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Hash {
     pub input: Base64,
@@ -85,7 +86,7 @@ pub struct Hash {
     pub algorithm: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct HashOutput {
     pub algorithm: &'static str,
     pub digest: Base64,

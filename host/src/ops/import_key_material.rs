@@ -8,6 +8,7 @@
 //! (checked against the key check value kept from the first import). Each token is used once.
 //! Cedar: `ImportKeyMaterial` on the key.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
@@ -26,7 +27,7 @@ use crate::store::{imports, keys};
 /// Largest wrapped material accepted (RSA-4096 block + wrapped AES key, with room).
 const MAX_WRAPPED: usize = 8192;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImportKeyMaterial {
     pub key_id: String,
@@ -41,7 +42,7 @@ pub struct ImportKeyMaterial {
     pub public_key: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct ImportOutput {
     pub key_id: String,
     pub key_version: i64,

@@ -15,6 +15,7 @@
 //! leaves a key that the next pass finishes destroying, never one that claims to be usable.
 
 use crate::model::KeyState;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::checks::changed_meanwhile;
@@ -36,7 +37,7 @@ use crate::store::{aliases, approvals, plugins, principals};
 pub const DEFAULT_APPROVAL_SECONDS: i64 = 3600;
 pub const MAX_APPROVAL_SECONDS: i64 = 86_400;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApproveKeyDeletion {
     pub key_id: String,
@@ -46,7 +47,7 @@ pub struct ApproveKeyDeletion {
     pub window_seconds: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct ApprovalOutput {
     pub approval_id: String,
     pub key_id: String,
@@ -151,7 +152,7 @@ pub const MIN_WINDOW_DAYS: u32 = 7;
 pub const MAX_WINDOW_DAYS: u32 = 30;
 pub const DEFAULT_WINDOW_DAYS: u32 = 30;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleKeyDeletion {
     pub key_id: String,
@@ -162,7 +163,7 @@ pub struct ScheduleKeyDeletion {
     approval: std::sync::OnceLock<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct DeletionOutput {
     pub key_id: String,
     pub state: KeyState,
@@ -295,7 +296,7 @@ impl Operation for ScheduleKeyDeletion {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CancelKeyDeletion {
     pub key_id: String,
@@ -436,14 +437,14 @@ pub async fn shred_material(state: &AppState, key: &KeyRow) -> Result<()> {
 /// `set-deletion-protection`: turn a key's deletion protection on or off (while on,
 /// `schedule-key-deletion` is refused). Vault Transit's `deletion_allowed` is its negation.
 /// A compare-and-set against the setting read when the request was authorized.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetDeletionProtection {
     pub key_id: String,
     pub enabled: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct DeletionProtectionOutput {
     pub key_id: String,
     pub deletion_protection: bool,

@@ -5,6 +5,7 @@
 //! was never set has AWS's default one (its account may use the key), built when read.
 //! Cedar: `GetKeyPolicy`, `PutKeyPolicy`, `ListKeyPolicies` on the key.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::key_tags::refuse_if_destroyed;
@@ -75,14 +76,14 @@ async fn document(ctx: &OpContext<'_>, key: &KeyRow) -> Result<String> {
     Ok(default_document(&tenant.account_id))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct KeyPolicyOutput {
     pub key_id: String,
     pub policy_name: String,
     pub policy: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GetKeyPolicy {
     pub key_id: String,
@@ -118,7 +119,7 @@ impl Operation for GetKeyPolicy {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PutKeyPolicy {
     pub key_id: String,
@@ -167,13 +168,13 @@ impl Operation for PutKeyPolicy {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListKeyPolicies {
     pub key_id: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct ListKeyPoliciesOutput {
     pub key_id: String,
     pub policy_names: Vec<&'static str>,

@@ -9,6 +9,7 @@
 //! is `409 InvalidState`. So a compromised version never goes back to disabled or enabled.
 
 use crate::model::KeyState;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::checks::changed_meanwhile;
@@ -20,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::store::keys::{self, KeyRow, KeyVersionRow};
 
 /// The answer of every state change.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct StateOutput {
     pub key_id: String,
     pub state: KeyState,
@@ -29,7 +30,7 @@ pub struct StateOutput {
 }
 
 /// A request about a whole key.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyRef {
     pub key_id: String,
@@ -83,7 +84,7 @@ async fn set_key_state(
 
 macro_rules! key_state_op {
     ($ty:ident, $name:literal, $action:literal, $state:expr) => {
-        #[derive(Debug, Deserialize)]
+        #[derive(Debug, Deserialize, JsonSchema)]
         #[serde(transparent)]
         pub struct $ty(pub KeyRef);
 
@@ -116,7 +117,7 @@ key_state_op!(EnableKey, "enable-key", "EnableKey", KeyState::Enabled);
 key_state_op!(DisableKey, "disable-key", "DisableKey", KeyState::Disabled);
 
 /// A request about one version of a key.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VersionRef {
     pub key_id: String,
@@ -196,7 +197,7 @@ async fn set_version_state(
 
 macro_rules! version_state_op {
     ($ty:ident, $name:literal, $action:literal, $from:expr, $to:expr, $needs_reason:expr) => {
-        #[derive(Debug, Deserialize)]
+        #[derive(Debug, Deserialize, JsonSchema)]
         #[serde(transparent)]
         pub struct $ty(VersionRef);
 
@@ -254,7 +255,7 @@ version_state_op!(
     true
 );
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetMinDecryptionVersion {
     pub key_id: String,

@@ -9,6 +9,7 @@
 use crate::model::KeyState;
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::resolve::{key_row, resolve_key};
@@ -52,13 +53,13 @@ async fn replace(
     Ok(())
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct TagsOutput {
     pub key_id: String,
     pub tags: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TagKey {
     pub key_id: String,
@@ -103,7 +104,7 @@ impl Operation for TagKey {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UntagKey {
     pub key_id: String,
@@ -149,7 +150,7 @@ impl Operation for UntagKey {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListKeyTags {
     pub key_id: String,
@@ -160,13 +161,13 @@ pub struct ListKeyTags {
 }
 
 /// One tag.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct Tag {
     pub tag_key: String,
     pub tag_value: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct ListKeyTagsOutput {
     pub key_id: String,
     /// In tag-key order.

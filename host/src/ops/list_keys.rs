@@ -3,6 +3,7 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::validate::validate_key_id;
@@ -14,7 +15,7 @@ use crate::store::keys;
 
 const MAX_LIMIT: i64 = 1000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListKeys {
     #[serde(default = "default_limit")]
@@ -26,7 +27,7 @@ fn default_limit() -> i64 {
     100
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct ListKeysOutput {
     pub keys: Vec<KeyMetadata>,
     #[serde(skip_serializing_if = "Option::is_none")]

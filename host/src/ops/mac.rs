@@ -4,6 +4,7 @@
 //! (`C_Verify`, a constant-time comparison). Cedar: `GenerateMac` / `VerifyMac` on the key.
 //! Each MAC generated counts in the version's `signatures`.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::checks::{check_usage, usable_version, version_to_open, VersionUse};
@@ -33,7 +34,7 @@ fn mac_hash(key: &KeyRow, algorithm: &str, operation: &str) -> Result<Hash> {
     Ok(hash)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GenerateMac {
     pub key_id: String,
@@ -41,7 +42,7 @@ pub struct GenerateMac {
     pub mac_algorithm: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct GenerateMacOutput {
     pub key_id: String,
     pub key_version: i64,
@@ -92,7 +93,7 @@ impl Operation for GenerateMac {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyMac {
     pub key_id: String,
@@ -103,7 +104,7 @@ pub struct VerifyMac {
     pub key_version: Option<u32>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct VerifyMacOutput {
     pub key_id: String,
     pub key_version: i64,

@@ -5,6 +5,7 @@
 //! (nodes' cached artifacts of it are dropped at their next start). Cedar: `ListPlugins` on the
 //! tenant, `DescribePlugin` / `DeletePlugin` on the plugin.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::upload_plugin::PluginInfo;
@@ -32,11 +33,11 @@ fn plugin_row(r: &ResourceRef) -> Result<&plugins::PluginRow> {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListPlugins {}
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct ListPluginsOutput {
     pub plugins: Vec<PluginInfo>,
 }
@@ -63,7 +64,7 @@ impl Operation for ListPlugins {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DescribePlugin {
     pub name: String,
@@ -92,13 +93,13 @@ impl Operation for DescribePlugin {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeletePlugin {
     pub name: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct DeletePluginOutput {
     pub deleted: String,
 }

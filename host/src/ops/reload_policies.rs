@@ -13,6 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{OpContext, Operation, WriteScope};
@@ -108,11 +109,11 @@ pub async fn reload(state: &AppState) -> Result<(String, Arc<LoadedPolicies>), P
     Ok((previous, current))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReloadPolicies {}
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct ReloadOutput {
     /// SHA-256 of the set that was in force.
     pub previous_policy_set: String,

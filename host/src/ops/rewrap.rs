@@ -8,6 +8,7 @@
 //! of its own so that a grant can allow re-encryption to a key without allowing encryption
 //! under it (AWS's `ReEncryptTo`).
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
@@ -21,7 +22,7 @@ use crate::crypto::ciphertext::Ciphertext;
 use crate::crypto::context::{self, EncryptionContext};
 use crate::error::{Error, Result};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rewrap {
     pub ciphertext_blob: Base64,
@@ -36,7 +37,7 @@ pub struct Rewrap {
     pub destination_encryption_context: Option<EncryptionContext>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct RewrapOutput {
     pub key_id: String,
     pub key_version: u32,

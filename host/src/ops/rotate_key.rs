@@ -2,6 +2,7 @@
 //! decrypting) and `list-key-versions` (every version with its state and usage).
 //! Cedar: `RotateKey` / `ListKeyVersions` on the key.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::resolve::{key_row, resolve_key};
@@ -12,13 +13,13 @@ use crate::authz::ResourceRef;
 use crate::error::{Error, Result};
 use crate::store::keys;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateKey {
     pub key_id: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct RotateKeyOutput {
     pub key_id: String,
     pub primary_version: i64,
@@ -55,7 +56,7 @@ impl Operation for RotateKey {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListKeyVersions {
     pub key_id: String,
@@ -65,7 +66,7 @@ pub struct ListKeyVersions {
     pub limit: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct ListKeyVersionsOutput {
     pub key_id: String,
     pub primary_version: i64,

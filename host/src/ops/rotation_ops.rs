@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::plugin_config;
@@ -34,7 +35,7 @@ async fn rotation_plugin(ctx: &OpContext<'_>, tenant: &str, name: &str) -> Resul
     Ok(p)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetRotationSchedule {
     pub key_id: String,
@@ -43,7 +44,7 @@ pub struct SetRotationSchedule {
     pub config: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct ScheduleOutput {
     pub key_id: String,
     pub plugin: String,
@@ -95,7 +96,7 @@ impl Operation for SetRotationSchedule {
 }
 
 /// Overrides of what the plugin is told about the key (to try boundary cases).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyInfoOverride {
     pub created_at: Option<i64>,
@@ -106,7 +107,7 @@ pub struct KeyInfoOverride {
     pub decryptions_since_rotation: Option<u64>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PreviewRotation {
     pub key_id: String,
@@ -120,7 +121,7 @@ pub struct PreviewRotation {
     pub key_info: KeyInfoOverride,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct PreviewOutput {
     pub key_id: String,
     pub plugin: String,

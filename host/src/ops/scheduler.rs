@@ -29,6 +29,7 @@ use crate::model::KeyState;
 use std::time::{Duration, Instant};
 
 use futures_util::stream::{self, StreamExt};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
@@ -56,7 +57,7 @@ type CheckOutcome = (
 );
 
 /// What a pass did.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, JsonSchema)]
 pub struct PassReport {
     /// Another node holds the lease: this pass did nothing.
     pub skipped: bool,
@@ -84,7 +85,7 @@ fn is_zero(n: &usize) -> bool {
     *n == 0
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct Rotated {
     pub key_id: String,
     pub version: i64,
@@ -96,7 +97,7 @@ pub struct Rotated {
     pub period_days: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct Failed {
     pub key_id: String,
     pub stage: &'static str,
@@ -597,7 +598,7 @@ pub fn spawn(state: std::sync::Arc<AppState>) {
 
 /// `run-scheduler`: run a pass now and return its report (operator only). Cedar:
 /// `RunScheduler` on the caller's tenant.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunScheduler {}
 

@@ -30,3 +30,13 @@ impl Serialize for SecretText {
         s.serialize_str(&self.0)
     }
 }
+
+impl schemars::JsonSchema for SecretText {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "SecretText".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": "string" })
+    }
+}

@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::plugin_config;
@@ -24,7 +25,7 @@ use crate::store::keys;
 use crate::store::now_rfc3339;
 use crate::store::plugins::{self, BackendRow};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetStorageBackend {
     pub plugin: String,
@@ -32,7 +33,7 @@ pub struct SetStorageBackend {
     pub config: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct SetStorageBackendOutput {
     pub tenant_id: String,
     pub plugin: String,

@@ -6,6 +6,7 @@
 //! octet strings) and verify with openssl and the public key from `get-public-key`.
 //! Cedar: `Sign` / `Verify` on the key. Each signature counts in the version's `signatures`.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::checks::{check_usage, usable_version, version_to_open, VersionUse};
@@ -25,7 +26,7 @@ fn raw() -> String {
 /// Largest signature `verify` accepts (an RSA-4096 signature is 512 bytes).
 const MAX_SIGNATURE: usize = 1024;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Sign {
     pub key_id: String,
@@ -36,7 +37,7 @@ pub struct Sign {
     pub signing_algorithm: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct SignOutput {
     pub key_id: String,
     pub key_version: i64,
@@ -95,7 +96,7 @@ impl Operation for Sign {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Verify {
     pub key_id: String,
@@ -108,7 +109,7 @@ pub struct Verify {
     pub key_version: Option<u32>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct VerifyOutput {
     pub key_id: String,
     pub key_version: i64,

@@ -1,6 +1,7 @@
 //! `update-key-description`: replace a key's description. Cedar: `UpdateKeyDescription` on the
 //! key.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::resolve::{key_row, resolve_key};
@@ -10,14 +11,14 @@ use crate::authz::ResourceRef;
 use crate::error::Result;
 use crate::store::keys;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateKeyDescription {
     pub key_id: String,
     pub description: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct UpdateKeyDescriptionOutput {
     pub key_id: String,
     pub description: String,

@@ -8,6 +8,7 @@
 //! caller's tenant.
 
 use ring::digest;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::validate::validate_name;
@@ -19,7 +20,7 @@ use crate::plugins::{World, CAP_FILESYSTEM};
 use crate::store::now_rfc3339;
 use crate::store::plugins::{self, PluginRow};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UploadPlugin {
     pub name: String,
@@ -35,7 +36,7 @@ pub struct UploadPlugin {
 }
 
 /// A plugin as answers show it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct PluginInfo {
     pub name: String,
     pub tenant_id: String,

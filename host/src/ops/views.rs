@@ -3,12 +3,13 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::store::keys::{KeyRow, KeyVersionRow};
 
 /// A key version as answers show it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct VersionInfo {
     pub version: i64,
     pub state: String,
@@ -49,7 +50,7 @@ impl VersionInfo {
 }
 
 /// Key metadata as answers show it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct KeyMetadata {
     pub key_id: String,
     pub tenant_id: String,

@@ -5,7 +5,7 @@ use super::{on, Conn, Tx};
 use crate::error::{Error, Result};
 
 /// An alias row.
-#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize, schemars::JsonSchema)]
 pub struct AliasRow {
     pub tenant_id: String,
     #[serde(rename = "alias_name")]
