@@ -779,6 +779,24 @@ async fn invalid_spec_and_usage_combinations_are_refused() {
         );
     }
     assert_eq!(hsm["key_specs"].as_array().unwrap().len(), 12, "{hsm}");
+    // The sessions the node holds: some (the pool keeps those it used), and no more after
+    // many more calls (each borrows one and gives it back).
+    let open = hsm["open_sessions"].as_u64().unwrap();
+    assert!(open >= 1, "{hsm}");
+    let key = v["key_id"].as_str().unwrap();
+    for _ in 0..50 {
+        s.ok(
+            &s.admin,
+            "sign",
+            json!({ "key_id": key, "message": b64(b"m"), "message_type": "RAW", "signing_algorithm": "ED25519" }),
+        )
+        .await;
+    }
+    let again = s.ok(&s.admin, "describe-hsm", json!({})).await;
+    assert!(
+        again["open_sessions"].as_u64().unwrap() <= open.max(8),
+        "{again}"
+    );
     // A member of another tenant may read it too.
     let (_, other) = s.tenant_with_admin("other").await;
     s.ok(&other, "describe-hsm", json!({})).await;

@@ -297,6 +297,11 @@ impl Hsm {
         }
     }
 
+    /// How many PKCS#11 sessions the live login has open (0 while the HSM is away).
+    pub fn open_sessions(&self) -> usize {
+        self.live().map_or(0, |live| live.pool.open())
+    }
+
     /// Run `f` with a pooled session of the live login. `function` and `mechanism` name the
     /// PKCS#11 call for its span and latency metric.
     fn call<T>(

@@ -2,6 +2,7 @@
 //! PKCS#11 session runs one operation at a time, so each call borrows a session exclusively.
 //! The login is per process, so every session opened after the anchor's login is logged in.
 
+use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::Mutex;
 
 use cryptoki::context::Pkcs11;
@@ -15,6 +16,9 @@ pub(super) struct SessionPool {
     slot: Slot,
     idle: Mutex<Vec<Session>>,
     max_idle: usize,
+    /// Sessions this pool has open (idle or lent): `describe-hsm` shows it, so a leak shows
+    /// over a long run (benches/soak).
+    open: AtomicIsize,
 }
 
 impl SessionPool {
@@ -24,24 +28,41 @@ impl SessionPool {
             slot,
             idle: Mutex::new(Vec::new()),
             max_idle: max_idle.max(1),
+            open: AtomicIsize::new(0),
         }
+    }
+
+    /// How many sessions are open (idle or in use).
+    pub(super) fn open(&self) -> usize {
+        usize::try_from(self.open.load(Ordering::Relaxed)).unwrap_or(0)
     }
 
     fn take(&self) -> Result<Session> {
         if let Some(s) = self.idle.lock().map_err(|_| Error::Internal)?.pop() {
             return Ok(s);
         }
-        self.pkcs11
+        let session = self
+            .pkcs11
             .open_rw_session(self.slot)
-            .map_err(super::unavailable("open session"))
+            .map_err(super::unavailable("open session"))?;
+        self.open.fetch_add(1, Ordering::Relaxed);
+        Ok(session)
     }
 
     fn give_back(&self, session: Session) {
         if let Ok(mut idle) = self.idle.lock() {
             if idle.len() < self.max_idle {
                 idle.push(session);
+                return;
             }
         }
+        self.close(session);
+    }
+
+    /// Close a session (dropping it closes it).
+    fn close(&self, session: Session) {
+        drop(session);
+        self.open.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Drop every idle session without closing it: the module is about to be finalized,
@@ -50,6 +71,7 @@ impl SessionPool {
         if let Ok(mut idle) = self.idle.lock() {
             for session in idle.drain(..) {
                 std::mem::forget(session);
+                self.open.fetch_sub(1, Ordering::Relaxed);
             }
         }
     }
@@ -70,7 +92,7 @@ impl SessionPool {
         let session = self.take()?;
         let out = f(&session);
         match &out {
-            Err(Error::HsmUnavailable) => drop(session),
+            Err(Error::HsmUnavailable) => self.close(session),
             _ => self.give_back(session),
         }
         out

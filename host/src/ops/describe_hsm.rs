@@ -31,6 +31,8 @@ pub struct DescribeHsmOutput {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rsa_encryption_algorithm: Option<&'static str>,
     pub key_specs: Vec<&'static str>,
+    /// PKCS#11 sessions this node has open now (idle in its pool or in use).
+    pub open_sessions: usize,
 }
 
 impl Operation for DescribeHsm {
@@ -69,6 +71,7 @@ impl Operation for DescribeHsm {
             missing_mechanisms,
             rsa_encryption_algorithm: caps.oaep_hash.map(|h| OaepAlgorithm(h).as_str()),
             key_specs,
+            open_sessions: hsm.open_sessions(),
         })
     }
 }
