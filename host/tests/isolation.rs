@@ -32,7 +32,8 @@ const REGION: &str = "eu-west-1";
 
 /// A principal of a tenant: the holder of a bearer token and an access key.
 struct Who {
-    role: &'static str,
+    /// `admin`, `member` or `service` (a member of kind service).
+    name: &'static str,
     id: String,
     token: String,
     access: (String, String),
@@ -126,14 +127,14 @@ async fn tenant(s: &Server, n: usize, specs: &[String]) -> Tenant {
             )
             .await;
         principals.push((
-            role,
+            name,
             p["principal_id"].as_str().unwrap().to_string(),
             p["token"].as_str().unwrap().to_string(),
         ));
     }
     let admin = principals[0].2.clone();
     let mut who = Vec::new();
-    for (role, pid, token) in principals {
+    for (name, pid, token) in principals {
         let v = s
             .ok(&admin, "create-access-key", json!({ "principal_id": pid }))
             .await;
@@ -142,7 +143,7 @@ async fn tenant(s: &Server, n: usize, specs: &[String]) -> Tenant {
             v["secret_access_key"].as_str().unwrap().to_string(),
         );
         who.push(Who {
-            role,
+            name,
             id: pid,
             token,
             access,
@@ -1281,18 +1282,10 @@ async fn no_principal_of_any_front_reaches_another_tenant() {
         let who = &tenants[*a].principals[*p];
         *by_front.entry(at.front).or_default() += 1;
         *by_kind.entry(at.kind).or_default() += 1;
-        *by_role
-            .entry(if who.role == "admin" {
-                "admin"
-            } else if p == &2 {
-                "service"
-            } else {
-                "member"
-            })
-            .or_default() += 1;
+        *by_role.entry(who.name).or_default() += 1;
         let cell = format!(
             "{} {} by {}'s {} on {} {}",
-            at.front, at.label, tenants[*a].id, who.role, at.kind, at.reference
+            at.front, at.label, tenants[*a].id, who.name, at.kind, at.reference
         );
         if theirs.0 < 400 {
             failures.push((
@@ -1390,7 +1383,7 @@ async fn no_principal_of_any_front_reaches_another_tenant() {
                     if body.contains(f) {
                         failures.push((
                             format!("listing {req:?}"),
-                            format!("{req:?} by {}'s {} ({status}) names {f}", own.id, who.role),
+                            format!("{req:?} by {}'s {} ({status}) names {f}", own.id, who.name),
                         ));
                     }
                 }

@@ -45,7 +45,7 @@ async fn the_served_document_is_the_checked_in_one_and_describes_every_operation
     let paths = served["paths"].as_object().unwrap();
     assert_eq!(
         paths.len(),
-        keyplane_operations() + 1,
+        keyplane::ops::ACTIONS.len() + 1,
         "every operation and batch"
     );
     for (path, item) in paths {
@@ -61,12 +61,6 @@ async fn the_served_document_is_the_checked_in_one_and_describes_every_operation
         (status, v["error"]["code"].as_str()),
         (404, Some("UnknownOperation"))
     );
-}
-
-/// How many operations the node has: the Cedar actions its policy schema must declare, one per
-/// operation (`keyplane::ops::ACTIONS`).
-fn keyplane_operations() -> usize {
-    keyplane::ops::ACTIONS.len()
 }
 
 /// Run schemathesis against `s` (with `token`, or none); panics with its report unless every

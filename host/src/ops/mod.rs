@@ -12,8 +12,8 @@
 //! the output or the [`Error`] its own way. The operation types derive serde because the
 //! native front's JSON is their own shape (the native front is where they are decoded and
 //! encoded), and `schemars::JsonSchema` for the native API's OpenAPI document made from that
-//! shape (`api::openapi`); other fronts translate their wire types into them. [`operations!`] lists every
-//! operation, so a front's table is built from one list. [`execute_many`] runs a batch of
+//! shape (`api::openapi`); other fronts translate their wire types into them.
+//! [`operations!`] lists every operation, so a front's table is built from one list. [`execute_many`] runs a batch of
 //! one operation's requests, each item through [`execute`] (see [`batch`]).
 //!
 //! A request refused on a key its caller may not even see (Cedar denies it `DescribeKey` on
