@@ -62,15 +62,8 @@ async fn before(s: &Server) -> Before {
     let hsm_key = s.create_key(&s.admin, "hsm").await;
     let envelope_key = s.create_key(&s.admin, "envelope").await;
     let signing_key = s
-        .ok(
-            &s.admin,
-            "create-key",
-            json!({ "key_spec": "ECC_NIST_P256", "key_usage": "sign-verify" }),
-        )
-        .await["key_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+        .create_key_of(&s.admin, "ECC_NIST_P256", "sign-verify")
+        .await;
     let signed = s
         .ok(
             &s.admin,

@@ -62,7 +62,7 @@ use zeroize::Zeroizing;
 
 use crate::algorithms::{KeySpec, KeyUsage};
 use crate::error::{Error, Result};
-use crate::hsm::{Health, Hsm, Obj, GCM_IV_LEN};
+use crate::hsm::{Health, Hsm, Obj, Sealer};
 use crate::model::Protection;
 use crate::store::keys::KeyVersionRow;
 use crate::store::{tenants, Db};
@@ -189,16 +189,6 @@ fn envelope_key(spec: KeySpec, material: &[u8]) -> Result<LessSafeKey> {
     Ok(LessSafeKey::new(key))
 }
 
-fn split_iv(blob: &[u8]) -> Result<([u8; GCM_IV_LEN], &[u8])> {
-    if blob.len() < GCM_IV_LEN + 16 {
-        tracing::error!("stored wrapped material is too short");
-        return Err(Error::Internal);
-    }
-    let mut iv = [0u8; GCM_IV_LEN];
-    iv.copy_from_slice(&blob[..GCM_IV_LEN]);
-    Ok((iv, &blob[GCM_IV_LEN..]))
-}
-
 impl Keyring {
     pub fn new(hsm: Arc<Hsm>, db: Db, cache_entries: usize, cache_ttl: Duration) -> Self {
         let in_process_token = hsm.capabilities().computes_in_process();
@@ -270,15 +260,7 @@ impl Keyring {
         self.retrying(|| {
             let hsm = self.hsm.clone();
             let (aad, secret) = (aad.to_vec(), Zeroizing::new(secret.to_vec()));
-            blocking(move || {
-                let iv_bytes = hsm.random(GCM_IV_LEN)?;
-                let mut iv = [0u8; GCM_IV_LEN];
-                iv.copy_from_slice(&iv_bytes);
-                let sealed = hsm.root_encrypt(&iv, &aad, &secret)?;
-                let mut out = iv.to_vec();
-                out.extend_from_slice(&sealed);
-                Ok(out)
-            })
+            blocking(move || hsm.seal(Sealer::Root, &aad, &secret))
         })
         .await
     }
@@ -288,15 +270,12 @@ impl Keyring {
         self.retrying(|| {
             let hsm = self.hsm.clone();
             let (aad, blob) = (aad.to_vec(), blob.to_vec());
-            blocking(move || {
-                let (iv, sealed) = split_iv(&blob)?;
-                hsm.root_decrypt(&iv, &aad, sealed)
-            })
+            blocking(move || hsm.unseal(Sealer::Root, &aad, &blob))
         })
         .await
     }
 
-    /// Create a tenant KEK; returns its root-wrapped form and caches its handle.
+    /// Create a tenant KEK; returns its stored form and caches its handle.
     pub async fn create_tenant_kek(&self, tenant: &str) -> Result<Vec<u8>> {
         let (wrapped, handle) = self
             .retrying(|| {
@@ -318,7 +297,7 @@ impl Keyring {
         // One of an earlier login ended with it.
         if let Some(handle) = self.current(handle) {
             let hsm = self.hsm.clone();
-            if let Err(e) = blocking(move || hsm.destroy(handle)).await {
+            if let Err(e) = blocking(move || hsm.discard_kek(handle)).await {
                 tracing::error!(error = %e, "could not destroy the KEK of a failed tenant creation");
             }
         }
@@ -448,7 +427,7 @@ impl Keyring {
                 continue;
             }
             let hsm = self.hsm.clone();
-            if let Err(e) = blocking(move || hsm.destroy(handle)).await {
+            if let Err(e) = blocking(move || hsm.discard_kek(handle)).await {
                 tracing::error!(error = %e, "could not destroy HSM object of a failed key creation");
             }
         }
@@ -819,11 +798,7 @@ impl Keyring {
             .retrying(|| async {
                 let kek = self.tenant_kek(tenant).await?;
                 let (hsm, wrapped, aad) = (self.hsm.clone(), wrapped.clone(), aad.clone());
-                blocking(move || {
-                    let (iv, sealed) = split_iv(&wrapped)?;
-                    hsm.gcm_decrypt(kek, &iv, &aad, sealed)
-                })
-                .await
+                blocking(move || hsm.unseal(Sealer::Kek(kek), &aad, &wrapped)).await
             })
             .await
             .map_err(|e| match (e, &version.blob_store) {

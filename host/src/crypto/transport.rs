@@ -12,7 +12,7 @@ use crate::algorithms::{KeySpec, KeyUsage};
 use crate::error::{Error, Result};
 use crate::hsm::pair_import::PairTarget;
 use crate::hsm::wrapping::{Transport, UnwrapInto, Unwrapped};
-use crate::hsm::{Obj, GCM_IV_LEN};
+use crate::hsm::{Obj, Sealer, GCM_IV_LEN};
 use crate::model::Protection;
 use crate::store::keys::KeyVersionRow;
 
@@ -274,16 +274,7 @@ impl Keyring {
         self.retrying(|| async {
             let kek = self.tenant_kek(tenant).await?;
             let (hsm, aad, material) = (self.hsm.clone(), aad.clone(), material.clone());
-            blocking(move || {
-                let iv_bytes = hsm.random(GCM_IV_LEN)?;
-                let mut iv = [0u8; GCM_IV_LEN];
-                iv.copy_from_slice(&iv_bytes);
-                let sealed = hsm.gcm_encrypt(kek, &iv, &aad, &material)?;
-                let mut out = iv.to_vec();
-                out.extend_from_slice(&sealed);
-                Ok(out)
-            })
-            .await
+            blocking(move || hsm.seal(Sealer::Kek(kek), &aad, &material)).await
         })
         .await
     }

@@ -243,6 +243,9 @@ impl Hsm {
         exportable: bool,
         world_copy: bool,
     ) -> Result<(Vec<Obj>, Option<Vec<u8>>)> {
+        // A root key that wraps nothing (`hsm::sealing`) makes no world copies, and a key
+        // that needs none is never extractable.
+        let world_copy = world_copy && self.makes_world_copies()?;
         let common = |class: ObjectClass, private: bool| {
             vec![
                 Attribute::Token(true),
@@ -283,7 +286,7 @@ impl Hsm {
                         return Ok((vec![live.obj(h)], None));
                     }
                     let kind = (world::CopyKind::GenericSecret, usage);
-                    match world::seal(s, live.root_key, h, kind, &[]) {
+                    match world::seal(s, live.root.wrapping_key(), h, kind, &[]) {
                         Ok(copy) => Ok((vec![live.obj(h)], copy)),
                         Err(e) => {
                             let _ = s.destroy_object(h);
@@ -347,6 +350,7 @@ impl Hsm {
             _ => return Err(Error::Internal),
         };
         self.call_on_objects("C_GenerateKeyPair", name, |s, live| {
+            let (public, private) = (live.quirks.template(public), live.quirks.template(private));
             let (pubh, privh) = s
                 .generate_key_pair(&mechanism, &public, &private)
                 .map_err(unavailable("generate key pair"))?;
@@ -356,7 +360,15 @@ impl Hsm {
             };
             let sealed = read_public_parts(s, pubh, spec)
                 .and_then(|parts| crate::algorithms::public_key::spki_der(spec, &parts))
-                .and_then(|spki| world::seal(s, live.root_key, privh, (kind, copy_usage), &spki));
+                .and_then(|spki| {
+                    world::seal(
+                        s,
+                        live.root.wrapping_key(),
+                        privh,
+                        (kind, copy_usage),
+                        &spki,
+                    )
+                });
             match sealed {
                 Ok(copy) => Ok((handles, copy)),
                 Err(e) => {

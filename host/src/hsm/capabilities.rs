@@ -5,7 +5,8 @@
 //!
 //! A mechanism list says nothing about OAEP parameters (SoftHSM2 lists `CKM_RSA_PKCS_OAEP`
 //! but accepts only SHA-1 with MGF1-SHA-1), so the OAEP hash is found by a probe: a
-//! 1024-bit session key pair (never a token object, destroyed at once) encrypts and decrypts
+//! 1024-bit session key pair (a token object only on a module without session objects,
+//! destroyed at once either way) encrypts and decrypts
 //! a test value with SHA-256, then SHA-1. The first that round-trips is the hash keyplane
 //! uses for `RSAES_OAEP_*`; none means RSA encryption is unavailable.
 //!
@@ -23,7 +24,10 @@ use cryptoki::object::{Attribute, ObjectClass};
 use cryptoki::session::Session;
 
 use super::asym::{hash_mechanism, mgf};
+use super::quirks::{Module, Quirks};
+use super::sealing::Scheme;
 use crate::algorithms::{Hash, KeySpec, KeyUsage};
+use crate::model::Protection;
 
 /// The mechanisms keyplane uses, with their PKCS#11 names.
 pub const USED_MECHANISMS: &[(MechanismType, &str)] = &[
@@ -65,18 +69,30 @@ pub struct Capabilities {
     pub mechanisms: Vec<MechanismType>,
     /// The OAEP hash (also MGF1's) the token accepts; `None`: no RSA encryption.
     pub oaep_hash: Option<Hash>,
+    /// The module, as `hsm::quirks` knows it, and its quirks.
+    pub module: Module,
+    pub quirks: Quirks,
+    /// How the node seals secrets (the kind of its root key).
+    pub scheme: Scheme,
+    /// The largest RSA modulus (bits) the token generates, where it says.
+    pub rsa_max_bits: Option<u64>,
 }
 
 impl Capabilities {
     /// The token is software computing inside this process (SoftHSM2): its calls are CPU
-    /// work with no device or network to wait on.
+    /// work with no device or network to wait on (a quirk: see `hsm::quirks`).
     pub fn computes_in_process(&self) -> bool {
-        self.manufacturer == "SoftHSM project"
+        self.quirks.computes_in_process
     }
 
     /// Whether the token lists `m`.
     pub fn has(&self, m: MechanismType) -> bool {
         self.mechanisms.contains(&m)
+    }
+
+    /// Whether the token can wrap a key for `export-key` (with `CKM_AES_KEY_WRAP_PAD`).
+    pub fn wraps_for_export(&self) -> bool {
+        self.has(MechanismType::AES_KEY_WRAP_PAD)
     }
 
     /// Names of the used mechanisms the token lists, and of those it does not.
@@ -92,14 +108,24 @@ impl Capabilities {
         (listed, missing)
     }
 
-    /// The mechanisms a key of `spec` with `usage` needs, that the token does not list.
-    pub fn missing_for(&self, spec: KeySpec, usage: KeyUsage) -> Vec<&'static str> {
+    /// What a key of `spec` with `usage` and `protection` needs that the token lacks: the
+    /// mechanisms it does not list, or (for RSA) the size it does not generate. An
+    /// `envelope` key needs only what every token keyplane runs on has: random bytes, and
+    /// its tenant KEK's sealing scheme (`hsm::sealing`), whatever that is.
+    pub fn missing_for(
+        &self,
+        spec: KeySpec,
+        usage: KeyUsage,
+        protection: Protection,
+    ) -> Vec<String> {
         use MechanismType as M;
+        if protection == Protection::Envelope {
+            return Vec::new();
+        }
         let mut need: Vec<MechanismType> = match spec {
             KeySpec::Aes256Gcm | KeySpec::Aes128Gcm => vec![M::AES_KEY_GEN, M::AES_GCM],
-            // Envelope only: the token makes the material (C_GenerateRandom) and the tenant
-            // KEK seals it; ring runs the algorithm.
-            KeySpec::ChaCha20Poly1305 => vec![M::AES_GCM],
+            // No HSM mechanism (create-key refuses `hsm` for it before this).
+            KeySpec::ChaCha20Poly1305 => vec![],
             KeySpec::HmacSha256 => vec![M::GENERIC_SECRET_KEY_GEN, M::SHA256_HMAC],
             KeySpec::HmacSha384 => vec![M::GENERIC_SECRET_KEY_GEN, M::SHA384_HMAC],
             KeySpec::HmacSha512 => vec![M::GENERIC_SECRET_KEY_GEN, M::SHA512_HMAC],
@@ -124,7 +150,7 @@ impl Capabilities {
             }
             _ => {}
         }
-        let mut missing: Vec<&'static str> = need
+        let mut missing: Vec<String> = need
             .into_iter()
             .filter(|m| !self.has(*m))
             .map(|m| {
@@ -133,6 +159,7 @@ impl Capabilities {
                     .find(|(u, _)| *u == m)
                     .map(|(_, n)| *n)
                     .unwrap_or("?")
+                    .to_string()
             })
             .collect();
         if spec.rsa_bits().is_some()
@@ -140,7 +167,14 @@ impl Capabilities {
             && self.oaep_hash.is_none()
             && missing.is_empty()
         {
-            missing.push("CKM_RSA_PKCS_OAEP (with SHA-1 or SHA-256)");
+            missing.push("CKM_RSA_PKCS_OAEP (with SHA-1 or SHA-256)".into());
+        }
+        if let (Some(bits), Some(max)) = (spec.rsa_bits(), self.rsa_max_bits) {
+            if bits > max {
+                missing.push(format!(
+                    "CKM_RSA_PKCS_KEY_PAIR_GEN for {bits}-bit keys (it makes at most {max})"
+                ));
+            }
         }
         missing
     }
@@ -148,6 +182,9 @@ impl Capabilities {
     /// The mechanism generating a data key pair of `spec` needs, if the token does not list
     /// it (the pair is generated and read out, never used in the token).
     pub fn missing_for_data_key_pair(&self, spec: KeySpec) -> Option<&'static str> {
+        if self.quirks.private_keys_stay_inside {
+            return Some("a way to read out a private key it generates (its keys never leave it)");
+        }
         let (m, name) = match spec {
             KeySpec::EccNistP256 | KeySpec::EccNistP384 => {
                 (MechanismType::ECC_KEY_PAIR_GEN, "CKM_EC_KEY_PAIR_GEN")
@@ -163,7 +200,7 @@ impl Capabilities {
 
 /// The RSA-OAEP hash the key ceremony wraps the root key with (see the module docs).
 pub(super) fn ceremony_oaep(session: &Session) -> Option<super::wrapping::OaepHash> {
-    match probe_oaep(session)? {
+    match probe_oaep(session, Quirks::default())? {
         Hash::Sha256 => Some(super::wrapping::OaepHash::Sha256),
         Hash::Sha1 => Some(super::wrapping::OaepHash::Sha1),
         _ => None,
@@ -172,16 +209,16 @@ pub(super) fn ceremony_oaep(session: &Session) -> Option<super::wrapping::OaepHa
 
 /// Probe the OAEP hash the token accepts (see the module docs). Failures mean "not this
 /// hash"; nothing here is fatal.
-pub(super) fn probe_oaep(session: &Session) -> Option<Hash> {
+pub(super) fn probe_oaep(session: &Session, quirks: Quirks) -> Option<Hash> {
     let public = [
-        Attribute::Token(false),
+        Attribute::Token(quirks.no_session_objects),
         Attribute::Class(ObjectClass::PUBLIC_KEY),
         Attribute::ModulusBits(1024u64.into()),
         Attribute::PublicExponent(vec![0x01, 0x00, 0x01]),
         Attribute::Encrypt(true),
     ];
     let private = [
-        Attribute::Token(false),
+        Attribute::Token(quirks.no_session_objects),
         Attribute::Class(ObjectClass::PRIVATE_KEY),
         Attribute::Sensitive(true),
         Attribute::Extractable(false),

@@ -112,7 +112,15 @@ fn find(s: &Session, class: ObjectClass, label: &str) -> anyhow::Result<Vec<Obje
     .map_err(ck("find objects"))
 }
 
+/// The token's AES root key. A token whose root key is an RSA key pair (a module without AES
+/// key wrap: see `hsm::sealing`) has a root key that can never leave it, so it can take no
+/// part in the ceremony, neither giving nor receiving.
 fn root_key(s: &Session) -> anyhow::Result<Option<ObjectHandle>> {
+    if !find(s, ObjectClass::PRIVATE_KEY, ROOT_KEY_LABEL)?.is_empty() {
+        anyhow::bail!(
+            "this token's root key is an RSA key pair (the token has no AES key wrap): it never leaves the token, so this node can neither pass it on nor join others; scale-out needs a module with CKM_AES_KEY_WRAP_PAD (docs/hsm.md)"
+        );
+    }
     Ok(find(s, ObjectClass::SECRET_KEY, ROOT_KEY_LABEL)?
         .into_iter()
         .next())

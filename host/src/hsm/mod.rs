@@ -32,6 +32,8 @@ pub mod capabilities;
 pub mod ceremony;
 pub mod pair_import;
 mod pool;
+pub mod quirks;
+pub mod sealing;
 pub mod token;
 pub mod world;
 pub mod wrapping;
@@ -128,6 +130,15 @@ pub enum Health {
     Down,
 }
 
+/// The key a blob is sealed under ([`Hsm::seal`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Sealer {
+    /// The root key: node secrets.
+    Root,
+    /// A tenant KEK: the material of the tenant's `envelope` key versions.
+    Kek(Obj),
+}
+
 /// What opening the token again needs.
 pub(crate) struct Opener {
     pub(crate) module: std::path::PathBuf,
@@ -144,7 +155,8 @@ pub(crate) struct Live {
     pool: SessionPool,
     /// Holds the login and owns session objects (tenant KEKs, session copies).
     anchor: Mutex<Session>,
-    root_key: ObjectHandle,
+    root: sealing::RootKey,
+    quirks: quirks::Quirks,
     slot: Slot,
     epoch: u64,
     pkcs11: Pkcs11,
@@ -155,14 +167,15 @@ impl Live {
         pkcs11: Pkcs11,
         slot: Slot,
         anchor: Session,
-        root_key: ObjectHandle,
+        root: sealing::RootKey,
         max_idle: usize,
         epoch: u64,
     ) -> Self {
         Live {
             pool: SessionPool::new(pkcs11.clone(), slot, max_idle),
             anchor: Mutex::new(anchor),
-            root_key,
+            root,
+            quirks: quirks::Module::of(&pkcs11).quirks(),
             slot,
             epoch,
             pkcs11,
@@ -192,23 +205,39 @@ impl Live {
         }
     }
 
+    /// The AES key `by` names, under `TokenGcm`.
+    fn sealing_key(&self, by: Sealer) -> Result<ObjectHandle> {
+        match by {
+            Sealer::Root => self.root.wrapping_key().ok_or(Error::HsmUnavailable),
+            Sealer::Kek(kek) => self.handle(kek),
+        }
+    }
+
     fn anchor(&self) -> Result<std::sync::MutexGuard<'_, Session>> {
         self.anchor.lock().map_err(|_| Error::Internal)
     }
 
-    /// Whether the login works: the anchor session answers and the root key encrypts.
+    /// Whether the login works: the anchor session answers and the root key encrypts (with
+    /// its public half where it is a key pair: a probe must be cheap, and a session that
+    /// reaches the public key reaches the private one).
     fn healthy(&self) -> bool {
         let anchor = match self.anchor() {
             Ok(a) => a,
             Err(_) => return false,
         };
         let mut iv = [0u8; GCM_IV_LEN];
-        spans::hsm("C_Encrypt", "CKM_AES_GCM", || {
-            anchor.generate_random_slice(&mut iv)?;
-            let params = GcmParams::new(&mut iv, b"keyplane health probe", GCM_TAG_BITS.into())?;
-            anchor.encrypt(&Mechanism::AesGcm(params), self.root_key, &[])
-        })
-        .is_ok()
+        match self.root {
+            sealing::RootKey::Aes(root) => spans::hsm("C_Encrypt", "CKM_AES_GCM", || {
+                anchor.generate_random_slice(&mut iv)?;
+                let params =
+                    GcmParams::new(&mut iv, b"keyplane health probe", GCM_TAG_BITS.into())?;
+                anchor.encrypt(&Mechanism::AesGcm(params), root, &[])
+            })
+            .is_ok(),
+            sealing::RootKey::Rsa { public, hash, .. } => {
+                sealing::kem_seal(&anchor, public, hash, b"keyplane health probe", &[]).is_ok()
+            }
+        }
     }
 
     /// End this login without closing its sessions one by one: `C_Finalize` closes them all,
@@ -343,7 +372,7 @@ impl Hsm {
     /// Run `call` holding the turn on object calls, on a token that computes in this process
     /// (see [`Hsm::call_on_objects`]); at once on any other.
     fn in_turn_on_objects<T>(&self, call: impl FnOnce() -> Result<T>) -> Result<T> {
-        if !self.caps.computes_in_process() {
+        if !self.caps.quirks.object_calls_race {
             return call();
         }
         let _turn = self.object_calls.lock().map_err(|_| Error::Internal)?;
@@ -437,19 +466,34 @@ impl Hsm {
             // cryptoki logs an error for every listed mechanism it has no name for (SoftHSM2
             // lists several), which would put false errors in the log at every start. A
             // mechanism the token does not support answers CKR_MECHANISM_INVALID.
+            let module = quirks::Module::of(&live.pkcs11);
             let mechanisms = capabilities::USED_MECHANISMS
                 .iter()
                 .map(|(m, _)| *m)
                 .filter(|m| {
-                    spans::hsm("C_GetMechanismInfo", "none", || {
-                        live.pkcs11.get_mechanism_info(live.slot, *m)
-                    })
-                    .is_ok()
+                    live.quirks.usable(*m)
+                        && spans::hsm("C_GetMechanismInfo", "none", || {
+                            live.pkcs11.get_mechanism_info(live.slot, *m)
+                        })
+                        .is_ok()
                 })
                 .collect::<Vec<_>>();
+            let rsa_max_bits = live
+                .pkcs11
+                .get_mechanism_info(
+                    live.slot,
+                    cryptoki::mechanism::MechanismType::RSA_PKCS_KEY_PAIR_GEN,
+                )
+                .ok()
+                .map(|i| i.max_key_size() as u64)
+                .filter(|bits| *bits >= 1024);
             let mut caps = capabilities::Capabilities {
                 manufacturer: info.manufacturer_id().trim().to_string(),
-                model: info.model().trim().to_string(),
+                // A TPM pads its model with NULs.
+                model: info
+                    .model()
+                    .trim_matches(|c: char| c.is_whitespace() || c == '\0')
+                    .to_string(),
                 serial_number: info.serial_number().trim().to_string(),
                 firmware_version: {
                     let v = info.firmware_version();
@@ -457,12 +501,19 @@ impl Hsm {
                 },
                 mechanisms,
                 oaep_hash: None,
+                module,
+                quirks: live.quirks,
+                scheme: live.root.scheme(),
+                rsa_max_bits,
             };
-            if caps.has(cryptoki::mechanism::MechanismType::RSA_PKCS_OAEP)
+            if let sealing::RootKey::Rsa { hash, .. } = live.root {
+                // Probed when the root key was found.
+                caps.oaep_hash = Some(hash);
+            } else if caps.has(cryptoki::mechanism::MechanismType::RSA_PKCS_OAEP)
                 && caps.has(cryptoki::mechanism::MechanismType::RSA_PKCS_KEY_PAIR_GEN)
             {
                 let anchor = live.anchor()?;
-                caps.oaep_hash = capabilities::probe_oaep(&anchor);
+                caps.oaep_hash = capabilities::probe_oaep(&anchor, live.quirks);
             }
             caps
         };
@@ -521,7 +572,7 @@ impl Hsm {
     }
 
     /// AES-GCM decrypt ciphertext‖tag under `key` inside the token. An authentication failure
-    /// is [`Error::DecryptionFailed`] (SoftHSM2 reports it as `CKR_GENERAL_ERROR`).
+    /// is [`Error::DecryptionFailed`] (however the module reports it: see [`quirks`]).
     pub fn gcm_decrypt(
         &self,
         key: Obj,
@@ -530,38 +581,93 @@ impl Hsm {
         sealed: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>> {
         self.call("C_Decrypt", "CKM_AES_GCM", |s, live| {
-            gcm_decrypt(s, live.handle(key)?, iv, aad, sealed)
+            gcm_decrypt(s, live.handle(key)?, iv, aad, sealed, live.quirks)
         })
     }
 
-    /// AES-GCM encrypt under the root key (node secrets such as the token-hash key).
-    pub fn root_encrypt(
-        &self,
-        iv: &[u8; GCM_IV_LEN],
-        aad: &[u8],
-        plaintext: &[u8],
-    ) -> Result<Vec<u8>> {
-        self.call("C_Encrypt", "CKM_AES_GCM", |s, live| {
-            gcm_encrypt(s, live.root_key, iv, aad, plaintext)
-        })
+    /// Seal `plaintext` with AAD `aad` under the root key or a tenant KEK, by the node's
+    /// sealing scheme (see [`sealing`]). The blob carries everything opening it needs.
+    pub fn seal(&self, by: Sealer, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
+        match self.scheme()? {
+            sealing::Scheme::TokenGcm => {
+                let mut iv = [0u8; GCM_IV_LEN];
+                iv.copy_from_slice(&self.random(GCM_IV_LEN)?);
+                let sealed = self.call("C_Encrypt", "CKM_AES_GCM", |s, live| {
+                    gcm_encrypt(s, live.sealing_key(by)?, &iv, aad, plaintext)
+                })?;
+                let mut out = iv.to_vec();
+                out.extend_from_slice(&sealed);
+                Ok(out)
+            }
+            sealing::Scheme::OaepKem => self.call("C_Encrypt", "CKM_RSA_PKCS_OAEP", |s, live| {
+                let (public, hash) = match (by, live.root) {
+                    (Sealer::Root, sealing::RootKey::Rsa { public, hash, .. }) => (public, hash),
+                    (Sealer::Kek(kek), sealing::RootKey::Rsa { hash, .. }) => {
+                        (sealing::public_of(s, live.handle(kek)?)?, hash)
+                    }
+                    _ => return Err(Error::HsmUnavailable),
+                };
+                sealing::kem_seal(s, public, hash, aad, plaintext)
+            }),
+        }
     }
 
-    /// AES-GCM decrypt under the root key.
-    pub fn root_decrypt(
-        &self,
-        iv: &[u8; GCM_IV_LEN],
-        aad: &[u8],
-        sealed: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>> {
-        self.call("C_Decrypt", "CKM_AES_GCM", |s, live| {
-            gcm_decrypt(s, live.root_key, iv, aad, sealed)
-        })
+    /// Open a blob of [`Hsm::seal`]. One that does not authenticate (altered, another
+    /// owner's, another key's) is [`Error::DecryptionFailed`].
+    pub fn unseal(&self, by: Sealer, aad: &[u8], blob: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        match self.scheme()? {
+            sealing::Scheme::TokenGcm => {
+                if blob.len() < GCM_IV_LEN {
+                    return Err(Error::DecryptionFailed);
+                }
+                let (iv, sealed) = blob.split_at(GCM_IV_LEN);
+                let iv: [u8; GCM_IV_LEN] = iv.try_into().map_err(|_| Error::Internal)?;
+                self.call("C_Decrypt", "CKM_AES_GCM", |s, live| {
+                    gcm_decrypt(s, live.sealing_key(by)?, &iv, aad, sealed, live.quirks)
+                })
+            }
+            sealing::Scheme::OaepKem => self.call("C_Decrypt", "CKM_RSA_PKCS_OAEP", |s, live| {
+                let (private, hash) = match (by, live.root) {
+                    (Sealer::Root, sealing::RootKey::Rsa { private, hash, .. }) => (private, hash),
+                    (Sealer::Kek(kek), sealing::RootKey::Rsa { hash, .. }) => {
+                        (live.handle(kek)?, hash)
+                    }
+                    _ => return Err(Error::HsmUnavailable),
+                };
+                sealing::kem_open(s, private, hash, live.quirks, aad, blob)
+            }),
+        }
     }
 
-    /// Generate a tenant KEK: returns its root-wrapped form and a non-extractable session
-    /// handle to use now. The extractable copy used for wrapping is destroyed before return.
+    /// Whether the root key wraps key versions into world copies (see [`world`]): not where
+    /// it is an RSA key pair ([`sealing::Scheme::OaepKem`]).
+    pub(crate) fn makes_world_copies(&self) -> Result<bool> {
+        Ok(self.live()?.root.wrapping_key().is_some())
+    }
+
+    /// The node's sealing scheme (the kind of its root key).
+    pub fn scheme(&self) -> Result<sealing::Scheme> {
+        Ok(self.live()?.root.scheme())
+    }
+
+    /// Generate a tenant KEK: returns its stored form and a handle to use now. Under
+    /// `TokenGcm` the stored form is the KEK wrapped by the root key and the handle a
+    /// non-extractable session object (the extractable copy used for wrapping is destroyed
+    /// before return); under `OaepKem` the KEK is a key pair of token objects and the stored
+    /// form names it.
     pub fn generate_kek(&self) -> Result<(Vec<u8>, Obj)> {
+        if self.scheme()? == sealing::Scheme::OaepKem {
+            return self.call_on_objects(
+                "C_GenerateKeyPair",
+                "CKM_RSA_PKCS_KEY_PAIR_GEN",
+                |s, live| {
+                    let (stored, private) = sealing::generate_kek_pair(s)?;
+                    Ok((stored, live.obj(private)))
+                },
+            );
+        }
         self.call_anchor("C_GenerateKey", "CKM_AES_KEY_GEN", |anchor, live| {
+            let root = live.root.wrapping_key().ok_or(Error::HsmUnavailable)?;
             let template = [
                 Attribute::Token(false),
                 Attribute::Class(ObjectClass::SECRET_KEY),
@@ -575,20 +681,54 @@ impl Hsm {
                 .generate_key(&Mechanism::AesKeyGen, &template)
                 .map_err(unavailable("generate kek"))?;
             let wrapped = spans::hsm("C_WrapKey", "CKM_AES_KEY_WRAP_PAD", || {
-                anchor.wrap_key(&Mechanism::AesKeyWrapPad, live.root_key, temp)
+                anchor.wrap_key(&Mechanism::AesKeyWrapPad, root, temp)
             });
             let _ = anchor.destroy_object(temp);
             let wrapped = wrapped.map_err(unavailable("wrap kek"))?;
-            let handle = unwrap_kek(anchor, live.root_key, &wrapped)?;
+            let handle = unwrap_kek(anchor, root, &wrapped)?;
             Ok((wrapped, live.obj(handle)))
         })
     }
 
-    /// Unwrap a root-wrapped tenant KEK into a non-extractable session object.
-    pub fn unwrap_kek(&self, wrapped: &[u8]) -> Result<Obj> {
+    /// The handle of a tenant KEK from its stored form ([`Hsm::generate_kek`]): unwrapped by
+    /// the root key into a non-extractable session object, or the token object it names.
+    pub fn unwrap_kek(&self, stored: &[u8]) -> Result<Obj> {
+        if let Some(id) = sealing::kek_token_id(stored) {
+            return self.call(
+                "C_FindObjects",
+                "none",
+                |s, live| match sealing::find_by_id(s, ObjectClass::PRIVATE_KEY, id)? {
+                    Some(h) => Ok(live.obj(h)),
+                    None => {
+                        tracing::error!(
+                            "a tenant's KEK is not in the token (another token, or destroyed)"
+                        );
+                        Err(Error::HsmUnavailable)
+                    }
+                },
+            );
+        }
         self.call_anchor("C_UnwrapKey", "CKM_AES_KEY_WRAP_PAD", |anchor, live| {
-            Ok(live.obj(unwrap_kek(anchor, live.root_key, wrapped)?))
+            let root = live.root.wrapping_key().ok_or_else(|| {
+                tracing::error!("a tenant's KEK is wrapped, but this token's root key wraps nothing (another token's database?)");
+                Error::HsmUnavailable
+            })?;
+            Ok(live.obj(unwrap_kek(anchor, root, stored)?))
         })
+    }
+
+    /// Destroy a tenant KEK made by a creation that did not commit: its session object, or
+    /// both of its token objects.
+    pub fn discard_kek(&self, kek: Obj) -> Result<()> {
+        if self.scheme()? == sealing::Scheme::OaepKem {
+            let public = self.call("C_FindObjects", "none", |s, live| {
+                sealing::public_of(s, live.handle(kek)?).map(|h| live.obj(h))
+            });
+            if let Ok(public) = public {
+                self.destroy_if_present(public)?;
+            }
+        }
+        self.destroy_if_present(kek)
     }
 
     /// Create an AES token object of `len` bytes (32 or 16) identified (and labelled) by
@@ -613,7 +753,13 @@ impl Hsm {
             let h = s
                 .generate_key(&Mechanism::AesKeyGen, &template)
                 .map_err(unavailable("generate token key"))?;
-            match world::seal(s, live.root_key, h, (world::CopyKind::Aes, usage), &[]) {
+            match world::seal(
+                s,
+                live.root.wrapping_key(),
+                h,
+                (world::CopyKind::Aes, usage),
+                &[],
+            ) {
                 Ok(copy) => Ok((live.obj(h), copy)),
                 Err(e) => {
                     let _ = s.destroy_object(h);
@@ -759,16 +905,14 @@ fn gcm_decrypt(
     iv: &[u8; GCM_IV_LEN],
     aad: &[u8],
     sealed: &[u8],
+    quirks: quirks::Quirks,
 ) -> Result<Zeroizing<Vec<u8>>> {
     let mut iv = *iv;
     let params =
         GcmParams::new(&mut iv, aad, GCM_TAG_BITS.into()).map_err(unavailable("gcm-params"))?;
     match s.decrypt(&Mechanism::AesGcm(params), key, sealed) {
         Ok(pt) => Ok(Zeroizing::new(pt)),
-        Err(CkError::Pkcs11(
-            RvError::GeneralError | RvError::EncryptedDataInvalid | RvError::EncryptedDataLenRange,
-            _,
-        )) => Err(Error::DecryptionFailed),
+        Err(e) if quirks.rejects_input(&e) => Err(Error::DecryptionFailed),
         Err(e) => Err(unavailable("aes-gcm decrypt")(e)),
     }
 }

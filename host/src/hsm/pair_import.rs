@@ -111,7 +111,9 @@ impl Hsm {
                 );
                 let sealed = read_public_parts(s, public, target.spec)
                     .and_then(|parts| crate::algorithms::public_key::spki_der(target.spec, &parts))
-                    .and_then(|spki| world::seal(s, live.root_key, private, (kind, usage), &spki));
+                    .and_then(|spki| {
+                        world::seal(s, live.root.wrapping_key(), private, (kind, usage), &spki)
+                    });
                 match sealed {
                     Ok(copy) => Ok((live.obj(public), live.obj(private), copy)),
                     Err(e) => {

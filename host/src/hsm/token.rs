@@ -21,6 +21,8 @@ use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 use secrecy::{ExposeSecret, SecretString};
 
+use super::quirks::Module;
+use super::sealing::{RootKey, Scheme};
 use super::{Hsm, Live, Opener, ROOT_KEY_LABEL};
 use crate::config::Config;
 
@@ -296,12 +298,8 @@ fn log_in(pkcs11: Pkcs11, opener: &Opener, epoch: u64, create_root: bool) -> any
         }
         Err(e) => anyhow::bail!("HSM login failed: {e}"),
     }
-    let root_template = [
-        Attribute::Class(ObjectClass::SECRET_KEY),
-        Attribute::Label(ROOT_KEY_LABEL.as_bytes().to_vec()),
-    ];
-    let root_key = match anchor.find_objects(&root_template)?.into_iter().next() {
-        Some(h) => h,
+    let root = match find_root(&pkcs11, &anchor)? {
+        Some(root) => root,
         None if create_root => {
             // A token prepared to join (it holds a transport key) waits for the root key of
             // the nodes it joins: a new one here would make it a node of its own.
@@ -310,24 +308,89 @@ fn log_in(pkcs11: Pkcs11, opener: &Opener, epoch: u64, create_root: bool) -> any
                     "token {label:?} is waiting for the root key of the nodes it joins (a transport key is in it): finish the key ceremony with `keyplane hsm import-root`"
                 );
             }
-            let mut template = root_key_template(ROOT_KEY_LABEL, opener.root_key_exportable);
-            template.push(Attribute::ValueLen(32.into()));
-            let h = anchor.generate_key(&Mechanism::AesKeyGen, &template)?;
-            tracing::info!("created root key in the HSM");
-            h
+            let root = make_root(&pkcs11, slot, &anchor, opener.root_key_exportable)?;
+            tracing::info!(scheme = root.scheme().name(), "created root key in the HSM");
+            root
         }
-        // Everything keyplane stores is wrapped by the root key: a token without it is not
-        // this node's token, and a new root key would strand every wrapped key.
+        // Everything keyplane stores is sealed by the root key: a token without it is not
+        // this node's token, and a new root key would strand every sealed secret.
         None => anyhow::bail!("token {label:?} has no root key {ROOT_KEY_LABEL:?}"),
     };
     Ok(Live::new(
         pkcs11,
         slot,
         anchor,
-        root_key,
+        root,
         opener.max_idle,
         epoch,
     ))
+}
+
+/// The root key in the token: an AES key (`TokenGcm`) or an RSA key pair (`OaepKem`), found
+/// by label (see `hsm::sealing`).
+fn find_root(pkcs11: &Pkcs11, anchor: &Session) -> anyhow::Result<Option<RootKey>> {
+    let labelled = |class| {
+        anchor
+            .find_objects(&[
+                Attribute::Class(class),
+                Attribute::Label(ROOT_KEY_LABEL.as_bytes().to_vec()),
+            ])
+            .map(|found| found.into_iter().next())
+    };
+    if let Some(h) = labelled(ObjectClass::SECRET_KEY)? {
+        return Ok(Some(RootKey::Aes(h)));
+    }
+    let Some(private) = labelled(ObjectClass::PRIVATE_KEY)? else {
+        return Ok(None);
+    };
+    let public = labelled(ObjectClass::PUBLIC_KEY)?
+        .ok_or_else(|| anyhow::anyhow!("the root key's public half is missing from the token"))?;
+    let quirks = Module::of(pkcs11).quirks();
+    let hash = super::capabilities::probe_oaep(anchor, quirks).ok_or_else(|| {
+        anyhow::anyhow!("the token no longer decrypts RSA-OAEP, which its root key needs")
+    })?;
+    Ok(Some(RootKey::Rsa {
+        private,
+        public,
+        hash,
+    }))
+}
+
+/// Make a root key for the scheme the token's mechanisms allow (see `hsm::sealing`).
+fn make_root(
+    pkcs11: &Pkcs11,
+    slot: Slot,
+    anchor: &Session,
+    exportable: bool,
+) -> anyhow::Result<RootKey> {
+    let quirks = Module::of(pkcs11).quirks();
+    let has = |m| quirks.usable(m) && pkcs11.get_mechanism_info(slot, m).is_ok();
+    match Scheme::for_token(has)? {
+        Scheme::TokenGcm => {
+            let mut template = root_key_template(ROOT_KEY_LABEL, exportable);
+            template.push(Attribute::ValueLen(32.into()));
+            Ok(RootKey::Aes(
+                anchor.generate_key(&Mechanism::AesKeyGen, &template)?,
+            ))
+        }
+        Scheme::OaepKem => {
+            if exportable {
+                anyhow::bail!("hsm.root_key_exportable needs a token with AES key wrap (CKM_AES_KEY_WRAP_PAD): this one's root key can never leave it");
+            }
+            let hash = super::capabilities::probe_oaep(anchor, quirks).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "the token lists CKM_RSA_PKCS_OAEP but decrypts with neither SHA-256 nor SHA-1"
+                )
+            })?;
+            let label = ROOT_KEY_LABEL.as_bytes();
+            let (private, public) = super::sealing::generate_rsa_pair(anchor, label, label)?;
+            Ok(RootKey::Rsa {
+                private,
+                public,
+                hash,
+            })
+        }
+    }
 }
 
 /// Label (and `CKA_ID`) of the transport key pair of a joining node (see `hsm::ceremony`).

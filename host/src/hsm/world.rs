@@ -394,15 +394,19 @@ fn does_not_unwrap(e: &CkError) -> bool {
 /// wrap it with the root key into a world copy of `kind` (with the pair's `public` key), then
 /// make it non-extractable unless `usage.extractable` (see the module docs). Returns the
 /// stored form of the copy, or `None` where the module declines to wrap this kind of key (the
-/// version is then usable on this node only). An error leaves `target` to the caller to
+/// version is then usable on this node only), or where the root key wraps nothing (`root`
+/// `None`: the `OaepKem` scheme of `hsm::sealing`). An error leaves `target` to the caller to
 /// destroy.
 pub(super) fn seal(
     s: &Session,
-    root: ObjectHandle,
+    root: Option<ObjectHandle>,
     target: ObjectHandle,
     (kind, usage): (CopyKind, Usage),
     public: &[u8],
 ) -> Result<Option<Vec<u8>>> {
+    let Some(root) = root else {
+        return Ok(None);
+    };
     let wrapped = crate::telemetry::spans::hsm("C_WrapKey", "CKM_AES_KEY_WRAP_PAD", || {
         s.wrap_key(&Mechanism::AesKeyWrapPad, root, target)
     });
@@ -486,9 +490,13 @@ impl Hsm {
         }
         let template = unwrap_template(&copy, id);
         self.call_anchor_on_objects("C_UnwrapKey", "CKM_AES_KEY_WRAP_PAD", |anchor, live| {
+            let root = live.root.wrapping_key().ok_or_else(|| {
+                tracing::error!("a key version's world copy cannot be unwrapped: this token's root key wraps nothing");
+                Error::HsmUnavailable
+            })?;
             match anchor.unwrap_key(
                 &Mechanism::AesKeyWrapPad,
-                live.root_key,
+                root,
                 copy.wrapped,
                 &template,
             ) {

@@ -225,10 +225,12 @@ impl Hsm {
                 Err(e) if rejected(&e) => return Err(incorrect("rejected by the HSM")),
                 Err(e) => return Err(unavailable("unwrap imported material")(e)),
             };
-            Ok(match finish_unwrap(s, live.root_key, handle, into)? {
-                Finished::Object(h, copy) => Unwrapped::Object(live.obj(h), copy),
-                Finished::Material(m) => Unwrapped::Material(m),
-            })
+            Ok(
+                match finish_unwrap(s, live.root.wrapping_key(), handle, into)? {
+                    Finished::Object(h, copy) => Unwrapped::Object(live.obj(h), copy),
+                    Finished::Material(m) => Unwrapped::Material(m),
+                },
+            )
         })
     }
 
@@ -361,7 +363,7 @@ fn wrap_with_ephemeral(
 /// destroyed either way.
 fn finish_unwrap(
     s: &Session,
-    root: ObjectHandle,
+    root: Option<ObjectHandle>,
     transient: ObjectHandle,
     into: UnwrapInto<'_>,
 ) -> Result<Finished> {
@@ -391,7 +393,11 @@ fn finish_unwrap(
                 ..super::world::Usage::default()
             };
             let kind = (super::world::CopyKind::Aes, usage);
-            match super::world::wrap_transient(s, root, transient, kind) {
+            let copy = match root {
+                Some(root) => super::world::wrap_transient(s, root, transient, kind),
+                None => Ok(None),
+            };
+            match copy {
                 Ok(copy) => Ok(Finished::Object(h, copy)),
                 Err(e) => {
                     let _ = s.destroy_object(h);

@@ -183,7 +183,13 @@ impl Operation for CreateKey {
             .keyring
             .hsm()
             .capabilities()
-            .missing_for(spec, usage);
+            .missing_for(spec, usage, protection);
+        let caps = ctx.state.keyring.hsm().capabilities();
+        if self.exportable && protection == Protection::Hsm && !caps.wraps_for_export() {
+            return Err(Error::validation(
+                "the HSM cannot make exportable keys: it lacks CKM_AES_KEY_WRAP_PAD, which export wraps a key with",
+            ));
+        }
         if !missing.is_empty() {
             return Err(Error::validation(format!(
                 "the HSM does not support key_spec {} with key_usage {}: it lacks {}",

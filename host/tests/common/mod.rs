@@ -6,6 +6,7 @@
 pub mod aws;
 pub mod cluster;
 pub mod secrets;
+pub mod tpm;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -340,6 +341,18 @@ impl Server {
         let (s, v) = self.call(Some(token), op, body).await;
         assert_eq!(s, 200, "{op} failed: {v}");
         v
+    }
+
+    /// Create a key of `spec` with `usage` (its default protection); returns its id.
+    pub async fn create_key_of(&self, token: &str, spec: &str, usage: &str) -> String {
+        let v = self
+            .ok(
+                token,
+                "create-key",
+                json!({ "key_spec": spec, "key_usage": usage }),
+            )
+            .await;
+        v["key_id"].as_str().unwrap().to_string()
     }
 
     pub async fn create_key(&self, token: &str, protection: &str) -> String {

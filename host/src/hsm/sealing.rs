@@ -1,0 +1,375 @@
+//! Sealing: how keyplane keeps a secret under a key that never leaves the token. The root key
+//! seals node secrets (the token-hash key, access-key secrets, plugin configs) and, on tokens
+//! that wrap keys, the tenant KEKs; a tenant's KEK seals the material of its `envelope` key
+//! versions. Which scheme a node uses is decided once, when its root key is made, from the
+//! token's mechanism list ([`Scheme::for_token`]), never from the module's name; afterwards
+//! the kind of root key found in the token names the scheme ([`RootKey`]).
+//!
+//! - [`Scheme::TokenGcm`] (SoftHSM2, most HSMs): the root key is an AES-256 token object.
+//!   `CKM_AES_GCM` seals inside the token; a tenant KEK is an AES key generated in the token,
+//!   stored wrapped by the root key (`CKM_AES_KEY_WRAP_PAD`) and unwrapped into a
+//!   non-extractable session object. A sealed blob is `iv ‖ ciphertext ‖ tag`.
+//! - [`Scheme::OaepKem`] (a TPM through tpm2-pkcs11, which has neither AES-GCM, nor AES key
+//!   wrap, nor even `C_GenerateKey`): the root key and each tenant KEK are RSA-3072 key pairs
+//!   generated in the token, non-extractable token objects (a KEK's stored form names its
+//!   `CKA_ID`, it is never wrapped). Sealing is a KEM: a fresh 256-bit data key from the
+//!   token's RNG is encrypted to the pair's public key with `CKM_RSA_PKCS_OAEP`; the AES-256-GCM
+//!   key that seals the secret (in `ring`) is HKDF-SHA256 of the data key, salted with its
+//!   encapsulation, so an altered encapsulation yields an unrelated key and the tag fails,
+//!   and the AAD binds the blob to its owner as under `TokenGcm`. Opening decrypts the
+//!   encapsulation in the token. A blob is `0x01 ‖ len (u16 BE) ‖ encapsulation ‖ nonce ‖
+//!   ciphertext ‖ tag`. What changes: the data key and the secret are in host memory
+//!   (zeroized) while a blob is sealed or opened, where `TokenGcm` keeps the KEK's work in the
+//!   token; the KEK itself still never leaves the token. And nothing can be wrapped by the
+//!   root key, so there are no world copies and no key ceremony: such a node is a node of its
+//!   own (`docs/hsm.md`).
+
+use cryptoki::error::Error as CkError;
+use cryptoki::mechanism::rsa::{PkcsOaepParams, PkcsOaepSource};
+use cryptoki::mechanism::{Mechanism, MechanismType};
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::Session;
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+use ring::hkdf::{Salt, HKDF_SHA256};
+use zeroize::Zeroizing;
+
+use super::asym::{hash_mechanism, mgf};
+use super::quirks::Quirks;
+use super::unavailable;
+use crate::algorithms::Hash;
+use crate::error::{Error, Result};
+use crate::telemetry::spans;
+
+/// The sealing scheme of a node (see the module docs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Scheme {
+    #[default]
+    TokenGcm,
+    OaepKem,
+}
+
+impl Scheme {
+    /// The scheme a new root key is made for, from what the token lists (with its quirks:
+    /// a mechanism the module lists but cannot use does not count).
+    pub(crate) fn for_token(has: impl Fn(MechanismType) -> bool) -> anyhow::Result<Scheme> {
+        use MechanismType as M;
+        if has(M::AES_KEY_GEN) && has(M::AES_GCM) && has(M::AES_KEY_WRAP_PAD) {
+            Ok(Scheme::TokenGcm)
+        } else if has(M::RSA_PKCS_KEY_PAIR_GEN) && has(M::RSA_PKCS_OAEP) {
+            Ok(Scheme::OaepKem)
+        } else {
+            anyhow::bail!(
+                "the token can seal nothing keyplane stores: it needs CKM_AES_KEY_GEN, CKM_AES_GCM and CKM_AES_KEY_WRAP_PAD, or CKM_RSA_PKCS_KEY_PAIR_GEN and CKM_RSA_PKCS_OAEP"
+            )
+        }
+    }
+
+    /// Its name in `describe-hsm`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scheme::TokenGcm => "aes-gcm in the token; KEKs wrapped by the root key",
+            Scheme::OaepKem => "rsa-oaep kem in the token, aes-gcm in ring; KEKs token objects",
+        }
+    }
+}
+
+/// The root key as the token holds it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum RootKey {
+    Aes(ObjectHandle),
+    Rsa {
+        private: ObjectHandle,
+        public: ObjectHandle,
+        /// The OAEP hash (and MGF1's) the token accepts.
+        hash: Hash,
+    },
+}
+
+impl RootKey {
+    pub(crate) fn scheme(&self) -> Scheme {
+        match self {
+            RootKey::Aes(_) => Scheme::TokenGcm,
+            RootKey::Rsa { .. } => Scheme::OaepKem,
+        }
+    }
+
+    /// The AES root key that wraps keys (world copies, tenant KEKs), if this scheme has one.
+    pub(crate) fn wrapping_key(&self) -> Option<ObjectHandle> {
+        match self {
+            RootKey::Aes(h) => Some(*h),
+            RootKey::Rsa { .. } => None,
+        }
+    }
+}
+
+/// Bits of the RSA root key and KEKs.
+pub const RSA_BITS: u64 = 3072;
+/// Prefix of the stored form of a KEK that is a token object (`OaepKem`).
+pub const KEK_TOKEN_PREFIX: &[u8] = b"token-object:";
+/// Prefix of a KEK token object's `CKA_ID`.
+const KEK_ID_PREFIX: &str = "keyplane-kek:";
+/// First byte of a KEM blob.
+const KEM_FORMAT: u8 = 1;
+/// HKDF info of the sealing key.
+const KEM_INFO: &[u8] = b"keyplane oaep-kem seal v1";
+
+/// Generate an RSA key pair for sealing as token objects labelled `label`, identified by `id`:
+/// the private key sensitive, never extractable, for decryption. Sign and verify are left to
+/// the module's default: a TPM's RSA keys carry both uses, and tpm2-pkcs11 refuses a template
+/// that says otherwise; keyplane never signs with a sealing key.
+pub(crate) fn generate_rsa_pair(
+    s: &Session,
+    label: &[u8],
+    id: &[u8],
+) -> std::result::Result<(ObjectHandle, ObjectHandle), CkError> {
+    let public = [
+        Attribute::Token(true),
+        Attribute::Class(ObjectClass::PUBLIC_KEY),
+        Attribute::KeyType(KeyType::RSA),
+        Attribute::ModulusBits(RSA_BITS.into()),
+        Attribute::PublicExponent(vec![0x01, 0x00, 0x01]),
+        Attribute::Encrypt(true),
+        Attribute::Label(label.to_vec()),
+        Attribute::Id(id.to_vec()),
+    ];
+    let private = [
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Class(ObjectClass::PRIVATE_KEY),
+        Attribute::KeyType(KeyType::RSA),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Decrypt(true),
+        Attribute::Label(label.to_vec()),
+        Attribute::Id(id.to_vec()),
+    ];
+    spans::hsm("C_GenerateKeyPair", "CKM_RSA_PKCS_KEY_PAIR_GEN", || {
+        s.generate_key_pair(&Mechanism::RsaPkcsKeyPairGen, &public, &private)
+    })
+    .map(|(public, private)| (private, public))
+}
+
+/// A new tenant KEK for `OaepKem`: its stored form (naming the token objects) and private key.
+pub(crate) fn generate_kek_pair(s: &Session) -> Result<(Vec<u8>, ObjectHandle)> {
+    let id = format!("{KEK_ID_PREFIX}{}", uuid::Uuid::now_v7().simple()).into_bytes();
+    let (private, _) = generate_rsa_pair(s, b"keyplane-kek", &id)
+        .map_err(unavailable("generate a tenant kek key pair"))?;
+    let mut stored = KEK_TOKEN_PREFIX.to_vec();
+    stored.extend_from_slice(&id);
+    Ok((stored, private))
+}
+
+/// The `CKA_ID` a KEK's stored form names, if it is a token object's.
+pub(crate) fn kek_token_id(stored: &[u8]) -> Option<&[u8]> {
+    stored
+        .strip_prefix(KEK_TOKEN_PREFIX)
+        .filter(|id| id.starts_with(KEK_ID_PREFIX.as_bytes()))
+}
+
+/// The object of `class` with `CKA_ID` `id`.
+pub(crate) fn find_by_id(
+    s: &Session,
+    class: ObjectClass,
+    id: &[u8],
+) -> Result<Option<ObjectHandle>> {
+    let found = spans::hsm("C_FindObjects", "none", || {
+        s.find_objects(&[Attribute::Class(class), Attribute::Id(id.to_vec())])
+    })
+    .map_err(unavailable("find a key by id"))?;
+    Ok(found.into_iter().next())
+}
+
+/// The public key of the pair whose private key is `private`.
+pub(crate) fn public_of(s: &Session, private: ObjectHandle) -> Result<ObjectHandle> {
+    let id = s
+        .get_attributes(private, &[AttributeType::Id])
+        .map_err(unavailable("read a kek's id"))?
+        .into_iter()
+        .find_map(|a| match a {
+            Attribute::Id(id) => Some(id),
+            _ => None,
+        })
+        .ok_or(Error::Internal)?;
+    find_by_id(s, ObjectClass::PUBLIC_KEY, &id)?.ok_or_else(|| {
+        tracing::error!("a tenant kek's public key is missing from the token");
+        Error::HsmUnavailable
+    })
+}
+
+fn oaep(hash: Hash) -> Mechanism<'static> {
+    Mechanism::RsaPkcsOaep(PkcsOaepParams::new(
+        hash_mechanism(hash),
+        mgf(hash),
+        PkcsOaepSource::empty(),
+    ))
+}
+
+fn sealing_key(data_key: &[u8], encapsulation: &[u8]) -> Result<LessSafeKey> {
+    let prk = Salt::new(HKDF_SHA256, encapsulation).extract(data_key);
+    let okm = prk
+        .expand(&[KEM_INFO], &AES_256_GCM)
+        .map_err(|_| Error::Internal)?;
+    Ok(LessSafeKey::new(UnboundKey::from(okm)))
+}
+
+/// Seal `plaintext` with AAD `aad` to the RSA `public` key (see the module docs).
+pub(crate) fn kem_seal(
+    s: &Session,
+    public: ObjectHandle,
+    hash: Hash,
+    aad: &[u8],
+    plaintext: &[u8],
+) -> Result<Vec<u8>> {
+    let mut data_key = Zeroizing::new([0u8; 32]);
+    let mut nonce = [0u8; 12];
+    spans::hsm("C_GenerateRandom", "none", || {
+        s.generate_random_slice(&mut data_key[..])?;
+        s.generate_random_slice(&mut nonce)
+    })
+    .map_err(unavailable("generate random"))?;
+    let encapsulation = spans::hsm("C_Encrypt", "CKM_RSA_PKCS_OAEP", || {
+        s.encrypt(&oaep(hash), public, &data_key[..])
+    })
+    .map_err(unavailable("rsa-oaep encapsulate"))?;
+    let len = u16::try_from(encapsulation.len()).map_err(|_| Error::Internal)?;
+    let key = sealing_key(&data_key[..], &encapsulation)?;
+    let mut body = plaintext.to_vec();
+    key.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key(nonce),
+        Aad::from(aad),
+        &mut body,
+    )
+    .map_err(|_| Error::Internal)?;
+    let mut out = Vec::with_capacity(3 + encapsulation.len() + nonce.len() + body.len());
+    out.push(KEM_FORMAT);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&encapsulation);
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// Open a blob of [`kem_seal`] with the RSA `private` key. A blob that is not one, or does not
+/// authenticate with `aad`, is [`Error::DecryptionFailed`].
+pub(crate) fn kem_open(
+    s: &Session,
+    private: ObjectHandle,
+    hash: Hash,
+    quirks: Quirks,
+    aad: &[u8],
+    blob: &[u8],
+) -> Result<Zeroizing<Vec<u8>>> {
+    let (encapsulation, nonce, sealed) = split_kem(blob).ok_or(Error::DecryptionFailed)?;
+    let data_key = match spans::hsm("C_Decrypt", "CKM_RSA_PKCS_OAEP", || {
+        s.decrypt(&oaep(hash), private, encapsulation)
+    }) {
+        Ok(k) => Zeroizing::new(k),
+        Err(e) if quirks.rejects_input(&e) => return Err(Error::DecryptionFailed),
+        Err(e) => return Err(unavailable("rsa-oaep decapsulate")(e)),
+    };
+    let key = sealing_key(&data_key, encapsulation)?;
+    let mut body = Zeroizing::new(sealed.to_vec());
+    let n = key
+        .open_in_place(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(aad),
+            &mut body,
+        )
+        .map_err(|_| Error::DecryptionFailed)?
+        .len();
+    body.truncate(n);
+    Ok(body)
+}
+
+fn split_kem(blob: &[u8]) -> Option<(&[u8], [u8; 12], &[u8])> {
+    let (&format, rest) = blob.split_first()?;
+    if format != KEM_FORMAT || rest.len() < 2 {
+        return None;
+    }
+    let (len, rest) = rest.split_at(2);
+    let len = u16::from_be_bytes([len[0], len[1]]) as usize;
+    if rest.len() < len + 12 + 16 {
+        return None;
+    }
+    let (encapsulation, rest) = rest.split_at(len);
+    let (nonce, sealed) = rest.split_at(12);
+    Some((encapsulation, nonce.try_into().ok()?, sealed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kem_blobs_parse_totally() {
+        assert!(split_kem(&[]).is_none());
+        assert!(split_kem(&[2, 0, 0]).is_none());
+        assert!(split_kem(&[1, 0xff, 0xff, 1, 2, 3]).is_none());
+        let mut blob = vec![1, 0, 3, 9, 9, 9];
+        blob.extend_from_slice(&[7; 12]);
+        blob.extend_from_slice(&[5; 16]);
+        let (enc, nonce, sealed) = split_kem(&blob).unwrap();
+        assert_eq!((enc, nonce, sealed.len()), (&[9u8, 9, 9][..], [7; 12], 16));
+    }
+
+    #[test]
+    fn an_altered_encapsulation_gives_an_unrelated_sealing_key() {
+        let data_key = [3u8; 32];
+        let a = sealing_key(&data_key, b"encapsulation one").unwrap();
+        let b = sealing_key(&data_key, b"encapsulation two").unwrap();
+        let mut sealed = b"secret".to_vec();
+        a.seal_in_place_append_tag(
+            Nonce::assume_unique_for_key([0; 12]),
+            Aad::from(b"aad"),
+            &mut sealed,
+        )
+        .unwrap();
+        let mut copy = sealed.clone();
+        assert!(b
+            .open_in_place(
+                Nonce::assume_unique_for_key([0; 12]),
+                Aad::from(b"aad"),
+                &mut copy
+            )
+            .is_err());
+        assert!(a
+            .open_in_place(
+                Nonce::assume_unique_for_key([0; 12]),
+                Aad::from(b"other"),
+                &mut sealed
+            )
+            .is_err());
+    }
+
+    #[test]
+    fn kek_stored_forms_name_token_objects_only_with_both_prefixes() {
+        assert_eq!(
+            kek_token_id(b"token-object:keyplane-kek:abc"),
+            Some(&b"keyplane-kek:abc"[..])
+        );
+        assert_eq!(kek_token_id(b"token-object:kp:key:1"), None);
+        assert_eq!(kek_token_id(b"\x00\x01wrapped"), None);
+    }
+
+    #[test]
+    fn the_scheme_follows_the_mechanism_list() {
+        use MechanismType as M;
+        let softhsm = [
+            M::AES_KEY_GEN,
+            M::AES_GCM,
+            M::AES_KEY_WRAP_PAD,
+            M::RSA_PKCS_OAEP,
+            M::RSA_PKCS_KEY_PAIR_GEN,
+        ];
+        let tpm = [M::RSA_PKCS_KEY_PAIR_GEN, M::RSA_PKCS_OAEP, M::AES_GCM];
+        assert_eq!(
+            Scheme::for_token(|m| softhsm.contains(&m)).unwrap(),
+            Scheme::TokenGcm
+        );
+        assert_eq!(
+            Scheme::for_token(|m| tpm.contains(&m)).unwrap(),
+            Scheme::OaepKem
+        );
+        assert!(Scheme::for_token(|m| m == M::ECDSA).is_err());
+    }
+}

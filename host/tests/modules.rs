@@ -1,0 +1,404 @@
+//! One scenario on each PKCS#11 module keyplane is tested with: SoftHSM2 (the embedded
+//! default) and a TPM 2.0 (`swtpm` through tpm2-pkcs11, see `common::tpm`). keyplane runs on
+//! each with its configuration alone; what the module lacks decides the design at start
+//! (`hsm::sealing`, `hsm::capabilities`), and its quirks are its own (`hsm::quirks`).
+//!
+//! The scenario, the selection of the suite that makes sense for both: `describe-hsm` shows
+//! the module, its quirks, its sealing scheme and what each key spec can be made with; keys
+//! the module can hold are created (an `envelope` AES key sealed by the tenant KEK, a P-256
+//! signing key and an RSA-2048 OAEP key in the token), used, rotated; what the module cannot
+//! give is refused at `create-key` with the mechanism it lacks; the node restarts with its
+//! keys intact; keys are destroyed (crypto-shredding: the token objects are gone and the
+//! ciphertexts answer `KeyDestroyed`); the audit log, with checkpoints signed by the module's
+//! own audit key, verifies. On the TPM, whose root key can never leave it, the key ceremony
+//! is refused with the reason.
+
+#![cfg_attr(
+    not(all(feature = "test-hooks", debug_assertions)),
+    allow(dead_code, unused_imports)
+)]
+
+mod common;
+
+use std::path::Path;
+
+use common::tpm::SoftTpm;
+use common::{assert_error, b64, unb64, Server};
+use serde_json::{json, Value};
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Module {
+    SoftHsm2,
+    Tpm,
+}
+
+async fn start(dir: &Path, tpm: Option<&SoftTpm>) -> Server {
+    let extra = [
+        ("RUST_LOG", "warn"),
+        ("KEYPLANE_LIFECYCLE__SCHEDULER_INTERVAL_SECONDS", "0"),
+        ("KEYPLANE_AUDIT__CHECKPOINT_EVERY_RECORDS", "5"),
+        ("KEYPLANE_AUDIT__CHECKPOINT_INTERVAL_SECONDS", "0"),
+    ];
+    match tpm {
+        Some(tpm) => Server::start_with_env(dir, &tpm.env_with(&extra)).await,
+        None => Server::start_with_env(dir, &extra).await,
+    }
+}
+
+async fn signed(s: &Server, key: &str, message: &[u8], algorithm: &str) -> Vec<u8> {
+    let v = s
+        .ok(
+            &s.admin,
+            "sign",
+            json!({ "key_id": key, "message": b64(message), "signing_algorithm": algorithm }),
+        )
+        .await;
+    unb64(&v["signature"])
+}
+
+async fn verifies(s: &Server, key: &str, message: &[u8], signature: &[u8], algorithm: &str) {
+    let v = s
+        .ok(
+            &s.admin,
+            "verify",
+            json!({ "key_id": key, "message": b64(message), "signature": b64(signature),
+                    "signing_algorithm": algorithm }),
+        )
+        .await;
+    assert_eq!(v["signature_valid"], true, "{v}");
+}
+
+async fn scenario(module: Module) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let tpm = (module == Module::Tpm).then(|| SoftTpm::start(&dir.path().join("tpm")));
+    let mut s = start(&data, tpm.as_ref()).await;
+    let admin = s.admin.clone();
+
+    // What the module is and can do, decided from what it lists.
+    let d = s.ok(&admin, "describe-hsm", json!({})).await;
+    let support = |spec: &str| -> Value {
+        d["support"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["key_spec"] == spec)
+            .cloned()
+            .unwrap_or_else(|| panic!("{spec} not in {d}"))
+    };
+    let quirks = d["quirks"].to_string();
+    match module {
+        Module::SoftHsm2 => {
+            assert_eq!(d["module"], "SoftHSM2", "{d}");
+            assert!(d["sealing"]
+                .as_str()
+                .unwrap()
+                .starts_with("aes-gcm in the token"));
+            assert!(quirks.contains("CKR_GENERAL_ERROR"), "{quirks}");
+            assert!(quirks.contains("computes in process"), "{quirks}");
+            assert_eq!(support("AES_256_GCM")["hsm"], json!(["encrypt-decrypt"]));
+            assert!(support("ED25519")["hsm"]
+                .to_string()
+                .contains("sign-verify"));
+        }
+        Module::Tpm => {
+            assert_eq!(d["module"], "tpm2-pkcs11", "{d}");
+            assert_eq!(d["model"], "SW   TPM", "NULs trimmed: {d}");
+            assert!(d["sealing"].as_str().unwrap().starts_with("rsa-oaep kem"));
+            for q in [
+                "no C_GenerateKey",
+                "no session objects",
+                "templates cannot forbid",
+                "never leave the module",
+            ] {
+                assert!(quirks.contains(q), "{q} not in {quirks}");
+            }
+            assert!(!quirks.contains("CKR_GENERAL_ERROR"), "{quirks}");
+            assert_eq!(support("AES_256_GCM")["hsm"], json!([]));
+            assert_eq!(support("AES_256_GCM")["envelope"], true);
+            assert_eq!(
+                support("RSA_4096")["hsm"],
+                json!([]),
+                "the TPM makes 3072 at most"
+            );
+            assert_eq!(support("ED25519")["hsm"], json!([]));
+            let missing = d["missing_mechanisms"].to_string();
+            assert!(missing.contains("CKM_AES_GCM"), "{missing}");
+            // What the TPM cannot give is refused up front, naming what it lacks.
+            for (body, lacks) in [
+                (
+                    json!({ "key_spec": "AES_256_GCM", "protection": "hsm" }),
+                    "CKM_AES_GCM",
+                ),
+                (
+                    json!({ "key_spec": "ED25519", "key_usage": "sign-verify" }),
+                    "CKM_EDDSA",
+                ),
+                (
+                    json!({ "key_spec": "RSA_4096", "key_usage": "sign-verify" }),
+                    "at most 3072",
+                ),
+                (
+                    json!({ "key_spec": "HMAC_SHA_256", "key_usage": "generate-verify-mac" }),
+                    "CKM_GENERIC_SECRET_KEY_GEN",
+                ),
+                (
+                    json!({ "key_spec": "ECC_NIST_P256", "key_usage": "sign-verify",
+                            "exportable": true }),
+                    "CKM_AES_KEY_WRAP_PAD",
+                ),
+            ] {
+                let answer = s.call(Some(&admin), "create-key", body.clone()).await;
+                assert_error(&answer, 400, "ValidationError", lacks);
+            }
+        }
+    }
+
+    // An envelope key: material sealed by the tenant KEK, AES-GCM in ring.
+    let envelope = s.create_key(&admin, "envelope").await;
+    let ct1 = s
+        .encrypt(
+            &admin,
+            &envelope,
+            b"first secret",
+            json!({ "app": "modules" }),
+        )
+        .await;
+    let (status, v) = s.decrypt(&admin, &ct1, json!({ "app": "modules" })).await;
+    assert_eq!(
+        (status, unb64(&v["plaintext"])),
+        (200, b"first secret".to_vec())
+    );
+    assert_eq!(
+        s.decrypt(&admin, &ct1, json!({ "app": "other" })).await.0,
+        400
+    );
+    if module == Module::Tpm {
+        // Its private keys never leave it, so it cannot hand out a data key pair.
+        let answer = s
+            .call(
+                Some(&admin),
+                "generate-data-key-pair",
+                json!({ "key_id": envelope, "key_pair_spec": "ECC_NIST_P256" }),
+            )
+            .await;
+        assert_error(&answer, 400, "ValidationError", "never leave it");
+    }
+    let pool = s.sql().await;
+    let (kek,): (Vec<u8>,) = sqlx::query_as("SELECT kek_wrapped FROM tenants WHERE id = 'default'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let (sealed,): (Vec<u8>,) = sqlx::query_as(
+        "SELECT wrapped_material FROM key_versions WHERE key_id = ? AND version = 1",
+    )
+    .bind(&envelope)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    match module {
+        // AES-KWP of a 32-byte KEK; iv ‖ GCM of 32 bytes of material.
+        Module::SoftHsm2 => assert_eq!((kek.len(), sealed.len()), (40, 12 + 32 + 16)),
+        // The KEK is a token object the row names; a KEM blob with a 3072-bit encapsulation.
+        Module::Tpm => {
+            assert!(kek.starts_with(b"token-object:keyplane-kek:"));
+            assert_eq!((sealed[0], sealed.len()), (1, 3 + 384 + 12 + 32 + 16));
+        }
+    }
+
+    // Rotation: the old ciphertext still decrypts, new ones use version 2.
+    s.ok(&admin, "rotate-key", json!({ "key_id": envelope }))
+        .await;
+    let ct2 = s
+        .encrypt(&admin, &envelope, b"second secret", json!({}))
+        .await;
+
+    // Keys in the token: a P-256 signing key and an RSA-2048 OAEP key.
+    let ec = s
+        .create_key_of(&admin, "ECC_NIST_P256", "sign-verify")
+        .await;
+    let sig = signed(&s, &ec, b"signed before restart", "ECDSA_SHA_256").await;
+    verifies(&s, &ec, b"signed before restart", &sig, "ECDSA_SHA_256").await;
+    let rsa = s.create_key_of(&admin, "RSA_2048", "encrypt-decrypt").await;
+    let oaep = d["rsa_encryption_algorithm"].as_str().unwrap().to_string();
+    let rsa_ct = s
+        .ok(
+            &admin,
+            "encrypt",
+            json!({ "key_id": rsa, "plaintext": b64(b"for rsa"), "encryption_algorithm": oaep }),
+        )
+        .await["ciphertext_blob"]
+        .clone();
+    let ec_object = s.hsm_objects(json!({ "key_id": ec, "version": 1 })).await;
+    // The pair in the token (SoftHSM2 adds session copies of the private key).
+    let in_token =
+        ec_object["objects"].as_u64().unwrap() - ec_object["session_objects"].as_u64().unwrap();
+    assert_eq!(in_token, 2, "{ec_object}");
+
+    // Restart: every key is intact.
+    s.stop();
+    drop(pool);
+    s = start(&data, tpm.as_ref()).await;
+    for (ct, pt) in [(&ct1, &b"first secret"[..]), (&ct2, &b"second secret"[..])] {
+        let ctx = if ct == &ct1 {
+            json!({ "app": "modules" })
+        } else {
+            json!({})
+        };
+        let (status, v) = s.decrypt(&admin, ct, ctx).await;
+        assert_eq!((status, unb64(&v["plaintext"])), (200, pt.to_vec()), "{v}");
+    }
+    verifies(&s, &ec, b"signed before restart", &sig, "ECDSA_SHA_256").await;
+    let sig2 = signed(&s, &ec, b"signed after restart", "ECDSA_SHA_256").await;
+    verifies(&s, &ec, b"signed after restart", &sig2, "ECDSA_SHA_256").await;
+    let v = s
+        .ok(
+            &admin,
+            "decrypt",
+            json!({ "key_id": rsa, "ciphertext_blob": rsa_ct, "encryption_algorithm": oaep }),
+        )
+        .await;
+    assert_eq!(unb64(&v["plaintext"]), b"for rsa");
+
+    // Crypto-shredding: the token objects are gone, the ciphertexts answer KeyDestroyed.
+    s.destroy_keys(&[&envelope, &ec]).await;
+    let gone = s
+        .hsm_objects(json!({ "object_id": ec_object["object_id"] }))
+        .await;
+    assert_eq!(gone["objects"], 0, "{gone}");
+    for ct in [&ct1, &ct2] {
+        assert_error(
+            &s.decrypt(&admin, ct, json!({})).await,
+            410,
+            "KeyDestroyed",
+            "destroyed",
+        );
+    }
+
+    // The audit log verifies, checkpoints signed by this module's audit key included.
+    let pool = s.sql().await;
+    let (checkpoints,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM audit_checkpoints")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(checkpoints >= 1, "no checkpoint signed");
+    s.stop();
+    s.assert_audit_verifies();
+
+    if module == Module::Tpm {
+        // Its root key can never leave it: the key ceremony is refused, saying why.
+        let out = s.tool(&["hsm", "transport-key"]);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{said}");
+        assert!(
+            said.contains("RSA key pair") && said.contains("never leaves"),
+            "{said}"
+        );
+    }
+    d
+}
+
+/// The module table of `docs/hsm.md`, from what `describe-hsm` answered on each module.
+fn table(modules: &[(&str, &Value)]) -> String {
+    let mut out = String::from("| | ");
+    out += &modules
+        .iter()
+        .map(|(n, _)| *n)
+        .collect::<Vec<_>>()
+        .join(" | ");
+    out += " |\n|---|";
+    out += &"---|".repeat(modules.len());
+    out += "\n";
+    let row = |label: &str, cell: &dyn Fn(&Value) -> String| {
+        let cells: Vec<String> = modules.iter().map(|(_, d)| cell(d)).collect();
+        format!("| {label} | {} |\n", cells.join(" | "))
+    };
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    out += &row("module", &|d| text(&d["module"]));
+    out += &row("manufacturer, model", &|d| {
+        format!("{}, {}", text(&d["manufacturer"]), text(&d["model"]))
+    });
+    out += &row("sealing", &|d| text(&d["sealing"]));
+    out += &row("RSA-OAEP hash", &|d| text(&d["rsa_encryption_algorithm"]));
+    out += &row("quirks", &|d| {
+        let q: Vec<String> = d["quirks"].as_array().unwrap().iter().map(text).collect();
+        if q.is_empty() {
+            "none".into()
+        } else {
+            q.join("; ")
+        }
+    });
+    out += &row("mechanisms it lacks", &|d| {
+        let m: Vec<String> = d["missing_mechanisms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(text)
+            .collect();
+        if m.is_empty() {
+            "none".into()
+        } else {
+            m.join(", ")
+        }
+    });
+    let specs = modules[0].1["support"].as_array().unwrap().clone();
+    for spec in specs {
+        let name = text(&spec["key_spec"]);
+        out += &row(&format!("`{name}`"), &|d| {
+            let e = d["support"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["key_spec"] == spec["key_spec"])
+                .unwrap();
+            let mut ways: Vec<String> = e["hsm"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|u| format!("hsm {}", text(u)))
+                .collect();
+            if e["envelope"] == true {
+                ways.push("envelope".into());
+            }
+            if ways.is_empty() {
+                "—".into()
+            } else {
+                ways.join(", ")
+            }
+        });
+    }
+    out
+}
+
+const BEGIN: &str = "<!-- describe-hsm table: generated by host/tests/modules.rs -->\n";
+const END: &str = "<!-- end of the generated table -->";
+
+/// Both modules at once; `docs/hsm.md` holds the table their answers make
+/// (`KEYPLANE_BLESS=1` writes it).
+#[cfg(all(feature = "test-hooks", debug_assertions))]
+#[tokio::test]
+async fn the_scenario_on_softhsm2_and_on_a_tpm() {
+    let (soft, tpm) = tokio::join!(scenario(Module::SoftHsm2), scenario(Module::Tpm));
+    let generated = table(&[
+        ("SoftHSM2 2.6", &soft),
+        ("TPM 2.0 (swtpm, tpm2-pkcs11 1.9)", &tpm),
+    ]);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/hsm.md");
+    let doc = std::fs::read_to_string(&path).unwrap();
+    let start = doc
+        .find(BEGIN)
+        .expect("docs/hsm.md has the table's start marker")
+        + BEGIN.len();
+    let end = doc
+        .find(END)
+        .expect("docs/hsm.md has the table's end marker");
+    if std::env::var("KEYPLANE_BLESS").is_ok() {
+        let written = format!("{}{generated}{}", &doc[..start], &doc[end..]);
+        std::fs::write(&path, written).unwrap();
+    } else {
+        assert_eq!(
+            doc[start..end], generated,
+            "docs/hsm.md's module table is not what describe-hsm answers: run this test with KEYPLANE_BLESS=1"
+        );
+    }
+}
