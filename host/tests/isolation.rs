@@ -419,6 +419,11 @@ fn attempts(own: &Tenant, v: &Tenant) -> Vec<Attempt> {
             json!({ "message": m, "mac_algorithm": "HMAC_SHA_256", "mac": b64(&own.mac.1) }),
         ),
         ("get-public-key", json!({})),
+        ("get-public-key", json!({ "format": "CERTIFICATE" })),
+        (
+            "generate-csr",
+            json!({ "subject": { "common_name": "attacker" }, "dns_names": ["a.example"] }),
+        ),
         (
             "derive-shared-secret",
             json!({ "peer_public_key": own.p256_public, "key_agreement_algorithm": "ECDH" }),

@@ -7,7 +7,8 @@
 //! the module, its quirks, its sealing scheme and what each key spec can be made with; keys
 //! the module can hold are created (an `envelope` AES key sealed by the tenant KEK, a P-256
 //! signing key and an RSA-2048 OAEP key in the token), used, rotated; what the module cannot
-//! give is refused at `create-key` with the mechanism it lacks; the node restarts with its
+//! give is refused at `create-key` with the mechanism it lacks; a CSR is signed by the P-256
+//! key in the token and verifies with openssl; the node restarts with its
 //! keys intact; keys are destroyed (crypto-shredding: the token objects are gone and the
 //! ciphertexts answer `KeyDestroyed`); the audit log, with checkpoints signed by the module's
 //! own audit key, verifies. On the TPM, whose root key can never leave it, the key ceremony
@@ -218,6 +219,26 @@ async fn scenario(module: Module) -> Value {
         .create_key_of(&admin, "ECC_NIST_P256", "sign-verify")
         .await;
     let sig = signed(&s, &ec, b"signed before restart", "ECDSA_SHA_256").await;
+    // A CSR signed in the token, which openssl verifies.
+    let csr = s
+        .ok(
+            &admin,
+            "generate-csr",
+            json!({ "key_id": ec, "subject": { "common_name": "modules.example" },
+                    "dns_names": ["modules.example"] }),
+        )
+        .await["csr"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let file = dir.path().join("csr.pem");
+    std::fs::write(&file, &csr).unwrap();
+    let out = std::process::Command::new("openssl")
+        .args(["req", "-verify", "-noout", "-in"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{module:?}: {out:?}");
     verifies(&s, &ec, b"signed before restart", &sig, "ECDSA_SHA_256").await;
     let rsa = s.create_key_of(&admin, "RSA_2048", "encrypt-decrypt").await;
     let oaep = d["rsa_encryption_algorithm"].as_str().unwrap().to_string();

@@ -1,12 +1,15 @@
 //! `get-public-key`: the public key of an asymmetric key's version (default: the primary)
 //! as PEM, DER (SubjectPublicKeyInfo, base64) and JWK, with what the key may be used for —
-//! everything a client needs to verify signatures or encrypt outside keyplane.
+//! everything a client needs to verify signatures or encrypt outside keyplane. With `format:
+//! CERTIFICATE` (`sign-verify` keys), a self-signed X.509 certificate of the version's public
+//! key instead, signed in the HSM by the version itself (see `ops::certificates`).
 //! Cedar: `GetPublicKey` on the key (a Cryptographic action: key grantees may read it).
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::checks::{check_key_enabled, version_to_open};
+use super::certificates::{sign_x509, Request};
+use super::checks::{check_key_enabled, usable_version, version_to_open, VersionUse};
 use super::resolve::{key_row, resolve_key};
 use super::validate::validate_key_id;
 use super::{Base64, OpContext, Operation, WriteScope};
@@ -20,7 +23,8 @@ pub struct GetPublicKey {
     pub key_id: String,
     /// Default: the primary version.
     pub key_version: Option<u32>,
-    /// `PEM`, `DER` or `JWK`; default: all three.
+    /// `PEM`, `DER` or `JWK`; default: all three. `CERTIFICATE`: a self-signed X.509
+    /// certificate (PEM) of a `sign-verify` key, alone.
     pub format: Option<String>,
 }
 
@@ -37,6 +41,9 @@ pub struct GetPublicKeyOutput {
     pub der: Option<Base64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jwk: Option<serde_json::Value>,
+    /// A self-signed X.509 certificate, PEM (`format: CERTIFICATE`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub signing_algorithms: Vec<&'static str>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -53,8 +60,10 @@ impl Operation for GetPublicKey {
     fn validate(&self) -> Result<()> {
         validate_key_id(&self.key_id)?;
         match self.format.as_deref() {
-            None | Some("PEM" | "DER" | "JWK") => Ok(()),
-            Some(_) => Err(Error::validation("format must be PEM, DER or JWK")),
+            None | Some("PEM" | "DER" | "JWK" | "CERTIFICATE") => Ok(()),
+            Some(_) => Err(Error::validation(
+                "format must be PEM, DER, JWK or CERTIFICATE",
+            )),
         }
     }
 
@@ -79,6 +88,33 @@ impl Operation for GetPublicKey {
         }
         let usage = key.usage;
         let version = version_to_open(ctx, key, self.key_version).await?;
+        if self.format.as_deref() == Some("CERTIFICATE") {
+            if usage != KeyUsage::SignVerify {
+                return Err(Error::InvalidKeyUsage(format!(
+                    "key {} is a {} key: only a sign-verify key can sign its own certificate",
+                    key.id, usage
+                )));
+            }
+            // Signing needs a version that may still protect (not disabled, not revoked).
+            let version = usable_version(ctx, key, version.version, VersionUse::Protect).await?;
+            let number = version.version;
+            let request = Request::SelfSigned {
+                key_id: key.id.clone(),
+            };
+            return Ok(GetPublicKeyOutput {
+                key_id: key.id.clone(),
+                key_version: number,
+                key_spec: key.spec.to_string(),
+                key_usage: usage.to_string(),
+                pem: None,
+                der: None,
+                jwk: None,
+                certificate: Some(sign_x509(ctx, spec, version, request).await?),
+                signing_algorithms: Vec::new(),
+                encryption_algorithms: Vec::new(),
+                key_agreement_algorithms: Vec::new(),
+            });
+        }
         let public = ctx.state.keyring.public_key(&version, spec).await?;
         let want = |f: &str| self.format.as_deref().is_none_or(|w| w == f);
         let mut out = GetPublicKeyOutput {
@@ -89,6 +125,7 @@ impl Operation for GetPublicKey {
             pem: want("PEM").then(|| public.pem.clone()),
             der: want("DER").then(|| Base64::new(public.der.clone())),
             jwk: want("JWK").then(|| public.jwk.clone()),
+            certificate: None,
             signing_algorithms: Vec::new(),
             encryption_algorithms: Vec::new(),
             key_agreement_algorithms: Vec::new(),

@@ -26,6 +26,7 @@ pub mod aliases;
 pub mod automatic_rotation;
 mod b64;
 pub mod batch;
+mod certificates;
 mod checks;
 pub mod create_key;
 pub mod create_principal;
@@ -38,6 +39,7 @@ pub mod describe_key;
 pub mod encrypt;
 pub mod export_key;
 pub mod gc;
+pub mod generate_csr;
 pub mod generate_data_key;
 pub mod generate_data_key_pair;
 pub mod generate_random;
@@ -694,6 +696,7 @@ macro_rules! operations {
             $crate::ops::mac::GenerateMac,
             $crate::ops::mac::VerifyMac,
             $crate::ops::get_public_key::GetPublicKey,
+            $crate::ops::generate_csr::GenerateCsr,
             $crate::ops::derive_shared_secret::DeriveSharedSecret,
             $crate::ops::describe_hsm::DescribeHsm,
             $crate::ops::set_storage_backend::SetStorageBackend,
