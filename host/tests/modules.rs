@@ -111,6 +111,7 @@ async fn scenario(module: Module) -> Value {
                 "no session objects",
                 "templates cannot forbid",
                 "never leave the module",
+                "no C_WrapKey",
             ] {
                 assert!(quirks.contains(q), "{q} not in {quirks}");
             }
@@ -147,6 +148,10 @@ async fn scenario(module: Module) -> Value {
                     json!({ "key_spec": "ECC_NIST_P256", "key_usage": "sign-verify",
                             "exportable": true }),
                     "CKM_AES_KEY_WRAP_PAD",
+                ),
+                (
+                    json!({ "key_spec": "AES_256_GCM", "origin": "external" }),
+                    "cannot take imported key material",
                 ),
             ] {
                 let answer = s.call(Some(&admin), "create-key", body.clone()).await;

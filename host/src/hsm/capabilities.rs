@@ -92,7 +92,16 @@ impl Capabilities {
 
     /// Whether the token can wrap a key for `export-key` (with `CKM_AES_KEY_WRAP_PAD`).
     pub fn wraps_for_export(&self) -> bool {
-        self.has(MechanismType::AES_KEY_WRAP_PAD)
+        !self.quirks.no_key_wrapping && self.has(MechanismType::AES_KEY_WRAP_PAD)
+    }
+
+    /// Whether the token can take imported material (BYOK): unwrap it with an RSA-OAEP
+    /// transport key pair it makes for the import (a session pair, so session objects too).
+    pub fn takes_imports(&self) -> bool {
+        !self.quirks.no_key_wrapping
+            && !self.quirks.no_session_objects
+            && self.has(MechanismType::RSA_PKCS_OAEP)
+            && self.has(MechanismType::RSA_PKCS_KEY_PAIR_GEN)
     }
 
     /// Names of the used mechanisms the token lists, and of those it does not.

@@ -43,6 +43,9 @@ pub struct Quirks {
     /// template says (a TPM's keys are created inside it): `generate-data-key-pair`, which
     /// hands the caller the private key, cannot use its generator.
     pub private_keys_stay_inside: bool,
+    /// `C_WrapKey` and `C_UnwrapKey` answer `CKR_FUNCTION_NOT_SUPPORTED` (tpm2-pkcs11 1.9),
+    /// whatever mechanisms are listed: no import (BYOK) and no export.
+    pub no_key_wrapping: bool,
 }
 
 /// The modules keyplane knows by name.
@@ -93,12 +96,14 @@ impl Module {
                 no_session_objects: false,
                 fixed_key_uses: false,
                 private_keys_stay_inside: false,
+                no_key_wrapping: false,
             },
             Module::Tpm2Pkcs11 => Quirks {
                 no_generate_key: true,
                 no_session_objects: true,
                 fixed_key_uses: true,
                 private_keys_stay_inside: true,
+                no_key_wrapping: true,
                 ..Quirks::default()
             },
             Module::Other => Quirks::default(),
@@ -172,6 +177,9 @@ impl Quirks {
         }
         if self.private_keys_stay_inside {
             names.push("generated private keys never leave the module");
+        }
+        if self.no_key_wrapping {
+            names.push("no C_WrapKey or C_UnwrapKey");
         }
         names
     }

@@ -185,6 +185,11 @@ impl Operation for CreateKey {
             .capabilities()
             .missing_for(spec, usage, protection);
         let caps = ctx.state.keyring.hsm().capabilities();
+        if self.origin == imports::ORIGIN_EXTERNAL && !caps.takes_imports() {
+            return Err(Error::validation(
+                "the HSM cannot take imported key material: it does not unwrap keys (C_UnwrapKey with CKM_RSA_PKCS_OAEP), which import needs",
+            ));
+        }
         if self.exportable && protection == Protection::Hsm && !caps.wraps_for_export() {
             return Err(Error::validation(
                 "the HSM cannot make exportable keys: it lacks CKM_AES_KEY_WRAP_PAD, which export wraps a key with",
