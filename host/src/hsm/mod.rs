@@ -171,11 +171,17 @@ impl Live {
         max_idle: usize,
         epoch: u64,
     ) -> Self {
+        let quirks = quirks::Module::of(&pkcs11).quirks();
         Live {
-            pool: SessionPool::new(pkcs11.clone(), slot, max_idle),
+            pool: SessionPool::new(
+                pkcs11.clone(),
+                slot,
+                max_idle,
+                quirks.failed_operation_stays_active,
+            ),
             anchor: Mutex::new(anchor),
             root,
-            quirks: quirks::Module::of(&pkcs11).quirks(),
+            quirks,
             slot,
             epoch,
             pkcs11,

@@ -19,16 +19,25 @@ pub(super) struct SessionPool {
     /// Sessions this pool has open (idle or lent): `describe-hsm` shows it, so a leak shows
     /// over a long run (benches/soak).
     open: AtomicIsize,
+    /// Close a session whose call was refused as a bad input too (the module's
+    /// `failed_operation_stays_active` quirk: see `hsm::quirks`).
+    close_after_rejected: bool,
 }
 
 impl SessionPool {
-    pub(super) fn new(pkcs11: Pkcs11, slot: Slot, max_idle: usize) -> Self {
+    pub(super) fn new(
+        pkcs11: Pkcs11,
+        slot: Slot,
+        max_idle: usize,
+        close_after_rejected: bool,
+    ) -> Self {
         SessionPool {
             pkcs11,
             slot,
             idle: Mutex::new(Vec::new()),
             max_idle: max_idle.max(1),
             open: AtomicIsize::new(0),
+            close_after_rejected,
         }
     }
 
@@ -76,7 +85,8 @@ impl SessionPool {
         }
     }
 
-    /// Run `f` with an exclusive session. A session whose call failed with an HSM error is
+    /// Run `f` with an exclusive session. A session whose call failed with an HSM error (or,
+    /// on a module that leaves a failed operation active, was refused as a bad input) is
     /// closed rather than returned, so a broken session does not poison the pool.
     /// `function` and `mechanism` name the PKCS#11 call for its span and latency metric.
     pub(super) fn with<T>(
@@ -93,6 +103,7 @@ impl SessionPool {
         let out = f(&session);
         match &out {
             Err(Error::HsmUnavailable) => self.close(session),
+            Err(Error::DecryptionFailed) if self.close_after_rejected => self.close(session),
             _ => self.give_back(session),
         }
         out

@@ -17,7 +17,10 @@ use cryptoki::object::Attribute;
 pub struct Quirks {
     /// A ciphertext that does not authenticate or decode (a GCM tag, OAEP padding, a wrapped
     /// key) is reported as `CKR_GENERAL_ERROR` instead of `CKR_ENCRYPTED_DATA_INVALID` or
-    /// `CKR_WRAPPED_KEY_INVALID` (SoftHSM2 2.6). Elsewhere a general error is the token's.
+    /// `CKR_WRAPPED_KEY_INVALID` (SoftHSM2 2.6; tpm2-pkcs11 1.9 with swtpm, whose TPM answers
+    /// a bad OAEP ciphertext with `TPM_RC_FAILURE` for that command alone). Elsewhere a
+    /// general error is the token's. The price where it is set: a token failing in the middle
+    /// of a decryption is taken for a bad ciphertext (an error either way, not a wrong answer).
     pub bad_input_as_general_error: bool,
     /// The module computes in this process with no device to wait on (SoftHSM2): its calls
     /// are CPU work, run inline on the data plane, and session copies of token objects are
@@ -46,6 +49,10 @@ pub struct Quirks {
     /// `C_WrapKey` and `C_UnwrapKey` answer `CKR_FUNCTION_NOT_SUPPORTED` (tpm2-pkcs11 1.9),
     /// whatever mechanisms are listed: no import (BYOK) and no export.
     pub no_key_wrapping: bool,
+    /// A `C_Decrypt` that fails leaves the decryption active in its session, so the next
+    /// `C_DecryptInit` there answers `CKR_OPERATION_ACTIVE` (tpm2-pkcs11 1.9): a session whose
+    /// call was refused as a bad input is closed, not reused.
+    pub failed_operation_stays_active: bool,
 }
 
 /// The modules keyplane knows by name.
@@ -97,13 +104,16 @@ impl Module {
                 fixed_key_uses: false,
                 private_keys_stay_inside: false,
                 no_key_wrapping: false,
+                failed_operation_stays_active: false,
             },
             Module::Tpm2Pkcs11 => Quirks {
+                bad_input_as_general_error: true,
                 no_generate_key: true,
                 no_session_objects: true,
                 fixed_key_uses: true,
                 private_keys_stay_inside: true,
                 no_key_wrapping: true,
+                failed_operation_stays_active: true,
                 ..Quirks::default()
             },
             Module::Other => Quirks::default(),
@@ -181,6 +191,9 @@ impl Quirks {
         if self.no_key_wrapping {
             names.push("no C_WrapKey or C_UnwrapKey");
         }
+        if self.failed_operation_stays_active {
+            names.push("a failed decryption stays active in its session, which is closed");
+        }
         names
     }
 }
@@ -215,8 +228,9 @@ mod tests {
         let soft = Module::SoftHsm2.quirks();
         let tpm = Module::Tpm2Pkcs11.quirks();
         assert!(soft.rejects_input(&general) && soft.rejects_input(&invalid));
-        assert!(!tpm.rejects_input(&general) && tpm.rejects_input(&invalid));
-        assert!(!Quirks::default().rejects_input(&general));
+        assert!(tpm.rejects_input(&general) && tpm.rejects_input(&invalid));
+        let other = Module::Other.quirks();
+        assert!(!other.rejects_input(&general) && other.rejects_input(&invalid));
     }
 
     #[test]
