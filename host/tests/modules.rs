@@ -321,6 +321,27 @@ async fn scenario(module: Module) -> Value {
         )
         .await;
     assert_eq!(unb64(&v["plaintext"]), b"for rsa");
+    // A ciphertext the key did not make is refused the same way on both modules, and the
+    // decryptions after it work (the TPM's session that refused it is not reused).
+    let garbage = b64(&[0x5a; 256]);
+    let refused = s
+        .call(
+            Some(&admin),
+            "decrypt",
+            json!({ "key_id": rsa, "ciphertext_blob": garbage, "encryption_algorithm": oaep }),
+        )
+        .await;
+    assert_error(&refused, 400, "InvalidCiphertext", "");
+    for _ in 0..3 {
+        let v = s
+            .ok(
+                &admin,
+                "decrypt",
+                json!({ "key_id": rsa, "ciphertext_blob": rsa_ct, "encryption_algorithm": oaep }),
+            )
+            .await;
+        assert_eq!(unb64(&v["plaintext"]), b"for rsa");
+    }
 
     // Crypto-shredding: the token objects are gone, the ciphertexts answer KeyDestroyed.
     s.destroy_keys(&[&envelope, &ec]).await;

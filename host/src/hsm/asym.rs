@@ -564,18 +564,15 @@ impl Hsm {
         hash: Hash,
         ciphertext: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>> {
+        // A refused ciphertext is an error of the call (not a value), so the pool closes the
+        // session where the module leaves the failed decryption active (`hsm::quirks`).
         self.call("C_Decrypt", "CKM_RSA_PKCS_OAEP", |s, live| {
             match s.decrypt(&Self::oaep(hash), live.handle(key)?, ciphertext) {
-                Ok(pt) => Ok(Ok(Zeroizing::new(pt))),
-                Err(CkError::Pkcs11(
-                    RvError::GeneralError
-                    | RvError::EncryptedDataInvalid
-                    | RvError::EncryptedDataLenRange,
-                    _,
-                )) => Ok(Err(Error::DecryptionFailed)),
+                Ok(pt) => Ok(Zeroizing::new(pt)),
+                Err(e) if live.quirks.rejects_input(&e) => Err(Error::DecryptionFailed),
                 Err(e) => Err(unavailable("rsa-oaep decrypt")(e)),
             }
-        })?
+        })
     }
 
     /// ECDH (`CKM_ECDH1_DERIVE`, null KDF) of the private key with an uncompressed peer
