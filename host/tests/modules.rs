@@ -313,6 +313,23 @@ async fn scenario(module: Module) -> Value {
     verifies(&s, &ec, b"signed before restart", &sig, "ECDSA_SHA_256").await;
     let sig2 = signed(&s, &ec, b"signed after restart", "ECDSA_SHA_256").await;
     verifies(&s, &ec, b"signed after restart", &sig2, "ECDSA_SHA_256").await;
+    // A signature that does not match is answered false on both modules, and verifying
+    // goes on working after it.
+    let mut wrong = sig2.clone();
+    let last = wrong.len() - 1;
+    wrong[last] ^= 0x01;
+    for _ in 0..3 {
+        let v = s
+            .ok(
+                &admin,
+                "verify",
+                json!({ "key_id": ec, "message": b64(b"signed after restart"),
+                        "signature": b64(&wrong), "signing_algorithm": "ECDSA_SHA_256" }),
+            )
+            .await;
+        assert_eq!(v["signature_valid"], false, "{module:?}: {v}");
+        verifies(&s, &ec, b"signed after restart", &sig2, "ECDSA_SHA_256").await;
+    }
     let v = s
         .ok(
             &admin,
