@@ -633,14 +633,12 @@ impl Hsm {
                 })
             }
             sealing::Scheme::OaepKem => self.call("C_Decrypt", "CKM_RSA_PKCS_OAEP", |s, live| {
-                let (private, hash) = match (by, live.root) {
-                    (Sealer::Root, sealing::RootKey::Rsa { private, hash, .. }) => (private, hash),
-                    (Sealer::Kek(kek), sealing::RootKey::Rsa { hash, .. }) => {
-                        (live.handle(kek)?, hash)
-                    }
+                let private = match (by, live.root) {
+                    (Sealer::Root, sealing::RootKey::Rsa { private, .. }) => private,
+                    (Sealer::Kek(kek), sealing::RootKey::Rsa { .. }) => live.handle(kek)?,
                     _ => return Err(Error::HsmUnavailable),
                 };
-                sealing::kem_open(s, private, hash, live.quirks, aad, blob)
+                sealing::kem_open(s, private, live.quirks, aad, blob)
             }),
         }
     }

@@ -17,8 +17,9 @@
 //!   key that seals the secret (in `ring`) is HKDF-SHA256 of the data key, salted with its
 //!   encapsulation, so an altered encapsulation yields an unrelated key and the tag fails,
 //!   and the AAD binds the blob to its owner as under `TokenGcm`. Opening decrypts the
-//!   encapsulation in the token. A blob is `0x01 ‖ len (u16 BE) ‖ encapsulation ‖ nonce ‖
-//!   ciphertext ‖ tag`. What changes: the data key and the secret are in host memory
+//!   encapsulation in the token. A blob is `hash ‖ len (u16 BE) ‖ encapsulation ‖ nonce ‖
+//!   ciphertext ‖ tag`, its first byte naming the OAEP hash (1: SHA-256, 2: SHA-1). What
+//!   changes: the data key and the secret are in host memory
 //!   (zeroized) while a blob is sealed or opened, where `TokenGcm` keeps the KEK's work in the
 //!   token; the KEK itself still never leaves the token. And nothing can be wrapped by the
 //!   root key, so there are no world copies and no key ceremony: such a node is a node of its
@@ -108,8 +109,11 @@ pub const RSA_BITS: u64 = 3072;
 pub const KEK_TOKEN_PREFIX: &[u8] = b"token-object:";
 /// Prefix of a KEK token object's `CKA_ID`.
 const KEK_ID_PREFIX: &str = "keyplane-kek:";
-/// First byte of a KEM blob.
-const KEM_FORMAT: u8 = 1;
+/// First byte of a KEM blob: the OAEP hash of its encapsulation. The blob names it (rather
+/// than the hash probed at start) so that a module that changes what it accepts still opens
+/// what it sealed before.
+const KEM_OAEP_SHA256: u8 = 1;
+const KEM_OAEP_SHA1: u8 = 2;
 /// HKDF info of the sealing key.
 const KEM_INFO: &[u8] = b"keyplane oaep-kem seal v1";
 
@@ -241,7 +245,10 @@ pub(crate) fn kem_seal(
     )
     .map_err(|_| Error::Internal)?;
     let mut out = Vec::with_capacity(3 + encapsulation.len() + nonce.len() + body.len());
-    out.push(KEM_FORMAT);
+    out.push(match hash {
+        Hash::Sha1 => KEM_OAEP_SHA1,
+        _ => KEM_OAEP_SHA256,
+    });
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(&encapsulation);
     out.extend_from_slice(&nonce);
@@ -254,12 +261,16 @@ pub(crate) fn kem_seal(
 pub(crate) fn kem_open(
     s: &Session,
     private: ObjectHandle,
-    hash: Hash,
     quirks: Quirks,
     aad: &[u8],
     blob: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>> {
-    let (encapsulation, nonce, sealed) = split_kem(blob).ok_or(Error::DecryptionFailed)?;
+    let KemBlob {
+        hash,
+        encapsulation,
+        nonce,
+        sealed,
+    } = split_kem(blob).ok_or(Error::DecryptionFailed)?;
     let data_key = match spans::hsm("C_Decrypt", "CKM_RSA_PKCS_OAEP", || {
         s.decrypt(&oaep(hash), private, encapsulation)
     }) {
@@ -281,9 +292,22 @@ pub(crate) fn kem_open(
     Ok(body)
 }
 
-fn split_kem(blob: &[u8]) -> Option<(&[u8], [u8; 12], &[u8])> {
+/// The parts of a KEM blob.
+struct KemBlob<'a> {
+    hash: Hash,
+    encapsulation: &'a [u8],
+    nonce: [u8; 12],
+    sealed: &'a [u8],
+}
+
+fn split_kem(blob: &[u8]) -> Option<KemBlob<'_>> {
     let (&format, rest) = blob.split_first()?;
-    if format != KEM_FORMAT || rest.len() < 2 {
+    let hash = match format {
+        KEM_OAEP_SHA256 => Hash::Sha256,
+        KEM_OAEP_SHA1 => Hash::Sha1,
+        _ => return None,
+    };
+    if rest.len() < 2 {
         return None;
     }
     let (len, rest) = rest.split_at(2);
@@ -293,7 +317,12 @@ fn split_kem(blob: &[u8]) -> Option<(&[u8], [u8; 12], &[u8])> {
     }
     let (encapsulation, rest) = rest.split_at(len);
     let (nonce, sealed) = rest.split_at(12);
-    Some((encapsulation, nonce.try_into().ok()?, sealed))
+    Some(KemBlob {
+        hash,
+        encapsulation,
+        nonce: nonce.try_into().ok()?,
+        sealed,
+    })
 }
 
 #[cfg(test)]
@@ -303,13 +332,23 @@ mod tests {
     #[test]
     fn kem_blobs_parse_totally() {
         assert!(split_kem(&[]).is_none());
-        assert!(split_kem(&[2, 0, 0]).is_none());
+        assert!(split_kem(&[3, 0, 0]).is_none());
         assert!(split_kem(&[1, 0xff, 0xff, 1, 2, 3]).is_none());
         let mut blob = vec![1, 0, 3, 9, 9, 9];
         blob.extend_from_slice(&[7; 12]);
         blob.extend_from_slice(&[5; 16]);
-        let (enc, nonce, sealed) = split_kem(&blob).unwrap();
-        assert_eq!((enc, nonce, sealed.len()), (&[9u8, 9, 9][..], [7; 12], 16));
+        let parts = split_kem(&blob).unwrap();
+        assert_eq!(
+            (
+                parts.hash,
+                parts.encapsulation,
+                parts.nonce,
+                parts.sealed.len()
+            ),
+            (Hash::Sha256, &[9u8, 9, 9][..], [7; 12], 16)
+        );
+        blob[0] = 2;
+        assert_eq!(split_kem(&blob).unwrap().hash, Hash::Sha1);
     }
 
     #[test]
