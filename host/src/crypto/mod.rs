@@ -291,7 +291,8 @@ impl Keyring {
     }
 
     /// Undo [`Keyring::create_tenant_kek`] after a failed transaction: forget and destroy the
-    /// session object, so a later tenant of the same name unwraps its own stored KEK.
+    /// KEK (its session object, or its token objects: see [`Hsm::discard_kek`]), so a later
+    /// tenant of the same name unwraps its own stored KEK.
     pub async fn discard_tenant_kek(&self, tenant: &str) {
         let handle = self.keks.lock().ok().and_then(|mut m| m.remove(tenant));
         // One of an earlier login ended with it.
@@ -322,10 +323,14 @@ impl Keyring {
         let hsm = self.hsm.clone();
         let handle = blocking(move || hsm.unwrap_kek(&row.kek_wrapped)).await?;
         let mut keks = self.keks.lock().map_err(|_| Error::Internal)?;
-        // Another request may have unwrapped it meanwhile; keep one handle.
+        // Another request may have unwrapped it meanwhile; keep one handle. Only a session
+        // object of our own is destroyed: a token-object KEK (`OaepKem`) found by both
+        // requests is the same object, and is the tenant's only KEK.
         if let Some(existing) = self.current(keks.get(tenant).copied()) {
             let (hsm, dup) = (self.hsm.clone(), handle);
-            tokio::task::spawn_blocking(move || hsm.destroy(dup));
+            if dup != existing {
+                tokio::task::spawn_blocking(move || hsm.release_kek(dup));
+            }
             return Ok(existing);
         }
         keks.insert(tenant.to_string(), handle);
@@ -427,7 +432,7 @@ impl Keyring {
                 continue;
             }
             let hsm = self.hsm.clone();
-            if let Err(e) = blocking(move || hsm.discard_kek(handle)).await {
+            if let Err(e) = blocking(move || hsm.destroy(handle)).await {
                 tracing::error!(error = %e, "could not destroy HSM object of a failed key creation");
             }
         }

@@ -2,9 +2,11 @@
 //!
 //! Owns the loaded module, the token (found by label), the login, the session pool and the
 //! handles of the objects keyplane keeps in the token: the root key (a sensitive token
-//! object, wrappable only by a key the SO marked trusted: see [`ceremony`]), tenant KEKs
-//! (unwrapped from their root-wrapped form into non-extractable session objects owned by the
-//! anchor session) and `hsm`-protected key versions (non-extractable token objects, each also
+//! object, wrappable only by a key the SO marked trusted: see [`ceremony`]; an RSA key pair on a
+//! token without AES-GCM and key wrap: see [`sealing`]), tenant KEKs (unwrapped from their
+//! root-wrapped form into non-extractable session objects owned by the anchor session, or
+//! token-object key pairs under [`sealing`]'s KEM scheme), module quirks ([`quirks`]) and
+//! `hsm`-protected key versions (non-extractable token objects, each also
 //! kept wrapped by the root key in the database, and unwrapped on the other nodes into
 //! session objects of their own anchor session: see [`world`]). Methods are blocking; async
 //! callers go through `tokio::task::spawn_blocking`.
@@ -353,8 +355,8 @@ impl Hsm {
     /// some of those with `CKR_GENERAL_ERROR` (even `CKR_TEMPLATE_INCONSISTENT`) when they run
     /// at once in one process: a stress of four threads each generating a token key, listing
     /// the token's objects and destroying the key failed about 1 call in 100, and never with
-    /// the three serialised. So on a token that computes in this process they take turns;
-    /// other modules run them in parallel. Cryptographic calls never wait for this.
+    /// the three serialised. So on a module with that quirk (`object_calls_race`) they take
+    /// turns; other modules run them in parallel. Cryptographic calls never wait for this.
     fn call_on_objects<T>(
         &self,
         function: &'static str,
@@ -375,8 +377,8 @@ impl Hsm {
         self.in_turn_on_objects(|| self.call_anchor(function, mechanism, f))
     }
 
-    /// Run `call` holding the turn on object calls, on a token that computes in this process
-    /// (see [`Hsm::call_on_objects`]); at once on any other.
+    /// Run `call` holding the turn on object calls, on a module whose object calls race (see
+    /// [`Hsm::call_on_objects`]); at once on any other.
     fn in_turn_on_objects<T>(&self, call: impl FnOnce() -> Result<T>) -> Result<T> {
         if !self.caps.quirks.object_calls_race {
             return call();
@@ -719,6 +721,16 @@ impl Hsm {
             })?;
             Ok(live.obj(unwrap_kek(anchor, root, stored)?))
         })
+    }
+
+    /// Let go of a second handle to a tenant's KEK (two requests resolved it at once): a
+    /// session object of its own under `TokenGcm` is destroyed; under `OaepKem` the handle
+    /// names the tenant's one token object, which stays.
+    pub fn release_kek(&self, kek: Obj) -> Result<()> {
+        match self.scheme()? {
+            sealing::Scheme::TokenGcm => self.destroy_if_present(kek),
+            sealing::Scheme::OaepKem => Ok(()),
+        }
     }
 
     /// Destroy a tenant KEK made by a creation that did not commit: its session object, or

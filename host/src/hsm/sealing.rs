@@ -2,8 +2,9 @@
 //! seals node secrets (the token-hash key, access-key secrets, plugin configs) and, on tokens
 //! that wrap keys, the tenant KEKs; a tenant's KEK seals the material of its `envelope` key
 //! versions. Which scheme a node uses is decided once, when its root key is made, from the
-//! token's mechanism list ([`Scheme::for_token`]), never from the module's name; afterwards
-//! the kind of root key found in the token names the scheme ([`RootKey`]).
+//! token's mechanism list ([`Scheme::for_token`]; a mechanism the module lists but cannot use,
+//! a quirk, does not count); afterwards the kind of root key found in the token names the
+//! scheme ([`RootKey`]).
 //!
 //! - [`Scheme::TokenGcm`] (SoftHSM2, most HSMs): the root key is an AES-256 token object.
 //!   `CKM_AES_GCM` seals inside the token; a tenant KEK is an AES key generated in the token,
@@ -21,7 +22,12 @@
 //!   ciphertext ‖ tag`, its first byte naming the OAEP hash (1: SHA-256, 2: SHA-1). What
 //!   changes: the data key and the secret are in host memory
 //!   (zeroized) while a blob is sealed or opened, where `TokenGcm` keeps the KEK's work in the
-//!   token; the KEK itself still never leaves the token. And nothing can be wrapped by the
+//!   token; the KEK itself still never leaves the token. A blob proves what it holds was
+//!   sealed to that key, not by whom: the public half is public, so whoever can write where
+//!   blobs are kept (the database, a storage plugin) could put material of their own choosing
+//!   in place of a version's, where under `TokenGcm` only the token can make a blob that opens.
+//!   Signing each blob in the token (a TPM's RSA keys sign too) would close that; it is not
+//!   done yet (docs/hsm.md). And nothing can be wrapped by the
 //!   root key, so there are no world copies and no key ceremony: such a node is a node of its
 //!   own (`docs/hsm.md`).
 

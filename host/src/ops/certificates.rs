@@ -1,9 +1,12 @@
 //! X.509 for `sign-verify` keys: a certificate signing request for an external CA
 //! (`generate-csr`) and a self-signed certificate of a version's public key (`get-public-key`
 //! with `format: CERTIFICATE`), each signed in the HSM by that version itself; no private key
-//! leaves the token. rcgen builds and encodes both. Its signer is synchronous, so the
-//! encoding runs on a blocking thread that waits for the HSM's signature through the runtime
-//! handle (the HSM call runs on a blocking thread of its own, as every HSM call does).
+//! leaves the token. rcgen builds and encodes both. Its signer is a synchronous callback and
+//! the HSM is reached asynchronously, so each is built twice: the first time the callback only
+//! records the bytes to be signed (and answers a placeholder), the HSM signs those bytes, and
+//! the second build, from the same parameters, must ask for the same bytes and gets the
+//! signature. No thread waits on another (a blocking thread waiting for the HSM's own
+//! blocking call could starve the blocking pool under load).
 //!
 //! Signature algorithms are the spec's: ECDSA with SHA-256 (P-256) or SHA-384 (P-384),
 //! Ed25519, and RSASSA-PKCS1-v1_5 with SHA-256 for RSA keys (what every CA accepts).
@@ -26,7 +29,6 @@ use spki::der::Decode;
 use super::OpContext;
 use crate::algorithms::{KeySpec, SigningAlgorithm};
 use crate::crypto::asym::MessageType;
-use crate::crypto::Keyring;
 use crate::error::{Error, Result};
 use crate::store::keys::KeyVersionRow;
 
@@ -69,44 +71,84 @@ fn algorithms(spec: KeySpec) -> Result<(&'static X509Algorithm, SigningAlgorithm
     })
 }
 
-/// A key version as rcgen's remote key: signing asks the HSM.
-struct HsmKey {
+/// A key version's public key as rcgen's remote key. Without a signature it records what it
+/// is asked to sign; with one, it answers it for exactly those bytes.
+struct TwoPass {
     /// The subjectPublicKey bits of its SubjectPublicKeyInfo (what rcgen calls raw).
     public: Vec<u8>,
     x509: &'static X509Algorithm,
-    algorithm: SigningAlgorithm,
-    spec: KeySpec,
-    version: KeyVersionRow,
-    keyring: Arc<Keyring>,
-    runtime: tokio::runtime::Handle,
-    /// Why the last signature failed, for the caller (rcgen only says "remote key error").
-    failed: Arc<Mutex<Option<Error>>>,
+    asked: Arc<Mutex<Option<Vec<u8>>>>,
+    signature: Option<Vec<u8>>,
 }
 
-impl RemoteKeyPair for HsmKey {
+impl RemoteKeyPair for TwoPass {
     fn public_key(&self) -> &[u8] {
         &self.public
     }
 
     fn sign(&self, msg: &[u8]) -> std::result::Result<Vec<u8>, rcgen::Error> {
-        let signed = self.runtime.block_on(self.keyring.sign(
-            &self.version,
-            self.spec,
-            self.algorithm,
-            MessageType::Raw,
-            msg,
-        ));
-        signed.map_err(|e| {
-            if let Ok(mut failed) = self.failed.lock() {
-                *failed = Some(e);
+        let mut asked = self
+            .asked
+            .lock()
+            .map_err(|_| rcgen::Error::RemoteKeyError)?;
+        match &self.signature {
+            None => {
+                *asked = Some(msg.to_vec());
+                Ok(vec![0; 64])
             }
-            rcgen::Error::RemoteKeyError
-        })
+            Some(signature) if asked.as_deref() == Some(msg) => Ok(signature.clone()),
+            Some(_) => Err(rcgen::Error::RemoteKeyError),
+        }
     }
 
     fn algorithm(&self) -> &'static X509Algorithm {
         self.x509
     }
+}
+
+/// Encode `params` as `request` says, signed by `key`.
+fn encode(
+    request: &Request,
+    params: &CertificateParams,
+    key: TwoPass,
+) -> std::result::Result<String, rcgen::Error> {
+    let key = KeyPair::from_remote(Box::new(key))?;
+    match request {
+        Request::Csr { .. } => params.serialize_request(&key)?.pem(),
+        Request::SelfSigned { .. } => Ok(params.clone().self_signed(&key)?.pem()),
+    }
+}
+
+/// The certificate parameters of `request`, made once (a self-signed certificate's serial and
+/// dates included) so that both builds encode the same bytes.
+fn params(request: &Request, now: i64) -> Result<CertificateParams> {
+    let mut params = CertificateParams::default();
+    match request {
+        Request::Csr { subject, sans } => {
+            params.distinguished_name = subject.clone();
+            params.subject_alt_names = sans.clone();
+        }
+        Request::SelfSigned { key_id } => {
+            use chrono::Datelike;
+            params.distinguished_name = DistinguishedName::new();
+            params
+                .distinguished_name
+                .push(DnType::CommonName, key_id.as_str());
+            // rcgen takes dates (midnight UTC): valid from today for a year.
+            let now = chrono::DateTime::from_timestamp(now, 0).ok_or(Error::Internal)?;
+            let until = now + chrono::Duration::days(SELF_SIGNED_DAYS);
+            params.not_before =
+                rcgen::date_time_ymd(now.year(), now.month() as u8, now.day() as u8);
+            params.not_after =
+                rcgen::date_time_ymd(until.year(), until.month() as u8, until.day() as u8);
+            let mut serial = [0u8; 16];
+            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut serial)
+                .map_err(|_| Error::Internal)?;
+            serial[0] &= 0x7f;
+            params.serial_number = Some(serial.to_vec().into());
+        }
+    }
+    Ok(params)
 }
 
 /// Make `request` for `version` of a key of `spec`; returns it as PEM.
@@ -123,58 +165,30 @@ pub(super) async fn sign_x509(
         .subject_public_key
         .raw_bytes()
         .to_vec();
-    let failed = Arc::new(Mutex::new(None));
-    let key = HsmKey {
-        public,
+    let params = params(&request, ctx.state.clock.now())?;
+    let asked = Arc::new(Mutex::new(None));
+    let pass = |signature| TwoPass {
+        public: public.clone(),
         x509,
-        algorithm,
-        spec,
-        version,
-        keyring: ctx.state.keyring.clone(),
-        runtime: tokio::runtime::Handle::current(),
-        failed: failed.clone(),
+        asked: asked.clone(),
+        signature,
     };
-    let now = chrono::DateTime::from_timestamp(ctx.state.clock.now(), 0).ok_or(Error::Internal)?;
-    let built = tokio::task::spawn_blocking(move || {
-        let key = KeyPair::from_remote(Box::new(key))?;
-        match request {
-            Request::Csr { subject, sans } => {
-                let mut params = CertificateParams::default();
-                params.distinguished_name = subject;
-                params.subject_alt_names = sans;
-                params.serialize_request(&key)?.pem()
-            }
-            Request::SelfSigned { key_id } => {
-                let mut params = CertificateParams::default();
-                params.distinguished_name = DistinguishedName::new();
-                params
-                    .distinguished_name
-                    .push(DnType::CommonName, key_id.as_str());
-                // rcgen takes dates (midnight UTC): valid from today for a year.
-                use chrono::Datelike;
-                let until = now + chrono::Duration::days(SELF_SIGNED_DAYS);
-                params.not_before =
-                    rcgen::date_time_ymd(now.year(), now.month() as u8, now.day() as u8);
-                params.not_after =
-                    rcgen::date_time_ymd(until.year(), until.month() as u8, until.day() as u8);
-                let mut serial = [0u8; 16];
-                ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut serial)
-                    .map_err(|_| rcgen::Error::RingUnspecified)?;
-                serial[0] &= 0x7f;
-                params.serial_number = Some(serial.to_vec().into());
-                Ok(params.self_signed(&key)?.pem())
-            }
-        }
-    })
-    .await
-    .map_err(|_| Error::Internal)?;
-    built.map_err(|e| {
-        let cause = failed.lock().ok().and_then(|mut f| f.take());
-        cause.unwrap_or_else(|| {
-            tracing::error!(error = %e, "could not build an X.509 structure");
-            Error::Internal
-        })
-    })
+    let failed = |e: rcgen::Error| {
+        tracing::error!(error = %e, "could not build an X.509 structure");
+        Error::Internal
+    };
+    encode(&request, &params, pass(None)).map_err(failed)?;
+    let tbs = asked
+        .lock()
+        .map_err(|_| Error::Internal)?
+        .clone()
+        .ok_or(Error::Internal)?;
+    let signature = ctx
+        .state
+        .keyring
+        .sign(&version, spec, algorithm, MessageType::Raw, &tbs)
+        .await?;
+    encode(&request, &params, pass(Some(signature))).map_err(failed)
 }
 
 /// A CSR subject from its parts; each must be 1 to 64 printable characters.

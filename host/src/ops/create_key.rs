@@ -190,7 +190,7 @@ impl Operation for CreateKey {
                 "the HSM cannot take imported key material: it does not unwrap keys (C_UnwrapKey with CKM_RSA_PKCS_OAEP), which import needs",
             ));
         }
-        if self.exportable && protection == Protection::Hsm && !caps.wraps_for_export() {
+        if self.exportable && !caps.wraps_for_export() {
             return Err(Error::validation(
                 "the HSM cannot make exportable keys: it lacks CKM_AES_KEY_WRAP_PAD, which export wraps a key with",
             ));

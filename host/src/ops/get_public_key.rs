@@ -1,8 +1,12 @@
 //! `get-public-key`: the public key of an asymmetric key's version (default: the primary)
 //! as PEM, DER (SubjectPublicKeyInfo, base64) and JWK, with what the key may be used for —
 //! everything a client needs to verify signatures or encrypt outside keyplane. With `format:
-//! CERTIFICATE` (`sign-verify` keys), a self-signed X.509 certificate of the version's public
-//! key instead, signed in the HSM by the version itself (see `ops::certificates`).
+//! CERTIFICATE` (`sign-verify` keys), a self-signed X.509 certificate of the primary
+//! version's public key instead, signed in the HSM by that version and counted as one of its
+//! signatures (see `ops::certificates`). `GetPublicKey` alone authorizes it because nothing in
+//! it is the caller's: subject and issuer are the key id, the serial random, the validity a
+//! year from today. A certificate request with contents of the caller's choosing is
+//! `generate-csr`, which its own action (`GenerateCsr`) governs.
 //! Cedar: `GetPublicKey` on the key (a Cryptographic action: key grantees may read it).
 
 use schemars::JsonSchema;
@@ -16,6 +20,7 @@ use super::{Base64, OpContext, Operation, WriteScope};
 use crate::algorithms::{KeyUsage, OaepAlgorithm};
 use crate::authz::ResourceRef;
 use crate::error::{Error, Result};
+use crate::usage::UseKind;
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -95,12 +100,24 @@ impl Operation for GetPublicKey {
                     key.id, usage
                 )));
             }
-            // Signing needs a version that may still protect (not disabled, not revoked).
-            let version = usable_version(ctx, key, version.version, VersionUse::Protect).await?;
+            // Signed by the primary version (one that may still protect), counted as one of
+            // its signatures.
+            if self
+                .key_version
+                .is_some_and(|v| i64::from(v) != key.primary_version)
+            {
+                return Err(Error::validation(
+                    "format CERTIFICATE is signed by the primary version: leave key_version out",
+                ));
+            }
+            let version =
+                usable_version(ctx, key, key.primary_version, VersionUse::Protect).await?;
             let number = version.version;
             let request = Request::SelfSigned {
                 key_id: key.id.clone(),
             };
+            let certificate = sign_x509(ctx, spec, version, request).await?;
+            ctx.state.usage.record(&key.id, number, UseKind::Sign);
             return Ok(GetPublicKeyOutput {
                 key_id: key.id.clone(),
                 key_version: number,
@@ -109,7 +126,7 @@ impl Operation for GetPublicKey {
                 pem: None,
                 der: None,
                 jwk: None,
-                certificate: Some(sign_x509(ctx, spec, version, request).await?),
+                certificate: Some(certificate),
                 signing_algorithms: Vec::new(),
                 encryption_algorithms: Vec::new(),
                 key_agreement_algorithms: Vec::new(),
