@@ -69,9 +69,8 @@ pub struct Capabilities {
     pub mechanisms: Vec<MechanismType>,
     /// The OAEP hash (also MGF1's) the token accepts; `None`: no RSA encryption.
     pub oaep_hash: Option<Hash>,
-    /// The module, as `hsm::quirks` knows it, and its quirks.
+    /// The module, as `hsm::quirks` knows it.
     pub module: Module,
-    pub quirks: Quirks,
     /// How the node seals secrets (the kind of its root key).
     pub scheme: Scheme,
     /// The largest RSA modulus (bits) the token generates, where it says.
@@ -82,7 +81,7 @@ impl Capabilities {
     /// The token is software computing inside this process (SoftHSM2): its calls are CPU
     /// work with no device or network to wait on (a quirk: see `hsm::quirks`).
     pub fn computes_in_process(&self) -> bool {
-        self.quirks.computes_in_process
+        self.quirks().computes_in_process
     }
 
     /// Whether the token lists `m`.
@@ -90,16 +89,21 @@ impl Capabilities {
         self.mechanisms.contains(&m)
     }
 
+    /// The module's quirks.
+    pub fn quirks(&self) -> Quirks {
+        self.module.quirks()
+    }
+
     /// Whether the token can wrap a key for `export-key` (with `CKM_AES_KEY_WRAP_PAD`).
     pub fn wraps_for_export(&self) -> bool {
-        !self.quirks.no_key_wrapping && self.has(MechanismType::AES_KEY_WRAP_PAD)
+        !self.quirks().no_key_wrapping && self.has(MechanismType::AES_KEY_WRAP_PAD)
     }
 
     /// Whether the token can take imported material (BYOK): unwrap it with an RSA-OAEP
     /// transport key pair it makes for the import (a session pair, so session objects too).
     pub fn takes_imports(&self) -> bool {
-        !self.quirks.no_key_wrapping
-            && !self.quirks.no_session_objects
+        !self.quirks().no_key_wrapping
+            && !self.quirks().no_session_objects
             && self.has(MechanismType::RSA_PKCS_OAEP)
             && self.has(MechanismType::RSA_PKCS_KEY_PAIR_GEN)
     }
@@ -191,7 +195,7 @@ impl Capabilities {
     /// The mechanism generating a data key pair of `spec` needs, if the token does not list
     /// it (the pair is generated and read out, never used in the token).
     pub fn missing_for_data_key_pair(&self, spec: KeySpec) -> Option<&'static str> {
-        if self.quirks.private_keys_stay_inside {
+        if self.quirks().private_keys_stay_inside {
             return Some("a way to read out a private key it generates (its keys never leave it)");
         }
         let (m, name) = match spec {

@@ -380,7 +380,7 @@ impl Hsm {
     /// Run `call` holding the turn on object calls, on a module whose object calls race (see
     /// [`Hsm::call_on_objects`]); at once on any other.
     fn in_turn_on_objects<T>(&self, call: impl FnOnce() -> Result<T>) -> Result<T> {
-        if !self.caps.quirks.object_calls_race {
+        if !self.caps.quirks().object_calls_race {
             return call();
         }
         let _turn = self.object_calls.lock().map_err(|_| Error::Internal)?;
@@ -510,7 +510,6 @@ impl Hsm {
                 mechanisms,
                 oaep_hash: None,
                 module,
-                quirks: live.quirks,
                 scheme: live.root.scheme(),
                 rsa_max_bits,
             };

@@ -201,7 +201,15 @@ pub(super) fn subject(parts: &[(DnType, &str, Option<&str>)]) -> Result<Distingu
                 "subject.{field} must be 1 to 64 characters, none of them control characters"
             )));
         }
-        dn.push(kind.clone(), *value);
+        // RFC 5280: countryName is a PrintableString (two letters, checked by the caller).
+        if *kind == DnType::CountryName {
+            let printable = rcgen::PrintableString::try_from(*value).map_err(|_| {
+                Error::validation(format!("subject.{field} must be printable characters"))
+            })?;
+            dn.push(kind.clone(), rcgen::DnValue::PrintableString(printable));
+        } else {
+            dn.push(kind.clone(), *value);
+        }
     }
     Ok(dn)
 }

@@ -104,7 +104,7 @@ impl Operation for DescribeHsm {
             rsa_encryption_algorithm: caps.oaep_hash.map(|h| OaepAlgorithm(h).as_str()),
             key_specs,
             module: caps.module.name(),
-            quirks: caps.quirks.names(),
+            quirks: caps.quirks().names(),
             sealing: caps.scheme.name(),
             support,
             open_sessions: hsm.open_sessions(),
