@@ -22,13 +22,15 @@ use ring::aead::{
 use serde_json::{json, Value};
 
 fn openssl(args: &[&str]) -> Vec<u8> {
-    let out = Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("openssl");
+    succeeds(Command::new("openssl").args(args))
+}
+
+/// The standard output of `cmd`, which must succeed.
+fn succeeds(cmd: &mut Command) -> Vec<u8> {
+    let out = cmd.output().expect("command");
     assert!(
         out.status.success(),
-        "openssl {args:?}: {}",
+        "{cmd:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     out.stdout
@@ -1329,4 +1331,417 @@ async fn deleting_imported_material_leaves_the_key_waiting_for_the_same_material
     let text = String::from_utf8_lossy(&records.stdout);
     assert!(text.contains("BeginDeleteImportedKeyMaterial"));
     s.assert_audit_verifies();
+}
+
+/// `host/tests/pkcs12/pkcs12.py` (Python's `cryptography`, from the clients' venv) with `args`;
+/// its standard output.
+fn pkcs12_py(args: &[&str]) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pkcs12/pkcs12.py");
+    let out = succeeds(
+        Command::new(common::aws::venv_bin("python"))
+            .arg(script)
+            .args(args),
+    );
+    String::from_utf8(out).unwrap()
+}
+
+/// Open `bundle` with Python, sign `message` with its private key there, and check keyplane's
+/// key `key` verifies that signature (`signing`); what Python read of the bundle.
+async fn open_and_sign(
+    s: &Server,
+    w: &Path,
+    key: &str,
+    bundle: &str,
+    password: &str,
+    message: &[u8],
+    signing: &str,
+) -> Value {
+    let file = write(w, "signed.txt", message);
+    let opened: Value =
+        serde_json::from_str(&pkcs12_py(&["open", bundle, password, &file])).unwrap();
+    let v = s
+        .ok(
+            &s.admin,
+            "verify",
+            json!({ "key_id": key, "message": b64(message), "signing_algorithm": signing,
+                    "signature": opened["signature"] }),
+        )
+        .await;
+    assert_eq!(v["signature_valid"], true, "{key} {signing}");
+    opened
+}
+
+#[cfg(all(feature = "test-hooks", debug_assertions))]
+#[tokio::test(flavor = "multi_thread")]
+async fn key_pairs_export_as_pkcs12_that_openssl_and_python_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let s = Server::start_quiet(dir.path()).await;
+    let w = work.path();
+    let password = "correct horse battery";
+    let export = |body: Value| {
+        let s = &s;
+        async move { s.call(Some(&s.admin), "export-key", body).await }
+    };
+    let message = write(w, "message.txt", b"signed by the exported key");
+
+    // Sign-verify keys: a certificate the key signs for itself in the HSM.
+    for (spec, signing) in [
+        ("ECC_NIST_P256", "ECDSA_SHA_256"),
+        ("RSA_2048", "RSASSA_PKCS1_V1_5_SHA_256"),
+    ] {
+        let key = s
+            .create_key_with(
+                &s.admin,
+                json!({ "key_spec": spec, "key_usage": "sign-verify", "exportable": true }),
+            )
+            .await;
+        let (st, r) =
+            export(json!({ "key_id": key, "format": "PKCS12", "password": password })).await;
+        assert_eq!(st, 200, "{r}");
+        assert_eq!(
+            (&r["key_material_format"], &r["key_version"]),
+            (&json!("PKCS12"), &json!(1)),
+            "{r}"
+        );
+        assert!(r.get("encrypted_key_material").is_none(), "{r}");
+        let bundle = write(w, "export.p12", &unb64(&r["pkcs12"]));
+
+        // openssl: the profile asked for (PBES2 / PBKDF2 / AES-256-CBC, HMAC-SHA-256 MAC).
+        let out = Command::new("openssl")
+            .args(["pkcs12", "-info", "-noout", "-in", &bundle, "-passin"])
+            .arg(format!("pass:{password}"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let info = String::from_utf8_lossy(&out.stderr).into_owned()
+            + &String::from_utf8_lossy(&out.stdout);
+        for expected in [
+            "MAC: sha256, Iteration 600000",
+            "Shrouded Keybag: PBES2, PBKDF2, AES-256-CBC, Iteration 600000, PRF hmacWithSHA256",
+            "PKCS7 Encrypted data: PBES2, PBKDF2, AES-256-CBC, Iteration 600000, PRF hmacWithSHA256",
+        ] {
+            assert!(info.contains(expected), "{spec}: {expected} not in\n{info}");
+        }
+        // The wrong password opens nothing.
+        let wrong = Command::new("openssl")
+            .args([
+                "pkcs12",
+                "-info",
+                "-noout",
+                "-in",
+                &bundle,
+                "-passin",
+                "pass:wrong password",
+            ])
+            .output()
+            .unwrap();
+        assert!(!wrong.status.success());
+
+        // Python: the key is keyplane's key (its public half and the certificate's are the
+        // published public key), the certificate names the key, and a signature Python makes
+        // with the exported key verifies in keyplane.
+        let opened = open_and_sign(
+            &s,
+            w,
+            &key,
+            &bundle,
+            password,
+            b"signed by the exported key",
+            signing,
+        )
+        .await;
+        let published = s
+            .ok(
+                &s.admin,
+                "get-public-key",
+                json!({ "key_id": key, "format": "PEM" }),
+            )
+            .await;
+        assert_eq!(opened["public_key"], published["pem"], "{spec}");
+        assert_eq!(opened["certificate_public_key"], published["pem"], "{spec}");
+        assert_eq!(opened["certificate_subject"], json!(format!("CN={key}")));
+        // The certificate came back beside the bundle, and openssl verifies its
+        // self-signature.
+        let cert = write(
+            w,
+            "export.pem",
+            r["certificate"].as_str().unwrap().as_bytes(),
+        );
+        openssl(&["verify", "-CAfile", &cert, &cert]);
+    }
+
+    // An encrypt-decrypt key cannot sign a certificate: the caller brings one, of this key.
+    let key = s
+        .create_key_with(
+            &s.admin,
+            json!({ "key_spec": "RSA_2048", "key_usage": "encrypt-decrypt", "exportable": true }),
+        )
+        .await;
+    assert_error(
+        &export(json!({ "key_id": key, "format": "PKCS12", "password": password })).await,
+        400,
+        "ValidationError",
+        "pass one in certificate",
+    );
+    let published = s
+        .ok(
+            &s.admin,
+            "get-public-key",
+            json!({ "key_id": key, "format": "PEM" }),
+        )
+        .await;
+    let public = write(w, "enc.pub", published["pem"].as_str().unwrap().as_bytes());
+    let certificate = pkcs12_py(&["certify", &public]);
+    let r = s
+        .ok(
+            &s.admin,
+            "export-key",
+            json!({ "key_id": key, "format": "PKCS12", "password": password, "certificate": certificate }),
+        )
+        .await;
+    assert_eq!(r["certificate"], json!(certificate));
+    let bundle = write(w, "enc.p12", &unb64(&r["pkcs12"]));
+    let opened: Value =
+        serde_json::from_str(&pkcs12_py(&["open", &bundle, password, &message])).unwrap();
+    assert_eq!(opened["public_key"], published["pem"]);
+    assert_eq!(opened["certificate_subject"], json!("CN=certified"));
+
+    // Refusals: a certificate of another key, a symmetric key, a key not created exportable,
+    // a short password, fields of the other format.
+    let other = s
+        .create_key_of(&s.admin, "RSA_2048", "encrypt-decrypt")
+        .await;
+    let other_pem = s
+        .ok(
+            &s.admin,
+            "get-public-key",
+            json!({ "key_id": other, "format": "PEM" }),
+        )
+        .await["pem"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let foreign = pkcs12_py(&["certify", &write(w, "other.pub", other_pem.as_bytes())]);
+    assert_error(
+        &export(json!({ "key_id": key, "format": "PKCS12", "password": password, "certificate": foreign })).await,
+        400,
+        "ValidationError",
+        "not of the public key",
+    );
+    assert_error(
+        &export(json!({ "key_id": other, "format": "PKCS12", "password": password, "certificate": foreign })).await,
+        400,
+        "ValidationError",
+        "not created exportable",
+    );
+    let aes = s
+        .create_key_with(&s.admin, json!({ "protection": "hsm", "exportable": true }))
+        .await;
+    assert_error(
+        &export(json!({ "key_id": aes, "format": "PKCS12", "password": password })).await,
+        400,
+        "ValidationError",
+        "PKCS12 is for key pairs",
+    );
+    assert_error(
+        &export(json!({ "key_id": key, "format": "PKCS12", "password": "short" })).await,
+        400,
+        "ValidationError",
+        "8 to 1024 bytes",
+    );
+    assert_error(
+        &export(
+            json!({ "key_id": key, "format": "PKCS12", "password": password,
+                        "wrapping_algorithm": "RSA_AES_KEY_WRAP_SHA_1" }),
+        )
+        .await,
+        400,
+        "ValidationError",
+        "wrapping_algorithm does not apply",
+    );
+    assert_error(
+        &export(json!({ "key_id": key, "format": "PFX", "password": password })).await,
+        400,
+        "ValidationError",
+        "format must be",
+    );
+    // The password is nowhere in the audit log.
+    let audit = serde_json::to_string(&s.audit_records()).unwrap();
+    assert!(!audit.contains(password));
+}
+
+#[cfg(all(feature = "test-hooks", debug_assertions))]
+#[tokio::test(flavor = "multi_thread")]
+async fn pkcs12_bundles_import_as_byok_key_pairs() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let s = Server::start_quiet(dir.path()).await;
+    let w = work.path();
+    let password = "correct horse battery";
+    let external = |spec: &str| {
+        let (s, spec) = (&s, spec.to_string());
+        async move {
+            s.create_key_with(
+                &s.admin,
+                json!({ "key_spec": spec, "key_usage": "sign-verify", "origin": "external" }),
+            )
+            .await
+        }
+    };
+    let import_p12 = |key: String, token: Value, bundle: Vec<u8>, password: &str| {
+        let (s, password) = (&s, password.to_string());
+        async move {
+            s.call(
+                Some(&s.admin),
+                "import-key-material",
+                json!({ "key_id": key, "import_token": token, "pkcs12": b64(&bundle),
+                        "password": password }),
+            )
+            .await
+        }
+    };
+
+    // A modern bundle (P-256) and a legacy one (RSA-3072, 3DES and a SHA-1 MAC, as
+    // `openssl pkcs12 -legacy` writes): each becomes the key, which signs for its owner.
+    for (spec, option, signing) in [
+        ("ECC_NIST_P256", "modern", "ECDSA_SHA_256"),
+        ("RSA_3072", "legacy", "RSASSA_PKCS1_V1_5_SHA_256"),
+    ] {
+        let key = external(spec).await;
+        let path = w.join(format!("{spec}.p12")).to_string_lossy().into_owned();
+        let public = pkcs12_py(&["make", spec, password, &path, option]);
+        let bundle = std::fs::read(&path).unwrap();
+        let token = params(&s, &key, "RSA_AES_KEY_WRAP_SHA_1").await["import_token"].clone();
+
+        // Refusals leave the token usable: a wrong password, a bundle cut short, a bundle
+        // beside encrypted_key_material.
+        assert_error(
+            &import_p12(key.clone(), token.clone(), bundle.clone(), "wrong password").await,
+            400,
+            "ValidationError",
+            "wrong password",
+        );
+        assert_error(
+            &import_p12(
+                key.clone(),
+                token.clone(),
+                bundle[..bundle.len() / 2].to_vec(),
+                password,
+            )
+            .await,
+            400,
+            "ValidationError",
+            "pkcs12",
+        );
+        assert_error(
+            &s.call(
+                Some(&s.admin),
+                "import-key-material",
+                json!({ "key_id": key, "import_token": token, "pkcs12": b64(&bundle),
+                        "password": password, "encrypted_key_material": b64(&bundle) }),
+            )
+            .await,
+            400,
+            "ValidationError",
+            "not both",
+        );
+
+        let (st, r) = import_p12(key.clone(), token.clone(), bundle.clone(), password).await;
+        assert_eq!((st, &r["state"]), (200, &json!("enabled")), "{r}");
+        let published = s
+            .ok(
+                &s.admin,
+                "get-public-key",
+                json!({ "key_id": key, "format": "PEM" }),
+            )
+            .await;
+        assert_eq!(published["pem"], json!(public), "{spec}");
+        // keyplane signs with the imported key; Python's signature with the original key
+        // verifies in keyplane, and keyplane's verifies in openssl against the owner's
+        // public key.
+        open_and_sign(
+            &s,
+            w,
+            &key,
+            &path,
+            password,
+            b"bring your own bundle",
+            signing,
+        )
+        .await;
+        let msg = write(w, "msg.txt", b"bring your own bundle");
+        let sig = s
+            .ok(
+                &s.admin,
+                "sign",
+                json!({ "key_id": key, "message": b64(b"bring your own bundle"),
+                        "signing_algorithm": signing }),
+            )
+            .await;
+        let sig = write(w, "sig.bin", &unb64(&sig["signature"]));
+        let pubf = write(w, "owner.pub", public.as_bytes());
+        openssl(&[
+            "dgst",
+            "-sha256",
+            "-verify",
+            &pubf,
+            "-signature",
+            &sig,
+            &msg,
+        ]);
+        // The key has its material: the same bundle again is refused.
+        assert_eq!(
+            import_p12(key.clone(), token.clone(), bundle.clone(), password)
+                .await
+                .0,
+            409
+        );
+    }
+
+    // A bundle of another spec, and one asking for more key-derivation work than keyplane
+    // does, are refused before anything reaches the token.
+    let key = external("RSA_2048").await;
+    let token = params(&s, &key, "RSA_AES_KEY_WRAP_SHA_1").await["import_token"].clone();
+    let p256 = std::fs::read(w.join("ECC_NIST_P256.p12")).unwrap();
+    assert_error(
+        &import_p12(key.clone(), token.clone(), p256, password).await,
+        400,
+        "IncorrectKeyMaterial",
+        "holds a ECC_NIST_P256 key",
+    );
+    let heavy = w.join("heavy.p12").to_string_lossy().into_owned();
+    pkcs12_py(&["make", "RSA_2048", password, &heavy, "rounds=3000000"]);
+    assert_error(
+        &import_p12(
+            key.clone(),
+            token.clone(),
+            std::fs::read(&heavy).unwrap(),
+            password,
+        )
+        .await,
+        400,
+        "ValidationError",
+        "3000000 key-derivation iterations",
+    );
+    // Symmetric keys take raw material only.
+    let aes = s
+        .create_key_with(
+            &s.admin,
+            json!({ "protection": "hsm", "origin": "external" }),
+        )
+        .await;
+    let token = params(&s, &aes, "RSA_AES_KEY_WRAP_SHA_1").await["import_token"].clone();
+    assert_error(
+        &import_p12(aes, token, std::fs::read(&heavy).unwrap(), password).await,
+        400,
+        "ValidationError",
+        "not a key pair",
+    );
+    let audit = serde_json::to_string(&s.audit_records()).unwrap();
+    assert!(!audit.contains(password));
 }

@@ -1,8 +1,8 @@
 //! Key specs, key usages and the algorithms each allows: the fixed vocabulary of what a key
 //! is (set at creation, never changed) and what it may be used for, and (in [`public_key`])
 //! the encodings of public keys and signatures, (in [`private_key`]) the PKCS#8 of data key
-//! pairs. Pure data, a leaf of the module graph: both `hsm` and `crypto` use it, and it uses
-//! neither.
+//! pairs, (in [`pkcs12`]) password-protected bundles of a private key and its certificate.
+//! Pure data, a leaf of the module graph: both `hsm` and `crypto` use it, and it uses neither.
 //!
 //! | spec | usages | algorithms |
 //! | --- | --- | --- |
@@ -13,6 +13,7 @@
 //! | `ED25519` | sign-verify | `ED25519` |
 //! | `RSA_2048/3072/4096` | sign-verify, encrypt-decrypt | `RSASSA_PSS_SHA_*`, `RSASSA_PKCS1_V1_5_SHA_*`, `RSAES_OAEP_SHA_*` |
 
+pub mod pkcs12;
 pub mod private_key;
 pub mod public_key;
 

@@ -191,22 +191,26 @@ pub fn jwk(spec: KeySpec, parts: &PublicParts) -> Result<serde_json::Value> {
 /// The DER SubjectPublicKeyInfo given in request field `field` as PEM ("PUBLIC KEY") or
 /// base64 DER.
 fn spki_input(field: &str, public_key: &str) -> Result<Vec<u8>> {
-    let text = public_key.trim();
+    der_input(field, public_key, "PUBLIC KEY", "SubjectPublicKeyInfo")
+}
+
+/// The DER given in request field `field` as PEM with label `label` or as base64; `what`
+/// names the structure in errors.
+pub fn der_input(field: &str, text: &str, label: &str, what: &str) -> Result<Vec<u8>> {
+    let text = text.trim();
     if text.starts_with("-----BEGIN") {
-        let (label, der) = der::pem::decode_vec(text.as_bytes())
+        let (found, der) = der::pem::decode_vec(text.as_bytes())
             .map_err(|_| Error::validation(format!("{field} is not valid PEM")))?;
-        if label != "PUBLIC KEY" {
+        if found != label {
             return Err(Error::validation(format!(
-                "{field} must be a PEM \"PUBLIC KEY\" (SubjectPublicKeyInfo)"
+                "{field} must be a PEM \"{label}\" ({what})"
             )));
         }
         Ok(der)
     } else {
         use base64::engine::general_purpose::STANDARD;
         STANDARD.decode(text).map_err(|_| {
-            Error::validation(format!(
-                "{field} must be PEM or base64 of a DER SubjectPublicKeyInfo"
-            ))
+            Error::validation(format!("{field} must be PEM or base64 of a DER {what}"))
         })
     }
 }

@@ -1,7 +1,10 @@
 //! Key material crossing the service boundary, always wrapped: import wrapping key pairs,
 //! imported material turned into a key version of either protection level, export of a
 //! version wrapped to a recipient's RSA public key, and key check values that tell whether
-//! re-imported material is the same as before.
+//! re-imported material is the same as before. The one exception to "always wrapped" is
+//! PKCS#12: a bundle's password-based encryption happens in host memory, so an exportable
+//! private key is revealed to the host for it ([`Keyring::reveal_private_key`]) and a
+//! bundle's key enters the token from the host ([`PairMaterial::Pkcs8`]).
 
 use cryptoki::object::ObjectClass;
 use ring::aead::{Aad, Nonce};
@@ -10,8 +13,8 @@ use zeroize::Zeroizing;
 use super::{blocking, envelope_aad, envelope_key, Keyring, NewVersion, ObjKind};
 use crate::algorithms::{KeySpec, KeyUsage};
 use crate::error::{Error, Result};
-use crate::hsm::pair_import::PairTarget;
-use crate::hsm::wrapping::{Transport, UnwrapInto, Unwrapped};
+use crate::hsm::pair_import::{PairSource, PairTarget};
+use crate::hsm::wrapping::{HostKek, Transport, UnwrapInto, Unwrapped};
 use crate::hsm::{Obj, Sealer, GCM_IV_LEN};
 use crate::model::Protection;
 use crate::store::keys::KeyVersionRow;
@@ -27,6 +30,14 @@ pub struct Wrapped {
     pub modulus_len: usize,
     pub transport: Transport,
     pub bytes: Vec<u8>,
+}
+
+/// An imported key pair's private key: under an import token, or as PKCS#8 the host read
+/// from a PKCS#12 bundle.
+#[derive(Clone)]
+pub enum PairMaterial {
+    Wrapped(Wrapped),
+    Pkcs8(Zeroizing<Vec<u8>>),
 }
 
 /// Imported material, made into a version.
@@ -196,32 +207,42 @@ impl Keyring {
     /// the pair's SubjectPublicKeyInfo.
     pub async fn import_pair_version(
         &self,
-        wrapped: Wrapped,
+        material: PairMaterial,
         kind: (KeySpec, KeyUsage, bool),
         object_id: Vec<u8>,
         ec_point: Option<Vec<u8>>,
     ) -> Result<ImportedVersion> {
         self.retrying(|| {
-            self.unwrap_pair_version(wrapped.clone(), kind, object_id.clone(), ec_point.clone())
+            self.unwrap_pair_version(material.clone(), kind, object_id.clone(), ec_point.clone())
         })
         .await
     }
 
     async fn unwrap_pair_version(
         &self,
-        wrapped: Wrapped,
+        material: PairMaterial,
         (spec, usage, exportable): (KeySpec, KeyUsage, bool),
         object_id: Vec<u8>,
         ec_point: Option<Vec<u8>>,
     ) -> Result<ImportedVersion> {
-        let Wrapped {
-            import_object_id,
-            modulus_len,
-            transport,
-            bytes: wrapped,
-        } = wrapped;
-        let hash = transport.hash;
-        let import_key = self.import_key(import_object_id).await?;
+        let source = match material {
+            PairMaterial::Wrapped(Wrapped {
+                import_object_id,
+                modulus_len,
+                transport,
+                bytes,
+            }) => PairSource::Wrapped {
+                import_key: self.import_key(import_object_id).await?,
+                modulus_len,
+                hash: transport.hash,
+                bytes,
+            },
+            PairMaterial::Pkcs8(pkcs8) => {
+                let kek = HostKek::new()?;
+                let bytes = kek.wrap(&pkcs8)?;
+                PairSource::Host { kek, bytes }
+            }
+        };
         let hsm = self.hsm.clone();
         let id = object_id.clone();
         let (public, private, hsm_wrapped) = blocking(move || {
@@ -231,7 +252,7 @@ impl Keyring {
                 usage,
                 exportable,
             };
-            hsm.import_key_pair(import_key, modulus_len, hash, &wrapped, target, ec_point)
+            hsm.import_key_pair(source, target, ec_point)
         })
         .await?;
         let version = NewVersion {
@@ -323,6 +344,17 @@ impl Keyring {
                 .await
             }
         }
+    }
+
+    /// The PKCS#8 of version `version` of an exportable `hsm` key pair, in zeroized host
+    /// memory: for a PKCS#12 bundle only (module docs).
+    pub async fn reveal_private_key(&self, version: &KeyVersionRow) -> Result<Zeroizing<Vec<u8>>> {
+        self.retrying(|| async {
+            let handle = self.hsm_handle(ObjKind::Private, version).await?;
+            let hsm = self.hsm.clone();
+            blocking(move || hsm.reveal_private(handle)).await
+        })
+        .await
     }
 }
 

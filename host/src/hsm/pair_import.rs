@@ -3,13 +3,15 @@
 //! its public-key object: derived from the private key's public attributes for RSA, or, for
 //! EC (whose private-key object carries no point), from a public key the importer supplies and
 //! the HSM proves belongs to the private key by signing and verifying a fresh challenge.
+//! The PKCS#8 comes under an import token's RSA key ([`PairSource::Wrapped`]) or, read by the
+//! host from a PKCS#12 bundle, under a [`HostKek`] ([`PairSource::Host`]).
 
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 
 use super::asym::{ec_params, read_public_parts};
-use super::wrapping::{incorrect, rejected, unwrap_ephemeral, OaepHash};
+use super::wrapping::{incorrect, rejected, unwrap_ephemeral, HostKek, OaepHash};
 use super::{unavailable, world, Hsm, Obj};
 use crate::algorithms::{KeySpec, KeyUsage};
 use crate::error::{Error, Result};
@@ -20,6 +22,19 @@ pub struct PairTarget<'a> {
     pub spec: KeySpec,
     pub usage: KeyUsage,
     pub exportable: bool,
+}
+
+/// Where the PKCS#8 of an imported private key comes from.
+pub enum PairSource {
+    /// RSA-OAEP(ephemeral AES key) ‖ AES-KWP(PKCS#8), to import key `import_key`.
+    Wrapped {
+        import_key: Obj,
+        modulus_len: usize,
+        hash: OaepHash,
+        bytes: Vec<u8>,
+    },
+    /// AES-KWP(PKCS#8) under `kek`, which the host holds.
+    Host { kek: HostKek, bytes: Vec<u8> },
 }
 
 fn common(id: &[u8], class: ObjectClass, private: bool) -> Vec<Attribute> {
@@ -33,17 +48,14 @@ fn common(id: &[u8], class: ObjectClass, private: bool) -> Vec<Attribute> {
 }
 
 impl Hsm {
-    /// Unwrap `wrapped` (RSA-OAEP(ephemeral AES key) ‖ AES-KWP(PKCS#8)) with the import key
-    /// `import_key` into the private key of `target`, then create its public-key object.
-    /// `ec_point`: the supplied public point for EC specs. Returns (public, private) handles
-    /// and the version's world copy (the private key wrapped by the root key before it is
-    /// made non-extractable, see [`super::world`]; `None` where the module declines).
+    /// Unwrap the PKCS#8 of `source` into the private key of `target`, then create its
+    /// public-key object. `ec_point`: the supplied public point for EC specs. Returns
+    /// (public, private) handles and the version's world copy (the private key wrapped by the
+    /// root key before it is made non-extractable, see [`super::world`]; `None` where the
+    /// module declines).
     pub fn import_key_pair(
         &self,
-        import_key: Obj,
-        modulus_len: usize,
-        hash: OaepHash,
-        wrapped: &[u8],
+        source: PairSource,
         target: PairTarget<'_>,
         ec_point: Option<Vec<u8>>,
     ) -> Result<(Obj, Obj, Option<Vec<u8>>)> {
@@ -69,12 +81,24 @@ impl Hsm {
             "C_UnwrapKey",
             "CKM_RSA_PKCS_OAEP+CKM_AES_KEY_WRAP_PAD",
             |s, live| {
-                let import_key = live.handle(import_key)?;
-                if wrapped.len() <= modulus_len {
-                    return Err(incorrect("too short for RSA_AES_KEY_WRAP"));
-                }
-                let (head, tail) = wrapped.split_at(modulus_len);
-                let ephemeral = unwrap_ephemeral(s, import_key, hash, head)?;
+                let (ephemeral, tail) = match &source {
+                    PairSource::Wrapped {
+                        import_key,
+                        modulus_len,
+                        hash,
+                        bytes,
+                    } => {
+                        let import_key = live.handle(*import_key)?;
+                        if bytes.len() <= *modulus_len {
+                            return Err(incorrect("too short for RSA_AES_KEY_WRAP"));
+                        }
+                        let (head, tail) = bytes.split_at(*modulus_len);
+                        (unwrap_ephemeral(s, import_key, *hash, head)?, tail)
+                    }
+                    PairSource::Host { kek, bytes } => {
+                        (kek.session_object(s, Attribute::Unwrap(true))?, &bytes[..])
+                    }
+                };
                 let unwrapped = s.unwrap_key(&Mechanism::AesKeyWrapPad, ephemeral, tail, &private);
                 let _ = s.destroy_object(ephemeral);
                 let private = match unwrapped {

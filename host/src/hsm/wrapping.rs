@@ -3,6 +3,11 @@
 //! key wrap with padding, the `CKM_RSA_AES_KEY_WRAP` layout), and wrapping exportable keys to a
 //! recipient's RSA public key the same two ways. Private halves of wrapping keys are
 //! non-extractable token objects; ephemeral keys are session objects destroyed before return.
+//!
+//! A private key crosses between token and host memory (PKCS#12 export and import, whose
+//! password-based encryption no token does) under a [`HostKek`]: an AES-256 key the host
+//! draws, hands the token as a session object for one wrap or unwrap, and uses on its side
+//! with `aes-kw` (RFC 5649, the layout of `CKM_AES_KEY_WRAP_PAD`).
 
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource};
@@ -297,6 +302,70 @@ impl Hsm {
         let out = f(self, handle);
         let _ = self.destroy_if_present(handle);
         out
+    }
+}
+
+/// An AES-256 key shared by host and token for one transfer of a private key (module docs).
+/// Wiped on drop.
+#[derive(Clone)]
+pub struct HostKek(Zeroizing<[u8; 32]>);
+
+impl HostKek {
+    /// A fresh key from the OS random generator.
+    pub fn new() -> Result<Self> {
+        use ring::rand::SecureRandom;
+        let mut key = Zeroizing::new([0u8; 32]);
+        ring::rand::SystemRandom::new()
+            .fill(key.as_mut())
+            .map_err(|_| Error::Internal)?;
+        Ok(HostKek(key))
+    }
+
+    /// `plain` under this key, AES key wrap with padding.
+    pub fn wrap(&self, plain: &[u8]) -> Result<Vec<u8>> {
+        aes_kw::KekAes256::from(*self.0)
+            .wrap_with_padding_vec(plain)
+            .map_err(|_| Error::Internal)
+    }
+
+    fn unwrap(&self, wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        aes_kw::KekAes256::from(*self.0)
+            .unwrap_with_padding_vec(wrapped)
+            .map(Zeroizing::new)
+            .map_err(|_| Error::Internal)
+    }
+
+    /// This key as a session object of `s` that may do `usage` (`Wrap` or `Unwrap`) only.
+    pub(super) fn session_object(&self, s: &Session, usage: Attribute) -> Result<ObjectHandle> {
+        s.create_object(&[
+            Attribute::Token(false),
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::Value(self.0.to_vec()),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Private(true),
+            usage,
+        ])
+        .map_err(unavailable("host-shared transfer key"))
+    }
+}
+
+impl Hsm {
+    /// The PKCS#8 `PrivateKeyInfo` of `key`, an extractable private key, in zeroized host
+    /// memory (module docs: for PKCS#12 export only).
+    pub fn reveal_private(&self, key: Obj) -> Result<Zeroizing<Vec<u8>>> {
+        let kek = HostKek::new()?;
+        let wrapped = self.call_on_objects("C_WrapKey", "CKM_AES_KEY_WRAP_PAD", |s, live| {
+            let key = live.handle(key)?;
+            let ephemeral = kek.session_object(s, Attribute::Wrap(true))?;
+            let out = s
+                .wrap_key(&Mechanism::AesKeyWrapPad, ephemeral, key)
+                .map_err(unavailable("wrap private key for the host"));
+            let _ = s.destroy_object(ephemeral);
+            out
+        })?;
+        kek.unwrap(&wrapped)
     }
 }
 

@@ -6,6 +6,14 @@
 //! the tenant KEK for `envelope` keys) and enables the key. Optional `valid_to`:
 //! the scheduler deletes the material then and the key waits for the same material again
 //! (checked against the key check value kept from the first import). Each token is used once.
+//!
+//! A key pair's private key may come as a PKCS#12 bundle instead (`pkcs12` and its
+//! `password`, in place of `encrypted_key_material`), as most tools write one. The host opens
+//! it (bounded work, see [`crate::algorithms::pkcs12`]), checks the key is of the key's spec
+//! and the bundle's certificate (if any) of that key, and moves the PKCS#8 into the token under
+//! a key it shares with the token for that one unwrap. The key is then in host memory for the
+//! request (zeroized after), which the token-wrapped form avoids; the import token is still
+//! required and used up, so the one-import-per-token rule and its expiry hold for both.
 //! Cedar: `ImportKeyMaterial` on the key.
 
 use schemars::JsonSchema;
@@ -17,10 +25,11 @@ use super::resolve::{key_row, resolve_key};
 use super::validate::validate_key_id;
 use super::versions::place_version;
 use super::views::rfc3339;
-use super::{Base64, OpContext, Operation, WriteScope};
-use crate::algorithms::public_key::peer_point;
+use super::{Base64, OpContext, Operation, Password, WriteScope};
+use crate::algorithms::pkcs12;
+use crate::algorithms::public_key::{peer_point, PublicParts};
 use crate::authz::ResourceRef;
-use crate::crypto::transport::Wrapped;
+use crate::crypto::transport::{PairMaterial, Wrapped};
 use crate::error::{Error, Result};
 use crate::store::{imports, keys};
 
@@ -32,7 +41,15 @@ const MAX_WRAPPED: usize = 8192;
 pub struct ImportKeyMaterial {
     pub key_id: String,
     pub import_token: String,
-    pub encrypted_key_material: Base64,
+    /// The material wrapped with the import token's public key. Or, for a key pair, `pkcs12`.
+    #[serde(default)]
+    pub encrypted_key_material: Option<Base64>,
+    /// A key pair's private key as a PKCS#12 bundle (DER, base64), opened with `password`.
+    #[serde(default)]
+    pub pkcs12: Option<Base64>,
+    /// The password of `pkcs12`.
+    #[serde(default)]
+    pub password: Option<Password>,
     /// RFC 3339; absent: the material does not expire.
     #[serde(default)]
     pub valid_to: Option<String>,
@@ -88,11 +105,41 @@ impl Operation for ImportKeyMaterial {
         {
             return Err(Error::validation("public_key is longer than 16 KiB"));
         }
-        if self.encrypted_key_material.is_empty() || self.encrypted_key_material.len() > MAX_WRAPPED
-        {
-            return Err(Error::validation(format!(
-                "encrypted_key_material must be 1 to {MAX_WRAPPED} bytes"
-            )));
+        match (&self.encrypted_key_material, &self.pkcs12, &self.password) {
+            (Some(m), None, None) => {
+                if m.is_empty() || m.len() > MAX_WRAPPED {
+                    return Err(Error::validation(format!(
+                        "encrypted_key_material must be 1 to {MAX_WRAPPED} bytes"
+                    )));
+                }
+            }
+            (None, Some(bundle), Some(password)) => {
+                if bundle.is_empty() || bundle.len() > pkcs12::MAX_BUNDLE {
+                    return Err(Error::validation(format!(
+                        "pkcs12 must be 1 to {} bytes",
+                        pkcs12::MAX_BUNDLE
+                    )));
+                }
+                password.validate("password")?;
+                if self.public_key.is_some() {
+                    return Err(Error::validation(
+                        "public_key does not apply to pkcs12: the bundle's key gives it",
+                    ));
+                }
+            }
+            (None, Some(_), None) => {
+                return Err(Error::validation("pkcs12 needs its password"));
+            }
+            (None, None, _) => {
+                return Err(Error::validation(
+                    "encrypted_key_material (or, for a key pair, pkcs12 and password) is required",
+                ));
+            }
+            _ => {
+                return Err(Error::validation(
+                    "give either encrypted_key_material or pkcs12 with its password, not both",
+                ));
+            }
         }
         self.valid_to()?;
         Ok(())
@@ -136,15 +183,40 @@ impl Operation for ImportKeyMaterial {
             / 8;
         let protection = key.protection;
         let previous = keys::version(&state.db, &key.id, 1).await?;
+        let wrapped = || -> Result<Wrapped> {
+            Ok(Wrapped {
+                import_object_id: token.hsm_object_id.clone(),
+                modulus_len,
+                transport,
+                bytes: self
+                    .encrypted_key_material
+                    .as_ref()
+                    .ok_or(Error::Internal)?
+                    .0
+                    .to_vec(),
+            })
+        };
 
         let spec = key.spec;
-        let wrapped = Wrapped {
-            import_object_id: token.hsm_object_id.clone(),
-            modulus_len,
-            transport,
-            bytes: self.encrypted_key_material.0.to_vec(),
-        };
-        let imported = if spec.is_asymmetric() {
+        let imported = if let (Some(bundle), Some(password)) = (&self.pkcs12, &self.password) {
+            if !spec.is_asymmetric() {
+                return Err(Error::validation(format!(
+                    "a {} key is not a key pair: pkcs12 imports key pairs; use encrypted_key_material",
+                    spec.as_str()
+                )));
+            }
+            let (pkcs8, ec_point) = open_bundle(bundle, password, spec).await?;
+            let usage = key.usage;
+            state
+                .keyring
+                .import_pair_version(
+                    PairMaterial::Pkcs8(pkcs8),
+                    (spec, usage, material.exportable),
+                    crate::hsm::version_object_id(&key.id, 1),
+                    ec_point,
+                )
+                .await?
+        } else if spec.is_asymmetric() {
             if !transport.with_aes_key_wrap {
                 return Err(Error::validation(format!(
                     "a {} private key is imported as PKCS#8, which RSA-OAEP alone cannot carry; use RSA_AES_KEY_WRAP_SHA_1",
@@ -170,7 +242,7 @@ impl Operation for ImportKeyMaterial {
             state
                 .keyring
                 .import_pair_version(
-                    wrapped,
+                    PairMaterial::Wrapped(wrapped()?),
                     (spec, usage, material.exportable),
                     crate::hsm::version_object_id(&key.id, 1),
                     ec_point,
@@ -184,7 +256,7 @@ impl Operation for ImportKeyMaterial {
                     &key.id,
                     1,
                     (protection, spec, material.exportable),
-                    wrapped,
+                    wrapped()?,
                 )
                 .await?
         };
@@ -234,4 +306,41 @@ impl Operation for ImportKeyMaterial {
             material_expires_at: valid_to.map(rfc3339),
         })
     }
+}
+
+/// The PKCS#8 of bundle `bundle` if it is a private key of `spec` and the bundle's
+/// certificate (if any) is of it; for EC keys also the public point (computed from the
+/// private key). Opened off the request workers: the key derivations are deliberately slow.
+async fn open_bundle(
+    bundle: &Base64,
+    password: &Password,
+    spec: crate::algorithms::KeySpec,
+) -> Result<(zeroize::Zeroizing<Vec<u8>>, Option<Vec<u8>>)> {
+    let der = bundle.0.clone();
+    let password = zeroize::Zeroizing::new(password.expose().to_owned());
+    tokio::task::spawn_blocking(move || {
+        let opened = pkcs12::decode(&der, &password)?;
+        let (found, parts) = pkcs12::private_key_public(&opened.private_key)?;
+        if found != spec {
+            return Err(Error::IncorrectKeyMaterial(format!(
+                "the bundle holds a {} key; this key is {}",
+                found.as_str(),
+                spec.as_str()
+            )));
+        }
+        if let Some(cert) = &opened.certificate {
+            if !pkcs12::certificate_matches("pkcs12 certificate", cert, spec, &parts)? {
+                return Err(Error::IncorrectKeyMaterial(
+                    "the bundle's certificate is not of its private key".into(),
+                ));
+            }
+        }
+        let point = match parts {
+            PublicParts::Ec(point) => Some(point),
+            PublicParts::Rsa { .. } => None,
+        };
+        Ok((opened.private_key, point))
+    })
+    .await
+    .map_err(|_| Error::Internal)?
 }

@@ -92,7 +92,7 @@ use crate::telemetry::metrics::metrics;
 pub use b64::Base64;
 pub use batch::{execute_many, MAX_BATCH_ITEMS};
 pub use resolve::key_resource;
-pub use secret_text::SecretText;
+pub use secret_text::{Password, SecretText};
 pub use storage::load_blob;
 pub use validate::{validate_alias, ALIAS_PREFIX};
 pub use views::{rfc3339, KeyMetadata, VersionInfo};

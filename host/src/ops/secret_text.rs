@@ -1,7 +1,7 @@
-//! Text that is a secret shown once in an output (a bearer token, an access key's secret):
-//! zeroized when dropped, never printed by `Debug`.
+//! Secret text: shown once in an output (a bearer token, an access key's secret) or taken
+//! from a request (a PKCS#12 password); zeroized when dropped, never printed by `Debug`.
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use zeroize::Zeroizing;
 
 /// A secret string of an output.
@@ -38,5 +38,46 @@ impl schemars::JsonSchema for SecretText {
 
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({ "type": "string" })
+    }
+}
+
+/// A password of a request (a PKCS#12 bundle's): 8 to 1024 bytes, no control characters.
+pub struct Password(Zeroizing<String>);
+
+impl Password {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Check the password's form; `field` names it in the error (which never shows it).
+    pub fn validate(&self, field: &str) -> crate::error::Result<()> {
+        if self.0.len() < 8 || self.0.len() > 1024 || self.0.chars().any(char::is_control) {
+            return Err(crate::error::Error::validation(format!(
+                "{field} must be 8 to 1024 bytes without control characters"
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(<redacted>)")
+    }
+}
+
+impl<'de> Deserialize<'de> for Password {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(|s| Password(Zeroizing::new(s)))
+    }
+}
+
+impl schemars::JsonSchema for Password {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Password".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": "string", "minLength": 8, "writeOnly": true })
     }
 }

@@ -355,6 +355,12 @@ impl Server {
         v["key_id"].as_str().unwrap().to_string()
     }
 
+    /// A key made by `create-key` with request `body`; its id.
+    pub async fn create_key_with(&self, token: &str, body: Value) -> String {
+        let v = self.ok(token, "create-key", body).await;
+        v["key_id"].as_str().unwrap().to_string()
+    }
+
     pub async fn create_key(&self, token: &str, protection: &str) -> String {
         let v = self
             .ok(token, "create-key", json!({ "protection": protection }))

@@ -128,7 +128,9 @@ impl KmsAction for ImportKeyMaterial {
         Ok(import::ImportKeyMaterial {
             key_id: cx.key_id("keyId", &required("keyId", self.key_id)?)?,
             import_token,
-            encrypted_key_material: material,
+            encrypted_key_material: Some(material),
+            pkcs12: None,
+            password: None,
             valid_to,
             public_key: None,
         })
