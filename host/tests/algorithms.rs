@@ -1,6 +1,7 @@
 //! Key specs beyond AES against the real binary, real SoftHSM2 token and real TLS: HMAC,
-//! ECDSA P-256/P-384, Ed25519, RSA (PSS, PKCS#1 v1.5, OAEP) and ECDH. Signatures, public keys
-//! and shared secrets are checked outside keyplane with the `openssl` CLI.
+//! ECDSA P-256/P-384, Ed25519, RSA (PSS, PKCS#1 v1.5, OAEP), ECDH and finite-field DH
+//! (FFDHE_2048/3072). Signatures, public keys and shared secrets are checked outside keyplane
+//! with the `openssl` CLI (and, for DH, Python's `cryptography` too).
 
 mod common;
 
@@ -708,6 +709,235 @@ async fn ecdh_matches_openssl_and_refuses_bad_peers() {
     assert_error(&r, 400, "InvalidKeyUsage", "sign-verify");
 }
 
+/// `host/tests/peers/dh.py agree` (Python's `cryptography`) against the PEM public key in
+/// file `public`: (Python's public key PEM, the shared secret it computed).
+fn python_dh_agree(public: &Path) -> (String, Vec<u8>) {
+    let out = Command::new(common::aws::venv_bin("python"))
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/dh.py"))
+        .arg("agree")
+        .arg(public)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    (
+        v["public_key"].as_str().unwrap().to_string(),
+        unb64(&v["shared_secret"]),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ffdhe_agrees_with_python_and_openssl_and_refuses_bad_peers() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path()).await;
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let derive = |key: &str, peer: &str, extra: Value| {
+        let mut body = json!({ "key_id": key, "peer_public_key": peer });
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        let s = &s;
+        async move { s.call(Some(&s.admin), "derive-shared-secret", body).await }
+    };
+    for (spec, group, len) in [
+        ("FFDHE_2048", "ffdhe2048", 256),
+        ("FFDHE_3072", "ffdhe3072", 384),
+    ] {
+        // The only usage, and the default.
+        let key = s
+            .ok(&s.admin, "create-key", json!({ "key_spec": spec }))
+            .await;
+        assert_eq!(key["key_usage"], "key-agreement", "{key}");
+        let key = key["key_id"].as_str().unwrap().to_string();
+        let pk = s
+            .ok(&s.admin, "get-public-key", json!({ "key_id": key }))
+            .await;
+        assert_eq!(pk["key_agreement_algorithms"], json!(["DH"]));
+        assert!(pk.get("jwk").is_none(), "{pk}");
+        let ours = w.join("keyplane.pem");
+        std::fs::write(&ours, pk["pem"].as_str().unwrap()).unwrap();
+        // openssl reads the key as a key of the named group, DER for DER.
+        let text = String::from_utf8(openssl_ok(
+            &["pkey", "-pubin", "-in", "keyplane.pem", "-text", "-noout"],
+            w,
+        ))
+        .unwrap();
+        assert!(text.contains(&format!("GROUP: {group}")), "{text}");
+        let der = openssl_ok(
+            &["pkey", "-pubin", "-in", "keyplane.pem", "-outform", "DER"],
+            w,
+        );
+        assert_eq!(der, unb64(&pk["der"]));
+
+        // Python's cryptography (its key in X9.42 form, with q) and keyplane agree.
+        let (python_pub, python_secret) = python_dh_agree(&ours);
+        assert_eq!(python_secret.len(), len);
+        let (st, v) = derive(&key, &python_pub, json!({})).await;
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(v["key_agreement_algorithm"], "DH");
+        assert_eq!(unb64(&v["shared_secret"]), python_secret, "{spec}");
+
+        // openssl (its key in PKCS #3 form), as base64 DER, with the algorithm named.
+        openssl_ok(
+            &[
+                "genpkey",
+                "-algorithm",
+                "DH",
+                "-pkeyopt",
+                &format!("group:{group}"),
+                "-out",
+                "peer.pem",
+            ],
+            w,
+        );
+        let peer_der = openssl_ok(
+            &["pkey", "-in", "peer.pem", "-pubout", "-outform", "DER"],
+            w,
+        );
+        let expected = openssl_ok(
+            &[
+                "pkeyutl",
+                "-derive",
+                "-inkey",
+                "peer.pem",
+                "-peerkey",
+                "keyplane.pem",
+            ],
+            w,
+        );
+        let (st, v) = derive(
+            &key,
+            &b64(&peer_der),
+            json!({ "key_agreement_algorithm": "DH" }),
+        )
+        .await;
+        assert_eq!(st, 200, "{v}");
+        let secret = unb64(&v["shared_secret"]);
+        // openssl drops leading zero bytes of the secret (TLS 1.2's rule); keyplane keeps the
+        // prime's length (RFC 7919, TLS 1.3).
+        assert_eq!(secret.len(), len);
+        assert_eq!(&secret[len - expected.len()..], &expected[..]);
+        assert!(secret[..len - expected.len()].iter().all(|b| *b == 0));
+
+        // Refusals: ECDH named for a DH key, JWK asked for, a peer in the other group, a peer
+        // whose public value is 1 or p - 1, an EC peer.
+        assert_error(
+            &derive(
+                &key,
+                &python_pub,
+                json!({ "key_agreement_algorithm": "ECDH" }),
+            )
+            .await,
+            400,
+            "InvalidKeyUsage",
+            "its key agreement algorithm is DH",
+        );
+        assert_error(
+            &s.call(
+                Some(&s.admin),
+                "get-public-key",
+                json!({ "key_id": key, "format": "JWK" }),
+            )
+            .await,
+            400,
+            "ValidationError",
+            "no JWK form",
+        );
+        let other = if group == "ffdhe2048" {
+            "ffdhe3072"
+        } else {
+            "ffdhe2048"
+        };
+        openssl_ok(
+            &[
+                "genpkey",
+                "-algorithm",
+                "DH",
+                "-pkeyopt",
+                &format!("group:{other}"),
+                "-out",
+                "other.pem",
+            ],
+            w,
+        );
+        let other_pub = openssl_ok(&["pkey", "-in", "other.pem", "-pubout"], w);
+        assert_error(
+            &derive(&key, &String::from_utf8(other_pub).unwrap(), json!({})).await,
+            400,
+            "ValidationError",
+            "another group",
+        );
+        // A public value of 1, then p - 1, in the DER openssl wrote: its key's bit string
+        // holds the INTEGER y as the last `len` bytes (y of full length) or fewer; rebuild it.
+        for fixed in [vec![1u8], {
+            let prime = prime_of(&peer_der, len);
+            let mut p1 = prime.clone();
+            *p1.last_mut().unwrap() -= 1;
+            p1
+        }] {
+            let forged = with_public_value(&peer_der, &fixed);
+            assert_error(
+                &derive(&key, &b64(&forged), json!({})).await,
+                400,
+                "ValidationError",
+                "out of range",
+            );
+        }
+        let ec = create(&s, "ECC_NIST_P256", "key-agreement").await;
+        let ec_pub = s
+            .ok(&s.admin, "get-public-key", json!({ "key_id": ec }))
+            .await;
+        assert_error(
+            &derive(&key, ec_pub["pem"].as_str().unwrap(), json!({})).await,
+            400,
+            "ValidationError",
+            "not a Diffie-Hellman key",
+        );
+        // A DH key signs nothing and cannot be made exportable.
+        assert_error(
+            &s.call(
+                Some(&s.admin),
+                "create-key",
+                json!({ "key_spec": spec, "exportable": true }),
+            )
+            .await,
+            400,
+            "ValidationError",
+            "cannot be exportable",
+        );
+    }
+}
+
+/// The prime (`len` bytes) in the parameters of a DH SubjectPublicKeyInfo `der` as openssl
+/// writes it (PKCS #3: `{ prime, base }`).
+fn prime_of(der: &[u8], len: usize) -> Vec<u8> {
+    use der::Decode;
+    let spki = spki::SubjectPublicKeyInfoRef::from_der(der).unwrap();
+    let params = der::Encode::to_der(&spki.algorithm.parameters.unwrap()).unwrap();
+    let ints = Vec::<der::asn1::UintRef<'_>>::from_der(&params).unwrap();
+    let p = ints[0].as_bytes().to_vec();
+    assert_eq!(p.len(), len);
+    p
+}
+
+/// `der` (a DH SubjectPublicKeyInfo) with its public value replaced by `y`.
+fn with_public_value(der: &[u8], y: &[u8]) -> Vec<u8> {
+    use der::{Decode, Encode};
+    let spki = spki::SubjectPublicKeyInfoRef::from_der(der).unwrap();
+    let y = der::asn1::UintRef::new(y).unwrap().to_der().unwrap();
+    spki::SubjectPublicKeyInfoRef {
+        algorithm: spki.algorithm,
+        subject_public_key: der::asn1::BitStringRef::from_bytes(&y).unwrap(),
+    }
+    .to_der()
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn invalid_spec_and_usage_combinations_are_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -772,13 +1002,15 @@ async fn invalid_spec_and_usage_combinations_are_refused() {
         "CKM_RSA_PKCS_PSS",
         "CKM_ECDH1_DERIVE",
         "CKM_SHA256_HMAC",
+        "CKM_DH_PKCS_KEY_PAIR_GEN",
+        "CKM_DH_PKCS_DERIVE",
     ] {
         assert!(
             hsm["mechanisms"].as_array().unwrap().contains(&json!(m)),
             "{hsm}"
         );
     }
-    assert_eq!(hsm["key_specs"].as_array().unwrap().len(), 12, "{hsm}");
+    assert_eq!(hsm["key_specs"].as_array().unwrap().len(), 14, "{hsm}");
     // The sessions the node holds: some (the pool keeps those it used), and no more after
     // many more calls (each borrows one and gives it back).
     let open = hsm["open_sessions"].as_u64().unwrap();

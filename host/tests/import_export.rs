@@ -1333,10 +1333,10 @@ async fn deleting_imported_material_leaves_the_key_waiting_for_the_same_material
     s.assert_audit_verifies();
 }
 
-/// `host/tests/pkcs12/pkcs12.py` (Python's `cryptography`, from the clients' venv) with `args`;
+/// `host/tests/peers/pkcs12.py` (Python's `cryptography`, from the clients' venv) with `args`;
 /// its standard output.
 fn pkcs12_py(args: &[&str]) -> String {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pkcs12/pkcs12.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/pkcs12.py");
     let out = succeeds(
         Command::new(common::aws::venv_bin("python"))
             .arg(script)

@@ -99,6 +99,7 @@ fn usages_of(spec: &str) -> &'static [&'static str] {
         s if s.starts_with("HMAC") => &["generate-verify-mac"],
         s if s.starts_with("RSA") => &["encrypt-decrypt", "sign-verify"],
         "ECC_NIST_P256" | "ECC_NIST_P384" => &["sign-verify", "key-agreement"],
+        s if s.starts_with("FFDHE") => &["key-agreement"],
         s if s.starts_with("ECC") || s.starts_with("ED25519") => &["sign-verify"],
         _ => &["encrypt-decrypt"],
     }

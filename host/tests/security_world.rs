@@ -42,6 +42,8 @@ enum Use {
     Hmac,
     Ecdsa,
     RsaOaep,
+    /// Finite-field DH with the key's own public key as the peer (a valid peer of its group).
+    Dh,
 }
 
 /// `from` makes what `to` must accept with `key`: a ciphertext, a MAC, a signature.
@@ -109,6 +111,22 @@ async fn across(from: &Server, to: &Server, key: &str, how: Use, note: &str) -> 
             assert_eq!(unb64(&v["plaintext"]), msg.as_bytes(), "{note}");
             ct
         }
+        Use::Dh => {
+            let public = from
+                .ok(
+                    admin,
+                    "get-public-key",
+                    json!({ "key_id": key, "format": "PEM" }),
+                )
+                .await;
+            let body = json!({ "key_id": key, "peer_public_key": public["pem"] });
+            let here =
+                unb64(&from.ok(admin, "derive-shared-secret", body.clone()).await["shared_secret"]);
+            let there = unb64(&to.ok(admin, "derive-shared-secret", body).await["shared_secret"]);
+            assert_eq!(here, there, "{note}");
+            assert_eq!(here.len(), 256, "{note}");
+            public["pem"].as_str().unwrap().as_bytes().to_vec()
+        }
     }
 }
 
@@ -145,6 +163,15 @@ async fn refused(s: &Server, key: &str, how: Use, made: &[u8]) {
                 admin,
                 "decrypt",
                 json!({ "key_id": key, "ciphertext_blob": b64(made), "encryption_algorithm": "RSAES_OAEP_SHA_1" }),
+            )
+            .await
+        }
+        Use::Dh => {
+            let peer = String::from_utf8(made.to_vec()).unwrap();
+            s.call(
+                admin,
+                "derive-shared-secret",
+                json!({ "key_id": key, "peer_public_key": peer }),
             )
             .await
         }
@@ -220,6 +247,7 @@ async fn hsm_keys_made_on_one_node_are_used_on_another_and_shredded_on_both() {
             create(node_a, "RSA_2048", "encrypt-decrypt").await,
             Use::RsaOaep,
         ),
+        (create(node_a, "FFDHE_2048", "key-agreement").await, Use::Dh),
     ];
     let mut made = Vec::new();
     for (key, how) in &keys {
@@ -237,7 +265,7 @@ async fn hsm_keys_made_on_one_node_are_used_on_another_and_shredded_on_both() {
         assert_eq!(listed["versions"][0]["cluster_wide"], true, "{listed}");
     }
     // A public key read on B is the one A's token holds.
-    for key in [&keys[2].0, &keys[3].0] {
+    for key in [&keys[2].0, &keys[3].0, &keys[4].0] {
         let body = json!({ "key_id": key });
         let on_a = node_a
             .ok(&node_a.admin, "get-public-key", body.clone())
@@ -257,7 +285,7 @@ async fn hsm_keys_made_on_one_node_are_used_on_another_and_shredded_on_both() {
             0,
             "{key} in B's token: {labels_b:?}"
         );
-        let pair = matches!(how, Use::Ecdsa | Use::RsaOaep);
+        let pair = matches!(how, Use::Ecdsa | Use::RsaOaep | Use::Dh);
         assert_eq!(
             labels_of(&labels_a, key),
             if pair { 2 } else { 1 },

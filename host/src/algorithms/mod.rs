@@ -12,7 +12,9 @@
 //! | `ECC_NIST_P384` | sign-verify, key-agreement | `ECDSA_SHA_384`, `ECDH` |
 //! | `ED25519` | sign-verify | `ED25519` |
 //! | `RSA_2048/3072/4096` | sign-verify, encrypt-decrypt | `RSASSA_PSS_SHA_*`, `RSASSA_PKCS1_V1_5_SHA_*`, `RSAES_OAEP_SHA_*` |
+//! | `FFDHE_2048/3072` | key-agreement | `DH` (RFC 7919 groups, see [`ffdhe`]) |
 
+pub mod ffdhe;
 pub mod pkcs12;
 pub mod private_key;
 pub mod public_key;
@@ -34,6 +36,8 @@ pub enum KeySpec {
     Rsa2048,
     Rsa3072,
     Rsa4096,
+    Ffdhe2048,
+    Ffdhe3072,
 }
 
 /// What a key may be used for. Fixed at creation.
@@ -108,6 +112,8 @@ const SPECS: &[(KeySpec, &str)] = &[
     (KeySpec::Rsa2048, "RSA_2048"),
     (KeySpec::Rsa3072, "RSA_3072"),
     (KeySpec::Rsa4096, "RSA_4096"),
+    (KeySpec::Ffdhe2048, "FFDHE_2048"),
+    (KeySpec::Ffdhe3072, "FFDHE_3072"),
 ];
 
 const USAGES: &[(KeyUsage, &str)] = &[
@@ -220,6 +226,7 @@ impl KeySpec {
             KeySpec::EccNistP256 | KeySpec::EccNistP384 => &[SignVerify, KeyAgreement],
             KeySpec::Ed25519 => &[SignVerify],
             KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096 => &[SignVerify, EncryptDecrypt],
+            KeySpec::Ffdhe2048 | KeySpec::Ffdhe3072 => &[KeyAgreement],
         }
     }
 
@@ -238,6 +245,8 @@ impl KeySpec {
                 | KeySpec::Rsa2048
                 | KeySpec::Rsa3072
                 | KeySpec::Rsa4096
+                | KeySpec::Ffdhe2048
+                | KeySpec::Ffdhe3072
         )
     }
 
@@ -286,6 +295,25 @@ impl KeySpec {
         match self {
             KeySpec::EccNistP256 => Some(32),
             KeySpec::EccNistP384 => Some(48),
+            _ => None,
+        }
+    }
+
+    /// The RFC 7919 group of a finite-field Diffie-Hellman spec.
+    pub fn dh_group(self) -> Option<&'static ffdhe::Group> {
+        match self {
+            KeySpec::Ffdhe2048 => Some(&ffdhe::FFDHE2048),
+            KeySpec::Ffdhe3072 => Some(&ffdhe::FFDHE3072),
+            _ => None,
+        }
+    }
+
+    /// The key agreement algorithm of a `key-agreement` spec: `ECDH` (NIST curves) or `DH`
+    /// (RFC 7919 groups).
+    pub fn key_agreement_algorithm(self) -> Option<&'static str> {
+        match self {
+            KeySpec::EccNistP256 | KeySpec::EccNistP384 => Some("ECDH"),
+            KeySpec::Ffdhe2048 | KeySpec::Ffdhe3072 => Some("DH"),
             _ => None,
         }
     }

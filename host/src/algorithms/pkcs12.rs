@@ -321,15 +321,13 @@ pub fn certificate_matches(
     // a redundant zero byte): compare the parts.
     Ok(
         match super::public_key::parts_from_spki(&theirs).map(|(_, p)| p) {
-            Ok(PublicParts::Rsa { modulus, exponent }) => match parts {
-                PublicParts::Rsa {
-                    modulus: m,
-                    exponent: e,
-                } => trim(&modulus) == trim(m) && trim(&exponent) == trim(e),
-                PublicParts::Ec(_) => false,
-            },
+            Ok(PublicParts::Rsa { modulus, exponent }) => matches!(
+                parts,
+                PublicParts::Rsa { modulus: m, exponent: e }
+                    if trim(&modulus) == trim(m) && trim(&exponent) == trim(e)
+            ),
             Ok(PublicParts::Ec(point)) => matches!(parts, PublicParts::Ec(p) if *p == point),
-            Err(_) => false,
+            Ok(PublicParts::Dh(_)) | Err(_) => false,
         },
     )
 }

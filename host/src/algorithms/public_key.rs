@@ -23,6 +23,9 @@ pub enum PublicParts {
     Ec(Vec<u8>),
     /// Big-endian modulus and public exponent.
     Rsa { modulus: Vec<u8>, exponent: Vec<u8> },
+    /// The public value `y` of a finite-field Diffie-Hellman key (`CKA_VALUE`), big-endian;
+    /// its group is the spec's.
+    Dh(Vec<u8>),
 }
 
 /// secp256r1 (P-256).
@@ -96,6 +99,9 @@ pub fn spki_der(spec: KeySpec, parts: &PublicParts) -> Result<Vec<u8>> {
             .to_der()
             .map_err(internal("rsa spki"))
         }
+        (_, PublicParts::Dh(y)) => {
+            super::ffdhe::spki_der(spec.dh_group().ok_or(Error::Internal)?, y)
+        }
         _ => Err(Error::Internal),
     }
 }
@@ -103,9 +109,9 @@ pub fn spki_der(spec: KeySpec, parts: &PublicParts) -> Result<Vec<u8>> {
 /// id-ecPublicKey (RFC 5480).
 const OID_EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
 
-/// The public parts of a SubjectPublicKeyInfo [`spki_der`] wrote (RSA, a NIST curve or
-/// Ed25519), and for EC keys the DER `ECParameters` (the curve's OID, as `CKA_EC_PARAMS`
-/// holds it). Anything else is [`Error::Internal`]: only keyplane's own stored public keys
+/// The public parts of a SubjectPublicKeyInfo [`spki_der`] wrote (RSA, a NIST curve,
+/// Ed25519 or an FFDHE group), and for EC keys the DER `ECParameters` (the curve's OID, as
+/// `CKA_EC_PARAMS` holds it), for DH keys the DER `DHParameter` (`{ prime, base }`). Anything else is [`Error::Internal`]: only keyplane's own stored public keys
 /// come here.
 pub fn parts_from_spki(der: &[u8]) -> Result<(Option<Vec<u8>>, PublicParts)> {
     use der::Decode;
@@ -124,6 +130,16 @@ pub fn parts_from_spki(der: &[u8]) -> Result<(Option<Vec<u8>>, PublicParts)> {
                 exponent: rsa.public_exponent.as_bytes().to_vec(),
             },
         ));
+    }
+    if oid == super::ffdhe::OID_DH {
+        let y = der::asn1::UintRef::from_der(key).map_err(bad_token_key)?;
+        let params = spki
+            .algorithm
+            .parameters
+            .ok_or_else(|| bad_token_key("DH key without its group"))?
+            .to_der()
+            .map_err(internal("dh parameters"))?;
+        return Ok((Some(params), PublicParts::Dh(y.as_bytes().to_vec())));
     }
     let curve = if oid == OID_ED25519 {
         OID_ED25519
@@ -159,11 +175,12 @@ fn strip_zeros(b: &[u8]) -> &[u8] {
     &b[i..]
 }
 
-/// The public key as a JWK (RFC 7517/7518; RFC 8037 for Ed25519).
-pub fn jwk(spec: KeySpec, parts: &PublicParts) -> Result<serde_json::Value> {
+/// The public key as a JWK (RFC 7517/7518; RFC 8037 for Ed25519); `None` for a finite-field
+/// Diffie-Hellman key, which JOSE has no key type for.
+pub fn jwk(spec: KeySpec, parts: &PublicParts) -> Result<Option<serde_json::Value>> {
     let from_str =
         |s: String| serde_json::from_str::<serde_json::Value>(&s).map_err(|_| Error::Internal);
-    match (spec, parts) {
+    let jwk = match (spec, parts) {
         (KeySpec::EccNistP256, PublicParts::Ec(point)) => from_str(
             p256::PublicKey::from_sec1_bytes(point)
                 .map_err(bad_token_key)?
@@ -184,8 +201,10 @@ pub fn jwk(spec: KeySpec, parts: &PublicParts) -> Result<serde_json::Value> {
             "n": URL_SAFE_NO_PAD.encode(strip_zeros(modulus)),
             "e": URL_SAFE_NO_PAD.encode(strip_zeros(exponent)),
         })),
+        (_, PublicParts::Dh(_)) => return Ok(None),
         _ => Err(Error::Internal),
-    }
+    };
+    jwk.map(Some)
 }
 
 /// The DER SubjectPublicKeyInfo given in request field `field` as PEM ("PUBLIC KEY") or

@@ -45,7 +45,8 @@ impl MessageType {
 pub struct PublicKey {
     pub der: Vec<u8>,
     pub pem: String,
-    pub jwk: serde_json::Value,
+    /// `None` where JOSE has no key type (finite-field Diffie-Hellman).
+    pub jwk: Option<serde_json::Value>,
 }
 
 /// A data key pair: the private key as PKCS#8 DER (zeroized), the public key as DER
@@ -227,6 +228,21 @@ impl Keyring {
         let peer_point = std::sync::Arc::new(peer_point);
         self.with_object(ObjKind::Private, version, move |hsm, key| {
             hsm.ecdh(key, &peer_point, len)
+        })
+        .await
+    }
+
+    /// Finite-field Diffie-Hellman of version `version` (of `group`) with the peer's public
+    /// value `y` (checked, the prime's length): the shared secret at the prime's length.
+    pub async fn dh(
+        &self,
+        version: &KeyVersionRow,
+        group: &'static crate::algorithms::ffdhe::Group,
+        y: Vec<u8>,
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        let y = std::sync::Arc::new(y);
+        self.with_object(ObjKind::Private, version, move |hsm, key| {
+            hsm.dh(key, group, &y)
         })
         .await
     }

@@ -19,7 +19,7 @@ use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass};
 use zeroize::Zeroizing;
 
-use super::{unavailable, world, Hsm, Obj};
+use super::{derived_secret_template, take_derived_secret, unavailable, world, Hsm, Obj};
 use crate::algorithms::private_key::{KeyPairParts, PrivateParts, RsaPrivateParts};
 use crate::algorithms::public_key::PublicParts;
 use crate::algorithms::{Hash, KeySpec, KeyUsage};
@@ -312,6 +312,7 @@ impl Hsm {
             _ if !world_copy => None,
             KeySpec::EccNistP256 | KeySpec::EccNistP384 => Some(world::CopyKind::Ec),
             KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096 => Some(world::CopyKind::Rsa),
+            KeySpec::Ffdhe2048 | KeySpec::Ffdhe3072 => Some(world::CopyKind::Dh),
             _ => None,
         };
         let mut private = common(ObjectClass::PRIVATE_KEY, true);
@@ -346,6 +347,11 @@ impl Hsm {
                 public.push(Attribute::ModulusBits(bits.into()));
                 public.push(Attribute::PublicExponent(vec![0x01, 0x00, 0x01]));
                 (Mechanism::RsaPkcsKeyPairGen, "CKM_RSA_PKCS_KEY_PAIR_GEN")
+            }
+            KeySpec::Ffdhe2048 | KeySpec::Ffdhe3072 => {
+                let group = spec.dh_group().ok_or(Error::Internal)?;
+                public.extend(super::dh::public_template(group));
+                (super::dh::key_pair_gen(), "CKM_DH_PKCS_KEY_PAIR_GEN")
             }
             _ => return Err(Error::Internal),
         };
@@ -579,30 +585,16 @@ impl Hsm {
     /// point: the shared secret (x coordinate), `len` bytes. The derived value exists in the
     /// token only as a short-lived session object, destroyed before return.
     pub fn ecdh(&self, private: Obj, peer_point: &[u8], len: usize) -> Result<Zeroizing<Vec<u8>>> {
-        let template = [
-            Attribute::Token(false),
-            Attribute::Class(ObjectClass::SECRET_KEY),
-            Attribute::KeyType(KeyType::GENERIC_SECRET),
-            Attribute::ValueLen((len as u64).into()),
-            Attribute::Sensitive(false),
-            Attribute::Extractable(true),
-        ];
         self.call("C_DeriveKey", "CKM_ECDH1_DERIVE", |s, live| {
             let params = Ecdh1DeriveParams::new(EcKdf::null(), peer_point);
             let derived = s
                 .derive_key(
                     &Mechanism::Ecdh1Derive(params),
                     live.handle(private)?,
-                    &template,
+                    &derived_secret_template(len),
                 )
                 .map_err(unavailable("ecdh derive"))?;
-            let value = s.get_attributes(derived, &[AttributeType::Value]);
-            let _ = s.destroy_object(derived);
-            let value = value.map_err(unavailable("read derived secret"))?;
-            match value.into_iter().next() {
-                Some(Attribute::Value(v)) => Ok(Zeroizing::new(v)),
-                _ => Err(Error::Internal),
-            }
+            take_derived_secret(s, derived)
         })
     }
 
@@ -621,6 +613,15 @@ pub(super) fn read_public_parts(
     spec: KeySpec,
 ) -> Result<PublicParts> {
     let rsa = spec.rsa_bits().is_some();
+    if spec.dh_group().is_some() {
+        let value = s
+            .get_attributes(public, &[AttributeType::Value])
+            .map_err(unavailable("read public key"))?;
+        return match value.into_iter().next() {
+            Some(Attribute::Value(y)) => Ok(PublicParts::Dh(y)),
+            _ => Err(Error::Internal),
+        };
+    }
     let wanted: &[AttributeType] = if rsa {
         &[AttributeType::Modulus, AttributeType::PublicExponent]
     } else {

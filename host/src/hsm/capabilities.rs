@@ -56,6 +56,8 @@ pub const USED_MECHANISMS: &[(MechanismType, &str)] = &[
     (MechanismType::RSA_PKCS, "CKM_RSA_PKCS"),
     (MechanismType::RSA_PKCS_PSS, "CKM_RSA_PKCS_PSS"),
     (MechanismType::RSA_PKCS_OAEP, "CKM_RSA_PKCS_OAEP"),
+    (super::dh::KEY_PAIR_GEN, "CKM_DH_PKCS_KEY_PAIR_GEN"),
+    (super::dh::DERIVE, "CKM_DH_PKCS_DERIVE"),
 ];
 
 /// The token's identity and abilities.
@@ -146,6 +148,9 @@ impl Capabilities {
             KeySpec::Ed25519 => vec![M::ECC_EDWARDS_KEY_PAIR_GEN, M::EDDSA],
             KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096 => {
                 vec![M::RSA_PKCS_KEY_PAIR_GEN]
+            }
+            KeySpec::Ffdhe2048 | KeySpec::Ffdhe3072 => {
+                vec![super::dh::KEY_PAIR_GEN, super::dh::DERIVE]
             }
         };
         match (spec, usage) {

@@ -32,6 +32,7 @@ pub mod asym;
 pub mod audit_key;
 pub mod capabilities;
 pub mod ceremony;
+pub mod dh;
 pub mod pair_import;
 mod pool;
 pub mod quirks;
@@ -48,7 +49,7 @@ use cryptoki::context::Pkcs11;
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::mechanism::Mechanism;
-use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 use cryptoki::slot::Slot;
 use zeroize::Zeroizing;
@@ -290,6 +291,33 @@ pub struct Hsm {
     caps: capabilities::Capabilities,
     /// Taken by calls that find, create or destroy objects on SoftHSM2 (`call_on_objects`).
     object_calls: Mutex<()>,
+}
+
+/// The template of a key agreement's secret (`len` bytes): a readable session object, which
+/// [`take_derived_secret`] reads and destroys at once.
+fn derived_secret_template(len: usize) -> [Attribute; 6] {
+    [
+        Attribute::Token(false),
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::GENERIC_SECRET),
+        Attribute::ValueLen((len as u64).into()),
+        Attribute::Sensitive(false),
+        Attribute::Extractable(true),
+    ]
+}
+
+/// The value of the derived secret `derived`, which is destroyed.
+fn take_derived_secret(s: &Session, derived: ObjectHandle) -> Result<Zeroizing<Vec<u8>>> {
+    let value = s.get_attributes(derived, &[AttributeType::Value]);
+    let _ = s.destroy_object(derived);
+    match value
+        .map_err(unavailable("read derived secret"))?
+        .into_iter()
+        .next()
+    {
+        Some(Attribute::Value(v)) => Ok(Zeroizing::new(v)),
+        _ => Err(Error::Internal),
+    }
 }
 
 /// Map a PKCS#11 failure to the public error, logging the detail (never secrets).

@@ -18,8 +18,8 @@
 //! "kpw1" ‖ kind (1 byte) ‖ usage (1 byte) ‖ public length (u16, big-endian) ‖ public ‖ wrapped
 //! ```
 //! - kind: 1 AES secret key, 2 generic secret (HMAC), 3 RSA key pair, 4 EC key pair (NIST
-//!   curves);
-//! - usage: bit 0 encrypt/decrypt, bit 1 sign/verify, bit 2 derive (ECDH), bit 7 extractable
+//!   curves), 5 finite-field DH key pair (RFC 7919 groups);
+//! - usage: bit 0 encrypt/decrypt, bit 1 sign/verify, bit 2 derive (ECDH, DH), bit 7 extractable
 //!   (the key was created `exportable`: its objects may be wrapped for export, on every node);
 //!   the objects a node makes from the copy carry exactly these usage attributes, those the
 //!   creating node gave its token objects;
@@ -123,6 +123,8 @@ pub enum CopyKind {
     Rsa,
     /// An EC (NIST curve) key pair's private key.
     Ec,
+    /// A finite-field Diffie-Hellman (RFC 7919 group) key pair's private key.
+    Dh,
 }
 
 impl CopyKind {
@@ -132,6 +134,7 @@ impl CopyKind {
             CopyKind::GenericSecret => 2,
             CopyKind::Rsa => 3,
             CopyKind::Ec => 4,
+            CopyKind::Dh => 5,
         }
     }
 
@@ -141,13 +144,14 @@ impl CopyKind {
             2 => CopyKind::GenericSecret,
             3 => CopyKind::Rsa,
             4 => CopyKind::Ec,
+            5 => CopyKind::Dh,
             _ => return None,
         })
     }
 
     /// A key pair (the copy holds its private key and its public key).
     pub fn is_pair(self) -> bool {
-        matches!(self, CopyKind::Rsa | CopyKind::Ec)
+        matches!(self, CopyKind::Rsa | CopyKind::Ec | CopyKind::Dh)
     }
 
     fn key_type(self) -> KeyType {
@@ -156,6 +160,7 @@ impl CopyKind {
             CopyKind::GenericSecret => KeyType::GENERIC_SECRET,
             CopyKind::Rsa => KeyType::RSA,
             CopyKind::Ec => KeyType::EC,
+            CopyKind::Dh => KeyType::DH,
         }
     }
 }
@@ -339,6 +344,17 @@ fn public_template(copy: &WorldCopy<'_>, id: &[u8]) -> Result<Vec<Attribute>> {
                 .map_err(|_| Error::Internal)?;
             t.push(Attribute::EcParams(params));
             t.push(Attribute::EcPoint(encoded));
+        }
+        (CopyKind::Dh, PublicParts::Dh(y), Some(params)) => {
+            use der::Decode;
+            let params = Vec::<der::asn1::UintRef<'_>>::from_der(&params)
+                .map_err(|_| malformed("group parameters"))?;
+            let [prime, base] = params.as_slice() else {
+                return Err(malformed("group parameters"));
+            };
+            t.push(Attribute::Prime(prime.as_bytes().to_vec()));
+            t.push(Attribute::Base(base.as_bytes().to_vec()));
+            t.push(Attribute::Value(y));
         }
         _ => return Err(malformed("public key of another kind")),
     }

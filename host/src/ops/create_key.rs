@@ -135,6 +135,11 @@ impl Operation for CreateKey {
                 "ED25519 keys cannot be exportable: the PKCS#11 module cannot wrap them",
             ));
         }
+        if spec.dh_group().is_some() && self.exportable {
+            return Err(Error::validation(format!(
+                "{spec} keys cannot be exportable: keyplane offers no export form for a DH private key",
+            )));
+        }
         validate_description(&self.description)?;
         validate_tags(&self.tags)?;
         if let Some(p) = &self.policy {

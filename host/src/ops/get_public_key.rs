@@ -133,6 +133,12 @@ impl Operation for GetPublicKey {
             });
         }
         let public = ctx.state.keyring.public_key(&version, spec).await?;
+        if self.format.as_deref() == Some("JWK") && public.jwk.is_none() {
+            return Err(Error::validation(format!(
+                "a {} public key has no JWK form; ask for PEM or DER",
+                spec
+            )));
+        }
         let want = |f: &str| self.format.as_deref().is_none_or(|w| w == f);
         let mut out = GetPublicKeyOutput {
             key_id: key.id.clone(),
@@ -141,7 +147,7 @@ impl Operation for GetPublicKey {
             key_usage: key.usage.to_string(),
             pem: want("PEM").then(|| public.pem.clone()),
             der: want("DER").then(|| Base64::new(public.der.clone())),
-            jwk: want("JWK").then(|| public.jwk.clone()),
+            jwk: want("JWK").then(|| public.jwk.clone()).flatten(),
             certificate: None,
             signing_algorithms: Vec::new(),
             encryption_algorithms: Vec::new(),
@@ -160,7 +166,9 @@ impl Operation for GetPublicKey {
                     out.encryption_algorithms = vec![OaepAlgorithm(h).as_str()];
                 }
             }
-            KeyUsage::KeyAgreement => out.key_agreement_algorithms = vec!["ECDH"],
+            KeyUsage::KeyAgreement => {
+                out.key_agreement_algorithms = spec.key_agreement_algorithm().into_iter().collect()
+            }
             KeyUsage::GenerateVerifyMac => {}
         }
         Ok(out)

@@ -337,7 +337,7 @@ async fn open_bundle(
         }
         let point = match parts {
             PublicParts::Ec(point) => Some(point),
-            PublicParts::Rsa { .. } => None,
+            PublicParts::Rsa { .. } | PublicParts::Dh(_) => None,
         };
         Ok((opened.private_key, point))
     })

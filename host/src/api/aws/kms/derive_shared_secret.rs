@@ -53,7 +53,7 @@ impl KmsAction for DeriveSharedSecret {
         Ok(op::DeriveSharedSecret {
             key_id: cx.key_id("keyId", &required("keyId", self.key_id)?)?,
             peer_public_key: STANDARD.encode(public_key.0.as_slice()),
-            key_agreement_algorithm: algorithm,
+            key_agreement_algorithm: Some(algorithm),
         })
     }
 

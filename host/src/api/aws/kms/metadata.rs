@@ -56,17 +56,19 @@ pub fn usage_from_aws(name: &str) -> Option<KeyUsage> {
 }
 
 /// The AWS name of a stored key spec (`SYMMETRIC_DEFAULT` for the symmetric specs AWS does
-/// not name).
+/// not name; keyplane's own name for the FFDHE specs, which AWS has no counterpart of).
 pub fn aws_spec(native: &str) -> Result<&'static str> {
     let spec = KeySpec::parse(native).map_err(|_| Error::Internal)?;
     if spec.is_symmetric_encryption() {
         return Ok("SYMMETRIC_DEFAULT");
     }
-    SPECS
+    // A spec AWS KMS does not have (FFDHE_2048/3072) keeps keyplane's name: AWS clients
+    // read the field as a string, and the key is still listed and described.
+    Ok(SPECS
         .iter()
         .find(|(s, _)| *s == spec)
         .map(|(_, n)| *n)
-        .ok_or(Error::Internal)
+        .unwrap_or(spec.as_str()))
 }
 
 /// The AWS name of a stored key usage.
@@ -143,7 +145,7 @@ impl KeyMetadata {
             KeyUsage::SignVerify => {
                 signing.extend(spec.signing_algorithms().into_iter().map(|a| a.as_str()))
             }
-            KeyUsage::KeyAgreement => agreement.push("ECDH"),
+            KeyUsage::KeyAgreement => agreement.extend(spec.key_agreement_algorithm()),
             KeyUsage::GenerateVerifyMac => {
                 if let Some(h) = spec.hmac_hash() {
                     mac.push(MacAlgorithm(h).as_str())
@@ -176,5 +178,22 @@ impl KeyMetadata {
             }),
             multi_region: false,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_spec_has_an_aws_name() {
+        // DescribeKey and ListKeys of any key must answer; a spec AWS lacks keeps its own
+        // name (it was an internal error).
+        for spec in KeySpec::all() {
+            let name = aws_spec(spec.as_str()).unwrap();
+            assert!(!name.is_empty());
+        }
+        assert_eq!(aws_spec("FFDHE_2048").unwrap(), "FFDHE_2048");
+        assert_eq!(aws_spec("AES_128_GCM").unwrap(), "SYMMETRIC_DEFAULT");
     }
 }
