@@ -243,7 +243,8 @@ pub fn import_root(config: &Config, from: &Path) -> anyhow::Result<String> {
         .map_err(|e| anyhow::anyhow!("not a keyplane root key export: {e}"))?;
     let result = (|| {
         let export = file.parse()?;
-        let (_pkcs11, s, pin, _) = token::ceremony_session(config, false)?;
+        let (pkcs11, s, pin, _) = token::ceremony_session(config, false)?;
+        let quirks = crate::hsm::quirks::Module::of(&pkcs11).quirks();
         token::user_login(&s, &pin)?;
         let imported = (|| {
             match token_side::transport_public(&s)? {
@@ -257,7 +258,8 @@ pub fn import_root(config: &Config, from: &Path) -> anyhow::Result<String> {
             }
             let anchor = sealed_by_root(config)?;
             let exportable = config.hsm.root_key_exportable;
-            token_side::import_root(&s, &export, exportable, (crate::authn::KEY_AAD, &anchor))
+            let anchor = (crate::authn::KEY_AAD, &anchor[..]);
+            token_side::import_root(&s, quirks, &export, exportable, anchor)
         })();
         let _ = s.logout();
         imported.map(|()| file.root_key_check_value.clone())

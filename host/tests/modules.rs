@@ -156,6 +156,10 @@ async fn scenario(module: Module) -> Value {
                     json!({ "key_spec": "AES_256_GCM", "origin": "external" }),
                     "cannot take imported key material",
                 ),
+                (
+                    json!({ "key_spec": "FFDHE_2048" }),
+                    "CKM_DH_PKCS_KEY_PAIR_GEN",
+                ),
             ] {
                 let answer = s.call(Some(&admin), "create-key", body.clone()).await;
                 assert_error(&answer, 400, "ValidationError", lacks);

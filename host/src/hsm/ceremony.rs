@@ -306,6 +306,7 @@ fn exportable_root(s: &Session) -> anyhow::Result<ObjectHandle> {
 /// key (the same one: imported before; another: this token belongs to other nodes).
 pub fn import_root(
     s: &Session,
+    quirks: super::quirks::Quirks,
     export: &RootExport,
     exportable: bool,
     anchor: (&[u8], &[u8]),
@@ -333,7 +334,7 @@ pub fn import_root(
     let template = root_key_template(UNVERIFIED_ROOT_LABEL, exportable);
     let root = match s.unwrap_key(&export.oaep.mechanism(), private, &export.wrapped, &template) {
         Ok(h) => h,
-        Err(e) if super::wrapping::rejected(&e) => anyhow::bail!(
+        Err(e) if quirks.rejects_material(&e) => anyhow::bail!(
             "the export does not unwrap with this node's transport key: it was altered, or made for another transport key"
         ),
         Err(e) => return Err(ck("unwrap the root key")(e)),

@@ -11,7 +11,7 @@ use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHan
 use cryptoki::session::Session;
 
 use super::asym::{ec_params, read_public_parts};
-use super::wrapping::{incorrect, rejected, unwrap_ephemeral, HostKek, OaepHash};
+use super::wrapping::{incorrect, unwrap_ephemeral, HostKek, OaepHash};
 use super::{unavailable, world, Hsm, Obj};
 use crate::algorithms::{KeySpec, KeyUsage};
 use crate::error::{Error, Result};
@@ -93,7 +93,10 @@ impl Hsm {
                             return Err(incorrect("too short for RSA_AES_KEY_WRAP"));
                         }
                         let (head, tail) = bytes.split_at(*modulus_len);
-                        (unwrap_ephemeral(s, import_key, *hash, head)?, tail)
+                        (
+                            unwrap_ephemeral(s, live.quirks, import_key, *hash, head)?,
+                            tail,
+                        )
                     }
                     PairSource::Host { kek, bytes } => {
                         (kek.session_object(s, Attribute::Unwrap(true))?, &bytes[..])
@@ -103,7 +106,7 @@ impl Hsm {
                 let _ = s.destroy_object(ephemeral);
                 let private = match unwrapped {
                     Ok(h) => h,
-                    Err(e) if rejected(&e) => {
+                    Err(e) if live.quirks.rejects_material(&e) => {
                         return Err(incorrect("not a PKCS#8 private key of this key's type"))
                     }
                     Err(e) => return Err(unavailable("unwrap imported private key")(e)),

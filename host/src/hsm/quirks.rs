@@ -138,6 +138,26 @@ impl Quirks {
         }
     }
 
+    /// Whether `e` is the token refusing material it was given to unwrap (bytes that do not
+    /// unwrap, or that unwrap to a key its template does not fit: an import's material, an
+    /// export of the root key, a world copy), as opposed to the token failing:
+    /// [`Quirks::rejects_input`] and the data, template and size answers.
+    pub fn rejects_material(self, e: &CkError) -> bool {
+        self.rejects_input(e)
+            || matches!(
+                e,
+                CkError::Pkcs11(
+                    RvError::DataInvalid
+                        | RvError::DataLenRange
+                        | RvError::TemplateInconsistent
+                        | RvError::TemplateIncomplete
+                        | RvError::AttributeValueInvalid
+                        | RvError::KeySizeRange,
+                    _
+                )
+            )
+    }
+
     /// Whether the module can use `m` although it lists it.
     pub fn usable(self, m: MechanismType) -> bool {
         !(self.no_generate_key
@@ -231,6 +251,19 @@ mod tests {
         assert!(tpm.rejects_input(&general) && tpm.rejects_input(&invalid));
         let other = Module::Other.quirks();
         assert!(!other.rejects_input(&general) && other.rejects_input(&invalid));
+        // The same holds for material to unwrap (imports, the root key's export, world
+        // copies): a general error is the module failing, unless its quirk says otherwise.
+        let unwrap = |rv| CkError::Pkcs11(rv, cryptoki::context::Function::UnwrapKey);
+        assert!(soft.rejects_material(&unwrap(RvError::GeneralError)));
+        assert!(!other.rejects_material(&unwrap(RvError::GeneralError)));
+        for rv in [
+            RvError::WrappedKeyInvalid,
+            RvError::TemplateInconsistent,
+            RvError::KeySizeRange,
+        ] {
+            assert!(other.rejects_material(&unwrap(rv)), "{rv:?}");
+        }
+        assert!(!soft.rejects_material(&unwrap(RvError::DeviceError)));
     }
 
     #[test]

@@ -386,26 +386,6 @@ fn declined(e: &CkError) -> bool {
     )
 }
 
-/// Whether `e` is the token refusing the wrapped bytes or the template (rather than the
-/// session or token failing).
-fn does_not_unwrap(e: &CkError) -> bool {
-    matches!(
-        e,
-        CkError::Pkcs11(
-            RvError::WrappedKeyInvalid
-                | RvError::WrappedKeyLenRange
-                | RvError::EncryptedDataInvalid
-                | RvError::EncryptedDataLenRange
-                | RvError::GeneralError
-                | RvError::TemplateInconsistent
-                | RvError::TemplateIncomplete
-                | RvError::AttributeValueInvalid
-                | RvError::KeySizeRange,
-            _
-        )
-    )
-}
-
 /// Seal a version's secret or private key `target`, just made extractable in session `s`:
 /// wrap it with the root key into a world copy of `kind` (with the pair's `public` key), then
 /// make it non-extractable unless `usage.extractable` (see the module docs). Returns the
@@ -517,7 +497,7 @@ impl Hsm {
                 &template,
             ) {
                 Ok(h) => Ok(live.obj(h)),
-                Err(e) if does_not_unwrap(&e) => {
+                Err(e) if live.quirks.rejects_material(&e) => {
                     tracing::error!(error = %e, "a key version's world copy does not unwrap with this node's root key (altered, or this token holds another cluster's root key)");
                     Err(Error::Internal)
                 }

@@ -9,13 +9,13 @@
 //! draws, hands the token as a session object for one wrap or unwrap, and uses on its side
 //! with `aes-kw` (RFC 5649, the layout of `CKM_AES_KEY_WRAP_PAD`).
 
-use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource};
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 use zeroize::Zeroizing;
 
+use super::quirks::Quirks;
 use super::{unavailable, Hsm, Obj};
 use crate::error::{Error, Result};
 
@@ -98,24 +98,6 @@ pub(super) fn aes_version_template(id: &[u8], extractable: bool) -> Vec<Attribut
         Attribute::Id(id.to_vec()),
         Attribute::Label(super::version_label(id)),
     ]
-}
-
-pub(super) fn rejected(e: &CkError) -> bool {
-    matches!(
-        e,
-        CkError::Pkcs11(
-            RvError::EncryptedDataInvalid
-                | RvError::EncryptedDataLenRange
-                | RvError::WrappedKeyInvalid
-                | RvError::WrappedKeyLenRange
-                | RvError::GeneralError
-                | RvError::DataInvalid
-                | RvError::DataLenRange
-                | RvError::TemplateInconsistent
-                | RvError::KeySizeRange,
-            _
-        )
-    )
 }
 
 pub(super) fn incorrect(what: &str) -> Error {
@@ -218,7 +200,7 @@ impl Hsm {
                     return Err(incorrect("too short for RSA_AES_KEY_WRAP"));
                 }
                 let (head, tail) = wrapped.split_at(modulus_len);
-                let ephemeral = unwrap_ephemeral(s, private, transport.hash, head)?;
+                let ephemeral = unwrap_ephemeral(s, live.quirks, private, transport.hash, head)?;
                 let out = s.unwrap_key(&Mechanism::AesKeyWrapPad, ephemeral, tail, &template);
                 let _ = s.destroy_object(ephemeral);
                 out
@@ -227,11 +209,13 @@ impl Hsm {
             };
             let handle = match handle {
                 Ok(h) => h,
-                Err(e) if rejected(&e) => return Err(incorrect("rejected by the HSM")),
+                Err(e) if live.quirks.rejects_material(&e) => {
+                    return Err(incorrect("rejected by the HSM"))
+                }
                 Err(e) => return Err(unavailable("unwrap imported material")(e)),
             };
             Ok(
-                match finish_unwrap(s, live.root.wrapping_key(), handle, into)? {
+                match finish_unwrap(s, live.quirks, live.root.wrapping_key(), handle, into)? {
                     Finished::Object(h, copy) => Unwrapped::Object(live.obj(h), copy),
                     Finished::Material(m) => Unwrapped::Material(m),
                 },
@@ -371,6 +355,7 @@ impl Hsm {
 
 pub(super) fn unwrap_ephemeral(
     s: &Session,
+    quirks: Quirks,
     private: ObjectHandle,
     hash: OaepHash,
     wrapped: &[u8],
@@ -385,7 +370,7 @@ pub(super) fn unwrap_ephemeral(
     ];
     match s.unwrap_key(&hash.mechanism(), private, wrapped, &template) {
         Ok(h) => Ok(h),
-        Err(e) if rejected(&e) => Err(incorrect("the RSA-OAEP part")),
+        Err(e) if quirks.rejects_material(&e) => Err(incorrect("the RSA-OAEP part")),
         Err(e) => Err(unavailable("unwrap ephemeral key")(e)),
     }
 }
@@ -432,6 +417,7 @@ fn wrap_with_ephemeral(
 /// destroyed either way.
 fn finish_unwrap(
     s: &Session,
+    quirks: Quirks,
     root: Option<ObjectHandle>,
     transient: ObjectHandle,
     into: UnwrapInto<'_>,
@@ -455,7 +441,7 @@ fn finish_unwrap(
             id,
             len,
             exportable,
-        } => reseal_into_token(s, transient, id, len, exportable).and_then(|h| {
+        } => reseal_into_token(s, quirks, transient, id, len, exportable).and_then(|h| {
             let usage = super::world::Usage {
                 encrypt: true,
                 extractable: exportable,
@@ -481,6 +467,7 @@ fn finish_unwrap(
 
 fn reseal_into_token(
     s: &Session,
+    quirks: Quirks,
     transient: ObjectHandle,
     id: &[u8],
     len: usize,
@@ -505,7 +492,7 @@ fn reseal_into_token(
         let wrapped = match s.wrap_key(&Mechanism::AesKeyWrap, ephemeral, transient) {
             Ok(w) if w.len() == len + 8 => Zeroizing::new(w),
             Ok(_) => return Err(incorrect("wrong length")),
-            Err(e) if rejected(&e) => return Err(incorrect("wrong length")),
+            Err(e) if quirks.rejects_material(&e) => return Err(incorrect("wrong length")),
             Err(e) => return Err(unavailable("measure unwrapped key")(e)),
         };
         let template = aes_version_template(id, exportable);
