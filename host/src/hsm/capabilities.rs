@@ -4,10 +4,10 @@
 //! why not `C_GetMechanismList`), and which OAEP hash it actually accepts.
 //!
 //! A mechanism list says nothing about OAEP parameters (SoftHSM2 lists `CKM_RSA_PKCS_OAEP`
-//! but accepts only SHA-1 with MGF1-SHA-1), so the OAEP hash is found by a probe: a
-//! 1024-bit session key pair (a token object only on a module without session objects,
-//! destroyed at once either way) encrypts and decrypts
-//! a test value with SHA-256, then SHA-1. The first that round-trips is the hash keyplane
+//! but accepts only SHA-1 with MGF1-SHA-1), so the OAEP hash is found by a probe: a key
+//! pair encrypts and decrypts a test value with SHA-256, then SHA-1 — the RSA root key where
+//! the token has one (a TPM: [`probe_oaep_with`]), otherwise a 1024-bit session key pair
+//! destroyed at once. The first that round-trips is the hash keyplane
 //! uses for `RSAES_OAEP_*`; none means RSA encryption is unavailable.
 //!
 //! The key ceremony (`hsm::ceremony`) wraps the root key to a transport key with the same
@@ -20,7 +20,7 @@
 //! with the user PIN wrap the root key out.
 
 use cryptoki::mechanism::{Mechanism, MechanismType};
-use cryptoki::object::{Attribute, ObjectClass};
+use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 
 use super::asym::{hash_mechanism, mgf};
@@ -225,8 +225,8 @@ pub(super) fn ceremony_oaep(session: &Session) -> Option<super::wrapping::OaepHa
     }
 }
 
-/// Probe the OAEP hash the token accepts (see the module docs). Failures mean "not this
-/// hash"; nothing here is fatal.
+/// Probe the OAEP hash the token accepts (see the module docs) with a scratch key pair.
+/// Failures mean "not this hash"; nothing here is fatal.
 pub(super) fn probe_oaep(session: &Session, quirks: Quirks) -> Option<Hash> {
     let public = [
         Attribute::Token(quirks.no_session_objects),
@@ -248,8 +248,22 @@ pub(super) fn probe_oaep(session: &Session, quirks: Quirks) -> Option<Hash> {
         })
         .map_err(|e| tracing::warn!(error = %e, "OAEP probe: cannot generate an RSA key pair"))
         .ok()?;
+    let found = probe_oaep_with(session, pubh, privh);
+    let _ = session.destroy_object(pubh);
+    let _ = session.destroy_object(privh);
+    found
+}
+
+/// The OAEP hash that round-trips a test value through the key pair `pubh`/`privh` (an RSA
+/// root key: probing with it makes no scratch pair, which on a module without session
+/// objects would be a token object at every start).
+pub(super) fn probe_oaep_with(
+    session: &Session,
+    pubh: ObjectHandle,
+    privh: ObjectHandle,
+) -> Option<Hash> {
     let probe = b"keyplane oaep probe";
-    let found = [Hash::Sha256, Hash::Sha1].into_iter().find(|h| {
+    [Hash::Sha256, Hash::Sha1].into_iter().find(|h| {
         let mech = Mechanism::RsaPkcsOaep(cryptoki::mechanism::rsa::PkcsOaepParams::new(
             hash_mechanism(*h),
             mgf(*h),
@@ -264,8 +278,5 @@ pub(super) fn probe_oaep(session: &Session, quirks: Quirks) -> Option<Hash> {
             })
         });
         matches!(round_trip, Ok(pt) if pt == probe)
-    });
-    let _ = session.destroy_object(pubh);
-    let _ = session.destroy_object(privh);
-    found
+    })
 }

@@ -694,7 +694,10 @@ impl Hsm {
                 "C_GenerateKeyPair",
                 "CKM_RSA_PKCS_KEY_PAIR_GEN",
                 |s, live| {
-                    let (stored, private) = sealing::generate_kek_pair(s)?;
+                    let sealing::RootKey::Rsa { bits, .. } = live.root else {
+                        return Err(Error::Internal);
+                    };
+                    let (stored, private) = sealing::generate_kek_pair(s, bits)?;
                     Ok((stored, live.obj(private)))
                 },
             );

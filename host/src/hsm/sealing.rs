@@ -12,6 +12,7 @@
 //!   non-extractable session object. A sealed blob is `iv ‖ ciphertext ‖ tag`.
 //! - [`Scheme::OaepKem`] (a TPM through tpm2-pkcs11, which has neither AES-GCM, nor AES key
 //!   wrap, nor even `C_GenerateKey`): the root key and each tenant KEK are RSA-3072 key pairs
+//!   (the module's largest if it makes no 3072-bit keys, down to 2048: [`rsa_bits`])
 //!   generated in the token, non-extractable token objects (a KEK's stored form names its
 //!   `CKA_ID`, it is never wrapped). Sealing is a KEM: a fresh 256-bit data key from the
 //!   token's RNG is encrypted to the pair's public key with `CKM_RSA_PKCS_OAEP`; the AES-256-GCM
@@ -89,6 +90,8 @@ pub(crate) enum RootKey {
         public: ObjectHandle,
         /// The OAEP hash (and MGF1's) the token accepts.
         hash: Hash,
+        /// The modulus size, which tenant KEKs share.
+        bits: u64,
     },
 }
 
@@ -109,8 +112,25 @@ impl RootKey {
     }
 }
 
-/// Bits of the RSA root key and KEKs.
+/// Bits of the RSA root key and KEKs where the module makes them (see [`rsa_bits`]).
 pub const RSA_BITS: u64 = 3072;
+/// The smallest RSA root key accepted: what every TPM 2.0 makes (the PC Client profile asks
+/// for RSA-2048 only; many TPMs stop there).
+pub const RSA_MIN_BITS: u64 = 2048;
+
+/// The size of a new RSA root key on a module that makes RSA keys of at most `max` bits
+/// (`None`: it does not say): [`RSA_BITS`], or the module's maximum if smaller, down to
+/// [`RSA_MIN_BITS`].
+pub(crate) fn rsa_bits(max: Option<u64>) -> anyhow::Result<u64> {
+    match max {
+        None => Ok(RSA_BITS),
+        Some(max) if max >= RSA_BITS => Ok(RSA_BITS),
+        Some(max) if max >= RSA_MIN_BITS => Ok(max - max % 1024),
+        Some(max) => anyhow::bail!(
+            "the token makes RSA keys of at most {max} bits; an RSA root key needs {RSA_MIN_BITS}"
+        ),
+    }
+}
 /// Prefix of the stored form of a KEK that is a token object (`OaepKem`).
 pub const KEK_TOKEN_PREFIX: &[u8] = b"token-object:";
 /// Prefix of a KEK token object's `CKA_ID`.
@@ -131,12 +151,13 @@ pub(crate) fn generate_rsa_pair(
     s: &Session,
     label: &[u8],
     id: &[u8],
+    bits: u64,
 ) -> std::result::Result<(ObjectHandle, ObjectHandle), CkError> {
     let public = [
         Attribute::Token(true),
         Attribute::Class(ObjectClass::PUBLIC_KEY),
         Attribute::KeyType(KeyType::RSA),
-        Attribute::ModulusBits(RSA_BITS.into()),
+        Attribute::ModulusBits(bits.into()),
         Attribute::PublicExponent(vec![0x01, 0x00, 0x01]),
         Attribute::Encrypt(true),
         Attribute::Label(label.to_vec()),
@@ -160,9 +181,9 @@ pub(crate) fn generate_rsa_pair(
 }
 
 /// A new tenant KEK for `OaepKem`: its stored form (naming the token objects) and private key.
-pub(crate) fn generate_kek_pair(s: &Session) -> Result<(Vec<u8>, ObjectHandle)> {
+pub(crate) fn generate_kek_pair(s: &Session, bits: u64) -> Result<(Vec<u8>, ObjectHandle)> {
     let id = format!("{KEK_ID_PREFIX}{}", uuid::Uuid::now_v7().simple()).into_bytes();
-    let (private, _) = generate_rsa_pair(s, b"keyplane-kek", &id)
+    let (private, _) = generate_rsa_pair(s, b"keyplane-kek", &id, bits)
         .map_err(unavailable("generate a tenant kek key pair"))?;
     let mut stored = KEK_TOKEN_PREFIX.to_vec();
     stored.extend_from_slice(&id);
@@ -334,6 +355,18 @@ fn split_kem(blob: &[u8]) -> Option<KemBlob<'_>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_rsa_root_key_is_as_large_as_the_module_makes_up_to_3072_bits() {
+        assert_eq!(rsa_bits(None).unwrap(), 3072);
+        assert_eq!(rsa_bits(Some(4096)).unwrap(), 3072);
+        assert_eq!(rsa_bits(Some(3072)).unwrap(), 3072);
+        // A TPM of the PC Client profile's minimum.
+        assert_eq!(rsa_bits(Some(2048)).unwrap(), 2048);
+        assert_eq!(rsa_bits(Some(2560)).unwrap(), 2048);
+        let e = rsa_bits(Some(1024)).unwrap_err().to_string();
+        assert!(e.contains("at most 1024 bits"), "{e}");
+    }
 
     #[test]
     fn kem_blobs_parse_totally() {

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
-use cryptoki::mechanism::Mechanism;
-use cryptoki::object::{Attribute, KeyType, ObjectClass};
+use cryptoki::mechanism::{Mechanism, MechanismType};
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass};
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
@@ -298,7 +298,7 @@ fn log_in(pkcs11: Pkcs11, opener: &Opener, epoch: u64, create_root: bool) -> any
         }
         Err(e) => anyhow::bail!("HSM login failed: {e}"),
     }
-    let root = match find_root(&pkcs11, &anchor)? {
+    let root = match find_root(&anchor)? {
         Some(root) => root,
         None if create_root => {
             // A token prepared to join (it holds a transport key) waits for the root key of
@@ -328,7 +328,7 @@ fn log_in(pkcs11: Pkcs11, opener: &Opener, epoch: u64, create_root: bool) -> any
 
 /// The root key in the token: an AES key (`TokenGcm`) or an RSA key pair (`OaepKem`), found
 /// by label (see `hsm::sealing`).
-fn find_root(pkcs11: &Pkcs11, anchor: &Session) -> anyhow::Result<Option<RootKey>> {
+fn find_root(anchor: &Session) -> anyhow::Result<Option<RootKey>> {
     let labelled = |class| {
         anchor
             .find_objects(&[
@@ -345,14 +345,19 @@ fn find_root(pkcs11: &Pkcs11, anchor: &Session) -> anyhow::Result<Option<RootKey
     };
     let public = labelled(ObjectClass::PUBLIC_KEY)?
         .ok_or_else(|| anyhow::anyhow!("the root key's public half is missing from the token"))?;
-    let quirks = Module::of(pkcs11).quirks();
-    let hash = super::capabilities::probe_oaep(anchor, quirks).ok_or_else(|| {
+    let hash = super::capabilities::probe_oaep_with(anchor, public, private).ok_or_else(|| {
         anyhow::anyhow!("the token no longer decrypts RSA-OAEP, which its root key needs")
     })?;
+    let modulus = anchor.get_attributes(public, &[AttributeType::Modulus])?;
+    let bits = match modulus.first() {
+        Some(Attribute::Modulus(n)) => n.iter().skip_while(|b| **b == 0).count() as u64 * 8,
+        _ => anyhow::bail!("the root key's public half has no modulus"),
+    };
     Ok(Some(RootKey::Rsa {
         private,
         public,
         hash,
+        bits,
     }))
 }
 
@@ -377,17 +382,28 @@ fn make_root(
             if exportable {
                 anyhow::bail!("hsm.root_key_exportable needs a token with AES key wrap (CKM_AES_KEY_WRAP_PAD): this one's root key can never leave it");
             }
-            let hash = super::capabilities::probe_oaep(anchor, quirks).ok_or_else(|| {
-                anyhow::anyhow!(
-                    "the token lists CKM_RSA_PKCS_OAEP but decrypts with neither SHA-256 nor SHA-1"
-                )
-            })?;
+            let max = pkcs11
+                .get_mechanism_info(slot, MechanismType::RSA_PKCS_KEY_PAIR_GEN)
+                .ok()
+                .map(|i| i.max_key_size() as u64)
+                .filter(|bits| *bits > 0);
+            let bits = super::sealing::rsa_bits(max)?;
             let label = ROOT_KEY_LABEL.as_bytes();
-            let (private, public) = super::sealing::generate_rsa_pair(anchor, label, label)?;
+            let (private, public) = super::sealing::generate_rsa_pair(anchor, label, label, bits)?;
+            // The hash is probed with the new pair itself; a pair that round-trips with
+            // neither is no root key.
+            let Some(hash) = super::capabilities::probe_oaep_with(anchor, public, private) else {
+                let _ = anchor.destroy_object(private);
+                let _ = anchor.destroy_object(public);
+                anyhow::bail!(
+                    "the token lists CKM_RSA_PKCS_OAEP but decrypts with neither SHA-256 nor SHA-1"
+                );
+            };
             Ok(RootKey::Rsa {
                 private,
                 public,
                 hash,
+                bits,
             })
         }
     }
