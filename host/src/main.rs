@@ -61,9 +61,9 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
-    /// Find HSM objects and storage blobs that no key version or import token references and
-    /// that are older than the grace period (material left by a crash between its creation
-    /// and the commit); remove them with --apply (each removal audited). Offline: the node
+    /// Find HSM objects and storage blobs that no key version, import token or tenant
+    /// references and that are older than the grace period (material left by a crash between
+    /// its creation and the commit); remove them with --apply (each removal audited). Offline: the node
     /// serving the data directory must be stopped (it collects on its own, every
     /// lifecycle.gc_interval_seconds).
     Gc {

@@ -832,9 +832,10 @@ impl Hsm {
         })
     }
 
-    /// Every token object keyplane made for a key version or an import token (`CKA_ID`
-    /// starting `kp:` or `kp-import:`), with its `CKA_ID`: what garbage collection compares
-    /// with the database. Never the root key, the audit key or session objects.
+    /// Every token object keyplane made for a key version, an import token or a tenant KEK
+    /// (`CKA_ID` starting `kp:`, `kp-import:` or `keyplane-kek:`), with its `CKA_ID`: what
+    /// garbage collection compares with the database. Never the root key, the audit key or
+    /// session objects.
     pub fn keyplane_objects(&self) -> Result<Vec<(Vec<u8>, Obj)>> {
         self.call_on_objects("C_FindObjects", "none", |s, live| {
             let handles = s
@@ -850,7 +851,10 @@ impl Hsm {
                 };
                 for a in attrs {
                     if let Attribute::Id(id) = a {
-                        if id.starts_with(b"kp:") || id.starts_with(b"kp-import:") {
+                        if id.starts_with(b"kp:")
+                            || id.starts_with(b"kp-import:")
+                            || sealing::is_kek_id(&id)
+                        {
                             found.push((id, live.obj(h)));
                         }
                     }

@@ -190,6 +190,11 @@ pub(crate) fn generate_kek_pair(s: &Session, bits: u64) -> Result<(Vec<u8>, Obje
     Ok((stored, private))
 }
 
+/// Whether `id` is the `CKA_ID` of a tenant KEK's token objects (`OaepKem`).
+pub(crate) fn is_kek_id(id: &[u8]) -> bool {
+    id.starts_with(KEK_ID_PREFIX.as_bytes())
+}
+
 /// The `CKA_ID` a KEK's stored form names, if it is a token object's.
 pub(crate) fn kek_token_id(stored: &[u8]) -> Option<&[u8]> {
     stored

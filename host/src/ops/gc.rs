@@ -7,7 +7,8 @@
 //! its own, so nothing later collides with it) but never used and never shredded. This finds
 //! and removes it:
 //! - token objects whose `CKA_ID` is keyplane's (`kp:` key versions, `kp-import:` import
-//!   wrapping keys) and that neither a key version nor an import token names;
+//!   wrapping keys, `keyplane-kek:` tenant KEKs on a module whose KEKs are token objects) and
+//!   that neither a key version, an import token nor a tenant names;
 //! - blobs under `keys/` in every storage backend a tenant has configured that no key version
 //!   of that tenant names (in any backend: two of a tenant's plugins may share a namespace,
 //!   such as two built on the `kv` capability);
@@ -18,7 +19,7 @@
 //!
 //! Only what is older than the grace period is removed: the creation time is read from the
 //! UUID v7 at the end of the name (`kp:<key>:<v>:<uuid>`, `keys/<key>/<v>/<uuid>`,
-//! `kp-import:imp-<uuid>`), so material of a request still in flight (on this node or
+//! `kp-import:imp-<uuid>`, `keyplane-kek:<uuid>`), so material of a request still in flight (on this node or
 //! another) is never touched. Names from before those UUIDs carry no time and count as old;
 //! only a crash of an older release can have left them unreferenced.
 //!
@@ -39,7 +40,7 @@ use crate::audit::AuditEvent;
 use crate::error::{Error, Result};
 use crate::plugins::{StorageOp, StorageReply};
 use crate::state::AppState;
-use crate::store::{keys, plugins};
+use crate::store::{keys, plugins, tenants};
 
 /// What a collection found and did.
 #[derive(Debug, Default, Serialize, JsonSchema)]
@@ -159,7 +160,14 @@ async fn collect_objects(
     let objects = tokio::task::spawn_blocking(move || hsm.keyplane_objects())
         .await
         .map_err(|_| Error::Internal)??;
-    let referenced: HashSet<Vec<u8>> = keys::referenced_object_ids(&state.db).await?;
+    let mut referenced: HashSet<Vec<u8>> = keys::referenced_object_ids(&state.db).await?;
+    referenced.extend(
+        tenants::stored_keks(&state.db)
+            .await?
+            .iter()
+            .filter_map(|stored| crate::hsm::sealing::kek_token_id(stored))
+            .map(<[u8]>::to_vec),
+    );
     for (id, handle) in objects {
         progress.item();
         if referenced.contains(&id) {
@@ -267,11 +275,12 @@ mod tests {
         let id = String::from_utf8(crate::hsm::version_object_id("k-1", 3)).unwrap();
         let blob = super::super::storage::new_blob_name("k-1", 3);
         let import = format!("kp-import:imp-{}", uuid::Uuid::now_v7().simple());
+        let kek = format!("keyplane-kek:{}", uuid::Uuid::now_v7().simple());
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap()
             .as_secs();
-        for name in [&id, &blob, &import] {
+        for name in [&id, &blob, &import, &kek] {
             let t = created_at(name).unwrap_or_else(|| panic!("{name}"));
             assert!(now.abs_diff(t) <= 2, "{name}");
             assert!(!is_old(name, Duration::from_secs(3600)), "{name}");

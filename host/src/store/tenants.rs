@@ -61,6 +61,19 @@ pub async fn insert(conn: &mut Tx, row: &TenantRow) -> Result<()> {
     })
 }
 
+/// Every tenant's stored KEK (`kek_wrapped`), for garbage collection: the token objects a
+/// KEK's stored form names are referenced.
+pub async fn stored_keks(pool: impl Into<Conn<'_>>) -> Result<Vec<Vec<u8>>> {
+    on!(pool, {
+        crate::telemetry::spans::db("SELECT", "tenants", async move {
+            Ok(sqlx::query_scalar("SELECT kek_wrapped FROM tenants")
+                .fetch_all(&mut *pool)
+                .await?)
+        })
+        .await
+    })
+}
+
 /// The tenant whose account id is `account`.
 pub async fn by_account(pool: impl Into<Conn<'_>>, account: &str) -> Result<Option<TenantRow>> {
     on!(pool, {

@@ -658,22 +658,11 @@ pub fn assert_error(answer: &(u16, Value), status: u16, code: &str, message_part
 /// Labels of the node's token objects through `pkcs11-tool --list-objects`: every class, or
 /// those of `class` (`privkey`, `pubkey`, `secrkey`, `data`).
 pub fn token_labels(data: &Path, class: Option<&str>) -> Vec<String> {
-    let pin = std::fs::read_to_string(data.join("hsm.pin")).unwrap();
-    let mut cmd = std::process::Command::new("pkcs11-tool");
-    cmd.env("SOFTHSM2_CONF", data.join("softhsm/softhsm2.conf"))
-        .args(["--module", "/usr/lib/softhsm/libsofthsm2.so"])
-        .args(["--token-label", "keyplane", "--login", "--pin", pin.trim()])
-        .arg("--list-objects");
+    let mut args = vec!["--list-objects"];
     if let Some(class) = class {
-        cmd.args(["--type", class]);
+        args.extend(["--type", class]);
     }
-    let out = cmd.output().expect("pkcs11-tool (opensc)");
-    assert!(
-        out.status.success(),
-        "pkcs11-tool: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
+    pkcs11_tool(data, None, &args)
         .lines()
         .filter_map(|l| {
             l.trim()
@@ -732,27 +721,34 @@ fn listed_secret_keys(data: &Path) -> Vec<ListedObject> {
 
 /// What `pkcs11-tool --list-objects --type secrkey` prints for the node's token.
 fn list_secret_keys(data: &Path) -> String {
+    pkcs11_tool(data, None, &["--list-objects", "--type", "secrkey"])
+}
+
+/// `pkcs11-tool` with `args` on the token of the node whose data directory is `data` (its
+/// embedded SoftHSM2 token, or the TPM `tpm`), logged in as its user; its standard output.
+pub fn pkcs11_tool(data: &Path, tpm: Option<&tpm::SoftTpm>, args: &[&str]) -> String {
     let pin = std::fs::read_to_string(data.join("hsm.pin")).unwrap();
-    let out = std::process::Command::new("pkcs11-tool")
-        .env("SOFTHSM2_CONF", data.join("softhsm/softhsm2.conf"))
-        .args([
-            "--module",
-            "/usr/lib/softhsm/libsofthsm2.so",
-            "--token-label",
-            "keyplane",
-            "--login",
-            "--pin",
-        ])
-        .arg(pin.trim())
-        .args(["--list-objects", "--type", "secrkey"])
+    let mut cmd = std::process::Command::new("pkcs11-tool");
+    match tpm {
+        Some(tpm) => {
+            cmd.envs(tpm.env_with(&[])).args(["--module", tpm::MODULE]);
+        }
+        None => {
+            cmd.env("SOFTHSM2_CONF", data.join("softhsm/softhsm2.conf"))
+                .args(["--module", "/usr/lib/softhsm/libsofthsm2.so"]);
+        }
+    }
+    let out = cmd
+        .args(["--token-label", "keyplane", "--login", "--pin", pin.trim()])
+        .args(args)
         .output()
         .expect("pkcs11-tool (opensc)");
     assert!(
         out.status.success(),
-        "pkcs11-tool: {}",
+        "pkcs11-tool {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout).to_string()
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A plugin component built from `plugins/` (by `scripts/test` / `scripts/build-plugins`).
