@@ -712,18 +712,13 @@ async fn ecdh_matches_openssl_and_refuses_bad_peers() {
 /// `host/tests/peers/dh.py agree` (Python's `cryptography`) against the PEM public key in
 /// file `public`: (Python's public key PEM, the shared secret it computed).
 fn python_dh_agree(public: &Path) -> (String, Vec<u8>) {
-    let out = Command::new(common::aws::venv_bin("python"))
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/dh.py"))
-        .arg("agree")
-        .arg(public)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = common::succeeds(
+        Command::new(common::aws::venv_bin("python"))
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/dh.py"))
+            .arg("agree")
+            .arg(public),
     );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v: Value = serde_json::from_slice(&out).unwrap();
     (
         v["public_key"].as_str().unwrap().to_string(),
         unb64(&v["shared_secret"]),

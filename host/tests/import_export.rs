@@ -13,7 +13,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{assert_error, b64, unb64, Server};
+use common::{assert_error, b64, succeeds, unb64, Server};
 use keyplane::crypto::ciphertext::{Algorithm, Ciphertext};
 use keyplane::crypto::context::{canonical, EncryptionContext};
 use ring::aead::{
@@ -23,17 +23,6 @@ use serde_json::{json, Value};
 
 fn openssl(args: &[&str]) -> Vec<u8> {
     succeeds(Command::new("openssl").args(args))
-}
-
-/// The standard output of `cmd`, which must succeed.
-fn succeeds(cmd: &mut Command) -> Vec<u8> {
-    let out = cmd.output().expect("command");
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
 }
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {

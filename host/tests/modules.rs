@@ -24,7 +24,7 @@ mod common;
 use std::path::Path;
 
 use common::tpm::SoftTpm;
-use common::{assert_error, b64, pkcs11_tool, unb64, Server};
+use common::{assert_error, b64, pkcs11_tool, succeeds, unb64, Server};
 use serde_json::{json, Value};
 
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -43,6 +43,90 @@ async fn start(dir: &Path, tpm: Option<&SoftTpm>) -> Server {
     match tpm {
         Some(tpm) => Server::start_with_env(dir, &tpm.env_with(&extra)).await,
         None => Server::start_with_env(dir, &extra).await,
+    }
+}
+
+/// Replace the material of `keys` (envelope keys of tenant `default`, version 1) in the
+/// database `rw` with KEM blobs sealed to the tenant KEK's public key (`kek`, its stored
+/// form) as anyone who can read the public key and write the database could make them: a
+/// data key of their own encapsulated with openssl (RSA-OAEP, SHA-256), material of their
+/// own under the key `hsm::sealing` derives from it, with the right AAD. The first key gets
+/// the unsigned format of before (1), the second the signed format (3) with a signature the
+/// token never made.
+async fn forge_kem_blobs(
+    rw: &sqlx::SqlitePool,
+    data: &Path,
+    tpm: Option<&SoftTpm>,
+    kek: &[u8],
+    keys: &[String],
+) {
+    use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+    use ring::hkdf::{Salt, HKDF_SHA256};
+    let id = kek.strip_prefix(b"token-object:").unwrap();
+    let public = data.join("kek-public.der");
+    pkcs11_tool(
+        data,
+        tpm,
+        &[
+            "--read-object",
+            "--type",
+            "pubkey",
+            "--id",
+            &hex::encode(id),
+            "-o",
+            public.to_str().unwrap(),
+        ],
+    );
+    let data_key = [0x42u8; 32];
+    let key_file = data.join("forged-data-key");
+    std::fs::write(&key_file, data_key).unwrap();
+    let encapsulation = succeeds(
+        std::process::Command::new("openssl")
+            .args(["pkeyutl", "-encrypt", "-pubin", "-keyform", "DER", "-inkey"])
+            .arg(&public)
+            .args([
+                "-pkeyopt",
+                "rsa_padding_mode:oaep",
+                "-pkeyopt",
+                "rsa_oaep_md:sha256",
+                "-pkeyopt",
+                "rsa_mgf1_md:sha256",
+                "-in",
+            ])
+            .arg(&key_file),
+    );
+    for (key, format) in keys.iter().zip([1u8, 3]) {
+        let prk = Salt::new(HKDF_SHA256, &encapsulation).extract(&data_key);
+        let okm = prk
+            .expand(&[b"keyplane oaep-kem seal v1"], &AES_256_GCM)
+            .unwrap();
+        let sealing = LessSafeKey::new(UnboundKey::from(okm));
+        let mut aad = b"keyplane/envelope-material/v1\0default\0".to_vec();
+        aad.extend_from_slice(key.as_bytes());
+        aad.push(0);
+        aad.extend_from_slice(&1u32.to_be_bytes());
+        let mut body = vec![0x17u8; 32];
+        sealing
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key([9; 12]),
+                Aad::from(&aad),
+                &mut body,
+            )
+            .unwrap();
+        let mut blob = vec![format];
+        blob.extend_from_slice(&(encapsulation.len() as u16).to_be_bytes());
+        blob.extend_from_slice(&encapsulation);
+        blob.extend_from_slice(&[9; 12]);
+        blob.extend_from_slice(&body);
+        if format == 3 {
+            blob.extend_from_slice(&[0x30; 64]);
+        }
+        sqlx::query("UPDATE key_versions SET wrapped_material = ? WHERE key_id = ?")
+            .bind(&blob)
+            .bind(key)
+            .execute(rw)
+            .await
+            .unwrap();
     }
 }
 
@@ -215,7 +299,8 @@ async fn scenario(module: Module) -> Value {
         // The KEK is a token object the row names; a KEM blob with a 3072-bit encapsulation.
         Module::Tpm => {
             assert!(kek.starts_with(b"token-object:keyplane-kek:"));
-            assert_eq!((sealed[0], sealed.len()), (1, 3 + 384 + 12 + 32 + 16));
+            // Format 3 (OAEP-SHA-256, signed), the token's P-256 signature last.
+            assert_eq!((sealed[0], sealed.len()), (3, 3 + 384 + 12 + 32 + 16 + 64));
         }
     }
 
@@ -271,6 +356,12 @@ async fn scenario(module: Module) -> Value {
     // A key whose sealed material is altered in the database while the node is down (the
     // first byte of the GCM iv, of the KEM encapsulation).
     let altered = s.create_key(&admin, "envelope").await;
+    // Keys whose material is replaced, while the node is down, by material of the writer's
+    // choosing (see forge_kem_blobs): only the TPM's KEM blobs could be made without it.
+    let forged = [
+        s.create_key(&admin, "envelope").await,
+        s.create_key(&admin, "envelope").await,
+    ];
 
     // A tenant KEK's token objects that no tenant names (a tenant creation that crashed
     // before its commit), made here with pkcs11-tool: garbage collection removes them while
@@ -315,6 +406,9 @@ async fn scenario(module: Module) -> Value {
     {
         let db = format!("sqlite://{}", data.join("keyplane.db").display());
         let rw = sqlx::SqlitePool::connect(&db).await.unwrap();
+        if module == Module::Tpm {
+            forge_kem_blobs(&rw, &data, tpm.as_ref(), &kek, &forged).await;
+        }
         let (mut sealed,): (Vec<u8>,) =
             sqlx::query_as("SELECT wrapped_material FROM key_versions WHERE key_id = ?")
                 .bind(&altered)
@@ -350,6 +444,20 @@ async fn scenario(module: Module) -> Value {
         .await;
     assert_eq!(answer.0, 500, "{module:?}: {answer:?}");
     assert_eq!(answer.1["error"]["code"], "InternalError", "{answer:?}");
+    // Forged material is refused too: the token signed neither blob, so neither opens (and
+    // nothing is encrypted under material its writer knows).
+    if module == Module::Tpm {
+        for key in &forged {
+            let answer = s
+                .call(
+                    Some(&admin),
+                    "encrypt",
+                    json!({ "key_id": key, "plaintext": b64(b"x") }),
+                )
+                .await;
+            assert_eq!(answer.0, 500, "forged material was used: {answer:?}");
+        }
+    }
     for (ct, pt) in [(&ct1, &b"first secret"[..]), (&ct2, &b"second secret"[..])] {
         let ctx = if ct == &ct1 {
             json!({ "app": "modules" })

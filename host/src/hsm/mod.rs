@@ -243,9 +243,13 @@ impl Live {
                 anchor.encrypt(&Mechanism::AesGcm(params), root, &[])
             })
             .is_ok(),
-            sealing::RootKey::Rsa { public, hash, .. } => {
-                sealing::kem_seal(&anchor, public, hash, b"keyplane health probe", &[]).is_ok()
-            }
+            sealing::RootKey::Rsa {
+                public,
+                hash,
+                signer: (signer, _),
+                ..
+            } => sealing::kem_seal(&anchor, public, hash, signer, b"keyplane health probe", &[])
+                .is_ok(),
         }
     }
 
@@ -635,14 +639,20 @@ impl Hsm {
                 Ok(out)
             }
             sealing::Scheme::OaepKem => self.call("C_Encrypt", "CKM_RSA_PKCS_OAEP", |s, live| {
-                let (public, hash) = match (by, live.root) {
-                    (Sealer::Root, sealing::RootKey::Rsa { public, hash, .. }) => (public, hash),
-                    (Sealer::Kek(kek), sealing::RootKey::Rsa { hash, .. }) => {
-                        (sealing::public_of(s, live.handle(kek)?)?, hash)
-                    }
-                    _ => return Err(Error::HsmUnavailable),
+                let sealing::RootKey::Rsa {
+                    public: root_public,
+                    hash,
+                    signer: (signer, _),
+                    ..
+                } = live.root
+                else {
+                    return Err(Error::HsmUnavailable);
                 };
-                sealing::kem_seal(s, public, hash, aad, plaintext)
+                let public = match by {
+                    Sealer::Root => root_public,
+                    Sealer::Kek(kek) => sealing::public_of(s, live.handle(kek)?)?,
+                };
+                sealing::kem_seal(s, public, hash, signer, aad, plaintext)
             }),
         }
     }
@@ -662,12 +672,19 @@ impl Hsm {
                 })
             }
             sealing::Scheme::OaepKem => self.call("C_Decrypt", "CKM_RSA_PKCS_OAEP", |s, live| {
-                let private = match (by, live.root) {
-                    (Sealer::Root, sealing::RootKey::Rsa { private, .. }) => private,
-                    (Sealer::Kek(kek), sealing::RootKey::Rsa { .. }) => live.handle(kek)?,
-                    _ => return Err(Error::HsmUnavailable),
+                let sealing::RootKey::Rsa {
+                    private: root_private,
+                    signer: (_, verifier),
+                    ..
+                } = live.root
+                else {
+                    return Err(Error::HsmUnavailable);
                 };
-                sealing::kem_open(s, private, live.quirks, aad, blob)
+                let private = match by {
+                    Sealer::Root => root_private,
+                    Sealer::Kek(kek) => live.handle(kek)?,
+                };
+                sealing::kem_open(s, private, verifier, live.quirks, aad, blob)
             }),
         }
     }

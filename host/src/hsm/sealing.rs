@@ -19,16 +19,22 @@
 //!   key that seals the secret (in `ring`) is HKDF-SHA256 of the data key, salted with its
 //!   encapsulation, so an altered encapsulation yields an unrelated key and the tag fails,
 //!   and the AAD binds the blob to its owner as under `TokenGcm`. Opening decrypts the
-//!   encapsulation in the token. A blob is `hash ‖ len (u16 BE) ‖ encapsulation ‖ nonce ‖
-//!   ciphertext ‖ tag`, its first byte naming the OAEP hash (1: SHA-256, 2: SHA-1). What
-//!   changes: the data key and the secret are in host memory
-//!   (zeroized) while a blob is sealed or opened, where `TokenGcm` keeps the KEK's work in the
-//!   token; the KEK itself still never leaves the token. A blob proves what it holds was
-//!   sealed to that key, not by whom: the public half is public, so whoever can write where
-//!   blobs are kept (the database, a storage plugin) could put material of their own choosing
-//!   in place of a version's, where under `TokenGcm` only the token can make a blob that opens.
-//!   Signing each blob in the token (a TPM's RSA keys sign too) would close that; it is not
-//!   done yet (docs/hsm.md). And nothing can be wrapped by the
+//!   encapsulation in the token. A blob is `format ‖ len (u16 BE) ‖ encapsulation ‖ nonce ‖
+//!   ciphertext ‖ tag ‖ signature`, its first byte naming the OAEP hash (3: SHA-256, 4:
+//!   SHA-1). What changes: the data key and the secret are in host memory (zeroized) while a
+//!   blob is sealed or opened, where `TokenGcm` keeps the KEK's work in the token; the KEK
+//!   itself still never leaves the token.
+//!
+//!   Proof of origin: encryption to a public key proves nothing about who sealed, so whoever
+//!   could write where blobs are kept (the database, a storage plugin) could otherwise put
+//!   material of their own choosing in place of a version's. Every blob is therefore signed
+//!   in the token by the node's *sealing signer*, a P-256 key pair made beside the root key
+//!   (token objects labelled `keyplane-seal-signer`, the private half never extractable):
+//!   ECDSA over SHA-256 of a label, the AAD and the blob before the signature (raw `r ‖ s`,
+//!   64 bytes). Opening checks the signature in the token before anything is decrypted; a
+//!   blob without a valid one (an unsigned blob of formats 1 and 2 included) does not open,
+//!   so, as under `TokenGcm`, only the token makes blobs that open. And nothing can be
+//!   wrapped by the
 //!   root key, so there are no world copies and no key ceremony: such a node is a node of its
 //!   own (`docs/hsm.md`).
 
@@ -63,11 +69,15 @@ impl Scheme {
         use MechanismType as M;
         if has(M::AES_KEY_GEN) && has(M::AES_GCM) && has(M::AES_KEY_WRAP_PAD) {
             Ok(Scheme::TokenGcm)
-        } else if has(M::RSA_PKCS_KEY_PAIR_GEN) && has(M::RSA_PKCS_OAEP) {
+        } else if has(M::RSA_PKCS_KEY_PAIR_GEN)
+            && has(M::RSA_PKCS_OAEP)
+            && has(M::ECC_KEY_PAIR_GEN)
+            && has(M::ECDSA)
+        {
             Ok(Scheme::OaepKem)
         } else {
             anyhow::bail!(
-                "the token can seal nothing keyplane stores: it needs CKM_AES_KEY_GEN, CKM_AES_GCM and CKM_AES_KEY_WRAP_PAD, or CKM_RSA_PKCS_KEY_PAIR_GEN and CKM_RSA_PKCS_OAEP"
+                "the token can seal nothing keyplane stores: it needs CKM_AES_KEY_GEN, CKM_AES_GCM and CKM_AES_KEY_WRAP_PAD, or CKM_RSA_PKCS_KEY_PAIR_GEN and CKM_RSA_PKCS_OAEP with CKM_EC_KEY_PAIR_GEN and CKM_ECDSA (to sign what it seals)"
             )
         }
     }
@@ -92,6 +102,8 @@ pub(crate) enum RootKey {
         hash: Hash,
         /// The modulus size, which tenant KEKs share.
         bits: u64,
+        /// The sealing signer (module docs): private and public halves.
+        signer: (ObjectHandle, ObjectHandle),
     },
 }
 
@@ -138,8 +150,15 @@ const KEK_ID_PREFIX: &str = "keyplane-kek:";
 /// First byte of a KEM blob: the OAEP hash of its encapsulation. The blob names it (rather
 /// than the hash probed at start) so that a module that changes what it accepts still opens
 /// what it sealed before.
-const KEM_OAEP_SHA256: u8 = 1;
-const KEM_OAEP_SHA1: u8 = 2;
+/// Formats 1 (SHA-256) and 2 (SHA-1) were unsigned and open no more.
+const KEM_OAEP_SHA256: u8 = 3;
+const KEM_OAEP_SHA1: u8 = 4;
+/// Bytes of a blob's signature (ECDSA P-256, raw `r ‖ s`).
+const KEM_SIGNATURE_LEN: usize = 64;
+/// Label and id of the sealing signer's objects.
+pub const SIGNER_LABEL: &str = "keyplane-seal-signer";
+/// The start of what a blob's signature covers.
+const KEM_SIGNED_LABEL: &[u8] = b"keyplane oaep-kem blob v2\0";
 /// HKDF info of the sealing key.
 const KEM_INFO: &[u8] = b"keyplane oaep-kem seal v1";
 
@@ -253,6 +272,7 @@ pub(crate) fn kem_seal(
     s: &Session,
     public: ObjectHandle,
     hash: Hash,
+    signer: ObjectHandle,
     aad: &[u8],
     plaintext: &[u8],
 ) -> Result<Vec<u8>> {
@@ -285,7 +305,59 @@ pub(crate) fn kem_seal(
     out.extend_from_slice(&encapsulation);
     out.extend_from_slice(&nonce);
     out.extend_from_slice(&body);
+    let signature = spans::hsm("C_Sign", "CKM_ECDSA", || {
+        s.sign(&Mechanism::Ecdsa, signer, &signed_digest(aad, &out))
+    })
+    .map_err(unavailable("sign a sealed blob"))?;
+    if signature.len() != KEM_SIGNATURE_LEN {
+        return Err(Error::Internal);
+    }
+    out.extend_from_slice(&signature);
     Ok(out)
+}
+
+/// What a blob's signature covers, hashed: the label, the AAD (length first) and the blob
+/// before its signature.
+fn signed_digest(aad: &[u8], unsigned: &[u8]) -> Vec<u8> {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(KEM_SIGNED_LABEL);
+    ctx.update(&(aad.len() as u64).to_be_bytes());
+    ctx.update(aad);
+    ctx.update(unsigned);
+    ctx.finish().as_ref().to_vec()
+}
+
+/// Generate the sealing signer (module docs) as token objects: (private, public).
+pub(crate) fn generate_signer(
+    s: &Session,
+) -> std::result::Result<(ObjectHandle, ObjectHandle), CkError> {
+    let label = SIGNER_LABEL.as_bytes().to_vec();
+    let curve = super::asym::ec_params(crate::algorithms::KeySpec::EccNistP256)
+        .map_err(|_| CkError::InvalidValue)?;
+    let public = [
+        Attribute::Token(true),
+        Attribute::Class(ObjectClass::PUBLIC_KEY),
+        Attribute::KeyType(KeyType::EC),
+        Attribute::EcParams(curve),
+        Attribute::Verify(true),
+        Attribute::Label(label.clone()),
+        Attribute::Id(label.clone()),
+    ];
+    let private = [
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Class(ObjectClass::PRIVATE_KEY),
+        Attribute::KeyType(KeyType::EC),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Sign(true),
+        Attribute::Label(label.clone()),
+        Attribute::Id(label),
+    ];
+    spans::hsm("C_GenerateKeyPair", "CKM_EC_KEY_PAIR_GEN", || {
+        s.generate_key_pair(&Mechanism::EccKeyPairGen, &public, &private)
+    })
+    .map(|(public, private)| (private, public))
 }
 
 /// Open a blob of [`kem_seal`] with the RSA `private` key. A blob that is not one, or does not
@@ -293,6 +365,7 @@ pub(crate) fn kem_seal(
 pub(crate) fn kem_open(
     s: &Session,
     private: ObjectHandle,
+    signer: ObjectHandle,
     quirks: Quirks,
     aad: &[u8],
     blob: &[u8],
@@ -302,7 +375,27 @@ pub(crate) fn kem_open(
         encapsulation,
         nonce,
         sealed,
+        unsigned,
+        signature,
     } = split_kem(blob).ok_or(Error::DecryptionFailed)?;
+    // Proof of origin first: nothing of a blob the token did not sign is decrypted.
+    match spans::hsm("C_Verify", "CKM_ECDSA", || {
+        s.verify(
+            &Mechanism::Ecdsa,
+            signer,
+            &signed_digest(aad, unsigned),
+            signature,
+        )
+    }) {
+        Ok(()) => {}
+        Err(CkError::Pkcs11(
+            cryptoki::error::RvError::SignatureInvalid
+            | cryptoki::error::RvError::SignatureLenRange,
+            _,
+        )) => return Err(Error::DecryptionFailed),
+        Err(e) if quirks.rejects_input(&e) => return Err(Error::DecryptionFailed),
+        Err(e) => return Err(unavailable("verify a sealed blob")(e)),
+    }
     let data_key = match spans::hsm("C_Decrypt", "CKM_RSA_PKCS_OAEP", || {
         s.decrypt(&oaep(hash), private, encapsulation)
     }) {
@@ -330,10 +423,15 @@ struct KemBlob<'a> {
     encapsulation: &'a [u8],
     nonce: [u8; 12],
     sealed: &'a [u8],
+    /// Everything before the signature.
+    unsigned: &'a [u8],
+    signature: &'a [u8],
 }
 
 fn split_kem(blob: &[u8]) -> Option<KemBlob<'_>> {
-    let (&format, rest) = blob.split_first()?;
+    let (unsigned, signature) =
+        blob.split_at_checked(blob.len().checked_sub(KEM_SIGNATURE_LEN)?)?;
+    let (&format, rest) = unsigned.split_first()?;
     let hash = match format {
         KEM_OAEP_SHA256 => Hash::Sha256,
         KEM_OAEP_SHA1 => Hash::Sha1,
@@ -354,6 +452,8 @@ fn split_kem(blob: &[u8]) -> Option<KemBlob<'_>> {
         encapsulation,
         nonce: nonce.try_into().ok()?,
         sealed,
+        unsigned,
+        signature,
     })
 }
 
@@ -377,22 +477,49 @@ mod tests {
     fn kem_blobs_parse_totally() {
         assert!(split_kem(&[]).is_none());
         assert!(split_kem(&[3, 0, 0]).is_none());
-        assert!(split_kem(&[1, 0xff, 0xff, 1, 2, 3]).is_none());
-        let mut blob = vec![1, 0, 3, 9, 9, 9];
+        assert!(split_kem(&[3; 63]).is_none());
+        let mut short = vec![3, 0xff, 0xff, 1, 2, 3];
+        short.extend_from_slice(&[0; 64]);
+        assert!(split_kem(&short).is_none());
+        let mut blob = vec![3, 0, 3, 9, 9, 9];
         blob.extend_from_slice(&[7; 12]);
         blob.extend_from_slice(&[5; 16]);
+        blob.extend_from_slice(&[6; 64]);
         let parts = split_kem(&blob).unwrap();
         assert_eq!(
             (
                 parts.hash,
                 parts.encapsulation,
                 parts.nonce,
-                parts.sealed.len()
+                parts.sealed.len(),
+                parts.signature,
+                parts.unsigned.len()
             ),
-            (Hash::Sha256, &[9u8, 9, 9][..], [7; 12], 16)
+            (
+                Hash::Sha256,
+                &[9u8, 9, 9][..],
+                [7; 12],
+                16,
+                &[6u8; 64][..],
+                blob.len() - 64
+            )
         );
-        blob[0] = 2;
+        blob[0] = 4;
         assert_eq!(split_kem(&blob).unwrap().hash, Hash::Sha1);
+        // The unsigned formats of before open no more.
+        for old in [1, 2] {
+            blob[0] = old;
+            assert!(split_kem(&blob).is_none());
+        }
+    }
+
+    #[test]
+    fn a_signature_covers_the_aad_and_every_byte_before_it() {
+        let digest = signed_digest(b"aad", b"blob");
+        assert_ne!(digest, signed_digest(b"aae", b"blob"));
+        assert_ne!(digest, signed_digest(b"aad", b"blob!"));
+        // The AAD's length is bound: bytes cannot move between the AAD and the blob.
+        assert_ne!(signed_digest(b"aa", b"dblob"), digest);
     }
 
     #[test]
@@ -444,7 +571,13 @@ mod tests {
             M::RSA_PKCS_OAEP,
             M::RSA_PKCS_KEY_PAIR_GEN,
         ];
-        let tpm = [M::RSA_PKCS_KEY_PAIR_GEN, M::RSA_PKCS_OAEP, M::AES_GCM];
+        let tpm = [
+            M::RSA_PKCS_KEY_PAIR_GEN,
+            M::RSA_PKCS_OAEP,
+            M::AES_GCM,
+            M::ECC_KEY_PAIR_GEN,
+            M::ECDSA,
+        ];
         assert_eq!(
             Scheme::for_token(|m| softhsm.contains(&m)).unwrap(),
             Scheme::TokenGcm
@@ -454,5 +587,10 @@ mod tests {
             Scheme::OaepKem
         );
         assert!(Scheme::for_token(|m| m == M::ECDSA).is_err());
+        // Without ECDSA nothing it seals could be signed: no scheme.
+        let e = Scheme::for_token(|m| tpm[..3].contains(&m))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("CKM_ECDSA"), "{e}");
     }
 }

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::{Mechanism, MechanismType};
-use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass};
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
@@ -353,12 +353,32 @@ fn find_root(anchor: &Session) -> anyhow::Result<Option<RootKey>> {
         Some(Attribute::Modulus(n)) => n.iter().skip_while(|b| **b == 0).count() as u64 * 8,
         _ => anyhow::bail!("the root key's public half has no modulus"),
     };
+    // The sealing signer; a root key made before there was one gets it now.
+    let signer = match (
+        labelled_signer(anchor, ObjectClass::PRIVATE_KEY)?,
+        labelled_signer(anchor, ObjectClass::PUBLIC_KEY)?,
+    ) {
+        (Some(private), Some(public)) => (private, public),
+        _ => super::sealing::generate_signer(anchor)?,
+    };
     Ok(Some(RootKey::Rsa {
         private,
         public,
         hash,
         bits,
+        signer,
     }))
+}
+
+/// The sealing signer's object of `class` (see `hsm::sealing`), if the token has it.
+fn labelled_signer(anchor: &Session, class: ObjectClass) -> anyhow::Result<Option<ObjectHandle>> {
+    Ok(anchor
+        .find_objects(&[
+            Attribute::Class(class),
+            Attribute::Label(super::sealing::SIGNER_LABEL.as_bytes().to_vec()),
+        ])?
+        .into_iter()
+        .next())
 }
 
 /// Make a root key for the scheme the token's mechanisms allow (see `hsm::sealing`).
@@ -399,11 +419,13 @@ fn make_root(
                     "the token lists CKM_RSA_PKCS_OAEP but decrypts with neither SHA-256 nor SHA-1"
                 );
             };
+            let signer = super::sealing::generate_signer(anchor)?;
             Ok(RootKey::Rsa {
                 private,
                 public,
                 hash,
                 bits,
+                signer,
             })
         }
     }

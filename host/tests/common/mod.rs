@@ -724,6 +724,17 @@ fn list_secret_keys(data: &Path) -> String {
     pkcs11_tool(data, None, &["--list-objects", "--type", "secrkey"])
 }
 
+/// The standard output of `cmd`, which must succeed (its standard error in the panic).
+pub fn succeeds(cmd: &mut std::process::Command) -> Vec<u8> {
+    let out = cmd.output().expect("command");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// `pkcs11-tool` with `args` on the token of the node whose data directory is `data` (its
 /// embedded SoftHSM2 token, or the TPM `tpm`), logged in as its user; its standard output.
 pub fn pkcs11_tool(data: &Path, tpm: Option<&tpm::SoftTpm>, args: &[&str]) -> String {
