@@ -104,6 +104,9 @@ pub async fn start(config: Config, hsm: Hsm, loaded: LoadedPolicies) -> anyhow::
         usage: Arc::new(crate::usage::Usage::default()),
         audit,
         quotas,
+        password_work: Arc::new(tokio::sync::Semaphore::new(
+            crate::state::PASSWORD_WORK_SLOTS,
+        )),
     };
     ensure_default_tenant(&state).await?;
     let imported = state.plugins.adopt_local_files().await?;

@@ -31,4 +31,24 @@ pub struct AppState {
     pub audit: crate::audit::group_commit::GroupCommit,
     /// Request quotas per tenant and per principal.
     pub quotas: Arc<crate::quotas::Quotas>,
+    /// PKCS#12 bundles being written or opened: their key derivations are slow on purpose,
+    /// so only [`PASSWORD_WORK_SLOTS`] run at once and more are throttled.
+    pub password_work: Arc<tokio::sync::Semaphore>,
+}
+
+/// How many PKCS#12 bundles a node writes or opens at once.
+pub const PASSWORD_WORK_SLOTS: usize = 2;
+
+impl AppState {
+    /// A slot for one PKCS#12 bundle's key derivations, held until dropped (move it into the
+    /// blocking task, so that it is held for as long as the work runs); none free: throttled.
+    pub fn password_slot(&self) -> crate::error::Result<tokio::sync::OwnedSemaphorePermit> {
+        self.password_work
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| crate::error::Error::Throttled {
+                retry_after_secs: 1,
+                what: "the PKCS#12 bundles this node writes or opens at once",
+            })
+    }
 }

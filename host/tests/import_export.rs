@@ -1559,6 +1559,22 @@ async fn key_pairs_export_as_pkcs12_that_openssl_and_python_open() {
         "ValidationError",
         "format must be",
     );
+    // Bundles are slow to make on purpose: a node makes two at once and throttles the rest
+    // (429 with Retry-After), and makes them again once those are done.
+    let body = json!({ "key_id": key, "format": "PKCS12", "password": password, "certificate": certificate });
+    let many = (0..6).map(|_| export(body.clone()));
+    let answers = futures::future::join_all(many).await;
+    let statuses: Vec<u16> = answers.iter().map(|(st, _)| *st).collect();
+    assert!(statuses.contains(&200), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|st| *st == 200 || *st == 429),
+        "{statuses:?}"
+    );
+    let throttled = answers.iter().find(|(st, _)| *st == 429);
+    let (_, v) = throttled.unwrap_or_else(|| panic!("none throttled: {statuses:?}"));
+    assert_eq!(v["error"]["code"], "Throttled", "{v}");
+    assert_eq!(export(body).await.0, 200);
+
     // The password is nowhere in the audit log.
     let audit = serde_json::to_string(&s.audit_records()).unwrap();
     assert!(!audit.contains(password));
@@ -1595,11 +1611,11 @@ async fn pkcs12_bundles_import_as_byok_key_pairs() {
         }
     };
 
-    // A modern bundle (P-256) and a legacy one (RSA-3072, 3DES and a SHA-1 MAC, as
-    // `openssl pkcs12 -legacy` writes): each becomes the key, which signs for its owner.
+    // Bundles as Python's cryptography writes them (PBES2, AES-256-CBC, HMAC-SHA-256), of a
+    // P-256 and an RSA-3072 key: each becomes the key, which signs for its owner.
     for (spec, option, signing) in [
         ("ECC_NIST_P256", "modern", "ECDSA_SHA_256"),
-        ("RSA_3072", "legacy", "RSASSA_PKCS1_V1_5_SHA_256"),
+        ("RSA_3072", "modern", "RSASSA_PKCS1_V1_5_SHA_256"),
     ] {
         let key = external(spec).await;
         let path = w.join(format!("{spec}.p12")).to_string_lossy().into_owned();
@@ -1702,6 +1718,22 @@ async fn pkcs12_bundles_import_as_byok_key_pairs() {
         400,
         "IncorrectKeyMaterial",
         "holds a ECC_NIST_P256 key",
+    );
+    // A legacy bundle (3DES and a SHA-1 MAC, as `openssl pkcs12 -legacy` writes) is refused
+    // with the way out.
+    let legacy = w.join("legacy.p12").to_string_lossy().into_owned();
+    pkcs12_py(&["make", "RSA_2048", password, &legacy, "legacy"]);
+    assert_error(
+        &import_p12(
+            key.clone(),
+            token.clone(),
+            std::fs::read(&legacy).unwrap(),
+            password,
+        )
+        .await,
+        400,
+        "ValidationError",
+        "export it again with PBES2",
     );
     let heavy = w.join("heavy.p12").to_string_lossy().into_owned();
     pkcs12_py(&["make", "RSA_2048", password, &heavy, "rounds=3000000"]);

@@ -1,30 +1,38 @@
 //! PKCS#12 (RFC 7292) bundles: one private key (PKCS#8) and its certificate, protected by a
-//! password. Written and read by `p12-keystore`; this module decides the profile, bounds the
-//! work a bundle may ask for, and ties the key to the certificate.
+//! password.
 //!
-//! Written: PBES2 (PBKDF2-HMAC-SHA-256, AES-256-CBC, RFC 8018) for the key bag and for the
-//! certificate safe, an HMAC-SHA-256 MAC, [`EXPORT_ITERATIONS`] iterations each: the profile
-//! OpenSSL 3 writes by default, with the PBKDF2 iteration count OWASP recommends for
-//! HMAC-SHA-256. `openssl pkcs12`, Python's `cryptography`, Java's `keytool` and Windows read it.
+//! Written by `p12-keystore`: PBES2 (PBKDF2-HMAC-SHA-256, AES-256-CBC, RFC 8018) for the key
+//! bag and for the certificate safe, an HMAC-SHA-256 MAC, [`EXPORT_ITERATIONS`] iterations
+//! each: the profile OpenSSL 3 writes by default, with the PBKDF2 iteration count OWASP
+//! recommends for HMAC-SHA-256. `openssl pkcs12`, Python's `cryptography`, Java's `keytool` and
+//! Windows read it.
 //!
-//! Read: that profile, the legacy one (`openssl pkcs12 -legacy`: 3DES / RC2 keyed by the
-//! PKCS#12 KDF) and a SHA-1 MAC. A bundle without a MAC is refused (nothing else proves the
-//! password holder made it). Every iteration count visible before decryption (the MAC's, each
-//! encrypted safe's, each shrouded key bag's in a plain safe) is read and bounded before any
-//! key derivation runs, so a bundle cannot pin a worker for minutes; a key bag nested inside an
-//! encrypted safe is only seen once that safe is decrypted, and is bounded by
-//! [`MAX_ITERATIONS`] only in that its parent was. scrypt and unknown schemes are refused.
+//! Read here, with RustCrypto's structures (`pkcs12`, `cms`) and PBES2 (`pkcs5`), not with
+//! `p12-keystore`: a bundle is the caller's input, and that library runs every key derivation
+//! it meets (nested key bags, secret bags, scrypt) unbounded and follows certificate chains
+//! without a cycle guard. What is read: a version 3 PFX with a MAC (HMAC-SHA-256 or -SHA-1;
+//! none: refused, nothing else proves the password holder made it), safes of plain or
+//! PBES2-encrypted data, and in them shrouded key bags (exactly one) and X.509 certificate bags,
+//! at most [`MAX_BAGS`]. Every key derivation is counted before it runs, wherever it sits (the
+//! MAC, each encrypted safe, each key bag, nested or not): more than [`MAX_ITERATIONS`] in one
+//! or [`MAX_TOTAL_ITERATIONS`] in all is refused, so a bundle cannot pin a worker. PBKDF2 only
+//! (scrypt and unknown schemes refused); the legacy PKCS#12 schemes (3DES, RC2: `openssl
+//! pkcs12 -legacy`) are refused with the way out (export again with PBES2). The certificate is
+//! the one whose `localKeyId` is the key bag's; a bundle with no such certificate is a key
+//! alone. No chain is built.
 //!
-//! `p12-keystore` keeps its own copies of the key bytes and does not wipe them on drop: the
-//! PKCS#8 this module hands out is zeroized, those copies are freed unwiped. Recorded in
+//! `p12-keystore` keeps copies of the key bytes and password of a bundle it writes and does
+//! not wipe them on drop; what this module hands out is zeroized. Recorded in
 //! docs/import-export.md.
 
+use der::asn1::ContextSpecific;
 use der::asn1::OctetString;
 use der::{Decode, Encode};
 use p12_keystore::{
     Certificate, EncryptionAlgorithm, KeyStore, KeyStoreEntry, MacAlgorithm, PrivateKeyChain,
 };
-use pkcs12::pbe_params::{EncryptedPrivateKeyInfo, Pbes2Params, Pbkdf2Params, Pkcs12PbeParams};
+use pkcs12::cert_type::CertBag;
+use pkcs12::pbe_params::{EncryptedPrivateKeyInfo, Pbes2Params, Pbkdf2Params};
 use pkcs12::pfx::Pfx;
 use pkcs12::safe_bag::SafeContents;
 use spki::{AlgorithmIdentifierOwned, ObjectIdentifier};
@@ -46,6 +54,13 @@ pub const MAX_TOTAL_ITERATIONS: u64 = 8_000_000;
 
 const DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.1");
 const ENCRYPTED_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.6");
+/// Most bags a bundle may hold (a key, its certificate and a chain).
+const MAX_BAGS: usize = 16;
+const CERT_BAG: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.12.10.1.3");
+const X509_CERTIFICATE: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.22.1");
+const LOCAL_KEY_ID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.21");
+const SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.1");
+const SHA1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.14.3.2.26");
 const SHROUDED_KEY_BAG: ObjectIdentifier =
     ObjectIdentifier::new_unwrap("1.2.840.113549.1.12.10.1.2");
 const PBES2: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.5.13");
@@ -115,90 +130,202 @@ fn encode_with(
         })
 }
 
-/// The private key and certificate of bundle `der`, opened with `password`. Exactly one
-/// private key; its certificate is the one the bundle ties to it (local key id), if any.
+/// The private key and certificate of bundle `der`, opened with `password` (module docs):
+/// exactly one shrouded key bag; its certificate is the certificate bag with the key bag's
+/// local key id, if there is one.
 pub fn decode(der: &[u8], password: &str) -> Result<Bundle> {
+    decode_with(der, password, MAX_ITERATIONS, MAX_TOTAL_ITERATIONS)
+}
+
+fn decode_with(der: &[u8], password: &str, max: u64, max_total: u64) -> Result<Bundle> {
     if der.len() > MAX_BUNDLE {
         return Err(bad(format!("is larger than {} KiB", MAX_BUNDLE / 1024)));
     }
-    check_work(der, MAX_ITERATIONS, MAX_TOTAL_ITERATIONS)?;
-    let store = KeyStore::from_pkcs12(der, password).map_err(|e| match e {
-        p12_keystore::error::Error::MacError(_) => {
-            bad("could not be opened: its MAC does not match (wrong password?)")
-        }
-        e => bad(format!("could not be read: {e}")),
-    })?;
-    let mut keys = store.entries().filter_map(|(_, e)| match e {
-        KeyStoreEntry::PrivateKeyChain(chain) => Some(chain),
-        _ => None,
-    });
-    let chain = keys
-        .next()
-        .ok_or_else(|| bad("holds no private key (a shrouded key bag)"))?;
-    if keys.next().is_some() {
-        return Err(bad("holds more than one private key"));
-    }
-    Ok(Bundle {
-        private_key: Zeroizing::new(chain.key().to_vec()),
-        certificate: chain.chain().first().map(|c| c.as_der().to_vec()),
-    })
-}
-
-/// Refuse a bundle whose key derivations, as far as they can be read before any runs, would
-/// take more than `max` iterations each or `max_total` together (module docs).
-fn check_work(der: &[u8], max: u64, max_total: u64) -> Result<()> {
-    let unreadable = |e: der::Error| bad(format!("is not a PKCS#12 PFX: {e}"));
     let pfx = Pfx::from_der(der).map_err(unreadable)?;
+    if pfx.version != pkcs12::pfx::Version::V3 {
+        return Err(bad("is not a version 3 PFX"));
+    }
     let mac = pfx
         .mac_data
         .as_ref()
         .ok_or_else(|| bad("has no MAC: a bundle without integrity protection is refused"))?;
-    let mut total = 0u64;
-    let mut count = |n: u64| -> Result<()> {
-        total = total.saturating_add(n);
-        if n == 0 || n > max || total > max_total {
-            return Err(bad(format!(
-                "asks for {n} key-derivation iterations; at most {max} each and {max_total} in all are accepted"
-            )));
-        }
-        Ok(())
+    let mut budget = Budget {
+        max,
+        max_total,
+        spent: 0,
     };
-    count(u64::try_from(mac.iterations).unwrap_or(0))?;
+    budget.spend(u64::try_from(mac.iterations).unwrap_or(0))?;
     if pfx.auth_safe.content_type != DATA {
         return Err(bad(
             "is not password-integrity protected (its content is not data)",
         ));
     }
-    let octets = |any: &der::Any| -> Result<Vec<u8>> {
-        Ok(OctetString::from_der(&any.to_der().map_err(unreadable)?)
-            .map_err(unreadable)?
-            .into_bytes())
-    };
-    let safes = Vec::<cms::content_info::ContentInfo>::from_der(&octets(&pfx.auth_safe.content)?)
-        .map_err(unreadable)?;
+    let content = octets(&pfx.auth_safe.content)?;
+    verify_mac(mac, password, &content)?;
+    let safes = Vec::<cms::content_info::ContentInfo>::from_der(&content).map_err(unreadable)?;
+    let mut keys = Vec::new();
+    let mut certs = Vec::new();
+    let mut bags_seen = 0usize;
     for safe in &safes {
-        if safe.content_type == DATA {
-            let bags = SafeContents::from_der(&octets(&safe.content)?).map_err(unreadable)?;
-            for bag in bags.iter().filter(|b| b.bag_id == SHROUDED_KEY_BAG) {
-                let value =
-                    der::asn1::ContextSpecific::<EncryptedPrivateKeyInfo>::from_der(&bag.bag_value)
-                        .map_err(unreadable)?
-                        .value;
-                count(iterations(&value.encryption_algorithm)?)?;
-            }
+        let contents = if safe.content_type == DATA {
+            Zeroizing::new(octets(&safe.content)?)
         } else if safe.content_type == ENCRYPTED_DATA {
             let data = cms::encrypted_data::EncryptedData::from_der(
                 &safe.content.to_der().map_err(unreadable)?,
             )
             .map_err(unreadable)?;
-            count(iterations(&data.enc_content_info.content_enc_alg)?)?;
+            let info = &data.enc_content_info;
+            budget.spend(iterations(&info.content_enc_alg)?)?;
+            let sealed = info
+                .encrypted_content
+                .as_ref()
+                .ok_or_else(|| bad("holds an encrypted safe without content"))?;
+            decrypt(&info.content_enc_alg, sealed.as_bytes(), password)?
         } else {
             return Err(bad(
                 "holds a safe that is neither data nor password-encrypted",
             ));
+        };
+        let bags = SafeContents::from_der(&contents).map_err(unreadable)?;
+        for bag in bags {
+            bags_seen += 1;
+            if bags_seen > MAX_BAGS {
+                return Err(bad(format!("holds more than {MAX_BAGS} bags")));
+            }
+            let id = local_key_id(&bag);
+            if bag.bag_id == SHROUDED_KEY_BAG {
+                let value = ContextSpecific::<EncryptedPrivateKeyInfo>::from_der(&bag.bag_value)
+                    .map_err(unreadable)?
+                    .value;
+                budget.spend(iterations(&value.encryption_algorithm)?)?;
+                let key = decrypt(
+                    &value.encryption_algorithm,
+                    value.encrypted_data.as_bytes(),
+                    password,
+                )?;
+                keys.push((id, key));
+            } else if bag.bag_id == CERT_BAG {
+                let cert = ContextSpecific::<CertBag>::from_der(&bag.bag_value)
+                    .map_err(unreadable)?
+                    .value;
+                if cert.cert_id != X509_CERTIFICATE {
+                    return Err(bad("holds a certificate that is not X.509"));
+                }
+                certs.push((id, cert.cert_value.as_bytes().to_vec()));
+            } else {
+                return Err(bad(format!(
+                    "holds a bag of type {} (only shrouded key bags and certificate bags are read)",
+                    bag.bag_id
+                )));
+            }
         }
     }
-    Ok(())
+    let (id, private_key) = match keys.len() {
+        0 => return Err(bad("holds no private key (a shrouded key bag)")),
+        1 => keys.remove(0),
+        _ => return Err(bad("holds more than one private key")),
+    };
+    let certificate = id.and_then(|id| {
+        certs
+            .into_iter()
+            .find(|(c, _)| c.as_ref() == Some(&id))
+            .map(|(_, der)| der)
+    });
+    Ok(Bundle {
+        private_key,
+        certificate,
+    })
+}
+
+fn unreadable(e: der::Error) -> Error {
+    bad(format!("is not a PKCS#12 PFX: {e}"))
+}
+
+/// Key-derivation work a bundle may still ask for (module docs).
+struct Budget {
+    max: u64,
+    max_total: u64,
+    spent: u64,
+}
+
+impl Budget {
+    /// Account for one derivation of `n` iterations, before it runs.
+    fn spend(&mut self, n: u64) -> Result<()> {
+        self.spent = self.spent.saturating_add(n);
+        if n == 0 || n > self.max || self.spent > self.max_total {
+            return Err(bad(format!(
+                "asks for {n} key-derivation iterations; at most {} each and {} in all are accepted",
+                self.max, self.max_total
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The content of an OCTET STRING held in `any`.
+fn octets(any: &der::Any) -> Result<Vec<u8>> {
+    Ok(OctetString::from_der(&any.to_der().map_err(unreadable)?)
+        .map_err(unreadable)?
+        .into_bytes())
+}
+
+/// The `localKeyId` attribute of a bag (RFC 7292 section 4.2), if it has one.
+fn local_key_id(bag: &pkcs12::safe_bag::SafeBag) -> Option<Vec<u8>> {
+    let attrs = bag.bag_attributes.as_ref()?;
+    let attr = attrs.iter().find(|a| a.oid == LOCAL_KEY_ID)?;
+    let value = attr.values.iter().next()?.to_der().ok()?;
+    Some(OctetString::from_der(&value).ok()?.into_bytes())
+}
+
+/// Check the bundle's MAC over `content` (HMAC keyed by the PKCS#12 KDF, RFC 7292 appendix
+/// B), in constant time.
+fn verify_mac(mac: &pkcs12::mac_data::MacData, password: &str, content: &[u8]) -> Result<()> {
+    use pkcs12::kdf::{derive_key_utf8, Pkcs12KeyType};
+    let (salt, rounds) = (mac.mac_salt.as_bytes(), mac.iterations);
+    let unencodable = |_| bad("password cannot be encoded as PKCS#12 asks (a BMPString)");
+    let (algorithm, key) = match mac.mac.algorithm.oid {
+        SHA256 => (
+            ring::hmac::HMAC_SHA256,
+            derive_key_utf8::<sha2_10::Sha256>(password, salt, Pkcs12KeyType::Mac, rounds, 32)
+                .map_err(unencodable)?,
+        ),
+        SHA1 => (
+            ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
+            derive_key_utf8::<sha1_10::Sha1>(password, salt, Pkcs12KeyType::Mac, rounds, 20)
+                .map_err(unencodable)?,
+        ),
+        other => {
+            return Err(bad(format!(
+                "uses MAC algorithm {other} (HMAC-SHA-256 or HMAC-SHA-1 expected)"
+            )))
+        }
+    };
+    let key = Zeroizing::new(key);
+    ring::hmac::verify(
+        &ring::hmac::Key::new(algorithm, &key),
+        content,
+        mac.mac.digest.as_bytes(),
+    )
+    .map_err(|_| bad("could not be opened: its MAC does not match (wrong password?)"))
+}
+
+/// Decrypt `data` under the password-based scheme `alg` (PBES2 with PBKDF2, checked by
+/// [`iterations`] before this runs).
+fn decrypt(
+    alg: &AlgorithmIdentifierOwned,
+    data: &[u8],
+    password: &str,
+) -> Result<Zeroizing<Vec<u8>>> {
+    let params = alg
+        .parameters
+        .as_ref()
+        .ok_or_else(|| bad("names an encryption scheme without parameters"))?;
+    let params = pkcs5::pbes2::Parameters::try_from(der::AnyRef::from(params))
+        .map_err(|e| bad(format!("names unusable PBES2 parameters: {e}")))?;
+    params
+        .decrypt(password.as_bytes(), data)
+        .map(Zeroizing::new)
+        .map_err(|_| bad("could not be decrypted with this password"))
 }
 
 /// The iteration count of a password-based encryption scheme.
@@ -227,11 +354,13 @@ fn iterations(alg: &AlgorithmIdentifierOwned) -> Result<u64> {
         return Ok(kdf.iteration_count.into());
     }
     if alg.oid.parent() == Some(PKCS12_PBE) {
-        let pbe = Pkcs12PbeParams::from_der(&params()?).map_err(bad)?;
-        return Ok(u64::try_from(pbe.iterations).unwrap_or(0));
+        return Err(bad(
+            "uses legacy PKCS#12 encryption (3DES or RC2, as `openssl pkcs12 -legacy` writes): \
+             export it again with PBES2 (AES-256-CBC, the default of OpenSSL 3)",
+        ));
     }
     Err(bad(format!(
-        "uses encryption scheme {} (PBES2 or PKCS#12 PBE expected)",
+        "uses encryption scheme {} (PBES2 expected)",
         alg.oid
     )))
 }
@@ -318,18 +447,32 @@ pub fn certificate_matches(
         return Ok(true);
     }
     // The same key may be written differently (an EC point compressed, an RSA modulus with
-    // a redundant zero byte): compare the parts.
-    Ok(
-        match super::public_key::parts_from_spki(&theirs).map(|(_, p)| p) {
-            Ok(PublicParts::Rsa { modulus, exponent }) => matches!(
-                parts,
-                PublicParts::Rsa { modulus: m, exponent: e }
-                    if trim(&modulus) == trim(m) && trim(&exponent) == trim(e)
-            ),
-            Ok(PublicParts::Ec(point)) => matches!(parts, PublicParts::Ec(p) if *p == point),
-            Ok(PublicParts::Dh(_)) | Err(_) => false,
-        },
-    )
+    // a redundant zero byte): compare the parts, read from the caller's certificate as
+    // untrusted input (anything unreadable simply does not match).
+    use p256::elliptic_curve::sec1::ToEncodedPoint;
+    use p256::pkcs8::DecodePublicKey;
+    Ok(match (spec, parts) {
+        (KeySpec::EccNistP256, PublicParts::Ec(point)) => {
+            p256::PublicKey::from_public_key_der(&theirs)
+                .is_ok_and(|k| k.to_encoded_point(false).as_bytes() == point.as_slice())
+        }
+        (KeySpec::EccNistP384, PublicParts::Ec(point)) => {
+            p384::PublicKey::from_public_key_der(&theirs)
+                .is_ok_and(|k| k.to_encoded_point(false).as_bytes() == point.as_slice())
+        }
+        (_, PublicParts::Rsa { modulus, exponent }) => {
+            spki::SubjectPublicKeyInfoRef::from_der(&theirs)
+                .ok()
+                .filter(|k| k.algorithm.oid == OID_RSA)
+                .and_then(|k| k.subject_public_key.as_bytes())
+                .and_then(|b| pkcs1::RsaPublicKey::from_der(b).ok())
+                .is_some_and(|k| {
+                    trim(k.modulus.as_bytes()) == trim(modulus)
+                        && trim(k.public_exponent.as_bytes()) == trim(exponent)
+                })
+        }
+        _ => false,
+    })
 }
 
 fn trim(b: &[u8]) -> &[u8] {
@@ -377,12 +520,204 @@ mod tests {
     fn work_is_bounded_before_any_derivation() {
         let (key, cert) = p256_pair();
         let der = encode_with(&key, &cert, "k", "pw", 1000).unwrap();
-        check_work(&der, 1000, 3000).unwrap();
-        // The MAC, the key bag and the certificate safe each ask for 1000.
-        let e = check_work(&der, 999, 10_000).err().unwrap().to_string();
+        decode_with(&der, "pw", 1000, 3000).unwrap();
+        // The MAC, the certificate safe and the key bag each ask for 1000.
+        let e = decode_with(&der, "pw", 999, 10_000)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("1000 key-derivation iterations"), "{e}");
-        let e = check_work(&der, 1000, 2999).err().unwrap().to_string();
+        let e = decode_with(&der, "pw", 1000, 2999)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("in all"), "{e}");
+    }
+
+    /// Hand-made bundles: what `p12-keystore` would run unbounded or trip on.
+    mod hostile {
+        use super::*;
+        use der::asn1::OctetString;
+        use der::Any;
+        use pkcs12::safe_bag::SafeBag;
+
+        const PBES2_ID: ObjectIdentifier = PBES2;
+
+        /// A bag's value as `SafeBag` takes it to encode (it adds the `[0]` wrapper itself,
+        /// and hands the wrapped TLV back when decoding).
+        fn explicit<T: Encode>(value: T) -> Vec<u8> {
+            value.to_der().unwrap()
+        }
+
+        /// A PBES2 (PBKDF2-SHA-256, AES-256-CBC) algorithm identifier of `iterations`, and
+        /// `data` encrypted under it with `password`.
+        fn pbes2(
+            iterations: u32,
+            password: &str,
+            data: &[u8],
+        ) -> (AlgorithmIdentifierOwned, Vec<u8>) {
+            let params =
+                pkcs5::pbes2::Parameters::pbkdf2_sha256_aes256cbc(iterations, &[7; 16], &[9; 16])
+                    .unwrap();
+            // The ciphertext only matters where a test decrypts it: derive nothing else.
+            let sealed = if iterations <= 10 {
+                params.encrypt(password.as_bytes(), data).unwrap()
+            } else {
+                vec![0; 32]
+            };
+            let alg = AlgorithmIdentifierOwned {
+                oid: PBES2_ID,
+                parameters: Some(Any::from_der(&params.to_der().unwrap()).unwrap()),
+            };
+            (alg, sealed)
+        }
+
+        fn key_bag(iterations: u32, password: &str) -> SafeBag {
+            let (key, _) = p256_pair();
+            let (encryption_algorithm, sealed) = pbes2(iterations, password, &key);
+            SafeBag {
+                bag_id: SHROUDED_KEY_BAG,
+                bag_value: explicit(EncryptedPrivateKeyInfo {
+                    encryption_algorithm,
+                    encrypted_data: OctetString::new(sealed).unwrap(),
+                }),
+                bag_attributes: None,
+            }
+        }
+
+        fn data_safe(bags: Vec<SafeBag>) -> cms::content_info::ContentInfo {
+            let octets = OctetString::new(bags.to_der().unwrap()).unwrap();
+            cms::content_info::ContentInfo {
+                content_type: DATA,
+                content: Any::from_der(&octets.to_der().unwrap()).unwrap(),
+            }
+        }
+
+        fn encrypted_safe(bags: Vec<SafeBag>, password: &str) -> cms::content_info::ContentInfo {
+            let (content_enc_alg, sealed) = pbes2(1, password, &bags.to_der().unwrap());
+            let data = cms::encrypted_data::EncryptedData {
+                version: cms::content_info::CmsVersion::V0,
+                enc_content_info: cms::enveloped_data::EncryptedContentInfo {
+                    content_type: DATA,
+                    content_enc_alg,
+                    encrypted_content: Some(OctetString::new(sealed).unwrap()),
+                },
+                unprotected_attrs: None,
+            };
+            cms::content_info::ContentInfo {
+                content_type: ENCRYPTED_DATA,
+                content: Any::from_der(&data.to_der().unwrap()).unwrap(),
+            }
+        }
+
+        /// A PFX of `safes` with a one-iteration HMAC-SHA-256 MAC under `password`.
+        fn pfx(safes: Vec<cms::content_info::ContentInfo>, password: &str) -> Vec<u8> {
+            use pkcs12::kdf::{derive_key_utf8, Pkcs12KeyType};
+            let content = safes.to_der().unwrap();
+            let salt = [3u8; 8];
+            let key =
+                derive_key_utf8::<sha2_10::Sha256>(password, &salt, Pkcs12KeyType::Mac, 1, 32)
+                    .unwrap();
+            let tag = ring::hmac::sign(
+                &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key),
+                &content,
+            );
+            let octets = OctetString::new(content).unwrap();
+            Pfx {
+                version: pkcs12::pfx::Version::V3,
+                auth_safe: cms::content_info::ContentInfo {
+                    content_type: DATA,
+                    content: Any::from_der(&octets.to_der().unwrap()).unwrap(),
+                },
+                mac_data: Some(pkcs12::mac_data::MacData {
+                    mac: pkcs12::digest_info::DigestInfo {
+                        algorithm: AlgorithmIdentifierOwned {
+                            oid: SHA256,
+                            parameters: None,
+                        },
+                        digest: OctetString::new(tag.as_ref()).unwrap(),
+                    },
+                    mac_salt: OctetString::new(salt.to_vec()).unwrap(),
+                    iterations: 1,
+                }),
+            }
+            .to_der()
+            .unwrap()
+        }
+
+        #[test]
+        fn a_key_bag_inside_an_encrypted_safe_is_bounded_too() {
+            // The outer safe costs one iteration; the key bag inside asks for 50 million.
+            let der = pfx(
+                vec![encrypted_safe(
+                    vec![key_bag(50_000_000, "pw-pw-pw")],
+                    "pw-pw-pw",
+                )],
+                "pw-pw-pw",
+            );
+            let started = std::time::Instant::now();
+            let e = decode(&der, "pw-pw-pw").err().unwrap().to_string();
+            assert!(e.contains("50000000 key-derivation iterations"), "{e}");
+            assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        }
+
+        #[test]
+        fn the_reader_opens_what_it_bounds() {
+            // The same shape with a bag of few iterations opens: the bound, not the shape,
+            // refused the one above. No certificate: a key alone.
+            let der = pfx(
+                vec![encrypted_safe(vec![key_bag(2, "pw-pw-pw")], "pw-pw-pw")],
+                "pw-pw-pw",
+            );
+            let bundle = decode(&der, "pw-pw-pw").unwrap();
+            assert_eq!(
+                private_key_public(&bundle.private_key).unwrap().0,
+                KeySpec::EccNistP256
+            );
+            assert!(bundle.certificate.is_none());
+        }
+
+        #[test]
+        fn bags_of_other_kinds_and_other_schemes_are_refused() {
+            let secret = SafeBag {
+                bag_id: ObjectIdentifier::new_unwrap("1.2.840.113549.1.12.10.1.5"),
+                bag_value: explicit(OctetString::new(vec![1, 2, 3]).unwrap()),
+                bag_attributes: None,
+            };
+            let der = pfx(
+                vec![data_safe(vec![key_bag(2, "pw-pw-pw"), secret])],
+                "pw-pw-pw",
+            );
+            let e = decode(&der, "pw-pw-pw").err().unwrap().to_string();
+            assert!(e.contains("1.2.840.113549.1.12.10.1.5"), "{e}");
+            // scrypt in place of PBKDF2.
+            let mut bag = key_bag(2, "pw-pw-pw");
+            let mut value = EncryptedPrivateKeyInfo::from_der(&bag.bag_value).unwrap();
+            let mut params = Pbes2Params::from_der(
+                &value
+                    .encryption_algorithm
+                    .parameters
+                    .as_ref()
+                    .unwrap()
+                    .to_der()
+                    .unwrap(),
+            )
+            .unwrap();
+            params.kdf.oid = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.11591.4.11");
+            value.encryption_algorithm.parameters =
+                Some(Any::from_der(&params.to_der().unwrap()).unwrap());
+            bag.bag_value = explicit(value);
+            let der = pfx(vec![data_safe(vec![bag])], "pw-pw-pw");
+            let e = decode(&der, "pw-pw-pw").err().unwrap().to_string();
+            assert!(e.contains("only PBKDF2"), "{e}");
+            // Too many bags.
+            let bags = (0..MAX_BAGS + 1).map(|_| key_bag(2, "pw-pw-pw")).collect();
+            let e = decode(&pfx(vec![data_safe(bags)], "pw-pw-pw"), "pw-pw-pw")
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(e.contains("more than 16 bags"), "{e}");
+        }
     }
 
     #[test]

@@ -194,7 +194,7 @@ fn read_pair(
 }
 
 /// The point in a `CKA_EC_POINT`: a DER OCTET STRING (PKCS#11 2.40); some tokens give it bare.
-fn ec_point_content(point: Vec<u8>) -> Vec<u8> {
+pub(super) fn ec_point_content(point: Vec<u8>) -> Vec<u8> {
     use der::Decode;
     der::asn1::OctetString::from_der(&point)
         .map(|o| o.into_bytes())

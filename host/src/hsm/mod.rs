@@ -246,10 +246,17 @@ impl Live {
             sealing::RootKey::Rsa {
                 public,
                 hash,
-                signer: (signer, _),
+                signer,
                 ..
-            } => sealing::kem_seal(&anchor, public, hash, signer, b"keyplane health probe", &[])
-                .is_ok(),
+            } => sealing::kem_seal(
+                &anchor,
+                public,
+                hash,
+                &signer,
+                b"keyplane health probe",
+                &[],
+            )
+            .is_ok(),
         }
     }
 
@@ -642,7 +649,7 @@ impl Hsm {
                 let sealing::RootKey::Rsa {
                     public: root_public,
                     hash,
-                    signer: (signer, _),
+                    signer,
                     ..
                 } = live.root
                 else {
@@ -652,7 +659,7 @@ impl Hsm {
                     Sealer::Root => root_public,
                     Sealer::Kek(kek) => sealing::public_of(s, live.handle(kek)?)?,
                 };
-                sealing::kem_seal(s, public, hash, signer, aad, plaintext)
+                sealing::kem_seal(s, public, hash, &signer, aad, plaintext)
             }),
         }
     }
@@ -674,7 +681,7 @@ impl Hsm {
             sealing::Scheme::OaepKem => self.call("C_Decrypt", "CKM_RSA_PKCS_OAEP", |s, live| {
                 let sealing::RootKey::Rsa {
                     private: root_private,
-                    signer: (_, verifier),
+                    signer,
                     ..
                 } = live.root
                 else {
@@ -684,7 +691,7 @@ impl Hsm {
                     Sealer::Root => root_private,
                     Sealer::Kek(kek) => live.handle(kek)?,
                 };
-                sealing::kem_open(s, private, verifier, live.quirks, aad, blob)
+                sealing::kem_open(s, private, &signer, live.quirks, aad, blob)
             }),
         }
     }

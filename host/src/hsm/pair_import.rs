@@ -106,6 +106,11 @@ impl Hsm {
                 let _ = s.destroy_object(ephemeral);
                 let private = match unwrapped {
                     Ok(h) => h,
+                    // The host checked a bundle's key before it came here: the token refusing
+                    // it is the token's doing, not the caller's.
+                    Err(e) if matches!(source, PairSource::Host { .. }) => {
+                        return Err(unavailable("unwrap a bundle's private key")(e))
+                    }
                     Err(e) if live.quirks.rejects_material(&e) => {
                         return Err(incorrect("not a PKCS#8 private key of this key's type"))
                     }

@@ -31,9 +31,12 @@
 //!   in the token by the node's *sealing signer*, a P-256 key pair made beside the root key
 //!   (token objects labelled `keyplane-seal-signer`, the private half never extractable):
 //!   ECDSA over SHA-256 of a label, the AAD and the blob before the signature (raw `r ‖ s`,
-//!   64 bytes). Opening checks the signature in the token before anything is decrypted; a
-//!   blob without a valid one (an unsigned blob of formats 1 and 2 included) does not open,
-//!   so, as under `TokenGcm`, only the token makes blobs that open. And nothing can be
+//!   64 bytes). Opening checks the signature before anything is decrypted, on the host with
+//!   the signer's public point (read and checked against a test signature when the node
+//!   opens the token: no token call, and no verify operation to leave active in a session);
+//!   a blob without a valid one does not open, so, as under `TokenGcm`, only the token makes
+//!   blobs that open. Blobs of the unsigned formats 1 and 2 (the first TPM builds) open no
+//!   more: such a node's data directory is made again. And nothing can be
 //!   wrapped by the
 //!   root key, so there are no world copies and no key ceremony: such a node is a node of its
 //!   own (`docs/hsm.md`).
@@ -102,9 +105,18 @@ pub(crate) enum RootKey {
         hash: Hash,
         /// The modulus size, which tenant KEKs share.
         bits: u64,
-        /// The sealing signer (module docs): private and public halves.
-        signer: (ObjectHandle, ObjectHandle),
+        /// The sealing signer (module docs).
+        signer: Signer,
     },
+}
+
+/// The sealing signer (module docs): its private key in the token, which signs, and its
+/// public point, with which the host verifies (no token call, no session state).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Signer {
+    pub private: ObjectHandle,
+    /// The uncompressed P-256 point.
+    pub point: [u8; 65],
 }
 
 impl RootKey {
@@ -272,7 +284,7 @@ pub(crate) fn kem_seal(
     s: &Session,
     public: ObjectHandle,
     hash: Hash,
-    signer: ObjectHandle,
+    signer: &Signer,
     aad: &[u8],
     plaintext: &[u8],
 ) -> Result<Vec<u8>> {
@@ -305,8 +317,9 @@ pub(crate) fn kem_seal(
     out.extend_from_slice(&encapsulation);
     out.extend_from_slice(&nonce);
     out.extend_from_slice(&body);
+    let digest = ring::digest::digest(&ring::digest::SHA256, &signed_message(aad, &out));
     let signature = spans::hsm("C_Sign", "CKM_ECDSA", || {
-        s.sign(&Mechanism::Ecdsa, signer, &signed_digest(aad, &out))
+        s.sign(&Mechanism::Ecdsa, signer.private, digest.as_ref())
     })
     .map_err(unavailable("sign a sealed blob"))?;
     if signature.len() != KEM_SIGNATURE_LEN {
@@ -316,15 +329,53 @@ pub(crate) fn kem_seal(
     Ok(out)
 }
 
-/// What a blob's signature covers, hashed: the label, the AAD (length first) and the blob
-/// before its signature.
-fn signed_digest(aad: &[u8], unsigned: &[u8]) -> Vec<u8> {
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    ctx.update(KEM_SIGNED_LABEL);
-    ctx.update(&(aad.len() as u64).to_be_bytes());
-    ctx.update(aad);
-    ctx.update(unsigned);
-    ctx.finish().as_ref().to_vec()
+/// What a blob's signature covers (the token signs its SHA-256): the label, the AAD (length
+/// first) and the blob before its signature.
+fn signed_message(aad: &[u8], unsigned: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(KEM_SIGNED_LABEL.len() + 8 + aad.len() + unsigned.len());
+    m.extend_from_slice(KEM_SIGNED_LABEL);
+    m.extend_from_slice(&(aad.len() as u64).to_be_bytes());
+    m.extend_from_slice(aad);
+    m.extend_from_slice(unsigned);
+    m
+}
+
+/// Whether `signature` (raw `r ‖ s`) is the signer's over `message` (verified on the host).
+fn signed_by(signer: &Signer, message: &[u8], signature: &[u8]) -> bool {
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_FIXED, signer.point)
+        .verify(message, signature)
+        .is_ok()
+}
+
+/// The sealing signer of the halves `(private, public)`, if they belong together: its public
+/// point is read, and a test value the private half signs in the token verifies with it.
+pub(crate) fn signer_of(
+    s: &Session,
+    (private, public): (ObjectHandle, ObjectHandle),
+) -> anyhow::Result<Signer> {
+    let attrs = s.get_attributes(public, &[AttributeType::EcPoint])?;
+    let point = attrs
+        .into_iter()
+        .find_map(|a| match a {
+            Attribute::EcPoint(p) => Some(super::asym::ec_point_content(p)),
+            _ => None,
+        })
+        .ok_or_else(|| anyhow::anyhow!("the sealing signer's public half has no point"))?;
+    let signer = Signer {
+        private,
+        point: point.try_into().map_err(|_| {
+            anyhow::anyhow!("the sealing signer's point is not an uncompressed P-256 point")
+        })?,
+    };
+    let message = signed_message(b"signer check", b"");
+    let digest = ring::digest::digest(&ring::digest::SHA256, &message);
+    let signature = s.sign(&Mechanism::Ecdsa, private, digest.as_ref())?;
+    if !signed_by(&signer, &message, &signature) {
+        anyhow::bail!(
+            "the halves of keyplane's sealing signer ({SIGNER_LABEL}) do not belong together"
+        );
+    }
+    Ok(signer)
 }
 
 /// Generate the sealing signer (module docs) as token objects: (private, public).
@@ -365,7 +416,7 @@ pub(crate) fn generate_signer(
 pub(crate) fn kem_open(
     s: &Session,
     private: ObjectHandle,
-    signer: ObjectHandle,
+    signer: &Signer,
     quirks: Quirks,
     aad: &[u8],
     blob: &[u8],
@@ -379,22 +430,8 @@ pub(crate) fn kem_open(
         signature,
     } = split_kem(blob).ok_or(Error::DecryptionFailed)?;
     // Proof of origin first: nothing of a blob the token did not sign is decrypted.
-    match spans::hsm("C_Verify", "CKM_ECDSA", || {
-        s.verify(
-            &Mechanism::Ecdsa,
-            signer,
-            &signed_digest(aad, unsigned),
-            signature,
-        )
-    }) {
-        Ok(()) => {}
-        Err(CkError::Pkcs11(
-            cryptoki::error::RvError::SignatureInvalid
-            | cryptoki::error::RvError::SignatureLenRange,
-            _,
-        )) => return Err(Error::DecryptionFailed),
-        Err(e) if quirks.rejects_input(&e) => return Err(Error::DecryptionFailed),
-        Err(e) => return Err(unavailable("verify a sealed blob")(e)),
+    if !signed_by(signer, &signed_message(aad, unsigned), signature) {
+        return Err(Error::DecryptionFailed);
     }
     let data_key = match spans::hsm("C_Decrypt", "CKM_RSA_PKCS_OAEP", || {
         s.decrypt(&oaep(hash), private, encapsulation)
@@ -515,11 +552,11 @@ mod tests {
 
     #[test]
     fn a_signature_covers_the_aad_and_every_byte_before_it() {
-        let digest = signed_digest(b"aad", b"blob");
-        assert_ne!(digest, signed_digest(b"aae", b"blob"));
-        assert_ne!(digest, signed_digest(b"aad", b"blob!"));
+        let message = signed_message(b"aad", b"blob");
+        assert_ne!(message, signed_message(b"aae", b"blob"));
+        assert_ne!(message, signed_message(b"aad", b"blob!"));
         // The AAD's length is bound: bytes cannot move between the AAD and the blob.
-        assert_ne!(signed_digest(b"aa", b"dblob"), digest);
+        assert_ne!(signed_message(b"aa", b"dblob"), message);
     }
 
     #[test]

@@ -353,14 +353,21 @@ fn find_root(anchor: &Session) -> anyhow::Result<Option<RootKey>> {
         Some(Attribute::Modulus(n)) => n.iter().skip_while(|b| **b == 0).count() as u64 * 8,
         _ => anyhow::bail!("the root key's public half has no modulus"),
     };
-    // The sealing signer; a root key made before there was one gets it now.
+    // The sealing signer: both halves, or neither (a root key made before there was one gets
+    // it now; what it sealed then was unsigned and opens no more). One half alone is refused:
+    // a new pair would silently disown every blob the old one signed.
     let signer = match (
         labelled_signer(anchor, ObjectClass::PRIVATE_KEY)?,
         labelled_signer(anchor, ObjectClass::PUBLIC_KEY)?,
     ) {
-        (Some(private), Some(public)) => (private, public),
-        _ => super::sealing::generate_signer(anchor)?,
+        (Some(private), Some(public)) => super::sealing::signer_of(anchor, (private, public))?,
+        (None, None) => super::sealing::signer_of(anchor, super::sealing::generate_signer(anchor)?)?,
+        _ => anyhow::bail!(
+            "the token holds one half of keyplane's sealing signer ({}) but not the other: sealed secrets could not be checked; restore the missing object",
+            super::sealing::SIGNER_LABEL
+        ),
     };
+
     Ok(Some(RootKey::Rsa {
         private,
         public,
@@ -370,15 +377,21 @@ fn find_root(anchor: &Session) -> anyhow::Result<Option<RootKey>> {
     }))
 }
 
-/// The sealing signer's object of `class` (see `hsm::sealing`), if the token has it.
+/// The sealing signer's object of `class` (see `hsm::sealing`), if the token has it (one:
+/// two are refused, the token then holds signers of two origins).
 fn labelled_signer(anchor: &Session, class: ObjectClass) -> anyhow::Result<Option<ObjectHandle>> {
-    Ok(anchor
-        .find_objects(&[
-            Attribute::Class(class),
-            Attribute::Label(super::sealing::SIGNER_LABEL.as_bytes().to_vec()),
-        ])?
-        .into_iter()
-        .next())
+    let found = anchor.find_objects(&[
+        Attribute::Class(class),
+        Attribute::Label(super::sealing::SIGNER_LABEL.as_bytes().to_vec()),
+    ])?;
+    if found.len() > 1 {
+        anyhow::bail!(
+            "the token holds {} objects labelled {} of one class: keyplane cannot tell which signs its sealed secrets",
+            found.len(),
+            super::sealing::SIGNER_LABEL
+        );
+    }
+    Ok(found.into_iter().next())
 }
 
 /// Make a root key for the scheme the token's mechanisms allow (see `hsm::sealing`).
@@ -419,7 +432,8 @@ fn make_root(
                     "the token lists CKM_RSA_PKCS_OAEP but decrypts with neither SHA-256 nor SHA-1"
                 );
             };
-            let signer = super::sealing::generate_signer(anchor)?;
+            let signer =
+                super::sealing::signer_of(anchor, super::sealing::generate_signer(anchor)?)?;
             Ok(RootKey::Rsa {
                 private,
                 public,

@@ -251,11 +251,12 @@ impl Operation for ExportKey {
                         )))
                     }
                 };
+                let slot = ctx.state.password_slot()?;
                 let private = ctx.state.keyring.reveal_private_key(&version).await?;
-                let (password, name) = (password.expose().to_owned(), key.id.clone());
-                let cert = certificate.clone();
+                let password = zeroize::Zeroizing::new(password.expose().to_owned());
+                let (name, cert) = (key.id.clone(), certificate.clone());
                 let bundle = tokio::task::spawn_blocking(move || {
-                    let password = zeroize::Zeroizing::new(password);
+                    let _slot = slot;
                     pkcs12::encode(&private, &cert, &name, &password)
                 })
                 .await

@@ -205,7 +205,8 @@ impl Operation for ImportKeyMaterial {
                     spec.as_str()
                 )));
             }
-            let (pkcs8, ec_point) = open_bundle(bundle, password, spec).await?;
+            let slot = state.password_slot()?;
+            let (pkcs8, ec_point) = open_bundle(bundle, password, spec, slot).await?;
             let usage = key.usage;
             state
                 .keyring
@@ -315,10 +316,12 @@ async fn open_bundle(
     bundle: &Base64,
     password: &Password,
     spec: crate::algorithms::KeySpec,
+    slot: tokio::sync::OwnedSemaphorePermit,
 ) -> Result<(zeroize::Zeroizing<Vec<u8>>, Option<Vec<u8>>)> {
     let der = bundle.0.clone();
     let password = zeroize::Zeroizing::new(password.expose().to_owned());
     tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         let opened = pkcs12::decode(&der, &password)?;
         let (found, parts) = pkcs12::private_key_public(&opened.private_key)?;
         if found != spec {

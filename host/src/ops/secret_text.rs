@@ -41,7 +41,8 @@ impl schemars::JsonSchema for SecretText {
     }
 }
 
-/// A password of a request (a PKCS#12 bundle's): 8 to 1024 bytes, no control characters.
+/// A password of a request (a PKCS#12 bundle's): 8 to 1024 bytes, no control characters,
+/// none beyond U+FFFF.
 pub struct Password(Zeroizing<String>);
 
 impl Password {
@@ -50,10 +51,17 @@ impl Password {
     }
 
     /// Check the password's form; `field` names it in the error (which never shows it).
+    /// PKCS#12 keys its MAC with the password as a BMPString (UTF-16 without surrogates), so
+    /// characters beyond U+FFFF cannot be used.
     pub fn validate(&self, field: &str) -> crate::error::Result<()> {
         if self.0.len() < 8 || self.0.len() > 1024 || self.0.chars().any(char::is_control) {
             return Err(crate::error::Error::validation(format!(
                 "{field} must be 8 to 1024 bytes without control characters"
+            )));
+        }
+        if self.0.chars().any(|c| u32::from(c) > 0xFFFF) {
+            return Err(crate::error::Error::validation(format!(
+                "{field} must not hold characters beyond U+FFFF (PKCS#12 encodes passwords as BMPString)"
             )));
         }
         Ok(())

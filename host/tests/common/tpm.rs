@@ -20,15 +20,23 @@ pub struct SoftTpm {
 }
 
 /// A free port whose next is free too: the swtpm TCTI finds the TPM's control channel on the
-/// port after its command port.
+/// port after its command port. Drawn below the kernel's ephemeral range (32768 and up), where
+/// the servers of other tests bind (`127.0.0.1:0`): a port taken from that range and released
+/// for swtpm could be handed to a server starting meanwhile (seen once: the test's client
+/// then spoke TLS to swtpm).
 fn free_port_pair() -> u16 {
-    loop {
-        let first = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = first.local_addr().unwrap().port();
-        if port < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
-            return port;
-        }
-    }
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0)
+        ^ std::process::id();
+    (0..2000u32)
+        .map(|i| 20_000 + ((seed.wrapping_add(i.wrapping_mul(7919))) % 12_000) as u16)
+        .find(|port| {
+            std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok()
+                && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok()
+        })
+        .expect("a free port pair between 20000 and 32000")
 }
 
 fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
