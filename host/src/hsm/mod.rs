@@ -243,20 +243,7 @@ impl Live {
                 anchor.encrypt(&Mechanism::AesGcm(params), root, &[])
             })
             .is_ok(),
-            sealing::RootKey::Rsa {
-                public,
-                hash,
-                signer,
-                ..
-            } => sealing::kem_seal(
-                &anchor,
-                public,
-                hash,
-                &signer,
-                b"keyplane health probe",
-                &[],
-            )
-            .is_ok(),
+            sealing::RootKey::Rsa { public, hash, .. } => sealing::kem_probe(&anchor, public, hash),
         }
     }
 

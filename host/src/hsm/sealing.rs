@@ -329,6 +329,15 @@ pub(crate) fn kem_seal(
     Ok(out)
 }
 
+/// Whether the root pair's public half still encapsulates (the readiness probe: the RSA-OAEP
+/// step of [`kem_seal`] alone, without the signature, which a TPM makes slowly).
+pub(crate) fn kem_probe(s: &Session, public: ObjectHandle, hash: Hash) -> bool {
+    spans::hsm("C_Encrypt", "CKM_RSA_PKCS_OAEP", || {
+        s.encrypt(&oaep(hash), public, &[0u8; 32])
+    })
+    .is_ok()
+}
+
 /// What a blob's signature covers (the token signs its SHA-256): the label, the AAD (length
 /// first) and the blob before its signature.
 fn signed_message(aad: &[u8], unsigned: &[u8]) -> Vec<u8> {

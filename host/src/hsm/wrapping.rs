@@ -321,7 +321,7 @@ impl HostKek {
 
     /// This key as a session object of `s` that may do `usage` (`Wrap` or `Unwrap`) only.
     pub(super) fn session_object(&self, s: &Session, usage: Attribute) -> Result<ObjectHandle> {
-        s.create_object(&[
+        let mut template = [
             Attribute::Token(false),
             Attribute::Class(ObjectClass::SECRET_KEY),
             Attribute::KeyType(KeyType::AES),
@@ -330,8 +330,15 @@ impl HostKek {
             Attribute::Extractable(false),
             Attribute::Private(true),
             usage,
-        ])
-        .map_err(unavailable("host-shared transfer key"))
+        ];
+        let created = s.create_object(&template);
+        // The template's copy of the key is wiped as the key itself will be.
+        for a in &mut template {
+            if let Attribute::Value(v) = a {
+                zeroize::Zeroize::zeroize(v);
+            }
+        }
+        created.map_err(unavailable("host-shared transfer key"))
     }
 }
 
