@@ -42,7 +42,8 @@ pub fn aws_request(data: &[u8]) {
     crate::api::fuzz::aws(selector, body);
 }
 
-/// A Transit request line routed to its endpoint, and a `vault:v<N>:` value.
+/// A Transit request line routed to its endpoint, the rest as its body decoded into the
+/// operations it becomes (validated), and as a `vault:v<N>:` value.
 pub fn transit_request(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
         crate::api::fuzz::transit(text);

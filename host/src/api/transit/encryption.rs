@@ -438,21 +438,7 @@ struct DataKey {
 pub async fn data_key(call: &Call<'_>, name: &str, with_plaintext: bool) -> Answer {
     let alias = key_of(name).map_err(err)?;
     let req: Request = call.decode().map_err(err)?;
-    refuse_nonce(&req.item).map_err(err)?;
-    latest_only(req.item.key_version).map_err(err)?;
-    let bits = req.bits.unwrap_or(256);
-    if !matches!(bits, 128 | 256 | 512) {
-        return Err(err(Error::validation("bits must be 128, 256 or 512")));
-    }
-    let request = ops::generate_data_key::DataKeyRequest {
-        key_id: alias,
-        key_spec: None,
-        number_of_bytes: Some(bits as usize / 8),
-        encryption_context: encryption_context(
-            req.item.context.as_ref(),
-            req.item.associated_data.as_ref(),
-        ),
-    };
+    let request = data_key_request(alias, &req).map_err(err)?;
     let data = if with_plaintext {
         let op = ops::generate_data_key::GenerateDataKey(request);
         let out = call.run(Ok(op)).await.map_err(done)?;
@@ -471,4 +457,63 @@ pub async fn data_key(call: &Call<'_>, name: &str, with_plaintext: bool) -> Answ
         }
     };
     Reply::data(&data)
+}
+
+fn data_key_request(
+    alias: String,
+    req: &Request,
+) -> Result<ops::generate_data_key::DataKeyRequest> {
+    refuse_nonce(&req.item)?;
+    latest_only(req.item.key_version)?;
+    let bits = req.bits.unwrap_or(256);
+    if !matches!(bits, 128 | 256 | 512) {
+        return Err(Error::validation("bits must be 128, 256 or 512"));
+    }
+    Ok(ops::generate_data_key::DataKeyRequest {
+        key_id: alias,
+        key_spec: None,
+        number_of_bytes: Some(bits as usize / 8),
+        encryption_context: encryption_context(
+            req.item.context.as_ref(),
+            req.item.associated_data.as_ref(),
+        ),
+    })
+}
+
+/// Which endpoint of this file a fuzzed body is for.
+#[cfg(feature = "fuzzing")]
+pub(super) enum Kind {
+    Encrypt,
+    Decrypt,
+    Rewrap,
+    DataKey,
+}
+
+/// A body of `kind` decoded and translated, item by item, into its operations (validated),
+/// by the functions the endpoints use.
+#[cfg(feature = "fuzzing")]
+pub(super) fn fuzz(name: &str, body: &[u8], kind: Kind) {
+    use super::fuzz_validate as check;
+    let (Ok(alias), Ok(req)) = (key_of(name), super::decode::<Request>(body)) else {
+        return;
+    };
+    let _ = check_partial_code(req.partial_failure_response_code);
+    if let Kind::DataKey = kind {
+        if let Ok(request) = data_key_request(alias.clone(), &req) {
+            check(Ok(ops::generate_data_key::GenerateDataKey(request)));
+        }
+        return;
+    }
+    if let Some(t) = req.key_type.as_deref() {
+        let _ = super::wire::spec_of_type(t, None);
+    }
+    let items = std::iter::once(req.item).chain(batch(req.batch_input).into_iter().flatten());
+    for item in items.take(MAX_BATCH_ITEMS + 1) {
+        match kind {
+            Kind::Encrypt => check(encrypt_op(&alias, item)),
+            Kind::Decrypt => check(decrypt_op(&alias, item)),
+            Kind::Rewrap => check(rewrap_op(&alias, item)),
+            Kind::DataKey => {}
+        }
+    }
 }

@@ -467,6 +467,28 @@ pub fn trim(name: &str) -> Answer {
     )))
 }
 
+/// A `keys/<name>` body decoded and translated into the `create-key` it becomes (validated).
+#[cfg(feature = "fuzzing")]
+pub(super) fn fuzz_create(name: &str, body: &[u8]) {
+    let (Ok(alias), Ok(req)) = (key_of(name), super::decode::<CreateRequest>(body)) else {
+        return;
+    };
+    if let Some(period) = &req.auto_rotate_period {
+        let _ = period_days(period);
+    }
+    super::fuzz_validate(create_op(&req, alias));
+}
+
+/// A `keys/<name>/config` body decoded, its period read.
+#[cfg(feature = "fuzzing")]
+pub(super) fn fuzz_config(body: &[u8]) {
+    if let Ok(req) = super::decode::<ConfigRequest>(body) {
+        if let Some(period) = &req.auto_rotate_period {
+            let _ = period_days(period);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -109,15 +109,20 @@ pub struct Call<'a> {
     pub body: &'a [u8],
 }
 
+/// A request body as `T` (an empty body is `{}`).
+pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}".as_slice()
+    } else {
+        body
+    };
+    serde_json::from_slice(body).map_err(|e| Error::validation(format!("invalid request: {e}")))
+}
+
 impl Call<'_> {
     /// The body as `T` (an empty body is `{}`).
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T> {
-        let body = if self.body.iter().all(u8::is_ascii_whitespace) {
-            b"{}".as_slice()
-        } else {
-            self.body
-        };
-        serde_json::from_slice(body).map_err(|e| Error::validation(format!("invalid request: {e}")))
+        decode(self.body)
     }
 
     /// Run one operation.
@@ -135,21 +140,32 @@ impl Call<'_> {
     }
 }
 
-/// Route `<METHOD> <path>` (the first line of `input`) to its endpoint and read the rest as a
+/// Route `<METHOD> <path>` (the first line of `input`) to its endpoint and decode the rest as
+/// its body, down to the operations it becomes (validated); the rest is also read as a
 /// Transit value (`vault:v<N>:<base64>`, both encodings): the Transit front's parsing, for the
 /// fuzz targets (`crate::fuzzing`).
 #[cfg(feature = "fuzzing")]
 pub(crate) fn fuzz_decode(input: &str) {
-    let (head, value) = input.split_once('\n').unwrap_or((input, ""));
+    let (head, body) = input.split_once('\n').unwrap_or((input, ""));
     let (method, path) = head.split_once(' ').unwrap_or(("POST", head));
     if let Ok(method) = Method::from_bytes(method.as_bytes()) {
         let (path, query) = path.split_once('?').unwrap_or((path, ""));
         let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
         let list = query.split('&').any(list_param);
-        let _ = Endpoint::route(&method, list, &segments);
+        if let Ok(endpoint) = Endpoint::route(&method, list, &segments) {
+            endpoint.fuzz_translate(body.as_bytes());
+        }
     }
-    let _ = wire::parse_versioned("ciphertext", value, false);
-    let _ = wire::parse_versioned("signature", value, true);
+    let _ = wire::parse_versioned("ciphertext", body, false);
+    let _ = wire::parse_versioned("signature", body, true);
+}
+
+/// An operation as the pipeline would take it: translated, then validated.
+#[cfg(feature = "fuzzing")]
+fn fuzz_validate<O: Operation>(op: Result<O>) {
+    if let Ok(op) = op {
+        let _ = op.validate();
+    }
 }
 
 /// `/v1/<mount>/<path>`, any method.
@@ -389,6 +405,39 @@ impl Endpoint {
             Endpoint::Hmac { .. } => ops::mac::GenerateMac::ACTION,
             Endpoint::Random { .. } => ops::generate_random::GenerateRandom::ACTION,
             Endpoint::Hash { .. } => ops::hash::Hash::ACTION,
+        }
+    }
+
+    /// The endpoint's body decoded and translated into its operations, each validated, by
+    /// the functions [`Endpoint::serve`] uses; where the operations depend on the key (a
+    /// signature's algorithm on its spec), for every kind of key.
+    #[cfg(feature = "fuzzing")]
+    fn fuzz_translate(self, body: &[u8]) {
+        match self {
+            Endpoint::ListKeys
+            | Endpoint::ReadKey(_)
+            | Endpoint::DeleteKey(_)
+            | Endpoint::RotateKey(_) => {}
+            Endpoint::TrimKey(n) => {
+                let _ = keys::trim(&n);
+            }
+            Endpoint::CreateKey(n) => keys::fuzz_create(&n, body),
+            Endpoint::ConfigKey(_) => keys::fuzz_config(body),
+            Endpoint::Encrypt(n) => encryption::fuzz(&n, body, encryption::Kind::Encrypt),
+            Endpoint::Decrypt(n) => encryption::fuzz(&n, body, encryption::Kind::Decrypt),
+            Endpoint::Rewrap(n) => encryption::fuzz(&n, body, encryption::Kind::Rewrap),
+            Endpoint::DataKey { name, .. } => {
+                encryption::fuzz(&name, body, encryption::Kind::DataKey)
+            }
+            Endpoint::Sign { name, hash } => signing::fuzz(&name, body, hash, signing::Kind::Sign),
+            Endpoint::Verify { name, hash } => {
+                signing::fuzz(&name, body, hash, signing::Kind::Verify)
+            }
+            Endpoint::Hmac { name, algorithm } => {
+                signing::fuzz(&name, body, algorithm, signing::Kind::Hmac)
+            }
+            Endpoint::Random { bytes } => utility::fuzz_random(body, bytes),
+            Endpoint::Hash { algorithm } => utility::fuzz_hash(body, algorithm),
         }
     }
 

@@ -215,14 +215,7 @@ pub async fn sign(call: &Call<'_>, name: &str, path_hash: Option<String>) -> Ans
     latest_only(req.key_version).map_err(err)?;
     let spec = key_spec(call, &alias).await?;
     let scheme = scheme(&spec, &req, path_hash.as_deref()).map_err(err)?;
-    let op = |item: &Item| {
-        Ok(ops::sign::Sign {
-            key_id: alias.clone(),
-            message: input(item)?,
-            message_type: scheme.message_type.into(),
-            signing_algorithm: scheme.algorithm.into(),
-        })
-    };
+    let op = |item: &Item| sign_op(&alias, &scheme, item);
     let encode = |out: ops::sign::SignOutput, reference: Option<String>| {
         let version = u32::try_from(out.key_version).map_err(|_| Error::Internal)?;
         let signature = match scheme.jws {
@@ -261,25 +254,7 @@ pub async fn verify(call: &Call<'_>, name: &str, path_hash: Option<String>) -> A
     }
     let spec = key_spec(call, &alias).await?;
     let scheme = scheme(&spec, &req, path_hash.as_deref()).map_err(err)?;
-    let op = |item: &Item| {
-        let value = item
-            .signature
-            .as_deref()
-            .ok_or_else(|| Error::validation("missing signature (or hmac) to verify"))?;
-        let (version, sig) = parse_versioned("signature", value, scheme.jws.is_some())?;
-        let signature = match scheme.jws {
-            Some(curve) => jws_to_der(curve, &sig)?,
-            None => sig,
-        };
-        Ok(ops::sign::Verify {
-            key_id: alias.clone(),
-            message: input(item)?,
-            message_type: scheme.message_type.into(),
-            signing_algorithm: scheme.algorithm.into(),
-            signature: Base64::new(signature),
-            key_version: Some(version),
-        })
-    };
+    let op = |item: &Item| verify_op(&alias, &scheme, item);
     let encode = |out: ops::sign::VerifyOutput, reference| {
         Ok(Verified {
             valid: out.signature_valid,
@@ -310,20 +285,7 @@ fn mac_algorithm(req: &Request, path: Option<&str>) -> Result<String> {
 
 async fn verify_hmac(call: &Call<'_>, alias: &str, req: Request, path: Option<String>) -> Answer {
     let algorithm = mac_algorithm(&req, path.as_deref()).map_err(err)?;
-    let op = |item: &Item| {
-        let value = item
-            .hmac
-            .as_deref()
-            .ok_or_else(|| Error::validation("missing hmac to verify"))?;
-        let (version, mac) = parse_versioned("hmac", value, false)?;
-        Ok(ops::mac::VerifyMac {
-            key_id: alias.to_string(),
-            message: input(item)?,
-            mac_algorithm: algorithm.clone(),
-            mac: Base64::new(mac),
-            key_version: Some(version),
-        })
-    };
+    let op = |item: &Item| verify_mac_op(alias, &algorithm, item);
     let encode = |out: ops::mac::VerifyMacOutput, reference| {
         Ok(Verified {
             valid: out.mac_valid,
@@ -349,13 +311,7 @@ pub async fn hmac(call: &Call<'_>, name: &str, path_algorithm: Option<String>) -
     let req: Request = call.decode().map_err(err)?;
     latest_only(req.key_version).map_err(err)?;
     let algorithm = mac_algorithm(&req, path_algorithm.as_deref()).map_err(err)?;
-    let op = |item: &Item| {
-        Ok(ops::mac::GenerateMac {
-            key_id: alias.clone(),
-            message: input(item)?,
-            mac_algorithm: algorithm.clone(),
-        })
-    };
+    let op = |item: &Item| mac_op(&alias, &algorithm, item);
     let encode = |out: ops::mac::GenerateMacOutput, reference| {
         let version = u32::try_from(out.key_version).map_err(|_| Error::Internal)?;
         Ok(Mac {
@@ -367,4 +323,106 @@ pub async fn hmac(call: &Call<'_>, name: &str, path_algorithm: Option<String>) -
     let code = req.partial_failure_response_code;
     let (single, batch) = (req.item, batch(req.batch_input));
     one_or_many(call, single, batch, code, reference, |i| op(&i), encode).await
+}
+
+fn sign_op(alias: &str, scheme: &Scheme, item: &Item) -> Result<ops::sign::Sign> {
+    Ok(ops::sign::Sign {
+        key_id: alias.to_string(),
+        message: input(item)?,
+        message_type: scheme.message_type.into(),
+        signing_algorithm: scheme.algorithm.into(),
+    })
+}
+
+fn verify_op(alias: &str, scheme: &Scheme, item: &Item) -> Result<ops::sign::Verify> {
+    let value = item
+        .signature
+        .as_deref()
+        .ok_or_else(|| Error::validation("missing signature (or hmac) to verify"))?;
+    let (version, sig) = parse_versioned("signature", value, scheme.jws.is_some())?;
+    let signature = match scheme.jws {
+        Some(curve) => jws_to_der(curve, &sig)?,
+        None => sig,
+    };
+    Ok(ops::sign::Verify {
+        key_id: alias.to_string(),
+        message: input(item)?,
+        message_type: scheme.message_type.into(),
+        signing_algorithm: scheme.algorithm.into(),
+        signature: Base64::new(signature),
+        key_version: Some(version),
+    })
+}
+
+fn mac_op(alias: &str, algorithm: &str, item: &Item) -> Result<ops::mac::GenerateMac> {
+    Ok(ops::mac::GenerateMac {
+        key_id: alias.to_string(),
+        message: input(item)?,
+        mac_algorithm: algorithm.to_string(),
+    })
+}
+
+fn verify_mac_op(alias: &str, algorithm: &str, item: &Item) -> Result<ops::mac::VerifyMac> {
+    let value = item
+        .hmac
+        .as_deref()
+        .ok_or_else(|| Error::validation("missing hmac to verify"))?;
+    let (version, mac) = parse_versioned("hmac", value, false)?;
+    Ok(ops::mac::VerifyMac {
+        key_id: alias.to_string(),
+        message: input(item)?,
+        mac_algorithm: algorithm.to_string(),
+        mac: Base64::new(mac),
+        key_version: Some(version),
+    })
+}
+
+/// Which endpoint of this file a fuzzed body is for.
+#[cfg(feature = "fuzzing")]
+pub(super) enum Kind {
+    Sign,
+    Verify,
+    Hmac,
+}
+
+/// A body of `kind` decoded and translated, item by item, into its operations (validated),
+/// by the functions the endpoints use, for a key of every spec a signature can be made with.
+#[cfg(feature = "fuzzing")]
+pub(super) fn fuzz(name: &str, body: &[u8], path: Option<String>, kind: Kind) {
+    use super::fuzz_validate as check;
+    const SPECS: [&str; 6] = [
+        "ED25519",
+        "ECC_NIST_P256",
+        "ECC_NIST_P384",
+        "RSA_2048",
+        "RSA_4096",
+        "SYMMETRIC_DEFAULT",
+    ];
+    let (Ok(alias), Ok(req)) = (key_of(name), super::decode::<Request>(body)) else {
+        return;
+    };
+    let _ = latest_only(req.key_version);
+    let path = path.as_deref();
+    let mac = mac_algorithm(&req, path);
+    let schemes: Vec<Scheme> = SPECS
+        .iter()
+        .filter_map(|spec| scheme(spec, &req, path).ok())
+        .collect();
+    let items = std::iter::once(&req.item).chain(req.batch_input.iter().flat_map(|b| &b.items));
+    for item in items.take(MAX_BATCH_ITEMS + 1) {
+        match (&kind, &mac) {
+            (Kind::Hmac, Ok(algorithm)) => check(mac_op(&alias, algorithm, item)),
+            (Kind::Verify, Ok(algorithm)) if item.hmac.is_some() => {
+                check(verify_mac_op(&alias, algorithm, item))
+            }
+            _ => {}
+        }
+        for scheme in &schemes {
+            match kind {
+                Kind::Sign => check(sign_op(&alias, scheme, item)),
+                Kind::Verify => check(verify_op(&alias, scheme, item)),
+                Kind::Hmac => {}
+            }
+        }
+    }
 }

@@ -44,19 +44,7 @@ struct RandomData<'a> {
 /// `POST random`: `bytes` (default 32) from the HSM.
 pub async fn random(call: &Call<'_>, path_bytes: Option<String>) -> Answer {
     let req: RandomRequest = call.decode().map_err(err)?;
-    let bytes = match (&req.bytes, path_bytes) {
-        (Some(serde_json::Value::Number(n)), _) => n.as_u64(),
-        (Some(serde_json::Value::String(s)), _) => s.parse().ok(),
-        (Some(_), _) => None,
-        (None, Some(p)) => p.parse().ok(),
-        (None, None) => Some(32),
-    }
-    .ok_or_else(|| err(Error::validation("bytes must be a positive number")))?;
-    // The format is checked before any random bytes are drawn.
-    encode(req.format.as_deref(), false, &[]).map_err(err)?;
-    let op = ops::generate_random::GenerateRandom {
-        number_of_bytes: usize::try_from(bytes).unwrap_or(usize::MAX),
-    };
+    let op = random_op(&req, path_bytes).map_err(err)?;
     let out = call.run(Ok(op)).await.map_err(done)?;
     let text = encode(req.format.as_deref(), false, &out.random.0).map_err(done)?;
     Reply::data(&RandomData {
@@ -79,21 +67,62 @@ struct HashData<'a> {
 /// `POST hash`: the digest of `input` (base64), hex by default.
 pub async fn hash(call: &Call<'_>, path_algorithm: Option<String>) -> Answer {
     let req: HashRequest = call.decode().map_err(err)?;
+    let format = req.format.clone();
+    let op = hash_op(req, path_algorithm).map_err(err)?;
+    let out = call.run(Ok(op)).await.map_err(done)?;
+    let text = encode(format.as_deref(), true, &out.digest.0).map_err(done)?;
+    Reply::data(&HashData { sum: &text })
+}
+
+/// `bytes` (the body's, else the path's, else 32) and the format, checked before any random
+/// bytes are drawn.
+fn random_op(
+    req: &RandomRequest,
+    path_bytes: Option<String>,
+) -> Result<ops::generate_random::GenerateRandom, Error> {
+    let bytes = match (&req.bytes, path_bytes) {
+        (Some(serde_json::Value::Number(n)), _) => n.as_u64(),
+        (Some(serde_json::Value::String(s)), _) => s.parse().ok(),
+        (Some(_), _) => None,
+        (None, Some(p)) => p.parse().ok(),
+        (None, None) => Some(32),
+    }
+    .ok_or_else(|| Error::validation("bytes must be a positive number"))?;
+    encode(req.format.as_deref(), false, &[])?;
+    Ok(ops::generate_random::GenerateRandom {
+        number_of_bytes: usize::try_from(bytes).unwrap_or(usize::MAX),
+    })
+}
+
+fn hash_op(req: HashRequest, path_algorithm: Option<String>) -> Result<ops::hash::Hash, Error> {
     let algorithm = req
         .algorithm
         .as_deref()
         .or(path_algorithm.as_deref())
         .unwrap_or("sha2-256");
-    let algorithm = hash_name(algorithm).map_err(err)?;
+    let algorithm = hash_name(algorithm)?;
     let input = req
         .input
-        .ok_or_else(|| err(Error::validation("missing input to hash")))?;
-    encode(req.format.as_deref(), true, &[]).map_err(err)?;
-    let op = ops::hash::Hash {
+        .ok_or_else(|| Error::validation("missing input to hash"))?;
+    encode(req.format.as_deref(), true, &[])?;
+    Ok(ops::hash::Hash {
         input: ops::Base64(input.0),
         algorithm: Some(algorithm.into()),
-    };
-    let out = call.run(Ok(op)).await.map_err(done)?;
-    let text = encode(req.format.as_deref(), true, &out.digest.0).map_err(done)?;
-    Reply::data(&HashData { sum: &text })
+    })
+}
+
+/// A `random` body decoded and translated into its operation (validated).
+#[cfg(feature = "fuzzing")]
+pub(super) fn fuzz_random(body: &[u8], path_bytes: Option<String>) {
+    if let Ok(req) = super::decode::<RandomRequest>(body) {
+        super::fuzz_validate(random_op(&req, path_bytes));
+    }
+}
+
+/// A `hash` body decoded and translated into its operation (validated).
+#[cfg(feature = "fuzzing")]
+pub(super) fn fuzz_hash(body: &[u8], path_algorithm: Option<String>) {
+    if let Ok(req) = super::decode::<HashRequest>(body) {
+        super::fuzz_validate(hash_op(req, path_algorithm));
+    }
 }
