@@ -2,9 +2,10 @@
 
 Arguments: samples file, unpaced req/s, its non-2xx, target req/s, load fraction, window
 seconds, warm-up windows, the audit verification's result line. The samples file holds
-"start <rss kB> <fds> <threads> <sessions>" then one line per window:
-"<n> <connections> <req/s> <p50 ms> <p99 ms> <non-2xx> <requests> <rss kB> <fds> <threads>
-<sessions>".
+"start <rss kB> <fds> <threads> <sessions> <heap> <arenas> <anon> <file>" then one line per
+window: "<n> <connections> <req/s> <p50 ms> <p99 ms> <non-2xx> <requests> <rss kB> <fds>
+<threads> <sessions> <heap> <arenas> <anon> <file>" (the last four: where the RSS is, in kB,
+from benches/soak/memory.py).
 """
 
 import datetime
@@ -28,7 +29,8 @@ for line in lines[1:]:
             dict(
                 n=int(f[0]), conns=int(f[1]), rps=float(f[2]), p50=float(f[3]), p99=float(f[4]),
                 errors=int(f[5]), requests=int(f[6]), rss=int(f[7]), fds=int(f[8]),
-                threads=int(f[9]), sessions=int(f[10]),
+                threads=int(f[9]), sessions=int(f[10]), heap=int(f[11]), arenas=int(f[12]),
+                anon=int(f[13]), file=int(f[14]),
             )
         )
 if not rows:
@@ -67,9 +69,14 @@ fig.suptitle(f"keyplane soak: {len(rows)} × {window} s at {float(load):.0%} of 
 fig.tight_layout()
 fig.savefig(out / f"{stem}.png", dpi=110)
 
+def d(field):
+    return f"{(last[field] - base[field]) / 1024:+.1f}"
+
+
 table = "\n".join(
     f"| {r['n']} | {r['conns']} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['errors']} "
-    f"| {r['rss'] / 1024:.1f} | {r['fds']} | {r['threads']} | {r['sessions']} |"
+    f"| {r['rss'] / 1024:.1f} | {r['heap'] / 1024:.1f} | {r['arenas'] / 1024:.1f} "
+    f"| {r['anon'] / 1024:.1f} | {r['file'] / 1024:.1f} | {r['fds']} | {r['threads']} | {r['sessions']} |"
     for r in rows
 )
 md = f"""# Soak, {datetime.date.today().isoformat()}
@@ -91,8 +98,14 @@ hsm keys, generate-data-key, ECDSA sign and verify, HMAC, describe-key).
 
 ![soak]({stem}.png)
 
-| window | connections | req/s | p50 ms | p99 ms | non-2xx | RSS MiB | fds | threads | sessions |
-|---|---|---|---|---|---|---|---|---|---|
+RSS by where it is (MiB, benches/soak/memory.py): `heap` is glibc's main arena and `arenas`
+its other arenas (what SoftHSM2, OpenSSL and SQLite allocate), `anon` every other anonymous
+mapping (mimalloc, which keyplane's own allocations use, thread stacks, wasmtime), `files`
+mapped files. After warm-up: heap {d('heap')}, arenas {d('arenas')}, anon {d('anon')},
+files {d('file')} MiB.
+
+| window | connections | req/s | p50 ms | p99 ms | non-2xx | RSS MiB | heap | arenas | anon | files | fds | threads | sessions |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
 {table}
 """
 (out / f"{stem}.md").write_text(md)

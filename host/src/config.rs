@@ -252,8 +252,8 @@ pub struct CacheConfig {
     pub max_rows: usize,
     /// How long a change made by another node sharing the database (or by hand) can go unseen.
     pub row_ttl_ms: u64,
-    /// Cedar decisions, keyed by a digest of everything the decision depends on (see
-    /// `authz::memo`); 0 turns it off.
+    /// Cedar decisions of the current second, keyed by a digest of everything the decision
+    /// depends on, the request time included (see `authz::memo`); 0 turns it off.
     pub max_decisions: usize,
 }
 

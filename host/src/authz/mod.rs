@@ -87,7 +87,10 @@ impl Authz {
             .memo
             .as_ref()
             .map(|m| (m, memo::key(&loaded.hash, req)));
-        if let Some(d) = memo.as_ref().and_then(|(m, key)| m.get(key)) {
+        if let Some(d) = memo
+            .as_ref()
+            .and_then(|(m, key)| m.get(req.request_time, key))
+        {
             return Ok(Decision {
                 memoised: true,
                 ..Decision::clone(&d)
@@ -96,7 +99,7 @@ impl Authz {
         let (request, entities) = build(&loaded, req)?;
         let decision = decide(&self.authorizer, &loaded, &request, &entities);
         if let Some((m, key)) = memo {
-            m.insert(key, Arc::new(decision.clone()));
+            m.insert(req.request_time, key, Arc::new(decision.clone()));
         }
         Ok(decision)
     }
@@ -324,6 +327,66 @@ mod tests {
         authz.replace(load_policies(Some(dir.path())).unwrap());
         let after = authz.authorize(&req).unwrap();
         assert!(!after.allowed && !after.memoised);
+    }
+
+    /// The memo keeps one second's decisions: the first decision of a later second forgets
+    /// the earlier ones (they can never be reused, their keys hold their second), and a late
+    /// request of an earlier second is decided without being kept.
+    #[test]
+    fn the_memo_holds_only_the_current_seconds_decisions() {
+        let authz = Authz::new(load_policies(None).unwrap(), 1024);
+        let memo = authz.memo.as_ref().unwrap();
+        let user = principal("p-user", "t1", "user", false);
+        let keys: Vec<_> = (0..3)
+            .map(|i| key(&format!("k-{i}"), "t1", "p-user", None))
+            .collect();
+        let ec = EncryptionContextOf::new();
+        fn request<'a>(
+            principal: &'a crate::authn::Principal,
+            resource: &'a ResourceRef,
+            ec: &'a EncryptionContextOf,
+            request_time: i64,
+        ) -> AuthzRequest<'a> {
+            AuthzRequest {
+                principal,
+                action: "Encrypt",
+                resource,
+                encryption_context: ec,
+                source_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                client_certificate: None,
+                request_time,
+                mfa: false,
+                approver: None,
+                granted: &[],
+            }
+        }
+        let at = |resource, request_time| request(&user, resource, &ec, request_time);
+        let t = 1_800_000_000;
+        for k in &keys {
+            assert!(!authz.authorize(&at(k, t)).unwrap().memoised);
+            assert!(authz.authorize(&at(k, t)).unwrap().memoised);
+        }
+        assert_eq!(memo.len(), 3);
+        // The next second: the previous second's decisions are gone.
+        assert!(!authz.authorize(&at(&keys[0], t + 1)).unwrap().memoised);
+        assert_eq!(memo.len(), 1);
+        // A late request of the previous second: decided, not kept.
+        let late = authz.authorize(&at(&keys[1], t)).unwrap();
+        assert!(late.allowed && !late.memoised);
+        assert!(!authz.authorize(&at(&keys[1], t)).unwrap().memoised);
+        assert_eq!(memo.len(), 1);
+        assert!(authz.authorize(&at(&keys[0], t + 1)).unwrap().memoised);
+        // Over a long run the memo holds one second's worth, not every second's.
+        for s in 2..100 {
+            for k in &keys {
+                authz.authorize(&at(k, t + s)).unwrap();
+            }
+        }
+        assert_eq!(memo.len(), 3);
+        // The clock set back by more than a second: its time becomes the current second.
+        assert!(!authz.authorize(&at(&keys[2], t)).unwrap().memoised);
+        assert!(authz.authorize(&at(&keys[2], t)).unwrap().memoised);
+        assert_eq!(memo.len(), 1);
     }
 
     type EncryptionContextOf = crate::crypto::context::EncryptionContext;
