@@ -55,15 +55,16 @@ impl DecisionMemo {
         self.decisions.get(key)
     }
 
-    /// Keep a decision of `second`. The first of a later second forgets the earlier ones; one
-    /// of the second before (a request decided as the second turned) is not kept. One further
-    /// back means the clock was set back: its second becomes the current one, or the memo
-    /// would stay unused until the clock caught up. A decision inserted by a request racing
-    /// the turn may outlive its second until the next turn: harmless, as its key (which holds
-    /// its second) is never asked for again.
-    pub fn insert(&self, second: i64, key: [u8; 32], decision: Arc<Decision>) {
+    /// Keep a decision of `second`, made when the clock reads `now`. The first of a later
+    /// second forgets the earlier ones; one of an earlier second (a request decided as the
+    /// second turned, or one that took long) is not kept, unless the clock now reads earlier
+    /// than the memo's second: it was set back, and the request's second becomes the current
+    /// one (or the memo would stay unused until the clock caught up). A decision inserted by
+    /// a request racing the turn may outlive its second until the next turn: harmless, as its
+    /// key (which holds its second) is never asked for again.
+    pub fn insert(&self, second: i64, now: i64, key: [u8; 32], decision: Arc<Decision>) {
         let current = self.second.load(Ordering::Relaxed);
-        let turned = second > current || current.saturating_sub(second) > 1;
+        let turned = second > current || (second < current && now < current);
         if !turned && second < current {
             return;
         }
@@ -399,5 +400,36 @@ mod tests {
         );
         let distinct: HashSet<_> = keys.iter().collect();
         assert_eq!(distinct.len(), keys.len());
+    }
+    /// One second's decisions: a later second forgets them; a request of an earlier second
+    /// (at the turn, or one that took long) is not kept; a clock set back restarts the memo
+    /// at its time.
+    #[test]
+    fn the_memo_keeps_one_second_and_follows_a_clock_set_back() {
+        let memo = DecisionMemo::new(64);
+        let d = Arc::new(Decision {
+            allowed: true,
+            policies: vec!["p".into()],
+            errors: Vec::new(),
+            policy_set: "h".into(),
+            memoised: false,
+        });
+        let t = 1_700_000_000;
+        memo.insert(t, t, [1; 32], d.clone());
+        assert!(memo.get(t, &[1; 32]).is_some());
+        memo.insert(t + 1, t + 1, [2; 32], d.clone());
+        assert_eq!(memo.len(), 1);
+        assert!(memo.get(t, &[1; 32]).is_none());
+        assert!(memo.get(t + 1, &[2; 32]).is_some());
+        // Decided as the second turned, and decided after a long stall: not kept.
+        memo.insert(t, t + 1, [3; 32], d.clone());
+        memo.insert(t - 5, t + 1, [4; 32], d.clone());
+        assert_eq!(memo.len(), 1);
+        assert!(memo.get(t + 1, &[2; 32]).is_some());
+        // The clock set back a minute: the memo starts over at its time.
+        memo.insert(t - 60, t - 60, [5; 32], d.clone());
+        assert_eq!(memo.len(), 1);
+        assert!(memo.get(t - 60, &[5; 32]).is_some());
+        assert!(memo.get(t + 1, &[2; 32]).is_none());
     }
 }

@@ -481,7 +481,10 @@ pub(super) fn fuzz_create(name: &str, body: &[u8]) {
 
 /// A `keys/<name>/config` body decoded, its period read.
 #[cfg(feature = "fuzzing")]
-pub(super) fn fuzz_config(body: &[u8]) {
+pub(super) fn fuzz_config(name: &str, body: &[u8]) {
+    if key_of(name).is_err() {
+        return;
+    }
     if let Ok(req) = super::decode::<ConfigRequest>(body) {
         if let Some(period) = &req.auto_rotate_period {
             let _ = period_days(period);

@@ -151,7 +151,7 @@ pub(crate) fn fuzz_decode(input: &str) {
     if let Ok(method) = Method::from_bytes(method.as_bytes()) {
         let (path, query) = path.split_once('?').unwrap_or((path, ""));
         let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-        let list = query.split('&').any(list_param);
+        let list = lists(&method, Some(query));
         if let Ok(endpoint) = Endpoint::route(&method, list, &segments) {
             endpoint.fuzz_translate(body.as_bytes());
         }
@@ -178,12 +178,7 @@ pub async fn handle(
     let (parts, body) = request.into_parts();
     let gate = Gate::new(state, Front::VaultTransit, peer, &parts);
     let auth = authenticate(&gate, &parts.headers).await;
-    let list = parts.method.as_str() == "LIST"
-        || (parts.method == Method::GET
-            && parts
-                .uri
-                .query()
-                .is_some_and(|q| q.split('&').any(list_param)));
+    let list = lists(&parts.method, parts.uri.query());
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let endpoint = Endpoint::route(&parts.method, list, &segments);
     let max_body = gate.state.config.limits.max_body_bytes;
@@ -232,6 +227,12 @@ pub async fn handle(
             error_response(&TransitError::from(&e))
         }
     }
+}
+
+/// Whether a request lists: `LIST`, or `GET` with `list=true`.
+fn lists(method: &Method, query: Option<&str>) -> bool {
+    method.as_str() == "LIST"
+        || (*method == Method::GET && query.is_some_and(|q| q.split('&').any(list_param)))
 }
 
 /// `list=<true>` in a query, with Vault's spellings of true (Go's `strconv.ParseBool`):
@@ -422,7 +423,7 @@ impl Endpoint {
                 let _ = keys::trim(&n);
             }
             Endpoint::CreateKey(n) => keys::fuzz_create(&n, body),
-            Endpoint::ConfigKey(_) => keys::fuzz_config(body),
+            Endpoint::ConfigKey(n) => keys::fuzz_config(&n, body),
             Endpoint::Encrypt(n) => encryption::fuzz(&n, body, encryption::Kind::Encrypt),
             Endpoint::Decrypt(n) => encryption::fuzz(&n, body, encryption::Kind::Decrypt),
             Endpoint::Rewrap(n) => encryption::fuzz(&n, body, encryption::Kind::Rewrap),

@@ -244,12 +244,7 @@ struct Verified {
 pub async fn verify(call: &Call<'_>, name: &str, path_hash: Option<String>) -> Answer {
     let alias = key_of(name).map_err(err)?;
     let req: Request = call.decode().map_err(err)?;
-    let first = req
-        .batch_input
-        .as_ref()
-        .and_then(|b| b.items.first())
-        .unwrap_or(&req.item);
-    if first.hmac.is_some() {
+    if verifies_hmac(&req) {
         return verify_hmac(call, &alias, req, path_hash).await;
     }
     let spec = key_spec(call, &alias).await?;
@@ -325,6 +320,17 @@ pub async fn hmac(call: &Call<'_>, name: &str, path_algorithm: Option<String>) -
     one_or_many(call, single, batch, code, reference, |i| op(&i), encode).await
 }
 
+/// Whether a `verify` request verifies HMACs rather than signatures: its (first) item has an
+/// `hmac`.
+fn verifies_hmac(req: &Request) -> bool {
+    let first = req
+        .batch_input
+        .as_ref()
+        .and_then(|b| b.items.first())
+        .unwrap_or(&req.item);
+    first.hmac.is_some()
+}
+
 fn sign_op(alias: &str, scheme: &Scheme, item: &Item) -> Result<ops::sign::Sign> {
     Ok(ops::sign::Sign {
         key_id: alias.to_string(),
@@ -386,7 +392,8 @@ pub(super) enum Kind {
 }
 
 /// A body of `kind` decoded and translated, item by item, into its operations (validated),
-/// by the functions the endpoints use, for a key of every spec a signature can be made with.
+/// by the functions the endpoints use; signatures for a key of each kind that signs (every
+/// RSA size takes the same path) and a symmetric one.
 #[cfg(feature = "fuzzing")]
 pub(super) fn fuzz(name: &str, body: &[u8], path: Option<String>, kind: Kind) {
     use super::fuzz_validate as check;
@@ -408,20 +415,19 @@ pub(super) fn fuzz(name: &str, body: &[u8], path: Option<String>, kind: Kind) {
         .iter()
         .filter_map(|spec| scheme(spec, &req, path).ok())
         .collect();
+    let hmac = verifies_hmac(&req);
     let items = std::iter::once(&req.item).chain(req.batch_input.iter().flat_map(|b| &b.items));
     for item in items.take(MAX_BATCH_ITEMS + 1) {
         match (&kind, &mac) {
             (Kind::Hmac, Ok(algorithm)) => check(mac_op(&alias, algorithm, item)),
-            (Kind::Verify, Ok(algorithm)) if item.hmac.is_some() => {
-                check(verify_mac_op(&alias, algorithm, item))
-            }
+            (Kind::Verify, Ok(algorithm)) if hmac => check(verify_mac_op(&alias, algorithm, item)),
             _ => {}
         }
         for scheme in &schemes {
             match kind {
                 Kind::Sign => check(sign_op(&alias, scheme, item)),
-                Kind::Verify => check(verify_op(&alias, scheme, item)),
-                Kind::Hmac => {}
+                Kind::Verify if !hmac => check(verify_op(&alias, scheme, item)),
+                Kind::Verify | Kind::Hmac => {}
             }
         }
     }
