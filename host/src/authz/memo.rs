@@ -64,11 +64,10 @@ impl DecisionMemo {
     /// key (which holds its second) is never asked for again.
     pub fn insert(&self, second: i64, now: i64, key: [u8; 32], decision: Arc<Decision>) {
         let current = self.second.load(Ordering::Relaxed);
-        let turned = second > current || (second < current && now < current);
-        if !turned && second < current {
+        if second < current && now >= current {
             return;
         }
-        if turned
+        if second != current
             && self
                 .second
                 .compare_exchange(current, second, Ordering::Relaxed, Ordering::Relaxed)
@@ -80,12 +79,9 @@ impl DecisionMemo {
     }
 
     /// How many decisions are kept.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
         self.decisions.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.decisions.is_empty()
     }
 }
 
@@ -401,6 +397,7 @@ mod tests {
         let distinct: HashSet<_> = keys.iter().collect();
         assert_eq!(distinct.len(), keys.len());
     }
+
     /// One second's decisions: a later second forgets them; a request of an earlier second
     /// (at the turn, or one that took long) is not kept; a clock set back restarts the memo
     /// at its time.
