@@ -1,40 +1,37 @@
 //! PKCS#12 (RFC 7292) bundles: one private key (PKCS#8) and its certificate, protected by a
-//! password.
+//! password, written and read here with RustCrypto's structures (`pkcs12`, `cms`) and PBES2
+//! (`pkcs5`).
 //!
-//! Written by `p12-keystore`: PBES2 (PBKDF2-HMAC-SHA-256, AES-256-CBC, RFC 8018) for the key
-//! bag and for the certificate safe, an HMAC-SHA-256 MAC, [`EXPORT_ITERATIONS`] iterations
-//! each: the profile OpenSSL 3 writes by default, with the PBKDF2 iteration count OWASP
-//! recommends for HMAC-SHA-256. `openssl pkcs12`, Python's `cryptography`, Java's `keytool` and
-//! Windows read it.
+//! Written as OpenSSL 3 writes one by default: the certificate in a PBES2-encrypted safe, the
+//! key in a shrouded key bag (PBES2: PBKDF2-HMAC-SHA-256, AES-256-CBC, RFC 8018) in a plain
+//! one, both bags named by a `localKeyId` (the certificate's SHA-1) and a `friendlyName`, and an
+//! HMAC-SHA-256 MAC, [`EXPORT_ITERATIONS`] iterations each (the PBKDF2 count OWASP recommends
+//! for HMAC-SHA-256), salts and IVs fresh from the system's random source. `openssl pkcs12`,
+//! Python's `cryptography`, Java's `keytool` and Windows read it. keyplane's copies of the key
+//! bytes (encrypted in a buffer of its own), of the password and of the MAC key are wiped, and
+//! AES round keys are (the `aes` crate's `zeroize`); the intermediate state the libraries
+//! derive from the password is not: the AES key of `pkcs5`'s PBKDF2 (its own to-do) and its
+//! HMAC blocks, the PKCS#12 KDF's last hash output, and `ring`'s HMAC state.
 //!
-//! Read here, with RustCrypto's structures (`pkcs12`, `cms`) and PBES2 (`pkcs5`), not with
-//! `p12-keystore`: a bundle is the caller's input, and that library runs every key derivation
-//! it meets (nested key bags, secret bags, scrypt) unbounded and follows certificate chains
-//! without a cycle guard. What is read: a version 3 PFX with a MAC (HMAC-SHA-256 or -SHA-1;
-//! none: refused, nothing else proves the password holder made it), safes of plain or
-//! PBES2-encrypted data, and in them shrouded key bags (exactly one) and X.509 certificate bags,
-//! at most [`MAX_BAGS`]. Every key derivation is counted before it runs, wherever it sits (the
-//! MAC, each encrypted safe, each key bag, nested or not): more than [`MAX_ITERATIONS`] in one
-//! or [`MAX_TOTAL_ITERATIONS`] in all is refused, so a bundle cannot pin a worker. PBKDF2 only
-//! (scrypt and unknown schemes refused); the legacy PKCS#12 schemes (3DES, RC2: `openssl
-//! pkcs12 -legacy`) are refused with the way out (export again with PBES2). The certificate is
-//! the one whose `localKeyId` is the key bag's; a bundle with no such certificate is a key
-//! alone. No chain is built.
-//!
-//! `p12-keystore` keeps copies of the key bytes and password of a bundle it writes and does
-//! not wipe them on drop; what this module hands out is zeroized. Recorded in
-//! docs/import-export.md.
+//! Read: a bundle is the caller's input, so every key derivation is bounded before it runs
+//! (the general-purpose readers run those they meet, in nested key bags, secret bags and
+//! scrypt, unbounded, and follow certificate chains without a cycle guard). What is read: a
+//! version 3 PFX with a MAC (HMAC-SHA-256 or -SHA-1; none: refused, nothing else proves the
+//! password holder made it), safes of plain or PBES2-encrypted data, and in them shrouded key
+//! bags (exactly one) and X.509 certificate bags, at most [`MAX_BAGS`]. Every key derivation is
+//! counted before it runs, wherever it sits (the MAC, each encrypted safe, each key bag, nested
+//! or not): more than [`MAX_ITERATIONS`] in one or [`MAX_TOTAL_ITERATIONS`] in all is refused,
+//! so a bundle cannot pin a worker. PBKDF2 only (scrypt and unknown schemes refused); the
+//! legacy PKCS#12 schemes (3DES, RC2: `openssl pkcs12 -legacy`) are refused with the way out
+//! (export again with PBES2). The certificate is the one whose `localKeyId` is the key bag's;
+//! a bundle with no such certificate is a key alone. No chain is built.
 
-use der::asn1::ContextSpecific;
-use der::asn1::OctetString;
-use der::{Decode, Encode};
-use p12_keystore::{
-    Certificate, EncryptionAlgorithm, KeyStore, KeyStoreEntry, MacAlgorithm, PrivateKeyChain,
-};
+use der::asn1::{BmpString, ContextSpecific, OctetString, SetOfVec};
+use der::{Any, Decode, Encode};
 use pkcs12::cert_type::CertBag;
 use pkcs12::pbe_params::{EncryptedPrivateKeyInfo, Pbes2Params, Pbkdf2Params};
 use pkcs12::pfx::Pfx;
-use pkcs12::safe_bag::SafeContents;
+use pkcs12::safe_bag::{SafeBag, SafeContents};
 use spki::{AlgorithmIdentifierOwned, ObjectIdentifier};
 use zeroize::Zeroizing;
 
@@ -59,6 +56,7 @@ const MAX_BAGS: usize = 16;
 const CERT_BAG: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.12.10.1.3");
 const X509_CERTIFICATE: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.22.1");
 const LOCAL_KEY_ID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.21");
+const FRIENDLY_NAME: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.20");
 const SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.1");
 const SHA1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.14.3.2.26");
 const SHROUDED_KEY_BAG: ObjectIdentifier =
@@ -98,36 +96,161 @@ fn encode_with(
     password: &str,
     iterations: u32,
 ) -> Result<Vec<u8>> {
-    let certificate = Certificate::from_der(certificate).map_err(|e| {
-        tracing::error!(error = %e, "certificate for PKCS#12 unreadable");
-        Error::Internal
-    })?;
+    x509_cert::Certificate::from_der(certificate).map_err(encoding)?;
+    let rng = ring::rand::SystemRandom::new();
     // The local key id ties the key bag to its certificate bag: the SHA-1 of the
     // certificate, as OpenSSL writes it.
-    let local_id = ring::digest::digest(
-        &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
-        certificate.as_der(),
-    );
-    let mut store = KeyStore::new();
-    store.add_entry(
-        name,
-        KeyStoreEntry::PrivateKeyChain(PrivateKeyChain::new(
-            private_key,
-            local_id.as_ref(),
-            [certificate],
-        )),
-    );
-    store
-        .writer(password)
-        .encryption_algorithm(EncryptionAlgorithm::PbeWithHmacSha256AndAes256)
-        .encryption_iterations(iterations.into())
-        .mac_algorithm(MacAlgorithm::HmacSha256)
-        .mac_iterations(iterations.into())
-        .write()
-        .map_err(|e| {
-            tracing::error!(error = %e, "PKCS#12 encoding failed");
-            Error::Internal
+    let local_id = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, certificate);
+    let attributes = bag_attributes(local_id.as_ref(), name)?;
+    let (encryption_algorithm, sealed) = pbes2(&rng, iterations, password, private_key)?;
+    let key_bag = SafeBag {
+        bag_id: SHROUDED_KEY_BAG,
+        bag_value: EncryptedPrivateKeyInfo {
+            encryption_algorithm,
+            encrypted_data: OctetString::new(sealed).map_err(encoding)?,
+        }
+        .to_der()
+        .map_err(encoding)?,
+        bag_attributes: Some(attributes.clone()),
+    };
+    let cert_bag = SafeBag {
+        bag_id: CERT_BAG,
+        bag_value: CertBag {
+            cert_id: X509_CERTIFICATE,
+            cert_value: OctetString::new(certificate).map_err(encoding)?,
+        }
+        .to_der()
+        .map_err(encoding)?,
+        bag_attributes: Some(attributes),
+    };
+    let certs = vec![cert_bag].to_der().map_err(encoding)?;
+    let (alg, sealed) = pbes2(&rng, iterations, password, &certs)?;
+    let safes = vec![encrypted_safe(alg, sealed)?, data_safe(vec![key_bag])?];
+    let mut salt = [0u8; 16];
+    ring::rand::SecureRandom::fill(&rng, &mut salt).map_err(|_| encoding("no random salt"))?;
+    pfx(safes, password, iterations, &salt)
+}
+
+fn encoding(e: impl std::fmt::Display) -> Error {
+    tracing::error!(error = %e, "PKCS#12 encoding failed");
+    Error::Internal
+}
+
+/// A bag's `localKeyId` and `friendlyName` attributes.
+fn bag_attributes(local_id: &[u8], name: &str) -> Result<x509_cert::attr::Attributes> {
+    let attribute = |oid, value: Any| -> Result<x509_cert::attr::Attribute> {
+        Ok(x509_cert::attr::Attribute {
+            oid,
+            values: SetOfVec::try_from(vec![value]).map_err(encoding)?,
         })
+    };
+    let id = Any::encode_from(&OctetString::new(local_id).map_err(encoding)?).map_err(encoding)?;
+    let name =
+        Any::encode_from(&BmpString::from_utf8(name).map_err(encoding)?).map_err(encoding)?;
+    SetOfVec::try_from(vec![
+        attribute(LOCAL_KEY_ID, id)?,
+        attribute(FRIENDLY_NAME, name)?,
+    ])
+    .map_err(encoding)
+}
+
+/// `data` encrypted with `password` under PBES2 (PBKDF2-HMAC-SHA-256 of `iterations`,
+/// AES-256-CBC) with a fresh salt and IV, and the scheme's algorithm identifier.
+fn pbes2(
+    rng: &ring::rand::SystemRandom,
+    iterations: u32,
+    password: &str,
+    data: &[u8],
+) -> Result<(AlgorithmIdentifierOwned, Vec<u8>)> {
+    let (mut salt, mut iv) = ([0u8; 16], [0u8; 16]);
+    ring::rand::SecureRandom::fill(rng, &mut salt).map_err(|_| encoding("no random salt"))?;
+    ring::rand::SecureRandom::fill(rng, &mut iv).map_err(|_| encoding("no random IV"))?;
+    let params = pkcs5::pbes2::Parameters::pbkdf2_sha256_aes256cbc(iterations, &salt, &iv)
+        .map_err(encoding)?;
+    // Encrypted in a buffer of ours that is wiped, whatever happens (`encrypt` makes a copy of
+    // its own and drops it unwiped if encryption fails).
+    let mut buf = Zeroizing::new(vec![0u8; data.len() + 16]);
+    buf[..data.len()].copy_from_slice(data);
+    let sealed = params
+        .encrypt_in_place(password.as_bytes(), &mut buf, data.len())
+        .map_err(encoding)?
+        .to_vec();
+    let alg = AlgorithmIdentifierOwned {
+        oid: PBES2,
+        parameters: Some(Any::encode_from(&params).map_err(encoding)?),
+    };
+    Ok((alg, sealed))
+}
+
+/// A safe of `bags` in the clear (its key bags are shrouded on their own).
+fn data_safe(bags: Vec<SafeBag>) -> Result<cms::content_info::ContentInfo> {
+    let octets = OctetString::new(bags.to_der().map_err(encoding)?).map_err(encoding)?;
+    Ok(cms::content_info::ContentInfo {
+        content_type: DATA,
+        content: Any::encode_from(&octets).map_err(encoding)?,
+    })
+}
+
+/// A password-encrypted safe: `sealed`, the bags encrypted under `alg`.
+fn encrypted_safe(
+    alg: AlgorithmIdentifierOwned,
+    sealed: Vec<u8>,
+) -> Result<cms::content_info::ContentInfo> {
+    let data = cms::encrypted_data::EncryptedData {
+        version: cms::content_info::CmsVersion::V0,
+        enc_content_info: cms::enveloped_data::EncryptedContentInfo {
+            content_type: DATA,
+            content_enc_alg: alg,
+            encrypted_content: Some(OctetString::new(sealed).map_err(encoding)?),
+        },
+        unprotected_attrs: None,
+    };
+    Ok(cms::content_info::ContentInfo {
+        content_type: ENCRYPTED_DATA,
+        content: Any::encode_from(&data).map_err(encoding)?,
+    })
+}
+
+/// A version 3 PFX of `safes` with an HMAC-SHA-256 MAC keyed from `password` by the PKCS#12
+/// KDF (RFC 7292 appendix B) over `salt` and `iterations`.
+fn pfx(
+    safes: Vec<cms::content_info::ContentInfo>,
+    password: &str,
+    iterations: u32,
+    salt: &[u8],
+) -> Result<Vec<u8>> {
+    use pkcs12::kdf::{derive_key_utf8, Pkcs12KeyType};
+    let rounds = i32::try_from(iterations).map_err(encoding)?;
+    let content = safes.to_der().map_err(encoding)?;
+    let key = Zeroizing::new(
+        derive_key_utf8::<sha2_10::Sha256>(password, salt, Pkcs12KeyType::Mac, rounds, 32)
+            .map_err(|_| bad("password cannot be encoded as PKCS#12 asks (a BMPString)"))?,
+    );
+    let tag = ring::hmac::sign(
+        &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key),
+        &content,
+    );
+    let octets = OctetString::new(content).map_err(encoding)?;
+    Pfx {
+        version: pkcs12::pfx::Version::V3,
+        auth_safe: cms::content_info::ContentInfo {
+            content_type: DATA,
+            content: Any::encode_from(&octets).map_err(encoding)?,
+        },
+        mac_data: Some(pkcs12::mac_data::MacData {
+            mac: pkcs12::digest_info::DigestInfo {
+                algorithm: AlgorithmIdentifierOwned {
+                    oid: SHA256,
+                    parameters: Some(Any::null()),
+                },
+                digest: OctetString::new(tag.as_ref()).map_err(encoding)?,
+            },
+            mac_salt: OctetString::new(salt).map_err(encoding)?,
+            iterations: rounds,
+        }),
+    }
+    .to_der()
+    .map_err(encoding)
 }
 
 /// The private key and certificate of bundle `der`, opened with `password` (module docs):
@@ -508,6 +631,47 @@ mod tests {
         assert!(!certificate_matches("c", &other, spec, &parts).unwrap());
     }
 
+    /// The shape of the module docs: the certificate in an encrypted safe, the shrouded key in
+    /// a plain one, both bags named, the MAC's salt fresh, nothing of the key in the clear.
+    #[test]
+    fn a_bundle_has_the_shape_of_the_module_docs() {
+        let (key, cert) = p256_pair();
+        let der = encode_with(&key, &cert, "k-1", "pw", 1000).unwrap();
+        assert!(!der.windows(key.len()).any(|w| w == &key[..]));
+        let pfx = Pfx::from_der(&der).unwrap();
+        let mac = pfx.mac_data.as_ref().unwrap();
+        assert_eq!((mac.iterations, mac.mac.algorithm.oid), (1000, SHA256));
+        assert_eq!(mac.mac.algorithm.parameters, Some(Any::null()));
+        assert_eq!(mac.mac_salt.as_bytes().len(), 16);
+        let content = octets(&pfx.auth_safe.content).unwrap();
+        let safes = Vec::<cms::content_info::ContentInfo>::from_der(&content).unwrap();
+        let types: Vec<_> = safes.iter().map(|s| s.content_type).collect();
+        assert_eq!(types, [ENCRYPTED_DATA, DATA]);
+        let bags = SafeContents::from_der(&octets(&safes[1].content).unwrap()).unwrap();
+        assert_eq!(bags.len(), 1);
+        assert_eq!(bags[0].bag_id, SHROUDED_KEY_BAG);
+        let sha1 = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &cert);
+        let data =
+            cms::encrypted_data::EncryptedData::from_der(&safes[0].content.to_der().unwrap())
+                .unwrap();
+        let info = &data.enc_content_info;
+        assert_eq!(iterations(&info.content_enc_alg).unwrap(), 1000);
+        let sealed = info.encrypted_content.as_ref().unwrap().as_bytes();
+        let certs = decrypt(&info.content_enc_alg, sealed, "pw").unwrap();
+        let certs = SafeContents::from_der(&certs).unwrap();
+        assert_eq!(certs.len(), 1);
+        assert_eq!(certs[0].bag_id, CERT_BAG);
+        for bag in [&bags[0], &certs[0]] {
+            assert_eq!(local_key_id(bag).as_deref(), Some(sha1.as_ref()));
+            let attrs = bag.bag_attributes.as_ref().unwrap();
+            let name = attrs.iter().find(|a| a.oid == FRIENDLY_NAME).unwrap();
+            let name = name.values.iter().next().unwrap().to_der().unwrap();
+            assert_eq!(BmpString::from_der(&name).unwrap().to_string(), "k-1");
+        }
+        // Salts and IVs are fresh: the same input never makes the same bundle.
+        assert_ne!(der, encode_with(&key, &cert, "k-1", "pw", 1000).unwrap());
+    }
+
     #[test]
     fn a_wrong_password_is_a_clear_refusal() {
         let (key, cert) = p256_pair();
@@ -534,12 +698,11 @@ mod tests {
         assert!(e.contains("in all"), "{e}");
     }
 
-    /// Hand-made bundles: what `p12-keystore` would run unbounded or trip on.
+    /// Hand-made bundles: what a general-purpose reader would run unbounded or trip on.
     mod hostile {
         use super::*;
         use der::asn1::OctetString;
         use der::Any;
-        use pkcs12::safe_bag::SafeBag;
 
         const PBES2_ID: ObjectIdentifier = PBES2;
 
@@ -586,63 +749,17 @@ mod tests {
         }
 
         fn data_safe(bags: Vec<SafeBag>) -> cms::content_info::ContentInfo {
-            let octets = OctetString::new(bags.to_der().unwrap()).unwrap();
-            cms::content_info::ContentInfo {
-                content_type: DATA,
-                content: Any::from_der(&octets.to_der().unwrap()).unwrap(),
-            }
+            super::super::data_safe(bags).unwrap()
         }
 
         fn encrypted_safe(bags: Vec<SafeBag>, password: &str) -> cms::content_info::ContentInfo {
-            let (content_enc_alg, sealed) = pbes2(1, password, &bags.to_der().unwrap());
-            let data = cms::encrypted_data::EncryptedData {
-                version: cms::content_info::CmsVersion::V0,
-                enc_content_info: cms::enveloped_data::EncryptedContentInfo {
-                    content_type: DATA,
-                    content_enc_alg,
-                    encrypted_content: Some(OctetString::new(sealed).unwrap()),
-                },
-                unprotected_attrs: None,
-            };
-            cms::content_info::ContentInfo {
-                content_type: ENCRYPTED_DATA,
-                content: Any::from_der(&data.to_der().unwrap()).unwrap(),
-            }
+            let (alg, sealed) = pbes2(1, password, &bags.to_der().unwrap());
+            super::super::encrypted_safe(alg, sealed).unwrap()
         }
 
         /// A PFX of `safes` with a one-iteration HMAC-SHA-256 MAC under `password`.
         fn pfx(safes: Vec<cms::content_info::ContentInfo>, password: &str) -> Vec<u8> {
-            use pkcs12::kdf::{derive_key_utf8, Pkcs12KeyType};
-            let content = safes.to_der().unwrap();
-            let salt = [3u8; 8];
-            let key =
-                derive_key_utf8::<sha2_10::Sha256>(password, &salt, Pkcs12KeyType::Mac, 1, 32)
-                    .unwrap();
-            let tag = ring::hmac::sign(
-                &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key),
-                &content,
-            );
-            let octets = OctetString::new(content).unwrap();
-            Pfx {
-                version: pkcs12::pfx::Version::V3,
-                auth_safe: cms::content_info::ContentInfo {
-                    content_type: DATA,
-                    content: Any::from_der(&octets.to_der().unwrap()).unwrap(),
-                },
-                mac_data: Some(pkcs12::mac_data::MacData {
-                    mac: pkcs12::digest_info::DigestInfo {
-                        algorithm: AlgorithmIdentifierOwned {
-                            oid: SHA256,
-                            parameters: None,
-                        },
-                        digest: OctetString::new(tag.as_ref()).unwrap(),
-                    },
-                    mac_salt: OctetString::new(salt.to_vec()).unwrap(),
-                    iterations: 1,
-                }),
-            }
-            .to_der()
-            .unwrap()
+            super::super::pfx(safes, password, 1, &[3; 8]).unwrap()
         }
 
         #[test]

@@ -77,7 +77,7 @@ pub(crate) fn fuzz_decode(selector: usize, body: &[u8]) {
     }
     const DECODERS: &[fn(&[u8])] = crate::ops::operations!(decoders);
     DECODERS[selector % DECODERS.len()](body);
-    let _ = serde_json::from_slice::<BatchRequest>(body);
+    let _ = decode::<BatchRequest>(body);
 }
 
 /// Every operation: (name, Cedar action, handler).
@@ -272,11 +272,7 @@ pub async fn handle(
 }
 
 fn decode<'de, O: Deserialize<'de>>(body: &'de [u8]) -> Result<O> {
-    let body = if body.iter().all(u8::is_ascii_whitespace) {
-        b"{}".as_slice()
-    } else {
-        body
-    };
+    let body = super::json_object(body).map_err(Error::validation)?;
     serde_json::from_slice(body).map_err(|e| {
         use serde_json::error::Category;
         match e.classify() {
@@ -367,5 +363,30 @@ pub fn status(e: &Error) -> StatusCode {
         Error::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
         Error::HsmUnavailable | Error::DatabaseUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         Error::Internal | Error::PluginComponentCorrupt { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::not_objects::{Pair, BODIES, NOT_JSON};
+
+    /// serde would take an array as a struct, its elements matched to the fields by position:
+    /// the body must be an object (an empty one stands for `{}`).
+    #[test]
+    fn a_body_must_be_a_json_object() {
+        for body in BODIES {
+            let e = decode::<Pair>(body).unwrap_err();
+            assert!(
+                matches!(&e, Error::Validation(m) if m.contains("must be a JSON object")),
+                "{e:?}"
+            );
+        }
+        let p = decode::<Pair>(br#" {"a": "x"}"#).unwrap();
+        assert_eq!((p.a.as_deref(), p.b), (Some("x"), None));
+        assert!(decode::<Pair>(b" \r\n").is_ok());
+        for body in NOT_JSON.iter().chain([&&b"{"[..]]) {
+            assert!(matches!(decode::<Pair>(body), Err(Error::MalformedJson(_))));
+        }
     }
 }

@@ -111,11 +111,8 @@ pub struct Call<'a> {
 
 /// A request body as `T` (an empty body is `{}`).
 pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
-    let body = if body.iter().all(u8::is_ascii_whitespace) {
-        b"{}".as_slice()
-    } else {
-        body
-    };
+    let body = crate::api::json_object(body)
+        .map_err(|e| Error::validation(format!("invalid request: {e}")))?;
     serde_json::from_slice(body).map_err(|e| Error::validation(format!("invalid request: {e}")))
 }
 
@@ -512,4 +509,20 @@ fn json(status: StatusCode, body: Body) -> Response {
         HeaderValue::from_static("application/json"),
     );
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::not_objects::{Pair, BODIES};
+
+    /// A body that is not an object is refused (Vault answers such a body 400 too).
+    #[test]
+    fn a_body_must_be_a_json_object() {
+        for body in BODIES {
+            let e = decode::<Pair>(body).unwrap_err().to_string();
+            assert!(e.contains("must be a JSON object"), "{e}");
+        }
+        assert!(decode::<Pair>(b"").is_ok());
+    }
 }

@@ -206,11 +206,7 @@ pub fn lookup(target: &str) -> Option<(&'static str, Handler)> {
 }
 
 fn decode<A: DeserializeOwned>(body: &[u8]) -> Result<A> {
-    let body = if body.iter().all(u8::is_ascii_whitespace) {
-        b"{}".as_slice()
-    } else {
-        body
-    };
+    let body = crate::api::json_object(body).map_err(|e| Error::MalformedJson(e.into()))?;
     // AWS answers a body that does not parse, or a member of the wrong type, with a
     // SerializationException; missing members are checked by each action (AWS's wording).
     serde_json::from_slice(body).map_err(|e| Error::MalformedJson(e.to_string()))
@@ -258,4 +254,21 @@ pub fn epoch(rfc3339: &str) -> Option<i64> {
     chrono::DateTime::parse_from_rfc3339(rfc3339)
         .ok()
         .map(|t| t.timestamp())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::not_objects::{Pair, BODIES};
+
+    /// A body that is not an object is a SerializationException, as AWS answers.
+    #[test]
+    fn a_body_must_be_a_json_object() {
+        for body in BODIES {
+            assert!(
+                matches!(decode::<Pair>(body), Err(Error::MalformedJson(m)) if m.contains("object"))
+            );
+        }
+        assert!(decode::<Pair>(b"").is_ok());
+    }
 }
