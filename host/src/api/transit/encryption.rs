@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::TransitError;
 use super::wire::{encryption_context, parse_versioned, versioned, B64};
-use super::{done, err, key_of, Call, Failure, Reply};
+use super::{done, err, key_of, latest_only, Call, Failure, Reply};
 use crate::api::bounded::AtMost;
 use crate::crypto::ciphertext::Ciphertext;
 use crate::error::{Error, Result};
@@ -52,15 +52,6 @@ fn refuse_nonce(item: &Item) -> Result<()> {
         return Err(Error::Unsupported(
             "nonce is not supported: keyplane never reuses a nonce (no convergent encryption)"
                 .into(),
-        ));
-    }
-    Ok(())
-}
-
-fn latest_only(key_version: Option<u32>) -> Result<()> {
-    if key_version.is_some_and(|v| v != 0) {
-        return Err(Error::Unsupported(
-            "key_version is not supported here: keyplane encrypts with the latest version".into(),
         ));
     }
     Ok(())
@@ -231,7 +222,7 @@ fn reference(i: &Item) -> Option<String> {
 
 fn encrypt_op(alias: &str, item: Item) -> Result<ops::encrypt::Encrypt> {
     refuse_nonce(&item)?;
-    latest_only(item.key_version)?;
+    latest_only(item.key_version, "encrypts")?;
     let plaintext = item
         .plaintext
         .ok_or_else(|| Error::validation("missing plaintext to encrypt"))?;
@@ -386,7 +377,7 @@ pub async fn decrypt(call: &Call<'_>, name: &str) -> Answer {
 
 fn rewrap_op(alias: &str, item: Item) -> Result<ops::rewrap::Rewrap> {
     refuse_nonce(&item)?;
-    latest_only(item.key_version)?;
+    latest_only(item.key_version, "encrypts")?;
     Ok(ops::rewrap::Rewrap {
         ciphertext_blob: ciphertext_of(item.ciphertext.as_deref())?,
         source_encryption_context: encryption_context(
@@ -464,7 +455,7 @@ fn data_key_request(
     req: &Request,
 ) -> Result<ops::generate_data_key::DataKeyRequest> {
     refuse_nonce(&req.item)?;
-    latest_only(req.item.key_version)?;
+    latest_only(req.item.key_version, "encrypts")?;
     let bits = req.bits.unwrap_or(256);
     if !matches!(bits, 128 | 256 | 512) {
         return Err(Error::validation("bits must be 128, 256 or 512"));

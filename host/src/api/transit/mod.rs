@@ -463,6 +463,17 @@ impl Endpoint {
     }
 }
 
+/// Refuse a `key_version` other than the latest (0 or none): keyplane encrypts and signs
+/// with a key's latest version only (`verb`: what the endpoint does with it).
+pub fn latest_only(key_version: Option<u32>, verb: &str) -> Result<()> {
+    if key_version.is_some_and(|v| v != 0) {
+        return Err(Error::Unsupported(format!(
+            "key_version is not supported here: keyplane {verb} with the latest version"
+        )));
+    }
+    Ok(())
+}
+
 /// The keyplane key id (an alias) of a Transit key name.
 pub fn key_of(name: &str) -> Result<String> {
     let alias = format!("{}{name}", crate::ops::ALIAS_PREFIX);

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::encryption::{batch, one_or_many};
 use super::wire::{hash_name, parse_versioned, versioned, versioned_jws, B64};
-use super::{done, err, key_of, Call, Failure, Reply};
+use super::{done, err, key_of, latest_only, Call, Failure, Reply};
 use crate::api::bounded::AtMost;
 use crate::error::{Error, Result};
 use crate::ops::MAX_BATCH_ITEMS;
@@ -191,15 +191,6 @@ fn reference(i: &Item) -> Option<String> {
     i.reference.clone()
 }
 
-fn latest_only(key_version: Option<u32>) -> Result<()> {
-    if key_version.is_some_and(|v| v != 0) {
-        return Err(Error::Unsupported(
-            "key_version is not supported here: keyplane signs with the latest version".into(),
-        ));
-    }
-    Ok(())
-}
-
 #[derive(Serialize)]
 struct Signed {
     signature: String,
@@ -212,7 +203,7 @@ struct Signed {
 pub async fn sign(call: &Call<'_>, name: &str, path_hash: Option<String>) -> Answer {
     let alias = key_of(name).map_err(err)?;
     let req: Request = call.decode().map_err(err)?;
-    latest_only(req.key_version).map_err(err)?;
+    latest_only(req.key_version, "signs").map_err(err)?;
     let spec = key_spec(call, &alias).await?;
     let scheme = scheme(&spec, &req, path_hash.as_deref()).map_err(err)?;
     let op = |item: &Item| sign_op(&alias, &scheme, item);
@@ -304,7 +295,7 @@ struct Mac {
 pub async fn hmac(call: &Call<'_>, name: &str, path_algorithm: Option<String>) -> Answer {
     let alias = key_of(name).map_err(err)?;
     let req: Request = call.decode().map_err(err)?;
-    latest_only(req.key_version).map_err(err)?;
+    latest_only(req.key_version, "signs").map_err(err)?;
     let algorithm = mac_algorithm(&req, path_algorithm.as_deref()).map_err(err)?;
     let op = |item: &Item| mac_op(&alias, &algorithm, item);
     let encode = |out: ops::mac::GenerateMacOutput, reference| {
@@ -408,7 +399,7 @@ pub(super) fn fuzz(name: &str, body: &[u8], path: Option<String>, kind: Kind) {
     let (Ok(alias), Ok(req)) = (key_of(name), super::decode::<Request>(body)) else {
         return;
     };
-    let _ = latest_only(req.key_version);
+    let _ = latest_only(req.key_version, "signs");
     let path = path.as_deref();
     let mac = mac_algorithm(&req, path);
     let schemes: Vec<Scheme> = SPECS
