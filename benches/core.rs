@@ -260,6 +260,7 @@ fn in_process(c: &mut Criterion) {
         mfa: false,
         approver: None,
         granted: &[],
+        export_format: None,
     };
     for (name, authz) in [
         ("authorize-encrypt", &evaluate),

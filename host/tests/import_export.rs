@@ -1766,3 +1766,65 @@ async fn pkcs12_bundles_import_as_byok_key_pairs() {
     let audit = serde_json::to_string(&s.audit_records()).unwrap();
     assert!(!audit.contains(password));
 }
+
+/// A policy can tell the forms of export apart (`context.export_format`): here key material
+/// may leave wrapped to a recipient's RSA key but never under a password, and the refusal is
+/// audited as a deny naming the policy. The same key, principal and second are decided apart
+/// for each form (the decision memo keys on the form too).
+#[cfg(all(feature = "test-hooks", debug_assertions))]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_policy_can_forbid_password_protected_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let policies = common::copy_of_shipped_policies(&work.path().join("policies"));
+    std::fs::write(
+        policies.join("no-password-export.cedar"),
+        r#"@id("no-password-export")
+@description("Key material leaves only wrapped to a recipient's RSA key, never under a password.")
+forbid (principal, action == Keyplane::Action::"ExportKey", resource)
+when { context has export_format && context.export_format == "PKCS12" };
+"#,
+    )
+    .unwrap();
+    let s = Server::start_with_policies(dir.path(), &policies).await;
+    let recipient = Recipient::new(work.path());
+    let key = s
+        .create_key_with(
+            &s.admin,
+            json!({ "key_spec": "ECC_NIST_P256", "key_usage": "sign-verify", "exportable": true }),
+        )
+        .await;
+    for _ in 0..2 {
+        let refused = s
+            .call(
+                Some(&s.admin),
+                "export-key",
+                json!({ "key_id": key, "format": "PKCS12", "password": "correct horse battery" }),
+            )
+            .await;
+        assert_error(&refused, 403, "AccessDenied", "ExportKey");
+        let r = s
+            .ok(
+                &s.admin,
+                "export-key",
+                json!({ "key_id": key, "wrapping_algorithm": "RSA_AES_KEY_WRAP_SHA_1",
+                        "public_key": recipient.public }),
+            )
+            .await;
+        assert_eq!(r["key_material_format"], "PKCS8", "{r}");
+    }
+    let exports: Vec<Value> = s
+        .audit_records()
+        .into_iter()
+        .filter(|r| r["action"] == "ExportKey")
+        .collect();
+    let decisions: Vec<_> = exports.iter().map(|r| r["decision"].clone()).collect();
+    assert_eq!(decisions, ["deny", "allow", "deny", "allow"], "{exports:?}");
+    assert!(
+        exports[0]["policies"]
+            .to_string()
+            .contains("no-password-export"),
+        "{}",
+        exports[0]
+    );
+}

@@ -102,6 +102,9 @@ pub struct AuthzRequest<'a> {
     /// The actions the principal's grants on the resource allow for this request
     /// (`context.granted`, a set of actions).
     pub granted: &'a [&'a str],
+    /// The form key material leaves in (`context.export_format`: `export-key`'s `WRAPPED` or
+    /// `PKCS12`); `None` for other requests.
+    pub export_format: Option<&'a str>,
 }
 
 /// A plugin's entity id: `<tenant>/<name>`.
@@ -318,6 +321,9 @@ pub fn build(req: &AuthzRequest<'_>) -> Result<Built> {
             RestrictedExpression::new_string(cert.fingerprint.clone()),
         ));
     }
+    if let Some(format) = req.export_format {
+        pairs.push(("export_format".to_string(), s(format)));
+    }
     if let Some(approver) = req.approver {
         let (approver_uid, approver_entities) = principal_entities(approver)?;
         if approver.id != p.id {
@@ -391,6 +397,7 @@ pub fn check_shapes(schema: &Schema) -> std::result::Result<(), String> {
             mfa: false,
             approver: Some(&approver),
             granted: &["Decrypt"],
+            export_format: Some("PKCS12"),
         };
         let (.., entities) = build(&req).map_err(|e| e.to_string())?;
         let mut seen = std::collections::HashSet::new();

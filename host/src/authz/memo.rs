@@ -98,6 +98,7 @@ pub fn key(policy_set: &str, req: &AuthzRequest<'_>) -> [u8; 32] {
         mfa,
         approver,
         granted,
+        export_format,
     } = req;
     let mut d = Digest(digest::Context::new(&digest::SHA256));
     d.str("keyplane/decision/v1");
@@ -127,6 +128,13 @@ pub fn key(policy_set: &str, req: &AuthzRequest<'_>) -> [u8; 32] {
     d.num(granted.len() as u64);
     for g in granted.iter() {
         d.str(g);
+    }
+    match export_format {
+        Some(f) => {
+            d.str("export-format");
+            d.str(f);
+        }
+        None => d.str("no-export-format"),
     }
     let out = d.0.finish();
     let mut key = [0u8; 32];
@@ -345,6 +353,7 @@ mod tests {
             mfa: false,
             approver: None,
             granted: &[],
+            export_format: None,
         };
         let same = AuthzRequest { ..base };
         assert_eq!(key("set", &base), key("set", &same));
@@ -385,6 +394,14 @@ mod tests {
             },
             AuthzRequest {
                 granted: &["Encrypt"],
+                ..base
+            },
+            AuthzRequest {
+                export_format: Some("WRAPPED"),
+                ..base
+            },
+            AuthzRequest {
+                export_format: Some("PKCS12"),
                 ..base
             },
         ];

@@ -248,6 +248,7 @@ mod tests {
                                 mfa: false,
                                 approver: approver.as_ref(),
                                 granted: &[],
+                                export_format: None,
                             };
                             let (p_uid, a_uid, r_uid, ctx, entities) =
                                 entities::build(&req).unwrap();
@@ -310,6 +311,7 @@ mod tests {
             mfa: false,
             approver: None,
             granted: &[],
+            export_format: None,
         };
         let first = authz.authorize(&req).unwrap();
         let again = authz.authorize(&req).unwrap();
@@ -359,6 +361,7 @@ mod tests {
                 mfa: false,
                 approver: None,
                 granted: &[],
+                export_format: None,
             }
         }
         let at = |resource, request_time| request(&user, resource, &ec, request_time);

@@ -150,6 +150,14 @@ impl Operation for ExportKey {
     const ACTION: &'static str = "ExportKey";
     type Output = ExportOutput;
 
+    fn export_format(&self) -> Option<&'static str> {
+        match self.form() {
+            Ok(Form::Wrapped { .. }) => Some("WRAPPED"),
+            Ok(Form::Pkcs12 { .. }) => Some("PKCS12"),
+            Err(_) => None,
+        }
+    }
+
     fn validate(&self) -> Result<()> {
         validate_key_id(&self.key_id)?;
         if self.key_version.is_some_and(|v| v < 1) {

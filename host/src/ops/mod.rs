@@ -178,18 +178,16 @@ impl<'a> OpContext<'a> {
 
     /// Cedar's decision on `action` on `resource` by this request's principal. `context.granted`
     /// holds the actions the principal's grants on the resource allow for this request, and
-    /// `self_granted` (what the request's own subject grants, see
-    /// [`Operation::self_granted`]).
+    /// what the request's own subject grants (`extra`).
     fn decide(
         &self,
         action: &str,
         resource: &ResourceRef,
         ec: &EncryptionContext,
-        approver: Option<&Principal>,
-        self_granted: Option<&str>,
+        extra: Extra<'_>,
     ) -> Result<Decision> {
         let mut granted = resource.granted(&self.principal.id, ec);
-        granted.extend(self_granted);
+        granted.extend(extra.self_granted);
         self.state.authz.authorize(&AuthzRequest {
             principal: self.principal,
             action,
@@ -199,8 +197,9 @@ impl<'a> OpContext<'a> {
             client_certificate: self.meta.client_certificate.as_deref(),
             request_time: chrono::Utc::now().timestamp(),
             mfa: self.meta.mfa,
-            approver,
+            approver: extra.approver,
             granted: &granted,
+            export_format: extra.export_format,
         })
     }
 
@@ -213,7 +212,7 @@ impl<'a> OpContext<'a> {
         resource: &ResourceRef,
         ec: &EncryptionContext,
     ) -> Result<()> {
-        let decision = self.decide(action, resource, ec, None, None)?;
+        let decision = self.decide(action, resource, ec, Extra::default())?;
         if decision.allowed {
             return Ok(());
         }
@@ -234,7 +233,7 @@ impl<'a> OpContext<'a> {
             ResourceRef::Key { row, .. } => {
                 let empty = EncryptionContext::new();
                 let visible = self
-                    .decide("DescribeKey", resource, &empty, None, None)
+                    .decide("DescribeKey", resource, &empty, Extra::default())
                     .is_ok_and(|d| d.allowed);
                 (visible, "key", &row.id)
             }
@@ -257,6 +256,15 @@ impl<'a> OpContext<'a> {
             id: id.clone(),
         }
     }
+}
+
+/// What an operation adds to Cedar's context besides its encryption context, from the
+/// [`Operation`] methods of the same names.
+#[derive(Default, Clone, Copy)]
+struct Extra<'a> {
+    approver: Option<&'a Principal>,
+    self_granted: Option<&'a str>,
+    export_format: Option<&'static str>,
 }
 
 /// Resolve a key (or alias) as an operation run by `principal` would (for tools and
@@ -321,6 +329,12 @@ pub trait Operation: Send + Sync + Sized + 'static {
     /// An action the request's own subject grants the caller, added to Cedar's
     /// `context.granted` (`retire-grant`: the grant being retired, to its retiring principal).
     fn self_granted(&self, _ctx: &OpContext<'_>, _resource: &ResourceRef) -> Option<&'static str> {
+        None
+    }
+
+    /// The form key material leaves in, for Cedar's `context.export_format` (`export-key`:
+    /// `WRAPPED` or `PKCS12`).
+    fn export_format(&self) -> Option<&'static str> {
         None
     }
 
@@ -591,8 +605,12 @@ async fn run<O: Operation>(
     );
     let entered = authz_span.enter();
     let ec = op.encryption_context().unwrap_or(&empty);
-    let self_granted = op.self_granted(&ctx, &resource);
-    let decision = ctx.decide(O::ACTION, &resource, ec, approver.as_ref(), self_granted);
+    let extra = Extra {
+        approver: approver.as_ref(),
+        self_granted: op.self_granted(&ctx, &resource),
+        export_format: op.export_format(),
+    };
+    let decision = ctx.decide(O::ACTION, &resource, ec, extra);
     drop(entered);
     if let Ok(d) = &decision {
         authz_span.record(

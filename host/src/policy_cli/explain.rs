@@ -48,6 +48,8 @@ struct DbContext {
     mfa: bool,
     /// A principal id (or `User::"…"`) from the same database.
     approver: Option<String>,
+    /// `export-key`'s form: `WRAPPED` or `PKCS12`.
+    export_format: Option<String>,
 }
 
 /// Explain; returns the decision (printed already).
@@ -138,6 +140,7 @@ async fn from_db(
         mfa: ctx.mfa,
         approver: approver.as_ref(),
         granted: &resource.granted(&principal.id, &ctx.encryption_context),
+        export_format: ctx.export_format.as_deref(),
     };
     decide_db(loaded, &req)
 }

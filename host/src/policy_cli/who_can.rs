@@ -43,6 +43,7 @@ pub async fn evaluate(
             mfa: false,
             approver: None,
             granted: &resource.granted(&p.id, ec),
+            export_format: None,
         };
         let d = super::explain::decide_db(loaded, &req)?;
         if d.allowed {
