@@ -1,7 +1,7 @@
 //! The Vault Transit front, proven with clients nobody here wrote: hvac (every endpoint and
-//! each exception it names) and sops `--hc-vault-transit` (Go's Vault client, HTTP/2, PUT),
-//! from the venv `scripts/setup` makes; keys shared with the native API and the AWS front;
-//! the wire details Vault clients rely on (envelope, content type, LIST, statuses) over
+//! each exception it names), sops `--hc-vault-transit` and the OpenBao CLI `bao` (both Go's
+//! Vault client: HTTP/2, PUT), from the venv `scripts/setup` makes; keys shared with the native
+//! API and the AWS front; the wire details Vault clients rely on (envelope, content type, LIST, statuses) over
 //! HTTP/1.1 and HTTP/2. Each request is checked by Cedar and audited with its front.
 #![cfg(all(feature = "test-hooks", debug_assertions))]
 
@@ -169,6 +169,49 @@ async fn hvac_runs_every_transit_endpoint_and_meets_every_error() {
         "the refused trim is recorded"
     );
     a.server.assert_audit_verifies();
+}
+
+/// The OpenBao CLI (`bao`: Go's Vault client, as the `vault` CLI is, so HTTP/2 and PUT) runs the
+/// Transit workflow of Vault's documentation unchanged: `write -f` (a body of `null`) creates
+/// and rotates a key, then `read`, `list`, `encrypt` and `decrypt`.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_bao_cli_runs_the_transit_workflow() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = acme(dir.path()).await;
+    let s = &a.server;
+    let bao = venv_bin("bao");
+    let cli = |args: &[&str]| {
+        let mut cmd = vault_client(&bao, s, &a.admin);
+        cmd.env("BAO_ADDR", &s.base)
+            .env("BAO_TOKEN", &a.admin)
+            .env("BAO_CACERT", cert(s))
+            .args(args);
+        run(&mut cmd)
+    };
+    let json = |args: &[&str]| -> Value { serde_json::from_str(&cli(args)).unwrap() };
+    cli(&["write", "-f", "transit/keys/cli"]);
+    cli(&["write", "-f", "transit/keys/cli/rotate"]);
+    let key = json(&["read", "-format=json", "transit/keys/cli"]);
+    assert_eq!(key["data"]["latest_version"], 2, "{key}");
+    assert_eq!(key["data"]["type"], "aes256-gcm96", "{key}");
+    let names = json(&["list", "-format=json", "transit/keys"]);
+    assert!(names.as_array().unwrap().contains(&json!("cli")), "{names}");
+    let plaintext = STANDARD.encode("written by the bao CLI");
+    let enc = json(&[
+        "write",
+        "-format=json",
+        "transit/encrypt/cli",
+        &format!("plaintext={plaintext}"),
+    ]);
+    let ciphertext = enc["data"]["ciphertext"].as_str().unwrap();
+    assert!(ciphertext.starts_with("vault:v2:"), "{enc}");
+    let dec = json(&[
+        "write",
+        "-format=json",
+        "transit/decrypt/cli",
+        &format!("ciphertext={ciphertext}"),
+    ]);
+    assert_eq!(dec["data"]["plaintext"], plaintext, "{dec}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
