@@ -173,7 +173,8 @@ async fn hvac_runs_every_transit_endpoint_and_meets_every_error() {
 
 /// The OpenBao CLI (`bao`: Go's Vault client, as the `vault` CLI is, so HTTP/2 and PUT) runs the
 /// Transit workflow of Vault's documentation unchanged: `write -f` (a body of `null`) creates
-/// and rotates a key, then `read`, `list`, `encrypt` and `decrypt`.
+/// and rotates a key, then `read`, `list`, `encrypt` and `decrypt`; settings given as the CLI
+/// gives them (strings) are read as Vault reads them.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_bao_cli_runs_the_transit_workflow() {
     let dir = tempfile::tempdir().unwrap();
@@ -212,6 +213,36 @@ async fn the_bao_cli_runs_the_transit_workflow() {
         &format!("ciphertext={ciphertext}"),
     ]);
     assert_eq!(dec["data"]["plaintext"], plaintext, "{dec}");
+
+    // The CLI sends every key=value as a string; Vault reads booleans and integers from
+    // strings, and so does the front.
+    cli(&[
+        "write",
+        "transit/keys/signer",
+        "type=ecdsa-p256",
+        "exportable=true",
+    ]);
+    let signer = json(&["read", "-format=json", "transit/keys/signer"]);
+    assert_eq!(signer["data"]["exportable"], true, "{signer}");
+    cli(&[
+        "write",
+        "transit/keys/cli/config",
+        "deletion_allowed=true",
+        "min_decryption_version=2",
+    ]);
+    let key = json(&["read", "-format=json", "transit/keys/cli"]);
+    assert_eq!(key["data"]["deletion_allowed"], true, "{key}");
+    assert_eq!(key["data"]["min_decryption_version"], 2, "{key}");
+    let data_key = json(&[
+        "write",
+        "-format=json",
+        "transit/datakey/plaintext/cli",
+        "bits=512",
+    ]);
+    let bytes = STANDARD
+        .decode(data_key["data"]["plaintext"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(bytes.len(), 64, "{data_key}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

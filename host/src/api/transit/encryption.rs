@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::error::TransitError;
-use super::wire::{encryption_context, parse_versioned, versioned, B64};
+use super::wire::{encryption_context, parse_versioned, versioned, weak, B64};
 use super::{done, err, key_of, latest_only, Call, Failure, Reply};
 use crate::api::bounded::AtMost;
 use crate::crypto::ciphertext::Ciphertext;
@@ -28,6 +28,7 @@ pub struct Item {
     ciphertext: Option<String>,
     context: Option<B64>,
     associated_data: Option<B64>,
+    #[serde(default, deserialize_with = "weak::opt_int")]
     key_version: Option<u32>,
     nonce: Option<String>,
     reference: Option<String>,
@@ -39,11 +40,13 @@ pub struct Request {
     item: Item,
     /// One past the limit at most (see `api::bounded`): more is refused as too many.
     batch_input: Option<AtMost<Item, { MAX_BATCH_ITEMS + 1 }>>,
+    #[serde(default, deserialize_with = "weak::opt_int")]
     partial_failure_response_code: Option<u16>,
     /// Encrypt: the type of the key created when the name has none.
     #[serde(rename = "type")]
     key_type: Option<String>,
     /// Data keys: 128, 256 (default) or 512.
+    #[serde(default, deserialize_with = "weak::opt_int")]
     bits: Option<u32>,
 }
 

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use super::error::TransitError;
-use super::wire::{spec_of_type, type_of_spec};
+use super::wire::{spec_of_type, type_of_spec, weak};
 use super::{done, err, key_of, Call, Failure, Reply};
 use crate::error::{Error, Result};
 use crate::ops::{self, KeyMetadata};
@@ -26,15 +26,16 @@ type Answer = std::result::Result<Reply, Failure>;
 struct CreateRequest {
     #[serde(rename = "type", default = "default_type")]
     key_type: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "weak::bool")]
     exportable: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "weak::bool")]
     derived: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "weak::bool")]
     convergent_encryption: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "weak::bool")]
     allow_plaintext_backup: bool,
     auto_rotate_period: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "weak::opt_int")]
     key_size: Option<u32>,
     /// keyplane's own: `envelope` (default for symmetric types) or `hsm`.
     protection: Option<String>,
@@ -399,10 +400,15 @@ pub async fn delete(call: &Call<'_>, name: &str) -> Answer {
 
 #[derive(Debug, Deserialize)]
 struct ConfigRequest {
+    #[serde(default, deserialize_with = "weak::opt_int")]
     min_decryption_version: Option<i64>,
+    #[serde(default, deserialize_with = "weak::opt_int")]
     min_encryption_version: Option<i64>,
+    #[serde(default, deserialize_with = "weak::opt_bool")]
     deletion_allowed: Option<bool>,
+    #[serde(default, deserialize_with = "weak::opt_bool")]
     exportable: Option<bool>,
+    #[serde(default, deserialize_with = "weak::opt_bool")]
     allow_plaintext_backup: Option<bool>,
     auto_rotate_period: Option<serde_json::Value>,
 }

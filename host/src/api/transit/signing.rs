@@ -12,7 +12,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::encryption::{batch, one_or_many};
-use super::wire::{hash_name, parse_versioned, versioned, versioned_jws, B64};
+use super::wire::{hash_name, parse_versioned, versioned, versioned_jws, weak, B64};
 use super::{done, err, key_of, latest_only, Call, Failure, Reply};
 use crate::api::bounded::AtMost;
 use crate::error::{Error, Result};
@@ -36,13 +36,15 @@ struct Request {
     item: Item,
     /// One past the limit at most (see `api::bounded`): more is refused as too many.
     batch_input: Option<AtMost<Item, { MAX_BATCH_ITEMS + 1 }>>,
+    #[serde(default, deserialize_with = "weak::opt_int")]
     partial_failure_response_code: Option<u16>,
     hash_algorithm: Option<String>,
     algorithm: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "weak::bool")]
     prehashed: bool,
     signature_algorithm: Option<String>,
     marshaling_algorithm: Option<String>,
+    #[serde(default, deserialize_with = "weak::opt_int")]
     key_version: Option<u32>,
     /// RSA-PSS salt length: keyplane's (and AWS's) is the hash's length, which Transit calls
     /// `hash`; `auto` (Transit's default) verifies any salt in Vault, so it is accepted too.

@@ -1,6 +1,7 @@
 //! Transit's wire values: `vault:v<N>:<base64>` ciphertexts, signatures and HMACs; base64
 //! inputs; `context` and `associated_data` as keyplane encryption context; key types as
-//! keyplane key specs; the response envelope.
+//! keyplane key specs; the response envelope; booleans and integers as Vault's request
+//! framework reads them ([`weak`]).
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
@@ -17,6 +18,85 @@ use crate::error::{Error, Result};
 pub const CONTEXT_ENTRY: &str = "vault:context";
 /// The entry a request's `associated_data` (base64) becomes.
 pub const ASSOCIATED_DATA_ENTRY: &str = "vault:associated_data";
+
+/// Booleans and integers as Vault's request framework reads them: JSON's own, or a string
+/// holding one, since the vault and bao CLIs send every `key=value` argument as a string
+/// (`bao write transit/keys/k exportable=true`), and Vault decodes fields weakly (Go's
+/// `mapstructure`): `"true"`, `"1"`, `"t"` are true, `""` is false or 0, a number is true when
+/// not 0, a whole float is an integer. Anything else is refused, naming the expected type.
+/// For fields with `#[serde(default, deserialize_with = "weak::…")]`.
+pub mod weak {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Value {
+        Bool(bool),
+        Int(i64),
+        Float(f64),
+        Str(String),
+    }
+
+    impl Value {
+        fn boolean(self) -> Option<bool> {
+            match self {
+                Value::Bool(b) => Some(b),
+                Value::Int(n) => Some(n != 0),
+                Value::Float(f) => Some(f != 0.0),
+                // Go's strconv.ParseBool, and "" as false.
+                Value::Str(s) => match s.as_str() {
+                    "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+                    "" | "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+                    _ => None,
+                },
+            }
+        }
+
+        fn integer(self) -> Option<i64> {
+            match self {
+                Value::Bool(b) => Some(i64::from(b)),
+                Value::Int(n) => Some(n),
+                Value::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Some(f as i64),
+                Value::Float(_) => None,
+                Value::Str(s) if s.is_empty() => Some(0),
+                Value::Str(s) => s.trim().parse().ok(),
+            }
+        }
+    }
+
+    /// A boolean (absent or `null`: false).
+    pub fn bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+        Ok(opt_bool(d)?.unwrap_or(false))
+    }
+
+    /// An optional boolean.
+    pub fn opt_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+        Option::<Value>::deserialize(d)?
+            .map(|v| {
+                v.boolean()
+                    .ok_or_else(|| D::Error::custom("expected a boolean"))
+            })
+            .transpose()
+    }
+
+    /// An optional integer of type `T`.
+    pub fn opt_int<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: TryFrom<i64>,
+    {
+        Option::<Value>::deserialize(d)?
+            .map(|v| {
+                v.integer()
+                    .ok_or_else(|| D::Error::custom("expected an integer"))
+                    .and_then(|n| {
+                        T::try_from(n).map_err(|_| D::Error::custom("integer out of range"))
+                    })
+            })
+            .transpose()
+    }
+}
 
 /// `vault:v<N>:` then `payload` in standard base64.
 pub fn versioned(version: u32, payload: &[u8]) -> String {
@@ -185,6 +265,44 @@ pub fn envelope(request_id: &str, data: Option<&[u8]>, warnings: &[String]) -> Z
 
 #[cfg(test)]
 mod tests {
+    use super::weak;
+
+    #[derive(Debug, serde::Deserialize)]
+    struct Fields {
+        #[serde(default, deserialize_with = "weak::bool")]
+        flag: bool,
+        #[serde(default, deserialize_with = "weak::opt_bool")]
+        maybe: Option<bool>,
+        #[serde(default, deserialize_with = "weak::opt_int")]
+        n: Option<u16>,
+    }
+
+    /// What the vault and bao CLIs send (strings), read as Vault reads it.
+    #[test]
+    fn booleans_and_integers_are_read_weakly_as_vault_reads_them() {
+        let f = |body: &str| serde_json::from_str::<Fields>(body);
+        let v = f(r#"{"flag":"true","maybe":"0","n":"207"}"#).unwrap();
+        assert_eq!((v.flag, v.maybe, v.n), (true, Some(false), Some(207)));
+        let v = f(r#"{"flag":true,"maybe":false,"n":207}"#).unwrap();
+        assert_eq!((v.flag, v.maybe, v.n), (true, Some(false), Some(207)));
+        let v = f(r#"{"flag":1,"n":207.0}"#).unwrap();
+        assert_eq!((v.flag, v.maybe, v.n), (true, None, Some(207)));
+        let v = f(r#"{"flag":null,"maybe":null,"n":null}"#).unwrap();
+        assert_eq!((v.flag, v.maybe, v.n), (false, None, None));
+        let v = f("{}").unwrap();
+        assert_eq!((v.flag, v.maybe, v.n), (false, None, None));
+        for (body, expected) in [
+            (r#"{"flag":"yes"}"#, "expected a boolean"),
+            (r#"{"n":"twelve"}"#, "expected an integer"),
+            (r#"{"n":"70000"}"#, "out of range"),
+            (r#"{"n":2.5}"#, "expected an integer"),
+            (r#"{"n":[1]}"#, "did not match"),
+        ] {
+            let e = f(body).unwrap_err().to_string();
+            assert!(e.contains(expected), "{body}: {e}");
+        }
+    }
+
     use super::*;
 
     #[test]
