@@ -568,8 +568,10 @@ fn policy(command: PolicyCommand) -> anyhow::Result<bool> {
             runtime()?.block_on(async {
                 let db = policy_cli::open_db(common.config.as_deref(), common.data_dir).await?;
                 let r = policy_cli::resource_from_db(&db, &resource).await?;
-                let allowed = who_can::evaluate(&loaded, &db, &action, &r, &ec).await?;
-                who_can::print(&action, &r, &allowed);
+                for form in who_can::forms(&action) {
+                    let allowed = who_can::evaluate(&loaded, &db, &action, &r, &ec, *form).await?;
+                    who_can::print(&action, *form, &r, &allowed);
+                }
                 Ok(true)
             })
         }

@@ -1827,4 +1827,23 @@ when { context has export_format && context.export_format == "PKCS12" };
         "{}",
         exports[0]
     );
+
+    // `policy who-can` lists ExportKey once per form: the admin for WRAPPED only.
+    let resource = format!("Key::\"{key}\"");
+    let out = s.tool(&[
+        "policy",
+        "who-can",
+        "--action",
+        "ExportKey",
+        "--resource",
+        &resource,
+        "--policies",
+        policies.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (wrapped, pkcs12) = text.split_once("(export_format PKCS12)").unwrap();
+    assert!(wrapped.contains("(export_format WRAPPED)"), "{text}");
+    assert!(wrapped.contains("\tadmin\t"), "{text}");
+    assert!(!pkcs12.contains("\tadmin\t"), "{text}");
 }

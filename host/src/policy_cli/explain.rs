@@ -125,6 +125,12 @@ async fn from_db(
         .rsplit_once("::")
         .map(|(_, a)| a.trim_matches('"'))
         .unwrap_or(action);
+    if let Some(f) = ctx.export_format.as_deref() {
+        anyhow::ensure!(
+            matches!(f, "WRAPPED" | "PKCS12"),
+            "export_format is WRAPPED or PKCS12, not {f:?}"
+        );
+    }
     let req = AuthzRequest {
         principal: &principal,
         action,

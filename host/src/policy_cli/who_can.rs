@@ -5,7 +5,8 @@
 //! The request context is what a plain request carries: an empty encryption context (or
 //! `--encryption-context`), no TLS client certificate, no MFA, no approver, source
 //! 127.0.0.1, the current time. Conditions on more than that (e.g. the deletion guard) are
-//! evaluated as for such a request.
+//! evaluated as for such a request. `ExportKey` is evaluated once for each form of export
+//! (`context.export_format` `WRAPPED` and `PKCS12`), since every real request names one.
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -28,6 +29,7 @@ pub async fn evaluate(
     action: &str,
     resource: &ResourceRef,
     ec: &EncryptionContext,
+    export_format: Option<&str>,
 ) -> anyhow::Result<Vec<Allowed>> {
     let now = chrono::Utc::now().timestamp();
     let mut allowed = Vec::new();
@@ -43,7 +45,7 @@ pub async fn evaluate(
             mfa: false,
             approver: None,
             granted: &resource.granted(&p.id, ec),
-            export_format: None,
+            export_format,
         };
         let d = super::explain::decide_db(loaded, &req)?;
         if d.allowed {
@@ -56,10 +58,27 @@ pub async fn evaluate(
     Ok(allowed)
 }
 
+/// The forms an action is asked in: each `export_format` for `ExportKey`, else one.
+pub fn forms(action: &str) -> &'static [Option<&'static str>] {
+    if action == "ExportKey" {
+        &[Some("WRAPPED"), Some("PKCS12")]
+    } else {
+        &[None]
+    }
+}
+
 /// Print the allowed principals as `id<TAB>tenant<TAB>role<TAB>policies`.
-pub fn print(action: &str, resource: &ResourceRef, allowed: &[Allowed]) {
+pub fn print(
+    action: &str,
+    export_format: Option<&str>,
+    resource: &ResourceRef,
+    allowed: &[Allowed],
+) {
+    let form = export_format
+        .map(|f| format!(" (export_format {f})"))
+        .unwrap_or_default();
     println!(
-        "# principals allowed {action} on {} ({}):",
+        "# principals allowed {action}{form} on {} ({}):",
         resource.display(),
         allowed.len()
     );

@@ -6,7 +6,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::wire::{hash_name, B64};
+use super::wire::{hash_name, weak, B64};
 use super::{done, err, Call, Failure, Reply};
 use crate::error::Error;
 use crate::ops;
@@ -32,7 +32,8 @@ fn encode(
 
 #[derive(Debug, Deserialize)]
 struct RandomRequest {
-    bytes: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "weak::opt_int")]
+    bytes: Option<i64>,
     format: Option<String>,
 }
 
@@ -80,10 +81,8 @@ fn random_op(
     req: &RandomRequest,
     path_bytes: Option<String>,
 ) -> Result<ops::generate_random::GenerateRandom, Error> {
-    let bytes = match (&req.bytes, path_bytes) {
-        (Some(serde_json::Value::Number(n)), _) => n.as_u64(),
-        (Some(serde_json::Value::String(s)), _) => s.parse().ok(),
-        (Some(_), _) => None,
+    let bytes = match (req.bytes, path_bytes) {
+        (Some(n), _) => u64::try_from(n).ok(),
         (None, Some(p)) => p.parse().ok(),
         (None, None) => Some(32),
     }

@@ -21,30 +21,35 @@ pub const ASSOCIATED_DATA_ENTRY: &str = "vault:associated_data";
 
 /// Booleans and integers as Vault's request framework reads them: JSON's own, or a string
 /// holding one, since the vault and bao CLIs send every `key=value` argument as a string
-/// (`bao write transit/keys/k exportable=true`), and Vault decodes fields weakly (Go's
-/// `mapstructure`): `"true"`, `"1"`, `"t"` are true, `""` is false or 0, a number is true when
-/// not 0, a whole float is an integer. Anything else is refused, naming the expected type.
-/// For fields with `#[serde(default, deserialize_with = "weak::…")]`.
+/// (`bao write transit/keys/k exportable=true`). Vault decodes a body's numbers as text and
+/// its fields weakly (Go's `mapstructure`), so: a boolean is `true`/`false` or what
+/// `strconv.ParseBool` reads (`"1"`, `"t"`, `"TRUE"`, …, and the numbers 1 and 0), `""` is
+/// false; an integer is a whole JSON number, `true`/`false` (1, 0), or what
+/// `strconv.ParseInt(s, 0, 64)` reads (`"512"`, `"-1"`, `"0x10"`, `"0o17"`, `"0b1"`, `"010"`
+/// as octal), `""` is 0. Fractions, exponents, spaces and anything else are refused, naming the
+/// expected type. For fields with `#[serde(default, deserialize_with = "weak::…")]`.
 pub mod weak {
     use serde::de::Error as _;
     use serde::{Deserialize, Deserializer};
 
+    /// A field's JSON value, as far as these two types care.
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Value {
         Bool(bool),
         Int(i64),
-        Float(f64),
         Str(String),
+        /// A fraction, an exponent, an array, an object: neither.
+        Other(serde::de::IgnoredAny),
     }
 
     impl Value {
         fn boolean(self) -> Option<bool> {
             match self {
                 Value::Bool(b) => Some(b),
-                Value::Int(n) => Some(n != 0),
-                Value::Float(f) => Some(f != 0.0),
-                // Go's strconv.ParseBool, and "" as false.
+                Value::Int(1) => Some(true),
+                Value::Int(0) => Some(false),
+                Value::Int(_) | Value::Other(_) => None,
                 Value::Str(s) => match s.as_str() {
                     "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
                     "" | "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
@@ -57,12 +62,39 @@ pub mod weak {
             match self {
                 Value::Bool(b) => Some(i64::from(b)),
                 Value::Int(n) => Some(n),
-                Value::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Some(f as i64),
-                Value::Float(_) => None,
-                Value::Str(s) if s.is_empty() => Some(0),
-                Value::Str(s) => s.trim().parse().ok(),
+                Value::Str(s) => parse_int(&s),
+                Value::Other(_) => None,
             }
         }
+    }
+
+    /// `strconv.ParseInt(s, 0, 64)` (base from the prefix; no digit separators), `""` as 0.
+    fn parse_int(s: &str) -> Option<i64> {
+        if s.is_empty() {
+            return Some(0);
+        }
+        let (negative, digits) = match s.as_bytes()[0] {
+            b'-' => (true, &s[1..]),
+            b'+' => (false, &s[1..]),
+            _ => (false, s),
+        };
+        let lower = digits.to_ascii_lowercase();
+        let (radix, body) = if let Some(b) = lower.strip_prefix("0x") {
+            (16, b)
+        } else if let Some(b) = lower.strip_prefix("0o") {
+            (8, b)
+        } else if let Some(b) = lower.strip_prefix("0b") {
+            (2, b)
+        } else if lower.len() > 1 && lower.starts_with('0') {
+            (8, &lower[1..])
+        } else {
+            (10, lower.as_str())
+        };
+        if body.is_empty() || !body.chars().all(|c| c.is_digit(radix)) {
+            return None;
+        }
+        let magnitude = i128::from_str_radix(body, radix).ok()?;
+        i64::try_from(if negative { -magnitude } else { magnitude }).ok()
     }
 
     /// A boolean (absent or `null`: false).
@@ -285,18 +317,35 @@ mod tests {
         assert_eq!((v.flag, v.maybe, v.n), (true, Some(false), Some(207)));
         let v = f(r#"{"flag":true,"maybe":false,"n":207}"#).unwrap();
         assert_eq!((v.flag, v.maybe, v.n), (true, Some(false), Some(207)));
-        let v = f(r#"{"flag":1,"n":207.0}"#).unwrap();
-        assert_eq!((v.flag, v.maybe, v.n), (true, None, Some(207)));
+        let v = f(r#"{"flag":1,"maybe":"","n":""}"#).unwrap();
+        assert_eq!((v.flag, v.maybe, v.n), (true, Some(false), Some(0)));
         let v = f(r#"{"flag":null,"maybe":null,"n":null}"#).unwrap();
         assert_eq!((v.flag, v.maybe, v.n), (false, None, None));
         let v = f("{}").unwrap();
         assert_eq!((v.flag, v.maybe, v.n), (false, None, None));
+        // strconv.ParseInt with base 0.
+        for (text, n) in [
+            ("0x10", 16),
+            ("0o17", 15),
+            ("010", 8),
+            ("0b101", 5),
+            ("+7", 7),
+        ] {
+            let v = f(&format!(r#"{{"n":"{text}"}}"#)).unwrap();
+            assert_eq!(v.n, Some(n), "{text}");
+        }
         for (body, expected) in [
             (r#"{"flag":"yes"}"#, "expected a boolean"),
+            (r#"{"flag":2}"#, "expected a boolean"),
+            (r#"{"flag":1.0}"#, "expected a boolean"),
             (r#"{"n":"twelve"}"#, "expected an integer"),
+            (r#"{"n":" 5"}"#, "expected an integer"),
+            (r#"{"n":"1_000"}"#, "expected an integer"),
+            (r#"{"n":"09"}"#, "expected an integer"),
+            (r#"{"n":512.0}"#, "expected an integer"),
             (r#"{"n":"70000"}"#, "out of range"),
-            (r#"{"n":2.5}"#, "expected an integer"),
-            (r#"{"n":[1]}"#, "did not match"),
+            (r#"{"n":"-1"}"#, "out of range"),
+            (r#"{"n":[1]}"#, "expected an integer"),
         ] {
             let e = f(body).unwrap_err().to_string();
             assert!(e.contains(expected), "{body}: {e}");
