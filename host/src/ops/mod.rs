@@ -176,9 +176,10 @@ impl<'a> OpContext<'a> {
         }
     }
 
-    /// Cedar's decision on `action` on `resource` by this request's principal. `context.granted`
-    /// holds the actions the principal's grants on the resource allow for this request, and
-    /// what the request's own subject grants (`extra`).
+    /// Cedar's decision on `action` on `resource` by this request's principal, with what the
+    /// operation adds to the context (`extra`). `context.granted` holds the actions the
+    /// principal's grants on the resource allow for this request and what the request's own
+    /// subject grants.
     fn decide(
         &self,
         action: &str,
