@@ -81,6 +81,10 @@ pub struct ExportOutput {
     pub certificate: Option<String>,
 }
 
+/// The forms of export, as `format` names them and Cedar sees them (`context.export_format`).
+pub const WRAPPED: &str = "WRAPPED";
+pub const PKCS12: &str = "PKCS12";
+
 /// The form asked for, with what it needs.
 enum Form<'a> {
     Wrapped {
@@ -105,7 +109,7 @@ impl ExportKey {
             }
         };
         match self.format.as_deref() {
-            None | Some("WRAPPED") => {
+            None | Some(WRAPPED) => {
                 only(self.password.is_some(), "password", "WRAPPED")?;
                 only(self.certificate.is_some(), "certificate", "WRAPPED")?;
                 let algorithm = self.wrapping_algorithm.as_deref().ok_or_else(|| {
@@ -120,7 +124,7 @@ impl ExportKey {
                     public_key,
                 })
             }
-            Some("PKCS12") => {
+            Some(PKCS12) => {
                 only(
                     self.wrapping_algorithm.is_some(),
                     "wrapping_algorithm",
@@ -152,8 +156,8 @@ impl Operation for ExportKey {
 
     fn export_format(&self) -> Option<&'static str> {
         match self.form() {
-            Ok(Form::Wrapped { .. }) => Some("WRAPPED"),
-            Ok(Form::Pkcs12 { .. }) => Some("PKCS12"),
+            Ok(Form::Wrapped { .. }) => Some(WRAPPED),
+            Ok(Form::Pkcs12 { .. }) => Some(PKCS12),
             Err(_) => None,
         }
     }
@@ -276,7 +280,7 @@ impl Operation for ExportKey {
                     key_id: key.id.clone(),
                     key_version: v,
                     key_spec: spec.to_string(),
-                    key_material_format: "PKCS12",
+                    key_material_format: PKCS12,
                     wrapping_algorithm: None,
                     encrypted_key_material: None,
                     pkcs12: Some(Base64::new(bundle)),

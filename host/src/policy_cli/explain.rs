@@ -19,6 +19,7 @@ use cedar_policy::Authorizer;
 use super::cases::{Case, EntityRef};
 use crate::authz::{self, AuthzRequest, Decision, LoadedPolicies};
 use crate::crypto::context::EncryptionContext;
+use crate::ops::export_key;
 use crate::store::Db;
 
 /// What to explain.
@@ -127,7 +128,7 @@ async fn from_db(
         .unwrap_or(action);
     if let Some(f) = ctx.export_format.as_deref() {
         anyhow::ensure!(
-            matches!(f, "WRAPPED" | "PKCS12"),
+            [export_key::WRAPPED, export_key::PKCS12].contains(&f),
             "export_format is WRAPPED or PKCS12, not {f:?}"
         );
     }

@@ -12,6 +12,8 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use crate::authz::{AuthzRequest, LoadedPolicies, ResourceRef};
 use crate::crypto::context::EncryptionContext;
+use crate::ops::export_key::{self, ExportKey};
+use crate::ops::Operation;
 use crate::store::principals::PrincipalRow;
 use crate::store::Db;
 
@@ -60,8 +62,8 @@ pub async fn evaluate(
 
 /// The forms an action is asked in: each `export_format` for `ExportKey`, else one.
 pub fn forms(action: &str) -> &'static [Option<&'static str>] {
-    if action == "ExportKey" {
-        &[Some("WRAPPED"), Some("PKCS12")]
+    if action == ExportKey::ACTION {
+        &[Some(export_key::WRAPPED), Some(export_key::PKCS12)]
     } else {
         &[None]
     }
