@@ -30,6 +30,31 @@ fn version_state(listed: &Value, v: i64) -> String {
         .to_string()
 }
 
+/// A compare-and-set lost to a change committed while the request ran.
+fn assert_changed_meanwhile(answer: &(u16, Value)) {
+    assert_error(
+        answer,
+        409,
+        "InvalidState",
+        "changed while this request ran",
+    );
+}
+
+/// A node (data under `dir/data`) with the shipped policies and `policy` (Cedar) beside them.
+async fn with_policy(dir: &std::path::Path, policy: &str) -> Server {
+    let policies = copy_of_shipped_policies(&dir.join("policies"));
+    std::fs::write(policies.join("extra.cedar"), policy).unwrap();
+    Server::start_with_policies(&dir.join("data"), &policies).await
+}
+
+/// A new key of the admin's with `tags`; its id.
+async fn tagged_key(s: &Server, tags: Value) -> String {
+    s.ok(&s.admin, "create-key", json!({ "tags": tags })).await["key_id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 async fn kv_blobs(s: &Server, tenant: &str, prefix: &str) -> Vec<String> {
     sqlx::query_scalar(
         "SELECT key FROM plugin_kv WHERE tenant_id = ? AND substr(key, 1, length(?)) = ? ORDER BY key",
@@ -152,15 +177,12 @@ async fn a_revoked_version_is_never_usable_again() {
     let ct = s.encrypt(&s.admin, &key, b"v1", json!({})).await;
     s.ok(&s.admin, "rotate-key", json!({ "key_id": key })).await;
 
-    s.pause("version-state:read", &key, "arm").await;
     let disable = s.call(
         Some(&s.admin),
         "disable-key-version",
         json!({ "key_id": key, "version": 1 }),
     );
-    let rest = async {
-        let reached = s.pause("version-state:read", &key, "wait").await;
-        assert_eq!(reached["reached"], true);
+    let revoke = async {
         let revoked = s
             .ok(
                 &s.admin,
@@ -169,15 +191,11 @@ async fn a_revoked_version_is_never_usable_again() {
             )
             .await;
         assert_eq!(revoked["state"], "compromised");
-        s.pause("version-state:read", &key, "release").await;
     };
-    let (disabled, ()) = tokio::join!(disable, rest);
-    assert_error(
-        &disabled,
-        409,
-        "InvalidState",
-        "changed while this request ran",
-    );
+    let disabled = s
+        .interleaved("version-state:read", &key, disable, revoke)
+        .await;
+    assert_changed_meanwhile(&disabled);
     assert_eq!(
         version_state(&versions(&s, &s.admin, &key).await, 1),
         "compromised"
@@ -198,6 +216,95 @@ async fn a_revoked_version_is_never_usable_again() {
         409,
         "InvalidState",
         "compromised",
+    );
+}
+
+/// `disable-key-version` of a version that a rotation makes primary while the request runs
+/// is refused: the write checks the primary again, so the key never has a disabled primary
+/// (every encrypt would fail until someone noticed).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_version_made_primary_meanwhile_is_not_disabled() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_quiet(dir.path()).await;
+    let key = s.create_key(&s.admin, "envelope").await;
+
+    let disable = s.call(
+        Some(&s.admin),
+        "disable-key-version",
+        json!({ "key_id": key, "version": 2 }),
+    );
+    let rotate = async {
+        let rotated = s.ok(&s.admin, "rotate-key", json!({ "key_id": key })).await;
+        assert_eq!(rotated["primary_version"], 2, "{rotated}");
+    };
+    let disabled = s
+        .interleaved("version-state:resolved", &key, disable, rotate)
+        .await;
+    assert_changed_meanwhile(&disabled);
+    assert_eq!(
+        version_state(&versions(&s, &s.admin, &key).await, 2),
+        "enabled"
+    );
+    s.encrypt(&s.admin, &key, b"still encrypts", json!({}))
+        .await;
+}
+
+/// `delete-alias` deletes the alias only while it names the key it was authorized on: one
+/// moved meanwhile to a key whose aliases a policy protects stays.
+#[tokio::test(flavor = "multi_thread")]
+async fn delete_alias_deletes_only_what_it_was_authorized_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = with_policy(
+        dir.path(),
+        r#"@id("locked-keys-keep-their-aliases")
+@description("Aliases of keys tagged locked are not deleted.")
+forbid (principal, action == Keyplane::Action::"DeleteAlias", resource)
+when { resource.hasTag("locked") };
+"#,
+    )
+    .await;
+    let create = |tags: Value| tagged_key(&s, tags);
+    let free = create(json!({})).await;
+    let locked = create(json!({ "locked": "yes" })).await;
+    s.ok(
+        &s.admin,
+        "create-alias",
+        json!({ "alias_name": "alias/prod", "target_key_id": free }),
+    )
+    .await;
+
+    let delete = s.call(
+        Some(&s.admin),
+        "delete-alias",
+        json!({ "alias_name": "alias/prod" }),
+    );
+    let update = async {
+        s.ok(
+            &s.admin,
+            "update-alias",
+            json!({ "alias_name": "alias/prod", "target_key_id": locked }),
+        )
+        .await;
+    };
+    let deleted = s
+        .interleaved("delete-alias:resolved", &free, delete, update)
+        .await;
+    assert_changed_meanwhile(&deleted);
+    let described = s
+        .ok(&s.admin, "describe-key", json!({ "key_id": "alias/prod" }))
+        .await;
+    assert_eq!(described["key_id"], locked.as_str());
+    // Asked again, it is decided on the key it names now.
+    assert_error(
+        &s.call(
+            Some(&s.admin),
+            "delete-alias",
+            json!({ "alias_name": "alias/prod" }),
+        )
+        .await,
+        403,
+        "AccessDenied",
+        "DeleteAlias",
     );
 }
 
@@ -387,9 +494,8 @@ async fn a_unique_constraint_is_a_conflict() {
 #[tokio::test(flavor = "multi_thread")]
 async fn update_alias_is_authorized_on_its_current_target() {
     let dir = tempfile::tempdir().unwrap();
-    let policies = copy_of_shipped_policies(&dir.path().join("policies"));
-    std::fs::write(
-        policies.join("locked-aliases.cedar"),
+    let s = with_policy(
+        dir.path(),
         r#"@id("locked-keys-keep-their-aliases")
 @description("Aliases of keys tagged locked are not moved or deleted.")
 forbid (
@@ -400,17 +506,8 @@ forbid (
 when { resource.hasTag("locked") };
 "#,
     )
-    .unwrap();
-    let s = Server::start_with_policies(&dir.path().join("data"), &policies).await;
-    let create = |tags: Value| {
-        let s = &s;
-        async move {
-            s.ok(&s.admin, "create-key", json!({ "tags": tags })).await["key_id"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        }
-    };
+    .await;
+    let create = |tags: Value| tagged_key(&s, tags);
     let locked = create(json!({ "locked": "yes" })).await;
     let free = create(json!({})).await;
     let other = create(json!({})).await;

@@ -106,6 +106,28 @@ async fn params(s: &Server, key: &str, algorithm: &str) -> Value {
     .await
 }
 
+/// A new `hsm` key of origin `external` (waiting for its material); its id.
+async fn external_hsm_key(s: &Server) -> String {
+    s.ok(
+        &s.admin,
+        "create-key",
+        json!({ "origin": "external", "protection": "hsm" }),
+    )
+    .await["key_id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Import `material` into `key`, wrapped with `RSAES_OAEP_SHA_1`; it must succeed.
+async fn import_sha1(s: &Server, key: &str, work: &Path, material: &[u8]) {
+    let p = params(s, key, "RSAES_OAEP_SHA_1").await;
+    let pem = p["public_key_pem"].as_str().unwrap().to_string();
+    let wrapped = oaep_encrypt(work, &pem, material);
+    let r = import(s, key, &p["import_token"], &wrapped, json!({})).await;
+    assert_eq!(r.0, 200, "{}", r.1);
+}
+
 async fn import(
     s: &Server,
     key: &str,
@@ -1220,28 +1242,9 @@ async fn deleting_imported_material_leaves_the_key_waiting_for_the_same_material
     let dir = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
     let s = Server::start_quiet(dir.path()).await;
-    let key = s
-        .ok(
-            &s.admin,
-            "create-key",
-            json!({ "origin": "external", "protection": "hsm" }),
-        )
-        .await["key_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let key = external_hsm_key(&s).await;
     let material = openssl(&["rand", "32"]);
-    let p = params(&s, &key, "RSAES_OAEP_SHA_1").await;
-    let pem = p["public_key_pem"].as_str().unwrap().to_string();
-    let r = import(
-        &s,
-        &key,
-        &p["import_token"],
-        &oaep_encrypt(work.path(), &pem, &material),
-        json!({}),
-    )
-    .await;
-    assert_eq!(r.0, 200, "{}", r.1);
+    import_sha1(&s, &key, work.path(), &material).await;
     let ct = s.encrypt(&s.admin, &key, b"kept", json!({})).await;
     let object = s
         .ok(&s.admin, "list-key-versions", json!({ "key_id": key }))
@@ -1578,6 +1581,53 @@ async fn key_pairs_export_as_pkcs12_that_openssl_and_python_open() {
     // The password is nowhere in the audit log.
     let audit = serde_json::to_string(&s.audit_records()).unwrap();
     assert!(!audit.contains(password));
+}
+
+/// One deletion of a key's imported material at a time: a second one, begun while the first
+/// runs, is refused. (Before, it went on: had it still been shredding when the first had
+/// finished and the material was imported again, it would have destroyed the new material.)
+#[cfg(all(feature = "test-hooks", debug_assertions))]
+#[tokio::test(flavor = "multi_thread")]
+async fn one_deletion_of_imported_material_runs_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let s = Server::start_quiet(dir.path()).await;
+    let key = external_hsm_key(&s).await;
+    let material = openssl(&["rand", "32"]);
+    let import_material = || import_sha1(&s, &key, work.path(), &material);
+    import_material().await;
+    let ct = s.encrypt(&s.admin, &key, b"kept", json!({})).await;
+
+    let delete = || {
+        s.call(
+            Some(&s.admin),
+            "delete-imported-key-material",
+            json!({ "key_id": key }),
+        )
+    };
+    let second = async {
+        assert_error(
+            &delete().await,
+            409,
+            "InvalidState",
+            "being deleted by another request",
+        );
+    };
+    let first = s
+        .interleaved("delete-material:begun", &key, delete(), second)
+        .await;
+    assert_eq!(first.0, 200, "{}", first.1);
+    assert_eq!(first.1["state"], "pending-import");
+
+    // The claim was given up: the material comes back, and goes again.
+    import_material().await;
+    let (status, v) = s.decrypt(&s.admin, &ct, json!({})).await;
+    assert_eq!(
+        (status, common::unb64(&v["plaintext"])),
+        (200, b"kept".to_vec())
+    );
+    let again = delete().await;
+    assert_eq!(again.0, 200, "{}", again.1);
 }
 
 #[cfg(all(feature = "test-hooks", debug_assertions))]

@@ -873,6 +873,52 @@ async fn deletion_waits_for_its_window_then_shreds_every_copy() {
     assert_verified(&s);
 }
 
+/// A schedule that is always due (here a period of one second) rotates its key at most once
+/// an hour, not on every pass: each version is a new object in the token all tenants share.
+#[cfg(all(feature = "test-hooks", debug_assertions))]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_schedule_always_due_rotates_its_key_at_most_hourly() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_quiet(dir.path()).await;
+    let a = &s.admin;
+    upload(
+        &s,
+        a,
+        "fixed",
+        "rotation-schedule",
+        "rotation-fixed-interval",
+    )
+    .await;
+    let key = s.create_key(a, "hsm").await;
+    s.ok(
+        a,
+        "set-rotation-schedule",
+        json!({ "key_id": key, "plugin": "fixed", "config": { "period": "1s" } }),
+    )
+    .await;
+    let primary = || async {
+        s.ok(a, "describe-key", json!({ "key_id": key })).await["primary_version"]
+            .as_i64()
+            .unwrap()
+    };
+    // The key is new: not within the first hour either.
+    s.advance_clock(2).await;
+    s.ok(a, "run-scheduler", json!({})).await;
+    assert_eq!(primary().await, 1);
+    s.advance_clock(3600).await;
+    let pass = s.ok(a, "run-scheduler", json!({})).await;
+    assert_eq!(pass["rotated"].as_array().unwrap().len(), 1, "{pass}");
+    for _ in 0..3 {
+        s.advance_clock(60).await;
+        let pass = s.ok(a, "run-scheduler", json!({})).await;
+        assert_eq!(pass["rotated"], json!([]), "{pass}");
+    }
+    assert_eq!(primary().await, 2);
+    s.advance_clock(3600).await;
+    s.ok(a, "run-scheduler", json!({})).await;
+    assert_eq!(primary().await, 3);
+}
+
 #[cfg(all(feature = "test-hooks", debug_assertions))]
 #[tokio::test(flavor = "multi_thread")]
 async fn scheduler_rotates_due_keys_once_and_a_hostile_schedule_hurts_only_its_key() {

@@ -3,7 +3,8 @@
 //! `update-alias` on that key and on the key it names now (`UpdateAlias` on both: moving an
 //! alias away from a key changes what that key's users reach through it), `delete-alias` on
 //! the key it names now (`DeleteAlias`), `list-aliases` on the caller's tenant
-//! (`ListAliases`).
+//! (`ListAliases`). Changing or deleting an alias is a compare-and-set against the key it
+//! named when the request was authorized: one moved meanwhile is refused (409).
 
 use crate::model::KeyState;
 use schemars::JsonSchema;
@@ -176,11 +177,19 @@ impl Operation for DeleteAlias {
         scope: &mut WriteScope,
     ) -> Result<Self::Output> {
         let key = key_row(&r)?;
+        crate::pause::point("delete-alias:resolved", &key.id).await;
         let conn = scope.conn(ctx.state).await?;
-        let deleted = aliases::delete(conn, &key.tenant_id, &self.alias_name).await?;
+        // Only if it still names the key authorized above: an alias moved meanwhile to a key
+        // the caller may not touch is not theirs to delete.
+        if !aliases::delete(conn, &key.tenant_id, &self.alias_name, &key.id).await? {
+            return Err(Error::InvalidState(format!(
+                "alias {} changed while this request ran; read it again and retry",
+                self.alias_name
+            )));
+        }
         Ok(DeleteAliasOutput {
             alias_name: self.alias_name,
-            deleted,
+            deleted: true,
         })
     }
 }

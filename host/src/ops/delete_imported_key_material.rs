@@ -6,6 +6,14 @@
 //! As an expiry (see `scheduler`), the change to `expiring` is committed (and recorded) before
 //! any material is deleted, so a crash in between leaves an expiring key that the scheduler
 //! finishes, never a usable key whose material is gone.
+//!
+//! One deletion of a key's material at a time, cluster-wide: whoever begins it (this
+//! operation, or the scheduler's expiry) first claims the key's material ([`claim`], a lease
+//! in the database), and another request finds it claimed (409). Without the claim a second
+//! deletion that began while the first ran could still be shredding when the first had
+//! finished and new material had been imported, and destroy that (shredding names a
+//! version's HSM objects by label, which a re-import reuses). A claim left by a crash expires
+//! after [`CLAIM_SECS`]; the scheduler then finishes the deletion.
 
 use crate::model::KeyState;
 use schemars::JsonSchema;
@@ -17,7 +25,8 @@ use super::validate::validate_key_id;
 use super::{event, OpContext, Operation, WriteScope};
 use crate::authz::ResourceRef;
 use crate::error::{Error, Result};
-use crate::store::imports;
+use crate::state::AppState;
+use crate::store::{imports, leases, Tx};
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -58,8 +67,15 @@ impl Operation for DeleteImportedKeyMaterial {
                 key.id
             )));
         }
+        let holder = format!("request-{}", ctx.meta.request_id);
         {
             let mut tx = ctx.state.db.begin().await?;
+            if !claim(&mut tx, &key.id, &holder, ctx.state.clock.now()).await? {
+                return Err(Error::InvalidState(format!(
+                    "the imported material of key {} is being deleted by another request; try again later",
+                    key.id
+                )));
+            }
             if !imports::begin_deletion(&mut tx, &key.id).await? {
                 return Err(Error::InvalidState(format!(
                     "key {} is {}: only an enabled or disabled key has imported material to delete",
@@ -82,18 +98,62 @@ impl Operation for DeleteImportedKeyMaterial {
             .await?;
             tx.commit().await?;
         }
-        shred_material(ctx.state, key).await?;
-        let now = ctx.state.clock.now_rfc3339();
-        let conn = scope.conn(ctx.state).await?;
-        if !imports::clear_material(conn, &key.id, &now, "imported material deleted").await? {
-            return Err(Error::InvalidState(format!(
-                "key {} stopped expiring while its material was deleted",
-                key.id
-            )));
+        crate::pause::point("delete-material:begun", &key.id).await;
+        let cleared = async {
+            shred_material(ctx.state, key).await?;
+            let now = ctx.state.clock.now_rfc3339();
+            let conn = scope.conn(ctx.state).await?;
+            if !imports::clear_material(conn, &key.id, &now, "imported material deleted").await? {
+                return Err(Error::InvalidState(format!(
+                    "key {} stopped expiring while its material was deleted",
+                    key.id
+                )));
+            }
+            // Given up with the change it guarded.
+            release(conn, &key.id, &holder).await
         }
+        .await;
+        if cleared.is_err() {
+            // The key stays expiring (the scheduler finishes it); the claim is given up now
+            // rather than when it expires, so that a retry need not wait.
+            release_now(ctx.state, &key.id, &holder).await;
+        }
+        cleared?;
         Ok(DeleteImportedKeyMaterialOutput {
             key_id: key.id.clone(),
             state: KeyState::PendingImport,
         })
+    }
+}
+
+/// How long a claim on a key's material holds if its holder never gives it up (a crash).
+pub const CLAIM_SECS: i64 = 600;
+
+fn claim_name(key_id: &str) -> String {
+    format!("material:{key_id}")
+}
+
+/// Claim the deletion of `key_id`'s material for `holder` (see the module doc): false if
+/// another holder has it.
+pub async fn claim(tx: &mut Tx, key_id: &str, holder: &str, now: i64) -> Result<bool> {
+    leases::acquire(tx, &claim_name(key_id), holder, now, now + CLAIM_SECS).await
+}
+
+/// Give up a claim, in the transaction that finishes the deletion.
+pub async fn release(tx: &mut Tx, key_id: &str, holder: &str) -> Result<()> {
+    leases::release(tx, &claim_name(key_id), holder).await
+}
+
+/// Give up a claim after a failure (in a transaction of its own; if that fails too, the claim
+/// expires).
+pub async fn release_now(state: &AppState, key_id: &str, holder: &str) {
+    let released = async {
+        let mut tx = state.db.begin().await?;
+        release(&mut tx, key_id, holder).await?;
+        tx.commit().await
+    }
+    .await;
+    if let Err(e) = released {
+        tracing::warn!(key = %key_id, error = %e, "claim on imported material not given up; it expires");
     }
 }

@@ -160,6 +160,7 @@ async fn set_version_state(
 ) -> Result<StateOutput> {
     let key = key_row(r)?;
     refuse_if_gone(key)?;
+    crate::pause::point("version-state:resolved", &key.id).await;
     let v = version_of(ctx, key, req.version).await?;
     crate::pause::point("version-state:read", &key.id).await;
     if v.state == KeyState::Destroyed {
@@ -183,7 +184,12 @@ async fn set_version_state(
         let now = ctx.state.clock.now_rfc3339();
         let conn = scope.conn(ctx.state).await?;
         let (from, reason) = ((v.state, to), req.reason.as_deref());
-        if !keys::set_version_state(conn, &key.id, v.version, from, reason, &now).await? {
+        // The primary check above read the key when the request was resolved; the write
+        // checks it again, so a rotation meanwhile cannot leave a disabled primary.
+        let unless_primary = to == KeyState::Disabled;
+        if !keys::set_version_state(conn, &key.id, v.version, from, reason, &now, unless_primary)
+            .await?
+        {
             let what = format!("version {} of key", v.version);
             return Err(changed_meanwhile(&what, &key.id, v.state));
         }

@@ -5,7 +5,7 @@
 //!    finishes destructions and material expiries that a crash interrupted;
 //! 3. rotates the keys whose automatic rotation period (`enable-key-rotation`) has come,
 //!    then asks each enabled key's rotation-schedule plugin for its decision and rotates the
-//!    keys that are due;
+//!    keys that are due (at most once per [`MIN_SCHEDULED_ROTATION_SECS`] each);
 //! 4. every `lifecycle.gc_interval_seconds` (claimed in the database, so once per interval
 //!    across nodes), collects unreferenced HSM objects and blobs (see [`super::gc`]);
 //! 5. every `audit.archive_interval_seconds` (claimed the same way), archives the sealed
@@ -33,6 +33,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
+use super::delete_imported_key_material as material_claim;
 use super::rotation_ops::key_info;
 use super::{audit_alone, key_deletion, plugin_config, versions, OpContext, Operation, WriteScope};
 use crate::audit::AuditEvent;
@@ -403,8 +404,14 @@ async fn expire_imports(state: &AppState, now: i64, report: &mut PassReport) -> 
         // Committed (and audited) before the material is deleted, as a destruction is: a crash
         // in between leaves an expiring key, finished by the next pass, never a usable key
         // whose material is gone.
+        // One deletion of a key's material at a time (`delete_imported_key_material::claim`):
+        // one a request is running is left to it.
+        let holder = format!("expiry-{}", uuid::Uuid::new_v4().simple());
         let begun = async {
             let mut tx = state.db.begin().await?;
+            if !material_claim::claim(&mut tx, &key.id, &holder, now).await? {
+                return Ok(false);
+            }
             if !imports::begin_expiry(&mut tx, &key.id, now).await? {
                 return Ok(false);
             }
@@ -442,9 +449,12 @@ async fn expire_imports(state: &AppState, now: i64, report: &mut PassReport) -> 
                     key.id
                 )));
             }
-            Ok(())
+            material_claim::release(conn, &key.id, &holder).await
         }
         .await;
+        if result.is_err() {
+            material_claim::release_now(state, &key.id, &holder).await;
+        }
         match settle(state, scope, ev, result).await {
             Ok(()) => {
                 metrics().scheduler_action("expire", "ok");
@@ -464,6 +474,10 @@ async fn expire_imports(state: &AppState, now: i64, report: &mut PassReport) -> 
     }
     Ok(())
 }
+
+/// The shortest time between two rotations a rotation-schedule plugin can cause (Vault
+/// Transit's shortest `auto_rotate_period` too).
+pub const MIN_SCHEDULED_ROTATION_SECS: i64 = 3600;
 
 /// Ask one key's schedule and rotate it if due. Returns the rotation, if any, and on error
 /// the stage that failed.
@@ -486,11 +500,12 @@ async fn check_one(
             .plugins
             .next_rotation(&plugin.tenant_id, &plugin.sha256, &config, &info, now)
             .await?;
-        Ok::<_, Error>((key, plugin, next))
+        let primary_made = info.last_rotation.unwrap_or(info.created_at);
+        Ok::<_, Error>((key, plugin, next, primary_made))
     }
     .await;
     let error = decided.as_ref().err().map(|e| e.to_string());
-    let next = decided.as_ref().ok().and_then(|(_, _, n)| *n);
+    let next = decided.as_ref().ok().and_then(|(_, _, n, _)| *n);
     let outcome = decided.as_ref().map_or_else(|e| e.code(), |_| "ok");
     metrics().scheduler_action("check", outcome);
     let recorded = async {
@@ -503,7 +518,7 @@ async fn check_one(
     if let Err(e) = recorded {
         tracing::warn!(key = %s.key_id, error = %e, "could not record the schedule check");
     }
-    let (key, plugin, next) = match decided {
+    let (key, plugin, next, primary_made) = match decided {
         Ok(d) => d,
         Err(e) => {
             tracing::warn!(key = %s.key_id, plugin = %s.plugin_name, error = %e, "rotation schedule failed; this key is not rotated this pass");
@@ -520,6 +535,12 @@ async fn check_one(
         }
     };
     if next.is_none_or(|t| t > now) {
+        return (Ok(None), "schedule");
+    }
+    // A schedule is the tenant's code: one that is always due (a bug, or a period of a
+    // second) would otherwise rotate the key every pass, each version a new object in the
+    // HSM token every tenant shares. Its key rotates at most once per this interval.
+    if now.saturating_sub(primary_made) < MIN_SCHEDULED_ROTATION_SECS {
         return (Ok(None), "schedule");
     }
     let ev = system_event(

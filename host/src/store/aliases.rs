@@ -113,14 +113,19 @@ pub async fn retarget(
     })
 }
 
-pub async fn delete(conn: &mut Tx, tenant: &str, name: &str) -> Result<bool> {
+/// Delete an alias that still names `key_id` (compare-and-set, as [`retarget`]: false if it
+/// names another key now, or is gone).
+pub async fn delete(conn: &mut Tx, tenant: &str, name: &str, key_id: &str) -> Result<bool> {
     on!(conn, {
         crate::telemetry::spans::db("DELETE", "aliases", async move {
-            let r = sqlx::query("DELETE FROM aliases WHERE tenant_id = $1 AND name = $2")
-                .bind(tenant)
-                .bind(name)
-                .execute(&mut *conn)
-                .await?;
+            let r = sqlx::query(
+                "DELETE FROM aliases WHERE tenant_id = $1 AND name = $2 AND key_id = $3",
+            )
+            .bind(tenant)
+            .bind(name)
+            .bind(key_id)
+            .execute(&mut *conn)
+            .await?;
             Ok(r.rows_affected() == 1)
         })
         .await

@@ -455,7 +455,9 @@ pub async fn set_state(
 }
 
 /// Move a version from state `from` to `to`, with the reason and time of the change. A
-/// compare-and-set, as [`set_state`]: false if the version is no longer in `from`.
+/// compare-and-set, as [`set_state`]: false if the version is no longer in `from`, or, with
+/// `unless_primary`, if it is its key's primary version now (a rotation that committed after
+/// the request read the key may have made it so).
 pub async fn set_version_state(
     conn: &mut Tx,
     key_id: &str,
@@ -463,12 +465,14 @@ pub async fn set_version_state(
     (from, to): (KeyState, KeyState),
     reason: Option<&str>,
     now: &str,
+    unless_primary: bool,
 ) -> Result<bool> {
     on!(conn, {
         crate::telemetry::spans::db("UPDATE", "key_versions", async move {
             let r = sqlx::query(
                 "UPDATE key_versions SET state = $1, state_reason = $2, state_changed_at = $3 \
-             WHERE key_id = $4 AND version = $5 AND state = $6",
+             WHERE key_id = $4 AND version = $5 AND state = $6 \
+             AND (NOT $7 OR version <> (SELECT primary_version FROM keys WHERE id = $4))",
             )
             .bind(to)
             .bind(reason)
@@ -476,6 +480,7 @@ pub async fn set_version_state(
             .bind(key_id)
             .bind(version)
             .bind(from)
+            .bind(unless_primary)
             .execute(&mut *conn)
             .await?;
             Ok(r.rows_affected() == 1)

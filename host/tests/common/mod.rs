@@ -836,6 +836,32 @@ impl Server {
     }
 }
 
+#[cfg(all(feature = "test-hooks", debug_assertions))]
+impl Server {
+    /// Run `request` until it pauses at `point` for `key`, then `meanwhile`, then let it go
+    /// on; the request's answer. (`request` is a future not yet polled: it starts here.)
+    pub async fn interleaved<T>(
+        &self,
+        point: &str,
+        key: &str,
+        request: impl std::future::Future<Output = T>,
+        meanwhile: impl std::future::Future<Output = ()>,
+    ) -> T {
+        self.pause(point, key, "arm").await;
+        let rest = async {
+            let reached = self.pause(point, key, "wait").await;
+            assert_eq!(
+                reached["reached"], true,
+                "{point} was not reached for {key}"
+            );
+            meanwhile.await;
+            self.pause(point, key, "release").await;
+        };
+        let (answer, ()) = tokio::join!(request, rest);
+        answer
+    }
+}
+
 /// Run SQL with the `sqlite3` CLI on a database file (to tamper with it as an attacker would).
 pub fn sqlite(db: &Path, sql: &str) {
     let out = Command::new("sqlite3")
