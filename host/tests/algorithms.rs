@@ -284,7 +284,7 @@ async fn signatures_of_every_spec_verify_in_openssl() {
                 json!({ "key_id": key, "message": b64(&msg), "signing_algorithm": wrong }),
             )
             .await;
-        assert_error(&r, 400, "ValidationError", "not available for key_spec");
+        assert_error(&r, 400, "InvalidKeyUsage", "not available for key_spec");
     }
     let key = create(&s, "ECC_NIST_P256", "sign-verify").await;
     let r = s
@@ -294,7 +294,7 @@ async fn signatures_of_every_spec_verify_in_openssl() {
             json!({ "key_id": key, "message": b64(&msg), "signing_algorithm": "ECDSA_SHA_384" }),
         )
         .await;
-    assert_error(&r, 400, "ValidationError", "ECDSA_SHA_256");
+    assert_error(&r, 400, "InvalidKeyUsage", "ECDSA_SHA_256");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -369,7 +369,7 @@ async fn hmac_keys_generate_and_verify_macs_in_the_hsm() {
                 json!({ "key_id": key, "message": b64(&msg), "mac_algorithm": other }),
             )
             .await;
-        assert_error(&r, 400, "ValidationError", spec);
+        assert_error(&r, 400, "InvalidKeyUsage", spec);
         // Rotation: a new key; the old MAC still verifies under version 1.
         s.ok(&s.admin, "rotate-key", json!({ "key_id": key })).await;
         let v2 = s

@@ -373,3 +373,30 @@ async fn refusals_before_an_action_are_named_as_aws_names_them_and_audited() {
         .iter()
         .all(|r| r["principal"] == "-" && r["front"].as_str().unwrap().starts_with("aws-")));
 }
+
+/// A destroyed key is, to AWS clients, a deleted one, which AWS forgets: `DescribeKey`
+/// answers `NotFoundException` and `ListKeys` leaves it out (Terraform reads a key after
+/// deleting it and takes exactly that as gone). keyplane keeps its record for the audit trail.
+#[cfg(all(feature = "test-hooks", debug_assertions))]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_destroyed_key_is_gone_to_aws_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_quiet(dir.path()).await;
+    let gone = s.create_key(&s.admin, "envelope").await;
+    let kept = s.create_key(&s.admin, "envelope").await;
+    s.destroy_keys(&[&gone]).await;
+    let key = access_key(&s, &s.admin).await;
+    let check = r#"
+import sys, boto3, botocore.exceptions
+kms = boto3.client("kms")
+try:
+    kms.describe_key(KeyId=sys.argv[1])
+    print("described")
+except botocore.exceptions.ClientError as e:
+    print(e.response["Error"]["Code"])
+ids = [k["KeyId"] for page in kms.get_paginator("list_keys").paginate(Limit=1) for k in page["Keys"]]
+print(sys.argv[1] in ids, sys.argv[2] in ids)
+"#;
+    let out = run(client(&venv_bin("python"), &s, &key).args(["-c", check, &gone, &kept]));
+    assert_eq!(out.trim(), "NotFoundException\nFalse True");
+}

@@ -243,6 +243,72 @@ async fn the_bao_cli_runs_the_transit_workflow() {
         .decode(data_key["data"]["plaintext"].as_str().unwrap())
         .unwrap();
     assert_eq!(bytes.len(), 64, "{data_key}");
+
+    // A signing key reads as Vault shows it: ed25519 public keys as base64 of their 32 bytes;
+    // a version below the minimum decryption version is still listed (without its public
+    // key, and a warning says why) instead of failing the read.
+    cli(&["write", "transit/keys/ed", "type=ed25519"]);
+    cli(&["write", "-f", "transit/keys/ed/rotate"]);
+    cli(&[
+        "write",
+        "transit/keys/ed/config",
+        "min_decryption_version=2",
+    ]);
+    let ed = json(&["read", "-format=json", "transit/keys/ed"]);
+    let keys = &ed["data"]["keys"];
+    assert_eq!(keys["1"]["public_key"], "", "{ed}");
+    assert!(ed["warnings"].to_string().contains("version 1"), "{ed}");
+    let raw = STANDARD
+        .decode(keys["2"]["public_key"].as_str().unwrap())
+        .unwrap();
+    let native = s
+        .ok(
+            &a.admin,
+            "get-public-key",
+            json!({ "key_id": ed["data"]["keyplane"]["key_id"], "format": "JWK" }),
+        )
+        .await;
+    let x = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(native["jwk"]["x"].as_str().unwrap())
+        .unwrap();
+    assert_eq!((raw.len(), &raw), (32, &x), "{ed}");
+}
+
+/// An empty `context` is no context, as Vault reads it: the key an encryption creates for it
+/// is not derived, and encrypts without one after. A failed encryption is audited once (the
+/// pipeline records it; the front does not record it again).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_empty_context_makes_a_plain_key_and_a_failure_is_audited_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = acme(dir.path()).await;
+    let s = &a.server;
+    let path = "transit/encrypt/empty-context";
+    let plaintext = STANDARD.encode("no context");
+    for body in [
+        json!({ "plaintext": plaintext, "context": "" }),
+        json!({ "plaintext": plaintext }),
+    ] {
+        let (status, _, v) = transit(s, "POST", path, Some(&a.admin), Some(body)).await;
+        assert_eq!(status, 200, "{v}");
+    }
+    let (_, _, key) = transit(s, "GET", "transit/keys/empty-context", Some(&a.admin), None).await;
+    assert_eq!(key["data"]["derived"], false, "{key}");
+
+    let (status, _, v) = transit(
+        s,
+        "POST",
+        path,
+        Some(&a.admin),
+        Some(json!({ "plaintext": plaintext, "key_version": 7 })),
+    )
+    .await;
+    assert_eq!(status, 400, "{v}");
+    let refused = s
+        .audit_records()
+        .into_iter()
+        .filter(|r| r["action"] == "Encrypt" && r["outcome"] == "Unsupported")
+        .count();
+    assert_eq!(refused, 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]

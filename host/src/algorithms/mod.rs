@@ -408,14 +408,16 @@ pub fn check_spec_usage(spec: KeySpec, usage: KeyUsage) -> Result<()> {
     )))
 }
 
-/// Refuse `algorithm` for a key of `spec`, naming what the key supports.
+/// Refuse `algorithm` for a key of `spec`, naming what the key supports. A well-formed
+/// request for a key that cannot do it: the key's usage is wrong for it (AWS's
+/// `InvalidKeyUsageException`), not the request's form.
 pub fn check_signing(spec: KeySpec, algorithm: SigningAlgorithm) -> Result<()> {
     let allowed = spec.signing_algorithms();
     if allowed.contains(&algorithm) {
         return Ok(());
     }
     let names: Vec<&str> = allowed.iter().map(|a| a.as_str()).collect();
-    Err(Error::validation(format!(
+    Err(Error::InvalidKeyUsage(format!(
         "signing_algorithm {} is not available for key_spec {}; allowed: {}",
         algorithm.as_str(),
         spec.as_str(),

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::checks::check_key_enabled;
 use super::key_tags::refuse_if_destroyed;
 use super::resolve::{key_row, resolve_key};
+use super::rotate_key::refuse_unless_symmetric_encryption;
 use super::validate::validate_key_id;
 use super::views::rfc3339;
 use super::{OpContext, Operation, WriteScope};
@@ -53,6 +54,10 @@ fn status(key: &KeyRow, period: Option<(i64, i64)>) -> RotationStatus {
 pub struct EnableKeyRotation {
     pub key_id: String,
     pub rotation_period_days: Option<i64>,
+    /// As `rotate-key`'s (see `rotate_key::refuse_unless_symmetric_encryption`). Set by a
+    /// front, not on the wire.
+    #[serde(skip)]
+    pub only_symmetric_encryption: bool,
 }
 
 impl Operation for EnableKeyRotation {
@@ -83,6 +88,7 @@ impl Operation for EnableKeyRotation {
     ) -> Result<Self::Output> {
         let key = key_row(&r)?;
         check_key_enabled(key)?;
+        refuse_unless_symmetric_encryption(key, self.only_symmetric_encryption)?;
         let material = imports::material(&ctx.state.db, &key.id).await?;
         if material.is_some_and(|m| m.origin == imports::ORIGIN_EXTERNAL) {
             return Err(Error::Unsupported(format!(

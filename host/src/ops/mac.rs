@@ -23,7 +23,8 @@ fn mac_hash(key: &KeyRow, algorithm: &str, operation: &str) -> Result<Hash> {
     let algorithm = MacAlgorithm::parse(algorithm)?;
     let hash = spec.hmac_hash().ok_or(Error::Internal)?;
     if algorithm.0 != hash {
-        return Err(Error::validation(format!(
+        // As for a signing algorithm the key cannot do (`check_signing`).
+        return Err(Error::InvalidKeyUsage(format!(
             "mac_algorithm {} is not available for key_spec {}; allowed: {}",
             algorithm.as_str(),
             spec.as_str(),

@@ -9,6 +9,7 @@ use super::resolve::{key_row, resolve_key};
 use super::validate::validate_key_id;
 use super::views::VersionInfo;
 use super::{versions, OpContext, Operation, WriteScope};
+use crate::algorithms::KeyUsage;
 use crate::authz::ResourceRef;
 use crate::error::{Error, Result};
 use crate::store::keys;
@@ -17,6 +18,26 @@ use crate::store::keys;
 #[serde(deny_unknown_fields)]
 pub struct RotateKey {
     pub key_id: String,
+    /// Refuse a key that is not a symmetric encryption key (see
+    /// [`refuse_unless_symmetric_encryption`]). Set by a front, not on the wire.
+    #[serde(skip)]
+    pub only_symmetric_encryption: bool,
+}
+
+/// For a front whose clients name no version when they verify a signature, check a MAC or
+/// decrypt under an RSA key (AWS KMS: only symmetric ciphertexts say which version made
+/// them): rotating any other key would leave what they made before unusable to them, so
+/// such a key is refused (AWS rotates only symmetric encryption keys). The native API and
+/// Transit name versions, and rotate every key.
+pub fn refuse_unless_symmetric_encryption(key: &keys::KeyRow, refuse: bool) -> Result<()> {
+    let symmetric = key.usage == KeyUsage::EncryptDecrypt && key.spec.is_symmetric_encryption();
+    if refuse && !symmetric {
+        return Err(Error::Unsupported(format!(
+            "rotation of key {}: it is a {} {} key, and only symmetric encryption keys rotate here (their ciphertexts say which version made them)",
+            key.id, key.spec, key.usage
+        )));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -46,6 +67,7 @@ impl Operation for RotateKey {
         scope: &mut WriteScope,
     ) -> Result<Self::Output> {
         let key = key_row(&r)?;
+        refuse_unless_symmetric_encryption(key, self.only_symmetric_encryption)?;
         let primary_version =
             versions::rotate(ctx.state, scope, key, keys::ROTATION_ON_DEMAND).await?;
         Ok(RotateKeyOutput {

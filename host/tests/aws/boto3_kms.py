@@ -202,6 +202,33 @@ sig = kms.sign(KeyId=rsa, Message=b"m", SigningAlgorithm="RSASSA_PSS_SHA_256")
 check("RSA PSS", kms.verify(KeyId=rsa, Message=b"m", Signature=sig["Signature"],
                             SigningAlgorithm="RSASSA_PSS_SHA_256")["SignatureValid"])
 
+expect_error("a signing algorithm the key cannot do", "InvalidKeyUsageException",
+             kms.sign, KeyId=rsa, Message=b"m", SigningAlgorithm="ECDSA_SHA_256")
+
+# Ed25519 as AWS names it: ED25519_SHA_512 over the message itself (RAW).
+ed = kms.create_key(KeySpec="ECC_NIST_EDWARDS25519", KeyUsage="SIGN_VERIFY")["KeyMetadata"]
+check("an Ed25519 key", ed["SigningAlgorithms"] == ["ED25519_SHA_512"], ed)
+sig = kms.sign(KeyId=ed["KeyId"], Message=b"m", MessageType="RAW", SigningAlgorithm="ED25519_SHA_512")
+check("Ed25519 sign", sig["SigningAlgorithm"] == "ED25519_SHA_512" and len(sig["Signature"]) == 64, sig)
+check("Ed25519 verify", kms.verify(KeyId=ed["KeyId"], Message=b"m", MessageType="RAW",
+                                   Signature=sig["Signature"],
+                                   SigningAlgorithm="ED25519_SHA_512")["SignatureValid"])
+check("Ed25519 public key", kms.get_public_key(KeyId=ed["KeyId"])["SigningAlgorithms"] == ["ED25519_SHA_512"])
+expect_error("Ed25519ph", "UnsupportedOperationException",
+             kms.sign, KeyId=ed["KeyId"], Message=b"\0" * 64, MessageType="DIGEST",
+             SigningAlgorithm="ED25519_PH_SHA_512")
+# AWS rotates only symmetric encryption keys: a rotated signing key would verify nothing its
+# clients signed before (they name no version).
+expect_error("rotate a signing key", "UnsupportedOperationException",
+             kms.rotate_key_on_demand, KeyId=ed["KeyId"])
+expect_error("automatic rotation of a signing key", "UnsupportedOperationException",
+             kms.enable_key_rotation, KeyId=rsa)
+# Without KeyUsage a key is for encryption, whatever its spec (AWS's default).
+plain_rsa = kms.create_key(KeySpec="RSA_2048")["KeyMetadata"]
+check("an RSA key without a usage encrypts", plain_rsa["KeyUsage"] == "ENCRYPT_DECRYPT", plain_rsa)
+expect_error("an ECC key without a usage", "ValidationException",
+             kms.create_key, KeySpec="ECC_NIST_P256")
+
 mac_key = kms.create_key(KeySpec="HMAC_256", KeyUsage="GENERATE_VERIFY_MAC")["KeyMetadata"]
 check("an HMAC key", mac_key["MacAlgorithms"] == ["HMAC_SHA_256"], mac_key)
 mac = kms.generate_mac(KeyId=mac_key["KeyId"], Message=b"msg", MacAlgorithm="HMAC_SHA_256")
@@ -326,6 +353,13 @@ kms.retire_grant(GrantToken=grant["GrantToken"])
 check("retire-grant by its retiring principal", kms.list_grants(KeyId=key)["Grants"] == [])
 expect_error("a retired grant gives nothing", "NotFoundException",
              member.encrypt, KeyId=key, Plaintext=b"x", EncryptionContext={"app": "billing"})
+pairs = kms.create_grant(KeyId=key, GranteePrincipal=member_arn,
+                         Operations=["GenerateDataKeyPair", "GenerateDataKeyPairWithoutPlaintext"])
+listed = kms.list_grants(KeyId=key, GrantId=pairs["GrantId"])["Grants"]
+check("a grant of data key pairs lists as made",
+      sorted(listed[0]["Operations"]) == ["GenerateDataKeyPair", "GenerateDataKeyPairWithoutPlaintext"],
+      listed)
+kms.revoke_grant(KeyId=key, GrantId=pairs["GrantId"])
 second = kms.create_grant(KeyId=key, GranteePrincipal=member_arn, Operations=["DescribeKey"])
 check("a DescribeKey grant", member.describe_key(KeyId=key)["KeyMetadata"]["KeyId"] == key)
 expect_error("...lets it describe, not encrypt", "AccessDeniedException",

@@ -22,7 +22,7 @@ import urllib.request
 import hvac
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from hvac import exceptions
 
@@ -79,8 +79,12 @@ def raw(path, body):
 
 
 def public_key(name, version="1"):
-    pem = transit.read_key(name)["data"]["keys"][version]["public_key"]
-    return serialization.load_pem_public_key(pem.encode())
+    d = transit.read_key(name)["data"]
+    text = d["keys"][version]["public_key"]
+    if d["type"] == "ed25519":
+        # Vault shows an ed25519 public key as base64 of its raw bytes, others as PEM.
+        return ed25519.Ed25519PublicKey.from_public_bytes(base64.b64decode(text))
+    return serialization.load_pem_public_key(text.encode())
 
 
 def sig_bytes(sig, jws=False):
@@ -113,7 +117,10 @@ for t in TYPES + ["hmac"]:
     check(f"read {t}: supports_encryption", d["supports_encryption"] is encrypts, d)
     check(f"read {t}: supports_decryption", d["supports_decryption"] is encrypts, d)
     check(f"read {t}: supports_signing", d["supports_signing"] is signs, d)
-    if signs:
+    if t == "ed25519":
+        # As Vault: base64 of the 32 raw bytes, not PEM.
+        check(f"read {t}: public key", len(base64.b64decode(d["keys"]["1"]["public_key"])) == 32, d)
+    elif signs:
         check(f"read {t}: public key", "BEGIN PUBLIC KEY" in d["keys"]["1"]["public_key"], d)
     else:
         check(f"read {t}: creation time", isinstance(d["keys"]["1"], int), d["keys"])

@@ -256,7 +256,7 @@ pub async fn encrypt(call: &Call<'_>, name: &str) -> Answer {
     match req.batch_input {
         Some(items) => {
             // A batch refused for its length creates nothing.
-            let derived = items.items.first().is_some_and(|i| i.context.is_some());
+            let derived = items.items.first().is_some_and(has_context);
             let created = if items.items.len() <= MAX_BATCH_ITEMS {
                 upsert(call, name, &alias, key_type, derived).await?
             } else {
@@ -282,17 +282,25 @@ pub async fn encrypt(call: &Call<'_>, name: &str) -> Answer {
             let first = call.run(encrypt_op(&alias, req.item.clone())).await;
             let (out, created) = match first {
                 Err(Error::NotFound { .. }) => {
-                    let derived = req.item.context.is_some();
+                    let derived = has_context(&req.item);
                     let created = upsert(call, name, &alias, key_type, derived).await?;
                     let out = call.run(encrypt_op(&alias, req.item)).await.map_err(done)?;
                     (out, created)
                 }
-                other => (other.map_err(err)?, None),
+                // Audited by the pipeline already (even a request the front could not
+                // translate): not refused again.
+                other => (other.map_err(done)?, None),
             };
             let reply = Reply::data(&sealed(out, None).map_err(done)?)?;
             Ok(created.into_iter().fold(reply, Reply::warn))
         }
     }
+}
+
+/// Whether an item has a context, as Transit reads it: an empty one is none (as
+/// [`encryption_context`] drops it, a key made derived for it could not be used).
+fn has_context(item: &Item) -> bool {
+    item.context.as_ref().is_some_and(|c| !c.0.is_empty())
 }
 
 /// Transit's upsert: a name without a key gets one (`type`, default aes256-gcm96; derived if

@@ -148,6 +148,7 @@ async fn set_rotation(
         let op = ops::automatic_rotation::EnableKeyRotation {
             key_id: alias.into(),
             rotation_period_days: Some(days),
+            only_symmetric_encryption: false,
         };
         call.run(Ok(op)).await.map_err(done)?;
     }
@@ -216,20 +217,13 @@ pub async fn read(call: &Call<'_>, name: &str) -> Answer {
     let usage = meta.key_usage.as_str();
     let asymmetric = usage == "sign-verify";
     let mut keys = BTreeMap::new();
+    let mut warnings = Vec::new();
     for v in versions.versions.iter().filter(|v| v.state != "destroyed") {
         let entry = if asymmetric {
-            let public = call
-                .run(Ok(ops::get_public_key::GetPublicKey {
-                    key_id: meta.key_id.clone(),
-                    key_version: u32::try_from(v.version).ok(),
-                    format: Some("PEM".into()),
-                }))
-                .await
-                .map_err(done)?;
             VersionEntry::Asymmetric {
                 creation_time: v.created_at.clone(),
                 name: curve_name(&meta.key_spec),
-                public_key: public.pem.unwrap_or_default(),
+                public_key: public_key(call, &meta, v.version, &mut warnings).await?,
             }
         } else {
             let t = chrono::DateTime::parse_from_rfc3339(&v.created_at)
@@ -267,7 +261,53 @@ pub async fn read(call: &Call<'_>, name: &str) -> Answer {
             state: meta.state.clone(),
         },
     };
-    Reply::data(&data)
+    let reply = Reply::data(&data)?;
+    Ok(warnings.into_iter().fold(reply, Reply::warn))
+}
+
+/// A version's public key as Transit shows it: base64 of the raw 32 bytes for ed25519, PEM
+/// (SubjectPublicKeyInfo) otherwise. Vault lists every version of a key; a version keyplane
+/// will not open now (compromised, below the minimum decryption version, a disabled key) is
+/// listed without its public key and a warning says why, so that reading the key still works.
+async fn public_key(
+    call: &Call<'_>,
+    meta: &KeyMetadata,
+    version: i64,
+    warnings: &mut Vec<String>,
+) -> std::result::Result<String, Failure> {
+    let ed25519 = meta.key_spec == "ED25519";
+    let public = call
+        .run(Ok(ops::get_public_key::GetPublicKey {
+            key_id: meta.key_id.clone(),
+            key_version: u32::try_from(version).ok(),
+            format: Some(if ed25519 { "JWK" } else { "PEM" }.into()),
+        }))
+        .await;
+    let public = match public {
+        Ok(public) => public,
+        Err(e @ (Error::InvalidState(_) | Error::KeyDisabled(_) | Error::KeyDestroyed { .. })) => {
+            warnings.push(format!(
+                "version {version}: {e}; listed without its public key"
+            ));
+            return Ok(String::new());
+        }
+        Err(e) => return Err(done(e)),
+    };
+    if !ed25519 {
+        return Ok(public.pem.unwrap_or_default());
+    }
+    use base64::Engine as _;
+    let raw = public
+        .jwk
+        .as_ref()
+        .and_then(|jwk| jwk["x"].as_str())
+        .and_then(|x| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(x)
+                .ok()
+        })
+        .ok_or_else(|| done(Error::Internal))?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(raw))
 }
 
 fn curve_name(spec: &str) -> String {
@@ -458,9 +498,11 @@ pub async fn config(call: &Call<'_>, name: &str) -> Answer {
 /// `POST keys/<name>/rotate`: a new primary version; answers the key.
 pub async fn rotate(call: &Call<'_>, name: &str) -> Answer {
     let alias = key_of(name).map_err(err)?;
-    call.run(Ok(ops::rotate_key::RotateKey { key_id: alias }))
-        .await
-        .map_err(done)?;
+    let op = ops::rotate_key::RotateKey {
+        key_id: alias,
+        only_symmetric_encryption: false,
+    };
+    call.run(Ok(op)).await.map_err(done)?;
     read(call, name).await
 }
 

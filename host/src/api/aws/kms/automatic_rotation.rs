@@ -38,6 +38,7 @@ impl KmsAction for EnableKeyRotation {
         Ok(op::EnableKeyRotation {
             key_id: cx.key_id("keyId", &required("keyId", self.key_id)?)?,
             rotation_period_days: self.rotation_period_in_days,
+            only_symmetric_encryption: true,
         })
     }
 

@@ -79,13 +79,11 @@ impl KmsAction for CreateKey {
         let specs = aws_specs();
         one_of("keySpec", &spec_name, &specs)?;
         let spec = spec_from_aws(&spec_name).ok_or(Error::Internal)?;
-        let usage = match self.key_usage {
-            None => None,
-            Some(u) => {
-                one_of("keyUsage", &u, &aws_usages())?;
-                Some(usage_from_aws(&u).ok_or(Error::Internal)?)
-            }
-        };
+        // AWS's default is ENCRYPT_DECRYPT whatever the spec (an RSA key without a usage
+        // encrypts; an ECC or HMAC key without one is refused), not keyplane's per-spec one.
+        let usage = self.key_usage.unwrap_or_else(|| "ENCRYPT_DECRYPT".into());
+        one_of("keyUsage", &usage, &aws_usages())?;
+        let usage = usage_from_aws(&usage).ok_or(Error::Internal)?;
         let origin = match self.origin.as_deref() {
             None | Some("AWS_KMS") => ORIGIN_KEYPLANE,
             Some("EXTERNAL") => ORIGIN_EXTERNAL,
@@ -102,7 +100,7 @@ impl KmsAction for CreateKey {
             tags: tags(self.tags)?,
             protection: None,
             key_spec: spec.as_str().into(),
-            key_usage: usage.map(|u| u.as_str().into()),
+            key_usage: Some(usage.as_str().into()),
             grants: None,
             origin: origin.into(),
             exportable: false,

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::metadata::{aws_spec, aws_usage};
+use super::metadata::{aws_signing, aws_spec, aws_usage};
 use super::{required, KmsAction};
 use crate::api::aws::error::KmsError;
 use crate::api::aws::ids::Cx;
@@ -57,7 +57,11 @@ impl KmsAction for GetPublicKey {
             key_spec: spec,
             key_usage: aws_usage(&out.key_usage).map_err(internal)?,
             encryption_algorithms: out.encryption_algorithms,
-            signing_algorithms: out.signing_algorithms,
+            signing_algorithms: out
+                .signing_algorithms
+                .into_iter()
+                .map(aws_signing)
+                .collect(),
             key_agreement_algorithms: out.key_agreement_algorithms,
         })
     }

@@ -23,6 +23,11 @@ const OPERATIONS: &[(&str, &str)] = &[
         "GenerateDataKeyWithoutPlaintext",
         "GenerateDataKeyWithoutPlaintext",
     ),
+    ("GenerateDataKeyPair", "GenerateDataKeyPair"),
+    (
+        "GenerateDataKeyPairWithoutPlaintext",
+        "GenerateDataKeyPairWithoutPlaintext",
+    ),
     ("ReEncryptFrom", "Rewrap"),
     ("ReEncryptTo", "RewrapTo"),
     ("Sign", "Sign"),
@@ -50,12 +55,13 @@ fn to_action(aws: &str) -> Result<String> {
         })
 }
 
-fn to_aws(action: &str) -> &'static str {
+/// The AWS name of a grant's action: every grantable action has one (a test checks); one
+/// that had none would keep its own name rather than be shown as another.
+fn to_aws(action: &str) -> &str {
     OPERATIONS
         .iter()
         .find(|(_, k)| *k == action)
-        .map(|(a, _)| *a)
-        .unwrap_or("Decrypt")
+        .map_or(action, |(a, _)| *a)
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -144,7 +150,7 @@ pub struct GrantListEntry {
     #[serde(skip_serializing_if = "Option::is_none")]
     retiring_principal: Option<String>,
     issuing_account: String,
-    operations: Vec<&'static str>,
+    operations: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     constraints: Option<GrantConstraints>,
 }
@@ -158,7 +164,7 @@ fn entry(g: GrantInfo, cx: &Cx) -> GrantListEntry {
         grantee_principal: cx.user_arn(&g.grantee_name),
         retiring_principal: g.retiring_name.as_deref().map(|n| cx.user_arn(n)),
         issuing_account: format!("arn:aws:iam::{}:root", cx.account_id),
-        operations: g.operations.iter().map(|o| to_aws(o)).collect(),
+        operations: g.operations.iter().map(|o| to_aws(o).to_string()).collect(),
         constraints: g.constraints.map(|c| GrantConstraints {
             encryption_context_subset: c.encryption_context_subset,
             encryption_context_equals: c.encryption_context_equals,
@@ -326,5 +332,24 @@ impl KmsAction for RetireGrant {
         _cx: &Cx,
     ) -> std::result::Result<Self::Response, KmsError> {
         Ok(Empty {})
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every action a grant may name has its AWS name, both ways (a grant made through the
+    /// native API is listed as what it allows, and AWS clients may grant every operation).
+    #[test]
+    fn every_grantable_action_has_an_aws_name() {
+        for action in crate::ops::grants::GRANTABLE {
+            let aws = to_aws(action);
+            assert!(
+                OPERATIONS.iter().any(|(a, _)| *a == aws),
+                "{action} has no AWS name"
+            );
+            assert_eq!(to_action(aws).unwrap(), *action);
+        }
     }
 }

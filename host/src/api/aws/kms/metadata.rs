@@ -7,6 +7,7 @@ use super::epoch;
 use crate::algorithms::{KeySpec, KeyUsage, MacAlgorithm};
 use crate::api::aws::ids::Cx;
 use crate::error::{Error, Result};
+use crate::model::KeyState;
 use crate::ops::KeyMetadata as Native;
 use crate::store::imports::ORIGIN_EXTERNAL;
 
@@ -34,6 +35,42 @@ const USAGES: &[(KeyUsage, &str)] = &[
     (KeyUsage::GenerateVerifyMac, "GENERATE_VERIFY_MAC"),
     (KeyUsage::KeyAgreement, "KEY_AGREEMENT"),
 ];
+
+/// (keyplane signing algorithm, AWS signing algorithm) where the names differ: AWS names
+/// pure Ed25519 (over the message itself, `MessageType: RAW`) after its hash.
+const SIGNING: &[(&str, &str)] = &[("ED25519", "ED25519_SHA_512")];
+
+/// AWS's Ed25519ph (`MessageType: DIGEST`, the message's SHA-512): the PKCS#11 modules keyplane
+/// meets sign pure Ed25519 only.
+const ED25519_PREHASHED: &str = "ED25519_PH_SHA_512";
+
+/// The AWS name of a keyplane signing algorithm.
+pub fn aws_signing(native: &'static str) -> &'static str {
+    SIGNING
+        .iter()
+        .find(|(n, _)| *n == native)
+        .map_or(native, |(_, a)| *a)
+}
+
+/// The keyplane signing algorithm an AWS name stands for (checked against the key by the
+/// operation).
+pub fn signing_from_aws(aws: String) -> Result<String> {
+    if aws == ED25519_PREHASHED {
+        return Err(Error::Unsupported(format!(
+            "signing algorithm {ED25519_PREHASHED}: keyplane signs Ed25519 over the message itself (ED25519_SHA_512, MessageType RAW)"
+        )));
+    }
+    // keyplane's own name is not AWS's: refused as AWS would refuse it.
+    if SIGNING.iter().any(|(n, _)| *n == aws) {
+        return Err(Error::validation(format!(
+            "signing algorithm {aws} is not an AWS KMS signing algorithm"
+        )));
+    }
+    Ok(SIGNING
+        .iter()
+        .find(|(_, a)| *a == aws)
+        .map_or(aws, |(n, _)| n.to_string()))
+}
 
 /// AWS key specs keyplane has.
 pub fn aws_specs() -> Vec<&'static str> {
@@ -81,8 +118,15 @@ pub fn aws_usage(native: &str) -> Result<&'static str> {
         .unwrap_or("ENCRYPT_DECRYPT"))
 }
 
-/// The AWS `KeyState` of a keyplane key state. A destroyed key (its material shredded, its
-/// record kept for the audit trail) is `Unavailable`: AWS would have forgotten it.
+/// Whether a key is destroyed (its material shredded, its record kept for the audit trail):
+/// to AWS clients a deleted key, which AWS forgets (`DescribeKey` answers
+/// `NotFoundException`, `ListKeys` leaves it out).
+pub fn is_destroyed(native_state: &str) -> bool {
+    native_state == KeyState::Destroyed.as_str()
+}
+
+/// The AWS `KeyState` of a keyplane key state (a destroyed key, where one is still shown, is
+/// `Unavailable`).
 pub fn aws_state(native: &str) -> &'static str {
     match native {
         "enabled" => "Enabled",
@@ -142,9 +186,11 @@ impl KeyMetadata {
             KeyUsage::EncryptDecrypt => {
                 encryption.extend(["RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256"])
             }
-            KeyUsage::SignVerify => {
-                signing.extend(spec.signing_algorithms().into_iter().map(|a| a.as_str()))
-            }
+            KeyUsage::SignVerify => signing.extend(
+                spec.signing_algorithms()
+                    .into_iter()
+                    .map(|a| aws_signing(a.as_str())),
+            ),
             KeyUsage::KeyAgreement => agreement.extend(spec.key_agreement_algorithm()),
             KeyUsage::GenerateVerifyMac => {
                 if let Some(h) = spec.hmac_hash() {

@@ -30,6 +30,7 @@ impl KmsAction for RotateKeyOnDemand {
     fn into_op(self, cx: &Cx) -> Result<Self::Op> {
         Ok(op::RotateKey {
             key_id: cx.key_id("keyId", &required("keyId", self.key_id)?)?,
+            only_symmetric_encryption: true,
         })
     }
 

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::metadata::{aws_signing, signing_from_aws};
 use super::{required, KmsAction};
 use crate::api::aws::error::KmsError;
 use crate::api::aws::ids::{length_of, one_of, Cx};
@@ -55,7 +56,10 @@ impl KmsAction for Sign {
             key_id: cx.key_id("keyId", &required("keyId", self.key_id)?)?,
             message: message(self.message)?,
             message_type: message_type(self.message_type)?,
-            signing_algorithm: required("signingAlgorithm", self.signing_algorithm)?,
+            signing_algorithm: signing_from_aws(required(
+                "signingAlgorithm",
+                self.signing_algorithm,
+            )?)?,
         })
     }
 
@@ -66,7 +70,7 @@ impl KmsAction for Sign {
         Ok(SignResponse {
             key_id: cx.key_arn(&out.key_id),
             signature: out.signature,
-            signing_algorithm: out.signing_algorithm,
+            signing_algorithm: aws_signing(out.signing_algorithm),
         })
     }
 }
@@ -106,7 +110,10 @@ impl KmsAction for Verify {
             key_id: cx.key_id("keyId", &required("keyId", self.key_id)?)?,
             message: message(self.message)?,
             message_type: message_type(self.message_type)?,
-            signing_algorithm: required("signingAlgorithm", self.signing_algorithm)?,
+            signing_algorithm: signing_from_aws(required(
+                "signingAlgorithm",
+                self.signing_algorithm,
+            )?)?,
             signature,
             key_version: None,
         })
@@ -122,7 +129,7 @@ impl KmsAction for Verify {
         Ok(VerifyResponse {
             key_id: cx.key_arn(&out.key_id),
             signature_valid: true,
-            signing_algorithm: out.signing_algorithm,
+            signing_algorithm: aws_signing(out.signing_algorithm),
         })
     }
 }
