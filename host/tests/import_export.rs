@@ -329,7 +329,7 @@ async fn imported_material_is_the_key_and_every_refusal_is_typed() {
         )
         .await,
         400,
-        "ValidationError",
+        "Unsupported",
         "SHA-1",
     );
 

@@ -45,7 +45,9 @@ pub fn transport(name: &str) -> Result<Transport> {
             hash: OaepHash::Sha1,
             with_aes_key_wrap: true,
         }),
-        "RSAES_OAEP_SHA_256" | "RSA_AES_KEY_WRAP_SHA_256" => Err(Error::validation(format!(
+        // A well-formed request for what this deployment cannot do (AWS clients get
+        // `UnsupportedOperationException`), not a malformed one.
+        "RSAES_OAEP_SHA_256" | "RSA_AES_KEY_WRAP_SHA_256" => Err(Error::Unsupported(format!(
             "{name} is not available: the PKCS#11 module implements RSA-OAEP with SHA-1 only; use {}",
             WRAPPING_ALGORITHMS.join(" or ")
         ))),

@@ -35,13 +35,25 @@ async fn rotation_plugin(ctx: &OpContext<'_>, tenant: &str, name: &str) -> Resul
     Ok(p)
 }
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetRotationSchedule {
     pub key_id: String,
     pub plugin: String,
     #[serde(default)]
     pub config: BTreeMap<String, String>,
+}
+
+// By hand: a configuration may hold a secret (an API token), which a derived `Debug` would
+// print wherever the request is ever logged.
+impl std::fmt::Debug for SetRotationSchedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SetRotationSchedule")
+            .field("key_id", &self.key_id)
+            .field("plugin", &self.plugin)
+            .field("config", &plugin_config::redacted(&self.config))
+            .finish()
+    }
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -107,7 +119,7 @@ pub struct KeyInfoOverride {
     pub decryptions_since_rotation: Option<u64>,
 }
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PreviewRotation {
     pub key_id: String,
@@ -119,6 +131,19 @@ pub struct PreviewRotation {
     pub now: Option<i64>,
     #[serde(default)]
     pub key_info: KeyInfoOverride,
+}
+
+// By hand, as `SetRotationSchedule`'s.
+impl std::fmt::Debug for PreviewRotation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreviewRotation")
+            .field("key_id", &self.key_id)
+            .field("plugin", &self.plugin)
+            .field("config", &self.config.as_ref().map(plugin_config::redacted))
+            .field("now", &self.now)
+            .field("key_info", &self.key_info)
+            .finish()
+    }
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -250,5 +275,32 @@ impl Operation for PreviewRotation {
             next_rotation: next,
             due: next.is_some_and(|t| t <= now),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A schedule's configuration may hold a secret: the requests' `Debug` hides it.
+    #[test]
+    fn debug_hides_configuration_secrets() {
+        let config = BTreeMap::from([("api_token".to_string(), "s3cret-value".to_string())]);
+        let set = SetRotationSchedule {
+            key_id: "k-1".into(),
+            plugin: "p".into(),
+            config: config.clone(),
+        };
+        let preview = PreviewRotation {
+            key_id: "k-1".into(),
+            plugin: None,
+            config: Some(config),
+            now: None,
+            key_info: KeyInfoOverride::default(),
+        };
+        for shown in [format!("{set:?}"), format!("{preview:?}")] {
+            assert!(!shown.contains("s3cret-value"), "{shown}");
+            assert!(shown.contains("api_token"), "{shown}");
+        }
     }
 }

@@ -319,10 +319,19 @@ check("batch partial_failure_response_code 207", status == 207, status)
 check("batch 207: 49 plaintexts", sum("plaintext" in r for r in body["data"]["batch_results"]) == 49)
 status, body = raw(f"decrypt/{K}", {"batch_input": [dec_in[7]], "partial_failure_response_code": 207})
 check("batch where every item fails: 400", status == 400, status)
+# As Vault's: every batch item has `reference`, "" when it had none, failed or not.
+status, body = raw(f"decrypt/{K}", {"batch_input": [{"ciphertext": dec_in[0]["ciphertext"]},
+                                                   {"ciphertext": dec_in[7]["ciphertext"]}]})
+check("batch items without a reference answer one", [r["reference"] for r in body["data"]["batch_results"]]
+      == ["", ""], body)
+status, body = raw("encrypt/no-batch-made", {"batch_input": []})
+check("an empty batch is refused", status == 400 and "missing batch input" in body["errors"][0], body)
+expect("...and made no key", exceptions.InvalidPath, transit.read_key, "no-batch-made")
 
 # --- errors hvac names ------------------------------------------------------------------------
 expect("read_key of an unknown name", exceptions.InvalidPath, transit.read_key, "no-such-key")
-expect("decrypt with an unknown key", exceptions.InvalidPath,
+# As Vault: 404 only where a key is read; elsewhere a missing key is a bad request.
+expect("decrypt with an unknown key", exceptions.InvalidRequest,
        transit.decrypt_data, "no-such-key", c2["ciphertext"])
 expect("non-base64 plaintext", exceptions.InvalidRequest, transit.encrypt_data, K, "not base64!!")
 expect("a malformed ciphertext", exceptions.InvalidRequest, transit.decrypt_data, K, "vault:v1:%%%")
@@ -331,7 +340,7 @@ expect("an unknown key type", exceptions.InvalidRequest,
 member = hvac.Client(url=ADDR, token=os.environ["MEMBER_TOKEN"], verify=CA)
 check("the member is authenticated", member.is_authenticated())
 # keyplane hides a key from a principal with no grant on it (as the AWS front does).
-expect("a member without a grant does not see another's key", exceptions.InvalidPath,
+expect("a member without a grant does not see another's key", exceptions.InvalidRequest,
        member.secrets.transit.encrypt_data, K, b64(pt))
 member_id = native("get-caller-identity", os.environ["MEMBER_TOKEN"], {})["principal_id"]
 key_id = transit.read_key(K)["data"]["keyplane"]["key_id"]

@@ -93,11 +93,7 @@ struct Opened {
 #[serde(untagged)]
 pub enum BatchResult<T> {
     Ok(T),
-    Err {
-        error: String,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        reference: Option<String>,
-    },
+    Err { error: String, reference: String },
 }
 
 #[derive(Serialize)]
@@ -160,7 +156,15 @@ where
     T: Serialize,
 {
     check_partial_code(partial_failure_code).map_err(err)?;
-    let (ops, references): (Vec<_>, Vec<_>) = items.into_iter().unzip();
+    if items.is_empty() {
+        return Err(err(Error::validation("missing batch input to process")));
+    }
+    // Every item of a batch answer has `reference` ("" when the item had none), as Vault's
+    // (clients index it); a single answer has none.
+    let items = items
+        .into_iter()
+        .map(|(op, r)| (op, Some(r.unwrap_or_default())));
+    let (ops, references): (Vec<_>, Vec<_>) = items.unzip();
     let outputs = call.run_many(ops).await.map_err(done)?;
     let server_fault = outputs
         .iter()
@@ -173,7 +177,7 @@ where
                 Ok(t) => BatchResult::Ok(t),
                 Err(e) => BatchResult::Err {
                     error: TransitError::from(&e).message,
-                    reference,
+                    reference: reference.unwrap_or_default(),
                 },
             },
         )
@@ -255,9 +259,9 @@ pub async fn encrypt(call: &Call<'_>, name: &str) -> Answer {
     let key_type = req.key_type.as_deref();
     match req.batch_input {
         Some(items) => {
-            // A batch refused for its length creates nothing.
+            // A batch refused for its length (none, or too many) creates nothing.
             let derived = items.items.first().is_some_and(has_context);
-            let created = if items.items.len() <= MAX_BATCH_ITEMS {
+            let created = if (1..=MAX_BATCH_ITEMS).contains(&items.items.len()) {
                 upsert(call, name, &alias, key_type, derived).await?
             } else {
                 None

@@ -24,6 +24,17 @@ impl TransitError {
             retry_after_secs: None,
         }
     }
+
+    /// As an endpoint that does not read a key answers: Vault's 404 for a missing key is only
+    /// where a key is read or listed; elsewhere (`encrypt` without its upsert, `decrypt`,
+    /// `sign`, `rotate`, `config`...) a missing key or version is a bad request ("encryption
+    /// key not found"), which hvac raises as `InvalidRequest`.
+    pub fn outside_reads(mut self) -> Self {
+        if self.status == StatusCode::NOT_FOUND {
+            self.status = StatusCode::BAD_REQUEST;
+        }
+        self
+    }
 }
 
 impl From<&Error> for TransitError {

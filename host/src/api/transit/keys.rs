@@ -18,6 +18,7 @@ use super::error::TransitError;
 use super::wire::{spec_of_type, type_of_spec, weak};
 use super::{done, err, key_of, Call, Failure, Reply};
 use crate::error::{Error, Result};
+use crate::ops::automatic_rotation::MAX_PERIOD_DAYS;
 use crate::ops::{self, KeyMetadata};
 
 type Answer = std::result::Result<Reply, Failure>;
@@ -130,7 +131,15 @@ fn period_days(v: &serde_json::Value) -> Result<i64> {
     if seconds < 0 || seconds % 86_400 != 0 {
         return Err(bad());
     }
-    Ok(seconds / 86_400)
+    // Checked here, before a key is created with it: a period `enable-key-rotation` then
+    // refused would leave the key made and the request failed.
+    let days = seconds / 86_400;
+    if days > MAX_PERIOD_DAYS {
+        return Err(Error::validation(format!(
+            "auto_rotate_period is at most {MAX_PERIOD_DAYS} days"
+        )));
+    }
+    Ok(days)
 }
 
 async fn set_rotation(
@@ -471,8 +480,19 @@ pub async fn config(call: &Call<'_>, name: &str) -> Answer {
     {
         return refuse("exportable is fixed when a keyplane key is created");
     }
-    if let Some(v) = req.min_decryption_version {
-        if v != meta.min_decryption_version && v > 0 {
+    let mut warnings = Vec::new();
+    if let Some(mut v) = req.min_decryption_version {
+        // As Vault: negative is refused, 0 means 1 (and says so).
+        if v < 0 {
+            return Err(err(Error::validation(
+                "min decryption version cannot be negative",
+            )));
+        }
+        if v == 0 {
+            v = 1;
+            warnings.push("transit key numbering starts at 1; forcing minimum to 1");
+        }
+        if v != meta.min_decryption_version {
             let op = ops::key_state::SetMinDecryptionVersion {
                 key_id: meta.key_id.clone(),
                 version: v,
@@ -492,7 +512,9 @@ pub async fn config(call: &Call<'_>, name: &str) -> Answer {
     if let Some(period) = &req.auto_rotate_period {
         set_rotation(call, &meta.key_id, period).await?;
     }
-    read(call, name).await
+    Ok(warnings
+        .into_iter()
+        .fold(read(call, name).await?, Reply::warn))
 }
 
 /// `POST keys/<name>/rotate`: a new primary version; answers the key.
@@ -557,6 +579,8 @@ mod tests {
             json!("-1d"),
             json!(true),
             json!("5w"),
+            // Longer than rotation allows: refused before the key is made.
+            json!("2561d"),
         ] {
             assert!(period_days(&bad).is_err(), "{bad}");
         }

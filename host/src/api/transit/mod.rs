@@ -223,12 +223,14 @@ pub async fn handle(
         body: &body,
     };
     let action = endpoint.action();
+    let reads = matches!(endpoint, Endpoint::ReadKey(_) | Endpoint::ListKeys);
+    let answered = |e: TransitError| if reads { e } else { e.outside_reads() };
     match endpoint.serve(&call).await {
         Ok(reply) => reply_response(&gate, reply),
-        Err(Failure::Done(e)) => error_response(&e),
+        Err(Failure::Done(e)) => error_response(&answered(e)),
         Err(Failure::Refused(e)) => {
             let e = gate.refuse(Some(&call.principal), action, e).await;
-            error_response(&TransitError::from(&e))
+            error_response(&answered(TransitError::from(&e)))
         }
     }
 }
