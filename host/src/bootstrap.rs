@@ -144,7 +144,7 @@ async fn ensure_default_tenant(state: &AppState) -> anyhow::Result<()> {
     if tenants::exists(&mut tx, DEFAULT_TENANT).await? {
         return Ok(());
     }
-    let kek_wrapped = state.keyring.create_tenant_kek(DEFAULT_TENANT).await?;
+    let (kek_wrapped, _) = state.keyring.create_tenant_kek(DEFAULT_TENANT).await?;
     let account_id = tenants::account_id_from(&state.keyring.random(8).await?);
     tenants::insert(
         &mut tx,

@@ -659,3 +659,46 @@ async fn the_scenario_on_softhsm2_and_on_a_tpm() {
         );
     }
 }
+
+/// Two requests create one tenant at once on the TPM, whose tenant KEKs are token objects
+/// (the object is the tenant's only KEK): the loser's undo destroys the KEK it made, not the
+/// winner's (before, it destroyed whichever the cache held, and the tenant could seal
+/// nothing again).
+#[cfg(all(feature = "test-hooks", debug_assertions))]
+#[tokio::test(flavor = "multi_thread")]
+async fn racing_tenant_creations_leave_the_winner_its_kek() {
+    let dir = tempfile::tempdir().unwrap();
+    let tpm = SoftTpm::start(&dir.path().join("tpm"));
+    let s = start(&dir.path().join("data"), Some(&tpm)).await;
+    let create = || {
+        s.call(
+            Some(&s.admin),
+            "create-tenant",
+            json!({ "tenant_id": "racing" }),
+        )
+    };
+    let winner = async {
+        let (status, v) = create().await;
+        assert_eq!(status, 200, "{v}");
+    };
+    let lost = s
+        .interleaved("create-tenant:kek-made", "racing", create(), winner)
+        .await;
+    assert_error(&lost, 409, "AlreadyExists", "racing");
+
+    let admin = s
+        .ok(
+            &s.admin,
+            "create-principal",
+            json!({ "tenant_id": "racing", "name": "admin", "role": "admin" }),
+        )
+        .await;
+    let token = admin["token"].as_str().unwrap();
+    let key = s.create_key(token, "envelope").await;
+    let ct = s
+        .encrypt(token, &key, b"sealed by the winner's KEK", json!({}))
+        .await;
+    let (status, v) = s.decrypt(token, &ct, json!({})).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(unb64(&v["plaintext"]), b"sealed by the winner's KEK");
+}

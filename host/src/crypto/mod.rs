@@ -133,6 +133,14 @@ impl SessionCopies {
 pub static SESSION_COPIES_MADE: Mutex<std::collections::BTreeMap<Vec<u8>, Vec<Obj>>> =
     Mutex::new(std::collections::BTreeMap::new());
 
+/// A tenant KEK one request made ([`Keyring::create_tenant_kek`]), to undo
+/// ([`Keyring::discard_tenant_kek`]) if the tenant is not committed.
+#[derive(Debug)]
+pub struct NewKek {
+    tenant: String,
+    handle: Obj,
+}
+
 /// The keyring.
 pub struct Keyring {
     hsm: Arc<Hsm>,
@@ -275,8 +283,8 @@ impl Keyring {
         .await
     }
 
-    /// Create a tenant KEK; returns its stored form and caches its handle.
-    pub async fn create_tenant_kek(&self, tenant: &str) -> Result<Vec<u8>> {
+    /// Create a tenant KEK; returns its stored form and what undoes it, and caches its handle.
+    pub async fn create_tenant_kek(&self, tenant: &str) -> Result<(Vec<u8>, NewKek)> {
         let (wrapped, handle) = self
             .retrying(|| {
                 let hsm = self.hsm.clone();
@@ -287,16 +295,27 @@ impl Keyring {
             .lock()
             .map_err(|_| Error::Internal)?
             .insert(tenant.to_string(), handle);
-        Ok(wrapped)
+        let made = NewKek {
+            tenant: tenant.to_string(),
+            handle,
+        };
+        Ok((wrapped, made))
     }
 
-    /// Undo [`Keyring::create_tenant_kek`] after a failed transaction: forget and destroy the
-    /// KEK (its session object, or its token objects: see [`Hsm::discard_kek`]), so a later
-    /// tenant of the same name unwraps its own stored KEK.
-    pub async fn discard_tenant_kek(&self, tenant: &str) {
-        let handle = self.keks.lock().ok().and_then(|mut m| m.remove(tenant));
+    /// Undo [`Keyring::create_tenant_kek`] after a failed transaction: destroy the KEK this
+    /// request made (its session object, or its token objects: see [`Hsm::discard_kek`]),
+    /// and forget it if it is the one cached, so a later tenant of the same name unwraps its
+    /// own stored KEK. Only this KEK: two requests creating one tenant each make one, and the
+    /// loser's undo must not destroy the winner's (with token-object KEKs, the tenant's only
+    /// one).
+    pub async fn discard_tenant_kek(&self, made: NewKek) {
+        if let Ok(mut keks) = self.keks.lock() {
+            if keks.get(&made.tenant) == Some(&made.handle) {
+                keks.remove(&made.tenant);
+            }
+        }
         // One of an earlier login ended with it.
-        if let Some(handle) = self.current(handle) {
+        if let Some(handle) = self.current(Some(made.handle)) {
             let hsm = self.hsm.clone();
             if let Err(e) = blocking(move || hsm.discard_kek(handle)).await {
                 tracing::error!(error = %e, "could not destroy the KEK of a failed tenant creation");

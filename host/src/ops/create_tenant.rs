@@ -74,8 +74,9 @@ impl Operation for CreateTenant {
             Some(a) => a,
             None => tenants::account_id_from(&ctx.state.keyring.random(8).await?),
         };
-        let kek_wrapped = ctx.state.keyring.create_tenant_kek(&self.tenant_id).await?;
-        scope.created_kek(&self.tenant_id);
+        let (kek_wrapped, made) = ctx.state.keyring.create_tenant_kek(&self.tenant_id).await?;
+        scope.created_kek(made);
+        crate::pause::point("create-tenant:kek-made", &self.tenant_id).await;
         let row = tenants::TenantRow {
             id: self.tenant_id.clone(),
             created_at: now_rfc3339(),

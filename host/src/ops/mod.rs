@@ -354,8 +354,8 @@ pub struct WriteScope {
     tx: Option<Tx>,
     created: Vec<NewVersion>,
     blobs: Vec<WrittenBlob>,
-    /// Tenants whose KEK was created in the HSM by this request.
-    keks: Vec<String>,
+    /// Tenant KEKs created in the HSM by this request.
+    keks: Vec<crate::crypto::NewKek>,
 }
 
 /// A blob written to a storage backend during a request: (plugin, config, name).
@@ -389,8 +389,8 @@ impl WriteScope {
     }
 
     /// Register a tenant KEK created in the HSM, destroyed if this scope rolls back.
-    pub fn created_kek(&mut self, tenant: &str) {
-        self.keks.push(tenant.to_string());
+    pub fn created_kek(&mut self, kek: crate::crypto::NewKek) {
+        self.keks.push(kek);
     }
 
     /// Register a blob written to a storage backend, deleted if this scope rolls back.
@@ -430,6 +430,7 @@ impl WriteScope {
             tracing::warn!(error = %e, "a commit failed; the material it made is left to garbage collection");
             self.created.clear();
             self.blobs.clear();
+            self.keks.clear();
             self.rollback(state).await;
             return Err(e);
         }
@@ -443,8 +444,8 @@ impl WriteScope {
         for v in self.created.drain(..) {
             state.keyring.discard(v).await;
         }
-        for tenant in self.keks.drain(..) {
-            state.keyring.discard_tenant_kek(&tenant).await;
+        for kek in self.keks.drain(..) {
+            state.keyring.discard_tenant_kek(kek).await;
         }
         for (plugin, config, name) in self.blobs.drain(..) {
             let op = crate::plugins::StorageOp::Delete { name };
