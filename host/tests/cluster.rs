@@ -381,3 +381,54 @@ async fn a_short_retention_archives_and_prunes_under_load_and_verify_passes() {
         assert_verifies(&c, i);
     }
 }
+
+/// On PostgreSQL (READ COMMITTED), `delete-plugin` counted a storage plugin's versions
+/// without one a rotation had written but not yet committed, deleted the plugin, and the
+/// rotation committed a version whose blob nobody could read again. Now the deletion waits
+/// for the rotation (the plugin's row is locked by both) and counts its version.
+#[cfg(all(feature = "test-hooks", debug_assertions))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_plugin_is_not_deleted_under_a_version_being_committed_into_it() {
+    let c = Cluster::start(1, &[QUIET]).await;
+    let s = &c.nodes[0];
+    let (_, t) = s.tenant_with_admin("moving").await;
+    let key = s.create_key(&t, "envelope").await;
+    let component = b64(&common::wasm("storage-kv"));
+    s.ok(
+        &t,
+        "upload-plugin",
+        json!({ "name": "old", "world": "storage-backend", "component": component }),
+    )
+    .await;
+    s.ok(&t, "set-storage-backend", json!({ "plugin": "old" }))
+        .await;
+
+    s.pause("rotate:version-inserted", &key, "arm").await;
+    let rotation = s.call(Some(&t), "rotate-key", json!({ "key_id": key }));
+    let rest = async {
+        let reached = s.pause("rotate:version-inserted", &key, "wait").await;
+        assert_eq!(reached["reached"], true);
+        // The tenant moves on; `old` is no longer its backend and no committed version is
+        // in it, but the rotation's is about to be.
+        s.kv_backend(&t).await;
+        let deletion = s.call(Some(&t), "delete-plugin", json!({ "name": "old" }));
+        let release = async {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            s.pause("rotate:version-inserted", &key, "release").await;
+        };
+        tokio::join!(deletion, release).0
+    };
+    let (rotated, deleted) = tokio::join!(rotation, rest);
+    assert_eq!(rotated.0, 200, "{}", rotated.1);
+    assert_eq!(deleted.0, 409, "{}", deleted.1);
+    assert!(
+        deleted.1.to_string().contains("still holds the blobs"),
+        "{}",
+        deleted.1
+    );
+    // The version rotated into `old` opens.
+    let (status, ct) = encrypt(s, &t, &key, b"in old").await;
+    assert_eq!(status, 200, "{ct}");
+    let (status, pt) = decrypt(s, &t, ct["ciphertext_blob"].as_str().unwrap()).await;
+    assert_eq!((status, unb64(&pt["plaintext"])), (200, b"in old".to_vec()));
+}

@@ -125,6 +125,16 @@ impl Operation for DeletePlugin {
     ) -> Result<Self::Output> {
         let p = plugin_row(&r)?;
         let conn = scope.conn(ctx.state).await?;
+        let gone = || {
+            Error::InvalidState(format!(
+                "plugin {} was deleted while this request ran",
+                p.name
+            ))
+        };
+        // First, so that the counts below include every version being committed into it.
+        if !plugins::lock_for_deletion(conn, &p.tenant_id, &p.name).await? {
+            return Err(gone());
+        }
         let attached = plugins::attached_keys(conn, &p.tenant_id, &p.name).await?;
         if attached > 0 {
             return Err(Error::InvalidState(format!(
@@ -146,7 +156,9 @@ impl Operation for DeletePlugin {
                 p.name
             )));
         }
-        plugins::delete(conn, &p.tenant_id, &p.name).await?;
+        if !plugins::delete(conn, &p.tenant_id, &p.name).await? {
+            return Err(gone());
+        }
         plugins::delete_component_if_unreferenced(conn, &p.sha256).await?;
         Ok(DeletePluginOutput {
             deleted: p.name.clone(),

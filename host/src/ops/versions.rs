@@ -122,5 +122,7 @@ pub async fn rotate(
         )));
     }
     keys::insert_version(conn, &version).await?;
+    // Inside the open transaction: on SQLite a test pausing here holds the write lock.
+    crate::pause::point("rotate:version-inserted", &key.id).await;
     Ok(next)
 }

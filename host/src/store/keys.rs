@@ -326,21 +326,29 @@ pub async fn restore_version(conn: &mut Tx, v: &KeyVersionRow) -> Result<bool> {
 }
 
 /// Refuse a version whose blob went to a storage plugin that no longer exists (deleted while
-/// the request that wrote the blob ran): committed, it could never be read.
+/// the request that wrote the blob ran): committed, it could never be read. On PostgreSQL the
+/// plugin's row is also locked (shared) until this transaction ends, so a `delete-plugin`
+/// (which locks it exclusively, then counts its versions: `plugins::lock_for_deletion`)
+/// waits for this version and counts it; under READ COMMITTED it would otherwise count
+/// without it and delete the plugin under it. (SQLite has one writer at a time.)
 async fn check_blob_store(conn: &mut Tx, v: &KeyVersionRow) -> Result<()> {
+    let lock = match conn.dialect() {
+        super::Dialect::Postgres => " FOR SHARE OF p",
+        super::Dialect::Sqlite => "",
+    };
     on!(conn, {
         let Some(store) = &v.blob_store else {
             return Ok(());
         };
-        let present: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM plugins p JOIN keys k ON k.tenant_id = p.tenant_id \
-         WHERE k.id = $1 AND p.name = $2",
-        )
+        let present: Option<i32> = sqlx::query_scalar(&format!(
+            "SELECT 1 FROM plugins p JOIN keys k ON k.tenant_id = p.tenant_id \
+         WHERE k.id = $1 AND p.name = $2{lock}"
+        ))
         .bind(&v.key_id)
         .bind(store)
-        .fetch_one(&mut *conn)
+        .fetch_optional(&mut *conn)
         .await?;
-        if present == 0 {
+        if present.is_none() {
             return Err(crate::error::Error::InvalidState(format!(
                 "storage plugin {store} was deleted while this request ran; try again"
             )));

@@ -127,6 +127,30 @@ pub async fn backend_configs(pool: impl Into<Conn<'_>>) -> Result<Vec<BackendRow
     })
 }
 
+/// Lock the plugin's row for its deletion until the transaction ends (PostgreSQL: exclusively,
+/// waiting for every transaction committing a version into it, see
+/// `keys::check_blob_store`; SQLite has one writer at a time). Call it before
+/// [`blob_count`], which then counts those versions too. False if the plugin is gone.
+pub async fn lock_for_deletion(conn: &mut Tx, tenant: &str, name: &str) -> Result<bool> {
+    let lock = match conn.dialect() {
+        super::Dialect::Postgres => " FOR UPDATE",
+        super::Dialect::Sqlite => "",
+    };
+    on!(conn, {
+        crate::telemetry::spans::db("SELECT", "plugins", async {
+            let found: Option<i32> = sqlx::query_scalar(&format!(
+                "SELECT 1 FROM plugins WHERE tenant_id = $1 AND name = $2{lock}"
+            ))
+            .bind(tenant)
+            .bind(name)
+            .fetch_optional(conn)
+            .await?;
+            Ok(found.is_some())
+        })
+        .await
+    })
+}
+
 /// How many key versions hold a blob in the plugin (the blobs that keep it from being deleted).
 pub async fn blob_count(conn: &mut Tx, tenant: &str, name: &str) -> Result<i64> {
     on!(conn, {
