@@ -16,6 +16,11 @@ pub type Material = Arc<Zeroizing<Vec<u8>>>;
 /// Cache keyed by (key id, version).
 pub struct EnvelopeCache {
     entries: Mutex<HashMap<(String, u32), (Material, Instant)>>,
+    /// Keys forgotten within the last TTL, and when: their material is not cached again
+    /// meanwhile. A request that read a version before it was shredded may still open its
+    /// material after [`EnvelopeCache::forget`]; without this it would put the material of a
+    /// destroyed version back, in memory for another TTL.
+    forgotten: Mutex<HashMap<String, Instant>>,
     max_entries: usize,
     ttl: Duration,
 }
@@ -24,6 +29,7 @@ impl EnvelopeCache {
     pub fn new(max_entries: usize, ttl: Duration) -> Self {
         EnvelopeCache {
             entries: Mutex::new(HashMap::new()),
+            forgotten: Mutex::new(HashMap::new()),
             max_entries,
             ttl,
         }
@@ -43,15 +49,25 @@ impl EnvelopeCache {
         }
     }
 
-    /// Insert, evicting expired entries and then the oldest when full.
+    /// Insert, evicting expired entries and then the oldest when full; not for a key
+    /// forgotten within the last TTL.
     pub fn insert(&self, key_id: &str, version: u32, material: Material) {
         if self.max_entries == 0 {
+            return;
+        }
+        // Lock order: `forgotten`, then `entries` (as in `forget`), held together so that a
+        // forget cannot fall between this check and the insert.
+        let Ok(mut forgotten) = self.forgotten.lock() else {
+            return;
+        };
+        let ttl = self.ttl;
+        forgotten.retain(|_, at| at.elapsed() < ttl);
+        if forgotten.contains_key(key_id) {
             return;
         }
         let Ok(mut map) = self.entries.lock() else {
             return;
         };
-        let ttl = self.ttl;
         map.retain(|_, (_, at)| at.elapsed() < ttl);
         while map.len() >= self.max_entries {
             let oldest = map
@@ -71,14 +87,22 @@ impl EnvelopeCache {
     /// Drop every expired entry (run periodically so material never outlives its TTL by
     /// more than the sweep interval, even for keys no longer used).
     pub fn sweep(&self) {
+        let ttl = self.ttl;
+        if let Ok(mut forgotten) = self.forgotten.lock() {
+            forgotten.retain(|_, at| at.elapsed() < ttl);
+        }
         if let Ok(mut map) = self.entries.lock() {
-            let ttl = self.ttl;
             map.retain(|_, (_, at)| at.elapsed() < ttl);
         }
     }
 
-    /// Drop one key's entries (used when a version is destroyed).
+    /// Drop one key's entries (used when a version is destroyed), and cache none of its
+    /// material for a TTL.
     pub fn forget(&self, key_id: &str) {
+        let mut forgotten = self.forgotten.lock().ok();
+        if let Some(f) = forgotten.as_mut() {
+            f.insert(key_id.to_string(), Instant::now());
+        }
         if let Ok(mut map) = self.entries.lock() {
             map.retain(|(k, _), _| k != key_id);
         }
@@ -113,5 +137,21 @@ mod tests {
         assert_eq!(c.get("c", 1).unwrap()[0], 3);
         std::thread::sleep(Duration::from_millis(60));
         assert!(c.get("c", 1).is_none());
+    }
+
+    /// Material opened by a request that read its version before the key was shredded is
+    /// not cached again after the shred forgot the key (for a TTL).
+    #[test]
+    fn a_forgotten_key_is_not_cached_again_within_its_ttl() {
+        let c = EnvelopeCache::new(8, Duration::from_millis(50));
+        c.insert("shredded", 1, m(1));
+        c.forget("shredded");
+        c.insert("shredded", 1, m(1));
+        assert!(c.get("shredded", 1).is_none());
+        c.insert("other", 1, m(2));
+        assert!(c.get("other", 1).is_some());
+        std::thread::sleep(Duration::from_millis(60));
+        c.insert("shredded", 2, m(3));
+        assert!(c.get("shredded", 2).is_some());
     }
 }
