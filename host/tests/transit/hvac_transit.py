@@ -259,6 +259,19 @@ for alg, pad in (("pss", padding.PSS(mgf=padding.MGF1(hashes.SHA256()),
     check(f"rsa {alg} verify", transit.verify_signed_data(
         "k-rsa-2048", M, signature=s, hash_algorithm="sha2-256", signature_algorithm=alg)["data"]["valid"] is True)
 
+# As Vault: an input of any length (the front hashes it; keyplane signs the digest), and JWS
+# marshaling for RSA too (the signature in unpadded URL-safe base64).
+big = os.urandom(10_000)
+s = transit.sign_data("k-rsa-2048", b64(big), hash_algorithm="sha2-512",
+                      signature_algorithm="pkcs1v15", marshaling_algorithm="jws")["data"]["signature"]
+pub.verify(sig_bytes(s, jws=True), big, padding.PKCS1v15(), hashes.SHA512())
+check("rsa signs 10 kB as jws", transit.verify_signed_data(
+    "k-rsa-2048", b64(big), signature=s, hash_algorithm="sha2-512", signature_algorithm="pkcs1v15",
+    marshaling_algorithm="jws")["data"]["valid"] is True)
+s = transit.sign_data("k-ecdsa-p256", b64(big))["data"]["signature"]
+public_key("k-ecdsa-p256").verify(sig_bytes(s), big, ec.ECDSA(hashes.SHA256()))
+check("ecdsa signs 10 kB", True)
+
 expect("rsa pss with a salt_length other than hash/auto is refused", exceptions.InvalidRequest,
        transit.sign_data, "k-rsa-2048", M, signature_algorithm="pss", salt_length="20")
 s = transit.sign_data("k-rsa-2048", M, signature_algorithm="pss", salt_length="auto")["data"]["signature"]

@@ -2,8 +2,11 @@
 //! `generate-mac` and `verify-mac`, with `batch_input` as one batch of operations.
 //!
 //! Transit names a hash (`hash_algorithm`, default sha2-256), a padding for RSA
-//! (`signature_algorithm`: pss, the default, or pkcs1v15) and an encoding for ECDSA
-//! (`marshaling_algorithm`: asn1, the default, or jws, the raw r‖s in URL-safe base64);
+//! (`signature_algorithm`: pss, the default, or pkcs1v15) and an encoding
+//! (`marshaling_algorithm`: asn1, the default, or jws: unpadded URL-safe base64, for ECDSA
+//! of the raw r‖s); as Vault, the front hashes an RSA or ECDSA input itself and keyplane
+//! signs the digest, so inputs are not limited to the 4096 bytes keyplane signs whole
+//! (ed25519 signs the input itself: at most 4096 bytes);
 //! keyplane names one signing algorithm per key spec and hash, so the key's spec is read
 //! first (`describe-key`) and the pair is mapped, or refused where keyplane has no such
 //! algorithm (P-256 signs with SHA-256, P-384 with SHA-384). Signatures and HMACs are
@@ -55,8 +58,42 @@ struct Request {
 struct Scheme {
     algorithm: &'static str,
     message_type: &'static str,
-    /// ECDSA signatures as JWS (raw r‖s) rather than ASN.1 DER.
-    jws: Option<&'static str>,
+    /// The hash the front takes of the input (RSA and ECDSA, input not prehashed), as Vault
+    /// does: keyplane then signs the digest (`DIGEST`), so the input may be of any length,
+    /// as in Vault, rather than the 4096 bytes keyplane (and AWS) sign whole.
+    prehash: Option<&'static ring::digest::Algorithm>,
+    /// `marshaling_algorithm=jws`: the signature in unpadded URL-safe base64.
+    jws: bool,
+    /// The ECDSA curve, whose JWS signature is the raw r‖s rather than ASN.1 DER.
+    curve: Option<&'static str>,
+}
+
+impl Scheme {
+    /// The message keyplane signs or verifies for an input.
+    fn message(&self, input: Base64) -> Base64 {
+        match self.prehash {
+            Some(alg) => Base64::new(ring::digest::digest(alg, &input.0).as_ref().to_vec()),
+            None => input,
+        }
+    }
+
+    /// A signature as Transit writes it.
+    fn encode(&self, version: u32, signature: &[u8]) -> Result<String> {
+        Ok(match (self.jws, self.curve) {
+            (true, Some(curve)) => versioned_jws(version, &der_to_jws(curve, signature)?),
+            (true, None) => versioned_jws(version, signature),
+            (false, _) => versioned(version, signature),
+        })
+    }
+
+    /// A signature Transit wrote, as keyplane verifies it: (version, signature).
+    fn decode(&self, value: &str) -> Result<(u32, Vec<u8>)> {
+        let (version, sig) = parse_versioned("signature", value, self.jws)?;
+        Ok(match (self.jws, self.curve) {
+            (true, Some(curve)) => (version, jws_to_der(curve, &sig)?),
+            _ => (version, sig),
+        })
+    }
 }
 
 fn scheme(spec: &str, req: &Request, path_hash: Option<&str>) -> Result<Scheme> {
@@ -125,20 +162,28 @@ fn scheme(spec: &str, req: &Request, path_hash: Option<&str>) -> Result<Scheme> 
         },
         _ => return Err(unsupported()),
     };
-    let jws = match (jws, spec) {
-        (false, _) => None,
-        (true, "ECC_NIST_P256") => Some("P-256"),
-        (true, "ECC_NIST_P384") => Some("P-384"),
-        (true, _) => {
-            return Err(Error::validation(
-                "marshaling_algorithm jws is for ecdsa keys only",
-            ))
-        }
+    let curve = match spec {
+        "ECC_NIST_P256" => Some("P-256"),
+        "ECC_NIST_P384" => Some("P-384"),
+        _ => None,
+    };
+    let prehash = match hash {
+        _ if req.prehashed || spec == "ED25519" => None,
+        "SHA_256" => Some(&ring::digest::SHA256),
+        "SHA_384" => Some(&ring::digest::SHA384),
+        "SHA_512" => Some(&ring::digest::SHA512),
+        _ => return Err(unsupported()),
     };
     Ok(Scheme {
         algorithm,
-        message_type: if req.prehashed { "DIGEST" } else { "RAW" },
+        message_type: if req.prehashed || prehash.is_some() {
+            "DIGEST"
+        } else {
+            "RAW"
+        },
+        prehash,
         jws,
+        curve,
     })
 }
 
@@ -211,10 +256,7 @@ pub async fn sign(call: &Call<'_>, name: &str, path_hash: Option<String>) -> Ans
     let op = |item: &Item| sign_op(&alias, &scheme, item);
     let encode = |out: ops::sign::SignOutput, reference: Option<String>| {
         let version = u32::try_from(out.key_version).map_err(|_| Error::Internal)?;
-        let signature = match scheme.jws {
-            Some(curve) => versioned_jws(version, &der_to_jws(curve, &out.signature.0)?),
-            None => versioned(version, &out.signature.0),
-        };
+        let signature = scheme.encode(version, &out.signature.0)?;
         Ok(Signed {
             signature,
             key_version: out.key_version,
@@ -327,7 +369,7 @@ fn verifies_hmac(req: &Request) -> bool {
 fn sign_op(alias: &str, scheme: &Scheme, item: &Item) -> Result<ops::sign::Sign> {
     Ok(ops::sign::Sign {
         key_id: alias.to_string(),
-        message: input(item)?,
+        message: scheme.message(input(item)?),
         message_type: scheme.message_type.into(),
         signing_algorithm: scheme.algorithm.into(),
     })
@@ -338,14 +380,10 @@ fn verify_op(alias: &str, scheme: &Scheme, item: &Item) -> Result<ops::sign::Ver
         .signature
         .as_deref()
         .ok_or_else(|| Error::validation("missing signature (or hmac) to verify"))?;
-    let (version, sig) = parse_versioned("signature", value, scheme.jws.is_some())?;
-    let signature = match scheme.jws {
-        Some(curve) => jws_to_der(curve, &sig)?,
-        None => sig,
-    };
+    let (version, signature) = scheme.decode(value)?;
     Ok(ops::sign::Verify {
         key_id: alias.to_string(),
-        message: input(item)?,
+        message: scheme.message(input(item)?),
         message_type: scheme.message_type.into(),
         signing_algorithm: scheme.algorithm.into(),
         signature: Base64::new(signature),
