@@ -83,6 +83,19 @@ pub fn check_usable_for_encryption(key: &KeyRow) -> Result<(Protection, KeySpec)
     Ok((protection, spec))
 }
 
+/// Refuse unless `key`'s primary version is `pinned` (when given): a client that names the
+/// version to encrypt, sign or MAC with (Transit's `key_version`) gets it, or a refusal,
+/// since keyplane protects with the primary version only.
+pub fn check_pinned_primary(key: &KeyRow, pinned: Option<u32>) -> Result<()> {
+    match pinned {
+        Some(v) if i64::from(v) != key.primary_version => Err(Error::Unsupported(format!(
+            "key_version {v}: keyplane uses only the latest version of key {} ({}) to encrypt, sign or MAC",
+            key.id, key.primary_version
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// What a version is about to be used for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VersionUse {

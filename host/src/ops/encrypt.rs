@@ -29,6 +29,11 @@ pub struct Encrypt {
     pub encryption_context: EncryptionContext,
     /// `SYMMETRIC_DEFAULT` (default) or, for RSA keys, `RSAES_OAEP_SHA_256`/`_SHA_1`.
     pub encryption_algorithm: Option<String>,
+    /// Set by a front whose clients may name the version to protect with (Transit's
+    /// `key_version`): refused unless it is the primary version (see
+    /// `checks::check_pinned_primary`). Not on the wire.
+    #[serde(skip)]
+    pub pinned_version: Option<u32>,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -78,6 +83,7 @@ impl Operation for Encrypt {
         _s: &mut WriteScope,
     ) -> Result<Self::Output> {
         let key = key_row(&resource)?;
+        super::checks::check_pinned_primary(key, self.pinned_version)?;
         let algorithm = self.encryption_algorithm.as_deref();
         if key.spec.rsa_bits().is_some() {
             let (v, ct, alg) = rsa_oaep::encrypt(ctx, key, algorithm, self.plaintext.0).await?;

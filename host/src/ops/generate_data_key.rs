@@ -25,6 +25,9 @@ pub struct DataKeyRequest {
     pub number_of_bytes: Option<usize>,
     #[serde(default)]
     pub encryption_context: EncryptionContext,
+    /// As `encrypt`'s (see `checks::check_pinned_primary`). Not on the wire.
+    #[serde(skip)]
+    pub pinned_version: Option<u32>,
 }
 
 impl DataKeyRequest {
@@ -55,6 +58,7 @@ impl DataKeyRequest {
         resource: &ResourceRef,
     ) -> Result<(String, u32, Vec<u8>, Base64)> {
         let key = key_row(resource)?;
+        super::checks::check_pinned_primary(key, self.pinned_version)?;
         let plaintext = ctx.state.keyring.random(self.length()?).await?;
         let (v, blob) =
             seal_with_primary(ctx, key, &self.encryption_context, plaintext.clone()).await?;

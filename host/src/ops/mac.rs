@@ -41,6 +41,11 @@ pub struct GenerateMac {
     pub key_id: String,
     pub message: Base64,
     pub mac_algorithm: String,
+    /// Set by a front whose clients may name the version to protect with (Transit's
+    /// `key_version`): refused unless it is the primary version (see
+    /// `checks::check_pinned_primary`). Not on the wire.
+    #[serde(skip)]
+    pub pinned_version: Option<u32>,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -76,6 +81,7 @@ impl Operation for GenerateMac {
     ) -> Result<Self::Output> {
         let key = key_row(&resource)?;
         let hash = mac_hash(key, &self.mac_algorithm, "generate-mac")?;
+        super::checks::check_pinned_primary(key, self.pinned_version)?;
         let version = usable_version(ctx, key, key.primary_version, VersionUse::Protect).await?;
         let mac = ctx
             .state

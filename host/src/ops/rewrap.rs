@@ -35,6 +35,9 @@ pub struct Rewrap {
     pub destination_key_id: Option<String>,
     /// Default: the source encryption context.
     pub destination_encryption_context: Option<EncryptionContext>,
+    /// As `encrypt`'s, for the destination key. Not on the wire.
+    #[serde(skip)]
+    pub pinned_version: Option<u32>,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -124,6 +127,7 @@ impl Operation for Rewrap {
             Some(r) => key_row(r)?,
             None => source,
         };
+        super::checks::check_pinned_primary(dest, self.pinned_version)?;
         let plaintext: Zeroizing<Vec<u8>> = open_ciphertext(
             ctx,
             source,

@@ -35,6 +35,11 @@ pub struct Sign {
     #[serde(default = "raw")]
     pub message_type: String,
     pub signing_algorithm: String,
+    /// Set by a front whose clients may name the version to protect with (Transit's
+    /// `key_version`): refused unless it is the primary version (see
+    /// `checks::check_pinned_primary`). Not on the wire.
+    #[serde(skip)]
+    pub pinned_version: Option<u32>,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -78,6 +83,7 @@ impl Operation for Sign {
         let algorithm = SigningAlgorithm::parse(&self.signing_algorithm)?;
         check_signing(spec, algorithm)?;
         let message_type = MessageType::parse(&self.message_type)?;
+        super::checks::check_pinned_primary(key, self.pinned_version)?;
         let version = usable_version(ctx, key, key.primary_version, VersionUse::Protect).await?;
         let signature = ctx
             .state

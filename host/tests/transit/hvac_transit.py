@@ -188,8 +188,12 @@ check("rewrap to v2", rw["ciphertext"].startswith("vault:v2:") and rw["key_versi
 check("rewrapped decrypts", unb64(transit.decrypt_data(K, rw["ciphertext"])["data"]["plaintext"]) == pt)
 rwc = transit.rewrap_data(K, cc, context=ctx)["data"]["ciphertext"]
 check("rewrap with context", unb64(transit.decrypt_data(K, rwc, context=ctx)["data"]["plaintext"]) == pt)
-expect("key_version on encrypt is refused", exceptions.InvalidRequest,
+expect("key_version of an older version on encrypt is refused", exceptions.InvalidRequest,
        transit.encrypt_data, K, b64(pt), key_version=1)
+pinned = transit.encrypt_data(K, b64(pt), key_version=2)["data"]
+check("key_version of the latest version encrypts with it", pinned["key_version"] == 2, pinned)
+pinned = transit.rewrap_data(K, c1["ciphertext"], key_version=2)["data"]
+check("...and rewraps to it", pinned["key_version"] == 2, pinned)
 
 cfg = transit.update_key_configuration(K, min_decryption_version=2, auto_rotate_period="720h")
 d = cfg["data"]

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::TransitError;
 use super::wire::{encryption_context, parse_versioned, versioned, weak, B64};
-use super::{done, err, key_of, latest_only, Call, Failure, Reply};
+use super::{done, err, key_of, pinned, Call, Failure, Reply};
 use crate::api::bounded::AtMost;
 use crate::crypto::ciphertext::Ciphertext;
 use crate::error::{Error, Result};
@@ -229,7 +229,6 @@ fn reference(i: &Item) -> Option<String> {
 
 fn encrypt_op(alias: &str, item: Item) -> Result<ops::encrypt::Encrypt> {
     refuse_nonce(&item)?;
-    latest_only(item.key_version, "encrypts")?;
     let plaintext = item
         .plaintext
         .ok_or_else(|| Error::validation("missing plaintext to encrypt"))?;
@@ -241,6 +240,7 @@ fn encrypt_op(alias: &str, item: Item) -> Result<ops::encrypt::Encrypt> {
             item.associated_data.as_ref(),
         ),
         encryption_algorithm: None,
+        pinned_version: pinned(item.key_version),
     })
 }
 
@@ -392,7 +392,6 @@ pub async fn decrypt(call: &Call<'_>, name: &str) -> Answer {
 
 fn rewrap_op(alias: &str, item: Item) -> Result<ops::rewrap::Rewrap> {
     refuse_nonce(&item)?;
-    latest_only(item.key_version, "encrypts")?;
     Ok(ops::rewrap::Rewrap {
         ciphertext_blob: ciphertext_of(item.ciphertext.as_deref())?,
         source_encryption_context: encryption_context(
@@ -402,6 +401,7 @@ fn rewrap_op(alias: &str, item: Item) -> Result<ops::rewrap::Rewrap> {
         source_key_id: Some(alias.to_string()),
         destination_key_id: None,
         destination_encryption_context: None,
+        pinned_version: pinned(item.key_version),
     })
 }
 
@@ -470,7 +470,6 @@ fn data_key_request(
     req: &Request,
 ) -> Result<ops::generate_data_key::DataKeyRequest> {
     refuse_nonce(&req.item)?;
-    latest_only(req.item.key_version, "encrypts")?;
     let bits = req.bits.unwrap_or(256);
     if !matches!(bits, 128 | 256 | 512) {
         return Err(Error::validation("bits must be 128, 256 or 512"));
@@ -483,6 +482,7 @@ fn data_key_request(
             req.item.context.as_ref(),
             req.item.associated_data.as_ref(),
         ),
+        pinned_version: pinned(req.item.key_version),
     })
 }
 

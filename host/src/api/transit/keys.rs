@@ -358,9 +358,11 @@ pub async fn list(call: &Call<'_>) -> Answer {
             }))
             .await
             .map_err(done)?;
+        // Aliases with a `/` are not Transit names (see `key_of`): not listed.
         names.extend(page.aliases.into_iter().filter_map(|a| {
             a.name
                 .strip_prefix(crate::ops::ALIAS_PREFIX)
+                .filter(|n| super::is_transit_name(n))
                 .map(str::to_string)
         }));
         match page.next_token {

@@ -472,26 +472,33 @@ impl Endpoint {
     }
 }
 
-/// Refuse a `key_version` other than the latest (0 or none): keyplane encrypts and signs
-/// with a key's latest version only (`verb`: what the endpoint does with it).
-pub fn latest_only(key_version: Option<u32>, verb: &str) -> Result<()> {
-    if key_version.is_some_and(|v| v != 0) {
-        return Err(Error::Unsupported(format!(
-            "key_version is not supported here: keyplane {verb} with the latest version"
-        )));
-    }
-    Ok(())
+/// The version a request pins with `key_version` (0 is none, the latest): keyplane encrypts,
+/// signs and MACs with a key's latest version only, so the operation refuses any other
+/// (`ops::checks::check_pinned_primary`).
+pub fn pinned(key_version: Option<u32>) -> Option<u32> {
+    key_version.filter(|v| *v != 0)
 }
 
-/// The keyplane key id (an alias) of a Transit key name.
+/// The keyplane key id (an alias) of a Transit key name. No `/`: a Transit path has the name
+/// in one segment (as Vault's names, which have none), so a name with one could never be
+/// reached.
 pub fn key_of(name: &str) -> Result<String> {
     let alias = format!("{}{name}", crate::ops::ALIAS_PREFIX);
-    crate::ops::validate_alias(&alias).map_err(|_| {
+    let refused = || {
         Error::validation(format!(
-            "key name {name:?} is not supported: keyplane names Transit keys by alias, so a name is letters, digits, '/', '_' and '-'"
+            "key name {name:?} is not supported: keyplane names Transit keys by alias, so a name is letters, digits, '_' and '-'"
         ))
-    })?;
+    };
+    if !is_transit_name(name) {
+        return Err(refused());
+    }
+    crate::ops::validate_alias(&alias).map_err(|_| refused())?;
     Ok(alias)
+}
+
+/// Whether an alias's name (after `alias/`) can be a Transit key's (see [`key_of`]).
+pub fn is_transit_name(name: &str) -> bool {
+    !name.contains('/')
 }
 
 /// The answer: the envelope around the reply's data, `Content-Type: application/json`.
@@ -546,5 +553,12 @@ mod tests {
         assert!(decode::<Pair>(b"").is_ok());
         // What `vault write -f` sends.
         assert!(decode::<Pair>(b"null").is_ok());
+    }
+
+    /// A Transit name is one path segment: no `/`, which no Transit path could reach.
+    #[test]
+    fn a_name_has_no_slash() {
+        assert_eq!(key_of("payments").unwrap(), "alias/payments");
+        assert!(key_of("team/payments").is_err());
     }
 }

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::encryption::{batch, one_or_many};
 use super::wire::{hash_name, parse_versioned, versioned, versioned_jws, weak, B64};
-use super::{done, err, key_of, latest_only, Call, Failure, Reply};
+use super::{done, err, key_of, pinned, Call, Failure, Reply};
 use crate::api::bounded::AtMost;
 use crate::error::{Error, Result};
 use crate::ops::MAX_BATCH_ITEMS;
@@ -250,10 +250,10 @@ struct Signed {
 pub async fn sign(call: &Call<'_>, name: &str, path_hash: Option<String>) -> Answer {
     let alias = key_of(name).map_err(err)?;
     let req: Request = call.decode().map_err(err)?;
-    latest_only(req.key_version, "signs").map_err(err)?;
     let spec = key_spec(call, &alias).await?;
     let scheme = scheme(&spec, &req, path_hash.as_deref()).map_err(err)?;
-    let op = |item: &Item| sign_op(&alias, &scheme, item);
+    let version = pinned(req.key_version);
+    let op = |item: &Item| sign_op(&alias, &scheme, version, item);
     let encode = |out: ops::sign::SignOutput, reference: Option<String>| {
         let version = u32::try_from(out.key_version).map_err(|_| Error::Internal)?;
         let signature = scheme.encode(version, &out.signature.0)?;
@@ -339,9 +339,9 @@ struct Mac {
 pub async fn hmac(call: &Call<'_>, name: &str, path_algorithm: Option<String>) -> Answer {
     let alias = key_of(name).map_err(err)?;
     let req: Request = call.decode().map_err(err)?;
-    latest_only(req.key_version, "signs").map_err(err)?;
     let algorithm = mac_algorithm(&req, path_algorithm.as_deref()).map_err(err)?;
-    let op = |item: &Item| mac_op(&alias, &algorithm, item);
+    let version = pinned(req.key_version);
+    let op = |item: &Item| mac_op(&alias, &algorithm, version, item);
     let encode = |out: ops::mac::GenerateMacOutput, reference| {
         let version = u32::try_from(out.key_version).map_err(|_| Error::Internal)?;
         Ok(Mac {
@@ -366,12 +366,18 @@ fn verifies_hmac(req: &Request) -> bool {
     first.hmac.is_some()
 }
 
-fn sign_op(alias: &str, scheme: &Scheme, item: &Item) -> Result<ops::sign::Sign> {
+fn sign_op(
+    alias: &str,
+    scheme: &Scheme,
+    pinned_version: Option<u32>,
+    item: &Item,
+) -> Result<ops::sign::Sign> {
     Ok(ops::sign::Sign {
         key_id: alias.to_string(),
         message: scheme.message(input(item)?),
         message_type: scheme.message_type.into(),
         signing_algorithm: scheme.algorithm.into(),
+        pinned_version,
     })
 }
 
@@ -391,11 +397,17 @@ fn verify_op(alias: &str, scheme: &Scheme, item: &Item) -> Result<ops::sign::Ver
     })
 }
 
-fn mac_op(alias: &str, algorithm: &str, item: &Item) -> Result<ops::mac::GenerateMac> {
+fn mac_op(
+    alias: &str,
+    algorithm: &str,
+    pinned_version: Option<u32>,
+    item: &Item,
+) -> Result<ops::mac::GenerateMac> {
     Ok(ops::mac::GenerateMac {
         key_id: alias.to_string(),
         message: input(item)?,
         mac_algorithm: algorithm.to_string(),
+        pinned_version,
     })
 }
 
@@ -439,7 +451,7 @@ pub(super) fn fuzz(name: &str, body: &[u8], path: Option<String>, kind: Kind) {
     let (Ok(alias), Ok(req)) = (key_of(name), super::decode::<Request>(body)) else {
         return;
     };
-    let _ = latest_only(req.key_version, "signs");
+    let version = pinned(req.key_version);
     let path = path.as_deref();
     let mac = mac_algorithm(&req, path);
     let schemes: Vec<Scheme> = SPECS
@@ -450,13 +462,13 @@ pub(super) fn fuzz(name: &str, body: &[u8], path: Option<String>, kind: Kind) {
     let items = std::iter::once(&req.item).chain(req.batch_input.iter().flat_map(|b| &b.items));
     for item in items.take(MAX_BATCH_ITEMS + 1) {
         match (&kind, &mac) {
-            (Kind::Hmac, Ok(algorithm)) => check(mac_op(&alias, algorithm, item)),
+            (Kind::Hmac, Ok(algorithm)) => check(mac_op(&alias, algorithm, version, item)),
             (Kind::Verify, Ok(algorithm)) if hmac => check(verify_mac_op(&alias, algorithm, item)),
             _ => {}
         }
         for scheme in &schemes {
             match kind {
-                Kind::Sign => check(sign_op(&alias, scheme, item)),
+                Kind::Sign => check(sign_op(&alias, scheme, version, item)),
                 Kind::Verify if !hmac => check(verify_op(&alias, scheme, item)),
                 Kind::Verify | Kind::Hmac => {}
             }

@@ -65,6 +65,7 @@ impl KmsAction for Encrypt {
                 "encryptionAlgorithm",
                 self.encryption_algorithm,
             )?,
+            pinned_version: None,
         })
     }
 

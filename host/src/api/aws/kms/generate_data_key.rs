@@ -49,6 +49,7 @@ impl DataKey {
             key_spec: self.key_spec,
             number_of_bytes: self.number_of_bytes.map(|n| n as usize),
             encryption_context: self.encryption_context,
+            pinned_version: None,
         })
     }
 }

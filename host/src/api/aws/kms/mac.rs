@@ -47,6 +47,7 @@ impl KmsAction for GenerateMac {
             key_id: cx.key_id("keyId", &required("keyId", self.key_id)?)?,
             message: message(self.message)?,
             mac_algorithm: required("macAlgorithm", self.mac_algorithm)?,
+            pinned_version: None,
         })
     }
 

@@ -85,6 +85,7 @@ impl KmsAction for ReEncrypt {
                 .transpose()?,
             destination_key_id: Some(cx.key_id("destinationKeyId", &destination)?),
             destination_encryption_context: Some(self.destination_encryption_context),
+            pinned_version: None,
         })
     }
 

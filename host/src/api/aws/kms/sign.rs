@@ -60,6 +60,7 @@ impl KmsAction for Sign {
                 "signingAlgorithm",
                 self.signing_algorithm,
             )?)?,
+            pinned_version: None,
         })
     }
 
