@@ -176,10 +176,19 @@ impl std::fmt::Debug for B64 {
     }
 }
 
+/// Base64 as Vault reads it (Go's `base64.StdEncoding`): padded, line breaks ignored
+/// wherever they are (what `base64` on a shell wraps its output with every 76 characters),
+/// and bits past the last byte not required to be zero.
+const VAULT_STANDARD: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true),
+);
+
 impl<'de> Deserialize<'de> for B64 {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let text = Zeroizing::new(String::deserialize(d)?);
-        STANDARD
+        let mut text = Zeroizing::new(String::deserialize(d)?);
+        text.retain(|c| c != '\r' && c != '\n');
+        VAULT_STANDARD
             .decode(text.trim().as_bytes())
             .map(|b| B64(Zeroizing::new(b)))
             .map_err(|_| serde::de::Error::custom("a value is not valid base64"))
@@ -389,6 +398,27 @@ mod tests {
         let ec = encryption_context(Some(&ctx), None);
         assert_eq!(ec.get(CONTEXT_ENTRY).unwrap(), "dGVuYW50LTc=");
         assert!(encryption_context(None, Some(&B64::default())).is_empty());
+    }
+
+    /// Base64 as Go decodes it: a shell's `base64` wraps every 76 characters, and Vault takes
+    /// that; non-zero bits past the last byte too. Still padded, still the standard alphabet.
+    #[test]
+    fn base64_is_read_as_vault_reads_it() {
+        let text = "x".repeat(100);
+        let wrapped = {
+            let b = STANDARD.encode(&text);
+            format!("{}\n{}\r\n", &b[..76], &b[76..])
+        };
+        let decoded: B64 = serde_json::from_value(serde_json::json!(wrapped)).unwrap();
+        assert_eq!(decoded.0.as_slice(), text.as_bytes());
+        let loose: B64 = serde_json::from_value(serde_json::json!("QR==")).unwrap();
+        assert_eq!(loose.0.as_slice(), b"A");
+        for bad in ["QQ", "QQ-_", "!!!!"] {
+            assert!(
+                serde_json::from_value::<B64>(serde_json::json!(bad)).is_err(),
+                "{bad}"
+            );
+        }
     }
 }
 
