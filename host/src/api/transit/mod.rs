@@ -269,6 +269,17 @@ fn unknown_action(path: &str) -> String {
     format!("unknown:transit/{clean}")
 }
 
+/// A source `random/<source>` may name: Vault's (`platform`, `seal`, `all`; keyplane draws
+/// on the HSM whichever is named), others refused as Vault refuses them.
+fn entropy_source(source: &str) -> Result<()> {
+    if matches!(source, "platform" | "seal" | "all") {
+        return Ok(());
+    }
+    Err(Error::validation(format!(
+        "unsupported entropy source {source:?}; must be \"platform\", \"seal\", or \"all\""
+    )))
+}
+
 /// Every Transit endpoint keyplane serves.
 enum Endpoint {
     ListKeys,
@@ -355,10 +366,16 @@ impl Endpoint {
             ["random", b] if write && b.bytes().all(|c| c.is_ascii_digit()) => Endpoint::Random {
                 bytes: Some(name(b)),
             },
-            ["random", _source] if write => Endpoint::Random { bytes: None },
-            ["random", _source, b] if write => Endpoint::Random {
-                bytes: Some(name(b)),
-            },
+            ["random", source] if write => {
+                entropy_source(source)?;
+                Endpoint::Random { bytes: None }
+            }
+            ["random", source, b] if write => {
+                entropy_source(source)?;
+                Endpoint::Random {
+                    bytes: Some(name(b)),
+                }
+            }
             ["hash"] if write => Endpoint::Hash { algorithm: None },
             ["hash", a] if write => Endpoint::Hash {
                 algorithm: Some(name(a)),
@@ -553,6 +570,24 @@ mod tests {
         assert!(decode::<Pair>(b"").is_ok());
         // What `vault write -f` sends.
         assert!(decode::<Pair>(b"null").is_ok());
+    }
+
+    /// `random/<source>` names one of Vault's sources; another is refused, as Vault does.
+    #[test]
+    fn random_sources_are_vaults() {
+        for path in [
+            ["random", "platform"],
+            ["random", "seal"],
+            ["random", "all"],
+        ] {
+            assert!(
+                Endpoint::route(&Method::POST, false, &path).is_ok(),
+                "{path:?}"
+            );
+        }
+        assert!(Endpoint::route(&Method::POST, false, &["random", "64"]).is_ok());
+        assert!(Endpoint::route(&Method::POST, false, &["random", "dice"]).is_err());
+        assert!(Endpoint::route(&Method::POST, false, &["random", "dice", "64"]).is_err());
     }
 
     /// A Transit name is one path segment: no `/`, which no Transit path could reach.
