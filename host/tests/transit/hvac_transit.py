@@ -336,6 +336,12 @@ check("batch partial_failure_response_code 207", status == 207, status)
 check("batch 207: 49 plaintexts", sum("plaintext" in r for r in body["data"]["batch_results"]) == 49)
 status, body = raw(f"decrypt/{K}", {"batch_input": [dec_in[7]], "partial_failure_response_code": 207})
 check("batch where every item fails: 400", status == 400, status)
+# As Vault: an item that is not base64 fails alone, not the whole batch.
+status, body = raw(f"encrypt/{K}", {"batch_input": [{"plaintext": b64(b"fine")}, {"plaintext": "not base64!!"}],
+                                    "partial_failure_response_code": 207})
+results = body["data"]["batch_results"]
+check("a batch item that is not base64 fails alone", status == 207 and "ciphertext" in results[0]
+      and "base64" in results[1]["error"], body)
 # As Vault's: every batch item has `reference`, "" when it had none, failed or not.
 status, body = raw(f"decrypt/{K}", {"batch_input": [{"ciphertext": dec_in[0]["ciphertext"]},
                                                    {"ciphertext": dec_in[7]["ciphertext"]}]})

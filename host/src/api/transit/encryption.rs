@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::error::TransitError;
-use super::wire::{encryption_context, parse_versioned, versioned, weak, B64};
+use super::wire::{encryption_context, parse_versioned, versioned, weak, ItemB64};
 use super::{done, err, key_of, pinned, Call, Failure, Reply};
 use crate::api::bounded::AtMost;
 use crate::crypto::ciphertext::Ciphertext;
@@ -24,10 +24,10 @@ type Answer = std::result::Result<Reply, Failure>;
 /// One item of a request, or the request itself when it has no `batch_input`.
 #[derive(Debug, Default, Clone, Deserialize)]
 pub struct Item {
-    plaintext: Option<B64>,
+    plaintext: Option<ItemB64>,
     ciphertext: Option<String>,
-    context: Option<B64>,
-    associated_data: Option<B64>,
+    context: Option<ItemB64>,
+    associated_data: Option<ItemB64>,
     #[serde(default, deserialize_with = "weak::opt_int")]
     key_version: Option<u32>,
     nonce: Option<String>,
@@ -231,14 +231,16 @@ fn encrypt_op(alias: &str, item: Item) -> Result<ops::encrypt::Encrypt> {
     refuse_nonce(&item)?;
     let plaintext = item
         .plaintext
-        .ok_or_else(|| Error::validation("missing plaintext to encrypt"))?;
+        .as_ref()
+        .ok_or_else(|| Error::validation("missing plaintext to encrypt"))?
+        .get("plaintext")?;
     Ok(ops::encrypt::Encrypt {
         key_id: alias.to_string(),
-        plaintext: Base64(plaintext.0),
+        plaintext: Base64(plaintext.0.clone()),
         encryption_context: encryption_context(
             item.context.as_ref(),
             item.associated_data.as_ref(),
-        ),
+        )?,
         encryption_algorithm: None,
         pinned_version: pinned(item.key_version),
     })
@@ -304,7 +306,9 @@ pub async fn encrypt(call: &Call<'_>, name: &str) -> Answer {
 /// Whether an item has a context, as Transit reads it: an empty one is none (as
 /// [`encryption_context`] drops it, a key made derived for it could not be used).
 fn has_context(item: &Item) -> bool {
-    item.context.as_ref().is_some_and(|c| !c.0.is_empty())
+    item.context
+        .as_ref()
+        .is_some_and(|c| c.get("context").is_ok_and(|c| !c.0.is_empty()))
 }
 
 /// Transit's upsert: a name without a key gets one (`type`, default aes256-gcm96; derived if
@@ -358,7 +362,7 @@ fn decrypt_op(alias: &str, item: Item) -> Result<ops::decrypt::Decrypt> {
         encryption_context: encryption_context(
             item.context.as_ref(),
             item.associated_data.as_ref(),
-        ),
+        )?,
         key_id: Some(alias.to_string()),
         encryption_algorithm: None,
         key_version: None,
@@ -397,7 +401,7 @@ fn rewrap_op(alias: &str, item: Item) -> Result<ops::rewrap::Rewrap> {
         source_encryption_context: encryption_context(
             item.context.as_ref(),
             item.associated_data.as_ref(),
-        ),
+        )?,
         source_key_id: Some(alias.to_string()),
         destination_key_id: None,
         destination_encryption_context: None,
@@ -481,7 +485,7 @@ fn data_key_request(
         encryption_context: encryption_context(
             req.item.context.as_ref(),
             req.item.associated_data.as_ref(),
-        ),
+        )?,
         pinned_version: pinned(req.item.key_version),
     })
 }

@@ -15,7 +15,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::encryption::{batch, one_or_many};
-use super::wire::{hash_name, parse_versioned, versioned, versioned_jws, weak, B64};
+use super::wire::{hash_name, parse_versioned, versioned, versioned_jws, weak, ItemB64};
 use super::{done, err, key_of, pinned, Call, Failure, Reply};
 use crate::api::bounded::AtMost;
 use crate::error::{Error, Result};
@@ -26,10 +26,10 @@ type Answer = std::result::Result<Reply, Failure>;
 
 #[derive(Debug, Default, Clone, Deserialize)]
 struct Item {
-    input: Option<B64>,
+    input: Option<ItemB64>,
     signature: Option<String>,
     hmac: Option<String>,
-    context: Option<B64>,
+    context: Option<ItemB64>,
     reference: Option<String>,
 }
 
@@ -223,15 +223,18 @@ async fn key_spec(call: &Call<'_>, alias: &str) -> std::result::Result<String, F
 }
 
 fn input(item: &Item) -> Result<Base64> {
-    if item.context.as_ref().is_some_and(|c| !c.0.is_empty()) {
-        return Err(Error::Unsupported(
-            "context is not supported for signing: keyplane has no derived signing keys".into(),
-        ));
+    if let Some(c) = &item.context {
+        if !c.get("context")?.0.is_empty() {
+            return Err(Error::Unsupported(
+                "context is not supported for signing: keyplane has no derived signing keys".into(),
+            ));
+        }
     }
-    item.input
-        .clone()
-        .map(|b| Base64(b.0))
-        .ok_or_else(|| Error::validation("missing input"))
+    let input = item
+        .input
+        .as_ref()
+        .ok_or_else(|| Error::validation("missing input"))?;
+    Ok(Base64(input.get("input")?.0.clone()))
 }
 
 fn reference(i: &Item) -> Option<String> {

@@ -195,16 +195,59 @@ impl<'de> Deserialize<'de> for B64 {
     }
 }
 
-/// The encryption context of a request's `context` and `associated_data`.
-pub fn encryption_context(context: Option<&B64>, ad: Option<&B64>) -> EncryptionContext {
+/// A base64 member of an item that may be one of a batch (`plaintext`, `input`, `context`,
+/// …): decoded as [`B64`] is, but a bad value fails its item when the item is run (Vault
+/// answers that item's error in `batch_results`), not the decoding of the whole request.
+#[derive(Clone)]
+pub struct ItemB64(std::result::Result<B64, ()>);
+
+impl ItemB64 {
+    /// The bytes, or the item's error naming `field`.
+    pub fn get(&self, field: &str) -> Result<&B64> {
+        self.0
+            .as_ref()
+            .map_err(|()| Error::validation(format!("unable to decode {field} as base64")))
+    }
+}
+
+impl std::fmt::Debug for ItemB64 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Ok(b) => b.fmt(f),
+            Err(()) => f.write_str("ItemB64(<not base64>)"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ItemB64 {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let mut text = Zeroizing::new(String::deserialize(d)?);
+        text.retain(|c| c != '\r' && c != '\n');
+        let decoded = VAULT_STANDARD.decode(text.trim().as_bytes());
+        Ok(ItemB64(
+            decoded.map(|b| B64(Zeroizing::new(b))).map_err(|_| ()),
+        ))
+    }
+}
+
+/// The encryption context of an item's `context` and `associated_data`.
+pub fn encryption_context(
+    context: Option<&ItemB64>,
+    ad: Option<&ItemB64>,
+) -> Result<EncryptionContext> {
     let mut ec = EncryptionContext::new();
-    for (entry, v) in [(CONTEXT_ENTRY, context), (ASSOCIATED_DATA_ENTRY, ad)] {
-        if let Some(v) = v.filter(|v| !v.0.is_empty()) {
+    for (entry, field, v) in [
+        (CONTEXT_ENTRY, "context", context),
+        (ASSOCIATED_DATA_ENTRY, "associated_data", ad),
+    ] {
+        let Some(v) = v else { continue };
+        let v = v.get(field)?;
+        if !v.0.is_empty() {
             // Re-encoded: one spelling per value, whatever padding the client sent.
             ec.insert(entry.to_string(), STANDARD.encode(v.0.as_slice()));
         }
     }
-    ec
+    Ok(ec)
 }
 
 /// A Transit key type as a keyplane key spec, with the key usage it implies.
@@ -394,10 +437,15 @@ mod tests {
 
     #[test]
     fn context_and_associated_data_become_one_canonical_context() {
-        let ctx = B64(Zeroizing::new(b"tenant-7".to_vec()));
-        let ec = encryption_context(Some(&ctx), None);
+        let item = |v: &str| serde_json::from_value::<ItemB64>(serde_json::json!(v)).unwrap();
+        let ec = encryption_context(Some(&item("dGVuYW50LTc=")), None).unwrap();
         assert_eq!(ec.get(CONTEXT_ENTRY).unwrap(), "dGVuYW50LTc=");
-        assert!(encryption_context(None, Some(&B64::default())).is_empty());
+        assert!(encryption_context(None, Some(&item("")))
+            .unwrap()
+            .is_empty());
+        // Not base64: the item's error, naming the member.
+        let e = encryption_context(None, Some(&item("!!"))).unwrap_err();
+        assert!(e.to_string().contains("associated_data"), "{e}");
     }
 
     /// Base64 as Go decodes it: a shell's `base64` wraps every 76 characters, and Vault takes
