@@ -144,7 +144,7 @@ async fn ensure_default_tenant(state: &AppState) -> anyhow::Result<()> {
     if tenants::exists(&mut tx, DEFAULT_TENANT).await? {
         return Ok(());
     }
-    let (kek_wrapped, _) = state.keyring.create_tenant_kek(DEFAULT_TENANT).await?;
+    let (kek_wrapped, made) = state.keyring.create_tenant_kek(DEFAULT_TENANT).await?;
     let account_id = tenants::account_id_from(&state.keyring.random(8).await?);
     tenants::insert(
         &mut tx,
@@ -194,6 +194,7 @@ async fn ensure_default_tenant(state: &AppState) -> anyhow::Result<()> {
     // replaces the file; the token is never valid without being on disk.
     std::fs::rename(&tmp, &path)?;
     tx.commit().await?;
+    state.keyring.keep_tenant_kek(made);
     use std::io::IsTerminal;
     if std::io::stdout().is_terminal() {
         println!(

@@ -283,7 +283,10 @@ impl Keyring {
         .await
     }
 
-    /// Create a tenant KEK; returns its stored form and what undoes it, and caches its handle.
+    /// Create a tenant KEK; returns its stored form and the KEK made, which the caller keeps
+    /// ([`Keyring::keep_tenant_kek`]) once its tenant is committed, or undoes
+    /// ([`Keyring::discard_tenant_kek`]). Not cached before: until the tenant commits, another
+    /// request creating the same tenant may win, and its tenant must never be served this KEK.
     pub async fn create_tenant_kek(&self, tenant: &str) -> Result<(Vec<u8>, NewKek)> {
         let (wrapped, handle) = self
             .retrying(|| {
@@ -291,10 +294,6 @@ impl Keyring {
                 blocking(move || hsm.generate_kek())
             })
             .await?;
-        self.keks
-            .lock()
-            .map_err(|_| Error::Internal)?
-            .insert(tenant.to_string(), handle);
         let made = NewKek {
             tenant: tenant.to_string(),
             handle,
@@ -302,18 +301,29 @@ impl Keyring {
         Ok((wrapped, made))
     }
 
-    /// Undo [`Keyring::create_tenant_kek`] after a failed transaction: destroy the KEK this
-    /// request made (its session object, or its token objects: see [`Hsm::discard_kek`]),
-    /// and forget it if it is the one cached, so a later tenant of the same name unwraps its
-    /// own stored KEK. Only this KEK: two requests creating one tenant each make one, and the
-    /// loser's undo must not destroy the winner's (with token-object KEKs, the tenant's only
-    /// one).
-    pub async fn discard_tenant_kek(&self, made: NewKek) {
-        if let Ok(mut keks) = self.keks.lock() {
-            if keks.get(&made.tenant) == Some(&made.handle) {
-                keks.remove(&made.tenant);
+    /// After its tenant committed: cache the KEK made for it (unless a request unwrapped the
+    /// stored one meanwhile: then that one is kept and ours released, as in `tenant_kek`).
+    pub fn keep_tenant_kek(&self, made: NewKek) {
+        let Ok(mut keks) = self.keks.lock() else {
+            return;
+        };
+        match self.current(keks.get(&made.tenant).copied()) {
+            Some(existing) if existing != made.handle => {
+                let hsm = self.hsm.clone();
+                tokio::task::spawn_blocking(move || hsm.release_kek(made.handle));
+            }
+            Some(_) => {}
+            None => {
+                keks.insert(made.tenant, made.handle);
             }
         }
+    }
+
+    /// Undo [`Keyring::create_tenant_kek`] after a failed transaction: destroy the KEK this
+    /// request made (its session object, or its token objects: see [`Hsm::discard_kek`]).
+    /// Only this KEK: two requests creating one tenant each make one, and the loser's undo
+    /// must not destroy the winner's (with token-object KEKs, the tenant's only one).
+    pub async fn discard_tenant_kek(&self, made: NewKek) {
         // One of an earlier login ended with it.
         if let Some(handle) = self.current(Some(made.handle)) {
             let hsm = self.hsm.clone();

@@ -182,6 +182,16 @@ impl Operation for DeleteAlias {
         // Only if it still names the key authorized above: an alias moved meanwhile to a key
         // the caller may not touch is not theirs to delete.
         if !aliases::delete(conn, &key.tenant_id, &self.alias_name, &key.id).await? {
+            // Deleted meanwhile: as if it had not been there; moved: a conflict.
+            if aliases::get(&mut *conn, &key.tenant_id, &self.alias_name)
+                .await?
+                .is_none()
+            {
+                return Err(Error::NotFound {
+                    kind: "alias",
+                    id: self.alias_name,
+                });
+            }
             return Err(Error::InvalidState(format!(
                 "alias {} changed while this request ran; read it again and retry",
                 self.alias_name

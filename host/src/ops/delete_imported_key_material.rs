@@ -12,8 +12,10 @@
 //! in the database), and another request finds it claimed (409). Without the claim a second
 //! deletion that began while the first ran could still be shredding when the first had
 //! finished and new material had been imported, and destroy that (shredding names a
-//! version's HSM objects by label, which a re-import reuses). A claim left by a crash expires
-//! after [`CLAIM_SECS`]; the scheduler then finishes the deletion.
+//! version's HSM objects by label, which a re-import reuses). A claim left by a crash, or by
+//! a failure after the deletion's last transaction opened, expires after [`CLAIM_SECS`]; the
+//! scheduler then finishes the deletion. The claim is not renewed: a deletion is one pass
+//! over the key's versions (for imported material, one), far shorter than that.
 
 use crate::model::KeyState;
 use schemars::JsonSchema;
@@ -99,26 +101,24 @@ impl Operation for DeleteImportedKeyMaterial {
             tx.commit().await?;
         }
         crate::pause::point("delete-material:begun", &key.id).await;
-        let cleared = async {
-            shred_material(ctx.state, key).await?;
-            let now = ctx.state.clock.now_rfc3339();
-            let conn = scope.conn(ctx.state).await?;
-            if !imports::clear_material(conn, &key.id, &now, "imported material deleted").await? {
-                return Err(Error::InvalidState(format!(
-                    "key {} stopped expiring while its material was deleted",
-                    key.id
-                )));
-            }
-            // Given up with the change it guarded.
-            release(conn, &key.id, &holder).await
-        }
-        .await;
-        if cleared.is_err() {
+        if let Err(e) = shred_material(ctx.state, key).await {
             // The key stays expiring (the scheduler finishes it); the claim is given up now
-            // rather than when it expires, so that a retry need not wait.
+            // rather than when it expires, so that a retry need not wait. (Only here, before
+            // this request's transaction opens: on SQLite, with it open, another transaction
+            // would wait for it. A failure after, or of the commit, leaves the claim to expire.)
             release_now(ctx.state, &key.id, &holder).await;
+            return Err(e);
         }
-        cleared?;
+        let now = ctx.state.clock.now_rfc3339();
+        let conn = scope.conn(ctx.state).await?;
+        if !imports::clear_material(conn, &key.id, &now, "imported material deleted").await? {
+            return Err(Error::InvalidState(format!(
+                "key {} stopped expiring while its material was deleted",
+                key.id
+            )));
+        }
+        // Given up with the change it guarded.
+        release(conn, &key.id, &holder).await?;
         Ok(DeleteImportedKeyMaterialOutput {
             key_id: key.id.clone(),
             state: KeyState::PendingImport,
@@ -144,8 +144,8 @@ pub async fn release(tx: &mut Tx, key_id: &str, holder: &str) -> Result<()> {
     leases::release(tx, &claim_name(key_id), holder).await
 }
 
-/// Give up a claim after a failure (in a transaction of its own; if that fails too, the claim
-/// expires).
+/// Give up a claim after a failure (in a transaction of its own, so never while the caller
+/// holds one open: on SQLite it would wait for it; if this fails too, the claim expires).
 pub async fn release_now(state: &AppState, key_id: &str, holder: &str) {
     let released = async {
         let mut tx = state.db.begin().await?;

@@ -423,6 +423,11 @@ impl WriteScope {
         }
         let tx = self.tx.take().expect("begun above");
         let committed = crate::telemetry::spans::db("COMMIT", "transaction", tx.commit()).await;
+        if committed.is_ok() {
+            for kek in self.keks.drain(..) {
+                state.keyring.keep_tenant_kek(kek);
+            }
+        }
         if let Err(e) = committed {
             // Whether a failed COMMIT took effect is not known for sure (SQLite may have
             // written it before the error), and if it did, its rows name the material made

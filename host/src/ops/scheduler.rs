@@ -434,7 +434,11 @@ async fn expire_imports(state: &AppState, now: i64, report: &mut PassReport) -> 
         let ev = system_event(&key.tenant_id, "ExpireKeyMaterial", key_uid(&key.id));
         let mut scope = WriteScope::new();
         let result = async {
-            key_deletion::shred_material(state, &key).await?;
+            if let Err(e) = key_deletion::shred_material(state, &key).await {
+                // Before the transaction opens (see `delete_imported_key_material::release_now`).
+                material_claim::release_now(state, &key.id, &holder).await;
+                return Err(e);
+            }
             let conn = scope.conn(state).await?;
             if !imports::clear_material(
                 conn,
@@ -452,9 +456,6 @@ async fn expire_imports(state: &AppState, now: i64, report: &mut PassReport) -> 
             material_claim::release(conn, &key.id, &holder).await
         }
         .await;
-        if result.is_err() {
-            material_claim::release_now(state, &key.id, &holder).await;
-        }
         match settle(state, scope, ev, result).await {
             Ok(()) => {
                 metrics().scheduler_action("expire", "ok");

@@ -1,5 +1,7 @@
-//! The `leases` table: a named lease held by one node until it expires, so work that must run
-//! once per cluster (a scheduler pass) runs on one node at a time.
+//! The `leases` table: a named lease held by one holder until it expires, so work that must
+//! run once per cluster runs in one place at a time: a scheduler pass (one node), garbage
+//! collection and archiving (once per interval), and the deletion of one key's imported
+//! material (`material:<key>`, one request or expiry; `ops::delete_imported_key_material`).
 
 use super::{on, Tx};
 

@@ -64,9 +64,10 @@ impl From<&Error> for KmsError {
             Error::AlreadyExists { .. } => ("AlreadyExistsException", S::BAD_REQUEST),
             Error::InvalidKeyUsage(_) => ("InvalidKeyUsageException", S::BAD_REQUEST),
             Error::KeyDisabled(_) => ("DisabledException", S::BAD_REQUEST),
-            Error::InvalidState(_) | Error::KeyDestroyed { .. } => {
-                ("KMSInvalidStateException", S::BAD_REQUEST)
-            }
+            // AWS forgets a deleted key: every action on it is `NotFoundException` (the
+            // message says what was destroyed).
+            Error::KeyDestroyed { .. } => ("NotFoundException", S::BAD_REQUEST),
+            Error::InvalidState(_) => ("KMSInvalidStateException", S::BAD_REQUEST),
             Error::IncorrectKey(_) => ("IncorrectKeyException", S::BAD_REQUEST),
             Error::InvalidAliasName(_) => ("InvalidAliasNameException", S::BAD_REQUEST),
             Error::InvalidMarker(_) => ("InvalidMarkerException", S::BAD_REQUEST),

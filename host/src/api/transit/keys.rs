@@ -232,7 +232,7 @@ pub async fn read(call: &Call<'_>, name: &str) -> Answer {
             VersionEntry::Asymmetric {
                 creation_time: v.created_at.clone(),
                 name: curve_name(&meta.key_spec),
-                public_key: public_key(call, &meta, v.version, &mut warnings).await?,
+                public_key: public_key(call, &meta, v, &mut warnings).await?,
             }
         } else {
             let t = chrono::DateTime::parse_from_rfc3339(&v.created_at)
@@ -281,9 +281,26 @@ pub async fn read(call: &Call<'_>, name: &str) -> Answer {
 async fn public_key(
     call: &Call<'_>,
     meta: &KeyMetadata,
-    version: i64,
+    v: &ops::VersionInfo,
     warnings: &mut Vec<String>,
 ) -> std::result::Result<String, Failure> {
+    let version = v.version;
+    // Known from what was read already: not asked for (and not audited as a refusal).
+    let unopenable = if meta.state != "enabled" {
+        Some(format!("key {} is {}", meta.key_id, meta.state))
+    } else if v.state != "enabled" {
+        Some(format!("the version is {}", v.state))
+    } else if version < meta.min_decryption_version {
+        Some("below min_decryption_version".to_string())
+    } else {
+        None
+    };
+    if let Some(why) = unopenable {
+        warnings.push(format!(
+            "version {version}: {why}; listed without its public key"
+        ));
+        return Ok(String::new());
+    }
     let ed25519 = meta.key_spec == "ED25519";
     let public = call
         .run(Ok(ops::get_public_key::GetPublicKey {

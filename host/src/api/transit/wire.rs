@@ -160,7 +160,12 @@ pub fn parse_versioned(field: &str, value: &str, jws: bool) -> Result<(u32, Vec<
     let bytes = if jws {
         URL_SAFE_NO_PAD.decode(payload)
     } else {
-        STANDARD.decode(payload)
+        // As every base64 member (see `VAULT_STANDARD`).
+        let payload: String = payload
+            .chars()
+            .filter(|c| !matches!(c, '\r' | '\n'))
+            .collect();
+        VAULT_STANDARD.decode(payload)
     }
     .map_err(|_| bad())?;
     Ok((version, bytes))
