@@ -249,6 +249,39 @@ async fn a_version_made_primary_meanwhile_is_not_disabled() {
         .await;
 }
 
+/// A key's settings (its description here; automatic rotation likewise) change only while
+/// the key is in the state the request was authorized for: a key scheduled for deletion
+/// meanwhile is left as it was.
+#[tokio::test(flavor = "multi_thread")]
+async fn key_settings_are_compare_and_sets() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_quiet(dir.path()).await;
+    let key = s.create_key(&s.admin, "envelope").await;
+    let approver = s.second_admin("default").await;
+    let update = s.call(
+        Some(&s.admin),
+        "update-key-description",
+        json!({ "key_id": key, "description": "changed meanwhile" }),
+    );
+    let schedule = async {
+        let body = json!({ "key_id": key, "pending_window_days": 7 });
+        let (status, v) = s.schedule_deletion(&s.admin, &approver, body).await;
+        assert_eq!(status, 200, "{v}");
+    };
+    let updated = s
+        .interleaved("key-settings:resolved", &key, update, schedule)
+        .await;
+    assert_changed_meanwhile(&updated);
+    let d = s
+        .ok(&s.admin, "describe-key", json!({ "key_id": key }))
+        .await;
+    assert_eq!(
+        (d["state"].as_str(), d["description"].as_str()),
+        (Some("pending-deletion"), Some("")),
+        "{d}"
+    );
+}
+
 /// `delete-alias` deletes the alias only while it names the key it was authorized on: one
 /// moved meanwhile to a key whose aliases a policy protects stays.
 #[tokio::test(flavor = "multi_thread")]

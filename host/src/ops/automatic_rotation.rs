@@ -12,7 +12,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::checks::check_key_enabled;
+use super::checks::{changed_meanwhile, check_key_enabled};
 use super::key_tags::refuse_if_destroyed;
 use super::resolve::{key_row, resolve_key};
 use super::rotate_key::refuse_unless_symmetric_encryption;
@@ -98,7 +98,10 @@ impl Operation for EnableKeyRotation {
         }
         let days = self.rotation_period_days.unwrap_or(DEFAULT_PERIOD_DAYS);
         let next = ctx.state.clock.now() + days * 86_400;
-        keys::set_rotation(scope.conn(ctx.state).await?, &key.id, Some((days, next))).await?;
+        let conn = scope.conn(ctx.state).await?;
+        if !keys::set_rotation(conn, &key.id, key.state, Some((days, next))).await? {
+            return Err(changed_meanwhile("key", &key.id, key.state));
+        }
         Ok(status(key, Some((days, next))))
     }
 }
@@ -130,7 +133,10 @@ impl Operation for DisableKeyRotation {
     ) -> Result<Self::Output> {
         let key = key_row(&r)?;
         refuse_if_destroyed(key)?;
-        keys::set_rotation(scope.conn(ctx.state).await?, &key.id, None).await?;
+        let conn = scope.conn(ctx.state).await?;
+        if !keys::set_rotation(conn, &key.id, key.state, None).await? {
+            return Err(changed_meanwhile("key", &key.id, key.state));
+        }
         Ok(status(key, None))
     }
 }

@@ -46,7 +46,11 @@ impl Operation for UpdateKeyDescription {
     ) -> Result<Self::Output> {
         let key = key_row(&r)?;
         super::key_tags::refuse_if_destroyed(key)?;
-        keys::set_description(scope.conn(ctx.state).await?, &key.id, &self.description).await?;
+        crate::pause::point("key-settings:resolved", &key.id).await;
+        let conn = scope.conn(ctx.state).await?;
+        if !keys::set_description(conn, &key.id, key.state, &self.description).await? {
+            return Err(super::checks::changed_meanwhile("key", &key.id, key.state));
+        }
         Ok(UpdateKeyDescriptionOutput {
             key_id: key.id.clone(),
             description: self.description,

@@ -699,15 +699,22 @@ pub async fn referenced_blobs(
 }
 
 /// Set a key's description.
-pub async fn set_description(conn: &mut Tx, key_id: &str, description: &str) -> Result<()> {
+/// Set a key's description if it is still in `state` (compare-and-set: false otherwise).
+pub async fn set_description(
+    conn: &mut Tx,
+    key_id: &str,
+    state: KeyState,
+    description: &str,
+) -> Result<bool> {
     on!(conn, {
         crate::telemetry::spans::db("UPDATE", "keys", async move {
-            sqlx::query("UPDATE keys SET description = $1 WHERE id = $2")
+            let r = sqlx::query("UPDATE keys SET description = $1 WHERE id = $2 AND state = $3")
                 .bind(description)
                 .bind(key_id)
+                .bind(state)
                 .execute(conn)
                 .await?;
-            Ok(())
+            Ok(r.rows_affected() == 1)
         })
         .await
     })
@@ -769,18 +776,27 @@ pub async fn set_deletion_protection(
 }
 
 /// Turn a key's automatic rotation on (every `period_days`, next at `next`) or off (`None`).
-pub async fn set_rotation(conn: &mut Tx, key_id: &str, period: Option<(i64, i64)>) -> Result<()> {
+/// Set or clear a key's automatic rotation if it is still in `state` (compare-and-set: false
+/// otherwise).
+pub async fn set_rotation(
+    conn: &mut Tx,
+    key_id: &str,
+    state: KeyState,
+    period: Option<(i64, i64)>,
+) -> Result<bool> {
     on!(conn, {
         crate::telemetry::spans::db("UPDATE", "keys", async move {
-            sqlx::query(
-                "UPDATE keys SET rotation_period_days = $1, next_rotation_at = $2 WHERE id = $3",
+            let r = sqlx::query(
+                "UPDATE keys SET rotation_period_days = $1, next_rotation_at = $2 WHERE id = $3 \
+                 AND state = $4",
             )
             .bind(period.map(|(days, _)| days))
             .bind(period.map(|(_, next)| next))
             .bind(key_id)
+            .bind(state)
             .execute(conn)
             .await?;
-            Ok(())
+            Ok(r.rows_affected() == 1)
         })
         .await
     })
