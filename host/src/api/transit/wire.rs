@@ -160,12 +160,7 @@ pub fn parse_versioned(field: &str, value: &str, jws: bool) -> Result<(u32, Vec<
     let bytes = if jws {
         URL_SAFE_NO_PAD.decode(payload)
     } else {
-        // As every base64 member (see `VAULT_STANDARD`).
-        let payload: String = payload
-            .chars()
-            .filter(|c| !matches!(c, '\r' | '\n'))
-            .collect();
-        VAULT_STANDARD.decode(payload)
+        vault_base64(payload).map(|b| b.to_vec())
     }
     .map_err(|_| bad())?;
     Ok((version, bytes))
@@ -189,13 +184,19 @@ const VAULT_STANDARD: base64::engine::GeneralPurpose = base64::engine::GeneralPu
     base64::engine::GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true),
 );
 
+/// Decode `text` as Vault does (see [`VAULT_STANDARD`]), into a zeroized buffer (it may be a
+/// plaintext).
+fn vault_base64(text: &str) -> std::result::Result<Zeroizing<Vec<u8>>, base64::DecodeError> {
+    let mut text = Zeroizing::new(text.trim().to_string());
+    text.retain(|c| c != '\r' && c != '\n');
+    VAULT_STANDARD.decode(text.as_bytes()).map(Zeroizing::new)
+}
+
 impl<'de> Deserialize<'de> for B64 {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let mut text = Zeroizing::new(String::deserialize(d)?);
-        text.retain(|c| c != '\r' && c != '\n');
-        VAULT_STANDARD
-            .decode(text.trim().as_bytes())
-            .map(|b| B64(Zeroizing::new(b)))
+        let text = Zeroizing::new(String::deserialize(d)?);
+        vault_base64(&text)
+            .map(B64)
             .map_err(|_| serde::de::Error::custom("a value is not valid base64"))
     }
 }
@@ -226,12 +227,8 @@ impl std::fmt::Debug for ItemB64 {
 
 impl<'de> Deserialize<'de> for ItemB64 {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let mut text = Zeroizing::new(String::deserialize(d)?);
-        text.retain(|c| c != '\r' && c != '\n');
-        let decoded = VAULT_STANDARD.decode(text.trim().as_bytes());
-        Ok(ItemB64(
-            decoded.map(|b| B64(Zeroizing::new(b))).map_err(|_| ()),
-        ))
+        let text = Zeroizing::new(String::deserialize(d)?);
+        Ok(ItemB64(vault_base64(&text).map(B64).map_err(|_| ())))
     }
 }
 
