@@ -704,3 +704,63 @@ async fn transit_answers_as_vault_does_over_http1_and_http2() {
         assert_eq!(v["sealed"], false);
     }
 }
+
+/// `auto_rotate_period` at create is part of the create: refused by Cedar (EnableKeyRotation
+/// on the new key), it leaves no key and no name behind; allowed, the key is made with its
+/// schedule.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_rotation_schedule_leaves_no_key_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let policies = common::copy_of_shipped_policies(&work.path().join("policies"));
+    std::fs::write(
+        policies.join("no-scheduled-rotation.cedar"),
+        r#"@id("no-scheduled-rotation")
+@description("Keys of this tenant rotate by hand only.")
+forbid (principal, action == Keyplane::Action::"EnableKeyRotation", resource);
+"#,
+    )
+    .unwrap();
+    let s = Server::start_with_policies(dir.path(), &policies).await;
+    let admin = s
+        .tenant_with("acme", ACCOUNT, &[("alice", "admin")])
+        .await
+        .remove(0);
+    let path = "transit/keys/scheduled";
+    let (status, _, v) = transit(
+        &s,
+        "POST",
+        path,
+        Some(&admin),
+        Some(json!({ "auto_rotate_period": "720h" })),
+    )
+    .await;
+    assert_eq!(status, 403, "{v}");
+    let (status, _, v) = transit(&s, "GET", path, Some(&admin), None).await;
+    assert_eq!(status, 404, "no key is left under the name: {v}");
+    let keys = s.ok(&admin, "list-keys", json!({})).await;
+    assert_eq!(keys["keys"], json!([]), "no key is left at all: {keys}");
+    let refused: Vec<Value> = s
+        .audit_records()
+        .into_iter()
+        .filter(|r| r["action"] == "CreateKey" && r["decision"] == "deny")
+        .collect();
+    assert_eq!(refused.len(), 1, "the refusal is audited: {refused:?}");
+
+    // Without the schedule the same name is made; with shipped policies the schedule too.
+    let (status, _, v) = transit(&s, "POST", path, Some(&admin), Some(json!({}))).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["data"]["auto_rotate_period"], 0, "{v}");
+    let dir2 = tempfile::tempdir().unwrap();
+    let a = acme(dir2.path()).await;
+    let (status, _, v) = transit(
+        &a.server,
+        "POST",
+        path,
+        Some(&a.admin),
+        Some(json!({ "auto_rotate_period": "720h" })),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["data"]["auto_rotate_period"], 30 * 86_400, "{v}");
+}

@@ -40,6 +40,16 @@ pub struct RotationStatus {
     pub next_rotation_at: Option<String>,
 }
 
+/// A rotation period in days, as `enable-key-rotation` and `create-key` take it.
+pub fn check_period(days: i64) -> Result<()> {
+    if !(MIN_PERIOD_DAYS..=MAX_PERIOD_DAYS).contains(&days) {
+        return Err(Error::validation(format!(
+            "rotation_period_days must be {MIN_PERIOD_DAYS} to {MAX_PERIOD_DAYS}"
+        )));
+    }
+    Ok(())
+}
+
 fn status(key: &KeyRow, period: Option<(i64, i64)>) -> RotationStatus {
     RotationStatus {
         key_id: key.id.clone(),
@@ -67,13 +77,7 @@ impl Operation for EnableKeyRotation {
 
     fn validate(&self) -> Result<()> {
         validate_key_id(&self.key_id)?;
-        let days = self.rotation_period_days.unwrap_or(DEFAULT_PERIOD_DAYS);
-        if !(MIN_PERIOD_DAYS..=MAX_PERIOD_DAYS).contains(&days) {
-            return Err(Error::validation(format!(
-                "rotation_period_days must be {MIN_PERIOD_DAYS} to {MAX_PERIOD_DAYS}"
-            )));
-        }
-        Ok(())
+        check_period(self.rotation_period_days.unwrap_or(DEFAULT_PERIOD_DAYS))
     }
 
     async fn resolve(&self, ctx: &OpContext<'_>) -> Result<ResourceRef> {

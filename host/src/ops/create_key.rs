@@ -14,6 +14,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::aliases::CreateAlias;
+use super::automatic_rotation::{check_period, EnableKeyRotation};
 use super::key_policies::{validate_document, DEFAULT_NAME};
 use super::validate::{validate_alias, validate_description, validate_tags, KEY_SPEC_AES_256_GCM};
 use super::versions::make_version;
@@ -66,6 +67,10 @@ pub struct CreateKey {
     /// (symmetric encrypt-decrypt keys only; fixed for life).
     #[serde(default)]
     pub require_encryption_context: bool,
+    /// Automatic rotation from birth, every this many days (as `enable-key-rotation`'s),
+    /// set in the same transaction and also authorized as `EnableKeyRotation` on the new
+    /// key: a refused schedule leaves no key behind. Not for keys of origin `external`.
+    pub rotation_period_days: Option<i64>,
 }
 
 fn keyplane_origin() -> String {
@@ -154,6 +159,14 @@ impl Operation for CreateKey {
                 "require_encryption_context is for symmetric encrypt-decrypt keys only",
             ));
         }
+        if let Some(days) = self.rotation_period_days {
+            check_period(days)?;
+            if self.origin == imports::ORIGIN_EXTERNAL {
+                return Err(Error::Unsupported(
+                    "automatic rotation of a key of origin external: keyplane cannot renew imported material".into(),
+                ));
+            }
+        }
         if self.grants.as_ref().is_some_and(|g| g.len() > MAX_GRANTS) {
             return Err(Error::validation(format!("at most {MAX_GRANTS} grants")));
         }
@@ -230,6 +243,9 @@ impl Operation for CreateKey {
             .as_ref()
             .map(|v| v.created_at.clone())
             .unwrap_or_else(|| ctx.state.clock.now_rfc3339());
+        let rotation = self
+            .rotation_period_days
+            .map(|days| (days, ctx.state.clock.now() + days * 86_400));
         let row = KeyRow {
             id: key_id,
             tenant_id: tenant,
@@ -249,20 +265,28 @@ impl Operation for CreateKey {
             deletion_date: None,
             min_decryption_version: 1,
             destroyed_at: None,
-            rotation_period_days: None,
-            next_rotation_at: None,
+            rotation_period_days: rotation.map(|(days, _)| days),
+            next_rotation_at: rotation.map(|(_, next)| next),
             deletion_protection: self.deletion_protection,
             require_encryption_context: self.require_encryption_context,
         };
+        // What comes with the key is authorized on it, as its own request would be, before
+        // anything is written.
+        let resource = ResourceRef::Key {
+            row: Box::new(row.clone()),
+            users: grants.clone(),
+            tags: self.tags.clone(),
+            grants: Default::default(),
+        };
         if self.alias.is_some() {
-            // The new key is authorized as the alias's target before anything is written.
-            let resource = ResourceRef::Key {
-                row: Box::new(row.clone()),
-                users: grants.clone(),
-                tags: self.tags.clone(),
-                grants: Default::default(),
-            };
             ctx.authorize(CreateAlias::ACTION, &resource, &EncryptionContext::new())?;
+        }
+        if rotation.is_some() {
+            ctx.authorize(
+                EnableKeyRotation::ACTION,
+                &resource,
+                &EncryptionContext::new(),
+            )?;
         }
         let conn = scope.conn(ctx.state).await?;
         keys::insert_key(conn, &row, &grants).await?;

@@ -50,11 +50,16 @@ fn default_type() -> String {
 pub async fn create(call: &Call<'_>, name: &str) -> Answer {
     let alias = key_of(name).map_err(err)?;
     let req: CreateRequest = call.decode().map_err(err)?;
-    // Checked before anything is made: a bad period must not leave a key behind.
-    if let Some(period) = &req.auto_rotate_period {
-        period_days(period).map_err(err)?;
-    }
-    let op = create_op(&req, alias.clone());
+    // The schedule is made with the key, in its transaction: a bad or refused period
+    // leaves no key behind.
+    let days = match &req.auto_rotate_period {
+        Some(period) => period_days(period).map_err(err)?,
+        None => 0,
+    };
+    let op = create_op(&req, alias.clone()).map(|mut op| {
+        op.rotation_period_days = (days > 0).then_some(days);
+        op
+    });
     let created = call.run(op).await;
     let mut warnings = Vec::new();
     match created {
@@ -64,11 +69,6 @@ pub async fn create(call: &Call<'_>, name: &str) -> Answer {
             warnings.push(format!("key {name} already exists; nothing was changed"))
         }
         Err(e) => return Err(done(e)),
-    }
-    if let Some(period) = &req.auto_rotate_period {
-        if warnings.is_empty() {
-            set_rotation(call, &alias, period).await?;
-        }
     }
     let mut reply = read(call, name).await?;
     reply.warnings.extend(warnings);
@@ -100,6 +100,7 @@ fn create_op(req: &CreateRequest, alias: String) -> Result<ops::create_key::Crea
         alias: Some(alias),
         deletion_protection: true,
         require_encryption_context: req.derived,
+        rotation_period_days: None,
     })
 }
 

@@ -108,6 +108,7 @@ impl KmsAction for CreateKey {
             alias: None,
             deletion_protection: false,
             require_encryption_context: false,
+            rotation_period_days: None,
         })
     }
 
