@@ -368,7 +368,14 @@ fn gc(
                 self.0.inc(1);
             }
         }
-        let report = keyplane::ops::gc::collect(&state, grace, apply, &Bar(bar.clone())).await;
+        let report = keyplane::ops::gc::collect(
+            &state,
+            grace,
+            apply,
+            keyplane::ops::gc::Parts::ALL,
+            &Bar(bar.clone()),
+        )
+        .await;
         bar.finish_and_clear();
         state.audit.close().await;
         // On PostgreSQL this run wrote audit chains of its own, as a node does: sign their

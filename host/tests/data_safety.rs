@@ -696,6 +696,15 @@ async fn material_left_by_a_crash_is_collected() {
     .unwrap();
     assert_eq!(removals.len(), 2, "{removals:?}");
     assert!(removals.iter().all(|(_, o)| o == "ok"), "{removals:?}");
+    // Each announced before it happened.
+    let begun: Vec<String> = sqlx::query_scalar(
+        "SELECT resource FROM audit_log WHERE action = 'BeginCollectGarbage' ORDER BY seq",
+    )
+    .fetch_all(&s.sql().await)
+    .await
+    .unwrap();
+    let removed: Vec<String> = removals.into_iter().map(|(r, _)| r).collect();
+    assert_eq!(begun, removed);
 
     // The scheduler collects too, once its interval is due and the grace period has passed.
     crash_mid_rotation(&mut s, &t, &[&env_key, &hsm_key]).await;

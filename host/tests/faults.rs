@@ -240,54 +240,6 @@ async fn requests_fail_fast_while_the_token_is_gone_and_succeed_once_it_returns(
     s.assert_audit_verifies();
 }
 
-/// A filesystem of its own, small enough to fill (a tmpfs: mounting needs root, as the test
-/// set-up has), unmounted when dropped.
-struct SmallFilesystem {
-    dir: tempfile::TempDir,
-}
-
-impl SmallFilesystem {
-    fn mount(mib: u32) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let out = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
-            .arg(dir.path())
-            .output()
-            .expect("mount");
-        assert!(
-            out.status.success(),
-            "mounting a tmpfs (this test needs root): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        SmallFilesystem { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// Write a filler file until the filesystem is full.
-    fn fill(&self) -> PathBuf {
-        use std::io::Write;
-        let path = self.path().join("filler");
-        let mut f = std::fs::File::create(&path).unwrap();
-        let chunk = vec![0u8; 64 * 1024];
-        while f.write_all(&chunk).is_ok() {}
-        let _ = f.write_all(&[0u8; 512]);
-        let _ = f.sync_all();
-        path
-    }
-}
-
-impl Drop for SmallFilesystem {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path())
-            .status();
-    }
-}
-
 /// Keys in the database, and how many `CreateKey` records say a key was created.
 async fn keys_and_records(s: &Server) -> (Vec<String>, usize) {
     let pool = s.sql().await;
@@ -310,7 +262,7 @@ async fn keys_and_records(s: &Server) -> (Vec<String>, usize) {
 /// with its record and the audit log verifies.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_filesystem_fails_writes_cleanly_until_space_returns() {
-    let fs = SmallFilesystem::mount(24);
+    let fs = common::filesystem::SmallFilesystem::mount(24);
     let data = fs.path().join("data");
     let s = Server::start_quiet(&data).await;
     let b = before(&s).await;

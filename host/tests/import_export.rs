@@ -353,6 +353,14 @@ async fn imported_material_is_the_key_and_every_refusal_is_typed() {
     assert!(!common::token_labels(dir.path(), Some("privkey"))
         .iter()
         .any(|l| l.contains(token)));
+    // And says so in the audit log, once.
+    let expired = s
+        .audit_records()
+        .into_iter()
+        .filter(|r| r["action"] == "ExpireImportToken")
+        .map(|r| r["resource"].as_str().unwrap().to_string())
+        .collect::<Vec<_>>();
+    assert_eq!(expired, [format!("import-token:{token}")]);
 
     // Material with an expiry: deleted when it passes; only the same material comes back.
     let now = s.advance_clock(0).await;
@@ -1135,6 +1143,60 @@ async fn an_import_that_loses_a_race_leaves_one_set_of_objects() {
         "KeyDestroyed",
         "",
     );
+}
+
+/// An import that fails leaves its import token usable: the wrapping key is destroyed only
+/// once the import commits. Before, it was destroyed before the commit, so an import whose
+/// commit failed (here: the filesystem under the database full) had used up a token the
+/// database still held, and the retry was refused.
+#[cfg(all(feature = "test-hooks", debug_assertions))]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_import_leaves_its_token_usable() {
+    let fs = common::filesystem::SmallFilesystem::mount(24);
+    let work = tempfile::tempdir().unwrap();
+    let s = Server::start_quiet(&fs.path().join("data")).await;
+    let key = external_hsm_key(&s).await;
+    let material = openssl(&["rand", "32"]);
+    let p = params(&s, &key, "RSAES_OAEP_SHA_1").await;
+    let pem = p["public_key_pem"].as_str().unwrap().to_string();
+    let wrapped = oaep_encrypt(work.path(), &pem, &material);
+
+    let point = "import:material-made";
+    s.pause(point, &key, "arm").await;
+    let failing = import(&s, &key, &p["import_token"], &wrapped, json!({}));
+    let fill = async {
+        assert_eq!(s.pause(point, &key, "wait").await["reached"], true);
+        // The write-ahead log emptied first, so that the commit needs new space.
+        let db = format!("sqlite://{}", s.data_dir.join("keyplane.db").display());
+        let db = sqlx::SqlitePool::connect(&db).await.unwrap();
+        let (busy, _, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        db.close().await;
+        assert_eq!(busy, 0, "the log was emptied");
+        let filler = fs.fill();
+        s.pause(point, &key, "release").await;
+        filler
+    };
+    let (failed, filler) = tokio::join!(failing, fill);
+    assert_eq!(failed.0, 503, "the commit fails: {}", failed.1);
+    std::fs::remove_file(filler).unwrap();
+
+    let r = import(&s, &key, &p["import_token"], &wrapped, json!({})).await;
+    assert_eq!(r.0, 200, "the token still works: {}", r.1);
+    let ct = s
+        .encrypt(&s.admin, &key, b"imported at last", json!({}))
+        .await;
+    let (status, v) = s.decrypt(&s.admin, &ct, json!({})).await;
+    assert_eq!(
+        (status, unb64(&v["plaintext"])),
+        (200, b"imported at last".to_vec()),
+        "{v}"
+    );
+    // Used now: its wrapping key is gone with the token.
+    let again = import(&s, &key, &p["import_token"], &wrapped, json!({})).await;
+    assert_ne!(again.0, 200, "{}", again.1);
 }
 
 /// Imported material that expires and comes back keeps what was decided about its key and

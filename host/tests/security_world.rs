@@ -213,7 +213,7 @@ async fn hsm_keys_made_on_one_node_are_used_on_another_and_shredded_on_both() {
     // ceremony), the token-hash key and the default tenant; the ceremony gives B's token the
     // same root key (`common::cluster`). Scheduler passes only on demand; B also collects
     // garbage at every pass.
-    let cluster = Cluster::start_each(
+    let mut cluster = Cluster::start_each(
         2,
         &[("KEYPLANE_LIFECYCLE__SCHEDULER_INTERVAL_SECONDS", "0")],
         &[
@@ -486,6 +486,48 @@ async fn hsm_keys_made_on_one_node_are_used_on_another_and_shredded_on_both() {
     // Nothing else broke on either node.
     let k = node_b.create_key(&node_b.admin, "hsm").await;
     across(node_b, node_a, &k, Use::Aes, "a new key").await;
+
+    // A node down while another shreds a key it made: the token object in its token outlives
+    // the destruction (it missed the notice), and its own garbage collection removes it when
+    // it is back, although A's collection holds the shared interval (A's is an hour): every
+    // token is collected on its own claim.
+    assert_eq!(labels_of(&token_labels(b, None), &k), 1);
+    cluster.nodes[1].kill();
+    cluster.nodes[0].destroy_keys(&[&k]).await;
+    assert_eq!(
+        labels_of(&token_labels(b, None), &k),
+        1,
+        "B was down: its object is still there"
+    );
+    cluster.nodes[1] = cluster.start_node(1).await;
+    let node_b = &cluster.nodes[1];
+    // B's own interval (1 s) since its last collection.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let pass = node_b.ok(&node_b.admin, "run-scheduler", json!({})).await;
+    let collected = pass["collected"]["hsm_objects"].as_array().unwrap();
+    assert_eq!(collected.len(), 1, "{pass}");
+    assert!(
+        collected[0]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("kp:{k}:1")),
+        "{pass}"
+    );
+    assert_eq!(labels_of(&token_labels(b, None), &k), 0);
+    let records: Vec<(String, String)> =
+        sqlx::query_as("SELECT action, outcome FROM audit_log WHERE resource LIKE $1 ORDER BY seq")
+            .bind(format!("hsm-object:kp:{k}:%"))
+            .fetch_all(&db)
+            .await
+            .unwrap();
+    assert_eq!(
+        records,
+        [
+            ("BeginCollectGarbage".to_string(), "ok".to_string()),
+            ("CollectGarbage".to_string(), "ok".to_string())
+        ],
+        "the removal is audited before and after"
+    );
     db.close().await;
     eprintln!("security world test took {:?}", started.elapsed());
 }

@@ -23,10 +23,16 @@
 //! another) is never touched. Names from before those UUIDs carry no time and count as old;
 //! only a crash of an older release can have left them unreferenced.
 //!
-//! Every removal is audited (principal `keyplane:gc`, action `CollectGarbage`, the object id
-//! or blob name as the resource). The scheduler runs a collection every
-//! `lifecycle.gc_interval_seconds`; `keyplane gc` runs one offline, as a dry run unless told
-//! to apply it.
+//! Every removal is audited (principal `keyplane:gc`, the object id or blob name as the
+//! resource): `BeginCollectGarbage` before it, `CollectGarbage` with its outcome after it, so
+//! that no removal happens without a record (a crash in between leaves the begun record; the
+//! next collection finds the object again) and no record claims a removal that did not
+//! happen. A component's row is deleted in the transaction of its record.
+//!
+//! The scheduler runs a collection every `lifecycle.gc_interval_seconds`: the token part on
+//! every token (each node has its own; nodes sharing a network HSM share one claim), the
+//! shared part (blobs, components) once across nodes. `keyplane gc` runs one offline, as a
+//! dry run unless told to apply it.
 
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -95,21 +101,69 @@ fn event(tenant: &str, resource: String, outcome: &str) -> AuditEvent {
     }
 }
 
+/// What a collection looks at.
+#[derive(Debug, Clone, Copy)]
+pub struct Parts {
+    /// This node's token (every node has its own, so every node collects it).
+    pub token: bool,
+    /// What all nodes share: blobs in storage backends, plugin components.
+    pub shared: bool,
+}
+
+impl Parts {
+    pub const ALL: Parts = Parts {
+        token: true,
+        shared: true,
+    };
+}
+
 /// Find (and with `apply`, remove and audit) unreferenced material older than `grace`.
 pub async fn collect(
     state: &AppState,
     grace: Duration,
     apply: bool,
+    parts: Parts,
     progress: &dyn Progress,
 ) -> Result<GcReport> {
     let mut report = GcReport {
         applied: apply,
         ..GcReport::default()
     };
-    collect_objects(state, grace, &mut report, progress).await?;
-    collect_blobs(state, grace, &mut report, progress).await?;
-    collect_components(state, &mut report, progress).await?;
+    if parts.token {
+        collect_objects(state, grace, &mut report, progress).await?;
+    }
+    if parts.shared {
+        collect_blobs(state, grace, &mut report, progress).await?;
+        collect_components(state, &mut report, progress).await?;
+    }
     Ok(report)
+}
+
+/// Remove one thing, between its two records: `BeginCollectGarbage` (written before anything
+/// is removed; no removal without it) and `CollectGarbage` with the outcome. `remove` answers
+/// whether it removed something (false: gone meanwhile, recorded as `not-found`).
+async fn remove_audited<F>(
+    state: &AppState,
+    tenant: &str,
+    resource: String,
+    remove: F,
+) -> Result<std::result::Result<bool, Error>>
+where
+    F: std::future::Future<Output = Result<bool>>,
+{
+    let begun = AuditEvent {
+        action: "BeginCollectGarbage".into(),
+        ..event(tenant, resource.clone(), "ok")
+    };
+    audit_alone(state, &begun).await?;
+    let removed = remove.await;
+    let outcome = match &removed {
+        Ok(true) => "ok",
+        Ok(false) => "not-found",
+        Err(e) => e.code(),
+    };
+    audit_alone(state, &event(tenant, resource, outcome)).await?;
+    Ok(removed)
 }
 
 async fn collect_components(
@@ -120,26 +174,27 @@ async fn collect_components(
     for sha in plugins::unreferenced_components(&state.db).await? {
         progress.item();
         if report.applied {
+            let resource = format!("plugin-component:{sha}");
+            // The row and its record in one transaction.
             let removed = async {
                 let mut tx = state.db.begin().await?;
                 let removed = plugins::delete_component_if_unreferenced(&mut tx, &sha).await?;
+                if removed {
+                    crate::audit::append(&mut tx, &event("-", resource.clone(), "ok")).await?;
+                }
                 tx.commit().await?;
                 Ok::<_, Error>(removed)
             }
             .await;
-            if matches!(removed, Ok(false)) {
+            match removed {
                 // Named again meanwhile (an upload of the same bytes): kept.
-                continue;
-            }
-            let outcome = removed.as_ref().map_or_else(|e| e.code(), |_| "ok");
-            audit_alone(
-                state,
-                &event("-", format!("plugin-component:{sha}"), outcome),
-            )
-            .await?;
-            if removed.is_err() {
-                report.failed.push(format!("plugin-component:{sha}"));
-                continue;
+                Ok(false) => continue,
+                Ok(true) => {}
+                Err(e) => {
+                    audit_alone(state, &event("-", resource, e.code())).await?;
+                    report.failed.push(format!("plugin-component:{sha}"));
+                    continue;
+                }
             }
             tracing::info!(sha256 = %sha, "garbage collection deleted an unreferenced plugin component");
         }
@@ -180,18 +235,20 @@ async fn collect_objects(
         }
         if report.applied {
             let (hsm, id) = (state.keyring.hsm().clone(), id.clone());
-            let removed = tokio::task::spawn_blocking(move || hsm.destroy_if_id(handle, &id))
-                .await
-                .map_err(|_| Error::Internal)?;
-            if matches!(removed, Ok(false)) {
-                // Gone meanwhile: nothing to remove.
-                continue;
-            }
-            let outcome = removed.as_ref().map_or_else(|e| e.code(), |_| "ok");
-            audit_alone(state, &event("-", format!("hsm-object:{name}"), outcome)).await?;
-            if removed.is_err() {
-                report.failed.push(name);
-                continue;
+            let destroy = async move {
+                tokio::task::spawn_blocking(move || hsm.destroy_if_id(handle, &id))
+                    .await
+                    .map_err(|_| Error::Internal)?
+            };
+            let resource = format!("hsm-object:{name}");
+            match remove_audited(state, "-", resource, destroy).await? {
+                Ok(true) => {}
+                // Gone meanwhile: nothing removed.
+                Ok(false) => continue,
+                Err(_) => {
+                    report.failed.push(name);
+                    continue;
+                }
             }
             tracing::info!(object = %name, "garbage collection destroyed an unreferenced HSM object");
         }
@@ -245,13 +302,20 @@ async fn collect_blobs(
                 let shown = format!("{tenant}/{plugin_name}/{name}");
                 if report.applied {
                     let op = StorageOp::Delete { name: name.clone() };
-                    let removed = state.plugins.storage(&plugin, &config, op).await;
-                    let outcome = removed.as_ref().map_or_else(|e| e.code(), |_| "ok");
+                    let delete = async {
+                        match state.plugins.storage(&plugin, &config, op).await? {
+                            StorageReply::Deleted(deleted) => Ok(deleted),
+                            _ => Err(Error::Internal),
+                        }
+                    };
                     let resource = format!("blob:{plugin_name}:{name}");
-                    audit_alone(state, &event(tenant, resource, outcome)).await?;
-                    if removed.is_err() {
-                        report.failed.push(shown);
-                        continue;
+                    match remove_audited(state, tenant, resource, delete).await? {
+                        Ok(true) => {}
+                        Ok(false) => continue,
+                        Err(_) => {
+                            report.failed.push(shown);
+                            continue;
+                        }
                     }
                     tracing::info!(tenant, plugin = plugin_name, blob = %name, "garbage collection deleted an unreferenced blob");
                 }

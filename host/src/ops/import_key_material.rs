@@ -296,10 +296,9 @@ impl Operation for ImportKeyMaterial {
                 key.id
             )));
         };
-        // The wrapping key has served its one use.
-        if let Err(e) = state.keyring.discard_import_key(token.hsm_object_id).await {
-            tracing::warn!(error = %e, "used import wrapping key could not be destroyed");
-        }
+        // The wrapping key has served its one use (destroyed once this commits: a failure
+        // restores the token, which must still work for a retry).
+        scope.discard_import_key_after_commit(token.hsm_object_id);
         Ok(ImportOutput {
             key_id: key.id.clone(),
             key_version: 1,

@@ -356,6 +356,9 @@ pub struct WriteScope {
     blobs: Vec<WrittenBlob>,
     /// Tenant KEKs created in the HSM by this request.
     keks: Vec<crate::crypto::NewKek>,
+    /// Import wrapping keys this request used up (their `CKA_ID`s): destroyed once it
+    /// commits, never before (a rollback restores the token row that names the key).
+    used_import_keys: Vec<Vec<u8>>,
 }
 
 /// A blob written to a storage backend during a request: (plugin, config, name).
@@ -372,7 +375,14 @@ impl WriteScope {
             created: Vec::new(),
             blobs: Vec::new(),
             keks: Vec::new(),
+            used_import_keys: Vec::new(),
         }
+    }
+
+    /// Destroy an import wrapping key once this request commits. If it cannot be destroyed
+    /// then, no row names it any more and garbage collection removes it.
+    pub fn discard_import_key_after_commit(&mut self, object_id: Vec<u8>) {
+        self.used_import_keys.push(object_id);
     }
 
     /// The transaction (begins it if needed).
@@ -407,7 +417,8 @@ impl WriteScope {
         let nothing_else = self.tx.is_none()
             && self.created.is_empty()
             && self.blobs.is_empty()
-            && self.keks.is_empty();
+            && self.keks.is_empty()
+            && self.used_import_keys.is_empty();
         if nothing_else {
             // No change to commit with it: the record joins the next group commit.
             return state.audit.append(ev.clone()).await.map(|_| ());
@@ -426,6 +437,11 @@ impl WriteScope {
         if committed.is_ok() {
             for kek in self.keks.drain(..) {
                 state.keyring.keep_tenant_kek(kek);
+            }
+            for object_id in self.used_import_keys.drain(..) {
+                if let Err(e) = state.keyring.discard_import_key(object_id).await {
+                    tracing::warn!(error = %e, "used import wrapping key not destroyed; garbage collection removes it");
+                }
             }
         }
         if let Err(e) = committed {

@@ -6,8 +6,9 @@
 //! 3. rotates the keys whose automatic rotation period (`enable-key-rotation`) has come,
 //!    then asks each enabled key's rotation-schedule plugin for its decision and rotates the
 //!    keys that are due (at most once per [`MIN_SCHEDULED_ROTATION_SECS`] each);
-//! 4. every `lifecycle.gc_interval_seconds` (claimed in the database, so once per interval
-//!    across nodes), collects unreferenced HSM objects and blobs (see [`super::gc`]);
+//! 4. every `lifecycle.gc_interval_seconds` (claimed in the database: once per interval per
+//!    token for HSM objects, since each node has its own token; once across nodes for blobs
+//!    and plugin components), collects unreferenced material (see [`super::gc`]);
 //! 5. every `audit.archive_interval_seconds` (claimed the same way), archives the sealed
 //!    audit segments and prunes the archived records the retention limits let go (see
 //!    [`crate::audit::archive`]).
@@ -44,8 +45,15 @@ use crate::store::{imports, keys, leases, plugins};
 use crate::telemetry::metrics::metrics;
 
 const LEASE: &str = "lifecycle-scheduler";
-/// Claimed for `lifecycle.gc_interval_seconds` by the pass that runs a garbage collection.
+/// Claimed for `lifecycle.gc_interval_seconds` by the pass that collects blobs and plugin
+/// components (what every node shares).
 const GC_LEASE: &str = "garbage-collection";
+/// Followed by the token's identity: claimed for `lifecycle.gc_interval_seconds` by the pass
+/// that collects that token's objects. Per token, not per cluster: a node sees only its own
+/// token, and an object left in it (a destruction's notice missed while the node was down, an
+/// import token expired by another node) is found by no other node's collection. Nodes that
+/// share one network HSM share its claim.
+const GC_TOKEN_LEASE: &str = "garbage-collection:token:";
 /// Claimed for `audit.archive_interval_seconds` by the pass that archives the audit log.
 const ARCHIVE_LEASE: &str = "audit-archive";
 const SYSTEM_PRINCIPAL: &str = "keyplane:scheduler";
@@ -311,28 +319,37 @@ async fn rotate_by_period(state: &AppState, now: i64, report: &mut PassReport) -
     Ok(())
 }
 
-/// Run a garbage collection if none ran in the last `lifecycle.gc_interval_seconds` on any
-/// node: the interval is claimed as a lease nobody renews, so it is free again only once it
-/// has passed.
+/// Run the parts of a garbage collection that did not run in the last
+/// `lifecycle.gc_interval_seconds`: this token's objects (per token) and the shared blobs and
+/// components (on any node). Each interval is claimed as a lease nobody renews, so it is free
+/// again only once it has passed.
 async fn collect_if_due(state: &AppState, now: i64) -> Option<super::gc::GcReport> {
     let lifecycle = &state.config.lifecycle;
     if lifecycle.gc_interval_seconds == 0 {
         return None;
     }
-    let claimed = async {
+    let until = now + lifecycle.gc_interval_seconds as i64;
+    let claim = |lease: String| async move {
         let mut tx = state.db.begin().await?;
         let holder = format!("gc-{}", uuid::Uuid::new_v4().simple());
-        let until = now + lifecycle.gc_interval_seconds as i64;
-        let claimed = leases::acquire(&mut tx, GC_LEASE, &holder, now, until).await?;
+        let claimed = leases::acquire(&mut tx, &lease, &holder, now, until).await?;
         tx.commit().await?;
         Ok::<_, Error>(claimed)
-    }
-    .await;
-    if !matches!(claimed, Ok(true)) {
+    };
+    let caps = state.keyring.hsm().capabilities();
+    let token = format!(
+        "{GC_TOKEN_LEASE}{}/{}/{}",
+        caps.manufacturer, caps.model, caps.serial_number
+    );
+    let parts = super::gc::Parts {
+        token: matches!(claim(token).await, Ok(true)),
+        shared: matches!(claim(GC_LEASE.to_string()).await, Ok(true)),
+    };
+    if !parts.token && !parts.shared {
         return None;
     }
     let grace = Duration::from_secs(lifecycle.gc_grace_seconds);
-    match super::gc::collect(state, grace, true, &()).await {
+    match super::gc::collect(state, grace, true, parts, &()).await {
         Ok(r) => {
             metrics().scheduler_action("gc", "ok");
             Some(r)
@@ -385,17 +402,33 @@ async fn archive_if_due(
 /// past its `valid_to` (the key returns to pending-import until the same material comes back).
 async fn expire_imports(state: &AppState, now: i64, report: &mut PassReport) -> Result<()> {
     for t in imports::expired_tokens(&state.db, now, 100).await? {
-        if let Err(e) = state
-            .keyring
-            .discard_import_key(t.hsm_object_id.clone())
-            .await
-        {
-            tracing::warn!(error = %e, "expired import wrapping key not destroyed; retried next pass");
-            continue;
+        // The row goes first, with its record: the wrapping key then names nothing, and if it
+        // cannot be destroyed here (an error, or it lives in the token of the node that issued
+        // the token), garbage collection of that token removes it.
+        let removed = async {
+            let mut tx = state.db.begin().await?;
+            if !imports::delete_token(&mut tx, &t.id).await? {
+                return Ok(false);
+            }
+            let resource = format!("import-token:{}", t.id);
+            let ev = system_event(&t.tenant_id, "ExpireImportToken", resource);
+            crate::audit::append(&mut tx, &ev).await?;
+            tx.commit().await?;
+            Ok::<_, Error>(true)
         }
-        let mut tx = state.db.begin().await?;
-        imports::delete_token(&mut tx, &t.id).await?;
-        tx.commit().await?;
+        .await;
+        match removed {
+            Ok(true) => {}
+            // Used or expired by another pass meanwhile.
+            Ok(false) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "expired import token not removed; retried next pass");
+                continue;
+            }
+        }
+        if let Err(e) = state.keyring.discard_import_key(t.hsm_object_id).await {
+            tracing::warn!(error = %e, "expired import wrapping key not destroyed; garbage collection removes it");
+        }
     }
     for key_id in imports::expired_material(&state.db, now, 100).await? {
         let Some(key) = keys::get(&state.db, &key_id).await? else {

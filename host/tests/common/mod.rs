@@ -5,6 +5,7 @@
 
 pub mod aws;
 pub mod cluster;
+pub mod filesystem;
 pub mod secrets;
 pub mod tpm;
 
