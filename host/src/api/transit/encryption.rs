@@ -88,12 +88,18 @@ struct Opened {
     reference: Option<String>,
 }
 
-/// One result of a batch: the item's answer or its error, with its reference.
+/// One result of a batch: the item's answer or its error, with its reference (and the
+/// fields Transit still writes for a failed item of that endpoint, see [`BatchForm`]).
 #[derive(Serialize)]
 #[serde(untagged)]
 pub enum BatchResult<T> {
     Ok(T),
-    Err { error: String, reference: String },
+    Err {
+        #[serde(flatten)]
+        blank: serde_json::Map<String, serde_json::Value>,
+        error: String,
+        reference: String,
+    },
 }
 
 #[derive(Serialize)]
@@ -101,33 +107,72 @@ pub struct BatchData<T> {
     pub batch_results: Vec<BatchResult<T>>,
 }
 
-/// A batch's answer: `200` if every item succeeded; `500` if an item failed on the server's
-/// side (HSM or database away: the client should retry, and hvac raises `InvalidRequest` for
-/// a 400); otherwise `400`, or `partial_failure_response_code` when some (not all)
-/// succeeded, as Transit does.
-fn batch_reply<T: Serialize>(
-    results: Vec<BatchResult<T>>,
-    server_fault: bool,
+/// How a Transit endpoint answers a batch, as Vault's does: its status, and what a failed
+/// item carries besides `error` and `reference`.
+pub struct BatchForm {
+    /// `Some` (encrypt, decrypt): the status follows the items, `partial_failure_response_code`
+    /// the code asked for (see [`batch_status`]). `None` (rewrap, sign, verify, hmac): always
+    /// `200`, each item saying how it went.
+    pub statuses: Option<Option<u16>>,
+    /// The fields a failed item keeps with their empty values (Vault's response structs
+    /// leave them without `omitempty`): `plaintext: ""` in decrypt, `valid: false` in
+    /// verify, `key_version: 0` in sign. Clients index them without checking.
+    pub blank: &'static [(&'static str, Blank)],
+}
+
+/// An empty value of a field of a failed batch item.
+#[derive(Clone, Copy)]
+pub enum Blank {
+    Text,
+    False,
+    Zero,
+}
+
+impl BatchForm {
+    /// Rewrap, sign, verify and hmac: `200` whatever the items.
+    pub const fn always_ok(blank: &'static [(&'static str, Blank)]) -> BatchForm {
+        BatchForm {
+            statuses: None,
+            blank,
+        }
+    }
+
+    fn blank(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.blank
+            .iter()
+            .map(|(name, b)| {
+                let v = match b {
+                    Blank::Text => serde_json::Value::from(""),
+                    Blank::False => serde_json::Value::from(false),
+                    Blank::Zero => serde_json::Value::from(0),
+                };
+                (name.to_string(), v)
+            })
+            .collect()
+    }
+}
+
+/// The status of an encrypt or decrypt batch, as Transit's `batchRequestResponse`: `200` if
+/// every item succeeded; if an item failed on its input, `400`; else (an item failed on the
+/// server's side: HSM or database away) `500`. Either way, when some items succeeded,
+/// `partial_failure_response_code` if given.
+fn batch_status(
+    failed: usize,
+    total: usize,
+    user_error: bool,
     partial_failure_code: Option<u16>,
-) -> Answer {
+) -> axum::http::StatusCode {
     use axum::http::StatusCode;
-    let failed = results
-        .iter()
-        .filter(|r| matches!(r, BatchResult::Err { .. }))
-        .count();
-    let total = results.len();
-    let mut reply = Reply::data(&BatchData {
-        batch_results: results,
-    })?;
-    reply.status = match partial_failure_code {
-        _ if failed == 0 => StatusCode::OK,
-        _ if server_fault => StatusCode::INTERNAL_SERVER_ERROR,
+    if failed == 0 {
+        return StatusCode::OK;
+    }
+    match partial_failure_code {
         Some(code) if failed < total => {
             StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST)
         }
-        _ => StatusCode::BAD_REQUEST,
-    };
-    Ok(reply)
+        _ if user_error => StatusCode::BAD_REQUEST,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
 }
 
 /// Refuse a `partial_failure_response_code` that is not a status a body can be answered
@@ -148,14 +193,16 @@ fn check_partial_code(code: Option<u16>) -> Result<()> {
 pub async fn run_batch<O, T>(
     call: &Call<'_>,
     items: Vec<(Result<O>, Option<String>)>,
-    partial_failure_code: Option<u16>,
+    form: &BatchForm,
     encode: impl Fn(O::Output, Option<String>) -> Result<T>,
 ) -> Answer
 where
     O: ops::Operation,
     T: Serialize,
 {
-    check_partial_code(partial_failure_code).map_err(err)?;
+    if let Some(code) = form.statuses {
+        check_partial_code(code).map_err(err)?;
+    }
     if items.is_empty() {
         return Err(err(Error::validation("missing batch input to process")));
     }
@@ -166,23 +213,33 @@ where
         .map(|(op, r)| (op, Some(r.unwrap_or_default())));
     let (ops, references): (Vec<_>, Vec<_>) = items.unzip();
     let outputs = call.run_many(ops).await.map_err(done)?;
-    let server_fault = outputs
-        .iter()
-        .any(|o| matches!(o, Err(e) if e.is_server_fault()));
+    let total = outputs.len();
+    let (mut failed, mut user_error) = (0, false);
     let results = outputs
         .into_iter()
         .zip(references)
         .map(
             |(out, reference)| match out.and_then(|o| encode(o, reference.clone())) {
                 Ok(t) => BatchResult::Ok(t),
-                Err(e) => BatchResult::Err {
-                    error: TransitError::from(&e).message,
-                    reference: reference.unwrap_or_default(),
-                },
+                Err(e) => {
+                    failed += 1;
+                    user_error |= !e.is_server_fault();
+                    BatchResult::Err {
+                        blank: form.blank(),
+                        error: TransitError::from(&e).message,
+                        reference: reference.unwrap_or_default(),
+                    }
+                }
             },
         )
         .collect();
-    batch_reply(results, server_fault, partial_failure_code)
+    let mut reply = Reply::data(&BatchData {
+        batch_results: results,
+    })?;
+    if let Some(code) = form.statuses {
+        reply.status = batch_status(failed, total, user_error, code);
+    }
+    Ok(reply)
 }
 
 /// Answer a request that is one item or, with `batch_input`, many: each becomes an
@@ -191,7 +248,7 @@ pub async fn one_or_many<I, O, T>(
     call: &Call<'_>,
     single: I,
     batch: Option<Vec<I>>,
-    partial_failure_code: Option<u16>,
+    form: &BatchForm,
     reference: impl Fn(&I) -> Option<String>,
     op: impl Fn(I) -> Result<O>,
     encode: impl Fn(O::Output, Option<String>) -> Result<T>,
@@ -209,7 +266,7 @@ where
                     (op(i), r)
                 })
                 .collect();
-            run_batch(call, items, partial_failure_code, encode).await
+            run_batch(call, items, form, encode).await
         }
         None => {
             let out = call.run(op(single)).await.map_err(done)?;
@@ -269,12 +326,15 @@ pub async fn encrypt(call: &Call<'_>, name: &str) -> Answer {
                 None
             };
             let op = |i| encrypt_op(&alias, i);
-            let code = req.partial_failure_response_code;
+            let form = BatchForm {
+                statuses: Some(req.partial_failure_response_code),
+                blank: &[],
+            };
             let reply = one_or_many(
                 call,
                 req.item,
                 Some(items.items),
-                code,
+                &form,
                 reference,
                 op,
                 sealed,
@@ -381,12 +441,15 @@ pub async fn decrypt(call: &Call<'_>, name: &str) -> Answer {
     let alias = key_of(name).map_err(err)?;
     let req: Request = call.decode().map_err(err)?;
     let op = |i| decrypt_op(&alias, i);
-    let code = req.partial_failure_response_code;
+    let form = BatchForm {
+        statuses: Some(req.partial_failure_response_code),
+        blank: &[("plaintext", Blank::Text)],
+    };
     one_or_many(
         call,
         req.item,
         batch(req.batch_input),
-        code,
+        &form,
         reference,
         op,
         opened,
@@ -422,12 +485,11 @@ pub async fn rewrap(call: &Call<'_>, name: &str) -> Answer {
     let alias = key_of(name).map_err(err)?;
     let req: Request = call.decode().map_err(err)?;
     let op = |i| rewrap_op(&alias, i);
-    let code = req.partial_failure_response_code;
     one_or_many(
         call,
         req.item,
         batch(req.batch_input),
-        code,
+        &BatchForm::always_ok(&[]),
         reference,
         op,
         rewrapped,

@@ -199,6 +199,9 @@ struct KeyData {
     supports_derivation: bool,
     supports_signing: bool,
     auto_rotate_period: i64,
+    /// HMAC keys: the key's length in bytes (Vault writes it for them; Terraform reads it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_size: Option<u32>,
     /// keyplane's view of the same key (usable through the native API and the AWS front).
     keyplane: Keyplane,
 }
@@ -263,6 +266,12 @@ pub async fn read(call: &Call<'_>, name: &str) -> Answer {
         supports_derivation: encrypts,
         supports_signing: asymmetric,
         auto_rotate_period: meta.rotation_period_days.unwrap_or(0) * 86_400,
+        key_size: match meta.key_spec.as_str() {
+            "HMAC_SHA_256" => Some(32),
+            "HMAC_SHA_384" => Some(48),
+            "HMAC_SHA_512" => Some(64),
+            _ => None,
+        },
         keyplane: Keyplane {
             key_id: meta.key_id.clone(),
             alias,
@@ -397,15 +406,8 @@ pub async fn list(call: &Call<'_>) -> Answer {
     Reply::data(&ListData { keys: names })
 }
 
-#[derive(Serialize)]
-struct DeleteData {
-    key_id: String,
-    state: String,
-    deletion_date: Option<String>,
-}
-
 /// `DELETE keys/<name>`: keyplane's deletion (a pending window, then crypto-shredding), only
-/// when `deletion_allowed`; the name is freed at once.
+/// when `deletion_allowed`; the name is freed at once. Answers `204` with no body, as Vault.
 pub async fn delete(call: &Call<'_>, name: &str) -> Answer {
     let alias = key_of(name).map_err(err)?;
     let meta = describe(call, &alias).await?;
@@ -455,16 +457,10 @@ pub async fn delete(call: &Call<'_>, name: &str) -> Answer {
     }))
     .await
     .map_err(done)?;
-    let when = scheduled.deletion_date.clone().unwrap_or_default();
-    Ok(Reply::data(&DeleteData {
-        key_id: scheduled.key_id.clone(),
-        state: scheduled.state.to_string(),
-        deletion_date: scheduled.deletion_date,
-    })?
-    .warn(format!(
-        "keyplane deletes a key after a pending window: key {} is pending deletion and its material is destroyed at {when}; until then cancel-key-deletion (native API) restores it. The name {name} is free again.",
-        scheduled.key_id
-    )))
+    // As Vault: 204, no body. The key is pending deletion (its date is in the audit log and
+    // `describe-key`); until then `cancel-key-deletion` restores it.
+    tracing::info!(key = %scheduled.key_id, deletion_date = ?scheduled.deletion_date, name, "Transit key deleted: pending deletion, name freed");
+    Ok(Reply::no_content())
 }
 
 #[derive(Debug, Deserialize)]

@@ -71,6 +71,16 @@ impl Reply {
         })
     }
 
+    /// `204` with no body at all (no envelope), as Vault answers a request that returns
+    /// nothing (a key's deletion).
+    pub fn no_content() -> Self {
+        Reply {
+            status: StatusCode::NO_CONTENT,
+            data: None,
+            warnings: Vec::new(),
+        }
+    }
+
     pub fn warn(mut self, w: impl Into<String>) -> Self {
         self.warnings.push(w.into());
         self
@@ -520,6 +530,11 @@ pub fn is_transit_name(name: &str) -> bool {
 
 /// The answer: the envelope around the reply's data, `Content-Type: application/json`.
 fn reply_response(gate: &Gate, reply: Reply) -> Response {
+    if reply.status == StatusCode::NO_CONTENT {
+        let mut resp = Response::new(Body::empty());
+        *resp.status_mut() = StatusCode::NO_CONTENT;
+        return resp;
+    }
     let body = wire::envelope(
         &gate.meta.request_id,
         reply.data.as_deref().map(Vec::as_slice),

@@ -14,7 +14,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::encryption::{batch, one_or_many};
+use super::encryption::{batch, one_or_many, BatchForm, Blank};
 use super::wire::{hash_name, parse_versioned, versioned, versioned_jws, weak, ItemB64};
 use super::{done, err, key_of, pinned, Call, Failure, Reply};
 use crate::api::bounded::AtMost;
@@ -39,8 +39,6 @@ struct Request {
     item: Item,
     /// One past the limit at most (see `api::bounded`): more is refused as too many.
     batch_input: Option<AtMost<Item, { MAX_BATCH_ITEMS + 1 }>>,
-    #[serde(default, deserialize_with = "weak::opt_int")]
-    partial_failure_response_code: Option<u16>,
     hash_algorithm: Option<String>,
     algorithm: Option<String>,
     #[serde(default, deserialize_with = "weak::bool")]
@@ -266,9 +264,9 @@ pub async fn sign(call: &Call<'_>, name: &str, path_hash: Option<String>) -> Ans
             reference,
         })
     };
-    let code = req.partial_failure_response_code;
     let (single, batch) = (req.item, batch(req.batch_input));
-    one_or_many(call, single, batch, code, reference, |i| op(&i), encode).await
+    let form = &BatchForm::always_ok(&[("key_version", Blank::Zero)]);
+    one_or_many(call, single, batch, form, reference, |i| op(&i), encode).await
 }
 
 #[derive(Serialize)]
@@ -294,9 +292,9 @@ pub async fn verify(call: &Call<'_>, name: &str, path_hash: Option<String>) -> A
             reference,
         })
     };
-    let code = req.partial_failure_response_code;
     let (single, batch) = (req.item, batch(req.batch_input));
-    one_or_many(call, single, batch, code, reference, |i| op(&i), encode).await
+    let form = &BatchForm::always_ok(&[("valid", Blank::False)]);
+    one_or_many(call, single, batch, form, reference, |i| op(&i), encode).await
 }
 
 /// Transit's HMAC algorithm (`sha2-256`) as keyplane's (`HMAC_SHA_256`); the key's spec
@@ -325,9 +323,9 @@ async fn verify_hmac(call: &Call<'_>, alias: &str, req: Request, path: Option<St
             reference,
         })
     };
-    let code = req.partial_failure_response_code;
     let (single, batch) = (req.item, batch(req.batch_input));
-    one_or_many(call, single, batch, code, reference, |i| op(&i), encode).await
+    let form = &BatchForm::always_ok(&[("valid", Blank::False)]);
+    one_or_many(call, single, batch, form, reference, |i| op(&i), encode).await
 }
 
 #[derive(Serialize)]
@@ -353,9 +351,9 @@ pub async fn hmac(call: &Call<'_>, name: &str, path_algorithm: Option<String>) -
             reference,
         })
     };
-    let code = req.partial_failure_response_code;
     let (single, batch) = (req.item, batch(req.batch_input));
-    one_or_many(call, single, batch, code, reference, |i| op(&i), encode).await
+    let form = &BatchForm::always_ok(&[]);
+    one_or_many(call, single, batch, form, reference, |i| op(&i), encode).await
 }
 
 /// Whether a `verify` request verifies HMACs rather than signatures: its (first) item has an

@@ -254,6 +254,12 @@ pub fn encryption_context(
 
 /// A Transit key type as a keyplane key spec, with the key usage it implies.
 pub fn spec_of_type(key_type: &str, key_size: Option<u32>) -> Result<(KeySpec, &'static str)> {
+    // As Vault: 0 is no size (Terraform's provider always sends it), and a size is for hmac
+    // keys only.
+    let key_size = key_size.filter(|&n| n != 0);
+    if key_size.is_some() && key_type != "hmac" {
+        return Err(Error::validation("key_size is only valid for HMAC keys"));
+    }
     let spec = match key_type {
         "aes256-gcm96" => return Ok((KeySpec::Aes256Gcm, "encrypt-decrypt")),
         "aes128-gcm96" => "AES_128_GCM",
