@@ -703,6 +703,22 @@ async fn transit_answers_as_vault_does_over_http1_and_http2() {
         assert_eq!(status, "200");
         assert_eq!(v["sealed"], false);
     }
+    // A Vault name with a '.' (keyplane's aliases take it) encrypts and reads back.
+    let (status, _, v) = transit(
+        s,
+        "POST",
+        "transit/encrypt/app.prod",
+        t,
+        Some(json!({ "plaintext": "aGk=" })),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let (status, _, v) = transit(s, "GET", "transit/keys/app.prod", t, None).await;
+    assert_eq!(
+        (status, &v["data"]["name"]),
+        (200, &json!("app.prod")),
+        "{v}"
+    );
 }
 
 /// `auto_rotate_period` at create is part of the create: refused by Cedar (EnableKeyRotation

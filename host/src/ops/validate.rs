@@ -11,20 +11,23 @@ pub const ALIAS_PREFIX: &str = "alias/";
 
 const MAX_ALIAS_LEN: usize = 256;
 
-/// Check an alias name's shape (`alias/` then letters, digits, `/`, `_`, `-`).
+/// Check an alias name's shape (`alias/` then letters, digits, `/`, `_`, `-`, `:`, `.`):
+/// what AWS allows (`^[a-zA-Z0-9:/_-]+$`) and what Vault allows in a Transit key's name
+/// (`.` too), since an alias is how both name a key. The AWS front refuses `.` itself, as AWS
+/// does (`api::aws::ids`).
 pub fn validate_alias(name: &str) -> Result<()> {
     let ok = name.len() <= MAX_ALIAS_LEN
         && name.strip_prefix(ALIAS_PREFIX).is_some_and(|rest| {
             !rest.is_empty()
                 && rest
                     .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'/' || b == b'_' || b == b'-')
+                    .all(|b| b.is_ascii_alphanumeric() || b"/_-:.".contains(&b))
         });
     if ok {
         Ok(())
     } else {
         Err(Error::InvalidAliasName(format!(
-            "alias names are {ALIAS_PREFIX}<name> (letters, digits, '/', '_', '-'; at most {MAX_ALIAS_LEN} characters)"
+            "alias names are {ALIAS_PREFIX}<name> (letters, digits, '/', '_', '-', ':', '.'; at most {MAX_ALIAS_LEN} characters)"
         )))
     }
 }
@@ -116,4 +119,26 @@ pub fn validate_tags(tags: &std::collections::BTreeMap<String, String>) -> Resul
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alias_names_take_what_aws_and_vault_take() {
+        for ok in [
+            "alias/a",
+            "alias/app/prod",
+            "alias/a_b-c",
+            "alias/a:b",
+            "alias/app.prod",
+        ] {
+            assert!(validate_alias(ok).is_ok(), "{ok}");
+        }
+        for bad in ["alias/", "a", "alias/a b", "alias/a*", "alias/é"] {
+            assert!(validate_alias(bad).is_err(), "{bad}");
+        }
+        assert!(validate_alias(&format!("alias/{}", "a".repeat(MAX_ALIAS_LEN))).is_err());
+    }
 }

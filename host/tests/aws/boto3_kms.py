@@ -110,6 +110,12 @@ expect_error("create an alias twice", "AlreadyExistsException",
              kms.create_alias, AliasName="alias/boto3", TargetKeyId=key)
 expect_error("an alias name without alias/", "InvalidAliasNameException",
              kms.create_alias, AliasName="boto3-alias", TargetKeyId=key)
+expect_error("an alias name with '.' (not in AWS's pattern)", "ValidationException",
+             kms.create_alias, AliasName="alias/boto3.dotted", TargetKeyId=key)
+kms.create_alias(AliasName="alias/boto3:colon", TargetKeyId=key)
+check("an alias name with ':' (in AWS's pattern)",
+      kms.describe_key(KeyId="alias/boto3:colon")["KeyMetadata"]["KeyId"] == key)
+kms.delete_alias(AliasName="alias/boto3:colon")
 aliases = kms.list_aliases(KeyId=key)["Aliases"]
 check("list-aliases", [a["AliasName"] for a in aliases] == ["alias/boto3"], aliases)
 check("list-aliases arn", aliases[0]["AliasArn"] == f"arn:aws:kms:{REGION}:{ACCOUNT}:alias/boto3", aliases)

@@ -121,6 +121,13 @@ impl Cx {
                 "Alias must start with the prefix \"alias/\". Please see https://docs.aws.amazon.com/kms/latest/developerguide/kms-alias.html (got {v})"
             )));
         }
+        // keyplane's aliases also take '.', for Vault's key names; AWS's do not.
+        if name.contains('.') {
+            return Err(constraint(
+                "aliasName",
+                "Member must satisfy regular expression pattern: ^[a-zA-Z0-9:/_-]+$",
+            ));
+        }
         if name.starts_with("alias/aws/") {
             return Err(Error::InvalidAliasName(
                 "alias/aws/ is reserved for AWS managed keys".into(),
@@ -238,6 +245,23 @@ mod tests {
             cx.key_arn("k-1"),
             "arn:aws:kms:eu-west-1:111122223333:key/k-1"
         );
+    }
+
+    #[test]
+    fn alias_names_are_aws_alias_names() {
+        let cx = Cx {
+            account_id: "111122223333".into(),
+            region: "eu-west-1".into(),
+        };
+        assert_eq!(cx.alias_name("alias/a:b").unwrap(), "alias/a:b");
+        assert!(matches!(
+            cx.alias_name("alias/app.prod"),
+            Err(Error::Validation(_))
+        ));
+        assert!(matches!(
+            cx.alias_name("alias/aws/x"),
+            Err(Error::InvalidAliasName(_))
+        ));
     }
 
     #[test]

@@ -513,7 +513,7 @@ pub fn key_of(name: &str) -> Result<String> {
     let alias = format!("{}{name}", crate::ops::ALIAS_PREFIX);
     let refused = || {
         Error::validation(format!(
-            "key name {name:?} is not supported: keyplane names Transit keys by alias, so a name is letters, digits, '_' and '-'"
+            "key name {name:?} is not supported: keyplane names Transit keys by alias, so a name is letters, digits, '_', '-', '.' and ':'"
         ))
     };
     if !is_transit_name(name) {
