@@ -780,3 +780,52 @@ forbid (principal, action == Keyplane::Action::"EnableKeyRotation", resource);
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["data"]["auto_rotate_period"], 30 * 86_400, "{v}");
 }
+
+/// `keys/<name>/config` as Vault's: every setting is checked before any is written (a bad
+/// period leaves `deletion_allowed` as it was), and writing the same period again (as
+/// Terraform does with every apply) leaves the next rotation where it was.
+#[tokio::test(flavor = "multi_thread")]
+async fn config_checks_everything_first_and_rewrites_nothing_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = acme(dir.path()).await;
+    let s = &a.server;
+    let t = Some(a.admin.as_str());
+    let (status, _, v) = transit(s, "POST", "transit/keys/cfg", t, Some(json!({}))).await;
+    assert_eq!(status, 200, "{v}");
+    let key_id = v["data"]["keyplane"]["key_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let bad = json!({ "deletion_allowed": true, "auto_rotate_period": "1h" });
+    let (status, _, v) = transit(s, "POST", "transit/keys/cfg/config", t, Some(bad)).await;
+    assert_eq!(status, 400, "{v}");
+    let (_, _, v) = transit(s, "GET", "transit/keys/cfg", t, None).await;
+    assert_eq!(v["data"]["deletion_allowed"], false, "nothing written: {v}");
+
+    let period = json!({ "auto_rotate_period": "720h" });
+    let next = || async {
+        s.ok(
+            &a.admin,
+            "get-key-rotation-status",
+            json!({ "key_id": key_id }),
+        )
+        .await["next_rotation_at"]
+            .clone()
+    };
+    let (status, _, v) = transit(
+        s,
+        "POST",
+        "transit/keys/cfg/config",
+        t,
+        Some(period.clone()),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let first = next().await;
+    assert!(first.is_string(), "{first}");
+    s.advance_clock(86_400).await;
+    let (status, _, v) = transit(s, "POST", "transit/keys/cfg/config", t, Some(period)).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(next().await, first, "the same period again moves nothing");
+}

@@ -416,7 +416,8 @@ async fn upsert(
 }
 
 fn decrypt_op(alias: &str, item: Item) -> Result<ops::decrypt::Decrypt> {
-    refuse_nonce(&item)?;
+    // A `nonce` is ignored here, as Vault ignores it for keys that are not convergent (none
+    // of keyplane's is): a client that sends the encrypt's nonce back still decrypts.
     Ok(ops::decrypt::Decrypt {
         ciphertext_blob: ciphertext_of(item.ciphertext.as_deref())?,
         encryption_context: encryption_context(
@@ -458,7 +459,7 @@ pub async fn decrypt(call: &Call<'_>, name: &str) -> Answer {
 }
 
 fn rewrap_op(alias: &str, item: Item) -> Result<ops::rewrap::Rewrap> {
-    refuse_nonce(&item)?;
+    // `nonce` ignored, as in `decrypt_op`.
     Ok(ops::rewrap::Rewrap {
         ciphertext_blob: ciphertext_of(item.ciphertext.as_deref())?,
         source_encryption_context: encryption_context(

@@ -143,12 +143,8 @@ fn period_days(v: &serde_json::Value) -> Result<i64> {
     Ok(days)
 }
 
-async fn set_rotation(
-    call: &Call<'_>,
-    alias: &str,
-    period: &serde_json::Value,
-) -> Result<(), Failure> {
-    let days = period_days(period).map_err(err)?;
+/// Turn automatic rotation off (0 days) or on, every `days` days.
+async fn set_rotation(call: &Call<'_>, alias: &str, days: i64) -> Result<(), Failure> {
     if days == 0 {
         let op = ops::automatic_rotation::DisableKeyRotation {
             key_id: alias.into(),
@@ -482,6 +478,12 @@ struct ConfigRequest {
 pub async fn config(call: &Call<'_>, name: &str) -> Answer {
     let alias = key_of(name).map_err(err)?;
     let req: ConfigRequest = call.decode().map_err(err)?;
+    // Every setting is checked before any is written: a bad period must not leave the
+    // others changed.
+    let period = match &req.auto_rotate_period {
+        Some(p) => Some(period_days(p).map_err(err)?),
+        None => None,
+    };
     let meta = describe(call, &alias).await?;
     let refuse = |m: &str| Err(err(Error::Unsupported(m.to_string())));
     if req.min_encryption_version.is_some_and(|v| v != 0) {
@@ -525,8 +527,10 @@ pub async fn config(call: &Call<'_>, name: &str) -> Answer {
             call.run(Ok(op)).await.map_err(done)?;
         }
     }
-    if let Some(period) = &req.auto_rotate_period {
-        set_rotation(call, &meta.key_id, period).await?;
+    // Changed only when it differs, as Vault: a client that writes every setting each time
+    // (Terraform) must not move the next rotation a period on with every write.
+    if let Some(days) = period.filter(|&d| d != meta.rotation_period_days.unwrap_or(0)) {
+        set_rotation(call, &meta.key_id, days).await?;
     }
     Ok(warnings
         .into_iter()

@@ -95,10 +95,10 @@ impl Scheme {
 }
 
 fn scheme(spec: &str, req: &Request, path_hash: Option<&str>) -> Result<Scheme> {
-    let hash = req
-        .hash_algorithm
-        .as_deref()
-        .or(path_hash)
+    // As Vault: the path's hash first, then `hash_algorithm`, then the deprecated `algorithm`.
+    let hash = path_hash
+        .or(req.hash_algorithm.as_deref())
+        .or(req.algorithm.as_deref())
         .unwrap_or("sha2-256");
     let hash = hash_name(hash)?;
     let padding = req.signature_algorithm.as_deref().unwrap_or("pss");
@@ -300,11 +300,10 @@ pub async fn verify(call: &Call<'_>, name: &str, path_hash: Option<String>) -> A
 /// Transit's HMAC algorithm (`sha2-256`) as keyplane's (`HMAC_SHA_256`); the key's spec
 /// must match (keyplane's HMAC keys are made for one hash).
 fn mac_algorithm(req: &Request, path: Option<&str>) -> Result<String> {
-    let name = req
-        .algorithm
-        .as_deref()
+    // As Vault: the path's algorithm first, then the body's.
+    let name = path
+        .or(req.algorithm.as_deref())
         .or(req.hash_algorithm.as_deref())
-        .or(path)
         .unwrap_or("sha2-256");
     match hash_name(name)? {
         h @ ("SHA_256" | "SHA_384" | "SHA_512") => Ok(format!("HMAC_{h}")),
@@ -474,5 +473,34 @@ pub(super) fn fuzz(name: &str, body: &[u8], path: Option<String>, kind: Kind) {
                 Kind::Verify | Kind::Hmac => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(body: serde_json::Value) -> Request {
+        serde_json::from_value(body).unwrap()
+    }
+
+    /// As Vault: the path's hash first, then `hash_algorithm`, then `algorithm`.
+    #[test]
+    fn the_path_names_the_hash_before_the_body() {
+        let both = request(serde_json::json!({ "hash_algorithm": "sha2-256" }));
+        let s = scheme("RSA_2048", &both, Some("sha2-512")).unwrap();
+        assert_eq!(s.algorithm, "RSASSA_PSS_SHA_512");
+        let s = scheme("RSA_2048", &both, None).unwrap();
+        assert_eq!(s.algorithm, "RSASSA_PSS_SHA_256");
+        let old = request(serde_json::json!({ "algorithm": "sha2-384" }));
+        let s = scheme("RSA_2048", &old, None).unwrap();
+        assert_eq!(s.algorithm, "RSASSA_PSS_SHA_384");
+
+        let mac = request(serde_json::json!({ "algorithm": "sha2-256" }));
+        assert_eq!(
+            mac_algorithm(&mac, Some("sha2-512")).unwrap(),
+            "HMAC_SHA_512"
+        );
+        assert_eq!(mac_algorithm(&mac, None).unwrap(), "HMAC_SHA_256");
     }
 }

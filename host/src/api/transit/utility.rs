@@ -75,15 +75,15 @@ pub async fn hash(call: &Call<'_>, path_algorithm: Option<String>) -> Answer {
     Reply::data(&HashData { sum: &text })
 }
 
-/// `bytes` (the body's, else the path's, else 32) and the format, checked before any random
-/// bytes are drawn.
+/// `bytes` (the path's, else the body's, else 32: as Vault's `HandleRandomAPI`) and the
+/// format, checked before any random bytes are drawn.
 fn random_op(
     req: &RandomRequest,
     path_bytes: Option<String>,
 ) -> Result<ops::generate_random::GenerateRandom, Error> {
-    let bytes = match (req.bytes, path_bytes) {
-        (Some(n), _) => u64::try_from(n).ok(),
-        (None, Some(p)) => p.parse().ok(),
+    let bytes = match (path_bytes, req.bytes) {
+        (Some(p), _) => p.parse().ok(),
+        (None, Some(n)) => u64::try_from(n).ok(),
         (None, None) => Some(32),
     }
     .ok_or_else(|| Error::validation("bytes must be a positive number"))?;
@@ -94,10 +94,10 @@ fn random_op(
 }
 
 fn hash_op(req: HashRequest, path_algorithm: Option<String>) -> Result<ops::hash::Hash, Error> {
-    let algorithm = req
-        .algorithm
+    // As Vault: the path's algorithm first, then the body's.
+    let algorithm = path_algorithm
         .as_deref()
-        .or(path_algorithm.as_deref())
+        .or(req.algorithm.as_deref())
         .unwrap_or("sha2-256");
     let algorithm = hash_name(algorithm)?;
     let input = req
@@ -123,5 +123,27 @@ pub(super) fn fuzz_random(body: &[u8], path_bytes: Option<String>) {
 pub(super) fn fuzz_hash(body: &[u8], path_algorithm: Option<String>) {
     if let Ok(req) = super::decode::<HashRequest>(body) {
         super::fuzz_validate(hash_op(req, path_algorithm));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// As Vault: what the path names wins over the body.
+    #[test]
+    fn the_path_comes_before_the_body() {
+        let req: HashRequest =
+            serde_json::from_value(serde_json::json!({ "input": "aGk=", "algorithm": "sha2-256" }))
+                .unwrap();
+        let op = hash_op(req, Some("sha2-512".into())).unwrap();
+        assert_eq!(op.algorithm.as_deref(), Some("SHA_512"));
+        let req: RandomRequest =
+            serde_json::from_value(serde_json::json!({ "bytes": 32 })).unwrap();
+        assert_eq!(
+            random_op(&req, Some("16".into())).unwrap().number_of_bytes,
+            16
+        );
+        assert_eq!(random_op(&req, None).unwrap().number_of_bytes, 32);
     }
 }
