@@ -190,6 +190,15 @@ async fn the_bao_cli_runs_the_transit_workflow() {
         run(&mut cmd)
     };
     let json = |args: &[&str]| -> Value { serde_json::from_str(&cli(args)).unwrap() };
+    // `status` (sys/seal-status, no token) answers an unsealed server of a version clients
+    // can read (Terraform's provider parses it as semver).
+    let status = json(&["status", "-format=json"]);
+    assert_eq!(status["sealed"], false, "{status}");
+    assert_eq!(status["initialized"], true, "{status}");
+    assert!(
+        status["version"].as_str().unwrap().contains("+keyplane."),
+        "{status}"
+    );
     cli(&["write", "-f", "transit/keys/cli"]);
     cli(&["write", "-f", "transit/keys/cli/rotate"]);
     let key = json(&["read", "-format=json", "transit/keys/cli"]);

@@ -8,8 +8,8 @@
 //!   at `GET /v1/openapi.json`.
 //! - `aws`: `POST /`, AWS KMS (JSON 1.1) and STS `GetCallerIdentity` (query protocol), signed
 //!   with Signature Version 4.
-//! - `transit`: Vault's Transit engine under `/v1/<transit.mount>/`, with `sys/health` and
-//!   `auth/token/lookup-self`, bearer token in `X-Vault-Token`.
+//! - `transit`: Vault's Transit engine under `/v1/<transit.mount>/`, with `sys/health`,
+//!   `sys/seal-status`, `sys/leader` and `auth/token/lookup-self`, bearer token in `X-Vault-Token`.
 //! - health: `GET /healthz` (liveness) and `GET /readyz` (the database answers and the HSM's
 //!   root key works).
 //! - `debug`: test hooks under `/debug/` (debug builds with `test-hooks` only).
@@ -89,6 +89,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/{operation}", post(native::handle))
         .route(&transit, any(transit::handle))
         .route("/v1/sys/health", get(transit::health).head(transit::health))
+        .route("/v1/sys/seal-status", get(transit::seal_status))
+        .route("/v1/sys/leader", get(transit::leader))
         .route("/v1/auth/token/lookup-self", any(transit::lookup_self));
     #[cfg(all(feature = "test-hooks", debug_assertions))]
     let router = router

@@ -14,7 +14,7 @@
 //!   any operation runs (see [`Failure`]) is recorded as a refusal of the endpoint's action. Files: [`keys`] (create, read, list,
 //!   delete, config, rotate, trim), [`encryption`] (encrypt, decrypt, rewrap, data keys),
 //!   [`signing`] (sign, verify, hmac), [`utility`] (random, hash), [`sys`] (`sys/health`,
-//!   `auth/token/lookup-self`); [`wire`] holds the `vault:v<N>:` values and the envelope,
+//!   `sys/seal-status`, `sys/leader`, `auth/token/lookup-self`); [`wire`] holds the `vault:v<N>:` values and the envelope,
 //!   [`error`] the one mapping of keyplane's errors to Vault's.
 //!
 //! Where Transit and keyplane differ, the request is refused with a message that says so
@@ -46,7 +46,7 @@ use crate::error::{Error, Result};
 use crate::ops::{Front, Operation};
 use crate::state::AppState;
 pub use error::TransitError;
-pub use sys::{health, lookup_self};
+pub use sys::{health, leader, lookup_self, seal_status};
 
 /// What a Transit endpoint answers: data, warnings, and its status.
 pub struct Reply {

@@ -1,7 +1,13 @@
 //! What Vault clients ask of a server besides the engine: `sys/health` (load balancers,
-//! `vault status`, hvac's `sys.read_health_status`) and `auth/token/lookup-self` (hvac's
+//! hvac's `sys.read_health_status`), `sys/seal-status` and `sys/leader` (`vault status`;
+//! Terraform's provider reads the server's version in the seal status) and `auth/token/lookup-self` (hvac's
 //! `is_authenticated`, the vault CLI's token check), answered from keyplane's readiness and
 //! `get-caller-identity`.
+//!
+//! The version these answer is [`VERSION`]: the Vault API level the Transit front follows,
+//! with keyplane's own version as semver build metadata. Clients that gate features on the
+//! server's version (Terraform's provider sends `key_size` to Vault 1.12 and later) then see
+//! what the front serves, and anyone reading it sees keyplane.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,6 +22,9 @@ use super::{authenticate, error_response, reply_response, Reply, TransitError};
 use crate::api::gate::{BodyLimits, Gate};
 use crate::ops::{self, Front, Operation};
 use crate::state::AppState;
+
+/// The version Vault clients are told (see the module doc).
+pub const VERSION: &str = concat!("1.15.0+keyplane.", env!("CARGO_PKG_VERSION"));
 
 #[derive(Serialize)]
 struct Health {
@@ -43,7 +52,7 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Response {
         replication_performance_mode: "disabled",
         replication_dr_mode: "disabled",
         server_time_utc: chrono::Utc::now().timestamp(),
-        version: env!("CARGO_PKG_VERSION"),
+        version: VERSION,
         cluster_name: "keyplane",
         // Not the token label: this answer needs no token.
         cluster_id: "keyplane".to_string(),
@@ -59,6 +68,81 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Response {
     );
     *resp.status_mut() = status;
     resp
+}
+
+#[derive(Serialize)]
+struct SealStatus {
+    #[serde(rename = "type")]
+    seal_type: &'static str,
+    initialized: bool,
+    sealed: bool,
+    t: u32,
+    n: u32,
+    progress: u32,
+    nonce: &'static str,
+    version: &'static str,
+    build_date: &'static str,
+    migration: bool,
+    cluster_name: &'static str,
+    cluster_id: &'static str,
+    recovery_seal: bool,
+    storage_type: &'static str,
+}
+
+/// `GET /v1/sys/seal-status`: Vault's answer for a server that is unsealed when the database
+/// answers and the HSM's root key works (keyplane has no unseal keys: the HSM is its seal,
+/// `type` `pkcs11`), sealed otherwise. Always `200`, as Vault's, and no token needed.
+pub async fn seal_status(State(state): State<Arc<AppState>>) -> Response {
+    let ready = crate::api::ready(&state).await;
+    let body = SealStatus {
+        seal_type: "pkcs11",
+        initialized: true,
+        sealed: !ready,
+        t: 1,
+        n: 1,
+        progress: 0,
+        nonce: "",
+        version: VERSION,
+        build_date: "",
+        migration: false,
+        cluster_name: "keyplane",
+        cluster_id: "keyplane",
+        recovery_seal: false,
+        storage_type: "keyplane",
+    };
+    super::json(
+        StatusCode::OK,
+        Body::from(serde_json::to_vec(&body).unwrap_or_default()),
+    )
+}
+
+#[derive(Serialize)]
+struct Leader {
+    ha_enabled: bool,
+    is_self: bool,
+    active_time: &'static str,
+    leader_address: &'static str,
+    leader_cluster_address: &'static str,
+    performance_standby: bool,
+    performance_standby_last_remote_wal: u64,
+}
+
+/// `GET /v1/sys/leader` (`vault status` asks it after the seal status): keyplane's nodes are
+/// all active, none leads, so Vault's answer for a server without HA. No token needed.
+pub async fn leader() -> Response {
+    let body = Leader {
+        ha_enabled: false,
+        is_self: false,
+        active_time: "0001-01-01T00:00:00Z",
+        leader_address: "",
+        leader_cluster_address: "",
+        performance_standby: false,
+        performance_standby_last_remote_wal: 0,
+    };
+    super::json(
+        StatusCode::OK,
+        Body::from(serde_json::to_vec(&body).unwrap_or_default()),
+    )
 }
 
 #[derive(Serialize)]
