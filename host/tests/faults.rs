@@ -162,6 +162,14 @@ async fn requests_fail_fast_while_the_token_is_gone_and_succeed_once_it_returns(
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start_quiet(dir.path()).await;
     let b = before(&s).await;
+    // The hsm key as a Transit key, for a batch rewrap while the token is gone.
+    s.ok(
+        &s.admin,
+        "create-alias",
+        json!({ "alias_name": "alias/faulty", "target_key_id": b.hsm_key }),
+    )
+    .await;
+    let transit_ct = format!("vault:v1:{}", b64(&b.hsm_ct));
     let token = token_dir(dir.path());
     let away = dir.path().join("token-away");
     std::fs::rename(&token, &away).unwrap();
@@ -201,6 +209,17 @@ async fn requests_fail_fast_while_the_token_is_gone_and_succeed_once_it_returns(
             slowest = slowest.max(took);
         }
     }
+    // A Transit batch whose items fail on the server's side is a 500 (retry), not a 200
+    // whose items say so: a job re-wrapping a column must not take it as done.
+    let rewrap = s
+        .client
+        .post(format!("{}/v1/transit/rewrap/faulty", s.base))
+        .header("X-Vault-Token", &s.admin)
+        .json(&json!({ "batch_input": [{ "ciphertext": transit_ct }] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rewrap.status().as_u16(), 500, "{:?}", rewrap.text().await);
     assert!(
         slowest < Duration::from_millis(100),
         "a request took {slowest:?} to fail"

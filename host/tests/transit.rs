@@ -811,6 +811,17 @@ async fn config_checks_everything_first_and_rewrites_nothing_unchanged() {
     assert_eq!(status, 400, "{v}");
     let (_, _, v) = transit(s, "GET", "transit/keys/cfg", t, None).await;
     assert_eq!(v["data"]["deletion_allowed"], false, "nothing written: {v}");
+    // A well-formed period the key cannot take (it is disabled): nothing written either.
+    s.ok(&a.admin, "disable-key", json!({ "key_id": key_id }))
+        .await;
+    let refused = json!({ "deletion_allowed": true, "auto_rotate_period": "720h" });
+    let (status, _, v) = transit(s, "POST", "transit/keys/cfg/config", t, Some(refused)).await;
+    assert_eq!(status, 400, "{v}");
+    s.ok(&a.admin, "enable-key", json!({ "key_id": key_id }))
+        .await;
+    let (_, _, v) = transit(s, "GET", "transit/keys/cfg", t, None).await;
+    assert_eq!(v["data"]["deletion_allowed"], false, "nothing written: {v}");
+    assert_eq!(v["data"]["auto_rotate_period"], 0, "{v}");
 
     let period = json!({ "auto_rotate_period": "720h" });
     let next = || async {

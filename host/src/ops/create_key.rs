@@ -233,20 +233,10 @@ impl Operation for CreateKey {
         }
         let key_id = format!("k-{}", uuid::Uuid::new_v4().simple());
         let external = self.origin == imports::ORIGIN_EXTERNAL;
-        let version = if external {
-            None
-        } else {
-            let kind = (protection, spec, usage);
-            Some(make_version(ctx.state, scope, &tenant, &key_id, 1, kind, self.exportable).await?)
-        };
-        let created_at = version
-            .as_ref()
-            .map(|v| v.created_at.clone())
-            .unwrap_or_else(|| ctx.state.clock.now_rfc3339());
         let rotation = self
             .rotation_period_days
             .map(|days| (days, ctx.state.clock.now() + days * 86_400));
-        let row = KeyRow {
+        let mut row = KeyRow {
             id: key_id,
             tenant_id: tenant,
             spec,
@@ -260,7 +250,7 @@ impl Operation for CreateKey {
             description: self.description,
             tags: serde_json::to_string(&self.tags).map_err(|_| Error::Internal)?,
             primary_version: 1,
-            created_at,
+            created_at: ctx.state.clock.now_rfc3339(),
             created_by: ctx.principal.id.clone(),
             deletion_date: None,
             min_decryption_version: 1,
@@ -271,7 +261,7 @@ impl Operation for CreateKey {
             require_encryption_context: self.require_encryption_context,
         };
         // What comes with the key is authorized on it, as its own request would be, before
-        // anything is written.
+        // anything is made (no material is made for a refused request).
         let resource = ResourceRef::Key {
             row: Box::new(row.clone()),
             users: grants.clone(),
@@ -287,6 +277,24 @@ impl Operation for CreateKey {
                 &resource,
                 &EncryptionContext::new(),
             )?;
+        }
+        let version = if external {
+            None
+        } else {
+            let kind = (protection, spec, usage);
+            let v = make_version(
+                ctx.state,
+                scope,
+                &row.tenant_id,
+                &row.id,
+                1,
+                kind,
+                self.exportable,
+            );
+            Some(v.await?)
+        };
+        if let Some(v) = &version {
+            row.created_at = v.created_at.clone();
         }
         let conn = scope.conn(ctx.state).await?;
         keys::insert_key(conn, &row, &grants).await?;

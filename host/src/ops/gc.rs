@@ -129,13 +129,21 @@ pub async fn collect(
         applied: apply,
         ..GcReport::default()
     };
-    if parts.token {
-        collect_objects(state, grace, &mut report, progress).await?;
-    }
-    if parts.shared {
-        collect_blobs(state, grace, &mut report, progress).await?;
-        collect_components(state, &mut report, progress).await?;
-    }
+    // Each part whatever became of the other (a token away must not stop the blobs being
+    // collected, which no other node does in this interval); the first error is answered.
+    let token = if parts.token {
+        collect_objects(state, grace, &mut report, progress).await
+    } else {
+        Ok(())
+    };
+    let shared = if parts.shared {
+        let blobs = collect_blobs(state, grace, &mut report, progress).await;
+        let components = collect_components(state, &mut report, progress).await;
+        blobs.and(components)
+    } else {
+        Ok(())
+    };
+    token.and(shared)?;
     Ok(report)
 }
 

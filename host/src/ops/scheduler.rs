@@ -51,8 +51,10 @@ const GC_LEASE: &str = "garbage-collection";
 /// Followed by the token's identity: claimed for `lifecycle.gc_interval_seconds` by the pass
 /// that collects that token's objects. Per token, not per cluster: a node sees only its own
 /// token, and an object left in it (a destruction's notice missed while the node was down, an
-/// import token expired by another node) is found by no other node's collection. Nodes that
-/// share one network HSM share its claim.
+/// import token expired by another node) is found by no other node's collection. The identity
+/// is the fingerprint of the token's audit signing key, made in each token and never copied
+/// (a token's serial number is no identity: tpm2-pkcs11 reports zeros for every token), so
+/// nodes that share one network HSM share its claim, and no two tokens do.
 const GC_TOKEN_LEASE: &str = "garbage-collection:token:";
 /// Claimed for `audit.archive_interval_seconds` by the pass that archives the audit log.
 const ARCHIVE_LEASE: &str = "audit-archive";
@@ -336,13 +338,26 @@ async fn collect_if_due(state: &AppState, now: i64) -> Option<super::gc::GcRepor
         tx.commit().await?;
         Ok::<_, Error>(claimed)
     };
-    let caps = state.keyring.hsm().capabilities();
-    let token = format!(
-        "{GC_TOKEN_LEASE}{}/{}/{}",
-        caps.manufacturer, caps.model, caps.serial_number
-    );
+    let hsm = state.keyring.hsm().clone();
+    let token = tokio::task::spawn_blocking(move || hsm.audit_signing_key())
+        .await
+        .map_err(|_| Error::Internal)
+        .and_then(|r| r);
+    let token = match token {
+        Ok((_, spki)) => {
+            let fingerprint = crate::audit::checkpoint::fingerprint(&spki);
+            matches!(
+                claim(format!("{GC_TOKEN_LEASE}{fingerprint}")).await,
+                Ok(true)
+            )
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "garbage collection of this node's token skipped: its audit key is not readable");
+            false
+        }
+    };
     let parts = super::gc::Parts {
-        token: matches!(claim(token).await, Ok(true)),
+        token,
         shared: matches!(claim(GC_LEASE.to_string()).await, Ok(true)),
     };
     if !parts.token && !parts.shared {

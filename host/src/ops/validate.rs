@@ -11,7 +11,8 @@ pub const ALIAS_PREFIX: &str = "alias/";
 
 const MAX_ALIAS_LEN: usize = 256;
 
-/// Check an alias name's shape (`alias/` then letters, digits, `/`, `_`, `-`, `:`, `.`):
+/// Check an alias name's shape (`alias/` then letters, digits, `/`, `_`, `-`, `:`, `.`; a
+/// `.` not first or last in a segment):
 /// what AWS allows (`^[a-zA-Z0-9:/_-]+$`) and what Vault allows in a Transit key's name
 /// (`.` too), since an alias is how both name a key. The AWS front refuses `.` itself, as AWS
 /// does (`api::aws::ids`).
@@ -22,12 +23,18 @@ pub fn validate_alias(name: &str) -> Result<()> {
                 && rest
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"/_-:.".contains(&b))
+                // A '.' within a name, as Vault's (`app.prod`), never at either end of a
+                // segment: `.` and `..` are what URL clients rewrite away, so a Transit key
+                // so named could never be reached.
+                && rest
+                    .split('/')
+                    .all(|seg| !seg.starts_with('.') && !seg.ends_with('.'))
         });
     if ok {
         Ok(())
     } else {
         Err(Error::InvalidAliasName(format!(
-            "alias names are {ALIAS_PREFIX}<name> (letters, digits, '/', '_', '-', ':', '.'; at most {MAX_ALIAS_LEN} characters)"
+            "alias names are {ALIAS_PREFIX}<name> (letters, digits, '/', '_', '-', ':', '.' (not at either end of a name); at most {MAX_ALIAS_LEN} characters)"
         )))
     }
 }
@@ -136,7 +143,18 @@ mod tests {
         ] {
             assert!(validate_alias(ok).is_ok(), "{ok}");
         }
-        for bad in ["alias/", "a", "alias/a b", "alias/a*", "alias/é"] {
+        for bad in [
+            "alias/",
+            "a",
+            "alias/a b",
+            "alias/a*",
+            "alias/é",
+            "alias/.",
+            "alias/..",
+            "alias/a.",
+            "alias/.a",
+            "alias/x/../y",
+        ] {
             assert!(validate_alias(bad).is_err(), "{bad}");
         }
         assert!(validate_alias(&format!("alias/{}", "a".repeat(MAX_ALIAS_LEN))).is_err());

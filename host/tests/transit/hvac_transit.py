@@ -372,6 +372,16 @@ status, body = raw("sign/k-ecdsa-p256", {"hash_algorithm": "sha2-256", "batch_in
 results = body["data"]["batch_results"]
 check("sign batch with a bad item: 200", status == 200 and results[0]["signature"].startswith("vault:v1:")
       and results[1]["key_version"] == 0 and results[1]["error"], (status, body))
+# As Vault for keys that are not convergent: a nonce sent to decrypt or rewrap is ignored.
+fresh = transit.encrypt_data(K, b64(b"with a nonce"))["data"]["ciphertext"]
+status, body = raw(f"decrypt/{K}", {"ciphertext": fresh, "nonce": b64(b"twelve bytes")})
+check("decrypt ignores a nonce", status == 200 and unb64(body["data"]["plaintext"]) == b"with a nonce",
+      (status, body))
+status, body = raw(f"rewrap/{K}", {"ciphertext": fresh, "nonce": b64(b"twelve bytes")})
+check("rewrap ignores a nonce", status == 200 and body["data"]["ciphertext"].startswith("vault:v"), (status, body))
+# As Vault: a batch against a key that does not exist is refused whole, not item by item.
+status, body = raw("rewrap/no-such-key", {"batch_input": [dec_in[0], dec_in[1]]})
+check("a batch on no key is one error", status == 400 and body.get("errors"), (status, body))
 status, body = raw("encrypt/no-batch-made", {"batch_input": []})
 check("an empty batch is refused", status == 400 and "missing batch input" in body["errors"][0], body)
 expect("...and made no key", exceptions.InvalidPath, transit.read_key, "no-batch-made")

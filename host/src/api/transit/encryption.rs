@@ -111,8 +111,10 @@ pub struct BatchData<T> {
 /// item carries besides `error` and `reference`.
 pub struct BatchForm {
     /// `Some` (encrypt, decrypt): the status follows the items, `partial_failure_response_code`
-    /// the code asked for (see [`batch_status`]). `None` (rewrap, sign, verify, hmac): always
-    /// `200`, each item saying how it went.
+    /// the code asked for (see [`batch_status`]). `None` (rewrap, sign, verify, hmac): `200`
+    /// whatever the items' input, each item saying how it went; `500` if an item failed on
+    /// the server's side (HSM or database away), as Vault's rewrap answers an internal error,
+    /// so that a job re-wrapping a column retries rather than taking it as done.
     pub statuses: Option<Option<u16>>,
     /// The fields a failed item keeps with their empty values (Vault's response structs
     /// leave them without `omitempty`): `plaintext: ""` in decrypt, `valid: false` in
@@ -129,7 +131,7 @@ pub enum Blank {
 }
 
 impl BatchForm {
-    /// Rewrap, sign, verify and hmac: `200` whatever the items.
+    /// Rewrap, sign, verify and hmac: `200` whatever the items' input.
     pub const fn always_ok(blank: &'static [(&'static str, Blank)]) -> BatchForm {
         BatchForm {
             statuses: None,
@@ -213,8 +215,18 @@ where
         .map(|(op, r)| (op, Some(r.unwrap_or_default())));
     let (ops, references): (Vec<_>, Vec<_>) = items.unzip();
     let outputs = call.run_many(ops).await.map_err(done)?;
+    // Every item refused for the key itself (no such key, or Cedar's denial): the request's
+    // answer, as Vault looks the key up before any item (400 "encryption key not found", or
+    // 403), rather than a batch whose every item says the same.
+    let whole = |e: &Error| matches!(e, Error::NotFound { .. } | Error::AccessDenied { .. });
+    if outputs.iter().all(|o| o.as_ref().is_err_and(whole)) {
+        if let Some(Err(e)) = outputs.into_iter().next() {
+            return Err(done(e));
+        }
+        return Err(done(Error::Internal));
+    }
     let total = outputs.len();
-    let (mut failed, mut user_error) = (0, false);
+    let (mut failed, mut user_error, mut server_fault) = (0, false, false);
     let results = outputs
         .into_iter()
         .zip(references)
@@ -224,6 +236,7 @@ where
                 Err(e) => {
                     failed += 1;
                     user_error |= !e.is_server_fault();
+                    server_fault |= e.is_server_fault();
                     BatchResult::Err {
                         blank: form.blank(),
                         error: TransitError::from(&e).message,
@@ -236,9 +249,11 @@ where
     let mut reply = Reply::data(&BatchData {
         batch_results: results,
     })?;
-    if let Some(code) = form.statuses {
-        reply.status = batch_status(failed, total, user_error, code);
-    }
+    reply.status = match form.statuses {
+        Some(code) => batch_status(failed, total, user_error, code),
+        None if server_fault => axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+        None => axum::http::StatusCode::OK,
+    };
     Ok(reply)
 }
 

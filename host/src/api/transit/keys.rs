@@ -478,8 +478,8 @@ struct ConfigRequest {
 pub async fn config(call: &Call<'_>, name: &str) -> Answer {
     let alias = key_of(name).map_err(err)?;
     let req: ConfigRequest = call.decode().map_err(err)?;
-    // Every setting is checked before any is written: a bad period must not leave the
-    // others changed.
+    // Every setting is checked before any is written: a bad one must not leave the others
+    // changed.
     let period = match &req.auto_rotate_period {
         Some(p) => Some(period_days(p).map_err(err)?),
         None => None,
@@ -499,24 +499,55 @@ pub async fn config(call: &Call<'_>, name: &str) -> Answer {
         return refuse("exportable is fixed when a keyplane key is created");
     }
     let mut warnings = Vec::new();
-    if let Some(mut v) = req.min_decryption_version {
+    let min_decryption = match req.min_decryption_version {
         // As Vault: negative is refused, 0 means 1 (and says so).
-        if v < 0 {
+        Some(v) if v < 0 => {
             return Err(err(Error::validation(
                 "min decryption version cannot be negative",
-            )));
+            )))
         }
-        if v == 0 {
-            v = 1;
+        Some(0) => {
             warnings.push("transit key numbering starts at 1; forcing minimum to 1");
+            Some(1)
         }
-        if v != meta.min_decryption_version {
-            let op = ops::key_state::SetMinDecryptionVersion {
-                key_id: meta.key_id.clone(),
-                version: v,
-            };
-            call.run(Ok(op)).await.map_err(done)?;
+        v => v,
+    };
+    if min_decryption.is_some_and(|v| v > meta.primary_version) {
+        return Err(err(Error::validation(format!(
+            "version must be at most the primary version {}",
+            meta.primary_version
+        ))));
+    }
+    // Changed only when it differs, as Vault: a client that writes every setting each time
+    // (Terraform) must not move the next rotation a period on with every write.
+    let period = period.filter(|&d| d != meta.rotation_period_days.unwrap_or(0));
+    if period.is_some_and(|d| d > 0) {
+        // What `enable-key-rotation` would refuse, refused before anything is written.
+        if meta.state != "enabled" {
+            return Err(err(Error::InvalidState(format!(
+                "key {} is {}: only an enabled key gets automatic rotation",
+                meta.key_id, meta.state
+            ))));
         }
+        if meta.origin.as_deref() == Some("external") {
+            return refuse(
+                "auto_rotate_period on a key with imported material: keyplane cannot renew it",
+            );
+        }
+    }
+    // Each setting is its own keyplane operation, authorized and audited on its own: the one
+    // most likely refused (rotation: Cedar's `EnableKeyRotation`) goes first, and what can be
+    // checked beforehand was (above); a refusal by Cedar of a later one leaves the earlier
+    // written, and the audit log says which.
+    if let Some(days) = period {
+        set_rotation(call, &meta.key_id, days).await?;
+    }
+    if let Some(v) = min_decryption.filter(|&v| v != meta.min_decryption_version) {
+        let op = ops::key_state::SetMinDecryptionVersion {
+            key_id: meta.key_id.clone(),
+            version: v,
+        };
+        call.run(Ok(op)).await.map_err(done)?;
     }
     if let Some(allowed) = req.deletion_allowed {
         if allowed == meta.deletion_protection {
@@ -526,11 +557,6 @@ pub async fn config(call: &Call<'_>, name: &str) -> Answer {
             };
             call.run(Ok(op)).await.map_err(done)?;
         }
-    }
-    // Changed only when it differs, as Vault: a client that writes every setting each time
-    // (Terraform) must not move the next rotation a period on with every write.
-    if let Some(days) = period.filter(|&d| d != meta.rotation_period_days.unwrap_or(0)) {
-        set_rotation(call, &meta.key_id, days).await?;
     }
     Ok(warnings
         .into_iter()
