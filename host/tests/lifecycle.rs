@@ -566,6 +566,22 @@ async fn aliases_name_keys_in_every_operation_and_stay_in_their_tenant() {
         json!({ "alias_name": "alias/payments", "target_key_id": k2 }),
     )
     .await;
+    // Never to another kind of key (as AWS's UpdateAlias): code encrypting under the alias
+    // must not find it naming a signing key.
+    let signing = s
+        .create_key_of(&s.admin, "ECC_NIST_P256", "sign-verify")
+        .await;
+    assert_error(
+        &s.call(
+            Some(&s.admin),
+            "update-alias",
+            json!({ "alias_name": "alias/payments", "target_key_id": signing }),
+        )
+        .await,
+        400,
+        "ValidationError",
+        "same kind and usage",
+    );
     let ct2 = s
         .encrypt(&s.admin, "alias/payments", b"now k2", json!({}))
         .await;

@@ -4,7 +4,8 @@
 //! alias away from a key changes what that key's users reach through it), `delete-alias` on
 //! the key it names now (`DeleteAlias`), `list-aliases` on the caller's tenant
 //! (`ListAliases`). Changing or deleting an alias is a compare-and-set against the key it
-//! named when the request was authorized: one moved meanwhile is refused (409).
+//! named when the request was authorized: one moved meanwhile is refused (409). An alias
+//! moves only to a key of the same kind and usage (see [`check_same_kind`]).
 
 use crate::model::KeyState;
 use schemars::JsonSchema;
@@ -13,10 +14,12 @@ use serde::{Deserialize, Serialize};
 use super::resolve::{key_row, resolve_key};
 use super::validate::{validate_alias, validate_key_id, ALIAS_PREFIX};
 use super::{OpContext, Operation, WriteScope};
+use crate::algorithms::KeyUsage;
 use crate::authz::ResourceRef;
 use crate::crypto::context::EncryptionContext;
 use crate::error::{Error, Result};
 use crate::store::aliases::{self, AliasRow};
+use crate::store::keys::KeyRow;
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -85,6 +88,31 @@ impl Operation for CreateAlias {
     }
 }
 
+/// An alias moves only to a key of the same kind (symmetric encryption, HMAC or asymmetric)
+/// and usage, as AWS's `UpdateAlias`: code that encrypts under an alias must not find it
+/// naming a signing key one day. Naming another kind of key is a delete and a create.
+fn check_same_kind(alias: &str, from: &KeyRow, to: &KeyRow) -> Result<()> {
+    let kind = |k: &KeyRow| {
+        if k.spec.is_symmetric_encryption() {
+            "symmetric"
+        } else if k.usage == KeyUsage::GenerateVerifyMac {
+            "HMAC"
+        } else {
+            "asymmetric"
+        }
+    };
+    if (kind(from), from.usage) == (kind(to), to.usage) {
+        return Ok(());
+    }
+    Err(Error::validation(format!(
+        "alias {alias} names a {} {} key and can move only to a key of the same kind and usage, not a {} {} key: delete the alias and create it again to name another kind of key",
+        kind(from),
+        from.usage.as_str(),
+        kind(to),
+        to.usage.as_str()
+    )))
+}
+
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(transparent)]
 pub struct UpdateAlias(pub AliasTarget);
@@ -118,6 +146,7 @@ impl Operation for UpdateAlias {
         if existing.key_id != key.id {
             let current = resolve_key(ctx, &existing.key_id).await?;
             ctx.authorize(Self::ACTION, &current, &EncryptionContext::new())?;
+            check_same_kind(&existing.name, key_row(&current)?, key)?;
         }
         let now = ctx.state.clock.now_rfc3339();
         let conn = scope.conn(ctx.state).await?;

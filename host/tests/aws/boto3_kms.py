@@ -122,6 +122,9 @@ check("list-aliases arn", aliases[0]["AliasArn"] == f"arn:aws:kms:{REGION}:{ACCO
 other = kms.create_key()["KeyMetadata"]["KeyId"]
 kms.update_alias(AliasName="alias/boto3", TargetKeyId=arn(other))
 check("update-alias", kms.describe_key(KeyId="alias/boto3")["KeyMetadata"]["KeyId"] == other)
+signer = kms.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["KeyId"]
+expect_error("update-alias to another kind of key", "ValidationException",
+             kms.update_alias, AliasName="alias/boto3", TargetKeyId=signer)
 alias_arn = f"arn:aws:kms:{REGION}:{ACCOUNT}:alias/boto3"
 check("describe-key by alias ARN", kms.describe_key(KeyId=alias_arn)["KeyMetadata"]["KeyId"] == other)
 kms.delete_alias(AliasName="alias/boto3")
