@@ -1152,6 +1152,12 @@ async fn an_import_that_loses_a_race_leaves_one_set_of_objects() {
 #[cfg(all(feature = "test-hooks", debug_assertions))]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_import_leaves_its_token_usable() {
+    if common::on_postgres() {
+        // The commit is made to fail by filling the filesystem under SQLite's log; the run
+        // on SQLite (the suite's first) is the one that checks this.
+        eprintln!("a_failed_import_leaves_its_token_usable runs on SQLite only");
+        return;
+    }
     let fs = common::filesystem::SmallFilesystem::mount(24);
     let work = tempfile::tempdir().unwrap();
     let s = Server::start_quiet(&fs.path().join("data")).await;

@@ -37,13 +37,19 @@ pub fn copy_of_shipped_policies(to: &Path) -> PathBuf {
     to.to_path_buf()
 }
 
+/// Whether this run's nodes keep their rows in PostgreSQL (`KEYPLANE_TEST_DATABASE=postgres`,
+/// see `scripts/test`) rather than SQLite in their data dirs.
+pub fn on_postgres() -> bool {
+    std::env::var("KEYPLANE_TEST_DATABASE").as_deref() == Ok("postgres")
+}
+
 /// The database URL of a node on `data_dir` when the tests run against PostgreSQL
 /// (`KEYPLANE_TEST_DATABASE=postgres`, with `KEYPLANE_TEST_POSTGRES` the URL of the test run's
 /// throwaway cluster, see `scripts/test`): each data dir gets a database of its own there,
 /// named after the directory and created on first use, so a restarted node finds its rows.
 /// `None`: SQLite in the data dir.
 pub fn database_url(data_dir: &Path) -> Option<String> {
-    if std::env::var("KEYPLANE_TEST_DATABASE").as_deref() != Ok("postgres") {
+    if !on_postgres() {
         return None;
     }
     let admin = std::env::var("KEYPLANE_TEST_POSTGRES")
