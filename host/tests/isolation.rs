@@ -452,6 +452,10 @@ fn attempts(own: &Tenant, v: &Tenant) -> Vec<Attempt> {
         ("schedule-key-deletion", json!({ "pending_window_days": 7 })),
         ("cancel-key-deletion", json!({})),
         ("set-deletion-protection", json!({ "enabled": false })),
+        (
+            "configure-key",
+            json!({ "deletion_protection": true, "min_decryption_version": 1 }),
+        ),
         ("list-aliases", json!({})),
         (
             "get-parameters-for-import",

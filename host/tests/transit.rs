@@ -568,6 +568,38 @@ async fn transit_answers_as_vault_does_over_http1_and_http2() {
             "{v}"
         );
     }
+    // Items that name a version the key does not have are each that item's error (Vault:
+    // "invalid version"), not the missing-key answer for the whole request.
+    let (status, _, v) = transit(
+        s,
+        "POST",
+        "transit/keys/wire-mac",
+        t,
+        Some(json!({ "type": "hmac" })),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let (status, _, v) = transit(
+        s,
+        "POST",
+        "transit/verify/wire-mac",
+        t,
+        Some(json!({ "batch_input": [
+            { "input": "AA==", "hmac": "vault:v9:AAAA", "reference": "a" },
+            { "input": "AA==", "hmac": "vault:v7:AAAA", "reference": "b" },
+        ] })),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let items = v["data"]["batch_results"]
+        .as_array()
+        .expect("per-item answers");
+    assert_eq!(items.len(), 2, "{v}");
+    for (item, reference) in items.iter().zip(["a", "b"]) {
+        assert_eq!(item["reference"], reference, "{v}");
+        assert_eq!(item["valid"], false, "{v}");
+        assert!(item["error"].as_str().unwrap().contains("version"), "{v}");
+    }
     // LIST and GET ?list=true both list; hvac's Client.list sends list=True (Vault reads the
     // value as Go's ParseBool does).
     for (method, path) in [
@@ -584,7 +616,7 @@ async fn transit_answers_as_vault_does_over_http1_and_http2() {
             .map(|k| k.as_str().unwrap())
             .collect();
         keys.sort();
-        assert_eq!(keys, ["wire", "wire2"], "{method} {path}");
+        assert_eq!(keys, ["wire", "wire-mac", "wire2"], "{method} {path}");
     }
     // A GET without list=true is a read, not a list.
     let (status, _, v) = transit(s, "GET", "transit/keys", t, None).await;
@@ -698,7 +730,7 @@ async fn transit_answers_as_vault_does_over_http1_and_http2() {
         );
         assert_eq!((status.as_str(), got.as_str()), ("200", want), "{v}");
         assert_eq!(ctype, "application/json");
-        assert_eq!(v["data"]["keys"].as_array().unwrap().len(), 2);
+        assert_eq!(v["data"]["keys"].as_array().unwrap().len(), 3);
         // Refused before the body is read: still answered whole.
         let (status, got, ctype, v) = curl(
             s,
@@ -848,4 +880,81 @@ async fn config_checks_everything_first_and_rewrites_nothing_unchanged() {
     let (status, _, v) = transit(s, "POST", "transit/keys/cfg/config", t, Some(period)).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(next().await, first, "the same period again moves nothing");
+}
+
+/// `keys/<name>/config` is one keyplane operation (`configure-key`): each setting it changes
+/// is decided by its own Cedar action too, and a refusal of any leaves every other unwritten
+/// (it used to be one operation per setting, and a refused last one left the first written).
+#[tokio::test(flavor = "multi_thread")]
+async fn config_is_all_or_nothing_under_cedar() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = common::copy_of_shipped_policies(&dir.path().join("policies"));
+    std::fs::write(
+        policies.join("keep-protection.cedar"),
+        r#"@id("deletion-protection-stays-on")
+@description("Nobody changes deletion protection.")
+forbid (principal, action == Keyplane::Action::"SetDeletionProtection", resource);
+"#,
+    )
+    .unwrap();
+    let server = Server::start_with_policies(&dir.path().join("node"), &policies).await;
+    let admin = server
+        .tenant_with("acme", ACCOUNT, &[("alice", "admin")])
+        .await[0]
+        .clone();
+    let s = &server;
+    let t = Some(admin.as_str());
+    let (status, _, v) = transit(s, "POST", "transit/keys/cfg", t, Some(json!({}))).await;
+    assert_eq!(status, 200, "{v}");
+    let (status, _, v) = transit(s, "POST", "transit/keys/cfg/rotate", t, None).await;
+    assert_eq!(status, 200, "{v}");
+
+    let both = json!({ "min_decryption_version": 2, "auto_rotate_period": "720h", "deletion_allowed": true });
+    let (status, _, v) = transit(s, "POST", "transit/keys/cfg/config", t, Some(both)).await;
+    assert_eq!(status, 403, "{v}");
+    let (_, _, v) = transit(s, "GET", "transit/keys/cfg", t, None).await;
+    assert_eq!(
+        v["data"]["min_decryption_version"], 1,
+        "nothing written: {v}"
+    );
+    assert_eq!(v["data"]["auto_rotate_period"], 0, "nothing written: {v}");
+    assert_eq!(v["data"]["deletion_allowed"], false, "{v}");
+    let denied: Vec<Value> = s
+        .audit_records()
+        .into_iter()
+        .filter(|r| r["action"] == "ConfigureKey")
+        .collect();
+    assert_eq!(denied.len(), 1, "{denied:?}");
+    assert_eq!(denied[0]["decision"], "deny", "{denied:?}");
+    assert_eq!(denied[0]["front"], "vault-transit", "{denied:?}");
+    assert!(
+        denied[0]["policies"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p == "deletion-protection-stays-on")),
+        "{denied:?}"
+    );
+
+    // Without the refused setting, the rest goes through together; a setting equal to the
+    // key's (deletion_allowed false) is neither decided nor written.
+    let rest = json!({ "min_decryption_version": 2, "auto_rotate_period": "720h", "deletion_allowed": false });
+    let (status, _, v) = transit(s, "POST", "transit/keys/cfg/config", t, Some(rest)).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["data"]["min_decryption_version"], 2, "{v}");
+    assert_eq!(v["data"]["auto_rotate_period"], 30 * 86_400, "{v}");
+    // The native operation says what it changed.
+    let key_id = v["data"]["keyplane"]["key_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = s
+        .ok(
+            &admin,
+            "configure-key",
+            json!({ "key_id": key_id, "rotation_period_days": 0, "min_decryption_version": 2 }),
+        )
+        .await;
+    assert_eq!(out["changed"], json!(["DisableKeyRotation"]), "{out}");
+    assert!(out.get("rotation_period_days").is_none(), "{out}");
+    assert_eq!(out["min_decryption_version"], 2, "{out}");
+    s.assert_audit_verifies();
 }

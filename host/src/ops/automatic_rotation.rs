@@ -50,6 +50,22 @@ pub fn check_period(days: i64) -> Result<()> {
     Ok(())
 }
 
+/// What `enable-key-rotation` (and `configure-key`) checks before giving `key` a rotation
+/// every `days` days: an enabled key, with material keyplane can renew. Returns when it next
+/// rotates.
+pub(super) async fn check_rotatable(ctx: &OpContext<'_>, key: &KeyRow, days: i64) -> Result<i64> {
+    check_period(days)?;
+    check_key_enabled(key)?;
+    let material = imports::material(&ctx.state.db, &key.id).await?;
+    if material.is_some_and(|m| m.origin == imports::ORIGIN_EXTERNAL) {
+        return Err(Error::Unsupported(format!(
+            "automatic rotation of key {}: it holds imported material, which keyplane cannot renew",
+            key.id
+        )));
+    }
+    Ok(ctx.state.clock.now() + days * 86_400)
+}
+
 fn status(key: &KeyRow, period: Option<(i64, i64)>) -> RotationStatus {
     RotationStatus {
         key_id: key.id.clone(),
@@ -91,17 +107,9 @@ impl Operation for EnableKeyRotation {
         scope: &mut WriteScope,
     ) -> Result<Self::Output> {
         let key = key_row(&r)?;
-        check_key_enabled(key)?;
         refuse_unless_symmetric_encryption(key, self.only_symmetric_encryption)?;
-        let material = imports::material(&ctx.state.db, &key.id).await?;
-        if material.is_some_and(|m| m.origin == imports::ORIGIN_EXTERNAL) {
-            return Err(Error::Unsupported(format!(
-                "automatic rotation of key {}: it holds imported material, which keyplane cannot renew",
-                key.id
-            )));
-        }
         let days = self.rotation_period_days.unwrap_or(DEFAULT_PERIOD_DAYS);
-        let next = ctx.state.clock.now() + days * 86_400;
+        let next = check_rotatable(ctx, key, days).await?;
         let conn = scope.conn(ctx.state).await?;
         if !keys::set_rotation(conn, &key.id, key.state, Some((days, next))).await? {
             return Err(changed_meanwhile("key", &key.id, key.state));

@@ -61,6 +61,22 @@ fn refuse_if_gone(key: &KeyRow) -> Result<()> {
     }
 }
 
+/// What `set-min-decryption-version` (and `configure-key`) checks of `version` on `key`
+/// before writing it.
+pub(super) fn check_min_decryption_version(key: &KeyRow, version: i64) -> Result<()> {
+    refuse_if_gone(key)?;
+    if version < 1 {
+        return Err(Error::validation("version must be 1 or more"));
+    }
+    if version > key.primary_version {
+        return Err(Error::validation(format!(
+            "version must be at most the primary version {}",
+            key.primary_version
+        )));
+    }
+    Ok(())
+}
+
 async fn set_key_state(
     ctx: &OpContext<'_>,
     r: &ResourceRef,
@@ -292,13 +308,7 @@ impl Operation for SetMinDecryptionVersion {
         scope: &mut WriteScope,
     ) -> Result<Self::Output> {
         let key = key_row(&r)?;
-        refuse_if_gone(key)?;
-        if self.version > key.primary_version {
-            return Err(Error::validation(format!(
-                "version must be at most the primary version {}",
-                key.primary_version
-            )));
-        }
+        check_min_decryption_version(key, self.version)?;
         let conn = scope.conn(ctx.state).await?;
         if !keys::set_min_decryption_version(conn, &key.id, key.state, self.version).await? {
             return Err(changed_meanwhile("key", &key.id, key.state));

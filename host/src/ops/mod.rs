@@ -28,6 +28,7 @@ mod b64;
 pub mod batch;
 mod certificates;
 mod checks;
+pub mod configure_key;
 pub mod create_key;
 pub mod create_principal;
 pub mod create_tenant;
@@ -759,6 +760,7 @@ macro_rules! operations {
             $crate::ops::key_deletion::ScheduleKeyDeletion,
             $crate::ops::key_deletion::CancelKeyDeletion,
             $crate::ops::key_deletion::SetDeletionProtection,
+            $crate::ops::configure_key::ConfigureKey,
             $crate::ops::rewrap::Rewrap,
             $crate::ops::aliases::CreateAlias,
             $crate::ops::aliases::UpdateAlias,

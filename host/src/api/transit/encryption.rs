@@ -217,8 +217,13 @@ where
     let outputs = call.run_many(ops).await.map_err(done)?;
     // Every item refused for the key itself (no such key, or Cedar's denial): the request's
     // answer, as Vault looks the key up before any item (400 "encryption key not found", or
-    // 403), rather than a batch whose every item says the same.
-    let whole = |e: &Error| matches!(e, Error::NotFound { .. } | Error::AccessDenied { .. });
+    // 403), rather than a batch whose every item says the same. A version an item names that
+    // the key does not have stays that item's error, as in Vault.
+    let whole = |e: &Error| match e {
+        Error::NotFound { kind, .. } => matches!(*kind, "key" | "alias"),
+        Error::AccessDenied { .. } => true,
+        _ => false,
+    };
     if outputs.iter().all(|o| o.as_ref().is_err_and(whole)) {
         if let Some(Err(e)) = outputs.into_iter().next() {
             return Err(done(e));

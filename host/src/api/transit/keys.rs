@@ -143,24 +143,6 @@ fn period_days(v: &serde_json::Value) -> Result<i64> {
     Ok(days)
 }
 
-/// Turn automatic rotation off (0 days) or on, every `days` days.
-async fn set_rotation(call: &Call<'_>, alias: &str, days: i64) -> Result<(), Failure> {
-    if days == 0 {
-        let op = ops::automatic_rotation::DisableKeyRotation {
-            key_id: alias.into(),
-        };
-        call.run(Ok(op)).await.map_err(done)?;
-    } else {
-        let op = ops::automatic_rotation::EnableKeyRotation {
-            key_id: alias.into(),
-            rotation_period_days: Some(days),
-            only_symmetric_encryption: false,
-        };
-        call.run(Ok(op)).await.map_err(done)?;
-    }
-    Ok(())
-}
-
 /// One version in `keys`: its creation time (symmetric keys: Unix seconds, as Vault), and
 /// for asymmetric keys the public key.
 #[derive(Serialize)]
@@ -474,17 +456,15 @@ struct ConfigRequest {
     auto_rotate_period: Option<serde_json::Value>,
 }
 
-/// `POST keys/<name>/config`: each setting given becomes its keyplane operation.
+/// `POST keys/<name>/config`: keyplane's `configure-key`, every setting given changed
+/// together or not at all; what keyplane does not have is refused before anything is written.
 pub async fn config(call: &Call<'_>, name: &str) -> Answer {
     let alias = key_of(name).map_err(err)?;
     let req: ConfigRequest = call.decode().map_err(err)?;
-    // Every setting is checked before any is written: a bad one must not leave the others
-    // changed.
     let period = match &req.auto_rotate_period {
         Some(p) => Some(period_days(p).map_err(err)?),
         None => None,
     };
-    let meta = describe(call, &alias).await?;
     let refuse = |m: &str| Err(err(Error::Unsupported(m.to_string())));
     if req.min_encryption_version.is_some_and(|v| v != 0) {
         return refuse("min_encryption_version is not supported: keyplane always encrypts with the latest version (0)");
@@ -492,14 +472,14 @@ pub async fn config(call: &Call<'_>, name: &str) -> Answer {
     if req.allow_plaintext_backup == Some(true) {
         return refuse("allow_plaintext_backup is not supported: keyplane never hands out key material in plaintext");
     }
-    if req
-        .exportable
-        .is_some_and(|e| e != meta.exportable.unwrap_or(false))
-    {
-        return refuse("exportable is fixed when a keyplane key is created");
+    if let Some(exportable) = req.exportable {
+        let meta = describe(call, &alias).await?;
+        if exportable != meta.exportable.unwrap_or(false) {
+            return refuse("exportable is fixed when a keyplane key is created");
+        }
     }
     let mut warnings = Vec::new();
-    let min_decryption = match req.min_decryption_version {
+    let min_decryption_version = match req.min_decryption_version {
         // As Vault: negative is refused, 0 means 1 (and says so).
         Some(v) if v < 0 => {
             return Err(err(Error::validation(
@@ -512,52 +492,13 @@ pub async fn config(call: &Call<'_>, name: &str) -> Answer {
         }
         v => v,
     };
-    if min_decryption.is_some_and(|v| v > meta.primary_version) {
-        return Err(err(Error::validation(format!(
-            "version must be at most the primary version {}",
-            meta.primary_version
-        ))));
-    }
-    // Changed only when it differs, as Vault: a client that writes every setting each time
-    // (Terraform) must not move the next rotation a period on with every write.
-    let period = period.filter(|&d| d != meta.rotation_period_days.unwrap_or(0));
-    if period.is_some_and(|d| d > 0) {
-        // What `enable-key-rotation` would refuse, refused before anything is written.
-        if meta.state != "enabled" {
-            return Err(err(Error::InvalidState(format!(
-                "key {} is {}: only an enabled key gets automatic rotation",
-                meta.key_id, meta.state
-            ))));
-        }
-        if meta.origin.as_deref() == Some("external") {
-            return refuse(
-                "auto_rotate_period on a key with imported material: keyplane cannot renew it",
-            );
-        }
-    }
-    // Each setting is its own keyplane operation, authorized and audited on its own: the one
-    // most likely refused (rotation: Cedar's `EnableKeyRotation`) goes first, and what can be
-    // checked beforehand was (above); a refusal by Cedar of a later one leaves the earlier
-    // written, and the audit log says which.
-    if let Some(days) = period {
-        set_rotation(call, &meta.key_id, days).await?;
-    }
-    if let Some(v) = min_decryption.filter(|&v| v != meta.min_decryption_version) {
-        let op = ops::key_state::SetMinDecryptionVersion {
-            key_id: meta.key_id.clone(),
-            version: v,
-        };
-        call.run(Ok(op)).await.map_err(done)?;
-    }
-    if let Some(allowed) = req.deletion_allowed {
-        if allowed == meta.deletion_protection {
-            let op = ops::key_deletion::SetDeletionProtection {
-                key_id: meta.key_id.clone(),
-                enabled: !allowed,
-            };
-            call.run(Ok(op)).await.map_err(done)?;
-        }
-    }
+    let op = ops::configure_key::ConfigureKey {
+        key_id: alias,
+        rotation_period_days: period,
+        min_decryption_version,
+        deletion_protection: req.deletion_allowed.map(|allowed| !allowed),
+    };
+    call.run(Ok(op)).await.map_err(done)?;
     Ok(warnings
         .into_iter()
         .fold(read(call, name).await?, Reply::warn))

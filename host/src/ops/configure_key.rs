@@ -1,0 +1,168 @@
+//! `configure-key`: several of a key's settings changed in one request, all or none —
+//! automatic rotation, the minimum decryption version, deletion protection. Vault Transit's
+//! `keys/<name>/config` is this operation.
+//!
+//! Each setting is what its own operation would do (`enable-`/`disable-key-rotation`,
+//! `set-min-decryption-version`, `set-deletion-protection`), with the same checks, and Cedar
+//! decides it by that operation's action as well as `ConfigureKey`: a policy that keeps a
+//! caller from turning deletion protection off keeps it so here too. Only settings that
+//! differ from the key's are checked, authorized and written (a client that writes every
+//! setting each time, as Terraform does, must not need every permission, nor move the next
+//! rotation a period on with each write). Every check and every decision comes before the
+//! first write, and the writes are compare-and-sets in one transaction with the audit
+//! record: a refused or failed setting leaves none of the others changed.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::automatic_rotation::check_rotatable;
+use super::checks::changed_meanwhile;
+use super::key_state::check_min_decryption_version;
+use super::key_tags::refuse_if_destroyed;
+use super::resolve::{key_row, resolve_key};
+use super::validate::validate_key_id;
+use super::views::rfc3339;
+use super::{OpContext, Operation, WriteScope};
+use crate::authz::ResourceRef;
+use crate::crypto::context::EncryptionContext;
+use crate::error::{Error, Result};
+use crate::store::keys;
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigureKey {
+    pub key_id: String,
+    /// Automatic rotation every this many days (1 to 2560); 0 turns it off.
+    pub rotation_period_days: Option<i64>,
+    /// Versions below this refuse to decrypt (1 to the primary version).
+    pub min_decryption_version: Option<i64>,
+    /// While on, `schedule-key-deletion` is refused.
+    pub deletion_protection: Option<bool>,
+}
+
+/// The key's settings once the request is done, and which it changed.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct KeyConfiguration {
+    pub key_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rotation_period_days: Option<i64>,
+    /// RFC 3339.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_rotation_at: Option<String>,
+    pub min_decryption_version: i64,
+    pub deletion_protection: bool,
+    /// The Cedar action of each setting changed (`EnableKeyRotation`, `DisableKeyRotation`,
+    /// `SetMinDecryptionVersion`, `SetDeletionProtection`); empty when nothing differed.
+    pub changed: Vec<String>,
+}
+
+/// A rotation change: on with (period, next rotation), or off.
+type Rotation = Option<(i64, i64)>;
+
+impl Operation for ConfigureKey {
+    const NAME: &'static str = "configure-key";
+    const ACTION: &'static str = "ConfigureKey";
+    type Output = KeyConfiguration;
+
+    fn validate(&self) -> Result<()> {
+        validate_key_id(&self.key_id)?;
+        if self.rotation_period_days.is_some_and(|d| d < 0) {
+            return Err(Error::validation(
+                "rotation_period_days must be 0 (off) or 1 to 2560",
+            ));
+        }
+        if self.min_decryption_version.is_some_and(|v| v < 1) {
+            return Err(Error::validation(
+                "min_decryption_version must be 1 or more",
+            ));
+        }
+        Ok(())
+    }
+
+    async fn resolve(&self, ctx: &OpContext<'_>) -> Result<ResourceRef> {
+        resolve_key(ctx, &self.key_id).await
+    }
+
+    async fn execute(
+        self,
+        ctx: &OpContext<'_>,
+        r: ResourceRef,
+        scope: &mut WriteScope,
+    ) -> Result<Self::Output> {
+        let key = key_row(&r)?;
+        refuse_if_destroyed(key)?;
+        let none = EncryptionContext::new();
+        let mut changed = Vec::new();
+
+        // Checked and decided, in the order the single operations would be asked for, before
+        // anything is written.
+        let rotation: Option<Rotation> = match self.rotation_period_days {
+            Some(0) if key.rotation_period_days.is_some() => {
+                ctx.authorize("DisableKeyRotation", &r, &none)?;
+                changed.push("DisableKeyRotation");
+                Some(None)
+            }
+            Some(days) if days != 0 && key.rotation_period_days != Some(days) => {
+                let next = check_rotatable(ctx, key, days).await?;
+                ctx.authorize("EnableKeyRotation", &r, &none)?;
+                changed.push("EnableKeyRotation");
+                Some(Some((days, next)))
+            }
+            _ => None,
+        };
+        let min_decryption = match self.min_decryption_version {
+            Some(v) if v != key.min_decryption_version => {
+                check_min_decryption_version(key, v)?;
+                ctx.authorize("SetMinDecryptionVersion", &r, &none)?;
+                changed.push("SetMinDecryptionVersion");
+                Some(v)
+            }
+            _ => None,
+        };
+        let protection = match self.deletion_protection {
+            Some(on) if on != key.deletion_protection => {
+                ctx.authorize("SetDeletionProtection", &r, &none)?;
+                changed.push("SetDeletionProtection");
+                Some(on)
+            }
+            _ => None,
+        };
+
+        // Each write is a compare-and-set against the key as it was checked: a change made
+        // meanwhile by another request fails this one whole.
+        let conn = scope.conn(ctx.state).await?;
+        if let Some(period) = rotation {
+            if !keys::set_rotation(conn, &key.id, key.state, period).await? {
+                return Err(changed_meanwhile("key", &key.id, key.state));
+            }
+        }
+        if let Some(v) = min_decryption {
+            if !keys::set_min_decryption_version(conn, &key.id, key.state, v).await? {
+                return Err(changed_meanwhile("key", &key.id, key.state));
+            }
+        }
+        if let Some(on) = protection {
+            let was = key.deletion_protection;
+            if !keys::set_deletion_protection(conn, &key.id, was, on).await? {
+                return Err(changed_meanwhile(
+                    "key",
+                    &key.id,
+                    format!("deletion_protection {was}"),
+                ));
+            }
+        }
+
+        let period = match rotation {
+            Some(p) => p,
+            None => key.rotation_period_days.zip(key.next_rotation_at),
+        };
+        Ok(KeyConfiguration {
+            key_id: key.id.clone(),
+            rotation_period_days: period.map(|(days, _)| days),
+            next_rotation_at: period.map(|(_, next)| rfc3339(next)),
+            min_decryption_version: min_decryption.unwrap_or(key.min_decryption_version),
+            deletion_protection: protection.unwrap_or(key.deletion_protection),
+            changed: changed.into_iter().map(String::from).collect(),
+        })
+    }
+}
