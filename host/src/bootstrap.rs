@@ -91,6 +91,12 @@ pub async fn start(config: Config, hsm: Hsm, loaded: LoadedPolicies) -> anyhow::
     let rows = crate::store::cache::RowCache::new(db.clone(), &config.cache);
     let max_decisions = config.cache.max_decisions;
     let quotas = Arc::new(crate::quotas::Quotas::new(&config.quotas));
+    // The audit key is found (or made, on a new token) once, here: later users take its
+    // handle and fingerprint from the checkpointer, never making a key of their own.
+    let checkpointer = Arc::new(crate::audit::checkpoint::Checkpointer::new(
+        keyring.hsm().clone(),
+        &config.data_dir,
+    )?);
     let state = AppState {
         config,
         rows,
@@ -103,6 +109,7 @@ pub async fn start(config: Config, hsm: Hsm, loaded: LoadedPolicies) -> anyhow::
         clock: Arc::new(crate::clock::Clock::system()),
         usage: Arc::new(crate::usage::Usage::default()),
         audit,
+        checkpointer,
         quotas,
         password_work: Arc::new(tokio::sync::Semaphore::new(
             crate::state::PASSWORD_WORK_SLOTS,

@@ -380,11 +380,7 @@ fn gc(
         state.audit.close().await;
         // On PostgreSQL this run wrote audit chains of its own, as a node does: sign their
         // heads with the node's audit key, as a node does when it stops.
-        let checkpointer = keyplane::audit::checkpoint::Checkpointer::new(
-            state.keyring.hsm().clone(),
-            &state.config.data_dir,
-        )?;
-        checkpointer.seal_own_chains(&state.db).await?;
+        state.checkpointer.seal_own_chains(&state.db).await?;
         state.db.close().await;
         let report = report?;
         let verb = if apply { "removed" } else { "would remove" };

@@ -32,12 +32,8 @@ pub async fn serve(config: Config, hsm: Hsm, policies: LoadedPolicies) -> anyhow
         .map(|t| RustlsConfig::from_config(t.server_config.clone()));
     let state = Arc::new(bootstrap::start(config, hsm, policies).await?);
     crate::ops::scheduler::spawn(state.clone());
-    let checkpointer = Arc::new(crate::audit::checkpoint::Checkpointer::new(
-        state.keyring.hsm().clone(),
-        &state.config.data_dir,
-    )?);
     crate::audit::checkpoint::spawn(
-        checkpointer.clone(),
+        state.checkpointer.clone(),
         state.db.clone(),
         state.config.audit.clone(),
     );
@@ -97,7 +93,7 @@ pub async fn serve(config: Config, hsm: Hsm, policies: LoadedPolicies) -> anyhow
     state.audit.close().await;
     // This node's own audit chains end here: sign their heads (the shared chain's tail is
     // signed by the next node to run).
-    match checkpointer.seal_own_chains(&state.db).await {
+    match state.checkpointer.seal_own_chains(&state.db).await {
         Ok(signed) => {
             for cp in signed {
                 tracing::info!(seq = cp.seq, "audit chain sealed by a checkpoint");

@@ -29,6 +29,9 @@ pub struct AppState {
     pub rows: crate::store::cache::RowCache,
     /// Group commit of audit records that come with no other change.
     pub audit: crate::audit::group_commit::GroupCommit,
+    /// Signs the audit log's checkpoints with this token's audit key (whose fingerprint also
+    /// names this token's garbage-collection claim).
+    pub checkpointer: Arc<crate::audit::checkpoint::Checkpointer>,
     /// Request quotas per tenant and per principal.
     pub quotas: Arc<crate::quotas::Quotas>,
     /// PKCS#12 bundles being written or opened: their key derivations are slow on purpose,

@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -144,15 +143,6 @@ async fn the_hsm_login_comes_back_after_its_sessions_are_closed() {
     s.assert_audit_verifies();
 }
 
-/// The token's directory.
-fn token_dir(data: &Path) -> PathBuf {
-    std::fs::read_dir(data.join("softhsm/tokens"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.is_dir())
-        .expect("the token's directory")
-}
-
 /// The token goes away for a while (its directory moved away and back, which SoftHSM2 sees
 /// as a removed token). Meanwhile every request that needs the HSM fails within 100 ms with
 /// `503 HsmUnavailable` (none hangs, none answers 500) and `/readyz` is 503; within a second
@@ -170,9 +160,35 @@ async fn requests_fail_fast_while_the_token_is_gone_and_succeed_once_it_returns(
     )
     .await;
     let transit_ct = format!("vault:v1:{}", b64(&b.hsm_ct));
-    let token = token_dir(dir.path());
+    // A key whose deletion window has passed, for the scheduler to destroy while the token is
+    // gone.
+    let doomed = s.create_key(&s.admin, "hsm").await;
+    let approver = s.second_admin("default").await;
+    let body = json!({ "key_id": doomed, "pending_window_days": 7 });
+    let (status, v) = s.schedule_deletion(&s.admin, &approver, body).await;
+    assert_eq!(status, 200, "{v}");
+    s.advance_clock(8 * 86_400).await;
+    let doomed_objects = || {
+        common::token_labels(dir.path(), None)
+            .into_iter()
+            .filter(|l| l.contains(&doomed))
+            .count()
+    };
+    assert_eq!(doomed_objects(), 1);
+    let token = common::token_dir(dir.path());
     let away = dir.path().join("token-away");
     std::fs::rename(&token, &away).unwrap();
+    // First, before any request has found the token gone: its objects cannot be seen, so
+    // nothing is taken as destroyed (SoftHSM2 answers a search with nothing then, and the key
+    // used to be marked destroyed with its material still in the token once it came back).
+    let pass = s.ok(&s.admin, "run-scheduler", json!({})).await;
+    assert_eq!(pass["destroyed"], json!([]), "{pass}");
+    let state = || async {
+        s.ok(&s.admin, "describe-key", json!({ "key_id": doomed }))
+            .await["state"]
+            .clone()
+    };
+    assert_eq!(state().await, "destroying");
 
     let requests = || {
         vec![
@@ -228,7 +244,7 @@ async fn requests_fail_fast_while_the_token_is_gone_and_succeed_once_it_returns(
         .fetch_one(&s.sql().await)
         .await
         .unwrap();
-    assert_eq!(keys_while_gone, 3, "no key was half made");
+    assert_eq!(keys_while_gone, 4, "no key was half made");
 
     std::fs::rename(&away, &token).unwrap();
     let back = Instant::now();
@@ -256,6 +272,15 @@ async fn requests_fail_fast_while_the_token_is_gone_and_succeed_once_it_returns(
         assert_eq!(status, 200, "{op}: {v}");
     }
     nothing_lost(&s, &b).await;
+    assert_eq!(
+        doomed_objects(),
+        1,
+        "still there while it could not be destroyed"
+    );
+    let pass = s.ok(&s.admin, "run-scheduler", json!({})).await;
+    assert_eq!(pass["destroyed"], json!([doomed]), "{pass}");
+    assert_eq!(state().await, "destroyed");
+    assert_eq!(doomed_objects(), 0);
     s.assert_audit_verifies();
 }
 

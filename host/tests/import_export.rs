@@ -1698,6 +1698,99 @@ async fn one_deletion_of_imported_material_runs_at_a_time() {
     assert_eq!(again.0, 200, "{}", again.1);
 }
 
+/// A deletion of imported material that the HSM interrupts (the token away once the key is
+/// expiring) fails as `503` with the material still in the token, and is finished by the
+/// scheduler once the token is back, as what it was, a deletion on request: recorded as
+/// `DeleteImportedKeyMaterial`, the version's reason "imported material deleted" (it used to
+/// be recorded as an expiry of material that had not expired).
+#[cfg(all(feature = "test-hooks", debug_assertions))]
+#[tokio::test(flavor = "multi_thread")]
+async fn an_interrupted_deletion_of_imported_material_is_finished_as_a_deletion() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let s = Server::start_quiet(dir.path()).await;
+    let key = external_hsm_key(&s).await;
+    import_sha1(&s, &key, work.path(), &openssl(&["rand", "32"])).await;
+    let material_objects = || {
+        common::token_labels(dir.path(), None)
+            .into_iter()
+            .filter(|l| l.contains(&key))
+            .count()
+    };
+    assert_eq!(material_objects(), 1);
+
+    let token = common::token_dir(dir.path());
+    let away = dir.path().join("token-away");
+    let delete = s.call(
+        Some(&s.admin),
+        "delete-imported-key-material",
+        json!({ "key_id": key }),
+    );
+    let token_goes = async { std::fs::rename(&token, &away).unwrap() };
+    let answer = s
+        .interleaved("delete-material:begun", &key, delete, token_goes)
+        .await;
+    // The token's objects cannot be seen: nothing is taken as destroyed (SoftHSM2 answers
+    // every search with nothing then, and the deletion used to succeed, leaving the material
+    // in the token once it came back).
+    assert_error(&answer, 503, "HsmUnavailable", "");
+    std::fs::rename(&away, &token).unwrap();
+    assert_eq!(material_objects(), 1);
+    let state = || async {
+        s.ok(&s.admin, "describe-key", json!({ "key_id": key }))
+            .await["state"]
+            .clone()
+    };
+    assert_eq!(state().await, "expiring");
+
+    // The token is back within a second or so: the scheduler finishes the deletion.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while state().await != "pending-import" {
+        assert!(std::time::Instant::now() < deadline, "not finished");
+        s.ok(&s.admin, "run-scheduler", json!({})).await;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(material_objects(), 0, "the material is gone from the token");
+    let versions = s
+        .ok(&s.admin, "list-key-versions", json!({ "key_id": key }))
+        .await;
+    assert_eq!(
+        versions["versions"][0]["state_reason"], "imported material deleted",
+        "{versions}"
+    );
+    let records = s.audit_records();
+    // (On PostgreSQL records are in chains, not one order: compared as a set.)
+    let of_key: std::collections::BTreeSet<(bool, &str, &str)> = records
+        .iter()
+        .filter(|r| r["resource"].as_str().is_some_and(|r| r.contains(&key)))
+        .filter(|r| {
+            r["action"]
+                .as_str()
+                .is_some_and(|a| a.contains("KeyMaterial"))
+        })
+        .filter_map(|r| {
+            let by_scheduler = r["principal"] == "keyplane:scheduler";
+            Some((by_scheduler, r["action"].as_str()?, r["outcome"].as_str()?))
+        })
+        .collect();
+    // A pass run while the token was still coming back failed as the request did.
+    let of_key: Vec<_> = of_key
+        .into_iter()
+        .filter(|r| *r != (true, "DeleteImportedKeyMaterial", "HsmUnavailable"))
+        .collect();
+    assert_eq!(
+        of_key,
+        [
+            (false, "BeginDeleteImportedKeyMaterial", "ok"),
+            (false, "DeleteImportedKeyMaterial", "HsmUnavailable"),
+            (false, "ImportKeyMaterial", "ok"),
+            (true, "DeleteImportedKeyMaterial", "ok"),
+        ],
+        "{records:?}"
+    );
+    s.assert_audit_verifies();
+}
+
 #[cfg(all(feature = "test-hooks", debug_assertions))]
 #[tokio::test(flavor = "multi_thread")]
 async fn pkcs12_bundles_import_as_byok_key_pairs() {

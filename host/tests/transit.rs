@@ -933,6 +933,23 @@ forbid (principal, action == Keyplane::Action::"SetDeletionProtection", resource
             .is_some_and(|p| p.iter().any(|p| p == "deletion-protection-stays-on")),
         "{denied:?}"
     );
+    // The refused setting has a record of its own action; the others none (nothing written).
+    let of = |action: &str| -> Vec<(String, String)> {
+        s.audit_records()
+            .into_iter()
+            .filter(|r| r["action"] == action)
+            .map(|r| {
+                (
+                    r["decision"].as_str().unwrap().to_string(),
+                    r["request_id"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let request = denied[0]["request_id"].as_str().unwrap().to_string();
+    assert_eq!(of("SetDeletionProtection"), [("deny".to_string(), request)]);
+    assert!(of("EnableKeyRotation").is_empty());
+    assert!(of("SetMinDecryptionVersion").is_empty());
 
     // Without the refused setting, the rest goes through together; a setting equal to the
     // key's (deletion_allowed false) is neither decided nor written.
@@ -941,6 +958,17 @@ forbid (principal, action == Keyplane::Action::"SetDeletionProtection", resource
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["data"]["min_decryption_version"], 2, "{v}");
     assert_eq!(v["data"]["auto_rotate_period"], 30 * 86_400, "{v}");
+    // Each setting changed is recorded under its own action too, with the request's id.
+    for action in ["EnableKeyRotation", "SetMinDecryptionVersion"] {
+        let records = of(action);
+        assert_eq!(records.len(), 1, "{action}: {records:?}");
+        assert_eq!(records[0].0, "allow", "{action}");
+    }
+    assert_eq!(
+        of("SetDeletionProtection").len(),
+        1,
+        "unchanged: not decided again"
+    );
     // The native operation says what it changed.
     let key_id = v["data"]["keyplane"]["key_id"]
         .as_str()

@@ -270,6 +270,11 @@ impl KeySpec {
         }
     }
 
+    /// Bytes of an HMAC key of this spec: its hash's output, as AWS sizes them.
+    pub fn hmac_key_len(self) -> Option<usize> {
+        self.hmac_hash().map(Hash::output_len)
+    }
+
     /// Signing algorithms a key of this spec supports.
     pub fn signing_algorithms(self) -> Vec<SigningAlgorithm> {
         match self {

@@ -91,6 +91,11 @@ impl Checkpointer {
         })
     }
 
+    /// The audit key's fingerprint (as in checkpoints' `key_fingerprint`).
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
     /// Sign a digest with the audit key; after the HSM started over, with the key's handle
     /// found again.
     async fn sign(&self, hash: Vec<u8>) -> Result<Vec<u8>> {

@@ -556,7 +556,8 @@ impl Keyring {
                 found.sort_unstable();
                 found.dedup();
                 if found.is_empty() {
-                    return Ok(());
+                    // None found is none left only if the token's objects can be seen.
+                    return hsm.confirm_objects_visible();
                 }
                 for handle in found {
                     hsm.destroy_if_present(handle)?;

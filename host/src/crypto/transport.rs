@@ -82,7 +82,9 @@ impl Keyring {
                 while let Some(h) = hsm.find_object(ObjectClass::PRIVATE_KEY, &object_id)? {
                     hsm.destroy(h)?;
                 }
-                Ok(())
+                // None found is none left only if the token's objects can be seen (see
+                // `Hsm::confirm_objects_visible`); else garbage collection removes it later.
+                hsm.confirm_objects_visible()
             })
         })
         .await

@@ -487,6 +487,22 @@ impl Hsm {
         self.find(&[Attribute::Id(id.to_vec())])
     }
 
+    /// `Ok` if this token's objects can be seen at all: its root key is found. A search that
+    /// finds nothing proves an object destroyed only then: SoftHSM2 whose token directory has
+    /// gone answers every search with nothing (and a destroy by a handle it no longer knows
+    /// with `CKR_OBJECT_HANDLE_INVALID`), as if the objects had been destroyed.
+    pub fn confirm_objects_visible(&self) -> Result<()> {
+        let root = [
+            Attribute::Token(true),
+            Attribute::Label(super::ROOT_KEY_LABEL.as_bytes().to_vec()),
+        ];
+        if self.find(&root)?.is_empty() {
+            tracing::error!("the token's objects cannot be seen (its root key is not found): nothing is taken as destroyed");
+            return Err(Error::HsmUnavailable);
+        }
+        Ok(())
+    }
+
     /// Every object labelled `label` (for crypto-shredding: every creation attempt's objects
     /// of a version carry its label).
     pub fn find_labelled(&self, label: &[u8]) -> Result<Vec<Obj>> {

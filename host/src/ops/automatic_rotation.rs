@@ -107,6 +107,7 @@ impl Operation for EnableKeyRotation {
         scope: &mut WriteScope,
     ) -> Result<Self::Output> {
         let key = key_row(&r)?;
+        check_key_enabled(key)?;
         refuse_unless_symmetric_encryption(key, self.only_symmetric_encryption)?;
         let days = self.rotation_period_days.unwrap_or(DEFAULT_PERIOD_DAYS);
         let next = check_rotatable(ctx, key, days).await?;

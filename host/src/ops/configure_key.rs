@@ -6,11 +6,15 @@
 //! `set-min-decryption-version`, `set-deletion-protection`), with the same checks, and Cedar
 //! decides it by that operation's action as well as `ConfigureKey`: a policy that keeps a
 //! caller from turning deletion protection off keeps it so here too. Only settings that
-//! differ from the key's are checked, authorized and written (a client that writes every
+//! differ from the key's are authorized, checked and written (a client that writes every
 //! setting each time, as Terraform does, must not need every permission, nor move the next
-//! rotation a period on with each write). Every check and every decision comes before the
+//! rotation a period on with each write). Every decision and every check comes before the
 //! first write, and the writes are compare-and-sets in one transaction with the audit
-//! record: a refused or failed setting leaves none of the others changed.
+//! records: a refused or failed setting leaves none of the others changed.
+//!
+//! **Audit.** Besides the request's `ConfigureKey` record, each setting changed has a record
+//! of its own action (`SetDeletionProtection`, …) under the same request id, in the same
+//! transaction; a setting Cedar refuses has a `deny` record of its own action too.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -22,8 +26,9 @@ use super::key_tags::refuse_if_destroyed;
 use super::resolve::{key_row, resolve_key};
 use super::validate::validate_key_id;
 use super::views::rfc3339;
-use super::{OpContext, Operation, WriteScope};
-use crate::authz::ResourceRef;
+use super::{audit_alone, event, OpContext, Operation, WriteScope};
+use crate::audit::AuditEvent;
+use crate::authz::{Decision, ResourceRef};
 use crate::crypto::context::EncryptionContext;
 use crate::error::{Error, Result};
 use crate::store::keys;
@@ -91,38 +96,40 @@ impl Operation for ConfigureKey {
     ) -> Result<Self::Output> {
         let key = key_row(&r)?;
         refuse_if_destroyed(key)?;
-        let none = EncryptionContext::new();
-        let mut changed = Vec::new();
+        let mut changed: Vec<(&'static str, Decision)> = Vec::new();
 
-        // Checked and decided, in the order the single operations would be asked for, before
+        // Decided, then checked, in the order the single operations would be asked for, before
         // anything is written.
         let rotation: Option<Rotation> = match self.rotation_period_days {
             Some(0) if key.rotation_period_days.is_some() => {
-                ctx.authorize("DisableKeyRotation", &r, &none)?;
-                changed.push("DisableKeyRotation");
+                changed.push((
+                    "DisableKeyRotation",
+                    decide(ctx, "DisableKeyRotation", &r).await?,
+                ));
                 Some(None)
             }
             Some(days) if days != 0 && key.rotation_period_days != Some(days) => {
-                let next = check_rotatable(ctx, key, days).await?;
-                ctx.authorize("EnableKeyRotation", &r, &none)?;
-                changed.push("EnableKeyRotation");
-                Some(Some((days, next)))
+                changed.push((
+                    "EnableKeyRotation",
+                    decide(ctx, "EnableKeyRotation", &r).await?,
+                ));
+                Some(Some((days, check_rotatable(ctx, key, days).await?)))
             }
             _ => None,
         };
         let min_decryption = match self.min_decryption_version {
             Some(v) if v != key.min_decryption_version => {
+                let action = "SetMinDecryptionVersion";
+                changed.push((action, decide(ctx, action, &r).await?));
                 check_min_decryption_version(key, v)?;
-                ctx.authorize("SetMinDecryptionVersion", &r, &none)?;
-                changed.push("SetMinDecryptionVersion");
                 Some(v)
             }
             _ => None,
         };
         let protection = match self.deletion_protection {
             Some(on) if on != key.deletion_protection => {
-                ctx.authorize("SetDeletionProtection", &r, &none)?;
-                changed.push("SetDeletionProtection");
+                let action = "SetDeletionProtection";
+                changed.push((action, decide(ctx, action, &r).await?));
                 Some(on)
             }
             _ => None,
@@ -152,6 +159,20 @@ impl Operation for ConfigureKey {
             }
         }
 
+        // One record per setting changed, under its own action, in the transaction with the
+        // change (and the request's own `ConfigureKey` record): a search by the action finds
+        // it whichever way it was asked for.
+        for (action, decision) in &changed {
+            let ev = AuditEvent {
+                resource: r.display(),
+                decision: "allow",
+                policies: decision.policies.clone(),
+                policy_hash: Some(decision.policy_set.clone()),
+                ..event(ctx.meta, Some(ctx.principal), action)
+            };
+            crate::audit::append(conn, &ev).await?;
+        }
+
         let period = match rotation {
             Some(p) => p,
             None => key.rotation_period_days.zip(key.next_rotation_at),
@@ -162,7 +183,28 @@ impl Operation for ConfigureKey {
             next_rotation_at: period.map(|(_, next)| rfc3339(next)),
             min_decryption_version: min_decryption.unwrap_or(key.min_decryption_version),
             deletion_protection: protection.unwrap_or(key.deletion_protection),
-            changed: changed.into_iter().map(String::from).collect(),
+            changed: changed.iter().map(|(a, _)| a.to_string()).collect(),
         })
     }
+}
+
+/// Cedar's decision on one setting, by the action of the operation that changes it alone. A
+/// refusal is recorded under that action too (a search for it finds the attempt), and fails
+/// the request as [`OpContext::authorize`] does.
+async fn decide(ctx: &OpContext<'_>, action: &'static str, r: &ResourceRef) -> Result<Decision> {
+    let refused = match ctx.authorize(action, r, &EncryptionContext::new()) {
+        Ok(decision) => return Ok(decision),
+        Err(e) => e,
+    };
+    if matches!(refused, Error::AccessDenied { .. } | Error::NotFound { .. }) {
+        let ev = AuditEvent {
+            resource: r.display(),
+            decision: "deny",
+            policies: ctx.denial_policies(),
+            outcome: refused.code().into(),
+            ..event(ctx.meta, Some(ctx.principal), action)
+        };
+        audit_alone(ctx.state, &ev).await?;
+    }
+    Err(refused)
 }

@@ -213,16 +213,25 @@ impl<'a> OpContext<'a> {
         action: &'static str,
         resource: &ResourceRef,
         ec: &EncryptionContext,
-    ) -> Result<()> {
+    ) -> Result<Decision> {
         let decision = self.decide(action, resource, ec, Extra::default())?;
         if decision.allowed {
-            return Ok(());
+            return Ok(decision);
         }
         metrics().denial(action);
         if let Ok(mut d) = self.denied.lock() {
             *d = Some(decision.policies);
         }
         Err(self.refusal(action, resource))
+    }
+
+    /// The determining policies of the denial [`OpContext::authorize`] last made, if any.
+    fn denial_policies(&self) -> Vec<String> {
+        self.denied
+            .lock()
+            .ok()
+            .and_then(|d| d.clone())
+            .unwrap_or_default()
     }
 
     /// The answer to a denial of `action` on `resource`: `NotFound` if the caller may not

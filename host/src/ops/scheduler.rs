@@ -76,7 +76,8 @@ pub struct PassReport {
     pub checked: usize,
     pub rotated: Vec<Rotated>,
     pub destroyed: Vec<String>,
-    /// External keys whose imported material expired and was deleted.
+    /// External keys whose imported material this pass deleted: it expired, or a
+    /// `delete-imported-key-material` was interrupted.
     pub expired: Vec<String>,
     pub failed: Vec<Failed>,
     /// The garbage collection this pass ran, if one was due.
@@ -338,24 +339,10 @@ async fn collect_if_due(state: &AppState, now: i64) -> Option<super::gc::GcRepor
         tx.commit().await?;
         Ok::<_, Error>(claimed)
     };
-    let hsm = state.keyring.hsm().clone();
-    let token = tokio::task::spawn_blocking(move || hsm.audit_signing_key())
-        .await
-        .map_err(|_| Error::Internal)
-        .and_then(|r| r);
-    let token = match token {
-        Ok((_, spki)) => {
-            let fingerprint = crate::audit::checkpoint::fingerprint(&spki);
-            matches!(
-                claim(format!("{GC_TOKEN_LEASE}{fingerprint}")).await,
-                Ok(true)
-            )
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "garbage collection of this node's token skipped: its audit key is not readable");
-            false
-        }
-    };
+    // Named by the audit key the checkpointer found at start: finding it again here could
+    // make a new one, if the token lost it, which nobody published.
+    let token_lease = format!("{GC_TOKEN_LEASE}{}", state.checkpointer.fingerprint());
+    let token = matches!(claim(token_lease).await, Ok(true));
     let parts = super::gc::Parts {
         token,
         shared: matches!(claim(GC_LEASE.to_string()).await, Ok(true)),
@@ -479,7 +466,23 @@ async fn expire_imports(state: &AppState, now: i64, report: &mut PassReport) -> 
                 continue;
             }
         }
-        let ev = system_event(&key.tenant_id, "ExpireKeyMaterial", key_uid(&key.id));
+        // An expiring key whose material has not expired is a `delete-imported-key-material`
+        // that the HSM or a crash interrupted: finished and recorded as that deletion, not as
+        // an expiry nobody asked for.
+        let expires = match imports::material(&state.db, &key.id).await {
+            Ok(m) => m.and_then(|m| m.material_expires_at),
+            Err(e) => {
+                tracing::warn!(key = %key.id, error = %e, "imported material not deleted; retried next pass");
+                continue;
+            }
+        };
+        let requested = key.state == KeyState::Expiring && expires.is_none_or(|t| t > now);
+        let (action, reason) = if requested {
+            ("DeleteImportedKeyMaterial", "imported material deleted")
+        } else {
+            ("ExpireKeyMaterial", "imported material expired")
+        };
+        let ev = system_event(&key.tenant_id, action, key_uid(&key.id));
         let mut scope = WriteScope::new();
         let result = async {
             if let Err(e) = key_deletion::shred_material(state, &key).await {
@@ -488,14 +491,7 @@ async fn expire_imports(state: &AppState, now: i64, report: &mut PassReport) -> 
                 return Err(e);
             }
             let conn = scope.conn(state).await?;
-            if !imports::clear_material(
-                conn,
-                &key.id,
-                &state.clock.now_rfc3339(),
-                "imported material expired",
-            )
-            .await?
-            {
+            if !imports::clear_material(conn, &key.id, &state.clock.now_rfc3339(), reason).await? {
                 return Err(Error::InvalidState(format!(
                     "key {} stopped expiring while its material was deleted",
                     key.id
@@ -507,7 +503,7 @@ async fn expire_imports(state: &AppState, now: i64, report: &mut PassReport) -> 
         match settle(state, scope, ev, result).await {
             Ok(()) => {
                 metrics().scheduler_action("expire", "ok");
-                tracing::info!(key = %key.id, "imported key material expired and was deleted");
+                tracing::info!(key = %key.id, reason, "imported key material deleted");
                 report.expired.push(key.id.clone());
             }
             Err(e) => {

@@ -662,6 +662,16 @@ pub fn assert_error(answer: &(u16, Value), status: u16, code: &str, message_part
     assert!(message.contains(message_part), "{v}");
 }
 
+/// The directory of the node's SoftHSM2 token (moved away and back, SoftHSM2 sees the token
+/// removed and returned).
+pub fn token_dir(data: &Path) -> PathBuf {
+    std::fs::read_dir(data.join("softhsm/tokens"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_dir())
+        .expect("the token's directory")
+}
+
 /// Labels of the node's token objects through `pkcs11-tool --list-objects`: every class, or
 /// those of `class` (`privkey`, `pubkey`, `secrkey`, `data`).
 pub fn token_labels(data: &Path, class: Option<&str>) -> Vec<String> {

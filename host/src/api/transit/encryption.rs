@@ -110,16 +110,24 @@ pub struct BatchData<T> {
 /// How a Transit endpoint answers a batch, as Vault's does: its status, and what a failed
 /// item carries besides `error` and `reference`.
 pub struct BatchForm {
-    /// `Some` (encrypt, decrypt): the status follows the items, `partial_failure_response_code`
-    /// the code asked for (see [`batch_status`]). `None` (rewrap, sign, verify, hmac): `200`
-    /// whatever the items' input, each item saying how it went; `500` if an item failed on
-    /// the server's side (HSM or database away), as Vault's rewrap answers an internal error,
-    /// so that a job re-wrapping a column retries rather than taking it as done.
-    pub statuses: Option<Option<u16>>,
+    statuses: Statuses,
     /// The fields a failed item keeps with their empty values (Vault's response structs
     /// leave them without `omitempty`): `plaintext: ""` in decrypt, `valid: false` in
     /// verify, `key_version: 0` in sign. Clients index them without checking.
-    pub blank: &'static [(&'static str, Blank)],
+    blank: &'static [(&'static str, Blank)],
+}
+
+/// The status of a batch answer.
+#[derive(Clone, Copy)]
+enum Statuses {
+    /// Encrypt, decrypt: the status follows the items (see [`batch_status`]), with the
+    /// `partial_failure_response_code` the request asked for.
+    FollowItems { partial_failure_code: Option<u16> },
+    /// Rewrap, sign, verify, hmac: `200` whatever the items' input, each item saying how it
+    /// went; `500` if an item failed on the server's side (HSM or database away), as Vault's
+    /// rewrap answers an internal error, so that a job re-wrapping a column retries rather
+    /// than taking it as done.
+    AlwaysOk,
 }
 
 /// An empty value of a field of a failed batch item.
@@ -131,10 +139,23 @@ pub enum Blank {
 }
 
 impl BatchForm {
+    /// Encrypt and decrypt: the status follows the items.
+    pub const fn follow_items(
+        partial_failure_code: Option<u16>,
+        blank: &'static [(&'static str, Blank)],
+    ) -> BatchForm {
+        BatchForm {
+            statuses: Statuses::FollowItems {
+                partial_failure_code,
+            },
+            blank,
+        }
+    }
+
     /// Rewrap, sign, verify and hmac: `200` whatever the items' input.
     pub const fn always_ok(blank: &'static [(&'static str, Blank)]) -> BatchForm {
         BatchForm {
-            statuses: None,
+            statuses: Statuses::AlwaysOk,
             blank,
         }
     }
@@ -202,8 +223,11 @@ where
     O: ops::Operation,
     T: Serialize,
 {
-    if let Some(code) = form.statuses {
-        check_partial_code(code).map_err(err)?;
+    if let Statuses::FollowItems {
+        partial_failure_code,
+    } = form.statuses
+    {
+        check_partial_code(partial_failure_code).map_err(err)?;
     }
     if items.is_empty() {
         return Err(err(Error::validation("missing batch input to process")));
@@ -215,10 +239,11 @@ where
         .map(|(op, r)| (op, Some(r.unwrap_or_default())));
     let (ops, references): (Vec<_>, Vec<_>) = items.unzip();
     let outputs = call.run_many(ops).await.map_err(done)?;
-    // Every item refused for the key itself (no such key, or Cedar's denial): the request's
-    // answer, as Vault looks the key up before any item (400 "encryption key not found", or
-    // 403), rather than a batch whose every item says the same. A version an item names that
-    // the key does not have stays that item's error, as in Vault.
+    // Every item refused for the key (no such key, or Cedar's denial, whether of the key or
+    // of each item's context): the request's answer, as Vault looks the key up and checks the
+    // caller's policy before any item (400 "encryption key not found", or 403), rather than a
+    // batch whose every item says the same. A version an item names that the key does not
+    // have stays that item's error, as in Vault.
     let whole = |e: &Error| match e {
         Error::NotFound { kind, .. } => matches!(*kind, "key" | "alias"),
         Error::AccessDenied { .. } => true,
@@ -255,9 +280,11 @@ where
         batch_results: results,
     })?;
     reply.status = match form.statuses {
-        Some(code) => batch_status(failed, total, user_error, code),
-        None if server_fault => axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-        None => axum::http::StatusCode::OK,
+        Statuses::FollowItems {
+            partial_failure_code,
+        } => batch_status(failed, total, user_error, partial_failure_code),
+        Statuses::AlwaysOk if server_fault => axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+        Statuses::AlwaysOk => axum::http::StatusCode::OK,
     };
     Ok(reply)
 }
@@ -346,10 +373,7 @@ pub async fn encrypt(call: &Call<'_>, name: &str) -> Answer {
                 None
             };
             let op = |i| encrypt_op(&alias, i);
-            let form = BatchForm {
-                statuses: Some(req.partial_failure_response_code),
-                blank: &[],
-            };
+            let form = BatchForm::follow_items(req.partial_failure_response_code, &[]);
             let reply = one_or_many(
                 call,
                 req.item,
@@ -462,10 +486,10 @@ pub async fn decrypt(call: &Call<'_>, name: &str) -> Answer {
     let alias = key_of(name).map_err(err)?;
     let req: Request = call.decode().map_err(err)?;
     let op = |i| decrypt_op(&alias, i);
-    let form = BatchForm {
-        statuses: Some(req.partial_failure_response_code),
-        blank: &[("plaintext", Blank::Text)],
-    };
+    let form = BatchForm::follow_items(
+        req.partial_failure_response_code,
+        &[("plaintext", Blank::Text)],
+    );
     one_or_many(
         call,
         req.item,

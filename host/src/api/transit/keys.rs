@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use super::error::TransitError;
 use super::wire::{spec_of_type, type_of_spec, weak};
 use super::{done, err, key_of, Call, Failure, Reply};
+use crate::algorithms::KeySpec;
 use crate::error::{Error, Result};
 use crate::ops::automatic_rotation::MAX_PERIOD_DAYS;
 use crate::ops::{self, KeyMetadata};
@@ -244,12 +245,10 @@ pub async fn read(call: &Call<'_>, name: &str) -> Answer {
         supports_derivation: encrypts,
         supports_signing: asymmetric,
         auto_rotate_period: meta.rotation_period_days.unwrap_or(0) * 86_400,
-        key_size: match meta.key_spec.as_str() {
-            "HMAC_SHA_256" => Some(32),
-            "HMAC_SHA_384" => Some(48),
-            "HMAC_SHA_512" => Some(64),
-            _ => None,
-        },
+        key_size: KeySpec::parse(&meta.key_spec)
+            .ok()
+            .and_then(KeySpec::hmac_key_len)
+            .map(|n| n as u32),
         keyplane: Keyplane {
             key_id: meta.key_id.clone(),
             alias,
@@ -472,11 +471,14 @@ pub async fn config(call: &Call<'_>, name: &str) -> Answer {
     if req.allow_plaintext_backup == Some(true) {
         return refuse("allow_plaintext_backup is not supported: keyplane never hands out key material in plaintext");
     }
-    if let Some(exportable) = req.exportable {
-        let meta = describe(call, &alias).await?;
-        if exportable != meta.exportable.unwrap_or(false) {
-            return refuse("exportable is fixed when a keyplane key is created");
-        }
+    // Described first: the answer is the key's read, so a caller who may not read it is
+    // refused before anything is written.
+    let meta = describe(call, &alias).await?;
+    if req
+        .exportable
+        .is_some_and(|e| e != meta.exportable.unwrap_or(false))
+    {
+        return refuse("exportable is fixed when a keyplane key is created");
     }
     let mut warnings = Vec::new();
     let min_decryption_version = match req.min_decryption_version {
@@ -493,7 +495,7 @@ pub async fn config(call: &Call<'_>, name: &str) -> Answer {
         v => v,
     };
     let op = ops::configure_key::ConfigureKey {
-        key_id: alias,
+        key_id: meta.key_id,
         rotation_period_days: period,
         min_decryption_version,
         deletion_protection: req.deletion_allowed.map(|allowed| !allowed),

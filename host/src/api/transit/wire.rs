@@ -273,16 +273,14 @@ pub fn spec_of_type(key_type: &str, key_size: Option<u32>) -> Result<(KeySpec, &
         // Transit's key_size is the HMAC key's length in bytes; keyplane's HMAC keys are
         // sized by their hash, so the size picks the hash.
         "hmac" => {
-            let spec = match key_size.unwrap_or(32) {
-                32 => KeySpec::HmacSha256,
-                48 => KeySpec::HmacSha384,
-                64 => KeySpec::HmacSha512,
-                n => {
-                    return Err(Error::validation(format!(
+            let n = key_size.unwrap_or(32);
+            let spec = KeySpec::all()
+                .find(|s| s.hmac_key_len() == Some(n as usize))
+                .ok_or_else(|| {
+                    Error::validation(format!(
                         "key_size {n} is not supported for hmac keys: 32 (HMAC-SHA-256), 48 (HMAC-SHA-384) or 64 (HMAC-SHA-512)"
-                    )))
-                }
-            };
+                    ))
+                })?;
             return Ok((spec, "generate-verify-mac"));
         }
         other => {
@@ -358,6 +356,31 @@ pub fn envelope(request_id: &str, data: Option<&[u8]>, warnings: &[String]) -> Z
 #[cfg(test)]
 mod tests {
     use super::weak;
+
+    #[test]
+    fn hmac_key_sizes_pick_the_hash_and_round_trip() {
+        use crate::algorithms::KeySpec;
+        for (size, spec) in [
+            (None, KeySpec::HmacSha256),
+            (Some(0), KeySpec::HmacSha256),
+            (Some(32), KeySpec::HmacSha256),
+            (Some(48), KeySpec::HmacSha384),
+            (Some(64), KeySpec::HmacSha512),
+        ] {
+            let (got, usage) = super::spec_of_type("hmac", size).unwrap();
+            assert_eq!((got, usage), (spec, "generate-verify-mac"), "{size:?}");
+            // What a key read says is what made it.
+            if let Some(n) = size.filter(|&n| n != 0) {
+                assert_eq!(got.hmac_key_len(), Some(n as usize));
+            }
+        }
+        for (key_type, size) in [("hmac", 16), ("hmac", 20), ("aes256-gcm96", 32)] {
+            assert!(
+                super::spec_of_type(key_type, Some(size)).is_err(),
+                "{key_type} {size}"
+            );
+        }
+    }
 
     #[derive(Debug, serde::Deserialize)]
     struct Fields {
