@@ -168,12 +168,7 @@ async fn requests_fail_fast_while_the_token_is_gone_and_succeed_once_it_returns(
     let (status, v) = s.schedule_deletion(&s.admin, &approver, body).await;
     assert_eq!(status, 200, "{v}");
     s.advance_clock(8 * 86_400).await;
-    let doomed_objects = || {
-        common::token_labels(dir.path(), None)
-            .into_iter()
-            .filter(|l| l.contains(&doomed))
-            .count()
-    };
+    let doomed_objects = || common::token_objects_of(dir.path(), &doomed);
     assert_eq!(doomed_objects(), 1);
     let token = common::token_dir(dir.path());
     let away = dir.path().join("token-away");

@@ -1711,12 +1711,7 @@ async fn an_interrupted_deletion_of_imported_material_is_finished_as_a_deletion(
     let s = Server::start_quiet(dir.path()).await;
     let key = external_hsm_key(&s).await;
     import_sha1(&s, &key, work.path(), &openssl(&["rand", "32"])).await;
-    let material_objects = || {
-        common::token_labels(dir.path(), None)
-            .into_iter()
-            .filter(|l| l.contains(&key))
-            .count()
-    };
+    let material_objects = || common::token_objects_of(dir.path(), &key);
     assert_eq!(material_objects(), 1);
 
     let token = common::token_dir(dir.path());

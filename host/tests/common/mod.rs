@@ -689,6 +689,15 @@ pub fn token_labels(data: &Path, class: Option<&str>) -> Vec<String> {
         .collect()
 }
 
+/// How many of the node's token objects belong to key `key_id` (labelled `kp:<key>:<version>`).
+pub fn token_objects_of(data: &Path, key_id: &str) -> usize {
+    let prefix = format!("kp:{key_id}:");
+    token_labels(data, None)
+        .iter()
+        .filter(|l| l.starts_with(&prefix))
+        .count()
+}
+
 /// Parse `pkcs11-tool --list-objects` output into (label, access line) pairs.
 pub fn token_objects(data: &Path) -> Vec<(String, String)> {
     listed_secret_keys(data)
