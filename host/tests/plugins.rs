@@ -858,8 +858,12 @@ async fn a_python_rotation_plugin_built_with_componentize_py() {
     );
 }
 
-/// A `moto_server` (PyPI `moto[server]`) on loopback that checks SigV4 signatures: the first
-/// few requests are unauthenticated and provision an IAM user, its access key and a bucket.
+/// A `moto_server` (PyPI `moto[server]`) on loopback, provisioned with an IAM user, its access
+/// key and a bucket. With `check_signatures`, it checks SigV4 signatures (the first few
+/// requests, the provisioning, are unauthenticated). moto 5.2 computes the signature of a
+/// query whose values hold `/` from the decoded URL, so it refuses a listing by a key prefix
+/// (`tenants/…`) however correctly signed (boto3's own too, checked by hand): tests of
+/// listings run without the check.
 #[cfg(all(feature = "test-hooks", debug_assertions))]
 struct Moto {
     child: std::process::Child,
@@ -887,11 +891,14 @@ fn free_port() -> u16 {
 }
 
 #[cfg(all(feature = "test-hooks", debug_assertions))]
-async fn start_moto(bucket: &str) -> Moto {
+async fn start_moto(bucket: &str, check_signatures: bool) -> Moto {
     let port = free_port();
-    let child = std::process::Command::new("moto_server")
+    let mut command = std::process::Command::new("moto_server");
+    if check_signatures {
+        command.env("INITIAL_NO_AUTH_ACTION_COUNT", "4");
+    }
+    let child = command
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .env("INITIAL_NO_AUTH_ACTION_COUNT", "4")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -939,22 +946,22 @@ print(k["AccessKeyId"], k["SecretAccessKey"])
     moto
 }
 
-/// Object keys and bodies in `bucket`, read with boto3 (signed) so the test sees the store as
-/// any S3 client would.
+/// Run `code` in Python with `s3`, a boto3 client signed with the test user's key, and
+/// `bucket` defined (the store as any S3 client sees it); its standard output.
 #[cfg(all(feature = "test-hooks", debug_assertions))]
-fn s3_objects(moto: &Moto, bucket: &str) -> Vec<(String, Vec<u8>, String)> {
-    let script = r#"
+fn with_boto3(moto: &Moto, bucket: &str, code: &str) -> String {
+    let script = format!(
+        r#"
 import boto3, sys, base64
 url, bucket, ak, sk = sys.argv[1:5]
 s3 = boto3.client("s3", endpoint_url=url, aws_access_key_id=ak, aws_secret_access_key=sk, region_name="us-east-1")
-for o in s3.list_objects_v2(Bucket=bucket).get("Contents", []):
-    r = s3.get_object(Bucket=bucket, Key=o["Key"])
-    print(o["Key"], base64.b64encode(r["Body"].read()).decode(), r["Metadata"].get("kp-version", "-"))
-"#;
+{code}
+"#
+    );
     let out = std::process::Command::new("python3")
         .args([
             "-c",
-            script,
+            &script,
             &format!("http://127.0.0.1:{}", moto.port),
             bucket,
             &moto.access_key,
@@ -967,8 +974,18 @@ for o in s3.list_objects_v2(Bucket=bucket).get("Contents", []):
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout)
-        .unwrap()
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Object keys and bodies in `bucket`, read with boto3.
+#[cfg(all(feature = "test-hooks", debug_assertions))]
+fn s3_objects(moto: &Moto, bucket: &str) -> Vec<(String, Vec<u8>, String)> {
+    let code = r#"
+for o in s3.list_objects_v2(Bucket=bucket).get("Contents", []):
+    r = s3.get_object(Bucket=bucket, Key=o["Key"])
+    print(o["Key"], base64.b64encode(r["Body"].read()).decode(), r["Metadata"].get("kp-version", "-"))
+"#;
+    with_boto3(moto, bucket, code)
         .lines()
         .map(|l| {
             let mut p = l.split(' ');
@@ -979,10 +996,24 @@ for o in s3.list_objects_v2(Bucket=bucket).get("Contents", []):
         .collect()
 }
 
+/// Every object version and delete marker in `bucket` (`<key> <version id>`).
+#[cfg(all(feature = "test-hooks", debug_assertions))]
+fn s3_versions(moto: &Moto, bucket: &str) -> Vec<String> {
+    let code = r#"
+r = s3.list_object_versions(Bucket=bucket)
+for v in r.get("Versions", []) + r.get("DeleteMarkers", []):
+    print(v["Key"], v["VersionId"])
+"#;
+    with_boto3(moto, bucket, code)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
 #[cfg(all(feature = "test-hooks", debug_assertions))]
 #[tokio::test(flavor = "multi_thread")]
 async fn http_object_backend_on_s3_with_sigv4_and_a_host_allowlist() {
-    let moto = start_moto("kp-blobs").await;
+    let moto = start_moto("kp-blobs", true).await;
     let moto_dest = format!("127.0.0.1:{}", moto.port);
     // A server that accepts connections and never answers: the deadline must still hold.
     let stall = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -1163,11 +1194,12 @@ async fn http_object_backend_on_s3_with_sigv4_and_a_host_allowlist() {
 /// tenant moves new versions to another backend, also once the material cache is gone (a
 /// restart) and when the key is shredded. A backend that holds blobs cannot be deleted, nor
 /// pointed at another location; its secrets may change. Every configuration value but a short
-/// list of plain ones is sealed (before, only names like `secret` were).
+/// list of plain ones is sealed (before, only names like `secret` were). Shredding deletes
+/// every version of a blob in a bucket with versioning on.
 #[cfg(all(feature = "test-hooks", debug_assertions))]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_blob_keeps_the_backend_it_was_written_to() {
-    let moto = start_moto("kp-old").await;
+    let moto = start_moto("kp-old", false).await;
     let dest = format!("127.0.0.1:{}", moto.port);
     let hosts = format!("[\"{dest}\"]");
     let dir = tempfile::tempdir().unwrap();
@@ -1195,6 +1227,10 @@ async fn a_blob_keeps_the_backend_it_was_written_to() {
         json!({ "plugin": "s3", "config": s3_config("kp-old") }),
     )
     .await;
+    // The old bucket keeps object versions: shredding must delete each.
+    let code =
+        r#"s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})"#;
+    with_boto3(&moto, "kp-old", code);
     let old_key = s.create_key(&t, "envelope").await;
     let old_ct = s
         .encrypt(&t, &old_key, b"in the old bucket", json!({}))
@@ -1268,6 +1304,9 @@ async fn a_blob_keeps_the_backend_it_was_written_to() {
     let pass = s.ok(&s.admin, "run-scheduler", json!({})).await;
     assert_eq!(pass["destroyed"], json!([old_key]), "{pass}");
     assert!(s3_objects(&moto, "kp-old").is_empty());
+    // No earlier version of the blob, nor a delete marker (a plain DELETE left the version,
+    // wrapped material of a destroyed key, in the bucket).
+    assert_eq!(s3_versions(&moto, "kp-old"), Vec::<String>::new());
     s.ok(&t, "delete-plugin", json!({ "name": "s3" })).await;
     drop(moto);
 }

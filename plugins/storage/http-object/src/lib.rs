@@ -4,7 +4,10 @@
 //! refused by the host before a connection is made.
 //!
 //! Requests are path-style (`<endpoint>/<bucket>/<key>`): PUT, GET, HEAD, DELETE, and
-//! ListObjectsV2 for `list-blobs`. Each object carries its compare-and-swap version in the
+//! ListObjectsV2 for `list-blobs`. A delete removes every stored version of the object
+//! (ListObjectVersions, then DELETE `?versionId=` each), so that a bucket with versioning on
+//! keeps no earlier copy of a shredded key's wrapped material; the credentials then need
+//! `s3:ListBucketVersions` and `s3:DeleteObjectVersion`. Each object carries its compare-and-swap version in the
 //! `x-amz-meta-kp-version` header; a conditional write reads the current version first and
 //! sends `If-None-Match: *` (create) or `If-Match: <etag>` (update), so a store that honours
 //! conditional writes (S3, MinIO) turns a race into a conflict (412).
@@ -23,6 +26,9 @@ use keyplane_plugin_sdk::storage::{Blob, BlobPage, Config, Storage, StorageError
 use s3::{Bucket, Head};
 
 struct HttpObject;
+
+/// Listings of an object's versions a delete goes through before it gives up.
+const MAX_VERSION_ROUNDS: usize = 10;
 
 fn bucket(config: &Config) -> Result<Bucket, StorageError> {
     Bucket::from_settings(&Settings(config))
@@ -63,11 +69,26 @@ impl Storage for HttpObject {
         let b = bucket(&config)?;
         let head = current(&b, &name)?;
         check(head.as_ref(), expected_version)?;
-        if head.is_none() {
-            return Ok(false);
+        let mut found = head.is_some();
+        if found {
+            b.delete(&name)?;
         }
-        b.delete(&name)?;
-        Ok(true)
+        // On a bucket with versioning the DELETE left the earlier versions: wrapped material a
+        // shredded key must not leave behind. Each is deleted by its id, listed again until
+        // none is left (a put racing the delete, a listing cut short).
+        for _ in 0..MAX_VERSION_ROUNDS {
+            let left = b.versions(&name)?;
+            if left.is_empty() {
+                return Ok(found);
+            }
+            found = true;
+            for id in left {
+                b.delete_version(&name, &id)?;
+            }
+        }
+        Err(StorageError::Unavailable(format!(
+            "{name}: versions still listed after {MAX_VERSION_ROUNDS} rounds of deletes"
+        )))
     }
 
     fn list_blobs(config: Config, prefix: String, cursor: Option<String>, limit: u32) -> Result<BlobPage, StorageError> {

@@ -1,5 +1,6 @@
-//! The S3 object API, path-style: HEAD/GET/PUT/DELETE on `/<bucket>/<prefix><name>` and
-//! ListObjectsV2 on `/<bucket>?list-type=2`. Signs with SigV4 (`aws-sigv4`) when credentials
+//! The S3 object API, path-style: HEAD/GET/PUT/DELETE on `/<bucket>/<prefix><name>`,
+//! ListObjectsV2 on `/<bucket>?list-type=2`, and for deletes ListObjectVersions on
+//! `/<bucket>?versions` and DELETE of each version (`?versionId=`). Signs with SigV4 (`aws-sigv4`) when credentials
 //! are configured.
 
 use std::time::SystemTime;
@@ -235,6 +236,50 @@ impl Bucket {
         match r.status {
             200 | 204 | 404 => Ok(()),
             _ => Err(self.fail("delete", &r)),
+        }
+    }
+
+    /// The version ids of what is stored under `name`: every version, and every delete
+    /// marker but the `null` one (which holds nothing and a DELETE on a bucket with versioning
+    /// suspended leaves). On a bucket with versioning on or suspended a DELETE only hides the
+    /// object behind a marker and keeps its earlier versions; on one without, the object
+    /// alone is listed (version `null`). A store without the versions listing (HTTP 501)
+    /// keeps no versions.
+    pub fn versions(&self, name: &str) -> Result<Vec<String>, StorageError> {
+        let key = format!("{}{name}", self.prefix);
+        // Query parameters in byte order (SigV4 canonical form).
+        let query = format!("prefix={}&versions", encode(&key, false));
+        let r = self.call("GET", &format!("/{}?{query}", self.bucket), vec![], &[])?;
+        match r.status {
+            200 => {}
+            501 => return Ok(Vec::new()),
+            _ => return Err(self.fail("list object versions (s3:ListBucketVersions)", &r)),
+        }
+        let xml = String::from_utf8_lossy(&r.body);
+        let versions = xml_all(&xml, "Version").into_iter().map(|v| (v, false));
+        let markers = xml_all(&xml, "DeleteMarker").into_iter().map(|m| (m, true));
+        let mut ids = Vec::new();
+        for (entry, marker) in versions.chain(markers) {
+            // A longer key with the same beginning is another blob.
+            if xml_all(&entry, "Key").first() != Some(&key) {
+                continue;
+            }
+            match xml_all(&entry, "VersionId").into_iter().next() {
+                Some(id) if marker && id == "null" => {}
+                Some(id) => ids.push(id),
+                None => {}
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Delete version `version_id` of `name` for good (absent is fine).
+    pub fn delete_version(&self, name: &str, version_id: &str) -> Result<(), StorageError> {
+        let path = format!("{}?versionId={}", self.object_path(name), encode(version_id, false));
+        let r = self.call("DELETE", &path, vec![], &[])?;
+        match r.status {
+            200 | 204 | 404 => Ok(()),
+            _ => Err(self.fail("delete object version (s3:DeleteObjectVersion)", &r)),
         }
     }
 
