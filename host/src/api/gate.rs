@@ -63,6 +63,7 @@ impl Gate {
                 .get(axum::http::header::USER_AGENT)
                 .and_then(|v| v.to_str().ok())
                 .map(|ua| truncate(ua, MAX_USER_AGENT)),
+            grant_tokens: Vec::new(),
         };
         Gate { state, meta }
     }

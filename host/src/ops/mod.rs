@@ -140,6 +140,10 @@ pub struct RequestMeta {
     pub trace_id: Option<String>,
     /// The client's `User-Agent`, truncated (recorded in its audit record).
     pub user_agent: Option<String>,
+    /// Grant tokens the request carries (AWS's `GrantTokens`): a grant one names is honoured
+    /// at once on every node, even before this node's caches have heard of it (see
+    /// `resolve::resolve_key`). keyplane's grant token is the grant's id.
+    pub grant_tokens: Vec<String>,
 }
 
 impl RequestMeta {
@@ -153,6 +157,7 @@ impl RequestMeta {
             mfa: false,
             trace_id: None,
             user_agent: None,
+            grant_tokens: Vec::new(),
         }
     }
 }

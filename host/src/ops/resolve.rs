@@ -28,6 +28,11 @@ pub async fn key_id_of(ctx: &OpContext<'_>, key_id: &str) -> Result<String> {
 }
 
 /// Load a key (by id or alias, through the row cache) and build its Cedar resource.
+///
+/// A grant token of the request that names no grant the cached row knows makes the key's
+/// grants be read from the database now, and the grant it names honoured: a grant created on
+/// another node counts at once for a request that carries its token, before this node hears
+/// of it (PostgreSQL `NOTIFY`, or the cache's TTL), as AWS's grant tokens promise.
 pub async fn resolve_key(ctx: &OpContext<'_>, key_id: &str) -> Result<ResourceRef> {
     let key_id = &key_id_of(ctx, key_id).await?;
     let key = ctx
@@ -36,11 +41,22 @@ pub async fn resolve_key(ctx: &OpContext<'_>, key_id: &str) -> Result<ResourceRe
         .key(key_id)
         .await?
         .ok_or_else(|| not_found(key_id))?;
-    Ok(resource_of(
-        key.row.clone(),
-        key.users.clone(),
-        key.grants.clone(),
-    ))
+    let tokens = &ctx.meta.grant_tokens;
+    let unknown_token = tokens
+        .iter()
+        .any(|t| !key.grants.iter().any(|g| g.id == *t));
+    let grants = if unknown_token {
+        // The grants the tokens name, added to those the node knows (no other grant is
+        // honoured sooner than its bound because a request carries some token).
+        let named = crate::store::grants::of_key(&ctx.state.db, key_id)
+            .await?
+            .into_iter()
+            .filter(|g| tokens.contains(&g.id) && !key.grants.iter().any(|k| k.id == g.id));
+        key.grants.iter().cloned().chain(named).collect()
+    } else {
+        key.grants.clone()
+    };
+    Ok(resource_of(key.row.clone(), key.users.clone(), grants))
 }
 
 /// A key by id as a Cedar resource (row, grantees, tags, grants), read from the database.

@@ -155,6 +155,10 @@ async fn listen(
     };
     let mut backoff = MIN_LISTEN_BACKOFF;
     let mut down = false;
+    // Test hook: a node that misses other nodes' row changes (their notices lost), so that a
+    // test can show what its caches' TTL, and grant tokens, bound.
+    let deaf = cfg!(all(feature = "test-hooks", debug_assertions))
+        && std::env::var_os("KEYPLANE_TEST_IGNORE_CHANGE_NOTICES").is_some();
     loop {
         if down {
             // Reconnect (and listen again) before waiting for notices, to say when it is back.
@@ -187,6 +191,9 @@ async fn listen(
                     continue;
                 };
                 if matches!(notice, Notice::Changed) {
+                    if deaf {
+                        continue;
+                    }
                     generation.fetch_add(1, Ordering::SeqCst);
                 }
                 let _ = notices.send(notice);

@@ -5,8 +5,9 @@
 //!
 //! A request's shape is checked against AWS's model here (required members, lengths, enums),
 //! with AWS's wording, before it becomes an operation; what the operation checks is checked
-//! there, once, whichever front the request came through. Members the model has and
-//! keyplane ignores (`GrantTokens`) are accepted; unknown members are ignored, as AWS does.
+//! there, once, whichever front the request came through. Unknown members are ignored, as
+//! AWS does. `GrantTokens`, which every action that uses a key takes, is read once for all
+//! (see [`grant_tokens`]) and goes to the core with the request's facts.
 
 mod aliases;
 mod automatic_rotation;
@@ -86,7 +87,22 @@ fn handler<'a, A: KmsAction>(
     Box::pin(async move {
         let request = decode::<A>(body);
         let dry_run = request.as_ref().is_ok_and(A::dry_run);
-        let op = request.and_then(|r| r.into_op(cx));
+        let (tokens, bad_tokens) = match grant_tokens(body) {
+            Ok(tokens) => (tokens, None),
+            Err(e) => (Vec::new(), Some(e)),
+        };
+        let op = request.and_then(|r| match bad_tokens {
+            Some(e) => Err(e),
+            None => r.into_op(cx),
+        });
+        // The request's grant tokens go with it to the core (see `RequestMeta::grant_tokens`).
+        let gate = &Gate {
+            state: gate.state.clone(),
+            meta: crate::ops::RequestMeta {
+                grant_tokens: tokens,
+                ..gate.meta.clone()
+            },
+        };
         if dry_run {
             return match gate.dry_run(principal, op).await {
                 Ok(()) => error_response(&KmsError::new(
@@ -203,6 +219,39 @@ pub fn lookup(target: &str) -> Option<(&'static str, Handler)> {
         .iter()
         .find(|(t, _, _)| *t == target)
         .map(|(_, action, h)| (*action, *h))
+}
+
+/// Most `GrantTokens` of a request, and the longest token (AWS's model).
+const MAX_GRANT_TOKENS: usize = 10;
+const MAX_GRANT_TOKEN_LEN: usize = 8192;
+
+/// The `GrantTokens` member every action that uses a key takes (none: empty), checked against
+/// AWS's model. Read on its own, once for all actions, rather than by each action's type.
+fn grant_tokens(body: &[u8]) -> Result<Vec<String>> {
+    #[derive(serde::Deserialize)]
+    struct Tokens {
+        #[serde(rename = "GrantTokens", default)]
+        grant_tokens: Option<Vec<String>>,
+    }
+    let Ok(Tokens { grant_tokens }) = decode::<Tokens>(body) else {
+        // The action's own decoding says what is wrong with the body.
+        return Ok(Vec::new());
+    };
+    let tokens = grant_tokens.unwrap_or_default();
+    if tokens.len() > MAX_GRANT_TOKENS {
+        return Err(Error::validation(format!(
+            "1 validation error detected: Value at 'grantTokens' failed to satisfy constraint: Member must have length less than or equal to {MAX_GRANT_TOKENS}"
+        )));
+    }
+    if tokens
+        .iter()
+        .any(|t| t.is_empty() || t.len() > MAX_GRANT_TOKEN_LEN)
+    {
+        return Err(Error::validation(format!(
+            "1 validation error detected: Value at 'grantTokens' failed to satisfy constraint: Member must satisfy constraint: [Member must have length less than or equal to {MAX_GRANT_TOKEN_LEN}, Member must have length greater than or equal to 1]"
+        )));
+    }
+    Ok(tokens)
 }
 
 fn decode<A: DeserializeOwned>(body: &[u8]) -> Result<A> {
