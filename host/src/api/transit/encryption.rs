@@ -36,8 +36,6 @@ pub struct Item {
 
 #[derive(Debug, Deserialize)]
 pub struct Request {
-    #[serde(flatten)]
-    item: Item,
     /// One past the limit at most (see `api::bounded`): more is refused as too many.
     batch_input: Option<AtMost<Item, { MAX_BATCH_ITEMS + 1 }>>,
     #[serde(default, deserialize_with = "weak::opt_int")]
@@ -361,7 +359,7 @@ fn sealed(out: ops::encrypt::EncryptOutput, reference: Option<String>) -> Result
 /// `POST encrypt/<name>`.
 pub async fn encrypt(call: &Call<'_>, name: &str) -> Answer {
     let alias = key_of(name).map_err(err)?;
-    let req: Request = call.decode().map_err(err)?;
+    let (req, item): (Request, Item) = call.decode_split().map_err(err)?;
     let key_type = req.key_type.as_deref();
     match req.batch_input {
         Some(items) => {
@@ -374,27 +372,19 @@ pub async fn encrypt(call: &Call<'_>, name: &str) -> Answer {
             };
             let op = |i| encrypt_op(&alias, i);
             let form = BatchForm::follow_items(req.partial_failure_response_code, &[]);
-            let reply = one_or_many(
-                call,
-                req.item,
-                Some(items.items),
-                &form,
-                reference,
-                op,
-                sealed,
-            )
-            .await?;
+            let reply =
+                one_or_many(call, item, Some(items.items), &form, reference, op, sealed).await?;
             Ok(created.into_iter().fold(reply, Reply::warn))
         }
         None => {
             // The key is looked up only when the encryption does not find it: the common
             // case costs one operation.
-            let first = call.run(encrypt_op(&alias, req.item.clone())).await;
+            let first = call.run(encrypt_op(&alias, item.clone())).await;
             let (out, created) = match first {
                 Err(Error::NotFound { .. }) => {
-                    let derived = has_context(&req.item);
+                    let derived = has_context(&item);
                     let created = upsert(call, name, &alias, key_type, derived).await?;
-                    let out = call.run(encrypt_op(&alias, req.item)).await.map_err(done)?;
+                    let out = call.run(encrypt_op(&alias, item)).await.map_err(done)?;
                     (out, created)
                 }
                 // Audited by the pipeline already (even a request the front could not
@@ -484,7 +474,7 @@ fn opened(out: ops::decrypt::DecryptOutput, reference: Option<String>) -> Result
 /// `POST decrypt/<name>`.
 pub async fn decrypt(call: &Call<'_>, name: &str) -> Answer {
     let alias = key_of(name).map_err(err)?;
-    let req: Request = call.decode().map_err(err)?;
+    let (req, item): (Request, Item) = call.decode_split().map_err(err)?;
     let op = |i| decrypt_op(&alias, i);
     let form = BatchForm::follow_items(
         req.partial_failure_response_code,
@@ -492,7 +482,7 @@ pub async fn decrypt(call: &Call<'_>, name: &str) -> Answer {
     );
     one_or_many(
         call,
-        req.item,
+        item,
         batch(req.batch_input),
         &form,
         reference,
@@ -528,11 +518,11 @@ fn rewrapped(out: ops::rewrap::RewrapOutput, reference: Option<String>) -> Resul
 /// `POST rewrap/<name>`: the ciphertext re-encrypted under the key's latest version.
 pub async fn rewrap(call: &Call<'_>, name: &str) -> Answer {
     let alias = key_of(name).map_err(err)?;
-    let req: Request = call.decode().map_err(err)?;
+    let (req, item): (Request, Item) = call.decode_split().map_err(err)?;
     let op = |i| rewrap_op(&alias, i);
     one_or_many(
         call,
-        req.item,
+        item,
         batch(req.batch_input),
         &BatchForm::always_ok(&[]),
         reference,
@@ -554,8 +544,8 @@ struct DataKey {
 /// (128, 256 or 512) sealed under the key, with (`plaintext`) or without it.
 pub async fn data_key(call: &Call<'_>, name: &str, with_plaintext: bool) -> Answer {
     let alias = key_of(name).map_err(err)?;
-    let req: Request = call.decode().map_err(err)?;
-    let request = data_key_request(alias, &req).map_err(err)?;
+    let (req, item): (Request, Item) = call.decode_split().map_err(err)?;
+    let request = data_key_request(alias, &req, &item).map_err(err)?;
     let data = if with_plaintext {
         let op = ops::generate_data_key::GenerateDataKey(request);
         let out = call.run(Ok(op)).await.map_err(done)?;
@@ -579,8 +569,9 @@ pub async fn data_key(call: &Call<'_>, name: &str, with_plaintext: bool) -> Answ
 fn data_key_request(
     alias: String,
     req: &Request,
+    item: &Item,
 ) -> Result<ops::generate_data_key::DataKeyRequest> {
-    refuse_nonce(&req.item)?;
+    refuse_nonce(item)?;
     let bits = req.bits.unwrap_or(256);
     if !matches!(bits, 128 | 256 | 512) {
         return Err(Error::validation("bits must be 128, 256 or 512"));
@@ -590,10 +581,10 @@ fn data_key_request(
         key_spec: None,
         number_of_bytes: Some(bits as usize / 8),
         encryption_context: encryption_context(
-            req.item.context.as_ref(),
-            req.item.associated_data.as_ref(),
+            item.context.as_ref(),
+            item.associated_data.as_ref(),
         )?,
-        pinned_version: pinned(req.item.key_version),
+        pinned_version: pinned(item.key_version),
     })
 }
 
@@ -611,12 +602,16 @@ pub(super) enum Kind {
 #[cfg(feature = "fuzzing")]
 pub(super) fn fuzz(name: &str, body: &[u8], kind: Kind) {
     use super::fuzz_validate as check;
-    let (Ok(alias), Ok(req)) = (key_of(name), super::decode::<Request>(body)) else {
+    let (Ok(alias), Ok(req), Ok(item)) = (
+        key_of(name),
+        super::decode::<Request>(body),
+        super::decode::<Item>(body),
+    ) else {
         return;
     };
     let _ = check_partial_code(req.partial_failure_response_code);
     if let Kind::DataKey = kind {
-        if let Ok(request) = data_key_request(alias.clone(), &req) {
+        if let Ok(request) = data_key_request(alias.clone(), &req, &item) {
             check(Ok(ops::generate_data_key::GenerateDataKey(request)));
         }
         return;
@@ -624,7 +619,7 @@ pub(super) fn fuzz(name: &str, body: &[u8], kind: Kind) {
     if let Some(t) = req.key_type.as_deref() {
         let _ = super::wire::spec_of_type(t, None);
     }
-    let items = std::iter::once(req.item).chain(batch(req.batch_input).into_iter().flatten());
+    let items = std::iter::once(item).chain(batch(req.batch_input).into_iter().flatten());
     for item in items.take(MAX_BATCH_ITEMS + 1) {
         match kind {
             Kind::Encrypt => check(encrypt_op(&alias, item)),

@@ -36,7 +36,7 @@ struct CreateRequest {
     convergent_encryption: bool,
     #[serde(default, deserialize_with = "weak::bool")]
     allow_plaintext_backup: bool,
-    auto_rotate_period: Option<serde_json::Value>,
+    auto_rotate_period: Option<weak::Value>,
     #[serde(default, deserialize_with = "weak::opt_int")]
     key_size: Option<u32>,
     /// keyplane's own: `envelope` (default for symmetric types) or `hsm`.
@@ -107,15 +107,15 @@ fn create_op(req: &CreateRequest, alias: String) -> Result<ops::create_key::Crea
 
 /// A Transit duration (`auto_rotate_period`): seconds as a number, or a number followed by
 /// `s`, `m`, `h` or `d`; keyplane rotates by whole days (0 turns rotation off).
-fn period_days(v: &serde_json::Value) -> Result<i64> {
+fn period_days(v: &weak::Value) -> Result<i64> {
     let bad = || {
         Error::validation(
             "auto_rotate_period must be 0 (off) or a whole number of days, e.g. 720h, 30d or 2592000",
         )
     };
     let seconds = match v {
-        serde_json::Value::Number(n) => n.as_i64().ok_or_else(bad)?,
-        serde_json::Value::String(s) => {
+        weak::Value::Int(n) => *n,
+        weak::Value::Str(s) => {
             let s = s.trim();
             let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
             let n: i64 = num.parse().map_err(|_| bad())?;
@@ -452,7 +452,7 @@ struct ConfigRequest {
     exportable: Option<bool>,
     #[serde(default, deserialize_with = "weak::opt_bool")]
     allow_plaintext_backup: Option<bool>,
-    auto_rotate_period: Option<serde_json::Value>,
+    auto_rotate_period: Option<weak::Value>,
 }
 
 /// `POST keys/<name>/config`: keyplane's `configure-key`, every setting given changed
@@ -558,6 +558,8 @@ mod tests {
     #[test]
     fn rotation_periods_are_whole_days() {
         use serde_json::json;
+        let period_days =
+            |v: &serde_json::Value| period_days(&serde_json::from_value(v.clone()).unwrap());
         assert_eq!(period_days(&json!("720h")).unwrap(), 30);
         assert_eq!(period_days(&json!("30d")).unwrap(), 30);
         assert_eq!(period_days(&json!(86400)).unwrap(), 1);

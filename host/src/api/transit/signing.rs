@@ -35,8 +35,6 @@ struct Item {
 
 #[derive(Debug, Deserialize)]
 struct Request {
-    #[serde(flatten)]
-    item: Item,
     /// One past the limit at most (see `api::bounded`): more is refused as too many.
     batch_input: Option<AtMost<Item, { MAX_BATCH_ITEMS + 1 }>>,
     hash_algorithm: Option<String>,
@@ -49,7 +47,7 @@ struct Request {
     key_version: Option<u32>,
     /// RSA-PSS salt length: keyplane's (and AWS's) is the hash's length, which Transit calls
     /// `hash`; `auto` (Transit's default) verifies any salt in Vault, so it is accepted too.
-    salt_length: Option<serde_json::Value>,
+    salt_length: Option<weak::Value>,
 }
 
 /// How a request signs: keyplane's algorithm, the message type, the encoding.
@@ -104,7 +102,7 @@ fn scheme(spec: &str, req: &Request, path_hash: Option<&str>) -> Result<Scheme> 
     let padding = req.signature_algorithm.as_deref().unwrap_or("pss");
     match &req.salt_length {
         None => {}
-        Some(serde_json::Value::String(s)) if s == "auto" || s == "hash" => {}
+        Some(weak::Value::Str(s)) if s == "auto" || s == "hash" => {}
         Some(other) => {
             return Err(Error::Unsupported(format!(
                 "salt_length {other} is not supported: keyplane's RSA-PSS salt is the hash's length (\"hash\")"
@@ -250,7 +248,7 @@ struct Signed {
 /// `POST sign/<name>(/<hash_algorithm>)`.
 pub async fn sign(call: &Call<'_>, name: &str, path_hash: Option<String>) -> Answer {
     let alias = key_of(name).map_err(err)?;
-    let req: Request = call.decode().map_err(err)?;
+    let (req, item): (Request, Item) = call.decode_split().map_err(err)?;
     let spec = key_spec(call, &alias).await?;
     let scheme = scheme(&spec, &req, path_hash.as_deref()).map_err(err)?;
     let version = pinned(req.key_version);
@@ -264,7 +262,7 @@ pub async fn sign(call: &Call<'_>, name: &str, path_hash: Option<String>) -> Ans
             reference,
         })
     };
-    let (single, batch) = (req.item, batch(req.batch_input));
+    let (single, batch) = (item, batch(req.batch_input));
     let form = &BatchForm::always_ok(&[("key_version", Blank::Zero)]);
     one_or_many(call, single, batch, form, reference, |i| op(&i), encode).await
 }
@@ -279,9 +277,9 @@ struct Verified {
 /// `POST verify/<name>(/<hash_algorithm>)`: a signature, or an HMAC (`hmac`).
 pub async fn verify(call: &Call<'_>, name: &str, path_hash: Option<String>) -> Answer {
     let alias = key_of(name).map_err(err)?;
-    let req: Request = call.decode().map_err(err)?;
-    if verifies_hmac(&req) {
-        return verify_hmac(call, &alias, req, path_hash).await;
+    let (req, item): (Request, Item) = call.decode_split().map_err(err)?;
+    if verifies_hmac(&req, &item) {
+        return verify_hmac(call, &alias, req, item, path_hash).await;
     }
     let spec = key_spec(call, &alias).await?;
     let scheme = scheme(&spec, &req, path_hash.as_deref()).map_err(err)?;
@@ -292,7 +290,7 @@ pub async fn verify(call: &Call<'_>, name: &str, path_hash: Option<String>) -> A
             reference,
         })
     };
-    let (single, batch) = (req.item, batch(req.batch_input));
+    let (single, batch) = (item, batch(req.batch_input));
     let form = &BatchForm::always_ok(&[("valid", Blank::False)]);
     one_or_many(call, single, batch, form, reference, |i| op(&i), encode).await
 }
@@ -313,7 +311,13 @@ fn mac_algorithm(req: &Request, path: Option<&str>) -> Result<String> {
     }
 }
 
-async fn verify_hmac(call: &Call<'_>, alias: &str, req: Request, path: Option<String>) -> Answer {
+async fn verify_hmac(
+    call: &Call<'_>,
+    alias: &str,
+    req: Request,
+    item: Item,
+    path: Option<String>,
+) -> Answer {
     let algorithm = mac_algorithm(&req, path.as_deref()).map_err(err)?;
     let op = |item: &Item| verify_mac_op(alias, &algorithm, item);
     let encode = |out: ops::mac::VerifyMacOutput, reference| {
@@ -322,7 +326,7 @@ async fn verify_hmac(call: &Call<'_>, alias: &str, req: Request, path: Option<St
             reference,
         })
     };
-    let (single, batch) = (req.item, batch(req.batch_input));
+    let (single, batch) = (item, batch(req.batch_input));
     let form = &BatchForm::always_ok(&[("valid", Blank::False)]);
     one_or_many(call, single, batch, form, reference, |i| op(&i), encode).await
 }
@@ -338,7 +342,7 @@ struct Mac {
 /// `POST hmac/<name>(/<algorithm>)`.
 pub async fn hmac(call: &Call<'_>, name: &str, path_algorithm: Option<String>) -> Answer {
     let alias = key_of(name).map_err(err)?;
-    let req: Request = call.decode().map_err(err)?;
+    let (req, item): (Request, Item) = call.decode_split().map_err(err)?;
     let algorithm = mac_algorithm(&req, path_algorithm.as_deref()).map_err(err)?;
     let version = pinned(req.key_version);
     let op = |item: &Item| mac_op(&alias, &algorithm, version, item);
@@ -350,19 +354,19 @@ pub async fn hmac(call: &Call<'_>, name: &str, path_algorithm: Option<String>) -
             reference,
         })
     };
-    let (single, batch) = (req.item, batch(req.batch_input));
+    let (single, batch) = (item, batch(req.batch_input));
     let form = &BatchForm::always_ok(&[]);
     one_or_many(call, single, batch, form, reference, |i| op(&i), encode).await
 }
 
 /// Whether a `verify` request verifies HMACs rather than signatures: its (first) item has an
 /// `hmac`.
-fn verifies_hmac(req: &Request) -> bool {
+fn verifies_hmac(req: &Request, item: &Item) -> bool {
     let first = req
         .batch_input
         .as_ref()
         .and_then(|b| b.items.first())
-        .unwrap_or(&req.item);
+        .unwrap_or(item);
     first.hmac.is_some()
 }
 
@@ -448,7 +452,11 @@ pub(super) fn fuzz(name: &str, body: &[u8], path: Option<String>, kind: Kind) {
         "RSA_4096",
         "SYMMETRIC_DEFAULT",
     ];
-    let (Ok(alias), Ok(req)) = (key_of(name), super::decode::<Request>(body)) else {
+    let (Ok(alias), Ok(req), Ok(item)) = (
+        key_of(name),
+        super::decode::<Request>(body),
+        super::decode::<Item>(body),
+    ) else {
         return;
     };
     let version = pinned(req.key_version);
@@ -458,8 +466,8 @@ pub(super) fn fuzz(name: &str, body: &[u8], path: Option<String>, kind: Kind) {
         .iter()
         .filter_map(|spec| scheme(spec, &req, path).ok())
         .collect();
-    let hmac = verifies_hmac(&req);
-    let items = std::iter::once(&req.item).chain(req.batch_input.iter().flat_map(|b| &b.items));
+    let hmac = verifies_hmac(&req, &item);
+    let items = std::iter::once(&item).chain(req.batch_input.iter().flat_map(|b| &b.items));
     for item in items.take(MAX_BATCH_ITEMS + 1) {
         match (&kind, &mac) {
             (Kind::Hmac, Ok(algorithm)) => check(mac_op(&alias, algorithm, version, item)),

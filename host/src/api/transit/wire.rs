@@ -29,18 +29,72 @@ pub const ASSOCIATED_DATA_ENTRY: &str = "vault:associated_data";
 /// as octal), `""` is 0. Fractions, exponents, spaces and anything else are refused, naming the
 /// expected type. For fields with `#[serde(default, deserialize_with = "weak::…")]`.
 pub mod weak {
-    use serde::de::Error as _;
+    use serde::de::{Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
     use serde::{Deserialize, Deserializer};
 
-    /// A field's JSON value, as far as these two types care.
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Value {
+    /// A field's JSON value, as far as these fields care. Read with a visitor rather than as
+    /// an untagged enum, which would first copy the whole value (an array of millions of
+    /// elements in an 8 MiB batch body) into memory to try each variant on it.
+    #[derive(Debug, PartialEq, Eq)]
+    pub enum Value {
         Bool(bool),
         Int(i64),
         Str(String),
-        /// A fraction, an exponent, an array, an object: neither.
-        Other(serde::de::IgnoredAny),
+        /// A fraction, an exponent, an array, an object: none of these (skipped unread).
+        Other,
+    }
+
+    impl<'de> Deserialize<'de> for Value {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Scalar;
+            impl<'de> Visitor<'de> for Scalar {
+                type Value = Value;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a JSON value")
+                }
+                fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
+                    Ok(Value::Bool(b))
+                }
+                fn visit_i64<E>(self, n: i64) -> Result<Value, E> {
+                    Ok(Value::Int(n))
+                }
+                fn visit_u64<E>(self, n: u64) -> Result<Value, E> {
+                    Ok(i64::try_from(n).map_or(Value::Other, Value::Int))
+                }
+                fn visit_f64<E>(self, _: f64) -> Result<Value, E> {
+                    Ok(Value::Other)
+                }
+                fn visit_str<E>(self, s: &str) -> Result<Value, E> {
+                    Ok(Value::Str(s.to_string()))
+                }
+                fn visit_string<E>(self, s: String) -> Result<Value, E> {
+                    Ok(Value::Str(s))
+                }
+                fn visit_unit<E>(self) -> Result<Value, E> {
+                    Ok(Value::Other)
+                }
+                fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+                    while seq.next_element::<IgnoredAny>()?.is_some() {}
+                    Ok(Value::Other)
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+                    while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                    Ok(Value::Other)
+                }
+            }
+            d.deserialize_any(Scalar)
+        }
+    }
+
+    impl std::fmt::Display for Value {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            match self {
+                Value::Bool(b) => write!(f, "{b}"),
+                Value::Int(n) => write!(f, "{n}"),
+                Value::Str(s) => write!(f, "{s:?}"),
+                Value::Other => f.write_str("(not a string or integer)"),
+            }
+        }
     }
 
     impl Value {
@@ -49,7 +103,7 @@ pub mod weak {
                 Value::Bool(b) => Some(b),
                 Value::Int(1) => Some(true),
                 Value::Int(0) => Some(false),
-                Value::Int(_) | Value::Other(_) => None,
+                Value::Int(_) | Value::Other => None,
                 Value::Str(s) => match s.as_str() {
                     "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
                     "" | "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
@@ -63,7 +117,7 @@ pub mod weak {
                 Value::Bool(b) => Some(i64::from(b)),
                 Value::Int(n) => Some(n),
                 Value::Str(s) => parse_int(&s),
-                Value::Other(_) => None,
+                Value::Other => None,
             }
         }
     }
