@@ -214,6 +214,16 @@ impl From<sqlx::Error> for Error {
                 tracing::info!(kind, "refused by a unique constraint");
                 return Error::AlreadyExists { kind, id };
             }
+            // PostgreSQL refuses text it cannot hold (a NUL: 22021, or a character its
+            // encoding lacks: 22P05). That is the request's text, not an outage; the fields
+            // keyplane stores are checked before (`ops::validate::refuse_nul`), this is the
+            // backstop for any other.
+            if matches!(db.code().as_deref(), Some("22021" | "22P05")) {
+                tracing::info!("refused by the database: text it cannot store");
+                return Error::validation(
+                    "a text value holds a character the database cannot store (NUL)",
+                );
+            }
         }
         tracing::error!(error = %e, "database error");
         Error::DatabaseUnavailable

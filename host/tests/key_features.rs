@@ -436,6 +436,16 @@ async fn grants_are_honoured_by_cedar_within_their_constraints_until_retired_or_
         )
         .await;
     let own_id = own["grants"][0]["grant_id"].as_str().unwrap().to_string();
+    // By name too (as the AWS front's user ARN names it): the same grants.
+    let by_name = s
+        .ok(
+            &admin,
+            "list-grants",
+            json!({ "key_id": key, "grantee_principal": "app" }),
+        )
+        .await;
+    assert_eq!(by_name["grants"], own["grants"], "{by_name}");
+    assert!(!own["grants"].as_array().unwrap().is_empty());
     s.ok(&app, "retire-grant", json!({ "grant_id": own_id }))
         .await;
     // An admin revokes what app passed on.
@@ -715,4 +725,47 @@ async fn alias_at_creation_deletion_protection_required_context_and_hash() {
         .iter()
         .any(|r| r["action"] == "SetDeletionProtection" && r["decision"] == "deny"));
     s.assert_audit_verifies();
+}
+
+/// Text with a NUL character is the request's fault on every database: refused (400) where
+/// keyplane would store it, not found where it names a principal. (PostgreSQL's text cannot
+/// hold a NUL: it failed there as a database outage, 503, which AWS clients retry.)
+#[tokio::test(flavor = "multi_thread")]
+async fn text_with_a_nul_character_is_refused_on_every_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path()).await;
+    let (admin, _, _) = acme(&s).await;
+    let key = s.create_key(&admin, "envelope").await;
+    for (op, body) in [
+        (
+            "update-key-description",
+            json!({ "key_id": key, "description": "a\u{0}b" }),
+        ),
+        ("create-key", json!({ "description": "a\u{0}b" })),
+        (
+            "revoke-key-version",
+            json!({ "key_id": key, "version": 1, "reason": "leaked\u{0}" }),
+        ),
+        ("create-key", json!({ "grants": ["app\u{0}"] })),
+    ] {
+        assert_error(
+            &s.call(Some(&admin), op, body).await,
+            400,
+            "ValidationError",
+            "NUL",
+        );
+    }
+    assert_error(
+        &s.call(
+            Some(&admin),
+            "create-grant",
+            json!({ "key_id": key, "grantee_principal": "app\u{0}", "operations": ["Encrypt"] }),
+        )
+        .await,
+        404,
+        "NotFound",
+        "principal",
+    );
+    let d = s.ok(&admin, "describe-key", json!({ "key_id": key })).await;
+    assert_eq!(d["versions"][0]["state"], "enabled", "{d}");
 }

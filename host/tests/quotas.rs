@@ -149,6 +149,27 @@ else:
     let out = aws::run(aws::client(&python, &s, &key).args(["-c", script]));
     assert_eq!(out.trim(), "ThrottlingException 400 1", "{out}");
     refused += 1;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    // AWS STS (the query protocol): Throttling, 400, which the SDKs retry with backoff (it
+    // was a ValidationError, which they do not).
+    let script = r#"
+import boto3, botocore.config, botocore.exceptions
+sts = boto3.client("sts", config=botocore.config.Config(retries={"mode": "standard", "total_max_attempts": 1}))
+for _ in range(10):
+    try:
+        sts.get_caller_identity()
+    except botocore.exceptions.ClientError as e:
+        r = e.response
+        print(r["Error"]["Code"], r["ResponseMetadata"]["HTTPStatusCode"],
+              r["ResponseMetadata"]["HTTPHeaders"].get("retry-after"))
+        break
+else:
+    print("never throttled")
+"#;
+    let out = aws::run(aws::client(&python, &s, &key).args(["-c", script]));
+    assert_eq!(out.trim(), "Throttling 400 1", "{out}");
+    refused += 1;
 
     // Another tenant, meanwhile, has no quota: 30 requests at once, all served.
     let answers = futures_util::future::join_all((0..30).map(|_| {

@@ -190,6 +190,9 @@ impl Operation for CreateKey {
             .unwrap_or_else(|| vec![ctx.principal.id.clone()]);
         grants.sort();
         grants.dedup();
+        for g in &grants {
+            super::validate::refuse_nul("grants", g)?;
+        }
         let found = principals::existing_in_tenant(&ctx.state.db, &tenant, &grants).await?;
         if let Some(missing) = grants.iter().find(|g| !found.contains(g)) {
             return Err(Error::validation(format!(

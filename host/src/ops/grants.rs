@@ -139,6 +139,14 @@ async fn principal_of_tenant(
     tenant: &str,
 ) -> Result<Principal> {
     let pool = &ctx.state.db;
+    let not_found = || Error::NotFound {
+        kind: "principal",
+        id: id_or_name.to_string(),
+    };
+    // No principal's id or name has a NUL (and PostgreSQL refuses one in a query).
+    if id_or_name.contains('\0') {
+        return Err(not_found());
+    }
     if let Some(p) = principals::get(pool, id_or_name)
         .await?
         .filter(|p| p.tenant_id == tenant)
@@ -147,10 +155,7 @@ async fn principal_of_tenant(
     }
     principals::by_name(pool, tenant, id_or_name)
         .await?
-        .ok_or_else(|| Error::NotFound {
-            kind: "principal",
-            id: id_or_name.to_string(),
-        })
+        .ok_or_else(not_found)
 }
 
 fn validate_grant_id(id: &str) -> Result<()> {
@@ -329,6 +334,7 @@ impl Operation for CreateGrant {
 pub struct ListGrants {
     pub key_id: String,
     pub grant_id: Option<String>,
+    /// A principal of the key's tenant: its id, or its name (the AWS front's user ARN).
     pub grantee_principal: Option<String>,
     /// 1 to 100 (default 50).
     pub limit: Option<i64>,
@@ -406,7 +412,7 @@ impl Operation for ListGrants {
                 && self
                     .grantee_principal
                     .as_ref()
-                    .is_none_or(|p| g.grantee == *p)
+                    .is_none_or(|p| g.grantee == *p || g.names.grantee == *p)
         });
         Ok(page(
             selected,

@@ -149,6 +149,9 @@ impl VersionRef {
         if self.version < 1 {
             return Err(Error::validation("version must be 1 or more"));
         }
+        if let Some(reason) = &self.reason {
+            super::validate::refuse_nul("reason", reason)?;
+        }
         if self.reason.as_ref().is_some_and(|r| r.len() > 512) {
             return Err(Error::validation("reason is longer than 512 bytes"));
         }

@@ -103,11 +103,22 @@ pub const MAX_TAGS: usize = 50;
 const MAX_TAG_KEY: usize = 128;
 const MAX_TAG_VALUE: usize = 256;
 
-/// A key description: at most [`MAX_DESCRIPTION`] bytes.
+/// A key description: at most [`MAX_DESCRIPTION`] bytes, no NUL.
 pub fn validate_description(d: &str) -> Result<()> {
     if d.len() > MAX_DESCRIPTION {
         return Err(Error::validation(format!(
             "description is longer than {MAX_DESCRIPTION} bytes"
+        )));
+    }
+    refuse_nul("description", d)
+}
+
+/// Refuse a NUL character in free text keyplane stores: PostgreSQL's text cannot hold one,
+/// so it is refused on every database alike rather than stored by SQLite alone.
+pub fn refuse_nul(field: &str, v: &str) -> Result<()> {
+    if v.contains('\0') {
+        return Err(Error::validation(format!(
+            "{field} must not contain a NUL character"
         )));
     }
     Ok(())

@@ -126,6 +126,8 @@ pub fn sts_code(e: &Error) -> (&'static str, StatusCode) {
         Error::AccessDenied { .. } => ("AccessDenied", S::FORBIDDEN),
         Error::UnknownOperation(_) => ("InvalidAction", S::BAD_REQUEST),
         Error::Unsupported(_) => ("UnsupportedOperation", S::BAD_REQUEST),
+        // STS's throttling code, which the SDKs retry with backoff.
+        Error::Throttled { .. } => ("Throttling", S::BAD_REQUEST),
         e if e.is_server_fault() => ("ServiceUnavailable", S::SERVICE_UNAVAILABLE),
         _ => ("ValidationError", S::BAD_REQUEST),
     }

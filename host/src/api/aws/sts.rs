@@ -78,7 +78,7 @@ fn error_response(e: &Error, request_id: &str) -> Response {
     } else {
         "Sender"
     };
-    xml_response(
+    let mut resp = xml_response(
         status,
         format!(
             "<ErrorResponse xmlns=\"{NAMESPACE}\"><Error><Type>{kind}</Type><Code>{code}</Code>\
@@ -86,7 +86,12 @@ fn error_response(e: &Error, request_id: &str) -> Response {
             escape(&sts_message(e)),
             escape(request_id),
         ),
-    )
+    );
+    if let Some(secs) = e.retry_after_secs() {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    resp
 }
 
 fn xml_response(status: StatusCode, body: String) -> Response {
