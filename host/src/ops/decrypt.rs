@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 #[serde(deny_unknown_fields)]
 pub struct Decrypt {
     pub ciphertext_blob: Base64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::crypto::context::bounded")]
     pub encryption_context: EncryptionContext,
     pub key_id: Option<String>,
     /// `SYMMETRIC_DEFAULT` (default: a keyplane ciphertext) or `RSAES_OAEP_SHA_256`/`_SHA_1`.

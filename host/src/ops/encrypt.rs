@@ -25,7 +25,7 @@ pub const MAX_PLAINTEXT: usize = 4096;
 pub struct Encrypt {
     pub key_id: String,
     pub plaintext: Base64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::crypto::context::bounded")]
     pub encryption_context: EncryptionContext,
     /// `SYMMETRIC_DEFAULT` (default) or, for RSA keys, `RSAES_OAEP_SHA_256`/`_SHA_1`.
     pub encryption_algorithm: Option<String>,

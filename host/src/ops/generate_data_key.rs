@@ -23,7 +23,7 @@ pub struct DataKeyRequest {
     /// `AES_256` or `AES_128`; default `AES_256` when `number_of_bytes` is not given.
     pub key_spec: Option<String>,
     pub number_of_bytes: Option<usize>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::crypto::context::bounded")]
     pub encryption_context: EncryptionContext,
     /// As `encrypt`'s (see `checks::check_pinned_primary`). Not on the wire.
     #[serde(skip)]

@@ -48,7 +48,7 @@ pub struct DataKeyPairRequest {
     pub key_id: String,
     /// One of [`KEY_PAIR_SPECS`].
     pub key_pair_spec: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::crypto::context::bounded")]
     pub encryption_context: EncryptionContext,
 }
 

@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 #[serde(deny_unknown_fields)]
 pub struct Rewrap {
     pub ciphertext_blob: Base64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::crypto::context::bounded")]
     pub source_encryption_context: EncryptionContext,
     /// The key the ciphertext must have been made under (refused with `IncorrectKey`
     /// otherwise); default: whichever its header names.
@@ -34,6 +34,7 @@ pub struct Rewrap {
     /// Default: the source key (its primary version).
     pub destination_key_id: Option<String>,
     /// Default: the source encryption context.
+    #[serde(default, deserialize_with = "crate::crypto::context::bounded_opt")]
     pub destination_encryption_context: Option<EncryptionContext>,
     /// As `encrypt`'s, for the destination key. Not on the wire.
     #[serde(skip)]
