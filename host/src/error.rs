@@ -218,11 +218,16 @@ impl From<sqlx::Error> for Error {
             // encoding lacks: 22P05). That is the request's text, not an outage; the fields
             // keyplane stores are checked before (`ops::validate::refuse_nul`), this is the
             // backstop for any other.
-            if matches!(db.code().as_deref(), Some("22021" | "22P05")) {
-                tracing::info!("refused by the database: text it cannot store");
-                return Error::validation(
-                    "a text value holds a character the database cannot store (NUL)",
-                );
+            let what = match db.code().as_deref() {
+                Some("22021") => Some("a NUL character"),
+                Some("22P05") => Some("a character the database's encoding lacks"),
+                _ => None,
+            };
+            if let Some(what) = what {
+                tracing::warn!(what, "refused by the database: text it cannot store");
+                return Error::validation(format!(
+                    "a text value holds {what}, which the database cannot store"
+                ));
             }
         }
         tracing::error!(error = %e, "database error");

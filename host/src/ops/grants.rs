@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::key_tags::refuse_if_destroyed;
 use super::resolve::{key_row, resolve_key};
-use super::validate::validate_key_id;
+use super::validate::{validate_grant_id, validate_key_id};
 use super::{OpContext, Operation, WriteScope};
 use crate::authn::Principal;
 use crate::authz::ResourceRef;
@@ -156,14 +156,6 @@ async fn principal_of_tenant(
     principals::by_name(pool, tenant, id_or_name)
         .await?
         .ok_or_else(not_found)
-}
-
-fn validate_grant_id(id: &str) -> Result<()> {
-    if id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        Ok(())
-    } else {
-        Err(Error::validation("a grant id is 64 hexadecimal characters"))
-    }
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -402,17 +394,24 @@ impl Operation for ListGrants {
 
     async fn execute(
         self,
-        _ctx: &OpContext<'_>,
+        ctx: &OpContext<'_>,
         r: ResourceRef,
         _scope: &mut WriteScope,
     ) -> Result<Self::Output> {
         let all = grants_of(&r)?;
+        // The grantee as create-grant names one (its id, else its name, in the key's tenant);
+        // one that does not exist holds no grant.
+        let grantee = match &self.grantee_principal {
+            None => None,
+            Some(p) => match principal_of_tenant(ctx, p, &key_row(&r)?.tenant_id).await {
+                Ok(found) => Some(found.id),
+                Err(Error::NotFound { .. }) => Some(String::new()),
+                Err(e) => return Err(e),
+            },
+        };
         let selected = all.iter().filter(|g| {
             self.grant_id.as_ref().is_none_or(|id| g.id == *id)
-                && self
-                    .grantee_principal
-                    .as_ref()
-                    .is_none_or(|p| g.grantee == *p || g.names.grantee == *p)
+                && grantee.as_ref().is_none_or(|p| g.grantee == *p)
         });
         Ok(page(
             selected,

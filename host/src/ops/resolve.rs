@@ -41,18 +41,21 @@ pub async fn resolve_key(ctx: &OpContext<'_>, key_id: &str) -> Result<ResourceRe
         .key(key_id)
         .await?
         .ok_or_else(|| not_found(key_id))?;
+    // Only a token that could be a grant's id (64 hexadecimal digits) is looked for: junk
+    // tokens cost no database read.
     let tokens = &ctx.meta.grant_tokens;
     let unknown_token = tokens
         .iter()
-        .any(|t| !key.grants.iter().any(|g| g.id == *t));
+        .any(|t| super::validate::is_grant_id(t) && !key.grants.iter().any(|g| g.id == *t));
     let grants = if unknown_token {
-        // The grants the tokens name, added to those the node knows (no other grant is
-        // honoured sooner than its bound because a request carries some token).
-        let named = crate::store::grants::of_key(&ctx.state.db, key_id)
+        // The grants as they are now, of those the node knew and those the tokens name (a
+        // grant revoked meanwhile is gone from both; no other grant counts sooner than its
+        // bound because a request carries some token).
+        crate::store::grants::of_key(&ctx.state.db, key_id)
             .await?
             .into_iter()
-            .filter(|g| tokens.contains(&g.id) && !key.grants.iter().any(|k| k.id == g.id));
-        key.grants.iter().cloned().chain(named).collect()
+            .filter(|g| tokens.contains(&g.id) || key.grants.iter().any(|k| k.id == g.id))
+            .collect()
     } else {
         key.grants.clone()
     };

@@ -139,6 +139,20 @@ pub fn validate_tags(tags: &std::collections::BTreeMap<String, String>) -> Resul
     Ok(())
 }
 
+/// Whether `id` has the form of a grant id (and of a grant token: the same).
+pub fn is_grant_id(id: &str) -> bool {
+    id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// A grant id: 64 hexadecimal characters.
+pub fn validate_grant_id(id: &str) -> Result<()> {
+    if is_grant_id(id) {
+        Ok(())
+    } else {
+        Err(Error::validation("a grant id is 64 hexadecimal characters"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -75,7 +75,8 @@ impl Storage for HttpObject {
         }
         // On a bucket with versioning the DELETE left the earlier versions: wrapped material a
         // shredded key must not leave behind. Each is deleted by its id, listed again until
-        // none is left (a put racing the delete, a listing cut short).
+        // none is left (a listing cut short; a put racing the delete is deleted too: a blob
+        // name is written once, by the creation attempt that owns it).
         for _ in 0..MAX_VERSION_ROUNDS {
             let left = b.versions(&name)?;
             if left.is_empty() {

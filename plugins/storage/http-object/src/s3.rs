@@ -243,16 +243,20 @@ impl Bucket {
     /// marker but the `null` one (which holds nothing and a DELETE on a bucket with versioning
     /// suspended leaves). On a bucket with versioning on or suspended a DELETE only hides the
     /// object behind a marker and keeps its earlier versions; on one without, the object
-    /// alone is listed (version `null`). A store without the versions listing (HTTP 501)
-    /// keeps no versions.
+    /// alone is listed (version `null`). A store without the versions listing (HTTP 501, or
+    /// the code `NotImplemented`) keeps no versions; one that ignores `?versions` answers a
+    /// plain listing, which holds no `<Version>`: none either.
     pub fn versions(&self, name: &str) -> Result<Vec<String>, StorageError> {
         let key = format!("{}{name}", self.prefix);
         // Query parameters in byte order (SigV4 canonical form).
         let query = format!("prefix={}&versions", encode(&key, false));
         let r = self.call("GET", &format!("/{}?{query}", self.bucket), vec![], &[])?;
+        // A store without the listing (501, or its `NotImplemented` code) keeps no versions.
+        let not_implemented = r.status == 501
+            || xml_all(&String::from_utf8_lossy(&r.body), "Code").first().is_some_and(|c| c == "NotImplemented");
         match r.status {
             200 => {}
-            501 => return Ok(Vec::new()),
+            _ if not_implemented => return Ok(Vec::new()),
             _ => return Err(self.fail("list object versions (s3:ListBucketVersions)", &r)),
         }
         let xml = String::from_utf8_lossy(&r.body);

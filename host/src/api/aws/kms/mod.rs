@@ -233,10 +233,9 @@ fn grant_tokens(body: &[u8]) -> Result<Vec<String>> {
         #[serde(rename = "GrantTokens", default)]
         grant_tokens: Option<Vec<String>>,
     }
-    let Ok(Tokens { grant_tokens }) = decode::<Tokens>(body) else {
-        // The action's own decoding says what is wrong with the body.
-        return Ok(Vec::new());
-    };
+    // A body that does not parse is the action's decoding's to report (it runs first); what
+    // fails here is a `GrantTokens` of the wrong type.
+    let Tokens { grant_tokens } = decode::<Tokens>(body)?;
     let tokens = grant_tokens.unwrap_or_default();
     if tokens.len() > MAX_GRANT_TOKENS {
         return Err(Error::validation(format!(
