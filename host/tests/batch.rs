@@ -639,16 +639,6 @@ async fn batch_answers_reach_http2_clients_intact() {
     check(&serde_json::from_str(answer).unwrap());
 }
 
-/// Peak resident memory of a process, in KiB (`VmHWM`).
-fn peak_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 /// An item's encryption context is refused while it is decoded, as soon as it passes 64
 /// entries: a batch body of 8 MiB that is one context of half a million entries raises the
 /// node's peak memory by little more than the body (decoded whole before it was refused, it
@@ -664,9 +654,9 @@ async fn an_oversized_encryption_context_is_refused_as_it_is_read() {
         entries.join(",")
     );
     assert!(body.len() < 8 << 20, "{}", body.len());
-    let before = peak_kib(s.pid());
+    let before = common::peak_kib(s.pid());
     let (status, v, _) = post_batch(&s, &s.client, Some(&s.admin), body.into_bytes()).await;
-    let grown = peak_kib(s.pid()).saturating_sub(before);
+    let grown = common::peak_kib(s.pid()).saturating_sub(before);
     assert_eq!(status, 200, "{v}");
     let message = v["results"][0]["error"]["message"].as_str().unwrap();
     assert!(message.contains("more than 64 entries"), "{v}");

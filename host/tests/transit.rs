@@ -987,16 +987,6 @@ forbid (principal, action == Keyplane::Action::"SetDeletionProtection", resource
     s.assert_audit_verifies();
 }
 
-/// Peak resident memory of a process, in KiB (`VmHWM`).
-fn peak_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 /// A body at the batch limit (8 MiB) that is one unknown field holding four million numbers
 /// costs the node no more than the body itself: unknown fields are skipped unread. (Decoded
 /// with `#[serde(flatten)]`, each such field was kept in memory whole, about 32 bytes a
@@ -1011,7 +1001,7 @@ async fn unknown_fields_and_odd_values_cost_no_memory() {
     let (status, _, v) = transit(s, "POST", "transit/keys/mem", t, Some(json!({}))).await;
     assert_eq!(status, 200, "{v}");
     let numbers = "0,".repeat(4_000_000);
-    let before = peak_kib(s.pid());
+    let before = common::peak_kib(s.pid());
     for (path, field) in [
         ("transit/decrypt/mem", "x"),
         ("transit/encrypt/mem", "x"),
@@ -1033,6 +1023,6 @@ async fn unknown_fields_and_odd_values_cost_no_memory() {
         let status = r.status().as_u16();
         assert!((400..500).contains(&status), "{path} {field}: {status}");
     }
-    let grown = peak_kib(s.pid()).saturating_sub(before);
+    let grown = common::peak_kib(s.pid()).saturating_sub(before);
     assert!(grown < 64 * 1024, "peak memory grew by {grown} KiB");
 }

@@ -689,6 +689,16 @@ pub fn token_labels(data: &Path, class: Option<&str>) -> Vec<String> {
         .collect()
 }
 
+/// Peak resident memory of a process, in KiB (`VmHWM`).
+pub fn peak_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
 /// How many of the node's token objects belong to key `key_id` (labelled `kp:<key>:<version>`).
 pub fn token_objects_of(data: &Path, key_id: &str) -> usize {
     let prefix = format!("kp:{key_id}:");

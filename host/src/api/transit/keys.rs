@@ -7,8 +7,8 @@
 //! bound to each ciphertext as AAD rather than used to derive a key: the same guarantee, a
 //! ciphertext opens only with its context), `deletion_allowed` onto the negation of
 //! `deletion_protection` (Transit keys are created protected, as in Vault),
-//! `auto_rotate_period` onto automatic rotation (whole days), `min_decryption_version` onto
-//! `set-min-decryption-version`. Deleting schedules keyplane's deletion (the shortest pending
+//! `auto_rotate_period` onto automatic rotation (whole days); `keys/<name>/config` changes them
+//! with `configure-key`, all or none. Deleting schedules keyplane's deletion (the shortest pending
 //! window, 7 days, during which `cancel-key-deletion` restores the key) and frees the name.
 
 use serde::{Deserialize, Serialize};
