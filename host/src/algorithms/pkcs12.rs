@@ -8,10 +8,12 @@
 //! HMAC-SHA-256 MAC, [`EXPORT_ITERATIONS`] iterations each (the PBKDF2 count OWASP recommends
 //! for HMAC-SHA-256), salts and IVs fresh from the system's random source. `openssl pkcs12`,
 //! Python's `cryptography`, Java's `keytool` and Windows read it. keyplane's copies of the key
-//! bytes (encrypted in a buffer of its own), of the password and of the MAC key are wiped, and
-//! AES round keys are (the `aes` crate's `zeroize`); the intermediate state the libraries
-//! derive from the password is not: the AES key of `pkcs5`'s PBKDF2 (its own to-do) and its
-//! HMAC blocks, the PKCS#12 KDF's last hash output, and `ring`'s HMAC state.
+//! bytes (encrypted in a buffer of its own), of the password, of the MAC key and of each AES key
+//! PBKDF2 derives are wiped, and so are AES round keys and CBC state (the `aes` and `cbc`
+//! crates' `zeroize`): PBES2 runs here ([`pbes2_key`], [`pbes2_seal`], [`pbes2_open`]) on
+//! `pkcs5`'s parameter types, because `pkcs5` derives the AES key into an array it never wipes.
+//! What the libraries keep inside is not wiped: PBKDF2's HMAC blocks, the PKCS#12 KDF's last
+//! hash output, and `ring`'s HMAC state.
 //!
 //! Read: a bundle is the caller's input, so every key derivation is bounded before it runs
 //! (the general-purpose readers run those they meet, in nested key bags, secret bags and
@@ -167,14 +169,7 @@ fn pbes2(
     ring::rand::SecureRandom::fill(rng, &mut iv).map_err(|_| encoding("no random IV"))?;
     let params = pkcs5::pbes2::Parameters::pbkdf2_sha256_aes256cbc(iterations, &salt, &iv)
         .map_err(encoding)?;
-    // Encrypted in a buffer of ours that is wiped, whatever happens (`encrypt` makes a copy of
-    // its own and drops it unwiped if encryption fails).
-    let mut buf = Zeroizing::new(vec![0u8; data.len() + 16]);
-    buf[..data.len()].copy_from_slice(data);
-    let sealed = params
-        .encrypt_in_place(password.as_bytes(), &mut buf, data.len())
-        .map_err(encoding)?
-        .to_vec();
+    let sealed = pbes2_seal(&params, password, data)?;
     let alg = AlgorithmIdentifierOwned {
         oid: PBES2,
         parameters: Some(Any::encode_from(&params).map_err(encoding)?),
@@ -445,10 +440,92 @@ fn decrypt(
         .ok_or_else(|| bad("names an encryption scheme without parameters"))?;
     let params = pkcs5::pbes2::Parameters::try_from(der::AnyRef::from(params))
         .map_err(|e| bad(format!("names unusable PBES2 parameters: {e}")))?;
-    params
-        .decrypt(password.as_bytes(), data)
-        .map(Zeroizing::new)
-        .map_err(|_| bad("could not be decrypted with this password"))
+    pbes2_open(&params, password, data)
+}
+
+/// The AES key PBES2 `params` derive from `password` (PBKDF2 with an HMAC-SHA-2), in a buffer
+/// wiped on drop.
+fn pbes2_key(params: &pkcs5::pbes2::Parameters, password: &str) -> Result<Zeroizing<Vec<u8>>> {
+    use pkcs5::pbes2::{Kdf, Pbkdf2Prf};
+    let Kdf::Pbkdf2(kdf) = &params.kdf else {
+        return Err(bad("uses a key derivation other than PBKDF2"));
+    };
+    let len = params.encryption.key_size();
+    if kdf.key_length.is_some_and(|l| usize::from(l) != len) {
+        return Err(bad("names a PBKDF2 key length its cipher does not take"));
+    }
+    let mut key = Zeroizing::new(vec![0u8; len]);
+    let (password, salt, rounds) = (password.as_bytes(), kdf.salt, kdf.iteration_count);
+    match kdf.prf {
+        Pbkdf2Prf::HmacWithSha224 => {
+            pbkdf2::pbkdf2_hmac::<sha2_10::Sha224>(password, salt, rounds, &mut key)
+        }
+        Pbkdf2Prf::HmacWithSha256 => {
+            pbkdf2::pbkdf2_hmac::<sha2_10::Sha256>(password, salt, rounds, &mut key)
+        }
+        Pbkdf2Prf::HmacWithSha384 => {
+            pbkdf2::pbkdf2_hmac::<sha2_10::Sha384>(password, salt, rounds, &mut key)
+        }
+        Pbkdf2Prf::HmacWithSha512 => {
+            pbkdf2::pbkdf2_hmac::<sha2_10::Sha512>(password, salt, rounds, &mut key)
+        }
+        _ => {
+            return Err(bad(
+                "uses PBKDF2 with HMAC-SHA-1: export it again with HMAC-SHA-256 (the default \
+                 of OpenSSL 3)",
+            ))
+        }
+    }
+    Ok(key)
+}
+
+/// `data` encrypted under PBES2 `params` (AES-256-CBC) with `password`, in a buffer of ours
+/// (the plaintext is copied there, so the buffer is wiped whatever happens).
+fn pbes2_seal(params: &pkcs5::pbes2::Parameters, password: &str, data: &[u8]) -> Result<Vec<u8>> {
+    use cbc::cipher::{block_padding::Pkcs7, BlockEncryptMut, KeyIvInit};
+    let pkcs5::pbes2::EncryptionScheme::Aes256Cbc { iv } = params.encryption else {
+        return Err(encoding("PBES2 is written with AES-256-CBC only"));
+    };
+    let key = pbes2_key(params, password)?;
+    let mut buf = Zeroizing::new(vec![0u8; data.len() + 16]);
+    buf[..data.len()].copy_from_slice(data);
+    let sealed = cbc::Encryptor::<aes::Aes256>::new_from_slices(&key, iv)
+        .map_err(encoding)?
+        .encrypt_padded_mut::<Pkcs7>(&mut buf, data.len())
+        .map_err(encoding)?;
+    Ok(sealed.to_vec())
+}
+
+/// `data` decrypted under PBES2 `params` (AES-CBC of any size) with `password`.
+fn pbes2_open(
+    params: &pkcs5::pbes2::Parameters,
+    password: &str,
+    data: &[u8],
+) -> Result<Zeroizing<Vec<u8>>> {
+    use cbc::cipher::{block_padding::Pkcs7, BlockDecryptMut, KeyIvInit};
+    use pkcs5::pbes2::EncryptionScheme;
+    fn open<C>(key: &[u8], iv: &[u8], buf: &mut [u8]) -> Option<usize>
+    where
+        cbc::Decryptor<C>: KeyIvInit + BlockDecryptMut,
+        C: cbc::cipher::BlockDecryptMut + cbc::cipher::BlockCipher,
+    {
+        let cipher = cbc::Decryptor::<C>::new_from_slices(key, iv).ok()?;
+        cipher
+            .decrypt_padded_mut::<Pkcs7>(buf)
+            .ok()
+            .map(<[u8]>::len)
+    }
+    let key = pbes2_key(params, password)?;
+    let mut buf = Zeroizing::new(data.to_vec());
+    let len = match params.encryption {
+        EncryptionScheme::Aes128Cbc { iv } => open::<aes::Aes128>(&key, iv, &mut buf),
+        EncryptionScheme::Aes192Cbc { iv } => open::<aes::Aes192>(&key, iv, &mut buf),
+        EncryptionScheme::Aes256Cbc { iv } => open::<aes::Aes256>(&key, iv, &mut buf),
+        _ => return Err(bad("uses a cipher other than AES-CBC")),
+    }
+    .ok_or_else(|| bad("could not be decrypted with this password"))?;
+    buf.truncate(len);
+    Ok(buf)
 }
 
 /// The iteration count of a password-based encryption scheme.
@@ -678,6 +755,52 @@ mod tests {
         let der = encode_with(&key, &cert, "k", "correct horse", 1000).unwrap();
         let e = decode(&der, "battery staple").err().unwrap().to_string();
         assert!(e.contains("wrong password"), "{e}");
+    }
+
+    /// PBES2 runs here (so that the derived key is wiped); `pkcs5`'s own PBES2 is the
+    /// reference it must agree with, both ways, for every PRF and AES size it reads.
+    #[test]
+    fn pbes2_agrees_with_pkcs5() {
+        use pkcs5::pbes2::{EncryptionScheme, Kdf, Parameters, Pbkdf2Params, Pbkdf2Prf};
+        let (salt, iv, data) = (
+            [3u8; 16],
+            [5u8; 16],
+            b"a private key, more or less".to_vec(),
+        );
+        let ours = Parameters::pbkdf2_sha256_aes256cbc(1000, &salt, &iv).unwrap();
+        let sealed = pbes2_seal(&ours, "pw", &data).unwrap();
+        assert_eq!(ours.decrypt("pw", &sealed).unwrap(), data);
+        for prf in [
+            Pbkdf2Prf::HmacWithSha224,
+            Pbkdf2Prf::HmacWithSha256,
+            Pbkdf2Prf::HmacWithSha384,
+            Pbkdf2Prf::HmacWithSha512,
+        ] {
+            for encryption in [
+                EncryptionScheme::Aes128Cbc { iv: &iv },
+                EncryptionScheme::Aes192Cbc { iv: &iv },
+                EncryptionScheme::Aes256Cbc { iv: &iv },
+            ] {
+                let mut kdf = Pbkdf2Params::hmac_with_sha256(1000, &salt).unwrap();
+                kdf.prf = prf;
+                let params = Parameters {
+                    kdf: Kdf::Pbkdf2(kdf),
+                    encryption,
+                };
+                let sealed = params.encrypt("pw", &data).unwrap();
+                assert_eq!(*pbes2_open(&params, "pw", &sealed).unwrap(), data);
+                let e = pbes2_open(&params, "wrong", &sealed).err().unwrap();
+                assert!(e.to_string().contains("this password"), "{e}");
+            }
+        }
+        let mut kdf = Pbkdf2Params::hmac_with_sha256(1000, &salt).unwrap();
+        kdf.prf = Pbkdf2Prf::HmacWithSha1;
+        let params = Parameters {
+            kdf: Kdf::Pbkdf2(kdf),
+            encryption: EncryptionScheme::Aes256Cbc { iv: &iv },
+        };
+        let e = pbes2_open(&params, "pw", &sealed).err().unwrap();
+        assert!(e.to_string().contains("HMAC-SHA-1"), "{e}");
     }
 
     #[test]
