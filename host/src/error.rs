@@ -72,6 +72,9 @@ pub enum Error {
     /// Imported key material did not unwrap, or is not what the key expects.
     #[error("incorrect key material: {0}")]
     IncorrectKeyMaterial(String),
+    /// The import token is not one keyplane issued, or was issued for another key.
+    #[error("invalid import token: {0}")]
+    InvalidImportToken(String),
     /// The import token is past its expiry (or was already used).
     #[error("the import token {0} has expired or was already used; call get-parameters-for-import again")]
     ExpiredImportToken(String),
@@ -140,6 +143,7 @@ impl Error {
             Error::InvalidKeyUsage(_) => "InvalidKeyUsage",
             Error::KeyDestroyed { .. } => "KeyDestroyed",
             Error::IncorrectKeyMaterial(_) => "IncorrectKeyMaterial",
+            Error::InvalidImportToken(_) => "InvalidImportToken",
             Error::ExpiredImportToken(_) => "ExpiredImportToken",
             Error::PayloadTooLarge { .. } => "PayloadTooLarge",
             Error::RequestTimeout => "RequestTimeout",

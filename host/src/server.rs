@@ -199,32 +199,7 @@ fn spawn_sighup_reload(
                     "SIGHUP: request quotas not reloaded; the previous ones stay in force"
                 ),
             }
-            let outcome = match crate::ops::reload_policies::reload(&state).await {
-                Ok(_) => "ok".to_string(),
-                Err(e) => {
-                    tracing::error!(error = %e, "SIGHUP: policy reload refused; the previous set keeps serving");
-                    crate::error::Error::InvalidPolicySet(String::new())
-                        .code()
-                        .to_string()
-                }
-            };
-            let current = state.authz.current();
-            let ev = crate::audit::AuditEvent {
-                request_id: format!("sighup-{}", uuid::Uuid::new_v4().simple()),
-                principal: "keyplane:sighup".into(),
-                tenant: "-".into(),
-                action: "ReloadPolicies".into(),
-                resource: format!("policies:{}", current.source),
-                decision: "system",
-                policies: Vec::new(),
-                outcome,
-                source: "local".into(),
-                policy_hash: Some(current.hash.clone()),
-                trace_id: None,
-                user_agent: None,
-                front: None,
-            };
-            let _ = crate::ops::audit_alone(&state, &ev).await;
+            crate::ops::reload_policies::reload_on_signal(&state).await;
         }
     });
     Ok(())

@@ -219,6 +219,35 @@ async fn an_access_key_is_shown_once_stored_sealed_and_stops_working_when_delete
         .call(Some(&a.admin), "create-access-key", json!({}))
         .await;
     assert_eq!(status, 409, "{v}");
+    // Even when asked for at once (on PostgreSQL each creation counted the keys without the
+    // others' and inserted: a principal ended with more).
+    let have = a
+        .server
+        .ok(&a.approver, "list-access-keys", json!({}))
+        .await["access_keys"]
+        .as_array()
+        .unwrap()
+        .len();
+    let at_once = futures_util::future::join_all((0..8).map(|_| {
+        a.server
+            .call(Some(&a.approver), "create-access-key", json!({}))
+    }))
+    .await;
+    let made = at_once.iter().filter(|(st, _)| *st == 200).count();
+    assert!(
+        at_once.iter().all(|(st, _)| *st == 200 || *st == 409),
+        "{at_once:?}"
+    );
+    let listed = a
+        .server
+        .ok(&a.approver, "list-access-keys", json!({}))
+        .await;
+    assert_eq!(
+        listed["access_keys"].as_array().unwrap().len(),
+        2,
+        "{listed}"
+    );
+    assert_eq!(have + made, 2);
 
     // A member manages its own keys only; an admin, those of its tenant's principals.
     let alice = listed["access_keys"][0]["principal_id"].clone();

@@ -1008,3 +1008,120 @@ async fn a_version_is_not_committed_into_a_deleted_plugin() {
     let listed = versions(&s, &t, &key).await;
     assert_eq!(listed["primary_version"], 1, "{listed}");
 }
+
+/// A tenant whose `fs` storage plugin (granted its directory) puts blobs in `/data/a`, and a
+/// key with version 1 inline (so the plugin holds no blob yet, and `set-storage-backend` may
+/// point it anywhere); the key, and a count of the files in a subdirectory of the plugin's.
+async fn fs_backend_in_a(
+    s: &Server,
+    dir: &std::path::Path,
+    t: &str,
+) -> (String, impl Fn(&str) -> usize) {
+    let key = s.create_key(t, "envelope").await;
+    s.ok(
+        t,
+        "upload-plugin",
+        json!({ "name": "fs", "world": "storage-backend", "capabilities": ["filesystem"],
+                "component": b64(&wasm("storage-fs")) }),
+    )
+    .await;
+    let root = dir.join("plugins/fs/moving/fs");
+    for sub in ["a", "b"] {
+        std::fs::create_dir_all(root.join(sub)).unwrap();
+    }
+    s.ok(
+        t,
+        "set-storage-backend",
+        json!({ "plugin": "fs", "config": { "dir": "/data/a" } }),
+    )
+    .await;
+    let files = move |sub: &str| std::fs::read_dir(root.join(sub)).unwrap().count();
+    (key, files)
+}
+
+/// A rotation that put its blob with a storage plugin's configuration, which
+/// `set-storage-backend` replaced before the rotation committed: the rotation is refused and
+/// its blob deleted from where it put it; a retry puts it where the plugin looks now, and it
+/// is read from there once the material cache is gone. Before, the version committed and its
+/// blob was looked for (and shredded) in the new place: after a restart the key's new version
+/// could not decrypt.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotation_is_refused_when_its_backend_is_reconfigured_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start_quiet(dir.path()).await;
+    let (_, t) = s.tenant_with_admin("moving").await;
+    let (key, files) = fs_backend_in_a(&s, dir.path(), &t).await;
+
+    s.pause("rotate:version-made", &key, "arm").await;
+    let rotation = s.call(Some(&t), "rotate-key", json!({ "key_id": key }));
+    let rest = async {
+        let reached = s.pause("rotate:version-made", &key, "wait").await;
+        assert_eq!(reached["reached"], true);
+        assert_eq!(files("a"), 1, "the rotation put its blob in a");
+        s.ok(
+            &t,
+            "set-storage-backend",
+            json!({ "plugin": "fs", "config": { "dir": "/data/b" } }),
+        )
+        .await;
+        s.pause("rotate:version-made", &key, "release").await;
+    };
+    let (refused, ()) = tokio::join!(rotation, rest);
+    assert_changed_meanwhile(&refused);
+    assert_eq!((files("a"), files("b")), (0, 0), "no blob is left behind");
+    assert_eq!(versions(&s, &t, &key).await["primary_version"], 1);
+
+    let ct1 = s.encrypt(&t, &key, b"under version 1", json!({})).await;
+    let rotated = s.ok(&t, "rotate-key", json!({ "key_id": key })).await;
+    assert_eq!(rotated["primary_version"], 2);
+    assert_eq!((files("a"), files("b")), (0, 1));
+    let ct2 = s.encrypt(&t, &key, b"under version 2", json!({})).await;
+    s.stop();
+    let s = Server::start_quiet(dir.path()).await;
+    for (ct, pt) in [
+        (&ct1, b"under version 1".as_slice()),
+        (&ct2, b"under version 2".as_slice()),
+    ] {
+        let (status, v) = s.decrypt(&t, ct, json!({})).await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(unb64(&v["plaintext"]), pt);
+    }
+}
+
+/// The other order: `set-storage-backend` sampled the plugin's blobs (none yet), then a
+/// rotation committed a version whose blob it put with the old configuration, then the new
+/// configuration would have been stored without anything showing that it reaches that blob.
+/// It is refused; the version stays readable. Before, it was stored and the version's blob
+/// was looked for in the new place.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backend_change_is_refused_when_a_blob_is_committed_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start_quiet(dir.path()).await;
+    let (_, t) = s.tenant_with_admin("moving").await;
+    let (key, files) = fs_backend_in_a(&s, dir.path(), &t).await;
+
+    s.pause("set-storage-backend:sampled", "fs", "arm").await;
+    let change = s.call(
+        Some(&t),
+        "set-storage-backend",
+        json!({ "plugin": "fs", "config": { "dir": "/data/b" } }),
+    );
+    let rest = async {
+        let reached = s.pause("set-storage-backend:sampled", "fs", "wait").await;
+        assert_eq!(reached["reached"], true);
+        let rotated = s.ok(&t, "rotate-key", json!({ "key_id": key })).await;
+        assert_eq!(rotated["primary_version"], 2);
+        let ct = s.encrypt(&t, &key, b"under version 2", json!({})).await;
+        s.pause("set-storage-backend:sampled", "fs", "release")
+            .await;
+        ct
+    };
+    let (refused, ct) = tokio::join!(change, rest);
+    assert_error(&refused, 409, "InvalidState", "while this request ran");
+    assert_eq!((files("a"), files("b")), (1, 0));
+    s.stop();
+    let s = Server::start_quiet(dir.path()).await;
+    let (status, v) = s.decrypt(&t, &ct, json!({})).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(unb64(&v["plaintext"]), b"under version 2");
+}

@@ -399,29 +399,7 @@ async fn a_database_locked_by_another_process_fails_writes_then_recovers() {
     .await;
     let b = before(&s).await;
     let db = dir.path().join("keyplane.db");
-    let mut locker = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import sqlite3, sys, time\n\
-             c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)\n\
-             c.execute('BEGIN IMMEDIATE')\n\
-             print('locked', flush=True)\n\
-             sys.stdin.read()\n\
-             c.execute('ROLLBACK')\n",
-        ])
-        .arg(&db)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::BufRead;
-        let mut line = String::new();
-        std::io::BufReader::new(locker.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "locked");
-    }
+    let locker = common::DatabaseLock::take(&db);
     let (keys_before, _) = keys_and_records(&s).await;
     for (op, body) in [
         ("create-key", json!({})),
@@ -440,8 +418,7 @@ async fn a_database_locked_by_another_process_fails_writes_then_recovers() {
         );
         assert!(took < Duration::from_secs(5), "{op} took {took:?}");
     }
-    drop(locker.stdin.take());
-    locker.wait().unwrap();
+    drop(locker);
     let described = s
         .ok(
             &s.admin,

@@ -146,6 +146,42 @@ async fn import(
     s.call(Some(&s.admin), "import-key-material", body).await
 }
 
+/// A key awaiting its material whose deletion is cancelled awaits it again: disabled, it
+/// could be enabled with no material, and import would refuse it (a key pending import only).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancelled_deletion_of_a_key_awaiting_import_leaves_it_awaiting_import() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let s = Server::start_quiet(dir.path()).await;
+    let approver = s.second_admin("default").await;
+    let key = external_hsm_key(&s).await;
+    // Scheduled for deletion, then cancelled: the state it comes back in.
+    let cancelled = || async {
+        let body = json!({ "key_id": key, "pending_window_days": 7 });
+        let (st, v) = s.schedule_deletion(&s.admin, &approver, body).await;
+        assert_eq!(st, 200, "{v}");
+        let v = s
+            .ok(&s.admin, "cancel-key-deletion", json!({ "key_id": key }))
+            .await;
+        let d = s
+            .ok(&s.admin, "describe-key", json!({ "key_id": key }))
+            .await;
+        assert_eq!(v["state"], d["state"], "{v} {d}");
+        v["state"].as_str().unwrap().to_string()
+    };
+    assert_eq!(cancelled().await, "pending-import");
+    let (st, v) = s
+        .call(Some(&s.admin), "enable-key", json!({ "key_id": key }))
+        .await;
+    assert_eq!(st, 409, "{v}");
+    import_sha1(&s, &key, work.path(), &[7u8; 32]).await;
+    let ct = s.encrypt(&s.admin, &key, b"at last", json!({})).await;
+    let (st, v) = s.decrypt(&s.admin, &ct, json!({})).await;
+    assert_eq!(st, 200, "{v}");
+    // A key with material comes back disabled.
+    assert_eq!(cancelled().await, "disabled");
+}
+
 #[cfg(all(feature = "test-hooks", debug_assertions))]
 #[tokio::test(flavor = "multi_thread")]
 async fn imported_material_is_the_key_and_every_refusal_is_typed() {
@@ -243,13 +279,13 @@ async fn imported_material_is_the_key_and_every_refusal_is_typed() {
         assert_error(
             &import(&s, &other, &token, &wrapped, json!({})).await,
             400,
-            "ValidationError",
+            "InvalidImportToken",
             "another key",
         );
         assert_error(
             &import(&s, &key, &json!("imp-nope"), &wrapped, json!({})).await,
             400,
-            "ValidationError",
+            "InvalidImportToken",
             "import_token",
         );
         assert_error(

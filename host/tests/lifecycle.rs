@@ -935,6 +935,61 @@ async fn a_schedule_always_due_rotates_its_key_at_most_hourly() {
     assert_eq!(primary().await, 3);
 }
 
+/// A rotation schedule is set only on a key that lives: one set on a key pending deletion or
+/// destroyed would be dropped by its destruction, or outlive it and keep its plugin in use
+/// for ever (delete-plugin refuses a plugin a schedule names).
+#[cfg(all(feature = "test-hooks", debug_assertions))]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotation_schedule_is_set_only_on_a_living_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_quiet(dir.path()).await;
+    let a = &s.admin;
+    upload(
+        &s,
+        a,
+        "fixed",
+        "rotation-schedule",
+        "rotation-fixed-interval",
+    )
+    .await;
+    let schedule =
+        |key: &str| json!({ "key_id": key, "plugin": "fixed", "config": { "period": "30d" } });
+    let key = s.create_key(a, "hsm").await;
+    s.ok(a, "disable-key", json!({ "key_id": key })).await;
+    s.ok(a, "set-rotation-schedule", schedule(&key)).await;
+    s.ok(a, "enable-key", json!({ "key_id": key })).await;
+    let approver = s.second_admin("default").await;
+    let (st, v) = s
+        .schedule_deletion(
+            a,
+            &approver,
+            json!({ "key_id": key, "pending_window_days": 7 }),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let (st, v) = s
+        .call(Some(a), "set-rotation-schedule", schedule(&key))
+        .await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (409, Some("InvalidState")),
+        "{v}"
+    );
+    s.advance_clock(8 * 86_400).await;
+    let pass = s.ok(a, "run-scheduler", json!({})).await;
+    assert_eq!(pass["destroyed"], json!([key]), "{pass}");
+    let (st, v) = s
+        .call(Some(a), "set-rotation-schedule", schedule(&key))
+        .await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (410, Some("KeyDestroyed")),
+        "{v}"
+    );
+    // Its destruction took the schedule with it: the plugin is free to go.
+    s.ok(a, "delete-plugin", json!({ "name": "fixed" })).await;
+}
+
 #[cfg(all(feature = "test-hooks", debug_assertions))]
 #[tokio::test(flavor = "multi_thread")]
 async fn scheduler_rotates_due_keys_once_and_a_hostile_schedule_hurts_only_its_key() {

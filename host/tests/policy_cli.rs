@@ -447,6 +447,53 @@ async fn policy_set(srv: &Server) -> String {
         .to_string()
 }
 
+/// A reload whose audit record cannot be written changes nothing: the set is put in force
+/// only once the record of its change is durable (here the database is locked by another
+/// process, so the record cannot be written).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_that_cannot_be_recorded_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = copy_of_shipped_policies(&dir.path().join("policies"));
+    let data = dir.path().join("data");
+    let srv = Server::start_with(
+        &data,
+        &policies,
+        &[
+            ("RUST_LOG", "warn"),
+            ("KEYPLANE_LIFECYCLE__SCHEDULER_INTERVAL_SECONDS", "0"),
+            ("KEYPLANE_DATABASE__BUSY_TIMEOUT_MS", "300"),
+        ],
+    )
+    .await;
+    let key = srv.create_key(&srv.admin, "envelope").await;
+    let original = policy_set(&srv).await;
+    std::fs::write(
+        policies.join("freeze.cedar"),
+        "@id(\"freeze-encrypt\")\n@description(\"test: nobody encrypts\")\nforbid (principal, action == Keyplane::Action::\"Encrypt\", resource);\n",
+    )
+    .unwrap();
+    let locker = common::DatabaseLock::take(&data.join("keyplane.db"));
+    assert_error(
+        &srv.call(Some(&srv.admin), "reload-policies", json!({}))
+            .await,
+        503,
+        "DatabaseUnavailable",
+        "",
+    );
+    assert_eq!(
+        policy_set(&srv).await,
+        original,
+        "an unrecorded reload took effect"
+    );
+    drop(locker);
+    assert_eq!(encrypt_status(&srv, &srv.admin, &key).await, 200);
+    // Recorded, it takes effect.
+    let r = srv.ok(&srv.admin, "reload-policies", json!({})).await;
+    assert_eq!(policy_set(&srv).await, r["policy_set"].as_str().unwrap());
+    assert_ne!(policy_set(&srv).await, original);
+    assert_eq!(encrypt_status(&srv, &srv.admin, &key).await, 403);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn reload_refuses_an_invalid_set_and_installs_a_valid_one() {
     let dir = tempfile::tempdir().unwrap();

@@ -346,6 +346,7 @@ pub fn status(e: &Error) -> StatusCode {
         | Error::InvalidPlugin(_)
         | Error::InvalidPolicySet(_)
         | Error::IncorrectKeyMaterial(_)
+        | Error::InvalidImportToken(_)
         | Error::ExpiredImportToken(_) => StatusCode::BAD_REQUEST,
         Error::PluginFailed { .. } => StatusCode::BAD_GATEWAY,
         Error::PluginTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,

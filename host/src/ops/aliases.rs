@@ -11,6 +11,7 @@ use crate::model::KeyState;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::checks::changed_meanwhile;
 use super::resolve::{key_row, resolve_key};
 use super::validate::{validate_alias, validate_key_id, ALIAS_PREFIX};
 use super::{OpContext, Operation, WriteScope};
@@ -19,7 +20,7 @@ use crate::authz::ResourceRef;
 use crate::crypto::context::EncryptionContext;
 use crate::error::{Error, Result};
 use crate::store::aliases::{self, AliasRow};
-use crate::store::keys::KeyRow;
+use crate::store::keys::{self, KeyRow};
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -83,7 +84,11 @@ impl Operation for CreateAlias {
             created_at: now.clone(),
             updated_at: now,
         };
-        aliases::insert(scope.conn(ctx.state).await?, &row).await?;
+        let conn = scope.conn(ctx.state).await?;
+        if !keys::hold_state(conn, &key.id, key.state).await? {
+            return Err(changed_meanwhile("key", &key.id, key.state));
+        }
+        aliases::insert(conn, &row).await?;
         Ok(row)
     }
 }
@@ -150,6 +155,9 @@ impl Operation for UpdateAlias {
         }
         let now = ctx.state.clock.now_rfc3339();
         let conn = scope.conn(ctx.state).await?;
+        if !keys::hold_state(conn, &key.id, key.state).await? {
+            return Err(changed_meanwhile("key", &key.id, key.state));
+        }
         // Only if it still names the key authorized above.
         if !aliases::retarget(
             conn,

@@ -94,8 +94,8 @@ impl Operation for ImportKeyMaterial {
                 .bytes()
                 .all(|b| b.is_ascii_hexdigit());
         if !token_ok {
-            return Err(Error::validation(
-                "import_token is not a token from get-parameters-for-import",
+            return Err(Error::InvalidImportToken(
+                "import_token is not a token from get-parameters-for-import".into(),
             ));
         }
         if self
@@ -163,7 +163,7 @@ impl Operation for ImportKeyMaterial {
             .filter(|t| t.tenant_id == key.tenant_id)
             .ok_or_else(|| Error::ExpiredImportToken(self.import_token.clone()))?;
         if token.key_id != key.id {
-            return Err(Error::validation(format!(
+            return Err(Error::InvalidImportToken(format!(
                 "import token {} was issued for another key",
                 token.id
             )));

@@ -342,16 +342,18 @@ impl Operation for CancelKeyDeletion {
                 )))
             }
         }
+        // A key comes back disabled, as AWS's does; one whose material was never imported (no
+        // version yet) or was deleted (its versions wait for it) comes back awaiting import:
+        // disabled, it could be enabled with no material, and import takes only a key
+        // pending import.
+        let primary = keys::version(&ctx.state.db, &key.id, key.primary_version).await?;
+        let back_to = if primary.is_none_or(|v| v.state == KeyState::PendingImport) {
+            KeyState::PendingImport
+        } else {
+            KeyState::Disabled
+        };
         let conn = scope.conn(ctx.state).await?;
-        if !keys::set_state(
-            conn,
-            &key.id,
-            KeyState::PendingDeletion,
-            KeyState::Disabled,
-            None,
-        )
-        .await?
-        {
+        if !keys::set_state(conn, &key.id, KeyState::PendingDeletion, back_to, None).await? {
             // Most likely the scheduler began destroying it meanwhile.
             let now = keys::get(&ctx.state.db, &key.id).await?;
             return Err(match now.as_ref().map(|k| k.state) {
@@ -364,7 +366,7 @@ impl Operation for CancelKeyDeletion {
         }
         Ok(DeletionOutput {
             key_id: key.id.clone(),
-            state: KeyState::Disabled,
+            state: back_to,
             deletion_date: None,
             pending_window_days: None,
         })

@@ -374,6 +374,9 @@ pub struct WriteScope {
     /// Import wrapping keys this request used up (their `CKA_ID`s): destroyed once it
     /// commits, never before (a rollback restores the token row that names the key).
     used_import_keys: Vec<Vec<u8>>,
+    /// A policy set to put in force once this request's record is durable, never before: a
+    /// set in force must have the record of its change.
+    policies: Option<crate::authz::LoadedPolicies>,
 }
 
 /// A blob written to a storage backend during a request: (plugin, config, name).
@@ -391,7 +394,13 @@ impl WriteScope {
             blobs: Vec::new(),
             keks: Vec::new(),
             used_import_keys: Vec::new(),
+            policies: None,
         }
+    }
+
+    /// Put `loaded` in force (on every node) once this request commits with its record.
+    pub fn install_policies_after_commit(&mut self, loaded: crate::authz::LoadedPolicies) {
+        self.policies = Some(loaded);
     }
 
     /// Destroy an import wrapping key once this request commits. If it cannot be destroyed
@@ -436,7 +445,9 @@ impl WriteScope {
             && self.used_import_keys.is_empty();
         if nothing_else {
             // No change to commit with it: the record joins the next group commit.
-            return state.audit.append(ev.clone()).await.map(|_| ());
+            state.audit.append(ev.clone()).await?;
+            self.after_commit(state).await;
+            return Ok(());
         }
         let prepared = async {
             let conn = self.conn(state).await?;
@@ -450,14 +461,7 @@ impl WriteScope {
         let tx = self.tx.take().expect("begun above");
         let committed = crate::telemetry::spans::db("COMMIT", "transaction", tx.commit()).await;
         if committed.is_ok() {
-            for kek in self.keks.drain(..) {
-                state.keyring.keep_tenant_kek(kek);
-            }
-            for object_id in self.used_import_keys.drain(..) {
-                if let Err(e) = state.keyring.discard_import_key(object_id).await {
-                    tracing::warn!(error = %e, "used import wrapping key not destroyed; garbage collection removes it");
-                }
-            }
+            self.after_commit(state).await;
         }
         if let Err(e) = committed {
             // Whether a failed COMMIT took effect is not known for sure (SQLite may have
@@ -471,6 +475,21 @@ impl WriteScope {
             return Err(e);
         }
         Ok(())
+    }
+
+    /// What follows a commit that took effect.
+    async fn after_commit(&mut self, state: &AppState) {
+        for kek in self.keks.drain(..) {
+            state.keyring.keep_tenant_kek(kek);
+        }
+        for object_id in self.used_import_keys.drain(..) {
+            if let Err(e) = state.keyring.discard_import_key(object_id).await {
+                tracing::warn!(error = %e, "used import wrapping key not destroyed; garbage collection removes it");
+            }
+        }
+        if let Some(loaded) = self.policies.take() {
+            reload_policies::install(state, loaded).await;
+        }
     }
 
     async fn rollback(mut self, state: &AppState) {

@@ -11,7 +11,6 @@
 //! because a set is only valid if its schema declares the action of every operation.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -95,18 +94,77 @@ pub fn load_at_start(config: &Config) -> anyhow::Result<LoadedPolicies> {
     Ok(loaded)
 }
 
-/// Reload the policy set from where the node took it at start and install it if it loads;
-/// an invalid set is refused and the one in force keeps serving. Returns (previous hash,
-/// new set).
-pub async fn reload(state: &AppState) -> Result<(String, Arc<LoadedPolicies>), PolicyLoadError> {
+/// Load and validate the policy set from where the node took it at start, without putting
+/// it in force.
+async fn load(state: &AppState) -> Result<LoadedPolicies, PolicyLoadError> {
     let dir = policies_dir(&state.config);
-    let loaded = tokio::task::spawn_blocking(move || load_policy_set(dir.as_deref()))
+    tokio::task::spawn_blocking(move || load_policy_set(dir.as_deref()))
         .await
-        .map_err(|e| PolicyLoadError(vec![format!("policy loader failed: {e}")]))??;
+        .map_err(|e| PolicyLoadError(vec![format!("policy loader failed: {e}")]))?
+}
+
+/// Put `loaded` in force on this node and tell the other nodes sharing the database to
+/// reload theirs (see `server`). Called once the change's audit record is durable.
+pub async fn install(state: &AppState, loaded: LoadedPolicies) {
     let previous = state.authz.replace(loaded);
     let current = state.authz.current();
     tracing::info!(source = %current.source, previous = %previous, hash = %current.hash, policies = current.descriptions.len(), "policy set reloaded");
-    Ok((previous, current))
+    if let Err(e) = state.db.announce(&Notice::PoliciesReloaded).await {
+        tracing::warn!(error = %e, "could not tell the other nodes to reload their policy sets");
+    }
+}
+
+/// Reload the policy set and put it in force if it loads, as a node does when another node
+/// reloaded (that node recorded the change); an invalid set is refused and the one in force
+/// keeps serving.
+pub async fn reload(state: &AppState) -> Result<(), PolicyLoadError> {
+    let loaded = load(state).await?;
+    let previous = state.authz.replace(loaded);
+    tracing::info!(previous = %previous, hash = %state.authz.current().hash, "policy set reloaded as another node did");
+    Ok(())
+}
+
+/// The SIGHUP reload: the set is loaded, its record (principal `keyplane:sighup`, action
+/// `ReloadPolicies`, outcome `ok` or `InvalidPolicySet`, the hash of the set in force
+/// afterwards) written, and only then, if that record is durable, the set put in force.
+pub async fn reload_on_signal(state: &AppState) {
+    let loaded = load(state).await;
+    let (outcome, source, hash) = match &loaded {
+        Ok(l) => ("ok".to_string(), l.source.clone(), l.hash.clone()),
+        Err(e) => {
+            tracing::error!(error = %e, "SIGHUP: policy reload refused; the previous set keeps serving");
+            let current = state.authz.current();
+            (
+                Error::InvalidPolicySet(String::new()).code().to_string(),
+                current.source.clone(),
+                current.hash.clone(),
+            )
+        }
+    };
+    let ev = crate::audit::AuditEvent {
+        request_id: format!("sighup-{}", uuid::Uuid::new_v4().simple()),
+        principal: "keyplane:sighup".into(),
+        tenant: "-".into(),
+        action: "ReloadPolicies".into(),
+        resource: format!("policies:{source}"),
+        decision: "system",
+        policies: Vec::new(),
+        outcome,
+        source: "local".into(),
+        policy_hash: Some(hash),
+        trace_id: None,
+        user_agent: None,
+        front: None,
+    };
+    if super::audit_alone(state, &ev).await.is_err() {
+        tracing::error!(
+            "SIGHUP: the policy reload could not be recorded; the previous set keeps serving"
+        );
+        return;
+    }
+    if let Ok(loaded) = loaded {
+        install(state, loaded).await;
+    }
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -138,20 +196,20 @@ impl Operation for ReloadPolicies {
         self,
         ctx: &OpContext<'_>,
         _r: ResourceRef,
-        _s: &mut WriteScope,
+        scope: &mut WriteScope,
     ) -> Result<Self::Output> {
-        match reload(ctx.state).await {
-            Ok((previous, current)) => {
-                // Every node sharing the database reloads too (see `server`).
-                if let Err(e) = ctx.state.db.announce(&Notice::PoliciesReloaded).await {
-                    tracing::warn!(error = %e, "could not tell the other nodes to reload their policy sets");
-                }
-                Ok(ReloadOutput {
-                    previous_policy_set: previous,
-                    policy_set: current.hash.clone(),
-                    source: current.source.clone(),
-                    policies: current.descriptions.keys().cloned().collect(),
-                })
+        match load(ctx.state).await {
+            Ok(loaded) => {
+                let out = ReloadOutput {
+                    previous_policy_set: ctx.state.authz.current().hash.clone(),
+                    policy_set: loaded.hash.clone(),
+                    source: loaded.source.clone(),
+                    policies: loaded.descriptions.keys().cloned().collect(),
+                };
+                // In force (here and, told then, on every node) once this request's record
+                // is durable: a request that fails to record it changes nothing.
+                scope.install_policies_after_commit(loaded);
+                Ok(out)
             }
             Err(e) => {
                 tracing::warn!(error = %e, "policy reload refused; the previous set keeps serving");

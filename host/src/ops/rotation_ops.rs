@@ -8,16 +8,18 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::checks::{changed_meanwhile, check_key_enabled};
 use super::plugin_config;
 use super::resolve::{key_row, resolve_key};
 use super::validate::{validate_key_id, validate_name};
 use super::{OpContext, Operation, WriteScope};
 use crate::authz::ResourceRef;
 use crate::error::{Error, Result};
+use crate::model::KeyState;
 use crate::plugins::bindings::v0_1::rotation::keyplane::plugin::types::KeyInfo;
 use crate::store::keys::KeyRow;
 use crate::store::plugins::{self, PluginRow, ScheduleRow};
-use crate::store::{keys, now_rfc3339};
+use crate::store::{imports, keys, now_rfc3339};
 
 async fn rotation_plugin(ctx: &OpContext<'_>, tenant: &str, name: &str) -> Result<PluginRow> {
     let p = plugins::get(&ctx.state.db, tenant, name)
@@ -86,6 +88,7 @@ impl Operation for SetRotationSchedule {
         scope: &mut WriteScope,
     ) -> Result<Self::Output> {
         let key = key_row(&r)?;
+        check_schedulable(ctx, key).await?;
         let p = rotation_plugin(ctx, &key.tenant_id, &self.plugin).await?;
         let stored =
             plugin_config::seal(&ctx.state.keyring, &key.tenant_id, &p.name, &self.config).await?;
@@ -97,7 +100,11 @@ impl Operation for SetRotationSchedule {
             updated_at: now_rfc3339(),
             last_error: None,
         };
-        plugins::set_schedule(scope.conn(ctx.state).await?, &row).await?;
+        let conn = scope.conn(ctx.state).await?;
+        if !keys::hold_state(conn, &key.id, key.state).await? {
+            return Err(changed_meanwhile("key", &key.id, key.state));
+        }
+        plugins::set_schedule(conn, &row).await?;
         Ok(ScheduleOutput {
             key_id: key.id.clone(),
             plugin: p.name,
@@ -105,6 +112,24 @@ impl Operation for SetRotationSchedule {
             config: plugin_config::redacted(&self.config),
         })
     }
+}
+
+/// A key a rotation schedule may be set on: enabled or disabled (a disabled key is rotated
+/// once enabled again), with material keyplane made. A schedule on a key being deleted
+/// would be dropped by its destruction, or outlive it and keep its plugin in use.
+async fn check_schedulable(ctx: &OpContext<'_>, key: &KeyRow) -> Result<()> {
+    if key.state != KeyState::Disabled {
+        check_key_enabled(key)?;
+    }
+    let material = imports::material(&ctx.state.db, &key.id).await?;
+    if material.is_some_and(|m| m.origin == imports::ORIGIN_EXTERNAL) {
+        return Err(Error::Unsupported(format!(
+            "a rotation schedule for key {}: it holds imported material, which keyplane cannot \
+             renew",
+            key.id
+        )));
+    }
+    Ok(())
 }
 
 /// Overrides of what the plugin is told about the key (to try boundary cases).

@@ -106,6 +106,7 @@ impl Operation for SetStorageBackend {
                 )));
             }
         }
+        crate::pause::point("set-storage-backend:sampled", &p.name).await;
         let conn = scope.conn(ctx.state).await?;
         let row = BackendRow {
             tenant_id: tenant.clone(),
@@ -114,6 +115,17 @@ impl Operation for SetStorageBackend {
             updated_at: now_rfc3339(),
         };
         plugins::set_storage_backend(conn, &row).await?;
+        // A version that put its blob with the old configuration commits only while it is the
+        // plugin's (`keys::check_blob_store`), but one may have committed since the sample
+        // (before this upsert; on PostgreSQL the upsert waits for one committing, whose
+        // version this count then sees): with none sampled, nothing showed that the new
+        // configuration reaches it.
+        if held.is_empty() && plugins::blob_count(conn, &tenant, &p.name).await? > 0 {
+            return Err(Error::InvalidState(format!(
+                "a key version stored its blob in plugin {} while this request ran; try again",
+                p.name
+            )));
+        }
         Ok(SetStorageBackendOutput {
             tenant_id: tenant,
             plugin: p.name,

@@ -23,8 +23,13 @@ fn raw() -> String {
     "RAW".into()
 }
 
-/// Largest signature `verify` accepts (an RSA-4096 signature is 512 bytes).
-const MAX_SIGNATURE: usize = 1024;
+/// Largest signature `verify` takes (AWS's model: 6 KiB). A longer one than any key makes
+/// (an RSA-4096 signature is 512 bytes, a DER ECDSA P-384 one at most 104) is not a valid
+/// signature, answered as one that does not match, without the HSM: an invalid
+/// signature, not an invalid request, and no module is asked to judge a length it may
+/// report as a fault.
+const MAX_SIGNATURE: usize = 6144;
+const LONGEST_SIGNATURE_MADE: usize = 1024;
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -156,18 +161,19 @@ impl Operation for Verify {
         check_signing(spec, algorithm)?;
         let message_type = MessageType::parse(&self.message_type)?;
         let version = version_to_open(ctx, key, self.key_version).await?;
-        let valid = ctx
-            .state
-            .keyring
-            .verify(
-                &version,
-                spec,
-                algorithm,
-                message_type,
-                &self.message.0,
-                &self.signature.0,
-            )
-            .await?;
+        let valid = self.signature.len() <= LONGEST_SIGNATURE_MADE
+            && ctx
+                .state
+                .keyring
+                .verify(
+                    &version,
+                    spec,
+                    algorithm,
+                    message_type,
+                    &self.message.0,
+                    &self.signature.0,
+                )
+                .await?;
         Ok(VerifyOutput {
             key_id: key.id.clone(),
             key_version: version.version,

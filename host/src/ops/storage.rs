@@ -20,8 +20,19 @@ pub fn new_blob_name(key_id: &str, version: i64) -> String {
 /// A tenant's storage backend and its configuration.
 pub type Backend = (plugins::PluginRow, Vec<(String, String)>);
 
-/// A tenant's storage backend, if one is attached.
-pub async fn tenant_backend(state: &AppState, tenant: &str) -> Result<Option<Backend>> {
+/// A tenant's storage backend: the plugin, its configuration, and that configuration as
+/// stored (sealed; None if none is kept for the plugin), which a version whose blob is put
+/// with it carries to its commit (`KeyVersionRow::blob_config`).
+pub struct TenantBackend {
+    pub plugin: plugins::PluginRow,
+    pub config: Vec<(String, String)>,
+    pub stored: Option<String>,
+}
+
+/// A tenant's storage backend, if one is attached. Its configuration is the one kept per
+/// plugin, which [`version_store`] reads the blob with later (the backend's own copy holds
+/// the same values, but sealed apart: comparing it at commit would never match).
+pub async fn tenant_backend(state: &AppState, tenant: &str) -> Result<Option<TenantBackend>> {
     let pool = &state.db;
     let Some(b) = plugins::storage_backend(pool, tenant).await? else {
         return Ok(None);
@@ -29,8 +40,14 @@ pub async fn tenant_backend(state: &AppState, tenant: &str) -> Result<Option<Bac
     let p = plugins::get(pool, tenant, &b.plugin_name)
         .await?
         .ok_or(Error::Internal)?;
-    let config = plugin_config::open(&state.keyring, tenant, &p.name, &b.config).await?;
-    Ok(Some((p, config)))
+    let stored = plugins::backend_config(pool, tenant, &p.name).await?;
+    let sealed = stored.as_deref().unwrap_or(&b.config);
+    let config = plugin_config::open(&state.keyring, tenant, &p.name, sealed).await?;
+    Ok(Some(TenantBackend {
+        plugin: p,
+        config,
+        stored,
+    }))
 }
 
 /// The storage plugin a version's blob was written to, with the configuration to reach it:

@@ -4,7 +4,7 @@
 //! `rotate-key`, the scheduler's rotations and (placing imported material) `import-key-material`.
 
 use super::checks::check_key_enabled;
-use super::storage::{new_blob_name, tenant_backend};
+use super::storage::{new_blob_name, tenant_backend, TenantBackend};
 use super::WriteScope;
 use crate::algorithms::{KeySpec, KeyUsage};
 use crate::crypto::NewVersion;
@@ -61,10 +61,18 @@ pub async fn place_version(
     scope.created(material);
     // Envelope material goes to the tenant's storage backend, if it has one, before the
     // transaction opens (a plugin's kv writes need the writer); undone if the request fails.
-    if let (Some(wrapped), Some((plugin, config))) = (
+    // The row carries the configuration the blob was put with: it commits only if that is
+    // still the plugin's (a `set-storage-backend` meanwhile would leave the blob where the
+    // new one does not look), else the rollback deletes the blob with the same configuration.
+    if let (Some(wrapped), Some(backend)) = (
         version.wrapped_material.clone(),
         tenant_backend(state, tenant).await?,
     ) {
+        let TenantBackend {
+            plugin,
+            config,
+            stored,
+        } = backend;
         let name = new_blob_name(key_id, v);
         let op = StorageOp::Put {
             name: name.clone(),
@@ -75,6 +83,7 @@ pub async fn place_version(
         version.wrapped_material = None;
         version.blob_store = Some(plugin.name.clone());
         version.blob_name = Some(name.clone());
+        version.blob_config = stored;
         scope.created_blob(plugin, config, name);
     }
     Ok(version)

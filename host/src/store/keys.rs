@@ -93,6 +93,12 @@ pub struct KeyVersionRow {
     /// objects in its own HSM. None: versions from before it (usable only on the node whose
     /// token holds them), `ED25519`, `envelope` versions, and destroyed versions.
     pub hsm_wrapped: Option<Vec<u8>>,
+    /// Not a column. For a version being written: the (sealed) configuration of `blob_store`
+    /// its blob was put with, as the database held it then (None: it held none). The row is
+    /// committed only while the database still holds that configuration, see
+    /// `check_blob_store`.
+    #[sqlx(skip)]
+    pub blob_config: Option<String>,
 }
 
 /// A version made by a rotation schedule (a period or a plugin).
@@ -129,6 +135,7 @@ impl KeyVersionRow {
             signatures: 0,
             rotation: None,
             hsm_wrapped: None,
+            blob_config: None,
         }
     }
 
@@ -326,15 +333,20 @@ pub async fn restore_version(conn: &mut Tx, v: &KeyVersionRow) -> Result<bool> {
 }
 
 /// Refuse a version whose blob went to a storage plugin that no longer exists (deleted while
-/// the request that wrote the blob ran): committed, it could never be read. On PostgreSQL the
-/// plugin's row is also locked (shared) until this transaction ends, so a `delete-plugin`
-/// (which locks it exclusively, then counts its versions: `plugins::lock_for_deletion`)
-/// waits for this version and counts it; under READ COMMITTED it would otherwise count
-/// without it and delete the plugin under it. (SQLite has one writer at a time.)
+/// the request that wrote the blob ran), or whose configuration changed since the blob was
+/// put with it (`set-storage-backend` while the request ran): committed, it could never be
+/// read, since a blob is read with the configuration its plugin has when it is read. On
+/// PostgreSQL the plugin's row and its configuration's row are also locked (shared) until
+/// this transaction ends: a `delete-plugin` (which locks the plugin exclusively, then counts
+/// its versions: `plugins::lock_for_deletion`) and a `set-storage-backend` (whose upsert
+/// locks the configuration, then counts the versions if it sampled none) wait for this
+/// version and count it; under READ COMMITTED they would otherwise count without it. And a
+/// configuration committed before this lock is taken is the one this statement reads (a
+/// locking read sees the newest committed row). (SQLite has one writer at a time.)
 async fn check_blob_store(conn: &mut Tx, v: &KeyVersionRow) -> Result<()> {
-    let lock = match conn.dialect() {
-        super::Dialect::Postgres => " FOR SHARE OF p",
-        super::Dialect::Sqlite => "",
+    let (lock_plugin, lock_config) = match conn.dialect() {
+        super::Dialect::Postgres => (" FOR SHARE OF p", " FOR SHARE OF c"),
+        super::Dialect::Sqlite => ("", ""),
     };
     on!(conn, {
         let Some(store) = &v.blob_store else {
@@ -342,7 +354,7 @@ async fn check_blob_store(conn: &mut Tx, v: &KeyVersionRow) -> Result<()> {
         };
         let present: Option<i32> = sqlx::query_scalar(&format!(
             "SELECT 1 FROM plugins p JOIN keys k ON k.tenant_id = p.tenant_id \
-         WHERE k.id = $1 AND p.name = $2{lock}"
+         WHERE k.id = $1 AND p.name = $2{lock_plugin}"
         ))
         .bind(&v.key_id)
         .bind(store)
@@ -351,6 +363,20 @@ async fn check_blob_store(conn: &mut Tx, v: &KeyVersionRow) -> Result<()> {
         if present.is_none() {
             return Err(crate::error::Error::InvalidState(format!(
                 "storage plugin {store} was deleted while this request ran; try again"
+            )));
+        }
+        // Locked after the plugin, in the order `delete-plugin` takes them.
+        let config: Option<String> = sqlx::query_scalar(&format!(
+            "SELECT c.config FROM storage_backend_configs c JOIN keys k ON k.tenant_id = c.tenant_id \
+         WHERE k.id = $1 AND c.plugin_name = $2{lock_config}"
+        ))
+        .bind(&v.key_id)
+        .bind(store)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if config != v.blob_config {
+            return Err(crate::error::Error::InvalidState(format!(
+                "the configuration of storage backend {store} changed while this request ran; try again"
             )));
         }
         Ok(())
@@ -749,6 +775,29 @@ pub async fn deletion_protected(conn: &mut Tx, key_id: &str) -> Result<bool> {
             Ok(on.unwrap_or(false))
         })
         .await
+    })
+}
+
+/// Whether key `key_id` is still in `state`, held there until the transaction ends: a write
+/// that depends on a key's state without changing it (an alias, a rotation schedule) is a
+/// compare-and-set against that state too. PostgreSQL: `FOR SHARE`, so a state change of
+/// the key (deletion, destruction, whose transaction removes the key's aliases and schedule)
+/// waits for this transaction, then finds what it wrote; SQLite's writer transaction already
+/// excludes every other writer.
+pub async fn hold_state(conn: &mut Tx, key_id: &str, state: KeyState) -> Result<bool> {
+    let lock = match conn.dialect() {
+        super::Dialect::Postgres => " FOR SHARE",
+        super::Dialect::Sqlite => "",
+    };
+    on!(conn, {
+        let held: Option<i32> = sqlx::query_scalar(&format!(
+            "SELECT 1 FROM keys WHERE id = $1 AND state = $2{lock}"
+        ))
+        .bind(key_id)
+        .bind(state)
+        .fetch_optional(&mut *conn)
+        .await?;
+        Ok(held.is_some())
     })
 }
 

@@ -278,7 +278,10 @@ pub async fn delete(conn: &mut Tx, tenant: &str, name: &str) -> Result<bool> {
 
 /// Store a component's bytes under their SHA-256. A row already there holds the same bytes,
 /// by construction of the key, unless they were altered in the database: then the upload
-/// (whose bytes the caller hashed) puts them right.
+/// (whose bytes the caller hashed) puts them right. On PostgreSQL the upsert locks a row
+/// already there until the transaction ends, also when its `WHERE` updates nothing (every
+/// row an `ON CONFLICT DO UPDATE` meets is locked): [`delete_component_if_unreferenced`]
+/// relies on it to wait for the upload's plugin row. (`DO NOTHING` would lock nothing.)
 pub async fn insert_component(
     conn: &mut Tx,
     sha256: &str,
@@ -349,9 +352,30 @@ pub async fn component_referenced(pool: impl Into<Conn<'_>>, sha256: &str) -> Re
 }
 
 /// Delete the component `sha256` if no plugin row names it (any more); whether it was deleted.
+///
+/// PostgreSQL (READ COMMITTED) needs two statements. An upload of the same bytes (by any
+/// tenant) locks the component's row with its upsert ([`insert_component`]) and then inserts
+/// its plugin row. A lone `DELETE … AND NOT EXISTS (plugins …)` that meets that lock waits
+/// for the upload to commit, but then deletes the row anyway: its `NOT EXISTS` reads the
+/// snapshot the statement began with, which lacks the plugin row, and the new plugin would
+/// name a missing component. So the row is locked first (`FOR UPDATE`: waiting for such an upload to end),
+/// and the `DELETE` is a second statement, whose fresh snapshot sees the committed plugin row.
+/// If this locks first, the upload's upsert waits for this transaction, and inserts the row
+/// again once the deletion is committed. SQLite has one writer at a time.
 pub async fn delete_component_if_unreferenced(conn: &mut Tx, sha256: &str) -> Result<bool> {
+    let lock_first = matches!(conn.dialect(), super::Dialect::Postgres);
     on!(conn, {
         crate::telemetry::spans::db("DELETE", "plugin_components", async {
+        if lock_first {
+            let found: Option<i32> =
+                sqlx::query_scalar("SELECT 1 FROM plugin_components WHERE sha256 = $1 FOR UPDATE")
+                    .bind(sha256)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            if found.is_none() {
+                return Ok(false);
+            }
+        }
         let n = sqlx::query(
             "DELETE FROM plugin_components WHERE sha256 = $1 \
              AND NOT EXISTS (SELECT 1 FROM plugins WHERE plugins.sha256 = plugin_components.sha256)",

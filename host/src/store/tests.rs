@@ -1,8 +1,9 @@
 //! The store's behaviour, checked on both backends with the same code: what one backend
 //! answers, the other must answer too.
 
+use super::plugins::{self, PluginRow};
 use super::testing::{both, insert_tenant};
-use super::{keys, leases, plugin_kv, Db};
+use super::{keys, leases, on, plugin_kv, Db};
 use crate::error::Error;
 use crate::model::KeyState;
 
@@ -311,4 +312,87 @@ async fn nodes_write_audit_chains_of_their_own_and_never_wait_for_each_other() {
             found: removed + 1
         })
     );
+}
+
+/// PostgreSQL: `delete-plugin` (or gc) deletes a component while another tenant's upload of
+/// the same bytes has stored it again and inserted its plugin row, uncommitted: the deletion
+/// waits for the upload and keeps the component its plugin names. Before, the deletion
+/// waited on the row the upload's upsert locked, then deleted it anyway (its `NOT EXISTS`
+/// read a snapshot without the upload's plugin row). SQLite serialises writers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_component_is_not_deleted_under_a_concurrent_upload_of_it() {
+    let (_guard, db) = super::testing::postgres().await;
+    let plugin = |tenant: &str, name: &str| PluginRow {
+        tenant_id: tenant.into(),
+        name: name.into(),
+        sha256: "c0ffee".into(),
+        world: "storage-backend".into(),
+        size: 5,
+        imports: "[]".into(),
+        created_at: String::new(),
+        created_by: String::new(),
+        capabilities: "[]".into(),
+    };
+    for tenant in ["a", "bb"] {
+        insert_tenant(&db, tenant).await;
+    }
+    let mut tx = db.begin().await.unwrap();
+    plugins::insert_component(&mut tx, "c0ffee", b"bytes", "")
+        .await
+        .unwrap();
+    plugins::insert(&mut tx, &plugin("a", "p")).await.unwrap();
+    tx.commit().await.unwrap();
+
+    // bb's upload of the same bytes, as `upload-plugin` writes it; not committed yet.
+    let mut upload = db.begin().await.unwrap();
+    plugins::insert_component(&mut upload, "c0ffee", b"bytes", "")
+        .await
+        .unwrap();
+    plugins::insert(&mut upload, &plugin("bb", "q"))
+        .await
+        .unwrap();
+    // a deletes its plugin, and the component with it if nothing names it, as
+    // `delete-plugin` does.
+    let deletion = tokio::spawn({
+        let db = db.clone();
+        async move {
+            let mut tx = db.begin().await.unwrap();
+            assert!(plugins::delete(&mut tx, "a", "p").await.unwrap());
+            let removed = plugins::delete_component_if_unreferenced(&mut tx, "c0ffee")
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            removed
+        }
+    });
+    // The deletion waits on the row the upload locked (with or without the fix); only then
+    // does the upload commit.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while lock_waiters(&db).await == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the deletion never waited"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    upload.commit().await.unwrap();
+    assert!(!deletion.await.unwrap(), "the component was deleted");
+    assert!(plugins::has_component(&db, "c0ffee").await.unwrap());
+    assert!(plugins::component_referenced(&db, "c0ffee").await.unwrap());
+}
+
+/// How many sessions on `db`'s database wait for a lock (PostgreSQL).
+async fn lock_waiters(db: &Db) -> i64 {
+    let found: crate::error::Result<i64> = async {
+        on!(db, {
+            Ok(sqlx::query_scalar(
+                "SELECT COUNT(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(db)
+            .await?)
+        })
+    }
+    .await;
+    found.unwrap()
 }

@@ -13,11 +13,13 @@ import datetime
 import json
 import os
 import ssl
+import urllib.error
 import urllib.request
 
 import boto3
 import botocore
 import botocore.auth
+import botocore.awsrequest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from cryptography.hazmat.primitives import hashes, serialization
@@ -247,6 +249,13 @@ check("verify-mac", kms.verify_mac(KeyId=mac_key["KeyId"], Message=b"msg", Mac=m
 expect_error("verify a wrong MAC", "KMSInvalidMacException",
              kms.verify_mac, KeyId=mac_key["KeyId"], Message=b"msg!", Mac=mac["Mac"],
              MacAlgorithm="HMAC_SHA_256")
+# Longer than any MAC or signature made, within AWS's model (6 KiB): invalid, not a bad request.
+expect_error("verify a MAC longer than any", "KMSInvalidMacException",
+             kms.verify_mac, KeyId=mac_key["KeyId"], Message=b"msg", Mac=mac["Mac"] * 3,
+             MacAlgorithm="HMAC_SHA_256")
+expect_error("verify a signature longer than any", "KMSInvalidSignatureException",
+             kms.verify, KeyId=signer, Message=b"contract", Signature=b"\x30" * 2000,
+             SigningAlgorithm="ECDSA_SHA_256")
 
 agree = kms.create_key(KeySpec="ECC_NIST_P256", KeyUsage="KEY_AGREEMENT")["KeyMetadata"]["KeyId"]
 peer = kms.create_key(KeySpec="ECC_NIST_P256", KeyUsage="KEY_AGREEMENT")["KeyMetadata"]["KeyId"]
@@ -291,6 +300,16 @@ kms.import_key_material(KeyId=ext["KeyId"], ImportToken=params["ImportToken"],
                             mgf=padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(), label=None)),
                         ExpirationModel="KEY_MATERIAL_DOES_NOT_EXPIRE")
 check("the same material again opens what it sealed", kms.decrypt(CiphertextBlob=ct)["Plaintext"] == b"imported")
+other_ext = kms.create_key(Origin="EXTERNAL")["KeyMetadata"]["KeyId"]
+waiting = kms.create_key(Origin="EXTERNAL")["KeyMetadata"]["KeyId"]
+foreign = kms.get_parameters_for_import(KeyId=other_ext, WrappingAlgorithm="RSAES_OAEP_SHA_1",
+                                        WrappingKeySpec="RSA_2048")
+expect_error("an import token of another key", "InvalidImportTokenException",
+             kms.import_key_material, KeyId=waiting, ImportToken=foreign["ImportToken"],
+             EncryptedKeyMaterial=wrapped, ExpirationModel="KEY_MATERIAL_DOES_NOT_EXPIRE")
+expect_error("an import token keyplane never made", "InvalidImportTokenException",
+             kms.import_key_material, KeyId=waiting, ImportToken=b"\xff\xfe junk",
+             EncryptedKeyMaterial=wrapped, ExpirationModel="KEY_MATERIAL_DOES_NOT_EXPIRE")
 
 # --- description, tags, automatic rotation, key policy ------------------------------------
 kms.update_key_description(KeyId=key, Description="renamed")
@@ -377,6 +396,10 @@ kms.revoke_grant(KeyId=key, GrantId=second["GrantId"])
 expect_error("revoke-grant", "NotFoundException", member.describe_key, KeyId=key)
 expect_error("an operation that cannot be granted", "ValidationException",
              kms.create_grant, KeyId=key, GranteePrincipal=member_arn, Operations=["ScheduleKeyDeletion"])
+# keyplane's principals are users; a role of the same name is someone else.
+expect_error("a role as grantee", "UnsupportedOperationException",
+             kms.create_grant, KeyId=key, Operations=["Decrypt"],
+             GranteePrincipal=member_arn.replace(":user/", ":role/"))
 expect_error("a grantee of another account", "NotFoundException",
              kms.create_grant, KeyId=key, GranteePrincipal="arn:aws:iam::999999999999:user/x",
              Operations=["Decrypt"])
@@ -422,4 +445,26 @@ finally:
 
 expect_error("an action keyplane does not have", "UnsupportedOperationException",
              kms.describe_custom_key_stores)
+
+
+def signed_target(target):
+    """POST {} to the endpoint with X-Amz-Target `target`, signed as boto3 signs: (status, body)."""
+    req = botocore.awsrequest.AWSRequest(
+        method="POST", url=ENDPOINT + "/", data=b"{}",
+        headers={"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": target})
+    botocore.auth.SigV4Auth(boto3.Session().get_credentials(), "kms", REGION).add_auth(req)
+    prepared = req.prepare()
+    ctx = ssl.create_default_context(cafile=CA)
+    try:
+        with urllib.request.urlopen(urllib.request.Request(
+                prepared.url, data=prepared.body, headers=dict(prepared.headers)), context=ctx) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+for target in ["TrentService.NoSuchAction", "DynamoDB_20120810.ListTables"]:
+    status, body = signed_target(target)
+    check(f"{target} is no action of the API", status == 400 and
+          body.get("__type") == "UnknownOperationException", (status, body))
 print("all boto3 checks passed")

@@ -898,6 +898,44 @@ impl Server {
     }
 }
 
+/// Another process holding the write lock of the SQLite database `db` (`BEGIN IMMEDIATE`)
+/// until this is dropped.
+pub struct DatabaseLock(std::process::Child);
+
+impl DatabaseLock {
+    pub fn take(db: &Path) -> DatabaseLock {
+        use std::io::BufRead;
+        let mut locker = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import sqlite3, sys\n\
+                 c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)\n\
+                 c.execute('BEGIN IMMEDIATE')\n\
+                 print('locked', flush=True)\n\
+                 sys.stdin.read()\n\
+                 c.execute('ROLLBACK')\n",
+            ])
+            .arg(db)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(locker.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "locked");
+        DatabaseLock(locker)
+    }
+}
+
+impl Drop for DatabaseLock {
+    fn drop(&mut self) {
+        drop(self.0.stdin.take());
+        let _ = self.0.wait();
+    }
+}
+
 /// Run SQL with the `sqlite3` CLI on a database file (to tamper with it as an attacker would).
 pub fn sqlite(db: &Path, sql: &str) {
     let out = Command::new("sqlite3")

@@ -58,9 +58,8 @@ impl From<&Error> for KmsError {
             Error::NotFound { .. } | Error::OtherTenant { .. } => {
                 ("NotFoundException", S::BAD_REQUEST)
             }
-            Error::UnknownOperation(_) | Error::Unsupported(_) => {
-                ("UnsupportedOperationException", S::BAD_REQUEST)
-            }
+            Error::UnknownOperation(_) => ("UnknownOperationException", S::BAD_REQUEST),
+            Error::Unsupported(_) => ("UnsupportedOperationException", S::BAD_REQUEST),
             Error::AlreadyExists { .. } => ("AlreadyExistsException", S::BAD_REQUEST),
             Error::InvalidKeyUsage(_) => ("InvalidKeyUsageException", S::BAD_REQUEST),
             Error::KeyDisabled(_) => ("DisabledException", S::BAD_REQUEST),
@@ -75,6 +74,7 @@ impl From<&Error> for KmsError {
                 ("MalformedPolicyDocumentException", S::BAD_REQUEST)
             }
             Error::IncorrectKeyMaterial(_) => ("IncorrectKeyMaterialException", S::BAD_REQUEST),
+            Error::InvalidImportToken(_) => ("InvalidImportTokenException", S::BAD_REQUEST),
             Error::ExpiredImportToken(_) => ("ExpiredImportTokenException", S::BAD_REQUEST),
             // AWS KMS's throttling answer, which the SDKs retry with backoff.
             Error::Throttled { .. } => ("ThrottlingException", S::BAD_REQUEST),

@@ -9,6 +9,7 @@
 //! - A `KeyId` field takes a key id, a key ARN, `alias/<name>` or an alias ARN; an ARN of
 //!   another account names no key of the caller's.
 //! - A principal is `arn:aws:iam::<account>:user/<name>`.
+//! - Answers name the partition of the region signed for (`aws-cn` for `cn-north-1`…).
 
 use crate::authn::Principal;
 use crate::error::{Error, Result};
@@ -22,16 +23,46 @@ pub struct Cx {
 }
 
 impl Cx {
+    /// The AWS partition of the request's region, as the SDKs' partition table has it: an
+    /// ARN answered names the partition the client asked in (the AWS Encryption SDK checks
+    /// that `Decrypt`'s `KeyId` is the very ARN it asked for).
+    pub fn partition(&self) -> &'static str {
+        const PARTITIONS: &[(&str, &str)] = &[
+            ("cn-", "aws-cn"),
+            ("us-gov-", "aws-us-gov"),
+            ("us-isob-", "aws-iso-b"),
+            ("us-isof-", "aws-iso-f"),
+            ("us-iso-", "aws-iso"),
+            ("eu-isoe-", "aws-iso-e"),
+        ];
+        PARTITIONS
+            .iter()
+            .find(|(prefix, _)| self.region.starts_with(prefix))
+            .map_or("aws", |(_, partition)| partition)
+    }
+
     pub fn key_arn(&self, key_id: &str) -> String {
         format!(
-            "arn:aws:kms:{}:{}:key/{key_id}",
-            self.region, self.account_id
+            "arn:{}:kms:{}:{}:key/{key_id}",
+            self.partition(),
+            self.region,
+            self.account_id
         )
     }
 
     /// `alias` is `alias/<name>`.
     pub fn alias_arn(&self, alias: &str) -> String {
-        format!("arn:aws:kms:{}:{}:{alias}", self.region, self.account_id)
+        format!(
+            "arn:{}:kms:{}:{}:{alias}",
+            self.partition(),
+            self.region,
+            self.account_id
+        )
+    }
+
+    /// The ARN of the caller's account itself (a grant's `IssuingAccount`).
+    pub fn account_arn(&self) -> String {
+        format!("arn:{}:iam::{}:root", self.partition(), self.account_id)
     }
 
     /// The ARN of a principal of the caller's account.
@@ -41,12 +72,19 @@ impl Cx {
 
     /// The ARN of the principal named `name` of the caller's account.
     pub fn user_arn(&self, name: &str) -> String {
-        format!("arn:aws:iam::{}:user/{name}", self.account_id)
+        format!(
+            "arn:{}:iam::{}:user/{name}",
+            self.partition(),
+            self.account_id
+        )
     }
 
-    /// A principal member (`GranteePrincipal`, `RetiringPrincipal`): a user or role ARN of
-    /// the caller's account, or a principal's id or name, as the core names a principal (id
-    /// or name of the caller's tenant).
+    /// A principal member (`GranteePrincipal`, `RetiringPrincipal`): a user ARN of the
+    /// caller's account, or a principal's id or name, as the core names a principal (id or
+    /// name of the caller's tenant). keyplane's principals are users without an IAM path:
+    /// a role, an assumed role or a user with a path names something keyplane does not
+    /// have, and is refused rather than taken for the user of the same last name (a grant
+    /// meant for a role must not go to a user).
     pub fn principal(&self, field: &str, v: &str) -> Result<String> {
         length(field, v, 1, 256)?;
         let Some(rest) = v.strip_prefix("arn:") else {
@@ -64,15 +102,11 @@ impl Cx {
                 id: v.to_string(),
             });
         }
-        match resource
-            .strip_prefix("user/")
-            .or_else(|| resource.strip_prefix("role/"))
-        {
-            Some(name) if !name.is_empty() => {
-                Ok(name.rsplit('/').next().unwrap_or(name).to_string())
-            }
+        match resource.strip_prefix("user/") {
+            Some(name) if !name.is_empty() && !name.contains('/') => Ok(name.to_string()),
             _ => Err(Error::Unsupported(format!(
-                "{v} as a principal: keyplane grants to its own principals (user/<name>)"
+                "{v} as a principal: keyplane grants to its own principals, users without \
+                 a path (arn:aws:iam::<account>:user/<name>), not to roles or paths"
             ))),
         }
     }
@@ -245,6 +279,55 @@ mod tests {
             cx.key_arn("k-1"),
             "arn:aws:kms:eu-west-1:111122223333:key/k-1"
         );
+    }
+
+    #[test]
+    fn a_principal_is_a_user_of_the_account_and_nothing_else() {
+        let cx = cx();
+        for (v, name) in [
+            ("deploy", "deploy"),
+            ("arn:aws:iam::111122223333:user/deploy", "deploy"),
+            ("arn:aws-cn:iam::111122223333:user/deploy", "deploy"),
+        ] {
+            assert_eq!(cx.principal("granteePrincipal", v).unwrap(), name, "{v}");
+        }
+        for other in [
+            "arn:aws:iam::111122223333:role/deploy",
+            "arn:aws:sts::111122223333:assumed-role/deploy/session",
+            "arn:aws:iam::111122223333:user/team/deploy",
+            "arn:aws:iam::111122223333:user/",
+        ] {
+            assert!(
+                matches!(
+                    cx.principal("granteePrincipal", other),
+                    Err(Error::Unsupported(_) | Error::Validation(_))
+                ),
+                "{other}"
+            );
+        }
+        assert!(matches!(
+            cx.principal("granteePrincipal", "arn:aws:iam::999988887777:user/deploy"),
+            Err(Error::OtherTenant { .. })
+        ));
+    }
+
+    #[test]
+    fn answers_name_the_partition_of_the_region() {
+        for (region, arn) in [
+            ("eu-west-1", "arn:aws:kms:eu-west-1:111122223333:key/k"),
+            ("cn-north-1", "arn:aws-cn:kms:cn-north-1:111122223333:key/k"),
+            (
+                "us-gov-west-1",
+                "arn:aws-us-gov:kms:us-gov-west-1:111122223333:key/k",
+            ),
+        ] {
+            let cx = Cx {
+                account_id: "111122223333".into(),
+                region: region.into(),
+            };
+            assert_eq!(cx.key_arn("k"), arn);
+            assert_eq!(cx.key_id("keyId", arn).unwrap(), "k");
+        }
     }
 
     #[test]

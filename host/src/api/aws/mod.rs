@@ -29,7 +29,6 @@ use axum::http::header;
 use axum::response::Response;
 
 use crate::api::gate::Gate;
-use crate::error::Error;
 use crate::ops::Front;
 use crate::state::AppState;
 use error::KmsError;
@@ -102,10 +101,7 @@ async fn kms_request(
         }
     };
     let Some((_, handler)) = found else {
-        let e = Error::UnknownOperation(format!(
-            "keyplane does not implement {}",
-            target.unwrap_or("(no X-Amz-Target)")
-        ));
+        let e = kms::not_served(target);
         let e = gate.refuse(Some(&signed.principal), &audited_as, e).await;
         return kms::error_response(&KmsError::from(&e));
     };

@@ -67,6 +67,7 @@ impl From<&Error> for TransitError {
             | Error::InvalidPlugin(_)
             | Error::InvalidPolicySet(_)
             | Error::IncorrectKeyMaterial(_)
+            | Error::InvalidImportToken(_)
             | Error::ExpiredImportToken(_)
             | Error::AlreadyExists { .. }
             | Error::InvalidState(_)

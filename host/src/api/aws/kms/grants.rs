@@ -161,9 +161,18 @@ fn entry(g: GrantInfo, cx: &Cx) -> GrantListEntry {
         grant_id: g.grant_id,
         name: g.name,
         creation_date: epoch(&g.created_at),
-        grantee_principal: cx.user_arn(&g.grantee_name),
-        retiring_principal: g.retiring_name.as_deref().map(|n| cx.user_arn(n)),
-        issuing_account: format!("arn:aws:iam::{}:root", cx.account_id),
+        // A principal deleted since is named by its id, as AWS names a deleted IAM entity by
+        // its unique id: an ARN of no name would not be an ARN.
+        grantee_principal: if g.grantee_name.is_empty() {
+            g.grantee_principal
+        } else {
+            cx.user_arn(&g.grantee_name)
+        },
+        retiring_principal: match g.retiring_name {
+            Some(name) => Some(cx.user_arn(&name)),
+            None => g.retiring_principal,
+        },
+        issuing_account: cx.account_arn(),
         operations: g.operations.iter().map(|o| to_aws(o).to_string()).collect(),
         constraints: g.constraints.map(|c| GrantConstraints {
             encryption_context_subset: c.encryption_context_subset,

@@ -100,7 +100,9 @@ impl KmsAction for ImportKeyMaterial {
         let token = required("importToken", self.import_token)?;
         length_of("importToken", token.len(), 1, 6144)?;
         let import_token = String::from_utf8(token.0.to_vec()).map_err(|_| {
-            Error::validation("ImportToken is not a token from GetParametersForImport")
+            Error::InvalidImportToken(
+                "ImportToken is not a token from GetParametersForImport".into(),
+            )
         })?;
         let material = required("encryptedKeyMaterial", self.encrypted_key_material)?;
         length_of("encryptedKeyMaterial", material.len(), 1, 6144)?;

@@ -126,13 +126,14 @@ pub fn is_destroyed(native_state: &str) -> bool {
 }
 
 /// The AWS `KeyState` of a keyplane key state (a destroyed key, where one is still shown, is
-/// `Unavailable`).
+/// `Unavailable`). A key whose imported material is being deleted (`expiring`) is
+/// `PendingImport`, as AWS shows a key once `DeleteImportedKeyMaterial` answered.
 pub fn aws_state(native: &str) -> &'static str {
     match native {
         "enabled" => "Enabled",
         "disabled" => "Disabled",
         "pending-deletion" | "destroying" => "PendingDeletion",
-        "pending-import" => "PendingImport",
+        "pending-import" | "expiring" => "PendingImport",
         _ => "Unavailable",
     }
 }
@@ -241,5 +242,13 @@ mod tests {
         }
         assert_eq!(aws_spec("FFDHE_2048").unwrap(), "FFDHE_2048");
         assert_eq!(aws_spec("AES_128_GCM").unwrap(), "SYMMETRIC_DEFAULT");
+    }
+
+    #[test]
+    fn a_key_whose_material_is_being_deleted_awaits_import() {
+        use crate::model::KeyState;
+        assert_eq!(aws_state(KeyState::Expiring.as_str()), "PendingImport");
+        assert_eq!(aws_state(KeyState::PendingImport.as_str()), "PendingImport");
+        assert_eq!(aws_state(KeyState::Destroying.as_str()), "PendingDeletion");
     }
 }

@@ -227,6 +227,35 @@ pub fn lookup(target: &str) -> Option<(&'static str, Handler)> {
         .map(|(_, action, h)| (*action, *h))
 }
 
+/// The actions of the AWS KMS API (2014-11-01) that keyplane does not serve: custom key
+/// stores and multi-Region keys. They answer `UnsupportedOperationException`, a modeled
+/// error the SDKs raise as such; a target that is no action of the API at all answers
+/// `UnknownOperationException`, as AWS's JSON services do.
+const NOT_SERVED: &[&str] = &[
+    "ConnectCustomKeyStore",
+    "CreateCustomKeyStore",
+    "DeleteCustomKeyStore",
+    "DescribeCustomKeyStores",
+    "DisconnectCustomKeyStore",
+    "UpdateCustomKeyStore",
+    "ReplicateKey",
+    "UpdatePrimaryRegion",
+];
+
+/// Why `target` (with its `TrentService.` prefix, if it had one) names nothing keyplane
+/// serves.
+pub fn not_served(target: Option<&str>) -> Error {
+    match target.and_then(|t| t.strip_prefix(super::KMS_TARGET_PREFIX)) {
+        Some(action) if NOT_SERVED.contains(&action) => Error::Unsupported(format!(
+            "keyplane does not serve {action} (custom key stores and multi-Region keys)"
+        )),
+        _ => Error::UnknownOperation(format!(
+            "keyplane does not know {}",
+            target.unwrap_or("(no X-Amz-Target)")
+        )),
+    }
+}
+
 /// Most `GrantTokens` of a request, and the longest token (AWS's model).
 const MAX_GRANT_TOKENS: usize = 10;
 const MAX_GRANT_TOKEN_LEN: usize = 8192;
