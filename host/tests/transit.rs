@@ -86,6 +86,9 @@ async fn transit(
         .map(|v| v.to_str().unwrap().to_string())
         .unwrap_or_default();
     let text = resp.text().await.unwrap();
+    if status == 204 && text.is_empty() {
+        return (status, ctype, Value::Null);
+    }
     let v = serde_json::from_str(&text)
         .unwrap_or_else(|_| panic!("non-JSON answer {status} to {path}: {text:?}"));
     (status, ctype, v)
@@ -885,6 +888,171 @@ async fn config_checks_everything_first_and_rewrites_nothing_unchanged() {
 /// `keys/<name>/config` is one keyplane operation (`configure-key`): each setting it changes
 /// is decided by its own Cedar action too, and a refusal of any leaves every other unwritten
 /// (it used to be one operation per setting, and a refused last one left the first written).
+/// Reading a key takes what reading it needs, and a write that took effect is never answered
+/// as refused. A caller who may create or rotate a key but not read it got 403 after the
+/// write (a client retries a rotation it was told was refused): now the key as it may read
+/// it, else 204 as Vault before 1.12. A caller who may not read public keys reads the rest,
+/// with one refusal a read (not one a version). A key's users, who may describe it, could
+/// not read it through Transit (its versions were not theirs to list).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_read_takes_no_more_than_reading_and_a_write_that_took_effect_is_not_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = common::copy_of_shipped_policies(&dir.path().join("policies"));
+    std::fs::write(
+        policies.join("unread.cedar"),
+        r#"@id("no-public-keys-of-p256")
+@description("test: nobody reads the public keys of P-256 keys")
+forbid (principal, action == Keyplane::Action::"GetPublicKey", resource)
+when { resource.spec == "ECC_NIST_P256" };
+@id("no-reading-p384")
+@description("test: nobody reads the versions or public keys of P-384 keys")
+forbid (principal, action in [Keyplane::Action::"GetPublicKey", Keyplane::Action::"ListKeyVersions"], resource)
+when { resource.spec == "ECC_NIST_P384" };
+"#,
+    )
+    .unwrap();
+    let server = Server::start_with_policies(&dir.path().join("node"), &policies).await;
+    let tokens = server
+        .tenant_with("acme", ACCOUNT, &[("alice", "admin"), ("bob", "member")])
+        .await;
+    let (s, admin, member) = (&server, Some(tokens[0].as_str()), &tokens[1]);
+    let create = |name: &'static str, kind: &'static str| async move {
+        let body = Some(json!({ "type": kind }));
+        transit(s, "POST", &format!("transit/keys/{name}"), admin, body).await
+    };
+
+    let (status, _, v) = create("p256", "ecdsa-p256").await;
+    assert_eq!(status, 200, "{v}");
+    let (status, _, v) = transit(s, "POST", "transit/keys/p256/rotate", admin, None).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["data"]["latest_version"], 2, "{v}");
+    assert_eq!(v["data"]["keys"]["2"]["public_key"], "", "{v}");
+    assert!(v["warnings"].to_string().contains("public key"), "{v}");
+    let refusals = s
+        .audit_records()
+        .into_iter()
+        .filter(|r| r["action"] == "GetPublicKey" && r["decision"] == "deny")
+        .count();
+    assert_eq!(refusals, 2, "one refusal a read, not one a version");
+
+    let (status, _, v) = create("p384", "ecdsa-p384").await;
+    assert_eq!(status, 204, "{v}");
+    let (status, _, v) = transit(s, "POST", "transit/keys/p384/rotate", admin, None).await;
+    assert_eq!(status, 204, "{v}");
+    let d = s
+        .ok(
+            &tokens[0],
+            "describe-key",
+            json!({ "key_id": "alias/p384" }),
+        )
+        .await;
+    assert_eq!(d["primary_version"], 2, "rotated once: {d}");
+
+    // A key user reads the key it is granted, public keys and all.
+    let bob = s.principal_id(member).await;
+    let key = s
+        .ok(
+            &tokens[0],
+            "create-key",
+            json!({ "key_spec": "RSA_2048", "key_usage": "sign-verify", "grants": [bob] }),
+        )
+        .await["key_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.ok(
+        &tokens[0],
+        "create-alias",
+        json!({ "alias_name": "alias/granted", "target_key_id": key }),
+    )
+    .await;
+    let (status, _, v) = transit(s, "GET", "transit/keys/granted", Some(member), None).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(
+        v["data"]["keys"]["1"]["public_key"]
+            .as_str()
+            .unwrap()
+            .starts_with("-----BEGIN PUBLIC KEY-----"),
+        "{v}"
+    );
+}
+
+/// What a Transit client asks that keyplane cannot give is refused, never silently given
+/// otherwise: a wrapped answer (X-Vault-Wrap-TTL) came back in the clear, to the caller who
+/// asked not to see it; an encrypt asking for a convergent key made a randomized one; a bad
+/// partial_failure_response_code was refused after the key was created. And a batch needs
+/// no more than the single request: a caller with a grant to encrypt under a key it may
+/// not describe encrypts a batch under it (the probe for Transit's upsert was refused).
+#[tokio::test(flavor = "multi_thread")]
+async fn what_keyplane_cannot_give_is_refused_and_a_batch_needs_what_a_single_request_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = acme(dir.path()).await;
+    let s = &a.server;
+    let admin = Some(a.admin.as_str());
+    let (status, _, v) = transit(s, "POST", "transit/keys/k", admin, Some(json!({}))).await;
+    assert_eq!(status, 200, "{v}");
+
+    let wrapped = s
+        .client
+        .post(format!("{}/v1/transit/datakey/plaintext/k", s.base))
+        .header("X-Vault-Token", &a.admin)
+        .header("X-Vault-Wrap-TTL", "60s")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrapped.status().as_u16(), 400);
+    let text = wrapped.text().await.unwrap();
+    assert!(text.contains("X-Vault-Wrap-TTL"), "{text}");
+    assert!(!text.contains("plaintext"), "{text}");
+
+    let convergent =
+        json!({ "plaintext": "aGk=", "context": "Y3R4", "convergent_encryption": true });
+    let (status, _, v) = transit(s, "POST", "transit/encrypt/conv", admin, Some(convergent)).await;
+    assert_eq!(status, 400, "{v}");
+    let bad_code =
+        json!({ "batch_input": [{ "plaintext": "aGk=" }], "partial_failure_response_code": 0 });
+    let (status, _, v) = transit(s, "POST", "transit/encrypt/coded", admin, Some(bad_code)).await;
+    assert_eq!(status, 400, "{v}");
+    for name in ["conv", "coded"] {
+        let (status, _, v) = transit(s, "GET", &format!("transit/keys/{name}"), admin, None).await;
+        assert_eq!(status, 404, "no key {name} was made: {v}");
+    }
+
+    let key_id = s
+        .ok(&a.admin, "describe-key", json!({ "key_id": "alias/k" }))
+        .await["key_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let bob = s.principal_id(&a.member).await;
+    s.ok(
+        &a.admin,
+        "create-grant",
+        json!({ "key_id": key_id, "grantee_principal": bob, "operations": ["Encrypt"] }),
+    )
+    .await;
+    let member = Some(a.member.as_str());
+    let one = json!({ "plaintext": "aGk=" });
+    let (status, _, v) = transit(s, "POST", "transit/encrypt/k", member, Some(one)).await;
+    assert_eq!(status, 200, "{v}");
+    let batch = json!({ "batch_input": [{ "plaintext": "aGk=" }, { "plaintext": "aG8=" }] });
+    let (status, _, v) = transit(s, "POST", "transit/encrypt/k", member, Some(batch)).await;
+    assert_eq!(status, 200, "{v}");
+    let results = v["data"]["batch_results"].as_array().unwrap();
+    assert_eq!(results.len(), 2, "{v}");
+    assert!(
+        results.iter().all(|r| r["ciphertext"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("vault:v1:"))),
+        "{v}"
+    );
+    // Under a name with no key, the same caller gets "not found", as before.
+    let batch = json!({ "batch_input": [{ "plaintext": "aGk=" }] });
+    let (status, _, v) = transit(s, "POST", "transit/encrypt/none", member, Some(batch)).await;
+    assert_eq!(status, 400, "{v}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn config_is_all_or_nothing_under_cedar() {
     let dir = tempfile::tempdir().unwrap();

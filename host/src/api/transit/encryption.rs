@@ -43,6 +43,10 @@ pub struct Request {
     /// Encrypt: the type of the key created when the name has none.
     #[serde(rename = "type")]
     key_type: Option<String>,
+    /// Encrypt: whether a key created when the name has none is convergent (refused: keyplane
+    /// has no convergent keys, and must not make a randomized one in its place).
+    #[serde(default, deserialize_with = "weak::opt_bool")]
+    convergent_encryption: Option<bool>,
     /// Data keys: 128, 256 (default) or 512.
     #[serde(default, deserialize_with = "weak::opt_int")]
     bits: Option<u32>,
@@ -361,6 +365,14 @@ pub async fn encrypt(call: &Call<'_>, name: &str) -> Answer {
     let alias = key_of(name).map_err(err)?;
     let (req, item): (Request, Item) = call.decode_split().map_err(err)?;
     let key_type = req.key_type.as_deref();
+    if req.convergent_encryption == Some(true) {
+        return Err(err(Error::Unsupported(
+            "convergent_encryption is not supported: keyplane never encrypts deterministically"
+                .into(),
+        )));
+    }
+    // Checked before a key may be created for the request, which it would then refuse.
+    check_partial_code(req.partial_failure_response_code).map_err(err)?;
     match req.batch_input {
         Some(items) => {
             // A batch refused for its length (none, or too many) creates nothing.
@@ -438,13 +450,10 @@ async fn upsert(
             "key {name} did not exist and was created ({})",
             key_type.unwrap_or("aes256-gcm96")
         ))),
-        // A key the caller may not see exists under the name: as if there were none.
-        Err(Failure::Done(e)) if e.status == axum::http::StatusCode::FORBIDDEN => {
-            Err(done(Error::NotFound {
-                kind: "key",
-                id: alias.to_string(),
-            }))
-        }
+        // The caller may not create a key (nor describe the one there may be: a caller with a
+        // grant to encrypt under it, say): the operation itself decides, on a key there is or
+        // is not (not found, as for a key the caller may not see).
+        Err(Failure::Done(e)) if e.status == axum::http::StatusCode::FORBIDDEN => Ok(None),
         Err(e) => Err(e),
     }
 }

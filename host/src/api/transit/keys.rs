@@ -11,6 +11,7 @@
 //! with `configure-key`, all or none. Deleting schedules keyplane's deletion (the shortest pending
 //! window, 7 days, during which `cancel-key-deletion` restores the key) and frees the name.
 
+use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -71,7 +72,7 @@ pub async fn create(call: &Call<'_>, name: &str) -> Answer {
         }
         Err(e) => return Err(done(e)),
     }
-    let mut reply = read(call, name).await?;
+    let mut reply = read_after_write(call, name).await?;
     reply.warnings.extend(warnings);
     Ok(reply)
 }
@@ -105,8 +106,38 @@ fn create_op(req: &CreateRequest, alias: String) -> Result<ops::create_key::Crea
     })
 }
 
+/// Seconds of a duration as Vault reads one: a number of seconds, or numbers each with a
+/// unit (`s`, `m`, `h`, `d`) one after another (`30d`, `1h30m`, `720h0m0s`). None: not one.
+fn duration_seconds(s: &str) -> Option<i64> {
+    if s.is_empty() {
+        return None;
+    }
+    if s.bytes().all(|b| b.is_ascii_digit()) {
+        return s.parse().ok();
+    }
+    let (mut total, mut rest) = (0i64, s);
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit())?;
+        let unit_end = rest[digits..]
+            .find(|c: char| c.is_ascii_digit())
+            .map_or(rest.len(), |n| digits + n);
+        let n: i64 = rest[..digits].parse().ok()?;
+        let unit = match &rest[digits..unit_end] {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86_400,
+            _ => return None,
+        };
+        total = total.checked_add(n.checked_mul(unit)?)?;
+        rest = &rest[unit_end..];
+    }
+    Some(total)
+}
+
 /// A Transit duration (`auto_rotate_period`): seconds as a number, or a number followed by
-/// `s`, `m`, `h` or `d`; keyplane rotates by whole days (0 turns rotation off).
+/// `s`, `m`, `h` or `d`, or several as Go writes a duration (`720h0m0s`, Vault's own
+/// answer); keyplane rotates by whole days (0 turns rotation off).
 fn period_days(v: &weak::Value) -> Result<i64> {
     let bad = || {
         Error::validation(
@@ -115,19 +146,7 @@ fn period_days(v: &weak::Value) -> Result<i64> {
     };
     let seconds = match v {
         weak::Value::Int(n) => *n,
-        weak::Value::Str(s) => {
-            let s = s.trim();
-            let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-            let n: i64 = num.parse().map_err(|_| bad())?;
-            let unit = match unit {
-                "" | "s" => 1,
-                "m" => 60,
-                "h" => 3600,
-                "d" => 86_400,
-                _ => return Err(bad()),
-            };
-            n.checked_mul(unit).ok_or_else(bad)?
-        }
+        weak::Value::Str(s) => duration_seconds(s.trim()).ok_or_else(bad)?,
         _ => return Err(bad()),
     };
     if seconds < 0 || seconds % 86_400 != 0 {
@@ -198,24 +217,34 @@ struct Keyplane {
 pub async fn read(call: &Call<'_>, name: &str) -> Answer {
     let alias = key_of(name).map_err(err)?;
     let meta = describe(call, &alias).await?;
-    let versions = call
-        .run(Ok(ops::rotate_key::ListKeyVersions {
-            key_id: alias.clone(),
-            after_version: None,
-            limit: Some(1000),
-        }))
-        .await
-        .map_err(done)?;
+    // Every version, page after page (Vault lists them all; the newest are the last).
+    let mut versions = Vec::new();
+    loop {
+        let page = call
+            .run(Ok(ops::rotate_key::ListKeyVersions {
+                key_id: alias.clone(),
+                after_version: versions.last().map(|v: &ops::VersionInfo| v.version),
+                limit: Some(1000),
+            }))
+            .await
+            .map_err(done)?;
+        versions.extend(page.versions);
+        if !page.truncated {
+            break;
+        }
+    }
     let usage = meta.key_usage.as_str();
     let asymmetric = usage == "sign-verify";
     let mut keys = BTreeMap::new();
     let mut warnings = Vec::new();
-    for v in versions.versions.iter().filter(|v| v.state != "destroyed") {
+    // The caller may not read public keys: not asked again for each version.
+    let mut denied = false;
+    for v in versions.iter().filter(|v| v.state != "destroyed") {
         let entry = if asymmetric {
             VersionEntry::Asymmetric {
                 creation_time: v.created_at.clone(),
                 name: curve_name(&meta.key_spec),
-                public_key: public_key(call, &meta, v, &mut warnings).await?,
+                public_key: public_key(call, &meta, v, &mut warnings, &mut denied).await?,
             }
         } else {
             let t = chrono::DateTime::parse_from_rfc3339(&v.created_at)
@@ -270,8 +299,12 @@ async fn public_key(
     meta: &KeyMetadata,
     v: &ops::VersionInfo,
     warnings: &mut Vec<String>,
+    denied: &mut bool,
 ) -> std::result::Result<String, Failure> {
     let version = v.version;
+    if *denied {
+        return Ok(String::new());
+    }
     // Known from what was read already: not asked for (and not audited as a refusal).
     let unopenable = if meta.state != "enabled" {
         Some(format!("key {} is {}", meta.key_id, meta.state))
@@ -298,6 +331,15 @@ async fn public_key(
         .await;
     let public = match public {
         Ok(public) => public,
+        // Also a caller who may read the key but not its public keys (GetPublicKey): the
+        // versions are listed all the same.
+        Err(e @ Error::AccessDenied { .. }) => {
+            *denied = true;
+            warnings.push(format!(
+                "{e}; versions from {version} on are listed without their public keys"
+            ));
+            return Ok(String::new());
+        }
         Err(e @ (Error::InvalidState(_) | Error::KeyDisabled(_) | Error::KeyDestroyed { .. })) => {
             warnings.push(format!(
                 "version {version}: {e}; listed without its public key"
@@ -503,7 +545,7 @@ pub async fn config(call: &Call<'_>, name: &str) -> Answer {
     call.run(Ok(op)).await.map_err(done)?;
     Ok(warnings
         .into_iter()
-        .fold(read(call, name).await?, Reply::warn))
+        .fold(read_after_write(call, name).await?, Reply::warn))
 }
 
 /// `POST keys/<name>/rotate`: a new primary version; answers the key.
@@ -514,7 +556,17 @@ pub async fn rotate(call: &Call<'_>, name: &str) -> Answer {
         only_symmetric_encryption: false,
     };
     call.run(Ok(op)).await.map_err(done)?;
-    read(call, name).await
+    read_after_write(call, name).await
+}
+
+/// The key as a write that succeeded answers it (Vault 1.12 and later), or `204` with no
+/// body (as Vault before 1.12) if the caller may change the key but not read it: a write
+/// that took effect is never answered as refused (a client would retry a rotation).
+async fn read_after_write(call: &Call<'_>, name: &str) -> Answer {
+    match read(call, name).await {
+        Err(Failure::Done(e)) if e.status == StatusCode::FORBIDDEN => Ok(Reply::no_content()),
+        answer => answer,
+    }
 }
 
 /// `POST keys/<name>/trim`: refused; keyplane destroys versions only by crypto-shredding the
@@ -564,7 +616,16 @@ mod tests {
         assert_eq!(period_days(&json!("30d")).unwrap(), 30);
         assert_eq!(period_days(&json!(86400)).unwrap(), 1);
         assert_eq!(period_days(&json!("0")).unwrap(), 0);
+        // As Go writes a duration (Vault's own answers, `Duration.String()`).
+        assert_eq!(period_days(&json!("720h0m0s")).unwrap(), 30);
+        assert_eq!(period_days(&json!("0s")).unwrap(), 0);
+        assert_eq!(period_days(&json!("1d23h60m")).unwrap(), 2);
         for bad in [
+            json!(""),
+            json!("h"),
+            json!("720h0m1s"),
+            json!("1h30"),
+            json!("99999999999999999999d"),
             json!("1h"),
             json!("1.5d"),
             json!("-1d"),

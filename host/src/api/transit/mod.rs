@@ -221,6 +221,17 @@ pub async fn handle(
         Ok(p) => p,
         Err(e) => return error_response(&(&gate.refuse(None, &audited_as, e).await).into()),
     };
+    // Response wrapping hands the answer to whoever unwraps a single-use token, so that the
+    // caller never sees it (a data key an orchestrator passes on): keyplane does not wrap,
+    // and answering in the clear instead would give the caller what it asked not to see.
+    let endpoint = match endpoint {
+        Ok(_) if parts.headers.contains_key("x-vault-wrap-ttl") => Err(Error::Unsupported(
+            "response wrapping (X-Vault-Wrap-TTL) is not supported: keyplane answers only in \
+             the clear"
+                .into(),
+        )),
+        e => e,
+    };
     let endpoint = match endpoint {
         Ok(e) => e,
         Err(e) => {
