@@ -180,6 +180,22 @@ async fn a_cancelled_deletion_of_a_key_awaiting_import_leaves_it_awaiting_import
     assert_eq!(st, 200, "{v}");
     // A key with material comes back disabled.
     assert_eq!(cancelled().await, "disabled");
+    // One whose revoked version lost its material comes back awaiting it (the version stays
+    // compromised).
+    s.ok(&s.admin, "enable-key", json!({ "key_id": key })).await;
+    s.ok(
+        &s.admin,
+        "revoke-key-version",
+        json!({ "key_id": key, "version": 1, "reason": "leaked" }),
+    )
+    .await;
+    s.ok(
+        &s.admin,
+        "delete-imported-key-material",
+        json!({ "key_id": key }),
+    )
+    .await;
+    assert_eq!(cancelled().await, "pending-import");
 }
 
 #[cfg(all(feature = "test-hooks", debug_assertions))]

@@ -885,9 +885,6 @@ async fn config_checks_everything_first_and_rewrites_nothing_unchanged() {
     assert_eq!(next().await, first, "the same period again moves nothing");
 }
 
-/// `keys/<name>/config` is one keyplane operation (`configure-key`): each setting it changes
-/// is decided by its own Cedar action too, and a refusal of any leaves every other unwritten
-/// (it used to be one operation per setting, and a refused last one left the first written).
 /// Reading a key takes what reading it needs, and a write that took effect is never answered
 /// as refused. A caller who may create or rotate a key but not read it got 403 after the
 /// write (a client retries a rotation it was told was refused): now the key as it may read
@@ -908,6 +905,10 @@ when { resource.spec == "ECC_NIST_P256" };
 @description("test: nobody reads the versions or public keys of P-384 keys")
 forbid (principal, action in [Keyplane::Action::"GetPublicKey", Keyplane::Action::"ListKeyVersions"], resource)
 when { resource.spec == "ECC_NIST_P384" };
+@id("no-describing-rsa-3072")
+@description("test: nobody describes RSA-3072 keys (and so is told there are none)")
+forbid (principal, action == Keyplane::Action::"DescribeKey", resource)
+when { resource.spec == "RSA_3072" };
 "#,
     )
     .unwrap();
@@ -947,6 +948,10 @@ when { resource.spec == "ECC_NIST_P384" };
         )
         .await;
     assert_eq!(d["primary_version"], 2, "rotated once: {d}");
+    let (status, _, v) = create("rsa", "rsa-3072").await;
+    assert_eq!(status, 204, "{v}");
+    let (status, _, v) = transit(s, "POST", "transit/keys/rsa/rotate", admin, None).await;
+    assert_eq!(status, 204, "{v}");
 
     // A key user reads the key it is granted, public keys and all.
     let bob = s.principal_id(member).await;
@@ -1053,6 +1058,9 @@ async fn what_keyplane_cannot_give_is_refused_and_a_batch_needs_what_a_single_re
     assert_eq!(status, 400, "{v}");
 }
 
+/// `keys/<name>/config` is one keyplane operation (`configure-key`): each setting it changes
+/// is decided by its own Cedar action too, and a refusal of any leaves every other unwritten
+/// (it used to be one operation per setting, and a refused last one left the first written).
 #[tokio::test(flavor = "multi_thread")]
 async fn config_is_all_or_nothing_under_cedar() {
     let dir = tempfile::tempdir().unwrap();

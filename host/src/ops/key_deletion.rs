@@ -343,11 +343,11 @@ impl Operation for CancelKeyDeletion {
             }
         }
         // A key comes back disabled, as AWS's does; one whose material was never imported (no
-        // version yet) or was deleted (its versions wait for it) comes back awaiting import:
-        // disabled, it could be enabled with no material, and import takes only a key
-        // pending import.
+        // version yet) or was deleted (its version has none, whatever its state: a revoked
+        // one stays compromised) comes back awaiting import: disabled, it could be enabled
+        // with no material, and import takes only a key pending import.
         let primary = keys::version(&ctx.state.db, &key.id, key.primary_version).await?;
-        let back_to = if primary.is_none_or(|v| v.state == KeyState::PendingImport) {
+        let back_to = if primary.is_none_or(|v| v.cluster_wide().is_none()) {
             KeyState::PendingImport
         } else {
             KeyState::Disabled

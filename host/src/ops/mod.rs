@@ -488,7 +488,7 @@ impl WriteScope {
             }
         }
         if let Some(loaded) = self.policies.take() {
-            reload_policies::install(state, loaded).await;
+            reload_policies::install(state, loaded, true).await;
         }
     }
 

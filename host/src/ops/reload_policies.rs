@@ -1,8 +1,10 @@
 //! `reload-policies`: re-read the policy directory the node started with, validate it the
-//! way the server does at start, and install it. An invalid set is refused with the reason
-//! (`InvalidPolicySet`, 400) and the set in force keeps serving. Cedar: `ReloadPolicies` on
-//! the caller's tenant (an `Admin` action; the shipped policies allow the operator only).
-//! SIGHUP does the same (see `server`).
+//! way the server does at start, and install it once the reload's audit record is durable
+//! (a reload that cannot be recorded changes nothing). An invalid set is refused with the
+//! reason (`InvalidPolicySet`, 400) and the set in force keeps serving. Cedar:
+//! `ReloadPolicies` on the caller's tenant (an `Admin` action; the shipped policies allow the
+//! operator only). SIGHUP does the same ([`reload_on_signal`]); the other nodes sharing the
+//! database follow ([`reload`]).
 //!
 //! The audit record of a reload carries the hash of the set that authorized it (the old one);
 //! the answer names both.
@@ -103,12 +105,16 @@ async fn load(state: &AppState) -> Result<LoadedPolicies, PolicyLoadError> {
         .map_err(|e| PolicyLoadError(vec![format!("policy loader failed: {e}")]))?
 }
 
-/// Put `loaded` in force on this node and tell the other nodes sharing the database to
-/// reload theirs (see `server`). Called once the change's audit record is durable.
-pub async fn install(state: &AppState, loaded: LoadedPolicies) {
+/// Put `loaded` in force on this node and, if `announce` (the operation, not a SIGHUP, which
+/// is one node's), tell the other nodes sharing the database to reload theirs (see
+/// `server`). Called once the change's audit record is durable.
+pub async fn install(state: &AppState, loaded: LoadedPolicies, announce: bool) {
     let previous = state.authz.replace(loaded);
     let current = state.authz.current();
     tracing::info!(source = %current.source, previous = %previous, hash = %current.hash, policies = current.descriptions.len(), "policy set reloaded");
+    if !announce {
+        return;
+    }
     if let Err(e) = state.db.announce(&Notice::PoliciesReloaded).await {
         tracing::warn!(error = %e, "could not tell the other nodes to reload their policy sets");
     }
@@ -163,7 +169,7 @@ pub async fn reload_on_signal(state: &AppState) {
         return;
     }
     if let Ok(loaded) = loaded {
-        install(state, loaded).await;
+        install(state, loaded, false).await;
     }
 }
 

@@ -30,8 +30,9 @@ pub struct TenantBackend {
 }
 
 /// A tenant's storage backend, if one is attached. Its configuration is the one kept per
-/// plugin, which [`version_store`] reads the blob with later (the backend's own copy holds
-/// the same values, but sealed apart: comparing it at commit would never match).
+/// plugin, which [`version_store`] reads the blob with later and the commit compares (the
+/// backend's own copy holds the same values, but may be sealed apart: configurations stored
+/// in the clear by an older release are sealed at start one copy at a time).
 pub async fn tenant_backend(state: &AppState, tenant: &str) -> Result<Option<TenantBackend>> {
     let pool = &state.db;
     let Some(b) = plugins::storage_backend(pool, tenant).await? else {

@@ -125,17 +125,17 @@ pub async fn of_principal(pool: impl Into<Conn<'_>>, principal: &str) -> Result<
     })
 }
 
-/// How many access keys a principal has (inside the transaction that adds one).
 /// How many access keys `principal` has, counted with the principal held until the
 /// transaction ends, so that a limit checked against the count holds when a key is then
 /// inserted: on PostgreSQL (READ COMMITTED) two creations would each count the keys without
-/// the other's and both insert, so the principal's row is locked first (`FOR UPDATE`) and
-/// the second creation counts after the first commits; SQLite's writer transaction already
+/// the other's and both insert, so the principal's row is locked first (`FOR NO KEY UPDATE`:
+/// it excludes another such lock, not the key-share locks of rows that merely name the
+/// principal) and the second creation counts after the first commits; SQLite's writer transaction already
 /// excludes every other writer.
 pub async fn count(conn: &mut Tx, principal: &str) -> Result<i64> {
     if conn.dialect() == super::Dialect::Postgres {
         on!(conn, {
-            sqlx::query("SELECT 1 FROM principals WHERE id = $1 FOR UPDATE")
+            sqlx::query("SELECT 1 FROM principals WHERE id = $1 FOR NO KEY UPDATE")
                 .bind(principal)
                 .execute(&mut *conn)
                 .await?;

@@ -364,21 +364,18 @@ fn sealed(out: ops::encrypt::EncryptOutput, reference: Option<String>) -> Result
 pub async fn encrypt(call: &Call<'_>, name: &str) -> Answer {
     let alias = key_of(name).map_err(err)?;
     let (req, item): (Request, Item) = call.decode_split().map_err(err)?;
-    let key_type = req.key_type.as_deref();
-    if req.convergent_encryption == Some(true) {
-        return Err(err(Error::Unsupported(
-            "convergent_encryption is not supported: keyplane never encrypts deterministically"
-                .into(),
-        )));
-    }
-    // Checked before a key may be created for the request, which it would then refuse.
-    check_partial_code(req.partial_failure_response_code).map_err(err)?;
+    let creation = Creation {
+        key_type: req.key_type.as_deref(),
+        convergent: req.convergent_encryption == Some(true),
+    };
     match req.batch_input {
         Some(items) => {
+            // Checked before a key may be created for the batch, which it would then refuse.
+            check_partial_code(req.partial_failure_response_code).map_err(err)?;
             // A batch refused for its length (none, or too many) creates nothing.
             let derived = items.items.first().is_some_and(has_context);
             let created = if (1..=MAX_BATCH_ITEMS).contains(&items.items.len()) {
-                upsert(call, name, &alias, key_type, derived).await?
+                upsert(call, name, &alias, &creation, derived).await?
             } else {
                 None
             };
@@ -395,7 +392,7 @@ pub async fn encrypt(call: &Call<'_>, name: &str) -> Answer {
             let (out, created) = match first {
                 Err(Error::NotFound { .. }) => {
                     let derived = has_context(&item);
-                    let created = upsert(call, name, &alias, key_type, derived).await?;
+                    let created = upsert(call, name, &alias, &creation, derived).await?;
                     let out = call.run(encrypt_op(&alias, item)).await.map_err(done)?;
                     (out, created)
                 }
@@ -417,6 +414,16 @@ fn has_context(item: &Item) -> bool {
         .is_some_and(|c| c.get("context").is_ok_and(|c| !c.0.is_empty()))
 }
 
+/// What an encrypt asks of the key it creates when the name has none.
+struct Creation<'a> {
+    /// `type` (default aes256-gcm96).
+    key_type: Option<&'a str>,
+    /// `convergent_encryption`: refused when a key would be made with it (keyplane has no
+    /// convergent keys, and must not make a randomized one in its place); ignored, as Vault
+    /// ignores it, when the key exists.
+    convergent: bool,
+}
+
 /// Transit's upsert: a name without a key gets one (`type`, default aes256-gcm96; derived if
 /// the request has a context) before the
 /// encryption, authorized and audited as `create-key`. Returns a warning saying so.
@@ -424,9 +431,10 @@ async fn upsert(
     call: &Call<'_>,
     name: &str,
     alias: &str,
-    key_type: Option<&str>,
+    creation: &Creation<'_>,
     derived: bool,
 ) -> std::result::Result<Option<String>, Failure> {
+    let key_type = creation.key_type;
     let describe = ops::describe_key::DescribeKey {
         key_id: alias.to_string(),
     };
@@ -434,6 +442,12 @@ async fn upsert(
         Ok(_) => return Ok(None),
         Err(Error::NotFound { .. }) => {}
         Err(e) => return Err(done(e)),
+    }
+    if creation.convergent {
+        return Err(err(Error::Unsupported(
+            "convergent_encryption is not supported: keyplane never encrypts deterministically"
+                .into(),
+        )));
     }
     // As Transit: a key made for a request with a context is a derived one (here: one that
     // requires a context).
@@ -446,6 +460,9 @@ async fn upsert(
         body: body.as_bytes(),
     };
     match super::keys::create(&inner, name).await {
+        // The caller may create but not read the key, and so not see one already there
+        // (created or not, the encryption decides on it).
+        Ok(reply) if reply.status == axum::http::StatusCode::NO_CONTENT => Ok(None),
         Ok(_) => Ok(Some(format!(
             "key {name} did not exist and was created ({})",
             key_type.unwrap_or("aes256-gcm96")
