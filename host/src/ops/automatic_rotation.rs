@@ -56,14 +56,21 @@ pub fn check_period(days: i64) -> Result<()> {
 pub(super) async fn check_rotatable(ctx: &OpContext<'_>, key: &KeyRow, days: i64) -> Result<i64> {
     check_period(days)?;
     check_key_enabled(key)?;
+    check_renewable(ctx, key, "automatic rotation").await?;
+    Ok(ctx.state.clock.now() + days * 86_400)
+}
+
+/// Refuse `what` (a rotation of some kind) for a key holding imported material, which
+/// keyplane cannot renew.
+pub(super) async fn check_renewable(ctx: &OpContext<'_>, key: &KeyRow, what: &str) -> Result<()> {
     let material = imports::material(&ctx.state.db, &key.id).await?;
     if material.is_some_and(|m| m.origin == imports::ORIGIN_EXTERNAL) {
         return Err(Error::Unsupported(format!(
-            "automatic rotation of key {}: it holds imported material, which keyplane cannot renew",
+            "{what} of key {}: it holds imported material, which keyplane cannot renew",
             key.id
         )));
     }
-    Ok(ctx.state.clock.now() + days * 86_400)
+    Ok(())
 }
 
 fn status(key: &KeyRow, period: Option<(i64, i64)>) -> RotationStatus {

@@ -148,19 +148,16 @@ pub async fn reload_on_signal(state: &AppState) {
         }
     };
     let ev = crate::audit::AuditEvent {
-        request_id: format!("sighup-{}", uuid::Uuid::new_v4().simple()),
-        principal: "keyplane:sighup".into(),
-        tenant: "-".into(),
-        action: "ReloadPolicies".into(),
-        resource: format!("policies:{source}"),
-        decision: "system",
-        policies: Vec::new(),
         outcome,
         source: "local".into(),
         policy_hash: Some(hash),
-        trace_id: None,
-        user_agent: None,
-        front: None,
+        ..crate::audit::AuditEvent::system(
+            "sighup",
+            "keyplane:sighup",
+            "-",
+            "ReloadPolicies",
+            format!("policies:{source}"),
+        )
     };
     if super::audit_alone(state, &ev).await.is_err() {
         tracing::error!(

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::automatic_rotation::check_renewable;
 use super::checks::{changed_meanwhile, check_key_enabled};
 use super::plugin_config;
 use super::resolve::{key_row, resolve_key};
@@ -19,7 +20,7 @@ use crate::model::KeyState;
 use crate::plugins::bindings::v0_1::rotation::keyplane::plugin::types::KeyInfo;
 use crate::store::keys::KeyRow;
 use crate::store::plugins::{self, PluginRow, ScheduleRow};
-use crate::store::{imports, keys, now_rfc3339};
+use crate::store::{keys, now_rfc3339};
 
 async fn rotation_plugin(ctx: &OpContext<'_>, tenant: &str, name: &str) -> Result<PluginRow> {
     let p = plugins::get(&ctx.state.db, tenant, name)
@@ -121,15 +122,7 @@ async fn check_schedulable(ctx: &OpContext<'_>, key: &KeyRow) -> Result<()> {
     if key.state != KeyState::Disabled {
         check_key_enabled(key)?;
     }
-    let material = imports::material(&ctx.state.db, &key.id).await?;
-    if material.is_some_and(|m| m.origin == imports::ORIGIN_EXTERNAL) {
-        return Err(Error::Unsupported(format!(
-            "a rotation schedule for key {}: it holds imported material, which keyplane cannot \
-             renew",
-            key.id
-        )));
-    }
-    Ok(())
+    check_renewable(ctx, key, "a rotation schedule").await
 }
 
 /// Overrides of what the plugin is told about the key (to try boundary cases).
