@@ -114,6 +114,7 @@ pub async fn start(config: Config, hsm: Hsm, loaded: LoadedPolicies) -> anyhow::
         password_work: Arc::new(tokio::sync::Semaphore::new(
             crate::state::PASSWORD_WORK_SLOTS,
         )),
+        readiness: Default::default(),
     };
     ensure_default_tenant(&state).await?;
     let imported = state.plugins.adopt_local_files().await?;

@@ -37,6 +37,8 @@ pub struct AppState {
     /// PKCS#12 bundles being written or opened: their key derivations are slow on purpose,
     /// so only [`PASSWORD_WORK_SLOTS`] run at once and more are throttled.
     pub password_work: Arc<tokio::sync::Semaphore>,
+    /// The last readiness probe, shared by the health endpoints.
+    pub readiness: crate::api::Readiness,
 }
 
 /// How many PKCS#12 bundles a node writes or opens at once.

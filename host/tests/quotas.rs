@@ -48,6 +48,41 @@ fn curl(
     (status, retry_after, v)
 }
 
+/// POST to `path` over HTTP/1.1 a body declared `declared` bytes long of which only 1 KiB is
+/// sent before the client stalls: the answer's status line and how long it took.
+async fn stalled_body(
+    server: &Server,
+    path: &str,
+    token: &str,
+    declared: usize,
+) -> (String, Duration) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let start = std::time::Instant::now();
+    let mut conn = common::raw::tls_from(server, [127, 0, 0, 1], b"http/1.1").await;
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {declared}\r\n\r\n"
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(&[b' '; 1024]).await.unwrap();
+    conn.flush().await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    let read = tokio::time::timeout(Duration::from_secs(40), async {
+        while !answer.windows(2).any(|w| w == b"\r\n") {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no answer in 40 s");
+    let text = String::from_utf8_lossy(&answer);
+    let status = text.lines().next().unwrap_or_default().to_string();
+    (status, start.elapsed())
+}
+
 /// Send requests until one is refused (at most `n`): the answers.
 fn until_refused(
     n: usize,
@@ -129,6 +164,29 @@ async fn a_tenant_past_its_quota_is_throttled_on_every_front_and_no_one_else_is(
         refused += 1;
         tokio::time::sleep(Duration::from_millis(1100)).await;
     }
+
+    // Past its quota, a caller cannot make the node read and hold a large body first: a
+    // batch declared 8 MB, stalled after 1 KiB, is answered 429 once the short read of a
+    // refused body gives up, not after the 30 s an admitted body may take (408).
+    let answers = until_refused(10, || {
+        curl(
+            &s,
+            "--http1.1",
+            "/v1/generate-random",
+            std::slice::from_ref(&bearer),
+            r#"{"number_of_bytes": 8}"#,
+        )
+    });
+    assert_eq!(answers.last().unwrap().0, 429, "{answers:?}");
+    refused += 1;
+    let (status, took) = stalled_body(&s, "/v1/batch", &noisy, 8_000_000).await;
+    assert!(
+        status.starts_with("HTTP/1.1 429"),
+        "{status} after {took:?}"
+    );
+    assert!(took < Duration::from_secs(10), "answered after {took:?}");
+    refused += 1;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
 
     // AWS KMS through boto3 (its retries off): ThrottlingException, as the SDKs name it.
     let script = r#"

@@ -544,6 +544,34 @@ async fn http_protobuf_export_and_json_logs_with_trace_ids() {
         counter(&received, "keyplane.requests", &[("operation", "encrypt")]) >= 1
     })
     .await;
+    // Health requests need no credential: however many arrive at once, they share a few
+    // readiness probes (each an HSM encryption under the root key), not one each.
+    let probes = || {
+        counter(
+            &received,
+            "keyplane.hsm.duration",
+            &[("function", "C_Encrypt"), ("mechanism", "CKM_AES_GCM")],
+        )
+    };
+    let before = probes();
+    let health = (0..120).map(|i| {
+        let url = if i % 2 == 0 {
+            format!("{}/readyz", s.base)
+        } else {
+            format!("{}/v1/sys/health", s.base)
+        };
+        let client = s.client.clone();
+        async move { client.get(url).send().await.unwrap().status().as_u16() }
+    });
+    let statuses = futures_util::future::join_all(health).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    // Two metric exports later, the counts include every probe made.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let made = probes() - before;
+    assert!(
+        made <= 10,
+        "{made} readiness probes for 120 health requests"
+    );
     s.stop();
     wait_for("spans over HTTP", || {
         spans(&received)

@@ -621,12 +621,13 @@ async fn transit_answers_as_vault_does_over_http1_and_http2() {
         keys.sort();
         assert_eq!(keys, ["wire", "wire-mac", "wire2"], "{method} {path}");
     }
-    // A GET without list=true is a read, not a list.
+    // A GET without list=true is a read, not a list: `keys/` is only listed, so Vault
+    // answers 405 "unsupported operation".
     let (status, _, v) = transit(s, "GET", "transit/keys", t, None).await;
-    assert_eq!(status, 404, "{v}");
+    assert_eq!(status, 405, "{v}");
 
     // Errors: {"errors": [...]} with Vault's statuses, application/json.
-    let cases: [Case; 6] = [
+    let cases: [Case; 9] = [
         (
             "POST",
             "transit/encrypt/wire",
@@ -663,6 +664,10 @@ async fn transit_answers_as_vault_does_over_http1_and_http2() {
             Some(json!({})),
             404,
         ),
+        // A path served under another method: 405 "unsupported operation", as Vault.
+        ("GET", "transit/encrypt/wire", t, None, 405),
+        ("DELETE", "transit/keys/wire/rotate", t, None, 405),
+        ("PATCH", "transit/keys/wire", t, Some(json!({})), 405),
     ];
     for (method, path, token, body, want) in cases {
         let (status, ctype, v) = transit(s, method, path, token, body).await;

@@ -36,6 +36,8 @@ pub struct Signed {
 pub struct Gate {
     pub state: Arc<AppState>,
     pub meta: RequestMeta,
+    /// Requests already taken from the caller's quotas for this request ([`Gate::admit`]).
+    pub prepaid: std::sync::atomic::AtomicU32,
 }
 
 impl Gate {
@@ -65,7 +67,11 @@ impl Gate {
                 .map(|ua| truncate(ua, MAX_USER_AGENT)),
             grant_tokens: Vec::new(),
         };
-        Gate { state, meta }
+        Gate {
+            state,
+            meta,
+            prepaid: Default::default(),
+        }
     }
 
     /// Authenticate an `Authorization: Bearer` header, in an `authenticate` span.
@@ -233,9 +239,27 @@ impl Gate {
         self.spawned::<O, _>(Some(count), task).await
     }
 
-    /// Take `cost` requests from the principal's and its tenant's quotas (`crate::quotas`):
-    /// a refusal is counted for the quotas' aggregated audit record, not audited on its own.
+    /// Take one request from `principal`'s quotas now, before its body is read: a caller past
+    /// its quota must not make the node read and hold a body of up to the batch or upload
+    /// limit first (the request is answered without its body read, see
+    /// [`BodyLimits::refused`]). The operation then takes only what it costs beyond this one.
+    /// Only for a principal already proven: a signature is proven with the body, so the AWS
+    /// front takes its quota when the operation runs.
+    pub fn admit(&self, principal: &Principal) -> Result<()> {
+        self.take_quota(principal, 1)?;
+        self.prepaid.store(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Take `cost` requests (less what [`Gate::admit`] took) from the principal's and its
+    /// tenant's quotas (`crate::quotas`): a refusal is counted for the quotas' aggregated
+    /// audit record, not audited on its own.
     fn take_quota(&self, principal: &Principal, cost: u32) -> Result<()> {
+        let prepaid = self.prepaid.swap(0, std::sync::atomic::Ordering::Relaxed);
+        if cost <= prepaid {
+            return Ok(());
+        }
+        let cost = cost - prepaid;
         self.state
             .quotas
             .check(

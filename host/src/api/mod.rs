@@ -136,7 +136,27 @@ pub(crate) async fn ready(state: &AppState) -> bool {
     db && hsm
 }
 
+/// How long a successful readiness probe answers for every health request.
+const READINESS_TTL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// When the last readiness probe found everything working. Health endpoints need no
+/// credential and nothing limits them, and a probe is a database round trip and an HSM
+/// encryption under the token's anchor session (which key creation and unwrapping also take):
+/// so one probe runs at a time, and a success answers every request for [`READINESS_TTL`],
+/// however many arrive. A failure is not kept: the next request probes again, so a node is
+/// seen ready again as soon as it is (a failing probe is cheap: the HSM layer fails fast while
+/// it is away).
+#[derive(Default)]
+pub struct Readiness {
+    ready_at: tokio::sync::Mutex<Option<std::time::Instant>>,
+}
+
 async fn readiness(state: &AppState) -> (bool, bool) {
+    // Held across the probe: those who arrive meanwhile wait for its answer.
+    let mut ready_at = state.readiness.ready_at.lock().await;
+    if ready_at.is_some_and(|at| at.elapsed() < READINESS_TTL) {
+        return (true, true);
+    }
     let db = state.db.ping().await.is_ok();
     let hsm = {
         let hsm = state.keyring.hsm().clone();
@@ -144,6 +164,7 @@ async fn readiness(state: &AppState) -> (bool, bool) {
             .await
             .unwrap_or(false)
     };
+    *ready_at = (db && hsm).then(std::time::Instant::now);
     (db, hsm)
 }
 

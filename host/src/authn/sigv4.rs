@@ -36,7 +36,8 @@
 //! it when a `Date` header is present), and whichever is used must be signed. `host` must be
 //! signed (for HTTP/2, where there is no `Host` header, its value is the URI authority). The
 //! credential scope must be `<date>/<region>/<expected service>/aws4_request` and its date the
-//! request's UTC date. Every name in `SignedHeaders` must be present in the request.
+//! request's UTC date. Every name in `SignedHeaders` must be present in the request, and
+//! `X-Amz-Target` (which names the action) must be signed when sent.
 //!
 //! [`verify`] (needs the key and the time): the request time is within 5 minutes of `now`; the
 //! key is for the claim's scope; `x-amz-content-sha256`, when sent, equals the SHA-256 of the
@@ -136,6 +137,10 @@ const TERMINATOR: &str = "aws4_request";
 const X_AMZ_DATE: &str = "x-amz-date";
 const X_AMZ_CONTENT_SHA256: &str = "x-amz-content-sha256";
 const X_AMZ_SECURITY_TOKEN: &str = "x-amz-security-token";
+/// Headers that must be signed when a request carries them (name, as AWS spells it). Not the
+/// session token: AWS's own suite signs one added after signing (`post-sts-header-after`), and
+/// a request carrying one is refused whether it is signed or not.
+const MUST_SIGN_IF_SENT: &[(&str, &str)] = &[("x-amz-target", "X-Amz-Target")];
 
 /// AWS's message for a signature mismatch, word for word.
 pub const MSG_SIGNATURE_MISMATCH: &str = "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.";
@@ -534,6 +539,52 @@ impl fmt::Debug for SigningKey {
     }
 }
 
+/// The first step of the key derivation (`kDate`) for one secret and date: what every signing
+/// key of that day derives from with three HMACs, whatever the region and service. Zeroized on
+/// drop; `Debug` shows the date only.
+pub struct DateKey {
+    key: Zeroizing<[u8; 32]>,
+    date: String,
+}
+
+impl DateKey {
+    /// kSecret = "AWS4" + secret, kDate = HMAC(kSecret, date). `date` is `YYYYMMDD`
+    /// ([`Claim::scope_date`]).
+    pub fn derive<S: SecretBytes + ?Sized>(secret: &S, date: &str) -> DateKey {
+        let secret = secret.secret_bytes();
+        // Sized up front so that extending never reallocates and leaves a copy behind.
+        let mut k_secret = Zeroizing::new(Vec::with_capacity(4 + secret.len()));
+        k_secret.extend_from_slice(b"AWS4");
+        k_secret.extend_from_slice(secret);
+        DateKey {
+            key: hmac_sha256(&k_secret, date.as_bytes()),
+            date: date.to_owned(),
+        }
+    }
+
+    /// kRegion = HMAC(kDate, region), kService = HMAC(kRegion, service), kSigning =
+    /// HMAC(kService, "aws4_request").
+    pub fn signing_key(&self, region: &str, service: &str) -> SigningKey {
+        let k_region = hmac_sha256(self.key.as_ref(), region.as_bytes());
+        let k_service = hmac_sha256(k_region.as_ref(), service.as_bytes());
+        SigningKey {
+            key: hmac_sha256(k_service.as_ref(), TERMINATOR.as_bytes()),
+            date: self.date.clone(),
+            region: region.to_owned(),
+            service: service.to_owned(),
+        }
+    }
+}
+
+impl fmt::Debug for DateKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DateKey")
+            .field("date", &self.date)
+            .field("key", &"<redacted>")
+            .finish()
+    }
+}
+
 /// Derives the signing key: kSecret = "AWS4" + secret, kDate = HMAC(kSecret, date), kRegion =
 /// HMAC(kDate, region), kService = HMAC(kRegion, service), kSigning = HMAC(kService,
 /// "aws4_request"). `date` is `YYYYMMDD` ([`Claim::scope_date`]).
@@ -543,20 +594,7 @@ pub fn signing_key<S: SecretBytes + ?Sized>(
     region: &str,
     service: &str,
 ) -> SigningKey {
-    let secret = secret.secret_bytes();
-    // Sized up front so that extending never reallocates and leaves a copy behind.
-    let mut k_secret = Zeroizing::new(Vec::with_capacity(4 + secret.len()));
-    k_secret.extend_from_slice(b"AWS4");
-    k_secret.extend_from_slice(secret);
-    let k_date = hmac_sha256(&k_secret, date.as_bytes());
-    let k_region = hmac_sha256(k_date.as_ref(), region.as_bytes());
-    let k_service = hmac_sha256(k_region.as_ref(), service.as_bytes());
-    SigningKey {
-        key: hmac_sha256(k_service.as_ref(), TERMINATOR.as_bytes()),
-        date: date.to_owned(),
-        region: region.to_owned(),
-        service: service.to_owned(),
-    }
+    DateKey::derive(secret, date).signing_key(region, service)
 }
 
 fn hmac_sha256(key: &[u8], data: &[u8]) -> Zeroizing<[u8; 32]> {
@@ -702,6 +740,18 @@ pub fn parse(req: &Request<'_>, expected_service: &str) -> Result<Claim, SigV4Er
         )));
     }
     let amz_date = format_basic(request_time);
+    // Headers that say what the request does must be covered by the signature when sent: the
+    // KMS front takes the action from `X-Amz-Target`, so an unsigned one would let whoever
+    // sees a signed `DescribeKey` replay its body as `DisableKey` or `ScheduleKeyDeletion`
+    // within the clock window. Every SDK signs both (botocore and the AWS SDKs sign all
+    // headers but a few transport ones: `User-Agent`, `X-Amzn-Trace-Id`, `Expect`...).
+    for (name, shown) in MUST_SIGN_IF_SENT {
+        if req.headers.contains_key(*name) && !signed(name) {
+            return Err(SigV4Error::SignedHeaders(format!(
+                "'{shown}' must be a 'SignedHeader' in the AWS Authorization."
+            )));
+        }
+    }
 
     // The credential: <access key id>/<date>/<region>/<service>/aws4_request.
     let parts: Vec<&str> = credential.split('/').collect();
@@ -765,11 +815,12 @@ pub fn parse(req: &Request<'_>, expected_service: &str) -> Result<Claim, SigV4Er
         }
     }
 
+    // Present is what counts (a value that is not visible ASCII is still a session token
+    // the caller means keyplane to honour, and it does not issue any).
     let security_token = req
         .headers
         .get(X_AMZ_SECURITY_TOKEN)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
 
     Ok(Claim {
         access_key_id: akid.to_owned(),
@@ -2455,6 +2506,44 @@ mod tests {
             parse(&req.view(), "service"),
             Err(SigV4Error::SignedHeaders(_))
         ));
+        // The action header sent but left out of the signature: a signed DescribeKey must not
+        // be replayable as another action.
+        let mut req = vanilla_with(Some(VANILLA_AUTH), Some(SUITE_TIME));
+        req.headers.insert(
+            HeaderName::from_static("x-amz-target"),
+            HeaderValue::from_static("TrentService.DisableKey"),
+        );
+        assert_eq!(
+            parse(&req.view(), "service").unwrap_err(),
+            SigV4Error::SignedHeaders(
+                "'X-Amz-Target' must be a 'SignedHeader' in the AWS Authorization.".into()
+            )
+        );
+    }
+
+    #[test]
+    fn a_session_token_counts_whatever_its_bytes() {
+        let owned = aws_signed(
+            "POST",
+            KMS_URI,
+            KMS_HEADERS,
+            KMS_BODY,
+            &SignOptions {
+                token: Some("session"),
+                ..SignOptions::default()
+            },
+        );
+        let claim = parse(&owned.view(), "kms").unwrap();
+        assert_eq!(claim.security_token(), Some("session"));
+        // Not visible ASCII: still a token (and still signed: the signature check fails, but
+        // the caller refuses sessions before that).
+        let mut owned = owned;
+        owned.headers.insert(
+            X_AMZ_SECURITY_TOKEN,
+            HeaderValue::from_bytes(b"\xffsession").unwrap(),
+        );
+        let claim = parse(&owned.view(), "kms").unwrap();
+        assert!(claim.security_token().is_some());
     }
 
     #[test]

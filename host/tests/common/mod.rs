@@ -6,6 +6,7 @@
 pub mod aws;
 pub mod cluster;
 pub mod filesystem;
+pub mod raw;
 pub mod secrets;
 pub mod tpm;
 

@@ -200,6 +200,12 @@ pub async fn handle(
     let (parts, body) = request.into_parts();
     let gate = Gate::new(state, Front::VaultTransit, peer, &parts);
     let auth = authenticate(&gate, &parts.headers).await;
+    if let Err(e) = auth.as_ref().map_or(Ok(()), |p| gate.admit(p)) {
+        // Past its quota: answered without the body read (a small one is drained).
+        let max_body = gate.state.config.limits.max_body_bytes;
+        let _ = gate.read_body(body, BodyLimits::refused(max_body)).await;
+        return error_response(&(&e).into());
+    }
     let list = lists(&parts.method, parts.uri.query());
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let endpoint = Endpoint::route(&parts.method, list, &segments);
@@ -236,7 +242,13 @@ pub async fn handle(
         Ok(e) => e,
         Err(e) => {
             let e = gate.refuse(Some(&principal), &audited_as, e).await;
-            return error_response(&(&e).into());
+            let mut answer = TransitError::from(&e);
+            if matches!(e, Error::UnknownOperation(_)) && Endpoint::exists(&segments) {
+                // As Vault: a path served under another method is 405 "unsupported
+                // operation" (hvac's `UnsupportedOperation`), not an unknown path.
+                answer = TransitError::new(StatusCode::METHOD_NOT_ALLOWED, "unsupported operation");
+            }
+            return error_response(&answer);
         }
     };
     let body = match read {
@@ -418,6 +430,14 @@ impl Endpoint {
             }
         };
         Ok(e)
+    }
+
+    /// Whether some method (a write, a read, a list or a delete) is served at `path`.
+    fn exists(path: &[&str]) -> bool {
+        [Method::POST, Method::GET, Method::DELETE]
+            .iter()
+            .any(|m| Endpoint::route(m, false, path).is_ok())
+            || Endpoint::route(&Method::GET, true, path).is_ok()
     }
 
     /// Whether the endpoint takes `batch_input`.

@@ -106,6 +106,7 @@ fn handler<'a, A: KmsAction>(
                     grant_tokens: tokens,
                     ..gate.meta.clone()
                 },
+                prepaid: Default::default(),
             };
             &with_tokens
         };
