@@ -219,10 +219,20 @@ enum AuditCommand {
     Verify {
         #[command(flatten)]
         common: Common,
-        /// A trusted copy of an audit public key (default: the one in the data dir). Give one
-        /// per node of a cluster: each node's HSM signs the checkpoints it makes.
+        /// A trusted copy of an audit public key (default: the one in the data dir, which
+        /// whoever can rewrite the data dir can replace: a warning says so). Give one per node
+        /// of a cluster: each node's HSM signs the checkpoints it makes.
         #[arg(long)]
         public_key: Vec<PathBuf>,
+        /// A checkpoint file whose every checkpoint must be in the database, unchanged
+        /// (default: the data dir's audit-checkpoints.jsonl). Repeat it: each node's file, and
+        /// the copies kept on write-once storage.
+        #[arg(long = "checkpoints", value_name = "FILE")]
+        checkpoints: Vec<PathBuf>,
+        /// Fail when any record is after its chain's last signed checkpoint (check a stopped
+        /// system so: every node signs its chains' heads when it stops).
+        #[arg(long)]
+        require_signed: bool,
     },
     /// Write the sealed segments (records up to a signed checkpoint) not yet archived to
     /// audit.archive_dir, one gzip JSON-lines file each, then delete from the database the
@@ -615,9 +625,19 @@ fn main() -> ExitCode {
             quiet_on_closed_pipe();
             init_logging();
             match command {
-                AuditCommand::Verify { common, public_key } => {
+                AuditCommand::Verify {
+                    common,
+                    public_key,
+                    checkpoints,
+                    require_signed,
+                } => {
+                    let options = audit::cli::VerifyOptions {
+                        public_keys: public_key,
+                        checkpoint_files: checkpoints,
+                        require_signed,
+                    };
                     audit_tool(common, |db, config| async move {
-                        audit::cli::verify(&db, &config, &public_key).await
+                        audit::cli::verify(&db, &config, &options).await
                     })
                 }
                 AuditCommand::PublicKey { common } => audit_tool(common, |_, config| async move {

@@ -91,8 +91,9 @@ pub async fn serve(config: Config, hsm: Hsm, policies: LoadedPolicies) -> anyhow
     }
     // Records first: the pools close last, so the WAL is checkpointed into the file.
     state.audit.close().await;
-    // This node's own audit chains end here: sign their heads (the shared chain's tail is
-    // signed by the next node to run).
+    // This node's own audit chains end here: sign their heads, and the shared chain's (on
+    // SQLite the whole log: its last records would otherwise stay unsigned while the node is
+    // down, open to being cut off).
     match state.checkpointer.seal_own_chains(&state.db).await {
         Ok(signed) => {
             for cp in signed {

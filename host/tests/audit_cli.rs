@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -48,8 +49,9 @@ fn copy_dir(from: &Path, to: &Path) {
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 
-/// A stopped node's data dir with some history and at least two signed checkpoints, the
-/// last of them before the final records.
+/// A stopped node's data dir with some history and at least two signed checkpoints while it
+/// ran, the last of them before the final records, which the stop (SIGTERM) sealed with one
+/// more. Returns the key used, the last record and the last checkpoint before the stop.
 async fn history(dir: &Path) -> Value {
     let mut s = Server::start_with_env(
         dir,
@@ -123,8 +125,15 @@ async fn history(dir: &Path) -> Value {
     // A few records after the last checkpoint.
     s.create_key(&s.admin, "hsm").await;
     tokio::time::sleep(Duration::from_millis(100)).await;
+    let (head, signed): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT MAX(seq) FROM audit_log), (SELECT MAX(seq) FROM audit_checkpoints)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(head > signed, "no record after the last checkpoint");
     s.stop();
-    json!({ "key": key })
+    json!({ "key": key, "head": head, "signed_while_running": signed })
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -249,6 +258,153 @@ async fn verify_catches_edits_removals_reorders_truncation_and_rehashing() {
         ),
     );
     expect_fail(&d, &format!("checkpoint at record {first_cp}"));
+}
+
+/// What an auditor holds `verify` to beyond the chain: the stop signs the records written
+/// since the last checkpoint; every checkpoint file given (a copy kept elsewhere) must be in
+/// the database; a checkpoint must verify under the key it names; the key in the data dir is
+/// trusted only with a warning; `--require-signed` fails on records protected by the chain
+/// only.
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_holds_the_log_to_its_seal_the_kept_checkpoints_and_the_named_keys() {
+    let base = tempfile::tempdir().unwrap();
+    let data = base.path().join("node");
+    let h = history(&data).await;
+    let head = h["head"].as_i64().unwrap();
+    let case = |name: &str| {
+        let d = base.path().join(name);
+        copy_dir(&data, &d);
+        d
+    };
+    let verify = |d: &Path, args: &[&str]| {
+        let mut all = vec!["verify"];
+        all.extend_from_slice(args);
+        audit(&all, d)
+    };
+    let expect = |out: &Output, ok: bool, needle: &str| {
+        assert_eq!(out.status.success(), ok, "{}", text(out));
+        assert!(text(out).contains(needle), "{needle}: {}", text(out));
+    };
+    let file_of = |d: &Path| d.join("audit-checkpoints.jsonl");
+    let checkpoints = |d: &Path| -> Vec<Value> {
+        std::fs::read_to_string(file_of(d))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let write_checkpoints = |d: &Path, cps: &[Value]| {
+        let lines: String = cps.iter().map(|cp| format!("{cp}\n")).collect();
+        std::fs::write(file_of(d), lines).unwrap();
+    };
+    let cps = checkpoints(&data);
+    let first_cp = cps[0]["seq"].as_i64().unwrap();
+
+    // The stop signed the records written since the last checkpoint: none is left to the
+    // chain alone, and the last record cannot go unnoticed.
+    let out = verify(&data, &[]);
+    expect(
+        &out,
+        true,
+        "; 0 records after their chain's last checkpoint are protected by the chain only",
+    );
+    let d = case("last-record-cut");
+    sql(
+        &d,
+        "DELETE FROM audit_log WHERE seq = (SELECT MAX(seq) FROM audit_log)",
+    );
+    expect(&verify(&d, &[]), false, "truncated");
+    assert_eq!(cps.last().unwrap()["seq"].as_i64(), Some(head), "{cps:?}");
+
+    // Without --public-key, the data dir's key is used with a warning; with it, silently.
+    let warning = "no --public-key given";
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(warning),
+        "{}",
+        text(&out)
+    );
+    let trusted = base.path().join("trusted.pem");
+    std::fs::copy(data.join("audit-signing-key.pem"), &trusted).unwrap();
+    let trusted = trusted.to_str().unwrap();
+    let out = verify(&data, &["--public-key", trusted]);
+    expect(&out, true, "audit checkpoints OK");
+    assert!(!text(&out).contains(warning), "{}", text(&out));
+
+    // The log's tail and every checkpoint of it deleted, and the node's file cut to match:
+    // the data dir agrees with itself, and only the auditor's own copy of the file (kept on
+    // write-once storage) shows what is gone.
+    let kept = base.path().join("kept-checkpoints.jsonl");
+    std::fs::copy(file_of(&data), &kept).unwrap();
+    let kept = kept.to_str().unwrap();
+    expect(
+        &verify(&data, &["--checkpoints", kept]),
+        true,
+        "audit checkpoints OK",
+    );
+    let d = case("hidden-everywhere");
+    sql(&d, &format!("DELETE FROM audit_log WHERE seq >= {first_cp}; DELETE FROM audit_checkpoints WHERE seq >= {first_cp}"));
+    write_checkpoints(&d, &[]);
+    expect(&verify(&d, &[]), true, "audit chain OK");
+    let missing = format!("checkpoint at record {first_cp}: in the checkpoint file but missing from the database (deleted) (checkpoint file {kept})");
+    expect(&verify(&d, &["--checkpoints", kept]), false, &missing);
+    // Each file given is checked, whichever comes first.
+    let own = file_of(&d);
+    let own = own.to_str().unwrap();
+    expect(
+        &verify(&d, &["--checkpoints", own, "--checkpoints", kept]),
+        false,
+        &missing,
+    );
+    // A file given that is not there is an error, not a file with nothing in it.
+    let nowhere = base.path().join("nowhere.jsonl");
+    expect(
+        &verify(&data, &["--checkpoints", nowhere.to_str().unwrap()]),
+        false,
+        "nowhere.jsonl",
+    );
+
+    // A checkpoint naming another key than the one it verifies under (in the table and the
+    // file alike): the signature alone does not cover the name.
+    let d = case("other-fingerprint");
+    let other = "ab".repeat(32);
+    sql(
+        &d,
+        &format!("UPDATE audit_checkpoints SET key_fingerprint = '{other}' WHERE seq = {first_cp}"),
+    );
+    let mut edited = checkpoints(&d);
+    edited[0]["key_fingerprint"] = json!(other);
+    write_checkpoints(&d, &edited);
+    expect(
+        &verify(&d, &[]),
+        false,
+        &format!("checkpoint at record {first_cp}: its key_fingerprint names key {other}"),
+    );
+
+    // --require-signed: every record of a stopped node is signed; with the stop's checkpoint
+    // gone (a node killed, or the seal deleted everywhere), the records after the previous
+    // one are counted per chain, and fail the flag.
+    expect(
+        &verify(&data, &["--require-signed"]),
+        true,
+        "audit checkpoints OK",
+    );
+    let d = case("unsealed");
+    let mut unsealed = checkpoints(&d);
+    let seal = unsealed.pop().unwrap()["seq"].as_i64().unwrap();
+    let previous = unsealed.last().unwrap()["seq"].as_i64().unwrap();
+    sql(
+        &d,
+        &format!("DELETE FROM audit_checkpoints WHERE seq = {seal}"),
+    );
+    write_checkpoints(&d, &unsealed);
+    let per_chain = format!(
+        "chain 0: {} records after its last checkpoint (record {previous})",
+        seal - previous
+    );
+    expect(&verify(&d, &[]), true, &per_chain);
+    let out = verify(&d, &["--require-signed"]);
+    expect(&out, false, "FAILED (--require-signed)");
+    expect(&out, false, &per_chain);
 }
 
 /// Change record `from` and recompute the chain from there, as an attacker with the
@@ -603,6 +759,28 @@ async fn archive_and_retention_keep_the_chain_verifiable() {
     bytes[mid] ^= 1;
     std::fs::write(&file, bytes).unwrap();
     expect_fail(&d, &format!("archive file {first_file}: SHA-256 differs"));
+    // An archive file edited (a record's action changed, gzipped again): export and search
+    // refuse to read it, naming it, rather than show the edited record.
+    let d = case("segment-edited");
+    let file = d.join("audit-archive").join(&first_file);
+    let mut plain = String::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(&file).unwrap())
+        .read_to_string(&mut plain)
+        .unwrap();
+    let forged = plain.replacen("\"action\":\"Encrypt\"", "\"action\":\"Forged\"", 1);
+    assert_ne!(forged, plain);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(forged.as_bytes()).unwrap();
+    std::fs::write(&file, gz.finish().unwrap()).unwrap();
+    for args in [&["search", "--action", "Forged"][..], &["export"]] {
+        let out = audit(args, &d);
+        assert!(!out.status.success(), "{args:?}: {}", text(&out));
+        assert!(
+            text(&out).contains(&format!("{first_file}: SHA-256 differs")),
+            "{args:?}: {}",
+            text(&out)
+        );
+    }
     // An archive file deleted.
     let d = case("deleted");
     std::fs::remove_file(d.join("audit-archive").join(&first_file)).unwrap();

@@ -6,10 +6,15 @@
 //! checkpoints' worth up to `audit.archive_segment_records` — to one file in the archive
 //! directory, `segment-<first seq>-<last seq>.jsonl.gz`: gzip of JSON lines, each record in the
 //! export schema ([`super::export::ExportedRecord`]), then one line `{"checkpoint": {…}}` with
-//! the checkpoint that seals it. Before writing, it checks the segment's chain (links, hashes,
-//! the checkpoint's head hash), so only a verifiable segment is ever archived. The file is
-//! written atomically (a temporary file, synced, renamed, the directory synced), then recorded
-//! in `audit_segments` with the SHA-256 of its bytes.
+//! the checkpoint that seals it. Before writing, it checks the segment's chain (its records'
+//! links and hashes, and that its last record has the checkpoint's head hash), so a segment
+//! whose chain is broken is never archived. It does not check the checkpoint's signature: the
+//! archiver has no trusted copy of the public keys (the one in the data dir is only as
+//! trustworthy as the data dir), so a forged checkpoint is archived with its segment and left
+//! to `keyplane audit verify`, which checks every checkpoint, archived or not, under the
+//! auditor's keys. The file is written atomically (a temporary file, synced, renamed, the
+//! directory synced), then recorded in `audit_segments` with the SHA-256 of its bytes, which
+//! every reader checks before it trusts the file ([`verify`], [`select_with_archive`]).
 //!
 //! Under `audit.retention_seconds` / `audit.retention_records` (both 0 by default: everything
 //! stays), [`prune`] deletes archived segments' records from `audit_log`: the segments are
@@ -42,7 +47,7 @@ use super::export::{normalise, ExportedRecord, Filter};
 use super::{AuditRecord, ChainFault, ChainWalk, GENESIS};
 use crate::config::AuditConfig;
 use crate::error::{Error, Result};
-use crate::store::{now_rfc3339, on, Db};
+use crate::store::{now_rfc3339, on, Db, Tx};
 
 /// Records deleted by one prune statement (one short write transaction).
 pub const PRUNE_BATCH: i64 = 1000;
@@ -68,11 +73,18 @@ pub struct Segment {
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub enum Line {
-    /// The sealing checkpoint (the last line).
-    Checkpoint {
-        checkpoint: Checkpoint,
-    },
+    /// The sealing checkpoint (the last line). Tried first, so it is a struct that takes no
+    /// other field: a record line that also carries a `checkpoint` field is a record, never
+    /// taken for the seal (which would end the segment early and drop the record).
+    Checkpoint(SealLine),
     Record(Box<ExportedRecord>),
+}
+
+/// The sealing checkpoint's line: `{"checkpoint": {…}}` and nothing else.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealLine {
+    pub checkpoint: Checkpoint,
 }
 
 /// The file name of the segment from `first` to `last`.
@@ -675,14 +687,17 @@ impl Walk {
 /// in `seq` order, so chains come one after another: the live records of a chain are walked
 /// before the next chain's first segment. `progress` is told each record walked.
 /// The archive files are read with blocking I/O (for the offline tools).
+///
+/// `tx` is a read transaction on one snapshot ([`Db::snapshot`]): the segments, checkpoints
+/// and live records of one moment. The caller checks the checkpoints in the same snapshot
+/// (`super::cli::verify`), so that a segment archived and pruned meanwhile changes neither.
 pub async fn verify(
-    db: &Db,
+    tx: &mut Tx,
     dir: &Path,
     progress: &(dyn Fn(u64) + Sync),
 ) -> anyhow::Result<WalkReport> {
     use futures_util::TryStreamExt;
-    // One read transaction: the segments, checkpoints and live records of one moment.
-    let mut tx = db.snapshot().await?;
+    let mut tx = tx;
     let segs: Vec<Segment> = on!(&mut tx => |c| sqlx::query_as("SELECT * FROM audit_segments ORDER BY first_seq")
         .fetch_all(c)
         .await?);
@@ -748,10 +763,12 @@ pub async fn verify(
                 detail,
             };
             let mut sealed = None;
-            for line in read_segment(&path)? {
+            let lines = read_segment(&path)
+                .map_err(|e| anyhow::anyhow!("archive file {}: {e}", path.display()))?;
+            for line in lines {
                 let rec: AuditRecord = match line {
                     Err(e) => return Ok(walk.fail(inconsistent(format!("unreadable: {e}")))),
-                    Ok(Line::Checkpoint { checkpoint }) => {
+                    Ok(Line::Checkpoint(SealLine { checkpoint })) => {
                         sealed = Some(checkpoint);
                         continue;
                     }
@@ -823,8 +840,9 @@ pub async fn verify(
 }
 
 /// Records matching `f`: those pruned from the database from their archived segments in
-/// `archive_dir` (only segments whose time span the range reaches are read), chain by chain,
-/// then the live ones in `seq` order (chain by chain too).
+/// `archive_dir` (only segments whose time span the range reaches are read, each only if its
+/// SHA-256 is the one recorded when it was archived), chain by chain, then the live ones in
+/// `seq` order (chain by chain too). The segments' chains and checkpoints are `verify`'s.
 pub async fn select_with_archive(
     db: &Db,
     archive_dir: &Path,
@@ -854,8 +872,24 @@ pub async fn select_with_archive(
         {
             continue;
         }
-        for line in read_segment(&archive_dir.join(&seg.file_name))? {
-            let Line::Record(r) = line? else {
+        let path = archive_dir.join(&seg.file_name);
+        // The file must be the one archived: whoever can write the archive directory could
+        // otherwise show edited records here that `verify` would refuse.
+        match file_sha256(&path) {
+            Ok(sha) if sha == seg.file_sha256 => {}
+            Ok(_) => anyhow::bail!(
+                "{}",
+                WalkFault::Altered {
+                    file: path.display().to_string()
+                }
+            ),
+            Err(e) => anyhow::bail!("archive file {}: {e}", path.display()),
+        }
+        let lines = read_segment(&path)
+            .map_err(|e| anyhow::anyhow!("archive file {}: {e}", path.display()))?;
+        for line in lines {
+            let line = line.map_err(|e| anyhow::anyhow!("archive file {}: {e}", path.display()))?;
+            let Line::Record(r) = line else {
                 continue;
             };
             if first_live(r.seq).is_some_and(|live| r.seq >= live) {
@@ -875,4 +909,61 @@ pub async fn select_with_archive(
     };
     out.extend(super::export::select(db, &rest).await?);
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record_json() -> serde_json::Value {
+        let rec = AuditRecord {
+            seq: 1,
+            time: "2026-01-01T00:00:00.000Z".into(),
+            request_id: "r".into(),
+            principal: "p".into(),
+            tenant: "t".into(),
+            action: "Encrypt".into(),
+            resource: "k".into(),
+            decision: "allow".into(),
+            policies: "[]".into(),
+            outcome: "ok".into(),
+            source: "127.0.0.1".into(),
+            policy_hash: None,
+            trace_id: None,
+            user_agent: None,
+            front: None,
+            prev_hash: GENESIS.into(),
+            hash: "h".into(),
+        };
+        serde_json::to_value(ExportedRecord::from(rec)).unwrap()
+    }
+
+    fn checkpoint_json() -> serde_json::Value {
+        serde_json::json!({
+            "seq": 1, "head_hash": "h", "time": "t", "key_fingerprint": "f", "signature": "s"
+        })
+    }
+
+    /// A record line that also carries a `checkpoint` field is a record: taken for the seal
+    /// (the untagged enum tries the checkpoint first, and serde ignores unknown fields by
+    /// default), it would end the segment there and vanish from `export` and `search`.
+    #[test]
+    fn a_line_with_more_than_a_checkpoint_is_never_the_seal() {
+        let seal = serde_json::json!({ "checkpoint": checkpoint_json() });
+        assert!(matches!(
+            serde_json::from_value::<Line>(seal).unwrap(),
+            Line::Checkpoint(SealLine { checkpoint }) if checkpoint.seq == 1
+        ));
+        let mut record = record_json();
+        record["checkpoint"] = checkpoint_json();
+        assert!(matches!(
+            serde_json::from_value::<Line>(record).unwrap(),
+            Line::Record(r) if r.action == "Encrypt"
+        ));
+        let seal_and_more = serde_json::json!({ "checkpoint": checkpoint_json(), "extra": 1 });
+        assert!(!matches!(
+            serde_json::from_value::<Line>(seal_and_more),
+            Ok(Line::Checkpoint(_))
+        ));
+    }
 }

@@ -11,15 +11,25 @@
 //! What [`verify`] adds to the hash chain: a record changed and the chain re-hashed by someone
 //! with database access no longer matches the signed head hash; records removed from the tail
 //! after a checkpoint leave a checkpoint pointing past the end of its chain; a checkpoint deleted
-//! from the database is still in the file (and the other way round); a forged checkpoint does
-//! not verify under the public key. Records after the last checkpoint are protected by the
-//! chain only, until the next checkpoint.
+//! from the database is still in the checkpoint files the auditor gives (each node's, and the
+//! copies kept on write-once storage), and one that differs from a file's is reported; a forged
+//! checkpoint does not verify under the public keys. Records after the last checkpoint of
+//! their chain are protected by the chain only, until the next checkpoint.
+//!
+//! `key_fingerprint` is not part of the signed message (checkpoints signed before it was
+//! checked must keep verifying, so the message stays as it is), so [`verify`] holds it to the
+//! key instead: a checkpoint must verify under the trusted key whose fingerprint it names.
+//! Otherwise a checkpoint could name one node's key while signed by another's, and an auditor
+//! tracing a checkpoint to its node by the fingerprint would be misled.
 //!
 //! The log is several chains ([`super::chains`]): a node signs the shared chain (whichever
-//! node gets there first) and the chains it took itself, and at shutdown it signs the heads of
-//! its own chains, which no process writes again; the shared chain's tail is signed by the next
-//! node to run. A cluster's checkpoints are thus signed by several keys, one per node's HSM,
-//! and verified against all of them.
+//! node gets there first) and the chains it took itself. At shutdown it signs the heads of
+//! both ([`Checkpointer::seal_own_chains`]): its own chains are never written again, and the
+//! shared chain is the whole log on SQLite, where the records written since the last
+//! checkpoint would otherwise stay unsigned (open to truncation) for as long as the node is
+//! down. On PostgreSQL another node may sign the shared chain's head first; the insert
+//! then does nothing. A cluster's checkpoints are thus signed by several keys, one per node's
+//! HSM, and verified against all of them.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -135,10 +145,13 @@ impl Checkpointer {
     }
 
     /// At shutdown, after the last record: sign the heads of the chains this node took (no
-    /// process writes them again) that moved since their last checkpoint.
+    /// process writes them again) and of the shared chain 0, each if it moved since its last
+    /// checkpoint. Chain 0 is the only chain on SQLite: left unsigned, the records written
+    /// since its last checkpoint could be cut off while the node is down. On PostgreSQL a
+    /// checkpoint of it is harmless (another node's at the same record wins the insert).
     pub async fn seal_own_chains(&self, db: &Db) -> Result<Vec<Checkpoint>> {
         let mut signed = Vec::new();
-        for chain in db.audit_chains().owned() {
+        for chain in std::iter::once(0).chain(db.audit_chains().owned()) {
             if let Some(cp) = self.checkpoint_chain(db, chain, &|_| true).await? {
                 signed.push(cp);
             }
@@ -290,10 +303,22 @@ pub fn spawn(checkpointer: Arc<Checkpointer>, db: Db, config: AuditConfig) {
 /// The first problem found with the checkpoints.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CheckpointFault {
-    /// The signature does not verify under the public key (forged or altered).
+    /// The signature verifies under none of the trusted public keys (forged or altered).
     BadSignature { seq: i64 },
-    /// The database and the checkpoint file disagree about a checkpoint, or one lacks it.
-    Mismatch { seq: i64, detail: &'static str },
+    /// The checkpoint names a key none of the trusted public keys is, and verifies under none.
+    UnknownKey { seq: i64, fingerprint: String },
+    /// The checkpoint verifies, but not under the key its `key_fingerprint` names (altered).
+    WrongKey {
+        seq: i64,
+        named: String,
+        signer: String,
+    },
+    /// A checkpoint file and the database disagree about a checkpoint, or the database lacks it.
+    Mismatch {
+        seq: i64,
+        file: String,
+        detail: &'static str,
+    },
     /// The checkpointed record no longer has the signed hash (records rewritten).
     Rewritten { seq: i64 },
     /// The checkpointed record's chain ends before it (tail truncated).
@@ -307,8 +332,16 @@ impl std::fmt::Display for CheckpointFault {
                 f,
                 "checkpoint at record {seq}: signature does not verify under the audit public key (forged or altered)"
             ),
-            CheckpointFault::Mismatch { seq, detail } => {
-                write!(f, "checkpoint at record {seq}: {detail}")
+            CheckpointFault::UnknownKey { seq, fingerprint } => write!(
+                f,
+                "checkpoint at record {seq}: signed by the key with fingerprint {fingerprint}, which is none of the trusted public keys, and verifies under none of them (forged, or a node's key missing: give every node's with --public-key)"
+            ),
+            CheckpointFault::WrongKey { seq, named, signer } => write!(
+                f,
+                "checkpoint at record {seq}: its key_fingerprint names key {named} but it verifies under key {signer} (altered)"
+            ),
+            CheckpointFault::Mismatch { seq, file, detail } => {
+                write!(f, "checkpoint at record {seq}: {detail} (checkpoint file {file})")
             }
             CheckpointFault::Rewritten { seq } => write!(
                 f,
@@ -332,154 +365,264 @@ pub struct CheckpointReport {
     pub last_checkpoint: Option<i64>,
     /// Records after the last checkpoint of their chain (protected by the chain only).
     pub unsigned: i64,
+    /// The same, per chain that has any: a chain nobody signed shows up here by name (on
+    /// PostgreSQL, a chain fabricated with every checkpoint of it is otherwise just records).
+    pub unsigned_by_chain: std::collections::BTreeMap<i64, Unsigned>,
     pub fault: Option<CheckpointFault>,
 }
 
-/// Check every checkpoint (database ∪ `file`) against the trusted public keys (PEM; each
-/// node of a cluster signs with its own HSM's key, so a checkpoint must verify under one of
-/// them) and the records.
+/// A chain's records after its last checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unsigned {
+    pub records: i64,
+    /// The chain's last checkpoint (`None`: the chain has none).
+    pub last_checkpoint: Option<i64>,
+}
+
+/// One checkpoint file's checkpoints (a node's `audit-checkpoints.jsonl`, or an auditor's copy).
+#[derive(Debug)]
+pub struct CheckpointFile {
+    pub path: PathBuf,
+    pub checkpoints: Vec<Checkpoint>,
+}
+
+impl CheckpointFile {
+    /// Read a checkpoint file (one JSON checkpoint a line; blank lines skipped).
+    pub fn read(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("checkpoint file {}: {e}", path.display()))?;
+        let mut checkpoints = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            checkpoints.push(serde_json::from_str(line).map_err(|e| {
+                anyhow::anyhow!("{} line {}: not a checkpoint: {e}", path.display(), n + 1)
+            })?);
+        }
+        Ok(CheckpointFile {
+            path: path.to_path_buf(),
+            checkpoints,
+        })
+    }
+}
+
+/// What [`verify`] tells its caller as it goes (a progress bar; `()` for nothing).
+pub trait Progress: Sync {
+    /// The checkpoints to check, once they are known.
+    fn total(&self, _checkpoints: u64) {}
+    /// `n` more checked.
+    fn checked(&self, _n: u64) {}
+}
+
+impl Progress for () {}
+
+/// A trusted public key: its fingerprint (as checkpoints name it) and its point.
+struct TrustedKey {
+    fingerprint: String,
+    point: p256::EncodedPoint,
+}
+
+impl TrustedKey {
+    fn parse(pem: &str) -> anyhow::Result<Self> {
+        use p256::elliptic_curve::sec1::ToEncodedPoint;
+        use p256::pkcs8::DecodePublicKey;
+        let not_p256 = || anyhow::anyhow!("an audit public key is not a P-256 PEM public key");
+        // The fingerprint is over the DER as published (what `audit public-key` prints).
+        let (_, der) = der::pem::decode_vec(pem.trim().as_bytes()).map_err(|_| not_p256())?;
+        let key = p256::PublicKey::from_public_key_der(&der).map_err(|_| not_p256())?;
+        Ok(TrustedKey {
+            fingerprint: fingerprint(&der),
+            point: key.to_encoded_point(false),
+        })
+    }
+
+    fn verifies(&self, message: &[u8], signature: &[u8]) -> bool {
+        ring::signature::UnparsedPublicKey::new(
+            &ring::signature::ECDSA_P256_SHA256_ASN1,
+            self.point.as_bytes(),
+        )
+        .verify(message, signature)
+        .is_ok()
+    }
+}
+
+/// Whether `cp` is signed by the trusted key it names.
+fn check_signature(cp: &Checkpoint, keys: &[TrustedKey]) -> Option<CheckpointFault> {
+    let signature = STANDARD.decode(&cp.signature).unwrap_or_default();
+    let message = signed_message(cp.seq, &cp.head_hash, &cp.time);
+    let (named, others): (Vec<_>, Vec<_>) = keys
+        .iter()
+        .partition(|k| k.fingerprint == cp.key_fingerprint);
+    if named.iter().any(|k| k.verifies(&message, &signature)) {
+        return None;
+    }
+    // Which fault: signed by another trusted key (the name was changed), or by none.
+    if let Some(signer) = others.iter().find(|k| k.verifies(&message, &signature)) {
+        return Some(CheckpointFault::WrongKey {
+            seq: cp.seq,
+            named: cp.key_fingerprint.clone(),
+            signer: signer.fingerprint.clone(),
+        });
+    }
+    Some(if named.is_empty() {
+        CheckpointFault::UnknownKey {
+            seq: cp.seq,
+            fingerprint: cp.key_fingerprint.clone(),
+        }
+    } else {
+        CheckpointFault::BadSignature { seq: cp.seq }
+    })
+}
+
+/// A row of `audit_checkpoints` and the hash of the record it names, if that is still in
+/// `audit_log`.
+type CheckpointRow = (i64, String, String, String, String, Option<String>);
+
+/// Check every checkpoint of the database against the trusted public keys (PEM; each node of
+/// a cluster signs with its own HSM's key, so a checkpoint must verify under one of them, the
+/// one whose fingerprint it names) and the records, and every checkpoint of each of `files`
+/// against the database's (each must be there, the same).
+///
+/// `conn` should be the snapshot the chain walk ([`super::archive::verify`]) ran in: a
+/// checkpointed record archived and pruned after the walk would otherwise be gone from both
+/// the table and `archived`, and reported as rewritten. `files` should be read before that
+/// snapshot was taken: a node commits a checkpoint's row before it appends the checkpoint to
+/// its file, so every checkpoint in a file read earlier is in the snapshot.
 /// `archived`: the hashes of checkpointed records as their verified archive files hold them,
 /// for the records pruned from the database (see [`super::archive`]).
 pub async fn verify(
-    pool: impl Into<Conn<'_>>,
+    conn: impl Into<Conn<'_>>,
     public_key_pems: &[String],
-    file: Option<&Path>,
+    files: &[CheckpointFile],
     archived: &std::collections::BTreeMap<i64, String>,
+    progress: &dyn Progress,
 ) -> anyhow::Result<CheckpointReport> {
-    let mut pool: Conn<'_> = pool.into();
-    let chains = super::chains::present(&mut pool, super::chains::Table::Log).await?;
-    on!(pool, {
-        use p256::elliptic_curve::sec1::ToEncodedPoint;
-        use p256::pkcs8::DecodePublicKey;
-        let mut points = Vec::with_capacity(public_key_pems.len());
-        for pem in public_key_pems {
-            let key = p256::PublicKey::from_public_key_pem(pem.trim()).map_err(|_| {
-                anyhow::anyhow!("an audit public key is not a P-256 PEM public key")
-            })?;
-            points.push(key.to_encoded_point(false));
-        }
-        let verifiers: Vec<_> = points
-            .iter()
-            .map(|point| {
-                ring::signature::UnparsedPublicKey::new(
-                    &ring::signature::ECDSA_P256_SHA256_ASN1,
-                    point.as_bytes(),
-                )
-            })
-            .collect();
-
-        let in_db: Vec<Checkpoint> = sqlx::query_as(
-        "SELECT seq, head_hash, time, key_fingerprint, signature FROM audit_checkpoints ORDER BY seq",
+    use std::collections::BTreeMap;
+    let mut conn: Conn<'_> = conn.into();
+    let keys = public_key_pems
+        .iter()
+        .map(|pem| TrustedKey::parse(pem))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let chains = super::chains::present(&mut conn, super::chains::Table::Log).await?;
+    // Every checkpoint with its record's hash, in one query, keyed by seq.
+    let rows: Vec<CheckpointRow> = on!(&mut conn => |c| sqlx::query_as(
+        "SELECT c.seq, c.head_hash, c.time, c.key_fingerprint, c.signature, l.hash \
+         FROM audit_checkpoints c LEFT JOIN audit_log l ON l.seq = c.seq ORDER BY c.seq",
     )
-    .fetch_all(&mut *pool)
-    .await?;
-        let mut in_file: Vec<Checkpoint> = Vec::new();
-        if let Some(path) = file.filter(|p| p.exists()) {
-            for (n, line) in std::fs::read_to_string(path)?.lines().enumerate() {
-                if line.trim().is_empty() {
-                    continue;
-                }
-                in_file.push(serde_json::from_str(line).map_err(|e| {
-                    anyhow::anyhow!("{} line {}: not a checkpoint: {e}", path.display(), n + 1)
-                })?);
-            }
-        }
-        let mut all = std::collections::BTreeMap::new();
-        let fault = |f| {
-            Ok(CheckpointReport {
-                checkpoints: in_db.len().max(in_file.len()),
-                last_checkpoint: None,
-                unsigned: 0,
-                fault: Some(f),
-            })
-        };
-        for cp in &in_file {
-            match in_db.iter().find(|d| d.seq == cp.seq) {
-                Some(d) if d == cp => {}
-                Some(_) => {
-                    return fault(CheckpointFault::Mismatch {
-                        seq: cp.seq,
-                        detail: "the database and the checkpoint file hold different checkpoints",
-                    })
-                }
-                None => {
-                    return fault(CheckpointFault::Mismatch {
-                        seq: cp.seq,
-                        detail: "in the checkpoint file but missing from the database (deleted)",
-                    })
-                }
-            }
-        }
-        for cp in in_db.iter().chain(in_file.iter()) {
-            all.insert(cp.seq, cp.clone());
-        }
-        // The last record of each chain a checkpoint names.
-        let mut last_records = std::collections::BTreeMap::new();
-        for cp in all.values() {
-            let chain = super::chains::of(cp.seq);
-            let last_record = match last_records.get(&chain) {
-                Some(last) => *last,
-                None => {
-                    let last: i64 = sqlx::query_scalar(
-                        "SELECT COALESCE(MAX(seq), $1) FROM audit_log WHERE seq > $1 AND seq <= $2",
-                    )
-                    .bind(super::chains::origin(chain))
-                    .bind(super::chains::last(chain))
-                    .fetch_one(&mut *pool)
-                    .await?;
-                    last_records.insert(chain, last);
-                    last
-                }
+    .fetch_all(c)
+    .await?);
+    let in_db: BTreeMap<i64, (Checkpoint, Option<String>)> = rows
+        .into_iter()
+        .map(|(seq, head_hash, time, key_fingerprint, signature, hash)| {
+            let cp = Checkpoint {
+                seq,
+                head_hash,
+                time,
+                key_fingerprint,
+                signature,
             };
-            let signature = STANDARD.decode(&cp.signature).unwrap_or_default();
-            let message = signed_message(cp.seq, &cp.head_hash, &cp.time);
-            if !verifiers
-                .iter()
-                .any(|v| v.verify(&message, &signature).is_ok())
-            {
-                return fault(CheckpointFault::BadSignature { seq: cp.seq });
-            }
-            if cp.seq > last_record {
-                return fault(CheckpointFault::Truncated {
-                    checkpoint: cp.seq,
-                    last_record,
+            (seq, (cp, hash))
+        })
+        .collect();
+    let fault = |f| {
+        Ok(CheckpointReport {
+            checkpoints: in_db.len(),
+            last_checkpoint: None,
+            unsigned: 0,
+            unsigned_by_chain: BTreeMap::new(),
+            fault: Some(f),
+        })
+    };
+    let in_files: usize = files.iter().map(|f| f.checkpoints.len()).sum();
+    progress.total((in_files + in_db.len()) as u64);
+    // Each file's checkpoints must all be in the database as they are in the file; then the
+    // database's are every checkpoint there is.
+    for file in files {
+        for cp in &file.checkpoints {
+            let detail = match in_db.get(&cp.seq) {
+                Some((d, _)) if d == cp => None,
+                Some(_) => Some("the database and the checkpoint file hold different checkpoints"),
+                None => Some("in the checkpoint file but missing from the database (deleted)"),
+            };
+            if let Some(detail) = detail {
+                return fault(CheckpointFault::Mismatch {
+                    seq: cp.seq,
+                    file: file.path.display().to_string(),
+                    detail,
                 });
             }
-            let hash: Option<String> =
-                sqlx::query_scalar("SELECT hash FROM audit_log WHERE seq = $1")
-                    .bind(cp.seq)
-                    .fetch_optional(&mut *pool)
-                    .await?;
-            let hash = hash.or_else(|| archived.get(&cp.seq).cloned());
-            if hash.as_deref() != Some(cp.head_hash.as_str()) {
-                return fault(CheckpointFault::Rewritten { seq: cp.seq });
+        }
+        progress.checked(file.checkpoints.len() as u64);
+    }
+    // The last record of each chain a checkpoint names.
+    let mut last_records = BTreeMap::new();
+    for (cp, hash) in in_db.values() {
+        if let Some(f) = check_signature(cp, &keys) {
+            return fault(f);
+        }
+        let chain = super::chains::of(cp.seq);
+        let last_record = match last_records.get(&chain) {
+            Some(last) => *last,
+            None => {
+                let last: i64 = on!(&mut conn => |c| sqlx::query_scalar(
+                    "SELECT COALESCE(MAX(seq), $1) FROM audit_log WHERE seq > $1 AND seq <= $2",
+                )
+                .bind(super::chains::origin(chain))
+                .bind(super::chains::last(chain))
+                .fetch_one(c)
+                .await?);
+                last_records.insert(chain, last);
+                last
             }
+        };
+        if cp.seq > last_record {
+            return fault(CheckpointFault::Truncated {
+                checkpoint: cp.seq,
+                last_record,
+            });
         }
-        // Each chain's records after its last checkpoint.
-        let mut unsigned = 0;
-        for chain in chains {
-            let (first, head): (Option<i64>, Option<i64>) = sqlx::query_as(
-                "SELECT MIN(seq), MAX(seq) FROM audit_log WHERE seq > $1 AND seq <= $2",
-            )
-            .bind(super::chains::origin(chain))
-            .bind(super::chains::last(chain))
-            .fetch_one(&mut *pool)
-            .await?;
-            let (Some(first), Some(head)) = (first, head) else {
-                continue; // its records left since the chains were listed
-            };
-            let signed = all
-                .range(super::chains::origin(chain) + 1..=head)
-                .next_back()
-                .map_or(first - 1, |(seq, _)| *seq);
-            unsigned += head - signed;
+        let hash = hash.as_ref().or_else(|| archived.get(&cp.seq));
+        if hash != Some(&cp.head_hash) {
+            return fault(CheckpointFault::Rewritten { seq: cp.seq });
         }
-        Ok(CheckpointReport {
-            checkpoints: all.len(),
-            last_checkpoint: all.keys().next_back().copied(),
-            unsigned,
-            fault: None,
-        })
+        progress.checked(1);
+    }
+    // Each chain's records after its last checkpoint.
+    let mut unsigned_by_chain = BTreeMap::new();
+    for chain in chains {
+        let (first, head): (Option<i64>, Option<i64>) = on!(&mut conn => |c| sqlx::query_as(
+            "SELECT MIN(seq), MAX(seq) FROM audit_log WHERE seq > $1 AND seq <= $2",
+        )
+        .bind(super::chains::origin(chain))
+        .bind(super::chains::last(chain))
+        .fetch_one(c)
+        .await?);
+        let (Some(first), Some(head)) = (first, head) else {
+            continue; // its records left since the chains were listed
+        };
+        let last_checkpoint = in_db
+            .range(super::chains::origin(chain) + 1..=head)
+            .next_back()
+            .map(|(seq, _)| *seq);
+        let signed = last_checkpoint.unwrap_or(first - 1);
+        if head > signed {
+            let records = head - signed;
+            unsigned_by_chain.insert(
+                chain,
+                Unsigned {
+                    records,
+                    last_checkpoint,
+                },
+            );
+        }
+    }
+    Ok(CheckpointReport {
+        checkpoints: in_db.len(),
+        last_checkpoint: in_db.keys().next_back().copied(),
+        unsigned: unsigned_by_chain.values().map(|u| u.records).sum(),
+        unsigned_by_chain,
+        fault: None,
     })
 }
 

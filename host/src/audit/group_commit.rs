@@ -2,8 +2,8 @@
 //! uses, denials, failures): requests hand their record to a queue; a writer takes every record
 //! waiting at that moment and appends them with one multi-row `INSERT` (atomic on its own);
 //! each request is answered only after the statement holding its record has committed. The
-//! chain and the one-record-per-request rule are unchanged; records of requests that change
-//! state still go into their own transaction, with the change (`ops::WriteScope`).
+//! chain is unchanged, and so is what a request records; records of requests that change state
+//! still go into their own transaction, with the change (`ops::WriteScope`).
 //!
 //! SQLite: one writer, on the shared chain, through a connection of its own driven in place,
 //! with the WAL checkpoints beside it (`store::sqlite::chain_writer`, which says why). `seq`

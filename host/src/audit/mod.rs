@@ -1,8 +1,15 @@
 //! The hash-chained audit log.
 //!
-//! Every request appends exactly one record, inside the same database transaction as the
-//! state change it describes (a failed change rolls back and a separate record of the failure
-//! is appended instead). Each record's `hash` is SHA-256 over the previous record's hash and
+//! Every request is recorded. A request that changes state appends its records inside the
+//! same database transaction as the change (a failed change rolls back and a separate record
+//! of the failure is appended instead); one that changes nothing hands its record to a group
+//! commit ([`group_commit`]). Most requests append one record, some several under one request
+//! id: a batch one per item, a `configure-key` one for each setting it changed (under the
+//! setting's own action, and one for a setting Cedar refused) besides its own. What keyplane
+//! does on its own is recorded as well (decision `system`), some of it in two steps, each its
+//! own record: garbage collection appends `BeginCollectGarbage` before a removal and
+//! `CollectGarbage` with its result after it, so no removal goes unrecorded and no record
+//! claims one that did not happen. Each record's `hash` is SHA-256 over the previous record's hash and
 //! the record's canonical JSON (fixed field order, `hash` excluded), so [`verify`] detects an
 //! edited, removed or reordered record. The log is one such chain per writer ([`chains`]: one
 //! on SQLite, several per node on PostgreSQL), each a range of `seq`. A chain's head is read
