@@ -475,7 +475,7 @@ async fn uploads_are_refused_with_reasons() {
         dir.path(),
         &[
             ("RUST_LOG", "warn"),
-            ("KEYPLANE_PLUGINS__MAX_UPLOAD_BYTES", "150000"),
+            ("KEYPLANE_PLUGINS__MAX_UPLOAD_BYTES", "300000"),
         ],
     )
     .await;
@@ -537,7 +537,7 @@ async fn uploads_are_refused_with_reasons() {
     );
     // Over the size limit.
     let mut big = wasm("rotation-fixed-interval");
-    big.resize(150_001, 0);
+    big.resize(300_001, 0);
     let (st, v) = send("big", "rotation-schedule", big).await;
     assert_eq!(st, 400, "{v}");
     assert!(
@@ -547,6 +547,22 @@ async fn uploads_are_refused_with_reasons() {
             .contains("larger than"),
         "{v}"
     );
+    // Refused after it compiled (it imports wasi:http, and no destination was granted): what it
+    // compiled is dropped, and no precompiled artifact of it is left in the cache.
+    let (st, v) = send("http", "storage-backend", wasm("storage-http-object")).await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (400, Some("InvalidPlugin")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("wasi:http"),
+        "{v}"
+    );
+    assert_eq!(cached_artifacts(dir.path()), Vec::<PathBuf>::new());
     // Unauthorized principal: a member may not upload; another tenant cannot see ours.
     let m = s
         .ok(&t, "create-principal", json!({ "name": "member" }))
@@ -563,7 +579,7 @@ async fn uploads_are_refused_with_reasons() {
         .fetch_one(&pool)
         .await
         .unwrap();
-    assert!(n >= 7, "{n}");
+    assert!(n >= 8, "{n}");
     // A valid upload still works, and the name is then taken.
     let (st, _) = send("ok", "rotation-schedule", wasm("rotation-fixed-interval")).await;
     assert_eq!(st, 200);
@@ -1393,6 +1409,19 @@ async fn components_live_in_the_database_and_each_node_compiles_its_own_cache() 
             .all(|p| p.extension().is_some_and(|e| e == "cwasm")),
         "{plugin_dir:?}"
     );
+    // An artifact is cached at a plugin's first call (an upload may still be refused after it
+    // compiled): kv's so far, then fixed's.
+    assert_eq!(cached_artifacts(dir1.path()).len(), 1);
+    let (st, v) = preview(
+        &s1,
+        &key,
+        "fixed",
+        json!({ "period": "1d" }),
+        0,
+        json!({ "created_at": 10 }),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
     assert_eq!(cached_artifacts(dir1.path()).len(), 2);
 
     // Plugins with the same bytes share one row, deleted with the last of them.
@@ -1628,4 +1657,188 @@ async fn components_of_an_older_data_dir_are_imported_and_unreferenced_ones_coll
         .audit_records()
         .iter()
         .any(|r| r["resource"] == format!("plugin-component:{orphan}")));
+}
+
+/// Wait up to 10 s for `done`.
+async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let until = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < until, "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A storage backend whose listing never ends (a new cursor every page, no names) costs one
+/// garbage collection a bounded number of pages: the pass ends, reports that backend as
+/// failed, and still collects the other tenants' backends.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_endless_listing_is_cut_short_and_the_other_backends_are_collected() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_quiet(dir.path()).await;
+    // Listed first (backends go in tenant order), so the others come after it.
+    let (_, endless) = s.tenant_with_admin("endless").await;
+    let (_, orderly) = s.tenant_with_admin("orderly").await;
+    let (st, v) = upload(
+        &s,
+        &endless,
+        "endless",
+        "storage-backend",
+        "hostile-endless-listing",
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    s.ok(
+        &endless,
+        "set-storage-backend",
+        json!({ "plugin": "endless" }),
+    )
+    .await;
+    s.kv_backend(&orderly).await;
+    // A blob that no key version names, as a crash leaves one (a name without a time: old).
+    common::sqlite(
+        &dir.path().join("keyplane.db"),
+        "INSERT INTO plugin_kv (tenant_id, key, value) \
+         VALUES ('orderly', 'tenants/orderly/keys/k-orphan/1', X'0000000000000001ff')",
+    );
+
+    let pass = tokio::time::timeout(
+        Duration::from_secs(50),
+        s.call(Some(&s.admin), "run-scheduler", json!({})),
+    )
+    .await
+    .expect("the scheduler pass ends despite the endless listing");
+    assert_eq!(pass.0, 200, "{}", pass.1);
+    let gc = &pass.1["collected"];
+    assert_eq!(gc["failed"], json!(["endless/endless"]), "{gc}");
+    assert_eq!(gc["blobs"], json!(["orderly/kv/keys/k-orphan/1"]), "{gc}");
+    let left: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM plugin_kv WHERE tenant_id = 'orderly'")
+            .fetch_one(&s.sql().await)
+            .await
+            .unwrap();
+    assert_eq!(left, 0);
+}
+
+#[cfg(all(feature = "test-hooks", debug_assertions))]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deleted_plugin_leaves_no_directory_kv_rows_or_cached_component() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path()).await;
+    let db = dir.path().join("keyplane.db");
+    let (_, t) = s.tenant_with_admin("leaving").await;
+    let (_, other) = s.tenant_with_admin("staying").await;
+    for (token, name, file, caps) in [
+        (&t, "kv", "storage-kv", json!([])),
+        (&t, "fs", "storage-fs", json!(["filesystem"])),
+        (&other, "kv", "storage-kv", json!([])),
+    ] {
+        let (st, v) = s
+            .call(
+                Some(token),
+                "upload-plugin",
+                json!({ "name": name, "world": "storage-backend", "capabilities": caps,
+                        "component": b64(&wasm(file)) }),
+            )
+            .await;
+        assert_eq!(st, 200, "{v}");
+    }
+    // What the plugins left: files in fs's directory, rows in the tenants' kv tables.
+    let fs_dir = dir.path().join("plugins/fs/leaving/fs");
+    std::fs::create_dir_all(&fs_dir).unwrap();
+    std::fs::write(fs_dir.join("state"), b"left by the plugin").unwrap();
+    common::sqlite(
+        &db,
+        "INSERT INTO plugin_kv (tenant_id, key, value) VALUES \
+         ('leaving', 'state/a', X'01'), ('leaving', 'state/b', X'02'), ('staying', 'state/a', X'03')",
+    );
+
+    // fs goes, and its directory after it; the tenant's other backend still reaches the rows.
+    s.ok(&t, "delete-plugin", json!({ "name": "fs" })).await;
+    eventually("the deleted plugin's directory is removed", || {
+        !fs_dir.exists()
+    })
+    .await;
+    assert_eq!(kv_rows(&s, "leaving").await.len(), 2);
+    // The tenant's last backend goes with the rows no plugin can reach any more.
+    s.ok(&t, "delete-plugin", json!({ "name": "kv" })).await;
+    assert_eq!(kv_rows(&s, "leaving").await, vec![]);
+    assert_eq!(kv_rows(&s, "staying").await.len(), 1);
+
+    // A component's cached artifact goes with the last plugin that names it.
+    let key = s.create_key(&s.admin, "envelope").await;
+    for name in ["fixed", "fixed-too"] {
+        let (st, v) = upload(
+            &s,
+            &s.admin,
+            name,
+            "rotation-schedule",
+            "rotation-fixed-interval",
+        )
+        .await;
+        assert_eq!(st, 200, "{v}");
+    }
+    let (st, v) = preview(&s, &key, "fixed", json!({ "period": "1d" }), 0, json!({})).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(cached_artifacts(dir.path()).len(), 1);
+    s.ok(&s.admin, "delete-plugin", json!({ "name": "fixed" }))
+        .await;
+    let (st, v) = preview(
+        &s,
+        &key,
+        "fixed-too",
+        json!({ "period": "1d" }),
+        0,
+        json!({}),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(cached_artifacts(dir.path()).len(), 1);
+    s.ok(&s.admin, "delete-plugin", json!({ "name": "fixed-too" }))
+        .await;
+    eventually("the last plugin's cached artifact is removed", || {
+        cached_artifacts(dir.path()).is_empty()
+    })
+    .await;
+}
+
+/// A tenant's kv table holds at most `plugin_kv::MAX_ROWS_PER_TENANT` rows: a write that would
+/// add one more is refused (the key creation whose blob it was fails, typed), and succeeds
+/// again once a row is deleted.
+#[cfg(all(feature = "test-hooks", debug_assertions))]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenants_kv_rows_are_capped() {
+    const MAX_ROWS_PER_TENANT: u32 = 100_000;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path()).await;
+    let db = dir.path().join("keyplane.db");
+    let (_, t) = s.tenant_with_admin("capped").await;
+    s.kv_backend(&t).await;
+    common::sqlite(
+        &db,
+        &format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n \
+             WHERE i < {MAX_ROWS_PER_TENANT}) \
+             INSERT INTO plugin_kv (tenant_id, key, value) SELECT 'capped', 'filler/' || i, X'00' FROM n"
+        ),
+    );
+    let (st, v) = s.call(Some(&t), "create-key", json!({})).await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (502, Some("PluginFailed")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("full"),
+        "{v}"
+    );
+    assert_eq!(
+        kv_rows(&s, "capped").await.len(),
+        MAX_ROWS_PER_TENANT as usize
+    );
+    // Another tenant is not held to this one's rows.
+    let (_, other) = s.tenant_with_admin("roomy").await;
+    s.kv_backend(&other).await;
+    s.create_key(&other, "envelope").await;
+    common::sqlite(&db, "DELETE FROM plugin_kv WHERE key = 'filler/1'");
+    s.create_key(&t, "envelope").await;
 }

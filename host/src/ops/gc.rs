@@ -17,6 +17,15 @@
 //!   database writer none is ever left; this is the backstop for a database whose writers do
 //!   not serialize (removal re-checks, in its statement, that nothing names the component).
 //!
+//! A backend's listing is a plugin's to page (its cursors are opaque), so one pass lists at
+//! most [`MAX_LIST_PAGES`] pages of a backend, for at most [`MAX_BACKEND_TIME`]: a plugin that
+//! answers cursor after cursor (without end, or without names) would otherwise keep the pass,
+//! and with it the node's scheduler (destructions, rotations, archiving), running forever.
+//! Past either bound the backend is reported as failed for the pass (what was removed stays
+//! removed) and the collection goes on with the next backend. A backend with more pages than
+//! that (over a million names of full pages) is never listed to its end; its blobs past the
+//! bound are not collected.
+//!
 //! Only what is older than the grace period is removed: the creation time is read from the
 //! UUID v7 at the end of the name (`kp:<key>:<v>:<uuid>`, `keys/<key>/<v>/<uuid>`,
 //! `kp-import:imp-<uuid>`, `keyplane-kek:<uuid>`), so material of a request still in flight (on this node or
@@ -35,7 +44,7 @@
 //! dry run unless told to apply it.
 
 use std::collections::HashSet;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -47,6 +56,15 @@ use crate::error::{Error, Result};
 use crate::plugins::{StorageOp, StorageReply};
 use crate::state::AppState;
 use crate::store::{keys, plugins, tenants};
+
+/// Pages of one backend's listing a collection asks for (of up to 1000 names each, as many
+/// as the plugin gives): past it, the backend is reported as failed for that collection.
+pub const MAX_LIST_PAGES: usize = 1_000;
+
+/// How long a collection spends on one backend (listing and removing): past it, the backend
+/// is reported as failed for that collection. Each call has its own deadline
+/// (`plugins.deadline_ms`); this bounds how many a plugin can make the collection wait for.
+pub const MAX_BACKEND_TIME: Duration = Duration::from_secs(300);
 
 /// What a collection found and did.
 #[derive(Debug, Default, Serialize, JsonSchema)]
@@ -282,7 +300,20 @@ async fn collect_blobs(
             }
         };
         let mut cursor = None;
+        let (started, mut pages) = (Instant::now(), 0);
         loop {
+            if pages >= MAX_LIST_PAGES || started.elapsed() >= MAX_BACKEND_TIME {
+                tracing::warn!(
+                    tenant,
+                    plugin = plugin_name,
+                    pages,
+                    seconds = started.elapsed().as_secs(),
+                    "garbage collection stopped listing a storage backend that did not finish within its bounds"
+                );
+                report.failed.push(format!("{tenant}/{plugin_name}"));
+                break;
+            }
+            pages += 1;
             let op = StorageOp::List {
                 prefix: "keys/".into(),
                 cursor: cursor.clone(),

@@ -377,12 +377,14 @@ pub struct WriteScope {
     /// A policy set to put in force once this request's record is durable, never before: a
     /// set in force must have the record of its change.
     policies: Option<crate::authz::LoadedPolicies>,
+    /// Plugins deleted by this request, whose leftovers go once it commits.
+    deleted_plugins: Vec<crate::store::plugins::PluginRow>,
 }
 
 /// A blob written to a storage backend during a request: (plugin, config, name).
 type WrittenBlob = (
     crate::store::plugins::PluginRow,
-    Vec<(String, String)>,
+    crate::plugins::PluginConfig,
     String,
 );
 
@@ -395,6 +397,7 @@ impl WriteScope {
             keks: Vec::new(),
             used_import_keys: Vec::new(),
             policies: None,
+            deleted_plugins: Vec::new(),
         }
     }
 
@@ -407,6 +410,12 @@ impl WriteScope {
     /// then, no row names it any more and garbage collection removes it.
     pub fn discard_import_key_after_commit(&mut self, object_id: Vec<u8>) {
         self.used_import_keys.push(object_id);
+    }
+
+    /// Remove a deleted plugin's directory and this node's compiled copy of its component
+    /// (unless another plugin names it) once this request commits.
+    pub fn clean_up_plugin_after_commit(&mut self, deleted: crate::store::plugins::PluginRow) {
+        self.deleted_plugins.push(deleted);
     }
 
     /// The transaction (begins it if needed).
@@ -431,7 +440,7 @@ impl WriteScope {
     pub fn created_blob(
         &mut self,
         plugin: crate::store::plugins::PluginRow,
-        config: Vec<(String, String)>,
+        config: crate::plugins::PluginConfig,
         name: String,
     ) {
         self.blobs.push((plugin, config, name));
@@ -489,6 +498,9 @@ impl WriteScope {
         }
         if let Some(loaded) = self.policies.take() {
             reload_policies::install(state, loaded, true).await;
+        }
+        for deleted in self.deleted_plugins.drain(..) {
+            state.plugins.after_deletion(&deleted).await;
         }
     }
 

@@ -6,6 +6,8 @@
 //! list of [`PLAIN_KEYS`] that name where or when, never a secret (`bucket`, `region`,
 //! `period_days`...). Sealing by default, rather than recognising secrets by their names, is
 //! what keeps `api_key`, `private_key` or `passphrase` out of the database in the clear.
+//! Opened, the values are a [`PluginConfig`], wiped from memory when dropped, and so is each
+//! copy the plugin runtime makes on the way to the call.
 
 use std::collections::BTreeMap;
 
@@ -14,6 +16,7 @@ use base64::Engine;
 
 use crate::crypto::Keyring;
 use crate::error::{Error, Result};
+pub use crate::plugins::PluginConfig;
 
 /// How answers show a sealed value.
 pub const REDACTED: &str = "<sealed>";
@@ -154,18 +157,20 @@ pub async fn seal_stored(keyring: &Keyring, db: &crate::store::Db) -> Result<usi
     Ok(sealed)
 }
 
-/// The stored JSON as the plugin gets it: sealed values opened.
+/// The stored JSON as the plugin gets it: sealed values opened, wiped when it is dropped.
 pub async fn open(
     keyring: &Keyring,
     tenant: &str,
     plugin: &str,
     stored: &str,
-) -> Result<Vec<(String, String)>> {
+) -> Result<PluginConfig> {
     let stored: BTreeMap<String, String> = serde_json::from_str(stored).map_err(|e| {
         tracing::error!(error = %e, "stored plugin configuration is not a string map");
         Error::Internal
     })?;
-    let mut out = Vec::with_capacity(stored.len());
+    // Collected into the wiped form as it is opened, so a failure half-way wipes what was
+    // opened before it.
+    let mut out = PluginConfig::default();
     for (k, v) in stored {
         let v = match v.strip_prefix(SEALED_PREFIX) {
             Some(b64) => {
@@ -177,11 +182,15 @@ pub async fn open(
                         tracing::error!(tenant, plugin, key = %k, "sealed plugin configuration does not open");
                         Error::Internal
                     })?;
-                String::from_utf8(plain.to_vec()).map_err(|_| Error::Internal)?
+                // Copied once, from the opened bytes (wiped as they drop) into the string
+                // that the configuration wipes.
+                std::str::from_utf8(&plain)
+                    .map_err(|_| Error::Internal)?
+                    .to_owned()
             }
             None => v,
         };
-        out.push((k, v));
+        out.push(k, v);
     }
     Ok(out)
 }
@@ -189,6 +198,12 @@ pub async fn open(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Compile-level: opened values come out in the wiped form, not as plain strings.
+    #[allow(dead_code)]
+    async fn opened_values_are_wiped_when_dropped(keyring: &Keyring) -> Result<PluginConfig> {
+        open(keyring, "t", "p", "{}").await
+    }
 
     #[test]
     fn values_are_sealed_unless_plain_and_presealed_values_refused() {

@@ -1,9 +1,19 @@
 //! `list-plugins`, `describe-plugin` and `delete-plugin` (refused while a key's rotation
 //! schedule uses the plugin, while it is the tenant's storage backend, and while it holds the
 //! blob of any key version: deleting it would lose those keys). Deleting the last plugin that
-//! names a component deletes the component's bytes from the database in the same transaction
-//! (nodes' cached artifacts of it are dropped at their next start). Cedar: `ListPlugins` on the
-//! tenant, `DescribePlugin` / `DeletePlugin` on the plugin.
+//! names a component deletes the component's bytes from the database in the same transaction.
+//!
+//! What else a deleted plugin leaves goes with it:
+//! - the tenant's `kv` rows, in the same transaction, when the plugin is the tenant's last
+//!   storage backend. The `kv` table is scoped to the tenant, not to a plugin (a tenant's
+//!   storage backends share it, and a new upload of a backend finds its predecessor's rows),
+//!   so while another of the tenant's backends remains, no row can be told to be this
+//!   plugin's, and all stay;
+//! - its directory (`filesystem`), once the deletion has committed, and on the node that took
+//!   the request, the component's loaded entries and cached artifact unless another plugin
+//!   names it (`PluginRuntime::after_deletion`); other nodes drop those at their next start.
+//!
+//! Cedar: `ListPlugins` on the tenant, `DescribePlugin` / `DeletePlugin` on the plugin.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -13,7 +23,7 @@ use super::validate::validate_name;
 use super::{OpContext, Operation, WriteScope};
 use crate::authz::ResourceRef;
 use crate::error::{Error, Result};
-use crate::store::plugins;
+use crate::store::{plugin_kv, plugins};
 
 async fn resolve_plugin(ctx: &OpContext<'_>, name: &str) -> Result<ResourceRef> {
     let tenant = &ctx.principal.tenant_id;
@@ -160,6 +170,10 @@ impl Operation for DeletePlugin {
             return Err(gone());
         }
         plugins::delete_component_if_unreferenced(conn, &p.sha256).await?;
+        if p.world == crate::plugins::World::StorageBackend.as_str() {
+            plugin_kv::delete_unreachable(conn, &p.tenant_id).await?;
+        }
+        scope.clean_up_plugin_after_commit(p.clone());
         Ok(DeletePluginOutput {
             deleted: p.name.clone(),
         })

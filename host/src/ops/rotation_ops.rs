@@ -236,7 +236,7 @@ impl Operation for PreviewRotation {
         _s: &mut WriteScope,
     ) -> Result<Self::Output> {
         let key = key_row(&r)?;
-        let (plugin_name, config): (String, Vec<(String, String)>) = match self.plugin {
+        let (plugin_name, config): (String, plugin_config::PluginConfig) = match self.plugin {
             Some(p) => (p, self.config.unwrap_or_default().into_iter().collect()),
             None => {
                 let s = plugins::schedule(&ctx.state.db, &key.id)

@@ -17,15 +17,15 @@ pub fn new_blob_name(key_id: &str, version: i64) -> String {
     format!("keys/{key_id}/{version}/{}", uuid::Uuid::now_v7().simple())
 }
 
-/// A tenant's storage backend and its configuration.
-pub type Backend = (plugins::PluginRow, Vec<(String, String)>);
+/// A tenant's storage backend and its configuration (opened; wiped when dropped).
+pub type Backend = (plugins::PluginRow, plugin_config::PluginConfig);
 
-/// A tenant's storage backend: the plugin, its configuration, and that configuration as
-/// stored (sealed; None if none is kept for the plugin), which a version whose blob is put
-/// with it carries to its commit (`KeyVersionRow::blob_config`).
+/// A tenant's storage backend: the plugin, its configuration (opened; wiped when dropped), and
+/// that configuration as stored (sealed; None if none is kept for the plugin), which a version
+/// whose blob is put with it carries to its commit (`KeyVersionRow::blob_config`).
 pub struct TenantBackend {
     pub plugin: plugins::PluginRow,
-    pub config: Vec<(String, String)>,
+    pub config: plugin_config::PluginConfig,
     pub stored: Option<String>,
 }
 

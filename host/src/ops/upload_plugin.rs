@@ -3,9 +3,13 @@
 //! the reason otherwise), and audited with its SHA-256. The component's bytes go to the
 //! database (`plugin_components`, keyed by SHA-256, shared by plugins with the same bytes) in
 //! the transaction that inserts the plugin row, so an upload that fails leaves neither, and
-//! every node sharing the database can run the plugin; the node that takes the upload also
-//! caches the precompiled artifact (see `crate::plugins`). Cedar: `UploadPlugin` on the
-//! caller's tenant.
+//! every node sharing the database can run the plugin; the node that takes the upload holds
+//! what it compiled for the plugin's first call, which caches the precompiled artifact (see
+//! `crate::plugins`: compilations are bounded per node, and bytes compiled already are not
+//! compiled again). An upload refused after it was compiled (a capability not granted, its
+//! name taken meanwhile, a failed insert) drops what it compiled, so it leaves nothing behind;
+//! after a failed commit, the held entry is pushed out by later uploads, and was never
+//! written to disk. Cedar: `UploadPlugin` on the caller's tenant.
 
 use ring::digest;
 use schemars::JsonSchema;
@@ -178,31 +182,45 @@ impl Operation for UploadPlugin {
         .await
         .map_err(|_| Error::Internal)??;
         crate::pause::point("upload:installed", &self.name).await;
-        let wants_http = inspected
-            .imports
-            .iter()
-            .any(|i| i.starts_with("wasi:http/"));
-        let granted_http = capabilities.iter().any(|c| c.starts_with(CAP_HTTP_PREFIX));
-        if wants_http && !granted_http {
-            return Err(Error::InvalidPlugin(
-                "the component imports wasi:http but no http:<host>:<port> capability was granted"
-                    .into(),
-            ));
+        // Refused from here on, the upload drops what it compiled (`discard_upload`).
+        let sha256 = inspected.sha256.clone();
+        let stored = async {
+            let wants_http = inspected
+                .imports
+                .iter()
+                .any(|i| i.starts_with("wasi:http/"));
+            let granted_http = capabilities.iter().any(|c| c.starts_with(CAP_HTTP_PREFIX));
+            if wants_http && !granted_http {
+                return Err(Error::InvalidPlugin(
+                    "the component imports wasi:http but no http:<host>:<port> capability was \
+                     granted"
+                        .into(),
+                ));
+            }
+            let row = PluginRow {
+                tenant_id: tenant,
+                name: self.name,
+                sha256: inspected.sha256,
+                world: world.as_str().into(),
+                size: inspected.size as i64,
+                imports: serde_json::to_string(&inspected.imports).map_err(|_| Error::Internal)?,
+                created_at: now_rfc3339(),
+                created_by: ctx.principal.id.clone(),
+                capabilities: serde_json::to_string(&capabilities).map_err(|_| Error::Internal)?,
+            };
+            let conn = scope.conn(ctx.state).await?;
+            plugins::insert_component(conn, &row.sha256, &bytes[..], &row.created_at).await?;
+            plugins::insert(conn, &row).await?;
+            Ok(row)
         }
-        let row = PluginRow {
-            tenant_id: tenant,
-            name: self.name,
-            sha256: inspected.sha256,
-            world: world.as_str().into(),
-            size: inspected.size as i64,
-            imports: serde_json::to_string(&inspected.imports).map_err(|_| Error::Internal)?,
-            created_at: now_rfc3339(),
-            created_by: ctx.principal.id.clone(),
-            capabilities: serde_json::to_string(&capabilities).map_err(|_| Error::Internal)?,
+        .await;
+        let row = match stored {
+            Ok(row) => row,
+            Err(e) => {
+                ctx.state.plugins.discard_upload(&sha256, world);
+                return Err(e);
+            }
         };
-        let conn = scope.conn(ctx.state).await?;
-        plugins::insert_component(conn, &row.sha256, &bytes, &row.created_at).await?;
-        plugins::insert(conn, &row).await?;
         Ok(PluginInfo::from(&row))
     }
 }

@@ -26,7 +26,10 @@ const MAX_LOG_LINE: usize = 2048;
 pub struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
+    /// The cap on all of the instance's linear memories together (see [`ResourceLimiter`]).
     memory_cap: usize,
+    /// Bytes of linear memory the instance holds now, over all its memories.
+    memory_used: usize,
     table_cap: usize,
     /// Set when the plugin asked for more memory than its cap.
     pub out_of_memory: bool,
@@ -68,6 +71,7 @@ impl HostState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
             memory_cap,
+            memory_used: 0,
             table_cap,
             out_of_memory: false,
             log_lines: 0,
@@ -98,17 +102,26 @@ impl WasiHttpView for HostState {
     }
 }
 
+/// The memory cap is per instance, not per linear memory: wasmtime asks once per memory (at
+/// instantiation from 0, then at each `memory.grow`), and a component may have several (the
+/// pool allows 4), so a per-memory check would let a component hold that many times the cap.
+/// The limiter adds up what each memory grows by (`desired - current`) and refuses a growth
+/// that would take the total past the cap.
 impl ResourceLimiter for HostState {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _max: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.memory_cap {
+        let total = self
+            .memory_used
+            .saturating_add(desired.saturating_sub(current));
+        if total > self.memory_cap {
             self.out_of_memory = true;
             return Ok(false);
         }
+        self.memory_used = total;
         Ok(true)
     }
 
@@ -223,5 +236,36 @@ impl kv::Host for HostState {
             .ok_or_else(|| StorageError::Unavailable("kv not granted".into()))?;
         kv.list(&prefix, start_after.as_deref(), limit.clamp(1, 1000))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: usize = 1 << 20;
+
+    #[test]
+    fn the_memory_cap_holds_across_all_of_an_instances_memories() {
+        let mut s = HostState::new("p".into(), 4 * MIB, 10, Grants::default()).unwrap();
+        // Two memories made at instantiation (wasmtime asks from 0 for each).
+        assert!(s.memory_growing(0, 3 * MIB, None).unwrap());
+        assert!(!s.out_of_memory);
+        assert!(
+            !s.memory_growing(0, 2 * MIB, None).unwrap(),
+            "a second memory may not take the instance past its cap"
+        );
+        assert!(s.out_of_memory);
+        assert!(s.memory_growing(0, MIB, None).unwrap());
+        // Growing either now is past the cap; the growth is what counts, not the size.
+        assert!(!s
+            .memory_growing(3 * MIB, 3 * MIB + 64 * 1024, None)
+            .unwrap());
+        assert!(!s.memory_growing(MIB, MIB + 64 * 1024, None).unwrap());
+        // A fresh instance: one memory may use the whole cap.
+        let mut s = HostState::new("p".into(), 4 * MIB, 10, Grants::default()).unwrap();
+        assert!(s.memory_growing(0, MIB, None).unwrap());
+        assert!(s.memory_growing(MIB, 4 * MIB, None).unwrap());
+        assert!(!s.memory_growing(4 * MIB, 4 * MIB + 1, None).unwrap());
     }
 }

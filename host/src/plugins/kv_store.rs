@@ -1,9 +1,11 @@
 //! The tenant-scoped key-value table behind the `kv` capability. The tenant is fixed by the
 //! host when the store is created; every query is bound to it, so no key a plugin crafts can
-//! reach another tenant's rows.
+//! reach another tenant's rows. A tenant holds at most
+//! [`plugin_kv::MAX_ROWS_PER_TENANT`] rows: a write that would add one more is answered
+//! `storage-error::invalid` (saying so), which the plugin passes on.
 
 use super::bindings::v0_1::rotation::keyplane::plugin::types::StorageError;
-use crate::store::plugin_kv::{self, Write};
+use crate::store::plugin_kv::{self, Write, Written};
 use crate::store::Db;
 
 /// Access to one tenant's rows.
@@ -30,9 +32,11 @@ impl KvStore {
     }
 
     async fn write(&self, key: &str, write: Write<'_>) -> Result<u64, StorageError> {
-        plugin_kv::write(&self.db, &self.tenant, key, write)
-            .await
-            .map_err(unavailable)
+        match plugin_kv::write_within_cap(&self.db, &self.tenant, key, write).await {
+            Ok(Written::Rows(n)) => Ok(n),
+            Ok(Written::Full) => Err(StorageError::Invalid(plugin_kv::full_message())),
+            Err(e) => Err(unavailable(e)),
+        }
     }
 
     pub async fn set(&self, key: &str, value: &[u8]) -> Result<(), StorageError> {

@@ -26,6 +26,25 @@
 //! as `<data-dir>/plugins/<sha256>.wasm` into the database and drops cached artifacts of another
 //! engine configuration or of components the database no longer holds.
 //!
+//! Compilation is CPU work outside any tenant's share ([`fairness`] meters calls, not
+//! uploads), so it is bounded on its own: at most [`COMPILE_CONCURRENCY`] components compile
+//! at once on a node (uploads and first uses alike; more wait their turn), and an upload of
+//! bytes this node has already compiled (loaded, uploaded meanwhile, or in the cache) is not
+//! compiled again, only type-checked against its world.
+//!
+//! An upload is compiled before its transaction commits, and may still be refused after
+//! (a capability not granted, its name taken meanwhile, a failed commit), so what it compiled
+//! is only held (at most [`PENDING_UPLOADS`] of them), not cached: the first call of the
+//! plugin (whose row it read, so the upload committed) takes it from there, keeps it loaded
+//! and writes its artifact to the cache. A refused upload's entry is dropped at once (or, after
+//! a failed commit, pushed out by later uploads), so it leaves nothing on disk. Deleting a
+//! plugin drops its loaded entries and artifact once its deletion has committed, unless
+//! another plugin names the same component ([`PluginRuntime::after_deletion`]).
+//!
+//! When every slot of the pooling allocator is taken (`plugins.max_instances`, by whichever
+//! tenants), a call is answered [`Error::Throttled`] with a short wait, not as a failure of
+//! the plugin: the tenant did nothing wrong, and a retry soon succeeds.
+//!
 //! Worlds and their grants: `rotation-schedule` plugins get `log` (and WASI with nothing
 //! granted); `storage-backend` plugins also get the tenant-scoped `kv` table, and, per plugin,
 //! a preopened directory (`filesystem`) and outbound HTTP to granted destinations
@@ -38,14 +57,19 @@ mod host;
 pub mod http_grant;
 mod kv_store;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use ring::digest;
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolConcurrencyLimitError, PoolingAllocationConfig,
+    Store, Trap,
+};
+use zeroize::Zeroize;
 
 use crate::config::PluginsConfig;
 use crate::error::{Error, Result};
@@ -84,6 +108,127 @@ impl World {
 enum Loaded {
     Rotation(RotationSchedulePre<HostState>),
     Storage(StorageBackendPre<HostState>),
+}
+
+impl Loaded {
+    /// The compiled component (cheap to clone: shared).
+    fn component(&self) -> &Component {
+        match self {
+            Loaded::Rotation(p) => p.instance_pre().component(),
+            Loaded::Storage(p) => p.instance_pre().component(),
+        }
+    }
+}
+
+/// A plugin's configuration as the host hands it to a call: its values opened (some are
+/// secrets: API keys, passphrases), every key and value wiped from memory when it is dropped.
+/// Each copy the host makes on the way to the call is one of these; the call itself borrows
+/// it (as the `&[(String, String)]` it derefs to), and wasmtime copies it into the instance's
+/// linear memory, which the pooling allocator clears when the instance goes.
+#[derive(Clone, Default)]
+pub struct PluginConfig(Vec<(String, String)>);
+
+impl PluginConfig {
+    /// Wipe every key and value (what dropping does).
+    fn wipe(&mut self) {
+        for (k, v) in &mut self.0 {
+            k.zeroize();
+            v.zeroize();
+        }
+    }
+
+    /// Add an entry.
+    pub fn push(&mut self, key: String, value: String) {
+        self.0.push((key, value));
+    }
+
+}
+
+impl Drop for PluginConfig {
+    fn drop(&mut self) {
+        self.wipe();
+    }
+}
+
+impl std::ops::Deref for PluginConfig {
+    type Target = [(String, String)];
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl FromIterator<(String, String)> for PluginConfig {
+    fn from_iter<I: IntoIterator<Item = (String, String)>>(iter: I) -> Self {
+        PluginConfig(iter.into_iter().collect())
+    }
+}
+
+impl From<&[(String, String)]> for PluginConfig {
+    fn from(entries: &[(String, String)]) -> Self {
+        PluginConfig(entries.to_vec())
+    }
+}
+
+impl std::fmt::Debug for PluginConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(k, _)| (k, "<redacted>")))
+            .finish()
+    }
+}
+
+/// Components compiled at once on a node. Each compilation already spreads its functions over
+/// every core (wasmtime's parallel compilation), so more at once would only queue for the same
+/// cores while each holds its memory and a blocking thread; two, so that one large upload
+/// does not hold every other up.
+pub const COMPILE_CONCURRENCY: usize = 2;
+
+/// Uploads compiled whose commit has not been seen yet (see the module docs), newest last.
+/// Past this many the oldest is dropped: a plugin whose entry went is compiled again from the
+/// database at its first call.
+pub const PENDING_UPLOADS: usize = 8;
+
+/// At most [`COMPILE_CONCURRENCY`] compilations at once. Compiling blocks a thread, so this
+/// is a counting semaphore for blocking threads (callers are on the blocking pool, never on
+/// the executor), with counts the tests read.
+#[derive(Default)]
+struct Compiler {
+    running: Mutex<usize>,
+    freed: Condvar,
+    /// The most that ever ran at once, and how many ran (for tests and diagnostics).
+    peak: AtomicUsize,
+    compiled: AtomicU64,
+}
+
+impl Compiler {
+    /// Compile `bytes`, once a slot is free. Blocking.
+    fn compile(&self, engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
+        let mut running = lock(&self.running);
+        while *running >= COMPILE_CONCURRENCY {
+            running = self
+                .freed
+                .wait(running)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        *running += 1;
+        self.peak.fetch_max(*running, Ordering::SeqCst);
+        drop(running);
+        // Released however the compilation ends (a panic included).
+        struct Slot<'a>(&'a Compiler);
+        impl Drop for Slot<'_> {
+            fn drop(&mut self) {
+                *lock(&self.0.running) -= 1;
+                self.0.freed.notify_one();
+            }
+        }
+        let _slot = Slot(self);
+        self.compiled.fetch_add(1, Ordering::SeqCst);
+        Component::from_binary(engine, bytes)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The capability that preopens a directory for a storage backend (at `/data`).
@@ -154,6 +299,9 @@ pub struct Inspected {
     pub imports: Vec<String>,
 }
 
+/// An upload's compiled plugin, held for its first call: (SHA-256, world) and the plugin.
+type Held = ((String, World), Arc<Loaded>);
+
 /// The plugin runtime.
 pub struct PluginRuntime {
     engine: Engine,
@@ -163,6 +311,9 @@ pub struct PluginRuntime {
     compat: String,
     limits: PluginsConfig,
     loaded: Mutex<HashMap<(String, World), Arc<Loaded>>>,
+    /// Uploads compiled whose commit has not been seen yet, oldest first (see the module docs).
+    pending: Mutex<VecDeque<Held>>,
+    compiler: Arc<Compiler>,
     db: Db,
     /// Where invocations run, and each tenant's share of them.
     fairness: fairness::Fairness,
@@ -275,8 +426,21 @@ fn read_artifact(engine: &Engine, path: &Path) -> Option<Component> {
     }
 }
 
+/// How long a call refused for want of a free instance slot is told to wait: slots free up
+/// as calls end, each within its deadline (1 s by default).
+const POOL_RETRY_AFTER_SECS: u64 = 1;
+
 /// Turn a failed invocation into the public error, logging the detail.
 fn classify(plugin: &str, err: wasmtime::Error, out_of_memory: bool) -> Error {
+    // Every instance slot of the node is taken (by any tenant's calls): not this plugin's
+    // failure, nor this tenant's; a retry shortly succeeds.
+    if err.chain().any(|e| e.is::<PoolConcurrencyLimitError>()) {
+        tracing::info!(plugin, error = %err, "no free plugin instance slot; the call is throttled");
+        return Error::Throttled {
+            retry_after_secs: POOL_RETRY_AFTER_SECS,
+            what: "the node's plugin instances (all in use)",
+        };
+    }
     let plugin = plugin.to_string();
     if let Some(trap) = err.downcast_ref::<Trap>() {
         match trap {
@@ -345,6 +509,8 @@ impl PluginRuntime {
             dir,
             compat,
             loaded: Mutex::new(HashMap::new()),
+            pending: Mutex::new(VecDeque::new()),
+            compiler: Arc::default(),
             db,
             fairness: fairness::Fairness::new(&limits)?,
             limits,
@@ -383,8 +549,11 @@ impl PluginRuntime {
     }
 
     /// Validate an upload: a component, type-checked against `world` with only the granted
-    /// imports, then precompiled into this node's cache. Storing the bytes is the caller's,
-    /// in its transaction (`plugins::insert_component`). Blocking (compiles); run it off the
+    /// imports. Storing the bytes is the caller's, in its transaction
+    /// (`plugins::insert_component`); what this compiled is held for the plugin's first call
+    /// (see the module docs), and the caller drops it with [`PluginRuntime::discard_upload`]
+    /// if it refuses the upload after all. Bytes this node has compiled already are not
+    /// compiled again. Blocking (compiles, within [`COMPILE_CONCURRENCY`]); run it off the
     /// executor.
     pub fn install(&self, bytes: &[u8], world: World) -> Result<Inspected> {
         if bytes.len() > self.limits.max_upload_bytes {
@@ -398,25 +567,120 @@ impl PluginRuntime {
                 "not a WebAssembly component (core modules are not accepted)".into(),
             ));
         }
-        let component = Component::from_binary(&self.engine, bytes)
-            .map_err(|e| Error::InvalidPlugin(format!("does not compile: {e:#}")))?;
-        let imports: Vec<String> = component
-            .component_type()
-            .imports(&self.engine)
-            .map(|(name, _)| name.to_string())
-            .collect();
-        let loaded = self.pre(&component, world)?;
         let sha256 = sha256_hex(bytes);
-        cache_artifact(&component, &self.artifact_path(&sha256));
-        self.loaded
-            .lock()
-            .map_err(|_| Error::Internal)?
-            .insert((sha256.clone(), world), Arc::new(loaded));
-        Ok(Inspected {
-            sha256,
+        let inspected = |component: &Component| Inspected {
+            sha256: sha256.clone(),
             size: bytes.len(),
-            imports,
-        })
+            imports: component
+                .component_type()
+                .imports(&self.engine)
+                .map(|(name, _)| name.to_string())
+                .collect(),
+        };
+        // The same bytes for the same world, loaded or uploaded already: checked then.
+        if let Some(known) = self.known(&sha256, Some(world))? {
+            return Ok(inspected(known.component()));
+        }
+        // The same bytes compiled (for the other world, or cached on disk): only type-checked.
+        let component = match self.known(&sha256, None)? {
+            Some(known) => known.component().clone(),
+            None => match read_artifact(&self.engine, &self.artifact_path(&sha256)) {
+                Some(cached) => cached,
+                None => self
+                    .compiler
+                    .compile(&self.engine, bytes)
+                    .map_err(|e| Error::InvalidPlugin(format!("does not compile: {e:#}")))?,
+            },
+        };
+        let loaded = Arc::new(self.pre(&component, world)?);
+        let mut pending = self.pending.lock().map_err(|_| Error::Internal)?;
+        pending.push_back(((sha256.clone(), world), loaded));
+        while pending.len() > PENDING_UPLOADS {
+            pending.pop_front();
+        }
+        drop(pending);
+        Ok(inspected(&component))
+    }
+
+    /// What this node holds compiled of `sha256`: loaded or uploaded, for `world` (any, if
+    /// `None`).
+    fn known(&self, sha256: &str, world: Option<World>) -> Result<Option<Arc<Loaded>>> {
+        let matches = |(s, w): &(String, World)| s == sha256 && world.is_none_or(|x| x == *w);
+        let loaded = self.loaded.lock().map_err(|_| Error::Internal)?;
+        if let Some((_, l)) = loaded.iter().find(|(k, _)| matches(k)) {
+            return Ok(Some(l.clone()));
+        }
+        drop(loaded);
+        let pending = self.pending.lock().map_err(|_| Error::Internal)?;
+        Ok(pending
+            .iter()
+            .rev()
+            .find(|(k, _)| matches(k))
+            .map(|(_, l)| l.clone()))
+    }
+
+    /// Drop what [`PluginRuntime::install`] held for an upload that was then refused. Only
+    /// the upload's own entry goes: one loaded for a plugin that names the same component
+    /// stays (as does its artifact, which an upload never writes).
+    pub fn discard_upload(&self, sha256: &str, world: World) {
+        let mut pending = lock(&self.pending);
+        if let Some(i) = pending
+            .iter()
+            .rposition(|((s, w), _)| s == sha256 && *w == world)
+        {
+            pending.remove(i);
+        }
+    }
+
+    /// Forget the component `sha256` on this node (no plugin names it any more): its loaded
+    /// and held entries, and its cached artifact.
+    fn forget(&self, sha256: &str) {
+        lock(&self.loaded).retain(|(s, _), _| s != sha256);
+        lock(&self.pending).retain(|((s, _), _)| s != sha256);
+        match std::fs::remove_file(self.artifact_path(sha256)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(sha256, error = %e, "cannot remove the cached artifact of a deleted plugin; it goes at the next start");
+            }
+        }
+    }
+
+    /// After `deleted`'s deletion committed: remove its directory, and this node's loaded
+    /// entries and cached artifact of its component unless another plugin names it (other
+    /// nodes drop theirs at their next start). A failure is logged: the next start cleans up.
+    pub async fn after_deletion(&self, deleted: &PluginRow) {
+        self.remove_fs_dir(&deleted.tenant_id, &deleted.name);
+        match plugin_rows::component_referenced(&self.db, &deleted.sha256).await {
+            Ok(false) => self.forget(&deleted.sha256),
+            Ok(true) => {}
+            Err(e) => {
+                tracing::warn!(tenant = %deleted.tenant_id, plugin = %deleted.name, error = %e, "cannot clean up after a deleted plugin; done at the next start");
+            }
+        }
+    }
+
+    /// Remove a plugin's directory (`<dir>/fs/<tenant>/<plugin>`), and its tenant's if that is
+    /// then empty. Names are validated operation names, so they stay under `fs/`.
+    fn remove_fs_dir(&self, tenant: &str, plugin: &str) {
+        let tenant_dir = self.dir.join("fs").join(tenant);
+        match std::fs::remove_dir_all(tenant_dir.join(plugin)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(tenant, plugin, error = %e, "cannot remove the directory of a deleted plugin; tried again at the next start");
+            }
+        }
+        // Fails (and is meant to) unless empty.
+        let _ = std::fs::remove_dir(&tenant_dir);
+    }
+
+    /// The number of compilations so far and the most that ran at once (tests).
+    pub fn compilations(&self) -> (u64, usize) {
+        (
+            self.compiler.compiled.load(Ordering::SeqCst),
+            self.compiler.peak.load(Ordering::SeqCst),
+        )
     }
 
     /// The loaded plugin: from memory, else from this node's cache of precompiled artifacts,
@@ -430,6 +694,26 @@ impl PluginRuntime {
             .get(&(sha256.to_string(), world))
         {
             return Ok(l.clone());
+        }
+        // An upload's first call: its row was read, so the upload committed. Kept loaded, and
+        // its artifact cached, with no second compilation.
+        let taken = {
+            let mut pending = lock(&self.pending);
+            let found = pending
+                .iter()
+                .rposition(|((s, w), _)| s == sha256 && *w == world);
+            found.and_then(|i| pending.remove(i))
+        };
+        if let Some((_, loaded)) = taken {
+            let (component, art) = (loaded.component().clone(), self.artifact_path(sha256));
+            tokio::task::spawn_blocking(move || cache_artifact(&component, &art))
+                .await
+                .map_err(|_| Error::Internal)?;
+            self.loaded
+                .lock()
+                .map_err(|_| Error::Internal)?
+                .insert((sha256.to_string(), world), loaded.clone());
+            return Ok(loaded);
         }
         let short = &sha256[..12.min(sha256.len())];
         let (engine, art) = (self.engine.clone(), self.artifact_path(sha256));
@@ -454,8 +738,9 @@ impl PluginRuntime {
                     )));
                 }
                 let (engine, art) = (self.engine.clone(), self.artifact_path(sha256));
+                let compiler = self.compiler.clone();
                 tokio::task::spawn_blocking(move || {
-                    let c = Component::from_binary(&engine, &bytes)?;
+                    let c = compiler.compile(&engine, &bytes)?;
                     cache_artifact(&c, &art);
                     Ok::<_, wasmtime::Error>(c)
                 })
@@ -483,7 +768,9 @@ impl PluginRuntime {
     /// lacks; checked against their name's digest), then remove those files once the database
     /// holds them or nothing names them; and drop cached artifacts of another engine
     /// configuration, of components the database no longer holds, and temporary files a
-    /// crashed writer left. Returns how many components were imported.
+    /// crashed writer left; and remove the directories (`fs/<tenant>/<plugin>`) of plugins
+    /// that no longer exist (deleted while this node was down, or whose clean-up after
+    /// `delete-plugin` failed). Returns how many components were imported.
     pub async fn adopt_local_files(&self) -> Result<usize> {
         let io = |e: std::io::Error| {
             tracing::error!(error = %e, "cannot read the plugin directory");
@@ -532,6 +819,34 @@ impl PluginRuntime {
                 .is_some_and(|sha| held.contains(sha));
             if !current {
                 let _ = std::fs::remove_file(&path);
+            }
+        }
+        let fs = self.dir.join("fs");
+        let tenants = match std::fs::read_dir(&fs) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(imported),
+            Err(e) => return Err(io(e)),
+        };
+        for tenant in tenants {
+            let tenant = tenant.map_err(io)?;
+            let Some(tenant_id) = tenant.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            if !tenant.path().is_dir() {
+                continue;
+            }
+            for plugin in std::fs::read_dir(tenant.path()).map_err(io)? {
+                let plugin = plugin.map_err(io)?;
+                let Some(name) = plugin.file_name().to_str().map(str::to_string) else {
+                    continue;
+                };
+                if plugin_rows::get(&self.db, &tenant_id, &name)
+                    .await?
+                    .is_none()
+                {
+                    tracing::info!(tenant = %tenant_id, plugin = %name, "removing the directory of a deleted plugin");
+                    self.remove_fs_dir(&tenant_id, &name);
+                }
             }
         }
         Ok(imported)
@@ -598,7 +913,8 @@ impl PluginRuntime {
         now: i64,
     ) -> Result<Option<i64>> {
         let this = self.clone();
-        let (sha256, config, info) = (sha256.to_string(), config.to_vec(), info.clone());
+        // The task's own copy of the configuration, wiped when the call is done.
+        let (sha256, config, info) = (sha256.to_string(), PluginConfig::from(config), info.clone());
         self.fairness
             .run(tenant, async move {
                 this.invoke_next_rotation(&sha256, &config, &info, now)
@@ -611,7 +927,7 @@ impl PluginRuntime {
     async fn invoke_next_rotation(
         &self,
         sha256: &str,
-        config: &[(String, String)],
+        config: &PluginConfig,
         info: &KeyInfo,
         now: i64,
     ) -> (Result<Option<i64>>, u64) {
@@ -636,7 +952,7 @@ impl PluginRuntime {
                     let bindings = pre.instantiate_async(&mut store).await?;
                     bindings
                         .keyplane_plugin_schedule()
-                        .call_next_rotation(&mut store, &config.to_vec(), info, now)
+                        .call_next_rotation(&mut store, &config.0, info, now)
                         .await
                 })
                 .await;
@@ -694,7 +1010,8 @@ impl PluginRuntime {
         op: StorageOp,
     ) -> Result<StorageReply> {
         let this = self.clone();
-        let (row, config) = (plugin.clone(), config.to_vec());
+        // The task's own copy of the configuration, wiped when the call is done.
+        let (row, config) = (plugin.clone(), PluginConfig::from(config));
         self.fairness
             .run(&plugin.tenant_id, async move {
                 this.invoke_storage(&row, &config, op).await
@@ -706,7 +1023,7 @@ impl PluginRuntime {
     async fn invoke_storage(
         &self,
         plugin: &PluginRow,
-        config: &[(String, String)],
+        config: &PluginConfig,
         op: StorageOp,
     ) -> (Result<StorageReply>, u64) {
         let mut used = 0;
@@ -752,7 +1069,6 @@ impl PluginRuntime {
                 http: Some(http),
             };
             let mut store = self.store(short, grants)?;
-            let config = config.to_vec();
             let call = self
                 .bounded(async {
                     let b = pre.instantiate_async(&mut store).await?;
@@ -760,7 +1076,7 @@ impl PluginRuntime {
                     Ok::<_, wasmtime::Error>(match op {
                         StorageOp::Get { name } => {
                             let full = format!("tenants/{tenant}/{name}");
-                            s.call_get(&mut store, &config, &full)
+                            s.call_get(&mut store, &config.0, &full)
                                 .await?
                                 .map(|b| StorageReply::Blob(b.map(|b| b.data)))
                         }
@@ -770,13 +1086,13 @@ impl PluginRuntime {
                             expected_version,
                         } => {
                             let full = format!("tenants/{tenant}/{name}");
-                            s.call_put(&mut store, &config, &full, &data, expected_version)
+                            s.call_put(&mut store, &config.0, &full, &data, expected_version)
                                 .await?
                                 .map(StorageReply::Version)
                         }
                         StorageOp::Delete { name } => {
                             let full = format!("tenants/{tenant}/{name}");
-                            s.call_delete(&mut store, &config, &full, None)
+                            s.call_delete(&mut store, &config.0, &full, None)
                                 .await?
                                 .map(StorageReply::Deleted)
                         }
@@ -788,7 +1104,7 @@ impl PluginRuntime {
                             let cursor = cursor.map(|c| format!("{ns}{c}"));
                             s.call_list_blobs(
                                 &mut store,
-                                &config,
+                                &config.0,
                                 &full,
                                 cursor.as_deref(),
                                 LIST_PAGE,
@@ -852,3 +1168,155 @@ impl PluginRuntime {
 }
 
 use tracing::Instrument;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A guest built from `plugins/` by `scripts/build-plugins`.
+    fn guest(name: &str) -> Vec<u8> {
+        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../plugins/target/wasm32-wasip2/release")
+            .join(format!("{name}.wasm"));
+        std::fs::read(&p).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}; build the plugins first: scripts/build-plugins",
+                p.display()
+            )
+        })
+    }
+
+    /// `component` with a custom section of its own appended: the same code under another
+    /// SHA-256.
+    fn variant(component: &[u8], n: u8) -> Vec<u8> {
+        let name = b"keyplane-test";
+        let mut out = component.to_vec();
+        out.extend_from_slice(&[0, (1 + name.len() + 1) as u8, name.len() as u8]);
+        out.extend_from_slice(name);
+        out.push(n);
+        out
+    }
+
+    #[test]
+    fn an_exhausted_instance_pool_is_throttling_not_a_plugin_failure() {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_core_instances(1);
+        let mut config = Config::new();
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).unwrap();
+        let module = wasmtime::Module::new(&engine, b"\0asm\x01\0\0\0").unwrap();
+        let mut first = Store::new(&engine, ());
+        wasmtime::Instance::new(&mut first, &module, &[]).unwrap();
+        let mut second = Store::new(&engine, ());
+        let exhausted = wasmtime::Instance::new(&mut second, &module, &[]).unwrap_err();
+        match classify("p", exhausted, false) {
+            Error::Throttled {
+                retry_after_secs, ..
+            } => assert_eq!(retry_after_secs, POOL_RETRY_AFTER_SECS),
+            e => panic!("{e:?}"),
+        }
+        // Wrapped in context on the way up, still.
+        let mut third = Store::new(&engine, ());
+        let wrapped = wasmtime::Instance::new(&mut third, &module, &[])
+            .unwrap_err()
+            .context("instantiating");
+        assert!(matches!(
+            classify("p", wrapped, false),
+            Error::Throttled { .. }
+        ));
+        // A plugin's own failure is still its failure.
+        assert!(matches!(
+            classify("p", Trap::UnreachableCodeReached.into(), false),
+            Error::PluginFailed { .. }
+        ));
+    }
+
+    #[test]
+    fn a_plugin_config_is_wiped_and_never_shown() {
+        let mut config: PluginConfig = [("api_key".to_string(), "s3cr3t-value".to_string())]
+            .into_iter()
+            .collect();
+        assert_eq!(format!("{config:?}"), r#"{"api_key": "<redacted>"}"#);
+        let copy = config.clone();
+        assert_eq!(&*copy, &*config);
+        let (ptr, cap) = (config.0[0].1.as_ptr(), config.0[0].1.capacity());
+        config.wipe();
+        assert!(config.0[0].1.is_empty());
+        // SAFETY: the string still owns its buffer (a wipe clears it but keeps the
+        // allocation), and zeroize wrote every byte of its capacity, so all are initialized;
+        // nothing else touches it meanwhile.
+        let buffer = unsafe { std::slice::from_raw_parts(ptr, cap) };
+        assert!(buffer.iter().all(|b| *b == 0), "{buffer:?}");
+        // What a call gets is borrowed from it, not copied out.
+        let entries: &[(String, String)] = &copy;
+        assert_eq!(entries[0].1, "s3cr3t-value");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn compilations_are_bounded_and_the_same_bytes_are_not_compiled_again() {
+        let (_guard, db) = crate::store::testing::sqlite().await;
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = Arc::new(
+            PluginRuntime::new(PluginsConfig::default(), dir.path().join("plugins"), db).unwrap(),
+        );
+        let base = guest("rotation_fixed_interval");
+        let uploads: Vec<Vec<u8>> = (0..6).map(|n| variant(&base, n)).collect();
+        let mut tasks = Vec::new();
+        for bytes in uploads.clone() {
+            let runtime = runtime.clone();
+            tasks.push(tokio::task::spawn_blocking(move || {
+                runtime.install(&bytes, World::RotationSchedule)
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let (compiled, peak) = runtime.compilations();
+        assert_eq!(compiled, 6);
+        assert!(
+            (1..=COMPILE_CONCURRENCY).contains(&peak),
+            "{peak} compilations ran at once"
+        );
+        // The same bytes again (the same world, then the other): type-checked, not compiled.
+        let again = runtime
+            .install(&uploads[0], World::RotationSchedule)
+            .unwrap();
+        assert_eq!(again.sha256, sha256_hex(&uploads[0]));
+        assert!(matches!(
+            runtime.install(&uploads[1], World::StorageBackend),
+            Err(Error::InvalidPlugin(_))
+        ));
+        assert_eq!(runtime.compilations().0, 6);
+        // Nothing is cached on disk before a first call: an upload may still be refused.
+        let cache = dir.path().join("plugins/cache");
+        assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 0);
+        // A first call takes the compiled upload (no compilation) and caches its artifact.
+        let info = KeyInfo {
+            key_id: "k".into(),
+            key_spec: "SYMMETRIC_DEFAULT".into(),
+            created_at: 0,
+            current_version: 1,
+            version_count: 1,
+            last_rotation: None,
+            encryptions_since_rotation: 0,
+            decryptions_since_rotation: 0,
+        };
+        let config = [("period".to_string(), "1d".to_string())];
+        let next = runtime
+            .next_rotation("t", &again.sha256, &config, &info, 0)
+            .await
+            .unwrap();
+        assert_eq!(next, Some(86_400));
+        assert_eq!(runtime.compilations().0, 6);
+        assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 1);
+        // A refused upload's compiled entry goes; forgetting a component drops its artifact.
+        runtime.discard_upload(&sha256_hex(&uploads[1]), World::RotationSchedule);
+        assert!(runtime
+            .known(&sha256_hex(&uploads[1]), None)
+            .unwrap()
+            .is_none());
+        runtime.forget(&again.sha256);
+        assert!(runtime.known(&again.sha256, None).unwrap().is_none());
+        assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 0);
+    }
+}

@@ -1,9 +1,31 @@
 //! The `plugin_kv` table: the tenant-scoped key-value rows behind the plugins' `kv`
 //! capability. Every function takes the tenant; callers fix it per plugin instance.
+//!
+//! The rows are the tenant's, not one plugin's: all of a tenant's storage backends share them
+//! (two backends built on `kv` read each other's blobs, which garbage collection and a
+//! re-uploaded backend rely on). So the cap on rows is per tenant ([`MAX_ROWS_PER_TENANT`]),
+//! and rows are deleted with the tenant's last storage backend ([`delete_unreachable`]).
 
-use super::{on, Db};
-use crate::error::Result;
+use super::{on, Db, Tx};
+use crate::error::{Error, Result};
 use crate::telemetry::spans;
+
+/// Rows a tenant may keep in the table: a write that would add one more is refused with
+/// [`Written::Full`] (changing or deleting rows still works). Each blob of a key version in a
+/// `kv` backend is one row, so this is also how many such versions a tenant can have there.
+/// Checked by counting the tenant's rows in the writing transaction, so on PostgreSQL writers
+/// racing at the limit may overshoot it by as many rows as they are (at most the tenant's
+/// concurrent plugin calls, `plugins.tenant_concurrency`).
+pub const MAX_ROWS_PER_TENANT: i64 = 100_000;
+
+/// What a write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// It changed this many rows (0: its condition did not hold).
+    Rows(u64),
+    /// It would have added a row past [`MAX_ROWS_PER_TENANT`]; nothing was written.
+    Full,
+}
 
 /// The value of `key`.
 pub async fn get(db: &Db, tenant: &str, key: &str) -> Result<Option<Vec<u8>>> {
@@ -35,8 +57,31 @@ pub enum Write<'a> {
     Delete,
 }
 
-/// Apply `write` to `key`; returns the rows it changed.
+/// Apply `write` to `key`; returns the rows it changed. A write past the tenant's cap is
+/// refused as [`Error::InvalidState`]; [`write_within_cap`] tells it apart.
 pub async fn write(db: &Db, tenant: &str, key: &str, write: Write<'_>) -> Result<u64> {
+    match write_within_cap(db, tenant, key, write).await? {
+        Written::Rows(n) => Ok(n),
+        Written::Full => Err(Error::InvalidState(full_message())),
+    }
+}
+
+/// Why a write past the cap was refused.
+pub fn full_message() -> String {
+    format!(
+        "the tenant's key-value table is full (at most {MAX_ROWS_PER_TENANT} rows); delete rows \
+         to add more"
+    )
+}
+
+/// Apply `write` to `key`: the rows it changed, or [`Written::Full`] if it would have added a
+/// row past the tenant's cap.
+pub async fn write_within_cap(
+    db: &Db,
+    tenant: &str,
+    key: &str,
+    write: Write<'_>,
+) -> Result<Written> {
     let operation = match write {
         Write::Set { .. } => "UPSERT",
         Write::SetIf { .. } => "UPDATE",
@@ -44,68 +89,125 @@ pub async fn write(db: &Db, tenant: &str, key: &str, write: Write<'_>) -> Result
     };
     spans::db(operation, "plugin_kv", async {
         let mut tx = db.begin().await?;
-        let tx_ = &mut tx;
-        let n = on!(tx_, {
-            match write {
-                Write::Set { value } => sqlx::query(
-                    "INSERT INTO plugin_kv (tenant_id, key, value) VALUES ($1, $2, $3) \
-                     ON CONFLICT (tenant_id, key) DO UPDATE SET value = excluded.value",
-                )
-                .bind(tenant)
-                .bind(key)
-                .bind(value)
-                .execute(tx_)
-                .await?
-                .rows_affected(),
-                Write::SetIf {
-                    expected: None,
-                    value,
-                } => sqlx::query(
-                    "INSERT INTO plugin_kv (tenant_id, key, value) VALUES ($1, $2, $3) \
-                     ON CONFLICT (tenant_id, key) DO NOTHING",
-                )
-                .bind(tenant)
-                .bind(key)
-                .bind(value)
-                .execute(tx_)
-                .await?
-                .rows_affected(),
-                Write::SetIf {
-                    expected: Some(expected),
-                    value,
-                } => sqlx::query(
-                    "UPDATE plugin_kv SET value = $1 WHERE tenant_id = $2 AND key = $3 AND value = $4",
-                )
-                .bind(value)
-                .bind(tenant)
-                .bind(key)
-                .bind(expected)
-                .execute(tx_)
-                .await?
-                .rows_affected(),
-                Write::DeleteIf { expected } => sqlx::query(
-                    "DELETE FROM plugin_kv WHERE tenant_id = $1 AND key = $2 AND value = $3",
-                )
-                .bind(tenant)
-                .bind(key)
-                .bind(expected)
-                .execute(tx_)
-                .await?
-                .rows_affected(),
-                Write::Delete => {
-                    sqlx::query("DELETE FROM plugin_kv WHERE tenant_id = $1 AND key = $2")
-                        .bind(tenant)
-                        .bind(key)
-                        .execute(tx_)
-                        .await?
-                        .rows_affected()
-                }
-            }
-        });
-        tx.commit().await?;
-        Ok(n)
+        let written = write_in(&mut tx, tenant, key, write).await?;
+        if written == Written::Full {
+            tx.rollback().await?;
+        } else {
+            tx.commit().await?;
+        }
+        Ok(written)
     })
     .await
+}
+
+/// Whether `key` is a row of the tenant's.
+async fn exists(conn: &mut Tx, tenant: &str, key: &str) -> Result<bool> {
+    on!(conn, {
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM plugin_kv WHERE tenant_id = $1 AND key = $2")
+                .bind(tenant)
+                .bind(key)
+                .fetch_one(conn)
+                .await?;
+        Ok(n > 0)
+    })
+}
+
+/// Whether the tenant holds [`MAX_ROWS_PER_TENANT`] rows already.
+async fn full(conn: &mut Tx, tenant: &str) -> Result<bool> {
+    on!(conn, {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM plugin_kv WHERE tenant_id = $1")
+            .bind(tenant)
+            .fetch_one(conn)
+            .await?;
+        Ok(n >= MAX_ROWS_PER_TENANT)
+    })
+}
+
+async fn write_in(conn: &mut Tx, tenant: &str, key: &str, write: Write<'_>) -> Result<Written> {
+    // A write that may add a row is refused at the cap, unless the row is there already.
+    let adds = matches!(
+        write,
+        Write::Set { .. } | Write::SetIf { expected: None, .. }
+    );
+    if adds && !exists(conn, tenant, key).await? && full(conn, tenant).await? {
+        return Ok(Written::Full);
+    }
+    let n = on!(conn, {
+        match write {
+            Write::Set { value } => sqlx::query(
+                "INSERT INTO plugin_kv (tenant_id, key, value) VALUES ($1, $2, $3) \
+                 ON CONFLICT (tenant_id, key) DO UPDATE SET value = excluded.value",
+            )
+            .bind(tenant)
+            .bind(key)
+            .bind(value)
+            .execute(conn)
+            .await?
+            .rows_affected(),
+            Write::SetIf {
+                expected: None,
+                value,
+            } => sqlx::query(
+                "INSERT INTO plugin_kv (tenant_id, key, value) VALUES ($1, $2, $3) \
+                 ON CONFLICT (tenant_id, key) DO NOTHING",
+            )
+            .bind(tenant)
+            .bind(key)
+            .bind(value)
+            .execute(conn)
+            .await?
+            .rows_affected(),
+            Write::SetIf {
+                expected: Some(expected),
+                value,
+            } => sqlx::query(
+                "UPDATE plugin_kv SET value = $1 WHERE tenant_id = $2 AND key = $3 AND value = $4",
+            )
+            .bind(value)
+            .bind(tenant)
+            .bind(key)
+            .bind(expected)
+            .execute(conn)
+            .await?
+            .rows_affected(),
+            Write::DeleteIf { expected } => sqlx::query(
+                "DELETE FROM plugin_kv WHERE tenant_id = $1 AND key = $2 AND value = $3",
+            )
+            .bind(tenant)
+            .bind(key)
+            .bind(expected)
+            .execute(conn)
+            .await?
+            .rows_affected(),
+            Write::Delete => sqlx::query("DELETE FROM plugin_kv WHERE tenant_id = $1 AND key = $2")
+                .bind(tenant)
+                .bind(key)
+                .execute(conn)
+                .await?
+                .rows_affected(),
+        }
+    });
+    Ok(Written::Rows(n))
+}
+
+/// Delete the tenant's rows if it has no storage backend left (no plugin could reach them any
+/// more), in the caller's transaction: `delete-plugin` of a storage backend, after deleting
+/// its row. Returns how many went.
+pub async fn delete_unreachable(conn: &mut Tx, tenant: &str) -> Result<u64> {
+    on!(conn, {
+        spans::db("DELETE", "plugin_kv", async {
+            Ok(sqlx::query(
+                "DELETE FROM plugin_kv WHERE tenant_id = $1 AND NOT EXISTS \
+                 (SELECT 1 FROM plugins WHERE tenant_id = $1 AND world = 'storage-backend')",
+            )
+            .bind(tenant)
+            .execute(conn)
+            .await?
+            .rows_affected())
+        })
+        .await
+    })
 }
 
 /// Keys starting with `prefix`, after `after`, in order, at most `limit`.
