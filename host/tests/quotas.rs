@@ -48,17 +48,19 @@ fn curl(
     (status, retry_after, v)
 }
 
-/// POST to `path` over HTTP/1.1 a body declared `declared` bytes long of which only 1 KiB is
-/// sent before the client stalls: the answer's status line and how long it took.
-async fn stalled_body(
-    server: &Server,
+/// POST to `path` over `conn` (HTTP/1.1) a body declared `declared` bytes long of which only
+/// 1 KiB is sent before the client stalls: the answer's status line and how long it took.
+async fn stalled_body<S>(
+    conn: &mut S,
     path: &str,
     token: &str,
     declared: usize,
-) -> (String, Duration) {
+) -> (String, Duration)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let start = std::time::Instant::now();
-    let mut conn = common::raw::tls_from(server, [127, 0, 0, 1], b"http/1.1").await;
     let head = format!(
         "POST {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\
          Content-Type: application/json\r\nContent-Length: {declared}\r\n\r\n"
@@ -168,18 +170,21 @@ async fn a_tenant_past_its_quota_is_throttled_on_every_front_and_no_one_else_is(
     // Past its quota, a caller cannot make the node read and hold a large body first: a
     // batch declared 8 MB, stalled after 1 KiB, is answered 429 once the short read of a
     // refused body gives up, not after the 30 s an admitted body may take (408).
-    let answers = until_refused(10, || {
-        curl(
-            &s,
-            "--http1.1",
-            "/v1/generate-random",
-            std::slice::from_ref(&bearer),
-            r#"{"number_of_bytes": 8}"#,
-        )
-    });
-    assert_eq!(answers.last().unwrap().0, 429, "{answers:?}");
+    // The connection is made first, and the quota used up over the test's client right
+    // before, so that no token comes back (2 a second) before the request is sent.
+    let mut conn = common::raw::tls_from(&s, [127, 0, 0, 1], b"http/1.1").await;
+    let random = json!({"number_of_bytes": 8});
+    let mut statuses = Vec::new();
+    while statuses.len() < 10 && statuses.last() != Some(&429) {
+        statuses.push(
+            s.call(Some(&noisy), "generate-random", random.clone())
+                .await
+                .0,
+        );
+    }
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
     refused += 1;
-    let (status, took) = stalled_body(&s, "/v1/batch", &noisy, 8_000_000).await;
+    let (status, took) = stalled_body(&mut conn, "/v1/batch", &noisy, 8_000_000).await;
     assert!(
         status.starts_with("HTTP/1.1 429"),
         "{status} after {took:?}"

@@ -245,10 +245,31 @@ impl Gate {
     /// [`BodyLimits::refused`]). The operation then takes only what it costs beyond this one.
     /// Only for a principal already proven: a signature is proven with the body, so the AWS
     /// front takes its quota when the operation runs.
-    pub fn admit(&self, principal: &Principal) -> Result<()> {
+    fn admit(&self, principal: &Principal) -> Result<()> {
         self.take_quota(principal, 1)?;
         self.prepaid.store(1, std::sync::atomic::Ordering::Relaxed);
         Ok(())
+    }
+
+    /// After a bearer authentication: [`Gate::admit`] the caller, if proven, before its body
+    /// is read. `Ok(body)` to read on; past its quota, the error to answer with (not audited
+    /// on its own, as every quota refusal), the body drained as a refused request's is.
+    pub async fn admit_before_body(
+        &self,
+        auth: &Result<Principal>,
+        body: Body,
+    ) -> std::result::Result<Body, Error> {
+        let Ok(principal) = auth else {
+            return Ok(body);
+        };
+        match self.admit(principal) {
+            Ok(()) => Ok(body),
+            Err(e) => {
+                let max = self.state.config.limits.max_body_bytes;
+                let _ = read_body(body, BodyLimits::refused(max)).await;
+                Err(e)
+            }
+        }
     }
 
     /// Take `cost` requests (less what [`Gate::admit`] took) from the principal's and its

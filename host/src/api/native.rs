@@ -236,13 +236,10 @@ pub async fn handle(
     let entry = OPERATIONS.iter().find(|(name, _, _)| *name == operation);
 
     let limits = &gate.state.config.limits;
-    if let Err(e) = auth.as_ref().map_or(Ok(()), |p| gate.admit(p)) {
-        // Past its quota: answered without the body read (a small one is drained).
-        let _ = gate
-            .read_body(body, BodyLimits::refused(limits.max_body_bytes))
-            .await;
-        return error_response(&e);
-    }
+    let body = match gate.admit_before_body(&auth, body).await {
+        Ok(body) => body,
+        Err(e) => return error_response(&e),
+    };
     let limits = match (&auth, entry) {
         (Ok(_), Some((name, _, _))) if *name == crate::ops::upload_plugin::UploadPlugin::NAME => {
             // base64 of the largest component, plus the JSON around it

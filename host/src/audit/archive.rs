@@ -874,20 +874,20 @@ pub async fn select_with_archive(
         }
         let path = archive_dir.join(&seg.file_name);
         // The file must be the one archived: whoever can write the archive directory could
-        // otherwise show edited records here that `verify` would refuse.
-        match file_sha256(&path) {
-            Ok(sha) if sha == seg.file_sha256 => {}
-            Ok(_) => anyhow::bail!(
+        // otherwise show edited records here that `verify` would refuse. Read once, and the
+        // bytes hashed are the bytes read (a file swapped between a check and a second open
+        // would pass); the compressed file is small beside the records this collects.
+        let bytes = std::fs::read(&path)
+            .map_err(|e| anyhow::anyhow!("archive file {}: {e}", path.display()))?;
+        if hex::encode(digest::digest(&digest::SHA256, &bytes)) != seg.file_sha256 {
+            anyhow::bail!(
                 "{}",
                 WalkFault::Altered {
                     file: path.display().to_string()
                 }
-            ),
-            Err(e) => anyhow::bail!("archive file {}: {e}", path.display()),
+            );
         }
-        let lines = read_segment(&path)
-            .map_err(|e| anyhow::anyhow!("archive file {}: {e}", path.display()))?;
-        for line in lines {
+        for line in lines_of(bytes.as_slice()) {
             let line = line.map_err(|e| anyhow::anyhow!("archive file {}: {e}", path.display()))?;
             let Line::Record(r) = line else {
                 continue;

@@ -420,6 +420,10 @@ impl Progress for () {}
 /// A trusted public key: its fingerprint (as checkpoints name it) and its point.
 struct TrustedKey {
     fingerprint: String,
+    /// The fingerprint of the key's canonical encoding (uncompressed point, named curve), the
+    /// HSM's: a trusted copy written in another valid encoding (a compressed point) still
+    /// names the same key.
+    canonical: String,
     point: p256::EncodedPoint,
 }
 
@@ -431,10 +435,18 @@ impl TrustedKey {
         // The fingerprint is over the DER as published (what `audit public-key` prints).
         let (_, der) = der::pem::decode_vec(pem.trim().as_bytes()).map_err(|_| not_p256())?;
         let key = p256::PublicKey::from_public_key_der(&der).map_err(|_| not_p256())?;
+        let canonical =
+            p256::pkcs8::EncodePublicKey::to_public_key_der(&key).map_err(|_| not_p256())?;
         Ok(TrustedKey {
             fingerprint: fingerprint(&der),
+            canonical: fingerprint(canonical.as_bytes()),
             point: key.to_encoded_point(false),
         })
+    }
+
+    /// Whether `fingerprint` names this key.
+    fn names(&self, fingerprint: &str) -> bool {
+        self.fingerprint == fingerprint || self.canonical == fingerprint
     }
 
     fn verifies(&self, message: &[u8], signature: &[u8]) -> bool {
@@ -451,9 +463,7 @@ impl TrustedKey {
 fn check_signature(cp: &Checkpoint, keys: &[TrustedKey]) -> Option<CheckpointFault> {
     let signature = STANDARD.decode(&cp.signature).unwrap_or_default();
     let message = signed_message(cp.seq, &cp.head_hash, &cp.time);
-    let (named, others): (Vec<_>, Vec<_>) = keys
-        .iter()
-        .partition(|k| k.fingerprint == cp.key_fingerprint);
+    let (named, others): (Vec<_>, Vec<_>) = keys.iter().partition(|k| k.names(&cp.key_fingerprint));
     if named.iter().any(|k| k.verifies(&message, &signature)) {
         return None;
     }

@@ -3,9 +3,10 @@
 //! Two steps, because the body must be read in between: [`SigV4Auth::claim`] reads the
 //! `Authorization` header and finds the access key's owner (no secret yet; an unknown key is
 //! refused before the body is read), and [`SigV4Auth::verify`] checks the signature over the
-//! whole request. The signing key of an (access key, day, region, service) is derived once
-//! and kept, from the first request it proves (zeroized when evicted); deriving it opens the sealed secret with the HSM's root
-//! key, so a steady stream of requests costs no HSM call. A deleted access key stops working
+//! whole request. The day key of an (access key, day) is kept from its first use, and the
+//! signing key of an (access key, day, region, service) from the first request it proves (both
+//! zeroized when evicted); deriving a day key opens the sealed secret with the HSM's root key,
+//! so a steady stream of requests costs no HSM call. A deleted access key stops working
 //! as soon as its row is gone: the row (through the row cache) is read on every request, and
 //! a kept signing key is used only for a row that still exists.
 
@@ -124,11 +125,13 @@ impl SigV4Auth {
 
     /// Check `claim`'s signature over `req` with the kept signing key of its scope, else one
     /// derived from the kept day key of its access key, else from the secret that `open`
-    /// yields. A key is kept only once it has proved a signature: the region is the client's
-    /// to choose, so keeping keys for unproven requests would let anyone who knows an access
-    /// key id (it is not a secret) push the keys in use out of the cache with requests signed
-    /// for made-up regions, and turn every genuine request into an HSM call. With the day key
-    /// kept, such a request costs three HMACs and no HSM call.
+    /// yields. A signing key is kept only once it has proved a signature: the region is the
+    /// client's to choose, so keeping keys for unproven requests would let anyone who knows an
+    /// access key id (it is not a secret) push the keys in use out of the cache with requests
+    /// signed for made-up regions, and turn every genuine request into an HSM call. The day
+    /// key is kept however the check ends: it depends only on the secret and the date, which
+    /// must be today's (give or take the clock window), so a client can make at most two per
+    /// access key; keeping it makes a forged request cost three HMACs, not an HSM call.
     async fn check<F, Fut>(
         &self,
         claim: &Claim,
@@ -152,11 +155,11 @@ impl SigV4Auth {
                 (Arc::new(DateKey::derive(&secret, claim.scope_date())), true)
             }
         };
+        if fresh {
+            self.date_keys.insert(day, date_key.clone());
+        }
         let key = Arc::new(date_key.signing_key(claim.region(), claim.service()));
         sigv4::verify(req, claim, &key, now).map_err(refused)?;
-        if fresh {
-            self.date_keys.insert(day, date_key);
-        }
         self.signing_keys.insert(scope, key);
         Ok(())
     }
@@ -231,8 +234,9 @@ mod tests {
         let opened = AtomicUsize::new(0);
         let real = std::str::from_utf8(SECRET).unwrap();
 
-        // Someone who knows the access key id but not its secret: refused every time, and
-        // nothing is kept for the regions they made up.
+        // Someone who knows the access key id but not its secret: refused every time, one
+        // HSM call in all (the day key, the secret's and the date's alone, is kept), and no
+        // signing key kept for the regions they made up.
         for i in 0..3 {
             let forged = signed(&format!("made-up-{i}"), "a-guess");
             let err = check(&auth, &forged, &opened).await.unwrap_err();
@@ -244,35 +248,37 @@ mod tests {
                 "{err:?}"
             );
         }
-        assert_eq!(opened.load(Ordering::SeqCst), 3);
-        assert_eq!(auth.signing_keys.len(), 0, "unproven keys were kept");
-        assert_eq!(auth.date_keys.len(), 0, "unproven keys were kept");
-
-        // The owner: the first request derives the key, the next ones use the kept one.
-        check(&auth, &signed("eu-west-1", real), &opened)
-            .await
-            .unwrap();
-        check(&auth, &signed("eu-west-1", real), &opened)
-            .await
-            .unwrap();
-        assert_eq!(opened.load(Ordering::SeqCst), 4);
-        assert_eq!(auth.signing_keys.len(), 1);
+        assert_eq!(opened.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            auth.signing_keys.len(),
+            0,
+            "unproven signing keys were kept"
+        );
         assert_eq!(auth.date_keys.len(), 1);
 
-        // Forged requests now cost no HSM call, in a kept region or a made-up one, and keep
-        // nothing.
-        for region in ["eu-west-1", "made-up-9", "made-up-10"] {
+        // The owner: served from the day key, its signing key kept from then on.
+        check(&auth, &signed("eu-west-1", real), &opened)
+            .await
+            .unwrap();
+        check(&auth, &signed("eu-west-1", real), &opened)
+            .await
+            .unwrap();
+        assert_eq!(opened.load(Ordering::SeqCst), 1);
+        assert_eq!(auth.signing_keys.len(), 1);
+
+        // A forged request in a kept region or a made-up one: refused, nothing kept.
+        for region in ["eu-west-1", "made-up-9"] {
             let forged = signed(region, "a-guess");
             assert!(check(&auth, &forged, &opened).await.is_err());
         }
-        assert_eq!(opened.load(Ordering::SeqCst), 4);
+        assert_eq!(opened.load(Ordering::SeqCst), 1);
         assert_eq!(auth.signing_keys.len(), 1);
 
         // Another region of the owner's: derived from the day key, no HSM call.
         check(&auth, &signed("us-east-2", real), &opened)
             .await
             .unwrap();
-        assert_eq!(opened.load(Ordering::SeqCst), 4);
+        assert_eq!(opened.load(Ordering::SeqCst), 1);
         assert_eq!(auth.signing_keys.len(), 2);
     }
 }

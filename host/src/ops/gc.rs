@@ -64,7 +64,7 @@ pub const MAX_LIST_PAGES: usize = 1_000;
 /// How long a collection spends on one backend (listing and removing): past it, the backend
 /// is reported as failed for that collection. Each call has its own deadline
 /// (`plugins.deadline_ms`); this bounds how many a plugin can make the collection wait for.
-pub const MAX_BACKEND_TIME: Duration = Duration::from_secs(300);
+pub const MAX_BACKEND_TIME: Duration = Duration::from_secs(60);
 
 /// What a collection found and did.
 #[derive(Debug, Default, Serialize, JsonSchema)]
@@ -301,7 +301,7 @@ async fn collect_blobs(
         };
         let mut cursor = None;
         let (started, mut pages) = (Instant::now(), 0);
-        loop {
+        'listing: loop {
             if pages >= MAX_LIST_PAGES || started.elapsed() >= MAX_BACKEND_TIME {
                 tracing::warn!(
                     tenant,
@@ -331,6 +331,17 @@ async fn collect_blobs(
             let referenced = keys::referenced_blobs(&state.db, tenant).await?;
             for name in names {
                 progress.item();
+                // A page of many old names makes as many removals, each a plugin call.
+                if started.elapsed() >= MAX_BACKEND_TIME {
+                    tracing::warn!(
+                        tenant,
+                        plugin = plugin_name,
+                        pages,
+                        "garbage collection stopped removing from a storage backend that did not finish within its time"
+                    );
+                    report.failed.push(format!("{tenant}/{plugin_name}"));
+                    break 'listing;
+                }
                 if referenced.contains(&name) {
                     continue;
                 }

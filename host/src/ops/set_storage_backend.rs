@@ -87,7 +87,7 @@ impl Operation for SetStorageBackend {
         let stored =
             plugin_config::seal(&ctx.state.keyring, &tenant, &p.name, &self.config).await?;
         // Before the transaction opens: plugin calls may need the writer (the kv capability).
-        let config: Vec<(String, String)> = self.config.clone().into_iter().collect();
+        let config: plugin_config::PluginConfig = self.config.clone().into_iter().collect();
         let held = keys::sample_blobs(&ctx.state.db, &tenant, &p.name, 3).await?;
         for v in &held {
             let op = StorageOp::Get { name: v.blob() };

@@ -141,7 +141,6 @@ impl PluginConfig {
     pub fn push(&mut self, key: String, value: String) {
         self.0.push((key, value));
     }
-
 }
 
 impl Drop for PluginConfig {
@@ -225,6 +224,21 @@ impl Compiler {
         self.compiled.fetch_add(1, Ordering::SeqCst);
         Component::from_binary(engine, bytes)
     }
+}
+
+/// Remove a plugin's directory (`<fs>/<tenant>/<plugin>`), and its tenant's if that is then
+/// empty. Names are validated operation names, so they stay under `fs/`. Blocking.
+fn remove_fs_dir(fs: &Path, tenant: &str, plugin: &str) {
+    let tenant_dir = fs.join(tenant);
+    match std::fs::remove_dir_all(tenant_dir.join(plugin)) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            tracing::warn!(tenant, plugin, error = %e, "cannot remove the directory of a deleted plugin; tried again at the next start");
+        }
+    }
+    // Fails (and is meant to) unless empty.
+    let _ = std::fs::remove_dir(&tenant_dir);
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -650,7 +664,13 @@ impl PluginRuntime {
     /// entries and cached artifact of its component unless another plugin names it (other
     /// nodes drop theirs at their next start). A failure is logged: the next start cleans up.
     pub async fn after_deletion(&self, deleted: &PluginRow) {
-        self.remove_fs_dir(&deleted.tenant_id, &deleted.name);
+        // Off the executor: a filesystem backend's directory may hold many blobs.
+        let (fs, tenant, name) = (
+            self.dir.join("fs"),
+            deleted.tenant_id.clone(),
+            deleted.name.clone(),
+        );
+        let _ = tokio::task::spawn_blocking(move || remove_fs_dir(&fs, &tenant, &name)).await;
         match plugin_rows::component_referenced(&self.db, &deleted.sha256).await {
             Ok(false) => self.forget(&deleted.sha256),
             Ok(true) => {}
@@ -658,21 +678,6 @@ impl PluginRuntime {
                 tracing::warn!(tenant = %deleted.tenant_id, plugin = %deleted.name, error = %e, "cannot clean up after a deleted plugin; done at the next start");
             }
         }
-    }
-
-    /// Remove a plugin's directory (`<dir>/fs/<tenant>/<plugin>`), and its tenant's if that is
-    /// then empty. Names are validated operation names, so they stay under `fs/`.
-    fn remove_fs_dir(&self, tenant: &str, plugin: &str) {
-        let tenant_dir = self.dir.join("fs").join(tenant);
-        match std::fs::remove_dir_all(tenant_dir.join(plugin)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                tracing::warn!(tenant, plugin, error = %e, "cannot remove the directory of a deleted plugin; tried again at the next start");
-            }
-        }
-        // Fails (and is meant to) unless empty.
-        let _ = std::fs::remove_dir(&tenant_dir);
     }
 
     /// The number of compilations so far and the most that ran at once (tests).
@@ -697,22 +702,24 @@ impl PluginRuntime {
         }
         // An upload's first call: its row was read, so the upload committed. Kept loaded, and
         // its artifact cached, with no second compilation.
+        // Moved to `loaded` in one step (both locks held: `pending`, then `loaded`, the only
+        // place that holds two), so a concurrent call finds it in one or the other and never
+        // compiles it again, and a `forget` sees it in one or the other.
         let taken = {
             let mut pending = lock(&self.pending);
             let found = pending
                 .iter()
                 .rposition(|((s, w), _)| s == sha256 && *w == world);
-            found.and_then(|i| pending.remove(i))
+            found.and_then(|i| pending.remove(i)).map(|(key, loaded)| {
+                lock(&self.loaded).insert(key, loaded.clone());
+                loaded
+            })
         };
-        if let Some((_, loaded)) = taken {
+        if let Some(loaded) = taken {
             let (component, art) = (loaded.component().clone(), self.artifact_path(sha256));
             tokio::task::spawn_blocking(move || cache_artifact(&component, &art))
                 .await
                 .map_err(|_| Error::Internal)?;
-            self.loaded
-                .lock()
-                .map_err(|_| Error::Internal)?
-                .insert((sha256.to_string(), world), loaded.clone());
             return Ok(loaded);
         }
         let short = &sha256[..12.min(sha256.len())];
@@ -845,7 +852,7 @@ impl PluginRuntime {
                     .is_none()
                 {
                     tracing::info!(tenant = %tenant_id, plugin = %name, "removing the directory of a deleted plugin");
-                    self.remove_fs_dir(&tenant_id, &name);
+                    remove_fs_dir(&self.dir.join("fs"), &tenant_id, &name);
                 }
             }
         }

@@ -15,7 +15,8 @@ use crate::telemetry::spans;
 /// `kv` backend is one row, so this is also how many such versions a tenant can have there.
 /// Checked by counting the tenant's rows in the writing transaction, so on PostgreSQL writers
 /// racing at the limit may overshoot it by as many rows as they are (at most the tenant's
-/// concurrent plugin calls, `plugins.tenant_concurrency`).
+/// concurrent plugin calls, `plugins.tenant_concurrency` on each node). The count is an index
+/// range scan of the tenant's rows, made only by a write that adds a row.
 pub const MAX_ROWS_PER_TENANT: i64 = 100_000;
 
 /// What a write did.

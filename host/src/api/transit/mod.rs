@@ -200,12 +200,10 @@ pub async fn handle(
     let (parts, body) = request.into_parts();
     let gate = Gate::new(state, Front::VaultTransit, peer, &parts);
     let auth = authenticate(&gate, &parts.headers).await;
-    if let Err(e) = auth.as_ref().map_or(Ok(()), |p| gate.admit(p)) {
-        // Past its quota: answered without the body read (a small one is drained).
-        let max_body = gate.state.config.limits.max_body_bytes;
-        let _ = gate.read_body(body, BodyLimits::refused(max_body)).await;
-        return error_response(&(&e).into());
-    }
+    let body = match gate.admit_before_body(&auth, body).await {
+        Ok(body) => body,
+        Err(e) => return error_response(&(&e).into()),
+    };
     let list = lists(&parts.method, parts.uri.query());
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let endpoint = Endpoint::route(&parts.method, list, &segments);
