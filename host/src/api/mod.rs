@@ -136,48 +136,30 @@ pub(crate) async fn ready(state: &AppState) -> bool {
     db && hsm
 }
 
-/// How long a successful readiness probe answers for every health request.
-const READINESS_TTL: std::time::Duration = std::time::Duration::from_millis(500);
-
 /// How long a readiness probe may take before its part is taken as unavailable (a database
 /// that does not answer would otherwise hold every health request for the pool's timeout).
 const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// The last readiness probe: when it ended and what it found. Health endpoints need no
-/// credential and nothing limits them, and a probe is a database round trip and an HSM
-/// encryption under the token's anchor session (which key creation and unwrapping also
-/// take): so one probe runs at a time; its answer, whatever it is, serves every request that
-/// was waiting for it, and a success also every request for [`READINESS_TTL`]. A failure is
-/// not kept longer: the next request probes again, so a node is seen ready again as soon as
-/// it is.
-#[derive(Default)]
-pub struct Readiness {
-    last: tokio::sync::Mutex<Option<(std::time::Instant, (bool, bool))>>,
-}
-
+/// Whether the database answers and the HSM's root key works, probed at most one at a time
+/// (see [`crate::state::Readiness`]).
 async fn readiness(state: &AppState) -> (bool, bool) {
-    let asked = std::time::Instant::now();
-    // Held across the probe: those who arrive meanwhile wait for its answer.
-    let mut last = state.readiness.last.lock().await;
-    if let Some((ended, answer)) = *last {
-        let fresh_success = answer == (true, true) && ended.elapsed() < READINESS_TTL;
-        if ended >= asked || fresh_success {
-            return answer;
-        }
-    }
-    let db = tokio::time::timeout(PROBE_TIMEOUT, state.db.ping())
+    state
+        .readiness
+        .answer(|| async {
+            let db = tokio::time::timeout(PROBE_TIMEOUT, state.db.ping())
+                .await
+                .is_ok_and(|pinged| pinged.is_ok());
+            let hsm = {
+                let hsm = state.keyring.hsm().clone();
+                let probe = tokio::task::spawn_blocking(move || hsm.ready());
+                matches!(
+                    tokio::time::timeout(PROBE_TIMEOUT, probe).await,
+                    Ok(Ok(true))
+                )
+            };
+            (db, hsm)
+        })
         .await
-        .is_ok_and(|pinged| pinged.is_ok());
-    let hsm = {
-        let hsm = state.keyring.hsm().clone();
-        let probe = tokio::task::spawn_blocking(move || hsm.ready());
-        matches!(
-            tokio::time::timeout(PROBE_TIMEOUT, probe).await,
-            Ok(Ok(true))
-        )
-    };
-    *last = Some((std::time::Instant::now(), (db, hsm)));
-    (db, hsm)
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
