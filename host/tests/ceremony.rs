@@ -3,7 +3,9 @@
 //! copy of A's database, opens what A sealed. Refusals: a tampered export, a second import, an
 //! export for another transport key, B serving before the import, and a root key made before
 //! the ceremony existed (non-extractable). The token's own rules the design rests on
-//! (`CKA_WRAP_WITH_TRUSTED`, `CKA_TRUSTED` for the SO only) are checked against SoftHSM2.
+//! (`CKA_WRAP_WITH_TRUSTED`, `CKA_TRUSTED` for the SO only) are checked against SoftHSM2, and
+//! so is the joining side: with B's user PIN and the export, the root key cannot be unwrapped
+//! into anything readable nor the export decrypted (`hsm::key_policy`).
 
 mod common;
 
@@ -123,6 +125,156 @@ fn tampered(export: &Value, field: &str) -> Value {
     t
 }
 
+/// Environment of [`transport_key_attack`]'s child: the joining node's data dir, and the
+/// export to attack.
+const ATTACK_DATA: &str = "KEYPLANE_TEST_ATTACK_DATA";
+const ATTACK_EXPORT: &str = "KEYPLANE_TEST_ATTACK_EXPORT";
+
+/// What someone with the joining node's user PIN and the export file gets from B's token
+/// while its transport key is there, trying each way the PKCS#11 API offers: (attempt,
+/// answer), where `READ`, `UNWRAPPED`, `SET`, `COPIED` and `DECRYPTED` are successes. Runs
+/// in a child process of this test binary ([`transport_key_attack_child`]): SoftHSM2 takes
+/// its configuration (B's token directory) from the environment of the process that loads
+/// it, and this process's other tests run at the same time.
+fn transport_key_attack(data: &Path, export: &Path) -> Vec<(String, String)> {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "transport_key_attack_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("SOFTHSM2_CONF", data.join("softhsm/softhsm2.conf"))
+        .env(ATTACK_DATA, data)
+        .env(ATTACK_EXPORT, export)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        // The harness prints the test's name on the same line.
+        .find_map(|l| l.split_once("ATTACK ").map(|(_, answer)| answer))
+        .unwrap_or_else(|| panic!("no answer from the child: {}", text(&out)));
+    let answers: serde_json::Map<String, Value> = serde_json::from_str(line).unwrap();
+    answers
+        .into_iter()
+        .map(|(k, v)| (k, v.as_str().unwrap().to_string()))
+        .collect()
+}
+
+/// The child of [`transport_key_attack`]; outside it (its environment unset) it does nothing.
+#[test]
+fn transport_key_attack_child() {
+    use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+    use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource};
+    use cryptoki::mechanism::{Mechanism, MechanismType};
+    use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass};
+    use cryptoki::session::UserType;
+    use cryptoki::types::AuthPin;
+
+    let (Ok(data), Ok(export)) = (std::env::var(ATTACK_DATA), std::env::var(ATTACK_EXPORT)) else {
+        return;
+    };
+    let export: Value = serde_json::from_slice(&std::fs::read(export).unwrap()).unwrap();
+    let wrapped = STANDARD
+        .decode(export["wrapped_root_key"].as_str().unwrap())
+        .unwrap();
+    let (hash, mgf) = match export["oaep_hash"].as_str().unwrap() {
+        "SHA-1" => (MechanismType::SHA1, PkcsMgfType::MGF1_SHA1),
+        _ => (MechanismType::SHA256, PkcsMgfType::MGF1_SHA256),
+    };
+    let oaep = Mechanism::RsaPkcsOaep(PkcsOaepParams::new(hash, mgf, PkcsOaepSource::empty()));
+    let pin = std::fs::read_to_string(Path::new(&data).join("hsm.pin")).unwrap();
+
+    let pkcs11 = Pkcs11::new(MODULE).unwrap();
+    pkcs11
+        .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .unwrap();
+    let slot = pkcs11.get_slots_with_initialized_token().unwrap()[0];
+    let s = pkcs11.open_rw_session(slot).unwrap();
+    s.login(UserType::User, Some(&AuthPin::from(pin.trim())))
+        .unwrap();
+    let transport = s
+        .find_objects(&[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Label(b"keyplane-transport-v1".to_vec()),
+        ])
+        .unwrap()[0];
+
+    let secret = |extra: &[Attribute]| {
+        let mut t = vec![
+            Attribute::Token(false),
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+        ];
+        t.extend_from_slice(extra);
+        t
+    };
+    let unwrapped =
+        |template: Vec<Attribute>| match s.unwrap_key(&oaep, transport, &wrapped, &template) {
+            Ok(h) => match s.get_attributes(h, &[AttributeType::Value]) {
+                Ok(v) if v.iter().any(|a| matches!(a, Attribute::Value(_))) => "READ".to_string(),
+                _ => "UNWRAPPED".to_string(),
+            },
+            Err(e) => e.to_string(),
+        };
+    let decrypted = |key| match s.decrypt(&oaep, key, &wrapped) {
+        Ok(_) => "DECRYPTED".to_string(),
+        Err(e) => e.to_string(),
+    };
+    let mut found = serde_json::Map::new();
+    let mut answer = |attempt: &str, a: String| {
+        found.insert(attempt.to_string(), Value::String(a));
+    };
+    answer(
+        "unwrap the export readable",
+        unwrapped(secret(&[
+            Attribute::Sensitive(false),
+            Attribute::Extractable(true),
+        ])),
+    );
+    answer(
+        "unwrap the export extractable by any key",
+        unwrapped(secret(&[
+            Attribute::Sensitive(true),
+            Attribute::Extractable(true),
+            Attribute::WrapWithTrusted(false),
+        ])),
+    );
+    answer(
+        "unwrap the export without the root key's mechanisms",
+        unwrapped(secret(&[
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::WrapWithTrusted(true),
+            Attribute::Derive(false),
+        ])),
+    );
+    answer(
+        "set CKA_DECRYPT on the transport key",
+        match s.update_attributes(transport, &[Attribute::Decrypt(true)]) {
+            Ok(()) => "SET".into(),
+            Err(e) => e.to_string(),
+        },
+    );
+    answer("decrypt the export", decrypted(transport));
+    answer(
+        "decrypt the export with a copy that may decrypt",
+        match s.copy_object(
+            transport,
+            &[Attribute::Token(false), Attribute::Decrypt(true)],
+        ) {
+            Ok(copy) => match decrypted(copy).as_str() {
+                "DECRYPTED" => "DECRYPTED".into(),
+                _ => "COPIED".into(),
+            },
+            Err(e) => e.to_string(),
+        },
+    );
+    println!("ATTACK {}", Value::Object(found));
+}
+
 #[tokio::test]
 async fn a_joining_node_gets_the_root_key_by_ceremony_and_opens_what_the_first_sealed() {
     let tmp = tempfile::tempdir().unwrap();
@@ -191,6 +343,20 @@ async fn a_joining_node_gets_the_root_key_by_ceremony_and_opens_what_the_first_s
         .unwrap();
     assert_eq!(wrapped.len(), 384);
     assert!(printed.contains(export["transport_key_fingerprint"].as_str().unwrap()));
+
+    // With B's user PIN and the export, nothing of the root key comes out of B's token: the
+    // transport key unwraps only into what import-root makes, and cannot be made to decrypt.
+    let attack = transport_key_attack(&b, &export_path);
+    assert_eq!(attack.len(), 6, "{attack:?}");
+    for (attempt, answer) in &attack {
+        assert!(
+            !matches!(
+                answer.as_str(),
+                "READ" | "UNWRAPPED" | "SET" | "COPIED" | "DECRYPTED"
+            ),
+            "{attempt}: {answer}"
+        );
+    }
 
     // Tampered exports are refused, and leave nothing in B's token.
     for (field, part) in [
@@ -291,11 +457,14 @@ async fn a_joining_node_gets_the_root_key_by_ceremony_and_opens_what_the_first_s
             serde_json::from_str(ok(hsm(dir, &["probe-extraction"])).lines().next().unwrap())
                 .unwrap();
         let answers = probe.as_object().unwrap();
-        assert_eq!(answers.len(), 9, "{probe}");
+        assert_eq!(answers.len(), 11, "{probe}");
         for (attempt, answer) in answers {
             let answer = answer.as_str().unwrap();
             assert!(
-                !matches!(answer, "WRAPPED" | "SET" | "COPIED" | "READ"),
+                !matches!(
+                    answer,
+                    "WRAPPED" | "SET" | "COPIED" | "READ" | "UNWRAPPED" | "DECRYPTED"
+                ),
                 "{attempt}: {answer}"
             );
         }
@@ -379,39 +548,10 @@ async fn a_non_extractable_root_key_keeps_working_and_export_says_why_not() {
         ),
     )
     .unwrap();
-    let run = |cmd: &str, args: &[&str]| {
-        let out = Command::new(cmd)
-            .env("SOFTHSM2_CONF", &conf)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{cmd}: {}", text(&out));
-    };
-    run(
-        "softhsm2-util",
+    common::hand_made_token(
+        &data,
+        &conf,
         &[
-            "--init-token",
-            "--free",
-            "--label",
-            "keyplane",
-            "--so-pin",
-            "1111",
-            "--pin",
-            "2222",
-        ],
-    );
-    std::fs::write(data.join("hsm.pin"), "2222").unwrap();
-    std::fs::write(data.join("hsm-so.pin"), "1111").unwrap();
-    run(
-        "pkcs11-tool",
-        &[
-            "--module",
-            MODULE,
-            "--token-label",
-            "keyplane",
-            "--login",
-            "--pin",
-            "2222",
             "--keygen",
             "--key-type",
             "AES:32",
@@ -425,6 +565,7 @@ async fn a_non_extractable_root_key_keeps_working_and_export_says_why_not() {
             "--usage-decrypt",
         ],
     );
+    std::fs::write(data.join("hsm-so.pin"), "1111").unwrap();
     let mut node = Server::start(&data).await;
     let key = node.create_key(&node.admin.clone(), "envelope").await;
     let admin = node.admin.clone();

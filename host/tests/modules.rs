@@ -702,3 +702,56 @@ async fn racing_tenant_creations_leave_the_winner_its_kek() {
     assert_eq!(status, 200, "{v}");
     assert_eq!(unb64(&v["plaintext"]), b"sealed by the winner's KEK");
 }
+
+/// A token with AES key generation whose root key wraps nothing (an RSA key pair: the
+/// `OaepKem` scheme, as on a module without AES key wrap) makes no world copies, and still
+/// leaves no key that is not exportable extractable: the step that clears `CKA_EXTRACTABLE`
+/// after the world copy (`hsm::world::seal`) ran only when there was a copy to make, so such
+/// an `hsm` AES key stayed wrappable by anyone with the user PIN. SoftHSM2 stands in for such
+/// a module: its token is made by hand with an RSA root key pair, which keyplane finds and
+/// seals with as it would on a TPM.
+#[cfg(all(feature = "test-hooks", debug_assertions))]
+#[tokio::test]
+async fn without_world_copies_hsm_keys_are_still_made_non_extractable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let conf = keyplane::hsm::token::prepare_embedded_softhsm(&data).unwrap();
+    common::hand_made_token(
+        &data,
+        &conf,
+        &[
+            "--keypairgen",
+            "--key-type",
+            "rsa:3072",
+            "--label",
+            "keyplane-root-v1",
+            "--id",
+            "6b65",
+            "--usage-decrypt",
+        ],
+    );
+    let mut s = start(&data, None).await;
+    let (status, described) = s.call(Some(&s.admin), "describe-hsm", json!({})).await;
+    assert_eq!(status, 200, "{described}");
+    assert!(
+        described["sealing"]
+            .as_str()
+            .unwrap()
+            .starts_with("rsa-oaep kem"),
+        "{described}"
+    );
+    let admin = s.admin.clone();
+    let key = s.create_key(&admin, "hsm").await;
+    let ct = s.encrypt(&admin, &key, b"kem node", json!({})).await;
+    assert_eq!(s.decrypt(&admin, &ct, json!({})).await.0, 200);
+    s.stop();
+
+    let objects = common::token_objects(&data);
+    let (_, access) = objects
+        .iter()
+        .find(|(l, _)| *l == format!("kp:{key}:1"))
+        .unwrap_or_else(|| panic!("the hsm key is not in the token: {objects:?}"));
+    let flags: Vec<&str> = access.split(',').map(str::trim).collect();
+    assert!(flags.contains(&"sensitive"), "{access}");
+    assert!(!flags.contains(&"extractable"), "{access}");
+}

@@ -338,9 +338,7 @@ impl Keyring {
                     let (hsm, material) = (self.hsm.clone(), material.clone());
                     let (modulus, exponent) = (modulus.clone(), exponent.clone());
                     blocking(move || {
-                        hsm.with_transient_aes(&material, |hsm, handle| {
-                            hsm.wrap_for_recipient(handle, &modulus, &exponent, transport)
-                        })
+                        hsm.wrap_material_for_recipient(&material, (&modulus, &exponent), transport)
                     })
                 })
                 .await

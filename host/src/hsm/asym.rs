@@ -599,9 +599,10 @@ impl Hsm {
 
     /// ECDH (`CKM_ECDH1_DERIVE`, null KDF) of the private key with an uncompressed peer
     /// point: the shared secret (x coordinate), `len` bytes. The derived value exists in the
-    /// token only as a short-lived session object, destroyed before return.
+    /// token only as a short-lived session object, destroyed before return (an object call:
+    /// see `Hsm::call_on_objects`; a failed destroy fails the call, see `destroy_secret`).
     pub fn ecdh(&self, private: Obj, peer_point: &[u8], len: usize) -> Result<Zeroizing<Vec<u8>>> {
-        self.call("C_DeriveKey", "CKM_ECDH1_DERIVE", |s, live| {
+        self.call_on_objects("C_DeriveKey", "CKM_ECDH1_DERIVE", |s, live| {
             let params = Ecdh1DeriveParams::new(EcKdf::null(), peer_point);
             let derived = s
                 .derive_key(

@@ -4,8 +4,9 @@
 //!
 //! 1. A joining node makes a *transport key* ([`create_transport_key`]): an RSA key pair
 //!    (3072 or 4096 bits) of token objects labelled [`TRANSPORT_KEY_LABEL`], the private half
-//!    sensitive, non-extractable and able only to unwrap. Its public key leaves as PEM with a
-//!    fingerprint (SHA-256 of the SubjectPublicKeyInfo) to compare out of band.
+//!    sensitive, non-extractable and able only to unwrap, and only into what `import-root`
+//!    makes of the export (its `CKA_UNWRAP_TEMPLATE`: see below). Its public key leaves as PEM
+//!    with a fingerprint (SHA-256 of the SubjectPublicKeyInfo) to compare out of band.
 //! 2. An existing node wraps its root key to that public key ([`export_root`]) with
 //!    `CKM_RSA_PKCS_OAEP` (the hash the token accepts, see `capabilities::ceremony_oaep`) and
 //!    computes the root key's check value ([`check_value`]).
@@ -26,6 +27,18 @@
 //! enforces both rules (checked against the real token by the `probe-extraction` test hook):
 //! wrapping with an untrusted key fails `CKR_KEY_NOT_WRAPPABLE`, the user cannot set
 //! `CKA_TRUSTED`, and `CKA_WRAP_WITH_TRUSTED` can neither be cleared nor dropped in a copy.
+//!
+//! The other end needs the same care: on the joining node, the user PIN and the export file
+//! would otherwise do. The transport private key unwraps only into a sensitive AES key that
+//! is wrappable only by a trusted key, derives nothing and takes only the root key's
+//! mechanisms (its `CKA_UNWRAP_TEMPLATE`, which SoftHSM2 enforces: anything else answers
+//! `CKR_TEMPLATE_INCONSISTENT`), takes only `CKM_RSA_PKCS_OAEP`, and is neither modifiable
+//! nor copyable: SoftHSM2 lets the user set `CKA_DECRYPT` on a modifiable key (or on a copy)
+//! and decrypt the export with it. See `hsm::key_policy`; tests/ceremony.rs tries each way on
+//! the joining node's token before the import. A module that refuses the unwrap template
+//! cannot make a transport key, so cannot join: nothing would stop an unwrap into a readable
+//! object there. The root key's own unwrap template and mechanisms (same module) bound what a
+//! user can do with it once imported.
 //!
 //! Trade-offs: with the embedded token the generated SO PIN sits in `<data-dir>/hsm-so.pin`
 //! next to the user PIN, so on such a node the rule separates nothing from someone who reads
@@ -190,7 +203,7 @@ pub fn create_transport_key(s: &Session, bits: u64) -> anyhow::Result<TransportP
         Attribute::Id(id.clone()),
         Attribute::Label(id.clone()),
     ];
-    let private = [
+    let mut private = vec![
         Attribute::Token(true),
         Attribute::Private(true),
         Attribute::Sensitive(true),
@@ -202,8 +215,23 @@ pub fn create_transport_key(s: &Session, bits: u64) -> anyhow::Result<TransportP
         Attribute::Id(id.clone()),
         Attribute::Label(id),
     ];
-    s.generate_key_pair(&Mechanism::RsaPkcsKeyPairGen, &public, &private)
-        .map_err(ck("generate the transport key pair"))?;
+    // What it may unwrap into, and that nobody can change that (module docs).
+    private.extend(super::key_policy::transport_private());
+    match s.generate_key_pair(&Mechanism::RsaPkcsKeyPairGen, &public, &private) {
+        Ok(_) => {}
+        Err(
+            e @ CkError::Pkcs11(
+                RvError::AttributeTypeInvalid
+                | RvError::AttributeValueInvalid
+                | RvError::TemplateInconsistent
+                | RvError::GeneralError,
+                _,
+            ),
+        ) => anyhow::bail!(
+            "the token refused a transport key that unwraps the root key only into a sensitive key (CKA_UNWRAP_TEMPLATE, CKA_ALLOWED_MECHANISMS, CKA_MODIFIABLE false: {e}); without them anyone with this token's user PIN and the export could read the root key, so this token cannot join by the key ceremony"
+        ),
+        Err(e) => return Err(ck("generate the transport key pair")(e)),
+    }
     transport_public(s)?.ok_or_else(|| anyhow::anyhow!("the transport key vanished"))
 }
 
@@ -331,7 +359,7 @@ pub fn import_root(
         .ok_or_else(|| {
             anyhow::anyhow!("this token holds no transport key: run `keyplane hsm transport-key` first (an import uses it up)")
         })?;
-    let template = root_key_template(UNVERIFIED_ROOT_LABEL, exportable);
+    let template = root_key_template(UNVERIFIED_ROOT_LABEL, exportable, quirks);
     let root = match s.unwrap_key(&export.oaep.mechanism(), private, &export.wrapped, &template) {
         Ok(h) => h,
         Err(e) if quirks.rejects_material(&e) => anyhow::bail!(
@@ -436,18 +464,20 @@ pub fn probe_extraction(s: &Session) -> anyhow::Result<Vec<(&'static str, String
     }
     // Why key versions' world copies cannot rest on CKA_WRAP_WITH_TRUSTED (see `hsm::world`):
     // the root key is not trusted, and the user cannot make it so.
-    let trusted_only = s.generate_key(
-        &Mechanism::AesKeyGen,
-        &[
+    // A sensitive, extractable AES-256 session key, with `extra` attributes.
+    let session_aes = |extra: &[Attribute]| {
+        let mut template = vec![
             Attribute::Token(false),
             Attribute::Class(ObjectClass::SECRET_KEY),
             Attribute::KeyType(KeyType::AES),
             Attribute::ValueLen(32u64.into()),
             Attribute::Sensitive(true),
             Attribute::Extractable(true),
-            Attribute::WrapWithTrusted(true),
-        ],
-    );
+        ];
+        template.extend_from_slice(extra);
+        s.generate_key(&Mechanism::AesKeyGen, &template)
+    };
+    let trusted_only = session_aes(&[Attribute::WrapWithTrusted(true)]);
     if let Ok(key) = trusted_only {
         found.push((
             "wrap a wrap-with-trusted key with the root key",
@@ -496,6 +526,39 @@ pub fn probe_extraction(s: &Session) -> anyhow::Result<Vec<(&'static str, String
                     "COPIED".into()
                 }
             }
+            Err(e) => e.to_string(),
+        },
+    ));
+    // A key wrapped by the root key (as world copies and tenant KEKs are) unwrapped into a
+    // readable object, and the root key used with a mechanism with which AES key wrap is
+    // undone by hand: what `hsm::key_policy` forbids a root key made or imported now.
+    let wrappable = session_aes(&[]);
+    if let Ok(key) = wrappable {
+        if let Ok(wrapped) = s.wrap_key(&Mechanism::AesKeyWrapPad, root, key) {
+            let readable = [
+                Attribute::Token(false),
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::AES),
+                Attribute::Sensitive(false),
+                Attribute::Extractable(true),
+            ];
+            found.push((
+                "unwrap a root-wrapped key readable",
+                match s.unwrap_key(&Mechanism::AesKeyWrapPad, root, &wrapped, &readable) {
+                    Ok(h) => {
+                        let _ = s.destroy_object(h);
+                        "UNWRAPPED".into()
+                    }
+                    Err(e) => e.to_string(),
+                },
+            ));
+        }
+        let _ = s.destroy_object(key);
+    }
+    found.push((
+        "decrypt with the root key in AES-ECB",
+        match s.decrypt(&Mechanism::AesEcb, root, &[0u8; 16]) {
+            Ok(_) => "DECRYPTED".into(),
             Err(e) => e.to_string(),
         },
     ));

@@ -45,11 +45,12 @@ pub fn public_template(group: &Group) -> [Attribute; 2] {
 
 impl Hsm {
     /// `g^xy mod p` of private key `private` (of `group`) and the peer's public value `y`
-    /// (already checked in range, the prime's length), at the prime's length.
+    /// (already checked in range, the prime's length), at the prime's length. The secret is a
+    /// session object for a moment, as [`Hsm::ecdh`]'s (an object call).
     pub fn dh(&self, private: Obj, group: &Group, y: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
         let len = group.bytes();
         let template = derived_secret_template(len);
-        let value = self.call("C_DeriveKey", "CKM_DH_PKCS_DERIVE", |s, live| {
+        let value = self.call_on_objects("C_DeriveKey", "CKM_DH_PKCS_DERIVE", |s, live| {
             // The parameter is the public value itself: a byte array of the prime's length
             // (the two group sizes keyplane has, so a fixed-size array the binding can point
             // at).

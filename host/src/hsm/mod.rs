@@ -33,6 +33,7 @@ pub mod audit_key;
 pub mod capabilities;
 pub mod ceremony;
 pub mod dh;
+mod key_policy;
 pub mod pair_import;
 mod pool;
 pub mod quirks;
@@ -291,9 +292,15 @@ pub struct Hsm {
     object_calls: Mutex<()>,
 }
 
+/// `CKA_ID` and label of the session objects that hold secret material for one call only
+/// (a key agreement's secret, `envelope` material on its way to an export, the ephemeral and
+/// temporary keys of a wrap): each is destroyed before its call returns ([`destroy_secret`]),
+/// and test builds look for any left over.
+pub const TRANSIENT_ID: &[u8] = b"kp-transient";
+
 /// The template of a key agreement's secret (`len` bytes): a readable session object, which
 /// [`take_derived_secret`] reads and destroys at once.
-fn derived_secret_template(len: usize) -> [Attribute; 6] {
+fn derived_secret_template(len: usize) -> [Attribute; 8] {
     [
         Attribute::Token(false),
         Attribute::Class(ObjectClass::SECRET_KEY),
@@ -301,13 +308,16 @@ fn derived_secret_template(len: usize) -> [Attribute; 6] {
         Attribute::ValueLen((len as u64).into()),
         Attribute::Sensitive(false),
         Attribute::Extractable(true),
+        Attribute::Id(TRANSIENT_ID.to_vec()),
+        Attribute::Label(TRANSIENT_ID.to_vec()),
     ]
 }
 
-/// The value of the derived secret `derived`, which is destroyed.
+/// The value of the derived secret `derived`, which is destroyed; if destroying it fails,
+/// the call fails (see [`destroy_secret`]) and the value read is dropped, zeroized.
 fn take_derived_secret(s: &Session, derived: ObjectHandle) -> Result<Zeroizing<Vec<u8>>> {
     let value = s.get_attributes(derived, &[AttributeType::Value]);
-    let _ = s.destroy_object(derived);
+    destroy_secret(s, derived, "destroy a derived secret")?;
     match value
         .map_err(unavailable("read derived secret"))?
         .into_iter()
@@ -316,6 +326,35 @@ fn take_derived_secret(s: &Session, derived: ObjectHandle) -> Result<Zeroizing<V
         Some(Attribute::Value(v)) => Ok(Zeroizing::new(v)),
         _ => Err(Error::Internal),
     }
+}
+
+/// Destroy `object`, a session object of the pooled session `s` holding secret material
+/// for this call only. A failure fails the call with `HsmUnavailable`: the pool then closes
+/// `s` instead of lending it again, and closing a session destroys its session objects, so
+/// the material does not outlive the call in a session that later requests share (as
+/// `Hsm::generate_data_key_pair` does with its pair).
+pub(crate) fn destroy_secret(s: &Session, object: ObjectHandle, what: &'static str) -> Result<()> {
+    #[cfg(all(feature = "test-hooks", debug_assertions))]
+    if SECRET_DESTROYS_FAIL.with(std::cell::Cell::get) {
+        tracing::error!(
+            what,
+            "test hook: C_DestroyObject of a transient secret fails"
+        );
+        return Err(Error::HsmUnavailable);
+    }
+    s.destroy_object(object).map_err(unavailable(what))
+}
+
+#[cfg(all(feature = "test-hooks", debug_assertions))]
+thread_local! {
+    static SECRET_DESTROYS_FAIL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Test hook: on this thread, every [`destroy_secret`] fails without destroying anything,
+/// as a module failing `C_DestroyObject` would.
+#[cfg(all(feature = "test-hooks", debug_assertions))]
+pub fn fail_secret_destroys(on: bool) {
+    SECRET_DESTROYS_FAIL.with(|f| f.set(on));
 }
 
 /// Map a PKCS#11 failure to the public error, logging the detail (never secrets).
@@ -382,7 +421,13 @@ impl Hsm {
     /// at once in one process: a stress of four threads each generating a token key, listing
     /// the token's objects and destroying the key failed about 1 call in 100, and never with
     /// the three serialised. So on a module with that quirk (`object_calls_race`) they take
-    /// turns; other modules run them in parallel. Cryptographic calls never wait for this.
+    /// turns; other modules run them in parallel. An object is created by more than
+    /// `C_CreateObject` and `C_GenerateKey`: `C_UnwrapKey`, `C_DeriveKey` and `C_CopyObject`
+    /// make one too, so every call that makes, finds or destroys one, even for a moment (a
+    /// tenant KEK's unwrap, a session copy, a key agreement's secret, the recipient key and
+    /// transient keys of an export), takes the turn for the whole call. Calls that only
+    /// encrypt, decrypt, sign, verify or wrap with existing objects never wait for this
+    /// (tests/faults.rs drives both kinds at once).
     fn call_on_objects<T>(
         &self,
         function: &'static str,
@@ -411,6 +456,15 @@ impl Hsm {
         }
         let _turn = self.object_calls.lock().map_err(|_| Error::Internal)?;
         call()
+    }
+
+    /// Test hook: hold the turn on object calls (see [`Hsm::call_on_objects`]) until the
+    /// guard is dropped: a call that takes it waits meanwhile, any other goes on.
+    #[cfg(all(feature = "test-hooks", debug_assertions))]
+    pub fn hold_object_turn(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.object_calls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Run `f` with the anchor session (session objects live there).
@@ -632,22 +686,31 @@ impl Hsm {
                 out.extend_from_slice(&sealed);
                 Ok(out)
             }
-            sealing::Scheme::OaepKem => self.call("C_Encrypt", "CKM_RSA_PKCS_OAEP", |s, live| {
-                let sealing::RootKey::Rsa {
-                    public: root_public,
-                    hash,
-                    signer,
-                    ..
-                } = live.root
-                else {
-                    return Err(Error::HsmUnavailable);
+            sealing::Scheme::OaepKem => {
+                let seal = || {
+                    self.call("C_Encrypt", "CKM_RSA_PKCS_OAEP", |s, live| {
+                        let sealing::RootKey::Rsa {
+                            public: root_public,
+                            hash,
+                            signer,
+                            ..
+                        } = live.root
+                        else {
+                            return Err(Error::HsmUnavailable);
+                        };
+                        let public = match by {
+                            Sealer::Root => root_public,
+                            Sealer::Kek(kek) => sealing::public_of(s, live.handle(kek)?)?,
+                        };
+                        sealing::kem_seal(s, public, hash, &signer, aad, plaintext)
+                    })
                 };
-                let public = match by {
-                    Sealer::Root => root_public,
-                    Sealer::Kek(kek) => sealing::public_of(s, live.handle(kek)?)?,
-                };
-                sealing::kem_seal(s, public, hash, &signer, aad, plaintext)
-            }),
+                // A KEK's public key is found first: an object call (`call_on_objects`).
+                match by {
+                    Sealer::Root => seal(),
+                    Sealer::Kek(_) => self.in_turn_on_objects(seal),
+                }
+            }
         }
     }
 
@@ -713,7 +776,11 @@ impl Hsm {
                 },
             );
         }
-        self.call_anchor("C_GenerateKey", "CKM_AES_KEY_GEN", |anchor, live| {
+        // The extractable key is made, wrapped and destroyed in a pooled session, so that a
+        // failed destroy closes that session and the key with it (`destroy_secret`); the
+        // anchor session, which lives as long as the login, only ever holds the
+        // non-extractable copy.
+        let wrapped = self.call_on_objects("C_GenerateKey", "CKM_AES_KEY_GEN", |s, live| {
             let root = live.root.wrapping_key().ok_or(Error::HsmUnavailable)?;
             let template = [
                 Attribute::Token(false),
@@ -723,28 +790,32 @@ impl Hsm {
                 Attribute::Sensitive(true),
                 Attribute::Extractable(true),
                 Attribute::Private(true),
+                Attribute::Id(TRANSIENT_ID.to_vec()),
+                Attribute::Label(TRANSIENT_ID.to_vec()),
             ];
-            let temp = anchor
+            let temp = s
                 .generate_key(&Mechanism::AesKeyGen, &template)
                 .map_err(unavailable("generate kek"))?;
             let wrapped = spans::hsm("C_WrapKey", "CKM_AES_KEY_WRAP_PAD", || {
-                anchor.wrap_key(&Mechanism::AesKeyWrapPad, root, temp)
+                s.wrap_key(&Mechanism::AesKeyWrapPad, root, temp)
             });
-            let _ = anchor.destroy_object(temp);
-            let wrapped = wrapped.map_err(unavailable("wrap kek"))?;
-            let handle = unwrap_kek(anchor, root, &wrapped)?;
-            Ok((wrapped, live.obj(handle)))
-        })
+            destroy_secret(s, temp, "destroy the kek's extractable copy")?;
+            wrapped.map_err(unavailable("wrap kek"))
+        })?;
+        let kek =
+            self.call_anchor_on_objects("C_UnwrapKey", "CKM_AES_KEY_WRAP_PAD", |anchor, live| {
+                let root = live.root.wrapping_key().ok_or(Error::HsmUnavailable)?;
+                Ok(live.obj(unwrap_kek(anchor, root, &wrapped)?))
+            })?;
+        Ok((wrapped, kek))
     }
 
     /// The handle of a tenant KEK from its stored form ([`Hsm::generate_kek`]): unwrapped by
     /// the root key into a non-extractable session object, or the token object it names.
     pub fn unwrap_kek(&self, stored: &[u8]) -> Result<Obj> {
         if let Some(id) = sealing::kek_token_id(stored) {
-            return self.call(
-                "C_FindObjects",
-                "none",
-                |s, live| match sealing::find_by_id(s, ObjectClass::PRIVATE_KEY, id)? {
+            return self.call_on_objects("C_FindObjects", "none", |s, live| {
+                match sealing::find_by_id(s, ObjectClass::PRIVATE_KEY, id)? {
                     Some(h) => Ok(live.obj(h)),
                     None => {
                         tracing::error!(
@@ -752,10 +823,10 @@ impl Hsm {
                         );
                         Err(Error::HsmUnavailable)
                     }
-                },
-            );
+                }
+            });
         }
-        self.call_anchor("C_UnwrapKey", "CKM_AES_KEY_WRAP_PAD", |anchor, live| {
+        self.call_anchor_on_objects("C_UnwrapKey", "CKM_AES_KEY_WRAP_PAD", |anchor, live| {
             let root = live.root.wrapping_key().ok_or_else(|| {
                 tracing::error!("a tenant's KEK is wrapped, but this token's root key wraps nothing (another token's database?)");
                 Error::HsmUnavailable
@@ -778,7 +849,7 @@ impl Hsm {
     /// both of its token objects.
     pub fn discard_kek(&self, kek: Obj) -> Result<()> {
         if self.scheme()? == sealing::Scheme::OaepKem {
-            let public = self.call("C_FindObjects", "none", |s, live| {
+            let public = self.call_on_objects("C_FindObjects", "none", |s, live| {
                 sealing::public_of(s, live.handle(kek)?).map(|h| live.obj(h))
             });
             if let Ok(public) = public {
@@ -832,7 +903,7 @@ impl Hsm {
     /// false, both in the copy's template and set on the copy afterwards). It lives until
     /// destroyed or until the anchor session ends (this process, or the HSM starting over).
     pub fn session_copy(&self, object: Obj) -> Result<Obj> {
-        self.call_anchor("C_CopyObject", "none", |anchor, live| {
+        self.call_anchor_on_objects("C_CopyObject", "none", |anchor, live| {
             let copy = anchor
                 .copy_object(live.handle(object)?, &[Attribute::Token(false)])
                 .map_err(|e| {

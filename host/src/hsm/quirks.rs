@@ -53,6 +53,11 @@ pub struct Quirks {
     /// `C_DecryptInit` there answers `CKR_OPERATION_ACTIVE` (tpm2-pkcs11 1.9): a session whose
     /// call was refused as a bad input is closed, not reused.
     pub failed_operation_stays_active: bool,
+    /// A key template with `CKA_UNWRAP_TEMPLATE` fails the generation with
+    /// `CKR_GENERAL_ERROR` (tpm2-pkcs11 1.9, which has no `C_UnwrapKey` either: nothing
+    /// would ever be unwrapped under such a key). Where set, keys are made without one
+    /// (`hsm::key_policy`); the key ceremony's transport key is never made without it.
+    pub unwrap_template_refused: bool,
 }
 
 /// The modules keyplane knows by name.
@@ -105,6 +110,7 @@ impl Module {
                 private_keys_stay_inside: false,
                 no_key_wrapping: false,
                 failed_operation_stays_active: false,
+                unwrap_template_refused: false,
             },
             Module::Tpm2Pkcs11 => Quirks {
                 bad_input_as_general_error: true,
@@ -114,6 +120,7 @@ impl Module {
                 private_keys_stay_inside: true,
                 no_key_wrapping: true,
                 failed_operation_stays_active: true,
+                unwrap_template_refused: true,
                 ..Quirks::default()
             },
             Module::Other => Quirks::default(),
@@ -213,6 +220,9 @@ impl Quirks {
         }
         if self.failed_operation_stays_active {
             names.push("a failed decryption stays active in its session, which is closed");
+        }
+        if self.unwrap_template_refused {
+            names.push("refuses CKA_UNWRAP_TEMPLATE in a key template");
         }
         names
     }

@@ -405,7 +405,7 @@ fn make_root(
     let has = |m| quirks.usable(m) && pkcs11.get_mechanism_info(slot, m).is_ok();
     match Scheme::for_token(has)? {
         Scheme::TokenGcm => {
-            let mut template = root_key_template(ROOT_KEY_LABEL, exportable);
+            let mut template = root_key_template(ROOT_KEY_LABEL, exportable, quirks);
             template.push(Attribute::ValueLen(32.into()));
             Ok(RootKey::Aes(
                 anchor.generate_key(&Mechanism::AesKeyGen, &template)?,
@@ -452,8 +452,16 @@ pub const TRANSPORT_KEY_LABEL: &str = "keyplane-transport-v1";
 /// wrap, always sensitive. `exportable` (`hsm.root_key_exportable`): extractable only by a
 /// trusted wrapping key (see `hsm::ceremony`), so the key ceremony can pass it to another
 /// node; otherwise it never leaves the token. A new root key is made with it (plus its
-/// length), an imported one unwrapped into it.
-pub(crate) fn root_key_template(label: &str, exportable: bool) -> Vec<Attribute> {
+/// length), an imported one unwrapped into it. `CKA_WRAP_WITH_TRUSTED` is set either way (it
+/// changes nothing for a key that is not extractable): the transport key's unwrap template
+/// insists on it, as on every other attribute of `hsm::key_policy::TRANSPORT_UNWRAP_TEMPLATE`,
+/// which this template carries as they are. What the root key may unwrap into and the
+/// mechanisms it takes: `hsm::key_policy::root` (`quirks`: where the module takes them).
+pub(crate) fn root_key_template(
+    label: &str,
+    exportable: bool,
+    quirks: super::quirks::Quirks,
+) -> Vec<Attribute> {
     let mut template = vec![
         Attribute::Token(true),
         Attribute::Private(true),
@@ -461,6 +469,7 @@ pub(crate) fn root_key_template(label: &str, exportable: bool) -> Vec<Attribute>
         Attribute::KeyType(KeyType::AES),
         Attribute::Sensitive(true),
         Attribute::Extractable(exportable),
+        Attribute::WrapWithTrusted(true),
         Attribute::Wrap(true),
         Attribute::Unwrap(true),
         Attribute::Encrypt(true),
@@ -471,9 +480,7 @@ pub(crate) fn root_key_template(label: &str, exportable: bool) -> Vec<Attribute>
         Attribute::Label(label.as_bytes().to_vec()),
         Attribute::Id(label.as_bytes().to_vec()),
     ];
-    if exportable {
-        template.push(Attribute::WrapWithTrusted(true));
-    }
+    template.extend(super::key_policy::root(quirks));
     template
 }
 

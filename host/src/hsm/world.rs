@@ -51,7 +51,8 @@
 //! the token and never revealed), only `CKA_NEVER_EXTRACTABLE` is false, truthfully: its
 //! material left the token once, wrapped by the root key. If the module refuses to clear
 //! `CKA_EXTRACTABLE`, the objects are destroyed and the creation fails: a non-exportable key
-//! is never left extractable. A crash between generation and that step leaves an extractable
+//! is never left extractable. Where the root key wraps nothing (the `OaepKem` scheme) there is
+//! no world copy, and the key is made non-extractable all the same. A crash between generation and that step leaves an extractable
 //! object that no row names, which garbage collection destroys.
 //!
 //! Rejected alternatives:
@@ -94,8 +95,13 @@
 //!
 //! # Trust
 //! The world copy is as safe as the root key: whoever holds a token with the root key and
-//! its user PIN can unwrap it (into an extractable object, if they choose the template), as
-//! they can unwrap tenant KEKs today; the row's key id and version are not bound to the
+//! its user PIN can unwrap it with a template of their choosing, as they can tenant KEKs. A
+//! root key made (or imported) now takes only AES-GCM and AES key wrap and unwraps only into
+//! sensitive objects (`hsm::key_policy`), so no copy unwraps into a readable object and none
+//! is undone by hand with AES-ECB; but it cannot refuse an extractable one (exportable
+//! keys' copies are unwrapped extractable), and an extractable object can be wrapped out
+//! with a key of the user's own: the user PIN with the database still reaches the material
+//! (docs/hsm.md). A root key made before has neither restriction. The row's key id and version are not bound to the
 //! wrapped bytes (`CKM_AES_KEY_WRAP_PAD` has no associated data), so someone who can write
 //! the database could move one version's copy into another's row, as they could rewrite
 //! grants and key policies.
@@ -391,8 +397,10 @@ fn declined(e: &CkError) -> bool {
 /// make it non-extractable unless `usage.extractable` (see the module docs). Returns the
 /// stored form of the copy, or `None` where the module declines to wrap this kind of key (the
 /// version is then usable on this node only), or where the root key wraps nothing (`root`
-/// `None`: the `OaepKem` scheme of `hsm::sealing`). An error leaves `target` to the caller to
-/// destroy.
+/// `None`: the `OaepKem` scheme of `hsm::sealing`). Either way a key that is not exportable
+/// leaves here non-extractable: its callers make it extractable for the wrap whatever the
+/// scheme (an AES version, an imported private key). An error leaves `target` to the caller
+/// to destroy.
 pub(super) fn seal(
     s: &Session,
     root: Option<ObjectHandle>,
@@ -400,14 +408,34 @@ pub(super) fn seal(
     (kind, usage): (CopyKind, Usage),
     public: &[u8],
 ) -> Result<Option<Vec<u8>>> {
-    let Some(root) = root else {
-        return Ok(None);
+    let copy = match root {
+        Some(root) => wrap_with_root(s, root, target, kind, usage, public)?,
+        None => None,
     };
+    if !usage.extractable {
+        s.update_attributes(target, &[Attribute::Extractable(false)])
+            .map_err(|e| {
+                tracing::error!(error = %e, "the HSM refused to make a new key version non-extractable; the version is not created");
+                Error::HsmUnavailable
+            })?;
+    }
+    Ok(copy)
+}
+
+/// The world copy of `target` (see [`seal`]), or `None` where the module declines.
+fn wrap_with_root(
+    s: &Session,
+    root: ObjectHandle,
+    target: ObjectHandle,
+    kind: CopyKind,
+    usage: Usage,
+    public: &[u8],
+) -> Result<Option<Vec<u8>>> {
     let wrapped = crate::telemetry::spans::hsm("C_WrapKey", "CKM_AES_KEY_WRAP_PAD", || {
         s.wrap_key(&Mechanism::AesKeyWrapPad, root, target)
     });
-    let copy = match wrapped {
-        Ok(wrapped) => Some(
+    match wrapped {
+        Ok(wrapped) => Ok(Some(
             WorldCopy {
                 kind,
                 usage,
@@ -415,21 +443,13 @@ pub(super) fn seal(
                 wrapped: &wrapped,
             }
             .encode()?,
-        ),
+        )),
         Err(e) if declined(&e) => {
             tracing::warn!(error = %e, ?kind, "the HSM does not wrap this kind of key with the root key: the key version is usable only on this node");
-            None
+            Ok(None)
         }
-        Err(e) => return Err(unavailable("wrap a key version with the root key")(e)),
-    };
-    if !usage.extractable {
-        s.update_attributes(target, &[Attribute::Extractable(false)])
-            .map_err(|e| {
-                tracing::error!(error = %e, "the HSM refused to make a new key version non-extractable after wrapping it; the version is not created");
-                Error::HsmUnavailable
-            })?;
+        Err(e) => Err(unavailable("wrap a key version with the root key")(e)),
     }
-    Ok(copy)
 }
 
 /// Wrap `transient` (an extractable session object holding imported material) with the root

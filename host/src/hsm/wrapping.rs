@@ -2,7 +2,9 @@
 //! unwrapping imported material (RSA-OAEP, or RSA-OAEP of an ephemeral AES key followed by AES
 //! key wrap with padding, the `CKM_RSA_AES_KEY_WRAP` layout), and wrapping exportable keys to a
 //! recipient's RSA public key the same two ways. Private halves of wrapping keys are
-//! non-extractable token objects; ephemeral keys are session objects destroyed before return.
+//! non-extractable token objects; ephemeral keys are session objects destroyed before return
+//! (a failed destroy fails the call, so the pooled session holding one is closed: see
+//! `hsm::destroy_secret`).
 //!
 //! A private key crosses between token and host memory (PKCS#12 export and import, whose
 //! password-based encryption no token does) under a [`HostKek`]: an AES-256 key the host
@@ -16,7 +18,7 @@ use cryptoki::session::Session;
 use zeroize::Zeroizing;
 
 use super::quirks::Quirks;
-use super::{unavailable, Hsm, Obj};
+use super::{destroy_secret, unavailable, Hsm, Obj};
 use crate::error::{Error, Result};
 
 /// The hash of RSA-OAEP (and its MGF1).
@@ -108,7 +110,8 @@ pub(super) fn incorrect(what: &str) -> Error {
 
 impl Hsm {
     /// Generate an RSA wrapping key pair for an import: the private half a non-extractable
-    /// token object with `CKA_ID = id` that can only unwrap; returns the public modulus and
+    /// token object with `CKA_ID = id` that can only unwrap, with `CKM_RSA_PKCS_OAEP` only,
+    /// and cannot be changed (`hsm::key_policy`); returns the public modulus and
     /// exponent (the public half is not kept) and the private handle.
     pub fn generate_import_key_pair(
         &self,
@@ -132,7 +135,11 @@ impl Hsm {
             Attribute::Sign(false),
             Attribute::Id(id.to_vec()),
             Attribute::Label(id.to_vec()),
-        ];
+        ]
+        .into_iter()
+        // OAEP only, and nobody sets `CKA_DECRYPT` on it (`hsm::key_policy`).
+        .chain(super::key_policy::import_private())
+        .collect::<Vec<_>>();
         self.call_on_objects(
             "C_GenerateKeyPair",
             "CKM_RSA_PKCS_KEY_PAIR_GEN",
@@ -164,6 +171,45 @@ impl Hsm {
         )
     }
 
+    /// Test hook: what the user PIN gets the import wrapping key `private` to do beyond
+    /// unwrapping (`hsm::key_policy`): (attempt, answer), `SET`, `COPIED` and `DECRYPTED`
+    /// being successes.
+    #[cfg(all(feature = "test-hooks", debug_assertions))]
+    pub fn probe_import_key(&self, private: Obj) -> Result<Vec<(&'static str, String)>> {
+        self.call_on_objects("C_SetAttributeValue", "none", |s, live| {
+            let private = live.handle(private)?;
+            let answer = |r: std::result::Result<(), cryptoki::error::Error>, ok: &str| match r {
+                Ok(()) => ok.to_string(),
+                Err(e) => e.to_string(),
+            };
+            let copy = s.copy_object(
+                private,
+                &[Attribute::Token(false), Attribute::Decrypt(true)],
+            );
+            if let Ok(copy) = copy {
+                let _ = s.destroy_object(copy);
+            }
+            Ok(vec![
+                (
+                    "set CKA_DECRYPT",
+                    answer(
+                        s.update_attributes(private, &[Attribute::Decrypt(true)]),
+                        "SET",
+                    ),
+                ),
+                (
+                    "decrypt with raw RSA",
+                    answer(
+                        s.decrypt(&Mechanism::RsaX509, private, &[1u8; 256])
+                            .map(drop),
+                        "DECRYPTED",
+                    ),
+                ),
+                ("copy able to decrypt", answer(copy.map(drop), "COPIED")),
+            ])
+        })
+    }
+
     /// Unwrap imported symmetric material with the import key `private` (modulus length
     /// `modulus_len` bytes). Tampered or malformed input, or material not of `into`'s length,
     /// is [`Error::IncorrectKeyMaterial`].
@@ -187,13 +233,10 @@ impl Hsm {
             Attribute::Sensitive(matches!(into, UnwrapInto::Token { .. })),
             Attribute::Extractable(true),
             Attribute::Private(true),
+            Attribute::Id(super::TRANSIENT_ID.to_vec()),
+            Attribute::Label(super::TRANSIENT_ID.to_vec()),
         ];
-        let mechanism = if transport.with_aes_key_wrap {
-            "CKM_RSA_PKCS_OAEP+CKM_AES_KEY_WRAP_PAD"
-        } else {
-            transport.hash.name()
-        };
-        self.call_on_objects("C_UnwrapKey", mechanism, |s, live| {
+        self.call_on_objects("C_UnwrapKey", transport.name(), |s, live| {
             let private = live.handle(private)?;
             let handle = if transport.with_aes_key_wrap {
                 if wrapped.len() <= modulus_len {
@@ -202,7 +245,7 @@ impl Hsm {
                 let (head, tail) = wrapped.split_at(modulus_len);
                 let ephemeral = unwrap_ephemeral(s, live.quirks, private, transport.hash, head)?;
                 let out = s.unwrap_key(&Mechanism::AesKeyWrapPad, ephemeral, tail, &template);
-                let _ = s.destroy_object(ephemeral);
+                destroy_secret(s, ephemeral, "destroy an import's ephemeral key")?;
                 out
             } else {
                 s.unwrap_key(&transport.hash.mechanism(), private, wrapped, &template)
@@ -231,62 +274,87 @@ impl Hsm {
         exponent: &[u8],
         transport: Transport,
     ) -> Result<Vec<u8>> {
-        let mechanism = if transport.with_aes_key_wrap {
-            "CKM_RSA_PKCS_OAEP+CKM_AES_KEY_WRAP_PAD"
-        } else {
-            transport.hash.name()
-        };
-        self.call("C_WrapKey", mechanism, |s, live| {
-            let key = live.handle(key)?;
-            let recipient = s
-                .create_object(&[
-                    Attribute::Token(false),
-                    Attribute::Class(ObjectClass::PUBLIC_KEY),
-                    Attribute::KeyType(KeyType::RSA),
-                    Attribute::Modulus(modulus.to_vec()),
-                    Attribute::PublicExponent(exponent.to_vec()),
-                    Attribute::Wrap(true),
-                    Attribute::Encrypt(true),
-                ])
-                .map_err(unavailable("recipient public key"))?;
-            let out = if transport.with_aes_key_wrap {
-                wrap_with_ephemeral(s, recipient, key, transport.hash)
-            } else {
-                s.wrap_key(&transport.hash.mechanism(), recipient, key)
-                    .map_err(unavailable("wrap for recipient"))
-            };
-            let _ = s.destroy_object(recipient);
-            out
+        // The recipient's key (and the ephemeral key) are objects: an object call.
+        self.call_on_objects("C_WrapKey", transport.name(), |s, live| {
+            wrap_to_recipient(s, live.handle(key)?, (modulus, exponent), transport)
         })
     }
 
-    /// Run `f` with `material` as a transient, extractable AES session object (to export
-    /// `envelope` material through the token's wrapping mechanisms, which wrap its value as
-    /// it is: ChaCha20 key bytes too); destroyed afterwards.
-    pub fn with_transient_aes<T>(
+    /// Wrap `material` (`envelope` key bytes: AES, or ChaCha20 as it is) to a recipient's RSA
+    /// public key, through a transient, extractable AES session object holding it, made and
+    /// destroyed in the same pooled session: a failed destroy fails the call, so the session
+    /// is closed and the object with it (`destroy_secret`). The template's copy of the
+    /// material is wiped as the material will be.
+    pub fn wrap_material_for_recipient(
         &self,
         material: &[u8],
-        f: impl FnOnce(&Hsm, Obj) -> Result<T>,
-    ) -> Result<T> {
-        let value = Zeroizing::new(material.to_vec());
-        let handle = self.call_anchor("C_CreateObject", "none", |anchor, live| {
-            anchor
-                .create_object(&[
-                    Attribute::Token(false),
-                    Attribute::Class(ObjectClass::SECRET_KEY),
-                    Attribute::KeyType(KeyType::AES),
-                    Attribute::Value(value.to_vec()),
-                    Attribute::Sensitive(true),
-                    Attribute::Extractable(true),
-                    Attribute::Private(true),
-                ])
-                .map(|h| live.obj(h))
-                .map_err(unavailable("transient key"))
-        })?;
-        let out = f(self, handle);
-        let _ = self.destroy_if_present(handle);
-        out
+        (modulus, exponent): (&[u8], &[u8]),
+        transport: Transport,
+    ) -> Result<Vec<u8>> {
+        self.call_on_objects("C_WrapKey", transport.name(), |s, _live| {
+            let mut template = [
+                Attribute::Token(false),
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::AES),
+                Attribute::Value(material.to_vec()),
+                Attribute::Sensitive(true),
+                Attribute::Extractable(true),
+                Attribute::Private(true),
+                Attribute::Id(super::TRANSIENT_ID.to_vec()),
+                Attribute::Label(super::TRANSIENT_ID.to_vec()),
+            ];
+            let created = s.create_object(&template);
+            for a in &mut template {
+                if let Attribute::Value(v) = a {
+                    zeroize::Zeroize::zeroize(v);
+                }
+            }
+            let transient = created.map_err(unavailable("transient key"))?;
+            let out = wrap_to_recipient(s, transient, (modulus, exponent), transport);
+            destroy_secret(s, transient, "destroy the transient key")?;
+            out
+        })
     }
+}
+
+impl Transport {
+    /// The mechanism's name, for spans and metrics.
+    fn name(self) -> &'static str {
+        if self.with_aes_key_wrap {
+            "CKM_RSA_PKCS_OAEP+CKM_AES_KEY_WRAP_PAD"
+        } else {
+            self.hash.name()
+        }
+    }
+}
+
+/// Wrap `key` (extractable) in session `s` to the RSA public key `(modulus, exponent)`, a
+/// session object made for this call and destroyed again (a public key: nothing secret).
+fn wrap_to_recipient(
+    s: &Session,
+    key: ObjectHandle,
+    (modulus, exponent): (&[u8], &[u8]),
+    transport: Transport,
+) -> Result<Vec<u8>> {
+    let recipient = s
+        .create_object(&[
+            Attribute::Token(false),
+            Attribute::Class(ObjectClass::PUBLIC_KEY),
+            Attribute::KeyType(KeyType::RSA),
+            Attribute::Modulus(modulus.to_vec()),
+            Attribute::PublicExponent(exponent.to_vec()),
+            Attribute::Wrap(true),
+            Attribute::Encrypt(true),
+        ])
+        .map_err(unavailable("recipient public key"))?;
+    let out = if transport.with_aes_key_wrap {
+        wrap_with_ephemeral(s, recipient, key, transport.hash)
+    } else {
+        s.wrap_key(&transport.hash.mechanism(), recipient, key)
+            .map_err(unavailable("wrap for recipient"))
+    };
+    let _ = s.destroy_object(recipient);
+    out
 }
 
 /// An AES-256 key shared by host and token for one transfer of a private key (module docs).
@@ -399,6 +467,8 @@ fn wrap_with_ephemeral(
                 Attribute::Sensitive(true),
                 Attribute::Extractable(true),
                 Attribute::Wrap(true),
+                Attribute::Id(super::TRANSIENT_ID.to_vec()),
+                Attribute::Label(super::TRANSIENT_ID.to_vec()),
             ],
         )
         .map_err(unavailable("ephemeral key"))?;
@@ -412,7 +482,9 @@ fn wrap_with_ephemeral(
         head.extend_from_slice(&tail);
         Ok(head)
     })();
-    let _ = s.destroy_object(ephemeral);
+    // Extractable, and with the recipient's part it opens the wrapped key: see
+    // `destroy_secret`.
+    destroy_secret(s, ephemeral, "destroy the ephemeral key")?;
     out
 }
 
@@ -468,7 +540,14 @@ fn finish_unwrap(
             }
         }),
     };
-    let _ = s.destroy_object(transient);
+    // It holds the imported material (readable where it goes to host memory): see
+    // `destroy_secret`. A token object already made of it is not left behind.
+    if let Err(e) = destroy_secret(s, transient, "destroy imported material's transient key") {
+        if let Ok(Finished::Object(h, _)) = &out {
+            let _ = s.destroy_object(*h);
+        }
+        return Err(e);
+    }
     out
 }
 

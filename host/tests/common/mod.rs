@@ -963,3 +963,47 @@ pub fn assert_attempt_name(name: &str, version_prefix: &str) {
         "{name}"
     );
 }
+
+/// Initialise the embedded SoftHSM2 token of `data` (configured by `conf`) by hand, as an
+/// operator or an older release would: user PIN 2222 (written to `hsm.pin`), SO PIN 1111;
+/// then make its root key with `pkcs11-tool`, logged in, with `root_key_args` (key type,
+/// label, id, usages).
+pub fn hand_made_token(data: &Path, conf: &Path, root_key_args: &[&str]) {
+    let run = |cmd: &str, args: &[&str]| {
+        let out = std::process::Command::new(cmd)
+            .env("SOFTHSM2_CONF", conf)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(
+        "softhsm2-util",
+        &[
+            "--init-token",
+            "--free",
+            "--label",
+            "keyplane",
+            "--so-pin",
+            "1111",
+            "--pin",
+            "2222",
+        ],
+    );
+    std::fs::write(data.join("hsm.pin"), "2222").unwrap();
+    let login = [
+        "--module",
+        "/usr/lib/softhsm/libsofthsm2.so",
+        "--token-label",
+        "keyplane",
+        "--login",
+        "--pin",
+        "2222",
+    ];
+    let args: Vec<&str> = login.iter().chain(root_key_args).copied().collect();
+    run("pkcs11-tool", &args);
+}
