@@ -37,8 +37,10 @@
 //! and decrypt the export with it. See `hsm::key_policy`; tests/ceremony.rs tries each way on
 //! the joining node's token before the import. A module that refuses the unwrap template
 //! cannot make a transport key, so cannot join: nothing would stop an unwrap into a readable
-//! object there. The root key's own unwrap template and mechanisms (same module) bound what a
-//! user can do with it once imported.
+//! object there. What this protects is the root key's value: an unwrap into a second,
+//! sensitive copy that lacks the root key's own unwrap template is still possible (a template
+//! cannot carry another), and such a copy unwraps into extractable objects, as the user PIN
+//! alone allows with any root key (`docs/hsm.md`).
 //!
 //! Trade-offs: with the embedded token the generated SO PIN sits in `<data-dir>/hsm-so.pin`
 //! next to the user PIN, so on such a node the rule separates nothing from someone who reads

@@ -85,10 +85,17 @@ pub(crate) fn unwrap_template(inner: &'static [Attribute]) -> Attribute {
             std::mem::size_of_val(raw.as_slice()),
         )
     };
-    Attribute::VendorDefined((
-        AttributeType::VendorDefined(CKA_UNWRAP_TEMPLATE),
-        bytes.to_vec(),
-    ))
+    // The module reads these bytes as a `CK_ATTRIBUTE` array, so they must be aligned as one.
+    // A `Vec<u8>` is only promised byte alignment; every allocator keyplane runs on (mimalloc,
+    // glibc's malloc) gives at least 8 bytes to a block this size, which this checks in debug
+    // builds (the tests run on them).
+    let bytes = bytes.to_vec();
+    debug_assert_eq!(
+        bytes.as_ptr() as usize % std::mem::align_of::<CK_ATTRIBUTE>(),
+        0,
+        "an unwrap template's bytes are not aligned as CK_ATTRIBUTEs"
+    );
+    Attribute::VendorDefined((AttributeType::VendorDefined(CKA_UNWRAP_TEMPLATE), bytes))
 }
 
 /// What the AES root key's template adds (module docs), on a module that takes it.

@@ -870,7 +870,11 @@ impl Hsm {
         len: usize,
         exportable: bool,
     ) -> Result<(Obj, Option<Vec<u8>>)> {
-        let mut template = wrapping::aes_version_template(id, true);
+        // Extractable only where it must be: for its world copy (cleared after it, see
+        // [`world`]) or to be exported. A module that makes no world copies never sees a
+        // non-exportable key extractable, even for a moment.
+        let extractable = exportable || self.makes_world_copies()?;
+        let mut template = wrapping::aes_version_template(id, extractable);
         template.push(Attribute::ValueLen((len as u64).into()));
         let usage = world::Usage {
             encrypt: true,

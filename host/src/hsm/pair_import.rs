@@ -103,7 +103,7 @@ impl Hsm {
                     }
                 };
                 let unwrapped = s.unwrap_key(&Mechanism::AesKeyWrapPad, ephemeral, tail, &private);
-                let _ = s.destroy_object(ephemeral);
+                super::destroy_secret(s, ephemeral, "destroy a pair import's ephemeral key")?;
                 let private = match unwrapped {
                     Ok(h) => h,
                     // The host checked a bundle's key before it came here: the token refusing

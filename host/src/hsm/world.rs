@@ -412,7 +412,10 @@ pub(super) fn seal(
         Some(root) => wrap_with_root(s, root, target, kind, usage, public)?,
         None => None,
     };
-    if !usage.extractable {
+    // Cleared only where set: a module refuses to set `CKA_EXTRACTABLE` on a key that is not
+    // (SoftHSM2: `CKR_ATTRIBUTE_READ_ONLY`), and a key made for a module without world copies
+    // is made non-extractable from the start.
+    if !usage.extractable && is_extractable(s, target) {
         s.update_attributes(target, &[Attribute::Extractable(false)])
             .map_err(|e| {
                 tracing::error!(error = %e, "the HSM refused to make a new key version non-extractable; the version is not created");
@@ -420,6 +423,17 @@ pub(super) fn seal(
             })?;
     }
     Ok(copy)
+}
+
+/// Whether `key` is extractable (taken as so when the module does not say: the clearing that
+/// follows then fails loudly rather than leave it unknown).
+fn is_extractable(s: &Session, key: ObjectHandle) -> bool {
+    match s.get_attributes(key, &[cryptoki::object::AttributeType::Extractable]) {
+        Ok(attributes) => !attributes
+            .iter()
+            .any(|a| matches!(a, Attribute::Extractable(false))),
+        Err(_) => true,
+    }
 }
 
 /// The world copy of `target` (see [`seal`]), or `None` where the module declines.

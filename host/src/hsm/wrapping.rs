@@ -421,7 +421,7 @@ impl Hsm {
             let out = s
                 .wrap_key(&Mechanism::AesKeyWrapPad, ephemeral, key)
                 .map_err(unavailable("wrap private key for the host"));
-            let _ = s.destroy_object(ephemeral);
+            destroy_secret(s, ephemeral, "destroy the host KEK's session copy")?;
             out
         })?;
         kek.unwrap(&wrapped)
@@ -585,6 +585,6 @@ fn reseal_into_token(
         s.unwrap_key(&Mechanism::AesKeyWrap, ephemeral, &wrapped, &template)
             .map_err(unavailable("store imported key"))
     })();
-    let _ = s.destroy_object(ephemeral);
+    destroy_secret(s, ephemeral, "destroy an import's ephemeral key")?;
     out
 }
