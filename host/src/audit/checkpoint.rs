@@ -187,21 +187,7 @@ impl Checkpointer {
             key_fingerprint: self.fingerprint.clone(),
             signature: STANDARD.encode(signature),
         };
-        let mut tx = db.begin_bookkeeping().await?;
-        let inserted = on!(&mut tx => |c| sqlx::query(
-            "INSERT INTO audit_checkpoints (seq, head_hash, time, key_fingerprint, signature) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (seq) DO NOTHING",
-        )
-        .bind(cp.seq)
-        .bind(&cp.head_hash)
-        .bind(&cp.time)
-        .bind(&cp.key_fingerprint)
-        .bind(&cp.signature)
-        .execute(c)
-        .await?
-        .rows_affected());
-        tx.commit().await?;
-        if inserted == 0 {
+        if !store(db, &cp).await? {
             // Another node signed the shared chain's head first: its checkpoint stands.
             return Ok(None);
         }
@@ -216,6 +202,26 @@ impl Checkpointer {
             })?;
         Ok(Some(cp))
     }
+}
+
+/// Store `cp` in `audit_checkpoints`, in a bookkeeping transaction of its own: whether it was
+/// stored (false: a checkpoint at its record is there already).
+pub(super) async fn store(db: &Db, cp: &Checkpoint) -> Result<bool> {
+    let mut tx = db.begin_bookkeeping().await?;
+    let inserted = on!(&mut tx => |c| sqlx::query(
+        "INSERT INTO audit_checkpoints (seq, head_hash, time, key_fingerprint, signature) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (seq) DO NOTHING",
+    )
+    .bind(cp.seq)
+    .bind(&cp.head_hash)
+    .bind(&cp.time)
+    .bind(&cp.key_fingerprint)
+    .bind(&cp.signature)
+    .execute(c)
+    .await?
+    .rows_affected());
+    tx.commit().await?;
+    Ok(inserted > 0)
 }
 
 /// Append `cp` to the checkpoint file as one JSON line, and sync it.

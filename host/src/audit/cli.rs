@@ -330,25 +330,10 @@ mod tests {
     }
 
     async fn insert_checkpoint(db: &Db, cp: &Checkpoint) {
-        let mut tx = db.begin_bookkeeping().await.unwrap();
-        let inserted: crate::error::Result<()> = async {
-            crate::store::on!(&mut tx => |c| sqlx::query(
-                "INSERT INTO audit_checkpoints (seq, head_hash, time, key_fingerprint, signature) \
-                 VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(cp.seq)
-            .bind(&cp.head_hash)
-            .bind(&cp.time)
-            .bind(&cp.key_fingerprint)
-            .bind(&cp.signature)
-            .execute(c)
-            .await?
-            .rows_affected());
-            Ok(())
-        }
-        .await;
-        inserted.unwrap();
-        tx.commit().await.unwrap();
+        assert!(
+            checkpoint::store(db, cp).await.unwrap(),
+            "a checkpoint is there"
+        );
     }
 
     /// The checkpoints are checked in the snapshot the chain was walked in: a segment archived
