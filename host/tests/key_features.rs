@@ -142,6 +142,103 @@ async fn automatic_rotation_rotates_when_its_period_comes_and_says_so() {
     s.assert_audit_verifies();
 }
 
+/// Random 96-bit nonces allow one key about 2^32 messages (NIST SP 800-38D): a version that
+/// has sealed that many (less keyplane's margin) seals no more, though its ciphertexts still
+/// open; the scheduler rotates an encryption key whose primary version has sealed 2^31, long
+/// before that, whatever its schedule. (The counts are set in the database: sealing 2^31
+/// messages is not a test.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_version_seals_no_more_than_random_nonces_allow_and_is_rotated_before() {
+    const LIMIT: i64 = (1 << 32) - (1 << 28);
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_quiet(dir.path()).await;
+    let envelope = s.create_key(&s.admin, "envelope").await;
+    let hsm = s.create_key(&s.admin, "hsm").await;
+    let fresh = s.create_key(&s.admin, "envelope").await;
+    let ct = s.encrypt(&s.admin, &envelope, b"before", json!({})).await;
+    let set = |key: &str, sealed: i64| {
+        common::sqlite(
+            &dir.path().join("keyplane.db"),
+            &format!(
+                "UPDATE key_versions SET encryptions = {sealed} WHERE key_id = '{key}' AND version = 1"
+            ),
+        )
+    };
+    set(&envelope, LIMIT);
+    set(&hsm, LIMIT - 1);
+    // The rows' caches keep a row for a second.
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+
+    for op in ["encrypt", "generate-data-key"] {
+        let body = if op == "encrypt" {
+            json!({ "key_id": envelope, "plaintext": b64(b"after") })
+        } else {
+            json!({ "key_id": envelope, "key_spec": "AES_256" })
+        };
+        assert_error(
+            &s.call(Some(&s.admin), op, body).await,
+            409,
+            "InvalidState",
+            "random 96-bit nonces",
+        );
+    }
+    // One below the limit still seals (this one is the last).
+    s.encrypt(&s.admin, &hsm, b"last", json!({})).await;
+    let (st, d) = s.decrypt(&s.admin, &ct, json!({})).await;
+    assert_eq!((st, unb64(&d["plaintext"])), (200, b"before".to_vec()));
+
+    // The scheduler rotates both, and only them.
+    let pass = s.ok(&s.admin, "run-scheduler", json!({})).await;
+    let mut rotated: Vec<(String, i64)> = pass["rotated"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert_eq!(r["version"], 2, "{pass}");
+            (
+                r["key_id"].as_str().unwrap().to_string(),
+                r["sealed"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    rotated.sort();
+    let mut expected = vec![envelope.clone(), hsm.clone()];
+    expected.sort();
+    assert_eq!(
+        rotated.iter().map(|r| r.0.clone()).collect::<Vec<_>>(),
+        expected,
+        "{pass}"
+    );
+    // At least what was set (the first encryption's count may be written after it).
+    assert!(
+        rotated.iter().all(|r| (LIMIT..=LIMIT + 1).contains(&r.1)),
+        "{pass}"
+    );
+    assert!(!pass.to_string().contains(&fresh));
+    let again = s.ok(&s.admin, "run-scheduler", json!({})).await;
+    assert_eq!(again["rotated"], json!([]), "{again}");
+
+    // The new primary seals; the old version's ciphertexts open.
+    let after = s.encrypt(&s.admin, &envelope, b"after", json!({})).await;
+    let (st, d) = s.decrypt(&s.admin, &after, json!({})).await;
+    assert_eq!((st, unb64(&d["plaintext"])), (200, b"after".to_vec()));
+    let (st, d) = s.decrypt(&s.admin, &ct, json!({})).await;
+    assert_eq!((st, unb64(&d["plaintext"])), (200, b"before".to_vec()));
+    let versions = s
+        .ok(&s.admin, "list-key-versions", json!({ "key_id": hsm }))
+        .await;
+    assert_eq!(
+        versions["versions"][1]["rotation"], "automatic",
+        "{versions}"
+    );
+    assert!(audit(&s)
+        .iter()
+        .any(|r| r["principal"] == "keyplane:scheduler"
+            && r["action"] == "RotateKey"
+            && r["resource"].as_str().unwrap().contains("sealed:40265318")));
+    s.assert_audit_verifies();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn tags_are_cedar_attributes_and_only_admins_change_them() {
     let dir = tempfile::tempdir().unwrap();

@@ -47,6 +47,20 @@
 
 pub mod asym;
 pub mod ciphertext;
+
+/// How many messages one key version may seal with random 96-bit nonces. NIST SP 800-38D
+/// (8.3) caps AES-GCM with random IVs at 2^32 invocations per key, so that the chance of two
+/// messages sharing a nonce (which gives away the authentication key and the XOR of the two
+/// plaintexts) stays below 2^-32; the same bound is the usual one for ChaCha20-Poly1305 with
+/// random nonces. The limit here keeps 2^28 below it, because counts are approximate: each
+/// node counts in memory and writes its counts about once a second (`usage`), and rows are
+/// read through caches; 2^28 is far more than every node of a cluster seals in the seconds
+/// those lags last.
+pub const RANDOM_NONCE_SEAL_LIMIT: i64 = (1 << 32) - (1 << 28);
+
+/// How many messages a version seals before the lifecycle scheduler rotates its key (where
+/// keyplane can renew the material), long before [`RANDOM_NONCE_SEAL_LIMIT`] refuses to seal.
+pub const RANDOM_NONCE_ROTATE_AT: i64 = 1 << 31;
 pub mod context;
 pub mod envelope_cache;
 pub mod transport;
@@ -869,7 +883,8 @@ impl Keyring {
         self.cache.get(key_id, version).is_some()
     }
 
-    /// A fresh 96-bit nonce from the OS CSPRNG.
+    /// A fresh 96-bit nonce from the OS CSPRNG. Random nonces bound how often one key may
+    /// seal: see [`RANDOM_NONCE_SEAL_LIMIT`].
     pub fn nonce(&self) -> Result<[u8; 12]> {
         let mut n = [0u8; 12];
         self.rng.fill(&mut n).map_err(|_| Error::Internal)?;

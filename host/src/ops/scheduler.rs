@@ -5,7 +5,9 @@
 //!    finishes destructions and material expiries that a crash interrupted;
 //! 3. rotates the keys whose automatic rotation period (`enable-key-rotation`) has come,
 //!    then asks each enabled key's rotation-schedule plugin for its decision and rotates the
-//!    keys that are due (at most once per [`MIN_SCHEDULED_ROTATION_SECS`] each);
+//!    keys that are due (at most once per [`MIN_SCHEDULED_ROTATION_SECS`] each), and rotates
+//!    the encryption keys whose primary version has sealed as many messages as random nonces
+//!    safely allow ([`crate::crypto::RANDOM_NONCE_ROTATE_AT`]);
 //! 4. every `lifecycle.gc_interval_seconds` (claimed in the database: once per interval per
 //!    token for HSM objects, since each node has its own token; once across nodes for blobs
 //!    and plugin components), collects unreferenced material (see [`super::gc`]);
@@ -107,6 +109,10 @@ pub struct Rotated {
     /// The period that came (automatic rotation by period).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub period_days: Option<i64>,
+    /// The messages the previous primary version had sealed (a rotation before random nonces
+    /// run out, see `crypto::RANDOM_NONCE_ROTATE_AT`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<i64>,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -237,6 +243,7 @@ async fn pass(state: &AppState, holder: &str) -> Result<PassReport> {
 
     expire_imports(state, now, &mut report).await?;
     rotate_by_period(state, now, &mut report).await?;
+    rotate_worn_out(state, &mut report).await?;
 
     let schedules = plugins::schedules_of_enabled_keys(&state.db).await?;
     report.checked = schedules.len();
@@ -297,26 +304,78 @@ async fn rotate_by_period(state: &AppState, now: i64, report: &mut PassReport) -
         }
         .await;
         let rotated = settle(state, scope, ev, rotated).await;
-        metrics().scheduler_action(
-            "rotate",
-            rotated.as_ref().map_or_else(|e| e.code(), |_| "ok"),
-        );
-        match rotated {
-            Ok(version) => {
-                tracing::info!(key = %key.id, version, days, "key rotated by its period");
-                report.rotated.push(Rotated {
-                    key_id: key.id.clone(),
-                    version,
-                    plugin_sha256: None,
-                    period_days: Some(days),
-                });
-            }
-            Err(e) => report.failed.push(Failed {
-                key_id: key.id.clone(),
+        if let Some(version) = report_rotation(report, &key.id, rotated, Some(days), None) {
+            tracing::info!(key = %key.id, version, days, "key rotated by its period");
+        }
+    }
+    Ok(())
+}
+
+/// Count a built-in rotation's outcome and list it in the report; the version it made, if it
+/// did.
+fn report_rotation(
+    report: &mut PassReport,
+    key_id: &str,
+    rotated: Result<i64>,
+    period_days: Option<i64>,
+    sealed: Option<i64>,
+) -> Option<i64> {
+    metrics().scheduler_action(
+        "rotate",
+        rotated.as_ref().map_or_else(|e| e.code(), |_| "ok"),
+    );
+    match rotated {
+        Ok(version) => {
+            report.rotated.push(Rotated {
+                key_id: key_id.to_string(),
+                version,
+                plugin_sha256: None,
+                period_days,
+                sealed,
+            });
+            Some(version)
+        }
+        Err(e) => {
+            report.failed.push(Failed {
+                key_id: key_id.to_string(),
                 stage: "rotate",
                 code: e.code(),
                 message: e.to_string(),
-            }),
+            });
+            None
+        }
+    }
+}
+
+/// Rotate the encryption keys whose primary version has sealed
+/// [`crate::crypto::RANDOM_NONCE_ROTATE_AT`] messages, whatever their schedule: past
+/// [`crate::crypto::RANDOM_NONCE_SEAL_LIMIT`] the version would seal no more, and the key's
+/// users would see their encryptions refused. Keys of imported material cannot be renewed
+/// here; they reach the limit and are refused there, with a message that says to rotate.
+/// Each rotation is the compare-and-swap on the primary version that every rotation is, so a
+/// rotation made meanwhile (by hand or another pass) makes this one fail, not repeat.
+async fn rotate_worn_out(state: &AppState, report: &mut PassReport) -> Result<()> {
+    const _: () = assert!(crate::crypto::RANDOM_NONCE_ROTATE_AT == keys::WORN_OUT_SEALS);
+    for key in keys::worn_out(&state.db, 100).await? {
+        if !key.spec.is_symmetric_encryption() {
+            continue;
+        }
+        let Some(sealed) = keys::version(&state.db, &key.id, key.primary_version)
+            .await?
+            .map(|v| v.encryptions)
+        else {
+            continue;
+        };
+        let ev = system_event(
+            &key.tenant_id,
+            "RotateKey",
+            format!("{} sealed:{sealed}", key_uid(&key.id)),
+        );
+        let mut scope = WriteScope::new();
+        let rotated = versions::rotate(state, &mut scope, &key, keys::ROTATION_AUTOMATIC).await;
+        let rotated = settle(state, scope, ev, rotated).await;
+        if let Some(version) = report_rotation(report, &key.id, rotated, None, Some(sealed)) {
+            tracing::warn!(key = %key.id, version, sealed, "key rotated: its primary version sealed as many messages as random nonces safely allow");
         }
     }
     Ok(())
@@ -609,6 +668,7 @@ async fn check_one(
                     version,
                     plugin_sha256: Some(plugin.sha256),
                     period_days: None,
+                    sealed: None,
                 })),
                 "rotate",
             )

@@ -1,6 +1,7 @@
 //! Sealing under a key's primary version and opening a keyplane ciphertext: the header (which
 //! names the key spec's algorithm) and the canonical encryption context are the AAD; each use
-//! is counted. A ciphertext whose algorithm is not its key's is refused as invalid.
+//! is counted, and a version that has sealed as many messages as random nonces allow seals no
+//! more. A ciphertext whose algorithm is not its key's is refused as invalid.
 
 use zeroize::Zeroizing;
 
@@ -8,8 +9,9 @@ use super::checks::{check_usable_for_encryption, usable_version, VersionUse};
 use super::OpContext;
 use crate::crypto::ciphertext::{self, Algorithm};
 use crate::crypto::context::{canonical, EncryptionContext};
+use crate::crypto::RANDOM_NONCE_SEAL_LIMIT;
 use crate::error::{Error, Result};
-use crate::store::keys::KeyRow;
+use crate::store::keys::{KeyRow, KeyVersionRow};
 
 /// The AAD of a ciphertext: its header followed by the canonical encryption context.
 pub fn aad(header: &[u8], ec: &EncryptionContext) -> Vec<u8> {
@@ -29,6 +31,25 @@ fn check_context_given(key: &KeyRow, ec: &EncryptionContext) -> Result<()> {
     Ok(())
 }
 
+/// Refuse to seal once `version` has sealed [`RANDOM_NONCE_SEAL_LIMIT`] messages (stored
+/// counts and this node's counts not yet written): past it, random nonces would repeat with a
+/// chance the AEAD's bound no longer covers. Its ciphertexts still open; a rotation gives the
+/// key a fresh version.
+fn check_seal_budget(ctx: &OpContext<'_>, key: &KeyRow, version: &KeyVersionRow) -> Result<()> {
+    let sealed = version
+        .encryptions
+        .saturating_add(ctx.state.usage.pending(&key.id, version.version)[0]);
+    if sealed >= RANDOM_NONCE_SEAL_LIMIT {
+        return Err(Error::InvalidState(format!(
+            "version {} of key {} has sealed {sealed} messages, the most one key may seal with \
+             random 96-bit nonces (NIST SP 800-38D allows 2^32, keyplane keeps a margin); \
+             rotate the key (its ciphertexts still decrypt)",
+            version.version, key.id
+        )));
+    }
+    Ok(())
+}
+
 /// Encrypt under the key's primary version; returns (version, ciphertext blob).
 pub async fn seal_with_primary(
     ctx: &OpContext<'_>,
@@ -40,6 +61,7 @@ pub async fn seal_with_primary(
     let kind = check_usable_for_encryption(key)?;
     let algorithm = Algorithm::of(kind.1).ok_or(Error::Internal)?;
     let version = usable_version(ctx, key, key.primary_version, VersionUse::Protect).await?;
+    check_seal_budget(ctx, key, &version)?;
     let v = version.version as u32;
     let nonce = ctx.state.keyring.nonce()?;
     let header = ciphertext::header(algorithm, &key.id, v, &nonce);

@@ -873,6 +873,35 @@ pub async fn due_for_rotation(
     })
 }
 
+/// The bound of [`worn_out`] and of the partial index `key_versions_worn_out` (both literal):
+/// `crypto::RANDOM_NONCE_ROTATE_AT`, which the scheduler checks is the same.
+pub const WORN_OUT_SEALS: i64 = 2_147_483_648;
+
+/// Enabled encryption keys of keyplane's own material whose primary version has sealed at
+/// least [`WORN_OUT_SEALS`] messages (by its stored counts): what the scheduler
+/// rotates before random nonces run out. The bound is a literal in the query, as in the
+/// partial index `key_versions_worn_out` (a planner uses a partial index only for a query
+/// whose terms imply its predicate, which a bound parameter does not).
+pub async fn worn_out(pool: impl Into<Conn<'_>>, limit: i64) -> Result<Vec<KeyRow>> {
+    on!(pool, {
+        crate::telemetry::spans::db("SELECT", "keys", async move {
+            Ok(sqlx::query_as(&format!(
+                "SELECT {KEY_COLUMNS} FROM keys WHERE id IN (SELECT key_id FROM key_versions \
+                 WHERE encryptions >= 2147483648) AND EXISTS (SELECT 1 FROM key_versions v \
+                 WHERE v.key_id = keys.id AND v.version = keys.primary_version \
+                 AND v.encryptions >= 2147483648) AND state = $1 AND usage = $2 AND origin <> $3 ORDER BY id LIMIT $4"
+            ))
+            .bind(KeyState::Enabled)
+            .bind(KeyUsage::EncryptDecrypt)
+            .bind(crate::store::imports::ORIGIN_EXTERNAL)
+            .bind(limit)
+            .fetch_all(&mut *pool)
+            .await?)
+        })
+        .await
+    })
+}
+
 /// Move a key's next automatic rotation from `from` to `to` (a compare-and-set: false if it
 /// changed meanwhile, e.g. rotation was turned off or another pass rotated it).
 pub async fn advance_rotation(conn: &mut Tx, key_id: &str, from: i64, to: i64) -> Result<bool> {
