@@ -493,6 +493,50 @@ async fn run_scheduler_is_not_skipped_beside_the_background_pass() {
     }
 }
 
+/// Keys the scheduler fails on at every pass do not starve the others: each pass takes a page
+/// of 100 due keys, those it never failed on first and then by oldest failure. Here 100 keys
+/// of one tenant cannot be destroyed (their storage backend's row is gone, as a tenant's
+/// broken plugin would fail), and another tenant's key, due later, is destroyed at the next
+/// pass (before, the failing keys came first on every pass, for ever).
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_the_scheduler_always_fails_on_do_not_starve_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_quiet(dir.path()).await;
+    let mut broken = Vec::new();
+    for _ in 0..100 {
+        broken.push(s.create_key(&s.admin, "envelope").await);
+    }
+    let list = broken
+        .iter()
+        .map(|k| format!("'{k}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    common::sqlite(
+        &dir.path().join("keyplane.db"),
+        &format!(
+            "UPDATE keys SET state = 'destroying', deletion_date = 0 WHERE id IN ({list}); \
+             UPDATE key_versions SET blob_store = 'gone' WHERE key_id IN ({list});"
+        ),
+    );
+    let (_, other) = s.tenant_with_admin("other").await;
+    let victim = s.create_key(&other, "envelope").await;
+    s.destroy_keys_of(&other, "other", &[&victim]).await;
+    let described = s
+        .ok(&other, "describe-key", json!({ "key_id": victim }))
+        .await;
+    assert_eq!(
+        described["state"], "pending-deletion",
+        "the first pass is the broken keys'"
+    );
+    let pass = s.ok(&s.admin, "run-scheduler", json!({})).await;
+    assert_eq!(pass["destroyed"], json!([victim]), "{pass}");
+    assert_eq!(pass["failed"].as_array().unwrap().len(), 99, "{pass}");
+    let described = s
+        .ok(&other, "describe-key", json!({ "key_id": victim }))
+        .await;
+    assert_eq!(described["state"], "destroyed", "{described}");
+}
+
 /// Two uploads of one plugin name race past the existence check; the unique constraint that
 /// refuses the second is a conflict (`409 AlreadyExists`), not an outage (it was `503`).
 #[tokio::test(flavor = "multi_thread")]

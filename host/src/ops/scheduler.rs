@@ -19,6 +19,10 @@
 //! of key versions that no row names any more (`Keyring::sweep_session_objects`: the backstop
 //! of cross-node invalidation for versions shredded on another node).
 //!
+//! Each kind of due work is taken a page at a time, keys the scheduler never failed on first
+//! and then by oldest failure (`keys::note_scheduler_failure`): keys that fail on every pass (a
+//! tenant's broken storage plugin) cannot fill every page and starve every other tenant's.
+//!
 //! One node runs a pass at a time (a database lease, held for the pass only, so an operator's
 //! `run-scheduler` waits for a background pass instead of being turned away); a rotation is
 //! also a compare-and-swap on the key's primary version, so a due rotation happens once even
@@ -214,6 +218,7 @@ async fn pass(state: &AppState, holder: &str) -> Result<PassReport> {
             if let Err(e) = key_deletion::begin_destroy(state, &key, &begin).await {
                 // Cancelled meanwhile, or the database failed: nothing was shredded.
                 tracing::info!(key = %key.id, error = %e, "key destruction not begun");
+                note_failure(state, &key.id, now).await;
                 continue;
             }
             key.state = KeyState::Destroying;
@@ -231,6 +236,7 @@ async fn pass(state: &AppState, holder: &str) -> Result<PassReport> {
             Err(e) => {
                 metrics().scheduler_action("destroy", e.code());
                 tracing::warn!(key = %key.id, error = %e, "key destruction failed; retried next pass");
+                note_failure(state, &key.id, now).await;
                 report.failed.push(Failed {
                     key_id: key.id.clone(),
                     stage: "destroy",
@@ -243,7 +249,7 @@ async fn pass(state: &AppState, holder: &str) -> Result<PassReport> {
 
     expire_imports(state, now, &mut report).await?;
     rotate_by_period(state, now, &mut report).await?;
-    rotate_worn_out(state, &mut report).await?;
+    rotate_worn_out(state, now, &mut report).await?;
 
     let schedules = plugins::schedules_of_enabled_keys(&state.db).await?;
     report.checked = schedules.len();
@@ -304,16 +310,34 @@ async fn rotate_by_period(state: &AppState, now: i64, report: &mut PassReport) -
         }
         .await;
         let rotated = settle(state, scope, ev, rotated).await;
-        if let Some(version) = report_rotation(report, &key.id, rotated, Some(days), None) {
+        if let Some(version) =
+            report_rotation(state, now, report, &key.id, rotated, Some(days), None).await
+        {
             tracing::info!(key = %key.id, version, days, "key rotated by its period");
         }
     }
     Ok(())
 }
 
-/// Count a built-in rotation's outcome and list it in the report; the version it made, if it
-/// did.
-fn report_rotation(
+/// Remember that this pass failed on a key (`keys::note_scheduler_failure`), so the next
+/// passes take the keys they never failed on first.
+async fn note_failure(state: &AppState, key_id: &str, now: i64) {
+    let noted = async {
+        let mut tx = state.db.begin_bookkeeping().await?;
+        keys::note_scheduler_failure(&mut tx, key_id, now).await?;
+        tx.commit().await
+    }
+    .await;
+    if let Err(e) = noted {
+        tracing::warn!(key = %key_id, error = %e, "scheduler: failure not noted");
+    }
+}
+
+/// Count a built-in rotation's outcome and list it in the report (noting a failure); the
+/// version it made, if it did.
+async fn report_rotation(
+    state: &AppState,
+    now: i64,
     report: &mut PassReport,
     key_id: &str,
     rotated: Result<i64>,
@@ -336,6 +360,7 @@ fn report_rotation(
             Some(version)
         }
         Err(e) => {
+            note_failure(state, key_id, now).await;
             report.failed.push(Failed {
                 key_id: key_id.to_string(),
                 stage: "rotate",
@@ -354,12 +379,9 @@ fn report_rotation(
 /// here; they reach the limit and are refused there, with a message that says to rotate.
 /// Each rotation is the compare-and-swap on the primary version that every rotation is, so a
 /// rotation made meanwhile (by hand or another pass) makes this one fail, not repeat.
-async fn rotate_worn_out(state: &AppState, report: &mut PassReport) -> Result<()> {
+async fn rotate_worn_out(state: &AppState, now: i64, report: &mut PassReport) -> Result<()> {
     const _: () = assert!(crate::crypto::RANDOM_NONCE_ROTATE_AT == keys::WORN_OUT_SEALS);
     for key in keys::worn_out(&state.db, 100).await? {
-        if !key.spec.is_symmetric_encryption() {
-            continue;
-        }
         let Some(sealed) = keys::version(&state.db, &key.id, key.primary_version)
             .await?
             .map(|v| v.encryptions)
@@ -374,7 +396,9 @@ async fn rotate_worn_out(state: &AppState, report: &mut PassReport) -> Result<()
         let mut scope = WriteScope::new();
         let rotated = versions::rotate(state, &mut scope, &key, keys::ROTATION_AUTOMATIC).await;
         let rotated = settle(state, scope, ev, rotated).await;
-        if let Some(version) = report_rotation(report, &key.id, rotated, None, Some(sealed)) {
+        if let Some(version) =
+            report_rotation(state, now, report, &key.id, rotated, None, Some(sealed)).await
+        {
             tracing::warn!(key = %key.id, version, sealed, "key rotated: its primary version sealed as many messages as random nonces safely allow");
         }
     }
@@ -522,6 +546,7 @@ async fn expire_imports(state: &AppState, now: i64, report: &mut PassReport) -> 
             Ok(false) => continue,
             Err(e) => {
                 tracing::warn!(key = %key.id, error = %e, "expiry of imported material not begun");
+                note_failure(state, &key.id, now).await;
                 continue;
             }
         }
@@ -532,6 +557,7 @@ async fn expire_imports(state: &AppState, now: i64, report: &mut PassReport) -> 
             Ok(m) => m.and_then(|m| m.material_expires_at),
             Err(e) => {
                 tracing::warn!(key = %key.id, error = %e, "imported material not deleted; retried next pass");
+                note_failure(state, &key.id, now).await;
                 continue;
             }
         };
@@ -567,6 +593,7 @@ async fn expire_imports(state: &AppState, now: i64, report: &mut PassReport) -> 
             }
             Err(e) => {
                 metrics().scheduler_action("expire", e.code());
+                note_failure(state, &key.id, now).await;
                 report.failed.push(Failed {
                     key_id: key.id.clone(),
                     stage: "expire",

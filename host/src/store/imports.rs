@@ -161,7 +161,8 @@ pub async fn set_imported(
 }
 
 /// External keys whose imported material has expired and still has to be deleted, and keys
-/// whose expiry a crash interrupted.
+/// whose expiry a crash interrupted: those the scheduler never failed on first (see
+/// `keys::note_scheduler_failure`).
 pub async fn expired_material(
     pool: impl Into<Conn<'_>>,
     now: i64,
@@ -171,7 +172,8 @@ pub async fn expired_material(
         crate::telemetry::spans::db("SELECT", "keys", async move {
             Ok(sqlx::query_scalar(
                 "SELECT id FROM keys WHERE origin = 'external' AND (state = $1 OR \
-             (material_expires_at <= $2 AND state IN ('enabled', 'disabled'))) LIMIT $3",
+             (material_expires_at <= $2 AND state IN ('enabled', 'disabled'))) \
+             ORDER BY COALESCE(scheduler_failed_at, 0), id LIMIT $3",
             )
             .bind(KeyState::Expiring)
             .bind(now)

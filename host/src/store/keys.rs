@@ -604,7 +604,8 @@ pub async fn mark_destroyed(conn: &mut Tx, key_id: &str, now_unix: i64, now: &st
     })
 }
 
-/// Keys whose deletion window has passed, and keys whose destruction a crash interrupted.
+/// Keys whose deletion window has passed, and keys whose destruction a crash interrupted:
+/// those the scheduler never failed on first (see [`note_scheduler_failure`]).
 pub async fn due_for_deletion(
     pool: impl Into<Conn<'_>>,
     now: i64,
@@ -614,7 +615,8 @@ pub async fn due_for_deletion(
         crate::telemetry::spans::db("SELECT", "keys", async move {
             Ok(sqlx::query_as(&format!(
                 "SELECT {KEY_COLUMNS} FROM keys WHERE state = $1 \
-             OR (state = $2 AND deletion_date <= $3) ORDER BY deletion_date LIMIT $4"
+             OR (state = $2 AND deletion_date <= $3) \
+             ORDER BY COALESCE(scheduler_failed_at, 0), deletion_date, id LIMIT $4"
             ))
             .bind(KeyState::Destroying)
             .bind(KeyState::PendingDeletion)
@@ -861,7 +863,7 @@ pub async fn due_for_rotation(
         crate::telemetry::spans::db("SELECT", "keys", async move {
             Ok(sqlx::query_as(&format!(
                 "SELECT {KEY_COLUMNS} FROM keys WHERE next_rotation_at <= $1 AND state = $2 \
-             ORDER BY next_rotation_at LIMIT $3"
+             ORDER BY COALESCE(scheduler_failed_at, 0), next_rotation_at, id LIMIT $3"
             ))
             .bind(now)
             .bind(KeyState::Enabled)
@@ -877,7 +879,7 @@ pub async fn due_for_rotation(
 /// `crypto::RANDOM_NONCE_ROTATE_AT`, which the scheduler checks is the same.
 pub const WORN_OUT_SEALS: i64 = 2_147_483_648;
 
-/// Enabled encryption keys of keyplane's own material whose primary version has sealed at
+/// Enabled symmetric encryption keys of keyplane's own material whose primary version has sealed at
 /// least [`WORN_OUT_SEALS`] messages (by its stored counts): what the scheduler
 /// rotates before random nonces run out. The bound is a literal in the query, as in the
 /// partial index `key_versions_worn_out` (a planner uses a partial index only for a query
@@ -889,14 +891,37 @@ pub async fn worn_out(pool: impl Into<Conn<'_>>, limit: i64) -> Result<Vec<KeyRo
                 "SELECT {KEY_COLUMNS} FROM keys WHERE id IN (SELECT key_id FROM key_versions \
                  WHERE encryptions >= 2147483648) AND EXISTS (SELECT 1 FROM key_versions v \
                  WHERE v.key_id = keys.id AND v.version = keys.primary_version \
-                 AND v.encryptions >= 2147483648) AND state = $1 AND usage = $2 AND origin <> $3 ORDER BY id LIMIT $4"
+                 AND v.encryptions >= 2147483648) AND state = $1 AND usage = $2 \
+                 AND origin <> $3 AND spec IN ($4, $5, $6) \
+                 ORDER BY COALESCE(scheduler_failed_at, 0), id LIMIT $7"
             ))
             .bind(KeyState::Enabled)
             .bind(KeyUsage::EncryptDecrypt)
             .bind(crate::store::imports::ORIGIN_EXTERNAL)
+            .bind(KeySpec::Aes256Gcm)
+            .bind(KeySpec::Aes128Gcm)
+            .bind(KeySpec::ChaCha20Poly1305)
             .bind(limit)
             .fetch_all(&mut *pool)
             .await?)
+        })
+        .await
+    })
+}
+
+/// Remember that the scheduler failed to act on a key at `now` (a destruction, a rotation, an
+/// expiry). Each pass takes a page of due keys, never-failed first and then by oldest failure,
+/// so keys that fail on every pass (a tenant's broken storage plugin) cannot fill every page
+/// and starve everyone else's. Not a column any cache holds.
+pub async fn note_scheduler_failure(conn: &mut Tx, key_id: &str, now: i64) -> Result<()> {
+    on!(conn, {
+        crate::telemetry::spans::db("UPDATE", "keys", async move {
+            sqlx::query("UPDATE keys SET scheduler_failed_at = $1 WHERE id = $2")
+                .bind(now)
+                .bind(key_id)
+                .execute(conn)
+                .await?;
+            Ok(())
         })
         .await
     })

@@ -842,11 +842,16 @@ impl Server {
     /// Schedule the deletion of `keys` (the shortest window, approved by a second admin), pass
     /// the window (`test-hooks` builds) and run the scheduler, which destroys them.
     pub async fn destroy_keys(&self, keys: &[&str]) {
-        let approver = self.second_admin("default").await;
+        self.destroy_keys_of(&self.admin, "default", keys).await
+    }
+
+    /// [`Server::destroy_keys`] for keys of `tenant`, whose admin holds `admin`.
+    pub async fn destroy_keys_of(&self, admin: &str, tenant: &str, keys: &[&str]) {
+        let approver = self.second_admin(tenant).await;
         for key in keys {
             let (status, v) = self
                 .schedule_deletion(
-                    &self.admin,
+                    admin,
                     &approver,
                     json!({ "key_id": key, "pending_window_days": 7 }),
                 )
