@@ -210,13 +210,26 @@ impl Error {
 impl From<sqlx::Error> for Error {
     /// A unique constraint that refuses a row is a conflict with what exists (two requests
     /// creating the same alias, plugin or principal, the second after the first committed),
-    /// never an outage; anything else the database reports is.
+    /// and a foreign key that refuses one a conflict with a deletion made meanwhile, never an
+    /// outage; anything else the database reports is.
     fn from(e: sqlx::Error) -> Self {
         if let sqlx::Error::Database(db) = &e {
             if db.is_unique_violation() {
                 let (kind, id) = unique_violation(db.as_ref());
                 tracing::info!(kind, "refused by a unique constraint");
                 return Error::AlreadyExists { kind, id };
+            }
+            // A row this request names was deleted by another request between the check and
+            // the write (a plugin deleted while it was being set as a storage backend or a
+            // rotation schedule): a conflict with what another request did, never an outage.
+            if db.is_foreign_key_violation() {
+                tracing::info!(
+                    "refused by a foreign key: what the request names was deleted meanwhile"
+                );
+                return Error::InvalidState(
+                    "something this request names was deleted while it ran; read it again and retry"
+                        .into(),
+                );
             }
             // PostgreSQL refuses text it cannot hold (a NUL: 22021, or a character its
             // encoding lacks: 22P05). That is the request's text, not an outage; the fields

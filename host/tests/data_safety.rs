@@ -282,6 +282,124 @@ async fn key_settings_are_compare_and_sets() {
     );
 }
 
+/// Deletion protection is never turned on for a key whose deletion is scheduled: it is
+/// checked when a deletion is scheduled, not when it comes due, so a "protected" answer for a
+/// pending key would be false (the key was still destroyed when its window ended). Refused
+/// when the key is pending, and a compare-and-set against the state it was read in when a
+/// deletion is scheduled meanwhile. A second schedule says "is pending deletion", as AWS does.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_pending_deletion_is_not_protected() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_quiet(dir.path()).await;
+    let approver = s.second_admin("default").await;
+    let schedule = |key: String| {
+        let s = &s;
+        let approver = approver.clone();
+        async move {
+            let body = json!({ "key_id": key, "pending_window_days": 7 });
+            s.schedule_deletion(&s.admin, &approver, body).await
+        }
+    };
+
+    let key = s.create_key(&s.admin, "envelope").await;
+    let (status, v) = schedule(key.clone()).await;
+    assert_eq!(status, 200, "{v}");
+    for (op, body) in [
+        (
+            "set-deletion-protection",
+            json!({ "key_id": key, "enabled": true }),
+        ),
+        (
+            "configure-key",
+            json!({ "key_id": key, "deletion_protection": true }),
+        ),
+    ] {
+        assert_error(
+            &s.call(Some(&s.admin), op, body).await,
+            409,
+            "InvalidState",
+            "cancel its deletion",
+        );
+    }
+    assert_error(
+        &schedule(key.clone()).await,
+        409,
+        "InvalidState",
+        "is pending deletion",
+    );
+
+    let raced = s.create_key(&s.admin, "envelope").await;
+    let protect = s.call(
+        Some(&s.admin),
+        "set-deletion-protection",
+        json!({ "key_id": raced, "enabled": true }),
+    );
+    let scheduled = async {
+        let (status, v) = schedule(raced.clone()).await;
+        assert_eq!(status, 200, "{v}");
+    };
+    let protected = s
+        .interleaved("key-settings:resolved", &raced, protect, scheduled)
+        .await;
+    assert_changed_meanwhile(&protected);
+
+    // The window ends: both are destroyed, as their answers said they would be.
+    s.advance_clock(8 * DAY).await;
+    s.ok(&s.admin, "run-scheduler", json!({})).await;
+    for k in [&key, &raced] {
+        let d = s.ok(&s.admin, "describe-key", json!({ "key_id": k })).await;
+        assert_eq!(
+            (d["state"].as_str(), d["deletion_protection"].as_bool()),
+            (Some("destroyed"), Some(false)),
+            "{d}"
+        );
+    }
+}
+
+/// A request that finds a blob-backed envelope version in the cache takes the wrapped material
+/// the entry keeps, not a bare "it is cached": the entry evicted before the request seals (a
+/// full cache, here of one entry) leaves it able to seal (before, it was a 500 `Internal`).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cache_entry_evicted_mid_request_does_not_fail_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_with_env(
+        dir.path(),
+        &[
+            ("RUST_LOG", "warn"),
+            ("KEYPLANE_LIFECYCLE__SCHEDULER_INTERVAL_SECONDS", "0"),
+            ("KEYPLANE_ENVELOPE_CACHE__MAX_ENTRIES", "1"),
+        ],
+    )
+    .await;
+    s.kv_backend(&s.admin).await;
+    let a = s.create_key(&s.admin, "envelope").await;
+    let b = s.create_key(&s.admin, "envelope").await;
+    let ct = s.encrypt(&s.admin, &a, b"cached", json!({})).await;
+    // A's version is in the cache; B's encryption, while A's request waits past finding it
+    // there, takes the one slot.
+    let b_evicts_a = || async {
+        s.encrypt(&s.admin, &b, b"evicts a", json!({})).await;
+    };
+    let encrypt_a = s.call(
+        Some(&s.admin),
+        "encrypt",
+        json!({ "key_id": a, "plaintext": b64(b"evicted meanwhile") }),
+    );
+    let (status, v) = s
+        .interleaved("version:loaded", &a, encrypt_a, b_evicts_a())
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let decrypt_a = s.decrypt(&s.admin, &ct, json!({}));
+    let (status, v) = s
+        .interleaved("version:loaded", &a, decrypt_a, b_evicts_a())
+        .await;
+    assert_eq!(
+        (status, unb64(&v["plaintext"])),
+        (200, b"cached".to_vec()),
+        "{v}"
+    );
+}
+
 /// `delete-alias` deletes the alias only while it names the key it was authorized on: one
 /// moved meanwhile to a key whose aliases a policy protects stays.
 #[tokio::test(flavor = "multi_thread")]

@@ -438,6 +438,25 @@ async fn imported_material_is_the_key_and_every_refusal_is_typed() {
         .await;
     assert!(d["material_expires_at"].is_string(), "{d}");
     s.advance_clock(3601).await;
+    // Expired, and not yet deleted by the scheduler: no longer used all the same (before, it
+    // was until the next pass, and for ever on a node whose scheduler is off).
+    assert_error(
+        &s.decrypt(&s.admin, &ct, json!({})).await,
+        409,
+        "InvalidState",
+        "imported material expired",
+    );
+    assert_error(
+        &s.call(
+            Some(&s.admin),
+            "encrypt",
+            json!({ "key_id": key, "plaintext": b64(b"after expiry") }),
+        )
+        .await,
+        409,
+        "InvalidState",
+        "imported material expired",
+    );
     let pass = s.ok(&s.admin, "run-scheduler", json!({})).await;
     assert_eq!(pass["expired"], json!([key]), "{pass}");
     assert_error(

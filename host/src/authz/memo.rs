@@ -244,6 +244,7 @@ fn add_key(d: &mut Digest, row: &KeyRow) {
         next_rotation_at,
         deletion_protection,
         require_encryption_context,
+        material_expires_at,
     } = row;
     for s in [
         id.as_str(),
@@ -268,6 +269,7 @@ fn add_key(d: &mut Digest, row: &KeyRow) {
         destroyed_at,
         rotation_period_days,
         next_rotation_at,
+        material_expires_at,
     ] {
         match t {
             Some(t) => {

@@ -3,6 +3,11 @@
 //! Entries hold the material bytes (16 or 32, by the key's spec) in `Zeroizing` memory; they
 //! are wiped when evicted, expired or dropped. ring's key (AES key schedule, ChaCha20 key) is
 //! built per operation from these bytes and lives only on the stack of that operation.
+//!
+//! Each entry also keeps the material as it was wrapped (by the tenant KEK; not secret), so a
+//! request that finds a version here needs no blob from its storage plugin and still has
+//! what it needs if the entry is evicted or expires before it seals (see
+//! [`EnvelopeCache::wrapped`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,9 +18,12 @@ use zeroize::Zeroizing;
 /// Unwrapped material of one key version.
 pub type Material = Arc<Zeroizing<Vec<u8>>>;
 
+/// One cached version: its material, the material as it was wrapped, and when it was cached.
+type Entry = (Material, Arc<[u8]>, Instant);
+
 /// Cache keyed by (key id, version).
 pub struct EnvelopeCache {
-    entries: Mutex<HashMap<(String, u32), (Material, Instant)>>,
+    entries: Mutex<HashMap<(String, u32), Entry>>,
     /// Keys forgotten within the last TTL, and when: their material is not cached again
     /// meanwhile. A request that read a version before it was shredded may still open its
     /// material after [`EnvelopeCache::forget`]; without this it would put the material of a
@@ -40,7 +48,7 @@ impl EnvelopeCache {
         let mut map = self.entries.lock().ok()?;
         let k = (key_id.to_string(), version);
         match map.get(&k) {
-            Some((m, at)) if at.elapsed() < self.ttl => Some(m.clone()),
+            Some((m, _, at)) if at.elapsed() < self.ttl => Some(m.clone()),
             Some(_) => {
                 map.remove(&k);
                 None
@@ -49,9 +57,21 @@ impl EnvelopeCache {
         }
     }
 
+    /// The wrapped material of a live entry, if any: what a request takes instead of the
+    /// version's blob. The entry may be gone by the time the request seals; the wrapped
+    /// material then opens again in the HSM, where a bare "is it cached?" would have left the
+    /// request with neither.
+    pub fn wrapped(&self, key_id: &str, version: u32) -> Option<Vec<u8>> {
+        let map = self.entries.lock().ok()?;
+        match map.get(&(key_id.to_string(), version)) {
+            Some((_, wrapped, at)) if at.elapsed() < self.ttl => Some(wrapped.to_vec()),
+            _ => None,
+        }
+    }
+
     /// Insert, evicting expired entries and then the oldest when full; not for a key
     /// forgotten within the last TTL.
-    pub fn insert(&self, key_id: &str, version: u32, material: Material) {
+    pub fn insert(&self, key_id: &str, version: u32, material: Material, wrapped: &[u8]) {
         if self.max_entries == 0 {
             return;
         }
@@ -68,11 +88,11 @@ impl EnvelopeCache {
         let Ok(mut map) = self.entries.lock() else {
             return;
         };
-        map.retain(|_, (_, at)| at.elapsed() < ttl);
+        map.retain(|_, (_, _, at)| at.elapsed() < ttl);
         while map.len() >= self.max_entries {
             let oldest = map
                 .iter()
-                .min_by_key(|(_, (_, at))| *at)
+                .min_by_key(|(_, (_, _, at))| *at)
                 .map(|(k, _)| k.clone());
             match oldest {
                 Some(k) => {
@@ -81,7 +101,10 @@ impl EnvelopeCache {
                 None => break,
             }
         }
-        map.insert((key_id.to_string(), version), (material, Instant::now()));
+        map.insert(
+            (key_id.to_string(), version),
+            (material, Arc::from(wrapped), Instant::now()),
+        );
     }
 
     /// Drop every expired entry (run periodically so material never outlives its TTL by
@@ -92,7 +115,7 @@ impl EnvelopeCache {
             forgotten.retain(|_, at| at.elapsed() < ttl);
         }
         if let Ok(mut map) = self.entries.lock() {
-            map.retain(|_, (_, at)| at.elapsed() < ttl);
+            map.retain(|_, (_, _, at)| at.elapsed() < ttl);
         }
     }
 
@@ -129,9 +152,9 @@ mod tests {
     #[test]
     fn bounded_and_expiring() {
         let c = EnvelopeCache::new(2, Duration::from_millis(50));
-        c.insert("a", 1, m(1));
-        c.insert("b", 1, m(2));
-        c.insert("c", 1, m(3));
+        c.insert("a", 1, m(1), b"w");
+        c.insert("b", 1, m(2), b"w");
+        c.insert("c", 1, m(3), b"w");
         assert_eq!(c.len(), 2);
         assert!(c.get("a", 1).is_none());
         assert_eq!(c.get("c", 1).unwrap()[0], 3);
@@ -144,14 +167,14 @@ mod tests {
     #[test]
     fn a_forgotten_key_is_not_cached_again_within_its_ttl() {
         let c = EnvelopeCache::new(8, Duration::from_millis(50));
-        c.insert("shredded", 1, m(1));
+        c.insert("shredded", 1, m(1), b"w");
         c.forget("shredded");
-        c.insert("shredded", 1, m(1));
+        c.insert("shredded", 1, m(1), b"w");
         assert!(c.get("shredded", 1).is_none());
-        c.insert("other", 1, m(2));
+        c.insert("other", 1, m(2), b"w");
         assert!(c.get("other", 1).is_some());
         std::thread::sleep(Duration::from_millis(60));
-        c.insert("shredded", 2, m(3));
+        c.insert("shredded", 2, m(3), b"w");
         assert!(c.get("shredded", 2).is_some());
     }
 }

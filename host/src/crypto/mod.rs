@@ -869,7 +869,8 @@ impl Keyring {
             return Err(Error::Internal);
         }
         let material = Arc::new(opened);
-        self.cache.insert(&version.key_id, v, material.clone());
+        self.cache
+            .insert(&version.key_id, v, material.clone(), &wrapped);
         Ok(material)
     }
 
@@ -878,9 +879,10 @@ impl Keyring {
         self.cache.sweep();
     }
 
-    /// Whether a version's material is in the cache (no need to fetch its blob).
-    pub fn has_cached(&self, key_id: &str, version: u32) -> bool {
-        self.cache.get(key_id, version).is_some()
+    /// A version's wrapped material, if its material is in the cache: a request takes it
+    /// instead of fetching the version's blob (see [`EnvelopeCache::wrapped`]).
+    pub fn cached_wrapped(&self, key_id: &str, version: u32) -> Option<Vec<u8>> {
+        self.cache.wrapped(key_id, version)
     }
 
     /// A fresh 96-bit nonce from the OS CSPRNG. Random nonces bound how often one key may

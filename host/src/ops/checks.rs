@@ -148,13 +148,31 @@ pub fn check_version(key: &KeyRow, v: &KeyVersionRow, purpose: VersionUse) -> Re
     Ok(())
 }
 
-/// Version `v` of `key`, if its state allows `purpose`, with its blob loaded.
+/// Refuse a key whose imported material has expired. The scheduler deletes such material at
+/// its next pass (and may not run for a while, or at all on a node configured without it),
+/// but the material is not to be used from its expiry on, as AWS KMS promises.
+fn check_material_current(key: &KeyRow, now: i64) -> Result<()> {
+    match key.material_expires_at {
+        Some(t) if t <= now => Err(Error::InvalidState(format!(
+            "key {}: its imported material expired at {}; import it again (import-key-material)",
+            key.id,
+            chrono::DateTime::from_timestamp(t, 0)
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_default()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Version `v` of `key`, if its state allows `purpose` and its material has not expired, with
+/// its blob loaded.
 pub async fn usable_version(
     ctx: &OpContext<'_>,
     key: &KeyRow,
     v: i64,
     purpose: VersionUse,
 ) -> Result<KeyVersionRow> {
+    check_material_current(key, ctx.state.clock.now())?;
     let version = ctx
         .state
         .rows
@@ -167,6 +185,7 @@ pub async fn usable_version(
     check_version(key, &version, purpose)?;
     let mut version = KeyVersionRow::clone(&version);
     load_blob(ctx.state, key, &mut version).await?;
+    crate::pause::point("version:loaded", &key.id).await;
     Ok(version)
 }
 

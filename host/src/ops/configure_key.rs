@@ -130,6 +130,7 @@ impl Operation for ConfigureKey {
             Some(on) if on != key.deletion_protection => {
                 let action = "SetDeletionProtection";
                 changed.push((action, decide(ctx, action, &r).await?));
+                super::key_deletion::refuse_protecting_a_doomed_key(key, on)?;
                 Some(on)
             }
             _ => None,
@@ -150,7 +151,7 @@ impl Operation for ConfigureKey {
         }
         if let Some(on) = protection {
             let was = key.deletion_protection;
-            if !keys::set_deletion_protection(conn, &key.id, was, on).await? {
+            if !keys::set_deletion_protection(conn, &key.id, key.state, was, on).await? {
                 return Err(changed_meanwhile(
                     "key",
                     &key.id,

@@ -262,6 +262,7 @@ impl Operation for CreateKey {
             next_rotation_at: rotation.map(|(_, next)| next),
             deletion_protection: self.deletion_protection,
             require_encryption_context: self.require_encryption_context,
+            material_expires_at: None,
         };
         // What comes with the key is authorized on it, as its own request would be, before
         // anything is made (no material is made for a refused request).

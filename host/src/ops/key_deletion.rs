@@ -96,20 +96,7 @@ impl Operation for ApproveKeyDeletion {
                 kind: "principal",
                 id: self.requester.clone(),
             })?;
-        match key.state {
-            KeyState::Destroyed => {
-                return Err(Error::KeyDestroyed {
-                    what: format!("key {}", key.id),
-                })
-            }
-            KeyState::PendingDeletion | KeyState::Destroying => {
-                return Err(Error::InvalidState(format!(
-                    "key {} is already {}",
-                    key.id, key.state
-                )))
-            }
-            _ => {}
-        }
+        refuse_if_deleted(key)?;
         let now = ctx.state.clock.now();
         let row = approvals::ApprovalRow {
             id: format!("apr-{}", uuid::Uuid::new_v4().simple()),
@@ -225,30 +212,12 @@ impl Operation for ScheduleKeyDeletion {
         scope: &mut WriteScope,
     ) -> Result<Self::Output> {
         let key = key_row(&r)?;
-        match key.state {
-            KeyState::Destroyed => {
-                return Err(Error::KeyDestroyed {
-                    what: format!("key {}", key.id),
-                })
-            }
-            KeyState::PendingDeletion | KeyState::Destroying => {
-                return Err(Error::InvalidState(format!(
-                    "key {} is already {}",
-                    key.id,
-                    if key.state == KeyState::Destroying {
-                        "being destroyed"
-                    } else {
-                        "pending deletion"
-                    }
-                )))
-            }
-            KeyState::Expiring => {
-                return Err(Error::InvalidState(format!(
-                    "key {} is expiring: its imported material is being deleted; schedule its deletion once it is pending import",
-                    key.id
-                )))
-            }
-            _ => {}
+        refuse_if_deleted(key)?;
+        if key.state == KeyState::Expiring {
+            return Err(Error::InvalidState(format!(
+                "key {} is expiring: its imported material is being deleted; schedule its deletion once it is pending import",
+                key.id
+            )));
         }
         if key.deletion_protection {
             return Err(Error::InvalidState(format!(
@@ -436,6 +405,39 @@ pub async fn shred_material(state: &AppState, key: &KeyRow) -> Result<()> {
     Ok(())
 }
 
+/// Refuse to approve or schedule the deletion of a key that is destroyed, or whose deletion
+/// is scheduled or under way. "is pending deletion", as AWS words it: Terraform's destroy
+/// takes an error containing it as success.
+fn refuse_if_deleted(key: &KeyRow) -> Result<()> {
+    match key.state {
+        KeyState::Destroyed => Err(Error::KeyDestroyed {
+            what: format!("key {}", key.id),
+        }),
+        KeyState::PendingDeletion => Err(Error::InvalidState(format!(
+            "key {} is pending deletion",
+            key.id
+        ))),
+        KeyState::Destroying => Err(Error::InvalidState(format!(
+            "key {} is being destroyed",
+            key.id
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Refuse to turn deletion protection on for a key whose deletion is scheduled or under way:
+/// protection is checked when a deletion is scheduled, not when it comes due, so accepting it
+/// here would answer "protected" for a key that is still destroyed when its window ends.
+pub(super) fn refuse_protecting_a_doomed_key(key: &KeyRow, on: bool) -> Result<()> {
+    if on && matches!(key.state, KeyState::PendingDeletion | KeyState::Destroying) {
+        return Err(Error::InvalidState(format!(
+            "key {} is pending deletion: cancel its deletion (cancel-key-deletion) before protecting it",
+            key.id
+        )));
+    }
+    Ok(())
+}
+
 /// `set-deletion-protection`: turn a key's deletion protection on or off (while on,
 /// `schedule-key-deletion` is refused). Vault Transit's `deletion_allowed` is its negation.
 /// A compare-and-set against the setting read when the request was authorized.
@@ -473,9 +475,11 @@ impl Operation for SetDeletionProtection {
     ) -> Result<Self::Output> {
         let key = key_row(&r)?;
         super::key_tags::refuse_if_destroyed(key)?;
+        refuse_protecting_a_doomed_key(key, self.enabled)?;
+        crate::pause::point("key-settings:resolved", &key.id).await;
         let conn = scope.conn(ctx.state).await?;
         let was = key.deletion_protection;
-        if !keys::set_deletion_protection(conn, &key.id, was, self.enabled).await? {
+        if !keys::set_deletion_protection(conn, &key.id, key.state, was, self.enabled).await? {
             return Err(changed_meanwhile(
                 "key",
                 &key.id,

@@ -68,15 +68,21 @@ pub async fn version_store(state: &AppState, tenant: &str, store: &str) -> Resul
     Ok((plugin, config))
 }
 
-/// Fetch a version's wrapped material from its storage backend unless it is inline or its
-/// unwrapped material is already cached.
+/// Fetch a version's wrapped material from its storage backend unless it is inline or the
+/// envelope cache holds the version (whose entry keeps the wrapped material too, so the request
+/// has it even if the entry is evicted before it seals).
 pub async fn load_blob(state: &AppState, key: &KeyRow, version: &mut KeyVersionRow) -> Result<()> {
     let Some(store) = version.blob_store.clone() else {
         return Ok(());
     };
-    if version.wrapped_material.is_some()
-        || state.keyring.has_cached(&key.id, version.version as u32)
+    if version.wrapped_material.is_some() {
+        return Ok(());
+    }
+    if let Some(wrapped) = state
+        .keyring
+        .cached_wrapped(&key.id, version.version as u32)
     {
+        version.wrapped_material = Some(wrapped);
         return Ok(());
     }
     let (plugin, config) = version_store(state, &key.tenant_id, &store).await?;

@@ -34,6 +34,10 @@ pub struct KeyRow {
     pub deletion_protection: bool,
     /// Every use that seals or opens a ciphertext must carry an encryption context.
     pub require_encryption_context: bool,
+    /// Imported material: when it expires (Unix seconds, service clock; None: it does not, or
+    /// the key's material is keyplane's). Requests refuse the key from then on, whether or
+    /// not the scheduler has deleted the material yet.
+    pub material_expires_at: Option<i64>,
 }
 
 impl KeyRow {
@@ -59,6 +63,7 @@ impl KeyRow {
             next_rotation_at: None,
             deletion_protection: false,
             require_encryption_context: false,
+            material_expires_at: None,
         }
     }
 }
@@ -158,7 +163,7 @@ const KEY_COLUMNS: &str = "id, tenant_id, spec, usage, protection, state, descri
                            primary_version, created_at, created_by, deletion_date, \
                            min_decryption_version, destroyed_at, rotation_period_days, \
                            next_rotation_at, deletion_protection, \
-                           require_encryption_context";
+                           require_encryption_context, material_expires_at";
 const VERSION_COLUMNS: &str = "key_id, version, state, hsm_object_id, wrapped_material, \
                                created_at, blob_store, state_reason, state_changed_at, \
                                created_unix, encryptions, decryptions, signatures, blob_name, \
@@ -262,7 +267,8 @@ pub async fn insert_key(conn: &mut Tx, key: &KeyRow, grantees: &[String]) -> Res
         crate::telemetry::spans::db("INSERT", "keys", async {
         sqlx::query(&format!(
             "INSERT INTO keys ({KEY_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
+             $19)"
         ))
         .bind(&key.id)
         .bind(&key.tenant_id)
@@ -282,6 +288,7 @@ pub async fn insert_key(conn: &mut Tx, key: &KeyRow, grantees: &[String]) -> Res
         .bind(key.next_rotation_at)
         .bind(key.deletion_protection)
         .bind(key.require_encryption_context)
+        .bind(key.material_expires_at)
         .execute(&mut *conn)
         .await?;
         for p in grantees {
@@ -803,21 +810,25 @@ pub async fn hold_state(conn: &mut Tx, key_id: &str, state: KeyState) -> Result<
     })
 }
 
-/// Set a key's deletion protection to `to` if it is still `from`.
+/// Set a key's deletion protection to `to` if it is still `from` and the key still in `state`
+/// (so protection is never turned on for a key whose deletion was scheduled meanwhile).
 pub async fn set_deletion_protection(
     conn: &mut Tx,
     key_id: &str,
+    state: KeyState,
     from: bool,
     to: bool,
 ) -> Result<bool> {
     on!(conn, {
         crate::telemetry::spans::db("UPDATE", "keys", async move {
             let r = sqlx::query(
-            "UPDATE keys SET deletion_protection = $1 WHERE id = $2 AND deletion_protection = $3",
+            "UPDATE keys SET deletion_protection = $1 WHERE id = $2 AND deletion_protection = $3 \
+             AND state = $4",
         )
         .bind(to)
         .bind(key_id)
         .bind(from)
+        .bind(state)
         .execute(conn)
         .await?;
             Ok(r.rows_affected() == 1)

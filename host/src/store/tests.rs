@@ -60,9 +60,17 @@ async fn keys_round_trip_and_state_changes_compare_and_set() {
         assert_eq!(row.next_rotation_at, None);
         assert!(keys::grantees(&db, "k1").await.unwrap().is_empty());
         let mut tx = db.begin().await.unwrap();
-        assert!(keys::set_deletion_protection(&mut tx, "k1", false, true)
-            .await
-            .unwrap());
+        assert!(
+            !keys::set_deletion_protection(&mut tx, "k1", KeyState::Disabled, false, true)
+                .await
+                .unwrap(),
+            "not in the state it was read in"
+        );
+        assert!(
+            keys::set_deletion_protection(&mut tx, "k1", KeyState::Enabled, false, true)
+                .await
+                .unwrap()
+        );
         assert!(
             keys::set_state(&mut tx, "k1", KeyState::Enabled, KeyState::Disabled, None)
                 .await
@@ -395,4 +403,29 @@ async fn lock_waiters(db: &Db) -> i64 {
     }
     .await;
     found.unwrap()
+}
+
+/// A row naming one another request deleted meanwhile (a storage backend set to a plugin
+/// deleted between the request's check and its write) is refused by the foreign key alike on
+/// both: a conflict (`InvalidState`, 409), not an outage (it was `DatabaseUnavailable`, 503).
+#[tokio::test]
+async fn a_foreign_key_violation_is_a_conflict_on_both_backends() {
+    for (_guard, db) in both().await {
+        insert_tenant(&db, "t").await;
+        let mut tx = db.begin().await.unwrap();
+        let set = plugins::set_storage_backend(
+            &mut tx,
+            &plugins::BackendRow {
+                tenant_id: "t".into(),
+                plugin_name: "deleted-meanwhile".into(),
+                config: "{}".into(),
+                updated_at: "now".into(),
+            },
+        )
+        .await;
+        match set {
+            Err(Error::InvalidState(m)) => assert!(m.contains("deleted while it ran"), "{m}"),
+            other => panic!("{:?}: {other:?}", db.dialect()),
+        }
+    }
 }
