@@ -249,6 +249,36 @@ async fn a_version_made_primary_meanwhile_is_not_disabled() {
         .await;
 }
 
+/// A version's state changes only while its key is in the state the request was checked
+/// for: a deletion scheduled meanwhile leaves the version as it was (before, the version
+/// changed on a key pending deletion, which refuses such changes).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_version_state_change_is_a_compare_and_set_on_its_key_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_quiet(dir.path()).await;
+    let key = s.create_key(&s.admin, "envelope").await;
+    s.ok(&s.admin, "rotate-key", json!({ "key_id": key })).await;
+    let approver = s.second_admin("default").await;
+    let disable = s.call(
+        Some(&s.admin),
+        "disable-key-version",
+        json!({ "key_id": key, "version": 1 }),
+    );
+    let schedule = async {
+        let body = json!({ "key_id": key, "pending_window_days": 7 });
+        let (status, v) = s.schedule_deletion(&s.admin, &approver, body).await;
+        assert_eq!(status, 200, "{v}");
+    };
+    let disabled = s
+        .interleaved("version-state:read", &key, disable, schedule)
+        .await;
+    assert_changed_meanwhile(&disabled);
+    assert_eq!(
+        version_state(&versions(&s, &s.admin, &key).await, 1),
+        "enabled"
+    );
+}
+
 /// A key's settings (its description here; automatic rotation likewise) change only while
 /// the key is in the state the request was authorized for: a key scheduled for deletion
 /// meanwhile is left as it was.

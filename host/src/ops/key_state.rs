@@ -202,6 +202,11 @@ async fn set_version_state(
         }
         let now = ctx.state.clock.now_rfc3339();
         let conn = scope.conn(ctx.state).await?;
+        // The key's state too was checked when the request was resolved: a deletion scheduled
+        // meanwhile leaves the version as it was.
+        if !keys::hold_state(conn, &key.id, key.state).await? {
+            return Err(changed_meanwhile("key", &key.id, key.state));
+        }
         let (from, reason) = ((v.state, to), req.reason.as_deref());
         // The primary check above read the key when the request was resolved; the write
         // checks it again, so a rotation meanwhile cannot leave a disabled primary.
