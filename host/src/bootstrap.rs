@@ -149,6 +149,7 @@ pub async fn start(config: Config, hsm: Hsm, loaded: LoadedPolicies) -> anyhow::
 
 async fn ensure_default_tenant(state: &AppState) -> anyhow::Result<()> {
     let mut tx = state.db.begin().await?;
+    crate::store::meta::serialize_first_start(&mut tx).await?;
     if tenants::exists(&mut tx, DEFAULT_TENANT).await? {
         return Ok(());
     }

@@ -41,6 +41,7 @@ impl TokenHasher {
     /// Load the token-hash key, creating it on first start.
     pub async fn load_or_create(db: &Db, keyring: &Keyring) -> Result<Self> {
         let mut tx = db.begin().await?;
+        meta::serialize_first_start(&mut tx).await?;
         let raw = match meta::get(&mut tx, KEY_NAME).await? {
             Some(sealed) => keyring.open_with_root(KEY_AAD, &sealed).await?,
             None => {

@@ -429,3 +429,39 @@ async fn a_foreign_key_violation_is_a_conflict_on_both_backends() {
         }
     }
 }
+
+/// Two nodes' first starts on one empty database: the second waits for the first to commit
+/// what it created, then finds it (on PostgreSQL it found nothing, and its insert of the
+/// same row failed its start).
+#[tokio::test]
+async fn first_starts_are_serialized_on_both_backends() {
+    for (_guard, db) in both().await {
+        let mut first = db.begin().await.unwrap();
+        super::meta::serialize_first_start(&mut first)
+            .await
+            .unwrap();
+        assert!(super::meta::get(&mut first, "made-once")
+            .await
+            .unwrap()
+            .is_none());
+        let other = db.clone();
+        let second = tokio::spawn(async move {
+            let mut tx = other.begin().await.unwrap();
+            super::meta::serialize_first_start(&mut tx).await.unwrap();
+            let found = super::meta::get(&mut tx, "made-once").await.unwrap();
+            tx.commit().await.unwrap();
+            found
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        super::meta::insert(&mut first, "made-once", b"first")
+            .await
+            .unwrap();
+        first.commit().await.unwrap();
+        assert_eq!(
+            second.await.unwrap(),
+            Some(b"first".to_vec()),
+            "{:?}",
+            db.dialect()
+        );
+    }
+}
