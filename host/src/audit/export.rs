@@ -5,7 +5,7 @@
 //! selection that reaches records pruned from the database reads them from there
 //! (`archive::select_with_archive`).
 
-use crate::store::{on, Conn};
+use crate::store::{on, Conn, Dialect};
 use serde::{Deserialize, Serialize};
 
 use super::AuditRecord;
@@ -127,18 +127,26 @@ impl Filter {
 
 /// Records in the database matching `f`, oldest first.
 pub async fn select(pool: impl Into<Conn<'_>>, f: &Filter) -> sqlx::Result<Vec<ExportedRecord>> {
+    let pool: Conn<'_> = pool.into();
+    // The key is found as an exact substring, as [`Filter::matches`] finds it in archived
+    // records: `LIKE` would take a `_` of a key id as a wildcard and, on SQLite only, ignore
+    // ASCII case, so one export would apply two rules.
+    let find = match pool.dialect() {
+        Dialect::Sqlite => "instr",
+        Dialect::Postgres => "strpos",
+    };
     on!(pool, {
         let since = f.since.as_deref().map(normalise);
         let until = f.until.as_deref().map(normalise);
         let key = f
             .key
             .as_ref()
-            .map(|k| format!("%\"{}\"%", k.replace('"', "")));
-        let rows: Vec<AuditRecord> = sqlx::query_as(
+            .map(|k| format!("\"{}\"", k.replace('"', "")));
+        let rows: Vec<AuditRecord> = sqlx::query_as(&format!(
         "SELECT * FROM audit_log WHERE ($1 IS NULL OR time >= $2) AND ($3 IS NULL OR time <= $4) \
-         AND ($5 IS NULL OR principal = $6) AND ($7 IS NULL OR resource LIKE $8) \
+         AND ($5 IS NULL OR principal = $6) AND ($7 IS NULL OR {find}(resource, $8) > 0) \
          AND ($9 IS NULL OR action = $10) AND ($11 IS NULL OR decision = $12) ORDER BY seq LIMIT $13",
-    )
+    ))
     .bind(&since)
     .bind(&since)
     .bind(&until)

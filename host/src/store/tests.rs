@@ -465,3 +465,31 @@ async fn first_starts_are_serialized_on_both_backends() {
         );
     }
 }
+
+/// An audit export by key finds the key id as it is, alike on both backends: a `_` in it is
+/// not a wildcard, and case counts (it was `LIKE`: `k_ab` found `k-ab`'s records too, and on
+/// SQLite `K-AB`'s).
+#[tokio::test]
+async fn an_export_by_key_matches_the_key_exactly_on_both_backends() {
+    for (_guard, db) in both().await {
+        let mut tx = db.begin().await.unwrap();
+        for key in ["k-ab", "k_ab", "K_AB"] {
+            let ev = crate::audit::AuditEvent::system(
+                "t",
+                "test",
+                "t",
+                "Test",
+                format!("Keyplane::Key::\"{key}\""),
+            );
+            crate::audit::append(&mut tx, &ev).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+        let filter = crate::audit::export::Filter {
+            key: Some("k_ab".into()),
+            ..Default::default()
+        };
+        let found = crate::audit::export::select(&db, &filter).await.unwrap();
+        let resources: Vec<&str> = found.iter().map(|r| r.resource.as_str()).collect();
+        assert_eq!(resources, ["Keyplane::Key::\"k_ab\""], "{:?}", db.dialect());
+    }
+}
