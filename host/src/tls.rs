@@ -132,7 +132,25 @@ pub fn client_certificate(der: &[u8]) -> Option<ClientCertificate> {
     Some(ClientCertificate {
         subject: cert.tbs_certificate.subject.to_string(),
         fingerprint: fingerprint(der),
+        common_name: common_name(&cert.tbs_certificate.subject),
     })
+}
+
+/// The first common name (`CN`, OID 2.5.4.3) of `name`, if it is a UTF8String or a
+/// PrintableString (as CAs write them).
+fn common_name(name: &x509_cert::name::Name) -> Option<String> {
+    use x509_cert::der::asn1::{ObjectIdentifier, PrintableStringRef, Utf8StringRef};
+    const CN: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.3");
+    let value = &name
+        .0
+        .iter()
+        .flat_map(|rdn| rdn.0.iter())
+        .find(|atv| atv.oid == CN)?
+        .value;
+    Utf8StringRef::try_from(value)
+        .map(|s| s.as_str().to_string())
+        .or_else(|_| PrintableStringRef::try_from(value).map(|s| s.as_str().to_string()))
+        .ok()
 }
 
 /// An acceptor around the TLS one: every request of a connection carries the client's

@@ -156,16 +156,15 @@ async fn a_version_seals_no_more_than_random_nonces_allow_and_is_rotated_before(
     let hsm = s.create_key(&s.admin, "hsm").await;
     let fresh = s.create_key(&s.admin, "envelope").await;
     let ct = s.encrypt(&s.admin, &envelope, b"before", json!({})).await;
-    let set = |key: &str, sealed: i64| {
-        common::sqlite(
-            &dir.path().join("keyplane.db"),
-            &format!(
-                "UPDATE key_versions SET encryptions = {sealed} WHERE key_id = '{key}' AND version = 1"
-            ),
-        )
-    };
-    set(&envelope, LIMIT);
-    set(&hsm, LIMIT - 1);
+    let db = s.sql_any_writable().await;
+    for (key, sealed) in [(&envelope, LIMIT), (&hsm, LIMIT - 1)] {
+        sqlx::query("UPDATE key_versions SET encryptions = $1 WHERE key_id = $2 AND version = 1")
+            .bind(sealed)
+            .bind(key.as_str())
+            .execute(&db)
+            .await
+            .unwrap();
+    }
     // The rows' caches keep a row for a second.
     tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
 
@@ -496,8 +495,9 @@ async fn grants_are_honoured_by_cedar_within_their_constraints_until_retired_or_
         .await;
     assert_eq!(status, 404);
 
-    // A grantee granted CreateGrant passes grants on; a grant naming RetireGrant lets its
-    // grantee retire it.
+    // A grantee granted CreateGrant passes on what its grant holds and no more (AWS: the same
+    // or fewer operations): not Encrypt to another, nor Decrypt to itself. A grant naming
+    // RetireGrant lets its grantee retire it.
     s.ok(
         &admin,
         "create-grant",
@@ -505,14 +505,52 @@ async fn grants_are_honoured_by_cedar_within_their_constraints_until_retired_or_
                 "operations": ["CreateGrant", "DescribeKey", "RetireGrant"] }),
     )
     .await;
+    for (grantee, operations) in [
+        ("ops", json!(["Encrypt"])),
+        ("app", json!(["Decrypt"])),
+        ("ops", json!(["DescribeKey", "Encrypt"])),
+    ] {
+        assert_error(
+            &s.call(
+                Some(&app),
+                "create-grant",
+                json!({ "key_id": key, "grantee_principal": grantee, "operations": operations }),
+            )
+            .await,
+            403,
+            "AccessDenied",
+            "CreateGrant",
+        );
+    }
+    let refused = audit(&s)
+        .into_iter()
+        .filter(|r| {
+            r["action"] == "CreateGrant"
+                && r["principal"].as_str().unwrap().contains(&app_id)
+                && r["outcome"] == "AccessDenied"
+        })
+        .collect::<Vec<_>>();
+    assert_eq!(refused.len(), 3, "{refused:?}");
+    assert!(
+        refused.iter().all(|r| r["decision"] == "deny"),
+        "{refused:?}"
+    );
+    let (status, _) = s
+        .call(
+            Some(&ops),
+            "encrypt",
+            json!({ "key_id": key, "plaintext": b64(b"x") }),
+        )
+        .await;
+    assert_eq!(status, 404, "no grant was made");
     let passed = s
         .ok(
             &app,
             "create-grant",
-            json!({ "key_id": key, "grantee_principal": "ops", "operations": ["Encrypt"] }),
+            json!({ "key_id": key, "grantee_principal": "ops", "operations": ["DescribeKey"] }),
         )
         .await;
-    s.encrypt(&ops, &key, b"x", json!({})).await;
+    s.ok(&ops, "describe-key", json!({ "key_id": key })).await;
     // Listing grants is an admin's action (app may describe the key: a plain refusal).
     assert_error(
         &s.call(Some(&app), "list-grants", json!({ "key_id": key }))
@@ -553,11 +591,7 @@ async fn grants_are_honoured_by_cedar_within_their_constraints_until_retired_or_
     )
     .await;
     let (status, _) = s
-        .call(
-            Some(&ops),
-            "encrypt",
-            json!({ "key_id": key, "plaintext": b64(b"x") }),
-        )
+        .call(Some(&ops), "describe-key", json!({ "key_id": key }))
         .await;
     assert_eq!(status, 404);
 
@@ -604,6 +638,286 @@ async fn grants_are_honoured_by_cedar_within_their_constraints_until_retired_or_
     let second = s.ok(&admin, "create-grant", named).await;
     assert_eq!(first["grant_id"], second["grant_id"]);
     s.assert_audit_verifies();
+}
+
+/// An empty constraint map is no constraint (Terraform's `aws_kms_grant` sends both maps,
+/// one empty); both given and non-empty are refused, and a constraint has at most 8 pairs, as
+/// AWS. A constrained grant may also name DescribeKey, RetireGrant and CreateGrant (AWS: the
+/// constraint does not apply to them), and a grant made through its CreateGrant is at least
+/// as strict: a subset constraint with the same pairs or more, or an equals constraint that
+/// contains them; an equals constraint passes on only itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn constrained_grants_and_the_grants_made_through_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_quiet(dir.path()).await;
+    let (admin, app, ops) = acme(&s).await;
+    let key = s.create_key(&admin, "envelope").await;
+    let constraints_of = |id: &Value| {
+        let s = &s;
+        let admin = admin.clone();
+        let (key, id) = (key.clone(), id.clone());
+        async move {
+            let listed = s
+                .ok(
+                    &admin,
+                    "list-grants",
+                    json!({ "key_id": key, "grant_id": id }),
+                )
+                .await;
+            listed["grants"][0]["constraints"].clone()
+        }
+    };
+
+    // Terraform's two maps, the unused one empty; a retry of the same name is the same grant.
+    let terraform = json!({ "key_id": key, "grantee_principal": "app", "name": "tf",
+        "operations": ["Encrypt", "Decrypt"],
+        "constraints": { "encryption_context_subset": { "app": "billing" },
+                         "encryption_context_equals": {} } });
+    let made = s.ok(&admin, "create-grant", terraform.clone()).await;
+    let again = s.ok(&admin, "create-grant", terraform).await;
+    assert_eq!(made["grant_id"], again["grant_id"]);
+    assert_eq!(
+        constraints_of(&made["grant_id"]).await,
+        json!({ "encryption_context_subset": { "app": "billing" } })
+    );
+    s.encrypt(&app, &key, b"x", json!({ "app": "billing", "more": "y" }))
+        .await;
+    let (status, _) = s
+        .call(
+            Some(&app),
+            "encrypt",
+            json!({ "key_id": key, "plaintext": b64(b"x") }),
+        )
+        .await;
+    assert_eq!(status, 404, "the subset constraint holds");
+    // Both empty: no constraint at all.
+    let open = s
+        .ok(
+            &admin,
+            "create-grant",
+            json!({ "key_id": key, "grantee_principal": "ops", "operations": ["Encrypt"],
+                    "constraints": { "encryption_context_subset": {},
+                                     "encryption_context_equals": {} } }),
+        )
+        .await;
+    assert_eq!(constraints_of(&open["grant_id"]).await, Value::Null);
+    s.encrypt(&ops, &key, b"x", json!({})).await;
+    // Both given: refused; more than 8 pairs: refused.
+    let nine: serde_json::Map<String, Value> =
+        (0..9).map(|i| (format!("k{i}"), json!("v"))).collect();
+    for (constraints, message) in [
+        (
+            json!({ "encryption_context_subset": { "a": "1" },
+                    "encryption_context_equals": { "a": "1" } }),
+            "encryption_context_subset or encryption_context_equals",
+        ),
+        (json!({ "encryption_context_subset": nine }), "at most 8"),
+    ] {
+        assert_error(
+            &s.call(
+                Some(&admin),
+                "create-grant",
+                json!({ "key_id": key, "grantee_principal": "app", "operations": ["Decrypt"],
+                        "constraints": constraints }),
+            )
+            .await,
+            400,
+            "ValidationError",
+            message,
+        );
+    }
+
+    // A constrained grant naming CreateGrant, DescribeKey and RetireGrant besides Decrypt.
+    let key = s.create_key(&admin, "envelope").await;
+    let held = s
+        .ok(
+            &admin,
+            "create-grant",
+            json!({ "key_id": key, "grantee_principal": "app",
+                    "operations": ["CreateGrant", "Decrypt", "DescribeKey", "RetireGrant"],
+                    "constraints": { "encryption_context_subset": { "app": "billing" } } }),
+        )
+        .await;
+    let pass_on = |constraints: Value| {
+        json!({ "key_id": key, "grantee_principal": "ops", "operations": ["Decrypt"],
+                "constraints": constraints })
+    };
+    for stricter in [
+        json!({ "encryption_context_subset": { "app": "billing" } }),
+        json!({ "encryption_context_subset": { "app": "billing", "team": "a" } }),
+        json!({ "encryption_context_equals": { "app": "billing", "team": "a" } }),
+    ] {
+        s.ok(&app, "create-grant", pass_on(stricter)).await;
+    }
+    for looser in [
+        Value::Null,
+        json!({ "encryption_context_subset": { "team": "a" } }),
+        json!({ "encryption_context_subset": { "app": "payroll" } }),
+        json!({ "encryption_context_equals": { "team": "a" } }),
+    ] {
+        assert_error(
+            &s.call(Some(&app), "create-grant", pass_on(looser)).await,
+            403,
+            "AccessDenied",
+            "CreateGrant",
+        );
+    }
+    // Operations beyond the grant's are refused, however strict the constraint.
+    assert_error(
+        &s.call(
+            Some(&app),
+            "create-grant",
+            json!({ "key_id": key, "grantee_principal": "ops", "operations": ["Encrypt"],
+                    "constraints": { "encryption_context_equals": { "app": "billing" } } }),
+        )
+        .await,
+        403,
+        "AccessDenied",
+        "CreateGrant",
+    );
+    // DescribeKey, which takes no encryption context, is allowed whatever the constraint
+    // (before, the constraint was checked against the request's empty context, and it was
+    // refused as if the key did not exist).
+    let described = s.ok(&app, "describe-key", json!({ "key_id": key })).await;
+    assert_eq!(described["key_id"], key.as_str(), "{described}");
+    // Its grantee retires it (RetireGrant, which takes no encryption context).
+    s.ok(
+        &app,
+        "retire-grant",
+        json!({ "grant_id": held["grant_id"] }),
+    )
+    .await;
+
+    // An equals constraint passes on only itself.
+    s.ok(
+        &admin,
+        "create-grant",
+        json!({ "key_id": key, "grantee_principal": "app", "operations": ["CreateGrant", "Decrypt"],
+                "constraints": { "encryption_context_equals": { "app": "billing" } } }),
+    )
+    .await;
+    s.ok(
+        &app,
+        "create-grant",
+        pass_on(json!({ "encryption_context_equals": { "app": "billing" } })),
+    )
+    .await;
+    for looser in [
+        json!({ "encryption_context_subset": { "app": "billing" } }),
+        json!({ "encryption_context_equals": { "app": "billing", "team": "a" } }),
+    ] {
+        assert_error(
+            &s.call(Some(&app), "create-grant", pass_on(looser)).await,
+            403,
+            "AccessDenied",
+            "CreateGrant",
+        );
+    }
+    s.assert_audit_verifies();
+}
+
+/// Two `create-grant`s of the same name at once make one grant, and a key's 500-grant limit
+/// holds for creations at once: both are decided inside the write transaction, the second
+/// creation seeing the first's grant (here it reaches the decision after the other committed,
+/// from a resolution made before).
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_creations_keep_a_name_once_and_the_grant_limit() {
+    use futures::StreamExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_quiet(dir.path()).await;
+    let (admin, _, _) = acme(&s).await;
+    let key = s.create_key(&admin, "envelope").await;
+    let count = |key: String| {
+        let s = &s;
+        let admin = admin.clone();
+        async move {
+            let mut n = 0;
+            let mut next: Option<String> = None;
+            loop {
+                let page = s
+                    .ok(
+                        &admin,
+                        "list-grants",
+                        json!({ "key_id": key, "limit": 100, "next_token": next }),
+                    )
+                    .await;
+                n += page["grants"].as_array().unwrap().len();
+                match page["next_token"].as_str() {
+                    Some(t) => next = Some(t.to_string()),
+                    None => return n,
+                }
+            }
+        }
+    };
+
+    let named = json!({ "key_id": key, "grantee_principal": "app", "operations": ["Decrypt"],
+                        "name": "once" });
+    let first = s.call(Some(&admin), "create-grant", named.clone());
+    let meanwhile = async {
+        s.ok(&admin, "create-grant", named.clone()).await;
+    };
+    let (status, first) = s
+        .interleaved("create-grant:resolved", &key, first, meanwhile)
+        .await;
+    assert_eq!(status, 200, "{first}");
+    let listed = s.ok(&admin, "list-grants", json!({ "key_id": key })).await;
+    assert_eq!(listed["grants"].as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed["grants"][0]["grant_id"], first["grant_id"]);
+    // Both inside their transactions at once: the second reads the grants only once the first
+    // has committed (PostgreSQL: the key's row is held; SQLite: one writer).
+    let other = s.create_key(&admin, "envelope").await;
+    let named = json!({ "key_id": other, "grantee_principal": "app", "operations": ["Decrypt"],
+                        "name": "once" });
+    s.pause("create-grant:read", &other, "arm").await;
+    let first = s.call(Some(&admin), "create-grant", named.clone());
+    let rest = async {
+        let reached = s.pause("create-grant:read", &other, "wait").await;
+        assert_eq!(reached["reached"], true);
+        let second = s.call(Some(&admin), "create-grant", named.clone());
+        let release = async {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            s.pause("create-grant:read", &other, "release").await;
+        };
+        tokio::join!(second, release).0
+    };
+    let ((status, first), (again, second)) = tokio::join!(first, rest);
+    assert_eq!((status, again), (200, 200), "{first} {second}");
+    assert_eq!(first["grant_id"], second["grant_id"]);
+    let listed = s
+        .ok(&admin, "list-grants", json!({ "key_id": other }))
+        .await;
+    assert_eq!(listed["grants"].as_array().unwrap().len(), 1, "{listed}");
+
+    // 499 grants, then two creations at once: one is the 500th, the other is refused.
+    let (server, admin_ref, key_ref) = (&s, &admin, &key);
+    futures::stream::iter(1..499)
+        .map(|i| async move {
+            server
+                .ok(
+                    admin_ref,
+                    "create-grant",
+                    json!({ "key_id": key_ref, "grantee_principal": "app",
+                        "operations": ["Decrypt"], "name": format!("g{i}") }),
+                )
+                .await;
+        })
+        .buffer_unordered(8)
+        .collect::<Vec<()>>()
+        .await;
+    assert_eq!(count(key.clone()).await, 499);
+    let grant = |name: &str| {
+        json!({ "key_id": key, "grantee_principal": "app", "operations": ["Decrypt"],
+                "name": name })
+    };
+    let late = s.call(Some(&admin), "create-grant", grant("late"));
+    let meanwhile = async {
+        s.ok(&admin, "create-grant", grant("last")).await;
+    };
+    let late = s
+        .interleaved("create-grant:resolved", &key, late, meanwhile)
+        .await;
+    assert_error(&late, 409, "InvalidState", "500 grants");
+    assert_eq!(count(key.clone()).await, 500);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -277,27 +277,126 @@ async fn only_tls_1_2_and_1_3_with_modern_suites() {
     }
 }
 
+/// A CA of client certificates (subject `CN=<name>`).
+struct ClientCa {
+    cert: rcgen::Certificate,
+    key: rcgen::KeyPair,
+}
+
+impl ClientCa {
+    fn new(name: &str) -> ClientCa {
+        use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa};
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name = DistinguishedName::new();
+        ca.distinguished_name
+            .push(DnType::CommonName, format!("{name} CA"));
+        let cert = ca.self_signed(&key).unwrap();
+        ClientCa { cert, key }
+    }
+
+    /// A client certificate for `CN=<name>`: (certificate PEM, key PEM).
+    fn issue(&self, name: &str) -> (String, String) {
+        use rcgen::{CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose};
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut client = CertificateParams::new(Vec::<String>::new()).unwrap();
+        client.distinguished_name = DistinguishedName::new();
+        client.distinguished_name.push(DnType::CommonName, name);
+        client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = client.signed_by(&key, &self.cert, &self.key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
 /// A CA, and a client certificate with subject `CN=<name>` that it issued: (CA PEM, client
 /// certificate PEM, client key PEM).
 fn ca_and_client(name: &str) -> (String, String, String) {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-        IsCa, KeyPair,
+    let ca = ClientCa::new(name);
+    let (cert, key) = ca.issue(name);
+    (ca.cert.pem(), cert, key)
+}
+
+/// A client of `s` presenting `cert` (with its `key`).
+fn client_with(s: &Server, cert: &str, key: &str) -> reqwest::Client {
+    let server_pem = std::fs::read(s.data_dir.join("tls/cert.pem")).unwrap();
+    reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&server_pem).unwrap())
+        .identity(reqwest::Identity::from_pem(format!("{cert}{key}").as_bytes()).unwrap())
+        .build()
+        .unwrap()
+}
+
+/// A node under `dir`/data with the policies in `policies`, trusting the client certificates
+/// of the CA in `ca_file` (`tls.client_ca`).
+async fn start_trusting(
+    dir: &std::path::Path,
+    policies: &std::path::Path,
+    ca_file: &std::path::Path,
+) -> Server {
+    Server::start_with(
+        &dir.join("data"),
+        policies,
+        &[
+            ("RUST_LOG", "warn"),
+            ("KEYPLANE_TLS__CLIENT_CA", ca_file.to_str().unwrap()),
+        ],
+    )
+    .await
+}
+
+/// `context.mfa` is a client certificate that names the principal (its common name is the
+/// principal's id), not any certificate the CA issued: with one, an admin schedules a key's
+/// deletion alone (the deletion guard's MFA); with a certificate that names someone else, the
+/// guard wants an approver as it does without a certificate (before, any certificate was
+/// MFA for any token, and with certificates required, every request was).
+#[tokio::test(flavor = "multi_thread")]
+async fn mfa_is_a_client_certificate_naming_the_principal() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ClientCa::new("clients");
+    let ca_file = dir.path().join("clients-ca.pem");
+    std::fs::write(&ca_file, ca.cert.pem()).unwrap();
+    let policies = common::copy_of_shipped_policies(&dir.path().join("policies"));
+    let s = start_trusting(dir.path(), &policies, &ca_file).await;
+    let me = s
+        .ok(&s.admin, "get-caller-identity", serde_json::json!({}))
+        .await;
+    let admin_id = me["principal_id"].as_str().unwrap();
+    let schedule = |client: reqwest::Client, key: String| {
+        let (base, admin) = (s.base.clone(), s.admin.clone());
+        async move {
+            let r = client
+                .post(format!("{base}/v1/schedule-key-deletion"))
+                .bearer_auth(admin)
+                .json(&serde_json::json!({ "key_id": key, "pending_window_days": 7 }))
+                .send()
+                .await
+                .unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<serde_json::Value>().await.unwrap(),
+            )
+        }
     };
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name = DistinguishedName::new();
-    ca.distinguished_name
-        .push(DnType::CommonName, format!("{name} CA"));
-    let ca = ca.self_signed(&ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let mut client = CertificateParams::new(Vec::<String>::new()).unwrap();
-    client.distinguished_name = DistinguishedName::new();
-    client.distinguished_name.push(DnType::CommonName, name);
-    client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let cert = client.signed_by(&key, &ca, &ca_key).unwrap();
-    (ca.pem(), cert.pem(), key.serialize_pem())
+
+    let (someone, someone_key) = ca.issue("alice");
+    let key = s.create_key(&s.admin, "envelope").await;
+    let (status, v) = schedule(client_with(&s, &someone, &someone_key), key).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (403, Some("AccessDenied")),
+        "{v}"
+    );
+
+    let (mine, mine_key) = ca.issue(admin_id);
+    let key = s.create_key(&s.admin, "envelope").await;
+    let (status, v) = schedule(client_with(&s, &mine, &mine_key), key).await;
+    assert_eq!(
+        (status, v["state"].as_str()),
+        (200, Some("pending-deletion")),
+        "{v}"
+    );
 }
 
 /// With `tls.client_ca`, a policy can ask for a client certificate's subject: no certificate
@@ -319,21 +418,12 @@ forbid (principal, action == Keyplane::Action::"GenerateRandom", resource)
 unless {
   context.client_certificate &&
   context has client_certificate_subject &&
-  context.client_certificate_subject == "CN=alice" &&
-  context.mfa
+  context.client_certificate_subject == "CN=alice"
 };
 "#,
     )
     .unwrap();
-    let s = Server::start_with(
-        &dir.path().join("data"),
-        &policies,
-        &[
-            ("RUST_LOG", "warn"),
-            ("KEYPLANE_TLS__CLIENT_CA", ca_file.to_str().unwrap()),
-        ],
-    )
-    .await;
+    let s = start_trusting(dir.path(), &policies, &ca_file).await;
     let random = serde_json::json!({"number_of_bytes": 8});
     let (status, v) = s
         .call(Some(&s.admin), "generate-random", random.clone())
@@ -344,15 +434,7 @@ unless {
         "{v}"
     );
 
-    let server_pem = std::fs::read(s.data_dir.join("tls/cert.pem")).unwrap();
-    let with = |cert: &str, key: &str| {
-        reqwest::Client::builder()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(reqwest::Certificate::from_pem(&server_pem).unwrap())
-            .identity(reqwest::Identity::from_pem(format!("{cert}{key}").as_bytes()).unwrap())
-            .build()
-            .unwrap()
-    };
+    let with = |cert: &str, key: &str| client_with(&s, cert, key);
     let answer = with(&alice, &alice_key)
         .post(format!("{}/v1/generate-random", s.base))
         .bearer_auth(&s.admin)

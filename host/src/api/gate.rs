@@ -56,9 +56,6 @@ impl Gate {
                 .map(|RequestId(id)| id.clone())
                 .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
             source_ip: peer.ip(),
-            // A client certificate issued by a CA of `tls.client_ca` is a second factor
-            // beside the token or signature every request carries.
-            mfa: client_certificate.is_some(),
             client_certificate,
             trace_id: current_trace_id(),
             user_agent: headers

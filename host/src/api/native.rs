@@ -13,8 +13,8 @@
 //! its operation is known is audited under the action `batch`.
 //!
 //! No request carries another principal's credential: a second admin approves a key's
-//! deletion with `approve-key-deletion`, under their own token. `context.mfa` is `false`
-//! until a front requests client certificates (bearer token + certificate = two factors).
+//! deletion with `approve-key-deletion`, under their own token. `context.mfa` is a client
+//! certificate that names the principal, beside its token (`ClientCertificate::names`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -45,7 +45,9 @@ impl ResourceRef {
     }
 
     /// The actions the grants on this resource (a key's) give `principal` for a request with
-    /// encryption context `ec`, each once: what Cedar sees as `context.granted`.
+    /// encryption context `ec`, each once: what Cedar sees as `context.granted`. A grant's
+    /// constraint applies to the actions that take a context (`Grant::actions_for`): one that
+    /// names `DescribeKey` allows it, whatever the context.
     /// `RetireGrant` is left out: a grant naming it allows the retirement of that grant only,
     /// which `retire-grant` adds itself.
     pub fn granted(&self, principal: &str, ec: &EncryptionContext) -> Vec<&str> {
@@ -54,8 +56,8 @@ impl ResourceRef {
         };
         let set: std::collections::BTreeSet<&str> = grants
             .iter()
-            .filter(|g| g.grantee == principal && g.constraint_holds(ec))
-            .flat_map(|g| g.operations.iter().map(String::as_str))
+            .filter(|g| g.grantee == principal)
+            .flat_map(|g| g.actions_for(ec))
             .filter(|a| *a != "RetireGrant")
             .collect();
         set.into_iter().collect()
@@ -82,6 +84,21 @@ pub struct ClientCertificate {
     pub subject: String,
     /// SHA-256 of the DER certificate, colon-separated upper-case hex.
     pub fingerprint: String,
+    /// The subject's common name (its first `CN`), as the certificate holds it.
+    #[serde(default)]
+    pub common_name: Option<String>,
+}
+
+impl ClientCertificate {
+    /// Whether this certificate names `principal_id` (its common name is the principal's id):
+    /// only then is it a second factor of that principal's request (Cedar `context.mfa`). A
+    /// certificate from a trusted CA that names someone else, or no one, proves only that the
+    /// connection came from a holder of some certificate: with
+    /// `tls.require_client_certificate` every connection has one, and a stolen token beside
+    /// any other principal's certificate would pass for two factors.
+    pub fn names(&self, principal_id: &str) -> bool {
+        self.common_name.as_deref() == Some(principal_id)
+    }
 }
 
 /// Everything the authorizer needs to know about a request.

@@ -339,6 +339,7 @@ mod tests {
         let cert = crate::authz::ClientCertificate {
             subject: "CN=a".into(),
             fingerprint: "AA".into(),
+            common_name: Some("a".into()),
         };
         let other_cert = crate::authz::ClientCertificate {
             subject: "CN=b".into(),

@@ -2,7 +2,10 @@
 //! `retire-grant` and `list-retirable-grants`. A grant lets its grantee (a principal of the
 //! key's tenant) perform the actions it names on the key, optionally only when the request's
 //! encryption context contains (`encryption_context_subset`) or is
-//! (`encryption_context_equals`) given pairs.
+//! (`encryption_context_equals`) given pairs. The constraint applies to the actions that take
+//! an encryption context; a constrained grant may also name `DescribeKey`, `RetireGrant` and
+//! `CreateGrant`, which it does not constrain (AWS). An empty map is no constraint: Terraform's
+//! `aws_kms_grant` sends both, the unused one empty.
 //!
 //! Grants do not decide anything themselves: for each request on a key, keyplane computes
 //! the actions the caller's grants allow for that request (their constraints checked against
@@ -13,10 +16,18 @@
 //! grant names `RetireGrant`, is granted the retirement of *that* grant
 //! ([`Operation::self_granted`]).
 //!
+//! A grant naming `CreateGrant` lets its grantee pass on what the grant holds, no more: when
+//! only grants let the caller create grants on the key (Cedar would refuse it without them),
+//! the new grant's operations must all be named by one grant the caller holds there that
+//! names `CreateGrant`, and its constraint must be at least as strict as that grant's (AWS's
+//! rule); else `AccessDenied`, recorded as a denial. Without that check a grantee of
+//! `CreateGrant` alone could grant itself `Decrypt`. The check reads the grants in the write
+//! transaction, as do a name's idempotency and the per-key limit (see [`CreateGrant`]).
+//!
 //! Cedar: `CreateGrant`, `ListGrants`, `RevokeGrant`, `RetireGrant` on the key;
 //! `ListRetirableGrants` on the retiring principal.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -24,13 +35,14 @@ use serde::{Deserialize, Serialize};
 use super::key_tags::refuse_if_destroyed;
 use super::resolve::{key_row, resolve_key};
 use super::validate::{validate_grant_id, validate_key_id};
-use super::{OpContext, Operation, WriteScope};
+use super::{Extra, OpContext, Operation, WriteScope};
 use crate::authn::Principal;
 use crate::authz::ResourceRef;
 use crate::crypto::context::{self, EncryptionContext};
 use crate::error::{Error, Result};
-use crate::store::grants::{self, Grant, GrantNames};
+use crate::store::grants::{self, Grant, GrantNames, WITH_CONTEXT};
 use crate::store::principals;
+use crate::telemetry::metrics::metrics;
 
 /// The actions a grant may name (the schema's `Grantable` group; checked when a policy set
 /// loads).
@@ -54,21 +66,15 @@ pub const GRANTABLE: &[&str] = &[
     "RetireGrant",
 ];
 
-/// The grantable actions that take an encryption context (the only ones a constrained grant
-/// may name, as AWS).
-const WITH_CONTEXT: &[&str] = &[
-    "Encrypt",
-    "Decrypt",
-    "GenerateDataKey",
-    "GenerateDataKeyWithoutPlaintext",
-    "GenerateDataKeyPair",
-    "GenerateDataKeyPairWithoutPlaintext",
-    "Rewrap",
-    "RewrapTo",
-];
+/// What a constrained grant may name besides the actions that take an encryption context
+/// ([`WITH_CONTEXT`]): the constraint does not apply to them (AWS).
+const WITHOUT_CONTEXT: &[&str] = &["DescribeKey", "RetireGrant", "CreateGrant"];
 
 /// Most grants on one key: each request on a key reads them all (through the row cache).
 pub const MAX_PER_KEY: usize = 500;
+
+/// Most pairs in one constraint map (AWS's limit; a request's own context may have more).
+const MAX_CONSTRAINT_PAIRS: usize = 8;
 
 /// A grant's encryption-context constraint.
 #[derive(Debug, Default, Clone, Deserialize, Serialize, JsonSchema)]
@@ -181,6 +187,9 @@ pub struct CreateGrantOutput {
     pub grant_token: String,
 }
 
+/// A grant's constraint as given: (`encryption_context_subset`, `encryption_context_equals`).
+type Constraint<'a> = (Option<&'a EncryptionContext>, Option<&'a EncryptionContext>);
+
 impl CreateGrant {
     /// The operations, each once, in [`GRANTABLE`] order.
     fn operations(&self) -> Vec<String> {
@@ -191,17 +200,79 @@ impl CreateGrant {
             .collect()
     }
 
+    /// The constraint, an empty map counting as absent (Terraform sends the unused one empty;
+    /// both empty is no constraint).
+    fn constraint(&self) -> Constraint<'_> {
+        fn given(m: &Option<EncryptionContext>) -> Option<&EncryptionContext> {
+            m.as_ref().filter(|m| !m.is_empty())
+        }
+        self.constraints.as_ref().map_or((None, None), |c| {
+            (
+                given(&c.encryption_context_subset),
+                given(&c.encryption_context_equals),
+            )
+        })
+    }
+
     /// Whether `g` is this request's grant made before: same name, principals (as resolved)
     /// and parameters.
     fn same_as(&self, g: &Grant, grantee: &str, retiring: Option<&str>) -> bool {
-        let c = self.constraints.clone().unwrap_or_default();
+        let (subset, equals) = self.constraint();
         g.name == self.name
             && g.grantee == grantee
             && g.retiring_principal.as_deref() == retiring
             && g.operations == self.operations()
-            && g.context_subset == c.encryption_context_subset
-            && g.context_equals == c.encryption_context_equals
+            && g.context_subset.as_ref() == subset
+            && g.context_equals.as_ref() == equals
     }
+
+    /// Whether one of the grants `holder` holds (among `held`, the key's) names
+    /// `CreateGrant` and every operation of this grant, with a constraint this one's is at
+    /// least as strict as.
+    fn passed_on(&self, holder: &str, held: &[Grant]) -> bool {
+        let operations = self.operations();
+        let (subset, equals) = self.constraint();
+        held.iter().any(|g| {
+            g.grantee == holder
+                && names(g, Self::ACTION)
+                && operations.iter().all(|o| g.operations.contains(o))
+                && g.admits_all_of(subset, equals)
+        })
+    }
+
+    /// Cedar's decision on this request as if the caller held no grant on the key, when it
+    /// holds one naming `CreateGrant` there (else Cedar's allowing it owed nothing to grants:
+    /// `None`). A refusal means only its grants let it create grants, so the new grant must be
+    /// one they pass on.
+    fn decision_without_grants(
+        &self,
+        ctx: &OpContext<'_>,
+        r: &ResourceRef,
+    ) -> Result<Option<crate::authz::Decision>> {
+        let me = &ctx.principal.id;
+        if !grants_of(r)?
+            .iter()
+            .any(|g| g.grantee == *me && names(g, Self::ACTION))
+        {
+            return Ok(None);
+        }
+        let mut bare = r.clone();
+        if let ResourceRef::Key { grants, .. } = &mut bare {
+            *grants = Arc::from(Vec::new());
+        }
+        let decision = ctx.decide(
+            Self::ACTION,
+            &bare,
+            &EncryptionContext::new(),
+            Extra::default(),
+        )?;
+        Ok(Some(decision))
+    }
+}
+
+/// Whether grant `g` names `action`.
+fn names(g: &Grant, action: &str) -> bool {
+    g.operations.iter().any(|o| o == action)
 }
 
 impl Operation for CreateGrant {
@@ -236,24 +307,31 @@ impl Operation for CreateGrant {
                 ));
             }
         }
-        if let Some(c) = &self.constraints {
-            match (&c.encryption_context_subset, &c.encryption_context_equals) {
-                (Some(_), Some(_)) | (None, None) => {
-                    return Err(Error::validation(
-                        "constraints take encryption_context_subset or encryption_context_equals",
-                    ))
-                }
-                (Some(ec), None) | (None, Some(ec)) => context::validate(ec)?,
+        let ec = match self.constraint() {
+            (None, None) => return Ok(()),
+            (Some(ec), None) | (None, Some(ec)) => ec,
+            (Some(_), Some(_)) => {
+                return Err(Error::validation(
+                    "constraints take encryption_context_subset or encryption_context_equals, \
+                     not both",
+                ))
             }
-            if let Some(o) = self
-                .operations
-                .iter()
-                .find(|o| !WITH_CONTEXT.contains(&o.as_str()))
-            {
-                return Err(Error::validation(format!(
-                    "a grant with an encryption-context constraint can only name operations that take one; {o} does not"
-                )));
-            }
+        };
+        if ec.len() > MAX_CONSTRAINT_PAIRS {
+            return Err(Error::validation(format!(
+                "a grant constraint has at most {MAX_CONSTRAINT_PAIRS} encryption-context pairs"
+            )));
+        }
+        context::validate(ec)?;
+        let constrainable = |o: &&String| {
+            WITH_CONTEXT.contains(&o.as_str()) || WITHOUT_CONTEXT.contains(&o.as_str())
+        };
+        if let Some(o) = self.operations.iter().find(|o| !constrainable(o)) {
+            return Err(Error::validation(format!(
+                "a grant with an encryption-context constraint names only operations that take \
+                 an encryption context and {}; {o} does not take one",
+                WITHOUT_CONTEXT.join(", ")
+            )));
         }
         Ok(())
     }
@@ -262,6 +340,21 @@ impl Operation for CreateGrant {
         resolve_key(ctx, &self.key_id).await
     }
 
+    /// A grant naming `CreateGrant` lets its grantee ask, whatever its constraint (which
+    /// applies to the grant it creates instead, checked in `execute`).
+    fn self_granted(&self, ctx: &OpContext<'_>, r: &ResourceRef) -> Option<&'static str> {
+        let me = &ctx.principal.id;
+        grants_of(r)
+            .ok()?
+            .iter()
+            .any(|g| g.grantee == *me && names(g, Self::ACTION))
+            .then_some(Self::ACTION)
+    }
+
+    /// The checks that depend on the key's grants (what the caller's grants pass on, a
+    /// name's grant made before, the limit) read them in the write transaction with the key
+    /// held ([`grants::of_key_held`]), not from the resolution's cached copy: two creations
+    /// at once would each miss the other's grant and both insert.
     async fn execute(
         self,
         ctx: &OpContext<'_>,
@@ -276,7 +369,33 @@ impl Operation for CreateGrant {
             None => None,
         };
         let retiring_id = retiring.as_ref().map(|p| p.id.as_str());
-        let existing = grants_of(&r)?;
+        let without_grants = self
+            .decision_without_grants(ctx, &r)?
+            .filter(|d| !d.allowed);
+        crate::pause::point("create-grant:resolved", &key.id).await;
+        // Drawn before the transaction: the HSM is not asked while the key is held.
+        let id = hex::encode(ctx.state.keyring.random(32).await?.as_slice());
+        let conn = scope.conn(ctx.state).await?;
+        let gone = || Error::NotFound {
+            kind: "key",
+            id: key.id.clone(),
+        };
+        let existing = grants::of_key_held(conn, &key.id).await?.ok_or_else(gone)?;
+        // Inside the open transaction: on SQLite a test pausing here holds the write lock.
+        crate::pause::point("create-grant:read", &key.id).await;
+        if let Some(refused) = without_grants {
+            if !self.passed_on(&ctx.principal.id, &existing) {
+                // Recorded as a denial, with what Cedar said without the caller's grants.
+                metrics().denial(Self::ACTION);
+                if let Ok(mut d) = ctx.denied.lock() {
+                    *d = Some(refused.policies);
+                }
+                return Err(Error::AccessDenied {
+                    action: Self::ACTION.into(),
+                    resource: r.display(),
+                });
+            }
+        }
         if self.name.is_some() {
             if let Some(g) = existing
                 .iter()
@@ -294,8 +413,8 @@ impl Operation for CreateGrant {
                 key.id
             )));
         }
-        let id = hex::encode(ctx.state.keyring.random(32).await?.as_slice());
-        let c = self.constraints.clone().unwrap_or_default();
+        let (subset, equals) = self.constraint();
+        let (context_subset, context_equals) = (subset.cloned(), equals.cloned());
         let grant = Grant {
             id: id.clone(),
             key_id: key.id.clone(),
@@ -308,12 +427,12 @@ impl Operation for CreateGrant {
                 retiring_principal: retiring.map(|p| p.name),
                 created_by: ctx.principal.name.clone(),
             },
-            context_subset: c.encryption_context_subset,
-            context_equals: c.encryption_context_equals,
+            context_subset,
+            context_equals,
             created_at: ctx.state.clock.now_rfc3339(),
             created_by: ctx.principal.id.clone(),
         };
-        grants::insert(scope.conn(ctx.state).await?, &grant).await?;
+        grants::insert(conn, &grant).await?;
         Ok(CreateGrantOutput {
             grant_id: id.clone(),
             grant_token: id,

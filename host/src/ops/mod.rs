@@ -134,8 +134,6 @@ pub struct RequestMeta {
     pub source_ip: IpAddr,
     /// The certificate the client presented, verified against `tls.client_ca`.
     pub client_certificate: Option<std::sync::Arc<crate::authz::ClientCertificate>>,
-    /// Multi-factor authentication established for this request (Cedar `context.mfa`).
-    pub mfa: bool,
     /// W3C trace id of the request (recorded in its audit record).
     pub trace_id: Option<String>,
     /// The client's `User-Agent`, truncated (recorded in its audit record).
@@ -154,7 +152,6 @@ impl RequestMeta {
             request_id: request_id.into(),
             source_ip: IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
             client_certificate: None,
-            mfa: false,
             trace_id: None,
             user_agent: None,
             grant_tokens: Vec::new(),
@@ -203,7 +200,13 @@ impl<'a> OpContext<'a> {
             source_ip: self.meta.source_ip,
             client_certificate: self.meta.client_certificate.as_deref(),
             request_time: chrono::Utc::now().timestamp(),
-            mfa: self.meta.mfa,
+            // A client certificate that names the authenticated principal is a second factor
+            // beside the token or signature every request carries (see `ClientCertificate::names`).
+            mfa: self
+                .meta
+                .client_certificate
+                .as_deref()
+                .is_some_and(|c| c.names(&self.principal.id)),
             approver: extra.approver,
             granted: &granted,
             export_format: extra.export_format,

@@ -1,5 +1,8 @@
 //! The `grants` table: a grantee principal may perform the listed operations (Cedar action
-//! names) on a key, within an encryption-context constraint if the grant has one.
+//! names) on a key, within an encryption-context constraint if the grant has one. The
+//! constraint applies to the operations that take an encryption context ([`WITH_CONTEXT`])
+//! only: a constrained grant's `DescribeKey`, `RetireGrant` or `CreateGrant` is not refused
+//! for a request that carries none (AWS's grant constraints likewise).
 
 use std::collections::BTreeMap;
 
@@ -36,6 +39,19 @@ pub struct GrantNames {
     pub created_by: String,
 }
 
+/// The grantable actions that take an encryption context: the ones a grant's constraint
+/// applies to.
+pub const WITH_CONTEXT: &[&str] = &[
+    "Encrypt",
+    "Decrypt",
+    "GenerateDataKey",
+    "GenerateDataKeyWithoutPlaintext",
+    "GenerateDataKeyPair",
+    "GenerateDataKeyPairWithoutPlaintext",
+    "Rewrap",
+    "RewrapTo",
+];
+
 impl Grant {
     /// Whether the grant's constraint holds for a request with encryption context `ec`.
     pub fn constraint_holds(&self, ec: &BTreeMap<String, String>) -> bool {
@@ -45,6 +61,39 @@ impl Grant {
             .is_none_or(|want| want.iter().all(|(k, v)| ec.get(k) == Some(v)));
         let equals = self.context_equals.as_ref().is_none_or(|want| want == ec);
         subset && equals
+    }
+
+    /// The operations the grant allows a request with encryption context `ec`: those that
+    /// take a context within its constraint, the others (`DescribeKey`...) whatever `ec` is,
+    /// since they carry no context for a constraint to be checked against.
+    pub fn actions_for<'g>(
+        &'g self,
+        ec: &BTreeMap<String, String>,
+    ) -> impl Iterator<Item = &'g str> + 'g {
+        let holds = self.constraint_holds(ec);
+        self.operations
+            .iter()
+            .map(String::as_str)
+            .filter(move |a| holds || !WITH_CONTEXT.contains(a))
+    }
+
+    /// Whether every request a constraint of `subset` and `equals` admits, this grant's
+    /// constraint admits too: a grant created through this one's `CreateGrant` must be at
+    /// least as strict (AWS). An equals constraint admits only its own context; a subset
+    /// constraint admits every context that contains it, so only a grant with no equals
+    /// constraint, whose subset pairs it has, admits them all.
+    pub fn admits_all_of(
+        &self,
+        subset: Option<&BTreeMap<String, String>>,
+        equals: Option<&BTreeMap<String, String>>,
+    ) -> bool {
+        match equals {
+            Some(only) => self.constraint_holds(only),
+            None => {
+                let least = subset.cloned().unwrap_or_default();
+                self.context_equals.is_none() && self.constraint_holds(&least)
+            }
+        }
     }
 }
 
@@ -179,6 +228,35 @@ pub async fn of_key(pool: impl Into<Conn<'_>>, key_id: &str) -> Result<Vec<Grant
     })
 }
 
+/// Every grant of a key, read with the key held until the transaction ends, so that what is
+/// decided from them (a name's grant made before, the number of grants) still holds when a
+/// grant is then inserted: on PostgreSQL (READ COMMITTED) two creations would each read the
+/// grants without the other's and both insert, so the key's row is locked first (`FOR NO KEY
+/// UPDATE`: it excludes another such lock, not the key-share lock of a grant row naming the
+/// key) and the second creation reads after the first commits; SQLite's writer transaction
+/// already excludes every other writer. `None`: the key is gone.
+pub async fn of_key_held(conn: &mut Tx, key_id: &str) -> Result<Option<Vec<Grant>>> {
+    let lock = match conn.dialect() {
+        super::Dialect::Postgres => " FOR NO KEY UPDATE",
+        super::Dialect::Sqlite => "",
+    };
+    let found = on!(conn, {
+        crate::telemetry::spans::db("SELECT", "keys", async {
+            let found: Option<i32> =
+                sqlx::query_scalar(&format!("SELECT 1 FROM keys WHERE id = $1{lock}"))
+                    .bind(key_id)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            Ok::<_, Error>(found.is_some())
+        })
+        .await
+    })?;
+    if !found {
+        return Ok(None);
+    }
+    of_key(conn, key_id).await.map(Some)
+}
+
 /// A page of the grants a principal may retire, after grant id `after`.
 pub async fn retirable_by(
     pool: impl Into<Conn<'_>>,
@@ -259,5 +337,52 @@ mod tests {
         let equals = grant(&[], Some(&[("a", "1")]));
         assert!(equals.constraint_holds(&ec(&[("a", "1")])));
         assert!(!equals.constraint_holds(&ec(&[("a", "1"), ("b", "2")])));
+    }
+
+    #[test]
+    fn a_constraint_applies_only_to_operations_that_take_a_context() {
+        let mut g = grant(&[("a", "1")], None);
+        g.operations = ["Decrypt", "DescribeKey", "CreateGrant", "RetireGrant"]
+            .map(String::from)
+            .to_vec();
+        let within: BTreeMap<String, String> = [("a".into(), "1".into())].into();
+        assert_eq!(
+            g.actions_for(&within).collect::<Vec<_>>(),
+            ["Decrypt", "DescribeKey", "CreateGrant", "RetireGrant"]
+        );
+        assert_eq!(
+            g.actions_for(&BTreeMap::new()).collect::<Vec<_>>(),
+            ["DescribeKey", "CreateGrant", "RetireGrant"]
+        );
+    }
+
+    #[test]
+    fn a_grant_made_through_another_is_at_least_as_strict() {
+        let map = |p: &[(&str, &str)]| -> BTreeMap<String, String> {
+            p.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let (a, ab, b) = (
+            map(&[("a", "1")]),
+            map(&[("a", "1"), ("b", "2")]),
+            map(&[("b", "2")]),
+        );
+        let none = grant(&[], None);
+        assert!(none.admits_all_of(None, None));
+        assert!(none.admits_all_of(Some(&b), None));
+        assert!(none.admits_all_of(None, Some(&b)));
+        let subset = grant(&[("a", "1")], None);
+        assert!(!subset.admits_all_of(None, None));
+        assert!(subset.admits_all_of(Some(&a), None));
+        assert!(subset.admits_all_of(Some(&ab), None));
+        assert!(!subset.admits_all_of(Some(&b), None));
+        assert!(subset.admits_all_of(None, Some(&ab)));
+        assert!(!subset.admits_all_of(None, Some(&b)));
+        let equals = grant(&[], Some(&[("a", "1")]));
+        assert!(!equals.admits_all_of(None, None));
+        assert!(!equals.admits_all_of(Some(&a), None));
+        assert!(equals.admits_all_of(None, Some(&a)));
+        assert!(!equals.admits_all_of(None, Some(&ab)));
     }
 }

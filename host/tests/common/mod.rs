@@ -551,12 +551,22 @@ impl Server {
     }
 
     /// SQL against the node's database on either backend (queries in the SQL both accept,
-    /// `$1` placeholders).
+    /// `$1` placeholders); read-only on SQLite.
     pub async fn sql_any(&self) -> sqlx::AnyPool {
+        self.any_pool("ro").await
+    }
+
+    /// [`Server::sql_any`] that may write (to set what a test cannot reach by requests, as
+    /// a version's usage counts).
+    pub async fn sql_any_writable(&self) -> sqlx::AnyPool {
+        self.any_pool("rw").await
+    }
+
+    async fn any_pool(&self, sqlite_mode: &str) -> sqlx::AnyPool {
         sqlx::any::install_default_drivers();
         let url = database_url(&self.data_dir).unwrap_or_else(|| {
             format!(
-                "sqlite://{}?mode=ro",
+                "sqlite://{}?mode={sqlite_mode}",
                 self.data_dir.join("keyplane.db").display()
             )
         });
