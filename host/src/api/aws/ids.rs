@@ -23,6 +23,15 @@ pub struct Cx {
 }
 
 impl Cx {
+    /// An account in `eu-west-1`: the context of the front's unit tests.
+    #[cfg(test)]
+    pub fn sample() -> Cx {
+        Cx {
+            account_id: "111122223333".into(),
+            region: "eu-west-1".into(),
+        }
+    }
+
     /// The AWS partition of the request's region, as the SDKs' partition table has it: an
     /// ARN answered names the partition the client asked in (the AWS Encryption SDK checks
     /// that `Decrypt`'s `KeyId` is the very ARN it asked for).
@@ -231,6 +240,28 @@ pub fn one_of(field: &str, v: &str, allowed: &[&str]) -> Result<()> {
     ))
 }
 
+/// A value of an enumeration of AWS's model of which keyplane serves `served`: one outside
+/// the model is AWS's `ValidationException` (listing the model's values); one of the model
+/// keyplane does not have is `UnsupportedOperationException` naming it (`member` as clients
+/// spell it) and what keyplane has: the request is well formed, and asks for something
+/// keyplane does not do, as for the actions it does not serve.
+pub fn served_of(
+    field: &str,
+    member: &str,
+    v: &str,
+    model: &[&str],
+    served: &[&str],
+) -> Result<()> {
+    one_of(field, v, model)?;
+    if served.contains(&v) {
+        return Ok(());
+    }
+    Err(Error::Unsupported(format!(
+        "{member} {v}: keyplane has {}",
+        served.join(", ")
+    )))
+}
+
 fn constraint(field: &str, what: &str) -> Error {
     Error::validation(format!(
         "1 validation error detected: Value at '{field}' failed to satisfy constraint: {what}"
@@ -242,10 +273,7 @@ mod tests {
     use super::*;
 
     fn cx() -> Cx {
-        Cx {
-            account_id: "111122223333".into(),
-            region: "eu-west-1".into(),
-        }
+        Cx::sample()
     }
 
     #[test]
@@ -345,6 +373,25 @@ mod tests {
             cx.alias_name("alias/aws/x"),
             Err(Error::InvalidAliasName(_))
         ));
+    }
+
+    /// Outside the model, AWS's validation error; in it but not keyplane's, unsupported,
+    /// naming the value and what keyplane has.
+    #[test]
+    fn a_value_of_the_model_keyplane_lacks_is_unsupported() {
+        let model = ["A", "B", "C"];
+        assert!(served_of("f", "F", "A", &model, &["A", "B"]).is_ok());
+        let Err(Error::Unsupported(m)) = served_of("f", "F", "C", &model, &["A", "B"]) else {
+            panic!("C is the model's, not keyplane's")
+        };
+        assert_eq!(m, "F C: keyplane has A, B");
+        let Err(Error::Validation(m)) = served_of("f", "F", "D", &model, &["A", "B"]) else {
+            panic!("D is outside the model")
+        };
+        assert!(
+            m.ends_with("Member must satisfy enum value set: [A, B, C]"),
+            "{m}"
+        );
     }
 
     #[test]

@@ -4,10 +4,13 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::metadata::{aws_specs, aws_usages, spec_from_aws, usage_from_aws, KeyMetadata};
+use super::metadata::{
+    aws_specs, aws_usages, spec_from_aws, usage_from_aws, KeyMetadata,
+    MODEL_CUSTOMER_MASTER_KEY_SPECS, MODEL_KEY_SPECS, MODEL_KEY_USAGES,
+};
 use super::KmsAction;
 use crate::api::aws::error::KmsError;
-use crate::api::aws::ids::{length, one_of, Cx};
+use crate::api::aws::ids::{length, one_of, served_of, Cx};
 use crate::error::{Error, Result};
 use crate::ops::create_key as op;
 use crate::ops::Operation;
@@ -72,17 +75,36 @@ impl KmsAction for CreateKey {
                 "multi-Region keys and custom key stores".into(),
             ));
         }
+        // Each against its own enumeration of the model: a spec of the model keyplane does
+        // not make is unsupported, not malformed.
+        let specs = aws_specs();
+        if let Some(s) = &self.customer_master_key_spec {
+            served_of(
+                "customerMasterKeySpec",
+                "CustomerMasterKeySpec",
+                s,
+                MODEL_CUSTOMER_MASTER_KEY_SPECS,
+                &specs,
+            )?;
+        }
+        if let Some(s) = &self.key_spec {
+            served_of("keySpec", "KeySpec", s, MODEL_KEY_SPECS, &specs)?;
+        }
         let spec_name = self
             .key_spec
             .or(self.customer_master_key_spec)
             .unwrap_or_else(|| "SYMMETRIC_DEFAULT".into());
-        let specs = aws_specs();
-        one_of("keySpec", &spec_name, &specs)?;
         let spec = spec_from_aws(&spec_name).ok_or(Error::Internal)?;
         // AWS's default is ENCRYPT_DECRYPT whatever the spec (an RSA key without a usage
         // encrypts; an ECC or HMAC key without one is refused), not keyplane's per-spec one.
         let usage = self.key_usage.unwrap_or_else(|| "ENCRYPT_DECRYPT".into());
-        one_of("keyUsage", &usage, &aws_usages())?;
+        served_of(
+            "keyUsage",
+            "KeyUsage",
+            &usage,
+            MODEL_KEY_USAGES,
+            &aws_usages(),
+        )?;
         let usage = usage_from_aws(&usage).ok_or(Error::Internal)?;
         let origin = match self.origin.as_deref() {
             None | Some("AWS_KMS") => ORIGIN_KEYPLANE,

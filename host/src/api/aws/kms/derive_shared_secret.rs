@@ -5,10 +5,10 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use super::{required, KmsAction};
+use super::{no_recipient, required, KmsAction};
 use crate::api::aws::error::KmsError;
 use crate::api::aws::ids::{length_of, one_of, Cx};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::ops::derive_shared_secret as op;
 use crate::ops::{Base64, Operation};
 
@@ -41,11 +41,7 @@ impl KmsAction for DeriveSharedSecret {
     }
 
     fn into_op(self, cx: &Cx) -> Result<Self::Op> {
-        if self.recipient.is_some() {
-            return Err(Error::Unsupported(
-                "Recipient (Nitro Enclaves attestation)".into(),
-            ));
-        }
+        no_recipient(self.recipient.as_ref())?;
         let algorithm = required("keyAgreementAlgorithm", self.key_agreement_algorithm)?;
         one_of("keyAgreementAlgorithm", &algorithm, &["ECDH"])?;
         let public_key = required("publicKey", self.public_key)?;

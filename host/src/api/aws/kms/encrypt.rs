@@ -4,23 +4,39 @@ use serde::{Deserialize, Serialize};
 
 use super::{required, KmsAction};
 use crate::api::aws::error::KmsError;
-use crate::api::aws::ids::{length_of, one_of, Cx};
+use crate::api::aws::ids::{length_of, served_of, Cx};
 use crate::crypto::context::EncryptionContext;
 use crate::error::Result;
 use crate::ops::encrypt as op;
 use crate::ops::{Base64, Operation};
 
-/// `EncryptionAlgorithm` values keyplane has.
-pub const ENCRYPTION_ALGORITHMS: &[&str] = &[
+/// `EncryptionAlgorithmSpec` of AWS's model, in its order.
+const MODEL_ENCRYPTION_ALGORITHMS: &[&str] = &[
+    "SYMMETRIC_DEFAULT",
+    "RSAES_OAEP_SHA_1",
+    "RSAES_OAEP_SHA_256",
+    "SM2PKE",
+];
+
+/// `EncryptionAlgorithm` values keyplane has (which RSA OAEP hash a key takes is the HSM's,
+/// decided by the operation).
+const ENCRYPTION_ALGORITHMS: &[&str] = &[
     "SYMMETRIC_DEFAULT",
     "RSAES_OAEP_SHA_1",
     "RSAES_OAEP_SHA_256",
 ];
 
-/// Check an `EncryptionAlgorithm` member (`field` in lowerCamelCase).
+/// Check an `EncryptionAlgorithm` member (`field` in lowerCamelCase; `SM2PKE` is
+/// unsupported).
 pub fn encryption_algorithm(field: &str, v: Option<String>) -> Result<Option<String>> {
     if let Some(a) = &v {
-        one_of(field, a, ENCRYPTION_ALGORITHMS)?;
+        served_of(
+            field,
+            "EncryptionAlgorithm",
+            a,
+            MODEL_ENCRYPTION_ALGORITHMS,
+            ENCRYPTION_ALGORITHMS,
+        )?;
     }
     Ok(v)
 }

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{required, KmsAction};
+use super::{no_recipient, required, KmsAction};
 use crate::api::aws::error::KmsError;
 use crate::api::aws::ids::{one_of, range, Cx};
 use crate::crypto::context::EncryptionContext;
@@ -27,11 +27,7 @@ pub struct DataKey {
 impl DataKey {
     fn request(self, cx: &Cx) -> Result<DataKeyRequest> {
         let key_id = cx.key_id("keyId", &required("keyId", self.key_id)?)?;
-        if self.recipient.is_some() {
-            return Err(Error::Unsupported(
-                "Recipient (Nitro Enclaves attestation)".into(),
-            ));
-        }
+        no_recipient(self.recipient.as_ref())?;
         if let Some(n) = self.number_of_bytes {
             range("numberOfBytes", n, 1, 1024)?;
         }

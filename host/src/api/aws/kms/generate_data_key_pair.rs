@@ -8,11 +8,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{required, KmsAction};
+use super::{no_recipient, required, KmsAction};
 use crate::api::aws::error::KmsError;
-use crate::api::aws::ids::{one_of, Cx};
+use crate::api::aws::ids::{served_of, Cx};
 use crate::crypto::context::EncryptionContext;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::ops::generate_data_key_pair::{self as op, DataKeyPairRequest, KEY_PAIR_SPECS};
 use crate::ops::{Base64, Operation};
 
@@ -48,15 +48,9 @@ impl DataKeyPair {
     fn request(self, cx: &Cx) -> Result<DataKeyPairRequest> {
         let key_id = cx.key_id("keyId", &required("keyId", self.key_id)?)?;
         let spec = required("keyPairSpec", self.key_pair_spec)?;
-        one_of("keyPairSpec", &spec, MODEL_SPECS)?;
-        if !KEY_PAIR_SPECS.iter().any(|s| s.as_str() == spec) {
-            return Err(Error::Unsupported(format!("KeyPairSpec {spec}")));
-        }
-        if self.recipient.is_some() {
-            return Err(Error::Unsupported(
-                "Recipient (Nitro Enclaves attestation)".into(),
-            ));
-        }
+        let served: Vec<&str> = KEY_PAIR_SPECS.iter().map(|s| s.as_str()).collect();
+        served_of("keyPairSpec", "KeyPairSpec", &spec, MODEL_SPECS, &served)?;
+        no_recipient(self.recipient.as_ref())?;
         Ok(DataKeyPairRequest {
             key_id,
             key_pair_spec: spec,
@@ -153,12 +147,10 @@ impl KmsAction for GenerateDataKeyPairWithoutPlaintext {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Error;
 
     fn cx() -> Cx {
-        Cx {
-            account_id: "111122223333".into(),
-            region: "eu-west-1".into(),
-        }
+        Cx::sample()
     }
 
     fn request(body: serde_json::Value) -> Result<DataKeyPairRequest> {

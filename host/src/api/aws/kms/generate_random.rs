@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{required, KmsAction};
+use super::{no_recipient, required, KmsAction};
 use crate::api::aws::error::KmsError;
 use crate::api::aws::ids::{range, Cx};
 use crate::error::{Error, Result};
@@ -28,11 +28,10 @@ impl KmsAction for GenerateRandom {
     type Response = GenerateRandomResponse;
 
     fn into_op(self, _cx: &Cx) -> Result<Self::Op> {
-        if self.custom_key_store_id.is_some() || self.recipient.is_some() {
-            return Err(Error::Unsupported(
-                "custom key stores and Nitro Enclaves recipients".into(),
-            ));
+        if self.custom_key_store_id.is_some() {
+            return Err(Error::Unsupported("custom key stores".into()));
         }
+        no_recipient(self.recipient.as_ref())?;
         let n = required("numberOfBytes", self.number_of_bytes)?;
         range("numberOfBytes", n, 1, 1024)?;
         Ok(op::GenerateRandom {

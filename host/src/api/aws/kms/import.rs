@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::key_state::Empty;
 use super::{epoch, required, KmsAction};
 use crate::api::aws::error::KmsError;
-use crate::api::aws::ids::{length_of, one_of, Cx};
+use crate::api::aws::ids::{length_of, one_of, served_of, Cx};
 use crate::error::{Error, Result};
 use crate::ops::rfc3339;
 use crate::ops::{
@@ -14,6 +14,25 @@ use crate::ops::{
     import_key_material as import,
 };
 use crate::ops::{Base64, Operation};
+
+/// `AlgorithmSpec` (`WrappingAlgorithm`) of AWS's model, in its order.
+const MODEL_WRAPPING_ALGORITHMS: &[&str] = &[
+    "RSAES_PKCS1_V1_5",
+    "RSAES_OAEP_SHA_1",
+    "RSAES_OAEP_SHA_256",
+    "RSA_AES_KEY_WRAP_SHA_1",
+    "RSA_AES_KEY_WRAP_SHA_256",
+    "SM2PKE",
+];
+
+/// The wrapping algorithms keyplane implements: RSA-OAEP, alone or around an AES key wrap
+/// (whether the HSM takes the SHA-256 ones is the operation's to say).
+const WRAPPING_ALGORITHMS: &[&str] = &[
+    "RSAES_OAEP_SHA_1",
+    "RSAES_OAEP_SHA_256",
+    "RSA_AES_KEY_WRAP_SHA_1",
+    "RSA_AES_KEY_WRAP_SHA_256",
+];
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -38,23 +57,20 @@ impl KmsAction for GetParametersForImport {
 
     fn into_op(self, cx: &Cx) -> Result<Self::Op> {
         let algorithm = required("wrappingAlgorithm", self.wrapping_algorithm)?;
-        one_of(
+        served_of(
             "wrappingAlgorithm",
+            "WrappingAlgorithm",
             &algorithm,
-            &[
-                "RSAES_PKCS1_V1_5",
-                "RSAES_OAEP_SHA_1",
-                "RSAES_OAEP_SHA_256",
-                "RSA_AES_KEY_WRAP_SHA_1",
-                "RSA_AES_KEY_WRAP_SHA_256",
-                "SM2PKE",
-            ],
+            MODEL_WRAPPING_ALGORITHMS,
+            WRAPPING_ALGORITHMS,
         )?;
         let spec = required("wrappingKeySpec", self.wrapping_key_spec)?;
-        one_of(
+        served_of(
             "wrappingKeySpec",
+            "WrappingKeySpec",
             &spec,
             &["RSA_2048", "RSA_3072", "RSA_4096", "SM2"],
+            &["RSA_2048", "RSA_3072", "RSA_4096"],
         )?;
         Ok(params::GetParametersForImport {
             key_id: cx.key_id("keyId", &required("keyId", self.key_id)?)?,

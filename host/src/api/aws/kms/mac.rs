@@ -4,11 +4,38 @@
 use serde::{Deserialize, Serialize};
 
 use super::{required, KmsAction};
+use crate::algorithms::{KeySpec, MacAlgorithm};
 use crate::api::aws::error::KmsError;
-use crate::api::aws::ids::{length_of, Cx};
+use crate::api::aws::ids::{length_of, served_of, Cx};
 use crate::error::Result;
 use crate::ops::mac as op;
 use crate::ops::{Base64, Operation};
+
+/// `MacAlgorithmSpec` of AWS's model, in its order (keyplane has no `HMAC_224` keys).
+const MODEL_MAC_ALGORITHMS: &[&str] = &[
+    "HMAC_SHA_224",
+    "HMAC_SHA_256",
+    "HMAC_SHA_384",
+    "HMAC_SHA_512",
+];
+
+/// A `MacAlgorithm` member: one of the model, of a key spec keyplane has (which one the key
+/// takes is the operation's to check).
+fn mac_algorithm(v: Option<String>) -> Result<String> {
+    let a = required("macAlgorithm", v)?;
+    let served: Vec<&str> = KeySpec::all()
+        .filter_map(KeySpec::hmac_hash)
+        .map(|h| MacAlgorithm(h).as_str())
+        .collect();
+    served_of(
+        "macAlgorithm",
+        "MacAlgorithm",
+        &a,
+        MODEL_MAC_ALGORITHMS,
+        &served,
+    )?;
+    Ok(a)
+}
 
 fn message(v: Option<Base64>) -> Result<Base64> {
     let m = required("message", v)?;
@@ -46,7 +73,7 @@ impl KmsAction for GenerateMac {
         Ok(op::GenerateMac {
             key_id: cx.key_id("keyId", &required("keyId", self.key_id)?)?,
             message: message(self.message)?,
-            mac_algorithm: required("macAlgorithm", self.mac_algorithm)?,
+            mac_algorithm: mac_algorithm(self.mac_algorithm)?,
             pinned_version: None,
         })
     }
@@ -96,7 +123,7 @@ impl KmsAction for VerifyMac {
         Ok(op::VerifyMac {
             key_id: cx.key_id("keyId", &required("keyId", self.key_id)?)?,
             message: message(self.message)?,
-            mac_algorithm: required("macAlgorithm", self.mac_algorithm)?,
+            mac_algorithm: mac_algorithm(self.mac_algorithm)?,
             mac,
             key_version: None,
         })

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::epoch;
 use crate::algorithms::{KeySpec, KeyUsage, MacAlgorithm};
-use crate::api::aws::ids::Cx;
+use crate::api::aws::ids::{served_of, Cx};
 use crate::error::{Error, Result};
 use crate::model::KeyState;
 use crate::ops::KeyMetadata as Native;
@@ -26,6 +26,61 @@ const SPECS: &[(KeySpec, &str)] = &[
     (KeySpec::Rsa2048, "RSA_2048"),
     (KeySpec::Rsa3072, "RSA_3072"),
     (KeySpec::Rsa4096, "RSA_4096"),
+];
+
+/// `KeySpec` of AWS's model, in its order: those [`SPECS`] lacks are unsupported.
+pub const MODEL_KEY_SPECS: &[&str] = &[
+    "RSA_2048",
+    "RSA_3072",
+    "RSA_4096",
+    "ECC_NIST_P256",
+    "ECC_NIST_P384",
+    "ECC_NIST_P521",
+    "ECC_SECG_P256K1",
+    "SYMMETRIC_DEFAULT",
+    "HMAC_224",
+    "HMAC_256",
+    "HMAC_384",
+    "HMAC_512",
+    "SM2",
+    "ML_DSA_44",
+    "ML_DSA_65",
+    "ML_DSA_87",
+    "ECC_NIST_EDWARDS25519",
+    "ML_KEM_512",
+    "ML_KEM_768",
+    "ML_KEM_1024",
+];
+
+/// `CustomerMasterKeySpec` of AWS's model (the deprecated name of `KeySpec`): the first 13
+/// values of [`MODEL_KEY_SPECS`], in its order (AWS added the later ones to `KeySpec` only).
+pub const MODEL_CUSTOMER_MASTER_KEY_SPECS: &[&str] = MODEL_KEY_SPECS.split_at(13).0;
+
+/// `KeyUsageType` of AWS's model, in its order (keyplane has no `ENCAPSULATE_DECAPSULATE`:
+/// no ML-KEM keys).
+pub const MODEL_KEY_USAGES: &[&str] = &[
+    "SIGN_VERIFY",
+    "ENCRYPT_DECRYPT",
+    "GENERATE_VERIFY_MAC",
+    "KEY_AGREEMENT",
+    "ENCAPSULATE_DECAPSULATE",
+];
+
+/// `SigningAlgorithmSpec` of AWS's model, in its order.
+const MODEL_SIGNING: &[&str] = &[
+    "RSASSA_PSS_SHA_256",
+    "RSASSA_PSS_SHA_384",
+    "RSASSA_PSS_SHA_512",
+    "RSASSA_PKCS1_V1_5_SHA_256",
+    "RSASSA_PKCS1_V1_5_SHA_384",
+    "RSASSA_PKCS1_V1_5_SHA_512",
+    "ECDSA_SHA_256",
+    "ECDSA_SHA_384",
+    "ECDSA_SHA_512",
+    "SM2DSA",
+    "ML_DSA_SHAKE_256",
+    "ED25519_SHA_512",
+    "ED25519_PH_SHA_512",
 ];
 
 /// (keyplane key usage, AWS key usage).
@@ -53,19 +108,29 @@ pub fn aws_signing(native: &'static str) -> &'static str {
 }
 
 /// The keyplane signing algorithm an AWS name stands for (checked against the key by the
-/// operation).
+/// operation): a name outside AWS's model (keyplane's own `ED25519` too) is a validation
+/// error, one of the model keyplane has no key for (`ECDSA_SHA_512`, `SM2DSA`,
+/// `ML_DSA_SHAKE_256`, Ed25519ph) is unsupported.
 pub fn signing_from_aws(aws: String) -> Result<String> {
     if aws == ED25519_PREHASHED {
         return Err(Error::Unsupported(format!(
             "signing algorithm {ED25519_PREHASHED}: keyplane signs Ed25519 over the message itself (ED25519_SHA_512, MessageType RAW)"
         )));
     }
-    // keyplane's own name is not AWS's: refused as AWS would refuse it.
-    if SIGNING.iter().any(|(n, _)| *n == aws) {
-        return Err(Error::validation(format!(
-            "signing algorithm {aws} is not an AWS KMS signing algorithm"
-        )));
+    let mut served: Vec<&str> = Vec::new();
+    for a in KeySpec::all().flat_map(KeySpec::signing_algorithms) {
+        let name = aws_signing(a.as_str());
+        if !served.contains(&name) {
+            served.push(name);
+        }
     }
+    served_of(
+        "signingAlgorithm",
+        "SigningAlgorithm",
+        &aws,
+        MODEL_SIGNING,
+        &served,
+    )?;
     Ok(SIGNING
         .iter()
         .find(|(_, a)| *a == aws)
@@ -242,6 +307,34 @@ mod tests {
         }
         assert_eq!(aws_spec("FFDHE_2048").unwrap(), "FFDHE_2048");
         assert_eq!(aws_spec("AES_128_GCM").unwrap(), "SYMMETRIC_DEFAULT");
+    }
+
+    /// What keyplane has is all in AWS's model (else `served_of` would refuse it as
+    /// malformed); the model's other signing algorithms are unsupported, names outside it
+    /// (keyplane's own `ED25519`) malformed.
+    #[test]
+    fn keyplane_names_are_the_models() {
+        for spec in aws_specs() {
+            assert!(MODEL_KEY_SPECS.contains(&spec), "{spec}");
+        }
+        for usage in aws_usages() {
+            assert!(MODEL_KEY_USAGES.contains(&usage), "{usage}");
+        }
+        for spec in KeySpec::all() {
+            for a in spec.signing_algorithms() {
+                let aws = aws_signing(a.as_str());
+                assert!(MODEL_SIGNING.contains(&aws), "{aws}");
+                assert_eq!(signing_from_aws(aws.to_string()).unwrap(), a.as_str());
+            }
+        }
+        for unsupported in ["ED25519_PH_SHA_512", "ECDSA_SHA_512", "SM2DSA"] {
+            let r = signing_from_aws(unsupported.to_string());
+            assert!(matches!(r, Err(Error::Unsupported(m)) if m.contains(unsupported)));
+        }
+        for malformed in ["ED25519", "ECDSA_SHA_1"] {
+            let r = signing_from_aws(malformed.to_string());
+            assert!(matches!(r, Err(Error::Validation(m)) if m.contains("enum value set")));
+        }
     }
 
     #[test]

@@ -5,9 +5,12 @@
 //!
 //! A request's shape is checked against AWS's model here (required members, lengths, enums),
 //! with AWS's wording, before it becomes an operation; what the operation checks is checked
-//! there, once, whichever front the request came through. Unknown members are ignored, as
-//! AWS does. `GrantTokens`, which every action that uses a key takes, is read once for all
-//! (see [`grant_tokens`]) and goes to the core with the request's facts.
+//! there, once, whichever front the request came through. A value of an enumeration of the
+//! model that keyplane does not have is no malformed request but one for something keyplane
+//! does not do: `UnsupportedOperationException`, as for the actions it does not serve (see
+//! `ids::served_of`). Unknown members are ignored, as AWS does. `GrantTokens`, which every
+//! action that uses a key takes, is read once for all (see [`grant_tokens`]) and goes to the
+//! core with the request's facts.
 
 mod aliases;
 mod automatic_rotation;
@@ -228,29 +231,40 @@ pub fn lookup(target: &str) -> Option<(&'static str, Handler)> {
         .map(|(_, action, h)| (*action, *h))
 }
 
-/// The actions of the AWS KMS API (2014-11-01) that keyplane does not serve: custom key
-/// stores and multi-Region keys. They answer `UnsupportedOperationException`, a modeled
-/// error the SDKs raise as such; a target that is no action of the API at all answers
-/// `UnknownOperationException`, as AWS's JSON services do.
-const NOT_SERVED: &[&str] = &[
-    "ConnectCustomKeyStore",
-    "CreateCustomKeyStore",
-    "DeleteCustomKeyStore",
-    "DescribeCustomKeyStores",
-    "DisconnectCustomKeyStore",
-    "UpdateCustomKeyStore",
-    "ReplicateKey",
-    "UpdatePrimaryRegion",
+/// The actions of the AWS KMS API (2014-11-01, as botocore's model has it) that keyplane
+/// does not serve, and why. They answer `UnsupportedOperationException`, a modeled error the
+/// SDKs raise as such; a target that is no action of the API at all answers
+/// `UnknownOperationException`, as AWS's JSON services do. With [`ACTIONS`] they are every
+/// action of the model (the boto3 test checks it against the installed botocore's).
+const NOT_SERVED: &[(&str, &str)] = &[
+    ("ConnectCustomKeyStore", CUSTOM_KEY_STORES),
+    ("CreateCustomKeyStore", CUSTOM_KEY_STORES),
+    ("DeleteCustomKeyStore", CUSTOM_KEY_STORES),
+    ("DescribeCustomKeyStores", CUSTOM_KEY_STORES),
+    ("DisconnectCustomKeyStore", CUSTOM_KEY_STORES),
+    ("UpdateCustomKeyStore", CUSTOM_KEY_STORES),
+    ("ReplicateKey", MULTI_REGION),
+    ("UpdatePrimaryRegion", MULTI_REGION),
+    ("Encapsulate", ML_KEM),
+    ("Decapsulate", ML_KEM),
+    (
+        "GetKeyLastUsage",
+        "last-usage tracking: the audit log records every use of a key",
+    ),
 ];
+const CUSTOM_KEY_STORES: &str = "custom key stores";
+const MULTI_REGION: &str = "multi-Region keys";
+const ML_KEM: &str = "ML-KEM keys";
 
 /// Why `target` (with its `TrentService.` prefix, if it had one) names nothing keyplane
 /// serves.
 pub fn not_served(target: Option<&str>) -> Error {
-    match target.and_then(|t| t.strip_prefix(super::KMS_TARGET_PREFIX)) {
-        Some(action) if NOT_SERVED.contains(&action) => Error::Unsupported(format!(
-            "keyplane does not serve {action} (custom key stores and multi-Region keys)"
-        )),
-        _ => Error::UnknownOperation(format!(
+    let action = target.and_then(|t| t.strip_prefix(super::KMS_TARGET_PREFIX));
+    match NOT_SERVED.iter().find(|(a, _)| Some(*a) == action) {
+        Some((action, why)) => {
+            Error::Unsupported(format!("keyplane does not serve {action} ({why})"))
+        }
+        None => Error::UnknownOperation(format!(
             "keyplane does not know {}",
             target.unwrap_or("(no X-Amz-Target)")
         )),
@@ -335,6 +349,21 @@ pub fn required<T>(field: &str, v: Option<T>) -> Result<T> {
             "1 validation error detected: Value null at '{field}' failed to satisfy constraint: Member must not be null"
         ))
     })
+}
+
+/// Refuse a `Recipient` (a Nitro Enclaves attestation document), for every action whose model
+/// has one. With one, AWS answers the secret only sealed to the attested enclave's key
+/// (`CiphertextForRecipient`, no plaintext); keyplane cannot check an attestation, and must
+/// never answer the plaintext instead.
+pub fn no_recipient(recipient: Option<&serde_json::Value>) -> Result<()> {
+    match recipient {
+        Some(_) => Err(Error::Unsupported(
+            "Recipient (Nitro Enclaves attestation): keyplane answers no CiphertextForRecipient; \
+             leave Recipient out"
+                .into(),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Seconds since the Unix epoch of an RFC 3339 time, as AWS timestamps are sent.

@@ -3,9 +3,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::decrypt::ciphertext_blob;
+use super::encrypt::encryption_algorithm;
 use super::{required, KmsAction};
 use crate::api::aws::error::KmsError;
-use crate::api::aws::ids::{length_of, one_of, Cx};
+use crate::api::aws::ids::Cx;
 use crate::crypto::context::EncryptionContext;
 use crate::error::{Error, Result};
 use crate::ops::rewrap as op;
@@ -25,6 +27,8 @@ pub struct ReEncrypt {
     destination_encryption_algorithm: Option<String>,
     #[serde(default)]
     dry_run: bool,
+    #[serde(default)]
+    dry_run_modifiers: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -39,21 +43,12 @@ pub struct ReEncryptResponse {
 
 /// keyplane re-encrypts its own (symmetric) ciphertexts only.
 fn symmetric(field: &str, v: Option<String>) -> Result<()> {
-    if let Some(a) = v {
-        one_of(
-            field,
-            &a,
-            &[
-                "SYMMETRIC_DEFAULT",
-                "RSAES_OAEP_SHA_1",
-                "RSAES_OAEP_SHA_256",
-            ],
-        )?;
-        if a != "SYMMETRIC_DEFAULT" {
-            return Err(Error::Unsupported(format!("ReEncrypt with {a}")));
+    match encryption_algorithm(field, v)? {
+        Some(a) if a != "SYMMETRIC_DEFAULT" => {
+            Err(Error::Unsupported(format!("ReEncrypt with {a}")))
         }
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 impl KmsAction for ReEncrypt {
@@ -65,8 +60,12 @@ impl KmsAction for ReEncrypt {
     }
 
     fn into_op(self, cx: &Cx) -> Result<Self::Op> {
-        let blob = required("ciphertextBlob", self.ciphertext_blob)?;
-        length_of("ciphertextBlob", blob.len(), 1, 6144)?;
+        let blob = ciphertext_blob(
+            "ReEncrypt",
+            self.ciphertext_blob,
+            self.dry_run,
+            &self.dry_run_modifiers,
+        )?;
         let destination = required("destinationKeyId", self.destination_key_id)?;
         symmetric(
             "sourceEncryptionAlgorithm",

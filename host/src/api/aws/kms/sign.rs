@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::metadata::{aws_signing, signing_from_aws};
 use super::{required, KmsAction};
 use crate::api::aws::error::KmsError;
-use crate::api::aws::ids::{length_of, one_of, Cx};
+use crate::api::aws::ids::{length_of, served_of, Cx};
 use crate::error::Result;
 use crate::ops::sign as op;
 use crate::ops::{Base64, Operation};
@@ -18,9 +18,19 @@ fn message(v: Option<Base64>) -> Result<Base64> {
     Ok(m)
 }
 
+/// `MessageType` of AWS's model (`EXTERNAL_MU` is for ML-DSA keys, which keyplane has none
+/// of).
+const MODEL_MESSAGE_TYPES: &[&str] = &["RAW", "DIGEST", "EXTERNAL_MU"];
+
 fn message_type(v: Option<String>) -> Result<String> {
     let t = v.unwrap_or_else(|| "RAW".into());
-    one_of("messageType", &t, &["RAW", "DIGEST"])?;
+    served_of(
+        "messageType",
+        "MessageType",
+        &t,
+        MODEL_MESSAGE_TYPES,
+        &["RAW", "DIGEST"],
+    )?;
     Ok(t)
 }
 
