@@ -5,8 +5,9 @@
 //! through the native API and the AWS front. `context` and `associated_data` are the
 //! encryption context (`vault:context`, `vault:associated_data`).
 //!
-//! Encrypting under a name that has no key creates it first (Transit's upsert), as
-//! `create-key` authorizes it; keyplane encrypts with the latest version only.
+//! Encrypting under a name that has no key creates it first (Transit's upsert: a key of a type
+//! that encrypts, see [`upsert_type`]), as `create-key` authorizes it; keyplane encrypts with
+//! the latest version only.
 
 use serde::{Deserialize, Serialize};
 
@@ -416,12 +417,26 @@ fn has_context(item: &Item) -> bool {
 
 /// What an encrypt asks of the key it creates when the name has none.
 struct Creation<'a> {
-    /// `type` (default aes256-gcm96).
+    /// `type` (default aes256-gcm96; see [`upsert_type`]).
     key_type: Option<&'a str>,
     /// `convergent_encryption`: refused when a key would be made with it (keyplane has no
     /// convergent keys, and must not make a randomized one in its place); ignored, as Vault
     /// ignores it, when the key exists.
     convergent: bool,
+}
+
+/// The type of the key an encrypt creates (`type`, default aes256-gcm96): one that encrypts,
+/// as Vault's `path_encrypt.go` allows (aes128-gcm96, aes256-gcm96, chacha20-poly1305). Any
+/// other is refused before anything is made: a key of it could not do the encryption that
+/// made it, and would be left under the name.
+fn upsert_type(key_type: Option<&str>) -> Result<&str> {
+    match key_type.unwrap_or("aes256-gcm96") {
+        t @ ("aes128-gcm96" | "aes256-gcm96" | "chacha20-poly1305") => Ok(t),
+        t => Err(Error::validation(format!(
+            "key type {t:?} not supported for this operation: an encrypt creates only \
+             aes128-gcm96, aes256-gcm96 or chacha20-poly1305 keys"
+        ))),
+    }
 }
 
 /// Transit's upsert: a name without a key gets one (`type`, default aes256-gcm96; derived if
@@ -449,11 +464,10 @@ async fn upsert(
                 .into(),
         )));
     }
+    let key_type = upsert_type(key_type).map_err(err)?;
     // As Transit: a key made for a request with a context is a derived one (here: one that
     // requires a context).
-    let body =
-        serde_json::json!({ "type": key_type.unwrap_or("aes256-gcm96"), "derived": derived })
-            .to_string();
+    let body = serde_json::json!({ "type": key_type, "derived": derived }).to_string();
     let inner = Call {
         gate: call.gate,
         principal: call.principal.clone(),
@@ -464,8 +478,7 @@ async fn upsert(
         // (created or not, the encryption decides on it).
         Ok(reply) if reply.status == axum::http::StatusCode::NO_CONTENT => Ok(None),
         Ok(_) => Ok(Some(format!(
-            "key {name} did not exist and was created ({})",
-            key_type.unwrap_or("aes256-gcm96")
+            "key {name} did not exist and was created ({key_type})"
         ))),
         // The caller may not create a key (nor describe the one there may be: a caller with a
         // grant to encrypt under it, say): the operation itself decides, on a key there is or
@@ -642,7 +655,7 @@ pub(super) fn fuzz(name: &str, body: &[u8], kind: Kind) {
         }
         return;
     }
-    if let Some(t) = req.key_type.as_deref() {
+    if let Ok(t) = upsert_type(req.key_type.as_deref()) {
         let _ = super::wire::spec_of_type(t, None);
     }
     let items = std::iter::once(item).chain(batch(req.batch_input).into_iter().flatten());

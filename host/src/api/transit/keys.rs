@@ -173,15 +173,22 @@ enum VersionEntry {
         creation_time: String,
         name: String,
         public_key: String,
+        /// Vault's (1.15 and later) for every version of a signing key, `""` when none was
+        /// set: keyplane keeps no certificate chain with a version.
+        certificate_chain: &'static str,
     },
 }
 
+/// A key as Vault's `formatKeyPolicy` writes it, field for field (with keyplane's own view
+/// added): what Vault writes only for some keys is left out for the others.
 #[derive(Serialize)]
 struct KeyData {
     name: String,
     #[serde(rename = "type")]
     key_type: String,
-    keys: BTreeMap<String, VersionEntry>,
+    /// Encryption and signing keys; none for HMAC keys, as Vault writes none for them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    keys: Option<BTreeMap<String, VersionEntry>>,
     latest_version: i64,
     min_available_version: i64,
     min_decryption_version: i64,
@@ -190,10 +197,17 @@ struct KeyData {
     derived: bool,
     exportable: bool,
     allow_plaintext_backup: bool,
-    convergent_encryption: bool,
+    /// Derived keys only (always false: keyplane has no convergent keys). Vault also writes
+    /// `kdf` for them, which keyplane does not: its derived keys derive nothing (the context
+    /// is bound as AAD), and naming a KDF would misstate how they work.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    convergent_encryption: Option<bool>,
     imported_key: bool,
     supports_encryption: bool,
     supports_decryption: bool,
+    /// Whether a key of this type may be derived: Vault says so of ed25519 keys too, but
+    /// keyplane has no derived signing keys (it refuses `derived` for them), so it says what
+    /// it serves.
     supports_derivation: bool,
     supports_signing: bool,
     auto_rotate_period: i64,
@@ -217,44 +231,16 @@ struct Keyplane {
 pub async fn read(call: &Call<'_>, name: &str) -> Answer {
     let alias = key_of(name).map_err(err)?;
     let meta = describe(call, &alias).await?;
-    // Every version, page after page (Vault lists them all; the newest are the last).
-    let mut versions = Vec::new();
-    loop {
-        let page = call
-            .run(Ok(ops::rotate_key::ListKeyVersions {
-                key_id: alias.clone(),
-                after_version: versions.last().map(|v: &ops::VersionInfo| v.version),
-                limit: Some(1000),
-            }))
-            .await
-            .map_err(done)?;
-        versions.extend(page.versions);
-        if !page.truncated {
-            break;
-        }
-    }
     let usage = meta.key_usage.as_str();
     let asymmetric = usage == "sign-verify";
-    let mut keys = BTreeMap::new();
-    let mut warnings = Vec::new();
-    // The caller may not read public keys: not asked again for each version.
-    let mut denied = false;
-    for v in versions.iter().filter(|v| v.state != "destroyed") {
-        let entry = if asymmetric {
-            VersionEntry::Asymmetric {
-                creation_time: v.created_at.clone(),
-                name: curve_name(&meta.key_spec),
-                public_key: public_key(call, &meta, v, &mut warnings, &mut denied).await?,
-            }
-        } else {
-            let t = chrono::DateTime::parse_from_rfc3339(&v.created_at)
-                .map(|t| t.timestamp())
-                .unwrap_or_default();
-            VersionEntry::Symmetric(t)
-        };
-        keys.insert(v.version.to_string(), entry);
-    }
     let encrypts = usage == "encrypt-decrypt";
+    let mut warnings = Vec::new();
+    // Versions are listed (and so read) only for the keys Vault lists them for.
+    let keys = if asymmetric || encrypts {
+        Some(version_entries(call, &alias, &meta, &mut warnings).await?)
+    } else {
+        None
+    };
     let data = KeyData {
         name: name.to_string(),
         key_type: type_of_spec(&meta.key_spec),
@@ -267,7 +253,7 @@ pub async fn read(call: &Call<'_>, name: &str) -> Answer {
         derived: meta.require_encryption_context,
         exportable: meta.exportable.unwrap_or(false),
         allow_plaintext_backup: false,
-        convergent_encryption: false,
+        convergent_encryption: meta.require_encryption_context.then_some(false),
         imported_key: meta.origin.as_deref() == Some("external"),
         supports_encryption: encrypts,
         supports_decryption: encrypts,
@@ -288,6 +274,52 @@ pub async fn read(call: &Call<'_>, name: &str) -> Answer {
     };
     let reply = Reply::data(&data)?;
     Ok(warnings.into_iter().fold(reply, Reply::warn))
+}
+
+/// `keys`: every version that is not destroyed, page after page (Vault lists them all; the
+/// newest are the last), as Vault shows them (see [`VersionEntry`]).
+async fn version_entries(
+    call: &Call<'_>,
+    alias: &str,
+    meta: &KeyMetadata,
+    warnings: &mut Vec<String>,
+) -> std::result::Result<BTreeMap<String, VersionEntry>, Failure> {
+    let mut versions = Vec::new();
+    loop {
+        let page = call
+            .run(Ok(ops::rotate_key::ListKeyVersions {
+                key_id: alias.to_string(),
+                after_version: versions.last().map(|v: &ops::VersionInfo| v.version),
+                limit: Some(1000),
+            }))
+            .await
+            .map_err(done)?;
+        versions.extend(page.versions);
+        if !page.truncated {
+            break;
+        }
+    }
+    let asymmetric = meta.key_usage == "sign-verify";
+    let mut keys = BTreeMap::new();
+    // The caller may not read public keys: not asked again for each version.
+    let mut denied = false;
+    for v in versions.iter().filter(|v| v.state != "destroyed") {
+        let entry = if asymmetric {
+            VersionEntry::Asymmetric {
+                creation_time: v.created_at.clone(),
+                name: curve_name(&meta.key_spec),
+                public_key: public_key(call, meta, v, warnings, &mut denied).await?,
+                certificate_chain: "",
+            }
+        } else {
+            let t = chrono::DateTime::parse_from_rfc3339(&v.created_at)
+                .map(|t| t.timestamp())
+                .unwrap_or_default();
+            VersionEntry::Symmetric(t)
+        };
+        keys.insert(v.version.to_string(), entry);
+    }
+    Ok(keys)
 }
 
 /// A version's public key as Transit shows it: base64 of the raw 32 bytes for ed25519, PEM

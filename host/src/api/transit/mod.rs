@@ -35,6 +35,7 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::Response;
+use secrecy::SecretString;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use zeroize::Zeroizing;
@@ -213,6 +214,10 @@ pub async fn handle(
         (Ok(_), Ok(e)) if e.batches() => {
             BodyLimits::authenticated(gate.state.config.limits.max_batch_body_bytes)
         }
+        // `hash` takes what its operation does, which is more than other bodies hold.
+        (Ok(_), Ok(Endpoint::Hash { .. })) => {
+            BodyLimits::authenticated(max_body.max(HASH_MAX_BODY))
+        }
         (Ok(_), Ok(_)) => BodyLimits::authenticated(max_body),
         _ => BodyLimits::refused(max_body),
     };
@@ -274,6 +279,17 @@ pub async fn handle(
     }
 }
 
+/// The body limit of `hash`: its input at `ops::hash::MAX_INPUT` (1 MiB) as base64, with the
+/// line breaks a shell's `base64` wraps it with (`\r\n`, escaped in JSON, every 76
+/// characters; Vault reads them), and room for the JSON around it. Derived from the
+/// operation's own limit so that the body never refuses what the operation takes (the body
+/// limit of other endpoints, 64 KiB by default, cut `hash` inputs from about 48 KiB) and
+/// still bounds what is read before the operation refuses it.
+const HASH_MAX_BODY: usize = {
+    let base64 = crate::ops::hash::MAX_INPUT.div_ceil(3) * 4;
+    base64 + base64 / 76 * 4 + 4096
+};
+
 /// Whether a request lists: `LIST`, or `GET` with `list=true`.
 fn lists(method: &Method, query: Option<&str>) -> bool {
     method.as_str() == "LIST"
@@ -296,6 +312,20 @@ async fn authenticate(gate: &Gate, headers: &HeaderMap) -> Result<Principal> {
         }
         None => gate.bearer(headers).await,
     }
+}
+
+/// The token a request presents, read as [`authenticate`] reads it (`X-Vault-Token`, else
+/// `Authorization: Bearer`; trimmed), wrapped so that no `Debug` or log shows it. Only for
+/// answering a caller that [`authenticate`] accepted with its own token (`lookup-self`).
+fn presented_token(headers: &HeaderMap) -> Option<SecretString> {
+    let token = match headers.get("x-vault-token").and_then(|v| v.to_str().ok()) {
+        Some(token) => token,
+        None => headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())?
+            .strip_prefix("Bearer ")?,
+    };
+    Some(SecretString::from(token.trim().to_string()))
 }
 
 /// The action an unknown path is audited under.

@@ -9,8 +9,11 @@
 //! (ed25519 signs the input itself: at most 4096 bytes);
 //! keyplane names one signing algorithm per key spec and hash, so the key's spec is read
 //! first (`describe-key`) and the pair is mapped, or refused where keyplane has no such
-//! algorithm (P-256 signs with SHA-256, P-384 with SHA-384). Signatures and HMACs are
-//! `vault:v<N>:<base64>`; verification uses the version N names.
+//! algorithm (P-256 signs with SHA-256, P-384 with SHA-384). RSA-PSS salts are the hash's
+//! length, which `salt_length` may ask for in each way Vault reads it ([`Salt`]); as Vault,
+//! `salt_length` is read for every key but used only for RSA-PSS, and an empty
+//! `hash_algorithm`, `algorithm` or `signature_algorithm` is the default. Signatures and HMACs
+//! are `vault:v<N>:<base64>`; verification uses the version N names.
 
 use serde::{Deserialize, Serialize};
 
@@ -45,9 +48,72 @@ struct Request {
     marshaling_algorithm: Option<String>,
     #[serde(default, deserialize_with = "weak::opt_int")]
     key_version: Option<u32>,
-    /// RSA-PSS salt length: keyplane's (and AWS's) is the hash's length, which Transit calls
-    /// `hash`; `auto` (Transit's default) verifies any salt in Vault, so it is accepted too.
+    /// RSA-PSS salt length (see [`Salt`]).
     salt_length: Option<weak::Value>,
+}
+
+/// An RSA-PSS salt length as Vault's `getSaltLength` reads `salt_length`: `auto` (the
+/// default) or `hash` in any case, or an integer, as a JSON number or a string (Go's weak
+/// decoding, so `true` and `false` are 1 and 0); -1 is Go's `PSSSaltLengthEqualsHash` and 0
+/// its `PSSSaltLengthAuto`, below -1 is refused. keyplane's (and AWS's) PSS salt is always
+/// the hash's length (`hash`); `auto` asks for any salt the signer likes, so it takes that.
+/// Verifying, keyplane checks for a salt of the hash's length whatever is asked (Vault's
+/// `auto` takes any), so a PSS signature made elsewhere with another salt does not verify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Salt {
+    Auto,
+    Hash,
+    Bytes(i64),
+}
+
+impl Salt {
+    /// Read as Vault reads it, whatever the key: Vault parses `salt_length` before it looks
+    /// at the key, so a value it cannot read is refused for every key; one it can is used
+    /// only for RSA-PSS (see [`Salt::check`]).
+    fn parse(v: Option<&weak::Value>) -> Result<Salt> {
+        let n = match v {
+            None => return Ok(Salt::Auto),
+            Some(weak::Value::Str(s)) => match s.to_ascii_lowercase().as_str() {
+                "auto" => return Ok(Salt::Auto),
+                "hash" => return Ok(Salt::Hash),
+                // `strconv.Atoi`: an optional sign and decimal digits.
+                other => other.parse::<i64>().ok(),
+            },
+            Some(weak::Value::Int(n)) => Some(*n),
+            Some(weak::Value::Bool(b)) => Some(i64::from(*b)),
+            Some(weak::Value::Other) => None,
+        };
+        match n {
+            Some(-1) => Ok(Salt::Hash),
+            Some(0) => Ok(Salt::Auto),
+            Some(n) if n > 0 => Ok(Salt::Bytes(n)),
+            _ => Err(Error::validation(format!(
+                "salt_length {} is neither 'auto', 'hash', nor an integer of -1 or more",
+                v.map_or_else(String::new, ToString::to_string)
+            ))),
+        }
+    }
+
+    /// Whether keyplane signs with this salt for a hash of `digest_len` bytes: `auto`,
+    /// `hash`, or that length in bytes. Another length is refused rather than signed with
+    /// the hash's (a verifier told the salt's length would refuse the signature).
+    fn check(self, digest_len: usize) -> Result<()> {
+        match self {
+            Salt::Auto | Salt::Hash => Ok(()),
+            Salt::Bytes(n) if usize::try_from(n) == Ok(digest_len) => Ok(()),
+            Salt::Bytes(n) => Err(Error::Unsupported(format!(
+                "salt_length {n} is not supported: keyplane's RSA-PSS salt is the hash's length \
+                 ({digest_len} bytes: \"hash\", \"auto\" or {digest_len})"
+            ))),
+        }
+    }
+}
+
+/// A body's algorithm name, where an empty one is none: as Vault reads `hash_algorithm`,
+/// `algorithm` and `signature_algorithm` for signatures (an empty one falls through to the
+/// next, then to the default). Not `marshaling_algorithm`, which Vault refuses empty.
+fn named(v: &Option<String>) -> Option<&str> {
+    v.as_deref().filter(|s| !s.is_empty())
 }
 
 /// How a request signs: keyplane's algorithm, the message type, the encoding.
@@ -95,20 +161,12 @@ impl Scheme {
 fn scheme(spec: &str, req: &Request, path_hash: Option<&str>) -> Result<Scheme> {
     // As Vault: the path's hash first, then `hash_algorithm`, then the deprecated `algorithm`.
     let hash = path_hash
-        .or(req.hash_algorithm.as_deref())
-        .or(req.algorithm.as_deref())
+        .or(named(&req.hash_algorithm))
+        .or(named(&req.algorithm))
         .unwrap_or("sha2-256");
     let hash = hash_name(hash)?;
-    let padding = req.signature_algorithm.as_deref().unwrap_or("pss");
-    match &req.salt_length {
-        None => {}
-        Some(weak::Value::Str(s)) if s == "auto" || s == "hash" => {}
-        Some(other) => {
-            return Err(Error::Unsupported(format!(
-                "salt_length {other} is not supported: keyplane's RSA-PSS salt is the hash's length (\"hash\")"
-            )))
-        }
-    }
+    let padding = named(&req.signature_algorithm).unwrap_or("pss");
+    let salt = Salt::parse(req.salt_length.as_ref())?;
     let jws = match req.marshaling_algorithm.as_deref().unwrap_or("asn1") {
         "asn1" => false,
         "jws" => true,
@@ -143,9 +201,9 @@ fn scheme(spec: &str, req: &Request, path_hash: Option<&str>) -> Result<Scheme> 
         ("ECC_NIST_P256", "SHA_256") => "ECDSA_SHA_256",
         ("ECC_NIST_P384", "SHA_384") => "ECDSA_SHA_384",
         (s, h) if s.starts_with("RSA_") => match (padding, h) {
-            ("pss", "SHA_256") => "RSASSA_PSS_SHA_256",
-            ("pss", "SHA_384") => "RSASSA_PSS_SHA_384",
-            ("pss", "SHA_512") => "RSASSA_PSS_SHA_512",
+            ("pss", "SHA_256") => salt.check(32).map(|()| "RSASSA_PSS_SHA_256")?,
+            ("pss", "SHA_384") => salt.check(48).map(|()| "RSASSA_PSS_SHA_384")?,
+            ("pss", "SHA_512") => salt.check(64).map(|()| "RSASSA_PSS_SHA_512")?,
             ("pkcs1v15", "SHA_256") => "RSASSA_PKCS1_V1_5_SHA_256",
             ("pkcs1v15", "SHA_384") => "RSASSA_PKCS1_V1_5_SHA_384",
             ("pkcs1v15", "SHA_512") => "RSASSA_PKCS1_V1_5_SHA_512",
@@ -295,14 +353,25 @@ pub async fn verify(call: &Call<'_>, name: &str, path_hash: Option<String>) -> A
     one_or_many(call, single, batch, form, reference, |i| op(&i), encode).await
 }
 
+/// Which endpoint names an HMAC's hash: Vault reads the body's fields differently for each.
+#[derive(Clone, Copy)]
+enum MacUse {
+    /// `hmac/<name>`: `algorithm` (Vault's hmac endpoint has no `hash_algorithm`).
+    Generate,
+    /// `verify/<name>` with `hmac`: `hash_algorithm`, else the deprecated `algorithm` (Vault
+    /// PR #27211, OpenBao #3668; before them Vault read `algorithm` only).
+    Verify,
+}
+
 /// Transit's HMAC algorithm (`sha2-256`) as keyplane's (`HMAC_SHA_256`); the key's spec
-/// must match (keyplane's HMAC keys are made for one hash).
-fn mac_algorithm(req: &Request, path: Option<&str>) -> Result<String> {
-    // As Vault: the path's algorithm first, then the body's.
-    let name = path
-        .or(req.algorithm.as_deref())
-        .or(req.hash_algorithm.as_deref())
-        .unwrap_or("sha2-256");
+/// must match (keyplane's HMAC keys are made for one hash). As Vault: the path's algorithm
+/// first, then the body's (a field given empty is refused, as Vault refuses it).
+fn mac_algorithm(req: &Request, path: Option<&str>, used: MacUse) -> Result<String> {
+    let body = match used {
+        MacUse::Generate => req.algorithm.as_deref(),
+        MacUse::Verify => req.hash_algorithm.as_deref().or(req.algorithm.as_deref()),
+    };
+    let name = path.or(body).unwrap_or("sha2-256");
     match hash_name(name)? {
         h @ ("SHA_256" | "SHA_384" | "SHA_512") => Ok(format!("HMAC_{h}")),
         _ => Err(Error::Unsupported(format!(
@@ -318,7 +387,7 @@ async fn verify_hmac(
     item: Item,
     path: Option<String>,
 ) -> Answer {
-    let algorithm = mac_algorithm(&req, path.as_deref()).map_err(err)?;
+    let algorithm = mac_algorithm(&req, path.as_deref(), MacUse::Verify).map_err(err)?;
     let op = |item: &Item| verify_mac_op(alias, &algorithm, item);
     let encode = |out: ops::mac::VerifyMacOutput, reference| {
         Ok(Verified {
@@ -343,7 +412,8 @@ struct Mac {
 pub async fn hmac(call: &Call<'_>, name: &str, path_algorithm: Option<String>) -> Answer {
     let alias = key_of(name).map_err(err)?;
     let (req, item): (Request, Item) = call.decode_split().map_err(err)?;
-    let algorithm = mac_algorithm(&req, path_algorithm.as_deref()).map_err(err)?;
+    let algorithm =
+        mac_algorithm(&req, path_algorithm.as_deref(), MacUse::Generate).map_err(err)?;
     let version = pinned(req.key_version);
     let op = |item: &Item| mac_op(&alias, &algorithm, version, item);
     let encode = |out: ops::mac::GenerateMacOutput, reference| {
@@ -461,7 +531,14 @@ pub(super) fn fuzz(name: &str, body: &[u8], path: Option<String>, kind: Kind) {
     };
     let version = pinned(req.key_version);
     let path = path.as_deref();
-    let mac = mac_algorithm(&req, path);
+    let mac = mac_algorithm(
+        &req,
+        path,
+        match kind {
+            Kind::Verify => MacUse::Verify,
+            Kind::Sign | Kind::Hmac => MacUse::Generate,
+        },
+    );
     let schemes: Vec<Scheme> = SPECS
         .iter()
         .filter_map(|spec| scheme(spec, &req, path).ok())
@@ -505,10 +582,108 @@ mod tests {
         assert_eq!(s.algorithm, "RSASSA_PSS_SHA_384");
 
         let mac = request(serde_json::json!({ "algorithm": "sha2-256" }));
+        for used in [MacUse::Generate, MacUse::Verify] {
+            assert_eq!(
+                mac_algorithm(&mac, Some("sha2-512"), used).unwrap(),
+                "HMAC_SHA_512"
+            );
+            assert_eq!(mac_algorithm(&mac, None, used).unwrap(), "HMAC_SHA_256");
+        }
+    }
+
+    /// An HMAC verify reads `hash_algorithm` before `algorithm`; generating reads
+    /// `algorithm` only, as Vault's hmac endpoint has no `hash_algorithm`.
+    #[test]
+    fn hmac_verify_takes_hash_algorithm_first() {
+        let both =
+            request(serde_json::json!({ "hash_algorithm": "sha2-512", "algorithm": "sha2-256" }));
         assert_eq!(
-            mac_algorithm(&mac, Some("sha2-512")).unwrap(),
+            mac_algorithm(&both, None, MacUse::Verify).unwrap(),
             "HMAC_SHA_512"
         );
-        assert_eq!(mac_algorithm(&mac, None).unwrap(), "HMAC_SHA_256");
+        assert_eq!(
+            mac_algorithm(&both, None, MacUse::Generate).unwrap(),
+            "HMAC_SHA_256"
+        );
+        let only = request(serde_json::json!({ "hash_algorithm": "sha2-512" }));
+        assert_eq!(
+            mac_algorithm(&only, None, MacUse::Generate).unwrap(),
+            "HMAC_SHA_256"
+        );
+        let empty = request(serde_json::json!({ "hash_algorithm": "" }));
+        assert!(mac_algorithm(&empty, None, MacUse::Verify).is_err());
+    }
+
+    /// `salt_length` as Vault reads it; used for RSA-PSS only, where keyplane signs with
+    /// the hash's length.
+    #[test]
+    fn salt_lengths_are_read_as_vault_reads_them() {
+        let with = |salt: serde_json::Value, padding: &str, spec: &str| {
+            let req = request(serde_json::json!({
+                "salt_length": salt, "signature_algorithm": padding, "hash_algorithm": "sha2-384"
+            }));
+            scheme(spec, &req, None).map(|s| s.algorithm)
+        };
+        for ok in [
+            serde_json::json!("auto"),
+            serde_json::json!("AUTO"),
+            serde_json::json!("Hash"),
+            serde_json::json!(48),
+            serde_json::json!("48"),
+            serde_json::json!("+48"),
+            serde_json::json!(-1),
+            serde_json::json!("0"),
+        ] {
+            assert_eq!(
+                with(ok.clone(), "pss", "RSA_3072").unwrap(),
+                "RSASSA_PSS_SHA_384",
+                "{ok}"
+            );
+        }
+        for unmade in [
+            serde_json::json!(32),
+            serde_json::json!("20"),
+            serde_json::json!(true),
+        ] {
+            let e = with(unmade.clone(), "pss", "RSA_3072").unwrap_err();
+            assert!(e.to_string().contains("48 bytes"), "{unmade}: {e}");
+            // Ignored where there is no PSS salt.
+            assert!(
+                with(unmade.clone(), "pkcs1v15", "RSA_3072").is_ok(),
+                "{unmade}"
+            );
+            assert!(with(unmade, "", "ECC_NIST_P384").is_ok());
+        }
+        for bad in [
+            serde_json::json!(""),
+            serde_json::json!("-2"),
+            serde_json::json!(" 48"),
+            serde_json::json!("lots"),
+            serde_json::json!(48.0),
+            serde_json::json!([48]),
+        ] {
+            assert!(with(bad.clone(), "pkcs1v15", "RSA_3072").is_err(), "{bad}");
+            assert!(with(bad.clone(), "", "ECC_NIST_P384").is_err(), "{bad}");
+        }
+    }
+
+    /// An empty `hash_algorithm`, `algorithm` or `signature_algorithm` is none, as Vault
+    /// reads them; an empty `marshaling_algorithm` is refused, as Vault refuses it.
+    #[test]
+    fn empty_algorithms_are_the_defaults() {
+        let req = request(serde_json::json!({
+            "hash_algorithm": "", "algorithm": "", "signature_algorithm": ""
+        }));
+        assert_eq!(
+            scheme("RSA_2048", &req, None).unwrap().algorithm,
+            "RSASSA_PSS_SHA_256"
+        );
+        let req = request(serde_json::json!({ "hash_algorithm": "", "algorithm": "sha2-512" }));
+        assert_eq!(
+            scheme("RSA_2048", &req, None).unwrap().algorithm,
+            "RSASSA_PSS_SHA_512"
+        );
+        let req = request(serde_json::json!({ "marshaling_algorithm": "" }));
+        assert!(scheme("ECC_NIST_P256", &req, None).is_err());
     }
 }

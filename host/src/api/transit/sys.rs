@@ -1,8 +1,8 @@
 //! What Vault clients ask of a server besides the engine: `sys/health` (load balancers,
 //! hvac's `sys.read_health_status`), `sys/seal-status` and `sys/leader` (`vault status`;
 //! Terraform's provider reads the server's version in the seal status) and `auth/token/lookup-self` (hvac's
-//! `is_authenticated`, the vault CLI's token check), answered from keyplane's readiness and
-//! `get-caller-identity`.
+//! `is_authenticated`, the vault CLI's token check and `vault login`/`bao login`, which store
+//! the `id` it answers), answered from keyplane's readiness and `get-caller-identity`.
 //!
 //! The version these answer is [`VERSION`]: the Vault API level the Transit front follows,
 //! with keyplane's own version as semver build metadata. Clients that gate features on the
@@ -16,9 +16,10 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
-use super::{authenticate, error_response, reply_response, Reply, TransitError};
+use super::{authenticate, error_response, presented_token, reply_response, Reply, TransitError};
 use crate::api::gate::{BodyLimits, Gate};
 use crate::ops::{self, Front, Operation};
 use crate::state::AppState;
@@ -147,8 +148,13 @@ pub async fn leader() -> Response {
 
 #[derive(Serialize)]
 struct TokenData {
-    /// Never the token itself: it is not kept.
-    id: &'static str,
+    /// The token the caller presented, as Vault answers it: `vault login <token>` and
+    /// `bao login <token>` store this `id` (not what they were given) as the token later
+    /// commands use. Only the caller's own, which it holds already; kept wrapped until it is
+    /// written into the answer (a buffer zeroized once sent), so that no log, trace or audit
+    /// record can show it.
+    #[serde(serialize_with = "expose")]
+    id: SecretString,
     accessor: String,
     display_name: String,
     entity_id: String,
@@ -165,6 +171,11 @@ struct TokenData {
     token_type: &'static str,
 }
 
+/// The token, written into the answer (only there).
+fn expose<S: serde::Serializer>(token: &SecretString, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(token.expose_secret())
+}
+
 #[derive(Serialize)]
 struct TokenMeta {
     tenant: String,
@@ -172,7 +183,8 @@ struct TokenMeta {
     kind: String,
 }
 
-/// `GET`/`POST /v1/auth/token/lookup-self`: who the token is (`get-caller-identity`).
+/// `GET`/`POST /v1/auth/token/lookup-self`: who the token is (`get-caller-identity`), and the
+/// token itself in `id`, as Vault answers it.
 pub async fn lookup_self(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -195,8 +207,12 @@ pub async fn lookup_self(
         Ok(w) => w,
         Err(e) => return error_response(&TransitError::from(&e)),
     };
+    // Read only now that the token authenticated: it is the caller's own.
+    let Some(id) = presented_token(&parts.headers) else {
+        return error_response(&TransitError::from(&crate::error::Error::Internal));
+    };
     let data = TokenData {
-        id: "",
+        id,
         accessor: who.principal_id.clone(),
         display_name: format!("token-{}", who.name),
         entity_id: who.principal_id,
