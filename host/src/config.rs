@@ -551,6 +551,12 @@ impl Config {
         }
     }
 
+    /// [`Config::database_url`] as it may be shown (in an error, a log): with no password,
+    /// neither the user's in the authority nor a `password=` parameter.
+    pub fn database_url_shown(&self) -> String {
+        shown_url(&self.database_url())
+    }
+
     /// The policy directory, defaulting to `policies/` next to the working directory.
     pub fn policies_dir(&self) -> PathBuf {
         self.policies_dir
@@ -559,9 +565,54 @@ impl Config {
     }
 }
 
+/// `url` without the password of its authority's user information (`user:***@host`) or of a
+/// `password=` parameter (every parameter is then hidden).
+fn shown_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let authority = match authority.rsplit_once('@') {
+        Some((user, host)) if user.contains(':') => {
+            let name = user.split(':').next().unwrap_or_default();
+            format!("{name}:***@{host}")
+        }
+        _ => authority.to_string(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) if query.to_ascii_lowercase().contains("password") => {
+            format!("{path}?***")
+        }
+        _ => tail.to_string(),
+    };
+    format!("{scheme}://{authority}{tail}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_database_url_is_shown_without_its_password() {
+        for (url, shown) in [
+            (
+                "postgres://kp:S3cret@db.example:5432/kp",
+                "postgres://kp:***@db.example:5432/kp",
+            ),
+            (
+                "postgres://kp@db/kp?password=S3cret&sslmode=require",
+                "postgres://kp@db/kp?***",
+            ),
+            (
+                "postgres://db/kp?sslmode=require",
+                "postgres://db/kp?sslmode=require",
+            ),
+            ("sqlite://./data/keyplane.db", "sqlite://./data/keyplane.db"),
+        ] {
+            assert_eq!(shown_url(url), shown, "{url}");
+        }
+    }
 
     #[test]
     fn every_setting_can_come_from_the_environment() {

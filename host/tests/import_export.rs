@@ -1716,6 +1716,26 @@ async fn key_pairs_export_as_pkcs12_that_openssl_and_python_open() {
     let (_, v) = throttled.unwrap_or_else(|| panic!("none throttled: {statuses:?}"));
     assert_eq!(v["error"]["code"], "Throttled", "{v}");
     assert_eq!(export(body).await.0, 200);
+    // A throttled bundle did nothing: a key given no certificate signs its own, and only the
+    // bundles made did (before, each throttled request had signed one first, with no record
+    // of its own: the pipeline counts a throttled request in an aggregated record).
+    let signer = s
+        .create_key_with(
+            &s.admin,
+            json!({ "key_spec": "ECC_NIST_P256", "key_usage": "sign-verify", "exportable": true }),
+        )
+        .await;
+    let body = json!({ "key_id": signer, "format": "PKCS12", "password": password });
+    let answers = futures::future::join_all((0..6).map(|_| export(body.clone()))).await;
+    let made = answers.iter().filter(|(st, _)| *st == 200).count();
+    assert!(made < 6, "none throttled");
+    let versions = s
+        .ok(&s.admin, "list-key-versions", json!({ "key_id": signer }))
+        .await;
+    assert_eq!(
+        versions["versions"][0]["signatures"], made as i64,
+        "{versions}"
+    );
 
     // The password is nowhere in the audit log.
     let audit = serde_json::to_string(&s.audit_records()).unwrap();

@@ -248,6 +248,8 @@ async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT_SPAN: &str = "00f067aa0ba902b7";
+/// The trace of the test's `verify-mac`.
+const MAC_TRACE_ID: &str = "5ce0e9a56015fec5aadfa328ae398115";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn grpc_export_span_tree_metrics_and_no_secrets() {
@@ -314,6 +316,35 @@ async fn grpc_export_span_tree_metrics_and_no_secrets() {
         ) >= 1
     })
     .await;
+    // A MAC checked: computed in the token and compared in the host (constant time), never
+    // compared by the module (`C_Verify`; SoftHSM2's comparison is `memcmp`).
+    let mac_key = s
+        .create_key_with(
+            &s.admin,
+            json!({ "key_spec": "HMAC_SHA_256", "key_usage": "generate-verify-mac" }),
+        )
+        .await;
+    let message = b64(b"a message");
+    let mac = s
+        .ok(
+            &s.admin,
+            "generate-mac",
+            json!({ "key_id": mac_key, "message": message, "mac_algorithm": "HMAC_SHA_256" }),
+        )
+        .await;
+    let verified = s
+        .client
+        .post(format!("{}/v1/verify-mac", s.base))
+        .bearer_auth(&s.admin)
+        .header("traceparent", format!("00-{MAC_TRACE_ID}-{PARENT_SPAN}-01"))
+        .json(&json!({ "key_id": mac_key, "message": message, "mac_algorithm": "HMAC_SHA_256", "mac": mac["mac"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        verified.json::<serde_json::Value>().await.unwrap()["mac_valid"],
+        true
+    );
     let admin_token = s.admin.clone();
     s.stop();
     // Shutdown flushed everything queued.
@@ -325,6 +356,19 @@ async fn grpc_export_span_tree_metrics_and_no_secrets() {
     .await;
 
     let all = spans(&received);
+    let verify_mac = all
+        .iter()
+        .find(|sp| hex(&sp.trace_id) == MAC_TRACE_ID && sp.name == "verify-mac")
+        .expect("the verify-mac span");
+    let calls: Vec<&str> = descendants(&all, verify_mac)
+        .iter()
+        .map(|sp| sp.name.as_str())
+        .collect();
+    assert!(calls.contains(&"C_Sign"), "{calls:?}");
+    assert!(
+        !calls.contains(&"C_Verify"),
+        "verify-mac compared in the module: {calls:?}"
+    );
     // The encrypt: server span continues the caller's trace and parent.
     let http = all
         .iter()

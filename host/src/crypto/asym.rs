@@ -174,7 +174,9 @@ impl Keyring {
         .await
     }
 
-    /// Check an HMAC in the token (`C_Verify`, which compares in constant time).
+    /// Check an HMAC: computed in the token (`C_Sign`), compared here in constant time. Not
+    /// `C_Verify`, whose comparison is the module's: SoftHSM2's is `memcmp` (a MAC compared
+    /// byte by byte tells, by its timing, how many leading bytes a forgery got right).
     pub async fn verify_mac(
         &self,
         version: &KeyVersionRow,
@@ -182,11 +184,11 @@ impl Keyring {
         message: &[u8],
         mac: &[u8],
     ) -> Result<bool> {
-        let both = std::sync::Arc::new((message.to_vec(), mac.to_vec()));
-        self.with_object(ObjKind::Secret, version, move |hsm, key| {
-            hsm.verify(key, SignMechanism::Hmac(hash), &both.0, &both.1)
-        })
-        .await
+        use subtle::ConstantTimeEq;
+        let expected = self.mac(version, hash, message).await?;
+        // `ct_eq` of slices of different lengths is false at once: the length of a MAC is
+        // its algorithm's, no secret.
+        Ok(bool::from(expected.as_slice().ct_eq(mac)))
     }
 
     /// RSA OAEP encryption with a version's public key.

@@ -28,6 +28,11 @@ pub const FORMAT_V1: u8 = 1;
 pub const TAG_LEN: usize = 16;
 /// Longest key id the format carries.
 pub const MAX_KEY_ID_LEN: usize = 64;
+/// Longest ciphertext [`Ciphertext::parse`] takes: AWS's limit of a `CiphertextBlob`. The
+/// longest keyplane writes is a 4,096-byte plaintext's (`encrypt`'s limit) with a header of at
+/// most 86 bytes and its tag; a longer one was not made here, and is refused before it is
+/// copied or handed to the HSM (a batch item or a Transit body may carry megabytes).
+pub const MAX_LEN: usize = 6144;
 
 /// Algorithms a ciphertext can name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +127,11 @@ impl<'a> Reader<'a> {
 impl Ciphertext {
     /// Parse a ciphertext blob. Total: never panics.
     pub fn parse(blob: &[u8]) -> Result<Self> {
+        if blob.len() > MAX_LEN {
+            return Err(Error::MalformedCiphertext(
+                "longer than any keyplane ciphertext",
+            ));
+        }
         let mut r = Reader { buf: blob, pos: 0 };
         if r.take(2)? != MAGIC {
             return Err(Error::MalformedCiphertext("not a keyplane ciphertext"));
@@ -191,6 +201,24 @@ mod tests {
     fn round_trips() {
         let c = sample();
         assert_eq!(Ciphertext::parse(&c.encode()).unwrap(), c);
+    }
+
+    #[test]
+    fn the_longest_ciphertext_keyplane_writes_parses_and_a_longer_one_is_refused() {
+        let longest = Ciphertext {
+            key_id: "k".repeat(MAX_KEY_ID_LEN),
+            sealed: vec![1; 4096 + TAG_LEN],
+            ..sample()
+        };
+        assert_eq!(Ciphertext::parse(&longest.encode()).unwrap(), longest);
+        let mut blob = sample().encode();
+        blob.resize(MAX_LEN + 1, 0);
+        assert!(matches!(
+            Ciphertext::parse(&blob),
+            Err(Error::MalformedCiphertext(
+                "longer than any keyplane ciphertext"
+            ))
+        ));
     }
 
     #[test]

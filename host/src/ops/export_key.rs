@@ -232,6 +232,11 @@ impl Operation for ExportKey {
                         spec.as_str()
                     )));
                 }
+                // The slot first: a refusal (429) is then a request that did nothing, which
+                // the pipeline counts in the principal's aggregated record rather than auditing
+                // it alone; taken later, a certificate would have been signed and its use
+                // counted for a request with no record of its own.
+                let slot = ctx.state.password_slot()?;
                 let version = usable_version(ctx, key, v, VersionUse::Open).await?;
                 let public = ctx.state.keyring.public_key(&version, spec).await?;
                 let certificate = match certificate {
@@ -263,7 +268,6 @@ impl Operation for ExportKey {
                         )))
                     }
                 };
-                let slot = ctx.state.password_slot()?;
                 let private = ctx.state.keyring.reveal_private_key(&version).await?;
                 let password = zeroize::Zeroizing::new(password.expose().to_owned());
                 let (name, cert) = (key.id.clone(), certificate.clone());

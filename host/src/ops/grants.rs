@@ -268,6 +268,42 @@ impl CreateGrant {
         )?;
         Ok(Some(decision))
     }
+
+    /// Refuse this grant unless the caller may create it without its grants, or one of
+    /// `held` (the key's grants) passes it on.
+    fn refuse_unless_passed_on(
+        &self,
+        ctx: &OpContext<'_>,
+        r: &ResourceRef,
+        held: &[Grant],
+    ) -> Result<()> {
+        match self.decision_without_grants(ctx, r)?.filter(|d| !d.allowed) {
+            Some(refused) => self.refuse_unless_passed_on_as(ctx, r, held, refused),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuse this grant unless one of `held` passes it on, recording the denial with what
+    /// Cedar said without the caller's grants (`refused`).
+    fn refuse_unless_passed_on_as(
+        &self,
+        ctx: &OpContext<'_>,
+        r: &ResourceRef,
+        held: &[Grant],
+        refused: crate::authz::Decision,
+    ) -> Result<()> {
+        if self.passed_on(&ctx.principal.id, held) {
+            return Ok(());
+        }
+        metrics().denial(Self::ACTION);
+        if let Ok(mut d) = ctx.denied.lock() {
+            *d = Some(refused.policies);
+        }
+        Err(Error::AccessDenied {
+            action: Self::ACTION.into(),
+            resource: r.display(),
+        })
+    }
 }
 
 /// Whether grant `g` names `action`.
@@ -355,6 +391,12 @@ impl Operation for CreateGrant {
     /// name's grant made before, the limit) read them in the write transaction with the key
     /// held ([`grants::of_key_held`]), not from the resolution's cached copy: two creations
     /// at once would each miss the other's grant and both insert.
+    async fn authorize_dry_run(&self, ctx: &OpContext<'_>, r: &ResourceRef) -> Result<()> {
+        // As `execute` checks it, on the grants as resolved (a dry run writes nothing, so it
+        // holds no key row to read them under).
+        self.refuse_unless_passed_on(ctx, r, grants_of(r)?)
+    }
+
     async fn execute(
         self,
         ctx: &OpContext<'_>,
@@ -384,17 +426,7 @@ impl Operation for CreateGrant {
         // Inside the open transaction: on SQLite a test pausing here holds the write lock.
         crate::pause::point("create-grant:read", &key.id).await;
         if let Some(refused) = without_grants {
-            if !self.passed_on(&ctx.principal.id, &existing) {
-                // Recorded as a denial, with what Cedar said without the caller's grants.
-                metrics().denial(Self::ACTION);
-                if let Ok(mut d) = ctx.denied.lock() {
-                    *d = Some(refused.policies);
-                }
-                return Err(Error::AccessDenied {
-                    action: Self::ACTION.into(),
-                    resource: r.display(),
-                });
-            }
+            self.refuse_unless_passed_on_as(ctx, &r, &existing, refused)?;
         }
         if self.name.is_some() {
             if let Some(g) = existing

@@ -1,7 +1,8 @@
 //! `generate-mac` and `verify-mac`: HMAC (SHA-256/384/512, by the key's spec) computed in the
 //! HSM with a `generate-verify-mac` key. `generate-mac` uses the primary version and says
-//! which; `verify-mac` takes `key_version` (default: the primary) and checks in the token
-//! (`C_Verify`, a constant-time comparison). Cedar: `GenerateMac` / `VerifyMac` on the key.
+//! which; `verify-mac` takes `key_version` (default: the primary), computes the MAC in the token
+//! and compares it in constant time in the host (`Keyring::verify_mac`). Cedar: `GenerateMac` /
+//! `VerifyMac` on the key.
 //! Each MAC generated counts in the version's `signatures`.
 
 use schemars::JsonSchema;

@@ -357,6 +357,18 @@ pub trait Operation: Send + Sync + Sized + 'static {
         None
     }
 
+    /// What a dry run checks besides the pipeline's decision: the authorizations `execute`
+    /// makes of its own (rewrap's destination key, a grant passed on through a grant), so
+    /// that a dry run answers, and is audited, as the request itself would be. A denial goes
+    /// through [`OpContext::authorize`] (or records its policies in `denied`, as it does).
+    fn authorize_dry_run(
+        &self,
+        _ctx: &OpContext<'_>,
+        _resource: &ResourceRef,
+    ) -> impl Future<Output = Result<()>> + Send {
+        std::future::ready(Ok(()))
+    }
+
     /// Do it. State changes go through `scope`, so they commit together with the audit record.
     fn execute(
         self,
@@ -715,6 +727,13 @@ async fn run<O: Operation>(
     }
     ev.decision = "allow";
     if dry_run {
+        if let Err(e) = op.authorize_dry_run(&ctx, &resource).await {
+            if let Some(policies) = ctx.denied.lock().ok().and_then(|mut d| d.take()) {
+                ev.decision = "deny";
+                ev.policies = policies;
+            }
+            return Err(fail(state, &mut ev, e).await);
+        }
         ev.outcome = "dry-run".into();
         audit_alone(state, &ev).await?;
         return Ok(None);
@@ -745,9 +764,11 @@ async fn run<O: Operation>(
         Err(e) => {
             scope.rollback(state).await;
             if let Error::Throttled { .. } = e {
-                // Refused by the tenant's plugin budget before any plugin ran: counted for the
-                // principal's aggregated record, as a request quota's refusals are (a tenant
-                // flooding plugin work must not fill the audit log instead).
+                // Refused by a limit (the tenant's plugin budget, the node's plugin instances,
+                // its PKCS#12 slots), which each operation meets before it does anything that
+                // lasts (its transaction is rolled back): counted for the principal's
+                // aggregated record, as a request quota's refusals are (a tenant flooding
+                // plugin work must not fill the audit log instead).
                 state
                     .quotas
                     .count_refused(&principal.tenant_id, || principal_display(principal));

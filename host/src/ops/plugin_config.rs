@@ -4,7 +4,7 @@
 //! sealed value cannot be moved to another plugin or tenant), answers show it as
 //! [`REDACTED`], and it is opened only to call the plugin, unless its key is one of the short
 //! list of [`PLAIN_KEYS`] that name where or when, never a secret (`bucket`, `region`,
-//! `period_days`...). Sealing by default, rather than recognising secrets by their names, is
+//! `period_days`...), and its value carries no URL user information or parameters. Sealing by default, rather than recognising secrets by their names, is
 //! what keeps `api_key`, `private_key` or `passphrase` out of the database in the clear.
 //! Opened, the values are a [`PluginConfig`], wiped from memory when dropped, and so is each
 //! copy the plugin runtime makes on the way to the call.
@@ -51,10 +51,13 @@ pub const PLAIN_KEYS: &[&str] = &[
     "max_decryptions",
 ];
 
-/// Whether the value of `key` is sealed (everything but [`PLAIN_KEYS`]).
-pub fn is_sensitive(key: &str) -> bool {
+/// Whether `value`, the value of `key`, is sealed: everything but the values of
+/// [`PLAIN_KEYS`], and those too where they hold a `@` or a `?`: an endpoint or URL carries
+/// credentials in its user information (`https://user:password@host`) and signatures or
+/// tokens in its parameters (`?sig=…`).
+pub fn is_sensitive(key: &str, value: &str) -> bool {
     let k = key.to_ascii_lowercase().replace('-', "_");
-    !PLAIN_KEYS.contains(&k.as_str())
+    !PLAIN_KEYS.contains(&k.as_str()) || value.contains(['@', '?'])
 }
 
 /// Limits of a configuration map.
@@ -79,7 +82,7 @@ pub fn redacted(config: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     config
         .iter()
         .map(|(k, v)| {
-            let v = if is_sensitive(k) {
+            let v = if is_sensitive(k, v) {
                 REDACTED.to_string()
             } else {
                 v.clone()
@@ -102,7 +105,7 @@ pub async fn seal(
 ) -> Result<String> {
     let mut stored = BTreeMap::new();
     for (k, v) in config {
-        let v = if is_sensitive(k) {
+        let v = if is_sensitive(k, v) {
             let sealed = keyring
                 .seal_with_root(&aad(tenant, plugin, k), v.as_bytes())
                 .await?;
@@ -125,13 +128,13 @@ pub async fn seal_stored(keyring: &Keyring, db: &crate::store::Db) -> Result<usi
             serde_json::from_str(&c.config).map_err(|_| Error::Internal)?;
         if !stored
             .iter()
-            .any(|(k, v)| is_sensitive(k) && !v.starts_with(SEALED_PREFIX))
+            .any(|(k, v)| is_sensitive(k, v) && !v.starts_with(SEALED_PREFIX))
         {
             continue;
         }
         let mut out = BTreeMap::new();
         for (k, v) in stored {
-            let v = if is_sensitive(&k) && !v.starts_with(SEALED_PREFIX) {
+            let v = if is_sensitive(&k, &v) && !v.starts_with(SEALED_PREFIX) {
                 let blob = keyring
                     .seal_with_root(&aad(&c.tenant_id, &c.plugin_name, &k), v.as_bytes())
                     .await?;
@@ -215,6 +218,9 @@ mod tests {
             ("passphrase", "x"),
             ("bucket", "b"),
             ("Period-Days", "30"),
+            ("endpoint", "https://minio.example:9000"),
+            ("url", "https://user:hunter2@minio.example:9000"),
+            ("host", "store.example/b?sig=abc"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -226,9 +232,13 @@ mod tests {
             "api_key",
             "private_key",
             "passphrase",
+            // Plain keys whose values carry credentials (user information, parameters).
+            "url",
+            "host",
         ] {
             assert_eq!(r[secret], REDACTED, "{secret}");
         }
+        assert_eq!(r["endpoint"], "https://minio.example:9000");
         assert_eq!(r["bucket"], "b");
         assert_eq!(r["Period-Days"], "30");
         let mut bad = c.clone();

@@ -56,6 +56,38 @@ impl Rewrap {
     }
 }
 
+impl Rewrap {
+    /// The encryption context the plaintext is sealed under again (default: the source's).
+    fn destination_context(&self) -> EncryptionContext {
+        self.destination_encryption_context
+            .clone()
+            .unwrap_or_else(|| self.source_encryption_context.clone())
+    }
+
+    /// The destination, authorized as `RewrapTo` for the caller: another key (returned), or
+    /// the same key under another encryption context (which policies may restrict; `None`).
+    async fn authorize_destination(
+        &self,
+        ctx: &OpContext<'_>,
+        source: &ResourceRef,
+    ) -> Result<Option<ResourceRef>> {
+        let dest_ec = self.destination_context();
+        let source_id = &key_row(source)?.id;
+        let dest_resource = match &self.destination_key_id {
+            Some(d) if key_id_of(ctx, d).await? != *source_id => Some(resolve_key(ctx, d).await?),
+            _ => None,
+        };
+        if dest_resource.is_some() || dest_ec != self.source_encryption_context {
+            ctx.authorize(
+                "RewrapTo",
+                dest_resource.as_ref().unwrap_or(source),
+                &dest_ec,
+            )?;
+        }
+        Ok(dest_resource)
+    }
+}
+
 impl Operation for Rewrap {
     const NAME: &'static str = "rewrap";
     const ACTION: &'static str = "Rewrap";
@@ -99,6 +131,10 @@ impl Operation for Rewrap {
         resolve_key(ctx, &named).await
     }
 
+    async fn authorize_dry_run(&self, ctx: &OpContext<'_>, resource: &ResourceRef) -> Result<()> {
+        self.authorize_destination(ctx, resource).await.map(drop)
+    }
+
     async fn execute(
         self,
         ctx: &OpContext<'_>,
@@ -107,23 +143,8 @@ impl Operation for Rewrap {
     ) -> Result<Self::Output> {
         let source = key_row(&resource)?;
         let ct = self.parsed()?;
-        let dest_ec = self
-            .destination_encryption_context
-            .clone()
-            .unwrap_or_else(|| self.source_encryption_context.clone());
-        // The destination, authorized as `RewrapTo` for the caller: another key, or the same
-        // key under another encryption context (which policies may restrict).
-        let dest_resource = match &self.destination_key_id {
-            Some(d) if key_id_of(ctx, d).await? != source.id => Some(resolve_key(ctx, d).await?),
-            _ => None,
-        };
-        if dest_resource.is_some() || dest_ec != self.source_encryption_context {
-            ctx.authorize(
-                "RewrapTo",
-                dest_resource.as_ref().unwrap_or(&resource),
-                &dest_ec,
-            )?;
-        }
+        let dest_ec = self.destination_context();
+        let dest_resource = self.authorize_destination(ctx, &resource).await?;
         let dest = match &dest_resource {
             Some(r) => key_row(r)?,
             None => source,

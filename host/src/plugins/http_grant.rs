@@ -117,6 +117,19 @@ type ResponseFuture = Box<
         > + Send,
 >;
 
+/// Where a request goes, as logs and spans may show it: host and port, never the user
+/// information an authority may carry (`user:password@`), which a plugin's configuration (a
+/// storage endpoint) may put there.
+fn destination(uri: &http::Uri) -> String {
+    match uri.authority() {
+        Some(a) => match a.port_u16() {
+            Some(port) => format!("{}:{port}", a.host()),
+            None => a.host().to_string(),
+        },
+        None => String::new(),
+    }
+}
+
 impl WasiHttpHooks for HttpGrant {
     fn send_request(
         &mut self,
@@ -126,7 +139,7 @@ impl WasiHttpHooks for HttpGrant {
     ) -> ResponseFuture {
         if !self.permits(request.uri()) {
             tracing::warn!(
-                destination = %request.uri().authority().map(|a| a.as_str()).unwrap_or(""),
+                destination = %destination(request.uri()),
                 "plugin HTTP request refused: destination not granted"
             );
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
@@ -136,7 +149,7 @@ impl WasiHttpHooks for HttpGrant {
             "plugin.http",
             otel.name = format!("plugin HTTP {}", request.method()),
             http.request.method = %request.method(),
-            server.address = %request.uri().authority().map(|a| a.as_str()).unwrap_or(""),
+            server.address = %destination(request.uri()),
         );
         let _ = fut;
         Box::new(tracing::Instrument::instrument(
@@ -161,6 +174,17 @@ impl WasiHttpHooks for HttpGrant {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_destination_is_shown_without_user_information() {
+        for (uri, shown) in [
+            ("http://u:s3cret@127.0.0.1:9000/b/k", "127.0.0.1:9000"),
+            ("https://token@storage.example/k", "storage.example"),
+            ("http://[::1]:8080/", "[::1]:8080"),
+        ] {
+            assert_eq!(destination(&uri.parse().unwrap()), shown, "{uri}");
+        }
+    }
 
     #[test]
     fn destinations_are_normalised_and_intersected() {

@@ -51,7 +51,7 @@ pub async fn open_db(config: Option<&Path>, data_dir: Option<PathBuf>) -> anyhow
     let config = Config::load(config, flags)?;
     Db::open_read_only(&config.database_url())
         .await
-        .with_context(|| format!("cannot open the database {}", config.database_url()))
+        .with_context(|| format!("cannot open the database {}", config.database_url_shown()))
 }
 
 /// A resource named by its Cedar uid, loaded from the database as the server would.

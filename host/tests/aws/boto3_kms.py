@@ -520,6 +520,21 @@ expect_error("...lets it describe, not encrypt", "AccessDeniedException",
              member.encrypt, KeyId=key, Plaintext=b"x")
 kms.revoke_grant(KeyId=key, GrantId=second["GrantId"])
 expect_error("revoke-grant", "NotFoundException", member.describe_key, KeyId=key)
+# A dry run answers as the request would: the checks a request makes after its first decision
+# (a grant passed on through a grant, re-encryption's destination key) run in a dry run too.
+passer = kms.create_grant(KeyId=key, GranteePrincipal=member_arn, Operations=["CreateGrant", "DescribeKey"])
+expect_error("a dry run of a grant beyond the grant that passes it on", "AccessDeniedException",
+             member.create_grant, KeyId=key, GranteePrincipal=member_arn, Operations=["Decrypt"],
+             DryRun=True)
+expect_error("...and of one that passes on what it holds", "DryRunOperationException",
+             member.create_grant, KeyId=key, GranteePrincipal=member_arn, Operations=["DescribeKey"],
+             DryRun=True)
+kms.revoke_grant(KeyId=key, GrantId=passer["GrantId"])
+rewrapper = kms.create_grant(KeyId=key, GranteePrincipal=member_arn, Operations=["ReEncryptFrom", "DescribeKey"])
+expect_error("a dry run of a re-encryption to a key the caller may not use", "NotFoundException",
+             member.re_encrypt, CiphertextBlob=blob, SourceEncryptionContext=ec, DestinationKeyId=other,
+             DryRun=True)
+kms.revoke_grant(KeyId=key, GrantId=rewrapper["GrantId"])
 expect_error("an operation that cannot be granted", "ValidationException",
              kms.create_grant, KeyId=key, GranteePrincipal=member_arn, Operations=["ScheduleKeyDeletion"])
 # keyplane's principals are users; a role of the same name is someone else.
