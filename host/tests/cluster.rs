@@ -490,3 +490,53 @@ except botocore.exceptions.ClientError as e:
     assert_eq!(encrypt(vec!["no-such-grant".into()]), "NotFoundException");
     assert_eq!(encrypt(vec![token.clone(); 11]), "ValidationException");
 }
+
+/// A policy set another node reloaded comes into force here only with a record of its own
+/// (principal `keyplane:peer`, the set's hash), written where it comes into force: the
+/// announcing node's record names the set that node read, and every change of the set a node
+/// serves is in the log. (Before, a node put its own directory's set in force on another's
+/// notice, or on a resync, with no record.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_policy_set_reloaded_on_another_node_is_recorded_where_it_comes_into_force() {
+    let c = Cluster::start_with_own_policies(2, &[QUIET]).await;
+    let (n1, n2) = (&c.nodes[0], &c.nodes[1]);
+    std::fs::write(
+        c.policies().join("extra.cedar"),
+        r#"@id("extra")
+@description("A forbid that never applies, so that the set changes")
+forbid (principal, action == Keyplane::Action::"GenerateRandom", resource)
+when { false };
+"#,
+    )
+    .unwrap();
+    let reloaded = n1.ok(&n1.admin, "reload-policies", json!({})).await;
+    let hash = reloaded["policy_set"].as_str().unwrap().to_string();
+    let in_force = || async {
+        n2.client
+            .get(format!("{}/readyz", n2.base))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()["policy_set"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while in_force().await != hash {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node 2 did not follow"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let records = n2.audit_records();
+    let peer: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["principal"] == "keyplane:peer" && r["action"] == "ReloadPolicies")
+        .collect();
+    assert_eq!(peer.len(), 1, "{peer:?}");
+    assert_eq!(peer[0]["policy_hash"], hash.as_str(), "{peer:?}");
+}

@@ -120,11 +120,33 @@ pub async fn install(state: &AppState, loaded: LoadedPolicies, announce: bool) {
     }
 }
 
-/// Reload the policy set and put it in force if it loads, as a node does when another node
-/// reloaded (that node recorded the change); an invalid set is refused and the one in force
-/// keeps serving.
+/// Reload the policy set, as a node does when another node reloaded (or when it may have
+/// missed such a notice): a set that differs from the one in force is put in force once its
+/// record (principal `keyplane:peer`, action `ReloadPolicies`, its hash) is durable here, as
+/// every change of the set in force has its record (the announcing node's record names that
+/// node's set, which this node's directory may not hold). An invalid set, or one whose record
+/// cannot be written, is refused and the one in force keeps serving.
 pub async fn reload(state: &AppState) -> Result<(), PolicyLoadError> {
     let loaded = load(state).await?;
+    if loaded.hash == state.authz.current().hash {
+        return Ok(());
+    }
+    let ev = crate::audit::AuditEvent {
+        source: "local".into(),
+        policy_hash: Some(loaded.hash.clone()),
+        ..crate::audit::AuditEvent::system(
+            "peer",
+            "keyplane:peer",
+            "-",
+            "ReloadPolicies",
+            format!("policies:{}", loaded.source),
+        )
+    };
+    if super::audit_alone(state, &ev).await.is_err() {
+        return Err(PolicyLoadError(vec![
+            "the reload could not be recorded".into()
+        ]));
+    }
     let previous = state.authz.replace(loaded);
     tracing::info!(previous = %previous, hash = %state.authz.current().hash, "policy set reloaded as another node did");
     Ok(())

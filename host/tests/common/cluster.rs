@@ -22,6 +22,8 @@ pub struct Cluster {
     pub env: Vec<(String, String)>,
     /// What one node runs with besides (by node index).
     node_env: Vec<Vec<(String, String)>>,
+    /// The policy directory every node reads (`--policies-dir`).
+    policies: PathBuf,
     _tmp: tempfile::TempDir,
 }
 
@@ -47,9 +49,34 @@ impl Cluster {
         extra: &[(&str, &str)],
         per_node: &[&[(&str, &str)]],
     ) -> Cluster {
+        Self::start_reading(n, extra, per_node, false).await
+    }
+
+    /// [`Cluster::start`] with every node reading its policies from a copy of the shipped
+    /// set, which the test may change (at [`Cluster::policies`]).
+    pub async fn start_with_own_policies(n: usize, extra: &[(&str, &str)]) -> Cluster {
+        Self::start_reading(n, extra, &[], true).await
+    }
+
+    /// The policy directory every node reads.
+    pub fn policies(&self) -> &Path {
+        &self.policies
+    }
+
+    async fn start_reading(
+        n: usize,
+        extra: &[(&str, &str)],
+        per_node: &[&[(&str, &str)]],
+        own_policies: bool,
+    ) -> Cluster {
         let pg = pgtest::Cluster::start().expect("a throwaway PostgreSQL cluster");
         let url = pg.create_database("keyplane").unwrap();
         let tmp = tempfile::tempdir().unwrap();
+        let policies = if own_policies {
+            super::copy_of_shipped_policies(&tmp.path().join("policies"))
+        } else {
+            super::policies_dir()
+        };
         let dirs: Vec<PathBuf> = (1..=n).map(|i| tmp.path().join(format!("n{i}"))).collect();
         // One archive directory for every node, as docs/deployment.md asks: whichever node
         // holds the archive lease writes the next segment, and every node's verify reads them.
@@ -78,6 +105,7 @@ impl Cluster {
                         .collect()
                 })
                 .collect(),
+            policies,
             _tmp: tmp,
         };
         // The first node makes the root key and the default tenant, then stops: its token is
@@ -115,7 +143,8 @@ impl Cluster {
     /// Start node `i` (0-based) on its data dir; its `admin` is the bootstrap admin's token
     /// (written by node 0, which bootstrapped the database).
     pub async fn start_node(&self, i: usize) -> Server {
-        let mut node = Server::start_with_env(&self.dirs[i], &self.node_env_refs(i)).await;
+        let mut node =
+            Server::start_with(&self.dirs[i], &self.policies, &self.node_env_refs(i)).await;
         node.admin = std::fs::read_to_string(self.dirs[0].join("admin.token"))
             .expect("node 0's admin token")
             .trim()
