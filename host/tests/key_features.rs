@@ -1117,6 +1117,14 @@ async fn alias_at_creation_deletion_protection_required_context_and_hash() {
         .await;
     assert_eq!(digest["algorithm"], "SHA3_512");
     assert_eq!(unb64(&digest["digest"]).len(), 64);
+    // The 1 MiB the operation takes, whatever the body limit of other operations (64 KiB: it
+    // cut hash inputs from about 48 KiB).
+    let large = vec![7u8; 1 << 20];
+    let digest = s.ok(&member, "hash", json!({ "input": b64(&large) })).await;
+    assert_eq!(
+        unb64(&digest["digest"]),
+        ring::digest::digest(&ring::digest::SHA256, &large).as_ref()
+    );
     assert_error(
         &s.call(
             Some(&member),

@@ -397,6 +397,17 @@ pub struct BodyLimits {
     pub drain_time: Duration,
 }
 
+/// The body limit of `hash`, on every front: its input at `ops::hash::MAX_INPUT` (1 MiB) as
+/// base64, with the line breaks a shell's `base64` wraps it with (`\r\n`, escaped in JSON,
+/// every 76 characters; Vault reads them), and room for the JSON around it. Derived from the
+/// operation's own limit so that the body never refuses what the operation takes (the body
+/// limit of other endpoints, 64 KiB by default, cut `hash` inputs from about 48 KiB) and
+/// still bounds what is read before the operation refuses it.
+pub const HASH_MAX_BODY: usize = {
+    let base64 = crate::ops::hash::MAX_INPUT.div_ceil(3) * 4;
+    base64 + base64 / 76 * 4 + 4096
+};
+
 impl BodyLimits {
     /// An authenticated request's body.
     pub fn authenticated(max_bytes: usize) -> Self {

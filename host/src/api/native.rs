@@ -246,6 +246,9 @@ pub async fn handle(
             let max_upload = gate.state.config.plugins.max_upload_bytes;
             BodyLimits::authenticated(max_upload / 3 * 4 + 8192)
         }
+        (Ok(_), Some((name, _, _))) if *name == crate::ops::hash::Hash::NAME => {
+            BodyLimits::authenticated(limits.max_body_bytes.max(super::gate::HASH_MAX_BODY))
+        }
         (Ok(_), Some(_)) => BodyLimits::authenticated(limits.max_body_bytes),
         (Ok(_), None) if operation == BATCH => {
             BodyLimits::authenticated(limits.max_batch_body_bytes)

@@ -216,7 +216,7 @@ pub async fn handle(
         }
         // `hash` takes what its operation does, which is more than other bodies hold.
         (Ok(_), Ok(Endpoint::Hash { .. })) => {
-            BodyLimits::authenticated(max_body.max(HASH_MAX_BODY))
+            BodyLimits::authenticated(max_body.max(crate::api::gate::HASH_MAX_BODY))
         }
         (Ok(_), Ok(_)) => BodyLimits::authenticated(max_body),
         _ => BodyLimits::refused(max_body),
@@ -278,17 +278,6 @@ pub async fn handle(
         }
     }
 }
-
-/// The body limit of `hash`: its input at `ops::hash::MAX_INPUT` (1 MiB) as base64, with the
-/// line breaks a shell's `base64` wraps it with (`\r\n`, escaped in JSON, every 76
-/// characters; Vault reads them), and room for the JSON around it. Derived from the
-/// operation's own limit so that the body never refuses what the operation takes (the body
-/// limit of other endpoints, 64 KiB by default, cut `hash` inputs from about 48 KiB) and
-/// still bounds what is read before the operation refuses it.
-const HASH_MAX_BODY: usize = {
-    let base64 = crate::ops::hash::MAX_INPUT.div_ceil(3) * 4;
-    base64 + base64 / 76 * 4 + 4096
-};
 
 /// Whether a request lists: `LIST`, or `GET` with `list=true`.
 fn lists(method: &Method, query: Option<&str>) -> bool {
