@@ -237,6 +237,15 @@ expect_error("automatic rotation of a signing key", "UnsupportedOperationExcepti
 # Without KeyUsage a key is for encryption, whatever its spec (AWS's default).
 plain_rsa = kms.create_key(KeySpec="RSA_2048")["KeyMetadata"]
 check("an RSA key without a usage encrypts", plain_rsa["KeyUsage"] == "ENCRYPT_DECRYPT", plain_rsa)
+# Its metadata lists the encryption algorithms Encrypt takes, as GetPublicKey does (an SDK may
+# pick from either; both listed two, and Encrypt refused the one the HSM lacks).
+public = kms.get_public_key(KeyId=plain_rsa["KeyId"])
+for listed in (plain_rsa["EncryptionAlgorithms"],
+               kms.describe_key(KeyId=plain_rsa["KeyId"])["KeyMetadata"]["EncryptionAlgorithms"]):
+    check("an RSA key's algorithms are GetPublicKey's",
+          listed == public["EncryptionAlgorithms"] and listed, (listed, public["EncryptionAlgorithms"]))
+    for algorithm in listed:
+        kms.encrypt(KeyId=plain_rsa["KeyId"], Plaintext=b"x", EncryptionAlgorithm=algorithm)
 expect_error("an ECC key without a usage", "ValidationException",
              kms.create_key, KeySpec="ECC_NIST_P256")
 

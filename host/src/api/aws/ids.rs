@@ -14,12 +14,15 @@
 use crate::authn::Principal;
 use crate::error::{Error, Result};
 
-/// What a request's identifiers are translated with: the caller's account and the region the
-/// request was signed for.
+/// What a request is translated with: the caller's account and the region the request was
+/// signed for (its identifiers), and the RSA encryption algorithm this node's HSM offers
+/// (what key metadata lists, as `get-public-key` does).
 #[derive(Debug, Clone)]
 pub struct Cx {
     pub account_id: String,
     pub region: String,
+    /// `RSAES_OAEP_SHA_1` or `RSAES_OAEP_SHA_256`: the OAEP hash the HSM takes (None: none).
+    pub rsa_encryption: Option<&'static str>,
 }
 
 impl Cx {
@@ -29,6 +32,7 @@ impl Cx {
         Cx {
             account_id: "111122223333".into(),
             region: "eu-west-1".into(),
+            rsa_encryption: Some("RSAES_OAEP_SHA_1"),
         }
     }
 
@@ -350,8 +354,8 @@ mod tests {
             ),
         ] {
             let cx = Cx {
-                account_id: "111122223333".into(),
                 region: region.into(),
+                ..Cx::sample()
             };
             assert_eq!(cx.key_arn("k"), arn);
             assert_eq!(cx.key_id("keyId", arn).unwrap(), "k");
@@ -360,10 +364,7 @@ mod tests {
 
     #[test]
     fn alias_names_are_aws_alias_names() {
-        let cx = Cx {
-            account_id: "111122223333".into(),
-            region: "eu-west-1".into(),
-        };
+        let cx = Cx::sample();
         assert_eq!(cx.alias_name("alias/a:b").unwrap(), "alias/a:b");
         assert!(matches!(
             cx.alias_name("alias/app.prod"),

@@ -108,6 +108,13 @@ async fn kms_request(
     let cx = Cx {
         account_id: signed.account_id,
         region: signed.region,
+        rsa_encryption: gate
+            .state
+            .keyring
+            .hsm()
+            .capabilities()
+            .oaep_hash
+            .map(|h| crate::algorithms::OaepAlgorithm(h).as_str()),
     };
     handler(gate, signed.principal, &cx, &body).await
 }

@@ -48,6 +48,7 @@ pub async fn handle(gate: &Gate, parts: &axum::http::request::Parts, body: Body)
     let cx = Cx {
         account_id: signed.account_id,
         region: signed.region,
+        rsa_encryption: None,
     };
     let principal = signed.principal.clone();
     match gate.run(signed.principal, Ok(GetCallerIdentity {})).await {

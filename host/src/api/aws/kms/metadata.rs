@@ -249,9 +249,9 @@ impl KeyMetadata {
             KeyUsage::EncryptDecrypt if spec.is_symmetric_encryption() => {
                 encryption.push("SYMMETRIC_DEFAULT")
             }
-            KeyUsage::EncryptDecrypt => {
-                encryption.extend(["RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256"])
-            }
+            // The one OAEP hash the HSM takes, as `get-public-key` lists it (an algorithm
+            // listed here that Encrypt then refuses would break SDKs that pick from it).
+            KeyUsage::EncryptDecrypt => encryption.extend(cx.rsa_encryption),
             KeyUsage::SignVerify => signing.extend(
                 spec.signing_algorithms()
                     .into_iter()

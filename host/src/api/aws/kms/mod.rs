@@ -219,6 +219,7 @@ pub(crate) fn fuzz_decode(selector: usize, body: &[u8]) {
     let cx = Cx {
         account_id: "111122223333".into(),
         region: "eu-west-1".into(),
+        rsa_encryption: None,
     };
     DECODERS[selector % DECODERS.len()](body, &cx);
 }
