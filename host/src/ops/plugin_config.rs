@@ -14,9 +14,57 @@ use std::collections::BTreeMap;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 
+use schemars::JsonSchema;
+use serde::Deserialize;
+use zeroize::Zeroize;
+
 use crate::crypto::Keyring;
 use crate::error::{Error, Result};
 pub use crate::plugins::PluginConfig;
+
+// A configuration as a request carries it (`set-storage-backend`, `set-rotation-schedule`,
+// `preview-rotation`): every key and value (some are secrets) wiped from memory when it is
+// dropped, and shown redacted by `Debug`. Opened for a call as a `PluginConfig`, wiped
+// likewise. (Not a doc comment: it would be the request schema's description.)
+#[derive(Clone, Default, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct ConfigMap(BTreeMap<String, String>);
+
+impl ConfigMap {
+    /// The values as a plugin call takes them.
+    pub fn opened(&self) -> PluginConfig {
+        self.0.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+}
+
+impl std::ops::Deref for ConfigMap {
+    type Target = BTreeMap<String, String>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl Drop for ConfigMap {
+    fn drop(&mut self) {
+        // A map's keys cannot be changed in place: taken out, each is wiped as it goes.
+        for (mut k, mut v) in std::mem::take(&mut self.0) {
+            k.zeroize();
+            v.zeroize();
+        }
+    }
+}
+
+impl std::fmt::Debug for ConfigMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        redacted(&self.0).fmt(f)
+    }
+}
+
+impl<const N: usize> From<[(String, String); N]> for ConfigMap {
+    fn from(entries: [(String, String); N]) -> Self {
+        ConfigMap(BTreeMap::from(entries))
+    }
+}
 
 /// How answers show a sealed value.
 pub const REDACTED: &str = "<sealed>";

@@ -38,25 +38,16 @@ async fn rotation_plugin(ctx: &OpContext<'_>, tenant: &str, name: &str) -> Resul
     Ok(p)
 }
 
-#[derive(Deserialize, JsonSchema)]
+// A configuration may hold a secret (an API token): `plugin_config::ConfigMap` shows it
+// redacted wherever the request is ever logged, and wipes it when dropped.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetRotationSchedule {
     pub key_id: String,
     pub plugin: String,
     #[serde(default)]
-    pub config: BTreeMap<String, String>,
-}
-
-// By hand: a configuration may hold a secret (an API token), which a derived `Debug` would
-// print wherever the request is ever logged.
-impl std::fmt::Debug for SetRotationSchedule {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SetRotationSchedule")
-            .field("key_id", &self.key_id)
-            .field("plugin", &self.plugin)
-            .field("config", &plugin_config::redacted(&self.config))
-            .finish()
-    }
+    #[schemars(extend("default" = {}))]
+    pub config: plugin_config::ConfigMap,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -144,7 +135,7 @@ pub struct PreviewRotation {
     /// Plugin to ask (default: the key's schedule).
     pub plugin: Option<String>,
     /// Configuration (default: the key's schedule's, when `plugin` is not given).
-    pub config: Option<BTreeMap<String, String>>,
+    pub config: Option<plugin_config::ConfigMap>,
     /// Evaluate as of this time (seconds since the epoch; default now).
     pub now: Option<i64>,
     #[serde(default)]
@@ -157,7 +148,7 @@ impl std::fmt::Debug for PreviewRotation {
         f.debug_struct("PreviewRotation")
             .field("key_id", &self.key_id)
             .field("plugin", &self.plugin)
-            .field("config", &self.config.as_ref().map(plugin_config::redacted))
+            .field("config", &self.config)
             .field("now", &self.now)
             .field("key_info", &self.key_info)
             .finish()
@@ -237,7 +228,7 @@ impl Operation for PreviewRotation {
     ) -> Result<Self::Output> {
         let key = key_row(&r)?;
         let (plugin_name, config): (String, plugin_config::PluginConfig) = match self.plugin {
-            Some(p) => (p, self.config.unwrap_or_default().into_iter().collect()),
+            Some(p) => (p, self.config.unwrap_or_default().opened()),
             None => {
                 let s = plugins::schedule(&ctx.state.db, &key.id)
                     .await?
@@ -247,8 +238,8 @@ impl Operation for PreviewRotation {
                             key.id
                         ))
                     })?;
-                let config = match self.config {
-                    Some(c) => c.into_iter().collect(),
+                let config = match &self.config {
+                    Some(c) => c.opened(),
                     None => {
                         plugin_config::open(
                             &ctx.state.keyring,
@@ -303,7 +294,8 @@ mod tests {
     /// A schedule's configuration may hold a secret: the requests' `Debug` hides it.
     #[test]
     fn debug_hides_configuration_secrets() {
-        let config = BTreeMap::from([("api_token".to_string(), "s3cret-value".to_string())]);
+        let config =
+            plugin_config::ConfigMap::from([("api_token".to_string(), "s3cret-value".to_string())]);
         let set = SetRotationSchedule {
             key_id: "k-1".into(),
             plugin: "p".into(),

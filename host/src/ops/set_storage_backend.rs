@@ -25,12 +25,13 @@ use crate::store::keys;
 use crate::store::now_rfc3339;
 use crate::store::plugins::{self, BackendRow};
 
-#[derive(Deserialize, JsonSchema)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetStorageBackend {
     pub plugin: String,
     #[serde(default)]
-    pub config: BTreeMap<String, String>,
+    #[schemars(extend("default" = {}))]
+    pub config: plugin_config::ConfigMap,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -39,15 +40,6 @@ pub struct SetStorageBackendOutput {
     pub plugin: String,
     pub plugin_sha256: String,
     pub config: BTreeMap<String, String>,
-}
-
-impl std::fmt::Debug for SetStorageBackend {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SetStorageBackend")
-            .field("plugin", &self.plugin)
-            .field("config", &plugin_config::redacted(&self.config))
-            .finish()
-    }
 }
 
 impl Operation for SetStorageBackend {
@@ -87,7 +79,7 @@ impl Operation for SetStorageBackend {
         let stored =
             plugin_config::seal(&ctx.state.keyring, &tenant, &p.name, &self.config).await?;
         // Before the transaction opens: plugin calls may need the writer (the kv capability).
-        let config: plugin_config::PluginConfig = self.config.clone().into_iter().collect();
+        let config = self.config.opened();
         let held = keys::sample_blobs(&ctx.state.db, &tenant, &p.name, 3).await?;
         for v in &held {
             let op = StorageOp::Get { name: v.blob() };
