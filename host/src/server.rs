@@ -116,12 +116,19 @@ fn spawn_notice_handler(state: Arc<crate::state::AppState>) {
     use crate::store::Notice;
     use tokio::sync::broadcast::error::RecvError;
     let mut notices = state.db.subscribe();
+    // Notices that came while this node was starting (the store listens from its opening)
+    // reached no one: begin as after missed notices.
+    let mut first =
+        (state.db.dialect() == crate::store::Dialect::Postgres).then_some(Notice::Resync);
     tokio::spawn(async move {
         loop {
-            let notice = match notices.recv().await {
-                Ok(notice) => notice,
-                Err(RecvError::Lagged(_)) => Notice::Resync,
-                Err(RecvError::Closed) => return,
+            let notice = match first.take() {
+                Some(notice) => notice,
+                None => match notices.recv().await {
+                    Ok(notice) => notice,
+                    Err(RecvError::Lagged(_)) => Notice::Resync,
+                    Err(RecvError::Closed) => return,
+                },
             };
             match notice {
                 Notice::Changed => {}

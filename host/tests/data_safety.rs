@@ -430,6 +430,48 @@ async fn a_cache_entry_evicted_mid_request_does_not_fail_it() {
     );
 }
 
+/// The material of a key destroyed where this node did not hear of it (on another node, its
+/// notice missed: here its row is changed behind the node's back) leaves this node's envelope
+/// cache at the next scheduler pass, as its HSM objects do (before, it stayed in memory for
+/// the cache's TTL: envelope versions have no object for the sweep to find).
+#[tokio::test(flavor = "multi_thread")]
+async fn cached_material_of_a_key_destroyed_elsewhere_goes_at_the_next_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_quiet(dir.path()).await;
+    let kept = s.create_key(&s.admin, "envelope").await;
+    let destroyed = s.create_key(&s.admin, "envelope").await;
+    for key in [&kept, &destroyed] {
+        s.encrypt(&s.admin, key, b"cached", json!({})).await;
+    }
+    let cached = |key: String| {
+        let s = &s;
+        async move {
+            let r = s
+                .client
+                .post(format!("{}/debug/envelope-cached", s.base))
+                .bearer_auth(&s.admin)
+                .json(&json!({ "key_id": key, "version": 1 }))
+                .send()
+                .await
+                .unwrap();
+            r.json::<Value>().await.unwrap()["cached"]
+                .as_bool()
+                .unwrap()
+        }
+    };
+    assert!(cached(destroyed.clone()).await);
+    common::sqlite(
+        &dir.path().join("keyplane.db"),
+        &format!("UPDATE keys SET state = 'destroyed' WHERE id = '{destroyed}'"),
+    );
+    s.ok(&s.admin, "run-scheduler", json!({})).await;
+    assert!(
+        !cached(destroyed).await,
+        "the destroyed key's material is still cached"
+    );
+    assert!(cached(kept).await, "the kept key's material was dropped");
+}
+
 /// `delete-alias` deletes the alias only while it names the key it was authorized on: one
 /// moved meanwhile to a key whose aliases a policy protects stays.
 #[tokio::test(flavor = "multi_thread")]

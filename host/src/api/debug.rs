@@ -40,6 +40,22 @@ impl FromRequestParts<Arc<AppState>> for Operator {
     }
 }
 
+/// Whether this node's envelope cache holds version `version` of key `key_id` (its
+/// material unwrapped in memory), so tests can prove it goes when it must.
+pub async fn envelope_cached(
+    State(state): State<Arc<AppState>>,
+    _: Operator,
+    Json(req): Json<serde_json::Value>,
+) -> Response {
+    let key_id = req
+        .get("key_id")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default();
+    let version = req.get("version").and_then(|v| v.as_u64()).unwrap_or(1) as u32;
+    let cached = state.keyring.cached_wrapped(key_id, version).is_some();
+    Json(serde_json::json!({ "cached": cached })).into_response()
+}
+
 /// The plaintext material of an envelope key's primary version, so tests can prove it is
 /// absent from storage.
 pub async fn envelope_material(

@@ -95,6 +95,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     #[cfg(all(feature = "test-hooks", debug_assertions))]
     let router = router
         .route("/debug/envelope-material", post(debug::envelope_material))
+        .route("/debug/envelope-cached", post(debug::envelope_cached))
         .route("/debug/clock", post(debug::clock))
         .route("/debug/hsm-objects", post(debug::hsm_objects))
         .route("/debug/pause", post(debug::pause))

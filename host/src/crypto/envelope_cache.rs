@@ -131,6 +131,18 @@ impl EnvelopeCache {
         }
     }
 
+    /// The keys with an entry, each once.
+    pub fn key_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .entries
+            .lock()
+            .map(|m| m.keys().map(|(k, _)| k.clone()).collect())
+            .unwrap_or_default();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
     /// Number of live entries (tests, metrics).
     pub fn len(&self) -> usize {
         self.entries.lock().map(|m| m.len()).unwrap_or(0)

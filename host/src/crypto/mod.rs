@@ -635,6 +635,7 @@ impl Keyring {
     /// imported material was deleted, on another node leaves its session objects here until
     /// then at the latest. Returns how many versions it forgot.
     pub async fn sweep_session_objects(&self) -> Result<usize> {
+        self.sweep_envelope_material().await?;
         let mut ids: Vec<Vec<u8>> = {
             let mut ids: Vec<Vec<u8>> = self
                 .hsm_objects
@@ -667,6 +668,23 @@ impl Keyring {
             self.forget_version(key_id, *version).await?;
         }
         Ok(gone.len())
+    }
+
+    /// Drop the cached envelope material of keys whose material is gone (destroyed, or their
+    /// imported material deleted), on another node too: envelope versions have no HSM object
+    /// for [`Keyring::sweep_session_objects`] to find, and the notice that drops them
+    /// (`MaterialShredded`) may be missed. Without this, such material stayed in memory for
+    /// the cache's TTL, though requests are refused by their rows.
+    async fn sweep_envelope_material(&self) -> Result<()> {
+        let cached = self.cache.key_ids();
+        if cached.is_empty() {
+            return Ok(());
+        }
+        for key_id in crate::store::keys::without_material(&self.db, &cached).await? {
+            tracing::info!(key = %key_id, "dropping the cached material of a key that holds none any more");
+            self.cache.forget(&key_id);
+        }
+        Ok(())
     }
 
     /// The handle the data plane uses for a version's object of `kind`.

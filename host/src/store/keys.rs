@@ -709,6 +709,38 @@ pub async fn named_object_ids(
     Ok(named)
 }
 
+/// Those of `ids` whose keys hold no usable material any more: destroyed or being destroyed,
+/// or whose imported material was deleted (pending import, or being deleted).
+pub async fn without_material(pool: impl Into<Conn<'_>>, ids: &[String]) -> Result<Vec<String>> {
+    let mut pool: Conn<'_> = pool.into();
+    let mut gone = Vec::new();
+    for chunk in ids.chunks(500) {
+        let placeholders = (5..chunk.len() + 5)
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT id FROM keys WHERE state IN ($1, $2, $3, $4) AND id IN ({placeholders})"
+        );
+        let found: Vec<String> = on!(&mut pool => |c| {
+            crate::telemetry::spans::db("SELECT", "keys", async {
+                let mut q = sqlx::query_scalar(&sql)
+                    .bind(KeyState::Destroying)
+                    .bind(KeyState::Destroyed)
+                    .bind(KeyState::PendingImport)
+                    .bind(KeyState::Expiring);
+                for id in chunk {
+                    q = q.bind(id);
+                }
+                Ok::<_, crate::error::Error>(q.fetch_all(&mut *c).await?)
+            })
+            .await?
+        });
+        gone.extend(found);
+    }
+    Ok(gone)
+}
+
 /// The names of the blobs that `tenant`'s key versions keep, in whichever storage plugin:
 /// two plugins of one tenant may share a namespace (two built on the `kv` capability, two
 /// pointed at one bucket), so a name is kept if any version names it. Names are unique per

@@ -191,10 +191,13 @@ async fn listen(
                     continue;
                 };
                 if matches!(notice, Notice::Changed) {
-                    if deaf {
-                        continue;
+                    // The generation is all a row change needs; not passed on, so the busy
+                    // stream of them cannot make the handler lag past the notices it acts on
+                    // (a lagging receiver loses the oldest messages).
+                    if !deaf {
+                        generation.fetch_add(1, Ordering::SeqCst);
                     }
-                    generation.fetch_add(1, Ordering::SeqCst);
+                    continue;
                 }
                 let _ = notices.send(notice);
             }
