@@ -341,16 +341,19 @@ fn gc(
     grace_seconds: Option<u64>,
     all_nodes_stopped: bool,
 ) -> anyhow::Result<bool> {
-    if grace_seconds.is_some_and(|g| g < MIN_GC_GRACE_SECONDS) && !all_nodes_stopped {
-        anyhow::bail!(
-            "--grace-seconds below {MIN_GC_GRACE_SECONDS} needs --all-nodes-stopped: a request still running elsewhere has material no row names yet"
-        );
-    }
     let flags = FlagOverrides {
         data_dir: common.data_dir,
         ..Default::default()
     };
     let config = Config::load(common.config.as_deref(), flags)?;
+    // The grace period however it is given (the flag, else `lifecycle.gc_grace_seconds`):
+    // one from the configuration protects requests running elsewhere no more than the flag's.
+    let grace_seconds = grace_seconds.unwrap_or(config.lifecycle.gc_grace_seconds);
+    if grace_seconds < MIN_GC_GRACE_SECONDS && !all_nodes_stopped {
+        anyhow::bail!(
+            "a grace period below {MIN_GC_GRACE_SECONDS} s (--grace-seconds, else lifecycle.gc_grace_seconds) needs --all-nodes-stopped: a request still running elsewhere has material no row names yet"
+        );
+    }
     let db_file = config.data_dir.join("keyplane.db");
     if config.database.url.is_none() && !db_file.exists() {
         anyhow::bail!("no keyplane database in {}", config.data_dir.display());
@@ -362,8 +365,7 @@ fn gc(
         // Sound: no other thread exists yet (the runtime is built below).
         std::env::set_var("SOFTHSM2_CONF", conf);
     }
-    let grace =
-        std::time::Duration::from_secs(grace_seconds.unwrap_or(config.lifecycle.gc_grace_seconds));
+    let grace = std::time::Duration::from_secs(grace_seconds);
     let hsm = Hsm::open(&config)?;
     runtime()?.block_on(async {
         let state = bootstrap::start(config, hsm, policies).await?;

@@ -887,6 +887,21 @@ async fn material_left_by_a_crash_is_collected() {
         out.contains("would remove 0 HSM object(s) and 0 blob(s); 2 younger"),
         "{out}"
     );
+    // A grace period below a minute needs --all-nodes-stopped from the configuration too, as
+    // from the flag (before, only the flag's was checked).
+    let refused = common::keyplane(dir.path())
+        .envs(s.env.iter().map(|(k, v)| (k, v)))
+        .env("KEYPLANE_LIFECYCLE__GC_GRACE_SECONDS", "0")
+        .args(["gc", "--apply", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("needs --all-nodes-stopped"),
+        "{refused:?}"
+    );
+    assert_eq!(labelled(dir.path(), &version_2), 1);
     let out = stdout(&s.tool(&["gc", "--grace-seconds", "0", "--all-nodes-stopped"]));
     assert!(
         out.contains(&format!("would remove HSM object {version_2}:")),
