@@ -1057,6 +1057,11 @@ async fn what_keyplane_cannot_give_is_refused_and_a_batch_needs_what_a_single_re
             .is_some_and(|c| c.starts_with("vault:v1:"))),
         "{v}"
     );
+    // A `type` that cannot encrypt is ignored for a key that exists, though this caller may
+    // not see that it does (it was refused up front, for the upsert it would need).
+    let typed = json!({ "batch_input": [{ "plaintext": "aGk=" }], "type": "ed25519" });
+    let (status, _, v) = transit(s, "POST", "transit/encrypt/k", member, Some(typed)).await;
+    assert_eq!(status, 200, "{v}");
     // Under a name with no key, the same caller gets "not found", as before.
     let batch = json!({ "batch_input": [{ "plaintext": "aGk=" }] });
     let (status, _, v) = transit(s, "POST", "transit/encrypt/none", member, Some(batch)).await;
@@ -1235,6 +1240,9 @@ async fn bao_login_stores_the_token_and_later_commands_use_it() {
         .send()
         .await
         .unwrap();
+    // No cache may keep it (the token travels in X-Vault-Token, which a shared cache does not
+    // take for an authenticated request, so a GET's answer could be served to another).
+    assert_eq!(r.headers()["cache-control"], "no-store");
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["data"]["id"], member.as_str(), "{v}");
     let (status, _, v) = transit(s, "GET", "auth/token/lookup-self", Some("kp_wrong"), None).await;

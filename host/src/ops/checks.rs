@@ -154,7 +154,7 @@ pub fn check_version(key: &KeyRow, v: &KeyVersionRow, purpose: VersionUse) -> Re
 fn check_material_current(key: &KeyRow, now: i64) -> Result<()> {
     match key.material_expires_at {
         Some(t) if t <= now => Err(Error::InvalidState(format!(
-            "key {}: its imported material expired at {}; import it again (import-key-material)",
+            "key {}: its imported material expired at {}; the scheduler deletes it at its next pass, and it can then be imported again (or delete it now: delete-imported-key-material)",
             key.id,
             chrono::DateTime::from_timestamp(t, 0)
                 .map(|t| t.to_rfc3339())

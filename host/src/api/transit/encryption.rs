@@ -375,7 +375,13 @@ pub async fn encrypt(call: &Call<'_>, name: &str) -> Answer {
             check_partial_code(req.partial_failure_response_code).map_err(err)?;
             // A batch refused for its length (none, or too many) creates nothing.
             let derived = items.items.first().is_some_and(has_context);
-            let created = if (1..=MAX_BATCH_ITEMS).contains(&items.items.len()) {
+            // A `type` that cannot encrypt creates nothing, and is otherwise ignored as for a
+            // key that exists (Vault's rule): the items then find the key there is, or none.
+            // Not refused up front: a caller that may not describe the key (a grantee of
+            // Encrypt only) cannot tell the upsert that it exists.
+            let created = if (1..=MAX_BATCH_ITEMS).contains(&items.items.len())
+                && upsert_type(creation.key_type).is_ok()
+            {
                 upsert(call, name, &alias, &creation, derived).await?
             } else {
                 None

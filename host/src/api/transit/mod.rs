@@ -623,6 +623,12 @@ fn json(status: StatusCode, body: Body) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    // As Vault's API: answers carry plaintexts, data keys and (`auth/token/lookup-self`) the
+    // caller's token, and the token travels in `X-Vault-Token`, not `Authorization`, so a
+    // shared cache's rule for authenticated requests does not keep it from storing a GET's
+    // answer and serving it to the next caller.
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
 }
 
