@@ -40,6 +40,14 @@ impl FromRequestParts<Arc<AppState>> for Operator {
     }
 }
 
+/// The `key_id` a test hook's body names ("" if none).
+fn key_id_in(req: &serde_json::Value) -> String {
+    req.get("key_id")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// Whether this node's envelope cache holds version `version` of key `key_id` (its
 /// material unwrapped in memory), so tests can prove it goes when it must.
 pub async fn envelope_cached(
@@ -47,12 +55,9 @@ pub async fn envelope_cached(
     _: Operator,
     Json(req): Json<serde_json::Value>,
 ) -> Response {
-    let key_id = req
-        .get("key_id")
-        .and_then(|v| v.as_str())
-        .unwrap_or_default();
+    let key_id = key_id_in(&req);
     let version = req.get("version").and_then(|v| v.as_u64()).unwrap_or(1) as u32;
-    let cached = state.keyring.cached_wrapped(key_id, version).is_some();
+    let cached = state.keyring.cached_wrapped(&key_id, version).is_some();
     Json(serde_json::json!({ "cached": cached })).into_response()
 }
 
@@ -64,11 +69,7 @@ pub async fn envelope_material(
     Json(req): Json<serde_json::Value>,
 ) -> Response {
     use crate::store::keys;
-    let key_id = req
-        .get("key_id")
-        .and_then(|v| v.as_str())
-        .unwrap_or_default()
-        .to_string();
+    let key_id = key_id_in(&req);
     let result = async {
         let key = keys::get(&state.db, &key_id)
             .await?
@@ -107,13 +108,13 @@ pub async fn hsm_objects(
     _: Operator,
     Json(req): Json<serde_json::Value>,
 ) -> Response {
-    let key_id = req.get("key_id").and_then(|v| v.as_str()).unwrap_or("");
+    let key_id = key_id_in(&req);
     let version = req.get("version").and_then(|v| v.as_i64()).unwrap_or(1);
     let named = req.get("object_id").and_then(|v| v.as_str());
     let counted = async {
         let id = match named {
             Some(id) => id.as_bytes().to_vec(),
-            None => crate::store::keys::version(&state.db, key_id, version)
+            None => crate::store::keys::version(&state.db, &key_id, version)
                 .await?
                 .and_then(|v| v.hsm_object_id)
                 .ok_or(Error::NotFound {
