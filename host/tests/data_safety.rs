@@ -104,6 +104,20 @@ async fn racing_rotations_never_delete_the_winners_blob() {
     assert_eq!(unb64(&v["plaintext"]), b"under the winner");
 }
 
+/// Schedule `key`'s deletion (7 days, approved by `approver`) and move the service clock past
+/// the window, so the next scheduler pass destroys it.
+async fn past_its_deletion_window(s: &Server, approver: &str, key: &str) {
+    let (status, v) = s
+        .schedule_deletion(
+            &s.admin,
+            approver,
+            json!({ "key_id": key, "pending_window_days": 7 }),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    s.advance_clock(8 * DAY).await;
+}
+
 /// A cancel that arrives while the scheduler shreds a key whose window has passed is refused:
 /// shredding goes through a committed `destroying` state. Before, the cancel answered 200
 /// `disabled` for a key whose material was gone.
@@ -114,15 +128,7 @@ async fn a_cancel_during_shredding_is_refused() {
     let key = s.create_key(&s.admin, "hsm").await;
     let ct = s.encrypt(&s.admin, &key, b"doomed", json!({})).await;
     let approver = s.second_admin("default").await;
-    let (status, v) = s
-        .schedule_deletion(
-            &s.admin,
-            &approver,
-            json!({ "key_id": key, "pending_window_days": 7 }),
-        )
-        .await;
-    assert_eq!(status, 200, "{v}");
-    s.advance_clock(8 * DAY).await;
+    past_its_deletion_window(&s, &approver, &key).await;
 
     s.pause("destroy:shredding", &key, "arm").await;
     let pass = s.call(Some(&s.admin), "run-scheduler", json!({}));
@@ -164,6 +170,65 @@ async fn a_cancel_during_shredding_is_refused() {
     .await
     .unwrap();
     assert_eq!(destructions, 2, "both steps are audited");
+}
+
+/// A request that read a version before its key began to be destroyed, and made the
+/// version's object in the HSM (from the world copy in the row it read) after shredding had
+/// searched the token, leaves nothing behind: shredding destroys what was cached meanwhile.
+/// Before, the last step only forgot that object's handle, and the unwrapped key stayed in
+/// the HSM until the login ended.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_object_made_during_shredding_is_destroyed_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_quiet(dir.path()).await;
+    let key = s.create_key(&s.admin, "hsm").await;
+    let object_id = s.hsm_objects(json!({ "key_id": key, "version": 1 })).await["object_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let approver = s.second_admin("default").await;
+
+    s.pause("version:loaded", &key, "arm").await;
+    let (answered, answered_rx) = tokio::sync::oneshot::channel();
+    let late = async {
+        let answer = s
+            .call(
+                Some(&s.admin),
+                "encrypt",
+                json!({ "key_id": key, "plaintext": b64(b"late") }),
+            )
+            .await;
+        answered.send(()).unwrap();
+        answer
+    };
+    let shredding = async {
+        let reached = s.pause("version:loaded", &key, "wait").await;
+        assert_eq!(reached["reached"], true);
+        past_its_deletion_window(&s, &approver, &key).await;
+        s.pause("shred:objects-destroyed", &key, "arm").await;
+        let pass = s.call(Some(&s.admin), "run-scheduler", json!({}));
+        let steps = async {
+            let reached = s.pause("shred:objects-destroyed", &key, "wait").await;
+            assert_eq!(reached["reached"], true);
+            s.pause("version:loaded", &key, "release").await;
+            answered_rx.await.unwrap();
+            s.pause("shred:objects-destroyed", &key, "release").await;
+        };
+        tokio::join!(pass, steps).0
+    };
+    let ((status, v), (pass_status, report)) = tokio::join!(late, shredding);
+    // The request got its object from the world copy of the row it had read.
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(pass_status, 200, "{report}");
+    assert_eq!(report["destroyed"], json!([key]), "{report}");
+    let v = s.hsm_objects(json!({ "object_id": object_id })).await;
+    assert_eq!(
+        (&v["objects"], &v["session_objects"]),
+        (&json!(0), &json!(0)),
+        "{v}"
+    );
+    assert!(v["session_copies_made"].as_u64().unwrap() >= 1, "{v}");
+    assert_eq!(v["session_copies_made_live"], 0, "{v}");
 }
 
 /// `disable-key-version` that read the version before a revocation committed cannot turn the

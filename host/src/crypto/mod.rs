@@ -549,10 +549,12 @@ impl Keyring {
         let label = crate::hsm::version_label(&object_id);
         self.destroy_labelled(Some(object_id.clone()), label)
             .await?;
-        // A request that copied the object before it was destroyed and has not yet cached the
-        // copy finds the cache changed and destroys its copy itself; one cached meanwhile is
-        // forgotten (and was destroyed above).
-        self.forget_handles(&object_id);
+        crate::pause::point("shred:objects-destroyed", key_id).await;
+        // A request that read the handles after the first forget and made its object (a copy,
+        // or one from the world copy in a row it read before the shredding began) after the
+        // search above, cached it: destroy that one too. One not yet cached finds the cache
+        // changed by this forget and destroys its object itself.
+        self.destroy_copies(self.forget_handles(&object_id)).await;
         Ok(())
     }
 
@@ -625,7 +627,8 @@ impl Keyring {
             let label = format!("kp:{key_id}:{v}").into_bytes();
             self.destroy_labelled(None, label).await?;
         }
-        self.forget_matching(matches);
+        // Objects cached since the first forget (see `shred_version`).
+        self.destroy_copies(self.forget_matching(matches)).await;
         Ok(())
     }
 
