@@ -1710,6 +1710,48 @@ async fn an_endless_listing_is_cut_short_and_the_other_backends_are_collected() 
     assert_eq!(left, 0);
 }
 
+/// A backend that pages its listing with opaque tokens (as object stores do), not names, is
+/// listed to its end: the host hands each cursor back as the plugin gave it. Before, a cursor
+/// that was not a name under the tenant's prefix ended the listing after its first page,
+/// silently, and what was listed after it was never collected.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_listing_paged_by_opaque_tokens_is_collected_to_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_quiet(dir.path()).await;
+    let (_, t) = s.tenant_with_admin("paged").await;
+    let (st, v) = upload(&s, &t, "paged", "storage-backend", "testing-opaque-cursor").await;
+    assert_eq!(st, 200, "{v}");
+    s.ok(&t, "set-storage-backend", json!({ "plugin": "paged" }))
+        .await;
+    // Blobs that no key version names, as crashes leave them (names without a time: old).
+    common::sqlite(
+        &dir.path().join("keyplane.db"),
+        "INSERT INTO plugin_kv (tenant_id, key, value) VALUES \
+         ('paged', 'tenants/paged/keys/k-orphan/1', X'01'), \
+         ('paged', 'tenants/paged/keys/k-orphan/2', X'02'), \
+         ('paged', 'tenants/paged/keys/k-orphan/3', X'03')",
+    );
+
+    let (status, pass) = s.call(Some(&s.admin), "run-scheduler", json!({})).await;
+    assert_eq!(status, 200, "{pass}");
+    let gc = &pass["collected"];
+    assert_eq!(gc["failed"], json!([]), "{gc}");
+    assert_eq!(
+        gc["blobs"],
+        json!([
+            "paged/paged/keys/k-orphan/1",
+            "paged/paged/keys/k-orphan/2",
+            "paged/paged/keys/k-orphan/3"
+        ]),
+        "{gc}"
+    );
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM plugin_kv WHERE tenant_id = 'paged'")
+        .fetch_one(&s.sql().await)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+}
+
 #[cfg(all(feature = "test-hooks", debug_assertions))]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deleted_plugin_leaves_no_directory_kv_rows_or_cached_component() {

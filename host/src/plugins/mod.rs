@@ -286,7 +286,8 @@ pub enum StorageReply {
     Blob(Option<Vec<u8>>),
     Version(u64),
     Deleted(bool),
-    /// Names (relative, as keyplane gave them) and the cursor of the next page.
+    /// Names (relative, as keyplane gave them) and the cursor of the next page (opaque: the
+    /// plugin's, handed back to it unchanged).
     Page(Vec<String>, Option<String>),
 }
 
@@ -1105,10 +1106,12 @@ impl PluginRuntime {
                         }
                         StorageOp::List { prefix, cursor } => {
                             // Names come back without the tenant's prefix; a name outside it
-                            // (a plugin listing what it was not asked for) is dropped.
+                            // (a plugin listing what it was not asked for) is dropped. The
+                            // cursor is the plugin's own (a name, or a token as object stores
+                            // page) and goes back to it as it came: it names nothing the
+                            // plugin is not given anyway.
                             let ns = format!("tenants/{tenant}/");
                             let full = format!("{ns}{prefix}");
-                            let cursor = cursor.map(|c| format!("{ns}{c}"));
                             s.call_list_blobs(
                                 &mut store,
                                 &config.0,
@@ -1125,7 +1128,7 @@ impl PluginRuntime {
                                     .filter(|n| n.starts_with(&full))
                                     .filter_map(strip)
                                     .collect();
-                                StorageReply::Page(names, page.next_cursor.and_then(strip))
+                                StorageReply::Page(names, page.next_cursor)
                             })
                         }
                     })

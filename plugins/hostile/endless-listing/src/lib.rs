@@ -1,7 +1,6 @@
 //! Hostile test plugin `endless-listing`: a storage backend whose listing never ends. Every
-//! `list-blobs` page has no names and a cursor never seen before (under the prefix it was
-//! asked for, so the host keeps it), so a caller that pages until the cursor stops changing
-//! pages forever. Blobs are kept in the `kv` capability, as the `kv` backend keeps them.
+//! `list-blobs` page has no names and a cursor never seen before, so a caller that pages
+//! until the cursor stops changing pages forever. Blobs are kept in the `kv` capability, as the `kv` backend keeps them.
 
 use keyplane_plugin_sdk::storage::kv;
 use keyplane_plugin_sdk::storage::{Blob, BlobPage, Config, Storage, StorageError};
