@@ -278,6 +278,45 @@ else:
 }
 
 /// SIGHUP applies the config file's quotas to a running node (and audits the change).
+/// A wire request costs one request of the quota (a batch one per item), however many
+/// operations a front answers it with: a Transit rotate that read the key back after the
+/// rotation committed was charged for every read, and answered 429 for a rotation that had
+/// happened, which a client then retried (rotating again).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transit_write_read_back_costs_one_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_with_env(
+        dir.path(),
+        &[
+            ("RUST_LOG", "warn"),
+            ("KEYPLANE_QUOTAS__TENANTS__NOISY__PER_SECOND", "2"),
+        ],
+    )
+    .await;
+    let (_, noisy) = s.tenant_with_admin("noisy").await;
+    let transit = |path: &str| {
+        s.client
+            .post(format!("{}/v1/transit/{path}", s.base))
+            .header("X-Vault-Token", &noisy)
+            .json(&json!({}))
+            .send()
+    };
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let created = transit("keys/rotated").await.unwrap();
+    assert_eq!(created.status(), 200);
+    // A full bucket (two), and one request.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let rotated = transit("keys/rotated/rotate").await.unwrap();
+    assert_eq!(rotated.status(), 200);
+    let read: Value = rotated.json().await.unwrap();
+    assert_eq!(read["data"]["latest_version"], 2, "{read}");
+    // and one left for the next
+    let again = transit("keys/rotated/rotate").await.unwrap();
+    assert_eq!(again.status(), 200);
+    let read: Value = again.json().await.unwrap();
+    assert_eq!(read["data"]["latest_version"], 3, "{read}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sighup_changes_the_quotas_of_a_running_node() {
     let dir = tempfile::tempdir().unwrap();

@@ -36,8 +36,12 @@ pub struct Signed {
 pub struct Gate {
     pub state: Arc<AppState>,
     pub meta: RequestMeta,
-    /// Requests already taken from the caller's quotas for this request ([`Gate::admit`]).
-    pub prepaid: std::sync::atomic::AtomicU32,
+    /// Requests already taken from the caller's quotas for this request: one by
+    /// [`Gate::admit`], then what its operations cost. A wire request is charged once, as
+    /// its most expensive operation (one, or a batch's items): a front that answers it with
+    /// several (Transit's read after a write, create on first use) does not charge the
+    /// follow-ups, so a write that took effect is not answered 429 for reading it back.
+    pub taken: std::sync::atomic::AtomicU32,
 }
 
 impl Gate {
@@ -67,7 +71,7 @@ impl Gate {
         Gate {
             state,
             meta,
-            prepaid: Default::default(),
+            taken: Default::default(),
         }
     }
 
@@ -243,9 +247,7 @@ impl Gate {
     /// Only for a principal already proven: a signature is proven with the body, so the AWS
     /// front takes its quota when the operation runs.
     fn admit(&self, principal: &Principal) -> Result<()> {
-        self.take_quota(principal, 1)?;
-        self.prepaid.store(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(())
+        self.take_quota(principal, 1)
     }
 
     /// After a bearer authentication: [`Gate::admit`] the caller, if proven, before its body
@@ -269,27 +271,29 @@ impl Gate {
         }
     }
 
-    /// Take `cost` requests (less what [`Gate::admit`] took) from the principal's and its
-    /// tenant's quotas (`crate::quotas`): a refusal is counted for the quotas' aggregated
-    /// audit record, not audited on its own.
+    /// Take `cost` requests, less what this request took already ([`Gate::taken`]), from
+    /// the principal's and its tenant's quotas (`crate::quotas`): a refusal is counted for
+    /// the quotas' aggregated audit record, not audited on its own.
     fn take_quota(&self, principal: &Principal, cost: u32) -> Result<()> {
-        let prepaid = self.prepaid.swap(0, std::sync::atomic::Ordering::Relaxed);
-        if cost <= prepaid {
+        use std::sync::atomic::Ordering::Relaxed;
+        let taken = self.taken.load(Relaxed);
+        if cost <= taken {
             return Ok(());
         }
-        let cost = cost - prepaid;
         self.state
             .quotas
             .check(
                 &principal.tenant_id,
                 &principal.id,
                 || ops::principal_display(principal),
-                cost,
+                cost - taken,
             )
             .map_err(|wait| {
                 metrics().throttled(self.meta.front.name());
                 Error::throttled(wait)
-            })
+            })?;
+        self.taken.fetch_max(cost, Relaxed);
+        Ok(())
     }
 
     /// Run `task` (one request of `O`, or a batch of `batch` items) as its own task inside an

@@ -109,7 +109,7 @@ fn handler<'a, A: KmsAction>(
                     grant_tokens: tokens,
                     ..gate.meta.clone()
                 },
-                prepaid: Default::default(),
+                taken: gate.taken.load(std::sync::atomic::Ordering::Relaxed).into(),
             };
             &with_tokens
         };
