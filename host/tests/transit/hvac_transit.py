@@ -402,4 +402,15 @@ check("the key is pending deletion", state == "pending-deletion", state)
 expect("the deleted name is free", exceptions.InvalidPath, transit.read_key, D)
 check("list no longer names it", D not in transit.list_keys()["data"]["keys"])
 
+# A key whose deletion was scheduled but whose name was not freed (the second of the delete's
+# two steps failed; here: scheduled on the native API): deleting it again frees the name.
+D2 = "k-ecdsa-p256"
+transit.update_key_configuration(D2, deletion_allowed=True)
+d2 = transit.read_key(D2)["data"]["keyplane"]["key_id"]
+native("approve-key-deletion", os.environ["APPROVER_TOKEN"], {"key_id": d2, "requester": me["principal_id"]})
+native("schedule-key-deletion", TOKEN, {"key_id": d2, "pending_window_days": 7})
+gone = transit.delete_key(D2)
+check("delete of a key already pending deletion: 204", gone.status_code == 204, gone)
+expect("its name is free", exceptions.InvalidPath, transit.read_key, D2)
+
 print("all hvac checks passed")

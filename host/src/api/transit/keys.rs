@@ -490,19 +490,27 @@ pub async fn delete(call: &Call<'_>, name: &str) -> Answer {
             others.join(", ")
         ))));
     }
-    let op = ops::key_deletion::ScheduleKeyDeletion::new(
-        meta.key_id.clone(),
-        Some(ops::key_deletion::MIN_WINDOW_DAYS),
-    );
-    let scheduled = call.run(Ok(op)).await.map_err(|e| {
-        let mut t = TransitError::from(&e);
-        if t.status == axum::http::StatusCode::FORBIDDEN {
-            t.message.push_str(
-                " (under the shipped policies, deleting a key needs multi-factor authentication or a second admin's approve-key-deletion for this caller)",
-            );
-        }
-        Failure::Done(t)
-    })?;
+    // Two operations, so a delete can fail between them (the alias refused, or changed
+    // meanwhile): a key already pending deletion is not scheduled again, so the delete can be
+    // repeated and then frees the name.
+    let deletion_date = if meta.state == crate::model::KeyState::PendingDeletion.as_str() {
+        meta.deletion_date.clone()
+    } else {
+        let op = ops::key_deletion::ScheduleKeyDeletion::new(
+            meta.key_id.clone(),
+            Some(ops::key_deletion::MIN_WINDOW_DAYS),
+        );
+        let scheduled = call.run(Ok(op)).await.map_err(|e| {
+            let mut t = TransitError::from(&e);
+            if t.status == axum::http::StatusCode::FORBIDDEN {
+                t.message.push_str(
+                    " (under the shipped policies, deleting a key needs multi-factor authentication or a second admin's approve-key-deletion for this caller)",
+                );
+            }
+            Failure::Done(t)
+        })?;
+        scheduled.deletion_date
+    };
     call.run(Ok(ops::aliases::DeleteAlias {
         alias_name: alias.clone(),
     }))
@@ -510,7 +518,7 @@ pub async fn delete(call: &Call<'_>, name: &str) -> Answer {
     .map_err(done)?;
     // As Vault: 204, no body. The key is pending deletion (its date is in the audit log and
     // `describe-key`); until then `cancel-key-deletion` restores it.
-    tracing::info!(key = %scheduled.key_id, deletion_date = ?scheduled.deletion_date, name, "Transit key deleted: pending deletion, name freed");
+    tracing::info!(key = %meta.key_id, deletion_date = ?deletion_date, name, "Transit key deleted: pending deletion, name freed");
     Ok(Reply::no_content())
 }
 
