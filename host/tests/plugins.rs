@@ -741,23 +741,16 @@ async fn fs_backend_needs_the_filesystem_grant_and_keeps_only_wrapped_blobs() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = Server::start(dir.path()).await;
     let (_, t) = s.tenant_with_admin("files").await;
-    // Without the grant the plugin has no directory: creating a key fails cleanly.
+    // Without the grant the plugin has no directory: it cannot be the tenant's backend (the
+    // blob read first with its configuration fails), and key creation is not affected.
     let (st, v) = upload(&s, &t, "nofs", "storage-backend", "storage-fs").await;
     assert_eq!(st, 200, "{v}");
-    s.ok(&t, "set-storage-backend", json!({ "plugin": "nofs" }))
+    let answer = s
+        .call(Some(&t), "set-storage-backend", json!({ "plugin": "nofs" }))
         .await;
-    let (st, v) = s.call(Some(&t), "create-key", json!({})).await;
-    assert_eq!(
-        (st, v["error"]["code"].as_str()),
-        (502, Some("PluginFailed")),
-        "{v}"
-    );
-    let keys = s.ok(&t, "list-keys", json!({})).await;
-    assert_eq!(
-        keys["keys"].as_array().unwrap().len(),
-        0,
-        "a failed creation leaves no key"
-    );
+    common::assert_error(&answer, 400, "ValidationError", "Capabilities insufficient");
+    let v = s.ok(&t, "create-key", json!({})).await;
+    assert_eq!(v["protection"], "envelope", "{v}");
     // Capabilities are for storage backends only, and only known ones.
     let (st, _) = s
         .call(Some(&t), "upload-plugin", json!({ "name": "x", "world": "rotation-schedule", "capabilities": ["filesystem"], "component": b64(&wasm("rotation-fixed-interval")) }))
@@ -1094,23 +1087,28 @@ async fn http_object_backend_on_s3_with_sigv4_and_a_host_allowlist() {
                 "access-key-id": moto.access_key, "secret-access-key": secret })
     };
 
-    // A wrong secret: moto refuses the signature; the key is not created.
-    s.ok(
-        &t,
-        "set-storage-backend",
-        json!({ "plugin": "s3", "config": config("wrong") }),
-    )
-    .await;
-    let (st, v) = s.call(Some(&t), "create-key", json!({})).await;
-    assert_eq!(
-        (st, v["error"]["code"].as_str()),
-        (502, Some("PluginFailed")),
-        "{v}"
-    );
-    assert!(
-        v["error"]["message"].as_str().unwrap().contains("HTTP 403"),
-        "{v}"
-    );
+    // A wrong secret: moto refuses the signature of the blob the new configuration must
+    // store first, and the configuration is refused, with the plugin's reason. Before, it was
+    // accepted and every key creation then failed as a server error. A configuration the
+    // plugin itself refuses, likewise.
+    let answer = s
+        .call(
+            Some(&t),
+            "set-storage-backend",
+            json!({ "plugin": "s3", "config": config("wrong") }),
+        )
+        .await;
+    common::assert_error(&answer, 400, "ValidationError", "HTTP 403");
+    let answer = s
+        .call(
+            Some(&t),
+            "set-storage-backend",
+            json!({ "plugin": "s3", "config": { "endpoint": "ftp://x", "bucket": "b" } }),
+        )
+        .await;
+    common::assert_error(&answer, 400, "ValidationError", "http:// or https://");
+    let v = s.ok(&t, "create-key", json!({})).await;
+    assert_eq!(v["protection"], "envelope", "{v}");
     assert!(s3_objects(&moto, "kp-blobs").is_empty());
 
     // The right secret: the blob lands in the bucket, wrapped, under the tenant's namespace.
@@ -1153,41 +1151,40 @@ async fn http_object_backend_on_s3_with_sigv4_and_a_host_allowlist() {
         )
         .await;
     }
-    s.ok(
-        &t2,
-        "set-storage-backend",
-        json!({ "plugin": "s3", "config": {
-        "endpoint": format!("http://localhost:{}", moto.port), "bucket": "kp-blobs",
-        "access-key-id": moto.access_key, "secret-access-key": moto.secret_key } }),
-    )
-    .await;
-    let answer = s.call(Some(&t2), "create-key", json!({})).await;
-    common::assert_error(&answer, 502, "PluginFailed", "not granted");
+    let answer = s
+        .call(
+            Some(&t2),
+            "set-storage-backend",
+            json!({ "plugin": "s3", "config": {
+            "endpoint": format!("http://localhost:{}", moto.port), "bucket": "kp-blobs",
+            "access-key-id": moto.access_key, "secret-access-key": moto.secret_key } }),
+        )
+        .await;
+    common::assert_error(&answer, 400, "ValidationError", "not granted");
+    let answer = s
+        .call(
+            Some(&t2),
+            "set-storage-backend",
+            json!({ "plugin": "s3", "config": {
+            "endpoint": format!("http://{stall_dest}"), "bucket": "kp-blobs" } }),
+        )
+        .await;
+    common::assert_error(&answer, 400, "ValidationError", "not granted");
 
     // A server that never answers: the call ends at the plugin deadline with a timeout, and
-    // the other tenant keeps working meanwhile.
-    s.ok(
-        &t2,
-        "set-storage-backend",
-        json!({ "plugin": "s3", "config": {
-        "endpoint": format!("http://{stall_dest}"), "bucket": "kp-blobs" } }),
-    )
-    .await;
-    let answer = s.call(Some(&t2), "create-key", json!({})).await;
-    common::assert_error(&answer, 502, "PluginFailed", "not granted");
-    s.ok(
-        &t2,
-        "set-storage-backend",
-        json!({ "plugin": "stall", "config": {
-        "endpoint": format!("http://{stall_dest}"), "bucket": "kp-blobs" } }),
-    )
-    .await;
+    // the other tenant keeps working meanwhile (here the read of a blob the configuration is
+    // tried with first).
     let started = Instant::now();
     let (stalled, other) = tokio::join!(
-        s.call(Some(&t2), "create-key", json!({})),
+        s.call(
+            Some(&t2),
+            "set-storage-backend",
+            json!({ "plugin": "stall", "config": {
+            "endpoint": format!("http://{stall_dest}"), "bucket": "kp-blobs" } }),
+        ),
         s.encrypt(&t, &key, b"meanwhile", json!({}))
     );
-    common::assert_error(&stalled, 504, "PluginTimeout", "");
+    common::assert_error(&stalled, 400, "ValidationError", "time or fuel limit");
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "{:?}",
@@ -1863,6 +1860,8 @@ async fn a_tenants_kv_rows_are_capped() {
         kv_rows(&s, "capped").await.len(),
         MAX_ROWS_PER_TENANT as usize
     );
+    let keys = s.ok(&t, "list-keys", json!({})).await;
+    assert_eq!(keys["keys"], json!([]), "a failed creation leaves no key");
     // Another tenant is not held to this one's rows.
     let (_, other) = s.tenant_with_admin("roomy").await;
     s.kv_backend(&other).await;

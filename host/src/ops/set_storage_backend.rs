@@ -6,8 +6,12 @@
 //! them: a few of them are read with it first, and if one is not found (a new bucket, a new
 //! directory, whatever the plugin calls its location) or cannot be read, the change is
 //! refused (rotated credentials that reach the same place pass). Upload the component under
-//! another name to store new blobs elsewhere. Every value but a short list of plain ones is
-//! sealed before it is stored and redacted in the answer (see [`super::plugin_config`]).
+//! another name to store new blobs elsewhere. Any new configuration must also reach its
+//! store: a blob that does not exist is read with it first, so a configuration the plugin
+//! refuses (a bad endpoint, credentials the store rejects) is refused here (400, with the
+//! plugin's reason), not found out by every later key creation as a server error. Every value but a short list of
+//! plain ones is sealed before it is stored and redacted in the answer (see
+//! [`super::plugin_config`]).
 //! Cedar: `SetStorageBackend` on the caller's tenant.
 
 use std::collections::BTreeMap;
@@ -98,6 +102,7 @@ impl Operation for SetStorageBackend {
                 )));
             }
         }
+        probe(ctx, &p, &config).await?;
         crate::pause::point("set-storage-backend:sampled", &p.name).await;
         let conn = scope.conn(ctx.state).await?;
         let row = BackendRow {
@@ -124,5 +129,40 @@ impl Operation for SetStorageBackend {
             plugin_sha256: p.sha256,
             config: plugin_config::redacted(&self.config),
         })
+    }
+}
+
+/// Read a blob that does not exist with the new configuration: a configuration the plugin
+/// refuses (a bad endpoint, credentials the store rejects, a destination not granted or not
+/// answering) is refused here, with the plugin's reason, rather than accepted and then
+/// failing every key creation as a server error. A read changes nothing, so nothing is left
+/// behind whatever happens; that the credentials may also write is found out by the first
+/// key creation.
+async fn probe(
+    ctx: &OpContext<'_>,
+    plugin: &plugins::PluginRow,
+    config: &plugin_config::PluginConfig,
+) -> Result<()> {
+    let name = super::storage::new_blob_name("probe", 0);
+    match ctx
+        .state
+        .plugins
+        .storage(plugin, config, StorageOp::Get { name })
+        .await
+    {
+        Ok(StorageReply::Blob(_)) => Ok(()),
+        Ok(_) => Err(Error::validation(format!(
+            "plugin {} answered a read with something else than a blob",
+            plugin.name
+        ))),
+        // What the plugin answered with this configuration is the caller's to mend; the
+        // host's own refusals (plugin work past the tenant's budget, an outage) are not.
+        Err(e @ (Error::PluginFailed { .. } | Error::PluginTimeout { .. })) => {
+            Err(Error::validation(format!(
+                "plugin {} cannot reach its store with this configuration ({e})",
+                plugin.name
+            )))
+        }
+        Err(e) => Err(e),
     }
 }
