@@ -235,7 +235,9 @@ pub fn der_input(field: &str, text: &str, label: &str, what: &str) -> Result<Vec
 }
 
 /// An RSA public key given in request field `field` (SubjectPublicKeyInfo, PEM or base64
-/// DER): its modulus and public exponent, big-endian. At least `min_bits`.
+/// DER): its modulus and public exponent, big-endian. At least `min_bits`, at most
+/// [`MAX_RSA_BITS`]; an even modulus or an exponent a module would refuse is a validation
+/// error here, not a module failure later.
 pub fn rsa_public_key(field: &str, public_key: &str, min_bits: u64) -> Result<(Vec<u8>, Vec<u8>)> {
     use der::Decode;
     let der = spki_input(field, public_key)?;
@@ -253,8 +255,31 @@ pub fn rsa_public_key(field: &str, public_key: &str, min_bits: u64) -> Result<(V
             "{field} is an RSA key of {size} bits; at least {min_bits} are required"
         )));
     }
-    Ok((modulus, key.public_exponent.as_bytes().to_vec()))
+    if size > MAX_RSA_BITS {
+        return Err(Error::validation(format!(
+            "{field} is an RSA key of {size} bits; at most {MAX_RSA_BITS} are accepted"
+        )));
+    }
+    if modulus.last().is_some_and(|b| b & 1 == 0) {
+        return Err(Error::validation(format!(
+            "{field} has an even RSA modulus: not an RSA key"
+        )));
+    }
+    // What HSMs (OpenSSL within SoftHSM2, for one) accept as a public exponent: odd, at
+    // least 3, at most 64 bits. Anything else would reach the module and come back as a
+    // failure of the module rather than of the key.
+    let exponent = strip_zeros(key.public_exponent.as_bytes()).to_vec();
+    let odd = exponent.last().is_some_and(|b| b & 1 == 1);
+    if exponent.len() > 8 || !odd || exponent == [1] {
+        return Err(Error::validation(format!(
+            "{field} has an RSA public exponent that is not an odd number from 3 to 2^64-1"
+        )));
+    }
+    Ok((modulus, exponent))
 }
+
+/// The largest RSA modulus accepted from a caller (as OpenSSL's `OPENSSL_RSA_MAX_MODULUS_BITS`).
+const MAX_RSA_BITS: u64 = 16384;
 
 /// A peer's public key for ECDH on `spec`'s curve, given as PEM or base64 DER
 /// SubjectPublicKeyInfo: its uncompressed SEC1 point. A key of another curve or algorithm, a
@@ -366,6 +391,35 @@ mod tests {
         for h in [Hash::Sha1, Hash::Sha256, Hash::Sha384, Hash::Sha512] {
             let di = digest_info(h, &vec![0; h.output_len()]);
             assert_eq!(di[1] as usize + 2, di.len());
+        }
+    }
+
+    #[test]
+    fn recipient_rsa_keys_outside_what_modules_take_are_refused() {
+        use base64::engine::general_purpose::STANDARD;
+        use base64::Engine;
+        let key = |bytes: usize, exponent: &[u8]| {
+            let rsa = PublicParts::Rsa {
+                modulus: vec![0xc3u8; bytes],
+                exponent: exponent.to_vec(),
+            };
+            STANDARD.encode(spki_der(KeySpec::Rsa2048, &rsa).unwrap())
+        };
+        let (modulus, exponent) = rsa_public_key("k", &key(512, &[0, 1, 0, 1]), 2048).unwrap();
+        assert_eq!((modulus.len(), exponent), (512, vec![1, 0, 1]));
+        assert!(rsa_public_key("k", &key(2048, &[1, 0, 1]), 2048).is_ok());
+        let refused = |k: String, why: &str| {
+            let e = rsa_public_key("k", &k, 2048).unwrap_err().to_string();
+            assert!(e.contains(why), "{e}");
+        };
+        refused(key(2049, &[1, 0, 1]), "at most 16384");
+        refused(key(255, &[1, 0, 1]), "at least 2048");
+        let mut even = STANDARD.decode(key(256, &[1, 0, 1])).unwrap();
+        let at = even.windows(256).position(|w| w == [0xc3; 256]).unwrap();
+        even[at + 255] = 0xc2;
+        refused(STANDARD.encode(even), "even RSA modulus");
+        for exponent in [&[1u8][..], &[0], &[2], &[1, 0, 0], &[0xff; 9], &[0xc3; 256]] {
+            refused(key(256, exponent), "public exponent");
         }
     }
 
