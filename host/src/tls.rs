@@ -42,7 +42,8 @@ fn generate_self_signed(dir: &Path) -> anyhow::Result<()> {
     // when both are complete, and a crash part-way is repaired by the next start.
     let key_tmp = dir.join("key.pem.new");
     let _ = std::fs::remove_file(&key_tmp);
-    write_secret_file(&key_tmp, certified.key_pair.serialize_pem().as_bytes())?;
+    let key_pem = zeroize::Zeroizing::new(certified.key_pair.serialize_pem());
+    write_secret_file(&key_tmp, key_pem.as_bytes())?;
     std::fs::rename(&key_tmp, dir.join("key.pem"))?;
     let cert_tmp = dir.join("cert.pem.new");
     std::fs::write(&cert_tmp, certified.cert.pem())?;

@@ -13,7 +13,9 @@
 //! crates' `zeroize`): PBES2 runs here ([`pbes2_key`], [`pbes2_seal`], [`pbes2_open`]) on
 //! `pkcs5`'s parameter types, because `pkcs5` derives the AES key into an array it never wipes.
 //! What the libraries keep inside is not wiped: PBKDF2's HMAC blocks, the PKCS#12 KDF's last
-//! hash output, and `ring`'s HMAC state.
+//! hash output and its copies of the password for the MAC key (`pkcs12::kdf::derive_key_utf8`
+//! encodes it as a BMPString it does not wipe, and grows a wiped copy of that in place, which
+//! frees the first buffer unwiped), and `ring`'s HMAC state.
 //!
 //! Read: a bundle is the caller's input, so every key derivation is bounded before it runs
 //! (the general-purpose readers run those they meet, in nested key bags, secret bags and

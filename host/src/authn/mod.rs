@@ -63,7 +63,12 @@ impl TokenHasher {
         SystemRandom::new()
             .fill(raw.as_mut())
             .map_err(|_| Error::Internal)?;
-        let token = SecretString::from(format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(raw.as_ref())));
+        // Encoded straight into a buffer of the token's size: no copy of it is left unwiped.
+        let mut token = String::with_capacity(PREFIX.len() + 43);
+        token.push_str(PREFIX);
+        URL_SAFE_NO_PAD.encode_string(raw.as_ref(), &mut token);
+        debug_assert_eq!(token.capacity(), PREFIX.len() + 43);
+        let token = SecretString::from(token);
         let hash = self.hash(token.expose_secret());
         Ok((token, hash))
     }
