@@ -100,12 +100,22 @@ pub const PLAIN_KEYS: &[&str] = &[
 ];
 
 /// Whether `value`, the value of `key`, is sealed: everything but the values of
-/// [`PLAIN_KEYS`], and those too where they hold a `@` or a `?`: an endpoint or URL carries
-/// credentials in its user information (`https://user:password@host`) and signatures or
-/// tokens in its parameters (`?sig=…`).
+/// [`PLAIN_KEYS`], and those too where they hold a `@`, `?`, `#` or `;`: an endpoint or URL
+/// carries credentials in its user information (`https://user:password@host`) and
+/// signatures or tokens in its parameters (`?sig=…`). A `url`, `endpoint` or `host` with a
+/// path is sealed too: webhooks and presigned locations carry their secret there
+/// (`https://hooks.example/services/T0/B0/<secret>`).
 pub fn is_sensitive(key: &str, value: &str) -> bool {
     let k = key.to_ascii_lowercase().replace('-', "_");
-    !PLAIN_KEYS.contains(&k.as_str()) || value.contains(['@', '?'])
+    if !PLAIN_KEYS.contains(&k.as_str()) || value.contains(['@', '?', '#', ';']) {
+        return true;
+    }
+    let address = matches!(k.as_str(), "url" | "endpoint" | "host");
+    let after_scheme = value.split_once("://").map_or(value, |(_, rest)| rest);
+    address
+        && after_scheme
+            .split_once('/')
+            .is_some_and(|(_, path)| !path.is_empty())
 }
 
 /// Limits of a configuration map.
@@ -269,6 +279,13 @@ mod tests {
             ("endpoint", "https://minio.example:9000"),
             ("url", "https://user:hunter2@minio.example:9000"),
             ("host", "store.example/b?sig=abc"),
+            ("webhook-url", "https://hooks.example/services/T0/B0/s3cr3t"),
+            ("Url", "https://hooks.example/services/T0/B0/s3cr3t"),
+            ("Host", "hooks.example/s3cr3t"),
+            ("region", "eu-west-1;token=abc"),
+            ("dir", "blobs/keyplane"),
+            ("prefix", "keyplane/"),
+            ("Endpoint", "http://127.0.0.1:9000/"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -283,10 +300,18 @@ mod tests {
             // Plain keys whose values carry credentials (user information, parameters).
             "url",
             "host",
+            // A webhook-like address, whose secret is its path.
+            "webhook-url",
+            "Url",
+            "Host",
+            "region",
         ] {
             assert_eq!(r[secret], REDACTED, "{secret}");
         }
         assert_eq!(r["endpoint"], "https://minio.example:9000");
+        assert_eq!(r["Endpoint"], "http://127.0.0.1:9000/");
+        assert_eq!(r["dir"], "blobs/keyplane");
+        assert_eq!(r["prefix"], "keyplane/");
         assert_eq!(r["bucket"], "b");
         assert_eq!(r["Period-Days"], "30");
         let mut bad = c.clone();
