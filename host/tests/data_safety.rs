@@ -231,6 +231,79 @@ async fn an_object_made_during_shredding_is_destroyed_too() {
     assert_eq!(v["session_copies_made_live"], 0, "{v}");
 }
 
+/// Writes about a key that do not change its state (tags, a key policy, an import token) are
+/// compare-and-sets against the state they were checked in: a key destroyed while they waited
+/// keeps what it had, and a key whose deletion was scheduled while the wrapping key pair of
+/// `get-parameters-for-import` was made gets no import token. Before, each was written (an
+/// import token and its HSM key pair for a key pending deletion, audited as a success).
+#[tokio::test(flavor = "multi_thread")]
+async fn settings_of_a_key_that_changed_state_meanwhile_are_not_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_quiet(dir.path()).await;
+    let approver = s.second_admin("default").await;
+    let policy = json!({ "Version": "2012-10-17", "Statement": [] }).to_string();
+    for (op, body) in [
+        ("tag-key", json!({ "tags": { "team": "a" } })),
+        ("untag-key", json!({ "tag_keys": ["team"] })),
+        ("put-key-policy", json!({ "policy": policy })),
+    ] {
+        let key = s.create_key(&s.admin, "envelope").await;
+        let mut body = body;
+        body["key_id"] = json!(key);
+        let write = s.call(Some(&s.admin), op, body);
+        let answer = s
+            .interleaved("key-settings:resolved", &key, write, async {
+                past_its_deletion_window(&s, &approver, &key).await;
+                let (status, report) = s.call(Some(&s.admin), "run-scheduler", json!({})).await;
+                assert_eq!(status, 200, "{report}");
+                assert_eq!(report["destroyed"], json!([key]), "{report}");
+            })
+            .await;
+        assert_error(
+            &answer,
+            409,
+            "InvalidState",
+            "changed while this request ran",
+        );
+    }
+
+    let key = s
+        .ok(&s.admin, "create-key", json!({ "origin": "external" }))
+        .await["key_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let params = s.call(
+        Some(&s.admin),
+        "get-parameters-for-import",
+        json!({ "key_id": key, "wrapping_algorithm": "RSAES_OAEP_SHA_1",
+                "wrapping_key_spec": "RSA_2048" }),
+    );
+    let answer = s
+        .interleaved("key-settings:resolved", &key, params, async {
+            let (status, v) = s
+                .schedule_deletion(
+                    &s.admin,
+                    &approver,
+                    json!({ "key_id": key, "pending_window_days": 7 }),
+                )
+                .await;
+            assert_eq!(status, 200, "{v}");
+        })
+        .await;
+    assert_error(
+        &answer,
+        409,
+        "InvalidState",
+        "changed while this request ran",
+    );
+    let tokens: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM import_tokens")
+        .fetch_one(&s.sql().await)
+        .await
+        .unwrap();
+    assert_eq!(tokens, 0);
+}
+
 /// `disable-key-version` that read the version before a revocation committed cannot turn the
 /// compromised version back into disabled (and from there into enabled): version state
 /// changes are compare-and-sets.
@@ -1400,6 +1473,51 @@ async fn a_rotation_is_refused_when_its_backend_is_reconfigured_meanwhile() {
         assert_eq!(status, 200, "{v}");
         assert_eq!(unb64(&v["plaintext"]), pt);
     }
+}
+
+/// A plugin deleted and uploaded again under its name (here as another world) while
+/// `set-storage-backend` checked and tried it: the request is refused, not committed naming
+/// a component it never checked (which would then have been every envelope key creation's
+/// backend, and received the configuration's secrets).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_uploaded_again_meanwhile_is_not_made_the_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_quiet(dir.path()).await;
+    let (_, t) = s.tenant_with_admin("swapped").await;
+    let upload = |world: &str, file: &str| {
+        s.call(
+            Some(&t),
+            "upload-plugin",
+            json!({ "name": "store", "world": world, "component": b64(&wasm(file)) }),
+        )
+    };
+    let (status, v) = upload("storage-backend", "storage-kv").await;
+    assert_eq!(status, 200, "{v}");
+
+    s.pause("set-storage-backend:sampled", "store", "arm").await;
+    let change = s.call(
+        Some(&t),
+        "set-storage-backend",
+        json!({ "plugin": "store", "config": { "api-token": "s3cr3t" } }),
+    );
+    let rest = async {
+        let reached = s
+            .pause("set-storage-backend:sampled", "store", "wait")
+            .await;
+        assert_eq!(reached["reached"], true);
+        s.ok(&t, "delete-plugin", json!({ "name": "store" })).await;
+        let (status, v) = upload("rotation-schedule", "rotation-fixed-interval").await;
+        assert_eq!(status, 200, "{v}");
+        s.pause("set-storage-backend:sampled", "store", "release")
+            .await;
+    };
+    let (refused, ()) = tokio::join!(change, rest);
+    assert_error(&refused, 409, "InvalidState", "uploaded again");
+    // Keys keep being created, their material inline, as before the request.
+    let key = s.create_key(&t, "envelope").await;
+    let ct = s.encrypt(&t, &key, b"still inline", json!({})).await;
+    let (status, v) = s.decrypt(&t, &ct, json!({})).await;
+    assert_eq!(status, 200, "{v}");
 }
 
 /// The other order: `set-storage-backend` sampled the plugin's blobs (none yet), then a

@@ -17,6 +17,14 @@ pub fn changed_meanwhile(what: &str, key_id: &str, was: impl std::fmt::Display) 
     ))
 }
 
+/// The answer to a request whose plugin was deleted, or deleted and uploaded again, while it
+/// ran ([`crate::store::plugins::hold`]): what it checked and called was another component.
+pub fn plugin_changed(name: &str) -> Error {
+    Error::InvalidState(format!(
+        "plugin {name} was deleted or uploaded again while this request ran; try again"
+    ))
+}
+
 /// Refuse any use of a key that is not enabled, saying why.
 pub fn check_key_enabled(key: &KeyRow) -> Result<()> {
     match key.state {

@@ -102,7 +102,14 @@ impl Operation for GetParametersForImport {
             },
         )?;
         let pem = spki_pem(&der)?;
-        imports::insert_token(scope.conn(ctx.state).await?, &row).await?;
+        crate::pause::point("key-settings:resolved", &key.id).await;
+        let conn = scope.conn(ctx.state).await?;
+        // No token for a key that left pending-import (its deletion was scheduled) while the
+        // wrapping key was made: the pair is destroyed with the request's rollback.
+        if !crate::store::keys::hold_state(conn, &key.id, key.state).await? {
+            return Err(super::checks::changed_meanwhile("key", &key.id, key.state));
+        }
+        imports::insert_token(conn, &row).await?;
         Ok(ImportParameters {
             key_id: key.id.clone(),
             import_token: id,

@@ -151,7 +151,11 @@ impl Operation for PutKeyPolicy {
         let key = key_row(&r)?;
         refuse_if_destroyed(key)?;
         let now = ctx.state.clock.now_rfc3339();
+        crate::pause::point("key-settings:resolved", &key.id).await;
         let conn = scope.conn(ctx.state).await?;
+        if !crate::store::keys::hold_state(conn, &key.id, key.state).await? {
+            return Err(super::checks::changed_meanwhile("key", &key.id, key.state));
+        }
         key_policies::put(
             conn,
             &key.id,

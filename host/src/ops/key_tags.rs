@@ -44,7 +44,14 @@ async fn replace(
     tags: &BTreeMap<String, String>,
 ) -> Result<()> {
     let json = serde_json::to_string(tags).map_err(|_| Error::Internal)?;
-    if !keys::set_tags(scope.conn(ctx.state).await?, &key.id, &key.tags, &json).await? {
+    crate::pause::point("key-settings:resolved", &key.id).await;
+    let conn = scope.conn(ctx.state).await?;
+    // Against the key's state as well as its tags: a key destroyed meanwhile keeps the tags
+    // it had.
+    if !keys::hold_state(conn, &key.id, key.state).await? {
+        return Err(super::checks::changed_meanwhile("key", &key.id, key.state));
+    }
+    if !keys::set_tags(conn, &key.id, &key.tags, &json).await? {
         return Err(Error::InvalidState(format!(
             "the tags of key {} changed while this request ran; read them again and retry",
             key.id

@@ -96,6 +96,9 @@ impl Operation for SetRotationSchedule {
         if !keys::hold_state(conn, &key.id, key.state).await? {
             return Err(changed_meanwhile("key", &key.id, key.state));
         }
+        if !plugins::hold(conn, &p).await? {
+            return Err(super::checks::plugin_changed(&p.name));
+        }
         plugins::set_schedule(conn, &row).await?;
         Ok(ScheduleOutput {
             key_id: key.id.clone(),

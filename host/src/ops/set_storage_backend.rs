@@ -105,6 +105,9 @@ impl Operation for SetStorageBackend {
         probe(ctx, &p, &config).await?;
         crate::pause::point("set-storage-backend:sampled", &p.name).await;
         let conn = scope.conn(ctx.state).await?;
+        if !plugins::hold(conn, &p).await? {
+            return Err(super::checks::plugin_changed(&p.name));
+        }
         let row = BackendRow {
             tenant_id: tenant.clone(),
             plugin_name: p.name.clone(),

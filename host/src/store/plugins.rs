@@ -151,6 +151,37 @@ pub async fn lock_for_deletion(conn: &mut Tx, tenant: &str, name: &str) -> Resul
     })
 }
 
+/// Whether `plugin` is still the row it was read as (same component, world, capabilities and
+/// upload: not deleted and uploaded again under its name meanwhile), locked until the
+/// transaction ends so that it cannot be deleted before it commits (PostgreSQL: `FOR SHARE`,
+/// which a deletion's `FOR UPDATE` waits for; SQLite has one writer at a time). A request
+/// that checked and called a plugin before its transaction opened calls this before it
+/// writes a row naming it.
+pub async fn hold(conn: &mut Tx, plugin: &PluginRow) -> Result<bool> {
+    let lock = match conn.dialect() {
+        super::Dialect::Postgres => " FOR SHARE",
+        super::Dialect::Sqlite => "",
+    };
+    on!(conn, {
+        crate::telemetry::spans::db("SELECT", "plugins", async {
+            let found: Option<i32> = sqlx::query_scalar(&format!(
+                "SELECT 1 FROM plugins WHERE tenant_id = $1 AND name = $2 AND sha256 = $3 \
+                 AND world = $4 AND capabilities = $5 AND created_at = $6{lock}"
+            ))
+            .bind(&plugin.tenant_id)
+            .bind(&plugin.name)
+            .bind(&plugin.sha256)
+            .bind(&plugin.world)
+            .bind(&plugin.capabilities)
+            .bind(&plugin.created_at)
+            .fetch_optional(conn)
+            .await?;
+            Ok(found.is_some())
+        })
+        .await
+    })
+}
+
 /// How many key versions hold a blob in the plugin (the blobs that keep it from being deleted).
 pub async fn blob_count(conn: &mut Tx, tenant: &str, name: &str) -> Result<i64> {
     on!(conn, {
