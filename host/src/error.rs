@@ -60,6 +60,9 @@ pub enum Error {
     /// An alias name that is not `alias/<name>` of the allowed characters, or is reserved.
     #[error("{0}")]
     InvalidAliasName(String),
+    /// Tags that cannot be a key's: too many, a key given twice, a reserved `aws:` key.
+    #[error("{0}")]
+    InvalidTag(String),
     /// A pagination token that is not one this operation returned.
     #[error("{0}")]
     InvalidMarker(String),
@@ -138,6 +141,7 @@ impl Error {
             Error::InvalidState(_) | Error::KeyDisabled(_) => "InvalidState",
             Error::IncorrectKey(_)
             | Error::InvalidAliasName(_)
+            | Error::InvalidTag(_)
             | Error::InvalidMarker(_)
             | Error::MalformedPolicyDocument(_) => "ValidationError",
             Error::InvalidKeyUsage(_) => "InvalidKeyUsage",

@@ -538,7 +538,12 @@ async fn rsa_oaep_with_the_hash_the_token_supports() {
             json!({ "key_id": key, "plaintext": b64(b"x") }),
         )
         .await;
-    assert_error(&r, 400, "ValidationError", "encryption_algorithm must be");
+    assert_error(
+        &r,
+        400,
+        "InvalidKeyUsage",
+        "is incompatible with key spec RSA_",
+    );
     let r = s
         .call(
             Some(&s.admin),
@@ -576,7 +581,7 @@ async fn rsa_oaep_with_the_hash_the_token_supports() {
             json!({ "key_id": aes, "plaintext": b64(b"x"), "encryption_algorithm": alg }),
         )
         .await;
-    assert_error(&r, 400, "ValidationError", "needs an RSA key");
+    assert_error(&r, 400, "InvalidKeyUsage", "needs an RSA key");
     let r = s
         .call(
             Some(&s.admin),

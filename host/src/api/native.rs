@@ -345,6 +345,7 @@ pub fn status(e: &Error) -> StatusCode {
         | Error::IncorrectKey(_)
         | Error::Unsupported(_)
         | Error::InvalidAliasName(_)
+        | Error::InvalidTag(_)
         | Error::InvalidMarker(_)
         | Error::MalformedPolicyDocument(_)
         | Error::MalformedCiphertext(_)

@@ -99,9 +99,7 @@ impl Operation for TagKey {
         let mut tags = stored(key)?;
         tags.extend(self.tags);
         if tags.len() > MAX_TAGS {
-            return Err(Error::validation(format!(
-                "a key has at most {MAX_TAGS} tags"
-            )));
+            return Err(super::validate::too_many_tags());
         }
         replace(ctx, scope, key, &tags).await?;
         Ok(TagsOutput {

@@ -48,11 +48,14 @@ fn oaep_for(
         .oaep_hash
         .map(OaepAlgorithm)
         .ok_or_else(|| Error::validation("the HSM supports no RSA OAEP encryption"))?;
+    // AWS's error and wording for an algorithm that does not fit the key (SDKs and sops
+    // match on `InvalidKeyUsageException`), and what to use instead.
     let Some(asked) = algorithm.and_then(OaepAlgorithm::parse) else {
-        return Err(Error::validation(format!(
-            "key {} is an {} key: encryption_algorithm must be {}",
-            key.id,
+        return Err(Error::InvalidKeyUsage(format!(
+            "Algorithm {} is incompatible with key spec {}: key {} encrypts with encryption_algorithm {}",
+            algorithm.unwrap_or("SYMMETRIC_DEFAULT"),
             spec.as_str(),
+            key.id,
             in_use.as_str()
         )));
     };
@@ -75,11 +78,11 @@ pub fn refuse_oaep_for_symmetric(
 ) -> Result<()> {
     check_usage(key, KeyUsage::EncryptDecrypt, operation)?;
     if is_oaep(algorithm)? {
-        return Err(Error::validation(format!(
-            "encryption_algorithm {} needs an RSA key; key {} is {} (use SYMMETRIC_DEFAULT)",
+        return Err(Error::InvalidKeyUsage(format!(
+            "Algorithm {} is incompatible with key spec {}: it needs an RSA key; key {} encrypts with SYMMETRIC_DEFAULT",
             algorithm.unwrap_or_default(),
-            key.id,
-            key.spec
+            key.spec,
+            key.id
         )));
     }
     Ok(())

@@ -124,10 +124,11 @@ pub fn refuse_nul(field: &str, v: &str) -> Result<()> {
     Ok(())
 }
 
-/// A key's tags: at most [`MAX_TAGS`], keys of 1 to 128 bytes, values of at most 256.
+/// A key's tags: at most [`MAX_TAGS`], keys of 1 to 128 bytes (not beginning with `aws:`,
+/// which AWS reserves for its own tags), values of at most 256.
 pub fn validate_tags(tags: &std::collections::BTreeMap<String, String>) -> Result<()> {
     if tags.len() > MAX_TAGS {
-        return Err(Error::validation(format!("at most {MAX_TAGS} tags")));
+        return Err(too_many_tags());
     }
     for (k, v) in tags {
         if k.is_empty() || k.len() > MAX_TAG_KEY || v.len() > MAX_TAG_VALUE {
@@ -135,8 +136,18 @@ pub fn validate_tags(tags: &std::collections::BTreeMap<String, String>) -> Resul
                 "tag keys must be 1-{MAX_TAG_KEY} bytes and values at most {MAX_TAG_VALUE} bytes"
             )));
         }
+        if k.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("aws:")) {
+            return Err(Error::InvalidTag(format!(
+                "Tags beginning with aws: are reserved (tag key {k})"
+            )));
+        }
     }
     Ok(())
+}
+
+/// The refusal of more than [`MAX_TAGS`] tags on a key.
+pub fn too_many_tags() -> Error {
+    Error::InvalidTag(format!("Too many tags: a key has at most {MAX_TAGS}"))
 }
 
 /// Whether `id` has the form of a grant id (and of a grant token: the same).

@@ -69,6 +69,7 @@ impl From<&Error> for KmsError {
             Error::InvalidState(_) => ("KMSInvalidStateException", S::BAD_REQUEST),
             Error::IncorrectKey(_) => ("IncorrectKeyException", S::BAD_REQUEST),
             Error::InvalidAliasName(_) => ("InvalidAliasNameException", S::BAD_REQUEST),
+            Error::InvalidTag(_) => ("TagException", S::BAD_REQUEST),
             Error::InvalidMarker(_) => ("InvalidMarkerException", S::BAD_REQUEST),
             Error::MalformedPolicyDocument(_) => {
                 ("MalformedPolicyDocumentException", S::BAD_REQUEST)

@@ -163,17 +163,28 @@ impl Cx {
         } else {
             v.to_string()
         };
-        if !name.starts_with("alias/") {
-            return Err(Error::InvalidAliasName(format!(
+        // As AWS answers: `ValidationException`, in its words.
+        let Some(rest) = name.strip_prefix("alias/") else {
+            return Err(Error::validation(format!(
                 "Alias must start with the prefix \"alias/\". Please see https://docs.aws.amazon.com/kms/latest/developerguide/kms-alias.html (got {v})"
             )));
-        }
-        // keyplane's aliases also take '.', for Vault's key names; AWS's do not.
-        if name.contains('.') {
+        };
+        if rest.is_empty() {
             return Err(constraint(
                 "aliasName",
                 "Member must satisfy regular expression pattern: ^[a-zA-Z0-9:/_-]+$",
             ));
+        }
+        // Letters, digits, '/', '_' and '-' only: AWS's model pattern also has ':', which
+        // AWS refuses ("contains invalid characters for an alias"); keyplane's own aliases
+        // also take '.', for Vault's key names.
+        if !rest
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/_-".contains(&b))
+        {
+            return Err(Error::validation(format!(
+                "{name} contains invalid characters for an alias"
+            )));
         }
         if name.starts_with("alias/aws/") {
             return Err(Error::InvalidAliasName(
@@ -365,11 +376,20 @@ mod tests {
     #[test]
     fn alias_names_are_aws_alias_names() {
         let cx = Cx::sample();
-        assert_eq!(cx.alias_name("alias/a:b").unwrap(), "alias/a:b");
-        assert!(matches!(
-            cx.alias_name("alias/app.prod"),
-            Err(Error::Validation(_))
-        ));
+        assert_eq!(cx.alias_name("alias/a/b_c-D9").unwrap(), "alias/a/b_c-D9");
+        for bad in [
+            "alias/app.prod",
+            "alias/a:b",
+            "alias/a b",
+            "alias/",
+            "app",
+            "aliasx/a",
+        ] {
+            assert!(
+                matches!(cx.alias_name(bad), Err(Error::Validation(_))),
+                "{bad}"
+            );
+        }
         assert!(matches!(
             cx.alias_name("alias/aws/x"),
             Err(Error::InvalidAliasName(_))

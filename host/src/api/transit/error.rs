@@ -59,6 +59,7 @@ impl From<&Error> for TransitError {
             | Error::IncorrectKey(_)
             | Error::Unsupported(_)
             | Error::InvalidAliasName(_)
+            | Error::InvalidTag(_)
             | Error::InvalidMarker(_)
             | Error::MalformedPolicyDocument(_)
             | Error::MalformedCiphertext(_)

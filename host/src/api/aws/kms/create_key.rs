@@ -33,7 +33,7 @@ pub fn tags(list: Vec<Tag>) -> Result<BTreeMap<String, String>> {
         length("tagKey", &key, 1, 128)?;
         length("tagValue", &value, 0, 256)?;
         if map.insert(key.clone(), value).is_some() {
-            return Err(Error::validation(format!("Duplicate tag keys: {key}")));
+            return Err(Error::InvalidTag(format!("Duplicate tag keys: {key}")));
         }
     }
     Ok(map)
