@@ -139,6 +139,12 @@ async fn a_cancel_during_shredding_is_refused() {
             .ok(&s.admin, "describe-key", json!({ "key_id": key }))
             .await;
         assert_eq!(described["state"], "destroying");
+        // Worded as for a key pending deletion (which AWS clients are shown): Terraform's
+        // destroy takes that as done.
+        let again = s
+            .schedule_deletion(&s.admin, &approver, json!({ "key_id": key }))
+            .await;
+        assert_error(&again, 409, "InvalidState", "is pending deletion");
         let cancel = s
             .call(
                 Some(&s.admin),

@@ -347,8 +347,8 @@ async fn imported_material_is_the_key_and_every_refusal_is_typed() {
         assert_error(
             &s.call(Some(&s.admin), "rotate-key", json!({ "key_id": key }))
                 .await,
-            409,
-            "InvalidState",
+            400,
+            "Unsupported",
             "imported",
         );
         // A keyplane-made key has no import parameters.
@@ -361,7 +361,7 @@ async fn imported_material_is_the_key_and_every_refusal_is_typed() {
             )
             .await,
             400,
-            "ValidationError",
+            "Unsupported",
             "external",
         );
     }

@@ -417,8 +417,10 @@ fn refuse_if_deleted(key: &KeyRow) -> Result<()> {
             "key {} is pending deletion",
             key.id
         ))),
+        // Shown to AWS clients as PendingDeletion, and worded so: Terraform's destroy takes
+        // "is pending deletion" as done, also while the shredding is retried.
         KeyState::Destroying => Err(Error::InvalidState(format!(
-            "key {} is being destroyed",
+            "key {} is pending deletion: its material is being destroyed",
             key.id
         ))),
         _ => Ok(()),

@@ -15,8 +15,9 @@ pub async fn awaiting_import(state: &AppState, key: &KeyRow) -> Result<KeyMateri
     let material = imports::material(&state.db, &key.id)
         .await?
         .ok_or(Error::Internal)?;
+    // AWS: UnsupportedOperationException (the key's origin does not allow it).
     if material.origin != imports::ORIGIN_EXTERNAL {
-        return Err(Error::validation(format!(
+        return Err(Error::Unsupported(format!(
             "key {} was not created with origin \"external\"; its material comes from the HSM",
             key.id
         )));

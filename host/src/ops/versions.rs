@@ -105,8 +105,9 @@ pub async fn rotate(
     let origin = imports::material(&state.db, &key.id)
         .await?
         .ok_or(Error::Internal)?;
+    // Unsupported, as enable-key-rotation answers it (and AWS): no state of the key allows it.
     if origin.origin == imports::ORIGIN_EXTERNAL {
-        return Err(Error::InvalidState(format!(
+        return Err(Error::Unsupported(format!(
             "key {} holds imported material, which keyplane cannot renew; create a new key and import new material into it",
             key.id
         )));

@@ -316,6 +316,12 @@ kms.import_key_material(KeyId=ext["KeyId"], ImportToken=params["ImportToken"],
                             mgf=padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(), label=None)),
                         ExpirationModel="KEY_MATERIAL_DOES_NOT_EXPIRE")
 check("the same material again opens what it sealed", kms.decrypt(CiphertextBlob=ct)["Plaintext"] == b"imported")
+# What a key's origin does not allow: UnsupportedOperationException, as AWS answers it.
+expect_error("rotate-key-on-demand of imported material", "UnsupportedOperationException",
+             kms.rotate_key_on_demand, KeyId=ext["KeyId"])
+expect_error("import parameters for a key keyplane made", "UnsupportedOperationException",
+             kms.get_parameters_for_import, KeyId=key, WrappingAlgorithm="RSAES_OAEP_SHA_1",
+             WrappingKeySpec="RSA_2048")
 other_ext = kms.create_key(Origin="EXTERNAL")["KeyMetadata"]["KeyId"]
 waiting = kms.create_key(Origin="EXTERNAL")["KeyMetadata"]["KeyId"]
 foreign = kms.get_parameters_for_import(KeyId=other_ext, WrappingAlgorithm="RSAES_OAEP_SHA_1",
