@@ -202,6 +202,11 @@ async fn the_bao_cli_runs_the_transit_workflow() {
         status["version"].as_str().unwrap().contains("+keyplane."),
         "{status}"
     );
+    // A setup script's first steps: the engine is enabled (already, as the one mount keyplane
+    // has) and listed.
+    cli(&["secrets", "enable", "transit"]);
+    let mounts = json(&["secrets", "list", "-format=json"]);
+    assert_eq!(mounts["transit/"]["type"], "transit", "{mounts}");
     cli(&["write", "-f", "transit/keys/cli"]);
     cli(&["write", "-f", "transit/keys/cli/rotate"]);
     let key = json(&["read", "-format=json", "transit/keys/cli"]);
@@ -689,6 +694,68 @@ async fn transit_answers_as_vault_does_over_http1_and_http2() {
     assert_eq!(v["data"]["display_name"], "token-alice");
     let (status, _, v) = transit(s, "GET", "auth/token/lookup-self", None, None).await;
     assert_eq!(status, 403, "{v}");
+    // sys/health answers the codes asked for (Vault's Go client asks 299 for every state);
+    // sys/init says initialized.
+    let (status, _, v) = transit(
+        s,
+        "GET",
+        "sys/health?activecode=299&standbyok=true",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, 299, "{v}");
+    assert_eq!(v["sealed"], false);
+    let (status, _, v) = transit(s, "GET", "sys/health?sealedcode=x", None, None).await;
+    assert_eq!(status, 400, "{v}");
+    let (status, _, v) = transit(s, "GET", "sys/init", None, None).await;
+    assert_eq!((status, &v), (200, &json!({ "initialized": true })));
+
+    // The one Transit mount, as setup scripts and Terraform's vault_mount meet it: listed and
+    // read; enabling it again is done (204); anything else, or disabling it, refused with why.
+    let (status, _, v) = transit(s, "GET", "sys/mounts", t, None).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["data"]["transit/"]["type"], "transit", "{v}");
+    let (status, _, v) = transit(s, "GET", "sys/mounts/transit", t, None).await;
+    assert_eq!(
+        (status, &v["data"]["type"]),
+        (200, &json!("transit")),
+        "{v}"
+    );
+    let enable = Some(json!({ "type": "transit" }));
+    let (status, _, v) = transit(s, "POST", "sys/mounts/transit", t, enable.clone()).await;
+    assert_eq!(status, 204, "{v}");
+    for (method, path, body, needle) in [
+        (
+            "POST",
+            "sys/mounts/other",
+            enable.clone(),
+            "one secrets engine",
+        ),
+        (
+            "POST",
+            "sys/mounts/transit",
+            Some(json!({ "type": "kv" })),
+            "already in use",
+        ),
+        ("DELETE", "sys/mounts/transit", None, "cannot be disabled"),
+        ("GET", "sys/mounts/other", None, "one Transit mount"),
+    ] {
+        let (status, ctype, v) = transit(s, method, path, t, body).await;
+        assert_eq!(
+            (status, ctype.as_str()),
+            (400, "application/json"),
+            "{method} {path}: {v}"
+        );
+        assert!(
+            v["errors"][0].as_str().unwrap().contains(needle),
+            "{method} {path}: {v}"
+        );
+    }
+    let (status, _, v) = transit(s, "DELETE", "sys/mounts/nothing-here", t, None).await;
+    assert_eq!(status, 204, "{v}");
+    let (status, _, v) = transit(s, "GET", "sys/mounts", None, None).await;
+    assert_eq!(status, 403, "a token is needed: {v}");
 
     // Intact over HTTP/1.1 and HTTP/2 (Go clients), for answers and errors alike.
     let token = format!("X-Vault-Token: {}", a.admin);

@@ -91,6 +91,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/sys/health", get(transit::health).head(transit::health))
         .route("/v1/sys/seal-status", get(transit::seal_status))
         .route("/v1/sys/leader", get(transit::leader))
+        .route("/v1/sys/init", get(transit::init))
+        .route("/v1/sys/mounts", any(transit::mounts))
+        .route("/v1/sys/mounts/{*path}", any(transit::mounts))
         .route("/v1/auth/token/lookup-self", any(transit::lookup_self));
     #[cfg(all(feature = "test-hooks", debug_assertions))]
     let router = router

@@ -67,6 +67,11 @@ def sig_bytes(sig, jws=False):
 
 # --- authentication -------------------------------------------------------------------------
 check("is_authenticated", client.is_authenticated())
+check("sys.is_initialized", client.sys.is_initialized() is True)
+mounts = client.sys.list_mounted_secrets_engines()
+check("sys.list_mounted_secrets_engines", mounts["data"]["transit/"]["type"] == "transit", mounts)
+enabled = client.sys.enable_secrets_engine("transit")
+check("enable_secrets_engine of the mount there is: 204", enabled.status_code == 204, enabled)
 bad = hvac.Client(url=ADDR, token="not-a-token", verify=CA)
 check("an invalid token is not authenticated", not bad.is_authenticated())
 

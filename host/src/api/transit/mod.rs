@@ -47,7 +47,7 @@ use crate::error::{Error, Result};
 use crate::ops::{Front, Operation};
 use crate::state::AppState;
 pub use error::TransitError;
-pub use sys::{health, leader, lookup_self, seal_status};
+pub use sys::{health, init, leader, lookup_self, mounts, seal_status};
 
 /// What a Transit endpoint answers: data, warnings, and its status.
 pub struct Reply {

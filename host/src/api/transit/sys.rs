@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use secrecy::{ExposeSecret, SecretString};
@@ -41,9 +41,49 @@ struct Health {
     cluster_id: String,
 }
 
+/// The status codes a `sys/health` caller asks for (Vault's query parameters): `activecode`
+/// (default 200) and `sealedcode` (503). keyplane's nodes are all active and initialized, so
+/// `standbyok`, `standbycode`, `uninitcode` and the replication ones change nothing.
+#[derive(serde::Deserialize)]
+pub struct HealthCodes {
+    activecode: Option<String>,
+    sealedcode: Option<String>,
+}
+
+/// A status code asked for in a `sys/health` parameter: Vault takes any code from 100 to
+/// 599 (its Go client asks for 299, to read the body of any state).
+fn asked_code(name: &str, value: Option<&str>, default: StatusCode) -> Result<StatusCode, String> {
+    match value {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse::<u16>()
+            .ok()
+            .and_then(|c| StatusCode::from_u16(c).ok())
+            .filter(|c| (100..600).contains(&c.as_u16()))
+            .ok_or_else(|| format!("bad code for {name}: {v:?}")),
+    }
+}
+
 /// `GET /v1/sys/health`: `200` when the database answers and the HSM's root key works;
-/// `503` (Vault's "sealed") otherwise. No token needed, as in Vault.
-pub async fn health(State(state): State<Arc<AppState>>) -> Response {
+/// `503` (Vault's "sealed") otherwise, or the codes the caller asked for (`activecode`,
+/// `sealedcode`, see [`HealthCodes`]). No token needed, as in Vault.
+pub async fn health(
+    State(state): State<Arc<AppState>>,
+    Query(codes): Query<HealthCodes>,
+) -> Response {
+    let active = asked_code("activecode", codes.activecode.as_deref(), StatusCode::OK);
+    let sealed = asked_code(
+        "sealedcode",
+        codes.sealedcode.as_deref(),
+        StatusCode::SERVICE_UNAVAILABLE,
+    );
+    let (active, sealed) = match (active, sealed) {
+        (Ok(a), Ok(s)) => (a, s),
+        (Err(m), _) | (_, Err(m)) => {
+            return error_response(&TransitError::new(StatusCode::BAD_REQUEST, &m))
+        }
+    };
     let ready = crate::api::ready(&state).await;
     let body = Health {
         initialized: true,
@@ -58,11 +98,7 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Response {
         // Not the token label: this answer needs no token.
         cluster_id: "keyplane".to_string(),
     };
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let status = if ready { active } else { sealed };
     let mut resp = super::json(
         status,
         Body::from(serde_json::to_vec(&body).unwrap_or_default()),
@@ -232,6 +268,159 @@ pub async fn lookup_self(
         token_type: "service",
     };
     match Reply::data(&data) {
+        Ok(reply) => reply_response(&gate, reply),
+        Err(_) => error_response(&TransitError::from(&crate::error::Error::Internal)),
+    }
+}
+
+/// `GET /v1/sys/init` (hvac's `sys.is_initialized`): always initialized; no token needed.
+pub async fn init() -> Response {
+    super::json(
+        StatusCode::OK,
+        Body::from(
+            serde_json::to_vec(&serde_json::json!({ "initialized": true })).unwrap_or_default(),
+        ),
+    )
+}
+
+#[derive(Serialize)]
+struct MountConfig {
+    default_lease_ttl: u64,
+    max_lease_ttl: u64,
+    force_no_cache: bool,
+}
+
+/// The Transit mount, as Vault describes a mount.
+#[derive(Serialize)]
+struct Mount {
+    #[serde(rename = "type")]
+    mount_type: &'static str,
+    description: &'static str,
+    accessor: String,
+    uuid: String,
+    config: MountConfig,
+    options: Option<()>,
+    local: bool,
+    seal_wrap: bool,
+    external_entropy_access: bool,
+    plugin_version: &'static str,
+    running_plugin_version: &'static str,
+}
+
+impl Mount {
+    fn of(mount: &str) -> Self {
+        Mount {
+            mount_type: "transit",
+            description: "keyplane keys, through the Transit front",
+            accessor: format!("transit_{mount}"),
+            uuid: format!("keyplane-{mount}"),
+            config: MountConfig {
+                default_lease_ttl: 0,
+                max_lease_ttl: 0,
+                force_no_cache: false,
+            },
+            options: None,
+            local: false,
+            seal_wrap: false,
+            external_entropy_access: false,
+            plugin_version: "",
+            running_plugin_version: VERSION,
+        }
+    }
+}
+
+#[derive(serde::Deserialize, Default)]
+struct EnableMount {
+    #[serde(rename = "type")]
+    mount_type: Option<String>,
+}
+
+/// `/v1/sys/mounts` and `/v1/sys/mounts/<path>`: what setup scripts, `vault secrets
+/// enable|list|disable` and Terraform's `vault_mount` ask before using Transit. keyplane has one
+/// Transit mount, fixed by its configuration (`transit.mount`), so: listing answers it, reading
+/// it answers it; enabling it (type `transit`) answers `204` as Vault does for a new mount, the
+/// mount being there as asked (a script's "enable if missing" and Terraform's create then
+/// succeed); enabling anything else, and disabling it (which would delete every key under it),
+/// are refused with why; disabling a path where nothing is mounted answers `204`, as Vault
+/// does. A token is needed, as in Vault; the caller's identity is looked up
+/// (`get-caller-identity`), so each call is authorized and audited.
+pub async fn mounts(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let mount = state.config.transit.mount.clone();
+    let gate = Gate::new(state, Front::VaultTransit, peer, &parts);
+    let auth = authenticate(&gate, &parts.headers).await;
+    let action = ops::get_caller_identity::GetCallerIdentity::ACTION;
+    let principal = match auth {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = gate.read_body(body, BodyLimits::refused(4096)).await;
+            let e = gate.refuse(None, action, e).await;
+            return error_response(&TransitError::from(&e));
+        }
+    };
+    // A mount's settings are small: a larger body is refused as too large.
+    let body = gate
+        .read_body(body, BodyLimits::authenticated(16 * 1024))
+        .await;
+    if let Err(e) = gate
+        .run(
+            principal,
+            Ok(ops::get_caller_identity::GetCallerIdentity {}),
+        )
+        .await
+    {
+        return error_response(&TransitError::from(&e));
+    }
+    let path = parts
+        .uri
+        .path()
+        .strip_prefix("/v1/sys/mounts")
+        .unwrap_or_default()
+        .trim_matches('/')
+        .to_string();
+    let ours = path == mount;
+    let bad = |m: String| error_response(&TransitError::new(StatusCode::BAD_REQUEST, &m));
+    let answer = match (parts.method.as_str(), path.as_str()) {
+        ("GET", "") => Reply::data(&std::collections::BTreeMap::from([(
+            format!("{mount}/"),
+            Mount::of(&mount),
+        )])),
+        ("GET", _) if ours => Reply::data(&Mount::of(&mount)),
+        ("GET", _) => return bad(format!("cannot fetch mount config for path {path:?}: keyplane has one Transit mount, {mount}/")),
+        ("POST" | "PUT", _) if !path.is_empty() => {
+            let asked: EnableMount = match body {
+                Ok(b) if b.iter().all(u8::is_ascii_whitespace) => EnableMount::default(),
+                Ok(b) => match serde_json::from_slice(&b) {
+                    Ok(m) => m,
+                    Err(e) => return bad(format!("the request body is not a mount: {e}")),
+                },
+                Err(e) => return error_response(&TransitError::from(&e)),
+            };
+            match asked.mount_type.as_deref() {
+                Some("transit") if ours => Ok(Reply::no_content()),
+                Some(t) if ours => {
+                    return bad(format!("path is already in use at {mount}/ (keyplane's Transit mount), not a {t} engine"))
+                }
+                Some(t) => return bad(format!("keyplane serves one secrets engine, Transit, mounted at {mount}/ (transit.mount in its configuration); it cannot mount {t} at {path}/")),
+                None => return bad("missing type".into()),
+            }
+        }
+        ("DELETE", _) if ours => return bad(format!(
+            "keyplane's Transit mount {mount}/ cannot be disabled: its keys are keyplane keys; delete them one by one (keys/<name> with deletion_allowed)"
+        )),
+        ("DELETE", _) if !path.is_empty() => Ok(Reply::no_content()),
+        _ => {
+            return error_response(&TransitError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "unsupported operation",
+            ))
+        }
+    };
+    match answer {
         Ok(reply) => reply_response(&gate, reply),
         Err(_) => error_response(&TransitError::from(&crate::error::Error::Internal)),
     }
