@@ -1,4 +1,5 @@
-//! `generate-random`: bytes from the HSM's RNG. Cedar: `GenerateRandom` on the caller's tenant.
+//! `generate-random`: bytes from the HSM's RNG, up to [`MAX_BYTES`] (Vault Transit's limit;
+//! the AWS front keeps AWS's 1024). Cedar: `GenerateRandom` on the caller's tenant.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -7,11 +8,14 @@ use super::{Base64, OpContext, Operation, WriteScope};
 use crate::authz::ResourceRef;
 use crate::error::{Error, Result};
 
-const MAX_BYTES: usize = 1024;
+/// The most one request draws: Vault Transit's `random` limit (128 KiB), so that scripts
+/// that ask it for more than AWS's 1024 bytes work unchanged.
+pub const MAX_BYTES: usize = 128 * 1024;
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GenerateRandom {
+    // 1 to 131072.
     pub number_of_bytes: usize,
 }
 

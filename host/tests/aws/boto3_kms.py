@@ -191,6 +191,8 @@ dk = kms.generate_data_key_without_plaintext(KeyId=key, KeySpec="AES_128")
 check("generate-data-key-without-plaintext", "Plaintext" not in dk)
 check("and it decrypts to 16 bytes", len(kms.decrypt(CiphertextBlob=dk["CiphertextBlob"])["Plaintext"]) == 16)
 check("generate-random", len(kms.generate_random(NumberOfBytes=48)["Plaintext"]) == 48)
+expect_error("generate-random past AWS's 1024 bytes", "ValidationException",
+             kms.generate_random, NumberOfBytes=1025)
 
 # --- asymmetric keys and MACs -------------------------------------------------------------
 signer = kms.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"]

@@ -289,6 +289,10 @@ r = transit.generate_random_bytes(n_bytes=16, output_format="hex")["data"]["rand
 check("random hex", len(bytes.fromhex(r)) == 16, r)
 r = transit.generate_random_bytes(n_bytes=24, output_format="base64")["data"]["random_bytes"]
 check("random base64", len(unb64(r)) == 24, r)
+# Up to Vault's 128 KiB (more than AWS's 1024, which the AWS front keeps).
+r = transit.generate_random_bytes(n_bytes=128 * 1024)["data"]["random_bytes"]
+check("random: Vault's most", len(unb64(r)) == 128 * 1024, len(r))
+expect("random: past Vault's most", exceptions.InvalidRequest, transit.generate_random_bytes, n_bytes=128 * 1024 + 1)
 h = transit.hash_data(b64(b"hello"), algorithm="sha2-256")["data"]["sum"]
 check("hash sha2-256 known answer", h == hashlib.sha256(b"hello").hexdigest(), h)
 h = client.adapter.post("/v1/transit/hash/sha3-512", json={"input": b64(b"hello")})["data"]["sum"]
