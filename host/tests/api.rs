@@ -299,6 +299,31 @@ async fn authentication_and_tenant_isolation() {
     assert_eq!((before, seen.len()), (5, 5));
 }
 
+/// An empty plaintext is encrypted and decrypted back, under keys of both protections (as
+/// Vault Transit does: its clients send `""` for an empty value); the AWS front keeps AWS's
+/// minimum of one byte (`boto3_kms.py`).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_empty_plaintext_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path()).await;
+    for protection in ["envelope", "hsm"] {
+        let key = s.create_key(&s.admin, protection).await;
+        let ct = s
+            .encrypt(&s.admin, &key, b"", json!({ "purpose": "empty" }))
+            .await;
+        let (status, v) = s
+            .decrypt(&s.admin, &ct, json!({ "purpose": "empty" }))
+            .await;
+        assert_eq!(
+            (status, v["plaintext"].as_str()),
+            (200, Some("")),
+            "{protection}: {v}"
+        );
+        let (status, v) = s.decrypt(&s.admin, &ct, json!({})).await;
+        assert_eq!(status, 400, "the context is still bound: {v}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_gets_typed_4xx() {
     let dir = tempfile::tempdir().unwrap();
@@ -311,14 +336,6 @@ async fn bad_input_gets_typed_4xx() {
         (
             "encrypt",
             json!({ "key_id": key, "plaintext": "%%%not base64" })
-                .to_string()
-                .into_bytes(),
-            400,
-            "ValidationError",
-        ),
-        (
-            "encrypt",
-            json!({ "key_id": key, "plaintext": "" })
                 .to_string()
                 .into_bytes(),
             400,

@@ -284,6 +284,10 @@ expect("hmac with another hash than the key's is refused", exceptions.InvalidReq
 expect("hmac with an encryption key is refused", exceptions.InvalidRequest,
        transit.generate_hmac, K, M)
 
+# An empty plaintext, as Vault encrypts it.
+c = transit.encrypt_data(K, "")["data"]["ciphertext"]
+check("encrypt an empty plaintext", transit.decrypt_data(K, c)["data"]["plaintext"] == "", c)
+
 # --- random, hash -----------------------------------------------------------------------------
 r = transit.generate_random_bytes(n_bytes=16, output_format="hex")["data"]["random_bytes"]
 check("random hex", len(bytes.fromhex(r)) == 16, r)
