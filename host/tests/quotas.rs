@@ -277,7 +277,6 @@ else:
     s.assert_audit_verifies();
 }
 
-/// SIGHUP applies the config file's quotas to a running node (and audits the change).
 /// A wire request costs one request of the quota (a batch one per item), however many
 /// operations a front answers it with: a Transit rotate that read the key back after the
 /// rotation committed was charged for every read, and answered 429 for a rotation that had
@@ -317,6 +316,54 @@ async fn a_transit_write_read_back_costs_one_request() {
     assert_eq!(read["data"]["latest_version"], 3, "{read}");
 }
 
+/// The operations one wire request runs free are bounded (`gate::FREE_OPERATIONS`): a read of
+/// a signing key with many versions (one public key read per version) pays for those past
+/// the bound, and is throttled past the quota; a rotate whose read-back is throttled so
+/// answers 204, the rotation having happened, as Vault before 1.12 answered it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_of_many_operations_pays_for_those_past_the_first_few() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_with_env(
+        dir.path(),
+        &[
+            ("RUST_LOG", "warn"),
+            ("KEYPLANE_QUOTAS__TENANTS__NOISY__PER_SECOND", "2"),
+        ],
+    )
+    .await;
+    let (_, noisy) = s.tenant_with_admin("noisy").await;
+    let transit = |method: reqwest::Method, path: &str| {
+        s.client
+            .request(method, format!("{}/v1/transit/{path}", s.base))
+            .header("X-Vault-Token", &noisy)
+            .json(&json!({ "type": "ed25519" }))
+            .send()
+    };
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let created = transit(reqwest::Method::POST, "keys/signer").await.unwrap();
+    assert_eq!(created.status(), 200);
+    for _ in 0..9 {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        s.ok(&noisy, "rotate-key", json!({ "key_id": "alias/signer" }))
+            .await;
+    }
+    // Ten versions: describe, list, ten public keys; four past the bound, two in the bucket.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let read = transit(reqwest::Method::GET, "keys/signer").await.unwrap();
+    assert_eq!(read.status(), 429);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let rotated = transit(reqwest::Method::POST, "keys/signer/rotate")
+        .await
+        .unwrap();
+    assert_eq!(rotated.status(), 204);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let described = s
+        .ok(&noisy, "describe-key", json!({ "key_id": "alias/signer" }))
+        .await;
+    assert_eq!(described["primary_version"], 11, "{described}");
+}
+
+/// SIGHUP applies the config file's quotas to a running node (and audits the change).
 #[tokio::test(flavor = "multi_thread")]
 async fn sighup_changes_the_quotas_of_a_running_node() {
     let dir = tempfile::tempdir().unwrap();

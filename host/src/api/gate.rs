@@ -32,6 +32,12 @@ pub struct Signed {
     pub region: String,
 }
 
+/// Operations one wire request may run for what its most expensive one cost (see
+/// [`Gate::taken`]): enough for Transit's longest answer of a few steps (describe, list the
+/// versions, read each public key of a signing key's first versions); a request that walks
+/// more (a listing of many pages) pays one for each past these.
+pub const FREE_OPERATIONS: u32 = 8;
+
 /// One request on its way to an operation.
 pub struct Gate {
     pub state: Arc<AppState>,
@@ -39,9 +45,12 @@ pub struct Gate {
     /// Requests already taken from the caller's quotas for this request: one by
     /// [`Gate::admit`], then what its operations cost. A wire request is charged once, as
     /// its most expensive operation (one, or a batch's items): a front that answers it with
-    /// several (Transit's read after a write, create on first use) does not charge the
-    /// follow-ups, so a write that took effect is not answered 429 for reading it back.
+    /// a few (Transit's read after a write, create on first use) does not charge those, so a
+    /// write that took effect is not answered 429 for reading it back. Past
+    /// [`FREE_OPERATIONS`] operations (a listing walked page by page), each costs one again.
     pub taken: std::sync::atomic::AtomicU32,
+    /// Operations this request has run (and [`Gate::admit`]'s charge).
+    pub ran: std::sync::atomic::AtomicU32,
 }
 
 impl Gate {
@@ -72,6 +81,7 @@ impl Gate {
             state,
             meta,
             taken: Default::default(),
+            ran: Default::default(),
         }
     }
 
@@ -276,7 +286,10 @@ impl Gate {
     /// the quotas' aggregated audit record, not audited on its own.
     fn take_quota(&self, principal: &Principal, cost: u32) -> Result<()> {
         use std::sync::atomic::Ordering::Relaxed;
-        let taken = self.taken.load(Relaxed);
+        let taken = match self.ran.fetch_add(1, Relaxed) {
+            n if n <= FREE_OPERATIONS => self.taken.load(Relaxed),
+            _ => 0,
+        };
         if cost <= taken {
             return Ok(());
         }

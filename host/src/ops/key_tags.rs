@@ -48,12 +48,9 @@ async fn replace(
     let conn = scope.conn(ctx.state).await?;
     // Against the key's state as well as its tags: a key destroyed meanwhile keeps the tags
     // it had.
-    if !keys::hold_state(conn, &key.id, key.state).await? {
-        return Err(super::checks::changed_meanwhile("key", &key.id, key.state));
-    }
-    if !keys::set_tags(conn, &key.id, &key.tags, &json).await? {
+    if !keys::set_tags(conn, &key.id, key.state, &key.tags, &json).await? {
         return Err(Error::InvalidState(format!(
-            "the tags of key {} changed while this request ran; read them again and retry",
+            "key {} or its tags changed while this request ran; read them again and retry",
             key.id
         )));
     }

@@ -787,17 +787,28 @@ pub async fn set_description(
     })
 }
 
-/// Replace a key's tags (JSON) if they are still `from`: a compare-and-set, so two requests
-/// tagging one key at once cannot lose each other's tags. False if they changed meanwhile.
-pub async fn set_tags(conn: &mut Tx, key_id: &str, from: &str, to: &str) -> Result<bool> {
+/// Replace a key's tags (JSON) if they are still `from` and the key still in `state`: a
+/// compare-and-set, so two requests tagging one key at once cannot lose each other's tags, and
+/// a key destroyed meanwhile keeps the tags it had. False if either changed meanwhile. (One
+/// statement, not a `hold_state` before it: two taggers each holding the row `FOR SHARE`
+/// would deadlock on their updates on PostgreSQL.)
+pub async fn set_tags(
+    conn: &mut Tx,
+    key_id: &str,
+    state: KeyState,
+    from: &str,
+    to: &str,
+) -> Result<bool> {
     on!(conn, {
         crate::telemetry::spans::db("UPDATE", "keys", async move {
-            let r = sqlx::query("UPDATE keys SET tags = $1 WHERE id = $2 AND tags = $3")
-                .bind(to)
-                .bind(key_id)
-                .bind(from)
-                .execute(conn)
-                .await?;
+            let r =
+                sqlx::query("UPDATE keys SET tags = $1 WHERE id = $2 AND tags = $3 AND state = $4")
+                    .bind(to)
+                    .bind(key_id)
+                    .bind(from)
+                    .bind(state)
+                    .execute(conn)
+                    .await?;
             Ok(r.rows_affected() == 1)
         })
         .await

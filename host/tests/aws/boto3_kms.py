@@ -119,6 +119,13 @@ expect_error("an alias name with ':' (in AWS's model pattern, refused by AWS)", 
              kms.create_alias, AliasName="alias/boto3:colon", TargetKeyId=key)
 expect_error("an alias name under alias/aws/", "InvalidAliasNameException",
              kms.create_alias, AliasName="alias/aws/boto3", TargetKeyId=key)
+# An alias another front named (keyplane's own aliases take ':' and '.') is still updated and
+# deleted here.
+native("create-alias", os.environ["APPROVER_TOKEN"], {"alias_name": "alias/boto3:colon", "target_key_id": key})
+kms.update_alias(AliasName="alias/boto3:colon", TargetKeyId=key)
+kms.delete_alias(AliasName="alias/boto3:colon")
+check("an alias named natively with ':' is deleted through AWS",
+      "alias/boto3:colon" not in [a["AliasName"] for a in kms.list_aliases()["Aliases"]])
 aliases = kms.list_aliases(KeyId=key)["Aliases"]
 check("list-aliases", [a["AliasName"] for a in aliases] == ["alias/boto3"], aliases)
 check("list-aliases arn", aliases[0]["AliasArn"] == f"arn:aws:kms:{REGION}:{ACCOUNT}:alias/boto3", aliases)

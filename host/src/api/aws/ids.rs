@@ -155,7 +155,10 @@ impl Cx {
         Ok(named)
     }
 
-    /// An `AliasName` field: `alias/<name>` (an alias ARN is accepted too).
+    /// An `AliasName` field naming an alias that exists: `alias/<name>` (an alias ARN is
+    /// accepted too). Its characters are checked by the operation, as keyplane's other fronts
+    /// name aliases (a Transit key's `.`, an alias made with a `:` before the AWS front
+    /// refused it): such an alias can still be updated and deleted here.
     pub fn alias_name(&self, v: &str) -> Result<String> {
         length("aliasName", v, 1, 256)?;
         let name = if v.starts_with("arn:") {
@@ -164,20 +167,25 @@ impl Cx {
             v.to_string()
         };
         // As AWS answers: `ValidationException`, in its words.
-        let Some(rest) = name.strip_prefix("alias/") else {
-            return Err(Error::validation(format!(
+        match name.strip_prefix("alias/") {
+            None => Err(Error::validation(format!(
                 "Alias must start with the prefix \"alias/\". Please see https://docs.aws.amazon.com/kms/latest/developerguide/kms-alias.html (got {v})"
-            )));
-        };
-        if rest.is_empty() {
-            return Err(constraint(
+            ))),
+            Some("") => Err(constraint(
                 "aliasName",
                 "Member must satisfy regular expression pattern: ^[a-zA-Z0-9:/_-]+$",
-            ));
+            )),
+            Some(_) => Ok(name),
         }
-        // Letters, digits, '/', '_' and '-' only: AWS's model pattern also has ':', which
-        // AWS refuses ("contains invalid characters for an alias"); keyplane's own aliases
-        // also take '.', for Vault's key names.
+    }
+
+    /// An `AliasName` field of `CreateAlias`: [`Cx::alias_name`], of letters, digits, '/',
+    /// '_' and '-' only (AWS's model pattern also has ':', which AWS refuses: "contains
+    /// invalid characters for an alias"; keyplane's own aliases also take '.', for Vault's key
+    /// names), and not under the reserved `alias/aws/`.
+    pub fn new_alias_name(&self, v: &str) -> Result<String> {
+        let name = self.alias_name(v)?;
+        let rest = name.strip_prefix("alias/").unwrap_or_default();
         if !rest
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"/_-".contains(&b))
@@ -376,7 +384,10 @@ mod tests {
     #[test]
     fn alias_names_are_aws_alias_names() {
         let cx = Cx::sample();
-        assert_eq!(cx.alias_name("alias/a/b_c-D9").unwrap(), "alias/a/b_c-D9");
+        assert_eq!(
+            cx.new_alias_name("alias/a/b_c-D9").unwrap(),
+            "alias/a/b_c-D9"
+        );
         for bad in [
             "alias/app.prod",
             "alias/a:b",
@@ -386,14 +397,21 @@ mod tests {
             "aliasx/a",
         ] {
             assert!(
-                matches!(cx.alias_name(bad), Err(Error::Validation(_))),
+                matches!(cx.new_alias_name(bad), Err(Error::Validation(_))),
                 "{bad}"
             );
         }
         assert!(matches!(
-            cx.alias_name("alias/aws/x"),
+            cx.new_alias_name("alias/aws/x"),
             Err(Error::InvalidAliasName(_))
         ));
+        // An alias that exists may have been named by another front.
+        for existing in ["alias/app.prod", "alias/a:b"] {
+            assert_eq!(cx.alias_name(existing).unwrap(), existing);
+        }
+        for bad in ["alias/", "app"] {
+            assert!(matches!(cx.alias_name(bad), Err(Error::Validation(_))));
+        }
     }
 
     /// Outside the model, AWS's validation error; in it but not keyplane's, unsupported,

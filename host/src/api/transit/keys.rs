@@ -601,12 +601,15 @@ pub async fn rotate(call: &Call<'_>, name: &str) -> Answer {
 
 /// The key as a write that succeeded answers it (Vault 1.12 and later), or `204` with no
 /// body (as Vault before 1.12) if the caller may change the key but not read it (refused,
-/// or, not allowed to describe it, told there is none): a write that took effect is never
-/// answered as refused (a client would retry a rotation).
+/// or, not allowed to describe it, told there is none) or reading it was throttled (a key
+/// with more versions than one request's operations cover, past the caller's quota): a
+/// write that took effect is never answered as refused (a client would retry a rotation).
 async fn read_after_write(call: &Call<'_>, name: &str) -> Answer {
     match read(call, name).await {
         Err(Failure::Done(e))
-            if e.status == StatusCode::FORBIDDEN || e.status == StatusCode::NOT_FOUND =>
+            if e.status == StatusCode::FORBIDDEN
+                || e.status == StatusCode::NOT_FOUND
+                || e.status == StatusCode::TOO_MANY_REQUESTS =>
         {
             Ok(Reply::no_content())
         }

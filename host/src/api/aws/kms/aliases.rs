@@ -18,8 +18,16 @@ pub struct AliasRequest {
 }
 
 impl AliasRequest {
-    fn target(self, cx: &Cx) -> Result<AliasTarget> {
-        let alias_name = cx.alias_name(&required("aliasName", self.alias_name)?)?;
+    /// The alias and its target; `new`: the alias is being created (AWS's rules for a new
+    /// name), else it names one that exists (which keyplane's other fronts may have named
+    /// more freely).
+    fn target(self, cx: &Cx, new: bool) -> Result<AliasTarget> {
+        let alias_name = required("aliasName", self.alias_name)?;
+        let alias_name = if new {
+            cx.new_alias_name(&alias_name)?
+        } else {
+            cx.alias_name(&alias_name)?
+        };
         let target = cx.key_id("targetKeyId", &required("targetKeyId", self.target_key_id)?)?;
         if target.starts_with("alias/") {
             return Err(Error::validation(
@@ -34,7 +42,7 @@ impl AliasRequest {
 }
 
 macro_rules! alias_action {
-    ($ty:ident) => {
+    ($ty:ident, $new:expr) => {
         #[derive(Debug, Deserialize)]
         #[serde(transparent)]
         pub struct $ty(AliasRequest);
@@ -44,7 +52,7 @@ macro_rules! alias_action {
             type Response = Empty;
 
             fn into_op(self, cx: &Cx) -> Result<Self::Op> {
-                Ok(op::$ty(self.0.target(cx)?))
+                Ok(op::$ty(self.0.target(cx, $new)?))
             }
 
             fn response(
@@ -57,8 +65,8 @@ macro_rules! alias_action {
     };
 }
 
-alias_action!(CreateAlias);
-alias_action!(UpdateAlias);
+alias_action!(CreateAlias, true);
+alias_action!(UpdateAlias, false);
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]

@@ -110,6 +110,7 @@ fn handler<'a, A: KmsAction>(
                     ..gate.meta.clone()
                 },
                 taken: gate.taken.load(std::sync::atomic::Ordering::Relaxed).into(),
+                ran: gate.ran.load(std::sync::atomic::Ordering::Relaxed).into(),
             };
             &with_tokens
         };
