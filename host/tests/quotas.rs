@@ -277,15 +277,11 @@ else:
     s.assert_audit_verifies();
 }
 
-/// A wire request costs one request of the quota (a batch one per item), however many
-/// operations a front answers it with: a Transit rotate that read the key back after the
-/// rotation committed was charged for every read, and answered 429 for a rotation that had
-/// happened, which a client then retried (rotating again).
-#[tokio::test(flavor = "multi_thread")]
-async fn a_transit_write_read_back_costs_one_request() {
-    let dir = tempfile::tempdir().unwrap();
+/// A node where tenant `noisy` may make 2 requests a second (a bucket of two), and the token
+/// of its admin.
+async fn noisy_tenant(dir: &std::path::Path) -> (Server, String) {
     let s = Server::start_with_env(
-        dir.path(),
+        dir,
         &[
             ("RUST_LOG", "warn"),
             ("KEYPLANE_QUOTAS__TENANTS__NOISY__PER_SECOND", "2"),
@@ -293,13 +289,33 @@ async fn a_transit_write_read_back_costs_one_request() {
     )
     .await;
     let (_, noisy) = s.tenant_with_admin("noisy").await;
-    let transit = |path: &str| {
-        s.client
-            .post(format!("{}/v1/transit/{path}", s.base))
-            .header("X-Vault-Token", &noisy)
-            .json(&json!({}))
-            .send()
-    };
+    (s, noisy)
+}
+
+/// A Transit request with `token`.
+fn transit_as(
+    s: &Server,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Value,
+) -> impl std::future::Future<Output = reqwest::Result<reqwest::Response>> {
+    s.client
+        .request(method, format!("{}/v1/transit/{path}", s.base))
+        .header("X-Vault-Token", token)
+        .json(&body)
+        .send()
+}
+
+/// A wire request costs one request of the quota (a batch one per item), however many
+/// operations a front answers it with: a Transit rotate that read the key back after the
+/// rotation committed was charged for every read, and answered 429 for a rotation that had
+/// happened, which a client then retried (rotating again).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transit_write_read_back_costs_one_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, noisy) = noisy_tenant(dir.path()).await;
+    let transit = |path: &str| transit_as(&s, &noisy, reqwest::Method::POST, path, json!({}));
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let created = transit("keys/rotated").await.unwrap();
     assert_eq!(created.status(), 200);
@@ -323,22 +339,9 @@ async fn a_transit_write_read_back_costs_one_request() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_request_of_many_operations_pays_for_those_past_the_first_few() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start_with_env(
-        dir.path(),
-        &[
-            ("RUST_LOG", "warn"),
-            ("KEYPLANE_QUOTAS__TENANTS__NOISY__PER_SECOND", "2"),
-        ],
-    )
-    .await;
-    let (_, noisy) = s.tenant_with_admin("noisy").await;
-    let transit = |method: reqwest::Method, path: &str| {
-        s.client
-            .request(method, format!("{}/v1/transit/{path}", s.base))
-            .header("X-Vault-Token", &noisy)
-            .json(&json!({ "type": "ed25519" }))
-            .send()
-    };
+    let (s, noisy) = noisy_tenant(dir.path()).await;
+    let transit =
+        |method, path: &str| transit_as(&s, &noisy, method, path, json!({ "type": "ed25519" }));
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let created = transit(reqwest::Method::POST, "keys/signer").await.unwrap();
     assert_eq!(created.status(), 200);
