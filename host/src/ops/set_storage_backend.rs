@@ -9,9 +9,9 @@
 //! another name to store new blobs elsewhere. Any new configuration must also reach its
 //! store: a blob that does not exist is read with it first, so a configuration the plugin
 //! refuses (a bad endpoint, credentials the store rejects) is refused here (400, with the
-//! plugin's reason), not found out by every later key creation as a server error. Every value but a short list of
-//! plain ones is sealed before it is stored and redacted in the answer (see
-//! [`super::plugin_config`]).
+//! plugin's reason), not found out by every later key creation as a server error. Every
+//! value but a short list of plain ones is sealed before it is stored and redacted in the
+//! answer (see [`super::plugin_config`]).
 //! Cedar: `SetStorageBackend` on the caller's tenant.
 
 use std::collections::BTreeMap;
