@@ -1500,24 +1500,18 @@ async fn a_plugin_uploaded_again_meanwhile_is_not_made_the_backend() {
     let (status, v) = upload("storage-backend", "storage-kv").await;
     assert_eq!(status, 200, "{v}");
 
-    s.pause("set-storage-backend:sampled", "store", "arm").await;
     let change = s.call(
         Some(&t),
         "set-storage-backend",
         json!({ "plugin": "store", "config": { "api-token": "s3cr3t" } }),
     );
-    let rest = async {
-        let reached = s
-            .pause("set-storage-backend:sampled", "store", "wait")
-            .await;
-        assert_eq!(reached["reached"], true);
-        s.ok(&t, "delete-plugin", json!({ "name": "store" })).await;
-        let (status, v) = upload("rotation-schedule", "rotation-fixed-interval").await;
-        assert_eq!(status, 200, "{v}");
-        s.pause("set-storage-backend:sampled", "store", "release")
-            .await;
-    };
-    let (refused, ()) = tokio::join!(change, rest);
+    let refused = s
+        .interleaved("set-storage-backend:sampled", "store", change, async {
+            s.ok(&t, "delete-plugin", json!({ "name": "store" })).await;
+            let (status, v) = upload("rotation-schedule", "rotation-fixed-interval").await;
+            assert_eq!(status, 200, "{v}");
+        })
+        .await;
     assert_error(&refused, 409, "InvalidState", "uploaded again");
     // Keys keep being created, their material inline, as before the request.
     let key = s.create_key(&t, "envelope").await;
