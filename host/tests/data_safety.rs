@@ -456,6 +456,67 @@ async fn key_settings_are_compare_and_sets() {
     );
 }
 
+/// The scheduler asks a key's rotation schedule outside any transaction; a tenant that
+/// replaces the schedule before the rotation commits (here a one-day period becomes thirty
+/// days, eight days after the key was made) did not ask for that rotation, and it is undone:
+/// the key keeps its one version, no `RotateKey` is audited, and the schedule that now stands
+/// decides the next pass (not due). Before, the replaced schedule's decision was carried out.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotation_schedule_replaced_while_asked_does_not_rotate() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_quiet(dir.path()).await;
+    let (status, v) = s
+        .call(
+            Some(&s.admin),
+            "upload-plugin",
+            json!({ "name": "fixed", "world": "rotation-schedule",
+                    "component": b64(&wasm("rotation-fixed-interval")) }),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let key = s.create_key(&s.admin, "hsm").await;
+    let schedule = |period: &str| {
+        s.ok(
+            &s.admin,
+            "set-rotation-schedule",
+            json!({ "key_id": key, "plugin": "fixed", "config": { "period": period } }),
+        )
+    };
+    schedule("1d").await;
+    s.advance_clock(8 * DAY).await;
+
+    let pass = s.call(Some(&s.admin), "run-scheduler", json!({}));
+    let (status, report) = s
+        .interleaved("rotate:start", &key, pass, async {
+            schedule("30d").await;
+        })
+        .await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["rotated"], json!([]), "{report}");
+    assert_eq!(report["failed"], json!([]), "{report}");
+    let listed = versions(&s, &s.admin, &key).await;
+    assert_eq!(
+        listed["versions"].as_array().map(Vec::len),
+        Some(1),
+        "{listed}"
+    );
+    let pool = s.sql_any().await;
+    let rotations: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM audit_log WHERE action = 'RotateKey' AND resource LIKE $1",
+    )
+    .bind(format!("%{key}%"))
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    assert_eq!(rotations, 0);
+
+    let report = s.ok(&s.admin, "run-scheduler", json!({})).await;
+    assert_eq!(report["rotated"], json!([]), "{report}");
+    assert_eq!(report["failed"], json!([]), "{report}");
+    s.assert_audit_verifies();
+}
+
 /// Deletion protection is never turned on for a key whose deletion is scheduled: it is
 /// checked when a deletion is scheduled, not when it comes due, so a "protected" answer for a
 /// pending key would be false (the key was still destroyed when its window ended). Refused

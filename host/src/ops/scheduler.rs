@@ -641,7 +641,7 @@ async fn check_one(
     metrics().scheduler_action("check", outcome);
     let recorded = async {
         let mut tx = state.db.begin().await?;
-        plugins::record_schedule_check(&mut tx, &s.key_id, now, next, error.as_deref()).await?;
+        plugins::record_schedule_check(&mut tx, s, now, next, error.as_deref()).await?;
         tx.commit().await?;
         Ok::<_, Error>(())
     }
@@ -681,6 +681,22 @@ async fn check_one(
     );
     let mut scope = WriteScope::new();
     let rotated = versions::rotate(state, &mut scope, &key, keys::ROTATION_AUTOMATIC).await;
+    // The decision was made outside any transaction, by the schedule and plugin read when
+    // this pass began. A tenant that replaced either meanwhile (a longer period, another
+    // plugin) did not ask for this rotation: it is undone, unaudited (nothing changed), and
+    // the schedule that now stands decides on the next pass.
+    let rotated = match rotated {
+        Ok(version) => match still_decides(state, &mut scope, s, &plugin).await {
+            Ok(true) => Ok(version),
+            Ok(false) => {
+                scope.rollback(state).await;
+                tracing::info!(key = %key.id, "rotation schedule replaced while it was asked; the new one decides on the next pass");
+                return (Ok(None), "schedule");
+            }
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    };
     let rotated = settle(state, scope, ev, rotated).await;
     metrics().scheduler_action(
         "rotate",
@@ -702,6 +718,18 @@ async fn check_one(
         }
         Err(e) => (Err(e), "rotate"),
     }
+}
+
+/// Whether the schedule `s` and its plugin still stand in `scope`'s transaction, held there
+/// until it commits.
+async fn still_decides(
+    state: &AppState,
+    scope: &mut WriteScope,
+    s: &plugins::ScheduleRow,
+    plugin: &plugins::PluginRow,
+) -> Result<bool> {
+    let conn = scope.conn(state).await?;
+    Ok(plugins::hold_schedule(conn, s).await? && plugins::hold(conn, plugin).await?)
 }
 
 /// Give the pass lease up (a pass holds it only while it runs).

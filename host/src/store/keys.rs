@@ -837,10 +837,7 @@ pub async fn deletion_protected(conn: &mut Tx, key_id: &str) -> Result<bool> {
 /// waits for this transaction, then finds what it wrote; SQLite's writer transaction already
 /// excludes every other writer.
 pub async fn hold_state(conn: &mut Tx, key_id: &str, state: KeyState) -> Result<bool> {
-    let lock = match conn.dialect() {
-        super::Dialect::Postgres => " FOR SHARE",
-        super::Dialect::Sqlite => "",
-    };
+    let lock = conn.dialect().for_share();
     on!(conn, {
         let held: Option<i32> = sqlx::query_scalar(&format!(
             "SELECT 1 FROM keys WHERE id = $1 AND state = $2{lock}"

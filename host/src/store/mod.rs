@@ -202,6 +202,18 @@ pub enum Dialect {
     Postgres,
 }
 
+impl Dialect {
+    /// The clause that keeps a row read in a transaction from changing until it commits:
+    /// PostgreSQL's `FOR SHARE`; nothing on SQLite, whose writer transaction already excludes
+    /// every other writer.
+    pub(crate) fn for_share(self) -> &'static str {
+        match self {
+            Dialect::Postgres => " FOR SHARE",
+            Dialect::Sqlite => "",
+        }
+    }
+}
+
 impl Db {
     /// Open (creating if needed) the database at `url` and run its backend's migrations, with
     /// the default busy wait.

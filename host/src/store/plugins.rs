@@ -158,10 +158,7 @@ pub async fn lock_for_deletion(conn: &mut Tx, tenant: &str, name: &str) -> Resul
 /// that checked and called a plugin before its transaction opened calls this before it
 /// writes a row naming it.
 pub async fn hold(conn: &mut Tx, plugin: &PluginRow) -> Result<bool> {
-    let lock = match conn.dialect() {
-        super::Dialect::Postgres => " FOR SHARE",
-        super::Dialect::Sqlite => "",
-    };
+    let lock = conn.dialect().for_share();
     on!(conn, {
         crate::telemetry::spans::db("SELECT", "plugins", async {
             let found: Option<i32> = sqlx::query_scalar(&format!(
@@ -484,7 +481,7 @@ pub async fn set_schedule(conn: &mut Tx, row: &ScheduleRow) -> Result<()> {
         sqlx::query(
             "INSERT INTO rotation_schedules (key_id, tenant_id, plugin_name, config, updated_at) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (key_id) DO UPDATE SET plugin_name = excluded.plugin_name, config = excluded.config, \
-             updated_at = excluded.updated_at",
+             updated_at = excluded.updated_at, last_checked_at = NULL, next_rotation = NULL, last_error = NULL",
         )
         .bind(&row.key_id)
         .bind(&row.tenant_id)
@@ -496,6 +493,31 @@ pub async fn set_schedule(conn: &mut Tx, row: &ScheduleRow) -> Result<()> {
         Ok(())
     })
     .await
+    })
+}
+
+/// Whether `key`'s rotation schedule is still `row` (same plugin and sealed configuration:
+/// each `set-rotation-schedule` seals anew, with a fresh nonce), locked until the transaction
+/// ends as [`hold`] locks a plugin. The scheduler asks a schedule and rotates outside any
+/// transaction; it acts on the decision only if the schedule that made it still stands.
+pub async fn hold_schedule(conn: &mut Tx, row: &ScheduleRow) -> Result<bool> {
+    let lock = conn.dialect().for_share();
+    on!(conn, {
+        crate::telemetry::spans::db("SELECT", "rotation_schedules", async {
+            let found: Option<i32> = sqlx::query_scalar(&format!(
+                "SELECT 1 FROM rotation_schedules WHERE key_id = $1 AND tenant_id = $2 \
+                 AND plugin_name = $3 AND config = $4 AND updated_at = $5{lock}"
+            ))
+            .bind(&row.key_id)
+            .bind(&row.tenant_id)
+            .bind(&row.plugin_name)
+            .bind(&row.config)
+            .bind(&row.updated_at)
+            .fetch_optional(conn)
+            .await?;
+            Ok(found.is_some())
+        })
+        .await
     })
 }
 
@@ -515,10 +537,11 @@ pub async fn schedules_of_enabled_keys(pool: impl Into<Conn<'_>>) -> Result<Vec<
     })
 }
 
-/// Remember the outcome of the last scheduler check of a key.
+/// Remember the outcome of the last scheduler check of a key, if its schedule is still `row`
+/// (a schedule set meanwhile starts with no check and no error).
 pub async fn record_schedule_check(
     conn: &mut Tx,
-    key_id: &str,
+    row: &ScheduleRow,
     checked_at: i64,
     next_rotation: Option<i64>,
     error: Option<&str>,
@@ -527,12 +550,13 @@ pub async fn record_schedule_check(
         crate::telemetry::spans::db("UPDATE", "rotation_schedules", async {
         sqlx::query(
             "UPDATE rotation_schedules SET last_checked_at = $1, next_rotation = $2, last_error = $3 \
-             WHERE key_id = $4",
+             WHERE key_id = $4 AND config = $5",
         )
         .bind(checked_at)
         .bind(next_rotation)
         .bind(error)
-        .bind(key_id)
+        .bind(&row.key_id)
+        .bind(&row.config)
         .execute(&mut *conn)
         .await?;
         Ok(())
