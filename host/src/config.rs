@@ -225,8 +225,8 @@ pub struct LimitsConfig {
     pub max_connections_per_source: u32,
     /// The TLS handshake must be done within this.
     pub handshake_timeout_seconds: u64,
-    /// An HTTP/1.1 request's head must have arrived within this (and a kept-alive connection
-    /// sees its next request within this).
+    /// A request's head must have arrived within this, and a connection with no request in
+    /// flight (kept alive, HTTP/1.1 or HTTP/2) sees its next request within this.
     pub header_read_timeout_seconds: u64,
     /// A connection on which no byte moved either way for this long is closed.
     pub idle_timeout_seconds: u64,

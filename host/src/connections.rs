@@ -9,12 +9,17 @@
 //!   source cannot hold the slots every other client needs.
 //! - the TLS handshake must finish within `limits.handshake_timeout_seconds` (set on the
 //!   rustls acceptor by `server`);
-//! - an HTTP/1.1 request's head must arrive within `limits.header_read_timeout_seconds`
-//!   (hyper's header read timeout, which also bounds the wait for the next request on a
-//!   kept-alive connection), and its body within the body deadline of `api::gate`;
+//! - a request's head must arrive within `limits.header_read_timeout_seconds`, and its body
+//!   within the body deadline of `api::gate`. For HTTP/1.1 hyper's header read timeout does
+//!   it; hyper has none for HTTP/2, where a client can keep bytes moving (a header block a
+//!   byte at a time, pings) without a request ever starting. So [`Guarded`] also closes a
+//!   connection that has had no request in flight (none begun, or the last one answered) for
+//!   that long, whatever protocol it speaks: [`Counted`], the per-connection service, tells it
+//!   when requests begin and end. A connection kept alive between requests is given the same
+//!   time to send the next one, as hyper gives HTTP/1.1;
 //! - [`Guarded`] closes a connection on which no byte has moved either way for
-//!   `limits.idle_timeout_seconds`: an idle keep-alive or HTTP/2 connection, or a client that
-//!   stopped reading its answer.
+//!   `limits.idle_timeout_seconds`: a client that stopped reading its answer, or one whose
+//!   request is taking its time (waiting on a plugin) while nothing moves.
 //!
 //! A connection keeps its slot until it is closed ([`Admission`] gives it back when dropped).
 
@@ -44,6 +49,8 @@ struct Held {
     by_source: Mutex<HashMap<Source, u32>>,
     max_per_source: u32,
     idle: Duration,
+    /// How long a connection may go without a request in flight.
+    quiet: Duration,
 }
 
 /// Admits connections within the limits (see the module docs). Cheap to clone: every clone
@@ -65,6 +72,7 @@ impl Limiter {
                     n => n,
                 },
                 idle: Duration::from_secs(limits.idle_timeout_seconds.max(1)),
+                quiet: Duration::from_secs(limits.header_read_timeout_seconds.max(1)),
             }),
         }
     }
@@ -97,8 +105,8 @@ impl Limiter {
 
 impl<S> Accept<TcpStream, S> for Limiter {
     type Stream = Guarded<TcpStream>;
-    type Service = S;
-    type Future = Ready<io::Result<(Self::Stream, S)>>;
+    type Service = Counted<S>;
+    type Future = Ready<io::Result<(Self::Stream, Self::Service)>>;
 
     fn accept(&self, stream: TcpStream, service: S) -> Self::Future {
         let peer = match stream.peer_addr() {
@@ -109,7 +117,14 @@ impl<S> Accept<TcpStream, S> for Limiter {
             Ok(admission) => {
                 // Answers are small and written whole: do not hold them back for Nagle.
                 let _ = stream.set_nodelay(true);
-                Ok((Guarded::new(stream, self.held.idle, admission), service))
+                let requests = Arc::new(Requests::new());
+                let service = Counted {
+                    inner: service,
+                    requests: requests.clone(),
+                };
+                let stream = Guarded::new(stream, self.held.idle, admission)
+                    .quiet_for(self.held.quiet, requests);
+                Ok((stream, service))
             }
             Err(limit) => {
                 metrics().connection_refused(limit);
@@ -140,13 +155,95 @@ impl Drop for Admission {
     }
 }
 
+/// The requests of one connection: how many are in flight, and since when the count last
+/// changed (shared by the connection's [`Guarded`] stream and its [`Counted`] service).
+#[derive(Debug)]
+pub struct Requests(Mutex<(usize, Instant)>);
+
+impl Requests {
+    fn new() -> Self {
+        Requests(Mutex::new((0, Instant::now())))
+    }
+
+    fn begin(self: &Arc<Self>) -> InFlight {
+        let mut n = lock(&self.0);
+        *n = (n.0 + 1, Instant::now());
+        InFlight(self.clone())
+    }
+
+    /// When the connection has had no request in flight since, if it has none.
+    fn quiet_since(&self) -> Option<Instant> {
+        let n = lock(&self.0);
+        (n.0 == 0).then_some(n.1)
+    }
+}
+
+/// One request in flight; ended when dropped (answered, or abandoned by hyper).
+struct InFlight(Arc<Requests>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut n = lock(&self.0 .0);
+        *n = (n.0.saturating_sub(1), Instant::now());
+    }
+}
+
+/// A connection's service: counts its requests in flight for the connection's [`Guarded`]
+/// stream. Clones (hyper may take one per request) share the count.
+#[derive(Clone)]
+pub struct Counted<S> {
+    inner: S,
+    requests: Arc<Requests>,
+}
+
+impl<S, R> tower_service::Service<R> for Counted<S>
+where
+    S: tower_service::Service<R>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = CountedFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: R) -> Self::Future {
+        let in_flight = self.requests.begin();
+        CountedFuture {
+            inner: self.inner.call(request),
+            _in_flight: in_flight,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request's answer being made; the request counts as in flight until it is ready.
+    pub struct CountedFuture<F> {
+        #[pin]
+        inner: F,
+        _in_flight: InFlight,
+    }
+}
+
+impl<F: Future> Future for CountedFuture<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.project().inner.poll(cx)
+    }
+}
+
 /// A connection that fails with `TimedOut` once no byte has moved either way for its idle
-/// timeout, and holds its slot until dropped.
+/// timeout, or once it has had no request in flight for its quiet timeout, and holds its slot
+/// until dropped.
 pub struct Guarded<S> {
     inner: S,
     idle: Duration,
     last_activity: Instant,
-    /// Armed at `last_activity + idle` when a read or write has to wait; re-armed rather than
+    /// The connection's requests and how long it may go without one (none: no such bound).
+    quiet: Option<(Duration, Arc<Requests>)>,
+    /// Armed at the earlier deadline when a read or write has to wait; re-armed rather than
     /// reset on every byte (a timer reset per read would cost more than the read).
     timer: Pin<Box<Sleep>>,
     _admission: Admission,
@@ -159,31 +256,50 @@ impl<S> Guarded<S> {
             inner,
             idle,
             last_activity: now,
+            quiet: None,
             timer: Box::pin(tokio::time::sleep_until(now + idle)),
             _admission: admission,
         }
+    }
+
+    /// Also time out once `requests` has had none in flight for `quiet`.
+    fn quiet_for(mut self, quiet: Duration, requests: Arc<Requests>) -> Self {
+        self.quiet = Some((quiet, requests));
+        self
     }
 
     fn active(&mut self) {
         self.last_activity = Instant::now();
     }
 
-    /// While waiting: `Ready` with the error to fail with once the connection has been idle
-    /// for its timeout.
+    /// The earliest time the connection times out, and why.
+    fn deadline(&self) -> (Instant, &'static str) {
+        let idle = (
+            self.last_activity + self.idle,
+            "connection idle for too long",
+        );
+        let quiet = self.quiet.as_ref().and_then(|(quiet, requests)| {
+            let since = requests.quiet_since()?;
+            Some((since + *quiet, "no request on the connection for too long"))
+        });
+        match quiet {
+            Some(q) if q.0 < idle.0 => q,
+            _ => idle,
+        }
+    }
+
+    /// While waiting: `Ready` with the error to fail with once the connection has timed out.
     fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
         loop {
-            let deadline = self.last_activity + self.idle;
+            let (deadline, why) = self.deadline();
             if self.timer.deadline() != deadline {
                 self.timer.as_mut().reset(deadline);
             }
             match self.timer.as_mut().poll(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(()) if self.last_activity + self.idle <= Instant::now() => {
+                Poll::Ready(()) if deadline <= Instant::now() => {
                     metrics().connection_idle_closed();
-                    return Poll::Ready(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "connection idle for too long",
-                    ));
+                    return Poll::Ready(io::Error::new(io::ErrorKind::TimedOut, why));
                 }
                 Poll::Ready(()) => continue,
             }
@@ -352,5 +468,44 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         drop(conn);
         assert!(lock(&l.held.by_source).is_empty(), "the slot is given back");
+    }
+
+    /// Bytes moving do not keep a connection with no request in flight open past its quiet
+    /// timeout; a request in flight does, however long it takes.
+    #[tokio::test]
+    async fn a_connection_without_a_request_times_out_while_bytes_move() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = Limiter::new(&limits(10, 0));
+        let (ours, mut theirs) = tokio::io::duplex(64);
+        let admission = l.admit("192.0.2.1".parse().unwrap()).unwrap();
+        let quiet = Duration::from_millis(400);
+        let requests = Arc::new(Requests::new());
+        let mut conn = Guarded::new(ours, Duration::from_secs(60), admission)
+            .quiet_for(quiet, requests.clone());
+        let writer = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                if theirs.write_all(b"x").await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut buf = [0u8; 8];
+        let in_flight = requests.begin();
+        let start = std::time::Instant::now();
+        while start.elapsed() < quiet * 2 {
+            assert!(conn.read(&mut buf).await.is_ok(), "a request is in flight");
+        }
+        drop(in_flight);
+        let ended = std::time::Instant::now();
+        let err = loop {
+            match conn.read(&mut buf).await {
+                Ok(_) => continue,
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(ended.elapsed() >= quiet, "{:?}", ended.elapsed());
+        writer.abort();
     }
 }
