@@ -526,6 +526,23 @@ again = kms.create_grant(KeyId=key, GranteePrincipal=member_arn, Operations=["En
                          RetiringPrincipal=me["Arn"],
                          Constraints={"EncryptionContextSubset": {"app": "billing"}}, Name="billing")
 check("create-grant with a name is idempotent", again["GrantId"] == grant["GrantId"])
+# Members for grants to AWS services are refused, never dropped: a grant whose SourceArn
+# constraint were ignored would be wider than asked.
+granted_before = len(kms.list_grants(KeyId=key)["Grants"])
+expect_error("a grant constrained by SourceArn", "UnsupportedOperationException",
+             kms.create_grant, KeyId=key, GranteePrincipal=member_arn, Operations=["Decrypt"],
+             Constraints={"SourceArn": "arn:aws:s3:::keyplane-bucket"})
+expect_error("a grant to a service principal", "UnsupportedOperationException",
+             kms.create_grant, KeyId=key, GranteeServicePrincipal="s3.amazonaws.com",
+             Operations=["Decrypt"])
+expect_error("a grant retired by a service principal", "UnsupportedOperationException",
+             kms.create_grant, KeyId=key, GranteePrincipal=member_arn, Operations=["Decrypt"],
+             RetiringServicePrincipal="s3.amazonaws.com")
+check("...and none of them was made", len(kms.list_grants(KeyId=key)["Grants"]) == granted_before)
+expect_error("grants listed by service principal", "UnsupportedOperationException",
+             kms.list_grants, KeyId=key, GranteeServicePrincipal="s3.amazonaws.com")
+expect_error("retirable grants of a service principal", "UnsupportedOperationException",
+             kms.list_retirable_grants, RetiringServicePrincipal="s3.amazonaws.com")
 granted = member.encrypt(KeyId=key, Plaintext=b"for billing", EncryptionContext={"app": "billing", "x": "1"})
 check("the grantee encrypts within the constraint",
       member.decrypt(CiphertextBlob=granted["CiphertextBlob"],

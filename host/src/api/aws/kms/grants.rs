@@ -81,6 +81,22 @@ pub struct GrantConstraints {
     encryption_context_subset: Option<EncryptionContext>,
     #[serde(skip_serializing_if = "Option::is_none")]
     encryption_context_equals: Option<EncryptionContext>,
+    /// Read only to be refused: a grant limited to requests made on behalf of an AWS
+    /// resource, which keyplane has no notion of. Dropped, it would make the grant wider
+    /// than asked.
+    #[serde(skip_serializing)]
+    source_arn: Option<String>,
+}
+
+/// Refuse a member of the model for grants to AWS services (service principals, `SourceArn`):
+/// keyplane has none, and ignoring one would widen or misdirect a grant.
+fn refuse_service(member: &str, given: bool) -> Result<()> {
+    if given {
+        return Err(Error::Unsupported(format!(
+            "{member}: grants to AWS service principals"
+        )));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Deserialize)]
@@ -89,6 +105,8 @@ pub struct CreateGrant {
     key_id: Option<String>,
     grantee_principal: Option<String>,
     retiring_principal: Option<String>,
+    grantee_service_principal: Option<String>,
+    retiring_service_principal: Option<String>,
     operations: Option<Vec<String>>,
     constraints: Option<GrantConstraints>,
     name: Option<String>,
@@ -112,6 +130,20 @@ impl KmsAction for CreateGrant {
     }
 
     fn into_op(self, cx: &Cx) -> Result<Self::Op> {
+        refuse_service(
+            "GranteeServicePrincipal",
+            self.grantee_service_principal.is_some(),
+        )?;
+        refuse_service(
+            "RetiringServicePrincipal",
+            self.retiring_service_principal.is_some(),
+        )?;
+        refuse_service(
+            "Constraints.SourceArn",
+            self.constraints
+                .as_ref()
+                .is_some_and(|c| c.source_arn.is_some()),
+        )?;
         let grantee = required("granteePrincipal", self.grantee_principal)?;
         let operations = required("operations", self.operations)?;
         if let Some(n) = &self.name {
@@ -187,6 +219,7 @@ fn entry(g: GrantInfo, cx: &Cx) -> GrantListEntry {
         constraints: g.constraints.map(|c| GrantConstraints {
             encryption_context_subset: c.encryption_context_subset,
             encryption_context_equals: c.encryption_context_equals,
+            source_arn: None,
         }),
     }
 }
@@ -223,6 +256,7 @@ pub struct ListGrants {
     key_id: Option<String>,
     grant_id: Option<String>,
     grantee_principal: Option<String>,
+    grantee_service_principal: Option<String>,
     limit: Option<i64>,
     marker: Option<String>,
 }
@@ -232,6 +266,10 @@ impl KmsAction for ListGrants {
     type Response = ListGrantsResponse;
 
     fn into_op(self, cx: &Cx) -> Result<Self::Op> {
+        refuse_service(
+            "GranteeServicePrincipal",
+            self.grantee_service_principal.is_some(),
+        )?;
         let limit = page(self.limit, &self.marker)?;
         Ok(op::ListGrants {
             key_id: cx.key_id("keyId", &required("keyId", self.key_id)?)?,
@@ -257,6 +295,7 @@ impl KmsAction for ListGrants {
 #[serde(rename_all = "PascalCase")]
 pub struct ListRetirableGrants {
     retiring_principal: Option<String>,
+    retiring_service_principal: Option<String>,
     limit: Option<i64>,
     marker: Option<String>,
 }
@@ -266,6 +305,10 @@ impl KmsAction for ListRetirableGrants {
     type Response = ListGrantsResponse;
 
     fn into_op(self, cx: &Cx) -> Result<Self::Op> {
+        refuse_service(
+            "RetiringServicePrincipal",
+            self.retiring_service_principal.is_some(),
+        )?;
         let limit = page(self.limit, &self.marker)?;
         let retiring = required("retiringPrincipal", self.retiring_principal)?;
         Ok(op::ListRetirableGrants {
