@@ -1061,33 +1061,30 @@ async fn key_pairs_import_as_pkcs8_and_sign_for_their_owner() {
                 "does not belong",
             );
         } else {
-            // A key of another size is not this key's spec.
-            let big = w.join("big.pem").to_string_lossy().into_owned();
-            openssl(&[
-                "genpkey",
-                "-algorithm",
-                "RSA",
-                "-pkeyopt",
-                "rsa_keygen_bits:3072",
-                "-out",
-                &big,
-            ]);
-            let big8 = openssl(&[
-                "pkcs8", "-topk8", "-nocrypt", "-in", &big, "-outform", "DER",
-            ]);
-            assert_error(
-                &import(
-                    &s,
-                    &key,
-                    &p["import_token"],
-                    &rsa_aes_wrap(w, &wrap_pem, &big8),
-                    json!({}),
-                )
-                .await,
-                400,
-                "IncorrectKeyMaterial",
-                "3072",
-            );
+            // A key of another size is not this key's spec, nor is one of 2047 bits, though
+            // its modulus takes 256 bytes too; nor the owner's modulus and exponent with
+            // another key's private values (it would publish the owner's public key and sign
+            // with the other key; before, imported).
+            let (_, other) = rsa_pkcs8(w, "other.pem", 2048);
+            for (refused, why) in [
+                (rsa_pkcs8(w, "big.pem", 3072).1, "3072"),
+                (rsa_pkcs8(w, "short.pem", 2047).1, "2047"),
+                (mismatched_rsa(&pkcs8, &other), "does not belong"),
+            ] {
+                assert_error(
+                    &import(
+                        &s,
+                        &key,
+                        &p["import_token"],
+                        &rsa_aes_wrap(w, &wrap_pem, &refused),
+                        json!({}),
+                    )
+                    .await,
+                    400,
+                    "IncorrectKeyMaterial",
+                    why,
+                );
+            }
         }
 
         let r = import(&s, &key, &p["import_token"], &wrapped, with_public.clone()).await;
@@ -2153,4 +2150,118 @@ when { context has export_format && context.export_format == "PKCS12" };
     assert!(wrapped.contains("(export_format WRAPPED)"), "{text}");
     assert!(wrapped.contains("\tadmin\t"), "{text}");
     assert!(!pkcs12.contains("\tadmin\t"), "{text}");
+}
+
+/// An RSA encryption key pair imports as PKCS#8 too, its halves proven to belong together by
+/// a round trip through the token (OAEP), and then decrypts what the owner's public key
+/// encrypted; one whose private values are another key's is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn rsa_encryption_pairs_import_only_when_their_halves_belong_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let s = Server::start_quiet(dir.path()).await;
+    let w = work.path();
+    let key = s
+        .ok(
+            &s.admin,
+            "create-key",
+            json!({ "key_spec": "RSA_2048", "key_usage": "encrypt-decrypt", "origin": "external" }),
+        )
+        .await["key_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (owner_pem, owner) = rsa_pkcs8(w, "owner.pem", 2048);
+    let (_, other) = rsa_pkcs8(w, "other.pem", 2048);
+    let p = params(&s, &key, "RSA_AES_KEY_WRAP_SHA_1").await;
+    let wrap_pem = p["public_key_pem"].as_str().unwrap().to_string();
+    assert_error(
+        &import(
+            &s,
+            &key,
+            &p["import_token"],
+            &rsa_aes_wrap(w, &wrap_pem, &mismatched_rsa(&owner, &other)),
+            json!({}),
+        )
+        .await,
+        400,
+        "IncorrectKeyMaterial",
+        "does not belong",
+    );
+    let r = import(
+        &s,
+        &key,
+        &p["import_token"],
+        &rsa_aes_wrap(w, &wrap_pem, &owner),
+        json!({}),
+    )
+    .await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    let input = write(w, "secret.bin", b"for the owner's key");
+    let sealed = openssl(&[
+        "pkeyutl",
+        "-encrypt",
+        "-inkey",
+        &owner_pem,
+        "-in",
+        &input,
+        "-pkeyopt",
+        "rsa_padding_mode:oaep",
+        "-pkeyopt",
+        "rsa_oaep_md:sha1",
+        "-pkeyopt",
+        "rsa_mgf1_md:sha1",
+    ]);
+    let v = s
+        .ok(
+            &s.admin,
+            "decrypt",
+            json!({ "key_id": key, "ciphertext_blob": b64(&sealed), "encryption_algorithm": "RSAES_OAEP_SHA_1" }),
+        )
+        .await;
+    assert_eq!(unb64(&v["plaintext"]), b"for the owner's key");
+}
+
+/// A new RSA key of `bits` made by openssl in `dir`: its PEM file and its PKCS#8 DER.
+fn rsa_pkcs8(dir: &Path, name: &str, bits: u32) -> (String, Vec<u8>) {
+    let pem = dir.join(name).to_string_lossy().into_owned();
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        &format!("rsa_keygen_bits:{bits}"),
+        "-out",
+        &pem,
+    ]);
+    let der = openssl(&[
+        "pkcs8", "-topk8", "-nocrypt", "-in", &pem, "-outform", "DER",
+    ]);
+    (pem, der)
+}
+
+/// A PKCS#8 RSA key with the modulus and public exponent of `public_of` and every private
+/// value of `private_of` (which no RSA library would make: each validates its keys).
+fn mismatched_rsa(public_of: &[u8], private_of: &[u8]) -> Vec<u8> {
+    use der::{Decode, Encode};
+    let a = pkcs8::PrivateKeyInfo::from_der(public_of).unwrap();
+    let b = pkcs8::PrivateKeyInfo::from_der(private_of).unwrap();
+    let (ka, kb) = (
+        pkcs1::RsaPrivateKey::from_der(a.private_key).unwrap(),
+        pkcs1::RsaPrivateKey::from_der(b.private_key).unwrap(),
+    );
+    let forged = pkcs1::RsaPrivateKey {
+        modulus: ka.modulus,
+        public_exponent: ka.public_exponent,
+        ..kb
+    }
+    .to_der()
+    .unwrap();
+    pkcs8::PrivateKeyInfo {
+        algorithm: a.algorithm,
+        private_key: &forged,
+        public_key: None,
+    }
+    .to_der()
+    .unwrap()
 }

@@ -578,7 +578,7 @@ pub fn private_key_public(pkcs8: &[u8]) -> Result<(KeySpec, PublicParts)> {
         let key = pkcs1::RsaPrivateKey::from_der(info.private_key)
             .map_err(|_| bad("holds an RSA key that is not a valid RSAPrivateKey"))?;
         let modulus = key.modulus.as_bytes();
-        let spec = match modulus.len() * 8 {
+        let spec = match super::public_key::rsa_bits(modulus) {
             2048 => KeySpec::Rsa2048,
             3072 => KeySpec::Rsa3072,
             4096 => KeySpec::Rsa4096,

@@ -249,7 +249,7 @@ pub fn rsa_public_key(field: &str, public_key: &str, min_bits: u64) -> Result<(V
     let bits = spki.subject_public_key.as_bytes().ok_or_else(bad)?;
     let key = pkcs1::RsaPublicKey::from_der(bits).map_err(|_| bad())?;
     let modulus = strip_zeros(key.modulus.as_bytes()).to_vec();
-    let size = modulus.len() as u64 * 8;
+    let size = rsa_bits(&modulus);
     if size < min_bits {
         return Err(Error::validation(format!(
             "{field} is an RSA key of {size} bits; at least {min_bits} are required"
@@ -265,17 +265,32 @@ pub fn rsa_public_key(field: &str, public_key: &str, min_bits: u64) -> Result<(V
             "{field} has an even RSA modulus: not an RSA key"
         )));
     }
-    // What HSMs (OpenSSL within SoftHSM2, for one) accept as a public exponent: odd, at
-    // least 3, at most 64 bits. Anything else would reach the module and come back as a
-    // failure of the module rather than of the key.
     let exponent = strip_zeros(key.public_exponent.as_bytes()).to_vec();
-    let odd = exponent.last().is_some_and(|b| b & 1 == 1);
-    if exponent.len() > 8 || !odd || exponent == [1] {
+    if !rsa_exponent_fits(&exponent) {
         return Err(Error::validation(format!(
             "{field} has an RSA public exponent that is not an odd number from 3 to 2^64-1"
         )));
     }
     Ok((modulus, exponent))
+}
+
+/// The size in bits of an RSA modulus (big-endian), counted to its leading one bit: a
+/// 2047-bit modulus is not a 2048-bit key, though both take 256 bytes.
+pub fn rsa_bits(modulus: &[u8]) -> u64 {
+    let m = strip_zeros(modulus);
+    match m.first() {
+        Some(&top) if top != 0 => (m.len() as u64 - 1) * 8 + u64::from(8 - top.leading_zeros()),
+        _ => 0,
+    }
+}
+
+/// Whether an RSA public exponent (big-endian) is one HSMs (OpenSSL within SoftHSM2, for
+/// one) accept: odd, at least 3, at most 64 bits. Anything else would reach the module and
+/// come back as a failure of the module rather than of the key.
+pub fn rsa_exponent_fits(exponent: &[u8]) -> bool {
+    let e = strip_zeros(exponent);
+    let odd = e.last().is_some_and(|b| b & 1 == 1);
+    e.len() <= 8 && odd && e != [1]
 }
 
 /// The largest RSA modulus accepted from a caller (as OpenSSL's `OPENSSL_RSA_MAX_MODULUS_BITS`).

@@ -13,7 +13,7 @@ use cryptoki::session::Session;
 use super::asym::{ec_params, read_public_parts};
 use super::wrapping::{incorrect, unwrap_ephemeral, HostKek, OaepHash};
 use super::{unavailable, world, Hsm, Obj};
-use crate::algorithms::{KeySpec, KeyUsage};
+use crate::algorithms::{public_key, KeySpec, KeyUsage};
 use crate::error::{Error, Result};
 
 /// What is imported: the spec and usage of the key, its objects' `CKA_ID`, exportability.
@@ -174,12 +174,17 @@ fn attribute(s: &Session, h: ObjectHandle, t: AttributeType) -> Option<Vec<u8>> 
 fn rsa_public(s: &Session, private: ObjectHandle, t: &PairTarget<'_>) -> Result<ObjectHandle> {
     let n = attribute(s, private, AttributeType::Modulus).ok_or(Error::HsmUnavailable)?;
     let e = attribute(s, private, AttributeType::PublicExponent).ok_or(Error::HsmUnavailable)?;
-    let bits = n.iter().skip_while(|b| **b == 0).count() as u64 * 8;
+    let bits = public_key::rsa_bits(&n);
     if Some(bits) != t.spec.rsa_bits() {
         return Err(incorrect(&format!(
             "an RSA key of {bits} bits is not {}",
             t.spec.as_str()
         )));
+    }
+    if !public_key::rsa_exponent_fits(&e) {
+        return Err(incorrect(
+            "the RSA public exponent is not an odd number from 3 to 2^64-1",
+        ));
     }
     let mut public = common(t.id, ObjectClass::PUBLIC_KEY, false);
     public.extend([
@@ -190,8 +195,30 @@ fn rsa_public(s: &Session, private: ObjectHandle, t: &PairTarget<'_>) -> Result<
         Attribute::Encrypt(t.usage == KeyUsage::EncryptDecrypt),
         Attribute::Wrap(false),
     ]);
-    s.create_object(&public)
-        .map_err(unavailable("create public key"))
+    let public = s
+        .create_object(&public)
+        .map_err(unavailable("create public key"))?;
+    // Proof of possession, as for EC keys: the modulus and exponent are read from the
+    // PKCS#8 beside the private values, and neither the token nor the parser checks that they
+    // belong together. A key whose private values are another key's would publish one public
+    // key and sign (or decrypt) with another; re-imported, it would pass the check that the
+    // material is the same, which compares public keys.
+    let proved = if t.usage == KeyUsage::SignVerify {
+        let mut challenge = [0u8; 32];
+        s.generate_random_slice(&mut challenge)
+            .and_then(|_| s.sign(&Mechanism::RsaPkcs, private, &challenge))
+            .and_then(|sig| s.verify(&Mechanism::RsaPkcs, public, &challenge, &sig))
+            .is_ok()
+    } else {
+        super::capabilities::probe_oaep_with(s, public, private).is_some()
+    };
+    if !proved {
+        let _ = s.destroy_object(public);
+        return Err(incorrect(
+            "the RSA private key does not belong to its public key (modulus and exponent)",
+        ));
+    }
+    Ok(public)
 }
 
 fn ec_public(
