@@ -21,6 +21,7 @@ use super::views::rfc3339;
 use super::{OpContext, Operation, WriteScope};
 use crate::authz::ResourceRef;
 use crate::error::{Error, Result};
+use crate::model::KeyState;
 use crate::store::imports;
 use crate::store::keys::{self, KeyRow};
 
@@ -187,7 +188,18 @@ impl Operation for GetKeyRotationStatus {
         _scope: &mut WriteScope,
     ) -> Result<Self::Output> {
         let key = key_row(&r)?;
-        let period = key.rotation_period_days.zip(key.next_rotation_at);
+        // A key on its way out does not rotate, and says so (as AWS does: "while a KMS key is
+        // pending deletion, its key rotation status is false"); its period is kept, and shown
+        // again if the deletion is cancelled.
+        let period = key
+            .rotation_period_days
+            .zip(key.next_rotation_at)
+            .filter(|_| {
+                !matches!(
+                    key.state,
+                    KeyState::PendingDeletion | KeyState::Destroying | KeyState::Destroyed
+                )
+            });
         Ok(status(key, period))
     }
 }

@@ -158,6 +158,9 @@ impl Operation for ImportKeyMaterial {
         let state = ctx.state;
         let key = key_row(&r)?;
         let material = awaiting_import(state, key).await?;
+        // A token is forgotten once spent or expired (the scheduler sweeps expired ones), so
+        // one not held is most likely one of those; a token never issued cannot be told
+        // from them, and is answered the same.
         let token = imports::token(&state.db, &self.import_token)
             .await?
             .filter(|t| t.tenant_id == key.tenant_id)

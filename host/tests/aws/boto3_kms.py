@@ -609,13 +609,22 @@ expect_error("a dry-run grant", "DryRunOperationException",
 expect_error("schedule-key-deletion without an approval", "AccessDeniedException",
              kms.schedule_key_deletion, KeyId=other, PendingWindowInDays=7)
 native("approve-key-deletion", os.environ["APPROVER_TOKEN"], {"key_id": other, "requester": me["UserId"]})
+kms.enable_key_rotation(KeyId=other, RotationPeriodInDays=180)
 sched = kms.schedule_key_deletion(KeyId=other, PendingWindowInDays=7)
 check("schedule-key-deletion", sched["KeyState"] == "PendingDeletion" and sched["PendingWindowInDays"] == 7, sched)
 check("its deletion date", isinstance(sched["DeletionDate"], datetime.datetime), sched)
 expect_error("encrypt with a key pending deletion", "KMSInvalidStateException",
              kms.encrypt, KeyId=other, Plaintext=b"x")
+# AWS: "While a KMS key is pending deletion, its key rotation status is false"; a cancelled
+# deletion shows the period again.
+status = kms.get_key_rotation_status(KeyId=other)
+check("a key pending deletion does not rotate", status["KeyRotationEnabled"] is False
+      and "NextRotationDate" not in status, status)
 check("cancel-key-deletion", kms.cancel_key_deletion(KeyId=other)["KeyId"] == arn(other))
 check("a cancelled key is disabled", kms.describe_key(KeyId=other)["KeyMetadata"]["KeyState"] == "Disabled")
+status = kms.get_key_rotation_status(KeyId=other)
+check("...and rotates again once enabled", status["KeyRotationEnabled"] is True
+      and status["RotationPeriodInDays"] == 180, status)
 
 # --- who may do what: Cedar decides, as for the native API ----------------------------------
 expect_error("a member creates no key", "AccessDeniedException", member.create_key)
