@@ -654,6 +654,32 @@ fn attempts(own: &Tenant, v: &Tenant) -> Vec<Attempt> {
             &gid,
             Box::new(|r| Req::Native("retire-grant", json!({ "grant_token": r }))),
         );
+        // With a key named too: the caller's own key, or an alias it does not have. The key
+        // is compared only once the grant's key was authorized, so neither tells whether the
+        // grant exists (before, an unknown alias answered "alias not found" only for a grant
+        // that existed, and the mismatch was audited as not evaluated).
+        let sym = own_sym.clone();
+        add(
+            "native",
+            "retire-grant",
+            "grant with the caller's key",
+            Audit::Deny,
+            &gid,
+            Box::new(move |r| Req::Native("retire-grant", json!({ "grant_id": r, "key_id": sym }))),
+        );
+        add(
+            "native",
+            "retire-grant",
+            "grant with an unknown alias",
+            Audit::Deny,
+            &gid,
+            Box::new(|r| {
+                Req::Native(
+                    "retire-grant",
+                    json!({ "grant_id": r, "key_id": "alias/none" }),
+                )
+            }),
+        );
         let gid2 = gid.clone();
         add(
             "native",
@@ -1007,6 +1033,15 @@ fn attempts(own: &Tenant, v: &Tenant) -> Vec<Attempt> {
             Audit::Deny,
             &gid,
             Box::new(|r| Req::Aws("RetireGrant", json!({ "GrantToken": r }))),
+        );
+        let sym = own_sym.clone();
+        add(
+            "aws-kms",
+            "RetireGrant",
+            "grant id with the caller's key",
+            Audit::Deny,
+            &gid,
+            Box::new(move |r| Req::Aws("RetireGrant", json!({ "KeyId": sym, "GrantId": r }))),
         );
         let sym = own_sym.clone();
         add(

@@ -709,11 +709,6 @@ impl Operation for RetireGrant {
             .await?
             .ok_or_else(not_found)?;
         let r = resolve_key(ctx, &grant.key_id).await?;
-        if let Some(k) = &self.key_id {
-            if super::resolve::key_id_of(ctx, k).await? != grant.key_id {
-                return Err(not_found());
-            }
-        }
         let _ = self.grant.set(grant);
         Ok(r)
     }
@@ -735,6 +730,14 @@ impl Operation for RetireGrant {
         scope: &mut WriteScope,
     ) -> Result<Self::Output> {
         let id = self.id()?.to_string();
+        // The key the caller named is compared only now, once the grant's key was
+        // authorized: before, a grant of another tenant's key would be told apart from one
+        // that does not exist (an unknown alias answered as such only when the grant existed).
+        if let (Some(k), Some(grant)) = (&self.key_id, self.grant.get()) {
+            if super::resolve::key_id_of(ctx, k).await? != grant.key_id {
+                return Err(Error::NotFound { kind: "grant", id });
+            }
+        }
         delete(ctx, scope, &r, &id).await
     }
 }
