@@ -403,9 +403,11 @@ async fn refusals_before_an_action_are_named_as_aws_names_them_and_audited() {
         .all(|r| r["principal"] == "-" && r["front"].as_str().unwrap().starts_with("aws-")));
 }
 
-/// A destroyed key is, to AWS clients, a deleted one, which AWS forgets: `DescribeKey`
-/// answers `NotFoundException` and `ListKeys` leaves it out (Terraform reads a key after
-/// deleting it and takes exactly that as gone). keyplane keeps its record for the audit trail.
+/// A destroyed key is, to AWS clients, a deleted one, which AWS forgets: every action naming
+/// it answers `NotFoundException`, reads included, and `ListKeys` leaves it out (Terraform
+/// reads a key after deleting it and takes exactly that as gone); its grants are gone with
+/// it. keyplane keeps its record for the audit trail. Before, only `DescribeKey` and
+/// `ListKeys` forgot it: its policy, rotation status, tags, grants and aliases still read.
 #[cfg(all(feature = "test-hooks", debug_assertions))]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_destroyed_key_is_gone_to_aws_clients() {
@@ -413,19 +415,66 @@ async fn a_destroyed_key_is_gone_to_aws_clients() {
     let s = Server::start_quiet(dir.path()).await;
     let gone = s.create_key(&s.admin, "envelope").await;
     let kept = s.create_key(&s.admin, "envelope").await;
+    s.ok(
+        &s.admin,
+        "create-principal",
+        json!({ "tenant_id": "default", "name": "retirer", "role": "member" }),
+    )
+    .await;
+    s.ok(
+        &s.admin,
+        "create-grant",
+        json!({ "key_id": gone, "grantee_principal": "retirer", "operations": ["Decrypt"],
+                "retiring_principal": "retirer" }),
+    )
+    .await;
     s.destroy_keys(&[&gone]).await;
+    let retirable = s
+        .ok(
+            &s.admin,
+            "list-retirable-grants",
+            json!({ "retiring_principal": "retirer" }),
+        )
+        .await;
+    assert_eq!(retirable["grants"], json!([]), "{retirable}");
     let key = access_key(&s, &s.admin).await;
     let check = r#"
 import sys, boto3, botocore.exceptions
 kms = boto3.client("kms")
-try:
-    kms.describe_key(KeyId=sys.argv[1])
-    print("described")
-except botocore.exceptions.ClientError as e:
-    print(e.response["Error"]["Code"])
+gone = sys.argv[1]
+reads = [
+    ("DescribeKey", lambda: kms.describe_key(KeyId=gone)),
+    ("GetKeyPolicy", lambda: kms.get_key_policy(KeyId=gone, PolicyName="default")),
+    ("ListKeyPolicies", lambda: kms.list_key_policies(KeyId=gone)),
+    ("GetKeyRotationStatus", lambda: kms.get_key_rotation_status(KeyId=gone)),
+    ("ListKeyRotations", lambda: kms.list_key_rotations(KeyId=gone)),
+    ("ListResourceTags", lambda: kms.list_resource_tags(KeyId=gone)),
+    ("ListGrants", lambda: kms.list_grants(KeyId=gone)),
+    ("ListAliases", lambda: kms.list_aliases(KeyId=gone)),
+]
+for name, call in reads:
+    try:
+        call()
+        print(name, "answered")
+    except botocore.exceptions.ClientError as e:
+        print(name, e.response["Error"]["Code"])
 ids = [k["KeyId"] for page in kms.get_paginator("list_keys").paginate(Limit=1) for k in page["Keys"]]
-print(sys.argv[1] in ids, sys.argv[2] in ids)
+print(gone in ids, sys.argv[2] in ids)
 "#;
     let out = run(client(&venv_bin("python"), &s, &key).args(["-c", check, &gone, &kept]));
-    assert_eq!(out.trim(), "NotFoundException\nFalse True");
+    let mut want: Vec<String> = [
+        "DescribeKey",
+        "GetKeyPolicy",
+        "ListKeyPolicies",
+        "GetKeyRotationStatus",
+        "ListKeyRotations",
+        "ListResourceTags",
+        "ListGrants",
+        "ListAliases",
+    ]
+    .iter()
+    .map(|a| format!("{a} NotFoundException"))
+    .collect();
+    want.push("False True".into());
+    assert_eq!(out.trim(), want.join("\n"));
 }

@@ -31,7 +31,7 @@ use crate::error::{Error, Result};
 use crate::plugins::{StorageOp, StorageReply};
 use crate::state::AppState;
 use crate::store::keys::{self, KeyRow};
-use crate::store::{aliases, approvals, plugins, principals};
+use crate::store::{aliases, approvals, grants, plugins, principals};
 
 /// Default and longest time an approval waits to be used, in seconds.
 pub const DEFAULT_APPROVAL_SECONDS: i64 = 3600;
@@ -357,7 +357,7 @@ pub async fn begin_destroy(state: &AppState, key: &KeyRow, ev: &AuditEvent) -> R
 
 /// Crypto-shred a key that is being destroyed (see [`begin_destroy`]): delete every wrapped
 /// copy from its storage backend, destroy every HSM object, then (in `scope`) record the key
-/// and all its versions as destroyed and drop its aliases and schedule. Each step can be
+/// and all its versions as destroyed and drop its aliases, grants and schedule. Each step can be
 /// retried: a failure (or a crash) leaves the key destroying, and the next scheduler pass
 /// runs this again.
 pub async fn destroy(state: &AppState, scope: &mut WriteScope, key: &KeyRow) -> Result<()> {
@@ -375,6 +375,7 @@ pub async fn destroy(state: &AppState, scope: &mut WriteScope, key: &KeyRow) -> 
         return Err(changed_meanwhile("key", &key.id, KeyState::Destroying));
     }
     aliases::delete_for_key(conn, &key.id).await?;
+    grants::delete_for_key(conn, &key.id).await?;
     plugins::delete_schedule(conn, &key.id).await?;
     Ok(())
 }

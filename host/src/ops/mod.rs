@@ -124,6 +124,29 @@ impl Front {
             Front::InProcess => "in-process",
         }
     }
+
+    /// Whether the front's dialect forgets a deleted key (see [`refuse_if_forgotten`]).
+    fn forgets_destroyed_keys(self) -> bool {
+        matches!(self, Front::AwsKms)
+    }
+}
+
+/// A destroyed key named through a front whose dialect forgets a deleted key is answered as
+/// a key that is gone, once the request on it was authorized (AWS KMS: `NotFoundException`
+/// for every action, reads included). keyplane keeps the record for the audit trail, and its
+/// own API shows it as `destroyed`.
+fn refuse_if_forgotten(meta: &RequestMeta, r: &ResourceRef) -> Result<()> {
+    match r {
+        ResourceRef::Key { row, .. }
+            if row.state == crate::model::KeyState::Destroyed
+                && meta.front.forgets_destroyed_keys() =>
+        {
+            Err(Error::KeyDestroyed {
+                what: format!("key {}", row.id),
+            })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Facts about the request that are not in its body.
@@ -726,6 +749,9 @@ async fn run<O: Operation>(
         return Err(fail(state, &mut ev, e).await);
     }
     ev.decision = "allow";
+    if let Err(e) = refuse_if_forgotten(meta, &resource) {
+        return Err(fail(state, &mut ev, e).await);
+    }
     if dry_run {
         if let Err(e) = op.authorize_dry_run(&ctx, &resource).await {
             if let Some(policies) = ctx.denied.lock().ok().and_then(|mut d| d.take()) {

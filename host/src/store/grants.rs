@@ -296,6 +296,21 @@ pub async fn delete(conn: &mut Tx, id: &str) -> Result<bool> {
     })
 }
 
+/// Delete every grant of a destroyed key (AWS forgets a deleted key's grants; a retiring
+/// principal would otherwise keep listing grants of a key that is gone).
+pub async fn delete_for_key(conn: &mut Tx, key_id: &str) -> Result<()> {
+    on!(conn, {
+        crate::telemetry::spans::db("DELETE", "grants", async move {
+            sqlx::query("DELETE FROM grants WHERE key_id = $1")
+                .bind(key_id)
+                .execute(conn)
+                .await?;
+            Ok(())
+        })
+        .await
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,9 +1,9 @@
 //! `DescribeKey` → `describe-key`. A destroyed key is `NotFoundException`, as a deleted key
-//! is to AWS.
+//! is to AWS (the core answers so for every request of this front naming one).
 
 use serde::{Deserialize, Serialize};
 
-use super::metadata::{is_destroyed, KeyMetadata};
+use super::metadata::KeyMetadata;
 use super::{required, KmsAction};
 use crate::api::aws::error::KmsError;
 use crate::api::aws::ids::Cx;
@@ -37,15 +37,6 @@ impl KmsAction for DescribeKey {
         out: <Self::Op as Operation>::Output,
         cx: &Cx,
     ) -> std::result::Result<Self::Response, KmsError> {
-        // AWS forgets a key once it is deleted; keyplane keeps its record for the audit
-        // trail, but to AWS clients (Terraform's read after a deletion) it is gone.
-        if is_destroyed(&out.state) {
-            let arn = cx.key_arn(&out.key_id);
-            return Err(KmsError::new(
-                "NotFoundException",
-                format!("Key '{arn}' does not exist"),
-            ));
-        }
         Ok(DescribeKeyResponse {
             key_metadata: KeyMetadata::new(&out, cx).map_err(|e| KmsError::from(&e))?,
         })
