@@ -1188,3 +1188,77 @@ async fn text_with_a_nul_character_is_refused_on_every_database() {
     let d = s.ok(&admin, "describe-key", json!({ "key_id": key })).await;
     assert_eq!(d["versions"][0]["state"], "enabled", "{d}");
 }
+
+/// The audit trail names the grant or access key a request made or removed, not only the
+/// key or principal it belongs to: after a leak, which of a principal's two access keys was
+/// deleted, or which grant of a key was revoked, is read from the records. Before, the
+/// records of two grants' creations and one's revocation differed only by request id.
+#[tokio::test(flavor = "multi_thread")]
+async fn audit_records_name_the_grant_or_access_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path()).await;
+    let key = s.create_key(&s.admin, "envelope").await;
+    s.ok(
+        &s.admin,
+        "create-principal",
+        json!({ "tenant_id": "default", "name": "app", "role": "member" }),
+    )
+    .await;
+    let mut made = Vec::new();
+    for operations in [json!(["Encrypt"]), json!(["Decrypt"])] {
+        let body = json!({ "key_id": key, "grantee_principal": "app", "operations": operations });
+        let g = s.ok(&s.admin, "create-grant", body).await;
+        made.push(g["grant_id"].as_str().unwrap().to_string());
+    }
+    let (first, second) = (made[0].clone(), made[1].clone());
+    s.ok(
+        &s.admin,
+        "revoke-grant",
+        json!({ "key_id": key, "grant_id": second }),
+    )
+    .await;
+    let access_key = || async {
+        s.ok(&s.admin, "create-access-key", json!({})).await["access_key_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (kept, deleted) = (access_key().await, access_key().await);
+    s.ok(
+        &s.admin,
+        "delete-access-key",
+        json!({ "access_key_id": deleted }),
+    )
+    .await;
+
+    let pool = s.sql_any().await;
+    let records: Vec<(String, String)> = sqlx::query_as(
+        "SELECT action, resource FROM audit_log WHERE action IN \
+         ('CreateGrant', 'RevokeGrant', 'CreateAccessKey', 'DeleteAccessKey') ORDER BY seq",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    for (action, what) in [
+        ("CreateGrant", format!("grant:{first}")),
+        ("CreateGrant", format!("grant:{second}")),
+        ("RevokeGrant", format!("grant:{second}")),
+        ("CreateAccessKey", format!("access-key:{kept}")),
+        ("CreateAccessKey", format!("access-key:{deleted}")),
+        ("DeleteAccessKey", format!("access-key:{deleted}")),
+    ] {
+        let named = records
+            .iter()
+            .filter(|(a, r)| a == action && r.ends_with(&format!(" {what}")))
+            .count();
+        assert_eq!(named, 1, "{action} {what}: {records:?}");
+    }
+    assert!(
+        records
+            .iter()
+            .all(|(a, r)| !a.contains("Grant") || r.starts_with(&format!("Keyplane::Key::{key:?}"))),
+        "{records:?}"
+    );
+    s.assert_audit_verifies();
+}

@@ -116,6 +116,7 @@ impl Operation for CreateAccessKey {
             )));
         }
         access_keys::insert(conn, &row).await?;
+        ctx.name_in_audit(format!("access-key:{}", row.id));
         Ok(CreateAccessKeyOutput {
             access_key_id: row.id,
             secret_access_key: SecretText::new(secret.to_string()),
@@ -203,6 +204,11 @@ impl Operation for DeleteAccessKey {
             kind: "access key",
             id: self.access_key_id.clone(),
         })
+    }
+
+    /// The owner and the access key, so that the trail says which of its keys went.
+    fn audit_resource(&self, resource: &ResourceRef) -> String {
+        format!("{} access-key:{}", resource.display(), self.access_key_id)
     }
 
     async fn resolve(&self, ctx: &OpContext<'_>) -> Result<ResourceRef> {

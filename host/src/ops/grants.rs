@@ -433,6 +433,7 @@ impl Operation for CreateGrant {
                 .iter()
                 .find(|g| self.same_as(g, &grantee.id, retiring_id))
             {
+                ctx.name_in_audit(format!("grant:{}", g.id));
                 return Ok(CreateGrantOutput {
                     grant_id: g.id.clone(),
                     grant_token: g.id.clone(),
@@ -465,6 +466,7 @@ impl Operation for CreateGrant {
             created_by: ctx.principal.id.clone(),
         };
         grants::insert(conn, &grant).await?;
+        ctx.name_in_audit(format!("grant:{id}"));
         Ok(CreateGrantOutput {
             grant_id: id.clone(),
             grant_token: id,
@@ -598,6 +600,12 @@ async fn delete(
     })
 }
 
+/// How the audit record of a request on grant `id` of key `resource` names it: the key and
+/// the grant, so that the trail says which grant of the key went (or was made).
+fn grant_in_audit(resource: &ResourceRef, id: &str) -> String {
+    format!("{} grant:{id}", resource.display())
+}
+
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RevokeGrant {
@@ -613,6 +621,10 @@ impl Operation for RevokeGrant {
     fn validate(&self) -> Result<()> {
         validate_key_id(&self.key_id)?;
         validate_grant_id(&self.grant_id)
+    }
+
+    fn audit_resource(&self, resource: &ResourceRef) -> String {
+        grant_in_audit(resource, &self.grant_id)
     }
 
     async fn resolve(&self, ctx: &OpContext<'_>) -> Result<ResourceRef> {
@@ -688,6 +700,13 @@ impl Operation for RetireGrant {
             validate_key_id(k)?;
         }
         Ok(())
+    }
+
+    fn audit_resource(&self, resource: &ResourceRef) -> String {
+        match self.id() {
+            Ok(id) => grant_in_audit(resource, id),
+            Err(_) => resource.display(),
+        }
     }
 
     /// A grant on a key the caller may not see is a grant that does not exist (the key's id

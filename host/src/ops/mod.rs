@@ -190,6 +190,8 @@ pub struct OpContext<'a> {
     /// The determining policies of a denial by [`OpContext::authorize`] (the audit record
     /// then says `deny`).
     denied: std::sync::Mutex<Option<Vec<String>>>,
+    /// What the operation made, for its audit record (see [`OpContext::name_in_audit`]).
+    made: std::sync::Mutex<Option<String>>,
 }
 
 impl<'a> OpContext<'a> {
@@ -199,6 +201,16 @@ impl<'a> OpContext<'a> {
             principal,
             meta,
             denied: std::sync::Mutex::new(None),
+            made: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Name what this request made (a grant, an access key: an id drawn while it ran) in its
+    /// audit record, after the resource it acted on, so that the trail says which one a
+    /// later request revokes or uses.
+    pub fn name_in_audit(&self, what: String) {
+        if let Ok(mut m) = self.made.lock() {
+            *m = Some(what);
         }
     }
 
@@ -774,6 +786,9 @@ async fn run<O: Operation>(
     if let Some(policies) = ctx.denied.lock().ok().and_then(|mut d| d.take()) {
         ev.decision = "deny";
         ev.policies = policies;
+    }
+    if let Some(made) = ctx.made.lock().ok().and_then(|mut m| m.take()) {
+        ev.resource = format!("{} {made}", ev.resource);
     }
     match executed {
         Ok(out) => {

@@ -108,6 +108,25 @@ fn explain_case(loaded: &LoadedPolicies, case: &Case) -> anyhow::Result<Decision
     Ok(d)
 }
 
+/// The resource a record's request was decided on: the record's leading entity uid. A
+/// record may name beside it what the request also named or made (rewrap's `-> <key>`, a
+/// grant's `grant:<id>`, an access key's `access-key:<id>`).
+fn recorded_resource(text: &str) -> &str {
+    let Some(open) = text.find("::\"").map(|i| i + 3) else {
+        return text;
+    };
+    let mut escaped = false;
+    for (i, c) in text[open..].char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '"' => return &text[..open + i + 1],
+            _ => {}
+        }
+    }
+    text
+}
+
 async fn from_db(
     loaded: &LoadedPolicies,
     db: &Db,
@@ -207,7 +226,8 @@ async fn from_audit(
             .map(|t| t.timestamp()),
         ..Default::default()
     };
-    let d = from_db(loaded, &db, &rec.principal, &rec.action, &rec.resource, ctx).await?;
+    let resource = recorded_resource(&rec.resource);
+    let d = from_db(loaded, &db, &rec.principal, &rec.action, resource, ctx).await?;
     super::print_decision(loaded, &d);
     if rec.policy_hash.as_deref() == Some(loaded.hash.as_str()) {
         println!("the policy set is the one that decided the record");
@@ -215,4 +235,38 @@ async fn from_audit(
         println!("the policy set differs from the one that decided the record");
     }
     Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::recorded_resource;
+
+    /// `policy explain --audit-seq` re-decides a record on its leading uid: before, a record
+    /// that names more beside it (a rewrap's destination, a grant, an access key) did not
+    /// parse as an entity.
+    #[test]
+    fn a_record_is_re_decided_on_its_leading_uid() {
+        for (recorded, uid) in [
+            (r#"Keyplane::Key::"k-1""#, r#"Keyplane::Key::"k-1""#),
+            (
+                r#"Keyplane::Key::"k-1" grant:ab12"#,
+                r#"Keyplane::Key::"k-1""#,
+            ),
+            (r#"Keyplane::Key::"k-1" -> k-2"#, r#"Keyplane::Key::"k-1""#),
+            (
+                r#"Keyplane::User::"p-1" access-key:AKIA"#,
+                r#"Keyplane::User::"p-1""#,
+            ),
+            (
+                r#"Keyplane::Plugin::"t/a \" b" x"#,
+                r#"Keyplane::Plugin::"t/a \" b""#,
+            ),
+            ("-", "-"),
+        ] {
+            assert_eq!(recorded_resource(recorded), uid);
+            if uid != "-" {
+                assert!(crate::authz::literal::parse_uid(recorded_resource(recorded)).is_ok());
+            }
+        }
+    }
 }
