@@ -119,6 +119,79 @@ async fn external_hsm_key(s: &Server) -> String {
         .to_string()
 }
 
+/// A key holds at most 8 import tokens, each an RSA key pair in the HSM for a day: a ninth
+/// replaces the oldest, whose wrapping key is destroyed and which is then answered as
+/// expired; the newest imports. Before, every call left one more key pair in the token every
+/// tenant shares, for a day.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_holds_its_newest_eight_import_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let s = Server::start_quiet(dir.path()).await;
+    let key = s
+        .ok(&s.admin, "create-key", json!({ "origin": "external" }))
+        .await["key_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut issued = Vec::new();
+    for _ in 0..10 {
+        issued.push(params(&s, &key, "RSAES_OAEP_SHA_1").await);
+    }
+    let token = |p: &Value| p["import_token"].as_str().unwrap().to_string();
+    let labels = common::token_labels(dir.path(), Some("privkey"));
+    let held: Vec<bool> = issued
+        .iter()
+        .map(|p| labels.iter().any(|l| l.contains(&token(p))))
+        .collect();
+    assert_eq!(held, [vec![false; 2], vec![true; 8]].concat(), "{labels:?}");
+    let material = openssl(&["rand", "32"]);
+    let wrapped_for = |p: &Value| {
+        oaep_encrypt(
+            work.path(),
+            p["public_key_pem"].as_str().unwrap(),
+            &material,
+        )
+    };
+    assert_error(
+        &import(
+            &s,
+            &key,
+            &issued[0]["import_token"],
+            &wrapped_for(&issued[0]),
+            json!({}),
+        )
+        .await,
+        400,
+        "ExpiredImportToken",
+        "",
+    );
+    let r = import(
+        &s,
+        &key,
+        &issued[9]["import_token"],
+        &wrapped_for(&issued[9]),
+        json!({}),
+    )
+    .await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    let replaced = s
+        .audit_records()
+        .iter()
+        .filter(|r| r["action"] == "GetParametersForImport")
+        .filter_map(|r| r["resource"].as_str().map(str::to_string))
+        .find(|r| r.contains("replacing"))
+        .unwrap();
+    assert!(
+        replaced.ends_with(&format!(
+            "import-token:{} replacing import-token:{}",
+            token(&issued[8]),
+            token(&issued[0])
+        )),
+        "{replaced}"
+    );
+}
+
 /// Import `material` into `key`, wrapped with `RSAES_OAEP_SHA_1`; it must succeed.
 async fn import_sha1(s: &Server, key: &str, work: &Path, material: &[u8]) {
     let p = params(s, key, "RSAES_OAEP_SHA_1").await;

@@ -1,7 +1,8 @@
 //! `get-parameters-for-import`: an RSA wrapping public key and a one-use import token, valid
 //! for 24 hours, for importing material into an `external` key. The private half stays in
 //! the HSM (non-extractable, unwrap only) and is destroyed when the token is used or expires
-//! (or at once, if this request fails).
+//! (or at once, if this request fails). A key holds at most [`MAX_TOKENS_PER_KEY`] tokens:
+//! a new one replaces the oldest.
 //! Cedar: `GetParametersForImport` on the key.
 
 use schemars::JsonSchema;
@@ -20,6 +21,9 @@ use crate::store::imports::{self, ImportTokenRow};
 
 /// How long an import token (and its wrapping key) lives.
 pub const IMPORT_TOKEN_SECONDS: i64 = 24 * 3600;
+
+/// The tokens a key holds at once (each an RSA key pair in the HSM for a day).
+pub const MAX_TOKENS_PER_KEY: usize = 8;
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -109,7 +113,30 @@ impl Operation for GetParametersForImport {
         if !crate::store::keys::hold_state(conn, &key.id, key.state).await? {
             return Err(super::checks::changed_meanwhile("key", &key.id, key.state));
         }
+        // Each token holds an RSA key pair in the token every tenant shares, for a day: a
+        // key keeps only its newest few, so asking again and again cannot fill the token.
+        // The oldest go (as if expired) once this one commits; a client that asks anew uses
+        // the newest, and one that lost its parameters is never locked out for a day.
+        let outstanding = imports::tokens_of_key(conn, &key.id).await?;
+        let evicted = outstanding.len().saturating_sub(MAX_TOKENS_PER_KEY - 1);
+        for old in &outstanding[..evicted] {
+            imports::delete_token(conn, &old.id).await?;
+        }
         imports::insert_token(conn, &row).await?;
+        for old in &outstanding[..evicted] {
+            scope.discard_import_key_after_commit(old.hsm_object_id.clone());
+        }
+        ctx.name_in_audit(match evicted {
+            0 => format!("import-token:{id}"),
+            _ => format!(
+                "import-token:{id} replacing {}",
+                outstanding[..evicted]
+                    .iter()
+                    .map(|t| format!("import-token:{}", t.id))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+        });
         Ok(ImportParameters {
             key_id: key.id.clone(),
             import_token: id,

@@ -83,6 +83,21 @@ pub async fn delete_token(conn: &mut Tx, id: &str) -> Result<bool> {
     })
 }
 
+/// The tokens of a key not yet used or expired, oldest first.
+pub async fn tokens_of_key(conn: &mut Tx, key_id: &str) -> Result<Vec<ImportTokenRow>> {
+    on!(conn, {
+        crate::telemetry::spans::db("SELECT", "import_tokens", async move {
+            Ok(sqlx::query_as(
+                "SELECT * FROM import_tokens WHERE key_id = $1 ORDER BY created_at, id",
+            )
+            .bind(key_id)
+            .fetch_all(conn)
+            .await?)
+        })
+        .await
+    })
+}
+
 /// Tokens past their expiry (their HSM objects are to be destroyed).
 pub async fn expired_tokens(
     pool: impl Into<Conn<'_>>,
