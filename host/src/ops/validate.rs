@@ -103,11 +103,12 @@ pub const MAX_TAGS: usize = 50;
 const MAX_TAG_KEY: usize = 128;
 const MAX_TAG_VALUE: usize = 256;
 
-/// A key description: at most [`MAX_DESCRIPTION`] bytes, no NUL.
+/// A key description: at most [`MAX_DESCRIPTION`] characters (as AWS counts them: a
+/// description in another script is not cut to a third), no NUL.
 pub fn validate_description(d: &str) -> Result<()> {
-    if d.len() > MAX_DESCRIPTION {
+    if d.chars().count() > MAX_DESCRIPTION {
         return Err(Error::validation(format!(
-            "description is longer than {MAX_DESCRIPTION} bytes"
+            "description is longer than {MAX_DESCRIPTION} characters"
         )));
     }
     refuse_nul("description", d)
@@ -124,16 +125,17 @@ pub fn refuse_nul(field: &str, v: &str) -> Result<()> {
     Ok(())
 }
 
-/// A key's tags: at most [`MAX_TAGS`], keys of 1 to 128 bytes (not beginning with `aws:`,
-/// which AWS reserves for its own tags), values of at most 256.
+/// A key's tags: at most [`MAX_TAGS`], keys of 1 to 128 characters (not beginning with
+/// `aws:`, which AWS reserves for its own tags), values of at most 256.
 pub fn validate_tags(tags: &std::collections::BTreeMap<String, String>) -> Result<()> {
     if tags.len() > MAX_TAGS {
         return Err(too_many_tags());
     }
     for (k, v) in tags {
-        if k.is_empty() || k.len() > MAX_TAG_KEY || v.len() > MAX_TAG_VALUE {
+        let (k_len, v_len) = (k.chars().count(), v.chars().count());
+        if k.is_empty() || k_len > MAX_TAG_KEY || v_len > MAX_TAG_VALUE {
             return Err(Error::validation(format!(
-                "tag keys must be 1-{MAX_TAG_KEY} bytes and values at most {MAX_TAG_VALUE} bytes"
+                "tag keys must be 1-{MAX_TAG_KEY} characters and values at most {MAX_TAG_VALUE} characters"
             )));
         }
         if k.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("aws:")) {

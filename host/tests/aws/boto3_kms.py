@@ -487,6 +487,17 @@ expect_error("more than 50 tags on a key", "TagException", kms.tag_resource, Key
 expect_error("a tag key beginning with aws: at create-key", "TagException", kms.create_key,
              Tags=[{"TagKey": "aws:cloudformation:stack-name", "TagValue": "s"}])
 check("tags unchanged", kms.list_resource_tags(KeyId=key)["Tags"] == [{"TagKey": "team", "TagValue": "b"}])
+# Lengths are counted in characters, as the model counts them: 128 and 256 characters of
+# another script (three UTF-8 bytes each) fit, as a description of 8192 does.
+wide = [{"TagKey": "鍵" * 128, "TagValue": "値" * 256}]
+kms.tag_resource(KeyId=key, Tags=wide)
+check("a tag of 128 and 256 characters", wide[0] in kms.list_resource_tags(KeyId=key)["Tags"])
+kms.untag_resource(KeyId=key, TagKeys=[wide[0]["TagKey"]])
+kms.update_key_description(KeyId=key, Description="説" * 8192)
+check("a description of 8192 characters",
+      kms.describe_key(KeyId=key)["KeyMetadata"]["Description"] == "説" * 8192)
+expect_error("a tag value of 257 characters", "ValidationException", kms.tag_resource, KeyId=key,
+             Tags=[{"TagKey": "k", "TagValue": "値" * 257}])
 
 check("rotation is off at first", kms.get_key_rotation_status(KeyId=key)["KeyRotationEnabled"] is False)
 kms.enable_key_rotation(KeyId=key, RotationPeriodInDays=180)

@@ -210,9 +210,10 @@ fn invalid_arn(v: &str) -> Error {
 }
 
 /// AWS's wording for a length constraint of the model (`field` in lowerCamelCase, as AWS
-/// writes it).
+/// writes it). A string's length is its count of characters, as the model's (Smithy's)
+/// constraints count it, not of UTF-8 bytes.
 pub fn length(field: &str, v: &str, min: usize, max: usize) -> Result<()> {
-    length_of(field, v.len(), min, max)
+    length_of(field, v.chars().count(), min, max)
 }
 
 /// [`length`] of a value already measured (bytes of a blob, entries of a list).
