@@ -390,6 +390,14 @@ async fn imported_material_is_the_key_and_every_refusal_is_typed() {
             "ValidationError",
             "future",
         );
+        // At most a year away, as AWS bounds ValidTo (before, any time was taken).
+        let far = (chrono::Utc::now() + chrono::Duration::days(366)).to_rfc3339();
+        assert_error(
+            &import(&s, &key, &token, &wrapped, json!({ "valid_to": far })).await,
+            400,
+            "ValidationError",
+            "365 days",
+        );
 
         let r = import(&s, &key, &token, &wrapped, json!({})).await;
         assert_eq!(r.0, 200, "{}", r.1);

@@ -68,6 +68,9 @@ pub struct ImportOutput {
     pub material_expires_at: Option<String>,
 }
 
+/// The furthest `valid_to` may be from the import (AWS's `ValidTo` bound).
+const MAX_VALID_FOR_SECONDS: i64 = 365 * 86_400;
+
 impl ImportKeyMaterial {
     fn valid_to(&self) -> Result<Option<i64>> {
         self.valid_to
@@ -178,6 +181,12 @@ impl Operation for ImportKeyMaterial {
         let valid_to = self.valid_to()?;
         if valid_to.is_some_and(|t| t <= now) {
             return Err(Error::validation("valid_to must be in the future"));
+        }
+        // As AWS bounds it: material meant to outlive a year is imported without expiry.
+        if valid_to.is_some_and(|t| t > now + MAX_VALID_FOR_SECONDS) {
+            return Err(Error::validation(
+                "valid_to must be at most 365 days from now (or absent: the material does not expire)",
+            ));
         }
         let transport = transport(&token.wrapping_algorithm)?;
         let modulus_len = wrapping_key_spec(&token.wrapping_key_spec)?
