@@ -66,6 +66,12 @@ pub enum Error {
     /// A pagination token that is not one this operation returned.
     #[error("{0}")]
     InvalidMarker(String),
+    /// A grant id that cannot be one keyplane issued (not 64 hexadecimal digits).
+    #[error("{0}")]
+    InvalidGrantId(String),
+    /// A grant token (keyplane's is the grant's id) that cannot be one keyplane issued.
+    #[error("{0}")]
+    InvalidGrantToken(String),
     /// A key policy document that is not a JSON object.
     #[error("{0}")]
     MalformedPolicyDocument(String),
@@ -143,6 +149,8 @@ impl Error {
             | Error::InvalidAliasName(_)
             | Error::InvalidTag(_)
             | Error::InvalidMarker(_)
+            | Error::InvalidGrantId(_)
+            | Error::InvalidGrantToken(_)
             | Error::MalformedPolicyDocument(_) => "ValidationError",
             Error::InvalidKeyUsage(_) => "InvalidKeyUsage",
             Error::KeyDestroyed { .. } => "KeyDestroyed",

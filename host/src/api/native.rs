@@ -347,6 +347,8 @@ pub fn status(e: &Error) -> StatusCode {
         | Error::InvalidAliasName(_)
         | Error::InvalidTag(_)
         | Error::InvalidMarker(_)
+        | Error::InvalidGrantId(_)
+        | Error::InvalidGrantToken(_)
         | Error::MalformedPolicyDocument(_)
         | Error::MalformedCiphertext(_)
         | Error::DecryptionFailed

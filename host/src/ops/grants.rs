@@ -688,7 +688,11 @@ impl Operation for RetireGrant {
     type Output = GrantGoneOutput;
 
     fn validate(&self) -> Result<()> {
-        validate_grant_id(self.id()?)?;
+        validate_grant_id(self.id()?).map_err(|e| match self.grant_id {
+            Some(_) => e,
+            // Named by its token only: AWS's answer for a token that is not one.
+            None => Error::InvalidGrantToken("a grant token is 64 hexadecimal characters".into()),
+        })?;
         if let (Some(id), Some(token)) = (&self.grant_id, &self.grant_token) {
             if id != token {
                 return Err(Error::validation(

@@ -162,7 +162,9 @@ pub fn validate_grant_id(id: &str) -> Result<()> {
     if is_grant_id(id) {
         Ok(())
     } else {
-        Err(Error::validation("a grant id is 64 hexadecimal characters"))
+        Err(Error::InvalidGrantId(
+            "a grant id is 64 hexadecimal characters".into(),
+        ))
     }
 }
 

@@ -574,6 +574,15 @@ expect_error("the grantee may not retire a grant that does not let it", "NotFoun
              member.retire_grant, GrantToken=grant["GrantToken"])
 kms.retire_grant(GrantToken=grant["GrantToken"])
 check("retire-grant by its retiring principal", kms.list_grants(KeyId=key)["Grants"] == [])
+# Ids and tokens that cannot be a grant's get the model's names for them.
+expect_error("a malformed grant id to revoke", "InvalidGrantIdException",
+             kms.revoke_grant, KeyId=key, GrantId="not-a-grant")
+expect_error("a malformed grant id to list", "InvalidGrantIdException",
+             kms.list_grants, KeyId=key, GrantId="not-a-grant")
+expect_error("a malformed grant id to retire", "InvalidGrantIdException",
+             kms.retire_grant, KeyId=key, GrantId="not-a-grant")
+expect_error("a malformed grant token to retire", "InvalidGrantTokenException",
+             kms.retire_grant, GrantToken="not-a-grant")
 expect_error("a retired grant gives nothing", "NotFoundException",
              member.encrypt, KeyId=key, Plaintext=b"x", EncryptionContext={"app": "billing"})
 pairs = kms.create_grant(KeyId=key, GranteePrincipal=member_arn,

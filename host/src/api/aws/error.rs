@@ -71,6 +71,8 @@ impl From<&Error> for KmsError {
             Error::InvalidAliasName(_) => ("InvalidAliasNameException", S::BAD_REQUEST),
             Error::InvalidTag(_) => ("TagException", S::BAD_REQUEST),
             Error::InvalidMarker(_) => ("InvalidMarkerException", S::BAD_REQUEST),
+            Error::InvalidGrantId(_) => ("InvalidGrantIdException", S::BAD_REQUEST),
+            Error::InvalidGrantToken(_) => ("InvalidGrantTokenException", S::BAD_REQUEST),
             Error::MalformedPolicyDocument(_) => {
                 ("MalformedPolicyDocumentException", S::BAD_REQUEST)
             }

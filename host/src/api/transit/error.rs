@@ -61,6 +61,8 @@ impl From<&Error> for TransitError {
             | Error::InvalidAliasName(_)
             | Error::InvalidTag(_)
             | Error::InvalidMarker(_)
+            | Error::InvalidGrantId(_)
+            | Error::InvalidGrantToken(_)
             | Error::MalformedPolicyDocument(_)
             | Error::MalformedCiphertext(_)
             | Error::DecryptionFailed
