@@ -128,8 +128,10 @@ impl Operation for CreateKey {
             || spec.rsa_bits().is_some()
             || (matches!(spec, KeySpec::EccNistP256 | KeySpec::EccNistP384)
                 && usage == KeyUsage::SignVerify);
+        // A well-formed request for what keyplane does not do (AWS imports HMAC keys):
+        // unsupported, not malformed.
         if self.origin == imports::ORIGIN_EXTERNAL && !importable {
-            return Err(Error::validation(format!(
+            return Err(Error::Unsupported(format!(
                 "origin \"external\" is available for AES_256_GCM, AES_128_GCM, CHACHA20_POLY1305, RSA and sign-verify ECC_NIST keys, not {} {}",
                 spec.as_str(),
                 usage.as_str()

@@ -537,6 +537,9 @@ again = kms.create_grant(KeyId=key, GranteePrincipal=member_arn, Operations=["En
                          RetiringPrincipal=me["Arn"],
                          Constraints={"EncryptionContextSubset": {"app": "billing"}}, Name="billing")
 check("create-grant with a name is idempotent", again["GrantId"] == grant["GrantId"])
+# Material keyplane cannot import is a request it does not serve, not a malformed one.
+expect_error("an HMAC key of imported material", "UnsupportedOperationException", kms.create_key,
+             KeySpec="HMAC_256", KeyUsage="GENERATE_VERIFY_MAC", Origin="EXTERNAL")
 # Members for grants to AWS services are refused, never dropped: a grant whose SourceArn
 # constraint were ignored would be wider than asked.
 granted_before = len(kms.list_grants(KeyId=key)["Grants"])
