@@ -233,6 +233,34 @@ else:
     let out = aws::run(aws::client(&python, &s, &key).args(["-c", script]));
     assert_eq!(out.trim(), "Throttling 400 1", "{out}");
     refused += 1;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    // A signed request for an action keyplane does not serve is charged too: it is audited,
+    // and past the quota it must not add a record each (it was never throttled).
+    let script = r#"
+import boto3, botocore.config, botocore.exceptions
+kms = boto3.client("kms", config=botocore.config.Config(retries={"mode": "standard", "total_max_attempts": 1}))
+def retarget(request, **kwargs):
+    request.headers.replace_header("X-Amz-Target", "TrentService.NoSuchAction")
+kms.meta.events.register("before-sign.kms.GenerateRandom", retarget)
+codes = []
+for _ in range(10):
+    try:
+        kms.generate_random(NumberOfBytes=8)
+        codes.append("answered")
+    except botocore.exceptions.ClientError as e:
+        codes.append(e.response["Error"]["Code"])
+    if codes[-1] == "ThrottlingException":
+        break
+print(" ".join(sorted(set(codes))))
+"#;
+    let out = aws::run(aws::client(&python, &s, &key).args(["-c", script]));
+    assert_eq!(
+        out.trim(),
+        "ThrottlingException UnknownOperationException",
+        "{out}"
+    );
+    refused += 1;
 
     // Another tenant, meanwhile, has no quota: 30 requests at once, all served.
     let answers = futures_util::future::join_all((0..30).map(|_| {
@@ -330,6 +358,53 @@ async fn a_transit_write_read_back_costs_one_request() {
     assert_eq!(again.status(), 200);
     let read: Value = again.json().await.unwrap();
     assert_eq!(read["data"]["latest_version"], 3, "{read}");
+}
+
+/// A batch is charged one request per item, and one of more items than the quota's bucket
+/// can hold is refused whole, natively and on the Transit front: it could never be taken.
+/// Before, it was charged the bucket's size, so a batch of 1,000 items against a quota of 10
+/// a second cost 11 requests.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_larger_than_the_bucket_is_refused_not_discounted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, noisy) = noisy_tenant(dir.path()).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let created = transit_as(&s, &noisy, reqwest::Method::POST, "keys/rows", json!({}))
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 200);
+    let item = json!({ "key_id": "alias/rows", "plaintext": "cm93" });
+    let batch = |n: usize| json!({ "operation": "encrypt", "items": vec![item.clone(); n] });
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, body) = s.call(Some(&noisy), "batch", batch(3)).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "ValidationError", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("at most 2 items"), "{message}");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, body) = s.call(Some(&noisy), "batch", batch(2)).await;
+    assert_eq!((status, &body["failed"]), (200, &json!(0)), "{body}");
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let items = vec![json!({ "plaintext": "cm93" }); 3];
+    let refused = transit_as(
+        &s,
+        &noisy,
+        reqwest::Method::POST,
+        "encrypt/rows",
+        json!({ "batch_input": items }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(refused.status(), 400);
+    let body: Value = refused.json().await.unwrap();
+    assert!(
+        body["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("at most 2 items"),
+        "{body}"
+    );
 }
 
 /// The operations one wire request runs free are bounded (`gate::FREE_OPERATIONS`): a read of

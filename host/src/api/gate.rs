@@ -135,6 +135,13 @@ impl Gate {
     /// the first few of its source in an audit window, such a request is only counted for
     /// its source's aggregated record (see `quotas::sources`).
     pub async fn refuse(&self, principal: Option<&Principal>, action: &str, e: Error) -> Error {
+        // A proven caller's refused request is charged as one it ran, before its record is
+        // written: past its quota it is answered as throttled, not audited on its own (the
+        // AWS front proves a caller with the body and charges nothing before; the native
+        // and Transit fronts charged it already, see `Gate::admit`).
+        if let Some(Err(throttled)) = principal.map(|p| self.take_quota(p, 1)) {
+            return throttled;
+        }
         if principal.is_none()
             && !self
                 .state
@@ -283,7 +290,9 @@ impl Gate {
 
     /// Take `cost` requests, less what this request took already ([`Gate::taken`]), from
     /// the principal's and its tenant's quotas (`crate::quotas`): a refusal is counted for
-    /// the quotas' aggregated audit record, not audited on its own.
+    /// the quotas' aggregated audit record, not audited on its own. A request of more
+    /// operations than a bucket can hold (a batch's items) is refused whole, as bad input:
+    /// waiting would not help ([`crate::quotas::Quotas::fits`]).
     fn take_quota(&self, principal: &Principal, cost: u32) -> Result<()> {
         use std::sync::atomic::Ordering::Relaxed;
         let taken = match self.ran.fetch_add(1, Relaxed) {
@@ -293,14 +302,19 @@ impl Gate {
         if cost <= taken {
             return Ok(());
         }
+        let display = || ops::principal_display(principal);
+        if let Err(burst) = self.state.quotas.fits(&principal.tenant_id, cost) {
+            self.state
+                .quotas
+                .count_refused(&principal.tenant_id, display);
+            return Err(Error::Validation(format!(
+                "{cost} operations in one request are more than the request quota lets one \
+                 request take at once ({burst}); send batches of at most {burst} items"
+            )));
+        }
         self.state
             .quotas
-            .check(
-                &principal.tenant_id,
-                &principal.id,
-                || ops::principal_display(principal),
-                cost - taken,
-            )
+            .check(&principal.tenant_id, &principal.id, display, cost - taken)
             .map_err(|wait| {
                 metrics().throttled(self.meta.front.name());
                 Error::throttled(wait)

@@ -132,7 +132,30 @@ impl Quotas {
             .clone()
     }
 
-    /// Take `cost` requests (a batch's items; at most a bucket's burst) from `principal`'s
+    /// Whether a request of `cost` operations (a batch's items) can be taken whole from the
+    /// buckets of a principal of `tenant`: `Err` with the smallest burst among them when it is larger. A
+    /// bucket never holds more than its burst, so such a request could never be taken; it is
+    /// refused outright rather than charged a bucket's size (a batch of 1,000 items against a
+    /// quota of 10 a second would otherwise cost 11 requests, and so multiply the quota).
+    pub fn fits(&self, tenant: &str, cost: u32) -> Result<(), u32> {
+        let limits = self.current();
+        let tenant_burst = match limits.own.get(tenant) {
+            Some(own) => own.as_ref().map(|b| b.burst),
+            None => limits.tenants.as_ref().map(|b| b.burst),
+        };
+        let burst = [limits.principals.as_ref().map(|b| b.burst), tenant_burst]
+            .into_iter()
+            .flatten()
+            .map(NonZeroU32::get)
+            .min();
+        match burst {
+            Some(burst) if cost > burst => Err(burst),
+            _ => Ok(()),
+        }
+    }
+
+    /// Take `cost` requests (a batch's items; at most a bucket's burst, see
+    /// [`Quotas::fits`]) from `principal`'s
     /// bucket and then its tenant's. `Err` with how long to wait when either is empty; the
     /// refusal is counted for the audit under `audited_as()` (the principal as audit records
     /// name it; made only for a refusal).
@@ -254,6 +277,19 @@ mod tests {
         }
     }
 
+    /// `c` with tenant `big` at 100 a second of its own and tenant `free` without a quota.
+    fn with_own_rates(mut c: QuotasConfig) -> QuotasConfig {
+        c.tenants.insert(
+            "big".into(),
+            QuotaRate {
+                per_second: 100,
+                burst: 0,
+            },
+        );
+        c.tenants.insert("free".into(), QuotaRate::default());
+        c
+    }
+
     #[test]
     fn no_quota_by_default() {
         let q = Quotas::new(&QuotasConfig::default());
@@ -284,15 +320,7 @@ mod tests {
 
     #[test]
     fn a_tenant_quota_covers_all_its_principals_and_an_own_rate_replaces_it() {
-        let mut c = config(3, 0);
-        c.tenants.insert(
-            "big".into(),
-            QuotaRate {
-                per_second: 100,
-                burst: 0,
-            },
-        );
-        c.tenants.insert("free".into(), QuotaRate::default());
+        let c = with_own_rates(config(3, 0));
         let q = Quotas::new(&c);
         for p in ["a", "b", "c"] {
             assert!(q.check("t", p, || p.to_string(), 1).is_ok());
@@ -308,6 +336,18 @@ mod tests {
         for _ in 0..1000 {
             assert!(q.check("free", "a", || "a".into(), 1).is_ok());
         }
+    }
+
+    #[test]
+    fn a_batch_fits_only_within_every_burst_it_would_take_from() {
+        let c = with_own_rates(config(3, 10));
+        let q = Quotas::new(&c);
+        assert_eq!(q.fits("t", 3), Ok(()));
+        assert_eq!(q.fits("t", 4), Err(3), "the tenant's bucket is smaller");
+        assert_eq!(q.fits("big", 10), Ok(()));
+        assert_eq!(q.fits("big", 11), Err(10), "the principal's is");
+        assert_eq!(q.fits("free", 10), Ok(()));
+        assert_eq!(Quotas::new(&config(0, 0)).fits("t", 1000), Ok(()));
     }
 
     #[test]
