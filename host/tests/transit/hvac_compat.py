@@ -23,6 +23,7 @@ import os
 import sys
 
 import hvac
+import requests
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 from hvac import exceptions
@@ -172,6 +173,29 @@ def key_read():
     check("a key that is not derived has no convergent_encryption", "convergent_encryption" not in d, d)
     d = transit.read_key("r-derived")["data"]
     check("a derived key has convergent_encryption false", d.get("convergent_encryption") is False, d)
+    # Versions below min_decryption_version are not in `keys` (Vault archives them), and come
+    # back when it is lowered.
+    for _ in range(2):
+        transit.rotate_key("r-aes256-gcm96")
+    transit.update_key_configuration("r-aes256-gcm96", min_decryption_version=3)
+    d = transit.read_key("r-aes256-gcm96")["data"]
+    check("keys from min_decryption_version on", sorted(d["keys"]) == ["3"], d)
+    transit.update_key_configuration("r-aes256-gcm96", min_decryption_version=2)
+    d = transit.read_key("r-aes256-gcm96")["data"]
+    check("...and back when it is lowered", sorted(d["keys"]) == ["2", "3"], d)
+    # An RSA key made natively to encrypt (RSA-OAEP): its versions as Vault shows RSA keys, and
+    # no Transit encryption or signing claimed (it claimed encryption, which was refused).
+    native = requests.post(f"{ADDR}/v1/create-key", verify=CA,
+                           headers={"Authorization": f"Bearer {TOKEN}"},
+                           json={"key_spec": "RSA_2048", "key_usage": "encrypt-decrypt",
+                                 "alias": "alias/r-oaep"})
+    check("a native RSA encryption key", native.status_code == 200, native.text)
+    d = transit.read_key("r-oaep")["data"]
+    claimed = [f for f in ("supports_encryption", "supports_decryption", "supports_derivation",
+                           "supports_signing") if d[f]]
+    check("rsa encryption key: claims nothing the front does not serve", claimed == [], d)
+    check("...and lists its versions with their public keys",
+          d["keys"]["1"]["public_key"].startswith("-----BEGIN PUBLIC KEY-----"), d)
 
 
 SECTIONS = {"upsert": upsert, "signing": signing, "hash": hash_, "key-read": key_read}

@@ -538,7 +538,9 @@ pub async fn decrypt(call: &Call<'_>, name: &str) -> Answer {
 }
 
 fn rewrap_op(alias: &str, item: Item) -> Result<ops::rewrap::Rewrap> {
-    // `nonce` ignored, as in `decrypt_op`.
+    // A `nonce` would be the new ciphertext's: refused as on encrypt (Vault refuses it too
+    // for keys that are not convergent: `ErrNonceNotAllowed`).
+    refuse_nonce(&item)?;
     Ok(ops::rewrap::Rewrap {
         ciphertext_blob: ciphertext_of(item.ciphertext.as_deref())?,
         source_encryption_context: encryption_context(

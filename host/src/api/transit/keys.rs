@@ -231,13 +231,16 @@ struct Keyplane {
 pub async fn read(call: &Call<'_>, name: &str) -> Answer {
     let alias = key_of(name).map_err(err)?;
     let meta = describe(call, &alias).await?;
-    let usage = meta.key_usage.as_str();
-    let asymmetric = usage == "sign-verify";
-    let encrypts = usage == "encrypt-decrypt";
+    let spec = KeySpec::parse(&meta.key_spec).ok();
+    let asymmetric = spec.is_some_and(KeySpec::is_asymmetric);
+    // What the Transit endpoints serve for the key, whatever its keyplane usage: an RSA key
+    // made natively to encrypt (RSA-OAEP) has no Transit encryption.
+    let encrypts = spec.is_some_and(KeySpec::is_symmetric_encryption);
+    let signs = meta.key_usage == "sign-verify";
     let mut warnings = Vec::new();
     // Versions are listed (and so read) only for the keys Vault lists them for.
     let keys = if asymmetric || encrypts {
-        Some(version_entries(call, &alias, &meta, &mut warnings).await?)
+        Some(version_entries(call, &alias, &meta, asymmetric, &mut warnings).await?)
     } else {
         None
     };
@@ -258,12 +261,9 @@ pub async fn read(call: &Call<'_>, name: &str) -> Answer {
         supports_encryption: encrypts,
         supports_decryption: encrypts,
         supports_derivation: encrypts,
-        supports_signing: asymmetric,
+        supports_signing: signs,
         auto_rotate_period: meta.rotation_period_days.unwrap_or(0) * 86_400,
-        key_size: KeySpec::parse(&meta.key_spec)
-            .ok()
-            .and_then(KeySpec::hmac_key_len)
-            .map(|n| n as u32),
+        key_size: spec.and_then(KeySpec::hmac_key_len).map(|n| n as u32),
         keyplane: Keyplane {
             key_id: meta.key_id.clone(),
             alias,
@@ -276,20 +276,27 @@ pub async fn read(call: &Call<'_>, name: &str) -> Answer {
     Ok(warnings.into_iter().fold(reply, Reply::warn))
 }
 
-/// `keys`: every version that is not destroyed, page after page (Vault lists them all; the
-/// newest are the last), as Vault shows them (see [`VersionEntry`]).
+/// `keys`: every version from `min_decryption_version` on that is not destroyed, page after
+/// page, as Vault shows them (see [`VersionEntry`]): Vault moves the versions below its
+/// minimum decryption version out of `keys` (`handleArchiving`), and back when it is lowered.
 async fn version_entries(
     call: &Call<'_>,
     alias: &str,
     meta: &KeyMetadata,
+    asymmetric: bool,
     warnings: &mut Vec<String>,
 ) -> std::result::Result<BTreeMap<String, VersionEntry>, Failure> {
     let mut versions = Vec::new();
+    let below = (meta.min_decryption_version - 1).max(0);
     loop {
         let page = call
             .run(Ok(ops::rotate_key::ListKeyVersions {
                 key_id: alias.to_string(),
-                after_version: versions.last().map(|v: &ops::VersionInfo| v.version),
+                after_version: Some(
+                    versions
+                        .last()
+                        .map_or(below, |v: &ops::VersionInfo| v.version),
+                ),
                 limit: Some(1000),
             }))
             .await
@@ -299,7 +306,6 @@ async fn version_entries(
             break;
         }
     }
-    let asymmetric = meta.key_usage == "sign-verify";
     let mut keys = BTreeMap::new();
     // The caller may not read public keys: not asked again for each version.
     let mut denied = false;
@@ -323,9 +329,9 @@ async fn version_entries(
 }
 
 /// A version's public key as Transit shows it: base64 of the raw 32 bytes for ed25519, PEM
-/// (SubjectPublicKeyInfo) otherwise. Vault lists every version of a key; a version keyplane
-/// will not open now (compromised, below the minimum decryption version, a disabled key) is
-/// listed without its public key and a warning says why, so that reading the key still works.
+/// (SubjectPublicKeyInfo) otherwise. A version listed that keyplane will not open now
+/// (compromised, a disabled key) is listed without its public key and a warning says why, so
+/// that reading the key still works.
 async fn public_key(
     call: &Call<'_>,
     meta: &KeyMetadata,
@@ -342,8 +348,6 @@ async fn public_key(
         Some(format!("key {} is {}", meta.key_id, meta.state))
     } else if v.state != "enabled" {
         Some(format!("the version is {}", v.state))
-    } else if version < meta.min_decryption_version {
-        Some("below min_decryption_version".to_string())
     } else {
         None
     };
