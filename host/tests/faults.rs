@@ -469,11 +469,12 @@ fn in_process_turn() -> std::sync::MutexGuard<'static, ()> {
 }
 
 /// What the in-process tests use: a key-agreement key pair's private half with a peer point
-/// for it, and an RSA public key to wrap to (an import wrapping key's).
+/// for it, and an RSA public key to wrap to (an import wrapping key's), with its private half.
 struct Fixtures {
     agreement: keyplane::hsm::Obj,
     peer_point: Vec<u8>,
     recipient: (Vec<u8>, Vec<u8>),
+    import_key: keyplane::hsm::Obj,
 }
 
 fn fixtures(hsm: &keyplane::hsm::Hsm, name: &str) -> Fixtures {
@@ -492,11 +493,12 @@ fn fixtures(hsm: &keyplane::hsm::Hsm, name: &str) -> Fixtures {
         panic!("not an EC public key");
     };
     let id = format!("kp-import:{name}").into_bytes();
-    let (_, n, e) = hsm.generate_import_key_pair(&id, 2048).unwrap();
+    let (import_key, n, e) = hsm.generate_import_key_pair(&id, 2048).unwrap();
     Fixtures {
         agreement: ours[1],
         peer_point,
         recipient: (n, e),
+        import_key,
     }
 }
 
@@ -623,6 +625,86 @@ fn a_transient_secret_that_cannot_be_destroyed_fails_its_call_and_leaves_nothing
             matches!(answer, Err(Error::HsmUnavailable)),
             "{what}: {answer:?}"
         );
+    }
+}
+
+/// An import whose transient key cannot be destroyed fails, and leaves no object of the
+/// version in the token either: the private key of a key pair's import (extractable until
+/// sealed) and the AES key of an import resealed into the token. Before, the call returned at
+/// the failed destroy and left them there under the version's id. The failing destroy is the
+/// test hook of the test above.
+#[test]
+fn an_import_whose_transient_key_cannot_be_destroyed_leaves_no_version_object() {
+    use keyplane::algorithms::{KeySpec, KeyUsage};
+    use keyplane::error::Error;
+    use keyplane::hsm::pair_import::{PairSource, PairTarget};
+    use keyplane::hsm::wrapping::{HostKek, UnwrapInto};
+    use p256::elliptic_curve::sec1::ToEncodedPoint;
+    use p256::pkcs8::EncodePrivateKey;
+    let _turn = in_process_turn();
+    let hsm = in_process_hsm();
+    let f = fixtures(&hsm, "leftover");
+    let secret = p256::SecretKey::from_slice(&[0x11; 32]).unwrap();
+    let pkcs8 = secret.to_pkcs8_der().unwrap();
+    let point = secret
+        .public_key()
+        .to_encoded_point(false)
+        .as_bytes()
+        .to_vec();
+    let pair_id = keyplane::hsm::version_object_id("leftover-pair", 1);
+    let aes_id = keyplane::hsm::version_object_id("leftover-aes", 1);
+    let (n, e) = (&f.recipient.0[..], &f.recipient.1[..]);
+    let wrapped = hsm
+        .wrap_material_for_recipient(&[7u8; 32], (n, e), transport(false))
+        .unwrap();
+    let import_pair = || {
+        let kek = HostKek::new()?;
+        let bytes = kek.wrap(pkcs8.as_bytes())?;
+        let target = PairTarget {
+            id: &pair_id,
+            spec: KeySpec::EccNistP256,
+            usage: KeyUsage::SignVerify,
+            exportable: false,
+        };
+        hsm.import_key_pair(PairSource::Host { kek, bytes }, target, Some(point.clone()))
+            .map(drop)
+    };
+    let import_aes = || {
+        let into = UnwrapInto::Token {
+            id: &aes_id,
+            len: 32,
+            exportable: false,
+        };
+        hsm.unwrap_import(f.import_key, n.len(), transport(false), &wrapped, into)
+            .map(drop)
+    };
+    keyplane::hsm::fail_secret_destroys(true);
+    let answers = [("key pair", import_pair()), ("AES key", import_aes())];
+    keyplane::hsm::fail_secret_destroys(false);
+    for (what, answer) in &answers {
+        assert!(
+            matches!(answer, Err(Error::HsmUnavailable)),
+            "{what}: {answer:?}"
+        );
+    }
+    for (what, id) in [
+        ("the pair's private key", &pair_id),
+        ("the AES key", &aes_id),
+    ] {
+        assert!(
+            hsm.find_all(id).unwrap().is_empty(),
+            "{what} was left in the token"
+        );
+    }
+    // Without the fault both import: the inputs are good.
+    import_pair().unwrap();
+    import_aes().unwrap();
+    for id in [&pair_id, &aes_id] {
+        let made = hsm.find_all(id).unwrap();
+        assert!(!made.is_empty());
+        for o in made {
+            hsm.destroy(o).unwrap();
+        }
     }
 }
 

@@ -106,17 +106,16 @@ async fn params(s: &Server, key: &str, algorithm: &str) -> Value {
     .await
 }
 
-/// A new `hsm` key of origin `external` (waiting for its material); its id.
+/// A new key of origin `external` (waiting for its material), made by the admin with the
+/// other `create-key` fields `fields`; its id.
+async fn external_key(s: &Server, mut fields: Value) -> String {
+    fields["origin"] = json!("external");
+    s.create_key_with(&s.admin, fields).await
+}
+
+/// A new `hsm` key of origin `external`; its id.
 async fn external_hsm_key(s: &Server) -> String {
-    s.ok(
-        &s.admin,
-        "create-key",
-        json!({ "origin": "external", "protection": "hsm" }),
-    )
-    .await["key_id"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    external_key(s, json!({ "protection": "hsm" })).await
 }
 
 /// A key holds at most 8 import tokens, each an RSA key pair in the HSM for a day: a ninth
@@ -128,12 +127,7 @@ async fn a_key_holds_its_newest_eight_import_tokens() {
     let dir = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
     let s = Server::start_quiet(dir.path()).await;
-    let key = s
-        .ok(&s.admin, "create-key", json!({ "origin": "external" }))
-        .await["key_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let key = external_key(&s, json!({})).await;
     let mut issued = Vec::new();
     for _ in 0..10 {
         issued.push(params(&s, &key, "RSAES_OAEP_SHA_1").await);
@@ -359,12 +353,7 @@ async fn imported_material_is_the_key_and_every_refusal_is_typed() {
             "IncorrectKeyMaterial",
             "",
         );
-        let other = s
-            .ok(&s.admin, "create-key", json!({ "origin": "external" }))
-            .await["key_id"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let other = external_key(&s, json!({})).await;
         assert_error(
             &import(&s, &other, &token, &wrapped, json!({})).await,
             400,
@@ -448,12 +437,7 @@ async fn imported_material_is_the_key_and_every_refusal_is_typed() {
     }
 
     // SHA-256 OAEP is refused with the reason (SoftHSM2 implements SHA-1 only).
-    let key = s
-        .ok(&s.admin, "create-key", json!({ "origin": "external" }))
-        .await["key_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let key = external_key(&s, json!({})).await;
     assert_error(
         &s.call(
             Some(&s.admin),
@@ -1054,16 +1038,7 @@ async fn key_pairs_import_as_pkcs8_and_sign_for_their_owner() {
         ),
     ];
     for (spec, algorithm, option, signing) in cases {
-        let key = s
-            .ok(
-                &s.admin,
-                "create-key",
-                json!({ "key_spec": spec, "key_usage": "sign-verify", "origin": "external" }),
-            )
-            .await["key_id"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let key = external_key(&s, json!({ "key_spec": spec, "key_usage": "sign-verify" })).await;
         // The owner's key pair, made by openssl: PKCS#8 DER private key and PEM public key.
         let pem = w.join(format!("{spec}.pem")).to_string_lossy().into_owned();
         openssl(&[
@@ -1083,6 +1058,12 @@ async fn key_pairs_import_as_pkcs8_and_sign_for_their_owner() {
         let wrap_pem = p["public_key_pem"].as_str().unwrap().to_string();
         let wrapped = rsa_aes_wrap(w, &wrap_pem, &pkcs8);
         let with_public = json!({ "public_key": public });
+        // Private key bytes, wrapped right, that the import refuses as not this key's.
+        let refused = async |material: &[u8], fields: Value, why: &str| {
+            let wrapped = rsa_aes_wrap(w, &wrap_pem, material);
+            let answer = import(&s, &key, &p["import_token"], &wrapped, fields).await;
+            assert_error(&answer, 400, "IncorrectKeyMaterial", why);
+        };
 
         // Refusals first (the token stays usable): OAEP alone, a tampered wrapping, and for
         // EC a missing or foreign public key.
@@ -1110,6 +1091,13 @@ async fn key_pairs_import_as_pkcs8_and_sign_for_their_owner() {
             "IncorrectKeyMaterial",
             "",
         );
+        // Wrapped right but no PKCS#8 key: the owner's key in its traditional form (PKCS#1,
+        // SEC1), and random bytes. SoftHSM2 answers them CKR_FUNCTION_FAILED, which was taken
+        // for the token failing (503 HsmUnavailable, the session closed).
+        let traditional = openssl(&["pkey", "-in", &pem, "-traditional", "-outform", "DER"]);
+        for material in [traditional, vec![0x5a; 300]] {
+            refused(&material, with_public.clone(), "PKCS#8").await;
+        }
         if algorithm == "EC" {
             assert_error(
                 &import(&s, &key, &p["import_token"], &wrapped, json!({})).await,
@@ -1147,24 +1135,12 @@ async fn key_pairs_import_as_pkcs8_and_sign_for_their_owner() {
             // another key's private values (it would publish the owner's public key and sign
             // with the other key; before, imported).
             let (_, other) = rsa_pkcs8(w, "other.pem", 2048);
-            for (refused, why) in [
+            for (material, why) in [
                 (rsa_pkcs8(w, "big.pem", 3072).1, "3072"),
                 (rsa_pkcs8(w, "short.pem", 2047).1, "2047"),
                 (mismatched_rsa(&pkcs8, &other), "does not belong"),
             ] {
-                assert_error(
-                    &import(
-                        &s,
-                        &key,
-                        &p["import_token"],
-                        &rsa_aes_wrap(w, &wrap_pem, &refused),
-                        json!({}),
-                    )
-                    .await,
-                    400,
-                    "IncorrectKeyMaterial",
-                    why,
-                );
+                refused(&material, json!({}), why).await;
             }
         }
 
@@ -1217,14 +1193,7 @@ async fn an_import_that_loses_a_race_leaves_one_set_of_objects() {
     let dir = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
     let s = Server::start_quiet(dir.path()).await;
-    let created = s
-        .ok(
-            &s.admin,
-            "create-key",
-            json!({ "protection": "hsm", "origin": "external" }),
-        )
-        .await;
-    let key = created["key_id"].as_str().unwrap().to_string();
+    let key = external_hsm_key(&s).await;
     let material = openssl(&["rand", "32"]);
     let now = s.advance_clock(0).await;
     let valid_to = chrono::DateTime::from_timestamp(now + 3600, 0)
@@ -1388,10 +1357,7 @@ async fn expiry_and_reimport_never_revive_a_revoked_version() {
     };
     let mut keys = Vec::new();
     for _ in 0..2 {
-        let created = s
-            .ok(&s.admin, "create-key", json!({ "origin": "external" }))
-            .await;
-        keys.push(created["key_id"].as_str().unwrap().to_string());
+        keys.push(external_key(&s, json!({})).await);
     }
     let (revoked, disabled) = (keys[0].clone(), keys[1].clone());
     import_expiring(revoked.clone()).await;
@@ -1965,13 +1931,7 @@ async fn pkcs12_bundles_import_as_byok_key_pairs() {
     let password = "correct horse battery";
     let external = |spec: &str| {
         let (s, spec) = (&s, spec.to_string());
-        async move {
-            s.create_key_with(
-                &s.admin,
-                json!({ "key_spec": spec, "key_usage": "sign-verify", "origin": "external" }),
-            )
-            .await
-        }
+        async move { external_key(s, json!({ "key_spec": spec, "key_usage": "sign-verify" })).await }
     };
     let import_p12 = |key: String, token: Value, bundle: Vec<u8>, password: &str| {
         let (s, password) = (&s, password.to_string());
@@ -2125,12 +2085,7 @@ async fn pkcs12_bundles_import_as_byok_key_pairs() {
         "3000000 key-derivation iterations",
     );
     // Symmetric keys take raw material only.
-    let aes = s
-        .create_key_with(
-            &s.admin,
-            json!({ "protection": "hsm", "origin": "external" }),
-        )
-        .await;
+    let aes = external_hsm_key(&s).await;
     let token = params(&s, &aes, "RSA_AES_KEY_WRAP_SHA_1").await["import_token"].clone();
     assert_error(
         &import_p12(aes, token, std::fs::read(&heavy).unwrap(), password).await,
@@ -2242,16 +2197,11 @@ async fn rsa_encryption_pairs_import_only_when_their_halves_belong_together() {
     let work = tempfile::tempdir().unwrap();
     let s = Server::start_quiet(dir.path()).await;
     let w = work.path();
-    let key = s
-        .ok(
-            &s.admin,
-            "create-key",
-            json!({ "key_spec": "RSA_2048", "key_usage": "encrypt-decrypt", "origin": "external" }),
-        )
-        .await["key_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let key = external_key(
+        &s,
+        json!({ "key_spec": "RSA_2048", "key_usage": "encrypt-decrypt" }),
+    )
+    .await;
     let (owner_pem, owner) = rsa_pkcs8(w, "owner.pem", 2048);
     let (_, other) = rsa_pkcs8(w, "other.pem", 2048);
     let p = params(&s, &key, "RSA_AES_KEY_WRAP_SHA_1").await;

@@ -50,19 +50,23 @@ pub struct ImportedVersion {
 }
 
 impl Keyring {
-    /// A fresh RSA wrapping key pair of `bits` for an import, its private half kept in the
-    /// token under `object_id`. Returns the public modulus and exponent, and the private half
-    /// as a [`NewVersion`] to register with the request's write scope (destroyed if the
-    /// request fails).
+    /// A fresh RSA wrapping key pair of `bits` for a new import token, its private half kept
+    /// in the token. Returns the token's id ([`crate::hsm::import_ids`]), the private half as
+    /// a [`NewVersion`] to register with the request's write scope (destroyed if the request
+    /// fails), and the public modulus and exponent. Each attempt names its key afresh: one
+    /// that failed may have left its key behind, which the token's row must never name.
     pub async fn new_import_key_pair(
         &self,
-        object_id: Vec<u8>,
         bits: u64,
-    ) -> Result<(NewVersion, Vec<u8>, Vec<u8>)> {
-        let (handle, n, e) = self
+    ) -> Result<(String, NewVersion, Vec<u8>, Vec<u8>)> {
+        let (id, object_id, handle, n, e) = self
             .retrying(|| {
-                let (hsm, id) = (self.hsm.clone(), object_id.clone());
-                blocking(move || hsm.generate_import_key_pair(&id, bits))
+                let hsm = self.hsm.clone();
+                blocking(move || {
+                    let (id, object_id) = crate::hsm::import_ids();
+                    let (handle, n, e) = hsm.generate_import_key_pair(&object_id, bits)?;
+                    Ok((id, object_id, handle, n, e))
+                })
             })
             .await?;
         let created = NewVersion {
@@ -71,7 +75,7 @@ impl Keyring {
             hsm_wrapped: None,
             created_objects: vec![handle],
         };
-        Ok((created, n, e))
+        Ok((id, created, n, e))
     }
 
     /// Destroy an import wrapping key (used, expired or abandoned); gone already is fine.
@@ -204,18 +208,21 @@ impl Keyring {
         }
     }
 
-    /// Unwrap an imported key pair's private key (PKCS#8) into version `target.id` and
+    /// Unwrap an imported key pair's private key (PKCS#8) into version 1 of `key_id` and
     /// complete the pair (see [`crate::hsm::pair_import`]). The check value is the SHA-256 of
-    /// the pair's SubjectPublicKeyInfo.
+    /// the pair's SubjectPublicKeyInfo. Each attempt names its objects afresh, as
+    /// [`Keyring::new_version`] does: an attempt that failed may have left an object behind
+    /// (a session lost before its clean-up), which the version's row must never name.
     pub async fn import_pair_version(
         &self,
         material: PairMaterial,
         kind: (KeySpec, KeyUsage, bool),
-        object_id: Vec<u8>,
+        key_id: &str,
         ec_point: Option<Vec<u8>>,
     ) -> Result<ImportedVersion> {
         self.retrying(|| {
-            self.unwrap_pair_version(material.clone(), kind, object_id.clone(), ec_point.clone())
+            let object_id = crate::hsm::version_object_id(key_id, 1);
+            self.unwrap_pair_version(material.clone(), kind, object_id, ec_point.clone())
         })
         .await
     }

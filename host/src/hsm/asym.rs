@@ -194,11 +194,21 @@ fn read_pair(
 }
 
 /// The point in a `CKA_EC_POINT`: a DER OCTET STRING (PKCS#11 2.40); some tokens give it bare.
+/// A bare point can read as DER too (`04 ‖ X ‖ Y` is an OCTET STRING whenever X's first byte
+/// is the point's length less 2: one P-256 key in 256), so the DER reading is taken only when
+/// what it holds has a point's length (32 bytes for Ed25519 and X25519, an uncompressed P-256
+/// or P-384 point); a bare point read that way never does.
 pub(super) fn ec_point_content(point: Vec<u8>) -> Vec<u8> {
     use der::Decode;
-    der::asn1::OctetString::from_der(&point)
-        .map(|o| o.into_bytes())
-        .unwrap_or(point)
+    let is_point = |p: &[u8]| match p.len() {
+        32 => true,
+        65 | 97 => p[0] == 0x04,
+        _ => false,
+    };
+    match der::asn1::OctetString::from_der(&point) {
+        Ok(o) if is_point(o.as_bytes()) => o.into_bytes(),
+        _ => point,
+    }
 }
 
 /// The DER `ECParameters` (a named-curve OID) of a NIST curve or of Ed25519.
@@ -664,5 +674,34 @@ pub(super) fn read_public_parts(
     } else {
         let point = point.ok_or(Error::Internal)?;
         Ok(PublicParts::Ec(ec_point_content(point)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ec_point_content;
+
+    /// A bare point that also reads as DER stays whole (it was cut to the DER reading's 63
+    /// bytes, and its SubjectPublicKeyInfo then failed); a DER point is unwrapped.
+    #[test]
+    fn a_bare_point_that_reads_as_der_is_still_bare() {
+        for len in [65usize, 97] {
+            let mut bare = vec![0x04, (len - 2) as u8];
+            bare.resize(len, 0xab);
+            assert_eq!(ec_point_content(bare.clone()), bare, "{len}");
+            let mut der = vec![0x04];
+            if len > 127 {
+                der.push(0x81);
+            }
+            der.push(len as u8);
+            der.extend_from_slice(&bare);
+            assert_eq!(ec_point_content(der), bare, "{len}");
+        }
+        let mut ed25519 = vec![0x04, 30];
+        ed25519.resize(32, 0x11);
+        assert_eq!(ec_point_content(ed25519.clone()), ed25519);
+        let mut der = vec![0x04, 32];
+        der.extend_from_slice(&ed25519);
+        assert_eq!(ec_point_content(der), ed25519);
     }
 }

@@ -80,6 +80,14 @@ pub fn version_object_id(key_id: &str, version: u32) -> Vec<u8> {
     format!("kp:{key_id}:{version}:{}", uuid::Uuid::now_v7().simple()).into_bytes()
 }
 
+/// A new import token's id (`imp-<UUID v7>`: garbage collection reads its creation time from
+/// it) and the `CKA_ID` of its wrapping key (`kp-import:<id>`).
+pub fn import_ids() -> (String, Vec<u8>) {
+    let id = format!("imp-{}", uuid::Uuid::now_v7().simple());
+    let object_id = format!("kp-import:{id}").into_bytes();
+    (id, object_id)
+}
+
 /// The label of a version's objects: its `CKA_ID` without the creation nonce
 /// (`kp:<key>:<version>`), what an operator listing the token sees.
 pub fn version_label(id: &[u8]) -> Vec<u8> {

@@ -103,7 +103,16 @@ impl Hsm {
                     }
                 };
                 let unwrapped = s.unwrap_key(&Mechanism::AesKeyWrapPad, ephemeral, tail, &private);
-                super::destroy_secret(s, ephemeral, "destroy a pair import's ephemeral key")?;
+                if let Err(e) =
+                    super::destroy_secret(s, ephemeral, "destroy a pair import's ephemeral key")
+                {
+                    // Nor is the private key made of it left behind, a token object and
+                    // extractable until sealed.
+                    if let Ok(h) = unwrapped {
+                        let _ = s.destroy_object(h);
+                    }
+                    return Err(e);
+                }
                 let private = match unwrapped {
                     Ok(h) => h,
                     // The host checked a bundle's key before it came here: the token refusing

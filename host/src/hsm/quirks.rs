@@ -58,6 +58,11 @@ pub struct Quirks {
     /// would ever be unwrapped under such a key). Where set, keys are made without one
     /// (`hsm::key_policy`); the key ceremony's transport key is never made without it.
     pub unwrap_template_refused: bool,
+    /// Material that unwraps (the wrapping is right) but does not decode as a key of the
+    /// template's type (a PKCS#1 or SEC1 private key where PKCS#8 is wanted, an EC key for
+    /// an RSA template, random bytes) is answered `CKR_FUNCTION_FAILED` by `C_UnwrapKey`
+    /// (SoftHSM2 2.6), not `CKR_WRAPPED_KEY_INVALID`: it is the caller's material refused.
+    pub undecodable_unwrap_as_function_failed: bool,
 }
 
 /// The modules keyplane knows by name.
@@ -111,6 +116,7 @@ impl Module {
                 no_key_wrapping: false,
                 failed_operation_stays_active: false,
                 unwrap_template_refused: false,
+                undecodable_unwrap_as_function_failed: true,
             },
             Module::Tpm2Pkcs11 => Quirks {
                 bad_input_as_general_error: true,
@@ -150,7 +156,15 @@ impl Quirks {
     /// export of the root key, a world copy), as opposed to the token failing:
     /// [`Quirks::rejects_input`] and the data, template and size answers.
     pub fn rejects_material(self, e: &CkError) -> bool {
+        let function_failed = matches!(
+            e,
+            CkError::Pkcs11(
+                RvError::FunctionFailed,
+                cryptoki::context::Function::UnwrapKey
+            )
+        );
         self.rejects_input(e)
+            || (function_failed && self.undecodable_unwrap_as_function_failed)
             || matches!(
                 e,
                 CkError::Pkcs11(
@@ -224,6 +238,11 @@ impl Quirks {
         if self.unwrap_template_refused {
             names.push("refuses CKA_UNWRAP_TEMPLATE in a key template");
         }
+        if self.undecodable_unwrap_as_function_failed {
+            names.push(
+                "unwrapped material that is no key of its type is reported as CKR_FUNCTION_FAILED",
+            );
+        }
         names
     }
 }
@@ -274,6 +293,14 @@ mod tests {
             assert!(other.rejects_material(&unwrap(rv)), "{rv:?}");
         }
         assert!(!soft.rejects_material(&unwrap(RvError::DeviceError)));
+        // SoftHSM2's answer to material that unwraps but is no key of the template's type.
+        assert!(soft.rejects_material(&unwrap(RvError::FunctionFailed)));
+        assert!(!other.rejects_material(&unwrap(RvError::FunctionFailed)));
+        let decrypt = CkError::Pkcs11(
+            RvError::FunctionFailed,
+            cryptoki::context::Function::Decrypt,
+        );
+        assert!(!soft.rejects_material(&decrypt), "only of C_UnwrapKey");
     }
 
     #[test]
@@ -282,7 +309,7 @@ mod tests {
         assert!(!tpm.usable(MechanismType::AES_KEY_GEN));
         assert!(tpm.usable(MechanismType::RSA_PKCS_OAEP));
         assert!(Module::SoftHsm2.quirks().usable(MechanismType::AES_KEY_GEN));
-        assert_eq!(Module::SoftHsm2.quirks().names().len(), 3);
+        assert_eq!(Module::SoftHsm2.quirks().names().len(), 4);
     }
 
     #[test]

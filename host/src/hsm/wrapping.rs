@@ -585,6 +585,12 @@ fn reseal_into_token(
         s.unwrap_key(&Mechanism::AesKeyWrap, ephemeral, &wrapped, &template)
             .map_err(unavailable("store imported key"))
     })();
-    destroy_secret(s, ephemeral, "destroy an import's ephemeral key")?;
+    if let Err(e) = destroy_secret(s, ephemeral, "destroy an import's ephemeral key") {
+        // Nor is the token object just made of it left behind.
+        if let Ok(h) = out {
+            let _ = s.destroy_object(h);
+        }
+        return Err(e);
+    }
     out
 }

@@ -75,17 +75,12 @@ impl Operation for GetParametersForImport {
     ) -> Result<Self::Output> {
         let key = key_row(&r)?;
         awaiting_import(ctx.state, key).await?;
-        // A UUID v7: an id (the wrapping key's secret half stays in the HSM), carrying its
-        // creation time for garbage collection.
-        let id = format!("imp-{}", uuid::Uuid::now_v7().simple());
-        let object_id = format!("kp-import:{id}").into_bytes();
         let spec = wrapping_key_spec(&self.wrapping_key_spec)?;
         let bits = spec.rsa_bits().ok_or(Error::Internal)?;
-        let (created, n, e) = ctx
-            .state
-            .keyring
-            .new_import_key_pair(object_id.clone(), bits)
-            .await?;
+        // The token's id is a UUID v7 (the wrapping key's secret half stays in the HSM),
+        // carrying its creation time for garbage collection.
+        let (id, created, n, e) = ctx.state.keyring.new_import_key_pair(bits).await?;
+        let object_id = created.hsm_object_id.clone().ok_or(Error::Internal)?;
         scope.created(created);
         let now = ctx.state.clock.now();
         let row = ImportTokenRow {

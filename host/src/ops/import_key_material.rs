@@ -225,7 +225,7 @@ impl Operation for ImportKeyMaterial {
                 .import_pair_version(
                     PairMaterial::Pkcs8(pkcs8),
                     (spec, usage, material.exportable),
-                    crate::hsm::version_object_id(&key.id, 1),
+                    &key.id,
                     ec_point,
                 )
                 .await?
@@ -257,7 +257,7 @@ impl Operation for ImportKeyMaterial {
                 .import_pair_version(
                     PairMaterial::Wrapped(wrapped()?),
                     (spec, usage, material.exportable),
-                    crate::hsm::version_object_id(&key.id, 1),
+                    &key.id,
                     ec_point,
                 )
                 .await?
