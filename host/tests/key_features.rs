@@ -816,6 +816,53 @@ async fn constrained_grants_and_the_grants_made_through_them() {
     s.assert_audit_verifies();
 }
 
+/// A grant is made only on the key as it was when the request was authorized: a key
+/// destroyed meanwhile (its grants deleted with it) gets none after. Before, the creation
+/// inserted its grant once the destruction had deleted the key's grants, and it lived on.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_grant_is_made_on_a_key_destroyed_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_quiet(dir.path()).await;
+    let (admin, _, _) = acme(&s).await;
+    let key = s.create_key(&admin, "envelope").await;
+    let approver = s.second_admin("acme").await;
+    let (status, v) = s
+        .schedule_deletion(
+            &admin,
+            &approver,
+            json!({ "key_id": key, "pending_window_days": 7 }),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let grant = s.call(
+        Some(&admin),
+        "create-grant",
+        json!({ "key_id": key, "grantee_principal": "app", "operations": ["Decrypt"] }),
+    );
+    let destroyed = async {
+        s.advance_clock(8 * 86400).await;
+        s.ok(&s.admin, "run-scheduler", json!({})).await;
+    };
+    let answer = s
+        .interleaved("create-grant:resolved", &key, grant, destroyed)
+        .await;
+    assert_error(
+        &answer,
+        409,
+        "InvalidState",
+        "changed while this request ran",
+    );
+    let described = s.ok(&admin, "describe-key", json!({ "key_id": key })).await;
+    assert_eq!(described["state"], "destroyed", "{described}");
+    let pool = s.sql_any().await;
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM grants WHERE key_id = $1")
+        .bind(&key)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+}
+
 /// Two `create-grant`s of the same name at once make one grant, and a key's 500-grant limit
 /// holds for creations at once: both are decided inside the write transaction, the second
 /// creation seeing the first's grant (here it reaches the decision after the other committed,

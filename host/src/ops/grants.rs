@@ -32,6 +32,7 @@ use std::sync::{Arc, OnceLock};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::checks::changed_meanwhile;
 use super::key_tags::refuse_if_destroyed;
 use super::resolve::{key_row, resolve_key};
 use super::validate::{validate_grant_id, validate_key_id};
@@ -418,11 +419,9 @@ impl Operation for CreateGrant {
         // Drawn before the transaction: the HSM is not asked while the key is held.
         let id = hex::encode(ctx.state.keyring.random(32).await?.as_slice());
         let conn = scope.conn(ctx.state).await?;
-        let gone = || Error::NotFound {
-            kind: "key",
-            id: key.id.clone(),
-        };
-        let existing = grants::of_key_held(conn, &key.id).await?.ok_or_else(gone)?;
+        let existing = grants::of_key_held(conn, &key.id, key.state)
+            .await?
+            .ok_or_else(|| changed_meanwhile("key", &key.id, key.state))?;
         // Inside the open transaction: on SQLite a test pausing here holds the write lock.
         crate::pause::point("create-grant:read", &key.id).await;
         if let Some(refused) = without_grants {

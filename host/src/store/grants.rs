@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use super::{on, Conn, Tx};
 
 use crate::error::{Error, Result};
+use crate::model::KeyState;
 
 /// A grant, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -234,19 +235,27 @@ pub async fn of_key(pool: impl Into<Conn<'_>>, key_id: &str) -> Result<Vec<Grant
 /// grants without the other's and both insert, so the key's row is locked first (`FOR NO KEY
 /// UPDATE`: it excludes another such lock, not the key-share lock of a grant row naming the
 /// key) and the second creation reads after the first commits; SQLite's writer transaction
-/// already excludes every other writer. `None`: the key is gone.
-pub async fn of_key_held(conn: &mut Tx, key_id: &str) -> Result<Option<Vec<Grant>>> {
+/// already excludes every other writer. The key must still be in `state` (the state the
+/// request was authorized for: a key destroyed meanwhile, whose grants were deleted with it,
+/// gets none after). `None`: the key is gone or no longer in `state`.
+pub async fn of_key_held(
+    conn: &mut Tx,
+    key_id: &str,
+    state: KeyState,
+) -> Result<Option<Vec<Grant>>> {
     let lock = match conn.dialect() {
         super::Dialect::Postgres => " FOR NO KEY UPDATE",
         super::Dialect::Sqlite => "",
     };
     let found = on!(conn, {
         crate::telemetry::spans::db("SELECT", "keys", async {
-            let found: Option<i32> =
-                sqlx::query_scalar(&format!("SELECT 1 FROM keys WHERE id = $1{lock}"))
-                    .bind(key_id)
-                    .fetch_optional(&mut *conn)
-                    .await?;
+            let found: Option<i32> = sqlx::query_scalar(&format!(
+                "SELECT 1 FROM keys WHERE id = $1 AND state = $2{lock}"
+            ))
+            .bind(key_id)
+            .bind(state)
+            .fetch_optional(&mut *conn)
+            .await?;
             Ok::<_, Error>(found.is_some())
         })
         .await
