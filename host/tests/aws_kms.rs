@@ -458,6 +458,12 @@ for name, call in reads:
         print(name, "answered")
     except botocore.exceptions.ClientError as e:
         print(name, e.response["Error"]["Code"])
+blob = kms.encrypt(KeyId=sys.argv[2], Plaintext=b"kept")["CiphertextBlob"]
+try:
+    kms.re_encrypt(CiphertextBlob=blob, DestinationKeyId=gone)
+    print("ReEncrypt to it answered")
+except botocore.exceptions.ClientError as e:
+    print("ReEncrypt to it", e.response["Error"]["Code"])
 ids = [k["KeyId"] for page in kms.get_paginator("list_keys").paginate(Limit=1) for k in page["Keys"]]
 print(gone in ids, sys.argv[2] in ids)
 "#;
@@ -475,6 +481,7 @@ print(gone in ids, sys.argv[2] in ids)
     .iter()
     .map(|a| format!("{a} NotFoundException"))
     .collect();
+    want.push("ReEncrypt to it NotFoundException".into());
     want.push("False True".into());
     assert_eq!(out.trim(), want.join("\n"));
 }

@@ -294,7 +294,6 @@ impl Operation for ListAliases {
             Some(k) => {
                 let key = resolve_key(ctx, k).await?;
                 ctx.authorize("DescribeKey", &key, &EncryptionContext::new())?;
-                super::refuse_if_forgotten(ctx.meta, &key)?;
                 Some(key_row(&key)?.id.clone())
             }
             None => None,

@@ -250,7 +250,9 @@ impl<'a> OpContext<'a> {
 
     /// Authorize a second resource of the same request (rewrap's destination key, the key an
     /// alias points to before `update-alias`). A denial fails the request, is audited as
-    /// `deny` with its determining policies, and is answered as for the pipeline's own check.
+    /// `deny` with its determining policies, and is answered as for the pipeline's own check;
+    /// a destroyed key allowed is refused as the front's dialect wants it
+    /// ([`refuse_if_forgotten`]), also as for the pipeline's own resource.
     pub fn authorize(
         &self,
         action: &'static str,
@@ -259,6 +261,7 @@ impl<'a> OpContext<'a> {
     ) -> Result<Decision> {
         let decision = self.decide(action, resource, ec, Extra::default())?;
         if decision.allowed {
+            refuse_if_forgotten(self.meta, resource)?;
             return Ok(decision);
         }
         metrics().denial(action);
