@@ -249,6 +249,33 @@ pub struct Guarded<S> {
     _admission: Admission,
 }
 
+/// Why a connection timed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timeout {
+    /// No byte moved either way for the idle timeout.
+    Idle,
+    /// No request in flight for the quiet (header read) timeout, whatever bytes moved: a
+    /// kept-alive connection that sends no next request, HTTP/2 frames that never make one.
+    NoRequest,
+}
+
+impl Timeout {
+    /// The `reason` of `keyplane.connections.timed_out`.
+    fn label(self) -> &'static str {
+        match self {
+            Timeout::Idle => "idle",
+            Timeout::NoRequest => "no_request",
+        }
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            Timeout::Idle => "connection idle for too long",
+            Timeout::NoRequest => "no request on the connection for too long",
+        }
+    }
+}
+
 impl<S> Guarded<S> {
     fn new(inner: S, idle: Duration, admission: Admission) -> Self {
         let now = Instant::now();
@@ -273,14 +300,11 @@ impl<S> Guarded<S> {
     }
 
     /// The earliest time the connection times out, and why.
-    fn deadline(&self) -> (Instant, &'static str) {
-        let idle = (
-            self.last_activity + self.idle,
-            "connection idle for too long",
-        );
+    fn deadline(&self) -> (Instant, Timeout) {
+        let idle = (self.last_activity + self.idle, Timeout::Idle);
         let quiet = self.quiet.as_ref().and_then(|(quiet, requests)| {
             let since = requests.quiet_since()?;
-            Some((since + *quiet, "no request on the connection for too long"))
+            Some((since + *quiet, Timeout::NoRequest))
         });
         match quiet {
             Some(q) if q.0 < idle.0 => q,
@@ -298,8 +322,8 @@ impl<S> Guarded<S> {
             match self.timer.as_mut().poll(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(()) if deadline <= Instant::now() => {
-                    metrics().connection_idle_closed();
-                    return Poll::Ready(io::Error::new(io::ErrorKind::TimedOut, why));
+                    metrics().connection_timed_out(why.label());
+                    return Poll::Ready(io::Error::new(io::ErrorKind::TimedOut, why.message()));
                 }
                 Poll::Ready(()) => continue,
             }
@@ -466,6 +490,7 @@ mod tests {
         assert!(start.elapsed() > idle, "open for longer than the timeout");
         let err = conn.read(&mut buf).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(err.to_string(), Timeout::Idle.message());
         drop(conn);
         assert!(lock(&l.held.by_source).is_empty(), "the slot is given back");
     }
@@ -505,6 +530,7 @@ mod tests {
             }
         };
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(err.to_string(), Timeout::NoRequest.message());
         assert!(ended.elapsed() >= quiet, "{:?}", ended.elapsed());
         writer.abort();
     }

@@ -569,6 +569,7 @@ async fn http_protobuf_export_and_json_logs_with_trace_ids() {
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
             ("KEYPLANE_TELEMETRY__EXPORT_INTERVAL_MS", "100"),
             ("KEYPLANE_TELEMETRY__METRICS_INTERVAL_MS", "300"),
+            ("KEYPLANE_LIMITS__HEADER_READ_TIMEOUT_SECONDS", "1"),
             ("RUST_LOG", "info,keyplane=debug"),
         ],
     )
@@ -588,6 +589,23 @@ async fn http_protobuf_export_and_json_logs_with_trace_ids() {
         counter(&received, "keyplane.requests", &[("operation", "encrypt")]) >= 1
     })
     .await;
+    // A connection that never sends a request is closed by the header read timeout and
+    // counted by why (before, every timeout counted as "idle", without a reason).
+    let silent = tokio::net::TcpStream::connect(s.base.trim_start_matches("https://"))
+        .await
+        .unwrap();
+    wait_for(
+        "a silent connection counted as closed for want of a request",
+        || {
+            counter(
+                &received,
+                "keyplane.connections.timed_out",
+                &[("reason", "no_request")],
+            ) >= 1
+        },
+    )
+    .await;
+    drop(silent);
     // Health requests need no credential: however many arrive at once, they share a few
     // readiness probes (each an HSM encryption under the root key), not one each.
     let probes = || {

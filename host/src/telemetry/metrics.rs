@@ -25,7 +25,7 @@ pub struct Metrics {
     audit_batch: Histogram<u64>,
     throttled: Counter<u64>,
     connections_refused: Counter<u64>,
-    connections_idle_closed: Counter<u64>,
+    connections_timed_out: Counter<u64>,
     per_key: bool,
     _dropped: ObservableCounter<u64>,
 }
@@ -96,9 +96,11 @@ fn build(per_key: bool) -> Metrics {
             .u64_counter("keyplane.connections.refused")
             .with_description("Connections closed on arrival, by the limit they met")
             .build(),
-        connections_idle_closed: meter
-            .u64_counter("keyplane.connections.idle_closed")
-            .with_description("Connections closed after their idle timeout")
+        connections_timed_out: meter
+            .u64_counter("keyplane.connections.timed_out")
+            .with_description(
+                "Connections closed by a timeout: no byte moved (idle), no request (no_request)",
+            )
             .build(),
         per_key,
         _dropped: meter
@@ -190,9 +192,11 @@ impl Metrics {
             .add(1, &[KeyValue::new("limit", limit)]);
     }
 
-    /// A connection closed after its idle timeout.
-    pub fn connection_idle_closed(&self) {
-        self.connections_idle_closed.add(1, &[]);
+    /// A connection closed by a timeout, for `reason` (`idle`: no byte moved for the idle
+    /// timeout; `no_request`: no request in flight for the header read timeout).
+    pub fn connection_timed_out(&self, reason: &'static str) {
+        self.connections_timed_out
+            .add(1, &[KeyValue::new("reason", reason)]);
     }
 
     /// One audit group commit of `records` records.
