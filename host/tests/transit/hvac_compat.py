@@ -25,7 +25,7 @@ import sys
 import hvac
 import requests
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding
 from hvac import exceptions
 
 from hvac_common import ADDR, CA, TOKEN, b64, check, client, expect, raw_client, transit, unb64  # noqa: F401
@@ -129,6 +129,20 @@ def signing():
     check("...and algorithm alone", v["data"]["valid"] is True, v)
     v = transit.verify_signed_data("s-mac", M, hmac=mac, hash_algorithm="sha2-512")
     check("...and hvac's verify_signed_data", v["data"]["valid"] is True, v)
+
+    # An empty input is a message, as in Vault (its path_hmac_test has an HMAC of ""): an
+    # HMAC and an ed25519 signature of it (both were refused, 400 "1 to 4096 bytes").
+    empty = post("hmac/s-mac/sha2-512", {"input": ""})["data"]["hmac"]
+    check("an HMAC of an empty input", empty.startswith("vault:v1:") and empty != mac, empty)
+    v = post("verify/s-mac/sha2-512", {"input": "", "hmac": empty})["data"]["valid"]
+    check("...that verifies", v is True, v)
+    v = post("verify/s-mac/sha2-512", {"input": M, "hmac": empty})["data"]["valid"]
+    check("...and only for the empty input", v is False, v)
+    transit.create_key("s-ed", key_type="ed25519")
+    raw_public = base64.b64decode(transit.read_key("s-ed")["data"]["keys"]["1"]["public_key"])
+    s = post("sign/s-ed", {"input": ""})["data"]["signature"]
+    ed25519.Ed25519PublicKey.from_public_bytes(raw_public).verify(sig(s), b"")
+    check("an ed25519 signature of an empty input (verified by cryptography)", True)
 
 
 def hash_():
