@@ -464,6 +464,11 @@ try:
     print("ReEncrypt to it answered")
 except botocore.exceptions.ClientError as e:
     print("ReEncrypt to it", e.response["Error"]["Code"])
+try:
+    kms.re_encrypt(CiphertextBlob=blob, DestinationKeyId=gone, DryRun=True)
+    print("DryRun ReEncrypt to it answered")
+except botocore.exceptions.ClientError as e:
+    print("DryRun ReEncrypt to it", e.response["Error"]["Code"])
 ids = [k["KeyId"] for page in kms.get_paginator("list_keys").paginate(Limit=1) for k in page["Keys"]]
 print(gone in ids, sys.argv[2] in ids)
 "#;
@@ -482,6 +487,8 @@ print(gone in ids, sys.argv[2] in ids)
     .map(|a| format!("{a} NotFoundException"))
     .collect();
     want.push("ReEncrypt to it NotFoundException".into());
+    // A dry run's check of the destination, too (it answered DryRunOperationException).
+    want.push("DryRun ReEncrypt to it NotFoundException".into());
     want.push("False True".into());
     assert_eq!(out.trim(), want.join("\n"));
 }

@@ -405,6 +405,13 @@ async fn a_batch_larger_than_the_bucket_is_refused_not_discounted() {
             .contains("at most 2 items"),
         "{body}"
     );
+    // Each refused as a whole batch is: one record each (not counted as throttled).
+    let refused = s
+        .audit_records()
+        .into_iter()
+        .filter(|r| r["action"] == "Encrypt" && r["outcome"] == "ValidationError")
+        .count();
+    assert_eq!(refused, 2);
 }
 
 /// The operations one wire request runs free are bounded (`gate::FREE_OPERATIONS`): a read of

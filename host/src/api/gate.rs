@@ -251,7 +251,13 @@ impl Gate {
         items: Vec<Result<O>>,
     ) -> Result<Vec<Result<O::Output>>> {
         let count = items.len();
-        self.take_quota(&principal, u32::try_from(count).unwrap_or(u32::MAX))?;
+        match self.take_quota(&principal, u32::try_from(count).unwrap_or(u32::MAX)) {
+            Ok(()) => {}
+            // Past the quota: counted, not audited on its own (see `take_quota`).
+            Err(e @ Error::Throttled { .. }) => return Err(e),
+            // More items than a bucket holds: a batch refused as a whole, one record.
+            Err(e) => return Err(self.refuse(Some(&principal), O::ACTION, e).await),
+        }
         let (state, meta) = (self.state.clone(), self.meta.clone());
         let task = async move { ops::execute_many(&state, &principal, &meta, items).await };
         self.spawned::<O, _>(Some(count), task).await
@@ -262,7 +268,8 @@ impl Gate {
     /// limit first (the request is answered without its body read, see
     /// [`BodyLimits::refused`]). The operation then takes only what it costs beyond this one.
     /// Only for a principal already proven: a signature is proven with the body, so the AWS
-    /// front takes its quota when the operation runs.
+    /// front takes its quota when the operation runs, or when the request is refused before
+    /// one ([`Gate::refuse`]).
     fn admit(&self, principal: &Principal) -> Result<()> {
         self.take_quota(principal, 1)
     }
@@ -291,8 +298,8 @@ impl Gate {
     /// Take `cost` requests, less what this request took already ([`Gate::taken`]), from
     /// the principal's and its tenant's quotas (`crate::quotas`): a refusal is counted for
     /// the quotas' aggregated audit record, not audited on its own. A request of more
-    /// operations than a bucket can hold (a batch's items) is refused whole, as bad input:
-    /// waiting would not help ([`crate::quotas::Quotas::fits`]).
+    /// operations than a bucket can hold (a batch's items) is refused whole, as bad input
+    /// (waiting would not help: [`crate::quotas::Quotas::fits`]), for the caller to audit.
     fn take_quota(&self, principal: &Principal, cost: u32) -> Result<()> {
         use std::sync::atomic::Ordering::Relaxed;
         let taken = match self.ran.fetch_add(1, Relaxed) {
@@ -302,11 +309,7 @@ impl Gate {
         if cost <= taken {
             return Ok(());
         }
-        let display = || ops::principal_display(principal);
         if let Err(burst) = self.state.quotas.fits(&principal.tenant_id, cost) {
-            self.state
-                .quotas
-                .count_refused(&principal.tenant_id, display);
             return Err(Error::Validation(format!(
                 "{cost} operations in one request are more than the request quota lets one \
                  request take at once ({burst}); send batches of at most {burst} items"
@@ -314,7 +317,12 @@ impl Gate {
         }
         self.state
             .quotas
-            .check(&principal.tenant_id, &principal.id, display, cost - taken)
+            .check(
+                &principal.tenant_id,
+                &principal.id,
+                || ops::principal_display(principal),
+                cost - taken,
+            )
             .map_err(|wait| {
                 metrics().throttled(self.meta.front.name());
                 Error::throttled(wait)

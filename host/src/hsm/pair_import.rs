@@ -120,7 +120,7 @@ impl Hsm {
                     Err(e) if matches!(source, PairSource::Host { .. }) => {
                         return Err(unavailable("unwrap a bundle's private key")(e))
                     }
-                    Err(e) if live.quirks.rejects_material(&e) => {
+                    Err(e) if live.quirks.rejects_private_key(&e) => {
                         return Err(incorrect("not a PKCS#8 private key of this key's type"))
                     }
                     Err(e) => return Err(unavailable("unwrap imported private key")(e)),

@@ -156,15 +156,7 @@ impl Quirks {
     /// export of the root key, a world copy), as opposed to the token failing:
     /// [`Quirks::rejects_input`] and the data, template and size answers.
     pub fn rejects_material(self, e: &CkError) -> bool {
-        let function_failed = matches!(
-            e,
-            CkError::Pkcs11(
-                RvError::FunctionFailed,
-                cryptoki::context::Function::UnwrapKey
-            )
-        );
         self.rejects_input(e)
-            || (function_failed && self.undecodable_unwrap_as_function_failed)
             || matches!(
                 e,
                 CkError::Pkcs11(
@@ -177,6 +169,23 @@ impl Quirks {
                     _
                 )
             )
+    }
+
+    /// Whether `e`, from a `C_UnwrapKey` of a caller's private key (PKCS#8 under a key only
+    /// this request holds), is the module refusing what the bytes unwrapped to: as
+    /// [`Quirks::rejects_material`], and `CKR_FUNCTION_FAILED` where the module answers so
+    /// for material that is no key of the template's type. Only there: elsewhere (the root
+    /// key's import, world copies) the same code is also how SoftHSM2 reports a failed write
+    /// of its token, which must not read as bad material.
+    pub fn rejects_private_key(self, e: &CkError) -> bool {
+        let function_failed = matches!(
+            e,
+            CkError::Pkcs11(
+                RvError::FunctionFailed,
+                cryptoki::context::Function::UnwrapKey
+            )
+        );
+        self.rejects_material(e) || (function_failed && self.undecodable_unwrap_as_function_failed)
     }
 
     /// Whether the module can use `m` although it lists it.
@@ -293,14 +302,16 @@ mod tests {
             assert!(other.rejects_material(&unwrap(rv)), "{rv:?}");
         }
         assert!(!soft.rejects_material(&unwrap(RvError::DeviceError)));
-        // SoftHSM2's answer to material that unwraps but is no key of the template's type.
-        assert!(soft.rejects_material(&unwrap(RvError::FunctionFailed)));
-        assert!(!other.rejects_material(&unwrap(RvError::FunctionFailed)));
+        // SoftHSM2's answer to material that unwraps but is no key of the template's type, for
+        // an imported private key only.
+        assert!(soft.rejects_private_key(&unwrap(RvError::FunctionFailed)));
+        assert!(!soft.rejects_material(&unwrap(RvError::FunctionFailed)));
+        assert!(!other.rejects_private_key(&unwrap(RvError::FunctionFailed)));
         let decrypt = CkError::Pkcs11(
             RvError::FunctionFailed,
             cryptoki::context::Function::Decrypt,
         );
-        assert!(!soft.rejects_material(&decrypt), "only of C_UnwrapKey");
+        assert!(!soft.rejects_private_key(&decrypt), "only of C_UnwrapKey");
     }
 
     #[test]
