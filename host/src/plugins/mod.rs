@@ -291,8 +291,15 @@ pub enum StorageReply {
     Page(Vec<String>, Option<String>),
 }
 
-/// Names asked for per `list-blobs` call.
+/// Names asked for per `list-blobs` call; a page with more is cut to it.
 const LIST_PAGE: u32 = 1000;
+
+/// Longest name (after the tenant's prefix) a listing may return: keyplane's own are
+/// `keys/<key>/<version>/<uuid>`, under 200 bytes. A longer name, or one with a control
+/// character, is no blob keyplane wrote and is left out of the page, so that a plugin cannot
+/// make garbage collection write names of any size (or log lines of its making) into the
+/// audit log and the logs.
+const MAX_LISTED_NAME: usize = 512;
 
 fn describe_storage_error(
     e: &bindings::v0_1::rotation::keyplane::plugin::types::StorageError,
@@ -1125,8 +1132,13 @@ impl PluginRuntime {
                                 let names = page
                                     .names
                                     .into_iter()
+                                    .take(LIST_PAGE as usize)
                                     .filter(|n| n.starts_with(&full))
                                     .filter_map(strip)
+                                    .filter(|n| {
+                                        n.len() <= MAX_LISTED_NAME
+                                            && !n.chars().any(char::is_control)
+                                    })
                                     .collect();
                                 StorageReply::Page(names, page.next_cursor)
                             })
