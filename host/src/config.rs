@@ -376,7 +376,9 @@ pub struct PluginsConfig {
     pub tenant_fuel_per_second: u64,
     pub tenant_fuel_burst: u64,
     /// Whether tenants may grant storage backends the `filesystem` capability (a directory of
-    /// their own under `<data-dir>/plugins/fs/<tenant>/<plugin>`).
+    /// their own under `<data-dir>/plugins/fs/<tenant>/<plugin>`). Checked at upload and
+    /// again at every call: turned off, plugins granted it before lose the directory (their
+    /// calls fail, saying so) until it is turned on again; what they wrote stays.
     pub allow_filesystem: bool,
     /// Destinations (`host:port`) that tenants may grant storage backends outbound HTTP to
     /// (`http:<host>:<port>` capabilities). Empty: no plugin may make HTTP requests. Checked

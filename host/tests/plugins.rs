@@ -793,10 +793,28 @@ async fn fs_backend_needs_the_filesystem_grant_and_keeps_only_wrapped_blobs() {
         "material on disk"
     );
     s.stop();
-    let s = Server::start(dir.path()).await;
+    let mut s = Server::start(dir.path()).await;
     let (st, v) = s.decrypt(&t, &ct, json!({})).await;
     assert_eq!(st, 200, "{v}");
     assert_eq!(common::unb64(&v["plaintext"]), b"on disk, wrapped");
+    // The operator withdraws the grant (`plugins.allow_filesystem`): the plugin loses its
+    // directory at the next call, saying why, and gets it back with the grant; its blobs
+    // stay meanwhile. Before, the switch was read only at upload.
+    s.stop();
+    let mut s = Server::start_with_env(
+        dir.path(),
+        &[
+            ("RUST_LOG", "warn"),
+            ("KEYPLANE_PLUGINS__ALLOW_FILESYSTEM", "false"),
+        ],
+    )
+    .await;
+    let refused = s.decrypt(&t, &ct, json!({})).await;
+    common::assert_error(&refused, 502, "PluginFailed", "allow_filesystem");
+    s.stop();
+    let s = Server::start(dir.path()).await;
+    let (st, v) = s.decrypt(&t, &ct, json!({})).await;
+    assert_eq!(st, 200, "{v}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1044,7 +1044,19 @@ impl PluginRuntime {
         let mut used = 0;
         let (tenant, sha256) = (plugin.tenant_id.as_str(), plugin.sha256.as_str());
         let short = &sha256[..12.min(sha256.len())];
+        // The operator's switch is read at every call, as `http_hosts` is: turned off, it
+        // takes the directory from plugins granted it before (their blobs stay on disk).
         let fs_dir = if plugin.granted(CAP_FILESYSTEM) {
+            if !self.limits.allow_filesystem {
+                let reason = "its filesystem grant is withdrawn: plugins.allow_filesystem is false";
+                return (
+                    Err(Error::PluginFailed {
+                        plugin: plugin.name.clone(),
+                        reason: reason.into(),
+                    }),
+                    0,
+                );
+            }
             match self.fs_dir(tenant, &plugin.name) {
                 Ok(dir) => Some(dir),
                 Err(e) => return (Err(e), 0),
