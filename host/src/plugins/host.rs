@@ -20,7 +20,17 @@ use super::kv_store::KvStore;
 pub const MAX_KV_KEY: usize = 512;
 pub const MAX_KV_VALUE: usize = 1 << 20;
 const MAX_LOG_LINES: u32 = 100;
+/// Longest log line a plugin may write, in bytes (of UTF-8: a line of 2048 four-byte
+/// characters was 8 KiB when this counted characters).
 const MAX_LOG_LINE: usize = 2048;
+/// Host resources (files, streams, HTTP requests and headers, pollables) one invocation may
+/// hold at once: memory and table caps bound the guest's own memory, not what it makes the
+/// host hold (wasmtime allows a million entries), and each open file is a descriptor of the
+/// whole process. A storage backend needs a handful.
+const MAX_HOST_RESOURCES: usize = 128;
+/// Bytes of headers one `fields` resource may hold (wasmtime's in-memory measure; its default
+/// is 128 KiB, 16 MiB across [`MAX_HOST_RESOURCES`]).
+const MAX_FIELDS_BYTES: usize = 32 * 1024;
 
 /// Store data of one invocation.
 pub struct HostState {
@@ -67,9 +77,13 @@ impl HostState {
                     crate::error::Error::Internal
                 })?;
         }
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_HOST_RESOURCES);
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(MAX_FIELDS_BYTES);
         Ok(HostState {
             wasi: wasi.build(),
-            table: ResourceTable::new(),
+            table,
             memory_cap,
             memory_used: 0,
             table_cap,
@@ -77,7 +91,7 @@ impl HostState {
             log_lines: 0,
             plugin,
             kv: grants.kv,
-            http: WasiHttpCtx::new(),
+            http,
             http_grant: grants.http.unwrap_or_else(HttpGrant::none),
         })
     }
@@ -143,7 +157,7 @@ impl log::Host for HostState {
         if self.log_lines > MAX_LOG_LINES {
             return;
         }
-        let message: String = message.chars().take(MAX_LOG_LINE).collect();
+        let message = log_line(&message);
         let plugin = self.plugin.as_str();
         match level {
             log::Level::Debug => tracing::debug!(plugin, message, "plugin log"),
@@ -152,6 +166,11 @@ impl log::Host for HostState {
             log::Level::Error => tracing::error!(plugin, message, "plugin log"),
         }
     }
+}
+
+/// A plugin's log message as logged: at most [`MAX_LOG_LINE`] bytes, cut at a character.
+fn log_line(message: &str) -> &str {
+    &message[..message.floor_char_boundary(MAX_LOG_LINE)]
 }
 
 fn check_key(key: &str) -> Result<(), StorageError> {
@@ -244,6 +263,27 @@ mod tests {
     use super::*;
 
     const MIB: usize = 1 << 20;
+
+    /// A log line is cut by bytes, at a character: 2048 four-byte characters were logged
+    /// whole (8 KiB) when the cut counted characters.
+    #[test]
+    fn a_log_line_is_cut_by_bytes_at_a_character() {
+        let wide = "😀".repeat(MAX_LOG_LINE);
+        let line = log_line(&wide);
+        assert_eq!(line.len(), MAX_LOG_LINE);
+        assert!(line.chars().all(|c| c == '😀'));
+        let odd = format!("a{wide}");
+        assert_eq!(log_line(&odd).len(), MAX_LOG_LINE - 3);
+        assert_eq!(log_line("short"), "short");
+    }
+
+    /// What an invocation may make the host hold is bounded, not wasmtime's defaults (a
+    /// million table entries, 128 KiB of headers each).
+    #[test]
+    fn an_invocation_holds_a_bounded_number_of_host_resources() {
+        let s = HostState::new("p".into(), MIB, 10, Grants::default()).unwrap();
+        assert_eq!(s.table.max_capacity(), MAX_HOST_RESOURCES);
+    }
 
     #[test]
     fn the_memory_cap_holds_across_all_of_an_instances_memories() {

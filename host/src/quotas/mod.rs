@@ -133,10 +133,11 @@ impl Quotas {
     }
 
     /// Whether a request of `cost` operations (a batch's items) can be taken whole from the
-    /// buckets of a principal of `tenant`: `Err` with the smallest burst among them when it is larger. A
-    /// bucket never holds more than its burst, so such a request could never be taken; it is
-    /// refused outright rather than charged a bucket's size (a batch of 1,000 items against a
-    /// quota of 10 a second would otherwise cost 11 requests, and so multiply the quota).
+    /// buckets of a principal of `tenant`: `Err` with the smallest burst among them when it
+    /// is larger. A bucket never holds more than its burst, so such a request could never be
+    /// taken; it is refused outright rather than charged a bucket's size (a batch of 1,000
+    /// items against a quota of 10 a second would otherwise cost 11 requests, and so
+    /// multiply the quota).
     pub fn fits(&self, tenant: &str, cost: u32) -> Result<(), u32> {
         let limits = self.current();
         let tenant_burst = match limits.own.get(tenant) {
@@ -155,10 +156,9 @@ impl Quotas {
     }
 
     /// Take `cost` requests (a batch's items; at most a bucket's burst, see
-    /// [`Quotas::fits`]) from `principal`'s
-    /// bucket and then its tenant's. `Err` with how long to wait when either is empty; the
-    /// refusal is counted for the audit under `audited_as()` (the principal as audit records
-    /// name it; made only for a refusal).
+    /// [`Quotas::fits`]) from `principal`'s bucket and then its tenant's. `Err` with how long
+    /// to wait when either is empty; the refusal is counted for the audit under
+    /// `audited_as()` (the principal as audit records name it; made only for a refusal).
     pub fn check(
         &self,
         tenant: &str,
