@@ -422,8 +422,30 @@ pub struct LifecycleConfig {
     /// (0: never in the background; `keyplane gc` still works). See `ops::gc`.
     pub gc_interval_seconds: u64,
     /// How old an unreferenced HSM object or blob must be before garbage collection removes
-    /// it: longer than any request that creates material takes.
+    /// it: longer than any request that creates material takes. At least
+    /// [`MIN_GC_GRACE_SECONDS`].
     pub gc_grace_seconds: u64,
+}
+
+/// The shortest grace period a running node (or `keyplane gc` while nodes may run) accepts.
+/// Material is made before the row naming it commits: a request slower than the grace period
+/// (a storage plugin's HTTP backend at its timeout, a busy database) would see the collector
+/// remove its fresh blob or HSM object, then commit a version whose material is gone, and
+/// every ciphertext later sealed under it with it. A minute is above every deadline a
+/// creating request has (plugin calls, database waits); only `keyplane gc --all-nodes-stopped`
+/// goes below it.
+pub const MIN_GC_GRACE_SECONDS: u64 = 60;
+
+impl LifecycleConfig {
+    fn check(&self) -> anyhow::Result<()> {
+        if self.gc_grace_seconds < MIN_GC_GRACE_SECONDS {
+            anyhow::bail!(
+                "lifecycle.gc_grace_seconds must be at least {MIN_GC_GRACE_SECONDS} (got {}): garbage collection would remove the material of a request still being committed; `keyplane gc --grace-seconds N --all-nodes-stopped` collects younger material when no node runs",
+                self.gc_grace_seconds
+            );
+        }
+        Ok(())
+    }
 }
 
 impl Default for LifecycleConfig {
@@ -510,6 +532,7 @@ impl Config {
         config.insecure_http = insecure_http;
         config.config_file = file.map(Path::to_path_buf);
         config.transit.check()?;
+        config.lifecycle.check()?;
         Ok(config)
     }
 
@@ -625,6 +648,22 @@ mod tests {
                 "{key} is missing from ENV_KEYS"
             );
         }
+    }
+
+    #[test]
+    fn a_grace_period_below_a_minute_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("k.toml");
+        std::fs::write(&file, "[lifecycle]\ngc_grace_seconds = 59\n").unwrap();
+        let e = Config::load(Some(&file), FlagOverrides::default()).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("lifecycle.gc_grace_seconds must be at least 60 (got 59)"),
+            "{e}"
+        );
+        std::fs::write(&file, "[lifecycle]\ngc_grace_seconds = 60\n").unwrap();
+        let c = Config::load(Some(&file), FlagOverrides::default()).unwrap();
+        assert_eq!(c.lifecycle.gc_grace_seconds, 60);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use keyplane::config::{Config, FlagOverrides};
+use keyplane::config::{Config, FlagOverrides, MIN_GC_GRACE_SECONDS};
 use keyplane::hsm::{token, Hsm};
 use keyplane::{audit, bootstrap, ops, server, store, telemetry};
 
@@ -332,9 +332,6 @@ fn serve(common: Common, flags: FlagOverrides) -> anyhow::Result<()> {
 
 /// `keyplane gc`: open the data directory as the node would (token, database, plugins), run
 /// one collection, print what it found or removed.
-/// The shortest grace period `keyplane gc` accepts while other nodes may be running.
-const MIN_GC_GRACE_SECONDS: u64 = 60;
-
 fn gc(
     common: Common,
     apply: bool,
@@ -346,12 +343,12 @@ fn gc(
         ..Default::default()
     };
     let config = Config::load(common.config.as_deref(), flags)?;
-    // The grace period however it is given (the flag, else `lifecycle.gc_grace_seconds`):
-    // one from the configuration protects requests running elsewhere no more than the flag's.
+    // The configuration's grace period is at least the minimum (`Config::load` checks it);
+    // only the flag may go below it, and only with every node stopped.
     let grace_seconds = grace_seconds.unwrap_or(config.lifecycle.gc_grace_seconds);
     if grace_seconds < MIN_GC_GRACE_SECONDS && !all_nodes_stopped {
         anyhow::bail!(
-            "a grace period below {MIN_GC_GRACE_SECONDS} s (--grace-seconds, else lifecycle.gc_grace_seconds) needs --all-nodes-stopped: a request still running elsewhere has material no row names yet"
+            "a grace period below {MIN_GC_GRACE_SECONDS} s needs --all-nodes-stopped: a request still running elsewhere has material no row names yet"
         );
     }
     let db_file = config.data_dir.join("keyplane.db");

@@ -1092,12 +1092,24 @@ async fn material_left_by_a_crash_is_collected() {
         out.contains("would remove 0 HSM object(s) and 0 blob(s); 2 younger"),
         "{out}"
     );
-    // A grace period below a minute needs --all-nodes-stopped from the configuration too, as
-    // from the flag (before, only the flag's was checked).
+    // A grace period below a minute: never from the configuration (a node would collect the
+    // material of its own requests in flight), from the flag only with every node stopped.
     let refused = common::keyplane(dir.path())
         .envs(s.env.iter().map(|(k, v)| (k, v)))
         .env("KEYPLANE_LIFECYCLE__GC_GRACE_SECONDS", "0")
         .args(["gc", "--apply", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr)
+            .contains("lifecycle.gc_grace_seconds must be at least 60"),
+        "{refused:?}"
+    );
+    let refused = common::keyplane(dir.path())
+        .envs(s.env.iter().map(|(k, v)| (k, v)))
+        .args(["gc", "--apply", "--grace-seconds", "59", "--data-dir"])
         .arg(dir.path())
         .output()
         .unwrap();
@@ -1168,11 +1180,21 @@ async fn material_left_by_a_crash_is_collected() {
             ("RUST_LOG", "warn"),
             ("KEYPLANE_LIFECYCLE__SCHEDULER_INTERVAL_SECONDS", "0"),
             ("KEYPLANE_LIFECYCLE__GC_INTERVAL_SECONDS", "3600"),
-            ("KEYPLANE_LIFECYCLE__GC_GRACE_SECONDS", "1"),
+            ("KEYPLANE_LIFECYCLE__GC_GRACE_SECONDS", "60"),
         ],
     )
     .await;
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    // Younger than the grace period by the service clock: left alone.
+    let pass = s.ok(&s.admin, "run-scheduler", json!({})).await;
+    let collected = &pass["collected"];
+    assert!(
+        collected["hsm_objects"].as_array().unwrap().is_empty(),
+        "{pass}"
+    );
+    assert_eq!(collected["young"], 2, "{pass}");
+    // A minute on (the node's clock, which the grace period is measured by), once the
+    // interval is due again.
+    s.advance_clock(3661).await;
     let pass = s.ok(&s.admin, "run-scheduler", json!({})).await;
     let collected = &pass["collected"];
     assert_eq!(

@@ -2296,3 +2296,90 @@ fn mismatched_rsa(public_of: &[u8], private_of: &[u8]) -> Vec<u8> {
     .to_der()
     .unwrap()
 }
+
+/// The scheduler claims a key's material for its expiry at the time it reaches the key, not
+/// at the time its pass began: a pass slowed past the claim's length (here, by a destruction
+/// before it) held a claim that had already expired, which a `delete-imported-key-material`
+/// could take over and join; that deletion, still shredding after the expiry had finished,
+/// destroyed material imported again meanwhile.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expiry_late_in_a_pass_holds_its_claim_on_the_material() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let s = Server::start_quiet(dir.path()).await;
+    let imported = external_hsm_key(&s).await;
+    let now = s.advance_clock(0).await;
+    let p = params(&s, &imported, "RSAES_OAEP_SHA_1").await;
+    let pem = p["public_key_pem"].as_str().unwrap().to_string();
+    let valid_to = chrono::DateTime::from_timestamp(now + 3600, 0)
+        .unwrap()
+        .to_rfc3339();
+    let material = openssl(&["rand", "32"]);
+    let r = import(
+        &s,
+        &imported,
+        &p["import_token"],
+        &oaep_encrypt(work.path(), &pem, &material),
+        json!({ "valid_to": valid_to }),
+    )
+    .await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    // A key whose deletion window passes with the material's validity: the pass destroys it
+    // first, then expires the material.
+    let doomed = s.create_key(&s.admin, "hsm").await;
+    let approver = s.second_admin("default").await;
+    let (status, v) = s
+        .schedule_deletion(
+            &s.admin,
+            &approver,
+            json!({ "key_id": doomed, "pending_window_days": 7 }),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    s.advance_clock(8 * 86_400).await;
+
+    s.pause("destroy:shredding", &doomed, "arm").await;
+    s.pause("shred:objects-destroyed", &imported, "arm").await;
+    let pass = s.call(Some(&s.admin), "run-scheduler", json!({}));
+    let rest = async {
+        let reached = s.pause("destroy:shredding", &doomed, "wait").await;
+        assert_eq!(reached["reached"], true);
+        // The pass takes longer than a claim lasts before it reaches the expiry.
+        s.advance_clock(700).await;
+        s.pause("destroy:shredding", &doomed, "release").await;
+        let reached = s.pause("shred:objects-destroyed", &imported, "wait").await;
+        assert_eq!(reached["reached"], true);
+        let now = s.advance_clock(0).await;
+        let claim_until: i64 = sqlx::query_scalar(&format!(
+            "SELECT expires_at FROM leases WHERE name = 'material:{imported}'"
+        ))
+        .fetch_one(&s.sql_any().await)
+        .await
+        .unwrap();
+        assert!(claim_until > now, "claim ended at {claim_until}, now {now}");
+        let deletion = s
+            .call(
+                Some(&s.admin),
+                "delete-imported-key-material",
+                json!({ "key_id": imported }),
+            )
+            .await;
+        s.pause("shred:objects-destroyed", &imported, "release")
+            .await;
+        deletion
+    };
+    let ((status, report), deletion) = tokio::join!(pass, rest);
+    assert_error(
+        &deletion,
+        409,
+        "InvalidState",
+        "being deleted by another request",
+    );
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["destroyed"], json!([doomed]), "{report}");
+    assert_eq!(report["expired"], json!([imported]), "{report}");
+    let d = s
+        .ok(&s.admin, "describe-key", json!({ "key_id": imported }))
+        .await;
+    assert_eq!(d["state"], "pending-import", "{d}");
+}

@@ -44,7 +44,7 @@
 //! dry run unless told to apply it.
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -103,12 +103,11 @@ pub fn created_at(name: &str) -> Option<u64> {
     Some(secs)
 }
 
-/// Whether material named `name` is past the grace period (names without a time count as old).
-fn is_old(name: &str, grace: Duration) -> bool {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+/// Whether material named `name` is past the grace period at `now` (seconds since the epoch,
+/// the service clock's: tests that move it forward see material age as a node does); names
+/// without a time count as old.
+fn is_old(name: &str, grace: Duration, now: i64) -> bool {
+    let now = u64::try_from(now).unwrap_or(0);
     created_at(name).is_none_or(|t| now.saturating_sub(t) >= grace.as_secs())
 }
 
@@ -255,7 +254,7 @@ async fn collect_objects(
             continue;
         }
         let name = String::from_utf8_lossy(&id).into_owned();
-        if !is_old(&name, grace) {
+        if !is_old(&name, grace, state.clock.now()) {
             report.young += 1;
             continue;
         }
@@ -345,7 +344,7 @@ async fn collect_blobs(
                 if referenced.contains(&name) {
                     continue;
                 }
-                if !is_old(&name, grace) {
+                if !is_old(&name, grace, state.clock.now()) {
                     report.young += 1;
                     continue;
                 }
@@ -383,6 +382,7 @@ async fn collect_blobs(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::{SystemTime, UNIX_EPOCH};
 
     #[test]
     fn creation_times_come_from_uuid_v7_names() {
@@ -397,8 +397,16 @@ mod tests {
         for name in [&id, &blob, &import, &kek] {
             let t = created_at(name).unwrap_or_else(|| panic!("{name}"));
             assert!(now.abs_diff(t) <= 2, "{name}");
-            assert!(!is_old(name, Duration::from_secs(3600)), "{name}");
-            assert!(is_old(name, Duration::ZERO), "{name}");
+            assert!(
+                !is_old(name, Duration::from_secs(3600), now as i64),
+                "{name}"
+            );
+            assert!(is_old(name, Duration::ZERO, now as i64), "{name}");
+            // An hour on, by the clock it is given.
+            assert!(
+                is_old(name, Duration::from_secs(3600), now as i64 + 3601),
+                "{name}"
+            );
         }
         // Older names and v4 nonces carry no time: they count as old.
         for name in [
@@ -407,7 +415,10 @@ mod tests {
             format!("kp:k-1:3:{}", uuid::Uuid::new_v4().simple()),
         ] {
             assert_eq!(created_at(&name), None, "{name}");
-            assert!(is_old(&name, Duration::from_secs(3600)), "{name}");
+            assert!(
+                is_old(&name, Duration::from_secs(3600), now as i64),
+                "{name}"
+            );
         }
     }
 }

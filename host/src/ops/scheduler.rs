@@ -277,7 +277,7 @@ async fn pass(state: &AppState, holder: &str) -> Result<PassReport> {
     }
     report.rotated.sort_by(|a, b| a.key_id.cmp(&b.key_id));
     report.failed.sort_by(|a, b| a.key_id.cmp(&b.key_id));
-    report.collected = collect_if_due(state, now).await;
+    report.collected = collect_if_due(state).await;
     report.audit_archive = archive_if_due(state, now).await;
     Ok(report)
 }
@@ -409,13 +409,16 @@ async fn rotate_worn_out(state: &AppState, now: i64, report: &mut PassReport) ->
 /// `lifecycle.gc_interval_seconds`: this token's objects (per token) and the shared blobs and
 /// components (on any node). Each interval is claimed as a lease nobody renews, so it is free
 /// again only once it has passed.
-async fn collect_if_due(state: &AppState, now: i64) -> Option<super::gc::GcReport> {
+async fn collect_if_due(state: &AppState) -> Option<super::gc::GcReport> {
     let lifecycle = &state.config.lifecycle;
     if lifecycle.gc_interval_seconds == 0 {
         return None;
     }
-    let until = now + lifecycle.gc_interval_seconds as i64;
     let claim = |lease: String| async move {
+        // From now, not the pass's start: a pass longer than the interval would take an
+        // interval already over, which another node would take again at once.
+        let now = state.clock.now();
+        let until = now + lifecycle.gc_interval_seconds as i64;
         let mut tx = state.db.begin().await?;
         let holder = format!("gc-{}", uuid::Uuid::new_v4().simple());
         let claimed = leases::acquire(&mut tx, &lease, &holder, now, until).await?;
@@ -460,8 +463,10 @@ async fn archive_if_due(
     let claimed = async {
         let mut tx = state.db.begin().await?;
         let holder = format!("archive-{}", uuid::Uuid::new_v4().simple());
+        // From now, not the pass's start (as for garbage collection).
+        let from = state.clock.now();
         let claimed =
-            leases::acquire(&mut tx, ARCHIVE_LEASE, &holder, now, now + every as i64).await?;
+            leases::acquire(&mut tx, ARCHIVE_LEASE, &holder, from, from + every as i64).await?;
         tx.commit().await?;
         Ok::<_, Error>(claimed)
     }
@@ -527,7 +532,11 @@ async fn expire_imports(state: &AppState, now: i64, report: &mut PassReport) -> 
         let holder = format!("expiry-{}", uuid::Uuid::new_v4().simple());
         let begun = async {
             let mut tx = state.db.begin().await?;
-            if !material_claim::claim(&mut tx, &key.id, &holder, now).await? {
+            // Claimed from the time it is taken, not the pass's start: a pass slowed past a
+            // claim's length would otherwise take one that had already expired, and a
+            // deletion request could join an expiry still shredding.
+            let claimed_at = state.clock.now();
+            if !material_claim::claim(&mut tx, &key.id, &holder, claimed_at).await? {
                 return Ok(false);
             }
             if !imports::begin_expiry(&mut tx, &key.id, now).await? {
