@@ -3,11 +3,13 @@
 //! under the HSM root key before it is stored (the AAD binds tenant, plugin and key, so a
 //! sealed value cannot be moved to another plugin or tenant), answers show it as
 //! [`REDACTED`], and it is opened only to call the plugin, unless its key is one of the short
-//! list of [`PLAIN_KEYS`] that name where or when, never a secret (`bucket`, `region`,
-//! `period_days`...), and its value carries no URL user information or parameters. Sealing by default, rather than recognising secrets by their names, is
-//! what keeps `api_key`, `private_key` or `passphrase` out of the database in the clear.
-//! Opened, the values are a [`PluginConfig`], wiped from memory when dropped, and so is each
-//! copy the plugin runtime makes on the way to the call.
+//! list of [`PLAIN_KEYS`](crate::plugins::PLAIN_KEYS) that name where or when, never a secret
+//! (`bucket`, `region`, `period_days`...), and its value carries no URL user information or
+//! parameters ([`is_sensitive`], which the plugin runtime also uses to keep the secrets out of
+//! a plugin's error text). Sealing by default, rather than recognising secrets by their
+//! names, is what keeps `api_key`, `private_key` or `passphrase` out of the database in the
+//! clear. Opened, the values are a [`PluginConfig`], wiped from memory when dropped, and so
+//! is each copy the plugin runtime makes on the way to the call.
 
 use std::collections::BTreeMap;
 
@@ -21,14 +23,56 @@ use zeroize::Zeroize;
 use crate::crypto::Keyring;
 use crate::error::{Error, Result};
 pub use crate::plugins::PluginConfig;
+use crate::plugins::{is_sensitive, REDACTED};
 
 // A configuration as a request carries it (`set-storage-backend`, `set-rotation-schedule`,
 // `preview-rotation`): every key and value (some are secrets) wiped from memory when it is
 // dropped, and shown redacted by `Debug`. Opened for a call as a `PluginConfig`, wiped
 // likewise. (Not a doc comment: it would be the request schema's description.)
-#[derive(Clone, Default, Deserialize, JsonSchema)]
+#[derive(Clone, Default, JsonSchema)]
 #[serde(transparent)]
 pub struct ConfigMap(BTreeMap<String, String>);
+
+/// A map of strings, refused as a whole otherwise with a message that names the key and never
+/// the value: serde's own ("invalid type: integer `987654321012`, expected a string") would
+/// repeat a numeric PIN or account token to the client, its logs and every proxy between.
+impl<'de> Deserialize<'de> for ConfigMap {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Strings;
+        impl<'de> serde::de::Visitor<'de> for Strings {
+            type Value = ConfigMap;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a map of strings")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<ConfigMap, A::Error> {
+                // Collected into the wiped form as it is read, so a refusal half-way wipes
+                // what came before it.
+                let mut out = ConfigMap::default();
+                while let Some(key) = map.next_key::<String>()? {
+                    match map.next_value::<serde_json::Value>()? {
+                        serde_json::Value::String(v) => {
+                            // A key given twice: the last value stands, the other is wiped.
+                            if let Some(mut earlier) = out.0.insert(key, v) {
+                                earlier.zeroize();
+                            }
+                        }
+                        _ => {
+                            return Err(serde::de::Error::custom(format!(
+                                "config value `{}` must be a string",
+                                key.chars().take(128).collect::<String>()
+                            )))
+                        }
+                    }
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_map(Strings)
+    }
+}
 
 impl ConfigMap {
     /// The values as a plugin call takes them.
@@ -66,57 +110,8 @@ impl<const N: usize> From<[(String, String); N]> for ConfigMap {
     }
 }
 
-/// How answers show a sealed value.
-pub const REDACTED: &str = "<sealed>";
 const SEALED_PREFIX: &str = "kp-sealed:v1:";
 const MAX_ENTRIES: usize = 64;
-
-/// Configuration keys whose values are stored and shown in the clear: locations, periods
-/// and limits of the shipped plugins and their like (compared case-insensitively, `-` and `_`
-/// alike). Every other value is sealed.
-pub const PLAIN_KEYS: &[&str] = &[
-    "bucket",
-    "region",
-    "endpoint",
-    "prefix",
-    "dir",
-    "path",
-    "host",
-    "port",
-    "url",
-    "period",
-    "period_days",
-    "days",
-    "hour",
-    "start_hour",
-    "end_hour",
-    "weekday",
-    "weekdays",
-    "timezone",
-    "interval",
-    "max_age",
-    "max_encryptions",
-    "max_decryptions",
-];
-
-/// Whether `value`, the value of `key`, is sealed: everything but the values of
-/// [`PLAIN_KEYS`], and those too where they hold a `@`, `?`, `#` or `;`: an endpoint or URL
-/// carries credentials in its user information (`https://user:password@host`) and
-/// signatures or tokens in its parameters (`?sig=…`). A `url`, `endpoint` or `host` with a
-/// path is sealed too: webhooks and presigned locations carry their secret there
-/// (`https://hooks.example/services/T0/B0/<secret>`).
-pub fn is_sensitive(key: &str, value: &str) -> bool {
-    let k = key.to_ascii_lowercase().replace('-', "_");
-    if !PLAIN_KEYS.contains(&k.as_str()) || value.contains(['@', '?', '#', ';']) {
-        return true;
-    }
-    let address = matches!(k.as_str(), "url" | "endpoint" | "host");
-    let after_scheme = value.split_once("://").map_or(value, |(_, rest)| rest);
-    address
-        && after_scheme
-            .split_once('/')
-            .is_some_and(|(_, path)| !path.is_empty())
-}
 
 /// Limits of a configuration map.
 pub fn check(config: &BTreeMap<String, String>) -> Result<()> {
@@ -264,6 +259,24 @@ mod tests {
     #[allow(dead_code)]
     async fn opened_values_are_wiped_when_dropped(keyring: &Keyring) -> Result<PluginConfig> {
         open(keyring, "t", "p", "{}").await
+    }
+
+    #[test]
+    fn a_value_that_is_no_string_is_refused_without_being_repeated() {
+        let e = serde_json::from_str::<ConfigMap>(r#"{"bucket": "b", "pin": 987654321012}"#)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("config value `pin` must be a string"), "{e}");
+        assert!(!e.contains("987654321012"), "{e}");
+        let e = serde_json::from_str::<ConfigMap>(r#"{"token": ["s3cr3t-token"]}"#)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(!e.contains("s3cr3t-token"), "{e}");
+        let c: ConfigMap = serde_json::from_str(r#"{"bucket": "b", "pin": "1234"}"#).unwrap();
+        assert_eq!(c["pin"], "1234");
+        assert!(serde_json::from_str::<ConfigMap>(r#"["a"]"#).is_err());
     }
 
     #[test]

@@ -52,6 +52,7 @@
 //! refused at upload.
 
 pub mod bindings;
+mod config;
 mod fairness;
 mod host;
 pub mod http_grant;
@@ -69,7 +70,6 @@ use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolConcurrencyLimitError, PoolingAllocationConfig,
     Store, Trap,
 };
-use zeroize::Zeroize;
 
 use crate::config::PluginsConfig;
 use crate::error::{Error, Result};
@@ -77,6 +77,7 @@ use crate::store::plugins::{self as plugin_rows, PluginRow};
 use crate::store::{now_rfc3339, Db};
 use bindings::v0_1::rotation::{keyplane::plugin::types::KeyInfo, RotationSchedulePre};
 use bindings::v0_1::storage::StorageBackendPre;
+pub use config::{is_sensitive, PluginConfig, PLAIN_KEYS, REDACTED};
 pub use host::{Grants, HostState};
 use http_grant::HttpGrant;
 pub use kv_store::KvStore;
@@ -117,62 +118,6 @@ impl Loaded {
             Loaded::Rotation(p) => p.instance_pre().component(),
             Loaded::Storage(p) => p.instance_pre().component(),
         }
-    }
-}
-
-/// A plugin's configuration as the host hands it to a call: its values opened (some are
-/// secrets: API keys, passphrases), every key and value wiped from memory when it is dropped.
-/// Each copy the host makes on the way to the call is one of these; the call itself borrows
-/// it (as the `&[(String, String)]` it derefs to), and wasmtime copies it into the instance's
-/// linear memory, which the pooling allocator clears when the instance goes.
-#[derive(Clone, Default)]
-pub struct PluginConfig(Vec<(String, String)>);
-
-impl PluginConfig {
-    /// Wipe every key and value (what dropping does).
-    fn wipe(&mut self) {
-        for (k, v) in &mut self.0 {
-            k.zeroize();
-            v.zeroize();
-        }
-    }
-
-    /// Add an entry.
-    pub fn push(&mut self, key: String, value: String) {
-        self.0.push((key, value));
-    }
-}
-
-impl Drop for PluginConfig {
-    fn drop(&mut self) {
-        self.wipe();
-    }
-}
-
-impl std::ops::Deref for PluginConfig {
-    type Target = [(String, String)];
-    fn deref(&self) -> &Self::Target {
-        &self.0
-    }
-}
-
-impl FromIterator<(String, String)> for PluginConfig {
-    fn from_iter<I: IntoIterator<Item = (String, String)>>(iter: I) -> Self {
-        PluginConfig(iter.into_iter().collect())
-    }
-}
-
-impl From<&[(String, String)]> for PluginConfig {
-    fn from(entries: &[(String, String)]) -> Self {
-        PluginConfig(entries.to_vec())
-    }
-}
-
-impl std::fmt::Debug for PluginConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_map()
-            .entries(self.0.iter().map(|(k, _)| (k, "<redacted>")))
-            .finish()
     }
 }
 
@@ -301,16 +246,25 @@ const LIST_PAGE: u32 = 1000;
 /// audit log and the logs.
 const MAX_LISTED_NAME: usize = 512;
 
+/// A storage error as the host reports it: the plugin's text without the secrets of its
+/// configuration, clipped (see [`plugin_text`]).
 fn describe_storage_error(
     e: &bindings::v0_1::rotation::keyplane::plugin::types::StorageError,
+    config: &PluginConfig,
 ) -> String {
     use bindings::v0_1::rotation::keyplane::plugin::types::StorageError as E;
-    let clip = |s: &str| s.chars().take(200).collect::<String>();
     match e {
         E::Conflict(v) => format!("version conflict (current version {v})"),
-        E::Invalid(m) => format!("invalid: {}", clip(m)),
-        E::Unavailable(m) => format!("unavailable: {}", clip(m)),
+        E::Invalid(m) => format!("invalid: {}", plugin_text(m, config)),
+        E::Unavailable(m) => format!("unavailable: {}", plugin_text(m, config)),
     }
+}
+
+/// Text a plugin wrote (an error, a refusal) as the host passes it on to the caller, the
+/// logs and the database (a schedule's last error): the secrets of the call's configuration
+/// taken out, cut to about 200 characters.
+fn plugin_text(text: &str, config: &PluginConfig) -> String {
+    config.scrub(text, 200)
 }
 
 /// What an upload found out about a component.
@@ -992,7 +946,7 @@ impl PluginRuntime {
                     }
                     Err(Error::PluginFailed {
                         plugin: short.into(),
-                        reason: format!("declined: {}", msg.chars().take(200).collect::<String>()),
+                        reason: format!("declined: {}", plugin_text(&msg, config)),
                     })
                 }
                 Err(e) => Err(classify(short, e, store.data().out_of_memory)),
@@ -1174,7 +1128,7 @@ impl PluginRuntime {
                 Ok(Ok(reply)) => Ok(reply),
                 Ok(Err(e)) => Err(failed(format!(
                     "storage error: {}",
-                    describe_storage_error(&e)
+                    describe_storage_error(&e, config)
                 ))),
                 Err(e) => Err(classify(short, e, store.data().out_of_memory)),
             }
@@ -1263,27 +1217,6 @@ mod tests {
             classify("p", Trap::UnreachableCodeReached.into(), false),
             Error::PluginFailed { .. }
         ));
-    }
-
-    #[test]
-    fn a_plugin_config_is_wiped_and_never_shown() {
-        let mut config: PluginConfig = [("api_key".to_string(), "s3cr3t-value".to_string())]
-            .into_iter()
-            .collect();
-        assert_eq!(format!("{config:?}"), r#"{"api_key": "<redacted>"}"#);
-        let copy = config.clone();
-        assert_eq!(&*copy, &*config);
-        let (ptr, cap) = (config.0[0].1.as_ptr(), config.0[0].1.capacity());
-        config.wipe();
-        assert!(config.0[0].1.is_empty());
-        // SAFETY: the string still owns its buffer (a wipe clears it but keeps the
-        // allocation), and zeroize wrote every byte of its capacity, so all are initialized;
-        // nothing else touches it meanwhile.
-        let buffer = unsafe { std::slice::from_raw_parts(ptr, cap) };
-        assert!(buffer.iter().all(|b| *b == 0), "{buffer:?}");
-        // What a call gets is borrowed from it, not copied out.
-        let entries: &[(String, String)] = &copy;
-        assert_eq!(entries[0].1, "s3cr3t-value");
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -12,7 +12,8 @@
 //! sends `If-None-Match: *` (create) or `If-Match: <etag>` (update), so a store that honours
 //! conditional writes (S3, MinIO) turns a race into a conflict (412).
 //!
-//! Config: `endpoint` (`http://127.0.0.1:9000`, required), `bucket` (required), `prefix`
+//! Config: `endpoint` (`http://127.0.0.1:9000`, required; no user information: it would be
+//! sent as the `host` header), `bucket` (required), `prefix`
 //! (key prefix inside the bucket, optional), `region` (default `us-east-1`), and optionally
 //! `access-key-id` + `secret-access-key` (and `session-token`): requests are then signed with
 //! AWS Signature Version 4 (`aws-sigv4`); without them they are sent unsigned.

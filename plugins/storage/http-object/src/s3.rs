@@ -95,6 +95,14 @@ impl Bucket {
         if authority.is_empty() || authority.contains('/') {
             return Err(invalid("config `endpoint` must be scheme://host[:port] with no path"));
         }
+        // The authority is sent as the `host` header and named in errors: credentials in it
+        // would go to the store in the clear and into every transport error. They belong in
+        // `access-key-id` and `secret-access-key`, which sign the request.
+        if authority.contains('@') {
+            return Err(invalid(
+                "config `endpoint` must not carry user information: give the credentials as access-key-id and secret-access-key",
+            ));
+        }
         let bucket = s.required("bucket").map_err(invalid)?;
         if bucket.is_empty() || !bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.') {
             return Err(invalid("config `bucket` must be a DNS-style bucket name"));
