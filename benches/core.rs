@@ -193,6 +193,7 @@ fn in_process(c: &mut Criterion) {
         trace_id: None,
         user_agent: None,
         front: None,
+        access_key_id: None,
     };
     g.bench_function("append", |b| {
         b.iter(|| {

@@ -192,6 +192,7 @@ async fn ensure_default_tenant(state: &AppState) -> anyhow::Result<()> {
             trace_id: None,
             user_agent: None,
             front: None,
+            access_key_id: None,
         },
     )
     .await?;

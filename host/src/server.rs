@@ -291,6 +291,7 @@ fn refusals(
         trace_id: None,
         user_agent: None,
         front: None,
+        access_key_id: None,
     }
 }
 

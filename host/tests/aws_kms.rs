@@ -93,6 +93,34 @@ async fn boto3_runs_every_action_and_meets_every_error() {
         .iter()
         .any(|r| r["front"] == "aws-sts" && r["action"] == "GetCallerIdentity"));
     assert!(records.iter().any(|r| r["front"] == "native"));
+    // Each signed request's records name the access key that signed it (covered by the hash:
+    // the log still verifies); a refused signature's and a bearer token's, none.
+    let signed_with = |r: &&Value| r["access_key_id"].as_str().map(str::to_string);
+    let member = a.server.principal_id(&a.member).await;
+    let mut checked = 0;
+    for r in aws.iter().filter(|r| r["decision"] != "not-evaluated") {
+        let by_member = r["principal"].as_str().unwrap().contains(&member);
+        let key = if by_member {
+            &a.member_key.0
+        } else {
+            &a.admin_key.0
+        };
+        assert_eq!(signed_with(r).as_ref(), Some(key), "{r}");
+        checked += 1;
+    }
+    assert!(checked > 20, "{checked}");
+    assert!(records
+        .iter()
+        .filter(|r| r["front"] == "aws-sts" && r["outcome"] == "ok")
+        .all(|r| [&a.admin_key.0, &a.member_key.0].contains(&&signed_with(&r).unwrap())));
+    assert!(aws
+        .iter()
+        .filter(|r| r["outcome"] == "Unauthenticated")
+        .all(|r| r["access_key_id"].is_null()));
+    assert!(records
+        .iter()
+        .filter(|r| r["front"] == "native")
+        .all(|r| r["access_key_id"].is_null()));
     a.server.assert_audit_verifies();
 }
 

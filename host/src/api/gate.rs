@@ -27,6 +27,8 @@ const MAX_USER_AGENT: usize = 256;
 /// Who signed a request with Signature Version 4, and the region it was signed for.
 pub struct Signed {
     pub principal: Principal,
+    /// The access key the request was signed with.
+    pub access_key_id: String,
     /// The principal's tenant's account id.
     pub account_id: String,
     pub region: String,
@@ -76,12 +78,25 @@ impl Gate {
                 .and_then(|v| v.to_str().ok())
                 .map(|ua| truncate(ua, MAX_USER_AGENT)),
             grant_tokens: Vec::new(),
+            access_key_id: None,
         };
         Gate {
             state,
             meta,
             taken: Default::default(),
             ran: Default::default(),
+        }
+    }
+
+    /// This request's gate with what a front learnt of it on the way (the access key that
+    /// signed it, its grant tokens) in its facts, and its charges so far carried over.
+    pub fn with_meta(&self, meta: RequestMeta) -> Gate {
+        use std::sync::atomic::Ordering::Relaxed;
+        Gate {
+            state: self.state.clone(),
+            meta,
+            taken: self.taken.load(Relaxed).into(),
+            ran: self.ran.load(Relaxed).into(),
         }
     }
 
@@ -187,6 +202,7 @@ impl Gate {
         let pending = claim?;
         let body = read?;
         let region = pending.region().to_string();
+        let access_key_id = pending.access_key_id().to_string();
         let whole = sigv4::Request::from_parts(parts, &body);
         let verify = state.sigv4.verify(&state.keyring, pending, &whole, now);
         let signed =
@@ -194,6 +210,7 @@ impl Gate {
         Ok((
             Signed {
                 principal: signed.principal,
+                access_key_id,
                 account_id: signed.account_id,
                 region,
             },

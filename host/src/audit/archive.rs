@@ -352,8 +352,8 @@ async fn write_segment(
         while next <= cp.seq {
             let rows: Vec<AuditRecord> = on!(db => |c| sqlx::query_as(
                 "SELECT seq, time, request_id, principal, tenant, action, resource, decision, \
-                 policies, outcome, source, policy_hash, trace_id, user_agent, front, prev_hash, \
-                 hash FROM audit_log WHERE seq >= $1 AND seq <= $2 ORDER BY seq LIMIT $3",
+                 policies, outcome, source, policy_hash, trace_id, user_agent, front, access_key_id, \
+                 prev_hash, hash FROM audit_log WHERE seq >= $1 AND seq <= $2 ORDER BY seq LIMIT $3",
             )
             .bind(next)
             .bind(cp.seq)
@@ -715,7 +715,7 @@ pub async fn verify(
     on!(tx, {
         let mut live = sqlx::query_as::<_, AuditRecord>(
         "SELECT seq, time, request_id, principal, tenant, action, resource, decision, policies, \
-         outcome, source, policy_hash, trace_id, user_agent, front, prev_hash, hash FROM audit_log ORDER BY seq",
+         outcome, source, policy_hash, trace_id, user_agent, front, access_key_id, prev_hash, hash FROM audit_log ORDER BY seq",
     )
     .fetch(tx);
         let mut pending = live.try_next().await?;
@@ -932,6 +932,7 @@ mod tests {
             trace_id: None,
             user_agent: None,
             front: None,
+            access_key_id: None,
             prev_hash: GENESIS.into(),
             hash: "h".into(),
         };

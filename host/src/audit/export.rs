@@ -40,6 +40,9 @@ pub struct ExportedRecord {
     /// The front the request came through (`native`, `aws-kms`); absent for system records
     /// and records written before fronts were recorded.
     pub front: Option<String>,
+    /// The access key a SigV4 request was signed with (AWS KMS and STS fronts); absent for
+    /// bearer tokens, system records and records written before it was recorded.
+    pub access_key_id: Option<String>,
     pub prev_hash: String,
     pub hash: String,
 }
@@ -63,6 +66,7 @@ impl From<AuditRecord> for ExportedRecord {
             trace_id: r.trace_id,
             user_agent: r.user_agent,
             front: r.front,
+            access_key_id: r.access_key_id,
             prev_hash: r.prev_hash,
             hash: r.hash,
         }
@@ -89,6 +93,7 @@ impl From<ExportedRecord> for AuditRecord {
             trace_id: r.trace_id,
             user_agent: r.user_agent,
             front: r.front,
+            access_key_id: r.access_key_id,
             prev_hash: r.prev_hash,
             hash: r.hash,
         }

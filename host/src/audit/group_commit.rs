@@ -344,6 +344,7 @@ mod tests {
             trace_id: None,
             user_agent: None,
             front: None,
+            access_key_id: None,
         }
     }
 

@@ -70,6 +70,9 @@ pub struct AuditEvent {
     pub user_agent: Option<String>,
     /// The front the request came through (`native`, `aws-kms`); `None` for system records.
     pub front: Option<&'static str>,
+    /// The access key a SigV4 request was signed with; `None` for bearer tokens and system
+    /// records.
+    pub access_key_id: Option<String>,
 }
 
 impl AuditEvent {
@@ -97,6 +100,7 @@ impl AuditEvent {
             trace_id: None,
             user_agent: None,
             front: None,
+            access_key_id: None,
         }
     }
 }
@@ -127,6 +131,9 @@ pub struct AuditRecord {
     /// Added after `user_agent`; left out of the hashed JSON when NULL, like it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub front: Option<String>,
+    /// Added after `front`; left out of the hashed JSON when NULL, like it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_key_id: Option<String>,
     pub prev_hash: String,
     #[serde(skip)]
     pub hash: String,
@@ -153,7 +160,7 @@ pub async fn append(conn: &mut Tx, ev: &AuditEvent) -> Result<i64> {
     Ok(seq)
 }
 
-/// Most records one `INSERT` carries (17 bound values each, under SQLite's 32766 limit).
+/// Most records one `INSERT` carries (18 bound values each, under SQLite's 32766 limit).
 const MAX_ROWS_PER_INSERT: usize = 512;
 
 /// Append `events` in order inside `conn`'s transaction, chained one to the next: one read
@@ -223,6 +230,7 @@ pub fn chain(head: (i64, String), events: &[&AuditEvent]) -> Vec<AuditRecord> {
             trace_id: ev.trace_id.clone(),
             user_agent: ev.user_agent.clone(),
             front: ev.front.map(str::to_string),
+            access_key_id: ev.access_key_id.clone(),
             prev_hash,
             hash: String::new(),
         };
@@ -234,7 +242,7 @@ pub fn chain(head: (i64, String), events: &[&AuditEvent]) -> Vec<AuditRecord> {
 }
 
 /// Values one record binds.
-const COLUMNS: usize = 17;
+const COLUMNS: usize = 18;
 
 /// The columns [`AuditRecord::values`] fills, in its order.
 const AUDIT_LOG: bulk::Table = bulk::Table {
@@ -255,6 +263,7 @@ const AUDIT_LOG: bulk::Table = bulk::Table {
         "trace_id",
         "user_agent",
         "front",
+        "access_key_id",
         "prev_hash",
         "hash",
     ],
@@ -280,6 +289,7 @@ impl AuditRecord {
             MaybeText(self.trace_id.as_deref()),
             MaybeText(self.user_agent.as_deref()),
             MaybeText(self.front.as_deref()),
+            MaybeText(self.access_key_id.as_deref()),
             Text(&self.prev_hash),
             Text(&self.hash),
         ]
@@ -355,7 +365,7 @@ pub async fn get(pool: impl Into<Conn<'_>>, seq: i64) -> Result<Option<AuditReco
     on!(pool, {
         Ok(sqlx::query_as::<_, AuditRecord>(
         "SELECT seq, time, request_id, principal, tenant, action, resource, decision, policies, \
-         outcome, source, policy_hash, trace_id, user_agent, front, prev_hash, hash FROM audit_log WHERE seq = $1",
+         outcome, source, policy_hash, trace_id, user_agent, front, access_key_id, prev_hash, hash FROM audit_log WHERE seq = $1",
     )
     .bind(seq)
     .fetch_optional(&mut *pool)
@@ -448,7 +458,7 @@ pub async fn verify(pool: impl Into<Conn<'_>>) -> Result<VerifyReport> {
         use futures_util::TryStreamExt;
         let mut rows = sqlx::query_as::<_, AuditRecord>(
         "SELECT seq, time, request_id, principal, tenant, action, resource, decision, policies, \
-         outcome, source, policy_hash, trace_id, user_agent, front, prev_hash, hash FROM audit_log ORDER BY seq",
+         outcome, source, policy_hash, trace_id, user_agent, front, access_key_id, prev_hash, hash FROM audit_log ORDER BY seq",
     )
     .fetch(&mut *pool);
         let mut walk = ChainWalk::new(taken);
@@ -495,6 +505,7 @@ mod tests {
             trace_id: None,
             user_agent: None,
             front: None,
+            access_key_id: None,
             prev_hash: GENESIS.into(),
             hash: String::new(),
         }

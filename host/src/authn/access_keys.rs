@@ -50,6 +50,11 @@ impl Pending {
     pub fn region(&self) -> &str {
         self.claim.region()
     }
+
+    /// The access key the request names (found; the signature not yet checked).
+    pub fn access_key_id(&self) -> &str {
+        self.claim.access_key_id()
+    }
 }
 
 /// The owner of the access key a request was proven to be signed with.

@@ -165,6 +165,8 @@ pub struct RequestMeta {
     /// at once on every node, even before this node's caches have heard of it (see
     /// `resolve::resolve_key`). keyplane's grant token is the grant's id.
     pub grant_tokens: Vec<String>,
+    /// The access key the request was signed with (SigV4), recorded in its audit record.
+    pub access_key_id: Option<String>,
 }
 
 impl RequestMeta {
@@ -178,6 +180,7 @@ impl RequestMeta {
             trace_id: None,
             user_agent: None,
             grant_tokens: Vec::new(),
+            access_key_id: None,
         }
     }
 }
@@ -623,6 +626,7 @@ fn event(meta: &RequestMeta, principal: Option<&Principal>, action: &str) -> Aud
         trace_id: meta.trace_id.clone(),
         user_agent: meta.user_agent.clone(),
         front: Some(meta.front.name()),
+        access_key_id: meta.access_key_id.clone(),
     }
 }
 

@@ -293,7 +293,7 @@ async fn nodes_write_audit_chains_of_their_own_and_never_wait_for_each_other() {
         tamper(format!(
             "INSERT INTO audit_log SELECT {forged}, time, request_id, principal, tenant, action, \
              resource, decision, policies, outcome, source, '{}', hash, policy_hash, trace_id, \
-             user_agent, front FROM audit_log WHERE seq = {}",
+             user_agent, front, access_key_id FROM audit_log WHERE seq = {}",
             audit::GENESIS,
             in_chain(1)
         ))

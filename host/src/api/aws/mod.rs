@@ -29,7 +29,7 @@ use axum::http::header;
 use axum::response::Response;
 
 use crate::api::gate::Gate;
-use crate::ops::Front;
+use crate::ops::{Front, RequestMeta};
 use crate::state::AppState;
 use error::KmsError;
 use ids::Cx;
@@ -100,6 +100,11 @@ async fn kms_request(
             return kms::error_response(&KmsError::from(&e));
         }
     };
+    // Every record of the request from here names the access key that signed it.
+    let gate = &gate.with_meta(RequestMeta {
+        access_key_id: Some(signed.access_key_id.clone()),
+        ..gate.meta.clone()
+    });
     let Some((_, handler)) = found else {
         let e = kms::not_served(target);
         let e = gate.refuse(Some(&signed.principal), &audited_as, e).await;

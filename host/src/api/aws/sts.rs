@@ -27,6 +27,11 @@ pub async fn handle(gate: &Gate, parts: &axum::http::request::Parts, body: Body)
             return error_response(&e, &request_id);
         }
     };
+    // Every record of the request from here names the access key that signed it.
+    let gate = &gate.with_meta(crate::ops::RequestMeta {
+        access_key_id: Some(signed.access_key_id.clone()),
+        ..gate.meta.clone()
+    });
     let action = form_urlencoded::parse(&body)
         .find(|(k, _)| k == "Action")
         .map(|(_, v)| v.into_owned());

@@ -103,15 +103,10 @@ fn handler<'a, A: KmsAction>(
         let gate = if tokens.is_empty() {
             gate
         } else {
-            with_tokens = Gate {
-                state: gate.state.clone(),
-                meta: crate::ops::RequestMeta {
-                    grant_tokens: tokens,
-                    ..gate.meta.clone()
-                },
-                taken: gate.taken.load(std::sync::atomic::Ordering::Relaxed).into(),
-                ran: gate.ran.load(std::sync::atomic::Ordering::Relaxed).into(),
-            };
+            with_tokens = gate.with_meta(crate::ops::RequestMeta {
+                grant_tokens: tokens,
+                ..gate.meta.clone()
+            });
             &with_tokens
         };
         if dry_run {
