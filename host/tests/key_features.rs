@@ -817,8 +817,9 @@ async fn constrained_grants_and_the_grants_made_through_them() {
 }
 
 /// A grant is made only on the key as it was when the request was authorized: a key
-/// destroyed meanwhile (its grants deleted with it) gets none after. Before, the creation
-/// inserted its grant once the destruction had deleted the key's grants, and it lived on.
+/// scheduled for deletion and destroyed meanwhile (its grants deleted with it) gets none
+/// after. Before, the creation inserted its grant once the destruction had deleted the key's
+/// grants, and it lived on. (A key already pending deletion gets no grant at all.)
 #[tokio::test(flavor = "multi_thread")]
 async fn no_grant_is_made_on_a_key_destroyed_meanwhile() {
     let dir = tempfile::tempdir().unwrap();
@@ -826,20 +827,20 @@ async fn no_grant_is_made_on_a_key_destroyed_meanwhile() {
     let (admin, _, _) = acme(&s).await;
     let key = s.create_key(&admin, "envelope").await;
     let approver = s.second_admin("acme").await;
-    let (status, v) = s
-        .schedule_deletion(
-            &admin,
-            &approver,
-            json!({ "key_id": key, "pending_window_days": 7 }),
-        )
-        .await;
-    assert_eq!(status, 200, "{v}");
     let grant = s.call(
         Some(&admin),
         "create-grant",
         json!({ "key_id": key, "grantee_principal": "app", "operations": ["Decrypt"] }),
     );
     let destroyed = async {
+        let (status, v) = s
+            .schedule_deletion(
+                &admin,
+                &approver,
+                json!({ "key_id": key, "pending_window_days": 7 }),
+            )
+            .await;
+        assert_eq!(status, 200, "{v}");
         s.advance_clock(8 * 86400).await;
         s.ok(&s.admin, "run-scheduler", json!({})).await;
     };
@@ -861,6 +862,18 @@ async fn no_grant_is_made_on_a_key_destroyed_meanwhile() {
         .await
         .unwrap();
     assert_eq!(left, 0);
+    // As AWS: none on a key pending deletion or disabled, either.
+    let other = s.create_key(&admin, "envelope").await;
+    s.ok(&admin, "disable-key", json!({ "key_id": other }))
+        .await;
+    let answer = s
+        .call(
+            Some(&admin),
+            "create-grant",
+            json!({ "key_id": other, "grantee_principal": "app", "operations": ["Decrypt"] }),
+        )
+        .await;
+    assert_error(&answer, 409, "InvalidState", "disabled");
 }
 
 /// Two `create-grant`s of the same name at once make one grant, and a key's 500-grant limit

@@ -32,8 +32,7 @@ use std::sync::{Arc, OnceLock};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::checks::changed_meanwhile;
-use super::key_tags::refuse_if_destroyed;
+use super::checks::{changed_meanwhile, check_key_enabled};
 use super::resolve::{key_row, resolve_key};
 use super::validate::{validate_grant_id, validate_key_id};
 use super::{Extra, OpContext, Operation, WriteScope};
@@ -393,8 +392,9 @@ impl Operation for CreateGrant {
     /// held ([`grants::of_key_held`]), not from the resolution's cached copy: two creations
     /// at once would each miss the other's grant and both insert.
     async fn authorize_dry_run(&self, ctx: &OpContext<'_>, r: &ResourceRef) -> Result<()> {
-        // As `execute` checks it, on the grants as resolved (a dry run writes nothing, so it
-        // holds no key row to read them under).
+        // As `execute` checks them, on the key and grants as resolved (a dry run writes
+        // nothing, so it holds no key row to read them under).
+        check_key_enabled(key_row(r)?)?;
         self.refuse_unless_passed_on(ctx, r, grants_of(r)?)
     }
 
@@ -405,7 +405,10 @@ impl Operation for CreateGrant {
         scope: &mut WriteScope,
     ) -> Result<Self::Output> {
         let key = key_row(&r)?;
-        refuse_if_destroyed(key)?;
+        // As AWS: no grant on a key that is not enabled (`DisabledException` when disabled,
+        // `KMSInvalidStateException` pending deletion or import). The state is checked again
+        // in the transaction (`of_key_held`).
+        check_key_enabled(key)?;
         let grantee = principal_of_tenant(ctx, &self.grantee_principal, &key.tenant_id).await?;
         let retiring = match &self.retiring_principal {
             Some(p) => Some(principal_of_tenant(ctx, p, &key.tenant_id).await?),

@@ -64,8 +64,11 @@ impl Rewrap {
             .unwrap_or_else(|| self.source_encryption_context.clone())
     }
 
-    /// The destination, authorized as `RewrapTo` for the caller: another key (returned), or
-    /// the same key under another encryption context (which policies may restrict; `None`).
+    /// The destination, authorized as `RewrapTo` for the caller whenever the request names
+    /// one (another key, returned; or the source key itself, `None`) or another encryption
+    /// context. AWS authorizes `ReEncryptTo` even when the destination is the source key: a
+    /// grant of `ReEncryptFrom` alone must not re-encrypt under it (which also moves what an
+    /// old version sealed to the primary one).
     async fn authorize_destination(
         &self,
         ctx: &OpContext<'_>,
@@ -77,7 +80,7 @@ impl Rewrap {
             Some(d) if key_id_of(ctx, d).await? != *source_id => Some(resolve_key(ctx, d).await?),
             _ => None,
         };
-        if dest_resource.is_some() || dest_ec != self.source_encryption_context {
+        if self.destination_key_id.is_some() || dest_ec != self.source_encryption_context {
             ctx.authorize(
                 "RewrapTo",
                 dest_resource.as_ref().unwrap_or(source),

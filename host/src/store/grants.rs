@@ -54,13 +54,18 @@ pub const WITH_CONTEXT: &[&str] = &[
 ];
 
 impl Grant {
-    /// Whether the grant's constraint holds for a request with encryption context `ec`.
+    /// Whether the grant's constraint holds for a request with encryption context `ec`. As in
+    /// AWS, a constraint's keys match whatever their case, its values exactly.
     pub fn constraint_holds(&self, ec: &BTreeMap<String, String>) -> bool {
         let subset = self
             .context_subset
             .as_ref()
-            .is_none_or(|want| want.iter().all(|(k, v)| ec.get(k) == Some(v)));
-        let equals = self.context_equals.as_ref().is_none_or(|want| want == ec);
+            .is_none_or(|want| want.iter().all(|(k, v)| has_pair(ec, k, v)));
+        let equals = self.context_equals.as_ref().is_none_or(|want| {
+            want.len() == ec.len()
+                && want.iter().all(|(k, v)| has_pair(ec, k, v))
+                && ec.iter().all(|(k, v)| has_pair(want, k, v))
+        });
         subset && equals
     }
 
@@ -96,6 +101,12 @@ impl Grant {
             }
         }
     }
+}
+
+/// Whether `ec` has the pair `key` (in any case) = `value` (exactly).
+fn has_pair(ec: &BTreeMap<String, String>, key: &str, value: &str) -> bool {
+    ec.iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case(key) && v == value)
 }
 
 #[derive(sqlx::FromRow)]
@@ -361,6 +372,15 @@ mod tests {
         let equals = grant(&[], Some(&[("a", "1")]));
         assert!(equals.constraint_holds(&ec(&[("a", "1")])));
         assert!(!equals.constraint_holds(&ec(&[("a", "1"), ("b", "2")])));
+        // Keys in any case, values exactly.
+        let subset = grant(&[("App", "billing")], None);
+        assert!(subset.constraint_holds(&ec(&[("app", "billing"), ("b", "2")])));
+        assert!(!subset.constraint_holds(&ec(&[("app", "Billing")])));
+        let equals = grant(&[], Some(&[("App", "billing"), ("Env", "prod")]));
+        assert!(equals.constraint_holds(&ec(&[("APP", "billing"), ("env", "prod")])));
+        assert!(!equals.constraint_holds(&ec(&[("app", "billing")])));
+        assert!(!equals.constraint_holds(&ec(&[("app", "billing"), ("env", "Prod")])));
+        assert!(!equals.constraint_holds(&ec(&[("app", "billing"), ("x", "prod")])));
     }
 
     #[test]

@@ -563,6 +563,10 @@ check("the grantee encrypts within the constraint",
                      EncryptionContext={"app": "billing", "x": "1"})["Plaintext"] == b"for billing")
 expect_error("the grantee outside the constraint", "NotFoundException",
              member.encrypt, KeyId=key, Plaintext=b"x", EncryptionContext={"app": "payroll"})
+# AWS: "the key in each key-value pair is not case sensitive, but the value is".
+member.encrypt(KeyId=key, Plaintext=b"x", EncryptionContext={"App": "billing"})
+expect_error("...whose values match exactly", "NotFoundException",
+             member.encrypt, KeyId=key, Plaintext=b"x", EncryptionContext={"app": "Billing"})
 code, _, _ = error_of(member.sign, KeyId=signer, Message=b"m", SigningAlgorithm="ECDSA_SHA_256")
 check("a grant on one key gives nothing on another", code == "NotFoundException", code)
 listed = kms.list_grants(KeyId=key)["Grants"]
@@ -615,6 +619,10 @@ rewrapper = kms.create_grant(KeyId=key, GranteePrincipal=member_arn, Operations=
 expect_error("a dry run of a re-encryption to a key the caller may not use", "NotFoundException",
              member.re_encrypt, CiphertextBlob=blob, SourceEncryptionContext=ec, DestinationKeyId=other,
              DryRun=True)
+# AWS authorizes ReEncryptTo on the destination even when it is the source key.
+expect_error("a re-encryption under the same key with ReEncryptFrom alone", "AccessDeniedException",
+             member.re_encrypt, CiphertextBlob=blob, SourceEncryptionContext=ec, DestinationKeyId=key,
+             DestinationEncryptionContext=ec)
 kms.revoke_grant(KeyId=key, GrantId=rewrapper["GrantId"])
 expect_error("an operation that cannot be granted", "ValidationException",
              kms.create_grant, KeyId=key, GranteePrincipal=member_arn, Operations=["ScheduleKeyDeletion"])
@@ -638,6 +646,8 @@ check("schedule-key-deletion", sched["KeyState"] == "PendingDeletion" and sched[
 check("its deletion date", isinstance(sched["DeletionDate"], datetime.datetime), sched)
 expect_error("encrypt with a key pending deletion", "KMSInvalidStateException",
              kms.encrypt, KeyId=other, Plaintext=b"x")
+expect_error("a grant on a key pending deletion", "KMSInvalidStateException",
+             kms.create_grant, KeyId=other, GranteePrincipal=member_arn, Operations=["Decrypt"])
 # AWS: "While a KMS key is pending deletion, its key rotation status is false"; a cancelled
 # deletion shows the period again.
 status = kms.get_key_rotation_status(KeyId=other)
@@ -645,6 +655,12 @@ check("a key pending deletion does not rotate", status["KeyRotationEnabled"] is 
       and "NextRotationDate" not in status, status)
 check("cancel-key-deletion", kms.cancel_key_deletion(KeyId=other)["KeyId"] == arn(other))
 check("a cancelled key is disabled", kms.describe_key(KeyId=other)["KeyMetadata"]["KeyState"] == "Disabled")
+# AWS's key-state table: no grant on a disabled key, nor on one pending deletion (above).
+expect_error("a grant on a disabled key", "DisabledException",
+             kms.create_grant, KeyId=other, GranteePrincipal=member_arn, Operations=["Decrypt"])
+expect_error("...nor its dry run", "DisabledException",
+             kms.create_grant, KeyId=other, GranteePrincipal=member_arn, Operations=["Decrypt"],
+             DryRun=True)
 status = kms.get_key_rotation_status(KeyId=other)
 check("...and rotates again once enabled", status["KeyRotationEnabled"] is True
       and status["RotationPeriodInDays"] == 180, status)
