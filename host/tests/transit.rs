@@ -1416,3 +1416,63 @@ async fn hash_takes_what_its_operation_allows() {
 async fn a_key_read_has_vaults_fields() {
     hvac_compat("key-read").await;
 }
+
+/// A delete that may schedule the key's deletion but not free its name is refused with
+/// nothing done: before, the deletion was scheduled first and the refusal of the name's
+/// removal answered after it, so the caller was told 403 of a key already on its way to
+/// crypto-shredding.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delete_refused_its_name_schedules_no_deletion() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = common::copy_of_shipped_policies(&dir.path().join("policies"));
+    std::fs::write(
+        policies.join("names-stay.cedar"),
+        r#"@id("names-stay")
+@description("Nobody removes an alias.")
+forbid (principal, action == Keyplane::Action::"DeleteAlias", resource);
+"#,
+    )
+    .unwrap();
+    let server = Server::start_with_policies(&dir.path().join("node"), &policies).await;
+    let tokens = server
+        .tenant_with("acme", ACCOUNT, &[("alice", "admin"), ("adam", "admin")])
+        .await;
+    let (s, t) = (&server, Some(tokens[0].as_str()));
+    let (status, _, v) = transit(s, "POST", "transit/keys/doomed", t, Some(json!({}))).await;
+    assert_eq!(status, 200, "{v}");
+    let allowed = json!({ "deletion_allowed": true });
+    let (status, _, v) = transit(s, "POST", "transit/keys/doomed/config", t, Some(allowed)).await;
+    assert_eq!(status, 200, "{v}");
+    let key = s
+        .ok(
+            &tokens[0],
+            "describe-key",
+            json!({ "key_id": "alias/doomed" }),
+        )
+        .await;
+    let key_id = key["key_id"].as_str().unwrap().to_string();
+    // The shipped deletion guard wants a second admin's approval: given, so that only the
+    // name's removal is refused.
+    let requester = s.principal_id(&tokens[0]).await;
+    s.ok(
+        &tokens[1],
+        "approve-key-deletion",
+        json!({ "key_id": key_id, "requester": requester }),
+    )
+    .await;
+    let (status, _, v) = transit(s, "DELETE", "transit/keys/doomed", t, None).await;
+    assert_eq!(status, 403, "{v}");
+    let key = s
+        .ok(&tokens[0], "describe-key", json!({ "key_id": key_id }))
+        .await;
+    assert_eq!(key["state"], "enabled", "{key}");
+    let (status, _, v) = transit(
+        s,
+        "POST",
+        "transit/encrypt/doomed",
+        t,
+        Some(json!({ "plaintext": "aGk=" })),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+}

@@ -8,7 +8,8 @@ hvac_transit.py):
   signing   the leniencies of Vault's path_sign_verify.go: salt_length as a string or a number,
             "hash"/"auto" in any case, ignored for keys that are not RSA-PSS; an empty
             hash_algorithm or signature_algorithm is the default; an HMAC verify takes
-            hash_algorithm before the deprecated algorithm
+            hash_algorithm before the deprecated algorithm; signature_context (Enterprise's
+            Ed25519ctx) refused; verify's signature-or-HMAC decided as pathVerifyWrite does
   hash      `hash` takes the 1 MiB its operation allows (the body limit of other endpoints
             stays)
   key-read  a key read has the fields Vault's formatKeyPolicy writes, and no others
@@ -143,6 +144,31 @@ def signing():
     s = post("sign/s-ed", {"input": ""})["data"]["signature"]
     ed25519.Ed25519PublicKey.from_public_bytes(raw_public).verify(sig(s), b"")
     check("an ed25519 signature of an empty input (verified by cryptography)", True)
+
+    # Vault Enterprise's signature_context (Ed25519ctx/ph) is refused, never dropped: a plain
+    # signature would verify where the caller meant a context to be needed.
+    expect("signature_context is refused on sign", exceptions.InvalidRequest,
+           post, "sign/s-ed", {"input": M, "signature_context": b64(b"ctx")})
+    s = post("sign/s-ed", {"input": M})["data"]["signature"]
+    expect("...and on verify", exceptions.InvalidRequest,
+           post, "verify/s-ed", {"input": M, "signature": s, "signature_context": b64(b"ctx")})
+    r = post("sign/s-ed", {"batch_input": [{"input": M, "signature_context": b64(b"ctx")}]})
+    item = r["data"]["batch_results"][0]
+    check("...and in a batch item (its own error, as Vault's sign batches)",
+          "signature_context" in item.get("error", "") and not item.get("signature"), item)
+
+    # verify decides signature or HMAC as Vault's pathVerifyWrite: a signature wins in a single
+    # request that has both; a batch mixing them, or missing either, is refused as a whole.
+    v = post("verify/s-ed", {"input": M, "signature": s, "hmac": mac})["data"]["valid"]
+    check("a request with a signature and an hmac verifies the signature", v is True, v)
+    for batch, why in (([{"input": M, "signature": s}, {"input": M, "hmac": mac}], "mixing both"),
+                       ([{"input": M, "signature": s}, {"input": M}], "missing a signature"),
+                       ([{"input": M, "hmac": mac}, {"input": M}], "missing an hmac"),
+                       ([{"input": M}], "with neither")):
+        expect(f"a verify batch {why} is refused", exceptions.InvalidRequest,
+               post, "verify/s-ed", {"batch_input": batch})
+    expect("a verify with neither is refused", exceptions.InvalidRequest,
+           post, "verify/s-ed", {"input": M})
 
 
 def hash_():

@@ -494,12 +494,21 @@ pub async fn delete(call: &Call<'_>, name: &str) -> Answer {
             others.join(", ")
         ))));
     }
-    // Two operations, so a delete can fail between them (the alias refused, or changed
-    // meanwhile): a key already pending deletion is not scheduled again, so the delete can be
-    // repeated and then frees the name.
+    // Two operations. The second is decided first (a dry run), so that a caller who may
+    // schedule the deletion but not free the name is refused with nothing done, not left
+    // with a key on its way to crypto-shredding behind a refusal (Vault's delete is whole).
+    // Between them it can still fail if the alias changes meanwhile: a key already pending
+    // deletion is not scheduled again, so the delete can be repeated and then frees the name.
+    let delete_alias = || ops::aliases::DeleteAlias {
+        alias_name: alias.clone(),
+    };
     let deletion_date = if meta.state == crate::model::KeyState::PendingDeletion.as_str() {
         meta.deletion_date.clone()
     } else {
+        call.gate
+            .dry_run(call.principal.clone(), Ok(delete_alias()))
+            .await
+            .map_err(done)?;
         let op = ops::key_deletion::ScheduleKeyDeletion::new(
             meta.key_id.clone(),
             Some(ops::key_deletion::MIN_WINDOW_DAYS),
@@ -515,11 +524,7 @@ pub async fn delete(call: &Call<'_>, name: &str) -> Answer {
         })?;
         scheduled.deletion_date
     };
-    call.run(Ok(ops::aliases::DeleteAlias {
-        alias_name: alias.clone(),
-    }))
-    .await
-    .map_err(done)?;
+    call.run(Ok(delete_alias())).await.map_err(done)?;
     // As Vault: 204, no body. The key is pending deletion (its date is in the audit log and
     // `describe-key`); until then `cancel-key-deletion` restores it.
     tracing::info!(key = %meta.key_id, deletion_date = ?deletion_date, name, "Transit key deleted: pending deletion, name freed");

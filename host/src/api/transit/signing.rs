@@ -33,6 +33,9 @@ struct Item {
     signature: Option<String>,
     hmac: Option<String>,
     context: Option<ItemB64>,
+    /// Vault Enterprise's Ed25519ctx/Ed25519ph context: refused, never dropped (a signature
+    /// made without it verifies where the caller meant it not to).
+    signature_context: Option<ItemB64>,
     reference: Option<String>,
 }
 
@@ -284,6 +287,13 @@ fn input(item: &Item) -> Result<Base64> {
             ));
         }
     }
+    if let Some(c) = &item.signature_context {
+        if !c.get("signature_context")?.0.is_empty() {
+            return Err(Error::Unsupported(
+                "signature_context is not supported: keyplane signs with plain Ed25519 (no Ed25519ctx or Ed25519ph)".into(),
+            ));
+        }
+    }
     let input = item
         .input
         .as_ref()
@@ -336,7 +346,7 @@ struct Verified {
 pub async fn verify(call: &Call<'_>, name: &str, path_hash: Option<String>) -> Answer {
     let alias = key_of(name).map_err(err)?;
     let (req, item): (Request, Item) = call.decode_split().map_err(err)?;
-    if verifies_hmac(&req, &item) {
+    if verifies_hmac(&req, &item).map_err(err)? {
         return verify_hmac(call, &alias, req, item, path_hash).await;
     }
     let spec = key_spec(call, &alias).await?;
@@ -429,15 +439,39 @@ pub async fn hmac(call: &Call<'_>, name: &str, path_algorithm: Option<String>) -
     one_or_many(call, single, batch, form, reference, |i| op(&i), encode).await
 }
 
-/// Whether a `verify` request verifies HMACs rather than signatures: its (first) item has an
-/// `hmac`.
-fn verifies_hmac(req: &Request, item: &Item) -> bool {
-    let first = req
-        .batch_input
-        .as_ref()
-        .and_then(|b| b.items.first())
-        .unwrap_or(item);
-    first.hmac.is_some()
+/// Whether a `verify` request verifies HMACs rather than signatures, as Vault's
+/// `pathVerifyWrite` decides it: an item with a `signature` verifies it (whatever else it
+/// has), one with only an `hmac` verifies that; a batch is all one kind, and a request with
+/// neither is refused. Before, the first item decided, and items of the other kind came back
+/// `valid: false` in a batch answered 200.
+fn verifies_hmac(req: &Request, item: &Item) -> Result<bool> {
+    let items = match &req.batch_input {
+        Some(b) => b.items.as_slice(),
+        None => std::slice::from_ref(item),
+    };
+    let (mut signature, mut hmac, mut missing) = (false, false, false);
+    for i in items {
+        if i.signature.is_some() {
+            signature = true;
+        } else if i.hmac.is_some() {
+            hmac = true;
+        } else {
+            missing = true;
+        }
+    }
+    let refused = |m: &str| Err(Error::validation(m));
+    match (req.batch_input.is_some(), signature, hmac, missing) {
+        (false, false, false, _) => {
+            refused("neither a 'signature' nor an 'hmac' were given to verify")
+        }
+        (_, true, true, _) => {
+            refused("elements of batch_input must all provide 'signature' or all provide 'hmac'")
+        }
+        (_, true, _, true) => refused("some elements of batch_input are missing 'signature'"),
+        (_, _, true, true) => refused("some elements of batch_input are missing 'hmac'"),
+        (_, _, _, true) => refused("no batch_input elements have 'signature' or 'hmac'"),
+        (_, _, hmac, _) => Ok(hmac),
+    }
 }
 
 fn sign_op(
