@@ -412,6 +412,27 @@ async fn a_batch_larger_than_the_bucket_is_refused_not_discounted() {
         .filter(|r| r["action"] == "Encrypt" && r["outcome"] == "ValidationError")
         .count();
     assert_eq!(refused, 2);
+
+    // One to a key that does not exist yet creates none: the batch is measured before the
+    // key it would be encrypted under is made (before, the key was made, then the batch
+    // refused).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let items = vec![json!({ "plaintext": "cm93" }); 3];
+    let refused = transit_as(
+        &s,
+        &noisy,
+        reqwest::Method::POST,
+        "encrypt/fresh",
+        json!({ "batch_input": items }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(refused.status(), 400);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let read = transit_as(&s, &noisy, reqwest::Method::GET, "keys/fresh", json!({}))
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 404);
 }
 
 /// The operations one wire request runs free are bounded (`gate::FREE_OPERATIONS`): a read of

@@ -100,6 +100,24 @@ impl Gate {
         }
     }
 
+    /// Refuse a batch of `cost` operations that the caller's quotas could never admit at once
+    /// (more than a burst): a front that does work of its own before the batch runs (Transit
+    /// creating the key a batch encrypts under) asks first, so that the refusal leaves
+    /// nothing done. One request always fits (a burst is at least 1): only a batch is
+    /// measured, so the quota path of a single request reads the limits once.
+    pub fn batch_fits(&self, principal: &Principal, cost: u32) -> Result<()> {
+        let fits = match cost {
+            0 | 1 => Ok(()),
+            _ => self.state.quotas.fits(&principal.tenant_id, cost),
+        };
+        fits.map_err(|burst| {
+            Error::Validation(format!(
+                "{cost} operations in one request are more than the request quota lets one \
+                 request take at once ({burst}); send batches of at most {burst} items"
+            ))
+        })
+    }
+
     /// Authenticate an `Authorization: Bearer` header, in an `authenticate` span.
     pub async fn bearer(&self, headers: &HeaderMap) -> Result<Principal> {
         let header = headers
@@ -326,18 +344,7 @@ impl Gate {
         if cost <= taken {
             return Ok(());
         }
-        // One request always fits (a burst is at least 1): only a batch is measured, so
-        // the quota path of a single request reads the limits once.
-        let fits = match cost {
-            0 | 1 => Ok(()),
-            _ => self.state.quotas.fits(&principal.tenant_id, cost),
-        };
-        if let Err(burst) = fits {
-            return Err(Error::Validation(format!(
-                "{cost} operations in one request are more than the request quota lets one \
-                 request take at once ({burst}); send batches of at most {burst} items"
-            )));
-        }
+        self.batch_fits(principal, cost)?;
         self.state
             .quotas
             .check(

@@ -373,6 +373,8 @@ pub async fn encrypt(call: &Call<'_>, name: &str) -> Answer {
         Some(items) => {
             // Checked before a key may be created for the batch, which it would then refuse.
             check_partial_code(req.partial_failure_response_code).map_err(err)?;
+            let cost = u32::try_from(items.items.len()).unwrap_or(u32::MAX);
+            call.gate.batch_fits(&call.principal, cost).map_err(err)?;
             // A batch refused for its length (none, or too many) creates nothing.
             let derived = items.items.first().is_some_and(has_context);
             // A `type` that cannot encrypt creates nothing, and is otherwise ignored as for a
