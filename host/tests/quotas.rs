@@ -385,17 +385,20 @@ async fn a_batch_larger_than_the_bucket_is_refused_not_discounted() {
     let (status, body) = s.call(Some(&noisy), "batch", batch(2)).await;
     assert_eq!((status, &body["failed"]), (200, &json!(0)), "{body}");
 
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let items = vec![json!({ "plaintext": "cm93" }); 3];
-    let refused = transit_as(
-        &s,
-        &noisy,
-        reqwest::Method::POST,
-        "encrypt/rows",
-        json!({ "batch_input": items }),
-    )
-    .await
-    .unwrap();
+    // A Transit batch of three items to key `name`, once the bucket is full again.
+    let three_to = |name: &'static str| {
+        let (s, noisy) = (&s, &noisy);
+        async move {
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+            let items = vec![json!({ "plaintext": "cm93" }); 3];
+            let path = format!("encrypt/{name}");
+            let body = json!({ "batch_input": items });
+            transit_as(s, noisy, reqwest::Method::POST, &path, body)
+                .await
+                .unwrap()
+        }
+    };
+    let refused = three_to("rows").await;
     assert_eq!(refused.status(), 400);
     let body: Value = refused.json().await.unwrap();
     assert!(
@@ -416,18 +419,7 @@ async fn a_batch_larger_than_the_bucket_is_refused_not_discounted() {
     // One to a key that does not exist yet creates none: the batch is measured before the
     // key it would be encrypted under is made (before, the key was made, then the batch
     // refused).
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let items = vec![json!({ "plaintext": "cm93" }); 3];
-    let refused = transit_as(
-        &s,
-        &noisy,
-        reqwest::Method::POST,
-        "encrypt/fresh",
-        json!({ "batch_input": items }),
-    )
-    .await
-    .unwrap();
-    assert_eq!(refused.status(), 400);
+    assert_eq!(three_to("fresh").await.status(), 400);
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let read = transit_as(&s, &noisy, reqwest::Method::GET, "keys/fresh", json!({}))
         .await
