@@ -11,7 +11,6 @@
 //! with `configure-key`, all or none. Deleting schedules keyplane's deletion (the shortest pending
 //! window, 7 days, during which `cancel-key-deletion` restores the key) and frees the name.
 
-use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -609,20 +608,30 @@ pub async fn rotate(call: &Call<'_>, name: &str) -> Answer {
 }
 
 /// The key as a write that succeeded answers it (Vault 1.12 and later), or `204` with no
-/// body (as Vault before 1.12) if the caller may change the key but not read it (refused,
-/// or, not allowed to describe it, told there is none) or reading it was throttled (a key
-/// with more versions than one request's operations cover, past the caller's quota): a
-/// write that took effect is never answered as refused (a client would retry a rotation).
+/// body (as Vault before 1.12) if reading it failed: the caller may change the key but not
+/// read it (refused, or, not allowed to describe it, told there is none), reading it was
+/// throttled (a key with more versions than one request's operations cover, past the
+/// caller's quota), or the database or HSM failed the read. A write that took effect is
+/// never answered as failed: Vault's Go client retries a 5xx, and a retried rotation
+/// rotates again.
 async fn read_after_write(call: &Call<'_>, name: &str) -> Answer {
-    match read(call, name).await {
-        Err(Failure::Done(e))
-            if e.status == StatusCode::FORBIDDEN
-                || e.status == StatusCode::NOT_FOUND
-                || e.status == StatusCode::TOO_MANY_REQUESTS =>
-        {
+    after_write(read(call, name).await)
+}
+
+/// [`read_after_write`]'s answer from the read's.
+fn after_write(read: Answer) -> Answer {
+    match read {
+        Ok(reply) => Ok(reply),
+        Err(Failure::Done(e)) => {
+            if e.status.is_server_error() {
+                tracing::warn!(status = %e.status, error = %e.message, "a key written was not read back; answered 204");
+            }
             Ok(Reply::no_content())
         }
-        answer => answer,
+        Err(Failure::Refused(e)) => {
+            tracing::warn!(error = %e, "a key written was not read back; answered 204");
+            Ok(Reply::no_content())
+        }
     }
 }
 
@@ -663,6 +672,33 @@ pub(super) fn fuzz_config(name: &str, body: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::StatusCode;
+
+    /// Whatever the read after a write that took effect ran into, the write is answered as
+    /// done: before, a database or HSM failure of the read (5xx) was answered, and Vault's
+    /// Go client retried the rotation.
+    #[test]
+    fn a_write_that_took_effect_is_answered_done_whatever_its_read_met() {
+        for status in [
+            StatusCode::FORBIDDEN,
+            StatusCode::NOT_FOUND,
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            StatusCode::SERVICE_UNAVAILABLE,
+        ] {
+            let read = Err(Failure::Done(super::super::error::TransitError::new(
+                status,
+                "read failed",
+            )));
+            let answer = after_write(read).ok().unwrap();
+            assert_eq!(answer.status, StatusCode::NO_CONTENT, "{status}");
+        }
+        let read = Err(Failure::Refused(Error::DatabaseUnavailable));
+        assert_eq!(
+            after_write(read).ok().unwrap().status,
+            StatusCode::NO_CONTENT
+        );
+    }
 
     #[test]
     fn rotation_periods_are_whole_days() {
