@@ -1871,7 +1871,8 @@ async fn a_deleted_plugin_leaves_no_directory_kv_rows_or_cached_component() {
 
 /// A tenant's kv table holds at most `plugin_kv::MAX_ROWS_PER_TENANT` rows: a write that would
 /// add one more is refused (the key creation whose blob it was fails, typed), and succeeds
-/// again once a row is deleted.
+/// again once a row is deleted. And at most `plugin_kv::MAX_BYTES_PER_TENANT` bytes of values
+/// (before, 100,000 values of 1 MiB each: 100 GB of the shared database per tenant).
 #[cfg(all(feature = "test-hooks", debug_assertions))]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tenants_kv_rows_are_capped() {
@@ -1911,6 +1912,32 @@ async fn a_tenants_kv_rows_are_capped() {
     s.create_key(&other, "envelope").await;
     common::sqlite(&db, "DELETE FROM plugin_kv WHERE key = 'filler/1'");
     s.create_key(&t, "envelope").await;
+
+    // 256 values of 1 MiB: the bytes are all taken, in few rows.
+    const MAX_BYTES_PER_TENANT_MIB: u32 = 256;
+    let (_, heavy) = s.tenant_with_admin("heavy").await;
+    s.kv_backend(&heavy).await;
+    common::sqlite(
+        &db,
+        &format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n \
+             WHERE i < {MAX_BYTES_PER_TENANT_MIB}) \
+             INSERT INTO plugin_kv (tenant_id, key, value) SELECT 'heavy', 'big/' || i, zeroblob(1048576) FROM n"
+        ),
+    );
+    let (st, v) = s.call(Some(&heavy), "create-key", json!({})).await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (502, Some("PluginFailed")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("bytes"),
+        "{v}"
+    );
+    common::sqlite(&db, "DELETE FROM plugin_kv WHERE key = 'big/1'");
+    s.create_key(&heavy, "envelope").await;
+    common::sqlite(&db, "DELETE FROM plugin_kv WHERE tenant_id = 'heavy'");
 }
 
 /// A backend that repeats its configuration in its errors (as one repeats its endpoint, and

@@ -1,7 +1,8 @@
 //! The tenant-scoped key-value table behind the `kv` capability. The tenant is fixed by the
 //! host when the store is created; every query is bound to it, so no key a plugin crafts can
 //! reach another tenant's rows. A tenant holds at most
-//! [`plugin_kv::MAX_ROWS_PER_TENANT`] rows: a write that would add one more is answered
+//! [`plugin_kv::MAX_ROWS_PER_TENANT`] rows and [`plugin_kv::MAX_BYTES_PER_TENANT`] bytes of
+//! values: a write past either is answered
 //! `storage-error::invalid` (saying so), which the plugin passes on.
 
 use super::bindings::v0_1::rotation::keyplane::plugin::types::StorageError;

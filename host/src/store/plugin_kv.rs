@@ -3,8 +3,9 @@
 //!
 //! The rows are the tenant's, not one plugin's: all of a tenant's storage backends share them
 //! (two backends built on `kv` read each other's blobs, which garbage collection and a
-//! re-uploaded backend rely on). So the cap on rows is per tenant ([`MAX_ROWS_PER_TENANT`]),
-//! and rows are deleted with the tenant's last storage backend ([`delete_unreachable`]).
+//! re-uploaded backend rely on). So the caps on rows and bytes are per tenant
+//! ([`MAX_ROWS_PER_TENANT`], [`MAX_BYTES_PER_TENANT`]), and rows are deleted with the
+//! tenant's last storage backend ([`delete_unreachable`]).
 
 use super::{on, Db, Tx};
 use crate::error::{Error, Result};
@@ -19,12 +20,21 @@ use crate::telemetry::spans;
 /// range scan of the tenant's rows, made only by a write that adds a row.
 pub const MAX_ROWS_PER_TENANT: i64 = 100_000;
 
+/// Bytes of values a tenant may keep in the table: a write that would grow them past this is
+/// refused with [`Written::Full`]. Rows alone would let a tenant's plugin keep 100,000 values
+/// of the 1 MiB a value may have (100 GB of the shared database); a key version's blob is a
+/// few hundred bytes, so this leaves room for every row the row cap allows at ten times that,
+/// and for a plugin's own state besides. Checked as the rows are (in the writing transaction,
+/// by a scan of the tenant's rows, made only by a write that grows its value or adds a row).
+pub const MAX_BYTES_PER_TENANT: i64 = 256 << 20;
+
 /// What a write did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Written {
     /// It changed this many rows (0: its condition did not hold).
     Rows(u64),
-    /// It would have added a row past [`MAX_ROWS_PER_TENANT`]; nothing was written.
+    /// It would have added a row past [`MAX_ROWS_PER_TENANT`], or grown the values past
+    /// [`MAX_BYTES_PER_TENANT`]; nothing was written.
     Full,
 }
 
@@ -70,8 +80,8 @@ pub async fn write(db: &Db, tenant: &str, key: &str, write: Write<'_>) -> Result
 /// Why a write past the cap was refused.
 pub fn full_message() -> String {
     format!(
-        "the tenant's key-value table is full (at most {MAX_ROWS_PER_TENANT} rows); delete rows \
-         to add more"
+        "the tenant's key-value table is full (at most {MAX_ROWS_PER_TENANT} rows and \
+         {MAX_BYTES_PER_TENANT} bytes of values); delete rows to add more"
     )
 }
 
@@ -101,38 +111,58 @@ pub async fn write_within_cap(
     .await
 }
 
-/// Whether `key` is a row of the tenant's.
-async fn exists(conn: &mut Tx, tenant: &str, key: &str) -> Result<bool> {
+/// The length of `key`'s value, if it is a row of the tenant's.
+async fn own_length(conn: &mut Tx, tenant: &str, key: &str) -> Result<Option<i64>> {
     on!(conn, {
-        let n: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM plugin_kv WHERE tenant_id = $1 AND key = $2")
-                .bind(tenant)
-                .bind(key)
-                .fetch_one(conn)
-                .await?;
-        Ok(n > 0)
+        Ok(sqlx::query_scalar(
+            "SELECT CAST(LENGTH(value) AS BIGINT) FROM plugin_kv WHERE tenant_id = $1 AND key = $2",
+        )
+        .bind(tenant)
+        .bind(key)
+        .fetch_optional(conn)
+        .await?)
     })
 }
 
-/// Whether the tenant holds [`MAX_ROWS_PER_TENANT`] rows already.
-async fn full(conn: &mut Tx, tenant: &str) -> Result<bool> {
+/// The tenant's rows and the bytes of their values.
+async fn usage(conn: &mut Tx, tenant: &str) -> Result<(i64, i64)> {
     on!(conn, {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM plugin_kv WHERE tenant_id = $1")
-            .bind(tenant)
-            .fetch_one(conn)
-            .await?;
-        Ok(n >= MAX_ROWS_PER_TENANT)
+        Ok(sqlx::query_as(
+            "SELECT COUNT(*), CAST(COALESCE(SUM(LENGTH(value)), 0) AS BIGINT) \
+             FROM plugin_kv WHERE tenant_id = $1",
+        )
+        .bind(tenant)
+        .fetch_one(conn)
+        .await?)
     })
+}
+
+/// Whether writing `value` to `key` would take the tenant past a cap: adding a row at
+/// [`MAX_ROWS_PER_TENANT`], or growing its values past [`MAX_BYTES_PER_TENANT`]. A write
+/// that neither adds a row nor grows its value is never refused (nor pays for the scan).
+async fn past_cap(conn: &mut Tx, tenant: &str, key: &str, value: &[u8]) -> Result<bool> {
+    let new = i64::try_from(value.len()).unwrap_or(i64::MAX);
+    let own = own_length(conn, tenant, key).await?;
+    if own.is_some_and(|old| new <= old) {
+        return Ok(false);
+    }
+    let (rows, bytes) = usage(conn, tenant).await?;
+    let adds_row = own.is_none() && rows >= MAX_ROWS_PER_TENANT;
+    let grows_past = bytes - own.unwrap_or(0) + new > MAX_BYTES_PER_TENANT;
+    Ok(adds_row || grows_past)
 }
 
 async fn write_in(conn: &mut Tx, tenant: &str, key: &str, write: Write<'_>) -> Result<Written> {
-    // A write that may add a row is refused at the cap, unless the row is there already.
-    let adds = matches!(
-        write,
-        Write::Set { .. } | Write::SetIf { expected: None, .. }
-    );
-    if adds && !exists(conn, tenant, key).await? && full(conn, tenant).await? {
-        return Ok(Written::Full);
+    // A write of a value is refused past a cap (a conditional one too: its condition is
+    // checked by the statement, after).
+    let value = match &write {
+        Write::Set { value } | Write::SetIf { value, .. } => Some(*value),
+        Write::DeleteIf { .. } | Write::Delete => None,
+    };
+    if let Some(value) = value {
+        if past_cap(conn, tenant, key, value).await? {
+            return Ok(Written::Full);
+        }
     }
     let n = on!(conn, {
         match write {
