@@ -2383,3 +2383,73 @@ async fn an_expiry_late_in_a_pass_holds_its_claim_on_the_material() {
         .await;
     assert_eq!(d["state"], "pending-import", "{d}");
 }
+
+/// A deletion of imported material whose storage backend is too busy to delete the blob (the
+/// tenant's plugin slots taken) is answered as begun and left to the scheduler, and audited:
+/// before, it was answered 429 like a refusal that did nothing (and not audited on its own),
+/// with the key already expiring, so a client's retry was told the key was in the wrong state.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_material_deletion_begun_is_never_answered_throttled() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let s = Server::start_with_env(
+        dir.path(),
+        &[
+            ("RUST_LOG", "warn"),
+            ("KEYPLANE_PLUGINS__TENANT_CONCURRENCY", "1"),
+            ("KEYPLANE_PLUGINS__TENANT_QUEUE_MS", "0"),
+            ("KEYPLANE_PLUGINS__TENANT_FUEL_PER_SECOND", "0"),
+            ("KEYPLANE_PLUGINS__FUEL", "1000000000000"),
+            ("KEYPLANE_PLUGINS__DEADLINE_MS", "3000"),
+        ],
+    )
+    .await;
+    s.kv_backend(&s.admin).await;
+    s.ok(
+        &s.admin,
+        "upload-plugin",
+        json!({ "name": "spin", "world": "rotation-schedule",
+                "component": b64(&common::wasm("hostile-spin")) }),
+    )
+    .await;
+    let key = external_key(&s, json!({ "protection": "envelope" })).await;
+    import_sha1(&s, &key, work.path(), &openssl(&["rand", "32"])).await;
+
+    s.pause("delete-material:begun", &key, "arm").await;
+    let deletion = s.call(
+        Some(&s.admin),
+        "delete-imported-key-material",
+        json!({ "key_id": key }),
+    );
+    let rest = async {
+        let reached = s.pause("delete-material:begun", &key, "wait").await;
+        assert_eq!(reached["reached"], true);
+        // A spinning plugin holds the tenant's one slot until its deadline.
+        let spin = s.call(
+            Some(&s.admin),
+            "preview-rotation",
+            json!({ "key_id": key, "plugin": "spin", "config": {}, "now": 0, "key_info": {} }),
+        );
+        let release = async {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            s.pause("delete-material:begun", &key, "release").await;
+        };
+        tokio::join!(spin, release).0
+    };
+    let (deletion, spin) = tokio::join!(deletion, rest);
+    assert_eq!(spin.0, 504, "{}", spin.1);
+    assert_error(&deletion, 409, "InvalidState", "the scheduler finishes it");
+    let d = s
+        .ok(&s.admin, "describe-key", json!({ "key_id": key }))
+        .await;
+    assert_eq!(d["state"], "expiring", "{d}");
+    let failed = s
+        .audit_records()
+        .into_iter()
+        .filter(|r| r["action"] == "DeleteImportedKeyMaterial" && r["outcome"] == "InvalidState")
+        .count();
+    assert_eq!(failed, 1);
+    // The scheduler finishes it.
+    let pass = s.ok(&s.admin, "run-scheduler", json!({})).await;
+    assert_eq!(pass["expired"], json!([key]), "{pass}");
+}

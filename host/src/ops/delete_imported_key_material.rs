@@ -107,7 +107,17 @@ impl Operation for DeleteImportedKeyMaterial {
             // this request's transaction opens: on SQLite, with it open, another transaction
             // would wait for it. A failure after, or of the commit, leaves the claim to expire.)
             release_now(ctx.state, &key.id, &holder).await;
-            return Err(e);
+            // Past its first commit the deletion has begun: a plugin call refused for the
+            // tenant's plugin budget is not answered as a refusal that did nothing (`Throttled`
+            // is answered 429 and not audited on its own), which a client would retry only to
+            // be told the key is expiring.
+            return Err(match e {
+                Error::Throttled { .. } => Error::InvalidState(format!(
+                    "the deletion of key {}'s imported material has begun, but its storage backend is too busy to finish it now; the scheduler finishes it",
+                    key.id
+                )),
+                e => e,
+            });
         }
         let now = ctx.state.clock.now_rfc3339();
         let conn = scope.conn(ctx.state).await?;
