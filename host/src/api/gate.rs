@@ -76,7 +76,7 @@ impl Gate {
             user_agent: headers
                 .get(axum::http::header::USER_AGENT)
                 .and_then(|v| v.to_str().ok())
-                .map(|ua| truncate(ua, MAX_USER_AGENT)),
+                .map(|ua| ua[..ua.floor_char_boundary(MAX_USER_AGENT)].to_string()),
             grant_tokens: Vec::new(),
             access_key_id: None,
         };
@@ -430,14 +430,6 @@ async fn authenticated<T>(
         }
     }
     auth
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_string()
 }
 
 /// The trace id of the request's span (the caller's, from `traceparent`, or a new one), if
