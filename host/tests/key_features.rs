@@ -455,6 +455,27 @@ async fn grants_are_honoured_by_cedar_within_their_constraints_until_retired_or_
         json!(["key-grants-honoured"]),
         "{allowed}"
     );
+    // ...and the grant it used, as CloudTrail names a request's grant (each use: the decrypt
+    // too); an allowed request owed to policies alone names none.
+    for action in ["Encrypt", "Decrypt"] {
+        let uses: Vec<&Value> = records
+            .iter()
+            .filter(|r| {
+                r["action"] == action
+                    && r["decision"] == "allow"
+                    && r["principal"].as_str().unwrap().contains(&app_id)
+            })
+            .collect();
+        assert!(!uses.is_empty(), "{action}");
+        for r in uses {
+            let resource = r["resource"].as_str().unwrap();
+            assert!(resource.ends_with(&format!(" via grant:{grant_id}")), "{r}");
+        }
+    }
+    assert!(records
+        .iter()
+        .filter(|r| !r["principal"].as_str().unwrap().contains(&app_id))
+        .all(|r| !r["resource"].as_str().unwrap().contains("via grant:")));
     // Nothing else on this key, nothing on another.
     assert_error(
         &s.call(

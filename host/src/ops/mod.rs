@@ -274,6 +274,37 @@ impl<'a> OpContext<'a> {
         Err(self.refusal(action, resource))
     }
 
+    /// The grants (their ids, comma-separated) that let the caller do `action` on `resource`,
+    /// for the request's audit record (as AWS's CloudTrail names the grant a request used):
+    /// the caller's grants on the key that allow `action` for this request, when Cedar,
+    /// asked again without them, refuses it. `None` when the policies alone allow it (an
+    /// admin who also holds a grant) or the caller holds none; only then is Cedar asked twice.
+    fn grants_used(
+        &self,
+        action: &str,
+        resource: &ResourceRef,
+        ec: &EncryptionContext,
+        extra: Extra<'_>,
+    ) -> Option<String> {
+        let ResourceRef::Key { grants, .. } = resource else {
+            return None;
+        };
+        let ids: Vec<&str> = grants
+            .iter()
+            .filter(|g| g.grantee == self.principal.id && g.actions_for(ec).any(|a| a == action))
+            .map(|g| g.id.as_str())
+            .collect();
+        if ids.is_empty() {
+            return None;
+        }
+        let mut bare = resource.clone();
+        if let ResourceRef::Key { grants, .. } = &mut bare {
+            *grants = std::sync::Arc::from(Vec::new());
+        }
+        let without = self.decide(action, &bare, ec, extra).ok()?;
+        (!without.allowed).then(|| ids.join(","))
+    }
+
     /// The determining policies of the denial [`OpContext::authorize`] last made, if any.
     fn denial_policies(&self) -> Vec<String> {
         self.denied
@@ -736,6 +767,10 @@ async fn run<O: Operation>(
         self_granted: op.self_granted(&ctx, &resource),
         export_format: op.export_format(),
     };
+    let extra_without_grants = Extra {
+        self_granted: None,
+        ..extra
+    };
     let decision = ctx.decide(O::ACTION, &resource, ec, extra);
     drop(entered);
     if let Ok(d) = &decision {
@@ -768,6 +803,9 @@ async fn run<O: Operation>(
         return Err(fail(state, &mut ev, e).await);
     }
     ev.decision = "allow";
+    if let Some(grants) = ctx.grants_used(O::ACTION, &resource, ec, extra_without_grants) {
+        ev.resource = format!("{} via grant:{grants}", ev.resource);
+    }
     if let Err(e) = refuse_if_forgotten(meta, &resource) {
         return Err(fail(state, &mut ev, e).await);
     }
