@@ -34,6 +34,16 @@ pub enum ResourceRef {
 }
 
 impl ResourceRef {
+    /// The same resource as if nobody held a grant on it: what Cedar decides on it is what
+    /// the caller's policies alone allow.
+    pub fn without_grants(&self) -> ResourceRef {
+        let mut bare = self.clone();
+        if let ResourceRef::Key { grants, .. } = &mut bare {
+            *grants = std::sync::Arc::from(Vec::new());
+        }
+        bare
+    }
+
     /// The Cedar uid as text, e.g. `Keyplane::Key::"k-…"` (for audit records).
     pub fn display(&self) -> String {
         match self {

@@ -27,7 +27,7 @@
 //! Cedar: `CreateGrant`, `ListGrants`, `RevokeGrant`, `RetireGrant` on the key;
 //! `ListRetirableGrants` on the retiring principal.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -256,13 +256,9 @@ impl CreateGrant {
         {
             return Ok(None);
         }
-        let mut bare = r.clone();
-        if let ResourceRef::Key { grants, .. } = &mut bare {
-            *grants = Arc::from(Vec::new());
-        }
         let decision = ctx.decide(
             Self::ACTION,
-            &bare,
+            &r.without_grants(),
             &EncryptionContext::new(),
             Extra::default(),
         )?;

@@ -297,11 +297,9 @@ impl<'a> OpContext<'a> {
         if ids.is_empty() {
             return None;
         }
-        let mut bare = resource.clone();
-        if let ResourceRef::Key { grants, .. } = &mut bare {
-            *grants = std::sync::Arc::from(Vec::new());
-        }
-        let without = self.decide(action, &bare, ec, extra).ok()?;
+        let without = self
+            .decide(action, &resource.without_grants(), ec, extra)
+            .ok()?;
         (!without.allowed).then(|| ids.join(","))
     }
 
