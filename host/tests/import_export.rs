@@ -2416,22 +2416,31 @@ async fn a_material_deletion_begun_is_never_answered_throttled() {
     import_sha1(&s, &key, work.path(), &openssl(&["rand", "32"])).await;
 
     s.pause("delete-material:begun", &key, "arm").await;
-    let deletion = s.call(
-        Some(&s.admin),
-        "delete-imported-key-material",
-        json!({ "key_id": key }),
-    );
+    let deletion = async {
+        let answer = s
+            .call(
+                Some(&s.admin),
+                "delete-imported-key-material",
+                json!({ "key_id": key }),
+            )
+            .await;
+        // Refused the tenant's slot: the plugin call holding it goes on.
+        s.pause("plugin:admitted", "default", "release").await;
+        answer
+    };
     let rest = async {
         let reached = s.pause("delete-material:begun", &key, "wait").await;
         assert_eq!(reached["reached"], true);
-        // A spinning plugin holds the tenant's one slot until its deadline.
+        // Another call of the tenant's takes its one plugin slot, and holds it.
+        s.pause("plugin:admitted", "default", "arm").await;
         let spin = s.call(
             Some(&s.admin),
             "preview-rotation",
             json!({ "key_id": key, "plugin": "spin", "config": {}, "now": 0, "key_info": {} }),
         );
         let release = async {
-            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            let held = s.pause("plugin:admitted", "default", "wait").await;
+            assert_eq!(held["reached"], true);
             s.pause("delete-material:begun", &key, "release").await;
         };
         tokio::join!(spin, release).0

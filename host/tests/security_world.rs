@@ -212,7 +212,7 @@ async fn hsm_keys_made_on_one_node_are_used_on_another_and_shredded_on_both() {
     // Node A first, on the empty database: it makes the root key (exportable, for the
     // ceremony), the token-hash key and the default tenant; the ceremony gives B's token the
     // same root key (`common::cluster`). Scheduler passes only on demand; B also collects
-    // garbage at every pass.
+    // garbage at every pass (its grace period the shortest a node takes, a minute).
     let mut cluster = Cluster::start_each(
         2,
         &[("KEYPLANE_LIFECYCLE__SCHEDULER_INTERVAL_SECONDS", "0")],
@@ -220,7 +220,7 @@ async fn hsm_keys_made_on_one_node_are_used_on_another_and_shredded_on_both() {
             &[],
             &[
                 ("KEYPLANE_LIFECYCLE__GC_INTERVAL_SECONDS", "1"),
-                ("KEYPLANE_LIFECYCLE__GC_GRACE_SECONDS", "0"),
+                ("KEYPLANE_LIFECYCLE__GC_GRACE_SECONDS", "60"),
             ],
         ],
     )
@@ -485,6 +485,7 @@ async fn hsm_keys_made_on_one_node_are_used_on_another_and_shredded_on_both() {
     }
     // Nothing else broke on either node.
     let k = node_b.create_key(&node_b.admin, "hsm").await;
+    let made = Instant::now();
     across(node_b, node_a, &k, Use::Aes, "a new key").await;
 
     // A node down while another shreds a key it made: the token object in its token outlives
@@ -501,6 +502,9 @@ async fn hsm_keys_made_on_one_node_are_used_on_another_and_shredded_on_both() {
     );
     cluster.nodes[1] = cluster.start_node(1).await;
     let node_b = &cluster.nodes[1];
+    // Past the grace period: a minute of real time since the object was made (a test cannot
+    // move the age of material; a node measures it on the wall clock).
+    tokio::time::sleep(Duration::from_secs(61).saturating_sub(made.elapsed())).await;
     // B's own interval (1 s) since its last collection. A pass that finds it not yet due
     // (a loaded machine: the claim's clock and the test's sleep differ) collects nothing;
     // the next one does.

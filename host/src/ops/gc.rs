@@ -44,7 +44,7 @@
 //! dry run unless told to apply it.
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -103,12 +103,20 @@ pub fn created_at(name: &str) -> Option<u64> {
     Some(secs)
 }
 
-/// Whether material named `name` is past the grace period at `now` (seconds since the epoch,
-/// the service clock's: tests that move it forward see material age as a node does); names
-/// without a time count as old.
-fn is_old(name: &str, grace: Duration, now: i64) -> bool {
-    let now = u64::try_from(now).unwrap_or(0);
+/// Whether material named `name` is past the grace period at `now` (seconds since the epoch
+/// on the wall clock, as the time in the name is: not the service clock, which tests move
+/// forward, and against which the material of a request still committing would look old);
+/// names without a time count as old.
+fn is_old(name: &str, grace: Duration, now: u64) -> bool {
     created_at(name).is_none_or(|t| now.saturating_sub(t) >= grace.as_secs())
+}
+
+/// Now on the wall clock, in seconds since the epoch.
+fn wall_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn event(tenant: &str, resource: String, outcome: &str) -> AuditEvent {
@@ -254,7 +262,7 @@ async fn collect_objects(
             continue;
         }
         let name = String::from_utf8_lossy(&id).into_owned();
-        if !is_old(&name, grace, state.clock.now()) {
+        if !is_old(&name, grace, wall_now()) {
             report.young += 1;
             continue;
         }
@@ -344,7 +352,7 @@ async fn collect_blobs(
                 if referenced.contains(&name) {
                     continue;
                 }
-                if !is_old(&name, grace, state.clock.now()) {
+                if !is_old(&name, grace, wall_now()) {
                     report.young += 1;
                     continue;
                 }
@@ -382,7 +390,6 @@ async fn collect_blobs(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::{SystemTime, UNIX_EPOCH};
 
     #[test]
     fn creation_times_come_from_uuid_v7_names() {
@@ -397,14 +404,11 @@ mod tests {
         for name in [&id, &blob, &import, &kek] {
             let t = created_at(name).unwrap_or_else(|| panic!("{name}"));
             assert!(now.abs_diff(t) <= 2, "{name}");
+            assert!(!is_old(name, Duration::from_secs(3600), now), "{name}");
+            assert!(is_old(name, Duration::ZERO, now), "{name}");
+            // An hour on.
             assert!(
-                !is_old(name, Duration::from_secs(3600), now as i64),
-                "{name}"
-            );
-            assert!(is_old(name, Duration::ZERO, now as i64), "{name}");
-            // An hour on, by the clock it is given.
-            assert!(
-                is_old(name, Duration::from_secs(3600), now as i64 + 3601),
+                is_old(name, Duration::from_secs(3600), now + 3601),
                 "{name}"
             );
         }
@@ -415,10 +419,7 @@ mod tests {
             format!("kp:k-1:3:{}", uuid::Uuid::new_v4().simple()),
         ] {
             assert_eq!(created_at(&name), None, "{name}");
-            assert!(
-                is_old(&name, Duration::from_secs(3600), now as i64),
-                "{name}"
-            );
+            assert!(is_old(&name, Duration::from_secs(3600), now), "{name}");
         }
     }
 }

@@ -802,7 +802,11 @@ async fn run<O: Operation>(
     }
     ev.decision = "allow";
     if let Some(grants) = ctx.grants_used(O::ACTION, &resource, ec, extra_without_grants) {
-        ev.resource = format!("{} via grant:{grants}", ev.resource);
+        // Right after the leading uid, whose decision the grant made (a rewrap's record goes
+        // on with `-> <destination>`).
+        let uid = resource.display();
+        let rest = ev.resource.strip_prefix(uid.as_str()).unwrap_or_default();
+        ev.resource = format!("{uid} via grant:{grants}{rest}");
     }
     if let Err(e) = refuse_if_forgotten(meta, &resource) {
         return Err(fail(state, &mut ev, e).await);

@@ -116,6 +116,8 @@ impl Fairness {
         work: impl Future<Output = (Result<T>, u64)> + Send + 'static,
     ) -> Result<T> {
         let permit = self.admit(tenant).await.map_err(Error::plugin_throttled)?;
+        // Holding the tenant's slot: a test makes another call meet a tenant that is busy.
+        crate::pause::point("plugin:admitted", tenant).await;
         let Some(runtime) = &self.runtime else {
             return Err(Error::Internal);
         };

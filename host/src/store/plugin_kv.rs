@@ -139,11 +139,24 @@ async fn usage(conn: &mut Tx, tenant: &str) -> Result<(i64, i64)> {
 
 /// Whether writing `value` to `key` would take the tenant past a cap: adding a row at
 /// [`MAX_ROWS_PER_TENANT`], or growing its values past [`MAX_BYTES_PER_TENANT`]. A write
-/// that neither adds a row nor grows its value is never refused (nor pays for the scan).
-async fn past_cap(conn: &mut Tx, tenant: &str, key: &str, value: &[u8]) -> Result<bool> {
+/// that neither adds a row nor grows its value is never refused (nor pays for the scan), and
+/// neither is a conditional one (`expected`: `Some`) whose condition cannot hold (a create of
+/// a row there is, an update of one there is not): it changes nothing, and is answered as
+/// the conflict it is.
+async fn past_cap(
+    conn: &mut Tx,
+    tenant: &str,
+    key: &str,
+    value: &[u8],
+    expected: Option<Option<&[u8]>>,
+) -> Result<bool> {
     let new = i64::try_from(value.len()).unwrap_or(i64::MAX);
     let own = own_length(conn, tenant, key).await?;
-    if own.is_some_and(|old| new <= old) {
+    let changes_nothing = matches!(
+        (expected, own),
+        (Some(None), Some(_)) | (Some(Some(_)), None)
+    );
+    if changes_nothing || own.is_some_and(|old| new <= old) {
         return Ok(false);
     }
     let (rows, bytes) = usage(conn, tenant).await?;
@@ -156,11 +169,12 @@ async fn write_in(conn: &mut Tx, tenant: &str, key: &str, write: Write<'_>) -> R
     // A write of a value is refused past a cap (a conditional one too: its condition is
     // checked by the statement, after).
     let value = match &write {
-        Write::Set { value } | Write::SetIf { value, .. } => Some(*value),
+        Write::Set { value } => Some((*value, None)),
+        Write::SetIf { value, expected } => Some((*value, Some(*expected))),
         Write::DeleteIf { .. } | Write::Delete => None,
     };
-    if let Some(value) = value {
-        if past_cap(conn, tenant, key, value).await? {
+    if let Some((value, expected)) = value {
+        if past_cap(conn, tenant, key, value, expected).await? {
             return Ok(Written::Full);
         }
     }

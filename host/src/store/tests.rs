@@ -493,3 +493,55 @@ async fn an_export_by_key_matches_the_key_exactly_on_both_backends() {
         assert_eq!(resources, ["Keyplane::Key::\"k_ab\""], "{:?}", db.dialect());
     }
 }
+
+/// At the tenant's row cap a write that adds a row is refused as full, but a conditional write
+/// whose condition cannot hold (a create of a row there is, an update of one there is not)
+/// is the conflict it is, not "full": a backend racing another at the cap must see it lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn plugin_kv_conflicts_at_the_cap_are_conflicts() {
+    use plugin_kv::{Write, Written};
+    for (_guard, db) in both().await {
+        insert_tenant(&db, "t").await;
+        let byte = match db.dialect() {
+            super::Dialect::Postgres => "'\\x00'::bytea",
+            _ => "X'00'",
+        };
+        let mut tx = db.begin().await.unwrap();
+        super::testing::execute(
+            &mut tx,
+            &format!(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {}) \
+                 INSERT INTO plugin_kv (tenant_id, key, value) SELECT 't', 'filler/' || i, {byte} FROM n",
+                plugin_kv::MAX_ROWS_PER_TENANT
+            ),
+        )
+        .await;
+        tx.commit().await.unwrap();
+        let write = |key: &'static str, write: Write<'static>| {
+            let db = db.clone();
+            async move {
+                plugin_kv::write_within_cap(&db, "t", key, write)
+                    .await
+                    .unwrap()
+            }
+        };
+        let one: &'static [u8] = &[1];
+        let zero: &'static [u8] = &[0];
+        assert_eq!(write("new", Write::Set { value: one }).await, Written::Full);
+        let create_existing = Write::SetIf {
+            expected: None,
+            value: one,
+        };
+        assert_eq!(write("filler/1", create_existing).await, Written::Rows(0));
+        let update_missing = Write::SetIf {
+            expected: Some(zero),
+            value: one,
+        };
+        assert_eq!(write("missing", update_missing).await, Written::Rows(0));
+        let update = Write::SetIf {
+            expected: Some(zero),
+            value: one,
+        };
+        assert_eq!(write("filler/2", update).await, Written::Rows(1));
+    }
+}
