@@ -1,6 +1,14 @@
 //! A pool of open PKCS#11 sessions. `cryptoki::Session` is `Send` but not `Sync`, and a
 //! PKCS#11 session runs one operation at a time, so each call borrows a session exclusively.
 //! The login is per process, so every session opened after the anchor's login is logged in.
+//!
+//! Sessions are opened and closed one at a time, whatever the module: PKCS#11 lets
+//! `C_OpenSession` and `C_CloseSession` run at once, but tpm2-pkcs11 1.9 takes no lock around
+//! its session table (seen in its code), so two opens at once could be handed one session
+//! (the second `C_DecryptInit` on it failed with `CKR_OPERATION_ACTIVE`, and closing it freed
+//! what the other call was using: the node died, in CI, after a restart on the TPM with eight
+//! requests opening their first sessions together). Opening is an allocation in the module,
+//! so taking turns costs nothing measurable; calls on open sessions still run at once.
 
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::Mutex;
@@ -15,6 +23,8 @@ pub(super) struct SessionPool {
     pkcs11: Pkcs11,
     slot: Slot,
     idle: Mutex<Vec<Session>>,
+    /// Held while a session is opened or closed (see the module docs).
+    lifecycle: Mutex<()>,
     max_idle: usize,
     /// Sessions this pool has open (idle or lent): `describe-hsm` shows it, so a leak shows
     /// over a long run (benches/soak).
@@ -35,6 +45,7 @@ impl SessionPool {
             pkcs11,
             slot,
             idle: Mutex::new(Vec::new()),
+            lifecycle: Mutex::new(()),
             max_idle: max_idle.max(1),
             open: AtomicIsize::new(0),
             close_after_rejected,
@@ -50,10 +61,12 @@ impl SessionPool {
         if let Some(s) = self.idle.lock().map_err(|_| Error::Internal)?.pop() {
             return Ok(s);
         }
-        let session = self
-            .pkcs11
-            .open_rw_session(self.slot)
-            .map_err(super::unavailable("open session"))?;
+        let session = {
+            let _turn = self.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
+            self.pkcs11
+                .open_rw_session(self.slot)
+                .map_err(super::unavailable("open session"))?
+        };
         self.open.fetch_add(1, Ordering::Relaxed);
         Ok(session)
     }
@@ -68,8 +81,11 @@ impl SessionPool {
         self.close(session);
     }
 
-    /// Close a session (dropping it closes it).
+    /// Close a session (dropping it closes it), in turn with every other open and close.
     fn close(&self, session: Session) {
+        // A poisoned lock (a panic while opening) still serializes: its guard is taken all
+        // the same (and so in `take`).
+        let _turn = self.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
         drop(session);
         self.open.fetch_sub(1, Ordering::Relaxed);
     }

@@ -805,8 +805,10 @@ async fn run<O: Operation>(
         // Right after the leading uid, whose decision the grant made (a rewrap's record goes
         // on with `-> <destination>`).
         let uid = resource.display();
-        let rest = ev.resource.strip_prefix(uid.as_str()).unwrap_or_default();
-        ev.resource = format!("{uid} via grant:{grants}{rest}");
+        ev.resource = match ev.resource.strip_prefix(uid.as_str()) {
+            Some(rest) => format!("{uid} via grant:{grants}{rest}"),
+            None => format!("{} via grant:{grants}", ev.resource),
+        };
     }
     if let Err(e) = refuse_if_forgotten(meta, &resource) {
         return Err(fail(state, &mut ev, e).await);
