@@ -195,6 +195,28 @@ async fn import_sha1(s: &Server, key: &str, work: &Path, material: &[u8]) {
     assert_eq!(r.0, 200, "{}", r.1);
 }
 
+/// Import `material` into `key` (RSAES_OAEP_SHA_1), valid for an hour by the node's clock;
+/// the answer, which must be 200.
+async fn import_for_an_hour(s: &Server, key: &str, work: &Path, material: &[u8]) -> Value {
+    let now = s.advance_clock(0).await;
+    let valid_to = chrono::DateTime::from_timestamp(now + 3600, 0)
+        .unwrap()
+        .to_rfc3339();
+    let p = params(s, key, "RSAES_OAEP_SHA_1").await;
+    let pem = p["public_key_pem"].as_str().unwrap().to_string();
+    let wrapped = oaep_encrypt(work, &pem, material);
+    let r = import(
+        s,
+        key,
+        &p["import_token"],
+        &wrapped,
+        json!({ "valid_to": valid_to }),
+    )
+    .await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    r.1
+}
+
 async fn import(
     s: &Server,
     key: &str,
@@ -1195,22 +1217,7 @@ async fn an_import_that_loses_a_race_leaves_one_set_of_objects() {
     let s = Server::start_quiet(dir.path()).await;
     let key = external_hsm_key(&s).await;
     let material = openssl(&["rand", "32"]);
-    let now = s.advance_clock(0).await;
-    let valid_to = chrono::DateTime::from_timestamp(now + 3600, 0)
-        .unwrap()
-        .to_rfc3339();
-    let p = params(&s, &key, "RSAES_OAEP_SHA_1").await;
-    let pem = p["public_key_pem"].as_str().unwrap().to_string();
-    let wrapped = oaep_encrypt(work.path(), &pem, &material);
-    let r = import(
-        &s,
-        &key,
-        &p["import_token"],
-        &wrapped,
-        json!({ "valid_to": valid_to }),
-    )
-    .await;
-    assert_eq!(r.0, 200, "{}", r.1);
+    import_for_an_hour(&s, &key, work.path(), &material).await;
     let ct = s.encrypt(&s.admin, &key, b"before expiry", json!({})).await;
     s.advance_clock(3601).await;
     let pass = s.ok(&s.admin, "run-scheduler", json!({})).await;
@@ -1336,24 +1343,7 @@ async fn expiry_and_reimport_never_revive_a_revoked_version() {
     let material = openssl(&["rand", "32"]);
     let import_expiring = |key: String| {
         let (s, work, material) = (&s, &work, &material);
-        async move {
-            let now = s.advance_clock(0).await;
-            let valid_to = chrono::DateTime::from_timestamp(now + 3600, 0)
-                .unwrap()
-                .to_rfc3339();
-            let p = params(s, &key, "RSAES_OAEP_SHA_1").await;
-            let pem = p["public_key_pem"].as_str().unwrap().to_string();
-            let r = import(
-                s,
-                &key,
-                &p["import_token"],
-                &oaep_encrypt(work.path(), &pem, material),
-                json!({ "valid_to": valid_to }),
-            )
-            .await;
-            assert_eq!(r.0, 200, "{}", r.1);
-            r.1
-        }
+        async move { import_for_an_hour(s, &key, work.path(), material).await }
     };
     let mut keys = Vec::new();
     for _ in 0..2 {
@@ -2308,22 +2298,7 @@ async fn an_expiry_late_in_a_pass_holds_its_claim_on_the_material() {
     let work = tempfile::tempdir().unwrap();
     let s = Server::start_quiet(dir.path()).await;
     let imported = external_hsm_key(&s).await;
-    let now = s.advance_clock(0).await;
-    let p = params(&s, &imported, "RSAES_OAEP_SHA_1").await;
-    let pem = p["public_key_pem"].as_str().unwrap().to_string();
-    let valid_to = chrono::DateTime::from_timestamp(now + 3600, 0)
-        .unwrap()
-        .to_rfc3339();
-    let material = openssl(&["rand", "32"]);
-    let r = import(
-        &s,
-        &imported,
-        &p["import_token"],
-        &oaep_encrypt(work.path(), &pem, &material),
-        json!({ "valid_to": valid_to }),
-    )
-    .await;
-    assert_eq!(r.0, 200, "{}", r.1);
+    import_for_an_hour(&s, &imported, work.path(), &openssl(&["rand", "32"])).await;
     // A key whose deletion window passes with the material's validity: the pass destroys it
     // first, then expires the material.
     let doomed = s.create_key(&s.admin, "hsm").await;
